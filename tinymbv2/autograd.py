@@ -1,0 +1,379 @@
+"""A small reverse-mode automatic differentiation engine.
+
+A :class:`Tensor` wraps an array (NumPy, or CuPy on the GPU). Every operation
+on tensors that need gradients records a node: the :class:`Function` that made
+the output, a context holding what its backward pass needs, and the input
+tensors. ``loss.backward()`` then walks those nodes from the output back to the
+leaves in reverse topological order, and each node turns the gradient of its
+output into gradients of its inputs (the chain rule):
+
+    dL/dx = backward(ctx, dL/dy)
+
+Gradients of a tensor used in several places are summed, which is the
+multivariate chain rule. The walk is iterative, so a chain of 100,000 ops does
+not hit Python's recursion limit.
+
+The ops themselves (with their derivatives, micrograd style: backward right
+beside forward) live in :mod:`tinymbv2.functional`; this file holds the engine.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from .backend import get_array_module
+
+_grad_enabled = True
+
+
+@contextlib.contextmanager
+def no_grad():
+    """Inside this block operations build no graph (inference, optimizer steps)."""
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+
+
+def is_grad_enabled() -> bool:
+    return _grad_enabled
+
+
+def _as_array(data, dtype=None):
+    """Turn tensor-like input into an array.
+
+    Python numbers and lists of floats become float32 (like ``torch.tensor``);
+    arrays keep their dtype, so float64 stays float64.
+    """
+    if isinstance(data, Tensor):
+        data = data.data
+    xp = get_array_module(data)
+    if dtype is not None:
+        return xp.asarray(data, dtype=dtype)
+    if isinstance(data, (bool, int, float, list, tuple)):
+        arr = np.asarray(data)
+        return arr.astype(np.float32) if arr.dtype == np.float64 else arr
+    return xp.asarray(data)
+
+
+class Context:
+    """What a Function's forward keeps for its backward (``ctx`` in PyTorch)."""
+
+    def __init__(self):
+        self.saved = ()
+        self.freed = False
+        self.needs_input_grad = ()
+
+    def save_for_backward(self, *arrays) -> None:
+        self.saved = arrays
+
+    @property
+    def saved_tensors(self):
+        if self.freed:
+            raise RuntimeError(
+                "backward: trying to backward through the graph a second time; the "
+                "saved arrays were freed after the first backward. Call "
+                ".backward(retain_graph=True) the first time if you need two."
+            )
+        return self.saved
+
+    def free(self) -> None:
+        self.saved = ()
+        self.freed = True
+        for name in list(vars(self)):
+            if name not in ("saved", "freed", "needs_input_grad"):
+                delattr(self, name)
+
+
+class Function:
+    """Base class of differentiable operations.
+
+    Subclasses define two static methods working on raw arrays::
+
+        forward(ctx, *inputs, **options) -> output array
+        backward(ctx, grad_output) -> one gradient per positional input
+                                      (None for inputs that are not tensors)
+
+    and are called through ``apply``, which unwraps tensors, runs forward and,
+    when any input requires a gradient, records the node in the graph.
+    """
+
+    @staticmethod
+    def forward(ctx, *args, **kwargs):
+        raise NotImplementedError
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise NotImplementedError
+
+    @classmethod
+    def apply(cls, *args, **kwargs) -> "Tensor":
+        ctx = Context()
+        raw = [a.data if isinstance(a, Tensor) else a for a in args]
+        ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
+        out = Tensor(cls.forward(ctx, *raw, **kwargs))
+        if _grad_enabled and any(ctx.needs_input_grad):
+            out.requires_grad = True
+            out._node = Node(cls, ctx, args)
+        return out
+
+
+class Node:
+    """One recorded operation: the function, its context and its inputs."""
+
+    __slots__ = ("function", "ctx", "inputs")
+
+    def __init__(self, function, ctx, inputs):
+        self.function = function
+        self.ctx = ctx
+        self.inputs = inputs
+
+    def __repr__(self):
+        return f"<{self.function.__name__}>"
+
+
+class Tensor:
+    """An array with an optional gradient and a link to the op that made it.
+
+    ``Tensor(data, requires_grad=False, dtype=None)``: ``data`` is an array,
+    a number or a (nested) list. Python numbers and lists become float32,
+    arrays keep their dtype (float64 stays float64). Only floating tensors
+    can require gradients.
+    """
+
+    __array_priority__ = 100  # so that ndarray + Tensor calls Tensor.__radd__
+
+    def __init__(self, data, requires_grad: bool = False, dtype=None):
+        self.data = _as_array(data, dtype)
+        self.grad = None
+        self._node: Node | None = None
+        self.requires_grad = False
+        if requires_grad:
+            self.requires_grad_(True)
+
+    # -- basic properties ---------------------------------------------------
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    @property
+    def size(self):
+        return self.data.size
+
+    @property
+    def device(self) -> str:
+        return "cpu" if get_array_module(self.data) is np else "cuda"
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._node is None
+
+    def __len__(self):
+        return len(self.data)
+
+    def requires_grad_(self, flag: bool = True) -> "Tensor":
+        if flag and self.data.dtype.kind != "f":
+            raise TypeError(
+                f"Tensor.requires_grad_: only floating tensors can require gradients, "
+                f"got dtype {self.data.dtype}"
+            )
+        self.requires_grad = flag
+        return self
+
+    def numpy(self) -> np.ndarray:
+        """The data as a NumPy array (copied to the host if it lives on the GPU)."""
+        if get_array_module(self.data) is np:
+            return self.data
+        return self.data.get()
+
+    def item(self):
+        return self.data.item()
+
+    def detach(self) -> "Tensor":
+        """A new leaf sharing the data, cut from the graph."""
+        return Tensor(self.data)
+
+    def __repr__(self):
+        grad = ", requires_grad=True" if self.requires_grad else ""
+        body = np.array2string(self.numpy(), precision=4, separator=", ", threshold=20)
+        return f"Tensor({body}, dtype={self.dtype}{grad})"
+
+    # -- the reverse walk ---------------------------------------------------
+    def backward(self, grad=None, retain_graph: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires it.
+
+        ``grad`` is the upstream gradient dL/d(self); it may be omitted only for a
+        tensor with one element (then it is 1).
+        """
+        if not self.requires_grad:
+            raise RuntimeError(
+                "backward: this tensor does not require grad and has no graph "
+                "(was it made under no_grad, or from inputs with requires_grad=False?)"
+            )
+        xp = get_array_module(self.data)
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(
+                    f"backward: grad can be implicit only for a single-element tensor, "
+                    f"got shape {self.shape}; pass grad= of that shape"
+                )
+            grad = xp.ones_like(self.data)
+        else:
+            grad = _as_array(grad, self.data.dtype)
+            if grad.shape != self.shape:
+                raise ValueError(
+                    f"backward: grad must have the tensor's shape {self.shape}, got {grad.shape}"
+                )
+
+        grads = {id(self): grad}
+        for tensor in _topological_order(self):
+            g = grads.pop(id(tensor), None)
+            if g is None:
+                continue
+            node = tensor._node
+            if node is None:  # a leaf: accumulate, like PyTorch
+                tensor.grad = g if tensor.grad is None else tensor.grad + g
+                continue
+            input_grads = node.function.backward(node.ctx, g)
+            if not isinstance(input_grads, tuple):
+                input_grads = (input_grads,)
+            if not retain_graph:
+                node.ctx.free()
+            for inp, ig in zip(node.inputs, input_grads):
+                if ig is None or not isinstance(inp, Tensor) or not inp.requires_grad:
+                    continue
+                key = id(inp)
+                grads[key] = ig if key not in grads else grads[key] + ig
+
+    # -- operators (implemented as Functions in tinymbv2.functional) ----------
+    def _f(self):
+        from . import functional
+
+        return functional
+
+    def __add__(self, other):
+        return self._f().add(self, other)
+
+    def __radd__(self, other):
+        return self._f().add(other, self)
+
+    def __sub__(self, other):
+        return self._f().sub(self, other)
+
+    def __rsub__(self, other):
+        return self._f().sub(other, self)
+
+    def __mul__(self, other):
+        return self._f().mul(self, other)
+
+    def __rmul__(self, other):
+        return self._f().mul(other, self)
+
+    def __truediv__(self, other):
+        return self._f().div(self, other)
+
+    def __rtruediv__(self, other):
+        return self._f().div(other, self)
+
+    def __neg__(self):
+        return self._f().neg(self)
+
+    def __pow__(self, exponent):
+        return self._f().pow(self, exponent)
+
+    def __matmul__(self, other):
+        return self._f().matmul(self, other)
+
+    def __rmatmul__(self, other):
+        return self._f().matmul(other, self)
+
+    def __getitem__(self, index):
+        return self._f().getitem(self, index)
+
+    def sum(self, axis=None, keepdims=False):
+        return self._f().sum(self, axis, keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        return self._f().mean(self, axis, keepdims)
+
+    def reshape(self, *shape):
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return self._f().reshape(self, shape)
+
+    def transpose(self, *axes):
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = tuple(axes[0])
+        return self._f().transpose(self, axes or None)
+
+    @property
+    def T(self):
+        return self.transpose()
+
+    def flatten(self, start_dim=0):
+        return self._f().flatten(self, start_dim)
+
+    def exp(self):
+        return self._f().exp(self)
+
+    def log(self):
+        return self._f().log(self)
+
+    def relu(self):
+        return self._f().relu(self)
+
+    def clamp(self, min=None, max=None):
+        return self._f().clamp(self, min, max)
+
+    # comparisons give plain boolean arrays: they have no gradient
+    def __eq__(self, other):  # noqa: D105
+        return self.data == (other.data if isinstance(other, Tensor) else other)
+
+    def __lt__(self, other):
+        return self.data < (other.data if isinstance(other, Tensor) else other)
+
+    def __gt__(self, other):
+        return self.data > (other.data if isinstance(other, Tensor) else other)
+
+    __hash__ = object.__hash__
+
+
+def _topological_order(root: Tensor) -> list[Tensor]:
+    """Tensors reachable from ``root``, each after every tensor that uses it.
+
+    Iterative depth-first post-order (an explicit stack instead of recursion),
+    then reversed, so walking the list visits outputs before their inputs.
+    """
+    order, visited = [], set()
+    stack = [(root, False)]
+    while stack:
+        tensor, children_done = stack.pop()
+        if children_done:
+            order.append(tensor)
+            continue
+        if id(tensor) in visited:
+            continue
+        visited.add(id(tensor))
+        stack.append((tensor, True))
+        if tensor._node is not None:
+            for inp in tensor._node.inputs:
+                if isinstance(inp, Tensor) and inp.requires_grad and id(inp) not in visited:
+                    stack.append((inp, False))
+    order.reverse()
+    return order
+
+
+def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:
+    """``tinymbv2.tensor(...)``: same as ``Tensor(...)``, PyTorch's spelling."""
+    return Tensor(data, requires_grad=requires_grad, dtype=dtype)

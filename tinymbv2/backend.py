@@ -1,0 +1,81 @@
+"""Which array library and which CPU kernel set are active.
+
+Layer 1 of the package: everything above asks this module for the kernels to
+call, so switching ``tinymbv2.use_kernels("reference")`` swaps every
+convolution and BatchNorm in the network at once.
+
+Kernel sets (same function names and signatures, see ``kernels/``):
+
+* ``"reference"`` -- NumPy, written to be read; what the course teaches.
+* ``"numba"``     -- ``@njit`` kernels for fast CPU training (the default).
+* ``"cupy"``      -- CUDA kernels through CuPy; chosen automatically for
+  arrays that live on the GPU (a later part of the project).
+"""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+import numpy as np
+
+KERNEL_SETS = {
+    "reference": "tinymbv2.kernels.reference",
+    "numba": "tinymbv2.kernels.numba_cpu",
+    "cupy": "tinymbv2.kernels.cupy_gpu",
+}
+
+_active_cpu_set = "numba"
+_loaded: dict[str, ModuleType] = {}
+
+
+def _load(name: str) -> ModuleType:
+    if name not in _loaded:
+        _loaded[name] = importlib.import_module(KERNEL_SETS[name])
+    return _loaded[name]
+
+
+class use_kernels:
+    """Select the CPU kernel set; works as a plain call and as a context manager.
+
+    >>> tinymbv2.use_kernels("reference")          # from now on
+    >>> with tinymbv2.use_kernels("numba"): ...    # only inside the block
+    """
+
+    def __init__(self, name: str):
+        global _active_cpu_set
+        if name not in ("reference", "numba"):
+            raise ValueError(
+                f"use_kernels: expected 'reference' or 'numba', got {name!r}"
+            )
+        self.name = name
+        self.previous = _active_cpu_set
+        _active_cpu_set = name
+
+    def __enter__(self) -> "use_kernels":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        global _active_cpu_set
+        _active_cpu_set = self.previous
+
+
+def active_kernel_set() -> str:
+    """Name of the CPU kernel set in use: ``"reference"`` or ``"numba"``."""
+    return _active_cpu_set
+
+
+def get_array_module(*arrays):
+    """``cupy`` if any argument is a CuPy array, else ``numpy`` (DeZero style)."""
+    for a in arrays:
+        if type(a).__module__.startswith("cupy"):
+            import cupy
+
+            return cupy
+    return np
+
+
+def kernels_for(*arrays) -> ModuleType:
+    """The kernel module that computes on these arrays."""
+    if get_array_module(*arrays) is not np:
+        return _load("cupy")
+    return _load(_active_cpu_set)

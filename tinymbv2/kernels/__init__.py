@@ -1,0 +1,56 @@
+"""Kernel sets: plain array functions that do the heavy arithmetic, no autograd.
+
+Every set (``reference``: NumPy to be read; ``numba_cpu``: fast CPU;
+``cupy_gpu``: CUDA) defines the same names with the same signatures, so the
+differentiable ops in :mod:`tinymbv2.functional` call whichever set
+:func:`tinymbv2.backend.kernels_for` picks. Shapes are NCHW; ``stride`` and
+``padding`` are ``(sh, sw)`` / ``(ph, pw)`` tuples of ints; outputs have the
+dtype of the inputs (float32 or float64) and are freshly allocated,
+C-contiguous arrays. Inputs may be non-contiguous.
+
+Dense convolution, any kernel size, groups = 1 (``w``: (Co, Ci, kh, kw)):
+
+    conv2d_forward(x, w, stride, padding) -> y                 # (N, Co, Ho, Wo)
+    conv2d_backward_input(gy, w, x_shape, stride, padding) -> gx
+    conv2d_backward_weight(gy, x, w_shape, stride, padding) -> gw
+
+Depthwise convolution, groups = C (``w``: (C, 1, kh, kw)):
+
+    depthwise_conv2d_forward(x, w, stride, padding) -> y       # (N, C, Ho, Wo)
+    depthwise_conv2d_backward_input(gy, w, x_shape, stride, padding) -> gx
+    depthwise_conv2d_backward_weight(gy, x, w_shape, stride, padding) -> gw
+
+Pointwise convolution, 1x1, stride 1, no padding (``w``: (Co, Ci, 1, 1)):
+
+    pointwise_conv2d_forward(x, w) -> y                        # (N, Co, H, W)
+    pointwise_conv2d_backward_input(gy, w) -> gx               # (N, Ci, H, W)
+    pointwise_conv2d_backward_weight(gy, x) -> gw              # (Co, Ci, 1, 1)
+
+with Ho = (H + 2 ph - kh) // sh + 1 and Wo likewise.
+
+BatchNorm over (N, H, W) per channel, x: (N, C, H, W), weight/bias: (C,):
+
+    batch_norm_forward_train(x, weight, bias, eps) -> (y, mean, invstd)
+        mean, var = per-channel mean and *biased* variance of x,
+        invstd = 1 / sqrt(var + eps), y = (x - mean) * invstd * weight + bias
+    batch_norm_backward_train(gy, x, mean, invstd, weight) -> (gx, gweight, gbias)
+        xhat = (x - mean) * invstd, gbias = sum(gy), gweight = sum(gy * xhat),
+        gx = weight * invstd * (gy - gbias / M - xhat * gweight / M),  M = N*H*W
+    batch_norm_forward_eval(x, mean, var, weight, bias, eps) -> y
+        y = (x - mean) / sqrt(var + eps) * weight + bias
+"""
+
+KERNEL_NAMES = (
+    "conv2d_forward",
+    "conv2d_backward_input",
+    "conv2d_backward_weight",
+    "depthwise_conv2d_forward",
+    "depthwise_conv2d_backward_input",
+    "depthwise_conv2d_backward_weight",
+    "pointwise_conv2d_forward",
+    "pointwise_conv2d_backward_input",
+    "pointwise_conv2d_backward_weight",
+    "batch_norm_forward_train",
+    "batch_norm_backward_train",
+    "batch_norm_forward_eval",
+)
