@@ -53,7 +53,7 @@ def _as_array(data, dtype=None):
     xp = get_array_module(data)
     if dtype is not None:
         return xp.asarray(data, dtype=dtype)
-    if isinstance(data, (bool, int, float, list, tuple)):
+    if isinstance(data, (bool, int, float, list, tuple)) and not isinstance(data, np.generic):
         arr = np.asarray(data)
         return arr.astype(np.float32) if arr.dtype == np.float64 else arr
     return xp.asarray(data)
@@ -245,6 +245,8 @@ class Tensor:
             if node is None:  # a leaf: accumulate, like PyTorch
                 tensor.grad = g if tensor.grad is None else tensor.grad + g
                 continue
+            if node.ctx.freed:
+                node.ctx.saved_tensors  # raises the "second time" error
             input_grads = node.function.backward(node.ctx, g)
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)

@@ -1,0 +1,17 @@
+"""Differentiable operations, PyTorch's ``torch.nn.functional`` (import as ``F``).
+
+Each op is a :class:`~tinymbv2.autograd.Function` with its forward and its
+hand-derived backward side by side; the heavy ones call the active kernel set.
+"""
+from .basic import (  # noqa: F401
+    add, clamp, div, exp, flatten, getitem, log, matmul, mean, mul, neg, pow, relu,
+    reshape, sub, sum, transpose,
+)
+from .batchnorm import batch_norm  # noqa: F401
+from .conv import conv2d  # noqa: F401
+from .layers import adaptive_avg_pool2d, dropout, linear, relu6  # noqa: F401
+
+try:  # the losses arrive in their own module
+    from .losses import *  # noqa: F401,F403
+except ImportError:  # pragma: no cover - only while losses.py is being written
+    pass

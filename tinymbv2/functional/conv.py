@@ -1,0 +1,178 @@
+"""2-D convolution (NCHW), dispatched to the three kernels MobileNetV2 needs.
+
+For input x (N, Ci, H, W), weight w (Co, Ci/groups, kh, kw), stride s and
+zero padding p, the output (N, Co, Ho, Wo) with Ho = (H + 2 ph - kh) // sh + 1 is
+
+    y[n, o, i, j] = sum_{c, a, b} w[o, c, a, b] * xpad[n, g(o)*Ci/groups + c, i*sh + a, j*sw + b]
+
+(a cross-correlation, as in every deep-learning library). Its backward passes:
+
+* dL/dx: each x element fed every output whose window covered it, so its
+  gradient is the sum of those outputs' gradients times the matching weight --
+  a "full" correlation of dL/dy with the flipped kernel (a transposed conv).
+* dL/dw: each weight multiplied the input under its tap for every output, so
+  dL/dw[o, c, a, b] = sum_{n, i, j} dL/dy[n, o, i, j] * xpad[n, c, i*sh + a, j*sw + b].
+
+Three specialised kernels (see :mod:`tinymbv2.kernels`):
+
+* pointwise (1x1, stride 1, no padding, groups 1): a matrix product per image;
+  most of MobileNetV2's multiply-adds (paper section 3.1);
+* depthwise (groups == Ci == Co): one 3x3 filter per channel;
+* dense (groups 1): the 3x3 stem.
+
+Any other grouping runs the dense kernel once per group.
+"""
+from __future__ import annotations
+
+from ..autograd import Function, Tensor
+from ..backend import get_array_module, kernels_for
+from ._util import check_same_dtype, check_tensor, pair
+
+
+class DenseConv2d(Function):
+    @staticmethod
+    def forward(ctx, x, w, stride, padding):
+        k = kernels_for(x)
+        ctx.save_for_backward(x, w)
+        ctx.kernels, ctx.stride, ctx.padding = k, stride, padding
+        return k.conv2d_forward(x, w, stride, padding)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        k, s, p = ctx.kernels, ctx.stride, ctx.padding
+        gx = k.conv2d_backward_input(g, w, x.shape, s, p) if ctx.needs_input_grad[0] else None
+        gw = k.conv2d_backward_weight(g, x, w.shape, s, p) if ctx.needs_input_grad[1] else None
+        return gx, gw, None, None
+
+
+class DepthwiseConv2d(Function):
+    @staticmethod
+    def forward(ctx, x, w, stride, padding):
+        k = kernels_for(x)
+        ctx.save_for_backward(x, w)
+        ctx.kernels, ctx.stride, ctx.padding = k, stride, padding
+        return k.depthwise_conv2d_forward(x, w, stride, padding)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        k, s, p = ctx.kernels, ctx.stride, ctx.padding
+        gx = (
+            k.depthwise_conv2d_backward_input(g, w, x.shape, s, p)
+            if ctx.needs_input_grad[0] else None
+        )
+        gw = (
+            k.depthwise_conv2d_backward_weight(g, x, w.shape, s, p)
+            if ctx.needs_input_grad[1] else None
+        )
+        return gx, gw, None, None
+
+
+class PointwiseConv2d(Function):
+    @staticmethod
+    def forward(ctx, x, w):
+        k = kernels_for(x)
+        ctx.save_for_backward(x, w)
+        ctx.kernels = k
+        return k.pointwise_conv2d_forward(x, w)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        k = ctx.kernels
+        gx = k.pointwise_conv2d_backward_input(g, w) if ctx.needs_input_grad[0] else None
+        gw = k.pointwise_conv2d_backward_weight(g, x) if ctx.needs_input_grad[1] else None
+        return gx, gw
+
+
+class GroupedConv2d(Function):
+    """groups > 1 but not depthwise: the dense kernel on each group's channel slice."""
+
+    @staticmethod
+    def forward(ctx, x, w, stride, padding, groups):
+        k = kernels_for(x)
+        xp = get_array_module(x)
+        ctx.save_for_backward(x, w)
+        ctx.kernels, ctx.stride, ctx.padding, ctx.groups = k, stride, padding, groups
+        ci, co = x.shape[1] // groups, w.shape[0] // groups
+        outs = [
+            k.conv2d_forward(x[:, g * ci:(g + 1) * ci], w[g * co:(g + 1) * co], stride, padding)
+            for g in range(groups)
+        ]
+        return xp.concatenate(outs, axis=1)
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        k, s, p, groups = ctx.kernels, ctx.stride, ctx.padding, ctx.groups
+        xp = get_array_module(x)
+        ci, co = x.shape[1] // groups, w.shape[0] // groups
+        gx = xp.empty_like(x) if ctx.needs_input_grad[0] else None
+        gw = xp.empty_like(w) if ctx.needs_input_grad[1] else None
+        for i in range(groups):
+            xs, ws = slice(i * ci, (i + 1) * ci), slice(i * co, (i + 1) * co)
+            gy = g[:, ws]
+            if gx is not None:
+                gx[:, xs] = k.conv2d_backward_input(gy, w[ws], x[:, xs].shape, s, p)
+            if gw is not None:
+                gw[ws] = k.conv2d_backward_weight(gy, x[:, xs], w[ws].shape, s, p)
+        return gx, gw, None, None, None
+
+
+def _check_conv_args(x, weight, bias, stride, padding, groups):
+    fn = "conv2d"
+    check_tensor(x, fn, "input", ndim=4)
+    check_tensor(weight, fn, "weight", ndim=4)
+    if bias is not None:
+        check_tensor(bias, fn, "bias", ndim=1)
+    check_same_dtype(fn, input=x, weight=weight, bias=bias)
+    if not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"{fn}: expected groups to be a positive int, got {groups!r}")
+    if stride[0] < 1 or stride[1] < 1:
+        raise ValueError(f"{fn}: expected stride >= 1, got {stride}")
+    if padding[0] < 0 or padding[1] < 0:
+        raise ValueError(f"{fn}: expected padding >= 0, got {padding}")
+    n, ci, h, wd = x.shape
+    co, ci_per_group, kh, kw = weight.shape
+    if ci % groups or co % groups:
+        raise ValueError(
+            f"{fn}: expected groups={groups} to divide both input channels ({ci}) "
+            f"and output channels ({co})"
+        )
+    if ci_per_group * groups != ci:
+        raise ValueError(
+            f"{fn}: expected input with {ci_per_group * groups} channels "
+            f"(weight {weight.shape} with groups={groups}), got {ci} channels in input {x.shape}"
+        )
+    if bias is not None and bias.shape[0] != co:
+        raise ValueError(f"{fn}: expected bias of shape ({co},), got {bias.shape}")
+    ph, pw = padding
+    if kh > h + 2 * ph or kw > wd + 2 * pw:
+        raise ValueError(
+            f"{fn}: kernel {kh}x{kw} is larger than the padded input "
+            f"{h + 2 * ph}x{wd + 2 * pw} (input {h}x{wd}, padding {padding})"
+        )
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, groups=1) -> Tensor:
+    """2-D convolution, PyTorch's ``F.conv2d``.
+
+    x: (N, Ci, H, W); weight: (Co, Ci/groups, kh, kw); bias: (Co,) or None;
+    stride, padding: int or (h, w) pair. Returns (N, Co, Ho, Wo).
+    """
+    stride, padding = pair(stride, "stride", "conv2d"), pair(padding, "padding", "conv2d")
+    _check_conv_args(x, weight, bias, stride, padding, groups)
+    ci, co = x.shape[1], weight.shape[0]
+    kh, kw = weight.shape[2:]
+    if groups == 1 and (kh, kw) == (1, 1) and stride == (1, 1) and padding == (0, 0):
+        y = PointwiseConv2d.apply(x, weight)
+    elif groups == ci == co:
+        y = DepthwiseConv2d.apply(x, weight, stride, padding)
+    elif groups == 1:
+        y = DenseConv2d.apply(x, weight, stride, padding)
+    else:
+        y = GroupedConv2d.apply(x, weight, stride, padding, groups)
+    if bias is not None:
+        y = y + bias.reshape(1, co, 1, 1)
+    return y

@@ -1,0 +1,157 @@
+"""ReLU6, Linear, global average pooling and dropout, each with its derivative."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import random as _random
+from ..autograd import Function, Tensor
+from ..backend import get_array_module
+from ._util import check_same_dtype, check_tensor, pair
+
+
+class ReLU6(Function):
+    """y = min(max(x, 0), 6) (paper section 3.2: robust in low precision).
+
+    dy/dx = 1 for 0 < x < 6 and 0 elsewhere, including exactly at 0 and 6
+    (PyTorch's choice at the kinks).
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        mask = (x > 0) & (x < 6)
+        ctx.save_for_backward(mask)
+        xp = get_array_module(x)
+        return xp.clip(x, 0, 6).astype(x.dtype, copy=False)
+
+    @staticmethod
+    def backward(ctx, g):
+        (mask,) = ctx.saved_tensors
+        return g * mask
+
+
+def relu6(x) -> Tensor:
+    return ReLU6.apply(check_tensor(x, "relu6"))
+
+
+class Linear(Function):
+    """y = x W^T + b for x (..., in), W (out, in), b (out,).
+
+    dL/dx = g W,  dL/dW = g^T x (summed over all leading axes),  dL/db = sum g.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, b):
+        ctx.save_for_backward(x, w)
+        ctx.has_bias = b is not None
+        y = x @ w.T
+        if b is not None:
+            y += b
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        g2 = g.reshape(-1, g.shape[-1])
+        gx = (g @ w) if ctx.needs_input_grad[0] else None
+        gw = (g2.T @ x.reshape(-1, x.shape[-1])) if ctx.needs_input_grad[1] else None
+        gb = g2.sum(axis=0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return gx, gw, gb
+
+
+def linear(x, weight, bias=None) -> Tensor:
+    """PyTorch's ``F.linear``: x (..., in), weight (out, in), bias (out,) -> (..., out)."""
+    fn = "linear"
+    check_tensor(x, fn, "input")
+    check_tensor(weight, fn, "weight", ndim=2)
+    if bias is not None:
+        check_tensor(bias, fn, "bias", ndim=1)
+        if bias.shape[0] != weight.shape[0]:
+            raise ValueError(f"{fn}: expected bias of shape ({weight.shape[0]},), got {bias.shape}")
+    check_same_dtype(fn, input=x, weight=weight, bias=bias)
+    if x.ndim == 0 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(
+            f"{fn}: expected input with last dimension {weight.shape[1]} "
+            f"(weight {weight.shape}), got input {x.shape}"
+        )
+    return Linear.apply(x, weight, bias)
+
+
+class AdaptiveAvgPool2d(Function):
+    """Average over windows that tile (H, W) into (oh, ow) cells, as PyTorch.
+
+    Cell i spans rows floor(i*H/oh) .. ceil((i+1)*H/oh); each input in a cell of
+    size A gets 1/A of that cell's gradient (cells may overlap).
+    """
+
+    @staticmethod
+    def forward(ctx, x, out_hw):
+        xp = get_array_module(x)
+        ctx.shape = x.shape
+        ctx.out_hw = out_hw
+        if out_hw == (1, 1):  # global average pooling, MobileNetV2's head
+            return x.mean(axis=(2, 3), keepdims=True)
+        n, c, h, w = x.shape
+        y = xp.empty((n, c) + out_hw, dtype=x.dtype)
+        for i, (r0, r1) in enumerate(_cells(h, out_hw[0])):
+            for j, (c0, c1) in enumerate(_cells(w, out_hw[1])):
+                y[:, :, i, j] = x[:, :, r0:r1, c0:c1].mean(axis=(2, 3))
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = get_array_module(g)
+        n, c, h, w = ctx.shape
+        if ctx.out_hw == (1, 1):
+            return xp.broadcast_to(g / (h * w), ctx.shape).copy(), None
+        gx = xp.zeros(ctx.shape, dtype=g.dtype)
+        for i, (r0, r1) in enumerate(_cells(h, ctx.out_hw[0])):
+            for j, (c0, c1) in enumerate(_cells(w, ctx.out_hw[1])):
+                area = (r1 - r0) * (c1 - c0)
+                gx[:, :, r0:r1, c0:c1] += (g[:, :, i, j] / area)[:, :, None, None]
+        return gx, None
+
+
+def _cells(size, out):
+    return [((i * size) // out, -((-(i + 1) * size) // out)) for i in range(out)]
+
+
+def adaptive_avg_pool2d(x, output_size=1) -> Tensor:
+    """(N, C, H, W) -> (N, C, oh, ow); ``output_size=1`` is global average pooling."""
+    check_tensor(x, "adaptive_avg_pool2d", ndim=4)
+    out_hw = pair(output_size, "output_size", "adaptive_avg_pool2d")
+    if min(out_hw) < 1:
+        raise ValueError(f"adaptive_avg_pool2d: expected output_size >= 1, got {output_size!r}")
+    return AdaptiveAvgPool2d.apply(x, out_hw)
+
+
+class Dropout(Function):
+    """Inverted dropout: y = x * m / (1 - p), m ~ Bernoulli(1 - p); dL/dx = g * m / (1 - p)."""
+
+    @staticmethod
+    def forward(ctx, x, scaled_mask):
+        ctx.save_for_backward(scaled_mask)
+        return x * scaled_mask
+
+    @staticmethod
+    def backward(ctx, g):
+        (scaled_mask,) = ctx.saved_tensors
+        return g * scaled_mask, None
+
+
+def dropout(x, p=0.5, training=True, generator=None) -> Tensor:
+    """Zero each element with probability p and scale the rest by 1/(1-p) (train only).
+
+    The expected value is unchanged, so evaluation needs no rescaling.
+    ``generator``: an ``np.random.Generator``, or None for the package's seeded one.
+    """
+    check_tensor(x, "dropout")
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout: expected probability p in [0, 1], got {p}")
+    if not training or p == 0.0:
+        return x
+    xp = get_array_module(x.data)
+    rng = generator if generator is not None else _random.default_generator()
+    keep = rng.random(x.shape) >= p
+    scale = 0.0 if p == 1.0 else 1.0 / (1.0 - p)
+    scaled_mask = xp.asarray(keep * np.asarray(scale, dtype=x.dtype), dtype=x.dtype)
+    return Dropout.apply(x, scaled_mask)
