@@ -1,0 +1,148 @@
+"""tinymbv2.optim.lr_scheduler against torch.optim.lr_scheduler: the same lr sequences."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from tinymbv2 import optim
+from tinymbv2.autograd import Tensor
+from tinymbv2.optim import lr_scheduler as ls
+
+STEPS = 60
+LRS = (0.1, 0.045)
+
+
+def _opts(opt_name="SGD", **kw):
+    ours = [Tensor(np.zeros(3)), Tensor(np.zeros(2))]
+    theirs = [torch.zeros(3, requires_grad=True), torch.zeros(2, requires_grad=True)]
+    o = getattr(optim, opt_name)([{"params": [ours[0]], "lr": LRS[0]},
+                                  {"params": [ours[1]], "lr": LRS[1]}], **kw)
+    t = getattr(torch.optim, opt_name)([{"params": [theirs[0]], "lr": LRS[0]},
+                                        {"params": [theirs[1]], "lr": LRS[1]}], **kw)
+    return o, t
+
+
+def _sequences(make, opt_name="SGD", steps=STEPS, extra=("lr",), **opt_kw):
+    """Per step: every group's lr (and any other group keys in ``extra``), ours and torch's."""
+    o, t = _opts(opt_name, **opt_kw)
+    so, st = make(ls, o), make(torch.optim.lr_scheduler, t)
+
+    def snap(opt, sched):
+        row = list(sched.get_last_lr())
+        for key in extra[1:]:
+            row += [g[key] if key != "betas" else g[key][0] for g in opt.param_groups]
+        return row
+
+    a, b = [snap(o, so)], [snap(t, st)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch warns that opt.step() was never called
+        for _ in range(steps):
+            so.step()
+            st.step()
+            a.append(snap(o, so))
+            b.append(snap(t, st))
+    assert [g["lr"] for g in o.param_groups] == a[-1][:2]  # the optimizer really holds them
+    assert [g["initial_lr"] for g in o.param_groups] == [g["initial_lr"] for g in t.param_groups]
+    return np.array(a, dtype=float), np.array(b, dtype=float)
+
+
+SCHEDULES = {
+    "ExponentialLR": lambda m, o: m.ExponentialLR(o, gamma=0.98),
+    "StepLR": lambda m, o: m.StepLR(o, step_size=7, gamma=0.5),
+    "CosineAnnealingLR": lambda m, o: m.CosineAnnealingLR(o, T_max=25, eta_min=1e-4),
+    "CosineAnnealingLR-long": lambda m, o: m.CosineAnnealingLR(o, T_max=60),
+    "LinearLR": lambda m, o: m.LinearLR(o, start_factor=0.1, end_factor=0.9, total_iters=12),
+    "LinearLR-default": lambda m, o: m.LinearLR(o),
+    "OneCycleLR": lambda m, o: m.OneCycleLR(o, max_lr=0.4, total_steps=STEPS),
+    "OneCycleLR-linear": lambda m, o: m.OneCycleLR(o, max_lr=[0.4, 0.2], total_steps=STEPS + 10,
+                                                   pct_start=0.25, anneal_strategy="linear",
+                                                   div_factor=10.0, final_div_factor=100.0),
+    "OneCycleLR-no-momentum": lambda m, o: m.OneCycleLR(o, max_lr=0.4, total_steps=STEPS,
+                                                        cycle_momentum=False),
+    "Warmup+Cosine": lambda m, o: m.SequentialLR(
+        o, [m.LinearLR(o, start_factor=0.1, total_iters=5), m.CosineAnnealingLR(o, T_max=55)],
+        milestones=[5]),
+    "Warmup+Step+Exp": lambda m, o: m.SequentialLR(
+        o, [m.LinearLR(o, start_factor=0.25, total_iters=4), m.StepLR(o, 10, 0.3),
+            m.ExponentialLR(o, 0.95)], milestones=[6, 30]),
+}
+
+
+@pytest.mark.parametrize("name", list(SCHEDULES))
+def test_lr_sequence_matches_torch(name):
+    a, b = _sequences(SCHEDULES[name], momentum=0.9)
+    assert np.max(np.abs(a - b)) <= 1e-12, np.max(np.abs(a - b))
+    assert np.ptp(a[:, 0]) > 1e-3  # the lr really changed
+
+
+def test_one_cycle_cycles_momentum_and_beta1_like_torch():
+    a, b = _sequences(SCHEDULES["OneCycleLR"], extra=("lr", "momentum"), momentum=0.9)
+    assert np.max(np.abs(a - b)) <= 1e-12
+    assert a[:, 2].min() == pytest.approx(0.85) and a[0, 2] == pytest.approx(0.95)
+    a, b = _sequences(SCHEDULES["OneCycleLR"], opt_name="Adam", extra=("lr", "betas"))
+    assert np.max(np.abs(a - b)) <= 1e-12
+
+
+def test_chained_schedulers_match_torch():
+    """Two schedulers on one optimizer compose through the recursive forms."""
+    def make(m, o):
+        s1, s2 = m.ExponentialLR(o, 0.97), m.StepLR(o, 9, 0.5)
+
+        class Both:
+            def step(self):
+                s1.step()
+                s2.step()
+
+            def get_last_lr(self):
+                return s2.get_last_lr()
+        return Both()
+
+    a, b = _sequences(make)
+    assert np.max(np.abs(a - b)) <= 1e-12
+
+
+def test_scheduler_state_dict_round_trip():
+    def build(opt):
+        return ls.SequentialLR(opt, [ls.LinearLR(opt, 0.1, total_iters=5),
+                                     ls.CosineAnnealingLR(opt, T_max=40)], milestones=[5])
+
+    o1, _ = _opts()
+    s1 = build(o1)
+    for _ in range(12):
+        s1.step()
+    saved_opt, saved_sched = o1.state_dict(), s1.state_dict()
+    o2, _ = _opts()
+    s2 = build(o2)  # as PyTorch advises: build the scheduler, then load both
+    o2.load_state_dict(saved_opt)
+    s2.load_state_dict(saved_sched)
+    for _ in range(20):
+        s1.step()
+        s2.step()
+        assert s1.get_last_lr() == s2.get_last_lr()
+        assert [g["lr"] for g in o1.param_groups] == [g["lr"] for g in o2.param_groups]
+
+
+def test_scheduler_bad_arguments():
+    o, _ = _opts()
+    with pytest.raises(ValueError, match="StepLR: step_size must be an integer >= 1"):
+        ls.StepLR(o, step_size=0)
+    with pytest.raises(ValueError, match=r"LinearLR: start_factor must be in \(0, 1\]"):
+        ls.LinearLR(o, start_factor=0.0)
+    with pytest.raises(ValueError, match="CosineAnnealingLR: T_max"):
+        ls.CosineAnnealingLR(o, T_max=-3)
+    with pytest.raises(ValueError, match="ExponentialLR: gamma must be >= 0"):
+        ls.ExponentialLR(o, gamma=-0.5)
+    with pytest.raises(ValueError, match="OneCycleLR: anneal_strategy"):
+        ls.OneCycleLR(o, max_lr=1.0, total_steps=10, anneal_strategy="step")
+    with pytest.raises(ValueError, match="OneCycleLR: max_lr has 3 values for 2"):
+        ls.OneCycleLR(o, max_lr=[1.0, 1.0, 1.0], total_steps=10)
+    with pytest.raises(ValueError, match="SequentialLR: expected 1 milestones"):
+        ls.SequentialLR(o, [ls.StepLR(o, 3), ls.StepLR(o, 4)], milestones=[])
+    with pytest.raises(TypeError, match="expected a tinymbv2.optim Optimizer"):
+        ls.StepLR(object(), 3)
+    sched = ls.OneCycleLR(o, max_lr=1.0, total_steps=3)
+    for _ in range(3):
+        sched.step()
+    with pytest.raises(ValueError, match="stepped 4 times, but total_steps is 3"):
+        sched.step()

@@ -1,0 +1,187 @@
+"""Readers for a user's own data: MNIST IDX files, CIFAR-10 binary batches, image folders.
+
+Every reader returns ``images`` float32 ``(N, C, H, W)`` scaled to [0, 1] and ``labels``
+int64 ``(N,)`` (and the class names where the format has them), ready for
+:func:`tinymbv2.data.split_dataset` and :class:`tinymbv2.data.DataLoader`.
+A truncated or corrupt file raises ``ValueError`` naming the file and what is wrong.
+"""
+from __future__ import annotations
+
+import gzip
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
+                   "dog", "frog", "horse", "ship", "truck")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+# IDX type byte -> big-endian NumPy dtype (http://yann.lecun.com/exdb/mnist/, "the IDX file format")
+_IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def _read_bytes(path) -> bytes:
+    """The file's bytes, un-gzipped when it starts with the gzip magic ``1f 8b``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: '{path}'")
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            return gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as err:
+            raise ValueError(f"'{path}': corrupt or truncated gzip data ({err})") from None
+    return raw
+
+
+def read_idx(path) -> np.ndarray:
+    """Parse an IDX file (optionally gzipped) into an array of its native dtype and shape.
+
+    Layout: 2 zero bytes, a type byte (0x08 ubyte, 0x09 byte, 0x0B int16, 0x0C int32,
+    0x0D float32, 0x0E float64), the number of dimensions d, then d big-endian uint32
+    sizes, then the data, big-endian, row-major.
+    """
+    data = _read_bytes(path)
+    if len(data) < 4:
+        raise ValueError(f"'{path}': too short for an IDX header ({len(data)} bytes)")
+    if data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES:
+        raise ValueError(f"'{path}': not an IDX file (magic bytes {data[:4].hex()}, expected "
+                         f"00 00 <type in {sorted(hex(t) for t in _IDX_TYPES)}> <ndim>)")
+    dtype, ndim = np.dtype(_IDX_TYPES[data[2]]), data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ValueError(f"'{path}': truncated IDX header: {ndim} dimensions need {header} "
+                         f"bytes, the file has {len(data)}")
+    shape = tuple(int(s) for s in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(data) != expected:
+        what = "truncated" if len(data) < expected else "has trailing bytes"
+        raise ValueError(f"'{path}': {what}: shape {shape} of {dtype.name} needs {expected} "
+                         f"bytes, the file has {len(data)}")
+    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def load_mnist_idx(images_path, labels_path):
+    """MNIST-style IDX pair (``train-images-idx3-ubyte[.gz]``, ``train-labels-idx1-ubyte[.gz]``).
+
+    Returns ``images`` float32 ``(N, 1, H, W)`` in [0, 1] (bytes / 255) and ``labels`` int64 ``(N,)``.
+    Works for MNIST, Fashion-MNIST, KMNIST and EMNIST files alike.
+    """
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise ValueError(f"'{images_path}': expected a 3-D ubyte image array (N, H, W), got "
+                         f"shape {images.shape} dtype {images.dtype}")
+    if labels.ndim != 1:
+        raise ValueError(f"'{labels_path}': expected a 1-D label array, got shape {labels.shape}")
+    if len(images) != len(labels):
+        raise ValueError(f"'{images_path}' holds {len(images)} images but '{labels_path}' "
+                         f"holds {len(labels)} labels")
+    return (images.astype(np.float32) / 255.0)[:, None], labels.astype(np.int64)
+
+
+_CIFAR_RECORD = 1 + 3 * 32 * 32
+
+
+def read_cifar10_batch(path):
+    """One CIFAR-10 binary batch (``data_batch_1.bin`` ... ``test_batch.bin``).
+
+    Each record is 3,073 bytes: the label (0..9), then 1,024 red, 1,024 green and
+    1,024 blue bytes, each plane row-major 32x32. Returns ``images`` float32
+    ``(N, 3, 32, 32)`` in [0, 1] and ``labels`` int64 ``(N,)``.
+    """
+    data = _read_bytes(path)
+    if len(data) == 0 or len(data) % _CIFAR_RECORD:
+        raise ValueError(f"'{path}': size {len(data)} bytes is not a positive multiple of the "
+                         f"{_CIFAR_RECORD}-byte CIFAR-10 record (truncated or not a CIFAR-10 batch)")
+    records = np.frombuffer(data, dtype=np.uint8).reshape(-1, _CIFAR_RECORD)
+    labels = records[:, 0].astype(np.int64)
+    bad = np.flatnonzero(labels > 9)
+    if bad.size:
+        raise ValueError(f"'{path}': corrupt record {bad[0]}: label byte {labels[bad[0]]} is "
+                         f"not a CIFAR-10 class (0..9)")
+    images = records[:, 1:].reshape(-1, 3, 32, 32).astype(np.float32) / 255.0
+    return images, labels
+
+
+def load_cifar10(root, train: bool = True):
+    """The CIFAR-10 binary version in ``root`` (the ``cifar-10-batches-bin`` folder).
+
+    ``train=True`` reads ``data_batch_1.bin`` .. ``data_batch_5.bin`` (whichever exist, at
+    least one), ``train=False`` reads ``test_batch.bin``. Returns ``(images, labels, class_names)``.
+    """
+    root = Path(root)
+    names = [f"data_batch_{i}.bin" for i in range(1, 6)] if train else ["test_batch.bin"]
+    files = [root / n for n in names if (root / n).is_file()]
+    if not files:
+        raise FileNotFoundError(f"load_cifar10: none of {names} found in '{root}'")
+    parts = [read_cifar10_batch(f) for f in files]
+    images = np.concatenate([p[0] for p in parts])
+    labels = np.concatenate([p[1] for p in parts])
+    return images, labels, CIFAR10_CLASSES
+
+
+def _parse_size(size):
+    if size is None:
+        return None
+    if isinstance(size, (int, np.integer)):
+        size = (int(size), int(size))
+    if (not isinstance(size, (tuple, list)) or len(size) != 2
+            or not all(isinstance(s, (int, np.integer)) and s > 0 for s in size)):
+        raise ValueError(f"read_image_folder: size must be a positive int or (height, width), "
+                         f"got {size!r}")
+    return int(size[0]), int(size[1])
+
+
+def read_image_folder(root, mode: str = "RGB", size=None, extensions=IMAGE_EXTENSIONS):
+    """Images in ``root/<class_name>/*.png|jpg|...``, one subfolder per class (torchvision's ImageFolder).
+
+    Classes are the subfolder names in sorted order (label i = i-th name). Each file is
+    opened with Pillow, converted to ``mode`` (``"L"`` grey, 1 channel; ``"RGB"``, 3) and, if
+    ``size`` is given (int or ``(height, width)``), resized with bilinear filtering; without
+    ``size`` all images must already share one size. Returns ``(images, labels, class_names)``
+    with images float32 ``(N, C, H, W)`` in [0, 1].
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"read_image_folder: no such folder: '{root}'")
+    if mode not in ("L", "RGB"):
+        raise ValueError(f"read_image_folder: mode must be 'L' or 'RGB', got {mode!r}")
+    hw = _parse_size(size)
+    class_names = sorted(d.name for d in root.iterdir() if d.is_dir())
+    if not class_names:
+        raise ValueError(f"read_image_folder: '{root}' has no class subfolders")
+    exts = tuple(e.lower() for e in extensions)
+    images, labels = [], []
+    for label, name in enumerate(class_names):
+        files = sorted(f for f in (root / name).iterdir()
+                       if f.is_file() and f.suffix.lower() in exts)
+        if not files:
+            raise ValueError(f"read_image_folder: class folder '{root / name}' holds no images "
+                             f"with extensions {exts}")
+        for f in files:
+            try:
+                with Image.open(f) as im:
+                    im = im.convert(mode)
+                    if hw is not None and im.size != (hw[1], hw[0]):
+                        im = im.resize((hw[1], hw[0]), Image.BILINEAR)
+                    arr = np.asarray(im, dtype=np.uint8)
+            except (UnidentifiedImageError, OSError, SyntaxError) as err:
+                raise ValueError(f"'{f}': cannot read the image, corrupt or truncated "
+                                 f"({type(err).__name__}: {err})") from None
+            if arr.ndim == 2:
+                arr = arr[:, :, None]
+            if images and arr.shape != images[0].shape:
+                raise ValueError(f"'{f}': image size {arr.shape[1]}x{arr.shape[0]} differs from "
+                                 f"{images[0].shape[1]}x{images[0].shape[0]} of the first image; "
+                                 f"pass size= to resize them all")
+            images.append(arr)
+            labels.append(label)
+    batch = np.stack(images).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    return batch, np.asarray(labels, dtype=np.int64), tuple(class_names)
+
+
+__all__ = ["read_idx", "load_mnist_idx", "read_cifar10_batch", "load_cifar10",
+           "read_image_folder", "CIFAR10_CLASSES", "IMAGE_EXTENSIONS"]

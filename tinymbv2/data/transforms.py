@@ -1,0 +1,262 @@
+"""Data augmentation and normalisation on NumPy batches ``(N, C, H, W)``.
+
+Every transform is called as ``t(images, rng)`` and returns a new array (the input is
+never modified). ``rng`` is an ``np.random.Generator`` (or an int seed): the same
+generator state gives the same output, so augmentation is reproducible. The
+:class:`~tinymbv2.data.DataLoader` hands each epoch its own generator derived from
+``(seed, epoch)``. Each random transform draws its random numbers per sample, so the
+samples of a batch get different crops/flips/angles.
+
+``Normalize`` should use statistics of the *training* split only
+(:func:`channel_stats` / :meth:`Normalize.from_data`): computing them on val/test lets
+information about the held-out data leak into training.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _as_rng(rng) -> np.random.Generator:
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None or isinstance(rng, (int, np.integer)):
+        return np.random.default_rng(rng)  # None: fresh entropy, not reproducible
+    raise TypeError(f"transforms: rng must be a numpy Generator, an int seed or None, got "
+                    f"{type(rng).__name__}")
+
+
+def _check_batch(name: str, x) -> np.ndarray:
+    if not isinstance(x, np.ndarray) or x.ndim != 4:
+        shape = getattr(x, "shape", None)
+        raise ValueError(f"{name}: expected a NumPy batch (N, C, H, W), got "
+                         f"{type(x).__name__} with shape {shape}")
+    return x
+
+
+def _pair(name: str, what: str, v, positive=True):
+    if isinstance(v, (int, np.integer)):
+        v = (int(v), int(v))
+    if (not isinstance(v, (tuple, list)) or len(v) != 2
+            or not all(isinstance(s, (int, np.integer)) for s in v)
+            or any(s <= 0 if positive else s < 0 for s in v)):
+        bound = "> 0" if positive else ">= 0"
+        raise ValueError(f"{name}: {what} must be an int {bound} or a pair of them, got {v!r}")
+    return int(v[0]), int(v[1])
+
+
+def channel_stats(images):
+    """Per-channel mean and (population) std of ``(N, C, H, W)`` images, computed in float64.
+
+    Returns two float32 arrays of shape ``(C,)``; pass the *training* images.
+    """
+    x = _check_batch("channel_stats", np.asarray(images))
+    mean = x.mean(axis=(0, 2, 3), dtype=np.float64)
+    std = x.std(axis=(0, 2, 3), dtype=np.float64)
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+class Normalize:
+    """``(x - mean[c]) / std[c]`` per channel; deterministic (``rng`` is ignored)."""
+
+    def __init__(self, mean, std):
+        self.mean = np.asarray(mean, dtype=np.float32).reshape(-1)
+        self.std = np.asarray(std, dtype=np.float32).reshape(-1)
+        if self.mean.shape != self.std.shape:
+            raise ValueError(f"Normalize: mean has {self.mean.size} values, std {self.std.size}")
+        if np.any(self.std <= 0) or not np.all(np.isfinite(self.std)):
+            raise ValueError(f"Normalize: std must be finite and > 0, got {self.std.tolist()}")
+
+    @classmethod
+    def from_data(cls, train_images) -> "Normalize":
+        """Normalize with the per-channel statistics of ``train_images`` (see :func:`channel_stats`)."""
+        return cls(*channel_stats(train_images))
+
+    def __call__(self, x, rng=None):
+        x = _check_batch("Normalize", x)
+        if x.shape[1] != self.mean.size:
+            raise ValueError(f"Normalize: built for {self.mean.size} channels, got images with "
+                             f"{x.shape[1]} (shape {x.shape})")
+        shape = (1, -1, 1, 1)
+        return ((x - self.mean.reshape(shape)) / self.std.reshape(shape)).astype(x.dtype, copy=False)
+
+    def __repr__(self):
+        return f"Normalize(mean={self.mean.tolist()}, std={self.std.tolist()})"
+
+
+def _pad_crop(x, pad, tops, lefts, out_h, out_w, fill):
+    """Zero-pad (by ``pad`` = (py, px)) then cut ``out_h x out_w`` at per-sample offsets."""
+    py, px = pad
+    padded = np.pad(x, ((0, 0), (0, 0), (py, py), (px, px)), constant_values=fill)
+    out = np.empty(x.shape[:2] + (out_h, out_w), dtype=x.dtype)
+    for i, (t, l) in enumerate(zip(tops, lefts)):
+        out[i] = padded[i, :, t:t + out_h, l:l + out_w]
+    return out
+
+
+class RandomCrop:
+    """Pad each side by ``padding`` (with ``fill``), then cut a random ``size`` window per sample.
+
+    ``RandomCrop(32, padding=4)`` is the classic CIFAR augmentation: the image moves by up
+    to 4 pixels in each direction, keeping its shape.
+    """
+
+    def __init__(self, size, padding=0, fill: float = 0.0):
+        self.size = _pair("RandomCrop", "size", size)
+        self.padding = _pair("RandomCrop", "padding", padding, positive=False)
+        self.fill = fill
+
+    def __call__(self, x, rng=None):
+        x = _check_batch("RandomCrop", x)
+        rng = _as_rng(rng)
+        (h, w), (py, px) = self.size, self.padding
+        room_h, room_w = x.shape[2] + 2 * py - h, x.shape[3] + 2 * px - w
+        if room_h < 0 or room_w < 0:
+            raise ValueError(f"RandomCrop: crop {h}x{w} is larger than the padded image "
+                             f"{x.shape[2] + 2 * py}x{x.shape[3] + 2 * px}")
+        tops = rng.integers(0, room_h + 1, size=len(x))
+        lefts = rng.integers(0, room_w + 1, size=len(x))
+        return _pad_crop(x, (py, px), tops, lefts, h, w, self.fill)
+
+    def __repr__(self):
+        return f"RandomCrop(size={self.size}, padding={self.padding})"
+
+
+class RandomShift:
+    """Translate each image by a random whole number of pixels in ``[-max_px, max_px]`` on each axis.
+
+    Uncovered pixels get ``fill``; the shape is kept. Equivalent in distribution to
+    ``RandomCrop(size=(H, W), padding=max_px)``, spelled as what it does.
+    """
+
+    def __init__(self, max_px: int, fill: float = 0.0):
+        if not isinstance(max_px, (int, np.integer)) or max_px < 0:
+            raise ValueError(f"RandomShift: max_px must be an int >= 0, got {max_px!r}")
+        self.max_px, self.fill = int(max_px), fill
+
+    def __call__(self, x, rng=None):
+        x = _check_batch("RandomShift", x)
+        rng = _as_rng(rng)
+        m = self.max_px
+        dy = rng.integers(-m, m + 1, size=len(x))
+        dx = rng.integers(-m, m + 1, size=len(x))
+        # the content moves by (dy, dx): the window starts at m - dy in the padded image
+        return _pad_crop(x, (m, m), m - dy, m - dx, x.shape[2], x.shape[3], self.fill)
+
+    def __repr__(self):
+        return f"RandomShift(max_px={self.max_px})"
+
+
+class RandomHorizontalFlip:
+    """Mirror each image left-right with probability ``p``."""
+
+    def __init__(self, p: float = 0.5):
+        if not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+            raise ValueError(f"RandomHorizontalFlip: p must be in [0, 1], got {p!r}")
+        self.p = float(p)
+
+    def __call__(self, x, rng=None):
+        x = _check_batch("RandomHorizontalFlip", x)
+        flip = _as_rng(rng).random(len(x)) < self.p
+        out = x.copy()
+        out[flip] = x[flip][..., ::-1]
+        return out
+
+    def __repr__(self):
+        return f"RandomHorizontalFlip(p={self.p})"
+
+
+class RandomRotation:
+    r"""Rotate each image about its centre by an angle drawn uniformly from ``[-degrees, degrees]``.
+
+    Positive angles turn the picture counter-clockwise as displayed (torchvision's
+    convention), so ``degrees=(90, 90)`` equals ``np.rot90`` on square images. Each output
+    pixel ``(r, c)`` is pulled from the input by the inverse rotation about the centre
+    ``(cy, cx) = ((H-1)/2, (W-1)/2)``:
+
+    ``src_x = cx + (c - cx) cos a - (r - cy) sin a``,  ``src_y = cy + (c - cx) sin a + (r - cy) cos a``
+
+    and sampled with **bilinear** interpolation (``interpolation="bilinear"``, the default:
+    smoother, the right choice for small angles on 28x28 digits) or the nearest pixel
+    (``"nearest"``); points falling outside the image take ``fill``.
+    """
+
+    def __init__(self, degrees, interpolation: str = "bilinear", fill: float = 0.0):
+        if isinstance(degrees, (int, float)):
+            if degrees < 0:
+                raise ValueError(f"RandomRotation: degrees must be >= 0, got {degrees}")
+            degrees = (-float(degrees), float(degrees))
+        if (not isinstance(degrees, (tuple, list)) or len(degrees) != 2
+                or not degrees[0] <= degrees[1]):
+            raise ValueError(f"RandomRotation: degrees must be a number or (min, max), got {degrees!r}")
+        if interpolation not in ("bilinear", "nearest"):
+            raise ValueError(f"RandomRotation: interpolation must be 'bilinear' or 'nearest', "
+                             f"got {interpolation!r}")
+        self.degrees = (float(degrees[0]), float(degrees[1]))
+        self.interpolation, self.fill = interpolation, fill
+
+    def __call__(self, x, rng=None):
+        x = _check_batch("RandomRotation", x)
+        n, _, h, w = x.shape
+        angles = np.deg2rad(_as_rng(rng).uniform(*self.degrees, size=n))
+        cos, sin = np.cos(angles)[:, None, None], np.sin(angles)[:, None, None]
+        cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
+        r, c = np.meshgrid(np.arange(h) - cy, np.arange(w) - cx, indexing="ij")
+        src_x = cx + c * cos - r * sin          # (N, H, W)
+        src_y = cy + c * sin + r * cos
+        if self.interpolation == "nearest":
+            return _sample_nearest(x, src_y, src_x, self.fill)
+        return _sample_bilinear(x, src_y, src_x, self.fill)
+
+    def __repr__(self):
+        return f"RandomRotation(degrees={self.degrees}, interpolation={self.interpolation!r})"
+
+
+def _gather(x, yi, xi, fill):
+    """``x[n, :, yi, xi]`` for integer maps ``(N, H, W)``; ``fill`` where out of bounds -> (N, C, H, W)."""
+    n, _, h, w = x.shape
+    inside = (yi >= 0) & (yi < h) & (xi >= 0) & (xi < w)
+    batch = np.arange(n)[:, None, None]
+    vals = x[batch, :, np.clip(yi, 0, h - 1), np.clip(xi, 0, w - 1)]  # (N, H, W, C)
+    vals = np.where(inside[..., None], vals, fill)
+    return vals.transpose(0, 3, 1, 2)
+
+
+def _sample_nearest(x, sy, sx, fill):
+    # round half up, then snap tiny float errors (1e-15 off an integer) to that integer
+    yi = np.floor(np.round(sy, 9) + 0.5).astype(np.int64)
+    xi = np.floor(np.round(sx, 9) + 0.5).astype(np.int64)
+    return _gather(x, yi, xi, fill).astype(x.dtype)
+
+
+def _sample_bilinear(x, sy, sx, fill):
+    sy, sx = np.round(sy, 9), np.round(sx, 9)  # exact grid points stay exact (0/90/180 degrees)
+    y0, x0 = np.floor(sy).astype(np.int64), np.floor(sx).astype(np.int64)
+    wy, wx = (sy - y0)[:, None], (sx - x0)[:, None]
+    out = ((1 - wy) * (1 - wx) * _gather(x, y0, x0, fill)
+           + (1 - wy) * wx * _gather(x, y0, x0 + 1, fill)
+           + wy * (1 - wx) * _gather(x, y0 + 1, x0, fill)
+           + wy * wx * _gather(x, y0 + 1, x0 + 1, fill))
+    return out.astype(x.dtype)
+
+
+class Compose:
+    """Apply transforms in order, all drawing from the same generator."""
+
+    def __init__(self, transforms):
+        self.transforms = list(transforms)
+        for i, t in enumerate(self.transforms):
+            if not callable(t):
+                raise TypeError(f"Compose: transforms[{i}] is not callable: {t!r}")
+
+    def __call__(self, x, rng=None):
+        rng = _as_rng(rng)
+        for t in self.transforms:
+            x = t(x, rng)
+        return x
+
+    def __repr__(self):
+        return "Compose([" + ", ".join(map(repr, self.transforms)) + "])"
+
+
+__all__ = ["Normalize", "channel_stats", "RandomCrop", "RandomShift", "RandomHorizontalFlip",
+           "RandomRotation", "Compose"]

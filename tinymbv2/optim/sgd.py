@@ -1,0 +1,64 @@
+"""Stochastic gradient descent with momentum, the same update as ``torch.optim.SGD``."""
+from __future__ import annotations
+
+from .optimizer import Optimizer, check_hyper
+
+
+class SGD(Optimizer):
+    r"""SGD with optional (Nesterov) momentum and L2 weight decay.
+
+    For each parameter ``p`` (any shape) with gradient ``g`` of the same shape, per step:
+
+    .. code-block:: text
+
+        g   <- g + weight_decay * p                     (L2 penalty, coupled)
+        if momentum != 0:
+            buf <- g                                    on the first step (no dampening)
+            buf <- momentum * buf + (1 - dampening) * g afterwards
+            g   <- g + momentum * buf   if nesterov else   buf
+        p   <- p - lr * g
+
+    This is PyTorch's form, where the learning rate multiplies the whole velocity
+    (Sutskever et al. 2013 put lr inside the buffer instead; the two agree while lr
+    is constant and differ right after an lr change).
+
+    ``weight_decay = wd`` here is the gradient of the explicit penalty ``(wd / 2) ||p||^2``;
+    see :func:`tinymbv2.functional.losses.l2_penalty` for how it relates to ``lam ||p||^2``.
+
+    Args:
+        params: iterable of tensors, or of dicts defining parameter groups.
+        lr: learning rate, >= 0.
+        momentum: momentum factor, >= 0.
+        dampening: dampening of the momentum, >= 0 (must be 0 with nesterov).
+        weight_decay: L2 coefficient, >= 0.
+        nesterov: use Nesterov momentum (needs momentum > 0 and dampening 0).
+    """
+
+    def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
+                 weight_decay: float = 0.0, nesterov: bool = False):
+        defaults = dict(lr=lr, momentum=momentum, dampening=dampening,
+                        weight_decay=weight_decay, nesterov=nesterov)
+        super().__init__(params, defaults)
+
+    def _check_group(self, group):
+        for key in ("lr", "momentum", "dampening", "weight_decay"):
+            check_hyper("SGD", key, group[key])
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError(
+                f"SGD: nesterov=True requires momentum > 0 and dampening = 0, got "
+                f"momentum={group['momentum']}, dampening={group['dampening']}"
+            )
+
+    def _update(self, p, grad, state, group, xp):
+        lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
+        if wd != 0:
+            grad = grad + wd * p.data
+        if mu != 0:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = grad.copy()
+            else:
+                buf *= mu
+                buf += (1.0 - group["dampening"]) * grad
+            grad = grad + mu * buf if group["nesterov"] else buf
+        p.data -= lr * grad

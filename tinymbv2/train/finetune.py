@@ -1,0 +1,62 @@
+"""Fine-tuning (seed section 3.5): reuse a trained backbone for a new task.
+
+The features a network learned on one dataset (edges, strokes, shapes) are a
+better start than random weights for a related one. The recipe: load the
+trained weights, replace the classifier for the new number of classes, and
+train either the new head alone (the backbone frozen: a feature extractor) or
+the head and the last k blocks.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..nn import Linear, init
+
+
+def replace_classifier(model, num_classes: int, generator=None):
+    """Swap ``model.classifier``'s Linear for a fresh one with ``num_classes`` outputs.
+
+    Initialised like torchvision's head: N(0, 0.01) weights, zero bias.
+    """
+    head = model.classifier[-1]
+    if not isinstance(head, Linear):
+        raise TypeError(f"replace_classifier: expected a Linear last in model.classifier, got {head!r}")
+    new = Linear(head.in_features, num_classes)
+    init.normal_(new.weight, 0.0, 0.01, generator=generator)
+    init.zeros_(new.bias)
+    new.to(head.weight.dtype)
+    model.classifier[len(model.classifier) - 1] = new
+    model.num_classes = num_classes
+    return model
+
+
+def freeze_backbone(model, train_last_blocks: int = 0):
+    """Freeze ``model.features`` except its last ``train_last_blocks`` entries.
+
+    Frozen layers get ``requires_grad=False`` (no gradients, not updated) and
+    their BatchNorms stay in eval mode (running statistics kept) via
+    :func:`set_frozen_bn_eval`, which the caller applies after ``model.train()``.
+    Returns the list of parameters still trainable, for the optimizer.
+    """
+    blocks = list(model.features)
+    if not 0 <= train_last_blocks <= len(blocks):
+        raise ValueError(
+            f"freeze_backbone: expected train_last_blocks in [0, {len(blocks)}], got {train_last_blocks}"
+        )
+    model.requires_grad_(True)
+    for block in blocks[: len(blocks) - train_last_blocks]:
+        block.requires_grad_(False)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def set_frozen_bn_eval(model) -> None:
+    """Put every BatchNorm whose parameters are frozen into eval mode."""
+    from ..nn import BatchNorm2d
+
+    for m in model.modules():
+        if isinstance(m, BatchNorm2d) and not m.weight.requires_grad:
+            m.eval()
+
+
+def count_trainable(model) -> int:
+    return int(sum(np.prod(p.shape) for p in model.parameters() if p.requires_grad))
