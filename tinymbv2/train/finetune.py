@@ -21,10 +21,9 @@ def replace_classifier(model, num_classes: int, generator=None):
     head = model.classifier[-1]
     if not isinstance(head, Linear):
         raise TypeError(f"replace_classifier: expected a Linear last in model.classifier, got {head!r}")
-    new = Linear(head.in_features, num_classes)
+    new = Linear(head.in_features, num_classes, dtype=head.weight.dtype)
     init.normal_(new.weight, 0.0, 0.01, generator=generator)
     init.zeros_(new.bias)
-    new.to(head.weight.dtype)
     model.classifier[len(model.classifier) - 1] = new
     model.num_classes = num_classes
     return model

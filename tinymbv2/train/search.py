@@ -80,3 +80,32 @@ def run_search(train_fn, configs: list[dict], out_dir=None, log=print) -> dict:
 
 def _fmt(v):
     return f"{v:.3g}" if isinstance(v, float) else str(v)
+
+
+def search_job(base_config, space: dict, kind: str = "grid", n_trials: int = 8, seed: int = 0,
+               out_dir="runs/search", progress: bool = False, log=print) -> dict:
+    """Train one short run per configuration and tabulate validation accuracy.
+
+    base_config: a TrainConfig; each trial overrides the keys in ``space``
+    (e.g. lr, weight_decay, width, batch_size) and trains into out_dir/trial_N.
+    Selection is by the best validation accuracy of the run, never the test split.
+    """
+    import dataclasses
+
+    from .job import run_training
+
+    configs = grid(space) if kind == "grid" else random_configs(space, n_trials, seed)
+    unknown = set(space) - {f.name for f in dataclasses.fields(base_config)}
+    if unknown:
+        raise ValueError(f"search: unknown hyper-parameters {sorted(unknown)}")
+    counter = iter(range(1, len(configs) + 1))
+
+    def train_fn(overrides):
+        trial = next(counter)
+        cfg = dataclasses.replace(base_config, **overrides, out=f"{out_dir}/trial_{trial}")
+        metrics = run_training(cfg, progress=progress, log=lambda *_: None)
+        history = metrics["history"]
+        return {"val_acc": max(history["val_acc"]), "final_train_acc": history["train_acc"][-1],
+                "test_acc": metrics["test_accuracy"], "seconds": round(metrics["train_seconds"], 1)}
+
+    return run_search(train_fn, configs, out_dir, log=log)

@@ -58,9 +58,13 @@ def _progress(total, desc, enabled):
 
 def train_one_epoch(model, loader, optimizer, loss_fn=F.cross_entropy, scheduler=None,
                     scheduler_interval: str = "epoch", progress: bool = True,
-                    desc: str = "train") -> dict:
-    """One pass over ``loader``; returns mean loss, accuracy and images/s."""
-    model.train()
+                    desc: str = "train", train_mode=None) -> dict:
+    """One pass over ``loader``; returns mean loss, accuracy and images/s.
+
+    ``train_mode(model)`` replaces ``model.train()`` (fine-tuning keeps frozen
+    BatchNorms in eval mode this way).
+    """
+    (train_mode or (lambda m: m.train()))(model)
     dtype = _param_dtype(model)
     total_loss, correct, seen = 0.0, 0, 0
     start = time.perf_counter()
@@ -98,7 +102,7 @@ def new_history() -> dict:
 def fit(model, optimizer, train_loader, val_split=None, epochs: int = 1, loss_fn=F.cross_entropy,
         scheduler=None, scheduler_interval: str = "epoch", checkpoint_path=None,
         resume_from=None, config: dict | None = None, progress: bool = True,
-        log=print) -> dict:
+        log=print, stop_after: int | None = None, train_mode=None) -> dict:
     """Train for ``epochs`` epochs; returns the history (and keeps the best weights).
 
     val_split: an object with ``.images`` and ``.labels`` (or None).
@@ -106,7 +110,8 @@ def fit(model, optimizer, train_loader, val_split=None, epochs: int = 1, loss_fn
     and continues from the epoch after it, reproducing the uninterrupted run exactly
     (same weights, optimizer and scheduler state, data order and dropout draws).
     The best validation-accuracy weights are in ``history["best_state"]`` (a
-    state_dict), not written to the JSON-able part.
+    state_dict), not written to the JSON-able part. ``stop_after=k`` ends the run
+    after epoch k (the schedule still spans ``epochs``): train in sessions, resume later.
     """
     if scheduler_interval not in ("epoch", "batch"):
         raise ValueError(f"fit: expected scheduler_interval 'epoch' or 'batch', got {scheduler_interval!r}")
@@ -117,11 +122,13 @@ def fit(model, optimizer, train_loader, val_split=None, epochs: int = 1, loss_fn
         history.update(state["extra"].get("history", {}))
         best = state["extra"].get("best_state")
         history["best_state"] = best if best else None
-    for epoch in range(start_epoch, epochs):
+    last = epochs if stop_after is None else min(epochs, stop_after)
+    for epoch in range(start_epoch, last):
         train_loader.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
         stats = train_one_epoch(model, train_loader, optimizer, loss_fn, scheduler,
-                                scheduler_interval, progress, desc=f"epoch {epoch + 1}/{epochs}")
+                                scheduler_interval, progress, desc=f"epoch {epoch + 1}/{epochs}",
+                                train_mode=train_mode)
         history["epoch"].append(epoch + 1)
         history["train_loss"].append(stats["loss"])
         history["train_acc"].append(stats["accuracy"])

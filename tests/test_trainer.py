@@ -1,0 +1,66 @@
+"""The training loop on real data: it learns, and resuming reproduces the run exactly."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tinymbv2
+from tinymbv2 import optim
+from tinymbv2.data import DataLoader, RandomShift, load_dataset
+from tinymbv2.models import mobilenet_v2
+from tinymbv2.train import evaluate, fit, load_checkpoint, save_checkpoint
+
+
+def _setup(seed=0, init_seed=0):
+    ds = load_dataset("digits")
+    tinymbv2.manual_seed(seed)
+    model = mobilenet_v2(width_mult=0.35, num_classes=10, in_channels=1, small_input=True,
+                         dropout=0.2, seed=init_seed)
+    opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+    sched = optim.lr_scheduler.CosineAnnealingLR(opt, T_max=3)
+    loader = DataLoader(ds.train.images[:256], ds.train.labels[:256], 64, seed=seed,
+                        transform=RandomShift(1))
+    return ds, model, opt, sched, loader
+
+
+def _weights(model):
+    return {k: v.copy() for k, v in model.state_dict().items()}
+
+
+def test_resuming_from_an_epoch_checkpoint_reproduces_the_run_exactly(tmp_path):
+    ds, model, opt, sched, loader = _setup()
+    fit(model, opt, loader, ds.val, epochs=3, scheduler=sched, progress=False, log=None)
+    uninterrupted = _weights(model)
+
+    ds, model, opt, sched, loader = _setup()
+    ckpt = tmp_path / "ckpt.npz"
+    fit(model, opt, loader, ds.val, epochs=3, scheduler=sched, checkpoint_path=ckpt,
+        stop_after=1, progress=False, log=None)
+    tinymbv2.manual_seed(123)  # whatever happens in between must not matter
+    ds, model, opt, sched, loader = _setup(init_seed=7)  # fresh objects, other init
+    history = fit(model, opt, loader, ds.val, epochs=3, scheduler=sched, checkpoint_path=ckpt,
+                  resume_from=ckpt, progress=False, log=None)
+    assert history["epoch"] == [1, 2, 3]
+    resumed = _weights(model)
+    assert resumed.keys() == uninterrupted.keys()
+    for k in resumed:
+        np.testing.assert_array_equal(resumed[k], uninterrupted[k], err_msg=k)
+
+
+def test_a_failed_load_changes_nothing(tmp_path):
+    ds, model, opt, sched, loader = _setup()
+    before = _weights(model)
+    other = mobilenet_v2(width_mult=0.5, num_classes=10, in_channels=1, small_input=True)
+    path = save_checkpoint(tmp_path / "other.npz", other)
+    with pytest.raises(ValueError, match="shape"):
+        load_checkpoint(path, model)
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
+
+
+def test_evaluate_reports_accuracy_of_its_predictions():
+    ds, model, *_ = _setup()
+    result = evaluate(model, ds.test.images, ds.test.labels)
+    assert result["scores"].shape == (len(ds.test.labels), 10)
+    assert result["accuracy"] == pytest.approx(np.mean(result["predictions"] == ds.test.labels))
+    assert model.training  # evaluate restores the mode it found

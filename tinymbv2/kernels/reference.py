@@ -1,0 +1,336 @@
+"""Reference kernels: convolution and BatchNorm in plain NumPy, written to be read.
+
+This is the version the course teaches. Every function is vectorised NumPy
+with no Python loop over pixels: a convolution loops only over the kh*kw
+*taps* of its kernel, and each tap is one whole-array operation on a strided
+slice of the zero-padded input.
+
+The one picture behind all three convolution passes. For a tap (i, j) of the
+kernel, output pixel (oh, ow) reads input pixel
+
+    (oh*sh + i - ph,  ow*sw + j - pw)
+
+so the set of input pixels that tap (i, j) touches, over all outputs, is the
+strided slice ``xp[..., i : i + sh*(Ho-1) + 1 : sh, j : j + sw*(Wo-1) + 1 : sw]``
+of the padded input ``xp`` -- a (Ho, Wo) "window". Then
+
+* forward:         y  += w[i, j]   * window(xp)              (gather)
+* backward-input:  window(gxp) += w[i, j] * gy               (scatter: send each
+  output's gradient back along the same wire the forward read it through)
+* backward-weight: gw[i, j] = sum over (n, oh, ow) of gy * window(xp)
+  (the weight gradient *correlates the input with the output gradient*:
+  dL/dw[i, j] = sum_p dL/dy[p] * dy[p]/dw[i, j] and dy[p]/dw[i, j] is the input
+  pixel that tap (i, j) met at output p).
+
+Why backward-input is a "full correlation with the flipped kernel": with
+stride 1 the scatter above says gx[h] = sum_i gy[h - i + p] * w[i], which is
+gy (zero-padded by k - 1 - p on each side) correlated with w reversed, i.e.
+a "full" convolution. With stride s the same holds for gy with s - 1 zeros
+inserted between its pixels (the "transposed convolution"). The scatter
+form computes exactly that without building the dilated array.
+
+Shapes are NCHW. ``stride`` and ``padding`` are ``(sh, sw)`` / ``(ph, pw)``
+(an int is taken for both). Every output has the dtype of the inputs
+(float32 or float64; mixing them is a ``TypeError``, never a silent upcast)
+and is a fresh C-contiguous array. Inputs may be non-contiguous.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._checks import batch_norm_args, conv_geometry, grad_out_shape, ndim, same_float_dtype
+
+name = "reference"
+
+
+# --------------------------------------------------------------------- helpers
+def _pad(x, ph, pw):
+    """Zero-pad the two spatial axes of an (N, C, H, W) array."""
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+
+
+def _window(xp, i, j, out_hw, stride):
+    """The (N, C, Ho, Wo) view of padded ``xp`` that kernel tap (i, j) reads.
+
+    ``window[n, c, oh, ow] = xp[n, c, oh*sh + i, ow*sw + j]``. A view, so
+    ``_window(gxp, ...) += v`` writes into ``gxp``.
+    """
+    (ho, wo), (sh, sw) = out_hw, stride
+    return xp[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]
+
+
+def _per_channel(v):
+    """(C,) -> (1, C, 1, 1), so a per-channel vector broadcasts over N, H, W."""
+    return v.reshape(1, -1, 1, 1)
+
+
+# ------------------------------------------------------------ dense convolution
+def conv2d_forward(x, w, stride, padding):
+    """Dense 2-D cross-correlation (PyTorch's ``conv2d``, groups = 1, no bias).
+
+    x: (N, Ci, H, W), w: (Co, Ci, kh, kw) -> y: (N, Co, Ho, Wo),
+
+        y[n, o, oh, ow] = sum_{c, i, j} w[o, c, i, j] * xp[n, c, oh*sh + i, ow*sw + j]
+
+    Per tap this is a matrix product: (Co, Ci) @ (Ci, Ho*Wo) for every image.
+    """
+    fn = "conv2d_forward"
+    x, w = np.asarray(x), np.asarray(w)
+    dtype = same_float_dtype(fn, x=x, w=w)
+    stride, (ph, pw), (ho, wo) = conv_geometry(fn, x.shape, w.shape, stride, padding)
+    n, ci = x.shape[:2]
+    co, _, kh, kw = w.shape
+    xp = _pad(x, ph, pw)
+    w_taps = w.transpose(2, 3, 0, 1)  # (kh, kw, Co, Ci): one (Co, Ci) matrix per tap
+    y = np.zeros((n, co, ho * wo), dtype)
+    for i in range(kh):
+        for j in range(kw):
+            patch = _window(xp, i, j, (ho, wo), stride).reshape(n, ci, ho * wo)
+            y += np.matmul(w_taps[i, j], patch)  # (Co, Ci) @ (N, Ci, P) -> (N, Co, P)
+    return y.reshape(n, co, ho, wo)
+
+
+def conv2d_backward_input(gy, w, x_shape, stride, padding):
+    """Gradient of ``conv2d_forward`` with respect to x.
+
+    gy: (N, Co, Ho, Wo), w: (Co, Ci, kh, kw) -> gx: ``x_shape`` = (N, Ci, H, W).
+    The scatter of the forward: per tap, ``window(gxp) += w[:, :, i, j].T @ gy``,
+    then the padding border is cut off (its gradient belongs to no input).
+    Input rows/columns that no window reaches (when (H + 2ph - kh) is not a
+    multiple of sh) keep gradient 0, as they should.
+    """
+    fn = "conv2d_backward_input"
+    gy, w = np.asarray(gy), np.asarray(w)
+    dtype = same_float_dtype(fn, gy=gy, w=w)
+    stride, (ph, pw), (ho, wo) = conv_geometry(fn, x_shape, w.shape, stride, padding)
+    n, ci, h, wd = x_shape
+    co, _, kh, kw = w.shape
+    grad_out_shape(fn, gy.shape, (n, co, ho, wo))
+    gy3 = gy.reshape(n, co, ho * wo)
+    w_taps = w.transpose(2, 3, 1, 0)  # (kh, kw, Ci, Co): the transposed matrix per tap
+    gxp = np.zeros((n, ci, h + 2 * ph, wd + 2 * pw), dtype)
+    for i in range(kh):
+        for j in range(kw):
+            contribution = np.matmul(w_taps[i, j], gy3).reshape(n, ci, ho, wo)
+            _window(gxp, i, j, (ho, wo), stride)[...] += contribution
+    return np.ascontiguousarray(gxp[:, :, ph : ph + h, pw : pw + wd])
+
+
+def conv2d_backward_weight(gy, x, w_shape, stride, padding):
+    """Gradient of ``conv2d_forward`` with respect to w.
+
+    gy: (N, Co, Ho, Wo), x: (N, Ci, H, W) -> gw: ``w_shape`` = (Co, Ci, kh, kw),
+
+        gw[o, c, i, j] = sum_{n, oh, ow} gy[n, o, oh, ow] * xp[n, c, oh*sh + i, ow*sw + j]
+
+    i.e. the input correlated with the output gradient, one tap at a time.
+    """
+    fn = "conv2d_backward_weight"
+    gy, x = np.asarray(gy), np.asarray(x)
+    dtype = same_float_dtype(fn, gy=gy, x=x)
+    stride, (ph, pw), (ho, wo) = conv_geometry(fn, x.shape, w_shape, stride, padding)
+    grad_out_shape(fn, gy.shape, (x.shape[0], w_shape[0], ho, wo))
+    xp = _pad(x, ph, pw)
+    gw = np.empty(w_shape, dtype)
+    for i in range(w_shape[2]):
+        for j in range(w_shape[3]):
+            patch = _window(xp, i, j, (ho, wo), stride)
+            # contract batch and output pixels: (N, Co, Ho, Wo) x (N, Ci, Ho, Wo) -> (Co, Ci)
+            gw[:, :, i, j] = np.tensordot(gy, patch, axes=([0, 2, 3], [0, 2, 3]))
+    return gw
+
+
+# -------------------------------------------------------- depthwise convolution
+def depthwise_conv2d_forward(x, w, stride, padding):
+    """Depthwise convolution (groups = C): each channel has its own kh x kw filter.
+
+    x: (N, C, H, W), w: (C, 1, kh, kw) -> y: (N, C, Ho, Wo),
+
+        y[n, c, oh, ow] = sum_{i, j} w[c, 0, i, j] * xp[n, c, oh*sh + i, ow*sw + j]
+
+    No sum over channels, so per tap it is an elementwise multiply-add
+    (paper section 3.1: kh*kw*C*Ho*Wo multiply-adds instead of kh*kw*C*Co*Ho*Wo).
+    """
+    fn = "depthwise_conv2d_forward"
+    x, w = np.asarray(x), np.asarray(w)
+    dtype = same_float_dtype(fn, x=x, w=w)
+    stride, (ph, pw), (ho, wo) = conv_geometry(fn, x.shape, w.shape, stride, padding, depthwise=True)
+    n, c = x.shape[:2]
+    xp = _pad(x, ph, pw)
+    y = np.zeros((n, c, ho, wo), dtype)
+    for i in range(w.shape[2]):
+        for j in range(w.shape[3]):
+            y += _per_channel(w[:, 0, i, j]) * _window(xp, i, j, (ho, wo), stride)
+    return y
+
+
+def depthwise_conv2d_backward_input(gy, w, x_shape, stride, padding):
+    """Gradient of ``depthwise_conv2d_forward`` with respect to x.
+
+    gy: (N, C, Ho, Wo), w: (C, 1, kh, kw) -> gx: ``x_shape``.
+    Scatter per tap: ``window(gxp) += w[c, 0, i, j] * gy``, then crop the padding.
+    """
+    fn = "depthwise_conv2d_backward_input"
+    gy, w = np.asarray(gy), np.asarray(w)
+    dtype = same_float_dtype(fn, gy=gy, w=w)
+    stride, (ph, pw), (ho, wo) = conv_geometry(fn, x_shape, w.shape, stride, padding, depthwise=True)
+    n, c, h, wd = x_shape
+    grad_out_shape(fn, gy.shape, (n, c, ho, wo))
+    gxp = np.zeros((n, c, h + 2 * ph, wd + 2 * pw), dtype)
+    for i in range(w.shape[2]):
+        for j in range(w.shape[3]):
+            _window(gxp, i, j, (ho, wo), stride)[...] += _per_channel(w[:, 0, i, j]) * gy
+    return np.ascontiguousarray(gxp[:, :, ph : ph + h, pw : pw + wd])
+
+
+def depthwise_conv2d_backward_weight(gy, x, w_shape, stride, padding):
+    """Gradient of ``depthwise_conv2d_forward`` with respect to w.
+
+    gy: (N, C, Ho, Wo), x: (N, C, H, W) -> gw: ``w_shape`` = (C, 1, kh, kw),
+
+        gw[c, 0, i, j] = sum_{n, oh, ow} gy[n, c, oh, ow] * xp[n, c, oh*sh + i, ow*sw + j]
+    """
+    fn = "depthwise_conv2d_backward_weight"
+    gy, x = np.asarray(gy), np.asarray(x)
+    dtype = same_float_dtype(fn, gy=gy, x=x)
+    stride, (ph, pw), (ho, wo) = conv_geometry(fn, x.shape, w_shape, stride, padding, depthwise=True)
+    grad_out_shape(fn, gy.shape, (x.shape[0], x.shape[1], ho, wo))
+    xp = _pad(x, ph, pw)
+    gw = np.empty(w_shape, dtype)
+    for i in range(w_shape[2]):
+        for j in range(w_shape[3]):
+            gw[:, 0, i, j] = np.sum(gy * _window(xp, i, j, (ho, wo), stride), axis=(0, 2, 3))
+    return gw
+
+
+# -------------------------------------------------------- pointwise convolution
+def _check_pointwise(fn, a, a_name, w, axis):
+    """``a`` is 4-D and ``w`` is (Co, Ci, 1, 1) with ``w.shape[axis]`` = a's channels."""
+    ndim(fn, a_name, a, 4)
+    if w.ndim != 4 or w.shape[2:] != (1, 1) or w.shape[axis] != a.shape[1]:
+        want = f"(Co, {a.shape[1]}, 1, 1)" if axis == 1 else f"({a.shape[1]}, Ci, 1, 1)"
+        raise ValueError(f"{fn}: w must have shape {want} for {a_name} {a.shape}, got {w.shape}")
+
+
+def pointwise_conv2d_forward(x, w):
+    """1x1 convolution: a matrix product over channels, done for every pixel at once.
+
+    x: (N, Ci, H, W), w: (Co, Ci, 1, 1) -> y: (N, Co, H, W),
+    ``y[n] = W @ x[n]`` with W = w as (Co, Ci) and x[n] as (Ci, H*W).
+    The expansion and projection layers of the inverted residual block are
+    these; they hold about 90% of MobileNetV2's multiply-adds.
+    """
+    fn = "pointwise_conv2d_forward"
+    x, w = np.asarray(x), np.asarray(w)
+    same_float_dtype(fn, x=x, w=w)
+    _check_pointwise(fn, x, "x", w, axis=1)
+    n, ci, h, wd = x.shape
+    co = w.shape[0]
+    y = np.matmul(w.reshape(co, ci), x.reshape(n, ci, h * wd))  # (Co, Ci) @ (N, Ci, P)
+    return y.reshape(n, co, h, wd)
+
+
+def pointwise_conv2d_backward_input(gy, w):
+    """Gradient of the 1x1 convolution with respect to x.
+
+    gy: (N, Co, H, W), w: (Co, Ci, 1, 1) -> gx: (N, Ci, H, W), ``gx[n] = W.T @ gy[n]``.
+    """
+    fn = "pointwise_conv2d_backward_input"
+    gy, w = np.asarray(gy), np.asarray(w)
+    same_float_dtype(fn, gy=gy, w=w)
+    _check_pointwise(fn, gy, "gy", w, axis=0)
+    n, co, h, wd = gy.shape
+    ci = w.shape[1]
+    gx = np.matmul(w.reshape(co, ci).T, gy.reshape(n, co, h * wd))  # (Ci, Co) @ (N, Co, P)
+    return gx.reshape(n, ci, h, wd)
+
+
+def pointwise_conv2d_backward_weight(gy, x):
+    """Gradient of the 1x1 convolution with respect to w.
+
+    gy: (N, Co, H, W), x: (N, Ci, H, W) -> gw: (Co, Ci, 1, 1),
+    ``gw = sum_n gy[n] @ x[n].T`` (each pixel of each image is one sample).
+    """
+    fn = "pointwise_conv2d_backward_weight"
+    gy, x = np.asarray(gy), np.asarray(x)
+    same_float_dtype(fn, gy=gy, x=x)
+    ndim(fn, "gy", gy, 4)
+    ndim(fn, "x", x, 4)
+    n, co, h, wd = gy.shape
+    if x.shape[0] != n or x.shape[2:] != gy.shape[2:]:
+        raise ValueError(f"{fn}: x {x.shape} and gy {gy.shape} must share N, H, W")
+    ci = x.shape[1]
+    gy3, x3 = gy.reshape(n, co, h * wd), x.reshape(n, ci, h * wd)
+    gw = np.matmul(gy3, x3.transpose(0, 2, 1)).sum(axis=0)  # (N, Co, Ci) summed over images
+    return gw.reshape(co, ci, 1, 1)
+
+
+# ------------------------------------------------------------------- BatchNorm
+def batch_norm_forward_train(x, weight, bias, eps):
+    """BatchNorm in training mode: normalise each channel by its batch statistics.
+
+    x: (N, C, H, W), weight/bias: (C,) -> (y, mean, invstd), y like x, the others (C,).
+    Over the M = N*H*W values of each channel (Ioffe & Szegedy 2015):
+
+        mean = sum x / M,  var = sum (x - mean)^2 / M   (biased: this is what
+        normalises; the caller keeps the *unbiased* var * M/(M-1) for running_var)
+        invstd = 1 / sqrt(var + eps),  xhat = (x - mean) * invstd,
+        y = weight * xhat + bias
+    """
+    fn = "batch_norm_forward_train"
+    x, weight, bias = np.asarray(x), np.asarray(weight), np.asarray(bias)
+    same_float_dtype(fn, x=x, weight=weight, bias=bias)
+    batch_norm_args(fn, x, train=True, weight=weight, bias=bias)
+    axes = (0, 2, 3)
+    mean = x.mean(axis=axes)
+    var = ((x - _per_channel(mean)) ** 2).mean(axis=axes)
+    invstd = 1.0 / np.sqrt(var + float(eps))
+    xhat = (x - _per_channel(mean)) * _per_channel(invstd)
+    y = xhat * _per_channel(weight) + _per_channel(bias)
+    return np.ascontiguousarray(y), mean, invstd
+
+
+def batch_norm_backward_train(gy, x, mean, invstd, weight):
+    """Gradients of ``batch_norm_forward_train`` (x, weight and bias).
+
+    gy, x: (N, C, H, W); mean, invstd, weight: (C,) -> (gx, gweight, gbias).
+    y = weight * xhat + bias, so gbias = sum gy and gweight = sum gy * xhat.
+    For gx remember that mean and var depend on every x of the channel:
+    dxhat = weight * gy flows to x directly, through the mean (-mean(dxhat))
+    and through the variance (-xhat * mean(dxhat * xhat)), giving
+
+        gx = weight * invstd * (gy - gbias / M - xhat * gweight / M)
+
+    (A gradient check through sum(y) would miss errors here: the input
+    gradient of sum(BN(x)) is exactly zero. Check with a random gy.)
+    """
+    fn = "batch_norm_backward_train"
+    arrays = {k: np.asarray(v) for k, v in dict(gy=gy, x=x, mean=mean, invstd=invstd, weight=weight).items()}
+    same_float_dtype(fn, **arrays)
+    gy, x, mean, invstd, weight = arrays.values()
+    batch_norm_args(fn, x, train=True, mean=mean, invstd=invstd, weight=weight)
+    if gy.shape != x.shape:
+        raise ValueError(f"{fn}: gy must have the shape of x {x.shape}, got {gy.shape}")
+    axes = (0, 2, 3)
+    m = x.shape[0] * x.shape[2] * x.shape[3]
+    xhat = (x - _per_channel(mean)) * _per_channel(invstd)
+    gbias = gy.sum(axis=axes)
+    gweight = (gy * xhat).sum(axis=axes)
+    gx = _per_channel(weight * invstd) * (gy - _per_channel(gbias / m) - xhat * _per_channel(gweight / m))
+    return np.ascontiguousarray(gx), gweight, gbias
+
+
+def batch_norm_forward_eval(x, mean, var, weight, bias, eps):
+    """BatchNorm in eval mode: normalise with stored (running) statistics.
+
+    x: (N, C, H, W); mean, var, weight, bias: (C,) -> y like x,
+    ``y = (x - mean) / sqrt(var + eps) * weight + bias`` -- a per-channel affine map.
+    """
+    fn = "batch_norm_forward_eval"
+    arrays = {k: np.asarray(v) for k, v in dict(x=x, mean=mean, var=var, weight=weight, bias=bias).items()}
+    same_float_dtype(fn, **arrays)
+    x, mean, var, weight, bias = arrays.values()
+    batch_norm_args(fn, x, mean=mean, var=var, weight=weight, bias=bias)
+    scale = weight / np.sqrt(var + float(eps))
+    y = (x - _per_channel(mean)) * _per_channel(scale) + _per_channel(bias)
+    return np.ascontiguousarray(y)

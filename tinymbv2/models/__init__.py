@@ -1,0 +1,13 @@
+"""Models: MobileNetV2 (Table 2 of the paper), its variants, summaries and interop.
+
+    from tinymbv2.models import mobilenet_v2, summary
+    model = mobilenet_v2(width_mult=0.5, num_classes=10, small_input=True, seed=0)
+    print(summary(model, input_size=(3, 32, 32)))
+"""
+from .interop import from_torchvision, to_torch_state_dict  # noqa: F401
+from .memory import chunked_block, memory_efficient_inference  # noqa: F401
+from .mobilenetv2 import (  # noqa: F401
+    LAST_CHANNEL, SEED_ARTICLE_SETTING, STEM_CHANNELS, TABLE2, Conv2dNormActivation,
+    InvertedResidual, MobileNetV2, make_divisible, mobilenet_v2, seed_article_net,
+)
+from .summary import LayerRow, Summary, summary  # noqa: F401

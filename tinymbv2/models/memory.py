@@ -1,0 +1,102 @@
+"""Memory-efficient inference, paper section 5.1.
+
+A bottleneck block computes F(x) = B(N(A(x))) where A is the 1x1 expansion
+(with its BN and ReLU6), N the per-channel part (depthwise 3x3, BN, ReLU6) and
+B the linear 1x1 projection. A and N act on each hidden channel separately
+and B is linear, so splitting the hidden channels into m slices gives exactly
+
+    B_conv(h) = sum_i W_p[:, slice_i] @ h[slice_i]      (h = N(A(x)))
+    F(x)      = BN_p( sum_i B_i(N(A_i(x))) )             (+ x for a residual block)
+
+with the projection's BN applied once, after the sum. Only one slice of the
+wide hidden tensor (t times the block's input channels) is alive at a time, so
+the peak activation memory falls roughly m-fold inside the expanded blocks,
+while the multiply-adds are unchanged. The paper suggests m = 2..5; its Table 3
+shows MobileNetV2's peak is set by these expanded tensors.
+
+In evaluation mode every BN is a fixed per-channel affine map, so slicing its
+statistics along with the channels is exact.
+"""
+from __future__ import annotations
+
+import numbers
+
+from .. import functional as F
+from ..autograd import Tensor, no_grad
+from .mobilenetv2 import InvertedResidual, MobileNetV2
+
+
+def _bn_slice(x, bn, sl):
+    """Eval-mode BatchNorm on the channels ``sl`` of ``bn``: x (N, len(sl), H, W)."""
+    return F.batch_norm(
+        x, bn.running_mean.data[sl], bn.running_var.data[sl],
+        Tensor(bn.weight.data[sl]), Tensor(bn.bias.data[sl]), training=False, eps=bn.eps,
+    )
+
+
+def chunked_block(block: InvertedResidual, x: Tensor, chunks: int) -> Tensor:
+    """One inverted residual block with its hidden channels computed in ``chunks`` slices.
+
+    x (N, inp, H, W) -> (N, oup, H/s, W/s), equal to ``block(x)`` in eval mode.
+    """
+    expand, dw, project, project_bn = block.parts
+    hidden = block.hidden_dim
+    m = min(chunks, hidden)
+    bounds = [hidden * i // m for i in range(m + 1)]
+    acc = None
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        sl = slice(lo, hi)
+        # one name, reassigned step by step, so at most two slice-sized arrays are alive
+        if expand is not None:  # A_i: the rows lo:hi of the 1x1 expansion
+            h = F.conv2d(x, Tensor(expand[0].weight.data[sl]))
+            h = _bn_slice(h, expand[1], sl)
+            h = F.relu6(h)
+        else:  # t = 1: the hidden channels are the input's
+            h = Tensor(x.data[:, sl])
+        conv = dw[0]  # N: depthwise, so its channels split like everything else
+        h = F.conv2d(h, Tensor(conv.weight.data[sl]), stride=conv.stride, padding=conv.padding,
+                     groups=hi - lo)
+        h = _bn_slice(h, dw[1], sl)
+        h = F.relu6(h)
+        y = F.conv2d(h, Tensor(project.weight.data[:, sl]))  # B_i: columns lo:hi
+        del h  # the slice dies here, before the next one is made
+        if acc is None:
+            acc = y
+        else:
+            acc.data += y.data  # in place: no second accumulator alive
+        del y
+    out = project_bn(acc)
+    return x + out if block.use_res_connect else out
+
+
+def memory_efficient_inference(model: MobileNetV2, x, chunks: int = 4) -> Tensor:
+    """Eval-mode logits of ``model`` with every block's expansion computed in slices.
+
+    model: a :class:`MobileNetV2`; x: (N, C, H, W) Tensor or array of the model's
+    dtype; chunks: number of hidden-channel slices per block (>= 1; clipped to the
+    block's width). Runs under ``no_grad``; the model's train/eval mode is restored.
+    Returns (N, num_classes), equal to ``model.eval()(x)`` up to rounding.
+    """
+    if not isinstance(model, MobileNetV2):
+        raise TypeError(
+            f"memory_efficient_inference: expected a MobileNetV2, got {type(model).__name__}"
+        )
+    if isinstance(chunks, bool) or not isinstance(chunks, numbers.Integral) or chunks < 1:
+        raise ValueError(f"memory_efficient_inference: expected chunks >= 1, got {chunks!r}")
+    if not isinstance(x, Tensor):
+        x = Tensor(x)
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            h = x
+            for layer in model.features:
+                if isinstance(layer, InvertedResidual):
+                    if h.ndim != 4 or h.shape[1] != layer.inp:
+                        layer.conv(h)  # raises the layer's own clear error
+                    h = chunked_block(layer, h, int(chunks))
+                else:
+                    h = layer(h)
+            return model.classifier(model.flatten(model.pool(h)))
+    finally:
+        model.train(was_training)

@@ -1,0 +1,261 @@
+"""MobileNetV2 (Sandler et al., CVPR 2018, arXiv:1801.04381), built like torchvision's.
+
+The network is Table 2 of the paper held as data: a 3x3 stem conv, then rows of
+(t, c, n, s) -- expansion t, output channels c, n repeats, stride s of the first
+repeat -- each repeat an inverted residual block (Table 1), then a 1x1 conv to
+1280 channels, global average pooling and a Linear classifier.
+
+Module names equal torchvision's, so ``state_dict()`` has exactly its keys:
+``features.0`` stem, ``features.1..17`` blocks, ``features.18`` head conv,
+``classifier.1`` the Linear (``classifier.0`` is the Dropout).
+
+Shapes at 224 px, width 1.0: (N, 3, 224, 224) -> stem (N, 32, 112, 112) -> ...
+-> (N, 320, 7, 7) -> head (N, 1280, 7, 7) -> pool (N, 1280) -> (N, classes).
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .. import nn
+from ..nn import init
+
+# Table 2 of the paper: (t, c, n, s) for the bottleneck rows.
+TABLE2 = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
+STEM_CHANNELS = 32    # Table 2, first row: conv 3x3, 32 channels, stride 2
+LAST_CHANNEL = 1280   # Table 2, conv 1x1 before pooling; never scaled below 1280
+
+
+def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round ``v`` channels to the nearest multiple of ``divisor`` (torchvision/TF-slim).
+
+    max(min_value, int(v + divisor/2) // divisor * divisor), plus one divisor if that
+    rounded down by more than 10%. E.g. 32*0.35 = 11.2 -> 16, 16*0.35 = 5.6 -> 8.
+    """
+    if min_value is None:
+        min_value = divisor
+    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
+    if new_v < 0.9 * v:
+        new_v += divisor
+    return new_v
+
+
+class Conv2dNormActivation(nn.Sequential):
+    """conv (no bias, padding (k-1)//2) -> BatchNorm -> ReLU6: names '0', '1', '2'.
+
+    (N, Ci, H, W) -> (N, Co, ceil(H/s), ceil(W/s)) for k = 3 or 1.
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, groups=1):
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, kernel_size, stride,
+                      padding=(kernel_size - 1) // 2, groups=groups, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU6(),
+        )
+        self.out_channels = out_channels
+
+
+class InvertedResidual(nn.Module):
+    """The bottleneck block of Table 1: expand, filter, linear projection (section 3.3).
+
+    x (N, inp, H, W) -> 1x1 conv to hidden = round(inp * t) channels, BN, ReLU6
+    (skipped when t = 1) -> 3x3 depthwise conv stride s, BN, ReLU6 -> 1x1 conv to
+    oup channels, BN, *no activation* (a ReLU would destroy information in the
+    low-dimensional bottleneck, section 3.2) -> (N, oup, H/s, W/s).
+    The input is added back (the residual connects the thin bottlenecks,
+    section 3.3) only when s = 1 and inp = oup.
+    """
+
+    def __init__(self, inp: int, oup: int, stride: int, expand_ratio: float):
+        super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f"InvertedResidual: expected stride 1 or 2, got {stride!r}")
+        if not isinstance(expand_ratio, numbers.Real) or expand_ratio <= 0:
+            raise ValueError(f"InvertedResidual: expected expand_ratio > 0, got {expand_ratio!r}")
+        self.inp, self.oup, self.stride, self.expand_ratio = inp, oup, stride, expand_ratio
+        self.hidden_dim = hidden = int(round(inp * expand_ratio))
+        self.use_res_connect = stride == 1 and inp == oup
+        layers = []
+        if expand_ratio != 1:
+            layers.append(Conv2dNormActivation(inp, hidden, kernel_size=1))
+        layers += [
+            Conv2dNormActivation(hidden, hidden, stride=stride, groups=hidden),
+            nn.Conv2d(hidden, oup, 1, 1, 0, bias=False),
+            nn.BatchNorm2d(oup),
+        ]
+        self.conv = nn.Sequential(*layers)
+        self.out_channels = oup
+
+    @property
+    def parts(self):
+        """(expand or None, depthwise, project conv, project BN): the paper's A, N, B."""
+        c = list(self.conv)
+        return (c[0] if len(c) == 4 else None), c[-3], c[-2], c[-1]
+
+    def forward(self, x):
+        if self.use_res_connect:
+            return x + self.conv(x)
+        return self.conv(x)
+
+    def extra_repr(self):
+        return (f"inp={self.inp}, oup={self.oup}, stride={self.stride}, "
+                f"expand_ratio={self.expand_ratio}, residual={self.use_res_connect}")
+
+
+class MobileNetV2(nn.Module):
+    """MobileNetV2 (torchvision's structure and initialisation).
+
+    num_classes: classifier outputs; width_mult: scales every width (stage widths
+    make_divisible(c * w, round_nearest); the 1280 head only grows, for w > 1);
+    inverted_residual_setting: the (t, c, n, s) rows (default Table 2);
+    dropout: before the classifier; in_channels: image channels (1 for grey);
+    small_input: stem stride 1 and the second row (the 24-channel stage) stride 1,
+    the common variant for 28-32 px images; generator: np.random.Generator for the
+    initialisation (None: the package's global one).
+
+    forward: (N, in_channels, H, W) -> logits (N, num_classes).
+    """
+
+    def __init__(self, num_classes=1000, width_mult=1.0, inverted_residual_setting=None,
+                 round_nearest=8, dropout=0.2, in_channels=3, small_input=False,
+                 generator=None):
+        super().__init__()
+        _check_args(num_classes, width_mult, round_nearest, dropout, in_channels)
+        rows = TABLE2 if inverted_residual_setting is None else inverted_residual_setting
+        setting = [list(row) for row in rows]
+        if not setting or any(len(row) != 4 for row in setting):
+            raise ValueError(
+                "MobileNetV2: expected inverted_residual_setting as non-empty (t, c, n, s) rows, "
+                f"got {inverted_residual_setting!r}"
+            )
+        stem_stride = 2
+        if small_input:
+            stem_stride = 1
+            if len(setting) > 1:
+                setting[1][3] = 1
+        self.width_mult, self.small_input = float(width_mult), bool(small_input)
+        self.inverted_residual_setting = [tuple(row) for row in setting]
+
+        input_channel = make_divisible(STEM_CHANNELS * width_mult, round_nearest)
+        stem = (input_channel, stem_stride)
+        blocks = []  # (inp, oup, stride, t) of every inverted residual block
+        for t, c, n, s in setting:
+            output_channel = make_divisible(c * width_mult, round_nearest)
+            for i in range(n):
+                blocks.append((input_channel, output_channel, s if i == 0 else 1, t))
+                input_channel = output_channel
+        last_channel = make_divisible(LAST_CHANNEL * max(1.0, width_mult), round_nearest)
+        self._build(in_channels, stem, blocks, last_channel, num_classes, dropout)
+        self.reset_parameters(generator)
+
+    @classmethod
+    def from_blocks(cls, in_channels, stem, blocks, last_channel, num_classes, dropout=0.2,
+                    generator=None) -> "MobileNetV2":
+        """A MobileNetV2 from explicit widths: stem = (channels, stride), blocks =
+        [(inp, oup, stride, t), ...] (used to mirror an existing torchvision model)."""
+        model = cls.__new__(cls)
+        nn.Module.__init__(model)
+        model.width_mult, model.small_input, model.inverted_residual_setting = None, None, None
+        model._build(in_channels, stem, blocks, last_channel, num_classes, dropout)
+        model.reset_parameters(generator)
+        return model
+
+    def _build(self, in_channels, stem, blocks, last_channel, num_classes, dropout):
+        self.last_channel = last_channel
+        features = [Conv2dNormActivation(in_channels, stem[0], stride=stem[1])]
+        features += [InvertedResidual(*spec) for spec in blocks]
+        head_in = blocks[-1][1] if blocks else stem[0]
+        features.append(Conv2dNormActivation(head_in, last_channel, kernel_size=1))
+        # attribute order = forward order (the summary walks the children in order)
+        self.features = nn.Sequential(*features)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten(1)
+        self.classifier = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(last_channel, num_classes))
+
+    def reset_parameters(self, generator=None):
+        """torchvision's init: conv kaiming-normal fan_out, BN 1/0, Linear N(0, 0.01^2), 0."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                init.kaiming_normal_(m.weight, mode="fan_out", generator=generator)
+                if m.bias is not None:
+                    init.zeros_(m.bias)
+            elif isinstance(m, nn.BatchNorm2d):
+                m.reset_parameters()
+            elif isinstance(m, nn.Linear):
+                init.normal_(m.weight, 0.0, 0.01, generator=generator)
+                init.zeros_(m.bias)
+
+    @property
+    def blocks(self):
+        return [m for m in self.features if isinstance(m, InvertedResidual)]
+
+    def forward(self, x):
+        x = self.features(x)
+        x = self.flatten(self.pool(x))
+        return self.classifier(x)
+
+
+def _check_args(num_classes, width_mult, round_nearest, dropout, in_channels):
+    def is_int(v):
+        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+    if not is_int(num_classes) or num_classes < 1:
+        raise ValueError(f"MobileNetV2: expected num_classes >= 1, got {num_classes!r}")
+    if not isinstance(width_mult, numbers.Real) or not width_mult > 0:
+        raise ValueError(f"MobileNetV2: expected width_mult > 0, got {width_mult!r}")
+    if not is_int(round_nearest) or round_nearest < 1:
+        raise ValueError(f"MobileNetV2: expected round_nearest >= 1, got {round_nearest!r}")
+    if not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"MobileNetV2: expected dropout in [0, 1), got {dropout!r}")
+    if not is_int(in_channels) or in_channels < 1:
+        raise ValueError(f"MobileNetV2: expected in_channels >= 1, got {in_channels!r}")
+
+
+def _generator(seed):
+    if seed is None:
+        return None
+    if isinstance(seed, np.random.Generator):
+        return seed
+    return np.random.default_rng(seed)
+
+
+def mobilenet_v2(width_mult=1.0, num_classes=1000, dropout=0.2, in_channels=3,
+                 small_input=False, seed=None) -> MobileNetV2:
+    """MobileNetV2 of Table 2; ``seed`` (int or Generator) makes the init reproducible.
+
+    ``mobilenet_v2()`` has torchvision's 3,504,872 parameters and 300.8M multiply-adds
+    at 224 px; ``small_input=True`` keeps 4x4 final maps on 32 px (CIFAR) images.
+    """
+    return MobileNetV2(num_classes=num_classes, width_mult=width_mult, dropout=dropout,
+                       in_channels=in_channels, small_input=small_input,
+                       generator=_generator(seed))
+
+
+# The seed article's network, its bugs fixed: one block per Table-2 row (n = 1).
+SEED_ARTICLE_SETTING = tuple((t, c, 1, s) for t, c, _, s in TABLE2)
+
+
+def seed_article_net(width_mult=1.0, num_classes=1000, dropout=0.2, in_channels=3,
+                     small_input=False, seed=None) -> MobileNetV2:
+    """The seed article's 7-block network, repaired, to compare against the real one.
+
+    The article uses one bottleneck per Table-2 row (t, c, s of the row, n = 1).
+    Here each is a proper block (1x1 expand, 3x3 depthwise, linear 1x1 project) and
+    the net has the stem, the 1280 head and one Linear. Every block changes its
+    width or stride, so none has a residual add. Width 1.0, 1000 classes:
+    2,426,984 parameters and 145,786,880 multiply-adds at 224 (vs 3.50M and 300.8M).
+    """
+    return MobileNetV2(num_classes=num_classes, width_mult=width_mult,
+                       inverted_residual_setting=SEED_ARTICLE_SETTING, dropout=dropout,
+                       in_channels=in_channels, small_input=small_input,
+                       generator=_generator(seed))

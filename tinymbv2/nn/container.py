@@ -1,0 +1,58 @@
+"""``Sequential``: modules applied one after another, named '0', '1', ..."""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from .module import Module
+
+
+class Sequential(Module):
+    """``Sequential(m0, m1, ...)`` or ``Sequential(OrderedDict(name=m, ...))``.
+
+    forward(x) = m_last(...m1(m0(x))). Indexable (negative indices, slices give a
+    Sequential keeping the names), ``len``, iteration and ``append``.
+    """
+
+    def __init__(self, *modules):
+        super().__init__()
+        if len(modules) == 1 and isinstance(modules[0], OrderedDict):
+            for name, m in modules[0].items():
+                self.add_module(name, m)
+        else:
+            for i, m in enumerate(modules):
+                if not isinstance(m, Module):
+                    raise TypeError(
+                        f"Sequential: argument {i} is a {type(m).__name__}, not a Module"
+                    )
+                self.add_module(str(i), m)
+
+    def _index(self, idx: int) -> str:
+        n = len(self._modules)
+        if not -n <= idx < n:
+            raise IndexError(f"Sequential: index {idx} is out of range for {n} modules")
+        return list(self._modules)[idx % n]
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):
+            return Sequential(OrderedDict(list(self._modules.items())[idx]))
+        if not isinstance(idx, int):
+            raise TypeError(f"Sequential: indices must be ints or slices, got {type(idx).__name__}")
+        return self._modules[self._index(idx)]
+
+    def __setitem__(self, idx, module):
+        setattr(self, self._index(idx), module)
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def append(self, module: Module) -> "Sequential":
+        self.add_module(str(len(self._modules)), module)
+        return self
+
+    def forward(self, x):
+        for module in self._modules.values():
+            x = module(x)
+        return x

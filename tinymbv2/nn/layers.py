@@ -1,0 +1,330 @@
+"""The layers MobileNetV2 is built from, each a thin Module over one ``F`` op.
+
+Shapes (NCHW):
+
+    Conv2d             (N, Ci, H, W) -> (N, Co, (H + 2p - k) // s + 1, ...)
+    BatchNorm2d        (N, C, H, W)  -> same
+    ReLU6, ReLU        any           -> same
+    AdaptiveAvgPool2d  (N, C, H, W)  -> (N, C, oh, ow)
+    Flatten            (N, C, 1, 1)  -> (N, C)
+    Dropout, Identity  any           -> same
+    Linear             (..., in)     -> (..., out)
+
+Every layer checks its input (a Tensor, the rank, the channels, the dtype of its
+parameters) and raises an error that names the layer, what it expected and what
+it got, before any arithmetic runs.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from .. import functional as F
+from ..autograd import Tensor
+from . import init
+from .module import Module, Parameter
+
+
+def _pair(value, name, layer):
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value), int(value)
+    if (isinstance(value, (tuple, list)) and len(value) == 2
+            and all(isinstance(v, numbers.Integral) for v in value)):
+        return int(value[0]), int(value[1])
+    raise TypeError(f"{layer}: expected {name} as an int or a pair of ints, got {value!r}")
+
+
+def _positive_int(value, name, layer, minimum=1):
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{layer}: expected {name} to be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_input(layer: Module, x, ndim: int | None, channels: int | None = None,
+                axis: int = 1, layout: str = "") -> None:
+    """Raise TypeError/ValueError naming ``layer`` unless x is a Tensor of the right form.
+
+    ndim: the expected rank (None: any); ``layout`` (e.g. "(N, 3, H, W)") is how the
+    expected shape is shown; the input's dtype must be that of the layer's parameters.
+    """
+    def name():
+        return repr(layer).split("\n")[0]  # built only for an error message
+
+    if not isinstance(x, Tensor):
+        raise TypeError(
+            f"{name()}: expected a tinymbv2 Tensor, got {type(x).__name__} "
+            "(wrap arrays with tinymbv2.Tensor(x))"
+        )
+    if ndim is not None and x.ndim != ndim:
+        raise ValueError(
+            f"{name()}: expected a {ndim}-d input {layout}, "
+            f"got a {x.ndim}-d input of shape {x.shape}"
+        )
+    if channels is not None and (x.ndim == 0 or x.shape[axis] != channels):
+        got = x.shape[axis] if x.ndim else "none"
+        raise ValueError(
+            f"{name()}: expected {channels} channels (input {layout}), got {got} "
+            f"in an input of shape {x.shape}"
+        )
+    param = next((p for p in layer._parameters.values() if p is not None), None)
+    if param is not None and x.dtype != param.dtype:
+        raise TypeError(
+            f"{name()}: expected {param.dtype} input like the layer's parameters, got "
+            f"{x.dtype} (cast the input, or the model with .double()/.float())"
+        )
+
+
+class Conv2d(Module):
+    """2-D convolution; ``groups == in_channels`` makes it depthwise (paper section 3.1).
+
+    weight: (out_channels, in_channels/groups, kh, kw); bias: (out_channels,) or None.
+    Default init as PyTorch's: kaiming_uniform(a=sqrt(5)) i.e. U(-1/sqrt(fan_in), ...),
+    bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    """
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 groups=1, bias=True, dtype=np.float32):
+        super().__init__()
+        layer = "Conv2d"
+        self.in_channels = _positive_int(in_channels, "in_channels", layer)
+        self.out_channels = _positive_int(out_channels, "out_channels", layer)
+        self.kernel_size = _pair(kernel_size, "kernel_size", layer)
+        self.stride = _pair(stride, "stride", layer)
+        self.padding = _pair(padding, "padding", layer)
+        self.groups = _positive_int(groups, "groups", layer)
+        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
+            raise ValueError(
+                f"{layer}: expected kernel_size >= 1, stride >= 1 and padding >= 0, got "
+                f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+            )
+        if self.in_channels % self.groups or self.out_channels % self.groups:
+            raise ValueError(
+                f"{layer}: expected groups={groups} to divide in_channels={in_channels} "
+                f"and out_channels={out_channels}"
+            )
+        shape = (self.out_channels, self.in_channels // self.groups) + self.kernel_size
+        self.weight = Parameter(np.empty(shape, dtype=dtype))
+        self.bias = Parameter(np.empty(self.out_channels, dtype=dtype)) if bias else None
+        if not bias:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self, generator=None):
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5), generator=generator)
+        if self.bias is not None:
+            fan_in, _ = init.fan_in_and_fan_out(self.weight)
+            bound = 1 / math.sqrt(fan_in)
+            init.uniform_(self.bias, -bound, bound, generator=generator)
+
+    def output_shape(self, shape):
+        """(N, C, H, W) -> (N, out, Ho, Wo) without computing (used by the summary)."""
+        n, _, h, w = shape
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        if ho < 1 or wo < 1:
+            raise ValueError(
+                f"{self!r}: input {h}x{w} is smaller than the kernel {kh}x{kw} (padding {ph}, {pw})"
+            )
+        return (n, self.out_channels, ho, wo)
+
+    def forward(self, x):
+        check_input(self, x, 4, self.in_channels, layout=f"(N, {self.in_channels}, H, W)")
+        self.output_shape(x.shape)
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.groups)
+
+    def extra_repr(self):
+        s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+             f"stride={self.stride}")
+        if self.padding != (0, 0):
+            s += f", padding={self.padding}"
+        if self.groups != 1:
+            s += f", groups={self.groups}"
+        if self.bias is None:
+            s += ", bias=False"
+        return s
+
+
+class BatchNorm2d(Module):
+    """Per-channel batch normalisation over (N, H, W), PyTorch semantics.
+
+    Parameters weight (gamma, init 1) and bias (beta, init 0), shape (C,); buffers
+    running_mean (0), running_var (1) and num_batches_tracked (an int64 0-d array).
+    Training mode normalises with the batch's biased variance and moves the running
+    statistics: running = (1 - momentum) * running + momentum * batch (unbiased var);
+    ``momentum=None`` uses the cumulative average 1/num_batches_tracked.
+    Evaluation mode uses the running statistics.
+    """
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, dtype=np.float32):
+        super().__init__()
+        self.num_features = _positive_int(num_features, "num_features", "BatchNorm2d")
+        if not eps > 0:
+            raise ValueError(f"BatchNorm2d: expected eps > 0, got {eps}")
+        if momentum is not None and not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"BatchNorm2d: expected momentum in [0, 1] or None, got {momentum}")
+        self.eps, self.momentum = float(eps), momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+        c = self.num_features
+        if affine:
+            self.weight = Parameter(np.ones(c, dtype=dtype))
+            self.bias = Parameter(np.zeros(c, dtype=dtype))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if track_running_stats:
+            self.register_buffer("running_mean", np.zeros(c, dtype=dtype))
+            self.register_buffer("running_var", np.ones(c, dtype=dtype))
+            self.register_buffer("num_batches_tracked", np.array(0, dtype=np.int64))
+        else:
+            for name in ("running_mean", "running_var", "num_batches_tracked"):
+                self.register_buffer(name, None)
+
+    def reset_parameters(self, generator=None):
+        if self.track_running_stats:
+            self.running_mean.data[...] = 0
+            self.running_var.data[...] = 1
+            self.num_batches_tracked.data[...] = 0
+        if self.affine:
+            init.ones_(self.weight)
+            init.zeros_(self.bias)
+
+    def forward(self, x):
+        check_input(self, x, 4, self.num_features, layout=f"(N, {self.num_features}, H, W)")
+        momentum = 0.0 if self.momentum is None else self.momentum
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.data += 1  # in place: a 0-d int64 array
+            if self.momentum is None:
+                momentum = 1.0 / float(self.num_batches_tracked.data)
+        running = self.track_running_stats and self.running_mean is not None
+        if running and self.running_mean.dtype != x.dtype:
+            raise TypeError(
+                f"{self!r}: expected {self.running_mean.dtype} input like its running "
+                f"statistics, got {x.dtype} (cast the model with .double()/.float())"
+            )
+        return F.batch_norm(
+            x,
+            self.running_mean.data if running else None,
+            self.running_var.data if running else None,
+            self.weight, self.bias, training=self.training or not running,
+            momentum=momentum, eps=self.eps,
+        )
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+
+
+class ReLU6(Module):
+    """min(max(x, 0), 6): the paper's non-linearity (section 3.2), bounded for low precision."""
+
+    def forward(self, x):
+        return F.relu6(x)
+
+
+class ReLU(Module):
+    """max(x, 0)."""
+
+    def forward(self, x):
+        return F.relu(x)
+
+
+class Identity(Module):
+    """Returns its input unchanged (a placeholder, e.g. to remove a classifier)."""
+
+    def forward(self, x):
+        return x
+
+
+class Linear(Module):
+    """y = x W^T + b; weight (out_features, in_features), bias (out_features,).
+
+    Default init as PyTorch's: W ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming_uniform a=sqrt(5)),
+    b ~ U(-1/sqrt(in), 1/sqrt(in)).
+    """
+
+    def __init__(self, in_features, out_features, bias=True, dtype=np.float32):
+        super().__init__()
+        self.in_features = _positive_int(in_features, "in_features", "Linear")
+        self.out_features = _positive_int(out_features, "out_features", "Linear")
+        self.weight = Parameter(np.empty((self.out_features, self.in_features), dtype=dtype))
+        if bias:
+            self.bias = Parameter(np.empty(self.out_features, dtype=dtype))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self, generator=None):
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5), generator=generator)
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.in_features)
+            init.uniform_(self.bias, -bound, bound, generator=generator)
+
+    def forward(self, x):
+        check_input(self, x, None, self.in_features, axis=-1, layout=f"(..., {self.in_features})")
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
+
+
+class Dropout(Module):
+    """Inverted dropout with probability p in training mode; identity in eval mode.
+
+    ``generator``: an ``np.random.Generator`` for reproducible masks (default: the
+    package's global one).
+    """
+
+    def __init__(self, p=0.5, generator=None):
+        super().__init__()
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p <= 1.0:
+            raise ValueError(f"Dropout: expected a probability p in [0, 1], got {p!r}")
+        self.p = float(p)
+        self.generator = generator
+
+    def forward(self, x):
+        check_input(self, x, None)
+        return F.dropout(x, self.p, training=self.training, generator=self.generator)
+
+    def extra_repr(self):
+        return f"p={self.p}"
+
+
+class AdaptiveAvgPool2d(Module):
+    """(N, C, H, W) -> (N, C, oh, ow) by averaging; output_size=1 is global pooling."""
+
+    def __init__(self, output_size=1):
+        super().__init__()
+        self.output_size = _pair(output_size, "output_size", "AdaptiveAvgPool2d")
+        if min(self.output_size) < 1:
+            raise ValueError(f"AdaptiveAvgPool2d: expected output_size >= 1, got {output_size!r}")
+
+    def forward(self, x):
+        check_input(self, x, 4, layout="(N, C, H, W)")
+        return F.adaptive_avg_pool2d(x, self.output_size)
+
+    def extra_repr(self):
+        return f"output_size={self.output_size}"
+
+
+class Flatten(Module):
+    """Merge dimensions start_dim.. into one: (N, C, 1, 1) -> (N, C) with start_dim=1."""
+
+    def __init__(self, start_dim=1):
+        super().__init__()
+        self.start_dim = _positive_int(start_dim, "start_dim", "Flatten", minimum=0)
+
+    def forward(self, x):
+        check_input(self, x, None)
+        if x.ndim <= self.start_dim:
+            raise ValueError(
+                f"{self!r}: expected an input of rank > {self.start_dim}, got a {x.ndim}-d "
+                f"input of shape {x.shape}"
+            )
+        return F.flatten(x, self.start_dim)
+
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}"
