@@ -19,12 +19,14 @@ beside forward) live in :mod:`tinymbv2.functional`; this file holds the engine.
 from __future__ import annotations
 
 import contextlib
+import time
 
 import numpy as np
 
 from .backend import get_array_module
 
 _grad_enabled = True
+_profiler = None  # set by tinymbv2.profiler.profile(): records time per Function
 
 
 @contextlib.contextmanager
@@ -114,7 +116,12 @@ class Function:
         ctx = Context()
         raw = [a.data if isinstance(a, Tensor) else a for a in args]
         ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
-        out = Tensor(cls.forward(ctx, *raw, **kwargs))
+        if _profiler is None:
+            out = Tensor(cls.forward(ctx, *raw, **kwargs))
+        else:
+            start = time.perf_counter()
+            out = Tensor(cls.forward(ctx, *raw, **kwargs))
+            _profiler.record(cls.__name__, "forward", time.perf_counter() - start)
         if _grad_enabled and any(ctx.needs_input_grad):
             out.requires_grad = True
             out._node = Node(cls, ctx, args)
@@ -204,6 +211,48 @@ class Tensor:
         """A new leaf sharing the data, cut from the graph."""
         return Tensor(self.data)
 
+    def to(self, device: str) -> "Tensor":
+        """This tensor's data on ``device`` ("cpu": NumPy, "cuda": CuPy), as a new leaf.
+
+        ``requires_grad`` is kept; ``grad`` is not copied. Already there: ``self``
+        itself (as PyTorch). The move is not recorded in the graph, so moving a
+        non-leaf that requires grad is an error: move the inputs and parameters
+        (``model.to("cuda")``) before computing.
+        """
+        if device not in ("cpu", "cuda"):
+            raise ValueError(f"Tensor.to: expected device 'cpu' or 'cuda', got {device!r}")
+        if device == self.device:
+            return self
+        if self._node is not None and self.requires_grad:
+            raise RuntimeError(
+                "Tensor.to: cannot move a non-leaf tensor that requires grad (the move is "
+                "not part of the graph); move the inputs/parameters before computing, or "
+                ".detach() first"
+            )
+        if device == "cpu":
+            data = self.data.get()
+        else:
+            try:
+                import cupy
+
+                if cupy.cuda.runtime.getDeviceCount() < 1:
+                    raise RuntimeError("no CUDA device found")
+            except Exception as exc:  # ImportError, or CuPy's CUDA errors without a GPU
+                raise RuntimeError(
+                    "Tensor.to: CuPy with a CUDA GPU is needed for 'cuda' (pip install -e .[gpu]); "
+                    f"cupy import failed: {type(exc).__name__}: {exc}"
+                ) from exc
+            data = cupy.asarray(self.data)
+        return Tensor(data, requires_grad=self.requires_grad)
+
+    def cpu(self) -> "Tensor":
+        """``to("cpu")``: the data as a NumPy array."""
+        return self.to("cpu")
+
+    def cuda(self) -> "Tensor":
+        """``to("cuda")``: the data as a CuPy array on the current GPU."""
+        return self.to("cuda")
+
     def __repr__(self):
         grad = ", requires_grad=True" if self.requires_grad else ""
         body = np.array2string(self.numpy(), precision=4, separator=", ", threshold=20)
@@ -247,7 +296,12 @@ class Tensor:
                 continue
             if node.ctx.freed:
                 node.ctx.saved_tensors  # raises the "second time" error
-            input_grads = node.function.backward(node.ctx, g)
+            if _profiler is None:
+                input_grads = node.function.backward(node.ctx, g)
+            else:
+                start = time.perf_counter()
+                input_grads = node.function.backward(node.ctx, g)
+                _profiler.record(node.function.__name__, "backward", time.perf_counter() - start)
             if not isinstance(input_grads, tuple):
                 input_grads = (input_grads,)
             if not retain_graph:

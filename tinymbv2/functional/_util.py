@@ -42,13 +42,41 @@ def check_same_dtype(fn: str, **tensors) -> None:
         raise TypeError(f"{fn}: expected one floating dtype for all inputs, got {found}")
 
 
+def _device_of(value) -> str:
+    data = value.data if isinstance(value, Tensor) else value
+    return "cpu" if get_array_module(data) is np else "cuda"
+
+
+def check_same_device(fn: str, **tensors) -> None:
+    """All given tensors or arrays (None skipped) live on one device, "cpu" or "cuda".
+
+    An op never moves data behind the user's back: mixing a NumPy-backed tensor with
+    a CuPy-backed one is an error that says how to fix it.
+    """
+    present = {k: _device_of(v) for k, v in tensors.items() if v is not None}
+    if len(set(present.values())) > 1:
+        found = ", ".join(f"{k} on {d}" for k, d in present.items())
+        raise TypeError(
+            f"{fn}: expected all inputs on one device, got {found} "
+            "(move them first: tensor.to('cuda') / .cpu(), model.to('cuda'))"
+        )
+
+
+def _has_device(value) -> bool:
+    """Tensors and arrays with elements are bound to a device; numbers (and 0-d arrays) go anywhere."""
+    return isinstance(value, Tensor) or getattr(value, "ndim", 0) > 0
+
+
 def as_operand(value, like: Tensor, fn: str):
     """Bring the other operand of a binary op to ``like``'s dtype, by an explicit rule.
 
     * a Tensor must already have the same dtype (float32 + float64 is an error);
     * Python numbers, and integer or boolean arrays, take ``like``'s dtype;
-    * a floating array of another dtype is an error, like a Tensor.
+    * a floating array of another dtype is an error, like a Tensor;
+    * a Tensor or (non-scalar) array on another device is an error.
     """
+    if _has_device(value):
+        check_same_device(fn, tensor=like, other=value)
     if isinstance(value, Tensor):
         if value.dtype != like.dtype:
             raise TypeError(
@@ -69,6 +97,9 @@ def as_operand(value, like: Tensor, fn: str):
 
 
 def binary_operands(a, b, fn: str) -> tuple[Tensor, Tensor]:
+    """Both operands as Tensors of one dtype on one device (see :func:`as_operand`)."""
+    if _has_device(a) and _has_device(b):
+        check_same_device(fn, a=a, b=b)
     if isinstance(a, Tensor):
         return a, as_operand(b, a, fn)
     if isinstance(b, Tensor):

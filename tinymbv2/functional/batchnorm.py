@@ -29,7 +29,7 @@ import numpy as np
 
 from ..autograd import Function, Tensor
 from ..backend import get_array_module, kernels_for
-from ._util import check_same_dtype, check_tensor
+from ._util import check_same_device, check_same_dtype, check_tensor
 
 
 class BatchNormTrain(Function):
@@ -105,6 +105,8 @@ def batch_norm(
             raise ValueError(f"{fn}: expected {name} of shape ({c},), got {tuple(r.shape)}")
     if (running_mean is None) != (running_var is None):
         raise ValueError(f"{fn}: expected both running_mean and running_var, or neither")
+    check_same_device(fn, input=x, weight=weight, bias=bias, running_mean=running_mean,
+                      running_var=running_var)
 
     xp = get_array_module(x.data)
     if weight is None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from ..autograd import Function, Tensor
 from ..backend import get_array_module, kernels_for
-from ._util import check_same_dtype, check_tensor, pair
+from ._util import check_same_device, check_same_dtype, check_tensor, pair
 
 
 class DenseConv2d(Function):
@@ -127,6 +127,7 @@ def _check_conv_args(x, weight, bias, stride, padding, groups):
     if bias is not None:
         check_tensor(bias, fn, "bias", ndim=1)
     check_same_dtype(fn, input=x, weight=weight, bias=bias)
+    check_same_device(fn, input=x, weight=weight, bias=bias)
     if not isinstance(groups, int) or groups < 1:
         raise ValueError(f"{fn}: expected groups to be a positive int, got {groups!r}")
     if stride[0] < 1 or stride[1] < 1:

@@ -6,7 +6,7 @@ import numpy as np
 from .. import random as _random
 from ..autograd import Function, Tensor
 from ..backend import get_array_module
-from ._util import check_same_dtype, check_tensor, pair
+from ._util import check_same_device, check_same_dtype, check_tensor, pair
 
 
 class ReLU6(Function):
@@ -68,6 +68,7 @@ def linear(x, weight, bias=None) -> Tensor:
         if bias.shape[0] != weight.shape[0]:
             raise ValueError(f"{fn}: expected bias of shape ({weight.shape[0]},), got {bias.shape}")
     check_same_dtype(fn, input=x, weight=weight, bias=bias)
+    check_same_device(fn, input=x, weight=weight, bias=bias)
     if x.ndim == 0 or x.shape[-1] != weight.shape[1]:
         raise ValueError(
             f"{fn}: expected input with last dimension {weight.shape[1]} "

@@ -1,0 +1,104 @@
+"""Per-op speed of the kernels against this machine's limits and against PyTorch.
+
+For each MobileNetV2 kernel at a typical 224 px / batch 8 shape: median time of
+forward and backward for tinymbv2-numba and PyTorch, and what the numba kernel
+achieves: GFLOP/s for the matrix-like ops (pointwise, stem) against the measured
+float32 GEMM rate, GB/s for the memory-bound ones (depthwise, BatchNorm) against
+the measured copy bandwidth. ``python -m benchmarks.ops``.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from tinymbv2.kernels import numba_cpu as K
+
+
+def median_time(fn, repeats=7, warmup=2):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def machine_limits():
+    """(GEMM GFLOP/s, copy GB/s) measured now, float32."""
+    a = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
+    gemm = 2 * 1024 ** 3 / median_time(lambda: a @ a)
+    src = np.ones(64 * 2 ** 20 // 4, np.float32)
+    dst = np.empty_like(src)
+    copy = 2 * src.nbytes / median_time(lambda: np.copyto(dst, src))
+    return gemm / 1e9, copy / 1e9
+
+
+def _cases(quick):
+    n = 4 if quick else 8
+    r = np.random.default_rng(0)
+
+    def arr(*shape):
+        return r.standard_normal(shape).astype(np.float32)
+
+    x_dw, w_dw = arr(n, 96, 112, 112), arr(96, 1, 3, 3)
+    x_pw, w_pw = arr(n, 144, 56, 56), arr(24, 144, 1, 1)
+    x_st, w_st = arr(n, 3, 224, 224), arr(32, 3, 3, 3)
+    x_bn, g_bn, b_bn = arr(n, 96, 112, 112), arr(96), arr(96)
+    return [
+        ("depthwise 3x3 s2", "GB/s", (x_dw, w_dw), dict(stride=2, padding=1, groups=96),
+         lambda: K.depthwise_conv2d_forward(x_dw, w_dw, (2, 2), (1, 1)),
+         lambda y: (K.depthwise_conv2d_backward_input(y, w_dw, x_dw.shape, (2, 2), (1, 1)),
+                    K.depthwise_conv2d_backward_weight(y, x_dw, w_dw.shape, (2, 2), (1, 1))),
+         lambda y: (x_dw.nbytes + y.nbytes)),
+        ("pointwise 144->24", "GFLOP/s", (x_pw, w_pw), {},
+         lambda: K.pointwise_conv2d_forward(x_pw, w_pw),
+         lambda y: (K.pointwise_conv2d_backward_input(y, w_pw),
+                    K.pointwise_conv2d_backward_weight(y, x_pw)),
+         lambda y: 2 * x_pw.size * w_pw.shape[0]),
+        ("stem 3x3 s2", "GFLOP/s", (x_st, w_st), dict(stride=2, padding=1),
+         lambda: K.conv2d_forward(x_st, w_st, (2, 2), (1, 1)),
+         lambda y: (K.conv2d_backward_input(y, w_st, x_st.shape, (2, 2), (1, 1)),
+                    K.conv2d_backward_weight(y, x_st, w_st.shape, (2, 2), (1, 1))),
+         lambda y: 2 * y.size * 27),
+        ("batch norm (train)", "GB/s", (x_bn, g_bn, b_bn), None,
+         lambda: K.batch_norm_forward_train(x_bn, g_bn, b_bn, 1e-5)[0],
+         None, lambda y: 2 * x_bn.nbytes),
+    ]
+
+
+def print_op_table(quick=False):
+    gemm, copy = machine_limits()
+    print(f"\nper-op (numba kernels, float32); this machine: GEMM {gemm:.0f} GFLOP/s, "
+          f"copy {copy:.1f} GB/s")
+    print(f"{'op':<20}{'pass':<10}{'numba ms':>10}{'torch ms':>10}{'x torch':>9}{'achieved':>16}")
+    for name, unit, arrays, conv_kw, fwd, bwd, work in _cases(quick):
+        y = fwd()
+        t_fwd = median_time(fwd)
+        tx = [torch.from_numpy(a).requires_grad_(True) for a in arrays]
+        if conv_kw is None:
+            tf = lambda: torch.nn.functional.batch_norm(tx[0], None, None, tx[1], tx[2], True)  # noqa: E731
+        else:
+            tf = lambda: torch.nn.functional.conv2d(tx[0], tx[1], None, **conv_kw)  # noqa: E731
+        with torch.no_grad():
+            t_torch = median_time(tf)
+        amount = work(y)
+        rate = amount / t_fwd / 1e9
+        limit = gemm if unit == "GFLOP/s" else copy
+        print(f"{name:<20}{'forward':<10}{1e3 * t_fwd:>10.2f}{1e3 * t_torch:>10.2f}"
+              f"{t_fwd / t_torch:>9.2f}{rate:>8.1f} {unit} ({rate / limit:.0%})")
+        if bwd is not None:
+            t_bwd = median_time(lambda: bwd(y))
+            ty = tf()
+            g = torch.from_numpy(y)
+            t_torch_b = median_time(lambda: torch.autograd.grad(ty, tx, g, retain_graph=True))
+            print(f"{'':<20}{'backward':<10}{1e3 * t_bwd:>10.2f}{1e3 * t_torch_b:>10.2f}"
+                  f"{t_bwd / t_torch_b:>9.2f}")
+
+
+if __name__ == "__main__":
+    print_op_table()

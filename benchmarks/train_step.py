@@ -1,0 +1,195 @@
+"""Training-step and inference speed of tinymbv2 against PyTorch, same machine, same run.
+
+    python -m benchmarks.train_step               # the issue's sizes, 5 repetitions
+    python -m benchmarks.train_step --quick       # smaller, for a first look
+    TINYMBV2_PROFILE=1 python -m benchmarks.train_step   # + time per layer type
+
+Builds MobileNetV2-1.0 (1000 classes) in tinymbv2 and in torchvision with the
+same weights, and times, alternating the contestants inside every repetition
+(after warm-up): a training step (forward, cross-entropy, backward, RMSprop
+step) and an eval-mode inference, at 224 px batch 8 and 32 px batch 64. Prints
+medians, the ratio to PyTorch (below 1 is faster) and images/s; then a per-op
+table with achieved GFLOP/s or GB/s against this machine's measured GEMM rate
+and copy bandwidth (see benchmarks/ops.py); then peak memory of a training step.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+import torch
+import torchvision
+
+import tinymbv2
+from tinymbv2 import optim
+from tinymbv2.autograd import Tensor
+from tinymbv2.functional import cross_entropy
+from tinymbv2.models import mobilenet_v2
+
+
+def make_pair(seed=0):
+    model = mobilenet_v2(width_mult=1.0, num_classes=1000, seed=seed)
+    tv = torchvision.models.mobilenet_v2(weights=None)
+    tv.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()})
+    return model, tv
+
+
+def ours_train_step(model, opt, x, y):
+    def step():
+        loss = cross_entropy(model(Tensor(x)), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss.item()
+    return step
+
+
+def torch_train_step(model, opt, x, y):
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+    lossf = torch.nn.CrossEntropyLoss()
+
+    def step():
+        loss = lossf(model(tx), ty)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.item()
+    return step
+
+
+def ours_infer(model, x):
+    def run():
+        with tinymbv2.no_grad():
+            return model(Tensor(x)).numpy()
+    return run
+
+
+def torch_infer(model, x):
+    tx = torch.from_numpy(x)
+
+    def run():
+        with torch.no_grad():
+            return model(tx).numpy()
+    return run
+
+
+def with_kernels(name, fn):
+    def run():
+        with tinymbv2.use_kernels(name):
+            return fn()
+    return run
+
+
+def time_alternating(contestants: dict, repeats: int, warmup: int) -> dict:
+    """Median seconds per contestant; each repetition runs every contestant once, in turn."""
+    for fn in contestants.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in contestants}
+    for _ in range(repeats):
+        for name, fn in contestants.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def bench_case(res, batch, repeats, warmup, kernel_sets, reference_repeats):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, 3, res, res)).astype(np.float32)
+    y = rng.integers(0, 1000, batch).astype(np.int64)
+    rows = []
+    for mode in ("train step", "inference"):
+        contestants = {}
+        model, tv = make_pair()
+        if mode == "train step":
+            model.train(), tv.train()
+            kw = dict(lr=1e-4, alpha=0.9, momentum=0.9, eps=1e-3)
+            contestants["pytorch"] = torch_train_step(tv, torch.optim.RMSprop(tv.parameters(), **kw), x, y)
+            opt = optim.RMSprop(model.parameters(), **kw)
+            for k in kernel_sets:
+                contestants[f"tinymbv2-{k}"] = with_kernels(k, ours_train_step(model, opt, x, y))
+        else:
+            model.eval(), tv.eval()
+            contestants["pytorch"] = torch_infer(tv, x)
+            for k in kernel_sets:
+                contestants[f"tinymbv2-{k}"] = with_kernels(k, ours_infer(model, x))
+        fast = {k: v for k, v in contestants.items() if k != "tinymbv2-reference"}
+        medians = time_alternating(fast, repeats, warmup)
+        if "tinymbv2-reference" in contestants:
+            slow = {"pytorch": contestants["pytorch"],
+                    "tinymbv2-reference": contestants["tinymbv2-reference"]}
+            ref = time_alternating(slow, reference_repeats, 1)
+            medians["tinymbv2-reference"] = ref["tinymbv2-reference"]
+            medians["pytorch (vs reference)"] = ref["pytorch"]
+        base = medians["pytorch"]
+        for name, sec in medians.items():
+            if name.startswith("pytorch ("):
+                continue
+            denom = medians.get("pytorch (vs reference)", base) if name == "tinymbv2-reference" else base
+            rows.append((f"{res}px b{batch}", mode, name, 1e3 * sec, sec / denom, batch / sec))
+    return rows
+
+
+def print_table(rows):
+    print(f"\n{'case':<12}{'what':<12}{'implementation':<22}{'median ms':>11}"
+          f"{'x PyTorch':>11}{'images/s':>10}")
+    for case, mode, name, ms, ratio, ips in rows:
+        print(f"{case:<12}{mode:<12}{name:<22}{ms:>11.1f}{ratio:>11.2f}{ips:>10.1f}")
+
+
+def profile_step(res, batch):
+    from tinymbv2.profiler import profile
+
+    model, _ = make_pair()
+    opt = optim.RMSprop(model.parameters(), lr=1e-4, alpha=0.9, momentum=0.9, eps=1e-3)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch, 3, res, res)).astype(np.float32)
+    y = rng.integers(0, 1000, batch).astype(np.int64)
+    step = ours_train_step(model, opt, x, y)
+    step()
+    with profile() as prof:
+        step()
+    print(f"\ntime per layer type, one training step at {res}px batch {batch} "
+          f"({tinymbv2.active_kernel_set()} kernels):")
+    print(prof.table())
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, fewer repeats")
+    parser.add_argument("--no-reference", action="store_true", help="skip the NumPy kernels")
+    parser.add_argument("--no-ops", action="store_true", help="skip the per-op table")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    kernel_sets = ["numba"] + ([] if args.no_reference else ["reference"])
+    cases = [(224, 8), (32, 64)] if not args.quick else [(112, 4), (32, 16)]
+    print(f"tinymbv2 {tinymbv2.__version__}, torch {torch.__version__}, "
+          f"{args.threads} threads, {os.cpu_count()} cores; medians of {args.repeats} after "
+          f"{args.warmup} warm-up")
+    rows = []
+    for res, batch in cases:
+        rows += bench_case(res, batch, args.repeats, args.warmup, kernel_sets,
+                           reference_repeats=max(3, min(args.repeats, 5)))
+    print_table(rows)
+    if not args.no_ops:
+        from benchmarks.ops import print_op_table
+
+        print_op_table(quick=args.quick)
+    from benchmarks.peak_memory import print_memory_table
+
+    print_memory_table(*cases[0])
+    if os.environ.get("TINYMBV2_PROFILE") == "1":
+        for res, batch in cases:
+            profile_step(res, batch)
+
+
+if __name__ == "__main__":
+    main()
