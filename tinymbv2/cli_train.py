@@ -76,12 +76,15 @@ def add_train(p):
     _add_recipe_args(p)
     p.add_argument("--out", default="runs/run", help="run folder (model.npz, metrics.json, plots)")
     p.add_argument("--resume", help="checkpoint (model.npz) to continue from")
+    p.add_argument("--stop-after", type=_positive(int),
+                   help="stop after this epoch (the schedule still spans --epochs); resume later")
 
 
 def run_train(args) -> int:
     from .train.job import run_training
 
-    metrics = run_training(_config(args, args.out), resume=args.resume, progress=args.progress)
+    metrics = run_training(_config(args, args.out), resume=args.resume, progress=args.progress,
+                           stop_after=args.stop_after)
     print(f"wrote {args.out}/model.npz, metrics.json, learning_curves.png, confusion_matrix.png")
     print(f"test_accuracy {metrics['test_accuracy']:.4f}")
     return 0

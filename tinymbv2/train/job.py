@@ -124,12 +124,13 @@ def build_loss(config: TrainConfig):
 
 
 def run_training(config: TrainConfig, resume: str | None = None, progress: bool = True,
-                 log=print, model=None, train_mode=None) -> dict:
+                 log=print, model=None, train_mode=None, stop_after: int | None = None) -> dict:
     """Train, evaluate on the held-out test split, write the run folder; return metrics.
 
     ``model``: train this one instead of building ``config.arch`` (fine-tuning passes
     a pretrained, partly frozen model and a ``train_mode`` that keeps frozen
-    BatchNorms in eval mode).
+    BatchNorms in eval mode). ``stop_after=k`` stops after epoch k of the
+    schedule (resume later with ``resume=<out>/model.npz``).
     """
     config.validate()
     out = Path(config.out)
@@ -163,7 +164,7 @@ def run_training(config: TrainConfig, resume: str | None = None, progress: bool 
     start = time.perf_counter()
     history = fit(model, optimizer, loader, val, config.epochs, loss_fn, scheduler, interval,
                   checkpoint_path=out / "model.npz", resume_from=resume, config=saved_config,
-                  progress=progress, log=log, train_mode=train_mode)
+                  progress=progress, log=log, train_mode=train_mode, stop_after=stop_after)
     train_seconds = time.perf_counter() - start
     final = evaluate(model, test.images, test.labels, loss_fn=loss_fn)
     metrics = _report(model, history, test, final, loss_fn, splits, out, saved_config)

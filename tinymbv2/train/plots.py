@@ -28,6 +28,7 @@ def plot_learning_curves(history: dict, path) -> Path:
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend()
+    ax_loss.set_yscale("log")  # early losses can be 100x the final ones
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)
