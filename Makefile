@@ -11,7 +11,9 @@ TEST_STAMP    := $(VENV)/.test-installed
 DEMO_ARGS ?= --dataset mnist5k --width 0.5 --epochs 8 --batch-size 64 --optimizer sgd \
              --lr 0.2 --weight-decay 5e-4 --schedule onecycle --shift 2 --out runs/demo
 
-.PHONY: demo test docs serve-docs bench clean
+DOCS_ENV := NO_MKDOCS_2_WARNING=1   # hides Material's end-of-life banner
+
+.PHONY: demo test docs docs-full serve-docs notebooks bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +24,7 @@ $(RUNTIME_STAMP): pyproject.toml | $(PY)
 	touch $@
 
 $(TEST_STAMP): pyproject.toml | $(PY)
-	$(PIP) install --quiet -e ".[test]"
+	$(PIP) install --quiet -e ".[test,docs]"
 	touch $(RUNTIME_STAMP) $@
 
 demo: $(RUNTIME_STAMP)
@@ -30,6 +32,20 @@ demo: $(RUNTIME_STAMP)
 
 test: $(TEST_STAMP)
 	$(PY) -m pytest
+
+notebooks: $(TEST_STAMP)   ## regenerate notebooks/*.ipynb from notebooks/src/*.py
+	$(PY) notebooks/_build.py
+
+docs: $(TEST_STAMP)        ## run changed chapters in fast mode, then build site/
+	$(PY) notebooks/_execute.py --fast
+	$(DOCS_ENV) $(PY) -m mkdocs build --strict
+
+docs-full: $(TEST_STAMP)   ## full-size chapter runs for publishing (tens of minutes)
+	$(PY) notebooks/_execute.py --force
+	$(DOCS_ENV) $(PY) -m mkdocs build --strict
+
+serve-docs: docs
+	$(DOCS_ENV) $(PY) -m mkdocs serve
 
 bench: $(TEST_STAMP)
 	$(PY) -m benchmarks.train_step

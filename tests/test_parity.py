@@ -167,3 +167,22 @@ def test_from_torchvision_mirrors_architecture_and_weights(width):
     assert ours.last_channel == tv.last_channel and len(ours.blocks) == 17
     for k, v in tv.state_dict().items():
         np.testing.assert_array_equal(ours.state_dict()[k], v.numpy(), err_msg=k)
+
+
+def test_from_torchvision_keeps_patched_blocks_residual_choice_and_float64():
+    import torch
+    import torchvision
+
+    from tinymbv2.models import from_torchvision
+
+    torch.manual_seed(0)
+    tv = torchvision.models.mobilenet_v2(width_mult=0.35, num_classes=10).eval().double()
+    tv.features[2].conv[1][0].stride = (1, 1)  # patched after construction: no residual
+    ours = from_torchvision(tv).eval()
+    assert ours.features[2].use_res_connect is False
+    assert ours.features[0][0].weight.dtype == np.float64
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32))
+    with torch.no_grad():
+        expected = tv(torch.from_numpy(x)).numpy()
+    got = ours(tinymbv2.Tensor(x)).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)

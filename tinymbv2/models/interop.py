@@ -50,5 +50,17 @@ def from_torchvision(tv_model) -> MobileNetV2:
         last_channel=feats[-1][0].out_channels, num_classes=linear.out_features,
         dropout=tv_model.classifier[0].p,
     )
+    # torchvision fixes each block's residual when it builds it: a stride patched
+    # afterwards (the usual small-input trick) keeps the block's original choice
+    for ours, theirs in zip(model.blocks, list(feats)[1:-1]):
+        ours.use_res_connect = bool(theirs.use_res_connect)
+    if stem_conv.weight.dtype == torch_float64():
+        model.double()
     model.load_state_dict({k: v.detach().cpu().numpy() for k, v in tv_model.state_dict().items()})
     return model.train(tv_model.training)
+
+
+def torch_float64():
+    import torch
+
+    return torch.float64

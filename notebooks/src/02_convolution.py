@@ -1,0 +1,317 @@
+# %% [markdown]
+r"""
+# 2. Convolution: dense, depthwise, pointwise
+
+MobileNetV2 is built from three kinds of convolution. This chapter writes each one as
+plain loops, derives its two backward passes, then looks at how the library's readable
+kernels (`tinymbv2.kernels.reference`) vectorise them and how fast the Numba kernels are.
+
+**The forward pass.** For an input $x$ of shape $(N, C_i, H, W)$, a weight $w$ of shape
+$(C_o, C_i, k, k)$, stride $s$ and zero padding $p$ (giving the padded input $\tilde x$),
+
+$$
+y[n, o, i, j] = \sum_{c=0}^{C_i-1} \sum_{a=0}^{k-1} \sum_{b=0}^{k-1} w[o, c, a, b]\;\tilde x[n, c, i s + a, j s + b],
+\qquad H_o = \left\lfloor \frac{H + 2p - k}{s} \right\rfloor + 1 .
+$$
+
+(Strictly a cross-correlation; every deep-learning library calls it convolution.)
+
+* **Dense** (MobileNetV2's 3x3 stem): every output channel sums over every input channel.
+* **Depthwise** (`groups = C`): channel $c$ has its own $k\times k$ filter and sees only channel $c$:
+  $y[n,c,i,j] = \sum_{a,b} w[c,0,a,b]\,\tilde x[n,c,is+a,js+b]$.
+* **Pointwise** ($1\times 1$): no spatial extent, only a mix of channels: for every pixel,
+  $y = W x$ with $W \in \mathbb{R}^{C_o\times C_i}$. A matrix product.
+
+**Cost in multiply-adds** (paper section 3.1), for an output of $H_o \times W_o$ pixels:
+
+| layer | multiply-adds |
+|---|---|
+| dense $k\times k$ | $H_o W_o \, C_i C_o \, k^2$ |
+| depthwise $k \times k$ | $H_o W_o \, C_i \, k^2$ |
+| pointwise | $H_o W_o \, C_i C_o$ |
+
+A depthwise followed by a pointwise ("depthwise separable") costs
+$H_o W_o C_i (k^2 + C_o)$ instead of $H_o W_o C_i C_o k^2$: a fraction
+$\frac{1}{C_o} + \frac{1}{k^2}$, about $8$ to $9$ times fewer for $k = 3$.
+"""
+
+# %%
+import os
+TINYMBV2_FAST = os.environ.get("TINYMBV2_FAST") == "1"  # set by CI: smaller runs, same code
+
+import inspect
+import time
+import numpy as np
+import matplotlib.pyplot as plt
+import torch
+
+import tinymbv2
+from tinymbv2 import Tensor, functional as F
+from tinymbv2.kernels import reference, numba_cpu
+
+rng = np.random.default_rng(0)
+
+# %%
+def macs_dense(h, w, ci, co, k):     return h * w * ci * co * k * k
+def macs_separable(h, w, ci, co, k): return h * w * ci * (k * k + co)
+
+print(f"{'layer (output HxW, Ci -> Co)':32s} {'dense 3x3':>14s} {'dw + pw':>12s} {'ratio':>6s}")
+layers = [(112, 112, 32, 64), (56, 56, 144, 144), (28, 28, 192, 192), (14, 14, 384, 384), (7, 7, 960, 960)]
+for h, w, ci, co in layers:
+    d, s = macs_dense(h, w, ci, co, 3), macs_separable(h, w, ci, co, 3)
+    print(f"{h}x{w}, {ci:4d} -> {co:4d}{'':12s} {d:14,d} {s:12,d} {d / s:6.2f}")
+print("predicted ratio for Co=384: 1 / (1/384 + 1/9) =", round(1 / (1 / 384 + 1 / 9), 2))
+
+# %% [markdown]
+r"""
+## 2.1 Naive loops, the definition written out
+
+Seven nested loops for the dense convolution. Slow, but obviously right: we compare it with
+PyTorch's `conv2d` and print the largest difference.
+"""
+
+# %%
+def conv2d_naive(x, w, stride=1, padding=0):
+    n, ci, h, wd = x.shape
+    co, _, k, _ = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    ho, wo = (h + 2 * padding - k) // stride + 1, (wd + 2 * padding - k) // stride + 1
+    y = np.zeros((n, co, ho, wo), x.dtype)
+    for b in range(n):
+        for o in range(co):
+            for i in range(ho):
+                for j in range(wo):
+                    for c in range(ci):
+                        for p in range(k):
+                            for q in range(k):
+                                y[b, o, i, j] += w[o, c, p, q] * xp[b, c, i * stride + p, j * stride + q]
+    return y
+
+x = rng.standard_normal((2, 3, 9, 9))
+w = rng.standard_normal((4, 3, 3, 3))
+for stride, padding in ((1, 0), (1, 1), (2, 1)):
+    y_naive = conv2d_naive(x, w, stride, padding)
+    y_torch = torch.nn.functional.conv2d(torch.tensor(x), torch.tensor(w), stride=stride, padding=padding).numpy()
+    y_ref = reference.conv2d_forward(x, w, (stride, stride), (padding, padding))
+    print(f"stride {stride} padding {padding}: output {y_naive.shape}, "
+          f"max |naive - torch| = {np.abs(y_naive - y_torch).max():.1e}, "
+          f"max |reference - torch| = {np.abs(y_ref - y_torch).max():.1e}")
+
+# %% [markdown]
+r"""
+## 2.2 The backward passes, derived
+
+Take the depthwise case (one channel, drop $n$ and $c$), stride $s$. Each weight tap $w[a,b]$
+multiplied, for every output pixel $(i,j)$, the input pixel $\tilde x[is+a, js+b]$. So
+
+$$
+\frac{\partial L}{\partial w[a,b]} = \sum_{n,i,j} \frac{\partial L}{\partial y[i,j]}\;\tilde x[is+a,\,js+b],
+$$
+
+the input *correlated with the output gradient*. And each input pixel fed every output whose
+window covered it:
+
+$$
+\frac{\partial L}{\partial \tilde x[u,v]} = \sum_{a,b} \frac{\partial L}{\partial y\!\left[\frac{u-a}{s}, \frac{v-b}{s}\right]}\; w[a,b]
+\quad\text{(terms with a non-integer index are absent)}.
+$$
+
+With $s = 1$ that is the output gradient, zero-padded by $k-1-p$, correlated with the
+kernel flipped in both axes: a "full" convolution. With $s=2$ it is the same after inserting
+a zero between the output-gradient pixels (the *transposed convolution*). Then we crop the
+padding: its gradient belongs to no input.
+
+The easiest way to implement it without index gymnastics is to *scatter*: run the forward
+loops again and send each output's gradient back along the wire it was read through.
+"""
+
+# %%
+def depthwise_naive(x, w, s, p):
+    n, c, h, wd = x.shape
+    k = w.shape[-1]
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    ho, wo = (h + 2 * p - k) // s + 1, (wd + 2 * p - k) // s + 1
+    y = np.zeros((n, c, ho, wo))
+    for i in range(ho):
+        for j in range(wo):
+            for a in range(k):
+                for b in range(k):
+                    y[:, :, i, j] += w[:, 0, a, b] * xp[:, :, i * s + a, j * s + b]
+    return y
+
+def depthwise_backward_naive(gy, x, w, s, p):
+    """Scatter: the same loops as the forward, gradients flowing the other way."""
+    n, c, h, wd = x.shape
+    k = w.shape[-1]
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    gxp, gw = np.zeros_like(xp), np.zeros_like(w)
+    for i in range(gy.shape[2]):
+        for j in range(gy.shape[3]):
+            for a in range(k):
+                for b in range(k):
+                    gxp[:, :, i * s + a, j * s + b] += w[:, 0, a, b] * gy[:, :, i, j]
+                    gw[:, 0, a, b] += (gy[:, :, i, j] * xp[:, :, i * s + a, j * s + b]).sum(axis=0)
+    return gxp[:, :, p:p + h, p:p + wd], gw
+
+x = rng.standard_normal((2, 5, 8, 8)); w = rng.standard_normal((5, 1, 3, 3))
+for s in (1, 2):
+    y = depthwise_naive(x, w, s, 1)
+    gy = rng.standard_normal(y.shape)              # a random upstream gradient, not ones
+    gx, gw = depthwise_backward_naive(gy, x, w, s, 1)
+    tx, tw = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    ty = torch.nn.functional.conv2d(tx, tw, stride=s, padding=1, groups=5)
+    ty.backward(torch.tensor(gy))
+    print(f"stride {s}: forward err {np.abs(y - ty.detach().numpy()).max():.1e}, "
+          f"dL/dx err {np.abs(gx - tx.grad.numpy()).max():.1e}, dL/dw err {np.abs(gw - tw.grad.numpy()).max():.1e}")
+
+# %% [markdown]
+r"""
+## 2.3 The reference kernels: the same loops, vectorised
+
+The loops above iterate over pixels. The reference kernels iterate only over the $k^2$
+*taps* of the kernel; for a tap $(a,b)$, the input pixels it touches over all outputs form a
+strided slice of the padded input, and one whole-array operation handles them all. Here
+are the depthwise forward pass and its input gradient, exactly as in the library:
+"""
+
+# %%
+print(inspect.getsource(reference._window))
+print(inspect.getsource(reference.depthwise_conv2d_forward))
+print(inspect.getsource(reference.depthwise_conv2d_backward_input))
+
+# %% [markdown]
+r"""
+The pointwise convolution is a single batched matrix product, and its backward passes are
+the two matrix products you know from a linear layer, $G_x = W^\top G_y$ and
+$G_W = \sum_n G_y X^\top$:
+"""
+
+# %%
+print(inspect.getsource(reference.pointwise_conv2d_forward))
+
+# %% [markdown]
+r"""
+The autograd op `F.conv2d` picks the kernel from the arguments (pointwise, depthwise, dense)
+and calls whichever kernel set is active (`tinymbv2.use_kernels("reference" | "numba")`).
+Here is the full check against PyTorch, forward and both gradients, for the three kinds
+and both kernel sets, with a random upstream gradient:
+"""
+
+# %%
+cases = {  # name: (input shape, weight shape, stride, padding, groups)
+    "dense 3x3 s2": ((2, 3, 17, 17), (8, 3, 3, 3), 2, 1, 1),
+    "depthwise 3x3 s1": ((2, 12, 10, 10), (12, 1, 3, 3), 1, 1, 12),
+    "depthwise 3x3 s2": ((2, 12, 11, 11), (12, 1, 3, 3), 2, 1, 12),
+    "pointwise": ((2, 12, 7, 7), (20, 12, 1, 1), 1, 0, 1),
+}
+for kernels in ("reference", "numba"):
+    with tinymbv2.use_kernels(kernels):
+        for name, (xs, ws, s, p, g) in cases.items():
+            x, w = rng.standard_normal(xs), rng.standard_normal(ws)
+            tx, tw = Tensor(x, requires_grad=True), Tensor(w, requires_grad=True)
+            y = F.conv2d(tx, tw, stride=s, padding=p, groups=g)
+            gy = rng.standard_normal(y.shape)
+            y.backward(gy)
+            px, pw = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+            py = torch.nn.functional.conv2d(px, pw, stride=s, padding=p, groups=g)
+            py.backward(torch.tensor(gy))
+            errs = [np.abs(y.data - py.detach().numpy()).max(), np.abs(tx.grad - px.grad.numpy()).max(),
+                    np.abs(tw.grad - pw.grad.numpy()).max()]
+            print(f"{kernels:9s} {name:17s} max error  y {errs[0]:.1e}  dx {errs[1]:.1e}  dw {errs[2]:.1e}")
+
+# %% [markdown]
+r"""
+## 2.4 How fast? Naive loops vs reference NumPy vs Numba vs PyTorch
+
+A depthwise 3x3 convolution (forward only) on a batch shaped like MobileNetV2's
+56x56x144 layer. The naive loops run on a smaller problem and are scaled up by the ratio
+of multiply-adds, since the full one would take too long. (Numba compiles on the first call,
+so every kernel is called once before it is timed.)
+"""
+
+# %%
+def best_time(fn, repeat=3):
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter(); fn(); times.append(time.perf_counter() - t0)
+    return min(times)
+
+n, c, hw = (2, 32, 28) if TINYMBV2_FAST else (8, 144, 56)
+x = rng.standard_normal((n, c, hw, hw)).astype(np.float32)
+w = rng.standard_normal((c, 1, 3, 3)).astype(np.float32)
+small = x[:1, :8, :16, :16]
+scale = x.size / small.size
+times = {
+    "naive loops (scaled)": best_time(lambda: depthwise_naive(small, w[:8], 1, 1), repeat=1) * scale,
+    "reference (NumPy)": best_time(lambda: reference.depthwise_conv2d_forward(x, w, (1, 1), (1, 1))),
+    "numba": best_time(lambda: numba_cpu.depthwise_conv2d_forward(x, w, (1, 1), (1, 1))),
+}
+tx, tw = torch.tensor(x), torch.tensor(w)
+with torch.no_grad():
+    times["torch"] = best_time(lambda: torch.nn.functional.conv2d(tx, tw, padding=1, groups=c))
+err = np.abs(numba_cpu.depthwise_conv2d_forward(x, w, (1, 1), (1, 1))
+             - reference.depthwise_conv2d_forward(x, w, (1, 1), (1, 1))).max()
+print(f"input {x.shape}; max |numba - reference| = {err:.1e}")
+for k, v in times.items():
+    print(f"{k:22s} {v * 1e3:10.2f} ms   ({v / times['torch']:8.1f} x torch)")
+
+fig, ax = plt.subplots(figsize=(7, 3))
+ax.barh(list(times), [v * 1e3 for v in times.values()], color=["#c44", "#48c", "#4a4", "#888"])
+ax.set_xscale("log"); ax.set_xlabel("milliseconds (log scale)"); ax.invert_yaxis()
+ax.set_title(f"depthwise 3x3 forward on {x.shape}")
+plt.tight_layout(); plt.show()
+
+# %% [markdown]
+r"""
+The vectorised NumPy version is already orders of magnitude faster than the loops, because
+the loop overhead is paid $k^2 = 9$ times instead of once per pixel. Numba compiles the
+loops to machine code and spreads them across the cores. (The benchmarks page of the
+documentation has the systematic comparison.)
+
+## Exercises
+
+**1.** Write `pointwise_naive(x, w)` with loops and check it against
+`reference.pointwise_conv2d_forward`.
+
+<details><summary>Solution</summary>
+
+```python
+def pointwise_naive(x, w):
+    n, ci, h, wd = x.shape
+    co = w.shape[0]
+    y = np.zeros((n, co, h, wd))
+    for b in range(n):
+        for o in range(co):
+            for c in range(ci):
+                y[b, o] += w[o, c, 0, 0] * x[b, c]
+    return y
+
+x, w = rng.standard_normal((2, 6, 5, 5)), rng.standard_normal((4, 6, 1, 1))
+print(np.abs(pointwise_naive(x, w) - reference.pointwise_conv2d_forward(x, w)).max())
+```
+
+</details>
+
+**2.** By what factor does a depthwise separable 5x5 layer save multiply-adds over a dense
+5x5 one with $C_o = 256$?
+
+<details><summary>Solution</summary>
+
+$1 / (1/256 + 1/25) \approx 22.8$: the larger the kernel, the bigger the saving.
+
+</details>
+
+**3.** Use `tinymbv2.gradcheck` to check the dense stride-2 convolution in float64 on a tiny
+input (the check makes two forward passes per input element, so keep it small).
+
+<details><summary>Solution</summary>
+
+```python
+x = Tensor(rng.standard_normal((1, 2, 5, 5)), requires_grad=True)
+w = Tensor(rng.standard_normal((3, 2, 3, 3)), requires_grad=True)
+print(tinymbv2.gradcheck(lambda x, w: F.conv2d(x, w, stride=2, padding=1), [x, w]))
+```
+
+</details>
+"""

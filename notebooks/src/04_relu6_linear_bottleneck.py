@@ -1,0 +1,162 @@
+# %% [markdown]
+r"""
+# 4. ReLU6 and the linear bottleneck
+
+**ReLU6** is $\min(\max(x, 0), 6)$. The paper (section 3.2) uses it "because of its
+robustness when used with low-precision computation": a bounded activation has a known
+range, so an 8-bit fixed-point format can spend its bits on it. Its derivative is 1 on
+$(0, 6)$ and 0 elsewhere; at the kinks $x=0$ and $x=6$ PyTorch takes 0, and so does tinymbv2.
+
+**The linear bottleneck** is the paper's central idea. A block's input and output are thin
+(e.g. 24 channels), its inside is wide ($t = 6$ times more). The block ends with a $1\times1$
+projection back to the thin width and **no activation after it**. Why not? Section 3.2 argues
+with Figure 1: a ReLU applied to a low-dimensional representation destroys information,
+while the same ReLU applied after embedding into a wide space loses almost nothing. So:
+do the non-linear work in the wide space (expand, ReLU6, depthwise, ReLU6), and keep the
+thin bottleneck linear.
+
+## 4.1 The paper's Figure 1 experiment
+
+Take a 2-D spiral, embed it in $n$ dimensions with a random matrix $T \in \mathbb{R}^{n\times 2}$,
+apply ReLU, and map back with the pseudo-inverse $T^{+}$:
+
+$$
+\hat x = T^{+}\,\mathrm{ReLU}(T x).
+$$
+
+Without the ReLU, $T^+ T = I$ and $\hat x = x$ exactly (for $n \ge 2$ and $T$ of full rank).
+With it, every point for which fewer than 2 of the $n$ coordinates of $Tx$ are positive is
+squashed onto a line or the origin: several input points map to the same output, and no
+later layer can tell them apart.
+"""
+
+# %%
+import os
+TINYMBV2_FAST = os.environ.get("TINYMBV2_FAST") == "1"  # set by CI: smaller runs, same code
+
+import numpy as np
+import matplotlib.pyplot as plt
+import torch
+
+import tinymbv2
+from tinymbv2 import Tensor, functional as F
+from tinymbv2.models import mobilenet_v2
+
+rng = np.random.default_rng(0)
+t = np.linspace(0, 4 * np.pi, 800 if TINYMBV2_FAST else 2000)
+spiral = np.stack([t * np.cos(t), t * np.sin(t)]) / (4 * np.pi)   # (2, P), centred on 0
+dims = [2, 3, 5, 15, 30]
+
+fig, axes = plt.subplots(2, 3, figsize=(10, 6.6))
+axes = axes.ravel()
+axes[0].scatter(*spiral, c=t, s=2, cmap="viridis"); axes[0].set_title("input")
+print(f"{'n':>3s} {'distortion':>11s} {'points with < 2 active units':>29s} {'error without ReLU':>19s}")
+for ax, n in zip(axes[1:], dims):
+    T = rng.standard_normal((n, 2))
+    h = T @ spiral
+    back = np.linalg.pinv(T) @ np.maximum(h, 0)
+    linear_back = np.linalg.pinv(T) @ h
+    err = np.linalg.norm(back - spiral, axis=0).mean()
+    collapsed = ((h > 0).sum(axis=0) < 2).mean()
+    print(f"{n:3d} {err:11.3f} {collapsed:29.1%} {np.abs(linear_back - spiral).max():19.1e}")
+    ax.scatter(*back, c=t, s=2, cmap="viridis"); ax.set_title(f"n = {n}")
+for ax in axes:
+    ax.set_xticks([]); ax.set_yticks([]); ax.set_aspect("equal")
+plt.suptitle("Spiral -> T -> ReLU -> pseudo-inverse (paper, Figure 1)")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+r"""
+The *distortion* column is the mean distance $\lVert \hat x - x\rVert$: it is not the point, since
+a map can distort without losing anything. The information loss is in the middle column.
+As in the paper: for $n = 2, 3$ large parts of the spiral collapse (the fraction of points
+with fewer than two active units is the fraction that lost a dimension), and by
+$n = 15$ to $30$ almost every point keeps at least two active units, so the map is locally
+invertible: the ReLU costs (nearly) no information. It is still *non-linear* (the recovered
+spiral is distorted), which is what a network wants from it.
+
+The flip side is the design rule: **the thin ends of the block stay linear.** After the
+projection to a few channels, a ReLU would be applied in the low-dimensional space: the
+$n = 2, 3$ panels.
+
+## 4.2 ReLU6, checked against PyTorch (kinks included)
+"""
+
+# %%
+x = np.array([-1.0, 0.0, 0.5, 3.0, 6.0, 7.5])
+tx = Tensor(x, requires_grad=True)
+F.relu6(tx).backward(np.ones_like(x))
+px = torch.tensor(x, requires_grad=True)
+torch.nn.functional.relu6(px).backward(torch.ones_like(px))
+print("x              :", x)
+print("relu6 tinymbv2 :", F.relu6(Tensor(x)).data)
+print("grad  tinymbv2 :", tx.grad)
+print("grad  torch    :", px.grad.numpy())
+print("max |forward error| =", np.abs(F.relu6(Tensor(x)).data - torch.nn.functional.relu6(torch.tensor(x)).numpy()).max(),
+      "| max |grad error| =", np.abs(tx.grad - px.grad.numpy()).max())
+
+z = np.linspace(-2, 8, 400)
+fig, ax = plt.subplots(figsize=(6, 3))
+ax.plot(z, np.maximum(z, 0), "--", label="ReLU")
+ax.plot(z, np.clip(z, 0, 6), label="ReLU6")
+ax.legend(); ax.grid(alpha=0.3); ax.set_title("ReLU6 caps the activation at 6")
+plt.tight_layout(); plt.show()
+
+# %% [markdown]
+r"""
+## 4.3 Where the linear bottleneck lives in the model
+
+Each block of `mobilenet_v2()` ends with a $1\times1$ convolution and a BatchNorm, and nothing
+after it. We list the layer types of one block: ReLU6 appears after the expansion and after the
+depthwise convolution only.
+"""
+
+# %%
+model = mobilenet_v2(seed=0)
+block = model.features[2]
+print(block)
+kinds = [type(m).__name__ for m in block.modules() if not list(m.children())]
+print("layer types in order:", kinds)
+print("last layer is", kinds[-1], "-> the projection has no activation")
+
+# %% [markdown]
+r"""
+## Exercises
+
+**1.** Repeat the experiment with $\mathrm{ReLU6}(3\,Tx)/3$ instead of $\mathrm{ReLU}(Tx)$. Does
+the cap at 6 lose more information? (Try scale factors 3 and 30.)
+
+<details><summary>Solution</summary>
+
+```python
+for scale in (3, 30):
+    T = rng.standard_normal((15, 2))
+    back = np.linalg.pinv(T) @ (np.clip(scale * T @ spiral, 0, 6) / scale)
+    print(scale, np.linalg.norm(back - spiral, axis=0).mean())
+```
+
+With scale 3 the values rarely reach 6 and the result is like ReLU's; with scale 30 many
+units saturate and the error grows: a saturated unit is as uninformative as a dead one.
+
+</details>
+
+**2.** For a point $x$, the map $x \mapsto \mathrm{ReLU}(Tx)$ is locally linear with matrix
+$D T$, $D = \mathrm{diag}(Tx > 0)$. Compute the fraction of spiral points for which $DT$ has
+rank 2, for $n = 2, 3, 5, 15, 30$. How does it relate to the printed column?
+
+<details><summary>Solution</summary>
+
+```python
+for n in dims:
+    T = rng.standard_normal((n, 2))
+    active = (T @ spiral > 0)
+    ranks = [np.linalg.matrix_rank(T[a]) if a.any() else 0 for a in active.T]
+    print(n, np.mean(np.array(ranks) == 2))
+```
+
+It is one minus the "fewer than 2 active units" fraction: two generic rows of $T$ are
+linearly independent, so rank 2 needs exactly two or more active units.
+
+</details>
+"""

@@ -1,0 +1,219 @@
+# %% [markdown]
+r"""
+# 14. Inference and deployment
+
+Once trained, a network only ever runs forward, in eval mode. Two tricks make that cheaper.
+
+## BatchNorm folding
+
+In eval mode BatchNorm is a fixed per-channel affine map, and the convolution before it is
+linear, so the two collapse into one convolution with a bias. For output channel $o$, with
+$s_o = \gamma_o / \sqrt{\sigma^2_o + \epsilon}$ (running variance $\sigma^2_o$, running mean $\mu_o$):
+
+$$
+\mathrm{BN}(W * x + b)_o = s_o \big( (W * x)_o + b_o - \mu_o \big) + \beta_o
+= \big( \underbrace{s_o W_o}_{W'_o} * x \big) + \underbrace{s_o (b_o - \mu_o) + \beta_o}_{b'_o}.
+$$
+
+The folded network computes the same function with 52 fewer layers: no separate BatchNorm
+pass over every activation, which on a phone is a real saving (and in 8-bit deployment the
+folded weights are what gets quantised).
+
+## Memory-efficient inference (paper section 5.1)
+
+A bottleneck block is $F(x) = B(N(A(x)))$: $A$ the expansion ($1\times1$ conv, BN, ReLU6), $N$ the
+per-channel part (depthwise conv, BN, ReLU6), $B$ the linear projection. $A$ and $N$ treat each
+hidden channel separately and $B$ is linear, so splitting the $tk$ hidden channels into $m$ groups,
+
+$$
+F(x) = \sum_{i=1}^{m} B_i\big(N(A_i(x))\big) \qquad (\text{the projection's BN applied once, after the sum}),
+$$
+
+gives the same result while only one group of the wide hidden tensor is alive at a time.
+The multiply-adds are unchanged; the peak memory shrinks.
+"""
+
+# %%
+import os
+TINYMBV2_FAST = os.environ.get("TINYMBV2_FAST") == "1"  # set by CI: smaller runs, same code
+
+import copy
+import time
+import tracemalloc
+import numpy as np
+import matplotlib.pyplot as plt
+import torch
+import torchvision
+
+import tinymbv2
+from tinymbv2 import Tensor, nn
+from tinymbv2.models import memory_efficient_inference, mobilenet_v2, summary, to_torch_state_dict
+
+torch.set_num_threads(2)
+rng = np.random.default_rng(0)
+res = 112 if TINYMBV2_FAST else 224
+
+# a "trained-looking" model: non-trivial BatchNorm parameters and running statistics
+model = mobilenet_v2(seed=0)
+for m in model.modules():
+    if isinstance(m, nn.BatchNorm2d):
+        c = m.num_features
+        m.weight.data[...] = 1 + 0.2 * rng.standard_normal(c)
+        m.bias.data[...] = 0.1 * rng.standard_normal(c)
+        m.running_mean.data[...] = 0.1 * rng.standard_normal(c)
+        m.running_var.data[...] = 0.5 + rng.random(c)
+model.eval()
+x = Tensor(rng.standard_normal((1, 3, res, res)).astype(np.float32))
+
+# %% [markdown]
+r"""
+## 14.1 Folding, written out
+
+Every `Sequential` in the model that holds a `Conv2d` directly followed by a `BatchNorm2d`
+(the stem, the head, the expansion and depthwise layers, and each block's projection) gets
+the pair replaced by one `Conv2d` with a bias and an `Identity`.
+"""
+
+# %%
+def fold_batchnorm(model):
+    """An eval-mode copy of ``model`` with every Conv2d -> BatchNorm2d pair fused."""
+    folded = copy.deepcopy(model).eval()
+    for seq in [m for m in folded.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(len(seq) - 1):
+            conv, bn = seq[i], seq[i + 1]
+            if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)):
+                continue
+            scale = bn.weight.data / np.sqrt(bn.running_var.data + bn.eps)        # s_o
+            fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                              conv.padding, conv.groups, bias=True)
+            fused.weight.data[...] = conv.weight.data * scale.reshape(-1, 1, 1, 1)  # W' = s W
+            b = conv.bias.data if conv.bias is not None else 0.0
+            fused.bias.data[...] = scale * (b - bn.running_mean.data) + bn.bias.data  # b' = s (b - mu) + beta
+            seq[i], seq[i + 1] = fused, nn.Identity()
+    return folded
+
+folded = fold_batchnorm(model)
+count = lambda m, kind: sum(isinstance(k, kind) for k in m.modules())
+print("BatchNorms:", count(model, nn.BatchNorm2d), "->", count(folded, nn.BatchNorm2d),
+      "| convolutions with a bias:", sum(isinstance(k, nn.Conv2d) and k.bias is not None for k in folded.modules()))
+with tinymbv2.no_grad():
+    y, y_folded = model(x).data, folded(x).data
+print(f"max |logits - folded logits| = {np.abs(y - y_folded).max():.2e}  (logits up to {np.abs(y).max():.2f}, float32)")
+
+tv = torchvision.models.mobilenet_v2().eval()
+tv.load_state_dict(to_torch_state_dict(model))
+with torch.no_grad():
+    y_tv = tv(torch.from_numpy(x.data)).numpy()
+print(f"max |folded logits - torchvision (unfolded) logits| = {np.abs(y_folded - y_tv).max():.2e}")
+
+# %% [markdown]
+r"""
+## 14.2 Measured speed
+
+Forward time for one image, best of three, with the Numba and the reference kernels, folded
+and unfolded, next to PyTorch on the same CPU (same weights, eval mode, `no_grad`). Ratios
+are against PyTorch measured in the same run, on whatever machine executed this page: on a
+machine busy with other work the parallel Numba kernels suffer most (their threads wait for
+free cores), so read the ratios with that in mind; the Benchmarks page of the documentation
+holds controlled measurements.
+"""
+
+# %%
+def best_of(fn, repeat=3):
+    fn()                                  # warm-up: Numba compiles on the first call
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter(); fn(); times.append(time.perf_counter() - t0)
+    return min(times)
+
+timings = {}
+with torch.no_grad():
+    timings["torch (unfolded)"] = best_of(lambda: tv(torch.from_numpy(x.data)))
+for kernels in ("numba", "reference"):
+    with tinymbv2.use_kernels(kernels), tinymbv2.no_grad():
+        timings[f"tinymbv2 {kernels}"] = best_of(lambda: model(x))
+        timings[f"tinymbv2 {kernels}, folded"] = best_of(lambda: folded(x))
+for name, t in timings.items():
+    print(f"{name:30s} {t * 1e3:8.1f} ms   {t / timings['torch (unfolded)']:5.1f} x torch")
+
+fig, ax = plt.subplots(figsize=(7, 2.8))
+ax.barh(list(timings), [t * 1e3 for t in timings.values()], color="#48c"); ax.invert_yaxis()
+ax.set_xlabel(f"ms per {res}x{res} image"); plt.tight_layout(); plt.show()
+
+# %% [markdown]
+r"""
+## 14.3 Memory-efficient inference, measured
+
+`memory_efficient_inference(model, x, chunks=m)` runs every block in $m$ slices of its
+hidden channels. Python's `tracemalloc` sees every NumPy allocation, so we can measure the
+peak of live array memory during the forward pass (above what was alive before: the
+weights and the input) and compare with the normal forward.
+"""
+
+# %%
+def peak(fn):
+    fn()                                                         # warm-up outside the measurement
+    tracemalloc.start()
+    try:
+        start, _ = tracemalloc.get_traced_memory(); tracemalloc.reset_peak()
+        out = fn()
+        _, top = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return out, top - start
+
+with tinymbv2.no_grad():
+    ref_out, ref_peak = peak(lambda: model(x).data)
+rows = [("normal forward", ref_peak, 0.0)]
+for m in (1, 2, 4, 8):
+    out, p = peak(lambda: memory_efficient_inference(model, x, chunks=m).data)
+    rows.append((f"{m} slice{'s' if m > 1 else ''}", p, float(np.abs(out - ref_out).max())))
+s = summary(model, input_size=(3, res, res))
+print(f"largest single activation tensor (summary): {s.max_activation_bytes / 2**20:.2f} MiB")
+for name, p, err in rows:
+    print(f"{name:16s} peak {p / 2**20:7.2f} MiB   max |logits - normal| = {err:.1e}")
+
+fig, ax = plt.subplots(figsize=(7, 3))
+ax.bar([r[0] for r in rows], [r[1] / 2**20 for r in rows], color=["#888"] + ["#4a4"] * 4)
+ax.set_ylabel("peak live arrays (MiB)"); ax.set_title(f"forward at {res}x{res}, batch 1, float32")
+plt.tight_layout(); plt.show()
+
+# %% [markdown]
+r"""
+The peak falls with the number of slices until it is set by tensors that are not sliced (a
+block's input and output, and the temporaries of the widest slice), as the paper predicts.
+The logits are the same up to float32 rounding, because only the order of the additions in
+the projection changed. The price is more, smaller kernel calls, which on a CPU in Python
+costs time; the paper's point is for memory-bound mobile inference engines.
+
+## Exercises
+
+**1.** Fold a model that you trained in chapter 10 (or any model after a few training-mode
+forward passes) and check that its predictions on the test images are unchanged.
+
+<details><summary>Solution</summary>
+
+```python
+small = mobilenet_v2(width_mult=0.35, num_classes=10, in_channels=1, small_input=True, seed=0)
+imgs = Tensor(rng.standard_normal((16, 1, 28, 28)).astype(np.float32))
+with tinymbv2.no_grad():
+    for _ in range(5):
+        small.train()(imgs)                       # move the running statistics
+    small.eval()
+    print(np.abs(small(imgs).data - fold_batchnorm(small)(imgs).data).max())
+```
+
+</details>
+
+**2.** Can a BatchNorm that comes *before* a convolution be folded into it? What about one
+followed by a ReLU6 before the next convolution?
+
+<details><summary>Solution</summary>
+
+Before a convolution, yes: the affine map $x \mapsto s x + t$ can be pushed into the next
+conv's weights and bias (scale the input-channel columns by $s$, add $W * t$ to the bias),
+except that zero padding would then pad with the wrong value at the borders. Across a
+ReLU6, no: the non-linearity sits between the two linear maps.
+
+</details>
+"""
