@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from . import numba_pool  # noqa: F401  (the one-pool set-up, see there)
 from ._checks import batch_norm_args, same_float_dtype
 
 _JIT = dict(cache=True, fastmath=False)

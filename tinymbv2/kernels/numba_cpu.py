@@ -3,11 +3,16 @@
 The same names, signatures and answers as :mod:`tinymbv2.kernels.reference`
 (see the interface in :mod:`tinymbv2.kernels`), organised for speed instead
 of for reading: depthwise convolution in :mod:`.numba_depthwise` (direct
-loops), dense and pointwise convolution in :mod:`.numba_dense` (im2col +
-BLAS GEMM), BatchNorm in :mod:`.numba_bn`. All kernels are deterministic:
-the same inputs give bit-identical outputs on every run (parallel loops only
-ever split work whose outputs are disjoint; every sum runs in a fixed order
-in one thread; BLAS splits a GEMM's output, not its inner sums).
+loops), pointwise convolution in :mod:`.numba_pointwise` (a GEMM per image),
+dense convolution in :mod:`.numba_dense` (im2col + GEMM per image),
+BatchNorm in :mod:`.numba_bn`. Everything runs in Numba's one thread pool:
+the GEMMs are ``np.dot`` inside parallel loops, on a BLAS pinned to one
+thread (why, and the pool's passive wait policy: :mod:`.numba_pool`).
+
+All kernels are deterministic: the same inputs give bit-identical outputs on
+every run and whatever the number of threads (parallel loops only ever split
+work whose outputs are disjoint; every sum runs in a fixed order in one
+thread, or in partial sums fixed by the shapes and added in order).
 
 Kernels are compiled on first use for each dtype (float32, float64) and
 cached on disk (``cache=True``), so only the first process pays the compile.
@@ -23,14 +28,17 @@ from .numba_dense import (  # noqa: F401
     conv2d_backward_input,
     conv2d_backward_weight,
     conv2d_forward,
-    pointwise_conv2d_backward_input,
-    pointwise_conv2d_backward_weight,
-    pointwise_conv2d_forward,
 )
 from .numba_depthwise import (  # noqa: F401
     depthwise_conv2d_backward_input,
     depthwise_conv2d_backward_weight,
     depthwise_conv2d_forward,
+)
+from .numba_pool import PASSIVE_POOL, PINNED_BLAS  # noqa: F401
+from .numba_pointwise import (  # noqa: F401
+    pointwise_conv2d_backward_input,
+    pointwise_conv2d_backward_weight,
+    pointwise_conv2d_forward,
 )
 
 name = "numba"

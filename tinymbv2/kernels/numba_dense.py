@@ -1,32 +1,39 @@
-"""Numba + BLAS kernels for dense (groups = 1) and pointwise (1x1) convolution.
+"""Numba kernels for dense (groups = 1) convolution: im2col + BLAS GEMM, image by image.
 
 Same names, signatures and results as :mod:`tinymbv2.kernels.reference`;
-``numba_cpu`` re-exports them.
+``numba_cpu`` re-exports them. With K = Ci*kh*kw and P = Ho*Wo, image n's
+column matrix ``cols[n]`` (K, P) holds in column p the K input values that
+output pixel p reads, so
 
-* Dense convolution is im2col + GEMM, over chunks of images small enough
-  that the column matrices (K x P per image, K = Ci*kh*kw, P = Ho*Wo) stay
-  around 32 MB, yet few enough calls that Numba's and BLAS's thread pools
-  do not hand the cores back and forth once per image:
-  forward ``y[n] = W (Co, K) @ cols[n]``; backward-weight
-  ``gw = sum_n gy[n] @ cols[n].T`` (summed over n in order); backward-input
-  ``dcols = W.T @ gy[n]`` then ``col2im`` adds each column back onto the input
-  pixel it was copied from. im2col/col2im are Numba loops, parallel over
-  (image, row of ``cols``) / (image, input channel), so each thread writes
-  its own memory and the result is deterministic.
-* Pointwise convolutions need no im2col at all: x[n] viewed as (Ci, H*W) *is*
-  the column matrix, so they are one BLAS GEMM per image via ``np.matmul``.
+    forward          y[n]  = W (Co, K) @ cols[n]
+    backward-input   dcols = W.T @ gy[n], then ``col2im`` adds each column
+                     back onto the input pixels it was copied from
+    backward-weight  gw    = sum_n gy[n] @ cols[n].T
+
+Each image is one task of an ``@njit(parallel=True)`` loop that builds its
+column matrix in a buffer of its own and calls ``np.dot`` on it, so the
+columns never exist for the whole batch at once and the GEMMs run in Numba's
+thread pool with single-threaded BLAS -- the one-pool design of
+:mod:`.numba_pool`. Backward-weight sums
+its images in ``_GROUPS`` runs of consecutive images, each in order in one
+thread, and adds the run totals in order: a split fixed by the batch size,
+not by the thread count, so results are bit-identical across runs and
+thread counts.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
 
-from ._checks import conv_geometry, grad_out_shape, ndim, same_float_dtype
+from . import numba_pool  # noqa: F401  (pins Numba's BLAS to one thread, starts the pool passive)
+from ._checks import conv_geometry, grad_out_shape, same_float_dtype
 from .numba_depthwise import _valid_range
+from .numba_pointwise import _GROUPS
 
 _JIT = dict(cache=True, fastmath=False)
 
 
+# -------------------------------------------------------------- one image each
 @njit(**_JIT)
 def _im2col_row(dst, x, i, j, sh, sw, ph, pw, rlo, rhi, clo, chi):
     """dst (Ho, Wo) = what tap (i, j) reads of plane x (H, W); 0 on the padding."""
@@ -44,56 +51,97 @@ def _im2col_row(dst, x, i, j, sh, sw, ph, pw, rlo, rhi, clo, chi):
             drow[k] = xs[k]
 
 
-@njit(parallel=True, **_JIT)
-def _im2col(x, kh, kw, sh, sw, ph, pw, ho, wo):
-    """x (B, Ci, H, W) -> cols (B, Ci*kh*kw, Ho*Wo),
-    cols[b, (c, i, j), (oh, ow)] = xp[b, c, oh*sh + i, ow*sw + j]."""
-    nb, ci, h, wd = x.shape
-    rlo, rhi = _valid_range(kh, ph, sh, h, ho)
-    clo, chi = _valid_range(kw, pw, sw, wd, wo)
-    k = ci * kh * kw
-    cols = np.empty((nb, k, ho * wo), x.dtype)
-    for t in prange(nb * k):
-        b, r = t // k, t % k
+@njit(**_JIT)
+def _im2col(cols, x, kh, kw, sh, sw, ph, pw, ho, wo, rlo, rhi, clo, chi):
+    """cols (Ci*kh*kw, Ho*Wo) of one image x (Ci, H, W):
+    cols[(c, i, j), (oh, ow)] = xpad[c, oh*sh + i, ow*sw + j]."""
+    for r in range(cols.shape[0]):
         c, i, j = r // (kh * kw), (r // kw) % kh, r % kw
-        _im2col_row(cols[b, r].reshape(ho, wo), x[b, c], i, j, sh, sw, ph, pw, rlo, rhi, clo, chi)
-    return cols
+        _im2col_row(cols[r].reshape(ho, wo), x[c], i, j, sh, sw, ph, pw, rlo, rhi, clo, chi)
 
 
-@njit(parallel=True, **_JIT)
-def _col2im(dcols, ci, h, wd, kh, kw, sh, sw, ph, pw, ho, wo):
-    """The transpose of ``_im2col``: gx (B, Ci, H, W) = the columns added back onto their pixels."""
-    nb = dcols.shape[0]
-    rlo, rhi = _valid_range(kh, ph, sh, h, ho)
-    clo, chi = _valid_range(kw, pw, sw, wd, wo)
-    gx = np.zeros((nb, ci, h, wd), dcols.dtype)
-    for t in prange(nb * ci):  # each plane is written by one thread, taps in order
-        b, c = t // ci, t % ci
+@njit(**_JIT)
+def _col2im(gx, dcols, kh, kw, sh, sw, ph, pw, ho, wo, rlo, rhi, clo, chi):
+    """The transpose of ``_im2col``: gx (Ci, H, W) = the columns added back onto their pixels."""
+    gx[:] = 0
+    for c in range(gx.shape[0]):
         for i in range(kh):
             for j in range(kw):
-                src = dcols[b, (c * kh + i) * kw + j].reshape(ho, wo)
+                src = dcols[(c * kh + i) * kw + j].reshape(ho, wo)
                 lo, hi, off = clo[j], chi[j], j - pw
                 if hi <= lo:
                     continue
                 for oh in range(rlo[i], rhi[i]):
-                    grow, srow = gx[b, c, oh * sh - ph + i], src[oh, lo:hi]
+                    grow, srow = gx[c, oh * sh - ph + i], src[oh, lo:hi]
                     if sw == 1:
                         gs = grow[lo + off : hi + off]
                     else:
                         gs = grow[lo * sw + off : (hi - 1) * sw + off + 1 : sw]
                     for k in range(hi - lo):
                         gs[k] += srow[k]
+
+
+# ------------------------------------------------------------------ jitted cores
+@njit(parallel=True, **_JIT)
+def _conv_forward(x, wm, kh, kw, sh, sw, ph, pw, ho, wo):
+    n, ci, h, wd = x.shape
+    rlo, rhi = _valid_range(kh, ph, sh, h, ho)
+    clo, chi = _valid_range(kw, pw, sw, wd, wo)
+    y = np.empty((n, wm.shape[0], ho * wo), x.dtype)
+    for b in prange(n):
+        cols = np.empty((wm.shape[1], ho * wo), x.dtype)
+        _im2col(cols, x[b], kh, kw, sh, sw, ph, pw, ho, wo, rlo, rhi, clo, chi)
+        np.dot(wm, cols, y[b])
+    return y
+
+
+@njit(parallel=True, **_JIT)
+def _conv_backward_input(gy3, wt, ci, h, wd, kh, kw, sh, sw, ph, pw, ho, wo):
+    n = gy3.shape[0]
+    rlo, rhi = _valid_range(kh, ph, sh, h, ho)
+    clo, chi = _valid_range(kw, pw, sw, wd, wo)
+    gx = np.empty((n, ci, h, wd), gy3.dtype)
+    for b in prange(n):
+        dcols = np.empty((wt.shape[0], ho * wo), gy3.dtype)
+        np.dot(wt, gy3[b], dcols)
+        _col2im(gx[b], dcols, kh, kw, sh, sw, ph, pw, ho, wo, rlo, rhi, clo, chi)
     return gx
 
 
+@njit(parallel=True, **_JIT)
+def _conv_backward_weight(gy3, x, kh, kw, sh, sw, ph, pw, ho, wo, groups):
+    n, ci, h, wd = x.shape
+    co, k = gy3.shape[1], ci * kh * kw
+    rlo, rhi = _valid_range(kh, ph, sh, h, ho)
+    clo, chi = _valid_range(kw, pw, sw, wd, wo)
+    part = np.empty((groups, co, k), x.dtype)
+    for g in prange(groups):  # a run of consecutive images, summed in order in one thread
+        b0, b1 = g * n // groups, (g + 1) * n // groups
+        acc = part[g]
+        tmp = np.empty((co, k), x.dtype)
+        cols = np.empty((k, ho * wo), x.dtype)
+        for b in range(b0, b1):
+            _im2col(cols, x[b], kh, kw, sh, sw, ph, pw, ho, wo, rlo, rhi, clo, chi)
+            if b == b0:
+                np.dot(gy3[b], cols.T, acc)
+            else:
+                np.dot(gy3[b], cols.T, tmp)
+                for i in range(co):
+                    ai, ti = acc[i], tmp[i]
+                    for j in range(k):
+                        ai[j] += ti[j]
+    gw = part[0].copy()
+    for g in range(1, groups):
+        for i in range(co):
+            gr, pr = gw[i], part[g, i]
+            for j in range(k):
+                gr[j] += pr[j]
+    return gw
+
+
+# ------------------------------------------------------------- public wrappers
 def _c(a):
     return np.ascontiguousarray(a)
-
-
-def _chunks(n, k, p):
-    """Image ranges whose column matrices (k x p each) fill about 32 MB of float32."""
-    step = max(1, (8 << 20) // max(1, k * p))
-    return [(b, min(n, b + step)) for b in range(0, n, step)]
 
 
 def conv2d_forward(x, w, stride, padding):
@@ -103,11 +151,7 @@ def conv2d_forward(x, w, stride, padding):
     same_float_dtype(fn, x=x, w=w)
     (sh, sw), (ph, pw), (ho, wo) = conv_geometry(fn, x.shape, w.shape, stride, padding)
     n, co, kh, kw = x.shape[0], w.shape[0], w.shape[2], w.shape[3]
-    wm = w.reshape(co, -1)
-    y = np.empty((n, co, ho * wo), x.dtype)
-    for b0, b1 in _chunks(n, wm.shape[1], ho * wo):
-        cols = _im2col(x[b0:b1], kh, kw, sh, sw, ph, pw, ho, wo)
-        np.matmul(wm, cols, out=y[b0:b1])
+    y = _conv_forward(x, w.reshape(co, -1), kh, kw, sh, sw, ph, pw, ho, wo)
     return y.reshape(n, co, ho, wo)
 
 
@@ -121,12 +165,7 @@ def conv2d_backward_input(gy, w, x_shape, stride, padding):
     co, kh, kw = w.shape[0], w.shape[2], w.shape[3]
     grad_out_shape(fn, gy.shape, (n, co, ho, wo))
     wt = w.reshape(co, -1).T  # (K, Co): a transposed view, BLAS reads it as is
-    gy3 = gy.reshape(n, co, ho * wo)
-    gx = np.empty((n, ci, h, wd), gy.dtype)
-    for b0, b1 in _chunks(n, wt.shape[0], ho * wo):
-        dcols = np.matmul(wt, gy3[b0:b1])
-        gx[b0:b1] = _col2im(dcols, ci, h, wd, kh, kw, sh, sw, ph, pw, ho, wo)
-    return gx
+    return _conv_backward_input(gy.reshape(n, co, ho * wo), wt, ci, h, wd, kh, kw, sh, sw, ph, pw, ho, wo)
 
 
 def conv2d_backward_weight(gy, x, w_shape, stride, padding):
@@ -138,61 +177,9 @@ def conv2d_backward_weight(gy, x, w_shape, stride, padding):
     n = x.shape[0]
     co, kh, kw = int(w_shape[0]), int(w_shape[2]), int(w_shape[3])
     grad_out_shape(fn, gy.shape, (n, co, ho, wo))
+    w_shape = tuple(int(s) for s in w_shape)
+    if n == 0:
+        return np.zeros(w_shape, x.dtype)
     gy3 = gy.reshape(n, co, ho * wo)
-    k = x.shape[1] * kh * kw
-    gw = np.zeros((co, k), x.dtype)
-    for b0, b1 in _chunks(n, k, ho * wo):
-        cols = _im2col(x[b0:b1], kh, kw, sh, sw, ph, pw, ho, wo)
-        per_image = np.matmul(gy3[b0:b1], cols.transpose(0, 2, 1))  # (B, Co, K)
-        for g in per_image:  # images summed in order: deterministic
-            gw += g
-    return gw.reshape(tuple(int(s) for s in w_shape))
-
-
-def _pointwise_w(fn, w, channels, axis):
-    ndim(fn, "w", w, 4)
-    if w.shape[2:] != (1, 1) or w.shape[axis] != channels:
-        want = f"(Co, {channels}, 1, 1)" if axis == 1 else f"({channels}, Ci, 1, 1)"
-        raise ValueError(f"{fn}: w must have shape {want}, got {w.shape}")
-
-
-def pointwise_conv2d_forward(x, w):
-    """1x1 convolution as BLAS GEMMs: y[n] = W (Co, Ci) @ x[n] (Ci, H*W)."""
-    fn = "pointwise_conv2d_forward"
-    x, w = _c(x), _c(w)
-    same_float_dtype(fn, x=x, w=w)
-    ndim(fn, "x", x, 4)
-    n, ci, h, wd = x.shape
-    _pointwise_w(fn, w, ci, 1)
-    co = w.shape[0]
-    return np.matmul(w.reshape(co, ci), x.reshape(n, ci, h * wd)).reshape(n, co, h, wd)
-
-
-def pointwise_conv2d_backward_input(gy, w):
-    """gx[n] = W.T @ gy[n]; the transpose is a BLAS flag, not a copy."""
-    fn = "pointwise_conv2d_backward_input"
-    gy, w = _c(gy), _c(w)
-    same_float_dtype(fn, gy=gy, w=w)
-    ndim(fn, "gy", gy, 4)
-    n, co, h, wd = gy.shape
-    _pointwise_w(fn, w, co, 0)
-    ci = w.shape[1]
-    return np.matmul(w.reshape(co, ci).T, gy.reshape(n, co, h * wd)).reshape(n, ci, h, wd)
-
-
-def pointwise_conv2d_backward_weight(gy, x):
-    """gw = sum_n gy[n] @ x[n].T, summed over n in order (deterministic)."""
-    fn = "pointwise_conv2d_backward_weight"
-    gy, x = _c(gy), _c(x)
-    same_float_dtype(fn, gy=gy, x=x)
-    ndim(fn, "gy", gy, 4)
-    ndim(fn, "x", x, 4)
-    n, co, h, wd = gy.shape
-    if x.shape[0] != n or x.shape[2:] != gy.shape[2:]:
-        raise ValueError(f"{fn}: x {x.shape} and gy {gy.shape} must share N, H, W")
-    ci = x.shape[1]
-    gy3, x3 = gy.reshape(n, co, h * wd), x.reshape(n, ci, h * wd)
-    gw = np.zeros((co, ci), gy.dtype)
-    for b in range(n):
-        gw += gy3[b] @ x3[b].T
-    return gw.reshape(co, ci, 1, 1)
+    gw = _conv_backward_weight(gy3, x, kh, kw, sh, sw, ph, pw, ho, wo, min(n, _GROUPS))
+    return gw.reshape(w_shape)

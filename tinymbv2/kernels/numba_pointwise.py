@@ -1,0 +1,206 @@
+"""Numba kernels for pointwise (1x1) convolution: BLAS GEMMs run inside Numba's thread pool.
+
+Same names, signatures and results as :mod:`tinymbv2.kernels.reference`;
+``numba_cpu`` re-exports them. A 1x1 convolution needs no im2col: image n
+viewed as (C, H*W) *is* the column matrix, so
+
+    forward          y[n]  = W (Co, Ci) @ x[n] (Ci, P)          P = H*W
+    backward-input   gx[n] = W.T        @ gy[n] (Co, P)
+    backward-weight  gw    = sum_n gy[n] @ x[n].T
+
+**One thread pool.** Every GEMM here is ``np.dot`` called from inside an
+``@njit(parallel=True)`` loop over images: Numba's own thread pool is the
+only parallelism, and the BLAS that Numba's ``np.dot`` calls (SciPy's, not
+NumPy's) runs single-threaded, pinned by :mod:`.numba_pool`. One
+``np.matmul`` per layer on NumPy's threaded BLAS, as this kernel set once
+did, alternates two thread pools that both busy-wait after every call; on a
+busy 2-core machine they spin against each other and a training step of
+~0.4 s took 10-60 s (the numbers are in :mod:`.numba_pool`).
+
+**Small images.** At 7x7 or 4x4 a per-image GEMM is (Co, Ci) @ (Ci, 16): too
+thin for BLAS to reach its speed. Below ``_GATHER_BELOW`` pixels, a few images
+are copied side by side into one (C, images*P) matrix per task (``_gather``),
+multiplied in one GEMM, and copied back (``_scatter``). H*W = 1 is the same
+path with a plain transpose as the gather.
+
+**Determinism.** How the images are cut into tasks and tasks into partial
+sums depends only on the shapes, never on ``numba.get_num_threads()``: a
+thread count only decides who computes which task. Backward-weight sums its
+tasks into ``_GROUPS`` partials, each in order in one thread, then adds the
+partials in order. With single-threaded BLAS every GEMM is itself
+deterministic, so results are bit-identical across runs and thread counts.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from . import numba_pool  # noqa: F401  (pins Numba's BLAS to one thread, starts the pool passive)
+from ._checks import ndim, same_float_dtype
+
+_JIT = dict(cache=True, fastmath=False)
+_GATHER_BELOW = 64  # images of fewer pixels are batched side by side into one GEMM ...
+_MIN_COLS = 256  # ... of about this many columns (measured: 7x7 and 4x4 gain, 14x14 loses)
+_GROUPS = 8  # partial sums of backward-weight: fixed, so the result ignores the thread count
+
+
+# --------------------------------------------------------------- task geometry
+def images_per_task(n: int, p: int) -> int:
+    """Images multiplied in one GEMM: 1 when an image has >= ``_GATHER_BELOW``
+    pixels, else the power of two that reaches ``_MIN_COLS`` columns, but at
+    most ceil(n / 4) so that there are still >= 4 tasks to share out. A
+    function of the shapes only (see the module docstring on determinism)."""
+    if p >= _GATHER_BELOW:
+        return 1
+    b = 1
+    while b * p < _MIN_COLS:
+        b *= 2
+    return max(1, min(b, -(-n // 4)))
+
+
+# ----------------------------------------------------------------- jitted cores
+@njit(**_JIT)
+def _gather(dst, src3, b0, nb):
+    """dst (C, nb*P)[c, b*P + q] = src3 (N, C, P)[b0 + b, c, q]: images side by side."""
+    p = src3.shape[2]
+    for c in range(src3.shape[1]):
+        for b in range(nb):
+            s = src3[b0 + b, c]
+            d = dst[c, b * p:(b + 1) * p]
+            for q in range(p):
+                d[q] = s[q]
+
+
+@njit(**_JIT)
+def _scatter(dst3, src, b0, nb):
+    """The inverse of ``_gather``: dst3 (N, C, P)[b0 + b, c, q] = src (C, nb*P)[c, b*P + q]."""
+    p = dst3.shape[2]
+    for b in range(nb):
+        for c in range(dst3.shape[1]):
+            s = src[c, b * p:(b + 1) * p]
+            d = dst3[b0 + b, c]
+            for q in range(p):
+                d[q] = s[q]
+
+
+@njit(parallel=True, **_JIT)
+def _matmul_images(a, x3, bs):
+    """y3 (N, M, P): y3[n] = a (M, K) @ x3[n] (K, P), ``bs`` images per task."""
+    n, k, p = x3.shape
+    m = a.shape[0]
+    y3 = np.empty((n, m, p), x3.dtype)
+    for t in prange((n + bs - 1) // bs):
+        b0 = t * bs
+        nb = min(bs, n - b0)
+        if bs == 1:
+            np.dot(a, x3[b0], y3[b0])
+        else:
+            xb = np.empty((k, nb * p), x3.dtype)
+            yb = np.empty((m, nb * p), x3.dtype)
+            _gather(xb, x3, b0, nb)
+            np.dot(a, xb, yb)
+            _scatter(y3, yb, b0, nb)
+    return y3
+
+
+@njit(parallel=True, **_JIT)
+def _matmul_sum_images(g3, x3, bs, groups):
+    """gw (M, K) = sum_n g3[n] (M, P) @ x3[n].T (P, K).
+
+    Tasks of ``bs`` images are split into ``groups`` runs of consecutive
+    tasks; each run sums into its own partial, in order, in one thread; the
+    partials are then added in order."""
+    n, m, p = g3.shape
+    k = x3.shape[1]
+    ntask = (n + bs - 1) // bs
+    part = np.empty((groups, m, k), g3.dtype)
+    for gi in prange(groups):
+        t0 = gi * ntask // groups
+        t1 = (gi + 1) * ntask // groups
+        acc = part[gi]
+        tmp = np.empty((m, k), g3.dtype)
+        width = bs * p if bs > 1 else 0  # gather buffers, unused for one image per task
+        gb = np.empty((m, width), g3.dtype)
+        xb = np.empty((k, width), g3.dtype)
+        for t in range(t0, t1):
+            dst = acc if t == t0 else tmp
+            b0 = t * bs
+            nb = min(bs, n - b0)
+            if bs == 1:
+                np.dot(g3[b0], x3[b0].T, dst)
+            else:
+                if nb < bs:  # the last, short task: fresh buffers of its own width
+                    gb = np.empty((m, nb * p), g3.dtype)
+                    xb = np.empty((k, nb * p), g3.dtype)
+                _gather(gb, g3, b0, nb)
+                _gather(xb, x3, b0, nb)
+                np.dot(gb, xb.T, dst)
+            if t > t0:
+                for i in range(m):
+                    ai, ti = acc[i], tmp[i]
+                    for j in range(k):
+                        ai[j] += ti[j]
+    gw = part[0].copy()
+    for gi in range(1, groups):
+        for i in range(m):
+            gr, pr = gw[i], part[gi, i]
+            for j in range(k):
+                gr[j] += pr[j]
+    return gw
+
+
+# ------------------------------------------------------------- public wrappers
+def _c(a):
+    return np.ascontiguousarray(a)
+
+
+def _pointwise_w(fn, w, channels, axis):
+    ndim(fn, "w", w, 4)
+    if w.shape[2:] != (1, 1) or w.shape[axis] != channels:
+        want = f"(Co, {channels}, 1, 1)" if axis == 1 else f"({channels}, Ci, 1, 1)"
+        raise ValueError(f"{fn}: w must have shape {want}, got {w.shape}")
+
+
+def pointwise_conv2d_forward(x, w):
+    """1x1 convolution: y[n] = W (Co, Ci) @ x[n] (Ci, H*W). x: (N, Ci, H, W) -> (N, Co, H, W)."""
+    fn = "pointwise_conv2d_forward"
+    x, w = _c(x), _c(w)
+    same_float_dtype(fn, x=x, w=w)
+    ndim(fn, "x", x, 4)
+    n, ci, h, wd = x.shape
+    _pointwise_w(fn, w, ci, 1)
+    co = w.shape[0]
+    y = _matmul_images(w.reshape(co, ci), x.reshape(n, ci, h * wd), images_per_task(n, h * wd))
+    return y.reshape(n, co, h, wd)
+
+
+def pointwise_conv2d_backward_input(gy, w):
+    """gx[n] = W.T @ gy[n]; the transpose is a BLAS flag, not a copy. -> (N, Ci, H, W)."""
+    fn = "pointwise_conv2d_backward_input"
+    gy, w = _c(gy), _c(w)
+    same_float_dtype(fn, gy=gy, w=w)
+    ndim(fn, "gy", gy, 4)
+    n, co, h, wd = gy.shape
+    _pointwise_w(fn, w, co, 0)
+    ci = w.shape[1]
+    gx = _matmul_images(w.reshape(co, ci).T, gy.reshape(n, co, h * wd), images_per_task(n, h * wd))
+    return gx.reshape(n, ci, h, wd)
+
+
+def pointwise_conv2d_backward_weight(gy, x):
+    """gw = sum_n gy[n] @ x[n].T, summed in a fixed order (deterministic). -> (Co, Ci, 1, 1)."""
+    fn = "pointwise_conv2d_backward_weight"
+    gy, x = _c(gy), _c(x)
+    same_float_dtype(fn, gy=gy, x=x)
+    ndim(fn, "gy", gy, 4)
+    ndim(fn, "x", x, 4)
+    n, co, h, wd = gy.shape
+    if x.shape[0] != n or x.shape[2:] != gy.shape[2:]:
+        raise ValueError(f"{fn}: x {x.shape} and gy {gy.shape} must share N, H, W")
+    ci, p = x.shape[1], h * wd
+    if n == 0:
+        return np.zeros((co, ci, 1, 1), gy.dtype)
+    bs = images_per_task(n, p)
+    groups = min(_GROUPS, -(-n // bs))
+    gw = _matmul_sum_images(gy.reshape(n, co, p), x.reshape(n, ci, p), bs, groups)
+    return gw.reshape(co, ci, 1, 1)
