@@ -18,26 +18,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .cli_train import positive as _positive
+
 
 class _Parser(argparse.ArgumentParser):
     """ArgumentParser whose errors are a single line (no usage dump), exit code 2."""
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _positive(kind):
-    def parse(text):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
-        return value
-
-    parse.__name__ = kind.__name__
-    return parse
 
 
 # -- summary ---------------------------------------------------------------------

@@ -13,7 +13,8 @@ from .train.datasets import DATASET_CHOICES
 from .train.job import LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig
 
 
-def _positive(kind):
+def positive(kind):
+    """argparse type: a number of ``kind`` that must be > 0."""
     def parse(text):
         try:
             value = kind(text)
@@ -40,19 +41,19 @@ def _non_negative_float(text):
 def _add_data_args(p, default_dataset="mnist5k"):
     p.add_argument("--dataset", choices=DATASET_CHOICES, default=default_dataset)
     p.add_argument("--data-dir", help="folder with the files of mnist-idx, cifar10 or folder")
-    p.add_argument("--image-size", type=_positive(int), help="resize images to this square size")
+    p.add_argument("--image-size", type=positive(int), help="resize images to this square size")
 
 
 def _add_recipe_args(p):
     d = TrainConfig()
-    p.add_argument("--width", type=_positive(float), default=d.width, help=f"width multiplier ({d.width})")
+    p.add_argument("--width", type=positive(float), default=d.width, help=f"width multiplier ({d.width})")
     p.add_argument("--arch", choices=("mobilenet_v2", "seed_article"), default=d.arch)
     p.add_argument("--standard-input", dest="small_input", action="store_false",
                    help="keep the 224 px strides (default: small-input variant for 28-32 px)")
-    p.add_argument("--epochs", type=_positive(int), default=d.epochs)
-    p.add_argument("--batch-size", type=_positive(int), default=d.batch_size)
+    p.add_argument("--epochs", type=positive(int), default=d.epochs)
+    p.add_argument("--batch-size", type=positive(int), default=d.batch_size)
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
-    p.add_argument("--lr", type=_positive(float), default=d.lr, help="(peak) learning rate")
+    p.add_argument("--lr", type=positive(float), default=d.lr, help="(peak) learning rate")
     p.add_argument("--momentum", type=_non_negative_float, default=d.momentum)
     p.add_argument("--weight-decay", type=_non_negative_float, default=d.weight_decay)
     p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule)
@@ -76,7 +77,7 @@ def add_train(p):
     _add_recipe_args(p)
     p.add_argument("--out", default="runs/run", help="run folder (model.npz, metrics.json, plots)")
     p.add_argument("--resume", help="checkpoint (model.npz) to continue from")
-    p.add_argument("--stop-after", type=_positive(int),
+    p.add_argument("--stop-after", type=positive(int),
                    help="stop after this epoch (the schedule still spans --epochs); resume later")
 
 
@@ -130,7 +131,7 @@ def run_eval(args) -> int:
 def add_predict(p):
     p.add_argument("checkpoint")
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
-    p.add_argument("--top-k", type=_positive(int), default=3)
+    p.add_argument("--top-k", type=positive(int), default=3)
     p.add_argument("--invert", action="store_true", help="dark-on-light images (scans)")
 
 
@@ -167,7 +168,7 @@ def add_search(p):
     _add_data_args(p, default_dataset="digits")
     _add_recipe_args(p)
     p.add_argument("--kind", choices=("grid", "random"), default="grid")
-    p.add_argument("--trials", type=_positive(int), default=8, help="random search: trials")
+    p.add_argument("--trials", type=positive(int), default=8, help="random search: trials")
     p.add_argument("--space", default='{"lr": [0.05, 0.2], "weight_decay": [0.0, 5e-4]}',
                    help="JSON: lists for grid; lists or [\"log\", lo, hi] for random")
     p.add_argument("--out", default="runs/search")

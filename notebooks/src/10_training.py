@@ -142,19 +142,9 @@ right, everything else shows *which* digits are confused.
 # %%
 from tinymbv2 import nn
 
-def recalibrate_batchnorm(model, images, batch_size=128):
-    """Re-estimate every BatchNorm's running statistics for the current weights."""
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    for bn in bns:
-        bn.running_mean.data[...] = 0; bn.running_var.data[...] = 1
-        bn.num_batches_tracked.data[...] = 0; bn.momentum = None   # cumulative average
-    model.train()
-    with tinymbv2.no_grad():
-        for start in range(0, len(images), batch_size):
-            model(Tensor(images[start:start + batch_size]))
-    for bn in bns:
-        bn.momentum = 0.1
-    return model.eval()
+import inspect
+from tinymbv2.train import recalibrate_batchnorm
+print(inspect.getsource(recalibrate_batchnorm))  # read it: a dozen lines
 
 model.load_state_dict(history["best_state"])
 before = evaluate(model, test.images, test.labels)["accuracy"]

@@ -61,19 +61,7 @@ opt = optim.SGD(pretrained.parameters(), lr=0.05, momentum=0.9, weight_decay=4e-
 sched = optim.lr_scheduler.CosineAnnealingLR(opt, T_max=pre_epochs)
 fit(pretrained, opt, loader, epochs=pre_epochs, scheduler=sched, progress=False)
 
-def recalibrate_batchnorm(model, images, batch_size=128):
-    """Re-estimate the BatchNorm running statistics for the final weights (chapter 10)."""
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    for bn in bns:
-        bn.running_mean.data[...] = 0; bn.running_var.data[...] = 1
-        bn.num_batches_tracked.data[...] = 0; bn.momentum = None
-    model.train()
-    with tinymbv2.no_grad():
-        for start in range(0, len(images), batch_size):
-            model(Tensor(images[start:start + batch_size]))
-    for bn in bns:
-        bn.momentum = 0.1
-    return model.eval()
+from tinymbv2.train import recalibrate_batchnorm  # one training-mode pass, cumulative BN averages
 
 recalibrate_batchnorm(pretrained, norm(mnist.train.images[subset]))
 print(f"mnist5k test accuracy of the pretrained model: "

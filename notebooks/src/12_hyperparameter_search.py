@@ -41,19 +41,7 @@ subset = np.random.default_rng(0).permutation(len(ds.train))[:n_train]
 train_x, train_y = norm(ds.train.images[subset]), ds.train.labels[subset]
 val = Split(norm(ds.val.images), ds.val.labels)
 
-def recalibrate_batchnorm(model, images, batch_size=128):
-    """Re-estimate the BatchNorm running statistics for the final weights (chapter 10)."""
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    for bn in bns:
-        bn.running_mean.data[...] = 0; bn.running_var.data[...] = 1
-        bn.num_batches_tracked.data[...] = 0; bn.momentum = None
-    model.train()
-    with tinymbv2.no_grad():
-        for start in range(0, len(images), batch_size):
-            model(Tensor(images[start:start + batch_size]))
-    for bn in bns:
-        bn.momentum = 0.1
-    return model.eval()
+from tinymbv2.train import recalibrate_batchnorm  # one training-mode pass, cumulative BN averages
 
 def train_fn(config):
     tinymbv2.manual_seed(0)

@@ -153,3 +153,31 @@ def fit(model, optimizer, train_loader, val_split=None, epochs: int = 1, loss_fn
             save_checkpoint(checkpoint_path, model, optimizer, scheduler, epoch=epoch + 1,
                             config=config, extra=extra)
     return history
+
+
+def recalibrate_batchnorm(model, images, batch_size: int = 128):
+    """Re-estimate every BatchNorm's running statistics for the current weights.
+
+    After a short run the running averages lag the weights (they mix statistics
+    of many earlier weight settings), so eval-mode accuracy can sit far below
+    training accuracy. One pass over ``images`` in training mode with a
+    cumulative average (momentum None) replaces them by the statistics of the
+    final network. Returns the model in eval mode.
+    """
+    from ..nn import BatchNorm2d
+
+    bns = [m for m in model.modules() if isinstance(m, BatchNorm2d)]
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.running_mean.data[...] = 0
+        bn.running_var.data[...] = 1
+        bn.num_batches_tracked.data[...] = 0
+        bn.momentum = None  # cumulative average over the pass
+    model.train()
+    dtype = _param_dtype(model)
+    with no_grad():
+        for start in range(0, len(images), batch_size):
+            model(Tensor(np.asarray(images[start:start + batch_size], dtype=dtype)))
+    for bn, momentum in zip(bns, momenta):
+        bn.momentum = momentum
+    return model.eval()
