@@ -64,3 +64,26 @@ def test_evaluate_reports_accuracy_of_its_predictions():
     assert result["scores"].shape == (len(ds.test.labels), 10)
     assert result["accuracy"] == pytest.approx(np.mean(result["predictions"] == ds.test.labels))
     assert model.training  # evaluate restores the mode it found
+
+
+def test_recalibrate_batchnorm_makes_eval_match_the_batch_statistics():
+    from tinymbv2.train import recalibrate_batchnorm
+
+    ds, model, opt, sched, loader = _setup()
+    fit(model, opt, loader, None, epochs=1, scheduler=sched, progress=False, log=None)
+    x = ds.val.images[:256]
+    model.eval()
+    with tinymbv2.no_grad():
+        stale = model(tinymbv2.Tensor(x)).numpy()
+    recalibrate_batchnorm(model, x, batch_size=256)
+    assert not model.training
+    assert all(m.momentum == 0.1 for m in model.modules() if hasattr(m, "running_mean"))
+    with tinymbv2.no_grad():
+        evaluated = model(tinymbv2.Tensor(x)).numpy()
+        model.train()
+        batch_stats = model.classifier[1](model.flatten(model.pool(model.features(
+            tinymbv2.Tensor(x))))).numpy()
+    scale = np.abs(batch_stats).max()
+    # eval now uses this batch's statistics (only the unbiased M/(M-1) variance differs)
+    assert np.abs(evaluated - batch_stats).max() < 0.05 * scale
+    assert np.abs(stale - batch_stats).max() > 3 * np.abs(evaluated - batch_stats).max()
