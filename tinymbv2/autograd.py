@@ -23,7 +23,8 @@ import time
 
 import numpy as np
 
-from .backend import get_array_module
+from .backend import get_array_module, to_device
+from .tensor_ops import TensorOperators
 
 _grad_enabled = True
 _profiler = None  # set by tinymbv2.profiler.profile(): records time per Function
@@ -142,7 +143,7 @@ class Node:
         return f"<{self.function.__name__}>"
 
 
-class Tensor:
+class Tensor(TensorOperators):
     """An array with an optional gradient and a link to the op that made it.
 
     ``Tensor(data, requires_grad=False, dtype=None)``: ``data`` is an array,
@@ -219,8 +220,6 @@ class Tensor:
         non-leaf that requires grad is an error: move the inputs and parameters
         (``model.to("cuda")``) before computing.
         """
-        if device not in ("cpu", "cuda"):
-            raise ValueError(f"Tensor.to: expected device 'cpu' or 'cuda', got {device!r}")
         if device == self.device:
             return self
         if self._node is not None and self.requires_grad:
@@ -229,20 +228,7 @@ class Tensor:
                 "not part of the graph); move the inputs/parameters before computing, or "
                 ".detach() first"
             )
-        if device == "cpu":
-            data = self.data.get()
-        else:
-            try:
-                import cupy
-
-                if cupy.cuda.runtime.getDeviceCount() < 1:
-                    raise RuntimeError("no CUDA device found")
-            except Exception as exc:  # ImportError, or CuPy's CUDA errors without a GPU
-                raise RuntimeError(
-                    "Tensor.to: CuPy with a CUDA GPU is needed for 'cuda' (pip install -e .[gpu]); "
-                    f"cupy import failed: {type(exc).__name__}: {exc}"
-                ) from exc
-            data = cupy.asarray(self.data)
+        data = to_device(self.data, device, "Tensor.to")
         return Tensor(data, requires_grad=self.requires_grad)
 
     def cpu(self) -> "Tensor":
@@ -311,98 +297,6 @@ class Tensor:
                     continue
                 key = id(inp)
                 grads[key] = ig if key not in grads else grads[key] + ig
-
-    # -- operators (implemented as Functions in tinymbv2.functional) ----------
-    def _f(self):
-        from . import functional
-
-        return functional
-
-    def __add__(self, other):
-        return self._f().add(self, other)
-
-    def __radd__(self, other):
-        return self._f().add(other, self)
-
-    def __sub__(self, other):
-        return self._f().sub(self, other)
-
-    def __rsub__(self, other):
-        return self._f().sub(other, self)
-
-    def __mul__(self, other):
-        return self._f().mul(self, other)
-
-    def __rmul__(self, other):
-        return self._f().mul(other, self)
-
-    def __truediv__(self, other):
-        return self._f().div(self, other)
-
-    def __rtruediv__(self, other):
-        return self._f().div(other, self)
-
-    def __neg__(self):
-        return self._f().neg(self)
-
-    def __pow__(self, exponent):
-        return self._f().pow(self, exponent)
-
-    def __matmul__(self, other):
-        return self._f().matmul(self, other)
-
-    def __rmatmul__(self, other):
-        return self._f().matmul(other, self)
-
-    def __getitem__(self, index):
-        return self._f().getitem(self, index)
-
-    def sum(self, axis=None, keepdims=False):
-        return self._f().sum(self, axis, keepdims)
-
-    def mean(self, axis=None, keepdims=False):
-        return self._f().mean(self, axis, keepdims)
-
-    def reshape(self, *shape):
-        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-            shape = tuple(shape[0])
-        return self._f().reshape(self, shape)
-
-    def transpose(self, *axes):
-        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
-            axes = tuple(axes[0])
-        return self._f().transpose(self, axes or None)
-
-    @property
-    def T(self):
-        return self.transpose()
-
-    def flatten(self, start_dim=0):
-        return self._f().flatten(self, start_dim)
-
-    def exp(self):
-        return self._f().exp(self)
-
-    def log(self):
-        return self._f().log(self)
-
-    def relu(self):
-        return self._f().relu(self)
-
-    def clamp(self, min=None, max=None):
-        return self._f().clamp(self, min, max)
-
-    # comparisons give plain boolean arrays: they have no gradient
-    def __eq__(self, other):  # noqa: D105
-        return self.data == (other.data if isinstance(other, Tensor) else other)
-
-    def __lt__(self, other):
-        return self.data < (other.data if isinstance(other, Tensor) else other)
-
-    def __gt__(self, other):
-        return self.data > (other.data if isinstance(other, Tensor) else other)
-
-    __hash__ = object.__hash__
 
 
 def _topological_order(root: Tensor) -> list[Tensor]:

@@ -79,3 +79,28 @@ def kernels_for(*arrays) -> ModuleType:
     if get_array_module(*arrays) is not np:
         return _load("cupy")
     return _load(_active_cpu_set)
+
+
+def to_device(array, device: str, who: str):
+    """``array`` on ``device``: "cpu" (NumPy) or "cuda" (CuPy on the current GPU).
+
+    ``who`` names the caller in the error raised when CuPy or a GPU is missing.
+    """
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"{who}: expected device 'cpu' or 'cuda', got {device!r}")
+    on_gpu = get_array_module(array) is not np
+    if device == "cpu":
+        return array.get() if on_gpu else array
+    if on_gpu:
+        return array
+    try:
+        import cupy
+
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            raise RuntimeError("no CUDA device found")
+    except Exception as exc:  # ImportError, or CuPy's CUDA errors without a GPU
+        raise RuntimeError(
+            f"{who}: CuPy with a CUDA GPU is needed for 'cuda' (pip install -e .[gpu]); "
+            f"cupy import failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    return cupy.asarray(array)

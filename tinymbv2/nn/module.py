@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Tensor
-from ..backend import get_array_module
+from ..backend import get_array_module, to_device
 from .state import IncompatibleKeys, StateDictError, load_state  # noqa: F401
 
 
@@ -52,13 +52,7 @@ def _as_buffer(value, name: str, owner: str):
 
 def _move(array, device: str):
     """The device hook: return ``array`` on ``device`` ("cpu" or "cuda")."""
-    if device == "cpu":
-        return array if get_array_module(array) is np else array.get()
-    try:
-        import cupy
-    except ImportError as exc:
-        raise RuntimeError(f"Module.to: device 'cuda' needs CuPy, which is not installed ({exc})")
-    return cupy.asarray(array)
+    return to_device(array, device, "Module.to")
 
 
 class Module:
