@@ -21,6 +21,7 @@ import pytest
 
 import tinymbv2
 from tinymbv2 import Tensor
+from kernel_cases import EPS, all_kernel_calls
 from tinymbv2.kernels import KERNEL_NAMES, reference
 from tinymbv2.kernels.cupy_gemm import OP_N, gemm_args
 
@@ -46,7 +47,6 @@ try:
     from hypothesis import strategies as st
 except ImportError:
     given = None
-EPS = 1e-5
 
 
 def rel(a, b, floor=1e-300):
@@ -149,33 +149,13 @@ def case_params(draw_int):
 def kernel_calls(p, dtype):
     """{kernel name: args} exercising all twelve kernels on one random problem."""
     rng = np.random.default_rng(p["seed"])
-    (n, c, h, w), (kh, kw), (sh, sw), (ph, pw) = p["shape"], p["k"], p["stride"], p["padding"]
-    ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    (n, c, h, w), (kh, kw) = p["shape"], p["k"]
 
     def r(*shape):
         return rng.standard_normal(shape).astype(dtype)
 
     x, wt, wd, wp = r(n, c, h, w), r(p["co"], c, kh, kw), r(c, 1, kh, kw), r(p["cp"], c, 1, 1)
-    gy, gyd, gyp, gx = r(n, p["co"], ho, wo), r(n, c, ho, wo), r(n, p["cp"], h, w), r(n, c, h, w)
-    g, b = r(c), r(c)
-    mean = x.mean(axis=(0, 2, 3))
-    invstd = (1 / np.sqrt(x.var(axis=(0, 2, 3)) + dtype(EPS))).astype(dtype)
-    var = rng.uniform(0.1, 2.0, c).astype(dtype)
-    s, pd = p["stride"], p["padding"]
-    return {
-        "conv2d_forward": (x, wt, s, pd),
-        "conv2d_backward_input": (gy, wt, x.shape, s, pd),
-        "conv2d_backward_weight": (gy, x, wt.shape, s, pd),
-        "depthwise_conv2d_forward": (x, wd, s, pd),
-        "depthwise_conv2d_backward_input": (gyd, wd, x.shape, s, pd),
-        "depthwise_conv2d_backward_weight": (gyd, x, wd.shape, s, pd),
-        "pointwise_conv2d_forward": (x, wp),
-        "pointwise_conv2d_backward_input": (gyp, wp),
-        "pointwise_conv2d_backward_weight": (gyp, x),
-        "batch_norm_forward_train": (x, g, b, EPS),
-        "batch_norm_backward_train": (gx, x, mean, invstd, g),
-        "batch_norm_forward_eval": (x, mean, var, g, b, EPS),
-    }
+    return all_kernel_calls(x, wt, wd, wp, p["stride"], p["padding"], rng)
 
 
 def as_tuple(out):

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kernel_cases import EPS, all_kernel_calls
 from tinymbv2.kernels import KERNEL_NAMES, numba_cpu, reference
 
 SETS = [reference, numba_cpu]
@@ -25,7 +26,6 @@ KSETS = pytest.mark.parametrize("kset", SETS, ids=lambda m: m.name)
 FEW = settings(max_examples=30, deadline=None)
 TOL64 = 1e-10  # float64 against torch
 TOL32 = 1e-4  # float32, numba against reference
-EPS = 1e-5
 
 
 def rel_err(a, b, floor=1e-300):
@@ -165,34 +165,7 @@ def test_batch_norm_eval_matches_torch(kset, case):
     assert_close(kset.batch_norm_forward_eval(x, mean, var, weight, bias, EPS), y.numpy(), TOL64, "y")
 
 
-# ------------------------------------- one call of every kernel, for the tests below
-def all_kernel_calls(x, w, wd, wp, stride, padding, rng):
-    """{kernel name: (args...)} exercising all twelve kernels on one input."""
-    n, c, h, wdt = x.shape
-    ho = (h + 2 * padding[0] - w.shape[2]) // stride[0] + 1
-    wo = (wdt + 2 * padding[1] - w.shape[3]) // stride[1] + 1
-    f = x.dtype.type
-    gy = rng.standard_normal((n, w.shape[0], ho, wo)).astype(x.dtype)
-    gyd = rng.standard_normal((n, c, ho, wo)).astype(x.dtype)
-    gyp = rng.standard_normal((n, wp.shape[0], h, wdt)).astype(x.dtype)
-    gx = rng.standard_normal(x.shape).astype(x.dtype)
-    g, b = rng.standard_normal(c).astype(x.dtype), rng.standard_normal(c).astype(x.dtype)
-    mean, invstd = x.mean(axis=(0, 2, 3)), (1 / np.sqrt(x.var(axis=(0, 2, 3)) + f(EPS))).astype(x.dtype)
-    var = rng.uniform(0.1, 2.0, c).astype(x.dtype)
-    return {
-        "conv2d_forward": (x, w, stride, padding),
-        "conv2d_backward_input": (gy, w, x.shape, stride, padding),
-        "conv2d_backward_weight": (gy, x, w.shape, stride, padding),
-        "depthwise_conv2d_forward": (x, wd, stride, padding),
-        "depthwise_conv2d_backward_input": (gyd, wd, x.shape, stride, padding),
-        "depthwise_conv2d_backward_weight": (gyd, x, wd.shape, stride, padding),
-        "pointwise_conv2d_forward": (x, wp),
-        "pointwise_conv2d_backward_input": (gyp, wp),
-        "pointwise_conv2d_backward_weight": (gyp, x),
-        "batch_norm_forward_train": (x, g, b, EPS),
-        "batch_norm_backward_train": (gx, x, mean, invstd, g),
-        "batch_norm_forward_eval": (x, mean, var, g, b, EPS),
-    }
+# one call of every kernel: tests/kernel_cases.py
 
 
 def as_tuple(out):

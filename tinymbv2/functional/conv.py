@@ -29,44 +29,40 @@ from ..backend import get_array_module, kernels_for
 from ._util import check_same_device, check_same_dtype, check_tensor, pair
 
 
-class DenseConv2d(Function):
-    @staticmethod
-    def forward(ctx, x, w, stride, padding):
+class _WindowedConv2d(Function):
+    """A conv with a kh x kw window, stride and padding; ``kernel`` names the kernel family."""
+
+    kernel = ""
+
+    @classmethod
+    def forward(cls, ctx, x, w, stride, padding):
         k = kernels_for(x)
         ctx.save_for_backward(x, w)
         ctx.kernels, ctx.stride, ctx.padding = k, stride, padding
-        return k.conv2d_forward(x, w, stride, padding)
+        return getattr(k, f"{cls.kernel}_forward")(x, w, stride, padding)
 
-    @staticmethod
-    def backward(ctx, g):
+    @classmethod
+    def backward(cls, ctx, g):
         x, w = ctx.saved_tensors
         k, s, p = ctx.kernels, ctx.stride, ctx.padding
-        gx = k.conv2d_backward_input(g, w, x.shape, s, p) if ctx.needs_input_grad[0] else None
-        gw = k.conv2d_backward_weight(g, x, w.shape, s, p) if ctx.needs_input_grad[1] else None
+        gx = gw = None
+        if ctx.needs_input_grad[0]:
+            gx = getattr(k, f"{cls.kernel}_backward_input")(g, w, x.shape, s, p)
+        if ctx.needs_input_grad[1]:
+            gw = getattr(k, f"{cls.kernel}_backward_weight")(g, x, w.shape, s, p)
         return gx, gw, None, None
 
 
-class DepthwiseConv2d(Function):
-    @staticmethod
-    def forward(ctx, x, w, stride, padding):
-        k = kernels_for(x)
-        ctx.save_for_backward(x, w)
-        ctx.kernels, ctx.stride, ctx.padding = k, stride, padding
-        return k.depthwise_conv2d_forward(x, w, stride, padding)
+class DenseConv2d(_WindowedConv2d):
+    """groups = 1, any kernel size: the 3x3 stem."""
 
-    @staticmethod
-    def backward(ctx, g):
-        x, w = ctx.saved_tensors
-        k, s, p = ctx.kernels, ctx.stride, ctx.padding
-        gx = (
-            k.depthwise_conv2d_backward_input(g, w, x.shape, s, p)
-            if ctx.needs_input_grad[0] else None
-        )
-        gw = (
-            k.depthwise_conv2d_backward_weight(g, x, w.shape, s, p)
-            if ctx.needs_input_grad[1] else None
-        )
-        return gx, gw, None, None
+    kernel = "conv2d"
+
+
+class DepthwiseConv2d(_WindowedConv2d):
+    """groups = channels: one kh x kw filter per channel."""
+
+    kernel = "depthwise_conv2d"
 
 
 class PointwiseConv2d(Function):
