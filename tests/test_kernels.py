@@ -118,6 +118,40 @@ def test_depthwise_conv2d_matches_torch(kset, case):
     assert_close(kset.depthwise_conv2d_backward_weight(gy, x, w.shape, stride, padding), gw, TOL64, "backward_weight")
 
 
+@st.composite
+def depthwise3x3_cases(draw):
+    """MobileNetV2's kind: 3x3 depthwise, with up to 70 channels (two channel blocks)."""
+    stride, p = draw(st.integers(1, 3)), draw(st.integers(0, 2))
+    h0 = max(1, 3 - 2 * p)
+    h, w = draw(st.integers(h0, h0 + 12)), draw(st.integers(h0, h0 + 12))
+    n, c = draw(st.integers(1, 3)), draw(st.sampled_from([1, 5, 64, 70]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    return rng.standard_normal((n, c, h, w)), rng.standard_normal((c, 1, 3, 3)), (stride, stride), (p, p)
+
+
+@pytest.mark.parametrize("path", ["rows", "channels-last"])
+@FEW
+@given(case=st.one_of(conv_cases(depthwise=True), depthwise3x3_cases()))
+def test_numba_depthwise_paths_match_torch(path, case):
+    """numba's depthwise has two ways through (row loops for large planes, channels-last
+    blocks for small ones, see numba_depthwise.SMALL_PLANE): each is checked on every shape."""
+    from tinymbv2.kernels import numba_depthwise
+
+    x, w, stride, padding = case
+    y, gy, gx, gw = torch_conv(x, w, stride, padding, x.shape[1], np.random.default_rng(2))
+    saved = numba_depthwise.SMALL_PLANE
+    numba_depthwise.SMALL_PLANE = 0 if path == "rows" else 10**9
+    try:
+        k = numba_cpu
+        assert_close(k.depthwise_conv2d_forward(x, w, stride, padding), y, TOL64, "forward")
+        assert_close(k.depthwise_conv2d_backward_input(gy, w, x.shape, stride, padding), gx, TOL64,
+                     "backward_input")
+        assert_close(k.depthwise_conv2d_backward_weight(gy, x, w.shape, stride, padding), gw, TOL64,
+                     "backward_weight")
+    finally:
+        numba_depthwise.SMALL_PLANE = saved
+
+
 @KSETS
 @FEW
 @given(

@@ -21,6 +21,8 @@ from numba import njit, prange
 
 from . import numba_pool  # noqa: F401  (the one-pool set-up, see there)
 from ._checks import conv_geometry, grad_out_shape, same_float_dtype
+from .numba_depthwise3x3 import correlate3x3_plane, dilate, weight3x3_plane
+from .numba_depthwise_small import backward_input_small, backward_weight_small, forward_small
 
 _JIT = dict(cache=True, fastmath=False)
 
@@ -134,12 +136,39 @@ def _finish_taps(acc, out):
 
 
 # ------------------------------------------------------------------ jitted cores
+@njit(**_JIT)
+def _is_3x3(kh, kw, sh, sw, ph, pw):
+    """The fast 3x3 planes apply: square stride, padding up to 2 (so the flipped
+    kernel's padding 2 - p is not negative)."""
+    return kh == 3 and kw == 3 and sh == sw and ph <= 2 and pw <= 2
+
+
+@njit(**_JIT)
+def _chunks(total):
+    """Split range(total) into at most 64 contiguous chunks, one per prange
+    iteration, each with its own slice of a scratch array allocated *before* the
+    loop (an array allocated inside a prange body made the loop 3x slower).
+    Returns the chunk bounds."""
+    k = min(total, 64)
+    return np.array([total * i // k for i in range(k + 1)], np.int64)
+
+
 @njit(parallel=True, **_JIT)
-def _depthwise_forward(x, w, sh, sw, ph, pw, ho, wo):
+def _depthwise_forward(x, w, sh, sw, ph, pw, y):
     n, c, h, wd = x.shape
+    ho, wo = y.shape[2], y.shape[3]
+    if _is_3x3(w.shape[2], w.shape[3], sh, sw, ph, pw):
+        zero_row = np.zeros(wd, x.dtype)
+        bounds = _chunks(n * c)
+        row_bufs = np.empty((bounds.shape[0] - 1, (wo - 1) * sw + 1), x.dtype)
+        for chunk in prange(bounds.shape[0] - 1):
+            row_buf = row_bufs[chunk]
+            for t in range(bounds[chunk], bounds[chunk + 1]):
+                bt, ch = t // c, t % c
+                correlate3x3_plane(y[bt, ch], x[bt, ch], w[ch, 0], sw, ph, pw, zero_row, row_buf)
+        return y
     rlo, rhi = _valid_range(w.shape[2], ph, sh, h, ho)
     clo, chi = _valid_range(w.shape[3], pw, sw, wd, wo)
-    y = np.empty((n, c, ho, wo), x.dtype)
     for t in prange(n * c):
         b, ch = t // c, t % c
         y[b, ch] = 0
@@ -148,11 +177,29 @@ def _depthwise_forward(x, w, sh, sw, ph, pw, ho, wo):
 
 
 @njit(parallel=True, **_JIT)
-def _depthwise_backward_input(gy, w, h, wd, sh, sw, ph, pw):
+def _depthwise_backward_input(gy, w, sh, sw, ph, pw, gx):
     n, c, ho, wo = gy.shape
+    h, wd = gx.shape[2], gx.shape[3]
+    if _is_3x3(w.shape[2], w.shape[3], sh, sw, ph, pw):
+        # dL/dx: the correlation of the dilated dL/dy with the flipped kernel, padding 2 - p
+        flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1])
+        hd, wdd = (ho - 1) * sh + 1, (wo - 1) * sw + 1
+        zero_row = np.zeros(wdd, gy.dtype)
+        bounds = _chunks(n * c)
+        dilated = np.empty((bounds.shape[0] - 1, hd, wdd), gy.dtype)
+        for chunk in prange(bounds.shape[0] - 1):
+            d = dilated[chunk]
+            for t in range(bounds[chunk], bounds[chunk + 1]):
+                bt, ch = t // c, t % c
+                g = gy[bt, ch]
+                if sh != 1:
+                    dilate(gy[bt, ch], sh, d)
+                    g = d
+                correlate3x3_plane(gx[bt, ch], g, flipped[ch, 0], 1, 2 - ph, 2 - pw,
+                                   zero_row, zero_row)
+        return gx
     rlo, rhi = _valid_range(w.shape[2], ph, sh, h, ho)
     clo, chi = _valid_range(w.shape[3], pw, sw, wd, wo)
-    gx = np.empty((n, c, h, wd), gy.dtype)
     for t in prange(n * c):
         b, ch = t // c, t % c
         gx[b, ch] = 0
@@ -164,9 +211,24 @@ def _depthwise_backward_input(gy, w, h, wd, sh, sw, ph, pw):
 def _depthwise_backward_weight(gy, x, kh, kw, sh, sw, ph, pw):
     n, c, ho, wo = gy.shape
     h, wd = x.shape[2], x.shape[3]
+    gw = np.empty((c, 1, kh, kw), x.dtype)
+    if _is_3x3(kh, kw, sh, sw, ph, pw):
+        zero_row = np.zeros(wd, x.dtype)
+        gw[:] = 0
+        bounds = _chunks(c)
+        dilated = np.empty((bounds.shape[0] - 1, (ho - 1) * sh + 1, (wo - 1) * sw + 1), x.dtype)
+        for chunk in prange(bounds.shape[0] - 1):
+            d = dilated[chunk]
+            for ch in range(bounds[chunk], bounds[chunk + 1]):
+                for bt in range(n):  # each channel sums over n in one thread, in order
+                    g = gy[bt, ch]
+                    if sh != 1:
+                        dilate(gy[bt, ch], sh, d)
+                        g = d
+                    weight3x3_plane(gw[ch, 0], g, x[bt, ch], ph, pw, zero_row)
+        return gw
     rlo, rhi = _valid_range(kh, ph, sh, h, ho)
     clo, chi = _valid_range(kw, pw, sw, wd, wo)
-    gw = np.empty((c, 1, kh, kw), x.dtype)
     for ch in prange(c):  # one channel per iteration: its sum over n stays in one thread, in order
         acc = np.zeros((kh, kw, wo), x.dtype)
         for b in range(n):
@@ -180,13 +242,26 @@ def _c(a):
     return np.ascontiguousarray(a)
 
 
+SMALL_PLANE = 256
+"""Input planes of up to this many pixels (16x16) take the channels-last kernels
+of :mod:`.numba_depthwise_small`; larger ones the row kernels. Measured on
+MobileNetV2's shapes: channels-last wins up to 14x14 (1.5-3x), rows from 28x28."""
+
+
+def _small(x_shape):
+    return x_shape[2] * x_shape[3] <= SMALL_PLANE
+
+
 def depthwise_conv2d_forward(x, w, stride, padding):
     """Depthwise convolution. x: (N, C, H, W), w: (C, 1, kh, kw) -> (N, C, Ho, Wo)."""
     fn = "depthwise_conv2d_forward"
     x, w = _c(x), _c(w)
     same_float_dtype(fn, x=x, w=w)
     (sh, sw), (ph, pw), (ho, wo) = conv_geometry(fn, x.shape, w.shape, stride, padding, depthwise=True)
-    return _depthwise_forward(x, w, sh, sw, ph, pw, ho, wo)
+    y = np.empty((x.shape[0], x.shape[1], ho, wo), x.dtype)  # see numba_cpu on allocation
+    if _small(x.shape):
+        return forward_small(x, w, sh, sw, ph, pw, y)
+    return _depthwise_forward(x, w, sh, sw, ph, pw, y)
 
 
 def depthwise_conv2d_backward_input(gy, w, x_shape, stride, padding):
@@ -196,7 +271,10 @@ def depthwise_conv2d_backward_input(gy, w, x_shape, stride, padding):
     same_float_dtype(fn, gy=gy, w=w)
     (sh, sw), (ph, pw), (ho, wo) = conv_geometry(fn, x_shape, w.shape, stride, padding, depthwise=True)
     grad_out_shape(fn, gy.shape, (x_shape[0], x_shape[1], ho, wo))
-    return _depthwise_backward_input(gy, w, int(x_shape[2]), int(x_shape[3]), sh, sw, ph, pw)
+    gx = np.empty(tuple(int(d) for d in x_shape), gy.dtype)  # see numba_cpu on allocation
+    if _small(x_shape):
+        return backward_input_small(gy, w, sh, sw, ph, pw, gx)
+    return _depthwise_backward_input(gy, w, sh, sw, ph, pw, gx)
 
 
 def depthwise_conv2d_backward_weight(gy, x, w_shape, stride, padding):
@@ -206,4 +284,7 @@ def depthwise_conv2d_backward_weight(gy, x, w_shape, stride, padding):
     same_float_dtype(fn, gy=gy, x=x)
     (sh, sw), (ph, pw), (ho, wo) = conv_geometry(fn, x.shape, w_shape, stride, padding, depthwise=True)
     grad_out_shape(fn, gy.shape, (x.shape[0], x.shape[1], ho, wo))
-    return _depthwise_backward_weight(gy, x, int(w_shape[2]), int(w_shape[3]), sh, sw, ph, pw)
+    kh, kw = int(w_shape[2]), int(w_shape[3])
+    if _small(x.shape):
+        return backward_weight_small(gy, x, kh, kw, sh, sw, ph, pw)
+    return _depthwise_backward_weight(gy, x, kh, kw, sh, sw, ph, pw)

@@ -1,0 +1,175 @@
+"""Numba planes for the 3x3 depthwise convolution, MobileNetV2's only kind.
+
+:mod:`.numba_depthwise` runs these for every 3x3 filter (any stride, padding
+up to 2) and keeps its general per-tap loops for other sizes. The ideas:
+
+* **All nine taps in one loop, over contiguous rows.** An output row of a
+  stride-1 correlation needs three input rows (a shared row of zeros stands in
+  for a row in the padding). Over the row's *interior* -- the outputs whose
+  three input columns all lie inside the image --
+
+      out[o] = sum_{i, j} w[i, j] * row_i[o - pw + j]
+
+  is one expression: nine loads, nine multiply-adds, one store, and LLVM
+  vectorises it. The one or two edge outputs are computed apart, with bounds
+  tests (:func:`row3x3`).
+* **Stride 2 is computed at stride 1 and subsampled.** A stride-1 row over
+  contiguous memory, then every s-th value kept, is several times faster
+  than loads with a stride the compiler cannot vectorise.
+* **Both gradients become stride-1 problems.** With ``D`` the output gradient
+  dilated by the stride (``D[s*oh, s*ow] = gy[oh, ow]``, zeros between),
+
+      dL/dx = correlation of D with the flipped kernel, padding 2 - p,
+      dL/dw[i, j] = sum_{u, v} D[u, v] * x[u - ph + i, v - pw + j],
+
+  the same row routines at stride 1 (for stride 1, D is gy itself).
+* **The weight gradient keeps nine running sums** (:func:`weight3x3_plane`).
+  They may be reassociated (``fastmath`` ``reassoc``) so they vectorise into
+  SIMD partial sums; the order is then fixed by the compiled loop and the
+  shapes, never by thread timing: results are bit-identical from run to run
+  and for any number of threads.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_JIT = dict(cache=True, fastmath=False)
+_JIT_REDUCE = dict(cache=True, fastmath={"reassoc", "contract"})
+
+
+@njit(**_JIT)
+def interior(pad, size, out_size):
+    """Outputs [a, b) of a stride-1 row whose input columns ``o - pad + j``, j < 3,
+    all lie in [0, size); the others are the edges."""
+    a = min(max(pad, 0), out_size)
+    b = max(a, min(size - 2 + pad, out_size))
+    return a, b
+
+
+@njit(**_JIT)
+def rows3(x, top, zero_row):
+    """The three input rows top, top+1, top+2 of plane x, padding rows as zeros."""
+    h = x.shape[0]
+    r0 = x[top] if 0 <= top < h else zero_row
+    r1 = x[top + 1] if 0 <= top + 1 < h else zero_row
+    r2 = x[top + 2] if 0 <= top + 2 < h else zero_row
+    return r0, r1, r2
+
+
+@njit(**_JIT)
+def _edge_output(r0, r1, r2, w, col, size):
+    """sum_{i,j} w[i, j] * row_i[col + j] over the columns inside [0, size)."""
+    acc = w[0, 0] * 0
+    for j in range(3):
+        c = col + j
+        if 0 <= c < size:
+            acc += w[0, j] * r0[c] + w[1, j] * r1[c] + w[2, j] * r2[c]
+    return acc
+
+
+@njit(**_JIT)
+def row3x3(out, r0, r1, r2, w, pw):
+    """out[o] = sum_{i,j} w[i, j] * r_i[o - pw + j] (stride 1, zero outside the rows)."""
+    size, n_out = r0.shape[0], out.shape[0]
+    a, b = interior(pw, size, n_out)
+    n, c = b - a, a - pw
+    if n > 0:
+        # Views that start at the column each tap reads, indexed from 0 by the
+        # loop counter: no wraparound tests, so LLVM vectorises the loop.
+        p0, p1, p2 = r0[c:c + n], r0[c + 1:c + 1 + n], r0[c + 2:c + 2 + n]
+        q0, q1, q2 = r1[c:c + n], r1[c + 1:c + 1 + n], r1[c + 2:c + 2 + n]
+        t0, t1, t2 = r2[c:c + n], r2[c + 1:c + 1 + n], r2[c + 2:c + 2 + n]
+        w00, w01, w02 = w[0, 0], w[0, 1], w[0, 2]
+        w10, w11, w12 = w[1, 0], w[1, 1], w[1, 2]
+        w20, w21, w22 = w[2, 0], w[2, 1], w[2, 2]
+        o = out[a:b]
+        for k in range(n):
+            o[k] = ((w00 * p0[k] + w01 * p1[k] + w02 * p2[k])
+                    + (w10 * q0[k] + w11 * q1[k] + w12 * q2[k])
+                    + (w20 * t0[k] + w21 * t1[k] + w22 * t2[k]))
+    for k in range(a):
+        out[k] = _edge_output(r0, r1, r2, w, k - pw, size)
+    for k in range(b, n_out):
+        out[k] = _edge_output(r0, r1, r2, w, k - pw, size)
+
+
+@njit(**_JIT)
+def correlate3x3_plane(y, x, w, s, ph, pw, zero_row, row_buf):
+    """y (Ho, Wo) = 3x3 cross-correlation of plane x (H, W) with w (3, 3), stride s,
+    padding (ph, pw). zero_row: W zeros; row_buf: scratch of (Wo - 1) * s + 1."""
+    ho, wo = y.shape
+    for oh in range(ho):
+        r0, r1, r2 = rows3(x, oh * s - ph, zero_row)
+        if s == 1:
+            row3x3(y[oh], r0, r1, r2, w, pw)
+        else:
+            row3x3(row_buf, r0, r1, r2, w, pw)
+            yr = y[oh]
+            for ow in range(wo):
+                yr[ow] = row_buf[ow * s]
+
+
+@njit(**_JIT)
+def dilate(gy, s, out):
+    """out (s*(Ho-1)+1, s*(Wo-1)+1) = gy (Ho, Wo) with s-1 zeros between its values."""
+    out[:] = 0
+    for oh in range(gy.shape[0]):
+        orow, grow = out[oh * s], gy[oh]
+        for ow in range(gy.shape[1]):
+            orow[ow * s] = grow[ow]
+
+
+@njit(**_JIT_REDUCE)
+def weight3x3_plane(acc, d, x, ph, pw, zero_row):
+    """acc (3, 3) += sum_{u, v} d[u, v] * x[u - ph + i, v - pw + j], zero outside plane
+    x (H, W); d is the (dilated) output gradient. zero_row: W zeros."""
+    wd = x.shape[1]
+    hd, n_out = d.shape
+    a, b = interior(pw, wd, n_out)
+    n, c = b - a, a - pw
+    zero = acc[0, 0] * 0
+    s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = zero
+    for u in range(hd):
+        r0, r1, r2 = rows3(x, u - ph, zero_row)
+        g = d[u]
+        if n > 0:
+            gs = g[a:b]
+            p0, p1, p2 = r0[c:c + n], r0[c + 1:c + 1 + n], r0[c + 2:c + 2 + n]
+            q0, q1, q2 = r1[c:c + n], r1[c + 1:c + 1 + n], r1[c + 2:c + 2 + n]
+            t0, t1, t2 = r2[c:c + n], r2[c + 1:c + 1 + n], r2[c + 2:c + 2 + n]
+            for k in range(n):
+                gk = gs[k]
+                s00 += gk * p0[k]
+                s01 += gk * p1[k]
+                s02 += gk * p2[k]
+                s10 += gk * q0[k]
+                s11 += gk * q1[k]
+                s12 += gk * q2[k]
+                s20 += gk * t0[k]
+                s21 += gk * t1[k]
+                s22 += gk * t2[k]
+        for t in range(a + n_out - b):  # the edge columns 0..a-1, then b..n_out-1
+            v = t if t < a else b + t - a
+            col, gk = v - pw, g[v]
+            if 0 <= col < wd:
+                s00 += gk * r0[col]
+                s10 += gk * r1[col]
+                s20 += gk * r2[col]
+            if 0 <= col + 1 < wd:
+                s01 += gk * r0[col + 1]
+                s11 += gk * r1[col + 1]
+                s21 += gk * r2[col + 1]
+            if 0 <= col + 2 < wd:
+                s02 += gk * r0[col + 2]
+                s12 += gk * r1[col + 2]
+                s22 += gk * r2[col + 2]
+    acc[0, 0] += s00
+    acc[0, 1] += s01
+    acc[0, 2] += s02
+    acc[1, 0] += s10
+    acc[1, 1] += s11
+    acc[1, 2] += s12
+    acc[2, 0] += s20
+    acc[2, 1] += s21
+    acc[2, 2] += s22

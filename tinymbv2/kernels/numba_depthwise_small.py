@@ -1,0 +1,188 @@
+"""Numba depthwise convolution for small planes, vectorised over channels.
+
+A 14x14 or 2x2 plane is too short for row loops: at 32 px the last stages
+have planes of 4, 2 and 1 pixels, and per-row bookkeeping costs more than the
+arithmetic. These kernels instead copy a block of up to 64 channels of one
+image, (64, H*W), into channels-last (H*W, 64) scratch that stays in the L2
+cache, so every step is a loop over the block's channels -- contiguous and
+vectorised:
+
+    forward:      yt[o, :]   = sum_taps  w_t[tap, :] * xt[in(o, tap), :]
+    grad input:   gxt[in, :] += w_t[tap, :] * gyt[o, :]     for every (o, tap)
+    grad weight:  gw_t[tap, :] += gyt[o, :] * xt[in(o, tap), :]
+
+where ``in(o, tap)`` is the input pixel that tap (i, j) of output pixel o reads
+(padding taps are skipped), listed once per call by :func:`tap_table`.
+
+Parallel over (image, channel block) tasks; the weight gradient keeps one
+partial sum per image and adds them in image order afterwards, so results are
+bit-identical for any number of threads.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+_JIT = dict(cache=True, fastmath=False)
+
+
+@njit(**_JIT)
+def tap_table(h, wd, kh, kw, ho, wo, sh, sw, ph, pw):
+    """For each output pixel o = oh*wo + ow, its valid (tap, input pixel) pairs:
+    rows start[o]:start[o+1] of ``pairs`` (tap = i*kw + j, input = ih*wd + iw)."""
+    start = np.zeros(ho * wo + 1, np.int64)
+    pairs = np.empty((ho * wo * kh * kw, 2), np.int64)
+    k = 0
+    for oh in range(ho):
+        for ow in range(wo):
+            for i in range(kh):
+                ih = oh * sh - ph + i
+                if ih < 0 or ih >= h:
+                    continue
+                for j in range(kw):
+                    iw = ow * sw - pw + j
+                    if 0 <= iw < wd:
+                        pairs[k, 0] = i * kw + j
+                        pairs[k, 1] = ih * wd + iw
+                        k += 1
+            start[oh * wo + ow + 1] = k
+    return start, pairs
+
+
+_BLOCK = 16  # channels per transpose tile: 16 cache lines stay in L1 while q moves
+CHANNEL_BLOCK = 64  # channels per task
+_CHUNKS = 16  # task chunks, each with its own scratch allocated before the parallel loop
+
+
+@njit(**_JIT)
+def _to_channels_last(a, out):
+    """out[:, :C] (P, C) = a (C, P) transposed, in tiles of 16 channels."""
+    c, p = a.shape
+    for c0 in range(0, c, _BLOCK):
+        c1 = min(c0 + _BLOCK, c)
+        for q in range(p):
+            for ch in range(c0, c1):
+                out[q, ch] = a[ch, q]
+
+
+@njit(**_JIT)
+def _to_channels_first(a, out):
+    """out (C, P) = a (P, C) transposed, in tiles of 16 channels."""
+    c, p = out.shape
+    for c0 in range(0, c, _BLOCK):
+        c1 = min(c0 + _BLOCK, c)
+        for q in range(p):
+            for ch in range(c0, c1):
+                out[ch, q] = a[q, ch]
+
+
+@njit(**_JIT)
+def _weights_channels_last(w):
+    """(C, 1, kh, kw) -> (kh*kw, C)."""
+    c, kk = w.shape[0], w.shape[2] * w.shape[3]
+    out = np.empty((kk, c), w.dtype)
+    w2 = w.reshape(c, kk)
+    for ch in range(c):
+        for t in range(kk):
+            out[t, ch] = w2[ch, t]
+    return out
+
+
+@njit(**_JIT)
+def _tasks(n, c):
+    """Tasks (image, channel block) cut into at most _CHUNKS runs: -> (blocks, bounds)."""
+    blocks = (c + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK
+    total = n * blocks
+    k = min(total, _CHUNKS)
+    return blocks, np.array([total * i // k for i in range(k + 1)], np.int64)
+
+
+@njit(parallel=True, **_JIT)
+def forward_small(x, w, sh, sw, ph, pw, y):
+    """y (N, C, Ho, Wo) = depthwise correlation of x (N, C, H, W) with w (C, 1, kh, kw)."""
+    n, c, h, wd = x.shape
+    ho, wo = y.shape[2], y.shape[3]
+    start, pairs = tap_table(h, wd, w.shape[2], w.shape[3], ho, wo, sh, sw, ph, pw)
+    wt = _weights_channels_last(w)
+    blocks, bounds = _tasks(n, c)
+    xs = np.empty((bounds.shape[0] - 1, h * wd, CHANNEL_BLOCK), x.dtype)
+    ys = np.empty((bounds.shape[0] - 1, ho * wo, CHANNEL_BLOCK), x.dtype)
+    x3, y3 = x.reshape(n, c, h * wd), y.reshape(n, c, ho * wo)
+    for chunk in prange(bounds.shape[0] - 1):
+        xt, yt = xs[chunk], ys[chunk]
+        for task in range(bounds[chunk], bounds[chunk + 1]):
+            b, c0 = task // blocks, (task % blocks) * CHANNEL_BLOCK
+            cb = min(CHANNEL_BLOCK, c - c0)
+            _to_channels_last(x3[b, c0:c0 + cb], xt)
+            for o in range(ho * wo):
+                out = yt[o, :cb]
+                out[:] = 0
+                for k in range(start[o], start[o + 1]):
+                    wr, xr = wt[pairs[k, 0], c0:c0 + cb], xt[pairs[k, 1], :cb]
+                    for ch in range(cb):
+                        out[ch] += wr[ch] * xr[ch]
+            _to_channels_first(yt[:, :cb], y3[b, c0:c0 + cb])
+    return y
+
+
+@njit(parallel=True, **_JIT)
+def backward_input_small(gy, w, sh, sw, ph, pw, gx):
+    """gx (N, C, H, W) = the gradient of ``forward_small`` w.r.t. x, for gy (N, C, Ho, Wo)."""
+    n, c, ho, wo = gy.shape
+    h, wd = gx.shape[2], gx.shape[3]
+    start, pairs = tap_table(h, wd, w.shape[2], w.shape[3], ho, wo, sh, sw, ph, pw)
+    wt = _weights_channels_last(w)
+    blocks, bounds = _tasks(n, c)
+    gys = np.empty((bounds.shape[0] - 1, ho * wo, CHANNEL_BLOCK), gy.dtype)
+    gxs = np.empty((bounds.shape[0] - 1, h * wd, CHANNEL_BLOCK), gy.dtype)
+    gy3, gx3 = gy.reshape(n, c, ho * wo), gx.reshape(n, c, h * wd)
+    for chunk in prange(bounds.shape[0] - 1):
+        gyt, gxt = gys[chunk], gxs[chunk]
+        for task in range(bounds[chunk], bounds[chunk + 1]):
+            b, c0 = task // blocks, (task % blocks) * CHANNEL_BLOCK
+            cb = min(CHANNEL_BLOCK, c - c0)
+            _to_channels_last(gy3[b, c0:c0 + cb], gyt)
+            gxt[:, :cb] = 0
+            for o in range(ho * wo):
+                g = gyt[o, :cb]
+                for k in range(start[o], start[o + 1]):
+                    wr, out = wt[pairs[k, 0], c0:c0 + cb], gxt[pairs[k, 1], :cb]
+                    for ch in range(cb):
+                        out[ch] += wr[ch] * g[ch]
+            _to_channels_first(gxt[:, :cb], gx3[b, c0:c0 + cb])
+    return gx
+
+
+@njit(parallel=True, **_JIT)
+def backward_weight_small(gy, x, kh, kw, sh, sw, ph, pw):
+    """-> gw (C, 1, kh, kw), the gradient of ``forward_small`` w.r.t. w."""
+    n, c, ho, wo = gy.shape
+    h, wd = x.shape[2], x.shape[3]
+    start, pairs = tap_table(h, wd, kh, kw, ho, wo, sh, sw, ph, pw)
+    blocks, bounds = _tasks(n, c)
+    xs = np.empty((bounds.shape[0] - 1, h * wd, CHANNEL_BLOCK), x.dtype)
+    gys = np.empty((bounds.shape[0] - 1, ho * wo, CHANNEL_BLOCK), x.dtype)
+    x3, gy3 = x.reshape(n, c, h * wd), gy.reshape(n, c, ho * wo)
+    partial = np.zeros((n, kh * kw, c), x.dtype)  # one sum per image: no shared accumulator
+    for chunk in prange(bounds.shape[0] - 1):
+        xt, gyt = xs[chunk], gys[chunk]
+        for task in range(bounds[chunk], bounds[chunk + 1]):
+            b, c0 = task // blocks, (task % blocks) * CHANNEL_BLOCK
+            cb = min(CHANNEL_BLOCK, c - c0)
+            _to_channels_last(x3[b, c0:c0 + cb], xt)
+            _to_channels_last(gy3[b, c0:c0 + cb], gyt)
+            for o in range(ho * wo):
+                g = gyt[o, :cb]
+                for k in range(start[o], start[o + 1]):
+                    acc, xr = partial[b, pairs[k, 0], c0:c0 + cb], xt[pairs[k, 1], :cb]
+                    for ch in range(cb):
+                        acc[ch] += g[ch] * xr[ch]
+    gw = np.empty((c, 1, kh, kw), x.dtype)
+    gw2 = gw.reshape(c, kh * kw)
+    for ch in prange(c):
+        for t in range(kh * kw):
+            acc = partial[0, t, ch]
+            for b in range(1, n):  # images added in order: the same sum for any thread count
+                acc += partial[b, t, ch]
+            gw2[ch, t] = acc
+    return gw
