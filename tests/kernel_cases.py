@@ -10,7 +10,7 @@ EPS = 1e-5
 
 
 def all_kernel_calls(x, w, wd, wp, stride, padding, rng):
-    """{kernel name: (args...)} exercising all twelve kernels on one input."""
+    """{kernel name: (args...)} exercising all thirteen kernels on one input."""
     n, c, h, wdt = x.shape
     ho = (h + 2 * padding[0] - w.shape[2]) // stride[0] + 1
     wo = (wdt + 2 * padding[1] - w.shape[3]) // stride[1] + 1
@@ -22,7 +22,10 @@ def all_kernel_calls(x, w, wd, wp, stride, padding, rng):
     g, b = rng.standard_normal(c).astype(x.dtype), rng.standard_normal(c).astype(x.dtype)
     mean, invstd = x.mean(axis=(0, 2, 3)), (1 / np.sqrt(x.var(axis=(0, 2, 3)) + f(EPS))).astype(x.dtype)
     var = rng.uniform(0.1, 2.0, c).astype(x.dtype)
+    flat = x.reshape(n, -1)
+    linear_w = rng.standard_normal((5, flat.shape[1])).astype(x.dtype)
     return {
+        "matmul": (flat, linear_w.T),  # x W^T, with W^T a transposed (Fortran-order) view
         "conv2d_forward": (x, w, stride, padding),
         "conv2d_backward_input": (gy, w, x.shape, stride, padding),
         "conv2d_backward_weight": (gy, x, w.shape, stride, padding),
@@ -35,4 +38,25 @@ def all_kernel_calls(x, w, wd, wp, stride, padding, rng):
         "batch_norm_forward_train": (x, g, b, EPS),
         "batch_norm_backward_train": (gx, x, mean, invstd, g),
         "batch_norm_forward_eval": (x, mean, var, g, b, EPS),
+    }
+
+
+def fused_kernel_calls(x, rng):
+    """The BatchNorm kernels with the ReLU6 fused: {label: (kernel name, args, kwargs)}.
+
+    gamma and beta are drawn wide (outputs land below 0, inside (0, 6) and above 6)
+    so that the clamp and the backward's mask both matter."""
+    c = x.shape[1]
+    f = x.dtype.type
+    g = (rng.standard_normal(c) * 4).astype(x.dtype)
+    b = (rng.standard_normal(c) + 3).astype(x.dtype)
+    gy = rng.standard_normal(x.shape).astype(x.dtype)
+    mean, invstd = x.mean(axis=(0, 2, 3)), (1 / np.sqrt(x.var(axis=(0, 2, 3)) + f(EPS))).astype(x.dtype)
+    var = rng.uniform(0.1, 2.0, c).astype(x.dtype)
+    fused = {"relu6": True}
+    return {
+        "batch_norm_forward_train[relu6]": ("batch_norm_forward_train", (x, g, b, EPS), fused),
+        "batch_norm_backward_train[relu6]": ("batch_norm_backward_train",
+                                             (gy, x, mean, invstd, g, b), fused),
+        "batch_norm_forward_eval[relu6]": ("batch_norm_forward_eval", (x, mean, var, g, b, EPS), fused),
     }

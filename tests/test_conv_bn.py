@@ -115,11 +115,16 @@ def bn_cases(draw):
 @given(case=bn_cases())
 @pytest.mark.parametrize("kset", ["reference", "numba"])
 @pytest.mark.parametrize("training", [True, False])
-def test_batch_norm_matches_torch(kset, training, case):
+@pytest.mark.parametrize("fused", [False, True], ids=["bn", "bn_relu6"])
+def test_batch_norm_matches_torch(kset, training, fused, case):
+    """F.batch_norm against torch's; fused: F.batch_norm_relu6 against relu6(batch_norm)
+    with gamma and beta large enough that outputs fall below 0, inside, and above 6."""
     rng = np.random.default_rng(case["seed"])
     c = case["shape"][1]
     x = rng.standard_normal(case["shape"]) * 3 + 1
     gamma, beta = rng.standard_normal(c), rng.standard_normal(c)
+    if fused:
+        gamma, beta = gamma * 4, beta + 3
     rm, rv = rng.standard_normal(c), rng.random(c) + 0.5
     mom = case["momentum"]
 
@@ -130,6 +135,8 @@ def test_batch_norm_matches_torch(kset, training, case):
     ty = torch.nn.functional.batch_norm(
         tx, trm, trv, tg if affine else None, tb if affine else None, training, mom, 1e-5
     )
+    if fused:
+        ty = torch.nn.functional.relu6(ty)
     g = rng.standard_normal(case["shape"])
     tgrads = torch_grads(ty, g, [tx, tg, tb] if affine else [tx])
 
@@ -137,10 +144,11 @@ def test_batch_norm_matches_torch(kset, training, case):
         mx = Tensor(x, requires_grad=True)
         mg, mb = Tensor(gamma, requires_grad=True), Tensor(beta, requires_grad=True)
         mrm, mrv = rm.copy(), rv.copy()
-        y = F.batch_norm(mx, mrm, mrv, mg if affine else None, mb if affine else None,
-                         training=training, momentum=mom, eps=1e-5)
+        op = F.batch_norm_relu6 if fused else F.batch_norm
+        y = op(mx, mrm, mrv, mg if affine else None, mb if affine else None,
+               training=training, momentum=mom, eps=1e-5)
         y.backward(g)
-        name = "batch_norm " + ("train" if training else "eval")
+        name = ("batch_norm_relu6 " if fused else "batch_norm ") + ("train" if training else "eval")
         assert_close(f"{name} forward", y.data, ty.detach().numpy(), TOL64)
         assert_close(f"{name} grad input", mx.grad, tgrads[0].numpy(), 1e-9)
         if affine:
@@ -148,6 +156,32 @@ def test_batch_norm_matches_torch(kset, training, case):
             assert_close(f"{name} grad bias", mb.grad, tgrads[2].numpy(), TOL64)
         assert_close(f"{name} running_mean", mrm, trm.numpy(), TOL64)
         assert_close(f"{name} running_var", mrv, trv.numpy(), TOL64)
+
+
+@pytest.mark.parametrize("kset", ["reference", "numba"])
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_relu6_kinks_match_torch(kset, training):
+    """At BatchNorm outputs of exactly 0 and 6 the fused ReLU6 passes no gradient,
+    as torch's ReLU6 (hardtanh) does. x = [-1, 0, 1] per channel has mean 0, so
+    with gamma = 1 the output at x = 0 is exactly beta: 0 in channel 0, 6 in channel 1."""
+    x = np.tile(np.array([-1.0, 0.0, 1.0]).reshape(3, 1, 1, 1), (1, 2, 1, 1))
+    gamma, beta = np.ones(2), np.array([0.0, 6.0])
+    rm, rv = np.zeros(2), np.full(2, 0.75)  # eval: sqrt(0.75 + 0.25) = 1 exactly
+    g = np.random.default_rng(0).standard_normal(x.shape)
+    tx = torch.tensor(x, requires_grad=True)
+    ty = torch.nn.functional.relu6(torch.nn.functional.batch_norm(
+        tx, torch.tensor(rm), torch.tensor(rv), torch.tensor(gamma), torch.tensor(beta),
+        training, 0.1, 0.25))
+    (tgx,) = torch_grads(ty, g, [tx])
+    with tinymbv2.use_kernels(kset):
+        mx = Tensor(x, requires_grad=True)
+        y = F.batch_norm_relu6(mx, rm.copy(), rv.copy(), Tensor(gamma), Tensor(beta),
+                               training=training, eps=0.25)
+        y.backward(g)
+    assert y.data[1, 0, 0, 0] == 0.0 and y.data[1, 1, 0, 0] == 6.0
+    assert mx.grad[1, 0, 0, 0] == tgx[1, 0, 0, 0] and mx.grad[1, 1, 0, 0] == tgx[1, 1, 0, 0]
+    np.testing.assert_allclose(mx.grad, tgx.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(y.data, ty.detach().numpy(), rtol=1e-12, atol=0)
 
 
 def test_batch_norm_sum_check_would_hide_a_wrong_backward():

@@ -21,7 +21,7 @@ import pytest
 
 import tinymbv2
 from tinymbv2 import Tensor
-from kernel_cases import EPS, all_kernel_calls
+from kernel_cases import EPS, all_kernel_calls, fused_kernel_calls
 from tinymbv2.kernels import KERNEL_NAMES, reference
 from tinymbv2.kernels.cupy_gemm import OP_N, gemm_args
 
@@ -147,7 +147,8 @@ def case_params(draw_int):
 
 
 def kernel_calls(p, dtype):
-    """{kernel name: args} exercising all twelve kernels on one random problem."""
+    """{label: (kernel name, args, kwargs)}: all thirteen kernels, and BatchNorm fused
+    with ReLU6, on one random problem."""
     rng = np.random.default_rng(p["seed"])
     (n, c, h, w), (kh, kw) = p["shape"], p["k"]
 
@@ -155,7 +156,9 @@ def kernel_calls(p, dtype):
         return rng.standard_normal(shape).astype(dtype)
 
     x, wt, wd, wp = r(n, c, h, w), r(p["co"], c, kh, kw), r(c, 1, kh, kw), r(p["cp"], c, 1, 1)
-    return all_kernel_calls(x, wt, wd, wp, p["stride"], p["padding"], rng)
+    calls = {name: (name, args, {}) for name, args in
+             all_kernel_calls(x, wt, wd, wp, p["stride"], p["padding"], rng).items()}
+    return {**calls, **fused_kernel_calls(x, rng)}
 
 
 def as_tuple(out):
@@ -169,15 +172,15 @@ def on_gpu(args):
 def check_against_reference(p, dtype):
     tol, floor = (1e-10, 1e-300) if dtype == np.float64 else (1e-4, 1.0)  # float32: unit inputs
     few = p["shape"][0] * p["shape"][2] * p["shape"][3] < 3  # BN gx ~ 0: see test_kernels
-    for name, args in kernel_calls(p, dtype).items():
+    for label, (name, args, kwargs) in kernel_calls(p, dtype).items():
         if few and name == "batch_norm_backward_train":
             continue
-        want = as_tuple(getattr(reference, name)(*args))
-        got = as_tuple(getattr(cupy_gpu, name)(*on_gpu(args)))
+        want = as_tuple(getattr(reference, name)(*args, **kwargs))
+        got = as_tuple(getattr(cupy_gpu, name)(*on_gpu(args), **kwargs))
         for i, (a, b) in enumerate(zip(got, want)):
-            assert isinstance(a, cp.ndarray) and a.dtype == dtype and a.flags.c_contiguous, name
+            assert isinstance(a, cp.ndarray) and a.dtype == dtype and a.flags.c_contiguous, label
             err = rel(a.get(), b, floor)
-            assert err < tol, f"{name}[{i}] {p}: relative error {err:.3g} >= {tol:g}"
+            assert err < tol, f"{label}[{i}] {p}: relative error {err:.3g} >= {tol:g}"
 
 
 ROUTES = pytest.mark.parametrize("route", ["cublas", "matmul"])
@@ -234,10 +237,11 @@ def test_mobilenet_shapes_and_reductions_split_over_blocks(dtype, stride):
 def test_kernels_are_deterministic():
     """Bit-identical results from run to run: no float atomics, fixed summation orders."""
     p = dict(shape=(8, 16, 40, 40), k=(3, 3), stride=(2, 2), padding=(1, 1), co=8, cp=16, seed=3)
-    calls = {k: on_gpu(a) for k, a in kernel_calls(p, np.float32).items()}
-    first = {k: [o.get() for o in as_tuple(getattr(cupy_gpu, k)(*a))] for k, a in calls.items()}
-    for k, a in calls.items():
-        for x, y in zip(first[k], as_tuple(getattr(cupy_gpu, k)(*a))):
+    calls = {k: (n, on_gpu(a), kw) for k, (n, a, kw) in kernel_calls(p, np.float32).items()}
+    first = {k: [o.get() for o in as_tuple(getattr(cupy_gpu, n)(*a, **kw))]
+             for k, (n, a, kw) in calls.items()}
+    for k, (n, a, kw) in calls.items():
+        for x, y in zip(first[k], as_tuple(getattr(cupy_gpu, n)(*a, **kw))):
             assert x.tobytes() == y.get().tobytes(), f"{k} differs between runs"
 
 
@@ -253,12 +257,12 @@ def strided(a):
 def test_non_contiguous_inputs_give_the_contiguous_answer():
     p = dict(shape=(2, 3, 9, 8), k=(3, 3), stride=(2, 1), padding=(1, 1), co=4, cp=5, seed=5)
     for make in (strided, lambda a: cp.asfortranarray(cp.asarray(a))):
-        for name, args in kernel_calls(p, np.float64).items():
-            want = as_tuple(getattr(cupy_gpu, name)(*on_gpu(args)))
+        for label, (name, args, kw) in kernel_calls(p, np.float64).items():
+            want = as_tuple(getattr(cupy_gpu, name)(*on_gpu(args), **kw))
             odd = tuple(make(a) if isinstance(a, np.ndarray) else a for a in args)
             assert any(isinstance(a, cp.ndarray) and not a.flags.c_contiguous for a in odd)
-            for a, b in zip(as_tuple(getattr(cupy_gpu, name)(*odd)), want):
-                assert rel(a.get(), b.get()) < 1e-13, name
+            for a, b in zip(as_tuple(getattr(cupy_gpu, name)(*odd, **kw)), want):
+                assert rel(a.get(), b.get()) < 1e-13, label
 
 
 @needs_gpu

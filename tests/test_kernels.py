@@ -245,6 +245,24 @@ def test_numba_matches_reference_mobilenet_shapes_float32():
                 assert_close(a, b, TOL32, f"{name}[{k}] stride {stride}", floor=1.0)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_numba_matches_reference_batch_norm_relu6(dtype):
+    """The fused BatchNorm + ReLU6 kernels (relu6=True), numba against reference; the
+    mask is recomputed the same way in both, so float64 agrees to rounding."""
+    from kernel_cases import fused_kernel_calls
+
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal((4, 12, 9, 7)) * 2 + 0.5).astype(dtype)
+    tol = 1e-13 if dtype == np.float64 else TOL32
+    for label, (name, args, kw) in fused_kernel_calls(x, rng).items():
+        want = as_tuple(getattr(reference, name)(*args, **kw))
+        got = as_tuple(getattr(numba_cpu, name)(*args, **kw))
+        assert 0 <= want[0].min() and want[0].max() <= 6 or "backward" in label
+        for k, (a, b) in enumerate(zip(got, want)):
+            assert a.dtype == dtype
+            assert_close(a, b, tol, f"{label}[{k}]", floor=1.0)
+
+
 # ------------------------------------------------------------------ contracts
 def test_both_sets_define_the_interface():
     for kset in SETS:
@@ -318,6 +336,13 @@ def test_bad_shapes_raise_value_error_naming_the_kernel(kset):
         kset.batch_norm_forward_train(np.zeros((0, 2, 3, 3)), np.ones(2), np.zeros(2), EPS)
     with pytest.raises(ValueError, match="pointwise_conv2d_forward.*w must have shape"):
         kset.pointwise_conv2d_forward(x, np.zeros((4, 3, 1, 1)))
+    with pytest.raises(ValueError, match=r"matmul: inner dimensions differ, a \(2, 3\) @ b \(4, 5\)"):
+        kset.matmul(np.zeros((2, 3)), np.zeros((4, 5)))
+    with pytest.raises(ValueError, match="matmul: b must be 2-D"):
+        kset.matmul(np.zeros((2, 3)), np.zeros(3))
+    c = np.ones(2)
+    with pytest.raises(ValueError, match="batch_norm_backward_train: relu6=True needs the bias"):
+        kset.batch_norm_backward_train(x, x, c, c, c, relu6=True)
 
 
 @KSETS

@@ -22,6 +22,12 @@ paths. With g = dL/dy, summing over the channel's M values:
 
 A check through ``y.sum()`` would hide a wrong dL/dx: with g all ones the bracket
 is 0 whatever the formula, which is why the tests use a random g.
+
+``batch_norm_relu6`` is ``relu6(batch_norm(...))`` as one op, the way every
+MobileNetV2 block uses them: the kernels clamp while they write y, and the
+backward recomputes the BatchNorm output from the saved input to know where
+ReLU6 passed the gradient (0 < z < 6). Same numbers as the two ops, one pass
+fewer each way, and no ReLU6 mask kept in memory for the backward.
 """
 from __future__ import annotations
 
@@ -34,35 +40,39 @@ from ._util import check_same_device, check_same_dtype, check_tensor
 
 class BatchNormTrain(Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, eps, stats_out):
+    def forward(ctx, x, weight, bias, eps, stats_out, relu6=False):
         k = kernels_for(x)
-        y, mean, invstd = k.batch_norm_forward_train(x, weight, bias, eps)
-        ctx.save_for_backward(x, mean, invstd, weight)
-        ctx.kernels = k
+        y, mean, invstd = k.batch_norm_forward_train(x, weight, bias, eps, relu6=relu6)
+        ctx.save_for_backward(x, mean, invstd, weight, bias)
+        ctx.kernels, ctx.relu6 = k, relu6
         stats_out.update(mean=mean, invstd=invstd)  # for the running statistics
         return y
 
     @staticmethod
     def backward(ctx, g):
-        x, mean, invstd, weight = ctx.saved_tensors
-        gx, gw, gb = ctx.kernels.batch_norm_backward_train(g, x, mean, invstd, weight)
-        return gx, gw, gb, None, None
+        x, mean, invstd, weight, bias = ctx.saved_tensors
+        gx, gw, gb = ctx.kernels.batch_norm_backward_train(g, x, mean, invstd, weight, bias,
+                                                           relu6=ctx.relu6)
+        return gx, gw, gb, None, None, None
 
 
 class BatchNormEval(Function):
     """y = (x - mean) * invstd * gamma + beta with fixed statistics: an affine map."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, mean, var, eps):
+    def forward(ctx, x, weight, bias, mean, var, eps, relu6=False):
         k = kernels_for(x)
-        ctx.save_for_backward(x, weight, mean, var)
-        ctx.eps = eps
-        return k.batch_norm_forward_eval(x, mean, var, weight, bias, eps)
+        ctx.save_for_backward(x, weight, bias, mean, var)
+        ctx.eps, ctx.relu6, ctx.kernels = eps, relu6, k
+        return k.batch_norm_forward_eval(x, mean, var, weight, bias, eps, relu6=relu6)
 
     @staticmethod
     def backward(ctx, g):
-        x, weight, mean, var = ctx.saved_tensors
+        x, weight, bias, mean, var = ctx.saved_tensors
         xp = get_array_module(x)
+        if ctx.relu6:  # the fused ReLU6 passed g where the BatchNorm output z was in (0, 6)
+            z = ctx.kernels.batch_norm_forward_eval(x, mean, var, weight, bias, ctx.eps)
+            g = g * ((z > 0) & (z < 6))
         invstd = (1.0 / xp.sqrt(var + ctx.eps)).astype(x.dtype)
         per_channel = (1, -1, 1, 1)
         gx = g * (weight * invstd).reshape(per_channel) if ctx.needs_input_grad[0] else None
@@ -72,26 +82,35 @@ class BatchNormEval(Function):
             gw = (g * xhat).sum(axis=(0, 2, 3))
         if ctx.needs_input_grad[2]:
             gb = g.sum(axis=(0, 2, 3))
-        return gx, gw, gb, None, None, None
+        return gx, gw, gb, None, None, None, None
 
 
-def batch_norm(
-    x,
-    running_mean,
-    running_var,
-    weight=None,
-    bias=None,
-    training=False,
-    momentum=0.1,
-    eps=1e-5,
-) -> Tensor:
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5) -> Tensor:
     """PyTorch's ``F.batch_norm`` for NCHW input.
 
     x: (N, C, H, W); running_mean, running_var: arrays (C,) or None, updated in
     place when ``training``; weight (gamma), bias (beta): Tensors (C,) or None
     (then 1 and 0). Without running statistics the batch's are used in both modes.
     """
-    fn = "batch_norm"
+    return _batch_norm("batch_norm", x, running_mean, running_var, weight, bias, training,
+                       momentum, eps, relu6=False)
+
+
+def batch_norm_relu6(x, running_mean, running_var, weight=None, bias=None, training=False,
+                     momentum=0.1, eps=1e-5) -> Tensor:
+    """``relu6(batch_norm(x, ...))`` as one fused op; arguments as :func:`batch_norm`.
+
+    The same values and gradients as the two ops (the tests compare them with
+    PyTorch), with one pass over the activations fewer in each direction and no
+    ReLU6 mask saved for the backward (see the module docstring).
+    """
+    return _batch_norm("batch_norm_relu6", x, running_mean, running_var, weight, bias,
+                       training, momentum, eps, relu6=True)
+
+
+def _batch_norm(fn, x, running_mean, running_var, weight, bias, training, momentum, eps,
+                relu6) -> Tensor:
     check_tensor(x, fn, "input", ndim=4)
     c = x.shape[1]
     for name, t in (("weight", weight), ("bias", bias)):
@@ -117,7 +136,7 @@ def batch_norm(
     if not training and running_mean is not None:
         mean = xp.asarray(running_mean, dtype=x.dtype)
         var = xp.asarray(running_var, dtype=x.dtype)
-        return BatchNormEval.apply(x, weight, bias, mean, var, eps)
+        return BatchNormEval.apply(x, weight, bias, mean, var, eps, relu6)
 
     m = x.shape[0] * x.shape[2] * x.shape[3]
     if training and m <= 1:
@@ -125,7 +144,7 @@ def batch_norm(
             f"{fn}: expected more than 1 value per channel when training, got input {x.shape}"
         )
     stats = {}
-    y = BatchNormTrain.apply(x, weight, bias, eps, stats)
+    y = BatchNormTrain.apply(x, weight, bias, eps, stats, relu6)
     if training and running_mean is not None:
         invstd = stats["invstd"].astype(np.float64)
         var = 1.0 / (invstd * invstd) - eps  # the biased batch variance

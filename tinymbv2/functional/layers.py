@@ -5,7 +5,7 @@ import numpy as np
 
 from .. import random as _random
 from ..autograd import Function, Tensor
-from ..backend import get_array_module
+from ..backend import get_array_module, kernels_for
 from ._util import check_same_device, check_same_dtype, check_tensor, pair
 
 
@@ -37,23 +37,27 @@ class Linear(Function):
     """y = x W^T + b for x (..., in), W (out, in), b (out,).
 
     dL/dx = g W,  dL/dW = g^T x (summed over all leading axes),  dL/db = sum g.
+    The products run on the kernel set's ``matmul`` (for numba: a BLAS that does
+    not start a second thread pool, see :mod:`tinymbv2.kernels.numba_matmul`).
     """
 
     @staticmethod
     def forward(ctx, x, w, b):
+        k = kernels_for(x)
         ctx.save_for_backward(x, w)
-        ctx.has_bias = b is not None
-        y = x @ w.T
+        ctx.has_bias, ctx.kernels = b is not None, k
+        y = k.matmul(x.reshape(-1, x.shape[-1]), w.T)
         if b is not None:
             y += b
-        return y
+        return y.reshape(x.shape[:-1] + (w.shape[0],))
 
     @staticmethod
     def backward(ctx, g):
         x, w = ctx.saved_tensors
+        k = ctx.kernels
         g2 = g.reshape(-1, g.shape[-1])
-        gx = (g @ w) if ctx.needs_input_grad[0] else None
-        gw = (g2.T @ x.reshape(-1, x.shape[-1])) if ctx.needs_input_grad[1] else None
+        gx = k.matmul(g2, w).reshape(x.shape) if ctx.needs_input_grad[0] else None
+        gw = k.matmul(g2.T, x.reshape(-1, x.shape[-1])) if ctx.needs_input_grad[1] else None
         gb = g2.sum(axis=0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return gx, gw, gb
 

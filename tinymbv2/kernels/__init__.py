@@ -38,6 +38,16 @@ BatchNorm over (N, H, W) per channel, x: (N, C, H, W), weight/bias: (C,):
         gx = weight * invstd * (gy - gbias / M - xhat * gweight / M),  M = N*H*W
     batch_norm_forward_eval(x, mean, var, weight, bias, eps) -> y
         y = (x - mean) / sqrt(var + eps) * weight + bias
+
+The three BatchNorm kernels take ``relu6=False``; with ``relu6=True`` they fuse
+the ReLU6 that follows every BatchNorm but the projections in MobileNetV2: the
+forwards return min(max(y, 0), 6), and ``batch_norm_backward_train(gy, x, mean,
+invstd, weight, bias, relu6=True)`` first zeroes gy wherever the BatchNorm
+output (recomputed from x) is outside (0, 6).
+
+Matrix product, for the Linear layer (a or b may be transposed views):
+
+    matmul(a, b) -> a @ b                                      # (M, K) @ (K, N)
 """
 
 KERNEL_NAMES = (
@@ -53,4 +63,5 @@ KERNEL_NAMES = (
     "batch_norm_forward_train",
     "batch_norm_backward_train",
     "batch_norm_forward_eval",
+    "matmul",
 )

@@ -86,3 +86,21 @@ def batch_norm_args(fn, x, train=False, **per_channel) -> None:
     for name, a in per_channel.items():
         if np.shape(a) != (c,):
             raise ValueError(f"{fn}: {name} must have shape ({c},) for {c} channels, got {np.shape(a)}")
+
+
+def relu6_bias(fn, relu6, bias, weight):
+    """The bias a BatchNorm backward needs: required with ``relu6`` (the fused
+    ReLU6's mask is recomputed from the BatchNorm output), else zeros if absent."""
+    if bias is None:
+        if relu6:
+            raise ValueError(f"{fn}: relu6=True needs the bias, to recompute the BatchNorm output")
+        return np.zeros_like(weight)
+    return bias
+
+
+def matmul_args(fn, a, b) -> None:
+    """a (M, K) @ b (K, N): both 2-D, inner dimensions equal."""
+    ndim(fn, "a", a, 2)
+    ndim(fn, "b", b, 2)
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(f"{fn}: inner dimensions differ, a {tuple(a.shape)} @ b {tuple(b.shape)}")

@@ -17,6 +17,10 @@ lie in N runs of H*W; value m = n*HW + r of channel c is x[(n*C + c)*HW + r].
   coefficients of gx = weight*invstd * (gy - gbias/M - xhat * gweight/M); then one
   elementwise pass for gx.
 * forward-eval: one elementwise pass, y = (x - mean) * (weight / sqrt(var + eps)) + bias.
+* ``relu6=True`` (BatchNorm fused with the ReLU6 after it, as in ``numba_bn``):
+  here composed of whole-array passes -- y clamped in place; in the backward, the
+  BatchNorm output recomputed by the forward's own kernel (so bit-identical) and
+  gy zeroed where it is outside (0, 6).
 
 No floating-point atomics anywhere: every run gives bit-identical results.
 """
@@ -25,7 +29,7 @@ from __future__ import annotations
 import cupy as cp
 import numpy as np
 
-from ._checks import batch_norm_args
+from ._checks import batch_norm_args, relu6_bias
 from .cupy_common import BLOCK, Kernels, device_arrays, i32, splits
 
 _SRC = r"""
@@ -150,8 +154,9 @@ def _per_channel_launch(kernel, c, args):
     kernel((-(-c // BLOCK),), (BLOCK,), args)
 
 
-def batch_norm_forward_train(x, weight, bias, eps):
-    """x (N, C, H, W), weight/bias (C,) -> (y, mean, invstd); the biased batch variance."""
+def batch_norm_forward_train(x, weight, bias, eps, relu6=False):
+    """x (N, C, H, W), weight/bias (C,) -> (y, mean, invstd); the biased batch variance.
+    ``relu6``: y clamped to [0, 6]."""
     fn = "batch_norm_forward_train"
     dtype, x, weight, bias = device_arrays(fn, x=x, weight=weight, bias=bias)
     batch_norm_args(fn, x, train=True, weight=weight, bias=bias)
@@ -168,14 +173,20 @@ def batch_norm_forward_train(x, weight, bias, eps):
         (x, part, mean, invstd, i32(c), i32(hw), i32(m), i32(s), np.float64(eps)),
     )
     y = _apply_train(x, mean, invstd, weight, bias, hw, c)
+    if relu6:
+        cp.clip(y, 0, 6, out=y)
     return y, mean, invstd
 
 
-def batch_norm_backward_train(gy, x, mean, invstd, weight):
-    """-> (gx, gweight, gbias); gx = weight*invstd*(gy - gbias/M - xhat*gweight/M)."""
+def batch_norm_backward_train(gy, x, mean, invstd, weight, bias=None, relu6=False):
+    """-> (gx, gweight, gbias); gx = weight*invstd*(gy - gbias/M - xhat*gweight/M).
+    ``relu6`` (needs ``bias``): gy first zeroed where the fused ReLU6 was flat."""
     fn = "batch_norm_backward_train"
-    dtype, gy, x, mean, invstd, weight = device_arrays(
-        fn, gy=gy, x=x, mean=mean, invstd=invstd, weight=weight
+    if relu6 and bias is None:
+        relu6_bias(fn, relu6, bias, weight)  # raises: the mask needs the bias
+    extra = dict(bias=bias) if relu6 else {}
+    dtype, gy, x, mean, invstd, weight, *rest = device_arrays(
+        fn, gy=gy, x=x, mean=mean, invstd=invstd, weight=weight, **extra
     )
     batch_norm_args(fn, x, train=True, mean=mean, invstd=invstd, weight=weight)
     if gy.shape != x.shape:
@@ -184,6 +195,9 @@ def batch_norm_backward_train(gy, x, mean, invstd, weight):
     hw, m = h * wd, n * h * wd
     if c == 0:
         return cp.empty_like(x), cp.empty(0, dtype), cp.empty(0, dtype)
+    if relu6:
+        z = _apply_train(x, mean, invstd, weight, rest[0], hw, c)  # the forward's BatchNorm output
+        gy = cp.where((z > 0) & (z < 6), gy, gy.dtype.type(0))
     s, chunk = splits(c, m)
     part = cp.empty((c, s, 2), cp.float64)
     gweight, gbias, coef = cp.empty(c, dtype), cp.empty(c, dtype), cp.empty(3 * c, dtype)
@@ -196,12 +210,16 @@ def batch_norm_backward_train(gy, x, mean, invstd, weight):
     return gx, gweight, gbias
 
 
-def batch_norm_forward_eval(x, mean, var, weight, bias, eps):
-    """y = (x - mean) / sqrt(var + eps) * weight + bias, per channel; one elementwise pass."""
+def batch_norm_forward_eval(x, mean, var, weight, bias, eps, relu6=False):
+    """y = (x - mean) / sqrt(var + eps) * weight + bias, per channel; one elementwise pass
+    (then clamped to [0, 6] when ``relu6``)."""
     fn = "batch_norm_forward_eval"
     dtype, x, mean, var, weight, bias = device_arrays(
         fn, x=x, mean=mean, var=var, weight=weight, bias=bias
     )
     batch_norm_args(fn, x, mean=mean, var=var, weight=weight, bias=bias)
     n, c, h, wd = x.shape
-    return _apply_eval(x, mean, var, weight, bias, float(eps), h * wd, c)
+    y = _apply_eval(x, mean, var, weight, bias, float(eps), h * wd, c)
+    if relu6:
+        cp.clip(y, 0, 6, out=y)
+    return y

@@ -128,3 +128,16 @@ def batched_matmul(a, b, trans_a: bool = False, trans_b: bool = False):
         p.batch, compute, CUBLAS_GEMM_DEFAULT,
     )
     return out
+
+
+def matmul(a, b):
+    """a (M, K) @ b (K, N) -> (M, N) on the GPU (cuBLAS through CuPy): the Linear layer."""
+    import cupy as cp
+
+    from ._checks import matmul_args
+    from .cupy_common import device_arrays
+
+    fn = "matmul"
+    _, a, b = device_arrays(fn, a=a, b=b)
+    matmul_args(fn, a, b)
+    return cp.ascontiguousarray(a @ b)

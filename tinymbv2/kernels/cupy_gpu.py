@@ -36,4 +36,6 @@ from .cupy_conv import (  # noqa: F401
     pointwise_conv2d_forward,
 )
 
+from .cupy_gemm import matmul  # noqa: F401
+
 name = "cupy"

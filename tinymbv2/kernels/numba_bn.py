@@ -10,6 +10,11 @@ Same names, signatures and results as :mod:`tinymbv2.kernels.reference`;
   of the naive ``E[x^2] - E[x]^2``.
 * Training backward reads (gy, x) twice: once for ``sum gy`` and
   ``sum gy * (x - mean)``, once to write gx.
+* ``relu6=True`` fuses the ReLU6 that follows BatchNorm in MobileNetV2: the
+  forward clamps y to [0, 6] as it writes it; the backward recomputes the
+  BatchNorm output z = (x - mean) * scale + bias (the very expression, in the
+  very dtype, the forward used) and lets gy through only where 0 < z < 6.
+  No mask is stored and no separate ReLU6 pass runs either way.
 * Each channel is one ``prange`` iteration that sums its own values in a
   fixed order (four interleaved partial sums, combined the same way every
   time), so results are bit-identical from run to run.
@@ -22,7 +27,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import numba_pool  # noqa: F401  (the one-pool set-up, see there)
-from ._checks import batch_norm_args, same_float_dtype
+from ._checks import batch_norm_args, relu6_bias, same_float_dtype
 
 _JIT = dict(cache=True, fastmath=False)
 
@@ -55,6 +60,15 @@ def _shifted_sums(a, k):
 
 
 @njit(**_JIT)
+def _passes_relu6(a, mu, sc, bi):
+    """True where the fused ReLU6 passes the gradient: 0 < (a - mu) * sc + bi < 6.
+    ``&``, not ``and``: no branch, so the loops compile to selects (the mask is
+    data-dependent and a branch on it would be mispredicted half the time)."""
+    z = (a - mu) * sc + bi
+    return (z > 0) & (z < 6)
+
+
+@njit(**_JIT)
 def _grad_sums(g, a, k):
     """(sum(g), sum(g * (a - k))) in float64, four independent partial sums."""
     s0 = s1 = s2 = s3 = 0.0
@@ -80,13 +94,20 @@ def _grad_sums(g, a, k):
     return (s0 + s1) + (s2 + s3), (q0 + q1) + (q2 + q3)
 
 
+@njit(**_JIT)
+def _mask_relu6(g, a, mu, sc, bi, out):
+    """out = g where the fused ReLU6 passed it (see ``_passes_relu6``), else 0."""
+    zero = g[0] * 0
+    for i in range(g.shape[0]):
+        out[i] = g[i] if _passes_relu6(a[i], mu, sc, bi) else zero
+
+
 @njit(parallel=True, **_JIT)
-def _forward_train(x, weight, bias, eps):
+def _forward_train(x, weight, bias, eps, relu6, y):
     n, c, h, wd = x.shape
     hw = h * wd
     m = n * hw
     x3 = x.reshape(n, c, hw)
-    y = np.empty_like(x)
     y3 = y.reshape(n, c, hw)
     mean = np.empty(c, x.dtype)
     invstd = np.empty(c, x.dtype)
@@ -104,101 +125,125 @@ def _forward_train(x, weight, bias, eps):
         mean[ch] = k + d
         invstd[ch] = 1.0 / np.sqrt(var + eps)
         scale[ch] = weight[ch] * invstd[ch]
-        mu, sc, bi = mean[ch], scale[ch], bias[ch]
-        for b in range(n):
-            xr = x3[b, ch]
-            yr = y3[b, ch]
-            for i in range(hw):
-                yr[i] = (xr[i] - mu) * sc + bi
+        _affine(x3, y3, ch, mean[ch], scale[ch], bias[ch], relu6)
     return y, mean, invstd
 
 
 @njit(parallel=True, **_JIT)
-def _backward_train(gy, x, mean, invstd, weight):
+def _backward_train(gy, x, mean, invstd, weight, bias, relu6, gx):
     n, c, h, wd = x.shape
     hw = h * wd
     m = n * hw
     x3 = x.reshape(n, c, hw)
     gy3 = gy.reshape(n, c, hw)
-    gx = np.empty_like(x)
     gx3 = gx.reshape(n, c, hw)
     gweight = np.empty(c, x.dtype)
     gbias = np.empty(c, x.dtype)
     coef = np.empty((c, 3), x.dtype)
-    for ch in prange(c):
-        mu = mean[ch]
-        sg = 0.0
-        sgx = 0.0
-        for b in range(n):
-            a1, a2 = _grad_sums(gy3[b, ch], x3[b, ch], np.float64(mu))
-            sg += a1
-            sgx += a2
-        istd = np.float64(invstd[ch])
-        gw = sgx * istd  # sum(gy * xhat)
-        gbias[ch] = sg
-        gweight[ch] = gw
-        # gx = weight*invstd * (gy - sum(gy)/M - (x - mean) * invstd * sum(gy*xhat)/M)
-        coef[ch, 0] = np.float64(weight[ch]) * istd
-        coef[ch, 1] = sg / m
-        coef[ch, 2] = istd * gw / m
-        a, bt, cc = coef[ch, 0], coef[ch, 1], coef[ch, 2]
-        for b in range(n):
-            xr = x3[b, ch]
-            gr = gy3[b, ch]
-            out = gx3[b, ch]
-            for i in range(hw):
-                out[i] = a * (gr[i] - bt - (xr[i] - mu) * cc)
+    scale = np.empty(c, x.dtype)  # rounded as in _forward_train, for the same ReLU6 mask
+    # the masked gradient of one (image, channel) row, per task chunk (allocated before the loop)
+    chunks = min(c, 16)
+    masked = np.empty((chunks, hw if relu6 else 0), x.dtype)
+    for chunk in prange(chunks):
+        gm = masked[chunk]
+        for ch in range(chunk * c // chunks, (chunk + 1) * c // chunks):
+            mu = mean[ch]
+            scale[ch] = weight[ch] * invstd[ch]
+            sc, bi = scale[ch], bias[ch]
+            sg = 0.0
+            sgx = 0.0
+            for b in range(n):
+                g = gy3[b, ch]
+                if relu6:
+                    _mask_relu6(g, x3[b, ch], mu, sc, bi, gm)
+                    g = gm
+                a1, a2 = _grad_sums(g, x3[b, ch], np.float64(mu))
+                sg += a1
+                sgx += a2
+            istd = np.float64(invstd[ch])
+            gw = sgx * istd  # sum(gy * xhat)
+            gbias[ch] = sg
+            gweight[ch] = gw
+            # gx = weight*invstd * (gy - sum(gy)/M - (x - mean) * invstd * sum(gy*xhat)/M)
+            coef[ch, 0] = np.float64(weight[ch]) * istd
+            coef[ch, 1] = sg / m
+            coef[ch, 2] = istd * gw / m
+            a, bt, cc = coef[ch, 0], coef[ch, 1], coef[ch, 2]
+            for b in range(n):
+                xr = x3[b, ch]
+                gr = gy3[b, ch]
+                if relu6:
+                    _mask_relu6(gr, xr, mu, sc, bi, gm)
+                    gr = gm
+                out = gx3[b, ch]
+                for i in range(hw):
+                    out[i] = a * (gr[i] - bt - (xr[i] - mu) * cc)
     return gx, gweight, gbias
 
 
 @njit(parallel=True, **_JIT)
-def _forward_eval(x, mean, var, weight, bias, eps):
+def _forward_eval(x, mean, var, weight, bias, eps, relu6, y):
     n, c, h, wd = x.shape
     hw = h * wd
     x3 = x.reshape(n, c, hw)
-    y = np.empty_like(x)
     y3 = y.reshape(n, c, hw)
     scale = np.empty(c, x.dtype)
     for ch in range(c):
         scale[ch] = weight[ch] / np.sqrt(np.float64(var[ch]) + eps)
-    for t in prange(n * c):
-        b, ch = t // c, t % c
-        mu, sc, bi = mean[ch], scale[ch], bias[ch]
+    for ch in prange(c):
+        _affine(x3, y3, ch, mean[ch], scale[ch], bias[ch], relu6)
+    return y
+
+
+@njit(**_JIT)
+def _affine(x3, y3, ch, mu, sc, bi, relu6):
+    """y3[:, ch] = (x3[:, ch] - mu) * sc + bi, clamped to [0, 6] when ``relu6``."""
+    zero = bi * 0  # 0 and 6 in the array's dtype, so the clamp stays in it
+    six = zero + 6
+    for b in range(x3.shape[0]):
         xr = x3[b, ch]
         yr = y3[b, ch]
-        for i in range(hw):
-            yr[i] = (xr[i] - mu) * sc + bi
-    return y
+        if relu6:
+            for i in range(xr.shape[0]):
+                z = (xr[i] - mu) * sc + bi
+                yr[i] = min(max(z, zero), six)
+        else:
+            for i in range(xr.shape[0]):
+                yr[i] = (xr[i] - mu) * sc + bi
 
 
 def _c(a):
     return np.ascontiguousarray(a)
 
 
-def batch_norm_forward_train(x, weight, bias, eps):
-    """x: (N, C, H, W), weight/bias: (C,) -> (y, mean, invstd) with the biased batch variance."""
+def batch_norm_forward_train(x, weight, bias, eps, relu6=False):
+    """x: (N, C, H, W), weight/bias: (C,) -> (y, mean, invstd) with the biased batch variance;
+    ``relu6``: y clamped to [0, 6] (BatchNorm and ReLU6 fused)."""
     fn = "batch_norm_forward_train"
     x, weight, bias = _c(x), _c(weight), _c(bias)
     same_float_dtype(fn, x=x, weight=weight, bias=bias)
     batch_norm_args(fn, x, train=True, weight=weight, bias=bias)
-    return _forward_train(x, weight, bias, float(eps))
+    return _forward_train(x, weight, bias, float(eps), bool(relu6), np.empty_like(x))  # see numba_cpu
 
 
-def batch_norm_backward_train(gy, x, mean, invstd, weight):
-    """-> (gx, gweight, gbias); gx = weight*invstd*(gy - gbias/M - xhat*gweight/M)."""
+def batch_norm_backward_train(gy, x, mean, invstd, weight, bias=None, relu6=False):
+    """-> (gx, gweight, gbias); gx = weight*invstd*(gy - gbias/M - xhat*gweight/M).
+    ``relu6`` (needs ``bias``): gy first masked where the fused ReLU6 was flat."""
     fn = "batch_norm_backward_train"
-    gy, x, mean, invstd, weight = (_c(a) for a in (gy, x, mean, invstd, weight))
-    same_float_dtype(fn, gy=gy, x=x, mean=mean, invstd=invstd, weight=weight)
-    batch_norm_args(fn, x, train=True, mean=mean, invstd=invstd, weight=weight)
+    bias = relu6_bias(fn, relu6, bias, weight)
+    gy, x, mean, invstd, weight, bias = (_c(a) for a in (gy, x, mean, invstd, weight, bias))
+    same_float_dtype(fn, gy=gy, x=x, mean=mean, invstd=invstd, weight=weight, bias=bias)
+    batch_norm_args(fn, x, train=True, mean=mean, invstd=invstd, weight=weight, bias=bias)
     if gy.shape != x.shape:
         raise ValueError(f"{fn}: gy must have the shape of x {x.shape}, got {gy.shape}")
-    return _backward_train(gy, x, mean, invstd, weight)
+    return _backward_train(gy, x, mean, invstd, weight, bias, bool(relu6), np.empty_like(x))
 
 
-def batch_norm_forward_eval(x, mean, var, weight, bias, eps):
-    """y = (x - mean) / sqrt(var + eps) * weight + bias, per channel."""
+def batch_norm_forward_eval(x, mean, var, weight, bias, eps, relu6=False):
+    """y = (x - mean) / sqrt(var + eps) * weight + bias, per channel; clamped to [0, 6]
+    when ``relu6``."""
     fn = "batch_norm_forward_eval"
     x, mean, var, weight, bias = (_c(a) for a in (x, mean, var, weight, bias))
     same_float_dtype(fn, x=x, mean=mean, var=var, weight=weight, bias=bias)
     batch_norm_args(fn, x, mean=mean, var=var, weight=weight, bias=bias)
-    return _forward_eval(x, mean, var, weight, bias, float(eps))
+    return _forward_eval(x, mean, var, weight, bias, float(eps), bool(relu6), np.empty_like(x))

@@ -83,26 +83,26 @@ def _col2im(gx, dcols, kh, kw, sh, sw, ph, pw, ho, wo, rlo, rhi, clo, chi):
 
 # ------------------------------------------------------------------ jitted cores
 @njit(parallel=True, **_JIT)
-def _conv_forward(x, wm, kh, kw, sh, sw, ph, pw, ho, wo):
+def _conv_forward(x, wm, kh, kw, sh, sw, ph, pw, ho, wo, y):
     n, ci, h, wd = x.shape
     rlo, rhi = _valid_range(kh, ph, sh, h, ho)
     clo, chi = _valid_range(kw, pw, sw, wd, wo)
-    y = np.empty((n, wm.shape[0], ho * wo), x.dtype)
+    cols_all = np.empty((n, wm.shape[1], ho * wo), x.dtype)  # scratch before the loop: see numba_cpu
     for b in prange(n):
-        cols = np.empty((wm.shape[1], ho * wo), x.dtype)
+        cols = cols_all[b]
         _im2col(cols, x[b], kh, kw, sh, sw, ph, pw, ho, wo, rlo, rhi, clo, chi)
         np.dot(wm, cols, y[b])
     return y
 
 
 @njit(parallel=True, **_JIT)
-def _conv_backward_input(gy3, wt, ci, h, wd, kh, kw, sh, sw, ph, pw, ho, wo):
-    n = gy3.shape[0]
+def _conv_backward_input(gy3, wt, kh, kw, sh, sw, ph, pw, ho, wo, gx):
+    n, ci, h, wd = gx.shape
     rlo, rhi = _valid_range(kh, ph, sh, h, ho)
     clo, chi = _valid_range(kw, pw, sw, wd, wo)
-    gx = np.empty((n, ci, h, wd), gy3.dtype)
+    dcols_all = np.empty((n, wt.shape[0], ho * wo), gy3.dtype)
     for b in prange(n):
-        dcols = np.empty((wt.shape[0], ho * wo), gy3.dtype)
+        dcols = dcols_all[b]
         np.dot(wt, gy3[b], dcols)
         _col2im(gx[b], dcols, kh, kw, sh, sw, ph, pw, ho, wo, rlo, rhi, clo, chi)
     return gx
@@ -115,11 +115,11 @@ def _conv_backward_weight(gy3, x, kh, kw, sh, sw, ph, pw, ho, wo, groups):
     rlo, rhi = _valid_range(kh, ph, sh, h, ho)
     clo, chi = _valid_range(kw, pw, sw, wd, wo)
     part = np.empty((groups, co, k), x.dtype)
+    tmps = np.empty((groups, co, k), x.dtype)
+    cols_all = np.empty((groups, k, ho * wo), x.dtype)
     for g in prange(groups):  # a run of consecutive images, summed in order in one thread
         b0, b1 = g * n // groups, (g + 1) * n // groups
-        acc = part[g]
-        tmp = np.empty((co, k), x.dtype)
-        cols = np.empty((k, ho * wo), x.dtype)
+        acc, tmp, cols = part[g], tmps[g], cols_all[g]
         for b in range(b0, b1):
             _im2col(cols, x[b], kh, kw, sh, sw, ph, pw, ho, wo, rlo, rhi, clo, chi)
             if b == b0:
@@ -151,8 +151,9 @@ def conv2d_forward(x, w, stride, padding):
     same_float_dtype(fn, x=x, w=w)
     (sh, sw), (ph, pw), (ho, wo) = conv_geometry(fn, x.shape, w.shape, stride, padding)
     n, co, kh, kw = x.shape[0], w.shape[0], w.shape[2], w.shape[3]
-    y = _conv_forward(x, w.reshape(co, -1), kh, kw, sh, sw, ph, pw, ho, wo)
-    return y.reshape(n, co, ho, wo)
+    y = np.empty((n, co, ho, wo), x.dtype)  # NumPy's allocator: see numba_cpu
+    _conv_forward(x, w.reshape(co, -1), kh, kw, sh, sw, ph, pw, ho, wo, y.reshape(n, co, ho * wo))
+    return y
 
 
 def conv2d_backward_input(gy, w, x_shape, stride, padding):
@@ -165,7 +166,8 @@ def conv2d_backward_input(gy, w, x_shape, stride, padding):
     co, kh, kw = w.shape[0], w.shape[2], w.shape[3]
     grad_out_shape(fn, gy.shape, (n, co, ho, wo))
     wt = w.reshape(co, -1).T  # (K, Co): a transposed view, BLAS reads it as is
-    return _conv_backward_input(gy.reshape(n, co, ho * wo), wt, ci, h, wd, kh, kw, sh, sw, ph, pw, ho, wo)
+    gx = np.empty((n, ci, h, wd), gy.dtype)  # NumPy's allocator: see numba_cpu
+    return _conv_backward_input(gy.reshape(n, co, ho * wo), wt, kh, kw, sh, sw, ph, pw, ho, wo, gx)
 
 
 def conv2d_backward_weight(gy, x, w_shape, stride, padding):

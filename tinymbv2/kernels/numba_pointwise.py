@@ -84,19 +84,22 @@ def _scatter(dst3, src, b0, nb):
 
 
 @njit(parallel=True, **_JIT)
-def _matmul_images(a, x3, bs):
+def _matmul_images(a, x3, bs, y3):
     """y3 (N, M, P): y3[n] = a (M, K) @ x3[n] (K, P), ``bs`` images per task."""
     n, k, p = x3.shape
     m = a.shape[0]
-    y3 = np.empty((n, m, p), x3.dtype)
-    for t in prange((n + bs - 1) // bs):
+    ntask = (n + bs - 1) // bs
+    width = bs * p if bs > 1 else 0  # gather buffers (one per task, allocated before the loop)
+    xbs = np.empty((ntask, k * width), x3.dtype)
+    ybs = np.empty((ntask, m * width), x3.dtype)
+    for t in prange(ntask):
         b0 = t * bs
         nb = min(bs, n - b0)
         if bs == 1:
             np.dot(a, x3[b0], y3[b0])
         else:
-            xb = np.empty((k, nb * p), x3.dtype)
-            yb = np.empty((m, nb * p), x3.dtype)
+            xb = xbs[t, :k * nb * p].reshape(k, nb * p)
+            yb = ybs[t, :m * nb * p].reshape(m, nb * p)
             _gather(xb, x3, b0, nb)
             np.dot(a, xb, yb)
             _scatter(y3, yb, b0, nb)
@@ -114,14 +117,14 @@ def _matmul_sum_images(g3, x3, bs, groups):
     k = x3.shape[1]
     ntask = (n + bs - 1) // bs
     part = np.empty((groups, m, k), g3.dtype)
+    tmps = np.empty((groups, m, k), g3.dtype)
+    width = bs * p if bs > 1 else 0  # gather buffers, unused for one image per task
+    gbs = np.empty((groups, m * width), g3.dtype)
+    xbs = np.empty((groups, k * width), g3.dtype)
     for gi in prange(groups):
         t0 = gi * ntask // groups
         t1 = (gi + 1) * ntask // groups
-        acc = part[gi]
-        tmp = np.empty((m, k), g3.dtype)
-        width = bs * p if bs > 1 else 0  # gather buffers, unused for one image per task
-        gb = np.empty((m, width), g3.dtype)
-        xb = np.empty((k, width), g3.dtype)
+        acc, tmp = part[gi], tmps[gi]
         for t in range(t0, t1):
             dst = acc if t == t0 else tmp
             b0 = t * bs
@@ -129,9 +132,8 @@ def _matmul_sum_images(g3, x3, bs, groups):
             if bs == 1:
                 np.dot(g3[b0], x3[b0].T, dst)
             else:
-                if nb < bs:  # the last, short task: fresh buffers of its own width
-                    gb = np.empty((m, nb * p), g3.dtype)
-                    xb = np.empty((k, nb * p), g3.dtype)
+                gb = gbs[gi, :m * nb * p].reshape(m, nb * p)
+                xb = xbs[gi, :k * nb * p].reshape(k, nb * p)
                 _gather(gb, g3, b0, nb)
                 _gather(xb, x3, b0, nb)
                 np.dot(gb, xb.T, dst)
@@ -170,8 +172,10 @@ def pointwise_conv2d_forward(x, w):
     n, ci, h, wd = x.shape
     _pointwise_w(fn, w, ci, 1)
     co = w.shape[0]
-    y = _matmul_images(w.reshape(co, ci), x.reshape(n, ci, h * wd), images_per_task(n, h * wd))
-    return y.reshape(n, co, h, wd)
+    y = np.empty((n, co, h, wd), x.dtype)  # NumPy's allocator: see numba_cpu
+    _matmul_images(w.reshape(co, ci), x.reshape(n, ci, h * wd), images_per_task(n, h * wd),
+                   y.reshape(n, co, h * wd))
+    return y
 
 
 def pointwise_conv2d_backward_input(gy, w):
@@ -183,8 +187,10 @@ def pointwise_conv2d_backward_input(gy, w):
     n, co, h, wd = gy.shape
     _pointwise_w(fn, w, co, 0)
     ci = w.shape[1]
-    gx = _matmul_images(w.reshape(co, ci).T, gy.reshape(n, co, h * wd), images_per_task(n, h * wd))
-    return gx.reshape(n, ci, h, wd)
+    gx = np.empty((n, ci, h, wd), gy.dtype)  # NumPy's allocator: see numba_cpu
+    _matmul_images(w.reshape(co, ci).T, gy.reshape(n, co, h * wd), images_per_task(n, h * wd),
+                   gx.reshape(n, ci, h * wd))
+    return gx
 
 
 def pointwise_conv2d_backward_weight(gy, x):

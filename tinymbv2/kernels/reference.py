@@ -38,7 +38,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import batch_norm_args, conv_geometry, grad_out_shape, ndim, same_float_dtype
+from ._checks import (batch_norm_args, conv_geometry, grad_out_shape, matmul_args, ndim, relu6_bias,
+                      same_float_dtype)
 
 name = "reference"
 
@@ -266,7 +267,7 @@ def pointwise_conv2d_backward_weight(gy, x):
 
 
 # ------------------------------------------------------------------- BatchNorm
-def batch_norm_forward_train(x, weight, bias, eps):
+def batch_norm_forward_train(x, weight, bias, eps, relu6=False):
     """BatchNorm in training mode: normalise each channel by its batch statistics.
 
     x: (N, C, H, W), weight/bias: (C,) -> (y, mean, invstd), y like x, the others (C,).
@@ -276,6 +277,9 @@ def batch_norm_forward_train(x, weight, bias, eps):
         normalises; the caller keeps the *unbiased* var * M/(M-1) for running_var)
         invstd = 1 / sqrt(var + eps),  xhat = (x - mean) * invstd,
         y = weight * xhat + bias
+
+    ``relu6=True`` also applies the ReLU6 that follows BatchNorm in MobileNetV2:
+    y = min(max(y, 0), 6), in the same call (see ``batch_norm_backward_train``).
     """
     fn = "batch_norm_forward_train"
     x, weight, bias = np.asarray(x), np.asarray(weight), np.asarray(bias)
@@ -287,10 +291,12 @@ def batch_norm_forward_train(x, weight, bias, eps):
     invstd = 1.0 / np.sqrt(var + float(eps))
     xhat = (x - _per_channel(mean)) * _per_channel(invstd)
     y = xhat * _per_channel(weight) + _per_channel(bias)
+    if relu6:
+        y = np.clip(y, 0, 6)
     return np.ascontiguousarray(y), mean, invstd
 
 
-def batch_norm_backward_train(gy, x, mean, invstd, weight):
+def batch_norm_backward_train(gy, x, mean, invstd, weight, bias=None, relu6=False):
     """Gradients of ``batch_norm_forward_train`` (x, weight and bias).
 
     gy, x: (N, C, H, W); mean, invstd, weight: (C,) -> (gx, gweight, gbias).
@@ -303,28 +309,39 @@ def batch_norm_backward_train(gy, x, mean, invstd, weight):
 
     (A gradient check through sum(y) would miss errors here: the input
     gradient of sum(BN(x)) is exactly zero. Check with a random gy.)
+
+    ``relu6=True`` (the fused ReLU6, needs ``bias``): gy is the gradient of
+    min(max(z, 0), 6) with z the BatchNorm output, so it first passes only where
+    0 < z < 6 (PyTorch's choice at the kinks). z is recomputed from x by the
+    forward's own expression: no mask has to be kept between the passes.
     """
     fn = "batch_norm_backward_train"
-    arrays = {k: np.asarray(v) for k, v in dict(gy=gy, x=x, mean=mean, invstd=invstd, weight=weight).items()}
+    bias = relu6_bias(fn, relu6, bias, weight)
+    arrays = {k: np.asarray(v) for k, v in
+              dict(gy=gy, x=x, mean=mean, invstd=invstd, weight=weight, bias=bias).items()}
     same_float_dtype(fn, **arrays)
-    gy, x, mean, invstd, weight = arrays.values()
-    batch_norm_args(fn, x, train=True, mean=mean, invstd=invstd, weight=weight)
+    gy, x, mean, invstd, weight, bias = arrays.values()
+    batch_norm_args(fn, x, train=True, mean=mean, invstd=invstd, weight=weight, bias=bias)
     if gy.shape != x.shape:
         raise ValueError(f"{fn}: gy must have the shape of x {x.shape}, got {gy.shape}")
     axes = (0, 2, 3)
     m = x.shape[0] * x.shape[2] * x.shape[3]
     xhat = (x - _per_channel(mean)) * _per_channel(invstd)
+    if relu6:
+        z = xhat * _per_channel(weight) + _per_channel(bias)
+        gy = gy * ((z > 0) & (z < 6))
     gbias = gy.sum(axis=axes)
     gweight = (gy * xhat).sum(axis=axes)
     gx = _per_channel(weight * invstd) * (gy - _per_channel(gbias / m) - xhat * _per_channel(gweight / m))
     return np.ascontiguousarray(gx), gweight, gbias
 
 
-def batch_norm_forward_eval(x, mean, var, weight, bias, eps):
+def batch_norm_forward_eval(x, mean, var, weight, bias, eps, relu6=False):
     """BatchNorm in eval mode: normalise with stored (running) statistics.
 
     x: (N, C, H, W); mean, var, weight, bias: (C,) -> y like x,
-    ``y = (x - mean) / sqrt(var + eps) * weight + bias`` -- a per-channel affine map.
+    ``y = (x - mean) / sqrt(var + eps) * weight + bias`` -- a per-channel affine map,
+    then clamped to [0, 6] when ``relu6``.
     """
     fn = "batch_norm_forward_eval"
     arrays = {k: np.asarray(v) for k, v in dict(x=x, mean=mean, var=var, weight=weight, bias=bias).items()}
@@ -333,4 +350,16 @@ def batch_norm_forward_eval(x, mean, var, weight, bias, eps):
     batch_norm_args(fn, x, mean=mean, var=var, weight=weight, bias=bias)
     scale = weight / np.sqrt(var + float(eps))
     y = (x - _per_channel(mean)) * _per_channel(scale) + _per_channel(bias)
+    if relu6:
+        y = np.clip(y, 0, 6)
     return np.ascontiguousarray(y)
+
+
+# ---------------------------------------------------------------- matrix product
+def matmul(a, b):
+    """a (M, K) @ b (K, N) -> (M, N): the Linear layer's product, y = x W^T."""
+    fn = "matmul"
+    a, b = np.asarray(a), np.asarray(b)
+    same_float_dtype(fn, a=a, b=b)
+    matmul_args(fn, a, b)
+    return np.ascontiguousarray(a @ b)

@@ -64,6 +64,13 @@ class Conv2dNormActivation(nn.Sequential):
         )
         self.out_channels = out_channels
 
+    def forward(self, x):
+        parts = list(self._modules.values())
+        if len(parts) == 3 and type(parts[1]) is nn.BatchNorm2d and type(parts[2]) is nn.ReLU6:
+            # BatchNorm and ReLU6 fused: the same numbers, one pass fewer each way
+            return parts[1].forward_relu6(parts[0](x))
+        return super().forward(x)  # a layer was swapped or added: run them one by one
+
 
 class InvertedResidual(nn.Module):
     """The bottleneck block of Table 1: expand, filter, linear projection (section 3.3).

@@ -192,6 +192,14 @@ class BatchNorm2d(Module):
             init.zeros_(self.bias)
 
     def forward(self, x):
+        return self._normalize(x, F.batch_norm)
+
+    def forward_relu6(self, x):
+        """``relu6(self(x))`` as one fused op (:func:`tinymbv2.functional.batch_norm_relu6`):
+        the same result, one pass fewer each way and no mask kept for the backward."""
+        return self._normalize(x, F.batch_norm_relu6)
+
+    def _normalize(self, x, op):
         check_input(self, x, 4, self.num_features, layout=f"(N, {self.num_features}, H, W)")
         momentum = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
@@ -204,7 +212,7 @@ class BatchNorm2d(Module):
                 f"{self!r}: expected {self.running_mean.dtype} input like its running "
                 f"statistics, got {x.dtype} (cast the model with .double()/.float())"
             )
-        return F.batch_norm(
+        return op(
             x,
             self.running_mean.data if running else None,
             self.running_var.data if running else None,
