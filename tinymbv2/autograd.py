@@ -272,7 +272,10 @@ class Tensor(TensorOperators):
                 )
 
         grads = {id(self): grad}
-        for tensor in _topological_order(self):
+        order = _topological_order(self)
+        order.reverse()  # popped from the end: each tensor is let go once it is done
+        while order:
+            tensor = order.pop()
             g = grads.pop(id(tensor), None)
             if g is None:
                 continue
@@ -297,6 +300,10 @@ class Tensor(TensorOperators):
                     continue
                 key = id(inp)
                 grads[key] = ig if key not in grads else grads[key] + ig
+            if not retain_graph:
+                # Forget the inputs too: an activation nothing references any more is
+                # freed now, during the backward pass, not when the whole graph goes.
+                node.inputs = ()
 
 
 def _topological_order(root: Tensor) -> list[Tensor]:
