@@ -21,7 +21,8 @@ from numba import njit, prange
 
 from . import numba_pool  # noqa: F401  (the one-pool set-up, see there)
 from ._checks import conv_geometry, grad_out_shape, same_float_dtype
-from .numba_depthwise3x3 import correlate3x3_plane, dilate, weight3x3_plane
+from .numba_depthwise3x3 import (correlate3x3_plane, dilate, weight3x3_plane,
+                                 weight3x3_plane_strided)
 from .numba_depthwise_small import backward_input_small, backward_weight_small, forward_small
 
 _JIT = dict(cache=True, fastmath=False)
@@ -216,16 +217,15 @@ def _depthwise_backward_weight(gy, x, kh, kw, sh, sw, ph, pw):
         zero_row = np.zeros(wd, x.dtype)
         gw[:] = 0
         bounds = _chunks(c)
-        dilated = np.empty((bounds.shape[0] - 1, (ho - 1) * sh + 1, (wo - 1) * sw + 1), x.dtype)
+        phases = np.empty((bounds.shape[0] - 1, 3, sw, (wd + sw - 1) // sw), x.dtype)
         for chunk in prange(bounds.shape[0] - 1):
-            d = dilated[chunk]
             for ch in range(bounds[chunk], bounds[chunk + 1]):
                 for bt in range(n):  # each channel sums over n in one thread, in order
-                    g = gy[bt, ch]
-                    if sh != 1:
-                        dilate(gy[bt, ch], sh, d)
-                        g = d
-                    weight3x3_plane(gw[ch, 0], g, x[bt, ch], ph, pw, zero_row)
+                    if sh == 1:
+                        weight3x3_plane(gw[ch, 0], gy[bt, ch], x[bt, ch], ph, pw, zero_row)
+                    else:
+                        weight3x3_plane_strided(gw[ch, 0], gy[bt, ch], x[bt, ch], sw, ph, pw,
+                                                zero_row, phases[chunk])
         return gw
     rlo, rhi = _valid_range(kh, ph, sh, h, ho)
     clo, chi = _valid_range(kw, pw, sw, wd, wo)

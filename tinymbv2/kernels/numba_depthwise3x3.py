@@ -173,3 +173,89 @@ def weight3x3_plane(acc, d, x, ph, pw, zero_row):
     acc[2, 0] += s20
     acc[2, 1] += s21
     acc[2, 2] += s22
+
+
+@njit(**_JIT)
+def _deinterleave(row, s, out):
+    """out[q, m] = row[m*s + q]: the s column phases of a row, each contiguous."""
+    for q in range(s):
+        o = out[q]
+        for m in range((row.shape[0] - q + s - 1) // s):
+            o[m] = row[m * s + q]
+
+
+@njit(**_JIT_REDUCE)
+def weight3x3_plane_strided(acc, gy, x, s, ph, pw, zero_row, phases):
+    """acc (3, 3) += sum_{oh, ow} gy[oh, ow] * x[oh*s - ph + i, ow*s - pw + j], for
+    stride s > 1, without dilating gy: tap j reads column (ow + u)*s + q of its row
+    (q = (j - pw) mod s), i.e. element ow + u of the row's phase q, so each input
+    row is split once into its s contiguous phases (scratch ``phases``, (3, s, >= W/s))
+    and every tap is again a contiguous dot product with the gy row."""
+    wd = x.shape[1]
+    ho, wo = gy.shape
+    qs = np.empty(3, np.int64)
+    us = np.empty(3, np.int64)
+    a, b = 0, wo
+    for j in range(3):
+        qs[j] = (j - pw) % s
+        us[j] = (j - pw - qs[j]) // s
+        count = (wd - qs[j] + s - 1) // s  # elements in phase q
+        a = max(a, -us[j])
+        b = min(b, count - us[j])
+    a = min(a, wo)
+    b = max(a, b)
+    n = b - a
+    zero = acc[0, 0] * 0
+    s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = zero
+    for oh in range(ho):
+        r0, r1, r2 = rows3(x, oh * s - ph, zero_row)
+        g = gy[oh]
+        if n > 0:
+            _deinterleave(r0, s, phases[0])
+            _deinterleave(r1, s, phases[1])
+            _deinterleave(r2, s, phases[2])
+            gs = g[a:b]
+            p0 = phases[0, qs[0], a + us[0]:b + us[0]]
+            p1 = phases[0, qs[1], a + us[1]:b + us[1]]
+            p2 = phases[0, qs[2], a + us[2]:b + us[2]]
+            q0 = phases[1, qs[0], a + us[0]:b + us[0]]
+            q1 = phases[1, qs[1], a + us[1]:b + us[1]]
+            q2 = phases[1, qs[2], a + us[2]:b + us[2]]
+            t0 = phases[2, qs[0], a + us[0]:b + us[0]]
+            t1 = phases[2, qs[1], a + us[1]:b + us[1]]
+            t2 = phases[2, qs[2], a + us[2]:b + us[2]]
+            for k in range(n):
+                gk = gs[k]
+                s00 += gk * p0[k]
+                s01 += gk * p1[k]
+                s02 += gk * p2[k]
+                s10 += gk * q0[k]
+                s11 += gk * q1[k]
+                s12 += gk * q2[k]
+                s20 += gk * t0[k]
+                s21 += gk * t1[k]
+                s22 += gk * t2[k]
+        for t in range(a + wo - b):  # the edge columns 0..a-1, then b..wo-1
+            ow = t if t < a else b + t - a
+            col, gk = ow * s - pw, g[ow]
+            if 0 <= col < wd:
+                s00 += gk * r0[col]
+                s10 += gk * r1[col]
+                s20 += gk * r2[col]
+            if 0 <= col + 1 < wd:
+                s01 += gk * r0[col + 1]
+                s11 += gk * r1[col + 1]
+                s21 += gk * r2[col + 1]
+            if 0 <= col + 2 < wd:
+                s02 += gk * r0[col + 2]
+                s12 += gk * r1[col + 2]
+                s22 += gk * r2[col + 2]
+    acc[0, 0] += s00
+    acc[0, 1] += s01
+    acc[0, 2] += s02
+    acc[1, 0] += s10
+    acc[1, 1] += s11
+    acc[1, 2] += s12
+    acc[2, 0] += s20
+    acc[2, 1] += s21
+    acc[2, 2] += s22
