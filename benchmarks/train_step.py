@@ -11,6 +11,13 @@ step) and an eval-mode inference, at 224 px batch 8 and 32 px batch 64. Prints
 medians, the ratio to PyTorch (below 1 is faster) and images/s; then a per-op
 table with achieved GFLOP/s or GB/s against this machine's measured GEMM rate
 and copy bandwidth (see benchmarks/ops.py); then peak memory of a training step.
+
+The process first asks glibc to keep freed memory (``keep_freed_memory``; both
+contestants run in this process, so both get it): with the default policy every
+array above 32 MiB is page-faulted in afresh on each use, and whether smaller
+ones are reused depends on what the process freed before, which made PyTorch's
+times swing by 2-3x between otherwise identical runs. ``--default-malloc`` turns
+it off.
 """
 from __future__ import annotations
 
@@ -167,14 +174,18 @@ def main(argv=None):
     parser.add_argument("--no-reference", action="store_true", help="skip the NumPy kernels")
     parser.add_argument("--no-ops", action="store_true", help="skip the per-op table")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc's malloc as it is (see tinymbv2.backend.keep_freed_memory)")
     args = parser.parse_args(argv)
+    kept = False if args.default_malloc else tinymbv2.backend.keep_freed_memory()
 
     torch.set_num_threads(args.threads)
     kernel_sets = ["numba"] + ([] if args.no_reference else ["reference"])
     cases = [(224, 8), (32, 64)] if not args.quick else [(112, 4), (32, 16)]
     print(f"tinymbv2 {tinymbv2.__version__}, torch {torch.__version__}, "
           f"{args.threads} threads, {os.cpu_count()} cores; medians of {args.repeats} after "
-          f"{args.warmup} warm-up")
+          f"{args.warmup} warm-up; malloc keeps freed memory: {'yes' if kept else 'no'} "
+          "(both contestants, same process)")
     rows = []
     for res, batch in cases:
         rows += bench_case(res, batch, args.repeats, args.warmup, kernel_sets,

@@ -104,3 +104,29 @@ def to_device(array, device: str, who: str):
             f"cupy import failed: {type(exc).__name__}: {exc}"
         ) from exc
     return cupy.asarray(array)
+
+
+def keep_freed_memory() -> bool:
+    """Ask the C allocator (glibc's malloc) to keep freed memory for reuse.
+
+    By default glibc gives every allocation above 32 MiB its own fresh ``mmap``
+    and returns it to the system when freed, so the next array of that size is
+    zero-filled page by page again (at 224 px batch 8, MobileNetV2's 38.5 MiB
+    activations cost a few to 20 ms each in page faults, more when two threads
+    fault at once), and below that size whether memory is reused depends on what
+    was freed before. This sets ``M_MMAP_MAX = 0`` (no ``mmap`` per allocation)
+    and a 2 GiB ``M_TRIM_THRESHOLD`` (freed memory stays in the process), the
+    usual advice for long CPU training runs (as is preloading jemalloc or
+    tcmalloc). It affects the whole process, PyTorch included; resident memory
+    then does not shrink after a step. Returns False where there is no glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # from glibc's malloc.h
+    return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))

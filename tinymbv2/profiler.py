@@ -22,6 +22,7 @@ LAYER_TYPES = {
     "PointwiseConv2d": "pointwise conv",
     "DenseConv2d": "stem (dense) conv",
     "GroupedConv2d": "grouped conv",
+    "ConvBatchNormEval": "conv + batch norm (eval)",
     "BatchNormTrain": "batch norm",
     "BatchNormEval": "batch norm",
     "ReLU6": "relu6",

@@ -8,6 +8,6 @@ from .basic import (  # noqa: F401
     reshape, sub, sum, transpose,
 )
 from .batchnorm import batch_norm, batch_norm_relu6  # noqa: F401
-from .conv import conv2d  # noqa: F401
+from .conv import conv2d, conv2d_batch_norm_eval  # noqa: F401
 from .layers import adaptive_avg_pool2d, dropout, linear, relu6  # noqa: F401
 from .losses import cross_entropy, dice_loss, focal_loss, l2_penalty, log_softmax, softmax  # noqa: F401

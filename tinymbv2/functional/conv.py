@@ -24,7 +24,7 @@ Any other grouping runs the dense kernel once per group.
 """
 from __future__ import annotations
 
-from ..autograd import Function, Tensor
+from ..autograd import Context, Function, Tensor, is_grad_enabled
 from ..backend import get_array_module, kernels_for
 from ._util import check_same_device, check_same_dtype, check_tensor, pair
 
@@ -173,3 +173,46 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, groups=1) -> Tensor:
     if bias is not None:
         y = y + bias.reshape(1, co, 1, 1)
     return y
+
+
+class ConvBatchNormEval(Function):
+    """Inference: conv (any of the kernels above) then BatchNorm-eval (+ ReLU6), one call."""
+
+    @staticmethod
+    def forward(ctx, x, w, stride, padding, groups, bn):
+        k = kernels_for(x)
+        ci, co, (kh, kw) = x.shape[1], w.shape[0], w.shape[2:]
+        if groups == 1 and (kh, kw) == (1, 1) and stride == (1, 1) and padding == (0, 0):
+            return k.pointwise_conv2d_forward(x, w, bn_eval=bn)
+        if groups == ci == co:
+            return k.depthwise_conv2d_forward(x, w, stride, padding, bn_eval=bn)
+        if groups == 1:
+            return k.conv2d_forward(x, w, stride, padding, bn_eval=bn)
+        y = GroupedConv2d.forward(Context(), x, w, stride, padding, groups)
+        return k.batch_norm_forward_eval(y, *bn[:5], relu6=bn[5])
+
+    @staticmethod
+    def backward(ctx, g):  # never reached: conv2d_batch_norm_eval refuses to record a graph
+        raise RuntimeError("conv2d_batch_norm_eval has no backward (inference only)")
+
+
+def conv2d_batch_norm_eval(x, weight, stride, padding, groups, running_mean, running_var,
+                           bn_weight, bn_bias, eps=1e-5, relu6=False) -> Tensor:
+    """Inference only: ``batch_norm(conv2d(x, weight), running stats)`` (and ``relu6``) in
+    one kernel call -- the same numbers, bit for bit, as the separate ops; with the numba
+    kernels one pass over memory fewer per layer (see :mod:`tinymbv2.kernels`, ``bn_eval``).
+
+    Arguments as :func:`conv2d` (no conv bias) and :func:`batch_norm` in eval mode.
+    Records no graph, so it refuses to run while gradients are being recorded for an
+    input that requires them (use the separate ops to train).
+    """
+    fn = "conv2d_batch_norm_eval"
+    stride, padding = pair(stride, "stride", fn), pair(padding, "padding", fn)
+    _check_conv_args(x, weight, None, stride, padding, groups)
+    if is_grad_enabled() and any(t.requires_grad for t in (x, weight, bn_weight, bn_bias)):
+        raise RuntimeError(f"{fn}: inference only, it records no graph; call it under "
+                           "tinymbv2.no_grad() (or use conv2d and batch_norm to train)")
+    xp = get_array_module(x.data)
+    bn = (xp.asarray(running_mean, dtype=x.dtype), xp.asarray(running_var, dtype=x.dtype),
+          bn_weight.data, bn_bias.data, eps, relu6)
+    return ConvBatchNormEval.apply(x, weight, stride, padding, groups, bn)

@@ -45,6 +45,12 @@ forwards return min(max(y, 0), 6), and ``batch_norm_backward_train(gy, x, mean,
 invstd, weight, bias, relu6=True)`` first zeroes gy wherever the BatchNorm
 output (recomputed from x) is outside (0, 6).
 
+For inference the three forward convolutions take ``bn_eval=None``, or
+``(mean, var, weight, bias, eps, relu6)``: their output then goes through
+``batch_norm_forward_eval(y, mean, var, weight, bias, eps, relu6=relu6)``, with
+the same result; ``numba_cpu`` applies it to each image (or plane) while it is
+still in cache, which saves a pass over memory per layer.
+
 Matrix product, for the Linear layer (a or b may be transposed views):
 
     matmul(a, b) -> a @ b                                      # (M, K) @ (K, N)

@@ -191,7 +191,7 @@ def _geom(x_shape, w_shape, stride, padding, out_hw):
 
 
 # -------------------------------------------------------- depthwise convolution
-def depthwise_conv2d_forward(x, w, stride, padding):
+def depthwise_conv2d_forward(x, w, stride, padding, bn_eval=None):
     """x (N, C, H, W), w (C, 1, kh, kw) -> y (N, C, Ho, Wo); one thread per output."""
     fn = "depthwise_conv2d_forward"
     dtype, x, w = device_arrays(fn, x=x, w=w)
@@ -200,7 +200,7 @@ def depthwise_conv2d_forward(x, w, stride, padding):
     y = cp.empty((n, c, ho, wo), dtype)
     geom = _geom(x.shape, w.shape, stride, padding, (ho, wo))
     launch(_K["dw_forward", dtype], y.size, (x, w, y, i32(y.size), i32(c)) + geom)
-    return y
+    return _then_bn_eval(y, bn_eval)
 
 
 def depthwise_conv2d_backward_input(gy, w, x_shape, stride, padding):
@@ -248,7 +248,7 @@ def _im2col(x, w_shape, stride, padding, out_hw):
     return cols
 
 
-def conv2d_forward(x, w, stride, padding):
+def conv2d_forward(x, w, stride, padding, bn_eval=None):
     """x (N, Ci, H, W), w (Co, Ci, kh, kw) -> y (N, Co, Ho, Wo): im2col, then y[n] = W @ cols[n]."""
     fn = "conv2d_forward"
     dtype, x, w = device_arrays(fn, x=x, w=w)
@@ -256,7 +256,7 @@ def conv2d_forward(x, w, stride, padding):
     co = w.shape[0]
     cols = _im2col(x, w.shape, stride, padding, (ho, wo))
     y = batched_matmul(w.reshape(co, -1), cols)  # (Co, K) @ (N, K, P) -> (N, Co, P)
-    return y.reshape(x.shape[0], co, ho, wo)
+    return _then_bn_eval(y.reshape(x.shape[0], co, ho, wo), bn_eval)
 
 
 def conv2d_backward_input(gy, w, x_shape, stride, padding):
@@ -289,14 +289,15 @@ def conv2d_backward_weight(gy, x, w_shape, stride, padding):
 
 
 # -------------------------------------------------------- pointwise convolution
-def pointwise_conv2d_forward(x, w):
+def pointwise_conv2d_forward(x, w, bn_eval=None):
     """x (N, Ci, H, W), w (Co, Ci, 1, 1) -> y (N, Co, H, W), y[n] = W @ x[n] (one cuBLAS call)."""
     fn = "pointwise_conv2d_forward"
     dtype, x, w = device_arrays(fn, x=x, w=w)
     _check_pointwise(fn, x, "x", w, axis=1)
     n, ci, h, wd = x.shape
     co = w.shape[0]
-    return batched_matmul(w.reshape(co, ci), x.reshape(n, ci, h * wd)).reshape(n, co, h, wd)
+    y = batched_matmul(w.reshape(co, ci), x.reshape(n, ci, h * wd)).reshape(n, co, h, wd)
+    return _then_bn_eval(y, bn_eval)
 
 
 def pointwise_conv2d_backward_input(gy, w):
@@ -322,3 +323,14 @@ def pointwise_conv2d_backward_weight(gy, x):
     ci = x.shape[1]
     per_image = batched_matmul(gy.reshape(n, co, h * wd), x.reshape(n, ci, h * wd), trans_b=True)
     return per_image.sum(axis=0).reshape(co, ci, 1, 1)
+
+
+def _then_bn_eval(y, bn_eval):
+    """The conv kernels' optional ``bn_eval=(mean, var, weight, bias, eps, relu6)``: the
+    output then goes through ``batch_norm_forward_eval`` (inference, BatchNorm fused in)."""
+    if bn_eval is None:
+        return y
+    from .cupy_bn import batch_norm_forward_eval
+
+    mean, var, weight, bias, eps, relu6 = bn_eval
+    return batch_norm_forward_eval(y, mean, var, weight, bias, eps, relu6=relu6)

@@ -208,29 +208,81 @@ def _forward_eval(x, mean, var, weight, bias, eps, relu6, y):
     hw = h * wd
     x3 = x.reshape(n, c, hw)
     y3 = y.reshape(n, c, hw)
-    scale = np.empty(c, x.dtype)
-    for ch in range(c):
-        scale[ch] = weight[ch] / np.sqrt(np.float64(var[ch]) + eps)
+    scale = eval_scale(var, weight, eps)
     for ch in prange(c):
         _affine(x3, y3, ch, mean[ch], scale[ch], bias[ch], relu6)
     return y
 
 
 @njit(**_JIT)
-def _affine(x3, y3, ch, mu, sc, bi, relu6):
-    """y3[:, ch] = (x3[:, ch] - mu) * sc + bi, clamped to [0, 6] when ``relu6``."""
+def eval_scale(var, weight, eps):
+    """weight / sqrt(var + eps) per channel, rounded to the dtype: BatchNorm-eval's scale."""
+    scale = np.empty(var.shape[0], var.dtype)
+    for ch in range(var.shape[0]):
+        scale[ch] = weight[ch] / np.sqrt(np.float64(var[ch]) + eps)
+    return scale
+
+
+@njit(**_JIT)
+def affine_row(src, dst, mu, sc, bi, relu6):
+    """dst = (src - mu) * sc + bi, clamped to [0, 6] when ``relu6``."""
     zero = bi * 0  # 0 and 6 in the array's dtype, so the clamp stays in it
     six = zero + 6
+    if relu6:
+        for i in range(src.shape[0]):
+            z = (src[i] - mu) * sc + bi
+            dst[i] = min(max(z, zero), six)
+    else:
+        for i in range(src.shape[0]):
+            dst[i] = (src[i] - mu) * sc + bi
+
+
+@njit(**_JIT)
+def affine_inplace(row, mu, sc, bi, relu6):
+    """``affine_row(row, row, ...)``, written for one array: with two views of the same
+    memory LLVM's overlap check fails and it runs the scalar loop (measured ~3x slower)."""
+    zero = bi * 0
+    six = zero + 6
+    if relu6:
+        for i in range(row.shape[0]):
+            z = (row[i] - mu) * sc + bi
+            row[i] = min(max(z, zero), six)
+    else:
+        for i in range(row.shape[0]):
+            row[i] = (row[i] - mu) * sc + bi
+
+
+@njit(**_JIT)
+def _affine(x3, y3, ch, mu, sc, bi, relu6):
+    """y3[:, ch] = (x3[:, ch] - mu) * sc + bi, clamped to [0, 6] when ``relu6``."""
     for b in range(x3.shape[0]):
-        xr = x3[b, ch]
-        yr = y3[b, ch]
-        if relu6:
-            for i in range(xr.shape[0]):
-                z = (xr[i] - mu) * sc + bi
-                yr[i] = min(max(z, zero), six)
-        else:
-            for i in range(xr.shape[0]):
-                yr[i] = (xr[i] - mu) * sc + bi
+        affine_row(x3[b, ch], y3[b, ch], mu, sc, bi, relu6)
+
+
+@njit(**_JIT)
+def epilogue(y2, ep):
+    """Apply a BatchNorm-eval epilogue (see ``epilogue_args``) in place to y2 (C, P),
+    one image's conv output, while it is still in cache. Nothing when it is off."""
+    mean, scale, bias, flags = ep
+    if flags[0]:
+        for ch in range(y2.shape[0]):
+            affine_inplace(y2[ch], mean[ch], scale[ch], bias[ch], flags[1])
+
+
+def epilogue_args(fn, bn_eval, c, dtype):
+    """The conv kernels' ``bn_eval=(mean, var, weight, bias, eps, relu6)`` as the jitted
+    cores take it: (mean, scale, bias, flags=[on, relu6]); scale computed exactly as
+    ``batch_norm_forward_eval`` computes it, so fused and separate give equal bits."""
+    if bn_eval is None:
+        empty = np.empty(0, dtype)
+        return empty, empty, empty, np.zeros(2, np.bool_)
+    mean, var, weight, bias, eps, relu6 = bn_eval
+    mean, var, weight, bias = (_c(a) for a in (mean, var, weight, bias))
+    same_float_dtype(fn, y=np.empty(0, dtype), mean=mean, var=var, weight=weight, bias=bias)
+    for name, a in (("mean", mean), ("var", var), ("weight", weight), ("bias", bias)):
+        if a.shape != (c,):
+            raise ValueError(f"{fn}: bn_eval {name} must have shape ({c},), got {a.shape}")
+    return mean, eval_scale(var, weight, float(eps)), bias, np.array([True, bool(relu6)])
 
 
 SMALL_PLANE = 4

@@ -27,6 +27,7 @@ from numba import njit, prange
 
 from . import numba_pool  # noqa: F401  (pins Numba's BLAS to one thread, starts the pool passive)
 from ._checks import conv_geometry, grad_out_shape, same_float_dtype
+from .numba_bn import epilogue, epilogue_args
 from .numba_depthwise import _valid_range
 from .numba_pointwise import _GROUPS
 
@@ -83,7 +84,7 @@ def _col2im(gx, dcols, kh, kw, sh, sw, ph, pw, ho, wo, rlo, rhi, clo, chi):
 
 # ------------------------------------------------------------------ jitted cores
 @njit(parallel=True, **_JIT)
-def _conv_forward(x, wm, kh, kw, sh, sw, ph, pw, ho, wo, y):
+def _conv_forward(x, wm, kh, kw, sh, sw, ph, pw, ho, wo, y, ep):
     n, ci, h, wd = x.shape
     rlo, rhi = _valid_range(kh, ph, sh, h, ho)
     clo, chi = _valid_range(kw, pw, sw, wd, wo)
@@ -92,6 +93,7 @@ def _conv_forward(x, wm, kh, kw, sh, sw, ph, pw, ho, wo, y):
         cols = cols_all[b]
         _im2col(cols, x[b], kh, kw, sh, sw, ph, pw, ho, wo, rlo, rhi, clo, chi)
         np.dot(wm, cols, y[b])
+        epilogue(y[b], ep)
     return y
 
 
@@ -144,15 +146,17 @@ def _c(a):
     return np.ascontiguousarray(a)
 
 
-def conv2d_forward(x, w, stride, padding):
-    """Dense convolution, groups = 1. x: (N, Ci, H, W), w: (Co, Ci, kh, kw) -> (N, Co, Ho, Wo)."""
+def conv2d_forward(x, w, stride, padding, bn_eval=None):
+    """Dense convolution, groups = 1. x: (N, Ci, H, W), w: (Co, Ci, kh, kw) -> (N, Co, Ho, Wo).
+    ``bn_eval``: each image's output then through BatchNorm-eval (+ReLU6), see the interface."""
     fn = "conv2d_forward"
     x, w = _c(x), _c(w)
     same_float_dtype(fn, x=x, w=w)
     (sh, sw), (ph, pw), (ho, wo) = conv_geometry(fn, x.shape, w.shape, stride, padding)
     n, co, kh, kw = x.shape[0], w.shape[0], w.shape[2], w.shape[3]
     y = np.empty((n, co, ho, wo), x.dtype)  # NumPy's allocator: see numba_cpu
-    _conv_forward(x, w.reshape(co, -1), kh, kw, sh, sw, ph, pw, ho, wo, y.reshape(n, co, ho * wo))
+    _conv_forward(x, w.reshape(co, -1), kh, kw, sh, sw, ph, pw, ho, wo, y.reshape(n, co, ho * wo),
+                  epilogue_args(fn, bn_eval, co, x.dtype))
     return y
 
 

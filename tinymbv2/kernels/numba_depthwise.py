@@ -24,6 +24,7 @@ from ._checks import conv_geometry, grad_out_shape, same_float_dtype
 from .numba_depthwise3x3 import (correlate3x3_plane, dilate, weight3x3_plane,
                                  weight3x3_plane_strided)
 from .numba_depthwise_small import backward_input_small, backward_weight_small, forward_small
+from .numba_bn import affine_inplace, epilogue_args
 
 _JIT = dict(cache=True, fastmath=False)
 
@@ -155,9 +156,11 @@ def _chunks(total):
 
 
 @njit(parallel=True, **_JIT)
-def _depthwise_forward(x, w, sh, sw, ph, pw, y):
+def _depthwise_forward(x, w, sh, sw, ph, pw, y, ep):
     n, c, h, wd = x.shape
     ho, wo = y.shape[2], y.shape[3]
+    mean, scale, bias, flags = ep
+    y3 = y.reshape(n, c, ho * wo)
     if _is_3x3(w.shape[2], w.shape[3], sh, sw, ph, pw):
         zero_row = np.zeros(wd, x.dtype)
         bounds = _chunks(n * c)
@@ -167,6 +170,8 @@ def _depthwise_forward(x, w, sh, sw, ph, pw, y):
             for t in range(bounds[chunk], bounds[chunk + 1]):
                 bt, ch = t // c, t % c
                 correlate3x3_plane(y[bt, ch], x[bt, ch], w[ch, 0], sw, ph, pw, zero_row, row_buf)
+                if flags[0]:  # the BatchNorm-eval epilogue, on the plane still in cache
+                    affine_inplace(y3[bt, ch], mean[ch], scale[ch], bias[ch], flags[1])
         return y
     rlo, rhi = _valid_range(w.shape[2], ph, sh, h, ho)
     clo, chi = _valid_range(w.shape[3], pw, sw, wd, wo)
@@ -174,6 +179,8 @@ def _depthwise_forward(x, w, sh, sw, ph, pw, y):
         b, ch = t // c, t % c
         y[b, ch] = 0
         _correlate_plane(y[b, ch], x[b, ch], w[ch, 0], sh, sw, ph, pw, rlo, rhi, clo, chi)
+        if flags[0]:
+            affine_inplace(y3[b, ch], mean[ch], scale[ch], bias[ch], flags[1])
     return y
 
 
@@ -252,16 +259,18 @@ def _small(x_shape):
     return x_shape[2] * x_shape[3] <= SMALL_PLANE
 
 
-def depthwise_conv2d_forward(x, w, stride, padding):
-    """Depthwise convolution. x: (N, C, H, W), w: (C, 1, kh, kw) -> (N, C, Ho, Wo)."""
+def depthwise_conv2d_forward(x, w, stride, padding, bn_eval=None):
+    """Depthwise convolution. x: (N, C, H, W), w: (C, 1, kh, kw) -> (N, C, Ho, Wo).
+    ``bn_eval``: the output then through BatchNorm-eval (+ReLU6), see the interface."""
     fn = "depthwise_conv2d_forward"
     x, w = _c(x), _c(w)
     same_float_dtype(fn, x=x, w=w)
     (sh, sw), (ph, pw), (ho, wo) = conv_geometry(fn, x.shape, w.shape, stride, padding, depthwise=True)
     y = np.empty((x.shape[0], x.shape[1], ho, wo), x.dtype)  # see numba_cpu on allocation
+    ep = epilogue_args(fn, bn_eval, x.shape[1], x.dtype)
     if _small(x.shape):
-        return forward_small(x, w, sh, sw, ph, pw, y)
-    return _depthwise_forward(x, w, sh, sw, ph, pw, y)
+        return forward_small(x, w, sh, sw, ph, pw, y, ep)
+    return _depthwise_forward(x, w, sh, sw, ph, pw, y, ep)
 
 
 def depthwise_conv2d_backward_input(gy, w, x_shape, stride, padding):

@@ -23,6 +23,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .numba_bn import affine_inplace
+
 _JIT = dict(cache=True, fastmath=False)
 
 
@@ -98,8 +100,9 @@ def _tasks(n, c):
 
 
 @njit(parallel=True, **_JIT)
-def forward_small(x, w, sh, sw, ph, pw, y):
-    """y (N, C, Ho, Wo) = depthwise correlation of x (N, C, H, W) with w (C, 1, kh, kw)."""
+def forward_small(x, w, sh, sw, ph, pw, y, ep):
+    """y (N, C, Ho, Wo) = depthwise correlation of x (N, C, H, W) with w (C, 1, kh, kw),
+    then the epilogue ``ep`` (see ``numba_bn.epilogue``) on each task's block."""
     n, c, h, wd = x.shape
     ho, wo = y.shape[2], y.shape[3]
     start, pairs = tap_table(h, wd, w.shape[2], w.shape[3], ho, wo, sh, sw, ph, pw)
@@ -108,6 +111,7 @@ def forward_small(x, w, sh, sw, ph, pw, y):
     xs = np.empty((bounds.shape[0] - 1, h * wd, CHANNEL_BLOCK), x.dtype)
     ys = np.empty((bounds.shape[0] - 1, ho * wo, CHANNEL_BLOCK), x.dtype)
     x3, y3 = x.reshape(n, c, h * wd), y.reshape(n, c, ho * wo)
+    mean, scale, bias, flags = ep
     for chunk in prange(bounds.shape[0] - 1):
         xt, yt = xs[chunk], ys[chunk]
         for task in range(bounds[chunk], bounds[chunk + 1]):
@@ -122,6 +126,9 @@ def forward_small(x, w, sh, sw, ph, pw, y):
                     for ch in range(cb):
                         out[ch] += wr[ch] * xr[ch]
             _to_channels_first(yt[:, :cb], y3[b, c0:c0 + cb])
+            if flags[0]:  # the BatchNorm-eval epilogue, on the block still in cache
+                for ch in range(c0, c0 + cb):
+                    affine_inplace(y3[b, ch], mean[ch], scale[ch], bias[ch], flags[1])
     return y
 
 

@@ -37,6 +37,7 @@ from numba import njit, prange
 
 from . import numba_pool  # noqa: F401  (pins Numba's BLAS to one thread, starts the pool passive)
 from ._checks import ndim, same_float_dtype
+from .numba_bn import epilogue, epilogue_args
 
 _JIT = dict(cache=True, fastmath=False)
 _GATHER_BELOW = 64  # images of fewer pixels are batched side by side into one GEMM ...
@@ -84,8 +85,9 @@ def _scatter(dst3, src, b0, nb):
 
 
 @njit(parallel=True, **_JIT)
-def _matmul_images(a, x3, bs, y3):
-    """y3 (N, M, P): y3[n] = a (M, K) @ x3[n] (K, P), ``bs`` images per task."""
+def _matmul_images(a, x3, bs, y3, ep):
+    """y3 (N, M, P): y3[n] = a (M, K) @ x3[n] (K, P), ``bs`` images per task, each
+    image then through the epilogue ``ep`` (see ``numba_bn.epilogue``)."""
     n, k, p = x3.shape
     m = a.shape[0]
     ntask = (n + bs - 1) // bs
@@ -103,6 +105,8 @@ def _matmul_images(a, x3, bs, y3):
             _gather(xb, x3, b0, nb)
             np.dot(a, xb, yb)
             _scatter(y3, yb, b0, nb)
+        for b in range(b0, b0 + nb):
+            epilogue(y3[b], ep)
     return y3
 
 
@@ -163,8 +167,9 @@ def _pointwise_w(fn, w, channels, axis):
         raise ValueError(f"{fn}: w must have shape {want}, got {w.shape}")
 
 
-def pointwise_conv2d_forward(x, w):
-    """1x1 convolution: y[n] = W (Co, Ci) @ x[n] (Ci, H*W). x: (N, Ci, H, W) -> (N, Co, H, W)."""
+def pointwise_conv2d_forward(x, w, bn_eval=None):
+    """1x1 convolution: y[n] = W (Co, Ci) @ x[n] (Ci, H*W). x: (N, Ci, H, W) -> (N, Co, H, W).
+    ``bn_eval``: each image's output then through BatchNorm-eval (+ReLU6), see the interface."""
     fn = "pointwise_conv2d_forward"
     x, w = _c(x), _c(w)
     same_float_dtype(fn, x=x, w=w)
@@ -172,9 +177,10 @@ def pointwise_conv2d_forward(x, w):
     n, ci, h, wd = x.shape
     _pointwise_w(fn, w, ci, 1)
     co = w.shape[0]
+    ep = epilogue_args(fn, bn_eval, co, x.dtype)
     y = np.empty((n, co, h, wd), x.dtype)  # NumPy's allocator: see numba_cpu
     _matmul_images(w.reshape(co, ci), x.reshape(n, ci, h * wd), images_per_task(n, h * wd),
-                   y.reshape(n, co, h * wd))
+                   y.reshape(n, co, h * wd), ep)
     return y
 
 
@@ -189,7 +195,7 @@ def pointwise_conv2d_backward_input(gy, w):
     ci = w.shape[1]
     gx = np.empty((n, ci, h, wd), gy.dtype)  # NumPy's allocator: see numba_cpu
     _matmul_images(w.reshape(co, ci).T, gy.reshape(n, co, h * wd), images_per_task(n, h * wd),
-                   gx.reshape(n, ci, h * wd))
+                   gx.reshape(n, ci, h * wd), epilogue_args(fn, None, ci, gy.dtype))
     return gx
 
 

@@ -66,7 +66,7 @@ def _per_channel(v):
 
 
 # ------------------------------------------------------------ dense convolution
-def conv2d_forward(x, w, stride, padding):
+def conv2d_forward(x, w, stride, padding, bn_eval=None):
     """Dense 2-D cross-correlation (PyTorch's ``conv2d``, groups = 1, no bias).
 
     x: (N, Ci, H, W), w: (Co, Ci, kh, kw) -> y: (N, Co, Ho, Wo),
@@ -88,7 +88,7 @@ def conv2d_forward(x, w, stride, padding):
         for j in range(kw):
             patch = _window(xp, i, j, (ho, wo), stride).reshape(n, ci, ho * wo)
             y += np.matmul(w_taps[i, j], patch)  # (Co, Ci) @ (N, Ci, P) -> (N, Co, P)
-    return y.reshape(n, co, ho, wo)
+    return _then_bn_eval(y.reshape(n, co, ho, wo), bn_eval)
 
 
 def conv2d_backward_input(gy, w, x_shape, stride, padding):
@@ -142,7 +142,7 @@ def conv2d_backward_weight(gy, x, w_shape, stride, padding):
 
 
 # -------------------------------------------------------- depthwise convolution
-def depthwise_conv2d_forward(x, w, stride, padding):
+def depthwise_conv2d_forward(x, w, stride, padding, bn_eval=None):
     """Depthwise convolution (groups = C): each channel has its own kh x kw filter.
 
     x: (N, C, H, W), w: (C, 1, kh, kw) -> y: (N, C, Ho, Wo),
@@ -162,7 +162,7 @@ def depthwise_conv2d_forward(x, w, stride, padding):
     for i in range(w.shape[2]):
         for j in range(w.shape[3]):
             y += _per_channel(w[:, 0, i, j]) * _window(xp, i, j, (ho, wo), stride)
-    return y
+    return _then_bn_eval(y, bn_eval)
 
 
 def depthwise_conv2d_backward_input(gy, w, x_shape, stride, padding):
@@ -213,7 +213,7 @@ def _check_pointwise(fn, a, a_name, w, axis):
         raise ValueError(f"{fn}: w must have shape {want} for {a_name} {a.shape}, got {w.shape}")
 
 
-def pointwise_conv2d_forward(x, w):
+def pointwise_conv2d_forward(x, w, bn_eval=None):
     """1x1 convolution: a matrix product over channels, done for every pixel at once.
 
     x: (N, Ci, H, W), w: (Co, Ci, 1, 1) -> y: (N, Co, H, W),
@@ -228,7 +228,7 @@ def pointwise_conv2d_forward(x, w):
     n, ci, h, wd = x.shape
     co = w.shape[0]
     y = np.matmul(w.reshape(co, ci), x.reshape(n, ci, h * wd))  # (Co, Ci) @ (N, Ci, P)
-    return y.reshape(n, co, h, wd)
+    return _then_bn_eval(y.reshape(n, co, h, wd), bn_eval)
 
 
 def pointwise_conv2d_backward_input(gy, w):
@@ -363,3 +363,12 @@ def matmul(a, b):
     same_float_dtype(fn, a=a, b=b)
     matmul_args(fn, a, b)
     return np.ascontiguousarray(a @ b)
+
+
+def _then_bn_eval(y, bn_eval):
+    """The conv kernels' optional ``bn_eval=(mean, var, weight, bias, eps, relu6)``: the
+    output then goes through ``batch_norm_forward_eval`` (inference, BatchNorm fused in)."""
+    if bn_eval is None:
+        return y
+    mean, var, weight, bias, eps, relu6 = bn_eval
+    return batch_norm_forward_eval(y, mean, var, weight, bias, eps, relu6=relu6)

@@ -18,7 +18,10 @@ import numbers
 
 import numpy as np
 
+from .. import functional as F
 from .. import nn
+from ..autograd import Tensor, is_grad_enabled
+from ..backend import get_array_module
 from ..nn import init
 
 # Table 2 of the paper: (t, c, n, s) for the bottleneck rows.
@@ -66,10 +69,42 @@ class Conv2dNormActivation(nn.Sequential):
 
     def forward(self, x):
         parts = list(self._modules.values())
-        if len(parts) == 3 and type(parts[1]) is nn.BatchNorm2d and type(parts[2]) is nn.ReLU6:
-            # BatchNorm and ReLU6 fused: the same numbers, one pass fewer each way
-            return parts[1].forward_relu6(parts[0](x))
+        if len(parts) == 3 and type(parts[2]) is nn.ReLU6:
+            return conv_bn(parts[0], parts[1], x, relu6=True)
         return super().forward(x)  # a layer was swapped or added: run them one by one
+
+
+def conv_bn(conv, norm, x, relu6=False):
+    """norm(conv(x)), then ReLU6 if ``relu6``, with the fusions that keep the numbers:
+
+    * inference (eval BatchNorm, no graph recorded): one kernel call for all of it
+      (:func:`~tinymbv2.functional.conv2d_batch_norm_eval`), a pass over memory
+      fewer per layer;
+    * otherwise BatchNorm and ReLU6 as one op (``BatchNorm2d.forward_relu6``).
+
+    Layers of other types (swapped in by a user) simply run one after the other.
+    """
+    if type(conv) is not nn.Conv2d or type(norm) is not nn.BatchNorm2d:
+        y = norm(conv(x))
+        return F.relu6(y) if relu6 else y
+    if (not norm.training and not is_grad_enabled() and conv.bias is None
+            and norm.running_mean is not None and isinstance(x, Tensor) and x.ndim == 4
+            and x.shape[1] == conv.in_channels and x.dtype == norm.running_mean.dtype):
+        conv.output_shape(x.shape)  # the module's own error for a too-small input
+        return F.conv2d_batch_norm_eval(
+            x, conv.weight, conv.stride, conv.padding, conv.groups, norm.running_mean.data,
+            norm.running_var.data, norm.weight if norm.affine else _ones(norm, x),
+            norm.bias if norm.affine else _zeros(norm, x), norm.eps, relu6)
+    y = conv(x)
+    return norm.forward_relu6(y) if relu6 else norm(y)
+
+
+def _ones(norm, x):
+    return Tensor(get_array_module(x.data).ones(norm.num_features, x.dtype))
+
+
+def _zeros(norm, x):
+    return Tensor(get_array_module(x.data).zeros(norm.num_features, x.dtype))
 
 
 class InvertedResidual(nn.Module):
@@ -110,9 +145,15 @@ class InvertedResidual(nn.Module):
         return (c[0] if len(c) == 4 else None), c[-3], c[-2], c[-1]
 
     def forward(self, x):
-        if self.use_res_connect:
-            return x + self.conv(x)
-        return self.conv(x)
+        layers = list(self.conv)
+        y = x
+        if len(layers) >= 2 and type(layers[-1]) is nn.BatchNorm2d:  # the linear projection
+            for layer in layers[:-2]:
+                y = layer(y)
+            y = conv_bn(layers[-2], layers[-1], y)
+        else:
+            y = self.conv(y)
+        return x + y if self.use_res_connect else y
 
     def extra_repr(self):
         return (f"inp={self.inp}, oup={self.oup}, stride={self.stride}, "
