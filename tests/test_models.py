@@ -209,6 +209,7 @@ def test_chunking_lowers_the_peak_traced_memory():
             net(x)
 
     full, chunked = peak(normal), peak(lambda: memory_efficient_inference(net, x, chunks=4))
-    # the expanded 96-channel tensor of block 2 (32x32) sets the normal peak
-    assert full >= 2 * 96 * 32 * 32 * 4
+    # the expanded 96-channel tensor of block 2 (32x32) sets the normal peak (in
+    # inference its conv, BatchNorm and ReLU6 are one fused op: it exists once)
+    assert full >= 96 * 32 * 32 * 4
     assert chunked < 0.5 * full
