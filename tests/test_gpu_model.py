@@ -329,3 +329,22 @@ def test_a_training_step_stays_on_the_gpu():
     arrays = [t.data for t in list(model.parameters()) + list(model.buffers())]
     arrays += [v for s in opt.state.values() for v in s.values() if hasattr(v, "shape")]
     assert all(isinstance(a, cp.ndarray) for a in arrays)
+
+
+def test_trainer_moves_numpy_batches_to_a_gpu_model():
+    """train_one_epoch / evaluate feed a model moved with .to("cuda") from NumPy batches:
+    each batch goes to the GPU, the parameters stay CuPy arrays, and one epoch gives
+    the same loss as on the CPU (the same kernels' maths)."""
+    from tinymbv2.train.trainer import evaluate, train_one_epoch
+
+    images = _r(8, 3, 32, 32).astype(np.float32)
+    labels = np.arange(8) % 10
+    loader = [(images[:4], labels[:4]), (images[4:], labels[4:])]
+    results = []
+    for device in ("cpu", "cuda"):
+        model = mobilenet_v2(0.35, 10, small_input=True, seed=0, dropout=0.0).to(device)
+        opt = optim.SGD(model.parameters(), lr=0.05)
+        stats = train_one_epoch(model, loader, opt, progress=False)
+        assert all(p.device == device for p in model.parameters())
+        results.append((stats["loss"], evaluate(model, images, labels)["loss"]))
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-4)

@@ -56,9 +56,11 @@ def _check_inputs(fn: str, logits, target):
     if t.ndim != 1 or t.shape[0] != n:
         raise ValueError(f"{fn}: target must have shape ({n},) to match logits {tuple(z.shape)}, "
                          f"got {tuple(t.shape)}")
-    lo, hi = int(t.min()), int(t.max())
-    if lo < 0 or hi >= k:
-        bad = lo if lo < 0 else hi
+    # One yes/no answer (for a target on the GPU: one device-to-host sync per call);
+    # the offending value is looked up only to write the error.
+    outside = (t < 0) | (t >= k)
+    if bool(outside.any()):
+        bad = int(t[outside][0])
         raise ValueError(f"{fn}: target values must be in [0, {k}) for {k} classes, got {bad}")
     return xp.asarray(t).astype(np.int64)
 

@@ -27,7 +27,7 @@ def evaluate(model, images, labels, batch_size: int = 256, loss_fn=F.cross_entro
     dtype = _param_dtype(model)
     with no_grad():
         for start in range(0, len(labels), batch_size):
-            x = Tensor(np.asarray(images[start:start + batch_size], dtype=dtype))
+            x = _batch(model, images[start:start + batch_size], dtype)
             y = labels[start:start + batch_size]
             logits = model(x)
             losses.append(float(loss_fn(logits, y, reduction="sum").item()))
@@ -47,6 +47,15 @@ def _param_dtype(model):
     for p in model.parameters():
         return p.dtype
     return np.float32
+
+
+def _batch(model, images, dtype):
+    """A batch as a Tensor of the model's dtype, on the model's device (a model moved
+    with ``model.to("cuda")`` gets its batches on the GPU, one copy per batch)."""
+    x = Tensor(np.asarray(images, dtype=dtype))
+    for p in model.parameters():
+        return x.to(p.device) if p.device != "cpu" else x
+    return x
 
 
 def _progress(total, desc, enabled):
@@ -70,7 +79,7 @@ def train_one_epoch(model, loader, optimizer, loss_fn=F.cross_entropy, scheduler
     start = time.perf_counter()
     bar = _progress(len(loader), desc, progress)
     for images, labels in loader:
-        logits = model(Tensor(np.asarray(images, dtype=dtype)))
+        logits = model(_batch(model, images, dtype))
         loss = loss_fn(logits, labels)
         optimizer.zero_grad()
         loss.backward()
@@ -177,7 +186,7 @@ def recalibrate_batchnorm(model, images, batch_size: int = 128):
     dtype = _param_dtype(model)
     with no_grad():
         for start in range(0, len(images), batch_size):
-            model(Tensor(np.asarray(images[start:start + batch_size], dtype=dtype)))
+            model(_batch(model, images[start:start + batch_size], dtype))
     for bn, momentum in zip(bns, momenta):
         bn.momentum = momentum
     return model.eval()
