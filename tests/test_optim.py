@@ -251,3 +251,29 @@ def test_bad_params_raise_type_error():
     p.grad = np.zeros(4)
     with pytest.raises(ValueError, match=r"SGD.step: gradient shape \(4,\)"):
         optim.SGD([p], lr=0.1).step()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kwargs", [dict(), dict(momentum=0.9, weight_decay=1e-2),
+                                    dict(momentum=0.5, alpha=0.9, eps=1e-3)])
+def test_rmsprop_numba_kernel_gives_the_numpy_bits(dtype, kwargs):
+    """With the numba kernels RMSprop runs one fused pass (numba_optim); it must give the
+    very bits of the NumPy form the reference kernel set runs, big and small parameters."""
+    import tinymbv2
+
+    rng = np.random.default_rng(0)
+    shapes = [(3, 4), (70_000,)]  # the second takes the parallel loop
+    init = [rng.standard_normal(s).astype(dtype) for s in shapes]
+    grads = [[rng.standard_normal(s).astype(dtype) for s in shapes] for _ in range(4)]
+    results = {}
+    for kset in ("reference", "numba"):
+        params = [Tensor(a.copy(), requires_grad=True) for a in init]
+        opt = optim.RMSprop(params, lr=1e-2, **kwargs)
+        with tinymbv2.use_kernels(kset):
+            for step in grads:
+                for p, g in zip(params, step):
+                    p.grad = g.copy()
+                opt.step()
+        results[kset] = [p.data for p in params]
+    for a, b in zip(results["numba"], results["reference"]):
+        assert a.dtype == dtype and a.tobytes() == b.tobytes()

@@ -49,6 +49,7 @@ from .numba_depthwise import (  # noqa: F401
     depthwise_conv2d_forward,
 )
 from .numba_matmul import matmul  # noqa: F401
+from .numba_optim import rmsprop_update  # noqa: F401  (optional: see there)
 from .numba_pool import PASSIVE_POOL, PINNED_BLAS  # noqa: F401
 from .numba_pointwise import (  # noqa: F401
     pointwise_conv2d_backward_input,

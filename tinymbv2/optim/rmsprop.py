@@ -8,6 +8,7 @@ TensorFlow paper into PyTorch (see :class:`RMSpropTF`).
 """
 from __future__ import annotations
 
+from ..backend import kernels_for
 from .optimizer import Optimizer, check_hyper
 
 
@@ -35,6 +36,9 @@ class RMSprop(Optimizer):
         lr (1e-2), alpha (0.99, the decay of ``v``), eps (1e-8, added *outside* the sqrt),
         weight_decay (0), momentum (0), centered (False: divide by the gradient's running
         standard deviation instead of its root mean square).
+
+    With the numba kernel set the non-centered update runs as one fused pass
+    (:mod:`tinymbv2.kernels.numba_optim`), bit for bit the NumPy code below.
     """
 
     def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
@@ -56,6 +60,15 @@ class RMSprop(Optimizer):
             if group["centered"]:
                 state["grad_avg"] = xp.zeros_like(p.data)
         state["step"] += 1
+        if mu > 0 and "momentum_buffer" not in state:  # momentum switched on later (a schedule)
+            state["momentum_buffer"] = xp.zeros_like(p.data)
+        if not group["centered"]:
+            # the same arithmetic in one pass, where the kernel set has it (numba)
+            fused = getattr(kernels_for(p.data), "rmsprop_update", None)
+            if fused is not None and fused(p.data, grad, state["square_avg"],
+                                           state.get("momentum_buffer"), group["lr"], alpha,
+                                           group["eps"], wd, mu):
+                return
         if wd != 0:
             grad = grad + wd * p.data
         v = state["square_avg"]
@@ -68,8 +81,6 @@ class RMSprop(Optimizer):
         else:
             denom = xp.sqrt(v) + group["eps"]
         if mu > 0:
-            if "momentum_buffer" not in state:  # momentum switched on later (a schedule)
-                state["momentum_buffer"] = xp.zeros_like(p.data)
             buf = state["momentum_buffer"]
             buf *= mu
             buf += grad / denom
@@ -154,8 +165,6 @@ class RMSpropTF(Optimizer):
         else:
             denom = xp.sqrt(ms + group["eps"])
         if mu > 0:
-            if "momentum_buffer" not in state:  # momentum switched on later (a schedule)
-                state["momentum_buffer"] = xp.zeros_like(p.data)
             buf = state["momentum_buffer"]
             buf *= mu
             if group["lr_in_momentum"]:
