@@ -122,6 +122,34 @@ print("last layer is", kinds[-1], "-> the projection has no activation")
 
 # %% [markdown]
 r"""
+## 4.4 BatchNorm and ReLU6 as one operation
+
+Every ReLU6 in MobileNetV2 comes right after a BatchNorm, so tinymbv2 runs the pair as one op,
+`F.batch_norm_relu6` (the blocks call it through `BatchNorm2d.forward_relu6`). The forward
+clamps $z = \gamma\hat x + \beta$ while it writes it. The backward needs to know where
+$0 < z < 6$, and instead of keeping a mask from the forward pass it **recomputes $z$** from the
+BatchNorm input $x$, which the backward keeps anyway: one pass over memory fewer in each
+direction, and one array fewer held between the passes. The numbers do not change:
+"""
+
+# %%
+rng4 = np.random.default_rng(4)
+xb = rng4.standard_normal((4, 3, 5, 5)) * 2
+gamma, beta = rng4.standard_normal(3) * 4, rng4.standard_normal(3) + 3
+g = rng4.standard_normal(xb.shape)
+grads = {}
+for name, op in [("separate", lambda x, w, b: F.relu6(F.batch_norm(x, None, None, w, b, training=True))),
+                 ("fused", lambda x, w, b: F.batch_norm_relu6(x, None, None, w, b, training=True))]:
+    x_, w_, b_ = (Tensor(a.copy(), requires_grad=True) for a in (xb, gamma, beta))
+    y_ = op(x_, w_, b_)
+    y_.backward(g)
+    grads[name] = (y_.data, x_.grad, w_.grad, b_.grad)
+print("outputs in [0, 6]:", grads["fused"][0].min(), grads["fused"][0].max())
+for what, a, b in zip(["y", "dL/dx", "dL/dgamma", "dL/dbeta"], grads["fused"], grads["separate"]):
+    print(f"{what:10} max |fused - separate| = {np.abs(a - b).max():.1e}")
+
+# %% [markdown]
+r"""
 ## Exercises
 
 **1.** Repeat the experiment with $\mathrm{ReLU6}(3\,Tx)/3$ instead of $\mathrm{ReLU}(Tx)$. Does
