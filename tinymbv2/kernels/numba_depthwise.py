@@ -21,7 +21,7 @@ from numba import njit, prange
 
 from . import numba_pool  # noqa: F401  (the one-pool set-up, see there)
 from ._checks import conv_geometry, grad_out_shape, same_float_dtype
-from .numba_depthwise3x3 import (correlate3x3_plane, dilate, weight3x3_plane,
+from .numba_depthwise3x3 import (correlate3x3_plane, scatter3x3_strided_plane, weight3x3_plane,
                                  weight3x3_plane_strided)
 from .numba_depthwise_small import backward_input_small, backward_weight_small, forward_small
 from .numba_bn import affine_inplace, epilogue_args
@@ -189,22 +189,22 @@ def _depthwise_backward_input(gy, w, sh, sw, ph, pw, gx):
     n, c, ho, wo = gy.shape
     h, wd = gx.shape[2], gx.shape[3]
     if _is_3x3(w.shape[2], w.shape[3], sh, sw, ph, pw):
-        # dL/dx: the correlation of the dilated dL/dy with the flipped kernel, padding 2 - p
-        flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1])
-        hd, wdd = (ho - 1) * sh + 1, (wo - 1) * sw + 1
-        zero_row = np.zeros(wdd, gy.dtype)
         bounds = _chunks(n * c)
-        dilated = np.empty((bounds.shape[0] - 1, hd, wdd), gy.dtype)
+        if sh == 1:
+            # dL/dx: the correlation of dL/dy with the flipped kernel, padding 2 - p
+            flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1])
+            zero_row = np.zeros(wo, gy.dtype)
+            for chunk in prange(bounds.shape[0] - 1):
+                for t in range(bounds[chunk], bounds[chunk + 1]):
+                    bt, ch = t // c, t % c
+                    correlate3x3_plane(gx[bt, ch], gy[bt, ch], flipped[ch, 0], 1, 2 - ph, 2 - pw,
+                                       zero_row, zero_row)
+            return gx
+        phases = np.empty((bounds.shape[0] - 1, sw, (wd + sw - 1) // sw), gy.dtype)
         for chunk in prange(bounds.shape[0] - 1):
-            d = dilated[chunk]
             for t in range(bounds[chunk], bounds[chunk + 1]):
                 bt, ch = t // c, t % c
-                g = gy[bt, ch]
-                if sh != 1:
-                    dilate(gy[bt, ch], sh, d)
-                    g = d
-                correlate3x3_plane(gx[bt, ch], g, flipped[ch, 0], 1, 2 - ph, 2 - pw,
-                                   zero_row, zero_row)
+                scatter3x3_strided_plane(gx[bt, ch], gy[bt, ch], w[ch, 0], sw, ph, pw, phases[chunk])
         return gx
     rlo, rhi = _valid_range(w.shape[2], ph, sh, h, ho)
     clo, chi = _valid_range(w.shape[3], pw, sw, wd, wo)
