@@ -49,6 +49,7 @@ def _cases(quick):
     x_pw, w_pw = arr(n, 144, 56, 56), arr(24, 144, 1, 1)
     x_st, w_st = arr(n, 3, 224, 224), arr(32, 3, 3, 3)
     x_bn, g_bn, b_bn = arr(n, 96, 112, 112), arr(96), arr(96)
+    bn_stats = K.batch_norm_forward_train(x_bn, g_bn, b_bn, 1e-5)[1:]
     return [
         ("depthwise 3x3 s2", "GB/s", (x_dw, w_dw), dict(stride=2, padding=1, groups=96),
          lambda: K.depthwise_conv2d_forward(x_dw, w_dw, (2, 2), (1, 1)),
@@ -65,9 +66,13 @@ def _cases(quick):
          lambda y: (K.conv2d_backward_input(y, w_st, x_st.shape, (2, 2), (1, 1)),
                     K.conv2d_backward_weight(y, x_st, w_st.shape, (2, 2), (1, 1))),
          lambda y: 2 * y.size * 27),
-        ("batch norm (train)", "GB/s", (x_bn, g_bn, b_bn), None,
+        ("batch norm (train)", "GB/s", (x_bn, g_bn, b_bn), "bn",
          lambda: K.batch_norm_forward_train(x_bn, g_bn, b_bn, 1e-5)[0],
          None, lambda y: 2 * x_bn.nbytes),
+        ("bn + relu6 (train)", "GB/s", (x_bn, g_bn, b_bn), "bn_relu6",
+         lambda: K.batch_norm_forward_train(x_bn, g_bn, b_bn, 1e-5, relu6=True)[0],
+         lambda y: K.batch_norm_backward_train(y, x_bn, *bn_stats, g_bn, b_bn, relu6=True),
+         lambda y: 2 * x_bn.nbytes),
     ]
 
 
@@ -80,8 +85,11 @@ def print_op_table(quick=False):
         y = fwd()
         t_fwd = median_time(fwd)
         tx = [torch.from_numpy(a).requires_grad_(True) for a in arrays]
-        if conv_kw is None:
+        if conv_kw == "bn":
             tf = lambda: torch.nn.functional.batch_norm(tx[0], None, None, tx[1], tx[2], True)  # noqa: E731
+        elif conv_kw == "bn_relu6":
+            tf = lambda: torch.nn.functional.relu6(  # noqa: E731
+                torch.nn.functional.batch_norm(tx[0], None, None, tx[1], tx[2], True))
         else:
             tf = lambda: torch.nn.functional.conv2d(tx[0], tx[1], None, **conv_kw)  # noqa: E731
         with torch.no_grad():
@@ -101,4 +109,7 @@ def print_op_table(quick=False):
 
 
 if __name__ == "__main__":
+    import tinymbv2
+
+    tinymbv2.backend.keep_freed_memory()  # as benchmarks.train_step does, for both sides
     print_op_table()

@@ -86,7 +86,7 @@ def measure(res, batch, which):
 
 def print_memory_table(res=224, batch=8):
     print(f"\npeak memory of a training step at {res}px batch {batch} (fresh process each; "
-          "peak RSS minus RSS after a warm-up step)")
+          "after a full warm-up step: peak resident memory during one step minus the live memory before it)")
     print(f"{'implementation':<22}{'extra MiB':>10}{'x PyTorch':>11}")
     results = {w: measure(res, batch, w) for w in ("pytorch", "numba", "reference")}
     base = results["pytorch"]["peak"] - results["pytorch"]["baseline"]
