@@ -26,11 +26,13 @@ from ..autograd import Tensor, no_grad
 from .mobilenetv2 import InvertedResidual, MobileNetV2
 
 
-def _bn_slice(x, bn, sl):
-    """Eval-mode BatchNorm on the channels ``sl`` of ``bn``: x (N, len(sl), H, W)."""
-    return F.batch_norm(
-        x, bn.running_mean.data[sl], bn.running_var.data[sl],
-        Tensor(bn.weight.data[sl]), Tensor(bn.bias.data[sl]), training=False, eps=bn.eps,
+def _conv_bn_relu6_slice(x, weight, bn, sl, stride=(1, 1), padding=(0, 0), groups=1):
+    """conv with ``weight`` (the slice's filters), then eval-mode BatchNorm on the channels
+    ``sl`` of ``bn`` and ReLU6, in one fused call: -> (N, len(sl), H', W')."""
+    return F.conv2d_batch_norm_eval(
+        x, Tensor(weight), stride, padding, groups, bn.running_mean.data[sl],
+        bn.running_var.data[sl], Tensor(bn.weight.data[sl]), Tensor(bn.bias.data[sl]),
+        bn.eps, relu6=True,
     )
 
 
@@ -47,17 +49,13 @@ def chunked_block(block: InvertedResidual, x: Tensor, chunks: int) -> Tensor:
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         sl = slice(lo, hi)
         # one name, reassigned step by step, so at most two slice-sized arrays are alive
-        if expand is not None:  # A_i: the rows lo:hi of the 1x1 expansion
-            h = F.conv2d(x, Tensor(expand[0].weight.data[sl]))
-            h = _bn_slice(h, expand[1], sl)
-            h = F.relu6(h)
+        if expand is not None:  # A_i: the rows lo:hi of the 1x1 expansion, its BN and ReLU6
+            h = _conv_bn_relu6_slice(x, expand[0].weight.data[sl], expand[1], sl)
         else:  # t = 1: the hidden channels are the input's
             h = Tensor(x.data[:, sl])
         conv = dw[0]  # N: depthwise, so its channels split like everything else
-        h = F.conv2d(h, Tensor(conv.weight.data[sl]), stride=conv.stride, padding=conv.padding,
-                     groups=hi - lo)
-        h = _bn_slice(h, dw[1], sl)
-        h = F.relu6(h)
+        h = _conv_bn_relu6_slice(h, conv.weight.data[sl], dw[1], sl, conv.stride, conv.padding,
+                                 hi - lo)
         y = F.conv2d(h, Tensor(project.weight.data[:, sl]))  # B_i: columns lo:hi
         del h  # the slice dies here, before the next one is made
         if acc is None:
