@@ -8,7 +8,7 @@ RUNTIME_STAMP := $(VENV)/.runtime-installed
 TEST_STAMP    := $(VENV)/.test-installed
 
 # The demo recipe (see README): small-input MobileNetV2-0.5 on 5,000 MNIST digits.
-DEMO_ARGS ?= --dataset mnist5k --width 0.5 --epochs 8 --batch-size 64 --optimizer sgd \
+DEMO_ARGS ?= --dataset mnist5k --width 0.5 --epochs 14 --batch-size 64 --optimizer sgd \
              --lr 0.2 --weight-decay 5e-4 --schedule onecycle --shift 2 --out runs/demo
 
 DOCS_ENV := NO_MKDOCS_2_WARNING=1   # hides Material's end-of-life banner
