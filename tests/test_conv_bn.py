@@ -225,3 +225,69 @@ def test_kernel_sets_agree_in_float32(case):
             outs[kset] = (y.data, mx.grad, w.grad)
     for a, b in zip(outs["reference"], outs["numba"]):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * np.max(np.abs(b)))
+
+
+@pytest.mark.parametrize("kset", ["reference", "numba"])
+@pytest.mark.parametrize("relu6", [False, True])
+@pytest.mark.parametrize("shape,wshape,stride,groups", [
+    ((2, 8, 9, 7), (12, 8, 1, 1), 1, 1),        # pointwise
+    ((1, 16, 96, 96), (96, 16, 1, 1), 1, 1),    # pointwise, big image: the numba set blocks it
+    ((2, 6, 11, 10), (6, 1, 3, 3), 2, 6),       # depthwise, stride 2
+    ((2, 70, 5, 5), (70, 1, 3, 3), 1, 70),      # depthwise, small planes (channels-last path)
+    ((2, 3, 17, 16), (8, 3, 3, 3), 2, 1),       # the stem
+    ((2, 4, 6, 6), (6, 2, 3, 3), 1, 2),         # grouped
+])
+def test_conv2d_batch_norm_eval_matches_torch(kset, relu6, shape, wshape, stride, groups):
+    """Inference's fused conv + BatchNorm-eval (+ ReLU6) against torch's separate ops, and
+    against tinymbv2's separate ops, in float64."""
+    rng = np.random.default_rng(7)
+    x, w = rng.standard_normal(shape), rng.standard_normal(wshape)
+    c = wshape[0]
+    mean, var = rng.standard_normal(c) * 0.1, rng.uniform(0.5, 2.0, c)
+    gamma, beta = rng.standard_normal(c) * 2, rng.standard_normal(c) + 2
+    pad = (wshape[2] - 1) // 2
+    t = torch.nn.functional
+    ty = t.batch_norm(t.conv2d(torch.tensor(x), torch.tensor(w), None, stride, pad, 1, groups),
+                      torch.tensor(mean), torch.tensor(var), torch.tensor(gamma), torch.tensor(beta),
+                      False, 0.1, 1e-5)
+    if relu6:
+        ty = t.relu6(ty)
+    with tinymbv2.use_kernels(kset), tinymbv2.no_grad():
+        fused = F.conv2d_batch_norm_eval(Tensor(x), Tensor(w), stride, pad, groups, mean, var,
+                                         Tensor(gamma), Tensor(beta), 1e-5, relu6=relu6)
+        separate = F.batch_norm(F.conv2d(Tensor(x), Tensor(w), None, stride, pad, groups),
+                                mean, var, Tensor(gamma), Tensor(beta), training=False)
+        if relu6:
+            separate = F.relu6(separate)
+    name = "conv2d_batch_norm_eval" + ("+relu6" if relu6 else "")
+    assert_close(f"{name} forward", fused.data, ty.numpy(), TOL64)
+    np.testing.assert_allclose(fused.data, separate.data, rtol=1e-13, atol=1e-13)
+    assert fused.data.flags.c_contiguous and not fused.requires_grad
+
+
+def test_conv2d_batch_norm_eval_refuses_to_record_a_graph():
+    x, w = Tensor(np.ones((1, 2, 4, 4)), requires_grad=True), Tensor(np.ones((2, 2, 1, 1)))
+    one = Tensor(np.ones(2))
+    with pytest.raises(RuntimeError, match="conv2d_batch_norm_eval: inference only"):
+        F.conv2d_batch_norm_eval(x, w, 1, 0, 1, np.zeros(2), np.ones(2), one, one)
+
+
+@pytest.mark.parametrize("dtype,tol", [(np.float32, 2e-6), (np.float64, 1e-13)])
+def test_eval_model_fused_equals_the_separate_layers(dtype, tol):
+    """MobileNetV2 in eval mode under no_grad runs conv + BN (+ ReLU6) fused; its logits equal
+    those of the layers run one by one (as with grad enabled) up to float rounding."""
+    from tinymbv2.models import mobilenet_v2
+
+    model = mobilenet_v2(0.5, 10, seed=3).to(dtype)
+    rng = np.random.default_rng(3)
+    for m in model.modules():
+        if isinstance(m, tinymbv2.nn.BatchNorm2d):
+            m.running_mean.data[...] = rng.standard_normal(m.num_features) * 0.1
+            m.running_var.data[...] = rng.uniform(0.5, 2.0, m.num_features)
+    model.eval()
+    x = Tensor(rng.standard_normal((2, 3, 64, 64)).astype(dtype))
+    with tinymbv2.no_grad():
+        fused = model(x).data
+    separate = model(x).data  # grad enabled: the unfused path, graph and all
+    scale = np.abs(separate).max()
+    assert np.abs(fused - separate).max() <= tol * scale

@@ -199,8 +199,9 @@ class ConvBatchNormEval(Function):
 def conv2d_batch_norm_eval(x, weight, stride, padding, groups, running_mean, running_var,
                            bn_weight, bn_bias, eps=1e-5, relu6=False) -> Tensor:
     """Inference only: ``batch_norm(conv2d(x, weight), running stats)`` (and ``relu6``) in
-    one kernel call -- the same numbers, bit for bit, as the separate ops; with the numba
-    kernels one pass over memory fewer per layer (see :mod:`tinymbv2.kernels`, ``bn_eval``).
+    one kernel call -- the separate ops' numbers, to the last bit or two of float rounding
+    (the numba set multiplies big images in column blocks); one pass over memory fewer
+    per layer (see :mod:`tinymbv2.kernels`, ``bn_eval``).
 
     Arguments as :func:`conv2d` (no conv bias) and :func:`batch_norm` in eval mode.
     Records no graph, so it refuses to run while gradients are being recorded for an

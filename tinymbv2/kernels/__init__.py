@@ -48,8 +48,9 @@ output (recomputed from x) is outside (0, 6).
 For inference the three forward convolutions take ``bn_eval=None``, or
 ``(mean, var, weight, bias, eps, relu6)``: their output then goes through
 ``batch_norm_forward_eval(y, mean, var, weight, bias, eps, relu6=relu6)``, with
-the same result; ``numba_cpu`` applies it to each image (or plane) while it is
-still in cache, which saves a pass over memory per layer.
+the same result up to float rounding; ``numba_cpu`` applies it to each image (or
+plane, or block of columns) while it is still in cache, which saves a pass over
+memory per layer.
 
 Matrix product, for the Linear layer (a or b may be transposed views):
 

@@ -313,7 +313,8 @@ def epilogue(y2, ep):
 def epilogue_args(fn, bn_eval, c, dtype):
     """The conv kernels' ``bn_eval=(mean, var, weight, bias, eps, relu6)`` as the jitted
     cores take it: (mean, scale, bias, flags=[on, relu6]); scale computed exactly as
-    ``batch_norm_forward_eval`` computes it, so fused and separate give equal bits."""
+    ``batch_norm_forward_eval`` computes it, so a fused epilogue gives the bits of the
+    separate op on the same conv output."""
     if bn_eval is None:
         empty = np.empty(0, dtype)
         return empty, empty, empty, np.zeros(2, np.bool_)

@@ -75,7 +75,7 @@ class Conv2dNormActivation(nn.Sequential):
 
 
 def conv_bn(conv, norm, x, relu6=False):
-    """norm(conv(x)), then ReLU6 if ``relu6``, with the fusions that keep the numbers:
+    """norm(conv(x)), then ReLU6 if ``relu6``, with the fusions that keep the numbers (up to float rounding):
 
     * inference (eval BatchNorm, no graph recorded): one kernel call for all of it
       (:func:`~tinymbv2.functional.conv2d_batch_norm_eval`), a pass over memory
