@@ -99,6 +99,23 @@ def _tasks(n, c):
     return blocks, np.array([total * i // k for i in range(k + 1)], np.int64)
 
 
+@njit(**_JIT)
+def _nine_taps(out, wt, xt, pairs, k0, c0, cb):
+    """out[:cb] = sum of the 9 taps of a 3x3 output pixel that lies wholly inside the
+    image, in one loop over the channels: 18 loads, 9 multiply-adds and one store per
+    channel, instead of nine read-modify-write passes over ``out``."""
+    w0, w1, w2 = wt[0, c0:c0 + cb], wt[1, c0:c0 + cb], wt[2, c0:c0 + cb]
+    w3, w4, w5 = wt[3, c0:c0 + cb], wt[4, c0:c0 + cb], wt[5, c0:c0 + cb]
+    w6, w7, w8 = wt[6, c0:c0 + cb], wt[7, c0:c0 + cb], wt[8, c0:c0 + cb]
+    x0, x1, x2 = xt[pairs[k0, 1], :cb], xt[pairs[k0 + 1, 1], :cb], xt[pairs[k0 + 2, 1], :cb]
+    x3, x4, x5 = xt[pairs[k0 + 3, 1], :cb], xt[pairs[k0 + 4, 1], :cb], xt[pairs[k0 + 5, 1], :cb]
+    x6, x7, x8 = xt[pairs[k0 + 6, 1], :cb], xt[pairs[k0 + 7, 1], :cb], xt[pairs[k0 + 8, 1], :cb]
+    for ch in range(cb):
+        out[ch] = ((w0[ch] * x0[ch] + w1[ch] * x1[ch] + w2[ch] * x2[ch])
+                   + (w3[ch] * x3[ch] + w4[ch] * x4[ch] + w5[ch] * x5[ch])
+                   + (w6[ch] * x6[ch] + w7[ch] * x7[ch] + w8[ch] * x8[ch]))
+
+
 @njit(parallel=True, **_JIT)
 def forward_small(x, w, sh, sw, ph, pw, y, ep):
     """y (N, C, Ho, Wo) = depthwise correlation of x (N, C, H, W) with w (C, 1, kh, kw),
@@ -120,6 +137,9 @@ def forward_small(x, w, sh, sw, ph, pw, y, ep):
             _to_channels_last(x3[b, c0:c0 + cb], xt)
             for o in range(ho * wo):
                 out = yt[o, :cb]
+                if start[o + 1] - start[o] == 9 and wt.shape[0] == 9:
+                    _nine_taps(out, wt, xt, pairs, start[o], c0, cb)
+                    continue
                 out[:] = 0
                 for k in range(start[o], start[o + 1]):
                     wr, xr = wt[pairs[k, 0], c0:c0 + cb], xt[pairs[k, 1], :cb]
