@@ -368,3 +368,26 @@ def test_non_contiguous_inputs(kset):
             got = as_tuple(getattr(kset, name)(*odd_args))
             for a, b in zip(got, want):
                 assert_close(a, b, 1e-13, name)
+
+
+def test_numba_matmul_row_blocks_match_numpy_and_are_deterministic():
+    """Products of 64 rows or more run as row blocks in parallel (numba_matmul): the same
+    answer as NumPy, bit-identical from run to run and with one thread or two."""
+    import numba
+
+    from tinymbv2.kernels import numba_matmul
+
+    rng = np.random.default_rng(12)
+    a = rng.standard_normal((70, 33))
+    b = rng.standard_normal((40, 33)).T  # a transposed view, as Linear passes W^T
+    assert a.shape[0] >= numba_matmul._SPLIT_FROM
+    got = numba_cpu.matmul(a, b)
+    assert_close(got, a @ b, 1e-13, "matmul row blocks")
+    assert_close(numba_cpu.matmul(np.asfortranarray(a), b), a @ b, 1e-13, "Fortran-order a")
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = numba_cpu.matmul(a, b)
+    finally:
+        numba.set_num_threads(before)
+    assert got.tobytes() == numba_cpu.matmul(a, b).tobytes() == one.tobytes()
