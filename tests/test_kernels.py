@@ -133,14 +133,16 @@ def depthwise3x3_cases(draw):
 @FEW
 @given(case=st.one_of(conv_cases(depthwise=True), depthwise3x3_cases()))
 def test_numba_depthwise_paths_match_torch(path, case):
-    """numba's depthwise has two ways through (row loops for large planes, channels-last
-    blocks for small ones, see numba_depthwise.SMALL_PLANE): each is checked on every shape."""
+    """numba's depthwise has two ways through (plane kernels for large planes and the
+    stride-1 3x3 forward, channels-last blocks for small ones, see numba_depthwise.SMALL_PLANE
+    and PADDED_FROM): each is checked on every shape."""
     from tinymbv2.kernels import numba_depthwise
 
     x, w, stride, padding = case
     y, gy, gx, gw = torch_conv(x, w, stride, padding, x.shape[1], np.random.default_rng(2))
-    saved = numba_depthwise.SMALL_PLANE
+    saved = numba_depthwise.SMALL_PLANE, numba_depthwise.PADDED_FROM
     numba_depthwise.SMALL_PLANE = 0 if path == "rows" else 10**9
+    numba_depthwise.PADDED_FROM = 0 if path == "rows" else 10**9
     try:
         k = numba_cpu
         assert_close(k.depthwise_conv2d_forward(x, w, stride, padding), y, TOL64, "forward")
@@ -149,7 +151,7 @@ def test_numba_depthwise_paths_match_torch(path, case):
         assert_close(k.depthwise_conv2d_backward_weight(gy, x, w.shape, stride, padding), gw, TOL64,
                      "backward_weight")
     finally:
-        numba_depthwise.SMALL_PLANE = saved
+        numba_depthwise.SMALL_PLANE, numba_depthwise.PADDED_FROM = saved
 
 
 @KSETS

@@ -21,8 +21,8 @@ from numba import njit, prange
 
 from . import numba_pool  # noqa: F401  (the one-pool set-up, see there)
 from ._checks import conv_geometry, grad_out_shape, same_float_dtype
-from .numba_depthwise3x3 import (correlate3x3_plane, scatter3x3_strided_plane, weight3x3_plane,
-                                 weight3x3_plane_strided)
+from .numba_depthwise3x3 import (correlate3x3_padded, correlate3x3_strided, padded_size,
+                                 scatter3x3_strided_plane, weight3x3_plane, weight3x3_plane_strided)
 from .numba_depthwise_small import backward_input_small, backward_weight_small, forward_small
 from .numba_bn import affine_inplace, epilogue_args
 
@@ -165,11 +165,18 @@ def _depthwise_forward(x, w, sh, sw, ph, pw, y, ep):
         zero_row = np.zeros(wd, x.dtype)
         bounds = _chunks(n * c)
         row_bufs = np.empty((bounds.shape[0] - 1, (wo - 1) * sw + 1), x.dtype)
+        pads = np.empty((bounds.shape[0] - 1, padded_size(h, wd, ph, pw) if sw == 1 else 0), x.dtype)
+        outs = np.empty((bounds.shape[0] - 1, ho * (wd + 2 * pw) if sw == 1 else 0), x.dtype)
         for chunk in prange(bounds.shape[0] - 1):
             row_buf = row_bufs[chunk]
             for t in range(bounds[chunk], bounds[chunk + 1]):
                 bt, ch = t // c, t % c
-                correlate3x3_plane(y[bt, ch], x[bt, ch], w[ch, 0], sw, ph, pw, zero_row, row_buf)
+                if sw == 1:
+                    correlate3x3_padded(y[bt, ch], x[bt, ch], w[ch, 0], ph, pw, pads[chunk],
+                                        outs[chunk])
+                else:
+                    correlate3x3_strided(y[bt, ch], x[bt, ch], w[ch, 0], sw, ph, pw, zero_row,
+                                         row_buf)
                 if flags[0]:  # the BatchNorm-eval epilogue, on the plane still in cache
                     affine_inplace(y3[bt, ch], mean[ch], scale[ch], bias[ch], flags[1])
         return y
@@ -193,12 +200,13 @@ def _depthwise_backward_input(gy, w, sh, sw, ph, pw, gx):
         if sh == 1:
             # dL/dx: the correlation of dL/dy with the flipped kernel, padding 2 - p
             flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1])
-            zero_row = np.zeros(wo, gy.dtype)
+            pads = np.empty((bounds.shape[0] - 1, padded_size(ho, wo, 2 - ph, 2 - pw)), gy.dtype)
+            outs = np.empty((bounds.shape[0] - 1, h * (wo + 4 - 2 * pw)), gy.dtype)
             for chunk in prange(bounds.shape[0] - 1):
                 for t in range(bounds[chunk], bounds[chunk + 1]):
                     bt, ch = t // c, t % c
-                    correlate3x3_plane(gx[bt, ch], gy[bt, ch], flipped[ch, 0], 1, 2 - ph, 2 - pw,
-                                       zero_row, zero_row)
+                    correlate3x3_padded(gx[bt, ch], gy[bt, ch], flipped[ch, 0], 2 - ph, 2 - pw,
+                                        pads[chunk], outs[chunk])
             return gx
         phases = np.empty((bounds.shape[0] - 1, sw, (wd + sw - 1) // sw), gy.dtype)
         for chunk in prange(bounds.shape[0] - 1):
@@ -251,12 +259,22 @@ def _c(a):
 
 SMALL_PLANE = 256
 """Input planes of up to this many pixels (16x16) take the channels-last kernels
-of :mod:`.numba_depthwise_small`; larger ones the row kernels. Measured on
-MobileNetV2's shapes: channels-last wins up to 14x14 (1.5-3x), rows from 28x28."""
+of :mod:`.numba_depthwise_small`, larger ones the plane kernels; measured on
+MobileNetV2's shapes, channels-last wins up to 16x16 for the weight gradient and
+at stride 2 (1.1-6x) ..."""
+PADDED_FROM = 17
+"""... except the stride-1 3x3 forward and input gradient, whose padded-plane kernel
+(``correlate3x3_padded``) wins from 5x5 up (2-5x at 8x8 to 16x16)."""
 
 
-def _small(x_shape):
-    return x_shape[2] * x_shape[3] <= SMALL_PLANE
+def _small(x_shape, w_shape=None, stride=None, padding=None):
+    """Take the channels-last kernels? (w_shape, stride, padding: the forward and
+    input-gradient passes, which have the padded-plane kernel at stride 1.)"""
+    pixels = x_shape[2] * x_shape[3]
+    if (w_shape is not None and stride == (1, 1) and pixels >= PADDED_FROM
+            and _is_3x3(w_shape[2], w_shape[3], 1, 1, padding[0], padding[1])):
+        return False
+    return pixels <= SMALL_PLANE
 
 
 def depthwise_conv2d_forward(x, w, stride, padding, bn_eval=None):
@@ -268,7 +286,7 @@ def depthwise_conv2d_forward(x, w, stride, padding, bn_eval=None):
     (sh, sw), (ph, pw), (ho, wo) = conv_geometry(fn, x.shape, w.shape, stride, padding, depthwise=True)
     y = np.empty((x.shape[0], x.shape[1], ho, wo), x.dtype)  # see numba_cpu on allocation
     ep = epilogue_args(fn, bn_eval, x.shape[1], x.dtype)
-    if _small(x.shape):
+    if _small(x.shape, w.shape, (sh, sw), (ph, pw)):
         return forward_small(x, w, sh, sw, ph, pw, y, ep)
     return _depthwise_forward(x, w, sh, sw, ph, pw, y, ep)
 
@@ -281,7 +299,7 @@ def depthwise_conv2d_backward_input(gy, w, x_shape, stride, padding):
     (sh, sw), (ph, pw), (ho, wo) = conv_geometry(fn, x_shape, w.shape, stride, padding, depthwise=True)
     grad_out_shape(fn, gy.shape, (x_shape[0], x_shape[1], ho, wo))
     gx = np.empty(tuple(int(d) for d in x_shape), gy.dtype)  # see numba_cpu on allocation
-    if _small(x_shape):
+    if _small(x_shape, w.shape, (sh, sw), (ph, pw)):
         return backward_input_small(gy, w, sh, sw, ph, pw, gx)
     return _depthwise_backward_input(gy, w, sh, sw, ph, pw, gx)
 
