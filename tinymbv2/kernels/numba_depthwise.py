@@ -22,7 +22,7 @@ from numba import njit, prange
 from . import numba_pool  # noqa: F401  (the one-pool set-up, see there)
 from ._checks import conv_geometry, grad_out_shape, same_float_dtype
 from .numba_depthwise3x3 import (correlate3x3_padded, correlate3x3_strided, padded_size,
-                                 scatter3x3_strided_plane, weight3x3_plane, weight3x3_plane_strided)
+                                 scatter3x3_strided_plane, weight3x3_padded, weight3x3_strided)
 from .numba_depthwise_small import backward_input_small, backward_weight_small, forward_small
 from .numba_bn import affine_inplace, epilogue_args
 
@@ -233,14 +233,17 @@ def _depthwise_backward_weight(gy, x, kh, kw, sh, sw, ph, pw):
         gw[:] = 0
         bounds = _chunks(c)
         phases = np.empty((bounds.shape[0] - 1, 3, sw, (wd + sw - 1) // sw), x.dtype)
+        pads = np.empty((bounds.shape[0] - 1, padded_size(h, wd, ph, pw) if sh == 1 else 0), x.dtype)
+        gpads = np.empty((bounds.shape[0] - 1, ho * (wd + 2 * pw) if sh == 1 else 0), x.dtype)
         for chunk in prange(bounds.shape[0] - 1):
             for ch in range(bounds[chunk], bounds[chunk + 1]):
                 for bt in range(n):  # each channel sums over n in one thread, in order
                     if sh == 1:
-                        weight3x3_plane(gw[ch, 0], gy[bt, ch], x[bt, ch], ph, pw, zero_row)
+                        weight3x3_padded(gw[ch, 0], gy[bt, ch], x[bt, ch], ph, pw, pads[chunk],
+                                         gpads[chunk])
                     else:
-                        weight3x3_plane_strided(gw[ch, 0], gy[bt, ch], x[bt, ch], sw, ph, pw,
-                                                zero_row, phases[chunk])
+                        weight3x3_strided(gw[ch, 0], gy[bt, ch], x[bt, ch], sw, ph, pw,
+                                          zero_row, phases[chunk])
         return gw
     rlo, rhi = _valid_range(kh, ph, sh, h, ho)
     clo, chi = _valid_range(kw, pw, sw, wd, wo)
@@ -260,18 +263,16 @@ def _c(a):
 SMALL_PLANE = 256
 """Input planes of up to this many pixels (16x16) take the channels-last kernels
 of :mod:`.numba_depthwise_small`, larger ones the plane kernels; measured on
-MobileNetV2's shapes, channels-last wins up to 16x16 for the weight gradient and
-at stride 2 (1.1-6x) ..."""
+MobileNetV2's shapes, channels-last wins up to 16x16 at stride 2 (1.1-6x) ..."""
 PADDED_FROM = 17
-"""... except the stride-1 3x3 forward and input gradient, whose padded-plane kernel
-(``correlate3x3_padded``) wins from 5x5 up (2-5x at 8x8 to 16x16)."""
+"""... except at stride 1 (3x3), where the padded-plane kernels (``correlate3x3_padded``,
+``weight3x3_padded``) win from 5x5 up (2-5x at 8x8 to 16x16)."""
 
 
-def _small(x_shape, w_shape=None, stride=None, padding=None):
-    """Take the channels-last kernels? (w_shape, stride, padding: the forward and
-    input-gradient passes, which have the padded-plane kernel at stride 1.)"""
+def _small(x_shape, w_shape, stride, padding):
+    """Take the channels-last kernels for input planes of this shape?"""
     pixels = x_shape[2] * x_shape[3]
-    if (w_shape is not None and stride == (1, 1) and pixels >= PADDED_FROM
+    if (stride == (1, 1) and pixels >= PADDED_FROM
             and _is_3x3(w_shape[2], w_shape[3], 1, 1, padding[0], padding[1])):
         return False
     return pixels <= SMALL_PLANE
@@ -312,6 +313,6 @@ def depthwise_conv2d_backward_weight(gy, x, w_shape, stride, padding):
     (sh, sw), (ph, pw), (ho, wo) = conv_geometry(fn, x.shape, w_shape, stride, padding, depthwise=True)
     grad_out_shape(fn, gy.shape, (x.shape[0], x.shape[1], ho, wo))
     kh, kw = int(w_shape[2]), int(w_shape[3])
-    if _small(x.shape):
+    if _small(x.shape, w_shape, (sh, sw), (ph, pw)):
         return backward_weight_small(gy, x, kh, kw, sh, sw, ph, pw)
     return _depthwise_backward_weight(gy, x, kh, kw, sh, sw, ph, pw)

@@ -30,7 +30,8 @@ up to 2) and keeps its general per-tap loops for other sizes. The ideas:
   when that divides exactly, so each phase of a gx row is a few contiguous
   multiply-adds of dL/dy rows, interleaved into the row at the end
   (:func:`scatter3x3_strided_plane`).
-* **The weight gradient keeps nine running sums** (:func:`weight3x3_plane`).
+* **The weight gradient keeps nine running sums** (:func:`weight3x3_padded` at
+  stride 1, over the padded flat plane; :func:`weight3x3_strided`).
   They may be reassociated (``fastmath`` ``reassoc``) so they vectorise into
   SIMD partial sums; the order is then fixed by the compiled loop and the
   shapes, never by thread timing: results are bit-identical from run to run
@@ -170,6 +171,57 @@ def correlate3x3_padded(y, x, w, ph, pw, xp, out):
             dst[c] = src[c]
 
 
+@njit(**_JIT_REDUCE)
+def weight3x3_padded(acc, gy, x, ph, pw, xp, gp):
+    """acc (3, 3) += sum_{oh, ow} gy[oh, ow] * x[oh - ph + i, ow - pw + j] (stride 1),
+    over the same zero-padded flat plane as ``correlate3x3_padded``: with gy laid out
+    at the padded row width (``gp``, Ho * Wp, zeros in the 2 pw extra columns),
+
+        acc[i, j] += sum_q gp[q] * xp[q + i*Wp + j],
+
+    nine dot products over one long run each, vectorised as SIMD partial sums."""
+    h, wd = x.shape
+    ho, wo = gy.shape
+    wp = wd + 2 * pw
+    xp[:] = 0
+    for r in range(h):
+        dst, src = xp[(r + ph) * wp + pw:(r + ph) * wp + pw + wd], x[r]
+        for c in range(wd):
+            dst[c] = src[c]
+    n = ho * wp
+    g = gp[:n]
+    g[:] = 0
+    for r in range(ho):
+        dst, src = g[r * wp:r * wp + wo], gy[r]
+        for c in range(wo):
+            dst[c] = src[c]
+    a0, a1, a2 = xp[0:n], xp[1:1 + n], xp[2:2 + n]
+    b0, b1, b2 = xp[wp:wp + n], xp[wp + 1:wp + 1 + n], xp[wp + 2:wp + 2 + n]
+    c0, c1, c2 = xp[2 * wp:2 * wp + n], xp[2 * wp + 1:2 * wp + 1 + n], xp[2 * wp + 2:2 * wp + 2 + n]
+    zero = acc[0, 0] * 0
+    s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = zero
+    for k in range(n):
+        gk = g[k]
+        s00 += gk * a0[k]
+        s01 += gk * a1[k]
+        s02 += gk * a2[k]
+        s10 += gk * b0[k]
+        s11 += gk * b1[k]
+        s12 += gk * b2[k]
+        s20 += gk * c0[k]
+        s21 += gk * c1[k]
+        s22 += gk * c2[k]
+    acc[0, 0] += s00
+    acc[0, 1] += s01
+    acc[0, 2] += s02
+    acc[1, 0] += s10
+    acc[1, 1] += s11
+    acc[1, 2] += s12
+    acc[2, 0] += s20
+    acc[2, 1] += s21
+    acc[2, 2] += s22
+
+
 @njit(**_JIT)
 def correlate3x3_strided(y, x, w, s, ph, pw, zero_row, row_buf):
     """y (Ho, Wo) = 3x3 cross-correlation of plane x (H, W) with w (3, 3), stride s > 1,
@@ -185,72 +237,12 @@ def correlate3x3_strided(y, x, w, s, ph, pw, zero_row, row_buf):
 
 
 @njit(**_JIT_REDUCE)
-def weight3x3_plane(acc, d, x, ph, pw, zero_row):
-    """acc (3, 3) += sum_{u, v} d[u, v] * x[u - ph + i, v - pw + j], zero outside plane
-    x (H, W), for a stride-1 output gradient d. zero_row: W zeros."""
-    wd = x.shape[1]
-    hd, n_out = d.shape
-    a, b = interior(pw, wd, n_out)
-    n, c = b - a, a - pw
-    zero = acc[0, 0] * 0
-    s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = zero
-    for u in range(hd):
-        r0, r1, r2 = rows3(x, u - ph, zero_row)
-        g = d[u]
-        if n > 0:
-            gs = g[a:b]
-            p0, p1, p2 = r0[c:c + n], r0[c + 1:c + 1 + n], r0[c + 2:c + 2 + n]
-            q0, q1, q2 = r1[c:c + n], r1[c + 1:c + 1 + n], r1[c + 2:c + 2 + n]
-            t0, t1, t2 = r2[c:c + n], r2[c + 1:c + 1 + n], r2[c + 2:c + 2 + n]
-            for k in range(n):
-                gk = gs[k]
-                s00 += gk * p0[k]
-                s01 += gk * p1[k]
-                s02 += gk * p2[k]
-                s10 += gk * q0[k]
-                s11 += gk * q1[k]
-                s12 += gk * q2[k]
-                s20 += gk * t0[k]
-                s21 += gk * t1[k]
-                s22 += gk * t2[k]
-        for t in range(a + n_out - b):  # the edge columns 0..a-1, then b..n_out-1
-            v = t if t < a else b + t - a
-            col, gk = v - pw, g[v]
-            if 0 <= col < wd:
-                s00 += gk * r0[col]
-                s10 += gk * r1[col]
-                s20 += gk * r2[col]
-            if 0 <= col + 1 < wd:
-                s01 += gk * r0[col + 1]
-                s11 += gk * r1[col + 1]
-                s21 += gk * r2[col + 1]
-            if 0 <= col + 2 < wd:
-                s02 += gk * r0[col + 2]
-                s12 += gk * r1[col + 2]
-                s22 += gk * r2[col + 2]
-    acc[0, 0] += s00
-    acc[0, 1] += s01
-    acc[0, 2] += s02
-    acc[1, 0] += s10
-    acc[1, 1] += s11
-    acc[1, 2] += s12
-    acc[2, 0] += s20
-    acc[2, 1] += s21
-    acc[2, 2] += s22
-
-
-
-@njit(**_JIT_REDUCE)
-def weight3x3_plane_strided(acc, gy, x, s, ph, pw, zero_row, phases):
+def weight3x3_strided(acc, gy, x, s, ph, pw, zero_row, phases):
     """acc (3, 3) += sum_{oh, ow} gy[oh, ow] * x[oh*s - ph + i, ow*s - pw + j], for
     stride s > 1, without dilating gy: tap j reads column (ow + u)*s + q of its row
     (q = (j - pw) mod s), i.e. element ow + u of the row's phase q, so each input
     row is split once into its s contiguous phases (scratch ``phases``, (3, s, >= W/s))
-    and every tap is again a contiguous dot product with the gy row.
-
-    The loop body repeats ``weight3x3_plane``'s on purpose: one function for both
-    strides (stride 1 reading the rows in place of phases) measured 20-40% slower
-    at stride 1."""
+    and every tap is again a contiguous dot product with the gy row."""
     wd = x.shape[1]
     ho, wo = gy.shape
     qs, us, a, b = phase_taps(s, pw, wd, wo)
