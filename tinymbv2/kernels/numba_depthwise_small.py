@@ -1,8 +1,9 @@
 """Numba depthwise convolution for small planes, vectorised over channels.
 
-A 14x14 or 2x2 plane is too short for row loops: at 32 px the last stages
-have planes of 4, 2 and 1 pixels, and per-row bookkeeping costs more than the
-arithmetic. These kernels instead copy a block of up to 64 channels of one
+A 4x4, 2x2 or 1x1 plane (the last stages at 32 px) is too small to vectorise
+within, and so are stride-2 planes up to 16x16, where per-plane bookkeeping costs
+more than the arithmetic (``numba_depthwise.SMALL_PLANE`` and ``PADDED_FROM`` say
+which planes come here). These kernels instead copy a block of up to 64 channels of one
 image, (64, H*W), into channels-last (H*W, 64) scratch that stays in the L2
 cache, so every step is a loop over the block's channels -- contiguous and
 vectorised:
