@@ -1,18 +1,24 @@
 """Numba kernels for depthwise convolution (CPU, parallel, deterministic).
 
 Same names, signatures and results as :mod:`tinymbv2.kernels.reference`;
-``numba_cpu`` re-exports them. Strategy:
+``numba_cpu`` re-exports them. Three families of single-plane routines, and
+the rule that picks one (``_small``):
 
-* Each pass is built from a single-plane routine (``_correlate_plane``,
-  ``_scatter_plane``, ``_weight_taps_plane``) on one (H, W) input plane and
-  one (Ho, Wo) output plane. The padding is never materialised: for each
-  kernel row i / column j the range of outputs whose input lies inside the
-  image is computed once (``_valid_range``), so the innermost loop runs over
-  a run of output columns with no bounds test and vectorises.
-* ``prange`` only splits work whose outputs are disjoint: (image, channel)
-  planes for forward and backward-input, channels for backward-weight (each
-  channel sums over the batch in order in one thread). Results are therefore
-  bit-identical from run to run, and whatever the number of threads.
+* 3x3 kernels, MobileNetV2's only kind: :mod:`.numba_depthwise3x3` (at stride 1
+  a zero-padded flat plane, one vectorised loop per plane; at stride 2 rows
+  computed at stride 1 and subsampled, and column phases for the gradients).
+* Small planes (4x4 and below, stride-2 planes up to 16x16):
+  :mod:`.numba_depthwise_small`, channels-last blocks of 64 channels.
+* Any other kernel size: the general per-tap routines here (``_correlate_plane``,
+  ``_scatter_plane``, ``_weight_taps_plane``). The padding is never
+  materialised: for each kernel row i / column j the range of outputs whose
+  input lies inside the image is computed once (``_valid_range``), so the
+  innermost loop runs over a run of output columns with no bounds test.
+
+``prange`` only splits work whose outputs are disjoint: (image, channel) planes
+for forward and backward-input, channels for backward-weight (each channel sums
+over the batch in order in one thread). Results are therefore bit-identical from
+run to run, and whatever the number of threads.
 """
 from __future__ import annotations
 
