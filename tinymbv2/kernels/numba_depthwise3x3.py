@@ -136,6 +136,42 @@ def padded_size(h, wd, ph, pw):
 
 
 @njit(**_JIT)
+def _pad_plane(x, ph, pw, xp):
+    """xp (flat, row width W + 2 pw) = plane x (H, W) with ph zero rows above and
+    below, pw zero columns either side, and zeros after."""
+    h, wd = x.shape
+    wp = wd + 2 * pw
+    xp[:] = 0
+    for r in range(h):
+        dst, src = xp[(r + ph) * wp + pw:(r + ph) * wp + pw + wd], x[r]
+        for c in range(wd):
+            dst[c] = src[c]
+
+
+@njit(**_JIT)
+def _flat_taps(xp, wp, n):
+    """The nine runs of n values of padded plane xp that taps (i, j) read:
+    xp[i*Wp + j:i*Wp + j + n], row-major over (i, j)."""
+    return (xp[0:n], xp[1:1 + n], xp[2:2 + n],
+            xp[wp:wp + n], xp[wp + 1:wp + 1 + n], xp[wp + 2:wp + 2 + n],
+            xp[2 * wp:2 * wp + n], xp[2 * wp + 1:2 * wp + 1 + n], xp[2 * wp + 2:2 * wp + 2 + n])
+
+
+@njit(**_JIT)
+def _add_nine(acc, s00, s01, s02, s10, s11, s12, s20, s21, s22):
+    """acc (3, 3) += the nine running sums of a weight-gradient plane."""
+    acc[0, 0] += s00
+    acc[0, 1] += s01
+    acc[0, 2] += s02
+    acc[1, 0] += s10
+    acc[1, 1] += s11
+    acc[1, 2] += s12
+    acc[2, 0] += s20
+    acc[2, 1] += s21
+    acc[2, 2] += s22
+
+
+@njit(**_JIT)
 def correlate3x3_padded(y, x, w, ph, pw, xp, out):
     """y (Ho, Wo) = 3x3 cross-correlation of plane x (H, W) with w (3, 3), stride 1,
     padding (ph, pw), through a zero-padded copy of the plane.
@@ -148,15 +184,9 @@ def correlate3x3_padded(y, x, w, ph, pw, xp, out):
     h, wd = x.shape
     ho, wo = y.shape
     wp = wd + 2 * pw
-    xp[:] = 0
-    for r in range(h):
-        dst, src = xp[(r + ph) * wp + pw:(r + ph) * wp + pw + wd], x[r]
-        for c in range(wd):
-            dst[c] = src[c]
+    _pad_plane(x, ph, pw, xp)
     n = ho * wp
-    a0, a1, a2 = xp[0:n], xp[1:1 + n], xp[2:2 + n]
-    b0, b1, b2 = xp[wp:wp + n], xp[wp + 1:wp + 1 + n], xp[wp + 2:wp + 2 + n]
-    c0, c1, c2 = xp[2 * wp:2 * wp + n], xp[2 * wp + 1:2 * wp + 1 + n], xp[2 * wp + 2:2 * wp + 2 + n]
+    a0, a1, a2, b0, b1, b2, c0, c1, c2 = _flat_taps(xp, wp, n)
     w00, w01, w02 = w[0, 0], w[0, 1], w[0, 2]
     w10, w11, w12 = w[1, 0], w[1, 1], w[1, 2]
     w20, w21, w22 = w[2, 0], w[2, 1], w[2, 2]
@@ -183,11 +213,7 @@ def weight3x3_padded(acc, gy, x, ph, pw, xp, gp):
     h, wd = x.shape
     ho, wo = gy.shape
     wp = wd + 2 * pw
-    xp[:] = 0
-    for r in range(h):
-        dst, src = xp[(r + ph) * wp + pw:(r + ph) * wp + pw + wd], x[r]
-        for c in range(wd):
-            dst[c] = src[c]
+    _pad_plane(x, ph, pw, xp)
     n = ho * wp
     g = gp[:n]
     g[:] = 0
@@ -195,9 +221,7 @@ def weight3x3_padded(acc, gy, x, ph, pw, xp, gp):
         dst, src = g[r * wp:r * wp + wo], gy[r]
         for c in range(wo):
             dst[c] = src[c]
-    a0, a1, a2 = xp[0:n], xp[1:1 + n], xp[2:2 + n]
-    b0, b1, b2 = xp[wp:wp + n], xp[wp + 1:wp + 1 + n], xp[wp + 2:wp + 2 + n]
-    c0, c1, c2 = xp[2 * wp:2 * wp + n], xp[2 * wp + 1:2 * wp + 1 + n], xp[2 * wp + 2:2 * wp + 2 + n]
+    a0, a1, a2, b0, b1, b2, c0, c1, c2 = _flat_taps(xp, wp, n)
     zero = acc[0, 0] * 0
     s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = zero
     for k in range(n):
@@ -211,15 +235,7 @@ def weight3x3_padded(acc, gy, x, ph, pw, xp, gp):
         s20 += gk * c0[k]
         s21 += gk * c1[k]
         s22 += gk * c2[k]
-    acc[0, 0] += s00
-    acc[0, 1] += s01
-    acc[0, 2] += s02
-    acc[1, 0] += s10
-    acc[1, 1] += s11
-    acc[1, 2] += s12
-    acc[2, 0] += s20
-    acc[2, 1] += s21
-    acc[2, 2] += s22
+    _add_nine(acc, s00, s01, s02, s10, s11, s12, s20, s21, s22)
 
 
 @njit(**_JIT)
@@ -292,15 +308,7 @@ def weight3x3_strided(acc, gy, x, s, ph, pw, zero_row, phases):
                 s02 += gk * r0[col + 2]
                 s12 += gk * r1[col + 2]
                 s22 += gk * r2[col + 2]
-    acc[0, 0] += s00
-    acc[0, 1] += s01
-    acc[0, 2] += s02
-    acc[1, 0] += s10
-    acc[1, 1] += s11
-    acc[1, 2] += s12
-    acc[2, 0] += s20
-    acc[2, 1] += s21
-    acc[2, 2] += s22
+    _add_nine(acc, s00, s01, s02, s10, s11, s12, s20, s21, s22)
 
 
 @njit(**_JIT)
