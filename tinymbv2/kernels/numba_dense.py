@@ -29,7 +29,7 @@ from . import numba_pool  # noqa: F401  (pins Numba's BLAS to one thread, starts
 from ._checks import conv_geometry, grad_out_shape, same_float_dtype
 from .numba_bn import epilogue, epilogue_args
 from .numba_depthwise import _valid_range
-from .numba_pointwise import _GROUPS
+from .numba_pointwise import _GROUPS, add_into, sum_in_order
 
 _JIT = dict(cache=True, fastmath=False)
 
@@ -128,17 +128,8 @@ def _conv_backward_weight(gy3, x, kh, kw, sh, sw, ph, pw, ho, wo, groups):
                 np.dot(gy3[b], cols.T, acc)
             else:
                 np.dot(gy3[b], cols.T, tmp)
-                for i in range(co):
-                    ai, ti = acc[i], tmp[i]
-                    for j in range(k):
-                        ai[j] += ti[j]
-    gw = part[0].copy()
-    for g in range(1, groups):
-        for i in range(co):
-            gr, pr = gw[i], part[g, i]
-            for j in range(k):
-                gr[j] += pr[j]
-    return gw
+                add_into(acc, tmp)
+    return sum_in_order(part)
 
 
 # ------------------------------------------------------------- public wrappers

@@ -114,6 +114,24 @@ def _matmul_blocked_epilogue(a, x2, y2, ep, xbuf, ybuf, cols):
                 d[q] = s[q]
 
 
+@njit(**_JIT)
+def add_into(acc, tmp):
+    """acc (M, K) += tmp (M, K), element by element."""
+    for i in range(acc.shape[0]):
+        ai, ti = acc[i], tmp[i]
+        for j in range(acc.shape[1]):
+            ai[j] += ti[j]
+
+
+@njit(**_JIT)
+def sum_in_order(part):
+    """part[0] + part[1] + ... (G, M, K) -> (M, K), added in index order (deterministic)."""
+    total = part[0].copy()
+    for g in range(1, part.shape[0]):
+        add_into(total, part[g])
+    return total
+
+
 @njit(parallel=True, **_JIT)
 def _matmul_images(a, x3, bs, y3, ep):
     """y3 (N, M, P): y3[n] = a (M, K) @ x3[n] (K, P), ``bs`` images per task, each
@@ -180,17 +198,8 @@ def _matmul_sum_images(g3, x3, bs, groups):
                 _gather(xb, x3, b0, nb)
                 np.dot(gb, xb.T, dst)
             if t > t0:
-                for i in range(m):
-                    ai, ti = acc[i], tmp[i]
-                    for j in range(k):
-                        ai[j] += ti[j]
-    gw = part[0].copy()
-    for gi in range(1, groups):
-        for i in range(m):
-            gr, pr = gw[i], part[gi, i]
-            for j in range(k):
-                gr[j] += pr[j]
-    return gw
+                add_into(acc, tmp)
+    return sum_in_order(part)
 
 
 # ------------------------------------------------------------- public wrappers
