@@ -23,6 +23,7 @@ LAYER_TYPES = {
     "DenseConv2d": "stem (dense) conv",
     "GroupedConv2d": "grouped conv",
     "ConvBatchNormEval": "conv + batch norm (eval)",
+    "InvertedResidualEval": "inverted residual block (eval)",
     "BatchNormTrain": "batch norm",
     "BatchNormEval": "batch norm",
     "ReLU6": "relu6",

@@ -7,6 +7,7 @@ from .basic import (  # noqa: F401
     add, clamp, div, exp, flatten, getitem, log, matmul, mean, mul, neg, pow, relu,
     reshape, sub, sum, transpose,
 )
+from .blocks import inverted_residual_eval  # noqa: F401
 from .batchnorm import batch_norm, batch_norm_relu6  # noqa: F401
 from .conv import conv2d, conv2d_batch_norm_eval  # noqa: F401
 from .layers import adaptive_avg_pool2d, dropout, linear, relu6  # noqa: F401

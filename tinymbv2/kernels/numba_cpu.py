@@ -38,6 +38,7 @@ from .numba_bn import (  # noqa: F401
     batch_norm_forward_eval,
     batch_norm_forward_train,
 )
+from .numba_block import inverted_residual_eval  # noqa: F401  (optional: see there)
 from .numba_dense import (  # noqa: F401
     conv2d_backward_input,
     conv2d_backward_weight,

@@ -87,16 +87,29 @@ def conv_bn(conv, norm, x, relu6=False):
     if type(conv) is not nn.Conv2d or type(norm) is not nn.BatchNorm2d:
         y = norm(conv(x))
         return F.relu6(y) if relu6 else y
-    if (not norm.training and not is_grad_enabled() and conv.bias is None
-            and norm.running_mean is not None and isinstance(x, Tensor) and x.ndim == 4
-            and x.shape[1] == conv.in_channels and x.dtype == norm.running_mean.dtype):
+    if (not is_grad_enabled() and isinstance(x, Tensor) and x.ndim == 4
+            and x.shape[1] == conv.in_channels and _eval_fusable(conv, norm, x.dtype)):
         conv.output_shape(x.shape)  # the module's own error for a too-small input
-        return F.conv2d_batch_norm_eval(
-            x, conv.weight, conv.stride, conv.padding, conv.groups, norm.running_mean.data,
-            norm.running_var.data, norm.weight if norm.affine else _ones(norm, x),
-            norm.bias if norm.affine else _zeros(norm, x), norm.eps, relu6)
+        return F.conv2d_batch_norm_eval(x, conv.weight, conv.stride, conv.padding,
+                                        conv.groups, *_bn_eval(norm, x, relu6))
     y = conv(x)
     return norm.forward_relu6(y) if relu6 else norm(y)
+
+
+def _eval_fusable(conv, norm, dtype):
+    """Whether ``norm(conv(x))`` may run with the BatchNorm fused into the conv, for
+    inference: the plain layer types, BatchNorm in eval mode with running statistics
+    of x's dtype, a conv without bias."""
+    return (type(conv) is nn.Conv2d and type(norm) is nn.BatchNorm2d and not norm.training
+            and conv.bias is None and norm.running_mean is not None
+            and norm.running_mean.dtype == dtype)
+
+
+def _bn_eval(norm, x, relu6):
+    """BatchNorm-eval as the fused ops take it: (mean, var, weight, bias, eps, relu6)."""
+    return (norm.running_mean.data, norm.running_var.data,
+            norm.weight if norm.affine else _ones(norm, x),
+            norm.bias if norm.affine else _zeros(norm, x), norm.eps, relu6)
 
 
 def _ones(norm, x):
@@ -105,6 +118,14 @@ def _ones(norm, x):
 
 def _zeros(norm, x):
     return Tensor(get_array_module(x.data).zeros(norm.num_features, x.dtype))
+
+
+def _conv_bn_relu6(layer):
+    """(conv, norm, True) of a Conv2dNormActivation as built; (None, None, True) otherwise."""
+    modules = list(layer._modules.values()) if isinstance(layer, Conv2dNormActivation) else []
+    if len(modules) != 3 or type(modules[2]) is not nn.ReLU6:
+        return None, None, True
+    return modules[0], modules[1], True
 
 
 class InvertedResidual(nn.Module):
@@ -145,6 +166,9 @@ class InvertedResidual(nn.Module):
         return (c[0] if len(c) == 4 else None), c[-3], c[-2], c[-1]
 
     def forward(self, x):
+        fused = self._inference_parts(x)
+        if fused is not None:
+            return F.inverted_residual_eval(x, *fused, self.stride, self.use_res_connect)
         layers = list(self.conv)
         y = x
         if len(layers) >= 2 and type(layers[-1]) is nn.BatchNorm2d:  # the linear projection
@@ -154,6 +178,29 @@ class InvertedResidual(nn.Module):
         else:
             y = self.conv(y)
         return x + y if self.use_res_connect else y
+
+    def _inference_parts(self, x):
+        """(expand, depthwise, project) as ``F.inverted_residual_eval`` takes them, when the
+        whole block can run as one inference op: no graph recorded, x a 4-D Tensor with
+        ``inp`` channels, every BatchNorm in eval mode and the layers those the block was
+        built with (a block whose layers a user swapped or changed runs layer by layer).
+        Else None."""
+        if (is_grad_enabled() or not isinstance(x, Tensor) or x.ndim != 4
+                or x.shape[1] != self.inp):
+            return None
+        expand, depthwise, project_conv, project_norm = self.parts
+        layers = [] if expand is None else [(_conv_bn_relu6(expand), (1, 1), 1)]
+        layers += [(_conv_bn_relu6(depthwise), (3, 3), self.stride),
+                   ((project_conv, project_norm, False), (1, 1), 1)]
+        parts = []
+        for (conv, norm, relu6), kernel, stride in layers:
+            depthwise_layer = kernel == (3, 3)
+            if (not _eval_fusable(conv, norm, x.dtype) or conv.kernel_size != kernel
+                    or conv.stride != (stride, stride) or conv.padding != (kernel[0] // 2,) * 2
+                    or conv.groups != (conv.in_channels if depthwise_layer else 1)):
+                return None
+            parts.append((conv.weight, _bn_eval(norm, x, relu6)))
+        return (None, *parts) if expand is None else tuple(parts)
 
     def extra_repr(self):
         return (f"inp={self.inp}, oup={self.oup}, stride={self.stride}, "

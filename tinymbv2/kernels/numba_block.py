@@ -1,0 +1,274 @@
+"""A whole inverted residual block for inference, band by band (an optional numba kernel).
+
+Run layer by layer, a MobileNetV2 block writes its expanded tensor to memory
+and reads it back: at 224 px batch 8 the expansion of block 2 alone is
+8 x 96 x 112 x 112 float32 = 38.5 MiB, more than the 32 MiB last-level cache;
+the expansion writes it, BatchNorm and the depthwise filter read it, and the
+depthwise output is written and read again by the projection. Those passes,
+not the arithmetic, held the early high-resolution blocks to 60-90 GFLOP/s,
+against ~150 GFLOP/s in the 14x14 blocks.
+
+``inverted_residual_eval`` computes the block for one *band* of output rows of
+one image at a time, so that nothing between the block's input and its output
+leaves the cache:
+
+    x rows the band needs       (Ci, rows_in, W)     with a 1-row halo
+      -> E = ReLU6(BN(We @ x))  (Ch, rows_in, W)     1x1 expansion: a GEMM, then BN in place
+      -> D = ReLU6(BN(dw3x3(E))) (Ch, rows, Wo)      channel by channel
+      -> Y = BN(Wp @ D) [+ x]    (Co, rows, Wo)      1x1 projection: a GEMM
+    written once into y.
+
+The depthwise filter needs one input row above and below the band: those halo
+rows are expanded twice, by both bands that touch them. ``BAND_BYTES`` bounds
+E + D; at 224 px a band is half an image in block 2 and a whole image after.
+Every band of every image is a task of its own, computed the same way whichever
+thread takes it, so results are bit-identical from run to run and for any
+number of threads. Planes under ``FUSED_FROM`` pixels run layer by layer.
+
+The numbers are those of the separate layers up to float rounding (the GEMMs see
+a band's columns instead of a whole image's). Kernel sets without this kernel
+(``reference``, ``cupy``) run the block layer by layer (:mod:`.layered`), which
+stays the version to read.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from . import numba_pool  # noqa: F401  (the one-pool set-up)
+from ._checks import ndim, same_float_dtype
+from .numba_bn import affine_inplace, affine_row, epilogue, epilogue_args
+from .layered import inverted_residual_eval_layered
+from .numba_depthwise3x3 import _edge_output, _flat_taps, rows3
+
+_JIT = dict(cache=True, fastmath=False)
+BAND_BYTES = 4 * 1024 * 1024
+"""E + D of one band at most (``band_rows``). Measured at 224 px batch 8 (blocks 1-13):
+256 KiB 58.8 ms, 512 KiB 43.9, 1 MiB 40.4, 3-6 MiB 40.0-40.2, 12 MiB 40.9: bands that fit
+in L2 lose more to the halo rows and to thinner GEMMs than they gain; 4 MiB per thread
+stays in the 32 MiB L3. Read at each call (the tests make it small to get many bands)."""
+FUSED_FROM = 64
+"""Output planes of fewer pixels run layer by layer (:mod:`.layered`), where the
+pointwise kernel multiplies several images in one GEMM (``numba_pointwise._GATHER_BELOW``):
+at 7x7 that measured faster than a fused block's one thin GEMM per image."""
+
+
+@njit(inline="always", **_JIT)
+def _channel(ep, c, zero):
+    """Channel c of an epilogue (see ``numba_bn.epilogue_args``) as scalars:
+    (on, mean, scale, bias, relu6). Scalars, not the shared arrays, go to the inner
+    loops: passing arrays costs reference-count updates that the threads contend on."""
+    mean, scale, bias, flags = ep
+    if flags[0]:
+        return True, mean[c], scale[c], bias[c], flags[1]
+    return False, zero, zero, zero, False
+
+
+@njit(**_JIT)
+def _depthwise_s1(d, src, top, rows_in, w, bn, xp, run):
+    """d (rows, Wo) = ReLU6(BN(3x3 stride-1 correlation of the band)), padding 1.
+
+    src (R, W), the band's real input rows, is copied into a zero-padded flat plane xp
+    (row width Wp = W + 2, ``rows_in`` rows, src from row ``top``), where every output
+    has all nine taps: one vectorised run ``run[q] = sum_{i,j} w[i,j] xp[q + i Wp + j]``
+    over the plane (as ``numba_depthwise3x3.correlate3x3_padded``), then each row's Wo
+    values through ``bn`` = (on, mean, scale, bias, relu6)."""
+    rows, wo = d.shape
+    wd = src.shape[1]
+    wp = wd + 2
+    xp[:rows_in * wp + 2] = 0
+    for r in range(src.shape[0]):
+        dst, s = xp[(r + top) * wp + 1:(r + top) * wp + 1 + wd], src[r]
+        for q in range(wd):
+            dst[q] = s[q]
+    n = rows * wp
+    a0, a1, a2, b0, b1, b2, c0, c1, c2 = _flat_taps(xp, wp, n)
+    w00, w01, w02 = w[0, 0], w[0, 1], w[0, 2]
+    w10, w11, w12 = w[1, 0], w[1, 1], w[1, 2]
+    w20, w21, w22 = w[2, 0], w[2, 1], w[2, 2]
+    for k in range(n):
+        run[k] = ((w00 * a0[k] + w01 * a1[k] + w02 * a2[k])
+                  + (w10 * b0[k] + w11 * b1[k] + w12 * b2[k])
+                  + (w20 * c0[k] + w21 * c1[k] + w22 * c2[k]))
+    on, mu, sc, bi, relu6 = bn
+    for r in range(rows):
+        if on:
+            affine_row(run[r * wp:r * wp + wo], d[r], mu, sc, bi, relu6)
+        else:
+            d[r, :] = run[r * wp:r * wp + wo]
+
+
+@njit(**_JIT)
+def _row_s2(out, r0, r1, r2, w):
+    """out[o] = sum_{i,j} w[i, j] * r_i[2o - 1 + j]: one output row at stride 2, padding 1,
+    from three input rows (zero outside them). Outputs 1 .. W//2 - 1 read inside the
+    rows, every other element, which LLVM vectorises as interleaved loads; output 0 (and
+    the last one when W is odd) reads the padding and is computed on its own."""
+    wd, wo = r0.shape[0], out.shape[0]
+    w00, w01, w02 = w[0, 0], w[0, 1], w[0, 2]
+    w10, w11, w12 = w[1, 0], w[1, 1], w[1, 2]
+    w20, w21, w22 = w[2, 0], w[2, 1], w[2, 2]
+    for o in range(1, wd // 2):
+        k = 2 * o - 1
+        out[o] = ((w00 * r0[k] + w01 * r0[k + 1] + w02 * r0[k + 2])
+                  + (w10 * r1[k] + w11 * r1[k + 1] + w12 * r1[k + 2])
+                  + (w20 * r2[k] + w21 * r2[k + 1] + w22 * r2[k + 2]))
+    out[0] = _edge_output(r0, r1, r2, w, -1, wd)
+    if wd % 2 == 1:
+        out[wo - 1] = _edge_output(r0, r1, r2, w, 2 * wo - 3, wd)
+
+
+@njit(**_JIT)
+def _depthwise_s2(d, src, top, w, bn, zero_row):
+    """d (rows, Wo) = BN(3x3 stride-2 correlation of the band), padding 1: src (R, W), the
+    band's real input rows (already through the expansion's BN + ReLU6), starts at
+    padded row ``top``; rows outside it are the zero padding."""
+    rows, wo = d.shape
+    on, mu, sc, bi, relu6 = bn
+    for r in range(rows):
+        r0, r1, r2 = rows3(src, 2 * r - top, zero_row)
+        _row_s2(d[r], r0, r1, r2, w)
+        if on:
+            affine_inplace(d[r], mu, sc, bi, relu6)
+
+
+@njit(**_JIT)
+def _band(x, we, ep_e, wdw, ep_d, s, wpj, ep_p, residual, y, r0, r1, xb, eb, xp, run, db, ob):
+    """Output rows [r0, r1) of one image: x (Ci, H, W) -> y (Co, Ho, Wo), see the module."""
+    ci, h, wd = x.shape
+    co, ho, wo = y.shape
+    ch = wdw.shape[0]
+    rows = r1 - r0
+    top = r0 * s - 1                        # first padded input row the band reads
+    a, b = max(top, 0), min((r1 - 1) * s + 2, h)  # the real input rows among them
+    rows_in = (rows - 1) * s + 3
+    cols = (b - a) * wd
+    expand = we.shape[0] > 0
+    if expand:                              # expansion GEMM: E = We @ x_band
+        xm = xb[:ci * cols].reshape(ci, cols)
+        for c in range(ci):
+            dst = xm[c]
+            for r in range(b - a):
+                sr = x[c, a + r]
+                for q in range(wd):
+                    dst[r * wd + q] = sr[q]
+        em = eb[:ch * cols].reshape(ch, cols)
+        np.dot(we, xm, em)
+    dm = db[:ch * rows * wo].reshape(ch, rows * wo)
+    zero = wdw[0, 0, 0] * 0
+    xp[:wd] = 0  # the zero row of the stride-2 path
+    for c in range(ch):  # channel by channel: E's BN + ReLU6 in place, depthwise, BN, ReLU6
+        src = eb[c * cols:(c + 1) * cols].reshape(b - a, wd) if expand else x[c, a:b]
+        d = dm[c].reshape(rows, wo)
+        bn_e, bn_d = _channel(ep_e, c, zero), _channel(ep_d, c, zero)
+        if bn_e[0]:  # E's BN + ReLU6, in place, as one run
+            affine_inplace(eb[c * cols:(c + 1) * cols], bn_e[1], bn_e[2], bn_e[3], bn_e[4])
+        if s == 1:
+            _depthwise_s1(d, src, a - top, rows_in, wdw[c], bn_d, xp, run)
+        else:
+            _depthwise_s2(d, src, a - top, wdw[c], bn_d, xp[:wd])
+    om = ob[:co * rows * wo].reshape(co, rows * wo)
+    np.dot(wpj, dm, om)                     # projection: Y = BN(Wp @ D), no activation
+    epilogue(om, ep_p)
+    for c in range(co):
+        for r in range(rows):
+            dst, src = y[c, r0 + r], om[c, r * wo:(r + 1) * wo]
+            if residual:
+                res = x[c, r0 + r]
+                for q in range(wo):
+                    dst[q] = res[q] + src[q]
+            else:
+                for q in range(wo):
+                    dst[q] = src[q]
+
+
+@njit(**_JIT)
+def band_rows(ch, wd, wo, s, ho, itemsize, budget):
+    """Output rows per band: E (Ch x rows*s+2 x W) and D (Ch x rows x Wo) within
+    ``budget`` bytes, at least 1; then evened out over the image's bands."""
+    per_row = ch * (s * wd + wo) * itemsize
+    rows = max(1, min(ho, (budget - 2 * ch * wd * itemsize) // per_row))
+    nb = (ho + rows - 1) // rows
+    return (ho + nb - 1) // nb
+
+
+@njit(parallel=True, **_JIT)
+def _blocks(x, we, ep_e, wdw, ep_d, s, wpj, ep_p, residual, y, threads, budget):
+    n, ci, h, wd = x.shape
+    co, ho, wo = y.shape[1:]
+    ch = wdw.shape[0]
+    rows = band_rows(ch, wd, wo, s, ho, x.itemsize, budget)
+    nb = (ho + rows - 1) // rows
+    ntask = n * nb
+    workers = min(threads, ntask)  # scratch per worker; tasks dealt out round-robin
+    rin = (rows - 1) * s + 3
+    xbs = np.empty((workers, ci * rin * wd if we.shape[0] > 0 else 0), x.dtype)
+    ebs = np.empty((workers, ch * rin * wd if we.shape[0] > 0 else 0), x.dtype)
+    xps = np.empty((workers, rin * (wd + 3) + 2), x.dtype)  # padded rows, or their phases
+    runs = np.empty((workers, rows * (wd + 2)), x.dtype)
+    dbs = np.empty((workers, ch * rows * wo), x.dtype)
+    obs = np.empty((workers, co * rows * wo), x.dtype)
+    for k in prange(workers):
+        for t in range(k, ntask, workers):
+            i, band = t // nb, t % nb
+            r0 = band * rows
+            r1 = min(ho, r0 + rows)
+            _band(x[i], we, ep_e, wdw, ep_d, s, wpj, ep_p, residual, y[i], r0, r1,
+                  xbs[k], ebs[k], xps[k], runs[k], dbs[k], obs[k])
+    return y
+
+
+def inverted_residual_eval(x, expand, depthwise, project, stride, residual):
+    """MobileNetV2's inverted residual block in eval mode, one call (see the module).
+
+    x: (N, Ci, H, W). expand: None (expansion ratio 1) or (w (Ch, Ci, 1, 1), bn);
+    depthwise: (w (Ch, 1, 3, 3), bn), padding 1, stride ``stride`` (1 or 2);
+    project: (w (Co, Ch, 1, 1), bn). Each bn is ``(mean, var, weight, bias, eps,
+    relu6)`` as the conv kernels' ``bn_eval`` (ReLU6 on the first two, not the
+    projection). ``residual``: add x (stride 1, Ci = Co). -> (N, Co, Ho, Wo)."""
+    fn = "inverted_residual_eval"
+    x = np.ascontiguousarray(x)
+    ndim(fn, "x", x, 4)
+    n, ci, h, wd = x.shape
+    wdw = np.ascontiguousarray(depthwise[0])
+    we = np.empty((0, ci, 1, 1), x.dtype) if expand is None else np.ascontiguousarray(expand[0])
+    wpj = np.ascontiguousarray(project[0])
+    same_float_dtype(fn, x=x, expand=we, depthwise=wdw, project=wpj)
+    ch = wdw.shape[0] if wdw.ndim else 0
+    _expect_shape(fn, "depthwise", wdw, (ch, 1, 3, 3))
+    if expand is None and ch != ci:
+        raise ValueError(f"{fn}: without expansion the depthwise filter needs {ci} "
+                         f"channels, got weight {wdw.shape}")
+    if expand is not None:
+        _expect_shape(fn, "expand", we, (ch, ci, 1, 1))
+    co = wpj.shape[0] if wpj.ndim == 4 else -1
+    _expect_shape(fn, "project", wpj, (co, ch, 1, 1), "(Co, %d, 1, 1)" % ch)
+    if stride not in (1, 2):
+        raise ValueError(f"{fn}: stride must be 1 or 2, got {stride!r}")
+    if residual and (stride != 1 or co != ci):
+        raise ValueError(f"{fn}: the residual needs stride 1 and Co = Ci, got stride "
+                         f"{stride}, Ci {ci}, Co {co}")
+    ep_e = epilogue_args(fn, None if expand is None else expand[1], ch, x.dtype)
+    ep_d = epilogue_args(fn, depthwise[1], ch, x.dtype)
+    ep_p = epilogue_args(fn, project[1], co, x.dtype)
+    ho, wo = (h - 1) // stride + 1, (wd - 1) // stride + 1
+    if ho * wo < FUSED_FROM:
+        return inverted_residual_eval_layered(_this_set(), x, expand, depthwise, project,
+                                              stride, residual)
+    y = np.empty((n, co, ho, wo), x.dtype)  # NumPy's allocator: see numba_cpu
+    if n:
+        _blocks(x, we.reshape(we.shape[0], ci), ep_e, wdw.reshape(ch, 3, 3), ep_d, stride,
+                wpj.reshape(co, ch), ep_p, bool(residual), y, numba.get_num_threads(),
+                BAND_BYTES)
+    return y
+
+
+def _expect_shape(fn, name, w, shape, shown=None):
+    if w.shape != shape:
+        raise ValueError(f"{fn}: {name} weight must have shape {shown or shape}, got {w.shape}")
+
+
+def _this_set():
+    from . import numba_cpu  # the set this kernel belongs to (imported late: it imports us)
+    return numba_cpu
