@@ -190,6 +190,37 @@ def test_batch_norm_train_matches_torch(kset, case):
     assert_close(kgb, gb.numpy(), TOL64, "gbias")
 
 
+@pytest.mark.parametrize("path", ["flat", "small", "channels"])
+@pytest.mark.parametrize("relu6", [False, True])
+@FEW
+@given(case=bn_cases())
+def test_numba_batch_norm_train_paths_match_torch(path, relu6, case):
+    """Each of the numba set's three BatchNorm training paths, forced whatever the size:
+    contiguous rows (numba_bn_flat, small tensors), channel-vectorised (small planes),
+    per channel (the rest)."""
+    from tinymbv2.kernels import numba_bn
+
+    x, weight, bias, rng = case
+    bias = bias + 2  # so that the fused ReLU6 passes some values and clamps others
+    xt, wt, bt = t(x, True), t(weight, True), t(bias, True)
+    y = F.batch_norm(xt, None, None, wt, bt, training=True, eps=EPS)
+    y = F.relu6(y) if relu6 else y
+    gy = rng.standard_normal(x.shape)
+    gx, gw, gb = torch.autograd.grad(y, (xt, wt, bt), t(gy))
+    saved = numba_bn.FLAT_MAX, numba_bn.SMALL_PLANE, numba_bn.SMALL_PLANE_FORWARD
+    try:
+        numba_bn.FLAT_MAX = 10**9 if path == "flat" else 0
+        small = 10**9 if path == "small" else 0
+        numba_bn.SMALL_PLANE = numba_bn.SMALL_PLANE_FORWARD = small
+        out, mean, invstd = numba_cpu.batch_norm_forward_train(x, weight, bias, EPS, relu6)
+        grads = numba_cpu.batch_norm_backward_train(gy, x, mean, invstd, weight, bias, relu6)
+    finally:
+        numba_bn.FLAT_MAX, numba_bn.SMALL_PLANE, numba_bn.SMALL_PLANE_FORWARD = saved
+    assert_close(out, y.detach().numpy(), TOL64, f"{path} y")
+    for name, got, want in zip(("gx", "gweight", "gbias"), grads, (gx, gw, gb)):
+        assert_close(got, want.numpy(), TOL64, f"{path} {name}")
+
+
 @KSETS
 @FEW
 @given(case=bn_cases())

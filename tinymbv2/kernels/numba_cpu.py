@@ -59,3 +59,4 @@ from .numba_pointwise import (  # noqa: F401
 )
 
 name = "numba"
+

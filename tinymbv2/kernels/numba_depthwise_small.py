@@ -191,7 +191,7 @@ def backward_weight_small(gy, x, kh, kw, sh, sw, ph, pw):
     xs = np.empty((bounds.shape[0] - 1, h * wd, CHANNEL_BLOCK), x.dtype)
     gys = np.empty((bounds.shape[0] - 1, ho * wo, CHANNEL_BLOCK), x.dtype)
     x3, gy3 = x.reshape(n, c, h * wd), gy.reshape(n, c, ho * wo)
-    partial = np.zeros((n, kh * kw, c), x.dtype)  # one sum per image: no shared accumulator
+    partial = np.empty((n, kh * kw, c), x.dtype)  # one sum per image: no shared accumulator
     for chunk in prange(bounds.shape[0] - 1):
         xt, gyt = xs[chunk], gys[chunk]
         for task in range(bounds[chunk], bounds[chunk + 1]):
@@ -199,18 +199,32 @@ def backward_weight_small(gy, x, kh, kw, sh, sw, ph, pw):
             cb = min(CHANNEL_BLOCK, c - c0)
             _to_channels_last(x3[b, c0:c0 + cb], xt)
             _to_channels_last(gy3[b, c0:c0 + cb], gyt)
+            partial[b, :, c0:c0 + cb] = 0  # this task's sums, zeroed while in cache
             for o in range(ho * wo):
                 g = gyt[o, :cb]
                 for k in range(start[o], start[o + 1]):
                     acc, xr = partial[b, pairs[k, 0], c0:c0 + cb], xt[pairs[k, 1], :cb]
                     for ch in range(cb):
                         acc[ch] += g[ch] * xr[ch]
-    gw = np.empty((c, 1, kh, kw), x.dtype)
-    gw2 = gw.reshape(c, kh * kw)
-    for ch in prange(c):
-        for t in range(kh * kw):
-            acc = partial[0, t, ch]
-            for b in range(1, n):  # images added in order: the same sum for any thread count
-                acc += partial[b, t, ch]
-            gw2[ch, t] = acc
+    return _sum_images(partial, blocks, kh, kw)
+
+
+@njit(parallel=True, **_JIT)
+def _sum_images(partial, blocks, kh, kw):
+    """gw (C, 1, kh, kw) = sum over images of partial (N, kh*kw, C), added in image order
+    (the same sum for any thread count), a block of channels at a time so that every
+    loop runs over contiguous channels."""
+    n, kk, c = partial.shape
+    total = np.empty((kk, c), partial.dtype)
+    for blk in prange(blocks):
+        c0, c1 = blk * CHANNEL_BLOCK, min(c, (blk + 1) * CHANNEL_BLOCK)
+        for t in range(kk):
+            acc = total[t, c0:c1]
+            acc[:] = partial[0, t, c0:c1]
+            for b in range(1, n):
+                pr = partial[b, t, c0:c1]
+                for ch in range(c1 - c0):
+                    acc[ch] += pr[ch]
+    gw = np.empty((c, 1, kh, kw), partial.dtype)
+    _to_channels_first(total, gw.reshape(c, kk))
     return gw
