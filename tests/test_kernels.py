@@ -190,6 +190,15 @@ def test_batch_norm_train_matches_torch(kset, case):
     assert_close(kgb, gb.numpy(), TOL64, "gbias")
 
 
+@pytest.mark.parametrize("n,ci,co", [(5, 7, 9), (64, 3, 2)])
+def test_numba_pointwise_weight_gradient_of_1x1_planes_matches_torch(n, ci, co):
+    """1x1 planes take one GEMM over all images (numba_pointwise.SUM_GATHERED_BELOW)."""
+    rng = np.random.default_rng(n)
+    x, wt = rng.standard_normal((n, ci, 1, 1)), rng.standard_normal((co, ci, 1, 1))
+    y, gy, gx, gw = torch_conv(x, wt, 1, 0, 1, rng)
+    assert_close(numba_cpu.pointwise_conv2d_backward_weight(gy, x), gw, TOL64, "backward_weight")
+
+
 @pytest.mark.parametrize("path", ["flat", "small", "channels"])
 @pytest.mark.parametrize("relu6", [False, True])
 @FEW
@@ -312,6 +321,11 @@ def test_numba_is_deterministic():
     calls = all_kernel_calls(x, w, wd, wp, (1, 1), (1, 1), rng)
     calls2 = all_kernel_calls(x, w, wd, wp, (2, 2), (1, 1), rng)
     calls.update({k + " s2": v for k, v in calls2.items() if "conv2d" in k})
+    for plane in (1, 2):  # the small-plane paths: contiguous-row BatchNorm, one gathered GEMM
+        xs, ws, wds, wps = random_problem(rng, np.float32, shape=(16, 40, plane, plane), co=8,
+                                          cp=24)
+        small = all_kernel_calls(xs, ws, wds, wps, (1, 1), (1, 1), rng)
+        calls.update({f"{k} {plane}x{plane}": v for k, v in small.items()})
 
     def run_all():
         return {k: as_tuple(getattr(numba_cpu, k.split()[0])(*a)) for k, a in calls.items()}
