@@ -20,7 +20,8 @@ leaves the cache:
 
 The depthwise filter needs one input row above and below the band: those halo
 rows are expanded twice, by both bands that touch them. ``BAND_BYTES`` bounds
-E + D; at 224 px a band is half an image in block 2 and a whole image after.
+E + D per thread; at 224 px a band is a quarter of an image in block 2, half of one
+in blocks 3 and 4, and a whole image from 28x28 on.
 Every band of every image is a task of its own, computed the same way whichever
 thread takes it, so results are bit-identical from run to run and for any
 number of threads. Planes under ``FUSED_FROM`` pixels run layer by layer.
@@ -43,11 +44,13 @@ from .layered import inverted_residual_eval_layered
 from .numba_depthwise3x3 import _edge_output, _flat_taps, rows3
 
 _JIT = dict(cache=True, fastmath=False)
-BAND_BYTES = 4 * 1024 * 1024
-"""E + D of one band at most (``band_rows``). Measured at 224 px batch 8 (blocks 1-13):
-256 KiB 58.8 ms, 512 KiB 43.9, 1 MiB 40.4, 3-6 MiB 40.0-40.2, 12 MiB 40.9: bands that fit
-in L2 lose more to the halo rows and to thinner GEMMs than they gain; 4 MiB per thread
-stays in the 32 MiB L3. Read at each call (the tests make it small to get many bands)."""
+BAND_BYTES = 2 * 1024 * 1024
+"""E + D of one band at most, per thread (``band_rows``). Measured at 224 px batch 8, the
+sum of blocks 1-13: 256 KiB 58.8 ms, 512 KiB 43.9, 1 MiB 40.4, 3-6 MiB 40.0-40.2, 12 MiB
+40.9 (bands that fit in L2 lose more to the halo rows and thinner GEMMs than they gain);
+the whole inference, A/B in one process: 1 MiB 48.5 ms, 2 MiB 47.4, 4 MiB 47.3. At 2 MiB a
+one-image forward at 224 px peaks at 4.77 MiB of arrays (4 MiB: 8.02 MiB, layer by layer:
+6.54). Read at each call (the tests make it small to get many bands)."""
 FUSED_FROM = 64
 """Output planes of fewer pixels run layer by layer (:mod:`.layered`), where the
 pointwise kernel multiplies several images in one GEMM (``numba_pointwise._GATHER_BELOW``):
