@@ -28,6 +28,8 @@ CASES = [
     (1, 8, 20, 19, 6, 8, 2, False),    # stride 2, odd width: the last column reads padding
     (3, 5, 14, 14, 3, 7, 2, False),    # 7x7 output: layer by layer
     (1, 2, 1, 70, 6, 2, 1, True),      # one row
+    (9, 3, 10, 10, 6, 3, 1, True),     # small whole images, 3 side by side in the GEMMs
+    (8, 4, 19, 17, 2, 6, 2, False),    # ... and 2, at stride 2
 ]
 
 
