@@ -30,6 +30,7 @@ CASES = [
     (1, 2, 1, 70, 6, 2, 1, True),      # one row
     (9, 3, 10, 10, 6, 3, 1, True),     # small whole images, 3 side by side in the GEMMs
     (8, 4, 19, 17, 2, 6, 2, False),    # ... and 2, at stride 2
+    (0, 4, 9, 8, 6, 4, 1, True),       # an empty batch
 ]
 
 

@@ -438,3 +438,31 @@ def test_numba_matmul_row_blocks_match_numpy_and_are_deterministic():
     finally:
         numba.set_num_threads(before)
     assert got.tobytes() == numba_cpu.matmul(a, b).tobytes() == one.tobytes()
+
+
+@KSETS
+@pytest.mark.parametrize("plane,stride", [(9, 1), (9, 2), (3, 1), (30, 2)])
+def test_conv_kernels_take_an_empty_batch(kset, plane, stride):
+    """N = 0 (the last batch of a split can be empty): outputs of the right shape, and
+    zero weight gradients, from every conv kernel of both sets."""
+    rng = np.random.default_rng(0)
+    c = 70 if plane == 3 else 5
+    x = np.empty((0, c, plane, plane))
+    wd, wp = rng.standard_normal((c, 1, 3, 3)), rng.standard_normal((4, c, 1, 1))
+    w = rng.standard_normal((4, c, 3, 3))
+    s, pad = (stride, stride), (1, 1)
+    ho = (plane - 1) // stride + 1
+    for forward, backward_input, backward_weight, weight, args in (
+            ("depthwise_conv2d_forward", "depthwise_conv2d_backward_input",
+             "depthwise_conv2d_backward_weight", wd, (s, pad)),
+            ("conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight", w, (s, pad))):
+        y = getattr(kset, forward)(x, weight, *args)
+        assert y.shape == (0, weight.shape[0], ho, ho)
+        assert getattr(kset, backward_input)(y, weight, x.shape, *args).shape == x.shape
+        gw = getattr(kset, backward_weight)(y, x, weight.shape, *args)
+        assert gw.shape == weight.shape and not gw.any()
+    y = kset.pointwise_conv2d_forward(x, wp)
+    assert y.shape == (0, 4, plane, plane)
+    assert kset.pointwise_conv2d_backward_input(y, wp).shape == x.shape
+    gw = kset.pointwise_conv2d_backward_weight(y, x)
+    assert gw.shape == wp.shape and not gw.any()

@@ -293,6 +293,8 @@ def depthwise_conv2d_forward(x, w, stride, padding, bn_eval=None):
     (sh, sw), (ph, pw), (ho, wo) = conv_geometry(fn, x.shape, w.shape, stride, padding, depthwise=True)
     y = np.empty((x.shape[0], x.shape[1], ho, wo), x.dtype)  # see numba_cpu on allocation
     ep = epilogue_args(fn, bn_eval, x.shape[1], x.dtype)
+    if y.size == 0:  # an empty batch (the parallel loops below divide work by N*C)
+        return y
     if _small(x.shape, w.shape, (sh, sw), (ph, pw)):
         return forward_small(x, w, sh, sw, ph, pw, y, ep)
     return _depthwise_forward(x, w, sh, sw, ph, pw, y, ep)
@@ -306,6 +308,9 @@ def depthwise_conv2d_backward_input(gy, w, x_shape, stride, padding):
     (sh, sw), (ph, pw), (ho, wo) = conv_geometry(fn, x_shape, w.shape, stride, padding, depthwise=True)
     grad_out_shape(fn, gy.shape, (x_shape[0], x_shape[1], ho, wo))
     gx = np.empty(tuple(int(d) for d in x_shape), gy.dtype)  # see numba_cpu on allocation
+    if gy.size == 0:  # an empty batch, or an empty output plane: no gradient reaches x
+        gx[...] = 0
+        return gx
     if _small(x_shape, w.shape, (sh, sw), (ph, pw)):
         return backward_input_small(gy, w, sh, sw, ph, pw, gx)
     return _depthwise_backward_input(gy, w, sh, sw, ph, pw, gx)
@@ -319,6 +324,8 @@ def depthwise_conv2d_backward_weight(gy, x, w_shape, stride, padding):
     (sh, sw), (ph, pw), (ho, wo) = conv_geometry(fn, x.shape, w_shape, stride, padding, depthwise=True)
     grad_out_shape(fn, gy.shape, (x.shape[0], x.shape[1], ho, wo))
     kh, kw = int(w_shape[2]), int(w_shape[3])
+    if gy.size == 0:  # an empty batch: the sums over images are empty
+        return np.zeros((x.shape[1], 1, kh, kw), gy.dtype)
     if _small(x.shape, w_shape, (sh, sw), (ph, pw)):
         return backward_weight_small(gy, x, kh, kw, sh, sw, ph, pw)
     return _depthwise_backward_weight(gy, x, kh, kw, sh, sw, ph, pw)
