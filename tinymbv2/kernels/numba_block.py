@@ -43,7 +43,7 @@ from . import numba_pool  # noqa: F401  (the one-pool set-up)
 from ._checks import ndim, same_float_dtype
 from .numba_bn import affine_inplace, affine_row, epilogue, epilogue_args
 from .layered import inverted_residual_eval_layered
-from .numba_depthwise3x3 import _edge_output, _flat_taps, rows3
+from .numba_depthwise3x3 import _edge_output, correlate_flat, rows3
 
 _JIT = dict(cache=True, fastmath=False)
 BAND_BYTES = 2 * 1024 * 1024
@@ -80,7 +80,7 @@ def _depthwise_s1(d, src, top, rows_in, w, bn, xp, run):
     src (R, W), the band's real input rows, is copied into a zero-padded flat plane xp
     (row width Wp = W + 2, ``rows_in`` rows, src from row ``top``), where every output
     has all nine taps: one vectorised run ``run[q] = sum_{i,j} w[i,j] xp[q + i Wp + j]``
-    over the plane (as ``numba_depthwise3x3.correlate3x3_padded``), then each row's Wo
+    over the plane (``numba_depthwise3x3.correlate_flat``), then each row's Wo
     values through ``bn`` = (on, mean, scale, bias, relu6)."""
     rows, wo = d.shape
     wd = src.shape[1]
@@ -90,15 +90,7 @@ def _depthwise_s1(d, src, top, rows_in, w, bn, xp, run):
         dst, s = xp[(r + top) * wp + 1:(r + top) * wp + 1 + wd], src[r]
         for q in range(wd):
             dst[q] = s[q]
-    n = rows * wp
-    a0, a1, a2, b0, b1, b2, c0, c1, c2 = _flat_taps(xp, wp, n)
-    w00, w01, w02 = w[0, 0], w[0, 1], w[0, 2]
-    w10, w11, w12 = w[1, 0], w[1, 1], w[1, 2]
-    w20, w21, w22 = w[2, 0], w[2, 1], w[2, 2]
-    for k in range(n):
-        run[k] = ((w00 * a0[k] + w01 * a1[k] + w02 * a2[k])
-                  + (w10 * b0[k] + w11 * b1[k] + w12 * b2[k])
-                  + (w20 * c0[k] + w21 * c1[k] + w22 * c2[k]))
+    correlate_flat(run, xp, w, wp, rows * wp)
     on, mu, sc, bi, relu6 = bn
     for r in range(rows):
         if on:

@@ -172,6 +172,21 @@ def _add_nine(acc, s00, s01, s02, s10, s11, s12, s20, s21, s22):
 
 
 @njit(**_JIT)
+def correlate_flat(out, xp, w, wp, n):
+    """out[k] = sum_{i,j} w[i, j] * xp[k + i*Wp + j] for k < n: a stride-1 3x3 correlation
+    over a zero-padded flat plane xp of row width Wp, as one vectorised loop."""
+    a0, a1, a2, b0, b1, b2, c0, c1, c2 = _flat_taps(xp, wp, n)
+    w00, w01, w02 = w[0, 0], w[0, 1], w[0, 2]
+    w10, w11, w12 = w[1, 0], w[1, 1], w[1, 2]
+    w20, w21, w22 = w[2, 0], w[2, 1], w[2, 2]
+    o = out[:n]
+    for k in range(n):
+        o[k] = ((w00 * a0[k] + w01 * a1[k] + w02 * a2[k])
+                + (w10 * b0[k] + w11 * b1[k] + w12 * b2[k])
+                + (w20 * c0[k] + w21 * c1[k] + w22 * c2[k]))
+
+
+@njit(**_JIT)
 def correlate3x3_padded(y, x, w, ph, pw, xp, out):
     """y (Ho, Wo) = 3x3 cross-correlation of plane x (H, W) with w (3, 3), stride 1,
     padding (ph, pw), through a zero-padded copy of the plane.
@@ -185,16 +200,7 @@ def correlate3x3_padded(y, x, w, ph, pw, xp, out):
     ho, wo = y.shape
     wp = wd + 2 * pw
     _pad_plane(x, ph, pw, xp)
-    n = ho * wp
-    a0, a1, a2, b0, b1, b2, c0, c1, c2 = _flat_taps(xp, wp, n)
-    w00, w01, w02 = w[0, 0], w[0, 1], w[0, 2]
-    w10, w11, w12 = w[1, 0], w[1, 1], w[1, 2]
-    w20, w21, w22 = w[2, 0], w[2, 1], w[2, 2]
-    o = out[:n]
-    for k in range(n):
-        o[k] = ((w00 * a0[k] + w01 * a1[k] + w02 * a2[k])
-                + (w10 * b0[k] + w11 * b1[k] + w12 * b2[k])
-                + (w20 * c0[k] + w21 * c1[k] + w22 * c2[k]))
+    correlate_flat(out, xp, w, wp, ho * wp)
     for r in range(ho):
         dst, src = y[r], out[r * wp:r * wp + wo]
         for c in range(wo):
