@@ -7,7 +7,8 @@
 Every :class:`~tinymbv2.autograd.Function` call is timed (forward and backward
 separately) and grouped by the layer type it belongs to; the rest of the wall
 time (Python glue, the optimizer, graph bookkeeping) shows as "other".
-Setting ``TINYMBV2_PROFILE=1`` makes ``tinymbv2 bench`` print this for a step.
+Setting ``TINYMBV2_PROFILE=1`` makes ``make bench`` (``python -m benchmarks.train_step``)
+print this for one training step at each size.
 """
 from __future__ import annotations
 
