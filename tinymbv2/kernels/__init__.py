@@ -6,7 +6,10 @@ differentiable ops in :mod:`tinymbv2.functional` call whichever set
 :func:`tinymbv2.backend.kernels_for` picks. Shapes are NCHW; ``stride`` and
 ``padding`` are ``(sh, sw)`` / ``(ph, pw)`` tuples of ints; outputs have the
 dtype of the inputs (float32 or float64) and are freshly allocated,
-C-contiguous arrays. Inputs may be non-contiguous.
+C-contiguous arrays -- except that ``numba_cpu`` returns the activations of
+small planes (outputs of the conv and BatchNorm kernels, and their input
+gradients) channels-last: NCHW arrays over NHWC memory, see
+:mod:`.numba_layout`. Inputs may be non-contiguous or channels-last.
 
 Dense convolution, any kernel size, groups = 1 (``w``: (Co, Ci, kh, kw)):
 

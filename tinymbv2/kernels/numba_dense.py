@@ -28,7 +28,9 @@ from numba import njit, prange
 from . import numba_pool  # noqa: F401  (pins Numba's BLAS to one thread, starts the pool passive)
 from ._checks import conv_geometry, grad_out_shape, same_float_dtype
 from .numba_bn import epilogue, epilogue_args
+from .numba_bn_rows import _affine_rows
 from .numba_depthwise import _valid_range
+from .numba_layout import as_channels_last, channels_last_plane, empty_channels_last, pixels
 from .numba_pointwise import _GROUPS, add_into, sum_in_order
 
 _JIT = dict(cache=True, fastmath=False)
@@ -83,37 +85,48 @@ def _col2im(gx, dcols, kh, kw, sh, sw, ph, pw, ho, wo, rlo, rhi, clo, chi):
 
 
 # ------------------------------------------------------------------ jitted cores
+# ``cl``: y / gy is channels-last, given as (N, Ho*Wo, Co) instead of (N, Co, Ho*Wo); the
+# GEMMs then take its transpose (a BLAS flag): y[n] (P, Co) = cols.T @ W.T, and so on.
 @njit(parallel=True, **_JIT)
-def _conv_forward(x, wm, kh, kw, sh, sw, ph, pw, ho, wo, y, ep):
+def _conv_forward(x, wm, kh, kw, sh, sw, ph, pw, ho, wo, y, ep, cl):
     n, ci, h, wd = x.shape
     rlo, rhi = _valid_range(kh, ph, sh, h, ho)
     clo, chi = _valid_range(kw, pw, sw, wd, wo)
     cols_all = np.empty((n, wm.shape[1], ho * wo), x.dtype)  # scratch before the loop: see numba_cpu
+    mean, scale, bias, flags = ep
     for b in prange(n):
         cols = cols_all[b]
         _im2col(cols, x[b], kh, kw, sh, sw, ph, pw, ho, wo, rlo, rhi, clo, chi)
-        np.dot(wm, cols, y[b])
-        epilogue(y[b], ep)
+        if cl:
+            np.dot(cols.T, wm.T, y[b])
+            if flags[0]:
+                _affine_rows(y[b], y[b], 0, ho * wo, mean, scale, bias, flags[1])
+        else:
+            np.dot(wm, cols, y[b])
+            epilogue(y[b], ep)
     return y
 
 
 @njit(parallel=True, **_JIT)
-def _conv_backward_input(gy3, wt, kh, kw, sh, sw, ph, pw, ho, wo, gx):
+def _conv_backward_input(gy3, wt, kh, kw, sh, sw, ph, pw, ho, wo, gx, cl):
     n, ci, h, wd = gx.shape
     rlo, rhi = _valid_range(kh, ph, sh, h, ho)
     clo, chi = _valid_range(kw, pw, sw, wd, wo)
     dcols_all = np.empty((n, wt.shape[0], ho * wo), gy3.dtype)
     for b in prange(n):
         dcols = dcols_all[b]
-        np.dot(wt, gy3[b], dcols)
+        if cl:
+            np.dot(wt, gy3[b].T, dcols)
+        else:
+            np.dot(wt, gy3[b], dcols)
         _col2im(gx[b], dcols, kh, kw, sh, sw, ph, pw, ho, wo, rlo, rhi, clo, chi)
     return gx
 
 
 @njit(parallel=True, **_JIT)
-def _conv_backward_weight(gy3, x, kh, kw, sh, sw, ph, pw, ho, wo, groups):
+def _conv_backward_weight(gy3, x, kh, kw, sh, sw, ph, pw, ho, wo, groups, cl):
     n, ci, h, wd = x.shape
-    co, k = gy3.shape[1], ci * kh * kw
+    co, k = (gy3.shape[2] if cl else gy3.shape[1]), ci * kh * kw
     rlo, rhi = _valid_range(kh, ph, sh, h, ho)
     clo, chi = _valid_range(kw, pw, sw, wd, wo)
     part = np.empty((groups, co, k), x.dtype)
@@ -124,10 +137,12 @@ def _conv_backward_weight(gy3, x, kh, kw, sh, sw, ph, pw, ho, wo, groups):
         acc, tmp, cols = part[g], tmps[g], cols_all[g]
         for b in range(b0, b1):
             _im2col(cols, x[b], kh, kw, sh, sw, ph, pw, ho, wo, rlo, rhi, clo, chi)
-            if b == b0:
-                np.dot(gy3[b], cols.T, acc)
+            dst = acc if b == b0 else tmp
+            if cl:
+                np.dot(gy3[b].T, cols.T, dst)
             else:
-                np.dot(gy3[b], cols.T, tmp)
+                np.dot(gy3[b], cols.T, dst)
+            if b > b0:
                 add_into(acc, tmp)
     return sum_in_order(part)
 
@@ -135,6 +150,16 @@ def _conv_backward_weight(gy3, x, kh, kw, sh, sw, ph, pw, ho, wo, groups):
 # ------------------------------------------------------------- public wrappers
 def _c(a):
     return np.ascontiguousarray(a)
+
+
+def _output_rows(a):
+    """(a as (N, P, C) channels-last, True) when the output plane is kept channels-last
+    (:mod:`.numba_layout`: decided by the output plane here, as x is the image), else
+    (a as (N, C, P) C-contiguous, False). Copies only an input in the other layout."""
+    n, c, h, w = a.shape
+    if channels_last_plane(h, w):
+        return pixels(as_channels_last(a)), True
+    return _c(a).reshape(n, c, h * w), False
 
 
 def conv2d_forward(x, w, stride, padding, bn_eval=None):
@@ -145,16 +170,21 @@ def conv2d_forward(x, w, stride, padding, bn_eval=None):
     same_float_dtype(fn, x=x, w=w)
     (sh, sw), (ph, pw), (ho, wo) = conv_geometry(fn, x.shape, w.shape, stride, padding)
     n, co, kh, kw = x.shape[0], w.shape[0], w.shape[2], w.shape[3]
+    ep = epilogue_args(fn, bn_eval, co, x.dtype)
+    if channels_last_plane(ho, wo):
+        y = empty_channels_last((n, co, ho, wo), x.dtype)
+        _conv_forward(x, w.reshape(co, -1), kh, kw, sh, sw, ph, pw, ho, wo, pixels(y), ep, True)
+        return y
     y = np.empty((n, co, ho, wo), x.dtype)  # NumPy's allocator: see numba_cpu
     _conv_forward(x, w.reshape(co, -1), kh, kw, sh, sw, ph, pw, ho, wo, y.reshape(n, co, ho * wo),
-                  epilogue_args(fn, bn_eval, co, x.dtype))
+                  ep, False)
     return y
 
 
 def conv2d_backward_input(gy, w, x_shape, stride, padding):
     """Gradient of ``conv2d_forward`` w.r.t. x: (N, Co, Ho, Wo) -> ``x_shape``."""
     fn = "conv2d_backward_input"
-    gy, w = _c(gy), _c(w)
+    gy, w = np.asarray(gy), _c(w)
     same_float_dtype(fn, gy=gy, w=w)
     (sh, sw), (ph, pw), (ho, wo) = conv_geometry(fn, x_shape, w.shape, stride, padding)
     n, ci, h, wd = (int(s) for s in x_shape)
@@ -162,13 +192,14 @@ def conv2d_backward_input(gy, w, x_shape, stride, padding):
     grad_out_shape(fn, gy.shape, (n, co, ho, wo))
     wt = w.reshape(co, -1).T  # (K, Co): a transposed view, BLAS reads it as is
     gx = np.empty((n, ci, h, wd), gy.dtype)  # NumPy's allocator: see numba_cpu
-    return _conv_backward_input(gy.reshape(n, co, ho * wo), wt, kh, kw, sh, sw, ph, pw, ho, wo, gx)
+    gy3, cl = _output_rows(gy)
+    return _conv_backward_input(gy3, wt, kh, kw, sh, sw, ph, pw, ho, wo, gx, cl)
 
 
 def conv2d_backward_weight(gy, x, w_shape, stride, padding):
     """Gradient of ``conv2d_forward`` w.r.t. w: -> ``w_shape`` (Co, Ci, kh, kw)."""
     fn = "conv2d_backward_weight"
-    gy, x = _c(gy), _c(x)
+    gy, x = np.asarray(gy), _c(x)
     same_float_dtype(fn, gy=gy, x=x)
     (sh, sw), (ph, pw), (ho, wo) = conv_geometry(fn, x.shape, w_shape, stride, padding)
     n = x.shape[0]
@@ -177,6 +208,6 @@ def conv2d_backward_weight(gy, x, w_shape, stride, padding):
     w_shape = tuple(int(s) for s in w_shape)
     if n == 0:
         return np.zeros(w_shape, x.dtype)
-    gy3 = gy.reshape(n, co, ho * wo)
-    gw = _conv_backward_weight(gy3, x, kh, kw, sh, sw, ph, pw, ho, wo, min(n, _GROUPS))
+    gy3, cl = _output_rows(gy)
+    gw = _conv_backward_weight(gy3, x, kh, kw, sh, sw, ph, pw, ho, wo, min(n, _GROUPS), cl)
     return gw.reshape(w_shape)

@@ -29,7 +29,9 @@ from . import numba_pool  # noqa: F401  (the one-pool set-up, see there)
 from ._checks import conv_geometry, grad_out_shape, same_float_dtype
 from .numba_depthwise3x3 import (correlate3x3_padded, correlate3x3_strided, padded_size,
                                  scatter3x3_strided_plane, weight3x3_padded, weight3x3_strided)
-from .numba_depthwise_small import backward_input_small, backward_weight_small, forward_small
+from .numba_depthwise_small import (backward_input_pixels, backward_input_small, backward_weight_pixels,
+                                    backward_weight_small, forward_pixels, forward_small)
+from .numba_layout import as_channels_last, channels_last_plane, empty_channels_last, pixels
 from .numba_bn import affine_inplace, epilogue_args
 
 _JIT = dict(cache=True, fastmath=False)
@@ -288,11 +290,18 @@ def depthwise_conv2d_forward(x, w, stride, padding, bn_eval=None):
     """Depthwise convolution. x: (N, C, H, W), w: (C, 1, kh, kw) -> (N, C, Ho, Wo).
     ``bn_eval``: the output then through BatchNorm-eval (+ReLU6), see the interface."""
     fn = "depthwise_conv2d_forward"
-    x, w = _c(x), _c(w)
+    x, w = np.asarray(x), _c(w)
     same_float_dtype(fn, x=x, w=w)
     (sh, sw), (ph, pw), (ho, wo) = conv_geometry(fn, x.shape, w.shape, stride, padding, depthwise=True)
-    y = np.empty((x.shape[0], x.shape[1], ho, wo), x.dtype)  # see numba_cpu on allocation
     ep = epilogue_args(fn, bn_eval, x.shape[1], x.dtype)
+    if channels_last_plane(x.shape[2], x.shape[3]):  # see numba_layout
+        x = as_channels_last(x)
+        y = empty_channels_last((x.shape[0], x.shape[1], ho, wo), x.dtype)
+        if y.size:
+            forward_pixels(pixels(x), x.shape[2], x.shape[3], w, sh, sw, ph, pw, ho, wo, pixels(y), ep)
+        return y
+    x = _c(x)
+    y = np.empty((x.shape[0], x.shape[1], ho, wo), x.dtype)  # see numba_cpu on allocation
     if y.size == 0:  # an empty batch (the parallel loops below divide work by N*C)
         return y
     if _small(x.shape, w.shape, (sh, sw), (ph, pw)):
@@ -303,10 +312,19 @@ def depthwise_conv2d_forward(x, w, stride, padding, bn_eval=None):
 def depthwise_conv2d_backward_input(gy, w, x_shape, stride, padding):
     """Gradient of ``depthwise_conv2d_forward`` w.r.t. x: -> ``x_shape``."""
     fn = "depthwise_conv2d_backward_input"
-    gy, w = _c(gy), _c(w)
+    gy, w = np.asarray(gy), _c(w)
     same_float_dtype(fn, gy=gy, w=w)
     (sh, sw), (ph, pw), (ho, wo) = conv_geometry(fn, x_shape, w.shape, stride, padding, depthwise=True)
     grad_out_shape(fn, gy.shape, (x_shape[0], x_shape[1], ho, wo))
+    h, wd = int(x_shape[2]), int(x_shape[3])
+    if channels_last_plane(h, wd):  # see numba_layout
+        gy, gx = as_channels_last(gy), empty_channels_last(x_shape, gy.dtype)
+        if gy.size == 0:
+            gx[...] = 0
+        elif gx.size:
+            backward_input_pixels(pixels(gy), ho, wo, w, sh, sw, ph, pw, h, wd, pixels(gx))
+        return gx
+    gy = _c(gy)
     gx = np.empty(tuple(int(d) for d in x_shape), gy.dtype)  # see numba_cpu on allocation
     if gy.size == 0:  # an empty batch, or an empty output plane: no gradient reaches x
         gx[...] = 0
@@ -319,13 +337,18 @@ def depthwise_conv2d_backward_input(gy, w, x_shape, stride, padding):
 def depthwise_conv2d_backward_weight(gy, x, w_shape, stride, padding):
     """Gradient of ``depthwise_conv2d_forward`` w.r.t. w: -> ``w_shape`` (C, 1, kh, kw)."""
     fn = "depthwise_conv2d_backward_weight"
-    gy, x = _c(gy), _c(x)
+    gy, x = np.asarray(gy), np.asarray(x)
     same_float_dtype(fn, gy=gy, x=x)
     (sh, sw), (ph, pw), (ho, wo) = conv_geometry(fn, x.shape, w_shape, stride, padding, depthwise=True)
     grad_out_shape(fn, gy.shape, (x.shape[0], x.shape[1], ho, wo))
     kh, kw = int(w_shape[2]), int(w_shape[3])
     if gy.size == 0:  # an empty batch: the sums over images are empty
         return np.zeros((x.shape[1], 1, kh, kw), gy.dtype)
+    if channels_last_plane(x.shape[2], x.shape[3]):  # see numba_layout
+        gy, x = as_channels_last(gy), as_channels_last(x)
+        return backward_weight_pixels(pixels(gy), ho, wo, pixels(x), x.shape[2], x.shape[3],
+                                      kh, kw, sh, sw, ph, pw)
+    gy, x = _c(gy), _c(x)
     if _small(x.shape, w_shape, (sh, sw), (ph, pw)):
         return backward_weight_small(gy, x, kh, kw, sh, sw, ph, pw)
     return _depthwise_backward_weight(gy, x, kh, kw, sh, sw, ph, pw)

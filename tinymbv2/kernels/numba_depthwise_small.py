@@ -101,22 +101,83 @@ def _tasks(n, c):
 
 
 @njit(**_JIT)
-def _nine_taps(out, wt, xt, pairs, k0, c0, cb):
+def _nine_taps(out, wt, xt, xo, pairs, k0, c0, cb):
     """out[:cb] = sum of the 9 taps of a 3x3 output pixel that lies wholly inside the
     image, in one loop over the channels: 18 loads, 9 multiply-adds and one store per
     channel, instead of nine read-modify-write passes over ``out``."""
     w0, w1, w2 = wt[0, c0:c0 + cb], wt[1, c0:c0 + cb], wt[2, c0:c0 + cb]
     w3, w4, w5 = wt[3, c0:c0 + cb], wt[4, c0:c0 + cb], wt[5, c0:c0 + cb]
     w6, w7, w8 = wt[6, c0:c0 + cb], wt[7, c0:c0 + cb], wt[8, c0:c0 + cb]
-    x0, x1, x2 = xt[pairs[k0, 1], :cb], xt[pairs[k0 + 1, 1], :cb], xt[pairs[k0 + 2, 1], :cb]
-    x3, x4, x5 = xt[pairs[k0 + 3, 1], :cb], xt[pairs[k0 + 4, 1], :cb], xt[pairs[k0 + 5, 1], :cb]
-    x6, x7, x8 = xt[pairs[k0 + 6, 1], :cb], xt[pairs[k0 + 7, 1], :cb], xt[pairs[k0 + 8, 1], :cb]
+    e = xo + cb
+    x0, x1, x2 = xt[pairs[k0, 1], xo:e], xt[pairs[k0 + 1, 1], xo:e], xt[pairs[k0 + 2, 1], xo:e]
+    x3, x4, x5 = xt[pairs[k0 + 3, 1], xo:e], xt[pairs[k0 + 4, 1], xo:e], xt[pairs[k0 + 5, 1], xo:e]
+    x6, x7, x8 = xt[pairs[k0 + 6, 1], xo:e], xt[pairs[k0 + 7, 1], xo:e], xt[pairs[k0 + 8, 1], xo:e]
     for ch in range(cb):
         out[ch] = ((w0[ch] * x0[ch] + w1[ch] * x1[ch] + w2[ch] * x2[ch])
                    + (w3[ch] * x3[ch] + w4[ch] * x4[ch] + w5[ch] * x5[ch])
                    + (w6[ch] * x6[ch] + w7[ch] * x7[ch] + w8[ch] * x8[ch]))
 
 
+# ------------------------------------------------------------- one task's work
+# Each core works on one (image, block of channels) task given as channels-last
+# matrices: ``xt`` (input pixels, channels), ``yt`` (output pixels, channels), with
+# the block's channels at columns [xo, xo + cb) / [yo, yo + cb). In the NCHW entry
+# points those are the L2 scratch blocks a transpose filled (offset 0); in the
+# channels-last ones they are the image itself, x (N, H*W, C)[b], read in place.
+@njit(**_JIT)
+def _forward_task(xt, xo, yt, yo, wt, c0, cb, start, pairs):
+    """yt[o, yo:yo+cb] = sum over o's taps of wt[tap, c0:c0+cb] * xt[in, xo:xo+cb]."""
+    for o in range(yt.shape[0]):
+        out = yt[o, yo:yo + cb]
+        if start[o + 1] - start[o] == 9 and wt.shape[0] == 9:
+            _nine_taps(out, wt, xt, xo, pairs, start[o], c0, cb)
+            continue
+        out[:] = 0
+        for k in range(start[o], start[o + 1]):
+            wr, xr = wt[pairs[k, 0], c0:c0 + cb], xt[pairs[k, 1], xo:xo + cb]
+            for ch in range(cb):
+                out[ch] += wr[ch] * xr[ch]
+
+
+@njit(**_JIT)
+def _backward_input_task(gyt, go, gxt, xo, wt, c0, cb, start, pairs):
+    """gxt[in, xo:xo+cb] = sum over the (o, tap) reading ``in`` of wt[tap] * gyt[o]."""
+    for q in range(gxt.shape[0]):
+        gxt[q, xo:xo + cb] = 0
+    for o in range(gyt.shape[0]):
+        g = gyt[o, go:go + cb]
+        for k in range(start[o], start[o + 1]):
+            wr, out = wt[pairs[k, 0], c0:c0 + cb], gxt[pairs[k, 1], xo:xo + cb]
+            for ch in range(cb):
+                out[ch] += wr[ch] * g[ch]
+
+
+@njit(**_JIT)
+def _backward_weight_task(gyt, go, xt, xo, acc, ao, cb, start, pairs):
+    """acc (kh*kw, C)[tap, ao:ao+cb] = sum over o of gyt[o] * xt[in(o, tap)] (zeroed first)."""
+    acc[:, ao:ao + cb] = 0
+    for o in range(gyt.shape[0]):
+        g = gyt[o, go:go + cb]
+        for k in range(start[o], start[o + 1]):
+            a, xr = acc[pairs[k, 0], ao:ao + cb], xt[pairs[k, 1], xo:xo + cb]
+            for ch in range(cb):
+                a[ch] += g[ch] * xr[ch]
+
+
+@njit(**_JIT)
+def _epilogue_pixels(yt, yo, cb, mean, scale, bias, c0, relu6):
+    """The BatchNorm-eval epilogue on a channels-last block: yt[o, yo + i] for channel c0 + i."""
+    zero = bias[0] * 0
+    six = zero + 6
+    mu, sc, bi = mean[c0:c0 + cb], scale[c0:c0 + cb], bias[c0:c0 + cb]
+    for o in range(yt.shape[0]):
+        row = yt[o, yo:yo + cb]
+        for ch in range(cb):
+            z = (row[ch] - mu[ch]) * sc[ch] + bi[ch]
+            row[ch] = min(max(z, zero), six) if relu6 else z
+
+
+# ------------------------------------------------------------------ NCHW entries
 @njit(parallel=True, **_JIT)
 def forward_small(x, w, sh, sw, ph, pw, y, ep):
     """y (N, C, Ho, Wo) = depthwise correlation of x (N, C, H, W) with w (C, 1, kh, kw),
@@ -136,16 +197,7 @@ def forward_small(x, w, sh, sw, ph, pw, y, ep):
             b, c0 = task // blocks, (task % blocks) * CHANNEL_BLOCK
             cb = min(CHANNEL_BLOCK, c - c0)
             _to_channels_last(x3[b, c0:c0 + cb], xt)
-            for o in range(ho * wo):
-                out = yt[o, :cb]
-                if start[o + 1] - start[o] == 9 and wt.shape[0] == 9:
-                    _nine_taps(out, wt, xt, pairs, start[o], c0, cb)
-                    continue
-                out[:] = 0
-                for k in range(start[o], start[o + 1]):
-                    wr, xr = wt[pairs[k, 0], c0:c0 + cb], xt[pairs[k, 1], :cb]
-                    for ch in range(cb):
-                        out[ch] += wr[ch] * xr[ch]
+            _forward_task(xt, 0, yt, 0, wt, c0, cb, start, pairs)
             _to_channels_first(yt[:, :cb], y3[b, c0:c0 + cb])
             if flags[0]:  # the BatchNorm-eval epilogue, on the block still in cache
                 for ch in range(c0, c0 + cb):
@@ -170,13 +222,7 @@ def backward_input_small(gy, w, sh, sw, ph, pw, gx):
             b, c0 = task // blocks, (task % blocks) * CHANNEL_BLOCK
             cb = min(CHANNEL_BLOCK, c - c0)
             _to_channels_last(gy3[b, c0:c0 + cb], gyt)
-            gxt[:, :cb] = 0
-            for o in range(ho * wo):
-                g = gyt[o, :cb]
-                for k in range(start[o], start[o + 1]):
-                    wr, out = wt[pairs[k, 0], c0:c0 + cb], gxt[pairs[k, 1], :cb]
-                    for ch in range(cb):
-                        out[ch] += wr[ch] * g[ch]
+            _backward_input_task(gyt, 0, gxt, 0, wt, c0, cb, start, pairs)
             _to_channels_first(gxt[:, :cb], gx3[b, c0:c0 + cb])
     return gx
 
@@ -199,13 +245,58 @@ def backward_weight_small(gy, x, kh, kw, sh, sw, ph, pw):
             cb = min(CHANNEL_BLOCK, c - c0)
             _to_channels_last(x3[b, c0:c0 + cb], xt)
             _to_channels_last(gy3[b, c0:c0 + cb], gyt)
-            partial[b, :, c0:c0 + cb] = 0  # this task's sums, zeroed while in cache
-            for o in range(ho * wo):
-                g = gyt[o, :cb]
-                for k in range(start[o], start[o + 1]):
-                    acc, xr = partial[b, pairs[k, 0], c0:c0 + cb], xt[pairs[k, 1], :cb]
-                    for ch in range(cb):
-                        acc[ch] += g[ch] * xr[ch]
+            _backward_weight_task(gyt, 0, xt, 0, partial[b], c0, cb, start, pairs)
+    return _sum_images(partial, blocks, kh, kw)
+
+
+# ---------------------------------------------------------- channels-last entries
+# The same tasks on (N, H*W, C) arrays (``numba_layout.pixels``), read and written in
+# place: no transposes.
+@njit(parallel=True, **_JIT)
+def forward_pixels(x3, h, wd, w, sh, sw, ph, pw, ho, wo, y3, ep):
+    """y3 (N, Ho*Wo, C) = ``forward_small`` on channels-last x3 (N, H*W, C)."""
+    n, c = x3.shape[0], x3.shape[2]
+    start, pairs = tap_table(h, wd, w.shape[2], w.shape[3], ho, wo, sh, sw, ph, pw)
+    wt = _weights_channels_last(w)
+    blocks, bounds = _tasks(n, c)
+    mean, scale, bias, flags = ep
+    for chunk in prange(bounds.shape[0] - 1):
+        for task in range(bounds[chunk], bounds[chunk + 1]):
+            b, c0 = task // blocks, (task % blocks) * CHANNEL_BLOCK
+            cb = min(CHANNEL_BLOCK, c - c0)
+            _forward_task(x3[b], c0, y3[b], c0, wt, c0, cb, start, pairs)
+            if flags[0]:
+                _epilogue_pixels(y3[b], c0, cb, mean, scale, bias, c0, flags[1])
+    return y3
+
+
+@njit(parallel=True, **_JIT)
+def backward_input_pixels(gy3, ho, wo, w, sh, sw, ph, pw, h, wd, gx3):
+    """gx3 (N, H*W, C) = ``backward_input_small`` on channels-last gy3 (N, Ho*Wo, C)."""
+    n, c = gy3.shape[0], gy3.shape[2]
+    start, pairs = tap_table(h, wd, w.shape[2], w.shape[3], ho, wo, sh, sw, ph, pw)
+    wt = _weights_channels_last(w)
+    blocks, bounds = _tasks(n, c)
+    for chunk in prange(bounds.shape[0] - 1):
+        for task in range(bounds[chunk], bounds[chunk + 1]):
+            b, c0 = task // blocks, (task % blocks) * CHANNEL_BLOCK
+            cb = min(CHANNEL_BLOCK, c - c0)
+            _backward_input_task(gy3[b], c0, gx3[b], c0, wt, c0, cb, start, pairs)
+    return gx3
+
+
+@njit(parallel=True, **_JIT)
+def backward_weight_pixels(gy3, ho, wo, x3, h, wd, kh, kw, sh, sw, ph, pw):
+    """-> gw (C, 1, kh, kw): ``backward_weight_small`` on channels-last gy3 and x3."""
+    n, c = x3.shape[0], x3.shape[2]
+    start, pairs = tap_table(h, wd, kh, kw, ho, wo, sh, sw, ph, pw)
+    blocks, bounds = _tasks(n, c)
+    partial = np.empty((n, kh * kw, c), x3.dtype)  # one sum per image: no shared accumulator
+    for chunk in prange(bounds.shape[0] - 1):
+        for task in range(bounds[chunk], bounds[chunk + 1]):
+            b, c0 = task // blocks, (task % blocks) * CHANNEL_BLOCK
+            cb = min(CHANNEL_BLOCK, c - c0)
+            _backward_weight_task(gy3[b], c0, x3[b], c0, partial[b], c0, cb, start, pairs)
     return _sum_images(partial, blocks, kh, kw)
 
 

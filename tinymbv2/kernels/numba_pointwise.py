@@ -40,7 +40,9 @@ from numba import njit, prange
 
 from . import numba_pool  # noqa: F401  (pins Numba's BLAS to one thread, starts the pool passive)
 from ._checks import ndim, same_float_dtype
+from . import numba_pointwise_rows as by_rows
 from .numba_bn import epilogue, epilogue_args
+from .numba_layout import as_channels_last, channels_last_plane, empty_channels_last, rows
 
 _JIT = dict(cache=True, fastmath=False)
 _GATHER_BELOW = 64  # images of fewer pixels are batched side by side into one GEMM ...
@@ -244,13 +246,19 @@ def pointwise_conv2d_forward(x, w, bn_eval=None):
     """1x1 convolution: y[n] = W (Co, Ci) @ x[n] (Ci, H*W). x: (N, Ci, H, W) -> (N, Co, H, W).
     ``bn_eval``: each image's output then through BatchNorm-eval (+ReLU6), see the interface."""
     fn = "pointwise_conv2d_forward"
-    x, w = _c(x), _c(w)
+    x, w = np.asarray(x), _c(w)
     same_float_dtype(fn, x=x, w=w)
     ndim(fn, "x", x, 4)
     n, ci, h, wd = x.shape
     _pointwise_w(fn, w, ci, 1)
     co = w.shape[0]
     ep = epilogue_args(fn, bn_eval, co, x.dtype)
+    if channels_last_plane(h, wd):  # see numba_layout
+        x, y = as_channels_last(x), empty_channels_last((n, co, h, wd), x.dtype)
+        if y.size:
+            by_rows.forward(rows(x), w.reshape(co, ci), rows(y), ep)
+        return y
+    x = _c(x)
     y = np.empty((n, co, h, wd), x.dtype)  # NumPy's allocator: see numba_cpu
     _matmul_images(w.reshape(co, ci), x.reshape(n, ci, h * wd), images_per_task(n, h * wd),
                    y.reshape(n, co, h * wd), ep)
@@ -260,12 +268,19 @@ def pointwise_conv2d_forward(x, w, bn_eval=None):
 def pointwise_conv2d_backward_input(gy, w):
     """gx[n] = W.T @ gy[n]; the transpose is a BLAS flag, not a copy. -> (N, Ci, H, W)."""
     fn = "pointwise_conv2d_backward_input"
-    gy, w = _c(gy), _c(w)
+    gy, w = np.asarray(gy), _c(w)
     same_float_dtype(fn, gy=gy, w=w)
     ndim(fn, "gy", gy, 4)
     n, co, h, wd = gy.shape
     _pointwise_w(fn, w, co, 0)
     ci = w.shape[1]
+    if channels_last_plane(h, wd):  # see numba_layout
+        gy, gx = as_channels_last(gy), empty_channels_last((n, ci, h, wd), gy.dtype)
+        if gx.size:
+            by_rows.backward_input(rows(gy), w.reshape(co, ci), rows(gx),
+                                   epilogue_args(fn, None, ci, gy.dtype))
+        return gx
+    gy = _c(gy)
     gx = np.empty((n, ci, h, wd), gy.dtype)  # NumPy's allocator: see numba_cpu
     _matmul_images(w.reshape(co, ci).T, gy.reshape(n, co, h * wd), images_per_task(n, h * wd),
                    gx.reshape(n, ci, h * wd), epilogue_args(fn, None, ci, gy.dtype))
@@ -275,7 +290,7 @@ def pointwise_conv2d_backward_input(gy, w):
 def pointwise_conv2d_backward_weight(gy, x):
     """gw = sum_n gy[n] @ x[n].T, summed in a fixed order (deterministic). -> (Co, Ci, 1, 1)."""
     fn = "pointwise_conv2d_backward_weight"
-    gy, x = _c(gy), _c(x)
+    gy, x = np.asarray(gy), np.asarray(x)
     same_float_dtype(fn, gy=gy, x=x)
     ndim(fn, "gy", gy, 4)
     ndim(fn, "x", x, 4)
@@ -285,6 +300,10 @@ def pointwise_conv2d_backward_weight(gy, x):
     ci, p = x.shape[1], h * wd
     if n == 0:
         return np.zeros((co, ci, 1, 1), gy.dtype)
+    if channels_last_plane(h, wd):  # see numba_layout
+        gw = by_rows.backward_weight(rows(as_channels_last(gy)), rows(as_channels_last(x)))
+        return gw.reshape(co, ci, 1, 1)
+    gy, x = _c(gy), _c(x)
     if p < SUM_GATHERED_BELOW:
         gw = _matmul_sum_gathered(gy.reshape(n, co, p), x.reshape(n, ci, p), 2)
         return gw.reshape(co, ci, 1, 1)

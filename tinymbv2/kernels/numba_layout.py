@@ -1,0 +1,67 @@
+"""Channels-last memory for small planes: where the numba set keeps activations NHWC.
+
+A tensor keeps its logical shape (N, C, H, W) everywhere in tinymbv2; only the
+numba kernel set may store it *channels-last*, as PyTorch's
+``memory_format=torch.channels_last`` does: the bytes are laid out (N, H, W, C)
+and the array is the transposed view, so element [n, c, h, w] sits at
+``((n*H + h)*W + w)*C + c``. NumPy, the autograd engine and every other kernel
+see an ordinary (strided) array and need not care.
+
+Why: on a plane of a few pixels (MobileNetV2's last stages, and all of it at
+32 px) the work is over channels, not pixels:
+
+* a 1x1 convolution over the whole batch is one GEMM,
+  y (N*H*W, Co) = x (N*H*W, Ci) @ W.T, instead of N thin (Co, Ci) @ (Ci, H*W) ones
+  or a gather of images side by side;
+* a depthwise 3x3 loop runs along the contiguous channels of a pixel, so the
+  channels-last kernels of :mod:`.numba_depthwise_small` need no transposes (which
+  were 60-75% of their time, measured);
+* BatchNorm's per-channel sums run over rows of C contiguous values.
+
+The rule (``channels_last_plane``): the conv and BatchNorm kernels of this set
+work channels-last on planes of at most ``CHANNELS_LAST_MAX`` pixels, NCHW on
+larger ones, whatever layout their inputs came in (an input in the other layout
+is copied once); their outputs come in the layout they worked in. A 1x1 plane is
+both layouts at once, so nothing is ever copied there.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+CHANNELS_LAST_MAX = 256
+"""Planes of up to this many pixels (16x16) are kept channels-last."""
+
+
+def channels_last_plane(h: int, w: int) -> bool:
+    """Do this set's kernels work channels-last on an (h, w) input plane?"""
+    return h * w <= CHANNELS_LAST_MAX
+
+
+def is_channels_last(a: np.ndarray) -> bool:
+    """Is the 4-D array ``a`` (N, C, H, W) stored as contiguous (N, H, W, C)?"""
+    return a.ndim == 4 and a.transpose(0, 2, 3, 1).flags.c_contiguous
+
+
+def as_channels_last(a: np.ndarray) -> np.ndarray:
+    """``a`` itself when it is channels-last already, else a channels-last copy."""
+    if is_channels_last(a):
+        return a
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+
+def empty_channels_last(shape, dtype) -> np.ndarray:
+    """An uninitialised (N, C, H, W) array stored channels-last."""
+    n, c, h, w = (int(d) for d in shape)
+    return np.empty((n, h, w, c), dtype).transpose(0, 3, 1, 2)
+
+
+def rows(a: np.ndarray) -> np.ndarray:
+    """The (N*H*W, C) matrix under a channels-last (N, C, H, W) array (a view)."""
+    n, c, h, w = a.shape
+    return a.transpose(0, 2, 3, 1).reshape(n * h * w, c)
+
+
+def pixels(a: np.ndarray) -> np.ndarray:
+    """The (N, H*W, C) view under a channels-last (N, C, H, W) array."""
+    n, c, h, w = a.shape
+    return a.transpose(0, 2, 3, 1).reshape(n, h * w, c)

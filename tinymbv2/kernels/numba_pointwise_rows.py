@@ -1,0 +1,155 @@
+"""Pointwise (1x1) convolution on channels-last tensors: the whole batch is one GEMM.
+
+A channels-last (N, C, H, W) tensor (see :mod:`.numba_layout`) is the matrix
+x (M, C), M = N*H*W, one row per pixel of every image. A 1x1 convolution mixes
+the channels of each pixel alone, so over the whole batch it is
+
+    forward          y  (M, Co) = x  (M, Ci) @ W.T (Ci, Co)
+    backward-input   gx (M, Ci) = gy (M, Co) @ W   (Co, Ci)
+    backward-weight  gw (Co, Ci) = gy.T (Co, M) @ x (M, Ci)
+
+one GEMM each, however small the plane: no per-image GEMMs of a few columns and
+no gathering of images side by side (:mod:`.numba_pointwise`). The transposes
+are BLAS flags, never copies.
+
+Threads (deterministic, as everywhere in this set): forward and backward-input
+cut the M rows into ``_blocks(M)`` blocks, one GEMM each; every output row is
+computed whole by one GEMM, so a block boundary changes nothing. The weight
+gradient sums over M, so each block of rows gives its own partial (Co, Ci)
+product, and the partials are added in block order. The blocks depend on M alone,
+never on the number of threads.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .numba_bn_rows import _affine_rows
+
+_JIT = dict(cache=True, fastmath=False)
+_PARALLEL_ROWS = 384  # a GEMM is cut into two blocks of rows, one per thread, from this many rows ...
+_PARALLEL_MACS = 1 << 22  # ... and this many multiply-adds; else one GEMM in the calling thread
+"""Waking the pool (~45 us, passive) and each thread packing the whole other operand cost
+more than half the arithmetic of a small GEMM. Measured: (64, 960) @ (960, 160) took
+0.19 ms whole and 0.24 ms in two blocks of rows; (392, 960) @ (960, 160) at 224 px needs
+both threads."""
+
+
+def _blocks(m: int, k: int, n: int) -> int:
+    """How many blocks the M rows of an (M, K) @ (K, N) product are cut into: a function
+    of the shapes alone."""
+    return 2 if m >= _PARALLEL_ROWS and m * k * n >= _PARALLEL_MACS else 1
+
+
+@njit(**_JIT)
+def _matmul_block(a, b, out, r0, r1, ep):
+    np.dot(a[r0:r1], b, out[r0:r1])
+    mean, scale, bias, flags = ep
+    if flags[0]:
+        _affine_rows(out, out, r0, r1, mean, scale, bias, flags[1])
+
+
+@njit(parallel=True, **_JIT)
+def _matmul_parallel(a, b, out, blocks, ep):
+    m = a.shape[0]
+    for t in prange(blocks):
+        _matmul_block(a, b, out, t * m // blocks, (t + 1) * m // blocks, ep)
+    return out
+
+
+@njit(**_JIT)
+def _matmul_serial(a, b, out, ep):
+    _matmul_block(a, b, out, 0, a.shape[0], ep)
+    return out
+
+
+@njit(parallel=True, **_JIT)
+def _matmul_columns(a, bt, out, blocks, ep):
+    """out (M, N) = a (M, K) @ bt.T for bt (N, K): ``blocks`` blocks of output columns, each
+    one GEMM bt[n0:n1] @ a.T into scratch (n1 - n0, M), then copied into its columns of out
+    (and through the epilogue there). For few rows: each thread packs only its share of b."""
+    m, n = a.shape[0], bt.shape[0]
+    tmp = np.empty((n, m), a.dtype)
+    mean, scale, bias, flags = ep
+    zero = a[0, 0] * 0
+    six = zero + 6
+    for t in prange(blocks):
+        n0, n1 = t * n // blocks, (t + 1) * n // blocks
+        np.dot(bt[n0:n1], a.T, tmp[n0:n1])
+        for r in range(m):
+            o = out[r]
+            for c in range(n0, n1):
+                o[c] = tmp[c, r]
+            if flags[0]:
+                for c in range(n0, n1):
+                    z = (o[c] - mean[c]) * scale[c] + bias[c]
+                    o[c] = min(max(z, zero), six) if flags[1] else z
+    return out
+
+
+@njit(parallel=True, **_JIT)
+def _weight_grad_columns(g, x, blocks):
+    """gw (Co, Ci) = g (M, Co).T @ x (M, Ci) in ``blocks`` blocks of output rows, each
+    thread transposing its share of g first (a GEMM of the whole sum: no partials)."""
+    m, co = g.shape
+    gt = np.empty((co, m), g.dtype)
+    gw = np.empty((co, x.shape[1]), g.dtype)
+    for t in prange(blocks):
+        c0, c1 = t * co // blocks, (t + 1) * co // blocks
+        for r in range(m):
+            gr = g[r]
+            for c in range(c0, c1):
+                gt[c, r] = gr[c]
+        np.dot(gt[c0:c1], x, gw[c0:c1])
+    return gw
+
+
+COLUMN_SPLIT = True
+
+
+def matmul_rows(a, b, out, ep, bt=None):
+    """out (M, K) = a (M, J) @ b (J, K), then the BatchNorm-eval epilogue ``ep``
+    (``numba_bn.epilogue_args``): in ``_blocks(M)`` blocks of rows, one GEMM each."""
+    blocks = _blocks(a.shape[0], a.shape[1], b.shape[1])
+    if blocks == 1:
+        if COLUMN_SPLIT and a.shape[0] * a.shape[1] * b.shape[1] >= _PARALLEL_MACS:
+            return _matmul_columns(a, np.ascontiguousarray(b.T), out, 2, ep)
+        return _matmul_serial(a, b, out, ep)
+    return _matmul_parallel(a, b, out, blocks, ep)
+
+
+@njit(parallel=True, **_JIT)
+def _weight_grad_parallel(g, x, runs):
+    m = g.shape[0]
+    part = np.empty((runs, g.shape[1], x.shape[1]), g.dtype)
+    for t in prange(runs):
+        r0, r1 = t * m // runs, (t + 1) * m // runs
+        np.dot(g[r0:r1].T, x[r0:r1], part[t])
+    total = part[0].copy()
+    for t in range(1, runs):
+        total += part[t]
+    return total
+
+
+@njit(**_JIT)
+def _weight_grad_serial(g, x):
+    return np.dot(g.T, x)
+
+
+def forward(x2, w2, y2, ep):
+    """y2 (M, Co) = x2 (M, Ci) @ w2.T, w2 (Co, Ci); with the epilogue ``ep``."""
+    return matmul_rows(x2, w2.T, y2, ep)
+
+
+def backward_input(g2, w2, gx2, ep):
+    """gx2 (M, Ci) = g2 (M, Co) @ w2 (Co, Ci)."""
+    return matmul_rows(g2, w2, gx2, ep)
+
+
+def backward_weight(g2, x2):
+    """gw (Co, Ci) = g2.T @ x2, summed over the M rows in a fixed order: one partial per
+    block of rows, added in block order."""
+    runs = _blocks(g2.shape[0], g2.shape[1], x2.shape[1])
+    if runs == 1 and COLUMN_SPLIT and g2.shape[0] * g2.shape[1] * x2.shape[1] >= _PARALLEL_MACS:
+        return _weight_grad_columns(g2, x2, 2)
+    return _weight_grad_serial(g2, x2) if runs == 1 else _weight_grad_parallel(g2, x2, runs)
