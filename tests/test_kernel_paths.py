@@ -1,8 +1,9 @@
 """The numba set's size-dependent paths, each forced or reached on purpose, and empty batches.
 
-The numba kernels choose their algorithm by size (``numba_bn.FLAT_MAX``,
-``SMALL_PLANE``, ``numba_pointwise.SUM_GATHERED_BELOW``); the hypothesis draws in
-``test_kernels.py`` are small, so they would reach only one of the paths. Here every
+The numba kernels choose their algorithm by size: the memory layout
+(``numba_layout.CHANNELS_LAST_MAX``), then ``numba_bn.FLAT_MAX`` and ``SMALL_PLANE``, and
+the thread split of ``numba_pointwise_rows``; the hypothesis draws in
+``test_kernels.py`` are small, so they would reach only some of the paths. Here every
 path is checked against PyTorch in float64, and every conv kernel of both sets on a
 batch of zero images.
 """
@@ -15,27 +16,47 @@ import torch.nn.functional as F
 from hypothesis import given
 
 from kernel_cases import EPS
-from test_kernels import FEW, KSETS, TOL64, assert_close, bn_cases, t, torch_conv
-from tinymbv2.kernels import numba_cpu
+from test_kernels import FEW, KSETS, TOL64, assert_close, bn_cases, channels_last_max, t, torch_conv
+from tinymbv2.kernels import numba_cpu, numba_pointwise_rows
 
 
-@pytest.mark.parametrize("n,ci,co", [(5, 7, 9), (64, 3, 2)])
-def test_numba_pointwise_weight_gradient_of_1x1_planes_matches_torch(n, ci, co):
-    """1x1 planes take one GEMM over all images (numba_pointwise.SUM_GATHERED_BELOW)."""
-    rng = np.random.default_rng(n)
-    x, wt = rng.standard_normal((n, ci, 1, 1)), rng.standard_normal((co, ci, 1, 1))
+@pytest.mark.parametrize("path", ["nchw", "serial", "row-blocks", "column-blocks"])
+@pytest.mark.parametrize("n,ci,co,side", [(5, 7, 9, 1), (64, 3, 2, 1), (3, 6, 5, 4), (2, 9, 4, 7)])
+def test_numba_pointwise_paths_match_torch(path, n, ci, co, side):
+    """Each way the numba pointwise kernels take, forced whatever the size: per-image GEMMs
+    (NCHW), and channels-last as one GEMM in the calling thread, or cut into two blocks of
+    rows, or of output columns (numba_pointwise_rows._blocks)."""
+    rng = np.random.default_rng(n * side)
+    x, wt = rng.standard_normal((n, ci, side, side)), rng.standard_normal((co, ci, 1, 1))
     y, gy, gx, gw = torch_conv(x, wt, 1, 0, 1, rng)
-    assert_close(numba_cpu.pointwise_conv2d_backward_weight(gy, x), gw, TOL64, "backward_weight")
+    saved = (numba_pointwise_rows._PARALLEL_ROWS, numba_pointwise_rows._PARALLEL_MACS,
+             numba_pointwise_rows.COLUMN_SPLIT)
+    numba_pointwise_rows._PARALLEL_ROWS = 0 if path == "row-blocks" else 10**9
+    numba_pointwise_rows._PARALLEL_MACS = 10**9 if path == "serial" else 0
+    numba_pointwise_rows.COLUMN_SPLIT = path == "column-blocks"
+    try:
+        with channels_last_max(0 if path == "nchw" else 10**9):
+            got = (numba_cpu.pointwise_conv2d_forward(x, wt),
+                   numba_cpu.pointwise_conv2d_backward_input(gy, wt),
+                   numba_cpu.pointwise_conv2d_backward_weight(gy, x))
+    finally:
+        (numba_pointwise_rows._PARALLEL_ROWS, numba_pointwise_rows._PARALLEL_MACS,
+         numba_pointwise_rows.COLUMN_SPLIT) = saved
+    for name, a, b in zip(("forward", "backward_input", "backward_weight"), got, (y, gx, gw)):
+        assert_close(a, b, TOL64, f"{path} {name}")
 
 
-@pytest.mark.parametrize("path", ["flat", "small", "channels"])
+BN_PATHS = ["flat", "small", "channels", "rows-serial", "rows-parallel"]
+
+
+@pytest.mark.parametrize("path", BN_PATHS)
 @pytest.mark.parametrize("relu6", [False, True])
 @FEW
 @given(case=bn_cases())
 def test_numba_batch_norm_train_paths_match_torch(path, relu6, case):
-    """Each of the numba set's three BatchNorm training paths, forced whatever the size:
-    contiguous rows (numba_bn_flat, small tensors), channel-vectorised (small planes),
-    per channel (the rest)."""
+    """Each of the numba set's BatchNorm training paths, forced whatever the size. NCHW:
+    contiguous rows (numba_bn_flat, small tensors), channel-vectorised (1x1 planes), per
+    channel (the rest); channels-last (numba_bn_rows): in the calling thread or in parallel."""
     from tinymbv2.kernels import numba_bn
 
     x, weight, bias, rng = case
@@ -45,15 +66,18 @@ def test_numba_batch_norm_train_paths_match_torch(path, relu6, case):
     y = F.relu6(y) if relu6 else y
     gy = rng.standard_normal(x.shape)
     gx, gw, gb = torch.autograd.grad(y, (xt, wt, bt), t(gy))
-    saved = numba_bn.FLAT_MAX, numba_bn.SMALL_PLANE, numba_bn.SMALL_PLANE_FORWARD
+    saved = (numba_bn.FLAT_MAX, numba_bn.SMALL_PLANE, numba_bn.SMALL_PLANE_FORWARD,
+             numba_bn._rows_layout)
     try:
-        numba_bn.FLAT_MAX = 10**9 if path == "flat" else 0
+        numba_bn.FLAT_MAX = 10**9 if path in ("flat", "rows-serial") else 0
         small = 10**9 if path == "small" else 0
         numba_bn.SMALL_PLANE = numba_bn.SMALL_PLANE_FORWARD = small
+        numba_bn._rows_layout = lambda a: path.startswith("rows")  # 1x1 planes too
         out, mean, invstd = numba_cpu.batch_norm_forward_train(x, weight, bias, EPS, relu6)
         grads = numba_cpu.batch_norm_backward_train(gy, x, mean, invstd, weight, bias, relu6)
     finally:
-        numba_bn.FLAT_MAX, numba_bn.SMALL_PLANE, numba_bn.SMALL_PLANE_FORWARD = saved
+        (numba_bn.FLAT_MAX, numba_bn.SMALL_PLANE, numba_bn.SMALL_PLANE_FORWARD,
+         numba_bn._rows_layout) = saved
     assert_close(out, y.detach().numpy(), TOL64, f"{path} y")
     for name, got, want in zip(("gx", "gweight", "gbias"), grads, (gx, gw, gb)):
         assert_close(got, want.numpy(), TOL64, f"{path} {name}")

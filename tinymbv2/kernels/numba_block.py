@@ -23,7 +23,7 @@ rows are expanded twice, by both bands that touch them. ``BAND_BYTES`` bounds
 E + D per thread; at 224 px a band is a quarter of an image in block 2, half of one
 in blocks 3 and 4, and a whole image from 28x28 on.
 Where a band is a whole image of under 256 pixels (14x14 at 224 px), a few images go
-side by side in the GEMMs' columns (``images_per_task``), as the pointwise kernel does.
+side by side in the GEMMs' columns (``images_per_task``).
 Every band (or group of images) is a task of its own, computed the same way whichever
 thread takes it, so results are bit-identical from run to run and for any
 number of threads. Planes under ``FUSED_FROM`` pixels run layer by layer.
@@ -57,9 +57,9 @@ MIN_COLS = 256
 """GEMM columns that small whole images are grouped up to (``images_per_task``); A/B at
 224 px batch 8: 42.4 ms ungrouped, 41.7 ms grouped (two 14x14 images per task)."""
 FUSED_FROM = 64
-"""Output planes of fewer pixels run layer by layer (:mod:`.layered`), where the
-pointwise kernel multiplies several images in one GEMM (``numba_pointwise._GATHER_BELOW``):
-at 7x7 that measured faster than a fused block's one thin GEMM per image."""
+"""Output planes of fewer pixels run layer by layer (:mod:`.layered`), channels-last
+(:mod:`.numba_layout`), where a pointwise layer is one GEMM over the whole batch: at
+7x7 that measured faster than a fused block's one thin GEMM per image."""
 
 
 @njit(inline="always", **_JIT)

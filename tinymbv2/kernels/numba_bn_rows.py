@@ -22,6 +22,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from . import numba_pool  # noqa: F401  (the one-pool set-up, see there)
+
 _JIT = dict(cache=True, fastmath=False)
 _CHUNKS = 16  # runs of rows, each with its own partial sums (fixed: see above)
 

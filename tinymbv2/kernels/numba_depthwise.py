@@ -1,14 +1,14 @@
 """Numba kernels for depthwise convolution (CPU, parallel, deterministic).
 
 Same names, signatures and results as :mod:`tinymbv2.kernels.reference`;
-``numba_cpu`` re-exports them. Three families of single-plane routines, and
-the rule that picks one (``_small``):
+``numba_cpu`` re-exports them. Which routines run:
 
+* Input planes of at most 16x16 pixels, any kernel, kept channels-last
+  (:mod:`.numba_layout`): :mod:`.numba_depthwise_small`, vectorised over blocks of
+  64 channels. Larger planes, NCHW, one plane at a time:
 * 3x3 kernels, MobileNetV2's only kind: :mod:`.numba_depthwise3x3` (at stride 1
   a zero-padded flat plane, one vectorised loop per plane; at stride 2 rows
   computed at stride 1 and subsampled, and column phases for the gradients).
-* Small planes (4x4 and below, stride-2 planes up to 16x16):
-  :mod:`.numba_depthwise_small`, channels-last blocks of 64 channels.
 * Any other kernel size: the general per-tap routines here (``_correlate_plane``,
   ``_scatter_plane``, ``_weight_taps_plane``). The padding is never
   materialised: for each kernel row i / column j the range of outputs whose
@@ -29,8 +29,7 @@ from . import numba_pool  # noqa: F401  (the one-pool set-up, see there)
 from ._checks import conv_geometry, grad_out_shape, same_float_dtype
 from .numba_depthwise3x3 import (correlate3x3_padded, correlate3x3_strided, padded_size,
                                  scatter3x3_strided_plane, weight3x3_padded, weight3x3_strided)
-from .numba_depthwise_small import (backward_input_pixels, backward_input_small, backward_weight_pixels,
-                                    backward_weight_small, forward_pixels, forward_small)
+from .numba_depthwise_small import backward_input_pixels, backward_weight_pixels, forward_pixels
 from .numba_layout import as_channels_last, channels_last_plane, empty_channels_last, pixels
 from .numba_bn import affine_inplace, epilogue_args
 
@@ -268,24 +267,6 @@ def _c(a):
     return np.ascontiguousarray(a)
 
 
-SMALL_PLANE = 256
-"""Input planes of up to this many pixels (16x16) take the channels-last kernels
-of :mod:`.numba_depthwise_small`, larger ones the plane kernels; measured on
-MobileNetV2's shapes, channels-last wins up to 16x16 at stride 2 (1.1-6x) ..."""
-PADDED_FROM = 17
-"""... except at stride 1 (3x3), where the padded-plane kernels (``correlate3x3_padded``,
-``weight3x3_padded``) win from 5x5 up (2-5x at 8x8 to 16x16)."""
-
-
-def _small(x_shape, w_shape, stride, padding):
-    """Take the channels-last kernels for input planes of this shape?"""
-    pixels = x_shape[2] * x_shape[3]
-    if (stride == (1, 1) and pixels >= PADDED_FROM
-            and _is_3x3(w_shape[2], w_shape[3], 1, 1, padding[0], padding[1])):
-        return False
-    return pixels <= SMALL_PLANE
-
-
 def depthwise_conv2d_forward(x, w, stride, padding, bn_eval=None):
     """Depthwise convolution. x: (N, C, H, W), w: (C, 1, kh, kw) -> (N, C, Ho, Wo).
     ``bn_eval``: the output then through BatchNorm-eval (+ReLU6), see the interface."""
@@ -304,8 +285,6 @@ def depthwise_conv2d_forward(x, w, stride, padding, bn_eval=None):
     y = np.empty((x.shape[0], x.shape[1], ho, wo), x.dtype)  # see numba_cpu on allocation
     if y.size == 0:  # an empty batch (the parallel loops below divide work by N*C)
         return y
-    if _small(x.shape, w.shape, (sh, sw), (ph, pw)):
-        return forward_small(x, w, sh, sw, ph, pw, y, ep)
     return _depthwise_forward(x, w, sh, sw, ph, pw, y, ep)
 
 
@@ -329,8 +308,6 @@ def depthwise_conv2d_backward_input(gy, w, x_shape, stride, padding):
     if gy.size == 0:  # an empty batch, or an empty output plane: no gradient reaches x
         gx[...] = 0
         return gx
-    if _small(x_shape, w.shape, (sh, sw), (ph, pw)):
-        return backward_input_small(gy, w, sh, sw, ph, pw, gx)
     return _depthwise_backward_input(gy, w, sh, sw, ph, pw, gx)
 
 
@@ -349,6 +326,4 @@ def depthwise_conv2d_backward_weight(gy, x, w_shape, stride, padding):
         return backward_weight_pixels(pixels(gy), ho, wo, pixels(x), x.shape[2], x.shape[3],
                                       kh, kw, sh, sw, ph, pw)
     gy, x = _c(gy), _c(x)
-    if _small(x.shape, w_shape, (sh, sw), (ph, pw)):
-        return backward_weight_small(gy, x, kh, kw, sh, sw, ph, pw)
     return _depthwise_backward_weight(gy, x, kh, kw, sh, sw, ph, pw)

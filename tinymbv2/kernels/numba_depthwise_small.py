@@ -1,19 +1,19 @@
-"""Numba depthwise convolution for small planes, vectorised over channels.
+"""Numba depthwise convolution for small planes, on channels-last tensors.
 
-A 4x4, 2x2 or 1x1 plane (the last stages at 32 px) is too small to vectorise
-within, and so are stride-2 planes up to 16x16, where per-plane bookkeeping costs
-more than the arithmetic (``numba_depthwise.SMALL_PLANE`` and ``PADDED_FROM`` say
-which planes come here). These kernels instead copy a block of up to 64 channels of one
-image, (64, H*W), into channels-last (H*W, 64) scratch that stays in the L2
-cache, so every step is a loop over the block's channels -- contiguous and
-vectorised:
+On a plane of at most 16x16 pixels (all of MobileNetV2 at 32 px, its last stages
+at 224 px) the numba set keeps activations channels-last (:mod:`.numba_layout`):
+image b is the matrix x[b] (H*W, C), one row per pixel. A plane that small is too
+short to vectorise along, so these kernels run along the channels instead, a
+block of up to 64 of them at a time -- contiguous and vectorised:
 
-    forward:      yt[o, :]   = sum_taps  w_t[tap, :] * xt[in(o, tap), :]
-    grad input:   gxt[in, :] += w_t[tap, :] * gyt[o, :]     for every (o, tap)
-    grad weight:  gw_t[tap, :] += gyt[o, :] * xt[in(o, tap), :]
+    forward:      y[o, :]   = sum_taps  w_t[tap, :] * x[in(o, tap), :]
+    grad input:   gx[in, :] += w_t[tap, :] * gy[o, :]     for every (o, tap)
+    grad weight:  gw_t[tap, :] += gy[o, :] * x[in(o, tap), :]
 
 where ``in(o, tap)`` is the input pixel that tap (i, j) of output pixel o reads
-(padding taps are skipped), listed once per call by :func:`tap_table`.
+(padding taps are skipped), listed once per call by :func:`tap_table`. Until the
+layout existed these kernels copied each block of an NCHW image into channels-last
+scratch and back; the transposes were 60-75% of their time (measured at 32 px).
 
 Parallel over (image, channel block) tasks; the weight gradient keeps one
 partial sum per image and adds them in image order afterwards, so results are
@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
-
-from .numba_bn import affine_inplace
 
 _JIT = dict(cache=True, fastmath=False)
 
@@ -52,20 +50,9 @@ def tap_table(h, wd, kh, kw, ho, wo, sh, sw, ph, pw):
     return start, pairs
 
 
-_BLOCK = 16  # channels per transpose tile: 16 cache lines stay in L1 while q moves
+_BLOCK = 16  # channels per tile of the weight gradient's final transpose
 CHANNEL_BLOCK = 64  # channels per task
 _CHUNKS = 16  # task chunks, each with its own scratch allocated before the parallel loop
-
-
-@njit(**_JIT)
-def _to_channels_last(a, out):
-    """out[:, :C] (P, C) = a (C, P) transposed, in tiles of 16 channels."""
-    c, p = a.shape
-    for c0 in range(0, c, _BLOCK):
-        c1 = min(c0 + _BLOCK, c)
-        for q in range(p):
-            for ch in range(c0, c1):
-                out[q, ch] = a[ch, q]
 
 
 @njit(**_JIT)
@@ -119,11 +106,9 @@ def _nine_taps(out, wt, xt, xo, pairs, k0, c0, cb):
 
 
 # ------------------------------------------------------------- one task's work
-# Each core works on one (image, block of channels) task given as channels-last
-# matrices: ``xt`` (input pixels, channels), ``yt`` (output pixels, channels), with
-# the block's channels at columns [xo, xo + cb) / [yo, yo + cb). In the NCHW entry
-# points those are the L2 scratch blocks a transpose filled (offset 0); in the
-# channels-last ones they are the image itself, x (N, H*W, C)[b], read in place.
+# Each core works on one (image, block of channels) task: ``xt`` (input pixels,
+# channels) and ``yt`` (output pixels, channels) are the image itself, x (N, H*W, C)[b],
+# read and written in place, with the block's channels at columns [xo, xo + cb).
 @njit(**_JIT)
 def _forward_task(xt, xo, yt, yo, wt, c0, cb, start, pairs):
     """yt[o, yo:yo+cb] = sum over o's taps of wt[tap, c0:c0+cb] * xt[in, xo:xo+cb]."""
@@ -177,84 +162,11 @@ def _epilogue_pixels(yt, yo, cb, mean, scale, bias, c0, relu6):
             row[ch] = min(max(z, zero), six) if relu6 else z
 
 
-# ------------------------------------------------------------------ NCHW entries
-@njit(parallel=True, **_JIT)
-def forward_small(x, w, sh, sw, ph, pw, y, ep):
-    """y (N, C, Ho, Wo) = depthwise correlation of x (N, C, H, W) with w (C, 1, kh, kw),
-    then the epilogue ``ep`` (see ``numba_bn.epilogue``) on each task's block."""
-    n, c, h, wd = x.shape
-    ho, wo = y.shape[2], y.shape[3]
-    start, pairs = tap_table(h, wd, w.shape[2], w.shape[3], ho, wo, sh, sw, ph, pw)
-    wt = _weights_channels_last(w)
-    blocks, bounds = _tasks(n, c)
-    xs = np.empty((bounds.shape[0] - 1, h * wd, CHANNEL_BLOCK), x.dtype)
-    ys = np.empty((bounds.shape[0] - 1, ho * wo, CHANNEL_BLOCK), x.dtype)
-    x3, y3 = x.reshape(n, c, h * wd), y.reshape(n, c, ho * wo)
-    mean, scale, bias, flags = ep
-    for chunk in prange(bounds.shape[0] - 1):
-        xt, yt = xs[chunk], ys[chunk]
-        for task in range(bounds[chunk], bounds[chunk + 1]):
-            b, c0 = task // blocks, (task % blocks) * CHANNEL_BLOCK
-            cb = min(CHANNEL_BLOCK, c - c0)
-            _to_channels_last(x3[b, c0:c0 + cb], xt)
-            _forward_task(xt, 0, yt, 0, wt, c0, cb, start, pairs)
-            _to_channels_first(yt[:, :cb], y3[b, c0:c0 + cb])
-            if flags[0]:  # the BatchNorm-eval epilogue, on the block still in cache
-                for ch in range(c0, c0 + cb):
-                    affine_inplace(y3[b, ch], mean[ch], scale[ch], bias[ch], flags[1])
-    return y
-
-
-@njit(parallel=True, **_JIT)
-def backward_input_small(gy, w, sh, sw, ph, pw, gx):
-    """gx (N, C, H, W) = the gradient of ``forward_small`` w.r.t. x, for gy (N, C, Ho, Wo)."""
-    n, c, ho, wo = gy.shape
-    h, wd = gx.shape[2], gx.shape[3]
-    start, pairs = tap_table(h, wd, w.shape[2], w.shape[3], ho, wo, sh, sw, ph, pw)
-    wt = _weights_channels_last(w)
-    blocks, bounds = _tasks(n, c)
-    gys = np.empty((bounds.shape[0] - 1, ho * wo, CHANNEL_BLOCK), gy.dtype)
-    gxs = np.empty((bounds.shape[0] - 1, h * wd, CHANNEL_BLOCK), gy.dtype)
-    gy3, gx3 = gy.reshape(n, c, ho * wo), gx.reshape(n, c, h * wd)
-    for chunk in prange(bounds.shape[0] - 1):
-        gyt, gxt = gys[chunk], gxs[chunk]
-        for task in range(bounds[chunk], bounds[chunk + 1]):
-            b, c0 = task // blocks, (task % blocks) * CHANNEL_BLOCK
-            cb = min(CHANNEL_BLOCK, c - c0)
-            _to_channels_last(gy3[b, c0:c0 + cb], gyt)
-            _backward_input_task(gyt, 0, gxt, 0, wt, c0, cb, start, pairs)
-            _to_channels_first(gxt[:, :cb], gx3[b, c0:c0 + cb])
-    return gx
-
-
-@njit(parallel=True, **_JIT)
-def backward_weight_small(gy, x, kh, kw, sh, sw, ph, pw):
-    """-> gw (C, 1, kh, kw), the gradient of ``forward_small`` w.r.t. w."""
-    n, c, ho, wo = gy.shape
-    h, wd = x.shape[2], x.shape[3]
-    start, pairs = tap_table(h, wd, kh, kw, ho, wo, sh, sw, ph, pw)
-    blocks, bounds = _tasks(n, c)
-    xs = np.empty((bounds.shape[0] - 1, h * wd, CHANNEL_BLOCK), x.dtype)
-    gys = np.empty((bounds.shape[0] - 1, ho * wo, CHANNEL_BLOCK), x.dtype)
-    x3, gy3 = x.reshape(n, c, h * wd), gy.reshape(n, c, ho * wo)
-    partial = np.empty((n, kh * kw, c), x.dtype)  # one sum per image: no shared accumulator
-    for chunk in prange(bounds.shape[0] - 1):
-        xt, gyt = xs[chunk], gys[chunk]
-        for task in range(bounds[chunk], bounds[chunk + 1]):
-            b, c0 = task // blocks, (task % blocks) * CHANNEL_BLOCK
-            cb = min(CHANNEL_BLOCK, c - c0)
-            _to_channels_last(x3[b, c0:c0 + cb], xt)
-            _to_channels_last(gy3[b, c0:c0 + cb], gyt)
-            _backward_weight_task(gyt, 0, xt, 0, partial[b], c0, cb, start, pairs)
-    return _sum_images(partial, blocks, kh, kw)
-
-
-# ---------------------------------------------------------- channels-last entries
-# The same tasks on (N, H*W, C) arrays (``numba_layout.pixels``), read and written in
-# place: no transposes.
+# ----------------------------------------------------------------- entry points
 @njit(parallel=True, **_JIT)
 def forward_pixels(x3, h, wd, w, sh, sw, ph, pw, ho, wo, y3, ep):
-    """y3 (N, Ho*Wo, C) = ``forward_small`` on channels-last x3 (N, H*W, C)."""
+    """y3 (N, Ho*Wo, C) = depthwise correlation of channels-last x3 (N, H*W, C) with
+    w (C, 1, kh, kw), then the epilogue ``ep`` (see ``numba_bn.epilogue``) on each task's block."""
     n, c = x3.shape[0], x3.shape[2]
     start, pairs = tap_table(h, wd, w.shape[2], w.shape[3], ho, wo, sh, sw, ph, pw)
     wt = _weights_channels_last(w)
@@ -272,7 +184,7 @@ def forward_pixels(x3, h, wd, w, sh, sw, ph, pw, ho, wo, y3, ep):
 
 @njit(parallel=True, **_JIT)
 def backward_input_pixels(gy3, ho, wo, w, sh, sw, ph, pw, h, wd, gx3):
-    """gx3 (N, H*W, C) = ``backward_input_small`` on channels-last gy3 (N, Ho*Wo, C)."""
+    """gx3 (N, H*W, C) = the gradient of ``forward_pixels`` w.r.t. x, for gy3 (N, Ho*Wo, C)."""
     n, c = gy3.shape[0], gy3.shape[2]
     start, pairs = tap_table(h, wd, w.shape[2], w.shape[3], ho, wo, sh, sw, ph, pw)
     wt = _weights_channels_last(w)
@@ -287,7 +199,7 @@ def backward_input_pixels(gy3, ho, wo, w, sh, sw, ph, pw, h, wd, gx3):
 
 @njit(parallel=True, **_JIT)
 def backward_weight_pixels(gy3, ho, wo, x3, h, wd, kh, kw, sh, sw, ph, pw):
-    """-> gw (C, 1, kh, kw): ``backward_weight_small`` on channels-last gy3 and x3."""
+    """-> gw (C, 1, kh, kw), the gradient of ``forward_pixels`` w.r.t. w."""
     n, c = x3.shape[0], x3.shape[2]
     start, pairs = tap_table(h, wd, kh, kw, ho, wo, sh, sw, ph, pw)
     blocks, bounds = _tasks(n, c)

@@ -17,19 +17,16 @@ did, alternates two thread pools that both busy-wait after every call; on a
 busy 2-core machine they spin against each other and a training step of
 ~0.4 s took 10-60 s (the numbers are in :mod:`.numba_pool`).
 
-**Small images.** At 7x7 or 4x4 a per-image GEMM is (Co, Ci) @ (Ci, 16): too
-thin for BLAS to reach its speed. Below ``_GATHER_BELOW`` pixels, a few images
-are copied side by side into one (C, images*P) matrix per task (``_gather``),
-multiplied in one GEMM, and copied back (``_scatter``). H*W = 1 is the same
-path with a plain transpose as the gather. For 1x1 planes the weight gradient is
-one GEMM over all images, (Co, N) @ (N, Ci), split into two blocks of output rows
-(``SUM_GATHERED_BELOW``): per-task sums there each multiplied a few columns into a
-whole (Co, Ci) partial (a 32 px b64 step: 65.3 ms before, 64.0 ms after, A/B).
+**Small planes** (at most 16x16 pixels) are kept channels-last
+(:mod:`.numba_layout`), where the whole batch is one GEMM
+(:mod:`.numba_pointwise_rows`); the per-image GEMMs here serve larger planes,
+whose P = H*W columns are plenty for BLAS. (Before the layout existed, planes
+under 64 pixels were copied side by side into shared GEMMs and back.)
 
-**Determinism.** How the images are cut into tasks and tasks into partial
-sums depends only on the shapes, never on ``numba.get_num_threads()``: a
-thread count only decides who computes which task. Backward-weight sums its
-tasks into ``_GROUPS`` partials, each in order in one thread, then adds the
+**Determinism.** How the images are cut into partial sums depends only on the
+shapes, never on ``numba.get_num_threads()``: a thread count only decides who
+computes which image. Backward-weight sums its
+images into ``_GROUPS`` partials, each in order in one thread, then adds the
 partials in order. With single-threaded BLAS every GEMM is itself
 deterministic, so results are bit-identical across runs and thread counts.
 """
@@ -45,52 +42,11 @@ from .numba_bn import epilogue, epilogue_args
 from .numba_layout import as_channels_last, channels_last_plane, empty_channels_last, rows
 
 _JIT = dict(cache=True, fastmath=False)
-_GATHER_BELOW = 64  # images of fewer pixels are batched side by side into one GEMM ...
-_MIN_COLS = 256  # ... of about this many columns (measured: 7x7 and 4x4 gain, 14x14 loses)
 _GROUPS = 8  # partial sums of backward-weight: fixed, so the result ignores the thread count
-SUM_GATHERED_BELOW = 2  # planes of fewer pixels: the weight gradient as one gathered GEMM
 _EPILOGUE_BLOCK_BYTES = 256 * 1024  # output block that gets its inference epilogue in L2
 
 
-# --------------------------------------------------------------- task geometry
-def images_per_task(n: int, p: int) -> int:
-    """Images multiplied in one GEMM: 1 when an image has >= ``_GATHER_BELOW``
-    pixels, else the power of two that reaches ``_MIN_COLS`` columns, but at
-    most ceil(n / 4) so that there are still >= 4 tasks to share out. A
-    function of the shapes only (see the module docstring on determinism)."""
-    if p >= _GATHER_BELOW:
-        return 1
-    b = 1
-    while b * p < _MIN_COLS:
-        b *= 2
-    return max(1, min(b, -(-n // 4)))
-
-
 # ----------------------------------------------------------------- jitted cores
-@njit(**_JIT)
-def _gather(dst, src3, b0, nb):
-    """dst (C, nb*P)[c, b*P + q] = src3 (N, C, P)[b0 + b, c, q]: images side by side."""
-    p = src3.shape[2]
-    for c in range(src3.shape[1]):
-        for b in range(nb):
-            s = src3[b0 + b, c]
-            d = dst[c, b * p:(b + 1) * p]
-            for q in range(p):
-                d[q] = s[q]
-
-
-@njit(**_JIT)
-def _scatter(dst3, src, b0, nb):
-    """The inverse of ``_gather``: dst3 (N, C, P)[b0 + b, c, q] = src (C, nb*P)[c, b*P + q]."""
-    p = dst3.shape[2]
-    for b in range(nb):
-        for c in range(dst3.shape[1]):
-            s = src[c, b * p:(b + 1) * p]
-            d = dst3[b0 + b, c]
-            for q in range(p):
-                d[q] = s[q]
-
-
 @njit(**_JIT)
 def _columns(dst, src, p0):
     """dst (R, w) = src (R, P)[:, p0:p0 + w]: a block of columns, made contiguous."""
@@ -139,95 +95,44 @@ def sum_in_order(part):
 
 
 @njit(parallel=True, **_JIT)
-def _matmul_images(a, x3, bs, y3, ep):
-    """y3 (N, M, P): y3[n] = a (M, K) @ x3[n] (K, P), ``bs`` images per task, each
-    image then through the epilogue ``ep`` (see ``numba_bn.epilogue``)."""
+def _matmul_images(a, x3, y3, ep):
+    """y3 (N, M, P): y3[n] = a (M, K) @ x3[n] (K, P), one image per task, each image then
+    through the epilogue ``ep`` (see ``numba_bn.epilogue``)."""
     n, k, p = x3.shape
     m = a.shape[0]
-    ntask = (n + bs - 1) // bs
-    width = bs * p if bs > 1 else 0  # gather buffers (one per task, allocated before the loop)
-    xbs = np.empty((ntask, k * width), x3.dtype)
-    ybs = np.empty((ntask, m * width), x3.dtype)
     # An epilogue on an image bigger than L2 is applied block by block (see above).
-    blocked = bs == 1 and ep[3][0] and m * p * x3.itemsize > _EPILOGUE_BLOCK_BYTES
+    blocked = ep[3][0] and m * p * x3.itemsize > _EPILOGUE_BLOCK_BYTES
     cols = max(256, _EPILOGUE_BLOCK_BYTES // (m * x3.itemsize)) if blocked else 0
-    xblk = np.empty((ntask, k * cols), x3.dtype)
-    yblk = np.empty((ntask, m * cols), x3.dtype)
-    for t in prange(ntask):
-        b0 = t * bs
-        nb = min(bs, n - b0)
+    xblk = np.empty((n, k * cols), x3.dtype)
+    yblk = np.empty((n, m * cols), x3.dtype)
+    for b in prange(n):
         if blocked:
-            _matmul_blocked_epilogue(a, x3[b0], y3[b0], ep, xblk[t], yblk[t], cols)
-            continue
-        if bs == 1:
-            np.dot(a, x3[b0], y3[b0])
+            _matmul_blocked_epilogue(a, x3[b], y3[b], ep, xblk[b], yblk[b], cols)
         else:
-            xb = xbs[t, :k * nb * p].reshape(k, nb * p)
-            yb = ybs[t, :m * nb * p].reshape(m, nb * p)
-            _gather(xb, x3, b0, nb)
-            np.dot(a, xb, yb)
-            _scatter(y3, yb, b0, nb)
-        for b in range(b0, b0 + nb):
+            np.dot(a, x3[b], y3[b])
             epilogue(y3[b], ep)
     return y3
 
 
 @njit(parallel=True, **_JIT)
-def _matmul_sum_images(g3, x3, bs, groups):
+def _matmul_sum_images(g3, x3, groups):
     """gw (M, K) = sum_n g3[n] (M, P) @ x3[n].T (P, K).
 
-    Tasks of ``bs`` images are split into ``groups`` runs of consecutive
-    tasks; each run sums into its own partial, in order, in one thread; the
-    partials are then added in order."""
+    The images are split into ``groups`` runs of consecutive images; each run sums
+    into its own partial, in order, in one thread; the partials are then added in
+    order."""
     n, m, p = g3.shape
     k = x3.shape[1]
-    ntask = (n + bs - 1) // bs
     part = np.empty((groups, m, k), g3.dtype)
     tmps = np.empty((groups, m, k), g3.dtype)
-    width = bs * p if bs > 1 else 0  # gather buffers, unused for one image per task
-    gbs = np.empty((groups, m * width), g3.dtype)
-    xbs = np.empty((groups, k * width), g3.dtype)
     for gi in prange(groups):
-        t0 = gi * ntask // groups
-        t1 = (gi + 1) * ntask // groups
+        b0, b1 = gi * n // groups, (gi + 1) * n // groups
         acc, tmp = part[gi], tmps[gi]
-        for t in range(t0, t1):
-            dst = acc if t == t0 else tmp
-            b0 = t * bs
-            nb = min(bs, n - b0)
-            if bs == 1:
-                np.dot(g3[b0], x3[b0].T, dst)
-            else:
-                gb = gbs[gi, :m * nb * p].reshape(m, nb * p)
-                xb = xbs[gi, :k * nb * p].reshape(k, nb * p)
-                _gather(gb, g3, b0, nb)
-                _gather(xb, x3, b0, nb)
-                np.dot(gb, xb.T, dst)
-            if t > t0:
+        for b in range(b0, b1):
+            np.dot(g3[b], x3[b].T, acc if b == b0 else tmp)
+            if b > b0:
                 add_into(acc, tmp)
     return sum_in_order(part)
-
-
-@njit(parallel=True, **_JIT)
-def _matmul_sum_gathered(g3, x3, row_blocks):
-    """gw (M, K) = sum_n g3[n] (M, P) @ x3[n].T (P, K) for small P, as one GEMM:
-    all images side by side, (M, N*P) @ (N*P, K), so the GEMM's inner dimension is N*P
-    instead of a few pixels; split into ``row_blocks`` blocks of output rows (fixed by
-    the shapes), one GEMM each."""
-    n, m, p = g3.shape
-    k = x3.shape[1]
-    gb = np.empty((m, n * p), g3.dtype)
-    xb = np.empty((k, n * p), g3.dtype)
-    for half in prange(2):  # the two gathers side by side
-        if half == 0:
-            _gather(gb, g3, 0, n)
-        else:
-            _gather(xb, x3, 0, n)
-    gw = np.empty((m, k), g3.dtype)
-    for t in prange(row_blocks):
-        r0, r1 = t * m // row_blocks, (t + 1) * m // row_blocks
-        np.dot(gb[r0:r1], xb.T, gw[r0:r1])
-    return gw
 
 
 # ------------------------------------------------------------- public wrappers
@@ -260,8 +165,7 @@ def pointwise_conv2d_forward(x, w, bn_eval=None):
         return y
     x = _c(x)
     y = np.empty((n, co, h, wd), x.dtype)  # NumPy's allocator: see numba_cpu
-    _matmul_images(w.reshape(co, ci), x.reshape(n, ci, h * wd), images_per_task(n, h * wd),
-                   y.reshape(n, co, h * wd), ep)
+    _matmul_images(w.reshape(co, ci), x.reshape(n, ci, h * wd), y.reshape(n, co, h * wd), ep)
     return y
 
 
@@ -282,8 +186,8 @@ def pointwise_conv2d_backward_input(gy, w):
         return gx
     gy = _c(gy)
     gx = np.empty((n, ci, h, wd), gy.dtype)  # NumPy's allocator: see numba_cpu
-    _matmul_images(w.reshape(co, ci).T, gy.reshape(n, co, h * wd), images_per_task(n, h * wd),
-                   gx.reshape(n, ci, h * wd), epilogue_args(fn, None, ci, gy.dtype))
+    _matmul_images(w.reshape(co, ci).T, gy.reshape(n, co, h * wd), gx.reshape(n, ci, h * wd),
+                   epilogue_args(fn, None, ci, gy.dtype))
     return gx
 
 
@@ -304,10 +208,5 @@ def pointwise_conv2d_backward_weight(gy, x):
         gw = by_rows.backward_weight(rows(as_channels_last(gy)), rows(as_channels_last(x)))
         return gw.reshape(co, ci, 1, 1)
     gy, x = _c(gy), _c(x)
-    if p < SUM_GATHERED_BELOW:
-        gw = _matmul_sum_gathered(gy.reshape(n, co, p), x.reshape(n, ci, p), 2)
-        return gw.reshape(co, ci, 1, 1)
-    bs = images_per_task(n, p)
-    groups = min(_GROUPS, -(-n // bs))
-    gw = _matmul_sum_images(gy.reshape(n, co, p), x.reshape(n, ci, p), bs, groups)
+    gw = _matmul_sum_images(gy.reshape(n, co, p), x.reshape(n, ci, p), min(_GROUPS, n))
     return gw.reshape(co, ci, 1, 1)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from . import numba_pool  # noqa: F401  (pins Numba's BLAS to one thread, starts the pool passive)
 from .numba_bn_rows import _affine_rows
 
 _JIT = dict(cache=True, fastmath=False)
