@@ -63,6 +63,23 @@ def _affine_rows(x2, y2, r0, r1, mu, sc, bi, relu6):
                 yr[ch] = (xr[ch] - mu[ch]) * sc[ch] + bi[ch]
 
 
+@njit(**_JIT)
+def affine_rows_inplace(y2, r0, r1, mu, sc, bi, relu6):
+    """``_affine_rows(y2, y2, ...)`` written for one array: with two views of the same
+    memory LLVM's overlap check fails and the loop runs scalar (as ``numba_bn.affine_inplace``
+    says); the BatchNorm-eval epilogue of the channels-last convolutions."""
+    zero = bi[0] * 0
+    six = zero + 6
+    for r in range(r0, r1):
+        yr = y2[r]
+        if relu6:
+            for ch in range(yr.shape[0]):
+                yr[ch] = min(max((yr[ch] - mu[ch]) * sc[ch] + bi[ch], zero), six)
+        else:
+            for ch in range(yr.shape[0]):
+                yr[ch] = (yr[ch] - mu[ch]) * sc[ch] + bi[ch]
+
+
 @njit(inline="always", **_JIT)
 def _passed(g, xv, mu, sc, bi, relu6):
     """g where the fused ReLU6 let the gradient through (0 < BN output < 6), else 0."""

@@ -28,7 +28,7 @@ from numba import njit, prange
 from . import numba_pool  # noqa: F401  (pins Numba's BLAS to one thread, starts the pool passive)
 from ._checks import conv_geometry, grad_out_shape, same_float_dtype
 from .numba_bn import epilogue, epilogue_args
-from .numba_bn_rows import _affine_rows
+from .numba_bn_rows import affine_rows_inplace
 from .numba_depthwise import _valid_range
 from .numba_layout import as_channels_last, channels_last_plane, empty_channels_last, pixels
 from .numba_pointwise import _GROUPS, add_into, sum_in_order
@@ -100,7 +100,7 @@ def _conv_forward(x, wm, kh, kw, sh, sw, ph, pw, ho, wo, y, ep, cl):
         if cl:
             np.dot(cols.T, wm.T, y[b])
             if flags[0]:
-                _affine_rows(y[b], y[b], 0, ho * wo, mean, scale, bias, flags[1])
+                affine_rows_inplace(y[b], 0, ho * wo, mean, scale, bias, flags[1])
         else:
             np.dot(wm, cols, y[b])
             epilogue(y[b], ep)

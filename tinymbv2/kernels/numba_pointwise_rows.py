@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import numba_pool  # noqa: F401  (pins Numba's BLAS to one thread, starts the pool passive)
-from .numba_bn_rows import _affine_rows
+from .numba_bn_rows import affine_rows_inplace
 
 _JIT = dict(cache=True, fastmath=False)
 _PARALLEL_ROWS = 384  # a GEMM is cut into two blocks of rows, one per thread, from this many rows ...
@@ -47,7 +47,7 @@ def _matmul_block(a, b, out, r0, r1, ep):
     np.dot(a[r0:r1], b, out[r0:r1])
     mean, scale, bias, flags = ep
     if flags[0]:
-        _affine_rows(out, out, r0, r1, mean, scale, bias, flags[1])
+        affine_rows_inplace(out, r0, r1, mean, scale, bias, flags[1])
 
 
 @njit(parallel=True, **_JIT)
