@@ -51,7 +51,7 @@ def tap_table(h, wd, kh, kw, ho, wo, sh, sw, ph, pw):
 
 
 _BLOCK = 16  # channels per tile of the weight gradient's final transpose
-CHANNEL_BLOCK = 64  # channels per task
+CHANNEL_BLOCK = 256  # channels per task
 _CHUNKS = 16  # task chunks, each with its own scratch allocated before the parallel loop
 
 
