@@ -67,9 +67,10 @@ def test_numba_batch_norm_train_paths_match_torch(path, relu6, case):
     gy = rng.standard_normal(x.shape)
     gx, gw, gb = torch.autograd.grad(y, (xt, wt, bt), t(gy))
     saved = (numba_bn.FLAT_MAX, numba_bn.SMALL_PLANE, numba_bn.SMALL_PLANE_FORWARD,
-             numba_bn._rows_layout)
+             numba_bn._rows_layout, numba_bn.ROWS_SERIAL_MAX)
     try:
-        numba_bn.FLAT_MAX = 10**9 if path in ("flat", "rows-serial") else 0
+        numba_bn.FLAT_MAX = 10**9 if path == "flat" else 0
+        numba_bn.ROWS_SERIAL_MAX = 10**9 if path == "rows-serial" else 0
         small = 10**9 if path == "small" else 0
         numba_bn.SMALL_PLANE = numba_bn.SMALL_PLANE_FORWARD = small
         numba_bn._rows_layout = lambda a: path.startswith("rows")  # 1x1 planes too
@@ -77,7 +78,7 @@ def test_numba_batch_norm_train_paths_match_torch(path, relu6, case):
         grads = numba_cpu.batch_norm_backward_train(gy, x, mean, invstd, weight, bias, relu6)
     finally:
         (numba_bn.FLAT_MAX, numba_bn.SMALL_PLANE, numba_bn.SMALL_PLANE_FORWARD,
-         numba_bn._rows_layout) = saved
+         numba_bn._rows_layout, numba_bn.ROWS_SERIAL_MAX) = saved
     assert_close(out, y.detach().numpy(), TOL64, f"{path} y")
     for name, got, want in zip(("gx", "gweight", "gbias"), grads, (gx, gw, gb)):
         assert_close(got, want.numpy(), TOL64, f"{path} {name}")

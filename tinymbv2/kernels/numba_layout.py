@@ -18,11 +18,18 @@ Why: on a plane of a few pixels (MobileNetV2's last stages, and all of it at
   were 60-75% of their time, measured);
 * BatchNorm's per-channel sums run over rows of C contiguous values.
 
-The rule (``channels_last_plane``): the conv and BatchNorm kernels of this set
-work channels-last on planes of at most ``CHANNELS_LAST_MAX`` pixels, NCHW on
-larger ones, whatever layout their inputs came in (an input in the other layout
-is copied once); their outputs come in the layout they worked in. A 1x1 plane is
-both layouts at once, so nothing is ever copied there.
+The rule (``channels_last_plane``): the depthwise, pointwise and BatchNorm
+kernels of this set work channels-last on input planes of at most
+``CHANNELS_LAST_MAX`` pixels, NCHW on larger ones, whatever layout their inputs
+came in (an input in the other layout is copied once); their outputs come in the
+layout they worked in. The dense convolution (MobileNetV2's stem) reads the image
+in any layout and writes its output channels-last when the *output* plane is
+small. A 1x1 plane is both layouts at once, so nothing is ever copied there.
+Every other kernel and NumPy op accepts either layout.
+
+``CHANNELS_LAST_MAX`` is read at each call; set to 0 it turns the layout off (the
+tests use that to reach the NCHW kernels on small planes). Measured, 224 px batch 8
+training step A/B: 256 pixels 156 ms, 784 (28x28) 157 ms, 3136 (56x56) 171 ms.
 """
 from __future__ import annotations
 
