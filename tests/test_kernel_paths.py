@@ -110,3 +110,19 @@ def test_conv_kernels_take_an_empty_batch(kset, plane, stride):
     assert kset.pointwise_conv2d_backward_input(y, wp).shape == x.shape
     gw = kset.pointwise_conv2d_backward_weight(y, x)
     assert gw.shape == wp.shape and not gw.any()
+
+
+@pytest.mark.parametrize("h,w", [(1, 1), (2, 2), (3, 2), (2, 5), (5, 7), (8, 6), (7, 8), (17, 18)])
+def test_numba_depthwise_stride2_padding1_planes_match_torch(h, w):
+    """MobileNetV2's strided case has NCHW routines of its own (numba_depthwise3x3
+    correlate3x3_s2, scatter3x3_s2, weight3x3_s2), with edge columns and rows that depend
+    on whether H and W are odd: every parity, forced onto the NCHW planes."""
+    rng = np.random.default_rng(h * 31 + w)
+    x, wt = rng.standard_normal((2, 3, h, w)), rng.standard_normal((3, 1, 3, 3))
+    y, gy, gx, gw = torch_conv(x, wt, 2, 1, 3, rng)
+    with channels_last_max(0):
+        got = (numba_cpu.depthwise_conv2d_forward(x, wt, (2, 2), (1, 1)),
+               numba_cpu.depthwise_conv2d_backward_input(gy, wt, x.shape, (2, 2), (1, 1)),
+               numba_cpu.depthwise_conv2d_backward_weight(gy, x, wt.shape, (2, 2), (1, 1)))
+    for name, a, b in zip(("forward", "backward_input", "backward_weight"), got, (y, gx, gw)):
+        assert_close(a, b, TOL64, f"{h}x{w} {name}")

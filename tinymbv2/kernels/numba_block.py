@@ -43,7 +43,7 @@ from . import numba_pool  # noqa: F401  (the one-pool set-up)
 from ._checks import ndim, same_float_dtype
 from .numba_bn import affine_inplace, affine_row, epilogue, epilogue_args
 from .layered import inverted_residual_eval_layered
-from .numba_depthwise3x3 import _edge_output, correlate_flat, rows3
+from .numba_depthwise3x3 import correlate_flat, row3x3_s2, rows3
 
 _JIT = dict(cache=True, fastmath=False)
 BAND_BYTES = 2 * 1024 * 1024
@@ -100,26 +100,6 @@ def _depthwise_s1(d, src, top, rows_in, w, bn, xp, run):
 
 
 @njit(**_JIT)
-def _row_s2(out, r0, r1, r2, w):
-    """out[o] = sum_{i,j} w[i, j] * r_i[2o - 1 + j]: one output row at stride 2, padding 1,
-    from three input rows (zero outside them). Outputs 1 .. W//2 - 1 read inside the
-    rows, every other element, which LLVM vectorises as interleaved loads; output 0 (and
-    the last one when W is odd) reads the padding and is computed on its own."""
-    wd, wo = r0.shape[0], out.shape[0]
-    w00, w01, w02 = w[0, 0], w[0, 1], w[0, 2]
-    w10, w11, w12 = w[1, 0], w[1, 1], w[1, 2]
-    w20, w21, w22 = w[2, 0], w[2, 1], w[2, 2]
-    for o in range(1, wd // 2):
-        k = 2 * o - 1
-        out[o] = ((w00 * r0[k] + w01 * r0[k + 1] + w02 * r0[k + 2])
-                  + (w10 * r1[k] + w11 * r1[k + 1] + w12 * r1[k + 2])
-                  + (w20 * r2[k] + w21 * r2[k + 1] + w22 * r2[k + 2]))
-    out[0] = _edge_output(r0, r1, r2, w, -1, wd)
-    if wd % 2 == 1:
-        out[wo - 1] = _edge_output(r0, r1, r2, w, 2 * wo - 3, wd)
-
-
-@njit(**_JIT)
 def _depthwise_s2(d, src, top, w, bn, zero_row):
     """d (rows, Wo) = BN(3x3 stride-2 correlation of the band), padding 1: src (R, W), the
     band's real input rows (already through the expansion's BN + ReLU6), starts at
@@ -128,7 +108,7 @@ def _depthwise_s2(d, src, top, w, bn, zero_row):
     on, mu, sc, bi, relu6 = bn
     for r in range(rows):
         r0, r1, r2 = rows3(src, 2 * r - top, zero_row)
-        _row_s2(d[r], r0, r1, r2, w)
+        row3x3_s2(d[r], r0, r1, r2, w)
         if on:
             affine_inplace(d[r], mu, sc, bi, relu6)
 

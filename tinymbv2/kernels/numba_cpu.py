@@ -30,6 +30,11 @@ slice per task. Both rules were measured:
 
 Kernels are compiled on first use for each dtype (float32, float64) and
 cached on disk (``cache=True``), so only the first process pays the compile.
+Numba checks a cached function against its own source file only: after editing a
+helper that a kernel in *another* module calls (say ``numba_depthwise3x3.py``, which
+``numba_depthwise.py`` calls), that kernel still runs the old helper until its cache
+goes. Clear it with ``find tinymbv2 -name '*.nbi' -delete`` (or run with
+``NUMBA_CACHE_DIR`` set to an empty folder).
 """
 from __future__ import annotations
 

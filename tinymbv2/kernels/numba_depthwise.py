@@ -27,8 +27,9 @@ from numba import njit, prange
 
 from . import numba_pool  # noqa: F401  (the one-pool set-up, see there)
 from ._checks import conv_geometry, grad_out_shape, same_float_dtype
-from .numba_depthwise3x3 import (correlate3x3_padded, correlate3x3_strided, padded_size,
-                                 scatter3x3_strided_plane, weight3x3_padded, weight3x3_strided)
+from .numba_depthwise3x3 import (correlate3x3_padded, correlate3x3_s2, correlate3x3_strided,
+                                 padded_size, scatter3x3_s2, scatter3x3_strided_plane,
+                                 weight3x3_padded, weight3x3_s2, weight3x3_strided)
 from .numba_depthwise_small import backward_input_pixels, backward_weight_pixels, forward_pixels
 from .numba_layout import as_channels_last, channels_last_plane, empty_channels_last, pixels
 from .numba_bn import affine_inplace, epilogue_args
@@ -181,6 +182,8 @@ def _depthwise_forward(x, w, sh, sw, ph, pw, y, ep):
                 if sw == 1:
                     correlate3x3_padded(y[bt, ch], x[bt, ch], w[ch, 0], ph, pw, pads[chunk],
                                         outs[chunk])
+                elif sw == 2 and ph == 1 and pw == 1:
+                    correlate3x3_s2(y[bt, ch], x[bt, ch], w[ch, 0], zero_row)
                 else:
                     correlate3x3_strided(y[bt, ch], x[bt, ch], w[ch, 0], sw, ph, pw, zero_row,
                                          row_buf)
@@ -215,6 +218,10 @@ def _depthwise_backward_input(gy, w, sh, sw, ph, pw, gx):
                     correlate3x3_padded(gx[bt, ch], gy[bt, ch], flipped[ch, 0], 2 - ph, 2 - pw,
                                         pads[chunk], outs[chunk])
             return gx
+        if sh == 2 and ph == 1 and pw == 1:
+            for t in prange(n * c):
+                scatter3x3_s2(gx[t // c, t % c], gy[t // c, t % c], w[t % c, 0])
+            return gx
         phases = np.empty((bounds.shape[0] - 1, sw, (wd + sw - 1) // sw), gy.dtype)
         for chunk in prange(bounds.shape[0] - 1):
             for t in range(bounds[chunk], bounds[chunk + 1]):
@@ -248,6 +255,8 @@ def _depthwise_backward_weight(gy, x, kh, kw, sh, sw, ph, pw):
                     if sh == 1:
                         weight3x3_padded(gw[ch, 0], gy[bt, ch], x[bt, ch], ph, pw, pads[chunk],
                                          gpads[chunk])
+                    elif sh == 2 and ph == 1 and pw == 1:
+                        weight3x3_s2(gw[ch, 0], gy[bt, ch], x[bt, ch], zero_row)
                     else:
                         weight3x3_strided(gw[ch, 0], gy[bt, ch], x[bt, ch], sw, ph, pw,
                                           zero_row, phases[chunk])
