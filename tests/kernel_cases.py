@@ -4,6 +4,8 @@ NumPy only, so the GPU test file can use it on a machine without hypothesis.
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 EPS = 1e-5
@@ -60,3 +62,17 @@ def fused_kernel_calls(x, rng):
                                              (gy, x, mean, invstd, g, b), fused),
         "batch_norm_forward_eval[relu6]": ("batch_norm_forward_eval", (x, mean, var, g, b, EPS), fused),
     }
+
+
+@contextlib.contextmanager
+def channels_last_max(pixels):
+    """Run the numba set with ``numba_layout.CHANNELS_LAST_MAX`` set to ``pixels``: 0 sends
+    every plane through the NCHW kernels, 10**9 every plane through the channels-last ones."""
+    from tinymbv2.kernels import numba_layout
+
+    saved = numba_layout.CHANNELS_LAST_MAX
+    numba_layout.CHANNELS_LAST_MAX = pixels
+    try:
+        yield
+    finally:
+        numba_layout.CHANNELS_LAST_MAX = saved

@@ -1,7 +1,7 @@
 """The numba set's size-dependent paths, each forced or reached on purpose, and empty batches.
 
 The numba kernels choose their algorithm by size: the memory layout
-(``numba_layout.CHANNELS_LAST_MAX``), then ``numba_bn.FLAT_MAX`` and ``SMALL_PLANE``, and
+(``numba_layout.CHANNELS_LAST_MAX``), then ``numba_bn.FLAT_MAX`` and ``ROWS_SERIAL_MAX``, and
 the thread split of ``numba_pointwise_rows``; the hypothesis draws in
 ``test_kernels.py`` are small, so they would reach only some of the paths. Here every
 path is checked against PyTorch in float64, and every conv kernel of both sets on a
@@ -14,10 +14,39 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given
+from hypothesis import strategies as st
 
-from kernel_cases import EPS
-from test_kernels import FEW, KSETS, TOL64, assert_close, bn_cases, channels_last_max, t, torch_conv
+from kernel_cases import EPS, channels_last_max
+from test_kernels import FEW, KSETS, TOL64, assert_close, bn_cases, conv_cases, t, torch_conv
 from tinymbv2.kernels import numba_cpu, numba_pointwise_rows
+
+
+@st.composite
+def depthwise3x3_cases(draw):
+    """MobileNetV2's kind: 3x3 depthwise, up to 260 channels (two channels-last blocks)."""
+    stride, p = draw(st.integers(1, 3)), draw(st.integers(0, 2))
+    h0 = max(1, 3 - 2 * p)
+    h, w = draw(st.integers(h0, h0 + 12)), draw(st.integers(h0, h0 + 12))
+    n, c = draw(st.integers(1, 3)), draw(st.sampled_from([1, 5, 64, 70, 260]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    return rng.standard_normal((n, c, h, w)), rng.standard_normal((c, 1, 3, 3)), (stride, stride), (p, p)
+
+
+@pytest.mark.parametrize("path", ["planes", "channels-last"])
+@FEW
+@given(case=st.one_of(conv_cases(depthwise=True), depthwise3x3_cases()))
+def test_numba_depthwise_paths_match_torch(path, case):
+    """numba's depthwise has two ways through (NCHW plane kernels for large planes,
+    channels-last blocks for small ones, see numba_layout): each is checked on every shape."""
+    x, w, stride, padding = case
+    y, gy, gx, gw = torch_conv(x, w, stride, padding, x.shape[1], np.random.default_rng(2))
+    with channels_last_max(0 if path == "planes" else 10**9):
+        k = numba_cpu
+        assert_close(k.depthwise_conv2d_forward(x, w, stride, padding), y, TOL64, "forward")
+        assert_close(k.depthwise_conv2d_backward_input(gy, w, x.shape, stride, padding), gx, TOL64,
+                     "backward_input")
+        assert_close(k.depthwise_conv2d_backward_weight(gy, x, w.shape, stride, padding), gw, TOL64,
+                     "backward_weight")
 
 
 @pytest.mark.parametrize("path", ["nchw", "serial", "row-blocks", "column-blocks"])
@@ -46,7 +75,7 @@ def test_numba_pointwise_paths_match_torch(path, n, ci, co, side):
         assert_close(a, b, TOL64, f"{path} {name}")
 
 
-BN_PATHS = ["flat", "small", "channels", "rows-serial", "rows-parallel"]
+BN_PATHS = ["flat", "channels", "rows-serial", "rows-parallel"]
 
 
 @pytest.mark.parametrize("path", BN_PATHS)
@@ -55,8 +84,8 @@ BN_PATHS = ["flat", "small", "channels", "rows-serial", "rows-parallel"]
 @given(case=bn_cases())
 def test_numba_batch_norm_train_paths_match_torch(path, relu6, case):
     """Each of the numba set's BatchNorm training paths, forced whatever the size. NCHW:
-    contiguous rows (numba_bn_flat, small tensors), channel-vectorised (1x1 planes), per
-    channel (the rest); channels-last (numba_bn_rows): in the calling thread or in parallel."""
+    contiguous rows (numba_bn_flat, small tensors), per channel (the rest); channels-last
+    (numba_bn_rows): in the calling thread or in parallel."""
     from tinymbv2.kernels import numba_bn
 
     x, weight, bias, rng = case
@@ -66,19 +95,15 @@ def test_numba_batch_norm_train_paths_match_torch(path, relu6, case):
     y = F.relu6(y) if relu6 else y
     gy = rng.standard_normal(x.shape)
     gx, gw, gb = torch.autograd.grad(y, (xt, wt, bt), t(gy))
-    saved = (numba_bn.FLAT_MAX, numba_bn.SMALL_PLANE, numba_bn.SMALL_PLANE_FORWARD,
-             numba_bn._rows_layout, numba_bn.ROWS_SERIAL_MAX)
+    saved = numba_bn.FLAT_MAX, numba_bn._rows_layout, numba_bn.ROWS_SERIAL_MAX
     try:
         numba_bn.FLAT_MAX = 10**9 if path == "flat" else 0
         numba_bn.ROWS_SERIAL_MAX = 10**9 if path == "rows-serial" else 0
-        small = 10**9 if path == "small" else 0
-        numba_bn.SMALL_PLANE = numba_bn.SMALL_PLANE_FORWARD = small
         numba_bn._rows_layout = lambda a: path.startswith("rows")  # 1x1 planes too
         out, mean, invstd = numba_cpu.batch_norm_forward_train(x, weight, bias, EPS, relu6)
         grads = numba_cpu.batch_norm_backward_train(gy, x, mean, invstd, weight, bias, relu6)
     finally:
-        (numba_bn.FLAT_MAX, numba_bn.SMALL_PLANE, numba_bn.SMALL_PLANE_FORWARD,
-         numba_bn._rows_layout, numba_bn.ROWS_SERIAL_MAX) = saved
+        numba_bn.FLAT_MAX, numba_bn._rows_layout, numba_bn.ROWS_SERIAL_MAX = saved
     assert_close(out, y.detach().numpy(), TOL64, f"{path} y")
     for name, got, want in zip(("gx", "gweight", "gbias"), grads, (gx, gw, gb)):
         assert_close(got, want.numpy(), TOL64, f"{path} {name}")

@@ -11,8 +11,6 @@ one-thread-pool set-up (SciPy's BLAS pinned, NumPy's untouched, Numba's
 OpenMP pool passive).
 """
 
-import contextlib
-
 import numpy as np
 import pytest
 import torch
@@ -21,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kernel_cases import EPS, all_kernel_calls
-from tinymbv2.kernels import KERNEL_NAMES, numba_cpu, numba_layout, reference
+from tinymbv2.kernels import KERNEL_NAMES, numba_cpu, reference
 
 SETS = [reference, numba_cpu]
 KSETS = pytest.mark.parametrize("kset", SETS, ids=lambda m: m.name)
@@ -118,46 +116,6 @@ def test_depthwise_conv2d_matches_torch(kset, case):
     assert_close(kset.depthwise_conv2d_forward(x, w, stride, padding), y, TOL64, "forward")
     assert_close(kset.depthwise_conv2d_backward_input(gy, w, x.shape, stride, padding), gx, TOL64, "backward_input")
     assert_close(kset.depthwise_conv2d_backward_weight(gy, x, w.shape, stride, padding), gw, TOL64, "backward_weight")
-
-
-@st.composite
-def depthwise3x3_cases(draw):
-    """MobileNetV2's kind: 3x3 depthwise, up to 260 channels (two channels-last blocks)."""
-    stride, p = draw(st.integers(1, 3)), draw(st.integers(0, 2))
-    h0 = max(1, 3 - 2 * p)
-    h, w = draw(st.integers(h0, h0 + 12)), draw(st.integers(h0, h0 + 12))
-    n, c = draw(st.integers(1, 3)), draw(st.sampled_from([1, 5, 64, 70, 260]))
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    return rng.standard_normal((n, c, h, w)), rng.standard_normal((c, 1, 3, 3)), (stride, stride), (p, p)
-
-
-@contextlib.contextmanager
-def channels_last_max(pixels):
-    """Run the numba set with ``numba_layout.CHANNELS_LAST_MAX`` set to ``pixels``: 0 sends
-    every plane through the NCHW kernels, 10**9 every plane through the channels-last ones."""
-    saved = numba_layout.CHANNELS_LAST_MAX
-    numba_layout.CHANNELS_LAST_MAX = pixels
-    try:
-        yield
-    finally:
-        numba_layout.CHANNELS_LAST_MAX = saved
-
-
-@pytest.mark.parametrize("path", ["planes", "channels-last"])
-@FEW
-@given(case=st.one_of(conv_cases(depthwise=True), depthwise3x3_cases()))
-def test_numba_depthwise_paths_match_torch(path, case):
-    """numba's depthwise has two ways through (NCHW plane kernels for large planes,
-    channels-last blocks for small ones, see numba_layout): each is checked on every shape."""
-    x, w, stride, padding = case
-    y, gy, gx, gw = torch_conv(x, w, stride, padding, x.shape[1], np.random.default_rng(2))
-    with channels_last_max(0 if path == "planes" else 10**9):
-        k = numba_cpu
-        assert_close(k.depthwise_conv2d_forward(x, w, stride, padding), y, TOL64, "forward")
-        assert_close(k.depthwise_conv2d_backward_input(gy, w, x.shape, stride, padding), gx, TOL64,
-                     "backward_input")
-        assert_close(k.depthwise_conv2d_backward_weight(gy, x, w.shape, stride, padding), gw, TOL64,
-                     "backward_weight")
 
 
 @KSETS

@@ -43,7 +43,8 @@ from . import numba_pool  # noqa: F401  (the one-pool set-up)
 from ._checks import ndim, same_float_dtype
 from .numba_bn import affine_inplace, affine_row, epilogue, epilogue_args
 from .layered import inverted_residual_eval_layered
-from .numba_depthwise3x3 import correlate_flat, row3x3_s2, rows3
+from .numba_depthwise3x3 import correlate_flat, rows3
+from .numba_depthwise3x3_s2 import row3x3_s2
 
 _JIT = dict(cache=True, fastmath=False)
 BAND_BYTES = 2 * 1024 * 1024

@@ -158,95 +158,6 @@ def _backward_train(gy, x, mean, invstd, weight, bias, relu6, gx):
 
 
 @njit(parallel=True, **_JIT)
-def _forward_train_small(x, weight, bias, eps, relu6, y):
-    """``_forward_train`` for small planes (H*W <= SMALL_PLANE), vectorised over a
-    block of channels like ``_backward_train_small``: each channel keeps its own
-    float64 shifted sums over (image, pixel) in order."""
-    n, c, h, wd = x.shape
-    hw = h * wd
-    m = n * hw
-    x3 = x.reshape(n, c, hw)
-    y3 = y.reshape(n, c, hw)
-    mean = np.empty(c, x.dtype)
-    invstd = np.empty(c, x.dtype)
-    scale = np.empty(c, x.dtype)
-    sums = np.zeros((3, c))  # shift K, sum(x - K), sum((x - K)^2)
-    blocks = (c + 63) // 64
-    for blk in prange(blocks):
-        c0, c1 = blk * 64, min(c, blk * 64 + 64)
-        for ch in range(c0, c1):
-            sums[0, ch] = np.float64(x3[0, ch, 0])
-        for b in range(n):
-            for i in range(hw):
-                for ch in range(c0, c1):
-                    d = x3[b, ch, i] - sums[0, ch]
-                    sums[1, ch] += d
-                    sums[2, ch] += d * d
-        for ch in range(c0, c1):
-            d = sums[1, ch] / m
-            var = max(sums[2, ch] / m - d * d, 0.0)
-            mean[ch] = sums[0, ch] + d
-            invstd[ch] = 1.0 / np.sqrt(var + eps)
-            scale[ch] = weight[ch] * invstd[ch]
-        zero = bias[0] * 0
-        six = zero + 6
-        for b in range(n):
-            for i in range(hw):
-                for ch in range(c0, c1):
-                    z = (x3[b, ch, i] - mean[ch]) * scale[ch] + bias[ch]
-                    y3[b, ch, i] = min(max(z, zero), six) if relu6 else z
-    return y, mean, invstd
-
-
-@njit(parallel=True, **_JIT)
-def _backward_train_small(gy, x, mean, invstd, weight, bias, relu6, gx):
-    """``_backward_train`` for small planes (H*W <= SMALL_PLANE): there a channel's
-    values lie in N runs of a few elements, too short for per-run loops. Here the
-    innermost loop runs over a block of channels instead, each with its own
-    float64 accumulator, over (image, pixel) in order."""
-    n, c, h, wd = x.shape
-    hw = h * wd
-    m = n * hw
-    x3 = x.reshape(n, c, hw)
-    gy3 = gy.reshape(n, c, hw)
-    gx3 = gx.reshape(n, c, hw)
-    gweight = np.empty(c, x.dtype)
-    gbias = np.empty(c, x.dtype)
-    coef = np.empty((3, c), x.dtype)
-    scale = np.empty(c, x.dtype)  # rounded as in _forward_train, for the same ReLU6 mask
-    sums = np.zeros((2, c))
-    blocks = (c + 63) // 64
-    for blk in prange(blocks):
-        c0, c1 = blk * 64, min(c, blk * 64 + 64)
-        for ch in range(c0, c1):
-            scale[ch] = weight[ch] * invstd[ch]
-        for b in range(n):
-            for i in range(hw):
-                for ch in range(c0, c1):
-                    xv, g = x3[b, ch, i], gy3[b, ch, i]
-                    if relu6:
-                        g = g if _passes_relu6(xv, mean[ch], scale[ch], bias[ch]) else g * 0
-                    sums[0, ch] += np.float64(g)
-                    sums[1, ch] += np.float64(g) * (xv - np.float64(mean[ch]))
-        for ch in range(c0, c1):
-            istd = np.float64(invstd[ch])
-            gw = sums[1, ch] * istd
-            gbias[ch] = sums[0, ch]
-            gweight[ch] = gw
-            coef[0, ch] = np.float64(weight[ch]) * istd
-            coef[1, ch] = sums[0, ch] / m
-            coef[2, ch] = istd * gw / m
-        for b in range(n):
-            for i in range(hw):
-                for ch in range(c0, c1):
-                    xv, g = x3[b, ch, i], gy3[b, ch, i]
-                    if relu6:
-                        g = g if _passes_relu6(xv, mean[ch], scale[ch], bias[ch]) else g * 0
-                    gx3[b, ch, i] = coef[0, ch] * (g - coef[1, ch] - (xv - mean[ch]) * coef[2, ch])
-    return gx, gweight, gbias
-
-
-@njit(parallel=True, **_JIT)
 def _forward_eval(x, mean, var, weight, bias, eps, relu6, y):
     n, c, h, wd = x.shape
     hw = h * wd
@@ -331,8 +242,9 @@ def epilogue_args(fn, bn_eval, c, dtype):
 
 
 FLAT_MAX = 1 << 18
-"""Tensors of up to this many values take :mod:`.numba_bn_flat` (contiguous rows, in the
-calling thread). Measured (float32, forward / backward with ReLU6, microseconds, against
+"""NCHW tensors (1x1 planes; larger planes too when the channels-last layout is off) of
+up to this many values take :mod:`.numba_bn_flat` (contiguous rows, in the calling
+thread). Measured (float32, forward / backward with ReLU6, microseconds, against
 the parallel kernels below): 64x960x1x1 22/33 vs 136/234, 64x384x2x2 29/54 vs 136/327,
 64x192x4x4 65/125 vs 110/242; from 64x96x8x8 (393,216 values, 141/232 vs 108/176) the
 parallel kernels win."""
@@ -340,23 +252,18 @@ ROWS_SERIAL_MAX = 1 << 16
 """Channels-last tensors (:mod:`.numba_bn_rows`) of up to this many values run in the
 calling thread, larger ones on Numba's pool. A/B, 32 px batch 64 training step: 45.0 ms
 at 2^16 against 47.3 ms at 2^18 (and 45.3 ms at 2^15)."""
-SMALL_PLANE = 4
-"""Planes of up to this many pixels take the channel-vectorised backward
-(``_backward_train_small``; measured faster at 2x2 and 1x1, slower from 4x4)."""
-SMALL_PLANE_FORWARD = 1
-"""The same for the forward (``_forward_train_small``): faster only at 1x1."""
-
-
 def _c(a):
     return np.ascontiguousarray(a)
 
 
 def _rows_layout(x) -> bool:
-    """Work channels-last (:mod:`.numba_bn_rows`)? On small planes, but not 1x1: there both
-    layouts are the same memory, and the flat kernels are faster (22/33 against 33/49 us,
-    64x960x1x1 forward/backward)."""
+    """Work channels-last (:mod:`.numba_bn_rows`)? On small planes; on a 1x1 plane (the same
+    memory in both layouts) only above ``FLAT_MAX`` values, where the flat kernels' single
+    thread falls behind: up to there they were faster (22/33 against 33/49 us forward /
+    backward at 64x960x1x1), above it the rows ran 7-10x faster than the per-channel kernels
+    (187/325 against 1266/3473 us at 512x1280x1x1)."""
     h, w = x.shape[2], x.shape[3]
-    return channels_last_plane(h, w) and h * w > 1
+    return channels_last_plane(h, w) and (h * w > 1 or x.size > FLAT_MAX)
 
 
 def batch_norm_forward_train(x, weight, bias, eps, relu6=False):
@@ -373,12 +280,7 @@ def batch_norm_forward_train(x, weight, bias, eps, relu6=False):
                                           parallel=x.size > ROWS_SERIAL_MAX)
         return y, mean, invstd
     x = _c(x)
-    if x.size <= FLAT_MAX:
-        core = forward_train_flat
-    elif x.shape[2] * x.shape[3] <= SMALL_PLANE_FORWARD:
-        core = _forward_train_small
-    else:
-        core = _forward_train
+    core = forward_train_flat if x.size <= FLAT_MAX else _forward_train
     return core(x, weight, bias, float(eps), bool(relu6), np.empty_like(x))  # see numba_cpu
 
 
@@ -400,12 +302,7 @@ def batch_norm_backward_train(gy, x, mean, invstd, weight, bias=None, relu6=Fals
                                              bool(relu6), rows(gx), parallel=x.size > ROWS_SERIAL_MAX)
         return gx, gweight, gbias
     gy, x = _c(gy), _c(x)
-    if x.size <= FLAT_MAX:
-        core = backward_train_flat
-    elif x.shape[2] * x.shape[3] <= SMALL_PLANE:
-        core = _backward_train_small
-    else:
-        core = _backward_train
+    core = backward_train_flat if x.size <= FLAT_MAX else _backward_train
     return core(gy, x, mean, invstd, weight, bias, bool(relu6), np.empty_like(x))
 
 

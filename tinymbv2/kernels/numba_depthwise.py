@@ -27,9 +27,9 @@ from numba import njit, prange
 
 from . import numba_pool  # noqa: F401  (the one-pool set-up, see there)
 from ._checks import conv_geometry, grad_out_shape, same_float_dtype
-from .numba_depthwise3x3 import (correlate3x3_padded, correlate3x3_s2, correlate3x3_strided,
-                                 padded_size, scatter3x3_s2, scatter3x3_strided_plane,
-                                 weight3x3_padded, weight3x3_s2, weight3x3_strided)
+from .numba_depthwise3x3 import (correlate3x3_padded, correlate3x3_strided, padded_size,
+                                 scatter3x3_strided_plane, weight3x3_padded, weight3x3_strided)
+from .numba_depthwise3x3_s2 import correlate3x3_s2, scatter3x3_s2, weight3x3_s2
 from .numba_depthwise_small import backward_input_pixels, backward_weight_pixels, forward_pixels
 from .numba_layout import as_channels_last, channels_last_plane, empty_channels_last, pixels
 from .numba_bn import affine_inplace, epilogue_args

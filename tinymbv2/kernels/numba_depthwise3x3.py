@@ -31,9 +31,8 @@ up to 2) and keeps its general per-tap loops for other sizes. The ideas:
   multiply-adds of dL/dy rows, interleaved into the row at the end
   (:func:`scatter3x3_strided_plane`).
 * **Stride 2 with padding 1** (MobileNetV2's only strided case) has routines of its own
-  (:func:`correlate3x3_s2`, :func:`scatter3x3_s2`, :func:`weight3x3_s2`): output
-  column o reads input columns 2o - 1 .. 2o + 1, every other element, which LLVM
-  vectorises as interleaved loads and stores, with no subsampling or phase copies.
+  in :mod:`.numba_depthwise3x3_s2`; the strided ones here serve every other stride and
+  padding.
 * **The weight gradient keeps nine running sums** (:func:`weight3x3_padded` at
   stride 1, over the padded flat plane; :func:`weight3x3_strided`).
   They may be reassociated (``fastmath`` ``reassoc``) so they vectorise into
@@ -318,126 +317,6 @@ def weight3x3_strided(acc, gy, x, s, ph, pw, zero_row, phases):
                 s02 += gk * r0[col + 2]
                 s12 += gk * r1[col + 2]
                 s22 += gk * r2[col + 2]
-    _add_nine(acc, s00, s01, s02, s10, s11, s12, s20, s21, s22)
-
-
-# --------------------------------------------- stride 2, padding 1: MobileNetV2's case
-# Output column o reads input columns 2o - 1, 2o, 2o + 1: every other element, which
-# LLVM vectorises as interleaved loads (and stores), with no phase copies. Measured at
-# 224 px batch 8, against the phase-split routines above that serve every other stride:
-# input gradient 2.9 -> 1.1 ms (96 channels at 112 px), 1.8 -> 0.7 ms (144 at 56 px);
-# weight gradient 3.4 -> 2.5 ms and 1.7 -> 0.9 ms.
-@njit(**_JIT)
-def row3x3_s2(out, r0, r1, r2, w):
-    """out[o] = sum_{i,j} w[i, j] * r_i[2o - 1 + j]: one output row at stride 2, padding 1,
-    from three input rows (zero outside them). Outputs 1 .. W//2 - 1 read inside the
-    rows; output 0 (and the last one when W is odd) reads the padding and is computed on
-    its own."""
-    wd, wo = r0.shape[0], out.shape[0]
-    w00, w01, w02 = w[0, 0], w[0, 1], w[0, 2]
-    w10, w11, w12 = w[1, 0], w[1, 1], w[1, 2]
-    w20, w21, w22 = w[2, 0], w[2, 1], w[2, 2]
-    for o in range(1, wd // 2):
-        k = 2 * o - 1
-        out[o] = ((w00 * r0[k] + w01 * r0[k + 1] + w02 * r0[k + 2])
-                  + (w10 * r1[k] + w11 * r1[k + 1] + w12 * r1[k + 2])
-                  + (w20 * r2[k] + w21 * r2[k + 1] + w22 * r2[k + 2]))
-    out[0] = _edge_output(r0, r1, r2, w, -1, wd)
-    if wd % 2 == 1:
-        out[wo - 1] = _edge_output(r0, r1, r2, w, 2 * wo - 3, wd)
-
-
-@njit(**_JIT)
-def correlate3x3_s2(y, x, w, zero_row):
-    """y (Ho, Wo) = 3x3 cross-correlation of plane x (H, W) with w, stride 2, padding 1.
-    zero_row: W zeros."""
-    for oh in range(y.shape[0]):
-        r0, r1, r2 = rows3(x, 2 * oh - 1, zero_row)
-        row3x3_s2(y[oh], r0, r1, r2, w)
-
-
-@njit(**_JIT)
-def _scatter_row_s2(out, g, a, h, b, two):
-    """One row of the stride-2 input gradient: out[2m] = a1 g[m] (+ b1 h[m]) and
-    out[2m + 1] = a2 g[m] + a0 g[m + 1] (+ b2 h[m] + b0 h[m + 1]), for kernel rows a
-    (and b, with ``two``) and dL/dy rows g (and h)."""
-    n, wd = g.shape[0] - 1, out.shape[0]
-    a0, a1, a2, b0, b1, b2 = a[0], a[1], a[2], b[0], b[1], b[2]
-    if two:
-        for m in range(n):
-            out[2 * m] = a1 * g[m] + b1 * h[m]
-            out[2 * m + 1] = (a2 * g[m] + a0 * g[m + 1]) + (b2 * h[m] + b0 * h[m + 1])
-        out[2 * n] = a1 * g[n] + b1 * h[n]
-        if 2 * n + 1 < wd:
-            out[2 * n + 1] = a2 * g[n] + b2 * h[n]
-    else:
-        for m in range(n):
-            out[2 * m] = a1 * g[m]
-            out[2 * m + 1] = a2 * g[m] + a0 * g[m + 1]
-        out[2 * n] = a1 * g[n]
-        if 2 * n + 1 < wd:
-            out[2 * n + 1] = a2 * g[n]
-
-
-@njit(**_JIT)
-def scatter3x3_s2(gx, gy, w):
-    """gx (H, W) = the input gradient of ``correlate3x3_s2`` for dL/dy plane gy (Ho, Wo).
-    Input row r is read by kernel row i of output row (r + 1 - i) / 2 when that is whole:
-    an even r by kernel row 1 of output row r / 2 only, an odd r by rows 0 and 2 of output
-    rows (r + 1) / 2 and (r - 1) / 2; column 2m likewise by tap 1 of output column m, and
-    2m + 1 by taps 2 and 0 of columns m and m + 1. Every gx row is written once, whole."""
-    h = gx.shape[0]
-    ho = gy.shape[0]
-    for r in range(h):
-        row = gx[r]
-        if r % 2 == 0:
-            if r // 2 < ho:
-                _scatter_row_s2(row, gy[r // 2], w[1], gy[r // 2], w[1], False)
-            else:
-                row[:] = 0
-        elif (r + 1) // 2 < ho:
-            _scatter_row_s2(row, gy[(r + 1) // 2], w[0], gy[(r - 1) // 2], w[2], True)
-        else:
-            _scatter_row_s2(row, gy[(r - 1) // 2], w[2], gy[(r - 1) // 2], w[2], False)
-
-
-@njit(**_JIT)
-def _weight_edge(acc, gk, r0, r1, r2, col0, wd):
-    """acc[i, j] += gk * r_i[col0 + j] for the taps j whose column lies inside the row."""
-    for j in range(3):
-        col = col0 + j
-        if 0 <= col < wd:
-            acc[0, j] += gk * r0[col]
-            acc[1, j] += gk * r1[col]
-            acc[2, j] += gk * r2[col]
-
-
-@njit(**_JIT_REDUCE)
-def weight3x3_s2(acc, gy, x, zero_row):
-    """acc (3, 3) += sum_{oh, ow} gy[oh, ow] * x[2oh - 1 + i, 2ow - 1 + j]: the weight
-    gradient of ``correlate3x3_s2``, nine running sums over interleaved loads of the input
-    rows; the edge columns (which read the padding) are added into acc row by row."""
-    ho, wo = gy.shape
-    wd = x.shape[1]
-    zero = acc[0, 0] * 0
-    s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = zero
-    for oh in range(ho):
-        r0, r1, r2 = rows3(x, 2 * oh - 1, zero_row)
-        g = gy[oh]
-        for o in range(1, wd // 2):
-            k, gk = 2 * o - 1, g[o]
-            s00 += gk * r0[k]
-            s01 += gk * r0[k + 1]
-            s02 += gk * r0[k + 2]
-            s10 += gk * r1[k]
-            s11 += gk * r1[k + 1]
-            s12 += gk * r1[k + 2]
-            s20 += gk * r2[k]
-            s21 += gk * r2[k + 1]
-            s22 += gk * r2[k + 2]
-        _weight_edge(acc, g[0], r0, r1, r2, -1, wd)
-        if wd % 2 == 1 and wo > 1:
-            _weight_edge(acc, g[wo - 1], r0, r1, r2, 2 * wo - 3, wd)
     _add_nine(acc, s00, s01, s02, s10, s11, s12, s20, s21, s22)
 
 
