@@ -54,7 +54,7 @@ def test_numba_depthwise_paths_match_torch(path, case):
 def test_numba_pointwise_paths_match_torch(path, n, ci, co, side):
     """Each way the numba pointwise kernels take, forced whatever the size: per-image GEMMs
     (NCHW), and channels-last as one GEMM in the calling thread, or cut into two blocks of
-    rows, or of output columns (numba_pointwise_rows._blocks)."""
+    rows, or of output columns (numba_pointwise_rows._split)."""
     rng = np.random.default_rng(n * side)
     x, wt = rng.standard_normal((n, ci, side, side)), rng.standard_normal((co, ci, 1, 1))
     y, gy, gx, gw = torch_conv(x, wt, 1, 0, 1, rng)

@@ -12,12 +12,13 @@ one GEMM each, however small the plane: no per-image GEMMs of a few columns and
 no gathering of images side by side (:mod:`.numba_pointwise`). The transposes
 are BLAS flags, never copies.
 
-Threads (deterministic, as everywhere in this set): forward and backward-input
-cut the M rows into ``_blocks(M)`` blocks, one GEMM each; every output row is
-computed whole by one GEMM, so a block boundary changes nothing. The weight
-gradient sums over M, so each block of rows gives its own partial (Co, Ci)
-product, and the partials are added in block order. The blocks depend on M alone,
-never on the number of threads.
+Threads (deterministic, as everywhere in this set): a product worth two threads is
+cut in two (``_split``, a function of the shapes alone, never of the thread count).
+With many rows, forward and backward-input cut the M rows into two blocks, one GEMM
+each; every output row is computed whole by one GEMM, so the boundary changes nothing,
+and the weight gradient sums each block into a partial (Co, Ci) product, added in
+order. With few rows each thread takes half of the output columns instead, so that it
+packs only half of the other operand.
 """
 from __future__ import annotations
 
@@ -28,18 +29,26 @@ from . import numba_pool  # noqa: F401  (pins Numba's BLAS to one thread, starts
 from .numba_bn_rows import affine_rows_inplace
 
 _JIT = dict(cache=True, fastmath=False)
-_PARALLEL_ROWS = 384  # a GEMM is cut into two blocks of rows, one per thread, from this many rows ...
-_PARALLEL_MACS = 1 << 22  # ... and this many multiply-adds; else one GEMM in the calling thread
+_PARALLEL_ROWS = 384  # a GEMM is cut into two blocks of rows from this many rows ...
+_PARALLEL_MACS = 1 << 22  # ... and this many multiply-adds; none under it
 """Waking the pool (~45 us, passive) and each thread packing the whole other operand cost
 more than half the arithmetic of a small GEMM. Measured: (64, 960) @ (960, 160) took
 0.19 ms whole and 0.24 ms in two blocks of rows; (392, 960) @ (960, 160) at 224 px needs
 both threads."""
+COLUMN_SPLIT = True
+"""Cut products of few rows (but enough multiply-adds) over output columns, rather than
+run them in the calling thread: 32 px batch 64 training step 45.8 -> 43.1 ms, A/B. A
+switch for that A/B and for the tests."""
 
 
-def _blocks(m: int, k: int, n: int) -> int:
-    """How many blocks the M rows of an (M, K) @ (K, N) product are cut into: a function
-    of the shapes alone."""
-    return 2 if m >= _PARALLEL_ROWS and m * k * n >= _PARALLEL_MACS else 1
+def _split(m: int, k: int, n: int) -> str:
+    """How an (M, K) @ (K, N) product is shared by two threads: "rows", "columns" or
+    "none". A function of the shapes alone (see the module on determinism)."""
+    if m * k * n < _PARALLEL_MACS:
+        return "none"
+    if m >= _PARALLEL_ROWS:
+        return "rows"
+    return "columns" if COLUMN_SPLIT else "none"
 
 
 @njit(**_JIT)
@@ -105,18 +114,15 @@ def _weight_grad_columns(g, x, blocks):
     return gw
 
 
-COLUMN_SPLIT = True
-
-
-def matmul_rows(a, b, out, ep, bt=None):
+def _matmul(a, b, out, ep):
     """out (M, K) = a (M, J) @ b (J, K), then the BatchNorm-eval epilogue ``ep``
-    (``numba_bn.epilogue_args``): in ``_blocks(M)`` blocks of rows, one GEMM each."""
-    blocks = _blocks(a.shape[0], a.shape[1], b.shape[1])
-    if blocks == 1:
-        if COLUMN_SPLIT and a.shape[0] * a.shape[1] * b.shape[1] >= _PARALLEL_MACS:
-            return _matmul_columns(a, np.ascontiguousarray(b.T), out, 2, ep)
-        return _matmul_serial(a, b, out, ep)
-    return _matmul_parallel(a, b, out, blocks, ep)
+    (``numba_bn.epilogue_args``), shared by the threads as ``_split`` says."""
+    split = _split(a.shape[0], a.shape[1], b.shape[1])
+    if split == "rows":
+        return _matmul_parallel(a, b, out, 2, ep)
+    if split == "columns":
+        return _matmul_columns(a, np.ascontiguousarray(b.T), out, 2, ep)
+    return _matmul_serial(a, b, out, ep)
 
 
 @njit(parallel=True, **_JIT)
@@ -139,18 +145,19 @@ def _weight_grad_serial(g, x):
 
 def forward(x2, w2, y2, ep):
     """y2 (M, Co) = x2 (M, Ci) @ w2.T, w2 (Co, Ci); with the epilogue ``ep``."""
-    return matmul_rows(x2, w2.T, y2, ep)
+    return _matmul(x2, w2.T, y2, ep)
 
 
 def backward_input(g2, w2, gx2, ep):
     """gx2 (M, Ci) = g2 (M, Co) @ w2 (Co, Ci)."""
-    return matmul_rows(g2, w2, gx2, ep)
+    return _matmul(g2, w2, gx2, ep)
 
 
 def backward_weight(g2, x2):
-    """gw (Co, Ci) = g2.T @ x2, summed over the M rows in a fixed order: one partial per
-    block of rows, added in block order."""
-    runs = _blocks(g2.shape[0], g2.shape[1], x2.shape[1])
-    if runs == 1 and COLUMN_SPLIT and g2.shape[0] * g2.shape[1] * x2.shape[1] >= _PARALLEL_MACS:
+    """gw (Co, Ci) = g2.T @ x2, summed over the M rows in a fixed order."""
+    split = _split(g2.shape[0], g2.shape[1], x2.shape[1])
+    if split == "rows":
+        return _weight_grad_parallel(g2, x2, 2)
+    if split == "columns":
         return _weight_grad_columns(g2, x2, 2)
-    return _weight_grad_serial(g2, x2) if runs == 1 else _weight_grad_parallel(g2, x2, runs)
+    return _weight_grad_serial(g2, x2)
