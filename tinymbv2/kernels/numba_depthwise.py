@@ -5,10 +5,11 @@ Same names, signatures and results as :mod:`tinymbv2.kernels.reference`;
 
 * Input planes of at most 16x16 pixels, any kernel, kept channels-last
   (:mod:`.numba_layout`): :mod:`.numba_depthwise_small`, vectorised over blocks of
-  64 channels. Larger planes, NCHW, one plane at a time:
+  256 channels. Larger planes, NCHW, one plane at a time:
 * 3x3 kernels, MobileNetV2's only kind: :mod:`.numba_depthwise3x3` (at stride 1
-  a zero-padded flat plane, one vectorised loop per plane; at stride 2 rows
-  computed at stride 1 and subsampled, and column phases for the gradients).
+  a zero-padded flat plane, one vectorised loop per plane) and, at stride 2 with
+  padding 1, :mod:`.numba_depthwise3x3_s2` (every other column, read in place); other
+  strides are computed at stride 1 and subsampled, with column phases for the gradients.
 * Any other kernel size: the general per-tap routines here (``_correlate_plane``,
   ``_scatter_plane``, ``_weight_taps_plane``). The padding is never
   materialised: for each kernel row i / column j the range of outputs whose
