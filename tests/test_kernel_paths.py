@@ -58,6 +58,10 @@ def test_numba_pointwise_paths_match_torch(path, n, ci, co, side):
     rng = np.random.default_rng(n * side)
     x, wt = rng.standard_normal((n, ci, side, side)), rng.standard_normal((co, ci, 1, 1))
     y, gy, gx, gw = torch_conv(x, wt, 1, 0, 1, rng)
+    bn = (rng.standard_normal(co), rng.uniform(0.5, 2, co), rng.standard_normal(co),
+          rng.standard_normal(co) + 2, EPS, True)  # the BatchNorm-eval + ReLU6 epilogue
+    y_bn = F.relu6(F.batch_norm(torch.tensor(y), *(torch.tensor(a) for a in bn[:4]),
+                                training=False, eps=EPS)).numpy()
     saved = (numba_pointwise_rows._PARALLEL_ROWS, numba_pointwise_rows._PARALLEL_MACS,
              numba_pointwise_rows.COLUMN_SPLIT)
     numba_pointwise_rows._PARALLEL_ROWS = 0 if path == "row-blocks" else 10**9
@@ -67,11 +71,13 @@ def test_numba_pointwise_paths_match_torch(path, n, ci, co, side):
         with channels_last_max(0 if path == "nchw" else 10**9):
             got = (numba_cpu.pointwise_conv2d_forward(x, wt),
                    numba_cpu.pointwise_conv2d_backward_input(gy, wt),
-                   numba_cpu.pointwise_conv2d_backward_weight(gy, x))
+                   numba_cpu.pointwise_conv2d_backward_weight(gy, x),
+                   numba_cpu.pointwise_conv2d_forward(x, wt, bn_eval=bn))
     finally:
         (numba_pointwise_rows._PARALLEL_ROWS, numba_pointwise_rows._PARALLEL_MACS,
          numba_pointwise_rows.COLUMN_SPLIT) = saved
-    for name, a, b in zip(("forward", "backward_input", "backward_weight"), got, (y, gx, gw)):
+    names = ("forward", "backward_input", "backward_weight", "forward with bn_eval")
+    for name, a, b in zip(names, got, (y, gx, gw, y_bn)):
         assert_close(a, b, TOL64, f"{path} {name}")
 
 

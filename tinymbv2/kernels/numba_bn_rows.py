@@ -64,20 +64,22 @@ def _affine_rows(x2, y2, r0, r1, mu, sc, bi, relu6):
 
 
 @njit(**_JIT)
-def affine_rows_inplace(y2, r0, r1, mu, sc, bi, relu6):
-    """``_affine_rows(y2, y2, ...)`` written for one array: with two views of the same
-    memory LLVM's overlap check fails and the loop runs scalar (as ``numba_bn.affine_inplace``
-    says); the BatchNorm-eval epilogue of the channels-last convolutions."""
+def affine_rows_inplace(y2, r0, r1, c0, c1, mu, sc, bi, relu6):
+    """``_affine_rows(y2, y2, ...)`` on rows [r0, r1) and channels [c0, c1), written for one
+    array: with two views of the same memory LLVM's overlap check fails and the loop runs
+    scalar (as ``numba_bn.affine_inplace`` says). The BatchNorm-eval epilogue of the
+    channels-last convolutions; mu, sc, bi are per channel, over all C channels."""
     zero = bi[0] * 0
     six = zero + 6
+    m, s, b = mu[c0:c1], sc[c0:c1], bi[c0:c1]
     for r in range(r0, r1):
-        yr = y2[r]
+        yr = y2[r, c0:c1]
         if relu6:
             for ch in range(yr.shape[0]):
-                yr[ch] = min(max((yr[ch] - mu[ch]) * sc[ch] + bi[ch], zero), six)
+                yr[ch] = min(max((yr[ch] - m[ch]) * s[ch] + b[ch], zero), six)
         else:
             for ch in range(yr.shape[0]):
-                yr[ch] = (yr[ch] - mu[ch]) * sc[ch] + bi[ch]
+                yr[ch] = (yr[ch] - m[ch]) * s[ch] + b[ch]
 
 
 @njit(inline="always", **_JIT)

@@ -100,7 +100,7 @@ def _conv_forward(x, wm, kh, kw, sh, sw, ph, pw, ho, wo, y, ep, cl):
         if cl:
             np.dot(cols.T, wm.T, y[b])
             if flags[0]:
-                affine_rows_inplace(y[b], 0, ho * wo, mean, scale, bias, flags[1])
+                affine_rows_inplace(y[b], 0, ho * wo, 0, y.shape[2], mean, scale, bias, flags[1])
         else:
             np.dot(wm, cols, y[b])
             epilogue(y[b], ep)

@@ -24,6 +24,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .numba_bn_rows import affine_rows_inplace
+
 _JIT = dict(cache=True, fastmath=False)
 
 
@@ -149,19 +151,6 @@ def _backward_weight_task(gyt, go, xt, xo, acc, ao, cb, start, pairs):
                 a[ch] += g[ch] * xr[ch]
 
 
-@njit(**_JIT)
-def _epilogue_pixels(yt, yo, cb, mean, scale, bias, c0, relu6):
-    """The BatchNorm-eval epilogue on a channels-last block: yt[o, yo + i] for channel c0 + i."""
-    zero = bias[0] * 0
-    six = zero + 6
-    mu, sc, bi = mean[c0:c0 + cb], scale[c0:c0 + cb], bias[c0:c0 + cb]
-    for o in range(yt.shape[0]):
-        row = yt[o, yo:yo + cb]
-        for ch in range(cb):
-            z = (row[ch] - mu[ch]) * sc[ch] + bi[ch]
-            row[ch] = min(max(z, zero), six) if relu6 else z
-
-
 # ----------------------------------------------------------------- entry points
 @njit(parallel=True, **_JIT)
 def forward_pixels(x3, h, wd, w, sh, sw, ph, pw, ho, wo, y3, ep):
@@ -177,8 +166,9 @@ def forward_pixels(x3, h, wd, w, sh, sw, ph, pw, ho, wo, y3, ep):
             b, c0 = task // blocks, (task % blocks) * CHANNEL_BLOCK
             cb = min(CHANNEL_BLOCK, c - c0)
             _forward_task(x3[b], c0, y3[b], c0, wt, c0, cb, start, pairs)
-            if flags[0]:
-                _epilogue_pixels(y3[b], c0, cb, mean, scale, bias, c0, flags[1])
+            if flags[0]:  # the BatchNorm-eval epilogue, on the block still in cache
+                affine_rows_inplace(y3[b], 0, y3.shape[1], c0, c0 + cb, mean, scale, bias,
+                                    flags[1])
     return y3
 
 

@@ -56,7 +56,7 @@ def _matmul_block(a, b, out, r0, r1, ep):
     np.dot(a[r0:r1], b, out[r0:r1])
     mean, scale, bias, flags = ep
     if flags[0]:
-        affine_rows_inplace(out, r0, r1, mean, scale, bias, flags[1])
+        affine_rows_inplace(out, r0, r1, 0, out.shape[1], mean, scale, bias, flags[1])
 
 
 @njit(parallel=True, **_JIT)
@@ -81,8 +81,6 @@ def _matmul_columns(a, bt, out, blocks, ep):
     m, n = a.shape[0], bt.shape[0]
     tmp = np.empty((n, m), a.dtype)
     mean, scale, bias, flags = ep
-    zero = a[0, 0] * 0
-    six = zero + 6
     for t in prange(blocks):
         n0, n1 = t * n // blocks, (t + 1) * n // blocks
         np.dot(bt[n0:n1], a.T, tmp[n0:n1])
@@ -90,10 +88,8 @@ def _matmul_columns(a, bt, out, blocks, ep):
             o = out[r]
             for c in range(n0, n1):
                 o[c] = tmp[c, r]
-            if flags[0]:
-                for c in range(n0, n1):
-                    z = (o[c] - mean[c]) * scale[c] + bias[c]
-                    o[c] = min(max(z, zero), six) if flags[1] else z
+        if flags[0]:
+            affine_rows_inplace(out, 0, m, n0, n1, mean, scale, bias, flags[1])
     return out
 
 
