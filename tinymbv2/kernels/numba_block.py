@@ -142,7 +142,7 @@ def _band(x, b0, nb, we, ep_e, wdw, ep_d, s, wpj, ep_p, residual, y, r0, r1,
         em = eb[:ch * cols].reshape(ch, cols)
         np.dot(we, xm, em)
     dm = db[:ch * nb * per_out].reshape(ch, nb * per_out)
-    zero = wdw[0, 0, 0] * 0
+    zero = wdw.dtype.type(0)
     xp[:wd] = 0  # the zero row of the stride-2 path
     for c in range(ch):  # channel by channel: E's BN + ReLU6 in place, depthwise, BN, ReLU6
         bn_e, bn_d = _channel(ep_e, c, zero), _channel(ep_d, c, zero)

@@ -73,7 +73,7 @@ def _grad_sums(g, a, k):
 @njit(**_JIT)
 def _mask_relu6(g, a, mu, sc, bi, out):
     """out = g where the fused ReLU6 passed it (see ``_passes_relu6``), else 0."""
-    zero = g[0] * 0
+    zero = g.dtype.type(0)
     for i in range(g.shape[0]):
         out[i] = g[i] if _passes_relu6(a[i], mu, sc, bi) else zero
 
@@ -181,8 +181,8 @@ def eval_scale(var, weight, eps):
 @njit(**_JIT)
 def affine_row(src, dst, mu, sc, bi, relu6):
     """dst = (src - mu) * sc + bi, clamped to [0, 6] when ``relu6``."""
-    zero = bi * 0  # 0 and 6 in the array's dtype, so the clamp stays in it
-    six = zero + 6
+    zero, six = src.dtype.type(0), src.dtype.type(6)  # in the array's dtype, so the clamp
+    # stays in it (Numba types ``bi * 0``, float32 times an int, as float64)
     if relu6:
         for i in range(src.shape[0]):
             z = (src[i] - mu) * sc + bi
@@ -196,8 +196,7 @@ def affine_row(src, dst, mu, sc, bi, relu6):
 def affine_inplace(row, mu, sc, bi, relu6):
     """``affine_row(row, row, ...)``, written for one array: with two views of the same
     memory LLVM's overlap check fails and it runs the scalar loop (measured ~3x slower)."""
-    zero = bi * 0
-    six = zero + 6
+    zero, six = row.dtype.type(0), row.dtype.type(6)
     if relu6:
         for i in range(row.shape[0]):
             z = (row[i] - mu) * sc + bi

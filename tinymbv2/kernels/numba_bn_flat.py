@@ -47,12 +47,13 @@ def _per_channel(acc, hw, out):
 
 
 @njit(inline="always", **_JIT)
-def _passed(g, xv, mu, sc, bi, relu6):
+def passed(g, xv, mu, sc, bi, relu6, zero):
     """g where the fused ReLU6 let the gradient through (0 < BN output < 6), else 0;
-    g itself without ``relu6``. A select, not a branch (see ``numba_bn._passes_relu6``)."""
+    g itself without ``relu6``. A select, not a branch (see ``numba_bn._passes_relu6``).
+    ``zero``: 0 in g's dtype (the channels-last kernels of numba_bn_rows use this too)."""
     if relu6:
         z = (xv - mu) * sc + bi
-        return g if (z > 0) & (z < 6) else g * 0
+        return g if (z > 0) & (z < 6) else zero
     return g
 
 
@@ -91,8 +92,7 @@ def forward_train_flat(x, weight, bias, eps, relu6, y):
     _repeat(mean, hw, mu)
     _repeat(scale, hw, sc)
     _repeat(bias, hw, bi)
-    zero = bias[0] * 0
-    six = zero + 6
+    zero, six = x.dtype.type(0), x.dtype.type(6)
     for b in range(n):
         xr, yr = x2[b], y2[b]
         if relu6:
@@ -121,10 +121,11 @@ def backward_train_flat(gy, x, mean, invstd, weight, bias, relu6, gx):
     mu64 = np.empty(length)
     _repeat(mean.astype(np.float64), hw, mu64)
     sg, sgx = np.zeros(length), np.zeros(length)
+    zero = x.dtype.type(0)
     for b in range(n):
         xr, gr = x2[b], gy2[b]
         for j in range(length):
-            g = np.float64(_passed(gr[j], xr[j], mu[j], sc[j], bi[j], relu6))
+            g = np.float64(passed(gr[j], xr[j], mu[j], sc[j], bi[j], relu6, zero))
             sg[j] += g
             sgx[j] += g * (xr[j] - mu64[j])
     t1, t2 = np.empty(c), np.empty(c)
@@ -148,6 +149,6 @@ def backward_train_flat(gy, x, mean, invstd, weight, bias, relu6, gx):
     for b in range(n):
         xr, gr, out = x2[b], gy2[b], gx2[b]
         for j in range(length):
-            g = _passed(gr[j], xr[j], mu[j], sc[j], bi[j], relu6)
+            g = passed(gr[j], xr[j], mu[j], sc[j], bi[j], relu6, zero)
             out[j] = a[j] * (g - bt[j] - (xr[j] - mu[j]) * cc[j])
     return gx, gweight, gbias

@@ -23,6 +23,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import numba_pool  # noqa: F401  (the one-pool set-up, see there)
+from .numba_bn_flat import passed
 
 _JIT = dict(cache=True, fastmath=False)
 _CHUNKS = 16  # runs of rows, each with its own partial sums (fixed: see above)
@@ -51,8 +52,7 @@ def _shifted_sums(x2, r0, r1, shift, s1, s2):
 @njit(**_JIT)
 def _affine_rows(x2, y2, r0, r1, mu, sc, bi, relu6):
     """y2[r] = (x2[r] - mu) * sc + bi for rows [r0, r1), clamped to [0, 6] when ``relu6``."""
-    zero = bi[0] * 0
-    six = zero + 6
+    zero, six = y2.dtype.type(0), y2.dtype.type(6)
     for r in range(r0, r1):
         xr, yr = x2[r], y2[r]
         if relu6:
@@ -69,8 +69,7 @@ def affine_rows_inplace(y2, r0, r1, c0, c1, mu, sc, bi, relu6):
     array: with two views of the same memory LLVM's overlap check fails and the loop runs
     scalar (as ``numba_bn.affine_inplace`` says). The BatchNorm-eval epilogue of the
     channels-last convolutions; mu, sc, bi are per channel, over all C channels."""
-    zero = bi[0] * 0
-    six = zero + 6
+    zero, six = y2.dtype.type(0), y2.dtype.type(6)
     m, s, b = mu[c0:c1], sc[c0:c1], bi[c0:c1]
     for r in range(r0, r1):
         yr = y2[r, c0:c1]
@@ -82,24 +81,16 @@ def affine_rows_inplace(y2, r0, r1, c0, c1, mu, sc, bi, relu6):
                 yr[ch] = (yr[ch] - m[ch]) * s[ch] + b[ch]
 
 
-@njit(inline="always", **_JIT)
-def _passed(g, xv, mu, sc, bi, relu6):
-    """g where the fused ReLU6 let the gradient through (0 < BN output < 6), else 0."""
-    if relu6:
-        z = (xv - mu) * sc + bi
-        return g if (z > 0) & (z < 6) else g * 0
-    return g
-
-
 @njit(**_JIT)
 def _grad_sums(g2, x2, r0, r1, mu, sc, bi, mu64, relu6, sg, sgx):
     """sg, sgx (C,) float64 = sums over rows [r0, r1) of g and g * (x - mean)."""
+    zero = x2.dtype.type(0)
     sg[:] = 0
     sgx[:] = 0
     for r in range(r0, r1):
         xr, gr = x2[r], g2[r]
         for ch in range(xr.shape[0]):
-            g = np.float64(_passed(gr[ch], xr[ch], mu[ch], sc[ch], bi[ch], relu6))
+            g = np.float64(passed(gr[ch], xr[ch], mu[ch], sc[ch], bi[ch], relu6, zero))
             sg[ch] += g
             sgx[ch] += g * (xr[ch] - mu64[ch])
 
@@ -108,10 +99,11 @@ def _grad_sums(g2, x2, r0, r1, mu, sc, bi, mu64, relu6, sg, sgx):
 def _grad_rows(g2, x2, gx2, r0, r1, mu, sc, bi, coef, relu6):
     """gx2[r] = a * (g - b - (x - mean) * c) for rows [r0, r1), coef = (a, b, c) per channel."""
     a, bt, cc = coef[0], coef[1], coef[2]
+    zero = x2.dtype.type(0)
     for r in range(r0, r1):
         xr, gr, out = x2[r], g2[r], gx2[r]
         for ch in range(xr.shape[0]):
-            g = _passed(gr[ch], xr[ch], mu[ch], sc[ch], bi[ch], relu6)
+            g = passed(gr[ch], xr[ch], mu[ch], sc[ch], bi[ch], relu6, zero)
             out[ch] = a[ch] * (g - bt[ch] - (xr[ch] - mu[ch]) * cc[ch])
 
 

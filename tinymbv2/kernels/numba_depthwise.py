@@ -28,8 +28,9 @@ from numba import njit, prange
 
 from . import numba_pool  # noqa: F401  (the one-pool set-up, see there)
 from ._checks import conv_geometry, grad_out_shape, same_float_dtype
-from .numba_depthwise3x3 import (correlate3x3_padded, correlate3x3_strided, padded_size,
-                                 scatter3x3_strided_plane, weight3x3_padded, weight3x3_strided)
+from .numba_depthwise3x3 import (correlate3x3_padded, correlate3x3_strided, gradient_rows_size,
+                                 padded_size, scatter3x3_strided_plane, weight3x3_padded,
+                                 weight3x3_strided)
 from .numba_depthwise3x3_s2 import correlate3x3_s2, scatter3x3_s2, weight3x3_s2
 from .numba_depthwise_small import backward_input_pixels, backward_weight_pixels, forward_pixels
 from .numba_layout import as_channels_last, channels_last_plane, empty_channels_last, pixels
@@ -140,7 +141,7 @@ def _finish_taps(acc, out):
     """out (kh, kw) = acc (kh, kw, Wo) summed over its last axis, left to right."""
     for i in range(acc.shape[0]):
         for j in range(acc.shape[1]):
-            s = acc[i, j, 0] * 0
+            s = acc.dtype.type(0)
             for ow in range(acc.shape[2]):
                 s += acc[i, j, ow]
             out[i, j] = s
@@ -249,7 +250,8 @@ def _depthwise_backward_weight(gy, x, kh, kw, sh, sw, ph, pw):
         bounds = _chunks(c)
         phases = np.empty((bounds.shape[0] - 1, 3, sw, (wd + sw - 1) // sw), x.dtype)
         pads = np.empty((bounds.shape[0] - 1, padded_size(h, wd, ph, pw) if sh == 1 else 0), x.dtype)
-        gpads = np.empty((bounds.shape[0] - 1, ho * (wd + 2 * pw) if sh == 1 else 0), x.dtype)
+        gpads = np.empty((bounds.shape[0] - 1, gradient_rows_size(ho, wd, pw) if sh == 1 else 0),
+                         x.dtype)
         for chunk in prange(bounds.shape[0] - 1):
             for ch in range(bounds[chunk], bounds[chunk + 1]):
                 for bt in range(n):  # each channel sums over n in one thread, in order

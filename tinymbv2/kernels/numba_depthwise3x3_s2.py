@@ -110,7 +110,7 @@ def weight3x3_s2(acc, gy, x, zero_row):
     rows; the edge columns (which read the padding) are added into acc row by row."""
     ho, wo = gy.shape
     wd = x.shape[1]
-    zero = acc[0, 0] * 0
+    zero = acc.dtype.type(0)
     s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = zero
     for oh in range(ho):
         r0, r1, r2 = rows3(x, 2 * oh - 1, zero_row)
