@@ -2,7 +2,9 @@
 
 Checked against PyTorch's separate layers in float64, for both CPU kernel sets:
 the reference set runs the block layer by layer, the numba set in fused bands
-(or layer by layer on planes under ``numba_block.FUSED_FROM`` pixels).
+(or layer by layer on planes under ``numba_block.FUSED_FROM`` pixels, and on the
+output planes it keeps channels-last: all the small cases below, unless the layout is
+switched off, as ``channels_last_max(0)`` does, to send them through the fused bands).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from tinymbv2 import functional as F
 from tinymbv2.kernels import numba_block
 from tinymbv2.kernels.numba_layout import is_channels_last
 from errors import assert_close
+from kernel_cases import channels_last_max
 
 TOL64 = 1e-10
 
@@ -76,11 +79,16 @@ def _ours(x, expand, depthwise, project, stride, residual):
                                         tensors(project), stride, residual).data
 
 
+@pytest.mark.parametrize("layout_max", [None, 0], ids=["default-layout", "layout-off"])
 @pytest.mark.parametrize("case", CASES)
-def test_inverted_residual_eval_matches_torch(kernel_set, case):
+def test_inverted_residual_eval_matches_torch(kernel_set, case, layout_max):
     *shape, stride, residual = case
     parts = _case(*shape, stride, residual)
-    y = _ours(*parts, stride, residual)
+    if layout_max is None:
+        y = _ours(*parts, stride, residual)
+    else:
+        with channels_last_max(layout_max):
+            y = _ours(*parts, stride, residual)
     expected = _torch_block(*parts, stride, residual)
     assert_close("inverted_residual_eval", y, expected, TOL64)
     # C-contiguous, or channels-last where the numba set keeps a small plane so (numba_layout)
@@ -95,8 +103,22 @@ def test_numba_block_bands_of_any_height_give_the_same_block(monkeypatch, band_b
     parts = _case(*shape, stride, residual, seed=1)
     expected = _torch_block(*parts, stride, residual)
     monkeypatch.setattr(numba_block, "BAND_BYTES", band_bytes)
-    y = numba_block.inverted_residual_eval(*parts, stride, residual)
+    with channels_last_max(0):  # these small planes would otherwise run layer by layer
+        y = numba_block.inverted_residual_eval(*parts, stride, residual)
     assert_close("inverted_residual_eval", y, expected, TOL64)
+    assert y.flags.c_contiguous
+
+
+def test_numba_block_runs_channels_last_outputs_layer_by_layer():
+    """A 14x14 output (as at 224 px) is kept channels-last and computed layer by layer; with
+    the layout off the same block runs in fused bands and comes out NCHW, equal up to rounding."""
+    parts = _case(2, 4, 28, 28, 6, 4, 2, False, seed=3)
+    layered = numba_block.inverted_residual_eval(*parts, 2, False)
+    with channels_last_max(0):
+        fused = numba_block.inverted_residual_eval(*parts, 2, False)
+    assert is_channels_last(layered) and not layered.flags.c_contiguous
+    assert fused.flags.c_contiguous
+    assert_close("inverted_residual_eval", layered, fused, TOL64)
 
 
 def test_numba_block_is_bit_identical_for_any_thread_count():

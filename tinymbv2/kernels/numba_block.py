@@ -22,11 +22,13 @@ The depthwise filter needs one input row above and below the band: those halo
 rows are expanded twice, by both bands that touch them. ``BAND_BYTES`` bounds
 E + D per thread; at 224 px a band is a quarter of an image in block 2, half of one
 in blocks 3 and 4, and a whole image from 28x28 on.
-Where a band is a whole image of under 256 pixels (14x14 at 224 px), a few images go
-side by side in the GEMMs' columns (``images_per_task``).
+Blocks whose output plane is kept channels-last (:mod:`.numba_layout`: 14x14 and 7x7
+at 224 px) run layer by layer, where a pointwise layer is one GEMM over the whole batch.
+With that layout off, a band that is a whole image of under 256 pixels has a few images
+go side by side in the GEMMs' columns (``images_per_task``).
 Every band (or group of images) is a task of its own, computed the same way whichever
 thread takes it, so results are bit-identical from run to run and for any
-number of threads. Planes under ``FUSED_FROM`` pixels run layer by layer.
+number of threads. Planes under ``FUSED_FROM`` pixels always run layer by layer.
 
 The numbers are those of the separate layers up to float rounding (the GEMMs see
 a band's columns instead of a whole image's). Kernel sets without this kernel
@@ -43,6 +45,7 @@ from . import numba_pool  # noqa: F401  (the one-pool set-up)
 from ._checks import ndim, same_float_dtype
 from .numba_bn import affine_inplace, affine_row, epilogue, epilogue_args
 from .layered import inverted_residual_eval_layered
+from .numba_layout import channels_last_plane
 from .numba_depthwise3x3 import correlate_flat, rows3
 from .numba_depthwise3x3_s2 import row3x3_s2
 
@@ -60,7 +63,10 @@ MIN_COLS = 256
 FUSED_FROM = 64
 """Output planes of fewer pixels run layer by layer (:mod:`.layered`), channels-last
 (:mod:`.numba_layout`), where a pointwise layer is one GEMM over the whole batch: at
-7x7 that measured faster than a fused block's one thin GEMM per image."""
+7x7 that measured faster than a fused block's one thin GEMM per image. So do all
+channels-last output planes: at 14x14, A/B at 224 px batch 8 in one process, inference took
+36.5 and 37.7 ms layer by layer against 37.5 and 38.5 ms fused; from 28x28 up the fused
+bands win (layer by layer from 56x56 up: 40.6 and 42.1 ms)."""
 
 
 @njit(inline="always", **_JIT)
@@ -261,7 +267,7 @@ def inverted_residual_eval(x, expand, depthwise, project, stride, residual):
     ep_d = epilogue_args(fn, depthwise[1], ch, x.dtype)
     ep_p = epilogue_args(fn, project[1], co, x.dtype)
     ho, wo = (h - 1) // stride + 1, (wd - 1) // stride + 1
-    if ho * wo < FUSED_FROM:
+    if ho * wo < FUSED_FROM or channels_last_plane(ho, wo):
         return inverted_residual_eval_layered(_this_set(), x, expand, depthwise, project,
                                               stride, residual)
     y = np.empty((n, co, ho, wo), x.dtype)  # NumPy's allocator: see numba_cpu
