@@ -32,6 +32,7 @@ from .numba_depthwise3x3 import (correlate3x3_padded, correlate3x3_strided, grad
                                  padded_size, scatter3x3_strided_plane, weight3x3_padded,
                                  weight3x3_strided)
 from .numba_depthwise3x3_s2 import correlate3x3_s2, scatter3x3_s2, weight3x3_s2
+from .numba_depthwise3x3_s2 import weight_scratch_size as s2_weight_scratch_size
 from .numba_depthwise_small import backward_input_pixels, backward_weight_pixels, forward_pixels
 from .numba_layout import as_channels_last, channels_last_plane, empty_channels_last, pixels
 from .numba_bn import affine_inplace, epilogue_args
@@ -250,16 +251,17 @@ def _depthwise_backward_weight(gy, x, kh, kw, sh, sw, ph, pw):
         bounds = _chunks(c)
         phases = np.empty((bounds.shape[0] - 1, 3, sw, (wd + sw - 1) // sw), x.dtype)
         pads = np.empty((bounds.shape[0] - 1, padded_size(h, wd, ph, pw) if sh == 1 else 0), x.dtype)
-        gpads = np.empty((bounds.shape[0] - 1, gradient_rows_size(ho, wd, pw) if sh == 1 else 0),
-                         x.dtype)
+        s2 = sh == 2 and ph == 1 and pw == 1
+        scratch = np.empty((bounds.shape[0] - 1, gradient_rows_size(ho, wd, pw) if sh == 1 else
+                            (s2_weight_scratch_size(ho, wd) if s2 else 0)), x.dtype)
         for chunk in prange(bounds.shape[0] - 1):
             for ch in range(bounds[chunk], bounds[chunk + 1]):
                 for bt in range(n):  # each channel sums over n in one thread, in order
                     if sh == 1:
                         weight3x3_padded(gw[ch, 0], gy[bt, ch], x[bt, ch], ph, pw, pads[chunk],
-                                         gpads[chunk])
-                    elif sh == 2 and ph == 1 and pw == 1:
-                        weight3x3_s2(gw[ch, 0], gy[bt, ch], x[bt, ch], zero_row)
+                                         scratch[chunk])
+                    elif s2:
+                        weight3x3_s2(gw[ch, 0], gy[bt, ch], x[bt, ch], scratch[chunk])
                     else:
                         weight3x3_strided(gw[ch, 0], gy[bt, ch], x[bt, ch], sw, ph, pw,
                                           zero_row, phases[chunk])

@@ -5,7 +5,9 @@ LLVM vectorises as interleaved loads (and, for the input gradient, stores), with
 subsampling of a stride-1 row and no phase copies (the general strided routines of
 :mod:`.numba_depthwise3x3`, which serve every other stride and padding). Measured at
 224 px batch 8, against those: input gradient 2.9 -> 1.1 ms (96 channels at 112 px),
-1.8 -> 0.7 ms (144 at 56 px); weight gradient 3.4 -> 2.5 ms and 1.7 -> 0.9 ms.
+1.8 -> 0.7 ms (144 at 56 px). The weight gradient instead splits the padded plane into
+its even and odd rows once, so that its sums run over the whole plane in one loop
+(``weight3x3_s2``).
 
 Like :mod:`.numba_depthwise3x3`, each routine works on one plane; the weight gradient's
 running sums may be reassociated into SIMD partial sums in an order fixed by the
@@ -93,40 +95,77 @@ def scatter3x3_s2(gx, gy, w):
 
 
 @njit(**_JIT)
-def _weight_edge(acc, gk, r0, r1, r2, col0, wd):
-    """acc[i, j] += gk * r_i[col0 + j] for the taps j whose column lies inside the row."""
-    for j in range(3):
-        col = col0 + j
-        if 0 <= col < wd:
-            acc[0, j] += gk * r0[col]
-            acc[1, j] += gk * r1[col]
-            acc[2, j] += gk * r2[col]
+def weight_scratch_size(ho, wd):
+    """Scratch that ``weight3x3_s2`` needs: the even and the odd padded rows (Ho + 2 of
+    each, at the padded width Wp made even) and dL/dy at half that width."""
+    wp = wd + 2 + wd % 2
+    return (ho + 2) * (2 * wp + wp // 2)
+
+
+@njit(**_JIT)
+def _padded_row(dst, x, r):
+    """dst (Wp) = row r of plane x after one zero, zeros after it; all zeros when r lies
+    outside the plane (a padding row)."""
+    h, wd = x.shape
+    if 0 <= r < h:
+        src = x[r]
+        dst[0] = 0
+        for c in range(wd):
+            dst[c + 1] = src[c]
+        for c in range(wd + 1, dst.shape[0]):
+            dst[c] = 0
+    else:
+        dst[:] = 0
 
 
 @njit(**_JIT_REDUCE)
-def weight3x3_s2(acc, gy, x, zero_row):
+def weight3x3_s2(acc, gy, x, scratch):
     """acc (3, 3) += sum_{oh, ow} gy[oh, ow] * x[2oh - 1 + i, 2ow - 1 + j]: the weight
-    gradient of ``correlate3x3_s2``, nine running sums over interleaved loads of the input
-    rows; the edge columns (which read the padding) are added into acc row by row."""
-    ho, wo = gy.shape
+    gradient of ``correlate3x3_s2``, as nine running sums over one flat run.
+
+    On the zero-padded plane xp (row width Wp, made even), tap (i, j) of output (oh, ow)
+    reads xp[2oh + i, 2ow + j]. Kernel rows 0 and 2 read the even padded rows (E, rows
+    oh and oh + 1 of them), kernel row 1 the odd ones (O). With E and O stored flat and
+    dL/dy laid out at half their width Wq = Wp / 2 (``g``, after a zero row), position
+    q = oh * Wq + ow reads E[2q + j], so
+
+        acc[0, j] += sum_q g[q + Wq] * E[2q + j]      acc[1, j] += sum_q g[q + Wq] * O[2q + j]
+        acc[2, j] += sum_q g[q] * E[2q + j]
+
+    one loop over all rows, whose every-other-element loads LLVM vectorises as
+    interleaved loads; each E value serves two kernel rows. Against the row-by-row sums
+    this replaced (nine horizontal reductions per output row): 6.3 -> 3.2 us per 112x112
+    plane, 2.5 -> 0.7 at 56x56, 1.1 -> 0.3 at 28x28 (one thread, float32). ``scratch``:
+    ``weight_scratch_size(Ho, W)`` values."""
     wd = x.shape[1]
+    ho, wo = gy.shape
+    wp = wd + 2 + wd % 2
+    wq = wp // 2  # > Wo: the last column of every g row stays zero
+    size = (ho + 2) * wp
+    ev, od, g = scratch[:size], scratch[size:2 * size], scratch[2 * size:2 * size + (ho + 2) * wq]
+    for r in range(ho + 2):
+        _padded_row(ev[r * wp:(r + 1) * wp], x, 2 * r - 1)
+        _padded_row(od[r * wp:(r + 1) * wp], x, 2 * r)
+    g[:] = 0
+    for r in range(ho):
+        dst, src = g[(r + 1) * wq:(r + 1) * wq + wo], gy[r]
+        for c in range(wo):
+            dst[c] = src[c]
+    run = (ho + 1) * wq - 1
+    g_mid, g_low = g[wq:wq + run], g[0:run]  # kernel rows 0 and 1; kernel row 2
     zero = acc.dtype.type(0)
     s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = zero
-    for oh in range(ho):
-        r0, r1, r2 = rows3(x, 2 * oh - 1, zero_row)
-        g = gy[oh]
-        for o in range(1, wd // 2):
-            k, gk = 2 * o - 1, g[o]
-            s00 += gk * r0[k]
-            s01 += gk * r0[k + 1]
-            s02 += gk * r0[k + 2]
-            s10 += gk * r1[k]
-            s11 += gk * r1[k + 1]
-            s12 += gk * r1[k + 2]
-            s20 += gk * r2[k]
-            s21 += gk * r2[k + 1]
-            s22 += gk * r2[k + 2]
-        _weight_edge(acc, g[0], r0, r1, r2, -1, wd)
-        if wd % 2 == 1 and wo > 1:
-            _weight_edge(acc, g[wo - 1], r0, r1, r2, 2 * wo - 3, wd)
+    for q in range(run):
+        u, v = g_mid[q], g_low[q]
+        k = 2 * q
+        a, b, c = ev[k], ev[k + 1], ev[k + 2]
+        s00 += u * a
+        s01 += u * b
+        s02 += u * c
+        s20 += v * a
+        s21 += v * b
+        s22 += v * c
+        s10 += u * od[k]
+        s11 += u * od[k + 1]
+        s12 += u * od[k + 2]
     _add_nine(acc, s00, s01, s02, s10, s11, s12, s20, s21, s22)
