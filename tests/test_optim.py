@@ -255,7 +255,8 @@ def test_bad_params_raise_type_error():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("kwargs", [dict(), dict(momentum=0.9, weight_decay=1e-2),
-                                    dict(momentum=0.5, alpha=0.9, eps=1e-3)])
+                                    dict(momentum=0.5, alpha=0.9, eps=1e-3),
+                                    dict(weight_decay=1e-2)])
 def test_rmsprop_numba_kernel_gives_the_numpy_bits(dtype, kwargs):
     """With the numba kernels RMSprop runs one fused pass (numba_optim); it must give the
     very bits of the NumPy form the reference kernel set runs, big and small parameters."""
