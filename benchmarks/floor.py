@@ -60,9 +60,8 @@ def step_work(model, resolution, batch):
     x_bytes = batch * 3 * resolution * resolution * 4  # the input of the row being read
     for row in rows:
         y_bytes = row.activation_bytes
-        if row.macs_kind == "depthwise":  # forward, input gradient, weight gradient
-            add("depthwise conv", nbytes=(x_bytes + y_bytes) + (y_bytes + x_bytes)
-                + (y_bytes + x_bytes))
+        if row.macs_kind == "depthwise":  # forward (x, y), input gradient (gy, gx),
+            add("depthwise conv", nbytes=3 * (x_bytes + y_bytes))  # weight gradient (gy, x)
         elif row.macs_kind is not None:  # forward + weight gradient (+ input gradient)
             kind = {"standard": "stem (dense) conv", "pointwise": "pointwise conv",
                     "linear": "linear"}[row.macs_kind]

@@ -7,8 +7,8 @@ operations, which read and write every parameter about ten times and call NumPy
 the parameter's dtype, in one pass over memory (a block of 1024 elements at a time, in
 L1), so it gives the same bits (a test checks it). MobileNetV2's whole update (3.5
 million parameters, with momentum) takes 2.9 ms this way, against 7.7 ms for the single
-element-by-element loop it replaced, which LLVM could not vectorise. Kernel sets without it (``reference``, ``cupy``) use the NumPy
-form, which stays the one to read.
+element-by-element loop it replaced, which LLVM could not vectorise. Kernel sets
+without it (``reference``, ``cupy``) use the NumPy form, which stays the one to read.
 """
 from __future__ import annotations
 
