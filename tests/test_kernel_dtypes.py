@@ -34,7 +34,7 @@ def cases():
     x, gy = planes(6, 6)
     yield "weight3x3_padded", d3.weight3x3_padded, (
         np.zeros((3, 3), F32), gy, x, 1, 1, np.zeros(d3.padded_size(6, 6, 1, 1), F32),
-        np.zeros(d3.gradient_rows_size(6, 6, 1), F32))
+        np.zeros(d3.weight_scratch_size(6, 6, 1), F32))
     yield "weight3x3_s2", s2.weight3x3_s2, (np.zeros((3, 3), F32), gy[:3, :3], x,
                                              np.zeros(s2.weight_scratch_size(3, 6), F32))
     yield "weight3x3_strided", d3.weight3x3_strided, (

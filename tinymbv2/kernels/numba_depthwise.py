@@ -28,9 +28,9 @@ from numba import njit, prange
 
 from . import numba_pool  # noqa: F401  (the one-pool set-up, see there)
 from ._checks import conv_geometry, grad_out_shape, same_float_dtype
-from .numba_depthwise3x3 import (correlate3x3_padded, correlate3x3_strided, gradient_rows_size,
-                                 padded_size, scatter3x3_strided_plane, weight3x3_padded,
-                                 weight3x3_strided)
+from .numba_depthwise3x3 import (correlate3x3_padded, correlate3x3_strided, padded_size,
+                                 scatter3x3_strided_plane, weight3x3_padded, weight3x3_strided)
+from .numba_depthwise3x3 import weight_scratch_size as s1_weight_scratch_size
 from .numba_depthwise3x3_s2 import correlate3x3_s2, scatter3x3_s2, weight3x3_s2
 from .numba_depthwise3x3_s2 import weight_scratch_size as s2_weight_scratch_size
 from .numba_depthwise_small import backward_input_pixels, backward_weight_pixels, forward_pixels
@@ -252,8 +252,9 @@ def _depthwise_backward_weight(gy, x, kh, kw, sh, sw, ph, pw):
         phases = np.empty((bounds.shape[0] - 1, 3, sw, (wd + sw - 1) // sw), x.dtype)
         pads = np.empty((bounds.shape[0] - 1, padded_size(h, wd, ph, pw) if sh == 1 else 0), x.dtype)
         s2 = sh == 2 and ph == 1 and pw == 1
-        scratch = np.empty((bounds.shape[0] - 1, gradient_rows_size(ho, wd, pw) if sh == 1 else
-                            (s2_weight_scratch_size(ho, wd) if s2 else 0)), x.dtype)
+        size = (s1_weight_scratch_size(ho, wd, pw) if sh == 1 else
+                s2_weight_scratch_size(ho, wd) if s2 else 0)
+        scratch = np.empty((bounds.shape[0] - 1, size), x.dtype)
         for chunk in prange(bounds.shape[0] - 1):
             for ch in range(bounds[chunk], bounds[chunk + 1]):
                 for bt in range(n):  # each channel sums over n in one thread, in order

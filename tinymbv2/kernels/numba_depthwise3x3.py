@@ -214,7 +214,7 @@ def correlate3x3_padded(y, x, w, ph, pw, xp, out):
 
 
 @njit(**_JIT)
-def gradient_rows_size(ho, wd, pw):
+def weight_scratch_size(ho, wd, pw):
     """Scratch that ``weight3x3_padded`` needs: Ho + 4 rows of the padded width."""
     return (ho + 4) * (wd + 2 * pw)
 
@@ -225,7 +225,7 @@ def weight3x3_padded(acc, gy, x, ph, pw, xp, gp):
     over the same zero-padded flat plane as ``correlate3x3_padded`` (row width Wp).
 
     With gy laid out at the padded row width after two rows of zeros (``gp``, see
-    ``gradient_rows_size``; zeros in the 2 pw extra columns and after), tap (i, j) is
+    ``weight_scratch_size``; zeros in the 2 pw extra columns and after), tap (i, j) is
 
         acc[i, j] += sum_q gp[q + (2 - i)*Wp] * xp[q + j],
 
