@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from numba import njit, types
 
-from tinymbv2.kernels import numba_bn, numba_bn_flat, numba_bn_rows
+from tinymbv2.kernels import numba_bn, numba_bn_flat, numba_bn_rows, numba_gemm
 from tinymbv2.kernels import numba_depthwise3x3 as d3
 from tinymbv2.kernels import numba_depthwise3x3_s2 as s2
 
@@ -46,6 +46,8 @@ def cases():
         c = np.ones(6, F32)
         yield f"affine_rows_inplace relu6={relu6}", numba_bn_rows.affine_rows_inplace, (
             x.copy(), 0, 6, 0, 6, c, c, c, relu6)
+    a3, c3 = np.stack([x, gy]), np.stack([gy, x])
+    yield "row_block", numba_gemm.row_block, (a3, c3, np.zeros((6, 6), F32), 1)
     yield "passed", numba_bn_flat.passed, (F32(1), F32(2), F32(0), F32(1), F32(0), True, F32(0))
 
 

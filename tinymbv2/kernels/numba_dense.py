@@ -31,9 +31,27 @@ from .numba_bn import epilogue, epilogue_args
 from .numba_bn_rows import affine_rows_inplace
 from .numba_depthwise import _valid_range
 from .numba_layout import as_channels_last, channels_last_plane, empty_channels_last, pixels
-from .numba_pointwise import _GROUPS, add_into, sum_in_order
 
 _JIT = dict(cache=True, fastmath=False)
+_GROUPS = 8  # partial sums of backward-weight: fixed, so the result ignores the thread count
+
+
+@njit(**_JIT)
+def add_into(acc, tmp):
+    """acc (M, K) += tmp (M, K), element by element."""
+    for i in range(acc.shape[0]):
+        ai, ti = acc[i], tmp[i]
+        for j in range(acc.shape[1]):
+            ai[j] += ti[j]
+
+
+@njit(**_JIT)
+def sum_in_order(part):
+    """part[0] + part[1] + ... (G, M, K) -> (M, K), added in index order (deterministic)."""
+    total = part[0].copy()
+    for g in range(1, part.shape[0]):
+        add_into(total, part[g])
+    return total
 
 
 # -------------------------------------------------------------- one image each

@@ -23,12 +23,15 @@ busy 2-core machine they spin against each other and a training step of
 whose P = H*W columns are plenty for BLAS. (Before the layout existed, planes
 under 64 pixels were copied side by side into shared GEMMs and back.)
 
-**Determinism.** How the images are cut into partial sums depends only on the
-shapes, never on ``numba.get_num_threads()``: a thread count only decides who
-computes which image. Backward-weight sums its
-images into ``_GROUPS`` partials, each in order in one thread, then adds the
-partials in order. With single-threaded BLAS every GEMM is itself
-deterministic, so results are bit-identical across runs and thread counts.
+**Backward-weight** is not BLAS's: its sum runs along the rows of both gy[n]
+and x[n], the form of :mod:`.numba_gemm`'s register-blocked loop, which beats
+this machine's BLAS there (1.2-1.8x, the figures are in that module).
+
+**Determinism.** Forward and backward-input compute each image whole in one
+task; backward-weight sums every entry whole in one thread (images in order).
+How work is split depends only on the shapes, never on
+``numba.get_num_threads()``, and single-threaded BLAS is itself deterministic,
+so results are bit-identical across runs and thread counts.
 """
 from __future__ import annotations
 
@@ -39,10 +42,10 @@ from . import numba_pool  # noqa: F401  (pins Numba's BLAS to one thread, starts
 from ._checks import ndim, same_float_dtype
 from . import numba_pointwise_rows as by_rows
 from .numba_bn import epilogue, epilogue_args
+from .numba_gemm import sum_of_products
 from .numba_layout import as_channels_last, channels_last_plane, empty_channels_last, rows
 
 _JIT = dict(cache=True, fastmath=False)
-_GROUPS = 8  # partial sums of backward-weight: fixed, so the result ignores the thread count
 _EPILOGUE_BLOCK_BYTES = 256 * 1024  # output block that gets its inference epilogue in L2
 
 
@@ -76,24 +79,6 @@ def _matmul_blocked_epilogue(a, x2, y2, ep, xbuf, ybuf, cols):
                 d[q] = s[q]
 
 
-@njit(**_JIT)
-def add_into(acc, tmp):
-    """acc (M, K) += tmp (M, K), element by element."""
-    for i in range(acc.shape[0]):
-        ai, ti = acc[i], tmp[i]
-        for j in range(acc.shape[1]):
-            ai[j] += ti[j]
-
-
-@njit(**_JIT)
-def sum_in_order(part):
-    """part[0] + part[1] + ... (G, M, K) -> (M, K), added in index order (deterministic)."""
-    total = part[0].copy()
-    for g in range(1, part.shape[0]):
-        add_into(total, part[g])
-    return total
-
-
 @njit(parallel=True, **_JIT)
 def _matmul_images(a, x3, y3, ep):
     """y3 (N, M, P): y3[n] = a (M, K) @ x3[n] (K, P), one image per task, each image then
@@ -112,27 +97,6 @@ def _matmul_images(a, x3, y3, ep):
             np.dot(a, x3[b], y3[b])
             epilogue(y3[b], ep)
     return y3
-
-
-@njit(parallel=True, **_JIT)
-def _matmul_sum_images(g3, x3, groups):
-    """gw (M, K) = sum_n g3[n] (M, P) @ x3[n].T (P, K).
-
-    The images are split into ``groups`` runs of consecutive images; each run sums
-    into its own partial, in order, in one thread; the partials are then added in
-    order."""
-    n, m, p = g3.shape
-    k = x3.shape[1]
-    part = np.empty((groups, m, k), g3.dtype)
-    tmps = np.empty((groups, m, k), g3.dtype)
-    for gi in prange(groups):
-        b0, b1 = gi * n // groups, (gi + 1) * n // groups
-        acc, tmp = part[gi], tmps[gi]
-        for b in range(b0, b1):
-            np.dot(g3[b], x3[b].T, acc if b == b0 else tmp)
-            if b > b0:
-                add_into(acc, tmp)
-    return sum_in_order(part)
 
 
 # ------------------------------------------------------------- public wrappers
@@ -208,5 +172,4 @@ def pointwise_conv2d_backward_weight(gy, x):
         gw = by_rows.backward_weight(rows(as_channels_last(gy)), rows(as_channels_last(x)))
         return gw.reshape(co, ci, 1, 1)
     gy, x = _c(gy), _c(x)
-    gw = _matmul_sum_images(gy.reshape(n, co, p), x.reshape(n, ci, p), min(_GROUPS, n))
-    return gw.reshape(co, ci, 1, 1)
+    return sum_of_products(gy.reshape(n, co, p), x.reshape(n, ci, p)).reshape(co, ci, 1, 1)

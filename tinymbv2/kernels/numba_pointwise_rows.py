@@ -12,6 +12,10 @@ one GEMM each, however small the plane: no per-image GEMMs of a few columns and
 no gathering of images side by side (:mod:`.numba_pointwise`). The transposes
 are BLAS flags, never copies.
 
+Forward and backward-input with a long sum (``numba_gemm.MIN_SUM`` channels or more)
+run :mod:`.numba_gemm`'s register-blocked loop instead of BLAS: both read their
+operands along the channels (backward-input after copying W.T, a few hundred KiB).
+
 Threads (deterministic, as everywhere in this set): a product worth two threads is
 cut in two (``_split``, a function of the shapes alone, never of the thread count).
 With many rows, forward and backward-input cut the M rows into two blocks, one GEMM
@@ -27,6 +31,7 @@ from numba import njit, prange
 
 from . import numba_pool  # noqa: F401  (pins Numba's BLAS to one thread, starts the pool passive)
 from .numba_bn_rows import affine_rows_inplace
+from .numba_gemm import MIN_SUM, row_block, row_blocks
 
 _JIT = dict(cache=True, fastmath=False)
 _PARALLEL_ROWS = 384  # a GEMM is cut into two blocks of rows from this many rows ...
@@ -139,13 +144,50 @@ def _weight_grad_serial(g, x):
     return np.dot(g.T, x)
 
 
+@njit(**_JIT)
+def _nt_block(a, c, out, blk, ep):
+    """Rows 4*blk .. 4*blk + 3 of out = a @ c.T (numba_gemm), then through ``ep``."""
+    row_block(a.reshape((1,) + a.shape), c.reshape((1,) + c.shape), out, blk)
+    mean, scale, bias, flags = ep
+    if flags[0]:
+        i = 4 * blk
+        affine_rows_inplace(out, i, min(i + 4, out.shape[0]), 0, out.shape[1],
+                            mean, scale, bias, flags[1])
+
+
+@njit(parallel=True, **_JIT)
+def _nt_parallel(a, c, out, ep):
+    for blk in prange(row_blocks(a.shape[0])):
+        _nt_block(a, c, out, blk, ep)
+    return out
+
+
+@njit(**_JIT)
+def _nt_serial(a, c, out, ep):
+    for blk in range(row_blocks(a.shape[0])):
+        _nt_block(a, c, out, blk, ep)
+    return out
+
+
+def _matmul_nt(a, c, out, ep):
+    """out (M, N) = a (M, K) @ c.T for c (N, K), K >= MIN_SUM: numba_gemm's register-blocked
+    loop (faster than this machine's BLAS there), then the epilogue ``ep``."""
+    if _split(a.shape[0], a.shape[1], c.shape[0]) == "none":
+        return _nt_serial(a, c, out, ep)
+    return _nt_parallel(a, c, out, ep)
+
+
 def forward(x2, w2, y2, ep):
     """y2 (M, Co) = x2 (M, Ci) @ w2.T, w2 (Co, Ci); with the epilogue ``ep``."""
+    if x2.shape[1] >= MIN_SUM:
+        return _matmul_nt(x2, w2, y2, ep)
     return _matmul(x2, w2.T, y2, ep)
 
 
 def backward_input(g2, w2, gx2, ep):
     """gx2 (M, Ci) = g2 (M, Co) @ w2 (Co, Ci)."""
+    if g2.shape[1] >= MIN_SUM:
+        return _matmul_nt(g2, np.ascontiguousarray(w2.T), gx2, ep)
     return _matmul(g2, w2, gx2, ep)
 
 
