@@ -11,14 +11,17 @@ output pixel p reads, so
     backward-weight  gw    = sum_n gy[n] @ cols[n].T
 
 Each image is one task of an ``@njit(parallel=True)`` loop that builds its
-column matrix in a buffer of its own and calls ``np.dot`` on it, so the
-columns never exist for the whole batch at once and the GEMMs run in Numba's
-thread pool with single-threaded BLAS -- the one-pool design of
-:mod:`.numba_pool`. Backward-weight sums
-its images in ``_GROUPS`` runs of consecutive images, each in order in one
-thread, and adds the run totals in order: a split fixed by the batch size,
-not by the thread count, so results are bit-identical across runs and
-thread counts.
+column matrix in a buffer of its own and calls ``np.dot`` on it, so the GEMMs
+run in Numba's thread pool with single-threaded BLAS -- the one-pool design of
+:mod:`.numba_pool`.
+
+Backward-weight on an NCHW output plane runs along the pixels of both gy[n] and
+cols[n], the form of :mod:`.numba_gemm`'s register-blocked loop, which beats this
+machine's BLAS there (MobileNetV2's stem at 224 px batch 8: see that module). On
+a channels-last output plane it sums its images in ``_GROUPS`` runs of
+consecutive images, each in order in one thread, and adds the run totals in
+order. Either way the split is fixed by the shapes, not by the thread count, so
+results are bit-identical across runs and thread counts.
 """
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from ._checks import conv_geometry, grad_out_shape, same_float_dtype
 from .numba_bn import epilogue, epilogue_args
 from .numba_bn_rows import affine_rows_inplace
 from .numba_depthwise import _valid_range
+from .numba_gemm import sum_of_products
 from .numba_layout import as_channels_last, channels_last_plane, empty_channels_last, pixels
 
 _JIT = dict(cache=True, fastmath=False)
@@ -142,9 +146,21 @@ def _conv_backward_input(gy3, wt, kh, kw, sh, sw, ph, pw, ho, wo, gx, cl):
 
 
 @njit(parallel=True, **_JIT)
-def _conv_backward_weight(gy3, x, kh, kw, sh, sw, ph, pw, ho, wo, groups, cl):
+def _im2col_images(x, kh, kw, sh, sw, ph, pw, ho, wo, cols_all):
+    """cols_all[b] = the column matrix (K, Ho*Wo) of image b, one image per task."""
     n, ci, h, wd = x.shape
-    co, k = (gy3.shape[2] if cl else gy3.shape[1]), ci * kh * kw
+    rlo, rhi = _valid_range(kh, ph, sh, h, ho)
+    clo, chi = _valid_range(kw, pw, sw, wd, wo)
+    for b in prange(n):
+        _im2col(cols_all[b], x[b], kh, kw, sh, sw, ph, pw, ho, wo, rlo, rhi, clo, chi)
+    return cols_all
+
+
+@njit(parallel=True, **_JIT)
+def _conv_backward_weight_channels_last(gy3, x, kh, kw, sh, sw, ph, pw, ho, wo, groups):
+    """gw (Co, K) = sum_n gy3[n].T @ cols[n].T for channels-last gy3 (N, Ho*Wo, Co)."""
+    n, ci, h, wd = x.shape
+    co, k = gy3.shape[2], ci * kh * kw
     rlo, rhi = _valid_range(kh, ph, sh, h, ho)
     clo, chi = _valid_range(kw, pw, sw, wd, wo)
     part = np.empty((groups, co, k), x.dtype)
@@ -155,11 +171,7 @@ def _conv_backward_weight(gy3, x, kh, kw, sh, sw, ph, pw, ho, wo, groups, cl):
         acc, tmp, cols = part[g], tmps[g], cols_all[g]
         for b in range(b0, b1):
             _im2col(cols, x[b], kh, kw, sh, sw, ph, pw, ho, wo, rlo, rhi, clo, chi)
-            dst = acc if b == b0 else tmp
-            if cl:
-                np.dot(gy3[b].T, cols.T, dst)
-            else:
-                np.dot(gy3[b], cols.T, dst)
+            np.dot(gy3[b].T, cols.T, acc if b == b0 else tmp)
             if b > b0:
                 add_into(acc, tmp)
     return sum_in_order(part)
@@ -227,5 +239,10 @@ def conv2d_backward_weight(gy, x, w_shape, stride, padding):
     if n == 0:
         return np.zeros(w_shape, x.dtype)
     gy3, cl = _output_rows(gy)
-    gw = _conv_backward_weight(gy3, x, kh, kw, sh, sw, ph, pw, ho, wo, min(n, _GROUPS), cl)
+    if cl:
+        gw = _conv_backward_weight_channels_last(gy3, x, kh, kw, sh, sw, ph, pw, ho, wo,
+                                                 min(n, _GROUPS))
+    else:  # both operands run along the pixels: numba_gemm's loop, not BLAS
+        cols = np.empty((n, x.shape[1] * kh * kw, ho * wo), x.dtype)
+        gw = sum_of_products(gy3, _im2col_images(x, kh, kw, sh, sw, ph, pw, ho, wo, cols))
     return gw.reshape(w_shape)

@@ -87,8 +87,23 @@ def _dot_4x4(a, c, i, j, k0, k1):
 
 
 @njit(inline="always", **_JIT)
+def _dot_4x1(a, c_row, i, k0, k1):
+    """The 4 dot products a[i + r, k0:k1] . c_row, for the columns left of a 4x4 block."""
+    a0, a1, a2, a3 = a[i, k0:k1], a[i + 1, k0:k1], a[i + 2, k0:k1], a[i + 3, k0:k1]
+    z = a.dtype.type(0)
+    s0 = s1 = s2 = s3 = z
+    for q in range(k1 - k0):
+        y = c_row[q]
+        s0 += a0[q] * y
+        s1 += a1[q] * y
+        s2 += a2[q] * y
+        s3 += a3[q] * y
+    return s0, s1, s2, s3
+
+
+@njit(inline="always", **_JIT)
 def _dot(a_row, c_row):
-    """One dot product, for the rows and columns left over from the 4x4 blocks."""
+    """One dot product, for the rows left over from the blocks of four."""
     s = a_row.dtype.type(0)
     for q in range(a_row.shape[0]):
         s += a_row[q] * c_row[q]
@@ -123,9 +138,16 @@ def row_block(a3, c3, out, blk):
                     o[j + 1] += s[4 * r + 1]
                     o[j + 2] += s[4 * r + 2]
                     o[j + 3] += s[4 * r + 3]
-            for r in range(i, i + rows):
-                for j in range(full, n):
-                    out[r, j] += _dot(a[r, k0:k1], c[j, k0:k1])
+            for j in range(full, n):
+                if rows == 4:
+                    s0, s1, s2, s3 = _dot_4x1(a, c[j, k0:k1], i, k0, k1)
+                    out[i, j] += s0
+                    out[i + 1, j] += s1
+                    out[i + 2, j] += s2
+                    out[i + 3, j] += s3
+                else:
+                    for r in range(i, i + rows):
+                        out[r, j] += _dot(a[r, k0:k1], c[j, k0:k1])
 
 
 @njit(parallel=True, **_JIT)
