@@ -1,43 +1,60 @@
-"""A register-blocked matrix product in Numba, for products whose sum runs along rows.
+"""Matrix products in Numba loops that beat this machine's BLAS on MobileNetV2's shapes.
+
+**Why not BLAS.** This machine's OpenBLAS is pinned to its Haswell kernels
+(``OPENBLAS_CORETYPE``), whose FMAs hold 8 float32. Numba compiles for the CPU it
+runs on; on one with AVX-512 the same multiply-add takes 16. Two loop shapes
+that LLVM vectorises well turn that into speed (float32, same thread count,
+GFLOP/s, BLAS -> these loops, measured on this 2-core AVX-512 machine).
+
+**The dot-product form** (``sum_of_products``)::
 
     out (M, N) = sum_b  a[b] (M, K) @ c[b].T (K, N)        a: (B, M, K), c: (B, N, K)
 
 Both operands are read along K, the axis they are contiguous in: every entry of
-``out`` is a dot product of a row of ``a`` with a row of ``c``. Three products of
-the numba set have that form:
+``out`` is a dot product of a row of ``a`` with a row of ``c``. One pass along K
+computes a 4x4 block of ``out``: each step loads four values of ``a`` and four of
+``c`` and makes 16 multiply-adds into 16 running sums. LLVM turns each running sum
+into a vector register of partial sums (added across once at the end), so a step
+is 8 vector loads for 16 vector FMAs, and 16 sums + 8 operands fit in AVX-512's 32
+registers. Splitting a sum into lanes changes the order of the additions, which
+LLVM does only when told the order may change: ``fastmath={"reassoc", "contract"}``
+here, and nothing else of fast-math. Used for
 
-* the weight gradient of a pointwise convolution on NCHW planes,
-  gw (Co, Ci) = sum_n gy[n] (Co, P) @ x[n].T, with the pixels P as K;
-* the forward of a channels-last pointwise convolution, y (M, Co) = x (M, Ci) @ W.T;
-* its input gradient, gx (M, Ci) = gy (M, Co) @ W, with W.T (Ci, Co) copied once.
-
-**Why not BLAS.** This machine's OpenBLAS is pinned to its Haswell kernels
-(``OPENBLAS_CORETYPE``), whose FMAs hold 8 float32. Numba compiles for the CPU it
-runs on; on one with AVX-512 the same multiply-add takes 16. Measured on this
-2-core AVX-512 machine, float32, same thread count, GFLOP/s (BLAS -> this loop):
-
-    weight gradient, 8 images   16->96 at 112x112: 110 -> 170    24->144 at 56x56: 137 -> 227
-    channels-last, 1568 rows    576 -> 96: 227 -> 356            96 -> 576: 229 -> 240
-    channels-last,  392 rows    960 -> 320: 223 -> 325           160 -> 960: 212 -> 275
+* the weight gradient of a pointwise convolution on NCHW planes, gw (Co, Ci) =
+  sum_n gy[n] (Co, P) @ x[n].T, the pixels P as K: 16->96 at 112x112, 8 images,
+  110 -> 170; 24->144 at 56x56, 137 -> 227; and the stem's, over its im2col columns;
+* a channels-last pointwise convolution (:mod:`.numba_pointwise_rows`): forward
+  y (M, Co) = x (M, Ci) @ W.T, and backward-input with W.T (Ci, Co) copied once:
+  1568 rows 576 -> 96, 227 -> 356; 392 rows 960 -> 320, 223 -> 325.
 
 Each 4x4 block ends with 16 sums across vector lanes, a cost that a short sum does
 not pay back: at K = 64 (207 -> 172) and K = 96 (1568 rows, 96 -> 576: 0.78 -> 1.08 ms)
 BLAS's packed kernel is ahead, so the channels-last callers use this loop only from
 ``MIN_SUM`` terms on.
 
-**The loop.** One pass along K computes a 4x4 block of ``out``: each step loads
-four values of ``a`` and four of ``c`` and makes 16 multiply-adds into 16 running
-sums. LLVM turns each running sum into a vector register of partial sums (added
-across once at the end), so a step is 8 vector loads for 16 vector FMAs, and 16
-sums + 8 operands fit in AVX-512's 32 registers. Splitting a sum into lanes changes
-the order of the additions, which LLVM does only when told the order may change:
-``fastmath={"reassoc", "contract"}`` here, and nothing else of fast-math. The
-order is then fixed by the compiled loop: the same bits on every run.
+**The broadcast form** (``columns_nn``)::
 
-**Threads.** The blocks of four rows of ``out`` are shared out; every entry is
-summed whole (over b, then K in chunks of ``CHUNK``, in order) by one thread, so
-the result does not depend on the thread count. The chunks keep the 8 rows a step
-reads in L1 and L2 while the block's columns sweep past them.
+    out (M, P) = a (M, K) @ x (K, P)            x and out contiguous along P
+
+the per-image products of a pointwise convolution on NCHW planes (forward, and
+backward-input with a = W.T). Here the sum runs across rows of x, so the vector
+runs along P: four rows of ``out`` take eight terms per pass,
+
+    out[i + r, j] += sum_{t < 8} a[i + r, p + t] * x[p + t, j]      r < 4, vectorised over j,
+
+eight vector loads of x, four loads and four stores of ``out`` for 32 FMAs. Two
+things make LLVM vectorise it: the 32 values of ``a`` are an 8-tuple per row
+(registers; reloaded from memory in the loop, because ``a`` might overlap ``out``),
+and the runs of x and of ``out`` are slices of one flat array each, so the overlap
+test before the loop is one per array, not one per pair of rows. Measured, one
+image per thread, 8 images: 16->96 at 112x112 84 -> 162, 32->16 102 -> 170,
+144->24 at 56x56 139 -> 187, 24->144 183 -> 200, 192->32 at 28x28 146 -> 208.
+
+**Determinism.** Every entry of ``out`` is summed whole, in an order fixed by the
+compiled loop and the shapes, by one thread: the same bits on every run and for any
+thread count. The dot-product form shares out blocks of four rows of ``out``, and
+sums over b, then K in chunks of ``CHUNK`` (the 8 rows a step reads stay in L1 and
+L2 while the block's columns sweep past them).
 """
 from __future__ import annotations
 
@@ -48,6 +65,7 @@ from . import numba_pool  # noqa: F401  (starts Numba's pool passive)
 
 _REASSOC = {"reassoc", "contract"}  # only these fast-math flags; see the module
 _JIT = dict(cache=True, fastmath=_REASSOC, boundscheck=False)
+_JIT_NN = dict(cache=True, fastmath=False, boundscheck=False)  # no sums to split into lanes
 CHUNK = 2048
 """Terms of K summed per pass of a 4x4 block (measured 1024-4096 alike; 2048 best)."""
 MIN_SUM = 128
@@ -161,3 +179,98 @@ def sum_of_products(a3: np.ndarray, c3: np.ndarray) -> np.ndarray:
     """out (M, N) = sum_b a3[b] @ c3[b].T for a3 (B, M, K), c3 (B, N, K), C-contiguous
     (other strides work, slower), on Numba's pool."""
     return _blocks_parallel(a3, c3, np.empty((a3.shape[1], c3.shape[1]), a3.dtype))
+
+
+# ------------------------------------------------------------- the NN form
+# out (M, P) = a (M, K) @ x (K, P), x and out contiguous along P: the per-image GEMMs of
+# a pointwise convolution on NCHW planes (forward, and backward-input with a = W.T).
+
+COLUMNS = 2048
+"""Columns of x and out per block: the block's K rows of x stay in L2 while every row of
+out takes its turn (measured 1024-4096 alike)."""
+
+
+@njit(inline="always", **_JIT_NN)
+def _eight(a, r, p):
+    """a[r, p:p + 8] as a tuple: values LLVM keeps in registers, where loads from ``a``
+    inside the loop would have to be repeated (``a`` might overlap ``out``)."""
+    return (a[r, p], a[r, p + 1], a[r, p + 2], a[r, p + 3],
+            a[r, p + 4], a[r, p + 5], a[r, p + 6], a[r, p + 7])
+
+
+@njit(inline="always", **_JIT_NN)
+def _dot8(w, u):
+    """w . u for two 8-tuples, as two sums of four."""
+    return ((w[0] * u[0] + w[1] * u[1] + w[2] * u[2] + w[3] * u[3])
+            + (w[4] * u[4] + w[5] * u[5] + w[6] * u[6] + w[7] * u[7]))
+
+
+@njit(inline="always", **_JIT_NN)
+def _eight_runs(f, row, width, j0, n):
+    """Rows row .. row + 7 of a flat (rows, width) array, columns j0 .. j0 + n - 1: slices
+    of one array, which LLVM checks for overlap with ``out`` as one group."""
+    s = row * width + j0
+    return (f[s:s + n], f[s + width:s + width + n], f[s + 2 * width:s + 2 * width + n],
+            f[s + 3 * width:s + 3 * width + n], f[s + 4 * width:s + 4 * width + n],
+            f[s + 5 * width:s + 5 * width + n], f[s + 6 * width:s + 6 * width + n],
+            f[s + 7 * width:s + 7 * width + n])
+
+
+@njit(**_JIT_NN)
+def _four_rows(a, xf, of, width, i, j0, j1):
+    """out[i:i + 4, j0:j1] = a[i:i + 4] @ x[:, j0:j1] (x, out given flat, row width
+    ``width``): eight terms of the sum per pass, each x value loaded once for four rows."""
+    k, n = a.shape[1], j1 - j0
+    s = i * width + j0
+    o0, o1 = of[s:s + n], of[s + width:s + width + n]
+    o2, o3 = of[s + 2 * width:s + 2 * width + n], of[s + 3 * width:s + 3 * width + n]
+    o0[:] = 0
+    o1[:] = 0
+    o2[:] = 0
+    o3[:] = 0
+    for p in range(0, k - k % 8, 8):
+        x0, x1, x2, x3, x4, x5, x6, x7 = _eight_runs(xf, p, width, j0, n)
+        w0, w1, w2, w3 = _eight(a, i, p), _eight(a, i + 1, p), _eight(a, i + 2, p), _eight(a, i + 3, p)
+        for j in range(n):
+            u = (x0[j], x1[j], x2[j], x3[j], x4[j], x5[j], x6[j], x7[j])
+            o0[j] += _dot8(w0, u)
+            o1[j] += _dot8(w1, u)
+            o2[j] += _dot8(w2, u)
+            o3[j] += _dot8(w3, u)
+    for p in range(k - k % 8, k):  # the terms left over from the groups of eight
+        xp = xf[p * width + j0:p * width + j1]
+        w0, w1, w2, w3 = a[i, p], a[i + 1, p], a[i + 2, p], a[i + 3, p]
+        for j in range(n):
+            o0[j] += w0 * xp[j]
+            o1[j] += w1 * xp[j]
+            o2[j] += w2 * xp[j]
+            o3[j] += w3 * xp[j]
+
+
+@njit(**_JIT_NN)
+def _one_row(a, xf, of, width, i, j0, j1):
+    """out[i, j0:j1] = a[i] @ x[:, j0:j1]: ``_four_rows`` for the rows left over."""
+    k, n = a.shape[1], j1 - j0
+    o = of[i * width + j0:i * width + j1]
+    o[:] = 0
+    for p in range(0, k - k % 8, 8):
+        x0, x1, x2, x3, x4, x5, x6, x7 = _eight_runs(xf, p, width, j0, n)
+        w = _eight(a, i, p)
+        for j in range(n):
+            o[j] += _dot8(w, (x0[j], x1[j], x2[j], x3[j], x4[j], x5[j], x6[j], x7[j]))
+    for p in range(k - k % 8, k):
+        xp, wp = xf[p * width + j0:p * width + j1], a[i, p]
+        for j in range(n):
+            o[j] += wp * xp[j]
+
+
+@njit(**_JIT_NN)
+def columns_nn(a, x, out, j0, j1):
+    """out[:, j0:j1] = a (M, K) @ x[:, j0:j1] for x (K, P) and out (M, P), both C-contiguous
+    (``a`` may have any strides: its values are read once per block of eight terms)."""
+    m, width = a.shape[0], x.shape[1]
+    xf, of = x.reshape(-1), out.reshape(-1)
+    for i in range(0, m - m % 4, 4):
+        _four_rows(a, xf, of, width, i, j0, j1)
+    for i in range(m - m % 4, m):
+        _one_row(a, xf, of, width, i, j0, j1)
