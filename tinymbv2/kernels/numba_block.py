@@ -47,6 +47,7 @@ from .numba_bn import affine_inplace, affine_row, epilogue, epilogue_args
 from .layered import inverted_residual_eval_layered
 from .numba_layout import channels_last_plane
 from .numba_depthwise3x3 import correlate_flat, rows3
+from .numba_gemm import columns_nn
 from .numba_depthwise3x3_s2 import row3x3_s2
 
 _JIT = dict(cache=True, fastmath=False)
@@ -146,7 +147,7 @@ def _band(x, b0, nb, we, ep_e, wdw, ep_d, s, wpj, ep_p, residual, y, r0, r1,
                     for q in range(wd):
                         dst[o + q] = sr[q]
         em = eb[:ch * cols].reshape(ch, cols)
-        np.dot(we, xm, em)
+        columns_nn(we, xm, em, 0, cols)
     dm = db[:ch * nb * per_out].reshape(ch, nb * per_out)
     zero = wdw.dtype.type(0)
     xp[:wd] = 0  # the zero row of the stride-2 path
@@ -166,7 +167,7 @@ def _band(x, b0, nb, we, ep_e, wdw, ep_d, s, wpj, ep_p, residual, y, r0, r1,
             else:
                 _depthwise_s2(d, src, a - top, wdw[c], bn_d, xp[:wd])
     om = ob[:co * nb * per_out].reshape(co, nb * per_out)
-    np.dot(wpj, dm, om)                     # projection: Y = BN(Wp @ D), no activation
+    columns_nn(wpj, dm, om, 0, nb * per_out)  # projection: Y = BN(Wp @ D), no activation
     epilogue(om, ep_p)
     for c in range(co):
         for i in range(nb):
