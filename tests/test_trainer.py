@@ -66,7 +66,8 @@ def test_evaluate_reports_accuracy_of_its_predictions():
     assert model.training  # evaluate restores the mode it found
 
 
-def test_recalibrate_batchnorm_makes_eval_match_the_batch_statistics():
+def test_recalibrate_batchnorm_makes_eval_match_the_batch_statistics(monkeypatch):
+    from tinymbv2.nn import BatchNorm2d
     from tinymbv2.train import recalibrate_batchnorm
 
     ds, model, opt, sched, loader = _setup()
@@ -75,15 +76,30 @@ def test_recalibrate_batchnorm_makes_eval_match_the_batch_statistics():
     model.eval()
     with tinymbv2.no_grad():
         stale = model(tinymbv2.Tensor(x)).numpy()
-    recalibrate_batchnorm(model, x, batch_size=256)
+    values = {}  # BatchNorm -> M, the values per channel it normalised in the pass
+    normalize = BatchNorm2d._normalize
+
+    def counting(bn, inp, op):
+        values[bn] = inp.shape[0] * inp.shape[2] * inp.shape[3]
+        return normalize(bn, inp, op)
+
+    monkeypatch.setattr(BatchNorm2d, "_normalize", counting)
+    recalibrate_batchnorm(model, x, batch_size=256)  # one batch: exactly its statistics
+    monkeypatch.setattr(BatchNorm2d, "_normalize", normalize)
     assert not model.training
     assert all(m.momentum == 0.1 for m in model.modules() if hasattr(m, "running_mean"))
     with tinymbv2.no_grad():
         evaluated = model(tinymbv2.Tensor(x)).numpy()
+        # the running variance is the unbiased one, M / (M - 1) times the batch's own:
+        # undo that factor and eval must give the training-mode output up to rounding
+        for bn, m in values.items():
+            bn.running_var.data *= (m - 1) / m
+        exact = model(tinymbv2.Tensor(x)).numpy()
         model.train()
         batch_stats = model.classifier[1](model.flatten(model.pool(model.features(
             tinymbv2.Tensor(x))))).numpy()
     scale = np.abs(batch_stats).max()
-    # eval now uses this batch's statistics (only the unbiased M/(M-1) variance differs)
-    assert np.abs(evaluated - batch_stats).max() < 0.05 * scale
+    assert len(values) == sum(isinstance(m, BatchNorm2d) for m in model.modules())
+    assert np.abs(exact - batch_stats).max() < 1e-4 * scale
+    assert np.abs(evaluated - batch_stats).max() < 0.1 * scale
     assert np.abs(stale - batch_stats).max() > 3 * np.abs(evaluated - batch_stats).max()
