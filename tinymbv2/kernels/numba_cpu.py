@@ -1,13 +1,15 @@
-"""Fast CPU kernel set: Numba ``@njit(parallel=True)`` kernels and BLAS GEMMs.
+"""Fast CPU kernel set: Numba ``@njit(parallel=True)`` kernels, Numba matrix loops, BLAS.
 
 The same names, signatures and answers as :mod:`tinymbv2.kernels.reference`
 (see the interface in :mod:`tinymbv2.kernels`), organised for speed instead
 of for reading: depthwise convolution in :mod:`.numba_depthwise` (direct
-loops), pointwise convolution in :mod:`.numba_pointwise` (a GEMM per image),
-dense convolution in :mod:`.numba_dense` (im2col + GEMM per image),
-BatchNorm in :mod:`.numba_bn`, the Linear layer's GEMM in :mod:`.numba_matmul`. Everything runs in Numba's one thread pool:
-the GEMMs are ``np.dot`` inside parallel loops, on a BLAS pinned to one
-thread (why, and the pool's passive wait policy: :mod:`.numba_pool`).
+loops), pointwise convolution in :mod:`.numba_pointwise` (a matrix product per
+image, in :mod:`.numba_gemm`'s loops) and :mod:`.numba_pointwise_rows` (one
+product over the batch on channels-last planes), dense convolution in
+:mod:`.numba_dense` (im2col + GEMM per image), BatchNorm in :mod:`.numba_bn`,
+the Linear layer's GEMM in :mod:`.numba_matmul`. Everything runs in Numba's one
+thread pool: the BLAS GEMMs are ``np.dot`` inside parallel loops, on a BLAS
+pinned to one thread (why, and the pool's passive wait policy: :mod:`.numba_pool`).
 
 All kernels are deterministic: the same inputs give bit-identical outputs on
 every run and whatever the number of threads (parallel loops only ever split

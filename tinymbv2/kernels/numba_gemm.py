@@ -21,16 +21,22 @@ LLVM does only when told the order may change: ``fastmath={"reassoc", "contract"
 here, and nothing else of fast-math. Used for
 
 * the weight gradient of a pointwise convolution on NCHW planes, gw (Co, Ci) =
-  sum_n gy[n] (Co, P) @ x[n].T, the pixels P as K: 16->96 at 112x112, 8 images,
-  110 -> 170; 24->144 at 56x56, 137 -> 227; and the stem's, over its im2col columns;
+  sum_n gy[n] (Co, P) @ x[n].T, the pixels P as K. 8 images: 16->96 at 112x112
+  121 -> 173, 32->16 103 -> 192; 24->144 at 56x56 181 -> 219, 144->24 136 -> 166;
+  32->192 at 28x28 171 -> 264, 192->32 137 -> 257. Also the stem's, over its im2col
+  columns (2.38 -> 1.61 ms at 224 px batch 8);
 * a channels-last pointwise convolution (:mod:`.numba_pointwise_rows`): forward
-  y (M, Co) = x (M, Ci) @ W.T, and backward-input with W.T (Ci, Co) copied once:
-  1568 rows 576 -> 96, 227 -> 356; 392 rows 960 -> 320, 223 -> 325.
+  y (M, Co) = x (M, Ci) @ W.T, and backward-input with W.T (Ci, Co) copied once.
+  Forward, ms: 1568 rows 576->96 0.78 -> 0.59, 384->96 0.54 -> 0.45; 392 rows
+  960->160 0.59 -> 0.39, 960->320 1.09 -> 0.77, 320->1280 1.44 -> 1.22. Backward-input
+  gains where the sum is the longer side (96->576: 0.78 -> 0.63 ms; 64->384: 0.43 ->
+  0.34) and loses a little where it is not (392 rows, 960->320: 1.07 -> 1.22); the
+  training steps as a whole gained (``MIN_SUM``).
 
 Each 4x4 block ends with 16 sums across vector lanes, a cost that a short sum does
-not pay back: at K = 64 (207 -> 172) and K = 96 (1568 rows, 96 -> 576: 0.78 -> 1.08 ms)
-BLAS's packed kernel is ahead, so the channels-last callers use this loop only from
-``MIN_SUM`` terms on.
+not pay back: at K = 64 (207 -> 172 GFLOP/s) and K = 96 (1568 rows, 96 -> 576: 0.78 ->
+1.08 ms) BLAS's packed kernel is ahead, so the channels-last callers use this loop only
+from ``MIN_SUM`` terms on.
 
 **The broadcast form** (``columns_nn``)::
 
@@ -47,7 +53,7 @@ things make LLVM vectorise it: the 32 values of ``a`` are an 8-tuple per row
 (registers; reloaded from memory in the loop, because ``a`` might overlap ``out``),
 and the runs of x and of ``out`` are slices of one flat array each, so the overlap
 test before the loop is one per array, not one per pair of rows. Measured, one
-image per thread, 8 images: 16->96 at 112x112 84 -> 162, 32->16 102 -> 170,
+image per thread, 8 images, GFLOP/s: 16->96 at 112x112 84 -> 162, 32->16 102 -> 170,
 144->24 at 56x56 139 -> 187, 24->144 183 -> 200, 192->32 at 28x28 146 -> 208.
 
 **Determinism.** Every entry of ``out`` is summed whole, in an order fixed by the
