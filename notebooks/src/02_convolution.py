@@ -438,21 +438,30 @@ def dot8(w, u):
 
 @njit
 def four_rows_eight_terms(w, x, y):
-    """y = w @ x for w (M, K), x (K, P), y (M, P); M a multiple of 4, K of 8."""
+    """y = w @ x; w (M, K), x (K, P), y (M, P); M a multiple of 4, K of 8."""
     m, k = w.shape
     n = x.shape[1]
-    xf, yf = x.reshape(-1), y.reshape(-1)  # rows as slices of one flat array each
+    xf, yf = x.reshape(-1), y.reshape(-1)  # rows: slices of one flat array
     for i in range(0, m, 4):
-        y0, y1 = yf[i * n:(i + 1) * n], yf[(i + 1) * n:(i + 2) * n]
-        y2, y3 = yf[(i + 2) * n:(i + 3) * n], yf[(i + 3) * n:(i + 4) * n]
+        y0 = yf[i * n:(i + 1) * n]
+        y1 = yf[(i + 1) * n:(i + 2) * n]
+        y2 = yf[(i + 2) * n:(i + 3) * n]
+        y3 = yf[(i + 3) * n:(i + 4) * n]
         y0[:] = 0
         y1[:] = 0
         y2[:] = 0
         y3[:] = 0
         for p in range(0, k, 8):
-            x0, x1, x2, x3 = xf[p * n:(p + 1) * n], xf[(p + 1) * n:(p + 2) * n], xf[(p + 2) * n:(p + 3) * n], xf[(p + 3) * n:(p + 4) * n]
-            x4, x5, x6, x7 = xf[(p + 4) * n:(p + 5) * n], xf[(p + 5) * n:(p + 6) * n], xf[(p + 6) * n:(p + 7) * n], xf[(p + 7) * n:(p + 8) * n]
-            w0, w1, w2, w3 = eight(w, i, p), eight(w, i + 1, p), eight(w, i + 2, p), eight(w, i + 3, p)
+            x0 = xf[p * n:(p + 1) * n]
+            x1 = xf[(p + 1) * n:(p + 2) * n]
+            x2 = xf[(p + 2) * n:(p + 3) * n]
+            x3 = xf[(p + 3) * n:(p + 4) * n]
+            x4 = xf[(p + 4) * n:(p + 5) * n]
+            x5 = xf[(p + 5) * n:(p + 6) * n]
+            x6 = xf[(p + 6) * n:(p + 7) * n]
+            x7 = xf[(p + 7) * n:(p + 8) * n]
+            w0, w1 = eight(w, i, p), eight(w, i + 1, p)
+            w2, w3 = eight(w, i + 2, p), eight(w, i + 3, p)
             for j in range(n):
                 u = (x0[j], x1[j], x2[j], x3[j], x4[j], x5[j], x6[j], x7[j])
                 y0[j] += dot8(w0, u)
@@ -468,18 +477,19 @@ Y = np.empty((96, 56 * 56), np.float32)
 four_rows_eight_terms(W, X, Y)
 print("largest difference from W @ X:", np.abs(Y - W @ X).max())
 flop = 2 * W.shape[0] * W.shape[1] * X.shape[1]
+contest = {
+    "NumPy (BLAS)": lambda: np.matmul(W, X, out=Y),
+    "four rows, eight terms": lambda: four_rows_eight_terms(W, X, Y),
+    "numba_gemm.columns_nn": lambda: columns_nn(W, X, Y, 0, X.shape[1]),
+}
 with threadpool_limits(limits=1, user_api="blas"):  # one core each
-    contest = {
-        "NumPy (BLAS)": best_time(lambda: np.matmul(W, X, out=Y), repeat=50),
-        "four rows, eight terms": best_time(lambda: four_rows_eight_terms(W, X, Y), repeat=50),
-        "numba_gemm.columns_nn": best_time(lambda: columns_nn(W, X, Y, 0, X.shape[1]), repeat=50),
-    }
-for name, t in contest.items():
-    print(f"{name:<24} {t * 1e6:6.0f} us  {flop / t / 1e9:5.0f} GFLOP/s")
+    for name, run in contest.items():
+        t = best_time(run, repeat=50)
+        print(f"{name:<24} {t * 1e6:6.0f} us  {flop / t / 1e9:5.0f} GFLOP/s")
 
 # %% [markdown]
 r"""
-On the machine this course was written on, one core, three runs: BLAS 97-106 GFLOP/s, the
+On the machine this course was written on, one core, six runs: BLAS 97-108 GFLOP/s, the
 loop 106-168 (it is more sensitive to what else the machine is doing). In tinymbv2's
 kernels, on two cores, the pointwise forward of 8 images, 16 to 96 channels at 112x112,
 went from 84 to 162 GFLOP/s. On a machine whose BLAS uses all of its vector width, BLAS
