@@ -1,4 +1,4 @@
-"""Numba kernels for dense (groups = 1) convolution: im2col + BLAS GEMM, image by image.
+"""Numba kernels for dense (groups = 1) convolution: im2col + a matrix product, image by image.
 
 Same names, signatures and results as :mod:`tinymbv2.kernels.reference`;
 ``numba_cpu`` re-exports them. With K = Ci*kh*kw and P = Ho*Wo, image n's
@@ -11,16 +11,17 @@ output pixel p reads, so
     backward-weight  gw    = sum_n gy[n] @ cols[n].T
 
 Each image is one task of an ``@njit(parallel=True)`` loop that builds its
-column matrix in a buffer of its own and calls ``np.dot`` on it, so the GEMMs
-run in Numba's thread pool with single-threaded BLAS -- the one-pool design of
+column matrix in a buffer of its own and multiplies it there, so the products
+run in Numba's thread pool (BLAS's single-threaded) -- the one-pool design of
 :mod:`.numba_pool`.
 
-Backward-weight on an NCHW output plane runs along the pixels of both gy[n] and
-cols[n], the form of :mod:`.numba_gemm`'s register-blocked loop, which beats this
-machine's BLAS there (MobileNetV2's stem at 224 px batch 8: see that module). On
-a channels-last output plane it sums its images in ``_GROUPS`` runs of
-consecutive images, each in order in one thread, and adds the run totals in
-order. Either way the split is fixed by the shapes, not by the thread count, so
+On an NCHW output plane the products are :mod:`.numba_gemm`'s loops, which beat this
+machine's BLAS there: the forward its broadcast form (MobileNetV2's stem at 224 px
+batch 8: 1.93-2.01 -> 1.32-1.43 ms), backward-weight its dot-product form, which runs
+along the pixels of both gy[n] and cols[n] (2.38 -> 1.61 ms). On a channels-last
+output plane they are BLAS's, and backward-weight sums its images in ``_GROUPS``
+runs of consecutive images, each in order in one thread, and adds the run totals
+in order. Either way the split is fixed by the shapes, not by the thread count, so
 results are bit-identical across runs and thread counts.
 """
 from __future__ import annotations
@@ -33,7 +34,7 @@ from ._checks import conv_geometry, grad_out_shape, same_float_dtype
 from .numba_bn import epilogue, epilogue_args
 from .numba_bn_rows import affine_rows_inplace
 from .numba_depthwise import _valid_range
-from .numba_gemm import sum_of_products
+from .numba_gemm import columns_nn, sum_of_products
 from .numba_layout import as_channels_last, channels_last_plane, empty_channels_last, pixels
 
 _JIT = dict(cache=True, fastmath=False)
@@ -124,7 +125,7 @@ def _conv_forward(x, wm, kh, kw, sh, sw, ph, pw, ho, wo, y, ep, cl):
             if flags[0]:
                 affine_rows_inplace(y[b], 0, ho * wo, 0, y.shape[2], mean, scale, bias, flags[1])
         else:
-            np.dot(wm, cols, y[b])
+            columns_nn(wm, cols, y[b], 0, ho * wo)
             epilogue(y[b], ep)
     return y
 
