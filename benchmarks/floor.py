@@ -21,7 +21,11 @@ What each layer type must do at the least, for an activation of B bytes:
 * depthwise 3x3: forward reads x and writes y; input gradient reads gy and
   writes gx; weight gradient reads gy and x;
 * RMSprop with momentum: reads parameter, gradient, square average and
-  momentum buffer, writes three of them: 7 x 4 bytes per parameter.
+  momentum buffer, writes three of them: 7 x 4 bytes per parameter;
+* the depthwise stage of a block (BatchNorm, ReLU6, depthwise, BatchNorm, ReLU6) where
+  the numba set fuses it (:mod:`tinymbv2.kernels.numba_stage`), for e the expanded
+  tensor and d the depthwise output: forward reads e and writes d and the output (e +
+  2 d), backward reads the gradient, d and e and writes e's gradient (2 e + 2 d).
 
 The floor is a lower bound for ops run one after another, each at the best rate
 this machine shows; Python, the loss and the residual additions are left out
@@ -39,12 +43,29 @@ import tinymbv2
 from tinymbv2 import optim
 from tinymbv2.autograd import Tensor
 from tinymbv2.functional import cross_entropy
+from tinymbv2.kernels.numba_layout import channels_last_plane
 from tinymbv2.models import mobilenet_v2, summary
-from tinymbv2.profiler import profile
+from tinymbv2.profiler import LAYER_TYPES, profile
 
 from benchmarks.ops import machine_limits
 
 FLOP_TYPES = ("pointwise conv", "stem (dense) conv", "linear")
+
+
+STAGE = LAYER_TYPES["DepthwiseStageTrain"]  # the fused stage, as the profiler names it
+STAGE_ROWS = (".conv.0.1", ".conv.1.0", ".conv.1.1")  # expansion BN, depthwise, its BN
+
+
+def fused_stages(rows):
+    """The blocks (name prefixes) whose depthwise stage the numba set runs fused: those
+    with an expansion (their depthwise conv is ``conv.1.0``) whose planes it keeps NCHW
+    (``numba_stage.stage_supported``)."""
+    expanded = {row.name[:-len(".conv.1.0")] for row in rows
+                if row.macs_kind == "depthwise" and row.name.endswith(".conv.1.0")}
+    return {row.name[:-len(".conv.0.1")] for row in rows
+            if row.type == "BatchNorm2d" and row.name.endswith(".conv.0.1")
+            and row.name[:-len(".conv.0.1")] in expanded
+            and not channels_last_plane(*row.output_shape[2:])}
 
 
 def step_work(model, resolution, batch):
@@ -57,10 +78,17 @@ def step_work(model, resolution, batch):
         work[kind] = (f + flop, b + nbytes)
 
     rows = summary(model, (3, resolution, resolution), batch_size=batch).rows
+    stages = fused_stages(rows)
     x_bytes = batch * 3 * resolution * resolution * 4  # the input of the row being read
     for row in rows:
         y_bytes = row.activation_bytes
-        if row.macs_kind == "depthwise":  # forward (x, y), input gradient (gy, gx),
+        if row.name.endswith(STAGE_ROWS) and row.name[:-len(".conv.0.1")] in stages:
+            # forward reads e, writes d and h; backward reads dL/dh, d and e, writes dL/de
+            if row.name.endswith(".conv.0.1"):
+                add(STAGE, nbytes=3 * y_bytes)  # e: 3 passes
+            elif row.name.endswith(".conv.1.0"):
+                add(STAGE, nbytes=4 * y_bytes)  # d (and h, dL/dh): 4 passes
+        elif row.macs_kind == "depthwise":  # forward (x, y), input gradient (gy, gx),
             add("depthwise conv", nbytes=3 * (x_bytes + y_bytes))  # weight gradient (gy, x)
         elif row.macs_kind is not None:  # forward + weight gradient (+ input gradient)
             kind = {"standard": "stem (dense) conv", "pointwise": "pointwise conv",

@@ -51,8 +51,10 @@ def cases():
     a, xf, of = np.ones((4, 9), F32), np.ones(9 * 6, F32), np.zeros(4 * 6, F32)
     yield "_four_rows", numba_gemm._four_rows, (a, xf, of, 6, 0, 0, 6)
     yield "_one_row", numba_gemm._one_row, (a, xf, of, 6, 0, 0, 6)
-    yield "_grad_row_inplace", numba_bn._grad_row_inplace, (
+    yield "grad_row_inplace", numba_bn.grad_row_inplace, (
         row.copy(), row, F32(0.5), F32(2), F32(1), F32(0.1))
+    yield "mask_relu6_inplace", numba_bn.mask_relu6_inplace, (
+        row.copy(), row, F32(0.5), F32(2), F32(1))
     yield "passed", numba_bn_flat.passed, (F32(1), F32(2), F32(0), F32(1), F32(0), True, F32(0))
 
 

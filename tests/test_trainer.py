@@ -67,39 +67,44 @@ def test_evaluate_reports_accuracy_of_its_predictions():
 
 
 def test_recalibrate_batchnorm_makes_eval_match_the_batch_statistics(monkeypatch):
+    from tinymbv2.functional import batchnorm as batchnorm_ops
+    from tinymbv2.functional import depthwise_stage as depthwise_stage_ops
     from tinymbv2.nn import BatchNorm2d
     from tinymbv2.train import recalibrate_batchnorm
 
     ds, model, opt, sched, loader = _setup()
     fit(model, opt, loader, None, epochs=1, scheduler=sched, progress=False, log=None)
     x = ds.val.images[:256]
+    bns = [m for m in model.modules() if isinstance(m, BatchNorm2d)]
     model.eval()
     with tinymbv2.no_grad():
         stale = model(tinymbv2.Tensor(x)).numpy()
-    values = {}  # BatchNorm -> M, the values per channel it normalised in the pass
-    normalize = BatchNorm2d._normalize
+    values = {}  # BatchNorm's running mean (by id) -> M, the values per channel it normalised
+    update = batchnorm_ops.update_running_stats
 
-    def counting(bn, inp, op):
-        values[bn] = inp.shape[0] * inp.shape[2] * inp.shape[3]
-        return normalize(bn, inp, op)
+    def counting(running_mean, running_var, stats, eps, momentum, m):
+        values[id(running_mean)] = m
+        return update(running_mean, running_var, stats, eps, momentum, m)
 
-    monkeypatch.setattr(BatchNorm2d, "_normalize", counting)
+    for module in (batchnorm_ops, depthwise_stage_ops):  # the two ops that train BatchNorms
+        monkeypatch.setattr(module, "update_running_stats", counting)
     recalibrate_batchnorm(model, x, batch_size=256)  # one batch: exactly its statistics
-    monkeypatch.setattr(BatchNorm2d, "_normalize", normalize)
+    monkeypatch.undo()
     assert not model.training
     assert all(m.momentum == 0.1 for m in model.modules() if hasattr(m, "running_mean"))
     with tinymbv2.no_grad():
         evaluated = model(tinymbv2.Tensor(x)).numpy()
         # the running variance is the unbiased one, M / (M - 1) times the batch's own:
         # undo that factor and eval must give the training-mode output up to rounding
-        for bn, m in values.items():
+        for bn in bns:
+            m = values[id(bn.running_mean.data)]
             bn.running_var.data *= (m - 1) / m
         exact = model(tinymbv2.Tensor(x)).numpy()
         model.train()
         batch_stats = model.classifier[1](model.flatten(model.pool(model.features(
             tinymbv2.Tensor(x))))).numpy()
     scale = np.abs(batch_stats).max()
-    assert len(values) == sum(isinstance(m, BatchNorm2d) for m in model.modules())
+    assert len(values) == len(bns)
     assert np.abs(exact - batch_stats).max() < 1e-4 * scale
     assert np.abs(evaluated - batch_stats).max() < 0.1 * scale
     assert np.abs(stale - batch_stats).max() > 3 * np.abs(evaluated - batch_stats).max()

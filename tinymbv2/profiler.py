@@ -25,6 +25,7 @@ LAYER_TYPES = {
     "GroupedConv2d": "grouped conv",
     "ConvBatchNormEval": "conv + batch norm (eval)",
     "InvertedResidualEval": "inverted residual block (eval)",
+    "DepthwiseStageTrain": "BN + depthwise + BN (train)",
     "BatchNormTrain": "batch norm",
     "BatchNormEval": "batch norm",
     "ReLU6": "relu6",

@@ -146,10 +146,16 @@ def _batch_norm(fn, x, running_mean, running_var, weight, bias, training, moment
     stats = {}
     y = BatchNormTrain.apply(x, weight, bias, eps, stats, relu6)
     if training and running_mean is not None:
-        invstd = stats["invstd"].astype(np.float64)
-        var = 1.0 / (invstd * invstd) - eps  # the biased batch variance
-        running_mean *= 1.0 - momentum
-        running_mean += momentum * stats["mean"].astype(running_mean.dtype)
-        running_var *= 1.0 - momentum
-        running_var += (momentum * var * m / (m - 1)).astype(running_var.dtype)
+        update_running_stats(running_mean, running_var, stats, eps, momentum, m)
     return y
+
+
+def update_running_stats(running_mean, running_var, stats, eps, momentum, m):
+    """Move the running statistics towards a training batch's, in place: ``stats`` holds
+    the batch's mean and invstd = 1/sqrt(var + eps) (biased var) over m values each."""
+    invstd = stats["invstd"].astype(np.float64)
+    var = 1.0 / (invstd * invstd) - eps  # the biased batch variance
+    running_mean *= 1.0 - momentum
+    running_mean += momentum * stats["mean"].astype(running_mean.dtype)
+    running_var *= 1.0 - momentum
+    running_var += (momentum * var * m / (m - 1)).astype(running_var.dtype)

@@ -81,46 +81,73 @@ def _mask_relu6(g, a, mu, sc, bi, out):
         out[i] = g[i] if _passes_relu6(a[i], mu, sc, bi) else zero
 
 
+@njit(**_JIT)
+def channel_stats(x3, ch, weight, eps, mean, invstd, scale):
+    """Channel ch of x3 (N, C, HW): its mean, 1/sqrt(var + eps) (biased variance) and
+    weight * invstd, stored (so rounded to the dtype) in mean[ch], invstd[ch], scale[ch]."""
+    n, hw = x3.shape[0], x3.shape[2]
+    k = np.float64(x3[0, ch, 0])
+    s1 = 0.0
+    s2 = 0.0
+    for b in range(n):
+        a1, a2 = _shifted_sums(x3[b, ch], k)
+        s1 += a1
+        s2 += a2
+    d = s1 / (n * hw)
+    var = max(s2 / (n * hw) - d * d, 0.0)
+    mean[ch] = k + d
+    invstd[ch] = 1.0 / np.sqrt(var + eps)
+    scale[ch] = weight[ch] * invstd[ch]
+
+
 @njit(parallel=True, **_JIT)
 def _forward_train(x, weight, bias, eps, relu6, y):
     n, c, h, wd = x.shape
-    hw = h * wd
-    m = n * hw
-    x3 = x.reshape(n, c, hw)
-    y3 = y.reshape(n, c, hw)
+    x3 = x.reshape(n, c, h * wd)
+    y3 = y.reshape(n, c, h * wd)
     mean = np.empty(c, x.dtype)
     invstd = np.empty(c, x.dtype)
     scale = np.empty(c, x.dtype)
     for ch in prange(c):
-        k = np.float64(x3[0, ch, 0])
-        s1 = 0.0
-        s2 = 0.0
-        for b in range(n):
-            a1, a2 = _shifted_sums(x3[b, ch], k)
-            s1 += a1
-            s2 += a2
-        d = s1 / m
-        var = max(s2 / m - d * d, 0.0)
-        mean[ch] = k + d
-        invstd[ch] = 1.0 / np.sqrt(var + eps)
-        scale[ch] = weight[ch] * invstd[ch]
+        channel_stats(x3, ch, weight, eps, mean, invstd, scale)
         _affine(x3, y3, ch, mean[ch], scale[ch], bias[ch], relu6)
     return y, mean, invstd
 
 
 @njit(**_JIT)
-def _grad_row_inplace(g, x, mu, a, bt, cc):
+def grad_row_inplace(g, x, mu, a, bt, cc):
     """g = a * (g - bt - (x - mu) * cc) in place: a row of the input gradient, computed over
     the masked gradient that the row held (one array read and written, so it vectorises)."""
     for i in range(g.shape[0]):
         g[i] = a * (g[i] - bt - (x[i] - mu) * cc)
 
 
+@njit(**_JIT)
+def mask_relu6_inplace(g, a, mu, sc, bi):
+    """g = g where the fused ReLU6 passed it (see ``_passes_relu6``), else 0, in place."""
+    zero = g.dtype.type(0)
+    for i in range(g.shape[0]):
+        g[i] = g[i] if _passes_relu6(a[i], mu, sc, bi) else zero
+
+
+@njit(**_JIT)
+def grad_coefs(sg, sgx, ch, invstd, weight, m, coef, gweight, gbias):
+    """From sg = sum(g), sgx = sum(g * (x - mean)) of channel ch: gbias[ch], gweight[ch],
+    and coef[ch] = (weight * invstd, sum(g) / M, invstd * sum(g * xhat) / M), the three
+    numbers of gx = coef0 * (g - coef1 - (x - mean) * coef2)."""
+    istd = np.float64(invstd[ch])
+    gw = sgx * istd  # sum(gy * xhat)
+    gbias[ch] = sg
+    gweight[ch] = gw
+    coef[ch, 0] = np.float64(weight[ch]) * istd
+    coef[ch, 1] = sg / m
+    coef[ch, 2] = istd * gw / m
+
+
 @njit(parallel=True, **_JIT)
 def _backward_train(gy, x, mean, invstd, weight, bias, relu6, gx):
     n, c, h, wd = x.shape
     hw = h * wd
-    m = n * hw
     x3 = x.reshape(n, c, hw)
     gy3 = gy.reshape(n, c, hw)
     gx3 = gx.reshape(n, c, hw)
@@ -142,19 +169,13 @@ def _backward_train(gy, x, mean, invstd, weight, bias, relu6, gx):
             a1, a2 = _grad_sums(g, x3[b, ch], np.float64(mu))
             sg += a1
             sgx += a2
-        istd = np.float64(invstd[ch])
-        gw = sgx * istd  # sum(gy * xhat)
-        gbias[ch] = sg
-        gweight[ch] = gw
         # gx = weight*invstd * (gy - sum(gy)/M - (x - mean) * invstd * sum(gy*xhat)/M)
-        coef[ch, 0] = np.float64(weight[ch]) * istd
-        coef[ch, 1] = sg / m
-        coef[ch, 2] = istd * gw / m
+        grad_coefs(sg, sgx, ch, invstd, weight, n * hw, coef, gweight, gbias)
         a, bt, cc = coef[ch, 0], coef[ch, 1], coef[ch, 2]
         for b in range(n):
             xr, out = x3[b, ch], gx3[b, ch]
             if relu6:
-                _grad_row_inplace(out, xr, mu, a, bt, cc)
+                grad_row_inplace(out, xr, mu, a, bt, cc)
                 continue
             gr = gy3[b, ch]
             for i in range(hw):

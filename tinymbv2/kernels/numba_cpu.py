@@ -59,6 +59,11 @@ from .numba_depthwise import (  # noqa: F401
 from .numba_matmul import matmul  # noqa: F401
 from .numba_optim import rmsprop_update  # noqa: F401  (optional: see there)
 from .numba_pool import PASSIVE_POOL, PINNED_BLAS  # noqa: F401
+from .numba_stage import (  # noqa: F401  (optional: see there)
+    stage_backward_train,
+    stage_forward_train,
+    stage_supported,
+)
 from .numba_pointwise import (  # noqa: F401
     pointwise_conv2d_backward_input,
     pointwise_conv2d_backward_weight,

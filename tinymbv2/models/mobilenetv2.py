@@ -112,6 +112,13 @@ def _bn_eval(norm, x, relu6):
             norm.bias if norm.affine else _zeros(norm, x), norm.eps, relu6)
 
 
+def _stage_norm(norm, x):
+    """A training BatchNorm as ``F.depthwise_stage_train`` takes it, this batch counted
+    (x: a tensor of its channels and dtype, for the checks)."""
+    running_mean, running_var, _, momentum = norm.batch_args(x)
+    return running_mean, running_var, norm.weight, norm.bias, momentum, norm.eps
+
+
 def _ones(norm, x):
     return Tensor(get_array_module(x.data).ones(norm.num_features, x.dtype))
 
@@ -171,6 +178,13 @@ class InvertedResidual(nn.Module):
             return F.inverted_residual_eval(x, *fused, self.stride, self.use_res_connect)
         layers = list(self.conv)
         y = x
+        stage = self._training_stage(x)
+        if stage is not None:  # expansion conv, then the depthwise stage as one op
+            expand_conv, norm1, depthwise_conv, norm2 = stage
+            e = expand_conv(x)
+            y = F.depthwise_stage_train(e, _stage_norm(norm1, e), depthwise_conv.weight,
+                                        self.stride, _stage_norm(norm2, e))
+            layers = layers[2:]
         if len(layers) >= 2 and type(layers[-1]) is nn.BatchNorm2d:  # the linear projection
             for layer in layers[:-2]:
                 y = layer(y)
@@ -178,6 +192,29 @@ class InvertedResidual(nn.Module):
         else:
             y = self.conv(y)
         return x + y if self.use_res_connect else y
+
+    def _training_stage(self, x):
+        """(expand conv, its BatchNorm, depthwise conv, its BatchNorm) when the block's middle
+        -- BN, ReLU6, depthwise conv, BN, ReLU6 -- can run as one op
+        (:func:`~tinymbv2.functional.depthwise_stage_train`): both BatchNorms in training
+        mode with affine parameters, the layers those the block was built with, x a 4-D
+        Tensor with ``inp`` channels. Else None (the layers run one by one)."""
+        expand, depthwise, _, _ = self.parts
+        if (expand is None or not isinstance(x, Tensor) or x.ndim != 4
+                or x.shape[1] != self.inp):
+            return None
+        (conv1, norm1, _), (conv2, norm2, _) = _conv_bn_relu6(expand), _conv_bn_relu6(depthwise)
+        if any(type(conv) is not nn.Conv2d for conv in (conv1, conv2)) or any(
+                type(norm) is not nn.BatchNorm2d or not (norm.training and norm.affine)
+                for norm in (norm1, norm2)):
+            return None
+        hidden = conv1.out_channels
+        if (conv2.kernel_size != (3, 3) or conv2.stride != (self.stride, self.stride)
+                or conv2.padding != (1, 1) or conv2.groups != hidden or conv2.bias is not None
+                or conv2.in_channels != hidden or conv2.out_channels != hidden
+                or norm1.num_features != hidden or norm2.num_features != hidden):
+            return None
+        return conv1, norm1, conv2, norm2
 
     def _inference_parts(self, x):
         """(expand, depthwise, project) as ``F.inverted_residual_eval`` takes them, when the

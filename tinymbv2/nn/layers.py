@@ -200,6 +200,13 @@ class BatchNorm2d(Module):
         return self._normalize(x, F.batch_norm_relu6)
 
     def _normalize(self, x, op):
+        running_mean, running_var, training, momentum = self.batch_args(x)
+        return op(x, running_mean, running_var, self.weight, self.bias, training=training,
+                  momentum=momentum, eps=self.eps)
+
+    def batch_args(self, x):
+        """Check x and count this batch; -> (running_mean, running_var, training, momentum) as
+        ``F.batch_norm`` takes them (the running statistics None when not tracked)."""
         check_input(self, x, 4, self.num_features, layout=f"(N, {self.num_features}, H, W)")
         momentum = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
@@ -212,13 +219,9 @@ class BatchNorm2d(Module):
                 f"{self!r}: expected {self.running_mean.dtype} input like its running "
                 f"statistics, got {x.dtype} (cast the model with .double()/.float())"
             )
-        return op(
-            x,
-            self.running_mean.data if running else None,
-            self.running_var.data if running else None,
-            self.weight, self.bias, training=self.training or not running,
-            momentum=momentum, eps=self.eps,
-        )
+        return (self.running_mean.data if running else None,
+                self.running_var.data if running else None,
+                self.training or not running, momentum)
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
