@@ -345,20 +345,22 @@ def test_non_contiguous_inputs(kset):
                 assert_close(a, b, 1e-13, name)
 
 
-def test_numba_matmul_row_blocks_match_numpy_and_are_deterministic():
-    """Products of 64 rows or more run as row blocks in parallel (numba_matmul): the same
-    answer as NumPy, bit-identical from run to run and with one thread or two."""
+@pytest.mark.parametrize("m,k,n", [(70, 150, 40), (8, 1280, 1000), (600, 33, 530), (3, 9, 5)])
+@pytest.mark.parametrize("b_layout", ["transposed", "C"])
+def test_numba_matmul_matches_numpy_and_is_deterministic(m, k, n, b_layout):
+    """The two loops of numba_matmul (dot products for ``a @ W.T`` with at least MIN_SUM
+    terms, output tiles of the broadcast form otherwise): the same answer as NumPy,
+    bit-identical from run to run and with one thread or two."""
     import numba
 
-    from tinymbv2.kernels import numba_matmul
-
     rng = np.random.default_rng(12)
-    a = rng.standard_normal((70, 33))
-    b = rng.standard_normal((40, 33)).T  # a transposed view, as Linear passes W^T
-    assert a.shape[0] >= numba_matmul._SPLIT_FROM
+    a = rng.standard_normal((m, k))
+    b = rng.standard_normal((n, k)).T if b_layout == "transposed" else rng.standard_normal((k, n))
     got = numba_cpu.matmul(a, b)
-    assert_close(got, a @ b, 1e-13, "matmul row blocks")
+    assert got.flags.c_contiguous and got.shape == (m, n)
+    assert_close(got, a @ b, 1e-13, "matmul")
     assert_close(numba_cpu.matmul(np.asfortranarray(a), b), a @ b, 1e-13, "Fortran-order a")
+    assert_close(numba_cpu.matmul(a[:, ::-1], b[::-1]), a @ b, 1e-13, "negative strides")
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
