@@ -11,10 +11,12 @@ and each has the loop of :mod:`.numba_gemm` that reads its operands along memory
   -- the broadcast form (``columns_nn``), parallel over tiles of the output (a may have
   any strides: its values are read once per block of eight terms).
 
-Measured at MobileNetV2's classifier (1280 -> 1000), float32, ms, the BLAS these
-replaced (one thread per block of rows) -> these loops: batch 8, forward 0.53 -> 0.15,
-input gradient 0.53 -> 0.18, weight gradient 0.27 -> 0.17; batch 64: 2.02 -> 0.98,
-1.55 -> 0.86, 1.38 -> 0.77. Not NumPy's ``a @ b`` either way: its threaded OpenBLAS
+Measured at MobileNetV2's classifier (1280 -> 1000), float32, ms, the one-thread BLAS
+these replaced (two blocks of rows in parallel from 64 rows on) -> these loops, two runs
+each: batch 8, forward 0.54-0.55 -> 0.15, input gradient 0.54 -> 0.17-0.18, weight
+gradient 0.18 -> 0.18; batch 64, 1.08 -> 0.65-0.69, 1.08-1.10 -> 0.97-1.02, 0.77-0.78 ->
+0.80-0.89 (the weight gradient sums only 64 terms, where BLAS's packed kernel holds its
+own). Not NumPy's ``a @ b`` either way: its threaded OpenBLAS
 spins worker threads after every call, which on a 2-core machine took a core from
 Numba's pool for the rest of the training step (125-200 ms per step at 32 px batch 64,
 against 75-81 ms without). Every output is summed whole by one thread in a fixed
@@ -29,9 +31,10 @@ from . import numba_pool  # noqa: F401  (starts Numba's pool passive)
 from ._checks import matmul_args, same_float_dtype
 from .numba_gemm import MIN_SUM, columns_nn, sum_of_products
 
-TILE_ROWS, TILE_COLUMNS = 256, 512
-"""Output tiles of the broadcast form, one per parallel task (the 1280 x 1000 weight
-gradient: 4 x 3 tiles; 2 x 2 and 8 x 1 measured alike)."""
+TILE_ROWS, TILE_COLUMNS = 256, 320
+"""Output tiles of the broadcast form, one per parallel task: the classifier's input
+gradient at batch 64 is 1 x 4 tiles, its weight gradient 4 x 4 (of 128-512 rows and
+256-640 columns, these were among the best, by a few percent)."""
 
 
 @njit(parallel=True, cache=True, boundscheck=False)
