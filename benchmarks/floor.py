@@ -53,19 +53,21 @@ FLOP_TYPES = ("pointwise conv", "stem (dense) conv", "linear")
 
 
 STAGE = LAYER_TYPES["DepthwiseStageTrain"]  # the fused stage, as the profiler names it
-STAGE_ROWS = (".conv.0.1", ".conv.1.0", ".conv.1.1")  # expansion BN, depthwise, its BN
 
 
 def fused_stages(rows):
-    """The blocks (name prefixes) whose depthwise stage the numba set runs fused: those
-    with an expansion (their depthwise conv is ``conv.1.0``) whose planes it keeps NCHW
-    (``numba_stage.stage_supported``)."""
-    expanded = {row.name[:-len(".conv.1.0")] for row in rows
-                if row.macs_kind == "depthwise" and row.name.endswith(".conv.1.0")}
-    return {row.name[:-len(".conv.0.1")] for row in rows
-            if row.type == "BatchNorm2d" and row.name.endswith(".conv.0.1")
-            and row.name[:-len(".conv.0.1")] in expanded
-            and not channels_last_plane(*row.output_shape[2:])}
+    """{row index: "e" or "d"} for the rows the numba set runs as fused depthwise stages
+    (``F.depthwise_stage_train``): in MobileNetV2 every depthwise layer whose input plane it
+    keeps NCHW (above 16x16), with the BatchNorm before it (input e: the expansion's, or
+    for block 1 the stem's) and the one after it (marked with it, as d)."""
+    marks = {}
+    norms = [i for i, row in enumerate(rows) if row.type == "BatchNorm2d"]
+    for i, row in enumerate(rows):
+        if row.macs_kind == "depthwise" and not channels_last_plane(*rows[i - 1].output_shape[2:]):
+            before = max(k for k in norms if k < i)
+            after = min(k for k in norms if k > i)
+            marks.update({before: "e", i: "d", after: "d"})
+    return marks
 
 
 def step_work(model, resolution, batch):
@@ -80,13 +82,13 @@ def step_work(model, resolution, batch):
     rows = summary(model, (3, resolution, resolution), batch_size=batch).rows
     stages = fused_stages(rows)
     x_bytes = batch * 3 * resolution * resolution * 4  # the input of the row being read
-    for row in rows:
+    for i, row in enumerate(rows):
         y_bytes = row.activation_bytes
-        if row.name.endswith(STAGE_ROWS) and row.name[:-len(".conv.0.1")] in stages:
+        if i in stages:
             # forward reads e, writes d and h; backward reads dL/dh, d and e, writes dL/de
-            if row.name.endswith(".conv.0.1"):
+            if stages[i] == "e":
                 add(STAGE, nbytes=3 * y_bytes)  # e: 3 passes
-            elif row.name.endswith(".conv.1.0"):
+            elif row.macs_kind == "depthwise":
                 add(STAGE, nbytes=4 * y_bytes)  # d (and h, dL/dh): 4 passes
         elif row.macs_kind == "depthwise":  # forward (x, y), input gradient (gy, gx),
             add("depthwise conv", nbytes=3 * (x_bytes + y_bytes))  # weight gradient (gy, x)

@@ -159,14 +159,14 @@ def _train_step(model, x, y):
             {k: q.grad.copy() for k, q in model.named_parameters()})
 
 
-@pytest.mark.parametrize("layout_max,fused_blocks", [(None, 3), (0, 16)],
+@pytest.mark.parametrize("layout_max,fused_blocks", [(None, 4), (0, 17)],
                          ids=["default-layout", "layout-off"])
 def test_model_training_uses_the_stage_and_matches_the_layers(monkeypatch, layout_max,
                                                                fused_blocks):
     """A training step of MobileNetV2 at 96 px equals the step run layer by layer, running
-    statistics and batch counts too. The blocks whose expanded planes are above the
-    channels-last ones (48x48 and 24x24: blocks 2-4) run the fused kernel; with that
-    layout off, all 16 blocks that have an expansion do."""
+    statistics and batch counts too. The blocks whose depthwise input planes are above the
+    channels-last ones (48x48 and 24x24: blocks 1-4, block 1 with the stem's BatchNorm)
+    run the fused kernel; with that layout off, all 17 do."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 3, 96, 96))
     y = rng.integers(0, 10, 3)
@@ -199,11 +199,13 @@ def test_blocks_with_an_eval_batchnorm_or_a_swapped_layer_run_layer_by_layer():
     block = model.features[2]
     block.conv[1][1].eval()  # the depthwise BatchNorm of block 2 frozen
     model.features[3].conv[0][2] = nn.ReLU()  # block 3's expansion activation swapped
-    with channels_last_max(0), profile() as prof:  # every expanded plane NCHW: fusable
+    model.features[0][1].eval()  # the stem's BatchNorm frozen: block 1 runs unfused too
+    with channels_last_max(0), profile() as prof:  # every plane NCHW: all 17 blocks fusable
         model(x)
-    assert prof.calls[("DepthwiseStageTrain", "forward")] == 14  # 16 blocks minus these two
+    assert prof.calls[("DepthwiseStageTrain", "forward")] == 14  # 17 blocks minus these three
     assert int(block.conv[1][1].num_batches_tracked.data) == 0  # frozen: not counted
     assert int(block.conv[0][1].num_batches_tracked.data) == 1
+    assert int(model.features[1].conv[0][1].num_batches_tracked.data) == 1
 
 
 def _stage_args(c=3, dtype=np.float32):

@@ -13,8 +13,8 @@ BOTTLENECKS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
 
 def table_activations(resolution):
     """(BatchNorm outputs, depthwise (input, output) pairs, fused stages' (e, d) pairs) in
-    values per image, from table 2. A block's stage (expansion BN, depthwise, its BN) is
-    fused where it has an expansion and its planes are above 256 pixels (16x16)."""
+    values per image, from table 2. A block's stage (the BN before the depthwise layer,
+    the depthwise layer, its BN) is fused where its planes are above 256 pixels (16x16)."""
     size = (resolution - 1) // 2 + 1  # the stride-2 stem, padding 1
     channels = 32
     bn, dw, stages = [channels * size * size], [], []
@@ -23,8 +23,10 @@ def table_activations(resolution):
             stride = s if i == 0 else 1
             hidden = channels * t
             out = (size - 1) // stride + 1
-            if t != 1 and size * size > 256:
+            if size * size > 256:  # fused: with the expansion's BN, or block 1 the stem's
                 stages.append((hidden * size * size, hidden * out * out))
+                if t == 1:
+                    bn.remove(hidden * size * size)
             else:
                 if t != 1:
                     bn.append(hidden * size * size)  # expansion
@@ -45,7 +47,7 @@ def test_step_work_counts_each_layer_type(resolution, batch):
     assert work["depthwise conv"] == (0, 3 * 4 * batch * sum(x + y for x, y in dw))
     # forward: e + 2 d; backward: 2 e + 2 d
     assert work.get(STAGE, (0, 0)) == (0, 4 * batch * sum(3 * e + 4 * d for e, d in stages))
-    assert (len(stages), STAGE in work) == ((6, True) if resolution == 224 else (0, False))
+    assert (len(stages), STAGE in work) == ((7, True) if resolution == 224 else (0, False))
     assert work["stem (dense) conv"] == (2 * 2 * batch * stem_out ** 2 * 32 * 27, 0)
     assert work["linear"] == (2 * 3 * batch * 1280 * 1000, 0)
     assert work["optimizer (RMSprop)"] == (0, 7 * 4 * 3_504_872)

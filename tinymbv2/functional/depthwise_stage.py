@@ -1,6 +1,7 @@
 """The depthwise stage of an inverted residual block, in training, as one op.
 
-Between its two 1x1 convolutions a MobileNetV2 block runs, on the expanded tensor e,
+Between its two 1x1 convolutions a MobileNetV2 block runs, on the expanded tensor e
+(for block 1, which has no expansion, on the stem's conv output),
 
     a = ReLU6(BN1(e))         (N, C, H, W)
     d = depthwise3x3(a)       stride s, padding 1 -> (N, C, Ho, Wo)

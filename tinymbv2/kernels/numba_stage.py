@@ -1,6 +1,7 @@
 """The middle of an inverted residual block in training, as one kernel per direction.
 
-In a MobileNetV2 block the expanded tensor e (t times the block's input) goes through
+In a MobileNetV2 block the expanded tensor e (t times the block's input; for block 1,
+which has no expansion, the stem's conv output) goes through
 
     a = ReLU6(BN1(e))        BatchNorm of the expansion, training mode, then ReLU6
     d = depthwise3x3(a)      stride 1 or 2, padding 1

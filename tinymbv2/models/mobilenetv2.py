@@ -176,34 +176,49 @@ class InvertedResidual(nn.Module):
         fused = self._inference_parts(x)
         if fused is not None:
             return F.inverted_residual_eval(x, *fused, self.stride, self.use_res_connect)
+        expand = self.parts[0]
+        stage = None
+        if expand is not None and isinstance(x, Tensor) and x.ndim == 4 and x.shape[1] == self.inp:
+            stage = self._training_stage(expand)
+        y = self._layers(x, stage)
+        return x + y if self.use_res_connect else y
+
+    def forward_after(self, previous, x):
+        """``self(previous(x))``, for a block without expansion that follows a
+        Conv2dNormActivation (block 1 after the stem). In training, the previous layer's
+        BatchNorm + ReLU6 open this block's depthwise stage, run as one op
+        (:func:`~tinymbv2.functional.depthwise_stage_train`) after its conv."""
+        stage = None
+        if self.parts[0] is None and not self.use_res_connect:  # the residual would need
+            stage = self._training_stage(previous)  # previous(x), which the stage never stores
+        return self(previous(x)) if stage is None else self._layers(x, stage)
+
+    def _layers(self, x, stage):
+        """The block's layers on x, without the residual; with ``stage`` (see
+        ``_training_stage``) its conv, then the depthwise stage as one op, then the rest."""
         layers = list(self.conv)
         y = x
-        stage = self._training_stage(x)
-        if stage is not None:  # expansion conv, then the depthwise stage as one op
-            expand_conv, norm1, depthwise_conv, norm2 = stage
-            e = expand_conv(x)
+        if stage is not None:
+            conv, norm1, depthwise_conv, norm2 = stage
+            e = conv(x)
             y = F.depthwise_stage_train(e, _stage_norm(norm1, e), depthwise_conv.weight,
                                         self.stride, _stage_norm(norm2, e))
-            layers = layers[2:]
+            layers = layers[2 if self.parts[0] is not None else 1:]  # after the depthwise
         if len(layers) >= 2 and type(layers[-1]) is nn.BatchNorm2d:  # the linear projection
             for layer in layers[:-2]:
                 y = layer(y)
-            y = conv_bn(layers[-2], layers[-1], y)
-        else:
-            y = self.conv(y)
-        return x + y if self.use_res_connect else y
+            return conv_bn(layers[-2], layers[-1], y)
+        for layer in layers:
+            y = layer(y)
+        return y
 
-    def _training_stage(self, x):
-        """(expand conv, its BatchNorm, depthwise conv, its BatchNorm) when the block's middle
-        -- BN, ReLU6, depthwise conv, BN, ReLU6 -- can run as one op
-        (:func:`~tinymbv2.functional.depthwise_stage_train`): both BatchNorms in training
-        mode with affine parameters, the layers those the block was built with, x a 4-D
-        Tensor with ``inp`` channels. Else None (the layers run one by one)."""
-        expand, depthwise, _, _ = self.parts
-        if (expand is None or not isinstance(x, Tensor) or x.ndim != 4
-                or x.shape[1] != self.inp):
-            return None
-        (conv1, norm1, _), (conv2, norm2, _) = _conv_bn_relu6(expand), _conv_bn_relu6(depthwise)
+    def _training_stage(self, first):
+        """(conv, its BatchNorm, depthwise conv, its BatchNorm) when BN, ReLU6, depthwise conv,
+        BN, ReLU6 can run as one op (:func:`~tinymbv2.functional.depthwise_stage_train`):
+        ``first`` (the expansion, or the layer before a block without one) and the depthwise
+        layer are the Conv2dNormActivations the block was built with, both BatchNorms in
+        training mode with affine parameters. Else None (the layers run one by one)."""
+        (conv1, norm1, _), (conv2, norm2, _) = _conv_bn_relu6(first), _conv_bn_relu6(self.parts[1])
         if any(type(conv) is not nn.Conv2d for conv in (conv1, conv2)) or any(
                 type(norm) is not nn.BatchNorm2d or not (norm.training and norm.affine)
                 for norm in (norm1, norm2)):
@@ -332,7 +347,11 @@ class MobileNetV2(nn.Module):
         return [m for m in self.features if isinstance(m, InvertedResidual)]
 
     def forward(self, x):
-        x = self.features(x)
+        layers = list(self.features)
+        if len(layers) >= 2 and type(layers[1]) is InvertedResidual:  # the stem, block 1
+            x, layers = layers[1].forward_after(layers[0], x), layers[2:]
+        for layer in layers:
+            x = layer(x)
         x = self.flatten(self.pool(x))
         return self.classifier(x)
 
