@@ -3,8 +3,9 @@
 For each MobileNetV2 kernel at a typical 224 px / batch 8 shape: median time of
 forward and backward for tinymbv2-numba and PyTorch, and what the numba kernel
 achieves: GFLOP/s for the matrix-like ops (pointwise, stem) against the measured
-float32 GEMM rate, GB/s for the memory-bound ones (depthwise, BatchNorm) against
-the measured copy bandwidth. ``python -m benchmarks.ops``.
+float32 GEMM rate, GB/s for the memory-bound ones (depthwise, BatchNorm, the fused
+BatchNorm-depthwise-BatchNorm stage of a block) against the measured copy bandwidth.
+``python -m benchmarks.ops``.
 """
 from __future__ import annotations
 
@@ -50,6 +51,18 @@ def _cases(quick):
     x_st, w_st = arr(n, 3, 224, 224), arr(32, 3, 3, 3)
     x_bn, g_bn, b_bn = arr(n, 96, 112, 112), arr(96), arr(96)
     bn_stats = K.batch_norm_forward_train(x_bn, g_bn, b_bn, 1e-5)[1:]
+    saved = {}
+
+    def stage_forward():  # BN + ReLU6, depthwise 3x3 s2, BN + ReLU6 as one kernel
+        saved["out"] = K.stage_forward_train(x_bn, (g_bn, b_bn, 1e-5), w_dw, 2,
+                                             (g_bn, b_bn, 1e-5))
+        return saved["out"][0]
+
+    def stage_backward(y):
+        _, d, m1, i1, m2, i2 = saved["out"]
+        return K.stage_backward_train(y, x_bn, d, (g_bn, b_bn, m1, i1), w_dw, 2,
+                                      (g_bn, b_bn, m2, i2))
+
     return [
         ("depthwise 3x3 s2", "GB/s", (x_dw, w_dw), dict(stride=2, padding=1, groups=96),
          lambda: K.depthwise_conv2d_forward(x_dw, w_dw, (2, 2), (1, 1)),
@@ -73,7 +86,17 @@ def _cases(quick):
          lambda: K.batch_norm_forward_train(x_bn, g_bn, b_bn, 1e-5, relu6=True)[0],
          lambda y: K.batch_norm_backward_train(y, x_bn, *bn_stats, g_bn, b_bn, relu6=True),
          lambda y: 2 * x_bn.nbytes),
+        ("bn+dw s2+bn, fused", "GB/s", (x_bn, w_dw, g_bn, b_bn), "stage",
+         stage_forward, stage_backward,
+         lambda y: x_bn.nbytes + 2 * y.nbytes),  # reads e, writes d and h
     ]
+
+
+def _torch_stage(x, w, gamma, beta):
+    f = torch.nn.functional
+    a = f.relu6(f.batch_norm(x, None, None, gamma, beta, True))
+    d = f.conv2d(a, w, None, stride=2, padding=1, groups=x.shape[1])
+    return f.relu6(f.batch_norm(d, None, None, gamma, beta, True))
 
 
 def print_op_table(quick=False):
@@ -90,6 +113,8 @@ def print_op_table(quick=False):
         elif conv_kw == "bn_relu6":
             tf = lambda: torch.nn.functional.relu6(  # noqa: E731
                 torch.nn.functional.batch_norm(tx[0], None, None, tx[1], tx[2], True))
+        elif conv_kw == "stage":  # PyTorch's three ops
+            tf = lambda: _torch_stage(*tx)  # noqa: E731
         else:
             tf = lambda: torch.nn.functional.conv2d(tx[0], tx[1], None, **conv_kw)  # noqa: E731
         with torch.no_grad():
