@@ -151,7 +151,7 @@ def main(argv=None):
 
     print(f"one training step, {args.resolution} px batch {args.batch}, numba kernels; this "
           f"machine: GEMM {gemm:.0f} GFLOP/s, copy {copy:.1f} GB/s")
-    print(f"{'layer type':<22}{'numba ms':>10}{'work':>14}{'floor ms':>10}{'x floor':>9}")
+    print(f"{'layer type':<28}{'numba ms':>10}{'work':>14}{'floor ms':>10}{'x floor':>9}")
     total_floor = total_measured = 0.0
     for kind, (flop, nbytes) in sorted(work.items(), key=lambda kv: -times.get(kv[0], 0)):
         floor = 1e3 * (flop / (gemm * 1e9) + nbytes / (copy * 1e9))
@@ -159,9 +159,9 @@ def main(argv=None):
         measured = times.get(kind, 0.0)
         total_floor += floor
         total_measured += measured
-        print(f"{kind:<22}{measured:>10.1f}{amount:>14}{floor:>10.1f}{measured / floor:>9.2f}")
-    print(f"{'the rest (Python, loss, additions)':<36}{wall - total_measured:>6.1f}")
-    print(f"{'whole step':<22}{wall:>10.1f}{'':>14}{total_floor:>10.1f}{wall / total_floor:>9.2f}")
+        print(f"{kind:<28}{measured:>10.1f}{amount:>14}{floor:>10.1f}{measured / floor:>9.2f}")
+    print(f"{'the rest (Python, loss, additions)':<34}{wall - total_measured:>4.1f}")
+    print(f"{'whole step':<28}{wall:>10.1f}{'':>14}{total_floor:>10.1f}{wall / total_floor:>9.2f}")
 
 
 if __name__ == "__main__":
