@@ -231,3 +231,35 @@ def test_depthwise_stage_names_what_was_wrong():
     half = (np.zeros(3, np.float32), None, *norm[2:])
     with pytest.raises(ValueError, match="both norm1 running statistics, or neither"):
         F.depthwise_stage_train(e, half, wd, 1, norm)
+
+
+def test_numba_stage_takes_inputs_in_any_layout():
+    """Channels-last or strided inputs (as a caller may hand them over) give the same bits
+    as C-contiguous ones, and the outputs are C-contiguous NCHW."""
+    e, p, g = _case(2, 5, 20, 18, 2, seed=3, dtype=np.float32)
+    expected = _fused(e, p, g, 2)
+    e_cl = np.ascontiguousarray(e.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    g_strided = np.repeat(g, 2, axis=3)[..., ::2]
+    assert not e_cl.flags.c_contiguous and not g_strided.flags.c_contiguous
+    got = _fused(e_cl, p, g_strided, 2)
+    for part_expected, part_got in zip(expected, got):
+        for a, b in zip(part_expected, part_got):
+            assert np.array_equal(a, b)
+    assert got[0][0].flags.c_contiguous and got[1][0].flags.c_contiguous
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_depthwise_stage_matches_torch_on_random_shapes(seed):
+    """Random batch, channels, odd and even sizes, both strides, on the numba set's fused
+    kernel (planes above 256 pixels), in float64."""
+    rng = np.random.default_rng(100 + seed)
+    n, c = int(rng.integers(1, 4)), int(rng.integers(1, 7))
+    h, w = int(rng.integers(17, 30)), int(rng.integers(17, 30))
+    stride = int(rng.integers(1, 3))
+    e, p, g = _case(n, c, h, w, stride, seed=seed)
+    assert numba_stage.stage_supported(e, p["wd"], stride)
+    h_ours, grads, running = _ours(e, p, g, stride)
+    h_t, grads_t, running_t = _torch_stage(e, p, g, stride)
+    assert_close("depthwise_stage_train", h_ours, h_t, TOL64)
+    for ours, theirs in zip(grads + running, grads_t + running_t):
+        assert_close("depthwise_stage_train random shapes", ours, theirs, TOL64)
