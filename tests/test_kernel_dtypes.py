@@ -37,6 +37,13 @@ def cases():
         np.zeros(d3.weight_scratch_size(6, 6, 1), F32))
     yield "weight3x3_s2", s2.weight3x3_s2, (np.zeros((3, 3), F32), gy[:3, :3], x,
                                              np.zeros(s2.weight_scratch_size(3, 6), F32))
+    size = s2.phase_size(6, 6)
+    ph = np.zeros((4, size), F32)
+    for affine in (True, False):
+        yield f"split_phases affine={affine}", s2.split_phases, (x, ph, F32(0.5), F32(2), F32(1),
+                                                                affine)
+    yield "correlate_phases", s2.correlate_phases, (np.zeros((3, 3), F32), ph, x[:3, :3],
+                                                    s2.phase_width(6), np.zeros(size, F32))
     yield "weight3x3_strided", d3.weight3x3_strided, (
         np.zeros((3, 3), F32), gy[:2, :2], x, 3, 1, 1, np.zeros(6, F32), np.zeros((3, 3, 2), F32))
     row, out = x[0].copy(), np.empty(6, F32)

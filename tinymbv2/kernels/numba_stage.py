@@ -46,7 +46,9 @@ from .numba_bn import (_affine, _grad_sums, _mask_relu6, affine_row, channel_sta
 from .numba_depthwise import _chunks
 from .numba_depthwise3x3 import correlate3x3_padded, padded_size, weight3x3_padded
 from .numba_depthwise3x3 import weight_scratch_size as s1_weight_scratch_size
-from .numba_depthwise3x3_s2 import correlate3x3_s2, scatter3x3_s2, weight3x3_s2
+from .numba_depthwise3x3_s2 import (correlate_phases, phase_size, phase_width, scatter3x3_s2,
+                                    split_phases, weight3x3_s2)
+from .numba_depthwise3x3_s2 import scratch_size as s2_scratch_size
 from .numba_depthwise3x3_s2 import weight_scratch_size as s2_weight_scratch_size
 from .numba_layout import channels_last_plane
 
@@ -62,16 +64,6 @@ def stage_supported(e, w_dw, stride) -> bool:
             and w_dw.shape == (e.shape[1], 1, 3, 3) and stride in (1, 2))
 
 
-@njit(**_JIT)
-def _depthwise_plane(d, a, w, stride, pad, out, zero_row):
-    """d (Ho, Wo) = the 3x3 depthwise conv of plane a, padding 1, with the separate op's
-    routine for the stride."""
-    if stride == 1:
-        correlate3x3_padded(d, a, w, 1, 1, pad, out)
-    else:
-        correlate3x3_s2(d, a, w, zero_row)
-
-
 @njit(parallel=True, **_JIT)
 def _forward(e, w1, b1, eps1, w_dw, stride, w2, b2, eps2, d, h):
     n, c, hi, wi = e.shape
@@ -84,19 +76,26 @@ def _forward(e, w1, b1, eps1, w_dw, stride, w2, b2, eps2, d, h):
                                                       stats[4], stats[5])
     bounds = _chunks(c)
     tasks = bounds.shape[0] - 1
-    planes = np.empty((tasks, hi, wi), e.dtype)
-    pads = np.empty((tasks, padded_size(hi, wi, 1, 1) if stride == 1 else 0), e.dtype)
-    outs = np.empty((tasks, ho * (wi + 2) if stride == 1 else 0), e.dtype)
-    zero_row = np.zeros(wi, e.dtype)
+    s1 = stride == 1
+    planes = np.empty((tasks, hi if s1 else 0, wi), e.dtype)  # a, at stride 1
+    pads = np.empty((tasks, padded_size(hi, wi, 1, 1) if s1 else 0), e.dtype)
+    outs = np.empty((tasks, ho * (wi + 2) if s1 else 0), e.dtype)
+    size = phase_size(hi, wi)
+    phases = np.empty((tasks, 0 if s1 else s2_scratch_size(hi, wi)), e.dtype)  # a's phases
     for task in prange(tasks):
-        a = planes[task]
-        a_flat = a.reshape(hi * wi)
         for ch in range(bounds[task], bounds[task + 1]):
             channel_stats(e3, ch, w1, eps1, mean1, invstd1, scale1)
-            for b in range(n):
-                affine_row(e3[b, ch], a_flat, mean1[ch], scale1[ch], b1[ch], True)
-                _depthwise_plane(d[b, ch], a, w_dw[ch, 0], stride, pads[task], outs[task],
-                                 zero_row)
+            for b in range(n):  # a = ReLU6(BN1(e)), then the depthwise filter
+                if s1:
+                    affine_row(e3[b, ch], planes[task].reshape(hi * wi), mean1[ch], scale1[ch],
+                               b1[ch], True)
+                    correlate3x3_padded(d[b, ch], planes[task], w_dw[ch, 0], 1, 1, pads[task],
+                                        outs[task])
+                else:  # a goes straight into the phases of the stride-2 routine
+                    ph = phases[task, :4 * size].reshape(4, size)
+                    split_phases(e[b, ch], ph, mean1[ch], scale1[ch], b1[ch], True)
+                    correlate_phases(d[b, ch], ph, w_dw[ch, 0], phase_width(wi),
+                                     phases[task, 4 * size:])
             channel_stats(d3, ch, w2, eps2, mean2, invstd2, scale2)
             _affine(d3, h3, ch, mean2[ch], scale2[ch], b2[ch], True)
     return h, d, mean1.copy(), invstd1.copy(), mean2.copy(), invstd2.copy()
@@ -140,10 +139,11 @@ def _backward(gh, e, d, mean1, invstd1, w1, b1, w_dw, stride, mean2, invstd2, w2
     tasks = bounds.shape[0] - 1
     gds = np.empty((tasks, n, 1, ho * wo), e.dtype)  # dL/dd of the task's channel
     planes = np.empty((tasks, hi, wi), e.dtype)  # a, recomputed
-    pads = np.empty((tasks, padded_size(hi, wi, 1, 1) if stride == 1 else 0), e.dtype)
-    gpads = np.empty((tasks, padded_size(ho, wo, 1, 1) if stride == 1 else 0), e.dtype)
-    outs = np.empty((tasks, hi * (wo + 2) if stride == 1 else 0), e.dtype)
-    size = s1_weight_scratch_size(ho, wi, 1) if stride == 1 else s2_weight_scratch_size(ho, wi)
+    s1 = stride == 1
+    pads = np.empty((tasks, padded_size(hi, wi, 1, 1) if s1 else 0), e.dtype)
+    gpads = np.empty((tasks, padded_size(ho, wo, 1, 1) if s1 else 0), e.dtype)
+    outs = np.empty((tasks, hi * (wo + 2) if s1 else 0), e.dtype)
+    size = s1_weight_scratch_size(ho, wi, 1) if s1 else s2_weight_scratch_size(ho, wi)
     scratch = np.empty((tasks, size), e.dtype)
     for task in prange(tasks):
         gd3, a = gds[task], planes[task]
@@ -158,7 +158,7 @@ def _backward(gh, e, d, mean1, invstd1, w1, b1, w_dw, stride, mean2, invstd2, w2
             for b in range(n):
                 affine_row(e3[b, ch], a_flat, mu, sc, b1[ch], True)
                 gd = gd3[b, 0].reshape(ho, wo)
-                if stride == 1:
+                if s1:
                     weight3x3_padded(gw_dw[ch, 0], gd, a, 1, 1, pads[task], scratch[task])
                     correlate3x3_padded(ge[b, ch], gd, flipped[ch, 0], 1, 1, gpads[task],
                                         outs[task])
