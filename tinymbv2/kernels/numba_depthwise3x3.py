@@ -181,7 +181,14 @@ def _add_nine(acc, s00, s01, s02, s10, s11, s12, s20, s21, s22):
 def correlate_flat(out, xp, w, wp, n):
     """out[k] = sum_{i,j} w[i, j] * xp[k + i*Wp + j] for k < n: a stride-1 3x3 correlation
     over a zero-padded flat plane xp of row width Wp, as one vectorised loop."""
-    a0, a1, a2, b0, b1, b2, c0, c1, c2 = _flat_taps(xp, wp, n)
+    correlate_runs(out, _flat_taps(xp, wp, n), w, n)
+
+
+@njit(**_JIT)
+def correlate_runs(out, taps, w, n):
+    """out[k] = sum_{i,j} w[i, j] * taps[3 i + j][k] for k < n: nine runs of n values, the
+    ones that taps (i, j) read, summed row of taps by row of taps in one vectorised loop."""
+    a0, a1, a2, b0, b1, b2, c0, c1, c2 = taps
     w00, w01, w02 = w[0, 0], w[0, 1], w[0, 2]
     w10, w11, w12 = w[1, 0], w[1, 1], w[1, 2]
     w20, w21, w22 = w[2, 0], w[2, 1], w[2, 2]

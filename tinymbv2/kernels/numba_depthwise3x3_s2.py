@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from numba import njit
 
-from .numba_depthwise3x3 import _JIT, _JIT_REDUCE, _add_nine, rows3
+from .numba_depthwise3x3 import _JIT, _JIT_REDUCE, _add_nine, correlate_runs, rows3
 
 
 @njit(**_JIT)
@@ -133,17 +133,8 @@ def correlate_phases(y, ph, w, wq, out):
     ho, wo = y.shape
     n = ho * wq
     ee, eo, oe, oo = ph[0], ph[1], ph[2], ph[3]
-    a0, a1, a2 = ee[0:n], eo[0:n], ee[1:1 + n]
-    b0, b1, b2 = oe[0:n], oo[0:n], oe[1:1 + n]
-    c0, c1, c2 = ee[wq:wq + n], eo[wq:wq + n], ee[wq + 1:wq + 1 + n]
-    w00, w01, w02 = w[0, 0], w[0, 1], w[0, 2]
-    w10, w11, w12 = w[1, 0], w[1, 1], w[1, 2]
-    w20, w21, w22 = w[2, 0], w[2, 1], w[2, 2]
-    o = out[:n]
-    for k in range(n):
-        o[k] = ((w00 * a0[k] + w01 * a1[k] + w02 * a2[k])
-                + (w10 * b0[k] + w11 * b1[k] + w12 * b2[k])
-                + (w20 * c0[k] + w21 * c1[k] + w22 * c2[k]))
+    correlate_runs(out, (ee[0:n], eo[0:n], ee[1:1 + n], oe[0:n], oo[0:n], oe[1:1 + n],
+                         ee[wq:wq + n], eo[wq:wq + n], ee[wq + 1:wq + 1 + n]), w, n)
     for r in range(ho):
         dst, src = y[r], out[r * wq:r * wq + wo]
         for c in range(wo):
