@@ -271,9 +271,9 @@ print(f"a = ReLU6(BN1(e)) not kept for the backward: {e_np.nbytes / 2**20:.1f} M
 # %% [markdown]
 r"""
 The one op is faster because it moves fewer bytes, not because it computes less: it even
-computes $a$ twice. On this course's 2-core machine (13.1 against 9.2 ms above, when this
-was written), fusing blocks 2-7 took the whole 224 px training step from 133.5-141.6 ms to
-128.0-129.0 ms in an A/B run, and block 1 saved another 2-3 ms. On the 16x16 and smaller
+computes $a$ twice. On this course's 2-core machine, fusing blocks 2-7 took the whole
+224 px training step from 133.5-141.6 ms to 128.0-129.0 ms in an A/B run, and block 1 saved
+another 2-3 ms. On the 16x16 and smaller
 planes, which the numba kernels keep channels-last, a fused version of the same stage was
 faster alone but made the training step slower (129 against 133 ms), so there the three ops
 run. A deep-learning compiler finds fusions like this one by itself; here it is written by
