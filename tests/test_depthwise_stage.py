@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-import tinymbv2
 from tinymbv2 import Tensor, nn
 from tinymbv2 import functional as F
 from tinymbv2.functional import cross_entropy
