@@ -55,9 +55,6 @@ def cases():
             x.copy(), 0, 6, 0, 6, c, c, c, relu6)
     a3, c3 = np.stack([x, gy]), np.stack([gy, x])
     yield "row_block", numba_gemm.row_block, (a3, c3, np.zeros((6, 6), F32), 1)
-    a, xf, of = np.ones((4, 9), F32), np.ones(9 * 6, F32), np.zeros(4 * 6, F32)
-    yield "_four_rows", numba_gemm._four_rows, (a, xf, of, 6, 0, 0, 6)
-    yield "_one_row", numba_gemm._one_row, (a, xf, of, 6, 0, 0, 6)
     yield "grad_row_inplace", numba_bn.grad_row_inplace, (
         row.copy(), row, F32(0.5), F32(2), F32(1), F32(0.1))
     yield "mask_relu6_inplace", numba_bn.mask_relu6_inplace, (

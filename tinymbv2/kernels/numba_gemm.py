@@ -2,9 +2,9 @@
 
 **Why not BLAS.** This machine's OpenBLAS is pinned to its Haswell kernels
 (``OPENBLAS_CORETYPE``), whose FMAs hold 8 float32. Numba compiles for the CPU it
-runs on; on one with AVX-512 the same multiply-add takes 16. Two loop shapes
-that LLVM vectorises well turn that into speed (float32, same thread count,
-GFLOP/s, BLAS -> these loops, measured on this 2-core AVX-512 machine).
+runs on; on one with AVX-512 the same multiply-add takes 16. Two loop shapes turn
+that into speed (float32, same thread count, GFLOP/s, BLAS -> these loops, measured on
+this 2-core AVX-512 machine).
 
 **The dot-product form** (``sum_of_products``)::
 
@@ -25,42 +25,32 @@ here, and nothing else of fast-math. Used for
   121 -> 173, 32->16 103 -> 192; 24->144 at 56x56 181 -> 219, 144->24 136 -> 166;
   32->192 at 28x28 171 -> 264, 192->32 137 -> 257. Also the stem's, over its im2col
   columns (2.38 -> 1.61 ms at 224 px batch 8);
-* a channels-last pointwise convolution (:mod:`.numba_pointwise_rows`): forward
-  y (M, Co) = x (M, Ci) @ W.T, and backward-input with W.T (Ci, Co) copied once.
-  Forward, ms: 1568 rows 576->96 0.78 -> 0.59, 384->96 0.54 -> 0.45; 392 rows
-  960->160 0.59 -> 0.39, 960->320 1.09 -> 0.77, 320->1280 1.44 -> 1.22. Backward-input
-  gains where the sum is the longer side (96->576: 0.78 -> 0.63 ms; 64->384: 0.43 ->
-  0.34) and loses a little where it is not (392 rows, 960->320: 1.07 -> 1.22); the
-  training steps as a whole gained (``MIN_SUM``).
+* the classifier's forward, y = x @ W.T (:mod:`.numba_matmul`).
 
 Each 4x4 block ends with 16 sums across vector lanes, a cost that a short sum does
-not pay back: at K = 64 (207 -> 172 GFLOP/s) and K = 96 (1568 rows, 96 -> 576: 0.78 ->
-1.08 ms) BLAS's packed kernel is ahead, so the channels-last callers use this loop only
-from ``MIN_SUM`` terms on.
+not pay back: at K = 64 (207 -> 172 GFLOP/s) and K = 96 BLAS's packed kernel was
+ahead, so :mod:`.numba_matmul` uses this loop only from ``MIN_SUM`` terms on.
 
 **The broadcast form** (``columns_nn``)::
 
     out (M, P) = a (M, K) @ x (K, P)            x and out contiguous along P
 
 the per-image products of a pointwise convolution on NCHW planes (forward, and
-backward-input with a = W.T). Here the sum runs across rows of x, so the vector
-runs along P: four rows of ``out`` take eight terms per pass,
-
-    out[i + r, j] += sum_{t < 8} a[i + r, p + t] * x[p + t, j]      r < 4, vectorised over j,
-
-eight vector loads of x, four loads and four stores of ``out`` for 32 FMAs. Two
-things make LLVM vectorise it: the 32 values of ``a`` are an 8-tuple per row
-(registers; reloaded from memory in the loop, because ``a`` might overlap ``out``),
-and the runs of x and of ``out`` are slices of one flat array each, so the overlap
-test before the loop is one per array, not one per pair of rows. Measured, one
-image per thread, 8 images, GFLOP/s: 16->96 at 112x112 84 -> 162, 32->16 102 -> 170,
-144->24 at 56x56 139 -> 187, 24->144 183 -> 200, 192->32 at 28x28 146 -> 208.
+backward-input with a = W.T), the stem's forward and the classifier's gradients. It is
+:mod:`.numba_tile`'s register block: a 6 x 64 block of ``out`` held in 24 vector
+registers for the whole sum, each step 4 vector loads of x and 6 broadcasts of ``a`` for
+24 FMAs. An earlier loop written in Numba (four rows of ``out``, eight terms per pass,
+reloading and storing ``out`` on every pass; chapter 2.7 shows it) ran these shapes at
+162-208 GFLOP/s; the block, with a prefetch of x's next strip, at 240-400 (8 images,
+both cores: 16->96 at 112x112 149 -> 159, 144->24 at 56x56 187 -> 378, 192->32 at 28x28
+208 -> 308; the 112 px planes are bound by memory).
 
 **Determinism.** Every entry of ``out`` is summed whole, in an order fixed by the
 compiled loop and the shapes, by one thread: the same bits on every run and for any
 thread count. The dot-product form shares out blocks of four rows of ``out``, and
 sums over b, then K in chunks of ``CHUNK`` (the 8 rows a step reads stay in L1 and
-L2 while the block's columns sweep past them).
+L2 while the block's columns sweep past them). The broadcast form sums each entry in
+order of K, one FMA per term (:mod:`.numba_tile`).
 """
 from __future__ import annotations
 
@@ -68,6 +58,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import numba_pool  # noqa: F401  (starts Numba's pool passive)
+from .numba_tile import product
 
 _REASSOC = {"reassoc", "contract"}  # only these fast-math flags; see the module
 _JIT = dict(cache=True, fastmath=_REASSOC, boundscheck=False)
@@ -75,9 +66,7 @@ _JIT_NN = dict(cache=True, fastmath=False, boundscheck=False)  # no sums to spli
 CHUNK = 2048
 """Terms of K summed per pass of a 4x4 block (measured 1024-4096 alike; 2048 best)."""
 MIN_SUM = 128
-"""The channels-last callers use this loop for sums of at least this many terms, BLAS
-under it. A/B, training step: 224 px batch 8 158.3 -> 155.8 ms, 32 px batch 64 40.0 ->
-38.8 ms (against BLAS for every sum)."""
+"""The dot-product form for sums of at least this many terms (see the module)."""
 
 
 @njit(inline="always", **_JIT)
@@ -192,91 +181,13 @@ def sum_of_products(a3: np.ndarray, c3: np.ndarray) -> np.ndarray:
 # a pointwise convolution on NCHW planes (forward, and backward-input with a = W.T).
 
 COLUMNS = 2048
-"""Columns of x and out per block: the block's K rows of x stay in L2 while every row of
-out takes its turn (measured 1024-4096 alike)."""
-
-
-@njit(inline="always", **_JIT_NN)
-def _eight(a, r, p):
-    """a[r, p:p + 8] as a tuple: values LLVM keeps in registers, where loads from ``a``
-    inside the loop would have to be repeated (``a`` might overlap ``out``)."""
-    return (a[r, p], a[r, p + 1], a[r, p + 2], a[r, p + 3],
-            a[r, p + 4], a[r, p + 5], a[r, p + 6], a[r, p + 7])
-
-
-@njit(inline="always", **_JIT_NN)
-def _dot8(w, u):
-    """w . u for two 8-tuples, as two sums of four."""
-    return ((w[0] * u[0] + w[1] * u[1] + w[2] * u[2] + w[3] * u[3])
-            + (w[4] * u[4] + w[5] * u[5] + w[6] * u[6] + w[7] * u[7]))
-
-
-@njit(inline="always", **_JIT_NN)
-def _eight_runs(f, row, width, j0, n):
-    """Rows row .. row + 7 of a flat (rows, width) array, columns j0 .. j0 + n - 1: slices
-    of one array, which LLVM checks for overlap with ``out`` as one group."""
-    s = row * width + j0
-    return (f[s:s + n], f[s + width:s + width + n], f[s + 2 * width:s + 2 * width + n],
-            f[s + 3 * width:s + 3 * width + n], f[s + 4 * width:s + 4 * width + n],
-            f[s + 5 * width:s + 5 * width + n], f[s + 6 * width:s + 6 * width + n],
-            f[s + 7 * width:s + 7 * width + n])
-
-
-@njit(**_JIT_NN)
-def _four_rows(a, xf, of, width, i, j0, j1):
-    """out[i:i + 4, j0:j1] = a[i:i + 4] @ x[:, j0:j1] (x, out given flat, row width
-    ``width``): eight terms of the sum per pass, each x value loaded once for four rows."""
-    k, n = a.shape[1], j1 - j0
-    s = i * width + j0
-    o0, o1 = of[s:s + n], of[s + width:s + width + n]
-    o2, o3 = of[s + 2 * width:s + 2 * width + n], of[s + 3 * width:s + 3 * width + n]
-    o0[:] = 0
-    o1[:] = 0
-    o2[:] = 0
-    o3[:] = 0
-    for p in range(0, k - k % 8, 8):
-        x0, x1, x2, x3, x4, x5, x6, x7 = _eight_runs(xf, p, width, j0, n)
-        w0, w1, w2, w3 = _eight(a, i, p), _eight(a, i + 1, p), _eight(a, i + 2, p), _eight(a, i + 3, p)
-        for j in range(n):
-            u = (x0[j], x1[j], x2[j], x3[j], x4[j], x5[j], x6[j], x7[j])
-            o0[j] += _dot8(w0, u)
-            o1[j] += _dot8(w1, u)
-            o2[j] += _dot8(w2, u)
-            o3[j] += _dot8(w3, u)
-    for p in range(k - k % 8, k):  # the terms left over from the groups of eight
-        xp = xf[p * width + j0:p * width + j1]
-        w0, w1, w2, w3 = a[i, p], a[i + 1, p], a[i + 2, p], a[i + 3, p]
-        for j in range(n):
-            o0[j] += w0 * xp[j]
-            o1[j] += w1 * xp[j]
-            o2[j] += w2 * xp[j]
-            o3[j] += w3 * xp[j]
-
-
-@njit(**_JIT_NN)
-def _one_row(a, xf, of, width, i, j0, j1):
-    """out[i, j0:j1] = a[i] @ x[:, j0:j1]: ``_four_rows`` for the rows left over."""
-    k, n = a.shape[1], j1 - j0
-    o = of[i * width + j0:i * width + j1]
-    o[:] = 0
-    for p in range(0, k - k % 8, 8):
-        x0, x1, x2, x3, x4, x5, x6, x7 = _eight_runs(xf, p, width, j0, n)
-        w = _eight(a, i, p)
-        for j in range(n):
-            o[j] += _dot8(w, (x0[j], x1[j], x2[j], x3[j], x4[j], x5[j], x6[j], x7[j]))
-    for p in range(k - k % 8, k):
-        xp, wp = xf[p * width + j0:p * width + j1], a[i, p]
-        for j in range(n):
-            o[j] += wp * xp[j]
+"""Columns of x and out per call from the per-image callers, which run an epilogue on
+each such block while it is in cache (``numba_pointwise``)."""
 
 
 @njit(**_JIT_NN)
 def columns_nn(a, x, out, j0, j1):
-    """out[:, j0:j1] = a (M, K) @ x[:, j0:j1] for x (K, P) and out (M, P), both C-contiguous
-    (``a`` may have any strides: its values are read once per block of eight terms)."""
-    m, width = a.shape[0], x.shape[1]
-    xf, of = x.reshape(-1), out.reshape(-1)
-    for i in range(0, m - m % 4, 4):
-        _four_rows(a, xf, of, width, i, j0, j1)
-    for i in range(m - m % 4, m):
-        _one_row(a, xf, of, width, i, j0, j1)
+    """out[:, j0:j1] = a (M, K) @ x[:, j0:j1] for x (K, P) and out (M, P) with contiguous
+    rows (``a`` may have any strides): :mod:`.numba_tile`'s register blocks, each strip of
+    x's columns held in L1 while the blocks of rows pass."""
+    product(a, x, out, 0, a.shape[0], j0, j1, False)
