@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tinymbv2.kernels import numba_tile
+from tinymbv2.kernels.numba_layout import aligned_empty
 from tinymbv2.kernels.numba_tile import TILE_ROWS, product
 
 DTYPES = [np.float64, np.float32]
@@ -93,3 +94,28 @@ def test_product_names_what_is_wrong():
         product(a, np.ones((6, 4)).T, np.empty((3, 6)), 0, 3, 0, 6, False)
     with pytest.raises(ValueError, match="contiguous rows"):
         product(a, np.ones((4, 6)), np.empty((6, 3)).T, 0, 3, 0, 6, False)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("skip", [0, 1])
+def test_streamed_stores_give_the_same_bits(dtype, skip):
+    """stream=True writes whole aligned blocks past the caches, the rest as usual; the
+    values are the same bits either way, and a misaligned output is still right."""
+    rng = np.random.default_rng(4)
+    cols = 3 * width(dtype) + 5  # whole blocks, then a narrow strip that is never streamed
+    a = rng.standard_normal((23, 300)).astype(dtype)  # two chunks of the sum, then more
+    b = rng.standard_normal((300, cols)).astype(dtype)
+    row = 4 * width(dtype)  # 1 KiB: every row starts a cache line (unless skip=1)
+    plain = aligned_empty((23, row), dtype)[:, skip:skip + cols]
+    streamed = aligned_empty((23, row), dtype)[:, skip:skip + cols]
+    product(a, b, plain, 0, 23, 0, cols, False, False)
+    product(a, b, streamed, 0, 23, 0, cols, False, True)
+    assert streamed.tobytes() == plain.tobytes()
+    np.testing.assert_allclose(streamed, a.astype(np.float64) @ b, rtol=0, atol=tolerance(dtype, 300))
+
+
+def test_aligned_empty_starts_a_cache_line():
+    for shape, dtype in [((3, 5), np.float32), ((8, 144, 56, 56), np.float32), ((7,), np.float64)]:
+        x = aligned_empty(shape, dtype)
+        assert x.shape == shape and x.dtype == dtype and x.flags.c_contiguous
+        assert x.ctypes.data % 64 == 0

@@ -17,7 +17,8 @@ run in Numba's thread pool (BLAS's single-threaded) -- the one-pool design of
 
 On an NCHW output plane the products are :mod:`.numba_gemm`'s loops, which beat this
 machine's BLAS there: the forward its broadcast form (MobileNetV2's stem at 224 px
-batch 8: 1.93-2.01 -> 1.32-1.43 ms), backward-weight its dot-product form, which runs
+batch 8: 1.93-2.01 -> 1.32-1.43 ms; a large output with no epilogue streamed to memory,
+as in :mod:`.numba_pointwise`), backward-weight its dot-product form, which runs
 along the pixels of both gy[n] and cols[n] (2.38 -> 1.61 ms). On a channels-last
 output plane they are BLAS's, and backward-weight sums its images in ``_GROUPS``
 runs of consecutive images, each in order in one thread, and adds the run totals
@@ -35,7 +36,9 @@ from .numba_bn import epilogue, epilogue_args
 from .numba_bn_rows import affine_rows_inplace
 from .numba_depthwise import _valid_range
 from .numba_gemm import columns_nn, sum_of_products
-from .numba_layout import as_channels_last, channels_last_plane, empty_channels_last, pixels
+from .numba_layout import (aligned_empty, as_channels_last, channels_last_plane, empty_channels_last,
+                           pixels)
+from .numba_pointwise import STREAM_BYTES
 
 _JIT = dict(cache=True, fastmath=False)
 _GROUPS = 8  # partial sums of backward-weight: fixed, so the result ignores the thread count
@@ -117,6 +120,7 @@ def _conv_forward(x, wm, kh, kw, sh, sw, ph, pw, ho, wo, y, ep, cl):
     clo, chi = _valid_range(kw, pw, sw, wd, wo)
     cols_all = np.empty((n, wm.shape[1], ho * wo), x.dtype)  # scratch before the loop: see numba_cpu
     mean, scale, bias, flags = ep
+    stream = not flags[0] and y.size * y.itemsize >= STREAM_BYTES
     for b in prange(n):
         cols = cols_all[b]
         _im2col(cols, x[b], kh, kw, sh, sw, ph, pw, ho, wo, rlo, rhi, clo, chi)
@@ -125,7 +129,7 @@ def _conv_forward(x, wm, kh, kw, sh, sw, ph, pw, ho, wo, y, ep, cl):
             if flags[0]:
                 affine_rows_inplace(y[b], 0, ho * wo, 0, y.shape[2], mean, scale, bias, flags[1])
         else:
-            columns_nn(wm, cols, y[b], 0, ho * wo)
+            columns_nn(wm, cols, y[b], 0, ho * wo, stream)
             epilogue(y[b], ep)
     return y
 
@@ -206,7 +210,7 @@ def conv2d_forward(x, w, stride, padding, bn_eval=None):
         y = empty_channels_last((n, co, ho, wo), x.dtype)
         _conv_forward(x, w.reshape(co, -1), kh, kw, sh, sw, ph, pw, ho, wo, pixels(y), ep, True)
         return y
-    y = np.empty((n, co, ho, wo), x.dtype)  # NumPy's allocator: see numba_cpu
+    y = aligned_empty((n, co, ho, wo), x.dtype)  # NumPy's allocator (see numba_cpu), aligned
     _conv_forward(x, w.reshape(co, -1), kh, kw, sh, sw, ph, pw, ho, wo, y.reshape(n, co, ho * wo),
                   ep, False)
     return y

@@ -186,8 +186,8 @@ each such block while it is in cache (``numba_pointwise``)."""
 
 
 @njit(**_JIT_NN)
-def columns_nn(a, x, out, j0, j1):
+def columns_nn(a, x, out, j0, j1, stream=False):
     """out[:, j0:j1] = a (M, K) @ x[:, j0:j1] for x (K, P) and out (M, P) with contiguous
     rows (``a`` may have any strides): :mod:`.numba_tile`'s register blocks, each strip of
-    x's columns held in L1 while the blocks of rows pass."""
-    product(a, x, out, 0, a.shape[0], j0, j1, False)
+    x's columns held in L1 while the blocks of rows pass; ``stream``: see ``product``."""
+    product(a, x, out, 0, a.shape[0], j0, j1, False, stream)

@@ -38,22 +38,31 @@ from ._checks import ndim, same_float_dtype
 from . import numba_pointwise_rows as by_rows
 from .numba_bn import epilogue, epilogue_args
 from .numba_gemm import COLUMNS, columns_nn, sum_of_products
-from .numba_layout import as_channels_last, channels_last_plane, empty_channels_last, rows
+from .numba_layout import (aligned_empty, as_channels_last, channels_last_plane, empty_channels_last,
+                           rows)
 
 _JIT = dict(cache=True, fastmath=False)
 
 
 # ----------------------------------------------------------------- jitted cores
+STREAM_BYTES = 4 << 20
+"""Outputs of at least this many bytes, with no epilogue to run, are written past the
+caches (``numba_tile.product``'s ``stream``): too large to stay there for the next layer,
+they would otherwise be read in, line by line, only to be overwritten."""
+
+
 @njit(parallel=True, **_JIT)
 def _matmul_images(a, x3, y3, ep):
     """y3 (N, M, P): y3[n] = a (M, K) @ x3[n] (K, P), one image per task, in blocks of
     ``COLUMNS`` columns (numba_gemm); each block then through the epilogue ``ep`` (see
-    ``numba_bn.epilogue``) while it is still in cache."""
+    ``numba_bn.epilogue``) while it is still in cache, or, with none and a large y3,
+    streamed to memory."""
     n, k, p = x3.shape
+    stream = not ep[3][0] and y3.size * y3.itemsize >= STREAM_BYTES
     for b in prange(n):
         for j0 in range(0, p, COLUMNS):
             j1 = min(p, j0 + COLUMNS)
-            columns_nn(a, x3[b], y3[b], j0, j1)
+            columns_nn(a, x3[b], y3[b], j0, j1, stream)
             epilogue(y3[b][:, j0:j1], ep)
     return y3
 
@@ -87,7 +96,7 @@ def pointwise_conv2d_forward(x, w, bn_eval=None):
             by_rows.forward(rows(x), w.reshape(co, ci), rows(y), ep)
         return y
     x = _c(x)
-    y = np.empty((n, co, h, wd), x.dtype)  # NumPy's allocator: see numba_cpu
+    y = aligned_empty((n, co, h, wd), x.dtype)  # NumPy's allocator (see numba_cpu), aligned
     _matmul_images(w.reshape(co, ci), x.reshape(n, ci, h * wd), y.reshape(n, co, h * wd), ep)
     return y
 
@@ -108,7 +117,7 @@ def pointwise_conv2d_backward_input(gy, w):
                                    epilogue_args(fn, None, ci, gy.dtype))
         return gx
     gy = _c(gy)
-    gx = np.empty((n, ci, h, wd), gy.dtype)  # NumPy's allocator: see numba_cpu
+    gx = aligned_empty((n, ci, h, wd), gy.dtype)  # NumPy's allocator (see numba_cpu), aligned
     _matmul_images(w.reshape(co, ci).T, gy.reshape(n, co, h * wd), gx.reshape(n, ci, h * wd),
                    epilogue_args(fn, None, ci, gy.dtype))
     return gx

@@ -36,6 +36,8 @@ _PARALLEL_MACS = 1 << 22  # ... and this many multiply-adds; none under it
 more than half the arithmetic of a small GEMM. Measured: (64, 960) @ (960, 160) took
 0.19 ms whole and 0.24 ms in two blocks of rows; (392, 960) @ (960, 160) at 224 px needs
 both threads."""
+STREAM_BYTES = 4 << 20
+"""Outputs from this size on, with no epilogue, are streamed (as in ``numba_pointwise``)."""
 COLUMN_SPLIT = True
 """Cut products of few rows (but enough multiply-adds) over output columns, rather than
 run them in the calling thread: 32 px batch 64 training step 45.8 -> 43.1 ms, A/B. A
@@ -56,7 +58,9 @@ def _split(m: int, k: int, n: int) -> str:
 def _block(a, b, out, r0, r1, c0, c1, panel, ep):
     """out[r0:r1, c0:c1] = a[r0:r1] @ b[:, c0:c1], then the epilogue ``ep`` there. Given a
     ``panel`` (K, tile_columns), b is b.T (N, K): each strip of its columns is copied into
-    the panel first."""
+    the panel first. A large output with no epilogue is streamed (``numba_tile.product``)."""
+    mean, scale, bias, flags = ep
+    stream = not flags[0] and out.size * out.itemsize >= STREAM_BYTES
     if panel.size:
         k = a.shape[1]
         width = panel.shape[1]
@@ -66,10 +70,9 @@ def _block(a, b, out, r0, r1, c0, c1, panel, ep):
                 column = b[j + q]
                 for p in range(k):
                     panel[p, q] = column[p]
-            product(a, panel[:, :n], out[:, j:j + n], r0, r1, 0, n, False)
+            product(a, panel[:, :n], out[:, j:j + n], r0, r1, 0, n, False, stream)
     else:
-        product(a, b, out, r0, r1, c0, c1, False)
-    mean, scale, bias, flags = ep
+        product(a, b, out, r0, r1, c0, c1, False, stream)
     if flags[0]:
         affine_rows_inplace(out, r0, r1, c0, c1, mean, scale, bias, flags[1])
 

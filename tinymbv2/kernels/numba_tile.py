@@ -119,6 +119,12 @@ class _Emit:
     def store(self, value, data, offset, mask):
         self.builder.call(self._store, [value, self.pointer(data, offset), self.align, mask])
 
+    def store_streaming(self, value, data, offset):
+        """A whole vector to an address aligned to its size, marked non-temporal: written
+        to memory without first reading its cache line in (``vmovntps``)."""
+        store = self.builder.store(value, self.pointer(data, offset), align=VECTOR_BYTES)
+        store.set_metadata("nontemporal", self.builder.module.add_metadata([ir.Constant(_I32, 1)]))
+
     def fma(self, x, y, z):
         return self.builder.call(self._fma, [x, y, z])
 
@@ -141,19 +147,19 @@ def _make_tile(vectors: int, most_rows: int):
 
     @intrinsic
     def tile_block(typingctx, a, a_at, a_row, a_col, b, b_at, b_row, out, out_at, out_row,
-                   k, rows, ncols, accumulate, ahead):
+                   k, rows, ncols, accumulate, ahead, stream):
         dtype = a.dtype
         if dtype not in (types.float32, types.float64) or b.dtype != dtype or out.dtype != dtype:
             return None
         sig = types.void(a, a_at, a_row, a_col, b, b_at, b_row, out, out_at, out_row, k,
-                         rows, ncols, accumulate, ahead)
+                         rows, ncols, accumulate, ahead, stream)
 
         def codegen(context, builder, signature, args):
             e = _Emit(context, builder, dtype)
             a_data, b_data, out_data = (_data(context, builder, signature.args[i], args[i])
                                         for i in (0, 4, 7))
-            a_at, a_row, a_col, b_at, b_row, out_at, out_row, k, rows, ncols, ahead = _as_i64(
-                builder, [args[i] for i in (1, 2, 3, 5, 6, 8, 9, 10, 11, 12, 14)])
+            a_at, a_row, a_col, b_at, b_row, out_at, out_row, k, rows, ncols, ahead, stream = _as_i64(
+                builder, [args[i] for i in (1, 2, 3, 5, 6, 8, 9, 10, 11, 12, 14, 15)])
             n = e.lanes
             masks = [e.mask(builder.sub(ncols, e.const(n * v))) for v in range(vectors)]
             real = [builder.icmp_signed("<", e.const(r), rows) for r in range(most_rows)]
@@ -187,15 +193,32 @@ def _make_tile(vectors: int, most_rows: int):
                     sum_loop(True)
                 with plain:
                     sum_loop(False)
-            for r in range(most_rows):
-                with builder.if_then(real[r]):
-                    for v in range(vectors):
-                        e.store(builder.load(acc[r][v]), out_data, e.at(out_rows[r], n * v), masks[v])
+            with builder.if_else(builder.icmp_signed("!=", stream, e.const(0))) as (streamed, cached):
+                with streamed:  # whole aligned vectors, past the caches (see ``product``)
+                    for r in range(most_rows):
+                        with builder.if_then(real[r]):
+                            for v in range(vectors):
+                                e.store_streaming(builder.load(acc[r][v]), out_data,
+                                                  e.at(out_rows[r], n * v))
+                with cached:
+                    for r in range(most_rows):
+                        with builder.if_then(real[r]):
+                            for v in range(vectors):
+                                e.store(builder.load(acc[r][v]), out_data, e.at(out_rows[r], n * v), masks[v])
             return context.get_dummy_value()
 
         return sig, codegen
 
     return tile_block
+
+
+@intrinsic
+def _store_fence(typingctx):
+    """A full memory fence: streamed stores are done before whatever follows reads them."""
+    def codegen(context, builder, signature, args):
+        builder.fence("seq_cst")
+        return context.get_dummy_value()
+    return types.void(), codegen
 
 
 _wide = _make_tile(TILE_VECTORS, TILE_ROWS)
@@ -228,7 +251,7 @@ def strip_width(dtype) -> int:
 
 
 @njit(**_JIT)
-def product(a, b, out, i0, i1, j0, j1, accumulate):
+def product(a, b, out, i0, i1, j0, j1, accumulate, stream=False):
     """out[i0:i1, j0:j1] (+)= a[i0:i1] @ b[:, j0:j1] in register blocks.
 
     a (M, K) any strides; b (K, N) and out (M, N) with contiguous rows. K in chunks of
@@ -236,7 +259,11 @@ def product(a, b, out, i0, i1, j0, j1, accumulate):
     one pass); in each, strips of ``tile_columns`` columns, swept by blocks of rows while
     the strip's rows of b stay in L1 (the first block prefetches the next strip). A strip
     of at most half that width takes blocks of half the vectors and twice the rows, at
-    most a quarter one vector and four times the rows: the same 24 running vectors."""
+    most a quarter one vector and four times the rows: the same 24 running vectors.
+
+    ``stream``: the last chunk writes its whole, aligned blocks with non-temporal stores,
+    which skip reading each line of ``out`` into the caches before writing it: for a
+    large output that no one reads soon, half the memory traffic of its writes."""
     k = a.shape[1]
     if k != b.shape[0]:
         raise ValueError("product: a and b do not share K")
@@ -246,20 +273,32 @@ def product(a, b, out, i0, i1, j0, j1, accumulate):
     a_row, a_col = a.strides[0] // size, a.strides[1] // size
     b_row, out_row = b.strides[0] // size, out.strides[0] // size
     width, n = tile_columns(out), lanes(out)
+    start = out.ctypes.data
+    rows_aligned = (out_row * size) % VECTOR_BYTES == 0
+    streamed = False
     for k0 in range(0, max(k, 1), SUM_CHUNK):
         kc, onto = min(SUM_CHUNK, k - k0), accumulate or k0 > 0
+        last = k0 + SUM_CHUNK >= k
         a0, b0 = k0 * a_col, k0 * b_row
         for j in range(j0, j1, width):
             cols, ahead = min(width, j1 - j), AHEAD * width
+            whole = stream and last and rows_aligned and cols == width
             if cols > width // 2:
                 for i in range(i0, i1, TILE_ROWS):
-                    _wide(a, a0 + i * a_row, a_row, a_col, b, b0 + j, b_row, out, i * out_row + j,
-                          out_row, kc, min(TILE_ROWS, i1 - i), cols, onto, ahead if i == i0 else 0)
+                    at = i * out_row + j
+                    fast = whole and (start + at * size) % VECTOR_BYTES == 0
+                    streamed |= fast
+                    _wide(a, a0 + i * a_row, a_row, a_col, b, b0 + j, b_row, out, at, out_row, kc,
+                          min(TILE_ROWS, i1 - i), cols, onto, ahead if i == i0 else 0, fast)
             elif cols > n:
                 for i in range(i0, i1, 2 * TILE_ROWS):
                     _half(a, a0 + i * a_row, a_row, a_col, b, b0 + j, b_row, out, i * out_row + j,
-                          out_row, kc, min(2 * TILE_ROWS, i1 - i), cols, onto, ahead if i == i0 else 0)
+                          out_row, kc, min(2 * TILE_ROWS, i1 - i), cols, onto, ahead if i == i0 else 0,
+                          False)
             else:
                 for i in range(i0, i1, 4 * TILE_ROWS):
                     _one(a, a0 + i * a_row, a_row, a_col, b, b0 + j, b_row, out, i * out_row + j,
-                         out_row, kc, min(4 * TILE_ROWS, i1 - i), cols, onto, ahead if i == i0 else 0)
+                         out_row, kc, min(4 * TILE_ROWS, i1 - i), cols, onto, ahead if i == i0 else 0,
+                         False)
+    if streamed:
+        _store_fence()
