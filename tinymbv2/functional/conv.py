@@ -77,6 +77,9 @@ class PointwiseConv2d(Function):
     def backward(ctx, g):
         x, w = ctx.saved_tensors
         k = ctx.kernels
+        both = getattr(k, "pointwise_conv2d_backward", None)  # optional: one pass over g
+        if both is not None and ctx.needs_input_grad[0] and ctx.needs_input_grad[1]:
+            return both(g, x, w)
         gx = k.pointwise_conv2d_backward_input(g, w) if ctx.needs_input_grad[0] else None
         gw = k.pointwise_conv2d_backward_weight(g, x) if ctx.needs_input_grad[1] else None
         return gx, gw

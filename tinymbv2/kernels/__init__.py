@@ -60,11 +60,13 @@ Matrix product, for the Linear layer (a or b may be transposed views):
     matmul(a, b) -> a @ b                                      # (M, K) @ (K, N)
 
 A set may also have optional kernels, which the ops use when it does and replace by the
-kernels above when it does not (``numba_cpu`` has all three): ``rmsprop_update``
+kernels above when it does not (``numba_cpu`` has all four): ``rmsprop_update``
 (:mod:`tinymbv2.optim`), ``inverted_residual_eval`` (a whole block for inference,
-:func:`tinymbv2.functional.inverted_residual_eval`) and ``stage_supported`` /
+:func:`tinymbv2.functional.inverted_residual_eval`), ``stage_supported`` /
 ``stage_forward_train`` / ``stage_backward_train`` (BatchNorm + ReLU6, depthwise 3x3,
-BatchNorm + ReLU6 in training, :func:`tinymbv2.functional.depthwise_stage_train`).
+BatchNorm + ReLU6 in training, :func:`tinymbv2.functional.depthwise_stage_train`) and
+``pointwise_conv2d_backward(gy, x, w) -> (gx, gw)``, both gradients of a 1x1 convolution
+at once (:class:`tinymbv2.functional.conv.PointwiseConv2d`).
 """
 
 KERNEL_NAMES = (

@@ -4,8 +4,8 @@ The same names, signatures and answers as :mod:`tinymbv2.kernels.reference`
 (see the interface in :mod:`tinymbv2.kernels`), organised for speed instead
 of for reading: depthwise convolution in :mod:`.numba_depthwise` (direct
 loops), pointwise convolution in :mod:`.numba_pointwise` (a matrix product per
-image, in :mod:`.numba_gemm`'s loops) and :mod:`.numba_pointwise_rows` (one
-product over the batch on channels-last planes), dense convolution in
+image) and :mod:`.numba_pointwise_rows` (one product over the batch on channels-last
+planes), both on :mod:`.numba_tile`'s register blocks, dense convolution in
 :mod:`.numba_dense` (im2col + GEMM per image), BatchNorm in :mod:`.numba_bn`,
 the Linear layer's GEMM in :mod:`.numba_matmul`. Everything runs in Numba's one
 thread pool: the BLAS GEMMs are ``np.dot`` inside parallel loops, on a BLAS
@@ -65,6 +65,7 @@ from .numba_stage import (  # noqa: F401  (optional: see there)
     stage_supported,
 )
 from .numba_pointwise import (  # noqa: F401
+    pointwise_conv2d_backward,
     pointwise_conv2d_backward_input,
     pointwise_conv2d_backward_weight,
     pointwise_conv2d_forward,

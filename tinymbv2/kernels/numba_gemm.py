@@ -129,38 +129,50 @@ def row_blocks(m):
     return (m + 3) // 4
 
 
+@njit(inline="always", **_JIT)
+def _block_products(a, c, out, i, k0, k1):
+    """out[i:i + 4] += a[i:i + 4, k0:k1] @ c[:, k0:k1].T (fewer rows at the bottom edge)."""
+    m, n = a.shape[0], c.shape[0]
+    rows = min(4, m - i)
+    full = n - n % 4 if rows == 4 else 0  # columns done in 4x4 blocks
+    for j in range(0, full, 4):
+        s = _dot_4x4(a, c, i, j, k0, k1)
+        for r in range(4):
+            o = out[i + r]
+            o[j] += s[4 * r]
+            o[j + 1] += s[4 * r + 1]
+            o[j + 2] += s[4 * r + 2]
+            o[j + 3] += s[4 * r + 3]
+    for j in range(full, n):
+        if rows == 4:
+            s0, s1, s2, s3 = _dot_4x1(a, c[j, k0:k1], i, k0, k1)
+            out[i, j] += s0
+            out[i + 1, j] += s1
+            out[i + 2, j] += s2
+            out[i + 3, j] += s3
+        else:
+            for r in range(i, i + rows):
+                out[r, j] += _dot(a[r, k0:k1], c[j, k0:k1])
+
+
 @njit(**_JIT)
 def row_block(a3, c3, out, blk):
     """Rows 4*blk .. 4*blk + 3 of ``out`` (fewer at the bottom edge): their sum over b,
     K in chunks of ``CHUNK``, in order."""
-    nb, m, k = a3.shape
-    n = c3.shape[1]
+    k = a3.shape[2]
     i = 4 * blk
-    rows = min(4, m - i)
-    full = n - n % 4 if rows == 4 else 0  # columns done in 4x4 blocks
-    out[i:i + rows] = 0
-    for b in range(nb):
-        a, c = a3[b], c3[b]
+    out[i:i + 4] = 0
+    for b in range(a3.shape[0]):
         for k0 in range(0, k, CHUNK):
-            k1 = min(k, k0 + CHUNK)
-            for j in range(0, full, 4):
-                s = _dot_4x4(a, c, i, j, k0, k1)
-                for r in range(4):
-                    o = out[i + r]
-                    o[j] += s[4 * r]
-                    o[j + 1] += s[4 * r + 1]
-                    o[j + 2] += s[4 * r + 2]
-                    o[j + 3] += s[4 * r + 3]
-            for j in range(full, n):
-                if rows == 4:
-                    s0, s1, s2, s3 = _dot_4x1(a, c[j, k0:k1], i, k0, k1)
-                    out[i, j] += s0
-                    out[i + 1, j] += s1
-                    out[i + 2, j] += s2
-                    out[i + 3, j] += s3
-                else:
-                    for r in range(i, i + rows):
-                        out[r, j] += _dot(a[r, k0:k1], c[j, k0:k1])
+            _block_products(a3[b], c3[b], out, i, k0, min(k, k0 + CHUNK))
+
+
+@njit(**_JIT)
+def add_products(a, c, out, k0, k1):
+    """out (M, N) += a[:, k0:k1] @ c[:, k0:k1].T, in the 4x4 blocks above: for a caller
+    that has those columns of a and c in cache for another product."""
+    for i in range(0, a.shape[0], 4):
+        _block_products(a, c, out, i, k0, k1)
 
 
 @njit(parallel=True, **_JIT)

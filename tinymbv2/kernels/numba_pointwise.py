@@ -8,13 +8,12 @@ viewed as (C, H*W) *is* the column matrix, so
     backward-input   gx[n] = W.T        @ gy[n] (Co, P)
     backward-weight  gw    = sum_n gy[n] @ x[n].T
 
-All three run :mod:`.numba_gemm`'s loops, not BLAS: forward and backward-input
-its broadcast form (vectorised along the pixels, in blocks of ``COLUMNS``; an
-inference epilogue is applied to each block while it is in cache), backward-weight
-its dot-product form (both operands read along the pixels). On this machine they
-are 1.1-1.9x faster than its BLAS on these shapes (the figures are in that
-module); A/B, 224 px batch 8 training step, forward and backward-input on BLAS
-against these loops: 155.3 -> 152.7 ms.
+Forward and backward-input run :mod:`.numba_tile`'s register blocks (through
+``numba_gemm.columns_nn``, in blocks of ``COLUMNS`` pixels; an inference epilogue is
+applied to each block while it is in cache; a large output with none is streamed past
+the caches, ``STREAM_BYTES``), backward-weight ``numba_gemm``'s dot-product loop (both
+operands read along the pixels). ``pointwise_conv2d_backward`` takes both gradients in
+one pass over gy (``_backward_images``).
 
 **One thread pool.** Everything runs in ``@njit(parallel=True)`` loops, one image
 per task for forward and backward-input: Numba's own pool is the only parallelism
@@ -25,8 +24,9 @@ per task for forward and backward-input: Numba's own pool is the only parallelis
 (:mod:`.numba_pointwise_rows`); the per-image products here serve larger planes.
 
 **Determinism.** Every output value is summed whole by one thread, in an order
-fixed by the shapes, never by ``numba.get_num_threads()``: results are
-bit-identical across runs and thread counts.
+fixed by the shapes, never by ``numba.get_num_threads()`` (the fused backward's
+weight gradient: two fixed runs of images, added in order): results are bit-identical
+across runs and thread counts.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from . import numba_pool  # noqa: F401  (starts Numba's pool passive)
 from ._checks import ndim, same_float_dtype
 from . import numba_pointwise_rows as by_rows
 from .numba_bn import epilogue, epilogue_args
-from .numba_gemm import COLUMNS, columns_nn, sum_of_products
+from .numba_gemm import COLUMNS, add_products, columns_nn, sum_of_products
 from .numba_layout import (aligned_empty, as_channels_last, channels_last_plane, empty_channels_last,
                            rows)
 
@@ -65,6 +65,33 @@ def _matmul_images(a, x3, y3, ep):
             columns_nn(a, x3[b], y3[b], j0, j1, stream)
             epilogue(y3[b][:, j0:j1], ep)
     return y3
+
+
+BACKWARD_PIXELS = 1024
+"""Pixels per step of the fused backward: the step's columns of gy[n] (and of x[n]) stay in
+L2 between the two products that read them."""
+
+
+@njit(parallel=True, **_JIT)
+def _backward_images(wt, gy3, x3, gx3, parts):
+    """Both gradients in one pass over gy: gx3[n] = W.T @ gy3[n] (as ``_matmul_images``)
+    and gw = sum_n gy3[n] @ x3[n].T, step by step along the pixels, each step's columns
+    of gy3[n] read from memory once for both. The images are cut into ``parts`` fixed
+    runs, each summed in order into a partial gw by one task; the partials are added in
+    order (deterministic, whatever the thread count)."""
+    n, co, p = gy3.shape
+    sums = np.zeros((parts, co, x3.shape[1]), gy3.dtype)
+    stream = gx3.size * gx3.itemsize >= STREAM_BYTES
+    for part in prange(parts):
+        for b in range(part * n // parts, (part + 1) * n // parts):
+            for j0 in range(0, p, BACKWARD_PIXELS):
+                j1 = min(p, j0 + BACKWARD_PIXELS)
+                columns_nn(wt, gy3[b], gx3[b], j0, j1, stream)
+                add_products(gy3[b], x3[b], sums[part], j0, j1)
+    gw = sums[0].copy()
+    for part in range(1, parts):
+        gw += sums[part]
+    return gw
 
 
 # ------------------------------------------------------------- public wrappers
@@ -121,6 +148,30 @@ def pointwise_conv2d_backward_input(gy, w):
     _matmul_images(w.reshape(co, ci).T, gy.reshape(n, co, h * wd), gx.reshape(n, ci, h * wd),
                    epilogue_args(fn, None, ci, gy.dtype))
     return gx
+
+
+def pointwise_conv2d_backward(gy, x, w):
+    """Both gradients at once: (gx, gw), as ``pointwise_conv2d_backward_input`` and
+    ``pointwise_conv2d_backward_weight`` give them. On NCHW planes one pass over gy serves
+    both (``_backward_images``); channels-last, the two kernels."""
+    fn = "pointwise_conv2d_backward"
+    gy, x, w = np.asarray(gy), np.asarray(x), _c(w)
+    same_float_dtype(fn, gy=gy, x=x, w=w)
+    ndim(fn, "gy", gy, 4)
+    ndim(fn, "x", x, 4)
+    n, co, h, wd = gy.shape
+    _pointwise_w(fn, w, co, 0)
+    ci = w.shape[1]
+    if x.shape != (n, ci, h, wd):
+        raise ValueError(f"{fn}: x must have shape {(n, ci, h, wd)} to match gy {gy.shape} "
+                         f"and w {w.shape}, got {x.shape}")
+    if channels_last_plane(h, wd) or n == 0:
+        return pointwise_conv2d_backward_input(gy, w), pointwise_conv2d_backward_weight(gy, x)
+    gy, x = _c(gy), _c(x)
+    gx = aligned_empty((n, ci, h, wd), gy.dtype)  # NumPy's allocator (see numba_cpu), aligned
+    gw = _backward_images(w.reshape(co, ci).T, gy.reshape(n, co, h * wd), x.reshape(n, ci, h * wd),
+                          gx.reshape(n, ci, h * wd), 2 if n > 1 else 1)
+    return gx, gw.reshape(co, ci, 1, 1)
 
 
 def pointwise_conv2d_backward_weight(gy, x):

@@ -32,16 +32,15 @@ from .numba_tile import product, strip_width, tile_columns
 _JIT = dict(cache=True, fastmath=False)
 _PARALLEL_ROWS = 384  # a GEMM is cut into two blocks of rows from this many rows ...
 _PARALLEL_MACS = 1 << 22  # ... and this many multiply-adds; none under it
-"""Waking the pool (~45 us, passive) and each thread packing the whole other operand cost
-more than half the arithmetic of a small GEMM. Measured: (64, 960) @ (960, 160) took
-0.19 ms whole and 0.24 ms in two blocks of rows; (392, 960) @ (960, 160) at 224 px needs
-both threads."""
+"""Waking the pool (~45 us, passive) costs more than half the arithmetic of a small GEMM
+(measured with the BLAS products these blocks replaced: (64, 960) @ (960, 160) took 0.19
+ms whole and 0.24 ms in two blocks of rows)."""
 STREAM_BYTES = 4 << 20
 """Outputs from this size on, with no epilogue, are streamed (as in ``numba_pointwise``)."""
 COLUMN_SPLIT = True
 """Cut products of few rows (but enough multiply-adds) over output columns, rather than
-run them in the calling thread: 32 px batch 64 training step 45.8 -> 43.1 ms, A/B. A
-switch for that A/B and for the tests."""
+run them in the calling thread (with BLAS: 32 px batch 64 training step 45.8 -> 43.1 ms,
+A/B). A switch for that A/B and for the tests."""
 
 
 def _split(m: int, k: int, n: int) -> str:
