@@ -7,7 +7,7 @@ For MobileNetV2-1.0 the script counts the work of one training step (forward,
 cross-entropy, backward, RMSprop) layer by layer, from the model's own
 modules, and turns it into a *floor*: the time that work takes at this
 machine's float32 GEMM rate (the arithmetic of the convolutions and the
-classifier) or at its copy bandwidth (the memory-bound ops), both measured
+classifier; the faster of NumPy's BLAS and the numba set's own product) or at its copy bandwidth (the memory-bound ops), both measured
 in the same run. Next to it stands the time the numba kernels take for that
 layer type (``tinymbv2.profiler``, median of a few steps).
 
