@@ -13,17 +13,21 @@ import tinymbv2
 from kernel_cases import channels_last_max
 from test_kernels import TOL64, assert_close, torch_conv
 from tinymbv2 import functional as F
-from tinymbv2.kernels import numba_cpu, numba_pointwise
+from tinymbv2.kernels import numba_cpu, numba_pointwise, numba_pointwise_rows
 
 CASES = [(1, 3, 5, 9), (3, 16, 96, 20), (2, 24, 7, 33), (5, 6, 4, 40)]  # n, ci, co, side
 
 
-@pytest.mark.parametrize("layout", ["nchw", "channels-last"])
+@pytest.mark.parametrize("layout", ["nchw", "channels-last", "channels-last, two threads"])
 @pytest.mark.parametrize("n,ci,co,side", CASES)
-def test_both_gradients_match_torch(layout, n, ci, co, side):
+def test_both_gradients_match_torch(layout, n, ci, co, side, monkeypatch):
+    """NCHW; channels-last in the calling thread (small products), or on two threads
+    (forced here whatever the size: numba_pointwise_rows._split)."""
     rng = np.random.default_rng(n * side + ci)
     x, w = rng.standard_normal((n, ci, side, side)), rng.standard_normal((co, ci, 1, 1))
     _, gy, gx, gw = torch_conv(x, w, 1, 0, 1, rng)
+    if layout.endswith("two threads"):
+        monkeypatch.setattr(numba_pointwise_rows, "_PARALLEL_MACS", 0)
     with channels_last_max(0 if layout == "nchw" else 10**9):
         got_gx, got_gw = numba_cpu.pointwise_conv2d_backward(gy, x, w)
     assert got_gx.shape == gx.shape and got_gw.shape == gw.shape
@@ -45,11 +49,12 @@ def test_more_pixels_than_one_step_and_the_separate_kernels():
     np.testing.assert_allclose(gw, want, rtol=0, atol=1e-3 * np.abs(want).max())
 
 
-def test_the_same_bits_for_any_thread_count():
+@pytest.mark.parametrize("side", [36, 7])  # NCHW, channels-last
+def test_the_same_bits_for_any_thread_count(side):
     rng = np.random.default_rng(4)
-    x = rng.standard_normal((5, 24, 36, 36)).astype(np.float32)
-    gy = rng.standard_normal((5, 40, 36, 36)).astype(np.float32)
-    w = rng.standard_normal((40, 24, 1, 1)).astype(np.float32)
+    x = rng.standard_normal((16, 96, side, side)).astype(np.float32)
+    gy = rng.standard_normal((16, 40, side, side)).astype(np.float32)
+    w = rng.standard_normal((40, 96, 1, 1)).astype(np.float32)
 
     def run():
         return [a.tobytes() for a in numba_cpu.pointwise_conv2d_backward(gy, x, w)]

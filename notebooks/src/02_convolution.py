@@ -416,7 +416,8 @@ decide whether it vectorises at all:
 
 tinymbv2's kernels used this loop, with the edges handled, for every pointwise layer on
 planes larger than 16x16. They have since gone one step further, which no loop written in
-Numba can express; `numba_gemm.columns_nn` in the race below is that step, explained after it.
+Numba can express: `numba_gemm.columns_nn` in the race below is that step, explained
+after it.
 """
 
 # %%
