@@ -518,8 +518,8 @@ result is the same on every run and for any thread count.
 
 On two cores and MobileNetV2's shapes, the block runs the channels-last products at
 488-507 GFLOP/s in cache (540 is this CPU's peak); with streaming stores and both
-gradients of a pointwise layer taken in one pass, the 224 px training step went from about
-126 ms to about 100 (the Benchmarks page has the runs).
+gradients of a pointwise layer taken in one pass, the 224 px training step went from
+123-126 ms to 100-112 ms (the Benchmarks page has the runs).
 
 A product whose sum runs *along* the rows of both operands, such as the weight gradient
 $\sum_n \mathrm{d}Y[n]\, X[n]^\top$ (the sum over the pixels), takes the other shape of

@@ -41,9 +41,9 @@ backward-input with a = W.T), the stem's forward and the classifier's gradients.
 registers for the whole sum, each step 4 vector loads of x and 6 broadcasts of ``a`` for
 24 FMAs. An earlier loop written in Numba (four rows of ``out``, eight terms per pass,
 reloading and storing ``out`` on every pass; chapter 2.7 shows it) ran these shapes at
-162-208 GFLOP/s; the block, with a prefetch of x's next strip, at 240-400 (8 images,
-both cores: 16->96 at 112x112 149 -> 159, 144->24 at 56x56 187 -> 378, 192->32 at 28x28
-208 -> 308; the 112 px planes are bound by memory).
+140-225 GFLOP/s; the block, with a prefetch of x's next strip, at 160-380 (forward, 8
+images, both cores, operands from memory: 16->96 at 112x112 141 -> 159, 144->24 at 56x56
+223 -> 379, 192->32 at 28x28 197 -> 308; the 112 px planes are bound by memory).
 
 **Determinism.** Every entry of ``out`` is summed whole, in an order fixed by the
 compiled loop and the shapes, by one thread: the same bits on every run and for any
