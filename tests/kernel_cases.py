@@ -76,3 +76,18 @@ def channels_last_max(pixels):
         yield
     finally:
         numba_layout.CHANNELS_LAST_MAX = saved
+
+
+def three_runs(run):
+    """(run(), run() again, run() on one Numba thread): what a determinism test compares,
+    for the same bits on every run and whatever the thread count."""
+    import numba  # here, not at the top: the GPU tests import this module too
+
+    first, again = run(), run()
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        single = run()
+    finally:
+        numba.set_num_threads(threads)
+    return first, again, single

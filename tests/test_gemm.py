@@ -1,13 +1,14 @@
 """numba_gemm's two matrix loops against NumPy, on the shapes their edge cases turn on.
 
-The dot-product form blocks the output 4x4 and sums K in chunks of ``CHUNK``; the broadcast
-form takes four rows and eight terms per pass. So the shapes below put rows, columns and
-terms on both sides of those multiples, and K across a chunk boundary.
+The dot-product form blocks the output 4x4 and sums K in chunks of ``CHUNK``. So the shapes
+below put rows, columns and terms on both sides of those multiples, and K across a chunk
+boundary. The broadcast form is ``numba_tile``'s register block, whose own edges
+``tests/test_tile.py`` covers; here it is checked through ``columns_nn``.
 """
-import numba
 import numpy as np
 import pytest
 
+from kernel_cases import three_runs
 from tinymbv2.kernels import numba_gemm
 
 ROWS = [1, 3, 4, 5, 8, 13]
@@ -65,11 +66,5 @@ def test_both_loops_give_the_same_bits_for_any_thread_count():
         numba_gemm.columns_nn(a, x, out, 0, 50)
         return numba_gemm.sum_of_products(a3, c3).tobytes(), out.tobytes()
 
-    first, again = run(), run()
-    before = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        single = run()
-    finally:
-        numba.set_num_threads(before)
+    first, again, single = three_runs(run)
     assert first == again == single

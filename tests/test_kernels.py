@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernel_cases import EPS, all_kernel_calls
+from kernel_cases import EPS, all_kernel_calls, three_runs
 from tinymbv2.kernels import KERNEL_NAMES, numba_cpu, reference
 
 SETS = [reference, numba_cpu]
@@ -238,8 +238,6 @@ def test_both_sets_define_the_interface():
 
 def test_numba_is_deterministic():
     """Bit-identical results on repeated runs, and with 1 thread as with all of them."""
-    import numba
-
     rng = np.random.default_rng(3)
     x, w, wd, wp = random_problem(rng, np.float32, shape=(4, 24, 30, 30), co=8, cp=16)
     calls = all_kernel_calls(x, w, wd, wp, (1, 1), (1, 1), rng)
@@ -254,13 +252,7 @@ def test_numba_is_deterministic():
     def run_all():
         return {k: as_tuple(getattr(numba_cpu, k.split()[0])(*a)) for k, a in calls.items()}
 
-    first, second = run_all(), run_all()
-    threads = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        single = run_all()
-    finally:
-        numba.set_num_threads(threads)
+    first, second, single = three_runs(run_all)
     for k in calls:  # (set_num_threads steers Numba's loops; scipy BLAS pinned to 1 thread inside numba)
         for a, b, c in zip(first[k], second[k], single[k]):
             assert a.tobytes() == b.tobytes(), f"{k} differs between runs"

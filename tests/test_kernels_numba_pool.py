@@ -14,6 +14,7 @@ import sys
 import numpy as np
 import pytest
 
+from kernel_cases import three_runs
 from test_kernels import TOL64, assert_close
 from tinymbv2.kernels import numba_cpu, reference
 
@@ -45,8 +46,6 @@ def test_numba_pointwise_batched_images_match_reference(shape):
 def test_numba_gemm_kernels_deterministic_across_thread_counts():
     """Bit-identical on repeated runs and with 1 thread as with all of them, on
     the batched-image and many-images-per-partial paths of the GEMM kernels."""
-    import numba
-
     rng = np.random.default_rng(9)
     calls = {}
     for shape in SMALL_IMAGE_CASES:
@@ -63,13 +62,7 @@ def test_numba_gemm_kernels_deterministic_across_thread_counts():
     def run_all():
         return {k: getattr(numba_cpu, k.split()[0])(*a).tobytes() for k, a in calls.items()}
 
-    first, second = run_all(), run_all()
-    threads = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        single = run_all()
-    finally:
-        numba.set_num_threads(threads)
+    first, second, single = three_runs(run_all)
     for k in calls:
         assert first[k] == second[k], f"{k} differs between runs"
         assert first[k] == single[k], f"{k} depends on Numba's thread count"

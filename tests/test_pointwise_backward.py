@@ -5,12 +5,11 @@ On NCHW planes it reads each step of gy once for dL/dx and dL/dW (numba_pointwis
 runs the two kernels. Checked against PyTorch, against the two separate kernels, for
 any thread count, and through the autograd op that calls it.
 """
-import numba
 import numpy as np
 import pytest
 
 import tinymbv2
-from kernel_cases import channels_last_max
+from kernel_cases import channels_last_max, three_runs
 from test_kernels import TOL64, assert_close, torch_conv
 from tinymbv2 import functional as F
 from tinymbv2.kernels import numba_cpu, numba_pointwise, numba_pointwise_rows
@@ -59,13 +58,7 @@ def test_the_same_bits_for_any_thread_count(side):
     def run():
         return [a.tobytes() for a in numba_cpu.pointwise_conv2d_backward(gy, x, w)]
 
-    first, again = run(), run()
-    threads = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        single = run()
-    finally:
-        numba.set_num_threads(threads)
+    first, again, single = three_runs(run)
     assert first == again == single
 
 
