@@ -38,7 +38,7 @@ from .numba_depthwise import _valid_range
 from .numba_gemm import columns_nn, sum_of_products
 from .numba_layout import (aligned_empty, as_channels_last, channels_last_plane, empty_channels_last,
                            pixels)
-from .numba_pointwise import STREAM_BYTES
+from .numba_tile import STREAM_BYTES
 
 _JIT = dict(cache=True, fastmath=False)
 _GROUPS = 8  # partial sums of backward-weight: fixed, so the result ignores the thread count

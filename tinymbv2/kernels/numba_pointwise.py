@@ -11,9 +11,9 @@ viewed as (C, H*W) *is* the column matrix, so
 Forward and backward-input run :mod:`.numba_tile`'s register blocks (through
 ``numba_gemm.columns_nn``, in blocks of ``COLUMNS`` pixels; an inference epilogue is
 applied to each block while it is in cache; a large output with none is streamed past
-the caches, ``STREAM_BYTES``), backward-weight ``numba_gemm``'s dot-product loop (both
-operands read along the pixels). ``pointwise_conv2d_backward`` takes both gradients in
-one pass over gy (``_backward_images``).
+the caches, ``numba_tile.STREAM_BYTES``), backward-weight ``numba_gemm``'s dot-product
+loop (both operands read along the pixels). ``pointwise_conv2d_backward`` takes both
+gradients in one pass over gy (``_backward_images``).
 
 **One thread pool.** Everything runs in ``@njit(parallel=True)`` loops, one image
 per task for forward and backward-input: Numba's own pool is the only parallelism
@@ -40,17 +40,12 @@ from .numba_bn import epilogue, epilogue_args
 from .numba_gemm import COLUMNS, add_products, columns_nn, sum_of_products
 from .numba_layout import (aligned_empty, as_channels_last, channels_last_plane, empty_channels_last,
                            rows)
+from .numba_tile import STREAM_BYTES
 
 _JIT = dict(cache=True, fastmath=False)
 
 
 # ----------------------------------------------------------------- jitted cores
-STREAM_BYTES = 4 << 20
-"""Outputs of at least this many bytes, with no epilogue to run, are written past the
-caches (``numba_tile.product``'s ``stream``): too large to stay there for the next layer,
-they would otherwise be read in, line by line, only to be overwritten."""
-
-
 @njit(parallel=True, **_JIT)
 def _matmul_images(a, x3, y3, ep):
     """y3 (N, M, P): y3[n] = a (M, K) @ x3[n] (K, P), one image per task, in blocks of

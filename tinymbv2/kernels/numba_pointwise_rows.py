@@ -27,7 +27,7 @@ from numba import njit, prange
 
 from . import numba_pool  # noqa: F401  (starts Numba's pool passive)
 from .numba_bn_rows import affine_rows_inplace
-from .numba_tile import product, strip_width, tile_columns
+from .numba_tile import STREAM_BYTES, product, strip_width, tile_columns
 
 _JIT = dict(cache=True, fastmath=False)
 _PARALLEL_ROWS = 384  # a GEMM is cut into two blocks of rows from this many rows ...
@@ -35,8 +35,6 @@ _PARALLEL_MACS = 1 << 22  # ... and this many multiply-adds; none under it
 """Waking the pool (~45 us, passive) costs more than half the arithmetic of a small GEMM
 (measured with the BLAS products these blocks replaced: (64, 960) @ (960, 160) took 0.19
 ms whole and 0.24 ms in two blocks of rows)."""
-STREAM_BYTES = 4 << 20
-"""Outputs from this size on, with no epilogue, are streamed (as in ``numba_pointwise``)."""
 COLUMN_SPLIT = True
 """Cut products of few rows (but enough multiply-adds) over output columns, rather than
 run them in the calling thread (with BLAS: 32 px batch 64 training step 45.8 -> 43.1 ms,
