@@ -1,8 +1,8 @@
 """A block of a matrix product held in vector registers: the inner kernel of most GEMMs here.
 
 For ``out (M, N) = a (M, K) @ b (K, N)``, with b's rows and out's rows contiguous, one
-call of ``tile`` computes a block of up to ``TILE_ROWS`` rows and ``tile_columns``
-columns of ``out`` (6 x 64 in float32 on a CPU with AVX-512):
+block computes up to ``TILE_ROWS`` rows and ``tile_columns`` columns of ``out`` (6 x 64
+in float32 on a CPU with AVX-512); ``product`` sweeps the blocks over ``out``:
 
     acc[r, :] = 0                                    r < 6; 64 values = 4 vectors of 16
     for p in range(K):
@@ -17,9 +17,9 @@ loads never keep the two FMA units waiting. Loops written in Numba cannot ask fo
 LLVM keeps an ``out`` it has to reload and store inside the loop, or splits a sum into
 lanes it adds up at the end. So the block is written in LLVM's own terms, as a Numba
 ``intrinsic``: the loop, the vector loads, ``llvm.fma`` and the stores are emitted
-directly. On this 2-core AVX-512 machine one core runs it at 213-250 GFLOP/s on
-MobileNetV2's pointwise shapes, against a measured peak of 270 for independent FMAs
-(and about 100 for the loops it replaced).
+directly. On this 2-core AVX-512 machine one core runs it at 190-245 GFLOP/s on
+MobileNetV2's pointwise shapes in cache, against a measured peak of 270 for independent
+FMAs (and about 100 for the loops it replaced).
 
 **Edges.** Columns past ``ncols`` are masked off (``llvm.masked.load`` / ``store``:
 nothing outside the block is read or written). A strip narrower than half a wide block
@@ -36,7 +36,6 @@ contiguous rows; their row strides are arguments.
 added by one FMA (one rounding), in order of p. With ``accumulate`` the running sums
 start from ``out``'s values instead of 0, so a sum split into consecutive chunks of K
 gives exactly the bits of the whole sum. Nothing depends on threads or timing.
-
 """
 from __future__ import annotations
 
