@@ -33,6 +33,8 @@ training step A/B: 256 pixels 156 ms, 784 (28x28) 157 ms, 3136 (56x56) 171 ms.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 CHANNELS_LAST_MAX = 256
@@ -64,7 +66,7 @@ def aligned_empty(shape, dtype) -> np.ndarray:
     """``np.empty`` whose first value starts a cache line: with rows of a multiple of 64
     bytes, every vector ``numba_tile.product`` writes is aligned, so it can be streamed."""
     dtype = np.dtype(dtype)
-    size = int(np.prod(shape)) * dtype.itemsize
+    size = math.prod(shape) * dtype.itemsize  # (np.prod: 2 us a call, of about 4)
     buffer = np.empty(size + ALIGNMENT, np.uint8)
     skip = -buffer.ctypes.data % ALIGNMENT
     return buffer[skip:skip + size].view(dtype).reshape(shape)
