@@ -125,3 +125,29 @@ def test_numba_pool_keeps_the_users_wait_policy():
     if out["layer"] == "omp":
         assert "OMP_WAIT_POLICY = 'ACTIVE'" in done.stderr
         assert "GOMP_SPINCOUNT = '0'" not in done.stderr
+
+
+TORCH_FIRST_PROBE = """
+import ctypes, json
+import torch
+try:
+    ctypes.CDLL(None).GOMP_parallel
+    global_openmp = True
+except AttributeError:
+    global_openmp = False
+from tinymbv2.kernels import numba_cpu, numba_pool
+import numba
+print(json.dumps(dict(global_openmp=global_openmp, seen=numba_pool.openmp_loaded(),
+                      passive=numba_cpu.PASSIVE_POOL, layer=numba.threading_layer())))
+"""
+
+
+def test_numba_pool_says_when_pytorch_loaded_openmp_first():
+    """With PyTorch imported first its GNU OpenMP is in the global symbol scope, Numba's layer
+    runs on that runtime, and the passive policy cannot be applied: PASSIVE_POOL is then
+    False (it is True in a process without it, see above)."""
+    out = json.loads(_run_python(TORCH_FIRST_PROBE).stdout.strip().splitlines()[-1])
+    assert out["seen"] == out["global_openmp"]
+    assert out["passive"] is (not out["global_openmp"])
+    if sys.platform.startswith("linux") and out["layer"] == "omp":
+        assert out["global_openmp"], "PyTorch's wheel for Linux loads libgomp globally"

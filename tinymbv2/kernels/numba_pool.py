@@ -21,15 +21,33 @@ Imported by every ``numba_*`` kernel module; importing it does two things, once:
    thread it waits for. Measured on 2 cores (small MobileNetV2, batch 64,
    28 px): a training step took 2.3 s with the default policy and 0.67 s
    passive while one other process was busy, and 0.43 s vs 0.42 s when the
-   machine was quiet; passive adds ~6 us per parallel loop (~2 ms a step).
+   machine was quiet.
    ``OMP_WAIT_POLICY`` is set only while Numba loads its threading layer
    (OpenMP reads it then, once) and restored right after, so child
    processes and other OpenMP runtimes (PyTorch's) never see it; a value
    the user set (``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT``) is kept, and a pool
    already started before tinymbv2 was imported keeps its policy.
+
+**What sleeping costs.** Waking a sleeping worker is the price of each parallel loop.
+On this project's 2-core virtual machine (its idle cores halt) an empty loop took
+46 us passive against 1.2 us spinning, and a MobileNetV2-1.0 training step (about 400
+loops) 113-120 ms against 96-98 ms at 224 px batch 8, 44-52 ms against 31 ms at
+32 px batch 64. With a bounded spin (``GOMP_SPINCOUNT=10000``, about 0.2 ms here) the
+quiet machine gets the fast steps, but with one other busy process a step took 318
+ms against 168-178 ms passive (169 against 47-50 ms at 32 px). So passive stays the
+default, and on a machine with nothing else to run, setting ``GOMP_SPINCOUNT=10000``
+before the first import buys the speed (``make demo``: training 88 s at 594 images/s ->
+74 s at 710, the same 98.7%).
+
+**PyTorch imported first.** PyTorch loads its own GNU OpenMP into the process's global
+symbol scope, and Numba's layer, loaded later, binds to that runtime, which read its
+settings when PyTorch loaded (by default it spins). The policy cannot be applied then,
+and :func:`start_numba_pool` says so. ``make bench`` is such a process: there both
+contestants run on the one spinning runtime.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 
 import numba
@@ -64,16 +82,30 @@ def pin_numba_blas() -> list[str]:
     return [lc.filepath for lc in chosen]
 
 
+def openmp_loaded() -> bool:
+    """Does the process's global symbol scope hold a GNU OpenMP runtime already? Numba's
+    OpenMP layer, loaded after it, would run its loops on that runtime (its symbols come
+    first), with the settings it read when it was loaded."""
+    try:
+        ctypes.CDLL(None).GOMP_parallel
+    except (AttributeError, OSError):  # not there (or no such lookup on this platform)
+        return False
+    return True
+
+
 def start_numba_pool(wait_policy: str = "PASSIVE") -> bool:
     """Load Numba's threading layer now, under ``OMP_WAIT_POLICY=wait_policy``.
 
     Returns whether the policy was applied: not when the user set
-    ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` (their choice stands) and not
-    when Numba's pool was already running (OpenMP read its settings then).
+    ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` (their choice stands), not
+    when Numba's pool was already running (OpenMP read its settings then), and
+    not when another GNU OpenMP runtime (PyTorch's) is in the global symbol
+    scope already, as Numba's layer then runs on that one (``openmp_loaded``).
     """
     from numba.np.ufunc import parallel
 
-    if getattr(parallel, "_is_initialized", False) or {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(os.environ):
+    if (getattr(parallel, "_is_initialized", False) or openmp_loaded()
+            or {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(os.environ)):
         numba.get_num_threads()
         return False
     os.environ["OMP_WAIT_POLICY"] = wait_policy
@@ -88,4 +120,4 @@ PINNED_BLAS = pin_numba_blas()
 """The BLAS library files pinned to one thread at import (see :func:`pin_numba_blas`)."""
 
 PASSIVE_POOL = start_numba_pool()
-"""Whether Numba's pool was started here with the passive wait policy."""
+"""Whether Numba's pool was started here with the passive wait policy (see the module)."""
