@@ -29,9 +29,9 @@ Imported by every ``numba_*`` kernel module; importing it does two things, once:
    already started before tinymbv2 was imported keeps its policy.
 
 **What sleeping costs.** Waking a sleeping worker is the price of each parallel loop.
-On this project's 2-core virtual machine (its idle cores halt) an empty loop took
+On this project's 2-core virtual machine an empty loop took
 46 us passive against 1.2 us spinning, and a MobileNetV2-1.0 training step (about 400
-loops) 113-120 ms against 96-98 ms at 224 px batch 8, 44-52 ms against 31 ms at
+loops) 113-120 ms against 96-101 ms at 224 px batch 8, 44-52 ms against 31-35 ms at
 32 px batch 64. With a bounded spin (``GOMP_SPINCOUNT=10000``, about 0.2 ms here) the
 quiet machine gets the fast steps, but with one other busy process a step took 318
 ms against 168-178 ms passive (169 against 47-50 ms at 32 px). So passive stays the
