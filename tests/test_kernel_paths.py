@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kernel_cases import EPS, channels_last_max
+from kernel_cases import EPS, channels_last_max, three_runs
 from test_kernels import FEW, KSETS, TOL64, assert_close, bn_cases, conv_cases, t, torch_conv
 from tinymbv2.kernels import numba_cpu, numba_pointwise_rows
 
@@ -157,3 +157,25 @@ def test_numba_depthwise_stride2_padding1_planes_match_torch(h, w):
                numba_cpu.depthwise_conv2d_backward_weight(gy, x, wt.shape, (2, 2), (1, 1)))
     for name, a, b in zip(("forward", "backward_input", "backward_weight"), got, (y, gx, gw)):
         assert_close(a, b, TOL64, f"{h}x{w} {name}")
+
+
+@pytest.mark.parametrize("band_bytes", [1, 256 << 10])
+@pytest.mark.parametrize("n,ci,co,h,w", [(1, 1, 1, 1, 1), (2, 3, 5, 2, 5), (1, 3, 8, 7, 8),
+                                         (3, 2, 9, 17, 18), (2, 4, 4, 33, 31)])
+def test_numba_stem_weight_gradient_from_tap_planes_matches_torch(band_bytes, n, ci, co, h, w,
+                                                                   monkeypatch):
+    """The dense 3x3 stride-2 padding-1 weight gradient on NCHW planes (MobileNetV2's stem,
+    numba_dense3x3_s2): every parity of H and W, output channels in blocks of four and left
+    over, bands of one output row (a 1-byte budget) or whole planes; the same bits on every
+    run and with one thread."""
+    from tinymbv2.kernels import numba_dense3x3_s2
+
+    monkeypatch.setattr(numba_dense3x3_s2, "BAND_BYTES", band_bytes)
+    rng = np.random.default_rng(n * 1000 + h * 31 + w)
+    x, wt = rng.standard_normal((n, ci, h, w)), rng.standard_normal((co, ci, 3, 3))
+    y, gy, gx, gw = torch_conv(x, wt, 2, 1, 1, rng)
+    with channels_last_max(0):
+        got, again, single = three_runs(
+            lambda: numba_cpu.conv2d_backward_weight(gy, x, wt.shape, (2, 2), (1, 1)))
+    assert_close(got, gw, TOL64, f"{n}x{ci}x{h}x{w} -> {co}")
+    assert got.tobytes() == again.tobytes() == single.tobytes()  # deterministic, any threads

@@ -19,7 +19,9 @@ On an NCHW output plane the products are :mod:`.numba_gemm`'s loops, which beat 
 machine's BLAS there: the forward its broadcast form (MobileNetV2's stem at 224 px
 batch 8: 1.93-2.01 -> 1.32-1.43 ms; a large output with no epilogue streamed to memory,
 as in :mod:`.numba_pointwise`), backward-weight its dot-product form, which runs
-along the pixels of both gy[n] and cols[n] (2.38 -> 1.61 ms). On a channels-last
+along the pixels of both gy[n] and cols[n] (2.38 -> 1.61 ms) -- except for a 3x3 filter
+at stride 2 and padding 1 (the stem), whose weight gradient needs no column matrix at
+all (:mod:`.numba_dense3x3_s2`: 1.51-1.61 -> 0.96-1.03 ms). On a channels-last
 output plane they are BLAS's, and backward-weight sums its images in ``_GROUPS``
 runs of consecutive images, each in order in one thread, and adds the run totals
 in order. Either way the split is fixed by the shapes, not by the thread count, so
@@ -30,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from . import numba_dense3x3_s2 as stem
 from . import numba_pool  # noqa: F401  (pins Numba's BLAS to one thread, starts the pool passive)
 from ._checks import conv_geometry, grad_out_shape, same_float_dtype
 from .numba_bn import epilogue, epilogue_args
@@ -244,6 +247,9 @@ def conv2d_backward_weight(gy, x, w_shape, stride, padding):
     if n == 0:
         return np.zeros(w_shape, x.dtype)
     gy3, cl = _output_rows(gy)
+    if not cl and co > 0 and stem.supported(w_shape, (sh, sw), (ph, pw)):  # tap planes
+        parts = stem.band_weight_gradients(gy3.reshape(gy.shape), x)
+        return sum_in_order(parts.reshape(parts.shape[0], 1, -1)).reshape(w_shape)  # flat: fast
     if cl:
         gw = _conv_backward_weight_channels_last(gy3, x, kh, kw, sh, sw, ph, pw, ho, wo,
                                                  min(n, _GROUPS))
