@@ -255,3 +255,53 @@ def test_mobilenet_v2_training_step_with_numba_matches_torchvision(small_input):
             assert np.abs(p.grad).max() <= 1e-12 * scale, name
         else:
             assert rel(p.grad, ref) <= 1e-9, name
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("r0,r1,c0,c1", [(0, 16, 0, 16), (3, 40, 5, 37), (0, 64, 0, 160),
+                                         (1, 2, 0, 1), (0, 17, 0, 33), (5, 5, 0, 3), (2, 50, 7, 7)])
+def test_register_transpose_matches_numpy(dtype, r0, r1, c0, c1):
+    """numba_transpose.transpose_into: whole blocks in registers and the edges value by value
+    give src[r0:r1, c0:c1].T exactly, in the top left of dst, and write nothing else."""
+    from tinymbv2.kernels.numba_transpose import transpose_into
+
+    rng = np.random.default_rng(r1 * 100 + c1)
+    src = rng.standard_normal((70, 200)).astype(dtype)
+    dst = np.full((300, 80), np.nan, dtype)
+    transpose_into(src, r0, r1, c0, c1, dst)
+    rows, cols = r1 - r0, c1 - c0
+    assert np.array_equal(dst[:cols, :rows], src[r0:r1, c0:c1].T)
+    assert np.isnan(dst[cols:]).all() and np.isnan(dst[:, rows:]).all()
+    with pytest.raises(ValueError, match="contiguous rows"):
+        transpose_into(src[:, ::2], 0, 4, 0, 4, dst)
+
+
+@pytest.mark.parametrize("shape", [(8, 192, 14, 14), (3, 17, 5, 3), (2, 1280, 7, 7), (1, 1, 1, 1)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int64])
+def test_layout_copies_keep_every_value(shape, dtype):
+    """as_channels_last and as_nchw (numba_layout; transposes in registers for floats, NumPy's
+    copy for other dtypes): the same values in the other layout, and the array itself when it
+    is in that layout already."""
+    from tinymbv2.kernels.numba_layout import as_nchw
+
+    a = (np.random.default_rng(1).standard_normal(shape) * 100).astype(dtype)
+    cl = as_channels_last(a)
+    assert np.array_equal(cl, a) and is_channels_last(cl) and as_channels_last(cl) is cl
+    back = as_nchw(cl)
+    assert np.array_equal(back, a) and back.flags.c_contiguous and as_nchw(back) is back
+
+
+def test_global_pooling_gradient_keeps_the_input_layout():
+    """The head's global average pooling hands its gradient back in its input's layout, so a
+    channels-last activation's gradient needs no copy into it; the values are PyTorch's."""
+    from tinymbv2.functional import adaptive_avg_pool2d
+
+    x = np.random.default_rng(2).standard_normal((3, 5, 4, 6))
+    g = np.random.default_rng(3).standard_normal((3, 5, 1, 1))
+    xt = torch.tensor(x, requires_grad=True)
+    F.adaptive_avg_pool2d(xt, 1).backward(torch.tensor(g))
+    for a in (x, np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)):
+        t = Tensor(a, requires_grad=True)
+        adaptive_avg_pool2d(t, 1).backward(g)
+        assert np.array_equal(t.grad, xt.grad.numpy())
+        assert is_channels_last(t.grad) == is_channels_last(a)

@@ -93,6 +93,8 @@ class AdaptiveAvgPool2d(Function):
         xp = get_array_module(x)
         ctx.shape = x.shape
         ctx.out_hw = out_hw
+        # stored (N, H, W, C) (the numba set's small planes): the gradient is made so too
+        ctx.channels_last = x.transpose(0, 2, 3, 1).flags.c_contiguous and not x.flags.c_contiguous
         if out_hw == (1, 1):  # global average pooling, MobileNetV2's head
             return x.mean(axis=(2, 3), keepdims=True)
         n, c, h, w = x.shape
@@ -107,6 +109,10 @@ class AdaptiveAvgPool2d(Function):
         xp = get_array_module(g)
         n, c, h, w = ctx.shape
         if ctx.out_hw == (1, 1):
+            if ctx.channels_last:  # in the input's layout: no copy to it in the next backward
+                gx = xp.empty((n, h, w, c), dtype=g.dtype)
+                gx[...] = (g / (h * w)).reshape(n, 1, 1, c)
+                return gx.transpose(0, 3, 1, 2), None
             return xp.broadcast_to(g / (h * w), ctx.shape).copy(), None
         gx = xp.zeros(ctx.shape, dtype=g.dtype)
         for i, (r0, r1) in enumerate(_cells(h, ctx.out_hw[0])):

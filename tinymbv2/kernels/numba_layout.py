@@ -37,6 +37,8 @@ import math
 
 import numpy as np
 
+from .numba_transpose import transpose_images
+
 CHANNELS_LAST_MAX = 256
 """Planes of up to this many pixels (16x16) are kept channels-last."""
 
@@ -51,11 +53,35 @@ def is_channels_last(a: np.ndarray) -> bool:
     return a.ndim == 4 and a.transpose(0, 2, 3, 1).flags.c_contiguous
 
 
+def _fast_copy(a: np.ndarray) -> bool:
+    """Is ``a`` a non-empty float array that ``numba_transpose`` can copy image by image?"""
+    return a.dtype in (np.float32, np.float64) and a.size > 0
+
+
 def as_channels_last(a: np.ndarray) -> np.ndarray:
-    """``a`` itself when it is channels-last already, else a channels-last copy."""
+    """``a`` itself when it is channels-last already, else a channels-last copy (from NCHW,
+    each image's (C, H*W) matrix transposed in registers: ``numba_transpose``)."""
     if is_channels_last(a):
         return a
+    if a.flags.c_contiguous and _fast_copy(a):
+        n, c, h, w = a.shape
+        out = empty_channels_last(a.shape, a.dtype)
+        transpose_images(a.reshape(n, c, h * w), pixels(out))
+        return out
     return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+
+def as_nchw(a: np.ndarray) -> np.ndarray:
+    """``a`` itself when it is C-contiguous (NCHW), else an NCHW copy (from channels-last,
+    transposed image by image as in ``as_channels_last``)."""
+    if a.flags.c_contiguous:
+        return a
+    if a.ndim == 4 and is_channels_last(a) and _fast_copy(a):
+        n, c, h, w = a.shape
+        out = np.empty(a.shape, a.dtype)
+        transpose_images(pixels(a), out.reshape(n, c, h * w))
+        return out
+    return np.ascontiguousarray(a)
 
 
 ALIGNMENT = 64

@@ -50,7 +50,7 @@ from .numba_depthwise3x3_s2 import (correlate_phases, phase_size, phase_width, s
                                     split_phases, weight3x3_s2)
 from .numba_depthwise3x3_s2 import scratch_size as s2_scratch_size
 from .numba_depthwise3x3_s2 import weight_scratch_size as s2_weight_scratch_size
-from .numba_layout import channels_last_plane
+from .numba_layout import as_nchw, channels_last_plane
 
 _JIT = dict(cache=True, fastmath=False)
 
@@ -197,11 +197,12 @@ def stage_forward_train(e, bn1, w_dw, stride, bn2):
 
 
 def stage_backward_train(gh, e, d, bn1, w_dw, stride, bn2):
-    """The backward above. gh: dL/dh (N, C, Ho, Wo); e, d as in the forward; bn1, bn2:
+    """The backward above. gh: dL/dh (N, C, Ho, Wo), in either layout (from a channels-last
+    layer after a stride-2 stage, it is copied to NCHW); e, d as in the forward; bn1, bn2:
     (weight, bias, mean, invstd) of the two BatchNorms. Returns (dL/de, dL/dgamma1,
     dL/dbeta1, dL/dw_dw, dL/dgamma2, dL/dbeta2)."""
     (w1, b1, mean1, invstd1), (w2, b2, mean2, invstd2) = bn1, bn2
     e, d = _c(e), _c(d)
     ge = np.empty_like(e)
-    return _backward(_c(gh), e, d, _c(mean1), _c(invstd1), _c(w1), _c(b1), _c(w_dw),
+    return _backward(as_nchw(gh), e, d, _c(mean1), _c(invstd1), _c(w1), _c(b1), _c(w_dw),
                      int(stride), _c(mean2), _c(invstd2), _c(w2), _c(b2), ge)
