@@ -101,15 +101,16 @@ def test_numba_batch_norm_train_paths_match_torch(path, relu6, case):
     y = F.relu6(y) if relu6 else y
     gy = rng.standard_normal(x.shape)
     gx, gw, gb = torch.autograd.grad(y, (xt, wt, bt), t(gy))
-    saved = numba_bn.FLAT_MAX, numba_bn._rows_layout, numba_bn.ROWS_SERIAL_MAX
+    saved = numba_bn.FLAT_MAX, numba_bn.FLAT_PLANE_MAX, numba_bn._rows_layout, numba_bn.ROWS_SERIAL_MAX
     try:
-        numba_bn.FLAT_MAX = 10**9 if path == "flat" else 0
+        numba_bn.FLAT_MAX = numba_bn.FLAT_PLANE_MAX = 10**9 if path == "flat" else 0
         numba_bn.ROWS_SERIAL_MAX = 10**9 if path == "rows-serial" else 0
         numba_bn._rows_layout = lambda a: path.startswith("rows")  # 1x1 planes too
         out, mean, invstd = numba_cpu.batch_norm_forward_train(x, weight, bias, EPS, relu6)
         grads = numba_cpu.batch_norm_backward_train(gy, x, mean, invstd, weight, bias, relu6)
     finally:
-        numba_bn.FLAT_MAX, numba_bn._rows_layout, numba_bn.ROWS_SERIAL_MAX = saved
+        (numba_bn.FLAT_MAX, numba_bn.FLAT_PLANE_MAX, numba_bn._rows_layout,
+         numba_bn.ROWS_SERIAL_MAX) = saved
     assert_close(out, y.detach().numpy(), TOL64, f"{path} y")
     for name, got, want in zip(("gx", "gweight", "gbias"), grads, (gx, gw, gb)):
         assert_close(got, want.numpy(), TOL64, f"{path} {name}")

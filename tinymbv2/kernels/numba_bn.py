@@ -272,7 +272,13 @@ up to this many values take :mod:`.numba_bn_flat` (contiguous rows, in the calli
 thread). Measured (float32, forward / backward with ReLU6, microseconds, against
 the parallel kernels below): 64x960x1x1 22/33 vs 136/234, 64x384x2x2 29/54 vs 136/327,
 64x192x4x4 65/125 vs 110/242; from 64x96x8x8 (393,216 values, 141/232 vs 108/176) the
-parallel kernels win."""
+parallel kernels win. Only on planes of at most ``FLAT_PLANE_MAX`` pixels, though."""
+FLAT_PLANE_MAX = 16
+"""Pixels per plane up to which ``FLAT_MAX`` holds. On larger planes the per-channel kernels
+are faster at any size, their loops running along a plane instead of C*H*W float64 sums
+per image: forward / backward, microseconds, flat against per channel: 8x32x28x28 104/168
+vs 19/36 (MobileNetV2's 28 px projections at 224 px, three of them a step), 8x64x14x14
+44/68 vs 10/18, 64x32x8x8 34/73 vs 17/38; at 64x96x4x4 20/49 vs 30/72 the flat ones win."""
 ROWS_SERIAL_MAX = 1 << 16
 """Channels-last tensors (:mod:`.numba_bn_rows`) of up to this many values run in the
 calling thread, larger ones on Numba's pool. A/B, 32 px batch 64 training step: 45.0 ms
@@ -291,6 +297,11 @@ def _rows_layout(x) -> bool:
     return channels_last_plane(h, w) and (h * w > 1 or x.size > FLAT_MAX)
 
 
+def _flat(x) -> bool:
+    """Take :mod:`.numba_bn_flat` (NCHW, in the calling thread)? See ``FLAT_MAX``."""
+    return x.size <= FLAT_MAX and x.shape[2] * x.shape[3] <= FLAT_PLANE_MAX
+
+
 def batch_norm_forward_train(x, weight, bias, eps, relu6=False):
     """x: (N, C, H, W), weight/bias: (C,) -> (y, mean, invstd) with the biased batch variance;
     ``relu6``: y clamped to [0, 6] (BatchNorm and ReLU6 fused)."""
@@ -305,7 +316,7 @@ def batch_norm_forward_train(x, weight, bias, eps, relu6=False):
                                           parallel=x.size > ROWS_SERIAL_MAX)
         return y, mean, invstd
     x = _c(x)
-    core = forward_train_flat if x.size <= FLAT_MAX else _forward_train
+    core = forward_train_flat if _flat(x) else _forward_train
     return core(x, weight, bias, float(eps), bool(relu6), np.empty_like(x))  # see numba_cpu
 
 
@@ -327,7 +338,7 @@ def batch_norm_backward_train(gy, x, mean, invstd, weight, bias=None, relu6=Fals
                                              bool(relu6), rows(gx), parallel=x.size > ROWS_SERIAL_MAX)
         return gx, gweight, gbias
     gy, x = _c(gy), _c(x)
-    core = backward_train_flat if x.size <= FLAT_MAX else _backward_train
+    core = backward_train_flat if _flat(x) else _backward_train
     return core(gy, x, mean, invstd, weight, bias, bool(relu6), np.empty_like(x))
 
 
