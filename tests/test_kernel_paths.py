@@ -180,3 +180,26 @@ def test_numba_stem_weight_gradient_from_tap_planes_matches_torch(band_bytes, n,
             lambda: numba_cpu.conv2d_backward_weight(gy, x, wt.shape, (2, 2), (1, 1)))
     assert_close(got, gw, TOL64, f"{n}x{ci}x{h}x{w} -> {co}")
     assert got.tobytes() == again.tobytes() == single.tobytes()  # deterministic, any threads
+
+
+@pytest.mark.parametrize("n,c,h,w", [(2, 16, 5, 7), (3, 17, 1, 1), (1, 33, 2, 3), (2, 40, 14, 14),
+                                     (1, 5, 16, 16), (2, 96, 7, 7), (1, 1, 3, 1), (2, 3, 1, 9)])
+def test_numba_channels_last_depthwise_in_registers_matches_torch(n, c, h, w):
+    """The channels-last 3x3 stride-1 padding-1 depthwise kernels that slide a window of
+    vectors along each row (numba_depthwise_rows3x3): channel counts that leave a part
+    vector, planes of one row or one column; the same bits on every run and on one thread."""
+    rng = np.random.default_rng(n * 1000 + c * 10 + h)
+    x, wt = rng.standard_normal((n, c, h, w)), rng.standard_normal((c, 1, 3, 3))
+    y, gy, gx, gw = torch_conv(x, wt, 1, 1, c, rng)
+
+    def run():
+        return (numba_cpu.depthwise_conv2d_forward(x, wt, (1, 1), (1, 1)),
+                numba_cpu.depthwise_conv2d_backward_input(gy, wt, x.shape, (1, 1), (1, 1)),
+                numba_cpu.depthwise_conv2d_backward_weight(gy, x, wt.shape, (1, 1), (1, 1)))
+
+    with channels_last_max(10**9):
+        first, again, single = three_runs(run)
+    for name, a, b in zip(("forward", "backward_input", "backward_weight"), first, (y, gx, gw)):
+        assert_close(a, b, TOL64, f"{n}x{c}x{h}x{w} {name}")
+    for a, b, s in zip(first, again, single):
+        assert a.tobytes() == b.tobytes() == s.tobytes()

@@ -33,7 +33,9 @@ from .numba_depthwise3x3 import (correlate3x3_padded, correlate3x3_strided, padd
 from .numba_depthwise3x3 import weight_scratch_size as s1_weight_scratch_size
 from .numba_depthwise3x3_s2 import correlate3x3_s2, scatter3x3_s2, weight3x3_s2
 from .numba_depthwise3x3_s2 import weight_scratch_size as s2_weight_scratch_size
-from .numba_depthwise_small import backward_input_pixels, backward_weight_pixels, forward_pixels
+from . import numba_depthwise_rows3x3 as rows3x3
+from .numba_depthwise_small import (backward_input_pixels, backward_weight_pixels, forward_pixels,
+                                    sum_images)
 from .numba_layout import as_channels_last, channels_last_plane, empty_channels_last, pixels
 from .numba_bn import affine_inplace, epilogue_args
 
@@ -293,7 +295,9 @@ def depthwise_conv2d_forward(x, w, stride, padding, bn_eval=None):
     if channels_last_plane(x.shape[2], x.shape[3]):  # see numba_layout
         x = as_channels_last(x)
         y = empty_channels_last((x.shape[0], x.shape[1], ho, wo), x.dtype)
-        if y.size:
+        if y.size and bn_eval is None and rows3x3.supported(*w.shape[2:], sh, sw, ph, pw):
+            rows3x3.forward(pixels(x), x.shape[2], x.shape[3], w, pixels(y))
+        elif y.size:
             forward_pixels(pixels(x), x.shape[2], x.shape[3], w, sh, sw, ph, pw, ho, wo, pixels(y), ep)
         return y
     x = _c(x)
@@ -315,6 +319,8 @@ def depthwise_conv2d_backward_input(gy, w, x_shape, stride, padding):
         gy, gx = as_channels_last(gy), empty_channels_last(x_shape, gy.dtype)
         if gy.size == 0:
             gx[...] = 0
+        elif rows3x3.supported(*w.shape[2:], sh, sw, ph, pw):
+            rows3x3.backward_input(pixels(gy), h, wd, w, pixels(gx))
         elif gx.size:
             backward_input_pixels(pixels(gy), ho, wo, w, sh, sw, ph, pw, h, wd, pixels(gx))
         return gx
@@ -338,6 +344,9 @@ def depthwise_conv2d_backward_weight(gy, x, w_shape, stride, padding):
         return np.zeros((x.shape[1], 1, kh, kw), gy.dtype)
     if channels_last_plane(x.shape[2], x.shape[3]):  # see numba_layout
         gy, x = as_channels_last(gy), as_channels_last(x)
+        if rows3x3.supported(kh, kw, sh, sw, ph, pw):
+            partial = rows3x3.backward_weight_partials(pixels(gy), pixels(x), x.shape[2], x.shape[3])
+            return sum_images(partial, kh, kw)
         return backward_weight_pixels(pixels(gy), ho, wo, pixels(x), x.shape[2], x.shape[3],
                                       kh, kw, sh, sw, ph, pw)
     gy, x = _c(gy), _c(x)

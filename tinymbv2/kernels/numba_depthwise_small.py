@@ -15,6 +15,10 @@ where ``in(o, tap)`` is the input pixel that tap (i, j) of output pixel o reads
 layout existed these kernels copied each block of an NCHW image into channels-last
 scratch and back; the transposes were 60-75% of their time (measured at 32 px).
 
+The 3x3 filter at stride 1 and padding 1 (most of MobileNetV2's) has faster kernels in
+:mod:`.numba_depthwise_rows3x3`, which keep the weights and a window of the input in
+vector registers; these serve every other geometry, and the forward with an epilogue.
+
 Parallel over (image, channel block) tasks; the weight gradient keeps one
 partial sum per image and adds them in image order afterwards, so results are
 bit-identical for any number of threads.
@@ -221,3 +225,10 @@ def _sum_images(partial, blocks, kh, kw):
     gw = np.empty((c, 1, kh, kw), partial.dtype)
     _to_channels_first(total, gw.reshape(c, kk))
     return gw
+
+
+def sum_images(partial, kh, kw):
+    """gw (C, 1, kh, kw) from one weight gradient per image, partial (N, kh*kw, C), added in
+    image order (``_sum_images``): for the other channels-last kernels (``numba_depthwise_rows3x3``)."""
+    c = partial.shape[2]
+    return _sum_images(partial, (c + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK, kh, kw)
