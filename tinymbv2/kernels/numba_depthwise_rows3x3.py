@@ -27,7 +27,6 @@ Every value is summed in a fixed order, so results are the same bits for any thr
 from __future__ import annotations
 
 import numpy as np
-from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
