@@ -34,8 +34,7 @@ from .numba_depthwise3x3 import weight_scratch_size as s1_weight_scratch_size
 from .numba_depthwise3x3_s2 import correlate3x3_s2, scatter3x3_s2, weight3x3_s2
 from .numba_depthwise3x3_s2 import weight_scratch_size as s2_weight_scratch_size
 from . import numba_depthwise_rows3x3 as rows3x3
-from .numba_depthwise_small import (backward_input_pixels, backward_weight_pixels, forward_pixels,
-                                    sum_images)
+from .numba_depthwise_small import backward_input_pixels, backward_weight_pixels, forward_pixels
 from .numba_layout import as_channels_last, channels_last_plane, empty_channels_last, pixels
 from .numba_bn import affine_inplace, epilogue_args
 
@@ -345,8 +344,7 @@ def depthwise_conv2d_backward_weight(gy, x, w_shape, stride, padding):
     if channels_last_plane(x.shape[2], x.shape[3]):  # see numba_layout
         gy, x = as_channels_last(gy), as_channels_last(x)
         if rows3x3.supported(kh, kw, sh, sw, ph, pw):
-            partial = rows3x3.backward_weight_partials(pixels(gy), pixels(x), x.shape[2], x.shape[3])
-            return sum_images(partial, kh, kw)
+            return rows3x3.backward_weight(pixels(gy), pixels(x), x.shape[2], x.shape[3])
         return backward_weight_pixels(pixels(gy), ho, wo, pixels(x), x.shape[2], x.shape[3],
                                       kh, kw, sh, sw, ph, pw)
     gy, x = _c(gy), _c(x)

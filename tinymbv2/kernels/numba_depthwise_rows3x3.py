@@ -16,12 +16,12 @@ a read-modify-write of the output per tap) for the tap-by-tap loops of
 padding load nothing (masked loads with no lane set give zeros).
 
 * The input gradient is the same correlation of dL/dy with the filter turned by 180 degrees.
-* The weight gradient keeps nine running sums in registers for a whole image,
-  ``gw[i, j] += dL/dy[oh, ow] * x[oh - 1 + i, ow - 1 + j]``, with the same sliding window;
-  one partial sum per image, added in image order afterwards.
+* The weight gradient keeps nine running sums in registers,
+  ``gw[i, j] += dL/dy[oh, ow] * x[oh - 1 + i, ow - 1 + j]``, with the same sliding window,
+  over every image in order: one task per vector of channels.
 
 The loops are written in LLVM's terms through Numba ``@intrinsic`` s (as the register
-blocks of :mod:`.numba_tile`), one call per (image, vector of channels): a task each.
+blocks of :mod:`.numba_tile`), one call per (image, vector of channels) for the forward and the input gradient.
 Every value is summed in a fixed order, so results are the same bits for any thread count.
 """
 from __future__ import annotations
@@ -111,31 +111,38 @@ def _correlate_plane(typingctx, src, src_at, w, w_at, dst, dst_at, height, width
 
 
 @intrinsic
-def _weight_sums_plane(typingctx, g, g_at, x, x_at, out, out_at, height, width, pixel, valid):
-    """out[3i + j] = sum_{oh,ow} g[oh, ow] * x[oh - 1 + i, ow - 1 + j] for one vector of
-    channels of one plane (strides as ``_correlate_plane``; out's tap t at out_at + t * pixel):
-    nine running sums, in registers for the whole plane."""
+def _weight_sums_planes(typingctx, g, g_at, x, x_at, out, out_at, images, image, height, width,
+                        pixel, valid):
+    """out[3i + j] = sum over ``images`` planes (``image`` elements apart) and their (oh, ow)
+    of g[oh, ow] * x[oh - 1 + i, ow - 1 + j], for one vector of channels (strides as
+    ``_correlate_plane``; out's tap t at out_at + t * pixel): nine running sums, kept in
+    registers across all the images, in image order."""
     dtype = g.dtype
     if dtype not in (types.float32, types.float64) or x.dtype != dtype or out.dtype != dtype:
         return None
-    sig = types.void(g, g_at, x, x_at, out, out_at, height, width, pixel, valid)
+    sig = types.void(g, g_at, x, x_at, out, out_at, images, image, height, width, pixel, valid)
 
     def codegen(context, builder, signature, args):
         e = _Emit(context, builder, dtype)
         g_data, x_data, out_data = (_data(context, builder, signature.args[i], args[i])
                                     for i in (0, 2, 4))
-        g_at, x_at, out_at, height, width, pixel, valid = _as_i64(
-            builder, [args[i] for i in (1, 3, 5, 6, 7, 8, 9)])
+        g_at, x_at, out_at, images, image, height, width, pixel, valid = _as_i64(
+            builder, [args[i] for i in (1, 3, 5, 6, 7, 8, 9, 10, 11)])
         mask = e.mask(valid)
         sums = [cgutils.alloca_once_value(builder, e.zero) for _ in range(9)]
         row = builder.mul(width, pixel)
+        with cgutils.for_range(builder, images) as image_loop:
+            skip = e.times(image_loop.index, image)
+            g_plane = e.at(g_at, skip)
 
-        def body(oh, ow, window):
-            gv = e.load(g_data, e.at(g_at, e.times(oh, row), e.times(ow, pixel)), mask)
-            for t in range(9):
-                builder.store(e.fma(gv, window[t // 3][t % 3], builder.load(sums[t])), sums[t])
+            def body(oh, ow, window):
+                gv = e.load(g_data, e.at(g_plane, e.times(oh, row), e.times(ow, pixel)), mask)
+                for t in range(9):
+                    builder.store(e.fma(gv, window[t // 3][t % 3], builder.load(sums[t])),
+                                  sums[t])
 
-        _window_loop(e, builder, height, width, pixel, row, x_data, x_at, mask, body)
+            _window_loop(e, builder, height, width, pixel, row, x_data, e.at(x_at, skip), mask,
+                         body)
         for t in range(9):
             e.store(builder.load(sums[t]), out_data, e.at(out_at, e.times(t, pixel)), mask)
         return context.get_dummy_value()
@@ -171,16 +178,20 @@ def _correlate_images(src3, h, wd, taps, dst3):
 
 
 @njit(parallel=True, **_JIT)
-def _weight_sums_images(g3, x3, h, wd, partial):
-    """partial[b] (9, C) = image b's weight gradient, one task per (image, vector)."""
+def _weight_grad(g3, x3, h, wd):
+    """gw (C, 1, 3, 3): one task per vector of channels, summing over every image in order."""
     n, c = x3.shape[0], x3.shape[2]
     step = lanes(x3)
     vectors = (c + step - 1) // step
-    for task in prange(n * vectors):
-        b, c0 = task // vectors, task % vectors * step
-        _weight_sums_plane(g3, b * h * wd * c + c0, x3, b * h * wd * c + c0, partial,
-                           b * 9 * c + c0, h, wd, c, min(step, c - c0))
-    return partial
+    table = np.empty((9, c), x3.dtype)
+    for v in prange(vectors):
+        c0 = v * step
+        _weight_sums_planes(g3, c0, x3, c0, table, c0, n, h * wd * c, h, wd, c, min(step, c - c0))
+    gw = np.empty((c, 1, 3, 3), x3.dtype)
+    for ch in range(c):
+        for t in range(9):
+            gw[ch, 0, t // 3, t % 3] = table[t, ch]
+    return gw
 
 
 def forward(x3, h, wd, w, y3):
@@ -194,7 +205,6 @@ def backward_input(gy3, h, wd, w, gx3):
     return _correlate_images(gy3, h, wd, _tap_table(w, True), gx3)
 
 
-def backward_weight_partials(gy3, x3, h, wd):
-    """Each image's weight gradient of ``forward``: (N, 9, C), to be added in image order."""
-    partial = np.empty((x3.shape[0], 9, x3.shape[2]), x3.dtype)
-    return _weight_sums_images(gy3, x3, h, wd, partial)
+def backward_weight(gy3, x3, h, wd):
+    """The weight gradient (C, 1, 3, 3) of ``forward`` for gy3 (N, H*W, C)."""
+    return _weight_grad(gy3, x3, h, wd)

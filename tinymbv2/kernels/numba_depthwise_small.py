@@ -226,9 +226,3 @@ def _sum_images(partial, blocks, kh, kw):
     _to_channels_first(total, gw.reshape(c, kk))
     return gw
 
-
-def sum_images(partial, kh, kw):
-    """gw (C, 1, kh, kw) from one weight gradient per image, partial (N, kh*kw, C), added in
-    image order (``_sum_images``): for the other channels-last kernels (``numba_depthwise_rows3x3``)."""
-    c = partial.shape[2]
-    return _sum_images(partial, (c + CHANNEL_BLOCK - 1) // CHANNEL_BLOCK, kh, kw)
