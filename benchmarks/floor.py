@@ -29,7 +29,10 @@ What each layer type must do at the least, for an activation of B bytes:
 
 The floor is a lower bound for ops run one after another, each at the best rate
 this machine shows; Python, the loss and the residual additions are left out
-of it.
+of it. PyTorch is imported first (through ``benchmarks.ops``), so that Numba's loops run
+on the same spinning OpenMP runtime as in ``benchmarks.train_step``: imported after
+tinymbv2, it left Numba's pool passive, and the 224 px step read 107-112 ms instead of
+94-95 ms (``numba_pool`` on the cost of waking sleeping threads).
 """
 from __future__ import annotations
 
@@ -39,15 +42,15 @@ import time
 
 import numpy as np
 
-import tinymbv2
+from benchmarks.ops import machine_limits  # first: PyTorch's OpenMP runtime, as in train_step
+
+import tinymbv2  # noqa: E402  (after PyTorch, see above)
 from tinymbv2 import optim
 from tinymbv2.autograd import Tensor
 from tinymbv2.functional import cross_entropy
 from tinymbv2.kernels.numba_layout import channels_last_plane
 from tinymbv2.models import mobilenet_v2, summary
 from tinymbv2.profiler import LAYER_TYPES, profile
-
-from benchmarks.ops import machine_limits
 
 FLOP_TYPES = ("pointwise conv", "stem (dense) conv", "linear")
 

@@ -31,13 +31,13 @@ Imported by every ``numba_*`` kernel module; importing it does two things, once:
 **What sleeping costs.** Waking a sleeping worker is the price of each parallel loop.
 On this project's 2-core virtual machine an empty loop took
 46 us passive against 1.2 us spinning, and a MobileNetV2-1.0 training step (about 400
-loops) 113-120 ms against 96-101 ms at 224 px batch 8, 44-52 ms against 31-35 ms at
-32 px batch 64. With a bounded spin (``GOMP_SPINCOUNT=10000``, about 0.2 ms here) the
+loops) 107-111 ms against 92-97 ms at 224 px batch 8 (with the kernels of a session
+before, 113-120 against 96-101 ms, and 44-52 against 31-35 ms at 32 px batch 64). With a bounded spin (``GOMP_SPINCOUNT=10000``, about 0.2 ms here) the
 quiet machine gets the fast steps, but with one other busy process a step took 318
 ms against 168-178 ms passive (169 against 47-50 ms at 32 px). So passive stays the
 default, and on a machine with nothing else to run, setting ``GOMP_SPINCOUNT=10000``
-before the first import buys the speed (``make demo``: training 88 s at 594 images/s ->
-74 s at 710, the same 98.7%).
+before the first import buys the speed (``make demo``: training 83 s at 621 images/s ->
+71 s at 741, the same 98.6%).
 
 **PyTorch imported first.** PyTorch loads its own GNU OpenMP into the process's global
 symbol scope, and Numba's layer, loaded later, binds to that runtime, which read its
