@@ -93,9 +93,10 @@ class AdaptiveAvgPool2d(Function):
         xp = get_array_module(x)
         ctx.shape = x.shape
         ctx.out_hw = out_hw
-        # stored (N, H, W, C) (the numba set's small planes): the gradient is made so too
-        ctx.channels_last = x.transpose(0, 2, 3, 1).flags.c_contiguous and not x.flags.c_contiguous
         if out_hw == (1, 1):  # global average pooling, MobileNetV2's head
+            # x stored (N, H, W, C) (the numba set's small planes): the gradient is made so too
+            ctx.channels_last = (x.transpose(0, 2, 3, 1).flags.c_contiguous
+                                 and not x.flags.c_contiguous)
             return x.mean(axis=(2, 3), keepdims=True)
         n, c, h, w = x.shape
         y = xp.empty((n, c) + out_hw, dtype=x.dtype)

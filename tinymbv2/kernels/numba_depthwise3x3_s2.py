@@ -174,18 +174,8 @@ def scatter3x3_s2(gx, gy, w):
     n = wo - 1  # column pairs (2m, 2m + 1) that read outputs m and m + 1
     odd_tail = 2 * n + 1 < wd  # W even: column 2n + 1 reads output n only
     for r in range(h):
-        if r % 2 == 0 and r // 2 < ho:
-            g = r // 2
-            a0, a1, a2 = w[1, 0], w[1, 1], w[1, 2]
-            for m in range(n):
-                gx[r, 2 * m] = a1 * gy[g, m]
-                gx[r, 2 * m + 1] = a2 * gy[g, m] + a0 * gy[g, m + 1]
-            gx[r, 2 * n] = a1 * gy[g, n]
-            if odd_tail:
-                gx[r, 2 * n + 1] = a2 * gy[g, n]
-        elif r % 2 == 0:  # below the last output's rows
-            for k in range(wd):
-                gx[r, k] = 0
+        if r % 2 == 0:  # kernel row 1 of output row r / 2 (which always exists)
+            _one_kernel_row(gx, r, gy, r // 2, w[1, 0], w[1, 1], w[1, 2], n, odd_tail)
         elif (r + 1) // 2 < ho:
             p, q = (r + 1) // 2, (r - 1) // 2
             a0, a1, a2 = w[0, 0], w[0, 1], w[0, 2]
@@ -198,14 +188,20 @@ def scatter3x3_s2(gx, gy, w):
             if odd_tail:
                 gx[r, 2 * n + 1] = a2 * gy[p, n] + b2 * gy[q, n]
         else:  # the last row, H even: kernel row 2 of the last output row only
-            q = (r - 1) // 2
-            b0, b1, b2 = w[2, 0], w[2, 1], w[2, 2]
-            for m in range(n):
-                gx[r, 2 * m] = b1 * gy[q, m]
-                gx[r, 2 * m + 1] = b2 * gy[q, m] + b0 * gy[q, m + 1]
-            gx[r, 2 * n] = b1 * gy[q, n]
-            if odd_tail:
-                gx[r, 2 * n + 1] = b2 * gy[q, n]
+            _one_kernel_row(gx, r, gy, (r - 1) // 2, w[2, 0], w[2, 1], w[2, 2], n, odd_tail)
+
+
+@njit(inline="always", **_JIT)
+def _one_kernel_row(gx, r, gy, g, k0, k1, k2, n, odd_tail):
+    """Row r of ``scatter3x3_s2`` when one kernel row (k0, k1, k2) of one output row g
+    reaches it: gx[r, 2m] = k1 g[m], gx[r, 2m + 1] = k2 g[m] + k0 g[m + 1]. Inlined where
+    it is used (Numba IR), indexing the planes, no views: see ``scatter3x3_s2``."""
+    for m in range(n):
+        gx[r, 2 * m] = k1 * gy[g, m]
+        gx[r, 2 * m + 1] = k2 * gy[g, m] + k0 * gy[g, m + 1]
+    gx[r, 2 * n] = k1 * gy[g, n]
+    if odd_tail:
+        gx[r, 2 * n + 1] = k2 * gy[g, n]
 
 
 @njit(**_JIT)
