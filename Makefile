@@ -31,6 +31,7 @@ demo: $(RUNTIME_STAMP)
 	$(PY) -m tinymbv2 train $(DEMO_ARGS)
 
 test: $(TEST_STAMP)
+	$(PY) -m ruff check .
 	$(PY) -m pytest
 
 notebooks: $(TEST_STAMP)   ## regenerate notebooks/*.ipynb from notebooks/src/*.py

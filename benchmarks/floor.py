@@ -23,7 +23,7 @@ What each layer type must do at the least, for an activation of B bytes:
 * RMSprop with momentum: reads parameter, gradient, square average and
   momentum buffer, writes three of them: 7 x 4 bytes per parameter;
 * the depthwise stage of a block (BatchNorm, ReLU6, depthwise, BatchNorm, ReLU6) where
-  the numba set fuses it (:mod:`tinymbv2.kernels.numba_stage`), for e the expanded
+  the numba set fuses it (:mod:`tinymbv2.kernels.numba.stage`), for e the expanded
   tensor and d the depthwise output: forward reads e and writes d and the output (e +
   2 d), backward reads the gradient, d and e and writes e's gradient (2 e + 2 d).
 
@@ -32,7 +32,7 @@ this machine shows; Python, the loss and the residual additions are left out
 of it. PyTorch is imported first (through ``benchmarks.ops``), so that Numba's loops run
 on the same spinning OpenMP runtime as in ``benchmarks.train_step``: imported after
 tinymbv2, it left Numba's pool passive, and the 224 px step read 107-112 ms instead of
-94-95 ms (``numba_pool`` on the cost of waking sleeping threads).
+94-95 ms (``kernels/numba/pool.py`` on the cost of waking sleeping threads).
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ import tinymbv2  # noqa: E402  (after PyTorch, see above)
 from tinymbv2 import optim
 from tinymbv2.autograd import Tensor
 from tinymbv2.functional import cross_entropy
-from tinymbv2.kernels.numba_layout import channels_last_plane
+from tinymbv2.kernels.numba.layout import channels_last_plane
 from tinymbv2.models import mobilenet_v2, summary
 from tinymbv2.profiler import LAYER_TYPES, profile
 

@@ -5,7 +5,7 @@
 #
 # Runs from the working tree (PYTHONPATH=.), installs nothing, takes under 5 minutes:
 #   1. the versions found (Python, NumPy, CuPy, PyTorch, ...) and the GPU;
-#   2. python -m pytest tests/test_gpu.py tests/test_gpu_model.py -q -x
+#   2. python -m pytest tests/kernels/test_gpu.py tests/test_gpu_model.py -q -x
 #      (kernels against the reference set, ops/network/optimizers against the CPU and
 #      PyTorch, device plumbing);
 #   3. python -m benchmarks.gpu_step: a MobileNetV2-1.0 training step at 224 px, batch 64,
@@ -40,7 +40,7 @@ PYEOF
 
 status=0
 if $PY -c "import pytest" 2>/dev/null; then
-    timeout 190 $PY -m pytest tests/test_gpu.py tests/test_gpu_model.py -q -x -rs \
+    timeout 190 $PY -m pytest tests/kernels/test_gpu.py tests/test_gpu_model.py -q -x -rs \
         -p no:cacheprovider --durations=5 || status=$?
 else
     echo "pytest is missing here: tests NOT run (see the header of this script)"

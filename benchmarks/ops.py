@@ -15,7 +15,9 @@ import time
 import numpy as np
 import torch
 
-from tinymbv2.kernels import numba_cpu as K
+from tinymbv2.kernels import kernel_set
+
+K = kernel_set("numba")
 
 
 def median_time(fn, repeats=7, warmup=2):
@@ -31,7 +33,7 @@ def median_time(fn, repeats=7, warmup=2):
 
 def machine_limits():
     """(GEMM GFLOP/s, copy GB/s) measured now, float32. The GEMM rate is the faster of
-    NumPy's BLAS and the numba set's own product (``numba_tile``'s register blocks, on
+    NumPy's BLAS and the numba set's own product (``kernels/numba/tile.py``'s register blocks, on
     Numba's threads), on a 1024 x 1024 product that stays in cache."""
     a = np.random.default_rng(0).standard_normal((1024, 1024)).astype(np.float32)
     time.sleep(0.5)  # let threads that PyTorch or BLAS left spinning go to sleep first
@@ -61,14 +63,14 @@ def _cases(quick):
     saved = {}
 
     def stage_forward():  # BN + ReLU6, depthwise 3x3 s2, BN + ReLU6 as one kernel
-        saved["out"] = K.stage_forward_train(x_bn, (g_bn, b_bn, 1e-5), w_dw, 2,
-                                             (g_bn, b_bn, 1e-5))
+        saved["out"] = K.depthwise_stage_forward_train(x_bn, (g_bn, b_bn, 1e-5), w_dw, 2,
+                                                       (g_bn, b_bn, 1e-5))
         return saved["out"][0]
 
     def stage_backward(y):
-        _, d, m1, i1, m2, i2 = saved["out"]
-        return K.stage_backward_train(y, x_bn, d, (g_bn, b_bn, m1, i1), w_dw, 2,
-                                      (g_bn, b_bn, m2, i2))
+        _, a, d, m1, i1, m2, i2 = saved["out"]  # a: None, the fused backward recomputes it
+        return K.depthwise_stage_backward_train(y, x_bn, a, d, (g_bn, b_bn, m1, i1), w_dw, 2,
+                                                (g_bn, b_bn, m2, i2))
 
     return [
         ("depthwise 3x3 s2", "GB/s", (x_dw, w_dw), dict(stride=2, padding=1, groups=96),

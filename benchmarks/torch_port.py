@@ -6,7 +6,7 @@ itself, module by module: Conv2d, BatchNorm2d, ReLU6, Linear, Dropout, pooling,
 Sequential and the inverted residual block with its skip connection. Module
 names are kept, so the ``state_dict`` keys are torchvision's and
 ``port.load_state_dict(to_torch_state_dict(model))`` copies the weights.
-``tests/test_gpu.py`` checks the port against torchvision where both exist.
+``tests/kernels/test_gpu.py`` checks the port against torchvision where both exist.
 
     port = torch_port(model)                 # same architecture, same weights
 """

@@ -64,18 +64,82 @@ def fused_kernel_calls(x, rng):
     }
 
 
+def bn_eval_params(rng, c, dtype, relu6):
+    """BatchNorm in eval mode as the fused inference kernels take it: (mean, var, weight, bias,
+    eps, relu6), with gamma and beta wide enough that ReLU6 both clamps and passes."""
+    return ((rng.standard_normal(c) * 0.5).astype(dtype), rng.uniform(0.5, 2.0, c).astype(dtype),
+            (rng.standard_normal(c) * 2).astype(dtype), (rng.standard_normal(c) + 2).astype(dtype),
+            EPS, relu6)
+
+
+def fused_inference_calls(x, rng, stride=1, expansion=3, co=5):
+    """{label: (kernel name, args)}: the fused kernels of inference (a convolution with its
+    BatchNorm, both gradients of a 1x1 convolution, a whole inverted residual block with and
+    without expansion) on input x (N, C, H, W), 3x3 filters with padding 1."""
+    n, c, h, w = x.shape
+    dtype, s, ch = x.dtype, (stride, stride), c * expansion
+
+    def r(*shape):
+        return rng.standard_normal(shape).astype(dtype)
+
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    wp = r(co, c, 1, 1)
+    return {
+        "conv2d_bn_eval": ("conv2d_bn_eval", (x, r(co, c, 3, 3), s, (1, 1),
+                                              bn_eval_params(rng, co, dtype, True))),
+        "depthwise_conv2d_bn_eval": ("depthwise_conv2d_bn_eval", (
+            x, r(c, 1, 3, 3), s, (1, 1), bn_eval_params(rng, c, dtype, True))),
+        "pointwise_conv2d_bn_eval": ("pointwise_conv2d_bn_eval", (
+            x, wp, bn_eval_params(rng, co, dtype, False))),
+        "pointwise_conv2d_backward": ("pointwise_conv2d_backward", (r(n, co, h, w), x, wp)),
+        "inverted_residual_eval": ("inverted_residual_eval", (
+            x, (r(ch, c, 1, 1), bn_eval_params(rng, ch, dtype, True)),
+            (r(ch, 1, 3, 3), bn_eval_params(rng, ch, dtype, True)),
+            (r(c, ch, 1, 1), bn_eval_params(rng, c, dtype, False)), stride, stride == 1)),
+        "inverted_residual_eval without expansion": ("inverted_residual_eval", (
+            x, None, (r(c, 1, 3, 3), bn_eval_params(rng, c, dtype, True)),
+            (r(co, c, 1, 1), bn_eval_params(rng, co, dtype, False)), stride, False)),
+    } if ho * wo else {}
+
+
+def stage_problem(shape, stride, rng, dtype=np.float64):
+    """(e, bn1, w_dw, bn2, gh): a depthwise stage in training on e (N, C, H, W): BatchNorm
+    (weight, bias, eps) of the expansion and of the depthwise output, the 3x3 filter, and a
+    random upstream gradient of the stage's output."""
+    n, c, h, w = shape
+    e = (rng.standard_normal(shape) * 2 + 0.5).astype(dtype)
+    bn1 = (rng.uniform(0.5, 2.0, c).astype(dtype), rng.standard_normal(c).astype(dtype), 1e-5)
+    w_dw = rng.standard_normal((c, 1, 3, 3)).astype(dtype)
+    bn2 = (rng.uniform(0.5, 2.0, c).astype(dtype), rng.uniform(0.0, 2.0, c).astype(dtype), 1e-3)
+    gh = rng.standard_normal((n, c, (h - 1) // stride + 1, (w - 1) // stride + 1)).astype(dtype)
+    return e, bn1, w_dw, bn2, gh
+
+
+def run_stage(kset, e, bn1, w_dw, stride, bn2, gh):
+    """The stage's forward, then its backward, with the kernel set ``kset``:
+    ((h, d, mean1, invstd1, mean2, invstd2), (dL/de, dL/dweight1, dL/dbias1, dL/dw_dw,
+    dL/dweight2, dL/dbias2)). ``a`` goes from the forward to the backward as given."""
+    h, a, d, mean1, invstd1, mean2, invstd2 = kset.depthwise_stage_forward_train(
+        e, bn1, w_dw, stride, bn2)
+    grads = kset.depthwise_stage_backward_train(
+        gh, e, a, d, (bn1[0], bn1[1], mean1, invstd1), w_dw, stride,
+        (bn2[0], bn2[1], mean2, invstd2))
+    return (h, d, mean1, invstd1, mean2, invstd2), grads
+
+
 @contextlib.contextmanager
 def channels_last_max(pixels):
-    """Run the numba set with ``numba_layout.CHANNELS_LAST_MAX`` set to ``pixels``: 0 sends
-    every plane through the NCHW kernels, 10**9 every plane through the channels-last ones."""
-    from tinymbv2.kernels import numba_layout
+    """Run the numba set with ``CHANNELS_LAST_MAX`` of kernels/numba/layout.py set to
+    ``pixels``: 0 sends every plane through the NCHW kernels, 10**9 every plane through the
+    channels-last ones."""
+    from tinymbv2.kernels.numba import layout
 
-    saved = numba_layout.CHANNELS_LAST_MAX
-    numba_layout.CHANNELS_LAST_MAX = pixels
+    saved = layout.CHANNELS_LAST_MAX
+    layout.CHANNELS_LAST_MAX = pixels
     try:
         yield
     finally:
-        numba_layout.CHANNELS_LAST_MAX = saved
+        layout.CHANNELS_LAST_MAX = saved
 
 
 def three_runs(run):

@@ -146,3 +146,43 @@ def test_relu6_and_conv_compose_in_a_graph():
     x = Tensor(rng.standard_normal((1, 2, 5, 5)), requires_grad=True)
     w = Tensor(rng.standard_normal((3, 2, 3, 3)), requires_grad=True)
     assert tinymbv2.gradcheck(lambda x, w: F.relu6(F.conv2d(x, w, padding=1) * 2.0), [x, w])
+
+
+@pytest.mark.parametrize("other", [
+    2.0,                                          # a number
+    np.array([2.0, 2.0, 5.0], np.float32),        # an array
+    Tensor(np.array([2.0, 2.0, 5.0], np.float32)),  # a tensor
+])
+def test_comparisons_give_boolean_arrays_like_numpy(other):
+    """==, !=, <, <=, >, >= compare the data (no gradient) against numbers, arrays, tensors."""
+    x = Tensor(np.array([1.0, 2.0, 3.0], np.float32), requires_grad=True)
+    a = np.array([1.0, 2.0, 3.0], np.float32)
+    b = other.data if isinstance(other, Tensor) else other
+    for got, want in [(x == other, a == b), (x != other, a != b), (x < other, a < b),
+                      (x <= other, a <= b), (x > other, a > b), (x >= other, a >= b)]:
+        assert isinstance(got, np.ndarray) and got.dtype == np.bool_
+        np.testing.assert_array_equal(got, want)
+    assert (x == 2.0).tolist() == [False, True, False]
+    assert (x > 1.5).tolist() == [False, True, True]
+    assert (x <= Tensor([1.0, 1.0, 3.0])).tolist() == [True, False, True]
+
+
+def test_tensors_stay_hashable_and_reflected_comparisons_work():
+    x = Tensor([1.0, 2.0])
+    assert {x: 1}[x] == 1 and len({x, Tensor([1.0, 2.0])}) == 2  # identity, as torch
+    np.testing.assert_array_equal(2.0 > x, [True, False])  # number on the left: reflected
+    np.testing.assert_array_equal(np.array([1.0, 3.0], np.float32) == x, [True, False])
+
+
+def test_tensor_methods_are_installed_from_functional():
+    """The operators come from tinymbv2.functional.tensor_methods, installed at start-up."""
+    from tinymbv2.functional.tensor_methods import TENSOR_METHODS
+
+    for name, method in TENSOR_METHODS.items():
+        assert Tensor.__dict__[name] is method, name
+    x = Tensor(np.array([[1.0, 2.0], [3.0, 4.0]]), requires_grad=True)
+    y = ((x * 2 - 1) / 2 + x @ x.T).sum() + (-x).mean() + (x ** 2)[0, 1]
+    y.backward()
+    # d/dx: 1 from (2x - 1)/2, 2 * column sums from sum(x x^T), -1/4 from the mean, 2 x01 at (0, 1)
+    want = 1 + 2 * x.data.sum(axis=0) - 0.25 + np.array([[0.0, 2 * 2.0], [0.0, 0.0]])
+    np.testing.assert_allclose(x.grad, want, rtol=1e-12)

@@ -335,7 +335,8 @@ def test_trainer_moves_numpy_batches_to_a_gpu_model():
     """train_one_epoch / evaluate feed a model moved with .to("cuda") from NumPy batches:
     each batch goes to the GPU, the parameters stay CuPy arrays, and one epoch gives
     the same loss as on the CPU (the same kernels' maths)."""
-    from tinymbv2.train.trainer import evaluate, train_one_epoch
+    from tinymbv2.evaluation import evaluate
+    from tinymbv2.train import train_one_epoch
 
     images = _r(8, 3, 32, 32).astype(np.float32)
     labels = np.arange(8) % 10

@@ -15,6 +15,11 @@ not hit Python's recursion limit.
 
 The ops themselves (with their derivatives, micrograd style: backward right
 beside forward) live in :mod:`tinymbv2.functional`; this file holds the engine.
+Tensor's arithmetic operators and methods (``a + b``, ``x @ w``, ``x[i]``,
+``x.sum()``, ...) call those ops, so they are defined there too
+(:mod:`tinymbv2.functional.tensor_methods`) and installed on :class:`Tensor` when
+the package starts (``tinymbv2/__init__.py``), as DeZero's ``setup_variable()``
+does: the engine never imports the ops, which import the engine.
 """
 from __future__ import annotations
 
@@ -24,7 +29,6 @@ import time
 import numpy as np
 
 from .backend import get_array_module, to_device
-from .tensor_ops import TensorOperators
 
 _grad_enabled = True
 _profiler = None  # set by tinymbv2.profiler.profile(): records time per Function
@@ -143,13 +147,18 @@ class Node:
         return f"<{self.function.__name__}>"
 
 
-class Tensor(TensorOperators):
+class Tensor:
     """An array with an optional gradient and a link to the op that made it.
 
     ``Tensor(data, requires_grad=False, dtype=None)``: ``data`` is an array,
     a number or a (nested) list. Python numbers and lists become float32,
     arrays keep their dtype (float64 stays float64). Only floating tensors
     can require gradients.
+
+    Arithmetic (``+ - * / ** @``, ``x[i]``, ``.sum()``, ``.reshape()``, ...) is
+    installed at package start-up from :mod:`tinymbv2.functional.tensor_methods`
+    (each calls the differentiable op of the same name). Comparisons are here:
+    they give plain boolean arrays and have no gradient.
     """
 
     __array_priority__ = 100  # so that ndarray + Tensor calls Tensor.__radd__
@@ -239,6 +248,27 @@ class Tensor(TensorOperators):
         """``to("cuda")``: the data as a CuPy array on the current GPU."""
         return self.to("cuda")
 
+    # -- comparisons: plain boolean arrays, no gradient ----------------------
+    def __eq__(self, other):
+        return self.data == _raw(other)
+
+    def __ne__(self, other):
+        return self.data != _raw(other)
+
+    def __lt__(self, other):
+        return self.data < _raw(other)
+
+    def __le__(self, other):
+        return self.data <= _raw(other)
+
+    def __gt__(self, other):
+        return self.data > _raw(other)
+
+    def __ge__(self, other):
+        return self.data >= _raw(other)
+
+    __hash__ = object.__hash__  # defining __eq__ would otherwise make tensors unhashable
+
     def __repr__(self):
         grad = ", requires_grad=True" if self.requires_grad else ""
         body = np.array2string(self.numpy(), precision=4, separator=", ", threshold=20)
@@ -304,6 +334,11 @@ class Tensor(TensorOperators):
                 # Forget the inputs too: an activation nothing references any more is
                 # freed now, during the backward pass, not when the whole graph goes.
                 node.inputs = ()
+
+
+def _raw(value):
+    """A Tensor's array; anything else (numbers, arrays) as it is."""
+    return value.data if isinstance(value, Tensor) else value
 
 
 def _topological_order(root: Tensor) -> list[Tensor]:

@@ -1,37 +1,22 @@
 """Which array library and which CPU kernel set are active.
 
-Layer 1 of the package: everything above asks this module for the kernels to
-call, so switching ``tinymbv2.use_kernels("reference")`` swaps every
-convolution and BatchNorm in the network at once.
-
-Kernel sets (same function names and signatures, see ``kernels/``):
+Layer 1 of the package. It names the active CPU kernel set, and
+:func:`tinymbv2.kernels.kernels_for` (layer 2) hands out the set of that name, so
+``tinymbv2.use_kernels("reference")`` swaps every convolution and BatchNorm in the
+network at once. The sets (``kernels/``):
 
 * ``"reference"`` -- NumPy, written to be read; what the course teaches.
 * ``"numba"``     -- ``@njit`` kernels for fast CPU training (the default).
 * ``"cupy"``      -- CUDA kernels through CuPy; chosen automatically for
-  arrays that live on the GPU (a later part of the project).
+  arrays that live on the GPU, whichever CPU set is active.
 """
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
-
 import numpy as np
 
-KERNEL_SETS = {
-    "reference": "tinymbv2.kernels.reference",
-    "numba": "tinymbv2.kernels.numba_cpu",
-    "cupy": "tinymbv2.kernels.cupy_gpu",
-}
+CPU_KERNEL_SETS = ("reference", "numba")
 
 _active_cpu_set = "numba"
-_loaded: dict[str, ModuleType] = {}
-
-
-def _load(name: str) -> ModuleType:
-    if name not in _loaded:
-        _loaded[name] = importlib.import_module(KERNEL_SETS[name])
-    return _loaded[name]
 
 
 class use_kernels:
@@ -43,7 +28,7 @@ class use_kernels:
 
     def __init__(self, name: str):
         global _active_cpu_set
-        if name not in ("reference", "numba"):
+        if name not in CPU_KERNEL_SETS:
             raise ValueError(
                 f"use_kernels: expected 'reference' or 'numba', got {name!r}"
             )
@@ -72,13 +57,6 @@ def get_array_module(*arrays):
 
             return cupy
     return np
-
-
-def kernels_for(*arrays) -> ModuleType:
-    """The kernel module that computes on these arrays."""
-    if get_array_module(*arrays) is not np:
-        return _load("cupy")
-    return _load(_active_cpu_set)
 
 
 def to_device(array, device: str, who: str):

@@ -1,10 +1,246 @@
-"""Fusion: a pass that rewrites a model so that recognised layer patterns run as fused ops.
+"""Fusion: a pass that rewrites a model so that the layer patterns it recognises run as fused ops.
 
-(Being written: for now ``fuse`` returns the model unchanged.)
+tinymbv2's models are written layer by layer, as the paper and torchvision write them:
+stepping into ``model(x)`` follows a batch through every convolution, BatchNorm and
+ReLU6. Run that way, each layer reads its input from memory and writes its output back,
+and most of a MobileNetV2 step is spent on that traffic, not on arithmetic. A
+framework's compiler (``torch.compile``, XLA, TensorRT) looks at the network as a graph
+and fuses runs of layers into single kernels. :func:`fuse` does the same, by hand and in
+the open: it returns a *fused view* of a model, a new tree of containers over the very
+same layers, whose containers run the patterns below as one op each.
+
+=====================================================  ===========  ===============================
+pattern (layers as built, of exactly these types)      when         runs as
+=====================================================  ===========  ===============================
+Conv2d -> BatchNorm2d (-> ReLU6)                       inference    ``F.conv2d_batch_norm_eval``
+Conv2d -> BatchNorm2d -> ReLU6                         otherwise    conv, then ``F.batch_norm_relu6``
+BN + ReLU6 -> depthwise 3x3 -> BN + ReLU6 (the BN of   training     conv, then
+a conv-BN-ReLU6, the next depthwise layer, inside a                 ``F.depthwise_stage_train``
+block or from the stem into block 1)
+a whole inverted residual block                        inference    ``F.inverted_residual_eval``
+=====================================================  ===========  ===============================
+
+"Inference" means no graph is recorded (``tinymbv2.no_grad()``) and the BatchNorms are
+in eval mode with running statistics of the input's dtype; "training" means the
+BatchNorms are in training mode with affine parameters. Anything else runs layer by
+layer, as in the plain model, and so does every layer a user swapped in (a subclass of
+``Conv2d``, a different activation...): the patterns match exact types only.
+
+The view shares every Parameter and buffer object with the model (the same
+``state_dict`` keys and values): an optimizer built on either trains both, and the
+running statistics move in both. The original model stays plain. A fused and an
+unfused model agree to float rounding: in float64 to about 1e-14 relative, for the
+logits, every gradient and the running statistics, in train and eval mode (the tests
+check 1e-12).
 """
 from __future__ import annotations
 
+from . import functional as F
+from .autograd import Tensor, is_grad_enabled
+from .backend import get_array_module
+from .models.mobilenetv2 import Conv2dNormActivation, InvertedResidual
+from .nn import BatchNorm2d, Conv2d, Module, ReLU6, Sequential
 
-def fuse(model):
-    """A fused view of ``model`` (placeholder while the pass is written: the model itself)."""
-    return model
+
+def fuse(model: Module) -> Module:
+    """A fused view of ``model``: the same layers, with recognised patterns run as fused ops.
+
+    Containers are copied (a ``Sequential`` becomes a :class:`FusedSequential`, a block a
+    :class:`FusedInvertedResidual`, any other container keeps its class and forward);
+    layers with no children (Conv2d, BatchNorm2d, Linear, ...) are the model's own
+    objects. Returns the view; ``model`` is left as it was.
+    """
+    if not isinstance(model, Module):
+        raise TypeError(f"fuse: expected a tinymbv2 Module, got {type(model).__name__}")
+    if not model._modules or isinstance(model, (FusedSequential, FusedInvertedResidual)):
+        return model
+    view = object.__new__(_FUSED_CLASS.get(type(model), type(model)))
+    view.__dict__.update(model.__dict__)  # attributes (widths, training flag, ...)
+    view.__dict__["_parameters"] = dict(model._parameters)  # the same Parameter objects
+    view.__dict__["_buffers"] = dict(model._buffers)
+    view.__dict__["_non_persistent"] = set(model._non_persistent)
+    view.__dict__["_modules"] = {name: None if child is None else fuse(child)
+                                 for name, child in model._modules.items()}
+    return view
+
+
+class FusedSequential(Sequential):
+    """A Sequential that runs the recognised runs of its layers as fused ops (see the module)."""
+
+    def forward(self, x):
+        return run_layers(list(self._modules.values()), x)
+
+
+class FusedConvNormActivation(FusedSequential, Conv2dNormActivation):
+    """A Conv2dNormActivation whose conv, BatchNorm and ReLU6 run as one fused op."""
+
+
+class FusedInvertedResidual(InvertedResidual):
+    """An inverted residual block that runs as one op for inference and, in training,
+    its depthwise stage as one op (its ``conv`` is a :class:`FusedSequential`)."""
+
+    def forward(self, x):
+        parts = _block_eval_parts(self, x)
+        if parts is not None:
+            return F.inverted_residual_eval(x, *parts, self.stride, self.use_res_connect)
+        return super().forward(x)
+
+
+_FUSED_CLASS = {
+    Sequential: FusedSequential,
+    Conv2dNormActivation: FusedConvNormActivation,
+    InvertedResidual: FusedInvertedResidual,
+}
+
+
+# --------------------------------------------------------------- running a run of layers
+def run_layers(layers: list, x):
+    """Apply ``layers`` one after another to x, with each recognised pattern fused."""
+    i = 0
+    while i < len(layers):
+        if _is_conv_norm_relu6(layers[i]) and i + 1 < len(layers):
+            target = _stage_target(layers[i + 1])
+            if target is not None:  # conv-BN-ReLU6 then a depthwise layer: a stage
+                x = _stage(layers[i], target, layers[i + 1], x)
+                i += 2
+                continue
+        span = _conv_norm_span(layers, i)
+        if span:
+            x = conv_norm(layers[i], layers[i + 1], x, relu6=span == 3)
+            i += span
+            continue
+        x = layers[i](x)
+        i += 1
+    return x
+
+
+def _conv_norm_span(layers, i) -> int:
+    """3 for Conv2d, BatchNorm2d, ReLU6 at i; 2 for Conv2d, BatchNorm2d; else 0."""
+    if (i + 1 < len(layers) and type(layers[i]) is Conv2d
+            and type(layers[i + 1]) is BatchNorm2d):
+        return 3 if i + 2 < len(layers) and type(layers[i + 2]) is ReLU6 else 2
+    return 0
+
+
+def _is_conv_norm_relu6(layer) -> bool:
+    """A fused Conv2dNormActivation holding exactly Conv2d, BatchNorm2d, ReLU6."""
+    return (isinstance(layer, FusedSequential) and len(layer) == 3
+            and _conv_norm_span(list(layer), 0) == 3)
+
+
+def _stage_target(layer):
+    """The depthwise conv-BN-ReLU6 that can follow a conv-BN-ReLU6 as one stage: ``layer``
+    itself, or the first layer of a block without expansion and without residual (its
+    input is the previous layer's output, which the stage never stores). Else None."""
+    if isinstance(layer, FusedInvertedResidual):
+        if layer.use_res_connect or len(layer.conv) != 3:
+            return None
+        layer = layer.conv[0]
+    if _is_conv_norm_relu6(layer) and layer[0].groups > 1:
+        return layer
+    return None
+
+
+# ------------------------------------------------------------ conv + BatchNorm (+ ReLU6)
+def conv_norm(conv: Conv2d, norm: BatchNorm2d, x, relu6: bool):
+    """norm(conv(x)), then ReLU6 if ``relu6``: one kernel call for inference, else the conv
+    and then BatchNorm (and ReLU6) as one op."""
+    if _eval_fusable(conv, norm, x):
+        conv.check_input(x)
+        mean, var, weight, bias, eps = _eval_stats(norm, x)
+        return F.conv2d_batch_norm_eval(x, conv.weight, conv.stride, conv.padding, conv.groups,
+                                        mean, var, weight, bias, eps, relu6)
+    y = conv(x)
+    if not relu6:
+        return norm(y)
+    norm.check_input(y)
+    momentum = norm.count_batch()
+    running_mean, running_var = norm.running_stats()
+    return F.batch_norm_relu6(y, running_mean, running_var, norm.weight, norm.bias,
+                              training=norm.training or running_mean is None,
+                              momentum=momentum, eps=norm.eps)
+
+
+def _eval_fusable(conv, norm, x) -> bool:
+    """Inference with this BatchNorm's running statistics: no graph recorded, BatchNorm
+    in eval mode with statistics of x's dtype, a conv without bias."""
+    return (not is_grad_enabled() and isinstance(x, Tensor) and not norm.training
+            and conv.bias is None and norm.running_stats()[0] is not None
+            and norm.running_mean.dtype == x.dtype)
+
+
+def _eval_stats(norm, x):
+    """(mean, var, weight, bias, eps) of an eval-mode BatchNorm, weight and bias Tensors
+    (ones and zeros when it has no affine parameters)."""
+    mean, var = norm.running_stats()
+    if norm.affine:
+        return mean, var, norm.weight, norm.bias, norm.eps
+    xp = get_array_module(x.data)
+    return (mean, var, Tensor(xp.ones(norm.num_features, x.dtype)),
+            Tensor(xp.zeros(norm.num_features, x.dtype)), norm.eps)
+
+
+# ------------------------------------------------- the depthwise stage, in training
+def _stage(first, depthwise, after, x):
+    """``after(first(x))`` where ``first`` is a conv-BN-ReLU6 and ``depthwise`` the
+    depthwise conv-BN-ReLU6 that ``after`` starts with (``after`` is ``depthwise`` itself,
+    or a block without expansion): in training, first's conv, then its BN + ReLU6, the
+    depthwise filter and its BN + ReLU6 as one op, then the rest of ``after``."""
+    conv1, norm1, _ = first
+    conv2, norm2, _ = depthwise
+    if not _stage_applies(conv1, norm1, conv2, norm2):
+        return after(first(x))
+    e = conv1(x)
+    h = F.depthwise_stage_train(e, _stage_norm(norm1, e), conv2.weight, conv2.stride[0],
+                                _stage_norm(norm2, e))
+    if after is depthwise:
+        return h
+    return run_layers(list(after.conv)[1:], h)  # a block without expansion nor residual
+
+
+def _stage_applies(conv1, norm1, conv2, norm2) -> bool:
+    """Both BatchNorms in training mode with affine parameters, and conv2 the depthwise
+    3x3 filter (padding 1, stride 1 or 2, no bias) over conv1's output channels."""
+    hidden = conv1.out_channels
+    return (norm1.training and norm1.affine and norm2.training and norm2.affine
+            and conv2.kernel_size == (3, 3) and conv2.padding == (1, 1)
+            and conv2.stride in ((1, 1), (2, 2)) and conv2.bias is None
+            and conv2.groups == conv2.in_channels == conv2.out_channels == hidden
+            and norm1.num_features == norm2.num_features == hidden)
+
+
+def _stage_norm(norm, e):
+    """A training BatchNorm as ``F.depthwise_stage_train`` takes it, this batch counted as
+    its forward counts it (e: a tensor of its channels and dtype, for the checks)."""
+    norm.check_input(e)
+    momentum = norm.count_batch()
+    running_mean, running_var = norm.running_stats()
+    return running_mean, running_var, norm.weight, norm.bias, momentum, norm.eps
+
+
+# ------------------------------------------------------ a whole block, for inference
+def _block_eval_parts(block, x):
+    """(expand, depthwise, project) as ``F.inverted_residual_eval`` takes them, when the
+    whole block can run as one inference op: x a 4-D Tensor with ``block.inp`` channels,
+    the layers those the block was built with and every BatchNorm eval-fusable. Else None
+    (the block runs layer by layer)."""
+    if is_grad_enabled() or not isinstance(x, Tensor) or x.ndim != 4 or x.shape[1] != block.inp:
+        return None
+    layers = list(block.conv)
+    expand = layers[0] if len(layers) == 4 else None
+    units = [] if expand is None else [(expand, (1, 1), 1, True)]
+    units += [(layers[-3], (3, 3), block.stride, True)]
+    if not all(_is_conv_norm_relu6(unit) for unit, _, _, _ in units) or _conv_norm_span(
+            layers, len(layers) - 2) != 2:
+        return None
+    pairs = [(unit[0], unit[1], kernel, stride, relu6) for unit, kernel, stride, relu6 in units]
+    pairs.append((layers[-2], layers[-1], (1, 1), 1, False))
+    parts = []
+    for conv, norm, kernel, stride, relu6 in pairs:
+        depthwise = kernel == (3, 3)
+        if (not _eval_fusable(conv, norm, x) or conv.kernel_size != kernel
+                or conv.stride != (stride, stride) or conv.padding != (kernel[0] // 2,) * 2
+                or conv.groups != (conv.in_channels if depthwise else 1)):
+            return None
+        parts.append((conv.weight, (*_eval_stats(norm, x), relu6)))
+    return (None, *parts) if expand is None else tuple(parts)

@@ -48,7 +48,10 @@ import torch
 
 import tinymbv2
 from tinymbv2 import Tensor, functional as F
-from tinymbv2.kernels import reference, numba_cpu
+from tinymbv2.kernels import kernel_set
+from tinymbv2.kernels import reference as reference_py  # the file, for its helpers
+
+reference, numba_set = kernel_set("reference"), kernel_set("numba")  # readable, fast
 
 rng = np.random.default_rng(0)
 
@@ -176,7 +179,7 @@ are the depthwise forward pass and its input gradient, exactly as in the library
 """
 
 # %%
-print(inspect.getsource(reference._window))
+print(inspect.getsource(reference_py._window))
 print(inspect.getsource(reference.depthwise_conv2d_forward))
 print(inspect.getsource(reference.depthwise_conv2d_backward_input))
 
@@ -246,12 +249,12 @@ scale = x.size / small.size
 times = {
     "naive loops (scaled)": best_time(lambda: depthwise_naive(small, w[:8], 1, 1), repeat=1) * scale,
     "reference (NumPy)": best_time(lambda: reference.depthwise_conv2d_forward(x, w, (1, 1), (1, 1))),
-    "numba": best_time(lambda: numba_cpu.depthwise_conv2d_forward(x, w, (1, 1), (1, 1))),
+    "numba": best_time(lambda: numba_set.depthwise_conv2d_forward(x, w, (1, 1), (1, 1))),
 }
 tx, tw = torch.tensor(x), torch.tensor(w)
 with torch.no_grad():
     times["torch"] = best_time(lambda: torch.nn.functional.conv2d(tx, tw, padding=1, groups=c))
-err = np.abs(numba_cpu.depthwise_conv2d_forward(x, w, (1, 1), (1, 1))
+err = np.abs(numba_set.depthwise_conv2d_forward(x, w, (1, 1), (1, 1))
              - reference.depthwise_conv2d_forward(x, w, (1, 1), (1, 1))).max()
 print(f"input {x.shape}; max |numba - reference| = {err:.1e}")
 for k, v in times.items():
@@ -283,12 +286,12 @@ pixels. At the end of MobileNetV2 (and everywhere at 32 px) a plane is 4x4, 2x2 
 loop along four pixels cannot use the CPU's 8-wide vector instructions, but a loop along
 192 channels can. Channels-last also makes a 1x1 convolution over the whole batch a single
 matrix product, `(N*H*W, Ci) @ (Ci, Co)`. So the numba kernels keep planes of at most 16x16
-pixels channels-last (`tinymbv2.kernels.numba_layout`); the rest of tinymbv2 never
+pixels channels-last (`tinymbv2.kernels.numba.layout`); the rest of tinymbv2 never
 notices, because the shape is the same.
 """
 
 # %%
-from tinymbv2.kernels import numba_layout
+from tinymbv2.kernels.numba import layout as numba_layout
 
 x = rng.standard_normal((16, 192, 4, 4)).astype(np.float32)
 x_cl = numba_layout.as_channels_last(x)
@@ -297,15 +300,15 @@ print("NCHW strides (bytes):         ", x.strides)
 print("channels-last strides (bytes):", x_cl.strides)
 
 w = rng.standard_normal((192, 1, 3, 3)).astype(np.float32)
-y_cl = numba_cpu.depthwise_conv2d_forward(x, w, (1, 1), (1, 1))
+y_cl = numba_set.depthwise_conv2d_forward(x, w, (1, 1), (1, 1))
 print("the numba output of a 4x4 plane is channels-last:", numba_layout.is_channels_last(y_cl))
 
 saved = numba_layout.CHANNELS_LAST_MAX
 numba_layout.CHANNELS_LAST_MAX = 0  # the layout off: every plane NCHW
-y_nchw = numba_cpu.depthwise_conv2d_forward(x, w, (1, 1), (1, 1))
-t_nchw = best_time(lambda: numba_cpu.depthwise_conv2d_forward(x, w, (1, 1), (1, 1)), repeat=20)
+y_nchw = numba_set.depthwise_conv2d_forward(x, w, (1, 1), (1, 1))
+t_nchw = best_time(lambda: numba_set.depthwise_conv2d_forward(x, w, (1, 1), (1, 1)), repeat=20)
 numba_layout.CHANNELS_LAST_MAX = saved
-t_cl = best_time(lambda: numba_cpu.depthwise_conv2d_forward(x_cl, w, (1, 1), (1, 1)), repeat=20)
+t_cl = best_time(lambda: numba_set.depthwise_conv2d_forward(x_cl, w, (1, 1), (1, 1)), repeat=20)
 print(f"max difference {np.abs(y_cl - y_nchw).max():.1e}")
 print(f"depthwise 3x3 on {x.shape}: NCHW {t_nchw * 1e3:.3f} ms, channels-last {t_cl * 1e3:.3f} ms")
 
@@ -416,13 +419,13 @@ decide whether it vectorises at all:
 
 tinymbv2's kernels used this loop, with the edges handled, for every pointwise layer on
 planes larger than 16x16. They have since gone one step further, which no loop written in
-Numba can express: `numba_gemm.columns_nn` in the race below is that step, explained
+Numba can express: `columns_nn` (`tinymbv2/kernels/numba/gemm.py`) in the race below is that step, explained
 after it.
 """
 
 # %%
 from threadpoolctl import threadpool_limits
-from tinymbv2.kernels.numba_gemm import columns_nn
+from tinymbv2.kernels.numba.gemm import columns_nn
 
 
 @njit
@@ -481,7 +484,7 @@ flop = 2 * W.shape[0] * W.shape[1] * X.shape[1]
 contest = {
     "NumPy (BLAS)": lambda: np.matmul(W, X, out=Y),
     "four rows, eight terms": lambda: four_rows_eight_terms(W, X, Y),
-    "numba_gemm.columns_nn": lambda: columns_nn(W, X, Y, 0, X.shape[1]),
+    "gemm.columns_nn": lambda: columns_nn(W, X, Y, 0, X.shape[1]),
 }
 with threadpool_limits(limits=1, user_api="blas"):  # one core each
     for name, run in contest.items():
@@ -508,7 +511,7 @@ $$\text{acc}[r, :] \mathrel{+}= W[i + r, p]\; X[p, j:j + 64], \qquad r < 6,\ p =
 each step 4 vector loads of $X$'s row and 6 broadcasts of $W$ for 24 fused
 multiply-adds, which the two FMA units of a core finish in 12 cycles while the loads keep
 up. No Numba loop can ask LLVM to keep `acc` in registers across the loop over $p$, so
-`tinymbv2/kernels/numba_tile.py` writes the block in LLVM's own terms: a Numba
+`tinymbv2/kernels/numba/tile.py` writes the block in LLVM's own terms: a Numba
 `@intrinsic` whose code generator emits the loop, the vector loads, `llvm.fma` and the
 stores with llvmlite; Numba inlines it into ordinary `@njit` code. The two-hundred lines
 also handle the edges (masked loads and stores past the last column, narrower blocks for
@@ -523,7 +526,7 @@ gradients of a pointwise layer taken in one pass, the 224 px training step went 
 
 A product whose sum runs *along* the rows of both operands, such as the weight gradient
 $\sum_n \mathrm{d}Y[n]\, X[n]^\top$ (the sum over the pixels), takes the other shape of
-loop in `numba_gemm`: sixteen running dot products for a 4x4 block of the output, each kept
+loop in `tinymbv2/kernels/numba/gemm.py`: sixteen running dot products for a 4x4 block of the output, each kept
 by LLVM as a vector of partial sums (`fastmath={"reassoc"}`, as in section 2.6).
 
 ## Exercises
@@ -559,7 +562,7 @@ $1 / (1/256 + 1/25) \approx 22.8$: the larger the kernel, the bigger the saving.
 
 </details>
 
-**3.** Time `numba_cpu.pointwise_conv2d_forward` on a (64, 576, 2, 2) batch with the
+**3.** Time `numba_set.pointwise_conv2d_forward` on a (64, 576, 2, 2) batch with the
 layout on and off, as in section 2.5. Which has more work per matrix product?
 
 <details><summary>Solution</summary>
@@ -569,7 +572,7 @@ x = rng.standard_normal((64, 576, 2, 2)).astype(np.float32)
 w = rng.standard_normal((96, 576, 1, 1)).astype(np.float32)
 for pixels in (0, 256):
     numba_layout.CHANNELS_LAST_MAX = pixels
-    t = best_time(lambda: numba_cpu.pointwise_conv2d_forward(x, w), repeat=20)
+    t = best_time(lambda: numba_set.pointwise_conv2d_forward(x, w), repeat=20)
     print(pixels, f"{t * 1e3:.3f} ms")
 numba_layout.CHANNELS_LAST_MAX = 256
 ```

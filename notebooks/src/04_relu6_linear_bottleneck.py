@@ -38,7 +38,6 @@ import numpy as np
 import matplotlib.pyplot as plt
 import torch
 
-import tinymbv2
 from tinymbv2 import Tensor, functional as F
 from tinymbv2.models import mobilenet_v2
 
@@ -124,8 +123,9 @@ print("last layer is", kinds[-1], "-> the projection has no activation")
 r"""
 ## 4.4 BatchNorm and ReLU6 as one operation
 
-Every ReLU6 in MobileNetV2 comes right after a BatchNorm, so tinymbv2 runs the pair as one op,
-`F.batch_norm_relu6` (the blocks call it through `BatchNorm2d.forward_relu6`). The forward
+Every ReLU6 in MobileNetV2 comes right after a BatchNorm, so the pair can run as one op,
+`F.batch_norm_relu6`. The model itself runs them one after the other, as the paper draws
+them; its fused view (`tinymbv2.fuse(model)`, chapter 14) runs every such pair as this op. The forward
 clamps $z = \gamma\hat x + \beta$ while it writes it. The backward needs to know where
 $0 < z < 6$, and instead of keeping a mask from the forward pass it **recomputes $z$** from the
 BatchNorm input $x$, which the backward keeps anyway: one pass over memory fewer in each

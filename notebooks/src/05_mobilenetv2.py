@@ -37,8 +37,7 @@ import torchvision
 
 import tinymbv2
 from tinymbv2 import Tensor, nn
-from tinymbv2.models import (TABLE2, InvertedResidual, mobilenet_v2, seed_article_net, summary,
-                             to_torch_state_dict)
+from tinymbv2.models import TABLE2, InvertedResidual, mobilenet_v2, seed_article_net, summary
 
 torch.set_num_threads(2)
 print(f"{'t':>3s} {'c':>5s} {'n':>3s} {'s':>3s}")
@@ -209,75 +208,27 @@ for name, a, b in rows:
 
 # %% [markdown]
 r"""
-## 5.4 The block's middle as one op, in training
+## 5.4 Reading `model(x)`
 
-Between its two $1\times1$ convolutions a block runs three per-channel steps on the
-expanded tensor $e$: $a = \mathrm{ReLU6}(\mathrm{BN}_1(e))$, the depthwise filter
-$d = N(a)$, and $h = \mathrm{ReLU6}(\mathrm{BN}_2(d))$. Each step treats every channel on
-its own, so nothing forces them to run one after the other over the whole tensor. Layer by
-layer, block 2 at 224 px, batch 8 reads or writes its 38.5 MB expanded tensor about sixteen
-times in one training step: BatchNorm reads $e$ twice (statistics, then $a$), the filter
-reads $a$, and so on, and the backward pass does as much again. In training the BatchNorms
-need the statistics of the whole batch, so the block cannot be cut into bands of rows as in
-inference (chapter 14), but it can be cut by channel: one channel's eight planes are a few
-hundred KB, which stay in the CPU's cache through all three steps.
-
-`F.depthwise_stage_train` is that op, and MobileNetV2 calls it for every block in training
-(block 1, which has no expansion, starts from the stem's BatchNorm). The numba kernel reads
-$e$ once and writes $d$ and $h$; it never stores $a$ at all, because the backward pass
-recomputes it from $e$, which it has to read anyway. Every step is the separate ops' own
-loop, on the same numbers in the same order, so the results are not just close: they are
-the same bits. Below, the three ops and the one op on block 2's expanded tensor.
+The code reads like the paper and like torchvision: a block's forward is its residual
+branch, plus its input when the shapes allow it, and the network's forward is features,
+pooling, classifier. Step into `model(x)` in a debugger and you follow the batch through
+every `Conv2d`, `BatchNorm2d` and `ReLU6`, down to the kernels of chapters 2 and 3:
 """
 
 # %%
-import time
-from tinymbv2 import functional as F
+import inspect
 
-tinymbv2.backend.keep_freed_memory()      # reuse freed memory, as the benchmarks do
-side = 56 if TINYMBV2_FAST else 112       # block 2's expanded planes at 224 px: 112x112
-g = np.random.default_rng(5)
-e_np = (g.standard_normal((8, 96, side, side)) + 0.5).astype(np.float32)
-params = [g.uniform(0.5, 2, 96), g.standard_normal(96), g.standard_normal((96, 1, 3, 3)) / 3,
-          g.uniform(0.5, 2, 96), g.uniform(0, 2, 96)]
-grad_h = g.standard_normal((8, 96, side // 2, side // 2)).astype(np.float32)
-
-def step(one_op):
-    """Forward and backward of the block's middle at stride 2; -> (h, gradients, seconds)."""
-    e = Tensor(e_np, requires_grad=True)
-    w1, b1, wd, w2, b2 = (Tensor(p.astype(np.float32), requires_grad=True) for p in params)
-    start = time.perf_counter()
-    if one_op:
-        h = F.depthwise_stage_train(e, (None, None, w1, b1, 0.1, 1e-5), wd, 2,
-                                    (None, None, w2, b2, 0.1, 1e-5))
-    else:
-        a = F.batch_norm_relu6(e, None, None, w1, b1, training=True)
-        d = F.conv2d(a, wd, None, stride=2, padding=1, groups=96)
-        h = F.batch_norm_relu6(d, None, None, w2, b2, training=True)
-    h.backward(Tensor(grad_h))
-    seconds = time.perf_counter() - start
-    return h.data, [t.grad for t in (e, w1, b1, wd, w2, b2)], seconds
-
-(h3, g3, _), (h1, g1, _) = step(False), step(True)   # (the first calls also compile)
-print("same bits:", np.array_equal(h3, h1) and all(np.array_equal(p, q) for p, q in zip(g3, g1)))
-seconds = {False: [], True: []}
-for _ in range(5):                         # alternating, each run's arrays let go at once
-    for one_op in (False, True):
-        seconds[one_op].append(step(one_op)[2])
-for one_op, name in ((False, "three ops"), (True, "one op   ")):
-    print(f"{name} forward + backward: {min(seconds[one_op]) * 1e3:6.2f} ms")
-print(f"a = ReLU6(BN1(e)) not kept for the backward: {e_np.nbytes / 2**20:.1f} MiB")
+print(inspect.getsource(InvertedResidual.forward))
+print(inspect.getsource(type(model).forward))
 
 # %% [markdown]
 r"""
-The one op is faster because it moves fewer bytes, not because it computes less: it even
-computes $a$ twice. On this course's 2-core machine, fusing blocks 2-7 took the whole
-224 px training step from 133.5-141.6 ms to 128.0-129.0 ms in an A/B run, and block 1 saved
-another 2-3 ms. On the 16x16 and smaller
-planes, which the numba kernels keep channels-last, a fused version of the same stage was
-faster alone but made the training step slower (129 against 133 ms), so there the three ops
-run. A deep-learning compiler finds fusions like this one by itself; here it is written by
-hand, and the test suite checks it bit for bit against the three ops and against PyTorch.
+Run that way, every layer reads its input from memory and writes its output back, which is
+most of the time a CPU spends on this network. Frameworks fix that with a compiler that fuses
+layers; tinymbv2 does it with a pass over the model, `tinymbv2.fuse(model)`, which leaves the
+model as it is and returns a fused view of the same layers. Chapter 14 shows what it fuses and
+how much it saves; everything before it uses the plain model.
 """
 
 # %% [markdown]

@@ -34,7 +34,8 @@ from tinymbv2 import Tensor, functional as F, optim
 from tinymbv2.data import (Compose, DataLoader, Normalize, RandomRotation, RandomShift, Split,
                            load_dataset)
 from tinymbv2.models import from_torchvision, mobilenet_v2, summary
-from tinymbv2.train import confusion_matrix, diagnose, evaluate, fit, precision_recall
+from tinymbv2.evaluation import confusion_matrix, evaluate, precision_recall
+from tinymbv2.train import diagnose, fit
 
 ds = load_dataset("mnist5k")
 n_train = 512 if TINYMBV2_FAST else len(ds.train)
@@ -140,8 +141,6 @@ right, everything else shows *which* digits are confused.
 """
 
 # %%
-from tinymbv2 import nn
-
 import inspect
 from tinymbv2.train import recalibrate_batchnorm
 print(inspect.getsource(recalibrate_batchnorm))  # read it: a dozen lines

@@ -31,11 +31,11 @@ import matplotlib.pyplot as plt
 import torch
 
 import tinymbv2
-from tinymbv2 import Tensor, functional as F, nn, optim
-from tinymbv2.data import Compose, DataLoader, Normalize, RandomRotation, RandomShift, load_dataset
+from tinymbv2 import Tensor, functional as F, optim
+from tinymbv2.data import Compose, DataLoader, Normalize, RandomRotation, RandomShift, Resize, load_dataset
 from tinymbv2.models import mobilenet_v2
-from tinymbv2.train import evaluate, fit, load_checkpoint, save_checkpoint
-from tinymbv2.train.datasets import resize_images
+from tinymbv2.evaluation import evaluate
+from tinymbv2.train import fit, load_checkpoint, save_checkpoint
 from tinymbv2.train.finetune import count_trainable, freeze_backbone, replace_classifier, set_frozen_bn_eval
 
 mnist, digits = load_dataset("mnist5k"), load_dataset("digits")
@@ -81,7 +81,7 @@ the pretrained network expects its inputs to look like what it was trained on.
 
 # %%
 def prepare(split):
-    return norm(resize_images(split.images, 28))
+    return norm(Resize(28)(split.images))
 
 per_class = 10
 few = np.concatenate([np.flatnonzero(digits.train.labels == c)[:per_class] for c in range(10)])

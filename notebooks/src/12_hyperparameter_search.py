@@ -27,10 +27,11 @@ import numpy as np
 import matplotlib.pyplot as plt
 
 import tinymbv2
-from tinymbv2 import Tensor, nn, optim
+from tinymbv2 import optim
 from tinymbv2.data import DataLoader, Normalize, Split, load_dataset
 from tinymbv2.models import mobilenet_v2
-from tinymbv2.train import evaluate, fit, grid, random_configs, run_search
+from tinymbv2.evaluation import evaluate
+from tinymbv2.train import fit, grid, random_configs, run_search
 
 ds = load_dataset("digits")
 norm = Normalize.from_data(ds.train.images)

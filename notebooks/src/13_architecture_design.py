@@ -27,11 +27,11 @@ import numpy as np
 import matplotlib.pyplot as plt
 
 import tinymbv2
-from tinymbv2 import Tensor, nn, optim
-from tinymbv2.data import DataLoader, Normalize, Split, load_dataset
+from tinymbv2 import optim
+from tinymbv2.data import DataLoader, Normalize, Resize, Split, load_dataset
 from tinymbv2.models import mobilenet_v2, summary
-from tinymbv2.train import evaluate, fit
-from tinymbv2.train.datasets import resize_images
+from tinymbv2.evaluation import evaluate
+from tinymbv2.train import fit
 
 # %% [markdown]
 r"""
@@ -93,10 +93,10 @@ from tinymbv2.train import recalibrate_batchnorm  # one training-mode pass, cumu
 
 points = []
 for width, res in pairs:
-    tr = resize_images(ds.train.images[subset], res)
+    tr = Resize(res)(ds.train.images[subset])
     norm = Normalize.from_data(tr)
     keep = np.linspace(0, len(ds.val) - 1, 200 if TINYMBV2_FAST else len(ds.val)).astype(int)  # every class
-    val = Split(norm(resize_images(ds.val.images[keep], res)), ds.val.labels[keep])
+    val = Split(norm(Resize(res)(ds.val.images[keep])), ds.val.labels[keep])
     tinymbv2.manual_seed(0)
     model = mobilenet_v2(width_mult=width, num_classes=10, in_channels=1, small_input=True, seed=0)
     opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=4e-5)

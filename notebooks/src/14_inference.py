@@ -110,8 +110,10 @@ print(f"max |folded logits - torchvision (unfolded) logits| = {np.abs(y_folded -
 r"""
 ## 14.2 Measured speed
 
-Forward time for one image, best of three, with the Numba and the reference kernels, folded
-and unfolded, next to PyTorch on the same CPU (same weights, eval mode, `no_grad`). Ratios
+Forward time for one image, best of three, with the Numba and the reference kernels, next to
+PyTorch on the same CPU (same weights, eval mode, `no_grad`): the model as written, layer by
+layer; its fused view `tinymbv2.fuse(model)`, which runs each block as one op (section 14.4
+explains it); and the folded model of 14.1. Ratios
 are against PyTorch measured in the same run, on whatever machine executed this page: on a
 machine busy with other work the parallel Numba kernels suffer most (their threads wait for
 free cores), so read the ratios with that in mind; the Benchmarks page of the documentation
@@ -129,9 +131,11 @@ def best_of(fn, repeat=3):
 timings = {}
 with torch.no_grad():
     timings["torch (unfolded)"] = best_of(lambda: tv(torch.from_numpy(x.data)))
+fused = tinymbv2.fuse(model)    # the same parameters; recognised layer patterns fused (14.4)
 for kernels in ("numba", "reference"):
     with tinymbv2.use_kernels(kernels), tinymbv2.no_grad():
         timings[f"tinymbv2 {kernels}"] = best_of(lambda: model(x))
+        timings[f"tinymbv2 {kernels}, fused"] = best_of(lambda: fused(x))
         timings[f"tinymbv2 {kernels}, folded"] = best_of(lambda: folded(x))
 for name, t in timings.items():
     print(f"{name:30s} {t * 1e3:8.1f} ms   {t / timings['torch (unfolded)']:5.1f} x torch")
@@ -139,6 +143,8 @@ for name, t in timings.items():
 fig, ax = plt.subplots(figsize=(7, 2.8))
 ax.barh(list(timings), [t * 1e3 for t in timings.values()], color="#48c"); ax.invert_yaxis()
 ax.set_xlabel(f"ms per {res}x{res} image"); plt.tight_layout(); plt.show()
+with tinymbv2.no_grad():
+    print(f"max |fused logits - model logits| = {np.abs(fused(x).data - model(x).data).max():.1e}")
 
 # %% [markdown]
 r"""
@@ -148,9 +154,9 @@ r"""
 hidden channels. Python's `tracemalloc` sees every NumPy allocation, so we can measure the
 peak of live array memory during the forward pass (above what was alive before: the
 weights and the input). One slice is the plain layer-by-layer forward: each block's
-expanded tensor is alive whole. We also measure the model's normal forward, which with
-the numba kernels computes each block band by band (section 14.4 below), so it never
-holds a whole expanded tensor either.
+expanded tensor is alive whole. We also measure the model as written, layer by layer, and
+its fused view, which with the numba kernels computes each block band by band (section 14.5
+below), so it never holds a whole expanded tensor either.
 """
 
 # %%
@@ -167,7 +173,9 @@ def peak(fn):
 
 with tinymbv2.no_grad():
     ref_out, ref_peak = peak(lambda: model(x).data)
-rows = [("model(x): bands", ref_peak, 0.0)]
+    fused_out, fused_peak = peak(lambda: fused(x).data)
+rows = [("model(x): layers", ref_peak, 0.0),
+        ("fused(x): bands", fused_peak, float(np.abs(fused_out - ref_out).max()))]
 for m in (1, 2, 4, 8):
     out, p = peak(lambda: memory_efficient_inference(model, x, chunks=m).data)
     name = f"{m} slices" if m > 1 else "1 slice: layers"
@@ -178,7 +186,7 @@ for name, p, err in rows:
     print(f"{name:16s} peak {p / 2**20:7.2f} MiB   max |logits - model(x)| = {err:.1e}")
 
 fig, ax = plt.subplots(figsize=(7, 3))
-ax.bar([r[0] for r in rows], [r[1] / 2**20 for r in rows], color=["#48c", "#888"] + ["#4a4"] * 3)
+ax.bar([r[0] for r in rows], [r[1] / 2**20 for r in rows], color=["#888", "#48c", "#888"] + ["#4a4"] * 3)
 ax.set_ylabel("peak live arrays (MiB)"); ax.set_title(f"forward at {res}x{res}, batch 1, float32")
 plt.tight_layout(); plt.show()
 
@@ -187,48 +195,99 @@ r"""
 The peak falls with the number of slices until it is set by tensors that are not sliced (a
 block's input and output, and the temporaries of the widest slice), as the paper predicts.
 Cutting the block into bands of rows instead of slices of channels gets the same kind of
-saving: the numba forward holds at most a band's worth of the expanded tensor per thread.
+saving: the fused numba forward holds at most a band's worth of the expanded tensor per
+thread.
 The logits are the same up to float32 rounding, because only the order of the additions in
 the projection changed. The price is more, smaller kernel calls, which on a CPU in Python
 costs time; the paper's point is for memory-bound mobile inference engines.
 
-## 14.4 A whole block in one pass
+## 14.4 Fusion: what a compiler does, done by hand
 
-The same observation, that $A$ and $N$ work channel by channel and row by row, also saves
-*time* on a CPU. Run layer by layer, block 2 at 224 px writes its expanded tensor (96 channels
-of 112x112, 4.8 MB per image in float32, 38.5 MB for a batch of 8, more than the CPU's last
-cache) to memory, and then reads it back for BatchNorm, for the depthwise filter, and again
-for the projection. The numba kernels instead run each block with
-`F.inverted_residual_eval` (MobileNetV2 does so by itself in eval mode under `no_grad`):
-for one band of output rows of one image at a time, expansion, BatchNorm + ReLU6, depthwise
-filter and projection run back to back while the band is in cache. Only the block's input
-and output touch memory. The depthwise filter needs one input row above and below its band,
-so those rows are expanded twice.
+The model of chapter 5 is written layer by layer, as the paper and torchvision write it, and
+run that way every layer reads its input from memory and writes its output back: a
+convolution, then a BatchNorm over its output, then a ReLU6 over that. On a CPU most of
+MobileNetV2's time goes to that traffic, not to the multiply-adds. A framework's compiler
+(`torch.compile`, XLA, TensorRT) looks at the network as a graph and *fuses* runs of layers
+into single kernels. `tinymbv2.fuse(model)` does the same, in the open: it returns a **fused
+view** of the model, a new tree of containers over the very same layers (the same
+`Parameter` and buffer objects, so the same `state_dict`, and training one trains the other),
+whose containers run the patterns they recognise as one op each:
 
-The result is the layer-by-layer one up to float rounding, since only the GEMMs' columns are
-grouped differently. Below, block 2 runs both ways on a batch of 8, after
-`tinymbv2.backend.keep_freed_memory()`, as the benchmarks do. Without it, glibc gives every
-array above 32 MiB fresh pages from the system on each call; on this course's virtual
-machine that alone made the layer-by-layer block take 45 ms instead of 7. The fused block
-never allocates the big tensor at all.
+| pattern | when | runs as |
+|---|---|---|
+| conv, BatchNorm (, ReLU6) | inference | `F.conv2d_batch_norm_eval` |
+| conv, BatchNorm, ReLU6 | training | the conv, then `F.batch_norm_relu6` (chapter 4) |
+| BN + ReLU6, depthwise 3x3, BN + ReLU6 | training | the conv before it, then `F.depthwise_stage_train` (14.6) |
+| a whole inverted residual block | inference | `F.inverted_residual_eval` (14.5) |
+
+Layers a user swapped in (another activation, a subclass of `Conv2d`) do not match and run as
+they are. The trainer, evaluation, prediction and the `tinymbv2` command fuse by default
+(`--no-fuse` runs the plain model, to step through it). The profiler shows what runs:
 """
 
 # %%
-from tinymbv2 import functional as F
-from tinymbv2.kernels import layered, numba_cpu
+from tinymbv2 import functional as F, profiler
 
+print(type(fused.features[2]).__name__, "holds the model's own layers:",
+      fused.features[2].conv[0][0] is model.features[2].conv[0][0],
+      "| same state_dict keys:", list(fused.state_dict()) == list(model.state_dict()))
+
+def ops_run(net, train):
+    """{Function name: calls} of one forward (and backward, in training) of ``net``."""
+    net.train(train)
+    xs = Tensor(rng.standard_normal((2, 3, 64, 64)).astype(np.float32))
+    with profiler.profile() as prof:
+        if train:
+            F.cross_entropy(net(xs), np.array([1, 2])).backward()
+        else:
+            with tinymbv2.no_grad():
+                net(xs)
+    return {name: n for (name, phase), n in sorted(prof.calls.items()) if phase == "forward"}
+
+for train in (False, True):
+    print("training" if train else "inference")
+    for name, net in (("  model", model), ("  fused", fused)):
+        calls = ops_run(net, train)
+        print(f"{name}: {sum(calls.values()):3d} ops:", ", ".join(f"{k} {v}" for k, v in calls.items()))
+model.eval()
+
+# %% [markdown]
+r"""
+In inference the fused view runs each of the 17 blocks as one op and the stem and the head
+as one convolution-with-BatchNorm op each; in training each block's middle (and, for block 1,
+the stem's BatchNorm with block 1's depthwise layer) is one op. The numbers stay those of the
+plain model up to float rounding: the test suite compares the two in float64 (logits, every
+gradient, the running statistics, in both modes) and with the reference kernels finds the
+same bits. The next two sections look inside the two biggest fusions.
+
+## 14.5 A whole block in one pass
+
+The observation behind memory-efficient inference, that $A$ and $N$ work channel by channel
+and row by row, also saves *time* on a CPU. Run layer by layer, block 2 at 224 px writes its
+expanded tensor (96 channels of 112x112, 4.8 MB per image in float32, 38.5 MB for a batch of
+8, more than the CPU's last cache) to memory, and then reads it back for BatchNorm, for
+ReLU6, for the depthwise filter, and again for the projection. The fused view instead runs
+each block with `F.inverted_residual_eval`, and the numba kernel computes it for one band of
+output rows of one image at a time: expansion, BatchNorm + ReLU6, depthwise filter and
+projection run back to back while the band is in cache. Only the block's input and output
+touch memory. The depthwise filter needs one input row above and below its band, so those
+rows are expanded twice.
+
+The result is the layer-by-layer one up to float rounding, since only the GEMMs' columns are
+grouped differently. Below, block 2 runs both ways on a batch of 8, after
+`tinymbv2.backend.keep_freed_memory()`, as the benchmarks do: without it, glibc gives every
+array above 32 MiB fresh pages from the system on each call, which the layer-by-layer block
+pays for and the fused one, which never allocates the big tensor, does not.
+"""
+
+# %%
 tinymbv2.backend.keep_freed_memory()       # reuse freed memory (see the text above)
-block = model.features[2]
+block, fused_block = model.features[2], fused.features[2]
 with tinymbv2.no_grad():
     h = model.features[1](model.features[0](Tensor(rng.standard_normal((8, 3, res, res)).astype(np.float32))))
-    parts = block._inference_parts(h)          # (expand, depthwise, project): weights and BatchNorm-eval
-    arrays = lambda p: None if p is None else (p[0].data, tuple(getattr(a, "data", a) for a in p[1]))
-    raw = [arrays(p) for p in parts]         # the same, as plain arrays for the kernel-level call
-    fused = lambda: F.inverted_residual_eval(h, *parts, block.stride, block.use_res_connect).data
-    by_layer = lambda: layered.inverted_residual_eval_layered(numba_cpu, h.data, *raw, block.stride,
-                                                             block.use_res_connect)
-    y_fused, y_layers = fused(), by_layer()
-    t_fused, t_layers = best_of(fused), best_of(by_layer)
+    by_layer, one_pass = (lambda: block(h).data), (lambda: fused_block(h).data)
+    y_layers, y_fused = by_layer(), one_pass()
+    t_layers, t_fused = best_of(by_layer), best_of(one_pass)
 print(f"block 2: input {tuple(h.shape)}, expanded to {block.hidden_dim} channels "
       f"({8 * block.hidden_dim * h.shape[2] * h.shape[3] * 4 / 2**20:.1f} MiB in float32)")
 print(f"layer by layer {t_layers * 1e3:6.2f} ms | one pass, band by band {t_fused * 1e3:6.2f} ms")
@@ -237,8 +296,73 @@ print(f"max |difference| = {np.abs(y_fused - y_layers).max():.1e}  (outputs up t
 # %% [markdown]
 r"""
 The gain is largest in the first blocks, whose expanded tensors are biggest; from 14x14 on
-the tensors fit in cache anyway and the two ways take about the same time. This is the
-kind of fusion that inference engines do for you when they compile a network.
+the tensors fit in cache anyway, and there the numba kernels run the block's layers one after
+the other (with each convolution's BatchNorm and ReLU6 applied while its output is in cache).
+
+## 14.6 The block's middle as one op, in training
+
+Training cannot cut a block into bands of rows: its BatchNorms need the statistics of the
+whole batch before they can normalise anything. But it can cut by channel. Between its two
+$1\times1$ convolutions a block runs three per-channel steps on the expanded tensor $e$:
+$a = \mathrm{ReLU6}(\mathrm{BN}_1(e))$, the depthwise filter $d = N(a)$, and
+$h = \mathrm{ReLU6}(\mathrm{BN}_2(d))$. Layer by layer, block 2 at 224 px, batch 8 reads or
+writes its 38.5 MB expanded tensor about sixteen times in one training step: BatchNorm reads
+$e$ twice (statistics, then $a$), the filter reads $a$, and so on, and the backward pass does
+as much again. One channel's eight planes are a few hundred KB, which stay in the CPU's cache
+through all three steps.
+
+`F.depthwise_stage_train` is that op, and the fused view runs every block's middle through it
+in training (for block 1, which has no expansion, from the stem's BatchNorm on). The numba
+kernel reads $e$ once and writes $d$ and $h$; it never stores $a$ at all, because the backward
+pass recomputes it from $e$, which it has to read anyway. Every step is the separate ops' own
+loop, on the same numbers in the same order, so the results are not just close: they are the
+same bits. Below, the three ops and the one op on block 2's expanded tensor.
+"""
+
+# %%
+side = 56 if TINYMBV2_FAST else 112       # block 2's expanded planes at 224 px: 112x112
+g = np.random.default_rng(5)
+e_np = (g.standard_normal((8, 96, side, side)) + 0.5).astype(np.float32)
+params = [g.uniform(0.5, 2, 96), g.standard_normal(96), g.standard_normal((96, 1, 3, 3)) / 3,
+          g.uniform(0.5, 2, 96), g.uniform(0, 2, 96)]
+grad_h = g.standard_normal((8, 96, side // 2, side // 2)).astype(np.float32)
+
+def step(one_op):
+    """Forward and backward of the block's middle at stride 2; -> (h, gradients, seconds)."""
+    e = Tensor(e_np, requires_grad=True)
+    w1, b1, wd, w2, b2 = (Tensor(p.astype(np.float32), requires_grad=True) for p in params)
+    start = time.perf_counter()
+    if one_op:
+        h = F.depthwise_stage_train(e, (None, None, w1, b1, 0.1, 1e-5), wd, 2,
+                                    (None, None, w2, b2, 0.1, 1e-5))
+    else:
+        a = F.batch_norm_relu6(e, None, None, w1, b1, training=True)
+        d = F.conv2d(a, wd, None, stride=2, padding=1, groups=96)
+        h = F.batch_norm_relu6(d, None, None, w2, b2, training=True)
+    h.backward(Tensor(grad_h))
+    seconds = time.perf_counter() - start
+    return h.data, [t.grad for t in (e, w1, b1, wd, w2, b2)], seconds
+
+(h3, g3, _), (h1, g1, _) = step(False), step(True)   # (the first calls also compile)
+print("same bits:", np.array_equal(h3, h1) and all(np.array_equal(p, q) for p, q in zip(g3, g1)))
+seconds = {False: [], True: []}
+for _ in range(5):                         # alternating, each run's arrays let go at once
+    for one_op in (False, True):
+        seconds[one_op].append(step(one_op)[2])
+for one_op, name in ((False, "three ops"), (True, "one op   ")):
+    print(f"{name} forward + backward: {min(seconds[one_op]) * 1e3:6.2f} ms")
+print(f"a = ReLU6(BN1(e)) not kept for the backward: {e_np.nbytes / 2**20:.1f} MiB")
+
+# %% [markdown]
+r"""
+The one op is faster because it moves fewer bytes, not because it computes less: it even
+computes $a$ twice. On the 16x16 and smaller planes, which the numba kernels keep
+channels-last, a fused kernel for the same stage was faster alone but made the training step
+slower, so there the numba set runs the three ops: `depthwise_stage_train` is then their
+composition, as the reference kernels define it (the Benchmarks page of the documentation has the
+measured figures). A deep-learning compiler finds fusions like this one by itself; here they
+are written by hand, and the test suite checks them against the separate ops and against
+PyTorch.
 
 ## Exercises
 

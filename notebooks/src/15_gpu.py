@@ -6,7 +6,7 @@ CuPy is NumPy's interface on an NVIDIA GPU: `cupy.asarray(a)` copies an array to
 same functions (`cupy.matmul`, `cupy.exp`, slicing, broadcasting) run there, and hand-written
 CUDA kernels can be compiled at run time (`cupy.RawKernel`). tinymbv2 uses it the way DeZero
 does: every op asks `get_array_module(x)` for `numpy` or `cupy`, and the kernel dispatcher
-picks `tinymbv2.kernels.cupy_gpu` whenever the arrays live on the GPU. So the *same* model code
+picks the CuPy kernel set (`tinymbv2.kernels.cupy`) whenever the arrays live on the GPU. So the *same* model code
 trains on either device:
 
 ```python
@@ -55,7 +55,7 @@ text, so we can read it even without a GPU):
 """
 
 # %%
-source = (Path(tinymbv2.__file__).parent / "kernels" / "cupy_conv.py").read_text()
+source = (Path(tinymbv2.__file__).parent / "kernels" / "cupy" / "conv.py").read_text()
 start = source.index("template <typename T>\n__global__ void dw_forward")
 print(source[start:source.index("}\n}", start) + 3])
 
@@ -66,7 +66,8 @@ r"""
 
 # %%
 if GPU:
-    from tinymbv2.kernels import cupy_gpu, reference
+    from tinymbv2.kernels import kernel_set
+    cupy_set, reference = kernel_set("cupy"), kernel_set("reference")
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 32, 17, 17)); wd = rng.standard_normal((32, 1, 3, 3))
     gy = rng.standard_normal((4, 32, 9, 9))          # a stride-2 depthwise output's shape
@@ -81,7 +82,7 @@ if GPU:
         "batchnorm forward (train)": lambda k, a: k.batch_norm_forward_train(a(x), a(gamma), a(beta), 1e-5)[0],
     }
     for name, fn in checks.items():
-        ours, ref = cupy.asnumpy(fn(cupy_gpu, cupy.asarray)), fn(reference, np.asarray)
+        ours, ref = cupy.asnumpy(fn(cupy_set, cupy.asarray)), fn(reference, np.asarray)
         print(f"{name:28s} max |cupy - reference| = {np.abs(ours - ref).max():.1e}")
 
 # %% [markdown]
@@ -129,14 +130,15 @@ the GPU kernel (bytes read and written divided by the time).
 <details><summary>Solution</summary>
 
 ```python
-from tinymbv2.kernels import cupy_gpu, numba_cpu
+from tinymbv2.kernels import kernel_set
+cupy_set = kernel_set("cupy")
 x = np.random.default_rng(0).standard_normal((64, 144, 56, 56)).astype(np.float32)
 w = np.random.default_rng(1).standard_normal((144, 1, 3, 3)).astype(np.float32)
 xg, wg = cupy.asarray(x), cupy.asarray(w)
-cupy_gpu.depthwise_conv2d_forward(xg, wg, (1, 1), (1, 1)); cupy.cuda.Device().synchronize()
+cupy_set.depthwise_conv2d_forward(xg, wg, (1, 1), (1, 1)); cupy.cuda.Device().synchronize()
 t0 = time.perf_counter()
 for _ in range(10):
-    cupy_gpu.depthwise_conv2d_forward(xg, wg, (1, 1), (1, 1))
+    cupy_set.depthwise_conv2d_forward(xg, wg, (1, 1), (1, 1))
 cupy.cuda.Device().synchronize(); t = (time.perf_counter() - t0) / 10
 print(f"{t * 1e3:.2f} ms, {2 * x.nbytes / t / 1e9:.0f} GB/s")
 ```

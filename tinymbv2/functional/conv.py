@@ -13,7 +13,8 @@ zero padding p, the output (N, Co, Ho, Wo) with Ho = (H + 2 ph - kh) // sh + 1 i
 * dL/dw: each weight multiplied the input under its tap for every output, so
   dL/dw[o, c, a, b] = sum_{n, i, j} dL/dy[n, o, i, j] * xpad[n, c, i*sh + a, j*sw + b].
 
-Three specialised kernels (see :mod:`tinymbv2.kernels`):
+Three specialised kernel families (see :mod:`tinymbv2.kernels`; the readable versions
+are the methods of ``ReferenceKernels`` in ``kernels/reference.py``):
 
 * pointwise (1x1, stride 1, no padding, groups 1): a matrix product per image;
   most of MobileNetV2's multiply-adds (paper section 3.1);
@@ -24,48 +25,69 @@ Any other grouping runs the dense kernel once per group.
 """
 from __future__ import annotations
 
-from ..autograd import Context, Function, Tensor, is_grad_enabled
-from ..backend import get_array_module, kernels_for
-from ._util import check_same_device, check_same_dtype, check_tensor, pair
+from ..autograd import Function, Tensor
+from ..backend import get_array_module
+from ..kernels import kernels_for
+from .checks import check_same_device, check_same_dtype, check_tensor, pair
 
 
-class _WindowedConv2d(Function):
-    """A conv with a kh x kw window, stride and padding; ``kernel`` names the kernel family."""
+class DenseConv2d(Function):
+    """groups = 1, any kernel size: the 3x3 stem.
 
-    kernel = ""
+    readable: ``kernels/reference.py``, ``ReferenceKernels.conv2d_forward``,
+    ``conv2d_backward_input``, ``conv2d_backward_weight``.
+    """
 
-    @classmethod
-    def forward(cls, ctx, x, w, stride, padding):
+    @staticmethod
+    def forward(ctx, x, w, stride, padding):
         k = kernels_for(x)
         ctx.save_for_backward(x, w)
         ctx.kernels, ctx.stride, ctx.padding = k, stride, padding
-        return getattr(k, f"{cls.kernel}_forward")(x, w, stride, padding)
+        return k.conv2d_forward(x, w, stride, padding)
 
-    @classmethod
-    def backward(cls, ctx, g):
+    @staticmethod
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        k, s, p = ctx.kernels, ctx.stride, ctx.padding
+        gx = k.conv2d_backward_input(g, w, x.shape, s, p) if ctx.needs_input_grad[0] else None
+        gw = k.conv2d_backward_weight(g, x, w.shape, s, p) if ctx.needs_input_grad[1] else None
+        return gx, gw, None, None
+
+
+class DepthwiseConv2d(Function):
+    """groups = channels: one kh x kw filter per channel (paper section 3.1).
+
+    readable: ``kernels/reference.py``, ``ReferenceKernels.depthwise_conv2d_forward``,
+    ``depthwise_conv2d_backward_input``, ``depthwise_conv2d_backward_weight``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w, stride, padding):
+        k = kernels_for(x)
+        ctx.save_for_backward(x, w)
+        ctx.kernels, ctx.stride, ctx.padding = k, stride, padding
+        return k.depthwise_conv2d_forward(x, w, stride, padding)
+
+    @staticmethod
+    def backward(ctx, g):
         x, w = ctx.saved_tensors
         k, s, p = ctx.kernels, ctx.stride, ctx.padding
         gx = gw = None
         if ctx.needs_input_grad[0]:
-            gx = getattr(k, f"{cls.kernel}_backward_input")(g, w, x.shape, s, p)
+            gx = k.depthwise_conv2d_backward_input(g, w, x.shape, s, p)
         if ctx.needs_input_grad[1]:
-            gw = getattr(k, f"{cls.kernel}_backward_weight")(g, x, w.shape, s, p)
+            gw = k.depthwise_conv2d_backward_weight(g, x, w.shape, s, p)
         return gx, gw, None, None
 
 
-class DenseConv2d(_WindowedConv2d):
-    """groups = 1, any kernel size: the 3x3 stem."""
-
-    kernel = "conv2d"
-
-
-class DepthwiseConv2d(_WindowedConv2d):
-    """groups = channels: one kh x kw filter per channel."""
-
-    kernel = "depthwise_conv2d"
-
-
 class PointwiseConv2d(Function):
+    """1x1, stride 1, no padding, groups 1: a matrix product over channels per pixel.
+
+    readable: ``kernels/reference.py``, ``ReferenceKernels.pointwise_conv2d_forward``,
+    ``pointwise_conv2d_backward_input``, ``pointwise_conv2d_backward_weight``, and
+    ``pointwise_conv2d_backward`` (both gradients, which a fast set takes in one pass).
+    """
+
     @staticmethod
     def forward(ctx, x, w):
         k = kernels_for(x)
@@ -77,16 +99,19 @@ class PointwiseConv2d(Function):
     def backward(ctx, g):
         x, w = ctx.saved_tensors
         k = ctx.kernels
-        both = getattr(k, "pointwise_conv2d_backward", None)  # optional: one pass over g
-        if both is not None and ctx.needs_input_grad[0] and ctx.needs_input_grad[1]:
-            return both(g, x, w)
+        if ctx.needs_input_grad[0] and ctx.needs_input_grad[1]:
+            return k.pointwise_conv2d_backward(g, x, w)
         gx = k.pointwise_conv2d_backward_input(g, w) if ctx.needs_input_grad[0] else None
         gw = k.pointwise_conv2d_backward_weight(g, x) if ctx.needs_input_grad[1] else None
         return gx, gw
 
 
 class GroupedConv2d(Function):
-    """groups > 1 but not depthwise: the dense kernel on each group's channel slice."""
+    """groups > 1 but not depthwise: the dense kernel on each group's channel slice.
+
+    readable: ``kernels/reference.py``, ``ReferenceKernels.conv2d_forward``,
+    ``conv2d_backward_input``, ``conv2d_backward_weight`` (once per group).
+    """
 
     @staticmethod
     def forward(ctx, x, w, stride, padding, groups):
@@ -119,8 +144,8 @@ class GroupedConv2d(Function):
         return gx, gw, None, None, None
 
 
-def _check_conv_args(x, weight, bias, stride, padding, groups):
-    fn = "conv2d"
+def check_conv_args(x, weight, bias, stride, padding, groups, fn="conv2d"):
+    """Raise an error naming ``fn`` unless the arguments make a valid convolution."""
     check_tensor(x, fn, "input", ndim=4)
     check_tensor(weight, fn, "weight", ndim=4)
     if bias is not None:
@@ -162,7 +187,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, groups=1) -> Tensor:
     stride, padding: int or (h, w) pair. Returns (N, Co, Ho, Wo).
     """
     stride, padding = pair(stride, "stride", "conv2d"), pair(padding, "padding", "conv2d")
-    _check_conv_args(x, weight, bias, stride, padding, groups)
+    check_conv_args(x, weight, bias, stride, padding, groups)
     ci, co = x.shape[1], weight.shape[0]
     kh, kw = weight.shape[2:]
     if groups == 1 and (kh, kw) == (1, 1) and stride == (1, 1) and padding == (0, 0):
@@ -176,47 +201,3 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, groups=1) -> Tensor:
     if bias is not None:
         y = y + bias.reshape(1, co, 1, 1)
     return y
-
-
-class ConvBatchNormEval(Function):
-    """Inference: conv (any of the kernels above) then BatchNorm-eval (+ ReLU6), one call."""
-
-    @staticmethod
-    def forward(ctx, x, w, stride, padding, groups, bn):
-        k = kernels_for(x)
-        ci, co, (kh, kw) = x.shape[1], w.shape[0], w.shape[2:]
-        if groups == 1 and (kh, kw) == (1, 1) and stride == (1, 1) and padding == (0, 0):
-            return k.pointwise_conv2d_forward(x, w, bn_eval=bn)
-        if groups == ci == co:
-            return k.depthwise_conv2d_forward(x, w, stride, padding, bn_eval=bn)
-        if groups == 1:
-            return k.conv2d_forward(x, w, stride, padding, bn_eval=bn)
-        y = GroupedConv2d.forward(Context(), x, w, stride, padding, groups)
-        return k.batch_norm_forward_eval(y, *bn[:5], relu6=bn[5])
-
-    @staticmethod
-    def backward(ctx, g):  # never reached: conv2d_batch_norm_eval refuses to record a graph
-        raise RuntimeError("conv2d_batch_norm_eval has no backward (inference only)")
-
-
-def conv2d_batch_norm_eval(x, weight, stride, padding, groups, running_mean, running_var,
-                           bn_weight, bn_bias, eps=1e-5, relu6=False) -> Tensor:
-    """Inference only: ``batch_norm(conv2d(x, weight), running stats)`` (and ``relu6``) in
-    one kernel call -- the separate ops' numbers, to the last bit or two of float rounding
-    (the numba set multiplies big images in column blocks); one pass over memory fewer
-    per layer (see :mod:`tinymbv2.kernels`, ``bn_eval``).
-
-    Arguments as :func:`conv2d` (no conv bias) and :func:`batch_norm` in eval mode.
-    Records no graph, so it refuses to run while gradients are being recorded for an
-    input that requires them (use the separate ops to train).
-    """
-    fn = "conv2d_batch_norm_eval"
-    stride, padding = pair(stride, "stride", fn), pair(padding, "padding", fn)
-    _check_conv_args(x, weight, None, stride, padding, groups)
-    if is_grad_enabled() and any(t.requires_grad for t in (x, weight, bn_weight, bn_bias)):
-        raise RuntimeError(f"{fn}: inference only, it records no graph; call it under "
-                           "tinymbv2.no_grad() (or use conv2d and batch_norm to train)")
-    xp = get_array_module(x.data)
-    bn = (xp.asarray(running_mean, dtype=x.dtype), xp.asarray(running_var, dtype=x.dtype),
-          bn_weight.data, bn_bias.data, eps, relu6)
-    return ConvBatchNormEval.apply(x, weight, stride, padding, groups, bn)

@@ -5,8 +5,9 @@ import numpy as np
 
 from .. import random as _random
 from ..autograd import Function, Tensor
-from ..backend import get_array_module, kernels_for
-from ._util import check_same_device, check_same_dtype, check_tensor, pair
+from ..backend import get_array_module
+from ..kernels import kernels_for
+from .checks import check_same_device, check_same_dtype, check_tensor, pair
 
 
 class ReLU6(Function):
@@ -14,6 +15,8 @@ class ReLU6(Function):
 
     dy/dx = 1 for 0 < x < 6 and 0 elsewhere, including exactly at 0 and 6
     (PyTorch's choice at the kinks).
+
+    readable: this class (NumPy, no kernel).
     """
 
     @staticmethod
@@ -37,8 +40,10 @@ class Linear(Function):
     """y = x W^T + b for x (..., in), W (out, in), b (out,).
 
     dL/dx = g W,  dL/dW = g^T x (summed over all leading axes),  dL/db = sum g.
-    The products run on the kernel set's ``matmul`` (for numba: a BLAS that does
-    not start a second thread pool, see :mod:`tinymbv2.kernels.numba_matmul`).
+    The products run on the kernel set's ``matmul`` (for numba: a product that does
+    not start a second thread pool).
+
+    readable: ``kernels/reference.py``, ``ReferenceKernels.matmul``.
     """
 
     @staticmethod
@@ -86,6 +91,8 @@ class AdaptiveAvgPool2d(Function):
 
     Cell i spans rows floor(i*H/oh) .. ceil((i+1)*H/oh); each input in a cell of
     size A gets 1/A of that cell's gradient (cells may overlap).
+
+    readable: this class (NumPy or CuPy, no kernel).
     """
 
     @staticmethod
@@ -137,7 +144,10 @@ def adaptive_avg_pool2d(x, output_size=1) -> Tensor:
 
 
 class Dropout(Function):
-    """Inverted dropout: y = x * m / (1 - p), m ~ Bernoulli(1 - p); dL/dx = g * m / (1 - p)."""
+    """Inverted dropout: y = x * m / (1 - p), m ~ Bernoulli(1 - p); dL/dx = g * m / (1 - p).
+
+    readable: this class (no kernel).
+    """
 
     @staticmethod
     def forward(ctx, x, scaled_mask):

@@ -96,6 +96,8 @@ class LogSoftmax(Function):
 
     Backward: ``dy_i/dx_j = delta_ij - p_j`` with ``p = exp(y)``, so
     ``dL/dx = g - p * sum_i g_i`` (sums along ``axis``).
+
+    readable: this class (NumPy or CuPy, no kernel).
     """
 
     @staticmethod
@@ -116,6 +118,8 @@ class Softmax(Function):
     r"""``p = softmax(x) = exp(x - max x) / sum_j exp(x_j - max x)`` along ``axis``; any shape.
 
     Backward: ``dp_i/dx_j = p_i (delta_ij - p_j)``, so ``dL/dx = p * (g - sum_i g_i p_i)``.
+
+    readable: this class (NumPy or CuPy, no kernel).
     """
 
     @staticmethod
@@ -164,6 +168,8 @@ class CrossEntropy(Function):
     Backward: ``d(-log p_k)/dz_j = p_j - delta_jk`` and ``sum_k q_k = 1`` give the classic
     ``dloss_n/dz_n = p_n - q_n``, scaled by the upstream gradient of row n (``g_n`` for
     'none', ``g / N`` for 'mean', ``g`` for 'sum').
+
+    readable: this class (NumPy or CuPy, no kernel).
     """
 
     @staticmethod
@@ -215,6 +221,8 @@ class FocalLoss(Function):
     ``dloss/dl = a (gamma p u^(gamma-1) l - u^gamma)`` and ``dl/dz_j = delta_{j,t} - p_j``, so
     ``dloss/dz = dloss/dl * (onehot(t) - softmax(z))``. Where ``u = 0`` the first term is
     taken at its limit 0 (``p u^(gamma-1) l ~ -u^gamma``), avoiding ``0 * inf``.
+
+    readable: this class (NumPy or CuPy, no kernel).
     """
 
     @staticmethod
@@ -287,6 +295,8 @@ class DiceLoss(Function):
     Backward: ``d dice_k / d p_nk = (2 g_nk - dice_k) / D_k``, so
     ``dL/dp_nk = -(2 g_nk - dice_k) / (K D_k)``; then through the softmax,
     ``dL/dz = p * (dL/dp - sum_k p_k dL/dp_k)`` (row-wise).
+
+    readable: this class (NumPy or CuPy, no kernel).
     """
 
     @staticmethod
@@ -329,7 +339,10 @@ def dice_loss(logits, target, smooth: float = 1.0) -> Tensor:
 
 # -- explicit L2 penalty ---------------------------------------------------------
 class L2Penalty(Function):
-    r"""``lam * sum_i ||W_i||^2`` over any number of arrays; ``d/dW_i = 2 lam W_i``."""
+    """"``lam * sum_i ||W_i||^2`` over any number of arrays; ``d/dW_i = 2 lam W_i``.
+
+    readable: this class (NumPy or CuPy, no kernel).
+    """
 
     @staticmethod
     def forward(ctx, *weights, lam=0.0):

@@ -26,14 +26,15 @@ from ..autograd import Tensor, no_grad
 from .mobilenetv2 import InvertedResidual, MobileNetV2
 
 
-def _conv_bn_relu6_slice(x, weight, bn, sl, stride=(1, 1), padding=(0, 0), groups=1):
-    """conv with ``weight`` (the slice's filters), then eval-mode BatchNorm on the channels
-    ``sl`` of ``bn`` and ReLU6, in one fused call: -> (N, len(sl), H', W')."""
-    return F.conv2d_batch_norm_eval(
-        x, Tensor(weight), stride, padding, groups, bn.running_mean.data[sl],
-        bn.running_var.data[sl], Tensor(bn.weight.data[sl]), Tensor(bn.bias.data[sl]),
-        bn.eps, relu6=True,
-    )
+def _conv_bn_relu6_slice(x, layer, sl, groups=1):
+    """ReLU6(BN(conv(x))) of a Conv2dNormActivation for its output channels ``sl`` only,
+    BatchNorm in eval mode: -> (N, len(sl), H', W')."""
+    conv, bn = layer[0], layer[1]
+    h = F.conv2d(x, Tensor(conv.weight.data[sl]), None, conv.stride, conv.padding, groups)
+    h = F.batch_norm(h, bn.running_mean.data[sl], bn.running_var.data[sl],
+                     Tensor(bn.weight.data[sl]), Tensor(bn.bias.data[sl]), training=False,
+                     eps=bn.eps)
+    return F.relu6(h)
 
 
 def chunked_block(block: InvertedResidual, x: Tensor, chunks: int) -> Tensor:
@@ -41,7 +42,9 @@ def chunked_block(block: InvertedResidual, x: Tensor, chunks: int) -> Tensor:
 
     x (N, inp, H, W) -> (N, oup, H/s, W/s), equal to ``block(x)`` in eval mode.
     """
-    expand, dw, project, project_bn = block.parts
+    layers = list(block.conv)  # [expand,] depthwise, project conv, project BN
+    expand = layers[0] if len(layers) == 4 else None
+    depthwise, project, project_bn = layers[-3:]
     hidden = block.hidden_dim
     m = min(chunks, hidden)
     bounds = [hidden * i // m for i in range(m + 1)]
@@ -50,12 +53,11 @@ def chunked_block(block: InvertedResidual, x: Tensor, chunks: int) -> Tensor:
         sl = slice(lo, hi)
         # one name, reassigned step by step, so at most two slice-sized arrays are alive
         if expand is not None:  # A_i: the rows lo:hi of the 1x1 expansion, its BN and ReLU6
-            h = _conv_bn_relu6_slice(x, expand[0].weight.data[sl], expand[1], sl)
+            h = _conv_bn_relu6_slice(x, expand, sl)
         else:  # t = 1: the hidden channels are the input's
             h = Tensor(x.data[:, sl])
-        conv = dw[0]  # N: depthwise, so its channels split like everything else
-        h = _conv_bn_relu6_slice(h, conv.weight.data[sl], dw[1], sl, conv.stride, conv.padding,
-                                 hi - lo)
+        # N: depthwise, so its channels split like everything else
+        h = _conv_bn_relu6_slice(h, depthwise, sl, groups=hi - lo)
         y = F.conv2d(h, Tensor(project.weight.data[:, sl]))  # B_i: columns lo:hi
         del h  # the slice dies here, before the next one is made
         if acc is None:

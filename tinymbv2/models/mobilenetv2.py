@@ -18,10 +18,7 @@ import numbers
 
 import numpy as np
 
-from .. import functional as F
 from .. import nn
-from ..autograd import Tensor, is_grad_enabled
-from ..backend import get_array_module
 from ..nn import init
 
 # Table 2 of the paper: (t, c, n, s) for the bottleneck rows.
@@ -67,73 +64,6 @@ class Conv2dNormActivation(nn.Sequential):
         )
         self.out_channels = out_channels
 
-    def forward(self, x):
-        parts = list(self._modules.values())
-        if len(parts) == 3 and type(parts[2]) is nn.ReLU6:
-            return conv_bn(parts[0], parts[1], x, relu6=True)
-        return super().forward(x)  # a layer was swapped or added: run them one by one
-
-
-def conv_bn(conv, norm, x, relu6=False):
-    """norm(conv(x)), then ReLU6 if ``relu6``, with the fusions that keep the numbers (up to float rounding):
-
-    * inference (eval BatchNorm, no graph recorded): one kernel call for all of it
-      (:func:`~tinymbv2.functional.conv2d_batch_norm_eval`), a pass over memory
-      fewer per layer;
-    * otherwise BatchNorm and ReLU6 as one op (``BatchNorm2d.forward_relu6``).
-
-    Layers of other types (swapped in by a user) simply run one after the other.
-    """
-    if type(conv) is not nn.Conv2d or type(norm) is not nn.BatchNorm2d:
-        y = norm(conv(x))
-        return F.relu6(y) if relu6 else y
-    if (not is_grad_enabled() and isinstance(x, Tensor) and x.ndim == 4
-            and x.shape[1] == conv.in_channels and _eval_fusable(conv, norm, x.dtype)):
-        conv.output_shape(x.shape)  # the module's own error for a too-small input
-        return F.conv2d_batch_norm_eval(x, conv.weight, conv.stride, conv.padding,
-                                        conv.groups, *_bn_eval(norm, x, relu6))
-    y = conv(x)
-    return norm.forward_relu6(y) if relu6 else norm(y)
-
-
-def _eval_fusable(conv, norm, dtype):
-    """Whether ``norm(conv(x))`` may run with the BatchNorm fused into the conv, for
-    inference: the plain layer types, BatchNorm in eval mode with running statistics
-    of x's dtype, a conv without bias."""
-    return (type(conv) is nn.Conv2d and type(norm) is nn.BatchNorm2d and not norm.training
-            and conv.bias is None and norm.running_mean is not None
-            and norm.running_mean.dtype == dtype)
-
-
-def _bn_eval(norm, x, relu6):
-    """BatchNorm-eval as the fused ops take it: (mean, var, weight, bias, eps, relu6)."""
-    return (norm.running_mean.data, norm.running_var.data,
-            norm.weight if norm.affine else _ones(norm, x),
-            norm.bias if norm.affine else _zeros(norm, x), norm.eps, relu6)
-
-
-def _stage_norm(norm, x):
-    """A training BatchNorm as ``F.depthwise_stage_train`` takes it, this batch counted
-    (x: a tensor of its channels and dtype, for the checks)."""
-    running_mean, running_var, _, momentum = norm.batch_args(x)
-    return running_mean, running_var, norm.weight, norm.bias, momentum, norm.eps
-
-
-def _ones(norm, x):
-    return Tensor(get_array_module(x.data).ones(norm.num_features, x.dtype))
-
-
-def _zeros(norm, x):
-    return Tensor(get_array_module(x.data).zeros(norm.num_features, x.dtype))
-
-
-def _conv_bn_relu6(layer):
-    """(conv, norm, True) of a Conv2dNormActivation as built; (None, None, True) otherwise."""
-    modules = list(layer._modules.values()) if isinstance(layer, Conv2dNormActivation) else []
-    if len(modules) != 3 or type(modules[2]) is not nn.ReLU6:
-        return None, None, True
-    return modules[0], modules[1], True
-
 
 class InvertedResidual(nn.Module):
     """The bottleneck block of Table 1: expand, filter, linear projection (section 3.3).
@@ -166,93 +96,10 @@ class InvertedResidual(nn.Module):
         self.conv = nn.Sequential(*layers)
         self.out_channels = oup
 
-    @property
-    def parts(self):
-        """(expand or None, depthwise, project conv, project BN): the paper's A, N, B."""
-        c = list(self.conv)
-        return (c[0] if len(c) == 4 else None), c[-3], c[-2], c[-1]
-
     def forward(self, x):
-        fused = self._inference_parts(x)
-        if fused is not None:
-            return F.inverted_residual_eval(x, *fused, self.stride, self.use_res_connect)
-        expand = self.parts[0]
-        stage = None
-        if expand is not None and isinstance(x, Tensor) and x.ndim == 4 and x.shape[1] == self.inp:
-            stage = self._training_stage(expand)
-        y = self._layers(x, stage)
-        return x + y if self.use_res_connect else y
-
-    def forward_after(self, previous, x):
-        """``self(previous(x))``, for a block without expansion that follows a
-        Conv2dNormActivation (block 1 after the stem). In training, the previous layer's
-        BatchNorm + ReLU6 open this block's depthwise stage, run as one op
-        (:func:`~tinymbv2.functional.depthwise_stage_train`) after its conv."""
-        stage = None
-        if self.parts[0] is None and not self.use_res_connect:  # the residual would need
-            stage = self._training_stage(previous)  # previous(x), which the stage never stores
-        return self(previous(x)) if stage is None else self._layers(x, stage)
-
-    def _layers(self, x, stage):
-        """The block's layers on x, without the residual; with ``stage`` (see
-        ``_training_stage``) its conv, then the depthwise stage as one op, then the rest."""
-        layers = list(self.conv)
-        y = x
-        if stage is not None:
-            conv, norm1, depthwise_conv, norm2 = stage
-            e = conv(x)
-            y = F.depthwise_stage_train(e, _stage_norm(norm1, e), depthwise_conv.weight,
-                                        self.stride, _stage_norm(norm2, e))
-            layers = layers[2 if self.parts[0] is not None else 1:]  # after the depthwise
-        if len(layers) >= 2 and type(layers[-1]) is nn.BatchNorm2d:  # the linear projection
-            for layer in layers[:-2]:
-                y = layer(y)
-            return conv_bn(layers[-2], layers[-1], y)
-        for layer in layers:
-            y = layer(y)
-        return y
-
-    def _training_stage(self, first):
-        """(conv, its BatchNorm, depthwise conv, its BatchNorm) when BN, ReLU6, depthwise conv,
-        BN, ReLU6 can run as one op (:func:`~tinymbv2.functional.depthwise_stage_train`):
-        ``first`` (the expansion, or the layer before a block without one) and the depthwise
-        layer are the Conv2dNormActivations the block was built with, both BatchNorms in
-        training mode with affine parameters. Else None (the layers run one by one)."""
-        (conv1, norm1, _), (conv2, norm2, _) = _conv_bn_relu6(first), _conv_bn_relu6(self.parts[1])
-        if any(type(conv) is not nn.Conv2d for conv in (conv1, conv2)) or any(
-                type(norm) is not nn.BatchNorm2d or not (norm.training and norm.affine)
-                for norm in (norm1, norm2)):
-            return None
-        hidden = conv1.out_channels
-        if (conv2.kernel_size != (3, 3) or conv2.stride != (self.stride, self.stride)
-                or conv2.padding != (1, 1) or conv2.groups != hidden or conv2.bias is not None
-                or conv2.in_channels != hidden or conv2.out_channels != hidden
-                or norm1.num_features != hidden or norm2.num_features != hidden):
-            return None
-        return conv1, norm1, conv2, norm2
-
-    def _inference_parts(self, x):
-        """(expand, depthwise, project) as ``F.inverted_residual_eval`` takes them, when the
-        whole block can run as one inference op: no graph recorded, x a 4-D Tensor with
-        ``inp`` channels, every BatchNorm in eval mode and the layers those the block was
-        built with (a block whose layers a user swapped or changed runs layer by layer).
-        Else None."""
-        if (is_grad_enabled() or not isinstance(x, Tensor) or x.ndim != 4
-                or x.shape[1] != self.inp):
-            return None
-        expand, depthwise, project_conv, project_norm = self.parts
-        layers = [] if expand is None else [(_conv_bn_relu6(expand), (1, 1), 1)]
-        layers += [(_conv_bn_relu6(depthwise), (3, 3), self.stride),
-                   ((project_conv, project_norm, False), (1, 1), 1)]
-        parts = []
-        for (conv, norm, relu6), kernel, stride in layers:
-            depthwise_layer = kernel == (3, 3)
-            if (not _eval_fusable(conv, norm, x.dtype) or conv.kernel_size != kernel
-                    or conv.stride != (stride, stride) or conv.padding != (kernel[0] // 2,) * 2
-                    or conv.groups != (conv.in_channels if depthwise_layer else 1)):
-                return None
-            parts.append((conv.weight, _bn_eval(norm, x, relu6)))
-        return (None, *parts) if expand is None else tuple(parts)
+        if self.use_res_connect:
+            return x + self.conv(x)
+        return self.conv(x)
 
     def extra_repr(self):
         return (f"inp={self.inp}, oup={self.oup}, stride={self.stride}, "
@@ -347,11 +194,7 @@ class MobileNetV2(nn.Module):
         return [m for m in self.features if isinstance(m, InvertedResidual)]
 
     def forward(self, x):
-        layers = list(self.features)
-        if len(layers) >= 2 and type(layers[1]) is InvertedResidual:  # the stem, block 1
-            x, layers = layers[1].forward_after(layers[0], x), layers[2:]
-        for layer in layers:
-            x = layer(x)
+        x = self.features(x)
         x = self.flatten(self.pool(x))
         return self.classifier(x)
 

@@ -130,9 +130,14 @@ class Conv2d(Module):
         return (n, self.out_channels, ho, wo)
 
     def forward(self, x):
+        self.check_input(x)
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.groups)
+
+    def check_input(self, x):
+        """Raise an error naming this layer unless x is (N, in_channels, H, W) of its
+        parameters' dtype and at least as large as the kernel (with the padding)."""
         check_input(self, x, 4, self.in_channels, layout=f"(N, {self.in_channels}, H, W)")
         self.output_shape(x.shape)
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.groups)
 
     def extra_repr(self):
         s = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -192,36 +197,42 @@ class BatchNorm2d(Module):
             init.zeros_(self.bias)
 
     def forward(self, x):
-        return self._normalize(x, F.batch_norm)
+        self.check_input(x)
+        momentum = self.count_batch()
+        running_mean, running_var = self.running_stats()
+        return F.batch_norm(x, running_mean, running_var, self.weight, self.bias,
+                            training=self.training or running_mean is None,
+                            momentum=momentum, eps=self.eps)
 
-    def forward_relu6(self, x):
-        """``relu6(self(x))`` as one fused op (:func:`tinymbv2.functional.batch_norm_relu6`):
-        the same result, one pass fewer each way and no mask kept for the backward."""
-        return self._normalize(x, F.batch_norm_relu6)
-
-    def _normalize(self, x, op):
-        running_mean, running_var, training, momentum = self.batch_args(x)
-        return op(x, running_mean, running_var, self.weight, self.bias, training=training,
-                  momentum=momentum, eps=self.eps)
-
-    def batch_args(self, x):
-        """Check x and count this batch; -> (running_mean, running_var, training, momentum) as
-        ``F.batch_norm`` takes them (the running statistics None when not tracked)."""
+    def check_input(self, x):
+        """Raise an error naming this layer unless x is (N, num_features, H, W) of the dtype
+        of its parameters and running statistics."""
         check_input(self, x, 4, self.num_features, layout=f"(N, {self.num_features}, H, W)")
+        if self.running_mean is not None and self.running_mean.dtype != x.dtype:
+            raise TypeError(
+                f"{self!r}: expected {self.running_mean.dtype} input like its running "
+                f"statistics, got {x.dtype} (cast the model with .double()/.float())"
+            )
+
+    def count_batch(self) -> float:
+        """Count one batch and return the momentum its statistics move the running ones by.
+
+        In training mode with tracked statistics, ``num_batches_tracked += 1``; the
+        momentum is ``self.momentum``, or 1 / num_batches_tracked (a cumulative average)
+        when it is None. Called once per forward, as PyTorch's BatchNorm does.
+        """
         momentum = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats:
             self.num_batches_tracked.data += 1  # in place: a 0-d int64 array
             if self.momentum is None:
                 momentum = 1.0 / float(self.num_batches_tracked.data)
-        running = self.track_running_stats and self.running_mean is not None
-        if running and self.running_mean.dtype != x.dtype:
-            raise TypeError(
-                f"{self!r}: expected {self.running_mean.dtype} input like its running "
-                f"statistics, got {x.dtype} (cast the model with .double()/.float())"
-            )
-        return (self.running_mean.data if running else None,
-                self.running_var.data if running else None,
-                self.training or not running, momentum)
+        return momentum
+
+    def running_stats(self):
+        """(running_mean, running_var) as arrays, or (None, None) when not tracked."""
+        if not self.track_running_stats or self.running_mean is None:
+            return None, None
+        return self.running_mean.data, self.running_var.data
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "

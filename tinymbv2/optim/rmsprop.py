@@ -8,7 +8,7 @@ TensorFlow paper into PyTorch (see :class:`RMSpropTF`).
 """
 from __future__ import annotations
 
-from ..backend import kernels_for
+from ..kernels import kernels_for
 from .optimizer import Optimizer, check_hyper
 
 
@@ -37,8 +37,9 @@ class RMSprop(Optimizer):
         weight_decay (0), momentum (0), centered (False: divide by the gradient's running
         standard deviation instead of its root mean square).
 
-    With the numba kernel set the non-centered update runs as one fused pass
-    (:mod:`tinymbv2.kernels.numba_optim`), bit for bit the NumPy code below.
+    The arithmetic runs in the kernel set's ``rmsprop_update`` (readable: NumPy in
+    ``kernels/reference.py``); the numba set runs the non-centered update as one fused
+    pass, bit for bit the NumPy code.
     """
 
     def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
@@ -62,31 +63,14 @@ class RMSprop(Optimizer):
         state["step"] += 1
         if mu > 0 and "momentum_buffer" not in state:  # momentum switched on later (a schedule)
             state["momentum_buffer"] = xp.zeros_like(p.data)
-        if not group["centered"]:
-            # the same arithmetic in one pass, where the kernel set has it (numba)
-            fused = getattr(kernels_for(p.data), "rmsprop_update", None)
-            if fused is not None and fused(p.data, grad, state["square_avg"],
+        if group["centered"] and "grad_avg" not in state:  # centered switched on later
+            state["grad_avg"] = xp.zeros_like(p.data)
+        # the arithmetic above, on arrays, in place; readable: kernels/reference.py,
+        # ReferenceKernels.rmsprop_update (the numba set runs it as one fused pass)
+        kernels_for(p.data).rmsprop_update(p.data, grad, state["square_avg"],
                                            state.get("momentum_buffer"), group["lr"], alpha,
-                                           group["eps"], wd, mu):
-                return
-        if wd != 0:
-            grad = grad + wd * p.data
-        v = state["square_avg"]
-        v *= alpha
-        v += (1.0 - alpha) * grad * grad
-        if group["centered"]:
-            c = state["grad_avg"]
-            c += (grad - c) * (1.0 - alpha)  # torch's lerp
-            denom = xp.sqrt(v - c * c) + group["eps"]
-        else:
-            denom = xp.sqrt(v) + group["eps"]
-        if mu > 0:
-            buf = state["momentum_buffer"]
-            buf *= mu
-            buf += grad / denom
-            p.data -= group["lr"] * buf
-        else:
-            p.data -= group["lr"] * (grad / denom)
+                                           group["eps"], wd, mu,
+                                           state["grad_avg"] if group["centered"] else None)
 
 
 class RMSpropTF(Optimizer):

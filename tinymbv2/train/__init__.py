@@ -1,7 +1,27 @@
-"""Training (layer 7): the loop, metrics and plots, checkpoints, fine-tuning, search."""
+"""Training (layer 7): configuration, building, the loop, the report, checkpoints,
+fine-tuning, search.
+
+* :mod:`~tinymbv2.train.config`: ``TrainConfig``, every choice of a run in one place;
+* :mod:`~tinymbv2.train.build`: model, optimizer, schedule and loss from a config;
+  ``load_trained``, the model back from a checkpoint;
+* :mod:`~tinymbv2.train.trainer`: the loop (``train_one_epoch``, ``fit``) and
+  ``recalibrate_batchnorm``;
+* :mod:`~tinymbv2.train.run`: ``run_training``, a whole run top to bottom;
+* :mod:`~tinymbv2.train.report`: ``metrics.json``, the plots (:mod:`~tinymbv2.train.plots`)
+  and ``diagnose``;
+* :mod:`~tinymbv2.train.checkpoint`, :mod:`~tinymbv2.train.finetune`,
+  :mod:`~tinymbv2.train.search`.
+
+``evaluate`` and the metrics live in :mod:`tinymbv2.evaluation`; they are re-exported
+here because a training script wants them at hand.
+"""
+from ..evaluation import (accuracy, confusion_matrix, evaluate, precision_recall,  # noqa: F401
+                          top_k_accuracy)
+from .build import load_trained  # noqa: F401
 from .checkpoint import load_checkpoint, load_state, save_checkpoint, save_state  # noqa: F401
-from .metrics import (accuracy, confusion_matrix, diagnose, precision_recall,  # noqa: F401
-                      top_k_accuracy)
-from .search import grid, random_configs, run_search  # noqa: F401
-from .trainer import (evaluate, fit, new_history, recalibrate_batchnorm,  # noqa: F401
-                      train_one_epoch)
+from .config import TrainConfig  # noqa: F401
+from .finetune import run_finetune  # noqa: F401
+from .report import diagnose  # noqa: F401
+from .run import run_training  # noqa: F401
+from .search import grid, random_configs, run_search, search_job  # noqa: F401
+from .trainer import fit, new_history, recalibrate_batchnorm, train_one_epoch  # noqa: F401

@@ -5,12 +5,22 @@ better start than random weights for a related one. The recipe: load the
 trained weights, replace the classifier for the new number of classes, and
 train either the new head alone (the backbone frozen: a feature extractor) or
 the head and the last k blocks.
+
+The parts (``replace_classifier``, ``freeze_backbone``, ``set_frozen_bn_eval``)
+work on any model; ``run_finetune`` is the whole job from a checkpoint
+(``tinymbv2 finetune``).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
-from ..nn import Linear, init
+from ..data import load_dataset
+from ..nn import BatchNorm2d, Linear, init
+from .build import load_trained
+from .config import TrainConfig
+from .run import run_training
 
 
 def replace_classifier(model, num_classes: int, generator=None):
@@ -50,12 +60,45 @@ def freeze_backbone(model, train_last_blocks: int = 0):
 
 def set_frozen_bn_eval(model) -> None:
     """Put every BatchNorm whose parameters are frozen into eval mode."""
-    from ..nn import BatchNorm2d
-
     for m in model.modules():
         if isinstance(m, BatchNorm2d) and not m.weight.requires_grad:
             m.eval()
 
 
 def count_trainable(model) -> int:
+    """The number of parameter values the optimizer will update."""
     return int(sum(np.prod(p.shape) for p in model.parameters() if p.requires_grad))
+
+
+def run_finetune(checkpoint, config: TrainConfig, train_last_blocks: int = 0,
+                 progress: bool = True, log=print) -> dict:
+    """Fine-tune ``checkpoint`` on ``config.dataset``; returns run_training's metrics.
+
+    Loads the checkpoint's network, replaces the classifier for the new dataset's
+    classes, freezes all but the last ``train_last_blocks`` entries of
+    ``model.features`` (their BatchNorms kept in eval mode, so their running
+    statistics stay those of the pretraining data), resizes the new images to the
+    size the network was trained on, and trains.
+    """
+    model, saved = load_trained(checkpoint)
+    size = saved.get("input_size", [None])[0]
+    config = dataclasses.replace(config, image_size=config.image_size or size,
+                                 width=saved["width"], small_input=saved["small_input"],
+                                 arch=saved["arch"])
+    probe = load_dataset(config.dataset, config.data_dir, config.image_size)
+    if probe.image_shape[0] != saved["in_channels"]:
+        raise ValueError(
+            f"finetune: the checkpoint expects {saved['in_channels']}-channel images, "
+            f"dataset {config.dataset!r} has {probe.image_shape[0]}"
+        )
+    replace_classifier(model, probe.num_classes)
+    freeze_backbone(model, train_last_blocks)
+    model.train()
+
+    def train_mode(m):
+        m.train()
+        set_frozen_bn_eval(m)
+
+    log(f"fine-tuning {checkpoint}: new head for {probe.num_classes} classes, "
+        f"last {train_last_blocks} feature blocks trainable")
+    return run_training(config, progress=progress, log=log, model=model, train_mode=train_mode)

@@ -10,12 +10,15 @@ CSV and the best configuration (by validation accuracy, never test) as JSON.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import itertools
 import json
 import math
 from pathlib import Path
 
 import numpy as np
+
+from .run import run_training
 
 
 def grid(space: dict) -> list[dict]:
@@ -90,10 +93,6 @@ def search_job(base_config, space: dict, kind: str = "grid", n_trials: int = 8, 
     (e.g. lr, weight_decay, width, batch_size) and trains into out_dir/trial_N.
     Selection is by the best validation accuracy of the run, never the test split.
     """
-    import dataclasses
-
-    from .job import run_training
-
     configs = grid(space) if kind == "grid" else random_configs(space, n_trials, seed)
     unknown = set(space) - {f.name for f in dataclasses.fields(base_config)}
     if unknown:

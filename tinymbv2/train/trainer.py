@@ -4,6 +4,11 @@ One step: forward the batch, compute the loss, ``zero_grad``, ``backward``,
 ``step`` the optimizer (and the scheduler, per batch or per epoch). After each
 epoch: evaluate on the validation split, record the history, keep the best
 weights, and write a checkpoint that resumes the run exactly.
+
+``fit`` trains the model through :func:`tinymbv2.fusion.fuse` unless ``fuse=False``:
+the fused view holds the very same Parameter and buffer objects, so the optimizer
+(built from the plain model), the checkpoints and the best weights (both from the
+plain model) see every update; ``fuse=False`` runs the plain layers, to step through them.
 """
 from __future__ import annotations
 
@@ -11,51 +16,12 @@ import copy
 import sys
 import time
 
-import numpy as np
-
 from .. import functional as F
-from ..autograd import Tensor, no_grad
+from .. import fusion
+from ..autograd import no_grad
+from ..evaluation import evaluate, model_batch, model_dtype
+from ..nn import BatchNorm2d
 from .checkpoint import load_checkpoint, save_checkpoint
-from .metrics import accuracy
-
-
-def evaluate(model, images, labels, batch_size: int = 256, loss_fn=F.cross_entropy) -> dict:
-    """Eval-mode pass over a split: mean loss, accuracy, predictions (N,), scores (N, K)."""
-    was_training = model.training
-    model.eval()
-    scores, losses = [], []
-    dtype = _param_dtype(model)
-    with no_grad():
-        for start in range(0, len(labels), batch_size):
-            x = _batch(model, images[start:start + batch_size], dtype)
-            y = labels[start:start + batch_size]
-            logits = model(x)
-            losses.append(float(loss_fn(logits, y, reduction="sum").item()))
-            scores.append(logits.numpy())
-    model.train(was_training)
-    scores = np.concatenate(scores) if scores else np.zeros((0, 0))
-    predictions = scores.argmax(axis=1) if len(scores) else np.zeros(0, dtype=np.int64)
-    return {
-        "loss": sum(losses) / max(len(labels), 1),
-        "accuracy": accuracy(predictions, labels),
-        "predictions": predictions,
-        "scores": scores,
-    }
-
-
-def _param_dtype(model):
-    for p in model.parameters():
-        return p.dtype
-    return np.float32
-
-
-def _batch(model, images, dtype):
-    """A batch as a Tensor of the model's dtype, on the model's device (a model moved
-    with ``model.to("cuda")`` gets its batches on the GPU, one copy per batch)."""
-    x = Tensor(np.asarray(images, dtype=dtype))
-    for p in model.parameters():
-        return x.to(p.device) if p.device != "cpu" else x
-    return x
 
 
 def _progress(total, desc, enabled):
@@ -74,12 +40,12 @@ def train_one_epoch(model, loader, optimizer, loss_fn=F.cross_entropy, scheduler
     BatchNorms in eval mode this way).
     """
     (train_mode or (lambda m: m.train()))(model)
-    dtype = _param_dtype(model)
+    dtype = model_dtype(model)
     total_loss, correct, seen = 0.0, 0, 0
     start = time.perf_counter()
     bar = _progress(len(loader), desc, progress)
     for images, labels in loader:
-        logits = model(_batch(model, images, dtype))
+        logits = model(model_batch(model, images, dtype))
         loss = loss_fn(logits, labels)
         optimizer.zero_grad()
         loss.backward()
@@ -104,6 +70,7 @@ def train_one_epoch(model, loader, optimizer, loss_fn=F.cross_entropy, scheduler
 
 
 def new_history() -> dict:
+    """An empty training history: per-epoch lists, and the best validation epoch."""
     return {"epoch": [], "train_loss": [], "train_acc": [], "val_loss": [], "val_acc": [],
             "lr": [], "seconds": [], "best_epoch": None, "best_val_acc": None}
 
@@ -111,7 +78,7 @@ def new_history() -> dict:
 def fit(model, optimizer, train_loader, val_split=None, epochs: int = 1, loss_fn=F.cross_entropy,
         scheduler=None, scheduler_interval: str = "epoch", checkpoint_path=None,
         resume_from=None, config: dict | None = None, progress: bool = True,
-        log=print, stop_after: int | None = None, train_mode=None) -> dict:
+        log=print, stop_after: int | None = None, train_mode=None, fuse: bool = True) -> dict:
     """Train for ``epochs`` epochs; returns the history (and keeps the best weights).
 
     val_split: an object with ``.images`` and ``.labels`` (or None).
@@ -121,6 +88,7 @@ def fit(model, optimizer, train_loader, val_split=None, epochs: int = 1, loss_fn
     The best validation-accuracy weights are in ``history["best_state"]`` (a
     state_dict), not written to the JSON-able part. ``stop_after=k`` ends the run
     after epoch k (the schedule still spans ``epochs``): train in sessions, resume later.
+    ``fuse=False``: train the plain model, layer by layer, instead of its fused view.
     """
     if scheduler_interval not in ("epoch", "batch"):
         raise ValueError(f"fit: expected scheduler_interval 'epoch' or 'batch', got {scheduler_interval!r}")
@@ -131,11 +99,14 @@ def fit(model, optimizer, train_loader, val_split=None, epochs: int = 1, loss_fn
         history.update(state["extra"].get("history", {}))
         best = state["extra"].get("best_state")
         history["best_state"] = best if best else None
+    net = fusion.fuse(model) if fuse else model  # what runs; `model` is what is saved
+    set_mode = train_mode or (lambda m: m.train())
     last = epochs if stop_after is None else min(epochs, stop_after)
     for epoch in range(start_epoch, last):
         train_loader.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
-        stats = train_one_epoch(model, train_loader, optimizer, loss_fn, scheduler,
+        set_mode(model)  # the plain model's flags too (with fuse, `net` is another module)
+        stats = train_one_epoch(net, train_loader, optimizer, loss_fn, scheduler,
                                 scheduler_interval, progress, desc=f"epoch {epoch + 1}/{epochs}",
                                 train_mode=train_mode)
         history["epoch"].append(epoch + 1)
@@ -146,7 +117,7 @@ def fit(model, optimizer, train_loader, val_split=None, epochs: int = 1, loss_fn
         line = (f"epoch {epoch + 1:>3}/{epochs}  train loss {stats['loss']:.4f} "
                 f"acc {stats['accuracy']:.4f}")
         if val_split is not None:
-            ev = evaluate(model, val_split.images, val_split.labels, loss_fn=loss_fn)
+            ev = evaluate(net, val_split.images, val_split.labels, loss_fn=loss_fn, fuse=False)
             history["val_loss"].append(ev["loss"])
             history["val_acc"].append(ev["accuracy"])
             line += f"  val loss {ev['loss']:.4f} acc {ev['accuracy']:.4f}"
@@ -172,9 +143,10 @@ def recalibrate_batchnorm(model, images, batch_size: int = 128):
     training accuracy. One pass over ``images`` in training mode with a
     cumulative average (momentum None) replaces them by the statistics of the
     final network. Returns the model in eval mode.
-    """
-    from ..nn import BatchNorm2d
 
+    It runs the plain model, never a fused view: it changes each BatchNorm module's
+    momentum, and the plain BatchNorm layers are the ones sure to read it.
+    """
     bns = [m for m in model.modules() if isinstance(m, BatchNorm2d)]
     momenta = [bn.momentum for bn in bns]
     for bn in bns:
@@ -183,10 +155,10 @@ def recalibrate_batchnorm(model, images, batch_size: int = 128):
         bn.num_batches_tracked.data[...] = 0
         bn.momentum = None  # cumulative average over the pass
     model.train()
-    dtype = _param_dtype(model)
+    dtype = model_dtype(model)
     with no_grad():
         for start in range(0, len(images), batch_size):
-            model(_batch(model, images[start:start + batch_size], dtype))
+            model(model_batch(model, images[start:start + batch_size], dtype))
     for bn, momentum in zip(bns, momenta):
         bn.momentum = momentum
     return model.eval()

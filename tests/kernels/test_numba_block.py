@@ -1,0 +1,146 @@
+"""The numba set's inverted residual block for inference, in bands (kernels/numba/block.py).
+
+``block.inverted_residual_eval`` computes a block band by band on the output planes that
+``block.fused_planes`` names (at least ``FUSED_FROM`` pixels, not kept channels-last);
+``NumbaKernels.inverted_residual_eval`` sends the other planes through the composition it
+inherits, layer by layer. Checked here against PyTorch's separate layers in float64: bands
+of any height, both ways on one block, any thread count, and the errors it names.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+import torch
+
+from errors import assert_close
+from kernel_cases import channels_last_max
+from tinymbv2.kernels import kernel_set
+from tinymbv2.kernels.numba import block
+from tinymbv2.kernels.numba.layout import is_channels_last
+
+TOL64 = 1e-10
+NUMBA = kernel_set("numba")
+
+# (n, ci, h, w, expansion t, co, stride, residual)
+CASES = [
+    (2, 4, 9, 8, 6, 4, 1, True),       # residual
+    (1, 3, 17, 15, 1, 5, 2, False),    # no expansion, stride 2, odd width
+    (1, 8, 20, 19, 6, 8, 2, False),    # stride 2, odd width: the last column reads padding
+    (2, 3, 23, 12, 4, 3, 1, True),
+]
+
+
+def _bn(rng, c, relu6):
+    return (rng.standard_normal(c) * 0.1, rng.uniform(0.5, 2.0, c),
+            rng.standard_normal(c) * 2, rng.standard_normal(c) + 2, 1e-5, relu6)
+
+
+def _case(n, ci, h, w, t, co, stride, residual, seed=0):
+    rng = np.random.default_rng(seed)
+    ch = ci * t
+    x = rng.standard_normal((n, ci, h, w))
+    expand = None if t == 1 else (rng.standard_normal((ch, ci, 1, 1)), _bn(rng, ch, True))
+    depthwise = (rng.standard_normal((ch, 1, 3, 3)), _bn(rng, ch, True))
+    project = (rng.standard_normal((co, ch, 1, 1)), _bn(rng, co, False))
+    return x, expand, depthwise, project
+
+
+def _torch_block(x, expand, depthwise, project, stride, residual):
+    f = torch.nn.functional
+
+    def conv_bn(h, part, **conv):
+        w, (mean, var, gamma, beta, eps, relu6) = part
+        h = f.batch_norm(f.conv2d(h, torch.tensor(w), **conv), torch.tensor(mean),
+                         torch.tensor(var), torch.tensor(gamma), torch.tensor(beta),
+                         False, 0.1, eps)
+        return f.relu6(h) if relu6 else h
+
+    tx = torch.tensor(x)
+    h = tx if expand is None else conv_bn(tx, expand)
+    h = conv_bn(h, depthwise, stride=stride, padding=1, groups=h.shape[1])
+    y = conv_bn(h, project)
+    return (tx + y if residual else y).numpy()
+
+
+@pytest.mark.parametrize("band_bytes", [1, 3000, 20000])
+@pytest.mark.parametrize("case", CASES)
+def test_bands_of_any_height_give_the_same_block(monkeypatch, band_bytes, case):
+    """Bands of 1 row up to the whole image (halo rows expanded twice): the same result."""
+    *shape, stride, residual = case
+    parts = _case(*shape, stride, residual, seed=1)
+    expected = _torch_block(*parts, stride, residual)
+    monkeypatch.setattr(block, "BAND_BYTES", band_bytes)
+    with channels_last_max(0):  # these small planes would otherwise run layer by layer
+        assert block.fused_planes(parts[0], stride)
+        y = block.inverted_residual_eval(*parts, stride, residual)
+    assert_close("inverted_residual_eval", y, expected, TOL64)
+    assert y.flags.c_contiguous
+
+
+def test_channels_last_outputs_run_layer_by_layer():
+    """A 14x14 output (as at 224 px) is kept channels-last: the numba set runs it layer by
+    layer (the inherited composition). With the layout off the same block runs in fused
+    bands and comes out NCHW, equal up to rounding."""
+    parts = _case(2, 4, 28, 28, 6, 4, 2, False, seed=3)
+    assert not block.fused_planes(parts[0], 2)
+    layered = NUMBA.inverted_residual_eval(*parts, 2, False)
+    with channels_last_max(0):
+        assert block.fused_planes(parts[0], 2)
+        fused = NUMBA.inverted_residual_eval(*parts, 2, False)
+    assert is_channels_last(layered) and not layered.flags.c_contiguous
+    assert fused.flags.c_contiguous
+    assert_close("inverted_residual_eval", layered, fused, TOL64)
+    assert_close("inverted_residual_eval", fused, _torch_block(*parts, 2, False), TOL64)
+
+
+def test_the_fused_block_is_bit_identical_for_any_thread_count():
+    x, expand, depthwise, project = _case(4, 8, 40, 36, 6, 8, 1, True, seed=2)
+    x, expand, depthwise, project = (
+        x.astype(np.float32),
+        *((p[0].astype(np.float32), tuple(np.float32(a) if isinstance(a, np.ndarray) else a
+                                          for a in p[1])) for p in (expand, depthwise, project)),
+    )
+    assert block.fused_planes(x, 1)
+    before = numba.get_num_threads()
+    try:
+        results = []
+        for threads in (1, numba.config.NUMBA_NUM_THREADS):
+            numba.set_num_threads(threads)
+            results.append(NUMBA.inverted_residual_eval(x, expand, depthwise, project, 1, True))
+    finally:
+        numba.set_num_threads(before)
+    again = NUMBA.inverted_residual_eval(x, expand, depthwise, project, 1, True)
+    assert results[0].dtype == np.float32
+    assert np.array_equal(results[0], results[1]) and np.array_equal(results[0], again)
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda p: (p[0], p[1], (p[2][0][:, :, :2], p[2][1]), p[3]),
+     r"depthwise weight must have shape \(24, 1, 3, 3\), got \(24, 1, 2, 3\)"),
+    (lambda p: (p[0], p[1], p[2], (p[3][0][:, :5], p[3][1])),
+     r"project weight must have shape \(Co, 24, 1, 1\), got \(4, 5, 1, 1\)"),
+    (lambda p: (p[0], (p[1][0][:, :3], p[1][1]), p[2], p[3]),
+     r"expand weight must have shape \(24, 4, 1, 1\), got \(24, 3, 1, 1\)"),
+    (lambda p: (p[0].astype(np.float32), *p[1:]),
+     r"all arrays must share one dtype, got \{'x': dtype\('float32'\), 'expand': dtype\('float64'\)"),
+])
+def test_the_block_kernel_names_what_it_expected(change, message):
+    parts = change(_case(1, 4, 6, 6, 6, 4, 1, True))
+    with pytest.raises((ValueError, TypeError), match=message):
+        block.inverted_residual_eval(*parts, 1, True)
+
+
+def test_the_block_kernel_rejects_what_it_cannot_compute():
+    parts = _case(1, 4, 6, 6, 6, 4, 2, False)
+    with pytest.raises(ValueError, match="the residual needs stride 1 and Co = Ci, got stride 2"):
+        block.inverted_residual_eval(*parts, 2, True)
+    with pytest.raises(ValueError, match="stride must be 1 or 2, got 3"):
+        block.inverted_residual_eval(*parts, 3, False)
+    with pytest.raises(ValueError, match=r"output planes of 3x3 run layer by layer"):
+        block.inverted_residual_eval(*parts, 2, False)  # not a plane fused_planes names
+    for kset in (NUMBA, kernel_set("reference")):  # the kernel set says the same
+        with pytest.raises(ValueError, match="the residual needs stride 1 and Co = Ci"):
+            kset.inverted_residual_eval(*parts, 2, True)
+        with pytest.raises(ValueError, match="stride must be 1 or 2, got 3"):
+            kset.inverted_residual_eval(*parts, 3, False)

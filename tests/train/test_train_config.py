@@ -1,0 +1,48 @@
+"""tinymbv2.train.config and build: the configuration of a run, and a model back from a checkpoint."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from tinymbv2.data import Normalize, load_dataset
+from tinymbv2.train import TrainConfig, load_trained, save_checkpoint
+from tinymbv2.train.build import build_model
+from tinymbv2.train.config import saved_config
+
+
+def test_fuse_is_a_field_on_by_default_and_checked():
+    assert TrainConfig().fuse is True
+    assert TrainConfig(fuse=False).validate().fuse is False
+    with pytest.raises(TypeError, match="train: expected fuse True or False, got 'no'"):
+        TrainConfig(fuse="no").validate()
+    with pytest.raises(ValueError, match="train: expected optimizer in"):
+        TrainConfig(optimizer="lbfgs").validate()
+
+
+def test_saved_config_holds_the_fields_and_what_the_data_told():
+    ds = load_dataset("digits")
+    norm = Normalize.from_data(ds.train.images)
+    saved = saved_config(TrainConfig(dataset="digits", fuse=False), ds, norm)
+    assert saved["fuse"] is False and saved["dataset"] == "digits"
+    assert (saved["num_classes"], saved["in_channels"], saved["input_size"]) == (10, 1, [8, 8])
+    assert saved["class_names"] == list("0123456789")
+    assert saved["norm_mean"] == pytest.approx(norm.mean.tolist())
+    assert TrainConfig.from_saved(saved) == TrainConfig(dataset="digits", fuse=False)
+
+
+def test_a_checkpoint_saved_before_fuse_existed_still_loads(tmp_path):
+    config = TrainConfig(width=0.35, dropout=0.0)
+    model = build_model(config, in_channels=1, num_classes=10)
+    old = {k: v for k, v in dataclasses.asdict(config).items() if k != "fuse"}
+    old.update(num_classes=10, in_channels=1, input_size=[8, 8], class_names=list("0123456789"),
+               norm_mean=[0.3], norm_std=[0.4])
+    path = save_checkpoint(tmp_path / "old.npz", model, config=old)
+    loaded, cfg = load_trained(path)
+    assert "fuse" not in cfg and TrainConfig.from_saved(cfg).fuse is True
+    assert not loaded.training
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(loaded.state_dict()[k], v, err_msg=k)
+    with pytest.raises(ValueError, match="has no model configuration"):
+        load_trained(save_checkpoint(tmp_path / "bare.npz", model))

@@ -1,0 +1,67 @@
+"""The ``tinymbv2`` command line (layer 8): argument parsing and printing only.
+
+    tinymbv2 summary --width 0.5 --resolution 160 [--small-input] [--classes 10]
+                     [--in-channels 1] [--arch seed-article]
+    tinymbv2 train --dataset mnist5k --width 0.5 --epochs 8 --out runs/mnist
+    tinymbv2 eval runs/mnist/model.npz --dataset mnist5k
+    tinymbv2 predict runs/mnist/model.npz digit.png
+    tinymbv2 finetune runs/mnist/model.npz --dataset digits --epochs 5
+    tinymbv2 search --dataset digits --kind random --trials 6
+
+Each command is one module here with two functions: one adds its arguments to a
+sub-parser, the other runs it and returns the exit code; ``COMMANDS`` lists them.
+What they share (the parser, argument types, the data and recipe arguments,
+``--no-fuse``) is in :mod:`~tinymbv2.cli.args`. Bad arguments print one line
+``tinymbv2 <command>: error: ...`` to stderr and exit with code 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .args import Parser
+from .eval import add_eval, run_eval
+from .finetune import add_finetune, run_finetune_command
+from .predict import add_predict, run_predict
+from .search import add_search, run_search_command
+from .summary import add_summary, run_summary
+from .train import add_train, run_train
+
+COMMANDS = {
+    # name: (help, add_arguments, run)
+    "summary": ("per-layer parameters, multiply-adds and activation sizes", add_summary,
+                run_summary),
+    "train": ("train a network and write a run folder", add_train, run_train),
+    "eval": ("evaluate a checkpoint on a dataset split", add_eval, run_eval),
+    "predict": ("top-k classes for image files", add_predict, run_predict),
+    "finetune": ("fine-tune a checkpoint on another dataset", add_finetune, run_finetune_command),
+    "search": ("grid or random hyper-parameter search", add_search, run_search_command),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``tinymbv2`` parser, one sub-parser per command."""
+    parser = Parser(prog="tinymbv2", description="MobileNetV2 from scratch on NumPy.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_text, add_arguments, _) in COMMANDS.items():
+        add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv=None) -> int:
+    """Entry point of ``tinymbv2`` and ``python -m tinymbv2``; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.error(f"a command is required (one of: {', '.join(COMMANDS)})")
+    try:
+        return COMMANDS[args.command][2](args)
+    except (ValueError, TypeError, OSError) as exc:  # bad values, missing or broken files
+        print(f"tinymbv2 {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"tinymbv2 {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+__all__ = ["COMMANDS", "build_parser", "main"]

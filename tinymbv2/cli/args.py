@@ -1,0 +1,83 @@
+"""What the commands share: the parser whose errors are one line, argument types, and
+the argument groups (data, training recipe, ``--no-fuse``) with the TrainConfig they make."""
+from __future__ import annotations
+
+import argparse
+
+from ..data import DATASETS
+from ..train.config import LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig
+
+
+class Parser(argparse.ArgumentParser):
+    """ArgumentParser whose errors are a single line (no usage dump), exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def positive(kind):
+    """argparse type: a number of ``kind`` that must be > 0."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def non_negative_float(text):
+    """argparse type: a float >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def add_data_args(p, default_dataset="mnist5k"):
+    """--dataset, --data-dir, --image-size."""
+    p.add_argument("--dataset", choices=DATASETS, default=default_dataset)
+    p.add_argument("--data-dir", help="folder with the files of mnist-idx, cifar10 or folder")
+    p.add_argument("--image-size", type=positive(int), help="resize images to this square size")
+
+
+def add_recipe_args(p):
+    """The training recipe: network, epochs, optimizer, schedule, loss, augmentation, seed."""
+    d = TrainConfig()
+    p.add_argument("--width", type=positive(float), default=d.width, help=f"width multiplier ({d.width})")
+    p.add_argument("--arch", choices=("mobilenet_v2", "seed_article"), default=d.arch)
+    p.add_argument("--standard-input", dest="small_input", action="store_false",
+                   help="keep the 224 px strides (default: small-input variant for 28-32 px)")
+    p.add_argument("--epochs", type=positive(int), default=d.epochs)
+    p.add_argument("--batch-size", type=positive(int), default=d.batch_size)
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
+    p.add_argument("--lr", type=positive(float), default=d.lr, help="(peak) learning rate")
+    p.add_argument("--momentum", type=non_negative_float, default=d.momentum)
+    p.add_argument("--weight-decay", type=non_negative_float, default=d.weight_decay)
+    p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule)
+    p.add_argument("--loss", choices=LOSSES, default=d.loss)
+    p.add_argument("--label-smoothing", type=non_negative_float, default=0.0)
+    p.add_argument("--dropout", type=non_negative_float, default=d.dropout)
+    p.add_argument("--shift", type=int, default=d.shift, help="random +-shift in px (0: off)")
+    p.add_argument("--flip", action="store_true", help="random horizontal flips")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def add_fuse_arg(p):
+    """--no-fuse: the plain model instead of its fused view (tinymbv2.fusion.fuse)."""
+    p.add_argument("--no-fuse", dest="fuse", action="store_false",
+                   help="run the plain model, layer by layer, to step through it")
+
+
+def train_config(args, out) -> TrainConfig:
+    """The TrainConfig of the parsed arguments (those that name one of its fields), into ``out``."""
+    keys = ({f for f in TrainConfig.__dataclass_fields__} & set(vars(args))) - {"out"}
+    return TrainConfig(**{k: getattr(args, k) for k in keys}, out=out).validate()

@@ -1,0 +1,40 @@
+"""``tinymbv2 eval``: a checkpoint's accuracy, top-3 accuracy, loss and per-class scores on a split."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..data import load_dataset
+from ..evaluation import confusion_matrix, evaluate, precision_recall, top_k_accuracy
+from ..train import TrainConfig, load_trained
+from ..train.build import build_loss
+from .args import add_data_args, add_fuse_arg
+
+
+def add_eval(p):
+    p.add_argument("checkpoint")
+    add_data_args(p)
+    p.add_argument("--split", choices=("train", "val", "test"), default="test")
+    add_fuse_arg(p)
+
+
+def run_eval(args) -> int:
+    model, cfg = load_trained(args.checkpoint)
+    size = args.image_size or (cfg.get("input_size") or [None])[0]
+    split = getattr(load_dataset(args.dataset, args.data_dir, size), args.split)
+    mean = np.asarray(cfg["norm_mean"], np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(cfg["norm_std"], np.float32).reshape(1, -1, 1, 1)
+    if split.images.shape[1] != cfg["in_channels"]:
+        raise ValueError(f"eval: the model expects {cfg['in_channels']}-channel images, "
+                         f"{args.dataset} has {split.images.shape[1]}")
+    loss_fn = build_loss(TrainConfig(loss=cfg.get("loss", "ce")))
+    result = evaluate(model, (split.images - mean) / std, split.labels, loss_fn=loss_fn,
+                      fuse=args.fuse)
+    cm = confusion_matrix(result["predictions"], split.labels, cfg["num_classes"])
+    precision, recall = precision_recall(cm)
+    print(f"{args.dataset} {args.split}: {len(split.labels)} images")
+    print(f"accuracy {result['accuracy']:.4f}  top-3 {top_k_accuracy(result['scores'], split.labels, 3):.4f}"
+          f"  loss {result['loss']:.4f}")
+    print("class  precision  recall")
+    for i, name in enumerate(cfg.get("class_names") or range(cfg["num_classes"])):
+        print(f"{str(name):>5}  {precision[i]:9.3f}  {recall[i]:6.3f}")
+    return 0

@@ -1,0 +1,23 @@
+"""``tinymbv2 train``: train a network and write a run folder (:func:`tinymbv2.train.run_training`)."""
+from __future__ import annotations
+
+from ..train import run_training
+from .args import add_data_args, add_fuse_arg, add_recipe_args, positive, train_config
+
+
+def add_train(p):
+    add_data_args(p)
+    add_recipe_args(p)
+    add_fuse_arg(p)
+    p.add_argument("--out", default="runs/run", help="run folder (model.npz, metrics.json, plots)")
+    p.add_argument("--resume", help="checkpoint (model.npz) to continue from")
+    p.add_argument("--stop-after", type=positive(int),
+                   help="stop after this epoch (the schedule still spans --epochs); resume later")
+
+
+def run_train(args) -> int:
+    metrics = run_training(train_config(args, args.out), resume=args.resume, progress=args.progress,
+                           stop_after=args.stop_after)
+    print(f"wrote {args.out}/model.npz, metrics.json, learning_curves.png, confusion_matrix.png")
+    print(f"test_accuracy {metrics['test_accuracy']:.4f}")
+    return 0

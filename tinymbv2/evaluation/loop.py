@@ -1,0 +1,64 @@
+"""The evaluation loop: a model in eval mode over a whole split, batch by batch, no gradients.
+
+``evaluate`` runs the model through :func:`tinymbv2.fusion.fuse` unless ``fuse=False``:
+the fused view shares the model's Parameters and buffers and runs faster; ``fuse=False``
+runs the plain model, layer by layer, to step through it.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import functional as F
+from .. import fusion
+from ..autograd import Tensor, no_grad
+from .metrics import accuracy
+
+
+def evaluate(model, images, labels, batch_size: int = 256, loss_fn=F.cross_entropy,
+             fuse: bool = True) -> dict:
+    """Eval-mode pass over a split: mean loss, accuracy, predictions (N,), scores (N, K).
+
+    images: ``(N, C, H, W)`` (already normalised), labels: ``(N,)``. ``loss_fn(logits,
+    labels, reduction="sum")`` gives the summed loss. The model comes back in the mode it
+    was in.
+    """
+    net = fusion.fuse(model) if fuse else model
+    was_training = model.training
+    model.eval()
+    net.eval()  # the view too: it may keep flags of its own
+    scores, losses = [], []
+    dtype = model_dtype(model)
+    with no_grad():
+        for start in range(0, len(labels), batch_size):
+            x = model_batch(model, images[start:start + batch_size], dtype)
+            y = labels[start:start + batch_size]
+            logits = net(x)
+            losses.append(float(loss_fn(logits, y, reduction="sum").item()))
+            scores.append(logits.numpy())
+    model.train(was_training)
+    scores = np.concatenate(scores) if scores else np.zeros((0, 0))
+    predictions = scores.argmax(axis=1) if len(scores) else np.zeros(0, dtype=np.int64)
+    return {
+        "loss": sum(losses) / max(len(labels), 1),
+        "accuracy": accuracy(predictions, labels),
+        "predictions": predictions,
+        "scores": scores,
+    }
+
+
+def model_dtype(model):
+    """The dtype of the model's parameters (float32 for a model without any)."""
+    for p in model.parameters():
+        return p.dtype
+    return np.float32
+
+
+def model_batch(model, images, dtype=None) -> Tensor:
+    """A batch of images as a Tensor of the model's dtype, on the model's device.
+
+    A model moved with ``model.to("cuda")`` gets its batches on the GPU, one copy per batch.
+    """
+    x = Tensor(np.asarray(images, dtype=dtype if dtype is not None else model_dtype(model)))
+    for p in model.parameters():
+        return x.to(p.device) if p.device != "cpu" else x
+    return x

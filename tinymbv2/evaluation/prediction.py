@@ -1,0 +1,76 @@
+"""Prediction on image files: the top-k classes of a trained model (``tinymbv2 predict``).
+
+The model and its saved configuration come from a checkpoint
+(``model, config = tinymbv2.train.load_trained("runs/mnist/model.npz")``); the
+configuration says how the training images were prepared (channels, size,
+normalisation) and names the classes, so a new image is prepared the same way:
+
+>>> predict(model, config, ["digit.png"], top_k=3)
+[{'path': 'digit.png', 'top': [('7', 0.98...), ('1', 0.01...), ('9', 0.00...)]}]
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .. import functional as F
+from .. import fusion
+from ..autograd import no_grad
+from ..data.transforms import Resize
+from .loop import model_batch
+
+
+def load_image(path, in_channels: int, size, invert: bool = False) -> np.ndarray:
+    """One image file as a float32 (C, H, W) array in [0, 1], resized to ``size`` (h, w).
+
+    MNIST-style models expect a light digit on a dark background; ``invert``
+    turns a dark-on-light scan into that. ``size=None`` keeps the file's size.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"predict: no image file at {path}")
+    try:
+        with Image.open(path) as img:
+            img = img.convert("L" if in_channels == 1 else "RGB")
+            array = np.asarray(img, dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError(f"predict: {path} is not a readable image ({exc})") from exc
+    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    if invert:
+        array = 1.0 - array
+    if size is not None:
+        array = Resize(int(size[0]))(array[None])[0]
+    return array
+
+
+def predict(model, config: dict, paths, top_k: int = 3, invert: bool = False,
+            fuse: bool = True) -> list[dict]:
+    """Top-k classes with softmax probabilities for each image file.
+
+    config: the saved configuration of the run (``in_channels``, ``input_size``,
+    ``norm_mean``, ``norm_std``, ``class_names``), as ``load_trained`` returns it.
+    Returns one ``{"path": str, "top": [(class name, probability), ...]}`` per file,
+    most probable first. ``fuse=False`` runs the plain model, layer by layer. The model
+    comes back in the mode it was in.
+    """
+    mean = np.asarray(config["norm_mean"], dtype=np.float32).reshape(1, -1, 1, 1)
+    std = np.asarray(config["norm_std"], dtype=np.float32).reshape(1, -1, 1, 1)
+    batch = np.stack([load_image(p, config["in_channels"], config.get("input_size"), invert)
+                      for p in paths])
+    net = fusion.fuse(model) if fuse else model
+    was_training = model.training
+    model.eval()
+    net.eval()  # the view too: it may keep flags of its own
+    with no_grad():
+        probs = F.softmax(net(model_batch(model, (batch - mean) / std)), axis=-1).numpy()
+    model.train(was_training)
+    names = config.get("class_names") or [str(i) for i in range(probs.shape[1])]
+    results = []
+    for path, p in zip(paths, probs):
+        order = np.argsort(-p)[:top_k]
+        results.append({"path": str(path),
+                        "top": [(names[i], float(p[i])) for i in order]})
+    return results

@@ -1,0 +1,114 @@
+"""Input checks shared by the CPU kernel sets.
+
+A kernel called with the wrong shapes must fail here with a message naming
+the kernel, what it expected and what it got, not deep inside NumPy or Numba
+with a broadcasting error (or, worse, return a silently wrong answer).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def pair(value, what: str, fn: str) -> tuple[int, int]:
+    """``(a, b)`` from an int or a pair of ints."""
+    if isinstance(value, (int, np.integer)):
+        return int(value), int(value)
+    try:
+        a, b = value
+        return int(a), int(b)
+    except (TypeError, ValueError):
+        raise TypeError(f"{fn}: {what} must be an int or a pair of ints, got {value!r}") from None
+
+
+def same_float_dtype(fn: str, **arrays) -> np.dtype:
+    """The common dtype of ``arrays``; float32 or float64, all alike (no silent upcast)."""
+    dtypes = {name: np.asarray(a).dtype for name, a in arrays.items()}
+    first = next(iter(dtypes.values()))
+    for name, dt in dtypes.items():
+        if dt not in FLOAT_DTYPES:
+            raise TypeError(f"{fn}: {name} must be float32 or float64, got {dt}")
+        if dt != first:
+            raise TypeError(f"{fn}: all arrays must share one dtype, got {dtypes}")
+    return first
+
+
+def ndim(fn: str, name: str, a, n: int) -> None:
+    if np.ndim(a) != n:
+        raise ValueError(f"{fn}: {name} must be {n}-D, got shape {np.shape(a)}")
+
+
+def conv_geometry(fn, x_shape, w_shape, stride, padding, depthwise=False):
+    """Validate a convolution and return ``(sh, sw), (ph, pw), (Ho, Wo)``.
+
+    ``x_shape`` is (N, C, H, W); ``w_shape`` is (Co, Ci, kh, kw), with Ci = C
+    for a dense conv and (C, 1, kh, kw) for a depthwise one.
+    """
+    if len(x_shape) != 4:
+        raise ValueError(f"{fn}: x must be 4-D (N, C, H, W), got shape {tuple(x_shape)}")
+    if len(w_shape) != 4:
+        raise ValueError(f"{fn}: w must be 4-D (Co, Ci, kh, kw), got shape {tuple(w_shape)}")
+    n, c, h, w = x_shape
+    co, ci, kh, kw = w_shape
+    if depthwise and (ci != 1 or co != c):
+        raise ValueError(f"{fn}: depthwise w must be ({c}, 1, kh, kw) for {c} channels, got {tuple(w_shape)}")
+    if not depthwise and ci != c:
+        raise ValueError(f"{fn}: w expects {ci} input channels, x has {c} (x {tuple(x_shape)}, w {tuple(w_shape)})")
+    sh, sw = pair(stride, "stride", fn)
+    ph, pw = pair(padding, "padding", fn)
+    if sh < 1 or sw < 1:
+        raise ValueError(f"{fn}: stride must be >= 1, got {(sh, sw)}")
+    if ph < 0 or pw < 0:
+        raise ValueError(f"{fn}: padding must be >= 0, got {(ph, pw)}")
+    if kh < 1 or kw < 1:
+        raise ValueError(f"{fn}: kernel must be at least 1x1, got {(kh, kw)}")
+    ho = (h + 2 * ph - kh) // sh + 1
+    wo = (w + 2 * pw - kw) // sw + 1
+    if ho < 1 or wo < 1:
+        raise ValueError(
+            f"{fn}: kernel {(kh, kw)} does not fit the padded input "
+            f"{(h + 2 * ph, w + 2 * pw)} (input {(h, w)}, padding {(ph, pw)})"
+        )
+    return (sh, sw), (ph, pw), (ho, wo)
+
+
+def grad_out_shape(fn, gy_shape, expected) -> None:
+    if tuple(gy_shape) != tuple(expected):
+        raise ValueError(f"{fn}: gy must have shape {tuple(expected)}, got {tuple(gy_shape)}")
+
+
+def batch_norm_args(fn, x, train=False, **per_channel) -> None:
+    ndim(fn, "x", x, 4)
+    c = x.shape[1]
+    if train and x.shape[0] * x.shape[2] * x.shape[3] == 0:
+        raise ValueError(f"{fn}: no values per channel to take statistics of, x has shape {x.shape}")
+    for name, a in per_channel.items():
+        if np.shape(a) != (c,):
+            raise ValueError(f"{fn}: {name} must have shape ({c},) for {c} channels, got {np.shape(a)}")
+
+
+def relu6_bias(fn, relu6, bias, weight):
+    """The bias a BatchNorm backward needs: required with ``relu6`` (the fused
+    ReLU6's mask is recomputed from the BatchNorm output), else zeros if absent."""
+    if bias is None:
+        if relu6:
+            raise ValueError(f"{fn}: relu6=True needs the bias, to recompute the BatchNorm output")
+        return np.zeros_like(weight)
+    return bias
+
+
+def matmul_args(fn, a, b) -> None:
+    """a (M, K) @ b (K, N): both 2-D, inner dimensions equal."""
+    ndim(fn, "a", a, 2)
+    ndim(fn, "b", b, 2)
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(f"{fn}: inner dimensions differ, a {tuple(a.shape)} @ b {tuple(b.shape)}")
+
+
+def pointwise_args(fn, a, a_name, w, axis) -> None:
+    """``a`` is 4-D and ``w`` is (Co, Ci, 1, 1) with ``w.shape[axis]`` = a's channels."""
+    ndim(fn, a_name, a, 4)
+    if w.ndim != 4 or w.shape[2:] != (1, 1) or w.shape[axis] != a.shape[1]:
+        want = f"(Co, {a.shape[1]}, 1, 1)" if axis == 1 else f"({a.shape[1]}, Ci, 1, 1)"
+        raise ValueError(f"{fn}: w must have shape {want} for {a_name} {a.shape}, got {w.shape}")

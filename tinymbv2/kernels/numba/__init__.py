@@ -1,0 +1,103 @@
+"""Fast CPU kernel set: Numba ``@njit(parallel=True)`` kernels, Numba matrix loops, BLAS.
+
+:class:`NumbaKernels` subclasses :class:`~tinymbv2.kernels.reference.ReferenceKernels`
+and overrides every simple kernel and most fused ones, with the same signatures and
+answers, organised for speed instead of for reading. The package is grouped by op:
+
+* :mod:`.depthwise` (direct loops; its modules hold the 3x3 planes, the channels-last
+  kernels in vector registers and those for small planes), :mod:`.pointwise` (a matrix
+  product per image, or one over the batch on channels-last planes: :mod:`.pointwise.rows`),
+  :mod:`.dense` (im2col + GEMM per image), :mod:`.batchnorm`, :mod:`.matmul` (the Linear
+  layer's GEMM), and the fused kernels :mod:`.block` (a whole inverted residual block for
+  inference), :mod:`.stage` (the depthwise stage in training) and :mod:`.optim` (RMSprop);
+* their shared machinery: :mod:`.pool` (Numba's one thread pool, and the BLAS its
+  ``np.dot`` calls pinned to one thread: why, and the pool's passive wait policy),
+  :mod:`.llvm` (loops written in LLVM's own terms: vector registers, masked loads, FMAs),
+  :mod:`.tile` (the register block of a matrix product), :mod:`.gemm` (the matrix loops
+  built on it), :mod:`.transpose` (transposes in registers), :mod:`.layout` (channels-last
+  small planes, aligned allocation), :mod:`.padding` and :mod:`.chunks` (what the jitted
+  loops share: the runs of outputs a tap reads inside the image, and work cut into
+  chunks with scratch of their own).
+
+Everything runs in Numba's one thread pool: the BLAS GEMMs are ``np.dot`` inside
+parallel loops, on a BLAS pinned to one thread.
+
+All kernels are deterministic: the same inputs give bit-identical outputs on
+every run and whatever the number of threads (parallel loops only ever split
+work whose outputs are disjoint; every sum runs in a fixed order in one
+thread, or in partial sums fixed by the shapes and added in order).
+
+**Where arrays are allocated.** Every output a kernel returns is allocated
+by NumPy in the Python wrapper (``np.empty``) and filled by the jitted core,
+and scratch used inside a ``prange`` loop is allocated before the loop, one
+slice per task. Both rules were measured:
+
+* glibc serves allocations above 32 MiB with a fresh ``mmap`` each time, and
+  NumPy asks for transparent huge pages on them (``madvise``) while Numba's
+  allocator does not. A 40 MiB output (8x96x112x112 float32, MobileNetV2's
+  largest at 224 px batch 8) filled in parallel took 11 ms allocated inside
+  ``@njit`` (10,000 page faults, two threads contending on them) and 2.1 ms
+  allocated by NumPy.
+* An array allocated inside a ``prange`` body made a depthwise loop 2.9x
+  slower than the same loop on slices of one array allocated before it.
+
+Kernels are compiled on first use for each dtype (float32, float64) and
+cached on disk (``cache=True``), so only the first process pays the compile.
+Numba checks a cached function against its own source file only: after editing a
+helper that a kernel in *another* module calls (say ``depthwise/planes3x3.py``, which
+``depthwise/__init__.py`` calls), that kernel still runs the old helper until its cache
+goes. Clear it with ``find tinymbv2 -name '*.nbi' -delete`` (or run with
+``NUMBA_CACHE_DIR`` set to an empty folder).
+"""
+from __future__ import annotations
+
+from ..reference import ReferenceKernels
+from . import batchnorm, block, dense, depthwise, matmul, optim, pointwise, stage
+
+
+class NumbaKernels(ReferenceKernels):
+    """The numba set: every simple kernel, and the fused ones it computes in one pass."""
+
+    name = "numba"
+
+    conv2d_forward = staticmethod(dense.conv2d_forward)
+    conv2d_backward_input = staticmethod(dense.conv2d_backward_input)
+    conv2d_backward_weight = staticmethod(dense.conv2d_backward_weight)
+    depthwise_conv2d_forward = staticmethod(depthwise.depthwise_conv2d_forward)
+    depthwise_conv2d_backward_input = staticmethod(depthwise.depthwise_conv2d_backward_input)
+    depthwise_conv2d_backward_weight = staticmethod(depthwise.depthwise_conv2d_backward_weight)
+    pointwise_conv2d_forward = staticmethod(pointwise.pointwise_conv2d_forward)
+    pointwise_conv2d_backward_input = staticmethod(pointwise.pointwise_conv2d_backward_input)
+    pointwise_conv2d_backward_weight = staticmethod(pointwise.pointwise_conv2d_backward_weight)
+    batch_norm_forward_train = staticmethod(batchnorm.batch_norm_forward_train)
+    batch_norm_backward_train = staticmethod(batchnorm.batch_norm_backward_train)
+    batch_norm_forward_eval = staticmethod(batchnorm.batch_norm_forward_eval)
+    matmul = staticmethod(matmul.matmul)
+
+    conv2d_bn_eval = staticmethod(dense.conv2d_bn_eval)
+    depthwise_conv2d_bn_eval = staticmethod(depthwise.depthwise_conv2d_bn_eval)
+    pointwise_conv2d_bn_eval = staticmethod(pointwise.pointwise_conv2d_bn_eval)
+    pointwise_conv2d_backward = staticmethod(pointwise.pointwise_conv2d_backward)
+
+    def inverted_residual_eval(self, x, expand, depthwise, project, stride, residual):
+        if not block.fused_planes(x, stride):
+            return super().inverted_residual_eval(x, expand, depthwise, project, stride, residual)
+        return block.inverted_residual_eval(x, expand, depthwise, project, stride, residual)
+
+    def depthwise_stage_forward_train(self, e, bn1, w_dw, stride, bn2):
+        if not stage.stage_supported(e, w_dw, stride):
+            return super().depthwise_stage_forward_train(e, bn1, w_dw, stride, bn2)
+        h, d, mean1, invstd1, mean2, invstd2 = stage.stage_forward_train(e, bn1, w_dw, stride, bn2)
+        return h, None, d, mean1, invstd1, mean2, invstd2  # a: recomputed from e in the backward
+
+    def depthwise_stage_backward_train(self, gh, e, a, d, bn1, w_dw, stride, bn2):
+        if a is not None:  # the forward ran the three simple kernels
+            return super().depthwise_stage_backward_train(gh, e, a, d, bn1, w_dw, stride, bn2)
+        return stage.stage_backward_train(gh, e, d, bn1, w_dw, stride, bn2)
+
+    def rmsprop_update(self, p, grad, square_avg, momentum_buffer, lr, alpha, eps,
+                       weight_decay, momentum, grad_avg=None):
+        if grad_avg is not None or not optim.rmsprop_update(
+                p, grad, square_avg, momentum_buffer, lr, alpha, eps, weight_decay, momentum):
+            super().rmsprop_update(p, grad, square_avg, momentum_buffer, lr, alpha, eps,
+                                   weight_decay, momentum, grad_avg)

@@ -1,0 +1,218 @@
+"""Training BatchNorm on channels-last tensors: rows of C contiguous channels.
+
+A channels-last (N, C, H, W) tensor (see :mod:`..layout`) is the matrix
+x (M, C), M = N*H*W: each row one pixel, each column one channel. Every loop here
+runs along a row, so over the channels -- contiguous and vectorised, every channel
+its own SIMD lane -- and down the rows in order:
+
+    S1[c] = sum_r (x[r, c] - K[c]),    S2[c] = sum_r (x[r, c] - K[c])^2          (forward)
+    G[c]  = sum_r g[r, c],             GX[c] = sum_r g[r, c] (x[r, c] - mean[c])  (backward)
+
+with K = the first row (the "shifted data" of :mod:`..batchnorm`) and float64 sums.
+The rows are cut into ``_CHUNKS`` runs fixed by M alone; each run sums into its
+own partial (in parallel when the tensor is large), and the partials are added in
+run order, so the result is the same bits for any number of threads. Then one more
+pass writes y (or gx) row by row.
+
+Same arithmetic, dtypes and ReLU6 fusion as :mod:`..batchnorm` and
+:mod:`.flat`; only the order of the float64 sums differs.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .. import pool  # noqa: F401  (the one-pool set-up, see there)
+from .flat import passed
+
+_JIT = dict(cache=True, fastmath=False)
+_CHUNKS = 16  # runs of rows, each with its own partial sums (fixed: see above)
+
+
+@njit(**_JIT)
+def _bounds(m):
+    """Row bounds of the runs: a function of M alone."""
+    k = min(_CHUNKS, m)
+    return np.array([m * i // k for i in range(k + 1)], np.int64)
+
+
+@njit(**_JIT)
+def _shifted_sums(x2, r0, r1, shift, s1, s2):
+    """s1, s2 (C,) float64 = sums over rows [r0, r1) of x - shift and (x - shift)^2."""
+    s1[:] = 0
+    s2[:] = 0
+    for r in range(r0, r1):
+        xr = x2[r]
+        for ch in range(xr.shape[0]):
+            d = xr[ch] - shift[ch]
+            s1[ch] += d
+            s2[ch] += d * d
+
+
+@njit(**_JIT)
+def _affine_rows(x2, y2, r0, r1, mu, sc, bi, relu6):
+    """y2[r] = (x2[r] - mu) * sc + bi for rows [r0, r1), clamped to [0, 6] when ``relu6``."""
+    zero, six = y2.dtype.type(0), y2.dtype.type(6)
+    for r in range(r0, r1):
+        xr, yr = x2[r], y2[r]
+        if relu6:
+            for ch in range(xr.shape[0]):
+                yr[ch] = min(max((xr[ch] - mu[ch]) * sc[ch] + bi[ch], zero), six)
+        else:
+            for ch in range(xr.shape[0]):
+                yr[ch] = (xr[ch] - mu[ch]) * sc[ch] + bi[ch]
+
+
+@njit(**_JIT)
+def affine_rows_inplace(y2, r0, r1, c0, c1, mu, sc, bi, relu6):
+    """``_affine_rows(y2, y2, ...)`` on rows [r0, r1) and channels [c0, c1), written for one
+    array: with two views of the same memory LLVM's overlap check fails and the loop runs
+    scalar (as ``batchnorm.affine_inplace`` says). The BatchNorm-eval epilogue of the
+    channels-last convolutions; mu, sc, bi are per channel, over all C channels."""
+    zero, six = y2.dtype.type(0), y2.dtype.type(6)
+    m, s, b = mu[c0:c1], sc[c0:c1], bi[c0:c1]
+    for r in range(r0, r1):
+        yr = y2[r, c0:c1]
+        if relu6:
+            for ch in range(yr.shape[0]):
+                yr[ch] = min(max((yr[ch] - m[ch]) * s[ch] + b[ch], zero), six)
+        else:
+            for ch in range(yr.shape[0]):
+                yr[ch] = (yr[ch] - m[ch]) * s[ch] + b[ch]
+
+
+@njit(**_JIT)
+def _grad_sums(g2, x2, r0, r1, mu, sc, bi, mu64, relu6, sg, sgx):
+    """sg, sgx (C,) float64 = sums over rows [r0, r1) of g and g * (x - mean)."""
+    zero = x2.dtype.type(0)
+    sg[:] = 0
+    sgx[:] = 0
+    for r in range(r0, r1):
+        xr, gr = x2[r], g2[r]
+        for ch in range(xr.shape[0]):
+            g = np.float64(passed(gr[ch], xr[ch], mu[ch], sc[ch], bi[ch], relu6, zero))
+            sg[ch] += g
+            sgx[ch] += g * (xr[ch] - mu64[ch])
+
+
+@njit(**_JIT)
+def _grad_rows(g2, x2, gx2, r0, r1, mu, sc, bi, coef, relu6):
+    """gx2[r] = a * (g - b - (x - mean) * c) for rows [r0, r1), coef = (a, b, c) per channel."""
+    a, bt, cc = coef[0], coef[1], coef[2]
+    zero = x2.dtype.type(0)
+    for r in range(r0, r1):
+        xr, gr, out = x2[r], g2[r], gx2[r]
+        for ch in range(xr.shape[0]):
+            g = passed(gr[ch], xr[ch], mu[ch], sc[ch], bi[ch], relu6, zero)
+            out[ch] = a[ch] * (g - bt[ch] - (xr[ch] - mu[ch]) * cc[ch])
+
+
+@njit(**_JIT)
+def _add_in_order(part):
+    """part (K, C) -> (C,): part[0] + part[1] + ..., in run order."""
+    total = part[0].copy()
+    for k in range(1, part.shape[0]):
+        total += part[k]
+    return total
+
+
+# The runs in parallel on Numba's pool (large tensors), or one after another in the
+# calling thread (small ones, where waking the pool costs more than it saves: see
+# batchnorm.FLAT_MAX). Same runs, same sums, same bits either way.
+@njit(parallel=True, **_JIT)
+def _stats_parallel(x2, bounds, shift, p1, p2):
+    for k in prange(bounds.shape[0] - 1):
+        _shifted_sums(x2, bounds[k], bounds[k + 1], shift, p1[k], p2[k])
+
+
+@njit(**_JIT)
+def _stats_serial(x2, bounds, shift, p1, p2):
+    for k in range(bounds.shape[0] - 1):
+        _shifted_sums(x2, bounds[k], bounds[k + 1], shift, p1[k], p2[k])
+
+
+@njit(parallel=True, **_JIT)
+def _affine_parallel(x2, y2, bounds, mu, sc, bi, relu6):
+    for k in prange(bounds.shape[0] - 1):
+        _affine_rows(x2, y2, bounds[k], bounds[k + 1], mu, sc, bi, relu6)
+
+
+@njit(parallel=True, **_JIT)
+def _grad_sums_parallel(g2, x2, bounds, mu, sc, bi, mu64, relu6, p1, p2):
+    for k in prange(bounds.shape[0] - 1):
+        _grad_sums(g2, x2, bounds[k], bounds[k + 1], mu, sc, bi, mu64, relu6, p1[k], p2[k])
+
+
+@njit(**_JIT)
+def _grad_sums_serial(g2, x2, bounds, mu, sc, bi, mu64, relu6, p1, p2):
+    for k in range(bounds.shape[0] - 1):
+        _grad_sums(g2, x2, bounds[k], bounds[k + 1], mu, sc, bi, mu64, relu6, p1[k], p2[k])
+
+
+@njit(parallel=True, **_JIT)
+def _grad_rows_parallel(g2, x2, gx2, bounds, mu, sc, bi, coef, relu6):
+    for k in prange(bounds.shape[0] - 1):
+        _grad_rows(g2, x2, gx2, bounds[k], bounds[k + 1], mu, sc, bi, coef, relu6)
+
+
+@njit(**_JIT)
+def forward_train_rows(x2, weight, bias, eps, relu6, y2, parallel):
+    """y2 (M, C) = BatchNorm-train of x2 (M, C) (+ReLU6): -> (mean, invstd), both (C,)."""
+    m, c = x2.shape
+    bounds = _bounds(m)
+    runs = bounds.shape[0] - 1
+    shift = np.empty(c)  # K: the first row, in float64
+    for ch in range(c):
+        shift[ch] = x2[0, ch]
+    p1, p2 = np.empty((runs, c)), np.empty((runs, c))
+    if parallel:
+        _stats_parallel(x2, bounds, shift, p1, p2)
+    else:
+        _stats_serial(x2, bounds, shift, p1, p2)
+    t1, t2 = _add_in_order(p1), _add_in_order(p2)
+    mean, invstd, scale = np.empty(c, x2.dtype), np.empty(c, x2.dtype), np.empty(c, x2.dtype)
+    for ch in range(c):
+        d = t1[ch] / m
+        var = max(t2[ch] / m - d * d, 0.0)
+        mean[ch] = shift[ch] + d
+        invstd[ch] = 1.0 / np.sqrt(var + eps)
+        scale[ch] = weight[ch] * invstd[ch]  # rounded to the dtype, as in batchnorm
+    if parallel:
+        _affine_parallel(x2, y2, bounds, mean, scale, bias, relu6)
+    else:
+        _affine_rows(x2, y2, 0, m, mean, scale, bias, relu6)
+    return mean, invstd
+
+
+@njit(**_JIT)
+def backward_train_rows(g2, x2, mean, invstd, weight, bias, relu6, gx2, parallel):
+    """gx2 (M, C) = BatchNorm-train's input gradient: -> (gweight, gbias), both (C,)."""
+    m, c = x2.shape
+    bounds = _bounds(m)
+    runs = bounds.shape[0] - 1
+    scale = np.empty(c, x2.dtype)  # the forward's rounding, for the same ReLU6 mask
+    mu64 = np.empty(c)
+    for ch in range(c):
+        scale[ch] = weight[ch] * invstd[ch]
+        mu64[ch] = mean[ch]
+    p1, p2 = np.empty((runs, c)), np.empty((runs, c))
+    if parallel:
+        _grad_sums_parallel(g2, x2, bounds, mean, scale, bias, mu64, relu6, p1, p2)
+    else:
+        _grad_sums_serial(g2, x2, bounds, mean, scale, bias, mu64, relu6, p1, p2)
+    t1, t2 = _add_in_order(p1), _add_in_order(p2)
+    gweight, gbias = np.empty(c, x2.dtype), np.empty(c, x2.dtype)
+    coef = np.empty((3, c), x2.dtype)
+    for ch in range(c):
+        istd = np.float64(invstd[ch])
+        gw = t2[ch] * istd  # sum(gy * xhat)
+        gweight[ch] = gw
+        gbias[ch] = t1[ch]
+        coef[0, ch] = np.float64(weight[ch]) * istd
+        coef[1, ch] = t1[ch] / m
+        coef[2, ch] = istd * gw / m
+    if parallel:
+        _grad_rows_parallel(g2, x2, gx2, bounds, mean, scale, bias, coef, relu6)
+    else:
+        _grad_rows(g2, x2, gx2, 0, m, mean, scale, bias, coef, relu6)
+    return gweight, gbias

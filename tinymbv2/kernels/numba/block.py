@@ -1,0 +1,292 @@
+"""A whole inverted residual block for inference, band by band (an optional numba kernel).
+
+Run layer by layer, a MobileNetV2 block writes its expanded tensor to memory
+and reads it back: at 224 px batch 8 the expansion of block 2 alone is
+8 x 96 x 112 x 112 float32 = 38.5 MiB, more than the 32 MiB last-level cache;
+the expansion writes it, BatchNorm and the depthwise filter read it, and the
+depthwise output is written and read again by the projection. Those passes,
+not the arithmetic, held the early high-resolution blocks to 60-90 GFLOP/s,
+against ~150 GFLOP/s in the 14x14 blocks.
+
+``inverted_residual_eval`` computes the block for one *band* of output rows of
+one image at a time, so that nothing between the block's input and its output
+leaves the cache:
+
+    x rows the band needs       (Ci, rows_in, W)     with a 1-row halo
+      -> E = ReLU6(BN(We @ x))  (Ch, rows_in, W)     1x1 expansion: a GEMM, then BN in place
+      -> D = ReLU6(BN(dw3x3(E))) (Ch, rows, Wo)      channel by channel
+      -> Y = BN(Wp @ D) [+ x]    (Co, rows, Wo)      1x1 projection: a GEMM
+    written once into y.
+
+The depthwise filter needs one input row above and below the band: those halo
+rows are expanded twice, by both bands that touch them. ``BAND_BYTES`` bounds
+E + D per thread; at 224 px a band is a quarter of an image in block 2, half of one
+in blocks 3 and 4, and a whole image from 28x28 on.
+Blocks whose output plane is kept channels-last (:mod:`.layout`: 14x14 and 7x7
+at 224 px) run layer by layer, where a pointwise layer is one GEMM over the whole batch.
+With that layout off, a band that is a whole image of under 256 pixels has a few images
+go side by side in the GEMMs' columns (``images_per_task``).
+Every band (or group of images) is a task of its own, computed the same way whichever
+thread takes it, so results are bit-identical from run to run and for any
+number of threads. Planes under ``FUSED_FROM`` pixels always run layer by layer.
+
+The numbers are those of the separate layers up to float rounding (the GEMMs see
+a band's columns instead of a whole image's). ``fused_planes`` says which calls this
+kernel takes; the others run layer by layer, as ``ReferenceKernels.inverted_residual_eval``
+composes the block (in ``kernels/reference.py``, the version to read).
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from ..checks import ndim, same_float_dtype
+from . import pool  # noqa: F401  (the one-pool set-up)
+from .batchnorm import affine_inplace, affine_row, epilogue, epilogue_args
+from .depthwise.planes3x3 import correlate_flat, rows3
+from .depthwise.planes3x3_s2 import row3x3_s2
+from .gemm import columns_nn
+from .layout import channels_last_plane
+
+_JIT = dict(cache=True, fastmath=False)
+BAND_BYTES = 2 * 1024 * 1024
+"""E + D of one band at most, per thread (``band_rows``). Measured at 224 px batch 8, the
+sum of blocks 1-13: 256 KiB 58.8 ms, 512 KiB 43.9, 1 MiB 40.4, 3-6 MiB 40.0-40.2, 12 MiB
+40.9 (bands that fit in L2 lose more to the halo rows and thinner GEMMs than they gain);
+the whole inference, A/B in one process: 1 MiB 48.5 ms, 2 MiB 47.4, 4 MiB 47.3. At 2 MiB a
+one-image forward at 224 px peaks at 4.77 MiB of arrays (4 MiB: 8.02 MiB, layer by layer:
+6.54). Read at each call (the tests make it small to get many bands)."""
+MIN_COLS = 256
+"""GEMM columns that small whole images are grouped up to (``images_per_task``); A/B at
+224 px batch 8: 42.4 ms ungrouped, 41.7 ms grouped (two 14x14 images per task)."""
+FUSED_FROM = 64
+"""Output planes of fewer pixels run layer by layer (``fused_planes``), channels-last
+(:mod:`.layout`), where a pointwise layer is one GEMM over the whole batch: at
+7x7 that measured faster than a fused block's one thin GEMM per image. So do all
+channels-last output planes: at 14x14, A/B at 224 px batch 8 in one process, inference took
+36.5 and 37.7 ms layer by layer against 37.5 and 38.5 ms fused; from 28x28 up the fused
+bands win (layer by layer from 56x56 up: 40.6 and 42.1 ms)."""
+
+
+@njit(inline="always", **_JIT)
+def _channel(ep, c, zero):
+    """Channel c of an epilogue (see ``batchnorm.epilogue_args``) as scalars:
+    (on, mean, scale, bias, relu6). Scalars, not the shared arrays, go to the inner
+    loops: passing arrays costs reference-count updates that the threads contend on."""
+    mean, scale, bias, flags = ep
+    if flags[0]:
+        return True, mean[c], scale[c], bias[c], flags[1]
+    return False, zero, zero, zero, False
+
+
+@njit(**_JIT)
+def _depthwise_s1(d, src, top, rows_in, w, bn, xp, run):
+    """d (rows, Wo) = ReLU6(BN(3x3 stride-1 correlation of the band)), padding 1.
+
+    src (R, W), the band's real input rows, is copied into a zero-padded flat plane xp
+    (row width Wp = W + 2, ``rows_in`` rows, src from row ``top``), where every output
+    has all nine taps: one vectorised run ``run[q] = sum_{i,j} w[i,j] xp[q + i Wp + j]``
+    over the plane (``depthwise.planes3x3.correlate_flat``), then each row's Wo
+    values through ``bn`` = (on, mean, scale, bias, relu6)."""
+    rows, wo = d.shape
+    wd = src.shape[1]
+    wp = wd + 2
+    xp[:rows_in * wp + 2] = 0
+    for r in range(src.shape[0]):
+        dst, s = xp[(r + top) * wp + 1:(r + top) * wp + 1 + wd], src[r]
+        for q in range(wd):
+            dst[q] = s[q]
+    correlate_flat(run, xp, w, wp, rows * wp)
+    on, mu, sc, bi, relu6 = bn
+    for r in range(rows):
+        if on:
+            affine_row(run[r * wp:r * wp + wo], d[r], mu, sc, bi, relu6)
+        else:
+            d[r, :] = run[r * wp:r * wp + wo]
+
+
+@njit(**_JIT)
+def _depthwise_s2(d, src, top, w, bn, zero_row):
+    """d (rows, Wo) = BN(3x3 stride-2 correlation of the band), padding 1: src (R, W), the
+    band's real input rows (already through the expansion's BN + ReLU6), starts at
+    padded row ``top``; rows outside it are the zero padding."""
+    rows, wo = d.shape
+    on, mu, sc, bi, relu6 = bn
+    for r in range(rows):
+        r0, r1, r2 = rows3(src, 2 * r - top, zero_row)
+        row3x3_s2(d[r], r0, r1, r2, w)
+        if on:
+            affine_inplace(d[r], mu, sc, bi, relu6)
+
+
+@njit(**_JIT)
+def _band(x, b0, nb, we, ep_e, wdw, ep_d, s, wpj, ep_p, residual, y, r0, r1,
+          xb, eb, xp, run, db, ob):
+    """Output rows [r0, r1) of images b0 .. b0 + nb - 1: x (N, Ci, H, W) -> y (N, Co, Ho, Wo),
+    see the module. Several images (small planes, whole images) go side by side in the
+    GEMMs' columns: image i's part of E, D and Y starts at column i * (its columns)."""
+    ci, h, wd = x.shape[1:]
+    co, ho, wo = y.shape[1:]
+    ch = wdw.shape[0]
+    rows = r1 - r0
+    top = r0 * s - 1                        # first padded input row the band reads
+    a, b = max(top, 0), min((r1 - 1) * s + 2, h)  # the real input rows among them
+    rows_in = (rows - 1) * s + 3
+    per_in, per_out = (b - a) * wd, rows * wo  # columns of one image in E, and in D and Y
+    cols = nb * per_in
+    expand = we.shape[0] > 0
+    if expand:                              # expansion GEMM: E = We @ x_band
+        xm = xb[:ci * cols].reshape(ci, cols)
+        for c in range(ci):
+            dst = xm[c]
+            for i in range(nb):
+                for r in range(b - a):
+                    sr, o = x[b0 + i, c, a + r], i * per_in + r * wd
+                    for q in range(wd):
+                        dst[o + q] = sr[q]
+        em = eb[:ch * cols].reshape(ch, cols)
+        columns_nn(we, xm, em, 0, cols)
+    dm = db[:ch * nb * per_out].reshape(ch, nb * per_out)
+    zero = wdw.dtype.type(0)
+    xp[:wd] = 0  # the zero row of the stride-2 path
+    for c in range(ch):  # channel by channel: E's BN + ReLU6 in place, depthwise, BN, ReLU6
+        bn_e, bn_d = _channel(ep_e, c, zero), _channel(ep_d, c, zero)
+        if bn_e[0]:  # E's BN + ReLU6, in place, as one run
+            affine_inplace(eb[c * cols:(c + 1) * cols], bn_e[1], bn_e[2], bn_e[3], bn_e[4])
+        for i in range(nb):
+            if expand:
+                e0 = c * cols + i * per_in
+                src = eb[e0:e0 + per_in].reshape(b - a, wd)
+            else:
+                src = x[b0 + i, c, a:b]
+            d = dm[c, i * per_out:(i + 1) * per_out].reshape(rows, wo)
+            if s == 1:
+                _depthwise_s1(d, src, a - top, rows_in, wdw[c], bn_d, xp, run)
+            else:
+                _depthwise_s2(d, src, a - top, wdw[c], bn_d, xp[:wd])
+    om = ob[:co * nb * per_out].reshape(co, nb * per_out)
+    columns_nn(wpj, dm, om, 0, nb * per_out)  # projection: Y = BN(Wp @ D), no activation
+    epilogue(om, ep_p)
+    for c in range(co):
+        for i in range(nb):
+            for r in range(rows):
+                o = i * per_out + r * wo
+                dst, src = y[b0 + i, c, r0 + r], om[c, o:o + wo]
+                if residual:
+                    res = x[b0 + i, c, r0 + r]
+                    for q in range(wo):
+                        dst[q] = res[q] + src[q]
+                else:
+                    for q in range(wo):
+                        dst[q] = src[q]
+
+
+@njit(**_JIT)
+def band_rows(ch, wd, wo, s, ho, itemsize, budget):
+    """Output rows per band: E (Ch x rows*s+2 x W) and D (Ch x rows x Wo) within
+    ``budget`` bytes, at least 1; then evened out over the image's bands."""
+    per_row = ch * (s * wd + wo) * itemsize
+    rows = max(1, min(ho, (budget - 2 * ch * wd * itemsize) // per_row))
+    nb = (ho + rows - 1) // rows
+    return (ho + nb - 1) // nb
+
+
+@njit(**_JIT)
+def images_per_task(n, ho, wo, rows, min_cols):
+    """Whole images side by side per task when a band is a whole small image: the power
+    of two that gives the GEMMs ``min_cols`` output columns, but at most ceil(n / 4) so
+    that there are still >= 4 tasks. A function of the shapes only (determinism)."""
+    if rows < ho or ho * wo >= min_cols:
+        return 1
+    g = 1
+    while g * ho * wo < min_cols:
+        g *= 2
+    return max(1, min(g, (n + 3) // 4))
+
+
+@njit(parallel=True, **_JIT)
+def _blocks(x, we, ep_e, wdw, ep_d, s, wpj, ep_p, residual, y, threads, budget, min_cols):
+    n, ci, h, wd = x.shape
+    co, ho, wo = y.shape[1:]
+    ch = wdw.shape[0]
+    rows = band_rows(ch, wd, wo, s, ho, x.itemsize, budget)
+    bands = (ho + rows - 1) // rows
+    group = images_per_task(n, ho, wo, rows, min_cols)
+    groups = (n + group - 1) // group
+    ntask = groups * bands
+    workers = min(threads, ntask)  # scratch per worker; tasks dealt out round-robin
+    rin = (rows - 1) * s + 3
+    xbs = np.empty((workers, group * ci * rin * wd if we.shape[0] > 0 else 0), x.dtype)
+    ebs = np.empty((workers, group * ch * rin * wd if we.shape[0] > 0 else 0), x.dtype)
+    xps = np.empty((workers, rin * (wd + 3) + 2), x.dtype)  # a padded plane
+    runs = np.empty((workers, rows * (wd + 2)), x.dtype)
+    dbs = np.empty((workers, group * ch * rows * wo), x.dtype)
+    obs = np.empty((workers, group * co * rows * wo), x.dtype)
+    for k in prange(workers):
+        for t in range(k, ntask, workers):
+            g, band = t // bands, t % bands
+            b0 = g * group
+            r0 = band * rows
+            _band(x, b0, min(group, n - b0), we, ep_e, wdw, ep_d, s, wpj, ep_p, residual, y,
+                  r0, min(ho, r0 + rows), xbs[k], ebs[k], xps[k], runs[k], dbs[k], obs[k])
+    return y
+
+
+def fused_planes(x, stride) -> bool:
+    """Does ``inverted_residual_eval`` take a block on input x (N, C, H, W) at this stride:
+    output planes of at least ``FUSED_FROM`` pixels that are not kept channels-last?"""
+    if x.ndim != 4 or stride not in (1, 2):
+        return False
+    ho, wo = (x.shape[2] - 1) // stride + 1, (x.shape[3] - 1) // stride + 1
+    return ho * wo >= FUSED_FROM and not channels_last_plane(ho, wo)
+
+
+def inverted_residual_eval(x, expand, depthwise, project, stride, residual):
+    """MobileNetV2's inverted residual block in eval mode, one call (see the module).
+
+    x: (N, Ci, H, W). expand: None (expansion ratio 1) or (w (Ch, Ci, 1, 1), bn);
+    depthwise: (w (Ch, 1, 3, 3), bn), padding 1, stride ``stride`` (1 or 2);
+    project: (w (Co, Ch, 1, 1), bn). Each bn is ``(mean, var, weight, bias, eps,
+    relu6)`` as the ``*_bn_eval`` kernels take it (ReLU6 on the first two, not the
+    projection). ``residual``: add x (stride 1, Ci = Co). -> (N, Co, Ho, Wo)."""
+    fn = "inverted_residual_eval"
+    x = np.ascontiguousarray(x)
+    ndim(fn, "x", x, 4)
+    n, ci, h, wd = x.shape
+    wdw = np.ascontiguousarray(depthwise[0])
+    we = np.empty((0, ci, 1, 1), x.dtype) if expand is None else np.ascontiguousarray(expand[0])
+    wpj = np.ascontiguousarray(project[0])
+    same_float_dtype(fn, x=x, expand=we, depthwise=wdw, project=wpj)
+    ch = wdw.shape[0] if wdw.ndim else 0
+    _expect_shape(fn, "depthwise", wdw, (ch, 1, 3, 3))
+    if expand is None and ch != ci:
+        raise ValueError(f"{fn}: without expansion the depthwise filter needs {ci} "
+                         f"channels, got weight {wdw.shape}")
+    if expand is not None:
+        _expect_shape(fn, "expand", we, (ch, ci, 1, 1))
+    co = wpj.shape[0] if wpj.ndim == 4 else -1
+    _expect_shape(fn, "project", wpj, (co, ch, 1, 1), "(Co, %d, 1, 1)" % ch)
+    if stride not in (1, 2):
+        raise ValueError(f"{fn}: stride must be 1 or 2, got {stride!r}")
+    if residual and (stride != 1 or co != ci):
+        raise ValueError(f"{fn}: the residual needs stride 1 and Co = Ci, got stride "
+                         f"{stride}, Ci {ci}, Co {co}")
+    ep_e = epilogue_args(fn, None if expand is None else expand[1], ch, x.dtype)
+    ep_d = epilogue_args(fn, depthwise[1], ch, x.dtype)
+    ep_p = epilogue_args(fn, project[1], co, x.dtype)
+    ho, wo = (h - 1) // stride + 1, (wd - 1) // stride + 1
+    if ho * wo < FUSED_FROM or channels_last_plane(ho, wo):
+        raise ValueError(f"{fn}: output planes of {ho}x{wo} run layer by layer "
+                         "(see fused_planes), not in this kernel")
+    y = np.empty((n, co, ho, wo), x.dtype)  # NumPy's allocator: see kernels.numba
+    if n:
+        _blocks(x, we.reshape(we.shape[0], ci), ep_e, wdw.reshape(ch, 3, 3), ep_d, stride,
+                wpj.reshape(co, ch), ep_p, bool(residual), y, numba.get_num_threads(),
+                BAND_BYTES, MIN_COLS)
+    return y
+
+
+def _expect_shape(fn, name, w, shape, shown=None):
+    if w.shape != shape:
+        raise ValueError(f"{fn}: {name} weight must have shape {shown or shape}, got {w.shape}")

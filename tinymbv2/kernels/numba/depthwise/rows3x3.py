@@ -1,0 +1,211 @@
+"""The channels-last 3x3 depthwise convolution at stride 1, padding 1, in vector registers.
+
+On a channels-last plane (:mod:`..layout`) a pixel's channels are contiguous, so one
+vector register holds L channels (16 float32 with AVX-512) of one pixel. For one vector of
+channels of one image, the forward keeps the filter's nine weight vectors in registers and
+slides a 3 x 3 window of input vectors along each row of output pixels:
+
+    for each output row oh, for ow = 0 .. W - 1:
+        load the window's new right column x[oh - 1 .. oh + 1, ow + 1]    3 loads
+        y[oh, ow] = sum_{i,j} w[i, j] * x[oh - 1 + i, ow - 1 + j]          9 fused multiply-adds
+        store it; the window's middle and right columns become its left and middle
+
+three loads and one store for nine multiply-adds, against two loads per multiply-add (and
+a read-modify-write of the output per tap) for the tap-by-tap loops of
+:mod:`.channels_last`, which serve the other strides and kernel sizes. Taps in the
+padding load nothing (masked loads with no lane set give zeros).
+
+* The input gradient is the same correlation of dL/dy with the filter turned by 180 degrees.
+* The weight gradient keeps nine running sums in registers,
+  ``gw[i, j] += dL/dy[oh, ow] * x[oh - 1 + i, ow - 1 + j]``, with the same sliding window,
+  over every image in order: one task per vector of channels.
+
+The loops are written in LLVM's terms through Numba ``@intrinsic`` s (with :mod:`..llvm`'s
+instructions, as the register blocks of :mod:`..tile`), one call per (image, vector of
+channels) for the forward and the input gradient.
+Every value is summed in a fixed order, so results are the same bits for any thread count.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .. import pool  # noqa: F401  (the one-pool set-up)
+from ..llvm import Emit, array_data, as_i64, lanes
+
+_JIT = dict(cache=True, boundscheck=False)
+
+
+def supported(kh, kw, sh, sw, ph, pw) -> bool:
+    """The geometry computed here: a 3x3 filter, stride 1, padding 1."""
+    return (kh, kw, sh, sw, ph, pw) == (3, 3, 1, 1, 1, 1)
+
+
+def _window_loop(e, builder, height, width, pixel, row, src_data, src_at, mask, body):
+    """Slide the 3 x 3 window of ``src`` vectors (rows oh - 1 .. oh + 1, columns ow - 1 ..
+    ow + 1, zeros outside the plane) over every (oh, ow) of a height x width plane whose
+    vector of channels starts at ``src_at`` (element strides ``pixel`` and ``row``), calling
+    ``body(oh, ow, window)`` with window[i][j] the vector at (oh - 1 + i, ow - 1 + j)."""
+    none = e.mask(e.const(0))
+    cols = [[cgutils.alloca_once_value(builder, e.zero) for _ in range(3)] for _ in range(3)]
+    with cgutils.for_range(builder, height) as rows_loop:
+        oh = rows_loop.index
+        masks, starts = [], []
+        for i in range(3):  # input row oh - 1 + i: a mask with no lane set when outside
+            ih = builder.add(oh, e.const(i - 1))
+            inside = builder.and_(builder.icmp_signed(">=", ih, e.const(0)),
+                                  builder.icmp_signed("<", ih, height))
+            masks.append(builder.select(inside, mask, none))
+            starts.append(e.at(src_at, e.times(builder.select(inside, ih, e.const(0)), row)))
+        for i in range(3):  # the window before column 0: padding, then column 0
+            builder.store(e.zero, cols[i][0])
+            builder.store(e.load(src_data, starts[i], masks[i]), cols[i][1])
+        with cgutils.for_range(builder, width) as cols_loop:
+            ow = cols_loop.index
+            right = builder.add(ow, e.const(1))
+            inside = builder.icmp_signed("<", right, width)
+            at = e.times(builder.select(inside, right, e.const(0)), pixel)
+            for i in range(3):
+                m = builder.select(inside, masks[i], none)
+                builder.store(e.load(src_data, e.at(starts[i], at), m), cols[i][2])
+            window = [[builder.load(cols[i][j]) for j in range(3)] for i in range(3)]
+            body(oh, ow, window)
+            for i in range(3):
+                builder.store(window[i][1], cols[i][0])
+                builder.store(window[i][2], cols[i][1])
+
+
+@intrinsic
+def _correlate_plane(typingctx, src, src_at, w, w_at, dst, dst_at, height, width, pixel,
+                     valid):
+    """dst[oh, ow] = sum_{i,j} w[3i + j] * src[oh - 1 + i, ow - 1 + j] for one vector of
+    channels (the first ``valid`` lanes) of one height x width channels-last plane: src and
+    dst start at src_at and dst_at, pixels ``pixel`` elements apart; w's tap t at
+    w_at + t * pixel (a (9, C) table)."""
+    dtype = src.dtype
+    if dtype not in (types.float32, types.float64) or w.dtype != dtype or dst.dtype != dtype:
+        return None
+    sig = types.void(src, src_at, w, w_at, dst, dst_at, height, width, pixel, valid)
+
+    def codegen(context, builder, signature, args):
+        e = Emit(context, builder, dtype)
+        src_data, w_data, dst_data = (array_data(context, builder, signature.args[i], args[i])
+                                      for i in (0, 2, 4))
+        src_at, w_at, dst_at, height, width, pixel, valid = as_i64(
+            builder, [args[i] for i in (1, 3, 5, 6, 7, 8, 9)])
+        mask = e.mask(valid)
+        taps = [e.load(w_data, e.at(w_at, e.times(t, pixel)), mask) for t in range(9)]
+        row = builder.mul(width, pixel)
+
+        def body(oh, ow, window):
+            acc = builder.fmul(taps[0], window[0][0])
+            for t in range(1, 9):
+                acc = e.fma(taps[t], window[t // 3][t % 3], acc)
+            e.store(acc, dst_data, e.at(dst_at, e.times(oh, row), e.times(ow, pixel)), mask)
+
+        _window_loop(e, builder, height, width, pixel, row, src_data, src_at, mask, body)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _weight_sums_planes(typingctx, g, g_at, x, x_at, out, out_at, images, image, height, width,
+                        pixel, valid):
+    """out[3i + j] = sum over ``images`` planes (``image`` elements apart) and their (oh, ow)
+    of g[oh, ow] * x[oh - 1 + i, ow - 1 + j], for one vector of channels (strides as
+    ``_correlate_plane``; out's tap t at out_at + t * pixel): nine running sums, kept in
+    registers across all the images, in image order."""
+    dtype = g.dtype
+    if dtype not in (types.float32, types.float64) or x.dtype != dtype or out.dtype != dtype:
+        return None
+    sig = types.void(g, g_at, x, x_at, out, out_at, images, image, height, width, pixel, valid)
+
+    def codegen(context, builder, signature, args):
+        e = Emit(context, builder, dtype)
+        g_data, x_data, out_data = (array_data(context, builder, signature.args[i], args[i])
+                                    for i in (0, 2, 4))
+        g_at, x_at, out_at, images, image, height, width, pixel, valid = as_i64(
+            builder, [args[i] for i in (1, 3, 5, 6, 7, 8, 9, 10, 11)])
+        mask = e.mask(valid)
+        sums = [cgutils.alloca_once_value(builder, e.zero) for _ in range(9)]
+        row = builder.mul(width, pixel)
+        with cgutils.for_range(builder, images) as image_loop:
+            skip = e.times(image_loop.index, image)
+            g_plane = e.at(g_at, skip)
+
+            def body(oh, ow, window):
+                gv = e.load(g_data, e.at(g_plane, e.times(oh, row), e.times(ow, pixel)), mask)
+                for t in range(9):
+                    builder.store(e.fma(gv, window[t // 3][t % 3], builder.load(sums[t])),
+                                  sums[t])
+
+            _window_loop(e, builder, height, width, pixel, row, x_data, e.at(x_at, skip), mask,
+                         body)
+        for t in range(9):
+            e.store(builder.load(sums[t]), out_data, e.at(out_at, e.times(t, pixel)), mask)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(**_JIT)
+def _tap_table(w, flip):
+    """(9, C): w (C, 1, 3, 3)'s taps channels-last, tap t = 3i + j; turned by 180 degrees
+    (tap t reads w[..., 2 - i, 2 - j]) with ``flip``."""
+    c = w.shape[0]
+    out = np.empty((9, c), w.dtype)
+    for ch in range(c):
+        for t in range(9):
+            s = 8 - t if flip else t
+            out[t, ch] = w[ch, 0, s // 3, s % 3]
+    return out
+
+
+@njit(parallel=True, **_JIT)
+def _correlate_images(src3, h, wd, taps, dst3):
+    """dst3 (N, H*W, C) = the 3x3 stride-1 padding-1 correlation of channels-last src3 with
+    ``taps`` (9, C), one task per (image, vector of channels)."""
+    n, c = src3.shape[0], src3.shape[2]
+    step = lanes(src3)
+    vectors = (c + step - 1) // step
+    for task in prange(n * vectors):
+        b, c0 = task // vectors, task % vectors * step
+        _correlate_plane(src3, b * h * wd * c + c0, taps, c0, dst3, b * h * wd * c + c0, h, wd,
+                         c, min(step, c - c0))
+    return dst3
+
+
+@njit(parallel=True, **_JIT)
+def _weight_grad(g3, x3, h, wd):
+    """gw (C, 1, 3, 3): one task per vector of channels, summing over every image in order."""
+    n, c = x3.shape[0], x3.shape[2]
+    step = lanes(x3)
+    vectors = (c + step - 1) // step
+    table = np.empty((9, c), x3.dtype)
+    for v in prange(vectors):
+        c0 = v * step
+        _weight_sums_planes(g3, c0, x3, c0, table, c0, n, h * wd * c, h, wd, c, min(step, c - c0))
+    gw = np.empty((c, 1, 3, 3), x3.dtype)
+    for ch in range(c):
+        for t in range(9):
+            gw[ch, 0, t // 3, t % 3] = table[t, ch]
+    return gw
+
+
+def forward(x3, h, wd, w, y3):
+    """y3 (N, H*W, C) = the depthwise 3x3 stride-1 padding-1 correlation of channels-last x3
+    (N, H*W, C) with w (C, 1, 3, 3). All C-contiguous, one float dtype."""
+    return _correlate_images(x3, h, wd, _tap_table(w, False), y3)
+
+
+def backward_input(gy3, h, wd, w, gx3):
+    """gx3 (N, H*W, C) = the input gradient of ``forward`` for gy3 (N, H*W, C)."""
+    return _correlate_images(gy3, h, wd, _tap_table(w, True), gx3)
+
+
+def backward_weight(gy3, x3, h, wd):
+    """The weight gradient (C, 1, 3, 3) of ``forward`` for gy3 (N, H*W, C)."""
+    return _weight_grad(gy3, x3, h, wd)

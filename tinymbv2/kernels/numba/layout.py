@@ -1,0 +1,116 @@
+"""Channels-last memory for small planes: where the numba set keeps activations NHWC.
+
+A tensor keeps its logical shape (N, C, H, W) everywhere in tinymbv2; only the
+numba kernel set may store it *channels-last*, as PyTorch's
+``memory_format=torch.channels_last`` does: the bytes are laid out (N, H, W, C)
+and the array is the transposed view, so element [n, c, h, w] sits at
+``((n*H + h)*W + w)*C + c``. NumPy, the autograd engine and every other kernel
+see an ordinary (strided) array and need not care.
+
+Why: on a plane of a few pixels (MobileNetV2's last stages, and all of it at
+32 px) the work is over channels, not pixels:
+
+* a 1x1 convolution over the whole batch is one GEMM,
+  y (N*H*W, Co) = x (N*H*W, Ci) @ W.T, instead of N thin (Co, Ci) @ (Ci, H*W) ones
+  or a gather of images side by side;
+* a depthwise 3x3 loop runs along the contiguous channels of a pixel, so the
+  channels-last kernels of :mod:`.depthwise.channels_last` need no transposes (which
+  were 60-75% of their time, measured);
+* BatchNorm's per-channel sums run over rows of C contiguous values.
+
+The rule (``channels_last_plane``): the depthwise, pointwise and BatchNorm
+kernels of this set work channels-last on input planes of at most
+``CHANNELS_LAST_MAX`` pixels, NCHW on larger ones, whatever layout their inputs
+came in (an input in the other layout is copied once); their outputs come in the
+layout they worked in. The dense convolution (MobileNetV2's stem) reads the image
+in any layout and writes its output channels-last when the *output* plane is
+small. A 1x1 plane is both layouts at once, so nothing is ever copied there.
+Every other kernel and NumPy op accepts either layout.
+
+``CHANNELS_LAST_MAX`` is read at each call; set to 0 it turns the layout off (the
+tests use that to reach the NCHW kernels on small planes). Measured, 224 px batch 8
+training step A/B: 256 pixels 156 ms, 784 (28x28) 157 ms, 3136 (56x56) 171 ms.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .transpose import transpose_images
+
+CHANNELS_LAST_MAX = 256
+"""Planes of up to this many pixels (16x16) are kept channels-last."""
+
+
+def channels_last_plane(h: int, w: int) -> bool:
+    """Do this set's kernels work channels-last on an (h, w) input plane?"""
+    return h * w <= CHANNELS_LAST_MAX
+
+
+def is_channels_last(a: np.ndarray) -> bool:
+    """Is the 4-D array ``a`` (N, C, H, W) stored as contiguous (N, H, W, C)?"""
+    return a.ndim == 4 and a.transpose(0, 2, 3, 1).flags.c_contiguous
+
+
+def _fast_copy(a: np.ndarray) -> bool:
+    """Is ``a`` a non-empty float array that ``transpose_images`` can copy image by image?"""
+    return a.dtype in (np.float32, np.float64) and a.size > 0
+
+
+def as_channels_last(a: np.ndarray) -> np.ndarray:
+    """``a`` itself when it is channels-last already, else a channels-last copy (from NCHW,
+    each image's (C, H*W) matrix transposed in registers: :mod:`.transpose`)."""
+    if is_channels_last(a):
+        return a
+    if a.flags.c_contiguous and _fast_copy(a):
+        n, c, h, w = a.shape
+        out = empty_channels_last(a.shape, a.dtype)
+        transpose_images(a.reshape(n, c, h * w), pixels(out))
+        return out
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+
+def as_nchw(a: np.ndarray) -> np.ndarray:
+    """``a`` itself when it is C-contiguous (NCHW), else an NCHW copy (from channels-last,
+    transposed image by image as in ``as_channels_last``)."""
+    if a.flags.c_contiguous:
+        return a
+    if a.ndim == 4 and is_channels_last(a) and _fast_copy(a):
+        n, c, h, w = a.shape
+        out = np.empty(a.shape, a.dtype)
+        transpose_images(pixels(a), out.reshape(n, c, h * w))
+        return out
+    return np.ascontiguousarray(a)
+
+
+ALIGNMENT = 64
+"""Bytes: a cache line, and one AVX-512 vector."""
+
+
+def aligned_empty(shape, dtype) -> np.ndarray:
+    """``np.empty`` whose first value starts a cache line: with rows of a multiple of 64
+    bytes, every vector ``tile.product`` writes is aligned, so it can be streamed."""
+    dtype = np.dtype(dtype)
+    size = math.prod(shape) * dtype.itemsize  # (np.prod: 2 us a call, of about 4)
+    buffer = np.empty(size + ALIGNMENT, np.uint8)
+    skip = -buffer.ctypes.data % ALIGNMENT
+    return buffer[skip:skip + size].view(dtype).reshape(shape)
+
+
+def empty_channels_last(shape, dtype) -> np.ndarray:
+    """An uninitialised (N, C, H, W) array stored channels-last (and aligned)."""
+    n, c, h, w = (int(d) for d in shape)
+    return aligned_empty((n, h, w, c), dtype).transpose(0, 3, 1, 2)
+
+
+def rows(a: np.ndarray) -> np.ndarray:
+    """The (N*H*W, C) matrix under a channels-last (N, C, H, W) array (a view)."""
+    n, c, h, w = a.shape
+    return a.transpose(0, 2, 3, 1).reshape(n * h * w, c)
+
+
+def pixels(a: np.ndarray) -> np.ndarray:
+    """The (N, H*W, C) view under a channels-last (N, C, H, W) array."""
+    n, c, h, w = a.shape
+    return a.transpose(0, 2, 3, 1).reshape(n, h * w, c)

@@ -1,0 +1,124 @@
+"""Loops written in LLVM's own terms: this CPU's vector registers and the instructions
+the register kernels of the numba set emit on them.
+
+Loops written in Numba leave LLVM to choose what stays in registers and how a sum is split
+into vector lanes; for the innermost kernels that choice was measured to be the slow one
+(:mod:`.tile` says why). Those kernels are Numba ``@intrinsic`` s instead, which emit their
+loops directly: :class:`Emit` holds the instructions they are made of (vectors of one
+register's width, masked loads and stores that touch nothing past a block's edge,
+``llvm.fma``, prefetches, non-temporal stores), for :mod:`.tile`'s register blocks of a
+matrix product, :mod:`.transpose`'s transposes and :mod:`.depthwise.rows3x3`'s
+channels-last depthwise filter.
+
+``VECTOR_BYTES`` is read from the CPU the process runs on (Numba compiles for it): 64
+bytes with AVX-512, else 32; ``lanes(x)`` is how many values of x's dtype one holds.
+"""
+from __future__ import annotations
+
+from llvmlite import binding as _llvm
+from llvmlite import ir
+from numba import njit
+from numba.core import cgutils
+
+AVX512 = "+avx512f" in _llvm.get_host_cpu_features().flatten().split(",")
+"""Does this CPU have AVX-512 (32 vector registers of 64 bytes)?"""
+VECTOR_BYTES = 64 if AVX512 else 32
+"""One vector register: 64 bytes with AVX-512, else 32 (AVX2's; LLVM splits it further on
+a CPU with less)."""
+
+_JIT = dict(cache=True, boundscheck=False)
+
+
+@njit(inline="always", **_JIT)
+def lanes(x):
+    """Values of x's dtype per vector register."""
+    return VECTOR_BYTES // x.itemsize
+
+
+I32, I64 = ir.IntType(32), ir.IntType(64)
+"""LLVM's 32- and 64-bit integer types: the intrinsics' flags, and element offsets."""
+
+
+class Emit:
+    """The LLVM instructions the register kernels are made of, for one dtype, on one builder:
+    vectors of ``lanes`` values, masked loads and stores, fused multiply-adds, prefetches."""
+
+    def __init__(self, context, builder, dtype):
+        self.builder, self.dtype = builder, dtype
+        self.scalar = context.get_value_type(dtype)
+        self.lanes = VECTOR_BYTES // (dtype.bitwidth // 8)
+        self.vec = ir.VectorType(self.scalar, self.lanes)
+        masks = ir.VectorType(ir.IntType(1), self.lanes)
+        pointer, suffix, module = self.vec.as_pointer(), f"v{self.lanes}f{dtype.bitwidth}", builder.module
+        self._fma = cgutils.get_or_insert_function(
+            module, ir.FunctionType(self.vec, [self.vec] * 3), f"llvm.fma.{suffix}")
+        self._load = cgutils.get_or_insert_function(
+            module, ir.FunctionType(self.vec, [pointer, I32, masks, self.vec]),
+            f"llvm.masked.load.{suffix}.p0")
+        self._store = cgutils.get_or_insert_function(
+            module, ir.FunctionType(ir.VoidType(), [self.vec, pointer, I32, masks]),
+            f"llvm.masked.store.{suffix}.p0")
+        self._prefetch = cgutils.get_or_insert_function(
+            module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), I32, I32, I32]),
+            "llvm.prefetch.p0")
+        self.align = ir.Constant(I32, dtype.bitwidth // 8)
+        self.zero = ir.Constant(self.vec, [ir.Constant(self.scalar, 0.0)] * self.lanes)
+
+    def const(self, value):
+        return ir.Constant(I64, value)
+
+    def at(self, *terms):
+        """The sum of i64 values and Python ints: an element offset."""
+        total = self.const(0)
+        for t in terms:
+            total = self.builder.add(total, self.const(t) if isinstance(t, int) else t)
+        return total
+
+    def times(self, x, y):
+        return self.builder.mul(self.const(x) if isinstance(x, int) else x, y)
+
+    def splat(self, value, vector_type=None):
+        """A vector with ``value`` in every lane."""
+        b, vt = self.builder, vector_type or self.vec
+        one = b.insert_element(ir.Constant(vt, ir.Undefined), value, ir.Constant(I32, 0))
+        return b.shuffle_vector(one, ir.Constant(vt, ir.Undefined),
+                                ir.Constant(ir.VectorType(I32, self.lanes), [0] * self.lanes))
+
+    def mask(self, valid):
+        """The lanes l < valid (an i64; all lanes from ``lanes`` on, none from 0 down)."""
+        index = ir.VectorType(I64, self.lanes)
+        return self.builder.icmp_signed("<", ir.Constant(index, list(range(self.lanes))),
+                                        self.splat(valid, index))
+
+    def pointer(self, data, offset):
+        return self.builder.bitcast(self.builder.gep(data, [offset]), self.vec.as_pointer())
+
+    def load(self, data, offset, mask):
+        return self.builder.call(self._load, [self.pointer(data, offset), self.align, mask, self.zero])
+
+    def store(self, value, data, offset, mask):
+        self.builder.call(self._store, [value, self.pointer(data, offset), self.align, mask])
+
+    def store_streaming(self, value, data, offset):
+        """A whole vector to an address aligned to its size, marked non-temporal: written
+        to memory without first reading its cache line in (``vmovntps``)."""
+        store = self.builder.store(value, self.pointer(data, offset), align=VECTOR_BYTES)
+        store.set_metadata("nontemporal", self.builder.module.add_metadata([ir.Constant(I32, 1)]))
+
+    def fma(self, x, y, z):
+        return self.builder.call(self._fma, [x, y, z])
+
+    def prefetch(self, data, offset):
+        """Ask for the cache line of data[offset] (read, keep in all levels)."""
+        p = self.builder.bitcast(self.builder.gep(data, [offset]), ir.IntType(8).as_pointer())
+        self.builder.call(self._prefetch, [p, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
+
+
+def array_data(context, builder, array_type, value):
+    """The pointer to the first value of the Numba array ``value`` of type ``array_type``."""
+    return context.make_array(array_type)(context, builder, value).data
+
+
+def as_i64(builder, values):
+    """Integer arguments widened to 64 bits (sign-extended), for offset arithmetic."""
+    return [builder.sext(v, I64) if v.type.width < 64 else v for v in values]

@@ -1,0 +1,123 @@
+"""One thread pool for the numba kernel set: Numba's, with its threads asleep when idle.
+
+Imported by every kernel module of the numba set; importing it does two things, once:
+
+1. **Pins the BLAS that Numba's** ``np.dot`` **calls to one thread**
+   (:func:`pin_numba_blas`). The GEMMs of the pointwise and dense
+   convolutions run as ``np.dot`` inside ``@njit(parallel=True)`` loops, so
+   Numba's pool is the only parallelism. That BLAS is SciPy's OpenBLAS
+   (reached through ``scipy.linalg.cython_blas``), a different library from
+   NumPy's, which is left alone: ``a @ b`` in user code keeps its threads.
+   Letting NumPy's threaded BLAS run the GEMMs between Numba's parallel
+   loops, as this kernel set once did, alternates two pools that both
+   busy-wait after every call, ~150 hand-overs per training step; on a busy
+   2-core machine a 0.3 s step then took 10-60 s.
+
+2. **Starts Numba's pool with OpenMP's passive wait policy**
+   (:func:`start_numba_pool`): between parallel loops its threads sleep
+   instead of spinning. GNU OpenMP's default spins both the idle workers and
+   the thread waiting at the end-of-loop barrier, so as soon as another
+   process wants a core, the barrier spins away the time slice of the very
+   thread it waits for. Measured on 2 cores (small MobileNetV2, batch 64,
+   28 px): a training step took 2.3 s with the default policy and 0.67 s
+   passive while one other process was busy, and 0.43 s vs 0.42 s when the
+   machine was quiet.
+   ``OMP_WAIT_POLICY`` is set only while Numba loads its threading layer
+   (OpenMP reads it then, once) and restored right after, so child
+   processes and other OpenMP runtimes (PyTorch's) never see it; a value
+   the user set (``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT``) is kept, and a pool
+   already started before tinymbv2 was imported keeps its policy.
+
+**What sleeping costs.** Waking a sleeping worker is the price of each parallel loop.
+On this project's 2-core virtual machine an empty loop took
+46 us passive against 1.2 us spinning, and a MobileNetV2-1.0 training step (about 400
+loops) 107-111 ms against 92-97 ms at 224 px batch 8 (with the kernels of a session
+before, 113-120 against 96-101 ms, and 44-52 against 31-35 ms at 32 px batch 64). With a bounded spin (``GOMP_SPINCOUNT=10000``, about 0.2 ms here) the
+quiet machine gets the fast steps, but with one other busy process a step took 318
+ms against 168-178 ms passive (169 against 47-50 ms at 32 px). So passive stays the
+default, and on a machine with nothing else to run, setting ``GOMP_SPINCOUNT=10000``
+before the first import buys the speed (``make demo``: training 83 s at 621 images/s ->
+71 s at 741, the same 98.6%).
+
+**PyTorch imported first.** PyTorch loads its own GNU OpenMP into the process's global
+symbol scope, and Numba's layer, loaded later, binds to that runtime, which read its
+settings when PyTorch loaded (by default it spins). The policy cannot be applied then,
+and :func:`start_numba_pool` says so. ``make bench`` is such a process: there both
+contestants run on the one spinning runtime.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+
+import numba
+import numpy as np
+import scipy
+import scipy.linalg.cython_blas  # noqa: F401  (loads the BLAS Numba's np.dot calls, so it can be pinned)
+from threadpoolctl import ThreadpoolController
+
+
+def _under(path, roots):
+    path = os.path.realpath(path)
+    return any(path.startswith(r + os.sep) for r in roots)
+
+
+def pin_numba_blas() -> list[str]:
+    """Limit the BLAS that Numba's ``np.dot`` calls to one thread; return the files pinned.
+
+    In SciPy's wheels that is a private OpenBLAS under ``scipy.libs`` (or
+    ``scipy/.dylibs``), apart from NumPy's under ``numpy.libs``. Where SciPy
+    and NumPy share one system BLAS (conda, distribution packages) there is
+    only one library, and it is pinned: BLAS threads nested inside Numba's
+    would be worse than a single-threaded ``a @ b`` in user code.
+    """
+    scipy_dir = os.path.realpath(os.path.dirname(scipy.__file__))
+    numpy_dir = os.path.realpath(os.path.dirname(np.__file__))
+    blas = [lc for lc in ThreadpoolController().lib_controllers if lc.user_api == "blas"]
+    chosen = [lc for lc in blas if _under(lc.filepath, (scipy_dir, scipy_dir + ".libs"))]
+    if not chosen:  # no private copy: SciPy links a shared BLAS, not NumPy's private one
+        chosen = [lc for lc in blas if not _under(lc.filepath, (numpy_dir, numpy_dir + ".libs"))]
+    for lc in chosen:
+        lc.set_num_threads(1)
+    return [lc.filepath for lc in chosen]
+
+
+def openmp_loaded() -> bool:
+    """Does the process's global symbol scope hold a GNU OpenMP runtime already? Numba's
+    OpenMP layer, loaded after it, would run its loops on that runtime (its symbols come
+    first), with the settings it read when it was loaded."""
+    try:
+        ctypes.CDLL(None).GOMP_parallel
+    except (AttributeError, OSError):  # not there (or no such lookup on this platform)
+        return False
+    return True
+
+
+def start_numba_pool(wait_policy: str = "PASSIVE") -> bool:
+    """Load Numba's threading layer now, under ``OMP_WAIT_POLICY=wait_policy``.
+
+    Returns whether the policy was applied: not when the user set
+    ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` (their choice stands), not
+    when Numba's pool was already running (OpenMP read its settings then), and
+    not when another GNU OpenMP runtime (PyTorch's) is in the global symbol
+    scope already, as Numba's layer then runs on that one (``openmp_loaded``).
+    """
+    from numba.np.ufunc import parallel
+
+    if (getattr(parallel, "_is_initialized", False) or openmp_loaded()
+            or {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(os.environ)):
+        numba.get_num_threads()
+        return False
+    os.environ["OMP_WAIT_POLICY"] = wait_policy
+    try:
+        numba.get_num_threads()  # loads the layer; OpenMP reads its environment as it loads
+    finally:
+        del os.environ["OMP_WAIT_POLICY"]
+    return True
+
+
+PINNED_BLAS = pin_numba_blas()
+"""The BLAS library files pinned to one thread at import (see :func:`pin_numba_blas`)."""
+
+PASSIVE_POOL = start_numba_pool()
+"""Whether Numba's pool was started here with the passive wait policy (see the module)."""

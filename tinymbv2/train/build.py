@@ -1,0 +1,86 @@
+"""The parts of a run, built from its ``TrainConfig``: model, optimizer, schedule, loss.
+
+``load_trained`` builds the model a checkpoint was trained as and loads its weights:
+the way back from a run folder to a network.
+"""
+from __future__ import annotations
+
+from .. import functional as F
+from .. import optim
+from ..models import mobilenet_v2, seed_article_net
+from .checkpoint import load_checkpoint, load_state
+from .config import TrainConfig
+
+
+def build_model(config: TrainConfig, in_channels: int, num_classes: int):
+    """``config.arch`` at ``config.width`` for images of ``in_channels`` and ``num_classes``."""
+    make = mobilenet_v2 if config.arch == "mobilenet_v2" else seed_article_net
+    return make(width_mult=config.width, num_classes=num_classes, dropout=config.dropout,
+                in_channels=in_channels, small_input=config.small_input, seed=config.seed)
+
+
+def param_groups(model, weight_decay: float) -> list[dict]:
+    """No weight decay on BatchNorm parameters and biases (the 1-D tensors)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(config: TrainConfig, groups):
+    """``config.optimizer`` over the parameter groups, at ``config.lr``."""
+    name, lr, mom = config.optimizer, config.lr, config.momentum
+    if name == "sgd":
+        return optim.SGD(groups, lr=lr, momentum=mom, nesterov=mom > 0)
+    if name == "rmsprop":
+        return optim.RMSprop(groups, lr=lr, alpha=0.9, momentum=mom, eps=1e-3)
+    if name == "rmsprop-tf":  # the paper's: decay 0.9, momentum 0.9, eps inside the sqrt
+        return optim.RMSpropTF(groups, lr=lr, alpha=0.9, momentum=mom, eps=1e-3)
+    if name == "adam":
+        return optim.Adam(groups, lr=lr)
+    return optim.AdamW(groups, lr=lr)
+
+
+def build_scheduler(config: TrainConfig, optimizer, steps_per_epoch: int):
+    """Returns (scheduler or None, 'batch' | 'epoch'): when the scheduler steps."""
+    total = config.epochs * steps_per_epoch
+    if config.schedule == "onecycle":
+        return optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total,
+                                             cycle_momentum=config.optimizer == "sgd"), "batch"
+    if config.schedule == "cosine":
+        return optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total), "batch"
+    if config.schedule == "exponential":  # the paper: x0.98 per epoch
+        return optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.98), "epoch"
+    return None, "epoch"
+
+
+def build_loss(config: TrainConfig):
+    """``loss_fn(logits, labels, reduction="mean" | "sum")`` for ``config.loss``."""
+    if config.loss == "ce":
+        smoothing = config.label_smoothing
+        return lambda logits, y, reduction="mean": F.cross_entropy(
+            logits, y, label_smoothing=smoothing, reduction=reduction)
+    if config.loss == "focal":
+        return F.focal_loss
+
+    def dice(logits, y, reduction="mean"):
+        loss = F.dice_loss(logits, y)
+        return loss * float(len(y)) if reduction == "sum" else loss
+
+    return dice
+
+
+def load_trained(checkpoint):
+    """Rebuild the model a checkpoint was trained as and load its weights.
+
+    Returns (the plain model in eval mode, the saved config dict). A checkpoint written
+    before a field of TrainConfig existed loads with that field's default.
+    """
+    state = load_state(checkpoint)
+    cfg = state.get("config") or {}
+    if "num_classes" not in cfg:
+        raise ValueError(f"load_trained: {checkpoint} has no model configuration")
+    model = build_model(TrainConfig.from_saved(cfg), cfg["in_channels"], cfg["num_classes"])
+    load_checkpoint(checkpoint, model)
+    model.eval()
+    return model, cfg

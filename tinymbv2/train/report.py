@@ -1,0 +1,86 @@
+"""What a training run tells: ``metrics.json``, the plots, and a reading of the curves.
+
+``diagnose`` lives here, not beside the metrics of :mod:`tinymbv2.evaluation`: those
+score one model on one split, while ``diagnose`` reads a *training history*, the train
+and validation curves over the epochs, which only a training run has.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..evaluation import confusion_matrix, precision_recall
+from .plots import plot_confusion_matrix, plot_learning_curves
+
+
+def run_metrics(history: dict, test_result: dict, test_labels, best_val_test_accuracy: float,
+                config: dict, train_seconds: float) -> dict:
+    """The content of ``metrics.json``: test scores, per-class precision and recall, the
+    confusion matrix, the history, its diagnosis and the saved configuration.
+
+    test_result: what ``evaluate`` returned on the test split; best_val_test_accuracy:
+    the test accuracy of the weights of the best validation epoch; config: the run's
+    saved configuration (:func:`~tinymbv2.train.config.saved_config`).
+    """
+    num_classes = config["num_classes"]
+    cm = confusion_matrix(test_result["predictions"], test_labels, num_classes)
+    precision, recall = precision_recall(cm)
+    return {
+        "test_accuracy": test_result["accuracy"],
+        "test_loss": test_result["loss"],
+        "best_val_test_accuracy": best_val_test_accuracy,
+        "per_class_precision": precision.tolist(),
+        "per_class_recall": recall.tolist(),
+        "confusion_matrix": cm.tolist(),
+        "history": {k: v for k, v in history.items() if k != "best_state"},
+        "diagnosis": diagnose(history, chance=1.0 / num_classes),
+        "config": config,
+        "train_seconds": train_seconds,
+    }
+
+
+def write_report(out, metrics: dict) -> None:
+    """Write ``learning_curves.png``, ``confusion_matrix.png`` and ``metrics.json`` into ``out``."""
+    out = Path(out)
+    plot_learning_curves(metrics["history"], out / "learning_curves.png")
+    plot_confusion_matrix(np.array(metrics["confusion_matrix"]), out / "confusion_matrix.png",
+                          list(metrics["config"]["class_names"]))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+
+
+def diagnose(history: dict, chance: float | None = None) -> str:
+    """Read the learning curves the way seed section 3.9 intends, but correctly.
+
+    history: lists ``train_loss``, ``val_loss``, ``train_acc``, ``val_acc`` per epoch.
+    * under-fitting: training accuracy itself stays low (the model cannot fit the
+      data: more capacity, more epochs, a higher learning rate);
+    * over-fitting: training keeps improving while validation loss rises from its
+      minimum, or a large train/val accuracy gap (more data, augmentation,
+      weight decay, dropout, early stopping at the best epoch);
+    * otherwise a good fit.
+    """
+    train_acc, val_acc = history.get("train_acc", []), history.get("val_acc", [])
+    val_loss = history.get("val_loss", [])
+    if not train_acc or not val_acc:
+        return "No curves to read yet: train at least one epoch with a validation split."
+    best = int(np.argmin(val_loss)) if val_loss else len(val_acc) - 1
+    gap = train_acc[-1] - val_acc[-1]
+    floor = 0.0 if chance is None else chance
+    if train_acc[-1] < max(0.8, floor + 0.3):
+        return (
+            f"Under-fitting: training accuracy is only {train_acc[-1]:.1%}. The model does not "
+            "fit even the data it sees; train longer, raise the learning rate or the width."
+        )
+    rising = val_loss and best < len(val_loss) - 1 and val_loss[-1] > 1.1 * val_loss[best]
+    if gap > 0.05 or rising:
+        return (
+            f"Over-fitting: training accuracy {train_acc[-1]:.1%} vs validation "
+            f"{val_acc[-1]:.1%}; validation loss was lowest at epoch {best + 1}. Add "
+            "augmentation or weight decay, or keep the best-epoch checkpoint."
+        )
+    return (
+        f"Good fit: training {train_acc[-1]:.1%} and validation {val_acc[-1]:.1%} are close "
+        "and validation loss has not turned up."
+    )

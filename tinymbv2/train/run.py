@@ -1,0 +1,83 @@
+"""A whole training run from one configuration, top to bottom: data, model, loop, report.
+
+``run_training(TrainConfig(...))`` is what ``tinymbv2 train`` and ``make demo``
+call. It writes ``<out>/model.npz`` (a checkpoint, after every epoch),
+``metrics.json`` (test accuracy, the per-epoch history, the configuration),
+``learning_curves.png`` and ``confusion_matrix.png``.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ..data import (Compose, DataLoader, Normalize, RandomHorizontalFlip, RandomShift, Split,
+                    load_dataset)
+from ..evaluation import evaluate
+from ..random import manual_seed
+from .build import build_loss, build_model, build_optimizer, build_scheduler, param_groups
+from .config import TrainConfig, saved_config
+from .report import run_metrics, write_report
+from .trainer import fit
+
+
+def run_training(config: TrainConfig, resume: str | None = None, progress: bool = True,
+                 log=print, model=None, train_mode=None, stop_after: int | None = None) -> dict:
+    """Train, evaluate on the held-out test split, write the run folder; return metrics.
+
+    ``model``: train this one instead of building ``config.arch`` (fine-tuning passes
+    a pretrained, partly frozen model and a ``train_mode`` that keeps frozen
+    BatchNorms in eval mode). ``stop_after=k`` stops after epoch k of the
+    schedule (resume later with ``resume=<out>/model.npz``).
+    """
+    config.validate()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    manual_seed(config.seed)
+
+    # data: normalised with the training split's statistics, augmented on the fly
+    splits = load_dataset(config.dataset, config.data_dir, config.image_size)
+    normalize = Normalize.from_data(splits.train.images)
+    augment = [RandomShift(config.shift)] if config.shift else []
+    augment += [RandomHorizontalFlip()] if config.flip else []
+    loader = DataLoader(splits.train.images, splits.train.labels, config.batch_size,
+                        seed=config.seed, transform=Compose(augment + [normalize]))
+    val = Split(normalize(splits.val.images), splits.val.labels)
+    test = Split(normalize(splits.test.images), splits.test.labels)
+
+    # model, optimizer, learning-rate schedule, loss
+    if model is None:
+        model = build_model(config, splits.image_shape[0], splits.num_classes)
+    optimizer = build_optimizer(config, param_groups(model, config.weight_decay))
+    scheduler, interval = build_scheduler(config, optimizer, len(loader))
+    loss_fn = build_loss(config)
+    saved = saved_config(config, splits, normalize)  # what rebuilds the model and feeds it
+    log(f"{splits!r}\nmodel: {config.arch} width {config.width}, "
+        f"{sum(p.size for p in model.parameters()):,} parameters "
+        f"({sum(p.size for p in model.parameters() if p.requires_grad):,} trainable); {config.optimizer}, "
+        f"lr {config.lr}, {config.schedule}, {config.epochs} epochs of {len(loader)} batches")
+
+    # train: a checkpoint after every epoch, the best validation weights kept
+    start = time.perf_counter()
+    history = fit(model, optimizer, loader, val, config.epochs, loss_fn, scheduler, interval,
+                  checkpoint_path=out / "model.npz", resume_from=resume, config=saved,
+                  progress=progress, log=log, train_mode=train_mode, stop_after=stop_after,
+                  fuse=config.fuse)
+    train_seconds = time.perf_counter() - start
+
+    # test, once: the final weights, then those of the best validation epoch (put back after)
+    final = evaluate(model, test.images, test.labels, loss_fn=loss_fn, fuse=config.fuse)
+    best_acc = final["accuracy"]
+    if history.get("best_state"):
+        current = model.state_dict()
+        model.load_state_dict(history["best_state"])
+        best_acc = evaluate(model, test.images, test.labels, loss_fn=loss_fn,
+                            fuse=config.fuse)["accuracy"]
+        model.load_state_dict(current)
+
+    # report: metrics.json and the plots
+    metrics = run_metrics(history, final, test.labels, best_acc, saved, train_seconds)
+    write_report(out, metrics)
+    log(f"test accuracy {metrics['test_accuracy']:.4f} ({len(test.labels)} held-out images); "
+        f"best-val weights: {metrics['best_val_test_accuracy']:.4f}; trained in {train_seconds:.0f}s")
+    log(metrics["diagnosis"])
+    return metrics
