@@ -19,7 +19,7 @@ import sys
 CHILD = r"""
 import json, resource, sys
 import numpy as np
-res, batch, which = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+res, batch, which, fuse = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
 
 def rss_mib():
     with open("/proc/self/statm") as f:
@@ -45,8 +45,9 @@ else:
     tinymbv2.use_kernels(which)
     m = mobilenet_v2()
     opt = optim.RMSprop(m.parameters(), lr=1e-4, alpha=0.9, momentum=0.9, eps=1e-3)
+    net = tinymbv2.fuse(m) if fuse else m
     def step(x, y):
-        loss = cross_entropy(m(Tensor(x)), y)
+        loss = cross_entropy(net(Tensor(x)), y)
         opt.zero_grad(); loss.backward(); opt.step()
 import gc
 
@@ -78,17 +79,17 @@ print(json.dumps({"baseline": base, "peak": peak}))
 """
 
 
-def measure(res, batch, which):
-    out = subprocess.run([sys.executable, "-c", CHILD, str(res), str(batch), which],
+def measure(res, batch, which, fuse=True):
+    out = subprocess.run([sys.executable, "-c", CHILD, str(res), str(batch), which, str(int(fuse))],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def print_memory_table(res=224, batch=8):
+def print_memory_table(res=224, batch=8, fuse=True):
     print(f"\npeak memory of a training step at {res}px batch {batch} (fresh process each; "
           "after a full warm-up step: peak resident memory during one step minus the live memory before it)")
     print(f"{'implementation':<22}{'extra MiB':>10}{'x PyTorch':>11}")
-    results = {w: measure(res, batch, w) for w in ("pytorch", "numba", "reference")}
+    results = {w: measure(res, batch, w, fuse) for w in ("pytorch", "numba", "reference")}
     base = results["pytorch"]["peak"] - results["pytorch"]["baseline"]
     for w, r in results.items():
         extra = r["peak"] - r["baseline"]

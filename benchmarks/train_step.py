@@ -5,7 +5,8 @@
     TINYMBV2_PROFILE=1 python -m benchmarks.train_step   # + time per layer type
 
 Builds MobileNetV2-1.0 (1000 classes) in tinymbv2 and in torchvision with the
-same weights, and times, alternating the contestants inside every repetition
+same weights, and times (tinymbv2's model fused by ``tinymbv2.fuse``, as the trainer
+runs it; ``--no-fuse`` times the plain model, layer by layer), alternating the contestants inside every repetition
 (after warm-up): a training step (forward, cross-entropy, backward, RMSprop
 step) and an eval-mode inference, at 224 px batch 8 and 32 px batch 64. Prints
 medians, the ratio to PyTorch (below 1 is faster) and images/s; then a per-op
@@ -104,7 +105,7 @@ def time_alternating(contestants: dict, repeats: int, warmup: int) -> dict:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def bench_case(res, batch, repeats, warmup, kernel_sets, reference_repeats):
+def bench_case(res, batch, repeats, warmup, kernel_sets, reference_repeats, fuse=True):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, 3, res, res)).astype(np.float32)
     y = rng.integers(0, 1000, batch).astype(np.int64)
@@ -112,18 +113,19 @@ def bench_case(res, batch, repeats, warmup, kernel_sets, reference_repeats):
     for mode in ("train step", "inference"):
         contestants = {}
         model, tv = make_pair()
+        net = tinymbv2.fuse(model) if fuse else model  # the same parameters either way
         if mode == "train step":
-            model.train(), tv.train()
+            net.train(), tv.train()
             kw = dict(lr=1e-4, alpha=0.9, momentum=0.9, eps=1e-3)
             contestants["pytorch"] = torch_train_step(tv, torch.optim.RMSprop(tv.parameters(), **kw), x, y)
             opt = optim.RMSprop(model.parameters(), **kw)
             for k in kernel_sets:
-                contestants[f"tinymbv2-{k}"] = with_kernels(k, ours_train_step(model, opt, x, y))
+                contestants[f"tinymbv2-{k}"] = with_kernels(k, ours_train_step(net, opt, x, y))
         else:
-            model.eval(), tv.eval()
+            net.eval(), tv.eval()
             contestants["pytorch"] = torch_infer(tv, x)
             for k in kernel_sets:
-                contestants[f"tinymbv2-{k}"] = with_kernels(k, ours_infer(model, x))
+                contestants[f"tinymbv2-{k}"] = with_kernels(k, ours_infer(net, x))
         fast = {k: v for k, v in contestants.items() if k != "tinymbv2-reference"}
         medians = time_alternating(fast, repeats, warmup) if len(fast) > 1 else {}
         if "tinymbv2-reference" in contestants:
@@ -148,15 +150,16 @@ def print_table(rows):
         print(f"{case:<12}{mode:<12}{name:<22}{ms:>11.1f}{ratio:>11.2f}{ips:>10.1f}")
 
 
-def profile_step(res, batch):
+def profile_step(res, batch, fuse=True):
     from tinymbv2.profiler import profile
 
     model, _ = make_pair()
     opt = optim.RMSprop(model.parameters(), lr=1e-4, alpha=0.9, momentum=0.9, eps=1e-3)
+    net = tinymbv2.fuse(model) if fuse else model
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, 3, res, res)).astype(np.float32)
     y = rng.integers(0, 1000, batch).astype(np.int64)
-    step = ours_train_step(model, opt, x, y)
+    step = ours_train_step(net, opt, x, y)
     for _ in range(3):  # compile, and let the heap grow to its working size
         step()
     with profile() as prof:
@@ -174,6 +177,8 @@ def main(argv=None):
     parser.add_argument("--no-reference", action="store_true", help="skip the NumPy kernels")
     parser.add_argument("--no-ops", action="store_true", help="skip the per-op table")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--no-fuse", dest="fuse", action="store_false",
+                        help="time the plain model, layer by layer (default: tinymbv2.fuse)")
     parser.add_argument("--default-malloc", action="store_true",
                         help="leave glibc's malloc as it is (see tinymbv2.backend.keep_freed_memory)")
     args = parser.parse_args(argv)
@@ -185,17 +190,17 @@ def main(argv=None):
     print(f"tinymbv2 {tinymbv2.__version__}, torch {torch.__version__}, "
           f"{args.threads} threads, {os.cpu_count()} cores; medians of {args.repeats} after "
           f"{args.warmup} warm-up; malloc keeps freed memory: {'yes' if kept else 'no'} "
-          "(both contestants, same process)")
+          f"(both contestants, same process); tinymbv2 model {'fused' if args.fuse else 'plain'}")
     # The numba kernels' cases all run before any reference-kernel case: the reference
     # kernels' big temporaries leave the heap in a state that made the numba inference
     # that followed them 5-10% slower (46-49 ms against 42-43 ms in a fresh process).
     rows = []
     for res, batch in cases:
-        rows += bench_case(res, batch, args.repeats, args.warmup, ["numba"], 0)
+        rows += bench_case(res, batch, args.repeats, args.warmup, ["numba"], 0, args.fuse)
     if "reference" in kernel_sets:
         for res, batch in cases:
             ref_rows = bench_case(res, batch, args.repeats, args.warmup, ["reference"],
-                                  reference_repeats=max(3, min(args.repeats, 5)))
+                                  reference_repeats=max(3, min(args.repeats, 5)), fuse=args.fuse)
             for row in (r for r in ref_rows if r[2] == "tinymbv2-reference"):
                 at = next(i for i, r in enumerate(rows) if r[:2] == row[:2]
                           and r[2] == "tinymbv2-numba")
@@ -207,10 +212,10 @@ def main(argv=None):
         print_op_table(quick=args.quick)
     from benchmarks.peak_memory import print_memory_table
 
-    print_memory_table(*cases[0])
+    print_memory_table(*cases[0], fuse=args.fuse)
     if os.environ.get("TINYMBV2_PROFILE") == "1":
         for res, batch in cases:
-            profile_step(res, batch)
+            profile_step(res, batch, args.fuse)
 
 
 if __name__ == "__main__":

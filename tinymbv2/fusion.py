@@ -153,12 +153,20 @@ def conv_norm(conv: Conv2d, norm: BatchNorm2d, x, relu6: bool):
     y = conv(x)
     if not relu6:
         return norm(y)
-    norm.check_input(y)
+    running_mean, running_var, weight, bias, momentum, eps = _norm_args(norm, y)
+    return F.batch_norm_relu6(y, running_mean, running_var, weight, bias,
+                              training=norm.training or running_mean is None,
+                              momentum=momentum, eps=eps)
+
+
+def _norm_args(norm, x):
+    """(running_mean, running_var, weight, bias, momentum, eps) of a BatchNorm2d, as the
+    fused ops take them, for an input x of its channels and dtype: checked, and the batch
+    counted, as the layer's own forward does."""
+    norm.check_input(x)
     momentum = norm.count_batch()
     running_mean, running_var = norm.running_stats()
-    return F.batch_norm_relu6(y, running_mean, running_var, norm.weight, norm.bias,
-                              training=norm.training or running_mean is None,
-                              momentum=momentum, eps=norm.eps)
+    return running_mean, running_var, norm.weight, norm.bias, momentum, norm.eps
 
 
 def _eval_fusable(conv, norm, x) -> bool:
@@ -191,8 +199,8 @@ def _stage(first, depthwise, after, x):
     if not _stage_applies(conv1, norm1, conv2, norm2):
         return after(first(x))
     e = conv1(x)
-    h = F.depthwise_stage_train(e, _stage_norm(norm1, e), conv2.weight, conv2.stride[0],
-                                _stage_norm(norm2, e))
+    h = F.depthwise_stage_train(e, _norm_args(norm1, e), conv2.weight, conv2.stride[0],
+                                _norm_args(norm2, e))
     if after is depthwise:
         return h
     return run_layers(list(after.conv)[1:], h)  # a block without expansion nor residual
@@ -207,15 +215,6 @@ def _stage_applies(conv1, norm1, conv2, norm2) -> bool:
             and conv2.stride in ((1, 1), (2, 2)) and conv2.bias is None
             and conv2.groups == conv2.in_channels == conv2.out_channels == hidden
             and norm1.num_features == norm2.num_features == hidden)
-
-
-def _stage_norm(norm, e):
-    """A training BatchNorm as ``F.depthwise_stage_train`` takes it, this batch counted as
-    its forward counts it (e: a tensor of its channels and dtype, for the checks)."""
-    norm.check_input(e)
-    momentum = norm.count_batch()
-    running_mean, running_var = norm.running_stats()
-    return running_mean, running_var, norm.weight, norm.bias, momentum, norm.eps
 
 
 # ------------------------------------------------------ a whole block, for inference

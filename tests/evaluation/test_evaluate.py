@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fusion_spy import FusedView
 import tinymbv2
 import tinymbv2.fusion
 from tinymbv2.data import load_dataset
@@ -26,19 +27,6 @@ def test_evaluate_reports_accuracy_of_its_predictions():
     assert result["scores"].shape == (len(ds.test.labels), 10)
     assert result["accuracy"] == pytest.approx(np.mean(result["predictions"] == ds.test.labels))
     assert model.training  # evaluate restores the mode it found
-
-
-class FusedView(Module):
-    """Stands in for what tinymbv2.fusion.fuse returns: runs the model it holds, counting."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.inner = model
-        self.calls = 0
-
-    def forward(self, x):
-        self.calls += 1
-        return self.inner(x)
 
 
 def test_evaluate_runs_the_fused_view_by_default_and_the_plain_model_on_request(monkeypatch):

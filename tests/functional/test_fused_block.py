@@ -19,6 +19,7 @@ from tinymbv2 import functional as F
 from tinymbv2.fusion import fuse
 from tinymbv2.profiler import profile
 from tinymbv2.kernels.numba.layout import is_channels_last
+from block_cases import block_case, torch_block
 from errors import assert_close
 from kernel_cases import channels_last_max
 
@@ -39,38 +40,6 @@ CASES = [
 ]
 
 
-def _bn(rng, c, relu6):
-    return (rng.standard_normal(c) * 0.1, rng.uniform(0.5, 2.0, c),
-            rng.standard_normal(c) * 2, rng.standard_normal(c) + 2, 1e-5, relu6)
-
-
-def _case(n, ci, h, w, t, co, stride, residual, seed=0):
-    rng = np.random.default_rng(seed)
-    ch = ci * t
-    x = rng.standard_normal((n, ci, h, w))
-    expand = None if t == 1 else (rng.standard_normal((ch, ci, 1, 1)), _bn(rng, ch, True))
-    depthwise = (rng.standard_normal((ch, 1, 3, 3)), _bn(rng, ch, True))
-    project = (rng.standard_normal((co, ch, 1, 1)), _bn(rng, co, False))
-    return x, expand, depthwise, project
-
-
-def _torch_block(x, expand, depthwise, project, stride, residual):
-    f = torch.nn.functional
-
-    def conv_bn(h, part, **conv):
-        w, (mean, var, gamma, beta, eps, relu6) = part
-        h = f.batch_norm(f.conv2d(h, torch.tensor(w), **conv), torch.tensor(mean),
-                         torch.tensor(var), torch.tensor(gamma), torch.tensor(beta),
-                         False, 0.1, eps)
-        return f.relu6(h) if relu6 else h
-
-    tx = torch.tensor(x)
-    h = tx if expand is None else conv_bn(tx, expand)
-    h = conv_bn(h, depthwise, stride=stride, padding=1, groups=h.shape[1])
-    y = conv_bn(h, project)
-    return (tx + y if residual else y).numpy()
-
-
 def _ours(x, expand, depthwise, project, stride, residual):
     def tensors(part):
         return None if part is None else (Tensor(part[0]), part[1])
@@ -84,20 +53,20 @@ def _ours(x, expand, depthwise, project, stride, residual):
 @pytest.mark.parametrize("case", CASES)
 def test_inverted_residual_eval_matches_torch(kernel_set, case, layout_max):
     *shape, stride, residual = case
-    parts = _case(*shape, stride, residual)
+    parts = block_case(*shape, stride, residual)
     if layout_max is None:
         y = _ours(*parts, stride, residual)
     else:
         with channels_last_max(layout_max):
             y = _ours(*parts, stride, residual)
-    expected = _torch_block(*parts, stride, residual)
+    expected = torch_block(*parts, stride, residual)
     assert_close("inverted_residual_eval", y, expected, TOL64)
     # C-contiguous, or channels-last where the numba set keeps a small plane so (numba/layout.py)
     assert (y.flags.c_contiguous or is_channels_last(y)) and y.dtype == np.float64
 
 
 def test_inverted_residual_eval_refuses_to_record_a_graph():
-    x, expand, depthwise, project = _case(1, 2, 4, 4, 2, 2, 1, True)
+    x, expand, depthwise, project = block_case(1, 2, 4, 4, 2, 2, 1, True)
     w = Tensor(depthwise[0], requires_grad=True)
     with pytest.raises(RuntimeError, match="inverted_residual_eval: inference only"):
         F.inverted_residual_eval(Tensor(x), None if expand is None else

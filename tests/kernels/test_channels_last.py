@@ -29,6 +29,7 @@ import torchvision
 import tinymbv2
 from kernel_cases import EPS
 from test_kernels import assert_close
+from torch_twins import randomise_bn, rel
 from tinymbv2 import Tensor
 from tinymbv2.functional import cross_entropy
 from tinymbv2.kernels import kernel_set
@@ -50,25 +51,6 @@ assert 16 * 16 <= CHANNELS_LAST_MAX < 17 * 17
 
 def as_tuple(out):
     return out if isinstance(out, tuple) else (out,)
-
-
-def rel(ours, theirs) -> float:
-    theirs = theirs.detach().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
-    return float(np.abs(ours - theirs).max() / np.abs(theirs).max())
-
-
-def randomise_bn(tv, seed=0):
-    """Non-trivial BN parameters and statistics, so eval mode is more than an identity."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in tv.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                c = m.num_features
-                m.weight.copy_(1 + 0.2 * torch.randn(c, generator=g))
-                m.bias.copy_(0.1 * torch.randn(c, generator=g))
-                m.running_mean.copy_(0.1 * torch.randn(c, generator=g))
-                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-    return tv
 
 
 def strided(a):

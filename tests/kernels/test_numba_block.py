@@ -11,8 +11,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 import pytest
-import torch
 
+from block_cases import block_case, torch_block
 from errors import assert_close
 from kernel_cases import channels_last_max
 from tinymbv2.kernels import kernel_set
@@ -31,45 +31,13 @@ CASES = [
 ]
 
 
-def _bn(rng, c, relu6):
-    return (rng.standard_normal(c) * 0.1, rng.uniform(0.5, 2.0, c),
-            rng.standard_normal(c) * 2, rng.standard_normal(c) + 2, 1e-5, relu6)
-
-
-def _case(n, ci, h, w, t, co, stride, residual, seed=0):
-    rng = np.random.default_rng(seed)
-    ch = ci * t
-    x = rng.standard_normal((n, ci, h, w))
-    expand = None if t == 1 else (rng.standard_normal((ch, ci, 1, 1)), _bn(rng, ch, True))
-    depthwise = (rng.standard_normal((ch, 1, 3, 3)), _bn(rng, ch, True))
-    project = (rng.standard_normal((co, ch, 1, 1)), _bn(rng, co, False))
-    return x, expand, depthwise, project
-
-
-def _torch_block(x, expand, depthwise, project, stride, residual):
-    f = torch.nn.functional
-
-    def conv_bn(h, part, **conv):
-        w, (mean, var, gamma, beta, eps, relu6) = part
-        h = f.batch_norm(f.conv2d(h, torch.tensor(w), **conv), torch.tensor(mean),
-                         torch.tensor(var), torch.tensor(gamma), torch.tensor(beta),
-                         False, 0.1, eps)
-        return f.relu6(h) if relu6 else h
-
-    tx = torch.tensor(x)
-    h = tx if expand is None else conv_bn(tx, expand)
-    h = conv_bn(h, depthwise, stride=stride, padding=1, groups=h.shape[1])
-    y = conv_bn(h, project)
-    return (tx + y if residual else y).numpy()
-
-
 @pytest.mark.parametrize("band_bytes", [1, 3000, 20000])
 @pytest.mark.parametrize("case", CASES)
 def test_bands_of_any_height_give_the_same_block(monkeypatch, band_bytes, case):
     """Bands of 1 row up to the whole image (halo rows expanded twice): the same result."""
     *shape, stride, residual = case
-    parts = _case(*shape, stride, residual, seed=1)
-    expected = _torch_block(*parts, stride, residual)
+    parts = block_case(*shape, stride, residual, seed=1)
+    expected = torch_block(*parts, stride, residual)
     monkeypatch.setattr(block, "BAND_BYTES", band_bytes)
     with channels_last_max(0):  # these small planes would otherwise run layer by layer
         assert block.fused_planes(parts[0], stride)
@@ -82,7 +50,7 @@ def test_channels_last_outputs_run_layer_by_layer():
     """A 14x14 output (as at 224 px) is kept channels-last: the numba set runs it layer by
     layer (the inherited composition). With the layout off the same block runs in fused
     bands and comes out NCHW, equal up to rounding."""
-    parts = _case(2, 4, 28, 28, 6, 4, 2, False, seed=3)
+    parts = block_case(2, 4, 28, 28, 6, 4, 2, False, seed=3)
     assert not block.fused_planes(parts[0], 2)
     layered = NUMBA.inverted_residual_eval(*parts, 2, False)
     with channels_last_max(0):
@@ -91,11 +59,11 @@ def test_channels_last_outputs_run_layer_by_layer():
     assert is_channels_last(layered) and not layered.flags.c_contiguous
     assert fused.flags.c_contiguous
     assert_close("inverted_residual_eval", layered, fused, TOL64)
-    assert_close("inverted_residual_eval", fused, _torch_block(*parts, 2, False), TOL64)
+    assert_close("inverted_residual_eval", fused, torch_block(*parts, 2, False), TOL64)
 
 
 def test_the_fused_block_is_bit_identical_for_any_thread_count():
-    x, expand, depthwise, project = _case(4, 8, 40, 36, 6, 8, 1, True, seed=2)
+    x, expand, depthwise, project = block_case(4, 8, 40, 36, 6, 8, 1, True, seed=2)
     x, expand, depthwise, project = (
         x.astype(np.float32),
         *((p[0].astype(np.float32), tuple(np.float32(a) if isinstance(a, np.ndarray) else a
@@ -126,13 +94,13 @@ def test_the_fused_block_is_bit_identical_for_any_thread_count():
      r"all arrays must share one dtype, got \{'x': dtype\('float32'\), 'expand': dtype\('float64'\)"),
 ])
 def test_the_block_kernel_names_what_it_expected(change, message):
-    parts = change(_case(1, 4, 6, 6, 6, 4, 1, True))
+    parts = change(block_case(1, 4, 6, 6, 6, 4, 1, True))
     with pytest.raises((ValueError, TypeError), match=message):
         block.inverted_residual_eval(*parts, 1, True)
 
 
 def test_the_block_kernel_rejects_what_it_cannot_compute():
-    parts = _case(1, 4, 6, 6, 6, 4, 2, False)
+    parts = block_case(1, 4, 6, 6, 6, 4, 2, False)
     with pytest.raises(ValueError, match="the residual needs stride 1 and Co = Ci, got stride 2"):
         block.inverted_residual_eval(*parts, 2, True)
     with pytest.raises(ValueError, match="stride must be 1 or 2, got 3"):

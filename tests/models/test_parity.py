@@ -13,6 +13,7 @@ from torchvision.models.mobilenetv2 import MobileNetV2 as TVMobileNetV2
 
 import tinymbv2
 from tinymbv2 import Tensor
+from torch_twins import randomise_bn, rel
 from tinymbv2.models import (
     SEED_ARTICLE_SETTING, from_torchvision, mobilenet_v2, seed_article_net, to_torch_state_dict,
 )
@@ -21,28 +22,9 @@ torch.set_num_threads(1)
 CONFIGS = [(w, k) for w in (1.0, 0.5, 0.35) for k in (10, 1000)]
 
 
-def rel(ours, theirs) -> float:
-    theirs = theirs.detach().numpy() if isinstance(theirs, torch.Tensor) else np.asarray(theirs)
-    return float(np.abs(ours - theirs).max() / np.abs(theirs).max())
-
-
-def _randomise_bn(tv, seed=0):
-    """Non-trivial BN parameters and statistics, so eval mode is more than an identity."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in tv.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                c = m.num_features
-                m.weight.copy_(1 + 0.2 * torch.randn(c, generator=g))
-                m.bias.copy_(0.1 * torch.randn(c, generator=g))
-                m.running_mean.copy_(0.1 * torch.randn(c, generator=g))
-                m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
-    return tv
-
-
 def _pair(width, classes, seed=0):
     torch.manual_seed(seed)
-    tv = _randomise_bn(torchvision.models.mobilenet_v2(width_mult=width, num_classes=classes), seed)
+    tv = randomise_bn(torchvision.models.mobilenet_v2(width_mult=width, num_classes=classes), seed)
     ours = mobilenet_v2(width_mult=width, num_classes=classes, seed=seed)
     ours.load_state_dict({k: v.numpy() for k, v in tv.state_dict().items()})
     return ours, tv
@@ -127,7 +109,7 @@ def test_eval_logits_float32_at_224():
 
 def test_small_input_matches_torchvision_with_patched_strides():
     torch.manual_seed(0)
-    tv = _randomise_bn(torchvision.models.mobilenet_v2(width_mult=0.5, num_classes=10))
+    tv = randomise_bn(torchvision.models.mobilenet_v2(width_mult=0.5, num_classes=10))
     tv.features[0][0].stride = (1, 1)  # stem
     tv.features[2].conv[1][0].stride = (1, 1)  # first block of the 24-channel stage
     ours = mobilenet_v2(0.5, 10, small_input=True)
@@ -146,7 +128,7 @@ def test_small_input_matches_torchvision_with_patched_strides():
 
 def test_seed_article_net_matches_torchvision_with_its_setting():
     torch.manual_seed(0)
-    tv = _randomise_bn(TVMobileNetV2(num_classes=10, width_mult=0.5,
+    tv = randomise_bn(TVMobileNetV2(num_classes=10, width_mult=0.5,
                                      inverted_residual_setting=[list(r) for r in SEED_ARTICLE_SETTING]))
     ours = seed_article_net(width_mult=0.5, num_classes=10)
     ours.load_state_dict({k: v.numpy() for k, v in tv.state_dict().items()})

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fusion_spy import FusedView
 import tinymbv2
 import tinymbv2.fusion
 from tinymbv2 import optim
 from tinymbv2.data import DataLoader, RandomShift, load_dataset
 from tinymbv2.models import mobilenet_v2
-from tinymbv2.nn import Module
 from tinymbv2.train import fit, load_checkpoint, load_state, save_checkpoint
 
 
@@ -108,20 +108,6 @@ def test_recalibrate_batchnorm_makes_eval_match_the_batch_statistics(monkeypatch
     assert np.abs(exact - batch_stats).max() < 1e-4 * scale
     assert np.abs(evaluated - batch_stats).max() < 0.1 * scale
     assert np.abs(stale - batch_stats).max() > 3 * np.abs(evaluated - batch_stats).max()
-
-
-class FusedView(Module):
-    """Stands in for what tinymbv2.fusion.fuse returns: a module sharing the model's
-    Parameters and buffers (here by holding the model itself), counting its forwards."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.inner = model
-        self.calls = 0
-
-    def forward(self, x):
-        self.calls += 1
-        return self.inner(x)
 
 
 @pytest.fixture
