@@ -188,6 +188,7 @@ for name, p, err in rows:
 fig, ax = plt.subplots(figsize=(7, 3))
 ax.bar([r[0] for r in rows], [r[1] / 2**20 for r in rows], color=["#888", "#48c", "#888"] + ["#4a4"] * 3)
 ax.set_ylabel("peak live arrays (MiB)"); ax.set_title(f"forward at {res}x{res}, batch 1, float32")
+ax.tick_params(axis="x", labelrotation=20)
 plt.tight_layout(); plt.show()
 
 # %% [markdown]
@@ -229,8 +230,8 @@ they are. The trainer, evaluation, prediction and the `tinymbv2` command fuse by
 from tinymbv2 import functional as F, profiler
 
 print(type(fused.features[2]).__name__, "holds the model's own layers:",
-      fused.features[2].conv[0][0] is model.features[2].conv[0][0],
-      "| same state_dict keys:", list(fused.state_dict()) == list(model.state_dict()))
+      fused.features[2].conv[0][0] is model.features[2].conv[0][0])
+print("the same state_dict keys:", list(fused.state_dict()) == list(model.state_dict()))
 
 def ops_run(net, train):
     """{Function name: calls} of one forward (and backward, in training) of ``net``."""
@@ -245,11 +246,12 @@ def ops_run(net, train):
     return {name: n for (name, phase), n in sorted(prof.calls.items()) if phase == "forward"}
 
 for train in (False, True):
-    print("training" if train else "inference")
-    for name, net in (("  model", model), ("  fused", fused)):
-        calls = ops_run(net, train)
-        print(f"{name}: {sum(calls.values()):3d} ops:", ", ".join(f"{k} {v}" for k, v in calls.items()))
-model.eval()
+    plain, fast = ops_run(model, train), ops_run(fused, train)
+    print(f"\n{'training' if train else 'inference':<22}{'model':>7}{'fused':>7}")
+    for name in sorted(set(plain) | set(fast)):
+        print(f"{name:<22}{plain.get(name, 0):>7}{fast.get(name, 0):>7}")
+    print(f"{'ops in all':<22}{sum(plain.values()):>7}{sum(fast.values()):>7}")
+_ = model.eval()   # back to inference for the rest of the chapter (the view shares the layers)
 
 # %% [markdown]
 r"""

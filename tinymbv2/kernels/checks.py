@@ -112,3 +112,12 @@ def pointwise_args(fn, a, a_name, w, axis) -> None:
     if w.ndim != 4 or w.shape[2:] != (1, 1) or w.shape[axis] != a.shape[1]:
         want = f"(Co, {a.shape[1]}, 1, 1)" if axis == 1 else f"({a.shape[1]}, Ci, 1, 1)"
         raise ValueError(f"{fn}: w must have shape {want} for {a_name} {a.shape}, got {w.shape}")
+
+
+def pointwise_weight_args(fn, gy, x) -> None:
+    """gy (N, Co, H, W) and x (N, Ci, H, W) of a 1x1 convolution's weight gradient: both 4-D,
+    sharing N, H and W."""
+    ndim(fn, "gy", gy, 4)
+    ndim(fn, "x", x, 4)
+    if x.shape[0] != gy.shape[0] or x.shape[2:] != gy.shape[2:]:
+        raise ValueError(f"{fn}: x {x.shape} and gy {gy.shape} must share N, H, W")

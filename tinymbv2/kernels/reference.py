@@ -48,8 +48,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_array_module
-from .checks import (batch_norm_args, conv_geometry, grad_out_shape, matmul_args, ndim,
-                     pointwise_args, relu6_bias, same_float_dtype)
+from .checks import (batch_norm_args, conv_geometry, grad_out_shape, matmul_args, pointwise_args,
+                     pointwise_weight_args, relu6_bias, same_float_dtype)
 
 
 # --------------------------------------------------------------------- helpers
@@ -112,7 +112,6 @@ class ReferenceKernels:
                 y += np.matmul(w_taps[i, j], patch)  # (Co, Ci) @ (N, Ci, P) -> (N, Co, P)
         return y.reshape(n, co, ho, wo)
 
-
     @staticmethod
     def conv2d_backward_input(gy, w, x_shape, stride, padding):
         """Gradient of ``conv2d_forward`` with respect to x.
@@ -139,7 +138,6 @@ class ReferenceKernels:
                 _window(gxp, i, j, (ho, wo), stride)[...] += contribution
         return np.ascontiguousarray(gxp[:, :, ph : ph + h, pw : pw + wd])
 
-
     @staticmethod
     def conv2d_backward_weight(gy, x, w_shape, stride, padding):
         """Gradient of ``conv2d_forward`` with respect to w.
@@ -163,7 +161,6 @@ class ReferenceKernels:
                 # contract batch and output pixels: (N, Co, Ho, Wo) x (N, Ci, Ho, Wo) -> (Co, Ci)
                 gw[:, :, i, j] = np.tensordot(gy, patch, axes=([0, 2, 3], [0, 2, 3]))
         return gw
-
 
     # -------------------------------------------------------- depthwise convolution
     @staticmethod
@@ -190,7 +187,6 @@ class ReferenceKernels:
                 y += _per_channel(w[:, 0, i, j]) * _window(xp, i, j, (ho, wo), stride)
         return y
 
-
     @staticmethod
     def depthwise_conv2d_backward_input(gy, w, x_shape, stride, padding):
         """Gradient of ``depthwise_conv2d_forward`` with respect to x.
@@ -210,7 +206,6 @@ class ReferenceKernels:
             for j in range(w.shape[3]):
                 _window(gxp, i, j, (ho, wo), stride)[...] += _per_channel(w[:, 0, i, j]) * gy
         return np.ascontiguousarray(gxp[:, :, ph : ph + h, pw : pw + wd])
-
 
     @staticmethod
     def depthwise_conv2d_backward_weight(gy, x, w_shape, stride, padding):
@@ -233,7 +228,6 @@ class ReferenceKernels:
                 gw[:, 0, i, j] = np.sum(gy * _window(xp, i, j, (ho, wo), stride), axis=(0, 2, 3))
         return gw
 
-
     # -------------------------------------------------------- pointwise convolution
     @staticmethod
     def pointwise_conv2d_forward(x, w):
@@ -253,7 +247,6 @@ class ReferenceKernels:
         y = np.matmul(w.reshape(co, ci), x.reshape(n, ci, h * wd))  # (Co, Ci) @ (N, Ci, P)
         return y.reshape(n, co, h, wd)
 
-
     @staticmethod
     def pointwise_conv2d_backward_input(gy, w):
         """Gradient of the 1x1 convolution with respect to x.
@@ -269,7 +262,6 @@ class ReferenceKernels:
         gx = np.matmul(w.reshape(co, ci).T, gy.reshape(n, co, h * wd))  # (Ci, Co) @ (N, Co, P)
         return gx.reshape(n, ci, h, wd)
 
-
     @staticmethod
     def pointwise_conv2d_backward_weight(gy, x):
         """Gradient of the 1x1 convolution with respect to w.
@@ -280,16 +272,12 @@ class ReferenceKernels:
         fn = "pointwise_conv2d_backward_weight"
         gy, x = np.asarray(gy), np.asarray(x)
         same_float_dtype(fn, gy=gy, x=x)
-        ndim(fn, "gy", gy, 4)
-        ndim(fn, "x", x, 4)
+        pointwise_weight_args(fn, gy, x)
         n, co, h, wd = gy.shape
-        if x.shape[0] != n or x.shape[2:] != gy.shape[2:]:
-            raise ValueError(f"{fn}: x {x.shape} and gy {gy.shape} must share N, H, W")
         ci = x.shape[1]
         gy3, x3 = gy.reshape(n, co, h * wd), x.reshape(n, ci, h * wd)
         gw = np.matmul(gy3, x3.transpose(0, 2, 1)).sum(axis=0)  # (N, Co, Ci) summed over images
         return gw.reshape(co, ci, 1, 1)
-
 
     # ------------------------------------------------------------------- BatchNorm
     @staticmethod
@@ -320,7 +308,6 @@ class ReferenceKernels:
         if relu6:
             y = np.clip(y, 0, 6)
         return np.ascontiguousarray(y), mean, invstd
-
 
     @staticmethod
     def batch_norm_backward_train(gy, x, mean, invstd, weight, bias=None, relu6=False):
@@ -363,7 +350,6 @@ class ReferenceKernels:
                                               - xhat * _per_channel(gweight / m))
         return np.ascontiguousarray(gx), gweight, gbias
 
-
     @staticmethod
     def batch_norm_forward_eval(x, mean, var, weight, bias, eps, relu6=False):
         """BatchNorm in eval mode: normalise with stored (running) statistics.
@@ -383,7 +369,6 @@ class ReferenceKernels:
         if relu6:
             y = np.clip(y, 0, 6)
         return np.ascontiguousarray(y)
-
 
     # ---------------------------------------------------------------- matrix product
     @staticmethod

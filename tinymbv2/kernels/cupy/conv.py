@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import cupy as cp
 
-from ..checks import conv_geometry, grad_out_shape, ndim, pointwise_args
+from ..checks import conv_geometry, grad_out_shape, pointwise_args, pointwise_weight_args
 from .common import BLOCK, Kernels, device_arrays, i32, launch, splits
 from .gemm import batched_matmul
 
@@ -314,11 +314,8 @@ def pointwise_conv2d_backward_weight(gy, x):
     """gy (N, Co, H, W), x (N, Ci, H, W) -> gw (Co, Ci, 1, 1) = sum_n gy[n] @ x[n].T."""
     fn = "pointwise_conv2d_backward_weight"
     dtype, gy, x = device_arrays(fn, gy=gy, x=x)
-    ndim(fn, "gy", gy, 4)
-    ndim(fn, "x", x, 4)
+    pointwise_weight_args(fn, gy, x)
     n, co, h, wd = gy.shape
-    if x.shape[0] != n or x.shape[2:] != gy.shape[2:]:
-        raise ValueError(f"{fn}: x {x.shape} and gy {gy.shape} must share N, H, W")
     ci = x.shape[1]
     per_image = batched_matmul(gy.reshape(n, co, h * wd), x.reshape(n, ci, h * wd), trans_b=True)
     return per_image.sum(axis=0).reshape(co, ci, 1, 1)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ...checks import ndim, same_float_dtype
+from ...checks import ndim, pointwise_weight_args, same_float_dtype
 from .. import pool  # noqa: F401  (starts Numba's pool passive)
 from ..batchnorm import epilogue, epilogue_args
 from ..gemm import COLUMNS, add_products, columns_nn, sum_of_products
@@ -184,11 +184,8 @@ def pointwise_conv2d_backward_weight(gy, x):
     fn = "pointwise_conv2d_backward_weight"
     gy, x = np.asarray(gy), np.asarray(x)
     same_float_dtype(fn, gy=gy, x=x)
-    ndim(fn, "gy", gy, 4)
-    ndim(fn, "x", x, 4)
+    pointwise_weight_args(fn, gy, x)
     n, co, h, wd = gy.shape
-    if x.shape[0] != n or x.shape[2:] != gy.shape[2:]:
-        raise ValueError(f"{fn}: x {x.shape} and gy {gy.shape} must share N, H, W")
     ci, p = x.shape[1], h * wd
     if n == 0:
         return np.zeros((co, ci, 1, 1), gy.dtype)
