@@ -237,3 +237,108 @@ def test_errors_are_the_layers_own():
     fused.train()
     with pytest.raises(TypeError, match="expected float32 input like the layer's parameters"):
         fused(Tensor(np.zeros((1, 3, 32, 32))))
+
+
+def _train_and_eval(net, model, x):
+    """One training forward and backward of ``net`` (a random upstream gradient), then an
+    eval forward: -> (output, {name: grad}, state_dict, eval output)."""
+    net.train()
+    out = net(Tensor(x))
+    model.zero_grad()
+    out.backward(np.random.default_rng(7).standard_normal(out.shape))
+    grads = {k: p.grad.copy() for k, p in model.named_parameters() if p.grad is not None}
+    state = model.state_dict()
+    net.eval()
+    with tinymbv2.no_grad():
+        evaluated = net(Tensor(x)).numpy().copy()
+    return out.numpy().copy(), grads, state, evaluated
+
+
+def _compare(kernel_set, plain, fused):
+    for p, f in zip(plain, fused):
+        for name in (p if isinstance(p, dict) else {"output": None}):
+            a = p[name] if isinstance(p, dict) else p
+            b = f[name] if isinstance(f, dict) else f
+            if kernel_set == "reference":
+                np.testing.assert_array_equal(a, b, err_msg=name)
+            else:
+                np.testing.assert_allclose(a, b, rtol=PER_TENSOR_TOL, atol=1e-14, err_msg=name)
+
+
+def test_batchnorm_variants_run_fused_with_the_plain_numbers(kernel_set):
+    """BatchNorms without affine parameters, without running statistics, and with a
+    cumulative average (momentum None): the view counts batches and normalises as the
+    layers do, in training and in eval mode."""
+    def unit(ci, co, **bn):
+        return nn.Sequential(nn.Conv2d(ci, co, 3, 1, 1, bias=False, dtype=np.float64),
+                             nn.BatchNorm2d(co, dtype=np.float64, **bn), nn.ReLU6())
+
+    model = nn.Sequential(unit(3, 4, affine=False), unit(4, 4, track_running_stats=False),
+                          unit(4, 5, momentum=None), nn.Conv2d(5, 2, 1, dtype=np.float64))
+    start = model.state_dict()
+    x = np.random.default_rng(3).standard_normal((2, 3, 20, 20))
+    results = []
+    for make in (lambda m: m, fuse):
+        model.load_state_dict(start)
+        results.append([_train_and_eval(make(model), model, x) for _ in range(2)])
+    for plain, fused in zip(*results):
+        _compare(kernel_set, plain, fused)
+    assert int(model[2][1].num_batches_tracked.data) == 2
+    assert model[1][1].running_mean is None
+
+
+def test_a_partly_frozen_model_trains_fused_with_the_plain_numbers(kernel_set):
+    """Fine-tuning: frozen layers (no gradient, BatchNorms in eval mode) among training ones."""
+    model = mobilenet_v2(width_mult=0.35, num_classes=10, seed=4).double()
+    for block in list(model.features)[:-4]:
+        block.requires_grad_(False)
+    start = model.state_dict()
+    x = np.random.default_rng(4).standard_normal((2, 3, 64, 64))
+    results = []
+    for make in (lambda m: m, fuse):
+        model.load_state_dict(start)
+        net = make(model)
+        net.train()
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d) and not m.weight.requires_grad:
+                m.eval()
+        tinymbv2.manual_seed(0)
+        out = net(Tensor(x))
+        model.zero_grad()
+        out.backward(np.random.default_rng(7).standard_normal(out.shape))
+        results.append((out.numpy().copy(),
+                        {k: p.grad.copy() for k, p in model.named_parameters() if p.grad is not None},
+                        model.state_dict()))
+    _compare(kernel_set, *results)
+    assert set(results[0][1]) == set(results[1][1]) and len(results[0][1]) == 3 * 9 + 3 + 2
+
+
+def test_a_block_with_layers_added_runs_layer_by_layer():
+    model = mobilenet_v2(width_mult=0.35, num_classes=10, seed=0).double().eval()
+    model.features[1].conv.append(nn.ReLU6())  # 4 layers, but not those it was built with
+    model.features[2].conv.append(nn.ReLU6())  # 5 layers
+    fused = fuse(model)
+    x = np.random.default_rng(5).standard_normal((1, 3, 64, 64))
+    with tinymbv2.no_grad():
+        want = model(Tensor(x)).numpy()
+    counts = op_counts(fused, x, train=False)
+    with tinymbv2.no_grad():
+        got = fused(Tensor(x)).numpy()
+    assert rel(want, got) < TOL
+    assert counts["InvertedResidualEval"] == 15
+
+
+def test_a_batchnorm_of_other_channels_raises_its_own_error():
+    model = nn.Sequential(nn.Conv2d(3, 8, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU6())
+    fused = fuse(model).eval()
+    with tinymbv2.no_grad(), pytest.raises(ValueError, match=r"BatchNorm2d\(16.*expected 16 channels"):
+        fused(Tensor(np.zeros((1, 3, 4, 4), np.float32)))
+
+
+def test_a_slice_of_a_fused_sequential_is_fused():
+    fused = fuse(mobilenet_v2(width_mult=0.35, num_classes=10, seed=0))
+    head = fused.features[:3]
+    assert isinstance(head, FusedSequential) and head[1] is fused.features[1]
+    fused.eval()
+    x = np.random.default_rng(6).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    assert op_counts(head, x, train=False) == {"ConvBatchNormEval": 1, "InvertedResidualEval": 2}

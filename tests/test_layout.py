@@ -160,7 +160,7 @@ def code_names(path: Path):
 @pytest.mark.parametrize("folder", ["models", "nn"])
 def test_models_and_nn_hold_architecture_only(folder):
     """No kernel, kernel set, backend set or fused op is named in their code."""
-    for path in sorted((PACKAGE / folder).glob("*.py")):
+    for path in sorted((PACKAGE / folder).rglob("*.py")):
         found = sorted({n for n in code_names(path) if FUSION_AND_KERNEL_NAMES.search(n)})
         assert not found, f"{path.relative_to(ROOT)} names {found}"
         for name in MODULES:

@@ -157,8 +157,9 @@ class Tensor:
 
     Arithmetic (``+ - * / ** @``, ``x[i]``, ``.sum()``, ``.reshape()``, ...) is
     installed at package start-up from :mod:`tinymbv2.functional.tensor_methods`
-    (each calls the differentiable op of the same name). Comparisons are here:
-    they give plain boolean arrays and have no gradient.
+    (each calls the differentiable op of the same name; ``TENSOR_METHODS`` there lists
+    them, where an editor's go-to-definition cannot follow ``x + y``). Comparisons are
+    here: they give plain boolean arrays and have no gradient.
     """
 
     __array_priority__ = 100  # so that ndarray + Tensor calls Tensor.__radd__

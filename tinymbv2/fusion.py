@@ -55,27 +55,33 @@ def fuse(model: Module) -> Module:
     """
     if not isinstance(model, Module):
         raise TypeError(f"fuse: expected a tinymbv2 Module, got {type(model).__name__}")
-    if not model._modules or isinstance(model, (FusedSequential, FusedInvertedResidual)):
+    children = list(model.named_children())
+    if not children or isinstance(model, (FusedSequential, FusedInvertedResidual)):
         return model
-    view = object.__new__(_FUSED_CLASS.get(type(model), type(model)))
-    view.__dict__.update(model.__dict__)  # attributes (widths, training flag, ...)
-    view.__dict__["_parameters"] = dict(model._parameters)  # the same Parameter objects
-    view.__dict__["_buffers"] = dict(model._buffers)
-    view.__dict__["_non_persistent"] = set(model._non_persistent)
-    view.__dict__["_modules"] = {name: None if child is None else fuse(child)
-                                 for name, child in model._modules.items()}
+    view = model.shallow_copy(_FUSED_CLASS.get(type(model), type(model)))
+    for name, child in children:
+        setattr(view, name, fuse(child))  # the copy's own registry: the model keeps its child
     return view
 
 
 class FusedSequential(Sequential):
-    """A Sequential that runs the recognised runs of its layers as fused ops (see the module)."""
+    """A Sequential that runs the recognised runs of its layers as fused ops (see the module).
+
+    A slice of it is fused too. The view is made of the model's structure at the time
+    of ``fuse``: fuse again after replacing a layer of the model.
+    """
 
     def forward(self, x):
-        return run_layers(list(self._modules.values()), x)
+        return run_layers(list(self), x)
+
+    def __getitem__(self, idx):
+        item = super().__getitem__(idx)
+        return fuse(item) if isinstance(idx, slice) else item
 
 
 class FusedConvNormActivation(FusedSequential, Conv2dNormActivation):
-    """A Conv2dNormActivation whose conv, BatchNorm and ReLU6 run as one fused op."""
+    """A Conv2dNormActivation whose conv, BatchNorm and ReLU6 run fused: as one op for
+    inference, as the conv and then ``F.batch_norm_relu6`` otherwise."""
 
 
 class FusedInvertedResidual(InvertedResidual):
@@ -118,9 +124,11 @@ def run_layers(layers: list, x):
 
 
 def _conv_norm_span(layers, i) -> int:
-    """3 for Conv2d, BatchNorm2d, ReLU6 at i; 2 for Conv2d, BatchNorm2d; else 0."""
+    """3 for Conv2d, BatchNorm2d (of the conv's channels), ReLU6 at i; 2 for Conv2d,
+    BatchNorm2d; else 0 (a BatchNorm of other channels runs alone and raises its error)."""
     if (i + 1 < len(layers) and type(layers[i]) is Conv2d
-            and type(layers[i + 1]) is BatchNorm2d):
+            and type(layers[i + 1]) is BatchNorm2d
+            and layers[i + 1].num_features == layers[i].out_channels):
         return 3 if i + 2 < len(layers) and type(layers[i + 2]) is ReLU6 else 2
     return 0
 
@@ -229,6 +237,8 @@ def _block_eval_parts(block, x):
     if is_grad_enabled() or not isinstance(x, Tensor) or x.ndim != 4 or x.shape[1] != block.inp:
         return None
     layers = list(block.conv)
+    if len(layers) not in (3, 4):  # not the layers the block was built with
+        return None
     expand = layers[0] if len(layers) == 4 else None
     units = [] if expand is None else [(expand, (1, 1), 1, True)]
     units += [(layers[-3], (3, 3), block.stride, True)]

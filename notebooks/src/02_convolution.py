@@ -388,7 +388,7 @@ On the machine this course was written on, the float32 sum took 2-3 us against 5
 the division 13-15 us against 77-78 us. In tinymbv2 the first trap had made every depthwise
 weight gradient sum in float64 (fixing it, with a better loop, made the stride-1 gradient
 1.5-2x faster), and the second kept RMSprop's update scalar (7.7 ms for MobileNetV2's 3.5
-million parameters; 2.9 ms vectorised, with the same bits). `tests/test_kernel_dtypes.py`
+million parameters; 2.9 ms vectorised, with the same bits). `tests/kernels/test_kernel_dtypes.py`
 now compiles the hot loops afresh and fails if any of their variables is float64.
 
 ## 2.7 Beating BLAS with a plain loop

@@ -228,7 +228,9 @@ Run that way, every layer reads its input from memory and writes its output back
 most of the time a CPU spends on this network. Frameworks fix that with a compiler that fuses
 layers; tinymbv2 does it with a pass over the model, `tinymbv2.fuse(model)`, which leaves the
 model as it is and returns a fused view of the same layers. Chapter 14 shows what it fuses and
-how much it saves; everything before it uses the plain model.
+how much it saves. The chapters until then call the model directly, layer by layer, except
+that the trainer (`fit` and `evaluate`, from chapter 10 on) runs the fused view by default,
+for speed; `fuse=False` makes it step through the plain model.
 """
 
 # %% [markdown]

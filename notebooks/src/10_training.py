@@ -18,6 +18,11 @@ for each mini-batch:  logits = model(x);  loss = cross_entropy(logits, y)
                       optimizer.zero_grad();  loss.backward();  optimizer.step()
 after each epoch:     scheduler.step();  evaluate on the validation split;  keep the best weights
 ```
+
+`fit` runs these steps on `tinymbv2.fuse(model)`, the model's fused view (chapter 14): the same
+parameters and the same numbers, computed with fewer, faster ops. The optimizer and the
+checkpoints hold the plain model's parameters, which are the view's. `fit(..., fuse=False)`
+trains the plain model, layer by layer, to step through it in a debugger.
 """
 
 # %%

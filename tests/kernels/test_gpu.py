@@ -160,7 +160,7 @@ def test_torch_port_equals_torchvision():
 
 # ------------------------------------------------------------ kernel cases
 def case_params(draw_int):
-    """Shapes as tests/test_kernels.py draws them; ``draw_int(lo, hi)`` is inclusive."""
+    """Shapes as tests/kernels/test_kernels.py draws them; ``draw_int(lo, hi)`` is inclusive."""
     kh, kw = draw_int(1, 5), draw_int(1, 5)
     stride, padding = (draw_int(1, 3), draw_int(1, 3)), (draw_int(0, 2), draw_int(0, 2))
     h0, w0 = max(1, kh - 2 * padding[0]), max(1, kw - 2 * padding[1])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..data import DATASETS
-from ..train.config import LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig
+from ..train.config import ARCHS, LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig
 
 
 class Parser(argparse.ArgumentParser):
@@ -52,7 +52,7 @@ def add_recipe_args(p):
     """The training recipe: network, epochs, optimizer, schedule, loss, augmentation, seed."""
     d = TrainConfig()
     p.add_argument("--width", type=positive(float), default=d.width, help=f"width multiplier ({d.width})")
-    p.add_argument("--arch", choices=("mobilenet_v2", "seed_article"), default=d.arch)
+    p.add_argument("--arch", choices=ARCHS, default=d.arch)
     p.add_argument("--standard-input", dest="small_input", action="store_false",
                    help="keep the 224 px strides (default: small-input variant for 28-32 px)")
     p.add_argument("--epochs", type=positive(int), default=d.epochs)

@@ -1,9 +1,7 @@
 """``tinymbv2 eval``: a checkpoint's accuracy, top-3 accuracy, loss and per-class scores on a split."""
 from __future__ import annotations
 
-import numpy as np
-
-from ..data import load_dataset
+from ..data import Normalize, load_dataset
 from ..evaluation import confusion_matrix, evaluate, precision_recall, top_k_accuracy
 from ..train import TrainConfig, load_trained
 from ..train.build import build_loss
@@ -21,13 +19,12 @@ def run_eval(args) -> int:
     model, cfg = load_trained(args.checkpoint)
     size = args.image_size or (cfg.get("input_size") or [None])[0]
     split = getattr(load_dataset(args.dataset, args.data_dir, size), args.split)
-    mean = np.asarray(cfg["norm_mean"], np.float32).reshape(1, -1, 1, 1)
-    std = np.asarray(cfg["norm_std"], np.float32).reshape(1, -1, 1, 1)
     if split.images.shape[1] != cfg["in_channels"]:
         raise ValueError(f"eval: the model expects {cfg['in_channels']}-channel images, "
                          f"{args.dataset} has {split.images.shape[1]}")
+    normalize = Normalize(cfg["norm_mean"], cfg["norm_std"])  # the training data's statistics
     loss_fn = build_loss(TrainConfig(loss=cfg.get("loss", "ce")))
-    result = evaluate(model, (split.images - mean) / std, split.labels, loss_fn=loss_fn,
+    result = evaluate(model, normalize(split.images), split.labels, loss_fn=loss_fn,
                       fuse=args.fuse)
     cm = confusion_matrix(result["predictions"], split.labels, cfg["num_classes"])
     precision, recall = precision_recall(cm)

@@ -6,6 +6,8 @@ runs the plain model, layer by layer, to step through it.
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from .. import functional as F
@@ -19,23 +21,19 @@ def evaluate(model, images, labels, batch_size: int = 256, loss_fn=F.cross_entro
     """Eval-mode pass over a split: mean loss, accuracy, predictions (N,), scores (N, K).
 
     images: ``(N, C, H, W)`` (already normalised), labels: ``(N,)``. ``loss_fn(logits,
-    labels, reduction="sum")`` gives the summed loss. The model comes back in the mode it
-    was in.
+    labels, reduction="sum")`` gives the summed loss. Every module comes back in the mode
+    it was in (a frozen BatchNorm of a fine-tuned model stays in eval mode).
     """
     net = fusion.fuse(model) if fuse else model
-    was_training = model.training
-    model.eval()
-    net.eval()  # the view too: it may keep flags of its own
     scores, losses = [], []
     dtype = model_dtype(model)
-    with no_grad():
+    with eval_mode(model, net), no_grad():
         for start in range(0, len(labels), batch_size):
             x = model_batch(model, images[start:start + batch_size], dtype)
             y = labels[start:start + batch_size]
             logits = net(x)
             losses.append(float(loss_fn(logits, y, reduction="sum").item()))
             scores.append(logits.numpy())
-    model.train(was_training)
     scores = np.concatenate(scores) if scores else np.zeros((0, 0))
     predictions = scores.argmax(axis=1) if len(scores) else np.zeros(0, dtype=np.int64)
     return {
@@ -44,6 +42,21 @@ def evaluate(model, images, labels, batch_size: int = 256, loss_fn=F.cross_entro
         "predictions": predictions,
         "scores": scores,
     }
+
+
+@contextlib.contextmanager
+def eval_mode(*models):
+    """Every module of ``models`` in eval mode inside the block, and each one back in its
+    own mode after it (not all in one: some BatchNorms may have been frozen in eval mode).
+    A fused view is passed with its model: it may keep flags of its own."""
+    modes = [(m, m.training) for model in models for m in model.modules()]
+    for model in models:
+        model.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 def model_dtype(model):

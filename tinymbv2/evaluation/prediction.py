@@ -17,8 +17,8 @@ import numpy as np
 from .. import functional as F
 from .. import fusion
 from ..autograd import no_grad
-from ..data.transforms import Resize
-from .loop import model_batch
+from ..data.transforms import Normalize, Resize
+from .loop import eval_mode, model_batch
 
 
 def load_image(path, in_channels: int, size, invert: bool = False) -> np.ndarray:
@@ -42,7 +42,7 @@ def load_image(path, in_channels: int, size, invert: bool = False) -> np.ndarray
     if invert:
         array = 1.0 - array
     if size is not None:
-        array = Resize(int(size[0]))(array[None])[0]
+        array = Resize(tuple(size))(array[None])[0]
     return array
 
 
@@ -53,20 +53,15 @@ def predict(model, config: dict, paths, top_k: int = 3, invert: bool = False,
     config: the saved configuration of the run (``in_channels``, ``input_size``,
     ``norm_mean``, ``norm_std``, ``class_names``), as ``load_trained`` returns it.
     Returns one ``{"path": str, "top": [(class name, probability), ...]}`` per file,
-    most probable first. ``fuse=False`` runs the plain model, layer by layer. The model
-    comes back in the mode it was in.
+    most probable first. ``fuse=False`` runs the plain model, layer by layer. Every
+    module comes back in the mode it was in.
     """
-    mean = np.asarray(config["norm_mean"], dtype=np.float32).reshape(1, -1, 1, 1)
-    std = np.asarray(config["norm_std"], dtype=np.float32).reshape(1, -1, 1, 1)
+    normalize = Normalize(config["norm_mean"], config["norm_std"])  # the training data's
     batch = np.stack([load_image(p, config["in_channels"], config.get("input_size"), invert)
                       for p in paths])
     net = fusion.fuse(model) if fuse else model
-    was_training = model.training
-    model.eval()
-    net.eval()  # the view too: it may keep flags of its own
-    with no_grad():
-        probs = F.softmax(net(model_batch(model, (batch - mean) / std)), axis=-1).numpy()
-    model.train(was_training)
+    with eval_mode(model, net), no_grad():
+        probs = F.softmax(net(model_batch(model, normalize(batch))), axis=-1).numpy()
     names = config.get("class_names") or [str(i) for i in range(probs.shape[1])]
     results = []
     for path, p in zip(paths, probs):

@@ -43,7 +43,7 @@ def check_same_dtype(fn: str, **tensors) -> None:
 
 
 def device_of(value) -> str:
-    """"cpu" for NumPy data, "cuda" for CuPy data (of a Tensor or an array)."""
+    """The device of a Tensor or an array: "cpu" for NumPy data, "cuda" for CuPy data."""
     data = value.data if isinstance(value, Tensor) else value
     return "cpu" if get_array_module(data) is np else "cuda"
 

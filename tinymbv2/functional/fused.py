@@ -70,7 +70,7 @@ def conv2d_batch_norm_eval(x, weight, stride, padding, groups, running_mean, run
     """
     fn = "conv2d_batch_norm_eval"
     stride, padding = pair(stride, "stride", fn), pair(padding, "padding", fn)
-    check_conv_args(x, weight, None, stride, padding, groups)
+    check_conv_args(x, weight, None, stride, padding, groups, fn=fn)
     if is_grad_enabled() and any(t.requires_grad for t in (x, weight, bn_weight, bn_bias)):
         raise RuntimeError(f"{fn}: inference only, it records no graph; call it under "
                            "tinymbv2.no_grad() (or use conv2d and batch_norm to train)")

@@ -339,7 +339,7 @@ def dice_loss(logits, target, smooth: float = 1.0) -> Tensor:
 
 # -- explicit L2 penalty ---------------------------------------------------------
 class L2Penalty(Function):
-    """"``lam * sum_i ||W_i||^2`` over any number of arrays; ``d/dW_i = 2 lam W_i``.
+    r"""``lam * sum_i ||W_i||^2`` over any number of arrays; ``d/dW_i = 2 lam W_i``.
 
     readable: this class (NumPy or CuPy, no kernel).
     """

@@ -56,8 +56,9 @@ FUSED_KERNELS = (
     "depthwise_stage_backward_train",
     "rmsprop_update",
 )
-"""The kernels :class:`ReferenceKernels` composes from the simple ones; a faster set may
-override them."""
+"""The kernels that fuse several steps: :class:`ReferenceKernels` composes them from the
+simple ones (``rmsprop_update``: a few lines of array arithmetic); a faster set may
+override them with one pass."""
 
 _instances: dict[str, ReferenceKernels] = {}
 

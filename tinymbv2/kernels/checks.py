@@ -1,4 +1,4 @@
-"""Input checks shared by the CPU kernel sets.
+"""Input checks shared by the kernel sets (reference, numba and CuPy).
 
 A kernel called with the wrong shapes must fail here with a message naming
 the kernel, what it expected and what it got, not deep inside NumPy or Numba

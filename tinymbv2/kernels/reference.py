@@ -32,8 +32,9 @@ form computes exactly that without building the dilated array.
 **One class, the interface of every kernel set.** :class:`ReferenceKernels` defines
 every kernel the differentiable ops call: the simple ones as plain NumPy, the fused ones
 (a convolution with its BatchNorm for inference, the depthwise stage of a block in
-training, a whole block for inference, the RMSprop update) as compositions of the
-simple ones through ``self``. A faster set subclasses it and overrides what it speeds
+training, a whole block for inference) as compositions of the simple ones through
+``self``, and the RMSprop update, a few lines of array arithmetic that a fast set may run
+as one pass. A faster set subclasses it and overrides what it speeds
 up (``kernels/numba/``, ``kernels/cupy/``), as minitorch's ``FastOps`` subclasses its
 ``TensorOps``: whatever it does not override, it inherits, computed with its own
 simple kernels. ``tinymbv2.kernels.kernels_for(x)`` returns the set for an array.

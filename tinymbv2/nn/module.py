@@ -186,6 +186,18 @@ class Module:
         for _, m in self.named_modules():
             yield m
 
+    def shallow_copy(self, cls=None) -> "Module":
+        """A new module of class ``cls`` (default: this one's) with the same attributes and
+        the very same Parameter, buffer and child objects, in registries of its own: the
+        copy shares all the state, and replacing a child or a parameter of the copy leaves
+        this module as it was. (:func:`tinymbv2.fuse` builds its views so.)"""
+        copy = object.__new__(cls or type(self))
+        copy.__dict__.update(self.__dict__)
+        for registry in ("_parameters", "_buffers", "_modules"):
+            copy.__dict__[registry] = dict(self.__dict__[registry])
+        copy.__dict__["_non_persistent"] = set(self._non_persistent)
+        return copy
+
     def named_children(self):
         for name, child in self._modules.items():
             if child is not None:

@@ -65,7 +65,7 @@ class RMSprop(Optimizer):
             state["momentum_buffer"] = xp.zeros_like(p.data)
         if group["centered"] and "grad_avg" not in state:  # centered switched on later
             state["grad_avg"] = xp.zeros_like(p.data)
-        # the arithmetic above, on arrays, in place; readable: kernels/reference.py,
+        # the update in the class docstring, on arrays, in place; readable: kernels/reference.py,
         # ReferenceKernels.rmsprop_update (the numba set runs it as one fused pass)
         kernels_for(p.data).rmsprop_update(p.data, grad, state["square_avg"],
                                            state.get("momentum_buffer"), group["lr"], alpha,

@@ -6,7 +6,7 @@ answers, organised for speed instead of for reading. The package is grouped by o
 
 * :mod:`.depthwise` (direct loops; its modules hold the 3x3 planes, the channels-last
   kernels in vector registers and those for small planes), :mod:`.pointwise` (a matrix
-  product per image, or one over the batch on channels-last planes: :mod:`.pointwise.rows`),
+  product per image, or one over the batch on channels-last planes: :mod:`.pointwise.channels_last`),
   :mod:`.dense` (im2col + GEMM per image), :mod:`.batchnorm`, :mod:`.matmul` (the Linear
   layer's GEMM), and the fused kernels :mod:`.block` (a whole inverted residual block for
   inference), :mod:`.stage` (the depthwise stage in training) and :mod:`.optim` (RMSprop);

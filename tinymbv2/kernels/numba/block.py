@@ -1,4 +1,4 @@
-"""A whole inverted residual block for inference, band by band (an optional numba kernel).
+"""A whole inverted residual block for inference, band by band.
 
 Run layer by layer, a MobileNetV2 block writes its expanded tensor to memory
 and reads it back: at 224 px batch 8 the expansion of block 2 alone is

@@ -205,17 +205,16 @@ def _output_rows(a):
 
 def conv2d_forward(x, w, stride, padding):
     """Dense convolution, groups = 1. x: (N, Ci, H, W), w: (Co, Ci, kh, kw) -> (N, Co, Ho, Wo)."""
-    return _forward(x, w, stride, padding, None)
+    return _forward(x, w, stride, padding, None, "conv2d_forward")
 
 
 def conv2d_bn_eval(x, w, stride, padding, bn):
     """``conv2d_forward``, then each image's output through BatchNorm-eval (+ReLU6) while it is
     in cache; ``bn`` = (mean, var, weight, bias, eps, relu6), as ``ReferenceKernels`` takes it."""
-    return _forward(x, w, stride, padding, bn)
+    return _forward(x, w, stride, padding, bn, "conv2d_bn_eval")
 
 
-def _forward(x, w, stride, padding, bn_eval):
-    fn = "conv2d_forward"
+def _forward(x, w, stride, padding, bn_eval, fn):
     x, w = _c(x), _c(w)
     same_float_dtype(fn, x=x, w=w)
     (sh, sw), (ph, pw), (ho, wo) = conv_geometry(fn, x.shape, w.shape, stride, padding)

@@ -261,17 +261,16 @@ def _c(a):
 
 def depthwise_conv2d_forward(x, w, stride, padding):
     """Depthwise convolution. x: (N, C, H, W), w: (C, 1, kh, kw) -> (N, C, Ho, Wo)."""
-    return _forward(x, w, stride, padding, None)
+    return _forward(x, w, stride, padding, None, "depthwise_conv2d_forward")
 
 
 def depthwise_conv2d_bn_eval(x, w, stride, padding, bn):
     """``depthwise_conv2d_forward``, then each plane through BatchNorm-eval (+ReLU6) while it
     is in cache; ``bn`` = (mean, var, weight, bias, eps, relu6), as ``ReferenceKernels`` takes it."""
-    return _forward(x, w, stride, padding, bn)
+    return _forward(x, w, stride, padding, bn, "depthwise_conv2d_bn_eval")
 
 
-def _forward(x, w, stride, padding, bn_eval):
-    fn = "depthwise_conv2d_forward"
+def _forward(x, w, stride, padding, bn_eval, fn):
     x, w = np.asarray(x), _c(w)
     same_float_dtype(fn, x=x, w=w)
     (sh, sw), (ph, pw), (ho, wo) = conv_geometry(fn, x.shape, w.shape, stride, padding, depthwise=True)

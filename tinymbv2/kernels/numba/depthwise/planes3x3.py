@@ -22,7 +22,7 @@ up to 2) and keeps its general per-tap loops for other sizes. The ideas:
 * **The stride-2 weight gradient reads the input as column phases**: tap j of
   output column ow reads input column (ow + u)*s + q, element ow + u of the row's
   phase q; each input row is split once into its s contiguous phases
-  (:func:`weight3x3_plane_strided`; there the split pays for itself, as the gradient
+  (:func:`weight3x3_strided`; there the split pays for itself, as the gradient
   would otherwise have to be dilated to 4x the work).
 * **The input gradient of a stride-1 correlation is a correlation** of dL/dy with
   the flipped kernel and padding 2 - p: the same padded-plane routine. With stride s, gx

@@ -103,18 +103,17 @@ def _pointwise_w(fn, w, channels, axis):
 
 def pointwise_conv2d_forward(x, w):
     """1x1 convolution: y[n] = W (Co, Ci) @ x[n] (Ci, H*W). x: (N, Ci, H, W) -> (N, Co, H, W)."""
-    return _forward(x, w, None)
+    return _forward(x, w, None, "pointwise_conv2d_forward")
 
 
 def pointwise_conv2d_bn_eval(x, w, bn):
     """``pointwise_conv2d_forward``, then each block of the output through BatchNorm-eval
     (+ReLU6) while it is in cache; ``bn`` = (mean, var, weight, bias, eps, relu6), as
     ``ReferenceKernels`` takes it."""
-    return _forward(x, w, bn)
+    return _forward(x, w, bn, "pointwise_conv2d_bn_eval")
 
 
-def _forward(x, w, bn_eval):
-    fn = "pointwise_conv2d_forward"
+def _forward(x, w, bn_eval, fn):
     x, w = np.asarray(x), _c(w)
     same_float_dtype(fn, x=x, w=w)
     ndim(fn, "x", x, 4)
