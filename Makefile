@@ -6,6 +6,8 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 TEST_STAMP    := $(VENV)/.test-installed
+WARMUP_STAMP  := $(VENV)/.kernels-warmed-up
+KERNEL_SOURCES := $(shell find tinymbv2/kernels/numba -name '*.py')
 
 # The demo recipe (see README): small-input MobileNetV2-0.5 on 5,000 MNIST digits.
 DEMO_ARGS ?= --dataset mnist5k --width 0.5 --epochs 14 --batch-size 64 --optimizer sgd \
@@ -27,7 +29,13 @@ $(TEST_STAMP): pyproject.toml | $(PY)
 	$(PIP) install --quiet -e ".[test,docs]"
 	touch $(RUNTIME_STAMP) $@
 
-demo: $(RUNTIME_STAMP)
+# Numba compiles the kernels on first use, about a minute; `tinymbv2 warmup` does it here,
+# once (again after a kernel changes), so that the demo's first epoch does not start with it.
+$(WARMUP_STAMP): $(RUNTIME_STAMP) $(KERNEL_SOURCES)
+	$(PY) -m tinymbv2 warmup
+	touch $@
+
+demo: $(WARMUP_STAMP)
 	$(PY) -m tinymbv2 train $(DEMO_ARGS)
 
 test: $(TEST_STAMP)

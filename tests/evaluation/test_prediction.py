@@ -68,3 +68,19 @@ def test_predict_gives_sorted_probabilities_through_fuse_by_default(tmp_path, mo
         assert r["top"] == p["top"][:2]
         assert sum(q for _, q in p["top"]) == pytest.approx(1.0, rel=1e-5)
     assert not model.training  # predict leaves the mode as it found it
+
+
+def test_load_image_scales_16_bit_files_and_refuses_huge_ones(tmp_path, monkeypatch):
+    from tinymbv2.data import readers
+
+    pixels16 = (np.arange(64, dtype=np.uint16).reshape(8, 8) * 1024)  # 0 .. 64512 of 65535
+    path = _png(tmp_path / "scan16.png", pixels16)
+    x = load_image(path, 1, None)
+    np.testing.assert_allclose(x[0], pixels16 / 65535.0, rtol=1e-6)
+    assert x.max() < 1.0  # read as 8 bits, all but one of these pixels were clipped to 1.0
+    np.testing.assert_allclose(load_image(path, 1, None, invert=True), 1.0 - x, rtol=1e-6)
+    assert load_image(path, 3, [4, 4]).shape == (3, 4, 4)
+    monkeypatch.setattr(readers, "MAX_IMAGE_PIXELS", 63)
+    with pytest.raises(ValueError, match=r"predict: .*scan16\.png is too large to read: 8x8 = 64 "
+                                         r"pixels, over the limit of 63"):
+        load_image(path, 1, None)

@@ -155,3 +155,19 @@ def test_numba_pool_says_when_pytorch_loaded_openmp_first():
     assert out["passive"] is (not out["global_openmp"])
     if sys.platform.startswith("linux") and out["layer"] == "omp":
         assert out["global_openmp"], "PyTorch's wheel for Linux loads libgomp globally"
+
+
+def test_the_openmp_probe_fails_closed_where_there_is_no_global_symbol_scope(monkeypatch):
+    """On Windows ``ctypes.CDLL(None)`` raises TypeError: the probe answers False (no runtime
+    there to bind to) instead of raising, so the numba set imports; start_numba_pool runs."""
+    from tinymbv2.kernels.numba import pool
+
+    def no_global_scope(name, *args, **kwargs):
+        if name is None:
+            raise TypeError("expected str, bytes or os.PathLike object, not NoneType")
+        return ctypes_cdll(name, *args, **kwargs)
+
+    ctypes_cdll = pool.ctypes.CDLL
+    monkeypatch.setattr(pool.ctypes, "CDLL", no_global_scope)
+    assert pool.openmp_loaded() is False
+    assert pool.start_numba_pool() is False  # the pool runs already: nothing to apply

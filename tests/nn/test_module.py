@@ -212,6 +212,26 @@ def test_failed_load_lists_every_problem_and_changes_nothing():
     assert isinstance(info.value, ValueError)
 
 
+def test_a_load_failing_on_many_keys_is_summarised_in_one_line_with_the_details_kept():
+    wide = nn.Sequential(*[nn.Linear(8, 8) for _ in range(30)])
+    narrow = nn.Sequential(*[nn.Linear(4, 4) for _ in range(30)]).state_dict()
+    narrow["extra"] = np.zeros(1)
+    del narrow["29.bias"]
+    with pytest.raises(StateDictError) as info:
+        wide.load_state_dict(narrow)
+    err = info.value
+    msg = str(err)
+    assert "\n" not in msg and msg.startswith("load_state_dict: Sequential cannot load")
+    assert "(61 problem(s): 1 missing, 1 unexpected, 59 of another shape; nothing was copied)" in msg
+    assert "0.weight: shape mismatch, model has (8, 8), state_dict has (4, 4)" in msg
+    assert msg.count("shape mismatch") == StateDictError.SHOWN and "; and 57 more" in msg
+    assert err.missing == ["29.bias"] and err.unexpected == ["extra"]
+    assert len(err.mismatched) == 59 and err.mismatched["3.bias"] == ((8,), (4,))
+    assert len(err.problems) == 61 and err.details.splitlines() == err.problems
+    assert "29.bias: missing from state_dict" in err.details
+    assert isinstance(err, ValueError)
+
+
 def test_non_strict_load_tolerates_keys_but_not_shapes():
     net = Net()
     sd = net.state_dict()

@@ -131,7 +131,8 @@ def test_scheduler_bad_arguments():
         ls.LinearLR(o, start_factor=0.0)
     with pytest.raises(ValueError, match="CosineAnnealingLR: T_max"):
         ls.CosineAnnealingLR(o, T_max=-3)
-    with pytest.raises(ValueError, match="ExponentialLR: gamma must be >= 0"):
+    with pytest.raises(ValueError,
+                       match="ExponentialLR: gamma must be a finite number >= 0, got -0.5"):
         ls.ExponentialLR(o, gamma=-0.5)
     with pytest.raises(ValueError, match="OneCycleLR: anneal_strategy"):
         ls.OneCycleLR(o, max_lr=1.0, total_steps=10, anneal_strategy="step")
@@ -146,3 +147,73 @@ def test_scheduler_bad_arguments():
         sched.step()
     with pytest.raises(ValueError, match="stepped 4 times, but total_steps is 3"):
         sched.step()
+
+
+def test_momentum_bounds_of_one_cycle_are_checked():
+    o, _ = _opts()
+    with pytest.raises(ValueError, match=r"OneCycleLR: max_momentum must be in \[0, 1\), got 1.2"):
+        ls.OneCycleLR(o, max_lr=1.0, total_steps=10, max_momentum=1.2)
+
+
+@pytest.mark.parametrize("saved,loaded", [
+    (lambda o: ls.OneCycleLR(o, max_lr=0.1, total_steps=20), lambda o: ls.CosineAnnealingLR(o, 20)),
+    (lambda o: ls.CosineAnnealingLR(o, 20), lambda o: ls.OneCycleLR(o, max_lr=0.1, total_steps=20)),
+    (lambda o: ls.ExponentialLR(o, 0.9), lambda o: ls.CosineAnnealingLR(o, 20)),
+    (lambda o: ls.OneCycleLR(o, max_lr=0.1, total_steps=20),  # momentum cycled, then not
+     lambda o: ls.OneCycleLR(o, max_lr=0.1, total_steps=20, cycle_momentum=False)),
+])
+def test_another_schedulers_state_is_refused_not_merged(saved, loaded):
+    o1, _ = _opts()
+    source = saved(o1)
+    for _ in range(3):
+        source.step()
+    o2, _ = _opts()
+    target = loaded(o2)
+    before = dict(target.__dict__)
+    name = type(target).__name__
+    with pytest.raises(ValueError,
+                       match=rf"{name}.load_state_dict: the state is not this {name}'s"):
+        target.load_state_dict(source.state_dict())
+    assert target.__dict__ == before
+
+
+def _lrs(sched, steps):
+    out = []
+    for _ in range(steps):
+        sched.step()
+        out.append(sched.get_last_lr()[0])
+    return out
+
+
+@pytest.mark.parametrize("make", [
+    lambda o, n: ls.OneCycleLR(o, max_lr=[0.1, 0.045], total_steps=n),
+    lambda o, n: ls.CosineAnnealingLR(o, T_max=n),
+])
+def test_replan_stretches_the_schedule_from_the_step_reached(make):
+    """After k of 20 steps, replan(40) continues on the 40-step curve: the lrs from step k
+    on are those of a schedule built for 40 steps (a one-cycle's momentum too)."""
+    o_long, _ = _opts()
+    long = make(o_long, 40)
+    expected = _lrs(long, 39)
+    o, _ = _opts()
+    sched = make(o, 20)
+    assert sched.planned_steps() == 20
+    _lrs(sched, 12)
+    sched.replan(40)
+    assert sched.planned_steps() == 40
+    # the lr jumps to the 40-step curve's value at step 12, then follows it
+    np.testing.assert_allclose(sched.get_last_lr()[0], expected[11], rtol=1e-12)
+    np.testing.assert_allclose(o.param_groups[0]["lr"], expected[11], rtol=1e-12)
+    np.testing.assert_allclose(_lrs(sched, 27), expected[12:], rtol=1e-9)
+    if "momentum" in o.param_groups[0] and isinstance(sched, ls.OneCycleLR):
+        assert o.param_groups[0]["momentum"] == pytest.approx(o_long.param_groups[0]["momentum"])
+    with pytest.raises(ValueError, match="total_steps must be an integer >= 39"):
+        sched.replan(20)  # fewer steps than already taken
+
+
+def test_replan_is_refused_by_a_schedule_without_an_end():
+    o, _ = _opts()
+    sched = ls.ExponentialLR(o, 0.9)
+    assert sched.planned_steps() is None
+    with pytest.raises(TypeError, match="ExponentialLR: has no planned length to change"):
+        sched.replan(10)

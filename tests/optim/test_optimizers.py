@@ -222,13 +222,13 @@ def test_in_place_update_keeps_dtype_and_identity():
 
 
 @pytest.mark.parametrize("make,match", [
-    (lambda p: optim.SGD(p, lr=-0.1), "SGD: lr must be >= 0"),
+    (lambda p: optim.SGD(p, lr=-0.1), "SGD: lr must be a finite number >= 0, got -0.1"),
     (lambda p: optim.SGD(p, lr=0.1, momentum=-1), "SGD: momentum"),
     (lambda p: optim.SGD(p, lr=0.1, nesterov=True), "nesterov"),
     (lambda p: optim.RMSprop(p, lr=-1), "RMSprop: lr"),
-    (lambda p: optim.RMSprop(p, alpha=1.5), "RMSprop: alpha must be <= 1"),
+    (lambda p: optim.RMSprop(p, alpha=1.5), r"RMSprop: alpha must be in \[0, 1\], got 1.5"),
     (lambda p: optim.RMSpropTF(p, eps=-1e-3), "RMSpropTF: eps"),
-    (lambda p: optim.Adam(p, betas=(0.9, 1.0)), r"Adam: betas\[1\] must be < 1"),
+    (lambda p: optim.Adam(p, betas=(0.9, 1.0)), r"Adam: betas\[1\] must be in \[0, 1\), got 1.0"),
     (lambda p: optim.Adam(p, betas=(0.9,)), "Adam: betas must be a pair"),
     (lambda p: optim.AdamW(p, weight_decay=-1), "AdamW: weight_decay"),
     (lambda p: optim.SGD([], lr=0.1), "empty parameter list"),
@@ -278,3 +278,54 @@ def test_rmsprop_numba_kernel_gives_the_numpy_bits(dtype, kwargs):
         results[kset] = [p.data for p in params]
     for a, b in zip(results["numba"], results["reference"]):
         assert a.dtype == dtype and a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda p: optim.SGD(p, lr=float("inf")), "SGD: lr must be a finite number >= 0, got inf"),
+    (lambda p: optim.SGD(p, lr=float("nan")), "SGD: lr must be a finite number >= 0, got nan"),
+    (lambda p: optim.SGD(p, lr=0.1, momentum=5), r"SGD: momentum must be in \[0, 1\), got 5"),
+    (lambda p: optim.SGD(p, lr=0.1, momentum=1.0), r"SGD: momentum must be in \[0, 1\), got 1.0"),
+    (lambda p: optim.SGD(p, lr=0.1, momentum=0.5, dampening=2),
+     r"SGD: dampening must be in \[0, 1\], got 2"),
+    (lambda p: optim.RMSprop(p, lr=float("inf")), "RMSprop: lr must be a finite number >= 0, got inf"),
+    (lambda p: optim.RMSprop(p, momentum=1.5), r"RMSprop: momentum must be in \[0, 1\), got 1.5"),
+    (lambda p: optim.RMSpropTF(p, momentum=-0.1), r"RMSpropTF: momentum must be in \[0, 1\), got -0.1"),
+    (lambda p: optim.Adam(p, lr=float("-inf")), "Adam: lr must be a finite number >= 0, got -inf"),
+    (lambda p: optim.AdamW(p, eps=float("nan")), "AdamW: eps must be a finite number >= 0, got nan"),
+    (lambda p: optim.SGD([{"params": p[:1], "lr": float("inf")}], lr=0.1),
+     "SGD: lr must be a finite number >= 0, got inf"),  # a group's own options too
+])
+def test_non_finite_rates_and_momenta_outside_0_1_are_refused(make, match):
+    with pytest.raises(ValueError, match=match):
+        make([Tensor(a) for a in _init()])
+
+
+@pytest.mark.parametrize("saved_by,loaded_by,match", [
+    (lambda p: optim.SGD(p, lr=0.1, momentum=0.9), lambda p: optim.Adam(p, lr=0.1),
+     r"Adam.load_state_dict: the state's parameter group 0 does not hold Adam's options: it lacks "
+     r"\['betas', 'eps'\]; it has unknown \['dampening', 'momentum', 'nesterov'\]"),
+    (lambda p: optim.RMSprop(p), lambda p: optim.RMSpropTF(p),
+     r"RMSpropTF.load_state_dict: .* it lacks \['decoupled_decay', 'lr_in_momentum'\]"),
+    (lambda p: optim.Adam(p), lambda p: optim.SGD(p, lr=0.1), "was it saved by another optimizer"),
+])
+def test_loading_another_optimizers_state_names_the_options_and_changes_nothing(
+        saved_by, loaded_by, match):
+    params = [Tensor(a) for a in _init()]
+    source = saved_by(params)
+    for p, g in zip(params, _grads()[0]):
+        p.grad = g
+    source.step()
+    target = loaded_by([Tensor(a) for a in _init()])
+    before = (target.state_dict(), repr(target))
+    with pytest.raises(ValueError, match=match):
+        target.load_state_dict(source.state_dict())
+    assert repr(target) == before[1] and target.state_dict()["state"] == before[0]["state"] == {}
+
+
+def test_a_scheduler_key_in_a_saved_group_is_not_an_unknown_option():
+    params = [Tensor(a) for a in _init()]
+    source = optim.SGD(params, lr=0.1, momentum=0.9)
+    optim.lr_scheduler.OneCycleLR(source, max_lr=0.1, total_steps=10)  # adds initial_lr, max_lr ...
+    target = optim.SGD([Tensor(a) for a in _init()], lr=0.1, momentum=0.9)
+    target.load_state_dict(source.state_dict())
+    assert target.param_groups[0]["max_lr"] == 0.1

@@ -39,3 +39,48 @@ def test_run_metrics_and_write_report(tmp_path):
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics
     for name in ("learning_curves.png", "confusion_matrix.png"):
         assert (tmp_path / name).stat().st_size > 1000
+
+
+def test_a_diverged_run_gets_no_fitting_advice():
+    nan = float("nan")
+    curves = {"train_acc": [0.1, 0.1], "val_acc": [0.1, 0.1], "val_loss": [nan, nan],
+              "train_loss": [nan, nan]}  # what issue 20 saw: "Under-fitting ... raise the lr"
+    assert diagnose(curves, chance=0.1).startswith("Diverged: the loss or the weights became")
+    record = {"epoch": 2, "step": 5, "steps": 17, "what": "loss", "lr": 3.0, "loss": "nan"}
+    finite = {"train_acc": [0.3], "val_acc": [0.3], "val_loss": [2.0], "train_loss": [2.0]}
+    text = diagnose(finite, chance=0.1, diverged=record)
+    assert text.startswith("Diverged:") and "at epoch 2, step 5" in text
+    assert "Lower the learning rate" in text and "Under" not in text and "raise" not in text
+
+
+def test_a_loss_far_above_a_guess_reads_as_too_large_steps_not_under_fitting():
+    overshoot = {"train_acc": [0.1, 0.11], "val_acc": [0.1, 0.1], "val_loss": [90.0, 80.0],
+                 "train_loss": [15.3, 50.5]}  # digits at lr 5: finite, but not learning
+    text = diagnose(overshoot, chance=0.1)
+    assert text.startswith("Unstable:") and "50.5" in text and "2.30" in text
+    assert "Lower the learning rate" in text
+    slow = {"train_acc": [0.2, 0.3], "val_acc": [0.2, 0.3], "val_loss": [2.2, 2.0],
+            "train_loss": [2.3, 2.1]}  # low but falling from ln 10: too few steps
+    assert diagnose(slow, chance=0.1).startswith("Under-fitting")
+
+
+def test_metrics_json_is_strict_json_for_a_diverged_run(tmp_path):
+    from tinymbv2.train.report import diverged_metrics
+
+    history = {"epoch": [1], "train_loss": [float("inf")], "train_acc": [0.1],
+               "val_loss": [float("nan")], "val_acc": [0.1], "lr": [1.0], "seconds": [1.0],
+               "best_epoch": 1, "best_val_acc": 0.1, "best_state": {"w": np.ones(2)}}
+    record = {"epoch": 2, "step": 3, "steps": 4, "what": "loss", "lr": 1.0, "loss": "nan"}
+    config = {"num_classes": 3, "class_names": ["a", "b", "c"]}
+    metrics = diverged_metrics(history, record, config, train_seconds=1.5)
+    assert metrics["diverged"] is record and metrics["test_accuracy"] is None
+    write_report(tmp_path, metrics)
+
+    def refuse(name):
+        raise AssertionError(f"bare {name} in metrics.json")
+
+    saved = json.loads((tmp_path / "metrics.json").read_text(), parse_constant=refuse)
+    assert saved["history"]["train_loss"] == [None] and saved["history"]["val_loss"] == [None]
+    assert saved["diverged"] == record and saved["diagnosis"].startswith("Diverged:")
+    assert (tmp_path / "learning_curves.png").exists()
+    assert not (tmp_path / "confusion_matrix.png").exists()  # nothing was tested

@@ -46,3 +46,48 @@ def test_a_checkpoint_saved_before_fuse_existed_still_loads(tmp_path):
         np.testing.assert_array_equal(loaded.state_dict()[k], v, err_msg=k)
     with pytest.raises(ValueError, match="has no model configuration"):
         load_trained(save_checkpoint(tmp_path / "bare.npz", model))
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("lr", float("inf"), "train: expected lr a finite number > 0, got inf"),
+    ("lr", float("nan"), "train: expected lr a finite number > 0, got nan"),
+    ("lr", 0.0, "train: expected lr a finite number > 0, got 0.0"),
+    ("momentum", 5.0, r"train: expected momentum in \[0, 1\), got 5.0"),
+    ("momentum", 1.0, r"train: expected momentum in \[0, 1\), got 1.0"),
+    ("momentum", -0.1, r"train: expected momentum in \[0, 1\), got -0.1"),
+    ("weight_decay", float("inf"), "train: expected weight_decay a finite number >= 0, got inf"),
+    ("width", float("inf"), "train: expected width a finite number > 0, got inf"),
+    ("dropout", 1.5, r"train: expected dropout in \[0, 1\], got 1.5"),
+    ("shift", -1, r"train: expected shift an integer >= 0 \(pixels\) or None"),
+    ("channels", 2, "train: expected channels 1, 3 or None"),
+])
+def test_validate_refuses_non_finite_rates_and_momenta_outside_0_1(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**{field: value}).validate()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--lr", "inf"], "train: expected lr a finite number > 0, got inf"),
+    (["--momentum", "5"], "train: expected momentum in [0, 1), got 5.0"),
+    (["--momentum", "1"], "train: expected momentum in [0, 1), got 1.0"),
+])
+def test_the_train_command_refuses_them_in_one_line(argv, message, tmp_path, capsys):
+    from tinymbv2.cli import main
+
+    code = main(["train", "--dataset", "digits", "--epochs", "1", *argv, "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == f"tinymbv2 train: error: {message}"
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_shift_is_auto_by_default_scaled_to_the_image_size():
+    from tinymbv2.train.config import auto_shift
+
+    assert TrainConfig().shift is None
+    assert [auto_shift(s, s) for s in (8, 13, 14, 28, 32, 224)] == [0, 0, 1, 2, 2, 16]
+    assert auto_shift(28, 8) == 0  # the shorter side decides
+    assert TrainConfig().resolved(28, 28).shift == 2
+    assert TrainConfig().resolved(8, 8).shift == 0
+    assert TrainConfig(shift=3).resolved(8, 8).shift == 3  # a number given is kept
+    resolved = TrainConfig(dataset="digits").resolved(8, 8)
+    assert dataclasses.replace(resolved, shift=None) == TrainConfig(dataset="digits")

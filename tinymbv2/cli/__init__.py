@@ -7,12 +7,15 @@
     tinymbv2 predict runs/mnist/model.npz digit.png
     tinymbv2 finetune runs/mnist/model.npz --dataset digits --epochs 5
     tinymbv2 search --dataset digits --kind random --trials 6
+    tinymbv2 warmup [--float64]
 
 Each command is one module here with two functions: one adds its arguments to a
 sub-parser, the other runs it and returns the exit code; ``COMMANDS`` lists them.
 What they share (the parser, argument types, the data and recipe arguments,
-``--no-fuse``) is in :mod:`~tinymbv2.cli.args`. Bad arguments print one line
-``tinymbv2 <command>: error: ...`` to stderr and exit with code 2, never a traceback.
+``--no-fuse``) is in :mod:`~tinymbv2.cli.args`. Bad arguments, and bad files (a damaged
+checkpoint, an unreadable or oversized image), print one line
+``tinymbv2 <command>: error: ...`` to stderr, naming the argument or the file, and exit
+with code 2, never a traceback.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ from .predict import add_predict, run_predict
 from .search import add_search, run_search_command
 from .summary import add_summary, run_summary
 from .train import add_train, run_train
+from .warmup import add_warmup, run_warmup
 
 COMMANDS = {
     # name: (help, add_arguments, run)
@@ -36,6 +40,8 @@ COMMANDS = {
     "predict": ("top-k classes for image files", add_predict, run_predict),
     "finetune": ("fine-tune a checkpoint on another dataset", add_finetune, run_finetune_command),
     "search": ("grid or random hyper-parameter search", add_search, run_search_command),
+    "warmup": ("compile the numba kernels ahead of time (fills Numba's cache)", add_warmup,
+               run_warmup),
 }
 
 
@@ -48,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def one_line(exc: BaseException) -> str:
+    """An error's message on one line: a message of several lines (a library's) has its
+    lines joined by "; ", so that the command's error stays one line to read and to grep."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return "; ".join(lines) or type(exc).__name__
+
+
 def main(argv=None) -> int:
     """Entry point of ``tinymbv2`` and ``python -m tinymbv2``; returns the exit code."""
     parser = build_parser()
@@ -57,11 +70,11 @@ def main(argv=None) -> int:
     try:
         return COMMANDS[args.command][2](args)
     except (ValueError, TypeError, OSError) as exc:  # bad values, missing or broken files
-        print(f"tinymbv2 {args.command}: error: {exc}", file=sys.stderr)
+        print(f"tinymbv2 {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"tinymbv2 {args.command}: interrupted", file=sys.stderr)
         return 130
 
 
-__all__ = ["COMMANDS", "build_parser", "main"]
+__all__ = ["COMMANDS", "build_parser", "main", "one_line"]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..data import DATASETS
+from ..data import DATASETS, check_input_size
+from ..train.build import build_model
 from ..train.config import ARCHS, LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig
 
 
@@ -41,11 +42,28 @@ def non_negative_float(text):
     return value
 
 
+def random_seed(text):
+    """argparse type: a seed, an int >= 0 (NumPy's generators refuse negative seeds, and
+    folding them onto others would make two seeds one run)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 (NumPy's random generators "
+                                         f"take no negative seed), got {text!r}")
+    return value
+
+
 def add_data_args(p, default_dataset="mnist5k"):
-    """--dataset, --data-dir, --image-size."""
+    """--dataset, --data-dir, --image-size, --channels."""
     p.add_argument("--dataset", choices=DATASETS, default=default_dataset)
     p.add_argument("--data-dir", help="folder with the files of mnist-idx, cifar10 or folder")
-    p.add_argument("--image-size", type=positive(int), help="resize images to this square size")
+    p.add_argument("--image-size", type=positive(int),
+                   help="resize images to this square size (a folder's may differ in size)")
+    p.add_argument("--channels", type=int, choices=(1, 3),
+                   help="read images as 1 (grey) or 3 (RGB) channels (default: the dataset's "
+                        "own, RGB for a folder; from a checkpoint: the channels its model takes)")
 
 
 def add_recipe_args(p):
@@ -59,15 +77,18 @@ def add_recipe_args(p):
     p.add_argument("--batch-size", type=positive(int), default=d.batch_size)
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
     p.add_argument("--lr", type=positive(float), default=d.lr, help="(peak) learning rate")
-    p.add_argument("--momentum", type=non_negative_float, default=d.momentum)
+    p.add_argument("--momentum", type=non_negative_float, default=d.momentum,
+                   help=f"momentum, in [0, 1) ({d.momentum})")
     p.add_argument("--weight-decay", type=non_negative_float, default=d.weight_decay)
     p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule)
     p.add_argument("--loss", choices=LOSSES, default=d.loss)
     p.add_argument("--label-smoothing", type=non_negative_float, default=0.0)
     p.add_argument("--dropout", type=non_negative_float, default=d.dropout)
-    p.add_argument("--shift", type=int, default=d.shift, help="random +-shift in px (0: off)")
+    p.add_argument("--shift", type=int, default=d.shift,
+                   help="random +-shift in px (0: off; default: scaled to the images, "
+                        "min(h, w) // 14)")
     p.add_argument("--flip", action="store_true", help="random horizontal flips")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=random_seed, default=0, help="an integer >= 0 (0)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
 
 
@@ -75,6 +96,14 @@ def add_fuse_arg(p):
     """--no-fuse: the plain model instead of its fused view (tinymbv2.fusion.fuse)."""
     p.add_argument("--no-fuse", dest="fuse", action="store_false",
                    help="run the plain model, layer by layer, to step through it")
+
+
+def check_image_size(config: TrainConfig, who: str) -> None:
+    """Refuse an ``--image-size`` smaller than the network of ``config`` takes, with the
+    smallest size it does (:func:`tinymbv2.data.smallest_input_size`, from its strides)."""
+    if config.image_size is not None:
+        probe = build_model(config, in_channels=1, num_classes=2)  # the strides are all we need
+        check_input_size(probe, config.image_size, who)
 
 
 def train_config(args, out) -> TrainConfig:

@@ -1,7 +1,7 @@
 """``tinymbv2 eval``: a checkpoint's accuracy, top-3 accuracy, loss and per-class scores on a split."""
 from __future__ import annotations
 
-from ..data import Normalize, load_dataset
+from ..data import Normalize, check_input_size, load_dataset
 from ..evaluation import confusion_matrix, evaluate, precision_recall, top_k_accuracy
 from ..train import TrainConfig, load_trained
 from ..train.build import build_loss
@@ -17,11 +17,18 @@ def add_eval(p):
 
 def run_eval(args) -> int:
     model, cfg = load_trained(args.checkpoint)
+    channels = cfg["in_channels"]  # the images are read the way the model takes them
+    if args.channels is not None and args.channels != channels:
+        raise ValueError(f"eval: --channels {args.channels}, but the model of {args.checkpoint} "
+                         f"takes {channels}-channel images")
+    if args.image_size is not None:
+        check_input_size(model, args.image_size, "eval")
     size = args.image_size or (cfg.get("input_size") or [None])[0]
-    split = getattr(load_dataset(args.dataset, args.data_dir, size), args.split)
-    if split.images.shape[1] != cfg["in_channels"]:
-        raise ValueError(f"eval: the model expects {cfg['in_channels']}-channel images, "
-                         f"{args.dataset} has {split.images.shape[1]}")
+    data = load_dataset(args.dataset, args.data_dir, size, channels=channels)
+    if data.num_classes != cfg["num_classes"]:
+        raise ValueError(f"eval: the model of {args.checkpoint} tells {cfg['num_classes']} "
+                         f"classes apart, {args.dataset} has {data.num_classes}")
+    split = getattr(data, args.split)
     normalize = Normalize(cfg["norm_mean"], cfg["norm_std"])  # the training data's statistics
     loss_fn = build_loss(TrainConfig(loss=cfg.get("loss", "ce")))
     result = evaluate(model, normalize(split.images), split.labels, loss_fn=loss_fn,

@@ -1,10 +1,17 @@
 """``tinymbv2 search``: grid or random hyper-parameter search, a results table and the best trial."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import numbers
 
-from ..train import search_job
-from .args import add_data_args, add_fuse_arg, add_recipe_args, positive, train_config
+from ..train import grid, search_job
+from .args import (add_data_args, add_fuse_arg, add_recipe_args, check_image_size, positive,
+                   train_config)
+
+RANGES = ("log", "uniform")  # random search: ["log", lo, hi] or ["uniform", lo, hi]
+FORMS = ('expected a list of values, e.g. [0.01, 0.1] (grid or random), or for --kind random '
+         '["log", lo, hi] (log-uniform, lo > 0) or ["uniform", lo, hi]')
 
 
 def add_search(p):
@@ -14,21 +21,69 @@ def add_search(p):
     p.add_argument("--kind", choices=("grid", "random"), default="grid")
     p.add_argument("--trials", type=positive(int), default=8, help="random search: trials")
     p.add_argument("--space", default='{"lr": [0.05, 0.2], "weight_decay": [0.0, 5e-4]}',
-                   help="JSON: lists for grid; lists or [\"log\", lo, hi] for random")
+                   help='JSON object, name: values. Grid: lists of values; random: lists, '
+                        'or ["log", lo, hi] / ["uniform", lo, hi] ranges')
     p.add_argument("--out", default="runs/search")
 
 
-def run_search_command(args) -> int:
+def parse_space(text: str, kind: str, base) -> dict:
+    """The search space of ``--space`` for ``kind`` ("grid" or "random"), checked against the
+    base TrainConfig ``base``: every name one of its fields, every value a non-empty list
+    (``["log" | "uniform", lo, hi]`` becomes the tuple random search draws from), and every
+    value a config accepts, so that a typo stops the search before its first trial."""
     try:
-        space = json.loads(args.space)
+        space = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ValueError(f"search: --space is not valid JSON ({exc})") from exc
     if not isinstance(space, dict) or not space:
-        raise ValueError("search: --space must be a non-empty JSON object")
-    space = {k: tuple(v) if isinstance(v, list) and v and v[0] in ("log", "uniform") else v
-             for k, v in space.items()}
-    result = search_job(train_config(args, args.out), space, args.kind, args.trials, args.seed,
-                        args.out)
+        raise ValueError("search: --space must be a non-empty JSON object, name: values, "
+                         'e.g. {"lr": [0.01, 0.1]}')
+    fields = {f.name for f in dataclasses.fields(base)} - {"out"}
+    unknown = sorted(set(space) - fields)
+    if unknown:
+        raise ValueError(f"search: --space names {unknown}, which are not training settings; "
+                         f"expected some of {sorted(fields)}")
+    parsed = {}
+    for key, spec in space.items():
+        if isinstance(spec, list) and spec and spec[0] in RANGES:
+            parsed[key] = _range(key, spec, kind)
+        elif isinstance(spec, list) and spec:
+            parsed[key] = spec
+        else:
+            raise ValueError(f"search: --space {key!r}: {FORMS}; got {json.dumps(spec)}")
+    # every value a trial could take is one the config accepts (a range: both of its ends)
+    ends = {k: [v[1], v[2]] if isinstance(v, tuple) else v for k, v in parsed.items()}
+    for trial in grid(ends):
+        try:
+            dataclasses.replace(base, **trial).validate()
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"search: --space gives {json.dumps(trial)}, which a training "
+                             f"run refuses ({exc})") from None
+    return parsed
+
+
+def _range(key, spec, kind) -> tuple:
+    """``["log" | "uniform", lo, hi]`` as the tuple :func:`tinymbv2.train.random_configs` takes."""
+    shown = json.dumps(spec)
+    if kind != "random":
+        raise ValueError(f"search: --space {key!r}: {shown} is a range, for --kind random; a "
+                         f"grid takes a list of values, e.g. [0.01, 0.1]")
+    if (len(spec) != 3 or not all(isinstance(v, numbers.Real) and not isinstance(v, bool)
+                                  for v in spec[1:])):
+        raise ValueError(f"search: --space {key!r}: expected [{json.dumps(spec[0])}, lo, hi] "
+                         f"with two numbers, got {shown}")
+    _, lo, hi = spec
+    if not lo < hi or (spec[0] == "log" and lo <= 0):
+        need = "0 < lo < hi" if spec[0] == "log" else "lo < hi"
+        raise ValueError(f"search: --space {key!r}: expected {need}, got {shown}")
+    return tuple(spec)
+
+
+def run_search_command(args) -> int:
+    base = train_config(args, args.out)
+    check_image_size(base, "search")
+    space = parse_space(args.space, args.kind, base)
+    result = search_job(base, space, args.kind, args.trials, args.seed, args.out)
     best = result["best"]
     print(f"wrote {args.out}/results.csv and best.json; best trial {best['trial']}: "
           + ", ".join(f"{k}={v}" for k, v in best.items() if k != "trial"))

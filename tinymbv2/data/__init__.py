@@ -6,17 +6,18 @@
 >>> for images, labels in DataLoader(ds.train.images, ds.train.labels, 64, transform=aug): ...
 """
 from .datasets import BUNDLED, DATASETS, load_dataset
+from .input_size import check_input_size, smallest_input_size
 from .loader import DataLoader
 from .readers import (CIFAR10_CLASSES, load_cifar10, load_mnist_idx, read_cifar10_batch,
-                      read_idx, read_image_folder)
+                      read_idx, read_image, read_image_folder)
 from .splits import SPLIT_SEED, DatasetSplits, Split, split_dataset, stratified_split
-from .transforms import (Compose, Normalize, RandomCrop, RandomHorizontalFlip, RandomRotation,
-                         RandomShift, Resize, channel_stats)
+from .transforms import (Compose, Grayscale, Normalize, RandomCrop, RandomHorizontalFlip,
+                         RandomRotation, RandomShift, Resize, channel_stats)
 
 __all__ = [
     "BUNDLED", "DATASETS", "load_dataset", "SPLIT_SEED", "DatasetSplits", "Split",
     "split_dataset", "stratified_split", "DataLoader", "CIFAR10_CLASSES", "load_cifar10",
-    "load_mnist_idx", "read_cifar10_batch", "read_idx", "read_image_folder", "Compose",
-    "Normalize", "RandomCrop", "RandomHorizontalFlip", "RandomRotation", "RandomShift", "Resize",
-    "channel_stats",
+    "load_mnist_idx", "read_cifar10_batch", "read_idx", "read_image", "read_image_folder",
+    "Compose", "Grayscale", "Normalize", "RandomCrop", "RandomHorizontalFlip", "RandomRotation",
+    "RandomShift", "Resize", "channel_stats", "smallest_input_size", "check_input_size",
 ]

@@ -14,12 +14,16 @@ Three more read a user's files from ``data_dir`` (see :mod:`tinymbv2.data.reader
   ``t10k`` pair is the test split, a tenth of the training files the validation split.
 * ``"cifar10"``: the CIFAR-10 binary batches; ``test_batch.bin`` is the test split, a
   tenth of the training batches the validation split.
-* ``"folder"``: ``data_dir/<class name>/*.png|jpg|...`` as RGB; a tenth each for
-  validation and test.
+* ``"folder"``: ``data_dir/<class name>/*.png|jpg|...``, read as RGB (or grey, with
+  ``channels=1``), 8- or 16-bit; a tenth each for validation and test. Its images may
+  differ in size when ``image_size`` is given: each is resized to it.
 
 Images come as float32 ``(N, C, H, W)`` (NCHW) in [0, 1], labels as int64 ``(N,)``, cut by
 the fixed stratified split of :mod:`tinymbv2.data.splits`. ``image_size=s`` resizes every
-split to ``s x s`` with :class:`~tinymbv2.data.transforms.Resize`.
+image to ``s x s`` with :class:`~tinymbv2.data.transforms.Resize`. ``channels=1`` or ``3``
+gives every dataset the channels a network expects: a folder is read as grey or RGB, the
+others go through :class:`~tinymbv2.data.transforms.Grayscale` (RGB to grey by luma, grey
+to RGB by repeating the channel).
 """
 from __future__ import annotations
 
@@ -28,16 +32,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .readers import load_cifar10, load_mnist_idx, read_image_folder
+from .readers import image_folder_files, load_cifar10, load_mnist_idx, read_image
 from .splits import SPLIT_SEED, DatasetSplits, Split, split_dataset
-from .transforms import Resize
+from .transforms import Compose, Grayscale, Resize
 
 BUNDLED = ("digits", "mnist5k")  # shipped with Python packages: no data_dir
 DATASETS = BUNDLED + ("mnist-idx", "cifar10", "folder")  # every name load_dataset accepts
 
 
 def load_dataset(name: str, data_dir=None, image_size: int | None = None,
-                 seed: int = SPLIT_SEED) -> DatasetSplits:
+                 seed: int = SPLIT_SEED, channels: int | None = None) -> DatasetSplits:
     """Train/val/test splits of dataset ``name`` (one of ``DATASETS``).
 
     >>> ds = load_dataset("mnist5k")
@@ -45,21 +49,34 @@ def load_dataset(name: str, data_dir=None, image_size: int | None = None,
     ((3500, 1, 28, 28), (500, 1, 28, 28), (1000, 1, 28, 28))
 
     ``data_dir``: the folder the file-based datasets read. ``image_size``: resize every
-    split to this square size (None: keep). ``seed``: another split, to study how much a
-    result depends on it. The arrays are fresh copies: changing them does not change the
-    next call's result.
+    image to this square size (None: keep; a folder's images must then share one size).
+    ``seed``: another split, to study how much a result depends on it. ``channels``: 1
+    (grey) or 3 (RGB), what the network takes (None: the dataset's own; RGB for a
+    folder). The arrays are fresh copies: changing them does not change the next call's
+    result.
     """
     if name not in DATASETS:
         raise ValueError(f"load_dataset: unknown dataset {name!r}; expected one of {DATASETS} "
                          f"(the bundled ones: {BUNDLED}; the others read files from data_dir)")
+    if channels is not None and (isinstance(channels, bool) or channels not in (1, 3)):
+        raise ValueError(f"load_dataset: channels must be 1 (grey), 3 (RGB) or None (the "
+                         f"dataset's own), got {channels!r}")
+    resize = None if image_size is None else Resize(image_size)
     if name in BUNDLED:
         splits = _bundled(name, seed)
+    elif name == "folder":  # read in the channels asked for, each image resized on its own
+        splits = _folder(_data_folder(name, data_dir), seed, channels, resize)
     else:
         splits = _FROM_FILES[name](_data_folder(name, data_dir), seed)
-    if image_size is None:
+    convert = []
+    if channels is not None and splits.image_shape[0] != channels:
+        convert.append(Grayscale(channels))  # RGB -> luma, or grey -> 3 equal channels
+    if resize is not None:
+        convert.append(resize)  # a no-op on a folder's images, resized as they were read
+    if not convert:
         return splits
-    resize = Resize(image_size)
-    parts = [Split(resize(s.images), s.labels) for s in (splits.train, splits.val, splits.test)]
+    parts = [Split(Compose(convert)(s.images), s.labels)
+             for s in (splits.train, splits.val, splits.test)]
     return DatasetSplits(splits.name, *parts, splits.num_classes, splits.class_names)
 
 
@@ -132,11 +149,21 @@ def _cifar10(root: Path, seed: int) -> DatasetSplits:
     return _with_test_split("cifar10", x, y, Split(xt, yt), classes, seed)
 
 
-def _folder(root: Path, seed: int) -> DatasetSplits:
-    images, labels, classes = read_image_folder(root, mode="RGB")
+def _folder(root: Path, seed: int, channels, resize) -> DatasetSplits:
+    files, labels, classes = image_folder_files(root)
+    mode = "L" if channels == 1 else "RGB"
+    images = [read_image(f, mode, who="load_dataset") for f in files]
+    if resize is not None:  # one at a time: the files may differ in size
+        images = [resize(x[None])[0] for x in images]
+    for f, x in zip(files, images):
+        if x.shape != images[0].shape:
+            raise ValueError(f"load_dataset: the images of {root} differ in size: {f} is "
+                             f"{x.shape[2]}x{x.shape[1]}, {files[0]} {images[0].shape[2]}x"
+                             f"{images[0].shape[1]}; give --image-size (image_size= in "
+                             f"Python) to resize them all")
     n_hold = max(1, len(labels) // 10)
-    return split_dataset(images, labels, n_hold, n_hold, seed=seed, name="folder",
+    return split_dataset(np.stack(images), labels, n_hold, n_hold, seed=seed, name="folder",
                          class_names=tuple(classes))
 
 
-_FROM_FILES = {"mnist-idx": _mnist_idx, "cifar10": _cifar10, "folder": _folder}
+_FROM_FILES = {"mnist-idx": _mnist_idx, "cifar10": _cifar10}  # "folder": _folder, above

@@ -4,14 +4,26 @@ Every reader returns ``images`` float32 ``(N, C, H, W)`` scaled to [0, 1] and ``
 int64 ``(N,)`` (and the class names where the format has them), ready for
 :func:`tinymbv2.data.split_dataset` and :class:`tinymbv2.data.DataLoader`.
 A truncated or corrupt file raises ``ValueError`` naming the file and what is wrong.
+
+Image files (:func:`read_image`, :func:`read_image_folder`, and ``tinymbv2 predict``) are
+scaled by their bit depth: 8-bit pixels by 1/255, 16-bit ones (PNG's grey 16-bit, Pillow
+mode ``"I;16"``) by 1/65535, so a 16-bit scan is not clipped to white. A file of more than
+``MAX_IMAGE_PIXELS`` pixels is refused before it is decoded: a few kilobytes of PNG can
+claim 14000 x 14000 pixels (a "decompression bomb") and would take gigabytes as float32.
 """
 from __future__ import annotations
 
 import gzip
+import warnings
 import zlib
 from pathlib import Path
 
 import numpy as np
+
+# The largest image file read, in pixels (width x height): Pillow's own default limit
+# (Image.MAX_IMAGE_PIXELS, about 9459 x 9459). Set tinymbv2.data.readers.MAX_IMAGE_PIXELS
+# to read larger files, or lower it to refuse smaller ones; it is read at each call.
+MAX_IMAGE_PIXELS = 89_478_485
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
                    "dog", "frog", "horse", "ship", "truck")
@@ -121,67 +133,156 @@ def load_cifar10(root, train: bool = True):
     return images, labels, CIFAR10_CLASSES
 
 
-def _parse_size(size):
+def _parse_size(size, who="read_image_folder"):
     if size is None:
         return None
     if isinstance(size, (int, np.integer)):
         size = (int(size), int(size))
     if (not isinstance(size, (tuple, list)) or len(size) != 2
             or not all(isinstance(s, (int, np.integer)) and s > 0 for s in size)):
-        raise ValueError(f"read_image_folder: size must be a positive int or (height, width), "
-                         f"got {size!r}")
+        raise ValueError(f"{who}: size must be a positive int or (height, width), got {size!r}")
     return int(size[0]), int(size[1])
+
+
+# Pillow modes of 16-bit grey images ("I" is how older Pillows open a 16-bit PNG)
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def read_image(path, mode: str = "RGB", size=None, who: str = "read_image") -> np.ndarray:
+    """One image file as float32 ``(C, H, W)`` in [0, 1]: ``mode`` ``"L"`` (grey, C = 1) or ``"RGB"`` (C = 3).
+
+    Pixels are divided by the largest value of their bit depth: 255 for 8-bit files,
+    65535 for 16-bit grey ones (Pillow mode ``"I;16"``; a 16-bit grey image asked for as
+    RGB repeats its one channel). ``size`` (int or ``(height, width)``): resize with
+    Pillow's bilinear filter (for 8-bit files on the 8-bit pixels, as Pillow does).
+    Errors name ``who`` and the file: ``FileNotFoundError`` for no file, ``ValueError``
+    for one that is not a readable image or has more than :data:`MAX_IMAGE_PIXELS` pixels
+    (checked from the header, before anything is decoded).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    if mode not in ("L", "RGB"):
+        raise ValueError(f"{who}: mode must be 'L' or 'RGB', got {mode!r}")
+    hw = _parse_size(size, who)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{who}: no image file at {path}")
+    limit = int(MAX_IMAGE_PIXELS)
+    try:
+        with warnings.catch_warnings():  # the size is checked below, with our own message
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > limit:
+                    raise _TooLarge(f"{w}x{h} = {w * h:,} pixels")
+                array = _decode(im, mode, hw)
+    except Image.DecompressionBombError:  # over twice Pillow's own limit, refused on opening
+        pillow = 2 * (Image.MAX_IMAGE_PIXELS or 0)
+        if limit < pillow:
+            raise _too_large(who, path, f"more than {pillow:,} pixels", limit) from None
+        raise ValueError(f"{who}: {path} has more than {pillow:,} pixels, which Pillow refuses "
+                         f"to open (twice PIL.Image.MAX_IMAGE_PIXELS); raise that too to read "
+                         f"it") from None
+    except _TooLarge as big:
+        raise _too_large(who, path, str(big), limit) from None
+    except _OutOfRange as bad:
+        raise ValueError(f"{who}: {path}: {bad}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"{who}: {path} is not a readable image: cannot read the image, "
+                         f"corrupt or truncated ({type(err).__name__}: {err})") from None
+    return array
+
+
+class _TooLarge(Exception):
+    """The image's header claims more pixels than MAX_IMAGE_PIXELS."""
+
+
+class _OutOfRange(Exception):
+    """Pixels outside the range of their mode (a 32-bit image, say): no scale to [0, 1]."""
+
+
+def _too_large(who, path, pixels, limit) -> ValueError:
+    return ValueError(f"{who}: {path} is too large to read: {pixels}, over the limit of "
+                      f"{limit:,} (tinymbv2.data.readers.MAX_IMAGE_PIXELS); a decompression "
+                      f"bomb, or a picture to shrink first")
+
+
+def _decode(im, mode: str, hw) -> np.ndarray:
+    """The pixels of an open Pillow image as float32 (C, H, W) in [0, 1]."""
+    from PIL import Image
+
+    if im.mode in _SIXTEEN_BIT or im.mode == "F":
+        grey = np.asarray(im).astype(np.float32)
+        top = 1.0 if im.mode == "F" else 65535.0  # float pixels are taken as they are
+        if grey.size and (grey.min() < 0 or grey.max() > top):
+            raise _OutOfRange(f"its mode {im.mode} pixels span [{grey.min():g}, "
+                              f"{grey.max():g}], expected [0, {top:g}]; convert it to 8 or "
+                              f"16 bits")
+        grey = grey / np.float32(top)
+        if hw is not None and grey.shape != hw:
+            grey = np.asarray(Image.fromarray(grey, mode="F").resize((hw[1], hw[0]),
+                                                                     Image.BILINEAR))
+        channels = grey[None] if mode == "L" else np.repeat(grey[None], 3, axis=0)
+        return np.ascontiguousarray(channels, dtype=np.float32)
+    im = im.convert(mode)
+    if hw is not None and im.size != (hw[1], hw[0]):
+        im = im.resize((hw[1], hw[0]), Image.BILINEAR)
+    pixels = np.asarray(im, dtype=np.uint8)
+    pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
+    return pixels.transpose(2, 0, 1).astype(np.float32) / 255.0
+
+
+def image_folder_files(root, extensions=IMAGE_EXTENSIONS):
+    """The image files of ``root/<class_name>/``: ``(files, labels, class_names)``.
+
+    Classes are the subfolder names in sorted order (label i = i-th name), the files of
+    each sorted by name; other files (notes, ...) are skipped.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"read_image_folder: no such folder: '{root}'")
+    class_names = sorted(d.name for d in root.iterdir() if d.is_dir())
+    if not class_names:
+        raise ValueError(f"read_image_folder: '{root}' has no class subfolders")
+    exts = tuple(e.lower() for e in extensions)
+    files, labels = [], []
+    for label, name in enumerate(class_names):
+        found = sorted(f for f in (root / name).iterdir()
+                       if f.is_file() and f.suffix.lower() in exts)
+        if not found:
+            raise ValueError(f"read_image_folder: class folder '{root / name}' holds no images "
+                             f"with extensions {exts}")
+        files += found
+        labels += [label] * len(found)
+    return files, np.asarray(labels, dtype=np.int64), tuple(class_names)
 
 
 def read_image_folder(root, mode: str = "RGB", size=None, extensions=IMAGE_EXTENSIONS):
     """Images in ``root/<class_name>/*.png|jpg|...``, one subfolder per class (torchvision's ImageFolder).
 
     Classes are the subfolder names in sorted order (label i = i-th name). Each file is
-    opened with Pillow, converted to ``mode`` (``"L"`` grey, 1 channel; ``"RGB"``, 3) and, if
-    ``size`` is given (int or ``(height, width)``), resized with bilinear filtering; without
-    ``size`` all images must already share one size. Returns ``(images, labels, class_names)``
-    with images float32 ``(N, C, H, W)`` in [0, 1].
+    read by :func:`read_image`: converted to ``mode`` (``"L"`` grey, 1 channel; ``"RGB"``,
+    3), scaled by its bit depth and, if ``size`` is given (int or ``(height, width)``),
+    resized with bilinear filtering; without ``size`` all images must already share one
+    size. Returns ``(images, labels, class_names)`` with images float32 ``(N, C, H, W)``
+    in [0, 1].
     """
-    from PIL import Image, UnidentifiedImageError
-
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"read_image_folder: no such folder: '{root}'")
     if mode not in ("L", "RGB"):
         raise ValueError(f"read_image_folder: mode must be 'L' or 'RGB', got {mode!r}")
     hw = _parse_size(size)
-    class_names = sorted(d.name for d in root.iterdir() if d.is_dir())
-    if not class_names:
-        raise ValueError(f"read_image_folder: '{root}' has no class subfolders")
-    exts = tuple(e.lower() for e in extensions)
-    images, labels = [], []
-    for label, name in enumerate(class_names):
-        files = sorted(f for f in (root / name).iterdir()
-                       if f.is_file() and f.suffix.lower() in exts)
-        if not files:
-            raise ValueError(f"read_image_folder: class folder '{root / name}' holds no images "
-                             f"with extensions {exts}")
-        for f in files:
-            try:
-                with Image.open(f) as im:
-                    im = im.convert(mode)
-                    if hw is not None and im.size != (hw[1], hw[0]):
-                        im = im.resize((hw[1], hw[0]), Image.BILINEAR)
-                    arr = np.asarray(im, dtype=np.uint8)
-            except (UnidentifiedImageError, OSError, SyntaxError) as err:
-                raise ValueError(f"'{f}': cannot read the image, corrupt or truncated "
-                                 f"({type(err).__name__}: {err})") from None
-            if arr.ndim == 2:
-                arr = arr[:, :, None]
-            if images and arr.shape != images[0].shape:
-                raise ValueError(f"'{f}': image size {arr.shape[1]}x{arr.shape[0]} differs from "
-                                 f"{images[0].shape[1]}x{images[0].shape[0]} of the first image; "
-                                 f"pass size= to resize them all")
-            images.append(arr)
-            labels.append(label)
-    batch = np.stack(images).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
-    return batch, np.asarray(labels, dtype=np.int64), tuple(class_names)
+    files, labels, class_names = image_folder_files(root, extensions)
+    images = []
+    for f in files:
+        image = read_image(f, mode, hw, who="read_image_folder")
+        if images and image.shape != images[0].shape:
+            raise ValueError(f"read_image_folder: '{f}': image size {image.shape[2]}x"
+                             f"{image.shape[1]} differs from {images[0].shape[2]}x"
+                             f"{images[0].shape[1]} of the first image; pass size= to resize "
+                             f"them all (--image-size on the command line)")
+        images.append(image)
+    return np.stack(images), labels, class_names
 
 
-__all__ = ["read_idx", "load_mnist_idx", "read_cifar10_batch", "load_cifar10",
-           "read_image_folder", "CIFAR10_CLASSES", "IMAGE_EXTENSIONS"]
+__all__ = ["read_idx", "load_mnist_idx", "read_cifar10_batch", "load_cifar10", "read_image",
+           "read_image_folder", "image_folder_files", "CIFAR10_CLASSES", "IMAGE_EXTENSIONS",
+           "MAX_IMAGE_PIXELS"]

@@ -128,6 +128,45 @@ class Resize:
         return f"Resize(size={self.size})"
 
 
+class Grayscale:
+    r"""Grey images of ``num_output_channels`` (1, or 3 equal channels); deterministic.
+
+    RGB input becomes its luma (ITU-R 601-2, what Pillow's ``convert("L")`` computes;
+    torchvision's ``Grayscale`` uses 0.2989 for red):
+
+    ``grey = 0.299 R + 0.587 G + 0.114 B``
+
+    A 1-channel batch is already grey: ``Grayscale(3)`` repeats its channel, which is how
+    a grey dataset feeds a network built for RGB. ``(N, 1 or 3, H, W) -> (N,
+    num_output_channels, H, W)``, in the input's dtype; a batch that is already what is
+    asked for comes back as it is.
+    """
+
+    LUMA = (0.299, 0.587, 0.114)
+
+    def __init__(self, num_output_channels: int = 1):
+        if num_output_channels not in (1, 3) or isinstance(num_output_channels, bool):
+            raise ValueError(f"Grayscale: num_output_channels must be 1 or 3, got "
+                             f"{num_output_channels!r}")
+        self.num_output_channels = int(num_output_channels)
+
+    def __call__(self, x, rng=None):
+        x = _check_batch("Grayscale", x)
+        c = x.shape[1]
+        if c not in (1, 3):
+            raise ValueError(f"Grayscale: expected 1 (grey) or 3 (RGB) channels, got {c} "
+                             f"(shape {x.shape})")
+        if c == 1 and self.num_output_channels == 1:
+            return x
+        if c == 3:
+            luma = np.asarray(self.LUMA, dtype=np.float64).reshape(1, 3, 1, 1)
+            x = (x * luma).sum(axis=1, keepdims=True, dtype=np.float64).astype(x.dtype)
+        return np.repeat(x, self.num_output_channels, axis=1)
+
+    def __repr__(self):
+        return f"Grayscale(num_output_channels={self.num_output_channels})"
+
+
 def _pad_crop(x, pad, tops, lefts, out_h, out_w, fill):
     """Zero-pad (by ``pad`` = (py, px)) then cut ``out_h x out_w`` at per-sample offsets."""
     py, px = pad
@@ -303,5 +342,5 @@ class Compose:
         return "Compose([" + ", ".join(map(repr, self.transforms)) + "])"
 
 
-__all__ = ["Normalize", "channel_stats", "Resize", "RandomCrop", "RandomShift",
+__all__ = ["Normalize", "channel_stats", "Resize", "Grayscale", "RandomCrop", "RandomShift",
            "RandomHorizontalFlip", "RandomRotation", "Compose"]

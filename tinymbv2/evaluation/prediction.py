@@ -10,13 +10,12 @@ normalisation) and names the classes, so a new image is prepared the same way:
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from .. import functional as F
 from .. import fusion
 from ..autograd import no_grad
+from ..data.readers import read_image
 from ..data.transforms import Normalize, Resize
 from .loop import eval_mode, model_batch
 
@@ -24,21 +23,13 @@ from .loop import eval_mode, model_batch
 def load_image(path, in_channels: int, size, invert: bool = False) -> np.ndarray:
     """One image file as a float32 (C, H, W) array in [0, 1], resized to ``size`` (h, w).
 
+    Read by :func:`tinymbv2.data.read_image`: grey for ``in_channels`` 1, else RGB;
+    8-bit pixels divided by 255, 16-bit ones by 65535; a file of more pixels than
+    ``tinymbv2.data.readers.MAX_IMAGE_PIXELS`` is refused before it is decoded.
     MNIST-style models expect a light digit on a dark background; ``invert``
     turns a dark-on-light scan into that. ``size=None`` keeps the file's size.
     """
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"predict: no image file at {path}")
-    try:
-        with Image.open(path) as img:
-            img = img.convert("L" if in_channels == 1 else "RGB")
-            array = np.asarray(img, dtype=np.float32) / 255.0
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"predict: {path} is not a readable image ({exc})") from exc
-    array = array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
+    array = read_image(path, "L" if in_channels == 1 else "RGB", who="predict")
     if invert:
         array = 1.0 - array
     if size is not None:

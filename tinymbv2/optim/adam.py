@@ -19,7 +19,8 @@ class Adam(Optimizer):
     The ``1 - beta^t`` factors undo the bias of starting the averages at zero.
 
     Args:
-        lr (1e-3), betas ((0.9, 0.999)), eps (1e-8, outside the sqrt), weight_decay (0).
+        lr (1e-3), betas ((0.9, 0.999), each in [0, 1)), eps (1e-8, outside the sqrt),
+        weight_decay (0); lr, eps and weight_decay are finite numbers >= 0.
     """
 
     _decoupled = False

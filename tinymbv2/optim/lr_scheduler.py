@@ -102,7 +102,38 @@ class LRScheduler:
         return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
 
     def load_state_dict(self, state_dict: dict) -> None:
+        """Take over the attributes of :meth:`state_dict`. A state with other attributes
+        was saved by another kind of scheduler (or the same with other options, one-cycle
+        with and without momentum cycling): merging it would make a third schedule that no
+        run followed, so it is refused, naming the attributes that differ."""
+        _check_same_keys(self, state_dict, self.state_dict())
         self.__dict__.update(state_dict)
+
+    def planned_steps(self) -> int | None:
+        """How many steps the schedule is planned over; None when it has no end
+        (a step or exponential decay goes on as long as it is stepped)."""
+        return None
+
+    def replan(self, total_steps: int) -> None:
+        """Plan the schedule over ``total_steps`` from the step it has reached (a schedule
+        with an end: :class:`OneCycleLR`, :class:`CosineAnnealingLR`)."""
+        raise TypeError(f"{type(self).__name__}: has no planned length to change")
+
+
+def _check_same_keys(scheduler, state_dict, own: dict) -> None:
+    """Refuse a scheduler state whose attributes are not ``own``'s: another scheduler's."""
+    name = type(scheduler).__name__
+    if not isinstance(state_dict, dict):
+        raise ValueError(f"{name}.load_state_dict: expected a dict, got "
+                         f"{type(state_dict).__name__}")
+    missing, unknown = set(own) - set(state_dict), set(state_dict) - set(own)
+    if missing or unknown:
+        raise ValueError(
+            f"{name}.load_state_dict: the state is not this {name}'s: "
+            + "; ".join(f"{what} {sorted(keys)}" for what, keys in
+                        (("it lacks", missing), ("it has unknown", unknown)) if keys)
+            + "; was it saved by another scheduler, or with other options?"
+        )
 
 
 class StepLR(LRScheduler):
@@ -171,6 +202,18 @@ class CosineAnnealingLR(LRScheduler):
         lo = self.eta_min
         return [lo + (b - lo) * (1 + math.cos(math.pi * self.last_epoch / self.T_max)) / 2
                 for b in self.base_lrs]
+
+    def planned_steps(self) -> int:
+        """``T_max``: the steps from the base lr down to ``eta_min``."""
+        return self.T_max
+
+    def replan(self, total_steps: int) -> None:
+        """Stretch (or shorten) the half cosine to end at ``total_steps``: ``T_max`` changes,
+        the steps already taken stay, and the lr jumps to the new curve's value there (the
+        closed form), from which the recursive form of ``step()`` carries on exactly."""
+        _check_int("CosineAnnealingLR", "total_steps", total_steps, low=max(1, self.last_epoch))
+        self.T_max = total_steps
+        self._update_lr(self.last_epoch)
 
 
 class LinearLR(LRScheduler):
@@ -260,8 +303,12 @@ class SequentialLR(LRScheduler):
         return out
 
     def load_state_dict(self, state_dict: dict) -> None:
+        _check_same_keys(self, state_dict, self.state_dict())
         state_dict = dict(state_dict)
         subs = state_dict.pop("_schedulers")
+        if len(subs) != len(self._schedulers):
+            raise ValueError(f"SequentialLR.load_state_dict: the state holds {len(subs)} "
+                             f"schedulers, this one {len(self._schedulers)}")
         self.__dict__.update(state_dict)
         for s, sd in zip(self._schedulers, subs):
             s.load_state_dict(sd)
@@ -319,12 +366,31 @@ class OneCycleLR(LRScheduler):
             if last_epoch == -1:
                 for group, hi, lo in zip(groups, self._per_group("max_momentum", max_momentum),
                                          self._per_group("base_momentum", base_momentum)):
+                    for key, value in (("max_momentum", hi), ("base_momentum", lo)):
+                        check_hyper("OneCycleLR", key, value, 0.0, 1.0, high_open=True)
                     if self.use_beta1:
                         group["betas"] = (hi, *group["betas"][1:])
                     else:
                         group["momentum"] = hi
                     group["max_momentum"], group["base_momentum"] = hi, lo
         super().__init__(optimizer, last_epoch)
+
+    def planned_steps(self) -> int:
+        """``total_steps``: warm-up and annealing together."""
+        return self.total_steps
+
+    def replan(self, total_steps: int) -> None:
+        """Stretch (or shorten) the cycle to ``total_steps``, keeping its shape (the warm-up
+        the same fraction of the whole) and the steps already taken: the lr and momentum
+        jump to the new cycle's values at the step reached, and follow it from there."""
+        _check_int("OneCycleLR", "total_steps", total_steps, low=max(1, self.last_epoch))
+        pct_start = (self._phases[0][0] + 1) / self.total_steps  # as __init__ placed it
+        self._phases = [
+            (float(pct_start * total_steps) - 1, *self._phases[0][1:]),
+            (total_steps - 1, *self._phases[1][1:]),
+        ]
+        self.total_steps = total_steps
+        self._update_lr(self.last_epoch)
 
     def _per_group(self, name, value):
         n = len(self.optimizer.param_groups)

@@ -23,22 +23,39 @@ update runs on NumPy and (later) CuPy arrays.
 from __future__ import annotations
 
 import copy
+import math
 from numbers import Real
 
 from ..backend import get_array_module
 
 
 def check_hyper(owner: str, name: str, value, low=0.0, high=None, high_open=False) -> None:
-    """Raise ``ValueError`` naming ``owner`` unless ``low <= value (<|<=) high``."""
+    """Raise unless ``value`` is a finite real number with ``low <= value`` and
+    ``value < high`` (``high_open``) or ``value <= high``; ``None`` drops a bound.
+
+    The message names the owner, the option, the range and the value, e.g.
+    ``SGD: momentum must be in [0, 1), got 5.0``. Infinity and NaN are refused
+    everywhere: no optimizer or schedule option means anything at infinity, and one
+    inf learning rate turns every weight into inf or NaN at the first step.
+    """
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{owner}: {name} must be a real number, got {value!r}")
-    if value != value:  # NaN
-        raise ValueError(f"{owner}: {name} must be a number, got nan")
-    if low is not None and value < low:
-        raise ValueError(f"{owner}: {name} must be >= {low}, got {value}")
-    if high is not None and (value >= high if high_open else value > high):
-        bound = f"< {high}" if high_open else f"<= {high}"
-        raise ValueError(f"{owner}: {name} must be {bound}, got {value}")
+    inside = (math.isfinite(value) and (low is None or value >= low)
+              and (high is None or (value < high if high_open else value <= high)))
+    if not inside:
+        raise ValueError(f"{owner}: {name} must be {_describe_range(low, high, high_open)}, "
+                         f"got {value}")
+
+
+def _describe_range(low=None, high=None, high_open=False) -> str:
+    """``in [0, 1)``, ``a finite number >= 0``, ...: the range of :func:`check_hyper` in words."""
+    if low is not None and high is not None:
+        return f"in [{low:g}, {high:g}{')' if high_open else ']'}"
+    if low is not None:
+        return f"a finite number >= {low:g}"
+    if high is not None:
+        return f"a finite number {'<' if high_open else '<='} {high:g}"
+    return "a finite number"
 
 
 class Optimizer:
@@ -167,6 +184,18 @@ class Optimizer:
                 + (f" with keys {sorted(state_dict)}" if isinstance(state_dict, dict) else "")
             )
         saved_groups = state_dict["param_groups"]
+        for gi, saved in enumerate(saved_groups):
+            # another optimizer's state (SGD's into Adam, say) lacks options this one reads
+            options = set(saved) - _SCHEDULER_KEYS
+            missing, unknown = set(self.defaults) - options, options - set(self.defaults)
+            if missing or unknown:
+                raise ValueError(
+                    f"{name}.load_state_dict: the state's parameter group {gi} does not hold "
+                    f"{name}'s options: "
+                    + "; ".join(f"{what} {sorted(keys)}" for what, keys in
+                                (("it lacks", missing), ("it has unknown", unknown)) if keys)
+                    + f" (it holds {sorted(options)}); was it saved by another optimizer?"
+                )
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(
                 f"{name}.load_state_dict: the checkpoint has {len(saved_groups)} parameter "

@@ -13,8 +13,9 @@ from .optimizer import Optimizer, check_hyper
 
 
 def _check_rmsprop(owner: str, group: dict) -> None:
-    for key in ("lr", "eps", "weight_decay", "momentum"):
+    for key in ("lr", "eps", "weight_decay"):
         check_hyper(owner, key, group[key])
+    check_hyper(owner, "momentum", group["momentum"], 0.0, 1.0, high_open=True)
     check_hyper(owner, "alpha", group["alpha"], 0.0, 1.0)
 
 
@@ -34,8 +35,9 @@ class RMSprop(Optimizer):
 
     Args:
         lr (1e-2), alpha (0.99, the decay of ``v``), eps (1e-8, added *outside* the sqrt),
-        weight_decay (0), momentum (0), centered (False: divide by the gradient's running
-        standard deviation instead of its root mean square).
+        weight_decay (0), momentum (0, in [0, 1)), centered (False: divide by the gradient's
+        running standard deviation instead of its root mean square). lr, eps and weight_decay
+        are finite numbers >= 0, alpha is in [0, 1].
 
     The arithmetic runs in the kernel set's ``rmsprop_update`` (readable: NumPy in
     ``kernels/reference.py``); the numba set runs the non-centered update as one fused
@@ -109,9 +111,10 @@ class RMSpropTF(Optimizer):
     Also the default ``alpha`` is 0.9 (TF's decay) instead of PyTorch's 0.99.
 
     Args:
-        lr (1e-2), alpha (0.9), eps (1e-10, inside the sqrt), weight_decay (0), momentum (0),
-        centered (False), lr_in_momentum (True: TF behaviour), decoupled_decay (False:
-        when True, weight decay shrinks ``p`` directly, AdamW-style, instead of adding to g).
+        lr (1e-2), alpha (0.9), eps (1e-10, inside the sqrt), weight_decay (0), momentum
+        (0, in [0, 1)), centered (False), lr_in_momentum (True: TF behaviour),
+        decoupled_decay (False: when True, weight decay shrinks ``p`` directly, AdamW-style,
+        instead of adding to g).
     """
 
     def __init__(self, params, lr: float = 1e-2, alpha: float = 0.9, eps: float = 1e-10,

@@ -27,10 +27,10 @@ class SGD(Optimizer):
 
     Args:
         params: iterable of tensors, or of dicts defining parameter groups.
-        lr: learning rate, >= 0.
-        momentum: momentum factor, >= 0.
-        dampening: dampening of the momentum, >= 0 (must be 0 with nesterov).
-        weight_decay: L2 coefficient, >= 0.
+        lr: learning rate, a finite number >= 0.
+        momentum: momentum factor, in [0, 1).
+        dampening: dampening of the momentum, in [0, 1] (must be 0 with nesterov).
+        weight_decay: L2 coefficient, a finite number >= 0.
         nesterov: use Nesterov momentum (needs momentum > 0 and dampening 0).
     """
 
@@ -41,8 +41,11 @@ class SGD(Optimizer):
         super().__init__(params, defaults)
 
     def _check_group(self, group):
-        for key in ("lr", "momentum", "dampening", "weight_decay"):
+        for key in ("lr", "weight_decay"):
             check_hyper("SGD", key, group[key])
+        # momentum >= 1 makes the velocity grow without bound: the sum of mu^k diverges
+        check_hyper("SGD", "momentum", group["momentum"], 0.0, 1.0, high_open=True)
+        check_hyper("SGD", "dampening", group["dampening"], 0.0, 1.0)
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError(
                 f"SGD: nesterov=True requires momentum > 0 and dampening = 0, got "

@@ -4,8 +4,8 @@ fine-tuning, search.
 * :mod:`~tinymbv2.train.config`: ``TrainConfig``, every choice of a run in one place;
 * :mod:`~tinymbv2.train.build`: model, optimizer, schedule and loss from a config;
   ``load_trained``, the model back from a checkpoint;
-* :mod:`~tinymbv2.train.trainer`: the loop (``train_one_epoch``, ``fit``) and
-  ``recalibrate_batchnorm``;
+* :mod:`~tinymbv2.train.trainer`: the loop (``train_one_epoch``, ``fit``), what stops
+  it (``TrainingDiverged``) and ``recalibrate_batchnorm``;
 * :mod:`~tinymbv2.train.run`: ``run_training``, a whole run top to bottom;
 * :mod:`~tinymbv2.train.report`: ``metrics.json``, the plots (:mod:`~tinymbv2.train.plots`)
   and ``diagnose``;
@@ -24,4 +24,5 @@ from .finetune import run_finetune  # noqa: F401
 from .report import diagnose  # noqa: F401
 from .run import run_training  # noqa: F401
 from .search import grid, random_configs, run_search, search_job  # noqa: F401
-from .trainer import fit, new_history, recalibrate_batchnorm, train_one_epoch  # noqa: F401
+from .trainer import (TrainingDiverged, fit, new_history, recalibrate_batchnorm,  # noqa: F401
+                      train_one_epoch)

@@ -10,6 +10,7 @@ from .. import optim
 from ..models import mobilenet_v2, seed_article_net
 from .checkpoint import load_checkpoint, load_state
 from .config import TrainConfig
+from .trainer import first_non_finite
 
 
 def build_model(config: TrainConfig, in_channels: int, num_classes: int):
@@ -70,17 +71,37 @@ def build_loss(config: TrainConfig):
     return dice
 
 
+# What load_trained and its callers read from a saved configuration: the model's shape
+# (arch, width, small_input, in_channels, num_classes) and how its images were prepared
+# (input_size, norm_mean, norm_std), for eval, predict and finetune.
+NEEDED = ("arch", "width", "small_input", "num_classes", "in_channels", "input_size",
+          "norm_mean", "norm_std")
+
+
 def load_trained(checkpoint):
     """Rebuild the model a checkpoint was trained as and load its weights.
 
     Returns (the plain model in eval mode, the saved config dict). A checkpoint written
-    before a field of TrainConfig existed loads with that field's default.
+    before a field of TrainConfig existed loads with that field's default; one whose
+    saved configuration lacks a field in ``NEEDED``, or whose weights or buffers hold an
+    inf or a NaN (a diverged run's), raises a one-line ``ValueError`` naming the file and
+    the field or the first such array.
     """
     state = load_state(checkpoint)
     cfg = state.get("config") or {}
-    if "num_classes" not in cfg:
+    if not isinstance(cfg, dict) or not cfg:
         raise ValueError(f"load_trained: {checkpoint} has no model configuration")
+    missing = [key for key in NEEDED if key not in cfg]
+    if missing:
+        more = f" (nor {', '.join(missing[1:])})" if len(missing) > 1 else ""
+        raise ValueError(f"load_trained: {checkpoint}: its saved configuration has no "
+                         f"{missing[0]!r}{more}, which rebuilding the model and preparing its "
+                         f"images need; not a complete tinymbv2 training checkpoint")
     model = build_model(TrainConfig.from_saved(cfg), cfg["in_channels"], cfg["num_classes"])
     load_checkpoint(checkpoint, model)
+    bad = first_non_finite(model)
+    if bad is not None:
+        raise ValueError(f"load_trained: {checkpoint}: {bad} holds inf or NaN values (the "
+                         f"weights of a diverged run); retrain with a lower learning rate")
     model.eval()
     return model, cfg

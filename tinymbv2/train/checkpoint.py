@@ -8,18 +8,29 @@ replaced by a reference ``{"__array__": "member name"}``. So the file loads
 with ``numpy.load(path, allow_pickle=False)``: no pickled Python objects, nothing
 executed on load.
 
-Writes are atomic: the data goes to a temporary file in the same folder, which
-is then renamed over the target (``os.replace``), so a crash mid-write leaves
-the previous checkpoint intact.
+Writes are atomic: the data goes to a temporary file in the same folder
+(``model.npz.<random>.tmp``), which is then renamed over the target
+(``os.replace``), so a crash mid-write leaves the previous checkpoint intact. A write
+killed midway (the process gone, nothing left to clean up after it) leaves its
+temporary file behind; the next save of the same checkpoint deletes it.
+
+Reading checks what it reads: a file that is not an ``.npz``, a truncated one, one
+without the ``__meta__`` document, a document that is not valid JSON, or a document
+naming an array the file does not hold is a ``ValueError`` naming the file and what
+is wrong; a model that does not fit the saved weights is a one-line
+:class:`~tinymbv2.nn.StateDictError` naming the file.
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from ..nn import StateDictError
 
 _META = "__meta__"
 
@@ -52,9 +63,15 @@ def _key(k):
     raise TypeError(f"save_checkpoint: cannot store a dict key of type {type(k).__name__}")
 
 
+class _MissingArray(LookupError):
+    """An array the ``__meta__`` document refers to is not in the file."""
+
+
 def _unpack(obj, arrays):
     if isinstance(obj, dict):
         if set(obj) == {"__array__"}:
+            if obj["__array__"] not in arrays:
+                raise _MissingArray(obj["__array__"])
             return arrays[obj["__array__"]]
         if set(obj) == {"__items__"}:
             return {k: _unpack(v, arrays) for k, v in obj["__items__"]}
@@ -72,6 +89,7 @@ def save_state(path, state: dict) -> Path:
     meta = _pack(state, arrays, "")
     members = {name.lstrip("/"): a for name, a in arrays.items()}
     meta_json = json.dumps(_rename(meta))
+    remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -83,6 +101,28 @@ def save_state(path, state: dict) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_stale_temporaries(path) -> list[Path]:
+    """Delete the temporary files an interrupted :func:`save_state` of ``path`` left behind.
+
+    They are named ``<name>.<random>.tmp`` (``tempfile.mkstemp`` in ``path``'s folder) and
+    are as large as the checkpoint. Called before each save, so a run resumed after a
+    kill cleans up at its first checkpoint. Only this checkpoint's temporaries are
+    touched (``model.npz.*.tmp`` for ``model.npz``, not ``best.npz.*.tmp``); a file that
+    cannot be deleted is left where it is (the save itself does not depend on it).
+    Returns the paths deleted.
+    """
+    path = Path(path)
+    removed = []
+    for candidate in path.parent.glob(glob.escape(path.name) + ".*.tmp"):
+        try:
+            if candidate.is_file() and not candidate.is_symlink():
+                candidate.unlink()
+                removed.append(candidate)
+        except OSError:  # gone already (another cleanup), or not ours to delete
+            pass
+    return removed
 
 
 def _rename(obj):
@@ -99,7 +139,12 @@ def _rename(obj):
 
 
 def load_state(path) -> dict:
-    """Read what :func:`save_state` wrote; a missing or damaged file names itself."""
+    """Read what :func:`save_state` wrote; a missing, damaged or partial file names itself.
+
+    Raises ``FileNotFoundError`` (no file) or ``ValueError`` (not an ``.npz``, truncated,
+    no ``__meta__`` member, ``__meta__`` not valid JSON, an array it refers to missing),
+    each message one line with the file's path.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"load_checkpoint: no checkpoint file at {path}")
@@ -107,11 +152,30 @@ def load_state(path) -> dict:
         with np.load(path, allow_pickle=False) as data:
             arrays = {name: data[name] for name in data.files}
     except Exception as exc:  # zipfile.BadZipFile, ValueError, EOFError ...
-        raise ValueError(f"load_checkpoint: {path} is not a readable .npz checkpoint ({exc})") from exc
+        raise ValueError(f"load_checkpoint: {path} is not a readable .npz checkpoint, damaged or "
+                         f"truncated ({type(exc).__name__}: {_one_line(exc)})") from exc
     if _META not in arrays:
         raise ValueError(f"load_checkpoint: {path} has no {_META} member; not a tinymbv2 checkpoint")
-    meta = json.loads(str(arrays.pop(_META)))
-    return _unpack(meta, arrays)
+    try:
+        meta = json.loads(str(arrays.pop(_META)))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"load_checkpoint: {path}: its {_META} member is not valid JSON "
+                         f"({exc}); the file is damaged") from exc
+    if not isinstance(meta, dict):
+        raise ValueError(f"load_checkpoint: {path}: its {_META} member holds a "
+                         f"{type(meta).__name__}, expected a JSON object")
+    try:
+        return _unpack(meta, arrays)
+    except _MissingArray as exc:
+        raise ValueError(f"load_checkpoint: {path} is incomplete: it has no array "
+                         f"{exc.args[0]!r}, which its {_META} lists") from None
+    except (TypeError, ValueError) as exc:  # an __items__ list that is not [key, value] pairs
+        raise ValueError(f"load_checkpoint: {path}: its {_META} member is malformed "
+                         f"({type(exc).__name__}: {_one_line(exc)})") from None
+
+
+def _one_line(exc) -> str:
+    return " ".join(str(exc).split())
 
 
 def save_checkpoint(path, model, optimizer=None, scheduler=None, epoch: int = 0,
@@ -146,7 +210,12 @@ def load_checkpoint(path, model=None, optimizer=None, scheduler=None,
     if state.get("format") != "tinymbv2-checkpoint-1":
         raise ValueError(f"load_checkpoint: {path} has unknown format {state.get('format')!r}")
     if model is not None:
-        model.load_state_dict(state["model"])
+        if not isinstance(state.get("model"), dict):
+            raise ValueError(f"load_checkpoint: {path} holds no model weights")
+        try:
+            model.load_state_dict(state["model"])
+        except StateDictError as exc:  # the same one-line summary, naming the file
+            raise exc.where(f"load_checkpoint: {path}") from None
     if optimizer is not None and state["optimizer"] is not None:
         optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state["scheduler"] is not None:

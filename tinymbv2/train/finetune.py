@@ -16,7 +16,7 @@ import dataclasses
 
 import numpy as np
 
-from ..data import load_dataset
+from ..data import check_input_size, load_dataset
 from ..nn import BatchNorm2d, Linear, init
 from .build import load_trained
 from .config import TrainConfig
@@ -77,20 +77,22 @@ def run_finetune(checkpoint, config: TrainConfig, train_last_blocks: int = 0,
     Loads the checkpoint's network, replaces the classifier for the new dataset's
     classes, freezes all but the last ``train_last_blocks`` entries of
     ``model.features`` (their BatchNorms kept in eval mode, so their running
-    statistics stay those of the pretraining data), resizes the new images to the
-    size the network was trained on, and trains.
+    statistics stay those of the pretraining data), reads the new images the way the
+    network takes them (its channels, grey or RGB; the size it was trained on, unless
+    ``config.image_size`` says otherwise), and trains.
     """
     model, saved = load_trained(checkpoint)
-    size = saved.get("input_size", [None])[0]
-    config = dataclasses.replace(config, image_size=config.image_size or size,
+    channels = saved["in_channels"]
+    if config.channels is not None and config.channels != channels:
+        raise ValueError(f"finetune: channels {config.channels} asked for, but the model of "
+                         f"{checkpoint} takes {channels}-channel images")
+    size = config.image_size or saved["input_size"][0]
+    check_input_size(model, size, "finetune",
+                     "--image-size" if config.image_size else "the checkpoint's image size")
+    config = dataclasses.replace(config, image_size=size, channels=channels,
                                  width=saved["width"], small_input=saved["small_input"],
                                  arch=saved["arch"])
-    probe = load_dataset(config.dataset, config.data_dir, config.image_size)
-    if probe.image_shape[0] != saved["in_channels"]:
-        raise ValueError(
-            f"finetune: the checkpoint expects {saved['in_channels']}-channel images, "
-            f"dataset {config.dataset!r} has {probe.image_shape[0]}"
-        )
+    probe = load_dataset(config.dataset, config.data_dir, config.image_size, channels=channels)
     replace_classifier(model, probe.num_classes)
     freeze_backbone(model, train_last_blocks)
     model.train()

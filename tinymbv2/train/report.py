@@ -7,6 +7,7 @@ and validation curves over the epochs, which only a training run has.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -36,24 +37,66 @@ def run_metrics(history: dict, test_result: dict, test_labels, best_val_test_acc
         "confusion_matrix": cm.tolist(),
         "history": {k: v for k, v in history.items() if k != "best_state"},
         "diagnosis": diagnose(history, chance=1.0 / num_classes),
+        "diverged": None,
+        "config": config,
+        "train_seconds": train_seconds,
+    }
+
+
+def diverged_metrics(history: dict, diverged: dict, config: dict, train_seconds: float) -> dict:
+    """The content of ``metrics.json`` for a run stopped by a non-finite loss or weights:
+    no test scores (there are no trustworthy weights to score), the epochs finished
+    before, and ``diverged`` (:meth:`~tinymbv2.train.trainer.TrainingDiverged.record`:
+    epoch, step, what, lr), which :func:`diagnose` reads instead of the curves."""
+    return {
+        "test_accuracy": None,
+        "test_loss": None,
+        "best_val_test_accuracy": None,
+        "history": {k: v for k, v in history.items() if k != "best_state"},
+        "diagnosis": diagnose(history, diverged=diverged),
+        "diverged": diverged,
         "config": config,
         "train_seconds": train_seconds,
     }
 
 
 def write_report(out, metrics: dict) -> None:
-    """Write ``learning_curves.png``, ``confusion_matrix.png`` and ``metrics.json`` into ``out``."""
+    """Write ``learning_curves.png``, ``confusion_matrix.png`` and ``metrics.json`` into ``out``.
+
+    A plot needs something to show: no learning curves before an epoch has finished, no
+    confusion matrix for a diverged run. ``metrics.json`` is strict JSON: a non-finite
+    number is written as ``null`` (Python's ``json`` would write a bare ``NaN``, which
+    other readers refuse).
+    """
     out = Path(out)
-    plot_learning_curves(metrics["history"], out / "learning_curves.png")
-    plot_confusion_matrix(np.array(metrics["confusion_matrix"]), out / "confusion_matrix.png",
-                          list(metrics["config"]["class_names"]))
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    if metrics["history"].get("train_loss"):
+        plot_learning_curves(metrics["history"], out / "learning_curves.png")
+    if metrics.get("confusion_matrix") is not None:
+        plot_confusion_matrix(np.array(metrics["confusion_matrix"]), out / "confusion_matrix.png",
+                              list(metrics["config"]["class_names"]))
+    text = json.dumps(json_safe(metrics), indent=2, allow_nan=False)
+    (out / "metrics.json").write_text(text + "\n")
 
 
-def diagnose(history: dict, chance: float | None = None) -> str:
+def json_safe(value):
+    """``value`` with every non-finite float (nan, inf) replaced by None, recursively."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def diagnose(history: dict, chance: float | None = None, diverged: dict | None = None) -> str:
     """Read the learning curves the way seed section 3.9 intends, but correctly.
 
     history: lists ``train_loss``, ``val_loss``, ``train_acc``, ``val_acc`` per epoch.
+    * diverged (``diverged`` given, or a non-finite loss in the curves): no advice on
+      fitting, whose curves mean nothing once the loss is inf or NaN; lower the lr;
+    * unstable (``chance`` given): training accuracy stays low while the training loss
+      went above twice a uniform guess's, ``ln(1 / chance)``: the steps overshoot, lower the lr;
     * under-fitting: training accuracy itself stays low (the model cannot fit the
       data: more capacity, more epochs, a higher learning rate);
     * over-fitting: training keeps improving while validation loss rises from its
@@ -63,12 +106,29 @@ def diagnose(history: dict, chance: float | None = None) -> str:
     """
     train_acc, val_acc = history.get("train_acc", []), history.get("val_acc", [])
     val_loss = history.get("val_loss", [])
+    curves = [v for key in ("train_loss", "val_loss", "train_acc", "val_acc")
+              for v in history.get(key, [])]
+    if diverged is not None or not all(v is not None and math.isfinite(v) for v in curves):
+        where = (f" at epoch {diverged['epoch']}, step {diverged['step']}"
+                 if diverged is not None else "")
+        return (f"Diverged: the loss or the weights became inf or NaN{where}, so the curves "
+                "say nothing about fitting. Lower the learning rate (a tenth is a good first "
+                "try) and train again.")
     if not train_acc or not val_acc:
         return "No curves to read yet: train at least one epoch with a validation split."
     best = int(np.argmin(val_loss)) if val_loss else len(val_acc) - 1
     gap = train_acc[-1] - val_acc[-1]
     floor = 0.0 if chance is None else chance
     if train_acc[-1] < max(0.8, floor + 0.3):
+        # a guess of 1/K for every class scores a loss of ln K; a training loss well above it
+        # means the steps overshoot, and a higher learning rate would make that worse
+        train_loss = history.get("train_loss", [])
+        if chance and train_loss and max(train_loss) > 2 * math.log(1 / chance):
+            return (
+                f"Unstable: training accuracy is only {train_acc[-1]:.1%} and the training loss "
+                f"reached {max(train_loss):.3g}, above the {math.log(1 / chance):.2f} of a "
+                "uniform guess: the steps overshoot. Lower the learning rate."
+            )
         return (
             f"Under-fitting: training accuracy is only {train_acc[-1]:.1%}. The model does not "
             "fit even the data it sees; train longer, raise the learning rate or the width."

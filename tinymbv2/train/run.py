@@ -15,9 +15,10 @@ from ..data import (Compose, DataLoader, Normalize, RandomHorizontalFlip, Random
 from ..evaluation import evaluate
 from ..random import manual_seed
 from .build import build_loss, build_model, build_optimizer, build_scheduler, param_groups
-from .config import TrainConfig, saved_config
-from .report import run_metrics, write_report
-from .trainer import fit
+from .checkpoint import load_state
+from .config import RESUMABLE, TrainConfig, resume_conflicts, saved_config
+from .report import diverged_metrics, run_metrics, write_report
+from .trainer import TrainingDiverged, fit
 
 
 def run_training(config: TrainConfig, resume: str | None = None, progress: bool = True,
@@ -28,6 +29,16 @@ def run_training(config: TrainConfig, resume: str | None = None, progress: bool 
     a pretrained, partly frozen model and a ``train_mode`` that keeps frozen
     BatchNorms in eval mode). ``stop_after=k`` stops after epoch k of the
     schedule (resume later with ``resume=<out>/model.npz``).
+
+    ``resume``: the checkpoint's saved configuration must be this run's except for the
+    fields in :data:`~tinymbv2.train.config.RESUMABLE` (more epochs, another ``out``,
+    ``fuse``, ``data_dir``); ``stop_after`` and ``progress`` are free too. More epochs
+    stretch the schedule (:func:`~tinymbv2.train.trainer.fit`). Anything else raises
+    ``ValueError`` naming the field and both values.
+
+    A run that diverges (a non-finite loss or weights) writes ``metrics.json`` saying
+    where (``"diverged"``), keeps the last good checkpoint and raises
+    :class:`~tinymbv2.train.trainer.TrainingDiverged`.
     """
     config.validate()
     out = Path(config.out)
@@ -35,7 +46,9 @@ def run_training(config: TrainConfig, resume: str | None = None, progress: bool 
     manual_seed(config.seed)
 
     # data: normalised with the training split's statistics, augmented on the fly
-    splits = load_dataset(config.dataset, config.data_dir, config.image_size)
+    splits = load_dataset(config.dataset, config.data_dir, config.image_size,
+                          channels=config.channels)
+    config = config.resolved(*splits.image_shape[1:])  # "auto" choices, for these images
     normalize = Normalize.from_data(splits.train.images)
     augment = [RandomShift(config.shift)] if config.shift else []
     augment += [RandomHorizontalFlip()] if config.flip else []
@@ -51,17 +64,25 @@ def run_training(config: TrainConfig, resume: str | None = None, progress: bool 
     scheduler, interval = build_scheduler(config, optimizer, len(loader))
     loss_fn = build_loss(config)
     saved = saved_config(config, splits, normalize)  # what rebuilds the model and feeds it
+    if resume is not None:
+        check_resume(resume, saved)
     log(f"{splits!r}\nmodel: {config.arch} width {config.width}, "
         f"{sum(p.size for p in model.parameters()):,} parameters "
         f"({sum(p.size for p in model.parameters() if p.requires_grad):,} trainable); {config.optimizer}, "
-        f"lr {config.lr}, {config.schedule}, {config.epochs} epochs of {len(loader)} batches")
+        f"lr {config.lr}, {config.schedule}, {config.epochs} epochs of {len(loader)} batches; "
+        f"shift {config.shift} px{', flip' if config.flip else ''}")
 
     # train: a checkpoint after every epoch, the best validation weights kept
     start = time.perf_counter()
-    history = fit(model, optimizer, loader, val, config.epochs, loss_fn, scheduler, interval,
-                  checkpoint_path=out / "model.npz", resume_from=resume, config=saved,
-                  progress=progress, log=log, train_mode=train_mode, stop_after=stop_after,
-                  fuse=config.fuse)
+    try:
+        history = fit(model, optimizer, loader, val, config.epochs, loss_fn, scheduler, interval,
+                      checkpoint_path=out / "model.npz", resume_from=resume, config=saved,
+                      progress=progress, log=log, train_mode=train_mode, stop_after=stop_after,
+                      fuse=config.fuse)
+    except TrainingDiverged as exc:  # say so in metrics.json; the last good checkpoint stays
+        write_report(out, diverged_metrics(exc.history, exc.record(), saved,
+                                           time.perf_counter() - start))
+        raise
     train_seconds = time.perf_counter() - start
 
     # test, once: the final weights, then those of the best validation epoch (put back after)
@@ -81,3 +102,27 @@ def run_training(config: TrainConfig, resume: str | None = None, progress: bool 
         f"best-val weights: {metrics['best_val_test_accuracy']:.4f}; trained in {train_seconds:.0f}s")
     log(metrics["diagnosis"])
     return metrics
+
+
+def check_resume(checkpoint, saved: dict) -> None:
+    """Refuse to resume ``checkpoint`` into a run whose saved configuration ``saved``
+    (:func:`~tinymbv2.train.config.saved_config`) differs from the checkpoint's in a field
+    outside ``RESUMABLE``, or asks for fewer epochs than it has trained: one line naming
+    the (first) field and both values."""
+    state = load_state(checkpoint)
+    before = state.get("config") or {}
+    if not before:
+        raise ValueError(f"resume: {checkpoint} holds no saved configuration to compare this "
+                         f"run with; not written by a training run")
+    conflicts = resume_conflicts(before, saved)
+    if conflicts:
+        field, old, new = conflicts[0]
+        more = (f" (and {len(conflicts) - 1} more: {', '.join(c[0] for c in conflicts[1:])})"
+                if len(conflicts) > 1 else "")
+        raise ValueError(f"resume: {checkpoint} was trained with {field} {old!r}, this run asks "
+                         f"for {new!r}{more}; a resumed run may change only "
+                         f"{', '.join(RESUMABLE)} (and stop_after, progress): to change the "
+                         f"rest, start a new run in another folder")
+    if state.get("epoch", 0) > saved["epochs"]:
+        raise ValueError(f"resume: {checkpoint} has trained {state['epoch']} epochs already, "
+                         f"more than this run's epochs {saved['epochs']}")

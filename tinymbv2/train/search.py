@@ -6,6 +6,9 @@ configurations: for the same budget it tries more distinct values of the
 hyper-parameters that matter (Bergstra & Bengio 2012). Each trial calls
 ``train_fn(config) -> dict`` (at least ``val_acc``); the table is written as
 CSV and the best configuration (by validation accuracy, never test) as JSON.
+
+A trial whose training diverged (a learning rate too high, say) is a result too: its
+row has ``val_acc`` None and ``diverged`` saying where, and it is never the best.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .run import run_training
+from .trainer import TrainingDiverged
 
 
 def grid(space: dict) -> list[dict]:
@@ -56,7 +60,8 @@ def run_search(train_fn, configs: list[dict], out_dir=None, log=print) -> dict:
     """Run each config; write ``results.csv`` and ``best.json`` under out_dir.
 
     Returns {'rows': [...], 'best': row} where each row is the config plus the
-    metrics ``train_fn`` returned.
+    metrics ``train_fn`` returned. ``val_acc`` None marks a trial that diverged: it is in
+    the table, never the best; when every trial diverged, ``ValueError`` (after the table).
     """
     rows = []
     for i, config in enumerate(configs):
@@ -66,9 +71,12 @@ def run_search(train_fn, configs: list[dict], out_dir=None, log=print) -> dict:
         row = {"trial": i + 1, **config, **metrics}
         rows.append(row)
         if log:
-            log("trial {:>2}: {}  ->  val_acc {:.4f}".format(
-                i + 1, ", ".join(f"{k}={_fmt(v)}" for k, v in config.items()), metrics["val_acc"]))
-    best = max(rows, key=lambda r: r["val_acc"])
+            result = ("diverged" if metrics["val_acc"] is None
+                      else f"val_acc {metrics['val_acc']:.4f}")
+            log("trial {:>2}: {}  ->  {}".format(
+                i + 1, ", ".join(f"{k}={_fmt(v)}" for k, v in config.items()), result))
+    finished = [r for r in rows if r["val_acc"] is not None]
+    best = max(finished, key=lambda r: r["val_acc"]) if finished else None
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -77,7 +85,12 @@ def run_search(train_fn, configs: list[dict], out_dir=None, log=print) -> dict:
             writer = csv.DictWriter(f, fieldnames=fields)
             writer.writeheader()
             writer.writerows(rows)
-        (out / "best.json").write_text(json.dumps(best, indent=2) + "\n")
+        if best is not None:
+            (out / "best.json").write_text(json.dumps(best, indent=2) + "\n")
+    if best is None:
+        raise ValueError(f"run_search: every one of the {len(rows)} trials diverged; try lower "
+                         f"learning rates" + (f" (the table is in {out_dir}/results.csv)"
+                                              if out_dir is not None else ""))
     return {"rows": rows, "best": best}
 
 
@@ -102,7 +115,10 @@ def search_job(base_config, space: dict, kind: str = "grid", n_trials: int = 8, 
     def train_fn(overrides):
         trial = next(counter)
         cfg = dataclasses.replace(base_config, **overrides, out=f"{out_dir}/trial_{trial}")
-        metrics = run_training(cfg, progress=progress, log=lambda *_: None)
+        try:
+            metrics = run_training(cfg, progress=progress, log=lambda *_: None)
+        except TrainingDiverged as exc:  # a result of the search, not a failure of it
+            return {"val_acc": None, "diverged": f"epoch {exc.epoch} step {exc.step}"}
         history = metrics["history"]
         return {"val_acc": max(history["val_acc"]), "final_train_acc": history["train_acc"][-1],
                 "test_acc": metrics["test_accuracy"], "seconds": round(metrics["train_seconds"], 1)}

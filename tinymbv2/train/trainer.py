@@ -5,6 +5,19 @@ One step: forward the batch, compute the loss, ``zero_grad``, ``backward``,
 epoch: evaluate on the validation split, record the history, keep the best
 weights, and write a checkpoint that resumes the run exactly.
 
+A run whose numbers stop being numbers (a learning rate too high: the loss or the
+weights become inf or NaN) stops with :class:`TrainingDiverged`, naming the epoch and
+the step, and never writes those weights into a checkpoint. What is checked, and when:
+
+* the loss, every step, before ``backward`` and the optimizer's step: a scalar already
+  read back for the running mean, so the check costs nothing (no extra pass over the
+  weights, no extra device sync). A non-finite loss never reaches the weights.
+* the gradients are not scanned each step (a pass over every parameter, millions of
+  values): a non-finite gradient writes inf or NaN into the weights it updates, and NaN
+  spreads through every layer, so the *next* step's loss is non-finite and stops the run.
+* the weights and buffers, once per epoch, before the checkpoint: this catches the one
+  case the loss cannot, a non-finite gradient at an epoch's last step.
+
 ``fit`` trains the model through :func:`tinymbv2.fusion.fuse` unless ``fuse=False``:
 the fused view holds the very same Parameter and buffer objects, so the optimizer
 (built from the plain model), the checkpoints and the best weights (both from the
@@ -13,15 +26,74 @@ plain model) see every update; ``fuse=False`` runs the plain layers, to step thr
 from __future__ import annotations
 
 import copy
+import math
 import sys
 import time
+from pathlib import Path
 
 from .. import functional as F
 from .. import fusion
 from ..autograd import no_grad
+from ..backend import get_array_module
 from ..evaluation import evaluate, model_batch, model_dtype
 from ..nn import BatchNorm2d
 from .checkpoint import load_checkpoint, save_checkpoint
+
+
+class TrainingDiverged(ValueError):
+    """Training stopped because the loss, or a weight, became inf or NaN.
+
+    ``what`` is ``"loss"`` (the loss of step ``step`` of epoch ``epoch``, ``steps`` per
+    epoch; the weights are those that step's forward pass used) or ``"weights"`` (found
+    after the epoch's last step: ``name`` is the first parameter or buffer holding an inf
+    or NaN, :func:`first_non_finite`). ``lr``: the learning rate of the step (after an
+    epoch: the one the next step would take). :func:`fit` adds ``history`` (the epochs
+    finished before) and ``kept`` (which checkpoint holds the last good weights).
+    :meth:`record` is what ``metrics.json`` keeps. A ``ValueError``, so the command line
+    prints it as one line and exits with code 2.
+    """
+
+    def __init__(self, what: str, epoch: int, step: int, steps: int, lr: float,
+                 value: float | None = None, name: str | None = None):
+        super().__init__(what, epoch, step, steps, lr, value, name)  # so that it pickles
+        self.what, self.epoch, self.step, self.steps, self.lr = what, epoch, step, steps, lr
+        self.value, self.name = value, name
+        self.history: dict | None = None
+        self.kept: str | None = None
+
+    def record(self) -> dict:
+        """``{"epoch", "step", "steps", "what", "lr", "loss" | "parameter"}``, JSON-safe."""
+        out = {"epoch": self.epoch, "step": self.step, "steps": self.steps, "what": self.what,
+               "lr": self.lr}
+        if self.what == "loss":
+            out["loss"] = str(self.value)  # "nan" or "inf": JSON has no such numbers
+        else:
+            out["parameter"] = self.name
+        return out
+
+    def __str__(self) -> str:
+        if self.what == "loss":
+            found = (f"the loss is {self.value} at epoch {self.epoch}, step {self.step} of "
+                     f"{self.steps}")
+        else:
+            found = (f"{self.name} holds inf or NaN after epoch {self.epoch} (step {self.step} "
+                     f"of {self.steps})")
+        return (f"training diverged: {found} (lr {self.lr:.3g}); try a lower learning rate"
+                + (f"; {self.kept}" if self.kept else ""))
+
+
+def first_non_finite(model) -> str | None:
+    """The name of the first parameter, then buffer, of ``model`` that holds an inf or a
+    NaN; None when every value is finite.
+
+    One pass over the values where they live (NumPy or CuPy arrays, no copy; one host
+    sync per array): cheap once per epoch, not something to do every step.
+    """
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        array = tensor.data
+        if array.dtype.kind == "f" and not bool(get_array_module(array).isfinite(array).all()):
+            return name
+    return None
 
 
 def _progress(total, desc, enabled):
@@ -33,20 +105,27 @@ def _progress(total, desc, enabled):
 
 def train_one_epoch(model, loader, optimizer, loss_fn=F.cross_entropy, scheduler=None,
                     scheduler_interval: str = "epoch", progress: bool = True,
-                    desc: str = "train", train_mode=None) -> dict:
+                    desc: str = "train", train_mode=None, epoch: int = 1) -> dict:
     """One pass over ``loader``; returns mean loss, accuracy and images/s.
 
     ``train_mode(model)`` replaces ``model.train()`` (fine-tuning keeps frozen
-    BatchNorms in eval mode this way).
+    BatchNorms in eval mode this way). A non-finite loss raises
+    :class:`TrainingDiverged` naming ``epoch`` and the step, before ``backward`` and the
+    optimizer's step, so the weights stay those its forward pass used.
     """
     (train_mode or (lambda m: m.train()))(model)
     dtype = model_dtype(model)
     total_loss, correct, seen = 0.0, 0, 0
     start = time.perf_counter()
     bar = _progress(len(loader), desc, progress)
-    for images, labels in loader:
+    for step, (images, labels) in enumerate(loader, 1):
         logits = model(model_batch(model, images, dtype))
         loss = loss_fn(logits, labels)
+        value = float(loss.item())  # the step's one read-back to the host (the mean needs it)
+        if not math.isfinite(value):  # before backward and step: the weights stay as they are
+            bar.close()
+            raise TrainingDiverged("loss", epoch, step, len(loader),
+                                   optimizer.param_groups[0]["lr"], value=value)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -54,7 +133,7 @@ def train_one_epoch(model, loader, optimizer, loss_fn=F.cross_entropy, scheduler
             scheduler.step()
 
         n = len(labels)
-        total_loss += float(loss.item()) * n
+        total_loss += value * n
         correct += int((logits.numpy().argmax(axis=1) == labels).sum())
         seen += n
         rate = seen / (time.perf_counter() - start)
@@ -89,16 +168,38 @@ def fit(model, optimizer, train_loader, val_split=None, epochs: int = 1, loss_fn
     state_dict), not written to the JSON-able part. ``stop_after=k`` ends the run
     after epoch k (the schedule still spans ``epochs``): train in sessions, resume later.
     ``fuse=False``: train the plain model, layer by layer, instead of its fused view.
+
+    Resuming with more (or fewer) epochs than the checkpoint's run planned: a schedule
+    with an end (one-cycle, cosine: ``scheduler.planned_steps()``) is **stretched** to
+    the length ``scheduler`` was built for here, from the step already taken
+    (``scheduler.replan``): the lr jumps to the longer curve's value at that step and
+    follows it to the new end. (Holding the old schedule's last lr instead would train
+    the extra epochs at a one-cycle's final lr, max_lr / 250000: barely at all.) A
+    schedule without an end (exponential decay) simply goes on.
+
+    A non-finite loss, or non-finite weights after an epoch, raise
+    :class:`TrainingDiverged` (see the module docstring for what is checked when) with
+    ``history`` (the finished epochs) and ``kept`` (where the last good checkpoint is);
+    weights that are not finite are never written to ``checkpoint_path``.
     """
     if scheduler_interval not in ("epoch", "batch"):
         raise ValueError(f"fit: expected scheduler_interval 'epoch' or 'batch', got {scheduler_interval!r}")
-    history, start_epoch = new_history(), 0
+    history, start_epoch, saved_epoch = new_history(), 0, None
     if resume_from is not None:
+        planned = scheduler.planned_steps() if scheduler is not None else None
         state = load_checkpoint(resume_from, model, optimizer, scheduler, restore_rng=True)
         start_epoch = state["epoch"]
+        if start_epoch > epochs:
+            raise ValueError(f"fit: {resume_from} has trained {start_epoch} epochs already, "
+                             f"more than epochs={epochs}")
+        if planned is not None and scheduler.planned_steps() != planned:
+            scheduler.replan(planned)  # the run was extended (or shortened): stretch it
         history.update(state["extra"].get("history", {}))
         best = state["extra"].get("best_state")
         history["best_state"] = best if best else None
+        same_file = (checkpoint_path is not None
+                     and Path(resume_from).resolve() == Path(checkpoint_path).resolve())
+        saved_epoch = start_epoch if same_file else None
     net = fusion.fuse(model) if fuse else model  # what runs; `model` is what is saved
     set_mode = train_mode or (lambda m: m.train())
     last = epochs if stop_after is None else min(epochs, stop_after)
@@ -106,9 +207,21 @@ def fit(model, optimizer, train_loader, val_split=None, epochs: int = 1, loss_fn
         train_loader.set_epoch(epoch)
         lr = optimizer.param_groups[0]["lr"]
         set_mode(model)  # the plain model's flags too (with fuse, `net` is another module)
-        stats = train_one_epoch(net, train_loader, optimizer, loss_fn, scheduler,
-                                scheduler_interval, progress, desc=f"epoch {epoch + 1}/{epochs}",
-                                train_mode=train_mode)
+        try:
+            stats = train_one_epoch(net, train_loader, optimizer, loss_fn, scheduler,
+                                    scheduler_interval, progress, train_mode=train_mode,
+                                    desc=f"epoch {epoch + 1}/{epochs}", epoch=epoch + 1)
+            bad = first_non_finite(model)  # once per epoch, before the checkpoint
+            if bad is not None:
+                raise TrainingDiverged("weights", epoch + 1, len(train_loader), len(train_loader),
+                                       optimizer.param_groups[0]["lr"], name=bad)
+        except TrainingDiverged as exc:
+            exc.history = {k: v for k, v in history.items() if k != "best_state"}
+            if checkpoint_path is not None:
+                exc.kept = ("no checkpoint was written (no epoch finished)" if saved_epoch is None
+                            else f"the last good checkpoint, {checkpoint_path}, holds epoch "
+                                 f"{saved_epoch}")
+            raise
         history["epoch"].append(epoch + 1)
         history["train_loss"].append(stats["loss"])
         history["train_acc"].append(stats["accuracy"])
@@ -132,6 +245,7 @@ def fit(model, optimizer, train_loader, val_split=None, epochs: int = 1, loss_fn
                      "best_state": history.get("best_state") or {}}
             save_checkpoint(checkpoint_path, model, optimizer, scheduler, epoch=epoch + 1,
                             config=config, extra=extra)
+            saved_epoch = epoch + 1
     return history
 
 

@@ -42,8 +42,10 @@ slice per task. Both rules were measured:
   slower than the same loop on slices of one array allocated before it.
 
 Kernels are compiled on first use for each dtype (float32, float64) and
-cached on disk (``cache=True``), so only the first process pays the compile.
-Numba checks a cached function against its own source file only: after editing a
+cached on disk, so only the first process pays the compile (:mod:`.cache`: where, and
+what happens when no folder is writable; :mod:`.compiling`: the line a terminal shows
+while kernels compile; ``tinymbv2 warmup`` compiles ahead of time what the default
+models need). Numba checks a cached function against its own source file only: after editing a
 helper that a kernel in *another* module calls (say ``depthwise/planes3x3.py``, which
 ``depthwise/__init__.py`` calls), that kernel still runs the old helper until its cache
 goes. Clear it with ``find tinymbv2 -name '*.nbi' -delete`` (or run with
@@ -51,6 +53,9 @@ goes. Clear it with ``find tinymbv2 -name '*.nbi' -delete`` (or run with
 """
 from __future__ import annotations
 
+# first: where Numba may cache is settled, and its compiles listened to, before any kernel
+# module is imported (the cache folder is chosen as a kernel is decorated)
+from . import cache, compiling  # noqa: F401
 from ..reference import ReferenceKernels
 from . import batchnorm, block, dense, depthwise, matmul, optim, pointwise, stage
 

@@ -41,6 +41,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from .cache import CACHE
 from ..checks import ndim, same_float_dtype
 from . import pool  # noqa: F401  (the one-pool set-up)
 from .batchnorm import affine_inplace, affine_row, epilogue, epilogue_args
@@ -49,7 +50,7 @@ from .depthwise.planes3x3_s2 import row3x3_s2
 from .gemm import columns_nn
 from .layout import channels_last_plane
 
-_JIT = dict(cache=True, fastmath=False)
+_JIT = dict(cache=CACHE, fastmath=False)
 BAND_BYTES = 2 * 1024 * 1024
 """E + D of one band at most, per thread (``band_rows``). Measured at 224 px batch 8, the
 sum of blocks 1-13: 256 KiB 58.8 ms, 512 KiB 43.9, 1 MiB 40.4, 3-6 MiB 40.0-40.2, 12 MiB

@@ -57,12 +57,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .cache import CACHE
 from . import pool  # noqa: F401  (starts Numba's pool passive)
 from .tile import product
 
 _REASSOC = {"reassoc", "contract"}  # only these fast-math flags; see the module
-_JIT = dict(cache=True, fastmath=_REASSOC, boundscheck=False)
-_JIT_NN = dict(cache=True, fastmath=False, boundscheck=False)  # no sums to split into lanes
+_JIT = dict(cache=CACHE, fastmath=_REASSOC, boundscheck=False)
+_JIT_NN = dict(cache=CACHE, fastmath=False, boundscheck=False)  # no sums to split into lanes
 CHUNK = 2048
 """Terms of K summed per pass of a 4x4 block (measured 1024-4096 alike; 2048 best)."""
 MIN_SUM = 128
@@ -178,7 +179,9 @@ def add_products(a, c, out, k0, k1):
 @njit(parallel=True, **_JIT)
 def _blocks_parallel(a3, c3, out):
     for blk in prange(row_blocks(a3.shape[1])):
-        row_block(a3, c3, out, blk)
+        # int64: Numba types a prange index as int64, then compiles the parallel loop with
+        # an unsigned one, and row_block would be compiled for each (a second apiece, cold)
+        row_block(a3, c3, out, np.int64(blk))
     return out
 
 
@@ -197,9 +200,10 @@ COLUMNS = 2048
 each such block while it is in cache (:mod:`.pointwise`)."""
 
 
-@njit(**_JIT_NN)
+@njit(inline="always", **_JIT_NN)
 def columns_nn(a, x, out, j0, j1, stream=False):
     """out[:, j0:j1] = a (M, K) @ x[:, j0:j1] for x (K, P) and out (M, P) with contiguous
     rows (``a`` may have any strides): :mod:`.tile`'s register blocks, each strip of
-    x's columns held in L1 while the blocks of rows pass; ``stream``: see ``product``."""
+    x's columns held in L1 while the blocks of rows pass; ``stream``: see ``product``.
+    Inlined, as ``product`` is: compiled apart, it had a version per literal argument."""
     product(a, x, out, 0, a.shape[0], j0, j1, False, stream)

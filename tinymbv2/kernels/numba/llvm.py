@@ -10,23 +10,42 @@ register's width, masked loads and stores that touch nothing past a block's edge
 matrix product, :mod:`.transpose`'s transposes and :mod:`.depthwise.rows3x3`'s
 channels-last depthwise filter.
 
-``VECTOR_BYTES`` is read from the CPU the process runs on (Numba compiles for it): 64
-bytes with AVX-512, else 32; ``lanes(x)`` is how many values of x's dtype one holds.
+``VECTOR_BYTES`` is read from the CPU Numba compiles for: 64 bytes with AVX-512, else 32;
+``lanes(x)`` is how many values of x's dtype one holds. That CPU is Numba's target, not
+necessarily the host: ``NUMBA_CPU_NAME`` and ``NUMBA_CPU_FEATURES`` set it (to build a cache
+for older CPUs, say), and ``NUMBA_CPU_NAME=generic`` asks for a baseline x86-64 without
+AVX-512 or even AVX. The kernels read it where Numba does (:func:`target_features`), so
+they never emit AVX-512 vectors into code compiled for a CPU without them. On a CPU
+with less than AVX2, LLVM splits the 32-byte vectors and calls ``fma`` from the C
+library: slower, the same results.
 """
 from __future__ import annotations
 
-from llvmlite import binding as _llvm
 from llvmlite import ir
 from numba import njit
 from numba.core import cgutils
+from numba.core.registry import cpu_target
 
-AVX512 = "+avx512f" in _llvm.get_host_cpu_features().flatten().split(",")
-"""Does this CPU have AVX-512 (32 vector registers of 64 bytes)?"""
+from .cache import CACHE
+
+
+def target_features() -> list[str]:
+    """The CPU features Numba compiles for (``+avx512f``, ``-avx512f``, ...): the features of
+    ``NUMBA_CPU_FEATURES`` if set, none with ``NUMBA_CPU_NAME=generic``, else the host's.
+
+    Read from Numba's own code generator: the same features its compiled code, and the
+    key of its disk cache, are made for."""
+    _triple, _cpu_name, features = cpu_target.target_context.codegen().magic_tuple()
+    return features.split(",") if features else []
+
+
+AVX512 = "+avx512f" in target_features()
+"""Does the CPU Numba compiles for have AVX-512 (32 vector registers of 64 bytes)?"""
 VECTOR_BYTES = 64 if AVX512 else 32
 """One vector register: 64 bytes with AVX-512, else 32 (AVX2's; LLVM splits it further on
 a CPU with less)."""
 
-_JIT = dict(cache=True, boundscheck=False)
+_JIT = dict(cache=CACHE, boundscheck=False)
 
 
 @njit(inline="always", **_JIT)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .cache import CACHE
 from ..checks import matmul_args, same_float_dtype
 from . import pool  # noqa: F401  (starts Numba's pool passive)
 from .gemm import MIN_SUM, columns_nn, sum_of_products
@@ -38,7 +39,7 @@ gradient at batch 64 is 1 x 4 tiles, its weight gradient 4 x 4 (of 128-512 rows 
 256-640 columns, these were among the best, by a few percent)."""
 
 
-@njit(parallel=True, cache=True, boundscheck=False)
+@njit(parallel=True, cache=CACHE, boundscheck=False)
 def _broadcast_tiles(a, b, out):
     """out = a @ b, b and out C-contiguous, tile by tile (columns in multiples of 16)."""
     m, p = out.shape

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .cache import CACHE
 from . import pool  # noqa: F401  (the one-pool set-up)
 
 _PARALLEL_FROM = 1 << 16  # elements; smaller parameters are not worth waking the pool
@@ -25,7 +26,7 @@ _CHUNKS = 16  # parallel tasks of a large parameter
 # error_model="numpy": "/" divides as IEEE (and NumPy) do. Numba's default ("python")
 # tests every divisor for zero to raise ZeroDivisionError, and that branch keeps LLVM
 # from vectorising the loop.
-_JIT = dict(cache=True, error_model="numpy")
+_JIT = dict(cache=CACHE, error_model="numpy")
 
 
 @njit(**_JIT)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-_JIT = dict(cache=True, fastmath=False)
+from .cache import CACHE
+
+_JIT = dict(cache=CACHE, fastmath=False)
 
 
 @njit(**_JIT)

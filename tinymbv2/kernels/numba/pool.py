@@ -85,10 +85,14 @@ def pin_numba_blas() -> list[str]:
 def openmp_loaded() -> bool:
     """Does the process's global symbol scope hold a GNU OpenMP runtime already? Numba's
     OpenMP layer, loaded after it, would run its loops on that runtime (its symbols come
-    first), with the settings it read when it was loaded."""
+    first), with the settings it read when it was loaded.
+
+    Where the question cannot be asked, the answer is False, and importing goes on:
+    Windows has no global symbol scope (``ctypes.CDLL(None)`` raises ``TypeError``
+    there), so no runtime loaded before can stand in for Numba's."""
     try:
         ctypes.CDLL(None).GOMP_parallel
-    except (AttributeError, OSError):  # not there (or no such lookup on this platform)
+    except (AttributeError, OSError, TypeError):  # not there, or no such lookup here
         return False
     return True
 

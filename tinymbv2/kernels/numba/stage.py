@@ -41,6 +41,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .cache import CACHE
 from . import pool  # noqa: F401  (the one-pool set-up, see there)
 from .batchnorm import (affine_channel, affine_row, channel_stats, grad_coefs, grad_row_inplace,
                         grad_sums, mask_relu6, mask_relu6_inplace)
@@ -53,7 +54,7 @@ from .depthwise.planes3x3_s2 import scratch_size as s2_scratch_size
 from .depthwise.planes3x3_s2 import weight_scratch_size as s2_weight_scratch_size
 from .layout import as_nchw, channels_last_plane
 
-_JIT = dict(cache=True, fastmath=False)
+_JIT = dict(cache=CACHE, fastmath=False)
 
 
 def stage_supported(e, w_dw, stride) -> bool:

@@ -27,10 +27,11 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
+from .cache import CACHE
 from . import pool  # noqa: F401  (the one-pool set-up)
 from .llvm import I32, Emit, array_data, as_i64, lanes
 
-_JIT = dict(cache=True, boundscheck=False)
+_JIT = dict(cache=CACHE, boundscheck=False)
 
 
 def _swap_masks(lanes: int, s: int):

@@ -30,16 +30,17 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ..cache import CACHE
 from ...checks import batch_norm_args, relu6_bias, same_float_dtype
 from .. import pool  # noqa: F401  (the one-pool set-up, see there)
 from ..layout import as_channels_last, channels_last_plane, empty_channels_last, rows
 from .flat import backward_train_flat, forward_train_flat
 from .channels_last import backward_train_rows, forward_train_rows
 
-_JIT = dict(cache=True, fastmath=False)
+_JIT = dict(cache=CACHE, fastmath=False)
 # The sums may be reassociated so LLVM keeps them in SIMD partial sums: a fixed
 # order set by the compiled loop and the row length, never by thread timing.
-_JIT_SUM = dict(cache=True, fastmath={"reassoc", "contract"})
+_JIT_SUM = dict(cache=CACHE, fastmath={"reassoc", "contract"})
 
 
 @njit(**_JIT_SUM)

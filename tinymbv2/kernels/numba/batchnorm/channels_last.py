@@ -22,10 +22,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ..cache import CACHE
 from .. import pool  # noqa: F401  (the one-pool set-up, see there)
 from .flat import passed
 
-_JIT = dict(cache=True, fastmath=False)
+_JIT = dict(cache=CACHE, fastmath=False)
 _CHUNKS = 16  # runs of rows, each with its own partial sums (fixed: see above)
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ..cache import CACHE
 from ...checks import conv_geometry, grad_out_shape, same_float_dtype
 from .. import pool  # noqa: F401  (pins Numba's BLAS to one thread, starts the pool passive)
 from ..batchnorm import epilogue, epilogue_args
@@ -43,7 +44,7 @@ from ..padding import valid_range
 from ..tile import STREAM_BYTES
 from . import weight3x3_s2 as stem
 
-_JIT = dict(cache=True, fastmath=False)
+_JIT = dict(cache=CACHE, fastmath=False)
 _GROUPS = 8  # partial sums of backward-weight: fixed, so the result ignores the thread count
 
 

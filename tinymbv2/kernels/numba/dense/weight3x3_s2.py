@@ -33,10 +33,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ..cache import CACHE
 from .. import pool  # noqa: F401  (the one-pool set-up)
 
-_JIT = dict(cache=True, fastmath=False)
-_JIT_REDUCE = dict(cache=True, fastmath={"reassoc", "contract"})
+_JIT = dict(cache=CACHE, fastmath=False)
+_JIT_REDUCE = dict(cache=CACHE, fastmath={"reassoc", "contract"})
 
 BAND_BYTES = 256 << 10
 """A band's tap planes plus its rows of the Co gradient planes: a quarter of this

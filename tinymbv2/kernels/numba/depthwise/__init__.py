@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ..cache import CACHE
 from ...checks import conv_geometry, grad_out_shape, same_float_dtype
 from .. import pool  # noqa: F401  (the one-pool set-up, see there)
 from ..batchnorm import affine_inplace, epilogue_args
@@ -41,7 +42,7 @@ from .planes3x3 import weight_scratch_size as s1_weight_scratch_size
 from .planes3x3_s2 import correlate3x3_s2, scatter3x3_s2, weight3x3_s2
 from .planes3x3_s2 import weight_scratch_size as s2_weight_scratch_size
 
-_JIT = dict(cache=True, fastmath=False)
+_JIT = dict(cache=CACHE, fastmath=False)
 
 
 # ---------------------------------------------------------------- plane helpers

@@ -28,9 +28,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ..cache import CACHE
 from ..batchnorm.channels_last import affine_rows_inplace
 
-_JIT = dict(cache=True, fastmath=False)
+_JIT = dict(cache=CACHE, fastmath=False)
 
 
 @njit(**_JIT)

@@ -48,8 +48,10 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-_JIT = dict(cache=True, fastmath=False)
-_JIT_REDUCE = dict(cache=True, fastmath={"reassoc", "contract"})
+from ..cache import CACHE
+
+_JIT = dict(cache=CACHE, fastmath=False)
+_JIT_REDUCE = dict(cache=CACHE, fastmath={"reassoc", "contract"})
 
 
 @njit(**_JIT)

@@ -26,10 +26,11 @@ from __future__ import annotations
 
 from numba import njit
 
+from ..cache import CACHE
 from .planes3x3 import add_nine, correlate_runs, rows3
 
-_JIT = dict(cache=True, fastmath=False)
-_JIT_REDUCE = dict(cache=True, fastmath={"reassoc", "contract"})
+_JIT = dict(cache=CACHE, fastmath=False)
+_JIT_REDUCE = dict(cache=CACHE, fastmath={"reassoc", "contract"})
 
 
 @njit(**_JIT)

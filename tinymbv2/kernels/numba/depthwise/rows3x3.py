@@ -32,10 +32,11 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from ..cache import CACHE
 from .. import pool  # noqa: F401  (the one-pool set-up)
 from ..llvm import Emit, array_data, as_i64, lanes
 
-_JIT = dict(cache=True, boundscheck=False)
+_JIT = dict(cache=CACHE, boundscheck=False)
 
 
 def supported(kh, kw, sh, sw, ph, pw) -> bool:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ..cache import CACHE
 from ...checks import ndim, pointwise_weight_args, same_float_dtype
 from .. import pool  # noqa: F401  (starts Numba's pool passive)
 from ..batchnorm import epilogue, epilogue_args
@@ -42,7 +43,7 @@ from ..layout import (aligned_empty, as_channels_last, channels_last_plane, empt
 from ..tile import STREAM_BYTES
 from . import channels_last as by_rows
 
-_JIT = dict(cache=True, fastmath=False)
+_JIT = dict(cache=CACHE, fastmath=False)
 
 
 # ----------------------------------------------------------------- jitted cores

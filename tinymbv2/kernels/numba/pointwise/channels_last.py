@@ -28,12 +28,13 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ..cache import CACHE
 from .. import pool  # noqa: F401  (starts Numba's pool passive)
 from ..batchnorm.channels_last import affine_rows_inplace
 from ..tile import STREAM_BYTES, product, strip_width, tile_columns
 from ..transpose import transpose_into
 
-_JIT = dict(cache=True, fastmath=False)
+_JIT = dict(cache=CACHE, fastmath=False)
 _PARALLEL_ROWS = 384  # a GEMM is cut into two blocks of rows from this many rows ...
 _PARALLEL_MACS = 1 << 22  # ... and this many multiply-adds; none under it
 """Waking the pool (~45 us, passive) costs more than half the arithmetic of a small GEMM

@@ -1,0 +1,97 @@
+"""Compile the numba kernels ahead of time: one training and one inference step of the
+default model for each input shape the bundled and supported datasets give.
+
+A kernel is compiled the first time it meets a new kind of argument, and kept in Numba's
+disk cache (``tinymbv2/kernels/numba/cache.py``); with a cold cache the first step of a
+run spends about a minute compiling. ``tinymbv2 warmup`` (run by ``make demo``'s set-up)
+does that work before the run instead, through the very code a run uses (the fused
+model, ``train_one_epoch``, ``evaluate``), so it compiles exactly what a run compiles.
+Which kernels a step needs depends on the dtype and on the planes' sizes (small planes
+run channels-last kernels, the stride-2 stem of a full-size network its own), not on the
+width, the batch or the number of classes, so one small batch per input shape covers a
+whole run.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterator
+
+import numpy as np
+
+from .. import fusion
+from .. import random as tm_random
+from ..backend import use_kernels
+from ..data import DataLoader
+from ..evaluation import evaluate
+from ..kernels.numba import compiling
+from .build import build_loss, build_model, build_optimizer, param_groups
+from .config import TrainConfig
+from .trainer import train_one_epoch
+
+
+@dataclasses.dataclass(frozen=True)
+class WarmupCase:
+    """An input shape to compile for: images of ``in_channels x size x size``, the network
+    with its small-input stem (``small_input``) or the paper's stride-2 one."""
+
+    name: str
+    in_channels: int
+    size: int
+    small_input: bool = True
+
+
+CASES = (
+    WarmupCase("digits", 1, 8),
+    WarmupCase("mnist5k, mnist-idx", 1, 28),
+    WarmupCase("cifar10", 3, 32),
+    WarmupCase("224 px, the paper's stem", 3, 224, small_input=False),
+)
+"""The bundled datasets' shapes (digits 8 px, MNIST 28 px), CIFAR-10's and the paper's
+224 px network (the benchmarks', and a folder of photos at full size)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Warmed:
+    """One case warmed: the kernels it compiled (none when the cache had them all) and the
+    seconds it took."""
+
+    case: WarmupCase
+    dtype: str
+    compiled: tuple[compiling.Compiled, ...]
+    seconds: float
+
+
+def warmup(dtypes=("float32",), cases=None, batch_size: int = 8) -> Iterator[Warmed]:
+    """For each dtype and case (``CASES`` by default), one training step and one inference
+    step with the numba kernels; yields what each compiled, as it goes.
+
+    The steps run on random images, with the default :class:`TrainConfig` (its model,
+    optimizer and loss); the package's random generator is left as it was.
+    """
+    state = tm_random.get_state()
+    try:
+        with use_kernels("numba"):
+            for dtype in dtypes:
+                for case in CASES if cases is None else cases:
+                    before, start = len(compiling.compiled()), time.perf_counter()
+                    one_step_each(case, np.dtype(dtype), batch_size)
+                    yield Warmed(case, np.dtype(dtype).name,
+                                 tuple(compiling.compiled()[before:]), time.perf_counter() - start)
+    finally:
+        tm_random.set_state(state)
+
+
+def one_step_each(case: WarmupCase, dtype, batch_size: int, num_classes: int = 10) -> None:
+    """One training step (forward, backward, optimizer step) and one inference pass of the
+    default model, fused as a run trains it, on a batch of random images of ``case``."""
+    config = TrainConfig(small_input=case.small_input)
+    model = build_model(config, case.in_channels, num_classes).to(dtype)
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((batch_size, case.in_channels, case.size, case.size)).astype(dtype)
+    labels = np.arange(batch_size) % num_classes
+    optimizer = build_optimizer(config, param_groups(model, config.weight_decay))
+    net = fusion.fuse(model)
+    loss_fn = build_loss(config)
+    train_one_epoch(net, DataLoader(images, labels, batch_size), optimizer, loss_fn, progress=False)
+    evaluate(net, images, labels, loss_fn=loss_fn, fuse=False)
