@@ -123,6 +123,19 @@ def op_counts(net, x, train):
     return {name: n for (name, phase), n in prof.calls.items() if phase == "forward"}
 
 
+def assert_eval_agrees(model, fused, x):
+    """The eval-mode outputs of ``model`` and its view ``fused`` agree to ``TOL``; returns
+    the view's op counts."""
+    model.eval()
+    with tinymbv2.no_grad():
+        want = model(Tensor(x)).numpy()
+    counts = op_counts(fused, x, train=False)
+    with tinymbv2.no_grad():
+        got = fused(Tensor(x)).numpy()
+    assert rel(want, got) < TOL
+    return counts
+
+
 def test_the_view_runs_the_fused_ops_and_the_model_stays_plain():
     model = mobilenet_v2(width_mult=0.35, num_classes=10, seed=0)
     fused = fuse(model)
@@ -185,13 +198,7 @@ def test_layers_a_user_swapped_in_are_left_alone(kernel_set):
     model.features[5].conv[0][2] = nn.ReLU()  # the expansion activation of block 5
     fused = fuse(model)
     x = np.random.default_rng(1).standard_normal((2, 3, 64, 64))
-    model.eval()
-    with tinymbv2.no_grad():
-        want = model(Tensor(x)).numpy()
-    counts = op_counts(fused, x, train=False)
-    with tinymbv2.no_grad():
-        got = fused(Tensor(x)).numpy()
-    assert rel(want, got) < TOL
+    counts = assert_eval_agrees(model, fused, x)
     assert counts["InvertedResidualEval"] == 15  # blocks 3 and 5 run layer by layer
     counts = op_counts(fused, x, train=True)
     assert counts["DepthwiseStageTrain"] == 15
@@ -319,13 +326,7 @@ def test_a_block_with_layers_added_runs_layer_by_layer():
     model.features[2].conv.append(nn.ReLU6())  # 5 layers
     fused = fuse(model)
     x = np.random.default_rng(5).standard_normal((1, 3, 64, 64))
-    with tinymbv2.no_grad():
-        want = model(Tensor(x)).numpy()
-    counts = op_counts(fused, x, train=False)
-    with tinymbv2.no_grad():
-        got = fused(Tensor(x)).numpy()
-    assert rel(want, got) < TOL
-    assert counts["InvertedResidualEval"] == 15
+    assert assert_eval_agrees(model, fused, x)["InvertedResidualEval"] == 15
 
 
 def test_a_batchnorm_of_other_channels_raises_its_own_error():
