@@ -7,6 +7,8 @@ one with its JSON document damaged, a truncated one, a PNG claiming 14000 x 1400
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import numpy as np
 import pytest
@@ -152,8 +154,18 @@ def test_a_negative_seed_is_refused_when_parsing(capsys):
     ("grid", '{"lr": ["log", 0.001, 0.1]}', "is a range, for --kind random; a grid takes a list"),
     ("random", '{"lr": ["log", 0, 0.1]}', "'lr': expected 0 < lo < hi, got [\"log\", 0, 0.1]"),
     ("random", '{"lr": ["uniform", 0.1]}', "expected [\"uniform\", lo, hi] with two numbers"),
-    ("grid", '{"lrate": [0.1]}', "--space names ['lrate'], which are not training settings"),
-    ("grid", '{"lr": [0.1, -1]}', 'gives {"lr": -1}, which a training run refuses'),
+    # names and values are checked by tinymbv2.train.search.check_space (the space, not --space)
+    ("grid", '{"lrate": [0.1]}', "search: the space names ['lrate'], which are not training "
+                                 "settings"),
+    ("grid", '{"lr": [0.1, -1]}', 'search: the space gives {"lr": -1}, which a training run '
+                                  'refuses'),
+    # a range draws real numbers: an integer setting takes a list (it failed at trial 1 on 1.91)
+    ("random", '{"shift": ["uniform", 0, 3]}', "the space's 'shift' is a range, which draws real "
+                                               "numbers, but shift takes whole numbers: give a "
+                                               "list of the values to try"),
+    ("random", '{"epochs": ["uniform", 1, 4]}', "'epochs' is a range, which draws real numbers"),
+    ("random", '{"batch_size": ["log", 16, 128]}', "but batch_size takes whole numbers"),
+    ("random", '{"flip": ["uniform", 0, 1]}', "but flip takes True or False"),
     ("grid", '{"lr": [0.1', "--space is not valid JSON"),
 ])
 def test_bad_search_spaces_say_the_expected_form(kind, space, message, capsys):
@@ -161,20 +173,63 @@ def test_bad_search_spaces_say_the_expected_form(kind, space, message, capsys):
     assert message in err
 
 
-def test_image_sizes_below_what_the_network_takes_are_refused(checkpoint, capsys):
-    err = fails(["train", *RECIPE, "--image-size", "1"], capsys)
-    assert "train: --image-size 1 is smaller than this network takes" in err
+def test_image_sizes_below_what_the_network_takes_are_refused(checkpoint, tmp_path, capsys):
+    # run_training refuses them (the command line has no check of its own)
+    err = fails(["train", *RECIPE, "--image-size", "1", "--out", str(tmp_path / "a")], capsys)
+    assert "train: image_size 1 is smaller than this network takes" in err
     assert "at least 5x5 px" in err  # small-input network: 3 stride-2 layers, 2**2 + 1
-    err = fails(["train", *RECIPE, "--image-size", "16", "--standard-input"], capsys)
+    err = fails(["train", *RECIPE, "--image-size", "16", "--standard-input",
+                 "--out", str(tmp_path / "b")], capsys)
     assert "at least 17x17 px" in err  # the paper's strides: 5 stride-2 layers, 2**4 + 1
     assert "at least 5x5" in fails(["eval", str(checkpoint), "--image-size", "4"], capsys)
-    assert "at least 5x5" in fails(["search", "--image-size", "2", "--width", "0.35"], capsys)
-    assert "at least 5x5" in fails(["finetune", str(checkpoint), "--image-size", "3"], capsys)
+    assert "at least 5x5" in fails(["search", "--image-size", "2", "--width", "0.35",
+                                    "--out", str(tmp_path / "s")], capsys)
+    assert "at least 5x5" in fails(["finetune", str(checkpoint), "--image-size", "3",
+                                    "--out", str(tmp_path / "f")], capsys)
+    assert not (tmp_path / "a" / "model.npz").exists()  # refused before training
+
+
+def test_a_dataset_smaller_than_the_network_takes_is_refused(tmp_path, capsys):
+    # digits are 8 px; the paper's strides need 17: refused, not trained on 1-pixel maps
+    err = fails(["train", *RECIPE, "--standard-input", "--epochs", "1",
+                 "--out", str(tmp_path / "run")], capsys)
+    assert ("train: the image size of digits 8 is smaller than this network takes: its strided "
+            "convolutions need images of at least 17x17 px") in err
+    assert not (tmp_path / "run" / "model.npz").exists()
+    # resized to 17 px, the same network trains
+    assert main(["train", *RECIPE, "--standard-input", "--epochs", "1", "--image-size", "17",
+                 "--out", str(tmp_path / "run17")]) == 0
+
+
+def test_run_training_refuses_a_tiny_image_size_from_python(tmp_path):
+    from tinymbv2.train import TrainConfig, run_training
+
+    with pytest.raises(ValueError, match=r"^train: image_size 1 is smaller than this network "
+                                         r"takes: .* at least 5x5 px"):
+        run_training(TrainConfig(dataset="digits", width=0.35, image_size=1, epochs=1,
+                                 out=str(tmp_path)), progress=False, log=None)
+    assert not (tmp_path / "model.npz").exists()
+
+
+@pytest.mark.parametrize("space, message", [
+    ('{"image_size": [8, 2]}', 'search (trial {"image_size": 2}): image_size 2 is smaller than '
+                               'this network takes'),
+    ('{"small_input": [true, false]}', 'search (trial {"small_input": false}): image_size 8 is '
+                                       'smaller than this network takes: its strided convolutions '
+                                       'need images of at least 17x17 px'),
+])
+def test_a_search_space_of_sizes_the_network_refuses_stops_before_the_first_trial(
+        tmp_path, capsys, space, message):
+    err = fails(["search", *RECIPE, "--image-size", "8", "--space", space,
+                 "--out", str(tmp_path)], capsys)
+    assert message in err
+    assert not any(tmp_path.iterdir())  # no trial ran
 
 
 def test_channels_other_than_the_checkpoints_are_refused(checkpoint, capsys):
     err = fails(["eval", str(checkpoint), "--dataset", "digits", "--channels", "3"], capsys)
-    assert f"--channels 3, but the model of {checkpoint} takes 1-channel images" in err
+    assert (f"eval: channels 3 asked for, but the model of {checkpoint} takes 1-channel images"
+            in err)
     err = fails(["finetune", str(checkpoint), "--channels", "3"], capsys)
     assert "channels 3 asked for, but the model of" in err
     assert "invalid choice: 2" in fails(["train", "--channels", "2"], capsys)
@@ -202,6 +257,8 @@ def test_the_next_run_removes_what_a_killed_checkpoint_write_left(tmp_path):
     out.mkdir()
     stale = out / "model.npz.q8z_k2mv.tmp"  # a write killed between mkstemp and os.replace
     stale.write_bytes(b"PK\x03\x04" + bytes(4096))
+    then = time.time() - 3600  # an hour ago: no writer is still at it
+    os.utime(stale, (then, then))
     keep = out / "notes.tmp"
     keep.write_text("the user's")
     assert main(["train", *RECIPE, "--epochs", "1", "--out", str(out)]) == 0

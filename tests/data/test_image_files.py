@@ -189,3 +189,47 @@ def test_a_limit_above_pillows_own_says_to_raise_pillows_too(tmp_path, monkeypat
     with pytest.raises(ValueError, match=r"bomb\.png has more than 178,956,970 pixels, which "
                                          r"Pillow refuses to open .*PIL\.Image\.MAX_IMAGE_PIXELS"):
         read_image(path, "L")
+
+
+def test_a_folder_is_resized_image_by_image_as_it_is_read(tmp_path, monkeypatch):
+    """Only one image is ever held at its own size: a thousand 12-megapixel photos, all
+    decoded before resizing, would need 144 GB."""
+    import weakref
+
+    _mixed_folder(tmp_path)  # 12 files of 6x6, 9x7 and 5x10 pixels
+    decode, alive, most = readers._decode, set(), []
+
+    def counting_decode(*args):
+        array = decode(*args)  # a file at its own size
+        alive.add(id(array))
+        weakref.finalize(array, alive.discard, id(array))
+        most.append(len(alive))
+        return array
+
+    monkeypatch.setattr(readers, "_decode", counting_decode)
+    ds = load_dataset("folder", tmp_path, image_size=8)
+    assert len(most) == 12 and max(most) == 1  # each freed before the next is read
+    assert ds.image_shape == (3, 8, 8)
+    most.clear()
+    read_image_folder(tmp_path, size=8)
+    assert len(most) == 12 and max(most) == 1
+
+
+def test_folders_and_predict_resize_the_same_way(tmp_path):
+    """read_image(size=), read_image_folder(size=), load_dataset(image_size=) and predict's
+    load_image give the same pixels: Resize on the scaled pixels (read_image_folder's size
+    used to be Pillow's bilinear, on the 8-bit pixels, unlike the others)."""
+    from tinymbv2.evaluation import load_image
+
+    _mixed_folder(tmp_path)
+    files = sorted(tmp_path.glob("*/*.png"))
+    x, _, _ = read_image_folder(tmp_path, size=8)
+    for f, image in zip(files, x):
+        np.testing.assert_array_equal(image, Resize(8)(read_image(f)[None])[0])
+        np.testing.assert_array_equal(image, read_image(f, size=8))
+        np.testing.assert_array_equal(image, load_image(f, 3, [8, 8]))
+    grey, _, _ = read_image_folder(tmp_path, mode="L", size=(5, 7))
+    np.testing.assert_array_equal(grey[0], load_image(files[0], 1, [5, 7]))
+    scan = _save(tmp_path / "scan16.png", _ramp16())  # 16-bit: the same resize
+    np.testing.assert_array_equal(read_image(scan, "L", size=8),
+                                  Resize(8)(read_image(scan, "L")[None])[0])

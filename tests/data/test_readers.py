@@ -140,7 +140,8 @@ def test_image_folder_errors(tmp_path):
     other = tmp_path / "sizes"
     other.mkdir()
     _write_folder(other, sizes=((6, 5), (7, 5), (6, 5)))
-    with pytest.raises(ValueError, match="differs from .* pass size="):
+    with pytest.raises(ValueError, match=r"read_image_folder: the images of .* differ in size: "
+                                         r".*; give --image-size .*size= to read_image_folder"):
         read_image_folder(other)
     assert read_image_folder(other, size=6)[0].shape == (6, 3, 6, 6)
     with pytest.raises(ValueError, match="mode must be 'L' or 'RGB'"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import time
+import types
 
 import numba
 import numpy as np
@@ -121,3 +122,83 @@ def test_functions_outside_the_set_are_not_counted(monkeypatch, quick_bursts):
     numba.njit(lambda x: x + 1)(1.5)
     time.sleep(0.2)
     assert terminal.getvalue() == "" and len(compiling.compiled()) == before
+
+
+class HeldTimer:
+    """A quiet timer that fires only when the test says: ``fire()`` runs its function as
+    the timer's thread would, even after ``cancel()`` (a timer that has already fired)."""
+
+    armed: list = []
+
+    def __init__(self, interval, function, args=None, kwargs=None):
+        self.function, self.args, self.kwargs = function, args or (), kwargs or {}
+        self.daemon = False
+        HeldTimer.armed.append(self)
+
+    def start(self):
+        pass
+
+    def cancel(self):
+        pass  # too late: it has fired, and its function waits for the lock
+
+    def fire(self):
+        self.function(*self.args, **self.kwargs)
+
+
+def compile_event(name, dtype="float32"):
+    """A ``numba:compile`` event of a kernel of the set (``name`` in a module under it)."""
+    def kernel():
+        pass
+
+    kernel.__module__, kernel.__qualname__ = f"{compiling.PACKAGE}.probe_race", name
+    arg = types.SimpleNamespace(dtype=dtype, ndim=1)
+    return types.SimpleNamespace(data={"dispatcher": types.SimpleNamespace(py_func=kernel),
+                                       "args": (arg,)})
+
+
+def test_a_timer_that_fires_as_a_compile_starts_does_not_end_the_burst(monkeypatch):
+    """The race: the quiet timer fires (too late for ``cancel``) just as the next kernel
+    starts compiling, and its ``end_burst`` gets the lock after ``on_start``. The burst goes
+    on: no summary while that kernel compiles, and one summary at the end counting both."""
+    terminal = Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    monkeypatch.setattr(compiling.threading, "Timer", HeldTimer)
+    monkeypatch.setattr(HeldTimer, "armed", [])
+    watch = compiling.CompileWatch()
+    first, second = compile_event("first"), compile_event("second")
+    watch.on_start(first)
+    watch.on_end(first)
+    (quiet,) = HeldTimer.armed
+    watch.on_start(second)  # cancels the timer, which has fired already
+    quiet.fire()  # its end_burst, run after on_start let the lock go
+    assert "tinymbv2: compiled" not in terminal.getvalue()
+    watch.on_end(second)
+    assert "tinymbv2: compiled" not in terminal.getvalue()
+    HeldTimer.armed[-1].fire()
+    summary = terminal.getvalue().rsplit("\r", 1)[-1]
+    assert summary.startswith("tinymbv2: compiled 2 numba kernels for float32 in ")
+    assert terminal.getvalue().count("tinymbv2: compiled") == 1
+    assert [c.name for c in watch.done] == ["probe_race.first", "probe_race.second"]
+
+
+@pytest.mark.parametrize("stderr", [Terminal, io.StringIO], ids=["terminal", "pipe"])
+def test_without_a_cache_the_first_compile_prints_the_notice_once(monkeypatch, stderr):
+    """No writable cache folder: one line says so when the first kernel compiles (none
+    when nothing compiles), whatever stderr is; the second compile says nothing more."""
+    out = stderr()
+    monkeypatch.setattr("sys.stderr", out)
+    monkeypatch.setattr(compiling, "CACHE", False)
+    monkeypatch.setattr(compiling.threading, "Timer", HeldTimer)
+    monkeypatch.setattr(HeldTimer, "armed", [])
+    watch = compiling.CompileWatch()
+    assert out.getvalue() == ""
+    for name in ("first", "second"):
+        watch.on_start(compile_event(name))
+        watch.on_end(compile_event(name))
+    for timer in HeldTimer.armed:
+        timer.fire()
+    lines = [line for line in out.getvalue().replace("\r", "\n").splitlines() if line.strip()]
+    notices = [line for line in lines if line.startswith("tinymbv2: no writable folder")]
+    assert len(notices) == 1 and "NUMBA_CACHE_DIR" in notices[0]
+    if stderr is io.StringIO:
+        assert lines == notices  # off a terminal, the notice is the only line

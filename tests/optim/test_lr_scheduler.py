@@ -155,26 +155,82 @@ def test_momentum_bounds_of_one_cycle_are_checked():
         ls.OneCycleLR(o, max_lr=1.0, total_steps=10, max_momentum=1.2)
 
 
-@pytest.mark.parametrize("saved,loaded", [
-    (lambda o: ls.OneCycleLR(o, max_lr=0.1, total_steps=20), lambda o: ls.CosineAnnealingLR(o, 20)),
-    (lambda o: ls.CosineAnnealingLR(o, 20), lambda o: ls.OneCycleLR(o, max_lr=0.1, total_steps=20)),
-    (lambda o: ls.ExponentialLR(o, 0.9), lambda o: ls.CosineAnnealingLR(o, 20)),
+def _without_kind(state):
+    """A state as it was saved before states recorded their kind."""
+    return {k: v for k, v in state.items() if k != "kind"}
+
+
+@pytest.mark.parametrize("saved,loaded,match", [
+    (lambda o: ls.OneCycleLR(o, max_lr=0.1, total_steps=20), lambda o: ls.CosineAnnealingLR(o, 20),
+     "expected a state saved by CosineAnnealingLR, got one saved by OneCycleLR"),
+    (lambda o: ls.CosineAnnealingLR(o, 20), lambda o: ls.OneCycleLR(o, max_lr=0.1, total_steps=20),
+     "expected a state saved by OneCycleLR, got one saved by CosineAnnealingLR"),
+    (lambda o: ls.ExponentialLR(o, 0.9), lambda o: ls.StepLR(o, 5, 0.9),
+     "expected a state saved by StepLR, got one saved by ExponentialLR"),
+    # saved before states recorded their kind: told apart by what this kind does not have
+    (lambda o: _without_kind(ls.ExponentialLR(o, 0.9).state_dict()),
+     lambda o: ls.CosineAnnealingLR(o, 20),
+     r"expected the attributes of CosineAnnealingLR, got unknown \['gamma'\]; was it saved by "
+     "another scheduler"),
+    # the same kind with another value of an option that defines the schedule
     (lambda o: ls.OneCycleLR(o, max_lr=0.1, total_steps=20),  # momentum cycled, then not
-     lambda o: ls.OneCycleLR(o, max_lr=0.1, total_steps=20, cycle_momentum=False)),
+     lambda o: ls.OneCycleLR(o, max_lr=0.1, total_steps=20, cycle_momentum=False),
+     "expected cycle_momentum=False \\(as this OneCycleLR was built\\), got cycle_momentum=True"),
+    (lambda o: ls.OneCycleLR(o, max_lr=0.1, total_steps=20, pct_start=0.25),
+     lambda o: ls.OneCycleLR(o, max_lr=0.1, total_steps=20),
+     "expected pct_start=0.3 .*, got pct_start=0.25"),
+    (lambda o: ls.StepLR(o, 5, 0.5), lambda o: ls.StepLR(o, 5, 0.1),
+     "expected gamma=0.1 .*, got gamma=0.5"),
 ])
-def test_another_schedulers_state_is_refused_not_merged(saved, loaded):
+def test_another_schedulers_state_is_refused_not_merged(saved, loaded, match):
     o1, _ = _opts()
     source = saved(o1)
-    for _ in range(3):
-        source.step()
+    state = source if isinstance(source, dict) else source.state_dict()
     o2, _ = _opts()
     target = loaded(o2)
     before = dict(target.__dict__)
     name = type(target).__name__
-    with pytest.raises(ValueError,
-                       match=rf"{name}.load_state_dict: the state is not this {name}'s"):
-        target.load_state_dict(source.state_dict())
+    with pytest.raises(ValueError, match=rf"^{name}.load_state_dict: {match}") as caught:
+        target.load_state_dict(state)
+    assert "\n" not in str(caught.value)
     assert target.__dict__ == before
+
+
+def test_a_state_saved_before_an_attribute_existed_loads_with_its_default():
+    """A one-cycle state saved before ``pct_start`` and ``kind`` were recorded (as this
+    package wrote them until then) resumes: the missing attribute takes the value the
+    scheduler was built with, and the schedule goes on, stretched, as a fresh one would."""
+    o_old, _ = _opts()
+    old = ls.OneCycleLR(o_old, max_lr=0.1, total_steps=109)
+    _lrs(old, 40)
+    saved_opt = o_old.state_dict()
+    saved = {k: v for k, v in old.state_dict().items() if k not in ("kind", "pct_start")}
+    o, _ = _opts()
+    sched = ls.OneCycleLR(o, max_lr=0.1, total_steps=110)
+    o.load_state_dict(saved_opt)
+    sched.load_state_dict(saved)
+    assert sched.pct_start == 0.3 and sched.last_epoch == 40 and sched.planned_steps() == 109
+    sched.replan(110)
+    o_fresh, _ = _opts()
+    fresh = ls.OneCycleLR(o_fresh, max_lr=0.1, total_steps=110)
+    _lrs(fresh, 40)
+    assert _lrs(sched, 69) == _lrs(fresh, 69)
+
+
+def test_a_sequential_state_is_checked_whole_before_any_part_loads():
+    def build(opt, gamma):
+        return ls.SequentialLR(opt, [ls.LinearLR(opt, 0.1, total_iters=5),
+                                     ls.ExponentialLR(opt, gamma)], milestones=[5])
+
+    o1, _ = _opts()
+    saved = build(o1, 0.9)
+    _lrs(saved, 8)
+    o2, _ = _opts()
+    target = build(o2, 0.8)
+    before = [dict(s.__dict__) for s in (target, *target._schedulers)]
+    with pytest.raises(ValueError, match=r"^ExponentialLR.load_state_dict: expected gamma=0.8 "):
+        target.load_state_dict(saved.state_dict())
+    assert [dict(s.__dict__) for s in (target, *target._schedulers)] == before
 
 
 def _lrs(sched, steps):
@@ -217,3 +273,26 @@ def test_replan_is_refused_by_a_schedule_without_an_end():
     assert sched.planned_steps() is None
     with pytest.raises(TypeError, match="ExponentialLR: has no planned length to change"):
         sched.replan(10)
+
+
+def test_replan_gives_exactly_the_schedule_built_for_that_length():
+    """Stretched from n0 to n steps (40 x 30 lengths), a one-cycle's phases, lrs and
+    momenta are those of a cycle built for n steps, to the bit: its warm-up boundary comes
+    from pct_start, not from the boundary placed for n0 (109 -> 110 steps once put it at
+    31.999999999999993 instead of 32.0, and step 32 in the annealing phase)."""
+    for n0 in range(10, 130, 3):  # 109 among them
+        for n in range(n0, n0 + 30):
+            o, _ = _opts()
+            sched = ls.OneCycleLR(o, max_lr=0.1, total_steps=n0)
+            taken = min(n0, 32)
+            _lrs(sched, taken)
+            sched.replan(n)
+            o_fresh, _ = _opts()
+            fresh = ls.OneCycleLR(o_fresh, max_lr=0.1, total_steps=n)
+            _lrs(fresh, taken)
+            assert sched._phases == fresh._phases, (n0, n)
+            assert sched.get_last_lr() == fresh.get_last_lr(), (n0, n)
+            rest = n - taken
+            assert _lrs(sched, rest) == _lrs(fresh, rest), (n0, n)
+            assert ([g["momentum"] for g in o.param_groups]
+                    == [g["momentum"] for g in o_fresh.param_groups]), (n0, n)

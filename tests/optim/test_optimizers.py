@@ -300,26 +300,79 @@ def test_non_finite_rates_and_momenta_outside_0_1_are_refused(make, match):
         make([Tensor(a) for a in _init()])
 
 
+def _without_kind(state):
+    """An optimizer state as it was saved before states recorded their kind."""
+    return {k: v for k, v in state.items() if k != "kind"}
+
+
 @pytest.mark.parametrize("saved_by,loaded_by,match", [
     (lambda p: optim.SGD(p, lr=0.1, momentum=0.9), lambda p: optim.Adam(p, lr=0.1),
-     r"Adam.load_state_dict: the state's parameter group 0 does not hold Adam's options: it lacks "
-     r"\['betas', 'eps'\]; it has unknown \['dampening', 'momentum', 'nesterov'\]"),
+     "Adam.load_state_dict: expected a state saved by Adam, got one saved by SGD"),
     (lambda p: optim.RMSprop(p), lambda p: optim.RMSpropTF(p),
-     r"RMSpropTF.load_state_dict: .* it lacks \['decoupled_decay', 'lr_in_momentum'\]"),
-    (lambda p: optim.Adam(p), lambda p: optim.SGD(p, lr=0.1), "was it saved by another optimizer"),
-])
-def test_loading_another_optimizers_state_names_the_options_and_changes_nothing(
-        saved_by, loaded_by, match):
+     "RMSpropTF.load_state_dict: expected a state saved by RMSpropTF, got one saved by RMSprop"),
+    (lambda p: optim.Adam(p), lambda p: optim.AdamW(p),  # the same options, another update
+     "AdamW.load_state_dict: expected a state saved by AdamW, got one saved by Adam"),
+    # saved before states recorded their kind: told apart by the options this one lacks
+    (lambda p: optim.SGD(p, lr=0.1, momentum=0.9), lambda p: optim.Adam(p, lr=0.1),
+     r"Adam.load_state_dict: expected Adam's options in parameter group 0, got unknown "
+     r"\['dampening', 'momentum', 'nesterov'\] \(it holds .*\); was it saved by another optimizer"),
+    # the same kind, another form of the update
+    (lambda p: optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True),
+     lambda p: optim.SGD(p, lr=0.1, momentum=0.9),
+     r"SGD.load_state_dict: expected nesterov=False in parameter group 0 \(as this SGD was "
+     r"built\), got nesterov=True"),
+    (lambda p: optim.RMSpropTF(p, momentum=0.9), lambda p: optim.RMSpropTF(p, lr_in_momentum=False),
+     "RMSpropTF.load_state_dict: expected lr_in_momentum=False .*, got lr_in_momentum=True"),
+], ids=["kind", "kind-rmsprop", "kind-adamw", "no-kind", "nesterov", "lr_in_momentum"])
+def test_loading_another_optimizers_state_is_one_line_and_changes_nothing(
+        saved_by, loaded_by, match, request):
     params = [Tensor(a) for a in _init()]
     source = saved_by(params)
     for p, g in zip(params, _grads()[0]):
         p.grad = g
     source.step()
+    state = source.state_dict()
+    if request.node.callspec.id == "no-kind":
+        state = _without_kind(state)
     target = loaded_by([Tensor(a) for a in _init()])
     before = (target.state_dict(), repr(target))
-    with pytest.raises(ValueError, match=match):
-        target.load_state_dict(source.state_dict())
+    with pytest.raises(ValueError, match="^" + match) as caught:
+        target.load_state_dict(state)
+    assert "\n" not in str(caught.value)
     assert repr(target) == before[1] and target.state_dict()["state"] == before[0]["state"] == {}
+
+
+@pytest.mark.parametrize("kind", [True, False], ids=["kind", "no-kind"])
+def test_a_state_saved_before_an_option_existed_loads_with_its_default(kind):
+    """RMSpropTF's groups saved without ``decoupled_decay`` (as a version before that option
+    would have saved them): the state loads, the option takes this optimizer's value, and
+    the run goes on with the very numbers of the run that never stopped."""
+    kwargs = dict(lr=1e-2, momentum=0.9, weight_decay=1e-2, decoupled_decay=True)
+    grads = _grads(steps=6)
+
+    def feed(params, opt, gs_list):
+        for gs in gs_list:
+            for p, g in zip(params, gs):
+                p.grad = g.copy()
+            opt.step()
+
+    full = [Tensor(a.copy()) for a in _init()]
+    feed(full, optim.RMSpropTF(full, **kwargs), grads)
+    first = [Tensor(a.copy()) for a in _init()]
+    opt_first = optim.RMSpropTF(first, **kwargs)
+    feed(first, opt_first, grads[:3])
+    saved = opt_first.state_dict()
+    for group in saved["param_groups"]:
+        del group["decoupled_decay"]
+    if not kind:
+        saved = _without_kind(saved)
+    resumed = [Tensor(p.data.copy()) for p in first]
+    opt = optim.RMSpropTF(resumed, **{**kwargs, "lr": 5.0})
+    opt.load_state_dict(saved)
+    assert opt.param_groups[0]["decoupled_decay"] is True and opt.param_groups[0]["lr"] == 1e-2
+    feed(resumed, opt, grads[3:])
+    for a, b in zip(resumed, full):
+        assert a.data.tobytes() == b.data.tobytes()
 
 
 def test_a_scheduler_key_in_a_saved_group_is_not_an_unknown_option():

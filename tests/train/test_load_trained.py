@@ -8,7 +8,7 @@ import pytest
 
 from tinymbv2.cli import main
 from tinymbv2.data import Normalize, load_dataset
-from tinymbv2.train import TrainConfig, load_trained, save_checkpoint
+from tinymbv2.train import TrainConfig, load_state, load_trained, save_checkpoint
 from tinymbv2.train.build import NEEDED, build_model
 from tinymbv2.train.config import saved_config
 
@@ -81,3 +81,36 @@ def test_every_needed_field_is_checked_and_a_complete_checkpoint_loads(tmp_path)
             load_trained(ckpt)
     model, cfg = load_trained(_checkpoint(tmp_path / "whole.npz"))
     assert cfg["shift"] == 0 and cfg["norm_mean"] and not model.training
+
+
+@pytest.mark.parametrize("field,value,named", [
+    ("arch", "resnet", "expected arch in ('mobilenet_v2', 'seed_article'), got 'resnet'"),
+    ("width", "abc", "train: width must be a real number, got 'abc'"),
+    ("small_input", "yes", "expected small_input True or False, got 'yes'"),
+    ("in_channels", 0, "expected in_channels an integer >= 1, got 0"),
+    ("input_size", [8], "expected input_size [height, width] in pixels, got [8]"),
+    ("norm_std", [0.3, 0.3], "expected norm_std a list of 1 numbers (one per channel)"),
+])
+def test_a_saved_configuration_a_run_would_refuse_is_one_line_naming_the_file(
+        tmp_path, capsys, image, field, value, named):
+    """"arch": "resnet" used to build seed_article_net (the else branch), then fail on 257
+    keys; "width": "abc" gave an error that did not name the file."""
+    good = _checkpoint(tmp_path / "good.npz")
+    state = load_state(good)
+    bad = save_checkpoint(tmp_path / "bad.npz", build_model(TrainConfig(width=0.35, dropout=0.0),
+                                                            1, 10),
+                          config=dict(state["config"], **{field: value}))
+    expected = f"load_trained: {bad}: its saved configuration is not one a training run writes ("
+    with pytest.raises(ValueError) as info:
+        load_trained(bad)
+    assert str(info.value).startswith(expected) and named in str(info.value)
+    for command, argv in [("eval", ["eval", str(bad), "--dataset", "digits"]),
+                          ("predict", ["predict", str(bad), image])]:
+        code, err = _run(argv, capsys)
+        assert code == 2 and err.startswith(f"tinymbv2 {command}: error: {expected}"), err
+
+
+def test_build_model_refuses_an_unknown_arch():
+    with pytest.raises(ValueError, match=r"build_model: expected arch in \('mobilenet_v2', "
+                                         r"'seed_article'\), got 'resnet'"):
+        build_model(TrainConfig(arch="resnet"), 1, 10)

@@ -58,6 +58,7 @@ def test_a_loss_far_above_a_guess_reads_as_too_large_steps_not_under_fitting():
                  "train_loss": [15.3, 50.5]}  # digits at lr 5: finite, but not learning
     text = diagnose(overshoot, chance=0.1)
     assert text.startswith("Unstable:") and "50.5" in text and "2.30" in text
+    assert "last epoch's training loss is 50.5" in text
     assert "Lower the learning rate" in text
     slow = {"train_acc": [0.2, 0.3], "val_acc": [0.2, 0.3], "val_loss": [2.2, 2.0],
             "train_loss": [2.3, 2.1]}  # low but falling from ln 10: too few steps
@@ -84,3 +85,37 @@ def test_metrics_json_is_strict_json_for_a_diverged_run(tmp_path):
     assert saved["diverged"] == record and saved["diagnosis"].startswith("Diverged:")
     assert (tmp_path / "learning_curves.png").exists()
     assert not (tmp_path / "confusion_matrix.png").exists()  # nothing was tested
+
+
+def test_unstable_reads_the_last_epochs_cross_entropy_only():
+    recovered = {"train_acc": [0.1, 0.3], "val_acc": [0.1, 0.3], "val_loss": [9.0, 2.0],
+                 "train_loss": [40.0, 2.1]}  # an epoch-1 spike, then a loss below ln 10 * 2
+    assert diagnose(recovered, chance=0.1).startswith("Under-fitting")
+    high = {"train_acc": [0.1, 0.1], "val_acc": [0.1, 0.1], "val_loss": [9.0, 9.0],
+            "train_loss": [2.0, 9.0]}
+    assert diagnose(high, chance=0.1).startswith("Unstable:")
+    assert diagnose(high, chance=0.1, loss="ce").startswith("Unstable:")
+    for loss in ("focal", "dice"):  # other scales than ln K: no reading of the size of the loss
+        assert diagnose(high, chance=0.1, loss=loss).startswith("Under-fitting")
+    metrics = run_metrics(high, {"accuracy": 0.1, "loss": 9.0, "predictions": np.array([0, 1])},
+                          np.array([1, 0]), 0.1, {"num_classes": 10, "loss": "focal",
+                                                  "class_names": list("0123456789")}, 1.0)
+    assert metrics["diagnosis"].startswith("Under-fitting")  # run_metrics passes the run's loss
+
+
+def test_write_report_removes_the_plots_it_does_not_draw(tmp_path):
+    from tinymbv2.train.report import diverged_metrics
+
+    for name in ("learning_curves.png", "confusion_matrix.png"):  # an earlier run's
+        (tmp_path / name).write_bytes(b"earlier run")
+    config = {"num_classes": 3, "class_names": ["a", "b", "c"]}
+    record = {"epoch": 1, "step": 3, "steps": 4, "what": "loss", "lr": 1.0, "loss": "nan"}
+    empty = {"epoch": [], "train_loss": [], "train_acc": [], "val_loss": [], "val_acc": []}
+    write_report(tmp_path, diverged_metrics(empty, record, config, train_seconds=0.5))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+    one = {"epoch": [1], "train_loss": [1.0], "train_acc": [0.5], "val_loss": [1.0],
+           "val_acc": [0.5]}
+    (tmp_path / "confusion_matrix.png").write_bytes(b"earlier run")
+    write_report(tmp_path, diverged_metrics(one, dict(record, epoch=2), config, 0.5))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["learning_curves.png", "metrics.json"]
+    assert (tmp_path / "learning_curves.png").read_bytes() != b"earlier run"  # this run's

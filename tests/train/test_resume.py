@@ -109,3 +109,92 @@ def test_resume_conflicts_compares_every_field_but_the_resumable_ones():
     older = {k: v for k, v in before.items() if k != "flip"}  # saved before "flip" existed
     assert resume_conflicts(older, dict(before)) == []  # its default, False, is compared
     assert resume_conflicts(older, dict(before, flip=True)) == [("flip", False, True)]
+
+
+@pytest.mark.parametrize("same", [["--channels", "1"], ["--image-size", "8"],
+                                  ["--channels", "1", "--image-size", "8"]])
+def test_asking_for_what_the_data_already_was_resumes(two_epochs, tmp_path, capsys, same):
+    """digits are 1-channel 8x8: --channels 1 and --image-size 8 read the very same images as
+    the run that left them out, so resuming with them is the same run (it was refused as
+    "trained with channels None, this run asks for 1")."""
+    out = tmp_path / "run"
+    assert main(["train", *RUN, "--epochs", "3", *same, "--out", str(out),
+                 "--resume", str(two_epochs)]) == 0, capsys.readouterr().err
+    assert load_state(out / "model.npz")["epoch"] == 3
+
+
+@pytest.mark.parametrize("change,message", [
+    (["--channels", "3"], "in_channels 1, this run asks for 3"),
+    (["--image-size", "10"], "input_size [8, 8], this run asks for [10, 10]"),
+])
+def test_asking_for_other_images_is_named_through_the_data(two_epochs, tmp_path, capsys, change,
+                                                           message):
+    assert main(["train", *RUN, "--epochs", "3", *change, "--out", str(tmp_path),
+                 "--resume", str(two_epochs)]) == 2
+    err = capsys.readouterr().err
+    assert f"resume: {two_epochs} was trained with {message}" in err, err
+
+
+def test_resume_conflicts_leaves_channels_and_image_size_to_the_data():
+    before = {**TrainConfig(dataset="digits", shift=0).__dict__, "in_channels": 1,
+              "input_size": [8, 8]}
+    now = dict(before, channels=1, image_size=8)
+    assert resume_conflicts(before, now) == []
+    assert resume_conflicts(before, dict(now, in_channels=3, input_size=[9, 9])) == [
+        ("in_channels", 1, 3), ("input_size", [8, 8], [9, 9])]
+
+
+def _rewrite_meta(src, dst, change):
+    with np.load(src, allow_pickle=False) as data:
+        members = {k: data[k] for k in data.files}
+    meta = json.loads(str(members["__meta__"]))
+    change(meta)
+    members["__meta__"] = np.array(json.dumps(meta))
+    np.savez(dst, **members)
+    return dst
+
+
+@pytest.mark.parametrize("part", ["extra", "optimizer", "rng_state", "scheduler", "epoch"])
+def test_a_partial_checkpoint_is_one_line_on_resume_and_changes_nothing(two_epochs, tmp_path,
+                                                                        capsys, part):
+    """It was a KeyError traceback (exit code 1) for "extra" and "optimizer", and a resume
+    without the random state went on silently, drawing other numbers than the run it
+    continued."""
+    ckpt = _rewrite_meta(two_epochs, tmp_path / "model.npz", lambda meta: meta.pop(part))
+    before = ckpt.read_bytes()
+    assert main(["train", *RUN, "--epochs", "3", "--out", str(tmp_path),
+                 "--resume", str(ckpt)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert err.startswith(f"tinymbv2 train: error: load_checkpoint: {ckpt} holds no "), err
+    assert f"(its __meta__ has no {part!r}); not a complete tinymbv2 checkpoint" in err
+    assert ckpt.read_bytes() == before and not (tmp_path / "metrics.json").exists()
+
+
+def test_fit_refuses_a_checkpoint_of_another_configuration_before_loading_it(two_epochs):
+    """fit compares the configuration and the epochs from the one read of the file, before
+    the model, optimizer or scheduler change."""
+    from tinymbv2.data import DataLoader, load_dataset
+    from tinymbv2.train import fit
+    from tinymbv2.train.build import build_model, build_optimizer, build_scheduler, param_groups
+
+    state = load_state(two_epochs)
+    config = TrainConfig.from_saved(state["config"])
+    ds = load_dataset("digits")
+    model = build_model(config, 1, 10)
+    opt = build_optimizer(config, param_groups(model, config.weight_decay))
+    loader = DataLoader(ds.train.images, ds.train.labels, config.batch_size)
+    sched, interval = build_scheduler(config, opt, len(loader))
+    weights = model.state_dict()
+    with pytest.raises(ValueError, match=r"resume: .* was trained with width 0\.35, this run asks "
+                                         r"for 0\.5"):
+        fit(model, opt, loader, None, 3, scheduler=sched, scheduler_interval=interval,
+            resume_from=two_epochs, config=dict(state["config"], width=0.5), progress=False,
+            log=None)
+    with pytest.raises(ValueError, match=r"resume: .* has trained 2 epochs already, more than "
+                                         r"this run's epochs 1"):
+        fit(model, opt, loader, None, 1, scheduler=sched, scheduler_interval=interval,
+            resume_from=two_epochs, progress=False, log=None)
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, weights[k], err_msg=k)
+    assert opt.state == {} and sched.last_epoch == 0

@@ -48,28 +48,40 @@ def test_a_checkpoint_saved_before_fuse_existed_still_loads(tmp_path):
         load_trained(save_checkpoint(tmp_path / "bare.npz", model))
 
 
+# the numbers are checked by optim's check_hyper ("must be ..."); lr and width also > 0
 @pytest.mark.parametrize("field,value,message", [
-    ("lr", float("inf"), "train: expected lr a finite number > 0, got inf"),
-    ("lr", float("nan"), "train: expected lr a finite number > 0, got nan"),
-    ("lr", 0.0, "train: expected lr a finite number > 0, got 0.0"),
-    ("momentum", 5.0, r"train: expected momentum in \[0, 1\), got 5.0"),
-    ("momentum", 1.0, r"train: expected momentum in \[0, 1\), got 1.0"),
-    ("momentum", -0.1, r"train: expected momentum in \[0, 1\), got -0.1"),
-    ("weight_decay", float("inf"), "train: expected weight_decay a finite number >= 0, got inf"),
-    ("width", float("inf"), "train: expected width a finite number > 0, got inf"),
-    ("dropout", 1.5, r"train: expected dropout in \[0, 1\], got 1.5"),
+    ("lr", float("inf"), "train: lr must be a finite number, got inf"),
+    ("lr", float("nan"), "train: lr must be a finite number, got nan"),
+    ("lr", 0.0, "train: lr must be > 0, got 0.0"),
+    ("momentum", 5.0, r"train: momentum must be in \[0, 1\), got 5.0"),
+    ("momentum", 1.0, r"train: momentum must be in \[0, 1\), got 1.0"),
+    ("momentum", -0.1, r"train: momentum must be in \[0, 1\), got -0.1"),
+    ("weight_decay", float("inf"), "train: weight_decay must be a finite number >= 0, got inf"),
+    ("width", float("inf"), "train: width must be a finite number, got inf"),
+    ("width", -1.0, "train: width must be > 0, got -1.0"),
+    ("dropout", 1.5, r"train: dropout must be in \[0, 1\], got 1.5"),
     ("shift", -1, r"train: expected shift an integer >= 0 \(pixels\) or None"),
     ("channels", 2, "train: expected channels 1, 3 or None"),
+    ("epochs", 2.5, "train: expected epochs an integer >= 1, got 2.5"),
+    ("image_size", 0, r"train: expected image_size an integer >= 1 \(pixels\) or None"),
+    ("seed", -1, "train: expected seed an integer >= 0, got -1"),
 ])
 def test_validate_refuses_non_finite_rates_and_momenta_outside_0_1(field, value, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**{field: value}).validate()
 
 
+def test_validate_refuses_values_of_another_type():
+    with pytest.raises(TypeError, match="train: width must be a real number, got 'abc'"):
+        TrainConfig(width="abc").validate()
+    with pytest.raises(TypeError, match="train: expected small_input True or False, got 0.5"):
+        TrainConfig(small_input=0.5).validate()
+
+
 @pytest.mark.parametrize("argv,message", [
-    (["--lr", "inf"], "train: expected lr a finite number > 0, got inf"),
-    (["--momentum", "5"], "train: expected momentum in [0, 1), got 5.0"),
-    (["--momentum", "1"], "train: expected momentum in [0, 1), got 1.0"),
+    (["--lr", "inf"], "train: lr must be a finite number, got inf"),
+    (["--momentum", "5"], "train: momentum must be in [0, 1), got 5.0"),
+    (["--momentum", "1"], "train: momentum must be in [0, 1), got 1.0"),
 ])
 def test_the_train_command_refuses_them_in_one_line(argv, message, tmp_path, capsys):
     from tinymbv2.cli import main

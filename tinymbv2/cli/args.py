@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..data import DATASETS, check_input_size
-from ..train.build import build_model
+from ..data import DATASETS
 from ..train.config import ARCHS, LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig
 
 
@@ -96,14 +95,6 @@ def add_fuse_arg(p):
     """--no-fuse: the plain model instead of its fused view (tinymbv2.fusion.fuse)."""
     p.add_argument("--no-fuse", dest="fuse", action="store_false",
                    help="run the plain model, layer by layer, to step through it")
-
-
-def check_image_size(config: TrainConfig, who: str) -> None:
-    """Refuse an ``--image-size`` smaller than the network of ``config`` takes, with the
-    smallest size it does (:func:`tinymbv2.data.smallest_input_size`, from its strides)."""
-    if config.image_size is not None:
-        probe = build_model(config, in_channels=1, num_classes=2)  # the strides are all we need
-        check_input_size(probe, config.image_size, who)
 
 
 def train_config(args, out) -> TrainConfig:

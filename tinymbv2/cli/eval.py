@@ -1,10 +1,11 @@
 """``tinymbv2 eval``: a checkpoint's accuracy, top-3 accuracy, loss and per-class scores on a split."""
 from __future__ import annotations
 
-from ..data import Normalize, check_input_size, load_dataset
+from ..data import Normalize, load_dataset
 from ..evaluation import confusion_matrix, evaluate, precision_recall, top_k_accuracy
+from ..models import check_input_size
 from ..train import TrainConfig, load_trained
-from ..train.build import build_loss
+from ..train.build import build_loss, checkpoint_channels
 from .args import add_data_args, add_fuse_arg
 
 
@@ -17,13 +18,11 @@ def add_eval(p):
 
 def run_eval(args) -> int:
     model, cfg = load_trained(args.checkpoint)
-    channels = cfg["in_channels"]  # the images are read the way the model takes them
-    if args.channels is not None and args.channels != channels:
-        raise ValueError(f"eval: --channels {args.channels}, but the model of {args.checkpoint} "
-                         f"takes {channels}-channel images")
-    if args.image_size is not None:
-        check_input_size(model, args.image_size, "eval")
-    size = args.image_size or (cfg.get("input_size") or [None])[0]
+    # the images are read the way the model takes them: its channels, its size by default
+    channels = checkpoint_channels(args.checkpoint, cfg, args.channels, "eval")
+    size = args.image_size or cfg["input_size"][0]
+    check_input_size(model, size, "eval", "--image-size" if args.image_size else
+                     f"the image size of {args.checkpoint}")
     data = load_dataset(args.dataset, args.data_dir, size, channels=channels)
     if data.num_classes != cfg["num_classes"]:
         raise ValueError(f"eval: the model of {args.checkpoint} tells {cfg['num_classes']} "

@@ -2,8 +2,7 @@
 from __future__ import annotations
 
 from ..train import run_training
-from .args import (add_data_args, add_fuse_arg, add_recipe_args, check_image_size, positive,
-                   train_config)
+from .args import add_data_args, add_fuse_arg, add_recipe_args, positive, train_config
 
 
 def add_train(p):
@@ -13,14 +12,14 @@ def add_train(p):
     p.add_argument("--out", default="runs/run", help="run folder (model.npz, metrics.json, plots)")
     p.add_argument("--resume", help="checkpoint (model.npz) to continue from; only --epochs (the "
                    "schedule stretches to the new length), --out, --no-fuse, --data-dir, "
-                   "--stop-after and --no-progress may differ from its run")
+                   "--stop-after and --no-progress may differ from its run (--channels and "
+                   "--image-size may be given if the images stay the same)")
     p.add_argument("--stop-after", type=positive(int),
                    help="stop after this epoch (the schedule still spans --epochs); resume later")
 
 
 def run_train(args) -> int:
     config = train_config(args, args.out)
-    check_image_size(config, "train")
     metrics = run_training(config, resume=args.resume, progress=args.progress,
                            stop_after=args.stop_after)
     print(f"wrote {args.out}/model.npz, metrics.json, learning_curves.png, confusion_matrix.png")

@@ -13,17 +13,18 @@ def add_warmup(p) -> None:
 def run_warmup(args) -> int:
     # imported here: loading the numba kernel set starts its thread pool, which the other
     # commands should not pay for when they are only parsing their arguments
-    from ..kernels.numba.cache import CACHE, WHERE
+    from ..kernels.numba.cache import CACHE, WHERE, where_numba_looked
     from ..train.warmup import warmup
 
-    if not CACHE:
-        print(f"tinymbv2 warmup: error: Numba has no writable cache folder here ({WHERE}), so "
-              "nothing compiled now would be kept; set NUMBA_CACHE_DIR to a writable folder",
-              file=sys.stderr)
+    if not CACHE:  # the one line: nothing has compiled, so the kernels' own notice is not shown
+        print(f"tinymbv2 warmup: error: no writable folder for Numba's cache (tried "
+              f"{where_numba_looked()}), so nothing compiled now would be kept; set "
+              "NUMBA_CACHE_DIR to a writable folder", file=sys.stderr)
         return 2
     dtypes = ("float32", "float64") if args.float64 else ("float32",)
-    print(f"warming up the numba kernels: a training and an inference step of the default "
-          f"model per input shape, {' and '.join(dtypes)} (cache: {WHERE})", flush=True)
+    print(f"warming up the numba kernels: the training and inference steps of the default "
+          f"model, fused and plain, per input shape, {' and '.join(dtypes)} (cache: {WHERE})",
+          flush=True)
     start, total = time.perf_counter(), 0
     for w in warmup(dtypes):
         shape = f"{w.case.in_channels}x{w.case.size}x{w.case.size}"

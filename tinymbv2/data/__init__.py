@@ -6,7 +6,6 @@
 >>> for images, labels in DataLoader(ds.train.images, ds.train.labels, 64, transform=aug): ...
 """
 from .datasets import BUNDLED, DATASETS, load_dataset
-from .input_size import check_input_size, smallest_input_size
 from .loader import DataLoader
 from .readers import (CIFAR10_CLASSES, load_cifar10, load_mnist_idx, read_cifar10_batch,
                       read_idx, read_image, read_image_folder)
@@ -19,5 +18,5 @@ __all__ = [
     "split_dataset", "stratified_split", "DataLoader", "CIFAR10_CLASSES", "load_cifar10",
     "load_mnist_idx", "read_cifar10_batch", "read_idx", "read_image", "read_image_folder",
     "Compose", "Grayscale", "Normalize", "RandomCrop", "RandomHorizontalFlip", "RandomRotation",
-    "RandomShift", "Resize", "channel_stats", "smallest_input_size", "check_input_size",
+    "RandomShift", "Resize", "channel_stats",
 ]

@@ -15,8 +15,9 @@ Three more read a user's files from ``data_dir`` (see :mod:`tinymbv2.data.reader
 * ``"cifar10"``: the CIFAR-10 binary batches; ``test_batch.bin`` is the test split, a
   tenth of the training batches the validation split.
 * ``"folder"``: ``data_dir/<class name>/*.png|jpg|...``, read as RGB (or grey, with
-  ``channels=1``), 8- or 16-bit; a tenth each for validation and test. Its images may
-  differ in size when ``image_size`` is given: each is resized to it.
+  ``channels=1``), 8- or 16-bit, by :func:`~tinymbv2.data.readers.read_image_folder`; a
+  tenth each for validation and test. Its images may differ in size when ``image_size``
+  is given: each is resized to it right after it is read.
 
 Images come as float32 ``(N, C, H, W)`` (NCHW) in [0, 1], labels as int64 ``(N,)``, cut by
 the fixed stratified split of :mod:`tinymbv2.data.splits`. ``image_size=s`` resizes every
@@ -32,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .readers import image_folder_files, load_cifar10, load_mnist_idx, read_image
+from .readers import load_cifar10, load_mnist_idx, read_image_folder
 from .splits import SPLIT_SEED, DatasetSplits, Split, split_dataset
 from .transforms import Compose, Grayscale, Resize
 
@@ -64,15 +65,16 @@ def load_dataset(name: str, data_dir=None, image_size: int | None = None,
     resize = None if image_size is None else Resize(image_size)
     if name in BUNDLED:
         splits = _bundled(name, seed)
-    elif name == "folder":  # read in the channels asked for, each image resized on its own
-        splits = _folder(_data_folder(name, data_dir), seed, channels, resize)
+    elif name == "folder":  # read in the channels asked for, each image resized as it is read
+        splits = _folder(_data_folder(name, data_dir), seed, channels, image_size)
+        resize = None  # done
     else:
         splits = _FROM_FILES[name](_data_folder(name, data_dir), seed)
     convert = []
     if channels is not None and splits.image_shape[0] != channels:
         convert.append(Grayscale(channels))  # RGB -> luma, or grey -> 3 equal channels
     if resize is not None:
-        convert.append(resize)  # a no-op on a folder's images, resized as they were read
+        convert.append(resize)
     if not convert:
         return splits
     parts = [Split(Compose(convert)(s.images), s.labels)
@@ -149,20 +151,11 @@ def _cifar10(root: Path, seed: int) -> DatasetSplits:
     return _with_test_split("cifar10", x, y, Split(xt, yt), classes, seed)
 
 
-def _folder(root: Path, seed: int, channels, resize) -> DatasetSplits:
-    files, labels, classes = image_folder_files(root)
-    mode = "L" if channels == 1 else "RGB"
-    images = [read_image(f, mode, who="load_dataset") for f in files]
-    if resize is not None:  # one at a time: the files may differ in size
-        images = [resize(x[None])[0] for x in images]
-    for f, x in zip(files, images):
-        if x.shape != images[0].shape:
-            raise ValueError(f"load_dataset: the images of {root} differ in size: {f} is "
-                             f"{x.shape[2]}x{x.shape[1]}, {files[0]} {images[0].shape[2]}x"
-                             f"{images[0].shape[1]}; give --image-size (image_size= in "
-                             f"Python) to resize them all")
+def _folder(root: Path, seed: int, channels, image_size) -> DatasetSplits:
+    images, labels, classes = read_image_folder(root, "L" if channels == 1 else "RGB",
+                                                image_size, who="load_dataset")
     n_hold = max(1, len(labels) // 10)
-    return split_dataset(np.stack(images), labels, n_hold, n_hold, seed=seed, name="folder",
+    return split_dataset(images, labels, n_hold, n_hold, seed=seed, name="folder",
                          class_names=tuple(classes))
 
 

@@ -10,6 +10,10 @@ scaled by their bit depth: 8-bit pixels by 1/255, 16-bit ones (PNG's grey 16-bit
 mode ``"I;16"``) by 1/65535, so a 16-bit scan is not clipped to white. A file of more than
 ``MAX_IMAGE_PIXELS`` pixels is refused before it is decoded: a few kilobytes of PNG can
 claim 14000 x 14000 pixels (a "decompression bomb") and would take gigabytes as float32.
+A size asked for is reached with :class:`~tinymbv2.data.transforms.Resize` on the scaled
+pixels, as soon as each file is read: the way every dataset and ``predict`` resize, with
+only one file at its own size in memory at a time (a 12-megapixel RGB photo is 144 MB as
+float32; a folder of a thousand, all decoded before resizing, would need 144 GB).
 """
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+
+from .transforms import Resize
 
 # The largest image file read, in pixels (width x height): Pillow's own default limit
 # (Image.MAX_IMAGE_PIXELS, about 9459 x 9459). Set tinymbv2.data.readers.MAX_IMAGE_PIXELS
@@ -153,11 +159,12 @@ def read_image(path, mode: str = "RGB", size=None, who: str = "read_image") -> n
 
     Pixels are divided by the largest value of their bit depth: 255 for 8-bit files,
     65535 for 16-bit grey ones (Pillow mode ``"I;16"``; a 16-bit grey image asked for as
-    RGB repeats its one channel). ``size`` (int or ``(height, width)``): resize with
-    Pillow's bilinear filter (for 8-bit files on the 8-bit pixels, as Pillow does).
-    Errors name ``who`` and the file: ``FileNotFoundError`` for no file, ``ValueError``
-    for one that is not a readable image or has more than :data:`MAX_IMAGE_PIXELS` pixels
-    (checked from the header, before anything is decoded).
+    RGB repeats its one channel). ``size`` (int or ``(height, width)``): then resized with
+    :class:`~tinymbv2.data.transforms.Resize` (bilinear, on the scaled float pixels), the
+    resize every dataset and ``predict`` use. Errors name ``who`` and the file:
+    ``FileNotFoundError`` for no file, ``ValueError`` for one that is not a readable image
+    or has more than :data:`MAX_IMAGE_PIXELS` pixels (checked from the header, before
+    anything is decoded).
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -175,7 +182,7 @@ def read_image(path, mode: str = "RGB", size=None, who: str = "read_image") -> n
                 w, h = im.size
                 if w * h > limit:
                     raise _TooLarge(f"{w}x{h} = {w * h:,} pixels")
-                array = _decode(im, mode, hw)
+                array = _decode(im, mode)
     except Image.DecompressionBombError:  # over twice Pillow's own limit, refused on opening
         pillow = 2 * (Image.MAX_IMAGE_PIXELS or 0)
         if limit < pillow:
@@ -190,7 +197,7 @@ def read_image(path, mode: str = "RGB", size=None, who: str = "read_image") -> n
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"{who}: {path} is not a readable image: cannot read the image, "
                          f"corrupt or truncated ({type(err).__name__}: {err})") from None
-    return array
+    return array if hw is None else Resize(hw)(array[None])[0]
 
 
 class _TooLarge(Exception):
@@ -207,10 +214,8 @@ def _too_large(who, path, pixels, limit) -> ValueError:
                       f"bomb, or a picture to shrink first")
 
 
-def _decode(im, mode: str, hw) -> np.ndarray:
+def _decode(im, mode: str) -> np.ndarray:
     """The pixels of an open Pillow image as float32 (C, H, W) in [0, 1]."""
-    from PIL import Image
-
     if im.mode in _SIXTEEN_BIT or im.mode == "F":
         grey = np.asarray(im).astype(np.float32)
         top = 1.0 if im.mode == "F" else 65535.0  # float pixels are taken as they are
@@ -219,66 +224,64 @@ def _decode(im, mode: str, hw) -> np.ndarray:
                               f"{grey.max():g}], expected [0, {top:g}]; convert it to 8 or "
                               f"16 bits")
         grey = grey / np.float32(top)
-        if hw is not None and grey.shape != hw:
-            grey = np.asarray(Image.fromarray(grey, mode="F").resize((hw[1], hw[0]),
-                                                                     Image.BILINEAR))
         channels = grey[None] if mode == "L" else np.repeat(grey[None], 3, axis=0)
         return np.ascontiguousarray(channels, dtype=np.float32)
     im = im.convert(mode)
-    if hw is not None and im.size != (hw[1], hw[0]):
-        im = im.resize((hw[1], hw[0]), Image.BILINEAR)
     pixels = np.asarray(im, dtype=np.uint8)
     pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels
     return pixels.transpose(2, 0, 1).astype(np.float32) / 255.0
 
 
-def image_folder_files(root, extensions=IMAGE_EXTENSIONS):
+def image_folder_files(root, extensions=IMAGE_EXTENSIONS, who: str = "read_image_folder"):
     """The image files of ``root/<class_name>/``: ``(files, labels, class_names)``.
 
     Classes are the subfolder names in sorted order (label i = i-th name), the files of
-    each sorted by name; other files (notes, ...) are skipped.
+    each sorted by name; other files (notes, ...) are skipped. Errors name ``who``.
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"read_image_folder: no such folder: '{root}'")
+        raise FileNotFoundError(f"{who}: no such folder: '{root}'")
     class_names = sorted(d.name for d in root.iterdir() if d.is_dir())
     if not class_names:
-        raise ValueError(f"read_image_folder: '{root}' has no class subfolders")
+        raise ValueError(f"{who}: '{root}' has no class subfolders")
     exts = tuple(e.lower() for e in extensions)
     files, labels = [], []
     for label, name in enumerate(class_names):
         found = sorted(f for f in (root / name).iterdir()
                        if f.is_file() and f.suffix.lower() in exts)
         if not found:
-            raise ValueError(f"read_image_folder: class folder '{root / name}' holds no images "
+            raise ValueError(f"{who}: class folder '{root / name}' holds no images "
                              f"with extensions {exts}")
         files += found
         labels += [label] * len(found)
     return files, np.asarray(labels, dtype=np.int64), tuple(class_names)
 
 
-def read_image_folder(root, mode: str = "RGB", size=None, extensions=IMAGE_EXTENSIONS):
+def read_image_folder(root, mode: str = "RGB", size=None, extensions=IMAGE_EXTENSIONS,
+                      who: str = "read_image_folder"):
     """Images in ``root/<class_name>/*.png|jpg|...``, one subfolder per class (torchvision's ImageFolder).
 
     Classes are the subfolder names in sorted order (label i = i-th name). Each file is
     read by :func:`read_image`: converted to ``mode`` (``"L"`` grey, 1 channel; ``"RGB"``,
     3), scaled by its bit depth and, if ``size`` is given (int or ``(height, width)``),
-    resized with bilinear filtering; without ``size`` all images must already share one
-    size. Returns ``(images, labels, class_names)`` with images float32 ``(N, C, H, W)``
-    in [0, 1].
+    resized by :class:`~tinymbv2.data.transforms.Resize` right after it is read, so that
+    only one file is ever held at its own size; without ``size`` all images must already
+    share one size. Returns ``(images, labels, class_names)`` with images float32
+    ``(N, C, H, W)`` in [0, 1]. Errors name ``who`` (``load_dataset`` reads folders here).
     """
     if mode not in ("L", "RGB"):
-        raise ValueError(f"read_image_folder: mode must be 'L' or 'RGB', got {mode!r}")
-    hw = _parse_size(size)
-    files, labels, class_names = image_folder_files(root, extensions)
+        raise ValueError(f"{who}: mode must be 'L' or 'RGB', got {mode!r}")
+    hw = _parse_size(size, who)
+    files, labels, class_names = image_folder_files(root, extensions, who)
     images = []
     for f in files:
-        image = read_image(f, mode, hw, who="read_image_folder")
+        image = read_image(f, mode, hw, who=who)
         if images and image.shape != images[0].shape:
-            raise ValueError(f"read_image_folder: '{f}': image size {image.shape[2]}x"
-                             f"{image.shape[1]} differs from {images[0].shape[2]}x"
-                             f"{images[0].shape[1]} of the first image; pass size= to resize "
-                             f"them all (--image-size on the command line)")
+            raise ValueError(f"{who}: the images of {root} differ in size: {f} is "
+                             f"{image.shape[2]}x{image.shape[1]}, {files[0]} "
+                             f"{images[0].shape[2]}x{images[0].shape[1]}; give --image-size "
+                             f"(image_size= to load_dataset, size= to read_image_folder) to "
+                             f"resize them all")
         images.append(image)
     return np.stack(images), labels, class_names
 

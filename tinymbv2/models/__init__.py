@@ -1,9 +1,11 @@
-"""Models: MobileNetV2 (Table 2 of the paper), its variants, summaries and interop.
+"""Models: MobileNetV2 (Table 2 of the paper), its variants, summaries and interop, and the
+smallest image a network takes (``smallest_input_size``, from its strides).
 
     from tinymbv2.models import mobilenet_v2, summary
     model = mobilenet_v2(width_mult=0.5, num_classes=10, small_input=True, seed=0)
     print(summary(model, input_size=(3, 32, 32)))
 """
+from .input_size import check_input_size, smallest_input_size  # noqa: F401
 from .interop import from_torchvision, to_torch_state_dict  # noqa: F401
 from .memory import chunked_block, memory_efficient_inference  # noqa: F401
 from .mobilenetv2 import (  # noqa: F401

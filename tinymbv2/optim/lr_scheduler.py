@@ -40,6 +40,11 @@ class LRScheduler:
     been advanced) and, where one exists, ``_get_closed_form_lr()``.
     """
 
+    defining: tuple[str, ...] = ()
+    """The options that make the schedule what it is, as attribute names (its planned
+    length aside: that may change on resume, see :meth:`replan`). A saved state with
+    another value of one is refused by :meth:`load_state_dict`."""
+
     def __init__(self, optimizer: Optimizer, last_epoch: int = -1):
         if not isinstance(optimizer, Optimizer):
             raise TypeError(
@@ -98,16 +103,15 @@ class LRScheduler:
         return [group["lr"] for group in self.optimizer.param_groups]
 
     def state_dict(self) -> dict:
-        """Every attribute except the optimizer (PyTorch's format)."""
-        return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
+        """Every attribute except the optimizer (PyTorch's format), and one key more:
+        ``kind``, the scheduler's class name."""
+        return {"kind": type(self).__name__,
+                **{k: v for k, v in self.__dict__.items() if k != "optimizer"}}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """Take over the attributes of :meth:`state_dict`. A state with other attributes
-        was saved by another kind of scheduler (or the same with other options, one-cycle
-        with and without momentum cycling): merging it would make a third schedule that no
-        run followed, so it is refused, naming the attributes that differ."""
-        _check_same_keys(self, state_dict, self.state_dict())
-        self.__dict__.update(state_dict)
+        """Take over the attributes of :meth:`state_dict` (see :func:`checked_state` for
+        what is refused, and what an older state without some attribute gets)."""
+        self.__dict__.update(checked_state(self, state_dict))
 
     def planned_steps(self) -> int | None:
         """How many steps the schedule is planned over; None when it has no end
@@ -120,24 +124,41 @@ class LRScheduler:
         raise TypeError(f"{type(self).__name__}: has no planned length to change")
 
 
-def _check_same_keys(scheduler, state_dict, own: dict) -> None:
-    """Refuse a scheduler state whose attributes are not ``own``'s: another scheduler's."""
+def checked_state(scheduler: LRScheduler, state_dict) -> dict:
+    """The attributes of ``state_dict`` to load into ``scheduler``, once checked that they
+    are a state of the same schedule; raises ``ValueError`` (one line) otherwise.
+
+    Refused, since merging it would make a schedule that no run followed: a state of
+    another kind (its ``kind``), one with an attribute this scheduler does not have
+    (another kind's, saved before states recorded their kind), and one saved with another
+    value of a :attr:`~LRScheduler.defining` option (one-cycle with and without momentum
+    cycling). An attribute the state lacks -- it was saved before the attribute existed --
+    keeps the value this scheduler was built with: its default.
+    """
     name = type(scheduler).__name__
+    where = f"{name}.load_state_dict"
     if not isinstance(state_dict, dict):
-        raise ValueError(f"{name}.load_state_dict: expected a dict, got "
-                         f"{type(state_dict).__name__}")
-    missing, unknown = set(own) - set(state_dict), set(state_dict) - set(own)
-    if missing or unknown:
-        raise ValueError(
-            f"{name}.load_state_dict: the state is not this {name}'s: "
-            + "; ".join(f"{what} {sorted(keys)}" for what, keys in
-                        (("it lacks", missing), ("it has unknown", unknown)) if keys)
-            + "; was it saved by another scheduler, or with other options?"
-        )
+        raise ValueError(f"{where}: expected a dict, got {type(state_dict).__name__}")
+    state = dict(state_dict)
+    kind = state.pop("kind", None)
+    if kind is not None and kind != name:
+        raise ValueError(f"{where}: expected a state saved by {name}, got one saved by {kind}")
+    own = scheduler.state_dict()
+    for key in scheduler.defining:  # first: another value may bring its own attributes
+        if key in state and state[key] != own[key]:
+            raise ValueError(f"{where}: expected {key}={own[key]!r} (as this {name} was built), "
+                             f"got {key}={state[key]!r}: the state is of another schedule")
+    unknown = sorted(set(state) - set(own))
+    if unknown:
+        raise ValueError(f"{where}: expected the attributes of {name}, got unknown {unknown}; "
+                         "was it saved by another scheduler?")
+    return state
 
 
 class StepLR(LRScheduler):
     """Multiply the lr by ``gamma`` every ``step_size`` steps: ``lr_t = base * gamma^(t // step_size)``."""
+
+    defining = ("step_size", "gamma")
 
     def __init__(self, optimizer, step_size: int, gamma: float = 0.1, last_epoch: int = -1):
         _check_int("StepLR", "step_size", step_size)
@@ -156,6 +177,8 @@ class StepLR(LRScheduler):
 
 class ExponentialLR(LRScheduler):
     """Multiply the lr by ``gamma`` every step: ``lr_t = base * gamma^t`` (the paper: 0.98 per epoch)."""
+
+    defining = ("gamma",)
 
     def __init__(self, optimizer, gamma: float, last_epoch: int = -1):
         check_hyper("ExponentialLR", "gamma", gamma)
@@ -179,6 +202,8 @@ class CosineAnnealingLR(LRScheduler):
     ``lr_t = eta_min + (lr_{t-1} - eta_min) * (1 + cos(pi t/T)) / (1 + cos(pi (t-1)/T))``;
     past ``T_max`` the lr rises again (a cosine of period ``2 T_max``), as in PyTorch.
     """
+
+    defining = ("eta_min",)  # T_max, the length, may change on resume (replan)
 
     def __init__(self, optimizer, T_max: int, eta_min: float = 0.0, last_epoch: int = -1):
         _check_int("CosineAnnealingLR", "T_max", T_max)
@@ -224,6 +249,8 @@ class LinearLR(LRScheduler):
     in a :class:`SequentialLR`.
     """
 
+    defining = ("start_factor", "end_factor", "total_iters")
+
     def __init__(self, optimizer, start_factor: float = 1.0 / 3, end_factor: float = 1.0,
                  total_iters: int = 5, last_epoch: int = -1):
         if not isinstance(start_factor, (int, float)) or not 0 < start_factor <= 1:
@@ -255,6 +282,8 @@ class SequentialLR(LRScheduler):
     be built on the same optimizer; PyTorch's bookkeeping (undo their construction steps,
     restart the next one with its closed form at each milestone) is reproduced exactly.
     """
+
+    defining = ("_milestones",)
 
     def __init__(self, optimizer, schedulers, milestones, last_epoch: int = -1):
         if not isinstance(optimizer, Optimizer):
@@ -298,20 +327,24 @@ class SequentialLR(LRScheduler):
         self._last_lr = scheduler.get_last_lr()
 
     def state_dict(self) -> dict:
-        out = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_schedulers")}
+        out = {"kind": type(self).__name__,
+               **{k: v for k, v in self.__dict__.items() if k not in ("optimizer", "_schedulers")}}
         out["_schedulers"] = [s.state_dict() for s in self._schedulers]
         return out
 
     def load_state_dict(self, state_dict: dict) -> None:
-        _check_same_keys(self, state_dict, self.state_dict())
-        state_dict = dict(state_dict)
-        subs = state_dict.pop("_schedulers")
-        if len(subs) != len(self._schedulers):
-            raise ValueError(f"SequentialLR.load_state_dict: the state holds {len(subs)} "
-                             f"schedulers, this one {len(self._schedulers)}")
-        self.__dict__.update(state_dict)
-        for s, sd in zip(self._schedulers, subs):
-            s.load_state_dict(sd)
+        state = checked_state(self, state_dict)
+        subs = state.pop("_schedulers", None)
+        checked = []
+        if subs is not None:  # every part checked before anything is loaded
+            if not isinstance(subs, list) or len(subs) != len(self._schedulers):
+                got = f"{len(subs)}" if isinstance(subs, list) else f"a {type(subs).__name__}"
+                raise ValueError(f"SequentialLR.load_state_dict: expected the states of "
+                                 f"{len(self._schedulers)} schedulers, got {got}")
+            checked = [checked_state(s, sd) for s, sd in zip(self._schedulers, subs)]
+        self.__dict__.update(state)
+        for s, sub in zip(self._schedulers, checked):
+            s.__dict__.update(sub)
 
 
 class OneCycleLR(LRScheduler):
@@ -326,6 +359,8 @@ class OneCycleLR(LRScheduler):
     ``max_momentum`` down to ``base_momentum`` and back. Stepping more than
     ``total_steps`` times raises ``ValueError``. (``three_phase`` is not implemented.)
     """
+
+    defining = ("pct_start", "anneal_strategy", "cycle_momentum")  # total_steps may change
 
     def __init__(self, optimizer, max_lr, total_steps: int, pct_start: float = 0.3,
                  anneal_strategy: str = "cos", cycle_momentum: bool = True,
@@ -343,12 +378,8 @@ class OneCycleLR(LRScheduler):
                              f"got {anneal_strategy!r}")
         check_hyper("OneCycleLR", "div_factor", div_factor)
         check_hyper("OneCycleLR", "final_div_factor", final_div_factor)
-        self.total_steps, self.anneal_strategy = total_steps, anneal_strategy
-        self._phases = [
-            (float(pct_start * total_steps) - 1, "initial_lr", "max_lr",
-             "max_momentum", "base_momentum"),
-            (total_steps - 1, "max_lr", "min_lr", "base_momentum", "max_momentum"),
-        ]
+        self.anneal_strategy, self.pct_start = anneal_strategy, pct_start
+        self._plan(total_steps)
         groups = optimizer.param_groups
         max_lrs = self._per_group("max_lr", max_lr)
         if last_epoch == -1:
@@ -381,16 +412,24 @@ class OneCycleLR(LRScheduler):
 
     def replan(self, total_steps: int) -> None:
         """Stretch (or shorten) the cycle to ``total_steps``, keeping its shape (the warm-up
-        the same fraction of the whole) and the steps already taken: the lr and momentum
-        jump to the new cycle's values at the step reached, and follow it from there."""
+        the same fraction ``pct_start`` of the whole) and the steps already taken: the lr and
+        momentum jump to the new cycle's values at the step reached, and follow it from
+        there, exactly as a cycle built for ``total_steps`` would."""
         _check_int("OneCycleLR", "total_steps", total_steps, low=max(1, self.last_epoch))
-        pct_start = (self._phases[0][0] + 1) / self.total_steps  # as __init__ placed it
-        self._phases = [
-            (float(pct_start * total_steps) - 1, *self._phases[0][1:]),
-            (total_steps - 1, *self._phases[1][1:]),
-        ]
-        self.total_steps = total_steps
+        self._plan(total_steps)
         self._update_lr(self.last_epoch)
+
+    def _plan(self, total_steps: int) -> None:
+        """The two phases over ``total_steps``: where each ends, and the group options it
+        anneals between (lr, then momentum). From ``pct_start`` as given, never from a
+        boundary placed before: ``(31.7 + 1) / 109 * 110 - 1`` is 31.999999999999993, not
+        32.0, and step 32 would fall into the other phase."""
+        self.total_steps = total_steps
+        self._phases = [
+            (float(self.pct_start * total_steps) - 1, "initial_lr", "max_lr",
+             "max_momentum", "base_momentum"),
+            (total_steps - 1, "max_lr", "min_lr", "base_momentum", "max_momentum"),
+        ]
 
     def _per_group(self, name, value):
         n = len(self.optimizer.param_groups)

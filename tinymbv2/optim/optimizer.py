@@ -13,7 +13,9 @@ Same shape as ``torch.optim.Optimizer`` so that what a learner knows carries ove
 * ``state_dict()`` / ``load_state_dict()``: ``{'state': {index: {name: array or int}},
   'param_groups': [{..options.., 'params': [indices]}]}``: parameters are numbered
   in the order they appear across the groups, exactly like PyTorch, so a checkpoint
-  does not depend on object identities.
+  does not depend on object identities. One key more than PyTorch's: ``kind``, the
+  optimizer's class name, so that a state is never loaded into another kind (Adam's
+  into AdamW: the same options, another update).
 
 Subclasses implement ``_update(p, grad, state, group)`` for one parameter; the loop
 over groups and parameters, the ``None`` check and the state bookkeeping live here.
@@ -60,6 +62,12 @@ def _describe_range(low=None, high=None, high_open=False) -> str:
 
 class Optimizer:
     """Base class of the optimizers (see the module docstring)."""
+
+    defining: tuple[str, ...] = ()
+    """The options that choose the form of the update (SGD's ``nesterov``, RMSprop's
+    ``centered``): a saved state with another value of one in a group is refused by
+    :meth:`load_state_dict`. The others (the lr, the momentum, ...) are numbers a schedule
+    moves, and are taken from the state."""
 
     def __init__(self, params, defaults: dict):
         self.defaults = dict(defaults)
@@ -156,7 +164,8 @@ class Optimizer:
 
     # -- checkpoints -----------------------------------------------------------
     def state_dict(self) -> dict:
-        """``{'state': {index: {...}}, 'param_groups': [...]}``, arrays copied.
+        """``{'kind': class name, 'state': {index: {...}}, 'param_groups': [...]}``,
+        arrays copied.
 
         PyTorch returns references to the live buffers; copies are returned here so
         that a saved dict is a snapshot even if the optimizer keeps stepping.
@@ -172,35 +181,57 @@ class Optimizer:
             groups.append(packed)
         state = {index[pid]: {k: _copy_value(v) for k, v in s.items()}
                  for pid, s in self.state.items() if pid in index}
-        return {"state": state, "param_groups": groups}
+        return {"kind": type(self).__name__, "state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """Restore options and state saved by :meth:`state_dict` (arrays are copied in)."""
+        """Restore options and state saved by :meth:`state_dict` (arrays are copied in).
+
+        Refused, with one line and nothing changed: the state of another kind of optimizer
+        (its ``kind``; or, saved before states recorded their kind, a group holding an
+        option this one does not have: SGD's ``dampening`` in Adam), and a group saved with
+        another value of a :attr:`defining` option. An option a saved group lacks -- it was
+        saved before the option existed -- takes this optimizer's value for that group
+        (its default); the other options are the saved ones, as PyTorch loads them.
+        """
         name = type(self).__name__
-        if not isinstance(state_dict, dict) or set(state_dict) != {"state", "param_groups"}:
+        if (not isinstance(state_dict, dict) or not {"state", "param_groups"} <= set(state_dict)
+                or not set(state_dict) <= {"kind", "state", "param_groups"}):
             raise ValueError(
                 f"{name}.load_state_dict: expected a dict with keys 'state' and "
-                f"'param_groups', got {type(state_dict).__name__}"
+                f"'param_groups' (and 'kind'), got {type(state_dict).__name__}"
                 + (f" with keys {sorted(state_dict)}" if isinstance(state_dict, dict) else "")
             )
+        kind = state_dict.get("kind")
+        if kind is not None and kind != name:
+            raise ValueError(f"{name}.load_state_dict: expected a state saved by {name}, got one "
+                             f"saved by {kind}")
         saved_groups = state_dict["param_groups"]
         for gi, saved in enumerate(saved_groups):
-            # another optimizer's state (SGD's into Adam, say) lacks options this one reads
+            if not isinstance(saved, dict) or "params" not in saved:
+                raise ValueError(f"{name}.load_state_dict: expected parameter group {gi} to be a "
+                                 f"dict with 'params', got {type(saved).__name__}"
+                                 + (f" with keys {sorted(saved)}" if isinstance(saved, dict) else ""))
+            # another optimizer's state (SGD's into Adam, say) has options this one lacks
             options = set(saved) - _SCHEDULER_KEYS
-            missing, unknown = set(self.defaults) - options, options - set(self.defaults)
-            if missing or unknown:
+            unknown = options - set(self.defaults)
+            if unknown:
                 raise ValueError(
-                    f"{name}.load_state_dict: the state's parameter group {gi} does not hold "
-                    f"{name}'s options: "
-                    + "; ".join(f"{what} {sorted(keys)}" for what, keys in
-                                (("it lacks", missing), ("it has unknown", unknown)) if keys)
-                    + f" (it holds {sorted(options)}); was it saved by another optimizer?"
+                    f"{name}.load_state_dict: expected {name}'s options in parameter group {gi}, "
+                    f"got unknown {sorted(unknown)} (it holds {sorted(options)}); was it saved "
+                    "by another optimizer?"
                 )
         if len(saved_groups) != len(self.param_groups):
             raise ValueError(
                 f"{name}.load_state_dict: the checkpoint has {len(saved_groups)} parameter "
                 f"groups, this optimizer has {len(self.param_groups)}"
             )
+        for gi, (mine, saved) in enumerate(zip(self.param_groups, saved_groups)):
+            for key in self.defining:
+                if key in saved and saved[key] != mine[key]:
+                    raise ValueError(
+                        f"{name}.load_state_dict: expected {key}={mine[key]!r} in parameter "
+                        f"group {gi} (as this {name} was built), got {key}={saved[key]!r}"
+                    )
         by_index = {}
         for gi, (mine, saved) in enumerate(zip(self.param_groups, saved_groups)):
             if len(mine["params"]) != len(saved["params"]):
@@ -229,8 +260,10 @@ class Optimizer:
             new_state[id(p)] = restored
         for mine, saved in zip(self.param_groups, saved_groups):
             params = mine["params"]
+            lacking = {k: mine[k] for k in self.defaults if k not in saved}  # saved before k existed
             mine.clear()
             mine.update({k: copy.deepcopy(v) for k, v in saved.items() if k != "params"})
+            mine.update(lacking)
             mine["params"] = params
         self.state = new_state
 

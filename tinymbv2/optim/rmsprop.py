@@ -44,6 +44,8 @@ class RMSprop(Optimizer):
     pass, bit for bit the NumPy code.
     """
 
+    defining = ("centered",)
+
     def __init__(self, params, lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
                  weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False):
         defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
@@ -116,6 +118,8 @@ class RMSpropTF(Optimizer):
         decoupled_decay (False: when True, weight decay shrinks ``p`` directly, AdamW-style,
         instead of adding to g).
     """
+
+    defining = ("centered", "lr_in_momentum", "decoupled_decay")
 
     def __init__(self, params, lr: float = 1e-2, alpha: float = 0.9, eps: float = 1e-10,
                  weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False,

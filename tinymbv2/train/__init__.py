@@ -18,7 +18,8 @@ here because a training script wants them at hand.
 from ..evaluation import (accuracy, confusion_matrix, evaluate, precision_recall,  # noqa: F401
                           top_k_accuracy)
 from .build import load_trained  # noqa: F401
-from .checkpoint import load_checkpoint, load_state, save_checkpoint, save_state  # noqa: F401
+from .checkpoint import (load_checkpoint, load_state, read_checkpoint,  # noqa: F401
+                         save_checkpoint, save_state)
 from .config import TrainConfig  # noqa: F401
 from .finetune import run_finetune  # noqa: F401
 from .report import diagnose  # noqa: F401

@@ -1,21 +1,26 @@
 """The parts of a run, built from its ``TrainConfig``: model, optimizer, schedule, loss.
 
 ``load_trained`` builds the model a checkpoint was trained as and loads its weights:
-the way back from a run folder to a network.
+the way back from a run folder to a network; ``checkpoint_channels`` is the number of
+channels its images must be read in.
 """
 from __future__ import annotations
 
 from .. import functional as F
 from .. import optim
 from ..models import mobilenet_v2, seed_article_net
-from .checkpoint import load_checkpoint, load_state
-from .config import TrainConfig
+from .checkpoint import load_checkpoint, read_checkpoint
+from .config import ARCHS, TrainConfig
 from .trainer import first_non_finite
+
+_BUILDERS = {"mobilenet_v2": mobilenet_v2, "seed_article": seed_article_net}  # one per ARCHS
 
 
 def build_model(config: TrainConfig, in_channels: int, num_classes: int):
     """``config.arch`` at ``config.width`` for images of ``in_channels`` and ``num_classes``."""
-    make = mobilenet_v2 if config.arch == "mobilenet_v2" else seed_article_net
+    if config.arch not in _BUILDERS:
+        raise ValueError(f"build_model: expected arch in {ARCHS}, got {config.arch!r}")
+    make = _BUILDERS[config.arch]
     return make(width_mult=config.width, num_classes=num_classes, dropout=config.dropout,
                 in_channels=in_channels, small_input=config.small_input, seed=config.seed)
 
@@ -82,12 +87,14 @@ def load_trained(checkpoint):
     """Rebuild the model a checkpoint was trained as and load its weights.
 
     Returns (the plain model in eval mode, the saved config dict). A checkpoint written
-    before a field of TrainConfig existed loads with that field's default; one whose
-    saved configuration lacks a field in ``NEEDED``, or whose weights or buffers hold an
-    inf or a NaN (a diverged run's), raises a one-line ``ValueError`` naming the file and
-    the field or the first such array.
+    before a field of TrainConfig existed loads with that field's default. One whose
+    saved configuration lacks a field in ``NEEDED``, holds a value a run would refuse
+    (an unknown ``arch``, a ``width`` that is not a number: :meth:`TrainConfig.validate`)
+    or data fields of the wrong form, or whose weights or buffers hold an inf or a NaN (a
+    diverged run's), raises a one-line ``ValueError`` naming the file and the field or
+    the first such array. The file is read once.
     """
-    state = load_state(checkpoint)
+    state = read_checkpoint(checkpoint)
     cfg = state.get("config") or {}
     if not isinstance(cfg, dict) or not cfg:
         raise ValueError(f"load_trained: {checkpoint} has no model configuration")
@@ -97,11 +104,49 @@ def load_trained(checkpoint):
         raise ValueError(f"load_trained: {checkpoint}: its saved configuration has no "
                          f"{missing[0]!r}{more}, which rebuilding the model and preparing its "
                          f"images need; not a complete tinymbv2 training checkpoint")
-    model = build_model(TrainConfig.from_saved(cfg), cfg["in_channels"], cfg["num_classes"])
-    load_checkpoint(checkpoint, model)
+    try:
+        config = TrainConfig.from_saved(cfg).validate()
+        _check_data_fields(cfg)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"load_trained: {checkpoint}: its saved configuration is not one a "
+                         f"training run writes ({exc})") from None
+    model = build_model(config, cfg["in_channels"], cfg["num_classes"])
+    load_checkpoint(checkpoint, model, state=state)
     bad = first_non_finite(model)
     if bad is not None:
         raise ValueError(f"load_trained: {checkpoint}: {bad} holds inf or NaN values (the "
                          f"weights of a diverged run); retrain with a lower learning rate")
     model.eval()
     return model, cfg
+
+
+def _check_data_fields(cfg: dict) -> None:
+    """What the data told the run, in the form :func:`~tinymbv2.train.config.saved_config`
+    writes it: the model's channels and classes, the image size, one mean and std per
+    channel."""
+    def positive_int(value):
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+    for key in ("in_channels", "num_classes"):
+        if not positive_int(cfg[key]):
+            raise ValueError(f"expected {key} an integer >= 1, got {cfg[key]!r}")
+    size = cfg["input_size"]
+    if not (isinstance(size, list) and len(size) == 2 and all(map(positive_int, size))):
+        raise ValueError(f"expected input_size [height, width] in pixels, got {size!r}")
+    for key in ("norm_mean", "norm_std"):
+        values = cfg[key]
+        if not (isinstance(values, list) and len(values) == cfg["in_channels"]
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
+            raise ValueError(f"expected {key} a list of {cfg['in_channels']} numbers (one per "
+                             f"channel), got {values!r}")
+
+
+def checkpoint_channels(checkpoint, saved: dict, channels: int | None, who: str) -> int:
+    """The channels to read images in for the model of ``checkpoint`` (``saved``: its saved
+    configuration, from :func:`load_trained`): the model's own. ``channels`` (what the user
+    asked for, None: nothing) must agree, else a one-line ``ValueError`` naming ``who``."""
+    takes = saved["in_channels"]
+    if channels is not None and channels != takes:
+        raise ValueError(f"{who}: channels {channels} asked for, but the model of {checkpoint} "
+                         f"takes {takes}-channel images")
+    return takes

@@ -12,20 +12,26 @@ Writes are atomic: the data goes to a temporary file in the same folder
 (``model.npz.<random>.tmp``), which is then renamed over the target
 (``os.replace``), so a crash mid-write leaves the previous checkpoint intact. A write
 killed midway (the process gone, nothing left to clean up after it) leaves its
-temporary file behind; the next save of the same checkpoint deletes it.
+temporary file behind; a later save of the same checkpoint deletes it once it is a
+minute old (:func:`remove_stale_temporaries`).
 
 Reading checks what it reads: a file that is not an ``.npz``, a truncated one, one
 without the ``__meta__`` document, a document that is not valid JSON, or a document
 naming an array the file does not hold is a ``ValueError`` naming the file and what
-is wrong; a model that does not fit the saved weights is a one-line
-:class:`~tinymbv2.nn.StateDictError` naming the file.
+is wrong. :func:`read_checkpoint` then checks the parts a checkpoint must have (model,
+optimizer, scheduler, epoch, extra, and the random state to resume exactly), each of its
+type, before anything is loaded; a model that does not fit the saved weights is a
+one-line :class:`~tinymbv2.nn.StateDictError` naming the file. A load that fails
+leaves the model, optimizer, scheduler and random generator as they were.
 """
 from __future__ import annotations
 
+import copy
 import glob
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -103,21 +109,32 @@ def save_state(path, state: dict) -> Path:
     return path
 
 
-def remove_stale_temporaries(path) -> list[Path]:
+# A temporary this old (seconds since its last write) is a killed write's, not a live one's:
+# a writer creates its temporary and writes the whole checkpoint into it within seconds (a
+# few MB; np.savez writes as it goes, so the file's time moves while it grows), then renames
+# it. Another process saving the same checkpoint right now (a second run into the same
+# folder, say) has a younger file, which must not be deleted under it.
+STALE_AFTER_S = 60.0
+
+
+def remove_stale_temporaries(path, older_than: float = STALE_AFTER_S) -> list[Path]:
     """Delete the temporary files an interrupted :func:`save_state` of ``path`` left behind.
 
     They are named ``<name>.<random>.tmp`` (``tempfile.mkstemp`` in ``path``'s folder) and
     are as large as the checkpoint. Called before each save, so a run resumed after a
     kill cleans up at its first checkpoint. Only this checkpoint's temporaries are
-    touched (``model.npz.*.tmp`` for ``model.npz``, not ``best.npz.*.tmp``); a file that
-    cannot be deleted is left where it is (the save itself does not depend on it).
-    Returns the paths deleted.
+    touched (``model.npz.*.tmp`` for ``model.npz``, not ``best.npz.*.tmp``), and only
+    those not written for ``older_than`` seconds (:data:`STALE_AFTER_S`): a younger one
+    may be another process's write in progress. A file that cannot be deleted is left
+    where it is (the save itself does not depend on it). Returns the paths deleted.
     """
     path = Path(path)
     removed = []
+    now = time.time()
     for candidate in path.parent.glob(glob.escape(path.name) + ".*.tmp"):
         try:
-            if candidate.is_file() and not candidate.is_symlink():
+            if (candidate.is_file() and not candidate.is_symlink()
+                    and now - candidate.stat().st_mtime >= older_than):
                 candidate.unlink()
                 removed.append(candidate)
         except OSError:  # gone already (another cleanup), or not ours to delete
@@ -153,7 +170,7 @@ def load_state(path) -> dict:
             arrays = {name: data[name] for name in data.files}
     except Exception as exc:  # zipfile.BadZipFile, ValueError, EOFError ...
         raise ValueError(f"load_checkpoint: {path} is not a readable .npz checkpoint, damaged or "
-                         f"truncated ({type(exc).__name__}: {_one_line(exc)})") from exc
+                         f"truncated ({type(exc).__name__}: {exc})") from exc
     if _META not in arrays:
         raise ValueError(f"load_checkpoint: {path} has no {_META} member; not a tinymbv2 checkpoint")
     try:
@@ -171,11 +188,7 @@ def load_state(path) -> dict:
                          f"{exc.args[0]!r}, which its {_META} lists") from None
     except (TypeError, ValueError) as exc:  # an __items__ list that is not [key, value] pairs
         raise ValueError(f"load_checkpoint: {path}: its {_META} member is malformed "
-                         f"({type(exc).__name__}: {_one_line(exc)})") from None
-
-
-def _one_line(exc) -> str:
-    return " ".join(str(exc).split())
+                         f"({type(exc).__name__}: {exc})") from None
 
 
 def save_checkpoint(path, model, optimizer=None, scheduler=None, epoch: int = 0,
@@ -197,29 +210,107 @@ def save_checkpoint(path, model, optimizer=None, scheduler=None, epoch: int = 0,
     return save_state(path, state)
 
 
-def load_checkpoint(path, model=None, optimizer=None, scheduler=None,
-                    restore_rng: bool = False) -> dict:
-    """Load a checkpoint; copy its parts into the objects given. Returns the whole state.
+# The parts of a checkpoint (what save_checkpoint writes), each with the types it may have
+# and what it is, for the message when it is missing or of another type.
+_PARTS = {
+    "model": ((dict,), "model weights", "a dict of arrays"),
+    "optimizer": ((dict, type(None)), "optimizer state", "a dict or null"),
+    "scheduler": ((dict, type(None)), "scheduler state", "a dict or null"),
+    "epoch": ((int,), "epoch count", "an integer >= 0"),
+    "extra": ((dict,), "training history ('extra')", "a dict"),
+    "rng_state": ((dict,), "random generator state", "a dict"),
+}
 
-    The model is loaded strictly (every key, every shape), so a mismatch raises
-    before any weight changes.
+
+def read_checkpoint(path, restore_rng: bool = False) -> dict:
+    """Read a checkpoint and check its parts, loading nothing: ``{"model", "optimizer",
+    "scheduler", "epoch", "config", "rng_state", "extra"}`` as :func:`save_checkpoint`
+    wrote them.
+
+    Besides what :func:`load_state` checks, each part must be there and of its type (the
+    model a dict, the optimizer and scheduler a dict or null, the epoch an integer >= 0,
+    extra a dict, and, with ``restore_rng``, the random generator's state a dict: without
+    it a resumed run would not draw what the uninterrupted one drew). Raises one-line
+    ``ValueError`` naming the file and the part.
     """
-    from .. import random as _random
-
     state = load_state(path)
     if state.get("format") != "tinymbv2-checkpoint-1":
         raise ValueError(f"load_checkpoint: {path} has unknown format {state.get('format')!r}")
-    if model is not None:
-        if not isinstance(state.get("model"), dict):
-            raise ValueError(f"load_checkpoint: {path} holds no model weights")
-        try:
-            model.load_state_dict(state["model"])
-        except StateDictError as exc:  # the same one-line summary, naming the file
-            raise exc.where(f"load_checkpoint: {path}") from None
-    if optimizer is not None and state["optimizer"] is not None:
-        optimizer.load_state_dict(state["optimizer"])
-    if scheduler is not None and state["scheduler"] is not None:
-        scheduler.load_state_dict(state["scheduler"])
-    if restore_rng and state.get("rng_state"):
-        _random.set_state(state["rng_state"])
+    for key, (types, what, expected) in _PARTS.items():
+        if key == "rng_state" and not restore_rng:
+            continue
+        if key not in state:
+            raise ValueError(f"load_checkpoint: {path} holds no {what} (its {_META} has no "
+                             f"{key!r}); not a complete tinymbv2 checkpoint")
+        value = state[key]
+        if (not isinstance(value, types) or isinstance(value, bool)
+                or (key == "epoch" and value < 0)):
+            raise ValueError(f"load_checkpoint: {path}: its {key!r} is {_shown(value)}, "
+                             f"expected {expected}")
+    for key in ("history", "best_state"):  # what fit keeps in extra
+        if not isinstance(state["extra"].get(key, {}), dict):
+            raise ValueError(f"load_checkpoint: {path}: its 'extra/{key}' is "
+                             f"{_shown(state['extra'][key])}, expected a dict")
     return state
+
+
+def _shown(value) -> str:
+    """A number or a string as itself, anything else by its type ("a list")."""
+    if isinstance(value, (bool, int, float, str)):
+        return repr(value)
+    return f"a {type(value).__name__}"
+
+
+def load_checkpoint(path, model=None, optimizer=None, scheduler=None,
+                    restore_rng: bool = False, state: dict | None = None) -> dict:
+    """Load a checkpoint; copy its parts into the objects given. Returns the whole state.
+
+    The file is read and checked by :func:`read_checkpoint` (``state``: what it already
+    returned for ``path``, so that the file is read once). An optimizer or scheduler
+    given must find its state in the checkpoint. The model is loaded strictly (every
+    key, every shape); a load that fails anywhere (the model, the optimizer's or the
+    scheduler's state, the random state) puts back what it had changed, so the objects
+    are as they were, and raises one line naming the file.
+    """
+    from .. import random as _random
+
+    state = read_checkpoint(path, restore_rng) if state is None else state
+    for key, given in (("optimizer", optimizer), ("scheduler", scheduler)):
+        if given is not None and state[key] is None:
+            raise ValueError(f"load_checkpoint: {path} holds no {key} state to load into the "
+                             f"{type(given).__name__} given (it was saved without one)")
+    before = (model.state_dict() if model is not None else None,
+              optimizer.state_dict() if optimizer is not None else None,
+              copy.deepcopy(scheduler.state_dict()) if scheduler is not None else None,
+              _random.get_state() if restore_rng else None)
+    try:
+        if model is not None:
+            model.load_state_dict(state["model"])
+        if optimizer is not None:
+            optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        if restore_rng:
+            _random.set_state(state["rng_state"])
+    except StateDictError as exc:  # the model's, before it changed: the same summary, named
+        raise exc.where(f"load_checkpoint: {path}") from None
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
+        _put_back(before, model, optimizer, scheduler)
+        raise ValueError(f"load_checkpoint: {path}: cannot load its state "
+                         f"({type(exc).__name__}: {exc}); nothing was changed") from None
+    return state
+
+
+def _put_back(before, model, optimizer, scheduler) -> None:
+    """Undo a load that failed halfway: each object gets the state it had."""
+    from .. import random as _random
+
+    model_state, optimizer_state, scheduler_state, rng_state = before
+    if model is not None:
+        model.load_state_dict(model_state)
+    if optimizer is not None:
+        optimizer.load_state_dict(optimizer_state)
+    if scheduler is not None:
+        scheduler.load_state_dict(scheduler_state)
+    if rng_state is not None:
+        _random.set_state(rng_state)

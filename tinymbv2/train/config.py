@@ -10,15 +10,16 @@ A field may be "auto" (``shift=None``): :meth:`TrainConfig.resolved` makes the c
 once the images are known, and the run saves the value it used.
 
 Resuming a run (``run_training(config, resume=...)``) compares the checkpoint's saved
-configuration with the new one (:func:`resume_conflicts`): only the fields in
-``RESUMABLE`` may differ.
+configuration with the new one (:func:`resume_conflicts`, :func:`check_resume`): only the
+fields in ``RESUMABLE`` may differ.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
+
+from ..optim.optimizer import check_hyper
 
 OPTIMIZERS = ("sgd", "rmsprop", "rmsprop-tf", "adam", "adamw")
 LOSSES = ("ce", "focal", "dice")
@@ -32,6 +33,13 @@ ARCHS = ("mobilenet_v2", "seed_article")
 # run: another optimizer, schedule, dataset or width would be another run under the old name.
 RESUMABLE = ("epochs", "out", "fuse", "data_dir")
 
+# How the run asked for its images to be read, compared on resume through what it got instead:
+# the channels and the size the data told it (in_channels, input_size). A digits run with
+# channels None (the dataset's own, grey) and one with channels 1 read the very same images,
+# as do image_size None and 8; channels 3, or image_size 16, give another in_channels or
+# input_size, and that difference is named.
+COMPARED_THROUGH_DATA = ("channels", "image_size")
+
 
 def auto_shift(height: int, width: int) -> int:
     """The random shift, in pixels, for images of ``height x width``: ``min(h, w) // 14``.
@@ -44,23 +52,6 @@ def auto_shift(height: int, width: int) -> int:
     30% at shift 2), so they are not shifted at all.
     """
     return min(int(height), int(width)) // 14
-
-
-def _finite_in(name: str, value, low: float, high: float | None = None, *, low_open=False,
-               high_open=True) -> None:
-    """Raise ValueError naming ``train``, the field, the range and the value unless
-    ``value`` is a finite number in it (``low < value`` when ``low_open``)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"train: expected {name} a number, got {value!r}")
-    ok = math.isfinite(value) and (value > low if low_open else value >= low)
-    ok = ok and (high is None or (value < high if high_open else value <= high))
-    if not ok:
-        if high is None:
-            expected = f"a finite number {'>' if low_open else '>='} {low:g}"
-        else:
-            expected = (f"in {'(' if low_open else '['}{low:g}, {high:g}"
-                        f"{')' if high_open else ']'}")
-        raise ValueError(f"train: expected {name} {expected}, got {value}")
 
 
 @dataclasses.dataclass
@@ -108,24 +99,32 @@ class TrainConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"train: expected {name} in {allowed}, got {getattr(self, name)!r}")
         for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"train: expected {name} >= 1, got {getattr(self, name)}")
-        _finite_in("lr", self.lr, 0.0, low_open=True)
-        _finite_in("width", self.width, 0.0, low_open=True)
-        _finite_in("momentum", self.momentum, 0.0, 1.0)
-        _finite_in("weight_decay", self.weight_decay, 0.0)
-        _finite_in("dropout", self.dropout, 0.0, 1.0, high_open=False)
-        _finite_in("label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=False)
-        if self.shift is not None and (isinstance(self.shift, bool)
-                                       or not isinstance(self.shift, (int, np.integer))
-                                       or self.shift < 0):
+            if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
+                raise ValueError(f"train: expected {name} an integer >= 1, got "
+                                 f"{getattr(self, name)!r}")
+        for name in ("lr", "width"):  # finite (check_hyper), and > 0
+            check_hyper("train", name, getattr(self, name), low=None)
+            if getattr(self, name) <= 0:
+                raise ValueError(f"train: {name} must be > 0, got {getattr(self, name)}")
+        check_hyper("train", "momentum", self.momentum, 0.0, 1.0, high_open=True)
+        check_hyper("train", "weight_decay", self.weight_decay, 0.0)
+        check_hyper("train", "dropout", self.dropout, 0.0, 1.0)
+        check_hyper("train", "label_smoothing", self.label_smoothing, 0.0, 1.0)
+        if self.shift is not None and (not _is_int(self.shift) or self.shift < 0):
             raise ValueError(f"train: expected shift an integer >= 0 (pixels) or None (auto: "
                              f"min(h, w) // 14), got {self.shift!r}")
+        if self.image_size is not None and (not _is_int(self.image_size) or self.image_size < 1):
+            raise ValueError(f"train: expected image_size an integer >= 1 (pixels) or None (the "
+                             f"images' own), got {self.image_size!r}")
         if self.channels not in (None, 1, 3) or isinstance(self.channels, bool):
             raise ValueError(f"train: expected channels 1, 3 or None (the dataset's own), "
                              f"got {self.channels!r}")
-        if not isinstance(self.fuse, bool):
-            raise TypeError(f"train: expected fuse True or False, got {self.fuse!r}")
+        if not _is_int(self.seed) or self.seed < 0:
+            raise ValueError(f"train: expected seed an integer >= 0, got {self.seed!r}")
+        for name in ("small_input", "flip", "fuse"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"train: expected {name} True or False, got "
+                                f"{getattr(self, name)!r}")
         return self
 
     def resolved(self, height: int, width: int) -> "TrainConfig":
@@ -140,6 +139,10 @@ class TrainConfig:
         take their defaults, and the keys the data added are left out."""
         fields = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in saved.items() if k in fields})
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def saved_config(config: TrainConfig, splits, normalize) -> dict:
@@ -157,13 +160,16 @@ def resume_conflicts(before: dict, now: dict) -> list[tuple[str, object, object]
     new run's ``now`` (both as :func:`saved_config` writes them) and may not on resume.
 
     Returns ``[(field, value before, value now), ...]`` in the order of ``now``; the fields
-    in ``RESUMABLE`` are left out. A field an older checkpoint lacks counts as its default
-    (a data field, which has none, is not compared).
+    in ``RESUMABLE`` are left out, and so are ``channels`` and ``image_size``, which are
+    compared through the data's ``in_channels`` and ``input_size``
+    (:data:`COMPARED_THROUGH_DATA`). A field an older checkpoint lacks counts as its
+    default (a data field, which has none, is not compared).
     """
     defaults = dataclasses.asdict(TrainConfig())
     conflicts = []
     for key, value in now.items():
-        if key in RESUMABLE or (key not in before and key not in defaults):
+        if (key in RESUMABLE or key in COMPARED_THROUGH_DATA
+                or (key not in before and key not in defaults)):
             continue
         old = before[key] if key in before else defaults[key]
         if _plain(old) != _plain(value):
@@ -176,3 +182,21 @@ def _plain(value):
     if isinstance(value, (list, tuple)):
         return [_plain(v) for v in value]
     return value
+
+
+def check_resume(checkpoint, before, now: dict) -> None:
+    """Refuse to resume ``checkpoint``, whose saved configuration is ``before``, into a run
+    whose saved configuration is ``now`` (:func:`saved_config`) when they differ in a field
+    outside ``RESUMABLE``: one line naming the (first) field and both values."""
+    if not isinstance(before, dict) or not before:
+        raise ValueError(f"resume: {checkpoint} holds no saved configuration to compare this "
+                         f"run with; not written by a training run")
+    conflicts = resume_conflicts(before, now)
+    if conflicts:
+        field, old, new = conflicts[0]
+        more = (f" (and {len(conflicts) - 1} more: {', '.join(c[0] for c in conflicts[1:])})"
+                if len(conflicts) > 1 else "")
+        raise ValueError(f"resume: {checkpoint} was trained with {field} {old!r}, this run asks "
+                         f"for {new!r}{more}; a resumed run may change only "
+                         f"{', '.join(RESUMABLE)} (and stop_after, progress): to change the "
+                         f"rest, start a new run in another folder")

@@ -16,9 +16,9 @@ import dataclasses
 
 import numpy as np
 
-from ..data import check_input_size, load_dataset
+from ..data import load_dataset
 from ..nn import BatchNorm2d, Linear, init
-from .build import load_trained
+from .build import checkpoint_channels, load_trained
 from .config import TrainConfig
 from .run import run_training
 
@@ -79,16 +79,12 @@ def run_finetune(checkpoint, config: TrainConfig, train_last_blocks: int = 0,
     ``model.features`` (their BatchNorms kept in eval mode, so their running
     statistics stay those of the pretraining data), reads the new images the way the
     network takes them (its channels, grey or RGB; the size it was trained on, unless
-    ``config.image_size`` says otherwise), and trains.
+    ``config.image_size`` says otherwise), and trains. :func:`run_training` refuses an
+    image size below the smallest the network takes.
     """
     model, saved = load_trained(checkpoint)
-    channels = saved["in_channels"]
-    if config.channels is not None and config.channels != channels:
-        raise ValueError(f"finetune: channels {config.channels} asked for, but the model of "
-                         f"{checkpoint} takes {channels}-channel images")
+    channels = checkpoint_channels(checkpoint, saved, config.channels, "finetune")
     size = config.image_size or saved["input_size"][0]
-    check_input_size(model, size, "finetune",
-                     "--image-size" if config.image_size else "the checkpoint's image size")
     config = dataclasses.replace(config, image_size=size, channels=channels,
                                  width=saved["width"], small_input=saved["small_input"],
                                  arch=saved["arch"])

@@ -36,7 +36,7 @@ def run_metrics(history: dict, test_result: dict, test_labels, best_val_test_acc
         "per_class_recall": recall.tolist(),
         "confusion_matrix": cm.tolist(),
         "history": {k: v for k, v in history.items() if k != "best_state"},
-        "diagnosis": diagnose(history, chance=1.0 / num_classes),
+        "diagnosis": diagnose(history, chance=1.0 / num_classes, loss=config.get("loss", "ce")),
         "diverged": None,
         "config": config,
         "train_seconds": train_seconds,
@@ -60,20 +60,30 @@ def diverged_metrics(history: dict, diverged: dict, config: dict, train_seconds:
     }
 
 
+PLOTS = ("learning_curves.png", "confusion_matrix.png")  # what write_report draws
+
+
 def write_report(out, metrics: dict) -> None:
     """Write ``learning_curves.png``, ``confusion_matrix.png`` and ``metrics.json`` into ``out``.
 
     A plot needs something to show: no learning curves before an epoch has finished, no
-    confusion matrix for a diverged run. ``metrics.json`` is strict JSON: a non-finite
+    confusion matrix for a diverged run. A plot not drawn is removed from ``out`` if it
+    is there (an earlier run's, in the same folder), so that every file beside
+    ``metrics.json`` belongs to it. ``metrics.json`` is strict JSON: a non-finite
     number is written as ``null`` (Python's ``json`` would write a bare ``NaN``, which
     other readers refuse).
     """
     out = Path(out)
+    curves, matrix = (out / name for name in PLOTS)
     if metrics["history"].get("train_loss"):
-        plot_learning_curves(metrics["history"], out / "learning_curves.png")
+        plot_learning_curves(metrics["history"], curves)
+    else:
+        curves.unlink(missing_ok=True)
     if metrics.get("confusion_matrix") is not None:
-        plot_confusion_matrix(np.array(metrics["confusion_matrix"]), out / "confusion_matrix.png",
+        plot_confusion_matrix(np.array(metrics["confusion_matrix"]), matrix,
                               list(metrics["config"]["class_names"]))
+    else:
+        matrix.unlink(missing_ok=True)
     text = json.dumps(json_safe(metrics), indent=2, allow_nan=False)
     (out / "metrics.json").write_text(text + "\n")
 
@@ -89,14 +99,19 @@ def json_safe(value):
     return value
 
 
-def diagnose(history: dict, chance: float | None = None, diverged: dict | None = None) -> str:
+def diagnose(history: dict, chance: float | None = None, diverged: dict | None = None,
+             loss: str = "ce") -> str:
     """Read the learning curves the way seed section 3.9 intends, but correctly.
 
-    history: lists ``train_loss``, ``val_loss``, ``train_acc``, ``val_acc`` per epoch.
+    history: lists ``train_loss``, ``val_loss``, ``train_acc``, ``val_acc`` per epoch;
+    ``loss``: the loss the curves are of (``TrainConfig.loss``: "ce", "focal", "dice").
     * diverged (``diverged`` given, or a non-finite loss in the curves): no advice on
       fitting, whose curves mean nothing once the loss is inf or NaN; lower the lr;
-    * unstable (``chance`` given): training accuracy stays low while the training loss
-      went above twice a uniform guess's, ``ln(1 / chance)``: the steps overshoot, lower the lr;
+    * unstable (``chance`` given, cross-entropy): training accuracy stays low while the
+      last epoch's training loss is above twice a uniform guess's, ``ln(1 / chance)``: the
+      steps overshoot, lower the lr. The last epoch's, not the largest: an early spike
+      that training recovered from is not instability. Only for cross-entropy, whose
+      uniform guess scores ``ln K``; focal and dice losses have other scales;
     * under-fitting: training accuracy itself stays low (the model cannot fit the
       data: more capacity, more epochs, a higher learning rate);
     * over-fitting: training keeps improving while validation loss rises from its
@@ -123,11 +138,12 @@ def diagnose(history: dict, chance: float | None = None, diverged: dict | None =
         # a guess of 1/K for every class scores a loss of ln K; a training loss well above it
         # means the steps overshoot, and a higher learning rate would make that worse
         train_loss = history.get("train_loss", [])
-        if chance and train_loss and max(train_loss) > 2 * math.log(1 / chance):
+        if (loss == "ce" and chance and train_loss
+                and train_loss[-1] > 2 * math.log(1 / chance)):
             return (
-                f"Unstable: training accuracy is only {train_acc[-1]:.1%} and the training loss "
-                f"reached {max(train_loss):.3g}, above the {math.log(1 / chance):.2f} of a "
-                "uniform guess: the steps overshoot. Lower the learning rate."
+                f"Unstable: training accuracy is only {train_acc[-1]:.1%} and the last epoch's "
+                f"training loss is {train_loss[-1]:.3g}, above the {math.log(1 / chance):.2f} "
+                "of a uniform guess: the steps overshoot. Lower the learning rate."
             )
         return (
             f"Under-fitting: training accuracy is only {train_acc[-1]:.1%}. The model does not "

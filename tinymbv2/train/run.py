@@ -13,10 +13,10 @@ from pathlib import Path
 from ..data import (Compose, DataLoader, Normalize, RandomHorizontalFlip, RandomShift, Split,
                     load_dataset)
 from ..evaluation import evaluate
+from ..models import check_input_size
 from ..random import manual_seed
 from .build import build_loss, build_model, build_optimizer, build_scheduler, param_groups
-from .checkpoint import load_state
-from .config import RESUMABLE, TrainConfig, resume_conflicts, saved_config
+from .config import TrainConfig, saved_config
 from .report import diverged_metrics, run_metrics, write_report
 from .trainer import TrainingDiverged, fit
 
@@ -33,8 +33,12 @@ def run_training(config: TrainConfig, resume: str | None = None, progress: bool 
     ``resume``: the checkpoint's saved configuration must be this run's except for the
     fields in :data:`~tinymbv2.train.config.RESUMABLE` (more epochs, another ``out``,
     ``fuse``, ``data_dir``); ``stop_after`` and ``progress`` are free too. More epochs
-    stretch the schedule (:func:`~tinymbv2.train.trainer.fit`). Anything else raises
-    ``ValueError`` naming the field and both values.
+    stretch the schedule (:func:`~tinymbv2.train.trainer.fit`, which reads the checkpoint
+    and compares). Anything else raises ``ValueError`` naming the field and both values.
+
+    Images smaller than the network takes (``image_size``, or the dataset's own size when
+    it is None, below :func:`~tinymbv2.models.smallest_input_size` of the model) raise
+    ``ValueError`` before anything is trained.
 
     A run that diverges (a non-finite loss or weights) writes ``metrics.json`` saying
     where (``"diverged"``), keeps the last good checkpoint and raises
@@ -60,12 +64,13 @@ def run_training(config: TrainConfig, resume: str | None = None, progress: bool 
     # model, optimizer, learning-rate schedule, loss
     if model is None:
         model = build_model(config, splits.image_shape[0], splits.num_classes)
+    check_input_size(model, splits.image_shape[1:], "train",
+                     "image_size" if config.image_size is not None
+                     else f"the image size of {config.dataset}")
     optimizer = build_optimizer(config, param_groups(model, config.weight_decay))
     scheduler, interval = build_scheduler(config, optimizer, len(loader))
     loss_fn = build_loss(config)
     saved = saved_config(config, splits, normalize)  # what rebuilds the model and feeds it
-    if resume is not None:
-        check_resume(resume, saved)
     log(f"{splits!r}\nmodel: {config.arch} width {config.width}, "
         f"{sum(p.size for p in model.parameters()):,} parameters "
         f"({sum(p.size for p in model.parameters() if p.requires_grad):,} trainable); {config.optimizer}, "
@@ -103,26 +108,3 @@ def run_training(config: TrainConfig, resume: str | None = None, progress: bool 
     log(metrics["diagnosis"])
     return metrics
 
-
-def check_resume(checkpoint, saved: dict) -> None:
-    """Refuse to resume ``checkpoint`` into a run whose saved configuration ``saved``
-    (:func:`~tinymbv2.train.config.saved_config`) differs from the checkpoint's in a field
-    outside ``RESUMABLE``, or asks for fewer epochs than it has trained: one line naming
-    the (first) field and both values."""
-    state = load_state(checkpoint)
-    before = state.get("config") or {}
-    if not before:
-        raise ValueError(f"resume: {checkpoint} holds no saved configuration to compare this "
-                         f"run with; not written by a training run")
-    conflicts = resume_conflicts(before, saved)
-    if conflicts:
-        field, old, new = conflicts[0]
-        more = (f" (and {len(conflicts) - 1} more: {', '.join(c[0] for c in conflicts[1:])})"
-                if len(conflicts) > 1 else "")
-        raise ValueError(f"resume: {checkpoint} was trained with {field} {old!r}, this run asks "
-                         f"for {new!r}{more}; a resumed run may change only "
-                         f"{', '.join(RESUMABLE)} (and stop_after, progress): to change the "
-                         f"rest, start a new run in another folder")
-    if state.get("epoch", 0) > saved["epochs"]:
-        raise ValueError(f"resume: {checkpoint} has trained {state['epoch']} epochs already, "
-                         f"more than this run's epochs {saved['epochs']}")

@@ -9,6 +9,9 @@ CSV and the best configuration (by validation accuracy, never test) as JSON.
 
 A trial whose training diverged (a learning rate too high, say) is a result too: its
 row has ``val_acc`` None and ``diverged`` saying where, and it is never the best.
+A space that names no training setting, a range over a setting that is not a real
+number, or a value a run would refuse is refused before the first trial
+(:func:`check_space`).
 """
 from __future__ import annotations
 
@@ -21,8 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..models import check_input_size
+from .build import build_model
+from .config import TrainConfig
 from .run import run_training
 from .trainer import TrainingDiverged
+
+RANGES = ("log", "uniform")  # random search: ("log", lo, hi) or ("uniform", lo, hi)
 
 
 def grid(space: dict) -> list[dict]:
@@ -39,7 +47,7 @@ def random_configs(space: dict, n_trials: int, seed: int = 0) -> list[dict]:
     for _ in range(n_trials):
         config = {}
         for key, spec in space.items():
-            if isinstance(spec, tuple) and spec and spec[0] in ("log", "uniform"):
+            if _is_range(spec):
                 kind, lo, hi = spec
                 if kind == "log":
                     config[key] = float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
@@ -94,6 +102,63 @@ def run_search(train_fn, configs: list[dict], out_dir=None, log=print) -> dict:
     return {"rows": rows, "best": best}
 
 
+def _is_range(spec) -> bool:
+    return isinstance(spec, tuple) and len(spec) > 0 and spec[0] in RANGES
+
+
+# The type of each TrainConfig field, as written in the class ("float", "int | None", ...).
+# A range draws real numbers: only the "float" fields take one; an integer setting (epochs,
+# batch_size, shift, ...) would refuse the 1.91 a range draws at its first trial.
+FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
+
+
+def check_space(base: TrainConfig, space: dict, kind: str = "grid") -> None:
+    """Refuse, before any trial runs, a ``kind`` ("grid" or "random") search over ``space``
+    from ``base`` that a trial would fail on: a name that is not a field of ``base``; a
+    range over a field that is not a real number (give a list of values); a value a run
+    refuses (:meth:`TrainConfig.validate`; for a random search's range, both of its ends; a
+    grid tries a range's items as values, and refuses them); an ``image_size`` below
+    the smallest the trial's network takes (:func:`~tinymbv2.models.smallest_input_size`).
+    One-line ``ValueError`` naming the setting.
+
+    A dataset whose own images are smaller than a trial's network takes (with no
+    ``image_size``) is known only once it is loaded: that trial's ``run_training`` refuses it.
+    """
+    fields = {f.name for f in dataclasses.fields(base)} - {"out"}
+    unknown = sorted(set(space) - fields)
+    if unknown:
+        raise ValueError(f"search: the space names {unknown}, which are not training "
+                         f"settings; expected some of {sorted(fields)}")
+    for key, spec in space.items():
+        if not isinstance(spec, (list, tuple)) or not spec:
+            raise ValueError(f"search: the space's {key!r} is {spec!r}; expected a non-empty "
+                             f"list of values (or, for a random search, a range)")
+        if kind == "random" and _is_range(spec) and FIELD_TYPES[key] != "float":
+            raise ValueError(f"search: the space's {key!r} is a range, which draws real "
+                             f"numbers, but {key} takes {_kind(FIELD_TYPES[key])}: give a list "
+                             f"of the values to try instead")
+    ends = {k: [v[1], v[2]] if kind == "random" and _is_range(v) else v
+            for k, v in space.items()}
+    models = {}  # a network per shape, built once: its strides give the smallest image
+    for trial in grid(ends):  # every value a trial can take (a range: between its ends)
+        try:
+            config = dataclasses.replace(base, **trial).validate()
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"search: the space gives {json.dumps(trial)}, which a training "
+                             f"run refuses ({exc})") from None
+        if config.image_size is not None:
+            shape = (config.arch, config.width, config.small_input)
+            if shape not in models:
+                models[shape] = build_model(config, in_channels=1, num_classes=2)
+            check_input_size(models[shape], config.image_size,
+                             f"search (trial {json.dumps(trial)})", "image_size")
+
+
+def _kind(annotation: str) -> str:
+    return ("whole numbers" if "int" in annotation else "True or False" if annotation == "bool"
+            else "names")
+
+
 def _fmt(v):
     return f"{v:.3g}" if isinstance(v, float) else str(v)
 
@@ -106,10 +171,8 @@ def search_job(base_config, space: dict, kind: str = "grid", n_trials: int = 8, 
     (e.g. lr, weight_decay, width, batch_size) and trains into out_dir/trial_N.
     Selection is by the best validation accuracy of the run, never the test split.
     """
+    check_space(base_config, space, kind)
     configs = grid(space) if kind == "grid" else random_configs(space, n_trials, seed)
-    unknown = set(space) - {f.name for f in dataclasses.fields(base_config)}
-    if unknown:
-        raise ValueError(f"search: unknown hyper-parameters {sorted(unknown)}")
     counter = iter(range(1, len(configs) + 1))
 
     def train_fn(overrides):

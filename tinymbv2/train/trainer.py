@@ -11,12 +11,18 @@ the step, and never writes those weights into a checkpoint. What is checked, and
 
 * the loss, every step, before ``backward`` and the optimizer's step: a scalar already
   read back for the running mean, so the check costs nothing (no extra pass over the
-  weights, no extra device sync). A non-finite loss never reaches the weights.
+  weights, no extra device sync). A non-finite loss never reaches the parameters; the
+  forward pass that computed it has, though, already folded its batch's statistics into
+  the BatchNorm running mean and variance (training mode), which may now hold NaN.
 * the gradients are not scanned each step (a pass over every parameter, millions of
   values): a non-finite gradient writes inf or NaN into the weights it updates, and NaN
   spreads through every layer, so the *next* step's loss is non-finite and stops the run.
-* the weights and buffers, once per epoch, before the checkpoint: this catches the one
-  case the loss cannot, a non-finite gradient at an epoch's last step.
+* the weights and buffers, then the optimizer's state arrays (momentum buffers, Adam's
+  ``exp_avg`` and ``exp_avg_sq``, RMSprop's ``square_avg``, ...), once per epoch, before
+  the checkpoint. This catches a non-finite gradient at an epoch's last step, which the
+  loss cannot, and an optimizer state gone inf under finite weights: Adam's
+  ``exp_avg_sq`` overflowing to inf makes its parameter's step ``exp_avg / inf = 0``, so
+  that parameter silently stops learning, and the inf would be saved in the checkpoint.
 
 ``fit`` trains the model through :func:`tinymbv2.fusion.fuse` unless ``fuse=False``:
 the fused view holds the very same Parameter and buffer objects, so the optimizer
@@ -37,20 +43,30 @@ from ..autograd import no_grad
 from ..backend import get_array_module
 from ..evaluation import evaluate, model_batch, model_dtype
 from ..nn import BatchNorm2d
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from .config import check_resume
 
 
 class TrainingDiverged(ValueError):
-    """Training stopped because the loss, or a weight, became inf or NaN.
+    """Training stopped because the loss, a weight or the optimizer's state became inf or NaN.
 
-    ``what`` is ``"loss"`` (the loss of step ``step`` of epoch ``epoch``, ``steps`` per
-    epoch; the weights are those that step's forward pass used) or ``"weights"`` (found
-    after the epoch's last step: ``name`` is the first parameter or buffer holding an inf
-    or NaN, :func:`first_non_finite`). ``lr``: the learning rate of the step (after an
-    epoch: the one the next step would take). :func:`fit` adds ``history`` (the epochs
-    finished before) and ``kept`` (which checkpoint holds the last good weights).
-    :meth:`record` is what ``metrics.json`` keeps. A ``ValueError``, so the command line
-    prints it as one line and exits with code 2.
+    ``what`` is
+
+    * ``"loss"``: the loss of step ``step`` of epoch ``epoch`` (``steps`` per epoch). The
+      parameters are those that step's forward pass used (no backward, no optimizer step
+      followed), but that forward pass ran in training mode and has already written its
+      batch statistics, NaN or inf among them, into the BatchNorm running mean and
+      variance: the model in memory is not the last good one, the checkpoint is;
+    * ``"weights"``: found after the epoch's last step, ``name`` is the first parameter
+      or buffer holding an inf or NaN (:func:`first_non_finite`);
+    * ``"optimizer"``: found after the epoch's last step, ``name`` is the first state
+      array of the optimizer holding one, as ``"exp_avg_sq of features.0.0.weight"``
+      (:func:`first_non_finite_state`).
+
+    ``lr``: the learning rate of the step (after an epoch: the one the next step would
+    take). :func:`fit` adds ``history`` (the epochs finished before) and ``kept`` (where
+    the last good weights are). :meth:`record` is what ``metrics.json`` keeps. A
+    ``ValueError``, so the command line prints it as one line and exits with code 2.
     """
 
     def __init__(self, what: str, epoch: int, step: int, steps: int, lr: float,
@@ -62,11 +78,14 @@ class TrainingDiverged(ValueError):
         self.kept: str | None = None
 
     def record(self) -> dict:
-        """``{"epoch", "step", "steps", "what", "lr", "loss" | "parameter"}``, JSON-safe."""
+        """``{"epoch", "step", "steps", "what", "lr", "loss" | "parameter" | "state"}``,
+        JSON-safe."""
         out = {"epoch": self.epoch, "step": self.step, "steps": self.steps, "what": self.what,
                "lr": self.lr}
         if self.what == "loss":
             out["loss"] = str(self.value)  # "nan" or "inf": JSON has no such numbers
+        elif self.what == "optimizer":
+            out["state"] = self.name
         else:
             out["parameter"] = self.name
         return out
@@ -76,8 +95,9 @@ class TrainingDiverged(ValueError):
             found = (f"the loss is {self.value} at epoch {self.epoch}, step {self.step} of "
                      f"{self.steps}")
         else:
-            found = (f"{self.name} holds inf or NaN after epoch {self.epoch} (step {self.step} "
-                     f"of {self.steps})")
+            owner = "the optimizer's " if self.what == "optimizer" else ""
+            found = (f"{owner}{self.name} holds inf or NaN after epoch {self.epoch} (step "
+                     f"{self.step} of {self.steps})")
         return (f"training diverged: {found} (lr {self.lr:.3g}); try a lower learning rate"
                 + (f"; {self.kept}" if self.kept else ""))
 
@@ -90,10 +110,29 @@ def first_non_finite(model) -> str | None:
     sync per array): cheap once per epoch, not something to do every step.
     """
     for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-        array = tensor.data
-        if array.dtype.kind == "f" and not bool(get_array_module(array).isfinite(array).all()):
+        if not _finite(tensor.data):
             return name
     return None
+
+
+def first_non_finite_state(optimizer, model) -> str | None:
+    """The first state array of ``optimizer`` that holds an inf or a NaN, named with its
+    parameter's name in ``model`` (``"exp_avg_sq of features.0.0.weight"``); None when
+    every one is finite. The optimizer keeps its state per parameter
+    (``optimizer.state[id(param)]``: momentum buffers, Adam's moments, ...); numbers that
+    are not arrays (a step count) are not scanned. Once per epoch, like
+    :func:`first_non_finite`."""
+    names = {id(p): name for name, p in model.named_parameters()}
+    for key, state in optimizer.state.items():
+        for part, value in state.items():
+            if hasattr(value, "dtype") and not _finite(value):
+                return f"{part} of {names.get(key, 'a parameter not in the model')}"
+    return None
+
+
+def _finite(array) -> bool:
+    """Whether every value of a NumPy or CuPy array is finite (integers always are)."""
+    return array.dtype.kind != "f" or bool(get_array_module(array).isfinite(array).all())
 
 
 def _progress(total, desc, enabled):
@@ -111,7 +150,8 @@ def train_one_epoch(model, loader, optimizer, loss_fn=F.cross_entropy, scheduler
     ``train_mode(model)`` replaces ``model.train()`` (fine-tuning keeps frozen
     BatchNorms in eval mode this way). A non-finite loss raises
     :class:`TrainingDiverged` naming ``epoch`` and the step, before ``backward`` and the
-    optimizer's step, so the weights stay those its forward pass used.
+    optimizer's step, so the parameters stay those its forward pass used; the BatchNorm
+    running statistics that forward pass updated may hold NaN.
     """
     (train_mode or (lambda m: m.train()))(model)
     dtype = model_dtype(model)
@@ -169,6 +209,12 @@ def fit(model, optimizer, train_loader, val_split=None, epochs: int = 1, loss_fn
     after epoch k (the schedule still spans ``epochs``): train in sessions, resume later.
     ``fuse=False``: train the plain model, layer by layer, instead of its fused view.
 
+    Resuming: the checkpoint is read once and checked before anything is loaded. With
+    ``config`` given, the checkpoint's saved configuration must agree with it except for
+    the fields that may change (:func:`~tinymbv2.train.config.check_resume`); and it may
+    not have trained more epochs than ``epochs``. Either is a one-line ``ValueError``,
+    with the model, optimizer and scheduler untouched.
+
     Resuming with more (or fewer) epochs than the checkpoint's run planned: a schedule
     with an end (one-cycle, cosine: ``scheduler.planned_steps()``) is **stretched** to
     the length ``scheduler`` was built for here, from the step already taken
@@ -177,21 +223,25 @@ def fit(model, optimizer, train_loader, val_split=None, epochs: int = 1, loss_fn
     the extra epochs at a one-cycle's final lr, max_lr / 250000: barely at all.) A
     schedule without an end (exponential decay) simply goes on.
 
-    A non-finite loss, or non-finite weights after an epoch, raise
+    A non-finite loss, or non-finite weights or optimizer state after an epoch, raise
     :class:`TrainingDiverged` (see the module docstring for what is checked when) with
-    ``history`` (the finished epochs) and ``kept`` (where the last good checkpoint is);
-    weights that are not finite are never written to ``checkpoint_path``.
+    ``history`` (the finished epochs) and ``kept`` (where the last good weights are:
+    :func:`where_kept`); weights or state that are not finite are never written to
+    ``checkpoint_path``.
     """
     if scheduler_interval not in ("epoch", "batch"):
         raise ValueError(f"fit: expected scheduler_interval 'epoch' or 'batch', got {scheduler_interval!r}")
     history, start_epoch, saved_epoch = new_history(), 0, None
     if resume_from is not None:
+        state = read_checkpoint(resume_from, restore_rng=True)  # read once, loads nothing yet
+        if config is not None:
+            check_resume(resume_from, state.get("config"), config)
+        if state["epoch"] > epochs:
+            raise ValueError(f"resume: {resume_from} has trained {state['epoch']} epochs "
+                             f"already, more than this run's epochs {epochs}")
         planned = scheduler.planned_steps() if scheduler is not None else None
-        state = load_checkpoint(resume_from, model, optimizer, scheduler, restore_rng=True)
+        load_checkpoint(resume_from, model, optimizer, scheduler, restore_rng=True, state=state)
         start_epoch = state["epoch"]
-        if start_epoch > epochs:
-            raise ValueError(f"fit: {resume_from} has trained {start_epoch} epochs already, "
-                             f"more than epochs={epochs}")
         if planned is not None and scheduler.planned_steps() != planned:
             scheduler.replan(planned)  # the run was extended (or shortened): stretch it
         history.update(state["extra"].get("history", {}))
@@ -211,16 +261,14 @@ def fit(model, optimizer, train_loader, val_split=None, epochs: int = 1, loss_fn
             stats = train_one_epoch(net, train_loader, optimizer, loss_fn, scheduler,
                                     scheduler_interval, progress, train_mode=train_mode,
                                     desc=f"epoch {epoch + 1}/{epochs}", epoch=epoch + 1)
-            bad = first_non_finite(model)  # once per epoch, before the checkpoint
-            if bad is not None:
-                raise TrainingDiverged("weights", epoch + 1, len(train_loader), len(train_loader),
-                                       optimizer.param_groups[0]["lr"], name=bad)
+            for what, bad in (("weights", first_non_finite(model)),  # once per epoch, before
+                              ("optimizer", first_non_finite_state(optimizer, model))):  # saving
+                if bad is not None:
+                    raise TrainingDiverged(what, epoch + 1, len(train_loader), len(train_loader),
+                                           optimizer.param_groups[0]["lr"], name=bad)
         except TrainingDiverged as exc:
             exc.history = {k: v for k, v in history.items() if k != "best_state"}
-            if checkpoint_path is not None:
-                exc.kept = ("no checkpoint was written (no epoch finished)" if saved_epoch is None
-                            else f"the last good checkpoint, {checkpoint_path}, holds epoch "
-                                 f"{saved_epoch}")
+            exc.kept = where_kept(checkpoint_path, saved_epoch, resume_from, start_epoch)
             raise
         history["epoch"].append(epoch + 1)
         history["train_loss"].append(stats["loss"])
@@ -247,6 +295,28 @@ def fit(model, optimizer, train_loader, val_split=None, epochs: int = 1, loss_fn
                             config=config, extra=extra)
             saved_epoch = epoch + 1
     return history
+
+
+def where_kept(checkpoint_path, saved_epoch: int | None, resume_from=None,
+               resumed_epoch: int = 0) -> str | None:
+    """Where a run that stopped has its last good weights, in words (None: nowhere on disk).
+
+    ``saved_epoch``: the epoch this run last wrote to ``checkpoint_path`` (None: it wrote
+    none). A file already at ``checkpoint_path`` that this run did not write is an earlier
+    run's (a run into a folder that holds one), and is said to be; a run resumed from
+    another file has its last good weights there, at ``resumed_epoch``.
+    """
+    if saved_epoch is not None:
+        return f"the last good checkpoint, {checkpoint_path}, holds epoch {saved_epoch}"
+    parts = []
+    if checkpoint_path is not None:
+        parts.append(f"{checkpoint_path} is an earlier run's; this run wrote none"
+                     if Path(checkpoint_path).exists()
+                     else "no checkpoint was written (no epoch finished)")
+    if resume_from is not None:
+        parts.append(f"the last good weights are in {resume_from} (epoch {resumed_epoch}), "
+                     f"which this run resumed from")
+    return "; ".join(parts) or None
 
 
 def recalibrate_batchnorm(model, images, batch_size: int = 128):

@@ -1,15 +1,27 @@
-"""Compile the numba kernels ahead of time: one training and one inference step of the
-default model for each input shape the bundled and supported datasets give.
+"""Compile the numba kernels ahead of time: for each input shape the bundled and supported
+datasets give, the training and inference steps of the default model that a run takes.
 
 A kernel is compiled the first time it meets a new kind of argument, and kept in Numba's
 disk cache (``tinymbv2/kernels/numba/cache.py``); with a cold cache the first step of a
 run spends about a minute compiling. ``tinymbv2 warmup`` (run by ``make demo``'s set-up)
-does that work before the run instead, through the very code a run uses (the fused
-model, ``train_one_epoch``, ``evaluate``), so it compiles exactly what a run compiles.
-Which kernels a step needs depends on the dtype and on the planes' sizes (small planes
-run channels-last kernels, the stride-2 stem of a full-size network its own), not on the
-width, the batch or the number of classes, so one small batch per input shape covers a
-whole run.
+does that work before the run instead, through the very code a run uses
+(``train_one_epoch``, ``evaluate``), twice per shape (:data:`STEPS`): the fused model with
+the default optimizer, as a default run trains, and the plain model (``--no-fuse``) with
+RMSprop, whose update is the one optimizer step the numba set runs (SGD's and Adam's are
+NumPy's).
+
+Which kernels a step calls depends on the dtype and on sizes: small planes run
+channels-last kernels, the stride-2 stem of a full-size network its own, a large enough
+product the parallel form of a kernel. Their machine code depends only on the kinds of
+their arguments (dtype, dimensions, layout), so the shapes together cover more than each
+alone. Measured after the whole warmup (float32, batches of 8): runs of the 8, 28 and
+32 px shapes at batches of 2, 13 and 64 and widths 0.35, 0.5, 1.0 and 1.4, and of 224 px at
+batches of 2 and 16 and widths 0.5 and 1.0, fused with SGD and plain with RMSprop (the other
+optimizers call no kernel), compiled nothing more (``tests/cli/test_warmup.py`` checks a
+selection, with every optimizer). The
+8 px shape alone would not do: at batches of 8 no product there is large enough for the
+parallel forms of the channels-last 1x1 convolution, which a batch of 32 (or width 1.4)
+takes; the 28 px shape compiles them. Float64 runs need ``--float64``.
 """
 from __future__ import annotations
 
@@ -63,11 +75,11 @@ class Warmed:
 
 
 def warmup(dtypes=("float32",), cases=None, batch_size: int = 8) -> Iterator[Warmed]:
-    """For each dtype and case (``CASES`` by default), one training step and one inference
-    step with the numba kernels; yields what each compiled, as it goes.
+    """For each dtype and case (``CASES`` by default), the training and inference steps of
+    :func:`one_step_each` with the numba kernels; yields what each case compiled, as it goes.
 
-    The steps run on random images, with the default :class:`TrainConfig` (its model,
-    optimizer and loss); the package's random generator is left as it was.
+    The steps run on random images, with the default :class:`TrainConfig` (its model and
+    loss); the package's random generator is left as it was.
     """
     state = tm_random.get_state()
     try:
@@ -82,16 +94,31 @@ def warmup(dtypes=("float32",), cases=None, batch_size: int = 8) -> Iterator[War
         tm_random.set_state(state)
 
 
+STEPS = (
+    {},  # the default run: the fused model, the default optimizer (SGD)
+    {"fuse": False, "optimizer": "rmsprop"},  # --no-fuse's plain layers; RMSprop's update kernel
+)
+"""The steps taken per shape, as :class:`TrainConfig` fields changed from the defaults."""
+
+
 def one_step_each(case: WarmupCase, dtype, batch_size: int, num_classes: int = 10) -> None:
-    """One training step (forward, backward, optimizer step) and one inference pass of the
-    default model, fused as a run trains it, on a batch of random images of ``case``."""
-    config = TrainConfig(small_input=case.small_input)
+    """For each of :data:`STEPS`, one training step (forward, backward, optimizer step) and
+    one inference pass of the default model on a batch of random images of ``case``."""
+    for changes in STEPS:
+        config = TrainConfig(small_input=case.small_input, **changes)
+        one_run_step(config, case, dtype, batch_size, num_classes)
+
+
+def one_run_step(config: TrainConfig, case: WarmupCase, dtype, batch_size: int,
+                 num_classes: int = 10) -> None:
+    """One training step and one inference pass as a run of ``config`` takes them (its
+    model, optimizer and loss, fused or not), on a batch of random images of ``case``."""
     model = build_model(config, case.in_channels, num_classes).to(dtype)
     rng = np.random.default_rng(0)
     images = rng.standard_normal((batch_size, case.in_channels, case.size, case.size)).astype(dtype)
     labels = np.arange(batch_size) % num_classes
     optimizer = build_optimizer(config, param_groups(model, config.weight_decay))
-    net = fusion.fuse(model)
+    net = fusion.fuse(model) if config.fuse else model
     loss_fn = build_loss(config)
     train_one_epoch(net, DataLoader(images, labels, batch_size), optimizer, loss_fn, progress=False)
-    evaluate(net, images, labels, loss_fn=loss_fn, fuse=False)
+    evaluate(model, images, labels, loss_fn=loss_fn, fuse=config.fuse)

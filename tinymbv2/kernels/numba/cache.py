@@ -15,12 +15,14 @@ available``, so importing the kernel set failed. :func:`find_cache` asks Numba's
 locators the same question once, before any kernel module is imported (this module is
 imported first by :mod:`tinymbv2.kernels.numba`), and when the answer is no, the kernels
 are compiled without a disk cache: they work, and each process compiles the kernels it
-uses again. One line on stderr says so, and how to get the cache back.
+uses again. One line on stderr says so, and how to get the cache back
+(:func:`no_cache_notice`), when the first kernel compiles (:mod:`.compiling`): a process
+that compiles nothing is not told, and ``tinymbv2 warmup``, which then refuses to run
+(nothing it compiled would be kept), says it in its own one line.
 """
 from __future__ import annotations
 
 import os
-import sys
 import types
 
 from numba.core import config
@@ -63,19 +65,21 @@ def find_cache() -> tuple[bool, str]:
     return True, os.path.dirname(elsewhere[0])  # NUMBA_CACHE_DIR or the user's cache folder
 
 
-def no_cache_notice() -> str:
-    """The one line that says the kernels cannot be cached: where Numba looked, and what to do."""
+def where_numba_looked() -> str:
+    """The folders Numba tried for its cache, in its order, for a message."""
     user = AppDirs(appname="numba", appauthor=False).user_cache_dir  # Numba's user-wide folder
     tried = [f"NUMBA_CACHE_DIR ({config.CACHE_DIR})"] if config.CACHE_DIR else []
     tried += [f"the package folder ({PACKAGE_DIR})", f"the user's cache folder ({user})"]
-    return (f"tinymbv2: no writable folder for Numba's cache (tried {', '.join(tried)}), so the "
-            "numba kernels are compiled again in every process (a minute or two for a training "
-            "step); set NUMBA_CACHE_DIR to a writable folder to keep them")
+    return ", ".join(tried)
+
+
+def no_cache_notice() -> str:
+    """The one line that says the kernels cannot be cached: where Numba looked, and what to do."""
+    return (f"tinymbv2: no writable folder for Numba's cache (tried {where_numba_looked()}), so "
+            "the numba kernels are compiled again in every process (a minute or two for a "
+            "training step); set NUMBA_CACHE_DIR to a writable folder to keep them")
 
 
 CACHE, WHERE = find_cache()
 """Whether the kernels are cached on disk (``cache=CACHE`` in every ``@njit``), and the
 folder they are cached in, or Numba's reason why they cannot be."""
-
-if not CACHE:
-    print(no_cache_notice(), file=sys.stderr)

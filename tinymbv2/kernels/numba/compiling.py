@@ -11,6 +11,8 @@ compiles:
 
 * :func:`compiled` lists the kernels of this set compiled so far in this process (what
   ``tinymbv2 warmup`` reports);
+* where Numba has no folder to cache the kernels in (:mod:`.cache`), the first kernel to
+  compile prints :func:`.cache.no_cache_notice` on stderr, once per process, terminal or not;
 * when stderr is a terminal, each kernel shows one line while it compiles: the kernels
   compiled so far in this burst and the seconds it has taken (cleared when the compile is
   over, so that the program's own output, a print or a progress bar, stays clean); at the
@@ -29,7 +31,7 @@ import time
 
 from numba.core import event
 
-from .cache import CACHE, WHERE
+from .cache import CACHE, WHERE, no_cache_notice
 
 PACKAGE = __name__.rpartition(".")[0]
 """The kernel set's package: compiles of functions defined under it are counted."""
@@ -85,11 +87,22 @@ class CompileWatch(event.Listener):
         self.burst_started = self.burst_ended = 0.0
         self.shown = 0  # width of the status line on the terminal (0: none shown)
         self.timer = None
+        # which quiet timer may end the burst: each compile that starts moves it on, so a
+        # timer that fired too late to be cancelled finds itself outdated (see end_burst)
+        self.generation = 0
+        self.told_no_cache = False  # the no-cache notice is printed once, at the first compile
 
     def on_start(self, ev):
         if self.depth == 0 and is_kernel(ev):
             self.started = time.perf_counter()
             with self.lock:
+                if not CACHE and not self.told_no_cache:
+                    from tqdm import tqdm
+
+                    self.told_no_cache = True
+                    # through tqdm, which takes a progress bar (a run's first step) off the line
+                    tqdm.write(no_cache_notice(), file=sys.stderr)
+                self.generation += 1
                 if self.timer is not None:
                     self.timer.cancel()
                 if self.burst is None and on_terminal():
@@ -114,7 +127,8 @@ class CompileWatch(event.Listener):
                     self.clear()
                     self.burst.append(done)
                     self.burst_ended = time.perf_counter()
-                    self.timer = threading.Timer(QUIET_SECONDS, self.end_burst)
+                    self.timer = threading.Timer(QUIET_SECONDS, self.end_burst,
+                                                 args=(self.generation,))
                     self.timer.daemon = True
                     self.timer.start()
 
@@ -131,10 +145,16 @@ class CompileWatch(event.Listener):
             sys.stderr.flush()
             self.shown = 0
 
-    def end_burst(self):
-        """Say in one line what the burst compiled."""
+    def end_burst(self, generation: int | None = None):
+        """Say in one line what the burst compiled: from the quiet timer armed at
+        ``generation``, or at exit (``None``).
+
+        A timer that has fired cannot be cancelled: when a compile starts just then, this
+        runs after ``on_start`` let the lock go, while that compile is under way. Its
+        generation is then an old one, and the burst goes on (else the summary would come
+        early, and the kernel compiling be left out of the count)."""
         with self.lock:
-            if self.burst is None:
+            if self.burst is None or generation not in (None, self.generation):
                 return
             from tqdm import tqdm
 

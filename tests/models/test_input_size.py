@@ -1,12 +1,12 @@
-"""The smallest image a network takes, from its strides, checked against the shapes
-``tinymbv2.models.summary`` propagates."""
+"""tinymbv2.models.input_size: the smallest image a network takes, from its strides, checked
+against the shapes ``tinymbv2.models.summary`` propagates."""
 from __future__ import annotations
 
 import pytest
 
 from tinymbv2 import nn
-from tinymbv2.data import check_input_size, smallest_input_size
-from tinymbv2.models import mobilenet_v2, seed_article_net, summary
+from tinymbv2.models import (check_input_size, mobilenet_v2, seed_article_net,
+                             smallest_input_size, summary)
 
 
 def _strided_inputs(model, size):
@@ -39,8 +39,11 @@ def test_check_input_size_names_the_caller_and_the_smallest_size():
     model = mobilenet_v2(width_mult=0.35, num_classes=10, in_channels=1, small_input=True, seed=0)
     check_input_size(model, 5, "train")
     check_input_size(model, (5, 28), "predict")
-    with pytest.raises(ValueError, match=r"^train: --image-size 4 is smaller than this network "
-                                         r"takes: .* at least 5x5 px"):
-        check_input_size(model, 4, "train")
+    with pytest.raises(ValueError, match=r"^train: the image size 4 is smaller than this network "
+                                         r"takes: .* at least 5x5 px "
+                                         r"\(tinymbv2\.models\.smallest_input_size\)$"):
+        check_input_size(model, 4, "train")  # the default names no command-line flag
     with pytest.raises(ValueError, match=r"^eval: the image size 4x28 is smaller"):
         check_input_size(model, (4, 28), "eval", "the image size")
+    with pytest.raises(ValueError, match=r"^finetune: image_size 3 is smaller"):
+        check_input_size(model, 3, "finetune", "image_size")

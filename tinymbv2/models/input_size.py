@@ -57,16 +57,19 @@ def smallest_input_size(model, largest: int = 1 << 16) -> int:
                      f"{type(model).__name__}")
 
 
-def check_input_size(model, size, who: str, what: str = "--image-size") -> None:
+def check_input_size(model, size, who: str, what: str = "the image size") -> None:
     """Raise ``ValueError`` naming ``who`` and ``what`` if an image of ``size`` (int, or
-    ``(height, width)``) is smaller than :func:`smallest_input_size` of ``model``."""
+    ``(height, width)``) is smaller than :func:`smallest_input_size` of ``model``.
+
+    ``what`` names where the size came from (``"image_size"``, ``"the images of digits"``),
+    so that the message says what to change."""
     h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     smallest = smallest_input_size(model)
     if min(h, w) < smallest:
         shown = f"{h}" if h == w else f"{h}x{w}"
         raise ValueError(f"{who}: {what} {shown} is smaller than this network takes: its "
                          f"strided convolutions need images of at least {smallest}x{smallest} "
-                         f"px (tinymbv2.data.smallest_input_size)")
+                         f"px (tinymbv2.models.smallest_input_size)")
 
 
 __all__ = ["smallest_input_size", "check_input_size"]
