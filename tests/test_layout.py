@@ -28,7 +28,7 @@ LAYERS = {
     "tinymbv2.backend": 1, "tinymbv2.random": 1,
     "tinymbv2.kernels": 2,
     "tinymbv2.autograd": 3, "tinymbv2.profiler": 3,
-    "tinymbv2.functional": 4, "tinymbv2.gradcheck": 4,
+    "tinymbv2.functional": 4, "tinymbv2.gradcheck": 4, "tinymbv2.graph_drawing": 4,
     "tinymbv2.nn": 5,
     "tinymbv2.models": 6, "tinymbv2.fusion": 6,
     "tinymbv2.optim": 7, "tinymbv2.data": 7, "tinymbv2.train": 7, "tinymbv2.evaluation": 7,

@@ -41,10 +41,10 @@ import os
 TINYMBV2_FAST = os.environ.get("TINYMBV2_FAST") == "1"  # set by CI: smaller runs, same code
 
 import inspect
+import re
 import time
 import numpy as np
 import matplotlib.pyplot as plt
-import torch
 
 import tinymbv2
 from tinymbv2 import Tensor, functional as F
@@ -64,6 +64,7 @@ layers = [(112, 112, 32, 64), (56, 56, 144, 144), (28, 28, 192, 192), (14, 14, 3
 for h, w, ci, co in layers:
     d, s = macs_dense(h, w, ci, co, 3), macs_separable(h, w, ci, co, 3)
     print(f"{h}x{w}, {ci:4d} -> {co:4d}{'':12s} {d:14,d} {s:12,d} {d / s:6.2f}")
+    assert 7.5 < d / s < 9, "a depthwise separable 3x3 layer saves about 8 to 9 times"
 print("predicted ratio for Co=384: 1 / (1/384 + 1/9) =", round(1 / (1 / 384 + 1 / 9), 2))
 
 # %% [markdown]
@@ -71,10 +72,14 @@ r"""
 ## 2.1 Naive loops, the definition written out
 
 Seven nested loops for the dense convolution. Slow, but obviously right: we compare it with
-PyTorch's `conv2d` and print the largest difference.
+PyTorch's `conv2d` (imported here, where the comparisons start) and print the largest
+difference.
 """
 
 # %%
+import torch
+
+
 def conv2d_naive(x, w, stride=1, padding=0):
     n, ci, h, wd = x.shape
     co, _, k, _ = w.shape
@@ -100,6 +105,7 @@ for stride, padding in ((1, 0), (1, 1), (2, 1)):
     print(f"stride {stride} padding {padding}: output {y_naive.shape}, "
           f"max |naive - torch| = {np.abs(y_naive - y_torch).max():.1e}, "
           f"max |reference - torch| = {np.abs(y_ref - y_torch).max():.1e}")
+    assert max(np.abs(y_naive - y_torch).max(), np.abs(y_ref - y_torch).max()) < 1e-10
 
 # %% [markdown]
 r"""
@@ -165,8 +171,10 @@ for s in (1, 2):
     tx, tw = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
     ty = torch.nn.functional.conv2d(tx, tw, stride=s, padding=1, groups=5)
     ty.backward(torch.tensor(gy))
-    print(f"stride {s}: forward err {np.abs(y - ty.detach().numpy()).max():.1e}, "
-          f"dL/dx err {np.abs(gx - tx.grad.numpy()).max():.1e}, dL/dw err {np.abs(gw - tw.grad.numpy()).max():.1e}")
+    errs = [np.abs(y - ty.detach().numpy()).max(), np.abs(gx - tx.grad.numpy()).max(),
+            np.abs(gw - tw.grad.numpy()).max()]
+    print(f"stride {s}: forward err {errs[0]:.1e}, dL/dx err {errs[1]:.1e}, dL/dw err {errs[2]:.1e}")
+    assert max(errs) < 1e-10, "the scatter backward disagrees with PyTorch"
 
 # %% [markdown]
 r"""
@@ -222,6 +230,7 @@ for kernels in ("reference", "numba"):
             errs = [np.abs(y.data - py.detach().numpy()).max(), np.abs(tx.grad - px.grad.numpy()).max(),
                     np.abs(tw.grad - pw.grad.numpy()).max()]
             print(f"{kernels:9s} {name:17s} max error  y {errs[0]:.1e}  dx {errs[1]:.1e}  dw {errs[2]:.1e}")
+            assert max(errs) < 1e-9, f"{kernels} {name} disagrees with PyTorch"
 
 # %% [markdown]
 r"""
@@ -229,17 +238,22 @@ r"""
 
 A depthwise 3x3 convolution (forward only) on a batch shaped like MobileNetV2's
 56x56x144 layer. The naive loops run on a smaller problem and are scaled up by the ratio
-of multiply-adds, since the full one would take too long. (Numba compiles on the first call,
-so every kernel is called once before it is timed.)
+of multiply-adds, since the full one would take too long.
+
+Timing a kernel fairly takes three precautions, in `median_time` below: call it once first
+and do not count that call (Numba compiles a kernel on its first call, and the first call of
+anything touches cold memory); repeat it; and report the median, which one slow run (another
+program taking the core for a moment) does not move.
 """
 
 # %%
-def best_time(fn, repeat=3):
+def median_time(fn, repeat=7):
+    """Seconds per call of fn(): the median of `repeat` timed calls, after one untimed call."""
     fn()
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter(); fn(); times.append(time.perf_counter() - t0)
-    return min(times)
+    return float(np.median(times))
 
 n, c, hw = (2, 32, 28) if TINYMBV2_FAST else (8, 144, 56)
 x = rng.standard_normal((n, c, hw, hw)).astype(np.float32)
@@ -247,31 +261,38 @@ w = rng.standard_normal((c, 1, 3, 3)).astype(np.float32)
 small = x[:1, :8, :16, :16]
 scale = x.size / small.size
 times = {
-    "naive loops (scaled)": best_time(lambda: depthwise_naive(small, w[:8], 1, 1), repeat=1) * scale,
-    "reference (NumPy)": best_time(lambda: reference.depthwise_conv2d_forward(x, w, (1, 1), (1, 1))),
-    "numba": best_time(lambda: numba_set.depthwise_conv2d_forward(x, w, (1, 1), (1, 1))),
+    "naive loops (scaled)": median_time(lambda: depthwise_naive(small, w[:8], 1, 1), repeat=3) * scale,
+    "reference (NumPy)": median_time(lambda: reference.depthwise_conv2d_forward(x, w, (1, 1), (1, 1))),
+    "numba": median_time(lambda: numba_set.depthwise_conv2d_forward(x, w, (1, 1), (1, 1))),
 }
 tx, tw = torch.tensor(x), torch.tensor(w)
 with torch.no_grad():
-    times["torch"] = best_time(lambda: torch.nn.functional.conv2d(tx, tw, padding=1, groups=c))
+    times["torch"] = median_time(lambda: torch.nn.functional.conv2d(tx, tw, padding=1, groups=c))
 err = np.abs(numba_set.depthwise_conv2d_forward(x, w, (1, 1), (1, 1))
              - reference.depthwise_conv2d_forward(x, w, (1, 1), (1, 1))).max()
 print(f"input {x.shape}; max |numba - reference| = {err:.1e}")
+print(f"{'':22s} {'median ms':>10s}   {'x reference':>11s}")
 for k, v in times.items():
-    print(f"{k:22s} {v * 1e3:10.2f} ms   ({v / times['torch']:8.1f} x torch)")
+    print(f"{k:22s} {v * 1e3:10.3f}   {v / times['reference (NumPy)']:11.3g}")
+assert err < 1e-4
+loops_vs_numpy = times["naive loops (scaled)"] / times["reference (NumPy)"]
+assert loops_vs_numpy > 10, "vectorising over the pixels should pay many times over"
+print(f"checked: the vectorised NumPy version is {loops_vs_numpy:.0f} times faster than the loops")
 
 fig, ax = plt.subplots(figsize=(7, 3))
 ax.barh(list(times), [v * 1e3 for v in times.values()], color=["#c44", "#48c", "#4a4", "#888"])
-ax.set_xscale("log"); ax.set_xlabel("milliseconds (log scale)"); ax.invert_yaxis()
+ax.set_xscale("log"); ax.set_xlabel("milliseconds, median (log scale)"); ax.invert_yaxis()
 ax.set_title(f"depthwise 3x3 forward on {x.shape}")
 plt.tight_layout(); plt.show()
 
 # %% [markdown]
 r"""
-The vectorised NumPy version is already orders of magnitude faster than the loops, because
-the loop overhead is paid $k^2 = 9$ times instead of once per pixel. Numba compiles the
-loops to machine code and spreads them across the cores. (The benchmarks page of the
-documentation has the systematic comparison.)
+The vectorised NumPy version is many times faster than the loops (the cell checks it),
+because the Python loop overhead is paid $k^2 = 9$ times instead of once per pixel. Numba
+compiles the loops to machine code and spreads them across the cores; how it and PyTorch
+compare with NumPy depends on the CPU, on how many cores are free and on the size of the
+problem, so read the table as this run's measurement, not as a ranking. (The benchmarks page
+of the documentation has the systematic comparison and tells how to run it on your machine.)
 
 ## 2.5 Memory layout: why small planes are stored channels-last
 
@@ -283,11 +304,11 @@ different *strides* (bytes to step per index), exactly as PyTorch's
 
 Where the planes are large, NCHW suits a depthwise filter: it slides along long runs of
 pixels. At the end of MobileNetV2 (and everywhere at 32 px) a plane is 4x4, 2x2 or 1x1: a
-loop along four pixels cannot use the CPU's 8-wide vector instructions, but a loop along
-192 channels can. Channels-last also makes a 1x1 convolution over the whole batch a single
-matrix product, `(N*H*W, Ci) @ (Ci, Co)`. So the numba kernels keep planes of at most 16x16
-pixels channels-last (`tinymbv2.kernels.numba.layout`); the rest of tinymbv2 never
-notices, because the shape is the same.
+loop along four pixels cannot fill a vector instruction (8 float32 with AVX2, 16 with
+AVX-512), but a loop along 192 channels can. Channels-last also makes a 1x1 convolution
+over the whole batch a single matrix product, `(N*H*W, Ci) @ (Ci, Co)`. So the numba
+kernels keep planes of at most 16x16 pixels channels-last (`tinymbv2.kernels.numba.layout`);
+the rest of tinymbv2 never notices, because the shape is the same.
 """
 
 # %%
@@ -305,19 +326,23 @@ print("the numba output of a 4x4 plane is channels-last:", numba_layout.is_chann
 
 saved = numba_layout.CHANNELS_LAST_MAX
 numba_layout.CHANNELS_LAST_MAX = 0  # the layout off: every plane NCHW
-y_nchw = numba_set.depthwise_conv2d_forward(x, w, (1, 1), (1, 1))
-t_nchw = best_time(lambda: numba_set.depthwise_conv2d_forward(x, w, (1, 1), (1, 1)), repeat=20)
-numba_layout.CHANNELS_LAST_MAX = saved
-t_cl = best_time(lambda: numba_set.depthwise_conv2d_forward(x_cl, w, (1, 1), (1, 1)), repeat=20)
+try:
+    y_nchw = numba_set.depthwise_conv2d_forward(x, w, (1, 1), (1, 1))
+    t_nchw = median_time(lambda: numba_set.depthwise_conv2d_forward(x, w, (1, 1), (1, 1)), repeat=21)
+finally:
+    numba_layout.CHANNELS_LAST_MAX = saved
+t_cl = median_time(lambda: numba_set.depthwise_conv2d_forward(x_cl, w, (1, 1), (1, 1)), repeat=21)
 print(f"max difference {np.abs(y_cl - y_nchw).max():.1e}")
-print(f"depthwise 3x3 on {x.shape}: NCHW {t_nchw * 1e3:.3f} ms, channels-last {t_cl * 1e3:.3f} ms")
+print(f"depthwise 3x3 on {x.shape}, median: NCHW {t_nchw * 1e3:.3f} ms, channels-last {t_cl * 1e3:.3f} ms")
+assert x_cl.strides[1] == x.itemsize and numba_layout.is_channels_last(y_cl)
+assert not numba_layout.is_channels_last(y_nchw) and np.abs(y_cl - y_nchw).max() < 1e-4
 
 # %% [markdown]
 r"""
 The answer is the same up to float rounding (the sums run in another order); the time is
-what changes. Across a whole training step at 32 px, batch 64, the layout took the numba
-kernels from 51 to 46 ms (the benchmarks page has the measurements), because every
-depthwise, pointwise and BatchNorm layer there works on small planes.
+what changes, by how much depends on the CPU's vector width. The benchmarks page measures
+what the layout does for a whole training step at 32 px, where every depthwise, pointwise
+and BatchNorm layer works on small planes.
 
 ## 2.6 What Numba made of a loop: two traps
 
@@ -333,8 +358,9 @@ details kept loops in tinymbv2's own kernels slow until they were found:
   IEEE floating point and NumPy do (`1/0` is `inf`).
 
 `f.nopython_signatures` shows the types Numba inferred (here the return type of each sum);
-`f.inspect_asm(signature)` shows the machine code, where packed instructions such as
-`vmulps` mean SIMD and scalar ones such as `vmulss` alone mean a scalar loop.
+`f.inspect_llvm()` shows the code Numba handed to LLVM after LLVM optimised it, where a
+division of vectors reads `fdiv <8 x float>` (8 lanes) and a scalar one `fdiv float`. The
+cell checks both traps there, which holds on any CPU, then times the four functions.
 """
 
 # %%
@@ -371,35 +397,48 @@ def divide_ieee(out, a, b):
         out[i] = a[i] / b[i]
 
 
+def division_widths(f):
+    """The operand types of every float32 division in f's optimised LLVM code."""
+    code = "".join(f.inspect_llvm().values())
+    return sorted(set(re.findall(r"fdiv (?:fast )?(<\d+ x float>|float)", code)))
+
+
 a = rng.standard_normal(1 << 17).astype(np.float32)  # 512 KiB: stays in cache
 b = rng.uniform(1, 2, 1 << 17).astype(np.float32)
 out = np.empty_like(a)
 for f in (sum_of_squares_promoted, sum_of_squares):
-    t = best_time(lambda: f(a), repeat=20)
+    t = median_time(lambda: f(a), repeat=21)
     kind = f.nopython_signatures[0].return_type
-    print(f"{f.__name__:<24} returns {kind}, {t * 1e6:.0f} us")
+    print(f"{f.__name__:<24} returns {kind}, median {t * 1e6:.0f} us")
+division_times = {}
 for f in (divide, divide_ieee):
-    t = best_time(lambda: f(out, a, b), repeat=20)
-    print(f"{f.__name__:<24} {t * 1e6:.0f} us")
+    division_times[f] = t = median_time(lambda: f(out, a, b), repeat=21)
+    print(f"{f.__name__:<24} median {t * 1e6:.0f} us, divides {', '.join(division_widths(f))}")
+assert str(sum_of_squares_promoted.nopython_signatures[0].return_type) == "float64"
+assert str(sum_of_squares.nopython_signatures[0].return_type) == "float32"
+assert division_widths(divide) == ["float"], "the checked division stays scalar"
+assert any(t.startswith("<") for t in division_widths(divide_ieee)), "the IEEE one is vectorised"
+assert division_times[divide_ieee] < division_times[divide], "vectorised division is faster"
+print("checked: the promoted sum runs in float64; only the IEEE division is vectorised, and faster")
 
 # %% [markdown]
 r"""
-On the machine this course was written on, the float32 sum took 2-3 us against 5 us, and
-the division 13-15 us against 77-78 us. In tinymbv2 the first trap had made every depthwise
-weight gradient sum in float64 (fixing it, with a better loop, made the stride-1 gradient
-1.5-2x faster), and the second kept RMSprop's update scalar (7.7 ms for MobileNetV2's 3.5
-million parameters; 2.9 ms vectorised, with the same bits). `tests/kernels/test_kernel_dtypes.py`
-now compiles the hot loops afresh and fails if any of their variables is float64.
+The printed times show the price of each trap on the machine that ran this page; its size
+depends on the CPU (how wide its vectors are, how fast it divides). In tinymbv2 the first trap had
+made every depthwise weight gradient sum in float64, and the second kept RMSprop's update
+scalar. `tests/kernels/test_kernel_dtypes.py` now compiles the hot loops afresh and fails
+if any of their variables is float64.
 
-## 2.7 Beating BLAS with a plain loop
+## 2.7 Racing BLAS with a plain loop
 
 A 1x1 convolution of one image is one matrix product, $Y = W X$ with $W$ of shape
 $(C_o, C_i)$ and $X = x[n]$ viewed as $(C_i, H W)$. NumPy hands `W @ X` to its BLAS, a
-library tuned by hand for decades. Can a loop beat it? On the machine this course was
-written on, yes, for an unfair reason worth knowing: its OpenBLAS is pinned to the kernels
-it wrote for Intel's Haswell (the environment variable `OPENBLAS_CORETYPE=Haswell`), whose
-vector instructions hold 8 float32, while the CPU has AVX-512, 16 of them. Numba compiles
-for the CPU it runs on.
+library tuned by hand for decades. Can a loop written in Numba keep up? It depends on
+what the BLAS was built for. An OpenBLAS carries kernels for many CPUs and picks one when
+it starts (the environment variable `OPENBLAS_CORETYPE` can force one, for example the
+kernels for Intel's Haswell, whose vectors hold 8 float32, on a CPU with AVX-512's 16).
+Numba compiles for the CPU it runs on. The cell prints which kernels this BLAS chose and
+what the CPU offers.
 
 The loop has to be written so that LLVM can vectorise it. Here each pass takes four rows
 of $Y$ and eight terms of the sum, vectorised along the pixels $j$:
@@ -424,8 +463,10 @@ after it.
 """
 
 # %%
-from threadpoolctl import threadpool_limits
+import os
+from threadpoolctl import threadpool_info, threadpool_limits
 from tinymbv2.kernels.numba.gemm import columns_nn
+from tinymbv2.kernels.numba.llvm import AVX512
 
 
 @njit
@@ -474,12 +515,17 @@ def four_rows_eight_terms(w, x, y):
                 y3[j] += dot8(w3, u)
 
 
+blases = [i for i in threadpool_info() if i["user_api"] == "blas"]  # PyTorch may bring its own
+blas = next((i for i in blases if "numpy" in i["filepath"]), blases[0] if blases else {})
+print(f"BLAS: {blas.get('internal_api')} {blas.get('version')}, kernels for {blas.get('architecture')}"
+      f" (OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')}); "
+      f"CPU with AVX-512: {AVX512}")
+
 # MobileNetV2's second block expands 16 channels to 96 on a 56x56 plane
 W = rng.standard_normal((96, 16)).astype(np.float32)
 X = rng.standard_normal((16, 56 * 56)).astype(np.float32)
 Y = np.empty((96, 56 * 56), np.float32)
-four_rows_eight_terms(W, X, Y)
-print("largest difference from W @ X:", np.abs(Y - W @ X).max())
+exact = W.astype(np.float64) @ X.astype(np.float64)
 flop = 2 * W.shape[0] * W.shape[1] * X.shape[1]
 contest = {
     "NumPy (BLAS)": lambda: np.matmul(W, X, out=Y),
@@ -488,28 +534,31 @@ contest = {
 }
 with threadpool_limits(limits=1, user_api="blas"):  # one core each
     for name, run in contest.items():
-        t = best_time(run, repeat=50)
-        print(f"{name:<24} {t * 1e6:6.0f} us  {flop / t / 1e9:5.0f} GFLOP/s")
+        t = median_time(run, repeat=51)
+        err = np.abs(Y - exact).max()
+        print(f"{name:<24} median {t * 1e6:6.0f} us  {flop / t / 1e9:5.0f} GFLOP/s  "
+              f"(max error {err:.1e})")
+        assert err < 1e-3, f"{name} computed a wrong product"
 
 # %% [markdown]
 r"""
-On the machine this course was written on, one core, over several runs: BLAS 97-109
-GFLOP/s, the loop 106-168 (it is more sensitive to what else the machine is doing), and
-`columns_nn` 215-228, where 270 is all that this core's two FMA units can do. The lesson is
-not "loops beat BLAS", but to measure, and to know what the library underneath was built
-for: this BLAS was built for 8 lanes.
+All three compute the same product (the cell checks each against float64); which is fastest
+depends on the CPU and on the BLAS build, and the times move with whatever else the machine
+is doing. The lesson is not "loops beat BLAS", but to measure, and to know what the library
+underneath was built for.
 
 **The step: a block of $Y$ in registers.** The loop above still loads and stores four rows
 of $Y$ on every pass of eight terms: 8 loads of $X$ and 8 loads and stores of $Y$ for 32
 multiply-adds, and at 2048 columns per pass the rows do not stay in the fastest cache.
 BLAS libraries do the opposite. They keep a small block of the output in registers for
 the *whole* sum and store it once. AVX-512 has 32 vector registers of 16 float32; a block
-of 6 rows by 64 columns is 24 of them:
+of 6 rows by 64 columns is 24 of them (on a CPU with AVX2's 16 registers of 8, the block
+is 6 rows by 16 columns, 12 registers):
 
 $$\text{acc}[r, :] \mathrel{+}= W[i + r, p]\; X[p, j:j + 64], \qquad r < 6,\ p = 0, 1, \dots, K - 1,$$
 
 each step 4 vector loads of $X$'s row and 6 broadcasts of $W$ for 24 fused
-multiply-adds, which the two FMA units of a core finish in 12 cycles while the loads keep
+multiply-adds, which a core with two FMA units finishes in 12 cycles while the loads keep
 up. No Numba loop can ask LLVM to keep `acc` in registers across the loop over $p$, so
 `tinymbv2/kernels/numba/tile.py` writes the block in LLVM's own terms: a Numba
 `@intrinsic` whose code generator emits the loop, the vector loads, `llvm.fma` and the
@@ -517,12 +566,8 @@ stores with llvmlite; Numba inlines it into ordinary `@njit` code. The two-hundr
 also handle the edges (masked loads and stores past the last column, narrower blocks for
 narrow strips), prefetch the next strip, and can write large outputs past the caches
 (streaming stores). Each output is still summed in order of $p$, one FMA per term, so the
-result is the same on every run and for any thread count.
-
-On two cores and MobileNetV2's shapes, the block runs the channels-last products at
-488-507 GFLOP/s in cache (540 is this CPU's peak); with streaming stores and both
-gradients of a pointwise layer taken in one pass, the 224 px training step went from
-123-126 ms to 100-112 ms (the Benchmarks page has the runs).
+result is the same on every run and for any thread count. The Benchmarks page of the
+documentation measures these products and the training step they serve.
 
 A product whose sum runs *along* the rows of both operands, such as the weight gradient
 $\sum_n \mathrm{d}Y[n]\, X[n]^\top$ (the sum over the pixels), takes the other shape of
@@ -531,67 +576,119 @@ by LLVM as a vector of partial sums (`fastmath={"reassoc"}`, as in section 2.6).
 
 ## Exercises
 
-**1.** Write `pointwise_naive(x, w)` with loops and check it against
-`reference.pointwise_conv2d_forward`.
+Each exercise gives a function to write and a check that runs it on cases you do not see:
+it prints `correct` or a hint naming the case that failed. The solutions are folded away
+below each one.
 
+### Exercise 2.1
+
+Write the output-size formula: the number of output rows of a $k \times k$ convolution with
+stride $s$ and zero padding $p$ on an input of $h$ rows. Check it against MobileNetV2's
+stem: 224 px in, 112 out.
+"""
+
+# %%
+from tinymbv2.exercises import check_conv_output_size
+
+
+def conv_output_size(h, k, s, p):
+    """Rows of the output (an int) for h input rows, kernel k, stride s, padding p."""
+    raise NotImplementedError("your code here")
+
+
+check_conv_output_size(conv_output_size)
+
+# %% [markdown]
+r"""
 <details><summary>Solution</summary>
 
 ```python
-def pointwise_naive(x, w):
-    n, ci, h, wd = x.shape
-    co = w.shape[0]
-    y = np.zeros((n, co, h, wd))
-    for b in range(n):
-        for o in range(co):
-            for c in range(ci):
-                y[b, o] += w[o, c, 0, 0] * x[b, c]
-    return y
-
-x, w = rng.standard_normal((2, 6, 5, 5)), rng.standard_normal((4, 6, 1, 1))
-print(np.abs(pointwise_naive(x, w) - reference.pointwise_conv2d_forward(x, w)).max())
+def conv_output_size(h, k, s, p):
+    return (h + 2 * p - k) // s + 1
 ```
 
-</details>
-
-**2.** By what factor does a depthwise separable 5x5 layer save multiply-adds over a dense
-5x5 one with $C_o = 256$?
-
-<details><summary>Solution</summary>
-
-$1 / (1/256 + 1/25) \approx 22.8$: the larger the kernel, the bigger the saving.
+The padded input has $h + 2p$ rows; a window of $k$ rows fits at $h + 2p - k + 1$
+positions, of which every $s$-th is taken, starting with the first.
 
 </details>
 
-**3.** Time `numba_set.pointwise_conv2d_forward` on a (64, 576, 2, 2) batch with the
-layout on and off, as in section 2.5. Which has more work per matrix product?
+### Exercise 2.2
 
-<details><summary>Solution</summary>
+*im2col* turns a convolution into one matrix product, as many libraries compute it. For
+every output pixel $(i, j)$, copy the $C k^2$ input values its window reads into one
+column: `cols[n, c*k*k + a*k + b, i*Wo + j] = xp[n, c, i*s + a, j*s + b]`, with `xp` the
+input zero-padded by $p$. Then `w.reshape(Co, -1) @ cols` is the convolution, reshaped to
+$(N, C_o, H_o, W_o)$.
+"""
 
-```python
-x = rng.standard_normal((64, 576, 2, 2)).astype(np.float32)
-w = rng.standard_normal((96, 576, 1, 1)).astype(np.float32)
-for pixels in (0, 256):
-    numba_layout.CHANNELS_LAST_MAX = pixels
-    t = best_time(lambda: numba_set.pointwise_conv2d_forward(x, w), repeat=20)
-    print(pixels, f"{t * 1e3:.3f} ms")
-numba_layout.CHANNELS_LAST_MAX = 256
-```
+# %%
+from tinymbv2.exercises import check_im2col
 
-NCHW multiplies 64 products of (96, 576) @ (576, 4), one per image, each only four
-columns wide; channels-last does one (256, 576) @ (576, 96).
 
-</details>
+def im2col(x, k, s, p):
+    """x (N, C, H, W) -> cols (N, C*k*k, Ho*Wo) for a k x k window, stride s, padding p."""
+    raise NotImplementedError("your code here")
 
-**4.** Use `tinymbv2.gradcheck` to check the dense stride-2 convolution in float64 on a tiny
-input (the check makes two forward passes per input element, so keep it small).
 
+check_im2col(im2col)
+
+# %% [markdown]
+r"""
 <details><summary>Solution</summary>
 
 ```python
-x = Tensor(rng.standard_normal((1, 2, 5, 5)), requires_grad=True)
-w = Tensor(rng.standard_normal((3, 2, 3, 3)), requires_grad=True)
-print(tinymbv2.gradcheck(lambda x, w: F.conv2d(x, w, stride=2, padding=1), [x, w]))
+def im2col(x, k, s, p):
+    n, c, h, w = x.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    ho, wo = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1
+    cols = np.empty((n, c, k, k, ho, wo), x.dtype)
+    for a in range(k):          # one strided slice per tap, as the reference kernels do
+        for b in range(k):
+            cols[:, :, a, b] = xp[:, :, a:a + s * ho:s, b:b + s * wo:s]
+    return cols.reshape(n, c * k * k, ho * wo)
 ```
+
+The axes (c, a, b) are in the order of `w.reshape(Co, -1)`'s columns, so the product lines
+up. The price: every input value is copied up to $k^2$ times.
+
+</details>
+
+### Exercise 2.3
+
+Write the weight gradient of a depthwise convolution derived in section 2.2: each tap
+$w[c, 0, a, b]$ sums, over the images and the output pixels, the output gradient times the
+input value the tap read.
+"""
+
+# %%
+from tinymbv2.exercises import check_depthwise_weight_grad
+
+
+def depthwise_weight_grad(x, gy, k, s, p):
+    """x (N, C, H, W), gy = dL/dy (N, C, Ho, Wo) -> dL/dw (C, 1, k, k), stride s, padding p."""
+    raise NotImplementedError("your code here")
+
+
+check_depthwise_weight_grad(depthwise_weight_grad)
+
+# %% [markdown]
+r"""
+<details><summary>Solution</summary>
+
+```python
+def depthwise_weight_grad(x, gy, k, s, p):
+    xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
+    ho, wo = gy.shape[2:]
+    gw = np.zeros((x.shape[1], 1, k, k))
+    for a in range(k):
+        for b in range(k):
+            window = xp[:, :, a:a + s * ho:s, b:b + s * wo:s]   # what tap (a, b) read
+            gw[:, 0, a, b] = (gy * window).sum(axis=(0, 2, 3))  # over images and pixels
+    return gw
+```
+
+This is `reference.depthwise_conv2d_backward_weight`, the forward's loop over taps with the
+multiply-add turned into a sum of products.
 
 </details>
 """

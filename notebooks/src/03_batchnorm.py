@@ -53,9 +53,7 @@ TINYMBV2_FAST = os.environ.get("TINYMBV2_FAST") == "1"  # set by CI: smaller run
 import inspect
 import numpy as np
 import matplotlib.pyplot as plt
-import torch
 
-import tinymbv2  # noqa: F401  (the exercises use tinymbv2.gradcheck and tinymbv2.Function)
 from tinymbv2 import Tensor, functional as F, nn
 from tinymbv2.kernels import kernel_set
 
@@ -66,9 +64,13 @@ print(inspect.getsource(reference.batch_norm_backward_train))
 # %% [markdown]
 r"""
 ## 3.1 Checked against PyTorch, with a random upstream gradient
+
+PyTorch is imported here, where the comparisons start.
 """
 
 # %%
+import torch
+
 x = rng.standard_normal((4, 3, 5, 5)) * 2 + 1
 gamma, beta = rng.standard_normal(3), rng.standard_normal(3)
 g = rng.standard_normal(x.shape)
@@ -83,7 +85,9 @@ py.backward(torch.tensor(g))
 
 for name, ours, theirs in (("y", y.data, py.detach()), ("dL/dx", tx.grad, px.grad),
                            ("dL/dgamma", tg.grad, pg.grad), ("dL/dbeta", tb.grad, pb.grad)):
-    print(f"{name:10s} max |tinymbv2 - torch| = {np.abs(ours - theirs.numpy()).max():.1e}")
+    error = np.abs(ours - theirs.numpy()).max()
+    print(f"{name:10s} max |tinymbv2 - torch| = {error:.1e}")
+    assert error < 1e-10, f"{name} disagrees with PyTorch"
 
 # %% [markdown]
 r"""
@@ -108,13 +112,16 @@ def bn_backward_buggy(g, x, mean, invstd, weight):
                                                      + xhat * (gweight / m).reshape(1, -1, 1, 1))
 
 _, mean, invstd = reference.batch_norm_forward_train(x, gamma, beta, 1e-5)
+errors = {}
 for name, upstream in (("g = ones (via .sum())", np.ones_like(x)), ("g random", g)):
     px = torch.tensor(x, requires_grad=True)
     torch.nn.functional.batch_norm(px, None, None, torch.tensor(gamma), torch.tensor(beta),
                                    training=True).backward(torch.tensor(upstream))
-    err = np.abs(bn_backward_buggy(upstream, x, mean, invstd, gamma) - px.grad.numpy()).max()
-    print(f"buggy backward, {name:22s}: max error vs torch = {err:.1e}   "
+    errors[name] = np.abs(bn_backward_buggy(upstream, x, mean, invstd, gamma) - px.grad.numpy()).max()
+    print(f"buggy backward, {name:22s}: max error vs torch = {errors[name]:.1e}   "
           f"(largest true gradient {np.abs(px.grad.numpy()).max():.1e})")
+assert errors["g = ones (via .sum())"] < 1e-12 and errors["g random"] > 0.1
+print("checked: the bug is invisible through .sum() and plain with a random g")
 
 # %% [markdown]
 r"""
@@ -149,15 +156,19 @@ for _ in range(steps):
     xb = (rng.standard_normal((8, 3, 4, 4)) * 1.5 + true_mean.reshape(1, 3, 1, 1)).astype(np.float32)
     ours(Tensor(xb)); theirs(torch.tensor(xb))
     batch_means.append(xb[:, 0].mean()); running.append(float(ours.running_mean.data[0]))
-print("running_mean max error:", np.abs(ours.running_mean.data - theirs.running_mean.numpy()).max())
-print("running_var  max error:", np.abs(ours.running_var.data - theirs.running_var.numpy()).max())
+stat_errors = [np.abs(ours.running_mean.data - theirs.running_mean.numpy()).max(),
+               np.abs(ours.running_var.data - theirs.running_var.numpy()).max()]
+print("running_mean max error:", stat_errors[0])
+print("running_var  max error:", stat_errors[1])
 print("num_batches_tracked   :", int(ours.num_batches_tracked.data), "vs", int(theirs.num_batches_tracked))
+assert max(stat_errors) < 1e-5 and int(ours.num_batches_tracked.data) == int(theirs.num_batches_tracked) == steps
 
 ours.eval(); theirs.eval()
 xt = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
 with torch.no_grad():
     err = np.abs(ours(Tensor(xt)).data - theirs(torch.tensor(xt)).numpy()).max()
 print("eval-mode output max error:", err)
+assert err < 1e-5
 
 fig, ax = plt.subplots(figsize=(7, 3.5))
 ax.plot(batch_means, ".", alpha=0.6, label="batch mean (channel 0)")
@@ -167,61 +178,128 @@ ax.set_xlabel("training step"); ax.legend(); ax.grid(alpha=0.3)
 ax.set_title("Running statistics: an exponential moving average starting from 0")
 plt.tight_layout(); plt.show()
 
+for k in (1, 10, steps):
+    print(f"after {k:3d} steps: the starting 0 still weighs 0.9^{k} = {0.9 ** k:.3f}; "
+          f"running mean {running[k - 1]:+.3f} (true {true_mean[0]:+.1f})")
+assert running[9] < 0.8 * true_mean[0], "after 10 steps the running mean is still far off"
+assert abs(running[-1] - true_mean[0]) < 0.4, "after many steps it has caught up"
+print("checked: far off after 10 steps, close after", steps)
+
 # %% [markdown]
 r"""
-The running mean starts at 0 and needs about $1/m = 10$ steps to forget it: a network
-evaluated after only a handful of training steps uses poor statistics. That is one reason
-why "it trains well but evaluates badly" is a classic BatchNorm symptom, together with a
-batch too small for its statistics to be representative.
+The running mean starts at 0, and each step keeps only $0.9$ of what it held: after
+$1/m = 10$ steps the starting value still weighs about a third, and it takes a few tens of
+steps to fade. A network evaluated after only a handful of training steps uses poor
+statistics. That is one reason why "it trains well but evaluates badly" is a classic
+BatchNorm symptom, together with a batch too small for its statistics to be representative.
+(In training mode a channel needs more than one value per batch: with $M = 1$, $x - \mu = 0$
+and the unbiased variance $\sigma^2 M/(M-1)$ divides by zero, so `nn.BatchNorm2d` refuses a
+batch of one 1x1 image.)
 
 ## Exercises
 
-**1.** Check with `tinymbv2.gradcheck` that the library's BatchNorm backward is right for the
-input, $\gamma$ and $\beta$ (float64, a small input).
+Each exercise gives a function to write and a check that runs it on cases you do not see:
+it prints `correct` or a hint naming the case that failed. The solutions are folded away
+below each one.
 
+### Exercise 3.1
+
+Write BatchNorm's forward pass in training mode, from the formulas at the top of the
+chapter: per channel, over the batch and both spatial axes.
+"""
+
+# %%
+from tinymbv2.exercises import check_batch_norm_train
+
+
+def batch_norm_train(x, gamma, beta, eps=1e-5):
+    """x (N, C, H, W), gamma and beta (C,) -> y (N, C, H, W), normalised by the batch statistics."""
+    raise NotImplementedError("your code here")
+
+
+check_batch_norm_train(batch_norm_train)
+
+# %% [markdown]
+r"""
 <details><summary>Solution</summary>
 
 ```python
-xs = Tensor(rng.standard_normal((3, 2, 3, 3)), requires_grad=True)
-gs = Tensor(rng.standard_normal(2), requires_grad=True)
-bs = Tensor(rng.standard_normal(2), requires_grad=True)
-print(tinymbv2.gradcheck(lambda a, b, c: F.batch_norm(a, None, None, b, c, training=True), [xs, gs, bs]))
+def batch_norm_train(x, gamma, beta, eps=1e-5):
+    mean = x.mean(axis=(0, 2, 3), keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=(0, 2, 3), keepdims=True)   # biased: divide by M
+    xhat = (x - mean) / np.sqrt(var + eps)
+    return gamma.reshape(1, -1, 1, 1) * xhat + beta.reshape(1, -1, 1, 1)
 ```
 
 </details>
 
-**2.** Use `gradcheck` on the buggy backward: wrap it in a `tinymbv2.Function` and confirm
-that gradcheck (which uses a random upstream gradient) catches it.
+### Exercise 3.2
 
+Write the backward pass: `(dx, dgamma, dbeta)` from the upstream gradient `g`, with the
+boxed formula. The check uses a random `g`, as section 3.2 says it must.
+"""
+
+# %%
+from tinymbv2.exercises import check_batch_norm_backward
+
+
+def batch_norm_backward(g, x, gamma, eps=1e-5):
+    """g = dL/dy and x (N, C, H, W), gamma (C,) -> (dx (N, C, H, W), dgamma (C,), dbeta (C,))."""
+    raise NotImplementedError("your code here")
+
+
+check_batch_norm_backward(batch_norm_backward)
+
+# %% [markdown]
+r"""
 <details><summary>Solution</summary>
 
 ```python
-class BuggyBN(tinymbv2.Function):
-    @staticmethod
-    def forward(ctx, x, w, b):
-        y, mean, invstd = reference.batch_norm_forward_train(x, w, b, 1e-5)
-        ctx.save_for_backward(x, mean, invstd, w)
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        x, mean, invstd, w = ctx.saved_tensors
-        return bn_backward_buggy(g, x, mean, invstd, w), None, None
-
-xs = Tensor(rng.standard_normal((3, 2, 3, 3)), requires_grad=True)
-print(tinymbv2.gradcheck(lambda a: BuggyBN.apply(a, np.ones(2), np.zeros(2)), [xs],
-                         raise_exception=False))
+def batch_norm_backward(g, x, gamma, eps=1e-5):
+    axes = (0, 2, 3)
+    mean = x.mean(axis=axes, keepdims=True)
+    invstd = 1 / np.sqrt(((x - mean) ** 2).mean(axis=axes, keepdims=True) + eps)
+    xhat = (x - mean) * invstd
+    dbeta, dgamma = g.sum(axis=axes), (g * xhat).sum(axis=axes)
+    dx = gamma.reshape(1, -1, 1, 1) * invstd * (
+        g - g.mean(axis=axes, keepdims=True) - xhat * (g * xhat).mean(axis=axes, keepdims=True))
+    return dx, dgamma, dbeta
 ```
 
 </details>
 
-**3.** Train mode with a batch of one image of 1x1 pixels: what happens, and why must it?
+### Exercise 3.3
 
+Write one update of the running statistics, as `nn.BatchNorm2d` makes it after each
+training batch (section 3.3).
+"""
+
+# %%
+from tinymbv2.exercises import check_running_stats
+
+
+def update_running(running_mean, running_var, x, momentum=0.1):
+    """running_mean, running_var (C,), a batch x (N, C, H, W) -> (new running_mean, new running_var)."""
+    raise NotImplementedError("your code here")
+
+
+check_running_stats(update_running)
+
+# %% [markdown]
+r"""
 <details><summary>Solution</summary>
 
-`nn.BatchNorm2d(3)(Tensor(np.zeros((1, 3, 1, 1), np.float32)))` raises a `ValueError`: with
-$M = 1$ value per channel, $x - \mu = 0$ and the variance is 0; the output would be
-$\beta$ whatever the input, and the unbiased variance $\sigma^2 M/(M-1)$ divides by zero.
+```python
+def update_running(running_mean, running_var, x, momentum=0.1):
+    m = x.shape[0] * x.shape[2] * x.shape[3]
+    mean, var = x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3))
+    unbiased = var * m / (m - 1)
+    return ((1 - momentum) * running_mean + momentum * mean,
+            (1 - momentum) * running_var + momentum * unbiased)
+```
+
+The normalisation uses the biased variance; the running one, meant to estimate the
+variance of the whole data set, the unbiased one (PyTorch's convention).
 
 </details>
 """

@@ -36,12 +36,13 @@ TINYMBV2_FAST = os.environ.get("TINYMBV2_FAST") == "1"  # set by CI: smaller run
 
 import numpy as np
 import matplotlib.pyplot as plt
-import torch
 
 from tinymbv2 import Tensor, functional as F
 from tinymbv2.models import mobilenet_v2
 
 rng = np.random.default_rng(0)
+
+# %%
 t = np.linspace(0, 4 * np.pi, 800 if TINYMBV2_FAST else 2000)
 spiral = np.stack([t * np.cos(t), t * np.sin(t)]) / (4 * np.pi)   # (2, P), centred on 0
 dims = [2, 3, 5, 15, 30]
@@ -50,20 +51,26 @@ fig, axes = plt.subplots(2, 3, figsize=(10, 6.6))
 axes = axes.ravel()
 axes[0].scatter(*spiral, c=t, s=2, cmap="viridis"); axes[0].set_title("input")
 print(f"{'n':>3s} {'distortion':>11s} {'points with < 2 active units':>29s} {'error without ReLU':>19s}")
+collapsed, linear_error = {}, {}
 for ax, n in zip(axes[1:], dims):
     T = rng.standard_normal((n, 2))
     h = T @ spiral
     back = np.linalg.pinv(T) @ np.maximum(h, 0)
     linear_back = np.linalg.pinv(T) @ h
     err = np.linalg.norm(back - spiral, axis=0).mean()
-    collapsed = ((h > 0).sum(axis=0) < 2).mean()
-    print(f"{n:3d} {err:11.3f} {collapsed:29.1%} {np.abs(linear_back - spiral).max():19.1e}")
+    collapsed[n] = ((h > 0).sum(axis=0) < 2).mean()
+    linear_error[n] = np.abs(linear_back - spiral).max()
+    print(f"{n:3d} {err:11.3f} {collapsed[n]:29.1%} {linear_error[n]:19.1e}")
     ax.scatter(*back, c=t, s=2, cmap="viridis"); ax.set_title(f"n = {n}")
 for ax in axes:
     ax.set_xticks([]); ax.set_yticks([]); ax.set_aspect("equal")
 plt.suptitle("Spiral -> T -> ReLU -> pseudo-inverse (paper, Figure 1)")
 plt.tight_layout()
 plt.show()
+assert max(linear_error.values()) < 1e-10, "without the ReLU the pseudo-inverse undoes T"
+assert collapsed[2] > 0.25 and collapsed[3] > 0.1, "in 2 or 3 dimensions much of the spiral collapses"
+assert collapsed[15] < 0.01 and collapsed[30] < 0.01, "in 15 or 30 almost nothing does"
+print("checked: large parts collapse for n = 2, 3; under 1% for n = 15, 30")
 
 # %% [markdown]
 r"""
@@ -80,9 +87,13 @@ projection to a few channels, a ReLU would be applied in the low-dimensional spa
 $n = 2, 3$ panels.
 
 ## 4.2 ReLU6, checked against PyTorch (kinks included)
+
+PyTorch is imported here, for the comparison.
 """
 
 # %%
+import torch
+
 x = np.array([-1.0, 0.0, 0.5, 3.0, 6.0, 7.5])
 tx = Tensor(x, requires_grad=True)
 F.relu6(tx).backward(np.ones_like(x))
@@ -92,8 +103,10 @@ print("x              :", x)
 print("relu6 tinymbv2 :", F.relu6(Tensor(x)).data)
 print("grad  tinymbv2 :", tx.grad)
 print("grad  torch    :", px.grad.numpy())
-print("max |forward error| =", np.abs(F.relu6(Tensor(x)).data - torch.nn.functional.relu6(torch.tensor(x)).numpy()).max(),
-      "| max |grad error| =", np.abs(tx.grad - px.grad.numpy()).max())
+forward_error = np.abs(F.relu6(Tensor(x)).data - torch.nn.functional.relu6(torch.tensor(x)).numpy()).max()
+print("max |forward error| =", forward_error, "| max |grad error| =", np.abs(tx.grad - px.grad.numpy()).max())
+assert forward_error == 0 and np.array_equal(tx.grad, px.grad.numpy())
+assert tx.grad[x == 0.0] == 0 and tx.grad[x == 6.0] == 0, "the gradient is 0 at both kinks"
 
 z = np.linspace(-2, 8, 400)
 fig, ax = plt.subplots(figsize=(6, 3))
@@ -118,6 +131,9 @@ print(block)
 kinds = [type(m).__name__ for m in block.modules() if not list(m.children())]
 print("layer types in order:", kinds)
 print("last layer is", kinds[-1], "-> the projection has no activation")
+assert kinds == ["Conv2d", "BatchNorm2d", "ReLU6",   # expand
+                 "Conv2d", "BatchNorm2d", "ReLU6",   # depthwise
+                 "Conv2d", "BatchNorm2d"]            # project: linear
 
 # %% [markdown]
 r"""
@@ -147,44 +163,121 @@ for name, op in [("separate", lambda x, w, b: F.relu6(F.batch_norm(x, None, None
 print("outputs in [0, 6]:", grads["fused"][0].min(), grads["fused"][0].max())
 for what, a, b in zip(["y", "dL/dx", "dL/dgamma", "dL/dbeta"], grads["fused"], grads["separate"]):
     print(f"{what:10} max |fused - separate| = {np.abs(a - b).max():.1e}")
+    assert np.abs(a - b).max() < 1e-12, f"{what}: the fused op changed the numbers"
+z_range = (grads["separate"][0] == 0).mean(), (grads["separate"][0] == 6).mean()
+print(f"outputs clamped at 0: {z_range[0]:.0%}, at 6: {z_range[1]:.0%}: both kinks are exercised")
+assert min(z_range) > 0
 
 # %% [markdown]
 r"""
 ## Exercises
 
-**1.** Repeat the experiment with $\mathrm{ReLU6}(3\,Tx)/3$ instead of $\mathrm{ReLU}(Tx)$. Does
-the cap at 6 lose more information? (Try scale factors 3 and 30.)
+Each exercise gives a function to write and a check that runs it on cases you do not see:
+it prints `correct` or a hint naming the case that failed. The solutions are folded away
+below each one.
 
+### Exercise 4.1
+
+Write ReLU6's backward: the gradient of the loss with respect to ReLU6's input, given the
+upstream gradient `g`. Mind the kinks (section 4.2).
+"""
+
+# %%
+from tinymbv2.exercises import check_relu6_backward
+
+
+def relu6_backward(x, g):
+    """x, the input of ReLU6, and g = dL/dy (same shape) -> dL/dx."""
+    raise NotImplementedError("your code here")
+
+
+check_relu6_backward(relu6_backward)
+
+# %% [markdown]
+r"""
 <details><summary>Solution</summary>
 
 ```python
-for scale in (3, 30):
-    T = rng.standard_normal((15, 2))
-    back = np.linalg.pinv(T) @ (np.clip(scale * T @ spiral, 0, 6) / scale)
-    print(scale, np.linalg.norm(back - spiral, axis=0).mean())
+def relu6_backward(x, g):
+    return g * ((x > 0) & (x < 6))
 ```
 
-With scale 3 the values rarely reach 6 and the result is like ReLU's; with scale 30 many
-units saturate and the error grows: a saturated unit is as uninformative as a dead one.
+Strict inequalities: at exactly 0 and 6 the gradient is 0, as in PyTorch.
 
 </details>
 
-**2.** For a point $x$, the map $x \mapsto \mathrm{ReLU}(Tx)$ is locally linear with matrix
-$D T$, $D = \mathrm{diag}(Tx > 0)$. Compute the fraction of spiral points for which $DT$ has
-rank 2, for $n = 2, 3, 5, 15, 30$. How does it relate to the printed column?
+### Exercise 4.2
 
+Write the backward of section 4.4's fused op, $y = \mathrm{ReLU6}(z)$ with
+$z = \gamma \hat x + \beta$ the BatchNorm output in training mode: recompute $z$ from $x$,
+let $g$ through only where $0 < z < 6$, then apply chapter 3's BatchNorm backward.
+"""
+
+# %%
+from tinymbv2.exercises import check_bn_relu6_backward
+
+
+def bn_relu6_backward(g, x, gamma, beta, eps=1e-5):
+    """g = dL/dy and x (N, C, H, W), gamma and beta (C,) -> (dx, dgamma (C,), dbeta (C,))."""
+    raise NotImplementedError("your code here")
+
+
+check_bn_relu6_backward(bn_relu6_backward)
+
+# %% [markdown]
+r"""
 <details><summary>Solution</summary>
 
 ```python
-for n in dims:
-    T = rng.standard_normal((n, 2))
-    active = (T @ spiral > 0)
-    ranks = [np.linalg.matrix_rank(T[a]) if a.any() else 0 for a in active.T]
-    print(n, np.mean(np.array(ranks) == 2))
+def bn_relu6_backward(g, x, gamma, beta, eps=1e-5):
+    axes = (0, 2, 3)
+    mean = x.mean(axis=axes, keepdims=True)
+    invstd = 1 / np.sqrt(((x - mean) ** 2).mean(axis=axes, keepdims=True) + eps)
+    xhat = (x - mean) * invstd
+    z = gamma.reshape(1, -1, 1, 1) * xhat + beta.reshape(1, -1, 1, 1)   # recomputed
+    g = g * ((z > 0) & (z < 6))                                         # ReLU6 first
+    dbeta, dgamma = g.sum(axis=axes), (g * xhat).sum(axis=axes)
+    dx = gamma.reshape(1, -1, 1, 1) * invstd * (
+        g - g.mean(axis=axes, keepdims=True) - xhat * (g * xhat).mean(axis=axes, keepdims=True))
+    return dx, dgamma, dbeta
 ```
 
-It is one minus the "fewer than 2 active units" fraction: two generic rows of $T$ are
-linearly independent, so rank 2 needs exactly two or more active units.
+</details>
+
+### Exercise 4.3
+
+Section 4.1 counts a point as squashed when fewer than 2 units are active. The exact test:
+near $x$, $x \mapsto \mathrm{ReLU}(Tx)$ is the linear map $DT$ with
+$D = \mathrm{diag}(Tx > 0)$, and it loses a dimension when the *active rows* of $T$ have rank
+below $d$, the dimension of the points. Write the fraction of points where that happens.
+Two active units are not always enough: the check includes a $T$ with parallel rows.
+"""
+
+# %%
+from tinymbv2.exercises import check_lost_rank_fraction
+
+
+def lost_rank_fraction(T, points):
+    """T (n, d), points (d, P) -> the fraction of points where the active rows of T have rank < d."""
+    raise NotImplementedError("your code here")
+
+
+check_lost_rank_fraction(lost_rank_fraction)
+
+# %% [markdown]
+r"""
+<details><summary>Solution</summary>
+
+```python
+def lost_rank_fraction(T, points):
+    d = points.shape[0]
+    active = T @ points > 0                       # (n, P): which units each point turns on
+    ranks = [np.linalg.matrix_rank(T[a]) if a.any() else 0 for a in active.T]
+    return float(np.mean(np.array(ranks) < d))
+```
+
+For a random $T$ any two rows are independent, so "fewer than $d$ active units" gives the
+same answer; the rank is the statement that holds for every $T$.
 
 </details>
 """
