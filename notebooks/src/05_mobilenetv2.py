@@ -32,29 +32,30 @@ TINYMBV2_FAST = os.environ.get("TINYMBV2_FAST") == "1"  # set by CI: smaller run
 
 import numpy as np
 import matplotlib.pyplot as plt
-import torch
-import torchvision
 
 import tinymbv2
 from tinymbv2 import Tensor, nn
-from tinymbv2.models import TABLE2, InvertedResidual, mobilenet_v2, seed_article_net, summary
+from tinymbv2.models import (TABLE2, InvertedResidual, make_divisible, mobilenet_v2,
+                             seed_article_net, summary)
 
-torch.set_num_threads(2)
-print(f"{'t':>3s} {'c':>5s} {'n':>3s} {'s':>3s}")
+print(f"{'t':>3s} {'c':>5s} {'n':>3s} {'s':>3s}   c at width 0.35")
 for t, c, n, s in TABLE2:
-    print(f"{t:3d} {c:5d} {n:3d} {s:3d}")
+    print(f"{t:3d} {c:5d} {n:3d} {s:3d}   {make_divisible(c * 0.35):5d}")
 
 # %% [markdown]
 r"""
 The model code is that table and a loop (see `tinymbv2/models/mobilenetv2.py`): a $3\times3$
 stem conv to 32 channels with stride 2, then for every row `n` blocks, the first with stride
 `s`, then a $1\times1$ conv to 1280 channels, global average pooling and one Linear layer.
+A width multiplier $w$ (the last column: $w = 0.35$) scales every width and rounds it with
+`make_divisible` to a multiple of 8, never down by more than 10%: $16 \times 0.35 = 5.6$ becomes
+8, and the 1280-channel head is never made narrower.
 
 ## 5.1 Counting layers, parameters and multiply-adds against the paper
 
-The paper states 3.4M parameters and 300M multiply-adds; torchvision's implementation has
-exactly 3,504,872 parameters and 300,774,272 multiply-adds (conv + linear) at $224\times224$.
-`summary` computes them from the shapes, without running the network.
+The paper states 3.4M parameters and 300M multiply-adds (rounded). `summary` computes ours
+from the shapes, without running the network; the next cell counts torchvision's by running
+its model once, and the two must agree exactly.
 """
 
 # %%
@@ -73,15 +74,50 @@ expected = {"bottleneck blocks": 17, "blocks with a residual add": 10, "convolut
             "depthwise convolutions": 17, "BatchNorms": 52, "Linear layers": 1}
 for k, v in count.items():
     print(f"{k:28s} {v:4d}   paper/torchvision: {expected[k]}")
-print(f"{'parameters':28s} {s.total_params:,}   torchvision: 3,504,872   difference: {s.total_params - 3_504_872}")
-print(f"{'multiply-adds':28s} {s.total_macs:,}   torchvision: 300,774,272   difference: {s.total_macs - 300_774_272}")
-print("by kind:", {k: f"{v / 1e6:.1f}M" for k, v in s.macs_by_kind.items()})
+assert count == expected, count
+print(f"{'parameters':28s} {s.total_params:,}   paper: 3.4M")
+print(f"{'multiply-adds at 224x224':28s} {s.total_macs:,}   paper: 300M")
+
+# %% [markdown]
+r"""
+torchvision's numbers, measured: its parameters are counted directly, its multiply-adds by
+running one $224\times224$ image through it with a hook on every convolution and the Linear
+layer, which adds $C_o H_o W_o \cdot \frac{C_i}{\text{groups}} k_h k_w$ (conv) or
+$\text{in}\cdot\text{out}$ (Linear) per image. (PyTorch is imported here, after tinymbv2, and
+only for the comparisons.)
+"""
+
+# %%
+import torch
+import torchvision
+
+tv_full = torchvision.models.mobilenet_v2()
+tv_macs = []
+
+def count_macs(layer, inputs, out):
+    if isinstance(layer, torch.nn.Conv2d):
+        kh, kw = layer.kernel_size
+        tv_macs.append(out[0].numel() * layer.in_channels // layer.groups * kh * kw)
+    else:
+        tv_macs.append(layer.in_features * layer.out_features)
+
+for layer in tv_full.modules():
+    if isinstance(layer, (torch.nn.Conv2d, torch.nn.Linear)):
+        layer.register_forward_hook(count_macs)
+with torch.no_grad():
+    tv_full.eval()(torch.zeros(1, 3, 224, 224))
+tv_param_count = sum(p.numel() for p in tv_full.parameters())
+print(f"{'':14s} {'tinymbv2':>13s} {'torchvision':>13s}")
+print(f"{'parameters':14s} {s.total_params:13,d} {tv_param_count:13,d}")
+print(f"{'multiply-adds':14s} {s.total_macs:13,d} {sum(tv_macs):13,d}")
+assert (s.total_params, s.total_macs) == (tv_param_count, sum(tv_macs))
+print("equal: checked")
 
 # %% [markdown]
 r"""
 Where does the compute go? Per block, split into the $1\times1$ (pointwise) and depthwise
-parts. The pointwise convolutions carry about 90% of the multiply-adds: that is why the
-speed of a matrix product decides MobileNetV2's speed.
+parts. The pointwise convolutions carry about 90% of the multiply-adds (the cell prints the
+share): that is why the speed of a matrix product decides MobileNetV2's speed.
 """
 
 # %%
@@ -102,6 +138,10 @@ for k, color in zip(kinds, ("#888", "#e93", "#48c", "#4a4")):
 ax.set_xticks(range(20), ["stem"] + [str(i) for i in range(1, 18)] + ["head", "fc"], fontsize=8)
 ax.set_ylabel("million multiply-adds"); ax.legend(); ax.set_title("MobileNetV2 at 224x224: where the multiply-adds are")
 plt.tight_layout(); plt.show()
+print("multiply-adds by kind:", {k: f"{v / 1e6:.1f}M" for k, v in s.macs_by_kind.items()})
+pointwise_share = s.macs_by_kind["pointwise"] / s.total_macs
+print(f"pointwise share: {pointwise_share:.1%}")
+assert 0.85 < pointwise_share < 0.95
 
 # %% [markdown]
 r"""
@@ -127,7 +167,8 @@ with torch.no_grad():
             m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=g))
 ours = mobilenet_v2(num_classes=10, seed=0)
 ours.load_state_dict({k: v.numpy() for k, v in tv.state_dict().items()})
-print("state_dict keys equal:", list(ours.state_dict()) == list(tv.state_dict()), f"({len(tv.state_dict())} keys)")
+assert list(ours.state_dict()) == list(tv.state_dict())
+print(f"state_dict keys equal: checked ({len(tv.state_dict())} keys)")
 
 res = 64 if TINYMBV2_FAST else 224
 x = np.random.default_rng(0).standard_normal((2, 3, res, res)).astype(np.float32)
@@ -135,8 +176,10 @@ with tinymbv2.no_grad():
     y_ours = ours.eval()(Tensor(x)).data
 with torch.no_grad():
     y_tv = tv.eval()(torch.from_numpy(x)).numpy()
-print(f"eval logits at {res}x{res}: max |ours - torchvision| = {np.abs(y_ours - y_tv).max():.2e} "
+eval_error = np.abs(y_ours - y_tv).max()
+print(f"eval logits at {res}x{res}: max |ours - torchvision| = {eval_error:.2e} "
       f"(logits up to {np.abs(y_tv).max():.2f})")
+assert eval_error < 1e-4 * max(1.0, np.abs(y_tv).max())   # float32 rounding, no more
 
 # %%
 from tinymbv2 import functional as F
@@ -170,6 +213,10 @@ print(f"{len(zero)} parameters have a zero gradient on both sides (|grad| < 1e-1
       ", ".join(zero[:3]), "...")
 print("running_mean after the step, max error:",
       np.abs(ours.features[0][1].running_mean.data - tv.features[0][1].running_mean.numpy()).max())
+assert abs(loss.item() - tv_loss.item()) < 1e-10 and errors[name] < 1e-8
+projection_bn_biases = {f"features.{i}.conv.{2 if i == 1 else 3}.bias" for i in range(1, 18)}
+assert set(zero) == projection_bn_biases, sorted(set(zero) ^ projection_bn_biases)
+print(f"the zero gradients are exactly the {len(projection_bn_biases)} projection BatchNorms' biases: checked")
 
 # %% [markdown]
 r"""
@@ -205,6 +252,7 @@ rows = [("bottleneck blocks", len(article.blocks), len(model.blocks)),
 print(f"{'':24s} {'seed article':>14s} {'MobileNetV2':>14s}")
 for name, a, b in rows:
     print(f"{name:24s} {a:14,d} {b:14,d}")
+assert len(article.blocks) == 7 and not any(b.use_res_connect for b in article.blocks)
 
 # %% [markdown]
 r"""
@@ -237,43 +285,126 @@ for speed; `fuse=False` makes it step through the plain model.
 r"""
 ## Exercises
 
-**1.** Build `mobilenet_v2(width_mult=0.5)` and compare its parameters and multiply-adds at
-224 with torchvision's (REFERENCE: 1,968,680 parameters, 97.1M multiply-adds).
+Each exercise gives a function to write and a check that runs it on cases you do not see: it
+prints `correct` or `not yet:` with a hint naming the case that fails.
 
+### Exercise 5.1
+
+Write the channel plan of the network: for a width multiplier `width_mult`, the
+`(inp, oup, stride, t)` of each of the 17 inverted residual blocks, in order, from the rows
+$(t, c, n, s)$ of `TABLE2`. Every width is rounded with `make_divisible(c * width_mult)`, the
+first block reads the stem's `make_divisible(32 * width_mult)` channels, and each block reads
+what the previous one wrote. The check compares your plan with the model's blocks at five
+widths.
+"""
+
+# %%
+from tinymbv2.exercises import check_block_plan
+
+def block_plan(width_mult):
+    """The 17 blocks of MobileNetV2 at width_mult, as a list of (inp, oup, stride, t):
+    input channels, output channels, stride, expansion factor."""
+    raise NotImplementedError("your code here")
+
+check_block_plan(block_plan)
+
+# %% [markdown]
+r"""
 <details><summary>Solution</summary>
 
 ```python
-s05 = summary(mobilenet_v2(width_mult=0.5, seed=0), input_size=(3, 224, 224))
-print(s05.total_params - 1_968_680, s05.total_macs / 1e6)
+def block_plan(width_mult):
+    plan, inp = [], make_divisible(32 * width_mult)
+    for t, c, n, s in TABLE2:
+        oup = make_divisible(c * width_mult)
+        for i in range(n):
+            plan.append((inp, oup, s if i == 0 else 1, t))
+            inp = oup
+    return plan
 ```
+
+Only the first repeat of a row changes the stride (and the width); the others keep both, and
+those are exactly the blocks with a residual add. Written this way, `len(block_plan(1.0))` is
+17, and `sum(inp == oup and s == 1 for inp, oup, s, t in block_plan(1.0))` is 10.
 
 </details>
 
-**2.** Use the cost formula above to compute the multiply-adds of block 2 ($k=16$,
-$t=6$, $k'=24$, $s=2$, input $112\times112$) and compare with `summary`.
+### Exercise 5.2
 
+Follow an image through the network: write `feature_sizes(image_size, small_input)`, the side
+of the (square) feature map after each of the 19 stages of `model.features`: the stem, the 17
+blocks, the head. A $3\times3$ conv with padding 1 and stride 2 turns $h$ rows into
+$\lceil h/2 \rceil$ (so 97 becomes 49, not 48); $1\times1$ convs and stride 1 keep the size.
+The variant for 28-32 px images, `small_input=True`, gives the stem and the first block of
+row 2 of `TABLE2` stride 1, so a 32 px image ends at $4\times4$ instead of $1\times1$.
+"""
+
+# %%
+from tinymbv2.exercises import check_feature_sizes
+
+def feature_sizes(image_size, small_input=False):
+    """The side of the feature map after each stage of model.features (19 ints)."""
+    raise NotImplementedError("your code here")
+
+check_feature_sizes(feature_sizes)
+
+# %% [markdown]
+r"""
 <details><summary>Solution</summary>
 
 ```python
-h = w = 112; k, t, kp, st = 16, 6, 24, 2
-formula = h * w * t * k * (k + 9 / st**2 + kp / st**2)
-from_summary = sum(r.macs for r in s.rows if r.name.startswith("features.2."))
-print(formula, from_summary)
+def feature_sizes(image_size, small_input=False):
+    size = -(-image_size // (1 if small_input else 2))   # the stem: ceil(h / stride)
+    sizes = [size]
+    for row, (t, c, n, s) in enumerate(TABLE2):
+        if small_input and row == 1:
+            s = 1
+        for i in range(n):
+            size = -(-size // (s if i == 0 else 1))
+            sizes.append(size)
+    return sizes + [size]                                 # the 1x1 head keeps the size
 ```
+
+Five stride-2 stages divide the side by $2^5 = 32$: $224$ px ends at $7\times7$, the map
+the paper's average pooling reads. A 28 px image goes 14, 7, 4, 2, 1: from block 14 on,
+every $3\times3$ filter sees one pixel and its zero padding. Keeping the first two stages at
+full resolution (28, 28, 14, 7, 4) is what makes the small-input variant work on
+MNIST-sized images.
 
 </details>
 
-**3.** Make a block with `InvertedResidual(24, 24, 1, 6)`, feed it a random input, and verify
-that its output minus its input equals `block.conv(x)` (the residual branch).
+### Exercise 5.3
 
+Count the trainable parameters of `InvertedResidual(inp, oup, stride, t)` (the stride does
+not change them). Look at the block's layers (`print(InvertedResidual(16, 24, 2, 6))`): which
+have weights, which have biases, and what of a BatchNorm is trained?
+"""
+
+# %%
+from tinymbv2.exercises import check_block_params
+
+def block_params(inp, oup, t):
+    """Trainable parameters of InvertedResidual(inp, oup, stride, t)."""
+    raise NotImplementedError("your code here")
+
+check_block_params(block_params)
+
+# %% [markdown]
+r"""
 <details><summary>Solution</summary>
 
 ```python
-b = InvertedResidual(24, 24, 1, 6).eval()
-xb = Tensor(np.random.default_rng(1).standard_normal((1, 24, 8, 8)).astype(np.float32))
-with tinymbv2.no_grad():
-    print(np.abs(b(xb).data - xb.data - b.conv(xb).data).max())
+def block_params(inp, oup, t):
+    hidden = round(inp * t)
+    expand = inp * hidden + 2 * hidden if t != 1 else 0   # 1x1 conv (no bias) + BN gamma, beta
+    depthwise = 9 * hidden + 2 * hidden                  # one 3x3 filter per channel + BN
+    project = hidden * oup + 2 * oup                     # 1x1 conv + BN
+    return expand + depthwise + project
 ```
+
+A BatchNorm trains its scale $\gamma$ and shift $\beta$; its running mean and variance are
+buffers, updated by the forward pass, not by the optimizer. The convolutions have no bias:
+the BatchNorm that follows each one has its own $\beta$.
 
 </details>
 """

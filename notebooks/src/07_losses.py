@@ -36,7 +36,6 @@ TINYMBV2_FAST = os.environ.get("TINYMBV2_FAST") == "1"  # set by CI: smaller run
 
 import numpy as np
 import matplotlib.pyplot as plt
-import torch
 
 import tinymbv2
 from tinymbv2 import Tensor, functional as F, nn, optim
@@ -54,6 +53,8 @@ single `Function`s with hand-derived backward passes.
 """
 
 # %%
+import torch          # PyTorch only for the comparison, imported after tinymbv2
+
 K, N = 10, 16
 z = rng.standard_normal((N, K)) * 2
 t = rng.integers(0, K, size=N)
@@ -79,8 +80,9 @@ checks = {
 for name, (ours_fn, torch_fn) in checks.items():
     a = Tensor(z.copy(), requires_grad=True); la = ours_fn(a); la.backward()
     b = tz.clone().requires_grad_(True); lb = torch_fn(b); lb.backward()
-    print(f"{name:24s} loss {la.item():.6f}  |loss err| {abs(la.item() - lb.item()):.1e}  "
-          f"max |grad err| {np.abs(a.grad - b.grad.numpy()).max():.1e}")
+    loss_err, grad_err = abs(la.item() - lb.item()), np.abs(a.grad - b.grad.numpy()).max()
+    print(f"{name:24s} loss {la.item():.6f}  |loss err| {loss_err:.1e}  max |grad err| {grad_err:.1e}")
+    assert loss_err < 1e-12 and grad_err < 1e-12   # float64: rounding only
 
 # %% [markdown]
 r"""
@@ -113,14 +115,24 @@ ax2.set_xlabel("$p_t$"); ax2.set_ylabel(r"$|\partial L / \partial z_t|$ per samp
 for ax in (ax1, ax2):
     ax.grid(alpha=0.3); ax.legend()
 plt.tight_layout(); plt.show()
-print("gradient at p_t = 0.5:", {k: round(float(v[49]), 4) for k, v in grads.items()})
+grads = {k: np.array(v) for k, v in grads.items()}
+ce, focal, dice = grads["cross-entropy"], grads["focal, gamma=2"], grads["Dice (batch of 10)"]
+print(f"{'|dL/dz_t| at p_t =':24s}" + "".join(f"{p_t[i]:>8.2f}" for i in (0, 49, 98)))
+for name, g in grads.items():
+    print(f"{name:24s}" + "".join(f"{g[i]:8.4f}" for i in (0, 49, 98)))
+assert np.allclose(ce, 1 - p_t)                  # cross-entropy: exactly 1 - p_t
+assert focal[-1] < 0.01 * ce[-1]                 # focal: easy examples hardly count
+assert dice.max() < 0.5 * ce.max() and dice[0] < 0.05 * ce[0]
+print("checked: CE's gradient is 1 - p_t; focal's vanishes for easy examples; Dice's stays small, "
+      "smallest where the prediction is worst")
 
 # %% [markdown]
 r"""
 Cross-entropy's gradient is $1 - p_t$: strong when the prediction is wrong, fading as it
 gets right. Focal loss flattens the right end (easy examples contribute little). Dice's
-gradient is small everywhere, and through the denominator it depends on the rest of the batch,
-not only on the sample: a weak, noisy training signal for single-label classification.
+gradient is small everywhere, and smallest where the prediction is worst; through the
+denominator it also depends on the rest of the batch, not only on the sample: a weak, noisy
+training signal for single-label classification.
 
 ## 7.3 Training with each loss, and with the article's sign
 
@@ -155,8 +167,10 @@ for name, loss_fn in losses.items():
         opt.zero_grad(); loss.backward(); opt.step()
         with tinymbv2.no_grad():
             acc.append(float((model(Tensor(Xva)).data.argmax(1) == yva).mean()))
-    history[name] = acc
-    print(f"{name:22s} validation accuracy after {steps} steps: {acc[-1]:.1%}")
+    history[name] = np.array(acc)
+    reached = np.flatnonzero(history[name] >= 0.9)
+    print(f"{name:22s} validation accuracy after {steps} steps: {acc[-1]:.1%}   "
+          f"first step at 90%: {reached[0] + 1 if len(reached) else 'not reached'}")
 
 fig, ax = plt.subplots(figsize=(7, 3.8))
 for name, acc in history.items():
@@ -165,36 +179,134 @@ ax.axhline(0.1, color="k", ls=":", lw=1, label="chance (10%)")
 ax.set_xlabel("gradient step"); ax.set_ylabel("validation accuracy"); ax.legend(); ax.grid(alpha=0.3)
 plt.tight_layout(); plt.show()
 
+def steps_to_90(name):
+    reached = np.flatnonzero(history[name] >= 0.9)
+    return reached[0] + 1 if len(reached) else np.inf
+
+ce_acc, focal_acc = history["cross-entropy"][-1], history["focal (gamma 2)"][-1]
+assert max(steps_to_90("cross-entropy"), steps_to_90("focal (gamma 2)")) < steps  # both reach 90%
+assert abs(ce_acc - focal_acc) < 0.03                                              # and end close
+assert steps_to_90("Dice loss (1 - dice)") > 3 * max(steps_to_90("cross-entropy"), steps_to_90("focal (gamma 2)"))
+assert history["Dice loss (1 - dice)"][-1] > 0.5                                   # Dice does learn
+assert history["article: + dice + l2"][-1] < 0.1                                   # below chance
+print("checked: CE and focal reach 90% and end within 3 points; Dice takes over 3x the steps; "
+      "the article's loss ends below chance")
+
 # %% [markdown]
 r"""
-Cross-entropy learns fastest. Dice learns too, but slowly. The article's loss drives the
-accuracy *below chance*: minimising the Dice coefficient teaches the model to avoid the true
-class. The fix is one character, $1 - \text{dice}$, and the better fix is to use
-cross-entropy, as the paper does.
+Cross-entropy and focal loss learn quickly and end close together: on ten balanced classes
+focal's down-weighting of easy examples neither helps nor hurts much (it was made for
+detection, where easy background boxes swamp the rest). Dice learns too, but several times
+more slowly. The article's loss drives the accuracy *below chance*: minimising the Dice
+coefficient teaches the model to avoid the true class. The fix is one character,
+$1 - \text{dice}$, and the better fix is to use cross-entropy, as the paper does.
+"""
 
+# %% [markdown]
+r"""
 ## Exercises
 
-**1.** Verify the cross-entropy gradient formula $p - \text{onehot}(t)$ (divided by $N$ for
-the mean) directly from `F.softmax`.
+Each exercise gives a function to write and a check that runs it on cases you do not see: it
+prints `correct` or `not yet:` with a hint naming the case that fails. Some hidden logits are
+as large as 1000, where `np.exp(z)` overflows: work from the log-softmax,
+$\log p_k = z_k - m - \log\sum_j e^{z_j - m}$ with $m = \max_j z_j$ per row.
 
+### Exercise 7.1
+
+Write the label-smoothed cross-entropy in NumPy: logits `z` of shape $(N, K)$, integer
+targets `t` of shape $(N,)$, smoothing `eps`; the mean over the $N$ samples of
+$-\sum_k q_k \log p_k$, with $q = (1-\varepsilon)\,\text{onehot}(t) + \varepsilon/K$.
+"""
+
+# %%
+from tinymbv2.exercises import check_smoothed_cross_entropy
+
+def smoothed_cross_entropy(z, t, eps):
+    """Mean label-smoothed cross-entropy; z (N, K) float array, t (N,) int array, eps in [0, 1]."""
+    raise NotImplementedError("your code here")
+
+check_smoothed_cross_entropy(smoothed_cross_entropy)
+
+# %% [markdown]
+r"""
 <details><summary>Solution</summary>
 
 ```python
-a = Tensor(z.copy(), requires_grad=True)
-F.cross_entropy(a, t).backward()
-p = F.softmax(Tensor(z)).data
-print(np.abs(a.grad - (p - np.eye(K)[t]) / N).max())
+def smoothed_cross_entropy(z, t, eps):
+    n, k = z.shape
+    shifted = z - z.max(axis=1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    q = (1 - eps) * np.eye(k)[t] + eps / k
+    return -(q * logp).sum(axis=1).mean()
 ```
+
+The smoothed target never asks for probability 1, so the logits need not grow without bound
+to lower the loss: the model stays less over-confident. With $\varepsilon = 0$ it is plain
+cross-entropy.
 
 </details>
 
-**2.** For focal loss with $\gamma = 2$, at what $p_t$ is the loss 100 times smaller than the
-cross-entropy? (It is $(1-p_t)^2$ times the cross-entropy.)
+### Exercise 7.2
 
+Write the gradient of the mean cross-entropy (no smoothing) with respect to the logits, the
+$(N, K)$ array $\partial L/\partial z$, from the formula of the introduction, without autograd.
+"""
+
+# %%
+from tinymbv2.exercises import check_cross_entropy_grad
+
+def cross_entropy_grad(z, t):
+    """dL/dz of L = mean_n(-log softmax(z_n)[t_n]); z (N, K), t (N,) -> (N, K)."""
+    raise NotImplementedError("your code here")
+
+check_cross_entropy_grad(cross_entropy_grad)
+
+# %% [markdown]
+r"""
 <details><summary>Solution</summary>
 
-$(1 - p_t)^2 = 1/100 \Rightarrow p_t = 0.9$: an example already classified with 90%
-confidence weighs a hundred times less than under cross-entropy.
+```python
+def cross_entropy_grad(z, t):
+    n, k = z.shape
+    shifted = z - z.max(axis=1, keepdims=True)
+    p = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+    return (p - np.eye(k)[t]) / n
+```
+
+Each row sums to zero: the gradient moves probability to the true class from the others, in
+proportion to what they hold. It is what the library's `CrossEntropy.backward` computes.
+
+</details>
+
+### Exercise 7.3
+
+Write the focal loss: the mean over the samples of $-(1-p_t)^\gamma \log p_t$, where $p_t$
+is the softmax probability of the true class.
+"""
+
+# %%
+from tinymbv2.exercises import check_focal_loss
+
+def focal(z, t, gamma):
+    """Mean focal loss; z (N, K) float array, t (N,) int array, gamma >= 0."""
+    raise NotImplementedError("your code here")
+
+check_focal_loss(focal)
+
+# %% [markdown]
+r"""
+<details><summary>Solution</summary>
+
+```python
+def focal(z, t, gamma):
+    shifted = z - z.max(axis=1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    logpt = logp[np.arange(len(t)), t]
+    return (-(1 - np.exp(logpt)) ** gamma * logpt).mean()
+```
+
+It is $(1-p_t)^\gamma$ times the cross-entropy of each sample: with $\gamma = 2$, an example
+already classified with $p_t = 0.9$ weighs $(0.1)^2 = 1/100$ of its cross-entropy.
 
 </details>
 """

@@ -38,7 +38,6 @@ TINYMBV2_FAST = os.environ.get("TINYMBV2_FAST") == "1"  # set by CI: smaller run
 
 import numpy as np
 import matplotlib.pyplot as plt
-import torch
 
 import tinymbv2
 from tinymbv2 import Tensor, functional as F, nn, optim
@@ -51,10 +50,13 @@ r"""
 
 The Rosenbrock function $f(x, y) = (1-x)^2 + 100(y - x^2)^2$ has its minimum at $(1, 1)$ at
 the bottom of a long, curved, narrow valley: steep across, nearly flat along. Every
-optimizer starts at $(-1.5, 2)$; the learning rates are set so that each is stable.
+optimizer starts at $(-1.5, 2)$; the learning rates are set so that each is stable. Each
+trajectory is also run with `torch.optim` and compared step by step.
 """
 
 # %%
+import torch          # PyTorch only for the comparisons, imported after tinymbv2
+
 def rosenbrock(p):
     return (1 - p[0]) ** 2 + 100 * (p[1] - p[0] ** 2) ** 2
 
@@ -66,7 +68,7 @@ configs = {
     "Adam, lr 5e-2": (optim.Adam, dict(lr=5e-2), torch.optim.Adam),
 }
 steps = 400 if TINYMBV2_FAST else 1500
-paths = {}
+paths, final = {}, {}
 for name, (cls, kw, torch_cls) in configs.items():
     p = nn.Parameter(np.array([-1.5, 2.0]))
     opt = cls([p], **kw)
@@ -76,13 +78,18 @@ for name, (cls, kw, torch_cls) in configs.items():
         opt.zero_grad(); loss.backward(); opt.step()
         path.append(p.data.copy())
     paths[name] = np.array(path)
-    line = f"{name:28s} end ({path[-1][0]:+.3f}, {path[-1][1]:+.3f})  f = {rosenbrock(p.data):.2e}"
+    final[name] = rosenbrock(p.data)
+    line = f"{name:28s} end ({path[-1][0]:+.3f}, {path[-1][1]:+.3f})  f = {final[name]:.2e}"
     if torch_cls is not None:   # the same steps with torch.optim
         q = torch.tensor([-1.5, 2.0], dtype=torch.float64, requires_grad=True)
         topt = torch_cls([q], **kw)
+        torch_path = [q.detach().numpy().copy()]
         for _ in range(steps):
             topt.zero_grad(); rosenbrock(q).backward(); topt.step()
-        line += f"   max |tinymbv2 - torch.optim| = {np.abs(q.detach().numpy() - path[-1]).max():.1e}"
+            torch_path.append(q.detach().numpy().copy())
+        gap = np.abs(np.array(torch_path) - paths[name]).max(axis=1)
+        line += f"   |tinymbv2 - torch.optim|: first 200 steps {gap[:201].max():.0e}, end {gap[-1]:.0e}"
+        assert gap[:201].max() < 1e-12
     print(line)
 
 xx, yy = np.meshgrid(np.linspace(-2, 2, 300), np.linspace(-1, 3, 300))
@@ -93,12 +100,67 @@ for name, path in paths.items():
 ax.plot(1, 1, "r*", ms=14, label="minimum (1, 1)"); ax.plot(-1.5, 2, "ko", label="start")
 ax.legend(fontsize=8, loc="lower right"); ax.set_title(f"Rosenbrock, {steps} steps each")
 plt.tight_layout(); plt.show()
+sgd, momentum, adam = final["SGD, lr 1e-3"], final["momentum 0.9, lr 2e-4"], final["Adam, lr 5e-2"]
+assert sgd == max(final.values()) and momentum < sgd and adam == min(final.values())
+assert all(final[k] < sgd for k in final if k.startswith("RMSprop"))
+print("checked: SGD ends highest; momentum and both RMSprops lower; Adam lowest")
 
 # %% [markdown]
 r"""
 Plain SGD crawls: the step that is safe across the valley is tiny along it. Momentum
 builds speed along the valley floor. RMSprop and Adam divide by the gradient's own scale per
-coordinate, so the flat direction gets large steps and the steep one small steps.
+coordinate, so the flat direction gets large steps and the steep one small steps; Adam,
+which adds momentum to that, gets closest. The two libraries agree to the last bit over the
+first 200 steps. Where a longer run ends a little apart (RMSprop's, at full length), that is
+rounding: the path zig-zags across the narrow valley, and each crossing amplifies a
+difference in the last bit, as in any chaotic iteration.
+
+### Adam's learning rate
+
+Adam's step is $\eta\,\hat m/(\sqrt{\hat v} + \epsilon)$. At the first step
+$\hat m = g$ and $\sqrt{\hat v} = |g|$, so every coordinate moves by $\eta$ exactly, whatever
+the gradient's size. Is a large $\eta$ then a wild ride across the narrow valley? We run Adam
+from the same start with $\eta$ = 0.5, 0.05 and 0.005 and record $f$ and the size of each step.
+"""
+
+# %%
+adam_steps = 400 if TINYMBV2_FAST else 1000
+adam_runs = {}
+for lr in (0.5, 0.05, 0.005):
+    p = nn.Parameter(np.array([-1.5, 2.0]))
+    opt = optim.Adam([p], lr=lr)
+    f, moves = [], []
+    for _ in range(adam_steps):
+        before = p.data.copy()
+        loss = rosenbrock(p)
+        opt.zero_grad(); loss.backward(); opt.step()
+        f.append(loss.item()); moves.append(np.abs(p.data - before).max())
+    adam_runs[lr] = (np.array(f), np.array(moves), p.data.copy())
+    print(f"lr {lr:5}: end ({p.data[0]:+.4f}, {p.data[1]:+.4f})  f = {rosenbrock(p.data):.1e}   "
+          f"first step {moves[0]:.3g}, median step {np.median(moves):.2g}")
+
+fig, ax = plt.subplots(figsize=(7, 3.5))
+for lr, (f, moves, end) in adam_runs.items():
+    ax.semilogy(f, label=f"Adam, lr {lr}")
+ax.set_xlabel("step"); ax.set_ylabel("f (log)"); ax.legend(); ax.grid(alpha=0.3)
+plt.tight_layout(); plt.show()
+ends = {lr: rosenbrock(end) for lr, (f, moves, end) in adam_runs.items()}
+assert ends[0.5] < ends[0.05] < ends[0.005]
+assert all(abs(moves[0] - lr) < 1e-6 * lr for lr, (f, moves, end) in adam_runs.items())
+assert np.median(adam_runs[0.5][1]) < 0.5 / 20
+print("checked: the largest rate ends closest; every first step is lr; at lr 0.5 the median step is under lr/20")
+
+# %% [markdown]
+r"""
+The largest rate wins here. Its first steps do jump by $\eta$ in each coordinate, but once
+the path reaches the valley and starts crossing it, the gradient's component across the
+valley flips sign from step to step: the running mean $m$ averages the flips out while $v$
+still remembers their size, so $\hat m/\sqrt{\hat v}$, and with it the step, shrinks by
+itself. $\eta = 0.005$ is simply too slow to cover the distance in the steps given. So
+Adam's $\eta$ is a bound on the step, not the step itself. A two-parameter surface is
+forgiving, though: on a network, a step of $\eta$ in every weight at once can wreck what the
+first batches learned, which is one reason why training schedules start with a small rate and
+warm it up (the one-cycle schedule of section 8.4, which chapter 10 uses).
 
 ## 8.2 RMSpropTF against the formula, and the first steps
 
@@ -123,13 +185,44 @@ for g in grads:
     ms = alpha * ms + (1 - alpha) * g ** 2
     mom = mu * mom + lr * g / np.sqrt(ms + eps)
     w = w - mom
-print("RMSpropTF vs the TF formula, max error after 20 steps:", np.abs(p.data - w).max())
+tf_error = np.abs(p.data - w).max()
+print("RMSpropTF vs the TF formula, max error after 20 steps:", tf_error)
+assert tf_error < 1e-12
 
 g = np.array([0.1, 0.001])
+first = {}
 for cls, kw in ((optim.RMSprop, dict(alpha=0.9, eps=1e-8)), (optim.RMSpropTF, dict(alpha=0.9, eps=1e-10))):
     q = nn.Parameter(np.zeros(2)); q.grad = g.copy()
     cls([q], lr=0.01, **kw).step()
-    print(f"{cls.__name__:10s} first step for g = {g}: {-q.data}  (= {(-q.data / 0.01).round(3)} x lr)")
+    first[cls.__name__] = -q.data / 0.01
+    print(f"{cls.__name__:10s} first step for g = {g}: {-q.data}  (= {first[cls.__name__].round(3)} x lr)")
+assert np.allclose(first["RMSprop"], 1 / np.sqrt(1 - 0.9), rtol=1e-4)     # lr / sqrt(1 - alpha), any g
+assert np.allclose(first["RMSpropTF"], g, rtol=0.06)                        # about lr * g
+print("checked: PyTorch's first step is lr/sqrt(1 - alpha) whatever g; TensorFlow's is about lr * g")
+
+# %% [markdown]
+r"""
+The third difference, the learning rate inside the momentum buffer, is invisible while the
+rate is constant: `mom` then holds $\eta$ times what PyTorch's buffer holds. It shows once a
+schedule lowers the rate: TensorFlow's buffer still carries the old, larger steps, PyTorch's
+multiplies its whole buffer by the new rate at once. `RMSpropTF(lr_in_momentum=False)` is the
+PyTorch-style buffer.
+"""
+
+# %%
+def run_tf(lr_in_momentum, decay):
+    p = nn.Parameter(w0.copy())
+    opt = optim.RMSpropTF([p], lr=lr, momentum=0.9, lr_in_momentum=lr_in_momentum)
+    sched = lr_scheduler.StepLR(opt, step_size=5, gamma=0.1 if decay else 1.0)
+    for g in grads:
+        p.grad = g.copy(); opt.step(); sched.step()
+    return p.data
+
+for decay in (False, True):
+    gap = np.abs(run_tf(True, decay) - run_tf(False, decay)).max()
+    print(f"{'lr x0.1 every 5 steps' if decay else 'constant lr':22s} max |lr in momentum - not| = {gap:.1e}")
+    assert (gap > 1e-4) if decay else (gap < 1e-12)
+print("checked: the same weights at a constant rate, different ones once it decays")
 
 # %% [markdown]
 r"""
@@ -201,6 +294,7 @@ fig, ax = plt.subplots(figsize=(7, 3.8))
 for name, make in schedules.items():
     ours, theirs = lrs(make, "ours"), lrs(make, "torch")
     print(f"{name:26s} max |tinymbv2 - torch| = {np.abs(ours - theirs).max():.1e}")
+    assert np.abs(ours - theirs).max() < 1e-12
     ax.plot(ours, label=name)
 ax.set_xlabel("epoch"); ax.set_ylabel("learning rate"); ax.legend(); ax.grid(alpha=0.3)
 plt.tight_layout(); plt.show()
@@ -209,40 +303,113 @@ plt.tight_layout(); plt.show()
 r"""
 ## Exercises
 
-**1.** Run Adam on the Rosenbrock function with learning rates 0.5, 0.05 and 0.005. Which one
-gets closest to $(1, 1)$ in 1,000 steps, and why is the largest not the best?
+Each exercise gives a function to write and a check that runs it on cases you do not see: it
+prints `correct` or `not yet:` with a hint naming the case that fails. The checks run several
+steps and compare every one with the library's optimizer (which section 8.1 compared with
+`torch.optim`).
 
+### Exercise 8.1
+
+Write one step of PyTorch's RMSprop (no momentum, no weight decay) on arrays: given the
+weights `w`, the gradient `g` and the running mean of squares `v` (zeros before the first
+step), return the new `(w, v)`.
+"""
+
+# %%
+from tinymbv2.exercises import check_rmsprop_step
+
+def rmsprop_step(w, g, v, lr, alpha, eps):
+    """One RMSprop step: v <- alpha v + (1 - alpha) g^2, w <- w - lr g / (sqrt(v) + eps).
+    Returns (new w, new v); all arrays of the same shape."""
+    raise NotImplementedError("your code here")
+
+check_rmsprop_step(rmsprop_step)
+
+# %% [markdown]
+r"""
 <details><summary>Solution</summary>
 
 ```python
-for lr in (0.5, 0.05, 0.005):
-    p = nn.Parameter(np.array([-1.5, 2.0])); opt = optim.Adam([p], lr=lr)
-    for _ in range(1000):
-        loss = rosenbrock(p); opt.zero_grad(); loss.backward(); opt.step()
-    print(lr, p.data, rosenbrock(p.data))
+def rmsprop_step(w, g, v, lr, alpha, eps):
+    v = alpha * v + (1 - alpha) * g ** 2
+    return w - lr * g / (np.sqrt(v) + eps), v
 ```
 
-Adam's step is about `lr` per coordinate whatever the gradient's size, so with 0.5 it keeps
-jumping across the narrow valley; 0.005 is too slow to get there in 1,000 steps.
+The new $v$ is used in the same step, so at the first step $\sqrt{v} = \sqrt{1-\alpha}\,|g|$:
+the $1/\sqrt{1-\alpha}$ burst of section 8.2.
 
 </details>
 
-**2.** Show that with a constant learning rate, `RMSpropTF(lr_in_momentum=True)` and
-`RMSpropTF(lr_in_momentum=False)` give the same weights, and that they differ once a
-scheduler lowers the rate.
+### Exercise 8.2
 
+Write one step of Adam: given `w`, `g`, the moments `m` and `v` (zeros before the first
+step) and the step number `t` (1 at the first step), return the new `(w, m, v)`, with the
+bias corrections of the introduction.
+"""
+
+# %%
+from tinymbv2.exercises import check_adam_step
+
+def adam_step(w, g, m, v, t, lr, beta1, beta2, eps):
+    """Adam's step number t (from 1). Returns (new w, new m, new v)."""
+    raise NotImplementedError("your code here")
+
+check_adam_step(adam_step)
+
+# %% [markdown]
+r"""
 <details><summary>Solution</summary>
 
 ```python
-def run(flag, decay):
-    p = nn.Parameter(w0.copy()); opt = optim.RMSpropTF([p], lr=lr, momentum=0.9, lr_in_momentum=flag)
-    sched = lr_scheduler.StepLR(opt, step_size=5, gamma=0.1 if decay else 1.0)
-    for g in grads:
-        p.grad = g.copy(); opt.step(); sched.step()
-    return p.data
-for decay in (False, True):
-    print(decay, np.abs(run(True, decay) - run(False, decay)).max())
+def adam_step(w, g, m, v, t, lr, beta1, beta2, eps):
+    m = beta1 * m + (1 - beta1) * g
+    v = beta2 * v + (1 - beta2) * g ** 2
+    m_hat, v_hat = m / (1 - beta1 ** t), v / (1 - beta2 ** t)
+    return w - lr * m_hat / (np.sqrt(v_hat) + eps), m, v
 ```
+
+At $t = 1$, $\hat m = g$ and $\hat v = g^2$: the step is $\eta$ in every coordinate, as the
+Rosenbrock runs above showed. Without the corrections it would be
+$\eta (1-\beta_1)/\sqrt{1-\beta_2} \approx 3.2\,\eta$ with the default betas, and a
+different size at every early step.
+
+</details>
+
+### Exercise 8.3
+
+A common recipe warms the learning rate up linearly, then decays it along a cosine. Write the
+rate at step `step` (counted from 0) of `total_steps`: `base_lr * (step + 1) / warmup_steps`
+for the first `warmup_steps` steps, then
+`base_lr * (1 + cos(pi * (step - warmup_steps) / (total_steps - warmup_steps))) / 2`.
+The check compares it with PyTorch's usual way of building it,
+`SequentialLR([LinearLR(start_factor=1/warmup_steps, total_iters=warmup_steps - 1),
+CosineAnnealingLR(T_max=total_steps - warmup_steps)], milestones=[warmup_steps])`, here
+from `tinymbv2.optim.lr_scheduler`.
+"""
+
+# %%
+from tinymbv2.exercises import check_warmup_cosine
+
+def warmup_cosine(step, total_steps, warmup_steps, base_lr):
+    """The learning rate at step (0-based) of a linear warm-up then cosine schedule."""
+    raise NotImplementedError("your code here")
+
+check_warmup_cosine(warmup_cosine)
+
+# %% [markdown]
+r"""
+<details><summary>Solution</summary>
+
+```python
+def warmup_cosine(step, total_steps, warmup_steps, base_lr):
+    if step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / (total_steps - warmup_steps)
+    return base_lr * (1 + np.cos(np.pi * progress)) / 2
+```
+
+The warm-up keeps the first steps small while the weights and the BatchNorm statistics are
+still far from anything sensible; the cosine spends most steps near the top and lands softly.
 
 </details>
 """

@@ -32,6 +32,9 @@ def _gather() -> None:
     for chapter in CHAPTERS:
         module = import_module(f".{chapter}", __name__)
         for name in module.__all__:
+            if name in globals():  # one namespace for all chapters: a second check_x would hide the first
+                raise ImportError(f"tinymbv2.exercises: {chapter} defines {name}, which another "
+                                  "chapter (or this module) already defines")
             globals()[name] = getattr(module, name)
             __all__.append(name)
 
