@@ -37,9 +37,11 @@ from tinymbv2.train import fit
 r"""
 ## 13.1 The multiply-add table, against torchvision's numbers
 
-The table below is what `summary` computes for each width and resolution (1000 classes),
-compared with the reference table measured on torchvision's implementation (REFERENCE.md,
-in millions).
+The table below is what `summary` computes for each width and resolution (1000 classes).
+The dictionaries `reference` and `params_ref` in the cell hold the same numbers measured on
+torchvision's `mobilenet_v2` (torchvision 0.29, multiply-adds of the convolutions and the
+Linear layer, rounded to 0.1M); the cell checks every entry against them: the parameter counts
+must agree exactly, the multiply-adds within the rounding.
 """
 
 # %%
@@ -50,7 +52,7 @@ reference = {  # millions of multiply-adds, torchvision mobilenet_v2 (conv + lin
 }
 params_ref = {1.4: 6_108_776, 1.0: 3_504_872, 0.75: 2_636_424, 0.5: 1_968_680, 0.35: 1_677_128}
 resolutions = [224, 192, 160, 128, 96]
-ours = {}
+ours, ours_params = {}, {}
 print(f"{'width':>6s} {'params':>11s} {'(ref diff)':>10s} " + " ".join(f"{r:>7d}" for r in resolutions))
 worst = 0.0
 for w, ref_row in reference.items():
@@ -58,9 +60,14 @@ for w, ref_row in reference.items():
     row = [summary(model, input_size=(3, r, r)).total_macs / 1e6 for r in resolutions]
     ours[w] = row
     worst = max(worst, max(abs(a - b) for a, b in zip(row, ref_row)))
-    n = sum(int(p.size) for p in model.parameters())
+    n = ours_params[w] = sum(int(p.size) for p in model.parameters())
     print(f"{w:6.2f} {n:11,d} {n - params_ref[w]:10d} " + " ".join(f"{m:7.1f}" for m in row))
-print(f"largest difference to the reference table: {worst:.2f}M (the reference is rounded to 0.1M)")
+print(f"largest difference to torchvision's table: {worst:.3f}M (it is rounded to 0.1M)")
+assert worst <= 0.05 + 1e-9 and all(ours_params[w] == params_ref[w] for w in params_ref)
+print("checked: every parameter count equals torchvision's; every multiply-add count is within its rounding")
+print(f"width 0.35 at 224: {ours[0.35][0]:.1f}M multiply-adds, while 0.35^2 x width 1.0's "
+      f"{ours[1.0][0]:.1f}M = {0.35 ** 2 * ours[1.0][0]:.1f}M")
+assert ours[0.35][0] > 1.5 * 0.35 ** 2 * ours[1.0][0]
 
 fig, ax = plt.subplots(figsize=(7, 4))
 for w, row in ours.items():
@@ -71,7 +78,8 @@ plt.tight_layout(); plt.show()
 
 # %% [markdown]
 r"""
-Note the width 0.35 row: 59.3M at 224, not $0.35^2 \cdot 300 = 37$M. The 1280-channel head does
+Note the width 0.35 row, and the last line the cell printed: at 224 it costs far more than
+$0.35^2$ of width 1.0 (the cell asserts over 1.5 times as much). The 1280-channel head does
 not shrink with the width and the rounding to multiples of 8 keeps the thinnest layers at 8
 or 16 channels, so at small widths the fixed parts dominate.
 
@@ -85,17 +93,26 @@ image; we also measure the forward time per image.
 # %%
 ds = load_dataset("mnist5k")
 n_train = 384 if TINYMBV2_FAST else 2000
-epochs = 2 if TINYMBV2_FAST else 4
-pairs = [(0.35, 14), (0.35, 28)] if TINYMBV2_FAST else [(0.25, 14), (0.35, 14), (0.35, 20), (0.25, 28), (0.35, 28), (0.5, 28)]
+epochs = 2 if TINYMBV2_FAST else 3
+pairs = [(0.35, 14), (0.35, 28)] if TINYMBV2_FAST else [(0.25, 14), (0.5, 14), (0.25, 28), (0.5, 28)]
 subset = np.random.default_rng(0).permutation(len(ds.train))[:n_train]
+keep = np.linspace(0, len(ds.val) - 1, 200 if TINYMBV2_FAST else len(ds.val)).astype(int)  # every class
 
 from tinymbv2.train import recalibrate_batchnorm  # one training-mode pass, cumulative BN averages
+
+def ms_per_image(model, images, repeat=3):
+    """Forward time per image in eval mode: the median of `repeat` passes after a warm-up pass."""
+    evaluate(model, images[:64], np.zeros(min(64, len(images)), dtype=np.int64))   # warm-up (compiles)
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter(); evaluate(model, images, np.zeros(len(images), dtype=np.int64))
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)) / len(images) * 1e3
 
 points = []
 for width, res in pairs:
     tr = Resize(res)(ds.train.images[subset])
     norm = Normalize.from_data(tr)
-    keep = np.linspace(0, len(ds.val) - 1, 200 if TINYMBV2_FAST else len(ds.val)).astype(int)  # every class
     val = Split(norm(Resize(res)(ds.val.images[keep])), ds.val.labels[keep])
     tinymbv2.manual_seed(0)
     model = mobilenet_v2(width_mult=width, num_classes=10, in_channels=1, small_input=True, seed=0)
@@ -106,7 +123,7 @@ for width, res in pairs:
     recalibrate_batchnorm(model, norm(tr))                  # precise BatchNorm statistics
     val_acc = evaluate(model, val.images, val.labels)["accuracy"]
     macs = summary(model, input_size=(1, res, res)).total_macs
-    t0 = time.perf_counter(); evaluate(model, val.images, val.labels); ms = (time.perf_counter() - t0) / len(val) * 1e3
+    ms = ms_per_image(model, val.images[:256])
     points.append((width, res, macs, val_acc, ms))
     print(f"width {width:4.2f}, {res:2d}x{res:<2d}: {macs / 1e6:6.2f}M MACs, {ms:5.2f} ms/image, "
           f"validation accuracy {val_acc:.1%}")
@@ -123,40 +140,142 @@ plt.tight_layout(); plt.show()
 
 # %% [markdown]
 r"""
-On a problem this small both knobs can be turned far down before the accuracy suffers; on
-ImageNet the paper finds that, for a given budget of multiply-adds, the widths and
-resolutions in the middle of the family give the best accuracy. Multiply-adds are also only a
-proxy for time: small layers are dominated by per-layer overhead, which is why the measured
-milliseconds do not shrink as fast as the multiply-adds.
+Two things to read off the points, which the next cell prints and, at full size, checks.
+On a problem this small both knobs can be turned far down and the network still learns the
+digits: the cheapest network costs about a tenth of the largest one's multiply-adds and loses
+only a few points to it. And multiply-adds are only a proxy for time: small layers are dominated by per-layer
+overhead (a Python call, a kernel launch, a pass over memory), so the measured milliseconds
+shrink less than the multiply-adds do. (On ImageNet the paper finds that, for a given budget of
+multiply-adds, the widths and resolutions in the middle of the family give the best accuracy.)
+"""
 
+# %%
+cheap, dear = min(points, key=lambda p: p[2]), max(points, key=lambda p: p[2])
+best = max(points, key=lambda p: p[3])
+print(f"cheapest: width {cheap[0]}, {cheap[1]} px, {cheap[2] / 1e6:.2f}M MACs, accuracy {cheap[3]:.1%}; "
+      f"best: width {best[0]}, {best[1]} px, accuracy {best[3]:.1%}")
+print(f"largest / cheapest: {dear[2] / cheap[2]:.1f}x the multiply-adds, {dear[4] / cheap[4]:.1f}x the time")
+if not TINYMBV2_FAST:
+    assert dear[2] / cheap[2] > 8 and cheap[3] > 0.85 and best[3] - cheap[3] < 0.10, (cheap, best)
+    assert dear[4] / cheap[4] < dear[2] / cheap[2], (dear, cheap)
+    print("checked: the cheapest network, at under an eighth of the largest's multiply-adds, is "
+          "above 85% and within 10 points of the best; the time grows less than the multiply-adds")
+
+# %% [markdown]
+r"""
 ## Exercises
 
-**1.** Predict, then check with `summary`, the multiply-adds of width 1.0 at resolution 112.
+Each exercise gives a function to write and a check that runs it on cases you do not see: it
+prints `correct` or `not yet:` with a hint naming the case that fails.
 
+### Exercise 13.1
+
+Every width in the network goes through one rounding rule (torchvision's, from TF-slim):
+round `v` channels to the nearest multiple of `divisor`, halves up; never fewer than `divisor`;
+and if that rounding lost more than 10% of `v`, add one `divisor`. Write it. (Which stem width
+does `32 * 0.35 = 11.2` give, and why not 8?)
+"""
+
+# %%
+from tinymbv2.exercises import check_make_divisible
+
+def make_divisible(v, divisor=8):
+    """v channels (a float) rounded to a multiple of divisor, as torchvision does; an int."""
+    raise NotImplementedError("your code here")
+
+check_make_divisible(make_divisible)
+
+# %% [markdown]
+r"""
 <details><summary>Solution</summary>
 
-About $300.8 \cdot (112/224)^2 \approx 75$M:
-
 ```python
-print(summary(mobilenet_v2(), input_size=(3, 112, 112)).total_macs / 1e6)
+def make_divisible(v, divisor=8):
+    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    if new_v < 0.9 * v:          # rounding down lost more than 10%
+        new_v += divisor
+    return new_v
 ```
 
-(Slightly off the prediction, because of the layers whose maps round differently.)
+11.2 rounds to 8, which loses 29% of the channels, so the stem of width 0.35 gets 16.
+`int(v + divisor / 2)` rounds halves up; Python's `round` rounds them to the even neighbour
+(`round(6.5) == 6`), which for 52 channels gives 48 instead of 56.
 
 </details>
 
-**2.** Which fraction of the parameters of `mobilenet_v2(width_mult=0.35)` with 1000 classes
-sits in the head (the last conv to 1280 channels and the classifier)?
+### Exercise 13.2
 
+Count the multiply-adds of one inverted residual block (chapter 4) on an $h \times w$ input
+with `c_in` channels: a $1\times1$ expansion to `hidden = round(c_in * t)` channels (absent when
+$t = 1$), a $3\times3$ depthwise convolution with padding 1 and the block's stride, and a
+$1\times1$ projection to `c_out`. Only convolutions count (BatchNorm and ReLU6 are not
+multiply-adds). The check compares with `summary` on the library's block.
+"""
+
+# %%
+from tinymbv2.exercises import check_block_macs
+
+def block_macs(c_in, c_out, t, stride, h, w):
+    """Multiply-adds (an int) of InvertedResidual(c_in, c_out, stride, t) on one c_in x h x w input."""
+    raise NotImplementedError("your code here")
+
+check_block_macs(block_macs)
+
+# %% [markdown]
+r"""
 <details><summary>Solution</summary>
 
 ```python
-m = mobilenet_v2(width_mult=0.35)
-head = sum(int(p.size) for p in m.features[18].parameters()) + sum(int(p.size) for p in m.classifier.parameters())
-print(head / sum(int(p.size) for p in m.parameters()))
+def block_macs(c_in, c_out, t, stride, h, w):
+    hidden = round(c_in * t)
+    ho, wo = (h + 2 - 3) // stride + 1, (w + 2 - 3) // stride + 1   # chapter 2's formula
+    expand = h * w * c_in * hidden if t != 1 else 0                  # at the input resolution
+    depthwise = ho * wo * hidden * 9                                 # one 3x3 filter per channel
+    project = ho * wo * hidden * c_out
+    return expand + depthwise + project
 ```
 
-About 80%: the 1280 x 1000 classifier alone has 1.28M of the 1.68M parameters.
+At stride 1 this is the paper's $h \cdot w \cdot c_\text{in} t\,(c_\text{in} + 9 + c_\text{out})$:
+the two $1\times1$ convolutions dominate, which is why the multiply-adds scale with the square of
+the width, and every term scales with $h w$, the square of the resolution.
+
+</details>
+
+### Exercise 13.3
+
+Write `head_fraction(width_mult, num_classes)`: the fraction of all the parameters of
+`mobilenet_v2(width_mult, num_classes)` that sit in its head, `features[18]` (the $1\times1$
+conv to 1280 channels and its BatchNorm) and `classifier`. Build the model and count. How large
+is it for width 0.35 with 1000 classes, and what does that say about shrinking the width?
+"""
+
+# %%
+from tinymbv2.exercises import check_head_fraction
+
+def head_fraction(width_mult, num_classes):
+    """(parameters of features[18] and classifier) / (all parameters), a float in (0, 1)."""
+    raise NotImplementedError("your code here")
+
+check_head_fraction(head_fraction)
+
+# %% [markdown]
+r"""
+<details><summary>Solution</summary>
+
+```python
+def head_fraction(width_mult, num_classes):
+    model = mobilenet_v2(width_mult=width_mult, num_classes=num_classes)
+    count = lambda module: sum(int(p.size) for p in module.parameters())
+    return (count(model.features[18]) + count(model.classifier)) / count(model)
+
+for w, k in ((0.35, 1000), (1.0, 1000), (0.35, 10), (1.0, 10)):
+    print(f"width {w}, {k} classes: {head_fraction(w, k):.0%} of the parameters in the head")
+```
+
+At width 0.35 with 1000 classes it is 85%: the 1280 x 1000 classifier alone holds 1.28M of
+the 1.68M parameters. Even with 10 classes, as on our digits, the head's $1\times1$ conv to
+1280 channels keeps it at 39% at width 0.35, twice its share at width 1.0. The head does not
+shrink with the width, so below width 1 the parameter count falls far slower than $w^2$.
 
 </details>
 """

@@ -42,14 +42,11 @@ import time
 import tracemalloc
 import numpy as np
 import matplotlib.pyplot as plt
-import torch
-import torchvision
 
 import tinymbv2
 from tinymbv2 import Tensor, nn
 from tinymbv2.models import memory_efficient_inference, mobilenet_v2, summary, to_torch_state_dict
 
-torch.set_num_threads(2)
 rng = np.random.default_rng(0)
 res = 112 if TINYMBV2_FAST else 224
 
@@ -99,18 +96,23 @@ print("BatchNorms:", count(model, nn.BatchNorm2d), "->", count(folded, nn.BatchN
 with tinymbv2.no_grad():
     y, y_folded = model(x).data, folded(x).data
 print(f"max |logits - folded logits| = {np.abs(y - y_folded).max():.2e}  (logits up to {np.abs(y).max():.2f}, float32)")
+assert count(folded, nn.BatchNorm2d) == 0 and np.abs(y - y_folded).max() < 1e-4 * max(1.0, np.abs(y).max())
+
+import torch, torchvision    # only from here on: the comparisons with PyTorch (after tinymbv2)
 
 tv = torchvision.models.mobilenet_v2().eval()
 tv.load_state_dict(to_torch_state_dict(model))
 with torch.no_grad():
     y_tv = tv(torch.from_numpy(x.data)).numpy()
 print(f"max |folded logits - torchvision (unfolded) logits| = {np.abs(y_folded - y_tv).max():.2e}")
+assert np.abs(y_folded - y_tv).max() < 1e-4 * max(1.0, np.abs(y_tv).max())
 
 # %% [markdown]
 r"""
 ## 14.2 Measured speed
 
-Forward time for one image, best of three, with the Numba and the reference kernels, next to
+Forward time for one image (the median of five calls, after one untimed call that compiles
+the kernels), with the Numba and the reference kernels, next to
 PyTorch on the same CPU (same weights, eval mode, `no_grad`): the model as written, layer by
 layer; its fused view `tinymbv2.fuse(model)`, which runs each block as one op (section 14.4
 explains it); and the folded model of 14.1. Ratios
@@ -121,22 +123,23 @@ holds controlled measurements.
 """
 
 # %%
-def best_of(fn, repeat=3):
+def median_of(fn, repeat=5):
+    """Seconds per call of fn(): the median of `repeat` timed calls after an untimed one."""
     fn()                                  # warm-up: Numba compiles on the first call
     times = []
     for _ in range(repeat):
         t0 = time.perf_counter(); fn(); times.append(time.perf_counter() - t0)
-    return min(times)
+    return float(np.median(times))        # one slow run (a busy machine) does not move it
 
 timings = {}
 with torch.no_grad():
-    timings["torch (unfolded)"] = best_of(lambda: tv(torch.from_numpy(x.data)))
+    timings["torch (unfolded)"] = median_of(lambda: tv(torch.from_numpy(x.data)))
 fused = tinymbv2.fuse(model)    # the same parameters; recognised layer patterns fused (14.4)
 for kernels in ("numba", "reference"):
     with tinymbv2.use_kernels(kernels), tinymbv2.no_grad():
-        timings[f"tinymbv2 {kernels}"] = best_of(lambda: model(x))
-        timings[f"tinymbv2 {kernels}, fused"] = best_of(lambda: fused(x))
-        timings[f"tinymbv2 {kernels}, folded"] = best_of(lambda: folded(x))
+        timings[f"tinymbv2 {kernels}"] = median_of(lambda: model(x))
+        timings[f"tinymbv2 {kernels}, fused"] = median_of(lambda: fused(x))
+        timings[f"tinymbv2 {kernels}, folded"] = median_of(lambda: folded(x))
 for name, t in timings.items():
     print(f"{name:30s} {t * 1e3:8.1f} ms   {t / timings['torch (unfolded)']:5.1f} x torch")
 
@@ -184,6 +187,11 @@ s = summary(model, input_size=(3, res, res))
 print(f"largest single activation tensor (summary): {s.max_activation_bytes / 2**20:.2f} MiB")
 for name, p, err in rows:
     print(f"{name:16s} peak {p / 2**20:7.2f} MiB   max |logits - model(x)| = {err:.1e}")
+peaks = {name: p for name, p, _ in rows}
+assert peaks["2 slices"] < peaks["1 slice: layers"] and peaks["4 slices"] < peaks["2 slices"]
+assert peaks["fused(x): bands"] < peaks["model(x): layers"] and max(r[2] for r in rows) < 1e-5
+print("checked: the peak falls from 1 to 2 to 4 slices, the fused view's peak is below the "
+      "layer-by-layer one, and every variant gives the model's logits")
 
 fig, ax = plt.subplots(figsize=(7, 3))
 ax.bar([r[0] for r in rows], [r[1] / 2**20 for r in rows], color=["#888", "#48c", "#888"] + ["#4a4"] * 3)
@@ -206,8 +214,8 @@ costs time; the paper's point is for memory-bound mobile inference engines.
 
 The model of chapter 5 is written layer by layer, as the paper and torchvision write it, and
 run that way every layer reads its input from memory and writes its output back: a
-convolution, then a BatchNorm over its output, then a ReLU6 over that. On a CPU most of
-MobileNetV2's time goes to that traffic, not to the multiply-adds. A framework's compiler
+convolution, then a BatchNorm over its output, then a ReLU6 over that. On a CPU much of
+MobileNetV2's time goes to that traffic rather than to the multiply-adds. A framework's compiler
 (`torch.compile`, XLA, TensorRT) looks at the network as a graph and *fuses* runs of layers
 into single kernels. `tinymbv2.fuse(model)` does the same, in the open: it returns a **fused
 view** of the model, a new tree of containers over the very same layers (the same
@@ -251,6 +259,10 @@ for train in (False, True):
     for name in sorted(set(plain) | set(fast)):
         print(f"{name:<22}{plain.get(name, 0):>7}{fast.get(name, 0):>7}")
     print(f"{'ops in all':<22}{sum(plain.values()):>7}{sum(fast.values()):>7}")
+    if not train:
+        assert fast["InvertedResidualEval"] == 17 and fast["ConvBatchNormEval"] == 2
+    else:
+        assert fast["DepthwiseStageTrain"] == 17 and "ReLU6" not in fast
 _ = model.eval()   # back to inference for the rest of the chapter (the view shares the layers)
 
 # %% [markdown]
@@ -266,8 +278,8 @@ same bits. The next two sections look inside the two biggest fusions.
 
 The observation behind memory-efficient inference, that $A$ and $N$ work channel by channel
 and row by row, also saves *time* on a CPU. Run layer by layer, block 2 at 224 px writes its
-expanded tensor (96 channels of 112x112, 4.8 MB per image in float32, 38.5 MB for a batch of
-8, more than the CPU's last cache) to memory, and then reads it back for BatchNorm, for
+expanded tensor (96 channels of 112x112: 4.6 MiB per image in float32, 36.8 MiB for a batch of
+8, more than a CPU's last-level cache) to memory, and then reads it back for BatchNorm, for
 ReLU6, for the depthwise filter, and again for the projection. The fused view instead runs
 each block with `F.inverted_residual_eval`, and the numba kernel computes it for one band of
 output rows of one image at a time: expansion, BatchNorm + ReLU6, depthwise filter and
@@ -276,7 +288,8 @@ touch memory. The depthwise filter needs one input row above and below its band,
 rows are expanded twice.
 
 The result is the layer-by-layer one up to float rounding, since only the GEMMs' columns are
-grouped differently. Below, block 2 runs both ways on a batch of 8, after
+grouped differently. Below, block 2 and block 12 (96 channels of 14x14 at 224 px, expanded
+to 576) run both ways on a batch of 8, after
 `tinymbv2.backend.keep_freed_memory()`, as the benchmarks do: without it, glibc gives every
 array above 32 MiB fresh pages from the system on each call, which the layer-by-layer block
 pays for and the fused one, which never allocates the big tensor, does not.
@@ -284,22 +297,38 @@ pays for and the fused one, which never allocates the big tensor, does not.
 
 # %%
 tinymbv2.backend.keep_freed_memory()       # reuse freed memory (see the text above)
-block, fused_block = model.features[2], fused.features[2]
+late = 12                                  # 14x14 planes at 224 px (7x7 at 112), 96 channels, stride 1
 with tinymbv2.no_grad():
-    h = model.features[1](model.features[0](Tensor(rng.standard_normal((8, 3, res, res)).astype(np.float32))))
-    by_layer, one_pass = (lambda: block(h).data), (lambda: fused_block(h).data)
-    y_layers, y_fused = by_layer(), one_pass()
-    t_layers, t_fused = best_of(by_layer), best_of(one_pass)
-print(f"block 2: input {tuple(h.shape)}, expanded to {block.hidden_dim} channels "
-      f"({8 * block.hidden_dim * h.shape[2] * h.shape[3] * 4 / 2**20:.1f} MiB in float32)")
-print(f"layer by layer {t_layers * 1e3:6.2f} ms | one pass, band by band {t_fused * 1e3:6.2f} ms")
-print(f"max |difference| = {np.abs(y_fused - y_layers).max():.1e}  (outputs up to {np.abs(y_layers).max():.1f})")
+    h = Tensor(rng.standard_normal((8, 3, res, res)).astype(np.float32))
+    block_inputs = {}
+    for i in range(late + 1):              # the blocks' inputs, layer by layer
+        block_inputs[i] = h
+        h = model.features[i](h)
+    block_times = {}
+    for i in (2, late):
+        block, fused_block, h = model.features[i], fused.features[i], block_inputs[i]
+        by_layer, one_pass = (lambda: block(h).data), (lambda: fused_block(h).data)
+        difference = np.abs(one_pass() - by_layer()).max()
+        block_times[i] = median_of(by_layer), median_of(one_pass)
+        print(f"block {i:2d}: input {tuple(h.shape)}, expanded to {block.hidden_dim} channels "
+              f"({h.shape[0] * block.hidden_dim * h.shape[2] * h.shape[3] * 4 / 2**20:.1f} MiB in float32); "
+              f"max |difference| {difference:.1e}")
+        print(f"          layer by layer {block_times[i][0] * 1e3:6.2f} ms | fused {block_times[i][1] * 1e3:6.2f} ms "
+              f"| ratio {block_times[i][0] / block_times[i][1]:.2f}")
+if not TINYMBV2_FAST:
+    assert block_times[2][1] < block_times[2][0], block_times[2]
+    print("checked: block 2 runs faster in one pass than layer by layer (medians of 5)")
 
 # %% [markdown]
 r"""
-The gain is largest in the first blocks, whose expanded tensors are biggest; from 14x14 on
-the tensors fit in cache anyway, and there the numba kernels run the block's layers one after
-the other (with each convolution's BatchNorm and ReLU6 applied while its output is in cache).
+The two blocks gain for different reasons. Block 2's expanded tensor is larger than the
+cache, and band by band it never goes to memory at all. Block 12's 14x14 planes fit in the
+cache anyway; there the numba kernels run the block's layers one after the other (kept
+channels-last, with each convolution's BatchNorm and ReLU6 applied while its output is in
+cache), and what the fused block saves is the separate BatchNorm and ReLU6 passes and the
+Python calls between layers. How large each ratio is depends on the machine (its cache, its
+memory bandwidth, its cores, how busy it is): the cell above prints this run's. At full size it
+checks the claim this section makes, that block 2 is faster in one pass than layer by layer.
 
 ## 14.6 The block's middle as one op, in training
 
@@ -308,7 +337,7 @@ whole batch before they can normalise anything. But it can cut by channel. Betwe
 $1\times1$ convolutions a block runs three per-channel steps on the expanded tensor $e$:
 $a = \mathrm{ReLU6}(\mathrm{BN}_1(e))$, the depthwise filter $d = N(a)$, and
 $h = \mathrm{ReLU6}(\mathrm{BN}_2(d))$. Layer by layer, block 2 at 224 px, batch 8 reads or
-writes its 38.5 MB expanded tensor about sixteen times in one training step: BatchNorm reads
+writes its 36.8 MiB expanded tensor about sixteen times in one training step: BatchNorm reads
 $e$ twice (statistics, then $a$), the filter reads $a$, and so on, and the backward pass does
 as much again. One channel's eight planes are a few hundred KB, which stay in the CPU's cache
 through all three steps.
@@ -351,49 +380,157 @@ seconds = {False: [], True: []}
 for _ in range(5):                         # alternating, each run's arrays let go at once
     for one_op in (False, True):
         seconds[one_op].append(step(one_op)[2])
+stage_ms = {one_op: float(np.median(seconds[one_op])) * 1e3 for one_op in seconds}
 for one_op, name in ((False, "three ops"), (True, "one op   ")):
-    print(f"{name} forward + backward: {min(seconds[one_op]) * 1e3:6.2f} ms")
+    print(f"{name} forward + backward: {stage_ms[one_op]:6.2f} ms (median of 5)")
+print(f"ratio three ops / one op: {stage_ms[False] / stage_ms[True]:.2f}")
+if not TINYMBV2_FAST:
+    assert stage_ms[True] < stage_ms[False], stage_ms
+    print("checked: the one op is faster than the three (medians of 5)")
 print(f"a = ReLU6(BN1(e)) not kept for the backward: {e_np.nbytes / 2**20:.1f} MiB")
 
 # %% [markdown]
 r"""
-The one op is faster because it moves fewer bytes, not because it computes less: it even
-computes $a$ twice. On the 16x16 and smaller planes, which the numba kernels keep
-channels-last, a fused kernel for the same stage was faster alone but made the training step
-slower, so there the numba set runs the three ops: `depthwise_stage_train` is then their
-composition, as the reference kernels define it (the Benchmarks page of the documentation has the
-measured figures). A deep-learning compiler finds fusions like this one by itself; here they
+Where the one op is faster (the cell prints the ratio this run measured, and at full size
+checks that it is above 1), it is because it moves fewer bytes, not because it computes less:
+it even computes $a$ twice. On the 16x16 and smaller planes, which the numba kernels keep
+channels-last, the numba set runs the three ops: `depthwise_stage_train` is then their
+composition, as the reference kernels define it (the Benchmarks page of the documentation
+measures whole training steps). A deep-learning compiler finds fusions like this one by itself; here they
 are written by hand, and the test suite checks them against the separate ops and against
 PyTorch.
 
 ## Exercises
 
-**1.** Fold a model that you trained in chapter 10 (or any model after a few training-mode
-forward passes) and check that its predictions on the test images are unchanged.
+Each exercise gives a function to write and a check that runs it on cases you do not see: it
+prints `correct` or `not yet:` with a hint naming the case that fails.
 
+### Exercise 14.1
+
+Fold an eval-mode BatchNorm into the convolution before it, on plain arrays: given the conv's
+`weight` $(C_o, C_i/g, k_h, k_w)$ and `bias` ($(C_o,)$, or None for a conv without one) and the
+BatchNorm's `gamma`, `beta`, running `mean` and `var` and `eps`, return the folded weight and
+bias of section 14.1's formula. Leave the inputs as they are (they are the model's own arrays).
+"""
+
+# %%
+from tinymbv2.exercises import check_fold_batchnorm
+
+def fold_batchnorm_arrays(weight, bias, gamma, beta, mean, var, eps):
+    """-> (folded weight, same shape as weight; folded bias, shape (C_o,)), NumPy arrays."""
+    raise NotImplementedError("your code here")
+
+check_fold_batchnorm(fold_batchnorm_arrays)
+
+# %% [markdown]
+r"""
 <details><summary>Solution</summary>
 
 ```python
-small = mobilenet_v2(width_mult=0.35, num_classes=10, in_channels=1, small_input=True, seed=0)
-imgs = Tensor(rng.standard_normal((16, 1, 28, 28)).astype(np.float32))
-with tinymbv2.no_grad():
-    for _ in range(5):
-        small.train()(imgs)                       # move the running statistics
-    small.eval()
-    print(np.abs(small(imgs).data - fold_batchnorm(small)(imgs).data).max())
+def fold_batchnorm_arrays(weight, bias, gamma, beta, mean, var, eps):
+    s = gamma / np.sqrt(var + eps)                      # one scale per output channel
+    b = 0.0 if bias is None else bias
+    return weight * s.reshape(-1, 1, 1, 1), s * (b - mean) + beta
 ```
+
+The scale multiplies output channel $o$'s whole filter, `weight[o]`, whatever the groups (a
+depthwise conv has one input channel per filter, so axis 1 has size 1 there). `weight *= ...`
+would change the model's weights in place: the plain model would then apply the scale twice.
+A BatchNorm *before* a conv could be folded into that conv too (scale its input channels,
+axis 1), but not across a ReLU6, and with zero padding the borders would come out wrong.
 
 </details>
 
-**2.** Can a BatchNorm that comes *before* a convolution be folded into it? What about one
-followed by a ReLU6 before the next convolution?
+### Exercise 14.2
 
+Section 5.1 of the paper, by hand: write `sliced_block`, the block below (expansion, ReLU6,
+depthwise $3\times3$, ReLU6, projection; BatchNorm left out) computed in `m` slices of its hidden
+channels, $F(x) = \sum_i B_i(N(A_i(x)))$, so that only one slice of the wide tensor is alive at a
+time. The check compares the result with `block` for several `m` (not all dividing the hidden
+width) and measures the peak memory with `tracemalloc`, as section 14.3 does: with 8 slices it
+must stay well below what the whole hidden tensor would need.
+"""
+
+# %%
+from tinymbv2.exercises import check_sliced_block
+
+def relu6(a):
+    return np.clip(a, 0.0, 6.0)
+
+def pointwise(a, w):
+    """1x1 conv: (N, C_in, H, W), w (C_out, C_in) -> (N, C_out, H, W)."""
+    return np.einsum("oc,nchw->nohw", w, a)
+
+def depthwise3x3(a, w):
+    """Depthwise 3x3 conv, stride 1, padding 1: (N, C, H, W), w (C, 3, 3) -> (N, C, H, W)."""
+    h, wd = a.shape[2:]
+    p = np.pad(a, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    return sum(w[None, :, i, j, None, None] * p[:, :, i:i + h, j:j + wd] for i in range(3) for j in range(3))
+
+def block(x, w_expand, w_dw, w_project):
+    """The whole block at once: w_expand (hidden, C_in), w_dw (hidden, 3, 3), w_project (C_out, hidden)."""
+    return pointwise(relu6(depthwise3x3(relu6(pointwise(x, w_expand)), w_dw)), w_project)
+
+def sliced_block(x, w_expand, w_dw, w_project, m):
+    """block(x, ...) computed over m slices of the hidden channels; same result."""
+    raise NotImplementedError("your code here")
+
+check_sliced_block(sliced_block)
+
+# %% [markdown]
+r"""
 <details><summary>Solution</summary>
 
-Before a convolution, yes: the affine map $x \mapsto s x + t$ can be pushed into the next
-conv's weights and bias (scale the input-channel columns by $s$, add $W * t$ to the bias),
-except that zero padding would then pad with the wrong value at the borders. Across a
-ReLU6, no: the non-linearity sits between the two linear maps.
+```python
+def sliced_block(x, w_expand, w_dw, w_project, m):
+    out = 0.0
+    for sl in np.array_split(np.arange(w_expand.shape[0]), m):    # covers every channel
+        hidden = relu6(depthwise3x3(relu6(pointwise(x, w_expand[sl])), w_dw[sl]))
+        out = out + pointwise(hidden, w_project[:, sl])          # B_i: the projection's columns
+    return out
+```
+
+Expansion and depthwise filter treat each hidden channel on its own, and the projection is
+linear, so its sum over all hidden channels splits into sums over the slices. Computing every
+slice first and concatenating them would give the same numbers and save nothing.
+
+</details>
+
+### Exercise 14.3
+
+Timing done right, as this chapter's cells do it: call `fn` once untimed (the first call
+compiles Numba's kernels), then time `repeat` calls one by one and return the **median**, which
+one slow run (the machine busy with something else) does not move. Read the time from
+`clock` (it is `time.perf_counter` in real use; the check gives a fake one).
+"""
+
+# %%
+from tinymbv2.exercises import check_median_time
+
+def median_time(fn, repeat, clock=time.perf_counter):
+    """Seconds per call of fn(): the median of `repeat` timed calls after one warm-up call."""
+    raise NotImplementedError("your code here")
+
+check_median_time(median_time)
+
+# %% [markdown]
+r"""
+<details><summary>Solution</summary>
+
+```python
+def median_time(fn, repeat, clock=time.perf_counter):
+    fn()                                    # warm-up: compiles, fills caches
+    times = []
+    for _ in range(repeat):
+        start = clock()
+        fn()
+        times.append(clock() - start)
+    return float(np.median(times))
+```
+
+The minimum is the other common choice (the run least disturbed); the mean is the one to
+avoid, since a single interrupted run drags it up. Either way, compare two programs only from
+timings taken on the same machine in the same state, one after the other or interleaved.
 
 </details>
 """

@@ -84,6 +84,8 @@ if GPU:
     for name, fn in checks.items():
         ours, ref = cupy.asnumpy(fn(cupy_set, cupy.asarray)), fn(reference, np.asarray)
         print(f"{name:28s} max |cupy - reference| = {np.abs(ours - ref).max():.1e}")
+        assert np.abs(ours - ref).max() < 1e-9 * max(1.0, np.abs(ref).max()), name   # float64 inputs
+    print("checked: every kernel agrees with the reference kernels to float64 rounding")
 
 # %% [markdown]
 r"""
@@ -102,6 +104,7 @@ if GPU:
         y_cpu = cpu_model(Tensor(xb[:8])).data
         y_gpu = cupy.asnumpy(gpu_model(Tensor(cupy.asarray(xb[:8]))).data)
     print(f"eval logits, max |GPU - CPU| = {np.abs(y_gpu - y_cpu).max():.1e}")
+    assert np.abs(y_gpu - y_cpu).max() < 1e-4 * max(1.0, np.abs(y_cpu).max())
 
     def step_time(model, xs, device_sync, steps=3):
         model.train()
@@ -118,40 +121,137 @@ if GPU:
     t_cpu = step_time(cpu_model, xb[:16], lambda: None, steps=1) * batch / 16
     print(f"training step, batch {batch} at 96x96: GPU {t_gpu * 1e3:.0f} ms, "
           f"CPU (Numba, scaled from 16 images) {t_cpu * 1e3:.0f} ms, speed-up {t_cpu / t_gpu:.0f}x")
+    assert t_gpu < t_cpu, (t_gpu, t_cpu)
+    print("checked: the GPU's training step is faster than the CPU's")
 
 # %% [markdown]
 r"""
 ## Exercises
 
-**1.** (With a GPU.) Time the depthwise forward kernel alone on a $(64, 144, 56, 56)$ float32
-input, on the GPU and with the Numba kernel, and compute the effective memory bandwidth of
-the GPU kernel (bytes read and written divided by the time).
+These run on any machine: none needs a GPU. Each gives a function to write and a check that
+runs it on cases you do not see: it prints `correct` or `not yet:` with a hint naming the case
+that fails.
 
+### Exercise 15.1
+
+Be one GPU thread. Write, in plain Python, what thread `idx` of the `dw_forward` kernel printed
+in 15.1 computes: decode `idx` into the output element `(n, c, oh, ow)` (row-major, `ow`
+fastest), then sum its window, skipping the taps that fall outside the input. The check
+compares with the reference kernels' depthwise convolution.
+"""
+
+# %%
+from tinymbv2.exercises import check_dw_thread
+
+def dw_thread(x, w, idx, stride, padding):
+    """The output value thread idx computes.
+
+    x: (N, C, H, W); w: (C, 1, kh, kw); idx: a flat index into the output (N, C, Ho, Wo);
+    stride (sh, sw); padding (ph, pw). Returns a float.
+    """
+    raise NotImplementedError("your code here")
+
+check_dw_thread(dw_thread)
+
+# %% [markdown]
+r"""
 <details><summary>Solution</summary>
 
 ```python
-from tinymbv2.kernels import kernel_set
-cupy_set = kernel_set("cupy")
-x = np.random.default_rng(0).standard_normal((64, 144, 56, 56)).astype(np.float32)
-w = np.random.default_rng(1).standard_normal((144, 1, 3, 3)).astype(np.float32)
-xg, wg = cupy.asarray(x), cupy.asarray(w)
-cupy_set.depthwise_conv2d_forward(xg, wg, (1, 1), (1, 1)); cupy.cuda.Device().synchronize()
-t0 = time.perf_counter()
-for _ in range(10):
-    cupy_set.depthwise_conv2d_forward(xg, wg, (1, 1), (1, 1))
-cupy.cuda.Device().synchronize(); t = (time.perf_counter() - t0) / 10
-print(f"{t * 1e3:.2f} ms, {2 * x.nbytes / t / 1e9:.0f} GB/s")
+def dw_thread(x, w, idx, stride, padding):
+    _, C, H, W = x.shape
+    kh, kw = w.shape[2:]
+    (sh, sw), (ph, pw) = stride, padding
+    Ho, Wo = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    ow, t = idx % Wo, idx // Wo
+    oh, t = t % Ho, t // Ho
+    c, n = t % C, t // C
+    acc = 0.0
+    for i in range(kh):
+        h = oh * sh - ph + i
+        if not 0 <= h < H:
+            continue                      # a zero of the padding
+        for j in range(kw):
+            v = ow * sw - pw + j
+            if 0 <= v < W:
+                acc += w[c, 0, i, j] * x[n, c, h, v]
+    return acc
 ```
+
+In Python, `x[n, c, -1, v]` is the last row, not an error and not a zero: the bounds test is
+what makes the padding zero, here as in CUDA. On the GPU thousands of threads run this body at
+once, each with its own `idx`; consecutive threads take consecutive `ow`, so they read
+neighbouring addresses of `x`, which the memory system serves together.
 
 </details>
 
-**2.** Why does the library keep the model's code free of `if device == "cuda"` branches?
+### Exercise 15.2
 
+The library launches every kernel as a 1-D grid of blocks of 256 threads with a grid-stride
+loop (thread $t$ handles elements $t, t + G, t + 2G, \dots$ with $G$ = grid $\times$ block
+threads), and caps the grid at $2^{20}$ blocks. Write `launch_geometry(total, block, max_grid)`:
+the number of blocks for `total` elements, and how many times the busiest thread goes round
+the loop.
+"""
+
+# %%
+from tinymbv2.exercises import check_launch_geometry
+
+def launch_geometry(total, block=256, max_grid=2**20):
+    """-> (grid, trips): blocks launched (0 for no work), loop trips of the busiest thread."""
+    raise NotImplementedError("your code here")
+
+check_launch_geometry(launch_geometry)
+
+# %% [markdown]
+r"""
 <details><summary>Solution</summary>
 
-Because every op asks `get_array_module` which array library owns its inputs and the kernel
-dispatcher picks the kernel set from the arrays, the same model, loss and optimizer code runs
-on both devices; a branch per device in every layer would double the code to read and test.
+```python
+def launch_geometry(total, block=256, max_grid=2**20):
+    grid = min(-(-total // block), max_grid)                 # ceil(total / block), capped
+    trips = -(-total // (grid * block)) if grid else 0       # ceil(total / threads)
+    return grid, trips
+```
+
+`-(-a // b)` is the integer ceiling, exact for any size (a float `math.ceil(a / b)` can round
+wrongly beyond $2^{53}$). Below the cap each thread does one trip; above it, the loop lets a
+fixed grid cover any size, so the launch never needs more blocks than the GPU can schedule.
+
+</details>
+
+### Exercise 15.3
+
+Code that runs on both devices takes its array module from its inputs (`xp =
+get_array_module(labels)` in the library) and makes every new array with `xp`. Write
+`one_hot(labels, num_classes, xp)` that way: a float32 array of shape `(N, num_classes)` with
+a 1 at `[i, labels[i]]`. The check runs it with NumPy, with a stand-in for CuPy whose arrays,
+like CuPy's, refuse to mix with NumPy's, and with CuPy itself where there is a GPU.
+"""
+
+# %%
+from tinymbv2.exercises import check_one_hot
+
+def one_hot(labels, num_classes, xp):
+    """labels: (N,) ints, an array of xp (numpy or cupy). Returns (N, num_classes) float32, of xp."""
+    raise NotImplementedError("your code here")
+
+check_one_hot(one_hot)
+
+# %% [markdown]
+r"""
+<details><summary>Solution</summary>
+
+```python
+def one_hot(labels, num_classes, xp):
+    out = xp.zeros((labels.shape[0], num_classes), dtype=xp.float32)
+    out[xp.arange(labels.shape[0]), labels] = 1
+    return out
+```
+
+`np.zeros` here would make the result in the computer's memory while the labels are on the
+GPU, and indexing one with the other fails: CuPy refuses to copy its arrays to the host
+implicitly. With `xp` the same lines run on either device.
 
 </details>
 """

@@ -1,4 +1,143 @@
-"""Checks for the exercises of chapter 12. Hyper-parameter search: grid vs random."""
+"""Checks for the exercises of chapter 12. Hyper-parameter search: grid vs random.
+
+* ``check_log_uniform``: drawing a scale (a learning rate) log-uniformly from a given generator;
+* ``check_best_trial``: choosing the winner of a search on the validation split only;
+* ``check_trials_needed``: how many random trials make landing in the top fraction likely.
+"""
 from __future__ import annotations
 
-__all__: list[str] = []
+import math
+
+import numpy as np
+
+from .checking import Hint, exercise, expect_equal
+
+__all__ = ["check_log_uniform", "check_best_trial", "check_trials_needed"]
+
+
+@exercise
+def check_log_uniform(log_uniform) -> int:
+    """``log_uniform(lo, hi, n, rng)`` must return ``n`` floats whose logarithm is uniform on
+    ``[log lo, log hi]``, drawn from ``rng`` (a ``numpy.random.Generator``).
+
+    Checked on three ranges with 20,000 draws each: the shape ``(n,)``; every value inside
+    ``[lo, hi]``; the mean and standard deviation of ``log10`` of the draws (the midpoint and
+    the width over sqrt(12), within six standard errors); that the same seed gives the same
+    draws and another seed other draws. Hints name the usual slips: the logarithms returned
+    instead of the values, a uniform draw on ``[lo, hi]``, the global ``np.random`` used
+    instead of ``rng``.
+    """
+    n = 20_000
+    for lo, hi in ((1e-4, 1.0), (1e-6, 1e-2), (0.5, 2.0)):
+        case = f"log_uniform({lo:g}, {hi:g}, n={n})"
+        x = np.asarray(log_uniform(lo, hi, n, np.random.default_rng(3)), dtype=np.float64)
+        expect_equal(x.shape, (n,), f"{case}: the shape")
+        a, b = math.log10(lo), math.log10(hi)
+        if not ((x >= lo) & (x <= hi)).all():
+            for base, name in ((10.0, "log10"), (math.e, "ln")):
+                la, lb = math.log(lo, base), math.log(hi, base)
+                if ((x >= la - 1e-9) & (x <= lb + 1e-9)).all():
+                    raise Hint(f"{case}: every value lies in [{name}(lo), {name}(hi)] = "
+                               f"[{la:.3g}, {lb:.3g}]: you returned the logarithms; raise "
+                               f"{'10' if base == 10 else 'e'} to them")
+            bad = x[(x < lo) | (x > hi)][0]
+            raise Hint(f"{case}: the value {bad:.4g} is outside [{lo:g}, {hi:g}]")
+        logs = np.log10(x)
+        mid, std = (a + b) / 2, (b - a) / math.sqrt(12)
+        if abs(logs.mean() - mid) > 6 * std / math.sqrt(n):
+            uniform = abs(np.median(x) - (lo + hi) / 2) < 0.05 * (hi - lo)
+            raise Hint(f"{case}: the mean of log10(draws) is {logs.mean():.3f}, expected "
+                       f"{mid:.3f} (the midpoint of [{a:g}, {b:g}])"
+                       + ("; your median is near (lo + hi) / 2, as a uniform draw on [lo, hi] "
+                          "gives: draw the exponent uniformly instead" if uniform else ""))
+        if abs(logs.std() - std) > 0.05 * std:
+            raise Hint(f"{case}: the standard deviation of log10(draws) is {logs.std():.3f}, "
+                       f"expected {std:.3f} (the width of [{a:g}, {b:g}] over sqrt(12))")
+    same = [np.asarray(log_uniform(1e-4, 1.0, 5, np.random.default_rng(11))) for _ in range(2)]
+    if not np.array_equal(same[0], same[1]):
+        raise Hint("two calls with np.random.default_rng(11) gave different draws: draw from "
+                   "the rng you are given (rng.uniform), so that a seed reproduces the search")
+    other = np.asarray(log_uniform(1e-4, 1.0, 5, np.random.default_rng(12)))
+    if np.array_equal(same[0], other):
+        raise Hint("seeds 11 and 12 gave the same draws: draw from the rng you are given")
+    return 5
+
+
+def _rows(val, test):
+    return [{"trial": i + 1, "lr": 10.0 ** -(i + 1), "val_acc": v, "test_acc": t}
+            for i, (v, t) in enumerate(zip(val, test))]
+
+
+@exercise
+def check_best_trial(best_trial) -> int:
+    """``best_trial(rows)`` must return the row (a dict) with the highest ``val_acc``, skipping
+    trials that diverged (``val_acc`` None), keeping the earlier trial on a tie, and return
+    None when every trial diverged.
+
+    The cases: a search whose best test accuracy is another trial than its best validation
+    accuracy (choosing on the test split gets its own hint); a diverged trial first and in the
+    middle; a tie; a single trial; every trial diverged.
+    """
+    cases = [
+        ("test and validation disagree", _rows([0.80, 0.91, 0.88], [0.83, 0.86, 0.93]), 1),
+        ("the first trial diverged", _rows([None, 0.62, 0.95, 0.40], [None, 0.6, 0.9, 0.5]), 2),
+        ("a trial in the middle diverged", _rows([0.70, None, 0.75], [0.71, None, 0.72]), 2),
+        ("two trials tie", _rows([0.85, 0.90, 0.90], [0.93, 0.88, 0.86]), 1),
+        ("a single trial", _rows([0.50], [0.52]), 0),
+    ]
+    for name, rows, want in cases:
+        try:
+            got = best_trial([dict(r) for r in rows])
+        except TypeError as exc:
+            if any(r["val_acc"] is None for r in rows):
+                raise Hint(f"{name}: your code raised TypeError ({exc}): a diverged trial has "
+                           f"val_acc None; leave it out before comparing") from None
+            raise
+        if got is None or not isinstance(got, dict):
+            raise Hint(f"{name}: expected the best row (a dict), got {got!r}")
+        if got.get("trial") == rows[want]["trial"]:
+            continue
+        by_test = max((r for r in rows if r["test_acc"] is not None), key=lambda r: r["test_acc"])
+        if got.get("trial") == by_test["trial"]:
+            raise Hint(f"{name}: you chose trial {got['trial']}, the best on the test split; "
+                       f"choose on the validation split (val_acc): a test score that picked the "
+                       f"winner no longer estimates its accuracy on new data")
+        if name == "two trials tie":
+            raise Hint(f"{name}: trials 2 and 3 both have val_acc 0.90; keep the earlier one, "
+                       f"trial 2, as max() does (you gave trial {got.get('trial')})")
+        raise Hint(f"{name}: you chose trial {got.get('trial')} (val_acc {got.get('val_acc')}), "
+                   f"expected trial {rows[want]['trial']} (val_acc {rows[want]['val_acc']})")
+    got = best_trial(_rows([None, None], [None, None]))
+    expect_equal(got, None, "every trial diverged: the best")
+    return len(cases) + 1
+
+
+@exercise
+def check_trials_needed(trials_needed) -> int:
+    """``trials_needed(top, confidence)`` must return the smallest ``n`` such that ``n``
+    independent random trials land at least one in the best fraction ``top`` of the space
+    with probability at least ``confidence``: ``1 - (1 - top) ** n >= confidence``.
+
+    Checked on six (top, confidence) pairs, among them the classic 5% / 95% (59 trials). A
+    wrong ``n`` gets the probability it actually gives, so too few (a floor instead of a
+    ceiling) and one too many are told apart.
+    """
+    cases = [(0.05, 0.95), (0.01, 0.99), (0.1, 0.9), (0.2, 0.5), (0.02, 0.8), (0.3, 0.999)]
+    for top, confidence in cases:
+        expected = math.ceil(math.log(1 - confidence) / math.log(1 - top))
+        got = trials_needed(top, confidence)
+        case = f"trials_needed(top={top:g}, confidence={confidence:g})"
+        if not isinstance(got, (int, np.integer)):
+            if isinstance(got, float) and got.is_integer():
+                got = int(got)
+            else:
+                raise Hint(f"{case}: expected a whole number of trials, got {got!r}")
+        if got == expected:
+            continue
+        chance = 1 - (1 - top) ** got
+        if chance < confidence:
+            raise Hint(f"{case}: with {got} trials the chance is only {chance:.4f} < "
+                       f"{confidence:g}; round the number of trials up, not down")
+        raise Hint(f"{case}: {got - 1} trials already give {1 - (1 - top) ** (got - 1):.4f} "
+                   f">= {confidence:g}; you gave {got}, expected {expected}")
+    return len(cases)
