@@ -1,4 +1,4 @@
-# Two commands do everything on a fresh machine: `make demo` and `make test`.
+# Three commands do everything on a fresh machine: `make demo`, `make test` and `make lab`.
 # Each creates .venv and installs what it needs (the stamps make reruns instant).
 PYTHON ?= python3
 VENV   := .venv
@@ -7,6 +7,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 RUNTIME_STAMP := $(VENV)/.runtime-installed
 TEST_STAMP    := $(VENV)/.test-installed
 WARMUP_STAMP  := $(VENV)/.kernels-warmed-up
+COURSE_STAMP  := $(VENV)/.course-installed
 KERNEL_SOURCES := $(shell find tinymbv2/kernels/numba -name '*.py')
 
 # The demo recipe (see README): small-input MobileNetV2-0.5 on 5,000 MNIST digits.
@@ -15,7 +16,7 @@ DEMO_ARGS ?= --dataset mnist5k --width 0.5 --epochs 14 --batch-size 64 --optimiz
 
 DOCS_ENV := NO_MKDOCS_2_WARNING=1   # hides Material's end-of-life banner
 
-.PHONY: demo test docs docs-full serve-docs notebooks bench clean
+.PHONY: demo test lab docs docs-full serve-docs notebooks bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +28,10 @@ $(RUNTIME_STAMP): pyproject.toml | $(PY)
 
 $(TEST_STAMP): pyproject.toml | $(PY)
 	$(PIP) install --quiet -e ".[test,docs]"
+	touch $(RUNTIME_STAMP) $@
+
+$(COURSE_STAMP): pyproject.toml | $(PY)
+	$(PIP) install --quiet -e ".[course]"
 	touch $(RUNTIME_STAMP) $@
 
 # Numba compiles the kernels on first use, about a minute; `tinymbv2 warmup` does it here,
@@ -42,15 +47,26 @@ test: $(TEST_STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 
+# JupyterLab prints the URL to open, with its token. Without a browser, or from another
+# machine: make lab JUPYTER_ARGS="--no-browser --ip 0.0.0.0" (as root add --allow-root).
+JUPYTER_ARGS ?=
+lab: $(COURSE_STAMP)       ## the course's chapters in JupyterLab
+	$(PY) -m jupyter lab $(JUPYTER_ARGS) notebooks/
+
 notebooks: $(TEST_STAMP)   ## regenerate notebooks/*.ipynb from notebooks/src/*.py
 	$(PY) notebooks/_build.py
 
-docs: $(TEST_STAMP)        ## run changed chapters in fast mode, then build site/
+# The site shows each chapter's stored full-size run (notebooks/executed/, committed) when
+# that ran the chapter's current source. `make docs` runs the other chapters in fast mode
+# (into build/notebooks/), and their pages say so at the top. `make docs-full` runs every
+# chapter at full size and stores it; `make docs-full CHAPTERS="10 12"` only those.
+CHAPTERS ?=
+docs: $(TEST_STAMP)        ## build site/; chapters without a current stored run in fast mode
 	$(PY) notebooks/_execute.py --fast
 	$(DOCS_ENV) $(PY) -m mkdocs build --strict
 
-docs-full: $(TEST_STAMP)   ## full-size chapter runs for publishing (tens of minutes)
-	$(PY) notebooks/_execute.py --force
+docs-full: $(TEST_STAMP)   ## store full-size runs of the chapters (tens of minutes), build site/
+	$(PY) notebooks/_execute.py --full $(if $(CHAPTERS),$(CHAPTERS),--force)
 	$(DOCS_ENV) $(PY) -m mkdocs build --strict
 
 serve-docs: docs

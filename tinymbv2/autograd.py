@@ -1,23 +1,25 @@
-"""A small reverse-mode automatic differentiation engine.
+r"""A small reverse-mode automatic differentiation engine.
 
-A :class:`Tensor` wraps an array (NumPy, or CuPy on the GPU). Every operation
-on tensors that need gradients records a node: the :class:`Function` that made
-the output, a context holding what its backward pass needs, and the input
-tensors. ``loss.backward()`` then walks those nodes from the output back to the
-leaves in reverse topological order, and each node turns the gradient of its
-output into gradients of its inputs (the chain rule):
+A [Tensor][tinymbv2.autograd.Tensor] wraps an array (NumPy, or CuPy on the GPU). Every
+operation on tensors that need gradients records a node: the
+[Function][tinymbv2.autograd.Function] that made the output, a context holding what its
+backward pass needs, and the input tensors. ``loss.backward()`` then walks those nodes
+from the output back to the leaves in reverse topological order, and each node turns the
+gradient of its output into gradients of its inputs (the chain rule):
 
-    dL/dx = backward(ctx, dL/dy)
+$$
+\frac{\partial L}{\partial x} = \text{backward}(\text{ctx}, \frac{\partial L}{\partial y})
+$$
 
 Gradients of a tensor used in several places are summed, which is the
 multivariate chain rule. The walk is iterative, so a chain of 100,000 ops does
 not hit Python's recursion limit.
 
 The ops themselves (with their derivatives, micrograd style: backward right
-beside forward) live in :mod:`tinymbv2.functional`; this file holds the engine.
+beside forward) live in ``tinymbv2.functional``; this file holds the engine.
 Tensor's arithmetic operators and methods (``a + b``, ``x @ w``, ``x[i]``,
 ``x.sum()``, ...) call those ops, so they are defined there too
-(:mod:`tinymbv2.functional.tensor_methods`) and installed on :class:`Tensor` when
+([tinymbv2.functional.tensor_methods][]) and installed on Tensor when
 the package starts (``tinymbv2/__init__.py``), as DeZero's ``setup_variable()``
 does: the engine never imports the ops, which import the engine.
 """
@@ -75,6 +77,11 @@ class Context:
         self.needs_input_grad = ()
 
     def save_for_backward(self, *arrays) -> None:
+        """Keep arrays for the backward pass (read back as ``saved_tensors``).
+
+        Args:
+            *arrays: The arrays the backward needs, in the order it reads them.
+        """
         self.saved = arrays
 
     @property
@@ -98,26 +105,54 @@ class Context:
 class Function:
     """Base class of differentiable operations.
 
-    Subclasses define two static methods working on raw arrays::
-
-        forward(ctx, *inputs, **options) -> output array
-        backward(ctx, grad_output) -> one gradient per positional input
-                                      (None for inputs that are not tensors)
-
-    and are called through ``apply``, which unwraps tensors, runs forward and,
-    when any input requires a gradient, records the node in the graph.
+    Subclasses define two static methods working on raw arrays,
+    [forward][tinymbv2.autograd.Function.forward] and
+    [backward][tinymbv2.autograd.Function.backward], and are called through
+    [apply][tinymbv2.autograd.Function.apply], which unwraps tensors, runs forward and, when
+    any input requires a gradient, records the node in the graph.
     """
 
     @staticmethod
     def forward(ctx, *args, **kwargs):
+        """Compute the output array from the input arrays (a subclass defines it).
+
+        Args:
+            ctx: The [Context][tinymbv2.autograd.Context] to keep what backward needs in.
+            *args: The inputs, Tensors unwrapped to their arrays (other values as given).
+            **kwargs: The op's options (stride, eps, ...).
+
+        Returns:
+            The output array.
+        """
         raise NotImplementedError
 
     @staticmethod
     def backward(ctx, grad):
+        r"""Map the output's gradient to one gradient per positional input (a subclass defines it).
+
+        Args:
+            ctx: The [Context][tinymbv2.autograd.Context] forward filled.
+            grad: $\partial L / \partial y$, the gradient of the loss with respect to the output
+                (an array of the output's shape).
+
+        Returns:
+            One gradient per positional input of forward, an array of that input's shape (a
+            tuple when there are several), None for inputs that are not tensors or need no
+            gradient (``ctx.needs_input_grad`` says which).
+        """
         raise NotImplementedError
 
     @classmethod
     def apply(cls, *args, **kwargs) -> "Tensor":
+        """Run the op on Tensors and, when any input requires a gradient, record it in the graph.
+
+        Args:
+            *args: The inputs; Tensors are unwrapped to their arrays for forward.
+            **kwargs: The op's options, passed to forward as they are.
+
+        Returns:
+            The output Tensor (requiring a gradient when an input does and grad mode is on).
+        """
         ctx = Context()
         raw = [a.data if isinstance(a, Tensor) else a for a in args]
         ctx.needs_input_grad = tuple(isinstance(a, Tensor) and a.requires_grad for a in args)
@@ -134,7 +169,13 @@ class Function:
 
 
 class Node:
-    """One recorded operation: the function, its context and its inputs."""
+    """One recorded operation: the function, its context and its inputs.
+
+    Args:
+        function: The Function subclass that made the output.
+        ctx: Its [Context][tinymbv2.autograd.Context].
+        inputs: The positional inputs of apply, Tensors and other values.
+    """
 
     __slots__ = ("function", "ctx", "inputs")
 
@@ -150,16 +191,19 @@ class Node:
 class Tensor:
     """An array with an optional gradient and a link to the op that made it.
 
-    ``Tensor(data, requires_grad=False, dtype=None)``: ``data`` is an array,
-    a number or a (nested) list. Python numbers and lists become float32,
-    arrays keep their dtype (float64 stays float64). Only floating tensors
-    can require gradients.
+    Python numbers and lists become float32, arrays keep their dtype (float64 stays
+    float64). Only floating tensors can require gradients.
 
     Arithmetic (``+ - * / ** @``, ``x[i]``, ``.sum()``, ``.reshape()``, ...) is
-    installed at package start-up from :mod:`tinymbv2.functional.tensor_methods`
+    installed at package start-up from [tinymbv2.functional.tensor_methods][]
     (each calls the differentiable op of the same name; ``TENSOR_METHODS`` there lists
     them, where an editor's go-to-definition cannot follow ``x + y``). Comparisons are
     here: they give plain boolean arrays and have no gradient.
+
+    Args:
+        data: An array (NumPy or CuPy, used as it is), a number or a (nested) list.
+        requires_grad: Whether ``backward`` computes a gradient for it.
+        dtype: Cast to this dtype; None: as described above.
     """
 
     __array_priority__ = 100  # so that ndarray + Tensor calls Tensor.__radd__
@@ -201,6 +245,14 @@ class Tensor:
         return len(self.data)
 
     def requires_grad_(self, flag: bool = True) -> "Tensor":
+        """Set whether this tensor requires a gradient, in place; returns self.
+
+        Args:
+            flag: True to require one.
+
+        Raises:
+            TypeError: The tensor is not floating and ``flag`` is True.
+        """
         if flag and self.data.dtype.kind != "f":
             raise TypeError(
                 f"Tensor.requires_grad_: only floating tensors can require gradients, "
@@ -223,12 +275,21 @@ class Tensor:
         return Tensor(self.data)
 
     def to(self, device: str) -> "Tensor":
-        """This tensor's data on ``device`` ("cpu": NumPy, "cuda": CuPy), as a new leaf.
+        """This tensor's data on ``device``, as a new leaf.
 
         ``requires_grad`` is kept; ``grad`` is not copied. Already there: ``self``
         itself (as PyTorch). The move is not recorded in the graph, so moving a
         non-leaf that requires grad is an error: move the inputs and parameters
         (``model.to("cuda")``) before computing.
+
+        Args:
+            device: ``"cpu"`` (NumPy) or ``"cuda"`` (CuPy on the current GPU).
+
+        Returns:
+            The tensor on ``device``.
+
+        Raises:
+            RuntimeError: The tensor is a non-leaf that requires grad.
         """
         if device == self.device:
             return self
@@ -277,10 +338,19 @@ class Tensor:
 
     # -- the reverse walk ---------------------------------------------------
     def backward(self, grad=None, retain_graph: bool = False) -> None:
-        """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf that requires it.
+        r"""Accumulate $\partial\,\text{self} / \partial\,\text{leaf}$ into ``leaf.grad``.
 
-        ``grad`` is the upstream gradient dL/d(self); it may be omitted only for a
-        tensor with one element (then it is 1).
+        Every leaf that requires a gradient gets one (added to what it holds).
+
+
+        Args:
+            grad: The upstream gradient $\partial L / \partial\,\text{self}$, of this tensor's
+                shape; it may be omitted only for a tensor with one element (then it is 1).
+            retain_graph: Keep the saved arrays, so that the graph can be walked again.
+
+        Raises:
+            RuntimeError: The tensor does not require grad, ``grad`` is omitted for a tensor of
+                several elements or has another shape, or the graph was already walked and freed.
         """
         if not self.requires_grad:
             raise RuntimeError(
@@ -368,5 +438,14 @@ def _topological_order(root: Tensor) -> list[Tensor]:
 
 
 def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:
-    """``tinymbv2.tensor(...)``: same as ``Tensor(...)``, PyTorch's spelling."""
+    """``tinymbv2.tensor(...)``: same as ``Tensor(...)``, PyTorch's spelling.
+
+    Args:
+        data: An array, a number or a (nested) list.
+        requires_grad: Whether ``backward`` computes a gradient for it.
+        dtype: Cast to this dtype; None: arrays keep theirs, numbers and lists become float32.
+
+    Returns:
+        The new leaf [Tensor][tinymbv2.autograd.Tensor].
+    """
     return Tensor(data, requires_grad=requires_grad, dtype=dtype)

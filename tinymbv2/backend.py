@@ -1,13 +1,13 @@
 """Which array library and which CPU kernel set are active.
 
 Layer 1 of the package. It names the active CPU kernel set, and
-:func:`tinymbv2.kernels.kernels_for` (layer 2) hands out the set of that name, so
+[kernels_for][tinymbv2.kernels.kernels_for] (layer 2) hands out the set of that name, so
 ``tinymbv2.use_kernels("reference")`` swaps every convolution and BatchNorm in the
 network at once. The sets (``kernels/``):
 
-* ``"reference"`` -- NumPy, written to be read; what the course teaches.
-* ``"numba"``     -- ``@njit`` kernels for fast CPU training (the default).
-* ``"cupy"``      -- CUDA kernels through CuPy; chosen automatically for
+* ``"reference"``: NumPy, written to be read; what the course teaches.
+* ``"numba"``: ``@njit`` kernels for fast CPU training (the default).
+* ``"cupy"``: CUDA kernels through CuPy; chosen automatically for
   arrays that live on the GPU, whichever CPU set is active.
 """
 from __future__ import annotations
@@ -22,8 +22,14 @@ _active_cpu_set = "numba"
 class use_kernels:
     """Select the CPU kernel set; works as a plain call and as a context manager.
 
-    >>> tinymbv2.use_kernels("reference")          # from now on
-    >>> with tinymbv2.use_kernels("numba"): ...    # only inside the block
+        tinymbv2.use_kernels("reference")          # from now on
+        with tinymbv2.use_kernels("numba"): ...    # only inside the block
+
+    Args:
+        name: ``"reference"`` or ``"numba"``.
+
+    Raises:
+        ValueError: Another name.
     """
 
     def __init__(self, name: str):
@@ -50,7 +56,14 @@ def active_kernel_set() -> str:
 
 
 def get_array_module(*arrays):
-    """``cupy`` if any argument is a CuPy array, else ``numpy`` (DeZero style)."""
+    """``cupy`` if any argument is a CuPy array, else ``numpy`` (DeZero style).
+
+    Args:
+        *arrays: Arrays, Tensors' data, numbers or None.
+
+    Returns:
+        The module: ``numpy`` or ``cupy``.
+    """
     for a in arrays:
         if type(a).__module__.startswith("cupy"):
             import cupy
@@ -60,9 +73,19 @@ def get_array_module(*arrays):
 
 
 def to_device(array, device: str, who: str):
-    """``array`` on ``device``: "cpu" (NumPy) or "cuda" (CuPy on the current GPU).
+    """``array`` on ``device``: ``"cpu"`` (NumPy) or ``"cuda"`` (CuPy on the current GPU).
 
-    ``who`` names the caller in the error raised when CuPy or a GPU is missing.
+    Args:
+        array: A NumPy or CuPy array.
+        device: ``"cpu"`` or ``"cuda"``.
+        who: The caller, named in the error raised when CuPy or a GPU is missing.
+
+    Returns:
+        The array on ``device`` (itself when it is already there).
+
+    Raises:
+        ValueError: Another device.
+        RuntimeError: ``"cuda"`` is asked for without CuPy or a GPU.
     """
     if device not in ("cpu", "cuda"):
         raise ValueError(f"{who}: expected device 'cpu' or 'cuda', got {device!r}")

@@ -5,20 +5,20 @@ stepping into ``model(x)`` follows a batch through every convolution, BatchNorm 
 ReLU6. Run that way, each layer reads its input from memory and writes its output back,
 and most of a MobileNetV2 step is spent on that traffic, not on arithmetic. A
 framework's compiler (``torch.compile``, XLA, TensorRT) looks at the network as a graph
-and fuses runs of layers into single kernels. :func:`fuse` does the same, by hand and in
-the open: it returns a *fused view* of a model, a new tree of containers over the very
-same layers, whose containers run the patterns below as one op each.
+and fuses runs of layers into single kernels. [fuse][tinymbv2.fusion.fuse] does the
+same, by hand and in the open: it returns a *fused view* of a model, a new tree of
+containers over the very same layers, whose containers run the patterns below as one op
+each.
 
-=====================================================  ===========  ===============================
-pattern (layers as built, of exactly these types)      when         runs as
-=====================================================  ===========  ===============================
-Conv2d -> BatchNorm2d (-> ReLU6)                       inference    ``F.conv2d_batch_norm_eval``
-Conv2d -> BatchNorm2d -> ReLU6                         otherwise    conv, then ``F.batch_norm_relu6``
-BN + ReLU6 -> depthwise 3x3 -> BN + ReLU6 (the BN of   training     conv, then
-a conv-BN-ReLU6, the next depthwise layer, inside a                 ``F.depthwise_stage_train``
-block or from the stem into block 1)
-a whole inverted residual block                        inference    ``F.inverted_residual_eval``
-=====================================================  ===========  ===============================
+| pattern (layers as built, of exactly these types) | when | runs as |
+|---|---|---|
+| Conv2d -> BatchNorm2d (-> ReLU6) | inference | ``F.conv2d_batch_norm_eval`` |
+| Conv2d -> BatchNorm2d -> ReLU6 | otherwise | conv, then ``F.batch_norm_relu6`` |
+| BN, ReLU6 -> depthwise 3x3 -> BN, ReLU6 (a) | training | conv, then ``F.depthwise_stage_train`` |
+| a whole inverted residual block | inference | ``F.inverted_residual_eval`` |
+
+(a) The BN of a conv-BN-ReLU6 and the next depthwise layer, inside a block or from the
+stem into block 1.
 
 "Inference" means no graph is recorded (``tinymbv2.no_grad()``) and the BatchNorms are
 in eval mode with running statistics of the input's dtype; "training" means the
@@ -48,10 +48,17 @@ from .nn import BatchNorm2d, Conv2d, Module, ReLU6, Sequential
 def fuse(model: Module) -> Module:
     """A fused view of ``model``: the same layers, with recognised patterns run as fused ops.
 
-    Containers are copied (a ``Sequential`` becomes a :class:`FusedSequential`, a block a
-    :class:`FusedInvertedResidual`, any other container keeps its class and forward);
-    layers with no children (Conv2d, BatchNorm2d, Linear, ...) are the model's own
-    objects. Returns the view; ``model`` is left as it was.
+    Containers are copied (a ``Sequential`` becomes a
+    [FusedSequential][tinymbv2.fusion.FusedSequential], a block a
+    [FusedInvertedResidual][tinymbv2.fusion.FusedInvertedResidual], any other container
+    keeps its class and forward); layers with no children (Conv2d, BatchNorm2d, Linear, ...)
+    are the model's own objects.
+
+    Args:
+        model: The model, left as it was.
+
+    Returns:
+        The view.
     """
     if not isinstance(model, Module):
         raise TypeError(f"fuse: expected a tinymbv2 Module, got {type(model).__name__}")
@@ -85,8 +92,11 @@ class FusedConvNormActivation(FusedSequential, Conv2dNormActivation):
 
 
 class FusedInvertedResidual(InvertedResidual):
-    """An inverted residual block that runs as one op for inference and, in training,
-    its depthwise stage as one op (its ``conv`` is a :class:`FusedSequential`)."""
+    """An inverted residual block that runs as one op for inference.
+
+    In training its depthwise stage runs as one op (its ``conv`` is a
+    [FusedSequential][tinymbv2.fusion.FusedSequential]).
+    """
 
     def forward(self, x):
         parts = _block_eval_parts(self, x)
@@ -104,7 +114,15 @@ _FUSED_CLASS = {
 
 # --------------------------------------------------------------- running a run of layers
 def run_layers(layers: list, x):
-    """Apply ``layers`` one after another to x, with each recognised pattern fused."""
+    """Apply ``layers`` one after another to ``x``, with each recognised pattern fused.
+
+    Args:
+        layers: The layers, in order (a Sequential's children).
+        x: The input Tensor.
+
+    Returns:
+        The output of the last layer.
+    """
     i = 0
     while i < len(layers):
         if _is_conv_norm_relu6(layers[i]) and i + 1 < len(layers):
@@ -154,8 +172,20 @@ def _stage_target(layer):
 
 # ------------------------------------------------------------ conv + BatchNorm (+ ReLU6)
 def conv_norm(conv: Conv2d, norm: BatchNorm2d, x, relu6: bool):
-    """norm(conv(x)), then ReLU6 if ``relu6``: one kernel call for inference, else the conv
-    and then BatchNorm (and ReLU6) as one op."""
+    """``norm(conv(x))``, then ReLU6 if ``relu6``, fused.
+
+    One kernel call for inference; else the convolution and then BatchNorm (and ReLU6) as
+    one op.
+
+    Args:
+        conv: The [Conv2d][tinymbv2.nn.layers.Conv2d].
+        norm: The [BatchNorm2d][tinymbv2.nn.layers.BatchNorm2d] after it.
+        x: The input Tensor.
+        relu6: Apply the ReLU6 that follows.
+
+    Returns:
+        The output Tensor.
+    """
     if _eval_fusable(conv, norm, x):
         conv.check_input(x)
         mean, var, weight, bias, eps = _eval_stats(norm, x)

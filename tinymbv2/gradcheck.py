@@ -1,12 +1,15 @@
-"""Finite-difference gradient checking, no PyTorch needed.
+r"""Finite-difference gradient checking, no PyTorch needed.
 
-For a function y = f(x_1, ..., x_k) and a random upstream gradient v (the
-same shape as y), the scalar s = <v, f(x)> has
+For a function $y = f(x_1, \dots, x_k)$ and a random upstream gradient $v$ (the
+same shape as $y$), the scalar $s = \langle v, f(x) \rangle$ has
 
-    ds/dx_i[j] ~ (s(x_i[j] + h) - s(x_i[j] - h)) / (2 h)       (central difference)
+$$
+\frac{\partial s}{\partial x_{i,j}} \approx \frac{s(x_{i,j} + h) - s(x_{i,j} - h)}{2h}
+\qquad \text{(central difference)}
+$$
 
-with error O(h^2). The analytic side is one backward pass with grad=v. Using a
-random v instead of ``y.sum()`` matters: sum(BatchNorm(x)) has a zero input
+with error $O(h^2)$. The analytic side is one backward pass with ``grad=v``. Using a
+random $v$ instead of ``y.sum()`` matters: ``sum(BatchNorm(x))`` has a zero input
 gradient, so a wrong BatchNorm backward would pass a check through ``.sum()``.
 """
 from __future__ import annotations
@@ -21,13 +24,26 @@ class GradcheckError(AssertionError):
 
 
 def gradcheck(fn, inputs, eps=1e-6, atol=1e-6, rtol=1e-4, seed=0, raise_exception=True):
-    """Compare ``fn``'s backward with central differences, in float64.
+    r"""Compare ``fn``'s backward with central differences, in float64.
 
-    fn: takes the tensors in ``inputs`` and returns one Tensor.
-    inputs: a sequence of float64 Tensors; those with requires_grad are checked.
-    Returns True when every element satisfies |analytic - numeric| <= atol + rtol*|numeric|;
-    otherwise raises :class:`GradcheckError` naming the input and the worst element
-    (or returns False with ``raise_exception=False``).
+    An element passes when $|a - n| \le \text{atol} + \text{rtol}\,|n|$, with $a$ the analytic and
+    $n$ the numerical derivative.
+
+    Args:
+        fn: Takes the tensors in ``inputs`` and returns one Tensor.
+        inputs: A sequence of float64 Tensors; those with ``requires_grad`` are checked.
+        eps: The step $h$ of the central difference.
+        atol: The absolute tolerance.
+        rtol: The relative tolerance.
+        seed: Seeds the random upstream gradient $v$.
+        raise_exception: Raise on a mismatch (False: return False).
+
+    Returns:
+        True when every element of every checked input passes.
+
+    Raises:
+        GradcheckError: An element does not pass; the message names the input and the worst
+            element ([GradcheckError][tinymbv2.gradcheck.GradcheckError]).
     """
     inputs = list(inputs)
     checked = [t for t in inputs if isinstance(t, Tensor) and t.requires_grad]

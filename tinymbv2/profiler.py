@@ -4,7 +4,7 @@
         loss = F.cross_entropy(model(x), y); loss.backward(); opt.step()
     print(prof.table())
 
-Every :class:`~tinymbv2.autograd.Function` call is timed (forward and backward
+Every [Function][tinymbv2.autograd.Function] call is timed (forward and backward
 separately) and grouped by the layer type it belongs to; the rest of the wall
 time (Python glue, the optimizer, graph bookkeeping) shows as "other".
 Setting ``TINYMBV2_PROFILE=1`` makes ``make bench`` (``python -m benchmarks.train_step``)
@@ -45,6 +45,13 @@ class Profile:
         self.wall = 0.0
 
     def record(self, name: str, phase: str, seconds: float) -> None:
+        """Add one timed call.
+
+        Args:
+            name: The Function's class name.
+            phase: ``"forward"`` or ``"backward"``.
+            seconds: How long the call took.
+        """
         self.seconds[(name, phase)] += seconds
         self.calls[(name, phase)] += 1
 
@@ -56,6 +63,7 @@ class Profile:
         return dict(out)
 
     def table(self) -> str:
+        """The seconds per layer type and pass, and "other", as a printable table."""
         rows = sorted(self.by_layer_type().items(), key=lambda kv: -sum(kv[1].values()))
         measured = sum(sum(v.values()) for _, v in rows)
         lines = [f"{'layer type':<26}{'forward ms':>11}{'backward ms':>12}{'share':>8}"]
@@ -71,7 +79,7 @@ class Profile:
 
 @contextlib.contextmanager
 def profile():
-    """Time every op inside the block; yields the :class:`Profile`."""
+    """Time every op inside the block; yields the [Profile][tinymbv2.profiler.Profile]."""
     prof = Profile()
     previous = autograd._profiler
     autograd._profiler = prof

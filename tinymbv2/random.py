@@ -7,13 +7,21 @@ _generator = np.random.default_rng(0)
 
 
 def manual_seed(seed: int) -> np.random.Generator:
-    """Reseed the global generator used by init and dropout when none is passed."""
+    """Reseed the global generator used by init and dropout when none is passed.
+
+    Args:
+        seed: The seed.
+
+    Returns:
+        The new global ``np.random.Generator``.
+    """
     global _generator
     _generator = np.random.default_rng(seed)
     return _generator
 
 
 def default_generator() -> np.random.Generator:
+    """The package's global ``np.random.Generator`` (what ``generator=None`` draws from)."""
     return _generator
 
 
@@ -23,4 +31,5 @@ def get_state() -> dict:
 
 
 def set_state(state: dict) -> None:
+    """Restore the generator's ``state``, a dict from [get_state][tinymbv2.random.get_state]."""
     _generator.bit_generator.state = state

@@ -12,7 +12,7 @@
 Each command is one module here with two functions: one adds its arguments to a
 sub-parser, the other runs it and returns the exit code; ``COMMANDS`` lists them.
 What they share (the parser, argument types, the data and recipe arguments,
-``--no-fuse``) is in :mod:`~tinymbv2.cli.args`. Bad arguments, and bad files (a damaged
+``--no-fuse``) is in ``tinymbv2.cli.args``. Bad arguments, and bad files (a damaged
 checkpoint, an unreadable or oversized image), print one line
 ``tinymbv2 <command>: error: ...`` to stderr, naming the argument or the file, and exit
 with code 2, never a traceback.
@@ -55,14 +55,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def one_line(exc: BaseException) -> str:
-    """An error's message on one line: a message of several lines (a library's) has its
-    lines joined by "; ", so that the command's error stays one line to read and to grep."""
+    """The message of ``exc`` on one line, so that the command's error stays one line.
+
+    One line to read and to grep: a message of several lines (a library's) has its lines
+    joined by "; ".
+
+    Args:
+        exc: The exception.
+
+    Returns:
+        Its message on one line (its class name when it has none).
+    """
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return "; ".join(lines) or type(exc).__name__
 
 
 def main(argv=None) -> int:
-    """Entry point of ``tinymbv2`` and ``python -m tinymbv2``; returns the exit code."""
+    """Entry point of ``tinymbv2`` and ``python -m tinymbv2``.
+
+    Args:
+        argv: The arguments; None: ``sys.argv[1:]``.
+
+    Returns:
+        The exit code: 0, 2 for a bad argument or file (one line on stderr), 130 when
+        interrupted.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

@@ -12,11 +12,12 @@ class Parser(argparse.ArgumentParser):
     """ArgumentParser whose errors are a single line (no usage dump), exit code 2."""
 
     def error(self, message):
+        """Print ``message`` as one line (no usage dump) and exit with code 2."""
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def positive(kind):
-    """argparse type: a number of ``kind`` that must be > 0."""
+    """An argparse type: a number of ``kind`` (int or float) that must be > 0."""
     def parse(text):
         try:
             value = kind(text)
@@ -31,7 +32,7 @@ def positive(kind):
 
 
 def non_negative_float(text):
-    """argparse type: a float >= 0."""
+    """The argparse type of a float >= 0, from ``text``."""
     try:
         value = float(text)
     except ValueError:
@@ -42,8 +43,20 @@ def non_negative_float(text):
 
 
 def random_seed(text):
-    """argparse type: a seed, an int >= 0 (NumPy's generators refuse negative seeds, and
-    folding them onto others would make two seeds one run)."""
+    """The argparse type of a seed, an int >= 0.
+
+    NumPy's generators refuse negative seeds, and folding them onto others would make two
+    seeds one run.
+
+    Args:
+        text: The argument as typed.
+
+    Returns:
+        The seed.
+
+    Raises:
+        argparse.ArgumentTypeError: Not an integer >= 0.
+    """
     try:
         value = int(text)
     except ValueError:
@@ -55,7 +68,12 @@ def random_seed(text):
 
 
 def add_data_args(p, default_dataset="mnist5k"):
-    """--dataset, --data-dir, --image-size, --channels."""
+    """Add ``--dataset``, ``--data-dir``, ``--image-size``, ``--channels``.
+
+    Args:
+        p: The sub-parser.
+        default_dataset: The default of ``--dataset``.
+    """
     p.add_argument("--dataset", choices=DATASETS, default=default_dataset)
     p.add_argument("--data-dir", help="folder with the files of mnist-idx, cifar10 or folder")
     p.add_argument("--image-size", type=positive(int),
@@ -66,7 +84,7 @@ def add_data_args(p, default_dataset="mnist5k"):
 
 
 def add_recipe_args(p):
-    """The training recipe: network, epochs, optimizer, schedule, loss, augmentation, seed."""
+    """Add the training recipe to the sub-parser ``p``: network, epochs, optimizer, loss, ..."""
     d = TrainConfig()
     p.add_argument("--width", type=positive(float), default=d.width, help=f"width multiplier ({d.width})")
     p.add_argument("--arch", choices=ARCHS, default=d.arch)
@@ -92,12 +110,20 @@ def add_recipe_args(p):
 
 
 def add_fuse_arg(p):
-    """--no-fuse: the plain model instead of its fused view (tinymbv2.fusion.fuse)."""
+    """Add ``--no-fuse`` to the sub-parser ``p``: the plain model instead of its fused view."""
     p.add_argument("--no-fuse", dest="fuse", action="store_false",
                    help="run the plain model, layer by layer, to step through it")
 
 
 def train_config(args, out) -> TrainConfig:
-    """The TrainConfig of the parsed arguments (those that name one of its fields), into ``out``."""
+    """The TrainConfig of the parsed arguments (those that name one of its fields).
+
+    Args:
+        args: The parsed arguments.
+        out: The run's folder.
+
+    Returns:
+        The [TrainConfig][tinymbv2.train.config.TrainConfig], validated.
+    """
     keys = ({f for f in TrainConfig.__dataclass_fields__} & set(vars(args))) - {"out"}
     return TrainConfig(**{k: getattr(args, k) for k in keys}, out=out).validate()

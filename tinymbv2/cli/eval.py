@@ -1,4 +1,4 @@
-"""``tinymbv2 eval``: a checkpoint's accuracy, top-3 accuracy, loss and per-class scores on a split."""
+"""``tinymbv2 eval``: a checkpoint's accuracy, top-3 accuracy, loss and per-class scores."""
 from __future__ import annotations
 
 from ..data import Normalize, load_dataset
@@ -10,6 +10,7 @@ from .args import add_data_args, add_fuse_arg
 
 
 def add_eval(p):
+    """Add the arguments of ``tinymbv2 eval`` to its sub-parser ``p``."""
     p.add_argument("checkpoint")
     add_data_args(p)
     p.add_argument("--split", choices=("train", "val", "test"), default="test")
@@ -17,6 +18,7 @@ def add_eval(p):
 
 
 def run_eval(args) -> int:
+    """Run ``tinymbv2 eval`` with the parsed ``args``; returns the exit code."""
     model, cfg = load_trained(args.checkpoint)
     # the images are read the way the model takes them: its channels, its size by default
     channels = checkpoint_channels(args.checkpoint, cfg, args.channels, "eval")

@@ -6,6 +6,7 @@ from .args import add_data_args, add_fuse_arg, add_recipe_args, train_config
 
 
 def add_finetune(p):
+    """Add the arguments of ``tinymbv2 finetune`` to its sub-parser ``p``."""
     p.add_argument("checkpoint", help="pretrained model.npz")
     add_data_args(p, default_dataset="digits")
     add_recipe_args(p)
@@ -16,6 +17,7 @@ def add_finetune(p):
 
 
 def run_finetune_command(args) -> int:
+    """Run ``tinymbv2 finetune`` with the parsed ``args``; returns the exit code."""
     metrics = run_finetune(args.checkpoint, train_config(args, args.out), args.train_last_blocks,
                            progress=args.progress)
     print(f"test_accuracy {metrics['test_accuracy']:.4f}")

@@ -7,6 +7,7 @@ from .args import add_fuse_arg, positive
 
 
 def add_predict(p):
+    """Add the arguments of ``tinymbv2 predict`` to its sub-parser ``p``."""
     p.add_argument("checkpoint")
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     p.add_argument("--top-k", type=positive(int), default=3)
@@ -15,6 +16,7 @@ def add_predict(p):
 
 
 def run_predict(args) -> int:
+    """Run ``tinymbv2 predict`` with the parsed ``args``; returns the exit code."""
     model, config = load_trained(args.checkpoint)
     for result in predict(model, config, args.images, args.top_k, args.invert, fuse=args.fuse):
         top = ", ".join(f"{name} {p:.3f}" for name, p in result["top"])

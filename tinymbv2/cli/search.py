@@ -1,4 +1,4 @@
-"""``tinymbv2 search``: grid or random hyper-parameter search, a results table and the best trial."""
+"""``tinymbv2 search``: grid or random hyper-parameter search, a table and the best trial."""
 from __future__ import annotations
 
 import json
@@ -13,6 +13,7 @@ FORMS = ('expected a list of values, e.g. [0.01, 0.1] (grid or random), or for -
 
 
 def add_search(p):
+    """Add the arguments of ``tinymbv2 search`` to its sub-parser ``p``."""
     add_data_args(p, default_dataset="digits")
     add_recipe_args(p)
     add_fuse_arg(p)
@@ -25,11 +26,23 @@ def add_search(p):
 
 
 def parse_space(text: str, kind: str) -> dict:
-    """The search space of ``--space`` for ``kind`` ("grid" or "random"): a JSON object whose
-    every value is a non-empty list, or for a random search ``["log" | "uniform", lo, hi]``
-    (which becomes the tuple random search draws from). Its names and values are checked
-    against the training settings by :func:`tinymbv2.train.search.check_space`, before the
-    first trial."""
+    """The search space of ``--space`` for ``kind``.
+
+    A JSON object whose every value is a non-empty list, or for a random search
+    ``["log" | "uniform", lo, hi]`` (which becomes the tuple random search draws from). Its
+    names and values are checked against the training settings by
+    [check_space][tinymbv2.train.search.check_space], before the first trial.
+
+    Args:
+        text: The JSON text.
+        kind: ``"grid"`` or ``"random"``.
+
+    Returns:
+        ``{setting: list of values or (kind, lo, hi)}``.
+
+    Raises:
+        ValueError: Not a JSON object of such values.
+    """
     try:
         space = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -49,7 +62,7 @@ def parse_space(text: str, kind: str) -> dict:
 
 
 def _range(key, spec, kind) -> tuple:
-    """``["log" | "uniform", lo, hi]`` as the tuple :func:`tinymbv2.train.random_configs` takes."""
+    """``["log" | "uniform", lo, hi]`` as the tuple ``random_configs`` takes."""
     shown = json.dumps(spec)
     if kind != "random":
         raise ValueError(f"search: --space {key!r}: {shown} is a range, for --kind random; a "
@@ -66,6 +79,7 @@ def _range(key, spec, kind) -> tuple:
 
 
 def run_search_command(args) -> int:
+    """Run ``tinymbv2 search`` with the parsed ``args``; returns the exit code."""
     base = train_config(args, args.out)
     space = parse_space(args.space, args.kind)
     result = search_job(base, space, args.kind, args.trials, args.seed, args.out)

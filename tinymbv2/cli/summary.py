@@ -6,6 +6,7 @@ from .args import positive
 
 
 def add_summary(p) -> None:
+    """Add the arguments of ``tinymbv2 summary`` to its sub-parser ``p``."""
     p.add_argument("--width", type=positive(float), default=1.0, help="width multiplier (1.0)")
     p.add_argument("--resolution", type=positive(int), default=224, help="input size in px (224)")
     p.add_argument("--classes", type=positive(int), default=1000, help="number of classes (1000)")
@@ -17,6 +18,7 @@ def add_summary(p) -> None:
 
 
 def run_summary(args) -> int:
+    """Run ``tinymbv2 summary`` with the parsed ``args``; returns the exit code."""
     build = seed_article_net if args.arch == "seed-article" else mobilenet_v2
     model = build(width_mult=args.width, num_classes=args.classes, in_channels=args.in_channels,
                   small_input=args.small_input, seed=0)

@@ -1,4 +1,4 @@
-"""``tinymbv2 train``: train a network and write a run folder (:func:`tinymbv2.train.run_training`)."""
+"""``tinymbv2 train``: train a network and write a run folder (``tinymbv2.train.run_training``)."""
 from __future__ import annotations
 
 from ..train import run_training
@@ -6,6 +6,7 @@ from .args import add_data_args, add_fuse_arg, add_recipe_args, positive, train_
 
 
 def add_train(p):
+    """Add the arguments of ``tinymbv2 train`` to its sub-parser ``p``."""
     add_data_args(p)
     add_recipe_args(p)
     add_fuse_arg(p)
@@ -19,6 +20,7 @@ def add_train(p):
 
 
 def run_train(args) -> int:
+    """Run ``tinymbv2 train`` with the parsed ``args``; returns the exit code."""
     config = train_config(args, args.out)
     metrics = run_training(config, resume=args.resume, progress=args.progress,
                            stop_after=args.stop_after)

@@ -1,4 +1,4 @@
-"""``tinymbv2 warmup``: compile the numba kernels ahead of time (:mod:`tinymbv2.train.warmup`)."""
+"""``tinymbv2 warmup``: compile the numba kernels ahead of time (``tinymbv2.train.warmup``)."""
 from __future__ import annotations
 
 import sys
@@ -6,11 +6,13 @@ import time
 
 
 def add_warmup(p) -> None:
+    """Add the arguments of ``tinymbv2 warmup`` to its sub-parser ``p``."""
     p.add_argument("--float64", action="store_true",
                    help="also compile the float64 kernels (gradient checks, the tests)")
 
 
 def run_warmup(args) -> int:
+    """Run ``tinymbv2 warmup`` with the parsed ``args``; returns the exit code."""
     # imported here: loading the numba kernel set starts its thread pool, which the other
     # commands should not pay for when they are only parsing their arguments
     from ..kernels.numba.cache import CACHE, WHERE, where_numba_looked

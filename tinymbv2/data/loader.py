@@ -7,9 +7,8 @@ import numpy as np
 class DataLoader:
     """Yield ``(images, labels)`` mini-batches, shuffled reproducibly per epoch.
 
-    ``DataLoader(images, labels, batch_size, shuffle=True, seed=0, transform=None,
-    drop_last=False)``: ``images`` ``(N, ...)`` and ``labels`` ``(N,)`` arrays; each batch is
-    ``(images[idx], labels[idx])`` (copies), with ``transform(batch, rng)`` applied to the images.
+    Each batch is ``(images[idx], labels[idx])`` (copies), with ``transform(batch, rng)``
+    applied to the images.
 
     Determinism: the order of epoch ``e`` is a permutation drawn from a generator seeded by
     ``(seed, e)`` and the augmentation draws from a second, independent generator of the
@@ -17,6 +16,20 @@ class DataLoader:
     happened before, and two epochs differ. The epoch is ``loader.epoch``: it advances by
     one each time an iteration starts, or set it with ``loader.set_epoch(e)`` (as in
     PyTorch's DistributedSampler) before iterating, e.g. when resuming from a checkpoint.
+
+    Args:
+        images: The images (N, ...).
+        labels: The labels (N,).
+        batch_size: The samples per batch, an int >= 1.
+        shuffle: Serve each epoch in a new order (False: 0, 1, ..., N - 1).
+        seed: The seed of the order and the augmentation, an int >= 0.
+        transform: ``transform(batch, rng)`` applied to each batch of images; None: none.
+        drop_last: Leave out the last, smaller batch.
+
+    Raises:
+        TypeError: ``transform`` is not callable.
+        ValueError: Shapes that do not fit, an empty dataset, a bad batch size or seed, or
+            ``drop_last`` with a batch larger than the dataset.
     """
 
     def __init__(self, images, labels, batch_size: int, shuffle: bool = True, seed: int = 0,

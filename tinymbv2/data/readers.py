@@ -2,18 +2,21 @@
 
 Every reader returns ``images`` float32 ``(N, C, H, W)`` scaled to [0, 1] and ``labels``
 int64 ``(N,)`` (and the class names where the format has them), ready for
-:func:`tinymbv2.data.split_dataset` and :class:`tinymbv2.data.DataLoader`.
-A truncated or corrupt file raises ``ValueError`` naming the file and what is wrong.
+[split_dataset][tinymbv2.data.splits.split_dataset] and
+[DataLoader][tinymbv2.data.loader.DataLoader]. A truncated or corrupt file raises
+``ValueError`` naming the file and what is wrong.
 
-Image files (:func:`read_image`, :func:`read_image_folder`, and ``tinymbv2 predict``) are
-scaled by their bit depth: 8-bit pixels by 1/255, 16-bit ones (PNG's grey 16-bit, Pillow
-mode ``"I;16"``) by 1/65535, so a 16-bit scan is not clipped to white. A file of more than
-``MAX_IMAGE_PIXELS`` pixels is refused before it is decoded: a few kilobytes of PNG can
-claim 14000 x 14000 pixels (a "decompression bomb") and would take gigabytes as float32.
-A size asked for is reached with :class:`~tinymbv2.data.transforms.Resize` on the scaled
-pixels, as soon as each file is read: the way every dataset and ``predict`` resize, with
-only one file at its own size in memory at a time (a 12-megapixel RGB photo is 144 MB as
-float32; a folder of a thousand, all decoded before resizing, would need 144 GB).
+Image files ([read_image][tinymbv2.data.readers.read_image],
+[read_image_folder][tinymbv2.data.readers.read_image_folder], and ``tinymbv2 predict``)
+are scaled by their bit depth: 8-bit pixels by 1/255, 16-bit ones (PNG's grey 16-bit,
+Pillow mode ``"I;16"``) by 1/65535, so a 16-bit scan is not clipped to white. A file of
+more than ``MAX_IMAGE_PIXELS`` pixels is refused before it is decoded: a few kilobytes of
+PNG can claim 14000 x 14000 pixels (a "decompression bomb") and would take gigabytes as
+float32. A size asked for is reached with [Resize][tinymbv2.data.transforms.Resize] on the
+scaled pixels, as soon as each file is read: the way every dataset and ``predict``
+resize, with only one file at its own size in memory at a time (a 12-megapixel RGB photo
+is 144 MB as float32; a folder of a thousand, all decoded before resizing, would need
+144 GB).
 """
 from __future__ import annotations
 
@@ -59,6 +62,15 @@ def read_idx(path) -> np.ndarray:
     Layout: 2 zero bytes, a type byte (0x08 ubyte, 0x09 byte, 0x0B int16, 0x0C int32,
     0x0D float32, 0x0E float64), the number of dimensions d, then d big-endian uint32
     sizes, then the data, big-endian, row-major.
+
+    Args:
+        path: The file (``.gz`` is decompressed).
+
+    Returns:
+        The array.
+
+    Raises:
+        ValueError: A header or a size that is not an IDX file's, naming the file.
     """
     data = _read_bytes(path)
     if len(data) < 4:
@@ -81,10 +93,19 @@ def read_idx(path) -> np.ndarray:
 
 
 def load_mnist_idx(images_path, labels_path):
-    """MNIST-style IDX pair (``train-images-idx3-ubyte[.gz]``, ``train-labels-idx1-ubyte[.gz]``).
+    """An MNIST-style IDX pair (``train-images-idx3-ubyte[.gz]``, ``train-labels-idx1-ubyte[.gz]``).
 
-    Returns ``images`` float32 ``(N, 1, H, W)`` in [0, 1] (bytes / 255) and ``labels`` int64 ``(N,)``.
     Works for MNIST, Fashion-MNIST, KMNIST and EMNIST files alike.
+
+    Args:
+        images_path: The images file (N, H, W) of unsigned bytes.
+        labels_path: The labels file (N,).
+
+    Returns:
+        ``(images, labels)``: float32 ``(N, 1, H, W)`` in [0, 1] (bytes / 255) and int64 ``(N,)``.
+
+    Raises:
+        ValueError: A corrupt file, arrays of other ranks, or counts that differ.
     """
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.ndim != 3 or images.dtype != np.uint8:
@@ -105,8 +126,16 @@ def read_cifar10_batch(path):
     """One CIFAR-10 binary batch (``data_batch_1.bin`` ... ``test_batch.bin``).
 
     Each record is 3,073 bytes: the label (0..9), then 1,024 red, 1,024 green and
-    1,024 blue bytes, each plane row-major 32x32. Returns ``images`` float32
-    ``(N, 3, 32, 32)`` in [0, 1] and ``labels`` int64 ``(N,)``.
+    1,024 blue bytes, each plane row-major 32x32.
+
+    Args:
+        path: The batch file.
+
+    Returns:
+        ``(images, labels)``: float32 ``(N, 3, 32, 32)`` in [0, 1] and int64 ``(N,)``.
+
+    Raises:
+        ValueError: A size that is not a whole number of records, or a label byte above 9.
     """
     data = _read_bytes(path)
     if len(data) == 0 or len(data) % _CIFAR_RECORD:
@@ -125,8 +154,17 @@ def read_cifar10_batch(path):
 def load_cifar10(root, train: bool = True):
     """The CIFAR-10 binary version in ``root`` (the ``cifar-10-batches-bin`` folder).
 
-    ``train=True`` reads ``data_batch_1.bin`` .. ``data_batch_5.bin`` (whichever exist, at
-    least one), ``train=False`` reads ``test_batch.bin``. Returns ``(images, labels, class_names)``.
+    Args:
+        root: The folder.
+        train: Read ``data_batch_1.bin`` .. ``data_batch_5.bin`` (whichever exist, at least
+            one); False: ``test_batch.bin``.
+
+    Returns:
+        ``(images, labels, class_names)``.
+
+    Raises:
+        FileNotFoundError: None of the batch files is there.
+        ValueError: A corrupt batch.
     """
     root = Path(root)
     names = [f"data_batch_{i}.bin" for i in range(1, 6)] if train else ["test_batch.bin"]
@@ -155,16 +193,27 @@ _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
 def read_image(path, mode: str = "RGB", size=None, who: str = "read_image") -> np.ndarray:
-    """One image file as float32 ``(C, H, W)`` in [0, 1]: ``mode`` ``"L"`` (grey, C = 1) or ``"RGB"`` (C = 3).
+    """One image file as float32 ``(C, H, W)`` in [0, 1].
 
     Pixels are divided by the largest value of their bit depth: 255 for 8-bit files,
     65535 for 16-bit grey ones (Pillow mode ``"I;16"``; a 16-bit grey image asked for as
-    RGB repeats its one channel). ``size`` (int or ``(height, width)``): then resized with
-    :class:`~tinymbv2.data.transforms.Resize` (bilinear, on the scaled float pixels), the
-    resize every dataset and ``predict`` use. Errors name ``who`` and the file:
-    ``FileNotFoundError`` for no file, ``ValueError`` for one that is not a readable image
-    or has more than :data:`MAX_IMAGE_PIXELS` pixels (checked from the header, before
-    anything is decoded).
+    RGB repeats its one channel). A size is reached with
+    [Resize][tinymbv2.data.transforms.Resize] (bilinear, on the scaled float pixels), the
+    resize every dataset and ``predict`` use. Errors name ``who`` and the file.
+
+    Args:
+        path: The image file.
+        mode: ``"L"`` (grey, C = 1) or ``"RGB"`` (C = 3).
+        size: Resize to this, an int or ``(height, width)``; None: keep.
+        who: The caller, named in the errors.
+
+    Returns:
+        The image (C, H, W).
+
+    Raises:
+        FileNotFoundError: No such file.
+        ValueError: Not a readable image, or more than ``MAX_IMAGE_PIXELS`` pixels (checked
+            from the header, before anything is decoded).
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -233,10 +282,22 @@ def _decode(im, mode: str) -> np.ndarray:
 
 
 def image_folder_files(root, extensions=IMAGE_EXTENSIONS, who: str = "read_image_folder"):
-    """The image files of ``root/<class_name>/``: ``(files, labels, class_names)``.
+    """The image files of ``root/<class_name>/``.
 
     Classes are the subfolder names in sorted order (label i = i-th name), the files of
-    each sorted by name; other files (notes, ...) are skipped. Errors name ``who``.
+    each sorted by name; other files (notes, ...) are skipped.
+
+    Args:
+        root: The folder of class subfolders.
+        extensions: The file name endings read as images.
+        who: The caller, named in the errors.
+
+    Returns:
+        ``(files, labels, class_names)``.
+
+    Raises:
+        FileNotFoundError: No such folder.
+        ValueError: No class subfolders, or a class folder without images.
     """
     root = Path(root)
     if not root.is_dir():
@@ -259,15 +320,28 @@ def image_folder_files(root, extensions=IMAGE_EXTENSIONS, who: str = "read_image
 
 def read_image_folder(root, mode: str = "RGB", size=None, extensions=IMAGE_EXTENSIONS,
                       who: str = "read_image_folder"):
-    """Images in ``root/<class_name>/*.png|jpg|...``, one subfolder per class (torchvision's ImageFolder).
+    """Images in ``root/<class_name>/*.png|jpg|...``, one subfolder per class (as ImageFolder).
 
     Classes are the subfolder names in sorted order (label i = i-th name). Each file is
-    read by :func:`read_image`: converted to ``mode`` (``"L"`` grey, 1 channel; ``"RGB"``,
-    3), scaled by its bit depth and, if ``size`` is given (int or ``(height, width)``),
-    resized by :class:`~tinymbv2.data.transforms.Resize` right after it is read, so that
-    only one file is ever held at its own size; without ``size`` all images must already
-    share one size. Returns ``(images, labels, class_names)`` with images float32
-    ``(N, C, H, W)`` in [0, 1]. Errors name ``who`` (``load_dataset`` reads folders here).
+    read by [read_image][tinymbv2.data.readers.read_image]: converted to ``mode``, scaled by
+    its bit depth and, if ``size`` is given, resized right after it is read, so that only one
+    file is ever held at its own size; without ``size`` all images must already share one
+    size.
+
+    Args:
+        root: The folder of class subfolders.
+        mode: ``"L"`` (grey, 1 channel) or ``"RGB"`` (3).
+        size: Resize every image to this, an int or ``(height, width)``; None: keep.
+        extensions: The file name endings read as images.
+        who: The caller, named in the errors (``load_dataset`` reads folders here).
+
+    Returns:
+        ``(images, labels, class_names)``, images float32 ``(N, C, H, W)`` in [0, 1].
+
+    Raises:
+        FileNotFoundError: No such folder, or a file vanished.
+        ValueError: A bad mode or size, a file that is not a readable image, or images of
+            different sizes without ``size``.
     """
     if mode not in ("L", "RGB"):
         raise ValueError(f"{who}: mode must be 'L' or 'RGB', got {mode!r}")

@@ -34,7 +34,7 @@ class Split:
 
 @dataclass(frozen=True)
 class DatasetSplits:
-    """A dataset cut into ``train``, ``val`` and ``test`` :class:`Split` s."""
+    """A dataset cut into ``train``, ``val`` and ``test`` [Split][tinymbv2.data.splits.Split]s."""
 
     name: str
     train: Split
@@ -67,6 +67,19 @@ def stratified_split(labels, n_val: int, n_test: int, seed: int = SPLIT_SEED):
 
     Per class the indices are permuted with ``np.random.default_rng(seed)`` and cut into
     test, val, train; each part's indices come back sorted.
+
+    Args:
+        labels: The integer labels (N,).
+        n_val: The size of the validation part.
+        n_test: The size of the test part.
+        seed: The split's seed.
+
+    Returns:
+        ``(train, val, test)``, sorted index arrays.
+
+    Raises:
+        ValueError: Labels that are not a 1-D integer array, a negative size, or sizes that
+            leave no training sample.
     """
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
@@ -93,7 +106,24 @@ def stratified_split(labels, n_val: int, n_test: int, seed: int = SPLIT_SEED):
 
 def split_dataset(images, labels, n_val: int, n_test: int, seed: int = SPLIT_SEED,
                   name: str = "custom", class_names=None) -> DatasetSplits:
-    """Cut ``(images, labels)`` (e.g. from a reader) into a :class:`DatasetSplits`."""
+    """Cut ``(images, labels)`` (e.g. from a reader) into train, validation and test parts.
+
+    Args:
+        images: float32 (N, C, H, W).
+        labels: int64 (N,).
+        n_val: The size of the validation part.
+        n_test: The size of the test part.
+        seed: The split's seed.
+        name: The dataset's name.
+        class_names: One name per class; None: ``"0"``, ``"1"``, ...
+
+    Returns:
+        The splits.
+
+    Raises:
+        ValueError: Images that are not 4-d, as many labels as images, or class names of
+            another number.
+    """
     images, labels = np.asarray(images), np.asarray(labels)
     if images.ndim != 4:
         raise ValueError(f"split_dataset: images must be (N, C, H, W), got shape {images.shape}")

@@ -1,15 +1,17 @@
 """Data augmentation, resizing and normalisation on NumPy batches ``(N, C, H, W)``.
 
 Every transform is called as ``t(images, rng)`` and returns a new array (the input is
-never modified; ``Resize`` to the size a batch already has returns the batch itself). ``rng`` is an ``np.random.Generator`` (or an int seed): the same
-generator state gives the same output, so augmentation is reproducible. The
-:class:`~tinymbv2.data.DataLoader` hands each epoch its own generator derived from
-``(seed, epoch)``. Each random transform draws its random numbers per sample, so the
+never modified; ``Resize`` to the size a batch already has returns the batch itself).
+``rng`` is an ``np.random.Generator`` (or an int seed): the same generator state gives
+the same output, so augmentation is reproducible. The
+[DataLoader][tinymbv2.data.loader.DataLoader] hands each epoch its own generator derived
+from ``(seed, epoch)``. Each random transform draws its random numbers per sample, so the
 samples of a batch get different crops/flips/angles.
 
 ``Normalize`` should use statistics of the *training* split only
-(:func:`channel_stats` / :meth:`Normalize.from_data`): computing them on val/test lets
-information about the held-out data leak into training.
+([channel_stats][tinymbv2.data.transforms.channel_stats] /
+[Normalize.from_data][tinymbv2.data.transforms.Normalize.from_data]): computing them on
+val/test lets information about the held-out data leak into training.
 """
 from __future__ import annotations
 
@@ -46,7 +48,11 @@ def _pair(name: str, what: str, value, positive=True):
 def channel_stats(images):
     """Per-channel mean and (population) std of ``(N, C, H, W)`` images, computed in float64.
 
-    Returns two float32 arrays of shape ``(C,)``; pass the *training* images.
+    Args:
+        images: The *training* images (N, C, H, W).
+
+    Returns:
+        ``(mean, std)``, two float32 arrays of shape ``(C,)``.
     """
     x = _check_batch("channel_stats", np.asarray(images))
     mean = x.mean(axis=(0, 2, 3), dtype=np.float64)
@@ -55,7 +61,15 @@ def channel_stats(images):
 
 
 class Normalize:
-    """``(x - mean[c]) / std[c]`` per channel; deterministic (``rng`` is ignored)."""
+    """``(x - mean[c]) / std[c]`` per channel; deterministic (``rng`` is ignored).
+
+    Args:
+        mean: One mean per channel.
+        std: One standard deviation per channel, each finite and > 0.
+
+    Raises:
+        ValueError: ``mean`` and ``std`` of different lengths, or a std that is not > 0.
+    """
 
     def __init__(self, mean, std):
         self.mean = np.asarray(mean, dtype=np.float32).reshape(-1)
@@ -67,7 +81,16 @@ class Normalize:
 
     @classmethod
     def from_data(cls, train_images) -> "Normalize":
-        """Normalize with the per-channel statistics of ``train_images`` (see :func:`channel_stats`)."""
+        """A Normalize with the per-channel statistics of ``train_images``.
+
+        They are [channel_stats][tinymbv2.data.transforms.channel_stats]'s, computed in float64.
+
+        Args:
+            train_images: The *training* images (N, C, H, W).
+
+        Returns:
+            The [Normalize][tinymbv2.data.transforms.Normalize].
+        """
         return cls(*channel_stats(train_images))
 
     def __call__(self, x, rng=None):
@@ -83,22 +106,33 @@ class Normalize:
 
 
 class Resize:
-    r"""Bilinear resize of a batch ``(N, C, H, W)`` to ``(N, C, h, w)``; deterministic (``rng`` is ignored).
+    r"""Bilinear resize of a batch ``(N, C, H, W)`` to ``(N, C, h, w)``; deterministic.
 
-    ``Resize(28)`` makes every image 28x28, ``Resize((h, w))`` h x w. Output pixel ``(i, j)``
+    ``rng`` is ignored.
+
+    ``Resize(28)`` makes every image 28x28, ``Resize((h, w))`` h x w. Output pixel $(i, j)$
     sits, in input coordinates, at
 
-    ``y = (i + 0.5) H / h - 0.5``,  ``x = (j + 0.5) W / w - 0.5``
+    $$y = (i + 0.5)\,H / h - 0.5, \qquad x = (j + 0.5)\,W / w - 0.5$$
 
     (pixel centres line up, as in PyTorch's ``F.interpolate(mode="bilinear",
     align_corners=False)``), and mixes the four input pixels around it by its distance
-    to them, ``wy = y - y0`` and ``wx = x - x0``:
+    to them, $w_y = y - y_0$ and $w_x = x - x_0$:
 
-    ``out = (1 - wy) [(1 - wx) x[y0, x0] + wx x[y0, x1]] + wy [(1 - wx) x[y1, x0] + wx x[y1, x1]]``
+    $$
+    \text{out} = (1 - w_y) [(1 - w_x)\, x_{y_0,x_0} + w_x\, x_{y_0,x_1}]
+               + w_y [(1 - w_x)\, x_{y_1,x_0} + w_x\, x_{y_1,x_1}]
+    $$
 
     with the border pixels repeated beyond the edge. The sums run in float64 and the result
     has the input's dtype. A batch already of that size comes back as it is (the same
     array: nothing to compute, and no copy of a large dataset).
+
+    Args:
+        size: (h, w), an int or a pair of ints > 0.
+
+    Raises:
+        ValueError: A size that is not an int > 0 or a pair of them.
     """
 
     def __init__(self, size):
@@ -134,12 +168,18 @@ class Grayscale:
     RGB input becomes its luma (ITU-R 601-2, what Pillow's ``convert("L")`` computes;
     torchvision's ``Grayscale`` uses 0.2989 for red):
 
-    ``grey = 0.299 R + 0.587 G + 0.114 B``
+    $$\text{grey} = 0.299 R + 0.587 G + 0.114 B$$
 
     A 1-channel batch is already grey: ``Grayscale(3)`` repeats its channel, which is how
     a grey dataset feeds a network built for RGB. ``(N, 1 or 3, H, W) -> (N,
     num_output_channels, H, W)``, in the input's dtype; a batch that is already what is
     asked for comes back as it is.
+
+    Args:
+        num_output_channels: 1 or 3.
+
+    Raises:
+        ValueError: Another number of channels.
     """
 
     LUMA = (0.299, 0.587, 0.114)
@@ -182,6 +222,14 @@ class RandomCrop:
 
     ``RandomCrop(32, padding=4)`` is the classic CIFAR augmentation: the image moves by up
     to 4 pixels in each direction, keeping its shape.
+
+    Args:
+        size: The window (h, w), an int or a pair of ints > 0.
+        padding: Added on each side, an int or a pair of ints >= 0.
+        fill: The value of the padding.
+
+    Raises:
+        ValueError: A size or padding out of its range.
     """
 
     def __init__(self, size, padding=0, fill: float = 0.0):
@@ -206,10 +254,19 @@ class RandomCrop:
 
 
 class RandomShift:
-    """Translate each image by a random whole number of pixels in ``[-max_px, max_px]`` on each axis.
+    """Translate each image by a random whole number of pixels, up to ``max_px`` each way.
+
+    The shift is drawn from ``[-max_px, max_px]`` on each axis.
 
     Uncovered pixels get ``fill``; the shape is kept. Equivalent in distribution to
     ``RandomCrop(size=(H, W), padding=max_px)``, spelled as what it does.
+
+    Args:
+        max_px: The largest shift, an int >= 0.
+        fill: The value of the uncovered pixels.
+
+    Raises:
+        ValueError: ``max_px`` is not an int >= 0.
     """
 
     def __init__(self, max_px: int, fill: float = 0.0):
@@ -231,7 +288,14 @@ class RandomShift:
 
 
 class RandomHorizontalFlip:
-    """Mirror each image left-right with probability ``p``."""
+    """Mirror each image left-right with probability ``p``.
+
+    Args:
+        p: The probability, in [0, 1].
+
+    Raises:
+        ValueError: ``p`` outside [0, 1].
+    """
 
     def __init__(self, p: float = 0.5):
         if not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
@@ -254,14 +318,26 @@ class RandomRotation:
 
     Positive angles turn the picture counter-clockwise as displayed (torchvision's
     convention), so ``degrees=(90, 90)`` equals ``np.rot90`` on square images. Each output
-    pixel ``(r, c)`` is pulled from the input by the inverse rotation about the centre
-    ``(cy, cx) = ((H-1)/2, (W-1)/2)``:
+    pixel $(r, c)$ is pulled from the input by the inverse rotation about the centre
+    $(c_y, c_x) = ((H - 1)/2, (W - 1)/2)$:
 
-    ``src_x = cx + (c - cx) cos a - (r - cy) sin a``,  ``src_y = cy + (c - cx) sin a + (r - cy) cos a``
+    $$
+    x_{src} = c_x + (c - c_x) \cos a - (r - c_y) \sin a, \qquad
+    y_{src} = c_y + (c - c_x) \sin a + (r - c_y) \cos a
+    $$
 
-    and sampled with **bilinear** interpolation (``interpolation="bilinear"``, the default:
-    smoother, the right choice for small angles on 28x28 digits) or the nearest pixel
-    (``"nearest"``); points falling outside the image take ``fill``.
+    and sampled with **bilinear** interpolation (smoother, the right choice for small
+    angles on 28x28 digits) or the nearest pixel; points falling outside the image take
+    ``fill``.
+
+    Args:
+        degrees: The largest angle, a number >= 0 (the range is ``[-degrees, degrees]``), or
+            ``(min, max)``.
+        interpolation: ``"bilinear"`` or ``"nearest"``.
+        fill: The value of the points from outside the image.
+
+    Raises:
+        ValueError: A bad range or interpolation.
     """
 
     def __init__(self, degrees, interpolation: str = "bilinear", fill: float = 0.0):
@@ -324,7 +400,14 @@ def _sample_bilinear(x, sy, sx, fill):
 
 
 class Compose:
-    """Apply transforms in order, all drawing from the same generator."""
+    """Apply transforms in order, all drawing from the same generator.
+
+    Args:
+        transforms: The transforms, callables ``t(images, rng)``.
+
+    Raises:
+        TypeError: A transform is not callable.
+    """
 
     def __init__(self, transforms):
         self.transforms = list(transforms)

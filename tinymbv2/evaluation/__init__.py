@@ -1,11 +1,11 @@
 """Evaluation (layer 7): how good a trained model is, and what it says about new images.
 
-* :mod:`~tinymbv2.evaluation.metrics`: accuracy, top-k accuracy, confusion matrix,
+* [tinymbv2.evaluation.metrics][]: accuracy, top-k accuracy, confusion matrix,
   per-class precision and recall;
-* :mod:`~tinymbv2.evaluation.loop`: ``evaluate``, the model in eval mode over a split;
-* :mod:`~tinymbv2.evaluation.prediction`: ``predict``, the top-k classes of image files.
+* [tinymbv2.evaluation.loop][]: ``evaluate``, the model in eval mode over a split;
+* [tinymbv2.evaluation.prediction][]: ``predict``, the top-k classes of image files.
 
-Nothing here trains or imports :mod:`tinymbv2.train`: the trainer uses ``evaluate`` for its
+Nothing here trains or imports ``tinymbv2.train``: the trainer uses ``evaluate`` for its
 validation pass, and reading a model back from a checkpoint (``train.load_trained``) is
 the trainer's business. How a *training run* went (its learning curves) is read by
 ``tinymbv2.train.diagnose``.

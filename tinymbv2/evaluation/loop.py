@@ -1,6 +1,6 @@
 """The evaluation loop: a model in eval mode over a whole split, batch by batch, no gradients.
 
-``evaluate`` runs the model through :func:`tinymbv2.fusion.fuse` unless ``fuse=False``:
+``evaluate`` runs the model through [fuse][tinymbv2.fusion.fuse] unless ``fuse=False``:
 the fused view shares the model's Parameters and buffers and runs faster; ``fuse=False``
 runs the plain model, layer by layer, to step through it.
 """
@@ -20,9 +20,19 @@ def evaluate(model, images, labels, batch_size: int = 256, loss_fn=F.cross_entro
              fuse: bool = True) -> dict:
     """Eval-mode pass over a split: mean loss, accuracy, predictions (N,), scores (N, K).
 
-    images: ``(N, C, H, W)`` (already normalised), labels: ``(N,)``. ``loss_fn(logits,
-    labels, reduction="sum")`` gives the summed loss. Every module comes back in the mode
-    it was in (a frozen BatchNorm of a fine-tuned model stays in eval mode).
+    Every module comes back in the mode it was in (a frozen BatchNorm of a fine-tuned model
+    stays in eval mode).
+
+    Args:
+        model: The network.
+        images: ``(N, C, H, W)``, already normalised.
+        labels: ``(N,)``.
+        batch_size: The images per forward pass.
+        loss_fn: ``loss_fn(logits, labels, reduction="sum")`` gives the summed loss.
+        fuse: Run the fused view (False: the plain model, layer by layer).
+
+    Returns:
+        ``{"loss": mean loss, "accuracy": fraction, "predictions": (N,), "scores": (N, K)}``.
     """
     net = fusion.fuse(model) if fuse else model
     scores, losses = [], []
@@ -46,9 +56,14 @@ def evaluate(model, images, labels, batch_size: int = 256, loss_fn=F.cross_entro
 
 @contextlib.contextmanager
 def eval_mode(*models):
-    """Every module of ``models`` in eval mode inside the block, and each one back in its
-    own mode after it (not all in one: some BatchNorms may have been frozen in eval mode).
-    A fused view is passed with its model: it may keep flags of its own."""
+    """Every module of ``models`` in eval mode inside the block, each back in its own mode after.
+
+    Not all in one mode: some BatchNorms may have been frozen in eval mode. A fused view is
+    passed with its model: it may keep flags of its own.
+
+    Args:
+        *models: The modules (a model and its fused view).
+    """
     modes = [(m, m.training) for model in models for m in model.modules()]
     for model in models:
         model.eval()
@@ -60,7 +75,7 @@ def eval_mode(*models):
 
 
 def model_dtype(model):
-    """The dtype of the model's parameters (float32 for a model without any)."""
+    """The dtype of ``model``'s parameters (float32 for a model without any)."""
     for p in model.parameters():
         return p.dtype
     return np.float32
@@ -70,6 +85,14 @@ def model_batch(model, images, dtype=None) -> Tensor:
     """A batch of images as a Tensor of the model's dtype, on the model's device.
 
     A model moved with ``model.to("cuda")`` gets its batches on the GPU, one copy per batch.
+
+    Args:
+        model: The network.
+        images: An array of images.
+        dtype: The dtype; None: the model's.
+
+    Returns:
+        The Tensor.
     """
     x = Tensor(np.asarray(images, dtype=dtype if dtype is not None else model_dtype(model)))
     for p in model.parameters():

@@ -21,13 +21,21 @@ from .loop import eval_mode, model_batch
 
 
 def load_image(path, in_channels: int, size, invert: bool = False) -> np.ndarray:
-    """One image file as a float32 (C, H, W) array in [0, 1], resized to ``size`` (h, w).
+    """One image file as a float32 (C, H, W) array in [0, 1], resized to ``size``.
 
-    Read by :func:`tinymbv2.data.read_image`: grey for ``in_channels`` 1, else RGB;
-    8-bit pixels divided by 255, 16-bit ones by 65535; a file of more pixels than
+    Read by [read_image][tinymbv2.data.readers.read_image]: 8-bit pixels divided by 255,
+    16-bit ones by 65535; a file of more pixels than
     ``tinymbv2.data.readers.MAX_IMAGE_PIXELS`` is refused before it is decoded.
-    MNIST-style models expect a light digit on a dark background; ``invert``
-    turns a dark-on-light scan into that. ``size=None`` keeps the file's size.
+
+    Args:
+        path: The image file.
+        in_channels: 1 reads it grey, else RGB.
+        size: (h, w); None keeps the file's size.
+        invert: ``1 - x``: MNIST-style models expect a light digit on a dark background,
+            and this turns a dark-on-light scan into that.
+
+    Returns:
+        The image (C, H, W).
     """
     array = read_image(path, "L" if in_channels == 1 else "RGB", who="predict")
     if invert:
@@ -41,11 +49,21 @@ def predict(model, config: dict, paths, top_k: int = 3, invert: bool = False,
             fuse: bool = True) -> list[dict]:
     """Top-k classes with softmax probabilities for each image file.
 
-    config: the saved configuration of the run (``in_channels``, ``input_size``,
-    ``norm_mean``, ``norm_std``, ``class_names``), as ``load_trained`` returns it.
-    Returns one ``{"path": str, "top": [(class name, probability), ...]}`` per file,
-    most probable first. ``fuse=False`` runs the plain model, layer by layer. Every
-    module comes back in the mode it was in.
+    Every module comes back in the mode it was in.
+
+    Args:
+        model: The trained network.
+        config: The saved configuration of the run (``in_channels``, ``input_size``,
+            ``norm_mean``, ``norm_std``, ``class_names``), as ``load_trained`` returns it.
+        paths: The image files.
+        top_k: How many classes per file.
+        invert: Invert the images first (see
+            [load_image][tinymbv2.evaluation.prediction.load_image]).
+        fuse: Run the fused view (False: the plain model, layer by layer).
+
+    Returns:
+        One ``{"path": str, "top": [(class name, probability), ...]}`` per file, most
+        probable first.
     """
     normalize = Normalize(config["norm_mean"], config["norm_std"])  # the training data's
     batch = np.stack([load_image(p, config["in_channels"], config.get("input_size"), invert)

@@ -1,10 +1,11 @@
 """Differentiable operations, PyTorch's ``torch.nn.functional`` (import as ``F``).
 
-Each op is a :class:`~tinymbv2.autograd.Function` with its forward and its
+Each op is a [Function][tinymbv2.autograd.Function] with its forward and its
 hand-derived backward side by side; the heavy ones call the active kernel set
-(:func:`tinymbv2.kernels.kernels_for`), and each Function's docstring names its
-readable kernel in ``kernels/reference.py``. The fused ops (:mod:`.fused`) are what
-:func:`tinymbv2.fuse` swaps recognised layer patterns for.
+([kernels_for][tinymbv2.kernels.kernels_for]), and each Function's docstring names its
+readable kernel in ``kernels/reference.py``. The fused ops
+([tinymbv2.functional.fused][]) are what [tinymbv2.fusion.fuse][] swaps recognised layer
+patterns for.
 """
 from .basic import (  # noqa: F401
     add, clamp, div, exp, flatten, getitem, log, matmul, mean, mul, neg, pow, relu,

@@ -1,7 +1,8 @@
-"""Elementwise arithmetic, reductions and shape ops, each with its derivative.
+r"""Elementwise arithmetic, reductions and shape ops, each with its derivative.
 
-Every op is a :class:`~tinymbv2.autograd.Function`: ``forward`` computes the
-value from arrays, ``backward`` maps dL/d(output) to dL/d(each input).
+Every op is a [Function][tinymbv2.autograd.Function]: ``forward`` computes the
+value from arrays, ``backward`` maps $\partial L / \partial\,\text{output}$ to
+$\partial L / \partial\,\text{input}$ for each input.
 """
 from __future__ import annotations
 
@@ -25,6 +26,18 @@ def as_operand(value, like: Tensor, fn: str):
     * Python numbers, and integer or boolean arrays, take ``like``'s dtype;
     * a floating array of another dtype is an error, like a Tensor;
     * a Tensor or (non-scalar) array on another device is an error.
+
+    Args:
+        value: The other operand: a Tensor, a number or an array.
+        like: The Tensor operand, whose dtype and device rule.
+        fn: The op's name, for the errors.
+
+    Returns:
+        ``value`` as a Tensor of ``like``'s dtype.
+
+    Raises:
+        TypeError: A Tensor or floating array of another dtype.
+        ValueError: A Tensor or array on another device.
     """
     if _has_device(value):
         check_same_device(fn, tensor=like, other=value)
@@ -48,7 +61,22 @@ def as_operand(value, like: Tensor, fn: str):
 
 
 def binary_operands(a, b, fn: str) -> tuple[Tensor, Tensor]:
-    """Both operands as Tensors of one dtype on one device (see :func:`as_operand`)."""
+    """Both operands as Tensors of one dtype on one device.
+
+    The rule is [as_operand][tinymbv2.functional.basic.as_operand]'s.
+
+    Args:
+        a: The left operand: a Tensor, a number or an array.
+        b: The right operand: a Tensor, a number or an array.
+        fn: The op's name, for the errors.
+
+    Returns:
+        ``(a, b)`` as Tensors.
+
+    Raises:
+        TypeError: Neither is a Tensor, or their dtypes differ.
+        ValueError: They live on different devices.
+    """
     if _has_device(a) and _has_device(b):
         check_same_device(fn, a=a, b=b)
     if isinstance(a, Tensor):
@@ -59,10 +87,17 @@ def binary_operands(a, b, fn: str) -> tuple[Tensor, Tensor]:
 
 
 def unbroadcast(grad, shape):
-    """Sum ``grad`` over the axes that broadcasting stretched, back to ``shape``.
+    r"""Sum ``grad`` over the axes that broadcasting stretched, back to ``shape``.
 
-    If y = x + b with b of shape (C,) broadcast to (N, C), each b_c was used N
-    times, so dL/db_c = sum_n dL/dy_nc.
+    If $y = x + b$ with $b$ of shape (C,) broadcast to (N, C), each $b_c$ was used N
+    times, so $\partial L / \partial b_c = \sum_n \partial L / \partial y_{nc}$.
+
+    Args:
+        grad: The gradient of the broadcast result.
+        shape: The operand's shape before broadcasting.
+
+    Returns:
+        The gradient of the operand, of ``shape``.
     """
     if grad.shape == tuple(shape):
         return grad
@@ -77,7 +112,7 @@ def unbroadcast(grad, shape):
 
 # -- binary arithmetic (NumPy broadcasting; gradients summed back to shape) --
 class Add(Function):
-    """y = a + b;  dy/da = 1, dy/db = 1.
+    r"""$y = a + b$;  $\partial y / \partial a = 1$, $\partial y / \partial b = 1$.
 
     readable: this class (NumPy or CuPy, no kernel).
     """
@@ -94,7 +129,7 @@ class Add(Function):
 
 
 class Sub(Function):
-    """y = a - b;  dy/da = 1, dy/db = -1.
+    r"""$y = a - b$;  $\partial y / \partial a = 1$, $\partial y / \partial b = -1$.
 
     readable: this class (NumPy or CuPy, no kernel).
     """
@@ -111,7 +146,7 @@ class Sub(Function):
 
 
 class Mul(Function):
-    """y = a * b;  dy/da = b, dy/db = a.
+    r"""$y = a b$;  $\partial y / \partial a = b$, $\partial y / \partial b = a$.
 
     readable: this class (NumPy or CuPy, no kernel).
     """
@@ -130,7 +165,7 @@ class Mul(Function):
 
 
 class Div(Function):
-    """y = a / b;  dy/da = 1/b, dy/db = -a/b^2.
+    r"""$y = a / b$;  $\partial y / \partial a = 1/b$, $\partial y / \partial b = -a/b^2$.
 
     readable: this class (NumPy or CuPy, no kernel).
     """
@@ -149,7 +184,7 @@ class Div(Function):
 
 
 class MatMul(Function):
-    """Y = A @ B on (..., n, k) @ (..., k, m);  dA = G @ B^T, dB = A^T @ G.
+    """$Y = AB$ on (..., n, k) @ (..., k, m);  $dA = G B^T$, $dB = A^T G$.
 
     readable: this class (NumPy or CuPy, no kernel).
     """
@@ -171,23 +206,88 @@ class MatMul(Function):
 
 
 def add(a, b) -> Tensor:
+    """$a + b$, elementwise with NumPy broadcasting (``a + b`` on Tensors).
+
+    Args:
+        a: A Tensor, or a number or array (then ``b`` is a Tensor).
+        b: A Tensor, or a number or array (then ``a`` is a Tensor).
+
+    Returns:
+        The result, broadcast to the operands' common shape.
+
+    Raises:
+        TypeError: Neither is a Tensor, or they have different floating dtypes.
+        ValueError: They live on different devices.
+    """
     return Add.apply(*binary_operands(a, b, "add"))
 
 
 def sub(a, b) -> Tensor:
+    """$a - b$, elementwise with NumPy broadcasting (``a - b`` on Tensors).
+
+    Args:
+        a: A Tensor, or a number or array (then ``b`` is a Tensor).
+        b: A Tensor, or a number or array (then ``a`` is a Tensor).
+
+    Returns:
+        The result, broadcast to the operands' common shape.
+
+    Raises:
+        TypeError: Neither is a Tensor, or they have different floating dtypes.
+        ValueError: They live on different devices.
+    """
     return Sub.apply(*binary_operands(a, b, "sub"))
 
 
 def mul(a, b) -> Tensor:
+    """$a b$, elementwise with NumPy broadcasting (``a * b`` on Tensors).
+
+    Args:
+        a: A Tensor, or a number or array (then ``b`` is a Tensor).
+        b: A Tensor, or a number or array (then ``a`` is a Tensor).
+
+    Returns:
+        The result, broadcast to the operands' common shape.
+
+    Raises:
+        TypeError: Neither is a Tensor, or they have different floating dtypes.
+        ValueError: They live on different devices.
+    """
     return Mul.apply(*binary_operands(a, b, "mul"))
 
 
 def div(a, b) -> Tensor:
+    """$a / b$, elementwise with NumPy broadcasting (``a / b`` on Tensors).
+
+    Args:
+        a: A Tensor, or a number or array (then ``b`` is a Tensor).
+        b: A Tensor, or a number or array (then ``a`` is a Tensor).
+
+    Returns:
+        The result, broadcast to the operands' common shape.
+
+    Raises:
+        TypeError: Neither is a Tensor, or they have different floating dtypes.
+        ValueError: They live on different devices.
+    """
     return Div.apply(*binary_operands(a, b, "div"))
 
 
 def matmul(a, b) -> Tensor:
-    """Matrix product with NumPy's rules; 1-D operands are promoted and squeezed back."""
+    """Matrix product with NumPy's rules; 1-D operands are promoted and squeezed back.
+
+    (..., n, k) @ (..., k, m) -> (..., n, m), the leading axes broadcast (``a @ b``).
+
+    Args:
+        a: The left operand, rank >= 1.
+        b: The right operand, rank >= 1.
+
+    Returns:
+        The product.
+
+    Raises:
+        ValueError: An operand of rank 0, or inner dimensions that differ.
+    """
     a, b = binary_operands(a, b, "matmul")
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: expected operands of rank >= 1, got {a.shape} and {b.shape}")
@@ -210,7 +310,7 @@ def matmul(a, b) -> Tensor:
 
 # -- unary elementwise ---------------------------------------------------
 class Neg(Function):
-    """y = -x;  dy/dx = -1.
+    r"""$y = -x$;  $\partial y / \partial x = -1$.
 
     readable: this class (NumPy or CuPy, no kernel).
     """
@@ -225,7 +325,7 @@ class Neg(Function):
 
 
 class Pow(Function):
-    """y = x^p for a constant p;  dy/dx = p x^(p-1).
+    r"""$y = x^p$ for a constant $p$;  $\partial y / \partial x = p\,x^{p-1}$.
 
     readable: this class (NumPy or CuPy, no kernel).
     """
@@ -244,7 +344,7 @@ class Pow(Function):
 
 
 class Exp(Function):
-    """y = e^x;  dy/dx = y.
+    r"""$y = e^x$;  $\partial y / \partial x = y$.
 
     readable: this class (NumPy or CuPy, no kernel).
     """
@@ -262,7 +362,7 @@ class Exp(Function):
 
 
 class Log(Function):
-    """y = ln x;  dy/dx = 1/x.
+    r"""$y = \ln x$;  $\partial y / \partial x = 1/x$.
 
     readable: this class (NumPy or CuPy, no kernel).
     """
@@ -279,7 +379,9 @@ class Log(Function):
 
 
 class Clamp(Function):
-    """y = min(max(x, lo), hi);  dy/dx = 1 where lo <= x <= hi, else 0 (PyTorch's choice).
+    r"""$y = \min(\max(x, lo), hi)$;  $\partial y / \partial x = 1$ where $lo \le x \le hi$.
+
+    Elsewhere it is 0; at the bounds it is 1, PyTorch's choice.
 
     readable: this class (NumPy or CuPy, no kernel).
     """
@@ -302,7 +404,9 @@ class Clamp(Function):
 
 
 class ReLU(Function):
-    """y = max(x, 0);  dy/dx = 1 for x > 0, and 0 at x = 0 (as PyTorch).
+    r"""$y = \max(x, 0)$;  $\partial y / \partial x = 1$ for $x > 0$, else 0.
+
+    At $x = 0$ the derivative is 0, as PyTorch's.
 
     readable: this class (NumPy or CuPy, no kernel).
     """
@@ -320,10 +424,23 @@ class ReLU(Function):
 
 
 def neg(x) -> Tensor:
+    """$-x$ for a Tensor ``x`` (``-x``)."""
     return Neg.apply(check_tensor(x, "neg"))
 
 
 def pow(x, exponent) -> Tensor:  # noqa: A001 - mirrors torch.pow
+    """$x^p$ elementwise, for a constant real exponent (``x ** p``).
+
+    Args:
+        x: The Tensor.
+        exponent: $p$, a real number (not a Tensor).
+
+    Returns:
+        $x^p$, of ``x``'s shape and dtype.
+
+    Raises:
+        TypeError: The exponent is not a real number.
+    """
     check_tensor(x, "pow")
     if not isinstance(exponent, numbers.Real):
         raise TypeError(f"pow: expected a constant real exponent, got {type(exponent).__name__}")
@@ -331,18 +448,34 @@ def pow(x, exponent) -> Tensor:  # noqa: A001 - mirrors torch.pow
 
 
 def exp(x) -> Tensor:
+    """$e^x$ elementwise, for a Tensor ``x``."""
     return Exp.apply(check_tensor(x, "exp"))
 
 
 def log(x) -> Tensor:
+    r"""$\ln x$ elementwise, for a Tensor ``x``."""
     return Log.apply(check_tensor(x, "log"))
 
 
 def relu(x) -> Tensor:
+    r"""$\max(x, 0)$ elementwise, for a Tensor ``x``."""
     return ReLU.apply(check_tensor(x, "relu"))
 
 
 def clamp(x, min=None, max=None) -> Tensor:  # noqa: A002 - torch's names
+    r"""$\min(\max(x, \text{min}), \text{max})$ elementwise; either bound may be left out.
+
+    Args:
+        x: The Tensor.
+        min: The lower bound; None: none.
+        max: The upper bound; None: none.
+
+    Returns:
+        The clamped Tensor.
+
+    Raises:
+        ValueError: Neither bound is given.
+    """
     check_tensor(x, "clamp")
     if min is None and max is None:
         raise ValueError("clamp: expected at least one of min and max, got neither")
@@ -358,7 +491,7 @@ def _axes(axis, ndim):
 
 
 class Sum(Function):
-    """y = sum over axes;  every summed element gets the gradient of its sum.
+    """$y$ = the sum over ``axes``;  every summed element gets the gradient of its sum.
 
     readable: this class (NumPy or CuPy, no kernel).
     """
@@ -377,11 +510,31 @@ class Sum(Function):
 
 
 def sum(x, axis=None, keepdims=False) -> Tensor:  # noqa: A001 - mirrors torch.sum
+    """The sum over ``axis`` (``x.sum(axis)``).
+
+    Args:
+        x: The Tensor.
+        axis: An axis, a tuple of axes, or None for all of them.
+        keepdims: Keep the summed axes, with size 1.
+
+    Returns:
+        The sums.
+    """
     check_tensor(x, "sum")
     return Sum.apply(x, _axes(axis, x.ndim), keepdims)
 
 
 def mean(x, axis=None, keepdims=False) -> Tensor:
+    """The mean over ``axis`` (``x.mean(axis)``): the sum times 1 / (the number of values).
+
+    Args:
+        x: The Tensor.
+        axis: An axis, a tuple of axes, or None for all of them.
+        keepdims: Keep the averaged axes, with size 1.
+
+    Returns:
+        The means.
+    """
     check_tensor(x, "mean")
     axes = _axes(axis, x.ndim)
     count = 1
@@ -427,7 +580,7 @@ class Transpose(Function):
 
 
 class GetItem(Function):
-    """y = x[index];  the gradient is scattered back (added, for repeated indices).
+    r"""$y = x[\text{index}]$;  the gradient is scattered back (added, for repeated indices).
 
     readable: this class (NumPy or CuPy, no kernel).
     """
@@ -446,16 +599,43 @@ class GetItem(Function):
 
 
 def reshape(x, shape) -> Tensor:
+    """The same values in a new shape (``x.reshape(shape)``).
+
+    Args:
+        x: The Tensor.
+        shape: The new shape, with as many elements (one entry may be -1).
+
+    Returns:
+        The reshaped Tensor.
+    """
     check_tensor(x, "reshape")
     return Reshape.apply(x, tuple(shape))
 
 
 def transpose(x, axes=None) -> Tensor:
+    """Permute the axes (``x.transpose(axes)``; ``x.T`` reverses them).
+
+    Args:
+        x: The Tensor.
+        axes: The new order of the axes; None: reversed.
+
+    Returns:
+        The transposed Tensor.
+    """
     check_tensor(x, "transpose")
     return Transpose.apply(x, None if axes is None else tuple(axes))
 
 
 def getitem(x, index) -> Tensor:
+    """``x[index]``: NumPy indexing (integers, slices, arrays, Tensors of indices).
+
+    Args:
+        x: The Tensor.
+        index: The index; Tensors in it are used as index arrays.
+
+    Returns:
+        The selected values; their gradient is scattered back into ``x``'s shape.
+    """
     if isinstance(index, Tensor):
         index = index.data
     elif isinstance(index, tuple):
@@ -464,7 +644,15 @@ def getitem(x, index) -> Tensor:
 
 
 def flatten(x, start_dim: int = 1) -> Tensor:
-    """Merge every axis from ``start_dim`` on: (N, C, H, W) -> (N, C*H*W) for start_dim=1."""
+    """Merge every axis from ``start_dim`` on: (N, C, H, W) -> (N, C·H·W) for ``start_dim=1``.
+
+    Args:
+        x: The Tensor.
+        start_dim: The first axis merged.
+
+    Returns:
+        The flattened Tensor.
+    """
     check_tensor(x, "flatten")
     start = start_dim % max(x.ndim, 1)
     rest = 1

@@ -1,32 +1,46 @@
-"""Batch normalisation (Ioffe & Szegedy 2015) over (N, H, W) for each channel.
+r"""Batch normalisation (Ioffe & Szegedy 2015) over (N, H, W) for each channel.
 
-Training mode, with M = N*H*W values per channel c:
+Training mode, with $M = N H W$ values per channel:
 
-    mu = mean(x),  var = mean((x - mu)^2)            (the *biased* variance)
-    xhat = (x - mu) / sqrt(var + eps),  y = gamma * xhat + beta
+$$
+\mu = \text{mean}(x), \qquad \sigma^2 = \text{mean}((x - \mu)^2) \quad \text{(the biased variance)}
+$$
 
-and the running statistics move towards the batch's (PyTorch's convention):
+$$
+\hat{x} = \frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}}, \qquad y = \gamma \hat{x} + \beta
+$$
 
-    running_mean = (1 - momentum) * running_mean + momentum * mu
-    running_var  = (1 - momentum) * running_var  + momentum * var * M / (M - 1)
+and the running statistics move towards the batch's (PyTorch's convention), with the
+unbiased variance:
 
-(the *unbiased* variance). Evaluation mode uses the running statistics instead,
-so y is an affine function of x.
+$$
+\text{running_mean} \leftarrow (1 - m)\,\text{running_mean} + m\,\mu
+$$
 
-Backward in training mode. Every x moves mu and var, so the gradient has three
-paths. With g = dL/dy, summing over the channel's M values:
+$$
+\text{running_var} \leftarrow (1 - m)\,\text{running_var} + m\,\sigma^2 \frac{M}{M - 1}
+$$
 
-    dL/dbeta  = sum g
-    dL/dgamma = sum g * xhat
-    dL/dx     = gamma / sqrt(var + eps) * (g - mean(g) - xhat * mean(g * xhat))
+for momentum $m$. Evaluation mode uses the running statistics instead, so $y$ is an
+affine function of $x$.
 
-A check through ``y.sum()`` would hide a wrong dL/dx: with g all ones the bracket
-is 0 whatever the formula, which is why the tests use a random g.
+Backward in training mode. Every $x$ moves $\mu$ and $\sigma^2$, so the gradient has three
+paths. With $g = \partial L / \partial y$, summing over the channel's $M$ values:
+
+$$
+\frac{\partial L}{\partial \beta} = \sum g, \qquad
+\frac{\partial L}{\partial \gamma} = \sum g \hat{x}, \qquad
+\frac{\partial L}{\partial x} = \frac{\gamma}{\sqrt{\sigma^2 + \epsilon}}
+  \left(g - \text{mean}(g) - \hat{x}\,\text{mean}(g \hat{x})\right)
+$$
+
+A check through ``y.sum()`` would hide a wrong $\partial L / \partial x$: with $g$ all
+ones the bracket is 0 whatever the formula, which is why the tests use a random $g$.
 
 ``batch_norm_relu6`` is ``relu6(batch_norm(...))`` as one op, the way every
-MobileNetV2 block uses them: the kernels clamp while they write y, and the
+MobileNetV2 block uses them: the kernels clamp while they write $y$, and the
 backward recomputes the BatchNorm output from the saved input to know where
-ReLU6 passed the gradient (0 < z < 6). Same numbers as the two ops, one pass
+ReLU6 passed the gradient ($0 < z < 6$). Same numbers as the two ops, one pass
 fewer each way, and no ReLU6 mask kept in memory for the backward.
 """
 from __future__ import annotations
@@ -64,7 +78,7 @@ class BatchNormTrain(Function):
 
 
 class BatchNormEval(Function):
-    """y = (x - mean) * invstd * gamma + beta with fixed statistics: an affine map.
+    r"""$y = (x - \text{mean})\,\text{invstd}\,\gamma + \beta$, fixed statistics: an affine map.
 
     readable: ``kernels/reference.py``, ``ReferenceKernels.batch_norm_forward_eval``; the
     backward is this class's own NumPy (an affine map's gradient needs no kernel).
@@ -98,11 +112,26 @@ class BatchNormEval(Function):
 
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False,
                momentum=0.1, eps=1e-5) -> Tensor:
-    """PyTorch's ``F.batch_norm`` for NCHW input.
+    r"""PyTorch's ``F.batch_norm`` for NCHW input (see the module for the formulas).
 
-    x: (N, C, H, W); running_mean, running_var: arrays (C,) or None, updated in
-    place when ``training``; weight (gamma), bias (beta): Tensors (C,) or None
-    (then 1 and 0). Without running statistics the batch's are used in both modes.
+    Args:
+        x: The input (N, C, H, W).
+        running_mean: An array (C,), or None; updated in place when ``training``.
+        running_var: An array (C,), or None; updated in place when ``training``.
+        weight: $\gamma$, a Tensor (C,), or None (then 1).
+        bias: $\beta$, a Tensor (C,), or None (then 0).
+        training: Normalise by the batch's statistics and move the running ones (else use
+            the running ones). Without running statistics the batch's are used in both modes.
+        momentum: How far the running statistics move towards the batch's.
+        eps: $\epsilon$, added to the variance.
+
+    Returns:
+        The normalised output (N, C, H, W).
+
+    Raises:
+        TypeError: The arguments are not Tensors of one dtype.
+        ValueError: A shape does not fit, only one running statistic is given, or
+            training has a single value per channel.
     """
     return _batch_norm("batch_norm", x, running_mean, running_var, weight, bias, training,
                        momentum, eps, relu6=False)
@@ -110,11 +139,31 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
 
 def batch_norm_relu6(x, running_mean, running_var, weight=None, bias=None, training=False,
                      momentum=0.1, eps=1e-5) -> Tensor:
-    """``relu6(batch_norm(x, ...))`` as one fused op; arguments as :func:`batch_norm`.
+    r"""``relu6(batch_norm(x, ...))`` as one fused op.
 
     The same values and gradients as the two ops (the tests compare them with
     PyTorch), with one pass over the activations fewer in each direction and no
-    ReLU6 mask saved for the backward (see the module docstring).
+    ReLU6 mask saved for the backward (see the module docstring). The arguments are
+    [batch_norm][tinymbv2.functional.batchnorm.batch_norm]'s.
+
+    Args:
+        x: The input (N, C, H, W).
+        running_mean: An array (C,), or None; updated in place when ``training``.
+        running_var: An array (C,), or None; updated in place when ``training``.
+        weight: $\gamma$, a Tensor (C,), or None (then 1).
+        bias: $\beta$, a Tensor (C,), or None (then 0).
+        training: Normalise by the batch's statistics and move the running ones (else use
+            the running ones). Without running statistics the batch's are used in both modes.
+        momentum: How far the running statistics move towards the batch's.
+        eps: $\epsilon$, added to the variance.
+
+    Returns:
+        The normalised output (N, C, H, W).
+
+    Raises:
+        TypeError: The arguments are not Tensors of one dtype.
+        ValueError: A shape does not fit, only one running statistic is given, or
+            training has a single value per channel.
     """
     return _batch_norm("batch_norm_relu6", x, running_mean, running_var, weight, bias,
                        training, momentum, eps, relu6=True)
@@ -162,8 +211,18 @@ def _batch_norm(fn, x, running_mean, running_var, weight, bias, training, moment
 
 
 def update_running_stats(running_mean, running_var, stats, eps, momentum, m):
-    """Move the running statistics towards a training batch's, in place: ``stats`` holds
-    the batch's mean and invstd = 1/sqrt(var + eps) (biased var) over m values each."""
+    r"""Move the running statistics towards a training batch's, in place.
+
+    Args:
+        running_mean: The running mean (C,), updated in place.
+        running_var: The running variance (C,), updated in place (with the unbiased
+            batch variance).
+        stats: The batch's ``{"mean": (C,), "invstd": (C,)}``, with
+            $\text{invstd} = 1/\sqrt{\sigma^2 + \epsilon}$ of the biased variance.
+        eps: The $\epsilon$ in ``invstd``.
+        momentum: How far the running statistics move.
+        m: The number of values per channel, $M = N H W$.
+    """
     invstd = stats["invstd"].astype(np.float64)
     var = 1.0 / (invstd * invstd) - eps  # the biased batch variance
     running_mean *= 1.0 - momentum

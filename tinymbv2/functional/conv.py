@@ -1,20 +1,27 @@
-"""2-D convolution (NCHW), dispatched to the three kernels MobileNetV2 needs.
+r"""2-D convolution (NCHW), dispatched to the three kernels MobileNetV2 needs.
 
-For input x (N, Ci, H, W), weight w (Co, Ci/groups, kh, kw), stride s and
-zero padding p, the output (N, Co, Ho, Wo) with Ho = (H + 2 ph - kh) // sh + 1 is
+For input $x$ (N, Ci, H, W), weight $w$ (Co, Ci / groups, kh, kw), stride $s$ and
+zero padding $p$, the output $y$ (N, Co, Ho, Wo), with
+$H_o = \lfloor (H + 2p_h - k_h) / s_h \rfloor + 1$ (and the same for $W_o$), is
 
-    y[n, o, i, j] = sum_{c, a, b} w[o, c, a, b] * xpad[n, g(o)*Ci/groups + c, i*sh + a, j*sw + b]
+$$
+y_{n,o,i,j} = \sum_{c,a,b} w_{o,c,a,b} \;
+  \bar{x}_{n,\; g(o) C_i / \text{groups} + c,\; i s_h + a,\; j s_w + b}
+$$
 
-(a cross-correlation, as in every deep-learning library). Its backward passes:
+with $\bar{x}$ the padded input and $g(o)$ the group of output channel $o$ (a
+cross-correlation, as in every deep-learning library). Its backward passes:
 
-* dL/dx: each x element fed every output whose window covered it, so its
-  gradient is the sum of those outputs' gradients times the matching weight --
-  a "full" correlation of dL/dy with the flipped kernel (a transposed conv).
-* dL/dw: each weight multiplied the input under its tap for every output, so
-  dL/dw[o, c, a, b] = sum_{n, i, j} dL/dy[n, o, i, j] * xpad[n, c, i*sh + a, j*sw + b].
+* $\partial L / \partial x$: each $x$ element fed every output whose window covered it, so
+  its gradient is the sum of those outputs' gradients times the matching weight:
+  a "full" correlation of $\partial L / \partial y$ with the flipped kernel (a transposed
+  convolution).
+* $\partial L / \partial w$: each weight multiplied the input under its tap for every
+  output, so $\partial L / \partial w_{o,c,a,b} =
+  \sum_{n,i,j} \partial L / \partial y_{n,o,i,j} \; \bar{x}_{n,c,\,i s_h + a,\,j s_w + b}$.
 
-Three specialised kernel families (see :mod:`tinymbv2.kernels`; the readable versions
-are the methods of ``ReferenceKernels`` in ``kernels/reference.py``):
+Three specialised kernel families (see [tinymbv2.kernels][]; the readable versions
+are the methods of [ReferenceKernels][tinymbv2.kernels.reference.ReferenceKernels]):
 
 * pointwise (1x1, stride 1, no padding, groups 1): a matrix product per image;
   most of MobileNetV2's multiply-adds (paper section 3.1);
@@ -145,7 +152,22 @@ class GroupedConv2d(Function):
 
 
 def check_conv_args(x, weight, bias, stride, padding, groups, fn="conv2d"):
-    """Raise an error naming ``fn`` unless the arguments make a valid convolution."""
+    """Raise an error naming ``fn`` unless the arguments make a valid convolution.
+
+    Args:
+        x: The input, a 4-d Tensor (N, Ci, H, W).
+        weight: The weight, a 4-d Tensor (Co, Ci / groups, kh, kw).
+        bias: A Tensor (Co,), or None.
+        stride: (sh, sw), each >= 1.
+        padding: (ph, pw), each >= 0.
+        groups: A positive int dividing Ci and Co.
+        fn: The op's name, for the errors.
+
+    Raises:
+        TypeError: A Tensor is missing, or dtypes differ.
+        ValueError: A shape, stride, padding or group count that does not fit, a kernel
+            larger than the padded input, or Tensors on different devices.
+    """
     check_tensor(x, fn, "input", ndim=4)
     check_tensor(weight, fn, "weight", ndim=4)
     if bias is not None:
@@ -181,10 +203,23 @@ def check_conv_args(x, weight, bias, stride, padding, groups, fn="conv2d"):
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, groups=1) -> Tensor:
-    """2-D convolution, PyTorch's ``F.conv2d``.
+    """2-D convolution, PyTorch's ``F.conv2d`` (see the module for the formula).
 
-    x: (N, Ci, H, W); weight: (Co, Ci/groups, kh, kw); bias: (Co,) or None;
-    stride, padding: int or (h, w) pair. Returns (N, Co, Ho, Wo).
+    Args:
+        x: The input (N, Ci, H, W).
+        weight: (Co, Ci / groups, kh, kw).
+        bias: (Co,), or None.
+        stride: An int or an (h, w) pair.
+        padding: Zeros on each side: an int or an (h, w) pair.
+        groups: The channel groups; ``groups == Ci == Co`` is depthwise.
+
+    Returns:
+        The output (N, Co, Ho, Wo).
+
+    Raises:
+        TypeError: The arguments are not Tensors of one dtype.
+        ValueError: They do not make a valid convolution
+            ([check_conv_args][tinymbv2.functional.conv.check_conv_args]).
     """
     stride, padding = pair(stride, "stride", "conv2d"), pair(padding, "padding", "conv2d")
     check_conv_args(x, weight, bias, stride, padding, groups)

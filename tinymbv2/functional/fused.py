@@ -1,24 +1,27 @@
 """Fused ops: several layers of MobileNetV2 computed in one call, with the separate ops' numbers.
 
 A framework's compiler fuses layers so that a tensor is read from memory once instead
-of once per layer; :func:`tinymbv2.fuse` does that to a model by swapping recognised
+of once per layer; [tinymbv2.fusion.fuse][] does that to a model by swapping recognised
 layer patterns for these ops (the model itself stays plain, layer by layer). Each op
-equals the composition of the separate ops it replaces -- bit for bit or to the last
-bit or two of float rounding, as noted -- and its readable version is that very
+equals the composition of the separate ops it replaces (bit for bit, or to the last
+bit or two of float rounding, as noted) and its readable version is that very
 composition, in ``kernels/reference.py``:
 
-* :func:`conv2d_batch_norm_eval`: a convolution and its BatchNorm in eval mode (and
-  ReLU6), for inference: one pass over memory fewer per layer;
-* :func:`inverted_residual_eval`: a whole inverted residual block for inference, which
-  a fast kernel set computes band by band so that the expanded tensor (t times the
-  block's input, the block's biggest) stays in cache;
-* :func:`depthwise_stage_train`: BatchNorm + ReLU6, the 3x3 depthwise filter and
-  BatchNorm + ReLU6 in training, which a fast kernel set computes channel by channel
-  so that a channel's planes stay in cache through all three steps.
+* [conv2d_batch_norm_eval][tinymbv2.functional.fused.conv2d_batch_norm_eval]: a
+  convolution and its BatchNorm in eval mode (and ReLU6), for inference: one pass over
+  memory fewer per layer;
+* [inverted_residual_eval][tinymbv2.functional.fused.inverted_residual_eval]: a whole
+  inverted residual block for inference, which a fast kernel set computes band by band
+  so that the expanded tensor (t times the block's input, the block's biggest) stays in
+  cache;
+* [depthwise_stage_train][tinymbv2.functional.fused.depthwise_stage_train]: BatchNorm +
+  ReLU6, the 3x3 depthwise filter and BatchNorm + ReLU6 in training, which a fast kernel
+  set computes channel by channel so that a channel's planes stay in cache through all
+  three steps.
 
-(``F.batch_norm_relu6``, BatchNorm and the ReLU6 after it as one op, lives with
-BatchNorm in :mod:`.batchnorm`.) The two inference ops record no graph: they refuse to
-run while gradients are being recorded for an input that requires them.
+([batch_norm_relu6][tinymbv2.functional.batchnorm.batch_norm_relu6], BatchNorm and the
+ReLU6 after it as one op, lives with BatchNorm.) The two inference ops record no graph:
+they refuse to run while gradients are being recorded for an input that requires them.
 """
 from __future__ import annotations
 
@@ -60,13 +63,34 @@ class ConvBatchNormEval(Function):
 
 def conv2d_batch_norm_eval(x, weight, stride, padding, groups, running_mean, running_var,
                            bn_weight, bn_bias, eps=1e-5, relu6=False) -> Tensor:
-    """Inference only: ``batch_norm(conv2d(x, weight), running stats)`` (and ``relu6``) in
-    one kernel call -- the separate ops' numbers, to the last bit or two of float rounding
-    (the numba set multiplies big images in column blocks); one pass over memory fewer
-    per layer.
+    r"""Inference only: ``batch_norm(conv2d(x, weight))`` (and ``relu6``) in one call.
 
-    Arguments as :func:`~tinymbv2.functional.conv2d` (no conv bias) and
-    :func:`~tinymbv2.functional.batch_norm` in eval mode. Returns (N, Co, Ho, Wo).
+    The BatchNorm uses the running statistics.
+
+    The separate ops' numbers, to the last bit or two of float rounding (the numba set
+    multiplies big images in column blocks); one pass over memory fewer per layer. The
+    arguments are those of [conv2d][tinymbv2.functional.conv.conv2d] (no convolution bias)
+    and of [batch_norm][tinymbv2.functional.batchnorm.batch_norm] in eval mode.
+
+    Args:
+        x: The input (N, Ci, H, W).
+        weight: The convolution's weight (Co, Ci / groups, kh, kw).
+        stride: An int or an (h, w) pair.
+        padding: An int or an (h, w) pair.
+        groups: The convolution's channel groups.
+        running_mean: The BatchNorm's running mean (C,), an array or Tensor.
+        running_var: The BatchNorm's running variance (C,).
+        bn_weight: $\gamma$, a Tensor (Co,).
+        bn_bias: $\beta$, a Tensor (Co,).
+        eps: $\epsilon$, added to the variance.
+        relu6: Clamp the output to [0, 6].
+
+    Returns:
+        The output (N, Co, Ho, Wo).
+
+    Raises:
+        RuntimeError: Gradients are being recorded for an input that requires them.
+        ValueError: The convolution's arguments do not fit.
     """
     fn = "conv2d_batch_norm_eval"
     stride, padding = pair(stride, "stride", fn), pair(padding, "padding", fn)
@@ -99,22 +123,32 @@ class InvertedResidualEval(Function):
 
 
 def inverted_residual_eval(x, expand, depthwise, project, stride, residual) -> Tensor:
-    """Inference only: an inverted residual block (paper section 3.3, Table 1) in one op,
+    """Inference only: an inverted residual block (paper section 3.3, Table 1) in one op.
 
         h = ReLU6(BN(conv1x1(x)))        expansion to t * Ci channels (absent when t = 1)
         h = ReLU6(BN(depthwise3x3(h)))   stride s, padding 1
         y = BN(conv1x1(h))               linear projection to Co channels
         y = x + y                        when ``residual``
 
-    with every BatchNorm in eval mode (running statistics).
+    with every BatchNorm in eval mode (running statistics). Each ``bn`` below is
+    ``(running_mean, running_var, weight, bias, eps, relu6)`` with arrays or Tensors (ReLU6 on
+    the expansion and the depthwise step, not on the projection, in MobileNetV2). The
+    result is the separate ops' numbers up to float rounding.
 
-    x: Tensor (N, Ci, H, W). ``expand``: None, or ``(weight (Ch, Ci, 1, 1), bn)``;
-    ``depthwise``: ``(weight (Ch, 1, 3, 3), bn)``; ``project``: ``(weight (Co, Ch, 1, 1),
-    bn)``; the weights are Tensors, each ``bn`` is ``(running_mean, running_var, weight,
-    bias, eps, relu6)`` with arrays or Tensors (ReLU6 on expansion and depthwise, not on
-    the projection, in MobileNetV2). ``stride``: 1 or 2; ``residual``: add x (needs
-    stride 1 and Co = Ci). Returns (N, Co, ceil(H/s), ceil(W/s)), the separate ops'
-    numbers up to float rounding.
+    Args:
+        x: The block's input (N, Ci, H, W).
+        expand: None (t = 1), or ``(weight (Ch, Ci, 1, 1), bn)``.
+        depthwise: ``(weight (Ch, 1, 3, 3), bn)``.
+        project: ``(weight (Co, Ch, 1, 1), bn)``.
+        stride: 1 or 2.
+        residual: Add ``x`` (needs stride 1 and Co = Ci).
+
+    Returns:
+        The output (N, Co, ceil(H / s), ceil(W / s)).
+
+    Raises:
+        RuntimeError: Gradients are being recorded for an input that requires them.
+        ValueError: A weight of another shape, or a stride other than 1 or 2.
     """
     fn = "inverted_residual_eval"
     check_tensor(x, fn, "x", 4)
@@ -169,21 +203,35 @@ class DepthwiseStageTrain(Function):
 
 
 def depthwise_stage_train(e, norm1, w_dw, stride, norm2) -> Tensor:
-    """relu6(BN2(depthwise3x3(relu6(BN1(e))))) with both BatchNorms in training mode.
+    r"""Training: BN1 + ReLU6, depthwise 3x3, BN2 + ReLU6 as one op, in one kernel call per pass.
 
-    The middle of an inverted residual block: e is the expansion's conv output (for a
-    block without expansion, the previous layer's). The same values and gradients as
-    ``batch_norm_relu6``, ``conv2d`` (groups = C, padding 1) and ``batch_norm_relu6``,
-    and the running statistics move as theirs do:
+    $h = \text{relu6}(\text{BN}_2(\text{depthwise3x3}(\text{relu6}(\text{BN}_1(e)))))$, with both
+    BatchNorms in training mode. The middle of an inverted residual block: $e$ is the
+    expansion's convolution output (for a block without expansion, the previous layer's).
+    The same values and gradients as ``batch_norm_relu6``, ``conv2d`` (groups = C,
+    padding 1) and ``batch_norm_relu6``, and the running statistics move as theirs do.
+    The backward, with $d$ the depthwise output and $a$ its input:
 
-        dL/dd = BN2 and ReLU6 backward of dL/dh,   dL/da, dL/dw = depthwise backward of dL/dd,
-        dL/de = BN1 and ReLU6 backward of dL/da.
+    * $\partial L / \partial d$: BN2 and ReLU6 backward of $\partial L / \partial h$;
+    * $\partial L / \partial a$ and $\partial L / \partial w$: depthwise backward of
+      $\partial L / \partial d$;
+    * $\partial L / \partial e$: BN1 and ReLU6 backward of $\partial L / \partial a$.
 
-    e: Tensor (N, C, H, W); w_dw: Tensor (C, 1, 3, 3), padding 1, ``stride`` 1 or 2;
-    norm1, norm2: ``(running_mean, running_var, weight, bias, momentum, eps)`` of the
-    two BatchNorms, weight and bias Tensors (C,), the running statistics arrays (C,)
-    updated in place as ``F.batch_norm(training=True)`` does, or both None.
-    Returns h (N, C, ceil(H/s), ceil(W/s)).
+    Args:
+        e: The input (N, C, H, W).
+        norm1: The first BatchNorm, ``(running_mean, running_var, weight, bias, momentum,
+            eps)``: weight and bias Tensors (C,), the running statistics arrays (C,) updated
+            in place as ``F.batch_norm(training=True)`` does, or both None.
+        w_dw: The depthwise weight (C, 1, 3, 3); padding 1.
+        stride: 1 or 2.
+        norm2: The second BatchNorm, as ``norm1``.
+
+    Returns:
+        h (N, C, ceil(H / s), ceil(W / s)).
+
+    Raises:
+        ValueError: A shape that does not fit, a stride other than 1 or 2, one running
+            statistic without the other, or a single value per channel.
     """
     fn = "depthwise_stage_train"
     check_tensor(e, fn, "input", ndim=4)

@@ -11,10 +11,10 @@ from .checks import check_same_device, check_same_dtype, check_tensor, pair
 
 
 class ReLU6(Function):
-    """y = min(max(x, 0), 6) (paper section 3.2: robust in low precision).
+    r"""$y = \min(\max(x, 0), 6)$ (paper section 3.2: robust in low precision).
 
-    dy/dx = 1 for 0 < x < 6 and 0 elsewhere, including exactly at 0 and 6
-    (PyTorch's choice at the kinks).
+    $\partial y / \partial x = 1$ for $0 < x < 6$ and 0 elsewhere, including exactly at 0
+    and 6 (PyTorch's choice at the kinks).
 
     readable: this class (NumPy, no kernel).
     """
@@ -33,15 +33,16 @@ class ReLU6(Function):
 
 
 def relu6(x) -> Tensor:
+    r"""$\min(\max(x, 0), 6)$ elementwise, for a Tensor ``x``."""
     return ReLU6.apply(check_tensor(x, "relu6"))
 
 
 class Linear(Function):
-    """y = x W^T + b for x (..., in), W (out, in), b (out,).
+    r"""$y = x W^T + b$ for $x$ (..., in), $W$ (out, in), $b$ (out,).
 
-    dL/dx = g W,  dL/dW = g^T x (summed over all leading axes),  dL/db = sum g.
-    The products run on the kernel set's ``matmul`` (for numba: a product that does
-    not start a second thread pool).
+    $\partial L / \partial x = g W$, $\partial L / \partial W = g^T x$ (summed over all
+    leading axes), $\partial L / \partial b = \sum g$. The products run on the kernel set's
+    ``matmul`` (for numba: a product that does not start a second thread pool).
 
     readable: ``kernels/reference.py``, ``ReferenceKernels.matmul``.
     """
@@ -68,7 +69,20 @@ class Linear(Function):
 
 
 def linear(x, weight, bias=None) -> Tensor:
-    """PyTorch's ``F.linear``: x (..., in), weight (out, in), bias (out,) -> (..., out)."""
+    """PyTorch's ``F.linear``: $y = x W^T + b$.
+
+    Args:
+        x: The input (..., in).
+        weight: $W$ (out, in).
+        bias: $b$ (out,), or None.
+
+    Returns:
+        The output (..., out).
+
+    Raises:
+        TypeError: The arguments are not Tensors of one dtype.
+        ValueError: The shapes do not fit, or the Tensors are on different devices.
+    """
     fn = "linear"
     check_tensor(x, fn, "input")
     check_tensor(weight, fn, "weight", ndim=2)
@@ -87,10 +101,10 @@ def linear(x, weight, bias=None) -> Tensor:
 
 
 class AdaptiveAvgPool2d(Function):
-    """Average over windows that tile (H, W) into (oh, ow) cells, as PyTorch.
+    r"""Average over windows that tile (H, W) into (oh, ow) cells, as PyTorch.
 
-    Cell i spans rows floor(i*H/oh) .. ceil((i+1)*H/oh); each input in a cell of
-    size A gets 1/A of that cell's gradient (cells may overlap).
+    Cell $i$ spans rows $\lfloor i H / o_h \rfloor$ to $\lceil (i + 1) H / o_h \rceil$; each
+    input in a cell of size $A$ gets $1/A$ of that cell's gradient (cells may overlap).
 
     readable: this class (NumPy or CuPy, no kernel).
     """
@@ -135,7 +149,18 @@ def _cells(size, out):
 
 
 def adaptive_avg_pool2d(x, output_size=1) -> Tensor:
-    """(N, C, H, W) -> (N, C, oh, ow); ``output_size=1`` is global average pooling."""
+    """(N, C, H, W) -> (N, C, oh, ow) by averaging; ``output_size=1`` is global average pooling.
+
+    Args:
+        x: The input (N, C, H, W).
+        output_size: (oh, ow), an int or a pair.
+
+    Returns:
+        The pooled output (N, C, oh, ow).
+
+    Raises:
+        ValueError: A size below 1.
+    """
     check_tensor(x, "adaptive_avg_pool2d", ndim=4)
     out_hw = pair(output_size, "output_size", "adaptive_avg_pool2d")
     if min(out_hw) < 1:
@@ -144,7 +169,9 @@ def adaptive_avg_pool2d(x, output_size=1) -> Tensor:
 
 
 class Dropout(Function):
-    """Inverted dropout: y = x * m / (1 - p), m ~ Bernoulli(1 - p); dL/dx = g * m / (1 - p).
+    r"""Inverted dropout: $y = x m / (1 - p)$ with $m \sim \text{Bernoulli}(1 - p)$.
+
+    $\partial L / \partial x = g m / (1 - p)$.
 
     readable: this class (no kernel).
     """
@@ -161,10 +188,21 @@ class Dropout(Function):
 
 
 def dropout(x, p=0.5, training=True, generator=None) -> Tensor:
-    """Zero each element with probability p and scale the rest by 1/(1-p) (train only).
+    """Zero each element with probability $p$ and scale the rest by $1/(1 - p)$ (training only).
 
     The expected value is unchanged, so evaluation needs no rescaling.
-    ``generator``: an ``np.random.Generator``, or None for the package's seeded one.
+
+    Args:
+        x: The input.
+        p: The probability of zeroing an element, in [0, 1].
+        training: Drop (False: return ``x`` itself).
+        generator: An ``np.random.Generator``, or None for the package's seeded one.
+
+    Returns:
+        The output, of ``x``'s shape.
+
+    Raises:
+        ValueError: ``p`` outside [0, 1].
     """
     check_tensor(x, "dropout")
     if not 0.0 <= p <= 1.0:

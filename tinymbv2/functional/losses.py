@@ -1,12 +1,13 @@
-"""Softmax, cross-entropy, focal and Dice losses, and an explicit L2 penalty.
+r"""Softmax, cross-entropy, focal and Dice losses, and an explicit L2 penalty.
 
-Each loss is one :class:`~tinymbv2.autograd.Function` with a hand-derived backward
+Each loss is one [Function][tinymbv2.autograd.Function] with a hand-derived backward
 (the derivation is in its docstring), so the loss adds one node to the graph instead
 of a dozen elementwise ones. Shapes: ``logits`` is ``(N, K)`` (N samples, K classes),
 ``target`` holds N integer class indices in ``[0, K)``.
 
-Numerical stability: every loss works from ``log p = z - max(z) - log sum exp(z - max(z))``,
-so logits of magnitude 1e4 give finite losses and gradients (``exp(1e4)`` would overflow).
+Numerical stability: every loss works from
+$\log p = z - \max(z) - \log \sum \exp(z - \max(z))$, so logits of magnitude 1e4 give
+finite losses and gradients ($e^{10^4}$ would overflow).
 """
 from __future__ import annotations
 
@@ -92,10 +93,10 @@ def _upstream(xp, grad, reduction, n):
 
 # -- softmax ----------------------------------------------------------------------
 class LogSoftmax(Function):
-    r"""``y = log softmax(x) = x - log sum_j exp(x_j)`` along ``axis``; any shape.
+    r"""$y = \log \text{softmax}(x) = x - \log \sum_j e^{x_j}$ along ``axis``; any shape.
 
-    Backward: ``dy_i/dx_j = delta_ij - p_j`` with ``p = exp(y)``, so
-    ``dL/dx = g - p * sum_i g_i`` (sums along ``axis``).
+    Backward: $\partial y_i / \partial x_j = \delta_{ij} - p_j$ with $p = e^y$, so
+    $\partial L / \partial x = g - p \sum_i g_i$ (sums along ``axis``).
 
     readable: this class (NumPy or CuPy, no kernel).
     """
@@ -115,9 +116,12 @@ class LogSoftmax(Function):
 
 
 class Softmax(Function):
-    r"""``p = softmax(x) = exp(x - max x) / sum_j exp(x_j - max x)`` along ``axis``; any shape.
+    r"""$p_i = \text{softmax}(x)_i = e^{x_i - \max x} / \sum_j e^{x_j - \max x}$ along ``axis``.
 
-    Backward: ``dp_i/dx_j = p_i (delta_ij - p_j)``, so ``dL/dx = p * (g - sum_i g_i p_i)``.
+    Any shape.
+
+    Backward: $\partial p_i / \partial x_j = p_i (\delta_{ij} - p_j)$, so
+    $\partial L / \partial x = p \odot (g - \sum_i g_i p_i)$.
 
     readable: this class (NumPy or CuPy, no kernel).
     """
@@ -145,13 +149,29 @@ def _check_axis(fn, x, axis):
 
 
 def log_softmax(x, axis: int = -1) -> Tensor:
-    """Log of the softmax along ``axis`` (stable: the max is subtracted first)."""
+    r"""Log of the softmax along ``axis`` (stable: the max is subtracted first).
+
+    Args:
+        x: A floating Tensor, any shape.
+        axis: The axis the softmax runs along.
+
+    Returns:
+        $\log \text{softmax}(x)$, of ``x``'s shape.
+    """
     _check_axis("log_softmax", x, axis)
     return LogSoftmax.apply(x, axis=axis)
 
 
 def softmax(x, axis: int = -1) -> Tensor:
-    """Softmax along ``axis``: non-negative, sums to 1 (stable: the max is subtracted first)."""
+    """Softmax along ``axis``: non-negative, sums to 1 (stable: the max is subtracted first).
+
+    Args:
+        x: A floating Tensor, any shape.
+        axis: The axis the softmax runs along.
+
+    Returns:
+        The probabilities, of ``x``'s shape.
+    """
     _check_axis("softmax", x, axis)
     return Softmax.apply(x, axis=axis)
 
@@ -160,14 +180,18 @@ def softmax(x, axis: int = -1) -> Tensor:
 class CrossEntropy(Function):
     r"""Softmax cross-entropy with label smoothing, fused.
 
-    With ``log p = log_softmax(z)`` per row and the smoothed target distribution
-    ``q = (1 - eps) onehot(t) + eps / K`` (Szegedy et al. 2016; the paper's recipe uses eps 0.1):
+    With $\log p = \text{log_softmax}(z)$ per row and the smoothed target distribution
+    $q = (1 - \epsilon)\,\text{onehot}(t) + \epsilon / K$ (Szegedy et al. 2016; the paper's
+    recipe uses $\epsilon = 0.1$):
 
-    ``loss_n = -sum_k q_nk log p_nk = (1 - eps)(-log p_{n,t_n}) + eps * mean_k(-log p_nk)``.
+    $$
+    \text{loss}_n = -\sum_k q_{nk} \log p_{nk}
+      = (1 - \epsilon)(-\log p_{n,t_n}) + \epsilon\,\text{mean}_k(-\log p_{nk})
+    $$
 
-    Backward: ``d(-log p_k)/dz_j = p_j - delta_jk`` and ``sum_k q_k = 1`` give the classic
-    ``dloss_n/dz_n = p_n - q_n``, scaled by the upstream gradient of row n (``g_n`` for
-    'none', ``g / N`` for 'mean', ``g`` for 'sum').
+    Backward: $\partial(-\log p_k) / \partial z_j = p_j - \delta_{jk}$ and $\sum_k q_k = 1$ give
+    the classic $\partial \text{loss}_n / \partial z_n = p_n - q_n$, scaled by the upstream
+    gradient of row $n$ ($g_n$ for ``"none"``, $g / N$ for ``"mean"``, $g$ for ``"sum"``).
 
     readable: this class (NumPy or CuPy, no kernel).
     """
@@ -198,9 +222,22 @@ class CrossEntropy(Function):
 
 
 def cross_entropy(logits, target, label_smoothing: float = 0.0, reduction: str = "mean") -> Tensor:
-    """``torch.nn.functional.cross_entropy`` for ``(N, K)`` logits and ``(N,)`` class indices.
+    r"""``torch.nn.functional.cross_entropy`` for ``(N, K)`` logits and ``(N,)`` class indices.
 
-    Returns a scalar Tensor ('mean', 'sum') or an ``(N,)`` Tensor ('none').
+    Args:
+        logits: $z$, the scores (N, K) of N samples over K classes.
+        target: The N class indices $t_n$ in [0, K): an integer array or Tensor (N,).
+        label_smoothing: $\epsilon$ in [0, 1]: the target puts $1 - \epsilon + \epsilon / K$ on
+            the true class and $\epsilon / K$ on each other one.
+        reduction: ``"mean"`` (over the N samples), ``"sum"`` or ``"none"`` (one loss per sample).
+
+    Returns:
+        A scalar Tensor (``"mean"``, ``"sum"``) or an ``(N,)`` Tensor (``"none"``).
+
+    Raises:
+        TypeError: Logits that are not a floating Tensor, or targets that are not integers.
+        ValueError: A shape that does not fit, a class index outside [0, K), or an unknown
+            reduction or label smoothing.
     """
     t = _check_inputs("cross_entropy", logits, target)
     _check_reduction("cross_entropy", reduction)
@@ -211,16 +248,20 @@ def cross_entropy(logits, target, label_smoothing: float = 0.0, reduction: str =
 
 # -- focal loss -----------------------------------------------------------------
 class FocalLoss(Function):
-    r"""Multi-class focal loss (Lin et al. 2017): ``loss_n = -a_n (1 - p_n)^gamma log p_n``.
+    r"""Multi-class focal loss (Lin et al. 2017): $\text{loss}_n = -a_n (1 - p_n)^\gamma \log p_n$.
 
-    ``p_n = softmax(z_n)[t_n]`` is the probability of the true class and ``a_n`` its alpha.
-    Easy examples (``p_n`` near 1) are down-weighted by ``(1 - p_n)^gamma``; gamma = 0 is
-    (alpha-weighted) cross-entropy.
+    $p_n = \text{softmax}(z_n)_{t_n}$ is the probability of the true class and $a_n$ its
+    alpha. Easy examples ($p_n$ near 1) are down-weighted by $(1 - p_n)^\gamma$; $\gamma = 0$
+    is (alpha-weighted) cross-entropy.
 
-    Backward, with ``l = log p_n``, ``u = 1 - p_n = -expm1(l)`` (accurate near p = 1):
-    ``dloss/dl = a (gamma p u^(gamma-1) l - u^gamma)`` and ``dl/dz_j = delta_{j,t} - p_j``, so
-    ``dloss/dz = dloss/dl * (onehot(t) - softmax(z))``. Where ``u = 0`` the first term is
-    taken at its limit 0 (``p u^(gamma-1) l ~ -u^gamma``), avoiding ``0 * inf``.
+    Backward, with $l = \log p_n$ and $u = 1 - p_n$ (computed as ``-expm1(l)``, accurate
+    near $p = 1$):
+    $\partial \text{loss} / \partial l = a (\gamma p u^{\gamma-1} l - u^\gamma)$ and
+    $\partial l / \partial z_j = \delta_{j,t} - p_j$, so
+    $\partial \text{loss} / \partial z =
+    \partial \text{loss} / \partial l \cdot (\text{onehot}(t) - \text{softmax}(z))$.
+    Where $u = 0$ the first term is taken at its limit 0 ($p u^{\gamma-1} l \approx -u^\gamma$),
+    avoiding $0 \cdot \infty$.
 
     readable: this class (NumPy or CuPy, no kernel).
     """
@@ -257,11 +298,25 @@ class FocalLoss(Function):
 
 
 def focal_loss(logits, target, gamma: float = 2.0, alpha=None, reduction: str = "mean") -> Tensor:
-    """Softmax focal loss for ``(N, K)`` logits and ``(N,)`` class indices.
+    r"""Softmax focal loss for ``(N, K)`` logits and ``(N,)`` class indices.
 
-    ``alpha``: ``None`` (1 for every class), a float (the same weight for every class, which
-    only rescales the loss), or a length-K sequence/array of per-class weights (``a_n =
-    alpha[t_n]``). 'mean' divides by N (not by the sum of the alphas).
+    Args:
+        logits: $z$, the scores (N, K) of N samples over K classes.
+        target: The N class indices $t_n$ in [0, K): an integer array or Tensor (N,).
+        gamma: $\gamma \ge 0$, how strongly easy examples are down-weighted (0: cross-entropy).
+        alpha: ``None`` (1 for every class), a float (the same weight for every class, which
+            only rescales the loss), or a length-K sequence or array of per-class weights
+            ($a_n = \alpha_{t_n}$).
+        reduction: ``"mean"`` (divides by N, not by the sum of the alphas), ``"sum"`` or
+            ``"none"``.
+
+    Returns:
+        A scalar Tensor (``"mean"``, ``"sum"``) or an ``(N,)`` Tensor (``"none"``).
+
+    Raises:
+        TypeError: Logits that are not a floating Tensor, or targets that are not integers.
+        ValueError: A shape that does not fit, a class index outside [0, K), ``gamma < 0``,
+            an ``alpha`` of another length, or an unknown reduction.
     """
     t = _check_inputs("focal_loss", logits, target)
     _check_reduction("focal_loss", reduction)
@@ -285,16 +340,19 @@ def focal_loss(logits, target, gamma: float = 2.0, alpha=None, reduction: str = 
 
 # -- Dice loss ------------------------------------------------------------------
 class DiceLoss(Function):
-    r"""Soft Dice loss over softmax probabilities: ``1 - mean_k dice_k`` (a scalar).
+    r"""Soft Dice loss over softmax probabilities: $1 - \text{mean}_k\,\text{dice}_k$ (a scalar).
 
-    With ``p = softmax(z)`` and ``g = onehot(t)``, both ``(N, K)``, per class k:
-    ``I_k = sum_n p_nk g_nk``, ``D_k = sum_n p_nk + sum_n g_nk + s``,
-    ``dice_k = (2 I_k + s) / D_k``. The smoothing ``s`` keeps an absent class (``sum g = 0``)
-    finite. If ``s = 0`` and ``D_k = 0`` the class counts as a perfect match (dice 1, grad 0).
+    With $p = \text{softmax}(z)$ and $g = \text{onehot}(t)$, both (N, K), per class $k$:
+    $I_k = \sum_n p_{nk} g_{nk}$, $D_k = \sum_n p_{nk} + \sum_n g_{nk} + s$,
+    $\text{dice}_k = (2 I_k + s) / D_k$. The smoothing $s$ keeps an absent class
+    ($\sum g = 0$) finite. If $s = 0$ and $D_k = 0$ the class counts as a perfect match
+    (dice 1, gradient 0).
 
-    Backward: ``d dice_k / d p_nk = (2 g_nk - dice_k) / D_k``, so
-    ``dL/dp_nk = -(2 g_nk - dice_k) / (K D_k)``; then through the softmax,
-    ``dL/dz = p * (dL/dp - sum_k p_k dL/dp_k)`` (row-wise).
+    Backward: $\partial\,\text{dice}_k / \partial p_{nk} = (2 g_{nk} - \text{dice}_k) / D_k$, so
+    $\partial L / \partial p_{nk} = -(2 g_{nk} - \text{dice}_k) / (K D_k)$; then through the
+    softmax, row-wise,
+    $\partial L / \partial z = p \odot (\partial L / \partial p -
+    \sum_k p_k\,\partial L / \partial p_k)$.
 
     readable: this class (NumPy or CuPy, no kernel).
     """
@@ -325,11 +383,23 @@ class DiceLoss(Function):
 
 
 def dice_loss(logits, target, smooth: float = 1.0) -> Tensor:
-    """Soft multi-class Dice loss (a scalar Tensor) for ``(N, K)`` logits and ``(N,)`` indices.
+    r"""Soft multi-class Dice loss (a scalar Tensor) for ``(N, K)`` logits and ``(N,)`` indices.
 
     For single-label classification this is a weak training signal next to
     cross-entropy (its gradient vanishes as soon as the batch-level overlap is good);
     the course shows that rather than hiding it.
+
+    Args:
+        logits: $z$, the scores (N, K) of N samples over K classes.
+        target: The N class indices $t_n$ in [0, K): an integer array or Tensor (N,).
+        smooth: $s \ge 0$, added to the overlap and the sizes.
+
+    Returns:
+        The loss, a scalar Tensor.
+
+    Raises:
+        TypeError: Logits that are not a floating Tensor, or targets that are not integers.
+        ValueError: A shape that does not fit, a class index outside [0, K), or ``smooth < 0``.
     """
     t = _check_inputs("dice_loss", logits, target)
     if not isinstance(smooth, Real) or smooth < 0:
@@ -339,7 +409,9 @@ def dice_loss(logits, target, smooth: float = 1.0) -> Tensor:
 
 # -- explicit L2 penalty ---------------------------------------------------------
 class L2Penalty(Function):
-    r"""``lam * sum_i ||W_i||^2`` over any number of arrays; ``d/dW_i = 2 lam W_i``.
+    r"""$\lambda \sum_i \lVert W_i \rVert^2$ over any number of arrays.
+
+    Backward: $\partial / \partial W_i = 2 \lambda W_i$.
 
     readable: this class (NumPy or CuPy, no kernel).
     """
@@ -358,29 +430,38 @@ class L2Penalty(Function):
 
 
 def l2_penalty(params, lam: float) -> Tensor:
-    r"""``lam * sum_W ||W||^2`` as a scalar Tensor to add to the loss (explicit L2 regularisation).
+    r"""$\lambda \sum_W \lVert W \rVert^2$ as a scalar Tensor to add to the loss (explicit L2).
 
     ``loss = cross_entropy(model(x), y) + l2_penalty(model.parameters(), 4e-5)``. This is the
-    seed article's ``lambda * norm(W)^2`` term done right. Its gradient is ``2 lam W``, which
-    enters the optimizer *with* the data gradient, and that is how it differs from an
+    seed article's $\lambda \lVert W \rVert^2$ term done right. Its gradient is $2 \lambda W$,
+    which enters the optimizer *with* the data gradient, and that is how it differs from an
     optimizer's ``weight_decay``:
 
-    * **plain SGD** (no momentum): ``p -= lr (g + 2 lam W)`` is exactly ``SGD(weight_decay=2*lam)``.
-      With momentum they also agree, since SGD adds ``wd * p`` to the gradient before the buffer.
+    * **plain SGD** (no momentum): ``p -= lr * (g + 2 * lam * W)`` is exactly
+      ``SGD(weight_decay=2 * lam)``. With momentum they also agree, since SGD adds
+      ``wd * p`` to the gradient before the buffer.
     * **RMSprop / Adam**: the penalty gradient is divided by the adaptive denominator
-      ``sqrt(v)`` like the rest of the gradient, so weights with large gradients are decayed
-      less and the effective decay is not ``2 lam``. ``Adam(weight_decay=2*lam)`` is still the
-      same as this penalty (it too adds ``wd * p`` to the gradient), only the meaning changes.
+      $\sqrt{v}$ like the rest of the gradient, so weights with large gradients are decayed
+      less and the effective decay is not $2 \lambda$. ``Adam(weight_decay=2 * lam)`` is still
+      the same as this penalty (it too adds ``wd * p`` to the gradient), only the meaning
+      changes.
     * **AdamW** (and ``RMSpropTF(decoupled_decay=True)``) *decouple* the decay:
-      ``p *= 1 - lr * wd`` outside the adaptive step, so every weight shrinks at the same rate;
-      no penalty term in the loss reproduces that.
+      ``p *= 1 - lr * wd`` outside the adaptive step, so every weight shrinks at the same
+      rate; no penalty term in the loss reproduces that.
 
     Penalising BatchNorm scales/shifts and biases is usually a mistake (it fights the
-    normalisation); pass only the conv/linear weights.
+    normalisation); pass only the convolution and linear weights.
 
     Args:
-        params: an iterable of Tensors (e.g. the weights to regularise).
-        lam: the coefficient, >= 0.
+        params: An iterable of Tensors (e.g. the weights to regularise), or one Tensor.
+        lam: $\lambda$, the coefficient, >= 0.
+
+    Returns:
+        The penalty, a scalar Tensor.
+
+    Raises:
+        TypeError: An entry is not a floating Tensor.
+        ValueError: ``lam < 0``, or no parameters.
     """
     if not isinstance(lam, Real) or lam < 0:
         raise ValueError(f"l2_penalty: lam must be a number >= 0, got {lam!r}")

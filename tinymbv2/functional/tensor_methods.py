@@ -2,11 +2,12 @@
 
 Each one calls the differentiable op of the same meaning in this package, where the
 forward and backward live (like ``torch.Tensor``'s methods). They are defined here,
-not in :mod:`tinymbv2.autograd`, because the engine must not import the ops that
-import it; ``tinymbv2/__init__.py`` installs them on :class:`~tinymbv2.autograd.Tensor`
-once, at package start-up (:func:`install_tensor_methods`), as DeZero's
-``setup_variable()`` does. Comparisons (``==``, ``<``, ...) have no gradient and live
-on the Tensor class itself.
+not in [tinymbv2.autograd][], because the engine must not import the ops that
+import it; ``tinymbv2/__init__.py`` installs them on [Tensor][tinymbv2.autograd.Tensor]
+once, at package start-up
+([install_tensor_methods][tinymbv2.functional.tensor_methods.install_tensor_methods]), as
+DeZero's ``setup_variable()`` does. Comparisons (``==``, ``<``, ...) have no gradient
+and live on the Tensor class itself.
 """
 from __future__ import annotations
 

@@ -1,24 +1,26 @@
 """Kernel sets: plain array functions that do the heavy arithmetic, no autograd.
 
-A kernel set is an object whose methods are the kernels. :class:`ReferenceKernels`
-(``reference.py``, NumPy written to be read, the version the course teaches) defines
-every kernel, and is the interface: a faster set subclasses it and overrides what it
-speeds up, inheriting the rest.
+A kernel set is an object whose methods are the kernels.
+[ReferenceKernels][tinymbv2.kernels.reference.ReferenceKernels] (``reference.py``, NumPy
+written to be read, the version the course teaches) defines every kernel, and is the
+interface: a faster set subclasses it and overrides what it speeds up, inheriting the
+rest.
 
-* ``reference``: :class:`~tinymbv2.kernels.reference.ReferenceKernels`;
-* ``numba``: :class:`~tinymbv2.kernels.numba.NumbaKernels`, ``@njit`` kernels for
+* ``reference``: [ReferenceKernels][tinymbv2.kernels.reference.ReferenceKernels];
+* ``numba``: [NumbaKernels][tinymbv2.kernels.numba.NumbaKernels], ``@njit`` kernels for
   fast CPU training (the default CPU set);
-* ``cupy``: :class:`~tinymbv2.kernels.cupy.CupyKernels`, CUDA kernels through
+* ``cupy``: [CupyKernels][tinymbv2.kernels.cupy.CupyKernels], CUDA kernels through
   CuPy, for arrays that live on the GPU.
 
-The differentiable ops of :mod:`tinymbv2.functional` ask :func:`kernels_for` for the
-set that computes on their arrays and call its methods by name, e.g.
+The differentiable ops of ``tinymbv2.functional`` ask
+[kernels_for][tinymbv2.kernels.kernels_for] for the set that computes on their arrays
+and call its methods by name, e.g.
 ``kernels_for(x).depthwise_conv2d_forward(x, w, stride, padding)``: from there, an
 editor's go-to-definition lands in ``reference.py``, the readable implementation.
 
 Shapes are NCHW; ``stride`` and ``padding`` are ``(sh, sw)`` / ``(ph, pw)`` tuples;
-outputs have the dtype of the inputs (float32 or float64) and are freshly allocated
--- C-contiguous, except that the numba set returns the activations of small planes
+outputs have the dtype of the inputs (float32 or float64) and are freshly allocated:
+C-contiguous, except that the numba set returns the activations of small planes
 channels-last (NCHW arrays over NHWC memory). Inputs may be non-contiguous or
 channels-last.
 """
@@ -56,16 +58,29 @@ FUSED_KERNELS = (
     "depthwise_stage_backward_train",
     "rmsprop_update",
 )
-"""The kernels that fuse several steps: :class:`ReferenceKernels` composes them from the
-simple ones (``rmsprop_update``: a few lines of array arithmetic); a faster set may
+"""The kernels that fuse several steps:
+[ReferenceKernels][tinymbv2.kernels.reference.ReferenceKernels] composes them from the simple
+ones (``rmsprop_update``: a few lines of array arithmetic); a faster set may
 override them with one pass."""
 
 _instances: dict[str, ReferenceKernels] = {}
 
 
 def kernel_set(name: str) -> ReferenceKernels:
-    """The kernel set called ``name``: ``"reference"``, ``"numba"`` or ``"cupy"`` (one
-    instance each, made on first use; the numba and CuPy sets are imported only then)."""
+    """The kernel set called ``name`` (one instance each, made on first use).
+
+    The numba and CuPy sets are imported only then.
+
+    Args:
+        name: ``"reference"``, ``"numba"`` or ``"cupy"``.
+
+    Returns:
+        The set, a [ReferenceKernels][tinymbv2.kernels.reference.ReferenceKernels] or a
+        subclass.
+
+    Raises:
+        ValueError: Another name.
+    """
     if name not in _instances:
         if name == "reference":
             _instances[name] = ReferenceKernels()
@@ -83,8 +98,18 @@ def kernel_set(name: str) -> ReferenceKernels:
 
 
 def kernels_for(*arrays) -> ReferenceKernels:
-    """The kernel set that computes on these arrays: the CuPy set if any lives on the
-    GPU, else the active CPU set (:func:`tinymbv2.use_kernels`)."""
+    """The kernel set that computes on these arrays.
+
+    The CuPy set if any of them lives on the GPU, else the active CPU set
+    ([use_kernels][tinymbv2.backend.use_kernels]).
+
+    Args:
+        *arrays: The arrays an op computes on.
+
+    Returns:
+        The set, annotated as [ReferenceKernels][tinymbv2.kernels.reference.ReferenceKernels]
+        so that an editor's go-to-definition lands on the readable kernels.
+    """
     if get_array_module(*arrays) is not np:
         return kernel_set("cupy")
     return kernel_set(active_kernel_set())

@@ -12,7 +12,19 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def pair(value, what: str, fn: str) -> tuple[int, int]:
-    """``(a, b)`` from an int or a pair of ints."""
+    """``(a, b)`` from an int or a pair of ints.
+
+    Args:
+        value: An int or a pair.
+        what: The argument's name, for the message.
+        fn: The kernel's name, for the message.
+
+    Returns:
+        The pair of ints.
+
+    Raises:
+        TypeError: Neither an int nor a pair.
+    """
     if isinstance(value, (int, np.integer)):
         return int(value), int(value)
     try:
@@ -23,7 +35,18 @@ def pair(value, what: str, fn: str) -> tuple[int, int]:
 
 
 def same_float_dtype(fn: str, **arrays) -> np.dtype:
-    """The common dtype of ``arrays``; float32 or float64, all alike (no silent upcast)."""
+    """The common dtype of ``arrays``; float32 or float64, all alike (no silent upcast).
+
+    Args:
+        fn: The kernel's name, for the message.
+        **arrays: The arrays by name.
+
+    Returns:
+        The dtype.
+
+    Raises:
+        TypeError: A dtype other than float32 or float64, or two that differ.
+    """
     dtypes = {name: np.asarray(a).dtype for name, a in arrays.items()}
     first = next(iter(dtypes.values()))
     for name, dt in dtypes.items():
@@ -35,6 +58,17 @@ def same_float_dtype(fn: str, **arrays) -> np.dtype:
 
 
 def ndim(fn: str, name: str, a, n: int) -> None:
+    """Raise unless ``a`` has ``n`` dimensions.
+
+    Args:
+        fn: The kernel's name, for the message.
+        name: The array's name, for the message.
+        a: The array.
+        n: The rank required.
+
+    Raises:
+        ValueError: Another rank.
+    """
     if np.ndim(a) != n:
         raise ValueError(f"{fn}: {name} must be {n}-D, got shape {np.shape(a)}")
 
@@ -42,8 +76,20 @@ def ndim(fn: str, name: str, a, n: int) -> None:
 def conv_geometry(fn, x_shape, w_shape, stride, padding, depthwise=False):
     """Validate a convolution and return ``(sh, sw), (ph, pw), (Ho, Wo)``.
 
-    ``x_shape`` is (N, C, H, W); ``w_shape`` is (Co, Ci, kh, kw), with Ci = C
-    for a dense conv and (C, 1, kh, kw) for a depthwise one.
+    Args:
+        fn: The kernel's name, for the message.
+        x_shape: (N, C, H, W).
+        w_shape: (Co, C, kh, kw) for a dense convolution, (C, 1, kh, kw) for a depthwise one.
+        stride: An int or (sh, sw), >= 1.
+        padding: An int or (ph, pw), >= 0.
+        depthwise: The convolution is depthwise.
+
+    Returns:
+        ``((sh, sw), (ph, pw), (Ho, Wo))``.
+
+    Raises:
+        TypeError: A stride or padding that is neither an int nor a pair.
+        ValueError: Shapes that do not fit, or a stride, padding or kernel out of range.
     """
     if len(x_shape) != 4:
         raise ValueError(f"{fn}: x must be 4-D (N, C, H, W), got shape {tuple(x_shape)}")
@@ -74,11 +120,32 @@ def conv_geometry(fn, x_shape, w_shape, stride, padding, depthwise=False):
 
 
 def grad_out_shape(fn, gy_shape, expected) -> None:
+    """Raise unless the output gradient has the output's shape.
+
+    Args:
+        fn: The kernel's name, for the message.
+        gy_shape: The gradient's shape.
+        expected: The output's shape.
+
+    Raises:
+        ValueError: Another shape.
+    """
     if tuple(gy_shape) != tuple(expected):
         raise ValueError(f"{fn}: gy must have shape {tuple(expected)}, got {tuple(gy_shape)}")
 
 
 def batch_norm_args(fn, x, train=False, **per_channel) -> None:
+    """Raise unless ``x`` is 4-D and every per-channel array has one value per channel.
+
+    Args:
+        fn: The kernel's name, for the message.
+        x: The input (N, C, H, W).
+        train: Training mode: the batch must have values to take statistics of.
+        **per_channel: The (C,) arrays by name (weight, bias, mean, ...).
+
+    Raises:
+        ValueError: Another shape, or an empty batch in training mode.
+    """
     ndim(fn, "x", x, 4)
     c = x.shape[1]
     if train and x.shape[0] * x.shape[2] * x.shape[3] == 0:
@@ -89,8 +156,22 @@ def batch_norm_args(fn, x, train=False, **per_channel) -> None:
 
 
 def relu6_bias(fn, relu6, bias, weight):
-    """The bias a BatchNorm backward needs: required with ``relu6`` (the fused
-    ReLU6's mask is recomputed from the BatchNorm output), else zeros if absent."""
+    """The bias a BatchNorm backward needs: required with ``relu6``, else zeros if absent.
+
+    The fused ReLU6's mask is recomputed from the BatchNorm output, which needs the bias.
+
+    Args:
+        fn: The kernel's name, for the message.
+        relu6: The forward applied ReLU6.
+        bias: The bias, or None.
+        weight: The weight, whose shape and dtype the zeros take.
+
+    Returns:
+        The bias.
+
+    Raises:
+        ValueError: ``relu6`` without a bias.
+    """
     if bias is None:
         if relu6:
             raise ValueError(f"{fn}: relu6=True needs the bias, to recompute the BatchNorm output")
@@ -99,7 +180,16 @@ def relu6_bias(fn, relu6, bias, weight):
 
 
 def matmul_args(fn, a, b) -> None:
-    """a (M, K) @ b (K, N): both 2-D, inner dimensions equal."""
+    """Raise unless ``a @ b`` is a product of matrices: a (M, K), b (K, N).
+
+    Args:
+        fn: The kernel's name, for the message.
+        a: The left matrix.
+        b: The right matrix.
+
+    Raises:
+        ValueError: Another rank, or inner dimensions that differ.
+    """
     ndim(fn, "a", a, 2)
     ndim(fn, "b", b, 2)
     if a.shape[1] != b.shape[0]:
@@ -107,7 +197,18 @@ def matmul_args(fn, a, b) -> None:
 
 
 def pointwise_args(fn, a, a_name, w, axis) -> None:
-    """``a`` is 4-D and ``w`` is (Co, Ci, 1, 1) with ``w.shape[axis]`` = a's channels."""
+    """Raise unless ``a`` is 4-D and ``w`` is (Co, Ci, 1, 1) with ``w.shape[axis]`` = a's channels.
+
+    Args:
+        fn: The kernel's name, for the message.
+        a: The activation (N, C, H, W), an input or an output gradient.
+        a_name: Its name, for the message.
+        w: The 1x1 weight.
+        axis: The weight axis that matches ``a``'s channels (1: Ci, 0: Co).
+
+    Raises:
+        ValueError: Another shape.
+    """
     ndim(fn, a_name, a, 4)
     if w.ndim != 4 or w.shape[2:] != (1, 1) or w.shape[axis] != a.shape[1]:
         want = f"(Co, {a.shape[1]}, 1, 1)" if axis == 1 else f"({a.shape[1]}, Ci, 1, 1)"
@@ -115,8 +216,18 @@ def pointwise_args(fn, a, a_name, w, axis) -> None:
 
 
 def pointwise_weight_args(fn, gy, x) -> None:
-    """gy (N, Co, H, W) and x (N, Ci, H, W) of a 1x1 convolution's weight gradient: both 4-D,
-    sharing N, H and W."""
+    """Raise unless gy (N, Co, H, W) and x (N, Ci, H, W) are both 4-D, sharing N, H and W.
+
+    They are the arguments of a 1x1 convolution's weight gradient.
+
+    Args:
+        fn: The kernel's name, for the message.
+        gy: The output gradient.
+        x: The input.
+
+    Raises:
+        ValueError: Another rank, or N, H or W that differ.
+    """
     ndim(fn, "gy", gy, 4)
     ndim(fn, "x", x, 4)
     if x.shape[0] != gy.shape[0] or x.shape[2:] != gy.shape[2:]:

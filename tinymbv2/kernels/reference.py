@@ -1,43 +1,45 @@
-"""Reference kernels: convolution and BatchNorm in plain NumPy, written to be read.
+r"""Reference kernels: convolution and BatchNorm in plain NumPy, written to be read.
 
 This is the version the course teaches. Every function is vectorised NumPy
-with no Python loop over pixels: a convolution loops only over the kh*kw
+with no Python loop over pixels: a convolution loops only over the $k_h k_w$
 *taps* of its kernel, and each tap is one whole-array operation on a strided
 slice of the zero-padded input.
 
-The one picture behind all three convolution passes. For a tap (i, j) of the
-kernel, output pixel (oh, ow) reads input pixel
+The one picture behind all three convolution passes. For a tap $(i, j)$ of the
+kernel, output pixel $(o_h, o_w)$ reads input pixel
 
-    (oh*sh + i - ph,  ow*sw + j - pw)
+$$(o_h s_h + i - p_h,\; o_w s_w + j - p_w)$$
 
-so the set of input pixels that tap (i, j) touches, over all outputs, is the
+so the set of input pixels that tap $(i, j)$ touches, over all outputs, is the
 strided slice ``xp[..., i : i + sh*(Ho-1) + 1 : sh, j : j + sw*(Wo-1) + 1 : sw]``
-of the padded input ``xp`` -- a (Ho, Wo) "window". Then
+of the padded input ``xp``: a (Ho, Wo) "window". Then
 
-* forward:         y  += w[i, j]   * window(xp)              (gather)
-* backward-input:  window(gxp) += w[i, j] * gy               (scatter: send each
-  output's gradient back along the same wire the forward read it through)
-* backward-weight: gw[i, j] = sum over (n, oh, ow) of gy * window(xp)
+* forward: ``y += w[i, j] * window(xp)`` (gather);
+* backward-input: ``window(gxp) += w[i, j] * gy`` (scatter: send each output's
+  gradient back along the same wire the forward read it through);
+* backward-weight: ``gw[i, j]`` = the sum over (n, oh, ow) of ``gy * window(xp)``
   (the weight gradient *correlates the input with the output gradient*:
-  dL/dw[i, j] = sum_p dL/dy[p] * dy[p]/dw[i, j] and dy[p]/dw[i, j] is the input
-  pixel that tap (i, j) met at output p).
+  $\partial L / \partial w_{ij} =
+  \sum_p \partial L / \partial y_p \cdot \partial y_p / \partial w_{ij}$,
+  and $\partial y_p / \partial w_{ij}$ is the input pixel that tap $(i, j)$ met at output $p$).
 
 Why backward-input is a "full correlation with the flipped kernel": with
-stride 1 the scatter above says gx[h] = sum_i gy[h - i + p] * w[i], which is
-gy (zero-padded by k - 1 - p on each side) correlated with w reversed, i.e.
-a "full" convolution. With stride s the same holds for gy with s - 1 zeros
+stride 1 the scatter above says $g_{x,h} = \sum_i g_{y,\,h - i + p}\, w_i$, which is
+$g_y$ (zero-padded by $k - 1 - p$ on each side) correlated with $w$ reversed, i.e.
+a "full" convolution. With stride $s$ the same holds for $g_y$ with $s - 1$ zeros
 inserted between its pixels (the "transposed convolution"). The scatter
 form computes exactly that without building the dilated array.
 
-**One class, the interface of every kernel set.** :class:`ReferenceKernels` defines
-every kernel the differentiable ops call: the simple ones as plain NumPy, the fused ones
-(a convolution with its BatchNorm for inference, the depthwise stage of a block in
-training, a whole block for inference) as compositions of the simple ones through
-``self``, and the RMSprop update, a few lines of array arithmetic that a fast set may run
-as one pass. A faster set subclasses it and overrides what it speeds
-up (``kernels/numba/``, ``kernels/cupy/``), as minitorch's ``FastOps`` subclasses its
-``TensorOps``: whatever it does not override, it inherits, computed with its own
-simple kernels. ``tinymbv2.kernels.kernels_for(x)`` returns the set for an array.
+**One class, the interface of every kernel set.**
+[ReferenceKernels][tinymbv2.kernels.reference.ReferenceKernels] defines every kernel the
+differentiable ops call: the simple ones as plain NumPy, the fused ones (a convolution
+with its BatchNorm for inference, the depthwise stage of a block in training, a whole
+block for inference) as compositions of the simple ones through ``self``, and the
+RMSprop update, a few lines of array arithmetic that a fast set may run as one pass. A
+faster set subclasses it and overrides what it speeds up (``kernels/numba/``,
+``kernels/cupy/``), as minitorch's ``FastOps`` subclasses its ``TensorOps``: whatever it
+does not override, it inherits, computed with its own simple kernels.
+``tinymbv2.kernels.kernels_for(x)`` returns the set for an array.
 
 Shapes are NCHW. ``stride`` and ``padding`` are ``(sh, sw)`` / ``(ph, pw)``
 (an int is taken for both). Every output has the dtype of the inputs
@@ -90,13 +92,23 @@ class ReferenceKernels:
     # ------------------------------------------------------------ dense convolution
     @staticmethod
     def conv2d_forward(x, w, stride, padding):
-        """Dense 2-D cross-correlation (PyTorch's ``conv2d``, groups = 1, no bias).
+        r"""Dense 2-D cross-correlation (PyTorch's ``conv2d``, groups = 1, no bias).
 
-        x: (N, Ci, H, W), w: (Co, Ci, kh, kw) -> y: (N, Co, Ho, Wo),
+        $$
+        y_{n,o,o_h,o_w} = \sum_{c,i,j} w_{o,c,i,j}\; \bar{x}_{n,\,c,\,o_h s_h + i,\,o_w s_w + j}
+        $$
 
-            y[n, o, oh, ow] = sum_{c, i, j} w[o, c, i, j] * xp[n, c, oh*sh + i, ow*sw + j]
+        with $\bar{x}$ the padded input. Per tap this is a matrix product: (Co, Ci) @ (Ci, Ho·Wo)
+        for every image.
 
-        Per tap this is a matrix product: (Co, Ci) @ (Ci, Ho*Wo) for every image.
+        Args:
+            x: The input (N, Ci, H, W).
+            w: The weight (Co, Ci, kh, kw).
+            stride: (sh, sw).
+            padding: (ph, pw), zeros on each side.
+
+        Returns:
+            y (N, Co, Ho, Wo).
         """
         fn = "conv2d_forward"
         x, w = np.asarray(x), np.asarray(w)
@@ -115,13 +127,22 @@ class ReferenceKernels:
 
     @staticmethod
     def conv2d_backward_input(gy, w, x_shape, stride, padding):
-        """Gradient of ``conv2d_forward`` with respect to x.
+        r"""Gradient of ``conv2d_forward`` with respect to x.
 
-        gy: (N, Co, Ho, Wo), w: (Co, Ci, kh, kw) -> gx: ``x_shape`` = (N, Ci, H, W).
-        The scatter of the forward: per tap, ``window(gxp) += w[:, :, i, j].T @ gy``,
-        then the padding border is cut off (its gradient belongs to no input).
-        Input rows/columns that no window reaches (when (H + 2ph - kh) is not a
-        multiple of sh) keep gradient 0, as they should.
+        The scatter of the forward: per tap, ``window(gxp) += w[:, :, i, j].T @ gy``, then the
+        padding border is cut off (its gradient belongs to no input). Input rows and columns
+        that no window reaches (when $H + 2p_h - k_h$ is not a multiple of $s_h$) keep
+        gradient 0, as they should.
+
+        Args:
+            gy: $\partial L / \partial y$ (N, Co, Ho, Wo).
+            w: The weight (Co, Ci, kh, kw).
+            x_shape: The input's shape (N, Ci, H, W).
+            stride: (sh, sw).
+            padding: (ph, pw), zeros on each side.
+
+        Returns:
+            gx, of ``x_shape``.
         """
         fn = "conv2d_backward_input"
         gy, w = np.asarray(gy), np.asarray(w)
@@ -141,13 +162,24 @@ class ReferenceKernels:
 
     @staticmethod
     def conv2d_backward_weight(gy, x, w_shape, stride, padding):
-        """Gradient of ``conv2d_forward`` with respect to w.
+        r"""Gradient of ``conv2d_forward`` with respect to w.
 
-        gy: (N, Co, Ho, Wo), x: (N, Ci, H, W) -> gw: ``w_shape`` = (Co, Ci, kh, kw),
-
-            gw[o, c, i, j] = sum_{n, oh, ow} gy[n, o, oh, ow] * xp[n, c, oh*sh + i, ow*sw + j]
+        $$
+        g_{w,\,o,c,i,j} = \sum_{n,o_h,o_w} g_{y,\,n,o,o_h,o_w}\;
+          \bar{x}_{n,\,c,\,o_h s_h + i,\,o_w s_w + j}
+        $$
 
         i.e. the input correlated with the output gradient, one tap at a time.
+
+        Args:
+            gy: $\partial L / \partial y$ (N, Co, Ho, Wo).
+            x: The input (N, Ci, H, W).
+            w_shape: The weight's shape (Co, Ci, kh, kw).
+            stride: (sh, sw).
+            padding: (ph, pw), zeros on each side.
+
+        Returns:
+            gw, of ``w_shape``.
         """
         fn = "conv2d_backward_weight"
         gy, x = np.asarray(gy), np.asarray(x)
@@ -166,14 +198,23 @@ class ReferenceKernels:
     # -------------------------------------------------------- depthwise convolution
     @staticmethod
     def depthwise_conv2d_forward(x, w, stride, padding):
-        """Depthwise convolution (groups = C): each channel has its own kh x kw filter.
+        r"""Depthwise convolution (groups = C): each channel has its own kh x kw filter.
 
-        x: (N, C, H, W), w: (C, 1, kh, kw) -> y: (N, C, Ho, Wo),
+        $$
+        y_{n,c,o_h,o_w} = \sum_{i,j} w_{c,0,i,j}\; \bar{x}_{n,\,c,\,o_h s_h + i,\,o_w s_w + j}
+        $$
 
-            y[n, c, oh, ow] = sum_{i, j} w[c, 0, i, j] * xp[n, c, oh*sh + i, ow*sw + j]
+        No sum over channels, so per tap it is an elementwise multiply-add (paper section 3.1:
+        $k_h k_w C H_o W_o$ multiply-adds instead of $k_h k_w C C_o H_o W_o$).
 
-        No sum over channels, so per tap it is an elementwise multiply-add
-        (paper section 3.1: kh*kw*C*Ho*Wo multiply-adds instead of kh*kw*C*Co*Ho*Wo).
+        Args:
+            x: The input (N, C, H, W).
+            w: The weight (C, 1, kh, kw).
+            stride: (sh, sw).
+            padding: (ph, pw), zeros on each side.
+
+        Returns:
+            y (N, C, Ho, Wo).
         """
         fn = "depthwise_conv2d_forward"
         x, w = np.asarray(x), np.asarray(w)
@@ -190,10 +231,19 @@ class ReferenceKernels:
 
     @staticmethod
     def depthwise_conv2d_backward_input(gy, w, x_shape, stride, padding):
-        """Gradient of ``depthwise_conv2d_forward`` with respect to x.
+        r"""Gradient of ``depthwise_conv2d_forward`` with respect to x.
 
-        gy: (N, C, Ho, Wo), w: (C, 1, kh, kw) -> gx: ``x_shape``.
         Scatter per tap: ``window(gxp) += w[c, 0, i, j] * gy``, then crop the padding.
+
+        Args:
+            gy: $\partial L / \partial y$ (N, C, Ho, Wo).
+            w: The weight (C, 1, kh, kw).
+            x_shape: The input's shape (N, C, H, W).
+            stride: (sh, sw).
+            padding: (ph, pw), zeros on each side.
+
+        Returns:
+            gx, of ``x_shape``.
         """
         fn = "depthwise_conv2d_backward_input"
         gy, w = np.asarray(gy), np.asarray(w)
@@ -210,11 +260,22 @@ class ReferenceKernels:
 
     @staticmethod
     def depthwise_conv2d_backward_weight(gy, x, w_shape, stride, padding):
-        """Gradient of ``depthwise_conv2d_forward`` with respect to w.
+        r"""Gradient of ``depthwise_conv2d_forward`` with respect to w.
 
-        gy: (N, C, Ho, Wo), x: (N, C, H, W) -> gw: ``w_shape`` = (C, 1, kh, kw),
+        $$
+        g_{w,\,c,0,i,j} = \sum_{n,o_h,o_w} g_{y,\,n,c,o_h,o_w}\;
+          \bar{x}_{n,\,c,\,o_h s_h + i,\,o_w s_w + j}
+        $$
 
-            gw[c, 0, i, j] = sum_{n, oh, ow} gy[n, c, oh, ow] * xp[n, c, oh*sh + i, ow*sw + j]
+        Args:
+            gy: $\partial L / \partial y$ (N, C, Ho, Wo).
+            x: The input (N, C, H, W).
+            w_shape: The weight's shape (C, 1, kh, kw).
+            stride: (sh, sw).
+            padding: (ph, pw), zeros on each side.
+
+        Returns:
+            gw, of ``w_shape``.
         """
         fn = "depthwise_conv2d_backward_weight"
         gy, x = np.asarray(gy), np.asarray(x)
@@ -234,10 +295,16 @@ class ReferenceKernels:
     def pointwise_conv2d_forward(x, w):
         """1x1 convolution: a matrix product over channels, done for every pixel at once.
 
-        x: (N, Ci, H, W), w: (Co, Ci, 1, 1) -> y: (N, Co, H, W),
-        ``y[n] = W @ x[n]`` with W = w as (Co, Ci) and x[n] as (Ci, H*W).
-        The expansion and projection layers of the inverted residual block are
-        these; they hold about 90% of MobileNetV2's multiply-adds.
+        ``y[n] = W @ x[n]`` with W = w as (Co, Ci) and x[n] as (Ci, H·W). The expansion and
+        projection layers of the inverted residual block are these; they hold about 90% of
+        MobileNetV2's multiply-adds.
+
+        Args:
+            x: The input (N, Ci, H, W).
+            w: The weight (Co, Ci, 1, 1).
+
+        Returns:
+            y (N, Co, H, W).
         """
         fn = "pointwise_conv2d_forward"
         x, w = np.asarray(x), np.asarray(w)
@@ -250,9 +317,14 @@ class ReferenceKernels:
 
     @staticmethod
     def pointwise_conv2d_backward_input(gy, w):
-        """Gradient of the 1x1 convolution with respect to x.
+        r"""Gradient of the 1x1 convolution with respect to x: ``gx[n] = W.T @ gy[n]``.
 
-        gy: (N, Co, H, W), w: (Co, Ci, 1, 1) -> gx: (N, Ci, H, W), ``gx[n] = W.T @ gy[n]``.
+        Args:
+            gy: $\partial L / \partial y$ (N, Co, H, W).
+            w: The weight (Co, Ci, 1, 1).
+
+        Returns:
+            gx (N, Ci, H, W).
         """
         fn = "pointwise_conv2d_backward_input"
         gy, w = np.asarray(gy), np.asarray(w)
@@ -265,10 +337,16 @@ class ReferenceKernels:
 
     @staticmethod
     def pointwise_conv2d_backward_weight(gy, x):
-        """Gradient of the 1x1 convolution with respect to w.
+        r"""Gradient of the 1x1 convolution with respect to w.
 
-        gy: (N, Co, H, W), x: (N, Ci, H, W) -> gw: (Co, Ci, 1, 1),
-        ``gw = sum_n gy[n] @ x[n].T`` (each pixel of each image is one sample).
+        ``gw`` is the sum over n of ``gy[n] @ x[n].T``: each pixel of each image is one sample.
+
+        Args:
+            gy: $\partial L / \partial y$ (N, Co, H, W).
+            x: The input (N, Ci, H, W).
+
+        Returns:
+            gw (Co, Ci, 1, 1).
         """
         fn = "pointwise_conv2d_backward_weight"
         gy, x = np.asarray(gy), np.asarray(x)
@@ -283,18 +361,29 @@ class ReferenceKernels:
     # ------------------------------------------------------------------- BatchNorm
     @staticmethod
     def batch_norm_forward_train(x, weight, bias, eps, relu6=False):
-        """BatchNorm in training mode: normalise each channel by its batch statistics.
+        r"""BatchNorm in training mode: normalise each channel by its batch statistics.
 
-        x: (N, C, H, W), weight/bias: (C,) -> (y, mean, invstd), y like x, the others (C,).
-        Over the M = N*H*W values of each channel (Ioffe & Szegedy 2015):
+        Over the $M = N H W$ values of each channel (Ioffe & Szegedy 2015):
 
-            mean = sum x / M,  var = sum (x - mean)^2 / M   (biased: this is what
-            normalises; the caller keeps the *unbiased* var * M/(M-1) for running_var)
-            invstd = 1 / sqrt(var + eps),  xhat = (x - mean) * invstd,
-            y = weight * xhat + bias
+        $$
+        \mu = \frac{1}{M}\sum x, \quad \sigma^2 = \frac{1}{M}\sum (x - \mu)^2, \quad
+        \text{invstd} = \frac{1}{\sqrt{\sigma^2 + \epsilon}}, \quad
+        \hat{x} = (x - \mu)\,\text{invstd}, \quad y = \gamma \hat{x} + \beta
+        $$
 
-        ``relu6=True`` also applies the ReLU6 that follows BatchNorm in MobileNetV2:
-        y = min(max(y, 0), 6), in the same call (see ``batch_norm_backward_train``).
+        The variance is the biased one, which is what normalises; the caller keeps the
+        unbiased $\sigma^2 M / (M - 1)$ for ``running_var``.
+
+        Args:
+            x: The input (N, C, H, W).
+            weight: $\gamma$ (C,).
+            bias: $\beta$ (C,).
+            eps: $\epsilon$.
+            relu6: Also apply the ReLU6 that follows BatchNorm in MobileNetV2,
+                $y = \min(\max(y, 0), 6)$, in the same call (see ``batch_norm_backward_train``).
+
+        Returns:
+            ``(y, mean, invstd)``: y like x, the others (C,).
         """
         fn = "batch_norm_forward_train"
         x, weight, bias = np.asarray(x), np.asarray(weight), np.asarray(bias)
@@ -312,23 +401,38 @@ class ReferenceKernels:
 
     @staticmethod
     def batch_norm_backward_train(gy, x, mean, invstd, weight, bias=None, relu6=False):
-        """Gradients of ``batch_norm_forward_train`` (x, weight and bias).
+        r"""Gradients of ``batch_norm_forward_train`` (x, weight and bias).
 
-        gy, x: (N, C, H, W); mean, invstd, weight: (C,) -> (gx, gweight, gbias).
-        y = weight * xhat + bias, so gbias = sum gy and gweight = sum gy * xhat.
-        For gx remember that mean and var depend on every x of the channel:
-        dxhat = weight * gy flows to x directly, through the mean (-mean(dxhat))
-        and through the variance (-xhat * mean(dxhat * xhat)), giving
+        $y = \gamma \hat{x} + \beta$, so $g_\beta = \sum g_y$ and $g_\gamma = \sum g_y \hat{x}$.
+        For $g_x$ remember that the mean and the variance depend on every $x$ of the channel:
+        $d\hat{x} = \gamma g_y$ flows to $x$ directly, through the mean
+        ($-\text{mean}(d\hat{x})$) and through the variance
+        ($-\hat{x}\,\text{mean}(d\hat{x}\,\hat{x})$), giving
 
-            gx = weight * invstd * (gy - gbias / M - xhat * gweight / M)
+        $$
+        g_x = \gamma\,\text{invstd}\,
+          \left(g_y - \frac{g_\beta}{M} - \hat{x} \frac{g_\gamma}{M}\right)
+        $$
 
-        (A gradient check through sum(y) would miss errors here: the input
-        gradient of sum(BN(x)) is exactly zero. Check with a random gy.)
+        (A gradient check through ``sum(y)`` would miss errors here: the input gradient of
+        ``sum(BN(x))`` is exactly zero. Check with a random $g_y$.)
 
-        ``relu6=True`` (the fused ReLU6, needs ``bias``): gy is the gradient of
-        min(max(z, 0), 6) with z the BatchNorm output, so it first passes only where
-        0 < z < 6 (PyTorch's choice at the kinks). z is recomputed from x by the
-        forward's own expression: no mask has to be kept between the passes.
+        With ``relu6`` (the fused ReLU6, which needs ``bias``), ``gy`` is the gradient of
+        $\min(\max(z, 0), 6)$ with $z$ the BatchNorm output, so it first passes only where
+        $0 < z < 6$ (PyTorch's choice at the kinks). $z$ is recomputed from x by the forward's
+        own expression: no mask has to be kept between the passes.
+
+        Args:
+            gy: $\partial L / \partial y$ (N, C, H, W).
+            x: The input (N, C, H, W).
+            mean: The batch mean (C,), from the forward.
+            invstd: $1/\sqrt{\sigma^2 + \epsilon}$ (C,), from the forward.
+            weight: $\gamma$ (C,).
+            bias: $\beta$ (C,); needed with ``relu6``.
+            relu6: The forward applied ReLU6.
+
+        Returns:
+            ``(gx, gweight, gbias)``.
         """
         fn = "batch_norm_backward_train"
         bias = relu6_bias(fn, relu6, bias, weight)
@@ -353,11 +457,22 @@ class ReferenceKernels:
 
     @staticmethod
     def batch_norm_forward_eval(x, mean, var, weight, bias, eps, relu6=False):
-        """BatchNorm in eval mode: normalise with stored (running) statistics.
+        r"""BatchNorm in eval mode: normalise with stored (running) statistics.
 
-        x: (N, C, H, W); mean, var, weight, bias: (C,) -> y like x,
-        ``y = (x - mean) / sqrt(var + eps) * weight + bias`` -- a per-channel affine map,
-        then clamped to [0, 6] when ``relu6``.
+        $y = (x - \text{mean}) / \sqrt{\text{var} + \epsilon} \cdot \gamma + \beta$, a per-channel
+        affine map, then clamped to [0, 6] when ``relu6``.
+
+        Args:
+            x: The input (N, C, H, W).
+            mean: The running mean (C,).
+            var: The running variance (C,).
+            weight: $\gamma$ (C,).
+            bias: $\beta$ (C,).
+            eps: $\epsilon$.
+            relu6: Clamp to [0, 6].
+
+        Returns:
+            y, like x.
         """
         fn = "batch_norm_forward_eval"
         arrays = {k: np.asarray(v) for k, v in
@@ -374,7 +489,15 @@ class ReferenceKernels:
     # ---------------------------------------------------------------- matrix product
     @staticmethod
     def matmul(a, b):
-        """a (M, K) @ b (K, N) -> (M, N): the Linear layer's product, y = x W^T."""
+        """``a @ b``: the Linear layer's product, $y = x W^T$.
+
+        Args:
+            a: (M, K).
+            b: (K, N).
+
+        Returns:
+            (M, N).
+        """
         fn = "matmul"
         a, b = np.asarray(a), np.asarray(b)
         same_float_dtype(fn, a=a, b=b)
@@ -383,19 +506,49 @@ class ReferenceKernels:
 
     # ---------------------------------------- fused: convolution + BatchNorm, inference
     def conv2d_bn_eval(self, x, w, stride, padding, bn):
-        """``batch_norm_forward_eval(conv2d_forward(x, w, ...), *bn)``: a dense convolution
-        followed by its BatchNorm in eval mode (and ReLU6 when ``bn[5]``), for inference.
-        x: (N, Ci, H, W), w: (Co, Ci, kh, kw) -> (N, Co, Ho, Wo)."""
+        """A dense convolution, then its BatchNorm in eval mode (and ReLU6), for inference.
+
+        ``batch_norm_forward_eval(conv2d_forward(x, w, stride, padding), *bn)``; ReLU6 when
+        ``bn[5]``.
+
+        Args:
+            x: The input (N, Ci, H, W).
+            w: The weight (Co, Ci, kh, kw).
+            stride: (sh, sw).
+            padding: (ph, pw), zeros on each side.
+            bn: ``(mean, var, weight, bias, eps, relu6)``, the BatchNorm in eval mode (arrays (C,)).
+
+        Returns:
+            (N, Co, Ho, Wo).
+        """
         return self._bn_eval(self.conv2d_forward(x, w, stride, padding), bn)
 
     def depthwise_conv2d_bn_eval(self, x, w, stride, padding, bn):
         """A depthwise convolution, then BatchNorm-eval (and ReLU6): as ``conv2d_bn_eval``.
-        x: (N, C, H, W), w: (C, 1, kh, kw) -> (N, C, Ho, Wo)."""
+
+        Args:
+            x: The input (N, C, H, W).
+            w: The weight (C, 1, kh, kw).
+            stride: (sh, sw).
+            padding: (ph, pw), zeros on each side.
+            bn: ``(mean, var, weight, bias, eps, relu6)``, the BatchNorm in eval mode (arrays (C,)).
+
+        Returns:
+            (N, C, Ho, Wo).
+        """
         return self._bn_eval(self.depthwise_conv2d_forward(x, w, stride, padding), bn)
 
     def pointwise_conv2d_bn_eval(self, x, w, bn):
         """A 1x1 convolution, then BatchNorm-eval (and ReLU6): as ``conv2d_bn_eval``.
-        x: (N, Ci, H, W), w: (Co, Ci, 1, 1) -> (N, Co, H, W)."""
+
+        Args:
+            x: The input (N, Ci, H, W).
+            w: The weight (Co, Ci, 1, 1).
+            bn: ``(mean, var, weight, bias, eps, relu6)``, the BatchNorm in eval mode (arrays (C,)).
+
+        Returns:
+            (N, Co, H, W).
+        """
         return self._bn_eval(self.pointwise_conv2d_forward(x, w), bn)
 
     def _bn_eval(self, y, bn):
@@ -404,27 +557,44 @@ class ReferenceKernels:
 
     # ------------------------------------- fused: both gradients of a 1x1 convolution
     def pointwise_conv2d_backward(self, gy, x, w):
-        """Both gradients of the 1x1 convolution: ``(gx, gw)`` =
+        r"""Both gradients of the 1x1 convolution; a faster set may take both from one pass over gy.
+
         ``(pointwise_conv2d_backward_input(gy, w), pointwise_conv2d_backward_weight(gy, x))``.
-        A faster set may take both from one pass over gy."""
+
+        Args:
+            gy: $\partial L / \partial y$ (N, Co, H, W).
+            x: The input (N, Ci, H, W).
+            w: The weight (Co, Ci, 1, 1).
+
+        Returns:
+            ``(gx, gw)``.
+        """
         return (self.pointwise_conv2d_backward_input(gy, w),
                 self.pointwise_conv2d_backward_weight(gy, x))
 
     # ------------------------------------------- fused: a whole block, for inference
     def inverted_residual_eval(self, x, expand, depthwise, project, stride, residual):
-        """MobileNetV2's inverted residual block in eval mode (paper section 3.3, Table 1):
+        """MobileNetV2's inverted residual block in eval mode (paper section 3.3, Table 1).
 
             h = ReLU6(BN(We @ x))            1x1 expansion  (skipped when expand is None)
             h = ReLU6(BN(depthwise3x3(h)))   stride s, padding 1
             y = BN(Wp @ h)                   1x1 linear projection, no activation
             y = y + x                        when ``residual``
 
-        x: (N, Ci, H, W). ``expand``: None (expansion ratio 1) or (w (Ch, Ci, 1, 1), bn);
-        ``depthwise``: (w (Ch, 1, 3, 3), bn); ``project``: (w (Co, Ch, 1, 1), bn); each bn
-        as in the class docstring (ReLU6 on expansion and depthwise, not on the
-        projection). ``stride``: 1 or 2; ``residual``: add x (needs stride 1 and Co = Ci).
-        Returns (N, Co, ceil(H/s), ceil(W/s)). A faster set computes it band by band,
-        so that the expanded tensor (t times the input) stays in cache.
+        Each bn is as in the class docstring (ReLU6 on the expansion and the depthwise step,
+        not on the projection). A faster set computes the block band by band, so that the
+        expanded tensor (t times the input) stays in cache.
+
+        Args:
+            x: The block's input (N, Ci, H, W).
+            expand: None (expansion ratio 1) or ``(w (Ch, Ci, 1, 1), bn)``.
+            depthwise: ``(w (Ch, 1, 3, 3), bn)``.
+            project: ``(w (Co, Ch, 1, 1), bn)``.
+            stride: 1 or 2.
+            residual: Add x (needs stride 1 and Co = Ci).
+
+        Returns:
+            (N, Co, ceil(H / s), ceil(W / s)).
         """
         fn = "inverted_residual_eval"
         if stride not in (1, 2):
@@ -443,16 +613,25 @@ class ReferenceKernels:
 
     # ------------------------------------- fused: the depthwise stage, in training
     def depthwise_stage_forward_train(self, e, bn1, w_dw, stride, bn2):
-        """The middle of an inverted residual block in training (both BatchNorms on batch
-        statistics):
+        """The middle of an inverted residual block in training, BatchNorms on batch statistics.
 
-            a = ReLU6(BN1(e)),  d = depthwise3x3(a) (stride 1 or 2, padding 1),  h = ReLU6(BN2(d))
+            a = ReLU6(BN1(e))
+            d = depthwise3x3(a)      stride 1 or 2, padding 1
+            h = ReLU6(BN2(d))
 
-        e: (N, C, H, W); bn1, bn2: (weight, bias, eps) of the two BatchNorms ((C,) arrays);
-        w_dw: (C, 1, 3, 3). Returns ``(h, a, d, mean1, invstd1, mean2, invstd2)``: h and d
-        (N, C, Ho, Wo), a like e, and each BatchNorm's batch statistics as
-        ``batch_norm_forward_train`` returns them. A faster set that recomputes ``a`` in
-        the backward instead of keeping it returns None in its place.
+        A faster set that recomputes ``a`` in the backward instead of keeping it returns None
+        in its place.
+
+        Args:
+            e: The input (N, C, H, W).
+            bn1: ``(weight, bias, eps)`` of the first BatchNorm ((C,) arrays).
+            w_dw: The depthwise weight (C, 1, 3, 3).
+            stride: 1 or 2.
+            bn2: ``(weight, bias, eps)`` of the second BatchNorm.
+
+        Returns:
+            ``(h, a, d, mean1, invstd1, mean2, invstd2)``: h and d (N, C, Ho, Wo), a like e, and
+            each BatchNorm's batch statistics as ``batch_norm_forward_train`` returns them.
         """
         (w1, b1, eps1), (w2, b2, eps2) = bn1, bn2
         a, mean1, invstd1 = self.batch_norm_forward_train(e, w1, b1, eps1, relu6=True)
@@ -461,14 +640,24 @@ class ReferenceKernels:
         return h, a, d, mean1, invstd1, mean2, invstd2
 
     def depthwise_stage_backward_train(self, gh, e, a, d, bn1, w_dw, stride, bn2):
-        """The gradients of ``depthwise_stage_forward_train``, its three steps backwards:
+        r"""The gradients of ``depthwise_stage_forward_train``, its three steps backwards.
 
-            dL/dd = BN2 and ReLU6 backward of dL/dh,  dL/da, dL/dw_dw = depthwise backward,
-            dL/de = BN1 and ReLU6 backward of dL/da.
+        * $\partial L / \partial d$: BN2 and ReLU6 backward of $\partial L / \partial h$;
+        * $\partial L / \partial a$ and $\partial L / \partial w_{dw}$: the depthwise backward;
+        * $\partial L / \partial e$: BN1 and ReLU6 backward of $\partial L / \partial a$.
 
-        gh: dL/dh; e, a, d as the forward gave them; bn1, bn2: (weight, bias, mean,
-        invstd) of the two BatchNorms. Returns ``(dL/de, dL/dweight1, dL/dbias1, dL/dw_dw,
-        dL/dweight2, dL/dbias2)``.
+        Args:
+            gh: $\partial L / \partial h$ (N, C, Ho, Wo).
+            e: The forward's input.
+            a: ``ReLU6(BN1(e))`` as the forward gave it (None: recomputed).
+            d: The depthwise output as the forward gave it.
+            bn1: ``(weight, bias, mean, invstd)`` of the first BatchNorm.
+            w_dw: The depthwise weight (C, 1, 3, 3).
+            stride: 1 or 2.
+            bn2: ``(weight, bias, mean, invstd)`` of the second BatchNorm.
+
+        Returns:
+            ``(dL/de, dL/dweight1, dL/dbias1, dL/dw_dw, dL/dweight2, dL/dbias2)``.
         """
         (w1, b1, mean1, invstd1), (w2, b2, mean2, invstd2) = bn1, bn2
         s, p = (stride, stride), (1, 1)
@@ -481,10 +670,23 @@ class ReferenceKernels:
     # ------------------------------------------------------ fused: the RMSprop step
     def rmsprop_update(self, p, grad, square_avg, momentum_buffer, lr, alpha, eps,
                        weight_decay, momentum, grad_avg=None):
-        """One RMSprop step on arrays, in place (PyTorch's form; the formulas are in
-        :class:`tinymbv2.optim.RMSprop`). ``momentum_buffer`` is used when momentum > 0;
-        ``grad_avg`` (the running mean of the gradient) makes it the centered form.
-        Works on NumPy and CuPy arrays alike.
+        """One RMSprop step on arrays, in place (PyTorch's form).
+
+        The formulas are in [RMSprop][tinymbv2.optim.rmsprop.RMSprop]. Works on NumPy and
+        CuPy arrays alike.
+
+        Args:
+            p: The parameter, updated in place.
+            grad: Its gradient.
+            square_avg: $v$, the running mean of the squared gradient, updated in place.
+            momentum_buffer: The momentum buffer, updated in place; used when ``momentum > 0``.
+            lr: The learning rate.
+            alpha: The decay of ``square_avg``.
+            eps: Added to the denominator (outside the square root).
+            weight_decay: The L2 coefficient added to the gradient.
+            momentum: The momentum factor (0: none).
+            grad_avg: The running mean of the gradient, updated in place: the centered form;
+                None: not centered.
         """
         xp = get_array_module(p)
         if weight_decay != 0:

@@ -1,8 +1,8 @@
 """Moving weights between tinymbv2 and torchvision (torch is imported only here, lazily).
 
-The module names of :class:`~tinymbv2.models.MobileNetV2` equal torchvision's,
-so the two ``state_dict``s have the same keys and shapes (314 entries at width
-1.0, ``num_batches_tracked`` included). Both directions are one line:
+The module names of [MobileNetV2][tinymbv2.models.mobilenetv2.MobileNetV2] equal
+torchvision's, so the two ``state_dict``s have the same keys and shapes (314 entries at
+width 1.0, ``num_batches_tracked`` included). Both directions are one line:
 
     model.load_state_dict({k: v.numpy() for k, v in tv_model.state_dict().items()})
     tv_model.load_state_dict(to_torch_state_dict(model))
@@ -13,7 +13,7 @@ from .mobilenetv2 import MobileNetV2
 
 
 def to_torch_state_dict(model) -> dict:
-    """``model.state_dict()`` as torch tensors, ready for ``torch_model.load_state_dict``."""
+    """The state_dict of ``model`` as torch tensors, ready for ``torch_model.load_state_dict``."""
     import torch
 
     return {k: torch.from_numpy(v) for k, v in model.state_dict().items()}
@@ -26,6 +26,12 @@ def from_torchvision(tv_model) -> MobileNetV2:
     every block's (inp, oup, stride, t), head width, classes, dropout), so any
     width, a custom ``inverted_residual_setting`` or patched strides are mirrored.
     The copy starts in the mode (train/eval) the torchvision model is in.
+
+    Args:
+        tv_model: A ``torchvision.models.MobileNetV2``.
+
+    Returns:
+        The [MobileNetV2][tinymbv2.models.mobilenetv2.MobileNetV2] copy.
     """
     from torchvision.models.mobilenetv2 import InvertedResidual as TVBlock
 

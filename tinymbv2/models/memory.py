@@ -1,18 +1,20 @@
-"""Memory-efficient inference, paper section 5.1.
+r"""Memory-efficient inference, paper section 5.1.
 
-A bottleneck block computes F(x) = B(N(A(x))) where A is the 1x1 expansion
-(with its BN and ReLU6), N the per-channel part (depthwise 3x3, BN, ReLU6) and
-B the linear 1x1 projection. A and N act on each hidden channel separately
-and B is linear, so splitting the hidden channels into m slices gives exactly
+A bottleneck block computes $F(x) = B(N(A(x)))$ where $A$ is the 1x1 expansion
+(with its BN and ReLU6), $N$ the per-channel part (depthwise 3x3, BN, ReLU6) and
+$B$ the linear 1x1 projection. $A$ and $N$ act on each hidden channel separately
+and $B$ is linear, so splitting the hidden channels into $m$ slices gives exactly
 
-    B_conv(h) = sum_i W_p[:, slice_i] @ h[slice_i]      (h = N(A(x)))
-    F(x)      = BN_p( sum_i B_i(N(A_i(x))) )             (+ x for a residual block)
+$$
+B_{conv}(h) = \sum_i W_p[:, \text{slice}_i]\, h[\text{slice}_i] \quad (h = N(A(x))),
+\qquad F(x) = \text{BN}_p\Big(\sum_i B_i(N(A_i(x)))\Big)
+$$
 
-with the projection's BN applied once, after the sum. Only one slice of the
-wide hidden tensor (t times the block's input channels) is alive at a time, so
-the peak activation memory falls roughly m-fold inside the expanded blocks,
-while the multiply-adds are unchanged. The paper suggests m = 2..5; its Table 3
-shows MobileNetV2's peak is set by these expanded tensors.
+(plus $x$ for a residual block), with the projection's BN applied once, after the sum.
+Only one slice of the wide hidden tensor (t times the block's input channels) is alive
+at a time, so the peak activation memory falls roughly $m$-fold inside the expanded
+blocks, while the multiply-adds are unchanged. The paper suggests $m$ = 2..5; its
+Table 3 shows MobileNetV2's peak is set by these expanded tensors.
 
 In evaluation mode every BN is a fixed per-channel affine map, so slicing its
 statistics along with the channels is exact.
@@ -40,7 +42,14 @@ def _conv_bn_relu6_slice(x, layer, sl, groups=1):
 def chunked_block(block: InvertedResidual, x: Tensor, chunks: int) -> Tensor:
     """One inverted residual block with its hidden channels computed in ``chunks`` slices.
 
-    x (N, inp, H, W) -> (N, oup, H/s, W/s), equal to ``block(x)`` in eval mode.
+    Args:
+        block: The [InvertedResidual][tinymbv2.models.mobilenetv2.InvertedResidual], in
+            eval mode.
+        x: The input (N, inp, H, W).
+        chunks: The number of hidden-channel slices.
+
+    Returns:
+        (N, oup, H / s, W / s), equal to ``block(x)`` in eval mode.
     """
     layers = list(block.conv)  # [expand,] depthwise, project conv, project BN
     expand = layers[0] if len(layers) == 4 else None
@@ -72,10 +81,20 @@ def chunked_block(block: InvertedResidual, x: Tensor, chunks: int) -> Tensor:
 def memory_efficient_inference(model: MobileNetV2, x, chunks: int = 4) -> Tensor:
     """Eval-mode logits of ``model`` with every block's expansion computed in slices.
 
-    model: a :class:`MobileNetV2`; x: (N, C, H, W) Tensor or array of the model's
-    dtype; chunks: number of hidden-channel slices per block (>= 1; clipped to the
-    block's width). Runs under ``no_grad``; the model's train/eval mode is restored.
-    Returns (N, num_classes), equal to ``model.eval()(x)`` up to rounding.
+    Runs under ``no_grad``; the model's train/eval mode is restored.
+
+    Args:
+        model: A [MobileNetV2][tinymbv2.models.mobilenetv2.MobileNetV2].
+        x: The images (N, C, H, W), a Tensor or an array of the model's dtype.
+        chunks: The number of hidden-channel slices per block (>= 1; clipped to the block's
+            width).
+
+    Returns:
+        The logits (N, num_classes), equal to ``model.eval()(x)`` up to rounding.
+
+    Raises:
+        TypeError: ``model`` is not a MobileNetV2.
+        ValueError: ``chunks < 1``.
     """
     if not isinstance(model, MobileNetV2):
         raise TypeError(

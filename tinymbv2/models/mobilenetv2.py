@@ -36,10 +36,19 @@ LAST_CHANNEL = 1280   # Table 2, conv 1x1 before pooling; never scaled below 128
 
 
 def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
-    """Round ``v`` channels to the nearest multiple of ``divisor`` (torchvision/TF-slim).
+    r"""Round ``v`` channels to the nearest multiple of ``divisor`` (torchvision/TF-slim).
 
-    max(min_value, int(v + divisor/2) // divisor * divisor), plus one divisor if that
-    rounded down by more than 10%. E.g. 32*0.35 = 11.2 -> 16, 16*0.35 = 5.6 -> 8.
+    ``max(min_value, int(v + divisor / 2) // divisor * divisor)``, plus one divisor if that
+    rounded down by more than 10%. E.g. $32 \times 0.35 = 11.2 \to 16$,
+    $16 \times 0.35 = 5.6 \to 8$.
+
+    Args:
+        v: The channels before rounding (a width times a multiplier).
+        divisor: The multiple to round to.
+        min_value: The smallest result; None: ``divisor``.
+
+    Returns:
+        The rounded channel count.
     """
     if min_value is None:
         min_value = divisor
@@ -50,9 +59,18 @@ def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> 
 
 
 class Conv2dNormActivation(nn.Sequential):
-    """conv (no bias, padding (k-1)//2) -> BatchNorm -> ReLU6: names '0', '1', '2'.
+    """conv (no bias, padding ``(k - 1) // 2``) -> BatchNorm -> ReLU6.
 
-    (N, Ci, H, W) -> (N, Co, ceil(H/s), ceil(W/s)) for k = 3 or 1.
+    The three are named ``'0'``, ``'1'``, ``'2'``, as torchvision names them.
+
+    (N, Ci, H, W) -> (N, Co, ceil(H / s), ceil(W / s)) for k = 3 or 1.
+
+    Args:
+        in_channels: Ci.
+        out_channels: Co.
+        kernel_size: k, 3 or 1.
+        stride: s.
+        groups: The convolution's groups (``groups == Ci``: depthwise).
     """
 
     def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, groups=1):
@@ -68,12 +86,21 @@ class Conv2dNormActivation(nn.Sequential):
 class InvertedResidual(nn.Module):
     """The bottleneck block of Table 1: expand, filter, linear projection (section 3.3).
 
-    x (N, inp, H, W) -> 1x1 conv to hidden = round(inp * t) channels, BN, ReLU6
+    x (N, inp, H, W) -> 1x1 conv to hidden = round(inp · t) channels, BN, ReLU6
     (skipped when t = 1) -> 3x3 depthwise conv stride s, BN, ReLU6 -> 1x1 conv to
     oup channels, BN, *no activation* (a ReLU would destroy information in the
-    low-dimensional bottleneck, section 3.2) -> (N, oup, H/s, W/s).
+    low-dimensional bottleneck, section 3.2) -> (N, oup, H / s, W / s).
     The input is added back (the residual connects the thin bottlenecks,
     section 3.3) only when s = 1 and inp = oup.
+
+    Args:
+        inp: The input channels.
+        oup: The output channels.
+        stride: s, 1 or 2 (of the depthwise convolution).
+        expand_ratio: t, the expansion factor of the hidden width.
+
+    Raises:
+        ValueError: A stride other than 1 or 2, or ``expand_ratio <= 0``.
     """
 
     def __init__(self, inp: int, oup: int, stride: int, expand_ratio: float):
@@ -109,15 +136,24 @@ class InvertedResidual(nn.Module):
 class MobileNetV2(nn.Module):
     """MobileNetV2 (torchvision's structure and initialisation).
 
-    num_classes: classifier outputs; width_mult: scales every width (stage widths
-    make_divisible(c * w, round_nearest); the 1280 head only grows, for w > 1);
-    inverted_residual_setting: the (t, c, n, s) rows (default Table 2);
-    dropout: before the classifier; in_channels: image channels (1 for grey);
-    small_input: stem stride 1 and the second row (the 24-channel stage) stride 1,
-    the common variant for 28-32 px images; generator: np.random.Generator for the
-    initialisation (None: the package's global one).
-
     forward: (N, in_channels, H, W) -> logits (N, num_classes).
+
+    Args:
+        num_classes: The classifier's outputs.
+        width_mult: Scales every width: the stage widths are
+            ``make_divisible(c * width_mult, round_nearest)``; the 1280 head only grows, for
+            ``width_mult > 1``.
+        inverted_residual_setting: The (t, c, n, s) rows; None: Table 2.
+        round_nearest: The channel multiple the widths are rounded to.
+        dropout: The dropout probability before the classifier, in [0, 1).
+        in_channels: The image channels (1 for grey).
+        small_input: Stem stride 1 and the second row (the 24-channel stage) stride 1, the
+            common variant for 28-32 px images.
+        generator: An ``np.random.Generator`` for the initialisation; None: the package's
+            global one.
+
+    Raises:
+        ValueError: An argument out of its range.
     """
 
     def __init__(self, num_classes=1000, width_mult=1.0, inverted_residual_setting=None,
@@ -155,8 +191,21 @@ class MobileNetV2(nn.Module):
     @classmethod
     def from_blocks(cls, in_channels, stem, blocks, last_channel, num_classes, dropout=0.2,
                     generator=None) -> "MobileNetV2":
-        """A MobileNetV2 from explicit widths: stem = (channels, stride), blocks =
-        [(inp, oup, stride, t), ...] (used to mirror an existing torchvision model)."""
+        """A MobileNetV2 from explicit widths (used to mirror an existing torchvision model).
+
+        Args:
+            in_channels: The image channels.
+            stem: ``(channels, stride)`` of the stem convolution.
+            blocks: ``[(inp, oup, stride, t), ...]``, one per inverted residual block.
+            last_channel: The head convolution's width.
+            num_classes: The classifier's outputs.
+            dropout: The dropout probability before the classifier.
+            generator: An ``np.random.Generator`` for the initialisation; None: the package's
+                global one.
+
+        Returns:
+            The model.
+        """
         model = cls.__new__(cls)
         nn.Module.__init__(model)
         model.width_mult, model.small_input, model.inverted_residual_setting = None, None, None
@@ -177,7 +226,11 @@ class MobileNetV2(nn.Module):
         self.classifier = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(last_channel, num_classes))
 
     def reset_parameters(self, generator=None):
-        """torchvision's init: conv kaiming-normal fan_out, BN 1/0, Linear N(0, 0.01^2), 0."""
+        """torchvision's init: conv kaiming-normal fan_out, BN 1 and 0, Linear $N(0, 0.01^2)$ and 0.
+
+        Args:
+            generator: An ``np.random.Generator``; None: the package's global one.
+        """
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 init.kaiming_normal_(m.weight, mode="fan_out", generator=generator)
@@ -225,10 +278,22 @@ def _generator(seed):
 
 def mobilenet_v2(width_mult=1.0, num_classes=1000, dropout=0.2, in_channels=3,
                  small_input=False, seed=None) -> MobileNetV2:
-    """MobileNetV2 of Table 2; ``seed`` (int or Generator) makes the init reproducible.
+    """MobileNetV2 of Table 2.
 
     ``mobilenet_v2()`` has torchvision's 3,504,872 parameters and 300.8M multiply-adds
     at 224 px; ``small_input=True`` keeps 4x4 final maps on 32 px (CIFAR) images.
+
+    Args:
+        width_mult: Scales every width (0.35 to 1.4 in the paper).
+        num_classes: The classifier's outputs.
+        dropout: The dropout probability before the classifier.
+        in_channels: The image channels.
+        small_input: Stem and 24-channel stage at stride 1, for 28-32 px images.
+        seed: An int or an ``np.random.Generator`` that makes the init reproducible; None:
+            the package's global generator.
+
+    Returns:
+        The [MobileNetV2][tinymbv2.models.mobilenetv2.MobileNetV2].
     """
     return MobileNetV2(num_classes=num_classes, width_mult=width_mult, dropout=dropout,
                        in_channels=in_channels, small_input=small_input,
@@ -248,6 +313,17 @@ def seed_article_net(width_mult=1.0, num_classes=1000, dropout=0.2, in_channels=
     the net has the stem, the 1280 head and one Linear. Every block changes its
     width or stride, so none has a residual add. Width 1.0, 1000 classes:
     2,426,984 parameters and 145,786,880 multiply-adds at 224 (vs 3.50M and 300.8M).
+
+    Args:
+        width_mult: Scales every width.
+        num_classes: The classifier's outputs.
+        dropout: The dropout probability before the classifier.
+        in_channels: The image channels.
+        small_input: Stem and 24-channel stage at stride 1, for 28-32 px images.
+        seed: An int or an ``np.random.Generator``; None: the package's global generator.
+
+    Returns:
+        The [MobileNetV2][tinymbv2.models.mobilenetv2.MobileNetV2].
     """
     return MobileNetV2(num_classes=num_classes, width_mult=width_mult,
                        inverted_residual_setting=SEED_ARTICLE_SETTING, dropout=dropout,

@@ -12,8 +12,8 @@ BatchNorm, ReLU6, pooling and the residual add are counted as 0 multiply-adds,
 the convention of the paper's Table 3 and of torchvision's reported "ops". The
 conv MACs split into the paper's section 3.1 kinds: pointwise (1x1), depthwise
 (groups = channels) and standard (a dense kxk conv: MobileNetV2's stem); the
-depthwise separable factorisation costs h*w*d*(k^2 + d') instead of
-h*w*d*d'*k^2. Width 1.0 at 224 px: 300,774,272 MACs, 267.9M of them pointwise.
+depthwise separable factorisation costs $h w d (k^2 + d')$ instead of
+$h w d d' k^2$. Width 1.0 at 224 px: 300,774,272 MACs, 267.9M of them pointwise.
 """
 from __future__ import annotations
 
@@ -39,7 +39,16 @@ class LayerRow:
 
 
 class Summary:
-    """The rows of :func:`summary` and their totals; ``str()`` gives the table."""
+    """The rows of [summary][tinymbv2.models.summary.summary] and their totals.
+
+    ``str()`` gives the table.
+
+    Args:
+        model_name: The model's class name, for the title.
+        input_shape: The input shape (N, C, H, W).
+        rows: One [LayerRow][tinymbv2.models.summary.LayerRow] per layer.
+        total_params: The model's parameters, each shared one once.
+    """
 
     def __init__(self, model_name: str, input_shape: tuple, rows: list[LayerRow],
                  total_params: int):
@@ -169,8 +178,18 @@ def _propagate(module, name, shape, rows, itemsize):
 def summary(model, input_size=(3, 224, 224), batch_size: int = 1) -> Summary:
     """Rows (name, output shape, parameters, multiply-adds, activation bytes) and totals.
 
-    input_size: (C, H, W) of one image; batch_size scales MACs and activations.
     Nothing is computed on arrays: shapes are propagated through the module tree.
+
+    Args:
+        model: The network.
+        input_size: (C, H, W) of one image.
+        batch_size: N; scales the MACs and activations.
+
+    Returns:
+        The [Summary][tinymbv2.models.summary.Summary].
+
+    Raises:
+        ValueError: An input size the network does not take, or ``batch_size < 1``.
     """
     if (not isinstance(input_size, (tuple, list)) or len(input_size) != 3
             or not all(isinstance(d, (int, np.integer)) and d >= 1 for d in input_size)):

@@ -7,10 +7,17 @@ from .module import Module
 
 
 class Sequential(Module):
-    """``Sequential(m0, m1, ...)`` or ``Sequential(OrderedDict(name=m, ...))``.
+    """Modules applied one after another: ``forward(x) = m_last(...m1(m0(x)))``.
 
-    forward(x) = m_last(...m1(m0(x))). Indexable (negative indices, slices give a
-    Sequential keeping the names), ``len``, iteration and ``append``.
+    Indexable (negative indices; slices give a Sequential keeping the names), ``len``,
+    iteration and ``append``.
+
+    Args:
+        *modules: The modules in order, named ``"0"``, ``"1"``, ...; or one
+            ``OrderedDict(name=module, ...)`` that names them.
+
+    Raises:
+        TypeError: An argument is not a Module.
     """
 
     def __init__(self, *modules):
@@ -49,6 +56,7 @@ class Sequential(Module):
         return iter(self._modules.values())
 
     def append(self, module: Module) -> "Sequential":
+        """Add ``module`` at the end, named by its index; returns self."""
         self.add_module(str(len(self._modules)), module)
         return self
 

@@ -1,24 +1,31 @@
-"""Weight initialisation, PyTorch's ``torch.nn.init`` (paper section 6.1, torchvision).
+r"""Weight initialisation, PyTorch's ``torch.nn.init`` (paper section 6.1, torchvision).
 
 Every function fills a Tensor (or an ndarray) in place and returns it. Values
 are drawn in float64 from ``generator`` (an ``np.random.Generator``) or, when
-None, from the package's seeded global one (:func:`tinymbv2.manual_seed`), then
+None, from the package's seeded global one ([tinymbv2.random.manual_seed][]), then
 cast to the tensor's dtype.
 
-Fans of a weight of shape (out, in/groups, kh, kw) (a Linear's (out, in) has
+Fans of a weight of shape (out, in / groups, kh, kw) (a Linear's (out, in) has
 receptive field 1):
 
-    fan_in  = in/groups * kh * kw,     fan_out = out * kh * kw
+$$
+\text{fan_in} = \frac{\text{in}}{\text{groups}} \, k_h k_w, \qquad
+\text{fan_out} = \text{out} \, k_h k_w
+$$
 
-so a depthwise 3x3 weight (C, 1, 3, 3) has fan_out = 9*C, not 9*C/groups
+so a depthwise 3x3 weight (C, 1, 3, 3) has $\text{fan_out} = 9C$, not $9C/\text{groups}$
 (PyTorch's and torchvision's convention).
 
 Kaiming He et al. (2015): to keep the variance of activations (fan_in) or of
 gradients (fan_out) constant through ReLU layers, draw with
 
-    std = gain / sqrt(fan),   gain = sqrt(2) for ReLU, sqrt(2 / (1 + a^2)) for leaky ReLU
+$$
+\text{std} = \frac{\text{gain}}{\sqrt{\text{fan}}}, \qquad
+\text{gain} = \sqrt{2} \text{ for ReLU}, \quad \sqrt{2 / (1 + a^2)} \text{ for leaky ReLU}
+$$
 
-normal: N(0, std^2); uniform: U(-bound, bound) with bound = sqrt(3) * std.
+normal: $N(0, \text{std}^2)$; uniform: $U(-\text{bound}, \text{bound})$ with
+$\text{bound} = \sqrt{3}\,\text{std}$.
 """
 from __future__ import annotations
 
@@ -60,7 +67,19 @@ def _shape(tensor):
 
 
 def calculate_gain(nonlinearity: str = "leaky_relu", param=None) -> float:
-    """The gain that keeps a layer's variance: relu sqrt(2), tanh 5/3, linear/conv/sigmoid 1."""
+    r"""The gain that keeps a layer's variance: relu $\sqrt{2}$, tanh 5/3, linear/conv/sigmoid 1.
+
+    Args:
+        nonlinearity: ``"relu"``, ``"leaky_relu"``, ``"tanh"``, ``"sigmoid"``, ``"selu"``
+            (3/4), ``"linear"``, ``"identity"`` or ``"conv1d"``/``"conv2d"``/``"conv3d"``.
+        param: The negative slope $a$ of leaky ReLU (None: 0.01): gain $\sqrt{2 / (1 + a^2)}$.
+
+    Returns:
+        The gain.
+
+    Raises:
+        ValueError: An unknown ``nonlinearity``.
+    """
     if nonlinearity in ("linear", "conv1d", "conv2d", "conv3d", "sigmoid", "identity"):
         return 1.0
     if nonlinearity == "tanh":
@@ -79,7 +98,17 @@ def calculate_gain(nonlinearity: str = "leaky_relu", param=None) -> float:
 
 
 def fan_in_and_fan_out(tensor) -> tuple[int, int]:
-    """(fan_in, fan_out) of a weight (out, in, *kernel); needs at least 2 dimensions."""
+    """(fan_in, fan_out) of a weight (out, in, kh, kw) or (out, in) (see the module's formula).
+
+    Args:
+        tensor: The weight, a Tensor or an array of at least 2 dimensions.
+
+    Returns:
+        ``(fan_in, fan_out)``.
+
+    Raises:
+        ValueError: ``tensor`` has fewer than 2 dimensions.
+    """
     shape = _shape(tensor)
     if len(shape) < 2:
         raise ValueError(f"fan_in_and_fan_out: expected a weight with >= 2 dimensions, got {shape}")
@@ -88,26 +117,65 @@ def fan_in_and_fan_out(tensor) -> tuple[int, int]:
 
 
 def constant_(tensor, val: float):
+    """Fill with one value, in place.
+
+    Args:
+        tensor: The Tensor or array to fill.
+        val: The value.
+
+    Returns:
+        ``tensor``.
+    """
     return _fill(tensor, np.full(_shape(tensor), val, dtype=np.float64))
 
 
 def ones_(tensor):
+    """Fill ``tensor`` with ones, in place; returns it."""
     return constant_(tensor, 1.0)
 
 
 def zeros_(tensor):
+    """Fill ``tensor`` with zeros, in place; returns it."""
     return constant_(tensor, 0.0)
 
 
 def normal_(tensor, mean: float = 0.0, std: float = 1.0, generator=None):
-    """Fill with N(mean, std^2) (torchvision's classifier: N(0, 0.01^2))."""
+    r"""Fill with $N(\text{mean}, \text{std}^2)$, in place.
+
+    torchvision's classifier is drawn from $N(0, 0.01^2)$.
+
+    Args:
+        tensor: The Tensor or array to fill.
+        mean: The mean.
+        std: The standard deviation, >= 0.
+        generator: An ``np.random.Generator``; None: the package's seeded global one.
+
+    Returns:
+        ``tensor``.
+
+    Raises:
+        ValueError: ``std < 0``.
+    """
     if std < 0:
         raise ValueError(f"normal_: expected std >= 0, got {std}")
     return _fill(tensor, _rng(generator).normal(mean, std, size=_shape(tensor)))
 
 
 def uniform_(tensor, a: float = 0.0, b: float = 1.0, generator=None):
-    """Fill with U(a, b)."""
+    """Fill with $U(a, b)$, in place.
+
+    Args:
+        tensor: The Tensor or array to fill.
+        a: The lower bound.
+        b: The upper bound, >= ``a``.
+        generator: An ``np.random.Generator``; None: the package's seeded global one.
+
+    Returns:
+        ``tensor``.
+
+    Raises:
+        ValueError: ``b < a``.
+    """
     if b < a:
         raise ValueError(f"uniform_: expected a <= b, got a={a}, b={b}")
     return _fill(tensor, _rng(generator).uniform(a, b, size=_shape(tensor)))
@@ -125,9 +193,24 @@ def _kaiming_std(tensor, a, mode, nonlinearity):
 
 def kaiming_normal_(tensor, a: float = 0.0, mode: str = "fan_in",
                     nonlinearity: str = "leaky_relu", generator=None):
-    """N(0, std^2) with std = gain / sqrt(fan); torchvision's convs use mode='fan_out'.
+    r"""$N(0, \text{std}^2)$ with $\text{std} = \text{gain} / \sqrt{\text{fan}}$, in place.
 
-    Defaults as PyTorch's (leaky_relu with a=0 has the ReLU gain sqrt(2)).
+    torchvision's convolutions use ``mode="fan_out"``. The defaults are PyTorch's
+    (leaky_relu with ``a=0`` has the ReLU gain $\sqrt{2}$).
+
+    Args:
+        tensor: The weight to fill (at least 2 dimensions).
+        a: The negative slope of the leaky ReLU that follows (0: ReLU).
+        mode: ``"fan_in"`` keeps the activations' variance, ``"fan_out"`` the gradients'.
+        nonlinearity: The non-linearity that follows (see
+            [calculate_gain][tinymbv2.nn.init.calculate_gain]).
+        generator: An ``np.random.Generator``; None: the package's seeded global one.
+
+    Returns:
+        ``tensor``.
+
+    Raises:
+        ValueError: An unknown ``mode`` or ``nonlinearity``, or a fan of 0.
     """
     std = _kaiming_std(tensor, a, mode, nonlinearity)
     return _fill(tensor, _rng(generator).normal(0.0, std, size=_shape(tensor)))
@@ -135,10 +218,24 @@ def kaiming_normal_(tensor, a: float = 0.0, mode: str = "fan_in",
 
 def kaiming_uniform_(tensor, a: float = 0.0, mode: str = "fan_in",
                      nonlinearity: str = "leaky_relu", generator=None):
-    """U(-bound, bound) with bound = sqrt(3) * gain / sqrt(fan).
+    r"""$U(-b, b)$ with $b = \sqrt{3}\,\text{gain} / \sqrt{\text{fan}}$, in place.
 
-    PyTorch's default for Conv2d/Linear weights is a=sqrt(5), mode fan_in, which gives
-    bound = 1 / sqrt(fan_in).
+    PyTorch's default for Conv2d/Linear weights is ``a=sqrt(5)``, mode fan_in, which gives
+    $b = 1 / \sqrt{\text{fan_in}}$.
+
+    Args:
+        tensor: The weight to fill (at least 2 dimensions).
+        a: The negative slope of the leaky ReLU that follows (0: ReLU).
+        mode: ``"fan_in"`` keeps the activations' variance, ``"fan_out"`` the gradients'.
+        nonlinearity: The non-linearity that follows (see
+            [calculate_gain][tinymbv2.nn.init.calculate_gain]).
+        generator: An ``np.random.Generator``; None: the package's seeded global one.
+
+    Returns:
+        ``tensor``.
+
+    Raises:
+        ValueError: An unknown ``mode`` or ``nonlinearity``, or a fan of 0.
     """
     bound = math.sqrt(3.0) * _kaiming_std(tensor, a, mode, nonlinearity)
     return _fill(tensor, _rng(generator).uniform(-bound, bound, size=_shape(tensor)))

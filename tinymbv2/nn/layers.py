@@ -44,10 +44,21 @@ def _positive_int(value, name, layer, minimum=1):
 
 def check_input(layer: Module, x, ndim: int | None, channels: int | None = None,
                 axis: int = 1, layout: str = "") -> None:
-    """Raise TypeError/ValueError naming ``layer`` unless x is a Tensor of the right form.
+    """Raise an error naming ``layer`` unless ``x`` is a Tensor of the right form.
 
-    ndim: the expected rank (None: any); ``layout`` (e.g. "(N, 3, H, W)") is how the
-    expected shape is shown; the input's dtype must be that of the layer's parameters.
+    The input's dtype must be that of the layer's parameters.
+
+    Args:
+        layer: The layer that checks (its repr starts the message).
+        x: The layer's input.
+        ndim: The expected rank; None: any.
+        channels: The expected size of axis ``axis``; None: any.
+        axis: The channel axis.
+        layout: How the expected shape is shown, e.g. ``"(N, 3, H, W)"``.
+
+    Raises:
+        TypeError: ``x`` is not a Tensor, or not of the parameters' dtype.
+        ValueError: ``x`` has another rank or another number of channels.
     """
     def name():
         return repr(layer).split("\n")[0]  # built only for an error message
@@ -77,11 +88,29 @@ def check_input(layer: Module, x, ndim: int | None, channels: int | None = None,
 
 
 class Conv2d(Module):
-    """2-D convolution; ``groups == in_channels`` makes it depthwise (paper section 3.1).
+    r"""2-D convolution; ``groups == in_channels`` makes it depthwise (paper section 3.1).
 
-    weight: (out_channels, in_channels/groups, kh, kw); bias: (out_channels,) or None.
-    Default init as PyTorch's: kaiming_uniform(a=sqrt(5)) i.e. U(-1/sqrt(fan_in), ...),
-    bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    Shapes: input (N, in_channels, H, W), output (N, out_channels, Ho, Wo) with
+    $H_o = \lfloor (H + 2p - k) / s \rfloor + 1$ (the same for W); weight
+    (out_channels, in_channels / groups, kh, kw), bias (out_channels,) or None.
+    Default init as PyTorch's: ``kaiming_uniform(a=sqrt(5))``, i.e.
+    $U(-1/\sqrt{\text{fan_in}}, 1/\sqrt{\text{fan_in}})$, and the bias from the same range.
+
+    Args:
+        in_channels: Channels of the input, C_in.
+        out_channels: Channels of the output, C_out.
+        kernel_size: k, an int or a pair (kh, kw).
+        stride: s, an int or a pair (sh, sw).
+        padding: p, zeros added on each side: an int or a pair (ph, pw).
+        groups: Input and output channels are split into this many groups, each convolved
+            on its own; it must divide both. ``groups == in_channels == out_channels`` is
+            the depthwise convolution.
+        bias: Whether the layer adds a learned bias.
+        dtype: The parameters' dtype (float32 or float64).
+
+    Raises:
+        TypeError: A size is neither an int nor a pair of ints.
+        ValueError: A size is out of range, or ``groups`` does not divide the channels.
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
@@ -112,6 +141,12 @@ class Conv2d(Module):
         self.reset_parameters()
 
     def reset_parameters(self, generator=None):
+        """Draw the parameters again from the default initialisation (see the class).
+
+        Args:
+            generator: An ``np.random.Generator``; None: the package's global one
+                ([tinymbv2.random.manual_seed][] seeds it).
+        """
         init.kaiming_uniform_(self.weight, a=math.sqrt(5), generator=generator)
         if self.bias is not None:
             fan_in, _ = init.fan_in_and_fan_out(self.weight)
@@ -119,7 +154,17 @@ class Conv2d(Module):
             init.uniform_(self.bias, -bound, bound, generator=generator)
 
     def output_shape(self, shape):
-        """(N, C, H, W) -> (N, out, Ho, Wo) without computing (used by the summary)."""
+        """The output shape for an input shape, without computing (used by the summary).
+
+        Args:
+            shape: The input shape (N, C, H, W).
+
+        Returns:
+            (N, out_channels, Ho, Wo).
+
+        Raises:
+            ValueError: The input, padded, is smaller than the kernel.
+        """
         n, _, h, w = shape
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
@@ -134,8 +179,18 @@ class Conv2d(Module):
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.groups)
 
     def check_input(self, x):
-        """Raise an error naming this layer unless x is (N, in_channels, H, W) of its
-        parameters' dtype and at least as large as the kernel (with the padding)."""
+        """Raise an error naming this layer unless ``x`` fits it.
+
+        ``x`` must be (N, in_channels, H, W), of the parameters' dtype and at least as large
+        as the kernel (with the padding).
+
+        Args:
+            x: The input Tensor.
+
+        Raises:
+            TypeError: ``x`` is not a Tensor of the parameters' dtype.
+            ValueError: ``x`` has another shape, or is smaller than the kernel.
+        """
         check_input(self, x, 4, self.in_channels, layout=f"(N, {self.in_channels}, H, W)")
         self.output_shape(x.shape)
 
@@ -152,14 +207,30 @@ class Conv2d(Module):
 
 
 class BatchNorm2d(Module):
-    """Per-channel batch normalisation over (N, H, W), PyTorch semantics.
+    r"""Per-channel batch normalisation over (N, H, W), PyTorch semantics.
 
-    Parameters weight (gamma, init 1) and bias (beta, init 0), shape (C,); buffers
-    running_mean (0), running_var (1) and num_batches_tracked (an int64 0-d array).
-    Training mode normalises with the batch's biased variance and moves the running
-    statistics: running = (1 - momentum) * running + momentum * batch (unbiased var);
-    ``momentum=None`` uses the cumulative average 1/num_batches_tracked.
+    $$y = \frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}}\,\gamma + \beta$$
+
+    Parameters ``weight`` ($\gamma$, init 1) and ``bias`` ($\beta$, init 0), shape (C,);
+    buffers ``running_mean`` (0), ``running_var`` (1) and ``num_batches_tracked`` (an int64
+    0-d array). Training mode normalises with the batch's mean and biased variance and
+    moves the running statistics:
+    ``running = (1 - momentum) * running + momentum * batch`` (with the unbiased variance);
+    ``momentum=None`` uses the cumulative average, ``1 / num_batches_tracked``.
     Evaluation mode uses the running statistics.
+
+    Args:
+        num_features: C, the channels of the input (N, C, H, W).
+        eps: $\epsilon$, added to the variance.
+        momentum: How far one batch moves the running statistics, in [0, 1]; None: the
+            cumulative average.
+        affine: Whether the layer has the learned $\gamma$ and $\beta$.
+        track_running_stats: Whether it keeps running statistics (False: batch statistics
+            in evaluation mode too).
+        dtype: The parameters' and buffers' dtype.
+
+    Raises:
+        ValueError: ``num_features < 1``, ``eps <= 0`` or ``momentum`` outside [0, 1].
     """
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
@@ -188,6 +259,12 @@ class BatchNorm2d(Module):
                 self.register_buffer(name, None)
 
     def reset_parameters(self, generator=None):
+        r"""Reset: running mean 0, variance 1, no batch counted; $\gamma = 1$, $\beta = 0$.
+
+        Args:
+            generator: Not used (the reset is deterministic); taken so that every layer's
+                ``reset_parameters`` is called alike.
+        """
         if self.track_running_stats:
             self.running_mean.data[...] = 0
             self.running_var.data[...] = 1
@@ -205,8 +282,18 @@ class BatchNorm2d(Module):
                             momentum=momentum, eps=self.eps)
 
     def check_input(self, x):
-        """Raise an error naming this layer unless x is (N, num_features, H, W) of the dtype
-        of its parameters and running statistics."""
+        """Raise an error naming this layer unless ``x`` fits it.
+
+        ``x`` must be (N, num_features, H, W), of the dtype of the parameters and of the
+        running statistics.
+
+        Args:
+            x: The input Tensor.
+
+        Raises:
+            TypeError: ``x`` is not a Tensor of the layer's dtype.
+            ValueError: ``x`` has another shape.
+        """
         check_input(self, x, 4, self.num_features, layout=f"(N, {self.num_features}, H, W)")
         if self.running_mean is not None and self.running_mean.dtype != x.dtype:
             raise TypeError(
@@ -261,10 +348,20 @@ class Identity(Module):
 
 
 class Linear(Module):
-    """y = x W^T + b; weight (out_features, in_features), bias (out_features,).
+    r"""$y = x W^T + b$; weight (out_features, in_features), bias (out_features,).
 
-    Default init as PyTorch's: W ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming_uniform a=sqrt(5)),
-    b ~ U(-1/sqrt(in), 1/sqrt(in)).
+    Shapes: (..., in_features) -> (..., out_features). Default init as PyTorch's:
+    $W \sim U(-1/\sqrt{\text{in}}, 1/\sqrt{\text{in}})$ (``kaiming_uniform``, ``a=sqrt(5)``),
+    $b \sim U(-1/\sqrt{\text{in}}, 1/\sqrt{\text{in}})$.
+
+    Args:
+        in_features: The size of the input's last axis.
+        out_features: The size of the output's last axis.
+        bias: Whether the layer adds a learned bias.
+        dtype: The parameters' dtype.
+
+    Raises:
+        ValueError: A size is below 1.
     """
 
     def __init__(self, in_features, out_features, bias=True, dtype=np.float32):
@@ -279,6 +376,12 @@ class Linear(Module):
         self.reset_parameters()
 
     def reset_parameters(self, generator=None):
+        """Draw the parameters again from the default initialisation (see the class).
+
+        Args:
+            generator: An ``np.random.Generator``; None: the package's global one
+                ([tinymbv2.random.manual_seed][] seeds it).
+        """
         init.kaiming_uniform_(self.weight, a=math.sqrt(5), generator=generator)
         if self.bias is not None:
             bound = 1 / math.sqrt(self.in_features)
@@ -294,10 +397,18 @@ class Linear(Module):
 
 
 class Dropout(Module):
-    """Inverted dropout with probability p in training mode; identity in eval mode.
+    """Inverted dropout in training mode; identity in evaluation mode.
 
-    ``generator``: an ``np.random.Generator`` for reproducible masks (default: the
-    package's global one).
+    In training mode each element is zeroed with probability ``p`` and the survivors are
+    scaled by ``1 / (1 - p)``, so the expected output equals the input.
+
+    Args:
+        p: The probability of dropping an element, in [0, 1].
+        generator: An ``np.random.Generator`` for reproducible masks; None: the package's
+            global one.
+
+    Raises:
+        ValueError: ``p`` is not a number in [0, 1].
     """
 
     def __init__(self, p=0.5, generator=None):
@@ -316,7 +427,14 @@ class Dropout(Module):
 
 
 class AdaptiveAvgPool2d(Module):
-    """(N, C, H, W) -> (N, C, oh, ow) by averaging; output_size=1 is global pooling."""
+    """(N, C, H, W) -> (N, C, oh, ow) by averaging; ``output_size=1`` is global pooling.
+
+    Args:
+        output_size: (oh, ow), an int or a pair.
+
+    Raises:
+        ValueError: A size is below 1.
+    """
 
     def __init__(self, output_size=1):
         super().__init__()
@@ -333,7 +451,14 @@ class AdaptiveAvgPool2d(Module):
 
 
 class Flatten(Module):
-    """Merge dimensions start_dim.. into one: (N, C, 1, 1) -> (N, C) with start_dim=1."""
+    """Merge the axes from ``start_dim`` on into one: (N, C, 1, 1) -> (N, C) with ``start_dim=1``.
+
+    Args:
+        start_dim: The first axis merged.
+
+    Raises:
+        ValueError: ``start_dim`` is negative.
+    """
 
     def __init__(self, start_dim=1):
         super().__init__()

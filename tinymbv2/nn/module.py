@@ -3,7 +3,7 @@
 A Module owns three ordered registries, filled by plain attribute assignment
 (``self.weight = Parameter(...)``, ``self.conv = Conv2d(...)``) as in PyTorch:
 
-* ``_parameters``: :class:`Parameter` tensors that the optimizer updates;
+* ``_parameters``: [Parameter][tinymbv2.nn.module.Parameter] tensors that the optimizer updates;
 * ``_buffers``: state that is not trained but belongs to the model, e.g.
   BatchNorm's running statistics (Tensors with ``requires_grad=False``);
 * ``_modules``: child modules, which makes the model a tree. Every recursive
@@ -12,9 +12,9 @@ A Module owns three ordered registries, filled by plain attribute assignment
 All array access goes through ``tensor.data`` so that ``to(device)`` can swap
 a NumPy array for a CuPy one without the layers noticing.
 
-``state_dict()`` is the flat dict {"features.0.0.weight": array, ...} whose keys
+``state_dict()`` is the flat dict ``{"features.0.0.weight": array, ...}`` whose keys
 are the dotted paths through the tree; the models choose their attribute names
-so the keys equal torchvision's (see :mod:`tinymbv2.models`).
+so the keys equal torchvision's (see [tinymbv2.models.mobilenetv2][]).
 """
 from __future__ import annotations
 
@@ -30,6 +30,10 @@ class Parameter(Tensor):
 
     ``Parameter(data)`` shares the array of a Tensor or an ndarray (no copy);
     numbers and lists become float32, arrays keep their dtype.
+
+    Args:
+        data: The values: a Tensor (its array is shared), an array, a number or a list.
+        requires_grad: Whether the optimizer trains it (False freezes it).
     """
 
     def __init__(self, data, requires_grad: bool = True):
@@ -67,6 +71,20 @@ class Module:
         object.__setattr__(self, "training", True)
 
     def forward(self, *args, **kwargs):
+        """The computation of the module; every subclass defines it.
+
+        ``module(x)`` calls ``forward(x)``.
+
+        Args:
+            *args: The inputs, usually one Tensor.
+            **kwargs: Options of the subclass's forward, if it takes any.
+
+        Returns:
+            The output, usually one Tensor.
+
+        Raises:
+            NotImplementedError: The subclass does not define ``forward``.
+        """
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     def __call__(self, *args, **kwargs):
@@ -130,7 +148,17 @@ class Module:
         object.__delattr__(self, name)
 
     def register_parameter(self, name: str, param) -> None:
-        """Add ``param`` (a Parameter or None) as ``self.<name>``."""
+        """Add ``param`` (a Parameter or None) as ``self.<name>``.
+
+        Args:
+            name: The attribute name, non-empty and without ``.``.
+            param: A [Parameter][tinymbv2.nn.module.Parameter], or None for an absent one
+                (a bias-free layer's ``bias``).
+
+        Raises:
+            TypeError: ``param`` is neither a Parameter nor None.
+            ValueError: ``name`` is empty or has a ``.``.
+        """
         if param is not None and not isinstance(param, Parameter):
             raise TypeError(
                 f"register_parameter: expected a Parameter or None for {name!r}, "
@@ -144,7 +172,14 @@ class Module:
     def register_buffer(self, name: str, tensor, persistent: bool = True) -> None:
         """Add non-trained state (an array or Tensor, or None) as ``self.<name>``.
 
-        A persistent buffer is saved in ``state_dict()``; a non-persistent one is not.
+        Args:
+            name: The attribute name, non-empty and without ``.``.
+            tensor: An array or a Tensor (BatchNorm's running statistics), or None.
+            persistent: Whether ``state_dict()`` saves it.
+
+        Raises:
+            TypeError: ``tensor`` is not a Tensor, an array or None.
+            ValueError: ``name`` is empty or has a ``.``.
         """
         self._check_name(name, "register_buffer")
         if name not in self._buffers:
@@ -155,7 +190,16 @@ class Module:
             self._non_persistent.add(name)
 
     def add_module(self, name: str, module) -> None:
-        """Add a child module (or None) as ``self.<name>``."""
+        """Add a child module (or None) as ``self.<name>``.
+
+        Args:
+            name: The attribute name, non-empty and without ``.``.
+            module: The child [Module][tinymbv2.nn.module.Module], or None.
+
+        Raises:
+            TypeError: ``module`` is not a Module.
+            ValueError: ``name`` is empty or has a ``.``.
+        """
         if module is not None and not isinstance(module, Module):
             raise TypeError(
                 f"add_module: expected a Module for {name!r}, got {type(module).__name__}"
@@ -172,7 +216,14 @@ class Module:
 
     # -- walking the tree -----------------------------------------------------
     def named_modules(self, prefix: str = "", _memo=None):
-        """(dotted name, module) for self (name '') and every descendant, each once."""
+        """(dotted name, module) for self (name ``""``) and every descendant, each once.
+
+        Args:
+            prefix: Put before every name (the dotted path of this module in a larger tree).
+
+        Yields:
+            ``(name, module)`` pairs, depth first, in registration order.
+        """
         memo = set() if _memo is None else _memo
         if id(self) in memo:
             return
@@ -187,10 +238,18 @@ class Module:
             yield m
 
     def shallow_copy(self, cls=None) -> "Module":
-        """A new module of class ``cls`` (default: this one's) with the same attributes and
-        the very same Parameter, buffer and child objects, in registries of its own: the
-        copy shares all the state, and replacing a child or a parameter of the copy leaves
-        this module as it was. (:func:`tinymbv2.fuse` builds its views so.)"""
+        """A new module sharing all the state of this one, in registries of its own.
+
+        The copy has the same attributes and the very same Parameter, buffer and child
+        objects; replacing a child or a parameter of the copy leaves this module as it was.
+        ([tinymbv2.fusion.fuse][] builds its views so.)
+
+        Args:
+            cls: The class of the copy; None: this module's class.
+
+        Returns:
+            The copy.
+        """
         copy = object.__new__(cls or type(self))
         copy.__dict__.update(self.__dict__)
         for registry in ("_parameters", "_buffers", "_modules"):
@@ -218,21 +277,60 @@ class Module:
                 yield (f"{mod_name}.{name}" if mod_name else name), t
 
     def named_parameters(self, recurse: bool = True):
+        """(dotted name, parameter) of every parameter, each shared one once.
+
+        Args:
+            recurse: Include the descendants' parameters (False: this module's own).
+
+        Yields:
+            ``(name, Parameter)`` pairs, in ``state_dict`` order.
+        """
         return self._named_members("_parameters", recurse)
 
     def parameters(self, recurse: bool = True):
+        """Every parameter, each shared one once (what an optimizer is given).
+
+        Args:
+            recurse: Include the descendants' parameters (False: this module's own).
+
+        Yields:
+            The [Parameter][tinymbv2.nn.module.Parameter] objects.
+        """
         for _, p in self.named_parameters(recurse):
             yield p
 
     def named_buffers(self, recurse: bool = True):
+        """(dotted name, buffer) of every buffer, each shared one once.
+
+        Args:
+            recurse: Include the descendants' buffers (False: this module's own).
+
+        Yields:
+            ``(name, Tensor)`` pairs.
+        """
         return self._named_members("_buffers", recurse)
 
     def buffers(self, recurse: bool = True):
+        """Every buffer (non-persistent ones too), each shared one once.
+
+        Args:
+            recurse: Include the descendants' buffers (False: this module's own).
+
+        Yields:
+            The buffer Tensors.
+        """
         for _, b in self.named_buffers(recurse):
             yield b
 
     def apply(self, fn):
-        """Call ``fn(module)`` on every child (recursively), then on self; returns self."""
+        """Call ``fn(module)`` on every child (recursively), then on self.
+
+        Args:
+            fn: A function of one module, e.g. an initialiser.
+
+        Returns:
+            This module.
+        """
         for child in self.children():
             child.apply(fn)
         fn(self)
@@ -240,7 +338,17 @@ class Module:
 
     # -- modes and gradients -------------------------------------------------
     def train(self, mode: bool = True):
-        """Training mode (BatchNorm uses batch statistics, Dropout drops); returns self."""
+        """Training mode (BatchNorm uses batch statistics, Dropout drops), for the whole tree.
+
+        Args:
+            mode: True for training mode, False for evaluation mode.
+
+        Returns:
+            This module.
+
+        Raises:
+            TypeError: ``mode`` is not a bool.
+        """
         if not isinstance(mode, bool):
             raise TypeError(f"train: expected mode to be a bool, got {type(mode).__name__}")
         for m in self.modules():
@@ -252,13 +360,24 @@ class Module:
         return self.train(False)
 
     def requires_grad_(self, requires_grad: bool = True):
-        """Freeze (False) or unfreeze every parameter, e.g. a backbone when fine-tuning."""
+        """Freeze (False) or unfreeze every parameter, e.g. a backbone when fine-tuning.
+
+        Args:
+            requires_grad: Whether the parameters are trained.
+
+        Returns:
+            This module.
+        """
         for p in self.parameters():
             p.requires_grad_(requires_grad)
         return self
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """Clear the gradients (None, like PyTorch's default, or zero arrays)."""
+        """Clear the gradients of every parameter.
+
+        Args:
+            set_to_none: Set them to None, like PyTorch's default (else to zero arrays).
+        """
         for p in self.parameters():
             if set_to_none or p.grad is None:
                 p.grad = None
@@ -267,11 +386,23 @@ class Module:
 
     # -- dtype and device ----------------------------------------------------
     def to(self, *args, **kwargs):
-        """``to(dtype)``, ``to(device)`` or ``to(device, dtype)``; in place, returns self.
+        """Cast and/or move the parameters and buffers, in place.
 
-        A dtype casts the floating parameters and buffers (and gradients); integer
-        buffers such as ``num_batches_tracked`` keep theirs. Parameters stay the same
-        objects (only ``.data`` changes), so an optimizer holding them still works.
+        Called as ``to(dtype)``, ``to(device)`` or ``to(device, dtype)``. A dtype casts the
+        floating parameters and buffers (and gradients); integer buffers such as
+        ``num_batches_tracked`` keep theirs. Parameters stay the same objects (only ``.data``
+        changes), so an optimizer holding them still works.
+
+        Args:
+            *args: A device (``"cpu"``, ``"cuda"``, ``"cuda:0"``) and/or a floating dtype.
+            **kwargs: ``device=`` and ``dtype=``, the same by name.
+
+        Returns:
+            This module.
+
+        Raises:
+            TypeError: An argument is neither a device nor a floating dtype, or an unknown
+                keyword is given.
         """
         device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
         if kwargs:
@@ -333,10 +464,20 @@ class Module:
         """Copy the values of ``state_dict`` into the parameters and buffers, in place.
 
         Everything is checked before anything is copied, so a failed load leaves the
-        model unchanged. Raises :class:`StateDictError` listing every missing key,
-        unexpected key (both tolerated when ``strict=False``) and wrong shape.
-        Values may be NumPy arrays, Tensors or torch tensors; they are cast to the
-        model's dtypes.
+        model unchanged. Values may be NumPy arrays, Tensors or torch tensors; they are
+        cast to the model's dtypes.
+
+        Args:
+            state_dict: ``{dotted key: value}``, as ``state_dict()`` writes it.
+            strict: Whether missing and unexpected keys are errors (False: tolerated, and
+                listed in the result).
+
+        Returns:
+            The missing and unexpected keys.
+
+        Raises:
+            StateDictError: Listing every missing key, unexpected key (when ``strict``) and
+                wrong shape ([StateDictError][tinymbv2.nn.state.StateDictError]).
         """
         return load_state(dict(self._state_items()), state_dict, strict, type(self).__name__)
 

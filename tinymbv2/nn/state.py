@@ -1,10 +1,10 @@
 """Loading a ``state_dict``: validate every entry first, then copy in place.
 
 A checkpoint that does not fit (a missing key, an unexpected key, a wrong shape)
-is reported in one :class:`StateDictError`, and the model is left exactly as it
-was: nothing is copied until everything checks. Its message is one line, the counts
-and the first few keys (a MobileNetV2 of another width differs in the shape of some 250
-of its 314 entries); the full lists are attributes of the error.
+is reported in one [StateDictError][tinymbv2.nn.state.StateDictError], and the model is
+left exactly as it was: nothing is copied until everything checks. Its message is one
+line, the counts and the first few keys (a MobileNetV2 of another width differs in the
+shape of some 250 of its 314 entries); the full lists are attributes of the error.
 """
 from __future__ import annotations
 
@@ -27,6 +27,13 @@ class StateDictError(ValueError):
     * ``missing``, ``unexpected``: the keys (lists of str);
     * ``mismatched``: ``{key: (shape in the model, shape in the state_dict)}``;
     * ``details``: the whole report, one problem per line.
+
+    Args:
+        message: The one-line message.
+        problems: Every problem, ``"key: what is wrong"``.
+        missing: The keys the state_dict lacks.
+        unexpected: The keys the model lacks.
+        mismatched: ``{key: (shape in the model, shape in the state_dict)}``.
     """
 
     SHOWN = 4  # problems named in the one-line message
@@ -38,7 +45,18 @@ class StateDictError(ValueError):
 
     @classmethod
     def from_problems(cls, owner: str, problems, missing, unexpected, mismatched):
-        """The error of a failed load into ``owner``, its message summarised in one line."""
+        """The error of a failed load into ``owner``, its message summarised in one line.
+
+        Args:
+            owner: The model's class name, for the message.
+            problems: Every problem, ``"key: what is wrong"``.
+            missing: The missing keys counted as errors.
+            unexpected: The unexpected keys counted as errors.
+            mismatched: ``{key: (shape in the model, shape in the state_dict)}``.
+
+        Returns:
+            The error, its message naming the counts and the first few problems.
+        """
         counts = [f"{len(missing)} missing", f"{len(unexpected)} unexpected",
                   f"{len(mismatched)} of another shape"]
         other = len(problems) - len(missing) - len(unexpected) - len(mismatched)
@@ -67,7 +85,7 @@ IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_k
 
 
 def to_numpy(value) -> np.ndarray:
-    """A host NumPy array from a Tensor, ndarray, CuPy array or torch tensor."""
+    """``value`` (a Tensor, ndarray, CuPy array or torch tensor) as a host NumPy array."""
     if isinstance(value, Tensor):
         return value.numpy()
     if hasattr(value, "detach") and hasattr(value, "cpu"):  # a torch tensor
@@ -78,10 +96,24 @@ def to_numpy(value) -> np.ndarray:
 
 
 def load_state(own: dict, state_dict, strict: bool, owner: str) -> IncompatibleKeys:
-    """Copy ``state_dict`` values into the Tensors of ``own`` ({key: Tensor}), in place.
+    """Copy ``state_dict`` values into the Tensors of ``own``, in place, after checking them all.
 
     Values are cast to each target's dtype (and moved to its device). Missing and
     unexpected keys are errors when ``strict``; a wrong shape is always one.
+
+    Args:
+        own: ``{key: Tensor}``, the model's persistent parameters and buffers.
+        state_dict: ``{key: value}``; values are arrays, Tensors or torch tensors.
+        strict: Whether missing and unexpected keys are errors.
+        owner: The model's class name, for the messages.
+
+    Returns:
+        ``IncompatibleKeys(missing_keys, unexpected_keys)``.
+
+    Raises:
+        TypeError: ``state_dict`` is not a mapping.
+        StateDictError: A key is missing or unexpected (when ``strict``), or a value has
+            another shape or is not numeric; nothing was copied.
     """
     if not isinstance(state_dict, Mapping):
         raise TypeError(

@@ -9,18 +9,22 @@ class Adam(Optimizer):
 
     Per parameter ``p`` with gradient ``g`` (same shape), at step ``t = 1, 2, ...``:
 
-    .. code-block:: text
-
-        g  <- g + weight_decay * p                         (Adam; AdamW: p <- p * (1 - lr*wd))
-        m  <- beta1 * m + (1 - beta1) * g                  first moment, starts at 0
-        v  <- beta2 * v + (1 - beta2) * g^2                second moment, starts at 0
+        g  <- g + weight_decay * p                 (Adam; AdamW: p <- p * (1 - lr * wd))
+        m  <- beta1 * m + (1 - beta1) * g          first moment, starts at 0
+        v  <- beta2 * v + (1 - beta2) * g^2        second moment, starts at 0
         p  <- p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 
-    The ``1 - beta^t`` factors undo the bias of starting the averages at zero.
+    The $1 - \beta^t$ factors undo the bias of starting the averages at zero.
 
     Args:
-        lr (1e-3), betas ((0.9, 0.999), each in [0, 1)), eps (1e-8, outside the sqrt),
-        weight_decay (0); lr, eps and weight_decay are finite numbers >= 0.
+        params: An iterable of tensors, or of dicts defining parameter groups.
+        lr: The learning rate, a finite number >= 0.
+        betas: $(\beta_1, \beta_2)$, the decays of the two moments, each in [0, 1).
+        eps: Added to the denominator, outside the square root; a finite number >= 0.
+        weight_decay: The L2 coefficient added to the gradient, a finite number >= 0.
+
+    Raises:
+        ValueError: An option out of its range.
     """
 
     _decoupled = False
@@ -66,14 +70,21 @@ class Adam(Optimizer):
 class AdamW(Adam):
     r"""Adam with decoupled weight decay (Loshchilov & Hutter 2019), as ``torch.optim.AdamW``.
 
-    Identical to :class:`Adam` except that weight decay shrinks the weights directly,
-    ``p <- p * (1 - lr * weight_decay)``, before the Adam step, instead of being added
-    to the gradient. Added to the gradient (Adam), the decay is divided by
-    ``sqrt(v)`` like everything else, so weights with large gradients are barely
+    Identical to [Adam][tinymbv2.optim.adam.Adam] except that weight decay shrinks the
+    weights directly, ``p <- p * (1 - lr * weight_decay)``, before the Adam step, instead of
+    being added to the gradient. Added to the gradient (Adam), the decay is divided by
+    $\sqrt{v}$ like everything else, so weights with large gradients are barely
     decayed; decoupled, every weight decays at the same rate ``lr * weight_decay``.
 
     Args:
-        lr (1e-3), betas ((0.9, 0.999)), eps (1e-8), weight_decay (1e-2).
+        params: An iterable of tensors, or of dicts defining parameter groups.
+        lr: The learning rate, a finite number >= 0.
+        betas: $(\beta_1, \beta_2)$, the decays of the two moments, each in [0, 1).
+        eps: Added to the denominator, outside the square root; a finite number >= 0.
+        weight_decay: The decoupled decay rate, a finite number >= 0.
+
+    Raises:
+        ValueError: An option out of its range.
     """
 
     _decoupled = True

@@ -1,19 +1,19 @@
-"""Learning-rate schedules with ``torch.optim.lr_scheduler``'s names, calls and numbers.
+r"""Learning-rate schedules with ``torch.optim.lr_scheduler``'s names, calls and numbers.
 
 A scheduler owns a counter ``last_epoch`` (really "steps taken": call ``step()`` once
 per epoch or once per batch, as the schedule is meant) and writes ``group['lr']`` of
 every parameter group of its optimizer. Construction performs step 0, so right after
-``sched = StepLR(opt, ...)`` the optimizer already holds the epoch-0 lr. The usual loop::
+``sched = StepLR(opt, ...)`` the optimizer already holds the epoch-0 lr. The usual loop:
 
     for epoch in range(epochs):
         train_one_epoch(model, opt)     # many opt.step()
         sched.step()
 
 Like PyTorch, ``step()`` uses the *recursive* (chainable) form
-``lr_t = f(lr_{t-1})`` so that several schedulers can be chained on one optimizer,
-and the *closed form* ``lr_t = f(base_lr, t)`` where PyTorch does (``SequentialLR``
-restarting a scheduler at a milestone). Both are transcribed from torch 2.14, so
-the sequences agree with PyTorch to the last few ulps. On construction each group
+$\text{lr}_t = f(\text{lr}_{t-1})$ so that several schedulers can be chained on one
+optimizer, and the *closed form* $\text{lr}_t = f(\text{base_lr}, t)$ where PyTorch does
+(``SequentialLR`` restarting a scheduler at a milestone). Both are transcribed from torch
+2.14, so the sequences agree with PyTorch to the last few ulps. On construction each group
 gets ``initial_lr`` (its lr at that moment, unless already set) and ``base_lrs``
 are read from it.
 
@@ -38,12 +38,23 @@ class LRScheduler:
 
     Subclasses define ``get_lr()`` (the recursive form, called after ``last_epoch`` has
     been advanced) and, where one exists, ``_get_closed_form_lr()``.
+
+    Args:
+        optimizer: The [Optimizer][tinymbv2.optim.optimizer.Optimizer] whose groups'
+            ``lr`` it writes.
+        last_epoch: The step reached, to resume a schedule (-1: a new one).
+
+    Raises:
+        TypeError: ``optimizer`` is not a tinymbv2 Optimizer.
+        KeyError: Resuming (``last_epoch != -1``) with groups that were never scheduled.
     """
 
     defining: tuple[str, ...] = ()
     """The options that make the schedule what it is, as attribute names (its planned
-    length aside: that may change on resume, see :meth:`replan`). A saved state with
-    another value of one is refused by :meth:`load_state_dict`."""
+    length aside: that may change on resume, see
+    [replan][tinymbv2.optim.lr_scheduler.LRScheduler.replan]). A saved state with another
+    value of one is refused by
+    [load_state_dict][tinymbv2.optim.lr_scheduler.LRScheduler.load_state_dict]."""
 
     def __init__(self, optimizer: Optimizer, last_epoch: int = -1):
         if not isinstance(optimizer, Optimizer):
@@ -109,8 +120,18 @@ class LRScheduler:
                 **{k: v for k, v in self.__dict__.items() if k != "optimizer"}}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """Take over the attributes of :meth:`state_dict` (see :func:`checked_state` for
-        what is refused, and what an older state without some attribute gets)."""
+        """Take over the attributes a ``state_dict()`` saved.
+
+        [checked_state][tinymbv2.optim.lr_scheduler.checked_state] says what is refused, and
+        what an older state without some attribute gets.
+
+        Args:
+            state_dict: The dict [state_dict][tinymbv2.optim.lr_scheduler.LRScheduler.state_dict]
+                returned.
+
+        Raises:
+            ValueError: The state is not one of this schedule.
+        """
         self.__dict__.update(checked_state(self, state_dict))
 
     def planned_steps(self) -> int | None:
@@ -119,21 +140,38 @@ class LRScheduler:
         return None
 
     def replan(self, total_steps: int) -> None:
-        """Plan the schedule over ``total_steps`` from the step it has reached (a schedule
-        with an end: :class:`OneCycleLR`, :class:`CosineAnnealingLR`)."""
+        """Plan the schedule over ``total_steps`` from the step it has reached.
+
+        Only a schedule with an end ([OneCycleLR][tinymbv2.optim.lr_scheduler.OneCycleLR],
+        [CosineAnnealingLR][tinymbv2.optim.lr_scheduler.CosineAnnealingLR]) can; the others
+        raise.
+
+        Args:
+            total_steps: The new length of the whole schedule, in steps.
+        """
         raise TypeError(f"{type(self).__name__}: has no planned length to change")
 
 
 def checked_state(scheduler: LRScheduler, state_dict) -> dict:
-    """The attributes of ``state_dict`` to load into ``scheduler``, once checked that they
-    are a state of the same schedule; raises ``ValueError`` (one line) otherwise.
+    """The attributes of ``state_dict`` to load into ``scheduler``, checked to be its schedule's.
 
     Refused, since merging it would make a schedule that no run followed: a state of
     another kind (its ``kind``), one with an attribute this scheduler does not have
     (another kind's, saved before states recorded their kind), and one saved with another
-    value of a :attr:`~LRScheduler.defining` option (one-cycle with and without momentum
-    cycling). An attribute the state lacks -- it was saved before the attribute existed --
-    keeps the value this scheduler was built with: its default.
+    value of a [defining][tinymbv2.optim.lr_scheduler.LRScheduler.defining] option
+    (one-cycle with and without momentum cycling). An attribute the state lacks (it was
+    saved before the attribute existed) keeps the value this scheduler was built with: its
+    default.
+
+    Args:
+        scheduler: The scheduler to load into.
+        state_dict: The saved state.
+
+    Returns:
+        The attributes to set.
+
+    Raises:
+        ValueError: The state is refused (one line).
     """
     name = type(scheduler).__name__
     where = f"{name}.load_state_dict"
@@ -156,7 +194,20 @@ def checked_state(scheduler: LRScheduler, state_dict) -> dict:
 
 
 class StepLR(LRScheduler):
-    """Multiply the lr by ``gamma`` every ``step_size`` steps: ``lr_t = base * gamma^(t // step_size)``."""
+    r"""Multiply the lr by ``gamma`` every ``step_size`` steps.
+
+    $\text{lr}_t = \text{base} \cdot \gamma^{\lfloor t / \text{step_size} \rfloor}$.
+
+    Args:
+        optimizer: The [Optimizer][tinymbv2.optim.optimizer.Optimizer] whose groups'
+            ``lr`` it writes.
+        step_size: The steps between two multiplications, an int >= 1.
+        gamma: $\gamma$, the factor, a finite number >= 0.
+        last_epoch: The step reached, to resume a schedule (-1: a new one).
+
+    Raises:
+        ValueError: An option out of its range.
+    """
 
     defining = ("step_size", "gamma")
 
@@ -176,7 +227,19 @@ class StepLR(LRScheduler):
 
 
 class ExponentialLR(LRScheduler):
-    """Multiply the lr by ``gamma`` every step: ``lr_t = base * gamma^t`` (the paper: 0.98 per epoch)."""
+    r"""Multiply the lr by ``gamma`` every step (the paper: 0.98 per epoch).
+
+    $\text{lr}_t = \text{base} \cdot \gamma^t$.
+
+    Args:
+        optimizer: The [Optimizer][tinymbv2.optim.optimizer.Optimizer] whose groups'
+            ``lr`` it writes.
+        gamma: $\gamma$, the factor, a finite number >= 0.
+        last_epoch: The step reached, to resume a schedule (-1: a new one).
+
+    Raises:
+        ValueError: ``gamma`` out of its range.
+    """
 
     defining = ("gamma",)
 
@@ -195,12 +258,26 @@ class ExponentialLR(LRScheduler):
 
 
 class CosineAnnealingLR(LRScheduler):
-    r"""Half a cosine from the base lr down to ``eta_min`` over ``T_max`` steps (SGDR without restarts).
+    r"""Half a cosine from the base lr down to ``eta_min`` over ``T_max`` steps.
 
-    Closed form: ``lr_t = eta_min + (base - eta_min) * (1 + cos(pi * t / T_max)) / 2``.
+    SGDR (Loshchilov & Hutter 2017) without restarts.
+
+    Closed form:
+    $\text{lr}_t = \eta_{min} + (\text{base} - \eta_{min}) \frac{1 + \cos(\pi t / T)}{2}$.
     ``step()`` uses PyTorch's recursive form
-    ``lr_t = eta_min + (lr_{t-1} - eta_min) * (1 + cos(pi t/T)) / (1 + cos(pi (t-1)/T))``;
-    past ``T_max`` the lr rises again (a cosine of period ``2 T_max``), as in PyTorch.
+    $\text{lr}_t = \eta_{min} + (\text{lr}_{t-1} - \eta_{min})
+    \frac{1 + \cos(\pi t / T)}{1 + \cos(\pi (t - 1) / T)}$; past ``T_max`` the lr rises
+    again (a cosine of period $2T$), as in PyTorch.
+
+    Args:
+        optimizer: The [Optimizer][tinymbv2.optim.optimizer.Optimizer] whose groups'
+            ``lr`` it writes.
+        T_max: $T$, the steps of the half cosine, an int >= 1.
+        eta_min: $\eta_{min}$, the lr at the end, a finite number >= 0.
+        last_epoch: The step reached, to resume a schedule (-1: a new one).
+
+    Raises:
+        ValueError: An option out of its range.
     """
 
     defining = ("eta_min",)  # T_max, the length, may change on resume (replan)
@@ -233,20 +310,40 @@ class CosineAnnealingLR(LRScheduler):
         return self.T_max
 
     def replan(self, total_steps: int) -> None:
-        """Stretch (or shorten) the half cosine to end at ``total_steps``: ``T_max`` changes,
-        the steps already taken stay, and the lr jumps to the new curve's value there (the
-        closed form), from which the recursive form of ``step()`` carries on exactly."""
+        """Stretch (or shorten) the half cosine to end at ``total_steps``.
+
+        ``T_max`` changes, the steps already taken stay, and the lr jumps to the new curve's
+        value there (the closed form), from which the recursive form of ``step()`` carries on
+        exactly.
+
+        Args:
+            total_steps: The new ``T_max``.
+        """
         _check_int("CosineAnnealingLR", "total_steps", total_steps, low=max(1, self.last_epoch))
         self.T_max = total_steps
         self._update_lr(self.last_epoch)
 
 
 class LinearLR(LRScheduler):
-    """Scale the lr linearly from ``start_factor * base`` to ``end_factor * base`` over ``total_iters`` steps.
+    r"""Scale the lr linearly from ``start_factor`` to ``end_factor`` times the base lr.
 
-    Closed form: ``lr_t = base * (s + (e - s) * min(t, total_iters) / total_iters)``; the usual
-    warm-up is ``LinearLR(opt, start_factor=0.1, total_iters=5)`` followed by another schedule
-    in a :class:`SequentialLR`.
+    The ramp takes ``total_iters`` steps.
+
+    Closed form: $\text{lr}_t = \text{base} \, (s + (e - s) \min(t, n) / n)$ with
+    $s$, $e$, $n$ the three options; the usual warm-up is
+    ``LinearLR(opt, start_factor=0.1, total_iters=5)`` followed by another schedule in a
+    [SequentialLR][tinymbv2.optim.lr_scheduler.SequentialLR].
+
+    Args:
+        optimizer: The [Optimizer][tinymbv2.optim.optimizer.Optimizer] whose groups'
+            ``lr`` it writes.
+        start_factor: $s$, the factor at step 0, in (0, 1].
+        end_factor: $e$, the factor from step ``total_iters`` on, in [0, 1].
+        total_iters: $n$, the steps of the ramp, an int >= 0.
+        last_epoch: The step reached, to resume a schedule (-1: a new one).
+
+    Raises:
+        ValueError: An option out of its range.
     """
 
     defining = ("start_factor", "end_factor", "total_iters")
@@ -281,6 +378,18 @@ class SequentialLR(LRScheduler):
     milestones=[5])`` is a 5-step warm-up followed by a cosine decay. The schedulers must
     be built on the same optimizer; PyTorch's bookkeeping (undo their construction steps,
     restart the next one with its closed form at each milestone) is reproduced exactly.
+
+    Args:
+        optimizer: The [Optimizer][tinymbv2.optim.optimizer.Optimizer] every scheduler writes.
+        schedulers: The schedulers, in order, built on ``optimizer``.
+        milestones: The steps at which the next scheduler takes over, increasing, one fewer
+            than the schedulers.
+        last_epoch: The step reached, to resume (-1: a new one).
+
+    Raises:
+        TypeError: ``optimizer`` is not an Optimizer, or a scheduler is not an LRScheduler.
+        ValueError: No scheduler, one built on another optimizer, or milestones of the wrong
+            number or order.
     """
 
     defining = ("_milestones",)
@@ -348,16 +457,38 @@ class SequentialLR(LRScheduler):
 
 
 class OneCycleLR(LRScheduler):
-    """Smith's 1cycle policy, stepped once per *batch*: warm up to ``max_lr``, then anneal far below.
+    r"""Smith's 1cycle policy, stepped once per *batch*: warm up to ``max_lr``, then anneal.
 
-    Phase 1 (steps ``0 .. pct_start*total_steps - 1``) goes from ``max_lr / div_factor`` up to
-    ``max_lr``; phase 2 (to step ``total_steps - 1``) goes down to
+    The lr ends far below where it started.
+
+    Phase 1 (steps 0 to ``pct_start * total_steps - 1``) goes from ``max_lr / div_factor``
+    up to ``max_lr``; phase 2 (to step ``total_steps - 1``) goes down to
     ``max_lr / div_factor / final_div_factor``; each phase follows
-    ``end + (start - end) * (1 + cos(pi * pct)) / 2`` ('cos') or a straight line ('linear').
-    Like PyTorch, when the optimizer has a ``momentum`` (SGD, RMSprop) or ``betas`` (Adam)
-    option and ``cycle_momentum`` is True, momentum moves the opposite way, from
-    ``max_momentum`` down to ``base_momentum`` and back. Stepping more than
-    ``total_steps`` times raises ``ValueError``. (``three_phase`` is not implemented.)
+    $\text{end} + (\text{start} - \text{end}) \frac{1 + \cos(\pi \cdot \text{pct})}{2}$
+    (``"cos"``) or a straight line (``"linear"``). Like PyTorch, when the optimizer has a
+    ``momentum`` (SGD, RMSprop) or ``betas`` (Adam) option and ``cycle_momentum`` is True,
+    momentum moves the opposite way, from ``max_momentum`` down to ``base_momentum`` and
+    back. Stepping more than ``total_steps`` times raises ``ValueError``. (``three_phase`` is
+    not implemented.)
+
+    Args:
+        optimizer: The [Optimizer][tinymbv2.optim.optimizer.Optimizer] whose groups' ``lr``
+            (and momentum) it writes.
+        max_lr: The peak lr, one number or one per parameter group.
+        total_steps: The steps of the whole cycle, an int >= 1.
+        pct_start: The fraction of the steps spent warming up, a float in [0, 1].
+        anneal_strategy: ``"cos"`` or ``"linear"``.
+        cycle_momentum: Move the momentum (or Adam's $\beta_1$) against the lr.
+        base_momentum: The momentum at the lr's peak, in [0, 1) (one number or one per group).
+        max_momentum: The momentum at the start and the end, in [0, 1).
+        div_factor: The start lr is ``max_lr / div_factor``.
+        final_div_factor: The final lr is the start lr divided by this.
+        last_epoch: The step reached, to resume (-1: a new one).
+
+    Raises:
+        TypeError: ``optimizer`` is not an Optimizer.
+        ValueError: An option out of its range, or ``cycle_momentum`` with an optimizer
+            that has no momentum.
     """
 
     defining = ("pct_start", "anneal_strategy", "cycle_momentum")  # total_steps may change
@@ -411,10 +542,15 @@ class OneCycleLR(LRScheduler):
         return self.total_steps
 
     def replan(self, total_steps: int) -> None:
-        """Stretch (or shorten) the cycle to ``total_steps``, keeping its shape (the warm-up
-        the same fraction ``pct_start`` of the whole) and the steps already taken: the lr and
-        momentum jump to the new cycle's values at the step reached, and follow it from
-        there, exactly as a cycle built for ``total_steps`` would."""
+        """Stretch (or shorten) the cycle to ``total_steps``, keeping its shape and the steps taken.
+
+        The warm-up stays the same fraction ``pct_start`` of the whole; the lr and momentum
+        jump to the new cycle's values at the step reached, and follow it from there, exactly as
+        a cycle built for ``total_steps`` would.
+
+        Args:
+            total_steps: The new length of the cycle.
+        """
         _check_int("OneCycleLR", "total_steps", total_steps, low=max(1, self.last_epoch))
         self._plan(total_steps)
         self._update_lr(self.last_epoch)

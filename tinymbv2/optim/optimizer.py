@@ -19,8 +19,8 @@ Same shape as ``torch.optim.Optimizer`` so that what a learner knows carries ove
 
 Subclasses implement ``_update(p, grad, state, group)`` for one parameter; the loop
 over groups and parameters, the ``None`` check and the state bookkeeping live here.
-The array module comes from :func:`tinymbv2.backend.get_array_module`, so the same
-update runs on NumPy and (later) CuPy arrays.
+The array module comes from [get_array_module][tinymbv2.backend.get_array_module], so
+the same update runs on NumPy and CuPy arrays.
 """
 from __future__ import annotations
 
@@ -32,13 +32,23 @@ from ..backend import get_array_module
 
 
 def check_hyper(owner: str, name: str, value, low=0.0, high=None, high_open=False) -> None:
-    """Raise unless ``value`` is a finite real number with ``low <= value`` and
-    ``value < high`` (``high_open``) or ``value <= high``; ``None`` drops a bound.
+    """Raise unless ``value`` is a finite real number in the range ``low`` .. ``high``.
 
     The message names the owner, the option, the range and the value, e.g.
     ``SGD: momentum must be in [0, 1), got 5.0``. Infinity and NaN are refused
     everywhere: no optimizer or schedule option means anything at infinity, and one
     inf learning rate turns every weight into inf or NaN at the first step.
+
+    Args:
+        owner: The optimizer's or schedule's name, for the message.
+        name: The option's name.
+        value: The value checked.
+        low: The smallest value allowed (included); None: no bound.
+        high: The largest value allowed; None: no bound.
+        high_open: Exclude ``high`` itself.
+
+    Raises:
+        ValueError: ``value`` is not a finite real number in the range.
     """
     if isinstance(value, bool) or not isinstance(value, Real):
         raise TypeError(f"{owner}: {name} must be a real number, got {value!r}")
@@ -50,7 +60,7 @@ def check_hyper(owner: str, name: str, value, low=0.0, high=None, high_open=Fals
 
 
 def _describe_range(low=None, high=None, high_open=False) -> str:
-    """``in [0, 1)``, ``a finite number >= 0``, ...: the range of :func:`check_hyper` in words."""
+    """``in [0, 1)``, ``a finite number >= 0``, ...: the range of ``check_hyper`` in words."""
     if low is not None and high is not None:
         return f"in [{low:g}, {high:g}{')' if high_open else ']'}"
     if low is not None:
@@ -61,12 +71,22 @@ def _describe_range(low=None, high=None, high_open=False) -> str:
 
 
 class Optimizer:
-    """Base class of the optimizers (see the module docstring)."""
+    """Base class of the optimizers (see the module docstring).
+
+    Args:
+        params: An iterable of tensors, or of dicts defining parameter groups
+            (``{'params': [...], option: value, ...}``).
+        defaults: The options of the subclass, filling in what a group leaves out.
+
+    Raises:
+        TypeError: ``params`` is a single tensor or not iterable.
+        ValueError: ``params`` is empty, or an option is out of its range.
+    """
 
     defining: tuple[str, ...] = ()
     """The options that choose the form of the update (SGD's ``nesterov``, RMSprop's
     ``centered``): a saved state with another value of one in a group is refused by
-    :meth:`load_state_dict`. The others (the lr, the momentum, ...) are numbers a schedule
+    [load_state_dict][tinymbv2.optim.optimizer.Optimizer.load_state_dict]. The others (the lr, the momentum, ...) are numbers a schedule
     moves, and are taken from the state."""
 
     def __init__(self, params, defaults: dict):
@@ -95,7 +115,16 @@ class Optimizer:
 
     # -- groups ---------------------------------------------------------------
     def add_param_group(self, group: dict) -> None:
-        """Add a group ``{'params': [...], option: value, ...}``; missing options take the defaults."""
+        """Add a group of parameters with options of its own; missing options take the defaults.
+
+        Args:
+            group: ``{'params': [...], option: value, ...}``.
+
+        Raises:
+            TypeError: ``group`` is not a dict, or its parameters are not tensors.
+            ValueError: No 'params' key, a parameter that appears twice, or an option out of its
+                range.
+        """
         name = type(self).__name__
         if not isinstance(group, dict):
             raise TypeError(f"{name}.add_param_group: expected a dict, got {type(group).__name__}")
@@ -134,7 +163,11 @@ class Optimizer:
 
     # -- the update ------------------------------------------------------------
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """Forget the gradients: ``p.grad = None`` (or fill them with zeros)."""
+        """Forget the gradients: ``p.grad = None`` (or fill them with zeros).
+
+        Args:
+            set_to_none: Set them to None (else zero them in place).
+        """
         for group in self.param_groups:
             for p in group["params"]:
                 if set_to_none:
@@ -143,7 +176,17 @@ class Optimizer:
                     p.grad[...] = 0
 
     def step(self, closure=None):
-        """Update every parameter that has a gradient; return ``closure()`` if given."""
+        """Update every parameter that has a gradient, in place.
+
+        Args:
+            closure: A function that recomputes and returns the loss; called first if given.
+
+        Returns:
+            What ``closure()`` returned, or None.
+
+        Raises:
+            ValueError: A gradient's shape is not its parameter's.
+        """
         loss = closure() if closure is not None else None
         for group in self.param_groups:
             for p in group["params"]:
@@ -184,14 +227,22 @@ class Optimizer:
         return {"kind": type(self).__name__, "state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """Restore options and state saved by :meth:`state_dict` (arrays are copied in).
+        """Restore the options and the state a ``state_dict()`` saved, arrays copied in.
 
-        Refused, with one line and nothing changed: the state of another kind of optimizer
-        (its ``kind``; or, saved before states recorded their kind, a group holding an
-        option this one does not have: SGD's ``dampening`` in Adam), and a group saved with
-        another value of a :attr:`defining` option. An option a saved group lacks -- it was
-        saved before the option existed -- takes this optimizer's value for that group
-        (its default); the other options are the saved ones, as PyTorch loads them.
+        The dict is [state_dict][tinymbv2.optim.optimizer.Optimizer.state_dict]'s. Refused,
+        with one line and nothing changed: the state of another kind of optimizer (its
+        ``kind``; or, saved before states recorded their kind, a group holding an option this
+        one does not have: SGD's ``dampening`` in Adam), and a group saved with another value
+        of a [defining][tinymbv2.optim.optimizer.Optimizer.defining] option. An option a saved
+        group lacks (it was saved before the option existed) takes this optimizer's value for
+        that group (its default); the other options are the saved ones, as PyTorch loads them.
+
+        Args:
+            state_dict: ``{'kind': ..., 'state': {...}, 'param_groups': [...]}``.
+
+        Raises:
+            ValueError: The state does not fit this optimizer (see above), or the groups hold
+                other numbers of parameters or state of other shapes.
         """
         name = type(self).__name__
         if (not isinstance(state_dict, dict) or not {"state", "param_groups"} <= set(state_dict)

@@ -1,10 +1,10 @@
-"""RMSprop in two flavours: PyTorch's, and the TensorFlow-1 form the MobileNetV2 paper used.
+r"""RMSprop in two flavours: PyTorch's, and the TensorFlow-1 form the MobileNetV2 paper used.
 
-Both keep a running mean of the squared gradient ``v`` and divide each step by
-``sqrt(v)``, so every weight gets its own step size: large for weights whose gradients
+Both keep a running mean of the squared gradient $v$ and divide each step by
+$\sqrt{v}$, so every weight gets its own step size: large for weights whose gradients
 are small, small for weights whose gradients are large (Hinton, Coursera lecture 6e).
 They differ in three details that matter when you copy hyper-parameters from a
-TensorFlow paper into PyTorch (see :class:`RMSpropTF`).
+TensorFlow paper into PyTorch (see [RMSpropTF][tinymbv2.optim.rmsprop.RMSpropTF]).
 """
 from __future__ import annotations
 
@@ -20,11 +20,9 @@ def _check_rmsprop(owner: str, group: dict) -> None:
 
 
 class RMSprop(Optimizer):
-    r"""RMSprop exactly as ``torch.optim.RMSprop``.
+    """RMSprop exactly as ``torch.optim.RMSprop``.
 
     Per parameter ``p`` with gradient ``g`` (same shape), per step:
-
-    .. code-block:: text
 
         g   <- g + weight_decay * p
         v   <- alpha * v + (1 - alpha) * g^2             v starts at 0
@@ -33,15 +31,22 @@ class RMSprop(Optimizer):
         if momentum > 0:  buf <- momentum * buf + g / d;  p <- p - lr * buf
         else:             p <- p - lr * g / d
 
-    Args:
-        lr (1e-2), alpha (0.99, the decay of ``v``), eps (1e-8, added *outside* the sqrt),
-        weight_decay (0), momentum (0, in [0, 1)), centered (False: divide by the gradient's
-        running standard deviation instead of its root mean square). lr, eps and weight_decay
-        are finite numbers >= 0, alpha is in [0, 1].
-
     The arithmetic runs in the kernel set's ``rmsprop_update`` (readable: NumPy in
     ``kernels/reference.py``); the numba set runs the non-centered update as one fused
     pass, bit for bit the NumPy code.
+
+    Args:
+        params: An iterable of tensors, or of dicts defining parameter groups.
+        lr: The learning rate, a finite number >= 0.
+        alpha: The decay of $v$, in [0, 1].
+        eps: Added *outside* the square root, a finite number >= 0.
+        weight_decay: The L2 coefficient added to the gradient, a finite number >= 0.
+        momentum: The momentum factor, in [0, 1).
+        centered: Divide by the gradient's running standard deviation instead of its root
+            mean square.
+
+    Raises:
+        ValueError: An option out of its range.
     """
 
     defining = ("centered",)
@@ -78,12 +83,10 @@ class RMSprop(Optimizer):
 
 
 class RMSpropTF(Optimizer):
-    r"""RMSprop the way TensorFlow 1 computes it (``tf.train.RMSPropOptimizer``), as timm's ``RMSpropTF``.
+    r"""RMSprop as TensorFlow 1 computes it (``tf.train.RMSPropOptimizer``), as timm's.
 
     This is the optimizer of the MobileNetV2 paper (section 6.1: decay 0.9, momentum 0.9,
     lr 0.045; the TF-slim recipe uses eps 1.0). Per parameter ``p`` with gradient ``g``:
-
-    .. code-block:: text
 
         g   <- g + weight_decay * p         (or, decoupled_decay: p <- p * (1 - lr * wd))
         ms  <- ms + (1 - alpha) * (g^2 - ms)       = alpha * ms + (1 - alpha) * g^2,  ms starts at 1
@@ -94,17 +97,18 @@ class RMSpropTF(Optimizer):
             otherwise (torch):    mom <- momentum * mom + g / d;        p <- p - lr * mom
         else:  p <- p - lr * g / d
 
-    How it differs from :class:`RMSprop` (PyTorch), and why it matters:
+    How it differs from [RMSprop][tinymbv2.optim.rmsprop.RMSprop] (PyTorch), and why it
+    matters:
 
-    1. **ms starts at 1, not 0.** PyTorch's ``v`` starts at 0, so after the first step
-       ``v = (1 - alpha) g^2`` and the first updates are ``1 / sqrt(1 - alpha)`` times
-       larger than ``lr`` (about 3.2x for alpha = 0.9, 10x for 0.99): a burst at the
+    1. **ms starts at 1, not 0.** PyTorch's $v$ starts at 0, so after the first step
+       $v = (1 - \alpha) g^2$ and the first updates are $1 / \sqrt{1 - \alpha}$ times
+       larger than ``lr`` (about 3.2x for $\alpha = 0.9$, 10x for 0.99): a burst at the
        start of training. TF's ``ms = 1`` makes the first steps about ``lr * g``, plain SGD,
-       and they turn adaptive as ``ms`` forgets its start (time constant ``1/(1-alpha)``).
+       and they turn adaptive as ``ms`` forgets its start (time constant $1/(1 - \alpha)$).
     2. **eps inside the sqrt.** ``sqrt(ms + eps)`` vs ``sqrt(v) + eps``: the same eps means
-       very different things. TF-slim's eps = 1.0 caps the step at about ``lr * g`` for small
-       gradients (a big damping); the PyTorch equivalent is about ``sqrt(eps)``, which is why
-       torchvision's recipes turn TF's eps = 1e-3 into PyTorch's 0.0316.
+       very different things. TF-slim's eps = 1.0 caps the step at about ``lr * g`` for
+       small gradients (a big damping); the PyTorch equivalent is about $\sqrt{\epsilon}$,
+       which is why torchvision's recipes turn TF's eps = 1e-3 into PyTorch's 0.0316.
     3. **lr inside the momentum buffer.** TF accumulates ``lr * g / d``; when a schedule
        lowers lr, the velocity already built keeps its old size and decays with momentum.
        PyTorch multiplies the whole buffer by the *current* lr, so an lr drop instantly
@@ -113,10 +117,20 @@ class RMSpropTF(Optimizer):
     Also the default ``alpha`` is 0.9 (TF's decay) instead of PyTorch's 0.99.
 
     Args:
-        lr (1e-2), alpha (0.9), eps (1e-10, inside the sqrt), weight_decay (0), momentum
-        (0, in [0, 1)), centered (False), lr_in_momentum (True: TF behaviour),
-        decoupled_decay (False: when True, weight decay shrinks ``p`` directly, AdamW-style,
-        instead of adding to g).
+        params: An iterable of tensors, or of dicts defining parameter groups.
+        lr: The learning rate, a finite number >= 0.
+        alpha: The decay of ``ms``, in [0, 1].
+        eps: Added *inside* the square root, a finite number >= 0.
+        weight_decay: The L2 coefficient, a finite number >= 0.
+        momentum: The momentum factor, in [0, 1).
+        centered: Divide by the gradient's running standard deviation.
+        lr_in_momentum: Accumulate ``lr * g / d`` in the buffer (TF's behaviour; False:
+            PyTorch's).
+        decoupled_decay: Weight decay shrinks ``p`` directly, AdamW-style, instead of being
+            added to ``g``.
+
+    Raises:
+        ValueError: An option out of its range.
     """
 
     defining = ("centered", "lr_in_momentum", "decoupled_decay")

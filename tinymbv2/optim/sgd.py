@@ -9,8 +9,6 @@ class SGD(Optimizer):
 
     For each parameter ``p`` (any shape) with gradient ``g`` of the same shape, per step:
 
-    .. code-block:: text
-
         g   <- g + weight_decay * p                     (L2 penalty, coupled)
         if momentum != 0:
             buf <- g                                    on the first step (no dampening)
@@ -22,16 +20,20 @@ class SGD(Optimizer):
     (Sutskever et al. 2013 put lr inside the buffer instead; the two agree while lr
     is constant and differ right after an lr change).
 
-    ``weight_decay = wd`` here is the gradient of the explicit penalty ``(wd / 2) ||p||^2``;
-    see :func:`tinymbv2.functional.losses.l2_penalty` for how it relates to ``lam ||p||^2``.
+    ``weight_decay`` $= w_d$ here is the gradient of the explicit penalty
+    $\frac{w_d}{2} \lVert p \rVert^2$; see [l2_penalty][tinymbv2.functional.losses.l2_penalty]
+    for how it relates to $\lambda \lVert p \rVert^2$.
 
     Args:
-        params: iterable of tensors, or of dicts defining parameter groups.
-        lr: learning rate, a finite number >= 0.
-        momentum: momentum factor, in [0, 1).
-        dampening: dampening of the momentum, in [0, 1] (must be 0 with nesterov).
-        weight_decay: L2 coefficient, a finite number >= 0.
-        nesterov: use Nesterov momentum (needs momentum > 0 and dampening 0).
+        params: An iterable of tensors, or of dicts defining parameter groups.
+        lr: The learning rate, a finite number >= 0.
+        momentum: The momentum factor, in [0, 1).
+        dampening: The dampening of the momentum, in [0, 1] (must be 0 with nesterov).
+        weight_decay: The L2 coefficient, a finite number >= 0.
+        nesterov: Use Nesterov momentum (needs momentum > 0 and dampening 0).
+
+    Raises:
+        ValueError: An option out of its range.
     """
 
     defining = ("nesterov",)

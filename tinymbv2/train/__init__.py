@@ -1,18 +1,18 @@
 """Training (layer 7): configuration, building, the loop, the report, checkpoints,
 fine-tuning, search.
 
-* :mod:`~tinymbv2.train.config`: ``TrainConfig``, every choice of a run in one place;
-* :mod:`~tinymbv2.train.build`: model, optimizer, schedule and loss from a config;
+* [tinymbv2.train.config][]: ``TrainConfig``, every choice of a run in one place;
+* [tinymbv2.train.build][]: model, optimizer, schedule and loss from a config;
   ``load_trained``, the model back from a checkpoint;
-* :mod:`~tinymbv2.train.trainer`: the loop (``train_one_epoch``, ``fit``), what stops
+* [tinymbv2.train.trainer][]: the loop (``train_one_epoch``, ``fit``), what stops
   it (``TrainingDiverged``) and ``recalibrate_batchnorm``;
-* :mod:`~tinymbv2.train.run`: ``run_training``, a whole run top to bottom;
-* :mod:`~tinymbv2.train.report`: ``metrics.json``, the plots (:mod:`~tinymbv2.train.plots`)
+* [tinymbv2.train.run][]: ``run_training``, a whole run top to bottom;
+* [tinymbv2.train.report][]: ``metrics.json``, the plots ([tinymbv2.train.plots][])
   and ``diagnose``;
-* :mod:`~tinymbv2.train.checkpoint`, :mod:`~tinymbv2.train.finetune`,
-  :mod:`~tinymbv2.train.search`.
+* [tinymbv2.train.checkpoint][], [tinymbv2.train.finetune][],
+  [tinymbv2.train.search][].
 
-``evaluate`` and the metrics live in :mod:`tinymbv2.evaluation`; they are re-exported
+``evaluate`` and the metrics live in ``tinymbv2.evaluation``; they are re-exported
 here because a training script wants them at hand.
 """
 from ..evaluation import (accuracy, confusion_matrix, evaluate, precision_recall,  # noqa: F401

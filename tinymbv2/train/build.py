@@ -17,7 +17,19 @@ _BUILDERS = {"mobilenet_v2": mobilenet_v2, "seed_article": seed_article_net}  # 
 
 
 def build_model(config: TrainConfig, in_channels: int, num_classes: int):
-    """``config.arch`` at ``config.width`` for images of ``in_channels`` and ``num_classes``."""
+    """``config.arch`` at ``config.width`` for images of ``in_channels`` and ``num_classes``.
+
+    Args:
+        config: The run's [TrainConfig][tinymbv2.train.config.TrainConfig].
+        in_channels: The images' channels.
+        num_classes: The classifier's outputs.
+
+    Returns:
+        The model.
+
+    Raises:
+        ValueError: An unknown ``arch``.
+    """
     if config.arch not in _BUILDERS:
         raise ValueError(f"build_model: expected arch in {ARCHS}, got {config.arch!r}")
     make = _BUILDERS[config.arch]
@@ -26,7 +38,18 @@ def build_model(config: TrainConfig, in_channels: int, num_classes: int):
 
 
 def param_groups(model, weight_decay: float) -> list[dict]:
-    """No weight decay on BatchNorm parameters and biases (the 1-D tensors)."""
+    """Two parameter groups: weight decay on the weights, none on BatchNorm parameters and biases.
+
+    The 1-D tensors are the BatchNorm parameters and the biases.
+
+    Args:
+        model: The model.
+        weight_decay: The decay of the weights.
+
+    Returns:
+        Two dicts ``{"params": [...], "weight_decay": ...}``: the weights with
+        ``weight_decay``, the rest with 0.
+    """
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
     return [{"params": decay, "weight_decay": weight_decay},
@@ -34,7 +57,15 @@ def param_groups(model, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(config: TrainConfig, groups):
-    """``config.optimizer`` over the parameter groups, at ``config.lr``."""
+    """``config.optimizer`` over the parameter groups, at ``config.lr``.
+
+    Args:
+        config: The run's [TrainConfig][tinymbv2.train.config.TrainConfig].
+        groups: The parameter groups ([param_groups][tinymbv2.train.build.param_groups]).
+
+    Returns:
+        The optimizer.
+    """
     name, lr, mom = config.optimizer, config.lr, config.momentum
     if name == "sgd":
         return optim.SGD(groups, lr=lr, momentum=mom, nesterov=mom > 0)
@@ -48,7 +79,16 @@ def build_optimizer(config: TrainConfig, groups):
 
 
 def build_scheduler(config: TrainConfig, optimizer, steps_per_epoch: int):
-    """Returns (scheduler or None, 'batch' | 'epoch'): when the scheduler steps."""
+    """The schedule of ``config.schedule``, and when it steps.
+
+    Args:
+        config: The run's [TrainConfig][tinymbv2.train.config.TrainConfig].
+        optimizer: The optimizer it drives.
+        steps_per_epoch: The batches per epoch (a per-batch schedule spans them all).
+
+    Returns:
+        ``(scheduler or None, "batch" | "epoch")``.
+    """
     total = config.epochs * steps_per_epoch
     if config.schedule == "onecycle":
         return optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total,
@@ -61,7 +101,14 @@ def build_scheduler(config: TrainConfig, optimizer, steps_per_epoch: int):
 
 
 def build_loss(config: TrainConfig):
-    """``loss_fn(logits, labels, reduction="mean" | "sum")`` for ``config.loss``."""
+    """``loss_fn(logits, labels, reduction="mean" | "sum")`` for ``config.loss``.
+
+    Args:
+        config: The run's [TrainConfig][tinymbv2.train.config.TrainConfig].
+
+    Returns:
+        The loss function.
+    """
     if config.loss == "ce":
         smoothing = config.label_smoothing
         return lambda logits, y, reduction="mean": F.cross_entropy(
@@ -86,13 +133,22 @@ NEEDED = ("arch", "width", "small_input", "num_classes", "in_channels", "input_s
 def load_trained(checkpoint):
     """Rebuild the model a checkpoint was trained as and load its weights.
 
-    Returns (the plain model in eval mode, the saved config dict). A checkpoint written
-    before a field of TrainConfig existed loads with that field's default. One whose
-    saved configuration lacks a field in ``NEEDED``, holds a value a run would refuse
-    (an unknown ``arch``, a ``width`` that is not a number: :meth:`TrainConfig.validate`)
-    or data fields of the wrong form, or whose weights or buffers hold an inf or a NaN (a
-    diverged run's), raises a one-line ``ValueError`` naming the file and the field or
-    the first such array. The file is read once.
+    A checkpoint written before a field of TrainConfig existed loads with that field's
+    default. The file is read once.
+
+    Args:
+        checkpoint: The checkpoint file (``model.npz``).
+
+    Returns:
+        ``(model, config)``: the plain model in eval mode and the saved configuration dict.
+
+    Raises:
+        ValueError: One line naming the file and the field or the first such array: the
+            saved configuration lacks a field in ``NEEDED``, holds a value a run would refuse
+            (an unknown ``arch``, a ``width`` that is not a number:
+            [TrainConfig.validate][tinymbv2.train.config.TrainConfig.validate]) or data
+            fields of the wrong form, or the weights or buffers hold an inf or a NaN (a
+            diverged run's).
     """
     state = read_checkpoint(checkpoint)
     cfg = state.get("config") or {}
@@ -121,7 +177,7 @@ def load_trained(checkpoint):
 
 
 def _check_data_fields(cfg: dict) -> None:
-    """What the data told the run, in the form :func:`~tinymbv2.train.config.saved_config`
+    """What the data told the run, in the form ``saved_config``
     writes it: the model's channels and classes, the image size, one mean and std per
     channel."""
     def positive_int(value):
@@ -142,9 +198,20 @@ def _check_data_fields(cfg: dict) -> None:
 
 
 def checkpoint_channels(checkpoint, saved: dict, channels: int | None, who: str) -> int:
-    """The channels to read images in for the model of ``checkpoint`` (``saved``: its saved
-    configuration, from :func:`load_trained`): the model's own. ``channels`` (what the user
-    asked for, None: nothing) must agree, else a one-line ``ValueError`` naming ``who``."""
+    """The channels to read images in for the model of ``checkpoint``: the model's own.
+
+    Args:
+        checkpoint: The checkpoint's path, for the message.
+        saved: Its saved configuration, from [load_trained][tinymbv2.train.build.load_trained].
+        channels: What the user asked for (None: nothing).
+        who: The caller, named in the message.
+
+    Returns:
+        The model's input channels.
+
+    Raises:
+        ValueError: ``channels`` disagrees with the model.
+    """
     takes = saved["in_channels"]
     if channels is not None and channels != takes:
         raise ValueError(f"{who}: channels {channels} asked for, but the model of {checkpoint} "

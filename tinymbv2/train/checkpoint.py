@@ -13,15 +13,16 @@ Writes are atomic: the data goes to a temporary file in the same folder
 (``os.replace``), so a crash mid-write leaves the previous checkpoint intact. A write
 killed midway (the process gone, nothing left to clean up after it) leaves its
 temporary file behind; a later save of the same checkpoint deletes it once it is a
-minute old (:func:`remove_stale_temporaries`).
+minute old ([remove_stale_temporaries][tinymbv2.train.checkpoint.remove_stale_temporaries]).
 
 Reading checks what it reads: a file that is not an ``.npz``, a truncated one, one
 without the ``__meta__`` document, a document that is not valid JSON, or a document
 naming an array the file does not hold is a ``ValueError`` naming the file and what
-is wrong. :func:`read_checkpoint` then checks the parts a checkpoint must have (model,
-optimizer, scheduler, epoch, extra, and the random state to resume exactly), each of its
-type, before anything is loaded; a model that does not fit the saved weights is a
-one-line :class:`~tinymbv2.nn.StateDictError` naming the file. A load that fails
+is wrong. [read_checkpoint][tinymbv2.train.checkpoint.read_checkpoint] then checks the
+parts a checkpoint must have (model, optimizer, scheduler, epoch, extra, and the random
+state to resume exactly), each of its type, before anything is loaded; a model that does
+not fit the saved weights is a one-line
+[StateDictError][tinymbv2.nn.state.StateDictError] naming the file. A load that fails
 leaves the model, optimizer, scheduler and random generator as they were.
 """
 from __future__ import annotations
@@ -88,7 +89,15 @@ def _unpack(obj, arrays):
 
 
 def save_state(path, state: dict) -> Path:
-    """Write a nested dict of arrays and plain values to ``path`` (.npz), atomically."""
+    """Write a nested dict of arrays and plain values to ``path`` (.npz), atomically.
+
+    Args:
+        path: The file.
+        state: Dicts, lists, numbers, strings and arrays.
+
+    Returns:
+        The path written.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     arrays: dict[str, np.ndarray] = {}
@@ -118,15 +127,23 @@ STALE_AFTER_S = 60.0
 
 
 def remove_stale_temporaries(path, older_than: float = STALE_AFTER_S) -> list[Path]:
-    """Delete the temporary files an interrupted :func:`save_state` of ``path`` left behind.
+    """Delete the temporary files an interrupted save of ``path`` left behind.
 
-    They are named ``<name>.<random>.tmp`` (``tempfile.mkstemp`` in ``path``'s folder) and
+    The save is [save_state][tinymbv2.train.checkpoint.save_state]'s. The temporaries are
+    named ``<name>.<random>.tmp`` (``tempfile.mkstemp`` in ``path``'s folder) and
     are as large as the checkpoint. Called before each save, so a run resumed after a
     kill cleans up at its first checkpoint. Only this checkpoint's temporaries are
     touched (``model.npz.*.tmp`` for ``model.npz``, not ``best.npz.*.tmp``), and only
-    those not written for ``older_than`` seconds (:data:`STALE_AFTER_S`): a younger one
-    may be another process's write in progress. A file that cannot be deleted is left
-    where it is (the save itself does not depend on it). Returns the paths deleted.
+    those not written for ``older_than`` seconds: a younger one may be another process's
+    write in progress. A file that cannot be deleted is left where it is (the save itself
+    does not depend on it).
+
+    Args:
+        path: The checkpoint file.
+        older_than: The age, in seconds, of a temporary that is stale (``STALE_AFTER_S``).
+
+    Returns:
+        The paths deleted.
     """
     path = Path(path)
     removed = []
@@ -156,11 +173,20 @@ def _rename(obj):
 
 
 def load_state(path) -> dict:
-    """Read what :func:`save_state` wrote; a missing, damaged or partial file names itself.
+    """Read what ``save_state`` wrote; a missing, damaged or partial file names itself.
 
-    Raises ``FileNotFoundError`` (no file) or ``ValueError`` (not an ``.npz``, truncated,
-    no ``__meta__`` member, ``__meta__`` not valid JSON, an array it refers to missing),
-    each message one line with the file's path.
+    The writer is [save_state][tinymbv2.train.checkpoint.save_state].
+
+    Args:
+        path: The file.
+
+    Returns:
+        The nested dict, arrays in their places.
+
+    Raises:
+        FileNotFoundError: No file.
+        ValueError: Not an ``.npz``, truncated, no ``__meta__`` member, ``__meta__`` not
+            valid JSON, or an array it refers to missing; one line with the file's path.
     """
     path = Path(path)
     if not path.is_file():
@@ -194,7 +220,22 @@ def load_state(path) -> dict:
 def save_checkpoint(path, model, optimizer=None, scheduler=None, epoch: int = 0,
                     config: dict | None = None, rng_state: dict | None = None,
                     extra: dict | None = None) -> Path:
-    """Save model, optimizer, scheduler, epoch, RNG state and config in one .npz."""
+    """Save model, optimizer, scheduler, epoch, RNG state and config in one .npz.
+
+    Args:
+        path: The file, written atomically.
+        model: The model (its state_dict).
+        optimizer: Its optimizer, or None.
+        scheduler: Its schedule, or None.
+        epoch: The epochs finished.
+        config: The run's saved configuration.
+        rng_state: The package's random generator state
+            ([get_state][tinymbv2.random.get_state]).
+        extra: Anything else, JSON-able with arrays (the history, the best weights).
+
+    Returns:
+        The path written.
+    """
     from .. import random as _random
 
     state = {
@@ -223,15 +264,26 @@ _PARTS = {
 
 
 def read_checkpoint(path, restore_rng: bool = False) -> dict:
-    """Read a checkpoint and check its parts, loading nothing: ``{"model", "optimizer",
-    "scheduler", "epoch", "config", "rng_state", "extra"}`` as :func:`save_checkpoint`
-    wrote them.
+    """Read a checkpoint and check its parts, loading nothing.
 
-    Besides what :func:`load_state` checks, each part must be there and of its type (the
-    model a dict, the optimizer and scheduler a dict or null, the epoch an integer >= 0,
-    extra a dict, and, with ``restore_rng``, the random generator's state a dict: without
-    it a resumed run would not draw what the uninterrupted one drew). Raises one-line
-    ``ValueError`` naming the file and the part.
+    Besides what [load_state][tinymbv2.train.checkpoint.load_state] checks, each part must
+    be there and of its type (the model a dict, the optimizer and scheduler a dict or null,
+    the epoch an integer >= 0, extra a dict, and, with ``restore_rng``, the random
+    generator's state a dict: without it a resumed run would not draw what the
+    uninterrupted one drew).
+
+    Args:
+        path: The checkpoint file.
+        restore_rng: The random state is needed (to resume exactly).
+
+    Returns:
+        ``{"model", "optimizer", "scheduler", "epoch", "config", "rng_state", "extra"}`` as
+        [save_checkpoint][tinymbv2.train.checkpoint.save_checkpoint] wrote them.
+
+    Raises:
+        FileNotFoundError: No file.
+        ValueError: A damaged file or a missing or mistyped part; one line naming the file
+            and the part.
     """
     state = load_state(path)
     if state.get("format") != "tinymbv2-checkpoint-1":
@@ -265,12 +317,29 @@ def load_checkpoint(path, model=None, optimizer=None, scheduler=None,
                     restore_rng: bool = False, state: dict | None = None) -> dict:
     """Load a checkpoint; copy its parts into the objects given. Returns the whole state.
 
-    The file is read and checked by :func:`read_checkpoint` (``state``: what it already
-    returned for ``path``, so that the file is read once). An optimizer or scheduler
-    given must find its state in the checkpoint. The model is loaded strictly (every
-    key, every shape); a load that fails anywhere (the model, the optimizer's or the
-    scheduler's state, the random state) puts back what it had changed, so the objects
-    are as they were, and raises one line naming the file.
+    The file is read and checked by [read_checkpoint][tinymbv2.train.checkpoint.read_checkpoint].
+    An optimizer or scheduler given must find its state in the checkpoint. The model is
+    loaded strictly (every key, every shape); a load that fails anywhere (the model, the
+    optimizer's or the scheduler's state, the random state) puts back what it had changed,
+    so the objects are as they were, and raises one line naming the file.
+
+    Args:
+        path: The checkpoint file.
+        model: The model to load the weights into, or None.
+        optimizer: The optimizer to load its state into, or None.
+        scheduler: The schedule to load its state into, or None.
+        restore_rng: Also restore the package's random generator.
+        state: What [read_checkpoint][tinymbv2.train.checkpoint.read_checkpoint] already
+            returned for ``path``, so that the file is read once; None: read it.
+
+    Returns:
+        The checkpoint's state, as read_checkpoint returns it.
+
+    Raises:
+        FileNotFoundError: No file.
+        ValueError: A damaged file, a missing part, or a state the objects refuse.
+        StateDictError: Weights that do not fit the model
+            ([StateDictError][tinymbv2.nn.state.StateDictError]).
     """
     from .. import random as _random
 

@@ -2,16 +2,19 @@
 
 Every choice that defines a run is a field with its default; the allowed names of the
 choices are the tuples below (the command line offers the same). A run saves its
-configuration in the checkpoint and in ``metrics.json`` (:func:`saved_config`), with
-what the data told it (classes, channels, size, normalisation), so the model can be
-rebuilt and fed new images the way it was trained.
+configuration in the checkpoint and in ``metrics.json``
+([saved_config][tinymbv2.train.config.saved_config]), with what the data told it
+(classes, channels, size, normalisation), so the model can be rebuilt and fed new images
+the way it was trained.
 
-A field may be "auto" (``shift=None``): :meth:`TrainConfig.resolved` makes the choice
+A field may be "auto" (``shift=None``):
+[TrainConfig.resolved][tinymbv2.train.config.TrainConfig.resolved] makes the choice
 once the images are known, and the run saves the value it used.
 
 Resuming a run (``run_training(config, resume=...)``) compares the checkpoint's saved
-configuration with the new one (:func:`resume_conflicts`, :func:`check_resume`): only the
-fields in ``RESUMABLE`` may differ.
+configuration with the new one ([resume_conflicts][tinymbv2.train.config.resume_conflicts],
+[check_resume][tinymbv2.train.config.check_resume]): only the fields in ``RESUMABLE`` may
+differ.
 """
 from __future__ import annotations
 
@@ -50,6 +53,13 @@ def auto_shift(height: int, width: int) -> int:
     scikit-learn's 8x8 digits fill their frame, and one pixel there is an eighth of the
     digit (the default recipe, 6 epochs: 94% test accuracy at shift 0, 32% at shift 1,
     30% at shift 2), so they are not shifted at all.
+
+    Args:
+        height: The images' height, in pixels.
+        width: The images' width, in pixels.
+
+    Returns:
+        The shift, in pixels.
     """
     return min(int(height), int(width)) // 14
 
@@ -58,10 +68,35 @@ def auto_shift(height: int, width: int) -> int:
 class TrainConfig:
     """Everything that defines a run; saved in the checkpoint and metrics.json.
 
-    ``shift`` (random translation, pixels, each axis): ``None`` is "auto", scaled to the
-    image size by :func:`auto_shift` (``min(h, w) // 14``: 2 px at 28 px, 0 px at 8 px);
-    an int sets it (0: off). The run resolves it once the data is loaded
-    (:meth:`resolved`) and saves the number it used.
+    Args:
+        dataset: The dataset's name (see [load_dataset][tinymbv2.data.datasets.load_dataset]).
+        data_dir: The folder the file-based datasets read.
+        image_size: Resize the images to this square size (None: keep).
+        channels: Read the images as 1 (grey) or 3 (RGB) channels (None: the dataset's own).
+        arch: One of ``ARCHS``: ``"mobilenet_v2"`` or ``"seed_article"``.
+        width: The width multiplier.
+        small_input: The network's stride-1 stem and stage for small images.
+        dropout: The dropout before the classifier.
+        epochs: The epochs to train.
+        batch_size: The images per step.
+        optimizer: One of ``OPTIMIZERS``.
+        lr: The learning rate (the peak one for ``"onecycle"``).
+        momentum: The momentum of SGD and RMSprop.
+        weight_decay: The L2 decay of the weights (not of BatchNorm parameters and biases).
+        schedule: One of ``SCHEDULES``.
+        loss: One of ``LOSSES``: cross-entropy, focal or Dice.
+        label_smoothing: The label smoothing of the cross-entropy.
+        shift: The random translation, in pixels on each axis: ``None`` is "auto", scaled
+            to the image size by [auto_shift][tinymbv2.train.config.auto_shift]
+            (``min(h, w) // 14``: 2 px at 28 px, 0 px at 8 px); an int sets it (0: off). The
+            run resolves it once the data is loaded
+            ([resolved][tinymbv2.train.config.TrainConfig.resolved]) and saves the number it
+            used.
+        flip: Random horizontal flips (not for digits).
+        seed: The seed of the initialisation, the order and the augmentation.
+        out: The run's folder.
+        fuse: Run through [fuse][tinymbv2.fusion.fuse] (False: the plain layers, to step
+            through).
     """
 
     dataset: str = "mnist5k"
@@ -93,6 +128,10 @@ class TrainConfig:
         Every number must be finite: an infinite learning rate (or a momentum of 1 or
         more, whose velocity grows without bound) turns the weights into inf and NaN at the
         first steps, and the run would only say so by its loss.
+
+        Raises:
+            ValueError: An unknown choice or a number out of its range.
+            TypeError: A flag that is not True or False.
         """
         for name, allowed in (("optimizer", OPTIMIZERS), ("loss", LOSSES),
                               ("schedule", SCHEDULES), ("arch", ARCHS)):
@@ -128,15 +167,33 @@ class TrainConfig:
         return self
 
     def resolved(self, height: int, width: int) -> "TrainConfig":
-        """A copy with the "auto" choices made for images of ``height x width``:
-        ``shift=None`` becomes :func:`auto_shift` ``(height, width)``."""
+        """A copy with the "auto" choices made for images of ``height x width``.
+
+        ``shift=None`` becomes [auto_shift][tinymbv2.train.config.auto_shift]``(height, width)``.
+
+        Args:
+            height: The images' height, in pixels.
+            width: The images' width, in pixels.
+
+        Returns:
+            The resolved copy.
+        """
         shift = auto_shift(height, width) if self.shift is None else int(self.shift)
         return dataclasses.replace(self, shift=shift)
 
     @classmethod
     def from_saved(cls, saved: dict) -> "TrainConfig":
-        """The TrainConfig inside a saved configuration; fields it lacks (an older run's)
-        take their defaults, and the keys the data added are left out."""
+        """The TrainConfig inside a saved configuration.
+
+        Fields it lacks (an older run's) take their defaults, and the keys the data added are
+        left out.
+
+        Args:
+            saved: A dict as [saved_config][tinymbv2.train.config.saved_config] writes it.
+
+        Returns:
+            The config.
+        """
         fields = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in saved.items() if k in fields})
 
@@ -146,8 +203,18 @@ def _is_int(value) -> bool:
 
 
 def saved_config(config: TrainConfig, splits, normalize) -> dict:
-    """What a run saves: the config's fields, plus the classes, the image shape and the
-    normalisation of its data (``splits`` a DatasetSplits, ``normalize`` a Normalize)."""
+    """What a run saves: the config's fields, and what its data told it.
+
+    That is the classes, the image shape and the normalisation.
+
+    Args:
+        config: The run's [TrainConfig][tinymbv2.train.config.TrainConfig].
+        splits: Its [DatasetSplits][tinymbv2.data.splits.DatasetSplits].
+        normalize: Its [Normalize][tinymbv2.data.transforms.Normalize].
+
+    Returns:
+        A JSON-able dict.
+    """
     return {**dataclasses.asdict(config), "num_classes": splits.num_classes,
             "in_channels": splits.image_shape[0], "input_size": list(splits.image_shape[1:]),
             "class_names": list(splits.class_names),
@@ -156,14 +223,20 @@ def saved_config(config: TrainConfig, splits, normalize) -> dict:
 
 
 def resume_conflicts(before: dict, now: dict) -> list[tuple[str, object, object]]:
-    """The fields that differ between a checkpoint's saved configuration ``before`` and the
-    new run's ``now`` (both as :func:`saved_config` writes them) and may not on resume.
+    """The fields in which a new run differs from a checkpoint's, and may not on resume.
 
-    Returns ``[(field, value before, value now), ...]`` in the order of ``now``; the fields
-    in ``RESUMABLE`` are left out, and so are ``channels`` and ``image_size``, which are
-    compared through the data's ``in_channels`` and ``input_size``
-    (:data:`COMPARED_THROUGH_DATA`). A field an older checkpoint lacks counts as its
-    default (a data field, which has none, is not compared).
+    The fields in ``RESUMABLE`` are left out, and so are ``channels`` and ``image_size``,
+    which are compared through the data's ``in_channels`` and ``input_size``
+    (``COMPARED_THROUGH_DATA``). A field an older checkpoint lacks counts as its default (a
+    data field, which has none, is not compared).
+
+    Args:
+        before: The checkpoint's saved configuration.
+        now: The new run's, both as [saved_config][tinymbv2.train.config.saved_config]
+            writes them.
+
+    Returns:
+        ``[(field, value before, value now), ...]`` in the order of ``now``.
     """
     defaults = dataclasses.asdict(TrainConfig())
     conflicts = []
@@ -185,9 +258,18 @@ def _plain(value):
 
 
 def check_resume(checkpoint, before, now: dict) -> None:
-    """Refuse to resume ``checkpoint``, whose saved configuration is ``before``, into a run
-    whose saved configuration is ``now`` (:func:`saved_config`) when they differ in a field
-    outside ``RESUMABLE``: one line naming the (first) field and both values."""
+    """Refuse to resume ``checkpoint`` into a run whose configuration differs outside ``RESUMABLE``.
+
+    Args:
+        checkpoint: The checkpoint's path, for the message.
+        before: Its saved configuration (None when it holds none).
+        now: The new run's saved configuration
+            ([saved_config][tinymbv2.train.config.saved_config]).
+
+    Raises:
+        ValueError: One line naming the (first) field and both values, or that the
+            checkpoint holds no configuration.
+    """
     if not isinstance(before, dict) or not before:
         raise ValueError(f"resume: {checkpoint} holds no saved configuration to compare this "
                          f"run with; not written by a training run")

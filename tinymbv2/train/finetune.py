@@ -26,7 +26,15 @@ from .run import run_training
 def replace_classifier(model, num_classes: int, generator=None):
     """Swap ``model.classifier``'s Linear for a fresh one with ``num_classes`` outputs.
 
-    Initialised like torchvision's head: N(0, 0.01) weights, zero bias.
+    Initialised like torchvision's head: $N(0, 0.01^2)$ weights, zero bias.
+
+    Args:
+        model: A MobileNetV2 (its ``classifier`` a Sequential ending in a Linear).
+        num_classes: The new task's classes.
+        generator: An ``np.random.Generator`` for the new weights; None: the package's.
+
+    Returns:
+        The model, changed in place.
     """
     head = model.classifier[-1]
     if not isinstance(head, Linear):
@@ -42,10 +50,18 @@ def replace_classifier(model, num_classes: int, generator=None):
 def freeze_backbone(model, train_last_blocks: int = 0):
     """Freeze ``model.features`` except its last ``train_last_blocks`` entries.
 
-    Frozen layers get ``requires_grad=False`` (no gradients, not updated) and
-    their BatchNorms stay in eval mode (running statistics kept) via
-    :func:`set_frozen_bn_eval`, which the caller applies after ``model.train()``.
-    Returns the list of parameters still trainable, for the optimizer.
+    Frozen layers get ``requires_grad=False`` (no gradients, not updated) and their
+    BatchNorms stay in eval mode (running statistics kept) via
+    [set_frozen_bn_eval][tinymbv2.train.finetune.set_frozen_bn_eval], which the caller
+    applies after ``model.train()``.
+
+    Args:
+        model: A MobileNetV2.
+        train_last_blocks: How many of the last entries of ``model.features`` stay trainable
+            (0: only the classifier trains).
+
+    Returns:
+        The parameters still trainable, for the optimizer.
     """
     blocks = list(model.features)
     if not 0 <= train_last_blocks <= len(blocks):
@@ -59,14 +75,14 @@ def freeze_backbone(model, train_last_blocks: int = 0):
 
 
 def set_frozen_bn_eval(model) -> None:
-    """Put every BatchNorm whose parameters are frozen into eval mode."""
+    """Put every BatchNorm of ``model`` whose parameters are frozen into eval mode."""
     for m in model.modules():
         if isinstance(m, BatchNorm2d) and not m.weight.requires_grad:
             m.eval()
 
 
 def count_trainable(model) -> int:
-    """The number of parameter values the optimizer will update."""
+    """The number of parameter values of ``model`` the optimizer will update."""
     return int(sum(np.prod(p.shape) for p in model.parameters() if p.requires_grad))
 
 
@@ -79,8 +95,19 @@ def run_finetune(checkpoint, config: TrainConfig, train_last_blocks: int = 0,
     ``model.features`` (their BatchNorms kept in eval mode, so their running
     statistics stay those of the pretraining data), reads the new images the way the
     network takes them (its channels, grey or RGB; the size it was trained on, unless
-    ``config.image_size`` says otherwise), and trains. :func:`run_training` refuses an
-    image size below the smallest the network takes.
+    ``config.image_size`` says otherwise), and trains.
+    [run_training][tinymbv2.train.run.run_training] refuses an image size below the smallest
+    the network takes.
+
+    Args:
+        checkpoint: The pretrained run's checkpoint.
+        config: The fine-tuning run's [TrainConfig][tinymbv2.train.config.TrainConfig].
+        train_last_blocks: The entries of ``model.features`` trained with the new head.
+        progress: Show progress bars.
+        log: Where the per-epoch lines go.
+
+    Returns:
+        The metrics of the run.
     """
     model, saved = load_trained(checkpoint)
     channels = checkpoint_channels(checkpoint, saved, config.channels, "finetune")

@@ -16,7 +16,16 @@ def _pyplot():
 
 
 def plot_learning_curves(history: dict, path) -> Path:
-    """Loss and accuracy per epoch, train vs validation, side by side."""
+    """Loss and accuracy per epoch, train vs validation, side by side.
+
+    Args:
+        history: The training history (``train_loss``, ``val_loss``, ``train_acc``,
+            ``val_acc``).
+        path: The PNG file to write.
+
+    Returns:
+        ``path``.
+    """
     plt = _pyplot()
     epochs = np.arange(1, len(history["train_loss"]) + 1)
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
@@ -37,7 +46,16 @@ def plot_learning_curves(history: dict, path) -> Path:
 
 
 def plot_confusion_matrix(cm: np.ndarray, path, class_names=None) -> Path:
-    """Counts, true class on rows, predicted class on columns."""
+    """Counts, true class on rows, predicted class on columns.
+
+    Args:
+        cm: The confusion matrix (K, K).
+        path: The PNG file to write.
+        class_names: The K class names; None: the indices.
+
+    Returns:
+        ``path``.
+    """
     plt = _pyplot()
     k = cm.shape[0]
     names = class_names or [str(i) for i in range(k)]

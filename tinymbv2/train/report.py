@@ -1,6 +1,6 @@
 """What a training run tells: ``metrics.json``, the plots, and a reading of the curves.
 
-``diagnose`` lives here, not beside the metrics of :mod:`tinymbv2.evaluation`: those
+``diagnose`` lives here, not beside the metrics of [tinymbv2.evaluation.metrics][]: those
 score one model on one split, while ``diagnose`` reads a *training history*, the train
 and validation curves over the epochs, which only a training run has.
 """
@@ -18,12 +18,23 @@ from .plots import plot_confusion_matrix, plot_learning_curves
 
 def run_metrics(history: dict, test_result: dict, test_labels, best_val_test_accuracy: float,
                 config: dict, train_seconds: float) -> dict:
-    """The content of ``metrics.json``: test scores, per-class precision and recall, the
-    confusion matrix, the history, its diagnosis and the saved configuration.
+    """The content of ``metrics.json``.
 
-    test_result: what ``evaluate`` returned on the test split; best_val_test_accuracy:
-    the test accuracy of the weights of the best validation epoch; config: the run's
-    saved configuration (:func:`~tinymbv2.train.config.saved_config`).
+    Test scores, per-class precision and recall, the confusion matrix, the history, its
+    diagnosis and the saved configuration.
+
+    Args:
+        history: The training history ([fit][tinymbv2.train.trainer.fit]'s).
+        test_result: What [evaluate][tinymbv2.evaluation.loop.evaluate] returned on the test
+            split.
+        test_labels: The test split's labels.
+        best_val_test_accuracy: The test accuracy of the weights of the best validation epoch.
+        config: The run's saved configuration
+            ([saved_config][tinymbv2.train.config.saved_config]).
+        train_seconds: The training time.
+
+    Returns:
+        The metrics, a dict.
     """
     num_classes = config["num_classes"]
     cm = confusion_matrix(test_result["predictions"], test_labels, num_classes)
@@ -44,10 +55,22 @@ def run_metrics(history: dict, test_result: dict, test_labels, best_val_test_acc
 
 
 def diverged_metrics(history: dict, diverged: dict, config: dict, train_seconds: float) -> dict:
-    """The content of ``metrics.json`` for a run stopped by a non-finite loss or weights:
-    no test scores (there are no trustworthy weights to score), the epochs finished
-    before, and ``diverged`` (:meth:`~tinymbv2.train.trainer.TrainingDiverged.record`:
-    epoch, step, what, lr), which :func:`diagnose` reads instead of the curves."""
+    """The content of ``metrics.json`` for a run stopped by a non-finite loss or weights.
+
+    No test scores (there are no trustworthy weights to score), the epochs finished
+    before, and ``diverged``, which [diagnose][tinymbv2.train.report.diagnose] reads instead
+    of the curves.
+
+    Args:
+        history: The epochs finished before.
+        diverged: [TrainingDiverged.record][tinymbv2.train.trainer.TrainingDiverged.record]:
+            epoch, step, what, lr.
+        config: The run's saved configuration.
+        train_seconds: The training time.
+
+    Returns:
+        The metrics, a dict.
+    """
     return {
         "test_accuracy": None,
         "test_loss": None,
@@ -72,6 +95,11 @@ def write_report(out, metrics: dict) -> None:
     ``metrics.json`` belongs to it. ``metrics.json`` is strict JSON: a non-finite
     number is written as ``null`` (Python's ``json`` would write a bare ``NaN``, which
     other readers refuse).
+
+    Args:
+        out: The run's folder.
+        metrics: What [run_metrics][tinymbv2.train.report.run_metrics] or
+            [diverged_metrics][tinymbv2.train.report.diverged_metrics] returned.
     """
     out = Path(out)
     curves, matrix = (out / name for name in PLOTS)
@@ -101,23 +129,31 @@ def json_safe(value):
 
 def diagnose(history: dict, chance: float | None = None, diverged: dict | None = None,
              loss: str = "ce") -> str:
-    """Read the learning curves the way seed section 3.9 intends, but correctly.
+    r"""Read the learning curves the way seed section 3.9 intends, but correctly.
 
-    history: lists ``train_loss``, ``val_loss``, ``train_acc``, ``val_acc`` per epoch;
-    ``loss``: the loss the curves are of (``TrainConfig.loss``: "ce", "focal", "dice").
     * diverged (``diverged`` given, or a non-finite loss in the curves): no advice on
       fitting, whose curves mean nothing once the loss is inf or NaN; lower the lr;
     * unstable (``chance`` given, cross-entropy): training accuracy stays low while the
-      last epoch's training loss is above twice a uniform guess's, ``ln(1 / chance)``: the
-      steps overshoot, lower the lr. The last epoch's, not the largest: an early spike
+      last epoch's training loss is above twice a uniform guess's, $\ln(1 / \text{chance})$:
+      the steps overshoot, lower the lr. The last epoch's, not the largest: an early spike
       that training recovered from is not instability. Only for cross-entropy, whose
-      uniform guess scores ``ln K``; focal and dice losses have other scales;
+      uniform guess scores $\ln K$; focal and dice losses have other scales;
     * under-fitting: training accuracy itself stays low (the model cannot fit the
       data: more capacity, more epochs, a higher learning rate);
     * over-fitting: training keeps improving while validation loss rises from its
       minimum, or a large train/val accuracy gap (more data, augmentation,
       weight decay, dropout, early stopping at the best epoch);
     * otherwise a good fit.
+
+    Args:
+        history: Lists ``train_loss``, ``val_loss``, ``train_acc``, ``val_acc`` per epoch.
+        chance: The accuracy of a uniform guess, 1 / K; None: no instability check.
+        diverged: A diverged run's record; None: the run finished.
+        loss: The loss the curves are of (``TrainConfig.loss``: ``"ce"``, ``"focal"``,
+            ``"dice"``).
+
+    Returns:
+        The diagnosis, one paragraph.
     """
     train_acc, val_acc = history.get("train_acc", []), history.get("val_acc", [])
     val_loss = history.get("val_loss", [])

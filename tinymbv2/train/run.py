@@ -23,26 +23,37 @@ from .trainer import TrainingDiverged, fit
 
 def run_training(config: TrainConfig, resume: str | None = None, progress: bool = True,
                  log=print, model=None, train_mode=None, stop_after: int | None = None) -> dict:
-    """Train, evaluate on the held-out test split, write the run folder; return metrics.
+    """Train, evaluate on the held-out test split, write the run folder; return the metrics.
 
-    ``model``: train this one instead of building ``config.arch`` (fine-tuning passes
-    a pretrained, partly frozen model and a ``train_mode`` that keeps frozen
-    BatchNorms in eval mode). ``stop_after=k`` stops after epoch k of the
-    schedule (resume later with ``resume=<out>/model.npz``).
+    Resuming: the checkpoint's saved configuration must be this run's except for the
+    fields in ``RESUMABLE`` (more epochs, another ``out``, ``fuse``, ``data_dir``);
+    ``stop_after`` and ``progress`` are free too. More epochs stretch the schedule
+    ([fit][tinymbv2.train.trainer.fit], which reads the checkpoint and compares).
 
-    ``resume``: the checkpoint's saved configuration must be this run's except for the
-    fields in :data:`~tinymbv2.train.config.RESUMABLE` (more epochs, another ``out``,
-    ``fuse``, ``data_dir``); ``stop_after`` and ``progress`` are free too. More epochs
-    stretch the schedule (:func:`~tinymbv2.train.trainer.fit`, which reads the checkpoint
-    and compares). Anything else raises ``ValueError`` naming the field and both values.
+    Args:
+        config: The run's [TrainConfig][tinymbv2.train.config.TrainConfig].
+        resume: A checkpoint to continue from (``<out>/model.npz``); None: a new run.
+        progress: Show progress bars.
+        log: Where the per-epoch lines go.
+        model: Train this one instead of building ``config.arch`` (fine-tuning passes a
+            pretrained, partly frozen model).
+        train_mode: ``train_mode(model)`` replaces ``model.train()`` (fine-tuning keeps
+            frozen BatchNorms in eval mode).
+        stop_after: Stop after this epoch of the schedule (resume later with
+            ``resume=<out>/model.npz``).
 
-    Images smaller than the network takes (``image_size``, or the dataset's own size when
-    it is None, below :func:`~tinymbv2.models.smallest_input_size` of the model) raise
-    ``ValueError`` before anything is trained.
+    Returns:
+        The metrics ``metrics.json`` holds.
 
-    A run that diverges (a non-finite loss or weights) writes ``metrics.json`` saying
-    where (``"diverged"``), keeps the last good checkpoint and raises
-    :class:`~tinymbv2.train.trainer.TrainingDiverged`.
+    Raises:
+        ValueError: A resume that differs in another field (naming it and both values), or
+            images smaller than the network takes (``image_size``, or the dataset's own size
+            when it is None, below
+            [smallest_input_size][tinymbv2.models.input_size.smallest_input_size] of the
+            model), before anything is trained.
+        TrainingDiverged: The run diverged (a non-finite loss or weights); ``metrics.json``
+            says where (``"diverged"``) and the last good checkpoint is kept
+            ([TrainingDiverged][tinymbv2.train.trainer.TrainingDiverged]).
     """
     config.validate()
     out = Path(config.out)

@@ -11,7 +11,7 @@ A trial whose training diverged (a learning rate too high, say) is a result too:
 row has ``val_acc`` None and ``diverged`` saying where, and it is never the best.
 A space that names no training setting, a range over a setting that is not a real
 number, or a value a run would refuse is refused before the first trial
-(:func:`check_space`).
+([check_space][tinymbv2.train.search.check_space]).
 """
 from __future__ import annotations
 
@@ -34,14 +34,27 @@ RANGES = ("log", "uniform")  # random search: ("log", lo, hi) or ("uniform", lo,
 
 
 def grid(space: dict) -> list[dict]:
-    """Every combination: {'lr': [0.1, 0.01], 'width': [0.5]} -> 2 configs."""
+    """Every combination of ``space``: ``{'lr': [0.1, 0.01], 'width': [0.5]}`` gives 2 configs."""
     keys = list(space)
     return [dict(zip(keys, values)) for values in itertools.product(*(space[k] for k in keys))]
 
 
 def random_configs(space: dict, n_trials: int, seed: int = 0) -> list[dict]:
-    """Draw ``n_trials`` configs. A list is sampled uniformly; a ``("log", lo, hi)``
-    tuple log-uniformly (learning rates, weight decay); ``("uniform", lo, hi)`` uniformly."""
+    """Draw ``n_trials`` configs from ``space``.
+
+    Args:
+        space: ``{setting: values}``: a list is sampled uniformly; a ``("log", lo, hi)``
+            tuple log-uniformly (learning rates, weight decay); ``("uniform", lo, hi)``
+            uniformly.
+        n_trials: How many configs.
+        seed: The seed of the draws.
+
+    Returns:
+        The configs, dicts of settings.
+
+    Raises:
+        ValueError: A value that is neither a list nor a range.
+    """
     rng = np.random.default_rng(seed)
     configs = []
     for _ in range(n_trials):
@@ -65,11 +78,22 @@ def random_configs(space: dict, n_trials: int, seed: int = 0) -> list[dict]:
 
 
 def run_search(train_fn, configs: list[dict], out_dir=None, log=print) -> dict:
-    """Run each config; write ``results.csv`` and ``best.json`` under out_dir.
+    """Run each config; write ``results.csv`` and ``best.json`` under ``out_dir``.
 
-    Returns {'rows': [...], 'best': row} where each row is the config plus the
-    metrics ``train_fn`` returned. ``val_acc`` None marks a trial that diverged: it is in
-    the table, never the best; when every trial diverged, ``ValueError`` (after the table).
+    ``val_acc`` None marks a trial that diverged: it is in the table, never the best.
+
+    Args:
+        train_fn: ``train_fn(config) -> dict`` of metrics, at least ``val_acc``.
+        configs: The configs to try.
+        out_dir: Where the table goes; None: nowhere.
+        log: Where the progress lines go.
+
+    Returns:
+        ``{'rows': [...], 'best': row}``, each row the config plus the metrics ``train_fn``
+        returned.
+
+    Raises:
+        ValueError: Every trial diverged (after the table is written).
     """
     rows = []
     for i, config in enumerate(configs):
@@ -113,16 +137,25 @@ FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(TrainConfig)}
 
 
 def check_space(base: TrainConfig, space: dict, kind: str = "grid") -> None:
-    """Refuse, before any trial runs, a ``kind`` ("grid" or "random") search over ``space``
-    from ``base`` that a trial would fail on: a name that is not a field of ``base``; a
-    range over a field that is not a real number (give a list of values); a value a run
-    refuses (:meth:`TrainConfig.validate`; for a random search's range, both of its ends; a
-    grid tries a range's items as values, and refuses them); an ``image_size`` below
-    the smallest the trial's network takes (:func:`~tinymbv2.models.smallest_input_size`).
-    One-line ``ValueError`` naming the setting.
+    """Refuse, before any trial runs, a search that a trial would fail on.
+
+    Refused: a name that is not a field of ``base``; a range over a field that is not a
+    real number (give a list of values); a value a run refuses
+    ([TrainConfig.validate][tinymbv2.train.config.TrainConfig.validate]; for a random
+    search's range, both of its ends; a grid tries a range's items as values, and refuses
+    them); an ``image_size`` below the smallest the trial's network takes
+    ([smallest_input_size][tinymbv2.models.input_size.smallest_input_size]).
 
     A dataset whose own images are smaller than a trial's network takes (with no
     ``image_size``) is known only once it is loaded: that trial's ``run_training`` refuses it.
+
+    Args:
+        base: The [TrainConfig][tinymbv2.train.config.TrainConfig] the trials start from.
+        space: ``{setting: values or range}``.
+        kind: ``"grid"`` or ``"random"``.
+
+    Raises:
+        ValueError: One line naming the setting.
     """
     fields = {f.name for f in dataclasses.fields(base)} - {"out"}
     unknown = sorted(set(space) - fields)
@@ -167,9 +200,25 @@ def search_job(base_config, space: dict, kind: str = "grid", n_trials: int = 8, 
                out_dir="runs/search", progress: bool = False, log=print) -> dict:
     """Train one short run per configuration and tabulate validation accuracy.
 
-    base_config: a TrainConfig; each trial overrides the keys in ``space``
-    (e.g. lr, weight_decay, width, batch_size) and trains into out_dir/trial_N.
     Selection is by the best validation accuracy of the run, never the test split.
+
+    Args:
+        base_config: The [TrainConfig][tinymbv2.train.config.TrainConfig] each trial starts
+            from.
+        space: The settings a trial overrides (e.g. lr, weight_decay, width, batch_size).
+        kind: ``"grid"`` or ``"random"``.
+        n_trials: The trials of a random search.
+        seed: The seed of a random search's draws.
+        out_dir: The folder; trial N trains into ``out_dir/trial_N``.
+        progress: Show progress bars.
+        log: Where the progress lines go.
+
+    Returns:
+        What [run_search][tinymbv2.train.search.run_search] returns.
+
+    Raises:
+        ValueError: A space [check_space][tinymbv2.train.search.check_space] refuses, or
+            every trial diverged.
     """
     check_space(base_config, space, kind)
     configs = grid(space) if kind == "grid" else random_configs(space, n_trials, seed)

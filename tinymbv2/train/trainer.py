@@ -6,8 +6,10 @@ epoch: evaluate on the validation split, record the history, keep the best
 weights, and write a checkpoint that resumes the run exactly.
 
 A run whose numbers stop being numbers (a learning rate too high: the loss or the
-weights become inf or NaN) stops with :class:`TrainingDiverged`, naming the epoch and
-the step, and never writes those weights into a checkpoint. What is checked, and when:
+weights become inf or NaN) stops with
+[TrainingDiverged][tinymbv2.train.trainer.TrainingDiverged], naming the
+epoch and the step, and never writes those weights into a checkpoint. What is checked,
+and when:
 
 * the loss, every step, before ``backward`` and the optimizer's step: a scalar already
   read back for the running mean, so the check costs nothing (no extra pass over the
@@ -24,7 +26,7 @@ the step, and never writes those weights into a checkpoint. What is checked, and
   ``exp_avg_sq`` overflowing to inf makes its parameter's step ``exp_avg / inf = 0``, so
   that parameter silently stops learning, and the inf would be saved in the checkpoint.
 
-``fit`` trains the model through :func:`tinymbv2.fusion.fuse` unless ``fuse=False``:
+``fit`` trains the model through [fuse][tinymbv2.fusion.fuse] unless ``fuse=False``:
 the fused view holds the very same Parameter and buffer objects, so the optimizer
 (built from the plain model), the checkpoints and the best weights (both from the
 plain model) see every update; ``fuse=False`` runs the plain layers, to step through them.
@@ -50,23 +52,31 @@ from .config import check_resume
 class TrainingDiverged(ValueError):
     """Training stopped because the loss, a weight or the optimizer's state became inf or NaN.
 
-    ``what`` is
+    [fit][tinymbv2.train.trainer.fit] adds ``history`` (the epochs finished before) and
+    ``kept`` (where the last good weights are).
+    [record][tinymbv2.train.trainer.TrainingDiverged.record] is what ``metrics.json`` keeps.
+    A ``ValueError``, so the command line prints it as one line and exits with code 2.
 
-    * ``"loss"``: the loss of step ``step`` of epoch ``epoch`` (``steps`` per epoch). The
-      parameters are those that step's forward pass used (no backward, no optimizer step
-      followed), but that forward pass ran in training mode and has already written its
-      batch statistics, NaN or inf among them, into the BatchNorm running mean and
-      variance: the model in memory is not the last good one, the checkpoint is;
-    * ``"weights"``: found after the epoch's last step, ``name`` is the first parameter
-      or buffer holding an inf or NaN (:func:`first_non_finite`);
-    * ``"optimizer"``: found after the epoch's last step, ``name`` is the first state
-      array of the optimizer holding one, as ``"exp_avg_sq of features.0.0.weight"``
-      (:func:`first_non_finite_state`).
+    Args:
+        what: What became non-finite:
 
-    ``lr``: the learning rate of the step (after an epoch: the one the next step would
-    take). :func:`fit` adds ``history`` (the epochs finished before) and ``kept`` (where
-    the last good weights are). :meth:`record` is what ``metrics.json`` keeps. A
-    ``ValueError``, so the command line prints it as one line and exits with code 2.
+            * ``"loss"``: the loss of step ``step`` of epoch ``epoch``. The parameters are
+              those that step's forward pass used (no backward, no optimizer step
+              followed), but that forward pass ran in training mode and has already written
+              its batch statistics, NaN or inf among them, into the BatchNorm running mean
+              and variance: the model in memory is not the last good one, the checkpoint is;
+            * ``"weights"``: found after the epoch's last step, ``name`` is the first
+              parameter or buffer holding an inf or NaN
+              ([first_non_finite][tinymbv2.train.trainer.first_non_finite]);
+            * ``"optimizer"``: found after the epoch's last step, ``name`` is the first state
+              array of the optimizer holding one, as ``"exp_avg_sq of features.0.0.weight"``
+              ([first_non_finite_state][tinymbv2.train.trainer.first_non_finite_state]).
+        epoch: The epoch, from 1.
+        step: The step within the epoch, from 1.
+        steps: The steps per epoch.
+        lr: The learning rate of the step (after an epoch: the one the next step would take).
+        value: The loss (for ``"loss"``).
+        name: The parameter, buffer or state array (for ``"weights"`` and ``"optimizer"``).
     """
 
     def __init__(self, what: str, epoch: int, step: int, steps: int, lr: float,
@@ -103,11 +113,16 @@ class TrainingDiverged(ValueError):
 
 
 def first_non_finite(model) -> str | None:
-    """The name of the first parameter, then buffer, of ``model`` that holds an inf or a
-    NaN; None when every value is finite.
+    """The name of the first parameter, then buffer, of ``model`` that holds an inf or a NaN.
 
     One pass over the values where they live (NumPy or CuPy arrays, no copy; one host
     sync per array): cheap once per epoch, not something to do every step.
+
+    Args:
+        model: The model.
+
+    Returns:
+        The dotted name, or None when every value is finite.
     """
     for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
         if not _finite(tensor.data):
@@ -116,12 +131,19 @@ def first_non_finite(model) -> str | None:
 
 
 def first_non_finite_state(optimizer, model) -> str | None:
-    """The first state array of ``optimizer`` that holds an inf or a NaN, named with its
-    parameter's name in ``model`` (``"exp_avg_sq of features.0.0.weight"``); None when
-    every one is finite. The optimizer keeps its state per parameter
-    (``optimizer.state[id(param)]``: momentum buffers, Adam's moments, ...); numbers that
-    are not arrays (a step count) are not scanned. Once per epoch, like
-    :func:`first_non_finite`."""
+    """The first state array of ``optimizer`` that holds an inf or a NaN, named by its parameter.
+
+    The optimizer keeps its state per parameter (``optimizer.state[id(param)]``: momentum
+    buffers, Adam's moments, ...); numbers that are not arrays (a step count) are not
+    scanned. Once per epoch, like [first_non_finite][tinymbv2.train.trainer.first_non_finite].
+
+    Args:
+        optimizer: The optimizer.
+        model: The model its parameters belong to, for their names.
+
+    Returns:
+        ``"exp_avg_sq of features.0.0.weight"`` say, or None when every one is finite.
+    """
     names = {id(p): name for name, p in model.named_parameters()}
     for key, state in optimizer.state.items():
         for part, value in state.items():
@@ -147,11 +169,31 @@ def train_one_epoch(model, loader, optimizer, loss_fn=F.cross_entropy, scheduler
                     desc: str = "train", train_mode=None, epoch: int = 1) -> dict:
     """One pass over ``loader``; returns mean loss, accuracy and images/s.
 
-    ``train_mode(model)`` replaces ``model.train()`` (fine-tuning keeps frozen
-    BatchNorms in eval mode this way). A non-finite loss raises
-    :class:`TrainingDiverged` naming ``epoch`` and the step, before ``backward`` and the
-    optimizer's step, so the parameters stay those its forward pass used; the BatchNorm
-    running statistics that forward pass updated may hold NaN.
+    A non-finite loss raises
+    [TrainingDiverged][tinymbv2.train.trainer.TrainingDiverged] naming
+    ``epoch`` and the step, before ``backward`` and the optimizer's step, so the parameters
+    stay those its forward pass used; the BatchNorm running statistics that forward pass
+    updated may hold NaN.
+
+    Args:
+        model: The model (or its fused view).
+        loader: The [DataLoader][tinymbv2.data.loader.DataLoader] of the training split.
+        optimizer: The optimizer.
+        loss_fn: ``loss_fn(logits, labels)``, the mean loss of a batch.
+        scheduler: A schedule to step; None: none.
+        scheduler_interval: ``"batch"``: step the scheduler after every batch (``"epoch"``:
+            the caller steps it).
+        progress: Show a progress bar.
+        desc: The progress bar's label.
+        train_mode: ``train_mode(model)`` replaces ``model.train()`` (fine-tuning keeps
+            frozen BatchNorms in eval mode this way).
+        epoch: The epoch's number, for the messages.
+
+    Returns:
+        ``{"loss": ..., "accuracy": ..., "images_per_s": ...}``.
+
+    Raises:
+        TrainingDiverged: A non-finite loss.
     """
     (train_mode or (lambda m: m.train()))(model)
     dtype = model_dtype(model)
@@ -200,19 +242,13 @@ def fit(model, optimizer, train_loader, val_split=None, epochs: int = 1, loss_fn
         log=print, stop_after: int | None = None, train_mode=None, fuse: bool = True) -> dict:
     """Train for ``epochs`` epochs; returns the history (and keeps the best weights).
 
-    val_split: an object with ``.images`` and ``.labels`` (or None).
-    checkpoint_path: written after every epoch (atomically); ``resume_from`` reads one
-    and continues from the epoch after it, reproducing the uninterrupted run exactly
-    (same weights, optimizer and scheduler state, data order and dropout draws).
-    The best validation-accuracy weights are in ``history["best_state"]`` (a
-    state_dict), not written to the JSON-able part. ``stop_after=k`` ends the run
-    after epoch k (the schedule still spans ``epochs``): train in sessions, resume later.
-    ``fuse=False``: train the plain model, layer by layer, instead of its fused view.
+    The best validation-accuracy weights are in ``history["best_state"]`` (a state_dict),
+    not written to the JSON-able part.
 
     Resuming: the checkpoint is read once and checked before anything is loaded. With
     ``config`` given, the checkpoint's saved configuration must agree with it except for
-    the fields that may change (:func:`~tinymbv2.train.config.check_resume`); and it may
-    not have trained more epochs than ``epochs``. Either is a one-line ``ValueError``,
+    the fields that may change ([check_resume][tinymbv2.train.config.check_resume]); and it
+    may not have trained more epochs than ``epochs``. Either is a one-line ``ValueError``,
     with the model, optimizer and scheduler untouched.
 
     Resuming with more (or fewer) epochs than the checkpoint's run planned: a schedule
@@ -223,11 +259,37 @@ def fit(model, optimizer, train_loader, val_split=None, epochs: int = 1, loss_fn
     the extra epochs at a one-cycle's final lr, max_lr / 250000: barely at all.) A
     schedule without an end (exponential decay) simply goes on.
 
-    A non-finite loss, or non-finite weights or optimizer state after an epoch, raise
-    :class:`TrainingDiverged` (see the module docstring for what is checked when) with
-    ``history`` (the finished epochs) and ``kept`` (where the last good weights are:
-    :func:`where_kept`); weights or state that are not finite are never written to
-    ``checkpoint_path``.
+    Args:
+        model: The plain model (its fused view is made here unless ``fuse=False``).
+        optimizer: The optimizer, built on the model's parameters.
+        train_loader: The [DataLoader][tinymbv2.data.loader.DataLoader] of the training split.
+        val_split: An object with ``.images`` and ``.labels`` (or None).
+        epochs: The epochs the run is planned for.
+        loss_fn: ``loss_fn(logits, labels, reduction=...)``.
+        scheduler: The learning-rate schedule, or None.
+        scheduler_interval: ``"batch"`` or ``"epoch"``: when the scheduler steps.
+        checkpoint_path: Written after every epoch (atomically); None: none.
+        resume_from: A checkpoint to continue from, at the epoch after it, reproducing the
+            uninterrupted run exactly (same weights, optimizer and scheduler state, data
+            order and dropout draws).
+        config: The run's saved configuration, compared with the checkpoint's on resume.
+        progress: Show progress bars.
+        log: Where the per-epoch lines go.
+        stop_after: End the run after this epoch (the schedule still spans ``epochs``):
+            train in sessions, resume later.
+        train_mode: ``train_mode(model)`` replaces ``model.train()``.
+        fuse: Train the fused view (False: the plain model, layer by layer).
+
+    Returns:
+        The history: per-epoch lists, the best epoch, ``"best_state"``.
+
+    Raises:
+        TrainingDiverged: A non-finite loss, or non-finite weights or optimizer state after
+            an epoch (see the module for what is checked when), with ``history`` (the
+            finished epochs) and ``kept`` (where the last good weights are:
+            [where_kept][tinymbv2.train.trainer.where_kept]); weights or state that are not
+            finite are never written to ``checkpoint_path``.
+        ValueError: The checkpoint cannot be resumed into this run.
     """
     if scheduler_interval not in ("epoch", "batch"):
         raise ValueError(f"fit: expected scheduler_interval 'epoch' or 'batch', got {scheduler_interval!r}")
@@ -301,10 +363,19 @@ def where_kept(checkpoint_path, saved_epoch: int | None, resume_from=None,
                resumed_epoch: int = 0) -> str | None:
     """Where a run that stopped has its last good weights, in words (None: nowhere on disk).
 
-    ``saved_epoch``: the epoch this run last wrote to ``checkpoint_path`` (None: it wrote
-    none). A file already at ``checkpoint_path`` that this run did not write is an earlier
-    run's (a run into a folder that holds one), and is said to be; a run resumed from
-    another file has its last good weights there, at ``resumed_epoch``.
+    A file already at ``checkpoint_path`` that this run did not write is an earlier run's
+    (a run into a folder that holds one), and is said to be; a run resumed from another
+    file has its last good weights there, at ``resumed_epoch``.
+
+    Args:
+        checkpoint_path: The run's checkpoint file, or None.
+        saved_epoch: The epoch this run last wrote to ``checkpoint_path`` (None: it wrote none).
+        resume_from: The checkpoint the run resumed from, or None.
+        resumed_epoch: The epoch of ``resume_from``.
+
+    Returns:
+        Such as ``"the last good checkpoint, runs/x/model.npz, holds epoch 3"``; None:
+        nowhere.
     """
     if saved_epoch is not None:
         return f"the last good checkpoint, {checkpoint_path}, holds epoch {saved_epoch}"
@@ -326,11 +397,19 @@ def recalibrate_batchnorm(model, images, batch_size: int = 128):
     of many earlier weight settings), so eval-mode accuracy can sit far below
     training accuracy. One pass over ``images`` in training mode with a
     cumulative average (momentum None) replaces them by the statistics of the
-    final network. Returns the model in eval mode.
+    final network.
 
     It runs ``model`` as given: a fused view (``tinymbv2.fuse(model)``) works as well
     and faster, since its BatchNorms are the model's and read their momentum as the
     plain layers do.
+
+    Args:
+        model: The model (or its fused view).
+        images: Training images (N, C, H, W), normalised as in training.
+        batch_size: The images per forward pass.
+
+    Returns:
+        The model, in eval mode.
     """
     bns = [m for m in model.modules() if isinstance(m, BatchNorm2d)]
     momenta = [bn.momentum for bn in bns]

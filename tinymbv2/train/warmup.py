@@ -1,11 +1,13 @@
-"""Compile the numba kernels ahead of time: for each input shape the bundled and supported
-datasets give, the training and inference steps of the default model that a run takes.
+"""Compile the numba kernels ahead of time, for the input shapes the datasets give.
+
+For each input shape the bundled and supported datasets give, the training and
+inference steps of the default model that a run takes.
 
 A kernel is compiled the first time it meets a new kind of argument, and kept in Numba's
 disk cache (``tinymbv2/kernels/numba/cache.py``); with a cold cache the first step of a
 run spends about a minute compiling. ``tinymbv2 warmup`` (run by ``make demo``'s set-up)
 does that work before the run instead, through the very code a run uses
-(``train_one_epoch``, ``evaluate``), twice per shape (:data:`STEPS`): the fused model with
+(``train_one_epoch``, ``evaluate``), twice per shape (``STEPS``): the fused model with
 the default optimizer, as a default run trains, and the plain model (``--no-fuse``) with
 RMSprop, whose update is the one optimizer step the numba set runs (SGD's and Adam's are
 NumPy's).
@@ -44,8 +46,10 @@ from .trainer import train_one_epoch
 
 @dataclasses.dataclass(frozen=True)
 class WarmupCase:
-    """An input shape to compile for: images of ``in_channels x size x size``, the network
-    with its small-input stem (``small_input``) or the paper's stride-2 one."""
+    """An input shape to compile for: images of ``in_channels x size x size``.
+
+    The network has its small-input stem (``small_input``) or the paper's stride-2 one.
+    """
 
     name: str
     in_channels: int
@@ -65,8 +69,10 @@ CASES = (
 
 @dataclasses.dataclass(frozen=True)
 class Warmed:
-    """One case warmed: the kernels it compiled (none when the cache had them all) and the
-    seconds it took."""
+    """One case warmed: the kernels it compiled and the seconds it took.
+
+    No kernel when the cache had them all.
+    """
 
     case: WarmupCase
     dtype: str
@@ -75,11 +81,19 @@ class Warmed:
 
 
 def warmup(dtypes=("float32",), cases=None, batch_size: int = 8) -> Iterator[Warmed]:
-    """For each dtype and case (``CASES`` by default), the training and inference steps of
-    :func:`one_step_each` with the numba kernels; yields what each case compiled, as it goes.
+    """Run the training and inference steps of each case with the numba kernels, compiling them.
 
-    The steps run on random images, with the default :class:`TrainConfig` (its model and
-    loss); the package's random generator is left as it was.
+    The steps are [one_step_each][tinymbv2.train.warmup.one_step_each]'s, on random images,
+    with the default [TrainConfig][tinymbv2.train.config.TrainConfig] (its model and loss);
+    the package's random generator is left as it was.
+
+    Args:
+        dtypes: The dtypes to compile for, ``"float32"`` and/or ``"float64"``.
+        cases: The [WarmupCase][tinymbv2.train.warmup.WarmupCase]s; None: ``CASES``.
+        batch_size: The images per step.
+
+    Yields:
+        One [Warmed][tinymbv2.train.warmup.Warmed] per dtype and case, as it goes.
     """
     state = tm_random.get_state()
     try:
@@ -98,12 +112,22 @@ STEPS = (
     {},  # the default run: the fused model, the default optimizer (SGD)
     {"fuse": False, "optimizer": "rmsprop"},  # --no-fuse's plain layers; RMSprop's update kernel
 )
-"""The steps taken per shape, as :class:`TrainConfig` fields changed from the defaults."""
+"""The steps taken per shape, as [TrainConfig][tinymbv2.train.config.TrainConfig] fields
+changed from the defaults."""
 
 
 def one_step_each(case: WarmupCase, dtype, batch_size: int, num_classes: int = 10) -> None:
-    """For each of :data:`STEPS`, one training step (forward, backward, optimizer step) and
-    one inference pass of the default model on a batch of random images of ``case``."""
+    """For each of ``STEPS``, one training step and one inference pass of the default model.
+
+    A training step is forward, backward and the optimizer's step; the batch holds random
+    images of ``case``.
+
+    Args:
+        case: The input shape.
+        dtype: The dtype of the model and the images.
+        batch_size: The images per step.
+        num_classes: The classifier's outputs.
+    """
     for changes in STEPS:
         config = TrainConfig(small_input=case.small_input, **changes)
         one_run_step(config, case, dtype, batch_size, num_classes)
@@ -111,8 +135,17 @@ def one_step_each(case: WarmupCase, dtype, batch_size: int, num_classes: int = 1
 
 def one_run_step(config: TrainConfig, case: WarmupCase, dtype, batch_size: int,
                  num_classes: int = 10) -> None:
-    """One training step and one inference pass as a run of ``config`` takes them (its
-    model, optimizer and loss, fused or not), on a batch of random images of ``case``."""
+    """One training step and one inference pass as a run of ``config`` takes them.
+
+    Its model, optimizer and loss, fused or not, on a batch of random images of ``case``.
+
+    Args:
+        config: The run's [TrainConfig][tinymbv2.train.config.TrainConfig].
+        case: The input shape.
+        dtype: The dtype of the model and the images.
+        batch_size: The images per step.
+        num_classes: The classifier's outputs.
+    """
     model = build_model(config, case.in_channels, num_classes).to(dtype)
     rng = np.random.default_rng(0)
     images = rng.standard_normal((batch_size, case.in_channels, case.size, case.size)).astype(dtype)

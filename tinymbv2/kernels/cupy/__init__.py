@@ -1,24 +1,24 @@
 """GPU kernel set: hand-written CUDA kernels through CuPy, and cuBLAS GEMMs.
 
-:class:`CupyKernels` overrides the simple kernels of
-:class:`~tinymbv2.kernels.reference.ReferenceKernels` for CuPy arrays and inherits the
-fused ones, which it computes with its simple kernels; every output is
+[CupyKernels][tinymbv2.kernels.cupy.CupyKernels] overrides the simple kernels of
+[ReferenceKernels][tinymbv2.kernels.reference.ReferenceKernels] for CuPy arrays and
+inherits the fused ones, which it computes with its simple kernels; every output is
 a fresh C-contiguous CuPy array of the inputs' dtype (float32 or float64, the
-kernels are C++ templates compiled for both). Organised like :mod:`tinymbv2.kernels.numba`:
+kernels are C++ templates compiled for both). Organised like ``tinymbv2.kernels.numba``:
 
-* :mod:`.conv`: depthwise convolution (forward and backward-input one
+* ``conv``: depthwise convolution (forward and backward-input one
   thread per element; backward-weight a per-(channel, tap) block reduction),
   the dense stem (im2col + cuBLAS GEMM + col2im) and pointwise convolution
-  (one strided-batched cuBLAS GEMM per pass, :mod:`.gemm`, no copies);
-* :mod:`.batchnorm`: BatchNorm (per-channel block reductions in double
+  (one strided-batched cuBLAS GEMM per pass, ``gemm``, no copies);
+* ``batchnorm``: BatchNorm (per-channel block reductions in double
   precision, then one elementwise pass);
-* :mod:`.gemm`: the batched GEMMs (one cuBLAS call on the arrays as they lie, with
-  :mod:`.cublas_args`, plain Python, mapping row-major products to cuBLAS's arguments)
-  and the Linear layer's ``matmul``; :mod:`.common`: what the CUDA sources share
+* ``gemm``: the batched GEMMs (one cuBLAS call on the arrays as they lie, with
+  ``cublas_args``, plain Python, mapping row-major products to cuBLAS's arguments)
+  and the Linear layer's ``matmul``; ``common``: what the CUDA sources share
   (argument checks, compiling, launching, the block reduction).
 
 Deterministic: no floating-point atomics; every sum runs in a fixed order, so
-repeated runs give bit-identical results. :func:`tinymbv2.kernels.kernels_for`
+repeated runs give bit-identical results. [kernels_for][tinymbv2.kernels.kernels_for]
 imports this module the first time it meets a CuPy array, so CuPy is needed
 only by those who compute on a GPU (``pip install -e .[gpu]``).
 """

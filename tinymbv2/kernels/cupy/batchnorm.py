@@ -1,25 +1,26 @@
-"""CUDA kernels for BatchNorm2d: per-channel block reductions and one elementwise pass.
+r"""CUDA kernels for BatchNorm2d: per-channel block reductions and one elementwise pass.
 
-Same names, signatures and answers as :mod:`tinymbv2.kernels.reference`;
-:class:`~tinymbv2.kernels.cupy.CupyKernels` takes them as its kernels. x is (N, C, H, W),
-so channel c's M = N*H*W values lie in N runs of H*W; value m = n*HW + r of channel c is
-x[(n*C + c)*HW + r].
+Same names, signatures and answers as [tinymbv2.kernels.reference][];
+[CupyKernels][tinymbv2.kernels.cupy.CupyKernels] takes them as its kernels. x is
+(N, C, H, W), so channel c's $M = N H W$ values lie in N runs of $HW$; value
+$m = n \cdot HW + r$ of channel c is ``x[(n*C + c)*HW + r]``.
 
-* forward-train: the statistics are sums of d = x - K and d^2 with K the
+* forward-train: the statistics are sums of $d = x - K$ and $d^2$ with $K$ the
   channel's first value ("shifted data", as the numba set's BatchNorm), in double
-  precision even for float32, so var = E[d^2] - E[d]^2 does not cancel catastrophically.
-  Grid (C, S): block (c, s) sums its slice of channel c (fixed order, then a
-  fixed tree, see :mod:`.common`); a second kernel, one thread per channel,
-  adds the S partials in order and writes mean = K + E[d] and
-  invstd = 1 / sqrt(max(var, 0) + eps). Then one elementwise pass
-  y = (x - mean) * invstd * weight + bias.
-* backward-train: the same reduction for sum(gy) and sum(gy * (x - mean)), giving
-  gbias = sum gy, gweight = invstd * sum gy (x - mean) and, per channel, the
-  coefficients of gx = weight*invstd * (gy - gbias/M - xhat * gweight/M); then one
+  precision even for float32, so $\text{var} = E[d^2] - E[d]^2$ does not cancel
+  catastrophically. Grid (C, S): block (c, s) sums its slice of channel c (fixed order,
+  then a fixed tree, see ``common``); a second kernel, one thread per channel,
+  adds the S partials in order and writes $\text{mean} = K + E[d]$ and
+  $\text{invstd} = 1 / \sqrt{\max(\text{var}, 0) + \epsilon}$. Then one elementwise pass
+  ``y = (x - mean) * invstd * weight + bias``.
+* backward-train: the same reduction for $\sum g_y$ and $\sum g_y (x - \text{mean})$,
+  giving $g_\beta = \sum g_y$, $g_\gamma = \text{invstd} \sum g_y (x - \text{mean})$ and, per
+  channel, the coefficients of
+  $g_x = \gamma\,\text{invstd}\,(g_y - g_\beta/M - \hat{x}\,g_\gamma/M)$; then one
   elementwise pass for gx.
-* forward-eval: one elementwise pass, y = (x - mean) * (weight / sqrt(var + eps)) + bias.
+* forward-eval: one elementwise pass, ``y = (x - mean) * (weight / sqrt(var + eps)) + bias``.
 * ``relu6=True`` (BatchNorm fused with the ReLU6 after it, as in the numba set):
-  here composed of whole-array passes -- y clamped in place; in the backward, the
+  here composed of whole-array passes: y clamped in place; in the backward, the
   BatchNorm output recomputed by the forward's own kernel (so bit-identical) and
   gy zeroed where it is outside (0, 6).
 
@@ -156,8 +157,20 @@ def _per_channel_launch(kernel, c, args):
 
 
 def batch_norm_forward_train(x, weight, bias, eps, relu6=False):
-    """x (N, C, H, W), weight/bias (C,) -> (y, mean, invstd); the biased batch variance.
-    ``relu6``: y clamped to [0, 6]."""
+    r"""BatchNorm in training mode, with the biased batch variance.
+
+    The contract is ``ReferenceKernels``' kernel of the same name.
+
+    Args:
+        x: The input (N, C, H, W).
+        weight: $\gamma$ (C,).
+        bias: $\beta$ (C,).
+        eps: $\epsilon$, added to the variance.
+        relu6: Clamp y to [0, 6].
+
+    Returns:
+        ``(y, mean, invstd)``: y like x, the others (C,).
+    """
     fn = "batch_norm_forward_train"
     dtype, x, weight, bias = device_arrays(fn, x=x, weight=weight, bias=bias)
     batch_norm_args(fn, x, train=True, weight=weight, bias=bias)
@@ -180,8 +193,23 @@ def batch_norm_forward_train(x, weight, bias, eps, relu6=False):
 
 
 def batch_norm_backward_train(gy, x, mean, invstd, weight, bias=None, relu6=False):
-    """-> (gx, gweight, gbias); gx = weight*invstd*(gy - gbias/M - xhat*gweight/M).
-    ``relu6`` (needs ``bias``): gy first zeroed where the fused ReLU6 was flat."""
+    r"""BatchNorm's gradients in training mode.
+
+    $g_x = \gamma\,\text{invstd}\,(g_y - g_\beta/M - \hat{x}\,g_\gamma/M)$. The contract is
+    ``ReferenceKernels``' kernel of the same name.
+
+    Args:
+        gy: $\partial L / \partial y$ (N, C, H, W).
+        x: The input (N, C, H, W).
+        mean: The per-channel mean (C,).
+        invstd: $1/\sqrt{\sigma^2 + \epsilon}$ per channel (C,).
+        weight: $\gamma$ (C,).
+        bias: $\beta$ (C,); needed with ``relu6``.
+        relu6: The forward applied ReLU6: gy is first zeroed where it was flat.
+
+    Returns:
+        ``(gx, gweight, gbias)``.
+    """
     fn = "batch_norm_backward_train"
     if relu6 and bias is None:
         relu6_bias(fn, relu6, bias, weight)  # raises: the mask needs the bias
@@ -212,8 +240,23 @@ def batch_norm_backward_train(gy, x, mean, invstd, weight, bias=None, relu6=Fals
 
 
 def batch_norm_forward_eval(x, mean, var, weight, bias, eps, relu6=False):
-    """y = (x - mean) / sqrt(var + eps) * weight + bias, per channel; one elementwise pass
-    (then clamped to [0, 6] when ``relu6``)."""
+    r"""BatchNorm in eval mode, one elementwise pass.
+
+    ``y = (x - mean) / sqrt(var + eps) * weight + bias``. The contract is
+    ``ReferenceKernels``' kernel of the same name.
+
+    Args:
+        x: The input (N, C, H, W).
+        mean: The per-channel mean (C,).
+        var: The per-channel variance (C,).
+        weight: $\gamma$ (C,).
+        bias: $\beta$ (C,).
+        eps: $\epsilon$, added to the variance.
+        relu6: Clamp y to [0, 6].
+
+    Returns:
+        y, like x.
+    """
     fn = "batch_norm_forward_eval"
     dtype, x, mean, var, weight, bias = device_arrays(
         fn, x=x, mean=mean, var=var, weight=weight, bias=bias

@@ -1,6 +1,6 @@
 """What the CUDA kernel files share: argument checks, compiling, launching.
 
-Imported only by the ``cupy`` kernel set, which :func:`tinymbv2.kernels.kernels_for`
+Imported only by the ``cupy`` kernel set, which ``tinymbv2.kernels.kernels_for``
 loads the first time it sees a CuPy array, so ``import tinymbv2`` never needs CuPy.
 
 * Every kernel is a C++ template over the element type ``T`` (``float`` for
@@ -10,13 +10,13 @@ loads the first time it sees a CuPy array, so ``import tinymbv2`` never needs Cu
 * Launches are 1-D grids of ``BLOCK`` threads with a grid-stride loop over a
   capped grid. Element indices are 32-bit ints (64-bit division is several
   times slower on a GPU), so an array may have at most ``MAX_SIZE`` elements
-  (2^31 - 2^20: a batch of 1,700 images of MobileNetV2 at 224 px); pointer
+  ($2^{31} - 2^{20}$: a batch of 1,700 images of MobileNetV2 at 224 px); pointer
   offsets that multiply sizes are 64-bit.
 * Reductions (BatchNorm statistics, the depthwise weight gradient) never use
   floating-point atomics: a block of ``BLOCK`` threads sums its share in a fixed
   order and then in a fixed tree in shared memory, so every run gives
   bit-identical results. Rows with many values are split over several blocks
-  (see :func:`splits`), whose partial sums are added in order afterwards.
+  (see ``splits``), whose partial sums are added in order afterwards.
 """
 from __future__ import annotations
 
@@ -53,11 +53,22 @@ __device__ __forceinline__ double block_sum(double v, double* buf) {
 
 
 def device_arrays(fn: str, **arrays):
-    """(dtype, C-contiguous CuPy arrays in the order given) after checking them.
+    """The dtype and C-contiguous CuPy arrays, in the order given, after checking them.
 
     Every array must be a CuPy array (a NumPy array here means the caller mixed
     devices), all must share one dtype, float32 or float64 (never a silent cast),
-    and each must have fewer than MAX_SIZE elements.
+    and each must have fewer than ``MAX_SIZE`` elements.
+
+    Args:
+        fn: The kernel's name, for the message.
+        **arrays: The arrays by name.
+
+    Returns:
+        ``(dtype, *arrays)``.
+
+    Raises:
+        TypeError: An array that is not CuPy's, or dtypes that differ or are not floating.
+        ValueError: An array of ``MAX_SIZE`` elements or more.
     """
     for name, a in arrays.items():
         if not isinstance(a, cp.ndarray):
@@ -79,6 +90,10 @@ class Kernels:
 
     ``Kernels(src, ["dw_forward", ...])[("dw_forward", dtype)]`` is the
     ``cupy.RawKernel`` of ``dw_forward<float>`` or ``dw_forward<double>``.
+
+    Args:
+        src: The CUDA source (the shared block reduction is put in front of it).
+        names: The templated kernels it defines.
     """
 
     def __init__(self, src: str, names):
@@ -95,14 +110,20 @@ class Kernels:
 
 
 def i32(v) -> np.int32:
-    """A kernel's ``int`` argument: an explicit 32-bit scalar, checked to fit with room to spare."""
+    """A kernel's ``int`` argument ``v`` as an explicit 32-bit scalar, checked to fit."""
     if not -MAX_SIZE < int(v) < MAX_SIZE:
         raise ValueError(f"cupy kernels: size {v} is too large for 32-bit indexing (< {MAX_SIZE})")
     return np.int32(v)
 
 
 def launch(kernel, total: int, args) -> None:
-    """Run a grid-stride ``kernel`` over ``total`` elements (nothing to do for 0)."""
+    """Run a grid-stride ``kernel`` over ``total`` elements (nothing to do for 0).
+
+    Args:
+        kernel: The ``cupy.RawKernel``.
+        total: The number of elements its loop covers.
+        args: Its arguments.
+    """
     if total <= 0:
         return
     grid = min(-(-total // BLOCK), MAX_GRID)
@@ -112,9 +133,16 @@ def launch(kernel, total: int, args) -> None:
 def splits(rows: int, m: int) -> tuple[int, int]:
     """(S, chunk): each of ``rows`` sums of ``m`` values is split over S blocks of ``chunk`` values.
 
-    Enough blocks to fill the GPU (about TARGET_BLOCKS in all), but every thread
+    Enough blocks to fill the GPU (about ``TARGET_BLOCKS`` in all), but every thread
     still gets at least 4 values. A fixed rule, so the order of every addition,
     and hence the result, is the same on every run and every GPU.
+
+    Args:
+        rows: The number of sums (channels, or channel-taps).
+        m: The values per sum.
+
+    Returns:
+        ``(S, chunk)``.
     """
     s = max(1, -(-TARGET_BLOCKS // max(rows, 1)))
     s = max(1, min(s, -(-m // (4 * BLOCK)), 65535))

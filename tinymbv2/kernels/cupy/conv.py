@@ -1,10 +1,10 @@
 """CUDA kernels for convolution: depthwise (hand-written), dense and pointwise (cuBLAS).
 
-Same names, signatures and answers as :mod:`tinymbv2.kernels.reference` (the
-interface is in :mod:`tinymbv2.kernels`); :class:`~tinymbv2.kernels.cupy.CupyKernels`
+Same names, signatures and answers as [tinymbv2.kernels.reference][] (the
+interface is in [tinymbv2.kernels][]); [CupyKernels][tinymbv2.kernels.cupy.CupyKernels]
 takes them as its kernels.
-Shapes NCHW, C-contiguous; Ho = (H + 2ph - kh) // sh + 1. Output pixel (oh, ow)
-with tap (i, j) reads input pixel (oh*sh + i - ph, ow*sw + j - pw); outside the
+Shapes NCHW, C-contiguous; ``Ho = (H + 2ph - kh) // sh + 1``. Output pixel (oh, ow)
+with tap (i, j) reads input pixel ``(oh*sh + i - ph, ow*sw + j - pw)``; outside the
 input that is the zero padding, which no kernel materialises.
 
 Depthwise, ``w`` (C, 1, kh, kw):
@@ -15,8 +15,8 @@ Depthwise, ``w`` (C, 1, kh, kw):
   it -- tap i reached row h from output row oh = (h + ph - i) / sh when that is a
   whole number in [0, Ho) -- so each thread writes only its own gx (no atomics);
 * backward-weight: ``gw[c,i,j] = sum_{n,oh,ow} gy[n,c,oh,ow] * x[n,c,oh*sh+i-ph, ...]``,
-  a sum of M = N*Ho*Wo products per (channel, tap): blocks of threads sum slices
-  of it in double precision in a fixed order (see :mod:`.common`), then the
+  a sum of ``M = N*Ho*Wo`` products per (channel, tap): blocks of threads sum slices
+  of it in double precision in a fixed order (see ``common``), then the
   slices' partial sums are added in order. Deterministic, no float atomics.
 
 Dense (groups 1, the 3x3 stem) is im2col + GEMM, as in the numba set's:
@@ -24,9 +24,9 @@ Dense (groups 1, the 3x3 stem) is im2col + GEMM, as in the numba set's:
 output (oh, ow) (a hand-written kernel, one thread per element), then
 ``y[n] = W (Co, K) @ cols[n]``, ``gw = sum_n gy[n] @ cols[n].T`` and
 ``gcols[n] = W.T @ gy[n]`` folded back by col2im (again one thread per input
-pixel, gathering). The GEMMs are cuBLAS through :mod:`.gemm`.
+pixel, gathering). The GEMMs are cuBLAS through ``gemm``.
 
-Pointwise (1x1) needs no im2col: x[n] seen as (Ci, H*W) *is* the column matrix,
+Pointwise (1x1) needs no im2col: x[n] seen as ``(Ci, H*W)`` *is* the column matrix,
 so forward, backward-input and backward-weight are one strided-batched cuBLAS
 GEMM each on the arrays as they lie (the weight shared with batch stride 0, the
 transposes done by cuBLAS, not by copies); the weight gradient then sums the N
@@ -192,7 +192,19 @@ def _geom(x_shape, w_shape, stride, padding, out_hw):
 
 # -------------------------------------------------------- depthwise convolution
 def depthwise_conv2d_forward(x, w, stride, padding):
-    """x (N, C, H, W), w (C, 1, kh, kw) -> y (N, C, Ho, Wo); one thread per output."""
+    """Depthwise convolution, one thread per output.
+
+    The contract is ``ReferenceKernels``' kernel of the same name.
+
+    Args:
+        x: The input (N, C, H, W).
+        w: The weight (C, 1, kh, kw).
+        stride: (sh, sw).
+        padding: (ph, pw), zeros on each side.
+
+    Returns:
+        y (N, C, Ho, Wo).
+    """
     fn = "depthwise_conv2d_forward"
     dtype, x, w = device_arrays(fn, x=x, w=w)
     stride, padding, (ho, wo) = conv_geometry(fn, x.shape, w.shape, stride, padding, depthwise=True)
@@ -204,7 +216,20 @@ def depthwise_conv2d_forward(x, w, stride, padding):
 
 
 def depthwise_conv2d_backward_input(gy, w, x_shape, stride, padding):
-    """gy (N, C, Ho, Wo), w (C, 1, kh, kw) -> gx ``x_shape``; one thread per input pixel."""
+    r"""The depthwise convolution's input gradient, one thread per input pixel.
+
+    The contract is ``ReferenceKernels``' kernel of the same name.
+
+    Args:
+        gy: $\partial L / \partial y$ (N, C, Ho, Wo).
+        w: The weight (C, 1, kh, kw).
+        x_shape: The input's shape (N, C, H, W).
+        stride: (sh, sw).
+        padding: (ph, pw), zeros on each side.
+
+    Returns:
+        gx, of ``x_shape``.
+    """
     fn = "depthwise_conv2d_backward_input"
     dtype, gy, w = device_arrays(fn, gy=gy, w=w)
     x_shape = tuple(int(s) for s in x_shape)
@@ -217,7 +242,20 @@ def depthwise_conv2d_backward_input(gy, w, x_shape, stride, padding):
 
 
 def depthwise_conv2d_backward_weight(gy, x, w_shape, stride, padding):
-    """gy (N, C, Ho, Wo), x (N, C, H, W) -> gw ``w_shape`` = (C, 1, kh, kw); block reductions."""
+    r"""The depthwise convolution's weight gradient, by block reductions.
+
+    The contract is ``ReferenceKernels``' kernel of the same name.
+
+    Args:
+        gy: $\partial L / \partial y$ (N, C, Ho, Wo).
+        x: The input (N, C, H, W).
+        w_shape: (C, 1, kh, kw).
+        stride: (sh, sw).
+        padding: (ph, pw), zeros on each side.
+
+    Returns:
+        gw, of ``w_shape``.
+    """
     fn = "depthwise_conv2d_backward_weight"
     dtype, gy, x = device_arrays(fn, gy=gy, x=x)
     w_shape = tuple(int(s) for s in w_shape)
@@ -239,7 +277,7 @@ def depthwise_conv2d_backward_weight(gy, x, w_shape, stride, padding):
 
 # ------------------------------------------------------------ dense convolution
 def _im2col(x, w_shape, stride, padding, out_hw):
-    """x (N, C, H, W) -> cols (N, C*kh*kw, Ho*Wo)."""
+    """x (N, C, H, W) -> cols ``(N, C*kh*kw, Ho*Wo)``."""
     n, c = x.shape[:2]
     k, p = c * w_shape[2] * w_shape[3], out_hw[0] * out_hw[1]
     cols = cp.empty((n, k, p), x.dtype)
@@ -249,7 +287,19 @@ def _im2col(x, w_shape, stride, padding, out_hw):
 
 
 def conv2d_forward(x, w, stride, padding):
-    """x (N, Ci, H, W), w (Co, Ci, kh, kw) -> y (N, Co, Ho, Wo): im2col, then y[n] = W @ cols[n]."""
+    """Dense convolution: im2col, then ``y[n] = W @ cols[n]``.
+
+    The contract is ``ReferenceKernels``' kernel of the same name.
+
+    Args:
+        x: The input (N, Ci, H, W).
+        w: The weight (Co, Ci, kh, kw).
+        stride: (sh, sw).
+        padding: (ph, pw), zeros on each side.
+
+    Returns:
+        y (N, Co, Ho, Wo).
+    """
     fn = "conv2d_forward"
     dtype, x, w = device_arrays(fn, x=x, w=w)
     stride, padding, (ho, wo) = conv_geometry(fn, x.shape, w.shape, stride, padding)
@@ -260,7 +310,20 @@ def conv2d_forward(x, w, stride, padding):
 
 
 def conv2d_backward_input(gy, w, x_shape, stride, padding):
-    """gy (N, Co, Ho, Wo), w (Co, Ci, kh, kw) -> gx ``x_shape``: gcols[n] = W.T @ gy[n], then col2im."""
+    r"""Dense convolution's input gradient: ``gcols[n] = W.T @ gy[n]``, then col2im.
+
+    The contract is ``ReferenceKernels``' kernel of the same name.
+
+    Args:
+        gy: $\partial L / \partial y$ (N, Co, Ho, Wo).
+        w: The weight (Co, Ci, kh, kw).
+        x_shape: The input's shape (N, C, H, W).
+        stride: (sh, sw).
+        padding: (ph, pw), zeros on each side.
+
+    Returns:
+        gx, of ``x_shape``.
+    """
     fn = "conv2d_backward_input"
     dtype, gy, w = device_arrays(fn, gy=gy, w=w)
     x_shape = tuple(int(s) for s in x_shape)
@@ -276,7 +339,20 @@ def conv2d_backward_input(gy, w, x_shape, stride, padding):
 
 
 def conv2d_backward_weight(gy, x, w_shape, stride, padding):
-    """gy (N, Co, Ho, Wo), x (N, Ci, H, W) -> gw ``w_shape``: sum_n gy[n] @ cols[n].T."""
+    r"""Dense convolution's weight gradient: the sum over n of ``gy[n] @ cols[n].T``.
+
+    The contract is ``ReferenceKernels``' kernel of the same name.
+
+    Args:
+        gy: $\partial L / \partial y$ (N, Co, Ho, Wo).
+        x: The input (N, Ci, H, W).
+        w_shape: (Co, Ci, kh, kw).
+        stride: (sh, sw).
+        padding: (ph, pw), zeros on each side.
+
+    Returns:
+        gw, of ``w_shape``.
+    """
     fn = "conv2d_backward_weight"
     dtype, gy, x = device_arrays(fn, gy=gy, x=x)
     w_shape = tuple(int(s) for s in w_shape)
@@ -290,7 +366,17 @@ def conv2d_backward_weight(gy, x, w_shape, stride, padding):
 
 # -------------------------------------------------------- pointwise convolution
 def pointwise_conv2d_forward(x, w):
-    """x (N, Ci, H, W), w (Co, Ci, 1, 1) -> y (N, Co, H, W), y[n] = W @ x[n] (one cuBLAS call)."""
+    """1x1 convolution: ``y[n] = W @ x[n]``, one cuBLAS call.
+
+    The contract is ``ReferenceKernels``' kernel of the same name.
+
+    Args:
+        x: The input (N, Ci, H, W).
+        w: The weight (Co, Ci, 1, 1).
+
+    Returns:
+        y (N, Co, H, W).
+    """
     fn = "pointwise_conv2d_forward"
     dtype, x, w = device_arrays(fn, x=x, w=w)
     pointwise_args(fn, x, "x", w, axis=1)
@@ -300,7 +386,17 @@ def pointwise_conv2d_forward(x, w):
 
 
 def pointwise_conv2d_backward_input(gy, w):
-    """gy (N, Co, H, W), w (Co, Ci, 1, 1) -> gx (N, Ci, H, W), gx[n] = W.T @ gy[n]."""
+    r"""1x1 convolution's input gradient: ``gx[n] = W.T @ gy[n]``.
+
+    The contract is ``ReferenceKernels``' kernel of the same name.
+
+    Args:
+        gy: $\partial L / \partial y$ (N, Co, H, W).
+        w: The weight (Co, Ci, 1, 1).
+
+    Returns:
+        gx (N, Ci, H, W).
+    """
     fn = "pointwise_conv2d_backward_input"
     dtype, gy, w = device_arrays(fn, gy=gy, w=w)
     pointwise_args(fn, gy, "gy", w, axis=0)
@@ -311,7 +407,17 @@ def pointwise_conv2d_backward_input(gy, w):
 
 
 def pointwise_conv2d_backward_weight(gy, x):
-    """gy (N, Co, H, W), x (N, Ci, H, W) -> gw (Co, Ci, 1, 1) = sum_n gy[n] @ x[n].T."""
+    r"""1x1 convolution's weight gradient: the sum over n of ``gy[n] @ x[n].T``.
+
+    The contract is ``ReferenceKernels``' kernel of the same name.
+
+    Args:
+        gy: $\partial L / \partial y$ (N, Co, H, W).
+        x: The input (N, Ci, H, W).
+
+    Returns:
+        gw (Co, Ci, 1, 1).
+    """
     fn = "pointwise_conv2d_backward_weight"
     dtype, gy, x = device_arrays(fn, gy=gy, x=x)
     pointwise_weight_args(fn, gy, x)

@@ -1,17 +1,17 @@
-"""cuBLAS's arguments for a batched row-major matrix product: plain Python, no CuPy.
+r"""cuBLAS's arguments for a batched row-major matrix product: plain Python, no CuPy.
 
 For ``out[n] = op(a[n]) @ op(b[n])`` (``op(m)`` = m.T when its flag is set, a 2-D operand
-shared by the whole batch), :func:`gemm_args` gives the arguments of one
+shared by the whole batch), ``gemm_args`` gives the arguments of one
 ``cublasGemmStridedBatchedEx`` call on C-contiguous operands as they lie.
 
 cuBLAS is column-major; a row-major (r, c) matrix is, to cuBLAS, its transpose
 stored column-major with leading dimension c. So the row-major product
-C = op(A) op(B) (M x N) is computed as the column-major C^T = op(B)^T op(A)^T
-(N x M, ld N): cuBLAS's "A" is our b and its "B" is our a, and each transpose flag
-is kept as it is.
+$C = \text{op}(A)\,\text{op}(B)$ (M x N) is computed as the column-major
+$C^T = \text{op}(B)^T \text{op}(A)^T$ (N x M, ld N): cuBLAS's "A" is our b and its "B"
+is our a, and each transpose flag is kept as it is.
 
 This module imports nothing from the package (nor CuPy), so that the tests check this
-bookkeeping on any machine, against a NumPy model of cuBLAS's definition; :mod:`.gemm`
+bookkeeping on any machine, against a NumPy model of cuBLAS's definition; ``gemm``
 makes the call.
 """
 from __future__ import annotations
@@ -54,7 +54,21 @@ def _split(shape, name):
 
 
 def gemm_args(a_shape, trans_a, b_shape, trans_b) -> GemmArgs:
-    """cuBLAS arguments for out[n] = op(a[n]) @ op(b[n]), row-major, C-contiguous operands."""
+    """cuBLAS arguments for ``out[n] = op(a[n]) @ op(b[n])``, row-major, C-contiguous operands.
+
+    Args:
+        a_shape: (B, r, c), or (r, c) for an operand shared by the batch.
+        trans_a: ``op(a)`` is its transpose.
+        b_shape: (B, r, c), or (r, c).
+        trans_b: ``op(b)`` is its transpose.
+
+    Returns:
+        The [GemmArgs][tinymbv2.kernels.cupy.cublas_args.GemmArgs].
+
+    Raises:
+        ValueError: Batch sizes or inner dimensions that differ, or an operand that is not
+            2-D or 3-D.
+    """
     ba, ra, ca = _split(a_shape, "a")
     bb, rb, cb = _split(b_shape, "b")
     if ba is not None and bb is not None and ba != bb:

@@ -13,7 +13,7 @@ activation ``x``, and it broadcasts a 2-D weight with a pointer-array batched GE
 cuBLAS itself takes a transpose flag and a batch stride (0 for a shared operand),
 so ``cublasGemmStridedBatchedEx`` does every case in one call on the arrays as they are.
 
-cuBLAS is column-major, our arrays row-major: :mod:`.cublas_args` (plain Python, tested
+cuBLAS is column-major, our arrays row-major: ``cublas_args`` (plain Python, tested
 on any machine) turns each product into cuBLAS's arguments.
 
 Setting ``TINYMBV2_CUPY_GEMM=matmul`` in the environment (or a CuPy without the
@@ -43,7 +43,17 @@ def _use_cublas() -> bool:
 
 
 def batched_matmul(a, b, trans_a: bool = False, trans_b: bool = False):
-    """op(a[n]) @ op(b[n]) for C-contiguous CuPy arrays (see the module docstring) -> (B, M, N)."""
+    """``op(a[n]) @ op(b[n])`` for C-contiguous CuPy arrays (see the module docstring).
+
+    Args:
+        a: (B, r, c), or (r, c) shared by the batch.
+        b: (B, r, c), or (r, c) shared by the batch.
+        trans_a: Use ``a[n].T``.
+        trans_b: Use ``b[n].T``.
+
+    Returns:
+        out (B, M, N), C-contiguous.
+    """
     p = gemm_args(a.shape, trans_a, b.shape, trans_b)
     dtype = np.dtype(a.dtype)
     if p.batch == 0 or p.m == 0 or p.n == 0 or p.k == 0:
@@ -73,7 +83,15 @@ def batched_matmul(a, b, trans_a: bool = False, trans_b: bool = False):
 
 
 def matmul(a, b):
-    """a (M, K) @ b (K, N) -> (M, N) on the GPU (cuBLAS through CuPy): the Linear layer."""
+    """``a @ b`` on the GPU (cuBLAS through CuPy): the Linear layer's product.
+
+    Args:
+        a: (M, K).
+        b: (K, N).
+
+    Returns:
+        (M, N).
+    """
     fn = "matmul"
     _, a, b = device_arrays(fn, a=a, b=b)
     matmul_args(fn, a, b)

@@ -1,21 +1,23 @@
 """Fast CPU kernel set: Numba ``@njit(parallel=True)`` kernels, Numba matrix loops, BLAS.
 
-:class:`NumbaKernels` subclasses :class:`~tinymbv2.kernels.reference.ReferenceKernels`
-and overrides every simple kernel and most fused ones, with the same signatures and
-answers, organised for speed instead of for reading. The package is grouped by op:
+[NumbaKernels][tinymbv2.kernels.numba.NumbaKernels] subclasses
+[ReferenceKernels][tinymbv2.kernels.reference.ReferenceKernels] and overrides every simple
+kernel and most fused ones, with the same signatures and answers, organised for speed
+instead of for reading. The package is grouped by op:
 
-* :mod:`.depthwise` (direct loops; its modules hold the 3x3 planes, the channels-last
-  kernels in vector registers and those for small planes), :mod:`.pointwise` (a matrix
-  product per image, or one over the batch on channels-last planes: :mod:`.pointwise.channels_last`),
-  :mod:`.dense` (im2col + GEMM per image), :mod:`.batchnorm`, :mod:`.matmul` (the Linear
-  layer's GEMM), and the fused kernels :mod:`.block` (a whole inverted residual block for
-  inference), :mod:`.stage` (the depthwise stage in training) and :mod:`.optim` (RMSprop);
-* their shared machinery: :mod:`.pool` (Numba's one thread pool, and the BLAS its
+* ``.depthwise`` (direct loops; its modules hold the 3x3 planes, the channels-last
+  kernels in vector registers and those for small planes), ``.pointwise`` (a matrix
+  product per image, or one over the batch on channels-last planes:
+  ``.pointwise.channels_last``), ``.dense`` (im2col + GEMM per image), ``.batchnorm``,
+  ``.matmul`` (the Linear layer's GEMM), and the fused kernels ``.block`` (a whole
+  inverted residual block for inference), ``.stage`` (the depthwise stage in training)
+  and ``.optim`` (RMSprop);
+* their shared machinery: ``.pool`` (Numba's one thread pool, and the BLAS its
   ``np.dot`` calls pinned to one thread: why, and the pool's passive wait policy),
-  :mod:`.llvm` (loops written in LLVM's own terms: vector registers, masked loads, FMAs),
-  :mod:`.tile` (the register block of a matrix product), :mod:`.gemm` (the matrix loops
-  built on it), :mod:`.transpose` (transposes in registers), :mod:`.layout` (channels-last
-  small planes, aligned allocation), :mod:`.padding` and :mod:`.chunks` (what the jitted
+  ``.llvm`` (loops written in LLVM's own terms: vector registers, masked loads, FMAs),
+  ``.tile`` (the register block of a matrix product), ``.gemm`` (the matrix loops
+  built on it), ``.transpose`` (transposes in registers), ``.layout`` (channels-last
+  small planes, aligned allocation), ``.padding`` and ``.chunks`` (what the jitted
   loops share: the runs of outputs a tap reads inside the image, and work cut into
   chunks with scratch of their own).
 
@@ -42,8 +44,8 @@ slice per task. Both rules were measured:
   slower than the same loop on slices of one array allocated before it.
 
 Kernels are compiled on first use for each dtype (float32, float64) and
-cached on disk, so only the first process pays the compile (:mod:`.cache`: where, and
-what happens when no folder is writable; :mod:`.compiling`: the line a terminal shows
+cached on disk, so only the first process pays the compile (``.cache``: where, and
+what happens when no folder is writable; ``.compiling``: the line a terminal shows
 while kernels compile; ``tinymbv2 warmup`` compiles ahead of time what the default
 models need). Numba checks a cached function against its own source file only: after editing a
 helper that a kernel in *another* module calls (say ``depthwise/planes3x3.py``, which

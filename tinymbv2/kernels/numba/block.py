@@ -22,7 +22,7 @@ The depthwise filter needs one input row above and below the band: those halo
 rows are expanded twice, by both bands that touch them. ``BAND_BYTES`` bounds
 E + D per thread; at 224 px a band is a quarter of an image in block 2, half of one
 in blocks 3 and 4, and a whole image from 28x28 on.
-Blocks whose output plane is kept channels-last (:mod:`.layout`: 14x14 and 7x7
+Blocks whose output plane is kept channels-last (``.layout``: 14x14 and 7x7
 at 224 px) run layer by layer, where a pointwise layer is one GEMM over the whole batch.
 With that layout off, a band that is a whole image of under 256 pixels has a few images
 go side by side in the GEMMs' columns (``images_per_task``).
@@ -63,7 +63,7 @@ MIN_COLS = 256
 224 px batch 8: 42.4 ms ungrouped, 41.7 ms grouped (two 14x14 images per task)."""
 FUSED_FROM = 64
 """Output planes of fewer pixels run layer by layer (``fused_planes``), channels-last
-(:mod:`.layout`), where a pointwise layer is one GEMM over the whole batch: at
+(``.layout``), where a pointwise layer is one GEMM over the whole batch: at
 7x7 that measured faster than a fused block's one thin GEMM per image. So do all
 channels-last output planes: at 14x14, A/B at 224 px batch 8 in one process, inference took
 36.5 and 37.7 ms layer by layer against 37.5 and 38.5 ms fused; from 28x28 up the fused
@@ -126,7 +126,7 @@ def _band(x, b0, nb, we, ep_e, wdw, ep_d, s, wpj, ep_p, residual, y, r0, r1,
           xb, eb, xp, run, db, ob):
     """Output rows [r0, r1) of images b0 .. b0 + nb - 1: x (N, Ci, H, W) -> y (N, Co, Ho, Wo),
     see the module. Several images (small planes, whole images) go side by side in the
-    GEMMs' columns: image i's part of E, D and Y starts at column i * (its columns)."""
+    GEMMs' columns: image i's part of E, D and Y starts at column i times its columns."""
     ci, h, wd = x.shape[1:]
     co, ho, wo = y.shape[1:]
     ch = wdw.shape[0]
@@ -185,8 +185,23 @@ def _band(x, b0, nb, we, ep_e, wdw, ep_d, s, wpj, ep_p, residual, y, r0, r1,
 
 @njit(**_JIT)
 def band_rows(ch, wd, wo, s, ho, itemsize, budget):
-    """Output rows per band: E (Ch x rows*s+2 x W) and D (Ch x rows x Wo) within
-    ``budget`` bytes, at least 1; then evened out over the image's bands."""
+    """The output rows per band that fit ``budget`` bytes, at least 1.
+
+    A band holds E (Ch x (rows·s + 2) x W) and D (Ch x rows x Wo); the rows are then evened
+    out over the image's bands.
+
+    Args:
+        ch: Ch, the hidden channels.
+        wd: W, the input width.
+        wo: Wo, the output width.
+        s: The depthwise stride.
+        ho: Ho, the output height.
+        itemsize: Bytes per value.
+        budget: The bytes a band may take (the cache it should stay in).
+
+    Returns:
+        The rows per band.
+    """
     per_row = ch * (s * wd + wo) * itemsize
     rows = max(1, min(ho, (budget - 2 * ch * wd * itemsize) // per_row))
     nb = (ho + rows - 1) // rows
@@ -195,9 +210,22 @@ def band_rows(ch, wd, wo, s, ho, itemsize, budget):
 
 @njit(**_JIT)
 def images_per_task(n, ho, wo, rows, min_cols):
-    """Whole images side by side per task when a band is a whole small image: the power
-    of two that gives the GEMMs ``min_cols`` output columns, but at most ceil(n / 4) so
-    that there are still >= 4 tasks. A function of the shapes only (determinism)."""
+    """Whole images side by side per task, when a band is a whole small image.
+
+    The power of two that gives the GEMMs ``min_cols`` output columns, but at most
+    ``ceil(n / 4)`` so that there are still 4 tasks or more. A function of the shapes only
+    (determinism).
+
+    Args:
+        n: N, the images.
+        ho: Ho, the output height.
+        wo: Wo, the output width.
+        rows: The rows per band.
+        min_cols: The output columns a GEMM should have.
+
+    Returns:
+        The images per task (1: one band of one image).
+    """
     if rows < ho or ho * wo >= min_cols:
         return 1
     g = 1
@@ -235,8 +263,18 @@ def _blocks(x, we, ep_e, wdw, ep_d, s, wpj, ep_p, residual, y, threads, budget, 
 
 
 def fused_planes(x, stride) -> bool:
-    """Does ``inverted_residual_eval`` take a block on input x (N, C, H, W) at this stride:
-    output planes of at least ``FUSED_FROM`` pixels that are not kept channels-last?"""
+    """Does ``inverted_residual_eval`` take a block on input ``x`` at this stride?
+
+    It does for output planes of at least ``FUSED_FROM`` pixels that are not kept
+    channels-last.
+
+    Args:
+        x: The block's input (N, C, H, W).
+        stride: The depthwise stride.
+
+    Returns:
+        Whether the fused kernel runs the block.
+    """
     if x.ndim != 4 or stride not in (1, 2):
         return False
     ho, wo = (x.shape[2] - 1) // stride + 1, (x.shape[3] - 1) // stride + 1
@@ -246,11 +284,25 @@ def fused_planes(x, stride) -> bool:
 def inverted_residual_eval(x, expand, depthwise, project, stride, residual):
     """MobileNetV2's inverted residual block in eval mode, one call (see the module).
 
-    x: (N, Ci, H, W). expand: None (expansion ratio 1) or (w (Ch, Ci, 1, 1), bn);
-    depthwise: (w (Ch, 1, 3, 3), bn), padding 1, stride ``stride`` (1 or 2);
-    project: (w (Co, Ch, 1, 1), bn). Each bn is ``(mean, var, weight, bias, eps,
-    relu6)`` as the ``*_bn_eval`` kernels take it (ReLU6 on the first two, not the
-    projection). ``residual``: add x (stride 1, Ci = Co). -> (N, Co, Ho, Wo)."""
+    Each bn is ``(mean, var, weight, bias, eps, relu6)`` as the ``*_bn_eval`` kernels take
+    it (ReLU6 on the first two, not the projection). The contract is ``ReferenceKernels``'
+    kernel of the same name.
+
+    Args:
+        x: The block's input (N, Ci, H, W).
+        expand: None (expansion ratio 1) or ``(w (Ch, Ci, 1, 1), bn)``.
+        depthwise: ``(w (Ch, 1, 3, 3), bn)``, padding 1.
+        project: ``(w (Co, Ch, 1, 1), bn)``.
+        stride: 1 or 2.
+        residual: Add x (stride 1, Ci = Co).
+
+    Returns:
+        (N, Co, Ho, Wo).
+
+    Raises:
+        ValueError: Weights of other shapes, or a stride other than 1 or 2.
+        TypeError: Arrays of different dtypes.
+    """
     fn = "inverted_residual_eval"
     x = np.ascontiguousarray(x)
     ndim(fn, "x", x, 4)

@@ -11,12 +11,12 @@ object there and then), trying in order:
 each only if it can be created and written. When none can -- a wheel installed
 read-only, run by an account without a writable home (a container, a service
 account) -- decorating raises ``RuntimeError: cannot cache function ...: no locator
-available``, so importing the kernel set failed. :func:`find_cache` asks Numba's own
+available``, so importing the kernel set failed. ``find_cache`` asks Numba's own
 locators the same question once, before any kernel module is imported (this module is
-imported first by :mod:`tinymbv2.kernels.numba`), and when the answer is no, the kernels
+imported first by ``tinymbv2.kernels.numba``), and when the answer is no, the kernels
 are compiled without a disk cache: they work, and each process compiles the kernels it
 uses again. One line on stderr says so, and how to get the cache back
-(:func:`no_cache_notice`), when the first kernel compiles (:mod:`.compiling`): a process
+(``no_cache_notice``), when the first kernel compiles (``.compiling``): a process
 that compiles nothing is not told, and ``tinymbv2 warmup``, which then refuses to run
 (nothing it compiled would be kept), says it in its own one line.
 """
@@ -39,8 +39,17 @@ def kernel_folders() -> list[str]:
 
 
 def cache_folder(source_file: str) -> str:
-    """The folder Numba caches the functions of ``source_file`` in; raises Numba's
-    ``RuntimeError`` (no locator available) when there is none it can write to."""
+    """The folder Numba caches the functions of ``source_file`` in.
+
+    Args:
+        source_file: A Python file of the package.
+
+    Returns:
+        The folder.
+
+    Raises:
+        RuntimeError: Numba's: no locator available, no folder it can write to.
+    """
     # A do-nothing function that claims to live in source_file: Numba picks its
     # folder from the function's file, exactly as for a kernel defined there.
     probe = types.FunctionType((lambda: None).__code__.replace(co_filename=source_file), {})

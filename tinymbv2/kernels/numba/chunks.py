@@ -4,7 +4,7 @@ A ``prange`` loop over many small tasks (the (image, channel) planes of a depthw
 convolution, the channels of the depthwise stage) runs over at most 64 contiguous chunks
 of them instead, and each chunk works in its own slice of a scratch array allocated
 *before* the loop: an array allocated inside a ``prange`` body made the loop 3x slower
-(measured; the allocation rules are in :mod:`tinymbv2.kernels.numba`). The bounds are a
+(measured; the allocation rules are in ``tinymbv2.kernels.numba``). The bounds are a
 function of the task count alone, so which thread takes a chunk changes no result.
 """
 from __future__ import annotations
@@ -19,9 +19,16 @@ _JIT = dict(cache=CACHE, fastmath=False)
 
 @njit(**_JIT)
 def chunk_bounds(total):
-    """Split range(total) into at most 64 contiguous chunks, one per prange
-    iteration, each with its own slice of a scratch array allocated *before* the
-    loop (an array allocated inside a prange body made the loop 3x slower).
-    Returns the chunk bounds."""
+    """Split ``range(total)`` into at most 64 contiguous chunks, one per prange iteration.
+
+    Each chunk has its own slice of a scratch array allocated *before* the loop (an array
+    allocated inside a prange body made the loop 3x slower).
+
+    Args:
+        total: The number of items.
+
+    Returns:
+        The chunk bounds, an int64 array of up to 65 values from 0 to ``total``.
+    """
     k = min(total, 64)
     return np.array([total * i // k for i in range(k + 1)], np.int64)

@@ -1,18 +1,17 @@
-"""What Numba compiles, while it compiles: the kernels compiled in this process, and a line
-on the terminal that says so.
+"""What Numba compiles, while it compiles: the kernels compiled, and a line on the terminal.
 
 A kernel is compiled the first time it is called with a new kind of argument (float32 or
-float64 arrays, of each layout it meets), and kept in Numba's disk cache (:mod:`.cache`).
+float64 arrays, of each layout it meets), and kept in Numba's disk cache (``cache``).
 With a cold cache the first training step of MobileNetV2 compiles a few dozen kernels,
 about a minute on 2 cores, which used to pass in silence. Numba announces each compile
 (a ``numba:compile`` event around it; none when a kernel is loaded from the cache), so
 listening to those events costs nothing on the warm path and says exactly when something
 compiles:
 
-* :func:`compiled` lists the kernels of this set compiled so far in this process (what
+* ``compiled`` lists the kernels of this set compiled so far in this process (what
   ``tinymbv2 warmup`` reports);
-* where Numba has no folder to cache the kernels in (:mod:`.cache`), the first kernel to
-  compile prints :func:`.cache.no_cache_notice` on stderr, once per process, terminal or not;
+* where Numba has no folder to cache the kernels in (``cache``), the first kernel to
+  compile prints ``cache.no_cache_notice`` on stderr, once per process, terminal or not;
 * when stderr is a terminal, each kernel shows one line while it compiles: the kernels
   compiled so far in this burst and the seconds it has taken (cleared when the compile is
   over, so that the program's own output, a print or a progress bar, stays clean); at the
@@ -68,7 +67,7 @@ def kept_where() -> str:
 
 
 def dtypes_of(args) -> tuple[str, ...]:
-    """The dtypes of the array types among Numba argument types, in order, once each."""
+    """The dtypes of the array types among the Numba argument types ``args``, once each."""
     found = [str(a.dtype) for a in args if hasattr(a, "dtype") and hasattr(a, "ndim")]
     return tuple(dict.fromkeys(found))
 
@@ -93,6 +92,7 @@ class CompileWatch(event.Listener):
         self.told_no_cache = False  # the no-cache notice is printed once, at the first compile
 
     def on_start(self, ev):
+        """Numba's compile-start event ``ev``: start the notice, the count and the status line."""
         if self.depth == 0 and is_kernel(ev):
             self.started = time.perf_counter()
             with self.lock:
@@ -114,6 +114,7 @@ class CompileWatch(event.Listener):
         self.depth += 1
 
     def on_end(self, ev):
+        """Numba's compile-end event ``ev``: record the kernel, arm the end of the burst."""
         self.depth -= 1
         if self.depth == 0 and is_kernel(ev):
             fn = ev.data["dispatcher"].py_func
@@ -133,7 +134,7 @@ class CompileWatch(event.Listener):
                     self.timer.start()
 
     def show(self, text: str) -> None:
-        """Write the status line over the current line of the terminal, cut to its width."""
+        """Write ``text``, the status line, over the terminal's current line, cut to its width."""
         text = text[:max(shutil.get_terminal_size().columns - 1, 40)]
         sys.stderr.write("\r" + text)
         sys.stderr.flush()
@@ -146,13 +147,16 @@ class CompileWatch(event.Listener):
             self.shown = 0
 
     def end_burst(self, generation: int | None = None):
-        """Say in one line what the burst compiled: from the quiet timer armed at
-        ``generation``, or at exit (``None``).
+        """Say in one line what the burst compiled.
 
         A timer that has fired cannot be cancelled: when a compile starts just then, this
         runs after ``on_start`` let the lock go, while that compile is under way. Its
         generation is then an old one, and the burst goes on (else the summary would come
-        early, and the kernel compiling be left out of the count)."""
+        early, and the kernel compiling be left out of the count).
+
+        Args:
+            generation: The burst's generation when the quiet timer was armed; None: at exit.
+        """
         with self.lock:
             if self.burst is None or generation not in (None, self.generation):
                 return
@@ -168,21 +172,31 @@ class CompileWatch(event.Listener):
 
 
 def is_kernel(ev) -> bool:
-    """Is this compile event about a function of the numba kernel set?"""
+    """Is the compile event ``ev`` about a function of the numba kernel set?"""
     fn = getattr(ev.data["dispatcher"], "py_func", None)
     return getattr(fn, "__module__", "").startswith(PACKAGE + ".")
 
 
 def what(dtypes) -> str:
-    """The dtypes for a message: "float32", "float32 and float64", "a, b and c"."""
+    """The ``dtypes`` for a message: "float32", "float32 and float64", "a, b and c"."""
     if not dtypes:
         return "their arguments"
     return " and ".join([", ".join(dtypes[:-1]), dtypes[-1]] if len(dtypes) > 1 else dtypes)
 
 
 def status_line(dtypes, done: int, seconds: float) -> str:
-    """The line a terminal shows while a kernel compiles: what, how many so far, how long
-    (the count first, so that a narrow terminal cuts the end of the line, not the count)."""
+    """The line a terminal shows while a kernel compiles: what, how many so far, how long.
+
+    The count comes first, so that a narrow terminal cuts the end of the line, not the count.
+
+    Args:
+        dtypes: The dtypes being compiled for.
+        done: The kernels compiled so far in this burst.
+        seconds: The seconds the burst has taken.
+
+    Returns:
+        The line.
+    """
     when = "first run only" if CACHE else "every run"
     return (f"tinymbv2: compiling numba kernels ({what(dtypes)}, {when}): {done} done, "
             f"{seconds:.0f} s; about a minute per model on 2 cores, {kept_where()}")

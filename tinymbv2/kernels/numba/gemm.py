@@ -25,11 +25,11 @@ here, and nothing else of fast-math. Used for
   121 -> 173, 32->16 103 -> 192; 24->144 at 56x56 181 -> 219, 144->24 136 -> 166;
   32->192 at 28x28 171 -> 264, 192->32 137 -> 257. Also the stem's, over its im2col
   columns (2.38 -> 1.61 ms at 224 px batch 8);
-* the classifier's forward, y = x @ W.T (:mod:`.matmul`).
+* the classifier's forward, y = x @ W.T (``.matmul``).
 
 Each 4x4 block ends with 16 sums across vector lanes, a cost that a short sum does
 not pay back: at K = 64 (207 -> 172 GFLOP/s) and K = 96 BLAS's packed kernel was
-ahead, so :mod:`.matmul` uses this loop only from ``MIN_SUM`` terms on.
+ahead, so ``.matmul`` uses this loop only from ``MIN_SUM`` terms on.
 
 **The broadcast form** (``columns_nn``)::
 
@@ -37,7 +37,7 @@ ahead, so :mod:`.matmul` uses this loop only from ``MIN_SUM`` terms on.
 
 the per-image products of a pointwise convolution on NCHW planes (forward, and
 backward-input with a = W.T), the stem's forward and the classifier's gradients. It is
-:mod:`.tile`'s register block: a 6 x 64 block of ``out`` held in 24 vector
+``.tile``'s register block: a 6 x 64 block of ``out`` held in 24 vector
 registers for the whole sum, each step 4 vector loads of x and 6 broadcasts of ``a`` for
 24 FMAs. An earlier loop written in Numba (four rows of ``out``, eight terms per pass,
 reloading and storing ``out`` on every pass; chapter 2.7 shows it) ran these shapes at
@@ -50,7 +50,7 @@ compiled loop and the shapes, by one thread: the same bits on every run and for 
 thread count. The dot-product form shares out blocks of four rows of ``out``, and
 sums over b, then K in chunks of ``CHUNK`` (the 8 rows a step reads stay in L1 and
 L2 while the block's columns sweep past them). The broadcast form sums each entry in
-order of K, one FMA per term (:mod:`.tile`).
+order of K, one FMA per term (``.tile``).
 """
 from __future__ import annotations
 
@@ -126,7 +126,7 @@ def _dot(a_row, c_row):
 
 @njit(**_JIT)
 def row_blocks(m):
-    """How many blocks of (up to) four rows an M-row ``out`` has."""
+    """How many blocks of (up to) four rows ``m`` rows make."""
     return (m + 3) // 4
 
 
@@ -158,8 +158,16 @@ def _block_products(a, c, out, i, k0, k1):
 
 @njit(**_JIT)
 def row_block(a3, c3, out, blk):
-    """Rows 4*blk .. 4*blk + 3 of ``out`` (fewer at the bottom edge): their sum over b,
-    K in chunks of ``CHUNK``, in order."""
+    """Rows ``4*blk`` to ``4*blk + 3`` of ``out`` (fewer at the bottom edge): their sum over b.
+
+    K runs in chunks of ``CHUNK``, in order.
+
+    Args:
+        a3: (B, M, K).
+        c3: (B, N, K).
+        out: (M, N), the rows written.
+        blk: The block of rows.
+    """
     k = a3.shape[2]
     i = 4 * blk
     out[i:i + 4] = 0
@@ -170,8 +178,17 @@ def row_block(a3, c3, out, blk):
 
 @njit(**_JIT)
 def add_products(a, c, out, k0, k1):
-    """out (M, N) += a[:, k0:k1] @ c[:, k0:k1].T, in the 4x4 blocks above: for a caller
-    that has those columns of a and c in cache for another product."""
+    """``out (M, N) += a[:, k0:k1] @ c[:, k0:k1].T``, in the 4x4 blocks above.
+
+    For a caller that has those columns of a and c in cache for another product.
+
+    Args:
+        a: (M, K).
+        c: (N, K).
+        out: (M, N), added to.
+        k0: The first column of K.
+        k1: The column after the last.
+    """
     for i in range(0, a.shape[0], 4):
         _block_products(a, c, out, i, k0, k1)
 
@@ -186,8 +203,17 @@ def _blocks_parallel(a3, c3, out):
 
 
 def sum_of_products(a3: np.ndarray, c3: np.ndarray) -> np.ndarray:
-    """out (M, N) = sum_b a3[b] @ c3[b].T for a3 (B, M, K), c3 (B, N, K), C-contiguous
-    (other strides work, slower), on Numba's pool."""
+    """``out (M, N) = sum_b a3[b] @ c3[b].T``, on Numba's pool.
+
+    C-contiguous operands (other strides work, slower).
+
+    Args:
+        a3: (B, M, K).
+        c3: (B, N, K).
+
+    Returns:
+        out (M, N).
+    """
     return _blocks_parallel(a3, c3, np.empty((a3.shape[1], c3.shape[1]), a3.dtype))
 
 
@@ -197,13 +223,22 @@ def sum_of_products(a3: np.ndarray, c3: np.ndarray) -> np.ndarray:
 
 COLUMNS = 2048
 """Columns of x and out per call from the per-image callers, which run an epilogue on
-each such block while it is in cache (:mod:`.pointwise`)."""
+each such block while it is in cache (``.pointwise``)."""
 
 
 @njit(inline="always", **_JIT_NN)
 def columns_nn(a, x, out, j0, j1, stream=False):
-    """out[:, j0:j1] = a (M, K) @ x[:, j0:j1] for x (K, P) and out (M, P) with contiguous
-    rows (``a`` may have any strides): :mod:`.tile`'s register blocks, each strip of
-    x's columns held in L1 while the blocks of rows pass; ``stream``: see ``product``.
-    Inlined, as ``product`` is: compiled apart, it had a version per literal argument."""
+    """``out[:, j0:j1] = a (M, K) @ x[:, j0:j1]``, ``.tile``'s register blocks.
+
+    Each strip of x's columns is held in L1 while the blocks of rows pass. Inlined, as
+    ``product`` is: compiled apart, it had a version per literal argument.
+
+    Args:
+        a: (M, K), any strides.
+        x: (K, P), contiguous rows.
+        out: (M, P), contiguous rows.
+        j0: The first column.
+        j1: The column after the last.
+        stream: Write ``out`` with non-temporal stores (see ``product``).
+    """
     product(a, x, out, 0, a.shape[0], j0, j1, False, stream)

@@ -11,10 +11,10 @@ Why: on a plane of a few pixels (MobileNetV2's last stages, and all of it at
 32 px) the work is over channels, not pixels:
 
 * a 1x1 convolution over the whole batch is one GEMM,
-  y (N*H*W, Co) = x (N*H*W, Ci) @ W.T, instead of N thin (Co, Ci) @ (Ci, H*W) ones
+  ``y (N*H*W, Co) = x (N*H*W, Ci) @ W.T``, instead of N thin ``(Co, Ci) @ (Ci, H*W)`` ones
   or a gather of images side by side;
 * a depthwise 3x3 loop runs along the contiguous channels of a pixel, so the
-  channels-last kernels of :mod:`.depthwise.channels_last` need no transposes (which
+  channels-last kernels of ``.depthwise.channels_last`` need no transposes (which
   were 60-75% of their time, measured);
 * BatchNorm's per-channel sums run over rows of C contiguous values.
 
@@ -44,7 +44,17 @@ CHANNELS_LAST_MAX = 256
 
 
 def channels_last_plane(h: int, w: int) -> bool:
-    """Do this set's kernels work channels-last on an (h, w) input plane?"""
+    """Do this set's kernels work channels-last on an (h, w) input plane?
+
+    They do on planes of at most ``CHANNELS_LAST_MAX`` pixels.
+
+    Args:
+        h: The plane's height.
+        w: The plane's width.
+
+    Returns:
+        Whether they do.
+    """
     return h * w <= CHANNELS_LAST_MAX
 
 
@@ -59,8 +69,7 @@ def _fast_copy(a: np.ndarray) -> bool:
 
 
 def as_channels_last(a: np.ndarray) -> np.ndarray:
-    """``a`` itself when it is channels-last already, else a channels-last copy (from NCHW,
-    each image's (C, H*W) matrix transposed in registers: :mod:`.transpose`)."""
+    """``a`` itself if channels-last, else a channels-last copy (see ``.transpose``)."""
     if is_channels_last(a):
         return a
     if a.flags.c_contiguous and _fast_copy(a):
@@ -72,8 +81,7 @@ def as_channels_last(a: np.ndarray) -> np.ndarray:
 
 
 def as_nchw(a: np.ndarray) -> np.ndarray:
-    """``a`` itself when it is C-contiguous (NCHW), else an NCHW copy (from channels-last,
-    transposed image by image as in ``as_channels_last``)."""
+    """``a`` itself if C-contiguous (NCHW), else an NCHW copy (transposed image by image)."""
     if a.flags.c_contiguous:
         return a
     if a.ndim == 4 and is_channels_last(a) and _fast_copy(a):
@@ -89,8 +97,18 @@ ALIGNMENT = 64
 
 
 def aligned_empty(shape, dtype) -> np.ndarray:
-    """``np.empty`` whose first value starts a cache line: with rows of a multiple of 64
-    bytes, every vector ``tile.product`` writes is aligned, so it can be streamed."""
+    """``np.empty`` whose first value starts a cache line.
+
+    With rows of a multiple of 64 bytes, every vector ``tile.product`` writes is aligned, so
+    it can be streamed.
+
+    Args:
+        shape: The shape.
+        dtype: The dtype.
+
+    Returns:
+        The uninitialised array.
+    """
     dtype = np.dtype(dtype)
     size = math.prod(shape) * dtype.itemsize  # (np.prod: 2 us a call, of about 4)
     buffer = np.empty(size + ALIGNMENT, np.uint8)
@@ -99,18 +117,26 @@ def aligned_empty(shape, dtype) -> np.ndarray:
 
 
 def empty_channels_last(shape, dtype) -> np.ndarray:
-    """An uninitialised (N, C, H, W) array stored channels-last (and aligned)."""
+    """An uninitialised (N, C, H, W) array stored channels-last (and aligned).
+
+    Args:
+        shape: (N, C, H, W).
+        dtype: The dtype.
+
+    Returns:
+        The array, an NCHW view of NHWC memory.
+    """
     n, c, h, w = (int(d) for d in shape)
     return aligned_empty((n, h, w, c), dtype).transpose(0, 3, 1, 2)
 
 
 def rows(a: np.ndarray) -> np.ndarray:
-    """The (N*H*W, C) matrix under a channels-last (N, C, H, W) array (a view)."""
+    """The ``(N*H*W, C)`` matrix under ``a``, a channels-last (N, C, H, W) array (a view)."""
     n, c, h, w = a.shape
     return a.transpose(0, 2, 3, 1).reshape(n * h * w, c)
 
 
 def pixels(a: np.ndarray) -> np.ndarray:
-    """The (N, H*W, C) view under a channels-last (N, C, H, W) array."""
+    """The ``(N, H*W, C)`` view under ``a``, a channels-last (N, C, H, W) array."""
     n, c, h, w = a.shape
     return a.transpose(0, 2, 3, 1).reshape(n, h * w, c)

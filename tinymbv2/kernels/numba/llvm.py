@@ -1,20 +1,22 @@
-"""Loops written in LLVM's own terms: this CPU's vector registers and the instructions
-the register kernels of the numba set emit on them.
+"""Loops written in LLVM's own terms: vector registers, and the instructions on them.
+
+The CPU's vector registers, and the instructions the register kernels of the numba set
+emit on them.
 
 Loops written in Numba leave LLVM to choose what stays in registers and how a sum is split
 into vector lanes; for the innermost kernels that choice was measured to be the slow one
-(:mod:`.tile` says why). Those kernels are Numba ``@intrinsic`` s instead, which emit their
-loops directly: :class:`Emit` holds the instructions they are made of (vectors of one
+(``tile`` says why). Those kernels are Numba ``@intrinsic`` s instead, which emit their
+loops directly: ``Emit`` holds the instructions they are made of (vectors of one
 register's width, masked loads and stores that touch nothing past a block's edge,
-``llvm.fma``, prefetches, non-temporal stores), for :mod:`.tile`'s register blocks of a
-matrix product, :mod:`.transpose`'s transposes and :mod:`.depthwise.rows3x3`'s
+``llvm.fma``, prefetches, non-temporal stores), for ``tile``'s register blocks of a
+matrix product, ``transpose``'s transposes and ``depthwise.rows3x3``'s
 channels-last depthwise filter.
 
 ``VECTOR_BYTES`` is read from the CPU Numba compiles for: 64 bytes with AVX-512, else 32;
 ``lanes(x)`` is how many values of x's dtype one holds. That CPU is Numba's target, not
 necessarily the host: ``NUMBA_CPU_NAME`` and ``NUMBA_CPU_FEATURES`` set it (to build a cache
 for older CPUs, say), and ``NUMBA_CPU_NAME=generic`` asks for a baseline x86-64 without
-AVX-512 or even AVX. The kernels read it where Numba does (:func:`target_features`), so
+AVX-512 or even AVX. The kernels read it where Numba does (``target_features``), so
 they never emit AVX-512 vectors into code compiled for a CPU without them. On a CPU
 with less than AVX2, LLVM splits the 32-byte vectors and calls ``fma`` from the C
 library: slower, the same results.
@@ -50,7 +52,7 @@ _JIT = dict(cache=CACHE, boundscheck=False)
 
 @njit(inline="always", **_JIT)
 def lanes(x):
-    """Values of x's dtype per vector register."""
+    """The number of values of ``x``'s dtype one vector register holds."""
     return VECTOR_BYTES // x.itemsize
 
 
@@ -59,8 +61,15 @@ I32, I64 = ir.IntType(32), ir.IntType(64)
 
 
 class Emit:
-    """The LLVM instructions the register kernels are made of, for one dtype, on one builder:
-    vectors of ``lanes`` values, masked loads and stores, fused multiply-adds, prefetches."""
+    """The LLVM instructions the register kernels are made of, for one dtype, on one builder.
+
+    Vectors of ``lanes`` values, masked loads and stores, fused multiply-adds, prefetches.
+
+    Args:
+        context: Numba's code-generation context.
+        builder: The ``llvmlite`` IR builder the instructions go to.
+        dtype: The Numba float type of the values.
+    """
 
     def __init__(self, context, builder, dtype):
         self.builder, self.dtype = builder, dtype
@@ -84,60 +93,152 @@ class Emit:
         self.zero = ir.Constant(self.vec, [ir.Constant(self.scalar, 0.0)] * self.lanes)
 
     def const(self, value):
+        """The Python int ``value`` as an LLVM i64 constant."""
         return ir.Constant(I64, value)
 
     def at(self, *terms):
-        """The sum of i64 values and Python ints: an element offset."""
+        """The sum of i64 values and Python ints: an element offset.
+
+        Args:
+            *terms: i64 values and Python ints.
+
+        Returns:
+            The i64 sum.
+        """
         total = self.const(0)
         for t in terms:
             total = self.builder.add(total, self.const(t) if isinstance(t, int) else t)
         return total
 
     def times(self, x, y):
+        """The i64 product ``x * y``: an element offset.
+
+        Args:
+            x: A Python int or an i64 value.
+            y: An i64 value.
+
+        Returns:
+            The i64 product.
+        """
         return self.builder.mul(self.const(x) if isinstance(x, int) else x, y)
 
     def splat(self, value, vector_type=None):
-        """A vector with ``value`` in every lane."""
+        """A vector with ``value`` in every lane.
+
+        Args:
+            value: The scalar.
+            vector_type: The vector's type; None: the value vector (``lanes`` of the dtype).
+
+        Returns:
+            The vector.
+        """
         b, vt = self.builder, vector_type or self.vec
         one = b.insert_element(ir.Constant(vt, ir.Undefined), value, ir.Constant(I32, 0))
         return b.shuffle_vector(one, ir.Constant(vt, ir.Undefined),
                                 ir.Constant(ir.VectorType(I32, self.lanes), [0] * self.lanes))
 
     def mask(self, valid):
-        """The lanes l < valid (an i64; all lanes from ``lanes`` on, none from 0 down)."""
+        """The lanes l < ``valid`` (an i64; all lanes from ``lanes`` on, none from 0 down)."""
         index = ir.VectorType(I64, self.lanes)
         return self.builder.icmp_signed("<", ir.Constant(index, list(range(self.lanes))),
                                         self.splat(valid, index))
 
     def pointer(self, data, offset):
+        """A pointer to the vector that starts at ``data[offset]``.
+
+        Args:
+            data: The pointer to the array's first value.
+            offset: The element offset, an i64.
+
+        Returns:
+            The vector pointer.
+        """
         return self.builder.bitcast(self.builder.gep(data, [offset]), self.vec.as_pointer())
 
     def load(self, data, offset, mask):
+        """A masked vector load from ``data[offset]``: the lanes outside ``mask`` read nothing (0).
+
+        Args:
+            data: The pointer to the array's first value.
+            offset: The element offset, an i64.
+            mask: The lanes to load ([mask][tinymbv2.kernels.numba.llvm.Emit.mask]).
+
+        Returns:
+            The vector.
+        """
         return self.builder.call(self._load, [self.pointer(data, offset), self.align, mask, self.zero])
 
     def store(self, value, data, offset, mask):
+        """A masked vector store to ``data[offset]``: the lanes outside ``mask`` write nothing.
+
+        Args:
+            value: The vector.
+            data: The pointer to the array's first value.
+            offset: The element offset, an i64.
+            mask: The lanes to store.
+        """
         self.builder.call(self._store, [value, self.pointer(data, offset), self.align, mask])
 
     def store_streaming(self, value, data, offset):
-        """A whole vector to an address aligned to its size, marked non-temporal: written
-        to memory without first reading its cache line in (``vmovntps``)."""
+        """A whole vector to an address aligned to its size, marked non-temporal.
+
+        It is written to memory without first reading its cache line in (``vmovntps``).
+
+        Args:
+            value: The vector.
+            data: The pointer to the array's first value.
+            offset: The element offset, an i64, of a vector-aligned address.
+        """
         store = self.builder.store(value, self.pointer(data, offset), align=VECTOR_BYTES)
         store.set_metadata("nontemporal", self.builder.module.add_metadata([ir.Constant(I32, 1)]))
 
     def fma(self, x, y, z):
+        """The fused multiply-add ``x * y + z``, lane by lane, rounded once.
+
+        Args:
+            x: A vector.
+            y: A vector.
+            z: A vector.
+
+        Returns:
+            The vector.
+        """
         return self.builder.call(self._fma, [x, y, z])
 
     def prefetch(self, data, offset):
-        """Ask for the cache line of data[offset] (read, keep in all levels)."""
+        """Ask for the cache line of ``data[offset]`` (read, keep in all levels).
+
+        Args:
+            data: The pointer to the array's first value.
+            offset: The element offset, an i64.
+        """
         p = self.builder.bitcast(self.builder.gep(data, [offset]), ir.IntType(8).as_pointer())
         self.builder.call(self._prefetch, [p, ir.Constant(I32, 0), ir.Constant(I32, 3), ir.Constant(I32, 1)])
 
 
 def array_data(context, builder, array_type, value):
-    """The pointer to the first value of the Numba array ``value`` of type ``array_type``."""
+    """The pointer to the first value of the Numba array ``value`` of type ``array_type``.
+
+    Args:
+        context: Numba's code-generation context.
+        builder: The IR builder.
+        array_type: The Numba array type.
+        value: The array, an LLVM value.
+
+    Returns:
+        The data pointer.
+    """
     return context.make_array(array_type)(context, builder, value).data
 
 
 def as_i64(builder, values):
-    """Integer arguments widened to 64 bits (sign-extended), for offset arithmetic."""
+    """Integer arguments widened to 64 bits (sign-extended), for offset arithmetic.
+
+    Args:
+        builder: The IR builder.
+        values: LLVM integer values.
+
+    Returns:
+        The values as i64.
+    """
     return [builder.sext(v, I64) if v.type.width < 64 else v for v in values]

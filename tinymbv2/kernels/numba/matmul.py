@@ -1,8 +1,8 @@
-"""The plain matrix product for the Linear layer, in :mod:`.gemm`'s loops.
+"""The plain matrix product for the Linear layer, in ``.gemm``'s loops.
 
-Same name, signature and result as :mod:`tinymbv2.kernels.reference`;
-:class:`~tinymbv2.kernels.numba.NumbaKernels` takes it as its ``matmul``. The Linear
-layer's three products come in two shapes, and each has the loop of :mod:`.gemm` that
+Same name, signature and result as ``tinymbv2.kernels.reference``;
+``NumbaKernels`` takes it as its ``matmul``. The Linear
+layer's three products come in two shapes, and each has the loop of ``.gemm`` that
 reads its operands along memory:
 
 * ``x @ W.T`` (forward): b is a transposed view of a C-contiguous matrix, so both
@@ -55,7 +55,17 @@ def _broadcast_tiles(a, b, out):
 
 
 def matmul(a, b):
-    """a (M, K) @ b (K, N) -> (M, N), C-contiguous; a or b may be transposed views."""
+    """``a @ b``, C-contiguous; a or b may be transposed views.
+
+    The contract is ``ReferenceKernels.matmul``'s.
+
+    Args:
+        a: (M, K).
+        b: (K, N).
+
+    Returns:
+        (M, N).
+    """
     fn = "matmul"
     a, b = np.asarray(a), np.asarray(b)
     same_float_dtype(fn, a=a, b=b)

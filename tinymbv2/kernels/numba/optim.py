@@ -1,6 +1,6 @@
 """RMSprop's update as one pass over memory (the numba set's ``rmsprop_update``).
 
-``ReferenceKernels.rmsprop_update`` (what :class:`tinymbv2.optim.RMSprop` calls) writes
+``ReferenceKernels.rmsprop_update`` (what ``tinymbv2.optim.RMSprop`` calls) writes
 the update as NumPy whole-array operations, which read and write every parameter about
 ten times and call NumPy ~10 times per parameter (158 parameters in MobileNetV2: ~6 ms
 of a 75 ms step at 32 px batch 64). This kernel does the same arithmetic, in the same order and in
@@ -69,10 +69,25 @@ def _rmsprop_parallel(p, g, v, buf, lr, alpha, one_minus_alpha, eps, wd, mu):
 
 
 def rmsprop_update(p, grad, square_avg, momentum_buffer, lr, alpha, eps, weight_decay, momentum):
-    """PyTorch's (non-centered) RMSprop step on arrays, in place; see
-    :class:`tinymbv2.optim.RMSprop` for the formulas. Returns False, touching
-    nothing, when the arrays are not all C-contiguous of one float dtype (the
-    caller then runs the NumPy form)."""
+    """PyTorch's (non-centered) RMSprop step on arrays, in place.
+
+    The formulas are ``tinymbv2.optim.RMSprop``'s.
+
+    Args:
+        p: The parameter, updated in place.
+        grad: Its gradient.
+        square_avg: The running mean of the squared gradient, updated in place.
+        momentum_buffer: The momentum buffer, updated in place; used when ``momentum > 0``.
+        lr: The learning rate.
+        alpha: The decay of ``square_avg``.
+        eps: Added to the denominator, outside the square root.
+        weight_decay: The L2 coefficient.
+        momentum: The momentum factor (0: none).
+
+    Returns:
+        True; False, touching nothing, when the arrays are not all C-contiguous of one float
+        dtype (the caller then runs the NumPy form).
+    """
     arrays = [p, grad, square_avg] + ([momentum_buffer] if momentum > 0 else [])
     dtype = p.dtype
     if dtype not in (np.float32, np.float64) or any(

@@ -4,7 +4,7 @@ For kernel offset t (a row i or a column j of the filter) at stride s and paddin
 o reads input ``o*s + t - p``. The outputs whose input falls inside the image form one run
 [lo[t], hi[t]), computed once per call (``valid_range``); a loop over that run needs no
 bounds test, and the padding's zeros are never written anywhere. The general depthwise
-loops (:mod:`.depthwise`) and the dense convolution's im2col (:mod:`.dense`) both use it.
+loops (``.depthwise``) and the dense convolution's im2col (``.dense``) both use it.
 """
 from __future__ import annotations
 
@@ -18,8 +18,20 @@ _JIT = dict(cache=CACHE, fastmath=False)
 
 @njit(**_JIT)
 def valid_range(k, pad, stride, size, out_size):
-    """For each kernel offset t < k, the outputs [lo[t], hi[t]) whose input
-    ``o*stride + t - pad`` falls inside [0, size)."""
+    """For each kernel offset t < k, the outputs [lo[t], hi[t]) whose input falls inside [0, size).
+
+    The input of output o at offset t is ``o*stride + t - pad``.
+
+    Args:
+        k: The kernel size.
+        pad: The padding.
+        stride: The stride.
+        size: The input size.
+        out_size: The output size.
+
+    Returns:
+        ``(lo, hi)``, two int64 arrays of k values.
+    """
     lo = np.zeros(k, np.int64)
     hi = np.zeros(k, np.int64)
     for t in range(k):

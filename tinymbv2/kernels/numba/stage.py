@@ -25,15 +25,15 @@ while every step runs over them:
   in place over those planes (which are still in cache).
 
 Memory passes: read e, write d and h forward; read dL/dh, d and e, write dL/de backward.
-Every step is the very routine the separate ops run (:mod:`.batchnorm`,
-:mod:`.depthwise.planes3x3`, :mod:`.depthwise.planes3x3_s2`), on the same values in the
+Every step is the very routine the separate ops run (``.batchnorm``,
+``.depthwise.planes3x3``, ``.depthwise.planes3x3_s2``), on the same values in the
 same order, so the results are bit-identical to the three ops of this kernel set (where
 those work on NCHW planes), deterministic, and the same for any number of threads.
 
 It covers what MobileNetV2's blocks need on planes larger than the channels-last ones
-(:mod:`.layout`): a 3x3 depthwise filter, stride 1 or 2, padding 1, ReLU6 after
+(``.layout``): a 3x3 depthwise filter, stride 1 or 2, padding 1, ReLU6 after
 both BatchNorms. ``stage_supported`` says whether a call qualifies; for the others,
-:class:`~tinymbv2.kernels.numba.NumbaKernels` runs the composition it inherits from
+``NumbaKernels`` runs the composition it inherits from
 ``ReferenceKernels.depthwise_stage_forward_train`` (the three separate kernels).
 """
 from __future__ import annotations
@@ -58,8 +58,19 @@ _JIT = dict(cache=CACHE, fastmath=False)
 
 
 def stage_supported(e, w_dw, stride) -> bool:
-    """Does this kernel run the stage: e a float NCHW array on planes the set keeps NCHW,
-    a (C, 1, 3, 3) filter of e's dtype and C channels, stride 1 or 2?"""
+    """Does this kernel run the stage?
+
+    It does for e a float NCHW array on planes the set keeps NCHW, a (C, 1, 3, 3) filter of
+    e's dtype and C channels, and stride 1 or 2.
+
+    Args:
+        e: The stage's input.
+        w_dw: The depthwise weight.
+        stride: The depthwise stride.
+
+    Returns:
+        Whether it does.
+    """
     return (isinstance(e, np.ndarray) and e.ndim == 4 and e.dtype in (np.float32, np.float64)
             and not channels_last_plane(e.shape[2], e.shape[3]) and e.shape[0] > 0
             and isinstance(w_dw, np.ndarray) and w_dw.dtype == e.dtype
@@ -184,10 +195,22 @@ def _c(a):
 
 
 def stage_forward_train(e, bn1, w_dw, stride, bn2):
-    """The forward above. e: (N, C, H, W); bn1, bn2: (weight, bias, eps) of the two
-    BatchNorms ((C,) arrays of e's dtype); w_dw: (C, 1, 3, 3). Returns
-    (h, d, mean1, invstd1, mean2, invstd2): h = ReLU6(BN2(d)) and d (N, C, Ho, Wo), and the
-    batch statistics of e and of d as ``batch_norm_forward_train`` returns them."""
+    """The forward above.
+
+    The contract is ``ReferenceKernels.depthwise_stage_forward_train``'s, without ``a`` (the
+    backward recomputes it).
+
+    Args:
+        e: The input (N, C, H, W).
+        bn1: ``(weight, bias, eps)`` of the first BatchNorm ((C,) arrays of e's dtype).
+        w_dw: The depthwise weight (C, 1, 3, 3).
+        stride: 1 or 2.
+        bn2: ``(weight, bias, eps)`` of the second BatchNorm.
+
+    Returns:
+        ``(h, d, mean1, invstd1, mean2, invstd2)``: h = ReLU6(BN2(d)) and d (N, C, Ho, Wo),
+        and the batch statistics of e and of d as ``batch_norm_forward_train`` returns them.
+    """
     e = _c(e)
     (w1, b1, eps1), (w2, b2, eps2) = bn1, bn2
     n, c, hi, wi = e.shape
@@ -199,10 +222,21 @@ def stage_forward_train(e, bn1, w_dw, stride, bn2):
 
 
 def stage_backward_train(gh, e, d, bn1, w_dw, stride, bn2):
-    """The backward above. gh: dL/dh (N, C, Ho, Wo), in either layout (from a channels-last
-    layer after a stride-2 stage, it is copied to NCHW); e, d as in the forward; bn1, bn2:
-    (weight, bias, mean, invstd) of the two BatchNorms. Returns (dL/de, dL/dgamma1,
-    dL/dbeta1, dL/dw_dw, dL/dgamma2, dL/dbeta2)."""
+    r"""The backward above.
+
+    Args:
+        gh: $\partial L / \partial h$ (N, C, Ho, Wo), in either layout (from a channels-last
+            layer after a stride-2 stage, it is copied to NCHW).
+        e: The forward's input.
+        d: The depthwise output the forward returned.
+        bn1: ``(weight, bias, mean, invstd)`` of the first BatchNorm.
+        w_dw: The depthwise weight (C, 1, 3, 3).
+        stride: 1 or 2.
+        bn2: ``(weight, bias, mean, invstd)`` of the second BatchNorm.
+
+    Returns:
+        ``(dL/de, dL/dgamma1, dL/dbeta1, dL/dw_dw, dL/dgamma2, dL/dbeta2)``.
+    """
     (w1, b1, mean1, invstd1), (w2, b2, mean2, invstd2) = bn1, bn2
     e, d = _c(e), _c(d)
     ge = np.empty_like(e)

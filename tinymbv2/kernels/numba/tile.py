@@ -17,7 +17,7 @@ loads never keep the two FMA units waiting. Loops written in Numba cannot ask fo
 LLVM keeps an ``out`` it has to reload and store inside the loop, or splits a sum into
 lanes it adds up at the end. So the block is written in LLVM's own terms, as a Numba
 ``intrinsic``: the loop, the vector loads, ``llvm.fma`` and the stores are emitted
-directly (with :mod:`.llvm`'s instructions). On this 2-core AVX-512 machine one core runs
+directly (with ``.llvm``'s instructions). On this 2-core AVX-512 machine one core runs
 it at 190-245 GFLOP/s on MobileNetV2's pointwise shapes in cache, against a measured peak
 of 270 for independent FMAs (and about 100 for the loops it replaced).
 
@@ -153,29 +153,39 @@ AHEAD = 1
 
 @njit(inline="always", **_JIT)
 def tile_columns(x):
-    """Columns of ``out`` per wide block for x's dtype: 64 in float32, 32 in float64 (AVX-512)."""
+    """Columns of ``out`` per wide block for ``x``'s dtype (AVX-512: 64 float32, 32 float64)."""
     return lanes(x) * TILE_VECTORS
 
 
 def strip_width(dtype) -> int:
-    """``tile_columns`` from Python, for a dtype."""
+    """``tile_columns`` from Python, for a ``dtype``."""
     return VECTOR_BYTES * TILE_VECTORS // np.dtype(dtype).itemsize
 
 
 @njit(inline="always", **_JIT)
 def product(a, b, out, i0, i1, j0, j1, accumulate, stream=False):
-    """out[i0:i1, j0:j1] (+)= a[i0:i1] @ b[:, j0:j1] in register blocks.
+    """``out[i0:i1, j0:j1] (+)= a[i0:i1] @ b[:, j0:j1]`` in register blocks.
 
-    a (M, K) any strides; b (K, N) and out (M, N) with contiguous rows. K in chunks of
-    ``SUM_CHUNK`` terms, each adding onto the sums of the one before (the same bits as
-    one pass); in each, strips of ``tile_columns`` columns, swept by blocks of rows while
-    the strip's rows of b stay in L1 (the first block prefetches the next strip). A strip
-    of at most half that width takes blocks of half the vectors and twice the rows, at
-    most a quarter one vector and four times the rows: the same 24 running vectors.
+    K runs in chunks of ``SUM_CHUNK`` terms, each adding onto the sums of the one before
+    (the same bits as one pass); in each, strips of ``tile_columns`` columns, swept by
+    blocks of rows while the strip's rows of b stay in L1 (the first block prefetches the
+    next strip). A strip of at most half that width takes blocks of half the vectors and
+    twice the rows, at most a quarter one vector and four times the rows: the same 24
+    running vectors.
 
-    ``stream``: the last chunk writes its whole, aligned blocks with non-temporal stores,
-    which skip reading each line of ``out`` into the caches before writing it: for a
-    large output that no one reads soon, half the memory traffic of its writes."""
+    Args:
+        a: (M, K), any strides.
+        b: (K, N), contiguous rows.
+        out: (M, N), contiguous rows.
+        i0: The first row.
+        i1: The row after the last.
+        j0: The first column.
+        j1: The column after the last.
+        accumulate: Add to ``out`` (else overwrite it).
+        stream: The last chunk writes its whole, aligned blocks with non-temporal stores,
+            which skip reading each line of ``out`` into the caches before writing it: for a
+            large output that no one reads soon, half the memory traffic of its writes.
+    """
     # Inlined into the caller, so that the compiled sweep has one version per layout of
     # its arrays: a caller's literal 0 or False would otherwise get a version of its own
     # (11 of them compiled in a MobileNetV2 step instead of 4, each about a second cold).

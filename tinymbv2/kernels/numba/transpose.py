@@ -1,7 +1,7 @@
 """Transposing a matrix in blocks held in vector registers.
 
 The channels-last pointwise forward, ``y (M, Co) = x (M, Ci) @ W.T``, needs W.T with
-contiguous rows for the register blocks of :mod:`.tile`, and W (Co, Ci) has them
+contiguous rows for the register blocks of ``.tile``, and W (Co, Ci) has them
 the other way round, so each strip of W.T is copied first. Element by element, such a
 copy reads along one matrix and writes across the other: one to two cycles a value, more
 than a quarter of a small layer's forward (960 x 160 values: 40-80 us).
@@ -19,7 +19,7 @@ one two-input shuffle (``shufflevector``, ``vpermt2ps``) per new row, L log2(L) 
 cycles a value on W's shapes, against 1.0-2.3 for the element-by-element copy.
 
 ``transpose_images`` does the same for every image of a batch: the copies between the
-NCHW and the channels-last layouts of :mod:`.layout`.
+NCHW and the channels-last layouts of ``.layout``.
 """
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def _swap_masks(lanes: int, s: int):
 
 @intrinsic
 def _block(typingctx, src, src_at, src_row, dst, dst_at, dst_row):
-    """dst[dst_at + c * dst_row + r] = src[src_at + r * src_row + c] for r, c < L."""
+    """``dst[dst_at + c * dst_row + r] = src[src_at + r * src_row + c]`` for r, c < L."""
     dtype = src.dtype
     if dtype not in (types.float32, types.float64) or dst.dtype != dtype:
         return None
@@ -76,9 +76,22 @@ def _block(typingctx, src, src_at, src_row, dst, dst_at, dst_row):
 
 @njit(**_JIT)
 def transpose_into(src, r0, r1, c0, c1, dst):
-    """dst[c - c0, r - r0] = src[r, c] for r0 <= r < r1 and c0 <= c < c1: the block's
-    transpose, into the top left of dst. src and dst need contiguous rows. Whole L x L
-    blocks in registers (``_block``), the edges value by value."""
+    """``dst[c - c0, r - r0] = src[r, c]`` for the block of rows [r0, r1) and columns [c0, c1).
+
+    The block's transpose goes into the top left of dst. Whole L x L blocks in registers
+    (``_block``), the edges value by value.
+
+    Args:
+        src: The source matrix, contiguous rows.
+        r0: The first row.
+        r1: The row after the last.
+        c0: The first column.
+        c1: The column after the last.
+        dst: The destination, contiguous rows.
+
+    Raises:
+        ValueError: A matrix without contiguous rows.
+    """
     size = src.itemsize
     if (src.size > src.shape[0] and src.strides[1] != size) or (
             dst.size > dst.shape[0] and dst.strides[1] != size):
@@ -100,7 +113,11 @@ def transpose_into(src, r0, r1, c0, c1, dst):
 
 @njit(parallel=True, **_JIT)
 def transpose_images(src, dst):
-    """dst[b] = src[b].T for every image b: (B, R, C) -> (B, C, R), both with contiguous
-    rows; one image per task."""
+    """``dst[b] = src[b].T`` for every image b, one image per task.
+
+    Args:
+        src: (B, R, C), contiguous rows.
+        dst: (B, C, R), contiguous rows.
+    """
     for b in prange(src.shape[0]):
         transpose_into(src[b], 0, src.shape[1], 0, src.shape[2], dst[b])

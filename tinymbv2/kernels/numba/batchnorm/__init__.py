@@ -1,7 +1,7 @@
 """Numba kernels for BatchNorm2d (CPU, parallel over channels).
 
-Same names, signatures and results as :mod:`tinymbv2.kernels.reference`;
-:class:`~tinymbv2.kernels.numba.NumbaKernels` takes them as its kernels.
+Same names, signatures and results as ``tinymbv2.kernels.reference``;
+``NumbaKernels`` takes them as its kernels.
 
 * Training forward reads x twice: once for the statistics, once to write y.
   The statistics are sums of ``x - K`` and ``(x - K)^2`` with K the channel's
@@ -15,7 +15,7 @@ Same names, signatures and results as :mod:`tinymbv2.kernels.reference`;
   8x96x112x112, 1.32 -> 0.98 ms at 8x32x112x112, the same bits.
 * ``relu6=True`` fuses the ReLU6 that follows BatchNorm in MobileNetV2: the
   forward clamps y to [0, 6] as it writes it; the backward recomputes the
-  BatchNorm output z = (x - mean) * scale + bias (the very expression, in the
+  BatchNorm output ``z = (x - mean) * scale + bias`` (the very expression, in the
   very dtype, the forward used) and lets gy through only where 0 < z < 6.
   No mask is stored and no separate ReLU6 pass runs either way.
 * Each channel's values are summed by one thread, in float64 SIMD partial
@@ -56,16 +56,27 @@ def _shifted_sums(a, k):
 
 @njit(**_JIT)
 def _passes_relu6(a, mu, sc, bi):
-    """True where the fused ReLU6 passes the gradient: 0 < (a - mu) * sc + bi < 6.
+    """True where the fused ReLU6 passes the gradient: ``0 < (a - mu) * sc + bi < 6``.
+
     ``&``, not ``and``: no branch, so the loops compile to selects (the mask is
-    data-dependent and a branch on it would be mispredicted half the time)."""
+    data-dependent and a branch on it would be mispredicted half the time).
+    """
     z = (a - mu) * sc + bi
     return (z > 0) & (z < 6)
 
 
 @njit(**_JIT_SUM)
 def grad_sums(g, a, k):
-    """(sum(g), sum(g * (a - k))) in float64."""
+    """``(sum(g), sum(g * (a - k)))`` in float64.
+
+    Args:
+        g: A row of the (masked) output gradient.
+        a: The same row of x.
+        k: The channel's mean, a float64.
+
+    Returns:
+        The two sums, float64.
+    """
     s = q = 0.0
     for i in range(g.shape[0]):
         gi = np.float64(g[i])
@@ -76,7 +87,16 @@ def grad_sums(g, a, k):
 
 @njit(**_JIT)
 def mask_relu6(g, a, mu, sc, bi, out):
-    """out = g where the fused ReLU6 passed it (see ``_passes_relu6``), else 0."""
+    """``out = g`` where the fused ReLU6 passed it (see ``_passes_relu6``), else 0.
+
+    Args:
+        g: A row of the output gradient.
+        a: The same row of the input x.
+        mu: The channel's mean.
+        sc: The channel's scale, weight times invstd (rounded to the dtype).
+        bi: The channel's bias.
+        out: The row written.
+    """
     zero = g.dtype.type(0)
     for i in range(g.shape[0]):
         out[i] = g[i] if _passes_relu6(a[i], mu, sc, bi) else zero
@@ -84,8 +104,19 @@ def mask_relu6(g, a, mu, sc, bi, out):
 
 @njit(**_JIT)
 def channel_stats(x3, ch, weight, eps, mean, invstd, scale):
-    """Channel ch of x3 (N, C, HW): its mean, 1/sqrt(var + eps) (biased variance) and
-    weight * invstd, stored (so rounded to the dtype) in mean[ch], invstd[ch], scale[ch]."""
+    r"""Channel ``ch``'s mean, ``1/sqrt(var + eps)`` (biased variance) and ``weight * invstd``.
+
+    Stored (so rounded to the dtype) in ``mean[ch]``, ``invstd[ch]``, ``scale[ch]``.
+
+    Args:
+        x3: The input as (N, C, HW).
+        ch: The channel.
+        weight: $\gamma$ (C,).
+        eps: $\epsilon$, added to the variance.
+        mean: (C,), written at ``ch``.
+        invstd: (C,), written at ``ch``.
+        scale: (C,), written at ``ch``.
+    """
     n, hw = x3.shape[0], x3.shape[2]
     k = np.float64(x3[0, ch, 0])
     s1 = 0.0
@@ -117,15 +148,34 @@ def _forward_train(x, weight, bias, eps, relu6, y):
 
 @njit(**_JIT)
 def grad_row_inplace(g, x, mu, a, bt, cc):
-    """g = a * (g - bt - (x - mu) * cc) in place: a row of the input gradient, computed over
-    the masked gradient that the row held (one array read and written, so it vectorises)."""
+    """``g = a * (g - bt - (x - mu) * cc)`` in place: a row of the input gradient.
+
+    Computed over the masked gradient that the row held (one array read and written, so it
+    vectorises).
+
+    Args:
+        g: The row: the masked output gradient, then the input gradient.
+        x: The same row of x.
+        mu: The channel's mean.
+        a: ``coef0``, weight times invstd.
+        bt: ``coef1``, sum(g) / M.
+        cc: ``coef2``, ``invstd * sum(g * xhat) / M``.
+    """
     for i in range(g.shape[0]):
         g[i] = a * (g[i] - bt - (x[i] - mu) * cc)
 
 
 @njit(**_JIT)
 def mask_relu6_inplace(g, a, mu, sc, bi):
-    """g = g where the fused ReLU6 passed it (see ``_passes_relu6``), else 0, in place."""
+    """``g = g`` where the fused ReLU6 passed it (see ``_passes_relu6``), else 0, in place.
+
+    Args:
+        g: The row of the output gradient, masked in place.
+        a: The same row of the input x.
+        mu: The channel's mean.
+        sc: The channel's scale, weight times invstd (rounded to the dtype).
+        bi: The channel's bias.
+    """
     zero = g.dtype.type(0)
     for i in range(g.shape[0]):
         g[i] = g[i] if _passes_relu6(a[i], mu, sc, bi) else zero
@@ -133,9 +183,22 @@ def mask_relu6_inplace(g, a, mu, sc, bi):
 
 @njit(**_JIT)
 def grad_coefs(sg, sgx, ch, invstd, weight, m, coef, gweight, gbias):
-    """From sg = sum(g), sgx = sum(g * (x - mean)) of channel ch: gbias[ch], gweight[ch],
-    and coef[ch] = (weight * invstd, sum(g) / M, invstd * sum(g * xhat) / M), the three
-    numbers of gx = coef0 * (g - coef1 - (x - mean) * coef2)."""
+    r"""Channel ``ch``'s ``gbias``, ``gweight`` and the coefficients of its input gradient.
+
+    ``coef[ch] = (weight * invstd, sum(g) / M, invstd * sum(g * xhat) / M)``, the numbers of
+    ``gx = coef0 * (g - coef1 - (x - mean) * coef2)``.
+
+    Args:
+        sg: ``sum(g)`` over the channel.
+        sgx: ``sum(g * (x - mean))`` over the channel.
+        ch: The channel.
+        invstd: (C,).
+        weight: $\gamma$ (C,).
+        m: M, the values per channel.
+        coef: (C, 3), written at ``ch``.
+        gweight: (C,), written at ``ch``.
+        gbias: (C,), written at ``ch``.
+    """
     istd = np.float64(invstd[ch])
     gw = sgx * istd  # sum(gy * xhat)
     gbias[ch] = sg
@@ -198,7 +261,16 @@ def _forward_eval(x, mean, var, weight, bias, eps, relu6, y):
 
 @njit(**_JIT)
 def eval_scale(var, weight, eps):
-    """weight / sqrt(var + eps) per channel, rounded to the dtype: BatchNorm-eval's scale."""
+    r"""``weight / sqrt(var + eps)`` per channel, rounded to the dtype: BatchNorm-eval's scale.
+
+    Args:
+        var: The running variance (C,).
+        weight: $\gamma$ (C,).
+        eps: $\epsilon$.
+
+    Returns:
+        The scale (C,).
+    """
     scale = np.empty(var.shape[0], var.dtype)
     for ch in range(var.shape[0]):
         scale[ch] = weight[ch] / np.sqrt(np.float64(var[ch]) + eps)
@@ -207,7 +279,16 @@ def eval_scale(var, weight, eps):
 
 @njit(**_JIT)
 def affine_row(src, dst, mu, sc, bi, relu6):
-    """dst = (src - mu) * sc + bi, clamped to [0, 6] when ``relu6``."""
+    """``dst = (src - mu) * sc + bi``, clamped to [0, 6] when ``relu6``.
+
+    Args:
+        src: A row of one channel.
+        dst: The row written.
+        mu: The channel's mean.
+        sc: The channel's scale.
+        bi: The channel's bias.
+        relu6: Clamp to [0, 6].
+    """
     zero, six = src.dtype.type(0), src.dtype.type(6)  # in the array's dtype, so the clamp
     # stays in it (Numba types ``bi * 0``, float32 times an int, as float64)
     if relu6:
@@ -221,8 +302,18 @@ def affine_row(src, dst, mu, sc, bi, relu6):
 
 @njit(**_JIT)
 def affine_inplace(row, mu, sc, bi, relu6):
-    """``affine_row(row, row, ...)``, written for one array: with two views of the same
-    memory LLVM's overlap check fails and it runs the scalar loop (measured ~3x slower)."""
+    """``affine_row(row, row, ...)``, written for one array.
+
+    With two views of the same memory LLVM's overlap check fails and it runs the scalar loop
+    (measured ~3x slower).
+
+    Args:
+        row: The row, changed in place.
+        mu: The channel's mean.
+        sc: The channel's scale.
+        bi: The channel's bias.
+        relu6: Clamp to [0, 6].
+    """
     zero, six = row.dtype.type(0), row.dtype.type(6)
     if relu6:
         for i in range(row.shape[0]):
@@ -235,15 +326,31 @@ def affine_inplace(row, mu, sc, bi, relu6):
 
 @njit(**_JIT)
 def affine_channel(x3, y3, ch, mu, sc, bi, relu6):
-    """y3[:, ch] = (x3[:, ch] - mu) * sc + bi, clamped to [0, 6] when ``relu6``."""
+    """``y3[:, ch] = (x3[:, ch] - mu) * sc + bi``, clamped to [0, 6] when ``relu6``.
+
+    Args:
+        x3: The input (N, C, HW).
+        y3: The output (N, C, HW).
+        ch: The channel.
+        mu: The channel's mean.
+        sc: The channel's scale.
+        bi: The channel's bias.
+        relu6: Clamp to [0, 6].
+    """
     for b in range(x3.shape[0]):
         affine_row(x3[b, ch], y3[b, ch], mu, sc, bi, relu6)
 
 
 @njit(**_JIT)
 def epilogue(y2, ep):
-    """Apply a BatchNorm-eval epilogue (see ``epilogue_args``) in place to y2 (C, P),
-    one image's conv output, while it is still in cache. Nothing when it is off."""
+    """Apply a BatchNorm-eval epilogue in place to one image's convolution output.
+
+    While it is still in cache. Nothing when it is off. The epilogue is ``epilogue_args``'.
+
+    Args:
+        y2: The image's output (C, P).
+        ep: ``(mean, scale, bias, flags)`` from ``epilogue_args``.
+    """
     mean, scale, bias, flags = ep
     if flags[0]:
         for ch in range(y2.shape[0]):
@@ -251,10 +358,25 @@ def epilogue(y2, ep):
 
 
 def epilogue_args(fn, bn_eval, c, dtype):
-    """The ``bn`` = (mean, var, weight, bias, eps, relu6) of the ``*_bn_eval`` conv kernels
-    (None: no epilogue) as the jitted cores take it: (mean, scale, bias, flags=[on, relu6]); scale computed exactly as
+    """The ``bn`` of the ``*_bn_eval`` convolution kernels as the jitted cores take it.
+
+    ``(mean, scale, bias, flags=[on, relu6])``, the scale computed exactly as
     ``batch_norm_forward_eval`` computes it, so a fused epilogue gives the bits of the
-    separate op on the same conv output."""
+    separate op on the same convolution output.
+
+    Args:
+        fn: The kernel's name, for the message.
+        bn_eval: ``(mean, var, weight, bias, eps, relu6)``; None: no epilogue.
+        c: The output channels.
+        dtype: The output's dtype.
+
+    Returns:
+        ``(mean, scale, bias, flags)``.
+
+    Raises:
+        ValueError: An array of another shape.
+        TypeError: Another dtype.
+    """
     if bn_eval is None:
         empty = np.empty(0, dtype)
         return empty, empty, empty, np.zeros(2, np.bool_)
@@ -269,19 +391,19 @@ def epilogue_args(fn, bn_eval, c, dtype):
 
 FLAT_MAX = 1 << 18
 """NCHW tensors (1x1 planes; larger planes too when the channels-last layout is off) of
-up to this many values take :mod:`.flat` (contiguous rows, in the calling
+up to this many values take ``.flat`` (contiguous rows, in the calling
 thread). Measured (float32, forward / backward with ReLU6, microseconds, against
 the parallel kernels below): 64x960x1x1 22/33 vs 136/234, 64x384x2x2 29/54 vs 136/327,
 64x192x4x4 65/125 vs 110/242; from 64x96x8x8 (393,216 values, 141/232 vs 108/176) the
 parallel kernels win. Only on planes of at most ``FLAT_PLANE_MAX`` pixels, though."""
 FLAT_PLANE_MAX = 16
 """Pixels per plane up to which ``FLAT_MAX`` holds. On larger planes the per-channel kernels
-are faster at any size, their loops running along a plane instead of C*H*W float64 sums
+are faster at any size, their loops running along a plane instead of ``C*H*W`` float64 sums
 per image: forward / backward, microseconds, flat against per channel: 8x32x28x28 104/168
 vs 19/36 (MobileNetV2's 28 px projections at 224 px, three of them a step), 8x64x14x14
 44/68 vs 10/18, 64x32x8x8 34/73 vs 17/38; at 64x96x4x4 20/49 vs 30/72 the flat ones win."""
 ROWS_SERIAL_MAX = 1 << 16
-"""Channels-last tensors (:mod:`.channels_last`) of up to this many values run in the
+"""Channels-last tensors (``.channels_last``) of up to this many values run in the
 calling thread, larger ones on Numba's pool. A/B, 32 px batch 64 training step: 45.0 ms
 at 2^16 against 47.3 ms at 2^18 (and 45.3 ms at 2^15)."""
 def _c(a):
@@ -289,23 +411,38 @@ def _c(a):
 
 
 def _rows_layout(x) -> bool:
-    """Work channels-last (:mod:`.channels_last`)? On small planes; on a 1x1 plane (the same
-    memory in both layouts) only above ``FLAT_MAX`` values, where the flat kernels' single
-    thread falls behind: up to there they were faster (22/33 against 33/49 us forward /
-    backward at 64x960x1x1), above it the rows ran 4-6x faster than the channel-vectorised
-    kernels this set had for 1x1 planes (191/290 against 755/1743 us at 512x1280x1x1)."""
+    """Work channels-last (``.channels_last``)? On small planes.
+
+    On a 1x1 plane (the same memory in both layouts) only above ``FLAT_MAX`` values, where
+    the flat kernels' single thread falls behind: up to there they were faster (22/33
+    against 33/49 us forward / backward at 64x960x1x1), above it the rows ran 4-6x faster
+    than the channel-vectorised kernels this set had for 1x1 planes (191/290 against
+    755/1743 us at 512x1280x1x1).
+    """
     h, w = x.shape[2], x.shape[3]
     return channels_last_plane(h, w) and (h * w > 1 or x.size > FLAT_MAX)
 
 
 def _flat(x) -> bool:
-    """Take :mod:`.flat` (NCHW, in the calling thread)? See ``FLAT_MAX``."""
+    """Take ``.flat`` (NCHW, in the calling thread)? See ``FLAT_MAX``."""
     return x.size <= FLAT_MAX and x.shape[2] * x.shape[3] <= FLAT_PLANE_MAX
 
 
 def batch_norm_forward_train(x, weight, bias, eps, relu6=False):
-    """x: (N, C, H, W), weight/bias: (C,) -> (y, mean, invstd) with the biased batch variance;
-    ``relu6``: y clamped to [0, 6] (BatchNorm and ReLU6 fused)."""
+    r"""BatchNorm in training mode, with the biased batch variance.
+
+    The contract is ``ReferenceKernels``' kernel of the same name.
+
+    Args:
+        x: The input (N, C, H, W).
+        weight: $\gamma$ (C,).
+        bias: $\beta$ (C,).
+        eps: $\epsilon$, added to the variance.
+        relu6: Clamp y to [0, 6] (BatchNorm and ReLU6 fused).
+
+    Returns:
+        ``(y, mean, invstd)``: y like x, the others (C,).
+    """
     fn = "batch_norm_forward_train"
     x, weight, bias = np.asarray(x), _c(weight), _c(bias)
     same_float_dtype(fn, x=x, weight=weight, bias=bias)
@@ -322,8 +459,26 @@ def batch_norm_forward_train(x, weight, bias, eps, relu6=False):
 
 
 def batch_norm_backward_train(gy, x, mean, invstd, weight, bias=None, relu6=False):
-    """-> (gx, gweight, gbias); gx = weight*invstd*(gy - gbias/M - xhat*gweight/M).
-    ``relu6`` (needs ``bias``): gy first masked where the fused ReLU6 was flat."""
+    r"""BatchNorm's gradients in training mode.
+
+    ``gx = weight * invstd * (gy - gbias / M - xhat * gweight / M)``. The contract is
+    ``ReferenceKernels``' kernel of the same name.
+
+    Args:
+        gy: $\partial L / \partial y$ (N, C, H, W).
+        x: The input (N, C, H, W).
+        mean: The per-channel mean (C,).
+        invstd: $1/\sqrt{\sigma^2 + \epsilon}$ per channel (C,).
+        weight: $\gamma$ (C,).
+        bias: $\beta$ (C,); needed with ``relu6``.
+        relu6: The forward applied ReLU6: gy is first masked where it was flat.
+
+    Returns:
+        ``(gx, gweight, gbias)``.
+
+    Raises:
+        ValueError: gy of another shape than x, or arrays that do not fit.
+    """
     fn = "batch_norm_backward_train"
     bias = relu6_bias(fn, relu6, bias, weight)
     mean, invstd, weight, bias = (_c(a) for a in (mean, invstd, weight, bias))
@@ -344,8 +499,22 @@ def batch_norm_backward_train(gy, x, mean, invstd, weight, bias=None, relu6=Fals
 
 
 def batch_norm_forward_eval(x, mean, var, weight, bias, eps, relu6=False):
-    """y = (x - mean) / sqrt(var + eps) * weight + bias, per channel; clamped to [0, 6]
-    when ``relu6``."""
+    r"""BatchNorm in eval mode: ``y = (x - mean) / sqrt(var + eps) * weight + bias`` per channel.
+
+    The contract is ``ReferenceKernels``' kernel of the same name.
+
+    Args:
+        x: The input (N, C, H, W).
+        mean: The per-channel mean (C,).
+        var: The per-channel variance (C,).
+        weight: $\gamma$ (C,).
+        bias: $\beta$ (C,).
+        eps: $\epsilon$, added to the variance.
+        relu6: Clamp y to [0, 6].
+
+    Returns:
+        y, like x.
+    """
     fn = "batch_norm_forward_eval"
     x, mean, var, weight, bias = (_c(a) for a in (x, mean, var, weight, bias))
     same_float_dtype(fn, x=x, mean=mean, var=var, weight=weight, bias=bias)

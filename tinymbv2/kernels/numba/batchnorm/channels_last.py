@@ -1,21 +1,21 @@
 """Training BatchNorm on channels-last tensors: rows of C contiguous channels.
 
-A channels-last (N, C, H, W) tensor (see :mod:`..layout`) is the matrix
-x (M, C), M = N*H*W: each row one pixel, each column one channel. Every loop here
-runs along a row, so over the channels -- contiguous and vectorised, every channel
-its own SIMD lane -- and down the rows in order:
+A channels-last (N, C, H, W) tensor (see ``..layout``) is the matrix
+x (M, C), ``M = N*H*W``: each row one pixel, each column one channel. Every loop here
+runs along a row, so over the channels (contiguous and vectorised, every channel
+its own SIMD lane) and down the rows in order:
 
     S1[c] = sum_r (x[r, c] - K[c]),    S2[c] = sum_r (x[r, c] - K[c])^2          (forward)
     G[c]  = sum_r g[r, c],             GX[c] = sum_r g[r, c] (x[r, c] - mean[c])  (backward)
 
-with K = the first row (the "shifted data" of :mod:`..batchnorm`) and float64 sums.
+with K = the first row (the "shifted data" of ``..batchnorm``) and float64 sums.
 The rows are cut into ``_CHUNKS`` runs fixed by M alone; each run sums into its
 own partial (in parallel when the tensor is large), and the partials are added in
 run order, so the result is the same bits for any number of threads. Then one more
 pass writes y (or gx) row by row.
 
-Same arithmetic, dtypes and ReLU6 fusion as :mod:`..batchnorm` and
-:mod:`.flat`; only the order of the float64 sums differs.
+Same arithmetic, dtypes and ReLU6 fusion as ``..batchnorm`` and
+``.flat``; only the order of the float64 sums differs.
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def _shifted_sums(x2, r0, r1, shift, s1, s2):
 
 @njit(**_JIT)
 def _affine_rows(x2, y2, r0, r1, mu, sc, bi, relu6):
-    """y2[r] = (x2[r] - mu) * sc + bi for rows [r0, r1), clamped to [0, 6] when ``relu6``."""
+    """``y2[r] = (x2[r] - mu) * sc + bi`` for rows [r0, r1), clamped to [0, 6] when ``relu6``."""
     zero, six = y2.dtype.type(0), y2.dtype.type(6)
     for r in range(r0, r1):
         xr, yr = x2[r], y2[r]
@@ -66,10 +66,23 @@ def _affine_rows(x2, y2, r0, r1, mu, sc, bi, relu6):
 
 @njit(**_JIT)
 def affine_rows_inplace(y2, r0, r1, c0, c1, mu, sc, bi, relu6):
-    """``_affine_rows(y2, y2, ...)`` on rows [r0, r1) and channels [c0, c1), written for one
-    array: with two views of the same memory LLVM's overlap check fails and the loop runs
-    scalar (as ``batchnorm.affine_inplace`` says). The BatchNorm-eval epilogue of the
-    channels-last convolutions; mu, sc, bi are per channel, over all C channels."""
+    """``_affine_rows(y2, y2, ...)`` on rows [r0, r1) and channels [c0, c1), for one array.
+
+    With two views of the same memory LLVM's overlap check fails and the loop runs scalar
+    (as ``batchnorm.affine_inplace`` says). The BatchNorm-eval epilogue of the channels-last
+    convolutions.
+
+    Args:
+        y2: The rows (M, C), changed in place.
+        r0: The first row.
+        r1: The row after the last.
+        c0: The first channel.
+        c1: The channel after the last.
+        mu: The means, over all C channels.
+        sc: The scales, over all C channels.
+        bi: The biases, over all C channels.
+        relu6: Clamp to [0, 6].
+    """
     zero, six = y2.dtype.type(0), y2.dtype.type(6)
     m, s, b = mu[c0:c1], sc[c0:c1], bi[c0:c1]
     for r in range(r0, r1):
@@ -84,7 +97,7 @@ def affine_rows_inplace(y2, r0, r1, c0, c1, mu, sc, bi, relu6):
 
 @njit(**_JIT)
 def _grad_sums(g2, x2, r0, r1, mu, sc, bi, mu64, relu6, sg, sgx):
-    """sg, sgx (C,) float64 = sums over rows [r0, r1) of g and g * (x - mean)."""
+    """``sg``, ``sgx`` (C,) float64 = sums over rows [r0, r1) of ``g`` and ``g * (x - mean)``."""
     zero = x2.dtype.type(0)
     sg[:] = 0
     sgx[:] = 0
@@ -98,7 +111,7 @@ def _grad_sums(g2, x2, r0, r1, mu, sc, bi, mu64, relu6, sg, sgx):
 
 @njit(**_JIT)
 def _grad_rows(g2, x2, gx2, r0, r1, mu, sc, bi, coef, relu6):
-    """gx2[r] = a * (g - b - (x - mean) * c) for rows [r0, r1), coef = (a, b, c) per channel."""
+    """``gx2[r] = a * (g - b - (x - mean) * c)`` for rows [r0, r1); ``coef`` holds (a, b, c)."""
     a, bt, cc = coef[0], coef[1], coef[2]
     zero = x2.dtype.type(0)
     for r in range(r0, r1):
@@ -158,7 +171,20 @@ def _grad_rows_parallel(g2, x2, gx2, bounds, mu, sc, bi, coef, relu6):
 
 @njit(**_JIT)
 def forward_train_rows(x2, weight, bias, eps, relu6, y2, parallel):
-    """y2 (M, C) = BatchNorm-train of x2 (M, C) (+ReLU6): -> (mean, invstd), both (C,)."""
+    r"""``y2 (M, C)`` = BatchNorm-train (and ReLU6) of ``x2 (M, C)``.
+
+    Args:
+        x2: The input rows (M, C).
+        weight: $\gamma$ (C,).
+        bias: $\beta$ (C,).
+        eps: $\epsilon$, added to the variance.
+        relu6: Clamp y to [0, 6].
+        y2: The output rows (M, C), written.
+        parallel: Sum the runs on Numba's pool (large tensors).
+
+    Returns:
+        ``(mean, invstd)``, both (C,).
+    """
     m, c = x2.shape
     bounds = _bounds(m)
     runs = bounds.shape[0] - 1
@@ -187,7 +213,22 @@ def forward_train_rows(x2, weight, bias, eps, relu6, y2, parallel):
 
 @njit(**_JIT)
 def backward_train_rows(g2, x2, mean, invstd, weight, bias, relu6, gx2, parallel):
-    """gx2 (M, C) = BatchNorm-train's input gradient: -> (gweight, gbias), both (C,)."""
+    r"""``gx2 (M, C)`` = BatchNorm-train's input gradient.
+
+    Args:
+        g2: $\partial L / \partial y$ as rows (M, C).
+        x2: The input rows (M, C).
+        mean: The per-channel mean (C,).
+        invstd: $1/\sqrt{\sigma^2 + \epsilon}$ per channel (C,).
+        weight: $\gamma$ (C,).
+        bias: $\beta$ (C,).
+        relu6: The forward applied ReLU6.
+        gx2: The input gradient rows (M, C), written.
+        parallel: Sum the runs on Numba's pool (large tensors).
+
+    Returns:
+        ``(gweight, gbias)``, both (C,).
+    """
     m, c = x2.shape
     bounds = _bounds(m)
     runs = bounds.shape[0] - 1

@@ -1,11 +1,11 @@
 """Training BatchNorm for small planes: every image read as one contiguous row.
 
-On a (N, C, H, W) batch with H*W of a few pixels (MobileNetV2's last blocks at
-32 px are 2x2 and 1x1), a channel's values lie in N runs of H*W elements, too
-short for the per-channel loops of :mod:`..batchnorm`. Here image b is read as one
-row ``x[b]`` of L = C*H*W values, and every position j of that row (channel
-j // HW, pixel j % HW) keeps its own float64 accumulators, summed over the images
-in order: one long vectorised loop per image,
+On a (N, C, H, W) batch with ``H*W`` of a few pixels (MobileNetV2's last blocks at
+32 px are 2x2 and 1x1), a channel's values lie in N runs of ``H*W`` elements, too
+short for the per-channel loops of ``..batchnorm``. Here image b is read as one
+row ``x[b]`` of ``L = C*H*W`` values, and every position j of that row (channel
+``j // HW``, pixel ``j % HW``) keeps its own float64 accumulators, summed over the
+images in order: one long vectorised loop per image,
 
     S1[j] = sum_b (x[b, j] - K[j]),   S2[j] = sum_b (x[b, j] - K[j])^2           (forward)
     G[j]  = sum_b g[b, j],            GX[j] = sum_b g[b, j] (x[b, j] - mean[j])   (backward)
@@ -16,8 +16,8 @@ they are contiguous too.
 
 These tensors are small (at most ``batchnorm.FLAT_MAX`` values), so the loops run
 in the calling thread: waking Numba's pool for them cost more than it saved
-(measured in :mod:`..batchnorm`). Same arithmetic, dtypes and ReLU6 fusion as
-:mod:`..batchnorm`, only the order of the float64 sums differs; deterministic.
+(measured in ``..batchnorm``). Same arithmetic, dtypes and ReLU6 fusion as
+``..batchnorm``, only the order of the float64 sums differs; deterministic.
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def _repeat(per_channel, hw, out):
 
 @njit(**_JIT)
 def _per_channel(acc, hw, out):
-    """out[ch] = acc[ch*hw] + acc[ch*hw + 1] + ... (float64, pixel order)."""
+    """``out[ch] = acc[ch*hw] + acc[ch*hw + 1] + ...`` (float64, pixel order)."""
     for ch in range(out.shape[0]):
         s = 0.0
         for p in range(hw):
@@ -50,9 +50,23 @@ def _per_channel(acc, hw, out):
 
 @njit(inline="always", **_JIT)
 def passed(g, xv, mu, sc, bi, relu6, zero):
-    """g where the fused ReLU6 let the gradient through (0 < BN output < 6), else 0;
-    g itself without ``relu6``. A select, not a branch (see ``batchnorm.mask_relu6``).
-    ``zero``: 0 in g's dtype (the kernels of .channels_last use this too)."""
+    """``g`` where the fused ReLU6 let the gradient through (0 < BN output < 6), else 0.
+
+    ``g`` itself without ``relu6``. A select, not a branch (see ``batchnorm.mask_relu6``);
+    the kernels of ``.channels_last`` use this too.
+
+    Args:
+        g: One value of the output gradient.
+        xv: The input value it belongs to.
+        mu: Its channel's mean.
+        sc: Its channel's scale (weight times invstd).
+        bi: Its channel's bias.
+        relu6: The forward applied ReLU6.
+        zero: 0 in g's dtype.
+
+    Returns:
+        The gradient that passes.
+    """
     if relu6:
         z = (xv - mu) * sc + bi
         return g if (z > 0) & (z < 6) else zero
@@ -61,7 +75,19 @@ def passed(g, xv, mu, sc, bi, relu6, zero):
 
 @njit(**_JIT)
 def forward_train_flat(x, weight, bias, eps, relu6, y):
-    """``batchnorm._forward_train`` for small tensors: (y, mean, invstd)."""
+    r"""``batchnorm._forward_train`` for small tensors.
+
+    Args:
+        x: The input (N, C, H, W), C-contiguous.
+        weight: $\gamma$ (C,).
+        bias: $\beta$ (C,).
+        eps: $\epsilon$, added to the variance.
+        relu6: Clamp y to [0, 6].
+        y: The output, written.
+
+    Returns:
+        ``(y, mean, invstd)``.
+    """
     n, c, h, wd = x.shape
     hw = h * wd
     length, m = c * hw, n * hw
@@ -108,7 +134,21 @@ def forward_train_flat(x, weight, bias, eps, relu6, y):
 
 @njit(**_JIT)
 def backward_train_flat(gy, x, mean, invstd, weight, bias, relu6, gx):
-    """``batchnorm._backward_train`` for small tensors: (gx, gweight, gbias)."""
+    r"""``batchnorm._backward_train`` for small tensors.
+
+    Args:
+        gy: $\partial L / \partial y$ (N, C, H, W).
+        x: The input (N, C, H, W).
+        mean: The per-channel mean (C,).
+        invstd: $1/\sqrt{\sigma^2 + \epsilon}$ per channel (C,).
+        weight: $\gamma$ (C,).
+        bias: $\beta$ (C,).
+        relu6: The forward applied ReLU6.
+        gx: The input gradient, written.
+
+    Returns:
+        ``(gx, gweight, gbias)``.
+    """
     n, c, h, wd = x.shape
     hw = h * wd
     length, m = c * hw, n * hw

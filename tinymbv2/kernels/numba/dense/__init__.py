@@ -1,8 +1,8 @@
 """Numba kernels for dense (groups = 1) convolution: im2col + a matrix product, image by image.
 
-Same names, signatures and results as :mod:`tinymbv2.kernels.reference`;
-:class:`~tinymbv2.kernels.numba.NumbaKernels` takes them as its kernels. With
-K = Ci*kh*kw and P = Ho*Wo, image n's column matrix ``cols[n]`` (K, P) holds in column p
+Same names, signatures and results as ``tinymbv2.kernels.reference``;
+``NumbaKernels`` takes them as its kernels. With
+``K = Ci*kh*kw`` and ``P = Ho*Wo``, image n's column matrix ``cols[n]`` (K, P) holds in column p
 the K input values that output pixel p reads, so
 
     forward          y[n]  = W (Co, K) @ cols[n]
@@ -13,15 +13,15 @@ the K input values that output pixel p reads, so
 Each image is one task of an ``@njit(parallel=True)`` loop that builds its
 column matrix in a buffer of its own and multiplies it there, so the products
 run in Numba's thread pool (BLAS's single-threaded) -- the one-pool design of
-:mod:`..pool`.
+``..pool``.
 
-On an NCHW output plane the products are :mod:`..gemm`'s loops, which beat this
+On an NCHW output plane the products are ``..gemm``'s loops, which beat this
 machine's BLAS there: the forward its broadcast form (MobileNetV2's stem at 224 px
 batch 8: 1.93-2.01 -> 1.32-1.43 ms; a large output with no epilogue streamed to memory,
-as in :mod:`..pointwise`), backward-weight its dot-product form, which runs
+as in ``..pointwise``), backward-weight its dot-product form, which runs
 along the pixels of both gy[n] and cols[n] (2.38 -> 1.61 ms) -- except for a 3x3 filter
 at stride 2 and padding 1 (the stem), whose weight gradient needs no column matrix at
-all (:mod:`.weight3x3_s2`: 1.51-1.61 -> 0.96-1.03 ms). On a channels-last
+all (``.weight3x3_s2``: 1.51-1.61 -> 0.96-1.03 ms). On a channels-last
 output plane they are BLAS's, and backward-weight sums its images in ``_GROUPS``
 runs of consecutive images, each in order in one thread, and adds the run totals
 in order. Either way the split is fixed by the shapes, not by the thread count, so
@@ -50,7 +50,12 @@ _GROUPS = 8  # partial sums of backward-weight: fixed, so the result ignores the
 
 @njit(**_JIT)
 def add_into(acc, tmp):
-    """acc (M, K) += tmp (M, K), element by element."""
+    """``acc (M, K) += tmp (M, K)``, element by element.
+
+    Args:
+        acc: The sums (M, K), added to in place.
+        tmp: The values added (M, K).
+    """
     for i in range(acc.shape[0]):
         ai, ti = acc[i], tmp[i]
         for j in range(acc.shape[1]):
@@ -59,9 +64,17 @@ def add_into(acc, tmp):
 
 @njit(**_JIT)
 def sum_in_order(part):
-    """part[0] + part[1] + ... over the first axis, added in index order (deterministic):
-    (G, ...) -> (...), part C-contiguous. Summed as flat rows: element by element over the
-    arrays' own small trailing axes, the loops cost 0.3 ms for 88 (32, 3, 3, 3) parts."""
+    """``part[0] + part[1] + ...`` over the first axis, added in index order (deterministic).
+
+    Summed as flat rows: element by element over the arrays' own small trailing axes, the
+    loops cost 0.3 ms for 88 (32, 3, 3, 3) parts.
+
+    Args:
+        part: The parts (G, ...), C-contiguous.
+
+    Returns:
+        The sum (...).
+    """
     flat = part.reshape(part.shape[0], 1, -1)
     total = flat[0].copy()
     for g in range(1, flat.shape[0]):
@@ -89,8 +102,8 @@ def _im2col_row(dst, x, i, j, sh, sw, ph, pw, rlo, rhi, clo, chi):
 
 @njit(**_JIT)
 def _im2col(cols, x, kh, kw, sh, sw, ph, pw, ho, wo, rlo, rhi, clo, chi):
-    """cols (Ci*kh*kw, Ho*Wo) of one image x (Ci, H, W):
-    cols[(c, i, j), (oh, ow)] = xpad[c, oh*sh + i, ow*sw + j]."""
+    """cols ``(Ci*kh*kw, Ho*Wo)`` of one image x (Ci, H, W):
+    ``cols[(c, i, j), (oh, ow)] = xpad[c, oh*sh + i, ow*sw + j]``."""
     for r in range(cols.shape[0]):
         c, i, j = r // (kh * kw), (r // kw) % kh, r % kw
         _im2col_row(cols[r].reshape(ho, wo), x[c], i, j, sh, sw, ph, pw, rlo, rhi, clo, chi)
@@ -159,7 +172,7 @@ def _conv_backward_input(gy3, wt, kh, kw, sh, sw, ph, pw, ho, wo, gx, cl):
 
 @njit(parallel=True, **_JIT)
 def _im2col_images(x, kh, kw, sh, sw, ph, pw, ho, wo, cols_all):
-    """cols_all[b] = the column matrix (K, Ho*Wo) of image b, one image per task."""
+    """cols_all[b] = the column matrix ``(K, Ho*Wo)`` of image b, one image per task."""
     n, ci, h, wd = x.shape
     rlo, rhi = valid_range(kh, ph, sh, h, ho)
     clo, chi = valid_range(kw, pw, sw, wd, wo)
@@ -170,7 +183,7 @@ def _im2col_images(x, kh, kw, sh, sw, ph, pw, ho, wo, cols_all):
 
 @njit(parallel=True, **_JIT)
 def _conv_backward_weight_channels_last(gy3, x, kh, kw, sh, sw, ph, pw, ho, wo, groups):
-    """gw (Co, K) = sum_n gy3[n].T @ cols[n].T for channels-last gy3 (N, Ho*Wo, Co)."""
+    """``gw (Co, K) = sum_n gy3[n].T @ cols[n].T`` for channels-last gy3 ``(N, Ho*Wo, Co)``."""
     n, ci, h, wd = x.shape
     co, k = gy3.shape[2], ci * kh * kw
     rlo, rhi = valid_range(kh, ph, sh, h, ho)
@@ -196,7 +209,7 @@ def _c(a):
 
 def _output_rows(a):
     """(a as (N, P, C) channels-last, True) when the output plane is kept channels-last
-    (:mod:`..layout`: decided by the output plane here, as x is the image), else
+    (``..layout``: decided by the output plane here, as x is the image), else
     (a as (N, C, P) C-contiguous, False). Copies only an input in the other layout."""
     n, c, h, w = a.shape
     if channels_last_plane(h, w):
@@ -205,13 +218,39 @@ def _output_rows(a):
 
 
 def conv2d_forward(x, w, stride, padding):
-    """Dense convolution, groups = 1. x: (N, Ci, H, W), w: (Co, Ci, kh, kw) -> (N, Co, Ho, Wo)."""
+    """Dense convolution, groups = 1.
+
+    The contract is ``ReferenceKernels``' kernel of the same name.
+
+    Args:
+        x: The input (N, Ci, H, W).
+        w: The weight (Co, Ci, kh, kw).
+        stride: (sh, sw).
+        padding: (ph, pw), zeros on each side.
+
+    Returns:
+        y (N, Co, Ho, Wo).
+    """
     return _forward(x, w, stride, padding, None, "conv2d_forward")
 
 
 def conv2d_bn_eval(x, w, stride, padding, bn):
-    """``conv2d_forward``, then each image's output through BatchNorm-eval (+ReLU6) while it is
-    in cache; ``bn`` = (mean, var, weight, bias, eps, relu6), as ``ReferenceKernels`` takes it."""
+    """``conv2d_forward``, then each image's output through BatchNorm-eval (and ReLU6).
+
+    The BatchNorm runs while the image's output is in cache. The contract is
+    ``ReferenceKernels``' kernel of the same name.
+
+    Args:
+        x: The input (N, Ci, H, W).
+        w: The weight (Co, Ci, kh, kw).
+        stride: (sh, sw).
+        padding: (ph, pw), zeros on each side.
+        bn: ``(mean, var, weight, bias, eps, relu6)``, the BatchNorm in eval mode, as
+            ``ReferenceKernels`` takes it.
+
+    Returns:
+        y (N, Co, Ho, Wo).
+    """
     return _forward(x, w, stride, padding, bn, "conv2d_bn_eval")
 
 
@@ -232,7 +271,20 @@ def _forward(x, w, stride, padding, bn_eval, fn):
 
 
 def conv2d_backward_input(gy, w, x_shape, stride, padding):
-    """Gradient of ``conv2d_forward`` w.r.t. x: (N, Co, Ho, Wo) -> ``x_shape``."""
+    r"""Gradient of ``conv2d_forward`` with respect to x.
+
+    The contract is ``ReferenceKernels``' kernel of the same name.
+
+    Args:
+        gy: $\partial L / \partial y$ (N, Co, Ho, Wo).
+        w: The weight (Co, Ci, kh, kw).
+        x_shape: The input's shape (N, C, H, W).
+        stride: (sh, sw).
+        padding: (ph, pw), zeros on each side.
+
+    Returns:
+        gx, of ``x_shape``.
+    """
     fn = "conv2d_backward_input"
     gy, w = np.asarray(gy), _c(w)
     same_float_dtype(fn, gy=gy, w=w)
@@ -247,7 +299,20 @@ def conv2d_backward_input(gy, w, x_shape, stride, padding):
 
 
 def conv2d_backward_weight(gy, x, w_shape, stride, padding):
-    """Gradient of ``conv2d_forward`` w.r.t. w: -> ``w_shape`` (Co, Ci, kh, kw)."""
+    r"""Gradient of ``conv2d_forward`` with respect to w.
+
+    The contract is ``ReferenceKernels``' kernel of the same name.
+
+    Args:
+        gy: $\partial L / \partial y$ (N, Co, Ho, Wo).
+        x: The input (N, Ci, H, W).
+        w_shape: (Co, Ci, kh, kw).
+        stride: (sh, sw).
+        padding: (ph, pw), zeros on each side.
+
+    Returns:
+        gw, of ``w_shape``.
+    """
     fn = "conv2d_backward_weight"
     gy, x = np.asarray(gy), _c(x)
     same_float_dtype(fn, gy=gy, x=x)

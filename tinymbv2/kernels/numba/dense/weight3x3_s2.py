@@ -7,13 +7,13 @@ each input channel, parity p of the padded row and column tap j, the tap plane
     T[p, j][r * Wo + o] = xp[2 r + p, 2 o + j]          (r = 0 .. Ho, o < Wo)
 
 is laid out like an output plane, so tap (i, j) of every output is one contiguous run:
-output q = oh * Wo + ow reads T[i % 2, j][q + (i // 2) * Wo], and
+output ``q = oh * Wo + ow`` reads ``T[i % 2, j][q + (i // 2) * Wo]``, and
 
     gw[co, ci, i, j] = sum_q gy[co][q] * T_ci[i % 2, j][q + (i // 2) * Wo]
 
 is a dot product of contiguous runs, straight on gy's planes: no column matrix (im2col's 27
 values per output pixel, 10.8 MB at 224 px batch 8, read once per block of four output
-channels by :mod:`..gemm`'s loop) and no copy of gy. One loop gives four output
+channels by ``..gemm``'s loop) and no copy of gy. One loop gives four output
 channels against a kernel row's three taps (twelve running sums, seven loads for twelve
 multiply-adds). The six tap planes of a channel are 1.5 times its input plane, so a task
 builds them for one *band* of output rows of one image (``band_rows``: the band's tap
@@ -25,7 +25,7 @@ added in band order at the end; bands are cut by the shapes alone, so results ar
 bit-identical across runs and thread counts. Stem at 224 px batch 8, float32, both cores:
 1.51-1.61 ms with im2col and the dot-product loop, 0.96-1.03 ms here (bands of 11 rows;
 2 rows: 1.77 ms, 28 rows: 1.12 ms). The forward stays im2col + the register-block GEMM
-(:mod:`..dense`): written this way, with one output channel per loop (nine loads for
+(``..dense``): written this way, with one output channel per loop (nine loads for
 nine multiply-adds), it took 1.6-1.9 against 0.85-1.04 ms.
 """
 from __future__ import annotations
@@ -49,14 +49,37 @@ before the parallel loop (allocated inside it, scratch made loops 3x slower, see
 
 
 def supported(w_shape, stride, padding) -> bool:
-    """Is this the geometry computed here: a (Co, Ci, 3, 3) filter, stride 2, padding 1?"""
+    """Is this the geometry computed here: a (Co, Ci, 3, 3) filter, stride 2, padding 1?
+
+    Args:
+        w_shape: The weight's shape.
+        stride: (sh, sw).
+        padding: (ph, pw).
+
+    Returns:
+        Whether ``band_weight_gradients`` computes it.
+    """
     return tuple(w_shape[2:]) == (3, 3) and tuple(stride) == (2, 2) and tuple(padding) == (1, 1)
 
 
 @njit(**_JIT)
 def band_rows(ci, co, ho, wo, itemsize, budget):
-    """Output rows per band: Ci channels' six tap planes of rows + 1 rows and the Co planes'
-    rows within ``budget`` bytes, at least 1; then evened out over the plane."""
+    """The output rows per band within ``budget`` bytes, at least 1.
+
+    A band holds Ci channels' six tap planes of rows + 1 rows, and the Co planes' rows; the
+    rows are then evened out over the plane.
+
+    Args:
+        ci: Ci, the input channels.
+        co: Co, the output channels.
+        ho: Ho, the output height.
+        wo: Wo, the output width.
+        itemsize: Bytes per value.
+        budget: The bytes a band may take.
+
+    Returns:
+        The rows per band.
+    """
     per_row = (6 * ci + co) * wo * itemsize
     rows = max(1, min(ho, (budget - 6 * ci * wo * itemsize) // per_row))
     bands = (ho + rows - 1) // rows
@@ -101,7 +124,7 @@ def _bands(n, ho, rows):
 
 @njit(**_JIT_REDUCE)
 def _weight_sums4(g0, g1, g2, g3, x0, x1, x2, part, o, c, i):
-    """part[o + u, c, i, j] = sum_q g_u[q] * x_j[q] for u < 4, j < 3: four output channels
+    """``part[o + u, c, i, j] = sum_q g_u[q] * x_j[q]`` for u < 4, j < 3: four output channels
     against one kernel row's three taps, twelve running sums in one loop."""
     zero = part.dtype.type(0)
     s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = s30 = s31 = s32 = zero
@@ -128,7 +151,7 @@ def _weight_sums4(g0, g1, g2, g3, x0, x1, x2, part, o, c, i):
 
 @njit(**_JIT_REDUCE)
 def _weight_sums1(g0, x0, x1, x2, part, o, c, i):
-    """part[o, c, i, j] = sum_q g0[q] * x_j[q] for j < 3 (the output channels left over
+    """``part[o, c, i, j] = sum_q g0[q] * x_j[q]`` for j < 3 (the output channels left over
     after blocks of four)."""
     zero = part.dtype.type(0)
     s0 = s1 = s2 = zero
@@ -171,9 +194,17 @@ def _backward_weight(gy, x, rows, parts):
 
 
 def band_weight_gradients(gy, x):
-    """The weight gradient of the 3x3 stride-2 padding-1 convolution of x (N, Ci, H, W),
-    for dL/dy gy (N, Co, Ho, Wo), band by band: (bands, Co, Ci, 3, 3), to be added in
-    order (``dense.sum_in_order``). Both C-contiguous, one dtype; N, Co > 0."""
+    r"""The weight gradient of the 3x3 stride-2 padding-1 convolution, band by band.
+
+    The parts are to be added in order (``dense.sum_in_order``).
+
+    Args:
+        gy: $\partial L / \partial y$ (N, Co, Ho, Wo), C-contiguous, N and Co > 0.
+        x: The input (N, Ci, H, W), C-contiguous, of gy's dtype.
+
+    Returns:
+        The per-band gradients (bands, Co, Ci, 3, 3).
+    """
     n, co, ho, wo = gy.shape
     ci = x.shape[1]
     rows = band_rows(ci, co, ho, wo, x.itemsize, BAND_BYTES)  # read at each call: tests shrink it

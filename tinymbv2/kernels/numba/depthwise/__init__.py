@@ -1,20 +1,20 @@
 """Numba kernels for depthwise convolution (CPU, parallel, deterministic).
 
-Same names, signatures and results as :mod:`tinymbv2.kernels.reference`;
-:class:`~tinymbv2.kernels.numba.NumbaKernels` takes them as its kernels. Which routines run:
+Same names, signatures and results as ``tinymbv2.kernels.reference``;
+``NumbaKernels`` takes them as its kernels. Which routines run:
 
 * Input planes of at most 16x16 pixels, any kernel, kept channels-last
-  (:mod:`..layout`): :mod:`.channels_last`, vectorised over blocks of 256 channels
-  (the 3x3 filter at stride 1 and padding 1 in vector registers: :mod:`.rows3x3`).
+  (``..layout``): ``.channels_last``, vectorised over blocks of 256 channels
+  (the 3x3 filter at stride 1 and padding 1 in vector registers: ``.rows3x3``).
   Larger planes, NCHW, one plane at a time:
-* 3x3 kernels, MobileNetV2's only kind: :mod:`.planes3x3` (at stride 1
+* 3x3 kernels, MobileNetV2's only kind: ``.planes3x3`` (at stride 1
   a zero-padded flat plane, one vectorised loop per plane) and, at stride 2 with
-  padding 1, :mod:`.planes3x3_s2` (every other column, read in place); other
+  padding 1, ``.planes3x3_s2`` (every other column, read in place); other
   strides are computed at stride 1 and subsampled, with column phases for the gradients.
 * Any other kernel size: the general per-tap routines here (``_correlate_plane``,
   ``_scatter_plane``, ``_weight_taps_plane``). The padding is never
   materialised: for each kernel row i / column j the range of outputs whose
-  input lies inside the image is computed once (:mod:`..padding`), so the
+  input lies inside the image is computed once (``..padding``), so the
   innermost loop runs over a run of output columns with no bounds test.
 
 ``prange`` only splits work whose outputs are disjoint: (image, channel) planes
@@ -100,7 +100,7 @@ def _scatter_plane(gx, gy, w, sh, sw, ph, pw, rlo, rhi, clo, chi):
 
 @njit(**_JIT)
 def _weight_taps_plane(acc, gy, x, sh, sw, ph, pw, rlo, rhi, clo, chi):
-    """acc (kh, kw, Wo) += gy[oh, ow] * x[input of tap (i, j) at (oh, ow)], summed over oh.
+    """``acc (kh, kw, Wo) += gy[oh, ow] * x[input of tap (i, j) at (oh, ow)]``, summed over oh.
 
     Keeping one running sum per output column (summed up only at the end)
     lets the inner loop vectorise without reordering a floating-point
@@ -261,13 +261,39 @@ def _c(a):
 
 
 def depthwise_conv2d_forward(x, w, stride, padding):
-    """Depthwise convolution. x: (N, C, H, W), w: (C, 1, kh, kw) -> (N, C, Ho, Wo)."""
+    """Depthwise convolution.
+
+    The contract is ``ReferenceKernels``' kernel of the same name.
+
+    Args:
+        x: The input (N, C, H, W).
+        w: The weight (C, 1, kh, kw).
+        stride: (sh, sw).
+        padding: (ph, pw), zeros on each side.
+
+    Returns:
+        y (N, C, Ho, Wo).
+    """
     return _forward(x, w, stride, padding, None, "depthwise_conv2d_forward")
 
 
 def depthwise_conv2d_bn_eval(x, w, stride, padding, bn):
-    """``depthwise_conv2d_forward``, then each plane through BatchNorm-eval (+ReLU6) while it
-    is in cache; ``bn`` = (mean, var, weight, bias, eps, relu6), as ``ReferenceKernels`` takes it."""
+    """``depthwise_conv2d_forward``, then each plane through BatchNorm-eval (and ReLU6).
+
+    The BatchNorm runs while the plane is in cache. The contract is ``ReferenceKernels``'
+    kernel of the same name.
+
+    Args:
+        x: The input (N, C, H, W).
+        w: The weight (C, 1, kh, kw).
+        stride: (sh, sw).
+        padding: (ph, pw), zeros on each side.
+        bn: ``(mean, var, weight, bias, eps, relu6)``, the BatchNorm in eval mode, as
+            ``ReferenceKernels`` takes it.
+
+    Returns:
+        y (N, C, Ho, Wo).
+    """
     return _forward(x, w, stride, padding, bn, "depthwise_conv2d_bn_eval")
 
 
@@ -292,7 +318,20 @@ def _forward(x, w, stride, padding, bn_eval, fn):
 
 
 def depthwise_conv2d_backward_input(gy, w, x_shape, stride, padding):
-    """Gradient of ``depthwise_conv2d_forward`` w.r.t. x: -> ``x_shape``."""
+    r"""Gradient of ``depthwise_conv2d_forward`` with respect to x.
+
+    The contract is ``ReferenceKernels``' kernel of the same name.
+
+    Args:
+        gy: $\partial L / \partial y$ (N, C, Ho, Wo).
+        w: The weight (C, 1, kh, kw).
+        x_shape: The input's shape (N, C, H, W).
+        stride: (sh, sw).
+        padding: (ph, pw), zeros on each side.
+
+    Returns:
+        gx, of ``x_shape``.
+    """
     fn = "depthwise_conv2d_backward_input"
     gy, w = np.asarray(gy), _c(w)
     same_float_dtype(fn, gy=gy, w=w)
@@ -317,7 +356,20 @@ def depthwise_conv2d_backward_input(gy, w, x_shape, stride, padding):
 
 
 def depthwise_conv2d_backward_weight(gy, x, w_shape, stride, padding):
-    """Gradient of ``depthwise_conv2d_forward`` w.r.t. w: -> ``w_shape`` (C, 1, kh, kw)."""
+    r"""Gradient of ``depthwise_conv2d_forward`` with respect to w.
+
+    The contract is ``ReferenceKernels``' kernel of the same name.
+
+    Args:
+        gy: $\partial L / \partial y$ (N, C, Ho, Wo).
+        x: The input (N, C, H, W).
+        w_shape: (C, 1, kh, kw).
+        stride: (sh, sw).
+        padding: (ph, pw), zeros on each side.
+
+    Returns:
+        gw, of ``w_shape``.
+    """
     fn = "depthwise_conv2d_backward_weight"
     gy, x = np.asarray(gy), np.asarray(x)
     same_float_dtype(fn, gy=gy, x=x)

@@ -1,8 +1,8 @@
 """Numba depthwise convolution for small planes, on channels-last tensors.
 
 On a plane of at most 16x16 pixels (all of MobileNetV2 at 32 px, its last stages
-at 224 px) the numba set keeps activations channels-last (:mod:`..layout`):
-image b is the matrix x[b] (H*W, C), one row per pixel. A plane that small is too
+at 224 px) the numba set keeps activations channels-last (``..layout``):
+image b is the matrix x[b] ``(H*W, C)``, one row per pixel. A plane that small is too
 short to vectorise along, so these kernels run along the channels instead, a
 block of up to 64 of them at a time -- contiguous and vectorised:
 
@@ -11,12 +11,12 @@ block of up to 64 of them at a time -- contiguous and vectorised:
     grad weight:  gw_t[tap, :] += gy[o, :] * x[in(o, tap), :]
 
 where ``in(o, tap)`` is the input pixel that tap (i, j) of output pixel o reads
-(padding taps are skipped), listed once per call by :func:`tap_table`. Until the
+(padding taps are skipped), listed once per call by ``tap_table``. Until the
 layout existed these kernels copied each block of an NCHW image into channels-last
 scratch and back; the transposes were 60-75% of their time (measured at 32 px).
 
 The 3x3 filter at stride 1 and padding 1 (most of MobileNetV2's) has faster kernels in
-:mod:`.rows3x3`, which keep the weights and a window of the input in
+``.rows3x3``, which keep the weights and a window of the input in
 vector registers; these serve every other geometry, and the forward with an epilogue.
 
 Parallel over (image, channel block) tasks; the weight gradient keeps one
@@ -36,8 +36,26 @@ _JIT = dict(cache=CACHE, fastmath=False)
 
 @njit(**_JIT)
 def tap_table(h, wd, kh, kw, ho, wo, sh, sw, ph, pw):
-    """For each output pixel o = oh*wo + ow, its valid (tap, input pixel) pairs:
-    rows start[o]:start[o+1] of ``pairs`` (tap = i*kw + j, input = ih*wd + iw)."""
+    """For each output pixel ``o = oh*wo + ow``, its valid (tap, input pixel) pairs.
+
+    They are rows ``start[o]:start[o+1]`` of ``pairs``, with ``tap = i*kw + j`` and
+    ``input = ih*wd + iw``.
+
+    Args:
+        h: H, the input height.
+        wd: W, the input width.
+        kh: The filter's height.
+        kw: The filter's width.
+        ho: Ho, the output height.
+        wo: Wo, the output width.
+        sh: The stride along H.
+        sw: The stride along W.
+        ph: The padding at the top and bottom.
+        pw: The padding on the left and right.
+
+    Returns:
+        ``(start, pairs)``.
+    """
     start = np.zeros(ho * wo + 1, np.int64)
     pairs = np.empty((ho * wo * kh * kw, 2), np.int64)
     k = 0
@@ -75,7 +93,7 @@ def _to_channels_first(a, out):
 
 @njit(**_JIT)
 def _weights_channels_last(w):
-    """(C, 1, kh, kw) -> (kh*kw, C)."""
+    """(C, 1, kh, kw) -> ``(kh*kw, C)``."""
     c, kk = w.shape[0], w.shape[2] * w.shape[3]
     out = np.empty((kk, c), w.dtype)
     w2 = w.reshape(c, kk)
@@ -118,7 +136,7 @@ def _nine_taps(out, wt, xt, xo, pairs, k0, c0, cb):
 # read and written in place, with the block's channels at columns [xo, xo + cb).
 @njit(**_JIT)
 def _forward_task(xt, xo, yt, yo, wt, c0, cb, start, pairs):
-    """yt[o, yo:yo+cb] = sum over o's taps of wt[tap, c0:c0+cb] * xt[in, xo:xo+cb]."""
+    """``yt[o, yo:yo+cb]`` = the sum over o's taps of ``wt[tap, c0:c0+cb] * xt[in, xo:xo+cb]``."""
     for o in range(yt.shape[0]):
         out = yt[o, yo:yo + cb]
         if start[o + 1] - start[o] == 9 and wt.shape[0] == 9:
@@ -133,7 +151,7 @@ def _forward_task(xt, xo, yt, yo, wt, c0, cb, start, pairs):
 
 @njit(**_JIT)
 def _backward_input_task(gyt, go, gxt, xo, wt, c0, cb, start, pairs):
-    """gxt[in, xo:xo+cb] = sum over the (o, tap) reading ``in`` of wt[tap] * gyt[o]."""
+    """``gxt[in, xo:xo+cb]`` = the sum over the (o, tap) reading ``in`` of ``wt[tap] * gyt[o]``."""
     for q in range(gxt.shape[0]):
         gxt[q, xo:xo + cb] = 0
     for o in range(gyt.shape[0]):
@@ -146,7 +164,7 @@ def _backward_input_task(gyt, go, gxt, xo, wt, c0, cb, start, pairs):
 
 @njit(**_JIT)
 def _backward_weight_task(gyt, go, xt, xo, acc, ao, cb, start, pairs):
-    """acc (kh*kw, C)[tap, ao:ao+cb] = sum over o of gyt[o] * xt[in(o, tap)] (zeroed first)."""
+    """``acc (kh*kw, C)[tap, ao:ao+cb]``: the sum over o of ``gyt[o] * xt[in(o, tap)]``."""
     acc[:, ao:ao + cb] = 0
     for o in range(gyt.shape[0]):
         g = gyt[o, go:go + cb]
@@ -159,8 +177,27 @@ def _backward_weight_task(gyt, go, xt, xo, acc, ao, cb, start, pairs):
 # ----------------------------------------------------------------- entry points
 @njit(parallel=True, **_JIT)
 def forward_pixels(x3, h, wd, w, sh, sw, ph, pw, ho, wo, y3, ep):
-    """y3 (N, Ho*Wo, C) = depthwise correlation of channels-last x3 (N, H*W, C) with
-    w (C, 1, kh, kw), then the epilogue ``ep`` (see ``batchnorm.epilogue``) on each task's block."""
+    """The depthwise correlation of a channels-last batch, then the epilogue on each task's block.
+
+    ``ep`` is ``batchnorm.epilogue``'s.
+
+    Args:
+        x3: The input, channels-last, ``(N, H*W, C)``.
+        h: H, the input height.
+        wd: W, the input width.
+        w: The filter (C, 1, kh, kw).
+        sh: The stride along H.
+        sw: The stride along W.
+        ph: The padding at the top and bottom.
+        pw: The padding on the left and right.
+        ho: Ho, the output height.
+        wo: Wo, the output width.
+        y3: The output ``(N, Ho*Wo, C)``, written.
+        ep: The BatchNorm-eval epilogue (``batchnorm.epilogue_args``).
+
+    Returns:
+        y3.
+    """
     n, c = x3.shape[0], x3.shape[2]
     start, pairs = tap_table(h, wd, w.shape[2], w.shape[3], ho, wo, sh, sw, ph, pw)
     wt = _weights_channels_last(w)
@@ -179,7 +216,24 @@ def forward_pixels(x3, h, wd, w, sh, sw, ph, pw, ho, wo, y3, ep):
 
 @njit(parallel=True, **_JIT)
 def backward_input_pixels(gy3, ho, wo, w, sh, sw, ph, pw, h, wd, gx3):
-    """gx3 (N, H*W, C) = the gradient of ``forward_pixels`` w.r.t. x, for gy3 (N, Ho*Wo, C)."""
+    r"""The input gradient of ``forward_pixels``.
+
+    Args:
+        gy3: $\partial L / \partial y$, channels-last, ``(N, Ho*Wo, C)``.
+        ho: Ho, the output height.
+        wo: Wo, the output width.
+        w: The filter (C, 1, kh, kw).
+        sh: The stride along H.
+        sw: The stride along W.
+        ph: The padding at the top and bottom.
+        pw: The padding on the left and right.
+        h: H, the input height.
+        wd: W, the input width.
+        gx3: The input gradient ``(N, H*W, C)``, written.
+
+    Returns:
+        gx3.
+    """
     n, c = gy3.shape[0], gy3.shape[2]
     start, pairs = tap_table(h, wd, w.shape[2], w.shape[3], ho, wo, sh, sw, ph, pw)
     wt = _weights_channels_last(w)
@@ -194,7 +248,27 @@ def backward_input_pixels(gy3, ho, wo, w, sh, sw, ph, pw, h, wd, gx3):
 
 @njit(parallel=True, **_JIT)
 def backward_weight_pixels(gy3, ho, wo, x3, h, wd, kh, kw, sh, sw, ph, pw):
-    """-> gw (C, 1, kh, kw), the gradient of ``forward_pixels`` w.r.t. w."""
+    r"""The weight gradient of ``forward_pixels``.
+
+    One partial sum per image, added in image order: the same bits for any thread count.
+
+    Args:
+        gy3: $\partial L / \partial y$, channels-last, ``(N, Ho*Wo, C)``.
+        ho: Ho, the output height.
+        wo: Wo, the output width.
+        x3: The input, channels-last, ``(N, H*W, C)``.
+        h: H, the input height.
+        wd: W, the input width.
+        kh: The filter's height.
+        kw: The filter's width.
+        sh: The stride along H.
+        sw: The stride along W.
+        ph: The padding at the top and bottom.
+        pw: The padding on the left and right.
+
+    Returns:
+        gw (C, 1, kh, kw).
+    """
     n, c = x3.shape[0], x3.shape[2]
     start, pairs = tap_table(h, wd, kh, kw, ho, wo, sh, sw, ph, pw)
     blocks, bounds = _tasks(n, c)
@@ -209,7 +283,7 @@ def backward_weight_pixels(gy3, ho, wo, x3, h, wd, kh, kw, sh, sw, ph, pw):
 
 @njit(parallel=True, **_JIT)
 def _sum_images(partial, blocks, kh, kw):
-    """gw (C, 1, kh, kw) = sum over images of partial (N, kh*kw, C), added in image order
+    """gw (C, 1, kh, kw) = the sum over images of partial ``(N, kh*kw, C)``, in image order
     (the same sum for any thread count), a block of channels at a time so that every
     loop runs over contiguous channels."""
     n, kk, c = partial.shape

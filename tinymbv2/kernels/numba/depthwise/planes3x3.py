@@ -1,12 +1,12 @@
 """Numba planes for the 3x3 depthwise convolution, MobileNetV2's only kind.
 
-:mod:`..depthwise` runs these for every 3x3 filter (any stride, padding
+``..depthwise`` runs these for every 3x3 filter (any stride, padding
 up to 2) and keeps its general per-tap loops for other sizes. The ideas:
 
 * **All nine taps in one loop.** An output of a stride-1 correlation reads three
   input rows; on a zero-padded copy of the plane (row width Wp = W + 2 pw) every
   output has all nine taps, so the whole plane is one loop over flat positions
-  q = r*Wp + c (:func:`correlate3x3_padded`):
+  ``q = r*Wp + c`` (``correlate3x3_padded``):
 
       out[q] = sum_{i, j} w[i, j] * xp[q + i*Wp + j]
 
@@ -16,26 +16,26 @@ up to 2) and keeps its general per-tap loops for other sizes. The ideas:
   iterations plus two bounds-tested edge outputs per row: the padded plane is
   3-5x faster at 28x28 and 14x14, 1.9x at 56x56 and 1.4x at 112x112.
 * **The stride-2 forward is computed at stride 1 and subsampled**, row by row
-  (:func:`row3x3`, :func:`correlate3x3_strided`): faster than loads with a stride
+  (``row3x3``, ``correlate3x3_strided``): faster than loads with a stride
   the compiler cannot vectorise, and than splitting the input rows into column
   phases first (2.1 ms against 4.2 ms, 8x96x112x112).
 * **The stride-2 weight gradient reads the input as column phases**: tap j of
-  output column ow reads input column (ow + u)*s + q, element ow + u of the row's
+  output column ow reads input column ``(ow + u)*s + q``, element ``ow + u`` of the row's
   phase q; each input row is split once into its s contiguous phases
-  (:func:`weight3x3_strided`; there the split pays for itself, as the gradient
+  (``weight3x3_strided``; there the split pays for itself, as the gradient
   would otherwise have to be dilated to 4x the work).
 * **The input gradient of a stride-1 correlation is a correlation** of dL/dy with
   the flipped kernel and padding 2 - p: the same padded-plane routine. With stride s, gx
-  column m*s + q (phase q) receives tap j of output column m + (q + pw - j) / s
+  column ``m*s + q`` (phase q) receives tap j of output column ``m + (q + pw - j) / s``
   when that divides exactly, so each phase of a gx row is a few contiguous
   multiply-adds of dL/dy rows, interleaved into the row at the end
-  (:func:`scatter3x3_strided_plane`).
+  (``scatter3x3_strided_plane``).
 * **Stride 2 with padding 1** (MobileNetV2's only strided case) has routines of its own
-  in :mod:`.planes3x3_s2`; the strided ones here serve every other stride and
+  in ``.planes3x3_s2``; the strided ones here serve every other stride and
   padding.
-* **The weight gradient keeps nine running sums** (:func:`weight3x3_padded` at
+* **The weight gradient keeps nine running sums** (``weight3x3_padded`` at
   stride 1, over the padded flat plane, three input and three gradient loads
-  per step; :func:`weight3x3_strided`).
+  per step; ``weight3x3_strided``).
   They may be reassociated (``fastmath`` ``reassoc``) so they vectorise into
   SIMD partial sums; the order is then fixed by the compiled loop and the
   shapes, never by thread timing: results are bit-identical from run to run
@@ -56,8 +56,19 @@ _JIT_REDUCE = dict(cache=CACHE, fastmath={"reassoc", "contract"})
 
 @njit(**_JIT)
 def interior(pad, size, out_size):
-    """Outputs [a, b) of a stride-1 row whose input columns ``o - pad + j``, j < 3,
-    all lie in [0, size); the others are the edges."""
+    """Outputs [a, b) of a stride-1 row whose three input columns all lie in the row.
+
+    The input columns of output o are ``o - pad + j``, j < 3; the outputs outside [a, b) are
+    the edges.
+
+    Args:
+        pad: The padding on the left.
+        size: The input row's length.
+        out_size: The output row's length.
+
+    Returns:
+        ``(a, b)``.
+    """
     a = min(max(pad, 0), out_size)
     b = max(a, min(size - 2 + pad, out_size))
     return a, b
@@ -65,7 +76,16 @@ def interior(pad, size, out_size):
 
 @njit(**_JIT)
 def rows3(x, top, zero_row):
-    """The three input rows top, top+1, top+2 of plane x, padding rows as zeros."""
+    """The three input rows top, top+1, top+2 of plane ``x``, padding rows as zeros.
+
+    Args:
+        x: The plane (H, W).
+        top: The first row (negative, or past the end, in the padding).
+        zero_row: W zeros.
+
+    Returns:
+        The three rows.
+    """
     h = x.shape[0]
     r0 = x[top] if 0 <= top < h else zero_row
     r1 = x[top + 1] if 0 <= top + 1 < h else zero_row
@@ -75,7 +95,7 @@ def rows3(x, top, zero_row):
 
 @njit(**_JIT)
 def _edge_output(r0, r1, r2, w, col, size):
-    """sum_{i,j} w[i, j] * row_i[col + j] over the columns inside [0, size)."""
+    """``sum_{i,j} w[i, j] * row_i[col + j]`` over the columns inside [0, size)."""
     acc = w.dtype.type(0)
     for j in range(3):
         c = col + j
@@ -86,7 +106,16 @@ def _edge_output(r0, r1, r2, w, col, size):
 
 @njit(**_JIT)
 def row3x3(out, r0, r1, r2, w, pw):
-    """out[o] = sum_{i,j} w[i, j] * r_i[o - pw + j] (stride 1, zero outside the rows)."""
+    """``out[o] = sum_{i,j} w[i, j] * r_i[o - pw + j]`` (stride 1, zero outside the rows).
+
+    Args:
+        out: The output row, written.
+        r0: The first input row.
+        r1: The second.
+        r2: The third.
+        w: The filter (3, 3).
+        pw: The padding on the left.
+    """
     size, n_out = r0.shape[0], out.shape[0]
     a, b = interior(pw, size, n_out)
     n, c = b - a, a - pw
@@ -112,9 +141,21 @@ def row3x3(out, r0, r1, r2, w, pw):
 
 @njit(**_JIT)
 def phase_taps(s, pw, size, n_out):
-    """For stride s: tap j reads column ow*s - pw + j = (ow + u[j])*s + q[j], i.e.
-    element ow + u[j] of phase q[j] of the row. -> (q, u, a, b) with [a, b) the
-    outputs whose three taps all lie inside the row (the interior)."""
+    """Where each tap of a strided row reads: a phase and an offset in it.
+
+    For stride s, tap j reads column ``ow*s - pw + j = (ow + u[j])*s + q[j]``, i.e. element
+    ``ow + u[j]`` of phase ``q[j]`` of the row.
+
+    Args:
+        s: The stride.
+        pw: The padding on the left.
+        size: The input row's length.
+        n_out: The output row's length.
+
+    Returns:
+        ``(q, u, a, b)``, with [a, b) the outputs whose three taps all lie inside the row
+        (the interior).
+    """
     q = np.empty(3, np.int64)
     u = np.empty(3, np.int64)
     a, b = 0, n_out
@@ -130,7 +171,7 @@ def phase_taps(s, pw, size, n_out):
 
 @njit(**_JIT)
 def _deinterleave(row, s, out):
-    """out[q, m] = row[m*s + q]: the s column phases of a row, each contiguous."""
+    """``out[q, m] = row[m*s + q]``: the s column phases of a row, each contiguous."""
     for q in range(s):
         o = out[q]
         for m in range((row.shape[0] - q + s - 1) // s):
@@ -139,7 +180,17 @@ def _deinterleave(row, s, out):
 
 @njit(**_JIT)
 def padded_size(h, wd, ph, pw):
-    """Scratch that ``correlate3x3_padded`` needs: the zero-padded plane plus 2."""
+    """The scratch ``correlate3x3_padded`` needs: the zero-padded plane plus 2.
+
+    Args:
+        h: The plane's height.
+        wd: Its width.
+        ph: The padding at the top and bottom.
+        pw: The padding on the left and right.
+
+    Returns:
+        The number of values.
+    """
     return (h + 2 * ph) * (wd + 2 * pw) + 2
 
 
@@ -159,7 +210,7 @@ def _pad_plane(x, ph, pw, xp):
 @njit(**_JIT)
 def _flat_taps(xp, wp, n):
     """The nine runs of n values of padded plane xp that taps (i, j) read:
-    xp[i*Wp + j:i*Wp + j + n], row-major over (i, j)."""
+    ``xp[i*Wp + j:i*Wp + j + n]``, row-major over (i, j)."""
     return (xp[0:n], xp[1:1 + n], xp[2:2 + n],
             xp[wp:wp + n], xp[wp + 1:wp + 1 + n], xp[wp + 2:wp + 2 + n],
             xp[2 * wp:2 * wp + n], xp[2 * wp + 1:2 * wp + 1 + n], xp[2 * wp + 2:2 * wp + 2 + n])
@@ -167,7 +218,20 @@ def _flat_taps(xp, wp, n):
 
 @njit(**_JIT)
 def add_nine(acc, s00, s01, s02, s10, s11, s12, s20, s21, s22):
-    """acc (3, 3) += the nine running sums of a weight-gradient plane."""
+    """``acc (3, 3) +=`` the nine running sums of a weight-gradient plane.
+
+    Args:
+        acc: The gradient of the filter (3, 3), added to.
+        s00: The sum of tap (0, 0).
+        s01: Of tap (0, 1).
+        s02: Of tap (0, 2).
+        s10: Of tap (1, 0).
+        s11: Of tap (1, 1).
+        s12: Of tap (1, 2).
+        s20: Of tap (2, 0).
+        s21: Of tap (2, 1).
+        s22: Of tap (2, 2).
+    """
     acc[0, 0] += s00
     acc[0, 1] += s01
     acc[0, 2] += s02
@@ -181,15 +245,33 @@ def add_nine(acc, s00, s01, s02, s10, s11, s12, s20, s21, s22):
 
 @njit(**_JIT)
 def correlate_flat(out, xp, w, wp, n):
-    """out[k] = sum_{i,j} w[i, j] * xp[k + i*Wp + j] for k < n: a stride-1 3x3 correlation
-    over a zero-padded flat plane xp of row width Wp, as one vectorised loop."""
+    """A stride-1 3x3 correlation over a zero-padded flat plane, one vectorised loop.
+
+    ``out[k] = sum_{i,j} w[i, j] * xp[k + i*Wp + j]`` for k < n.
+
+    Args:
+        out: The output run, written.
+        xp: The zero-padded plane, flat.
+        w: The filter (3, 3).
+        wp: Wp, the padded plane's row width.
+        n: The number of outputs.
+    """
     correlate_runs(out, _flat_taps(xp, wp, n), w, n)
 
 
 @njit(**_JIT)
 def correlate_runs(out, taps, w, n):
-    """out[k] = sum_{i,j} w[i, j] * taps[3 i + j][k] for k < n: nine runs of n values, the
-    ones that taps (i, j) read, summed row of taps by row of taps in one vectorised loop."""
+    """``out[k] = sum_{i,j} w[i, j] * taps[3 i + j][k]`` for k < n.
+
+    Nine runs of n values, the ones that taps (i, j) read, summed row of taps by row of taps
+    in one vectorised loop.
+
+    Args:
+        out: The output run, written.
+        taps: The nine runs, in row-major tap order.
+        w: The filter (3, 3).
+        n: The number of outputs.
+    """
     a0, a1, a2, b0, b1, b2, c0, c1, c2 = taps
     w00, w01, w02 = w[0, 0], w[0, 1], w[0, 2]
     w10, w11, w12 = w[1, 0], w[1, 1], w[1, 2]
@@ -203,14 +285,22 @@ def correlate_runs(out, taps, w, n):
 
 @njit(**_JIT)
 def correlate3x3_padded(y, x, w, ph, pw, xp, out):
-    """y (Ho, Wo) = 3x3 cross-correlation of plane x (H, W) with w (3, 3), stride 1,
-    padding (ph, pw), through a zero-padded copy of the plane.
+    """3x3 cross-correlation of a plane, stride 1, through a zero-padded copy of the plane.
 
-    With the padding materialised (``xp``, row width Wp = W + 2 pw) every output has
-    all nine taps, so the whole plane is one loop over flat positions q = r*Wp + c,
-    ``out[q] = sum_{i,j} w[i, j] * xp[q + i*Wp + j]``, with no edge cases; the last
-    2 pw positions of each row are thrown away when ``out`` is copied into y.
-    xp: scratch of ``padded_size(H, W, ph, pw)``; out: scratch of Ho * Wp."""
+    With the padding materialised (``xp``, row width ``Wp = W + 2 pw``) every output has all
+    nine taps, so the whole plane is one loop over flat positions ``q = r*Wp + c``,
+    ``out[q] = sum_{i,j} w[i, j] * xp[q + i*Wp + j]``, with no edge cases; the last ``2 pw``
+    positions of each row are thrown away when ``out`` is copied into y.
+
+    Args:
+        y: The output plane (Ho, Wo), written.
+        x: The input plane (H, W).
+        w: The filter (3, 3).
+        ph: The padding at the top and bottom.
+        pw: The padding on the left and right.
+        xp: Scratch of ``padded_size(H, W, ph, pw)``.
+        out: Scratch of ``Ho * Wp``.
+    """
     h, wd = x.shape
     ho, wo = y.shape
     wp = wd + 2 * pw
@@ -224,24 +314,43 @@ def correlate3x3_padded(y, x, w, ph, pw, xp, out):
 
 @njit(**_JIT)
 def weight_scratch_size(ho, wd, pw):
-    """Scratch that ``weight3x3_padded`` needs: Ho + 4 rows of the padded width."""
+    """The scratch ``weight3x3_padded`` needs: Ho + 4 rows of the padded width.
+
+    Args:
+        ho: The output plane's height.
+        wd: The input plane's width.
+        pw: The padding on the left and right.
+
+    Returns:
+        The number of values.
+    """
     return (ho + 4) * (wd + 2 * pw)
 
 
 @njit(**_JIT_REDUCE)
 def weight3x3_padded(acc, gy, x, ph, pw, xp, gp):
-    """acc (3, 3) += sum_{oh, ow} gy[oh, ow] * x[oh - ph + i, ow - pw + j] (stride 1),
-    over the same zero-padded flat plane as ``correlate3x3_padded`` (row width Wp).
+    r"""``acc (3, 3) += sum_{oh, ow} gy[oh, ow] * x[oh - ph + i, ow - pw + j]`` (stride 1).
 
-    With gy laid out at the padded row width after two rows of zeros (``gp``, see
-    ``weight_scratch_size``; zeros in the 2 pw extra columns and after), tap (i, j) is
+    The sum runs over the same zero-padded flat plane as ``correlate3x3_padded`` (row width
+    Wp). With gy laid out at the padded row width after two rows of zeros (``gp``, see
+    ``weight_scratch_size``; zeros in the ``2 pw`` extra columns and after), tap (i, j) is
 
         acc[i, j] += sum_q gp[q + (2 - i)*Wp] * xp[q + j],
 
-    nine dot products over one run. Each step loads three values of xp and three of
-    gp and does nine multiply-adds with them (against ten loads for the nine taps
-    written as sum_q gp[q] * xp[q + i*Wp + j]): 1.3 -> 1.0 us per 56x56 plane. The
-    sums are vectorised as SIMD partial sums in acc's dtype."""
+    nine dot products over one run. Each step loads three values of xp and three of gp and
+    does nine multiply-adds with them (against ten loads for the nine taps written as
+    ``sum_q gp[q] * xp[q + i*Wp + j]``): 1.3 -> 1.0 us per 56x56 plane. The sums are
+    vectorised as SIMD partial sums in acc's dtype.
+
+    Args:
+        acc: The filter's gradient (3, 3), added to.
+        gy: $\partial L / \partial y$ of the plane (Ho, Wo).
+        x: The input plane (H, W).
+        ph: The padding at the top and bottom.
+        pw: The padding on the left and right.
+        xp: Scratch of ``padded_size``.
+        gp: Scratch of ``weight_scratch_size``.
+    """
     h, wd = x.shape
     ho, wo = gy.shape
     wp = wd + 2 * pw
@@ -274,9 +383,21 @@ def weight3x3_padded(acc, gy, x, ph, pw, xp, gp):
 
 @njit(**_JIT)
 def correlate3x3_strided(y, x, w, s, ph, pw, zero_row, row_buf):
-    """y (Ho, Wo) = 3x3 cross-correlation of plane x (H, W) with w (3, 3), stride s > 1,
-    padding (ph, pw): each output row at stride 1 (contiguous, vectorised) into
-    ``row_buf`` ((Wo - 1) * s + 1), then every s-th value kept. zero_row: W zeros."""
+    """3x3 cross-correlation of a plane at stride s > 1: each row at stride 1, then subsampled.
+
+    Each output row is computed at stride 1 (contiguous, vectorised) into ``row_buf``, then
+    every s-th value is kept.
+
+    Args:
+        y: The output plane (Ho, Wo), written.
+        x: The input plane (H, W).
+        w: The filter (3, 3).
+        s: The stride, > 1.
+        ph: The padding at the top and bottom.
+        pw: The padding on the left and right.
+        zero_row: W zeros.
+        row_buf: Scratch of ``(Wo - 1) * s + 1`` values.
+    """
     ho, wo = y.shape
     for oh in range(ho):
         r0, r1, r2 = rows3(x, oh * s - ph, zero_row)
@@ -288,11 +409,23 @@ def correlate3x3_strided(y, x, w, s, ph, pw, zero_row, row_buf):
 
 @njit(**_JIT_REDUCE)
 def weight3x3_strided(acc, gy, x, s, ph, pw, zero_row, phases):
-    """acc (3, 3) += sum_{oh, ow} gy[oh, ow] * x[oh*s - ph + i, ow*s - pw + j], for
-    stride s > 1, without dilating gy: tap j reads column (ow + u)*s + q of its row
-    (q = (j - pw) mod s), i.e. element ow + u of the row's phase q, so each input
-    row is split once into its s contiguous phases (scratch ``phases``, (3, s, >= W/s))
-    and every tap is again a contiguous dot product with the gy row."""
+    r"""``acc (3, 3) += sum_{oh, ow} gy[oh, ow] * x[oh*s - ph + i, ow*s - pw + j]``, stride s > 1.
+
+    Without dilating gy: tap j reads column ``(ow + u)*s + q`` of its row
+    (``q = (j - pw) mod s``), i.e. element ``ow + u`` of the row's phase q, so each input
+    row is split once into its s contiguous phases and every tap is again a contiguous dot
+    product with the gy row.
+
+    Args:
+        acc: The filter's gradient (3, 3), added to.
+        gy: $\partial L / \partial y$ of the plane (Ho, Wo).
+        x: The input plane (H, W).
+        s: The stride, > 1.
+        ph: The padding at the top and bottom.
+        pw: The padding on the left and right.
+        zero_row: W zeros.
+        phases: Scratch (3, s, at least W / s).
+    """
     wd = x.shape[1]
     ho, wo = gy.shape
     qs, us, a, b = phase_taps(s, pw, wd, wo)
@@ -347,11 +480,22 @@ def weight3x3_strided(acc, gy, x, s, ph, pw, zero_row, phases):
 
 @njit(**_JIT)
 def scatter3x3_strided_plane(gx, gy, w, s, ph, pw, phases):
-    """gx (H, W) = the input gradient of a 3x3 correlation with stride s > 1, for
-    plane gy (Ho, Wo), without dilating gy. Output column c = m*s + q (phase q)
-    receives tap j of output column ow = m + (q + pw - j) / s when that divides
-    exactly; so each phase of a gx row is a few contiguous multiply-adds of gy rows,
-    gathered in ``phases`` (s, >= W/s) and interleaved into the row at the end."""
+    r"""The input gradient of a 3x3 correlation with stride s > 1, without dilating gy.
+
+    Input column ``c = m*s + q`` (phase q) receives tap j of output column
+    ``ow = m + (q + pw - j) / s`` when that divides exactly; so each phase of a gx row is a
+    few contiguous multiply-adds of gy rows, gathered in ``phases`` and interleaved into the
+    row at the end.
+
+    Args:
+        gx: The input gradient plane (H, W), written.
+        gy: $\partial L / \partial y$ of the plane (Ho, Wo).
+        w: The filter (3, 3).
+        s: The stride, > 1.
+        ph: The padding at the top and bottom.
+        pw: The padding on the left and right.
+        phases: Scratch (s, at least W / s).
+    """
     h, wd = gx.shape
     ho, wo = gy.shape
     for r in range(h):

@@ -3,13 +3,13 @@
 Output column o reads input columns 2o - 1, 2o, 2o + 1: every other element, which
 LLVM vectorises as interleaved loads (and, for the input gradient, stores), with no
 subsampling of a stride-1 row and no phase copies (the general strided routines of
-:mod:`.planes3x3`, which serve every other stride and padding). Measured at
+``.planes3x3``, which serve every other stride and padding). Measured at
 224 px batch 8, against those: input gradient 2.9 -> 1.1 ms (96 channels at 112 px),
 1.8 -> 0.7 ms (144 at 56 px). The weight gradient instead splits the padded plane into
 its even and odd rows once, so that its sums run over the whole plane in one loop
 (``weight3x3_s2``).
 
-The fused depthwise stage (:mod:`..stage`) computes the forward another way: it
+The fused depthwise stage (``..stage``) computes the forward another way: it
 writes ReLU6(BN1(e)) straight into the four *phases* of the zero-padded plane (rows and
 columns of each parity, ``split_phases``), a pass it has to make anyway, after which every
 tap is a contiguous run and the whole plane one loop (``correlate_phases``): block 2's
@@ -18,7 +18,7 @@ output in the same order, padding included, so they give the same bits. Alone, t
 form is faster on the 56 and 28 px planes and slower on the 112 px ones (the split's
 extra pass over a plane that no longer fits in L1), so the separate op keeps the rows.
 
-Like :mod:`.planes3x3`, each routine works on one plane; the weight gradient's
+Like ``.planes3x3``, each routine works on one plane; the weight gradient's
 running sums may be reassociated into SIMD partial sums in an order fixed by the
 compiled loop and the shapes, so results are bit-identical across runs and threads.
 """
@@ -51,10 +51,19 @@ def _edge_output_s2(r0, r1, r2, w, col):
 
 @njit(**_JIT)
 def row3x3_s2(out, r0, r1, r2, w):
-    """out[o] = sum_{i,j} w[i, j] * r_i[2o - 1 + j]: one output row at stride 2, padding 1,
-    from three input rows (zero outside them). Outputs 1 .. W//2 - 1 read inside the
-    rows; output 0 (and the last one when W is odd) reads the padding and is computed on
-    its own, by the same formula with zeros there (``_edge_output_s2``)."""
+    """One output row at stride 2, padding 1, from three input rows (zero outside them).
+
+    ``out[o] = sum_{i,j} w[i, j] * r_i[2o - 1 + j]``. Outputs 1 to ``W//2 - 1`` read inside
+    the rows; output 0 (and the last one when W is odd) reads the padding and is computed on
+    its own, by the same formula with zeros there (``_edge_output_s2``).
+
+    Args:
+        out: The output row (Wo,), written.
+        r0: The first input row (W,).
+        r1: The second.
+        r2: The third.
+        w: The filter (3, 3).
+    """
     wd, wo = r0.shape[0], out.shape[0]
     w00, w01, w02 = w[0, 0], w[0, 1], w[0, 2]
     w10, w11, w12 = w[1, 0], w[1, 1], w[1, 2]
@@ -71,8 +80,14 @@ def row3x3_s2(out, r0, r1, r2, w):
 
 @njit(**_JIT)
 def correlate3x3_s2(y, x, w, zero_row):
-    """y (Ho, Wo) = 3x3 cross-correlation of plane x (H, W) with w, stride 2, padding 1.
-    zero_row: W zeros."""
+    """3x3 cross-correlation of a plane, stride 2, padding 1.
+
+    Args:
+        y: The output plane (Ho, Wo), written.
+        x: The input plane (H, W).
+        w: The filter (3, 3).
+        zero_row: W zeros.
+    """
     for oh in range(y.shape[0]):
         r0, r1, r2 = rows3(x, 2 * oh - 1, zero_row)
         row3x3_s2(y[oh], r0, r1, r2, w)
@@ -80,25 +95,44 @@ def correlate3x3_s2(y, x, w, zero_row):
 
 @njit(**_JIT)
 def phase_width(wd):
-    """Wq: the width of a phase plane, half the padded width W + 2 made even."""
+    """Wq, the width of the phase planes of a plane ``wd`` wide: ``wd + 2`` made even, halved."""
     return (wd + 3) // 2
 
 
 @njit(**_JIT)
 def phase_size(h, wd):
-    """Values of one phase plane: Ho + 2 rows of Wq (``split_phases``)."""
+    """The values of one phase plane: Ho + 2 rows of Wq (``split_phases``).
+
+    Args:
+        h: The plane's height.
+        wd: The plane's width.
+
+    Returns:
+        The number of values.
+    """
     return ((h - 1) // 2 + 3) * phase_width(wd)
 
 
 @njit(**_JIT)
 def split_phases(x, ph, mu, sc, bi, affine):
-    """ph (4, phase_size) = the four phases of plane x (H, W) zero-padded by 1: ph[2 p + q]
-    holds the padded rows of parity p and columns of parity q, flat at width Wq, so that
-    padded element (2 r + p, 2 c + q) is ph[2 p + q][r * Wq + c]. With ``affine`` the values
-    go through ReLU6((x - mu) * sc + bi) on the way (the depthwise stage's first BatchNorm,
-    the very expression of ``batchnorm.affine_row``). Input row i is padded row i + 1 and
-    column j padded column j + 1: even j land in the odd-column phases at j / 2, odd j in
-    the even-column phases at (j + 1) / 2 -- one pass of every-other-element loads."""
+    """The four phases of a plane zero-padded by 1, flat at width Wq.
+
+    ``ph[2 p + q]`` holds the padded rows of parity p and columns of parity q, so that
+    padded element ``(2 r + p, 2 c + q)`` is ``ph[2 p + q][r * Wq + c]``. Input row i is
+    padded row i + 1 and column j padded column j + 1: even j land in the odd-column phases
+    at j / 2, odd j in the even-column phases at (j + 1) / 2, in one pass of
+    every-other-element loads.
+
+    Args:
+        x: The plane (H, W).
+        ph: The phases (4, ``phase_size``), written.
+        mu: The channel's mean.
+        sc: The channel's scale.
+        bi: The channel's bias.
+        affine: The values go through ``ReLU6((x - mu) * sc + bi)`` on the way (the
+            depthwise stage's first BatchNorm, the very expression of
+            ``batchnorm.affine_row``).
+    """
     h, wd = x.shape
     wq = phase_width(wd)
     half = wd // 2
@@ -128,12 +162,20 @@ def split_phases(x, ph, mu, sc, bi, affine):
 
 @njit(**_JIT)
 def correlate_phases(y, ph, w, wq, out):
-    """y (Ho, Wo) = the stride-2 3x3 correlation of the plane whose phases are ph (see
-    ``split_phases``). Tap (i, j) of output (oh, ow) reads padded element (2 oh + i, 2 ow + j):
-    phase (i % 2, j % 2) at flat position q + (i // 2) Wq + j // 2, q = oh Wq + ow. So the
-    whole plane is one loop over q, nine contiguous loads per output (into ``out``, Ho * Wq
-    values; the extra columns are dropped when it is copied into y), as the stride-1
-    ``correlate_flat`` does."""
+    """The stride-2 3x3 correlation of a plane given by its phases.
+
+    Tap (i, j) of output (oh, ow) reads padded element ``(2 oh + i, 2 ow + j)``: phase
+    ``(i % 2, j % 2)`` at flat position ``q + (i // 2) Wq + j // 2``, ``q = oh Wq + ow``. So
+    the whole plane is one loop over q, nine contiguous loads per output (the extra columns
+    are dropped when ``out`` is copied into y), as the stride-1 ``correlate_flat`` does.
+
+    Args:
+        y: The output plane (Ho, Wo), written.
+        ph: The phases (see ``split_phases``).
+        w: The filter (3, 3).
+        wq: Wq, the phases' width.
+        out: Scratch of ``Ho * Wq`` values.
+    """
     ho, wo = y.shape
     n = ho * wq
     ee, eo, oe, oo = ph[0], ph[1], ph[2], ph[3]
@@ -147,14 +189,23 @@ def correlate_phases(y, ph, w, wq, out):
 
 @njit(**_JIT)
 def scratch_size(h, wd):
-    """Scratch that ``split_phases`` and ``correlate_phases`` need: four phase planes and
-    the output at their width."""
+    """The scratch ``split_phases`` and ``correlate_phases`` need.
+
+    Four phase planes and the output at their width.
+
+    Args:
+        h: The plane's height.
+        wd: The plane's width.
+
+    Returns:
+        The number of values.
+    """
     return 5 * phase_size(h, wd)
 
 
 @njit(**_JIT)
 def scatter3x3_s2(gx, gy, w):
-    """gx (H, W) = the input gradient of ``correlate3x3_s2`` for dL/dy plane gy (Ho, Wo).
+    r"""The input gradient of ``correlate3x3_s2``, for the output gradient plane gy.
 
     Input row r is read by kernel row i of output row (r + 1 - i) / 2 when that is whole:
     an even r by kernel row 1 of output row r / 2 only, an odd r by rows 0 and 2 of output
@@ -172,7 +223,13 @@ def scatter3x3_s2(gx, gy, w):
     views, the same sums cost about 85 ns more a row where Numba does not inline the
     helper (called from a serial loop: 9.6 against 1.1 us per 112x112 plane); inside the
     parallel kernels less, but still: the fused stage's backward on one thread, batch 8,
-    float32, 96x112x112 10.1 -> 9.7 ms, 144x56x56 5.3 -> 4.4 ms, 192x28x28 2.6 -> 2.1 ms."""
+    float32, 96x112x112 10.1 -> 9.7 ms, 144x56x56 5.3 -> 4.4 ms, 192x28x28 2.6 -> 2.1 ms.
+
+    Args:
+        gx: The input gradient plane (H, W), written.
+        gy: $\partial L / \partial y$ of the plane (Ho, Wo).
+        w: The filter (3, 3).
+    """
     h, wd = gx.shape
     ho, wo = gy.shape
     n = wo - 1  # column pairs (2m, 2m + 1) that read outputs m and m + 1
@@ -210,22 +267,32 @@ def _one_kernel_row(gx, r, gy, g, k0, k1, k2, n, odd_tail):
 
 @njit(**_JIT)
 def weight_scratch_size(ho, wd):
-    """Scratch that ``weight3x3_s2`` needs: the even and the odd padded rows (Ho + 2 of
-    each, at the padded width Wp made even) and dL/dy at half that width."""
+    """The scratch ``weight3x3_s2`` needs.
+
+    The even and the odd padded rows (Ho + 2 of each, at the padded width Wp made even) and
+    the output gradient at half that width.
+
+    Args:
+        ho: The output plane's height.
+        wd: The input plane's width.
+
+    Returns:
+        The number of values.
+    """
     wp = wd + 2 + wd % 2
     return (ho + 2) * (2 * wp + wp // 2)
 
 
 @njit(**_JIT_REDUCE)
 def weight3x3_s2(acc, gy, x, scratch):
-    """acc (3, 3) += sum_{oh, ow} gy[oh, ow] * x[2oh - 1 + i, 2ow - 1 + j]: the weight
-    gradient of ``correlate3x3_s2``, as nine running sums over one flat run.
+    r"""The weight gradient of ``correlate3x3_s2``, as nine running sums over one flat run.
 
-    On the zero-padded plane xp (row width Wp, made even), tap (i, j) of output (oh, ow)
-    reads xp[2oh + i, 2ow + j]. Kernel rows 0 and 2 read the even padded rows (E, rows
-    oh and oh + 1 of them), kernel row 1 the odd ones (O). With E and O stored flat and
-    dL/dy laid out at half their width Wq = Wp / 2 (``g``, after a zero row), position
-    q = oh * Wq + ow reads E[2q + j], so
+    ``acc (3, 3) += sum_{oh, ow} gy[oh, ow] * x[2oh - 1 + i, 2ow - 1 + j]``. On the
+    zero-padded plane xp (row width Wp, made even), tap (i, j) of output (oh, ow) reads
+    ``xp[2oh + i, 2ow + j]``. Kernel rows 0 and 2 read the even padded rows (E, rows oh and
+    oh + 1 of them), kernel row 1 the odd ones (O). With E and O stored flat and the output
+    gradient laid out at half their width ``Wq = Wp / 2`` (``g``, after a zero row), position
+    ``q = oh * Wq + ow`` reads ``E[2q + j]``, so
 
         acc[0, j] += sum_q g[q + Wq] * E[2q + j]      acc[1, j] += sum_q g[q + Wq] * O[2q + j]
         acc[2, j] += sum_q g[q] * E[2q + j]
@@ -236,8 +303,14 @@ def weight3x3_s2(acc, gy, x, scratch):
     float32: 3.15 -> 2.30 ms at 96x112x112 (now at 21 GB/s, near what reading x costs),
     0.91 -> 0.67 ms at 144x56x56, 0.39 -> 0.34 ms at 192x28x28. The rows are copied in
     the loop here, not by a helper: called once per row, a helper cost more than the copy
-    (2.7 against 0.9 us per 56x56 plane). ``scratch``: ``weight_scratch_size(Ho, W)``
-    values."""
+    (2.7 against 0.9 us per 56x56 plane).
+
+    Args:
+        acc: The filter's gradient (3, 3), added to.
+        gy: $\partial L / \partial y$ of the plane (Ho, Wo).
+        x: The input plane (H, W).
+        scratch: ``weight_scratch_size(Ho, W)`` values.
+    """
     h, wd = x.shape
     ho, wo = gy.shape
     wp = wd + 2 + wd % 2

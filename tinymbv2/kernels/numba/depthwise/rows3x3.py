@@ -1,6 +1,6 @@
 """The channels-last 3x3 depthwise convolution at stride 1, padding 1, in vector registers.
 
-On a channels-last plane (:mod:`..layout`) a pixel's channels are contiguous, so one
+On a channels-last plane (``..layout``) a pixel's channels are contiguous, so one
 vector register holds L channels (16 float32 with AVX-512) of one pixel. For one vector of
 channels of one image, the forward keeps the filter's nine weight vectors in registers and
 slides a 3 x 3 window of input vectors along each row of output pixels:
@@ -12,7 +12,7 @@ slides a 3 x 3 window of input vectors along each row of output pixels:
 
 three loads and one store for nine multiply-adds, against two loads per multiply-add (and
 a read-modify-write of the output per tap) for the tap-by-tap loops of
-:mod:`.channels_last`, which serve the other strides and kernel sizes. Taps in the
+``.channels_last``, which serve the other strides and kernel sizes. Taps in the
 padding load nothing (masked loads with no lane set give zeros).
 
 * The input gradient is the same correlation of dL/dy with the filter turned by 180 degrees.
@@ -20,8 +20,8 @@ padding load nothing (masked loads with no lane set give zeros).
   ``gw[i, j] += dL/dy[oh, ow] * x[oh - 1 + i, ow - 1 + j]``, with the same sliding window,
   over every image in order: one task per vector of channels.
 
-The loops are written in LLVM's terms through Numba ``@intrinsic`` s (with :mod:`..llvm`'s
-instructions, as the register blocks of :mod:`..tile`), one call per (image, vector of
+The loops are written in LLVM's terms through Numba ``@intrinsic`` s (with ``..llvm``'s
+instructions, as the register blocks of ``..tile``), one call per (image, vector of
 channels) for the forward and the input gradient.
 Every value is summed in a fixed order, so results are the same bits for any thread count.
 """
@@ -40,7 +40,19 @@ _JIT = dict(cache=CACHE, boundscheck=False)
 
 
 def supported(kh, kw, sh, sw, ph, pw) -> bool:
-    """The geometry computed here: a 3x3 filter, stride 1, padding 1."""
+    """Is this the geometry computed here: a 3x3 filter, stride 1, padding 1?
+
+    Args:
+        kh: The filter's height.
+        kw: The filter's width.
+        sh: The stride along H.
+        sw: The stride along W.
+        ph: The padding at the top and bottom.
+        pw: The padding on the left and right.
+
+    Returns:
+        Whether it is.
+    """
     return (kh, kw, sh, sw, ph, pw) == (3, 3, 1, 1, 1, 1)
 
 
@@ -81,10 +93,10 @@ def _window_loop(e, builder, height, width, pixel, row, src_data, src_at, mask, 
 @intrinsic
 def _correlate_plane(typingctx, src, src_at, w, w_at, dst, dst_at, height, width, pixel,
                      valid):
-    """dst[oh, ow] = sum_{i,j} w[3i + j] * src[oh - 1 + i, ow - 1 + j] for one vector of
+    """``dst[oh, ow] = sum_{i,j} w[3i + j] * src[oh - 1 + i, ow - 1 + j]`` for one vector of
     channels (the first ``valid`` lanes) of one height x width channels-last plane: src and
     dst start at src_at and dst_at, pixels ``pixel`` elements apart; w's tap t at
-    w_at + t * pixel (a (9, C) table)."""
+    ``w_at + t * pixel`` (a (9, C) table)."""
     dtype = src.dtype
     if dtype not in (types.float32, types.float64) or w.dtype != dtype or dst.dtype != dtype:
         return None
@@ -116,8 +128,8 @@ def _correlate_plane(typingctx, src, src_at, w, w_at, dst, dst_at, height, width
 def _weight_sums_planes(typingctx, g, g_at, x, x_at, out, out_at, images, image, height, width,
                         pixel, valid):
     """out[3i + j] = sum over ``images`` planes (``image`` elements apart) and their (oh, ow)
-    of g[oh, ow] * x[oh - 1 + i, ow - 1 + j], for one vector of channels (strides as
-    ``_correlate_plane``; out's tap t at out_at + t * pixel): nine running sums, kept in
+    of ``g[oh, ow] * x[oh - 1 + i, ow - 1 + j]``, for one vector of channels (strides as
+    ``_correlate_plane``; out's tap t at ``out_at + t * pixel``): nine running sums, kept in
     registers across all the images, in image order."""
     dtype = g.dtype
     if dtype not in (types.float32, types.float64) or x.dtype != dtype or out.dtype != dtype:
@@ -167,8 +179,7 @@ def _tap_table(w, flip):
 
 @njit(parallel=True, **_JIT)
 def _correlate_images(src3, h, wd, taps, dst3):
-    """dst3 (N, H*W, C) = the 3x3 stride-1 padding-1 correlation of channels-last src3 with
-    ``taps`` (9, C), one task per (image, vector of channels)."""
+    """``dst3 (N, H*W, C)``: the 3x3 stride-1 padding-1 correlation of ``src3`` with ``taps``."""
     n, c = src3.shape[0], src3.shape[2]
     step = lanes(src3)
     vectors = (c + step - 1) // step
@@ -197,16 +208,49 @@ def _weight_grad(g3, x3, h, wd):
 
 
 def forward(x3, h, wd, w, y3):
-    """y3 (N, H*W, C) = the depthwise 3x3 stride-1 padding-1 correlation of channels-last x3
-    (N, H*W, C) with w (C, 1, 3, 3). All C-contiguous, one float dtype."""
+    """The depthwise 3x3 stride-1 padding-1 correlation of a channels-last batch.
+
+    All C-contiguous, one float dtype.
+
+    Args:
+        x3: The input, channels-last, ``(N, H*W, C)``.
+        h: H.
+        wd: W.
+        w: The filter (C, 1, 3, 3).
+        y3: The output ``(N, H*W, C)``, written.
+
+    Returns:
+        y3.
+    """
     return _correlate_images(x3, h, wd, _tap_table(w, False), y3)
 
 
 def backward_input(gy3, h, wd, w, gx3):
-    """gx3 (N, H*W, C) = the input gradient of ``forward`` for gy3 (N, H*W, C)."""
+    r"""The input gradient of ``forward``.
+
+    Args:
+        gy3: $\partial L / \partial y$, channels-last, ``(N, H*W, C)``.
+        h: H.
+        wd: W.
+        w: The filter (C, 1, 3, 3).
+        gx3: The input gradient ``(N, H*W, C)``, written.
+
+    Returns:
+        gx3.
+    """
     return _correlate_images(gy3, h, wd, _tap_table(w, True), gx3)
 
 
 def backward_weight(gy3, x3, h, wd):
-    """The weight gradient (C, 1, 3, 3) of ``forward`` for gy3 (N, H*W, C)."""
+    r"""The weight gradient of ``forward``.
+
+    Args:
+        gy3: $\partial L / \partial y$, channels-last, ``(N, H*W, C)``.
+        x3: The input, channels-last, ``(N, H*W, C)``.
+        h: H.
+        wd: W.
+
+    Returns:
+        gw (C, 1, 3, 3).
+    """
     return _weight_grad(gy3, x3, h, wd)

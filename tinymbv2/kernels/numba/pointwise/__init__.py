@@ -1,27 +1,27 @@
 """Numba kernels for pointwise (1x1) convolution on NCHW planes: matrix products per image.
 
-Same names, signatures and results as :mod:`tinymbv2.kernels.reference`;
-:class:`~tinymbv2.kernels.numba.NumbaKernels` takes them as its kernels. A 1x1
-convolution needs no im2col: image n viewed as (C, H*W) *is* the column matrix, so
+Same names, signatures and results as ``tinymbv2.kernels.reference``;
+``NumbaKernels`` takes them as its kernels. A 1x1
+convolution needs no im2col: image n viewed as ``(C, H*W)`` *is* the column matrix, so
 
     forward          y[n]  = W (Co, Ci) @ x[n] (Ci, P)          P = H*W
     backward-input   gx[n] = W.T        @ gy[n] (Co, P)
     backward-weight  gw    = sum_n gy[n] @ x[n].T
 
-Forward and backward-input run :mod:`..tile`'s register blocks (through
+Forward and backward-input run ``..tile``'s register blocks (through
 ``gemm.columns_nn``, in blocks of ``COLUMNS`` pixels; an inference epilogue is
 applied to each block while it is in cache; a large output with none is streamed past
-the caches, ``tile.STREAM_BYTES``), backward-weight :mod:`..gemm`'s dot-product
+the caches, ``tile.STREAM_BYTES``), backward-weight ``..gemm``'s dot-product
 loop (both operands read along the pixels). ``pointwise_conv2d_backward`` takes both
 gradients in one pass over gy (``_backward_images``).
 
 **One thread pool.** Everything runs in ``@njit(parallel=True)`` loops, one image
 per task for forward and backward-input: Numba's own pool is the only parallelism
-(:mod:`..pool` explains why that matters on a busy 2-core machine).
+(``..pool`` explains why that matters on a busy 2-core machine).
 
 **Small planes** (at most 16x16 pixels) are kept channels-last
-(:mod:`..layout`), where the whole batch is one matrix product
-(:mod:`.channels_last`); the per-image products here serve larger planes.
+(``..layout``), where the whole batch is one matrix product
+(``.channels_last``); the per-image products here serve larger planes.
 
 **Determinism.** Every output value is summed whole by one thread, in an order
 fixed by the shapes, never by ``numba.get_num_threads()`` (the fused backward's
@@ -50,7 +50,7 @@ _JIT = dict(cache=CACHE, fastmath=False)
 @njit(parallel=True, **_JIT)
 def _matmul_images(a, x3, y3, ep):
     """y3 (N, M, P): y3[n] = a (M, K) @ x3[n] (K, P), one image per task, in blocks of
-    ``COLUMNS`` columns (:mod:`..gemm`); each block then through the epilogue ``ep`` (see
+    ``COLUMNS`` columns (``..gemm``); each block then through the epilogue ``ep`` (see
     ``batchnorm.epilogue``) while it is still in cache, or, with none and a large y3,
     streamed to memory."""
     n, k, p = x3.shape
@@ -103,14 +103,35 @@ def _pointwise_w(fn, w, channels, axis):
 
 
 def pointwise_conv2d_forward(x, w):
-    """1x1 convolution: y[n] = W (Co, Ci) @ x[n] (Ci, H*W). x: (N, Ci, H, W) -> (N, Co, H, W)."""
+    """1x1 convolution: ``y[n] = W (Co, Ci) @ x[n] (Ci, H*W)``.
+
+    The contract is ``ReferenceKernels``' kernel of the same name.
+
+    Args:
+        x: The input (N, Ci, H, W).
+        w: The weight (Co, Ci, 1, 1).
+
+    Returns:
+        y (N, Co, H, W).
+    """
     return _forward(x, w, None, "pointwise_conv2d_forward")
 
 
 def pointwise_conv2d_bn_eval(x, w, bn):
-    """``pointwise_conv2d_forward``, then each block of the output through BatchNorm-eval
-    (+ReLU6) while it is in cache; ``bn`` = (mean, var, weight, bias, eps, relu6), as
-    ``ReferenceKernels`` takes it."""
+    """``pointwise_conv2d_forward``, then each output block through BatchNorm-eval (and ReLU6).
+
+    The BatchNorm runs while the block is in cache. The contract is ``ReferenceKernels``'
+    kernel of the same name.
+
+    Args:
+        x: The input (N, Ci, H, W).
+        w: The weight (Co, Ci, 1, 1).
+        bn: ``(mean, var, weight, bias, eps, relu6)``, the BatchNorm in eval mode, as
+            ``ReferenceKernels`` takes it.
+
+    Returns:
+        y (N, Co, H, W).
+    """
     return _forward(x, w, bn, "pointwise_conv2d_bn_eval")
 
 
@@ -134,7 +155,18 @@ def _forward(x, w, bn_eval, fn):
 
 
 def pointwise_conv2d_backward_input(gy, w):
-    """gx[n] = W.T @ gy[n]; W.T is a view (its values are read once per block). -> (N, Ci, H, W)."""
+    r"""``gx[n] = W.T @ gy[n]``.
+
+    W.T is a view (its values are read once per block). The contract is
+    ``ReferenceKernels``' kernel of the same name.
+
+    Args:
+        gy: $\partial L / \partial y$ (N, Co, H, W).
+        w: The weight (Co, Ci, 1, 1).
+
+    Returns:
+        gx (N, Ci, H, W).
+    """
     fn = "pointwise_conv2d_backward_input"
     gy, w = np.asarray(gy), _c(w)
     same_float_dtype(fn, gy=gy, w=w)
@@ -156,9 +188,20 @@ def pointwise_conv2d_backward_input(gy, w):
 
 
 def pointwise_conv2d_backward(gy, x, w):
-    """Both gradients at once: (gx, gw), as ``pointwise_conv2d_backward_input`` and
-    ``pointwise_conv2d_backward_weight`` give them. On NCHW planes one pass over gy serves
-    both (``_backward_images``); channels-last, the two kernels."""
+    r"""Both gradients at once.
+
+    As ``pointwise_conv2d_backward_input`` and ``pointwise_conv2d_backward_weight`` give
+    them. On NCHW planes one pass over gy serves both (``_backward_images``); channels-last,
+    the two kernels.
+
+    Args:
+        gy: $\partial L / \partial y$ (N, Co, H, W).
+        x: The input (N, Ci, H, W).
+        w: The weight (Co, Ci, 1, 1).
+
+    Returns:
+        ``(gx, gw)``.
+    """
     fn = "pointwise_conv2d_backward"
     gy, x, w = np.asarray(gy), np.asarray(x), _c(w)
     same_float_dtype(fn, gy=gy, x=x, w=w)
@@ -180,7 +223,17 @@ def pointwise_conv2d_backward(gy, x, w):
 
 
 def pointwise_conv2d_backward_weight(gy, x):
-    """gw = sum_n gy[n] @ x[n].T, summed in a fixed order (deterministic). -> (Co, Ci, 1, 1)."""
+    r"""``gw = sum_n gy[n] @ x[n].T``, summed in a fixed order (deterministic).
+
+    The contract is ``ReferenceKernels``' kernel of the same name.
+
+    Args:
+        gy: $\partial L / \partial y$ (N, Co, H, W).
+        x: The input (N, Ci, H, W).
+
+    Returns:
+        gw (Co, Ci, 1, 1).
+    """
     fn = "pointwise_conv2d_backward_weight"
     gy, x = np.asarray(gy), np.asarray(x)
     same_float_dtype(fn, gy=gy, x=x)

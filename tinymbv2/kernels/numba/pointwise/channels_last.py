@@ -1,7 +1,7 @@
 """Pointwise (1x1) convolution on channels-last tensors: the whole batch is one GEMM.
 
-A channels-last (N, C, H, W) tensor (see :mod:`..layout`) is the matrix
-x (M, C), M = N*H*W, one row per pixel of every image. A 1x1 convolution mixes
+A channels-last (N, C, H, W) tensor (see ``..layout``) is the matrix
+x (M, C), ``M = N*H*W``, one row per pixel of every image. A 1x1 convolution mixes
 the channels of each pixel alone, so over the whole batch it is
 
     forward          y  (M, Co) = x  (M, Ci) @ W.T (Ci, Co)
@@ -9,11 +9,11 @@ the channels of each pixel alone, so over the whole batch it is
     backward-weight  gw (Co, Ci) = gy.T (Co, M) @ x (M, Ci)
 
 one GEMM each, however small the plane: no per-image GEMMs of a few columns and
-no gathering of images side by side (:mod:`..pointwise`). All three run
-:mod:`..tile`'s register blocks, whose right-hand operand needs contiguous rows:
+no gathering of images side by side (``..pointwise``). All three run
+``..tile``'s register blocks, whose right-hand operand needs contiguous rows:
 W for backward-input and x for backward-weight are that already (gy.T is read one value
 at a time, as a view); forward copies W.T one strip of output columns at a time, in
-blocks transposed in vector registers (:mod:`..transpose`; element by element, the
+blocks transposed in vector registers (``..transpose``; element by element, the
 copies were a quarter of the forward of the 7x7 layers: 4.14 -> 3.59 ms over the forwards
 of the 14 and 7 px layers of a 224 px batch-8 step, the same bits).
 
@@ -149,17 +149,45 @@ def _weight_grad_serial(g, x):
 
 
 def forward(x2, w2, y2, ep):
-    """y2 (M, Co) = x2 (M, Ci) @ w2.T, w2 (Co, Ci); with the epilogue ``ep``."""
+    """``y2 (M, Co) = x2 (M, Ci) @ w2.T``, with the epilogue ``ep``.
+
+    Args:
+        x2: The input rows (M, Ci).
+        w2: The weight (Co, Ci).
+        y2: The output rows (M, Co), written.
+        ep: The BatchNorm-eval epilogue (``batchnorm.epilogue_args``).
+
+    Returns:
+        y2.
+    """
     return _matmul(x2, w2, y2, True, ep)
 
 
 def backward_input(g2, w2, gx2, ep):
-    """gx2 (M, Ci) = g2 (M, Co) @ w2 (Co, Ci)."""
+    """``gx2 (M, Ci) = g2 (M, Co) @ w2 (Co, Ci)``.
+
+    Args:
+        g2: The output gradient rows (M, Co).
+        w2: The weight (Co, Ci).
+        gx2: The input gradient rows (M, Ci), written.
+        ep: An epilogue (off for a gradient).
+
+    Returns:
+        gx2.
+    """
     return _matmul(g2, w2, gx2, False, ep)
 
 
 def backward_weight(g2, x2):
-    """gw (Co, Ci) = g2.T @ x2, summed over the M rows in a fixed order."""
+    """``gw (Co, Ci) = g2.T @ x2``, summed over the M rows in a fixed order.
+
+    Args:
+        g2: The output gradient rows (M, Co).
+        x2: The input rows (M, Ci).
+
+    Returns:
+        gw (Co, Ci).
+    """
     if _split(g2.shape[0], g2.shape[1], x2.shape[1]) == "none":
         return _weight_grad_serial(g2, x2)
     return _weight_grad_parallel(g2, x2)
