@@ -112,9 +112,10 @@ def keep_freed_memory() -> bool:
 
     By default glibc gives every allocation above 32 MiB its own fresh ``mmap``
     and returns it to the system when freed, so the next array of that size is
-    zero-filled page by page again (at 224 px batch 8, MobileNetV2's 38.5 MiB
-    activations cost a few to 20 ms each in page faults, more when two threads
-    fault at once), and below that size whether memory is reused depends on what
+    zero-filled page by page again (at 224 px batch 8, each of MobileNetV2's 38.5 MiB
+    activations then pays its page faults anew, more when two threads fault at once;
+    figures: docs/kernels.md, "Allocation"), and below that size whether memory is
+    reused depends on what
     was freed before. This sets ``M_MMAP_MAX = 0`` (no ``mmap`` per allocation)
     and a 2 GiB ``M_TRIM_THRESHOLD`` (freed memory stays in the process), the
     usual advice for long CPU training runs (as is preloading jemalloc or

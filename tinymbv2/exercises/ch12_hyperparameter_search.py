@@ -26,6 +26,14 @@ def check_log_uniform(log_uniform) -> int:
     draws and another seed other draws. Hints name the usual slips: the logarithms returned
     instead of the values, a uniform draw on ``[lo, hi]``, the global ``np.random`` used
     instead of ``rng``.
+
+    Args:
+        log_uniform: your function, ``log_uniform(lo, hi, n, rng)`` -> an array of
+            ``n`` floats.
+
+    Returns:
+        The number of cases run (the ``exercise`` decorator turns it into an
+        ``Outcome``).
     """
     n = 20_000
     for lo, hi in ((1e-4, 1.0), (1e-6, 1e-2), (0.5, 2.0)):
@@ -77,6 +85,14 @@ def check_best_trial(best_trial) -> int:
     The cases: a search whose best test accuracy is another trial than its best validation
     accuracy (choosing on the test split gets its own hint); a diverged trial first and in the
     middle; a tie; a single trial; every trial diverged.
+
+    Args:
+        best_trial: your function, ``best_trial(rows)`` -> the chosen row (a dict), or
+            None.
+
+    Returns:
+        The number of cases run (the ``exercise`` decorator turns it into an
+        ``Outcome``).
     """
     cases = [
         ("test and validation disagree", _rows([0.80, 0.91, 0.88], [0.83, 0.86, 0.93]), 1),
@@ -121,6 +137,13 @@ def check_trials_needed(trials_needed) -> int:
     Checked on six (top, confidence) pairs, among them the classic 5% / 95% (59 trials). A
     wrong ``n`` gets the probability it actually gives, so too few (a floor instead of a
     ceiling) and one too many are told apart.
+
+    Args:
+        trials_needed: your function, ``trials_needed(top, confidence)`` -> an int.
+
+    Returns:
+        The number of cases run (the ``exercise`` decorator turns it into an
+        ``Outcome``).
     """
     cases = [(0.05, 0.95), (0.01, 0.99), (0.1, 0.9), (0.2, 0.5), (0.02, 0.8), (0.3, 0.999)]
     for top, confidence in cases:

@@ -18,13 +18,20 @@ __all__ = ["check_make_divisible", "check_block_macs", "check_head_fraction"]
 @exercise
 def check_make_divisible(answer) -> int:
     """``answer(v, divisor=8)`` must round ``v`` channels as torchvision does
-    (:func:`tinymbv2.models.mobilenetv2.make_divisible`): to the nearest multiple of
+    (`tinymbv2.models.mobilenetv2.make_divisible`): to the nearest multiple of
     ``divisor``, halves rounded up, never below ``divisor``, and one ``divisor`` more when
     that lost over 10% of ``v``.
 
     The cases are the widths the paper's family produces (channels times 0.35, 0.5, 0.75,
     1.0, 1.4), halves (52 -> 56: Python's ``round`` gives 48), values below the divisor, the
-    10% rule (32 * 0.35 = 11.2 -> 16, not 8) and another divisor.
+    10% rule (``32 * 0.35 = 11.2`` -> 16, not 8) and another divisor.
+
+    Args:
+        answer: your function, ``answer(v, divisor=8)`` -> an int number of channels.
+
+    Returns:
+        The number of cases run (the ``exercise`` decorator turns it into an
+        ``Outcome``).
     """
     values = [(c * w, 8) for w in (0.35, 0.5, 0.75, 1.0, 1.4)
               for c in (16, 24, 32, 64, 96, 160, 320, 1280)]
@@ -63,12 +70,20 @@ def _expected_block_macs(c_in, c_out, t, stride, h, w) -> int:
 def check_block_macs(block_macs) -> int:
     """``block_macs(c_in, c_out, t, stride, h, w)`` must give the multiply-adds of one
     inverted residual block (expansion ``t``, 3x3 depthwise with padding 1) on an ``h x w``
-    input, as :func:`tinymbv2.models.summary` counts them for the library's block.
+    input, as `tinymbv2.models.summary` counts them for the library's block.
 
     Cases: expansion 6 at stride 1 and 2, odd sizes at stride 2 (7 -> 4), expansion 1 (no
     expansion layer), a non-square input. Hints for the usual slips: the expansion layer
     counted when t = 1, every layer at the input resolution, ``h // stride`` for the output
     size, the depthwise layer counted as a dense one.
+
+    Args:
+        block_macs: your function, ``block_macs(c_in, c_out, t, stride, h, w)`` -> an
+            int number of multiply-adds.
+
+    Returns:
+        The number of cases run (the ``exercise`` decorator turns it into an
+        ``Outcome``).
     """
     cases = [(24, 24, 6, 1, 8, 8), (16, 24, 6, 2, 16, 16), (24, 32, 6, 2, 7, 7),
              (32, 16, 1, 1, 10, 10), (32, 16, 1, 2, 9, 9), (64, 96, 6, 1, 14, 6),
@@ -110,6 +125,14 @@ def check_head_fraction(head_fraction) -> int:
     every parameter (weights, biases, BatchNorm scales and shifts).
 
     Cases: widths 0.35, 0.5, 1.0 and 1.4, with 1000 and 10 classes, to 1e-9.
+
+    Args:
+        head_fraction: your function, ``head_fraction(width_mult, num_classes)`` -> a
+            float in ``[0, 1]``.
+
+    Returns:
+        The number of cases run (the ``exercise`` decorator turns it into an
+        ``Outcome``).
     """
     cases = [(0.35, 1000), (0.5, 1000), (1.0, 1000), (1.4, 1000), (0.35, 10), (1.0, 10)]
     for width, classes in cases:

@@ -32,6 +32,15 @@ def check_fold_batchnorm(fold_batchnorm) -> int:
     Hints name the usual slips (eps left out, the variance where its square root belongs, the
     scale applied to the input channels, the running mean or ``beta`` forgotten, a None bias,
     the inputs changed in place).
+
+    Args:
+        fold_batchnorm: your function,
+            ``fold_batchnorm(weight, bias, gamma, beta, mean, var, eps)`` ->
+            ``(weight', bias')``.
+
+    Returns:
+        The number of cases run (the ``exercise`` decorator turns it into an
+        ``Outcome``).
     """
     g = np.random.default_rng(14)
     cases = [("1x1 conv, 6 -> 6 channels", (6, 6, 1, 1), True, 1e-5),
@@ -135,6 +144,14 @@ def check_sliced_block(sliced_block) -> int:
     times the size of that whole tensor (the whole-tensor ``block`` peaks at over 4 times:
     the expanded tensor, its ReLU6, the padded copy, the filter's running sum and term;
     sliced, each of those is an eighth as large).
+
+    Args:
+        sliced_block: your function, ``sliced_block(x, w_expand, w_dw, w_project, m)``
+            -> the block's output, ``(N, C_out, H, W)``.
+
+    Returns:
+        The number of cases run (the ``exercise`` decorator turns it into an
+        ``Outcome``).
     """
     g = np.random.default_rng(5)
     x = g.standard_normal((2, 4, 9, 9))
@@ -185,6 +202,14 @@ def check_median_time(median_time) -> int:
     first call (a compile), then typical runs with one outlier (the machine was busy). With
     an odd and an even ``repeat``. Hints say which mistake the result shows: no warm-up, the
     mean, the minimum, the total, the wrong number of calls, time read from another clock.
+
+    Args:
+        median_time: your function, ``median_time(fn, repeat, clock)`` -> the median
+            time, in the clock's unit.
+
+    Returns:
+        The number of cases run (the ``exercise`` decorator turns it into an
+        ``Outcome``).
     """
     cases = [("5 repeats, one of them interrupted", [5.0, 0.010, 0.012, 0.011, 0.300, 0.009], 5),
              ("4 repeats", [2.0, 0.020, 0.026, 0.022, 0.500], 4),

@@ -53,6 +53,14 @@ def check_dw_thread(dw_thread) -> int:
     indices, for stride 1 and 2, padding 1 and 0, a non-square input and a 5x3 filter. Hints
     name the output element the thread should compute, and the slips of a negative index
     (Python reads the far end; the kernel skips it) and a forgotten padding offset.
+
+    Args:
+        dw_thread: your function, ``dw_thread(x, w, idx, stride, padding)`` -> the float
+            that thread ``idx`` writes.
+
+    Returns:
+        The number of cases run (the ``exercise`` decorator turns it into an
+        ``Outcome``).
     """
     ref = kernel_set("reference")
     g = np.random.default_rng(15)
@@ -104,6 +112,14 @@ def check_launch_geometry(launch_geometry) -> int:
     (``tinymbv2/kernels/cupy/common.py``) computes the grid this way.
 
     Cases: 0, 1, a full block, one more, a batch of images, the cap reached, other block sizes.
+
+    Args:
+        launch_geometry: your function,
+            ``launch_geometry(total, block=256, max_grid=2**20)`` -> ``(grid, trips)``.
+
+    Returns:
+        The number of cases run (the ``exercise`` decorator turns it into an
+        ``Outcome``).
     """
     cases = [(0, 256, 1 << 20), (1, 256, 1 << 20), (256, 256, 1 << 20), (257, 256, 1 << 20),
              (64 * 144 * 56 * 56, 256, 1 << 20), ((1 << 28) + 5, 256, 1 << 20),
@@ -192,6 +208,14 @@ def check_one_hot(one_hot) -> int:
     and the result must be one of its arrays: an array made with ``np`` is on the wrong
     device), and with CuPy itself where a GPU is present. Cases: several labels, a single
     one, every class once, an empty batch.
+
+    Args:
+        one_hot: your function, ``one_hot(labels, num_classes, xp)`` -> an
+            ``(N, num_classes)`` float32 array of ``xp``.
+
+    Returns:
+        The number of cases run (the ``exercise`` decorator turns it into an
+        ``Outcome``).
     """
     modules = [("numpy", np, np.asarray, np.ndarray), ("a stand-in for CuPy", _FakeDevice(),
                                                        lambda a: a.view(np.ndarray), _DeviceArray)]

@@ -32,15 +32,15 @@ thread, or in partial sums fixed by the shapes and added in order).
 **Where arrays are allocated.** Every output a kernel returns is allocated
 by NumPy in the Python wrapper (``np.empty``) and filled by the jitted core,
 and scratch used inside a ``prange`` loop is allocated before the loop, one
-slice per task. Both rules were measured:
+slice per task. Both rules were measured (figures: docs/kernels.md, "Allocation"):
 
 * glibc serves allocations above 32 MiB with a fresh ``mmap`` each time, and
   NumPy asks for transparent huge pages on them (``madvise``) while Numba's
   allocator does not. A 40 MiB output (8x96x112x112 float32, MobileNetV2's
-  largest at 224 px batch 8) filled in parallel took 11 ms allocated inside
-  ``@njit`` (10,000 page faults, two threads contending on them) and 2.1 ms
-  allocated by NumPy.
-* An array allocated inside a ``prange`` body made a depthwise loop 2.9x
+  largest at 224 px batch 8) filled in parallel took several times longer
+  allocated inside ``@njit`` (10,000 page faults, threads contending on them)
+  than allocated by NumPy.
+* An array allocated inside a ``prange`` body made a depthwise loop several times
   slower than the same loop on slices of one array allocated before it.
 
 Kernels are compiled on first use for each dtype (float32, float64) and

@@ -2,11 +2,11 @@
 
 Run layer by layer, a MobileNetV2 block writes its expanded tensor to memory
 and reads it back: at 224 px batch 8 the expansion of block 2 alone is
-8 x 96 x 112 x 112 float32 = 38.5 MiB, more than the 32 MiB last-level cache;
-the expansion writes it, BatchNorm and the depthwise filter read it, and the
-depthwise output is written and read again by the projection. Those passes,
-not the arithmetic, held the early high-resolution blocks to 60-90 GFLOP/s,
-against ~150 GFLOP/s in the 14x14 blocks.
+8 x 96 x 112 x 112 float32 = 38.5 MiB, as much as or more than a CPU's whole
+last-level cache; the expansion writes it, BatchNorm and the depthwise filter read
+it, and the depthwise output is written and read again by the projection. Those
+passes, not the arithmetic, held the early high-resolution blocks well below the
+GFLOP/s of the 14x14 blocks (figures: docs/kernels.md, "Inference blocks").
 
 ``inverted_residual_eval`` computes the block for one *band* of output rows of
 one image at a time, so that nothing between the block's input and its output
@@ -52,22 +52,24 @@ from .layout import channels_last_plane
 
 _JIT = dict(cache=CACHE, fastmath=False)
 BAND_BYTES = 2 * 1024 * 1024
-"""E + D of one band at most, per thread (``band_rows``). Measured at 224 px batch 8, the
-sum of blocks 1-13: 256 KiB 58.8 ms, 512 KiB 43.9, 1 MiB 40.4, 3-6 MiB 40.0-40.2, 12 MiB
-40.9 (bands that fit in L2 lose more to the halo rows and thinner GEMMs than they gain);
-the whole inference, A/B in one process: 1 MiB 48.5 ms, 2 MiB 47.4, 4 MiB 47.3. At 2 MiB a
+"""E + D of one band at most, per thread (``band_rows``). Measured at 224 px batch 8 over
+blocks 1-13, bands of 1 to 6 MiB were about level, smaller ones slower (bands that fit in
+L2 lose more to the halo rows and thinner GEMMs than they gain) and 12 MiB a little
+slower; over the whole inference, A/B in one process, 2 and 4 MiB were level and a
+little ahead of 1 MiB (figures: docs/kernels.md, "Inference blocks"). At 2 MiB a
 one-image forward at 224 px peaks at 4.77 MiB of arrays (4 MiB: 8.02 MiB, layer by layer:
 6.54). Read at each call (the tests make it small to get many bands)."""
 MIN_COLS = 256
-"""GEMM columns that small whole images are grouped up to (``images_per_task``); A/B at
-224 px batch 8: 42.4 ms ungrouped, 41.7 ms grouped (two 14x14 images per task)."""
+"""GEMM columns that small whole images are grouped up to (``images_per_task``); in an
+A/B at 224 px batch 8 grouped (two 14x14 images per task) was a little faster than
+ungrouped (figures: docs/kernels.md, "Inference blocks")."""
 FUSED_FROM = 64
 """Output planes of fewer pixels run layer by layer (``fused_planes``), channels-last
 (``.layout``), where a pointwise layer is one GEMM over the whole batch: at
 7x7 that measured faster than a fused block's one thin GEMM per image. So do all
-channels-last output planes: at 14x14, A/B at 224 px batch 8 in one process, inference took
-36.5 and 37.7 ms layer by layer against 37.5 and 38.5 ms fused; from 28x28 up the fused
-bands win (layer by layer from 56x56 up: 40.6 and 42.1 ms)."""
+channels-last output planes: at 14x14, in an A/B at 224 px batch 8 in one process,
+inference was faster layer by layer than fused; from 28x28 up the fused bands win
+(figures: docs/kernels.md, "Inference blocks")."""
 
 
 @njit(inline="always", **_JIT)

@@ -3,8 +3,9 @@
 A ``prange`` loop over many small tasks (the (image, channel) planes of a depthwise
 convolution, the channels of the depthwise stage) runs over at most 64 contiguous chunks
 of them instead, and each chunk works in its own slice of a scratch array allocated
-*before* the loop: an array allocated inside a ``prange`` body made the loop 3x slower
-(measured; the allocation rules are in ``tinymbv2.kernels.numba``). The bounds are a
+*before* the loop: an array allocated inside a ``prange`` body made the loop several
+times slower (the allocation rules are in ``tinymbv2.kernels.numba``; figures:
+docs/kernels.md, "Allocation"). The bounds are a
 function of the task count alone, so which thread takes a chunk changes no result.
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ def chunk_bounds(total):
     """Split ``range(total)`` into at most 64 contiguous chunks, one per prange iteration.
 
     Each chunk has its own slice of a scratch array allocated *before* the loop (an array
-    allocated inside a prange body made the loop 3x slower).
+    allocated inside a prange body made the loop several times slower).
 
     Args:
         total: The number of items.

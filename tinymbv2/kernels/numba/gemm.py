@@ -1,10 +1,10 @@
-"""Matrix products in Numba loops that beat this machine's BLAS on MobileNetV2's shapes.
+"""Matrix products in Numba loops that beat a Haswell-kernel BLAS on MobileNetV2's shapes.
 
-**Why not BLAS.** This machine's OpenBLAS is pinned to its Haswell kernels
-(``OPENBLAS_CORETYPE``), whose FMAs hold 8 float32. Numba compiles for the CPU it
-runs on; on one with AVX-512 the same multiply-add takes 16. Two loop shapes turn
-that into speed (float32, same thread count, GFLOP/s, BLAS -> these loops, measured on
-this 2-core AVX-512 machine).
+**Why not BLAS.** An OpenBLAS pinned to its Haswell kernels (``OPENBLAS_CORETYPE``, as
+on the machine these loops were written on) runs FMAs that hold 8 float32. Numba
+compiles for the CPU it runs on; on one with AVX-512 the same multiply-add takes 16.
+On such a CPU two loop shapes turn that into speed (float32, the same thread count as
+BLAS; the GFLOP/s of both, shape by shape: docs/kernels.md, "Matrix products").
 
 **The dot-product form** (``sum_of_products``)::
 
@@ -21,15 +21,14 @@ LLVM does only when told the order may change: ``fastmath={"reassoc", "contract"
 here, and nothing else of fast-math. Used for
 
 * the weight gradient of a pointwise convolution on NCHW planes, gw (Co, Ci) =
-  sum_n gy[n] (Co, P) @ x[n].T, the pixels P as K. 8 images: 16->96 at 112x112
-  121 -> 173, 32->16 103 -> 192; 24->144 at 56x56 181 -> 219, 144->24 136 -> 166;
-  32->192 at 28x28 171 -> 264, 192->32 137 -> 257. Also the stem's, over its im2col
-  columns (2.38 -> 1.61 ms at 224 px batch 8);
+  sum_n gy[n] (Co, P) @ x[n].T, the pixels P as K: ahead of BLAS on every such layer
+  measured, expansions and projections, 112x112 down to 28x28. Also the stem's, over
+  its im2col columns;
 * the classifier's forward, y = x @ W.T (``.matmul``).
 
 Each 4x4 block ends with 16 sums across vector lanes, a cost that a short sum does
-not pay back: at K = 64 (207 -> 172 GFLOP/s) and K = 96 BLAS's packed kernel was
-ahead, so ``.matmul`` uses this loop only from ``MIN_SUM`` terms on.
+not pay back: at K = 64 and K = 96 BLAS's packed kernel was ahead, so ``.matmul``
+uses this loop only from ``MIN_SUM`` terms on.
 
 **The broadcast form** (``columns_nn``)::
 
@@ -40,10 +39,10 @@ backward-input with a = W.T), the stem's forward and the classifier's gradients.
 ``.tile``'s register block: a 6 x 64 block of ``out`` held in 24 vector
 registers for the whole sum, each step 4 vector loads of x and 6 broadcasts of ``a`` for
 24 FMAs. An earlier loop written in Numba (four rows of ``out``, eight terms per pass,
-reloading and storing ``out`` on every pass; chapter 2.7 shows it) ran these shapes at
-140-225 GFLOP/s; the block, with a prefetch of x's next strip, at 160-380 (forward, 8
-images, both cores, operands from memory: 16->96 at 112x112 141 -> 159, 144->24 at 56x56
-223 -> 379, 192->32 at 28x28 197 -> 308; the 112 px planes are bound by memory).
+reloading and storing ``out`` on every pass; chapter 2.7 shows it) was slower on every
+one of these shapes than the block, with a prefetch of x's next strip: by far on the 56
+and 28 px planes, a little on the 112 px ones, which are bound by memory either way
+(figures: docs/kernels.md, "Matrix products").
 
 **Determinism.** Every entry of ``out`` is summed whole, in an order fixed by the
 compiled loop and the shapes, by one thread: the same bits on every run and for any

@@ -15,7 +15,7 @@ Why: on a plane of a few pixels (MobileNetV2's last stages, and all of it at
   or a gather of images side by side;
 * a depthwise 3x3 loop runs along the contiguous channels of a pixel, so the
   channels-last kernels of ``.depthwise.channels_last`` need no transposes (which
-  were 60-75% of their time, measured);
+  took most of their time, measured);
 * BatchNorm's per-channel sums run over rows of C contiguous values.
 
 The rule (``channels_last_plane``): the depthwise, pointwise and BatchNorm
@@ -28,8 +28,9 @@ small. A 1x1 plane is both layouts at once, so nothing is ever copied there.
 Every other kernel and NumPy op accepts either layout.
 
 ``CHANNELS_LAST_MAX`` is read at each call; set to 0 it turns the layout off (the
-tests use that to reach the NCHW kernels on small planes). Measured, 224 px batch 8
-training step A/B: 256 pixels 156 ms, 784 (28x28) 157 ms, 3136 (56x56) 171 ms.
+tests use that to reach the NCHW kernels on small planes). In an A/B of the 224 px
+batch 8 training step, 256 pixels (16x16) was level with 784 (28x28) and faster than
+3136 (56x56) (figures: docs/kernels.md, "Channels-last layout").
 """
 from __future__ import annotations
 
@@ -110,7 +111,9 @@ def aligned_empty(shape, dtype) -> np.ndarray:
         The uninitialised array.
     """
     dtype = np.dtype(dtype)
-    size = math.prod(shape) * dtype.itemsize  # (np.prod: 2 us a call, of about 4)
+    # math.prod, not np.prod: on a short tuple np.prod's call overhead was about half of
+    # this whole function's time (figures: docs/kernels.md, "Channels-last layout")
+    size = math.prod(shape) * dtype.itemsize
     buffer = np.empty(size + ALIGNMENT, np.uint8)
     skip = -buffer.ctypes.data % ALIGNMENT
     return buffer[skip:skip + size].view(dtype).reshape(shape)

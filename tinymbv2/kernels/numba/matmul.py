@@ -12,16 +12,15 @@ reads its operands along memory:
   -- the broadcast form (``columns_nn``), parallel over tiles of the output (a may have
   any strides: its values are read once per block of eight terms).
 
-Measured at MobileNetV2's classifier (1280 -> 1000), float32, ms, the one-thread BLAS
-these replaced (two blocks of rows in parallel from 64 rows on) -> these loops, two runs
-each: batch 8, forward 0.54-0.55 -> 0.15, input gradient 0.54 -> 0.17-0.18, weight
-gradient 0.18 -> 0.18; batch 64, 1.08 -> 0.65-0.69, 1.08-1.10 -> 0.97-1.02, 0.77-0.78 ->
-0.80-0.89 (the weight gradient sums only 64 terms, where BLAS's packed kernel holds its
-own). Not NumPy's ``a @ b`` either way: its threaded OpenBLAS
-spins worker threads after every call, which on a 2-core machine took a core from
-Numba's pool for the rest of the training step (125-200 ms per step at 32 px batch 64,
-against 75-81 ms without). Every output is summed whole by one thread in a fixed
-order: the same bits on every run and for any number of threads.
+Against the one-thread BLAS these replaced, at MobileNetV2's classifier (1280 -> 1000,
+float32), these loops were faster for the forward and the input gradient and level
+with it for the weight gradient, which at batch 64 sums only 64 terms, where BLAS's
+packed kernel holds its own (figures: docs/kernels.md, "Matrix products"). Not
+NumPy's ``a @ b`` either way: its threaded OpenBLAS spins worker threads after every
+call, which on a machine with few cores takes a core from Numba's pool for the rest of
+the training step (on two cores it made a step far slower). Every output is summed
+whole by one thread in a fixed order: the same bits on every run and for any number of
+threads.
 """
 from __future__ import annotations
 

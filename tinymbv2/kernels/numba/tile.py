@@ -17,9 +17,9 @@ loads never keep the two FMA units waiting. Loops written in Numba cannot ask fo
 LLVM keeps an ``out`` it has to reload and store inside the loop, or splits a sum into
 lanes it adds up at the end. So the block is written in LLVM's own terms, as a Numba
 ``intrinsic``: the loop, the vector loads, ``llvm.fma`` and the stores are emitted
-directly (with ``.llvm``'s instructions). On this 2-core AVX-512 machine one core runs
-it at 190-245 GFLOP/s on MobileNetV2's pointwise shapes in cache, against a measured peak
-of 270 for independent FMAs (and about 100 for the loops it replaced).
+directly (with ``.llvm``'s instructions). On an AVX-512 CPU one core runs it on
+MobileNetV2's pointwise shapes in cache close to the peak of independent FMAs, and far
+faster than the loops it replaced (figures: docs/kernels.md, "Matrix products").
 
 **Edges.** Columns past ``ncols`` are masked off (``llvm.masked.load`` / ``store``:
 nothing outside the block is read or written). A strip narrower than half a wide block

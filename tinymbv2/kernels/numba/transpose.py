@@ -3,8 +3,8 @@
 The channels-last pointwise forward, ``y (M, Co) = x (M, Ci) @ W.T``, needs W.T with
 contiguous rows for the register blocks of ``.tile``, and W (Co, Ci) has them
 the other way round, so each strip of W.T is copied first. Element by element, such a
-copy reads along one matrix and writes across the other: one to two cycles a value, more
-than a quarter of a small layer's forward (960 x 160 values: 40-80 us).
+copy reads along one matrix and writes across the other, a value at a time: on the
+small layers it took more than a quarter of the forward.
 
 Here an L x L block (L = the values in one vector register: 16 float32 with AVX-512) is
 loaded as L row vectors, transposed in registers and stored as L row vectors. A transpose
@@ -15,8 +15,9 @@ step swaps one bit s (s = L/2, L/4, ..., 1) between the pairs of rows i and i + 
     new row i + s = [row i moved up by s | row i+s at the columns with bit s set]
 
 one two-input shuffle (``shufflevector``, ``vpermt2ps``) per new row, L log2(L) in all:
-64 for a 16 x 16 block, against 256 scalar loads and stores. One core, float32: 0.2-0.4
-cycles a value on W's shapes, against 1.0-2.3 for the element-by-element copy.
+64 for a 16 x 16 block, against 256 scalar loads and stores: several times faster
+than the element-by-element copy on W's shapes (figures: docs/kernels.md, "Matrix
+products").
 
 ``transpose_images`` does the same for every image of a batch: the copies between the
 NCHW and the channels-last layouts of ``.layout``.

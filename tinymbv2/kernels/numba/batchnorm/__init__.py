@@ -11,8 +11,8 @@ Same names, signatures and results as ``tinymbv2.kernels.reference``;
 * Training backward reads (gy, x) twice: once for ``sum gy`` and
   ``sum gy * (x - mean)``, once to write gx. With the fused ReLU6 the first pass
   leaves the masked gradient in gx's row, and the second turns it into the input
-  gradient in place, so the mask is computed once, not twice: 4.12 -> 3.64 ms at
-  8x96x112x112, 1.32 -> 0.98 ms at 8x32x112x112, the same bits.
+  gradient in place, so the mask is computed once, not twice: faster, with the same
+  bits (figures: docs/kernels.md, "BatchNorm").
 * ``relu6=True`` fuses the ReLU6 that follows BatchNorm in MobileNetV2: the
   forward clamps y to [0, 6] as it writes it; the backward recomputes the
   BatchNorm output ``z = (x - mean) * scale + bias`` (the very expression, in the
@@ -305,7 +305,7 @@ def affine_inplace(row, mu, sc, bi, relu6):
     """``affine_row(row, row, ...)``, written for one array.
 
     With two views of the same memory LLVM's overlap check fails and it runs the scalar loop
-    (measured ~3x slower).
+    (measured several times slower).
 
     Args:
         row: The row, changed in place.
@@ -392,20 +392,22 @@ def epilogue_args(fn, bn_eval, c, dtype):
 FLAT_MAX = 1 << 18
 """NCHW tensors (1x1 planes; larger planes too when the channels-last layout is off) of
 up to this many values take ``.flat`` (contiguous rows, in the calling
-thread). Measured (float32, forward / backward with ReLU6, microseconds, against
-the parallel kernels below): 64x960x1x1 22/33 vs 136/234, 64x384x2x2 29/54 vs 136/327,
-64x192x4x4 65/125 vs 110/242; from 64x96x8x8 (393,216 values, 141/232 vs 108/176) the
-parallel kernels win. Only on planes of at most ``FLAT_PLANE_MAX`` pixels, though."""
+thread). Measured against the parallel kernels below (float32, forward and backward
+with ReLU6), the flat kernels were faster on MobileNetV2's small batch-64 tensors up to
+64x192x4x4; from 64x96x8x8 (393,216 values) the parallel kernels win (figures:
+docs/kernels.md, "BatchNorm"). Only on planes of at most ``FLAT_PLANE_MAX`` pixels,
+though."""
 FLAT_PLANE_MAX = 16
 """Pixels per plane up to which ``FLAT_MAX`` holds. On larger planes the per-channel kernels
 are faster at any size, their loops running along a plane instead of ``C*H*W`` float64 sums
-per image: forward / backward, microseconds, flat against per channel: 8x32x28x28 104/168
-vs 19/36 (MobileNetV2's 28 px projections at 224 px, three of them a step), 8x64x14x14
-44/68 vs 10/18, 64x32x8x8 34/73 vs 17/38; at 64x96x4x4 20/49 vs 30/72 the flat ones win."""
+per image: several times faster on 8x32x28x28 (MobileNetV2's 28 px projections at 224 px,
+three of them a step) and 8x64x14x14, clearly faster on 64x32x8x8, while at 64x96x4x4 the
+flat ones win (figures: docs/kernels.md, "BatchNorm")."""
 ROWS_SERIAL_MAX = 1 << 16
 """Channels-last tensors (``.channels_last``) of up to this many values run in the
-calling thread, larger ones on Numba's pool. A/B, 32 px batch 64 training step: 45.0 ms
-at 2^16 against 47.3 ms at 2^18 (and 45.3 ms at 2^15)."""
+calling thread, larger ones on Numba's pool. In an A/B of the 32 px batch 64 training
+step, 2^16 was faster than 2^18 and level with 2^15 (figures: docs/kernels.md,
+"BatchNorm")."""
 def _c(a):
     return np.ascontiguousarray(a)
 
@@ -414,10 +416,10 @@ def _rows_layout(x) -> bool:
     """Work channels-last (``.channels_last``)? On small planes.
 
     On a 1x1 plane (the same memory in both layouts) only above ``FLAT_MAX`` values, where
-    the flat kernels' single thread falls behind: up to there they were faster (22/33
-    against 33/49 us forward / backward at 64x960x1x1), above it the rows ran 4-6x faster
-    than the channel-vectorised kernels this set had for 1x1 planes (191/290 against
-    755/1743 us at 512x1280x1x1).
+    the flat kernels' single thread falls behind: up to there they were faster (at
+    64x960x1x1, forward and backward), above it the rows ran several times faster than
+    the channel-vectorised kernels this set had for 1x1 planes (at 512x1280x1x1; figures:
+    docs/kernels.md, "BatchNorm").
     """
     h, w = x.shape[2], x.shape[3]
     return channels_last_plane(h, w) and (h * w > 1 or x.size > FLAT_MAX)

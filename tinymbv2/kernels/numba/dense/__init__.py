@@ -15,13 +15,13 @@ column matrix in a buffer of its own and multiplies it there, so the products
 run in Numba's thread pool (BLAS's single-threaded) -- the one-pool design of
 ``..pool``.
 
-On an NCHW output plane the products are ``..gemm``'s loops, which beat this
-machine's BLAS there: the forward its broadcast form (MobileNetV2's stem at 224 px
-batch 8: 1.93-2.01 -> 1.32-1.43 ms; a large output with no epilogue streamed to memory,
-as in ``..pointwise``), backward-weight its dot-product form, which runs
-along the pixels of both gy[n] and cols[n] (2.38 -> 1.61 ms) -- except for a 3x3 filter
-at stride 2 and padding 1 (the stem), whose weight gradient needs no column matrix at
-all (``.weight3x3_s2``: 1.51-1.61 -> 0.96-1.03 ms). On a channels-last
+On an NCHW output plane the products are ``..gemm``'s loops, which beat a
+Haswell-kernel BLAS there on AVX-512 CPUs: the forward its broadcast form (a large
+output with no epilogue streamed to memory, as in ``..pointwise``), backward-weight its
+dot-product form, which runs along the pixels of both gy[n] and cols[n] -- except for a
+3x3 filter at stride 2 and padding 1 (the stem), whose weight gradient needs no column
+matrix at all and is faster still (``.weight3x3_s2``). Figures for the stem:
+docs/kernels.md, "The dense convolution (the stem)". On a channels-last
 output plane they are BLAS's, and backward-weight sums its images in ``_GROUPS``
 runs of consecutive images, each in order in one thread, and adds the run totals
 in order. Either way the split is fixed by the shapes, not by the thread count, so
@@ -66,8 +66,9 @@ def add_into(acc, tmp):
 def sum_in_order(part):
     """``part[0] + part[1] + ...`` over the first axis, added in index order (deterministic).
 
-    Summed as flat rows: element by element over the arrays' own small trailing axes, the
-    loops cost 0.3 ms for 88 (32, 3, 3, 3) parts.
+    Summed as flat rows: loops over the arrays' own small trailing axes, element by
+    element, were measurably slower on the stem's 88 (32, 3, 3, 3) parts (figures:
+    docs/kernels.md, "The dense convolution (the stem)").
 
     Args:
         part: The parts (G, ...), C-contiguous.

@@ -22,11 +22,11 @@ while they are in L2.
 
 The sums are SIMD partial sums (like every weight gradient of this set), one set per band,
 added in band order at the end; bands are cut by the shapes alone, so results are
-bit-identical across runs and thread counts. Stem at 224 px batch 8, float32, both cores:
-1.51-1.61 ms with im2col and the dot-product loop, 0.96-1.03 ms here (bands of 11 rows;
-2 rows: 1.77 ms, 28 rows: 1.12 ms). The forward stays im2col + the register-block GEMM
-(``..dense``): written this way, with one output channel per loop (nine loads for
-nine multiply-adds), it took 1.6-1.9 against 0.85-1.04 ms.
+bit-identical across runs and thread counts. On the stem at 224 px this ran well ahead
+of im2col and the dot-product loop, with bands of about 11 rows ahead of thinner and
+thicker ones. The forward stays im2col + the register-block GEMM (``..dense``): written
+this way, with one output channel per loop (nine loads for nine multiply-adds), it was
+slower (figures: docs/kernels.md, "The dense convolution (the stem)").
 """
 from __future__ import annotations
 
@@ -40,12 +40,13 @@ _JIT = dict(cache=CACHE, fastmath=False)
 _JIT_REDUCE = dict(cache=CACHE, fastmath={"reassoc", "contract"})
 
 BAND_BYTES = 256 << 10
-"""A band's tap planes plus its rows of the Co gradient planes: a quarter of this
-machine's 1 MB L2 (11 rows of 112 for MobileNetV2's stem). Read at each call."""
+"""A band's tap planes plus its rows of the Co gradient planes: a quarter of a 1 MB L2,
+the size it was tuned on (11 rows of 112 for MobileNetV2's stem), so a band stays in
+the L2 of current x86 cores. Read at each call."""
 _SCRATCH_SETS = 16
 """Bands are run in at most this many chunks, each with one set of tap planes allocated
-before the parallel loop (allocated inside it, scratch made loops 3x slower, see
-``kernels.numba.chunks``)."""
+before the parallel loop (allocated inside it, scratch made loops several times slower,
+see ``kernels.numba.chunks``)."""
 
 
 def supported(w_shape, stride, padding) -> bool:

@@ -48,7 +48,7 @@ _JIT = dict(cache=CACHE, fastmath=False)
 # ---------------------------------------------------------------- plane helpers
 # The inner loops below index row *views* from 0 (``ys[k]``, not ``y[oh, ow]``):
 # Numba then knows the index is non-negative, drops its negative-index
-# wraparound test, and LLVM vectorises the loop (about 4x faster). Stride 1
+# wraparound test, and LLVM vectorises the loop (several times faster). Stride 1
 # and stride > 1 get separate loops so the stride-1 views stay contiguous.
 
 

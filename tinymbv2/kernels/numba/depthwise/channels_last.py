@@ -13,7 +13,8 @@ block of up to 64 of them at a time -- contiguous and vectorised:
 where ``in(o, tap)`` is the input pixel that tap (i, j) of output pixel o reads
 (padding taps are skipped), listed once per call by ``tap_table``. Until the
 layout existed these kernels copied each block of an NCHW image into channels-last
-scratch and back; the transposes were 60-75% of their time (measured at 32 px).
+scratch and back; the transposes took most of their time (measured at 32 px; figures:
+docs/kernels.md, "Depthwise").
 
 The 3x3 filter at stride 1 and padding 1 (most of MobileNetV2's) has faster kernels in
 ``.rows3x3``, which keep the weights and a window of the input in

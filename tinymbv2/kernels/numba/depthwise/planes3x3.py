@@ -13,12 +13,13 @@ up to 2) and keeps its general per-tap loops for other sizes. The ideas:
   nine loads, nine multiply-adds and one store, vectorised over a run as long as
   the plane, with no edge cases (the 2 pw extra positions per row are dropped).
   Row by row, the 28-pixel rows left LLVM one SIMD vector and ten scalar
-  iterations plus two bounds-tested edge outputs per row: the padded plane is
-  3-5x faster at 28x28 and 14x14, 1.9x at 56x56 and 1.4x at 112x112.
+  iterations plus two bounds-tested edge outputs per row: the padded plane is faster
+  at every plane size of MobileNetV2, most on the small planes (figures:
+  docs/kernels.md, "Depthwise").
 * **The stride-2 forward is computed at stride 1 and subsampled**, row by row
   (``row3x3``, ``correlate3x3_strided``): faster than loads with a stride
   the compiler cannot vectorise, and than splitting the input rows into column
-  phases first (2.1 ms against 4.2 ms, 8x96x112x112).
+  phases first (measured at 8x96x112x112).
 * **The stride-2 weight gradient reads the input as column phases**: tap j of
   output column ow reads input column ``(ow + u)*s + q``, element ``ow + u`` of the row's
   phase q; each input row is split once into its s contiguous phases
@@ -339,7 +340,8 @@ def weight3x3_padded(acc, gy, x, ph, pw, xp, gp):
 
     nine dot products over one run. Each step loads three values of xp and three of gp and
     does nine multiply-adds with them (against ten loads for the nine taps written as
-    ``sum_q gp[q] * xp[q + i*Wp + j]``): 1.3 -> 1.0 us per 56x56 plane. The sums are
+    ``sum_q gp[q] * xp[q + i*Wp + j]``), which made it faster (figures: docs/kernels.md,
+    "Depthwise"). The sums are
     vectorised as SIMD partial sums in acc's dtype.
 
     Args:

@@ -3,17 +3,17 @@
 Output column o reads input columns 2o - 1, 2o, 2o + 1: every other element, which
 LLVM vectorises as interleaved loads (and, for the input gradient, stores), with no
 subsampling of a stride-1 row and no phase copies (the general strided routines of
-``.planes3x3``, which serve every other stride and padding). Measured at
-224 px batch 8, against those: input gradient 2.9 -> 1.1 ms (96 channels at 112 px),
-1.8 -> 0.7 ms (144 at 56 px). The weight gradient instead splits the padded plane into
-its even and odd rows once, so that its sums run over the whole plane in one loop
-(``weight3x3_s2``).
+``.planes3x3``, which serve every other stride and padding). Measured at 224 px batch
+8 against those, the input gradient is much faster on the 112 and 56 px planes
+(figures: docs/kernels.md, "Depthwise"). The weight gradient instead splits the padded
+plane into its even and odd rows once, so that its sums run over the whole plane in
+one loop (``weight3x3_s2``).
 
 The fused depthwise stage (``..stage``) computes the forward another way: it
 writes ReLU6(BN1(e)) straight into the four *phases* of the zero-padded plane (rows and
 columns of each parity, ``split_phases``), a pass it has to make anyway, after which every
-tap is a contiguous run and the whole plane one loop (``correlate_phases``): block 2's
-stage forward at 224 px batch 8 went from 3.25-3.35 to 2.31-2.45 ms. Both forms sum every
+tap is a contiguous run and the whole plane one loop (``correlate_phases``), which made
+block 2's stage forward at 224 px faster. Both forms sum every
 output in the same order, padding included, so they give the same bits. Alone, the phase
 form is faster on the 56 and 28 px planes and slower on the 112 px ones (the split's
 extra pass over a plane that no longer fits in L1), so the separate op keeps the rows.
@@ -145,8 +145,8 @@ def split_phases(x, ph, mu, sc, bi, affine):
         odd = ph[2 * p + 1, r * wq:(r + 1) * wq]  # padded columns 1, 3, ...: x[i, 0], x[i, 2], ...
         src = x[i]
         # The last odd-phase value (x[i, W - 1] for an odd W, else the right padding) is
-        # written before the loop: written after it, it kept LLVM from vectorising the loop
-        # (3.4 against 1.4 us per 112x112 plane).
+        # written before the loop: written after it, it kept LLVM from vectorising the loop,
+        # which then ran much slower.
         last = src[wd - 1] if wd % 2 == 1 else zero
         if affine:
             odd[half] = min(max((last - mu) * sc + bi, zero), six) if wd % 2 == 1 else zero
@@ -220,10 +220,10 @@ def scatter3x3_s2(gx, gy, w):
     or column does not exist are left out. Every gx row is written once, whole.
 
     The loops index gx and gy directly. Written as a helper called once per row on row
-    views, the same sums cost about 85 ns more a row where Numba does not inline the
-    helper (called from a serial loop: 9.6 against 1.1 us per 112x112 plane); inside the
-    parallel kernels less, but still: the fused stage's backward on one thread, batch 8,
-    float32, 96x112x112 10.1 -> 9.7 ms, 144x56x56 5.3 -> 4.4 ms, 192x28x28 2.6 -> 2.1 ms.
+    views, the same sums cost a call with its array views per row where Numba does not
+    inline the helper (from a serial loop, many times the work of the sums); inside the
+    parallel kernels less, but the fused stage's backward still got faster on every plane
+    size when the helper went (figures: docs/kernels.md, "Depthwise").
 
     Args:
         gx: The input gradient plane (H, W), written.
@@ -299,11 +299,10 @@ def weight3x3_s2(acc, gy, x, scratch):
 
     one loop over all rows, whose every-other-element loads LLVM vectorises as
     interleaved loads; each E value serves two kernel rows. Against the row-by-row sums
-    this replaced (nine horizontal reductions per output row), whole kernel at batch 8,
-    float32: 3.15 -> 2.30 ms at 96x112x112 (now at 21 GB/s, near what reading x costs),
-    0.91 -> 0.67 ms at 144x56x56, 0.39 -> 0.34 ms at 192x28x28. The rows are copied in
-    the loop here, not by a helper: called once per row, a helper cost more than the copy
-    (2.7 against 0.9 us per 56x56 plane).
+    this replaced (nine horizontal reductions per output row), the whole kernel got faster
+    on every plane size, most on the larger planes, where it now runs near the speed of
+    reading x from memory. The rows are copied in the loop here, not by a helper: called
+    once per row, a helper cost more than the copy (figures: docs/kernels.md, "Depthwise").
 
     Args:
         acc: The filter's gradient (3, 3), added to.

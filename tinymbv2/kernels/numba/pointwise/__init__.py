@@ -17,7 +17,7 @@ gradients in one pass over gy (``_backward_images``).
 
 **One thread pool.** Everything runs in ``@njit(parallel=True)`` loops, one image
 per task for forward and backward-input: Numba's own pool is the only parallelism
-(``..pool`` explains why that matters on a busy 2-core machine).
+(``..pool`` explains why that matters on a busy machine with few cores).
 
 **Small planes** (at most 16x16 pixels) are kept channels-last
 (``..layout``), where the whole batch is one matrix product

@@ -14,8 +14,8 @@ no gathering of images side by side (``..pointwise``). All three run
 W for backward-input and x for backward-weight are that already (gy.T is read one value
 at a time, as a view); forward copies W.T one strip of output columns at a time, in
 blocks transposed in vector registers (``..transpose``; element by element, the
-copies were a quarter of the forward of the 7x7 layers: 4.14 -> 3.59 ms over the forwards
-of the 14 and 7 px layers of a 224 px batch-8 step, the same bits).
+copies were a quarter of the forward of the 7x7 layers; figures: docs/kernels.md,
+"Pointwise on channels-last planes").
 
 Threads (deterministic, as everywhere in this set): a product worth two threads is
 cut in two (``_split``, a function of the shapes alone, never of the thread count).
@@ -37,13 +37,15 @@ from ..transpose import transpose_into
 _JIT = dict(cache=CACHE, fastmath=False)
 _PARALLEL_ROWS = 384  # a GEMM is cut into two blocks of rows from this many rows ...
 _PARALLEL_MACS = 1 << 22  # ... and this many multiply-adds; none under it
-"""Waking the pool (~45 us, passive) costs more than half the arithmetic of a small GEMM
-(measured with the BLAS products these blocks replaced: (64, 960) @ (960, 160) took 0.19
-ms whole and 0.24 ms in two blocks of rows)."""
+"""Waking the passive pool (``..pool``) costs more than half the arithmetic of a small
+GEMM: with the BLAS products these blocks replaced, (64, 960) @ (960, 160) was slower cut
+in two blocks of rows than whole (figures: docs/kernels.md, "Pointwise on channels-last
+planes")."""
 COLUMN_SPLIT = True
 """Cut products of few rows (but enough multiply-adds) over output columns, rather than
-run them in the calling thread (with BLAS: 32 px batch 64 training step 45.8 -> 43.1 ms,
-A/B). A switch for that A/B and for the tests."""
+run them in the calling thread (with BLAS, an A/B made the 32 px training step faster
+this way; figures: docs/kernels.md, "Pointwise on channels-last planes"). A switch for
+that A/B and for the tests."""
 
 
 def _split(m: int, k: int, n: int) -> str:
