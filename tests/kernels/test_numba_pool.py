@@ -71,7 +71,8 @@ def test_numba_gemm_kernels_deterministic_across_thread_counts():
 
 
 def _run_python(code, **env):
-    full_env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    chosen = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "NUMBA_THREADING_LAYER", "NUMBA_THREADING_LAYER_PRIORITY")
+    full_env = {k: v for k, v in os.environ.items() if k not in chosen}
     full_env.update(env)
     done = subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True,
                           timeout=300)
@@ -130,31 +131,72 @@ def test_numba_pool_keeps_the_users_wait_policy():
         assert "GOMP_SPINCOUNT = '0'" not in done.stderr
 
 
-TORCH_FIRST_PROBE = """
-import ctypes, json
-import torch
-try:
-    ctypes.CDLL(None).GOMP_parallel
-    global_openmp = True
-except AttributeError:
-    global_openmp = False
+IDLE_PROBE = """
+import json, os, sys, time
+if "torch" in sys.argv:
+    import torch  # first: its GNU OpenMP runtime goes into the global symbol scope
+if "omppool" in sys.argv:
+    from numba.np.ufunc import omppool  # Numba's OpenMP layer, imported the ordinary way
+import numpy as np
 import tinymbv2.kernels.numba
 from tinymbv2.kernels.numba import pool
 import numba
-print(json.dumps(dict(global_openmp=global_openmp, seen=pool.openmp_loaded(),
-                      passive=pool.PASSIVE_POOL, layer=numba.threading_layer())))
+from numba import njit, prange
+
+@njit(parallel=True)
+def bump(a):
+    for i in prange(a.shape[0]):
+        a[i] += 1.0
+
+a = np.zeros(64)
+bump(a)
+start = time.process_time() - time.thread_time()  # CPU time of every thread but this one
+for _ in range(10):
+    bump(a)
+    time.sleep(0.05)
+idle = (time.process_time() - time.thread_time() - start) / 10
+print(json.dumps(dict(openmp_first=pool.openmp_loaded(), passive=pool.PASSIVE_POOL,
+                      layer=numba.threading_layer(), threads=numba.get_num_threads(), idle_ms=1e3 * idle)))
 """
 
 
-def test_numba_pool_says_when_pytorch_loaded_openmp_first():
-    """With PyTorch imported first its GNU OpenMP is in the global symbol scope, Numba's layer
-    runs on that runtime, and the passive policy cannot be applied: PASSIVE_POOL is then
-    False (it is True in a process without it, see above)."""
-    out = json.loads(_run_python(TORCH_FIRST_PROBE).stdout.strip().splitlines()[-1])
-    assert out["seen"] == out["global_openmp"]
-    assert out["passive"] is (not out["global_openmp"])
-    if sys.platform.startswith("linux") and out["layer"] == "omp":
-        assert out["global_openmp"], "PyTorch's wheel for Linux loads libgomp globally"
+def _idle_probe(*argv, **env):
+    code = IDLE_PROBE.replace('sys.argv', repr(list(argv)))
+    return json.loads(_run_python(code, **env).stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PyTorch's OpenMP in the global scope: Linux")
+def test_numba_pool_sleeps_when_pytorch_loaded_openmp_first():
+    """With PyTorch imported first its GNU OpenMP is in the global symbol scope, and Numba's
+    layer would run on that runtime, spinning between loops. The numba set loads the layer
+    bound to a runtime of its own, passive: after each loop its threads burn no CPU while the
+    caller sleeps 50 ms. The control, the user's OMP_WAIT_POLICY=ACTIVE, shows the probe sees
+    spinning: the worker then burns most of those 50 ms (less on a loaded machine)."""
+    out = _idle_probe("torch")
+    if out["threads"] < 2:
+        pytest.skip("one thread: no worker to sleep or spin")
+    assert out["openmp_first"], "PyTorch's wheel for Linux loads libgomp globally"
+    assert out["passive"] is True
+    if out["layer"] == "omp":
+        assert out["idle_ms"] < 1.0, out
+    spinning = _idle_probe("torch", OMP_WAIT_POLICY="ACTIVE")
+    assert spinning["passive"] is False
+    if spinning["layer"] == "omp":
+        assert spinning["idle_ms"] > 5.0, spinning
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PyTorch's OpenMP in the global scope: Linux")
+def test_numba_pool_prefers_the_workqueue_when_it_must_share_pytorchs_openmp():
+    """Numba's OpenMP layer imported before the numba set, after PyTorch: it is bound to
+    PyTorch's runtime already. The set then asks Numba for its workqueue layer, whose
+    threads sleep when idle; a layer the user names is kept."""
+    out = _idle_probe("torch", "omppool")
+    if out["threads"] < 2:
+        pytest.skip("one thread: no pool")
+    assert (out["layer"], out["passive"]) == ("workqueue", True)
+    assert out["idle_ms"] < 1.0, out
+    named = _idle_probe("torch", "omppool", NUMBA_THREADING_LAYER="omp")
+    assert (named["layer"], named["passive"]) == ("omp", False)
 
 
 def test_the_openmp_probe_fails_closed_where_there_is_no_global_symbol_scope(monkeypatch):

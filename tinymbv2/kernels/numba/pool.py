@@ -3,7 +3,7 @@
 Imported by every kernel module of the numba set; importing it does two things, once:
 
 1. **Pins the BLAS that Numba's** ``np.dot`` **calls to one thread**
-   (:func:`pin_numba_blas`). The GEMMs of the pointwise and dense
+   (``pin_numba_blas``). The GEMMs of the pointwise and dense
    convolutions run as ``np.dot`` inside ``@njit(parallel=True)`` loops, so
    Numba's pool is the only parallelism. That BLAS is SciPy's OpenBLAS
    (reached through ``scipy.linalg.cython_blas``), a different library from
@@ -14,7 +14,7 @@ Imported by every kernel module of the numba set; importing it does two things, 
    2-core machine a 0.3 s step then took 10-60 s.
 
 2. **Starts Numba's pool with OpenMP's passive wait policy**
-   (:func:`start_numba_pool`): between parallel loops its threads sleep
+   (``start_numba_pool``): between parallel loops its threads sleep
    instead of spinning. GNU OpenMP's default spins both the idle workers and
    the thread waiting at the end-of-loop barrier, so as soon as another
    process wants a core, the barrier spins away the time slice of the very
@@ -39,16 +39,28 @@ default, and on a machine with nothing else to run, setting ``GOMP_SPINCOUNT=100
 before the first import buys the speed (``make demo``: training 83 s at 621 images/s ->
 71 s at 741, the same 98.6%).
 
-**PyTorch imported first.** PyTorch loads its own GNU OpenMP into the process's global
-symbol scope, and Numba's layer, loaded later, binds to that runtime, which read its
-settings when PyTorch loaded (by default it spins). The policy cannot be applied then,
-and :func:`start_numba_pool` says so. ``make bench`` is such a process: there both
-contestants run on the one spinning runtime.
+**PyTorch imported first.** PyTorch's wheels for Linux load their own copy of GNU OpenMP
+into the process's global symbol scope. Numba's OpenMP layer, imported later the ordinary
+way, looks its symbols up there first and runs its loops on that runtime, which read its
+settings when PyTorch loaded: by default it spins, and setting the policy now changes
+nothing. Most of the course's chapters are such processes. So the layer is imported bound
+first to the libraries it was linked against (``load_openmp_layer_apart``: where Numba
+names another file than PyTorch's copy, a second runtime, which reads the passive policy as
+it loads), and PyTorch keeps its own. Where that cannot be had (one libgomp for both, no
+such binding on the platform, the layer imported already), Numba is asked for its
+``workqueue`` layer instead, whose idle threads block rather than spin. Measured on 2 cores
+(``benchmarks.torch_first``: the chapters' step, MobileNetV2 width 0.35, batch 32 of 28
+px), PyTorch imported first: beside one busy process a step took 2.8 s on PyTorch's
+runtime, 0.19 s on a runtime of its own and 0.15 s on the workqueue, against 0.20 s
+without PyTorch in the process; on the quiet machine 82-83 ms on its own runtime against
+82-84 ms without PyTorch (the workqueue 4-8% slower than passive OpenMP; PyTorch's
+spinning runtime 60 ms, the price of sleeping described above).
 """
 from __future__ import annotations
 
 import ctypes
 import os
+import sys
 
 import numba
 import numpy as np
@@ -97,31 +109,86 @@ def openmp_loaded() -> bool:
     return True
 
 
+def _address(function) -> int:
+    return ctypes.cast(function, ctypes.c_void_p).value
+
+
+def load_openmp_layer_apart() -> bool:
+    """Import Numba's OpenMP layer bound to the OpenMP runtime it was linked against,
+    ahead of one already in the global symbol scope; return whether that runtime is
+    one of its own (a second copy, loaded now, reading the environment now).
+
+    The layer's module is loaded with ``RTLD_DEEPBIND``: its symbols are then looked
+    up first among the libraries it needs, and only then in the global scope. That
+    gives Numba a runtime of its own only where the runtime it names is not the one
+    loaded already (PyTorch's wheels bring their own copy of libgomp; a conda
+    environment may hold one libgomp for both): the answer is whether ``GOMP_parallel``
+    among its own libraries is another function than the global one. False also where
+    the layer cannot be imported or was imported already, and where the flag does not
+    exist (not Linux)."""
+    deepbind = getattr(os, "RTLD_DEEPBIND", None)
+    if deepbind is None or "numba.np.ufunc.omppool" in sys.modules:
+        return False
+    flags = sys.getdlopenflags()
+    sys.setdlopenflags(flags | deepbind)
+    try:
+        from numba.np.ufunc import omppool
+    except ImportError:  # no OpenMP layer in this Numba, or no runtime for it: Numba picks another
+        return False
+    finally:
+        sys.setdlopenflags(flags)
+    try:
+        own = _address(ctypes.CDLL(omppool.__file__).GOMP_parallel)
+    except (AttributeError, OSError):  # a runtime that is not GNU's: not the one loaded before
+        return True
+    return own != _address(ctypes.CDLL(None).GOMP_parallel)
+
+
 def start_numba_pool(wait_policy: str = "PASSIVE") -> bool:
     """Load Numba's threading layer now, under ``OMP_WAIT_POLICY=wait_policy``.
 
-    Returns whether the policy was applied: not when the user set
-    ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` (their choice stands), not
-    when Numba's pool was already running (OpenMP read its settings then), and
-    not when another GNU OpenMP runtime (PyTorch's) is in the global symbol
-    scope already, as Numba's layer then runs on that one (``openmp_loaded``).
+    With another GNU OpenMP runtime (PyTorch's) in the global symbol scope already
+    (``openmp_loaded``), Numba's OpenMP layer would run its loops on that one,
+    which read its settings when it was loaded (by default it spins), so the layer is
+    first loaded bound to a runtime of its own (``load_openmp_layer_apart``). Where
+    that cannot be had, Numba is asked to prefer its ``workqueue`` layer to OpenMP
+    (unless the user chose a layer or an order), whose idle threads block on a
+    condition variable; if OpenMP is chosen all the same, the answer is False.
+
+    Args:
+        wait_policy: The ``OMP_WAIT_POLICY`` OpenMP reads as the layer loads
+            (``"PASSIVE"``: idle threads sleep).
+
+    Returns:
+        Whether Numba's threads sleep when idle: not when the user set
+        ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` (their choice stands), and not
+        when Numba's pool was already running (OpenMP read its settings then).
     """
     from numba.np.ufunc import parallel
 
-    if (getattr(parallel, "_is_initialized", False) or openmp_loaded()
+    if (getattr(parallel, "_is_initialized", False)
             or {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(os.environ)):
         numba.get_num_threads()
         return False
+    shared = openmp_loaded()
     os.environ["OMP_WAIT_POLICY"] = wait_policy
     try:
+        if shared:
+            shared = not load_openmp_layer_apart()
+        if shared and numba.config.THREADING_LAYER == "default" and \
+                list(numba.config.THREADING_LAYER_PRIORITY) == ["tbb", "omp", "workqueue"]:
+            # Numba's default order, and no runtime of its own: on a busy machine a pool that
+            # blocks when idle beats one that spins (the module's measurements)
+            numba.config.THREADING_LAYER_PRIORITY = ["tbb", "workqueue", "omp"]
         numba.get_num_threads()  # loads the layer; OpenMP reads its environment as it loads
     finally:
         del os.environ["OMP_WAIT_POLICY"]
-    return True
+    return not (shared and numba.threading_layer() == "omp")
 
 
 PINNED_BLAS = pin_numba_blas()
-"""The BLAS library files pinned to one thread at import (see :func:`pin_numba_blas`)."""
+"""The BLAS library files pinned to one thread at import (see ``pin_numba_blas``)."""
 
 PASSIVE_POOL = start_numba_pool()
-"""Whether Numba's pool was started here with the passive wait policy (see the module)."""
+"""Whether Numba's pool was started here with its threads asleep when idle: the passive
+wait policy, or the workqueue layer (see the module)."""
