@@ -29,10 +29,10 @@ What each layer type must do at the least, for an activation of B bytes:
 
 The floor is a lower bound for ops run one after another, each at the best rate
 this machine shows; Python, the loss and the residual additions are left out
-of it. PyTorch is imported first (through ``benchmarks.ops``), so that Numba's loops run
-on the same spinning OpenMP runtime as in ``benchmarks.train_step``: imported after
-tinymbv2, it left Numba's pool passive, and the 224 px step read 107-112 ms instead of
-94-95 ms (``kernels/numba/pool.py`` on the cost of waking sleeping threads).
+of it. ``benchmarks.ops`` sets ``GOMP_SPINCOUNT`` to GNU OpenMP's default before PyTorch
+loads (``benchmarks/openmp_wait.py``), so that Numba's loops run on the same spinning OpenMP
+runtime as in ``benchmarks.train_step``; with Numba's threads asleep between loops each loop
+pays a wake-up (``kernels/numba/pool.py``).
 """
 from __future__ import annotations
 
