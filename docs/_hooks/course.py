@@ -35,6 +35,7 @@
 """
 from __future__ import annotations
 
+import copy
 import html
 import importlib.util
 import logging
@@ -110,8 +111,21 @@ def _take_outputs(nb, executed) -> bool:
     if [c.source for c in ran] != [c.source for c in code]:
         return False
     for cell, done in zip(code, ran):
-        cell.outputs, cell.execution_count = done.outputs, done.execution_count
+        cell.outputs, cell.execution_count = _joined_streams(done.outputs), done.execution_count
     return True
+
+
+def _joined_streams(outputs: list) -> list:
+    """One output per run of consecutive prints to the same stream (a training log printed
+    line by line is one block on the page, not one scrolling box per line)."""
+    joined = []
+    for out in outputs:
+        if (out.get("output_type") == "stream" and joined
+                and joined[-1].get("output_type") == "stream" and joined[-1]["name"] == out["name"]):
+            joined[-1]["text"] += out["text"]
+        else:
+            joined.append(copy.deepcopy(out))
+    return joined
 
 
 def _title(nb, fallback: str) -> str:
