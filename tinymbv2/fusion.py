@@ -266,6 +266,8 @@ def _block_eval_parts(block, x):
     (the block runs layer by layer)."""
     if is_grad_enabled() or not isinstance(x, Tensor) or x.ndim != 4 or x.shape[1] != block.inp:
         return None
+    if block.bottleneck_activation is not None:  # Fig. 6a's ablation: the op ends linear
+        return None
     layers = list(block.conv)
     if len(layers) not in (3, 4):  # not the layers the block was built with
         return None

@@ -50,7 +50,14 @@ def chunked_block(block: InvertedResidual, x: Tensor, chunks: int) -> Tensor:
 
     Returns:
         (N, oup, H / s, W / s), equal to ``block(x)`` in eval mode.
+
+    Raises:
+        ValueError: A block of the Figure 6 ablations (a ReLU6 in the bottleneck or the
+            shortcut between expansions), which this does not cover.
     """
+    if block.bottleneck_activation is not None or block.shortcut == "expansion":
+        raise ValueError("chunked_block: expected the paper's block (linear bottleneck, "
+                         f"shortcut between bottlenecks), got {block.extra_repr()}")
     layers = list(block.conv)  # [expand,] depthwise, project conv, project BN
     expand = layers[0] if len(layers) == 4 else None
     depthwise, project, project_bn = layers[-3:]

@@ -83,6 +83,10 @@ class Conv2dNormActivation(nn.Sequential):
         self.out_channels = out_channels
 
 
+SHORTCUTS = ("bottleneck", "expansion", "none")
+BOTTLENECK_ACTIVATIONS = (None, "relu6")
+
+
 class InvertedResidual(nn.Module):
     """The bottleneck block of Table 1: expand, filter, linear projection (section 3.3).
 
@@ -93,25 +97,41 @@ class InvertedResidual(nn.Module):
     The input is added back (the residual connects the thin bottlenecks,
     section 3.3) only when s = 1 and inp = oup.
 
+    The two other arguments build the ablations of the paper's Figure 6; their defaults
+    are the block above (torchvision's). ``bottleneck_activation="relu6"`` puts a ReLU6
+    after the projection's BN (Fig. 6a, "relu6 in bottleneck"; before the add, so the
+    residual branch ends in it). ``shortcut="expansion"`` drops the add of the bottlenecks
+    and instead connects the expanded (hidden-channel) tensors of consecutive blocks
+    (Fig. 6b): the model's ``features`` then run the blocks through
+    [forward_expansion_shortcut][tinymbv2.models.mobilenetv2.InvertedResidual.forward_expansion_shortcut]
+    (see [ExpansionShortcuts][tinymbv2.models.mobilenetv2.ExpansionShortcuts]).
+    ``shortcut="none"``: no add at all.
+
     Args:
         inp: The input channels.
         oup: The output channels.
         stride: s, 1 or 2 (of the depthwise convolution).
         expand_ratio: t, the expansion factor of the hidden width.
+        bottleneck_activation: None (linear bottleneck, the paper's) or ``"relu6"``.
+        shortcut: ``"bottleneck"`` (the paper's), ``"expansion"`` or ``"none"``.
 
     Raises:
-        ValueError: A stride other than 1 or 2, or ``expand_ratio <= 0``.
+        ValueError: A stride other than 1 or 2, ``expand_ratio <= 0``, or an unknown
+            activation or shortcut.
     """
 
-    def __init__(self, inp: int, oup: int, stride: int, expand_ratio: float):
+    def __init__(self, inp: int, oup: int, stride: int, expand_ratio: float,
+                 bottleneck_activation: str | None = None, shortcut: str = "bottleneck"):
         super().__init__()
         if stride not in (1, 2):
             raise ValueError(f"InvertedResidual: expected stride 1 or 2, got {stride!r}")
         if not isinstance(expand_ratio, numbers.Real) or expand_ratio <= 0:
             raise ValueError(f"InvertedResidual: expected expand_ratio > 0, got {expand_ratio!r}")
+        _check_ablation(bottleneck_activation, shortcut)
         self.inp, self.oup, self.stride, self.expand_ratio = inp, oup, stride, expand_ratio
+        self.bottleneck_activation, self.shortcut = bottleneck_activation, shortcut
         self.hidden_dim = hidden = int(round(inp * expand_ratio))
-        self.use_res_connect = stride == 1 and inp == oup
+        self.use_res_connect = shortcut == "bottleneck" and stride == 1 and inp == oup
         layers = []
         if expand_ratio != 1:
             layers.append(Conv2dNormActivation(inp, hidden, kernel_size=1))
@@ -120,6 +140,8 @@ class InvertedResidual(nn.Module):
             nn.Conv2d(hidden, oup, 1, 1, 0, bias=False),
             nn.BatchNorm2d(oup),
         ]
+        if bottleneck_activation == "relu6":
+            layers.append(nn.ReLU6())  # no parameters: the state_dict keys stay the same
         self.conv = nn.Sequential(*layers)
         self.out_channels = oup
 
@@ -128,9 +150,55 @@ class InvertedResidual(nn.Module):
             return x + self.conv(x)
         return self.conv(x)
 
+    def forward_expansion_shortcut(self, x, previous_expansion):
+        """The block with the shortcut between expansions (Fig. 6b): its expanded tensor
+        gets the previous block's added, where the two have the same shape.
+
+        ``expanded = expand(x) (+ previous_expansion)``; the output is
+        ``project(depthwise(expanded))``, with no add of the bottlenecks.
+
+        Args:
+            x: The block's input, (N, inp, H, W).
+            previous_expansion: The previous block's expanded tensor (after its own add),
+                (N, hidden', H', W'), or None (the first block after a plain layer).
+
+        Returns:
+            ``(output, expanded)``: (N, oup, H / s, W / s) and (N, hidden, H, W), the
+            latter for the next block.
+        """
+        n_expand = 1 if self.expand_ratio != 1 else 0  # the expansion layer, if any
+        expanded = self.conv[:n_expand](x) if n_expand else x
+        if previous_expansion is not None and previous_expansion.shape == expanded.shape:
+            expanded = expanded + previous_expansion
+        return self.conv[n_expand:](expanded), expanded
+
     def extra_repr(self):
-        return (f"inp={self.inp}, oup={self.oup}, stride={self.stride}, "
+        text = (f"inp={self.inp}, oup={self.oup}, stride={self.stride}, "
                 f"expand_ratio={self.expand_ratio}, residual={self.use_res_connect}")
+        if self.bottleneck_activation is not None:
+            text += f", bottleneck_activation={self.bottleneck_activation!r}"
+        if self.shortcut != "bottleneck":
+            text += f", shortcut={self.shortcut!r}"
+        return text
+
+
+class ExpansionShortcuts(nn.Sequential):
+    """``features`` of a model with the shortcut between expansions (Fig. 6b).
+
+    Runs its layers in order like a Sequential, and hands each inverted residual block
+    the previous block's expanded tensor (None after a layer that is not a block), so the
+    add sits between the wide tensors instead of the thin ones. Same children, so the
+    same ``state_dict`` keys as the plain ``features``.
+    """
+
+    def forward(self, x):
+        expansion = None
+        for layer in self:
+            if isinstance(layer, InvertedResidual):
+                x, expansion = layer.forward_expansion_shortcut(x, expansion)
+            else:
+                x, expansion = layer(x), None
+        return x
 
 
 class MobileNetV2(nn.Module):
@@ -151,6 +219,11 @@ class MobileNetV2(nn.Module):
             common variant for 28-32 px images.
         generator: An ``np.random.Generator`` for the initialisation; None: the package's
             global one.
+        bottleneck_activation: None (linear bottlenecks, the paper's) or ``"relu6"`` (the
+            ablation of Fig. 6a); see
+            [InvertedResidual][tinymbv2.models.mobilenetv2.InvertedResidual].
+        shortcut: ``"bottleneck"`` (the paper's), ``"expansion"`` or ``"none"`` (the
+            ablations of Fig. 6b).
 
     Raises:
         ValueError: An argument out of its range.
@@ -158,9 +231,11 @@ class MobileNetV2(nn.Module):
 
     def __init__(self, num_classes=1000, width_mult=1.0, inverted_residual_setting=None,
                  round_nearest=8, dropout=0.2, in_channels=3, small_input=False,
-                 generator=None):
+                 generator=None, bottleneck_activation=None, shortcut="bottleneck"):
         super().__init__()
         _check_args(num_classes, width_mult, round_nearest, dropout, in_channels)
+        _check_ablation(bottleneck_activation, shortcut)
+        self.bottleneck_activation, self.shortcut = bottleneck_activation, shortcut
         rows = TABLE2 if inverted_residual_setting is None else inverted_residual_setting
         setting = [list(row) for row in rows]
         if not setting or any(len(row) != 4 for row in setting):
@@ -209,6 +284,7 @@ class MobileNetV2(nn.Module):
         model = cls.__new__(cls)
         nn.Module.__init__(model)
         model.width_mult, model.small_input, model.inverted_residual_setting = None, None, None
+        model.bottleneck_activation, model.shortcut = None, "bottleneck"
         model._build(in_channels, stem, blocks, last_channel, num_classes, dropout)
         model.reset_parameters(generator)
         return model
@@ -216,11 +292,13 @@ class MobileNetV2(nn.Module):
     def _build(self, in_channels, stem, blocks, last_channel, num_classes, dropout):
         self.last_channel = last_channel
         features = [Conv2dNormActivation(in_channels, stem[0], stride=stem[1])]
-        features += [InvertedResidual(*spec) for spec in blocks]
+        features += [InvertedResidual(*spec, bottleneck_activation=self.bottleneck_activation,
+                                      shortcut=self.shortcut) for spec in blocks]
         head_in = blocks[-1][1] if blocks else stem[0]
         features.append(Conv2dNormActivation(head_in, last_channel, kernel_size=1))
         # attribute order = forward order (the summary walks the children in order)
-        self.features = nn.Sequential(*features)
+        container = ExpansionShortcuts if self.shortcut == "expansion" else nn.Sequential
+        self.features = container(*features)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.flatten = nn.Flatten(1)
         self.classifier = nn.Sequential(nn.Dropout(p=dropout), nn.Linear(last_channel, num_classes))
@@ -268,6 +346,14 @@ def _check_args(num_classes, width_mult, round_nearest, dropout, in_channels):
         raise ValueError(f"MobileNetV2: expected in_channels >= 1, got {in_channels!r}")
 
 
+def _check_ablation(bottleneck_activation, shortcut):
+    if bottleneck_activation not in BOTTLENECK_ACTIVATIONS:
+        raise ValueError("MobileNetV2: expected bottleneck_activation None or 'relu6', "
+                         f"got {bottleneck_activation!r}")
+    if shortcut not in SHORTCUTS:
+        raise ValueError(f"MobileNetV2: expected shortcut in {SHORTCUTS}, got {shortcut!r}")
+
+
 def _generator(seed):
     if seed is None:
         return None
@@ -277,7 +363,8 @@ def _generator(seed):
 
 
 def mobilenet_v2(width_mult=1.0, num_classes=1000, dropout=0.2, in_channels=3,
-                 small_input=False, seed=None) -> MobileNetV2:
+                 small_input=False, seed=None, bottleneck_activation=None,
+                 shortcut="bottleneck") -> MobileNetV2:
     """MobileNetV2 of Table 2.
 
     ``mobilenet_v2()`` has torchvision's 3,504,872 parameters and 300.8M multiply-adds
@@ -291,13 +378,18 @@ def mobilenet_v2(width_mult=1.0, num_classes=1000, dropout=0.2, in_channels=3,
         small_input: Stem and 24-channel stage at stride 1, for 28-32 px images.
         seed: An int or an ``np.random.Generator`` that makes the init reproducible; None:
             the package's global generator.
+        bottleneck_activation: None (linear bottlenecks, the paper's network) or
+            ``"relu6"`` (Fig. 6a's ablation); the same parameters either way.
+        shortcut: ``"bottleneck"`` (the paper's network), ``"expansion"`` (the residual
+            connects the expanded tensors, Fig. 6b) or ``"none"``; the same parameters.
 
     Returns:
         The [MobileNetV2][tinymbv2.models.mobilenetv2.MobileNetV2].
     """
     return MobileNetV2(num_classes=num_classes, width_mult=width_mult, dropout=dropout,
                        in_channels=in_channels, small_input=small_input,
-                       generator=_generator(seed))
+                       generator=_generator(seed), bottleneck_activation=bottleneck_activation,
+                       shortcut=shortcut)
 
 
 # The seed article's network, its bugs fixed: one block per Table-2 row (n = 1).
