@@ -196,10 +196,128 @@ print("checked: CE and focal reach 90% and end within 3 points; Dice takes over 
 r"""
 Cross-entropy and focal loss learn quickly and end close together: on ten balanced classes
 focal's down-weighting of easy examples neither helps nor hurts much (it was made for
-detection, where easy background boxes swamp the rest). Dice learns too, but several times
-more slowly. The article's loss drives the accuracy *below chance*: minimising the Dice
+detection, where easy background boxes swamp the rest; section 7.4 unbalances the classes).
+Dice learns too, but several times more slowly. The article's loss drives the accuracy *below chance*: minimising the Dice
 coefficient teaches the model to avoid the true class. The fix is one character,
 $1 - \text{dice}$, and the better fix is to use cross-entropy, as the paper does.
+"""
+
+# %% [markdown]
+r"""
+## 7.4 Focal loss where it matters: rare classes
+
+On balanced classes focal loss changed little. Its reason to exist is imbalance, so we make
+some: in the training split, classes 0-4 keep 5% of their images (about 5 of ~110 on digits,
+18 of 350 on mnist5k), classes 5-9 keep all of theirs. The validation split stays balanced,
+and we read the **recall of each class** (the fraction of its images predicted as it), since
+overall accuracy hides a model that ignores the rare classes.
+
+Four losses, same linear model and full-batch steps as in 7.3:
+
+* cross-entropy;
+* focal, $\gamma = 2$: easy examples (mostly the common classes, once learnt) weigh less;
+* class-weighted cross-entropy: $-\alpha_t \log p_t$ with $\alpha_k = N / (K N_k)$, inverse to
+  the class's count $N_k$ (`focal_loss(..., gamma=0, alpha=...)`);
+* focal with the same $\alpha$, which is how Lin et al. use it.
+
+Which 5% survive is chance, so each loss runs on five draws of the imbalanced split (the
+draw also seeds the model's initialisation); we show the mean and the spread.
+"""
+
+# %%
+def imbalanced(labels, rare, keep_fraction, seed):
+    """Indices of a training split where each class in `rare` keeps `keep_fraction` of its images."""
+    draw = np.random.default_rng(seed)
+    keep = np.ones(len(labels), bool)
+    for c in rare:
+        images_of_c = np.flatnonzero(labels == c)
+        keep[draw.permutation(images_of_c)[int(round(keep_fraction * len(images_of_c))):]] = False
+    return np.flatnonzero(keep)
+
+def per_class_recall(predicted, labels, k=10):
+    return np.array([(predicted[labels == c] == c).mean() for c in range(k)])
+
+rare, common = np.arange(5), np.arange(5, 10)
+draws = 2 if TINYMBV2_FAST else 5
+imbalance_steps = 60 if TINYMBV2_FAST else 300
+loss_names = ["cross-entropy", "focal (gamma 2)", "weighted CE (alpha)", "focal + alpha"]
+recall = {}                                  # (dataset, loss) -> (draws, 10) recall per class
+for dataset in ["digits", "mnist5k"]:
+    data = load_dataset(dataset)
+    X, y = data.train.images.reshape(len(data.train), -1), data.train.labels
+    Xv, yv = data.val.images.reshape(len(data.val), -1), data.val.labels
+    for seed in range(draws):
+        kept = imbalanced(y, rare, 0.05, seed)
+        Xi, yi = X[kept], y[kept]
+        alpha = len(yi) / (10 * np.bincount(yi, minlength=10))      # inverse class frequency
+        loss_of = {
+            "cross-entropy": lambda z: F.cross_entropy(z, yi),
+            "focal (gamma 2)": lambda z: F.focal_loss(z, yi, gamma=2.0),
+            "weighted CE (alpha)": lambda z: F.focal_loss(z, yi, gamma=0.0, alpha=alpha),
+            "focal + alpha": lambda z: F.focal_loss(z, yi, gamma=2.0, alpha=alpha),
+        }
+        for name in loss_names:
+            tinymbv2.manual_seed(seed)
+            model = nn.Linear(X.shape[1], 10)
+            opt = optim.SGD(model.parameters(), lr=0.5)
+            for step in range(imbalance_steps):
+                loss = loss_of[name](model(Tensor(Xi)))
+                opt.zero_grad(); loss.backward(); opt.step()
+            with tinymbv2.no_grad():
+                predicted = model(Tensor(Xv)).data.argmax(1)
+            recall.setdefault((dataset, name), []).append(per_class_recall(predicted, yv))
+    print(f"{dataset}: training images per class {np.bincount(yi, minlength=10).tolist()} "
+          f"(last draw); validation balanced, {len(yv)} images")
+    print(f"  {'loss':20s} {'rare 0-4 recall':>17s} {'common 5-9 recall':>18s} {'worst class':>12s}")
+    for name in loss_names:
+        r = np.array(recall[(dataset, name)])
+        recall[(dataset, name)] = r
+        rare_r, common_r = r[:, rare].mean(1), r[:, common].mean(1)
+        print(f"  {name:20s} {rare_r.mean():9.1%} ± {rare_r.std():4.1%} {common_r.mean():10.1%} ± {common_r.std():4.1%}"
+              f" {r.min(1).mean():11.1%}")
+
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.6), sharey=True)
+for ax, dataset in zip(axes, ["digits", "mnist5k"]):
+    for i, name in enumerate(loss_names):
+        r = recall[(dataset, name)]
+        ax.bar(np.arange(10) + (i - 1.5) * 0.2, r.mean(0), 0.2, yerr=r.std(0), label=name)
+    ax.axvspan(-0.5, 4.5, color="k", alpha=0.06)
+    ax.set_xticks(range(10)); ax.set_xlabel("class (shaded: kept at 5%)"); ax.set_title(dataset)
+axes[0].set_ylabel("validation recall"); axes[0].legend(fontsize=8, loc="lower right")
+plt.tight_layout(); plt.show()
+
+if not TINYMBV2_FAST:
+    def rare_recall(dataset, name):
+        return recall[(dataset, name)][:, rare].mean(1)          # one value per draw
+    def common_recall(dataset, name):
+        return recall[(dataset, name)][:, common].mean(1)
+    focal_gain = {d: rare_recall(d, "focal (gamma 2)") - rare_recall(d, "cross-entropy") for d in ["digits", "mnist5k"]}
+    assert (focal_gain["digits"] > 0).all() and focal_gain["digits"].mean() > 0.05   # digits: focal helps, every draw
+    assert abs(focal_gain["mnist5k"].mean()) < 0.03                                  # mnist5k: no real change
+    for d in ["digits", "mnist5k"]:
+        assert rare_recall(d, "weighted CE (alpha)").mean() > rare_recall(d, "focal (gamma 2)").mean() + 0.15
+        assert common_recall(d, "weighted CE (alpha)").mean() > common_recall(d, "cross-entropy").mean() - 0.05
+    print(f"checked: focal alone raises the rare classes' recall on digits in every draw "
+          f"(+{focal_gain['digits'].mean():.1%} on average) and changes it by {focal_gain['mnist5k'].mean():+.1%} "
+          f"on mnist5k; the class weights alpha add over 15 points more on both, for under 5 points "
+          f"of the common classes' recall")
+
+# %% [markdown]
+r"""
+What the output shows. Plain cross-entropy sees five images of each rare class against
+~110 (or 350) of each common one, and its model mostly files a rare digit under a common
+class: the rare classes' recall is roughly half that of the common ones. Focal loss alone
+helps on digits, by over ten points on average and in every draw: once the common classes are learnt they
+are easy examples, $(1-p_t)^2$ turns their gradient down, and the few hard rare images weigh
+more. On mnist5k it changes nothing measurable: there the common classes stay hard for a
+linear model (their recall is ~90%, not ~97%), so focal has few easy examples to discount.
+
+What does move the rare classes is telling the loss about the imbalance: the class weight
+$\alpha_k \propto 1/N_k$ makes the five rare images count like a hundred, and their recall
+jumps (to ~85% on digits, ~70% on mnist5k) for a point or two of the common classes'
+recall. Adding $\gamma = 2$ on top does not add to it here; it takes a few points back. Lin et al. pair $\alpha$ with
+$\gamma$ for the same reason: on imbalanced data, focal's $\gamma$ is a refinement of the
+weighting, not a replacement for it.
 """
 
 # %% [markdown]

@@ -7,7 +7,7 @@ import torch.nn.functional as TF
 from tinymbv2 import optim
 from tinymbv2.autograd import Tensor
 from tinymbv2.functional.losses import (cross_entropy, dice_loss, focal_loss, l2_penalty,
-                                        log_softmax, softmax)
+                                        log_softmax, multi_margin_loss, softmax)
 
 RTOL, ATOL = 1e-10, 1e-12
 
@@ -270,3 +270,27 @@ def test_l2_penalty_differs_from_decoupled_weight_decay():
     a = _train_with_penalty(optim.Adam, lam=0.05, wd=0.0, lr=0.01)
     b = _train_with_penalty(optim.AdamW, lam=0.0, wd=0.1, lr=0.01)
     assert np.max(np.abs(a - b)) > 1e-4
+
+
+# -- multi-class hinge -------------------------------------------------------------------
+@pytest.mark.parametrize("n,k", [(1, 2), (5, 3), (16, 10), (33, 7)])
+@pytest.mark.parametrize("p,margin", [(1, 1.0), (2, 1.0), (1, 2.5), (2, 0.3)])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_multi_margin_matches_torch(n, k, p, margin, reduction):
+    z, t = _case(n, k, seed=n * k + p, scale=1.0)   # scale 1: some hinges active, some not
+    up = _upstream(reduction, n)
+    kw = dict(p=p, margin=margin, reduction=reduction)
+    _compare(_ours(multi_margin_loss, z, t, up, **kw), _torch(TF.multi_margin_loss, z, t, up, **kw))
+
+
+def test_multi_margin_by_hand_and_checks_arguments():
+    z = np.array([[3.0, 2.5, 0.0], [0.0, 0.0, 0.0]])   # row 0: class 1 within the margin of 0
+    loss, grad = _ours(multi_margin_loss, z, np.array([0, 2]))
+    # row 0: max(0, 1 - 3 + 2.5) = 0.5, class 2 clears the margin (zero gradient);
+    # row 1: two hinges of 1; K = 3
+    np.testing.assert_allclose(loss, ((0.5) / 3 + 2.0 / 3) / 2)
+    np.testing.assert_allclose(grad, np.array([[-1, 1, 0], [1, 1, -2]]) / 3 / 2)
+    with pytest.raises(ValueError, match="multi_margin_loss: p must be 1 or 2"):
+        multi_margin_loss(Tensor(z), np.array([0, 2]), p=3)
+    with pytest.raises(ValueError, match="multi_margin_loss: margin must be a number > 0"):
+        multi_margin_loss(Tensor(z), np.array([0, 2]), margin=0.0)

@@ -1,11 +1,11 @@
-r"""Softmax, cross-entropy, focal and Dice losses, and an explicit L2 penalty.
+r"""Softmax, cross-entropy, focal, multi-class hinge and Dice losses, and an explicit L2 penalty.
 
 Each loss is one [Function][tinymbv2.autograd.Function] with a hand-derived backward
 (the derivation is in its docstring), so the loss adds one node to the graph instead
 of a dozen elementwise ones. Shapes: ``logits`` is ``(N, K)`` (N samples, K classes),
 ``target`` holds N integer class indices in ``[0, K)``.
 
-Numerical stability: every loss works from
+Numerical stability: every softmax-based loss works from
 $\log p = z - \max(z) - \log \sum \exp(z - \max(z))$, so logits of magnitude 1e4 give
 finite losses and gradients ($e^{10^4}$ would overflow).
 """
@@ -18,7 +18,8 @@ import numpy as np
 from ..autograd import Function, Tensor
 from ..backend import get_array_module
 
-__all__ = ["log_softmax", "softmax", "cross_entropy", "focal_loss", "dice_loss", "l2_penalty"]
+__all__ = ["log_softmax", "softmax", "cross_entropy", "focal_loss", "multi_margin_loss", "dice_loss",
+           "l2_penalty"]
 
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -336,6 +337,77 @@ def focal_loss(logits, target, gamma: float = 2.0, alpha=None, reduction: str = 
                              f"per-class weights, got shape {tuple(a.shape)}")
         alpha_t = a[t]
     return FocalLoss.apply(logits, t, alpha_t, gamma=float(gamma), reduction=reduction)
+
+
+# -- multi-class hinge loss --------------------------------------------------------
+class MultiMarginLoss(Function):
+    r"""Multi-class hinge loss (Weston and Watkins 1999), PyTorch's ``multi_margin_loss``.
+
+    With the margin $m$ and the power $p \in \{1, 2\}$, each wrong class $j \ne t_n$ whose
+    score comes within $m$ of the true one pays:
+
+    $$
+    \text{loss}_n = \frac1K \sum_{j \ne t_n} \max(0,\; m - z_{n,t_n} + z_{nj})^p
+    $$
+
+    Backward, with the hinge $h_{nj} = \max(0, m - z_{n,t_n} + z_{nj})$ for $j \ne t_n$:
+    $\partial \text{loss}_n / \partial z_{nj} = p\,h_{nj}^{p-1} [h_{nj} > 0] / K$, and the true
+    class gets minus their sum (it appears in every hinge with sign $-1$), scaled by the
+    upstream gradient of row $n$ as in [CrossEntropy][tinymbv2.functional.losses.CrossEntropy].
+
+    readable: this class (NumPy or CuPy, no kernel).
+    """
+
+    @staticmethod
+    def forward(ctx, z, target, margin=1.0, p=1, reduction="mean"):
+        xp = get_array_module(z)
+        n, k = z.shape
+        rows = xp.arange(n)
+        hinge = xp.maximum(0.0, margin - z[rows, target][:, None] + z)
+        hinge[rows, target] = 0.0                 # the true class is not its own rival
+        losses = (hinge ** p).sum(axis=1) / k
+        ctx.save_for_backward(hinge, target)
+        ctx.p, ctx.reduction = p, reduction
+        return _reduce(xp, losses, reduction)
+
+    @staticmethod
+    def backward(ctx, grad):
+        hinge, target = ctx.saved_tensors
+        xp = get_array_module(hinge)
+        n, k = hinge.shape
+        # d/dh of h^p: 1 where h > 0 (p = 1), 2h (p = 2); the hinge's kink at 0 takes 0, as torch
+        dz = (hinge > 0).astype(hinge.dtype) if ctx.p == 1 else 2.0 * hinge
+        dz /= k
+        dz[xp.arange(n), target] = -dz.sum(axis=1)
+        return dz * _upstream(xp, grad, ctx.reduction, n), None
+
+
+def multi_margin_loss(logits, target, p: int = 1, margin: float = 1.0, reduction: str = "mean") -> Tensor:
+    r"""``torch.nn.functional.multi_margin_loss``: the linear SVM's hinge loss over K classes.
+
+    Args:
+        logits: $z$, the scores (N, K) of N samples over K classes.
+        target: The N class indices $t_n$ in [0, K): an integer array or Tensor (N,).
+        p: 1 (the hinge) or 2 (the squared hinge, which LinearSVC minimises by default).
+        margin: $m > 0$, how far above every other score the true class's score must be.
+        reduction: ``"mean"`` (over the N samples), ``"sum"`` or ``"none"`` (one loss per sample).
+
+    Returns:
+        A scalar Tensor (``"mean"``, ``"sum"``) or an ``(N,)`` Tensor (``"none"``):
+        $\frac1K \sum_{j \ne t} \max(0, m - z_t + z_j)^p$ per sample.
+
+    Raises:
+        TypeError: Logits that are not a floating Tensor, or targets that are not integers.
+        ValueError: A shape that does not fit, a class index outside [0, K), a ``p`` other
+            than 1 or 2, a margin that is not positive, or an unknown reduction.
+    """
+    t = _check_inputs("multi_margin_loss", logits, target)
+    _check_reduction("multi_margin_loss", reduction)
+    if p not in (1, 2):
+        raise ValueError(f"multi_margin_loss: p must be 1 or 2, got {p!r}")
+    if not isinstance(margin, Real) or not margin > 0:
+        raise ValueError(f"multi_margin_loss: margin must be a number > 0, got {margin!r}")
+    return MultiMarginLoss.apply(logits, t, margin=float(margin), p=int(p), reduction=reduction)
 
 
 # -- Dice loss ------------------------------------------------------------------
