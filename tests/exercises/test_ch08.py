@@ -3,7 +3,8 @@ import math
 
 import numpy as np
 
-from tinymbv2.exercises import check_adam_step, check_rmsprop_step, check_warmup_cosine
+from tinymbv2.exercises import (check_adam_step, check_rmsprop_step, check_rmsprop_tf_step,
+                                check_warmup_cosine)
 
 
 def rmsprop(w, g, v, lr, alpha, eps, *, new_weight=None, eps_inside=False, old_v=False):
@@ -72,3 +73,28 @@ def test_warmup_cosine_hints():
     assert check_warmup_cosine(lambda *a: warmup_cosine(*a, linear=True)).message == (
         "not yet: warmup_cosine(11, 100, 10, 0.1): you gave 0.0988889, expected 0.0999695 "
         "(in the cosine decay)")
+
+
+def rmsprop_tf(w, g, ms, mom, lr, alpha, mu, eps, *, new_weight=None, lr_outside=False,
+               eps_outside=False, old_ms=False, lr_twice=False):
+    ms_new = alpha * ms + (1 - alpha if new_weight is None else new_weight) * g ** 2
+    ms_used = ms if old_ms else ms_new
+    denom = np.sqrt(ms_used) + eps if eps_outside else np.sqrt(ms_used + eps)
+    mom = mu * mom + (1 if lr_outside else lr) * g / denom
+    return w - (lr if lr_outside or lr_twice else 1) * mom, ms_new, mom
+
+
+def test_rmsprop_tf_step_hints():
+    assert check_rmsprop_tf_step(rmsprop_tf).message == "correct (10 cases)"
+    assert "ms: the running mean is alpha ms + (1 - alpha) g^2" in check_rmsprop_tf_step(
+        lambda *a: rmsprop_tf(*a, new_weight=1.0)).message
+    assert "mom: TensorFlow multiplies the learning rate into the buffer" in \
+        check_rmsprop_tf_step(lambda *a: rmsprop_tf(*a, lr_outside=True)).message
+    assert "mom: eps = 1.0 goes inside the square root" in \
+        check_rmsprop_tf_step(lambda *a: rmsprop_tf(*a, eps_outside=True)).message
+    assert "mom: divide by the new ms" in \
+        check_rmsprop_tf_step(lambda *a: rmsprop_tf(*a, old_ms=True)).message
+    assert "w: the step is the whole buffer, w - mom (lr is already in it)" in \
+        check_rmsprop_tf_step(lambda *a: rmsprop_tf(*a, lr_twice=True)).message
+    assert "return the tuple (w, ms, mom), got a ndarray" in \
+        check_rmsprop_tf_step(lambda *a: rmsprop_tf(*a)[0]).message

@@ -5,13 +5,17 @@
 * [check_adam_step][tinymbv2.exercises.ch08_optimizers.check_adam_step]: one step of Adam,
   against ``optim.Adam``;
 * [check_warmup_cosine][tinymbv2.exercises.ch08_optimizers.check_warmup_cosine]: a linear
-  warm-up followed by a cosine decay, against ``SequentialLR(LinearLR, CosineAnnealingLR)``.
+  warm-up followed by a cosine decay, against ``SequentialLR(LinearLR, CosineAnnealingLR)``;
+* [check_rmsprop_tf_step][tinymbv2.exercises.ch08_optimizers.check_rmsprop_tf_step]: one
+  step of TensorFlow's RMSprop with momentum (the paper's optimizer), against
+  ``optim.RMSpropTF``.
 
 An optimizer check runs several steps from seeded random weights and gradients (one gradient
 holds a zero, one case has a large eps, where its place matters), feeding each step the
 library's state so that one wrong step is reported once. The usual slips get a hint of their
 own: (1 - alpha) forgotten, eps inside the square root, the old v used, no bias correction,
-t counted from 0, the warm-up starting at 0, the cosine spread over all the steps.
+t counted from 0, the warm-up starting at 0, the cosine spread over all the steps, eps
+outside TensorFlow's square root, the learning rate outside its momentum buffer.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from .. import nn, optim
 from ..optim import lr_scheduler
 from .checking import Hint, exercise, expect_close
 
-__all__ = ["check_rmsprop_step", "check_adam_step", "check_warmup_cosine"]
+__all__ = ["check_rmsprop_step", "check_adam_step", "check_warmup_cosine", "check_rmsprop_tf_step"]
 
 
 def _arrays(got, count: int, names: str, what: str) -> list[np.ndarray]:
@@ -233,4 +237,71 @@ def check_warmup_cosine(answer):
                            f"{total - warmup} steps after the warm-up, from its peak at step "
                            f"warmup_steps = {warmup}")
             raise Hint(wrong + (" (in the warm-up)" if step < warmup else " (in the cosine decay)"))
+    return count
+
+
+RMSPROP_TF_CASES = [((5,), 0.045, 0.9, 0.9, 1.0, 4), ((3, 4), 0.01, 0.9, 0.5, 1e-3, 3),
+                    ((2,), 0.1, 0.99, 0.9, 1e-10, 3)]
+
+
+@exercise
+def check_rmsprop_tf_step(answer):
+    """Check ``answer(w, g, ms, mom, lr, alpha, momentum, eps)`` -> ``(w_new, ms_new, mom_new)``,
+    one step of TensorFlow's RMSprop with momentum:
+    $\\text{ms} \\leftarrow \\alpha\\,\\text{ms} + (1-\\alpha) g^2$,
+    $\\text{mom} \\leftarrow \\mu\\,\\text{mom} + \\eta\\, g / \\sqrt{\\text{ms} + \\epsilon}$,
+    $w \\leftarrow w - \\text{mom}$, with ms starting at 1 and mom at 0.
+
+    Cases: three (shape, lr, alpha, momentum, eps) settings, 3-4 steps each (the paper's
+    0.045, 0.9, 0.9 with TF-slim's eps 1.0 among them), against ``optim.RMSpropTF``.
+
+    Args:
+        answer: the learner's ``rmsprop_tf_step(w, g, ms, mom, lr, alpha, momentum, eps)``.
+
+    Returns:
+        The number of steps checked; the ``exercise`` decorator turns it into an ``Outcome``
+        (``correct``, or ``not yet:`` and the hint of the first wrong case).
+    """
+    rng = np.random.default_rng(10)
+    count = 0
+    for shape, lr, alpha, mu, eps, steps in RMSPROP_TF_CASES:
+        w0, grads = rng.standard_normal(shape), _gradients(rng, shape, steps)
+        expected = _library_steps(lambda ps: optim.RMSpropTF(ps, lr=lr, alpha=alpha, momentum=mu,
+                                                             eps=eps), w0, grads)
+        w, ms, mom = w0, np.ones(shape), np.zeros(shape)
+        for i, (g, (w_right, state, _)) in enumerate(zip(grads, expected)):
+            count += 1
+            what = f"step {i + 1}, shape {shape}, lr={lr}, alpha={alpha}, momentum={mu}, eps={eps}"
+            got = answer(w.copy(), g.copy(), ms.copy(), mom.copy(), lr, alpha, mu, eps)
+            w_got, ms_got, mom_got = _arrays(got, 3, "w, ms, mom", what)
+            ms_right, mom_right = state["square_avg"], state["momentum_buffer"]
+            ms_slips = {"the running mean is alpha ms + (1 - alpha) g^2: the new g^2 enters "
+                        "with weight 1 - alpha": alpha * ms + g * g,
+                        "alpha weights the old ms, 1 - alpha the new g^2":
+                            (1 - alpha) * ms + alpha * g * g}
+            for hint, value in ms_slips.items():
+                if _match(ms_got, value, ms_right):
+                    raise Hint(f"{what}: ms: {hint}")
+            expect_close(ms_got, ms_right, f"{what}: ms", rtol=1e-9, atol=1e-12)
+            mom_slips = {
+                "TensorFlow multiplies the learning rate into the buffer: mom <- momentum * mom "
+                "+ lr * g / sqrt(ms + eps) (without lr it is PyTorch's buffer)":
+                    mu * mom + g / np.sqrt(ms_right + eps),
+                f"eps = {eps} goes inside the square root in TensorFlow's form: sqrt(ms + eps)":
+                    mu * mom + lr * g / (np.sqrt(ms_right) + eps),
+                "divide by the new ms, the one that already holds this step's g^2":
+                    mu * mom + lr * g / np.sqrt(ms + eps),
+            }
+            for hint, value in mom_slips.items():
+                if _match(mom_got, value, mom_right):
+                    raise Hint(f"{what}: mom: {hint}")
+            expect_close(mom_got, mom_right, f"{what}: mom", rtol=1e-9, atol=1e-12)
+            w_slips = {"the step is the whole buffer, w - mom (lr is already in it)":
+                           w - lr * mom_right,
+                       "step against the gradient: w - mom": w + mom_right}
+            for hint, value in w_slips.items():
+                if _match(w_got, value, w_right):
+                    raise Hint(f"{what}: w: {hint}")
+            expect_close(w_got, w_right, f"{what}: w", rtol=1e-9, atol=1e-12)
+            w, ms, mom = w_right, ms_right, mom_right
     return count
