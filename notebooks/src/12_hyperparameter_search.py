@@ -256,7 +256,7 @@ plt.tight_layout(); plt.show()
 r"""
 The measured searches and the replay tell one story. A random search's best lands on the
 plateau of good learning rates nearly every time, because eight draws rarely all miss a
-decade-wide plateau. A grid's best lands there only when one of its two learning rates
+plateau most of a decade wide (the learning rates from 0.01 to 0.06 above). A grid's best lands there only when one of its two learning rates
 happens to; when neither does, all eight trials are spent off the plateau, four at each
 learning rate, changing only the weight decay and the dropout, which change nothing that
 matters. (Those repeats are not wholly wasted: at one learning rate, short runs differ by a
@@ -266,8 +266,8 @@ split.)
 
 With six searches each way, the difference of the mean bests is less than two standard errors:
 suggestive, not conclusive on its own. What stands out beyond the noise is the spread: the
-grid's worst searches, the ones that missed the plateau, against random searches that all
-found it; and the replay, thousands of searches over these same trials, agrees with the
+grid's worst searches, the ones that missed the plateau, against random searches that, all
+six of them, found it; and the replay, thousands of searches over these same trials, agrees with the
 measured ones, down to how often random search beats or ties the grid. The cell checks these
 statements at full size.
 """
@@ -279,15 +279,15 @@ if not TINYMBV2_FAST:
     assert best["random"].mean() > best["grid"].mean(), best
     assert best["random"].mean() - best["grid"].mean() < 2 * standard_error, (best, standard_error)
     assert best["random"].min() > best["grid"].min() and best["random"].std() < best["grid"].std(), best
-    assert np.sum(best["random"] < missed) < np.sum(best["grid"] < missed), best
+    assert np.sum(best["random"] < missed) == 0 < np.sum(best["grid"] < missed), best
     assert (replayed["random"].mean() > replayed["grid"].mean()
             and np.quantile(replayed["random"], 0.1) > np.quantile(replayed["grid"], 0.1)
             and np.mean(replayed["random"] < missed) < np.mean(replayed["grid"] < missed)), replayed
     assert abs(measured_wins - replayed_wins) < 0.15, (measured_wins, replayed_wins)
-    print("checked: measured, random search's mean best is higher (by less than two standard errors), its worst "
-          f"is higher, its spread smaller, and fewer of its searches end below {missed:.0%}; replayed, its mean "
-          f"best and its worst 10% are higher and fewer searches end below {missed:.0%}; measured and replayed "
-          "agree within 15 points on how often random beats or ties the grid")
+    print("checked: measured, random search's mean best is higher (by less than two standard errors), its "
+          f"worst is higher, its spread smaller, and none of its searches ends below {missed:.0%} (some grids "
+          f"do); replayed, its mean best and its worst 10% are higher and fewer searches end below {missed:.0%}; "
+          "measured and replayed agree within 15 points on how often random beats or ties the grid")
 
 # %% [markdown]
 r"""
