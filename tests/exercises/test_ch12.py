@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from tinymbv2.exercises import check_best_trial, check_log_uniform, check_trials_needed
+from tinymbv2.exercises import check_best_trial, check_log_uniform, check_share_explained, check_trials_needed
 
 
 def test_log_uniform_hints():
@@ -48,3 +48,26 @@ def test_trials_needed_hints():
     assert "59 trials already give 0.9515 >= 0.95; you gave 60, expected 59" in plus_one.message
     not_whole = check_trials_needed(lambda t, c: math.log(1 - c) / math.log(1 - t))
     assert "expected a whole number of trials" in not_whole.message
+
+
+def test_share_explained_hints():
+    def right(values, accs, groups):
+        parts = np.array_split(accs[np.argsort(values)], groups)
+        return sum(len(p) * (p.mean() - accs.mean()) ** 2 for p in parts) / ((accs - accs.mean()) ** 2).sum()
+
+    assert check_share_explained(right).message == "correct (4 cases)"
+    assert abs(right(np.array([3.0, 1.0, 2.0, 4.0]), np.array([0.9, 0.1, 0.5, 0.7]), 2) - 0.25 / 0.35) < 1e-12
+    unsorted = check_share_explained(lambda v, a, g: right(np.arange(len(a)), a, g))
+    assert unsorted.message == ("not yet: four trials by hand: you gave 0.0286, the share for the trials "
+                                "grouped in the order given; sort them by the values first (np.argsort), "
+                                "expected 0.7143")
+
+    def unweighted(values, accs, groups):
+        parts = np.array_split(accs[np.argsort(values)], groups)
+        return np.mean([(p.mean() - accs.mean()) ** 2 for p in parts]) / accs.var()
+
+    assert "ten trials in four groups (3, 3, 2, 2)" in check_share_explained(unweighted).message
+    assert "weight each group's squared deviation by its size" in check_share_explained(unweighted).message
+    sample_variance = check_share_explained(lambda v, a, g: right(v, a, g) * len(a) / (len(a) - 1))
+    assert sample_variance.message.startswith("not yet: four trials by hand: you gave 0.9524, expected 0.7143")
+    assert "expected a number" in check_share_explained(lambda v, a, g: "high").message

@@ -2,7 +2,8 @@
 
 * ``check_log_uniform``: drawing a scale (a learning rate) log-uniformly from a given generator;
 * ``check_best_trial``: choosing the winner of a search on the validation split only;
-* ``check_trials_needed``: how many random trials make landing in the top fraction likely.
+* ``check_trials_needed``: how many random trials make landing in the top fraction likely;
+* ``check_share_explained``: how much of the accuracy's variance a hyper-parameter explains.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import numpy as np
 
 from .checking import Hint, exercise, expect_equal
 
-__all__ = ["check_log_uniform", "check_best_trial", "check_trials_needed"]
+__all__ = ["check_log_uniform", "check_best_trial", "check_trials_needed", "check_share_explained"]
 
 
 @exercise
@@ -163,4 +164,64 @@ def check_trials_needed(trials_needed) -> int:
                        f"{confidence:g}; round the number of trials up, not down")
         raise Hint(f"{case}: {got - 1} trials already give {1 - (1 - top) ** (got - 1):.4f} "
                    f">= {confidence:g}; you gave {got}, expected {expected}")
+    return len(cases)
+
+
+def _share(values, accs, groups, *, sort=True, weighted=True):
+    """The between-group share of the variance; ``sort``/``weighted`` False give two slips."""
+    accs = np.asarray(accs, dtype=np.float64)
+    ordered = accs[np.argsort(values, kind="stable")] if sort else accs
+    parts = np.array_split(ordered, groups)
+    if weighted:
+        between = sum(len(p) * (p.mean() - accs.mean()) ** 2 for p in parts) / len(accs)
+    else:
+        between = np.mean([(p.mean() - accs.mean()) ** 2 for p in parts])
+    return float(between / accs.var())
+
+
+@exercise
+def check_share_explained(share_explained) -> int:
+    """``share_explained(values, accs, groups)`` must sort the trials by ``values``, cut them into
+    ``groups`` consecutive groups of (nearly) equal size as ``np.array_split`` does, and return
+    the share of the variance of ``accs`` that lies between the groups' means:
+    $\\sum_g n_g (\\bar a_g - \\bar a)^2 / \\sum_i (a_i - \\bar a)^2$.
+
+    The cases: four trials by hand; a hyper-parameter that decides the accuracy (share 1); ten
+    trials in four groups of unequal sizes (3, 3, 2, 2); 48 trials whose accuracy is unrelated
+    to the values. Hints name the usual slips: grouping in the given order instead of by the
+    values, and averaging the groups without weighting each by its size.
+
+    Args:
+        share_explained: your function, ``share_explained(values, accs, groups)`` -> a float
+            in [0, 1].
+
+    Returns:
+        The number of cases run (the ``exercise`` decorator turns it into an
+        ``Outcome``).
+    """
+    rng = np.random.default_rng(5)
+    ten = rng.uniform(0, 1, 10)
+    unrelated = rng.uniform(-4, 0, 48)
+    cases = [
+        ("four trials by hand", [3.0, 1.0, 2.0, 4.0], [0.9, 0.1, 0.5, 0.7], 2),
+        ("the accuracy is a step of the value", list(range(8)), [0.1] * 4 + [0.9] * 4, 2),
+        ("ten trials in four groups (3, 3, 2, 2)", list(ten), list(np.round(ten ** 2 + 0.1 * np.sin(9 * ten), 3)), 4),
+        ("48 trials, accuracy unrelated to the value", list(unrelated), list(rng.uniform(0.1, 0.9, 48)), 4),
+    ]
+    for name, values, accs, groups in cases:
+        expected = _share(values, accs, groups)
+        got = share_explained(np.array(values), np.array(accs), groups)
+        try:
+            got = float(got)
+        except (TypeError, ValueError):
+            raise Hint(f"{name}: expected a number, got {got!r}") from None
+        if abs(got - expected) <= 1e-9:
+            continue
+        if abs(got - _share(values, accs, groups, sort=False)) <= 1e-9:
+            raise Hint(f"{name}: you gave {got:.4f}, the share for the trials grouped in the order "
+                       f"given; sort them by the values first (np.argsort), expected {expected:.4f}")
+        if abs(got - _share(values, accs, groups, weighted=False)) <= 1e-9:
+            raise Hint(f"{name}: you gave {got:.4f}, expected {expected:.4f}: weight each group's "
+                       f"squared deviation by its size (np.array_split's groups differ by one)")
+        raise Hint(f"{name}: you gave {got:.4f}, expected {expected:.4f}")
     return len(cases)
