@@ -8,7 +8,7 @@ readable kernel in ``kernels/reference.py``. The fused ops
 patterns for.
 """
 from .basic import (  # noqa: F401
-    add, clamp, div, exp, flatten, getitem, log, matmul, mean, mul, neg, pow, relu,
+    add, cat, clamp, div, exp, flatten, getitem, log, matmul, mean, mul, neg, pow, relu,
     reshape, sub, sum, transpose,
 )
 from .batchnorm import batch_norm, batch_norm_relu6  # noqa: F401
