@@ -8,7 +8,10 @@ NumPy array code (no autograd):
 * [default_boxes][tinymbv2.detection.default_boxes]: SSD's default boxes (anchors) for each
   feature map;
 * [box_coder][tinymbv2.detection.box_coder]: a box as offsets from its default box, and back;
-* [matching][tinymbv2.detection.matching]: which ground-truth box each default box learns.
+* [matching][tinymbv2.detection.matching]: which ground-truth box each default box learns;
+* [ssd_loss][tinymbv2.detection.ssd_loss]: the training loss, with hard-negative mining;
+* [postprocess][tinymbv2.detection.postprocess]: raw outputs to detections (softmax, score
+  threshold, per-class top-k, NMS).
 
 Boxes are ``(x1, y1, x2, y2)`` in pixels unless a name says otherwise (``cxcywh``: centre,
 width, height).
@@ -18,3 +21,5 @@ from .boxes import (batched_nms, box_area, box_iou, box_xyxy_to_cxcywh,  # noqa:
                     box_cxcywh_to_xyxy, nms)
 from .default_boxes import DefaultBoxGenerator  # noqa: F401
 from .matching import SSDMatcher  # noqa: F401
+from .postprocess import clip_boxes_to_image, postprocess_detections  # noqa: F401
+from .ssd_loss import match_default_boxes, ssd_loss  # noqa: F401
