@@ -150,3 +150,19 @@ def test_head_and_extras_get_torchvisions_init():
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ssdlite_mobilenet_v2(**kwargs)
+
+
+def test_summary_counts_every_parameter_and_splits_the_parts():
+    model = ssdlite_mobilenet_v2(81, seed=0)             # COCO's 80 classes and the background
+    s = tinymbv2.models.summary(model, (3, 320, 320))
+    assert s.output_shape == (1, 3234, 81)
+    assert s.total_params == sum(int(p.size) for p in model.parameters())
+    parts = {p: s.part(p) for p in ("backbone.features", "backbone.extra", "head.classification_head",
+                                    "head.regression_head")}
+    assert sum(v[0] for v in parts.values()) == s.total_params
+    assert sum(v[1] for v in parts.values()) == s.total_macs
+    # the classification predictor of map 0: 3x3 depthwise on 576 channels, then 1x1 to 6 x 81
+    dw, pw = 20 * 20 * 576 * 9, 20 * 20 * 576 * 6 * 81
+    assert s.part("head.classification_head.module_list.0")[1] == dw + pw
+    # the backbone's layers are MobileNetV2's without the classifier (1280 x 1000 + 1000)
+    assert parts["backbone.features"][0] == 3_504_872 - 1_281_000
