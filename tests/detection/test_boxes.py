@@ -93,3 +93,12 @@ def test_empty_inputs():
 def test_bad_input_is_named(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_zero_area_boxes_suppress_nothing_as_in_torchvision():
+    boxes = np.array([[0, 0, 0, 10.0], [0, 0, 0, 10], [5, 5, 9, 9]])   # two flat boxes at the edge
+    scores = np.array([0.9, 0.8, 0.7])
+    with np.errstate(all="raise"):
+        ours = nms(boxes, scores, 0.5)
+    np.testing.assert_array_equal(ours, tvops.nms(torch.tensor(boxes), torch.tensor(scores), 0.5).numpy())
+    np.testing.assert_array_equal(ours, [0, 1, 2])

@@ -1,15 +1,10 @@
 """SSD's loss and post-processing against torchvision's SSD.compute_loss and
 SSD.postprocess_detections, given the same head outputs, default boxes and targets: the same
 loss values and gradients (float64), the same detections."""
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
-import torchvision.ops as tvops
-from torchvision.models.detection._utils import BoxCoder as TvBoxCoder
-from torchvision.models.detection._utils import SSDMatcher as TvSSDMatcher
-from torchvision.models.detection.ssd import SSD
+from benchmarks.torch_ssdlite import torchvision_loss, torchvision_postprocess
 
 from tinymbv2 import Tensor
 from tinymbv2.detection import DefaultBoxGenerator, postprocess_detections, ssd_loss
@@ -32,21 +27,6 @@ def random_targets(rng, n, k, empty_image=None):
     return targets
 
 
-def torchvision_loss(cls, box, anchors, targets):
-    """torchvision's SSD.compute_loss, with the matching SSD.forward does before it."""
-    fake = SimpleNamespace(box_coder=TvBoxCoder((10.0, 10.0, 5.0, 5.0)), neg_to_pos_ratio=3.0)
-    matcher = TvSSDMatcher(0.5)
-    tv_targets = [{"boxes": torch.tensor(t["boxes"]), "labels": torch.tensor(t["labels"])} for t in targets]
-    anchor_list = [torch.tensor(anchors)] * len(targets)
-    matched = []
-    for a, t in zip(anchor_list, tv_targets):
-        if t["boxes"].numel() == 0:
-            matched.append(torch.full((a.size(0),), -1, dtype=torch.int64))
-        else:
-            matched.append(matcher(tvops.box_iou(t["boxes"], a)))
-    return SSD.compute_loss(fake, tv_targets, {"cls_logits": cls, "bbox_regression": box}, anchor_list, matched)
-
-
 @pytest.mark.parametrize("seed,empty_image", [(0, None), (1, None), (2, 1), (3, None)])
 def test_loss_and_gradients_equal_torchvisions(seed, empty_image):
     rng = np.random.default_rng(seed)
@@ -58,7 +38,8 @@ def test_loss_and_gradients_equal_torchvisions(seed, empty_image):
     c, b = Tensor(cls.copy(), requires_grad=True), Tensor(box.copy(), requires_grad=True)
     ours = ssd_loss(c, b, anchors, targets)
     tc, tb = torch.tensor(cls, requires_grad=True), torch.tensor(box, requires_grad=True)
-    ref = torchvision_loss(tc, tb, anchors, targets)
+    ref = torchvision_loss(tc, tb, torch.tensor(anchors),
+                           [{"boxes": torch.tensor(t["boxes"]), "labels": torch.tensor(t["labels"])} for t in targets])
     for name in ("bbox_regression", "classification"):
         np.testing.assert_allclose(ours[name].data, ref[name].item(), rtol=1e-12)
     w = rng.standard_normal(2)                    # a random upstream gradient for each part
@@ -91,9 +72,7 @@ def test_postprocess_equals_torchvisions(seed):
     box = rng.standard_normal((n, len(anchors), 4)) * 0.5
     settings = dict(score_thresh=0.05, nms_thresh=0.45, topk_candidates=50, detections_per_img=60)
     ours = postprocess_detections(cls, box, anchors, IMAGE, **settings)
-    fake = SimpleNamespace(box_coder=TvBoxCoder((10.0, 10.0, 5.0, 5.0)), **settings)
-    ref = SSD.postprocess_detections(fake, {"cls_logits": torch.tensor(cls), "bbox_regression": torch.tensor(box)},
-                                     [torch.tensor(anchors)] * n, [IMAGE] * n)
+    ref = torchvision_postprocess(torch.tensor(cls), torch.tensor(box), torch.tensor(anchors), IMAGE, **settings)
     for mine, theirs in zip(ours, ref):
         assert 0 < len(mine["scores"]) <= 60
         np.testing.assert_array_equal(mine["labels"], theirs["labels"].numpy())

@@ -5,7 +5,7 @@ statistics and gradients in float64."""
 import numpy as np
 import pytest
 import torch
-import torchvision
+from benchmarks.torch_ssdlite import TorchSSDLite
 from torchvision.models.detection.ssdlite import SSDLiteHead as TVSSDLiteHead
 from torchvision.models.detection.ssdlite import _extra_block as tv_extra_block
 
@@ -16,36 +16,6 @@ from tinymbv2.models.ssdlite import SSDLiteHead
 from torch_twins import randomise_bn, rel
 
 torch.set_num_threads(1)
-
-
-class TorchSSDLite(torch.nn.Module):
-    """The same network from torchvision's parts (float64, BatchNorm as torchvision's default)."""
-
-    def __init__(self, width, num_classes, in_channels):
-        super().__init__()
-        f = torchvision.models.mobilenet_v2(width_mult=width).features
-        if in_channels != 3:
-            stem = f[0][0]
-            f[0][0] = torch.nn.Conv2d(in_channels, stem.out_channels, 3, 2, 1, bias=False)
-        self.backbone = torch.nn.Module()
-        self.backbone.features = torch.nn.Sequential(
-            torch.nn.Sequential(*f[:14], f[14].conv[0]), torch.nn.Sequential(f[14].conv[1:], *f[15:]))
-        depth = [f[-1].out_channels] + [max(16, int(c * width)) for c in (512, 256, 256, 128)]
-        self.backbone.extra = torch.nn.ModuleList(
-            [tv_extra_block(a, b, torch.nn.BatchNorm2d) for a, b in zip(depth[:-1], depth[1:])])
-        channels = [f[14].conv[0].out_channels] + depth
-        self.head = TVSSDLiteHead(channels, [6] * 6, num_classes, torch.nn.BatchNorm2d)
-
-    def forward(self, x):
-        maps = []
-        for stage in self.backbone.features:
-            x = stage(x)
-            maps.append(x)
-        for block in self.backbone.extra:
-            x = block(x)
-            maps.append(x)
-        out = self.head(maps)
-        return out["cls_logits"], out["bbox_regression"]
 
 
 def _pair(width, num_classes, in_channels=3, seed=0):

@@ -150,7 +150,10 @@ def nms(boxes, scores, iou_threshold: float) -> np.ndarray:
         w = np.maximum(0, np.minimum(x2[i], x2[later]) - np.maximum(x1[i], x1[later]))
         h = np.maximum(0, np.minimum(y2[i], y2[later]) - np.maximum(y1[i], y1[later]))
         inter = w * h
-        iou = inter / (areas[i] + areas[later] - inter)
+        # two zero-area boxes (clipped flat at the image's edge) have IoU 0/0 = NaN, which
+        # suppresses nothing, as in torchvision's kernel
+        with np.errstate(invalid="ignore"):
+            iou = inter / (areas[i] + areas[later] - inter)
         # compared in float64, as the kernel compares its float IoU with a double threshold
         suppressed[later] |= iou.astype(np.float64) > iou_threshold
     return np.array(keep, dtype=np.int64)
