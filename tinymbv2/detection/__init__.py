@@ -19,7 +19,7 @@ width, height).
 from .box_coder import BoxCoder  # noqa: F401
 from .boxes import (batched_nms, box_area, box_iou, box_xyxy_to_cxcywh,  # noqa: F401
                     box_cxcywh_to_xyxy, nms)
-from .default_boxes import DefaultBoxGenerator  # noqa: F401
+from .default_boxes import DefaultBoxGenerator, default_boxes_for  # noqa: F401
 from .matching import SSDMatcher  # noqa: F401
 from .postprocess import clip_boxes_to_image, postprocess_detections  # noqa: F401
 from .ssd_loss import match_default_boxes, ssd_loss  # noqa: F401

@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-__all__ = ["DefaultBoxGenerator"]
+__all__ = ["DefaultBoxGenerator", "default_boxes_for"]
 
 
 class DefaultBoxGenerator:
@@ -129,3 +129,19 @@ class DefaultBoxGenerator:
     def __repr__(self) -> str:
         return (f"DefaultBoxGenerator(aspect_ratios={self.aspect_ratios}, scales={self.scales}, "
                 f"steps={self.steps}, clip={self.clip})")
+
+
+def default_boxes_for(model, image_size) -> np.ndarray:
+    """The default boxes of a detector (an [SSDLite][tinymbv2.models.ssdlite.SSDLite]) for
+    its input size, in the order of its outputs' rows.
+
+    Args:
+        model: The detector: its ``aspect_ratios``, ``min_ratio``, ``max_ratio`` and
+            ``feature_map_sizes`` lay the boxes out.
+        image_size: The input's (height, width) in pixels.
+
+    Returns:
+        An (A, 4) array of ``(x1, y1, x2, y2)`` in pixels.
+    """
+    generator = DefaultBoxGenerator(model.aspect_ratios, model.min_ratio, model.max_ratio)
+    return generator(tuple(image_size), model.feature_map_sizes(*image_size))

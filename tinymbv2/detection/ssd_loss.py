@@ -88,7 +88,8 @@ def ssd_loss(cls_logits, bbox_regression, default_boxes, targets, box_coder: Box
 
     Returns:
         The two scalar Tensors, each divided by the number of matched default boxes (at
-        least 1); their sum is the loss to minimise.
+        least 1), whose sum is the loss to minimise; and ``"num_matched"``, that number (an
+        int), to average the loss over several batches.
 
     Raises:
         ValueError: Outputs, default boxes and targets whose shapes do not fit.
@@ -129,4 +130,5 @@ def ssd_loss(cls_logits, bbox_regression, default_boxes, targets, box_coder: Box
     for loss in box_losses[1:]:
         box_loss = box_loss + loss
     classification = ce[foreground].sum() + ce[hard_negative].sum()
-    return {"bbox_regression": box_loss / divisor, "classification": classification / divisor}
+    return {"bbox_regression": box_loss / divisor, "classification": classification / divisor,
+            "num_matched": num_matched}
