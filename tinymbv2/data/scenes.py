@@ -69,6 +69,11 @@ class SceneDataset:
     num_classes: int
     class_names: tuple
 
+    @property
+    def image_shape(self) -> tuple:
+        """``(C, H, W)`` of one scene."""
+        return tuple(self.train.images.shape[1:])
+
     def __repr__(self) -> str:
         size = self.train.images.shape[-1]
         return (f"SceneDataset({self.name!r}, {size}x{size} grey, {self.num_classes} classes "
@@ -171,7 +176,7 @@ def make_scenes(digits: np.ndarray, digit_labels: np.ndarray, n_scenes: int, siz
 
 @functools.lru_cache(maxsize=4)
 def load_mnist_scenes(size: int = 128, n_train: int = 2000, n_val: int = 250, n_test: int = 500,
-                      max_digits: int = 6, scale=(14, 64), seed: int = SCENES_SEED) -> SceneDataset:
+                      max_digits: int = 6, scale=None, seed: int = SCENES_SEED) -> SceneDataset:
     """MNIST scenes from mnist5k's three splits (each split's scenes from its own digits).
 
     Cached: the same arguments give the same (read-only) arrays.
@@ -182,16 +187,18 @@ def load_mnist_scenes(size: int = 128, n_train: int = 2000, n_val: int = 250, n_
         n_val: Validation scenes, from the 500 validation digits.
         n_test: Test scenes, from the 1,000 test digits.
         max_digits: The most digits in a scene.
-        scale: (smallest, largest) digit side in pixels.
+        scale: (smallest, largest) digit side in pixels; None: 14 to 64, or to the canvas
+            side if that is smaller.
         seed: The scenes' seed (each split draws from its own stream of it).
 
     Returns:
         The [SceneDataset][tinymbv2.data.scenes.SceneDataset]: 11 classes, 0 the background.
     """
+    scale = (14, min(64, size)) if scale is None else tuple(scale)
     digits = load_dataset("mnist5k")
     parts = []
     for k, (split, n) in enumerate(((digits.train, n_train), (digits.val, n_val), (digits.test, n_test))):
-        scenes = make_scenes(split.images, split.labels, n, size, max_digits, tuple(scale),
+        scenes = make_scenes(split.images, split.labels, n, size, max_digits, scale,
                              seed=(seed, k))
         for array in (scenes.images, scenes.masks, *scenes.boxes, *scenes.labels):
             array.flags.writeable = False          # shared by the cache: nobody changes them

@@ -19,8 +19,8 @@ from .detection_loop import detect, evaluate_detector
 from .detection_metrics import mean_average_precision
 from .loop import evaluate, model_batch, model_dtype
 from .metrics import accuracy, confusion_matrix, precision_recall, top_k_accuracy
-from .prediction import load_image, predict
+from .prediction import load_image, predict, predict_boxes
 
 __all__ = ["evaluate", "model_batch", "model_dtype", "accuracy", "confusion_matrix",
            "precision_recall", "top_k_accuracy", "load_image", "predict", "mean_average_precision",
-           "detect", "evaluate_detector", "draw_detections"]
+           "detect", "evaluate_detector", "draw_detections", "predict_boxes"]
