@@ -120,6 +120,27 @@ def test_shape_ops_and_indexing():
     compare("getitem", lambda t: t[:, idx], lambda t: t[:, torch.from_numpy(idx)], [x])
 
 
+
+@SETTINGS
+@given(sizes=st.lists(st.integers(1, 4), min_size=1, max_size=4), axis=st.integers(0, 2),
+       seed=st.integers(0, 999))
+def test_cat(sizes, axis, seed):
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for s in sizes:
+        shape = [2, 3, 2]
+        shape[axis] = s
+        arrays.append(rng.standard_normal(shape))
+    compare("cat", lambda *t: F.cat(t, axis=axis), lambda *t: torch.cat(t, dim=axis), arrays, seed)
+
+
+def test_cat_errors_are_named():
+    with pytest.raises(ValueError, match="at least one Tensor"):
+        F.cat([])
+    with pytest.raises(ValueError, match=r"equal to \(2, 3\) except along axis 1, got \(3, 3\)"):
+        F.cat([Tensor(np.zeros((2, 3))), Tensor(np.zeros((3, 3)))], axis=1)
+
+
 @SETTINGS
 @given(n=st.integers(1, 4), fin=st.integers(1, 6), fout=st.integers(1, 6),
        bias=st.booleans(), lead=st.sampled_from([(), (3,)]), seed=st.integers(0, 999))

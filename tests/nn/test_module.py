@@ -285,3 +285,11 @@ def test_global_seed_makes_default_init_reproducible():
     c = nn.Conv2d(4, 8, 3).weight.data.copy()
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(b, c)
+
+
+def test_module_list_holds_modules_by_index_and_has_no_forward():
+    heads = nn.ModuleList(nn.Linear(3, 2), nn.Linear(4, 2))
+    assert len(heads) == 2 and heads[1].in_features == 4
+    assert [n for n, _ in heads.named_parameters()] == ["0.weight", "0.bias", "1.weight", "1.bias"]
+    with pytest.raises(TypeError, match=r"ModuleList has no forward: call its modules"):
+        heads(Tensor(np.zeros((1, 3))))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..data import DATASETS
-from ..train.config import ARCHS, LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig
+from ..train.config import ARCHS, DETECTION_DATASETS, LOSSES, OPTIMIZERS, SCHEDULES, TASKS, TrainConfig
 
 
 class Parser(argparse.ArgumentParser):
@@ -74,7 +74,8 @@ def add_data_args(p, default_dataset="mnist5k"):
         p: The sub-parser.
         default_dataset: The default of ``--dataset``.
     """
-    p.add_argument("--dataset", choices=DATASETS, default=default_dataset)
+    p.add_argument("--dataset", choices=DATASETS + DETECTION_DATASETS, default=default_dataset,
+                   help="mnist-scenes: scenes of digits with boxes, for --task detect")
     p.add_argument("--data-dir", help="folder with the files of mnist-idx, cifar10 or folder")
     p.add_argument("--image-size", type=positive(int),
                    help="resize images to this square size (a folder's may differ in size)")
@@ -86,6 +87,8 @@ def add_data_args(p, default_dataset="mnist5k"):
 def add_recipe_args(p):
     """Add the training recipe to the sub-parser ``p``: network, epochs, optimizer, loss, ..."""
     d = TrainConfig()
+    p.add_argument("--task", choices=TASKS, default=d.task,
+                   help="classify (one label per image) or detect (SSDLite boxes; --dataset mnist-scenes)")
     p.add_argument("--width", type=positive(float), default=d.width, help=f"width multiplier ({d.width})")
     p.add_argument("--arch", choices=ARCHS, default=d.arch)
     p.add_argument("--standard-input", dest="small_input", action="store_false",

@@ -24,6 +24,10 @@ def run_train(args) -> int:
     config = train_config(args, args.out)
     metrics = run_training(config, resume=args.resume, progress=args.progress,
                            stop_after=args.stop_after)
-    print(f"wrote {args.out}/model.npz, metrics.json, learning_curves.png, confusion_matrix.png")
-    print(f"test_accuracy {metrics['test_accuracy']:.4f}")
+    if config.task == "detect":
+        print(f"wrote {args.out}/model.npz, metrics.json, learning_curves.png, detections.png")
+        print(f"test_map_50 {metrics['test_map_50']:.4f}  test_map {metrics['test_map']:.4f}")
+    else:
+        print(f"wrote {args.out}/model.npz, metrics.json, learning_curves.png, confusion_matrix.png")
+        print(f"test_accuracy {metrics['test_accuracy']:.4f}")
     return 0

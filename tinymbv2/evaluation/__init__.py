@@ -3,16 +3,24 @@
 * [tinymbv2.evaluation.metrics][]: accuracy, top-k accuracy, confusion matrix,
   per-class precision and recall;
 * [tinymbv2.evaluation.loop][]: ``evaluate``, the model in eval mode over a split;
-* [tinymbv2.evaluation.prediction][]: ``predict``, the top-k classes of image files.
+* [tinymbv2.evaluation.prediction][]: ``predict``, the top-k classes of image files;
+* [tinymbv2.evaluation.detection_metrics][]: a detector's mAP (COCO's, and at IoU 0.5),
+  equal to pycocotools';
+* [tinymbv2.evaluation.detection_loop][]: ``detect`` and ``evaluate_detector``, a
+  detector over a split; [tinymbv2.evaluation.detection_drawing][]: its boxes drawn.
 
 Nothing here trains or imports ``tinymbv2.train``: the trainer uses ``evaluate`` for its
 validation pass, and reading a model back from a checkpoint (``train.load_trained``) is
 the trainer's business. How a *training run* went (its learning curves) is read by
 ``tinymbv2.train.diagnose``.
 """
+from .detection_drawing import draw_detections
+from .detection_loop import detect, evaluate_detector
+from .detection_metrics import mean_average_precision
 from .loop import evaluate, model_batch, model_dtype
 from .metrics import accuracy, confusion_matrix, precision_recall, top_k_accuracy
-from .prediction import load_image, predict
+from .prediction import load_image, predict, predict_boxes
 
 __all__ = ["evaluate", "model_batch", "model_dtype", "accuracy", "confusion_matrix",
-           "precision_recall", "top_k_accuracy", "load_image", "predict"]
+           "precision_recall", "top_k_accuracy", "load_image", "predict", "mean_average_precision",
+           "detect", "evaluate_detector", "draw_detections", "predict_boxes"]

@@ -7,6 +7,8 @@ normalisation) and names the classes, so a new image is prepared the same way:
 
 >>> predict(model, config, ["digit.png"], top_k=3)
 [{'path': 'digit.png', 'top': [('7', 0.98...), ('1', 0.01...), ('9', 0.00...)]}]
+
+A detector's checkpoint goes to ``predict_boxes`` instead: the boxes found in each image.
 """
 from __future__ import annotations
 
@@ -77,4 +79,38 @@ def predict(model, config: dict, paths, top_k: int = 3, invert: bool = False,
         order = np.argsort(-p)[:top_k]
         results.append({"path": str(path),
                         "top": [(names[i], float(p[i])) for i in order]})
+    return results
+
+
+def predict_boxes(model, config: dict, paths, min_score: float = 0.5, invert: bool = False,
+                  fuse: bool = True) -> list[dict]:
+    """A detector's boxes in each image file, scored ``min_score`` or more, best first.
+
+    Each image is read in the model's channels and resized to the scenes' size it was
+    trained on; the boxes are in those pixels.
+
+    Args:
+        model: The trained detector.
+        config: Its saved configuration (as for [predict][tinymbv2.evaluation.prediction.predict]).
+        paths: The image files.
+        min_score: The least class probability of a box returned.
+        invert: Invert the images first.
+        fuse: Run the fused view.
+
+    Returns:
+        One ``{"path", "image" (C, H, W) in [0, 1], "boxes" (D, 4), "scores" (D,),
+        "labels" (D,), "names" [D class names]}`` per file.
+    """
+    from .detection_loop import detect
+
+    normalize = Normalize(config["norm_mean"], config["norm_std"])
+    images = np.stack([load_image(p, config["in_channels"], config.get("input_size"), invert)
+                       for p in paths])
+    names = config.get("class_names") or [str(i) for i in range(config["num_classes"])]
+    results = []
+    for path, image, found in zip(paths, images, detect(model, normalize(images), fuse=fuse)):
+        keep = found["scores"] >= min_score
+        results.append({"path": str(path), "image": image, "boxes": found["boxes"][keep],
+                        "scores": found["scores"][keep], "labels": found["labels"][keep],
+                        "names": [names[int(c)] for c in found["labels"][keep]]})
     return results

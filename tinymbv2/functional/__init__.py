@@ -8,11 +8,12 @@ readable kernel in ``kernels/reference.py``. The fused ops
 patterns for.
 """
 from .basic import (  # noqa: F401
-    add, clamp, div, exp, flatten, getitem, log, matmul, mean, mul, neg, pow, relu,
+    add, cat, clamp, div, exp, flatten, getitem, log, matmul, mean, mul, neg, pow, relu,
     reshape, sub, sum, transpose,
 )
 from .batchnorm import batch_norm, batch_norm_relu6  # noqa: F401
 from .conv import conv2d  # noqa: F401
+from .detection_losses import sigmoid_focal_loss, smooth_l1_loss  # noqa: F401
 from .fused import conv2d_batch_norm_eval, depthwise_stage_train, inverted_residual_eval  # noqa: F401
 from .layers import adaptive_avg_pool2d, dropout, linear, relu6  # noqa: F401
 from .losses import (cross_entropy, dice_loss, focal_loss, l2_penalty, log_softmax,  # noqa: F401

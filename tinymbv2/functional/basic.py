@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import numbers
 
+import numpy as np
+
 from ..autograd import Function, Tensor
 from ..backend import get_array_module
-from .checks import check_same_device, check_tensor
+from .checks import check_same_device, check_same_dtype, check_tensor
 
 
 # -- the operand rules of binary ops ---------------------------------------
@@ -598,6 +600,25 @@ class GetItem(Function):
         return gx, None
 
 
+class Concatenate(Function):
+    """Tensors joined along an axis; the gradient is cut back into their pieces.
+
+    readable: this class (NumPy or CuPy, no kernel).
+    """
+
+    @staticmethod
+    def forward(ctx, *arrays, axis=0):
+        xp = get_array_module(arrays[0])
+        ctx.axis = axis
+        ctx.ends = [int(e) for e in np.cumsum([a.shape[axis] for a in arrays])[:-1]]
+        return xp.concatenate(arrays, axis=axis)
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = get_array_module(g)
+        return tuple(xp.split(g, ctx.ends, axis=ctx.axis))
+
+
 def reshape(x, shape) -> Tensor:
     """The same values in a new shape (``x.reshape(shape)``).
 
@@ -641,6 +662,35 @@ def getitem(x, index) -> Tensor:
     elif isinstance(index, tuple):
         index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
     return GetItem.apply(x, index)
+
+
+def cat(tensors, axis: int = 0) -> Tensor:
+    """Join Tensors along ``axis`` (``torch.cat``): shapes equal except along it.
+
+    Args:
+        tensors: A non-empty sequence of Tensors of one dtype and device.
+        axis: The axis they are joined along.
+
+    Returns:
+        The joined Tensor; its gradient flows back to each piece.
+
+    Raises:
+        ValueError: No Tensors, or shapes that differ off ``axis``.
+    """
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError("cat: expected at least one Tensor, got none")
+    for i, t in enumerate(tensors):
+        check_tensor(t, "cat", f"tensors[{i}]")
+    first = tensors[0]
+    axis = axis % first.ndim
+    for i, t in enumerate(tensors):
+        if t.ndim != first.ndim or any(a != b for k, (a, b) in enumerate(zip(t.shape, first.shape))
+                                       if k != axis):
+            raise ValueError(f"cat: expected shapes equal to {tuple(first.shape)} except along axis "
+                             f"{axis}, got {tuple(t.shape)} for tensors[{i}]")
+    check_same_dtype("cat", **{f"tensors[{i}]": t for i, t in enumerate(tensors)})
+    return Concatenate.apply(*tensors, axis=axis)
 
 
 def flatten(x, start_dim: int = 1) -> Tensor:

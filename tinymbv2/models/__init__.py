@@ -1,5 +1,6 @@
-"""Models: MobileNetV2 (Table 2 of the paper), its variants, summaries and interop, and the
-smallest image a network takes (``smallest_input_size``, from its strides).
+"""Models: MobileNetV2 (Table 2 of the paper), its variants, summaries and interop, the
+smallest image a network takes (``smallest_input_size``, from its strides), and the SSDLite
+detector on MobileNetV2 (section 6.2).
 
     from tinymbv2.models import mobilenet_v2, summary
     model = mobilenet_v2(width_mult=0.5, num_classes=10, small_input=True, seed=0)
@@ -12,4 +13,6 @@ from .mobilenetv2 import (  # noqa: F401
     LAST_CHANNEL, SEED_ARTICLE_SETTING, STEM_CHANNELS, TABLE2, Conv2dNormActivation,
     InvertedResidual, MobileNetV2, make_divisible, mobilenet_v2, seed_article_net,
 )
+from .ssdlite import (SSDLite, SSDLiteBackbone, SSDLiteHead, extra_block,  # noqa: F401
+                      prediction_block, ssdlite_mobilenet_v2)
 from .summary import LayerRow, Summary, summary  # noqa: F401

@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import nn
 from .mobilenetv2 import InvertedResidual, MobileNetV2
+from .ssdlite import SSDLite
 
 
 @dataclass(frozen=True)
@@ -48,21 +49,36 @@ class Summary:
         input_shape: The input shape (N, C, H, W).
         rows: One [LayerRow][tinymbv2.models.summary.LayerRow] per layer.
         total_params: The model's parameters, each shared one once.
+        output_shape: The model's output shape; None: the last row's.
     """
 
     def __init__(self, model_name: str, input_shape: tuple, rows: list[LayerRow],
-                 total_params: int):
+                 total_params: int, output_shape: tuple | None = None):
         self.model_name, self.input_shape, self.rows = model_name, input_shape, rows
         self.total_params = total_params
         self.total_macs = sum(r.macs for r in rows)
         self.total_activation_bytes = sum(r.activation_bytes for r in rows)
         self.max_activation_bytes = max((r.activation_bytes for r in rows), default=0)
-        self.output_shape = rows[-1].output_shape if rows else input_shape
+        if output_shape is None:
+            output_shape = rows[-1].output_shape if rows else input_shape
+        self.output_shape = tuple(output_shape)
         kinds = {}
         for r in rows:
             if r.macs_kind:
                 kinds[r.macs_kind] = kinds.get(r.macs_kind, 0) + r.macs
         self.macs_by_kind = kinds
+
+    def part(self, prefix: str) -> tuple[int, int]:
+        """The parameters and multiply-adds of the layers whose names start with ``prefix``.
+
+        Args:
+            prefix: A dotted module name, e.g. ``"head.classification_head"``.
+
+        Returns:
+            ``(params, macs)``.
+        """
+        rows = [r for r in self.rows if r.name == prefix or r.name.startswith(prefix + ".")]
+        return sum(r.params for r in rows), sum(r.macs for r in rows)
 
     def __len__(self):
         return len(self.rows)
@@ -152,17 +168,39 @@ def _leaf(module, name, shape, itemsize):
     return out, row
 
 
+def _propagate_ssdlite(model, name, shape, rows, itemsize):
+    """The detector: the backbone's six maps, then each predictor on its map; the output is
+    the class logits' (N, A, K)."""
+    prefix = f"{name}." if name else ""
+    maps = []
+    for stage_name, stage in model.backbone.features.named_children():
+        shape = _propagate(stage, f"{prefix}backbone.features.{stage_name}", shape, rows, itemsize)
+        maps.append(shape)
+    for block_name, block in model.backbone.extra.named_children():
+        shape = _propagate(block, f"{prefix}backbone.extra.{block_name}", shape, rows, itemsize)
+        maps.append(shape)
+    anchors = 0
+    for part in ("classification_head", "regression_head"):
+        head = getattr(model.head, part)
+        for (k, block), map_shape in zip(head.module_list.named_children(), maps):
+            out = _propagate(block, f"{prefix}head.{part}.module_list.{k}", map_shape, rows, itemsize)
+            anchors += _numel(out[1:]) // head.num_columns if part == "regression_head" else 0
+    return (shape[0], anchors, model.num_classes)
+
+
 def _propagate(module, name, shape, rows, itemsize):
     leaf = _leaf(module, name, shape, itemsize)
     if leaf is not None:
         rows.append(leaf[1])
         return leaf[0]
+    if isinstance(module, SSDLite):
+        return _propagate_ssdlite(module, name, shape, rows, itemsize)
     # containers whose forward applies their children in order
     if not isinstance(module, (nn.Sequential, InvertedResidual, MobileNetV2)):
         raise TypeError(
             f"summary: cannot propagate shapes through {type(module).__name__} "
             f"({name or 'model'}); "
-            "known: the nn layers, Sequential, InvertedResidual and MobileNetV2"
+            "known: the nn layers, Sequential, InvertedResidual, MobileNetV2 and SSDLite"
         )
     in_shape = shape
     for child_name, child in module.named_children():
@@ -202,6 +240,6 @@ def summary(model, input_size=(3, 224, 224), batch_size: int = 1) -> Summary:
     itemsize = params[0].dtype.itemsize if params else 4
     shape = (int(batch_size),) + tuple(int(d) for d in input_size)
     rows: list[LayerRow] = []
-    _propagate(model, "", shape, rows, itemsize)
+    out = _propagate(model, "", shape, rows, itemsize)
     total = sum(int(p.size) for p in params)
-    return Summary(type(model).__name__, shape, rows, total)
+    return Summary(type(model).__name__, shape, rows, total, out)

@@ -4,7 +4,7 @@ PyTorch's ``torch.nn`` names and semantics, so ``state_dict`` keys and module
 trees carry over from torchvision unchanged.
 """
 from . import init  # noqa: F401
-from .container import Sequential  # noqa: F401
+from .container import ModuleList, Sequential  # noqa: F401
 from .layers import (  # noqa: F401
     AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, Linear, ReLU, ReLU6,
 )

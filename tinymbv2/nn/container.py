@@ -1,4 +1,4 @@
-"""``Sequential``: modules applied one after another, named '0', '1', ..."""
+"""``Sequential``: modules applied one after another, named '0', '1', ...; ``ModuleList``: the same, unchained."""
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -64,3 +64,21 @@ class Sequential(Module):
         for module in self._modules.values():
             x = module(x)
         return x
+
+
+class ModuleList(Sequential):
+    """Modules held in a list, named '0', '1', ... and called by their owner one by one.
+
+    A [Sequential][tinymbv2.nn.container.Sequential] without the chaining: the owner's
+    ``forward`` decides what each module gets (the detector's heads run module ``k`` on
+    feature map ``k``). Indexing, ``len``, iteration and ``append`` as Sequential's.
+
+    Args:
+        *modules: The modules in order.
+
+    Raises:
+        TypeError: An argument is not a Module.
+    """
+
+    def forward(self, x):
+        raise TypeError("ModuleList has no forward: call its modules, e.g. module_list[k](x)")

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from .. import functional as F
 from .. import optim
-from ..models import mobilenet_v2, seed_article_net
+from ..models import mobilenet_v2, seed_article_net, ssdlite_mobilenet_v2
 from .checkpoint import load_checkpoint, read_checkpoint
-from .config import ARCHS, TrainConfig
+from .config import ARCHS, DETECTION_IMAGE_SIZE, TrainConfig
 from .trainer import first_non_finite
 
 _BUILDERS = {"mobilenet_v2": mobilenet_v2, "seed_article": seed_article_net}  # one per ARCHS
@@ -18,6 +18,9 @@ _BUILDERS = {"mobilenet_v2": mobilenet_v2, "seed_article": seed_article_net}  # 
 
 def build_model(config: TrainConfig, in_channels: int, num_classes: int):
     """``config.arch`` at ``config.width`` for images of ``in_channels`` and ``num_classes``.
+
+    For ``task="detect"``: SSDLite on MobileNetV2 of that width, for scenes of
+    ``config.image_size``; ``num_classes`` counts the background.
 
     Args:
         config: The run's [TrainConfig][tinymbv2.train.config.TrainConfig].
@@ -32,6 +35,10 @@ def build_model(config: TrainConfig, in_channels: int, num_classes: int):
     """
     if config.arch not in _BUILDERS:
         raise ValueError(f"build_model: expected arch in {ARCHS}, got {config.arch!r}")
+    if config.task == "detect":
+        return ssdlite_mobilenet_v2(num_classes, width_mult=config.width,
+                                    size=config.image_size or DETECTION_IMAGE_SIZE,
+                                    in_channels=in_channels, seed=config.seed)
     make = _BUILDERS[config.arch]
     return make(width_mult=config.width, num_classes=num_classes, dropout=config.dropout,
                 in_channels=in_channels, small_input=config.small_input, seed=config.seed)

@@ -28,6 +28,9 @@ OPTIMIZERS = ("sgd", "rmsprop", "rmsprop-tf", "adam", "adamw")
 LOSSES = ("ce", "focal", "dice")
 SCHEDULES = ("onecycle", "cosine", "exponential", "none")
 ARCHS = ("mobilenet_v2", "seed_article")
+TASKS = ("classify", "detect")
+DETECTION_DATASETS = ("mnist-scenes",)   # datasets with boxes: what --task detect trains on
+DETECTION_IMAGE_SIZE = 128                # the scenes' side when image_size is None
 
 # What may change when a run is resumed: how long it trains (the schedule is stretched to the
 # new length, see tinymbv2.train.trainer.fit), where it writes, whether it runs fused (the same
@@ -69,9 +72,15 @@ class TrainConfig:
     """Everything that defines a run; saved in the checkpoint and metrics.json.
 
     Args:
-        dataset: The dataset's name (see [load_dataset][tinymbv2.data.datasets.load_dataset]).
+        task: One of ``TASKS``: ``"classify"`` (a classifier, scored by accuracy) or
+            ``"detect"`` (SSDLite on MobileNetV2, on a dataset of ``DETECTION_DATASETS``,
+            scored by mAP; no augmentation, cross-entropy and SSD's box loss).
+        dataset: The dataset's name (see [load_dataset][tinymbv2.data.datasets.load_dataset];
+            ``"mnist-scenes"``, [load_mnist_scenes][tinymbv2.data.scenes.load_mnist_scenes],
+            for detection).
         data_dir: The folder the file-based datasets read.
-        image_size: Resize the images to this square size (None: keep).
+        image_size: Resize the images to this square size (None: keep); for detection, the
+            scenes' side (None: ``DETECTION_IMAGE_SIZE``).
         channels: Read the images as 1 (grey) or 3 (RGB) channels (None: the dataset's own).
         arch: One of ``ARCHS``: ``"mobilenet_v2"`` or ``"seed_article"``.
         width: The width multiplier.
@@ -99,6 +108,7 @@ class TrainConfig:
             through).
     """
 
+    task: str = "classify"
     dataset: str = "mnist5k"
     data_dir: str | None = None
     image_size: int | None = None  # resize images to this square size (None: keep)
@@ -133,10 +143,11 @@ class TrainConfig:
             ValueError: An unknown choice or a number out of its range.
             TypeError: A flag that is not True or False.
         """
-        for name, allowed in (("optimizer", OPTIMIZERS), ("loss", LOSSES),
+        for name, allowed in (("task", TASKS), ("optimizer", OPTIMIZERS), ("loss", LOSSES),
                               ("schedule", SCHEDULES), ("arch", ARCHS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"train: expected {name} in {allowed}, got {getattr(self, name)!r}")
+        self._validate_task()
         for name in ("epochs", "batch_size"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise ValueError(f"train: expected {name} an integer >= 1, got "
@@ -166,10 +177,30 @@ class TrainConfig:
                                 f"{getattr(self, name)!r}")
         return self
 
+    def _validate_task(self) -> None:
+        """A detection run trains SSDLite on MobileNetV2 on a dataset with boxes, without the
+        augmentations that would move pixels but not boxes; a classification run does not
+        take a detection dataset."""
+        if self.task == "classify":
+            if self.dataset in DETECTION_DATASETS:
+                raise ValueError(f"train: {self.dataset} is a detection dataset (boxes, not one "
+                                 f"label per image): train it with task 'detect' (--task detect)")
+            return
+        wrong = [(name, value, want) for name, value, want in (
+            ("dataset", self.dataset, DETECTION_DATASETS), ("arch", self.arch, ("mobilenet_v2",)),
+            ("loss", self.loss, ("ce",)), ("shift", self.shift, (None, 0)), ("flip", self.flip, (False,)),
+            ("label_smoothing", self.label_smoothing, (0.0,))) if value not in want]
+        if wrong:
+            name, value, want = wrong[0]
+            raise ValueError(f"train: task 'detect' takes {name} in {want} (SSDLite on MobileNetV2, "
+                             f"SSD's loss, no shift or flip: they would move the digits but not "
+                             f"their boxes), got {value!r}")
+
     def resolved(self, height: int, width: int) -> "TrainConfig":
         """A copy with the "auto" choices made for images of ``height x width``.
 
-        ``shift=None`` becomes [auto_shift][tinymbv2.train.config.auto_shift]``(height, width)``.
+        ``shift=None`` becomes [auto_shift][tinymbv2.train.config.auto_shift]``(height, width)``
+        (0 for detection).
 
         Args:
             height: The images' height, in pixels.
@@ -178,7 +209,10 @@ class TrainConfig:
         Returns:
             The resolved copy.
         """
-        shift = auto_shift(height, width) if self.shift is None else int(self.shift)
+        if self.task == "detect":
+            shift = 0  # a shifted scene would need shifted boxes
+        else:
+            shift = auto_shift(height, width) if self.shift is None else int(self.shift)
         return dataclasses.replace(self, shift=shift)
 
     @classmethod

@@ -1,4 +1,4 @@
-"""Learning curves and confusion matrices as PNG files (matplotlib, no display)."""
+"""Learning curves, confusion matrices and detections as PNG files (matplotlib, no display)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,22 +15,29 @@ def _pyplot():
     return plt
 
 
+SCORES = {"acc": "accuracy", "map50": "mAP@0.5"}  # a history's score key, and its title
+
+
 def plot_learning_curves(history: dict, path) -> Path:
-    """Loss and accuracy per epoch, train vs validation, side by side.
+    """Loss and score per epoch, train vs validation, side by side.
+
+    The score is the accuracy (``train_acc``, ``val_acc``), or a detector's validation
+    mAP@0.5 (``val_map50``; a detector's training batches have no score).
 
     Args:
-        history: The training history (``train_loss``, ``val_loss``, ``train_acc``,
-            ``val_acc``).
+        history: The training history (``train_loss``, ``val_loss`` and the score's lists).
         path: The PNG file to write.
 
     Returns:
         ``path``.
     """
     plt = _pyplot()
+    score = next((k for k in SCORES if f"val_{k}" in history or f"train_{k}" in history), "acc")
     epochs = np.arange(1, len(history["train_loss"]) + 1)
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, key, title in ((ax_loss, "loss", "loss"), (ax_acc, "acc", "accuracy")):
-        ax.plot(epochs, history[f"train_{key}"], "o-", label="train")
+    for ax, key, title in ((ax_loss, "loss", "loss"), (ax_acc, score, SCORES[score])):
+        if history.get(f"train_{key}"):
+            ax.plot(epochs, history[f"train_{key}"], "o-", label="train")
         if history.get(f"val_{key}"):
             ax.plot(epochs, history[f"val_{key}"], "s-", label="validation")
         ax.set_xlabel("epoch")
@@ -71,6 +78,42 @@ def plot_confusion_matrix(cm: np.ndarray, path, class_names=None) -> Path:
             ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=8,
                     color="white" if cm[i, j] > threshold else "black")
     fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_detections(images, detections, targets, class_names, path, n: int = 8,
+                    min_score: float = 0.5) -> Path:
+    """The first ``n`` scenes with their detections (coloured) and true boxes (grey).
+
+    Args:
+        images: (N, C, H, W) scenes in [0, 1] (not normalised).
+        detections: One ``{"boxes", "scores", "labels"}`` dict per scene.
+        targets: One ``{"boxes", "labels"}`` dict per scene.
+        class_names: The name of each class index.
+        path: The PNG file to write.
+        n: How many scenes.
+        min_score: The least score drawn.
+
+    Returns:
+        ``path``.
+    """
+    from ..evaluation import draw_detections
+
+    plt = _pyplot()
+    n = min(n, len(images))
+    cols = min(4, n)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i in range(n):
+        picture = draw_detections(images[i], detections[i], class_names, min_score, targets[i], scale=3)
+        axes.ravel()[i].imshow(np.asarray(picture))
+    fig.suptitle(f"test scenes: detections scoring {min_score} or more (grey: the true boxes)")
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..evaluation import confusion_matrix, precision_recall
-from .plots import plot_confusion_matrix, plot_learning_curves
+from .plots import plot_confusion_matrix, plot_detections, plot_learning_curves
 
 
 def run_metrics(history: dict, test_result: dict, test_labels, best_val_test_accuracy: float,
@@ -54,6 +54,44 @@ def run_metrics(history: dict, test_result: dict, test_labels, best_val_test_acc
     }
 
 
+def detection_run_metrics(history: dict, test_result: dict, best_val_test_map_50: float,
+                          config: dict, train_seconds: float) -> dict:
+    """The content of ``metrics.json`` for a detection run.
+
+    Test mAP (COCO's, at 0.5 and 0.75) and per-class AP, the history and the saved
+    configuration.
+
+    Args:
+        history: The training history.
+        test_result: What [evaluate_detector][tinymbv2.evaluation.detection_loop.evaluate_detector]
+            returned on the test scenes.
+        best_val_test_map_50: The test mAP@0.5 of the weights of the best validation epoch.
+        config: The run's saved configuration.
+        train_seconds: The training time.
+
+    Returns:
+        The metrics, a dict.
+    """
+    names = config["class_names"]
+    best = history.get("best_epoch")
+    diagnosis = (f"Best validation mAP@0.5 {history['best_val_map50']:.3f} at epoch {best} of "
+                 f"{len(history['train_loss'])}." if best else "No validation score yet.")
+    return {
+        "test_map": test_result["map"],
+        "test_map_50": test_result["map_50"],
+        "test_map_75": test_result["map_75"],
+        "test_loss": test_result["loss"],
+        "best_val_test_map_50": best_val_test_map_50,
+        "per_class_ap": {names[c]: ap for c, ap in test_result["per_class_ap"].items()},
+        "per_class_ap_50": {names[c]: ap for c, ap in test_result["per_class_ap_50"].items()},
+        "history": {k: v for k, v in history.items() if k != "best_state"},
+        "diagnosis": diagnosis,
+        "diverged": None,
+        "config": config,
+        "train_seconds": train_seconds,
+    }
+
+
 def diverged_metrics(history: dict, diverged: dict, config: dict, train_seconds: float) -> dict:
     """The content of ``metrics.json`` for a run stopped by a non-finite loss or weights.
 
@@ -83,11 +121,12 @@ def diverged_metrics(history: dict, diverged: dict, config: dict, train_seconds:
     }
 
 
-PLOTS = ("learning_curves.png", "confusion_matrix.png")  # what write_report draws
+PLOTS = ("learning_curves.png", "confusion_matrix.png", "detections.png")  # what write_report draws
 
 
-def write_report(out, metrics: dict) -> None:
-    """Write ``learning_curves.png``, ``confusion_matrix.png`` and ``metrics.json`` into ``out``.
+def write_report(out, metrics: dict, scenes=None) -> None:
+    """Write ``learning_curves.png``, ``confusion_matrix.png`` (a classifier's) or
+    ``detections.png`` (a detector's), and ``metrics.json`` into ``out``.
 
     A plot needs something to show: no learning curves before an epoch has finished, no
     confusion matrix for a diverged run. A plot not drawn is removed from ``out`` if it
@@ -98,11 +137,14 @@ def write_report(out, metrics: dict) -> None:
 
     Args:
         out: The run's folder.
-        metrics: What [run_metrics][tinymbv2.train.report.run_metrics] or
+        metrics: What [run_metrics][tinymbv2.train.report.run_metrics],
+            [detection_run_metrics][tinymbv2.train.report.detection_run_metrics] or
             [diverged_metrics][tinymbv2.train.report.diverged_metrics] returned.
+        scenes: A detector's ``(test images in [0, 1], their detections, their targets)``,
+            for ``detections.png``; None: no such plot.
     """
     out = Path(out)
-    curves, matrix = (out / name for name in PLOTS)
+    curves, matrix, detections = (out / name for name in PLOTS)
     if metrics["history"].get("train_loss"):
         plot_learning_curves(metrics["history"], curves)
     else:
@@ -112,6 +154,10 @@ def write_report(out, metrics: dict) -> None:
                               list(metrics["config"]["class_names"]))
     else:
         matrix.unlink(missing_ok=True)
+    if scenes is not None:
+        plot_detections(*scenes, list(metrics["config"]["class_names"]), detections)
+    else:
+        detections.unlink(missing_ok=True)
     text = json.dumps(json_safe(metrics), indent=2, allow_nan=False)
     (out / "metrics.json").write_text(text + "\n")
 

@@ -3,21 +3,29 @@
 ``run_training(TrainConfig(...))`` is what ``tinymbv2 train`` and ``make demo``
 call. It writes ``<out>/model.npz`` (a checkpoint, after every epoch),
 ``metrics.json`` (test accuracy, the per-epoch history, the configuration),
-``learning_curves.png`` and ``confusion_matrix.png``.
+``learning_curves.png`` and ``confusion_matrix.png``. A detection run
+(``task="detect"``) goes through the same loop, checkpoints and resume; its
+``metrics.json`` holds the test mAP instead, and ``detections.png`` shows test scenes with
+their detections.
 """
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
+from dataclasses import replace
+
+import numpy as np
+
 from ..data import (Compose, DataLoader, Normalize, RandomHorizontalFlip, RandomShift, Split,
-                    load_dataset)
-from ..evaluation import evaluate
+                    load_dataset, load_mnist_scenes)
+from ..evaluation import evaluate, evaluate_detector
 from ..models import check_input_size
 from ..random import manual_seed
 from .build import build_loss, build_model, build_optimizer, build_scheduler, param_groups
-from .config import TrainConfig, saved_config
-from .report import diverged_metrics, run_metrics, write_report
+from .config import DETECTION_IMAGE_SIZE, TrainConfig, saved_config
+from .report import detection_run_metrics, diverged_metrics, run_metrics, write_report
+from .tasks import Classification, Detection
 from .trainer import TrainingDiverged, fit
 
 
@@ -60,6 +68,9 @@ def run_training(config: TrainConfig, resume: str | None = None, progress: bool 
     out.mkdir(parents=True, exist_ok=True)
     manual_seed(config.seed)
 
+    if config.task == "detect":
+        return _run_detection(config, resume, progress, log, model, train_mode, stop_after)
+
     # data: normalised with the training split's statistics, augmented on the fly
     splits = load_dataset(config.dataset, config.data_dir, config.image_size,
                           channels=config.channels)
@@ -94,7 +105,7 @@ def run_training(config: TrainConfig, resume: str | None = None, progress: bool 
         history = fit(model, optimizer, loader, val, config.epochs, loss_fn, scheduler, interval,
                       checkpoint_path=out / "model.npz", resume_from=resume, config=saved,
                       progress=progress, log=log, train_mode=train_mode, stop_after=stop_after,
-                      fuse=config.fuse)
+                      fuse=config.fuse, task=Classification(loss_fn))
     except TrainingDiverged as exc:  # say so in metrics.json; the last good checkpoint stays
         write_report(out, diverged_metrics(exc.history, exc.record(), saved,
                                            time.perf_counter() - start))
@@ -119,3 +130,52 @@ def run_training(config: TrainConfig, resume: str | None = None, progress: bool 
     log(metrics["diagnosis"])
     return metrics
 
+
+
+def _run_detection(config: TrainConfig, resume, progress, log, model, train_mode, stop_after) -> dict:
+    """``run_training`` for ``task="detect"``: SSDLite on MNIST scenes, the same loop."""
+    out = Path(config.out)
+    size = config.image_size or DETECTION_IMAGE_SIZE
+    scenes = load_mnist_scenes(size=size)
+    config = config.resolved(size, size)
+    normalize = Normalize.from_data(scenes.train.images)
+    # the loader's "labels" are the scenes' indices: the task looks their boxes up
+    loader = DataLoader(scenes.train.images, np.arange(len(scenes.train)), config.batch_size,
+                        seed=config.seed, transform=normalize)
+    val, test = (replace(split, images=normalize(split.images)) for split in (scenes.val, scenes.test))
+    if model is None:
+        model = build_model(config, scenes.image_shape[0], scenes.num_classes)
+    optimizer = build_optimizer(config, param_groups(model, config.weight_decay))
+    scheduler, interval = build_scheduler(config, optimizer, len(loader))
+    saved = saved_config(config, scenes, normalize)
+    log(f"{scenes!r}\nmodel: SSDLite on MobileNetV2 width {config.width}, "
+        f"{sum(p.size for p in model.parameters()):,} parameters; {config.optimizer}, lr {config.lr}, "
+        f"{config.schedule}, {config.epochs} epochs of {len(loader)} batches")
+
+    start = time.perf_counter()
+    try:
+        history = fit(model, optimizer, loader, val, config.epochs, scheduler=scheduler,
+                      scheduler_interval=interval, checkpoint_path=out / "model.npz",
+                      resume_from=resume, config=saved, progress=progress, log=log,
+                      train_mode=train_mode, stop_after=stop_after, fuse=config.fuse,
+                      task=Detection(scenes.train, model, (size, size)))
+    except TrainingDiverged as exc:
+        write_report(out, diverged_metrics(exc.history, exc.record(), saved,
+                                           time.perf_counter() - start))
+        raise
+    train_seconds = time.perf_counter() - start
+
+    targets = test.targets(np.arange(len(test)))
+    final = evaluate_detector(model, test.images, targets, fuse=config.fuse)
+    best_map_50 = final["map_50"]
+    if history.get("best_state"):
+        current = model.state_dict()
+        model.load_state_dict(history["best_state"])
+        best_map_50 = evaluate_detector(model, test.images, targets, fuse=config.fuse)["map_50"]
+        model.load_state_dict(current)
+    metrics = detection_run_metrics(history, final, best_map_50, saved, train_seconds)
+    write_report(out, metrics, scenes=(scenes.test.images, final["detections"], targets))
+    log(f"test mAP@0.5 {metrics['test_map_50']:.4f}, mAP@[.5:.95] {metrics['test_map']:.4f} "
+        f"({len(test)} held-out scenes); best-val weights: mAP@0.5 "
+        f"{metrics['best_val_test_map_50']:.4f}; trained in {train_seconds:.0f}s")
+    return metrics

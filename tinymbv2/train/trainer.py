@@ -43,10 +43,11 @@ from .. import functional as F
 from .. import fusion
 from ..autograd import no_grad
 from ..backend import get_array_module
-from ..evaluation import evaluate, model_batch, model_dtype
+from ..evaluation import model_batch, model_dtype
 from ..nn import BatchNorm2d
 from .checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from .config import check_resume
+from .tasks import Classification
 
 
 class TrainingDiverged(ValueError):
@@ -166,7 +167,7 @@ def _progress(total, desc, enabled):
 
 def train_one_epoch(model, loader, optimizer, loss_fn=F.cross_entropy, scheduler=None,
                     scheduler_interval: str = "epoch", progress: bool = True,
-                    desc: str = "train", train_mode=None, epoch: int = 1) -> dict:
+                    desc: str = "train", train_mode=None, epoch: int = 1, task=None) -> dict:
     """One pass over ``loader``; returns mean loss, accuracy and images/s.
 
     A non-finite loss raises
@@ -179,7 +180,7 @@ def train_one_epoch(model, loader, optimizer, loss_fn=F.cross_entropy, scheduler
         model: The model (or its fused view).
         loader: The [DataLoader][tinymbv2.data.loader.DataLoader] of the training split.
         optimizer: The optimizer.
-        loss_fn: ``loss_fn(logits, labels)``, the mean loss of a batch.
+        loss_fn: ``loss_fn(logits, labels)``, the mean loss of a batch (when ``task`` is None).
         scheduler: A schedule to step; None: none.
         scheduler_interval: ``"batch"``: step the scheduler after every batch (``"epoch"``:
             the caller steps it).
@@ -188,21 +189,25 @@ def train_one_epoch(model, loader, optimizer, loss_fn=F.cross_entropy, scheduler
         train_mode: ``train_mode(model)`` replaces ``model.train()`` (fine-tuning keeps
             frozen BatchNorms in eval mode this way).
         epoch: The epoch's number, for the messages.
+        task: What the batches are and how they are scored
+            ([tinymbv2.train.tasks][]); None: classification with ``loss_fn``.
 
     Returns:
-        ``{"loss": ..., "accuracy": ..., "images_per_s": ...}``.
+        ``{"loss": ..., "accuracy": ... (None for a task that scores no training batch),
+        "images_per_s": ..., "seconds": ...}``.
 
     Raises:
         TrainingDiverged: A non-finite loss.
     """
+    task = task or Classification(loss_fn)
     (train_mode or (lambda m: m.train()))(model)
     dtype = model_dtype(model)
     total_loss, correct, seen = 0.0, 0, 0
     start = time.perf_counter()
     bar = _progress(len(loader), desc, progress)
     for step, (images, labels) in enumerate(loader, 1):
-        logits = model(model_batch(model, images, dtype))
-        loss = loss_fn(logits, labels)
+        outputs = model(model_batch(model, images, dtype))
+        loss = task.loss(outputs, labels)
         value = float(loss.item())  # the step's one read-back to the host (the mean needs it)
         if not math.isfinite(value):  # before backward and step: the weights stay as they are
             bar.close()
@@ -216,34 +221,53 @@ def train_one_epoch(model, loader, optimizer, loss_fn=F.cross_entropy, scheduler
 
         n = len(labels)
         total_loss += value * n
-        correct += int((logits.numpy().argmax(axis=1) == labels).sum())
+        if task.scores_training_batches:
+            correct += task.correct(outputs, labels)
         seen += n
         rate = seen / (time.perf_counter() - start)
-        bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}",
+        shown = {"acc": f"{correct / seen:.3f}"} if task.scores_training_batches else {}
+        bar.set_postfix(loss=f"{total_loss / seen:.4f}", **shown,
                         lr=f"{optimizer.param_groups[0]['lr']:.3g}", img_s=f"{rate:.0f}")
         bar.update(1)
     bar.close()
     if scheduler is not None and scheduler_interval == "epoch":
         scheduler.step()
     seconds = time.perf_counter() - start
-    return {"loss": total_loss / max(seen, 1), "accuracy": correct / max(seen, 1),
+    accuracy = correct / max(seen, 1) if task.scores_training_batches else None
+    return {"loss": total_loss / max(seen, 1), "accuracy": accuracy,
             "images_per_s": seen / max(seconds, 1e-9), "seconds": seconds}
 
 
-def new_history() -> dict:
-    """An empty training history: per-epoch lists, and the best validation epoch."""
-    return {"epoch": [], "train_loss": [], "train_acc": [], "val_loss": [], "val_acc": [],
-            "lr": [], "seconds": [], "best_epoch": None, "best_val_acc": None}
+def new_history(task=None) -> dict:
+    """An empty training history: per-epoch lists, and the best validation epoch.
+
+    Args:
+        task: The task ([tinymbv2.train.tasks][]); None: classification. Its ``score``
+            names the score's keys (``val_acc``, ``best_val_acc``; ``val_map50``, ...);
+            ``train_<score>`` is kept only for a task that scores its training batches.
+
+    Returns:
+        The history dict.
+    """
+    task = task or Classification()
+    score = task.score
+    history = {"epoch": [], "train_loss": []}
+    if task.scores_training_batches:
+        history[f"train_{score}"] = []
+    history.update({"val_loss": [], f"val_{score}": [], "lr": [], "seconds": [], "best_epoch": None,
+                    f"best_val_{score}": None})
+    return history
 
 
 def fit(model, optimizer, train_loader, val_split=None, epochs: int = 1, loss_fn=F.cross_entropy,
         scheduler=None, scheduler_interval: str = "epoch", checkpoint_path=None,
         resume_from=None, config: dict | None = None, progress: bool = True,
-        log=print, stop_after: int | None = None, train_mode=None, fuse: bool = True) -> dict:
+        log=print, stop_after: int | None = None, train_mode=None, fuse: bool = True,
+        task=None) -> dict:
     """Train for ``epochs`` epochs; returns the history (and keeps the best weights).
 
-    The best validation-accuracy weights are in ``history["best_state"]`` (a state_dict),
-    not written to the JSON-able part.
+    The weights of the best validation score (accuracy; mAP@0.5 for detection) are in
+    ``history["best_state"]`` (a state_dict), not written to the JSON-able part.
 
     Resuming: the checkpoint is read once and checked before anything is loaded. With
     ``config`` given, the checkpoint's saved configuration must agree with it except for
@@ -265,7 +289,7 @@ def fit(model, optimizer, train_loader, val_split=None, epochs: int = 1, loss_fn
         train_loader: The [DataLoader][tinymbv2.data.loader.DataLoader] of the training split.
         val_split: An object with ``.images`` and ``.labels`` (or None).
         epochs: The epochs the run is planned for.
-        loss_fn: ``loss_fn(logits, labels, reduction=...)``.
+        loss_fn: ``loss_fn(logits, labels, reduction=...)`` (when ``task`` is None).
         scheduler: The learning-rate schedule, or None.
         scheduler_interval: ``"batch"`` or ``"epoch"``: when the scheduler steps.
         checkpoint_path: Written after every epoch (atomically); None: none.
@@ -279,9 +303,12 @@ def fit(model, optimizer, train_loader, val_split=None, epochs: int = 1, loss_fn
             train in sessions, resume later.
         train_mode: ``train_mode(model)`` replaces ``model.train()``.
         fuse: Train the fused view (False: the plain model, layer by layer).
+        task: What the batches are, their loss and the validation score
+            ([tinymbv2.train.tasks][]); None: classification with ``loss_fn``.
 
     Returns:
-        The history: per-epoch lists, the best epoch, ``"best_state"``.
+        The history ([new_history][tinymbv2.train.trainer.new_history]): per-epoch lists,
+        the best epoch, ``"best_state"``.
 
     Raises:
         TrainingDiverged: A non-finite loss, or non-finite weights or optimizer state after
@@ -293,7 +320,9 @@ def fit(model, optimizer, train_loader, val_split=None, epochs: int = 1, loss_fn
     """
     if scheduler_interval not in ("epoch", "batch"):
         raise ValueError(f"fit: expected scheduler_interval 'epoch' or 'batch', got {scheduler_interval!r}")
-    history, start_epoch, saved_epoch = new_history(), 0, None
+    task = task or Classification(loss_fn)
+    score = task.score
+    history, start_epoch, saved_epoch = new_history(task), 0, None
     if resume_from is not None:
         state = read_checkpoint(resume_from, restore_rng=True)  # read once, loads nothing yet
         if config is not None:
@@ -322,7 +351,7 @@ def fit(model, optimizer, train_loader, val_split=None, epochs: int = 1, loss_fn
         try:
             stats = train_one_epoch(net, train_loader, optimizer, loss_fn, scheduler,
                                     scheduler_interval, progress, train_mode=train_mode,
-                                    desc=f"epoch {epoch + 1}/{epochs}", epoch=epoch + 1)
+                                    desc=f"epoch {epoch + 1}/{epochs}", epoch=epoch + 1, task=task)
             for what, bad in (("weights", first_non_finite(model)),  # once per epoch, before
                               ("optimizer", first_non_finite_state(optimizer, model))):  # saving
                 if bad is not None:
@@ -334,18 +363,20 @@ def fit(model, optimizer, train_loader, val_split=None, epochs: int = 1, loss_fn
             raise
         history["epoch"].append(epoch + 1)
         history["train_loss"].append(stats["loss"])
-        history["train_acc"].append(stats["accuracy"])
+        line = f"epoch {epoch + 1:>3}/{epochs}  train loss {stats['loss']:.4f}"
+        if task.scores_training_batches:
+            history[f"train_{score}"].append(stats["accuracy"])
+            line += f" acc {stats['accuracy']:.4f}"
         history["lr"].append(lr)
         history["seconds"].append(stats["seconds"])
-        line = (f"epoch {epoch + 1:>3}/{epochs}  train loss {stats['loss']:.4f} "
-                f"acc {stats['accuracy']:.4f}")
         if val_split is not None:
-            ev = evaluate(net, val_split.images, val_split.labels, loss_fn=loss_fn, fuse=False)
-            history["val_loss"].append(ev["loss"])
-            history["val_acc"].append(ev["accuracy"])
-            line += f"  val loss {ev['loss']:.4f} acc {ev['accuracy']:.4f}"
-            if history["best_val_acc"] is None or ev["accuracy"] > history["best_val_acc"]:
-                history["best_val_acc"], history["best_epoch"] = ev["accuracy"], epoch + 1
+            val_loss, val_score = task.validate(net, val_split)
+            history["val_loss"].append(val_loss)
+            history[f"val_{score}"].append(val_score)
+            shown = "acc" if score == "acc" else task.score_name
+            line += f"  val loss {val_loss:.4f} {shown} {val_score:.4f}"
+            if history[f"best_val_{score}"] is None or val_score > history[f"best_val_{score}"]:
+                history[f"best_val_{score}"], history["best_epoch"] = val_score, epoch + 1
                 history["best_state"] = copy.deepcopy(model.state_dict())
         line += f"  lr {lr:.3g}  {stats['images_per_s']:.0f} img/s  {stats['seconds']:.1f}s"
         if log:
