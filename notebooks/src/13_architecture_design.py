@@ -28,6 +28,7 @@ TINYMBV2_FAST = os.environ.get("TINYMBV2_FAST") == "1"  # set by CI: smaller run
 import time
 import numpy as np
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FormatStrFormatter
 
 import tinymbv2
 from tinymbv2 import optim
@@ -178,6 +179,8 @@ for width in widths:
         ax.annotate(f"{p['res']}px", (p["macs"] / 1e6, p["mean"]), textcoords="offset points",
                     xytext=(4, -12), fontsize=8)
 ax.set_xscale("log"); ax.set_xlabel("million multiply-adds per image (log)")
+for axis_format in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
+    axis_format(FormatStrFormatter("%g"))                 # 2, 3, 4 rather than 2x10^0
 ax.set_ylabel(f"validation accuracy (mean ± std, {len(seeds)} seeds)")
 ax.grid(alpha=0.3); ax.legend(); ax.set_title(f"mnist5k, {n_train} training images, {epochs} epochs")
 plt.tight_layout(); plt.show()
@@ -274,6 +277,8 @@ for width in widths:
     plot_points(ax, [p for p in points if p["width"] == width], f"width {width} (14 and 10 px, t=6)",
                 fmt="o--", alpha=0.6)
 ax.set_xscale("log"); ax.set_xlabel("million multiply-adds per image (log)")
+for axis_format in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
+    axis_format(FormatStrFormatter("%g"))
 ax.set_ylabel(f"validation accuracy (mean ± std, {len(seeds)} seeds)"); ax.grid(alpha=0.3)
 ax.legend(fontsize=8); ax.set_title("accuracy against cost: t beside width and resolution")
 ax = axes[1]
