@@ -1,4 +1,4 @@
-"""Checks for the exercises of chapter 13. Architecture design: width and resolution.
+"""Checks for the exercises of chapter 13. Architecture design: width, resolution and the block.
 
 * ``check_make_divisible``: the channel rounding every width goes through;
 * ``check_block_macs``: the multiply-adds of one inverted residual block, against ``summary``;

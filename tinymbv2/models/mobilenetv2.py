@@ -224,6 +224,8 @@ class MobileNetV2(nn.Module):
             [InvertedResidual][tinymbv2.models.mobilenetv2.InvertedResidual].
         shortcut: ``"bottleneck"`` (the paper's), ``"expansion"`` or ``"none"`` (the
             ablations of Fig. 6b).
+        expand_ratio: None keeps each row's t; an int t >= 1 replaces the t of every row
+            but the first (see [mobilenet_v2][tinymbv2.models.mobilenetv2.mobilenet_v2]).
 
     Raises:
         ValueError: An argument out of its range.
@@ -231,10 +233,12 @@ class MobileNetV2(nn.Module):
 
     def __init__(self, num_classes=1000, width_mult=1.0, inverted_residual_setting=None,
                  round_nearest=8, dropout=0.2, in_channels=3, small_input=False,
-                 generator=None, bottleneck_activation=None, shortcut="bottleneck"):
+                 generator=None, bottleneck_activation=None, shortcut="bottleneck",
+                 expand_ratio=None):
         super().__init__()
         _check_args(num_classes, width_mult, round_nearest, dropout, in_channels)
         _check_ablation(bottleneck_activation, shortcut)
+        _check_expand_ratio(expand_ratio)
         self.bottleneck_activation, self.shortcut = bottleneck_activation, shortcut
         rows = TABLE2 if inverted_residual_setting is None else inverted_residual_setting
         setting = [list(row) for row in rows]
@@ -243,6 +247,9 @@ class MobileNetV2(nn.Module):
                 "MobileNetV2: expected inverted_residual_setting as non-empty (t, c, n, s) rows, "
                 f"got {inverted_residual_setting!r}"
             )
+        if expand_ratio is not None:
+            for row in setting[1:]:  # the first row keeps its t (Table 2: 1)
+                row[0] = int(expand_ratio)
         stem_stride = 2
         if small_input:
             stem_stride = 1
@@ -346,6 +353,15 @@ def _check_args(num_classes, width_mult, round_nearest, dropout, in_channels):
         raise ValueError(f"MobileNetV2: expected in_channels >= 1, got {in_channels!r}")
 
 
+def _check_expand_ratio(expand_ratio):
+    if expand_ratio is None:
+        return
+    if (not isinstance(expand_ratio, numbers.Integral) or isinstance(expand_ratio, bool)
+            or expand_ratio < 1):
+        raise ValueError("MobileNetV2: expected expand_ratio None or an int >= 1, "
+                         f"got {expand_ratio!r}")
+
+
 def _check_ablation(bottleneck_activation, shortcut):
     if bottleneck_activation not in BOTTLENECK_ACTIVATIONS:
         raise ValueError("MobileNetV2: expected bottleneck_activation None or 'relu6', "
@@ -364,11 +380,19 @@ def _generator(seed):
 
 def mobilenet_v2(width_mult=1.0, num_classes=1000, dropout=0.2, in_channels=3,
                  small_input=False, seed=None, bottleneck_activation=None,
-                 shortcut="bottleneck") -> MobileNetV2:
-    """MobileNetV2 of Table 2.
+                 shortcut="bottleneck", expand_ratio=None) -> MobileNetV2:
+    r"""MobileNetV2 of Table 2.
 
     ``mobilenet_v2()`` has torchvision's 3,504,872 parameters and 300.8M multiply-adds
     at 224 px; ``small_input=True`` keeps 4x4 final maps on 32 px (CIFAR) images.
+
+    ``expand_ratio=t`` sets the expansion of blocks 2-17 (Table 2's 6) to t; the first
+    block keeps Table 2's t = 1. It runs on the largest maps (the stem's stride only), and
+    its input, the stem's 32 channels, is already twice the 16 it projects to, so its
+    depthwise stage is wide without an expansion; a t there would multiply the cost of the
+    most expensive block. A block of stride 1 on $h \times w$ maps, $k$ channels in and
+    $k'$ out, has $k t (k + 9 + k')$ weights (plus its BatchNorms) and costs
+    $h w \cdot k t (k + 9 + k')$ multiply-adds: both linear in t.
 
     Args:
         width_mult: Scales every width (0.35 to 1.4 in the paper).
@@ -382,14 +406,20 @@ def mobilenet_v2(width_mult=1.0, num_classes=1000, dropout=0.2, in_channels=3,
             ``"relu6"`` (Fig. 6a's ablation); the same parameters either way.
         shortcut: ``"bottleneck"`` (the paper's network), ``"expansion"`` (the residual
             connects the expanded tensors, Fig. 6b) or ``"none"``; the same parameters.
+        expand_ratio: None: Table 2's t (1 for the first block, 6 for the others); an
+            int t >= 1: t for blocks 2-17.
 
     Returns:
         The [MobileNetV2][tinymbv2.models.mobilenetv2.MobileNetV2].
+
+    Raises:
+        ValueError: An argument out of its range (e.g. ``expand_ratio`` 0, negative or
+            not an int).
     """
     return MobileNetV2(num_classes=num_classes, width_mult=width_mult, dropout=dropout,
                        in_channels=in_channels, small_input=small_input,
                        generator=_generator(seed), bottleneck_activation=bottleneck_activation,
-                       shortcut=shortcut)
+                       shortcut=shortcut, expand_ratio=expand_ratio)
 
 
 # The seed article's network, its bugs fixed: one block per Table-2 row (n = 1).
