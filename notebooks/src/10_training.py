@@ -611,3 +611,41 @@ elsewhere, without a warning.
 
 </details>
 """
+
+# %% [markdown]
+r"""
+### Exercise 10.4: how far apart two runs may land
+
+Write `seed_spread(accuracies)` for the test accuracies of $k \ge 2$ runs of one recipe that
+differ only in their seed (section 10.6): return the mean, the sample standard deviation
+$\sigma$ (divided by $k - 1$), and the threshold $2\sqrt2\,\sigma$ that a difference between two
+single runs must exceed before it says more than the seed.
+"""
+
+# %%
+from tinymbv2.exercises import check_seed_spread
+
+def seed_spread(accuracies):
+    """(mean, std, threshold) of a list or array of k >= 2 accuracies; three floats."""
+    raise NotImplementedError("your code here")
+
+check_seed_spread(seed_spread)
+
+# %% [markdown]
+r"""
+<details><summary>Solution</summary>
+
+```python
+def seed_spread(accuracies):
+    a = np.asarray(accuracies, dtype=np.float64)
+    std = a.std(ddof=1)              # k - 1: the mean was estimated from the same k runs
+    return a.mean(), std, 2 * np.sqrt(2) * std
+```
+
+NumPy's `np.std` divides by $k$ unless told `ddof=1`; with five runs that shrinks $\sigma$ by
+a factor $\sqrt{4/5} \approx 0.89$, an optimism the spread of a few runs cannot afford. The
+$\sqrt2$ is there because both runs carry their seed's luck: $\text{Var}(a - b) = \sigma^2 +
+\sigma^2$.
+
+</details>
+"""
