@@ -27,7 +27,9 @@ trains the plain model, layer by layer, to step through it in a debugger.
 
 **Sizes.** At full size the chapter trains on all 3,500 training images of mnist5k for 10
 epochs, a few minutes on a laptop's CPU; with `TINYMBV2_FAST=1` (what CI runs) it trains on 512
-images for 3 epochs, only to check that the code runs. The prose describes the full-size run.
+images for 3 epochs, only to check that the code runs. Section 10.6 trains a smaller version of
+the recipe (1,000 images, 5 epochs) from five seeds; in fast mode three seeds, 256 images, 2
+epochs. The prose describes the full-size run.
 """
 
 # %%
@@ -274,8 +276,13 @@ full-batch with weight decay $\lambda = 1/(CN)$, the L2 penalty scikit-learn's $
 $C = 0.01$ for all four linear models) and checked against scikit-learn's `LogisticRegression` and `LinearSVC`; the third
 is a few lines of NumPy, checked against `KNeighborsClassifier`. scikit-learn's SVM differs in
 form (one-vs-rest, squared hinge) but is the same kind of model: we compare accuracies, not
-weights. Both datasets, the test splits; MobileNetV2's row on mnist5k is the model trained
-above (its time is the training's ten epochs).
+weights. Both datasets, the test splits. MobileNetV2's row on mnist5k is the model trained
+above (its time is the training's ten epochs). On digits the cell trains the same network
+(`small_input=True`, one channel, width 0.35) on the 1,079 training images of $8\times8$
+pixels, where it ends on a $1\times1$ map: the one-cycle recipe of 10.2 with a lower peak
+learning rate, 0.05, batches of 64, 15 epochs and no random shifts (one pixel is an eighth of
+these images, not a twenty-eighth), choices made by a few trials on the validation split; then
+the best validation epoch and recalibrated BatchNorm, as in 10.3.
 """
 
 # %%
@@ -339,6 +346,24 @@ for dataset, (Xtr, ytr, Xte, yte) in baselines.items():
     agreement[dataset] = float((knn == sk).mean())
 rows.append(("mnist5k", "MobileNetV2 0.35 (above)", result["accuracy"], s.total_params, sum(history["seconds"])))
 
+n_digits = 256 if TINYMBV2_FAST else len(digits.train)
+digits_x, digits_y = digits_norm(digits.train.images[:n_digits]), digits.train.labels[:n_digits]
+digits_epochs = 2 if TINYMBV2_FAST else 15
+tinymbv2.manual_seed(0)
+digits_model = mobilenet_v2(width_mult=0.35, num_classes=10, in_channels=1, small_input=True, seed=0)
+digits_loader = DataLoader(digits_x, digits_y, batch_size=64, seed=0)
+opt = optim.SGD(digits_model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+sched = optim.lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=digits_epochs * len(digits_loader))
+digits_history = fit(digits_model, opt, digits_loader,
+                     val_split=Split(digits_norm(digits.val.images), digits.val.labels),
+                     epochs=digits_epochs, scheduler=sched, scheduler_interval="batch",
+                     progress=False, log=None)
+digits_model.load_state_dict(digits_history["best_state"])
+recalibrate_batchnorm(digits_model, digits_x)
+digits_acc = evaluate(digits_model, *baselines["digits"][2:])["accuracy"]
+rows.insert(6, ("digits", f"MobileNetV2 0.35 ({digits_epochs} epochs)", digits_acc,
+                summary(digits_model, input_size=(1, 8, 8)).total_params, sum(digits_history["seconds"])))
+
 print(f"{'data':8s} {'method':32s} {'test acc':>8s} {'parameters':>11s} {'train s':>8s}")
 for dataset, method, acc, n_params, seconds in rows:
     print(f"{dataset:8s} {method:32s} {acc:8.1%} {n_params:11,} {seconds:8.2f}")
@@ -357,6 +382,11 @@ if not TINYMBV2_FAST:
     assert result["accuracy"] > best_conventional + 0.03
     print(f"checked (full size): on mnist5k MobileNetV2 beats the best conventional method by "
           f"{result['accuracy'] - best_conventional:.1%}")
+    linear = ("softmax regression", "LogisticRegression", "linear SVM, hinge", "LinearSVC")
+    best_linear = max(acc_of[("digits", m)] for m in linear)
+    assert best_linear < digits_acc < acc_of[("digits", "3-NN")]
+    print(f"checked (full size): on digits MobileNetV2 ({digits_acc:.1%}) lies between the best "
+          f"linear model ({best_linear:.1%}) and 3-NN ({acc_of[('digits', '3-NN')]:.1%})")
 
 # %% [markdown]
 r"""
@@ -367,10 +397,148 @@ above 93%: 64 pixels of a centred digit are nearly linearly separable, and 3-NN,
 remembers the training set, is best. On mnist5k the linear models stop near 91%: one weight per
 pixel and class cannot model strokes that shift by a pixel or two. 3-NN does better, at the
 price of keeping all 3,500 training images (its "parameters") and comparing each test image
-with every one of them. MobileNetV2 is the most accurate, with fewer numbers than 3-NN stores
-but fifty times the linear models', and tens of times their training time: convolutions see
-the strokes wherever they are, which is what the extra points are.
+with every one of them. MobileNetV2 is the most accurate on mnist5k, with fewer numbers than
+3-NN stores but fifty times the linear models', and tens of times their training time:
+convolutions see the strokes wherever they are, which is what the extra points are.
+
+On digits the network is not worth it. It lands between the linear models and 3-NN (the last
+check): an $8\times8$ digit leaves its convolutions little to find (the small-input network
+divides by 8, so its last feature map is a single pixel), and 1,079 training images are few
+for 408,650 weights; 3-NN needs neither, and costs no training at all. Both rows of
+MobileNetV2 are single runs, though: section 10.6 measures how much another seed moves one.
 """
+
+# %% [markdown]
+r"""
+## 10.6 One run is one draw: the spread over seeds
+
+Every number above comes from one training run, and a run depends on its seed: the initial
+weights (`mobilenet_v2(seed=...)`), the order of the batches and the random shifts
+(`DataLoader(seed=...)`), the dropout masks (`tinymbv2.manual_seed`). Another seed, same
+recipe, same data, gives another network and another test accuracy. Before reading a
+difference between two runs as a difference between two methods, we need to know how far
+apart two runs of the *same* method land.
+
+So we train the recipe from five seeds. Ten epochs on 3,500 images five times over would take
+more than the chapter's whole time budget, so this is a stated smaller version: the first 1,000 of
+the training images, 5 epochs, batches of 32 (more steps from fewer images), and a one-cycle
+peak of 0.05, lower than 10.2's 0.2, because a short run has few steps in which to come down
+from a high peak. Everything else is 10.2's and 10.3's: the shifts, SGD with momentum and
+weight decay $5\cdot10^{-4}$, the best validation epoch (on the 250 images of `val_small`),
+recalibrated BatchNorm, the 1,000 test images. The data and the test split are fixed; only
+the seed changes.
+"""
+
+# %%
+seeds = [1, 2, 3] if TINYMBV2_FAST else [1, 2, 3, 4, 5]
+n_seed = 256 if TINYMBV2_FAST else 1000
+seed_epochs = 2 if TINYMBV2_FAST else 5
+seed_x, seed_y = train_images[:n_seed], train_labels[:n_seed]
+runs = []
+for seed in seeds:
+    tinymbv2.manual_seed(seed)                                          # the dropout masks
+    m = mobilenet_v2(width_mult=0.35, num_classes=10, in_channels=1, small_input=True, seed=seed)
+    dl = DataLoader(seed_x, seed_y, batch_size=32, seed=seed, transform=aug)   # order and shifts
+    o = optim.SGD(m.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    sc = optim.lr_scheduler.OneCycleLR(o, max_lr=0.05, total_steps=seed_epochs * len(dl))
+    h = fit(m, o, dl, val_split=val_small, epochs=seed_epochs, scheduler=sc,
+            scheduler_interval="batch", progress=False, log=None)
+    m.load_state_dict(h["best_state"])
+    recalibrate_batchnorm(m, norm(seed_x))
+    h["test_acc"] = evaluate(m, test.images, test.labels)["accuracy"]
+    runs.append(h)
+    print(f"seed {seed}: best epoch {h['best_epoch']}, validation {h['best_val_acc']:.1%}, "
+          f"test {h['test_acc']:.1%}   ({sum(h['seconds']):.0f} s of training)")
+
+test_accs = np.array([h["test_acc"] for h in runs])
+mean, std = test_accs.mean(), test_accs.std(ddof=1)     # ddof=1: the sample standard deviation
+print(f"test accuracy over {len(seeds)} seeds: mean {mean:.2%}, standard deviation {std:.2%}, "
+      f"range {test_accs.min():.1%} to {test_accs.max():.1%} ({np.ptp(test_accs):.1%} apart)")
+
+fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+for ax, key, title in ((axes[0], "train_loss", "training loss"), (axes[1], "val_acc", "validation accuracy")):
+    curves = np.array([h[key] for h in runs])                          # (seeds, epochs)
+    ep = runs[0]["epoch"]
+    for c in curves:
+        ax.plot(ep, c, color="gray", lw=0.8, alpha=0.6)
+    mu, sd = curves.mean(0), curves.std(0, ddof=1)
+    ax.plot(ep, mu, "o-", color="C0", label=f"mean of {len(seeds)} seeds")
+    ax.fill_between(ep, mu - sd, mu + sd, color="C0", alpha=0.25, label="mean ± std")
+    ax.set_title(title); ax.set_xlabel("epoch"); ax.set_xticks(ep); ax.grid(alpha=0.3); ax.legend()
+fig.suptitle(f"the same recipe from {len(seeds)} seeds ({n_seed} images, {seed_epochs} epochs)")
+plt.tight_layout(); plt.show()
+
+# %% [markdown]
+r"""
+**What a difference between two runs means.** If one run of each of two methods is trained,
+each accuracy carries its own seed's luck: the difference of two independent draws has a
+standard deviation of $\sqrt{2}\,\sigma$, with $\sigma$ the spread of one run. Two runs of
+the *same* recipe differ by more than $2\sqrt{2}\,\sigma \approx 2.8\,\sigma$ only about one
+time in twenty (for a roughly normal spread), so a single-run difference smaller than that is
+not evidence of anything. Two more things widen the doubt:
+
+* five seeds measure $\sigma$ only roughly: with four degrees of freedom, the 95% interval of
+  the true standard deviation runs from about 0.6 to 2.9 times the measured one (the cell
+  prints it, from the $\chi^2$ distribution);
+* all runs are scored on the same 1,000 test images, so the spread above leaves out the test
+  split's own sampling noise: another 1,000 images would move every accuracy $p$ by about
+  $\sqrt{p(1-p)/n}$ (the cell prints it too).
+
+The remedy is the one used here: several seeds per method, and the means compared with their
+standard errors $\sigma/\sqrt{k}$ for $k$ runs each.
+"""
+
+# %% [markdown]
+r"""
+**What the output shows.** At full size the five seeds land within about two points of each
+other, with a standard deviation under a point (the first lines above): the same recipe, the
+same images, a different draw. The curves show where the draws part: in the middle of the
+run, at the schedule's high learning rate, one seed's validation accuracy can trail another's
+by tens of points; the schedule's quiet end brings them back together, and the band narrows
+to its last epoch. The threshold for two single runs comes out near two points, so
+a "win" by a point between two single runs of this recipe says nothing; neither would a
+difference of a point in 10.5's table between two networks trained once each.
+
+Where one side has no seed (3-NN; the linear models, whose convex losses have one optimum
+that the solvers approach), only the network's luck counts, and a gap must exceed about
+$2\sigma$. The cell prints 10.5's two gaps in units of this $\sigma$: on mnist5k, MobileNetV2's
+lead over 3-NN is more than three of them (the check), a real difference; on digits the gap
+is smaller, and the $\sigma$ here belongs to the mnist5k recipe, not to the digits': that
+comparison would need its own seeds before one trusts its sign. And the full recipe of 10.2
+(three and a half times the images, twice the epochs, its own peak and batch size) beats every
+seed of the smaller one:
+a change of recipe that moves the accuracy by more than the seeds do is one the data supports.
+
+Two limits. This is the smaller recipe's spread; the full recipe's was not measured (five more
+runs of 10.2 would cost most of the chapter's time budget), and a longer run that settles more
+may spread less. And five seeds pin $\sigma$ down only within the wide interval printed above.
+"""
+
+# %%
+from scipy.stats import chi2
+
+dof = len(seeds) - 1
+low, high = (np.sqrt(dof / chi2.ppf(q, dof)) for q in (0.975, 0.025))
+single = 2 * np.sqrt(2) * std
+print(f"one run's spread sigma = {std:.2%}; 95% interval of the true sigma: {low * std:.2%} "
+      f"to {high * std:.2%} ({low:.1f} to {high:.1f} times the measured one)")
+print(f"two single runs: a difference must exceed 2 x sqrt(2) x sigma = {single:.1%} before it "
+      f"means more than the seed")
+print(f"{len(seeds)} runs each: the means' difference has a standard deviation of "
+      f"sqrt(2/{len(seeds)}) x sigma = {np.sqrt(2 / len(seeds)) * std:.2%}")
+print(f"the test split's sampling noise at p = {mean:.1%}, n = {len(test)}: "
+      f"{np.sqrt(mean * (1 - mean) / len(test)):.2%}")
+gaps = {d: net - acc_of[(d, "3-NN")] for d, net in (("mnist5k", result["accuracy"]), ("digits", digits_acc))}
+for d, gap in gaps.items():
+    print(f"10.5 on {d}: MobileNetV2 (one run) minus 3-NN (no seed) = {gap:+.1%} = {gap / std:+.1f} sigma")
+print(f"10.2's full recipe, one run: {result['accuracy']:.1%}; this smaller recipe's best seed: "
+      f"{test_accs.max():.1%}")
+if not TINYMBV2_FAST:
+    assert 0 < std < 0.02 and mean > 0.9
+    assert gaps["mnist5k"] > 3 * std and result["accuracy"] > test_accs.max()
+    print("checked (full size): the seeds move the test accuracy (standard deviation above 0, "
+          "under 2 points) around a mean above 90%; MobileNetV2's lead over 3-NN on mnist5k is "
+          "more than 3 sigma; the full recipe's run beats every seed of the smaller one")
 
 # %% [markdown]
 r"""
@@ -487,6 +655,44 @@ def my_precision_recall(cm):
 
 `np.divide(..., where=...)` divides only where the sum is positive and leaves the `out` zeros
 elsewhere, without a warning.
+
+</details>
+"""
+
+# %% [markdown]
+r"""
+### Exercise 10.4: how far apart two runs may land
+
+Write `seed_spread(accuracies)` for the test accuracies of $k \ge 2$ runs of one recipe that
+differ only in their seed (section 10.6): return the mean, the sample standard deviation
+$\sigma$ (divided by $k - 1$), and the threshold $2\sqrt2\,\sigma$ that a difference between two
+single runs must exceed before it says more than the seed.
+"""
+
+# %%
+from tinymbv2.exercises import check_seed_spread
+
+def seed_spread(accuracies):
+    """(mean, std, threshold) of a list or array of k >= 2 accuracies; three floats."""
+    raise NotImplementedError("your code here")
+
+check_seed_spread(seed_spread)
+
+# %% [markdown]
+r"""
+<details><summary>Solution</summary>
+
+```python
+def seed_spread(accuracies):
+    a = np.asarray(accuracies, dtype=np.float64)
+    std = a.std(ddof=1)              # k - 1: the mean was estimated from the same k runs
+    return a.mean(), std, 2 * np.sqrt(2) * std
+```
+
+NumPy's `np.std` divides by $k$ unless told `ddof=1`; with five runs that shrinks $\sigma$ by
+a factor $\sqrt{4/5} \approx 0.89$, an optimism the spread of a few runs cannot afford. The
+$\sqrt2$ is there because both runs carry their seed's luck: $\text{Var}(a - b) = \sigma^2 +
+\sigma^2$.
 
 </details>
 """

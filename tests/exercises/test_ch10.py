@@ -3,7 +3,8 @@ import numpy as np
 
 from tinymbv2 import Tensor
 from tinymbv2 import functional as F
-from tinymbv2.exercises import check_confusion_matrix, check_precision_recall, check_train_step
+from tinymbv2.exercises import (check_confusion_matrix, check_precision_recall, check_seed_spread,
+                                check_train_step)
 
 
 def step(model, optimizer, images, labels, order=("zero_grad", "backward", "step")):
@@ -78,3 +79,22 @@ def test_precision_recall_hints():
     assert nan.message == ("not yet: confusion matrix 3 (4 classes): your precision of class 2 is NaN; "
                            "class 2 is never predicted, so it is 0/0: report 0")
     assert "return a pair (precision, recall)" in check_precision_recall(lambda cm: np.diag(cm)).message
+
+
+def seed_spread(accuracies, ddof=1, factor=2 * np.sqrt(2)):
+    a = np.asarray(accuracies)
+    return a.mean(), a.std(ddof=ddof), factor * a.std(ddof=ddof)
+
+
+def test_seed_spread_hints():
+    assert check_seed_spread(seed_spread).message == "correct (4 cases)"
+    population = check_seed_spread(lambda a: seed_spread(a, ddof=0))
+    assert population.message.startswith("not yet: case 1 (2 runs): your standard deviation divides "
+                                         "by k = 2; the sample standard deviation divides by k - 1 = 1")
+    one_run = check_seed_spread(lambda a: seed_spread(a, factor=2))
+    assert one_run.message.startswith("not yet: case 1 (2 runs): 2 sigma is the spread of one run")
+    assert "return a triple (mean, std, threshold)" in check_seed_spread(lambda a: np.mean(a)).message
+    off = check_seed_spread(lambda a: seed_spread(a, factor=3))
+    assert off.message.startswith("not yet: case 1 (2 runs): threshold")
+    shifted = check_seed_spread(lambda a: (np.mean(a) + 0.01, *seed_spread(a)[1:]))
+    assert shifted.message.startswith("not yet: case 1 (2 runs): mean")

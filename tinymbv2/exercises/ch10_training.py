@@ -1,4 +1,4 @@
-"""Checks for the exercises of chapter 10. Training MobileNetV2 on MNIST.
+r"""Checks for the exercises of chapter 10. Training MobileNetV2 on MNIST.
 
 * ``check_train_step``: one training step (forward, loss, ``zero_grad``, ``backward``,
   ``step``), three times in a row, against the same steps on a copy of the model;
@@ -6,7 +6,9 @@
   ``j``, against [confusion_matrix][tinymbv2.evaluation.metrics.confusion_matrix];
 * ``check_precision_recall``: per-class precision (column sums) and recall (row sums), 0 where
   a class is never predicted or never present, against
-  [precision_recall][tinymbv2.evaluation.metrics.precision_recall].
+  [precision_recall][tinymbv2.evaluation.metrics.precision_recall];
+* ``check_seed_spread``: the mean, the sample standard deviation (divided by k - 1) and the
+  difference $2\sqrt2\,\sigma$ two single runs must exceed, from the accuracies of k seeds.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from ..autograd import Tensor
 from ..evaluation import confusion_matrix, precision_recall
 from .checking import Hint, exercise, expect_close, expect_equal
 
-__all__ = ["check_train_step", "check_confusion_matrix", "check_precision_recall"]
+__all__ = ["check_train_step", "check_confusion_matrix", "check_precision_recall", "check_seed_spread"]
 
 
 def _small_model(seed: int) -> nn.Module:
@@ -193,4 +195,48 @@ def check_precision_recall(answer) -> int:
                        "(all samples of the class)")
         expect_close(precision, want_p, f"{what}: precision")
         expect_close(recall, want_r, f"{what}: recall")
+    return len(cases)
+
+
+@exercise
+def check_seed_spread(answer) -> int:
+    r"""``answer(accuracies) -> (mean, std, threshold)`` from the test accuracies of k >= 2 runs
+    of one recipe that differ only in their seed: the mean $\bar a$; the sample standard
+    deviation $\sigma = \sqrt{\sum_i (a_i - \bar a)^2 / (k - 1)}$; and the difference
+    $2\sqrt2\,\sigma$ that two single runs of the recipe exceed only about one time in twenty
+    (their difference has variance $\sigma^2 + \sigma^2$).
+
+    Cases: two, three, five and eight runs, as a list and as an array. A standard deviation
+    divided by k (NumPy's default, ``ddof=0``) and a threshold of $2\sigma$ (one run's spread,
+    not a difference's) get a hint saying so.
+
+    Args:
+        answer: your function, ``seed_spread(accuracies)`` -> ``(mean, std, threshold)``.
+
+    Returns:
+        The number of cases run (the ``exercise`` decorator turns it into an
+        ``Outcome``).
+    """
+    rng = np.random.default_rng(13)
+    cases = [[0.95, 0.97], list(0.9 + 0.05 * rng.random(3)), 0.96 + 0.01 * rng.standard_normal(5),
+             0.8 + 0.1 * rng.random(8)]
+    for k, accuracies in enumerate(cases, 1):
+        a = np.asarray(accuracies, dtype=np.float64)
+        what = f"case {k} ({len(a)} runs)"
+        result = answer(accuracies.copy())
+        if not isinstance(result, (tuple, list)) or len(result) != 3:
+            raise Hint(f"{what}: return a triple (mean, std, threshold), got {type(result).__name__}")
+        mean, std, threshold = (float(v) for v in result)
+        want_std = float(a.std(ddof=1))
+        expect_close(mean, a.mean(), f"{what}: mean")
+        if np.isclose(std, a.std(ddof=0)) and not np.isclose(std, want_std):
+            raise Hint(f"{what}: your standard deviation divides by k = {len(a)}; the sample "
+                       f"standard deviation divides by k - 1 = {len(a) - 1} (np.std(a, ddof=1)), "
+                       "since the mean was estimated from the same runs")
+        expect_close(std, want_std, f"{what}: standard deviation")
+        if np.isclose(threshold, 2 * want_std):
+            raise Hint(f"{what}: 2 sigma is the spread of one run around the mean; the "
+                       "difference of two independent runs has variance 2 sigma^2, so its "
+                       "threshold is 2 sqrt(2) sigma")
+        expect_close(threshold, 2 * np.sqrt(2) * want_std, f"{what}: threshold")
     return len(cases)
