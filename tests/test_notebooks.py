@@ -55,8 +55,8 @@ SOURCES = EXECUTOR.chapters()
 STORED_RUNS = sorted(EXECUTOR.STORED.glob("*.ipynb"))
 
 
-def test_there_are_fifteen_chapters():
-    assert [p.name[:2] for p in NOTEBOOKS] == [f"{i:02d}" for i in range(1, 16)]
+def test_there_are_sixteen_chapters():
+    assert [p.name[:2] for p in NOTEBOOKS] == [f"{i:02d}" for i in range(1, 17)]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

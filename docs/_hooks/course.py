@@ -77,6 +77,9 @@ CHAPTER_CODE = {
     "13": ["tinymbv2.models.mobilenetv2", "tinymbv2.models.summary"],
     "14": ["tinymbv2.fusion", "tinymbv2.functional.fused", "tinymbv2.models.memory"],
     "15": ["tinymbv2.kernels.cupy", "tinymbv2.backend"],
+    "16": ["tinymbv2.data.scenes", "tinymbv2.detection.default_boxes", "tinymbv2.detection.matching",
+           "tinymbv2.detection.box_coder", "tinymbv2.detection.ssd_loss", "tinymbv2.detection.postprocess",
+           "tinymbv2.models.ssdlite", "tinymbv2.train.tasks", "tinymbv2.evaluation.detection_metrics"],
 }
 
 NOTES = {

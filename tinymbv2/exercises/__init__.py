@@ -21,7 +21,7 @@ CHAPTERS = (
     "ch01_autograd", "ch02_convolution", "ch03_batchnorm", "ch04_relu6_linear_bottleneck",
     "ch05_mobilenetv2", "ch06_initialization", "ch07_losses", "ch08_optimizers", "ch09_data",
     "ch10_training", "ch11_finetuning", "ch12_hyperparameter_search",
-    "ch13_architecture_design", "ch14_inference", "ch15_gpu",
+    "ch13_architecture_design", "ch14_inference", "ch15_gpu", "ch16_detection",
 )
 
 __all__ = ["Hint", "Outcome", "exercise", "expect_close", "expect_equal"]
