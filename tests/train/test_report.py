@@ -119,3 +119,21 @@ def test_write_report_removes_the_plots_it_does_not_draw(tmp_path):
     write_report(tmp_path, diverged_metrics(one, dict(record, epoch=2), config, 0.5))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["learning_curves.png", "metrics.json"]
     assert (tmp_path / "learning_curves.png").read_bytes() != b"earlier run"  # this run's
+
+
+def test_writing_the_plots_leaves_matplotlibs_backend_alone(tmp_path):
+    """A notebook that trains a run must still show its own figures afterwards."""
+    import matplotlib
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")                       # stands for the notebook's inline backend
+    try:
+        history = {"epoch": [1], "train_loss": [1.0], "train_acc": [0.5], "val_loss": [0.9],
+                   "val_acc": [0.6], "lr": [0.1], "seconds": [1.0], "best_epoch": 1, "best_val_acc": 0.6}
+        result = {"accuracy": 0.5, "loss": 0.9, "predictions": np.array([0, 1])}
+        config = {"num_classes": 2, "class_names": ["a", "b"]}
+        write_report(tmp_path, run_metrics(history, result, np.array([0, 0]), 0.5, config, 1.0))
+        assert matplotlib.get_backend() == "svg"
+        assert (tmp_path / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    finally:
+        matplotlib.use(before)

@@ -6,13 +6,16 @@ from pathlib import Path
 import numpy as np
 
 
-def _pyplot():
-    import matplotlib
+def _figure(**kwargs):
+    """A matplotlib Figure drawn straight to a file.
 
-    matplotlib.use("Agg")  # files only: works on a machine with no screen
-    import matplotlib.pyplot as plt
+    Not through pyplot: pyplot would need a backend, and choosing one (``matplotlib.use``)
+    changes it for the whole process, which would stop a notebook that trained a run from
+    showing its own plots.
+    """
+    from matplotlib.figure import Figure
 
-    return plt
+    return Figure(**kwargs)
 
 
 SCORES = {"acc": "accuracy", "map50": "mAP@0.5"}  # a history's score key, and its title
@@ -31,10 +34,10 @@ def plot_learning_curves(history: dict, path) -> Path:
     Returns:
         ``path``.
     """
-    plt = _pyplot()
     score = next((k for k in SCORES if f"val_{k}" in history or f"train_{k}" in history), "acc")
     epochs = np.arange(1, len(history["train_loss"]) + 1)
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = _figure(figsize=(10, 4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     for ax, key, title in ((ax_loss, "loss", "loss"), (ax_acc, score, SCORES[score])):
         if history.get(f"train_{key}"):
             ax.plot(epochs, history[f"train_{key}"], "o-", label="train")
@@ -48,7 +51,6 @@ def plot_learning_curves(history: dict, path) -> Path:
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
@@ -63,10 +65,10 @@ def plot_confusion_matrix(cm: np.ndarray, path, class_names=None) -> Path:
     Returns:
         ``path``.
     """
-    plt = _pyplot()
     k = cm.shape[0]
     names = class_names or [str(i) for i in range(k)]
-    fig, ax = plt.subplots(figsize=(0.5 * k + 3, 0.5 * k + 2.5))
+    fig = _figure(figsize=(0.5 * k + 3, 0.5 * k + 2.5))
+    ax = fig.subplots()
     im = ax.imshow(cm, cmap="Blues")
     ax.set_xticks(range(k), names, rotation=45 if k > 10 else 0)
     ax.set_yticks(range(k), names)
@@ -81,7 +83,6 @@ def plot_confusion_matrix(cm: np.ndarray, path, class_names=None) -> Path:
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
@@ -103,11 +104,11 @@ def plot_detections(images, detections, targets, class_names, path, n: int = 8,
     """
     from ..evaluation import draw_detections
 
-    plt = _pyplot()
     n = min(n, len(images))
     cols = min(4, n)
     rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
+    fig = _figure(figsize=(3.2 * cols, 3.2 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for i in range(n):
@@ -117,5 +118,4 @@ def plot_detections(images, detections, targets, class_names, path, n: int = 8,
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
