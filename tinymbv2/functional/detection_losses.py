@@ -14,10 +14,10 @@ from numbers import Real
 from ..autograd import Function, Tensor
 from ..backend import get_array_module
 from .checks import check_same_device, check_same_dtype, check_tensor
+from .losses import REDUCTIONS, reduce_losses
 
 __all__ = ["smooth_l1_loss", "sigmoid_focal_loss"]
 
-REDUCTIONS = ("mean", "sum", "none")
 
 
 def _check_pair(fn: str, x, target, reduction: str):
@@ -33,14 +33,6 @@ def _check_pair(fn: str, x, target, reduction: str):
     check_same_device(fn, input=x, target=target)
     if reduction not in REDUCTIONS:
         raise ValueError(f"{fn}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
-
-
-def _reduce(xp, losses, reduction: str):
-    """The elementwise ``losses`` summed, averaged over every element, or kept."""
-    if reduction == "none":
-        return losses
-    # a 0-d array of the losses' dtype (a NumPy scalar would become float32 in a Tensor)
-    return xp.asarray(losses.sum() if reduction == "sum" else losses.mean(), dtype=losses.dtype)
 
 
 def _upstream(grad, reduction: str, size: int):
@@ -76,7 +68,7 @@ class SmoothL1Loss(Function):
         losses = xp.where(small, 0.5 * d * d / (beta if beta > 0 else 1.0), xp.abs(d) - 0.5 * beta)
         ctx.save_for_backward(d, small)
         ctx.beta, ctx.reduction = beta, reduction
-        return _reduce(xp, losses, reduction)
+        return reduce_losses(xp, losses, reduction)
 
     @staticmethod
     def backward(ctx, grad):
@@ -149,7 +141,7 @@ class SigmoidFocalLoss(Function):
         losses = a * ce * q ** gamma
         ctx.save_for_backward(x, t, p, ce, q)
         ctx.alpha, ctx.gamma, ctx.reduction = alpha, gamma, reduction
-        return _reduce(xp, losses, reduction)
+        return reduce_losses(xp, losses, reduction)
 
     @staticmethod
     def backward(ctx, grad):

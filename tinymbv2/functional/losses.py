@@ -21,7 +21,7 @@ from ..backend import get_array_module
 __all__ = ["log_softmax", "softmax", "cross_entropy", "focal_loss", "multi_margin_loss", "dice_loss",
            "l2_penalty"]
 
-_REDUCTIONS = ("mean", "sum", "none")
+REDUCTIONS = ("mean", "sum", "none")
 
 
 # -- validation ----------------------------------------------------------------
@@ -68,8 +68,8 @@ def _check_inputs(fn: str, logits, target):
 
 
 def _check_reduction(fn: str, reduction):
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"{fn}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"{fn}: reduction must be one of {REDUCTIONS}, got {reduction!r}")
 
 
 def _log_softmax(xp, z, axis):
@@ -77,7 +77,17 @@ def _log_softmax(xp, z, axis):
     return shifted - xp.log(xp.exp(shifted).sum(axis=axis, keepdims=True))
 
 
-def _reduce(xp, losses, reduction):
+def reduce_losses(xp, losses, reduction: str):
+    """Per-element losses summed, averaged or kept, as ``reduction`` says.
+
+    Args:
+        xp: NumPy or CuPy.
+        losses: The per-element (or per-sample) losses.
+        reduction: One of ``REDUCTIONS``: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Returns:
+        A 0-d array of the losses' dtype, or ``losses`` itself for ``"none"``.
+    """
     if reduction == "none":
         return losses
     # a 0-d array, not a NumPy scalar: np.float64 is a Python float, which Tensor() would
@@ -208,7 +218,7 @@ class CrossEntropy(Function):
             losses = losses - (label_smoothing / k) * logp.sum(axis=1)
         ctx.save_for_backward(logp, target)
         ctx.eps, ctx.reduction = label_smoothing, reduction
-        return _reduce(xp, losses, reduction)
+        return reduce_losses(xp, losses, reduction)
 
     @staticmethod
     def backward(ctx, grad):
@@ -277,7 +287,7 @@ class FocalLoss(Function):
         losses = -alpha_t * u ** gamma * lt
         ctx.save_for_backward(logp, target, alpha_t)
         ctx.gamma, ctx.reduction = gamma, reduction
-        return _reduce(xp, losses, reduction)
+        return reduce_losses(xp, losses, reduction)
 
     @staticmethod
     def backward(ctx, grad):
@@ -368,7 +378,7 @@ class MultiMarginLoss(Function):
         losses = (hinge ** p).sum(axis=1) / k
         ctx.save_for_backward(hinge, target)
         ctx.p, ctx.reduction = p, reduction
-        return _reduce(xp, losses, reduction)
+        return reduce_losses(xp, losses, reduction)
 
     @staticmethod
     def backward(ctx, grad):
