@@ -25,6 +25,12 @@ from .boxes import check_boxes
 __all__ = ["BoxCoder"]
 
 
+def _centre_size(b: np.ndarray):
+    """Width, height and centre of (A, 4) boxes, in torchvision's order of operations."""
+    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    return w, h, b[:, 0] + 0.5 * w, b[:, 1] + 0.5 * h
+
+
 class BoxCoder:
     """Encode boxes as offsets from reference (default) boxes, and decode them.
 
@@ -61,10 +67,8 @@ class BoxCoder:
             raise ValueError(f"BoxCoder.encode: boxes {g.shape} and reference_boxes {d.shape} "
                              f"must pair row for row")
         wx, wy, ww, wh = self.weights
-        d_w, d_h = d[:, 2] - d[:, 0], d[:, 3] - d[:, 1]
-        d_x, d_y = d[:, 0] + 0.5 * d_w, d[:, 1] + 0.5 * d_h
-        g_w, g_h = g[:, 2] - g[:, 0], g[:, 3] - g[:, 1]
-        g_x, g_y = g[:, 0] + 0.5 * g_w, g[:, 1] + 0.5 * g_h
+        d_w, d_h, d_x, d_y = _centre_size(d)
+        g_w, g_h, g_x, g_y = _centre_size(g)
         return np.stack([wx * (g_x - d_x) / d_w, wy * (g_y - d_y) / d_h,
                          ww * np.log(g_w / d_w), wh * np.log(g_h / d_h)], axis=1)
 
@@ -87,8 +91,7 @@ class BoxCoder:
             raise ValueError(f"BoxCoder.decode: offsets {t.shape} and reference_boxes {d.shape} "
                              f"must pair row for row")
         wx, wy, ww, wh = self.weights
-        d_w, d_h = d[:, 2] - d[:, 0], d[:, 3] - d[:, 1]
-        d_x, d_y = d[:, 0] + 0.5 * d_w, d[:, 1] + 0.5 * d_h
+        d_w, d_h, d_x, d_y = _centre_size(d)
         t_x, t_y = t[:, 0] / wx, t[:, 1] / wy
         t_w = np.minimum(t[:, 2] / ww, self.bbox_xform_clip)
         t_h = np.minimum(t[:, 3] / wh, self.bbox_xform_clip)

@@ -113,14 +113,11 @@ def run_training(config: TrainConfig, resume: str | None = None, progress: bool 
     train_seconds = time.perf_counter() - start
 
     # test, once: the final weights, then those of the best validation epoch (put back after)
-    final = evaluate(model, test.images, test.labels, loss_fn=loss_fn, fuse=config.fuse)
-    best_acc = final["accuracy"]
-    if history.get("best_state"):
-        current = model.state_dict()
-        model.load_state_dict(history["best_state"])
-        best_acc = evaluate(model, test.images, test.labels, loss_fn=loss_fn,
-                            fuse=config.fuse)["accuracy"]
-        model.load_state_dict(current)
+    def score():
+        return evaluate(model, test.images, test.labels, loss_fn=loss_fn, fuse=config.fuse)
+
+    final = score()
+    best_acc = _with_best_weights(model, history, lambda: score()["accuracy"], final["accuracy"])
 
     # report: metrics.json and the plots
     metrics = run_metrics(history, final, test.labels, best_acc, saved, train_seconds)
@@ -166,16 +163,27 @@ def _run_detection(config: TrainConfig, resume, progress, log, model, train_mode
     train_seconds = time.perf_counter() - start
 
     targets = test.targets(np.arange(len(test)))
-    final = evaluate_detector(model, test.images, targets, fuse=config.fuse)
-    best_map_50 = final["map_50"]
-    if history.get("best_state"):
-        current = model.state_dict()
-        model.load_state_dict(history["best_state"])
-        best_map_50 = evaluate_detector(model, test.images, targets, fuse=config.fuse)["map_50"]
-        model.load_state_dict(current)
+    def score():
+        return evaluate_detector(model, test.images, targets, fuse=config.fuse)
+
+    final = score()
+    best_map_50 = _with_best_weights(model, history, lambda: score()["map_50"], final["map_50"])
     metrics = detection_run_metrics(history, final, best_map_50, saved, train_seconds)
     write_report(out, metrics, scenes=(scenes.test.images, final["detections"], targets))
     log(f"test mAP@0.5 {metrics['test_map_50']:.4f}, mAP@[.5:.95] {metrics['test_map']:.4f} "
         f"({len(test)} held-out scenes); best-val weights: mAP@0.5 "
         f"{metrics['best_val_test_map_50']:.4f}; trained in {train_seconds:.0f}s")
     return metrics
+
+
+def _with_best_weights(model, history: dict, score, final_score):
+    """``score()`` of the best validation epoch's weights (``final_score`` when the run kept
+    none); the model gets its final weights back."""
+    if not history.get("best_state"):
+        return final_score
+    current = model.state_dict()
+    model.load_state_dict(history["best_state"])
+    try:
+        return score()
+    finally:
+        model.load_state_dict(current)
