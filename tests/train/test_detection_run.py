@@ -9,13 +9,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tinymbv2.cli import main
+from tinymbv2.cli import build_parser, main
+from tinymbv2.cli.args import train_config
 from tinymbv2.data import load_mnist_scenes
 from tinymbv2.train import TrainConfig, load_state, load_trained
+from tinymbv2.train.config import TASK_DEFAULTS
 
 # 48 px scenes, width 0.35: 32 steps of 64 scenes per epoch
 RUN = ["--task", "detect", "--dataset", "mnist-scenes", "--image-size", "48", "--width", "0.35",
-       "--lr", "0.05", "--no-progress"]
+       "--train-scenes", "2000", "--batch-size", "64", "--lr", "0.05", "--no-progress"]
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +79,33 @@ def test_eval_and_predict_read_the_detector_back(straight, tmp_path, capsys):
     (dict(task="detect", dataset="mnist-scenes", shift=2), "no shift or flip"),
     (dict(task="detect", dataset="mnist-scenes", loss="focal"), "takes loss in"),
     (dict(dataset="mnist-scenes"), r"mnist-scenes is a detection dataset .*\(--task detect\)"),
+    (dict(task="detect", dataset="mnist-scenes", train_scenes=0), "expected train_scenes an integer >= 1, got 0"),
+    (dict(train_scenes=100), "train_scenes is for task 'detect'.*got 100 for task 'classify'"),
 ])
 def test_detection_configs_that_cannot_work_are_refused(fields, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**fields).validate()
+
+
+def test_each_task_has_its_own_recipe_and_a_given_value_wins():
+    classify, detect = TrainConfig(), TrainConfig(task="detect", dataset="mnist-scenes")
+    for name, value in TASK_DEFAULTS["classify"].items():
+        assert getattr(classify, name) == value
+    for name, value in TASK_DEFAULTS["detect"].items():
+        assert getattr(detect, name) == value
+    assert classify.train_scenes is None and detect.train_scenes >= 1
+    assert (classify.lr, classify.batch_size) != (detect.lr, detect.batch_size)
+    given = TrainConfig(task="detect", dataset="mnist-scenes", lr=0.3, epochs=2, train_scenes=50)
+    assert (given.lr, given.epochs, given.train_scenes) == (0.3, 2, 50)
+    assert given.batch_size == TASK_DEFAULTS["detect"]["batch_size"]
+
+
+def test_the_command_line_leaves_the_recipe_to_the_task():
+    parser = build_parser()
+    detect = train_config(parser.parse_args(["train", "--task", "detect", "--dataset", "mnist-scenes"]), "o")
+    classify = train_config(parser.parse_args(["train"]), "o")
+    assert detect == TrainConfig(task="detect", dataset="mnist-scenes", out="o")
+    assert classify == TrainConfig(out="o") and classify.train_scenes is None
+    given = train_config(parser.parse_args(["train", "--task", "detect", "--dataset", "mnist-scenes",
+                                            "--lr", "0.2", "--train-scenes", "300"]), "o")
+    assert (given.lr, given.train_scenes, given.epochs) == (0.2, 300, TASK_DEFAULTS["detect"]["epochs"])

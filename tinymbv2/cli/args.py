@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ..data import DATASETS
-from ..train.config import ARCHS, DETECTION_DATASETS, LOSSES, OPTIMIZERS, SCHEDULES, TASKS, TrainConfig
+from ..train.config import (ARCHS, DETECTION_DATASETS, LOSSES, OPTIMIZERS, SCHEDULES, TASK_DEFAULTS, TASKS,
+                            TrainConfig)
 
 
 class Parser(argparse.ArgumentParser):
@@ -84,6 +85,12 @@ def add_data_args(p, default_dataset="mnist5k"):
                         "own, RGB for a folder; from a checkpoint: the channels its model takes)")
 
 
+def _task_default(name: str) -> str:
+    """The help text of a recipe option whose default depends on ``--task``."""
+    return "(" + ", ".join(f"{task}: {values[name]}" for task, values in TASK_DEFAULTS.items()
+                           if name in values) + ")"
+
+
 def add_recipe_args(p):
     """Add the training recipe to the sub-parser ``p``: network, epochs, optimizer, loss, ..."""
     d = TrainConfig()
@@ -93,13 +100,15 @@ def add_recipe_args(p):
     p.add_argument("--arch", choices=ARCHS, default=d.arch)
     p.add_argument("--standard-input", dest="small_input", action="store_false",
                    help="keep the 224 px strides (default: small-input variant for 28-32 px)")
-    p.add_argument("--epochs", type=positive(int), default=d.epochs)
-    p.add_argument("--batch-size", type=positive(int), default=d.batch_size)
+    p.add_argument("--train-scenes", type=positive(int),
+                   help="mnist-scenes: the training scenes to make " + _task_default("train_scenes"))
+    p.add_argument("--epochs", type=positive(int), help=_task_default("epochs"))
+    p.add_argument("--batch-size", type=positive(int), help=_task_default("batch_size"))
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
-    p.add_argument("--lr", type=positive(float), default=d.lr, help="(peak) learning rate")
+    p.add_argument("--lr", type=positive(float), help="(peak) learning rate " + _task_default("lr"))
     p.add_argument("--momentum", type=non_negative_float, default=d.momentum,
                    help=f"momentum, in [0, 1) ({d.momentum})")
-    p.add_argument("--weight-decay", type=non_negative_float, default=d.weight_decay)
+    p.add_argument("--weight-decay", type=non_negative_float, help=_task_default("weight_decay"))
     p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule)
     p.add_argument("--loss", choices=LOSSES, default=d.loss)
     p.add_argument("--label-smoothing", type=non_negative_float, default=0.0)

@@ -7,6 +7,11 @@ configuration in the checkpoint and in ``metrics.json``
 (classes, channels, size, normalisation), so the model can be rebuilt and fed new images
 the way it was trained.
 
+Some fields default to their task's recipe (``TASK_DEFAULTS``): ``epochs``, ``batch_size``,
+``lr`` and ``weight_decay`` (and, for detection, ``train_scenes``) left at None take the
+classifier's or the detector's values when the config is made, so ``TrainConfig(task="detect")`` is the detection recipe, and a value
+given explicitly always wins.
+
 A field may be "auto" (``shift=None``):
 [TrainConfig.resolved][tinymbv2.train.config.TrainConfig.resolved] makes the choice
 once the images are known, and the run saves the value it used.
@@ -31,6 +36,17 @@ ARCHS = ("mobilenet_v2", "seed_article")
 TASKS = ("classify", "detect")
 DETECTION_DATASETS = ("mnist-scenes",)   # datasets with boxes: what --task detect trains on
 DETECTION_IMAGE_SIZE = 128                # the scenes' side when image_size is None
+
+# Each task's recipe: what epochs, batch_size, lr and weight_decay left at None become.
+# Classification: MobileNetV2-0.5 on 28 px digits (chapter 10). Detection: SSDLite on
+# MNIST scenes, whose loss (a sum over matched default boxes, divided by their number) is
+# noisier than a classifier's: smaller batches, a lower peak rate and the weight decay of
+# the paper's detection recipe (4e-5); see docs/benchmarks.md for how they were chosen.
+TASK_DEFAULTS = {
+    "classify": {"epochs": 8, "batch_size": 64, "lr": 0.1, "weight_decay": 5e-4},
+    "detect": {"epochs": 5, "batch_size": 16, "lr": 0.05, "weight_decay": 4e-5,
+               "train_scenes": 16000},
+}
 
 # What may change when a run is resumed: how long it trains (the schedule is stretched to the
 # new length, see tinymbv2.train.trainer.fit), where it writes, whether it runs fused (the same
@@ -81,17 +97,21 @@ class TrainConfig:
         data_dir: The folder the file-based datasets read.
         image_size: Resize the images to this square size (None: keep); for detection, the
             scenes' side (None: ``DETECTION_IMAGE_SIZE``).
+        train_scenes: Detection only: how many training scenes to make (None: the task's);
+            the validation and test scenes stay those of
+            [load_mnist_scenes][tinymbv2.data.scenes.load_mnist_scenes]'s defaults.
         channels: Read the images as 1 (grey) or 3 (RGB) channels (None: the dataset's own).
         arch: One of ``ARCHS``: ``"mobilenet_v2"`` or ``"seed_article"``.
         width: The width multiplier.
         small_input: The network's stride-1 stem and stage for small images.
         dropout: The dropout before the classifier.
-        epochs: The epochs to train.
-        batch_size: The images per step.
+        epochs: The epochs to train (None: the task's, ``TASK_DEFAULTS``).
+        batch_size: The images per step (None: the task's).
         optimizer: One of ``OPTIMIZERS``.
-        lr: The learning rate (the peak one for ``"onecycle"``).
+        lr: The learning rate, the peak one for ``"onecycle"`` (None: the task's).
         momentum: The momentum of SGD and RMSprop.
-        weight_decay: The L2 decay of the weights (not of BatchNorm parameters and biases).
+        weight_decay: The L2 decay of the weights, not of BatchNorm parameters and biases
+            (None: the task's).
         schedule: One of ``SCHEDULES``.
         loss: One of ``LOSSES``: cross-entropy, focal or Dice.
         label_smoothing: The label smoothing of the cross-entropy.
@@ -112,17 +132,18 @@ class TrainConfig:
     dataset: str = "mnist5k"
     data_dir: str | None = None
     image_size: int | None = None  # resize images to this square size (None: keep)
+    train_scenes: int | None = None  # detection: training scenes made (None: TASK_DEFAULTS)
     channels: int | None = None  # read images as 1 (grey) or 3 (RGB) (None: the dataset's own)
     arch: str = "mobilenet_v2"
     width: float = 0.5
     small_input: bool = True
     dropout: float = 0.2
-    epochs: int = 8
-    batch_size: int = 64
+    epochs: int | None = None  # None: TASK_DEFAULTS[task], as are the three below
+    batch_size: int | None = None
     optimizer: str = "sgd"
-    lr: float = 0.1  # the peak learning rate for "onecycle"
+    lr: float | None = None  # the peak learning rate for "onecycle"
     momentum: float = 0.9
-    weight_decay: float = 5e-4
+    weight_decay: float | None = None
     schedule: str = "onecycle"
     loss: str = "ce"
     label_smoothing: float = 0.0
@@ -131,6 +152,13 @@ class TrainConfig:
     seed: int = 0
     out: str = "runs/run"
     fuse: bool = True  # run through tinymbv2.fusion.fuse (False: the plain layers, to step through)
+
+    def __post_init__(self):
+        # an unknown task keeps its Nones: validate() names the task; a classifier's
+        # train_scenes stays None (it has no scenes)
+        for name, value in TASK_DEFAULTS.get(self.task, {}).items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
 
     def validate(self) -> "TrainConfig":
         """Check the choices and the numbers; returns the config itself.
@@ -185,7 +213,12 @@ class TrainConfig:
             if self.dataset in DETECTION_DATASETS:
                 raise ValueError(f"train: {self.dataset} is a detection dataset (boxes, not one "
                                  f"label per image): train it with task 'detect' (--task detect)")
+            if self.train_scenes is not None:
+                raise ValueError(f"train: train_scenes is for task 'detect' (the training scenes "
+                                 f"made), got {self.train_scenes!r} for task 'classify'")
             return
+        if not _is_int(self.train_scenes) or self.train_scenes < 1:
+            raise ValueError(f"train: expected train_scenes an integer >= 1, got {self.train_scenes!r}")
         wrong = [(name, value, want) for name, value, want in (
             ("dataset", self.dataset, DETECTION_DATASETS), ("arch", self.arch, ("mobilenet_v2",)),
             ("loss", self.loss, ("ce",)), ("shift", self.shift, (None, 0)), ("flip", self.flip, (False,)),

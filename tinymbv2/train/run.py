@@ -133,7 +133,7 @@ def _run_detection(config: TrainConfig, resume, progress, log, model, train_mode
     """``run_training`` for ``task="detect"``: SSDLite on MNIST scenes, the same loop."""
     out = Path(config.out)
     size = config.image_size or DETECTION_IMAGE_SIZE
-    scenes = load_mnist_scenes(size=size)
+    scenes = load_mnist_scenes(size=size, n_train=config.train_scenes)
     config = config.resolved(size, size)
     normalize = Normalize.from_data(scenes.train.images)
     # the loader's "labels" are the scenes' indices: the task looks their boxes up
