@@ -435,6 +435,26 @@ def table(ours: dict | None, theirs: dict) -> str:
     return "\n".join(lines)
 
 
+def read_run(run_dir) -> tuple[TrainConfig, dict]:
+    """The configuration and metrics of a finished detection run.
+
+    Args:
+        run_dir: The run's folder (``tinymbv2 train --task detect --out RUN_DIR``).
+
+    Returns:
+        ``(config, metrics)``: the [TrainConfig][tinymbv2.train.config.TrainConfig] saved in
+        its ``metrics.json`` (under ``"config"``), and the whole of that file.
+
+    Raises:
+        ValueError: The run is not a detection run.
+    """
+    metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+    config = TrainConfig.from_saved(metrics["config"]).validate()
+    if config.task != "detect":
+        raise ValueError(f"detect_train: {run_dir} is a {config.task!r} run, not a detection run")
+    return config, metrics
+
+
 def main(argv=None) -> dict:
     """Parse the arguments, train the mirror (and ours with ``--run-ours``), print the table.
 
@@ -457,8 +477,7 @@ def main(argv=None) -> dict:
 
     metrics = None
     if args.ours:
-        metrics = json.loads((Path(args.ours) / "metrics.json").read_text())
-        config = TrainConfig.from_saved(metrics["config"]).validate()
+        config, metrics = read_run(args.ours)
     else:
         config = train_config(args, args.run_ours or "runs/detect_train_unused")
         if config.task != "detect":

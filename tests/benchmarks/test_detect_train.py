@@ -1,16 +1,18 @@
 """benchmarks.detect_train mirrors our detection recipe: in float64, a few steps of the
 mirror's own functions and of our trainer (fit) end with the same weights, losses,
 learning rates and validation mAP."""
+import json
+
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
 from benchmarks import detect_train  # noqa: E402
-from tinymbv2.data import load_mnist_scenes  # noqa: E402
+from tinymbv2.data import Normalize, load_mnist_scenes  # noqa: E402
 from tinymbv2.evaluation import evaluate_detector  # noqa: E402
 from tinymbv2.train.build import build_optimizer, build_scheduler, param_groups  # noqa: E402
-from tinymbv2.train.config import TrainConfig  # noqa: E402
+from tinymbv2.train.config import TrainConfig, saved_config  # noqa: E402
 from tinymbv2.train.tasks import Detection  # noqa: E402
 from tinymbv2.train.trainer import fit  # noqa: E402
 
@@ -103,6 +105,20 @@ def test_the_optimizer_and_schedule_come_from_our_builders(data):
     with pytest.raises(ValueError, match="no torch mirror for RMSpropTF"):
         detect_train.build_mirror(TrainConfig(task="detect", dataset="mnist-scenes", image_size=64,
                                               width=0.25, optimizer="rmsprop-tf"), model, 5, data.size)
+
+
+def test_a_finished_runs_configuration_is_read_from_its_metrics(data, tmp_path):
+    config = TrainConfig(task="detect", dataset="mnist-scenes", image_size=96, width=0.35, epochs=7,
+                         batch_size=16, lr=0.2, weight_decay=1e-4, seed=5, out=str(tmp_path))
+    normalize = Normalize.from_data(data.scenes.train.images)
+    saved = saved_config(config.resolved(96, 96), data.scenes, normalize)
+    (tmp_path / "metrics.json").write_text(json.dumps({"config": saved, "test_map_50": 0.5}))
+    read, metrics = detect_train.read_run(tmp_path)
+    assert read == config.resolved(96, 96) and metrics["test_map_50"] == 0.5
+    saved["task"], saved["dataset"] = "classify", "mnist5k"
+    (tmp_path / "metrics.json").write_text(json.dumps({"config": saved}))
+    with pytest.raises(ValueError, match="is a 'classify' run, not a detection run"):
+        detect_train.read_run(tmp_path)
 
 
 def test_the_table_shows_both_and_the_difference():
