@@ -89,6 +89,11 @@ def test_the_mirror_ends_with_our_weights_losses_and_scores_float64(data):
     ours = evaluate_detector(model, data.test.images, data.test.targets(np.arange(len(data.test))))
     assert figures["test_map_50"] == pytest.approx(ours["map_50"], abs=1e-9)
     assert figures["test_map"] == pytest.approx(ours["map"], abs=1e-9)
+    assert 0 < figures["test_map_50"] < 0.01 and trained["val_map50"][0] > 0  # small, not nothing
+    model.load_state_dict(history["best_state"])  # epoch 1 here, not the final weights
+    best = evaluate_detector(model, data.test.images, data.test.targets(np.arange(len(data.test))))
+    assert figures["best_val_test_map_50"] == pytest.approx(best["map_50"], abs=1e-9)
+    assert figures["best_val_test_map_50"] != figures["test_map_50"]
 
 
 def test_the_optimizer_and_schedule_come_from_our_builders(data):
