@@ -446,12 +446,14 @@ def read_run(run_dir) -> tuple[TrainConfig, dict]:
         its ``metrics.json`` (under ``"config"``), and the whole of that file.
 
     Raises:
-        ValueError: The run is not a detection run.
+        ValueError: The run is not a detection run, or it diverged (no test figures).
     """
     metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
     config = TrainConfig.from_saved(metrics["config"]).validate()
     if config.task != "detect":
         raise ValueError(f"detect_train: {run_dir} is a {config.task!r} run, not a detection run")
+    if metrics.get("diverged"):
+        raise ValueError(f"detect_train: {run_dir} diverged ({metrics['diverged']}): no test figures")
     return config, metrics
 
 

@@ -120,6 +120,9 @@ def test_a_finished_runs_configuration_is_read_from_its_metrics(data, tmp_path):
     (tmp_path / "metrics.json").write_text(json.dumps({"config": saved, "test_map_50": 0.5}))
     read, metrics = detect_train.read_run(tmp_path)
     assert read == config.resolved(96, 96) and metrics["test_map_50"] == 0.5
+    (tmp_path / "metrics.json").write_text(json.dumps({"config": saved, "diverged": {"what": "loss"}}))
+    with pytest.raises(ValueError, match="diverged"):
+        detect_train.read_run(tmp_path)
     saved["task"], saved["dataset"] = "classify", "mnist5k"
     (tmp_path / "metrics.json").write_text(json.dumps({"config": saved}))
     with pytest.raises(ValueError, match="is a 'classify' run, not a detection run"):
