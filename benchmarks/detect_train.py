@@ -40,7 +40,7 @@ import copy
 import inspect
 import json
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -51,56 +51,18 @@ import torch
 from benchmarks.torch_ssdlite import TorchSSDLite, torchvision_loss, torchvision_postprocess
 from tinymbv2 import nn, optim
 from tinymbv2.cli.args import add_data_args, add_fuse_arg, add_recipe_args, train_config
-from tinymbv2.data import DataLoader, Normalize, load_mnist_scenes
 from tinymbv2.detection import default_boxes_for, postprocess_detections
 from tinymbv2.evaluation import mean_average_precision
 from tinymbv2.random import manual_seed
 from tinymbv2.train import run_training
+from tinymbv2.train.run import DetectionData, detection_data
 from tinymbv2.train.build import build_model, build_optimizer, build_scheduler, param_groups
-from tinymbv2.train.config import DETECTION_IMAGE_SIZE, TrainConfig
+from tinymbv2.train.config import TrainConfig
 
 # what our evaluate_detector passes to postprocess_detections: nothing, so its defaults
 POSTPROCESS = {name: p.default for name, p in inspect.signature(postprocess_detections).parameters.items()
                if name in ("score_thresh", "nms_thresh", "topk_candidates", "detections_per_img")}
 EVAL_BATCH = 32  # evaluate_detector's batch (eval mode: the batch does not change the outputs)
-
-
-@dataclass
-class DetectionData:
-    """What a detection run trains and scores on.
-
-    Args:
-        scenes: The [SceneDataset][tinymbv2.data.scenes.SceneDataset] (raw images).
-        loader: Our DataLoader of the training scenes (normalised; "labels" are indices).
-        val: The validation SceneSplit, images normalised.
-        test: The test SceneSplit, images normalised.
-        size: The scenes' side in pixels.
-    """
-
-    scenes: object
-    loader: DataLoader
-    val: object
-    test: object
-    size: int
-
-
-def detection_data(config: TrainConfig, scenes=None) -> DetectionData:
-    """The data of ``run_training`` for ``task="detect"``, loaded as ``_run_detection`` loads it.
-
-    Args:
-        config: The run's configuration (``image_size``, ``batch_size``, ``seed``).
-        scenes: Use these scenes instead of ``load_mnist_scenes(size=...)`` (a test's few).
-
-    Returns:
-        The [DetectionData][benchmarks.detect_train.DetectionData].
-    """
-    size = config.image_size or DETECTION_IMAGE_SIZE
-    scenes = load_mnist_scenes(size=size) if scenes is None else scenes
-    normalize = Normalize.from_data(scenes.train.images)
-    loader = DataLoader(scenes.train.images, np.arange(len(scenes.train)), config.batch_size,
-                        seed=config.seed, transform=normalize)
-    val, test = (replace(split, images=normalize(split.images)) for split in (scenes.val, scenes.test))
-    return DetectionData(scenes, loader, val, test, size)
 
 
 def our_initial_model(config: TrainConfig, data: DetectionData):
@@ -324,7 +286,7 @@ def train_mirror(config: TrainConfig, data: DetectionData, model, dtype=torch.fl
 
     Args:
         config: The run's configuration.
-        data: Its [DetectionData][benchmarks.detect_train.DetectionData].
+        data: Its [DetectionData][tinymbv2.train.run.DetectionData].
         model: Our initial model (weights and default boxes; not trained here).
         dtype: torch.float32 (the benchmark) or torch.float64 (the test).
         validate: Score the validation split after each epoch and keep the best weights.
@@ -449,9 +411,10 @@ def read_run(run_dir) -> tuple[TrainConfig, dict]:
         ValueError: The run is not a detection run, or it diverged (no test figures).
     """
     metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
-    config = TrainConfig.from_saved(metrics["config"]).validate()
+    config = TrainConfig.from_saved(metrics["config"])
     if config.task != "detect":
         raise ValueError(f"detect_train: {run_dir} is a {config.task!r} run, not a detection run")
+    config.validate()
     if metrics.get("diverged"):
         raise ValueError(f"detect_train: {run_dir} diverged ({metrics['diverged']}): no test figures")
     return config, metrics

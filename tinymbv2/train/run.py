@@ -13,12 +13,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..data import (Compose, DataLoader, Normalize, RandomHorizontalFlip, RandomShift, Split,
-                    load_dataset, load_mnist_scenes)
+from ..data import (Compose, DataLoader, Normalize, RandomHorizontalFlip, RandomShift, SceneDataset,
+                    SceneSplit, Split, load_dataset, load_mnist_scenes)
 from ..evaluation import evaluate, evaluate_detector
 from ..models import check_input_size
 from ..random import manual_seed
@@ -129,17 +129,57 @@ def run_training(config: TrainConfig, resume: str | None = None, progress: bool 
 
 
 
-def _run_detection(config: TrainConfig, resume, progress, log, model, train_mode, stop_after) -> dict:
-    """``run_training`` for ``task="detect"``: SSDLite on MNIST scenes, the same loop."""
-    out = Path(config.out)
+@dataclass(frozen=True)
+class DetectionData:
+    """What a detection run trains and scores on.
+
+    Args:
+        scenes: The [SceneDataset][tinymbv2.data.scenes.SceneDataset] (raw images).
+        normalize: The [Normalize][tinymbv2.data.transforms.Normalize] of the training scenes.
+        loader: The DataLoader of the training scenes, normalised; its "labels" are the
+            scenes' indices, whose boxes the task looks up.
+        val: The validation [SceneSplit][tinymbv2.data.scenes.SceneSplit], images normalised.
+        test: The test SceneSplit, images normalised.
+        size: The scenes' side in pixels.
+    """
+
+    scenes: SceneDataset
+    normalize: Normalize
+    loader: DataLoader
+    val: SceneSplit
+    test: SceneSplit
+    size: int
+
+
+def detection_data(config: TrainConfig, scenes: SceneDataset | None = None) -> DetectionData:
+    """The data of a detection run: ``config.train_scenes`` MNIST scenes of side
+    ``config.image_size`` (None: ``DETECTION_IMAGE_SIZE``), normalised with the training
+    scenes' statistics, in batches of ``config.batch_size`` shuffled from ``config.seed``.
+
+    Args:
+        config: The run's [TrainConfig][tinymbv2.train.config.TrainConfig] (``task="detect"``).
+        scenes: These scenes instead of making them (a test's few).
+
+    Returns:
+        The [DetectionData][tinymbv2.train.run.DetectionData].
+    """
     size = config.image_size or DETECTION_IMAGE_SIZE
-    scenes = load_mnist_scenes(size=size, n_train=config.train_scenes)
-    config = config.resolved(size, size)
+    if scenes is None:
+        scenes = load_mnist_scenes(size=size, n_train=config.train_scenes)
     normalize = Normalize.from_data(scenes.train.images)
-    # the loader's "labels" are the scenes' indices: the task looks their boxes up
     loader = DataLoader(scenes.train.images, np.arange(len(scenes.train)), config.batch_size,
                         seed=config.seed, transform=normalize)
     val, test = (replace(split, images=normalize(split.images)) for split in (scenes.val, scenes.test))
+    return DetectionData(scenes, normalize, loader, val, test, size)
+
+
+def _run_detection(config: TrainConfig, resume, progress, log, model, train_mode, stop_after) -> dict:
+    """``run_training`` for ``task="detect"``: SSDLite on MobileNetV2 on MNIST scenes, the same loop."""
+    out = Path(config.out)
+    data = detection_data(config)
+    scenes, normalize, loader, val, test, size = (data.scenes, data.normalize, data.loader, data.val,
+                                                  data.test, data.size)
+    config = config.resolved(size, size)
     if model is None:
         model = build_model(config, scenes.image_shape[0], scenes.num_classes)
     optimizer = build_optimizer(config, param_groups(model, config.weight_decay))
