@@ -328,7 +328,7 @@ def cross_entropy(logits, target, label_smoothing: float = 0.0, reduction: str =
         reduction: ``"mean"`` (the weighted mean over the counted samples or pixels: divided
             by the sum of their classes' weights), ``"sum"`` or ``"none"`` (one loss per
             sample or pixel, 0 where ignored).
-        weight: None, or the K class weights $w$ (a float array or Tensor, not
+        weight: None, or the K class weights $w$ (a float array, Tensor or sequence, not
             differentiated): class $t$'s loss is multiplied by $w_t$ (rare classes count more).
         ignore_index: A target value that counts nowhere: neither in the loss nor in the
             mean's denominator (PyTorch's default, -100; segmentation datasets mark unlabelled
@@ -358,6 +358,8 @@ def cross_entropy(logits, target, label_smoothing: float = 0.0, reduction: str =
 def _check_class_weight(fn: str, logits, weight):
     """The K class weights as an array of the logits' dtype and device."""
     z = _raw(logits)
+    if isinstance(weight, (list, tuple)):
+        weight = np.asarray(weight, dtype=float)
     w = _check_float_tensor(fn, "weight", weight)
     if tuple(w.shape) != (z.shape[1],):
         raise ValueError(f"{fn}: weight must have shape ({z.shape[1]},), one per class of logits "
