@@ -16,7 +16,7 @@ $n_\text{in} / n_\text{out}$, which differ when the product is not whole);
 from __future__ import annotations
 
 import math
-from numbers import Real
+from numbers import Integral, Real
 
 from ..autograd import Function, Tensor
 from ..kernels import kernels_for
@@ -79,7 +79,7 @@ def output_size(fn: str, in_hw, size=None, scale_factor=None):
         raise ValueError(f"{fn}: expected exactly one of size and scale_factor, got "
                          f"size={size!r}, scale_factor={scale_factor!r}")
     if size is not None:
-        out = tuple(int(v) for v in _two(fn, "size", size, int))
+        out = tuple(int(v) for v in _two(fn, "size", size, Integral))
         if min(out) < 1:
             raise ValueError(f"{fn}: expected an output size >= 1, got {size!r}")
         return out, None
