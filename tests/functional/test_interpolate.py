@@ -160,3 +160,15 @@ def test_interpolate_kernels_check_their_arrays(name):
         k.interpolate_forward(np.zeros((1, 2, 4, 4), np.int64), (3, 3), "bilinear", False, None)
     with pytest.raises(ValueError, match=r"interpolate_backward: gy must have shape \(1, 2, 3, 3\)"):
         k.interpolate_backward(np.zeros((1, 3, 3, 3)), (1, 2, 4, 4), "bilinear", False, None)
+
+
+@pytest.mark.parametrize("kernels", ["reference", "numba"])
+def test_interpolate_passes_gradcheck(kernels):
+    """Central differences agree with the backward (the op is linear: exactly, up to rounding)."""
+    from tinymbv2.gradcheck import gradcheck
+
+    x = Tensor(np.random.default_rng(8).standard_normal((2, 2, 5, 4)), requires_grad=True)
+    with tinymbv2.use_kernels(kernels):
+        for kw in ({"size": (7, 3)}, {"scale_factor": 1.7, "align_corners": True},
+                   {"size": (9, 2), "mode": "nearest"}):
+            assert gradcheck(lambda t: F.interpolate(t, **kw), [x])

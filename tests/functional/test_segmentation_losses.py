@@ -179,3 +179,13 @@ def test_bad_class_weights_and_loss_weights():
         cross_entropy(z, t, weight=np.ones(3, dtype=np.int64))
     with pytest.raises(ValueError, match="ce_dice_loss: dice_weight must be a number >= 0"):
         ce_dice_loss(z, t, dice_weight=-1.0)
+
+
+def test_pixel_losses_pass_gradcheck():
+    from tinymbv2.gradcheck import gradcheck
+
+    z, t, w = _pixels(13)
+    x = Tensor(z, requires_grad=True)
+    assert gradcheck(lambda a: cross_entropy(a, t, weight=w, ignore_index=IGNORE, label_smoothing=0.1,
+                                             reduction="none"), [x])
+    assert gradcheck(lambda a: ce_dice_loss(a, t, ignore_index=IGNORE, smooth=0.3), [x])
