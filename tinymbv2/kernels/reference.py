@@ -588,7 +588,8 @@ class ReferenceKernels:
           ``"nearest"``: the floor, not the rounding);
 
         where $r = 1 / \text{scale}$ instead when the caller gave a scale factor (PyTorch's
-        rule). Bilinear mixes the two rows around $s$: with $i = \lfloor s \rfloor$ and
+        rule; but, as PyTorch, an axis that keeps its size is copied, and nearest's doubling
+        takes $r = 1/2$, whatever the scale). Bilinear mixes the two rows around $s$: with $i = \lfloor s \rfloor$ and
         $\lambda = s - i$, $y_o = (1 - \lambda)\,x_i + \lambda\,x_{\min(i + 1,\, n_\text{in} - 1)}$.
         Written as a matrix $A$ (n_out, n_in) with those weights in each row, the whole
         resize is $y = A_h\, x\, A_w^T$ per plane, two matrix products.

@@ -454,7 +454,7 @@ class AdaptiveAvgPool2d(Module):
 class Upsample(Module):
     """Resize (N, C, H, W) to a size or by a scale factor: ``torch.nn.Upsample``.
 
-    A Module over [F.interpolate][tinymbv2.functional.interpolate.interpolate], with
+    A Module over [F.interpolate][tinymbv2.functional.resizing.interpolate], with
     PyTorch's default mode, ``"nearest"``; a segmentation head's ``"bilinear"`` is one
     argument away.
 

@@ -117,7 +117,7 @@ def interpolate(x, size=None, scale_factor=None, mode: str = "bilinear", align_c
         TypeError: x is not a floating Tensor, or a size or scale of the wrong type.
         ValueError: x is not 4-D, a mode other than the two (``"linear"`` is for 3-D
             inputs in PyTorch), ``align_corners`` set with ``"nearest"``, or sizes as
-            [output_size][tinymbv2.functional.interpolate.output_size] says.
+            [output_size][tinymbv2.functional.resizing.output_size] says.
     """
     fn = "interpolate"
     check_tensor(x, fn, "x")
