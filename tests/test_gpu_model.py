@@ -75,7 +75,7 @@ CONV_CASES = {  # (x shape, w shape, stride, padding, groups): the four kernels 
 def test_conv2d_all_paths_on_cuda(path):
     xs, ws, s, p, groups = CONV_CASES[path]
     torch = _torch()
-    compare_on_cuda(lambda x, w, b: F.conv2d(x, w, b, s, p, groups),
+    compare_on_cuda(lambda x, w, b: F.conv2d(x, w, b, s, p, groups=groups),
                     lambda x, w, b: torch.nn.functional.conv2d(x, w, b, s, p, 1, groups),
                     [_r(*xs), _r(*ws, seed=1), _r(ws[0], seed=2)])
 
