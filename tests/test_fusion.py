@@ -191,7 +191,7 @@ def test_layers_a_user_swapped_in_are_left_alone(kernel_set):
     model = mobilenet_v2(width_mult=0.35, num_classes=10, seed=0).double()
     block = model.features[3]
     old = block.conv[1][0]
-    shifted = Shifted(old.in_channels, old.out_channels, 3, old.stride, 1, old.groups, bias=False,
+    shifted = Shifted(old.in_channels, old.out_channels, 3, old.stride, 1, groups=old.groups, bias=False,
                       dtype=np.float64)
     shifted.weight = old.weight
     block.conv[1][0] = shifted            # the depthwise conv of block 3

@@ -13,7 +13,7 @@ Depthwise, ``w`` (C, 1, kh, kw):
 * forward: one thread per output element,
   ``y[n,c,oh,ow] = sum_{i,j} w[c,i,j] * x[n,c,oh*sh+i*dh-ph, ow*sw+j*dw-pw]``;
 * backward-input: one thread per *input* element gathers every output that read
-  it -- tap i reached row h from output row oh = (h + ph - i*dh) / sh when that is a
+  it -- tap i reached row h from output row ``oh = (h + ph - i*dh) / sh`` when that is a
   whole number in [0, Ho) -- so each thread writes only its own gx (no atomics);
 * backward-weight: ``gw[c,i,j] = sum_{n,oh,ow} gy[n,c,oh,ow] * x[n,c,oh*sh+i*dh-ph, ...]``,
   a sum of ``M = N*Ho*Wo`` products per (channel, tap): blocks of threads sum slices
