@@ -141,3 +141,17 @@ def test_numba_dilated_keeps_float32_and_is_deterministic():
                                             REFERENCE.depthwise_conv2d_backward_weight(gy, x, w.shape, *args))):
         assert a.dtype == np.float32 and a.tobytes() == b.tobytes()
         assert rel_err(a, ref) < 1e-5
+
+
+def test_numba_dilated_dense_keeps_float32_and_is_deterministic():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((9, 3, 11, 10)).astype(np.float32)  # 9 images: runs of unequal length
+    w = rng.standard_normal((5, 3, 3, 3)).astype(np.float32)
+    args = ((2, 1), (3, 3), (3, 2))
+    gy = rng.standard_normal(REFERENCE.conv2d_forward(x, w, *args).shape).astype(np.float32)
+    calls = (("conv2d_forward", (x, w)), ("conv2d_backward_input", (gy, w, x.shape)),
+             ("conv2d_backward_weight", (gy, x, w.shape)))
+    for name, head in calls:
+        a, b = (getattr(NUMBA, name)(*head, *args) for _ in range(2))
+        assert a.dtype == np.float32 and a.tobytes() == b.tobytes(), name
+        assert rel_err(a, getattr(REFERENCE, name)(*head, *args)) < 1e-5, name

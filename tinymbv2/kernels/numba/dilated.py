@@ -10,10 +10,12 @@ they are for dilation 1, and none of them pays for a dilation argument. These ar
 loops, one (image, channel) plane per task of a parallel loop, written for correctness
 over speed; a DeepLab backbone dilates only its last, smallest planes.
 
-One kernel serves every grouping: ``groups`` = 1 is the dense convolution, ``groups`` =
-C with a (C, 1, kh, kw) weight the depthwise one. Deterministic: each task writes only
-its own plane (forward, backward-input) or its own filter (backward-weight), summing in
-a fixed order.
+Depthwise: direct loops, one (image, channel) plane per task of a parallel loop. Dense
+(groups = 1): as ``.dense`` does it, im2col with the taps spread by the dilation, then a
+matrix product per image (``y[n] = W (Co, K) @ cols[n]``, ``dcols = W.T @ gy[n]`` folded
+back by col2im, ``gw = sum_n gy[n] @ cols[n].T``), the images split over the threads.
+Deterministic: each task writes only its own plane, image or filter, and the weight
+gradient sums its images in ``_GROUPS`` runs fixed by the shapes, added in order.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from ..checks import conv_geometry, dilation_pair, grad_out_shape, same_float_dt
 from . import pool  # noqa: F401  (pins Numba's BLAS to one thread, starts the pool passive)
 
 _JIT = dict(cache=CACHE, fastmath=False)
+_GROUPS = 8  # partial sums of the dense weight gradient: fixed, so the result ignores the thread count
 
 
 @njit(**_JIT)
@@ -123,6 +126,81 @@ def _backward_weight(gy, x, groups, sh, sw, ph, pw, dh, dw, gw):
     return gw
 
 
+# ------------------------------------------------------------ dense: im2col + GEMM
+@njit(**_JIT)
+def _im2col(cols, x, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo):
+    """cols ``(Ci*kh*kw, Ho*Wo)`` of one image x (Ci, H, W):
+    ``cols[(c, i, j), (oh, ow)] = xpad[c, oh*sh + i*dh, ow*sw + j*dw]``."""
+    ci, h, wd = x.shape
+    for c in range(ci):
+        for i in range(kh):
+            rlo, rhi = tap_run(i * dh - ph, sh, h, ho)
+            for j in range(kw):
+                clo, chi = tap_run(j * dw - pw, sw, wd, wo)
+                dst = cols[(c * kh + i) * kw + j]
+                dst[:] = 0
+                for oh in range(rlo, rhi):
+                    row, base = x[c, oh * sh + i * dh - ph], oh * wo
+                    for ow in range(clo, chi):
+                        dst[base + ow] = row[ow * sw + j * dw - pw]
+
+
+@njit(**_JIT)
+def _col2im(gx, dcols, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo):
+    """The transpose of ``_im2col``: gx (Ci, H, W) = the columns added back onto their pixels."""
+    ci, h, wd = gx.shape
+    gx[:] = 0
+    for c in range(ci):
+        for i in range(kh):
+            rlo, rhi = tap_run(i * dh - ph, sh, h, ho)
+            for j in range(kw):
+                clo, chi = tap_run(j * dw - pw, sw, wd, wo)
+                src = dcols[(c * kh + i) * kw + j]
+                for oh in range(rlo, rhi):
+                    row, base = gx[c, oh * sh + i * dh - ph], oh * wo
+                    for ow in range(clo, chi):
+                        row[ow * sw + j * dw - pw] += src[base + ow]
+
+
+@njit(parallel=True, **_JIT)
+def _dense_forward(x, wm, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, y3):
+    n = x.shape[0]
+    cols_all = np.empty((n, wm.shape[1], ho * wo), x.dtype)  # scratch before the loop: see kernels.numba
+    for b in prange(n):
+        _im2col(cols_all[b], x[b], kh, kw, sh, sw, ph, pw, dh, dw, ho, wo)
+        np.dot(wm, cols_all[b], y3[b])
+    return y3
+
+
+@njit(parallel=True, **_JIT)
+def _dense_backward_input(gy3, wt, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, gx):
+    n = gx.shape[0]
+    dcols_all = np.empty((n, wt.shape[0], ho * wo), gy3.dtype)
+    for b in prange(n):
+        np.dot(wt, gy3[b], dcols_all[b])
+        _col2im(gx[b], dcols_all[b], kh, kw, sh, sw, ph, pw, dh, dw, ho, wo)
+    return gx
+
+
+@njit(parallel=True, **_JIT)
+def _dense_backward_weight(gy3, x, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, groups):
+    n, ci = x.shape[0], x.shape[1]
+    co, k = gy3.shape[1], ci * kh * kw
+    part = np.zeros((groups, co, k), x.dtype)
+    tmps = np.empty((groups, co, k), x.dtype)
+    cols_all = np.empty((groups, k, ho * wo), x.dtype)
+    for g in prange(groups):  # a run of consecutive images, summed in order in one thread
+        acc, tmp, cols = part[g], tmps[g], cols_all[g]
+        for b in range(g * n // groups, (g + 1) * n // groups):
+            _im2col(cols, x[b], kh, kw, sh, sw, ph, pw, dh, dw, ho, wo)
+            np.dot(gy3[b], cols.T, tmp)
+            acc += tmp
+    total = part[0].copy()
+    for g in range(1, groups):
+        total += part[g]
+    return total
+
+
 def _geometry(fn, x_shape, w_shape, stride, padding, dilation, depthwise):
     """(groups, (sh, sw, ph, pw, dh, dw), (Ho, Wo)) of a checked convolution."""
     stride, padding, out_hw = conv_geometry(fn, x_shape, w_shape, stride, padding,
@@ -161,6 +239,12 @@ def _backward_weight_call(fn, gy, x, w_shape, stride, padding, dilation, depthwi
     return _backward_weight(gy, x, groups, *geom, np.empty(w_shape, dtype))
 
 
+def _dense_call(fn, x_shape, w_shape, stride, padding, dilation):
+    """((sh, sw, ph, pw, dh, dw), (Ho, Wo)) of a checked dense convolution."""
+    _, geom, out_hw = _geometry(fn, x_shape, w_shape, stride, padding, dilation, False)
+    return geom, out_hw
+
+
 def conv2d_forward(x, w, stride, padding, dilation):
     """Dense dilated convolution; ``ReferenceKernels.conv2d_forward``'s contract.
 
@@ -174,7 +258,14 @@ def conv2d_forward(x, w, stride, padding, dilation):
     Returns:
         y (N, Co, Ho, Wo).
     """
-    return _forward_call("conv2d_forward", x, w, stride, padding, dilation, False)
+    fn = "conv2d_forward"
+    x, w = _c(x), _c(w)
+    dtype = same_float_dtype(fn, x=x, w=w)
+    (sh, sw, ph, pw, dh, dw), (ho, wo) = _dense_call(fn, x.shape, w.shape, stride, padding, dilation)
+    co, _, kh, kw = w.shape
+    y = np.empty((x.shape[0], co, ho * wo), dtype)
+    _dense_forward(x, w.reshape(co, -1), kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, y)
+    return y.reshape(x.shape[0], co, ho, wo)
 
 
 def conv2d_backward_input(gy, w, x_shape, stride, padding, dilation):
@@ -191,8 +282,18 @@ def conv2d_backward_input(gy, w, x_shape, stride, padding, dilation):
     Returns:
         gx, of ``x_shape``.
     """
-    return _backward_input_call("conv2d_backward_input", gy, w, x_shape, stride, padding,
-                                dilation, False)
+    fn = "conv2d_backward_input"
+    gy, w = _c(gy), _c(w)
+    dtype = same_float_dtype(fn, gy=gy, w=w)
+    x_shape = tuple(int(s) for s in x_shape)
+    (sh, sw, ph, pw, dh, dw), (ho, wo) = _dense_call(fn, x_shape, w.shape, stride, padding,
+                                                     dilation)
+    n, co, (kh, kw) = x_shape[0], w.shape[0], w.shape[2:]
+    grad_out_shape(fn, gy.shape, (n, co, ho, wo))
+    wt = np.ascontiguousarray(w.reshape(co, -1).T)  # (K, Co)
+    gx = np.empty(x_shape, dtype)
+    return _dense_backward_input(gy.reshape(n, co, ho * wo), wt, kh, kw, sh, sw, ph, pw, dh, dw,
+                                 ho, wo, gx)
 
 
 def conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation):
@@ -209,8 +310,16 @@ def conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation):
     Returns:
         gw, of ``w_shape``.
     """
-    return _backward_weight_call("conv2d_backward_weight", gy, x, w_shape, stride, padding,
-                                 dilation, False)
+    fn = "conv2d_backward_weight"
+    gy, x = _c(gy), _c(x)
+    same_float_dtype(fn, gy=gy, x=x)
+    w_shape = tuple(int(s) for s in w_shape)
+    (sh, sw, ph, pw, dh, dw), (ho, wo) = _dense_call(fn, x.shape, w_shape, stride, padding, dilation)
+    n, co, (kh, kw) = x.shape[0], w_shape[0], w_shape[2:]
+    grad_out_shape(fn, gy.shape, (n, co, ho, wo))
+    gw = _dense_backward_weight(gy.reshape(n, co, ho * wo), x, kh, kw, sh, sw, ph, pw, dh, dw,
+                                ho, wo, min(_GROUPS, max(n, 1)))
+    return gw.reshape(w_shape)
 
 
 def depthwise_conv2d_forward(x, w, stride, padding, dilation):
