@@ -12,7 +12,7 @@ EPS = 1e-5
 
 
 def all_kernel_calls(x, w, wd, wp, stride, padding, rng):
-    """{kernel name: (args...)} exercising all thirteen kernels on one input."""
+    """{kernel name: (args...)} exercising all fifteen kernels on one input."""
     n, c, h, wdt = x.shape
     ho = (h + 2 * padding[0] - w.shape[2]) // stride[0] + 1
     wo = (wdt + 2 * padding[1] - w.shape[3]) // stride[1] + 1
@@ -26,6 +26,8 @@ def all_kernel_calls(x, w, wd, wp, stride, padding, rng):
     var = rng.uniform(0.1, 2.0, c).astype(x.dtype)
     flat = x.reshape(n, -1)
     linear_w = rng.standard_normal((5, flat.shape[1])).astype(x.dtype)
+    size = (2 * h + 1, max(1, wdt - 1))  # up along H, down along W (not a whole ratio)
+    gyi = rng.standard_normal((n, c) + size).astype(x.dtype)
     return {
         "matmul": (flat, linear_w.T),  # x W^T, with W^T a transposed (Fortran-order) view
         "conv2d_forward": (x, w, stride, padding),
@@ -40,6 +42,8 @@ def all_kernel_calls(x, w, wd, wp, stride, padding, rng):
         "batch_norm_forward_train": (x, g, b, EPS),
         "batch_norm_backward_train": (gx, x, mean, invstd, g),
         "batch_norm_forward_eval": (x, mean, var, g, b, EPS),
+        "interpolate_forward": (x, size, "bilinear", False, None),
+        "interpolate_backward": (gyi, x.shape, "bilinear", False, None),
     }
 
 

@@ -1,7 +1,7 @@
 """The GPU path (issue 7), one level up: ops, the network and optimizers on "cuda".
 
-* every differentiable op MobileNetV2 training uses, forward and backward with a
-  random upstream gradient, on CuPy tensors against PyTorch on the CPU (float64);
+* every differentiable op MobileNetV2 training uses (and a segmentation's: interpolate,
+  per-pixel cross-entropy), forward and backward with a random upstream gradient, on CuPy tensors against PyTorch on the CPU (float64);
 * the whole network (width 0.35, 10 classes, 32 px, batch 2) on the GPU against
   the same network on the CPU and against PyTorch (float64 to 1e-9; float32
   logits to 1e-4, gradients to 1e-3);
@@ -95,13 +95,35 @@ def test_batch_norm_on_cuda(training):
 
 
 @pytest.mark.parametrize("op", ["relu6", "linear", "pool1", "pool23", "add", "mul", "sum",
-                                "log_softmax", "softmax", "cross_entropy"])
+                                "log_softmax", "softmax", "cross_entropy", "pixel_cross_entropy",
+                                "bilinear", "bilinear_corners", "bilinear_scale", "nearest",
+                                "nearest_scale"])
 def test_layer_ops_and_losses_on_cuda(op):
     torch = _torch()
     tf = torch.nn.functional
     target = np.array([2, 0, 4, 4, 1])
     t_ours, t_torch = cp.asarray(target), torch.from_numpy(target)
+    pixels = np.random.default_rng(3).integers(0, 4, (2, 5, 6))
+    pixels[0, 1, :3] = 255
+    p_ours, p_torch, w = cp.asarray(pixels), torch.from_numpy(pixels), _r(4, seed=4) ** 2 + 0.5
+    w_ours, w_torch = cp.asarray(w), torch.from_numpy(w)
     cases = {
+        "pixel_cross_entropy": (
+            lambda z: F.cross_entropy(z, p_ours, weight=w_ours, ignore_index=255, label_smoothing=0.1),
+            lambda z: tf.cross_entropy(z, p_torch, weight=w_torch, ignore_index=255, label_smoothing=0.1),
+            [_r(2, 4, 5, 6) * 3]),
+        "bilinear": (lambda x: F.interpolate(x, size=(13, 4)),
+                     lambda x: tf.interpolate(x, size=(13, 4), mode="bilinear"), [_r(2, 3, 5, 7)]),
+        "bilinear_corners": (lambda x: F.interpolate(x, size=(13, 4), align_corners=True),
+                             lambda x: tf.interpolate(x, size=(13, 4), mode="bilinear", align_corners=True),
+                             [_r(2, 3, 5, 7)]),
+        "bilinear_scale": (lambda x: F.interpolate(x, scale_factor=(2.7, 0.6)),
+                           lambda x: tf.interpolate(x, scale_factor=(2.7, 0.6), mode="bilinear"),
+                           [_r(2, 3, 5, 7)]),
+        "nearest": (lambda x: F.interpolate(x, size=(13, 4), mode="nearest"),
+                    lambda x: tf.interpolate(x, size=(13, 4), mode="nearest"), [_r(2, 3, 5, 7)]),
+        "nearest_scale": (lambda x: F.interpolate(x, scale_factor=1 / 3, mode="nearest"),
+                          lambda x: tf.interpolate(x, scale_factor=1 / 3, mode="nearest"), [_r(1, 2, 9, 12)]),
         "relu6": (F.relu6, tf.relu6, [_r(3, 4, 5) * 5]),
         "linear": (F.linear, tf.linear, [_r(5, 7), _r(3, 7, seed=1), _r(3, seed=2)]),
         "pool1": (lambda x: F.adaptive_avg_pool2d(x, 1), lambda x: tf.adaptive_avg_pool2d(x, 1),
@@ -141,6 +163,7 @@ def test_other_losses_on_cuda_equal_the_cpu():
     losses = {
         "focal": lambda z, t: F.focal_loss(z, t, gamma=2.0, alpha=[0.5, 1.0, 1.5, 2.0]),
         "dice": lambda z, t: F.dice_loss(z, t),
+        "ce_dice": lambda z, t: F.ce_dice_loss(z, t, weight=[0.5, 1.0, 1.5, 2.0]),
         "l2": lambda z, t: F.l2_penalty([z], 0.1),
     }
     for name, fn in losses.items():

@@ -201,7 +201,7 @@ def test_bad_inputs_raise_clear_errors(fn):
         fn(Tensor(z), t[:3])
     with pytest.raises(ValueError, match=rf"{name}: target must have shape"):
         fn(Tensor(z), t[:, None])
-    with pytest.raises(ValueError, match=rf"{name}: logits must be 2-D, got shape \(12,\)"):
+    with pytest.raises(ValueError, match=rf"{name}: logits must be 2-D.*, got shape \(12,\)"):
         fn(Tensor(z.ravel()), t)
     with pytest.raises(TypeError, match=rf"{name}: logits must be floating point, got dtype int64"):
         fn(Tensor(np.zeros((4, 3), dtype=np.int64)), t)

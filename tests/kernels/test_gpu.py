@@ -170,7 +170,7 @@ def case_params(draw_int):
 
 
 def kernel_calls(p, dtype):
-    """{label: (kernel name, args, kwargs)}: all thirteen kernels, and BatchNorm fused
+    """{label: (kernel name, args, kwargs)}: all fifteen kernels, and BatchNorm fused
     with ReLU6, on one random problem."""
     rng = np.random.default_rng(p["seed"])
     (n, c, h, w), (kh, kw) = p["shape"], p["k"]

@@ -15,6 +15,7 @@ from .batchnorm import batch_norm, batch_norm_relu6  # noqa: F401
 from .conv import conv2d  # noqa: F401
 from .detection_losses import sigmoid_focal_loss, smooth_l1_loss  # noqa: F401
 from .fused import conv2d_batch_norm_eval, depthwise_stage_train, inverted_residual_eval  # noqa: F401
+from .resizing import interpolate  # noqa: F401
 from .layers import adaptive_avg_pool2d, dropout, linear, relu6  # noqa: F401
-from .losses import (cross_entropy, dice_loss, focal_loss, l2_penalty, log_softmax,  # noqa: F401
+from .losses import (ce_dice_loss, cross_entropy, dice_loss, focal_loss, l2_penalty, log_softmax,  # noqa: F401
                      multi_margin_loss, softmax)

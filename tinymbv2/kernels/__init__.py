@@ -45,6 +45,8 @@ SIMPLE_KERNELS = (
     "batch_norm_backward_train",
     "batch_norm_forward_eval",
     "matmul",
+    "interpolate_forward",
+    "interpolate_backward",
 )
 """The kernels every set computes itself (the others are compositions of these)."""
 

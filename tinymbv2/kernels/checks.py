@@ -232,3 +232,31 @@ def pointwise_weight_args(fn, gy, x) -> None:
     ndim(fn, "x", x, 4)
     if x.shape[0] != gy.shape[0] or x.shape[2:] != gy.shape[2:]:
         raise ValueError(f"{fn}: x {x.shape} and gy {gy.shape} must share N, H, W")
+
+
+def interpolate_args(fn, x, size, x_shape=None):
+    """Check a resize's array (4-D, float32 or float64) and, for the backward, its shape.
+
+    Args:
+        fn: The kernel's name, for the message.
+        x: The input (forward) or the output's gradient (backward).
+        size: The output plane (Ho, Wo) the array must have (backward) or will have.
+        x_shape: The input's shape (backward), or None (forward).
+
+    Returns:
+        The dtype.
+
+    Raises:
+        TypeError: A dtype other than float32 or float64.
+        ValueError: An array that is not 4-D, or a gradient whose shape does not fit.
+    """
+    dtype = same_float_dtype(fn, x=np.empty(0, x.dtype))
+    name = "x" if x_shape is None else "gy"
+    if len(x.shape) != 4:
+        raise ValueError(f"{fn}: {name} must be 4-D (N, C, H, W), got shape {tuple(x.shape)}")
+    if x_shape is not None:
+        want = tuple(x_shape[:2]) + tuple(size)
+        if len(x_shape) != 4 or tuple(x.shape) != want:
+            raise ValueError(f"{fn}: gy must have shape {want} for x {tuple(x_shape)}, "
+                             f"got {tuple(x.shape)}")
+    return dtype

@@ -51,8 +51,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_array_module
-from .checks import (batch_norm_args, conv_geometry, grad_out_shape, matmul_args, pointwise_args,
-                     pointwise_weight_args, relu6_bias, same_float_dtype)
+from .checks import (batch_norm_args, conv_geometry, grad_out_shape, interpolate_args, matmul_args,
+                     pointwise_args, pointwise_weight_args, relu6_bias, same_float_dtype)
 
 
 # --------------------------------------------------------------------- helpers
@@ -75,6 +75,74 @@ def _per_channel(v):
     """(C,) -> (1, C, 1, 1), so a per-channel vector broadcasts over N, H, W."""
     return v.reshape(1, -1, 1, 1)
 
+
+
+def interpolation_taps(xp, n_in, n_out, mode, align_corners, scale, dtype):
+    """The two source rows and their weights for each output row of one axis of a resize.
+
+    The formulas are in ``ReferenceKernels.interpolate_forward``. The ratio is computed as
+    PyTorch computes it, so that a floor lands where PyTorch's does: for nearest in float32
+    whatever the data (its kernels do), for bilinear in the data's dtype.
+
+    Args:
+        xp: NumPy or CuPy.
+        n_in: The input's length along the axis.
+        n_out: The output's length.
+        mode: ``"bilinear"`` or ``"nearest"``.
+        align_corners: Bilinear's source formula.
+        scale: The scale factor the caller gave for this axis, or None.
+        dtype: The data's dtype (of the weights).
+
+    Returns:
+        ``(i0, i1, l0, l1)``, each (n_out,): output o is ``l0[o] * x[i0[o]] + l1[o] * x[i1[o]]``
+        (nearest: ``i1 = i0``, ``l0 = 1``, ``l1 = 0``).
+    """
+    dtype = np.dtype(dtype)
+    o = xp.arange(n_out)
+    if mode == "nearest":
+        r = np.float32(1.0 / scale if scale else n_in / n_out)
+        if n_out in (n_in, 2 * n_in):  # PyTorch's shortcuts, whatever the scale factor said
+            r = np.float32(n_in / n_out)
+        i0 = xp.minimum(xp.floor(o.astype(np.float32) * r).astype(np.int64), n_in - 1)
+        return i0, i0, xp.ones(n_out, dtype), xp.zeros(n_out, dtype)
+    if align_corners:
+        r = dtype.type((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
+        src = o.astype(dtype) * r
+    else:
+        # an axis that keeps its size is copied, whatever the scale factor (PyTorch skips it)
+        r = dtype.type(1.0 / scale if scale and n_out != n_in else n_in / n_out)
+        src = xp.maximum((o.astype(dtype) + dtype.type(0.5)) * r - dtype.type(0.5), 0)
+    i0 = xp.minimum(src.astype(np.int64), n_in - 1)
+    i1 = xp.minimum(i0 + 1, n_in - 1)
+    l1 = (src - i0).astype(dtype)
+    return i0, i1, 1 - l1, l1
+
+
+def interpolation_matrices(xp, in_hw, size, mode, align_corners, scales, dtype):
+    r"""The resize of a plane as two matrices: $y = A_h\, x\, A_w^T$.
+
+    Args:
+        xp: NumPy or CuPy.
+        in_hw: The input plane (H, W).
+        size: The output plane (Ho, Wo).
+        mode: ``"bilinear"`` or ``"nearest"``.
+        align_corners: Bilinear's source formula.
+        scales: The caller's (scale_h, scale_w), or None.
+        dtype: The data's dtype.
+
+    Returns:
+        ``(A_h, A_w)``, (Ho, H) and (Wo, W): row o holds the weights output o gives each
+        source row (at most two are not zero).
+    """
+    mats = []
+    for axis, (n_in, n_out) in enumerate(zip(in_hw, size)):
+        i0, i1, l0, l1 = interpolation_taps(xp, int(n_in), int(n_out), mode, align_corners,
+                                            scales[axis] if scales else None, dtype)
+        cols = xp.arange(n_in)
+        # l0 and l1 add up where i0 == i1 (the last row), as PyTorch's two taps do
+        mats.append((l0[:, None] * (cols == i0[:, None]) + l1[:, None] * (cols == i1[:, None]))
+                    .astype(dtype))
+    return tuple(mats)
 
 
 class ReferenceKernels:
@@ -503,6 +571,68 @@ class ReferenceKernels:
         same_float_dtype(fn, a=a, b=b)
         matmul_args(fn, a, b)
         return np.ascontiguousarray(a @ b)
+
+    # ------------------------------------------------------------- interpolation
+    @staticmethod
+    def interpolate_forward(x, size, mode, align_corners, scales):
+        r"""Resize the planes of x to ``size``: PyTorch's ``interpolate``, bilinear or nearest.
+
+        Each axis is resampled on its own (both modes are separable). Output row $o$ of an axis
+        of $n_\text{in}$ inputs and $n_\text{out}$ outputs reads the source coordinate
+
+        * bilinear, ``align_corners=False``: $s = \max(0,\; (o + 0.5)\,r - 0.5)$, with
+          $r = n_\text{in} / n_\text{out}$ (pixel centres line up);
+        * bilinear, ``align_corners=True``: $s = o\,(n_\text{in} - 1) / (n_\text{out} - 1)$
+          (corner pixels line up; $s = 0$ for $n_\text{out} = 1$);
+        * nearest: $s = \min(\lfloor o\,r \rfloor,\; n_\text{in} - 1)$ (PyTorch's
+          ``"nearest"``: the floor, not the rounding);
+
+        where $r = 1 / \text{scale}$ instead when the caller gave a scale factor (PyTorch's
+        rule; but, as PyTorch, an axis that keeps its size is copied, and nearest's doubling
+        takes $r = 1/2$, whatever the scale). Bilinear mixes the two rows around $s$: with $i = \lfloor s \rfloor$ and
+        $\lambda = s - i$, $y_o = (1 - \lambda)\,x_i + \lambda\,x_{\min(i + 1,\, n_\text{in} - 1)}$.
+        Written as a matrix $A$ (n_out, n_in) with those weights in each row, the whole
+        resize is $y = A_h\, x\, A_w^T$ per plane, two matrix products.
+
+        Args:
+            x: The input (N, C, H, W).
+            size: (Ho, Wo), the output plane.
+            mode: ``"bilinear"`` or ``"nearest"``.
+            align_corners: For bilinear, which source formula (above); False for nearest.
+            scales: (scale_h, scale_w), the scale factors the caller gave, or None (then
+                $r = n_\text{in} / n_\text{out}$).
+
+        Returns:
+            y (N, C, Ho, Wo).
+        """
+        x = np.asarray(x)
+        dtype = interpolate_args("interpolate_forward", x, size)
+        a_h, a_w = interpolation_matrices(np, x.shape[2:], size, mode, align_corners, scales, dtype)
+        return np.ascontiguousarray(np.matmul(np.matmul(a_h, x), a_w.T))
+
+    @staticmethod
+    def interpolate_backward(gy, x_shape, mode, align_corners, scales):
+        r"""Gradient of ``interpolate_forward`` with respect to x.
+
+        $y = A_h x A_w^T$ is linear in x, so $\partial L / \partial x = A_h^T\, g_y\, A_w$:
+        each output's gradient is scattered back to the (one or two) source rows and
+        columns it read, with the forward's weights; rows that several outputs read add up.
+
+        Args:
+            gy: $\partial L / \partial y$ (N, C, Ho, Wo).
+            x_shape: The input's shape (N, C, H, W).
+            mode: As in the forward.
+            align_corners: As in the forward.
+            scales: As in the forward.
+
+        Returns:
+            $\partial L / \partial x$ (N, C, H, W).
+        """
+        gy = np.asarray(gy)
+        dtype = interpolate_args("interpolate_backward", gy, gy.shape[2:], x_shape)
+        a_h, a_w = interpolation_matrices(np, x_shape[2:], gy.shape[2:], mode, align_corners, scales,
+                                          dtype)
+        return np.ascontiguousarray(np.matmul(np.matmul(a_h.T, gy), a_w))
 
     # ---------------------------------------- fused: convolution + BatchNorm, inference
     def conv2d_bn_eval(self, x, w, stride, padding, bn):

@@ -7,6 +7,7 @@ Shapes (NCHW):
     ReLU6, ReLU        any           -> same
     AdaptiveAvgPool2d  (N, C, H, W)  -> (N, C, oh, ow)
     Flatten            (N, C, 1, 1)  -> (N, C)
+    Upsample           (N, C, H, W)  -> (N, C, Ho, Wo)
     Dropout, Identity  any           -> same
     Linear             (..., in)     -> (..., out)
 
@@ -448,6 +449,43 @@ class AdaptiveAvgPool2d(Module):
 
     def extra_repr(self):
         return f"output_size={self.output_size}"
+
+
+class Upsample(Module):
+    """Resize (N, C, H, W) to a size or by a scale factor: ``torch.nn.Upsample``.
+
+    A Module over [F.interpolate][tinymbv2.functional.resizing.interpolate], with
+    PyTorch's default mode, ``"nearest"``; a segmentation head's ``"bilinear"`` is one
+    argument away.
+
+    Args:
+        size: The output plane (Ho, Wo), or one int for both.
+        scale_factor: Instead of ``size``: a number or a pair.
+        mode: ``"nearest"`` or ``"bilinear"``.
+        align_corners: Bilinear only (None: False).
+
+    Raises:
+        ValueError: A mode other than the two, or ``align_corners`` with ``"nearest"``.
+    """
+
+    def __init__(self, size=None, scale_factor=None, mode="nearest", align_corners=None):
+        super().__init__()
+        if mode not in ("nearest", "bilinear"):
+            raise ValueError(f"Upsample: expected mode 'nearest' or 'bilinear', got {mode!r}")
+        if mode == "nearest" and align_corners is not None:
+            raise ValueError("Upsample: align_corners can only be set with mode 'bilinear', "
+                             f"got align_corners={align_corners!r} with mode 'nearest'")
+        self.size, self.scale_factor = size, scale_factor
+        self.mode, self.align_corners = mode, align_corners
+
+    def forward(self, x):
+        check_input(self, x, 4, layout="(N, C, H, W)")
+        return F.interpolate(x, self.size, self.scale_factor, self.mode, self.align_corners)
+
+    def extra_repr(self):
+        where = f"size={self.size!r}" if self.size is not None else f"scale_factor={self.scale_factor!r}"
+        corners = "" if self.align_corners is None else f", align_corners={self.align_corners}"
+        return f"{where}, mode={self.mode!r}{corners}"
 
 
 class Flatten(Module):

@@ -14,7 +14,9 @@ kernels are C++ templates compiled for both). Organised like ``tinymbv2.kernels.
   precision, then one elementwise pass);
 * ``gemm``: the batched GEMMs (one cuBLAS call on the arrays as they lie, with
   ``cublas_args``, plain Python, mapping row-major products to cuBLAS's arguments)
-  and the Linear layer's ``matmul``; ``common``: what the CUDA sources share
+  and the Linear layer's ``matmul``; ``interpolate``: bilinear and nearest resizing,
+  one thread per output for the forward and the transposed matrices through cuBLAS for
+  the backward (a scatter without atomics); ``common``: what the CUDA sources share
   (argument checks, compiling, launching, the block reduction).
 
 Deterministic: no floating-point atomics; every sum runs in a fixed order, so
@@ -25,7 +27,7 @@ only by those who compute on a GPU (``pip install -e .[gpu]``).
 from __future__ import annotations
 
 from ..reference import ReferenceKernels
-from . import batchnorm, conv, gemm
+from . import batchnorm, conv, gemm, interpolate
 
 
 class CupyKernels(ReferenceKernels):
@@ -46,3 +48,5 @@ class CupyKernels(ReferenceKernels):
     batch_norm_backward_train = staticmethod(batchnorm.batch_norm_backward_train)
     batch_norm_forward_eval = staticmethod(batchnorm.batch_norm_forward_eval)
     matmul = staticmethod(gemm.matmul)
+    interpolate_forward = staticmethod(interpolate.interpolate_forward)
+    interpolate_backward = staticmethod(interpolate.interpolate_backward)

@@ -9,7 +9,8 @@ instead of for reading. The package is grouped by op:
   kernels in vector registers and those for small planes), ``.pointwise`` (a matrix
   product per image, or one over the batch on channels-last planes:
   ``.pointwise.channels_last``), ``.dense`` (im2col + GEMM per image), ``.batchnorm``,
-  ``.matmul`` (the Linear layer's GEMM), and the fused kernels ``.block`` (a whole
+  ``.matmul`` (the Linear layer's GEMM), ``.interpolate`` (bilinear and nearest
+  resizing), and the fused kernels ``.block`` (a whole
   inverted residual block for inference), ``.stage`` (the depthwise stage in training)
   and ``.optim`` (RMSprop);
 * their shared machinery: ``.pool`` (Numba's one thread pool, and the BLAS its
@@ -59,7 +60,7 @@ from __future__ import annotations
 # module is imported (the cache folder is chosen as a kernel is decorated)
 from . import cache, compiling  # noqa: F401
 from ..reference import ReferenceKernels
-from . import batchnorm, block, dense, depthwise, matmul, optim, pointwise, stage
+from . import batchnorm, block, dense, depthwise, interpolate, matmul, optim, pointwise, stage
 
 
 class NumbaKernels(ReferenceKernels):
@@ -80,6 +81,8 @@ class NumbaKernels(ReferenceKernels):
     batch_norm_backward_train = staticmethod(batchnorm.batch_norm_backward_train)
     batch_norm_forward_eval = staticmethod(batchnorm.batch_norm_forward_eval)
     matmul = staticmethod(matmul.matmul)
+    interpolate_forward = staticmethod(interpolate.interpolate_forward)
+    interpolate_backward = staticmethod(interpolate.interpolate_backward)
 
     conv2d_bn_eval = staticmethod(dense.conv2d_bn_eval)
     depthwise_conv2d_bn_eval = staticmethod(depthwise.depthwise_conv2d_bn_eval)
