@@ -191,7 +191,7 @@ def test_layers_a_user_swapped_in_are_left_alone(kernel_set):
     model = mobilenet_v2(width_mult=0.35, num_classes=10, seed=0).double()
     block = model.features[3]
     old = block.conv[1][0]
-    shifted = Shifted(old.in_channels, old.out_channels, 3, old.stride, 1, old.groups, bias=False,
+    shifted = Shifted(old.in_channels, old.out_channels, 3, old.stride, 1, groups=old.groups, bias=False,
                       dtype=np.float64)
     shifted.weight = old.weight
     block.conv[1][0] = shifted            # the depthwise conv of block 3
@@ -343,3 +343,42 @@ def test_a_slice_of_a_fused_sequential_is_fused():
     fused.eval()
     x = np.random.default_rng(6).standard_normal((1, 3, 64, 64)).astype(np.float32)
     assert op_counts(head, x, train=False) == {"ConvBatchNormEval": 1, "InvertedResidualEval": 2}
+
+
+def dilated_mobilenet(seed=0):
+    """MobileNetV2 with its last three blocks' depthwise filters atrous: blocks 15 and 16 with
+    dilation 2 and padding 2 (the planes keep their size, as DeepLab dilates a backbone),
+    block 17's with dilation 2 but padding 1, a filter only its dilation tells apart from
+    the ones the fused ops take."""
+    model = mobilenet_v2(width_mult=0.35, num_classes=10, seed=seed).double()
+    for block, padding in zip(model.features[15:18], (2, 2, 1)):
+        depthwise = block.conv[-3][0]
+        depthwise.dilation, depthwise.padding = (2, 2), (padding, padding)
+    return model
+
+
+def test_a_dilated_model_runs_fused_with_its_dilation(kernel_set):
+    """The view never runs a dilated filter as an undilated one: the stage and the whole-block
+    op leave dilated blocks to run layer by layer, conv + BatchNorm takes the dilation, and
+    training and inference give the plain model's numbers, which dilation does change."""
+    model = dilated_mobilenet()
+    start = model.state_dict()
+    rng = np.random.default_rng(7)
+    x, y = rng.standard_normal((2, 3, 128, 128)), rng.integers(0, 10, 2)
+    results = []
+    for make_net in (lambda m: m, fuse):
+        model.load_state_dict(start)
+        results.append(one_step(make_net(model), model, x, y))
+    (loss, grads, _, logits), (f_loss, f_grads, _, f_logits) = results
+    assert rel(loss, f_loss) < TOL and rel(logits, f_logits) < TOL
+    assert_agree(grads, f_grads)
+    fused = fuse(model)
+    train, infer = op_counts(fused, x, train=True), op_counts(fused, x, train=False)
+    assert train["DepthwiseStageTrain"] == 17 - 3
+    assert infer["InvertedResidualEval"] == 17 - 3
+    assert infer["ConvBatchNormEval"] == 2 + 3 * 3  # stem, head; expand, depthwise, project
+    undilated = mobilenet_v2(width_mult=0.35, num_classes=10, seed=0).double()
+    undilated.load_state_dict(model.state_dict())
+    undilated.eval()
+    with tinymbv2.no_grad():
+        assert rel(f_logits, fuse(undilated)(Tensor(x)).numpy()) > 1e-3

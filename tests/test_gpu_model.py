@@ -75,8 +75,27 @@ CONV_CASES = {  # (x shape, w shape, stride, padding, groups): the four kernels 
 def test_conv2d_all_paths_on_cuda(path):
     xs, ws, s, p, groups = CONV_CASES[path]
     torch = _torch()
-    compare_on_cuda(lambda x, w, b: F.conv2d(x, w, b, s, p, groups),
+    compare_on_cuda(lambda x, w, b: F.conv2d(x, w, b, s, p, groups=groups),
                     lambda x, w, b: torch.nn.functional.conv2d(x, w, b, s, p, 1, groups),
+                    [_r(*xs), _r(*ws, seed=1), _r(ws[0], seed=2)])
+
+
+DILATED_CASES = {  # (x shape, w shape, stride, padding, dilation, groups): atrous convolution
+    "depthwise-d2": ((2, 6, 9, 8), (6, 1, 3, 3), 1, 2, 2, 6),
+    "depthwise-d6-s2": ((2, 4, 17, 15), (4, 1, 3, 3), 2, 6, 6, 4),
+    "dense-d3": ((2, 3, 11, 10), (5, 3, 3, 3), 1, 3, 3, 1),
+    "dense-d23-s2": ((1, 3, 12, 13), (4, 3, 3, 2), 2, (1, 2), (2, 3), 1),
+    "grouped-d2": ((2, 6, 9, 9), (4, 3, 3, 3), 1, 2, 2, 2),
+}
+
+
+@pytest.mark.parametrize("case", list(DILATED_CASES))
+def test_dilated_conv2d_on_cuda(case):
+    """The CUDA kernels with the taps spread by dilation, against torch on the CPU."""
+    xs, ws, s, p, d, groups = DILATED_CASES[case]
+    torch = _torch()
+    compare_on_cuda(lambda x, w, b: F.conv2d(x, w, b, s, p, d, groups),
+                    lambda x, w, b: torch.nn.functional.conv2d(x, w, b, s, p, d, groups),
                     [_r(*xs), _r(*ws, seed=1), _r(ws[0], seed=2)])
 
 

@@ -25,6 +25,9 @@ in eval mode with running statistics of the input's dtype; "training" means the
 BatchNorms are in training mode with affine parameters. Anything else runs layer by
 layer, as in the plain model, and so does every layer a user swapped in (a subclass of
 ``Conv2d``, a different activation...): the patterns match exact types only.
+A dilated (atrous) convolution fuses only with its BatchNorm for inference, where the
+fused op takes the dilation; the depthwise stage and the whole-block op are written for
+the undilated 3x3 filter, so a dilated one is left to run layer by layer.
 
 The view shares every Parameter and buffer object with the model (the same
 ``state_dict`` keys and values): an optimizer built on either trains both, and the
@@ -190,7 +193,8 @@ def conv_norm(conv: Conv2d, norm: BatchNorm2d, x, relu6: bool):
         conv.check_input(x)
         mean, var, weight, bias, eps = _eval_stats(norm, x)
         return F.conv2d_batch_norm_eval(x, conv.weight, conv.stride, conv.padding, conv.groups,
-                                        mean, var, weight, bias, eps, relu6)
+                                        mean, var, weight, bias, eps, relu6,
+                                        dilation=conv.dilation)
     y = conv(x)
     if not relu6:
         return norm(y)
@@ -249,11 +253,12 @@ def _stage(first, depthwise, after, x):
 
 def _stage_applies(conv1, norm1, conv2, norm2) -> bool:
     """Both BatchNorms in training mode with affine parameters, and conv2 the depthwise
-    3x3 filter (padding 1, stride 1 or 2, no bias) over conv1's output channels."""
+    3x3 filter (padding 1, stride 1 or 2, not dilated, no bias) over conv1's output channels."""
     hidden = conv1.out_channels
     return (norm1.training and norm1.affine and norm2.training and norm2.affine
             and conv2.kernel_size == (3, 3) and conv2.padding == (1, 1)
-            and conv2.stride in ((1, 1), (2, 2)) and conv2.bias is None
+            and conv2.stride in ((1, 1), (2, 2)) and conv2.dilation == (1, 1)
+            and conv2.bias is None
             and conv2.groups == conv2.in_channels == conv2.out_channels == hidden
             and norm1.num_features == norm2.num_features == hidden)
 
@@ -284,6 +289,7 @@ def _block_eval_parts(block, x):
         depthwise = kernel == (3, 3)
         if (not _eval_fusable(conv, norm, x) or conv.kernel_size != kernel
                 or conv.stride != (stride, stride) or conv.padding != (kernel[0] // 2,) * 2
+                or conv.dilation != (1, 1)
                 or conv.groups != (conv.in_channels if depthwise else 1)):
             return None
         parts.append((conv.weight, (*_eval_stats(norm, x), relu6)))

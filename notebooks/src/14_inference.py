@@ -82,7 +82,7 @@ def fold_batchnorm(model):
                 continue
             scale = bn.weight.data / np.sqrt(bn.running_var.data + bn.eps)        # s_o
             fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
-                              conv.padding, conv.groups, bias=True)
+                              conv.padding, conv.dilation, conv.groups, bias=True)
             fused.weight.data[...] = conv.weight.data * scale.reshape(-1, 1, 1, 1)  # W' = s W
             b = conv.bias.data if conv.bias is not None else 0.0
             fused.bias.data[...] = scale * (b - bn.running_mean.data) + bn.bias.data  # b' = s (b - mu) + beta

@@ -256,7 +256,7 @@ def test_conv2d_batch_norm_eval_matches_torch(kset, relu6, shape, wshape, stride
     with tinymbv2.use_kernels(kset), tinymbv2.no_grad():
         fused = F.conv2d_batch_norm_eval(Tensor(x), Tensor(w), stride, pad, groups, mean, var,
                                          Tensor(gamma), Tensor(beta), 1e-5, relu6=relu6)
-        separate = F.batch_norm(F.conv2d(Tensor(x), Tensor(w), None, stride, pad, groups),
+        separate = F.batch_norm(F.conv2d(Tensor(x), Tensor(w), None, stride, pad, groups=groups),
                                 mean, var, Tensor(gamma), Tensor(beta), training=False)
         if relu6:
             separate = F.relu6(separate)

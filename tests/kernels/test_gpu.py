@@ -305,3 +305,35 @@ def test_kernel_errors_name_the_kernel():
     with pytest.raises(ValueError, match="batch_norm_forward_train.*no values"):
         c = cp.ones(2, cp.float32)
         CUPY.batch_norm_forward_train(cp.zeros((0, 2, 3, 3), cp.float32), c, c, EPS)
+
+
+@needs_gpu
+@DTYPES
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("dilation", [2, 3, 6, (2, 3)])
+def test_dilated_conv_kernels_match_reference(dtype, stride, dilation):
+    """Atrous convolution: the six dense and depthwise kernels with dilation, against the
+    reference set (float64 to 1e-10, float32 to 1e-4)."""
+    rng = np.random.default_rng(11)
+    d = (dilation, dilation) if isinstance(dilation, int) else dilation
+    s, p = (stride, stride), d  # DeepLab's padding = dilation
+    x = rng.standard_normal((2, 5, 13, 11)).astype(dtype)
+    w, wd = (rng.standard_normal((4, 5, 3, 3)).astype(dtype),
+             rng.standard_normal((5, 1, 3, 3)).astype(dtype))
+    ho, wo = [(size + 2 * p[a] - 2 * d[a] - 1) // stride + 1 for a, size in enumerate((13, 11))]
+    gy, gyd = (rng.standard_normal((2, 4, ho, wo)).astype(dtype),
+               rng.standard_normal((2, 5, ho, wo)).astype(dtype))
+    calls = {
+        "conv2d_forward": (x, w, s, p, d),
+        "conv2d_backward_input": (gy, w, x.shape, s, p, d),
+        "conv2d_backward_weight": (gy, x, w.shape, s, p, d),
+        "depthwise_conv2d_forward": (x, wd, s, p, d),
+        "depthwise_conv2d_backward_input": (gyd, wd, x.shape, s, p, d),
+        "depthwise_conv2d_backward_weight": (gyd, x, wd.shape, s, p, d),
+    }
+    tol = 1e-10 if dtype == np.float64 else 1e-4
+    for name, args in calls.items():
+        want = getattr(REFERENCE, name)(*args)
+        got = getattr(CUPY, name)(*on_gpu(args))
+        assert isinstance(got, cp.ndarray) and got.dtype == dtype, name
+        assert rel(got.get(), want) < tol, name

@@ -47,3 +47,10 @@ def test_check_input_size_names_the_caller_and_the_smallest_size():
         check_input_size(model, (4, 28), "eval", "the image size")
     with pytest.raises(ValueError, match=r"^finetune: image_size 3 is smaller"):
         check_input_size(model, 3, "finetune", "image_size")
+
+
+def test_a_dilated_convolution_needs_its_spread_to_fit():
+    """A 3x3 filter at dilation 4 without padding reads 9 pixels: 8 px give it no output."""
+    assert smallest_input_size(nn.Sequential(nn.Conv2d(1, 1, 3, dilation=4))) == 9
+    assert smallest_input_size(nn.Sequential(nn.Conv2d(1, 1, 3))) == 3
+    assert smallest_input_size(nn.Sequential(nn.Conv2d(1, 1, 3, padding=4, dilation=4))) == 1

@@ -114,3 +114,15 @@ def test_summary_errors():
     with pytest.raises(TypeError, match="cannot propagate shapes through Custom"):
         summary(nn.Sequential(nn.Conv2d(3, 3, 1), Custom()), (3, 8, 8))
     np.testing.assert_equal(summary(nn.Sequential(nn.Conv2d(3, 3, 1)), (3, 8, 8)).total_macs, 8 * 8 * 9)
+
+
+def test_a_dilated_conv_is_counted_on_its_own_output_size():
+    """H_o = floor((H + 2p - d(k - 1) - 1) / s) + 1: 17 px, k 3, d 3, s 2, p 0 -> 6 px, and
+    each output still costs k*k*Ci multiply-adds (dilation spreads the taps, it adds none)."""
+    s = summary(nn.Sequential(nn.Conv2d(3, 8, 3, 2, 0, 3)), (3, 17, 17))
+    assert s.rows[0].output_shape == (1, 8, 6, 6)
+    assert s.total_macs == 6 * 6 * 8 * 3 * 3 * 3
+    # DeepLab's atrous 3x3 with padding = dilation keeps the plane, and the cost, of dilation 1
+    same = [summary(nn.Sequential(nn.Conv2d(16, 16, 3, 1, d, d, 16)), (16, 32, 32)) for d in (1, 6)]
+    assert same[0].rows[0].output_shape == same[1].rows[0].output_shape == (1, 16, 32, 32)
+    assert same[0].total_macs == same[1].total_macs == 32 * 32 * 16 * 9

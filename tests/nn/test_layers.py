@@ -43,10 +43,41 @@ def _check_against_torch(ours, theirs, x_np, tol=1e-12):
     dict(in_channels=6, out_channels=6, kernel_size=3, stride=1, padding=1, groups=6, bias=False),
     dict(in_channels=4, out_channels=6, kernel_size=(1, 3), stride=(1, 2), padding=(0, 1), groups=2),
     dict(in_channels=5, out_channels=7, kernel_size=1, bias=False),
+    dict(in_channels=4, out_channels=4, kernel_size=3, padding=2, dilation=2, groups=4, bias=False),
+    dict(in_channels=3, out_channels=5, kernel_size=3, stride=2, padding=3, dilation=3),
+    dict(in_channels=4, out_channels=6, kernel_size=(3, 2), padding=(1, 2), dilation=(2, 3), groups=2),
+    dict(in_channels=5, out_channels=7, kernel_size=1, dilation=6, bias=False),
 ])
 def test_conv2d_matches_torch(args):
     _check_against_torch(nn.Conv2d(**args), torch.nn.Conv2d(**args),
                          _rng().standard_normal((2, args["in_channels"], 7, 6)))
+
+
+def test_dilated_conv2d_repr_output_shape_and_state_dict_are_torchs():
+    """dilation comes after padding, as in torch's signature; the repr shows it as torch's
+    does (only when not 1); the weights are the same tensors either way."""
+    ours, theirs = nn.Conv2d(8, 8, 3, 1, 6, 6, 8, False), torch.nn.Conv2d(8, 8, 3, 1, 6, 6, 8, False)
+    assert repr(ours) == repr(theirs) == (
+        "Conv2d(8, 8, kernel_size=(3, 3), stride=(1, 1), padding=(6, 6), dilation=(6, 6), "
+        "groups=8, bias=False)")
+    assert repr(nn.Conv2d(3, 4, 3, dilation=(1, 2))) == repr(torch.nn.Conv2d(3, 4, 3, dilation=(1, 2)))
+    assert "dilation" not in repr(nn.Conv2d(3, 4, 3))
+    assert ours.output_shape((2, 8, 13, 11)) == tuple(theirs(torch.zeros(2, 8, 13, 11)).shape)
+    assert nn.Conv2d(3, 4, 3, 2, 0, 3).output_shape((1, 3, 17, 17)) == (1, 4, 6, 6)  # (17-7)//2+1
+    assert list(ours.state_dict()) == list(theirs.state_dict()) == ["weight"]
+    ours.load_state_dict({k: v.numpy() for k, v in theirs.state_dict().items()})
+    x = _rng(2).standard_normal((1, 8, 13, 11)).astype(np.float32)
+    np.testing.assert_allclose(ours(Tensor(x)).data, theirs(torch.from_numpy(x)).detach().numpy(),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_conv2d_refuses_a_bad_dilation():
+    with pytest.raises(ValueError, match=r"Conv2d: expected .*dilation >= 1.*dilation=\(0, 2\)"):
+        nn.Conv2d(3, 4, 3, dilation=(0, 2))
+    with pytest.raises(TypeError, match="Conv2d: expected dilation as an int or a pair of ints"):
+        nn.Conv2d(3, 4, 3, dilation=1.5)
+    with pytest.raises(ValueError, match=r"smaller than the kernel 3x3 \(spread over 9x9 by dilation\)"):
+        nn.Conv2d(3, 4, 3, dilation=4)(Tensor(np.zeros((1, 3, 8, 8), np.float32)))
 
 
 def test_linear_matches_torch():

@@ -30,7 +30,7 @@ from ..backend import get_array_module
 from ..kernels import kernels_for
 from .checks import check_same_device, check_same_dtype, check_tensor, pair
 from .batchnorm import update_running_stats
-from .conv import GroupedConv2d, check_conv_args
+from .conv import GroupedConv2d, check_conv_args, conv_dilation
 
 
 # ------------------------------------------------ convolution + BatchNorm, inference
@@ -39,20 +39,25 @@ class ConvBatchNormEval(Function):
 
     readable: ``kernels/reference.py``, ``ReferenceKernels.conv2d_bn_eval``,
     ``depthwise_conv2d_bn_eval``, ``pointwise_conv2d_bn_eval`` (each the convolution
-    kernel, then ``batch_norm_forward_eval``).
+    kernel, then ``batch_norm_forward_eval``). A dilated (atrous) convolution has no fused
+    kernel: it runs the convolution's own kernel with its dilation, then the BatchNorm's.
     """
 
     @staticmethod
-    def forward(ctx, x, w, stride, padding, groups, bn):
+    def forward(ctx, x, w, stride, padding, groups, bn, dilation=(1, 1)):
         k = kernels_for(x)
         ci, co, (kh, kw) = x.shape[1], w.shape[0], w.shape[2:]
-        if groups == 1 and (kh, kw) == (1, 1) and stride == (1, 1) and padding == (0, 0):
-            return k.pointwise_conv2d_bn_eval(x, w, bn)
+        if dilation == (1, 1):
+            if groups == 1 and (kh, kw) == (1, 1) and stride == (1, 1) and padding == (0, 0):
+                return k.pointwise_conv2d_bn_eval(x, w, bn)
+            if groups == ci == co:
+                return k.depthwise_conv2d_bn_eval(x, w, stride, padding, bn)
+            if groups == 1:
+                return k.conv2d_bn_eval(x, w, stride, padding, bn)
         if groups == ci == co:
-            return k.depthwise_conv2d_bn_eval(x, w, stride, padding, bn)
-        if groups == 1:
-            return k.conv2d_bn_eval(x, w, stride, padding, bn)
-        y = GroupedConv2d.forward(Context(), x, w, stride, padding, groups)
+            y = k.depthwise_conv2d_forward(x, w, stride, padding, dilation)
+        else:
+            y = GroupedConv2d.forward(Context(), x, w, stride, padding, dilation, groups)
         mean, var, weight, bias, eps, relu6 = bn
         return k.batch_norm_forward_eval(y, mean, var, weight, bias, eps, relu6=relu6)
 
@@ -62,7 +67,7 @@ class ConvBatchNormEval(Function):
 
 
 def conv2d_batch_norm_eval(x, weight, stride, padding, groups, running_mean, running_var,
-                           bn_weight, bn_bias, eps=1e-5, relu6=False) -> Tensor:
+                           bn_weight, bn_bias, eps=1e-5, relu6=False, dilation=1) -> Tensor:
     r"""Inference only: ``batch_norm(conv2d(x, weight))`` (and ``relu6``) in one call.
 
     The BatchNorm uses the running statistics.
@@ -84,6 +89,7 @@ def conv2d_batch_norm_eval(x, weight, stride, padding, groups, running_mean, run
         bn_bias: $\beta$, a Tensor (Co,).
         eps: $\epsilon$, added to the variance.
         relu6: Clamp the output to [0, 6].
+        dilation: The convolution's dilation, an int or an (h, w) pair.
 
     Returns:
         The output (N, Co, Ho, Wo).
@@ -94,14 +100,16 @@ def conv2d_batch_norm_eval(x, weight, stride, padding, groups, running_mean, run
     """
     fn = "conv2d_batch_norm_eval"
     stride, padding = pair(stride, "stride", fn), pair(padding, "padding", fn)
-    check_conv_args(x, weight, None, stride, padding, groups, fn=fn)
+    check_tensor(weight, fn, "weight", ndim=4)
+    dilation = conv_dilation(dilation, weight.shape[2:], fn)
+    check_conv_args(x, weight, None, stride, padding, groups, fn=fn, dilation=dilation)
     if is_grad_enabled() and any(t.requires_grad for t in (x, weight, bn_weight, bn_bias)):
         raise RuntimeError(f"{fn}: inference only, it records no graph; call it under "
                            "tinymbv2.no_grad() (or use conv2d and batch_norm to train)")
     xp = get_array_module(x.data)
     bn = (xp.asarray(running_mean, dtype=x.dtype), xp.asarray(running_var, dtype=x.dtype),
           bn_weight.data, bn_bias.data, eps, relu6)
-    return ConvBatchNormEval.apply(x, weight, stride, padding, groups, bn)
+    return ConvBatchNormEval.apply(x, weight, stride, padding, groups, bn, dilation)
 
 
 # --------------------------------------------------- a whole block, for inference

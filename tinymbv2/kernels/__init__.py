@@ -15,10 +15,11 @@ rest.
 The differentiable ops of ``tinymbv2.functional`` ask
 [kernels_for][tinymbv2.kernels.kernels_for] for the set that computes on their arrays
 and call its methods by name, e.g.
-``kernels_for(x).depthwise_conv2d_forward(x, w, stride, padding)``: from there, an
-editor's go-to-definition lands in ``reference.py``, the readable implementation.
+``kernels_for(x).depthwise_conv2d_forward(x, w, stride, padding, dilation)``: from
+there, an editor's go-to-definition lands in ``reference.py``, the readable implementation.
 
-Shapes are NCHW; ``stride`` and ``padding`` are ``(sh, sw)`` / ``(ph, pw)`` tuples;
+Shapes are NCHW; ``stride``, ``padding`` and ``dilation`` are ``(sh, sw)`` / ``(ph, pw)`` /
+``(dh, dw)`` tuples (the dense and depthwise convolutions take a dilation, 1 by default);
 outputs have the dtype of the inputs (float32 or float64) and are freshly allocated:
 C-contiguous, except that the numba set returns the activations of small planes
 channels-last (NCHW arrays over NHWC memory). Inputs may be non-contiguous or

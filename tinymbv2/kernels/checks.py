@@ -73,8 +73,45 @@ def ndim(fn: str, name: str, a, n: int) -> None:
         raise ValueError(f"{fn}: {name} must be {n}-D, got shape {np.shape(a)}")
 
 
-def conv_geometry(fn, x_shape, w_shape, stride, padding, depthwise=False):
-    """Validate a convolution and return ``(sh, sw), (ph, pw), (Ho, Wo)``.
+def dilation_pair(fn, dilation) -> tuple[int, int]:
+    """``(dh, dw)`` from an int or a pair, each >= 1: the spacing between a kernel's taps.
+
+    Args:
+        fn: The kernel's name, for the message.
+        dilation: An int or (dh, dw).
+
+    Returns:
+        The pair of ints.
+
+    Raises:
+        TypeError: Neither an int nor a pair of ints.
+        ValueError: A value below 1.
+    """
+    dh, dw = pair(dilation, "dilation", fn)
+    if dh < 1 or dw < 1:
+        raise ValueError(f"{fn}: dilation must be >= 1, got {(dh, dw)}")
+    return dh, dw
+
+
+def undilated(dilation) -> bool:
+    """Whether ``dilation`` (an int or a pair) is 1 along both axes: the usual convolution.
+
+    Args:
+        dilation: An int or (dh, dw).
+
+    Returns:
+        True for 1 and (1, 1).
+    """
+    if isinstance(dilation, (int, np.integer)):
+        return dilation == 1
+    return tuple(dilation) == (1, 1)
+
+
+def conv_geometry(fn, x_shape, w_shape, stride, padding, depthwise=False, dilation=1):
+    r"""Validate a convolution and return ``(sh, sw), (ph, pw), (Ho, Wo)``.
+
+    With dilation $d$ a kernel of $k$ taps spans $d (k - 1) + 1$ input pixels, so
+    $H_o = \lfloor (H + 2 p_h - d_h (k_h - 1) - 1) / s_h \rfloor + 1$ (PyTorch's).
 
     Args:
         fn: The kernel's name, for the message.
@@ -83,6 +120,7 @@ def conv_geometry(fn, x_shape, w_shape, stride, padding, depthwise=False):
         stride: An int or (sh, sw), >= 1.
         padding: An int or (ph, pw), >= 0.
         depthwise: The convolution is depthwise.
+        dilation: An int or (dh, dw), >= 1 (1: taps side by side).
 
     Returns:
         ``((sh, sw), (ph, pw), (Ho, Wo))``.
@@ -109,11 +147,14 @@ def conv_geometry(fn, x_shape, w_shape, stride, padding, depthwise=False):
         raise ValueError(f"{fn}: padding must be >= 0, got {(ph, pw)}")
     if kh < 1 or kw < 1:
         raise ValueError(f"{fn}: kernel must be at least 1x1, got {(kh, kw)}")
-    ho = (h + 2 * ph - kh) // sh + 1
-    wo = (w + 2 * pw - kw) // sw + 1
+    dh, dw = dilation_pair(fn, dilation)
+    span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1  # input pixels a dilated kernel covers
+    ho = (h + 2 * ph - span_h) // sh + 1
+    wo = (w + 2 * pw - span_w) // sw + 1
     if ho < 1 or wo < 1:
+        spans = "" if (dh, dw) == (1, 1) else f" (spanning {(span_h, span_w)} at dilation {(dh, dw)})"
         raise ValueError(
-            f"{fn}: kernel {(kh, kw)} does not fit the padded input "
+            f"{fn}: kernel {(kh, kw)}{spans} does not fit the padded input "
             f"{(h + 2 * ph, w + 2 * pw)} (input {(h, w)}, padding {(ph, pw)})"
         )
     return (sh, sw), (ph, pw), (ho, wo)

@@ -8,10 +8,11 @@ slice of the zero-padded input.
 The one picture behind all three convolution passes. For a tap $(i, j)$ of the
 kernel, output pixel $(o_h, o_w)$ reads input pixel
 
-$$(o_h s_h + i - p_h,\; o_w s_w + j - p_w)$$
+$$(o_h s_h + i d_h - p_h,\; o_w s_w + j d_w - p_w)$$
 
-so the set of input pixels that tap $(i, j)$ touches, over all outputs, is the
-strided slice ``xp[..., i : i + sh*(Ho-1) + 1 : sh, j : j + sw*(Wo-1) + 1 : sw]``
+with $d$ the dilation (atrous convolution: the taps $d$ pixels apart, 1 for the usual
+convolution), so the set of input pixels that tap $(i, j)$ touches, over all outputs, is
+the strided slice ``xp[..., i*dh : i*dh + sh*(Ho-1) + 1 : sh, j*dw : j*dw + sw*(Wo-1) + 1 : sw]``
 of the padded input ``xp``: a (Ho, Wo) "window". Then
 
 * forward: ``y += w[i, j] * window(xp)`` (gather);
@@ -41,8 +42,10 @@ faster set subclasses it and overrides what it speeds up (``kernels/numba/``,
 does not override, it inherits, computed with its own simple kernels.
 ``tinymbv2.kernels.kernels_for(x)`` returns the set for an array.
 
-Shapes are NCHW. ``stride`` and ``padding`` are ``(sh, sw)`` / ``(ph, pw)``
-(an int is taken for both). Every output has the dtype of the inputs
+Shapes are NCHW. ``stride``, ``padding`` and ``dilation`` are ``(sh, sw)`` /
+``(ph, pw)`` / ``(dh, dw)`` (an int is taken for both); with dilation
+$H_o = \lfloor (H + 2p_h - d_h (k_h - 1) - 1) / s_h \rfloor + 1$.
+Every output has the dtype of the inputs
 (float32 or float64; mixing them is a ``TypeError``, never a silent upcast)
 and is a fresh C-contiguous array. Inputs may be non-contiguous.
 """
@@ -51,8 +54,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_array_module
-from .checks import (batch_norm_args, conv_geometry, grad_out_shape, interpolate_args, matmul_args,
-                     pointwise_args, pointwise_weight_args, relu6_bias, same_float_dtype)
+from .checks import (batch_norm_args, conv_geometry, dilation_pair, grad_out_shape, interpolate_args,
+                     matmul_args, pointwise_args, pointwise_weight_args, relu6_bias, same_float_dtype)
 
 
 # --------------------------------------------------------------------- helpers
@@ -61,14 +64,15 @@ def _pad(x, ph, pw):
     return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
 
 
-def _window(xp, i, j, out_hw, stride):
+def _window(xp, i, j, out_hw, stride, dilation):
     """The (N, C, Ho, Wo) view of padded ``xp`` that kernel tap (i, j) reads.
 
-    ``window[n, c, oh, ow] = xp[n, c, oh*sh + i, ow*sw + j]``. A view, so
+    ``window[n, c, oh, ow] = xp[n, c, oh*sh + i*dh, ow*sw + j*dw]``. A view, so
     ``_window(gxp, ...) += v`` writes into ``gxp``.
     """
-    (ho, wo), (sh, sw) = out_hw, stride
-    return xp[:, :, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]
+    (ho, wo), (sh, sw), (dh, dw) = out_hw, stride, dilation
+    top, left = i * dh, j * dw
+    return xp[:, :, top : top + sh * (ho - 1) + 1 : sh, left : left + sw * (wo - 1) + 1 : sw]
 
 
 def _per_channel(v):
@@ -159,11 +163,12 @@ class ReferenceKernels:
 
     # ------------------------------------------------------------ dense convolution
     @staticmethod
-    def conv2d_forward(x, w, stride, padding):
+    def conv2d_forward(x, w, stride, padding, dilation=1):
         r"""Dense 2-D cross-correlation (PyTorch's ``conv2d``, groups = 1, no bias).
 
         $$
-        y_{n,o,o_h,o_w} = \sum_{c,i,j} w_{o,c,i,j}\; \bar{x}_{n,\,c,\,o_h s_h + i,\,o_w s_w + j}
+        y_{n,o,o_h,o_w} = \sum_{c,i,j} w_{o,c,i,j}\;
+          \bar{x}_{n,\,c,\,o_h s_h + i d_h,\,o_w s_w + j d_w}
         $$
 
         with $\bar{x}$ the padded input. Per tap this is a matrix product: (Co, Ci) @ (Ci, Ho·Wo)
@@ -174,6 +179,7 @@ class ReferenceKernels:
             w: The weight (Co, Ci, kh, kw).
             stride: (sh, sw).
             padding: (ph, pw), zeros on each side.
+            dilation: (dh, dw), the spacing of the taps (1: side by side).
 
         Returns:
             y (N, Co, Ho, Wo).
@@ -181,7 +187,9 @@ class ReferenceKernels:
         fn = "conv2d_forward"
         x, w = np.asarray(x), np.asarray(w)
         dtype = same_float_dtype(fn, x=x, w=w)
-        stride, (ph, pw), (ho, wo) = conv_geometry(fn, x.shape, w.shape, stride, padding)
+        stride, (ph, pw), (ho, wo) = conv_geometry(fn, x.shape, w.shape, stride, padding,
+                                                   dilation=dilation)
+        d = dilation_pair(fn, dilation)
         n, ci = x.shape[:2]
         co, _, kh, kw = w.shape
         xp = _pad(x, ph, pw)
@@ -189,18 +197,18 @@ class ReferenceKernels:
         y = np.zeros((n, co, ho * wo), dtype)
         for i in range(kh):
             for j in range(kw):
-                patch = _window(xp, i, j, (ho, wo), stride).reshape(n, ci, ho * wo)
+                patch = _window(xp, i, j, (ho, wo), stride, d).reshape(n, ci, ho * wo)
                 y += np.matmul(w_taps[i, j], patch)  # (Co, Ci) @ (N, Ci, P) -> (N, Co, P)
         return y.reshape(n, co, ho, wo)
 
     @staticmethod
-    def conv2d_backward_input(gy, w, x_shape, stride, padding):
+    def conv2d_backward_input(gy, w, x_shape, stride, padding, dilation=1):
         r"""Gradient of ``conv2d_forward`` with respect to x.
 
         The scatter of the forward: per tap, ``window(gxp) += w[:, :, i, j].T @ gy``, then the
         padding border is cut off (its gradient belongs to no input). Input rows and columns
-        that no window reaches (when $H + 2p_h - k_h$ is not a multiple of $s_h$) keep
-        gradient 0, as they should.
+        that no window reaches (when $H + 2p_h - d_h (k_h - 1) - 1$ is not a multiple of
+        $s_h$) keep gradient 0, as they should.
 
         Args:
             gy: $\partial L / \partial y$ (N, Co, Ho, Wo).
@@ -208,6 +216,7 @@ class ReferenceKernels:
             x_shape: The input's shape (N, Ci, H, W).
             stride: (sh, sw).
             padding: (ph, pw), zeros on each side.
+            dilation: (dh, dw), the spacing of the taps (1: side by side).
 
         Returns:
             gx, of ``x_shape``.
@@ -215,7 +224,9 @@ class ReferenceKernels:
         fn = "conv2d_backward_input"
         gy, w = np.asarray(gy), np.asarray(w)
         dtype = same_float_dtype(fn, gy=gy, w=w)
-        stride, (ph, pw), (ho, wo) = conv_geometry(fn, x_shape, w.shape, stride, padding)
+        stride, (ph, pw), (ho, wo) = conv_geometry(fn, x_shape, w.shape, stride, padding,
+                                                   dilation=dilation)
+        d = dilation_pair(fn, dilation)
         n, ci, h, wd = x_shape
         co, _, kh, kw = w.shape
         grad_out_shape(fn, gy.shape, (n, co, ho, wo))
@@ -225,16 +236,16 @@ class ReferenceKernels:
         for i in range(kh):
             for j in range(kw):
                 contribution = np.matmul(w_taps[i, j], gy3).reshape(n, ci, ho, wo)
-                _window(gxp, i, j, (ho, wo), stride)[...] += contribution
+                _window(gxp, i, j, (ho, wo), stride, d)[...] += contribution
         return np.ascontiguousarray(gxp[:, :, ph : ph + h, pw : pw + wd])
 
     @staticmethod
-    def conv2d_backward_weight(gy, x, w_shape, stride, padding):
+    def conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation=1):
         r"""Gradient of ``conv2d_forward`` with respect to w.
 
         $$
         g_{w,\,o,c,i,j} = \sum_{n,o_h,o_w} g_{y,\,n,o,o_h,o_w}\;
-          \bar{x}_{n,\,c,\,o_h s_h + i,\,o_w s_w + j}
+          \bar{x}_{n,\,c,\,o_h s_h + i d_h,\,o_w s_w + j d_w}
         $$
 
         i.e. the input correlated with the output gradient, one tap at a time.
@@ -245,6 +256,7 @@ class ReferenceKernels:
             w_shape: The weight's shape (Co, Ci, kh, kw).
             stride: (sh, sw).
             padding: (ph, pw), zeros on each side.
+            dilation: (dh, dw), the spacing of the taps (1: side by side).
 
         Returns:
             gw, of ``w_shape``.
@@ -252,24 +264,27 @@ class ReferenceKernels:
         fn = "conv2d_backward_weight"
         gy, x = np.asarray(gy), np.asarray(x)
         dtype = same_float_dtype(fn, gy=gy, x=x)
-        stride, (ph, pw), (ho, wo) = conv_geometry(fn, x.shape, w_shape, stride, padding)
+        stride, (ph, pw), (ho, wo) = conv_geometry(fn, x.shape, w_shape, stride, padding,
+                                                   dilation=dilation)
+        d = dilation_pair(fn, dilation)
         grad_out_shape(fn, gy.shape, (x.shape[0], w_shape[0], ho, wo))
         xp = _pad(x, ph, pw)
         gw = np.empty(w_shape, dtype)
         for i in range(w_shape[2]):
             for j in range(w_shape[3]):
-                patch = _window(xp, i, j, (ho, wo), stride)
+                patch = _window(xp, i, j, (ho, wo), stride, d)
                 # contract batch and output pixels: (N, Co, Ho, Wo) x (N, Ci, Ho, Wo) -> (Co, Ci)
                 gw[:, :, i, j] = np.tensordot(gy, patch, axes=([0, 2, 3], [0, 2, 3]))
         return gw
 
     # -------------------------------------------------------- depthwise convolution
     @staticmethod
-    def depthwise_conv2d_forward(x, w, stride, padding):
+    def depthwise_conv2d_forward(x, w, stride, padding, dilation=1):
         r"""Depthwise convolution (groups = C): each channel has its own kh x kw filter.
 
         $$
-        y_{n,c,o_h,o_w} = \sum_{i,j} w_{c,0,i,j}\; \bar{x}_{n,\,c,\,o_h s_h + i,\,o_w s_w + j}
+        y_{n,c,o_h,o_w} = \sum_{i,j} w_{c,0,i,j}\;
+          \bar{x}_{n,\,c,\,o_h s_h + i d_h,\,o_w s_w + j d_w}
         $$
 
         No sum over channels, so per tap it is an elementwise multiply-add (paper section 3.1:
@@ -280,6 +295,7 @@ class ReferenceKernels:
             w: The weight (C, 1, kh, kw).
             stride: (sh, sw).
             padding: (ph, pw), zeros on each side.
+            dilation: (dh, dw), the spacing of the taps (1: side by side).
 
         Returns:
             y (N, C, Ho, Wo).
@@ -288,17 +304,18 @@ class ReferenceKernels:
         x, w = np.asarray(x), np.asarray(w)
         dtype = same_float_dtype(fn, x=x, w=w)
         stride, (ph, pw), (ho, wo) = conv_geometry(fn, x.shape, w.shape, stride, padding,
-                                                   depthwise=True)
+                                                   depthwise=True, dilation=dilation)
+        d = dilation_pair(fn, dilation)
         n, c = x.shape[:2]
         xp = _pad(x, ph, pw)
         y = np.zeros((n, c, ho, wo), dtype)
         for i in range(w.shape[2]):
             for j in range(w.shape[3]):
-                y += _per_channel(w[:, 0, i, j]) * _window(xp, i, j, (ho, wo), stride)
+                y += _per_channel(w[:, 0, i, j]) * _window(xp, i, j, (ho, wo), stride, d)
         return y
 
     @staticmethod
-    def depthwise_conv2d_backward_input(gy, w, x_shape, stride, padding):
+    def depthwise_conv2d_backward_input(gy, w, x_shape, stride, padding, dilation=1):
         r"""Gradient of ``depthwise_conv2d_forward`` with respect to x.
 
         Scatter per tap: ``window(gxp) += w[c, 0, i, j] * gy``, then crop the padding.
@@ -309,6 +326,7 @@ class ReferenceKernels:
             x_shape: The input's shape (N, C, H, W).
             stride: (sh, sw).
             padding: (ph, pw), zeros on each side.
+            dilation: (dh, dw), the spacing of the taps (1: side by side).
 
         Returns:
             gx, of ``x_shape``.
@@ -317,22 +335,23 @@ class ReferenceKernels:
         gy, w = np.asarray(gy), np.asarray(w)
         dtype = same_float_dtype(fn, gy=gy, w=w)
         stride, (ph, pw), (ho, wo) = conv_geometry(fn, x_shape, w.shape, stride, padding,
-                                                   depthwise=True)
+                                                   depthwise=True, dilation=dilation)
+        d = dilation_pair(fn, dilation)
         n, c, h, wd = x_shape
         grad_out_shape(fn, gy.shape, (n, c, ho, wo))
         gxp = np.zeros((n, c, h + 2 * ph, wd + 2 * pw), dtype)
         for i in range(w.shape[2]):
             for j in range(w.shape[3]):
-                _window(gxp, i, j, (ho, wo), stride)[...] += _per_channel(w[:, 0, i, j]) * gy
+                _window(gxp, i, j, (ho, wo), stride, d)[...] += _per_channel(w[:, 0, i, j]) * gy
         return np.ascontiguousarray(gxp[:, :, ph : ph + h, pw : pw + wd])
 
     @staticmethod
-    def depthwise_conv2d_backward_weight(gy, x, w_shape, stride, padding):
+    def depthwise_conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation=1):
         r"""Gradient of ``depthwise_conv2d_forward`` with respect to w.
 
         $$
         g_{w,\,c,0,i,j} = \sum_{n,o_h,o_w} g_{y,\,n,c,o_h,o_w}\;
-          \bar{x}_{n,\,c,\,o_h s_h + i,\,o_w s_w + j}
+          \bar{x}_{n,\,c,\,o_h s_h + i d_h,\,o_w s_w + j d_w}
         $$
 
         Args:
@@ -341,6 +360,7 @@ class ReferenceKernels:
             w_shape: The weight's shape (C, 1, kh, kw).
             stride: (sh, sw).
             padding: (ph, pw), zeros on each side.
+            dilation: (dh, dw), the spacing of the taps (1: side by side).
 
         Returns:
             gw, of ``w_shape``.
@@ -349,13 +369,14 @@ class ReferenceKernels:
         gy, x = np.asarray(gy), np.asarray(x)
         dtype = same_float_dtype(fn, gy=gy, x=x)
         stride, (ph, pw), (ho, wo) = conv_geometry(fn, x.shape, w_shape, stride, padding,
-                                                   depthwise=True)
+                                                   depthwise=True, dilation=dilation)
+        d = dilation_pair(fn, dilation)
         grad_out_shape(fn, gy.shape, (x.shape[0], x.shape[1], ho, wo))
         xp = _pad(x, ph, pw)
         gw = np.empty(w_shape, dtype)
         for i in range(w_shape[2]):
             for j in range(w_shape[3]):
-                gw[:, 0, i, j] = np.sum(gy * _window(xp, i, j, (ho, wo), stride), axis=(0, 2, 3))
+                gw[:, 0, i, j] = np.sum(gy * _window(xp, i, j, (ho, wo), stride, d), axis=(0, 2, 3))
         return gw
 
     # -------------------------------------------------------- pointwise convolution

@@ -24,9 +24,9 @@ from __future__ import annotations
 from ..nn import Conv2d
 
 
-def _out_size(size: int, kernel: int, stride: int, padding: int) -> int:
-    """Output pixels of a convolution along one axis: floor((H + 2p - k) / s) + 1."""
-    return (size + 2 * padding - kernel) // stride + 1
+def _out_size(size: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> int:
+    """Output pixels of a convolution along one axis: floor((H + 2p - d(k - 1) - 1) / s) + 1."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
 def _accepts(convs, size: int, axis: int) -> bool:
@@ -34,7 +34,7 @@ def _accepts(convs, size: int, axis: int) -> bool:
         k, s, p = conv.kernel_size[axis], conv.stride[axis], conv.padding[axis]
         if size < s:  # a stride-s layer with fewer than s pixels: nothing left to reduce
             return False
-        size = _out_size(size, k, s, p)
+        size = _out_size(size, k, s, p, conv.dilation[axis])
         if size < 1:
             return False
     return True

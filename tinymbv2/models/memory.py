@@ -32,7 +32,8 @@ def _conv_bn_relu6_slice(x, layer, sl, groups=1):
     """ReLU6(BN(conv(x))) of a Conv2dNormActivation for its output channels ``sl`` only,
     BatchNorm in eval mode: -> (N, len(sl), H', W')."""
     conv, bn = layer[0], layer[1]
-    h = F.conv2d(x, Tensor(conv.weight.data[sl]), None, conv.stride, conv.padding, groups)
+    h = F.conv2d(x, Tensor(conv.weight.data[sl]), None, conv.stride, conv.padding,
+                 conv.dilation, groups)
     h = F.batch_norm(h, bn.running_mean.data[sl], bn.running_var.data[sl],
                      Tensor(bn.weight.data[sl]), Tensor(bn.bias.data[sl]), training=False,
                      eps=bn.eps)

@@ -92,7 +92,8 @@ class Conv2d(Module):
     r"""2-D convolution; ``groups == in_channels`` makes it depthwise (paper section 3.1).
 
     Shapes: input (N, in_channels, H, W), output (N, out_channels, Ho, Wo) with
-    $H_o = \lfloor (H + 2p - k) / s \rfloor + 1$ (the same for W); weight
+    $H_o = \lfloor (H + 2p - d(k - 1) - 1) / s \rfloor + 1$ (the same for W; $d$ the
+    dilation, 1 unless the convolution is atrous); weight
     (out_channels, in_channels / groups, kh, kw), bias (out_channels,) or None.
     Default init as PyTorch's: ``kaiming_uniform(a=sqrt(5))``, i.e.
     $U(-1/\sqrt{\text{fan_in}}, 1/\sqrt{\text{fan_in}})$, and the bias from the same range.
@@ -103,6 +104,8 @@ class Conv2d(Module):
         kernel_size: k, an int or a pair (kh, kw).
         stride: s, an int or a pair (sh, sw).
         padding: p, zeros added on each side: an int or a pair (ph, pw).
+        dilation: d, the spacing of the kernel's taps: an int or a pair (dh, dw), >= 1
+            (DeepLab's atrous convolution; 1 is the usual convolution).
         groups: Input and output channels are split into this many groups, each convolved
             on its own; it must divide both. ``groups == in_channels == out_channels`` is
             the depthwise convolution.
@@ -115,7 +118,7 @@ class Conv2d(Module):
     """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
-                 groups=1, bias=True, dtype=np.float32):
+                 dilation=1, groups=1, bias=True, dtype=np.float32):
         super().__init__()
         layer = "Conv2d"
         self.in_channels = _positive_int(in_channels, "in_channels", layer)
@@ -123,11 +126,14 @@ class Conv2d(Module):
         self.kernel_size = _pair(kernel_size, "kernel_size", layer)
         self.stride = _pair(stride, "stride", layer)
         self.padding = _pair(padding, "padding", layer)
+        self.dilation = _pair(dilation, "dilation", layer)
         self.groups = _positive_int(groups, "groups", layer)
-        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
+        if (min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0
+                or min(self.dilation) < 1):
             raise ValueError(
-                f"{layer}: expected kernel_size >= 1, stride >= 1 and padding >= 0, got "
-                f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+                f"{layer}: expected kernel_size >= 1, stride >= 1, padding >= 0 and "
+                f"dilation >= 1, got kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, dilation={self.dilation}"
             )
         if self.in_channels % self.groups or self.out_channels % self.groups:
             raise ValueError(
@@ -168,16 +174,21 @@ class Conv2d(Module):
         """
         n, _, h, w = shape
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+        dh, dw = self.dilation
+        span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1  # the input pixels an output reads
+        ho, wo = (h + 2 * ph - span_h) // sh + 1, (w + 2 * pw - span_w) // sw + 1
         if ho < 1 or wo < 1:
+            spread = "" if (dh, dw) == (1, 1) else f" (spread over {span_h}x{span_w} by dilation)"
             raise ValueError(
-                f"{self!r}: input {h}x{w} is smaller than the kernel {kh}x{kw} (padding {ph}, {pw})"
+                f"{self!r}: input {h}x{w} is smaller than the kernel {kh}x{kw}{spread} "
+                f"(padding {ph}, {pw})"
             )
         return (n, self.out_channels, ho, wo)
 
     def forward(self, x):
         self.check_input(x)
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.groups)
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                        self.groups)
 
     def check_input(self, x):
         """Raise an error naming this layer unless ``x`` fits it.
@@ -200,6 +211,8 @@ class Conv2d(Module):
              f"stride={self.stride}")
         if self.padding != (0, 0):
             s += f", padding={self.padding}"
+        if self.dilation != (1, 1):
+            s += f", dilation={self.dilation}"
         if self.groups != 1:
             s += f", groups={self.groups}"
         if self.bias is None:

@@ -5,7 +5,9 @@
 kernel and most fused ones, with the same signatures and answers, organised for speed
 instead of for reading. The package is grouped by op:
 
-* ``.depthwise`` (direct loops; its modules hold the 3x3 planes, the channels-last
+* ``.dilated`` (atrous convolution, dense and depthwise, any dilation other than 1:
+  direct loops, so that the kernels below stay as they are for dilation 1),
+  ``.depthwise`` (direct loops; its modules hold the 3x3 planes, the channels-last
   kernels in vector registers and those for small planes), ``.pointwise`` (a matrix
   product per image, or one over the batch on channels-last planes:
   ``.pointwise.channels_last``), ``.dense`` (im2col + GEMM per image), ``.batchnorm``,
@@ -60,7 +62,8 @@ from __future__ import annotations
 # module is imported (the cache folder is chosen as a kernel is decorated)
 from . import cache, compiling  # noqa: F401
 from ..reference import ReferenceKernels
-from . import batchnorm, block, dense, depthwise, interpolate, matmul, optim, pointwise, stage
+from ..checks import undilated
+from . import batchnorm, block, dense, depthwise, dilated, interpolate, matmul, optim, pointwise, stage
 
 
 class NumbaKernels(ReferenceKernels):
@@ -68,12 +71,45 @@ class NumbaKernels(ReferenceKernels):
 
     name = "numba"
 
-    conv2d_forward = staticmethod(dense.conv2d_forward)
-    conv2d_backward_input = staticmethod(dense.conv2d_backward_input)
-    conv2d_backward_weight = staticmethod(dense.conv2d_backward_weight)
-    depthwise_conv2d_forward = staticmethod(depthwise.depthwise_conv2d_forward)
-    depthwise_conv2d_backward_input = staticmethod(depthwise.depthwise_conv2d_backward_input)
-    depthwise_conv2d_backward_weight = staticmethod(depthwise.depthwise_conv2d_backward_weight)
+    # the convolutions: dilation 1 to the fast kernels of .dense and .depthwise, untouched;
+    # any other dilation (atrous convolution) to the direct loops of .dilated
+    @staticmethod
+    def conv2d_forward(x, w, stride, padding, dilation=1):
+        if undilated(dilation):
+            return dense.conv2d_forward(x, w, stride, padding)
+        return dilated.conv2d_forward(x, w, stride, padding, dilation)
+
+    @staticmethod
+    def conv2d_backward_input(gy, w, x_shape, stride, padding, dilation=1):
+        if undilated(dilation):
+            return dense.conv2d_backward_input(gy, w, x_shape, stride, padding)
+        return dilated.conv2d_backward_input(gy, w, x_shape, stride, padding, dilation)
+
+    @staticmethod
+    def conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation=1):
+        if undilated(dilation):
+            return dense.conv2d_backward_weight(gy, x, w_shape, stride, padding)
+        return dilated.conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation)
+
+    @staticmethod
+    def depthwise_conv2d_forward(x, w, stride, padding, dilation=1):
+        if undilated(dilation):
+            return depthwise.depthwise_conv2d_forward(x, w, stride, padding)
+        return dilated.depthwise_conv2d_forward(x, w, stride, padding, dilation)
+
+    @staticmethod
+    def depthwise_conv2d_backward_input(gy, w, x_shape, stride, padding, dilation=1):
+        if undilated(dilation):
+            return depthwise.depthwise_conv2d_backward_input(gy, w, x_shape, stride, padding)
+        return dilated.depthwise_conv2d_backward_input(gy, w, x_shape, stride, padding, dilation)
+
+    @staticmethod
+    def depthwise_conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation=1):
+        if undilated(dilation):
+            return depthwise.depthwise_conv2d_backward_weight(gy, x, w_shape, stride, padding)
+        return dilated.depthwise_conv2d_backward_weight(gy, x, w_shape, stride, padding,
+                                                        dilation)
+
     pointwise_conv2d_forward = staticmethod(pointwise.pointwise_conv2d_forward)
     pointwise_conv2d_backward_input = staticmethod(pointwise.pointwise_conv2d_backward_input)
     pointwise_conv2d_backward_weight = staticmethod(pointwise.pointwise_conv2d_backward_weight)
