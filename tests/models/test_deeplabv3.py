@@ -250,3 +250,12 @@ def test_summary_counts_the_segmentation_model():
     lr = summary(deeplabv3_mobilenet_v2(21, 16, "lraspp"), input_size=(3, 64, 96))
     assert lr.output_shape == (1, 21, 64, 96)
     assert {r.name: r.output_shape for r in lr.rows}["classifier.high_classifier"] == (1, 21, 8, 12)
+
+
+def test_summary_resizes_through_upsample_layers():
+    from tinymbv2 import nn
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2, padding=1), nn.Sigmoid(),
+                        nn.Upsample(scale_factor=2.5, mode="bilinear"), nn.Upsample(size=(7, 5)))
+    s = summary(net, input_size=(3, 10, 9))
+    assert [r.output_shape for r in s.rows] == [(1, 4, 5, 5), (1, 4, 5, 5), (1, 4, 12, 12), (1, 4, 7, 5)]
+    assert s.total_macs == 4 * 25 * 27

@@ -16,7 +16,7 @@ The network, at 512 px, output stride 16, width 1.0:
 | upsampling | bilinear, ``align_corners=False``, to the input size | (N, K, 512, 512) |
 
 The head sits on the last block's 320 channels: MobileNetV2's 1x1 conv to 1280 channels is
-not used ("MNet V2*" in Table 7: features of the second-to-last layer, cheaper, as good).
+not used (``MNet V2*`` in Table 7: features of the second-to-last layer, cheaper, as good).
 
 Module names equal torchvision's segmentation models' (``backbone.0..17``, the
 ``IntermediateLayerGetter`` over ``features``; ``classifier.0.convs...`` for DeepLabHead,
@@ -231,9 +231,10 @@ class SimpleHead(nn.Sequential):
     """The paper's head without ASPP: the 1x1 and image pooling branches, projection, classifier.
 
     ``ASPP(in_channels, atrous_rates=())`` then a 1x1 conv to the classes: (N, Ci, H, W) ->
-    (N, num_classes, H, W). This is what DeepLab's code builds with no atrous rates (its
-    image-level feature on, the default), and with Ci = 320 and 21 classes it has the
-    301,845 parameters that bring MobileNetV2's 1,811,712 to Table 7's 2.11M.
+    (N, num_classes, H, W). The footnote to Table 7 names these parts ("1 x 1 convolution
+    as well as image-pooling feature"); it is what DeepLab's code builds with no atrous
+    rates (its image-level feature on, the default); and with Ci = 320 and 21 classes it
+    has the 301,845 parameters that bring MobileNetV2's 1,811,712 to Table 7's 2.11M.
 
     Args:
         in_channels: Ci.
@@ -353,7 +354,7 @@ def deeplabv3_mobilenet_v2(num_classes: int, output_stride: int = 16, head: str 
     The backbone is a [MobileNetV2][tinymbv2.models.mobilenetv2.MobileNetV2] whose strides
     past ``output_stride`` become dilation ([dilate][tinymbv2.models.deeplabv3.dilate]),
     cut after its last block (320 channels at width 1; the 1x1 conv to 1280 and the
-    classifier are dropped: "MNet V2*"). The heads, on that map:
+    classifier are dropped: ``MNet V2*``). The heads, on that map:
 
     * ``"aspp"``: torchvision's [DeepLabHead][tinymbv2.models.deeplabv3.DeepLabHead]: ASPP
       (1x1, three atrous 3x3, image pooling; 256 channels; projection, dropout 0.5), a 3x3
