@@ -183,7 +183,9 @@ r"""
 The loops above iterate over pixels. The reference kernels iterate only over the $k^2$
 *taps* of the kernel; for a tap $(a,b)$, the input pixels it touches over all outputs form a
 strided slice of the padded input, and one whole-array operation handles them all. Here
-are the depthwise forward pass and its input gradient, exactly as in the library:
+are the depthwise forward pass and its input gradient, exactly as in the library (their
+`dilation` is 1 in MobileNetV2; an atrous convolution, DeepLab's, spreads the taps $d$
+pixels apart, so tap $(a, b)$'s slice starts at $(a d, b d)$ instead of $(a, b)$):
 """
 
 # %%
