@@ -17,7 +17,8 @@ from torchvision.models.segmentation.lraspp import LRASPPHead as TVLRASPPHead
 import tinymbv2
 from tinymbv2 import Tensor, fuse
 from tinymbv2.models import (ATROUS_RATES, DeepLabHead, LRASPPHead, SimpleHead,
-                             deeplabv3_mobilenet_v2, dilate, mobilenet_v2, summary)
+                             deeplabv3_mobilenet_v2, dilate, mobilenet_v2, smallest_input_size,
+                             summary)
 from torch_twins import randomise_bn, rel
 
 torch.set_num_threads(1)
@@ -228,6 +229,7 @@ def test_fused_view_equals_the_plain_model(head):
     _dropout_off(model)
     x = Tensor(np.random.default_rng(0).standard_normal((2, 3, 40, 40)))
     fused = fuse(model)
+    assert type(fused.backbone).__name__ == "FusedIntermediateLayers"  # runs fused between maps
     y, yf = model(x), fused(x)
     assert rel(yf.data, y.data) <= 1e-12
     model.eval()
@@ -259,3 +261,12 @@ def test_summary_resizes_through_upsample_layers():
     s = summary(net, input_size=(3, 10, 9))
     assert [r.output_shape for r in s.rows] == [(1, 4, 5, 5), (1, 4, 5, 5), (1, 4, 12, 12), (1, 4, 7, 5)]
     assert s.total_macs == 4 * 25 * 27
+
+
+@pytest.mark.parametrize("output_stride,side", [(16, 9), (8, 5)])
+def test_smallest_input_counts_the_strides_left(output_stride, side):
+    """Dilation removes strides: 4 stride-2 layers at output stride 16 (2^3 + 1 px), 3 at 8."""
+    model = deeplabv3_mobilenet_v2(3, output_stride, "lraspp", width_mult=0.35, seed=0)
+    assert smallest_input_size(model) == side
+    with tinymbv2.no_grad():
+        assert model.eval()(Tensor(np.zeros((1, 3, side, side), np.float32))).shape == (1, 3, side, side)
