@@ -367,15 +367,15 @@ def deeplabv3_mobilenet_v2(num_classes: int, output_stride: int = 16, head: str 
       rates, and it gives Table 7's 2.11M parameters exactly (2,113,557).
     * ``"lraspp"``: torchvision's [LRASPPHead][tinymbv2.models.deeplabv3.LRASPPHead], its
       low branch on the output of block 4 (``features.4``, the first block at output stride
-      8, 32 channels: torchvision's rule, the fourth-last stage boundary), its high branch
+      8, 32 channels: torchvision's rule for MobileNetV3, ``stage_indices[-4]``), its high branch
       on the 320 channels, 128 wide.
 
     ``atrous_rates`` (ASPP only): None gives DeepLabv3's (6, 12, 18) at output stride 16 and
     (12, 24, 36) at 8, so the branches cover the same part of the image at both strides.
     torchvision's ``DeepLabHead`` hard-codes (12, 24, 36), DeepLabv3's rates for output
-    stride 8 (its ResNet models run at 8); at 16 on a 512 px image (32 x 32 map) a 3x3 tap
-    36 pixels away lands in the zero padding for most positions, so that branch degenerates
-    towards its centre tap. Heads use ReLU and PyTorch's default initialisation (as
+    stride 8 (its ResNet models run at 8); at 16 on a 512 px image (a 32 x 32 map) the
+    rate-36 branch's outer taps fall outside the map at every position, so that branch is a
+    1x1 conv (its centre tap) in all but cost (DeepLabv3's Figure 4 shows the effect). Heads use ReLU and PyTorch's default initialisation (as
     torchvision's); the backbone MobileNetV2's.
 
     Args:
