@@ -270,3 +270,19 @@ def test_smallest_input_counts_the_strides_left(output_stride, side):
     assert smallest_input_size(model) == side
     with tinymbv2.no_grad():
         assert model.eval()(Tensor(np.zeros((1, 3, side, side), np.float32))).shape == (1, 3, side, side)
+
+
+@pytest.mark.parametrize("head,output_stride", [("aspp", 16), ("aspp", 8), ("lraspp", 16)])
+def test_eval_logits_float32_full_width(head, output_stride):
+    """Width 1.0, 128 px, float32, eval (the numba kernels' float32 paths at real widths)."""
+    torch.manual_seed(4)
+    tv = randomise_bn(tv_model(head, 21, output_stride)).eval()
+    ours = deeplabv3_mobilenet_v2(21, output_stride, head, seed=0)
+    ours.load_state_dict({k: v.numpy() for k, v in tv.state_dict().items()})
+    x = np.random.default_rng(4).standard_normal((1, 3, 128, 128)).astype(np.float32)
+    with tinymbv2.no_grad():
+        y = fuse(ours.eval())(Tensor(x)).data
+    with torch.no_grad():
+        ref = tv(torch.from_numpy(x))["out"]
+    assert y.dtype == np.float32 and y.shape == (1, 21, 128, 128)
+    assert rel(y, ref) <= 1e-4
