@@ -391,3 +391,38 @@ def test_trainer_moves_numpy_batches_to_a_gpu_model():
         assert all(p.device == device for p in model.parameters())
         results.append((stats["loss"], evaluate(model, images, labels)["loss"]))
     np.testing.assert_allclose(results[1], results[0], rtol=1e-4)
+
+
+@pytest.mark.parametrize("head,output_stride", [("aspp", 16), ("lraspp", 8)])
+def test_segmentation_model_on_gpu_matches_cpu(head, output_stride):
+    """Mobile DeepLabv3 (dilated depthwise and dense convs, ASPP's pooling spread back, the
+    LR-ASPP gate, the final resize) on the GPU against the CPU's reference kernels, float64,
+    train mode (dropout off: its masks are drawn per device): logits, every parameter
+    gradient and the running statistics to 1e-9."""
+    from tinymbv2.models import deeplabv3_mobilenet_v2
+
+    def build():
+        model = deeplabv3_mobilenet_v2(3, output_stride, head, width_mult=0.35, seed=0).double()
+        for m in model.modules():
+            if type(m).__name__ == "Dropout":
+                m.eval()
+        return model
+
+    gpu, cpu = build().to("cuda"), build()
+    x, g = _r(2, 3, 40, 36, seed=1), _r(2, 3, 40, 36, seed=2)
+    y_gpu = gpu(Tensor(cp.asarray(x)))
+    y_gpu.backward(cp.asarray(g))
+    with tinymbv2.use_kernels("reference"):
+        y_cpu = cpu(Tensor(x))
+        y_cpu.backward(g)
+    assert y_gpu.shape == (2, 3, 40, 36) and isinstance(y_gpu.data, cp.ndarray)
+    assert rel(y_gpu.data.get(), y_cpu.data) <= 1e-9
+    on_cpu = dict(cpu.named_parameters())
+    scale = max(float(np.abs(p.grad).max()) for p in cpu.parameters())
+    for name, p in gpu.named_parameters():
+        assert isinstance(p.grad, cp.ndarray), name
+        assert rel(p.grad.get(), on_cpu[name].grad, 1e-9 * scale) <= 1e-9, name
+    cpu_state = cpu.state_dict()
+    for k, v in gpu.state_dict().items():
+        if "running" in k:
+            assert rel(v, cpu_state[k]) <= 1e-9, k

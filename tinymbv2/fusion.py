@@ -44,6 +44,7 @@ from __future__ import annotations
 from . import functional as F
 from .autograd import Tensor, is_grad_enabled
 from .backend import get_array_module
+from .models.deeplabv3 import IntermediateLayers
 from .models.mobilenetv2 import Conv2dNormActivation, InvertedResidual
 from .nn import BatchNorm2d, Conv2d, Module, ReLU6, Sequential
 
@@ -108,8 +109,26 @@ class FusedInvertedResidual(InvertedResidual):
         return super().forward(x)
 
 
+class FusedIntermediateLayers(IntermediateLayers):
+    """A segmentation backbone whose layers run fused between the maps it returns.
+
+    The layers up to each returned map are one run (``run_layers``), so the stem's
+    conv-BN-ReLU6 and block 1's depthwise layer still fuse into a stage.
+    """
+
+    def forward(self, x):
+        out, run = {}, []
+        for name, layer in self.named_children():
+            run.append(layer)
+            if name in self.return_layers:
+                x, run = run_layers(run, x), []
+                out[self.return_layers[name]] = x
+        return out
+
+
 _FUSED_CLASS = {
     Sequential: FusedSequential,
+    IntermediateLayers: FusedIntermediateLayers,
     Conv2dNormActivation: FusedConvNormActivation,
     InvertedResidual: FusedInvertedResidual,
 }

@@ -71,6 +71,7 @@ def compute() -> dict:
     out["sgd_first_step"] = "0.01"
 
     out.update(detector_facts())
+    out.update(segmentation_facts())
 
     try:
         [].append(1, 2, 3)
@@ -125,6 +126,68 @@ def detector_facts() -> dict:
     }.items():
         out[f"{name}_params"], out[f"{name}_macs"] = fmt(params, macs)
     out["det_lite3_macs_x2"] = f"{2 * (tf.total_macs - backbone[1]) / 1e9:.3f}B"
+    return out
+
+
+def tf_atrous_macs(model, s) -> int:
+    """``s.total_macs`` as TensorFlow computes a dilated convolution (the paper's code):
+    space-to-batch pads the map to a multiple of the rate, so a k x k conv of rate r on n
+    pixels computes ``ceil((n + (k - 1) r) / r) r - (k - 1) r`` outputs per axis, not n."""
+    from tinymbv2 import nn
+
+    modules = dict(model.named_modules())
+    total = s.total_macs
+    for row in s.rows:
+        conv = modules.get(row.name)
+        if isinstance(conv, nn.Conv2d) and conv.dilation != (1, 1):
+            k, r = conv.kernel_size[0], conv.dilation[0]
+            spread = (k - 1) * r
+            computed = [-(-(n + spread) // r) * r - spread for n in row.output_shape[2:]]
+            total += row.macs * computed[0] * computed[1] // (row.output_shape[2] * row.output_shape[3]) - row.macs
+    return total
+
+
+def segmentation_facts() -> dict:
+    """The paper's Table 7 (Mobile DeepLabv3 on MobileNetV2's 320-channel map, "MNet V2*",
+    21 classes, output stride 16) recomputed at 512 px and at DeepLab's 513 px, with our
+    multiply-adds and with TensorFlow's for atrous convolutions; the heads as built
+    (torchvision's DeepLabHead; ASPP without atrous branches) and the paper's ASPP head (the
+    DeepLabHead without its 3x3 conv); and what leaving out the 1280-channel layer saves."""
+    from tinymbv2 import nn
+    from tinymbv2.models import ASPP, Conv2dNormActivation, SimpleHead, deeplabv3_mobilenet_v2, summary
+
+    out = {}
+
+    def fmt(name, params, macs):
+        out[f"{name}_params"], out[f"{name}_macs"] = f"{params / 1e6:.2f}M", f"{macs / 1e9:.2f}B"
+
+    for px in (512, 513):
+        for head in ("aspp", "simple"):
+            model = deeplabv3_mobilenet_v2(21, 16, head, seed=0)
+            s = summary(model, (3, px, px))
+            conv3x3 = [s.part(f"classifier.{i}") for i in (1, 2, 3)] if head == "aspp" else [(0, 0)]
+            extra = (sum(p for p, _ in conv3x3), sum(m for _, m in conv3x3))
+            tf = tf_atrous_macs(model, s)
+            fmt(f"seg_{head}_{px}", s.total_params, s.total_macs)
+            if head == "aspp":
+                fmt(f"seg_paper_{px}", s.total_params - extra[0], s.total_macs - extra[1])
+                out[f"seg_paper_{px}_tf_macs"] = f"{(tf - extra[1]) / 1e9:.2f}B"
+                fmt(f"seg_conv3x3_{px}", *extra)
+            else:
+                out[f"seg_simple_{px}_tf_macs"] = f"{tf / 1e9:.3f}B"
+                fmt(f"seg_backbone_{px}", *s.part("backbone"))
+            exact = "paper" if head == "aspp" else "simple"
+            out[f"seg_{exact}_exact_params"] = f"{s.total_params - extra[0]:,}"
+    n = 33  # the map at 513 px, output stride 16
+    last = summary(Conv2dNormActivation(320, 1280, kernel_size=1), (320, n, n))
+    fmt("seg_last_conv_513", last.total_params, last.total_macs)
+    for name, head in (("simple", SimpleHead(1280, 21)),
+                       ("paper", nn.Sequential(ASPP(1280, (6, 12, 18)), nn.Conv2d(256, 21, 1)))):
+        narrow = (SimpleHead(320, 21) if name == "simple"
+                  else nn.Sequential(ASPP(320, (6, 12, 18)), nn.Conv2d(256, 21, 1)))
+        wide, narrow = summary(head, (1280, n, n)), summary(narrow, (320, n, n))
+        fmt(f"seg_1280_{name}_extra_513", wide.total_params - narrow.total_params + last.total_params,
+            wide.total_macs - narrow.total_macs + last.total_macs)
     return out
 
 

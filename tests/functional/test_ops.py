@@ -74,7 +74,7 @@ def test_matmul_vectors(sa, sb):
 
 @SETTINGS
 @given(shape=shapes, seed=st.integers(0, 999),
-       op=st.sampled_from(["exp", "log", "neg", "relu", "pow", "clamp", "relu6"]))
+       op=st.sampled_from(["exp", "log", "neg", "relu", "pow", "clamp", "relu6", "sigmoid"]))
 def test_unary_ops(shape, seed, op):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape) * 4
@@ -82,10 +82,10 @@ def test_unary_ops(shape, seed, op):
         x = np.abs(x) + 0.1
     ours = {"exp": lambda t: t.exp(), "log": lambda t: t.log(), "neg": lambda t: -t,
             "relu": lambda t: t.relu(), "pow": lambda t: t ** 3,
-            "clamp": lambda t: t.clamp(-1.0, 2.0), "relu6": F.relu6}[op]
+            "clamp": lambda t: t.clamp(-1.0, 2.0), "relu6": F.relu6, "sigmoid": F.sigmoid}[op]
     theirs = {"exp": torch.exp, "log": torch.log, "neg": torch.neg, "relu": torch.relu,
               "pow": lambda t: t ** 3, "clamp": lambda t: t.clamp(-1.0, 2.0),
-              "relu6": torch.nn.functional.relu6}[op]
+              "relu6": torch.nn.functional.relu6, "sigmoid": torch.sigmoid}[op]
     compare(op, ours, theirs, [x], seed)
 
 
@@ -95,6 +95,15 @@ def test_relu6_gradient_is_zero_exactly_at_0_and_6():
     t = Tensor(x, requires_grad=True)
     F.relu6(t).backward(np.ones(6))
     np.testing.assert_array_equal(t.grad, [0, 0, 1, 0, 0, 1])
+
+
+def test_sigmoid_saturates_without_overflow():
+    x = np.array([-1000.0, -40.0, 0.0, 40.0, 1000.0])
+    compare("sigmoid", F.sigmoid, torch.sigmoid, [x])
+    with np.errstate(over="raise"):
+        y = F.sigmoid(Tensor(x)).data
+    np.testing.assert_array_equal(y[[0, 2, 4]], [0.0, 0.5, 1.0])
+    assert y.dtype == np.float64 and F.sigmoid(Tensor(x.astype(np.float32))).dtype == np.float32
 
 
 @SETTINGS

@@ -115,6 +115,8 @@ def test_activations_pooling_flatten_identity():
     x = Tensor(np.array([[[[-1.0, 0.5], [6.5, 3.0]]]], dtype=np.float32))  # (1, 1, 2, 2)
     np.testing.assert_array_equal(nn.ReLU6()(x).data.ravel(), [0, 0.5, 6, 3])
     np.testing.assert_array_equal(nn.ReLU()(x).data.ravel(), [0, 0.5, 6.5, 3])
+    np.testing.assert_allclose(nn.Sigmoid()(x).data.ravel(), 1 / (1 + np.exp([1, -0.5, -6.5, -3])),
+                               rtol=1e-6)
     pooled = nn.AdaptiveAvgPool2d(1)(x)
     assert pooled.shape == (1, 1, 1, 1) and pooled.data.item() == pytest.approx(2.25)
     assert nn.Flatten()(pooled).shape == (1, 1)

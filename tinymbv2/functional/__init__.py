@@ -9,7 +9,7 @@ patterns for.
 """
 from .basic import (  # noqa: F401
     add, cat, clamp, div, exp, flatten, getitem, log, matmul, mean, mul, neg, pow, relu,
-    reshape, sub, sum, transpose,
+    reshape, sigmoid, sub, sum, transpose,
 )
 from .batchnorm import batch_norm, batch_norm_relu6  # noqa: F401
 from .conv import conv2d  # noqa: F401

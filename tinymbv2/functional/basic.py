@@ -425,6 +425,29 @@ class ReLU(Function):
         return g * mask
 
 
+class Sigmoid(Function):
+    r"""$y = \sigma(x) = 1 / (1 + e^{-x})$;  $\partial y / \partial x = y (1 - y)$.
+
+    Computed from $e^{-|x|} \in (0, 1]$, so no exponential overflows: $1 / (1 + e^{-x})$
+    for $x \ge 0$, $e^{x} / (1 + e^{x})$ below. LR-ASPP gates its features with it.
+
+    readable: this class (NumPy or CuPy, no kernel).
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        xp = get_array_module(x)
+        e = xp.exp(-xp.abs(x))
+        y = xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return g * y * (1 - y)
+
+
 def neg(x) -> Tensor:
     """$-x$ for a Tensor ``x`` (``-x``)."""
     return Neg.apply(check_tensor(x, "neg"))
@@ -462,6 +485,11 @@ def log(x) -> Tensor:
 def relu(x) -> Tensor:
     r"""$\max(x, 0)$ elementwise, for a Tensor ``x``."""
     return ReLU.apply(check_tensor(x, "relu"))
+
+
+def sigmoid(x) -> Tensor:
+    r"""$1 / (1 + e^{-x})$ elementwise, for a Tensor ``x``: values in (0, 1)."""
+    return Sigmoid.apply(check_tensor(x, "sigmoid"))
 
 
 def clamp(x, min=None, max=None) -> Tensor:  # noqa: A002 - torch's names

@@ -9,7 +9,10 @@ counts, per layer, with the output (N, Co, Ho, Wo):
     activation bytes = number of output elements * bytes per element
 
 BatchNorm, ReLU6, pooling and the residual add are counted as 0 multiply-adds,
-the convention of the paper's Table 3 and of torchvision's reported "ops". The
+the convention of the paper's Table 3 and of torchvision's reported "ops"; so are a
+segmentation model's bilinear resizing (``nn.Upsample``, ``F.interpolate`` in ASPP's
+pooling branch and after the head: a few operations per output pixel, no weights),
+concatenation and LR-ASPP's gate. The
 conv MACs split into the paper's section 3.1 kinds: pointwise (1x1), depthwise
 (groups = channels) and standard (a dense kxk conv: MobileNetV2's stem); the
 depthwise separable factorisation costs $h w d (k^2 + d')$ instead of
@@ -22,6 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import nn
+from ..functional.resizing import output_size
+from .deeplabv3 import ASPP, ASPPPooling, DeepLabV3, LRASPPHead
 from .mobilenetv2 import InvertedResidual, MobileNetV2
 from .ssdlite import SSDLite
 
@@ -147,8 +152,11 @@ def _leaf(module, name, shape, itemsize):
     elif isinstance(module, nn.BatchNorm2d):
         _expect(module, name, shape, 4, module.num_features)
         out = shape
-    elif isinstance(module, (nn.ReLU6, nn.ReLU, nn.Dropout, nn.Identity)):
+    elif isinstance(module, (nn.ReLU6, nn.ReLU, nn.Sigmoid, nn.Dropout, nn.Identity)):
         out = shape
+    elif isinstance(module, nn.Upsample):
+        _expect(module, name, shape, 4)
+        out = tuple(shape[:2]) + output_size(name, shape[2:], module.size, module.scale_factor)[0]
     elif isinstance(module, nn.AdaptiveAvgPool2d):
         _expect(module, name, shape, 4)
         out = tuple(shape[:2]) + module.output_size
@@ -188,6 +196,54 @@ def _propagate_ssdlite(model, name, shape, rows, itemsize):
     return (shape[0], anchors, model.num_classes)
 
 
+def _resize_row(name, shape, hw, itemsize):
+    """A bilinear resize of ``shape`` to the plane ``hw``: 0 multiply-adds (see the module)."""
+    out = tuple(shape[:2]) + tuple(int(d) for d in hw)
+    return out, LayerRow(name, "interpolate", out, 0, 0, _numel(out) * itemsize)
+
+
+def _propagate_segmentation(model, name, shape, rows, itemsize):
+    """The segmentation model: the backbone's layers in order (keeping the maps it returns),
+    the head, and the logits resized to the input's plane."""
+    prefix = f"{name}." if name else ""
+    in_hw, maps = shape[2:], {}
+    for layer_name, layer in model.backbone.named_children():
+        shape = _propagate(layer, f"{prefix}backbone.{layer_name}", shape, rows, itemsize)
+        if layer_name in model.backbone.return_layers:
+            maps[model.backbone.return_layers[layer_name]] = shape
+    head = f"{prefix}classifier"
+    if isinstance(model.classifier, LRASPPHead):
+        shape = _propagate_lraspp(model.classifier, head, maps, rows, itemsize)
+    else:
+        shape = _propagate(model.classifier, head, maps["out"], rows, itemsize)
+    out, row = _resize_row(f"{prefix}upsample", shape, in_hw, itemsize)
+    rows.append(row)
+    return out
+
+
+def _propagate_aspp(module, name, shape, rows, itemsize):
+    """ASPP: every branch on the same input, their channels concatenated, then projected."""
+    branches = [_propagate(branch, f"{name}.convs.{k}", shape, rows, itemsize)
+                for k, branch in module.convs.named_children()]
+    cat = (shape[0], sum(b[1] for b in branches)) + tuple(shape[2:])
+    rows.append(LayerRow(f"{name}.cat", "concatenate", cat, 0, 0, _numel(cat) * itemsize))
+    return _propagate(module.project, f"{name}.project", cat, rows, itemsize)
+
+
+def _propagate_lraspp(head, name, maps, rows, itemsize):
+    """LR-ASPP: the high branch gated and resized to the low map, each classified, added."""
+    low, high = maps["low"], maps["high"]
+    x = _propagate(head.cbr, f"{name}.cbr", high, rows, itemsize)
+    _propagate(head.scale, f"{name}.scale", high, rows, itemsize)
+    rows.append(LayerRow(f"{name}.gate", "multiply", x, 0, 0, _numel(x) * itemsize))
+    x, row = _resize_row(f"{name}.upsample", x, low[2:], itemsize)
+    rows.append(row)
+    y = _propagate(head.low_classifier, f"{name}.low_classifier", low, rows, itemsize)
+    _propagate(head.high_classifier, f"{name}.high_classifier", x, rows, itemsize)
+    rows.append(LayerRow(f"{name}.add", "add", y, 0, 0, _numel(y) * itemsize))
+    return y
+
+
 def _propagate(module, name, shape, rows, itemsize):
     leaf = _leaf(module, name, shape, itemsize)
     if leaf is not None:
@@ -195,17 +251,25 @@ def _propagate(module, name, shape, rows, itemsize):
         return leaf[0]
     if isinstance(module, SSDLite):
         return _propagate_ssdlite(module, name, shape, rows, itemsize)
+    if isinstance(module, DeepLabV3):
+        return _propagate_segmentation(module, name, shape, rows, itemsize)
+    if isinstance(module, ASPP):
+        return _propagate_aspp(module, name, shape, rows, itemsize)
     # containers whose forward applies their children in order
     if not isinstance(module, (nn.Sequential, InvertedResidual, MobileNetV2)):
         raise TypeError(
             f"summary: cannot propagate shapes through {type(module).__name__} "
             f"({name or 'model'}); "
-            "known: the nn layers, Sequential, InvertedResidual, MobileNetV2 and SSDLite"
+            "known: the nn layers, Sequential, InvertedResidual, MobileNetV2, SSDLite and "
+            "DeepLabV3"
         )
     in_shape = shape
     for child_name, child in module.named_children():
         shape = _propagate(child, f"{name}.{child_name}" if name else child_name, shape, rows,
                            itemsize)
+    if isinstance(module, ASPPPooling):  # spread back over the input's plane
+        shape, row = _resize_row(f"{name}.upsample", shape, in_shape[2:], itemsize)
+        rows.append(row)
     if isinstance(module, InvertedResidual) and module.use_res_connect:
         if shape != in_shape:  # cannot happen for a well-formed block
             raise ValueError(f"summary: residual add in {name!r}: {in_shape} vs {shape}")

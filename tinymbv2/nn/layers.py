@@ -5,6 +5,7 @@ Shapes (NCHW):
     Conv2d             (N, Ci, H, W) -> (N, Co, (H + 2p - k) // s + 1, ...)
     BatchNorm2d        (N, C, H, W)  -> same
     ReLU6, ReLU        any           -> same
+    Sigmoid            any           -> same
     AdaptiveAvgPool2d  (N, C, H, W)  -> (N, C, oh, ow)
     Flatten            (N, C, 1, 1)  -> (N, C)
     Upsample           (N, C, H, W)  -> (N, C, Ho, Wo)
@@ -352,6 +353,13 @@ class ReLU(Module):
 
     def forward(self, x):
         return F.relu(x)
+
+
+class Sigmoid(Module):
+    """1 / (1 + exp(-x)): a gate in (0, 1) (LR-ASPP's pooled branch)."""
+
+    def forward(self, x):
+        return F.sigmoid(x)
 
 
 class Identity(Module):
