@@ -45,13 +45,8 @@ def _check_float_tensor(fn: str, name: str, x, ndim=None):
     return arr
 
 
-def _check_inputs(fn: str, logits, target):
-    """Validate ``(N, K)`` float logits and ``(N,)`` integer targets in ``[0, K)``; return the target array."""
-    z = _check_float_tensor(fn, "logits", logits, ndim=2)
-    n, k = z.shape
-    if n == 0 or k == 0:
-        raise ValueError(f"{fn}: logits must have N >= 1 rows and K >= 1 classes, got shape {z.shape}")
-    xp = get_array_module(z)
+def _target_indices(fn: str, target):
+    """The array of class indices inside ``target`` (a Tensor, array, list or tuple) of integers."""
     t = _raw(target)
     if isinstance(t, (list, tuple)):
         t = np.asarray(t)
@@ -60,6 +55,17 @@ def _check_inputs(fn: str, logits, target):
                         f"got {type(target).__name__}")
     if t.dtype.kind not in "iu":
         raise TypeError(f"{fn}: target must hold integer class indices, got dtype {t.dtype}")
+    return t
+
+
+def _check_inputs(fn: str, logits, target):
+    """Validate ``(N, K)`` float logits and ``(N,)`` integer targets in ``[0, K)``; return the target array."""
+    z = _check_float_tensor(fn, "logits", logits, ndim=2)
+    n, k = z.shape
+    if n == 0 or k == 0:
+        raise ValueError(f"{fn}: logits must have N >= 1 rows and K >= 1 classes, got shape {z.shape}")
+    xp = get_array_module(z)
+    t = _target_indices(fn, target)
     if t.ndim != 1 or t.shape[0] != n:
         raise ValueError(f"{fn}: target must have shape ({n},) to match logits {tuple(z.shape)}, "
                          f"got {tuple(t.shape)}")
@@ -88,14 +94,7 @@ def _check_class_targets(fn: str, logits, target, ignore_index):
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
         raise TypeError(f"{fn}: ignore_index must be an int, got {ignore_index!r}")
     xp = get_array_module(z)
-    t = _raw(target)
-    if isinstance(t, (list, tuple)):
-        t = np.asarray(t)
-    if not hasattr(t, "dtype"):
-        raise TypeError(f"{fn}: target must be an integer array or Tensor of class indices, "
-                        f"got {type(target).__name__}")
-    if t.dtype.kind not in "iu":
-        raise TypeError(f"{fn}: target must hold integer class indices, got dtype {t.dtype}")
+    t = _target_indices(fn, target)
     want = (n,) + tuple(z.shape[2:])
     if tuple(t.shape) != want:
         raise ValueError(f"{fn}: target must have shape {want} to match logits {tuple(z.shape)}, "
