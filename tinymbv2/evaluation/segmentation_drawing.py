@@ -16,7 +16,7 @@ PALETTE = ((0, 0, 0),) + COLOURS   # index: class; the background black
 
 
 def colour_mask(mask, palette=PALETTE) -> np.ndarray:
-    """Each pixel's class as its colour.
+    r"""Each pixel's class as its colour.
 
     Args:
         mask: The classes (H, W), integers >= 0.
