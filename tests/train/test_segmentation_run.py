@@ -118,12 +118,12 @@ def test_eval_predict_and_summary_read_the_segmenter_back(straight, tmp_path, ca
 
 def test_summary_of_the_segmenter_prints_table_7_beside_ours(capsys):
     assert main(["summary", "--task", "segment", "--head", "simple", "--output-stride", "16",
-                 "--classes", "21", "--size", "512"]) == 0
+                 "--classes", "21", "--resolution", "512"]) == 0
     printed = capsys.readouterr().out
     assert "total parameters:    2,113,557" in printed               # the paper's 2.11M
     assert "Table 7 (the paper, MNet V2*, without ASPP, output stride 16, 512 px): 2.11M" in printed
     assert main(["summary", "--task", "segment", "--head", "lraspp", "--classes", "11",
-                 "--size", "64"]) == 0
+                 "--resolution", "64"]) == 0
     assert "Table 7" not in capsys.readouterr().out
     assert main(["summary", "--task", "segment", "--small-input"]) == 2
 

@@ -22,7 +22,7 @@ def add_summary(p) -> None:
                    help="classify: MobileNetV2 (or --arch); segment: Mobile DeepLabv3 (--head, "
                         "--output-stride)")
     p.add_argument("--width", type=positive(float), default=1.0, help="width multiplier (1.0)")
-    p.add_argument("--resolution", "--size", dest="resolution", type=positive(int), default=224,
+    p.add_argument("--resolution", type=positive(int), default=224,
                    help="input size in px (224)")
     p.add_argument("--classes", type=positive(int), default=1000,
                    help="number of classes (1000; a segmenter's count the background)")
