@@ -104,12 +104,9 @@ def predict_boxes(model, config: dict, paths, min_score: float = 0.5, invert: bo
     """
     from .detection_loop import detect
 
-    normalize = Normalize(config["norm_mean"], config["norm_std"])
-    images = np.stack([load_image(p, config["in_channels"], config.get("input_size"), invert)
-                       for p in paths])
-    names = config.get("class_names") or [str(i) for i in range(config["num_classes"])]
+    images, normalized, names = _scene_images(config, paths, invert)
     results = []
-    for path, image, found in zip(paths, images, detect(model, normalize(images), fuse=fuse)):
+    for path, image, found in zip(paths, images, detect(model, normalized, fuse=fuse)):
         keep = found["scores"] >= min_score
         results.append({"path": str(path), "image": image, "boxes": found["boxes"][keep],
                         "scores": found["scores"][keep], "labels": found["labels"][keep],
@@ -136,14 +133,21 @@ def predict_masks(model, config: dict, paths, invert: bool = False, fuse: bool =
     """
     from .segmentation_loop import segment
 
-    normalize = Normalize(config["norm_mean"], config["norm_std"])
-    images = np.stack([load_image(p, config["in_channels"], config.get("input_size"), invert)
-                       for p in paths])
-    names = config.get("class_names") or [str(i) for i in range(config["num_classes"])]
+    images, normalized, names = _scene_images(config, paths, invert)
     results = []
-    for path, image, mask in zip(paths, images, segment(model, normalize(images), fuse=fuse)):
+    for path, image, mask in zip(paths, images, segment(model, normalized, fuse=fuse)):
         counts = np.bincount(mask.ravel(), minlength=len(names))
         order = [c for c in np.argsort(-counts, kind="stable") if counts[c] > 0]
         results.append({"path": str(path), "image": image, "mask": mask,
                         "shares": [(names[c], float(counts[c] / mask.size)) for c in order]})
     return results
+
+
+def _scene_images(config: dict, paths, invert: bool):
+    """The files read as a detector or segmenter was trained (its channels, its scenes' size):
+    ``(images (N, C, H, W) in [0, 1], the same normalised, the class names)``."""
+    normalize = Normalize(config["norm_mean"], config["norm_std"])
+    images = np.stack([load_image(p, config["in_channels"], config.get("input_size"), invert)
+                       for p in paths])
+    names = config.get("class_names") or [str(i) for i in range(config["num_classes"])]
+    return images, normalize(images), names

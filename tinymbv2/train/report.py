@@ -73,9 +73,6 @@ def detection_run_metrics(history: dict, test_result: dict, best_val_test_map_50
         The metrics, a dict.
     """
     names = config["class_names"]
-    best = history.get("best_epoch")
-    diagnosis = (f"Best validation mAP@0.5 {history['best_val_map50']:.3f} at epoch {best} of "
-                 f"{len(history['train_loss'])}." if best else "No validation score yet.")
     return {
         "test_map": test_result["map"],
         "test_map_50": test_result["map_50"],
@@ -84,11 +81,7 @@ def detection_run_metrics(history: dict, test_result: dict, best_val_test_map_50
         "best_val_test_map_50": best_val_test_map_50,
         "per_class_ap": {names[c]: ap for c, ap in test_result["per_class_ap"].items()},
         "per_class_ap_50": {names[c]: ap for c, ap in test_result["per_class_ap_50"].items()},
-        "history": {k: v for k, v in history.items() if k != "best_state"},
-        "diagnosis": diagnosis,
-        "diverged": None,
-        "config": config,
-        "train_seconds": train_seconds,
+        **_scene_run_rest(history, "map50", "mAP@0.5", config, train_seconds),
     }
 
 
@@ -112,9 +105,6 @@ def segmentation_run_metrics(history: dict, test_result: dict, best_val_test_mio
         The metrics, a dict.
     """
     names = config["class_names"]
-    best = history.get("best_epoch")
-    diagnosis = (f"Best validation mIoU {history['best_val_miou']:.3f} at epoch {best} of "
-                 f"{len(history['train_loss'])}." if best else "No validation score yet.")
     return {
         "test_miou": test_result["miou"],
         "test_pixel_accuracy": test_result["pixel_accuracy"],
@@ -123,12 +113,19 @@ def segmentation_run_metrics(history: dict, test_result: dict, best_val_test_mio
         "best_val_test_miou": best_val_test_miou,
         "per_class_iou": {name: float(iou) for name, iou in zip(names, test_result["per_class_iou"])},
         "confusion_matrix": np.asarray(test_result["confusion"]).tolist(),
-        "history": {k: v for k, v in history.items() if k != "best_state"},
-        "diagnosis": diagnosis,
-        "diverged": None,
-        "config": config,
-        "train_seconds": train_seconds,
+        **_scene_run_rest(history, "miou", "mIoU", config, train_seconds),
     }
+
+
+def _scene_run_rest(history: dict, score: str, title: str, config: dict, train_seconds: float) -> dict:
+    """What a detection and a segmentation run's metrics end with: the history, a one-line
+    diagnosis (the best validation ``score``, named ``title``), the configuration, the time."""
+    best = history.get("best_epoch")
+    diagnosis = (f"Best validation {title} {history[f'best_val_{score}']:.3f} at epoch {best} of "
+                 f"{len(history['train_loss'])}." if best else "No validation score yet.")
+    return {"history": {k: v for k, v in history.items() if k != "best_state"},
+            "diagnosis": diagnosis, "diverged": None, "config": config,
+            "train_seconds": train_seconds}
 
 
 def diverged_metrics(history: dict, diverged: dict, config: dict, train_seconds: float) -> dict:
