@@ -27,8 +27,7 @@ FEW = functools.partial(load_mnist_scenes, n_val=8, n_test=8)   # the default 25
 
 @pytest.fixture(autouse=True)
 def few_scenes(monkeypatch):
-    monkeypatch.setattr("tinymbv2.train.run.load_mnist_scenes", FEW)
-    monkeypatch.setattr("tinymbv2.cli.eval.load_mnist_scenes", FEW)
+    monkeypatch.setattr("tinymbv2.train.run.load_mnist_scenes", FEW)  # eval reads it too (task_scenes)
 
 
 @pytest.fixture(scope="module")

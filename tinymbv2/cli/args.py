@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 from ..data import DATASETS
-from ..train.config import (ARCHS, LOSSES, OPTIMIZERS, OUTPUT_STRIDES, SCENE_DATASETS, SCHEDULES,
-                            SEG_HEADS, TASK_DEFAULTS, TASKS, TrainConfig)
+from ..train.config import (ARCHS, LOSSES, OPTIMIZERS, OUTPUT_STRIDES, SCENE_DATASETS,
+                            SCENE_IMAGE_SIZE, SCHEDULES, SEG_HEADS, TASK_DEFAULTS, TASKS,
+                            TrainConfig)
 
 
 class Parser(argparse.ArgumentParser):
@@ -80,7 +81,9 @@ def add_data_args(p, default_dataset="mnist5k"):
                         "and --task segment")
     p.add_argument("--data-dir", help="folder with the files of mnist-idx, cifar10 or folder")
     p.add_argument("--image-size", type=positive(int),
-                   help="resize images to this square size (a folder's may differ in size)")
+                   help="resize images to this square size (a folder's may differ in size); "
+                        f"mnist-scenes: the scenes' side (detect: {SCENE_IMAGE_SIZE}, segment: "
+                        f"{TASK_DEFAULTS['segment']['image_size']})")
     p.add_argument("--channels", type=int, choices=(1, 3),
                    help="read images as 1 (grey) or 3 (RGB) channels (default: the dataset's "
                         "own, RGB for a folder; from a checkpoint: the channels its model takes)")
@@ -117,9 +120,9 @@ def add_recipe_args(p):
                    help=f"momentum, in [0, 1) ({d.momentum})")
     p.add_argument("--weight-decay", type=non_negative_float, help=_task_default("weight_decay"))
     p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule)
-    p.add_argument("--loss", choices=LOSSES, default=d.loss,
+    p.add_argument("--loss", choices=LOSSES,
                    help="ce, focal, dice, or ce+dice (--task segment: ce, dice or ce+dice, per "
-                        f"pixel) ({d.loss})")
+                        "pixel) " + _task_default("loss"))
     p.add_argument("--label-smoothing", type=non_negative_float, default=0.0)
     p.add_argument("--dropout", type=non_negative_float, default=d.dropout)
     p.add_argument("--shift", type=int, default=d.shift,
