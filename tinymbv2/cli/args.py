@@ -103,11 +103,13 @@ def add_recipe_args(p):
                         "DeepLabv3 masks); detect and segment take --dataset mnist-scenes")
     p.add_argument("--width", type=positive(float), default=d.width, help=f"width multiplier ({d.width})")
     p.add_argument("--arch", choices=ARCHS, default=d.arch)
-    p.add_argument("--head", choices=SEG_HEADS, default=d.head,
-                   help=f"--task segment: the head on the 320-channel map (aspp: DeepLabv3's ASPP; "
-                        f"simple: without atrous branches; lraspp: torchvision's LR-ASPP) ({d.head})")
-    p.add_argument("--output-stride", type=int, choices=OUTPUT_STRIDES, default=d.output_stride,
-                   help=f"--task segment: the input size over the head's map ({d.output_stride})")
+    p.add_argument("--head", choices=SEG_HEADS,
+                   help="--task segment: the head on the 320-channel map (aspp: DeepLabv3's ASPP; "
+                        "simple: without atrous branches; lraspp: torchvision's LR-ASPP) "
+                        + _task_default("head"))
+    p.add_argument("--output-stride", type=int, choices=OUTPUT_STRIDES,
+                   help="--task segment: the input size over the head's map "
+                        + _task_default("output_stride"))
     p.add_argument("--standard-input", dest="small_input", action="store_false",
                    help="keep the 224 px strides (default: small-input variant for 28-32 px)")
     p.add_argument("--train-scenes", type=positive(int),
