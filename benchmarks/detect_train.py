@@ -46,7 +46,7 @@ import benchmarks.openmp_wait  # noqa: F401  (first: the same OpenMP wait for bo
 import torch
 
 from benchmarks import torch_mirror
-from benchmarks.torch_mirror import (TIMING_ROWS, Mirror, load_twin, mirror_recipe,
+from benchmarks.torch_mirror import (TIMING_ROWS, Mirror, eval_batches, load_twin, mirror_recipe,
                                      optimizer_step, our_timing, step_timing, train_loop,
                                      with_best_state)
 from benchmarks.torch_mirror import our_initial_model  # noqa: F401  (the tests build ours with it)
@@ -60,7 +60,6 @@ from tinymbv2.train.config import TrainConfig
 # what our evaluate_detector passes to postprocess_detections: nothing, so its defaults
 POSTPROCESS = {name: p.default for name, p in inspect.signature(postprocess_detections).parameters.items()
                if name in ("score_thresh", "nms_thresh", "topk_candidates", "detections_per_img")}
-EVAL_BATCH = 32  # evaluate_detector's batch (eval mode: the batch does not change the outputs)
 
 
 def torch_twin(model, config: TrainConfig, dtype=torch.float32) -> TorchSSDLite:
@@ -158,16 +157,11 @@ def mirror_detect(mirror: DetectionMirror, images, size: int) -> list[dict]:
     Returns:
         One numpy ``{"boxes", "scores", "labels"}`` dict per image.
     """
-    mirror.tv.eval()
-    found = []
-    with torch.no_grad():
-        for start in range(0, len(images), EVAL_BATCH):
-            x = torch.as_tensor(np.asarray(images[start:start + EVAL_BATCH]), dtype=mirror.dtype)
-            cls, box = mirror.tv(x)
-            found += [{k: v.numpy() for k, v in d.items()}
-                      for d in torchvision_postprocess(cls, box, mirror.anchors, (size, size), **POSTPROCESS)]
-    mirror.tv.train()
-    return found
+    def read(outputs):
+        return [{k: v.numpy() for k, v in d.items()}
+                for d in torchvision_postprocess(*outputs, mirror.anchors, (size, size), **POSTPROCESS)]
+
+    return eval_batches(mirror, images, read)
 
 
 def mirror_map(mirror: DetectionMirror, split, size: int, num_classes: int) -> dict:

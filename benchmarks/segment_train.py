@@ -44,7 +44,7 @@ import torch
 
 from benchmarks import torch_mirror
 from benchmarks.torch_deeplab import torch_deeplabv3
-from benchmarks.torch_mirror import (TIMING_ROWS, Mirror, load_twin, mirror_recipe,
+from benchmarks.torch_mirror import (TIMING_ROWS, Mirror, eval_batches, load_twin, mirror_recipe,
                                      optimizer_step, our_timing, step_timing, train_loop,
                                      with_best_state)
 from benchmarks.torch_mirror import our_initial_model  # noqa: F401  (the tests build ours with it)
@@ -53,7 +53,6 @@ from tinymbv2.evaluation import segmentation_confusion, segmentation_scores
 from tinymbv2.train.config import TrainConfig
 from tinymbv2.train.run import SegmentationData, segmentation_data
 
-EVAL_BATCH = 32  # evaluate_segmenter's batch (eval mode: the batch does not change the outputs)
 DICE_SMOOTH, IGNORE_INDEX = 1.0, -100  # dice_loss's defaults, which build_loss keeps
 LOSSES = ("ce", "dice", "ce+dice")
 
@@ -180,14 +179,8 @@ def mirror_predict(mirror: Mirror, images) -> np.ndarray:
     Returns:
         (N, H, W) int64 predicted classes.
     """
-    mirror.tv.eval()
-    found = []
-    with torch.no_grad():
-        for start in range(0, len(images), EVAL_BATCH):
-            x = torch.as_tensor(np.asarray(images[start:start + EVAL_BATCH]), dtype=mirror.dtype)
-            found.append(mirror.tv(x)["out"].argmax(dim=1).numpy())
-    mirror.tv.train()
-    return np.concatenate(found) if found else np.zeros((0, *np.shape(images)[-2:]), np.int64)
+    found = eval_batches(mirror, images, lambda outputs: list(outputs["out"].argmax(dim=1).numpy()))
+    return np.stack(found) if found else np.zeros((0, *np.shape(images)[-2:]), np.int64)
 
 
 def mirror_scores(mirror: Mirror, split, num_classes: int) -> dict:

@@ -198,6 +198,34 @@ def optimizer_step(mirror: Mirror, loss: torch.Tensor) -> float:
     return float(loss.item())
 
 
+EVAL_BATCH = 32  # our evaluations' batch (eval mode: the batch does not change the outputs)
+
+
+def eval_batches(mirror: Mirror, images, read: Callable) -> list:
+    """The twin in eval mode (no gradients) over ``images`` in batches of ``EVAL_BATCH``;
+    back in train mode after.
+
+    Args:
+        mirror: The [Mirror][benchmarks.torch_mirror.Mirror].
+        images: (N, C, H, W) normalised images (numpy).
+        read: ``read(outputs) -> list``: what to keep of a batch's outputs (the whole
+            split's raw outputs need not fit in memory).
+
+    Returns:
+        The batches' ``read`` lists, joined.
+    """
+    mirror.tv.eval()
+    found = []
+    try:
+        with torch.no_grad():
+            for start in range(0, len(images), EVAL_BATCH):
+                x = torch.as_tensor(np.asarray(images[start:start + EVAL_BATCH]), dtype=mirror.dtype)
+                found += read(mirror.tv(x))
+    finally:
+        mirror.tv.train()
+    return found
+
+
 def train_loop(config: TrainConfig, loader, mirror: Mirror, step: Callable, score: Callable | None,
                key: str, label: str, log=print) -> dict:
     """``config.epochs`` epochs of ``step`` over our loader's batches, as ``fit`` runs ours.
