@@ -169,3 +169,15 @@ def test_the_table_shows_both_and_the_difference():
     assert "test mIoU" in text and "0.7000      0.6900        0.0100" in text
     assert "0.9500      0.9600       -0.0100" in text
     assert "-" in segment_train.table(None, theirs).splitlines()[1]
+
+
+def test_the_twin_keeps_our_dropout_rate(scenes):
+    config = _config("aspp", "ce").resolved(SIZE, SIZE)
+    data = segment_train.segmentation_data(config, scenes)
+    model = segment_train.our_initial_model(config, data)
+    rates = [m.p for m in segment_train.torch_twin(model, config).modules()
+             if isinstance(m, torch.nn.Dropout)]
+    assert rates == [0.5]  # ASPP's projection, as ours
+    rates = [m.p for m in segment_train.torch_twin(_dropout_off(model), config).modules()
+             if isinstance(m, torch.nn.Dropout)]
+    assert rates == [0.0]
