@@ -59,7 +59,7 @@ def fits(stride, padding, dilation) -> bool:
 
 @njit(parallel=True, **_JIT)
 def _split_planes(x, dh, dw, out):
-    """out[(a*dw + b)*N + n, c, i, j] = x[n, c, a + dh*i, b + dw*j] (zero past x), C-contiguous."""
+    """``out[(a*dw + b)*N + n, c, i, j] = x[n, c, a + dh*i, b + dw*j]`` (zero past x), NCHW."""
     n, c, h, w = x.shape
     mh, mw = out.shape[2], out.shape[3]
     for t in prange(n * c):
@@ -78,7 +78,7 @@ def _split_planes(x, dh, dw, out):
 
 @njit(parallel=True, **_JIT)
 def _join_planes(y, dh, dw, out):
-    """The inverse of ``_split_planes``: out[n, c, r, q] = y[((r%dh)*dw + q%dw)*N + n, c, r//dh, q//dw]."""
+    """The inverse of ``_split_planes``: ``out[n, c, r, q] = y[((r%dh)*dw + q%dw)*N + n, c, r//dh, q//dw]``."""
     n, c, h, w = out.shape
     for t in prange(n * c):
         b0, ch = t // c, t % c
