@@ -96,6 +96,26 @@ def test_deeplab_shapes_match_torch(kset, d, s):
         assert rel_err(bw(gy, x, weight.shape, (s, s), (d, d), (d, d)), gw) < TOL64
 
 
+@KSETS
+@pytest.mark.parametrize("rate", [6, 12, 18])
+def test_aspp_rates_on_a_small_map_match_torch(kset, rate):
+    """ASPP's branches on a map smaller than their reach (the numba set's GEMM per tap skips
+    the taps that fall outside): 3x3, padding = rate, stride 1 and 2, odd sizes."""
+    rng = np.random.default_rng(rate)
+    x, w = rng.standard_normal((3, 7, 11, 9)), rng.standard_normal((5, 7, 3, 3))
+    for s, p in (((1, 1), (rate, rate)), ((2, 1), (rate, rate - 1)), ((1, 2), (rate + 2, rate + 1))):
+        y, gy, gx, gw = torch_conv(x, w, s, p, (rate, rate), 1, rng)
+        assert rel_err(kset.conv2d_forward(x, w, s, p, rate), y) < TOL64
+        assert rel_err(kset.conv2d_backward_input(gy, w, x.shape, s, p, rate), gx) < TOL64
+        assert rel_err(kset.conv2d_backward_weight(gy, x, w.shape, s, p, rate), gw) < TOL64
+    if rate >= 11:  # every outer tap outside at every output: the centre tap alone, a 1x1 conv
+        y = kset.conv2d_forward(x, w, (1, 1), (rate, rate), rate)
+        np.testing.assert_allclose(y, np.einsum("oc,nchw->nohw", w[:, :, 1, 1], x), rtol=1e-12,
+                                   atol=1e-12)
+        gw = kset.conv2d_backward_weight(y, x, w.shape, (1, 1), (rate, rate), rate)
+        assert (np.delete(gw.reshape(5, 7, 9), 4, axis=2) == 0).all()
+
+
 def test_output_size_is_pytorchs():
     # H_o = floor((H + 2p - d(k - 1) - 1) / s) + 1
     assert conv_geometry("f", (1, 1, 17, 17), (1, 1, 3, 3), 2, 6, dilation=6)[2] == (9, 9)
