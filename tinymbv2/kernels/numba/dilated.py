@@ -139,7 +139,7 @@ def _backward_weight(gy, x, groups, sh, sw, ph, pw, dh, dw, gw):
 # with the zeros kept (``.dense``'s way) would multiply all of them.
 @njit(**_JIT)
 def _gather(buf, src, r0, rows, rstep, c0, cols, cstep):
-    """buf (Ch, rows*cols) = src (Ch, H, W) at rows r0 + rstep*r, columns c0 + cstep*q."""
+    """``buf[c, r*cols + q] = src[c, r0 + rstep*r, c0 + cstep*q]``: a rectangle, packed."""
     for c in range(src.shape[0]):
         for r in range(rows):
             line, base = src[c, r0 + rstep * r], r * cols
@@ -149,7 +149,7 @@ def _gather(buf, src, r0, rows, rstep, c0, cols, cstep):
 
 @njit(**_JIT)
 def _scatter_add(dst, buf, r0, rows, rstep, c0, cols, cstep):
-    """The transpose of ``_gather``: dst (Ch, H, W) at those pixels += buf (Ch, rows*cols)."""
+    """The transpose of ``_gather``: ``dst[c, r0 + rstep*r, c0 + cstep*q] += buf[c, r*cols + q]``."""
     for c in range(dst.shape[0]):
         for r in range(rows):
             line, base = dst[c, r0 + rstep * r], r * cols
