@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 
+import numba
 import numpy as np
 
 import benchmarks.openmp_wait  # noqa: F401  (first: the same OpenMP wait for both contestants)
@@ -94,7 +95,8 @@ def main(argv=None):
     parser.add_argument("--classes", type=int, default=11)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--threads", type=int, default=os.cpu_count(),
+                        help="threads of both contestants (PyTorch's and Numba's)")
     parser.add_argument("--quick", action="store_true", help="64 px, batch 2, width 0.35")
     args = parser.parse_args(argv)
     if args.quick:
@@ -103,12 +105,13 @@ def main(argv=None):
         parser.error(f"expected --repeats >= 1 and --warmup >= 0, got {args.repeats} and {args.warmup}")
     tinymbv2.backend.keep_freed_memory()
     torch.set_num_threads(args.threads)
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))  # the same cores
 
     steps = contestants(args)
     medians = time_alternating(steps, args.repeats, args.warmup)
     print(f"Mobile DeepLabv3 (MobileNetV2 {args.width}, head {args.head}, output stride "
           f"{args.output_stride}), {args.classes} classes; training step at {args.size} px, batch "
-          f"{args.batch}; torch {torch.__version__}, {args.threads} threads; medians of "
+          f"{args.batch}; torch {torch.__version__}, {args.threads} threads each; medians of "
           f"{args.repeats} after {args.warmup} warm-up")
     for name, sec in medians.items():
         print(f"{name:<10}{1e3 * sec:>10.1f} ms{sec / medians['pytorch']:>8.2f}x PyTorch"

@@ -2,6 +2,7 @@
 the same network on the same batch, and the table printed is made of the medians."""
 import re
 
+import numba
 import numpy as np
 import pytest
 
@@ -12,15 +13,20 @@ from benchmarks import segment_step  # noqa: E402
 
 @pytest.mark.parametrize("extra", [[], ["--head", "lraspp", "--output-stride", "8"]])
 def test_quick_run_prints_both_contestants_and_the_ratio(capsys, extra):
-    medians = segment_step.main(["--quick", "--repeats", "2", "--warmup", "0", "--threads", "1",
-                                 *extra])
+    before = numba.get_num_threads()
+    try:
+        medians = segment_step.main(["--quick", "--repeats", "2", "--warmup", "0", "--threads", "1",
+                                     *extra])
+        assert numba.get_num_threads() == 1 and torch.get_num_threads() == 1  # both contestants
+    finally:
+        numba.set_num_threads(before)
     assert list(medians) == ["pytorch", "tinymbv2"] and all(s > 0 for s in medians.values())
     lines = capsys.readouterr().out.strip().splitlines()
     head = "aspp" if not extra else "lraspp"
     stride = 16 if not extra else 8
     assert lines[0].startswith(f"Mobile DeepLabv3 (MobileNetV2 0.35, head {head}, output stride "
                                f"{stride}), 11 classes; training step at 64 px, batch 2; torch ")
-    assert lines[0].endswith("1 threads; medians of 2 after 0 warm-up")
+    assert lines[0].endswith("1 threads each; medians of 2 after 0 warm-up")
     for line, name in zip(lines[1:3], medians):
         m = re.fullmatch(rf"{name}\s+([\d.]+) ms\s+([\d.]+)x PyTorch\s+([\d.]+) images/s", line)
         assert m, line
