@@ -73,11 +73,12 @@ def _forward(x, w, groups, sh, sw, ph, pw, dh, dw, y):
                 rlo, rhi = tap_run(i * dh - ph, sh, h, ho)
                 for j in range(kw):
                     clo, chi = tap_run(j * dw - pw, sw, wd, wo)
-                    wv = w[o, c, i, j]
+                    wv, c0 = w[o, c, i, j], clo * sw + j * dw - pw
                     for oh in range(rlo, rhi):
-                        row = plane[oh * sh + i * dh - ph]
-                        for ow in range(clo, chi):
-                            out[oh, ow] += wv * row[ow * sw + j * dw - pw]
+                        # row views indexed from 0: no wraparound test, so the loop vectorises
+                        dst, src = out[oh, clo:chi], plane[oh * sh + i * dh - ph, c0:]
+                        for k in range(chi - clo):
+                            dst[k] += wv * src[k * sw]
     return y
 
 
@@ -98,11 +99,11 @@ def _backward_input(gy, w, groups, sh, sw, ph, pw, dh, dw, gx):
                 rlo, rhi = tap_run(i * dh - ph, sh, h, ho)
                 for j in range(kw):
                     clo, chi = tap_run(j * dw - pw, sw, wd, wo)
-                    wv = w[o, c, i, j]
+                    wv, c0 = w[o, c, i, j], clo * sw + j * dw - pw
                     for oh in range(rlo, rhi):
-                        row = plane[oh * sh + i * dh - ph]
-                        for ow in range(clo, chi):
-                            row[ow * sw + j * dw - pw] += wv * src[oh, ow]
+                        dst, grad = plane[oh * sh + i * dh - ph, c0:], src[oh, clo:chi]
+                        for k in range(chi - clo):
+                            dst[k * sw] += wv * grad[k]
     return gx
 
 

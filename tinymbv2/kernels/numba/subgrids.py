@@ -78,15 +78,18 @@ def _split_planes(x, dh, dw, out):
 
 @njit(parallel=True, **_JIT)
 def _join_planes(y, dh, dw, out):
-    """The inverse of ``_split_planes``: ``out[n, c, r, q] = y[((r%dh)*dw + q%dw)*N + n, c, r//dh, q//dw]``."""
+    """The inverse of ``_split_planes``: ``out[n, c, a + dh*i, b + dw*j] = y[(a*dw + b)*N + n, c, i, j]``."""
     n, c, h, w = out.shape
     for t in prange(n * c):
         b0, ch = t // c, t % c
         plane = out[b0, ch]
-        for r in range(h):
-            a, i = r % dh, r // dh
-            for q in range(w):
-                plane[r, q] = y[(a * dw + q % dw) * n + b0, ch, i, q // dw]
+        for a in range(dh):
+            for b in range(dw):
+                src = y[(a * dw + b) * n + b0, ch]  # a sub-grid read in order, no division
+                for i in range((h - a + dh - 1) // dh):
+                    row = plane[a + dh * i]
+                    for j in range((w - b + dw - 1) // dw):
+                        row[b + dw * j] = src[i, j]
     return out
 
 
