@@ -12,14 +12,15 @@ over speed; a DeepLab backbone dilates only its last, smallest planes.
 
 Depthwise: direct loops, one (image, channel) plane per task of a parallel loop (at stride 1
 with the padding a multiple of the dilation, ``NumbaKernels`` sends it to ``.subgrids``
-instead). Dense (groups = 1): a matrix product per tap and image on the outputs whose input
-lies inside the image only (``y[n][:, rect] += W[:, :, i, j] @ x[n][:, shifted rect]``,
+instead). Dense (groups = 1): one matrix product per tap on the outputs whose input lies
+inside the image only, the N images' rectangles side by side
+(``y[n][:, rect] += W[:, :, i, j] @ x[n][:, shifted rect]`` for all n at once,
 ``gx[n][:, shifted rect] += W[:, :, i, j].T @ gy[n][:, rect]``,
-``gw[:, :, i, j] = sum_n gy[n][:, rect] @ x[n][:, shifted rect].T``): the padding's zeros,
-most of a large rate's taps on a small map, are never multiplied. The images are split over
-the threads.
-Deterministic: each task writes only its own plane, image or filter, and the weight
-gradient sums its images in ``_GROUPS`` runs fixed by the shapes, added in order.
+``gw[:, :, i, j] = gy[:][:, rect] @ x[:][:, shifted rect].T`` over all images): the padding's
+zeros, most of a large rate's taps on a small map, are never multiplied. The threads split
+each product's rows (output channels, or input channels for gx) in ``_BLOCKS`` fixed runs.
+Deterministic: each task writes only its own plane, image or rows, and the runs are fixed
+by the shapes, not by the thread count.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from ..checks import conv_geometry, dilation_pair, grad_out_shape, same_float_dt
 from . import pool  # noqa: F401  (pins Numba's BLAS to one thread, starts the pool passive)
 
 _JIT = dict(cache=CACHE, fastmath=False)
-_GROUPS = 8  # partial sums of the dense weight gradient: fixed, so the result ignores the thread count
+_BLOCKS = 2  # row runs of a dense tap's product: fixed, so the result ignores the thread count
 
 
 @njit(**_JIT)
@@ -132,28 +133,31 @@ def _backward_weight(gy, x, groups, sh, sw, ph, pw, dh, dw, gw):
 
 
 # ------------------------------------------------- dense: a GEMM per tap, on its valid outputs
-# Tap (i, j) of a dense convolution adds W[:, :, i, j] (Co, Ci) @ x(shifted) (Ci, P) to the P
-# outputs whose input pixel lies inside the image, a rectangle of the output plane
-# ([rlo, rhi) x [clo, chi), from ``tap_run``). The padding's zeros are never multiplied: at
-# ASPP's rates on a small map (rates 6/12/18 on 16 x 16) most taps reach outside, and a tap
+# Tap (i, j) of a dense convolution adds W[:, :, i, j] (Co, Ci) @ x(shifted) (Ci, N*P) to the
+# P outputs of each image whose input pixel lies inside the image, a rectangle of the output
+# plane ([rlo, rhi) x [clo, chi), from ``tap_run``). The padding's zeros are never multiplied:
+# at ASPP's rates on a small map (rates 6/12/18 on 16 x 16) most taps reach outside, and a tap
 # that reaches outside everywhere costs nothing (rate 18 there is a 1x1 convolution). im2col
-# with the zeros kept (``.dense``'s way) would multiply all of them.
+# with the zeros kept (``.dense``'s way) would multiply all of them. The N images' rectangles
+# sit side by side in one (Ci, N*P) matrix: one product per tap, not per image, because a
+# corner tap's rectangle alone (4 x 4 pixels at rate 12 on 16 x 16) is too thin a matrix for
+# BLAS to run near its peak. The threads split the product's rows in ``_BLOCKS`` fixed runs.
 @njit(**_JIT)
-def _gather(buf, src, r0, rows, rstep, c0, cols, cstep):
-    """``buf[c, r*cols + q] = src[c, r0 + rstep*r, c0 + cstep*q]``: a rectangle, packed."""
+def _gather(buf, off, src, r0, rows, rstep, c0, cols, cstep):
+    """``buf[c, off + r*cols + q] = src[c, r0 + rstep*r, c0 + cstep*q]``: a rectangle, packed."""
     for c in range(src.shape[0]):
         for r in range(rows):
-            line, base = src[c, r0 + rstep * r], r * cols
+            line, base = src[c, r0 + rstep * r], off + r * cols
             for q in range(cols):
                 buf[c, base + q] = line[c0 + cstep * q]
 
 
 @njit(**_JIT)
-def _scatter_add(dst, buf, r0, rows, rstep, c0, cols, cstep):
-    """The transpose of ``_gather``: ``dst[c, r0 + rstep*r, c0 + cstep*q] += buf[c, r*cols + q]``."""
+def _scatter_add(dst, buf, off, r0, rows, rstep, c0, cols, cstep):
+    """The transpose of ``_gather``: ``dst[c, r0 + rstep*r, c0 + cstep*q] += buf[c, off + r*cols + q]``."""
     for c in range(dst.shape[0]):
         for r in range(rows):
-            line, base = dst[c, r0 + rstep * r], r * cols
+            line, base = dst[c, r0 + rstep * r], off + r * cols
             for q in range(cols):
                 line[c0 + cstep * q] += buf[c, base + q]
 
@@ -166,82 +170,105 @@ def _tap_rect(i, j, sh, sw, ph, pw, dh, dw, h, wd, ho, wo):
     return rlo, rhi - rlo, clo, chi - clo, rlo * sh + i * dh - ph, clo * sw + j * dw - pw
 
 
+@njit(**_JIT)
+def _pack_tap(dst, w, i, j, transpose):
+    """``dst = w[:, :, i, j]`` (Co, Ci), or its transpose (Ci, Co): one tap's matrix, packed."""
+    co, ci = w.shape[0], w.shape[1]
+    for o in range(co):
+        for c in range(ci):
+            if transpose:
+                dst[c, o] = w[o, c, i, j]
+            else:
+                dst[o, c] = w[o, c, i, j]
+
+
+@njit(**_JIT)
+def _dot_rows(a, b, out, k, blocks):
+    """Run k of ``blocks`` of ``out = a @ b``: the rows [k*M/blocks, (k+1)*M/blocks) of a and out."""
+    m = a.shape[0]
+    lo, hi = k * m // blocks, (k + 1) * m // blocks
+    np.dot(a[lo:hi], b, out[lo:hi])
+
+
 @njit(parallel=True, **_JIT)
-def _dense_forward(x, wtap, sh, sw, ph, pw, dh, dw, y):
-    """y (N, Co, Ho, Wo) = the sum over taps of ``wtap[i, j]`` (Co, Ci) @ x's shifted rectangle."""
+def _dense_forward(x, w, sh, sw, ph, pw, dh, dw, y):
+    """y (N, Co, Ho, Wo) = the sum over taps of ``w[:, :, i, j]`` (Co, Ci) @ x's shifted rectangles."""
     n, ci, h, wd = x.shape
-    kh, kw, co = wtap.shape[0], wtap.shape[1], wtap.shape[2]
+    co, kh, kw = w.shape[0], w.shape[2], w.shape[3]
     ho, wo = y.shape[2], y.shape[3]
-    xbuf = np.empty((n, ci * ho * wo), x.dtype)  # scratch before the loop: see kernels.numba
-    prod = np.empty((n, co * ho * wo), x.dtype)
+    wt = np.empty((co, ci), x.dtype)
+    blocks = min(_BLOCKS, co)
+    xbuf = np.empty(ci * n * ho * wo, x.dtype)
+    prod = np.empty(co * n * ho * wo, x.dtype)
     for b in prange(n):
-        out = y[b]
-        out[:] = 0
-        for i in range(kh):
-            for j in range(kw):
-                rlo, rows, clo, cols, r0, c0 = _tap_rect(i, j, sh, sw, ph, pw, dh, dw, h, wd, ho, wo)
-                p = rows * cols
-                if p == 0:
-                    continue
-                xs, ps = xbuf[b, :ci * p].reshape(ci, p), prod[b, :co * p].reshape(co, p)
-                _gather(xs, x[b], r0, rows, sh, c0, cols, sw)
-                np.dot(wtap[i, j], xs, ps)
-                _scatter_add(out, ps, rlo, rows, 1, clo, cols, 1)
+        y[b] = 0
+    for i in range(kh):
+        for j in range(kw):
+            rlo, rows, clo, cols, r0, c0 = _tap_rect(i, j, sh, sw, ph, pw, dh, dw, h, wd, ho, wo)
+            p = rows * cols
+            if p == 0:
+                continue
+            xs, ps = xbuf[:ci * n * p].reshape(ci, n * p), prod[:co * n * p].reshape(co, n * p)
+            for b in prange(n):
+                _gather(xs, b * p, x[b], r0, rows, sh, c0, cols, sw)
+            _pack_tap(wt, w, i, j, False)
+            for k in prange(blocks):
+                _dot_rows(wt, xs, ps, k, blocks)
+            for b in prange(n):
+                _scatter_add(y[b], ps, b * p, rlo, rows, 1, clo, cols, 1)
     return y
 
 
 @njit(parallel=True, **_JIT)
-def _dense_backward_input(gy, wtap_t, sh, sw, ph, pw, dh, dw, gx):
-    """gx (N, Ci, H, W) = the sum over taps of ``wtap_t[i, j]`` (Ci, Co) @ gy's rectangle, put back."""
+def _dense_backward_input(gy, w, sh, sw, ph, pw, dh, dw, gx):
+    """gx (N, Ci, H, W) = the sum over taps of ``w[:, :, i, j].T`` (Ci, Co) @ gy's rectangles, put back."""
     n, ci, h, wd = gx.shape
-    kh, kw, co = wtap_t.shape[0], wtap_t.shape[1], wtap_t.shape[3]
+    co, kh, kw = w.shape[0], w.shape[2], w.shape[3]
     ho, wo = gy.shape[2], gy.shape[3]
-    gbuf = np.empty((n, co * ho * wo), gy.dtype)
-    prod = np.empty((n, ci * ho * wo), gy.dtype)
+    wt = np.empty((ci, co), gy.dtype)
+    blocks = min(_BLOCKS, ci)
+    gbuf = np.empty(co * n * ho * wo, gy.dtype)
+    prod = np.empty(ci * n * ho * wo, gy.dtype)
     for b in prange(n):
-        out = gx[b]
-        out[:] = 0
-        for i in range(kh):
-            for j in range(kw):
-                rlo, rows, clo, cols, r0, c0 = _tap_rect(i, j, sh, sw, ph, pw, dh, dw, h, wd, ho, wo)
-                p = rows * cols
-                if p == 0:
-                    continue
-                gs, ps = gbuf[b, :co * p].reshape(co, p), prod[b, :ci * p].reshape(ci, p)
-                _gather(gs, gy[b], rlo, rows, 1, clo, cols, 1)
-                np.dot(wtap_t[i, j], gs, ps)
-                _scatter_add(out, ps, r0, rows, sh, c0, cols, sw)
+        gx[b] = 0
+    for i in range(kh):
+        for j in range(kw):
+            rlo, rows, clo, cols, r0, c0 = _tap_rect(i, j, sh, sw, ph, pw, dh, dw, h, wd, ho, wo)
+            p = rows * cols
+            if p == 0:
+                continue
+            gs, ps = gbuf[:co * n * p].reshape(co, n * p), prod[:ci * n * p].reshape(ci, n * p)
+            for b in prange(n):
+                _gather(gs, b * p, gy[b], rlo, rows, 1, clo, cols, 1)
+            _pack_tap(wt, w, i, j, True)
+            for k in prange(blocks):
+                _dot_rows(wt, gs, ps, k, blocks)
+            for b in prange(n):
+                _scatter_add(gx[b], ps, b * p, r0, rows, sh, c0, cols, sw)
     return gx
 
 
 @njit(parallel=True, **_JIT)
-def _dense_backward_weight(gy, x, kh, kw, sh, sw, ph, pw, dh, dw, groups):
-    """(kh, kw, Co, Ci): per tap, the sum over images of gy's rectangle @ x's shifted one, transposed."""
+def _dense_backward_weight(gy, x, kh, kw, sh, sw, ph, pw, dh, dw):
+    """(kh, kw, Co, Ci): per tap, gy's rectangles (Co, N*P) @ x's shifted ones (Ci, N*P) transposed."""
     n, ci, h, wd = x.shape
     co, ho, wo = gy.shape[1], gy.shape[2], gy.shape[3]
-    part = np.zeros((groups, kh, kw, co, ci), x.dtype)
-    tmps = np.empty((groups, co, ci), x.dtype)
-    xbuf = np.empty((groups, ci * ho * wo), x.dtype)
-    gbuf = np.empty((groups, co * ho * wo), x.dtype)
-    for g in prange(groups):  # a run of consecutive images, summed in order in one thread
-        tmp = tmps[g]
-        for b in range(g * n // groups, (g + 1) * n // groups):
-            for i in range(kh):
-                for j in range(kw):
-                    rlo, rows, clo, cols, r0, c0 = _tap_rect(i, j, sh, sw, ph, pw, dh, dw, h, wd,
-                                                             ho, wo)
-                    p = rows * cols
-                    if p == 0:
-                        continue
-                    xs, gs = xbuf[g, :ci * p].reshape(ci, p), gbuf[g, :co * p].reshape(co, p)
-                    _gather(xs, x[b], r0, rows, sh, c0, cols, sw)
-                    _gather(gs, gy[b], rlo, rows, 1, clo, cols, 1)
-                    np.dot(gs, xs.T, tmp)
-                    part[g, i, j] += tmp
-    total = part[0].copy()
-    for g in range(1, groups):
-        total += part[g]
-    return total
+    taps = np.zeros((kh, kw, co, ci), x.dtype)
+    xbuf = np.empty(ci * n * ho * wo, x.dtype)
+    gbuf = np.empty(co * n * ho * wo, x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            rlo, rows, clo, cols, r0, c0 = _tap_rect(i, j, sh, sw, ph, pw, dh, dw, h, wd, ho, wo)
+            p = rows * cols
+            if p == 0:
+                continue
+            xs, gs = xbuf[:ci * n * p].reshape(ci, n * p), gbuf[:co * n * p].reshape(co, n * p)
+            for b in prange(n):
+                _gather(xs, b * p, x[b], r0, rows, sh, c0, cols, sw)
+                _gather(gs, b * p, gy[b], rlo, rows, 1, clo, cols, 1)
+            for k in prange(min(_BLOCKS, co)):
+                _dot_rows(gs, xs.T, taps[i, j], k, min(_BLOCKS, co))
+    return taps
 
 
 def _geometry(fn, x_shape, w_shape, stride, padding, dilation, depthwise):
@@ -306,7 +333,7 @@ def conv2d_forward(x, w, stride, padding, dilation):
     dtype = same_float_dtype(fn, x=x, w=w)
     geom, (ho, wo) = _dense_call(fn, x.shape, w.shape, stride, padding, dilation)
     y = np.empty((x.shape[0], w.shape[0], ho, wo), dtype)
-    return _dense_forward(x, _c(w.transpose(2, 3, 0, 1)), *geom, y)
+    return _dense_forward(x, w, *geom, y)
 
 
 def conv2d_backward_input(gy, w, x_shape, stride, padding, dilation):
@@ -330,7 +357,7 @@ def conv2d_backward_input(gy, w, x_shape, stride, padding, dilation):
     geom, (ho, wo) = _dense_call(fn, x_shape, w.shape, stride, padding, dilation)
     grad_out_shape(fn, gy.shape, (x_shape[0], w.shape[0], ho, wo))
     gx = np.empty(x_shape, dtype)
-    return _dense_backward_input(gy, _c(w.transpose(2, 3, 1, 0)), *geom, gx)
+    return _dense_backward_input(gy, w, *geom, gx)
 
 
 def conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation):
@@ -354,7 +381,7 @@ def conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation):
     geom, (ho, wo) = _dense_call(fn, x.shape, w_shape, stride, padding, dilation)
     n, co, (kh, kw) = x.shape[0], w_shape[0], w_shape[2:]
     grad_out_shape(fn, gy.shape, (n, co, ho, wo))
-    taps = _dense_backward_weight(gy, x, kh, kw, *geom, min(_GROUPS, max(n, 1)))
+    taps = _dense_backward_weight(gy, x, kh, kw, *geom)
     return _c(taps.transpose(2, 3, 0, 1))
 
 
