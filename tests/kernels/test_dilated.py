@@ -242,3 +242,28 @@ def test_numba_dilated_dense_keeps_float32_and_is_deterministic():
         a, b = (getattr(NUMBA, name)(*head, *args) for _ in range(2))
         assert a.dtype == np.float32 and a.tobytes() == b.tobytes(), name
         assert rel_err(a, getattr(REFERENCE, name)(*head, *args)) < 1e-5, name
+
+
+def test_numba_dilated_dense_ignores_the_thread_count():
+    """Each tap's product splits its rows in fixed runs: one thread and all of them give the
+    same bits (7 output and 5 input channels: runs of unequal length)."""
+    import numba
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 5, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((7, 5, 3, 3)).astype(np.float32)
+    args = ((1, 1), (2, 2), (2, 2))
+    gy = rng.standard_normal(REFERENCE.conv2d_forward(x, w, *args).shape).astype(np.float32)
+
+    def passes():
+        return (NUMBA.conv2d_forward(x, w, *args), NUMBA.conv2d_backward_input(gy, w, x.shape, *args),
+                NUMBA.conv2d_backward_weight(gy, x, w.shape, *args))
+
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = passes()
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(one, passes()):
+        assert a.tobytes() == b.tobytes()
