@@ -184,7 +184,7 @@ def _pack_tap(dst, w, i, j, transpose):
 
 @njit(**_JIT)
 def _dot_rows(a, b, out, k, blocks):
-    """Run k of ``blocks`` of ``out = a @ b``: the rows [k*M/blocks, (k+1)*M/blocks) of a and out."""
+    """Run k of ``blocks`` of ``out = a @ b``: rows ``[k*M // blocks, (k+1)*M // blocks)`` of a and out."""
     m = a.shape[0]
     lo, hi = k * m // blocks, (k + 1) * m // blocks
     np.dot(a[lo:hi], b, out[lo:hi])
@@ -250,7 +250,7 @@ def _dense_backward_input(gy, w, sh, sw, ph, pw, dh, dw, gx):
 
 @njit(parallel=True, **_JIT)
 def _dense_backward_weight(gy, x, kh, kw, sh, sw, ph, pw, dh, dw):
-    """(kh, kw, Co, Ci): per tap, gy's rectangles (Co, N*P) @ x's shifted ones (Ci, N*P) transposed."""
+    """(kh, kw, Co, Ci): per tap, gy's rectangles ``(Co, N*P)`` @ x's shifted ones ``(Ci, N*P)``, transposed."""
     n, ci, h, wd = x.shape
     co, ho, wo = gy.shape[1], gy.shape[2], gy.shape[3]
     taps = np.zeros((kh, kw, co, ci), x.dtype)
