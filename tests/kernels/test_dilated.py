@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 
 from tinymbv2.kernels import kernel_set
 from tinymbv2.kernels.checks import conv_geometry
-from tinymbv2.kernels.numba import dense, depthwise, dilated
+from tinymbv2.kernels.numba import dense, depthwise, dilated, subgrids
+from tinymbv2.kernels.numba.layout import as_channels_last, channels_last_plane, is_channels_last
 
 REFERENCE, NUMBA = kernel_set("reference"), kernel_set("numba")
 KSETS = pytest.mark.parametrize("kset", [REFERENCE, NUMBA], ids=lambda m: m.name)
@@ -95,6 +96,26 @@ def test_deeplab_shapes_match_torch(kset, d, s):
         assert rel_err(bw(gy, x, weight.shape, (s, s), (d, d), (d, d)), gw) < TOL64
 
 
+@KSETS
+@pytest.mark.parametrize("rate", [6, 12, 18])
+def test_aspp_rates_on_a_small_map_match_torch(kset, rate):
+    """ASPP's branches on a map smaller than their reach (the numba set's GEMM per tap skips
+    the taps that fall outside): 3x3, padding = rate, stride 1 and 2, odd sizes."""
+    rng = np.random.default_rng(rate)
+    x, w = rng.standard_normal((3, 7, 11, 9)), rng.standard_normal((5, 7, 3, 3))
+    for s, p in (((1, 1), (rate, rate)), ((2, 1), (rate, rate - 1)), ((1, 2), (rate + 2, rate + 1))):
+        y, gy, gx, gw = torch_conv(x, w, s, p, (rate, rate), 1, rng)
+        assert rel_err(kset.conv2d_forward(x, w, s, p, rate), y) < TOL64
+        assert rel_err(kset.conv2d_backward_input(gy, w, x.shape, s, p, rate), gx) < TOL64
+        assert rel_err(kset.conv2d_backward_weight(gy, x, w.shape, s, p, rate), gw) < TOL64
+    if rate >= 11:  # every outer tap outside at every output: the centre tap alone, a 1x1 conv
+        y = kset.conv2d_forward(x, w, (1, 1), (rate, rate), rate)
+        np.testing.assert_allclose(y, np.einsum("oc,nchw->nohw", w[:, :, 1, 1], x), rtol=1e-12,
+                                   atol=1e-12)
+        gw = kset.conv2d_backward_weight(y, x, w.shape, (1, 1), (rate, rate), rate)
+        assert (np.delete(gw.reshape(5, 7, 9), 4, axis=2) == 0).all()
+
+
 def test_output_size_is_pytorchs():
     # H_o = floor((H + 2p - d(k - 1) - 1) / s) + 1
     assert conv_geometry("f", (1, 1, 17, 17), (1, 1, 3, 3), 2, 6, dilation=6)[2] == (9, 9)
@@ -110,10 +131,12 @@ def test_kernels_refuse_a_bad_dilation_or_a_kernel_spread_past_the_input():
 
 
 def test_numba_sends_dilation_one_to_its_fast_kernels(monkeypatch):
-    """Dilation 1 (as an int or a pair) reaches .dense and .depthwise; anything else .dilated."""
+    """Dilation 1 (as an int or a pair) reaches .dense and .depthwise; a depthwise one at
+    stride 1 with the padding a multiple of the dilation .subgrids; anything else .dilated."""
     called = []
     for module, name in ((dense, "conv2d_forward"), (depthwise, "depthwise_conv2d_forward"),
-                         (dilated, "conv2d_forward"), (dilated, "depthwise_conv2d_forward")):
+                         (dilated, "conv2d_forward"), (dilated, "depthwise_conv2d_forward"),
+                         (subgrids, "depthwise_conv2d_forward")):
         def spy(*args, _module=module, _name=name):
             called.append((_module.__name__.rsplit(".", 1)[-1], _name))
         monkeypatch.setattr(module, name, spy)
@@ -122,9 +145,73 @@ def test_numba_sends_dilation_one_to_its_fast_kernels(monkeypatch):
         NUMBA.conv2d_forward(x, w, (1, 1), (1, 1), dil)
         NUMBA.depthwise_conv2d_forward(x, wd, (1, 1), (1, 1), dil)
     NUMBA.conv2d_forward(x, w, (1, 1), (2, 2), 2)
-    NUMBA.depthwise_conv2d_forward(x, wd, (1, 1), (1, 2), (1, 2))
+    NUMBA.depthwise_conv2d_forward(x, wd, (1, 1), (1, 2), (1, 2))   # padding % dilation == 0
+    NUMBA.depthwise_conv2d_forward(x, wd, (1, 1), (0, 4), (3, 2))   # 0 and 4: multiples too
+    NUMBA.depthwise_conv2d_forward(x, wd, (1, 1), (1, 1), (2, 2))   # padding 1 at dilation 2
+    NUMBA.depthwise_conv2d_forward(x, wd, (2, 2), (2, 2), (2, 2))   # stride 2
     assert called == [("dense", "conv2d_forward"), ("depthwise", "depthwise_conv2d_forward")] * 2 + [
-        ("dilated", "conv2d_forward"), ("dilated", "depthwise_conv2d_forward")]
+        ("dilated", "conv2d_forward")] + [("subgrids", "depthwise_conv2d_forward")] * 2 + [
+        ("dilated", "depthwise_conv2d_forward")] * 2
+
+
+@pytest.mark.parametrize("d", [(2, 2), (2, 3), (4, 1), (3, 3)])
+@pytest.mark.parametrize("k,p", [((3, 3), "same"), ((3, 3), 0), ((2, 4), "twice"), ((1, 3), 0)])
+@pytest.mark.parametrize("hw", [(16, 16), (9, 7), (5, 13)])
+def test_subgrid_depthwise_matches_torch(d, k, p, hw):
+    """The sub-grid route (stride 1, padding a multiple of the dilation) on sizes that are
+    and are not multiples of the dilation, odd kernels and paddings 0, d, 2d."""
+    rng = np.random.default_rng(sum(d) * 100 + sum(k) * 10 + sum(hw))
+    pad = {"same": ((k[0] - 1) // 2 * d[0], (k[1] - 1) // 2 * d[1]), 0: (0, 0),
+           "twice": (2 * d[0], 2 * d[1])}[p]
+    assert subgrids.fits((1, 1), pad, d)
+    x, w = rng.standard_normal((3, 5, *hw)), rng.standard_normal((5, 1, *k))
+    if any(s + 2 * q < dd * (kk - 1) + 1 for s, q, dd, kk in zip(hw, pad, d, k)):
+        with pytest.raises(ValueError, match="depthwise_conv2d_forward: .*spanning"):
+            NUMBA.depthwise_conv2d_forward(x, w, (1, 1), pad, d)   # refused as the direct loops do
+        return
+    y, gy, gx, gw = torch_conv(x, w, (1, 1), pad, d, 5, rng)
+    assert rel_err(NUMBA.depthwise_conv2d_forward(x, w, (1, 1), pad, d), y) < TOL64
+    assert rel_err(NUMBA.depthwise_conv2d_backward_input(gy, w, x.shape, (1, 1), pad, d), gx) < TOL64
+    assert rel_err(NUMBA.depthwise_conv2d_backward_weight(gy, x, w.shape, (1, 1), pad, d), gw) < TOL64
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_space_to_batch_interleaves_and_inverts(channels_last):
+    x = np.arange(2 * 3 * 5 * 7, dtype=np.float64).reshape(2, 3, 5, 7)
+    if channels_last:
+        x = as_channels_last(x)
+    grids = subgrids.space_to_batch(x, 2, 3)
+    assert grids.shape == (12, 3, 3, 3) and is_channels_last(grids) == channels_last
+    a, b = 1, 2                                   # image (a * dw + b) * N + n
+    np.testing.assert_array_equal(grids[(a * 3 + b) * 2 + 1, :, :2, :2], x[1, :, a::2, b::3])
+    assert (grids[(a * 3 + b) * 2 + 1, :, 2:, :] == 0).all()   # row 5 is padding
+    for layout in (False, True):
+        back = subgrids.batch_to_space(grids, 2, 3, 5, 7, layout)
+        np.testing.assert_array_equal(back, x)
+        assert is_channels_last(back) == layout
+    assert not subgrids.fits((1, 1), (1, 1), (2, 2)) and not subgrids.fits((2, 1), (2, 2), (2, 2))
+    assert not subgrids.fits("one", (2, 2), (2, 2))  # left to the direct loops to refuse
+
+
+@pytest.mark.parametrize("hw", [(16, 16), (15, 16), (32, 32), (13, 31)])
+def test_subgrid_route_keeps_the_layout_of_the_fast_kernels(hw):
+    """On channels-last planes (the numba set's small ones) and NCHW ones alike, in float32:
+    the result's layout is what .depthwise would give, its values the direct loops'."""
+    rng = np.random.default_rng(sum(hw))
+    x = rng.standard_normal((2, 8, *hw)).astype(np.float32)
+    w = rng.standard_normal((8, 1, 3, 3)).astype(np.float32)
+    small = channels_last_plane(*hw)
+    if small:
+        x = as_channels_last(x)
+    args = ((1, 1), (2, 2), (2, 2))
+    y = NUMBA.depthwise_conv2d_forward(x, w, *args)
+    assert is_channels_last(y) == small and y.dtype == np.float32
+    assert rel_err(y, dilated.depthwise_conv2d_forward(x, w, *args)) < 1e-6
+    gx = NUMBA.depthwise_conv2d_backward_input(y, w, x.shape, *args)
+    assert is_channels_last(gx) == small
+    assert rel_err(gx, dilated.depthwise_conv2d_backward_input(y, w, x.shape, *args)) < 1e-6
+    gw = NUMBA.depthwise_conv2d_backward_weight(y, x, w.shape, *args)
+    assert rel_err(gw, dilated.depthwise_conv2d_backward_weight(y, x, w.shape, *args)) < 1e-5
 
 
 def test_numba_dilated_keeps_float32_and_is_deterministic():
@@ -155,3 +242,28 @@ def test_numba_dilated_dense_keeps_float32_and_is_deterministic():
         a, b = (getattr(NUMBA, name)(*head, *args) for _ in range(2))
         assert a.dtype == np.float32 and a.tobytes() == b.tobytes(), name
         assert rel_err(a, getattr(REFERENCE, name)(*head, *args)) < 1e-5, name
+
+
+def test_numba_dilated_dense_ignores_the_thread_count():
+    """Each tap's product splits its rows in fixed runs: one thread and all of them give the
+    same bits (7 output and 5 input channels: runs of unequal length)."""
+    import numba
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3, 5, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((7, 5, 3, 3)).astype(np.float32)
+    args = ((1, 1), (2, 2), (2, 2))
+    gy = rng.standard_normal(REFERENCE.conv2d_forward(x, w, *args).shape).astype(np.float32)
+
+    def passes():
+        return (NUMBA.conv2d_forward(x, w, *args), NUMBA.conv2d_backward_input(gy, w, x.shape, *args),
+                NUMBA.conv2d_backward_weight(gy, x, w.shape, *args))
+
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = passes()
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(one, passes()):
+        assert a.tobytes() == b.tobytes()

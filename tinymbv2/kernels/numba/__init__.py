@@ -7,6 +7,8 @@ instead of for reading. The package is grouped by op:
 
 * ``.dilated`` (atrous convolution, dense and depthwise, any dilation other than 1:
   direct loops, so that the kernels below stay as they are for dilation 1),
+  ``.subgrids`` (depthwise atrous convolution at stride 1 as the undilated kernels on the
+  interleaved sub-grids: DeepLab's case, fast),
   ``.depthwise`` (direct loops; its modules hold the 3x3 planes, the channels-last
   kernels in vector registers and those for small planes), ``.pointwise`` (a matrix
   product per image, or one over the batch on channels-last planes:
@@ -63,7 +65,8 @@ from __future__ import annotations
 from . import cache, compiling  # noqa: F401
 from ..reference import ReferenceKernels
 from ..checks import undilated
-from . import batchnorm, block, dense, depthwise, dilated, interpolate, matmul, optim, pointwise, stage
+from . import (batchnorm, block, dense, depthwise, dilated, interpolate, matmul, optim, pointwise,
+               stage, subgrids)
 
 
 class NumbaKernels(ReferenceKernels):
@@ -72,7 +75,7 @@ class NumbaKernels(ReferenceKernels):
     name = "numba"
 
     # the convolutions: dilation 1 to the fast kernels of .dense and .depthwise, untouched;
-    # any other dilation (atrous convolution) to the direct loops of .dilated
+    # any other dilation (atrous convolution) to .dilated, except the depthwise case below
     @staticmethod
     def conv2d_forward(x, w, stride, padding, dilation=1):
         if undilated(dilation):
@@ -91,22 +94,30 @@ class NumbaKernels(ReferenceKernels):
             return dense.conv2d_backward_weight(gy, x, w_shape, stride, padding)
         return dilated.conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation)
 
+    # depthwise at stride 1 with the padding a multiple of the dilation (DeepLab's atrous
+    # blocks): the undilated kernels on the interleaved sub-grids (.subgrids), exact
     @staticmethod
     def depthwise_conv2d_forward(x, w, stride, padding, dilation=1):
         if undilated(dilation):
             return depthwise.depthwise_conv2d_forward(x, w, stride, padding)
+        if subgrids.fits(stride, padding, dilation):
+            return subgrids.depthwise_conv2d_forward(x, w, padding, dilation)
         return dilated.depthwise_conv2d_forward(x, w, stride, padding, dilation)
 
     @staticmethod
     def depthwise_conv2d_backward_input(gy, w, x_shape, stride, padding, dilation=1):
         if undilated(dilation):
             return depthwise.depthwise_conv2d_backward_input(gy, w, x_shape, stride, padding)
+        if subgrids.fits(stride, padding, dilation):
+            return subgrids.depthwise_conv2d_backward_input(gy, w, x_shape, padding, dilation)
         return dilated.depthwise_conv2d_backward_input(gy, w, x_shape, stride, padding, dilation)
 
     @staticmethod
     def depthwise_conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation=1):
         if undilated(dilation):
             return depthwise.depthwise_conv2d_backward_weight(gy, x, w_shape, stride, padding)
+        if subgrids.fits(stride, padding, dilation):
+            return subgrids.depthwise_conv2d_backward_weight(gy, x, w_shape, padding, dilation)
         return dilated.depthwise_conv2d_backward_weight(gy, x, w_shape, stride, padding,
                                                         dilation)
 

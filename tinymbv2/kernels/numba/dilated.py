@@ -10,12 +10,17 @@ they are for dilation 1, and none of them pays for a dilation argument. These ar
 loops, one (image, channel) plane per task of a parallel loop, written for correctness
 over speed; a DeepLab backbone dilates only its last, smallest planes.
 
-Depthwise: direct loops, one (image, channel) plane per task of a parallel loop. Dense
-(groups = 1): as ``.dense`` does it, im2col with the taps spread by the dilation, then a
-matrix product per image (``y[n] = W (Co, K) @ cols[n]``, ``dcols = W.T @ gy[n]`` folded
-back by col2im, ``gw = sum_n gy[n] @ cols[n].T``), the images split over the threads.
-Deterministic: each task writes only its own plane, image or filter, and the weight
-gradient sums its images in ``_GROUPS`` runs fixed by the shapes, added in order.
+Depthwise: direct loops, one (image, channel) plane per task of a parallel loop (at stride 1
+with the padding a multiple of the dilation, ``NumbaKernels`` sends it to ``.subgrids``
+instead). Dense (groups = 1): one matrix product per tap on the outputs whose input lies
+inside the image only, the N images' rectangles side by side
+(``y[n][:, rect] += W[:, :, i, j] @ x[n][:, shifted rect]`` for all n at once,
+``gx[n][:, shifted rect] += W[:, :, i, j].T @ gy[n][:, rect]``,
+``gw[:, :, i, j] = gy[:][:, rect] @ x[:][:, shifted rect].T`` over all images): the padding's
+zeros, most of a large rate's taps on a small map, are never multiplied. The threads split
+each product's rows (output channels, or input channels for gx) in ``_BLOCKS`` fixed runs.
+Deterministic: each task writes only its own plane, image or rows, and the runs are fixed
+by the shapes, not by the thread count.
 """
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ from ..checks import conv_geometry, dilation_pair, grad_out_shape, same_float_dt
 from . import pool  # noqa: F401  (pins Numba's BLAS to one thread, starts the pool passive)
 
 _JIT = dict(cache=CACHE, fastmath=False)
-_GROUPS = 8  # partial sums of the dense weight gradient: fixed, so the result ignores the thread count
+_BLOCKS = 2  # row runs of a dense tap's product: fixed, so the result ignores the thread count
 
 
 @njit(**_JIT)
@@ -69,11 +74,12 @@ def _forward(x, w, groups, sh, sw, ph, pw, dh, dw, y):
                 rlo, rhi = tap_run(i * dh - ph, sh, h, ho)
                 for j in range(kw):
                     clo, chi = tap_run(j * dw - pw, sw, wd, wo)
-                    wv = w[o, c, i, j]
+                    wv, c0 = w[o, c, i, j], clo * sw + j * dw - pw
                     for oh in range(rlo, rhi):
-                        row = plane[oh * sh + i * dh - ph]
-                        for ow in range(clo, chi):
-                            out[oh, ow] += wv * row[ow * sw + j * dw - pw]
+                        # row views indexed from 0: no wraparound test, so the loop vectorises
+                        dst, src = out[oh, clo:chi], plane[oh * sh + i * dh - ph, c0:]
+                        for k in range(chi - clo):
+                            dst[k] += wv * src[k * sw]
     return y
 
 
@@ -94,11 +100,11 @@ def _backward_input(gy, w, groups, sh, sw, ph, pw, dh, dw, gx):
                 rlo, rhi = tap_run(i * dh - ph, sh, h, ho)
                 for j in range(kw):
                     clo, chi = tap_run(j * dw - pw, sw, wd, wo)
-                    wv = w[o, c, i, j]
+                    wv, c0 = w[o, c, i, j], clo * sw + j * dw - pw
                     for oh in range(rlo, rhi):
-                        row = plane[oh * sh + i * dh - ph]
-                        for ow in range(clo, chi):
-                            row[ow * sw + j * dw - pw] += wv * src[oh, ow]
+                        dst, grad = plane[oh * sh + i * dh - ph, c0:], src[oh, clo:chi]
+                        for k in range(chi - clo):
+                            dst[k * sw] += wv * grad[k]
     return gx
 
 
@@ -126,79 +132,143 @@ def _backward_weight(gy, x, groups, sh, sw, ph, pw, dh, dw, gw):
     return gw
 
 
-# ------------------------------------------------------------ dense: im2col + GEMM
+# ------------------------------------------------- dense: a GEMM per tap, on its valid outputs
+# Tap (i, j) of a dense convolution adds W[:, :, i, j] (Co, Ci) @ x(shifted) (Ci, N*P) to the
+# P outputs of each image whose input pixel lies inside the image, a rectangle of the output
+# plane ([rlo, rhi) x [clo, chi), from ``tap_run``). The padding's zeros are never multiplied:
+# at ASPP's rates on a small map (rates 6/12/18 on 16 x 16) most taps reach outside, and a tap
+# that reaches outside everywhere costs nothing (rate 18 there is a 1x1 convolution). im2col
+# with the zeros kept (``.dense``'s way) would multiply all of them. The N images' rectangles
+# sit side by side in one (Ci, N*P) matrix: one product per tap, not per image, because a
+# corner tap's rectangle alone (4 x 4 pixels at rate 12 on 16 x 16) is too thin a matrix for
+# BLAS to run near its peak. The threads split the product's rows in ``_BLOCKS`` fixed runs.
 @njit(**_JIT)
-def _im2col(cols, x, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo):
-    """cols ``(Ci*kh*kw, Ho*Wo)`` of one image x (Ci, H, W):
-    ``cols[(c, i, j), (oh, ow)] = xpad[c, oh*sh + i*dh, ow*sw + j*dw]``."""
-    ci, h, wd = x.shape
-    for c in range(ci):
-        for i in range(kh):
-            rlo, rhi = tap_run(i * dh - ph, sh, h, ho)
-            for j in range(kw):
-                clo, chi = tap_run(j * dw - pw, sw, wd, wo)
-                dst = cols[(c * kh + i) * kw + j]
-                dst[:] = 0
-                for oh in range(rlo, rhi):
-                    row, base = x[c, oh * sh + i * dh - ph], oh * wo
-                    for ow in range(clo, chi):
-                        dst[base + ow] = row[ow * sw + j * dw - pw]
+def _gather(buf, off, src, r0, rows, rstep, c0, cols, cstep):
+    """``buf[c, off + r*cols + q] = src[c, r0 + rstep*r, c0 + cstep*q]``: a rectangle, packed."""
+    for c in range(src.shape[0]):
+        for r in range(rows):
+            line, base = src[c, r0 + rstep * r], off + r * cols
+            for q in range(cols):
+                buf[c, base + q] = line[c0 + cstep * q]
 
 
 @njit(**_JIT)
-def _col2im(gx, dcols, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo):
-    """The transpose of ``_im2col``: gx (Ci, H, W) = the columns added back onto their pixels."""
-    ci, h, wd = gx.shape
-    gx[:] = 0
-    for c in range(ci):
-        for i in range(kh):
-            rlo, rhi = tap_run(i * dh - ph, sh, h, ho)
-            for j in range(kw):
-                clo, chi = tap_run(j * dw - pw, sw, wd, wo)
-                src = dcols[(c * kh + i) * kw + j]
-                for oh in range(rlo, rhi):
-                    row, base = gx[c, oh * sh + i * dh - ph], oh * wo
-                    for ow in range(clo, chi):
-                        row[ow * sw + j * dw - pw] += src[base + ow]
+def _scatter_add(dst, buf, off, r0, rows, rstep, c0, cols, cstep):
+    """The transpose of ``_gather``: ``dst[c, r0 + rstep*r, c0 + cstep*q] += buf[c, off + r*cols + q]``."""
+    for c in range(dst.shape[0]):
+        for r in range(rows):
+            line, base = dst[c, r0 + rstep * r], off + r * cols
+            for q in range(cols):
+                line[c0 + cstep * q] += buf[c, base + q]
+
+
+@njit(**_JIT)
+def _tap_rect(i, j, sh, sw, ph, pw, dh, dw, h, wd, ho, wo):
+    """(rlo, rows, clo, cols, first input row, first input column) of tap (i, j)'s outputs."""
+    rlo, rhi = tap_run(i * dh - ph, sh, h, ho)
+    clo, chi = tap_run(j * dw - pw, sw, wd, wo)
+    return rlo, rhi - rlo, clo, chi - clo, rlo * sh + i * dh - ph, clo * sw + j * dw - pw
+
+
+@njit(**_JIT)
+def _pack_tap(dst, w, i, j, transpose):
+    """``dst = w[:, :, i, j]`` (Co, Ci), or its transpose (Ci, Co): one tap's matrix, packed."""
+    co, ci = w.shape[0], w.shape[1]
+    for o in range(co):
+        for c in range(ci):
+            if transpose:
+                dst[c, o] = w[o, c, i, j]
+            else:
+                dst[o, c] = w[o, c, i, j]
+
+
+@njit(**_JIT)
+def _dot_rows(a, b, out, k, blocks):
+    """Run k of ``blocks`` of ``out = a @ b``: rows ``[k*M // blocks, (k+1)*M // blocks)`` of a and out."""
+    m = a.shape[0]
+    lo, hi = k * m // blocks, (k + 1) * m // blocks
+    np.dot(a[lo:hi], b, out[lo:hi])
 
 
 @njit(parallel=True, **_JIT)
-def _dense_forward(x, wm, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, y3):
-    n = x.shape[0]
-    cols_all = np.empty((n, wm.shape[1], ho * wo), x.dtype)  # scratch before the loop: see kernels.numba
+def _dense_forward(x, w, sh, sw, ph, pw, dh, dw, y):
+    """y (N, Co, Ho, Wo) = the sum over taps of ``w[:, :, i, j]`` (Co, Ci) @ x's shifted rectangles."""
+    n, ci, h, wd = x.shape
+    co, kh, kw = w.shape[0], w.shape[2], w.shape[3]
+    ho, wo = y.shape[2], y.shape[3]
+    wt = np.empty((co, ci), x.dtype)
+    blocks = min(_BLOCKS, co)
+    xbuf = np.empty(ci * n * ho * wo, x.dtype)
+    prod = np.empty(co * n * ho * wo, x.dtype)
     for b in prange(n):
-        _im2col(cols_all[b], x[b], kh, kw, sh, sw, ph, pw, dh, dw, ho, wo)
-        np.dot(wm, cols_all[b], y3[b])
-    return y3
+        y[b] = 0
+    for i in range(kh):
+        for j in range(kw):
+            rlo, rows, clo, cols, r0, c0 = _tap_rect(i, j, sh, sw, ph, pw, dh, dw, h, wd, ho, wo)
+            p = rows * cols
+            if p == 0:
+                continue
+            xs, ps = xbuf[:ci * n * p].reshape(ci, n * p), prod[:co * n * p].reshape(co, n * p)
+            for b in prange(n):
+                _gather(xs, b * p, x[b], r0, rows, sh, c0, cols, sw)
+            _pack_tap(wt, w, i, j, False)
+            for k in prange(blocks):
+                _dot_rows(wt, xs, ps, k, blocks)
+            for b in prange(n):
+                _scatter_add(y[b], ps, b * p, rlo, rows, 1, clo, cols, 1)
+    return y
 
 
 @njit(parallel=True, **_JIT)
-def _dense_backward_input(gy3, wt, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, gx):
-    n = gx.shape[0]
-    dcols_all = np.empty((n, wt.shape[0], ho * wo), gy3.dtype)
+def _dense_backward_input(gy, w, sh, sw, ph, pw, dh, dw, gx):
+    """gx (N, Ci, H, W) = the sum over taps of ``w[:, :, i, j].T`` (Ci, Co) @ gy's rectangles, put back."""
+    n, ci, h, wd = gx.shape
+    co, kh, kw = w.shape[0], w.shape[2], w.shape[3]
+    ho, wo = gy.shape[2], gy.shape[3]
+    wt = np.empty((ci, co), gy.dtype)
+    blocks = min(_BLOCKS, ci)
+    gbuf = np.empty(co * n * ho * wo, gy.dtype)
+    prod = np.empty(ci * n * ho * wo, gy.dtype)
     for b in prange(n):
-        np.dot(wt, gy3[b], dcols_all[b])
-        _col2im(gx[b], dcols_all[b], kh, kw, sh, sw, ph, pw, dh, dw, ho, wo)
+        gx[b] = 0
+    for i in range(kh):
+        for j in range(kw):
+            rlo, rows, clo, cols, r0, c0 = _tap_rect(i, j, sh, sw, ph, pw, dh, dw, h, wd, ho, wo)
+            p = rows * cols
+            if p == 0:
+                continue
+            gs, ps = gbuf[:co * n * p].reshape(co, n * p), prod[:ci * n * p].reshape(ci, n * p)
+            for b in prange(n):
+                _gather(gs, b * p, gy[b], rlo, rows, 1, clo, cols, 1)
+            _pack_tap(wt, w, i, j, True)
+            for k in prange(blocks):
+                _dot_rows(wt, gs, ps, k, blocks)
+            for b in prange(n):
+                _scatter_add(gx[b], ps, b * p, r0, rows, sh, c0, cols, sw)
     return gx
 
 
 @njit(parallel=True, **_JIT)
-def _dense_backward_weight(gy3, x, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, groups):
-    n, ci = x.shape[0], x.shape[1]
-    co, k = gy3.shape[1], ci * kh * kw
-    part = np.zeros((groups, co, k), x.dtype)
-    tmps = np.empty((groups, co, k), x.dtype)
-    cols_all = np.empty((groups, k, ho * wo), x.dtype)
-    for g in prange(groups):  # a run of consecutive images, summed in order in one thread
-        acc, tmp, cols = part[g], tmps[g], cols_all[g]
-        for b in range(g * n // groups, (g + 1) * n // groups):
-            _im2col(cols, x[b], kh, kw, sh, sw, ph, pw, dh, dw, ho, wo)
-            np.dot(gy3[b], cols.T, tmp)
-            acc += tmp
-    total = part[0].copy()
-    for g in range(1, groups):
-        total += part[g]
-    return total
+def _dense_backward_weight(gy, x, kh, kw, sh, sw, ph, pw, dh, dw):
+    """(kh, kw, Co, Ci): per tap, gy's rectangles ``(Co, N*P)`` @ x's shifted ones ``(Ci, N*P)``, transposed."""
+    n, ci, h, wd = x.shape
+    co, ho, wo = gy.shape[1], gy.shape[2], gy.shape[3]
+    taps = np.zeros((kh, kw, co, ci), x.dtype)
+    xbuf = np.empty(ci * n * ho * wo, x.dtype)
+    gbuf = np.empty(co * n * ho * wo, x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            rlo, rows, clo, cols, r0, c0 = _tap_rect(i, j, sh, sw, ph, pw, dh, dw, h, wd, ho, wo)
+            p = rows * cols
+            if p == 0:
+                continue
+            xs, gs = xbuf[:ci * n * p].reshape(ci, n * p), gbuf[:co * n * p].reshape(co, n * p)
+            for b in prange(n):
+                _gather(xs, b * p, x[b], r0, rows, sh, c0, cols, sw)
+                _gather(gs, b * p, gy[b], rlo, rows, 1, clo, cols, 1)
+            for k in prange(min(_BLOCKS, co)):
+                _dot_rows(gs, xs.T, taps[i, j], k, min(_BLOCKS, co))
+    return taps
 
 
 def _geometry(fn, x_shape, w_shape, stride, padding, dilation, depthwise):
@@ -261,11 +331,9 @@ def conv2d_forward(x, w, stride, padding, dilation):
     fn = "conv2d_forward"
     x, w = _c(x), _c(w)
     dtype = same_float_dtype(fn, x=x, w=w)
-    (sh, sw, ph, pw, dh, dw), (ho, wo) = _dense_call(fn, x.shape, w.shape, stride, padding, dilation)
-    co, _, kh, kw = w.shape
-    y = np.empty((x.shape[0], co, ho * wo), dtype)
-    _dense_forward(x, w.reshape(co, -1), kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, y)
-    return y.reshape(x.shape[0], co, ho, wo)
+    geom, (ho, wo) = _dense_call(fn, x.shape, w.shape, stride, padding, dilation)
+    y = np.empty((x.shape[0], w.shape[0], ho, wo), dtype)
+    return _dense_forward(x, w, *geom, y)
 
 
 def conv2d_backward_input(gy, w, x_shape, stride, padding, dilation):
@@ -286,14 +354,10 @@ def conv2d_backward_input(gy, w, x_shape, stride, padding, dilation):
     gy, w = _c(gy), _c(w)
     dtype = same_float_dtype(fn, gy=gy, w=w)
     x_shape = tuple(int(s) for s in x_shape)
-    (sh, sw, ph, pw, dh, dw), (ho, wo) = _dense_call(fn, x_shape, w.shape, stride, padding,
-                                                     dilation)
-    n, co, (kh, kw) = x_shape[0], w.shape[0], w.shape[2:]
-    grad_out_shape(fn, gy.shape, (n, co, ho, wo))
-    wt = np.ascontiguousarray(w.reshape(co, -1).T)  # (K, Co)
+    geom, (ho, wo) = _dense_call(fn, x_shape, w.shape, stride, padding, dilation)
+    grad_out_shape(fn, gy.shape, (x_shape[0], w.shape[0], ho, wo))
     gx = np.empty(x_shape, dtype)
-    return _dense_backward_input(gy.reshape(n, co, ho * wo), wt, kh, kw, sh, sw, ph, pw, dh, dw,
-                                 ho, wo, gx)
+    return _dense_backward_input(gy, w, *geom, gx)
 
 
 def conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation):
@@ -314,12 +378,11 @@ def conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation):
     gy, x = _c(gy), _c(x)
     same_float_dtype(fn, gy=gy, x=x)
     w_shape = tuple(int(s) for s in w_shape)
-    (sh, sw, ph, pw, dh, dw), (ho, wo) = _dense_call(fn, x.shape, w_shape, stride, padding, dilation)
+    geom, (ho, wo) = _dense_call(fn, x.shape, w_shape, stride, padding, dilation)
     n, co, (kh, kw) = x.shape[0], w_shape[0], w_shape[2:]
     grad_out_shape(fn, gy.shape, (n, co, ho, wo))
-    gw = _dense_backward_weight(gy.reshape(n, co, ho * wo), x, kh, kw, sh, sw, ph, pw, dh, dw,
-                                ho, wo, min(_GROUPS, max(n, 1)))
-    return gw.reshape(w_shape)
+    taps = _dense_backward_weight(gy, x, kh, kw, *geom)
+    return _c(taps.transpose(2, 3, 0, 1))
 
 
 def depthwise_conv2d_forward(x, w, stride, padding, dilation):
