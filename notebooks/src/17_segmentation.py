@@ -1,0 +1,470 @@
+# %% [markdown]
+r"""
+# 17. Semantic segmentation: Mobile DeepLabv3
+
+A classifier says what an image shows; a detector (chapter 16) puts boxes around things;
+a **segmenter** gives every pixel a class. Section 6.3 of the MobileNetV2 paper builds one,
+**Mobile DeepLabv3**: MobileNetV2 as the feature extractor, its last strides replaced by
+*atrous* (dilated) convolution so the feature map stays 16 times smaller than the image
+rather than 32, and DeepLabv3's head on it. Table 7 reports it on PASCAL VOC: 75.70 mIoU
+with the ASPP head, 75.32 without, at a third of the cost.
+
+This chapter builds it up piece by piece: why the output stride matters (17.2), atrous
+convolution (17.3), ASPP (17.4), the bilinear upsampling that brings the logits back to the
+image and its gradient (17.5), the losses, where the Dice loss the seed article put on a
+classifier finally belongs (17.6), then training (17.7) and predicted masks beside the truth
+(17.8). The network is `tinymbv2.models.deeplabv3_mobilenet_v2`; every op in it was checked
+against PyTorch in float64 in the tests.
+"""
+
+# %%
+import os
+TINYMBV2_FAST = os.environ.get("TINYMBV2_FAST") == "1"  # set by CI: smaller runs, same code
+
+import numpy as np
+import matplotlib.pyplot as plt
+from matplotlib.colors import ListedColormap
+
+from tinymbv2 import Tensor
+import tinymbv2.functional as F
+from tinymbv2.data import load_mnist_scenes
+from tinymbv2.models import deeplabv3_mobilenet_v2, mobilenet_v2, summary
+from tinymbv2.models.deeplabv3 import dilate
+
+# %% [markdown]
+r"""
+## 17.1 The task and the data
+
+The data are chapter 16's MNIST scenes: grey canvases with 1 to 6 digits. Besides boxes,
+each scene has a **mask**: every pixel's class, 0 for the background, $d + 1$ for the ink of
+digit $d$ (where two digits' ink meets, the brighter one). Eleven classes. The cell shows
+four test scenes beside their masks and counts the pixels of each class.
+"""
+
+# %%
+size = 96 if TINYMBV2_FAST else 128
+scenes = load_mnist_scenes(size=size)
+K = scenes.num_classes
+print(scenes)
+# background black, digits 0-9 in matplotlib's ten "tab10" colours
+MASK_COLOURS = ListedColormap(["black"] + [plt.cm.tab10(d) for d in range(10)])
+
+def show_mask(ax, mask, title=""):
+    ax.imshow(mask, cmap=MASK_COLOURS, vmin=0, vmax=K - 1, interpolation="nearest")
+    ax.set_title(title, fontsize=9); ax.axis("off")
+
+fig, axes = plt.subplots(2, 4, figsize=(12, 6.2))
+for i in range(4):
+    axes[0, i].imshow(scenes.test.images[i, 0], cmap="gray"); axes[0, i].axis("off")
+    show_mask(axes[1, i], scenes.test.masks[i], "digits " + " ".join(str(l - 1) for l in scenes.test.labels[i]))
+fig.suptitle("test scenes (top) and their masks (bottom: one colour per digit class, background black)")
+plt.tight_layout(); plt.show()
+
+shares = np.bincount(scenes.train.masks.ravel(), minlength=K) / scenes.train.masks.size
+print("share of the training pixels per class: " +
+      ", ".join(f"{name} {s:.2%}" for name, s in zip(scenes.class_names, shares)))
+
+# %% [markdown]
+r"""
+The background covers about 95% of the pixels; each digit class under 1%. So **pixel
+accuracy** (the share of pixels labelled right) says little: a "segmenter" that answers
+background everywhere scores 95%. The measure segmentation uses is the **intersection over
+union** per class, from the confusion matrix $C$ ($C_{tp}$: pixels of true class $t$
+predicted $p$): $\text{IoU}_k = C_{kk} / (\sum_p C_{kp} + \sum_t C_{tk} - C_{kk})$, the
+overlap of the predicted and the true region of class $k$ over their union; its mean over
+the classes is the **mIoU** (Table 7's measure). Every class counts the same, however few
+its pixels. The all-background answer:
+"""
+
+# %%
+def confusion(pred, truth, k=K):
+    """(k, k) pixel counts: row = true class, column = predicted class."""
+    return np.bincount(truth.ravel().astype(np.int64) * k + pred.ravel(), minlength=k * k).reshape(k, k)
+
+def iou_per_class(c):
+    """IoU of each class from a confusion matrix (NaN for a class absent from both)."""
+    inter = np.diag(c).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return inter / (c.sum(0) + c.sum(1) - inter)
+
+truth = scenes.test.masks
+c = confusion(np.zeros_like(truth, dtype=np.int64), truth)
+iou = iou_per_class(c)
+print(f"all background: pixel accuracy {np.trace(c) / c.sum():.1%}, "
+      f"IoU of the background {iou[0]:.3f}, of each digit 0, mIoU {np.nanmean(np.nan_to_num(iou)):.3f}")
+assert np.trace(c) / c.sum() > 0.9 and np.nanmean(np.nan_to_num(iou)) < 0.1
+
+# %% [markdown]
+r"""
+## 17.2 Output stride: what a coarse map can say
+
+MobileNetV2 halves the map five times: a 128 px scene becomes a $4 \times 4$ map at the last
+block (output stride 32). A segmenter predicts its classes on that map and resizes the
+logits to the image. One cell of the map stands for $32 \times 32$ pixels, while a stroke
+of a small digit is 1 to 3 pixels wide.
+
+How much can a map of stride $s$ say at best? The network's output *is* a map of
+$(H/s) \times (W/s)$ logits resized bilinearly to the image (17.5), so no network can do
+better than the best such map. The cell finds one by gradient descent: it makes the coarse
+logits themselves the parameters, free of any network, and fits them to a few test masks
+with the loss of 17.6 (cross-entropy + Dice), then measures their mIoU. It is an estimate of
+the ceiling from below (a longer descent gains a little), found before any learning.
+"""
+
+# %%
+from tinymbv2 import optim
+
+def best_from_stride(masks, stride, steps):
+    """Free (N, K, H/stride, W/stride) logits, resized bilinearly, fitted to the masks."""
+    n, h, w = masks.shape
+    logits = Tensor(np.zeros((n, K, h // stride, w // stride), np.float32), requires_grad=True)
+    opt = optim.Adam([logits], lr=1.0)
+    for _ in range(steps):
+        opt.zero_grad()
+        F.ce_dice_loss(F.interpolate(logits, size=(h, w)), masks).backward()
+        opt.step()
+    return F.interpolate(logits, size=(h, w)).numpy().argmax(1)
+
+sample = scenes.test.masks[:8 if TINYMBV2_FAST else 16].astype(np.int64)
+ceiling = {}
+fig, axes = plt.subplots(1, 4, figsize=(12, 3.3))
+show_mask(axes[0], sample[1], "truth")
+for ax, stride in zip(axes[1:], (32, 16, 8)):
+    best = best_from_stride(sample, stride, steps=30 if TINYMBV2_FAST else 80)
+    ceiling[stride] = np.nanmean(iou_per_class(confusion(best, sample)))
+    print(f"output stride {stride:2d}: a {size // stride:2d}x{size // stride:<2d} map of logits; "
+          f"the best found: mIoU {ceiling[stride]:.3f}")
+    show_mask(ax, best[1], f"the best from output stride {stride}")
+plt.tight_layout(); plt.show()
+assert ceiling[32] < ceiling[16] < ceiling[8]
+if not TINYMBV2_FAST:
+    assert ceiling[16] < 0.6 < 0.65 < ceiling[8]
+    print("checked: at 128 px, output stride 16 caps the mIoU below 0.6; output stride 8 allows over 0.65")
+
+# %% [markdown]
+r"""
+At output stride 32 (a $4 \times 4$ map) even a perfect network loses most of the digits; at
+16 the place and rough shape of a digit survive but its strokes are blurred over 16 px
+cells; at 8 much more is there. This is what limits a segmenter of thin strokes at output
+stride 16: between two cell centres a bilinear map changes smoothly, so it draws blobs, not
+the 1 to 3 px strokes of a small digit. On a 128 px scene, no network of output stride 16
+can reach an mIoU of 0.6, however well trained; the same digits on a 256 px canvas would get
+a $16 \times 16$ map. DeepLab's answer is to keep the map fine *without* losing what the
+later layers see: atrous convolution.
+
+## 17.3 Atrous convolution on a grid
+
+A $3 \times 3$ convolution with **dilation** (the *rate*) $r$ reads its nine taps $r$ pixels
+apart: $y_{i,j} = \sum_{a,b \in \{-1,0,1\}} w_{a,b}\, x_{i + ra,\, j + rb}$ (with padding
+$r$ the map keeps its size). Its taps span $2r + 1$ pixels, at the cost of nine: the same
+parameters and multiply-adds as at rate 1. A dense filter over the same span would need
+$(2r+1)^2$ taps.
+"""
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(10, 3.4))
+for ax, rate in zip(axes, (1, 2, 4)):
+    grid = np.zeros((11, 11))
+    for a in (-1, 0, 1):
+        for b in (-1, 0, 1):
+            grid[5 + rate * a, 5 + rate * b] = 1
+    grid[5 - rate:6 + rate, 5 - rate:6 + rate] += 0.25          # the span the taps cover
+    ax.imshow(grid, cmap="Blues", vmin=0, vmax=1.3)
+    ax.set_xticks(np.arange(-0.5, 11), minor=True); ax.set_yticks(np.arange(-0.5, 11), minor=True)
+    ax.grid(which="minor", color="grey", lw=0.5); ax.tick_params(which="both", length=0)
+    ax.set_xticks([]); ax.set_yticks([])
+    ax.set_title(f"3x3, rate {rate}: span {2 * rate + 1}x{2 * rate + 1}")
+plt.tight_layout(); plt.show()
+
+channels = 160
+print(f"a 3x3 convolution {channels} -> {channels} channels, per output position:")
+print(f"{'rate':>5s}{'span':>7s}{'taps':>6s}{'parameters':>12s}{'MACs':>9s}   a dense filter of that span: taps, MACs")
+for rate in (1, 2, 4, 6, 12):
+    span = 2 * rate + 1
+    print(f"{rate:5d}{span:>5d}px{9:6d}{9 * channels ** 2:12,d}{9 * channels ** 2:9,d}"
+          f"   {span ** 2:5d}, {span ** 2 * channels ** 2:,d}")
+
+# %% [markdown]
+r"""
+`F.conv2d(x, w, padding=r, dilation=r)` computes it, for dense and depthwise (`groups`)
+convolutions alike; the cell checks both against the formula written as a loop, in float64.
+"""
+
+# %%
+def dilated_conv_loop(x, w, rate, groups=1):
+    """The formula above, one output at a time (padding = rate, stride 1)."""
+    n, ci, h, wd = x.shape
+    co, cg = w.shape[:2]
+    xp = np.pad(x, ((0, 0), (0, 0), (rate, rate), (rate, rate)))
+    y = np.zeros((n, co, h, wd))
+    for o in range(co):
+        g = o // (co // groups)                            # the group output channel o reads
+        for i in range(h):
+            for j in range(wd):
+                patch = xp[:, g * cg:(g + 1) * cg, i:i + 2 * rate + 1:rate, j:j + 2 * rate + 1:rate]
+                y[:, o, i, j] = (patch * w[o]).sum((1, 2, 3))
+    return y
+
+rng = np.random.default_rng(17)
+x = rng.standard_normal((2, 4, 9, 9))
+for rate in (1, 2, 3):
+    for groups, w in ((1, rng.standard_normal((5, 4, 3, 3))), (4, rng.standard_normal((4, 1, 3, 3)))):
+        y = F.conv2d(Tensor(x), Tensor(w), padding=rate, dilation=rate, groups=groups).numpy()
+        err = np.abs(y - dilated_conv_loop(x, w, rate, groups)).max()
+        print(f"rate {rate}, {'dense    ' if groups == 1 else 'depthwise'}: largest difference {err:.1e}")
+        assert err < 1e-12
+
+# %% [markdown]
+r"""
+And against PyTorch, forward and backward (the gradients of the input and the weight for a
+random upstream gradient), with a stride as well:
+"""
+
+# %%
+import torch
+
+for groups, w in ((1, rng.standard_normal((6, 4, 3, 3))), (4, rng.standard_normal((4, 1, 3, 3)))):
+    for stride, rate in ((1, 2), (2, 3)):
+        tx, tw = Tensor(x, requires_grad=True), Tensor(w, requires_grad=True)
+        y = F.conv2d(tx, tw, stride=stride, padding=rate, dilation=rate, groups=groups)
+        g = rng.standard_normal(y.shape)
+        y.backward(g)
+        px, pw = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+        py = torch.nn.functional.conv2d(px, pw, stride=stride, padding=rate, dilation=rate, groups=groups)
+        py.backward(torch.tensor(g))
+        err = max(np.abs(y.numpy() - py.detach().numpy()).max(), np.abs(tx.grad - px.grad.numpy()).max(),
+                  np.abs(tw.grad - pw.grad.numpy()).max())
+        print(f"{'dense' if groups == 1 else 'depthwise'}, stride {stride}, rate {rate}: "
+              f"output and both gradients within {err:.1e} of PyTorch's")
+        assert err < 1e-12
+
+# %% [markdown]
+r"""
+### The DeepLab recipe: `dilate`
+
+To stop MobileNetV2 at output stride 16, `dilate(features, 16)` walks the blocks: block 14,
+the one that would stride to 32, gets stride 1, and the depthwise convolutions after it
+dilation 2. Every later filter then reads a map twice as fine with its taps twice as far
+apart: it covers the same part of the image as before, so the same weights keep their
+meaning. The cell runs MobileNetV2's blocks (width 0.5) on a scene with and without it:
+"""
+
+# %%
+def map_sizes(features, x):
+    sizes = []
+    for layer in features:
+        x = layer(x)
+        sizes.append(x.shape[-1])
+    return sizes, x
+
+backbone = mobilenet_v2(width_mult=0.5, in_channels=1, seed=0).features[:-1]   # stem + 17 blocks
+backbone.eval()
+image = Tensor(scenes.test.images[:2])
+plain_sizes, plain = map_sizes(backbone, image)
+dilated_sizes, dilated = map_sizes(dilate(backbone, 16), image)   # the same layers, in place
+dilations = [1] + [b.conv[-3][0].dilation[0] for b in backbone[1:]]
+print("block:          " + "".join(f"{i:4d}" for i in range(len(backbone))))
+print("map side:       " + "".join(f"{s:4d}" for s in plain_sizes))
+print("map side, os16: " + "".join(f"{s:4d}" for s in dilated_sizes))
+print("dilation, os16: " + "".join(f"{d:4d}" for d in dilations))
+err = np.abs(dilated.numpy()[:, :, ::2, ::2] - plain.numpy()).max() / np.abs(plain.numpy()).max()
+print(f"the dilated network's map, every other cell, against the plain one: relative difference {err:.1e}")
+assert plain_sizes[-1] * 2 == dilated_sizes[-1] == size // 16 and err < 1e-5
+
+# %% [markdown]
+r"""
+Same weights, a map four times as large (twice per side), and on every other cell the very
+numbers of the plain network (in eval mode; the equality is up to float32 rounding). The
+price is compute: blocks 14-17 now run on four times the positions.
+
+## 17.4 ASPP: several rates at once
+
+A digit may be 14 px or 64 px; a single rate sees one scale. DeepLabv3's **Atrous Spatial
+Pyramid Pooling** runs five branches side by side on the backbone's map and concatenates
+them: a $1 \times 1$ convolution, three $3 \times 3$ atrous convolutions (rates 6, 12, 18 at
+output stride 16), and **image pooling** (the map's mean, a $1 \times 1$ convolution, spread
+back over the map: the whole image as context). A $1 \times 1$ projection mixes the five
+(256 channels each), then the classifier. The paper's cheaper head "without ASPP" keeps only
+the $1 \times 1$ and image-pooling branches.
+"""
+
+# %%
+net = deeplabv3_mobilenet_v2(K, head="aspp", width_mult=0.5, in_channels=1, seed=0)
+aspp = net.classifier[0]
+for name, branch in zip(["1x1", "3x3 rate a", "3x3 rate b", "3x3 rate c", "image pooling"], aspp.convs):
+    print(f"  {name:14s}", branch)
+
+# %% [markdown]
+r"""
+The rates must fit the map. A tap that falls outside reads the zero padding; once the rate
+reaches the map's side, all but the centre tap fall outside at every position, and the
+branch is an expensive $1 \times 1$ convolution (DeepLabv3's Figure 4 shows this). The cell
+counts, for each map side and rate, the share of the nine taps that read inside the map,
+averaged over the positions. torchvision's `DeepLabHead` hard-codes rates 12, 24, 36
+(DeepLabv3's choice at output stride 8); `deeplabv3_mobilenet_v2` defaults to 6, 12, 18 at
+output stride 16 and doubles them at 8.
+"""
+
+# %%
+def taps_inside(side, rate):
+    """The mean share of a 3x3's nine taps (rate r, padding r) inside a side x side map."""
+    pos = np.arange(side)
+    inside = sum(((pos + rate * a >= 0) & (pos + rate * a < side)).sum() for a in (-1, 0, 1))
+    return inside ** 2 / (9 * side ** 2)   # the 2-D count is the product of the two 1-D ones
+
+rates = (6, 12, 18, 24, 36)
+print(f"{'map side (image at os16)':26s}" + "".join(f"{'rate ' + str(r):>9s}" for r in rates))
+for side in (8, 16, 32):
+    print(f"{f'{side:2d} ({16 * side} px)':26s}" + "".join(f"{taps_inside(side, r):9.0%}" for r in rates))
+assert taps_inside(8, 12) == 1 / 9 and taps_inside(32, 36) == 1 / 9 and taps_inside(32, 6) > 0.7
+
+# %% [markdown]
+r"""
+On the $8 \times 8$ map of a 128 px scene only the rate-6 branch sees past its centre; rates
+12 and up are $1 \times 1$ convolutions there. Even at 512 px (the paper's $32 \times 32$
+map) torchvision's rate 36 never reads a neighbour. The rates are a parameter
+(`atrous_rates=`), and a small image wants small ones.
+
+### The heads against Table 7
+
+Table 7 counts the models for PASCAL VOC (21 classes) at 512 px, output stride 16. `summary`
+counts ours layer by layer (parameters, and multiply-adds of the convolutions; resizing and
+BatchNorm count none):
+"""
+
+# %%
+paper = {"aspp": (4.52e6, 5.8e9), "simple": (2.11e6, 2.75e9)}
+print(f"{'21 classes, 512 px, os16':26s}{'parameters':>12s}{'MACs':>9s}{'backbone':>10s}{'head':>8s}   Table 7")
+for head in ("aspp", "simple"):
+    s = summary(deeplabv3_mobilenet_v2(21, head=head, seed=0), (3, 512, 512))
+    bb = s.part("backbone")
+    print(f"{head:26s}{s.total_params / 1e6:11.2f}M{s.total_macs / 1e9:8.2f}B{bb[1] / 1e9:9.2f}B"
+          f"{(s.total_macs - bb[1]) / 1e9:7.2f}B   {paper[head][0] / 1e6:.2f}M, {paper[head][1] / 1e9:.2f}B")
+    if head == "simple":
+        assert s.total_params == 2_113_557        # Table 7's 2.11M
+    else:
+        assert s.total_params == 5_113_877
+print("\nthis chapter's networks: width 0.5, 11 classes, one channel, " f"{size} px:")
+for head in ("aspp", "simple", "lraspp"):
+    s = summary(deeplabv3_mobilenet_v2(K, head=head, width_mult=0.5, in_channels=1, seed=0), (1, size, size))
+    print(f"  {head:8s}{s.total_params / 1e6:6.2f}M parameters, {s.total_macs / 1e6:6.1f}M MACs")
+
+# %% [markdown]
+r"""
+The head without ASPP is Table 7's 2.11M parameters exactly. Our ASPP model has 0.6M more
+than the paper's 4.52M: torchvision's `DeepLabHead` adds a $3 \times 3$ convolution
+(256 to 256) after ASPP that DeepLabv3 does not have. The multiply-adds differ for reasons
+the facts page ([the paper's errors](../article-errors.md), "Table 7") traces: DeepLab runs
+at 513 px (33 x 33 maps, not 32 x 32), and TensorFlow computes its atrous convolutions on a
+padded map. Either way the ASPP head costs more than the whole backbone, and its 3x3 branches
+are most of it: the paper gives up 0.4 mIoU to drop them.
+
+## 17.5 Bilinear upsampling and its gradient
+
+The head's logits are $(N, K, H/16, W/16)$; `F.interpolate` resizes them bilinearly to the
+image. Along one axis each output is a weighted mean of the two nearest inputs, so resizing
+a length-$n$ signal to length $m$ is a matrix $W$ ($m \times n$), and a plane is resized as
+$Y = W_h X W_w^\top$. With `align_corners=False` (what the network uses) output pixel $o$
+sits at $s = (o + 0.5)\, n / m - 0.5$ in the input (pixel *centres* line up, clamped at the
+edges); with `True`, at $s = o\,(n - 1)/(m - 1)$ (the corner pixels line up). The cell reads
+$W$ off `F.interpolate` by resizing the identity.
+"""
+
+# %%
+def resize_matrix(n, m, align_corners):
+    """W (m, n): row o holds the weights output o gives to the n inputs (one axis)."""
+    eye = Tensor(np.eye(n)[:, None, None, :])                      # n signals of length n
+    return F.interpolate(eye, size=(1, m), mode="bilinear", align_corners=align_corners).numpy()[:, 0, 0, :].T
+
+fig, axes = plt.subplots(1, 2, figsize=(8, 4.6))
+for ax, corners in zip(axes, (False, True)):
+    W = resize_matrix(4, 16, corners)
+    ax.imshow(W, cmap="viridis"); ax.set_xlabel("input pixel"); ax.set_ylabel("output pixel")
+    ax.set_title(f"4 -> 16, align_corners={corners}", fontsize=10)
+    print(f"align_corners={corners!s:5s}: rows sum to {W.sum(1).min():.3f}..{W.sum(1).max():.3f}; "
+          f"columns sum to {np.round(W.sum(0), 3)}")
+    assert np.allclose(W.sum(1), 1)
+plt.tight_layout(); plt.show()
+
+# %% [markdown]
+r"""
+Every row sums to 1 (a weighted mean). The columns say how much of the output each input
+pixel feeds, and that is its gradient's share: since $Y = W_h X W_w^\top$ is linear in $X$,
+the gradient for an upstream gradient $G$ is
+$\partial L/\partial X = W_h^\top G\, W_w$: the **transposed** matrices, so the backward
+pass of upsampling is a (weighted) downsampling. With `align_corners=False` and a whole
+factor every input pixel feeds the same total, the factor (the clamped edge outputs make up
+for the edge pixels' missing neighbours); with `True` the corner pixels feed less than the
+inner ones. The cell checks
+$W_h^\top G W_w$ against `backward` of `F.interpolate`, and against PyTorch:
+"""
+
+# %%
+h, w, H, Wd = 4, 5, 16, 20
+X = rng.standard_normal((1, 1, h, w))
+G = rng.standard_normal((1, 1, H, Wd))
+for corners in (False, True):
+    Wh, Ww = resize_matrix(h, H, corners), resize_matrix(w, Wd, corners)
+    tx = Tensor(X, requires_grad=True)
+    y = F.interpolate(tx, size=(H, Wd), mode="bilinear", align_corners=corners)
+    y.backward(G)
+    fwd = np.abs(y.numpy()[0, 0] - Wh @ X[0, 0] @ Ww.T).max()
+    bwd = np.abs(tx.grad[0, 0] - Wh.T @ G[0, 0] @ Ww).max()
+    px = torch.tensor(X, requires_grad=True)
+    py = torch.nn.functional.interpolate(px, size=(H, Wd), mode="bilinear", align_corners=corners)
+    py.backward(torch.tensor(G))
+    vs_torch = max(np.abs(y.numpy() - py.detach().numpy()).max(), np.abs(tx.grad - px.grad.numpy()).max())
+    print(f"align_corners={corners!s:5s}: forward vs W_h X W_w^T {fwd:.1e}; backward vs W_h^T G W_w "
+          f"{bwd:.1e}; both vs PyTorch {vs_torch:.1e}")
+    assert max(fwd, bwd, vs_torch) < 1e-12
+
+# %% [markdown]
+r"""
+## 17.6 The losses, and where Dice belongs
+
+The usual segmentation loss is chapter 7's cross-entropy applied at every pixel:
+`F.cross_entropy` on $(N, K, H, W)$ logits and $(N, H, W)$ targets averages it over all the
+pixels. With 95% of the pixels background, the background dominates the sum: a network can
+lower the loss a lot by getting the background right and ignoring a small class.
+
+The **soft Dice loss** measures overlap instead. With softmax probabilities $p_{ik}$ and the
+one-hot truth $g_{ik}$ over all the pixels $i$ of a batch,
+$\text{dice}_k = \frac{2 \sum_i p_{ik} g_{ik} + s}{\sum_i p_{ik} + \sum_i g_{ik} + s}$ and
+$L_\text{Dice} = 1 - \frac1K \sum_k \text{dice}_k$ (`F.dice_loss`; $s = 1$). Each class's
+overlap counts the same, however many pixels it has: the mIoU's idea made differentiable.
+Chapter 7 met it on a classifier, where the seed article had put it (with the wrong sign),
+and saw a weak signal there: one label per image has no "region" to overlap. A segmentation
+mask is a region; this is where Dice belongs. `F.ce_dice_loss` adds the two.
+
+A toy shows the difference. Each pixel has one feature: the background's is drawn from
+$\mathcal N(0, 1)$, a small class's (2% of the pixels) from $\mathcal N(2, 1)$; a per-pixel
+linear classifier (a $1 \times 1$ convolution, two weights and two biases) is trained with
+each loss.
+"""
+
+# %%
+from tinymbv2 import nn, optim
+
+toy_rng = np.random.default_rng(0)
+labels = (toy_rng.random((4, 64, 64)) < 0.02).astype(np.int64)
+feature = toy_rng.standard_normal(labels.shape) + 2.0 * labels
+losses = {"cross-entropy": F.cross_entropy, "Dice": F.dice_loss, "CE + Dice": F.ce_dice_loss}
+toy_iou = {}
+for name, loss_fn in losses.items():
+    classifier = nn.Conv2d(1, 2, 1)
+    classifier.weight.data[...] = 0; classifier.bias.data[...] = 0
+    opt = optim.Adam(classifier.parameters(), lr=0.05)
+    for step in range(300):
+        opt.zero_grad()
+        loss = loss_fn(classifier(Tensor(feature[:, None].astype(np.float32))), labels)
+        loss.backward(); opt.step()
+    pred = classifier(Tensor(feature[:, None].astype(np.float32))).numpy().argmax(1)
+    iou = iou_per_class(confusion(pred, labels, 2))
+    toy_iou[name] = iou
+    wt, bt = classifier.weight.data[:, 0, 0, 0], classifier.bias.data
+    threshold = -(bt[1] - bt[0]) / (wt[1] - wt[0])               # where the two logits meet
+    recall = (pred[labels == 1] == 1).mean()
+    print(f"{name:14s} threshold {threshold:5.2f}: small class IoU {iou[1]:.3f} (recall {recall:.0%}), "
+          f"background IoU {iou[0]:.3f}")
+assert toy_iou["Dice"][1] > toy_iou["cross-entropy"][1] + 0.05
+assert toy_iou["CE + Dice"][1] > toy_iou["cross-entropy"][1]
