@@ -286,7 +286,7 @@ def train_mirror(config: TrainConfig, data: DetectionData, model, dtype=torch.fl
 
     Args:
         config: The run's configuration.
-        data: Its [DetectionData][tinymbv2.train.run.DetectionData].
+        data: Its [DetectionData][tinymbv2.train.run.SceneData].
         model: Our initial model (weights and default boxes; not trained here).
         dtype: torch.float32 (the benchmark) or torch.float64 (the test).
         validate: Score the validation split after each epoch and keep the best weights.

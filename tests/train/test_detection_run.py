@@ -78,9 +78,9 @@ def test_eval_and_predict_read_the_detector_back(straight, tmp_path, capsys):
     (dict(task="detect", dataset="mnist-scenes", flip=True), "takes flip in"),
     (dict(task="detect", dataset="mnist-scenes", shift=2), "no shift or flip"),
     (dict(task="detect", dataset="mnist-scenes", loss="focal"), "takes loss in"),
-    (dict(dataset="mnist-scenes"), r"mnist-scenes is a detection dataset .*\(--task detect\)"),
+    (dict(dataset="mnist-scenes"), r"mnist-scenes is a dataset of scenes .*\(--task detect, --task segment\)"),
     (dict(task="detect", dataset="mnist-scenes", train_scenes=0), "expected train_scenes an integer >= 1, got 0"),
-    (dict(train_scenes=100), "train_scenes is for task 'detect'.*got 100 for task 'classify'"),
+    (dict(train_scenes=100), "train_scenes is for tasks 'detect' and 'segment'.*got 100 for task 'classify'"),
 ])
 def test_detection_configs_that_cannot_work_are_refused(fields, message):
     with pytest.raises(ValueError, match=message):

@@ -1,12 +1,13 @@
 """``tinymbv2 eval``: a checkpoint's accuracy, top-3 accuracy, loss and per-class scores; a
-detector's mAP (COCO's, at 0.5 and 0.75) and per-class AP."""
+detector's mAP (COCO's, at 0.5 and 0.75) and per-class AP; a segmenter's mean IoU, pixel
+accuracy and per-class IoU."""
 from __future__ import annotations
 
 import numpy as np
 
 from ..data import Normalize, load_dataset, load_mnist_scenes
-from ..evaluation import (confusion_matrix, evaluate, evaluate_detector, precision_recall,
-                          top_k_accuracy)
+from ..evaluation import (confusion_matrix, evaluate, evaluate_detector, evaluate_segmenter,
+                          precision_recall, top_k_accuracy)
 from ..models import check_input_size
 from ..train import TrainConfig, load_trained
 from ..train.build import build_loss, checkpoint_channels
@@ -26,6 +27,8 @@ def run_eval(args) -> int:
     model, cfg = load_trained(args.checkpoint)
     if cfg.get("task") == "detect":
         return _eval_detector(model, cfg, args)
+    if cfg.get("task") == "segment":
+        return _eval_segmenter(model, cfg, args)
     # the images are read the way the model takes them: its channels, its size by default
     channels = checkpoint_channels(args.checkpoint, cfg, args.channels, "eval")
     size = args.image_size or cfg["input_size"][0]
@@ -51,12 +54,17 @@ def run_eval(args) -> int:
     return 0
 
 
-def _eval_detector(model, cfg, args) -> int:
+def _scene_split(cfg, args, what: str):
+    """The split of MNIST scenes a detector or segmenter is scored on, at its scenes' size."""
     if args.dataset != "mnist-scenes":
-        raise ValueError(f"eval: {args.checkpoint} holds a detector; evaluate it on "
+        raise ValueError(f"eval: {args.checkpoint} holds a {what}; evaluate it on "
                          f"--dataset mnist-scenes, not {args.dataset}")
     size = cfg["input_size"][0]
-    split = getattr(load_mnist_scenes(size=size), args.split)
+    return getattr(load_mnist_scenes(size=size), args.split), size
+
+
+def _eval_detector(model, cfg, args) -> int:
+    split, size = _scene_split(cfg, args, "detector")
     normalize = Normalize(cfg["norm_mean"], cfg["norm_std"])
     result = evaluate_detector(model, normalize(split.images), split.targets(np.arange(len(split))),
                                fuse=args.fuse)
@@ -67,4 +75,20 @@ def _eval_detector(model, cfg, args) -> int:
     print("class  AP@0.5  AP@[.5:.95]")
     for c, ap50 in result["per_class_ap_50"].items():
         print(f"{cfg['class_names'][c]:>5}  {ap50:6.3f}  {result['per_class_ap'][c]:11.3f}")
+    return 0
+
+
+def _eval_segmenter(model, cfg, args) -> int:
+    split, size = _scene_split(cfg, args, "segmenter")
+    normalize = Normalize(cfg["norm_mean"], cfg["norm_std"])
+    loss_fn = build_loss(TrainConfig(task="segment", loss=cfg.get("loss", "ce"),
+                                     label_smoothing=cfg.get("label_smoothing", 0.0)))
+    result = evaluate_segmenter(model, normalize(split.images), split.masks, loss_fn=loss_fn,
+                                fuse=args.fuse)
+    print(f"mnist-scenes {args.split}: {len(split)} scenes of {size}x{size} px")
+    print(f"mIoU {result['miou']:.4f}  pixel accuracy {result['pixel_accuracy']:.4f}  "
+          f"mean class accuracy {result['mean_class_accuracy']:.4f}  loss {result['loss']:.4f}")
+    print("class       IoU")
+    for name, iou in zip(cfg["class_names"], result["per_class_iou"]):
+        print(f"{name:>10}  {iou:6.3f}")
     return 0

@@ -27,6 +27,11 @@ def run_train(args) -> int:
     if config.task == "detect":
         print(f"wrote {args.out}/model.npz, metrics.json, learning_curves.png, detections.png")
         print(f"test_map_50 {metrics['test_map_50']:.4f}  test_map {metrics['test_map']:.4f}")
+    elif config.task == "segment":
+        print(f"wrote {args.out}/model.npz, metrics.json, learning_curves.png, confusion_matrix.png, "
+              f"masks.png")
+        print(f"test_miou {metrics['test_miou']:.4f}  test_pixel_accuracy "
+              f"{metrics['test_pixel_accuracy']:.4f}")
     else:
         print(f"wrote {args.out}/model.npz, metrics.json, learning_curves.png, confusion_matrix.png")
         print(f"test_accuracy {metrics['test_accuracy']:.4f}")

@@ -8,7 +8,8 @@ normalisation) and names the classes, so a new image is prepared the same way:
 >>> predict(model, config, ["digit.png"], top_k=3)
 [{'path': 'digit.png', 'top': [('7', 0.98...), ('1', 0.01...), ('9', 0.00...)]}]
 
-A detector's checkpoint goes to ``predict_boxes`` instead: the boxes found in each image.
+A detector's checkpoint goes to ``predict_boxes`` instead: the boxes found in each image; a
+segmenter's to ``predict_masks``: each pixel's class.
 """
 from __future__ import annotations
 
@@ -103,14 +104,50 @@ def predict_boxes(model, config: dict, paths, min_score: float = 0.5, invert: bo
     """
     from .detection_loop import detect
 
-    normalize = Normalize(config["norm_mean"], config["norm_std"])
-    images = np.stack([load_image(p, config["in_channels"], config.get("input_size"), invert)
-                       for p in paths])
-    names = config.get("class_names") or [str(i) for i in range(config["num_classes"])]
+    images, normalized, names = _scene_images(config, paths, invert)
     results = []
-    for path, image, found in zip(paths, images, detect(model, normalize(images), fuse=fuse)):
+    for path, image, found in zip(paths, images, detect(model, normalized, fuse=fuse)):
         keep = found["scores"] >= min_score
         results.append({"path": str(path), "image": image, "boxes": found["boxes"][keep],
                         "scores": found["scores"][keep], "labels": found["labels"][keep],
                         "names": [names[int(c)] for c in found["labels"][keep]]})
     return results
+
+
+def predict_masks(model, config: dict, paths, invert: bool = False, fuse: bool = True) -> list[dict]:
+    """A segmenter's mask of each image file, and the share of the pixels each class takes.
+
+    Each image is read in the model's channels and resized to the scenes' size it was
+    trained on; the mask is in those pixels.
+
+    Args:
+        model: The trained segmenter.
+        config: Its saved configuration (as for [predict][tinymbv2.evaluation.prediction.predict]).
+        paths: The image files.
+        invert: Invert the images first.
+        fuse: Run the fused view.
+
+    Returns:
+        One ``{"path", "image" (C, H, W) in [0, 1], "mask" (H, W) uint8, "shares": [(class
+        name, fraction of the pixels), ...] for the classes found, most pixels first}`` per file.
+    """
+    from .segmentation_loop import segment
+
+    images, normalized, names = _scene_images(config, paths, invert)
+    results = []
+    for path, image, mask in zip(paths, images, segment(model, normalized, fuse=fuse)):
+        counts = np.bincount(mask.ravel(), minlength=len(names))
+        order = [c for c in np.argsort(-counts, kind="stable") if counts[c] > 0]
+        results.append({"path": str(path), "image": image, "mask": mask,
+                        "shares": [(names[c], float(counts[c] / mask.size)) for c in order]})
+    return results
+
+
+def _scene_images(config: dict, paths, invert: bool):
+    """The files read as a detector or segmenter was trained (its channels, its scenes' size):
+    ``(images (N, C, H, W) in [0, 1], the same normalised, the class names)``."""
+    normalize = Normalize(config["norm_mean"], config["norm_std"])
+    images = np.stack([load_image(p, config["in_channels"], config.get("input_size"), invert)
+                       for p in paths])
+    names = config.get("class_names") or [str(i) for i in range(config["num_classes"])]
+    return images, normalize(images), names

@@ -6,8 +6,8 @@ fine-tuning, search.
   ``load_trained``, the model back from a checkpoint;
 * [tinymbv2.train.trainer][]: the loop (``train_one_epoch``, ``fit``), what stops
   it (``TrainingDiverged``) and ``recalibrate_batchnorm``;
-* [tinymbv2.train.tasks][]: what the loop trains: ``Classification`` or ``Detection``
-  (loss, score, validation pass);
+* [tinymbv2.train.tasks][]: what the loop trains: ``Classification``,
+  ``Detection`` or ``Segmentation`` (loss, score, validation pass);
 * [tinymbv2.train.run][]: ``run_training``, a whole run top to bottom;
 * [tinymbv2.train.report][]: ``metrics.json``, the plots ([tinymbv2.train.plots][])
   and ``diagnose``;

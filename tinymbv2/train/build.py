@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from .. import functional as F
 from .. import optim
-from ..models import mobilenet_v2, seed_article_net, ssdlite_mobilenet_v2
+from ..models import deeplabv3_mobilenet_v2, mobilenet_v2, seed_article_net, ssdlite_mobilenet_v2
 from .checkpoint import load_checkpoint, read_checkpoint
-from .config import ARCHS, DETECTION_IMAGE_SIZE, TrainConfig
+from .config import ARCHS, SCENE_IMAGE_SIZE, TrainConfig
 from .trainer import first_non_finite
 
 _BUILDERS = {"mobilenet_v2": mobilenet_v2, "seed_article": seed_article_net}  # one per ARCHS
@@ -20,7 +20,10 @@ def build_model(config: TrainConfig, in_channels: int, num_classes: int):
     """``config.arch`` at ``config.width`` for images of ``in_channels`` and ``num_classes``.
 
     For ``task="detect"``: SSDLite on MobileNetV2 of that width, for scenes of
-    ``config.image_size``; ``num_classes`` counts the background.
+    ``config.image_size``; ``num_classes`` counts the background. For ``task="segment"``:
+    Mobile DeepLabv3 ([deeplabv3_mobilenet_v2][tinymbv2.models.deeplabv3.deeplabv3_mobilenet_v2])
+    with ``config.head`` at ``config.output_stride``, its backbone of that width (the heads'
+    widths are not scaled); ``num_classes`` counts the background too.
 
     Args:
         config: The run's [TrainConfig][tinymbv2.train.config.TrainConfig].
@@ -37,8 +40,12 @@ def build_model(config: TrainConfig, in_channels: int, num_classes: int):
         raise ValueError(f"build_model: expected arch in {ARCHS}, got {config.arch!r}")
     if config.task == "detect":
         return ssdlite_mobilenet_v2(num_classes, width_mult=config.width,
-                                    size=config.image_size or DETECTION_IMAGE_SIZE,
+                                    size=config.image_size or SCENE_IMAGE_SIZE,
                                     in_channels=in_channels, seed=config.seed)
+    if config.task == "segment":
+        return deeplabv3_mobilenet_v2(num_classes, output_stride=config.output_stride,
+                                      head=config.head, width_mult=config.width,
+                                      in_channels=in_channels, seed=config.seed)
     make = _BUILDERS[config.arch]
     return make(width_mult=config.width, num_classes=num_classes, dropout=config.dropout,
                 in_channels=in_channels, small_input=config.small_input, seed=config.seed)
@@ -110,6 +117,12 @@ def build_scheduler(config: TrainConfig, optimizer, steps_per_epoch: int):
 def build_loss(config: TrainConfig):
     """``loss_fn(logits, labels, reduction="mean" | "sum")`` for ``config.loss``.
 
+    The same functions take a segmenter's logits (N, K, H, W) and masks (N, H, W): the
+    cross-entropy is then the mean over the pixels, the Dice loss one over the batch's pixels
+    of each class ([dice_loss][tinymbv2.functional.losses.dice_loss]), and ``"ce+dice"`` their
+    sum ([ce_dice_loss][tinymbv2.functional.losses.ce_dice_loss], with the label smoothing).
+    A Dice loss is not a sum of per-sample terms: its ``"sum"`` is the mean times N.
+
     Args:
         config: The run's [TrainConfig][tinymbv2.train.config.TrainConfig].
 
@@ -123,11 +136,19 @@ def build_loss(config: TrainConfig):
     if config.loss == "focal":
         return F.focal_loss
 
-    def dice(logits, y, reduction="mean"):
-        loss = F.dice_loss(logits, y)
+    if config.loss == "ce+dice":
+        smoothing = config.label_smoothing
+
+        def dice(logits, y):
+            return F.ce_dice_loss(logits, y, label_smoothing=smoothing)
+    else:
+        dice = F.dice_loss
+
+    def per_batch(logits, y, reduction="mean"):
+        loss = dice(logits, y)
         return loss * float(len(y)) if reduction == "sum" else loss
 
-    return dice
+    return per_batch
 
 
 # What load_trained and its callers read from a saved configuration: the model's shape

@@ -8,9 +8,14 @@ configuration in the checkpoint and in ``metrics.json``
 the way it was trained.
 
 Some fields default to their task's recipe (``TASK_DEFAULTS``): ``epochs``, ``batch_size``,
-``lr`` and ``weight_decay`` (and, for detection, ``train_scenes``) left at None take the
-classifier's or the detector's values when the config is made, so ``TrainConfig(task="detect")`` is the detection recipe, and a value
-given explicitly always wins.
+``lr`` and ``weight_decay`` (and, for detection and segmentation, ``train_scenes``) left at
+None take the classifier's, the detector's or the segmenter's values when the config is made,
+so ``TrainConfig(task="detect")`` is the detection recipe, and a value given explicitly always
+wins.
+
+Two fields are the segmenter's only: ``head`` and ``output_stride`` (Mobile DeepLabv3,
+[deeplabv3_mobilenet_v2][tinymbv2.models.deeplabv3.deeplabv3_mobilenet_v2]); another task
+refuses a value other than their defaults.
 
 A field may be "auto" (``shift=None``):
 [TrainConfig.resolved][tinymbv2.train.config.TrainConfig.resolved] makes the choice
@@ -30,12 +35,18 @@ import numpy as np
 from ..optim.optimizer import check_hyper
 
 OPTIMIZERS = ("sgd", "rmsprop", "rmsprop-tf", "adam", "adamw")
-LOSSES = ("ce", "focal", "dice")
+LOSSES = ("ce", "focal", "dice", "ce+dice")
 SCHEDULES = ("onecycle", "cosine", "exponential", "none")
 ARCHS = ("mobilenet_v2", "seed_article")
-TASKS = ("classify", "detect")
+TASKS = ("classify", "detect", "segment")
 DETECTION_DATASETS = ("mnist-scenes",)   # datasets with boxes: what --task detect trains on
-DETECTION_IMAGE_SIZE = 128                # the scenes' side when image_size is None
+SEGMENTATION_DATASETS = ("mnist-scenes",)  # datasets with masks: what --task segment trains on
+SCENE_DATASETS = tuple(dict.fromkeys(DETECTION_DATASETS + SEGMENTATION_DATASETS))  # not classify's
+SCENE_IMAGE_SIZE = 128                    # the scenes' side when image_size is None
+DETECTION_IMAGE_SIZE = SCENE_IMAGE_SIZE   # its first name, from when only detection had scenes
+SEG_HEADS = ("aspp", "simple", "lraspp")  # deeplabv3_mobilenet_v2's heads
+OUTPUT_STRIDES = (16, 8)                  # the segmenter's input size over its head's map
+SEGMENTATION_LOSSES = ("ce", "dice", "ce+dice")  # per pixel; focal is the classifier's only
 
 # Each task's recipe: what epochs, batch_size, lr and weight_decay left at None become.
 # Classification: MobileNetV2-0.5 on 28 px digits (chapter 10). Detection: SSDLite on
@@ -46,6 +57,11 @@ TASK_DEFAULTS = {
     "classify": {"epochs": 8, "batch_size": 64, "lr": 0.1, "weight_decay": 5e-4},
     "detect": {"epochs": 5, "batch_size": 16, "lr": 0.05, "weight_decay": 4e-5,
                "train_scenes": 16000},
+    # Segmentation (Mobile DeepLabv3 on MNIST scenes): PROVISIONAL, the detection recipe's
+    # batch, rate and decay with fewer scenes and epochs, not measured yet. How the final
+    # values were chosen goes here (and in docs/benchmarks.md) once they are.
+    "segment": {"epochs": 4, "batch_size": 16, "lr": 0.05, "weight_decay": 4e-5,
+                "train_scenes": 8000},
 }
 
 # What may change when a run is resumed: how long it trains (the schedule is stretched to the
@@ -90,19 +106,27 @@ class TrainConfig:
     Args:
         task: One of ``TASKS``: ``"classify"`` (a classifier, scored by accuracy) or
             ``"detect"`` (SSDLite on MobileNetV2, on a dataset of ``DETECTION_DATASETS``,
-            scored by mAP; no augmentation, cross-entropy and SSD's box loss).
+            scored by mAP; no augmentation, cross-entropy and SSD's box loss) or
+            ``"segment"`` (Mobile DeepLabv3, on a dataset of ``SEGMENTATION_DATASETS``,
+            scored by mIoU; no augmentation; a per-pixel loss of ``SEGMENTATION_LOSSES``).
         dataset: The dataset's name (see [load_dataset][tinymbv2.data.datasets.load_dataset];
             ``"mnist-scenes"``, [load_mnist_scenes][tinymbv2.data.scenes.load_mnist_scenes],
-            for detection).
+            for detection and segmentation).
         data_dir: The folder the file-based datasets read.
-        image_size: Resize the images to this square size (None: keep); for detection, the
-            scenes' side (None: ``DETECTION_IMAGE_SIZE``).
-        train_scenes: Detection only: how many training scenes to make (None: the task's);
+        image_size: Resize the images to this square size (None: keep); for detection and
+            segmentation, the scenes' side (None: ``SCENE_IMAGE_SIZE``).
+        train_scenes: Detection and segmentation only: how many training scenes to make
+            (None: the task's);
             the validation and test scenes stay those of
             [load_mnist_scenes][tinymbv2.data.scenes.load_mnist_scenes]'s defaults.
         channels: Read the images as 1 (grey) or 3 (RGB) channels (None: the dataset's own).
         arch: One of ``ARCHS``: ``"mobilenet_v2"`` or ``"seed_article"``.
         width: The width multiplier.
+        head: Segmentation only: the head of ``SEG_HEADS`` on the 320-channel map (``"aspp"``:
+            DeepLabv3's ASPP; ``"simple"``: the paper's head without atrous branches;
+            ``"lraspp"``: torchvision's LR-ASPP); another task takes the default only.
+        output_stride: Segmentation only: 16 (Table 7) or 8, the input size over the head's
+            map (the backbone's later strides become dilation); another task takes 16 only.
         small_input: The network's stride-1 stem and stage for small images.
         dropout: The dropout before the classifier.
         epochs: The epochs to train (None: the task's, ``TASK_DEFAULTS``).
@@ -113,7 +137,9 @@ class TrainConfig:
         weight_decay: The L2 decay of the weights, not of BatchNorm parameters and biases
             (None: the task's).
         schedule: One of ``SCHEDULES``.
-        loss: One of ``LOSSES``: cross-entropy, focal or Dice.
+        loss: One of ``LOSSES``: cross-entropy, focal, Dice or cross-entropy plus Dice
+            (``"ce+dice"``: segmentation only, [ce_dice_loss][tinymbv2.functional.losses.ce_dice_loss]);
+            a segmenter's is per pixel and takes ``SEGMENTATION_LOSSES`` (no focal).
         label_smoothing: The label smoothing of the cross-entropy.
         shift: The random translation, in pixels on each axis: ``None`` is "auto", scaled
             to the image size by [auto_shift][tinymbv2.train.config.auto_shift]
@@ -132,10 +158,12 @@ class TrainConfig:
     dataset: str = "mnist5k"
     data_dir: str | None = None
     image_size: int | None = None  # resize images to this square size (None: keep)
-    train_scenes: int | None = None  # detection: training scenes made (None: TASK_DEFAULTS)
+    train_scenes: int | None = None  # detect/segment: training scenes made (None: TASK_DEFAULTS)
     channels: int | None = None  # read images as 1 (grey) or 3 (RGB) (None: the dataset's own)
     arch: str = "mobilenet_v2"
     width: float = 0.5
+    head: str = "aspp"  # segment only: one of SEG_HEADS
+    output_stride: int = 16  # segment only: 16 or 8
     small_input: bool = True
     dropout: float = 0.2
     epochs: int | None = None  # None: TASK_DEFAULTS[task], as are the three below
@@ -172,14 +200,17 @@ class TrainConfig:
             TypeError: A flag that is not True or False.
         """
         for name, allowed in (("task", TASKS), ("optimizer", OPTIMIZERS), ("loss", LOSSES),
-                              ("schedule", SCHEDULES), ("arch", ARCHS)):
+                              ("schedule", SCHEDULES), ("arch", ARCHS), ("head", SEG_HEADS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"train: expected {name} in {allowed}, got {getattr(self, name)!r}")
-        self._validate_task()
+        if not _is_int(self.output_stride) or self.output_stride not in OUTPUT_STRIDES:
+            raise ValueError(f"train: expected output_stride in {OUTPUT_STRIDES}, got "
+                             f"{self.output_stride!r}")
         for name in ("epochs", "batch_size"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise ValueError(f"train: expected {name} an integer >= 1, got "
                                  f"{getattr(self, name)!r}")
+        self._validate_task()
         for name in ("lr", "width"):  # finite (check_hyper), and > 0
             check_hyper("train", name, getattr(self, name), low=None)
             if getattr(self, name) <= 0:
@@ -206,34 +237,57 @@ class TrainConfig:
         return self
 
     def _validate_task(self) -> None:
-        """A detection run trains SSDLite on MobileNetV2 on a dataset with boxes, without the
-        augmentations that would move pixels but not boxes; a classification run does not
-        take a detection dataset."""
+        """A detection run trains SSDLite on MobileNetV2 on a dataset with boxes, a
+        segmentation run Mobile DeepLabv3 on one with masks, both without the augmentations
+        that would move pixels but not boxes or masks; a classification run does not take a
+        scenes dataset; the segmenter's fields keep their defaults in the other tasks."""
+        if self.task != "segment":
+            for name, default in (("head", "aspp"), ("output_stride", 16)):
+                if getattr(self, name) != default:
+                    raise ValueError(f"train: {name} is for task 'segment' (Mobile DeepLabv3), "
+                                     f"got {getattr(self, name)!r} for task {self.task!r} (leave "
+                                     f"it at {default!r})")
         if self.task == "classify":
-            if self.dataset in DETECTION_DATASETS:
-                raise ValueError(f"train: {self.dataset} is a detection dataset (boxes, not one "
-                                 f"label per image): train it with task 'detect' (--task detect)")
+            if self.dataset in SCENE_DATASETS:
+                raise ValueError(f"train: {self.dataset} is a dataset of scenes (boxes and masks, "
+                                 f"not one label per image): train it with task 'detect' or "
+                                 f"'segment' (--task detect, --task segment)")
             if self.train_scenes is not None:
-                raise ValueError(f"train: train_scenes is for task 'detect' (the training scenes "
-                                 f"made), got {self.train_scenes!r} for task 'classify'")
+                raise ValueError(f"train: train_scenes is for tasks 'detect' and 'segment' (the "
+                                 f"training scenes made), got {self.train_scenes!r} for task 'classify'")
+            if self.loss == "ce+dice":
+                raise ValueError("train: loss 'ce+dice' is for task 'segment' (per pixel); a "
+                                 "classifier takes 'ce', 'focal' or 'dice'")
             return
         if not _is_int(self.train_scenes) or self.train_scenes < 1:
             raise ValueError(f"train: expected train_scenes an integer >= 1, got {self.train_scenes!r}")
-        wrong = [(name, value, want) for name, value, want in (
-            ("dataset", self.dataset, DETECTION_DATASETS), ("arch", self.arch, ("mobilenet_v2",)),
-            ("loss", self.loss, ("ce",)), ("shift", self.shift, (None, 0)), ("flip", self.flip, (False,)),
-            ("label_smoothing", self.label_smoothing, (0.0,))) if value not in want]
-        if wrong:
-            name, value, want = wrong[0]
-            raise ValueError(f"train: task 'detect' takes {name} in {want} (SSDLite on MobileNetV2, "
-                             f"SSD's loss, no shift or flip: they would move the digits but not "
-                             f"their boxes), got {value!r}")
+        if self.task == "detect":
+            why = ("SSDLite on MobileNetV2, SSD's loss, no shift or flip: they would move the "
+                   "digits but not their boxes")
+            wrong = [("dataset", self.dataset, DETECTION_DATASETS), ("loss", self.loss, ("ce",)),
+                     ("label_smoothing", self.label_smoothing, (0.0,))]
+        else:
+            why = ("Mobile DeepLabv3 on MobileNetV2, a per-pixel loss (focal is the classifier's), "
+                   "no shift or flip: they would move the digits but not their masks")
+            wrong = [("dataset", self.dataset, SEGMENTATION_DATASETS),
+                     ("loss", self.loss, SEGMENTATION_LOSSES)]
+        wrong += [("arch", self.arch, ("mobilenet_v2",)), ("shift", self.shift, (None, 0)),
+                  ("flip", self.flip, (False,))]
+        for name, value, want in wrong:
+            if value not in want:
+                raise ValueError(f"train: task {self.task!r} takes {name} in {want} ({why}), "
+                                 f"got {value!r}")
+        if self.task == "segment" and self.head in ("aspp", "simple") and self.batch_size < 2:
+            raise ValueError(f"train: task 'segment' with head {self.head!r} needs batch_size >= 2: "
+                             f"its image-pooling branch normalises a 1x1 map per image, and a "
+                             f"BatchNorm over one value per channel has no variance to train "
+                             f"on (PyTorch refuses it), got batch_size {self.batch_size}")
 
     def resolved(self, height: int, width: int) -> "TrainConfig":
         """A copy with the "auto" choices made for images of ``height x width``.
 
         ``shift=None`` becomes [auto_shift][tinymbv2.train.config.auto_shift]``(height, width)``
-        (0 for detection).
+        (0 for detection and segmentation).
 
         Args:
             height: The images' height, in pixels.
@@ -242,8 +296,8 @@ class TrainConfig:
         Returns:
             The resolved copy.
         """
-        if self.task == "detect":
-            shift = 0  # a shifted scene would need shifted boxes
+        if self.task in ("detect", "segment"):
+            shift = 0  # a shifted scene would need shifted boxes and masks
         else:
             shift = auto_shift(height, width) if self.shift is None else int(self.shift)
         return dataclasses.replace(self, shift=shift)

@@ -1,4 +1,4 @@
-"""Learning curves, confusion matrices and detections as PNG files (matplotlib, no display)."""
+"""Learning curves, confusion matrices, detections and masks as PNG files (matplotlib, no display)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,14 +18,15 @@ def _figure(**kwargs):
     return Figure(**kwargs)
 
 
-SCORES = {"acc": "accuracy", "map50": "mAP@0.5"}  # a history's score key, and its title
+SCORES = {"acc": "accuracy", "map50": "mAP@0.5", "miou": "mIoU"}  # a history's score key, and its title
 
 
 def plot_learning_curves(history: dict, path) -> Path:
     """Loss and score per epoch, train vs validation, side by side.
 
     The score is the accuracy (``train_acc``, ``val_acc``), or a detector's validation
-    mAP@0.5 (``val_map50``; a detector's training batches have no score).
+    mAP@0.5 (``val_map50``; a detector's training batches have no score), or a segmenter's
+    validation mean IoU (``val_miou``).
 
     Args:
         history: The training history (``train_loss``, ``val_loss`` and the score's lists).
@@ -116,6 +117,48 @@ def plot_detections(images, detections, targets, class_names, path, n: int = 8,
         axes.ravel()[i].imshow(np.asarray(picture))
     fig.suptitle(f"test scenes: detections scoring {min_score} or more (grey: the true boxes)")
     fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def plot_masks(images, truth, predicted, class_names, path, n: int = 4) -> Path:
+    """The first ``n`` scenes, one row each: image | true mask | predicted mask.
+
+    The masks in [colour_mask][tinymbv2.evaluation.segmentation_drawing.colour_mask]'s palette
+    (background black), with a legend of the classes.
+
+    Args:
+        images: (N, C, H, W) scenes in [0, 1] (not normalised).
+        truth: The true masks (N, H, W).
+        predicted: The predicted masks (N, H, W).
+        class_names: The name of each class index (index 0 the background).
+        path: The PNG file to write.
+        n: How many scenes.
+
+    Returns:
+        ``path``.
+    """
+    from matplotlib.patches import Patch
+
+    from ..evaluation import colour_mask
+
+    n = min(n, len(images))
+    fig = _figure(figsize=(7.5, 2.5 * n + 0.8))
+    axes = fig.subplots(n, 3, squeeze=False)
+    for i in range(n):
+        image = np.clip(np.asarray(images[i], dtype=np.float64), 0, 1).transpose(1, 2, 0)
+        axes[i, 0].imshow(image[:, :, 0] if image.shape[2] == 1 else image, cmap="gray", vmin=0, vmax=1)
+        axes[i, 1].imshow(colour_mask(truth[i]))
+        axes[i, 2].imshow(colour_mask(predicted[i]))
+        for ax, title in zip(axes[i], ("scene", "true mask", "predicted")):
+            ax.axis("off")
+            if i == 0:
+                ax.set_title(title)
+    colours = colour_mask(np.arange(len(class_names))[None])[0] / 255.0
+    fig.legend([Patch(color=c) for c in colours], list(class_names), loc="lower center",
+               ncol=min(len(class_names), 11), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     path = Path(path)
     fig.savefig(path, dpi=100)
     return path

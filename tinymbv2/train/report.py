@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..evaluation import confusion_matrix, precision_recall
-from .plots import plot_confusion_matrix, plot_detections, plot_learning_curves
+from .plots import plot_confusion_matrix, plot_detections, plot_learning_curves, plot_masks
 
 
 def run_metrics(history: dict, test_result: dict, test_labels, best_val_test_accuracy: float,
@@ -73,9 +73,6 @@ def detection_run_metrics(history: dict, test_result: dict, best_val_test_map_50
         The metrics, a dict.
     """
     names = config["class_names"]
-    best = history.get("best_epoch")
-    diagnosis = (f"Best validation mAP@0.5 {history['best_val_map50']:.3f} at epoch {best} of "
-                 f"{len(history['train_loss'])}." if best else "No validation score yet.")
     return {
         "test_map": test_result["map"],
         "test_map_50": test_result["map_50"],
@@ -84,12 +81,51 @@ def detection_run_metrics(history: dict, test_result: dict, best_val_test_map_50
         "best_val_test_map_50": best_val_test_map_50,
         "per_class_ap": {names[c]: ap for c, ap in test_result["per_class_ap"].items()},
         "per_class_ap_50": {names[c]: ap for c, ap in test_result["per_class_ap_50"].items()},
-        "history": {k: v for k, v in history.items() if k != "best_state"},
-        "diagnosis": diagnosis,
-        "diverged": None,
-        "config": config,
-        "train_seconds": train_seconds,
+        **_scene_run_rest(history, "map50", "mAP@0.5", config, train_seconds),
     }
+
+
+def segmentation_run_metrics(history: dict, test_result: dict, best_val_test_miou: float,
+                             config: dict, train_seconds: float) -> dict:
+    """The content of ``metrics.json`` for a segmentation run.
+
+    Test mean IoU, IoU per class (None for a class in neither the test masks nor the
+    predictions), pixel accuracy, mean class accuracy, the per-pixel confusion matrix, the
+    history and the saved configuration.
+
+    Args:
+        history: The training history.
+        test_result: What [evaluate_segmenter][tinymbv2.evaluation.segmentation_loop.evaluate_segmenter]
+            returned on the test scenes.
+        best_val_test_miou: The test mIoU of the weights of the best validation epoch.
+        config: The run's saved configuration.
+        train_seconds: The training time.
+
+    Returns:
+        The metrics, a dict.
+    """
+    names = config["class_names"]
+    return {
+        "test_miou": test_result["miou"],
+        "test_pixel_accuracy": test_result["pixel_accuracy"],
+        "test_mean_class_accuracy": test_result["mean_class_accuracy"],
+        "test_loss": test_result["loss"],
+        "best_val_test_miou": best_val_test_miou,
+        "per_class_iou": {name: float(iou) for name, iou in zip(names, test_result["per_class_iou"])},
+        "confusion_matrix": np.asarray(test_result["confusion"]).tolist(),
+        **_scene_run_rest(history, "miou", "mIoU", config, train_seconds),
+    }
+
+
+def _scene_run_rest(history: dict, score: str, title: str, config: dict, train_seconds: float) -> dict:
+    """What a detection and a segmentation run's metrics end with: the history, a one-line
+    diagnosis (the best validation ``score``, named ``title``), the configuration, the time."""
+    best = history.get("best_epoch")
+    diagnosis = (f"Best validation {title} {history[f'best_val_{score}']:.3f} at epoch {best} of "
+                 f"{len(history['train_loss'])}." if best else "No validation score yet.")
+    return {"history": {k: v for k, v in history.items() if k != "best_state"},
+            "diagnosis": diagnosis, "diverged": None, "config": config,
+            "train_seconds": train_seconds}
 
 
 def diverged_metrics(history: dict, diverged: dict, config: dict, train_seconds: float) -> dict:
@@ -121,12 +157,14 @@ def diverged_metrics(history: dict, diverged: dict, config: dict, train_seconds:
     }
 
 
-PLOTS = ("learning_curves.png", "confusion_matrix.png", "detections.png")  # what write_report draws
+# what write_report draws
+PLOTS = ("learning_curves.png", "confusion_matrix.png", "detections.png", "masks.png")
 
 
-def write_report(out, metrics: dict, scenes=None) -> None:
-    """Write ``learning_curves.png``, ``confusion_matrix.png`` (a classifier's) or
-    ``detections.png`` (a detector's), and ``metrics.json`` into ``out``.
+def write_report(out, metrics: dict, scenes=None, masks=None) -> None:
+    """Write ``learning_curves.png``, ``confusion_matrix.png`` (a classifier's; a segmenter's,
+    of pixels), ``detections.png`` (a detector's) or ``masks.png`` (a segmenter's), and
+    ``metrics.json`` into ``out``.
 
     A plot needs something to show: no learning curves before an epoch has finished, no
     confusion matrix for a diverged run. A plot not drawn is removed from ``out`` if it
@@ -138,13 +176,16 @@ def write_report(out, metrics: dict, scenes=None) -> None:
     Args:
         out: The run's folder.
         metrics: What [run_metrics][tinymbv2.train.report.run_metrics],
-            [detection_run_metrics][tinymbv2.train.report.detection_run_metrics] or
+            [detection_run_metrics][tinymbv2.train.report.detection_run_metrics],
+            [segmentation_run_metrics][tinymbv2.train.report.segmentation_run_metrics] or
             [diverged_metrics][tinymbv2.train.report.diverged_metrics] returned.
         scenes: A detector's ``(test images in [0, 1], their detections, their targets)``,
             for ``detections.png``; None: no such plot.
+        masks: A segmenter's ``(test images in [0, 1], their true masks, the predicted
+            ones)``, for ``masks.png``; None: no such plot.
     """
     out = Path(out)
-    curves, matrix, detections = (out / name for name in PLOTS)
+    curves, matrix, detections, drawn_masks = (out / name for name in PLOTS)
     if metrics["history"].get("train_loss"):
         plot_learning_curves(metrics["history"], curves)
     else:
@@ -158,6 +199,10 @@ def write_report(out, metrics: dict, scenes=None) -> None:
         plot_detections(*scenes, list(metrics["config"]["class_names"]), detections)
     else:
         detections.unlink(missing_ok=True)
+    if masks is not None:
+        plot_masks(*masks, list(metrics["config"]["class_names"]), drawn_masks)
+    else:
+        drawn_masks.unlink(missing_ok=True)
     text = json.dumps(json_safe(metrics), indent=2, allow_nan=False)
     (out / "metrics.json").write_text(text + "\n")
 

@@ -6,7 +6,9 @@ call. It writes ``<out>/model.npz`` (a checkpoint, after every epoch),
 ``learning_curves.png`` and ``confusion_matrix.png``. A detection run
 (``task="detect"``) goes through the same loop, checkpoints and resume; its
 ``metrics.json`` holds the test mAP instead, and ``detections.png`` shows test scenes with
-their detections.
+their detections. A segmentation run (``task="segment"``) likewise: its ``metrics.json``
+holds the test mIoU, per-class IoU and pixel accuracy, ``masks.png`` shows test scenes
+beside their true and predicted masks, and ``confusion_matrix.png`` counts pixels.
 """
 from __future__ import annotations
 
@@ -19,13 +21,14 @@ import numpy as np
 
 from ..data import (Compose, DataLoader, Normalize, RandomHorizontalFlip, RandomShift, SceneDataset,
                     SceneSplit, Split, load_dataset, load_mnist_scenes)
-from ..evaluation import evaluate, evaluate_detector
+from ..evaluation import evaluate, evaluate_detector, evaluate_segmenter
 from ..models import check_input_size
 from ..random import manual_seed
 from .build import build_loss, build_model, build_optimizer, build_scheduler, param_groups
-from .config import DETECTION_IMAGE_SIZE, TrainConfig, saved_config
-from .report import detection_run_metrics, diverged_metrics, run_metrics, write_report
-from .tasks import Classification, Detection
+from .config import SCENE_IMAGE_SIZE, TrainConfig, saved_config
+from .report import (detection_run_metrics, diverged_metrics, run_metrics, segmentation_run_metrics,
+                     write_report)
+from .tasks import Classification, Detection, Segmentation
 from .trainer import TrainingDiverged, fit
 
 
@@ -70,6 +73,8 @@ def run_training(config: TrainConfig, resume: str | None = None, progress: bool 
 
     if config.task == "detect":
         return _run_detection(config, resume, progress, log, model, train_mode, stop_after)
+    if config.task == "segment":
+        return _run_segmentation(config, resume, progress, log, model, train_mode, stop_after)
 
     # data: normalised with the training split's statistics, augmented on the fly
     splits = load_dataset(config.dataset, config.data_dir, config.image_size,
@@ -130,14 +135,16 @@ def run_training(config: TrainConfig, resume: str | None = None, progress: bool 
 
 
 @dataclass(frozen=True)
-class DetectionData:
-    """What a detection run trains and scores on.
+class SceneData:
+    """What a detection or segmentation run trains and scores on.
+
+    ``DetectionData`` and ``SegmentationData`` are its names in either task.
 
     Args:
         scenes: The [SceneDataset][tinymbv2.data.scenes.SceneDataset] (raw images).
         normalize: The [Normalize][tinymbv2.data.transforms.Normalize] of the training scenes.
         loader: The DataLoader of the training scenes, normalised; its "labels" are the
-            scenes' indices, whose boxes the task looks up.
+            scenes' indices, whose boxes or masks the task looks up.
         val: The validation [SceneSplit][tinymbv2.data.scenes.SceneSplit], images normalised.
         test: The test SceneSplit, images normalised.
         size: The scenes' side in pixels.
@@ -151,9 +158,12 @@ class DetectionData:
     size: int
 
 
+DetectionData = SegmentationData = SceneData
+
+
 def detection_data(config: TrainConfig, scenes: SceneDataset | None = None) -> DetectionData:
     """The data of a detection run: ``config.train_scenes`` MNIST scenes of side
-    ``config.image_size`` (None: ``DETECTION_IMAGE_SIZE``), normalised with the training
+    ``config.image_size`` (None: ``SCENE_IMAGE_SIZE``), normalised with the training
     scenes' statistics, in batches of ``config.batch_size`` shuffled from ``config.seed``.
 
     Args:
@@ -161,47 +171,85 @@ def detection_data(config: TrainConfig, scenes: SceneDataset | None = None) -> D
         scenes: These scenes instead of making them (a test's few).
 
     Returns:
-        The [DetectionData][tinymbv2.train.run.DetectionData].
+        The [DetectionData][tinymbv2.train.run.SceneData].
     """
-    size = config.image_size or DETECTION_IMAGE_SIZE
+    return _scene_data(config, scenes, drop_single=False)
+
+
+def segmentation_data(config: TrainConfig, scenes: SceneDataset | None = None) -> SegmentationData:
+    """The data of a segmentation run: as [detection_data][tinymbv2.train.run.detection_data]
+    (the same scenes, whose ``masks`` the task reads), except that a last batch of one scene
+    is left out of each epoch.
+
+    ASPP's image-pooling branch normalises a 1x1 map per image: a batch of one gives its
+    BatchNorm one value per channel, whose variance is 0 (PyTorch refuses such a batch in
+    training). So when ``train_scenes % batch_size == 1`` the loader drops its last batch (a
+    different scene each epoch, the order being shuffled); a smaller last batch of 2 or more
+    is kept.
+
+    Args:
+        config: The run's [TrainConfig][tinymbv2.train.config.TrainConfig] (``task="segment"``).
+        scenes: These scenes instead of making them (a test's few).
+
+    Returns:
+        The [SegmentationData][tinymbv2.train.run.SceneData].
+    """
+    return _scene_data(config, scenes, drop_single=True)
+
+
+def _scene_data(config, scenes, drop_single: bool) -> SceneData:
+    size = config.image_size or SCENE_IMAGE_SIZE
     if scenes is None:
         scenes = load_mnist_scenes(size=size, n_train=config.train_scenes)
     normalize = Normalize.from_data(scenes.train.images)
-    loader = DataLoader(scenes.train.images, np.arange(len(scenes.train)), config.batch_size,
-                        seed=config.seed, transform=normalize)
+    n = len(scenes.train)
+    loader = DataLoader(scenes.train.images, np.arange(n), config.batch_size, seed=config.seed,
+                        transform=normalize,
+                        drop_last=drop_single and n > 1 and n % config.batch_size == 1)
     val, test = (replace(split, images=normalize(split.images)) for split in (scenes.val, scenes.test))
-    return DetectionData(scenes, normalize, loader, val, test, size)
+    return SceneData(scenes, normalize, loader, val, test, size)
 
 
-def _run_detection(config: TrainConfig, resume, progress, log, model, train_mode, stop_after) -> dict:
-    """``run_training`` for ``task="detect"``: SSDLite on MobileNetV2 on MNIST scenes, the same loop."""
+def _fit_on_scenes(config: TrainConfig, data: SceneData, model, make_task, what: str, resume,
+                   progress, log, train_mode, stop_after):
+    """The part of a detection and a segmentation run before the test: the model (``config``'s
+    unless given), optimizer, schedule, and the loop, with checkpoints, resume and a
+    divergence report. Returns ``(config resolved, model, history, saved config, seconds)``."""
     out = Path(config.out)
-    data = detection_data(config)
-    scenes, normalize, loader, val, test, size = (data.scenes, data.normalize, data.loader, data.val,
-                                                  data.test, data.size)
-    config = config.resolved(size, size)
+    config = config.resolved(data.size, data.size)
     if model is None:
-        model = build_model(config, scenes.image_shape[0], scenes.num_classes)
+        model = build_model(config, data.scenes.image_shape[0], data.scenes.num_classes)
     optimizer = build_optimizer(config, param_groups(model, config.weight_decay))
-    scheduler, interval = build_scheduler(config, optimizer, len(loader))
-    saved = saved_config(config, scenes, normalize)
-    log(f"{scenes!r}\nmodel: SSDLite on MobileNetV2 width {config.width}, "
-        f"{sum(p.size for p in model.parameters()):,} parameters; {config.optimizer}, lr {config.lr}, "
-        f"{config.schedule}, {config.epochs} epochs of {len(loader)} batches")
+    scheduler, interval = build_scheduler(config, optimizer, len(data.loader))
+    saved = saved_config(config, data.scenes, data.normalize)
+    log(f"{data.scenes!r}\nmodel: {what}, {sum(p.size for p in model.parameters()):,} parameters; "
+        f"{config.optimizer}, lr {config.lr}, {config.schedule}, {config.epochs} epochs of "
+        f"{len(data.loader)} batches")
 
     start = time.perf_counter()
     try:
-        history = fit(model, optimizer, loader, val, config.epochs, scheduler=scheduler,
+        history = fit(model, optimizer, data.loader, data.val, config.epochs, scheduler=scheduler,
                       scheduler_interval=interval, checkpoint_path=out / "model.npz",
                       resume_from=resume, config=saved, progress=progress, log=log,
                       train_mode=train_mode, stop_after=stop_after, fuse=config.fuse,
-                      task=Detection(scenes.train, model, (size, size)))
+                      task=make_task(model))
     except TrainingDiverged as exc:
         write_report(out, diverged_metrics(exc.history, exc.record(), saved,
                                            time.perf_counter() - start))
         raise
-    train_seconds = time.perf_counter() - start
+    return config, model, history, saved, time.perf_counter() - start
 
+
+def _run_detection(config: TrainConfig, resume, progress, log, model, train_mode, stop_after) -> dict:
+    """``run_training`` for ``task="detect"``: SSDLite on MobileNetV2 on MNIST scenes, the same loop."""
+    data = detection_data(config)
+    size = data.size
+    config, model, history, saved, train_seconds = _fit_on_scenes(
+        config, data, model, lambda net: Detection(data.scenes.train, net, (size, size)),
+        f"SSDLite on MobileNetV2 width {config.width}", resume, progress, log, train_mode,
+        stop_after)
+
+    test = data.test
     targets = test.targets(np.arange(len(test)))
     def score():
         return evaluate_detector(model, test.images, targets, fuse=config.fuse)
@@ -209,10 +257,34 @@ def _run_detection(config: TrainConfig, resume, progress, log, model, train_mode
     final = score()
     best_map_50 = _with_best_weights(model, history, lambda: score()["map_50"], final["map_50"])
     metrics = detection_run_metrics(history, final, best_map_50, saved, train_seconds)
-    write_report(out, metrics, scenes=(scenes.test.images, final["detections"], targets))
+    write_report(config.out, metrics, scenes=(data.scenes.test.images, final["detections"], targets))
     log(f"test mAP@0.5 {metrics['test_map_50']:.4f}, mAP@[.5:.95] {metrics['test_map']:.4f} "
         f"({len(test)} held-out scenes); best-val weights: mAP@0.5 "
         f"{metrics['best_val_test_map_50']:.4f}; trained in {train_seconds:.0f}s")
+    return metrics
+
+
+def _run_segmentation(config: TrainConfig, resume, progress, log, model, train_mode, stop_after) -> dict:
+    """``run_training`` for ``task="segment"``: Mobile DeepLabv3 on MNIST scenes, the same loop."""
+    data = segmentation_data(config)
+    loss_fn = build_loss(config)
+    config, model, history, saved, train_seconds = _fit_on_scenes(
+        config, data, model, lambda net: Segmentation(data.scenes.train, loss_fn),
+        f"Mobile DeepLabv3 ({config.head} head, output stride {config.output_stride}) on "
+        f"MobileNetV2 width {config.width}", resume, progress, log, train_mode, stop_after)
+
+    test = data.test
+    def score():
+        return evaluate_segmenter(model, test.images, test.masks, loss_fn=loss_fn, fuse=config.fuse)
+
+    final = score()
+    best_miou = _with_best_weights(model, history, lambda: score()["miou"], final["miou"])
+    metrics = segmentation_run_metrics(history, final, best_miou, saved, train_seconds)
+    write_report(config.out, metrics,
+                 masks=(data.scenes.test.images, data.scenes.test.masks, final["predictions"]))
+    log(f"test mIoU {metrics['test_miou']:.4f}, pixel accuracy {metrics['test_pixel_accuracy']:.4f} "
+        f"({len(test)} held-out scenes); best-val weights: mIoU {metrics['best_val_test_miou']:.4f}; "
+        f"trained in {train_seconds:.0f}s")
     return metrics
 
 

@@ -10,10 +10,16 @@ best weights. A task says how:
 * [Detection][tinymbv2.train.tasks.Detection]: the batch's second item holds the *indices*
   of its scenes, whose boxes and labels the task looks up; the loss is SSD's
   ([ssd_loss][tinymbv2.detection.ssd_loss.ssd_loss]); the score is the mAP at IoU 0.5 of the
-  validation split (training batches get none: it needs whole-split matching).
+  validation split (training batches get none: it needs whole-split matching);
+* [Segmentation][tinymbv2.train.tasks.Segmentation]: the batch's second item holds the
+  indices of its scenes, whose masks the task looks up; the loss is per pixel
+  (cross-entropy, Dice or both, [build_loss][tinymbv2.train.build.build_loss]); the score is
+  the mean IoU of the validation split (training batches get none: the IoU of a split is not
+  a mean of its batches').
 
 ``score`` names the history's keys: ``val_acc`` and ``best_val_acc`` for classification,
-``val_map50`` and ``best_val_map50`` for detection.
+``val_map50`` and ``best_val_map50`` for detection, ``val_miou`` and ``best_val_miou`` for
+segmentation.
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ import numpy as np
 
 from .. import functional as F
 from ..detection import default_boxes_for, ssd_loss
-from ..evaluation import evaluate, evaluate_detector
+from ..evaluation import evaluate, evaluate_detector, evaluate_segmenter
 
 
 class Classification:
@@ -129,3 +135,55 @@ class Detection:
         """
         ev = evaluate_detector(net, split.images, split.targets(np.arange(len(split))), fuse=False)
         return ev["loss"], ev["map_50"]
+
+
+class Segmentation:
+    """Scene indices in, per-pixel logits out; scored by the mean IoU.
+
+    Args:
+        train_split: The training [SceneSplit][tinymbv2.data.scenes.SceneSplit] whose masks
+            the batches' indices pick.
+        loss_fn: ``loss_fn(logits (N, K, H, W), masks (N, H, W))``, the batch's mean loss.
+    """
+
+    score = "miou"
+    score_name = "mIoU"
+    scores_training_batches = False
+
+    def __init__(self, train_split, loss_fn=F.cross_entropy):
+        self.train_split = train_split
+        self.loss_fn = loss_fn
+
+    def loss(self, outputs, indices):
+        """The batch's per-pixel loss against the masks of its scenes.
+
+        Args:
+            outputs: The logits (N, K, H, W).
+            indices: (N,) indices of the batch's scenes in the training split.
+
+        Returns:
+            A scalar Tensor.
+        """
+        return self.loss_fn(outputs, self.train_split.masks[np.asarray(indices)].astype(np.int64))
+
+    def correct(self, outputs, indices) -> None:
+        """No per-batch score for segmentation (the split's IoU is not a mean of its batches').
+
+        Args:
+            outputs: The logits.
+            indices: The batch's scene indices.
+        """
+        return None
+
+    def validate(self, net, split) -> tuple[float, float]:
+        """Eval-mode loss and mean IoU on a split of scenes.
+
+        Args:
+            net: The segmenter (or its fused view).
+            split: A [SceneSplit][tinymbv2.data.scenes.SceneSplit] with normalised images.
+
+        Returns:
+            ``(loss, mIoU)``.
+        """
+        ev = evaluate_segmenter(net, split.images, split.masks, loss_fn=self.loss_fn, fuse=False)
+        return ev["loss"], ev["miou"]
