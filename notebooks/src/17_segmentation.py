@@ -471,12 +471,18 @@ classes, under 1% of the pixels each.
 The segmenter trains on the same loop as the classifiers and the detector (`fit`,
 checkpoints, resume), with the per-pixel loss and, after each epoch, the validation scenes'
 mIoU. The cell runs `run_training` with `task="segment"`, exactly as `tinymbv2 train --task
-segment --dataset mnist-scenes` would, keeping the segmentation recipe's batches, rate and
-weight decay (`TASK_DEFAULTS["segment"]`, printed), with CE + Dice. To fit the chapter's time
-it trains the paper's cheaper head without ASPP (17.4: a third of the ASPP model's cost on
-these small maps, where most ASPP branches are $1 \times 1$ convolutions anyway) on the 2,000
-scenes of 17.1 for a few epochs. What the command line's default reaches is on the
-benchmarks page (`docs/benchmarks.md`).
+segment --dataset mnist-scenes --head lraspp --loss ce+dice --optimizer adam ...` would.
+
+Which head? 17.2 showed that on 128 px scenes an output-stride-16 map caps the mIoU near 0.5
+however it is trained. The **LR-ASPP** head (`head="lraspp"`, torchvision's, from the
+MobileNetV3 paper) adds a branch on block 4's map, at output stride 8, to the upsampled
+high-level branch: its logits are at output stride 8, the ceiling of 17.2's last row, and it
+is the cheapest of the three heads (17.4). The backbone is the same dilated MobileNetV2 at
+output stride 16. For a run of a few minutes from scratch the cell uses Adam at a constant
+rate of 0.003 with CE + Dice: in a run this short the recipe's SGD (`TASK_DEFAULTS["segment"]`,
+printed) left the network answering background everywhere when we tried it. It trains on the
+2,000 scenes of 17.1 for 4 epochs, where the command line's default trains longer on more
+scenes (`docs/benchmarks.md`).
 """
 
 # %%
@@ -485,34 +491,41 @@ import time
 from tinymbv2.train import TrainConfig, load_trained, run_training
 from tinymbv2.train.config import TASK_DEFAULTS
 
-config = TrainConfig(task="segment", dataset="mnist-scenes", image_size=size, width=0.5, head="simple",
-                     loss="ce+dice", train_scenes=500 if TINYMBV2_FAST else len(scenes.train),
-                     epochs=1 if TINYMBV2_FAST else 3, out=tempfile.mkdtemp(prefix="ch17_"))
+config = TrainConfig(task="segment", dataset="mnist-scenes", image_size=size, width=0.5, head="lraspp",
+                     loss="ce+dice", optimizer="adam", lr=0.003, schedule="none",
+                     train_scenes=500 if TINYMBV2_FAST else len(scenes.train),
+                     epochs=1 if TINYMBV2_FAST else 4, out=tempfile.mkdtemp(prefix="ch17_"))
 print("the segmenter's default recipe:", TASK_DEFAULTS["segment"])
 start = time.perf_counter()
 metrics = run_training(config, progress=False)
 print(f"trained {config.epochs} epochs of {config.train_scenes} scenes in {time.perf_counter() - start:.0f} s")
-print("validation mIoU after each epoch: " + ", ".join(f"{h['val_miou']:.3f}" for h in metrics["history"]))
+print("validation mIoU after each epoch: " + ", ".join(f"{m:.3f}" for m in metrics["history"]["val_miou"]))
 
 # %% [markdown]
 r"""
 ## 17.8 Predicted masks beside the truth
 
 The test scenes' scores: mIoU over the 11 classes, each class's IoU, and the pixel accuracy
-(17.1 said why it flatters). The ceiling of 17.2 (the best an output-stride-16 map can say)
-is printed beside them.
+(17.1 said why it flatters). The ceilings of 17.2 (the best a map of that output stride can
+say) are printed beside them, and two shares of the digits' pixels: those predicted as *a*
+digit (the segmenter knows where the ink is) and those predicted as the *right* digit (it
+knows which digit it is).
 """
 
 # %%
-print(f"test scenes: mIoU {metrics['test_miou']:.3f} (the ceiling at output stride 16 was about "
-      f"{ceiling[16]:.2f}), pixel accuracy {metrics['test_pixel_accuracy']:.1%}")
+print(f"test scenes: mIoU {metrics['test_miou']:.3f} (17.2's ceilings: about {ceiling[16]:.2f} at output "
+      f"stride 16, {ceiling[8]:.2f} at 8), pixel accuracy {metrics['test_pixel_accuracy']:.1%}")
 print("IoU per class: " + ", ".join(f"{name} {iou:.2f}" for name, iou in metrics["per_class_iou"].items()))
 digits = {name: iou for name, iou in metrics["per_class_iou"].items() if name != "background"}
 print(f"hardest digit: {min(digits, key=digits.get)}; easiest: {max(digits, key=digits.get)}")
+conf = np.asarray(metrics["confusion_matrix"], dtype=float)   # rows: true class, columns: predicted
+found = conf[1:, 1:].sum() / conf[1:].sum()                     # digit pixels predicted as some digit
+named = np.trace(conf[1:, 1:]) / conf[1:].sum()                 # ... as the right one
+print(f"the test pixels of digits: {found:.0%} predicted as a digit, {named:.0%} as the right digit")
 if not TINYMBV2_FAST:
-    assert 0.2 < metrics["test_miou"] < ceiling[16] + 0.05
-    print("checked: this short run is well above the all-background 0.087 and, as 17.2 said, "
-          "not above the output stride's ceiling")
+    assert 0.1 < metrics["test_miou"] < ceiling[8] and named < found
+    print("checked: this short run is above the all-background 0.087 and below the ceiling of its "
+          "output stride 8 logits; it finds more digit pixels than it names right")
 
 # %%
 from tinymbv2.evaluation import overlay_mask, segment
@@ -532,15 +545,15 @@ plt.tight_layout(); plt.show()
 
 # %% [markdown]
 r"""
-The digits are found and mostly named right; their outlines are the smooth blobs 17.2
-predicted, wider than the strokes, and the holes of a 0, 6, 8 or 9 fill in. The confusion
-matrix, each row divided by its true pixels, shows where the pixels go: the digits' largest
-loss is to the background (their thin edges), and between digits the confusions are the
-usual ones of MNIST.
+A run of a few minutes from scratch learns *where* before *which*: finding ink on a plain
+background is easy, telling a 4 from a 9 at every pixel is MNIST classification learned
+from the masks alone. Compare the predicted outlines with 17.2's best maps: what the output
+stride allows is smooth shapes, not strokes. The confusion matrix, each row divided by its
+true pixels, shows where each class's pixels go: to the background (column 0), to the right
+digit (the diagonal), or to another digit.
 """
 
 # %%
-conf = np.asarray(metrics["confusion_matrix"], dtype=float)
 rows = conf / conf.sum(1, keepdims=True)
 fig, ax = plt.subplots(figsize=(6.4, 5.6))
 im = ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
@@ -592,7 +605,7 @@ def receptive_field(layers):
     return field
 ```
 
-Three 3x3 convolutions at rates 1, 2, 4 see $1 + 2 + 4 + 8 = 15$ pixels with 27 taps;
+Three 3x3 convolutions at rates 1, 2, 4 see $1 + 2\,(1 + 2 + 4) = 15$ pixels with 27 taps;
 DeepLab's `dilate` keeps each later layer's `dilation * jump` as it was, hence the same field.
 
 </details>
