@@ -433,7 +433,7 @@ each loss.
 """
 
 # %%
-from tinymbv2 import nn, optim
+from tinymbv2 import nn
 
 toy_rng = np.random.default_rng(0)
 labels = (toy_rng.random((4, 64, 64)) < 0.02).astype(np.int64)
@@ -475,18 +475,17 @@ checkpoints, resume), with the per-pixel loss and, after each epoch, the validat
 mIoU. The cell runs `run_training` with `task="segment"`, exactly as `tinymbv2 train --task
 segment --dataset mnist-scenes --head lraspp --loss ce+dice --optimizer adam ...` would.
 
-Which head? 17.2 showed that on 128 px scenes an output-stride-16 map caps the mIoU near 0.5
-however it is trained. The **LR-ASPP** head (`head="lraspp"`, torchvision's, from the
+Which head? 17.2 showed that on 128 px scenes the best output-stride-16 map it found stays
+near an mIoU of 0.5. The **LR-ASPP** head (`head="lraspp"`, torchvision's, from the
 MobileNetV3 paper) adds a branch on block 4's map, at output stride 8, to the upsampled
 high-level branch: its logits are at output stride 8, the ceiling of 17.2's last row, and it
 is the cheapest of the three heads (17.4). The backbone is the same dilated MobileNetV2 at
 output stride 16. For a run of a few minutes from scratch the cell uses Adam at a constant
 rate of 0.003 with CE + Dice: when we tried the recipe's SGD (`TASK_DEFAULTS["segment"]`,
 printed) for 3 epochs of these scenes, with the head without ASPP, the network still answered
-background everywhere. It trains on the
-2,000 scenes of 17.1 for 2 epochs in batches of 8 rather than the recipe's 16: twice the
-steps for the same work, which is what a short run from scratch needs most. The command
-line's default trains longer on more scenes (`docs/benchmarks.md`).
+background everywhere. It trains on the 2,000 scenes of 17.1 for 2 epochs in batches of 8
+rather than the recipe's 16: twice the steps for the same work. The command line's default
+trains longer on more scenes (`docs/benchmarks.md`).
 """
 
 # %%
