@@ -1,61 +1,24 @@
 """Mobile DeepLabv3 against torchvision's parts: DeepLabHead / ASPP, LRASPPHead, and
 mobilenet_v2's features patched to the same strides, dilations and paddings (as torchvision
 dilates MobileNetV3 for its segmentation models), joined by its IntermediateLayerGetter and
-DeepLabV3 / LRASPP models. Same state_dict keys; with the same weights, the same outputs,
-running statistics and gradients in float64."""
+DeepLabV3 / LRASPP models (benchmarks/torch_deeplab.py builds the twin). Same state_dict keys;
+with the same weights, the same outputs, running statistics and gradients in float64."""
 import numpy as np
 import pytest
 import torch
-import torchvision
-from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.segmentation.deeplabv3 import ASPP as TVASPP
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead as TVDeepLabHead
-from torchvision.models.segmentation.deeplabv3 import DeepLabV3 as TVDeepLabV3
-from torchvision.models.segmentation.lraspp import LRASPP as TVLRASPP
 from torchvision.models.segmentation.lraspp import LRASPPHead as TVLRASPPHead
 
 import tinymbv2
+from benchmarks.torch_deeplab import dilated_features as tv_dilated_features
+from benchmarks.torch_deeplab import torch_deeplabv3 as tv_model
 from tinymbv2 import Tensor, fuse
-from tinymbv2.models import (ATROUS_RATES, DeepLabHead, LRASPPHead, SimpleHead,
-                             deeplabv3_mobilenet_v2, dilate, mobilenet_v2, smallest_input_size,
-                             summary)
+from tinymbv2.models import (DeepLabHead, LRASPPHead, SimpleHead, deeplabv3_mobilenet_v2, dilate,
+                             mobilenet_v2, smallest_input_size, summary)
 from torch_twins import randomise_bn, rel
 
 torch.set_num_threads(1)
-
-# The DeepLab recipe written out per block of features (index: (stride, dilation) of its
-# depthwise conv); blocks not named keep Table 2's stride and dilation 1.
-DILATED = {
-    16: {14: (1, 1), 15: (1, 2), 16: (1, 2), 17: (1, 2)},
-    8: {7: (1, 1), **{i: (1, 2) for i in range(8, 14)}, 14: (1, 2), 15: (1, 4), 16: (1, 4),
-        17: (1, 4)},
-}
-
-
-def tv_dilated_features(width, output_stride):
-    """torchvision's mobilenet_v2 features up to the last block, patched by the table above."""
-    features = torchvision.models.mobilenet_v2(width_mult=width).features[:-1]
-    for index, (stride, dilation) in DILATED[output_stride].items():
-        depthwise = features[index].conv[-3][0]
-        assert depthwise.groups == depthwise.in_channels > 1
-        depthwise.stride = (stride, stride)
-        depthwise.dilation = depthwise.padding = (dilation, dilation)
-    return features
-
-
-def tv_model(head, num_classes, output_stride, width=1.0, rates=None):
-    """The torchvision twin of ``deeplabv3_mobilenet_v2`` (segmentation ``DeepLabV3``/``LRASPP``)."""
-    features = tv_dilated_features(width, output_stride)
-    high = features[-1].out_channels
-    if head == "lraspp":
-        backbone = IntermediateLayerGetter(features, {"4": "low", "17": "high"})
-        return TVLRASPP(backbone, features[4].out_channels, high, num_classes, 128)
-    backbone = IntermediateLayerGetter(features, {"17": "out"})
-    if head == "aspp":
-        classifier = TVDeepLabHead(high, num_classes, rates or ATROUS_RATES[output_stride])
-    else:
-        classifier = torch.nn.Sequential(TVASPP(high, []), torch.nn.Conv2d(256, num_classes, 1))
-    return TVDeepLabV3(backbone, classifier)
 
 
 def _copy(ours, tv):
@@ -178,6 +141,21 @@ def test_whole_model_matches_torchvision(head, output_stride):
     x = np.random.default_rng(3).standard_normal((2, 3, 45, 38))   # odd sizes: output = input's
     y = _train_step_equal(ours, tv, Tensor(x), torch.from_numpy(x), out=lambda r: r["out"])
     assert y.shape == (2, 4, 45, 38)
+
+
+def test_torch_twin_takes_our_state_dict_grey_images():
+    """The other direction (as the benchmark copies): our weights into the twin, 1 channel."""
+    ours = deeplabv3_mobilenet_v2(3, 16, "aspp", width_mult=0.35, in_channels=1, seed=0).double()
+    tv = tv_model("aspp", 3, 16, width=0.35, in_channels=1).double()
+    tv.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in ours.state_dict().items()})
+    ours.eval(), tv.eval()
+    x = np.random.default_rng(6).standard_normal((2, 1, 33, 40))
+    with tinymbv2.no_grad(), torch.no_grad():
+        y, ref = ours(Tensor(x)).data, tv(torch.from_numpy(x))["out"]
+    assert y.shape == (2, 3, 33, 40)
+    assert rel(y, ref) <= 1e-12
+    with pytest.raises(ValueError, match="expected head .*got 'fcn'"):
+        tv_model("fcn", 3)
 
 
 def test_full_size_keys_parameters_and_default_rates():

@@ -106,7 +106,7 @@ def test_unstable_reads_the_last_epochs_cross_entropy_only():
 def test_write_report_removes_the_plots_it_does_not_draw(tmp_path):
     from tinymbv2.train.report import diverged_metrics
 
-    for name in ("learning_curves.png", "confusion_matrix.png"):  # an earlier run's
+    for name in ("learning_curves.png", "confusion_matrix.png", "detections.png", "masks.png"):  # an earlier run's
         (tmp_path / name).write_bytes(b"earlier run")
     config = {"num_classes": 3, "class_names": ["a", "b", "c"]}
     record = {"epoch": 1, "step": 3, "steps": 4, "what": "loss", "lr": 1.0, "loss": "nan"}
@@ -137,3 +137,10 @@ def test_writing_the_plots_leaves_matplotlibs_backend_alone(tmp_path):
         assert (tmp_path / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     finally:
         matplotlib.use(before)
+
+
+def test_a_confusion_cell_shows_a_pixel_count_short():
+    from tinymbv2.train.plots import count_label
+
+    assert [count_label(n) for n in (0, 9999, 10_000, 12_345, 999_499, 999_500, 7_512_345)] == [
+        "0", "9999", "10k", "12k", "999k", "1.0M", "7.5M"]

@@ -19,16 +19,16 @@ from tinymbv2.train import TrainConfig, load_state, load_trained
 from tinymbv2.train.config import TASK_DEFAULTS
 from tinymbv2.train.run import segmentation_data
 
-# 64 px scenes, width 0.25; 17 training scenes in batches of 4: the last batch of 1 is dropped
-RUN = ["--task", "segment", "--dataset", "mnist-scenes", "--image-size", "64", "--width", "0.25",
+# 64 px scenes, width 0.25, ASPP (its image pooling is why a batch of one is refused); 17
+# training scenes in batches of 4: the last batch of 1 is dropped
+RUN = ["--task", "segment", "--dataset", "mnist-scenes", "--image-size", "64", "--width", "0.25", "--head", "aspp",
        "--train-scenes", "17", "--batch-size", "4", "--lr", "0.05", "--no-progress"]
 FEW = functools.partial(load_mnist_scenes, n_val=8, n_test=8)   # the default 250 and 500: slow
 
 
 @pytest.fixture(autouse=True)
 def few_scenes(monkeypatch):
-    monkeypatch.setattr("tinymbv2.train.run.load_mnist_scenes", FEW)
-    monkeypatch.setattr("tinymbv2.cli.eval.load_mnist_scenes", FEW)
+    monkeypatch.setattr("tinymbv2.train.run.load_mnist_scenes", FEW)  # eval reads it too (task_scenes)
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +114,8 @@ def test_eval_predict_and_summary_read_the_segmenter_back(straight, tmp_path, ca
     np.testing.assert_array_equal(np.asarray(Image.open(drawn)), want)
     assert main(["eval", str(straight / "model.npz"), "--dataset", "digits"]) == 2
     assert "holds a segmenter; evaluate it on --dataset mnist-scenes, not digits" in capsys.readouterr().err
+    assert main(["predict", str(straight / "model.npz"), str(image), "--alpha", "2"]) == 2
+    assert "predict: expected --alpha in [0, 1], got 2.0" in capsys.readouterr().err
 
 
 def test_summary_of_the_segmenter_prints_table_7_beside_ours(capsys):
@@ -134,7 +136,7 @@ def test_summary_of_the_segmenter_prints_table_7_beside_ours(capsys):
      r"task 'segment' takes loss in \('ce', 'dice', 'ce\+dice'\) .*focal is the classifier's.*got 'focal'"),
     (dict(task="segment", dataset="mnist-scenes", flip=True), "takes flip in"),
     (dict(task="segment", dataset="mnist-scenes", shift=2), "no shift or flip"),
-    (dict(task="segment", dataset="mnist-scenes", batch_size=1),
+    (dict(task="segment", dataset="mnist-scenes", batch_size=1, head="aspp"),
      "task 'segment' with head 'aspp' needs batch_size >= 2.*got batch_size 1"),
     (dict(task="segment", dataset="mnist-scenes", batch_size=1, head="simple"), "head 'simple' needs batch_size >= 2"),
     (dict(head="simple"), "head is for task 'segment' .*got 'simple' for task 'classify'"),
@@ -149,10 +151,17 @@ def test_segmentation_configs_that_cannot_work_are_refused(fields, message):
         TrainConfig(**fields).validate()
 
 
-def test_lraspp_takes_a_batch_of_one_and_the_losses_are_per_pixel():
-    TrainConfig(task="segment", dataset="mnist-scenes", batch_size=1, head="lraspp").validate()
+def test_lraspp_at_output_stride_8_trains_on_batches_of_one_with_ce_and_dice(tmp_path):
     for loss in ("ce", "dice", "ce+dice"):
         TrainConfig(task="segment", dataset="mnist-scenes", loss=loss).validate()
+    out = tmp_path / "lraspp"
+    assert main(["train", *RUN, "--train-scenes", "3", "--batch-size", "1", "--head", "lraspp",
+                 "--output-stride", "8", "--loss", "ce+dice", "--epochs", "1", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["head"] == "lraspp" and metrics["config"]["output_stride"] == 8
+    assert metrics["config"]["loss"] == "ce+dice" and np.isfinite(metrics["history"]["train_loss"][0])
+    model, _ = load_trained(out / "model.npz")
+    assert (model.head, model.output_stride) == ("lraspp", 8)
 
 
 def test_the_segment_recipe_comes_from_task_defaults_and_the_command_line(capsys):

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 
 from ..data import DATASETS
-from ..train.config import (ARCHS, LOSSES, OPTIMIZERS, OUTPUT_STRIDES, SCENE_DATASETS, SCHEDULES,
-                            SEG_HEADS, TASK_DEFAULTS, TASKS, TrainConfig)
+from ..train.config import (ARCHS, LOSSES, OPTIMIZERS, OUTPUT_STRIDES, SCENE_DATASETS,
+                            SCENE_IMAGE_SIZE, SCHEDULES, SEG_HEADS, TASK_DEFAULTS, TASKS,
+                            TrainConfig)
 
 
 class Parser(argparse.ArgumentParser):
@@ -80,7 +81,9 @@ def add_data_args(p, default_dataset="mnist5k"):
                         "and --task segment")
     p.add_argument("--data-dir", help="folder with the files of mnist-idx, cifar10 or folder")
     p.add_argument("--image-size", type=positive(int),
-                   help="resize images to this square size (a folder's may differ in size)")
+                   help="resize images to this square size (a folder's may differ in size); "
+                        f"mnist-scenes: the scenes' side (detect: {SCENE_IMAGE_SIZE}, segment: "
+                        f"{TASK_DEFAULTS['segment']['image_size']})")
     p.add_argument("--channels", type=int, choices=(1, 3),
                    help="read images as 1 (grey) or 3 (RGB) channels (default: the dataset's "
                         "own, RGB for a folder; from a checkpoint: the channels its model takes)")
@@ -100,11 +103,13 @@ def add_recipe_args(p):
                         "DeepLabv3 masks); detect and segment take --dataset mnist-scenes")
     p.add_argument("--width", type=positive(float), default=d.width, help=f"width multiplier ({d.width})")
     p.add_argument("--arch", choices=ARCHS, default=d.arch)
-    p.add_argument("--head", choices=SEG_HEADS, default=d.head,
-                   help=f"--task segment: the head on the 320-channel map (aspp: DeepLabv3's ASPP; "
-                        f"simple: without atrous branches; lraspp: torchvision's LR-ASPP) ({d.head})")
-    p.add_argument("--output-stride", type=int, choices=OUTPUT_STRIDES, default=d.output_stride,
-                   help=f"--task segment: the input size over the head's map ({d.output_stride})")
+    p.add_argument("--head", choices=SEG_HEADS,
+                   help="--task segment: the head on the 320-channel map (aspp: DeepLabv3's ASPP; "
+                        "simple: without atrous branches; lraspp: torchvision's LR-ASPP) "
+                        + _task_default("head"))
+    p.add_argument("--output-stride", type=int, choices=OUTPUT_STRIDES,
+                   help="--task segment: the input size over the head's map "
+                        + _task_default("output_stride"))
     p.add_argument("--standard-input", dest="small_input", action="store_false",
                    help="keep the 224 px strides (default: small-input variant for 28-32 px)")
     p.add_argument("--train-scenes", type=positive(int),
@@ -117,9 +122,9 @@ def add_recipe_args(p):
                    help=f"momentum, in [0, 1) ({d.momentum})")
     p.add_argument("--weight-decay", type=non_negative_float, help=_task_default("weight_decay"))
     p.add_argument("--schedule", choices=SCHEDULES, default=d.schedule)
-    p.add_argument("--loss", choices=LOSSES, default=d.loss,
+    p.add_argument("--loss", choices=LOSSES,
                    help="ce, focal, dice, or ce+dice (--task segment: ce, dice or ce+dice, per "
-                        f"pixel) ({d.loss})")
+                        "pixel) " + _task_default("loss"))
     p.add_argument("--label-smoothing", type=non_negative_float, default=0.0)
     p.add_argument("--dropout", type=non_negative_float, default=d.dropout)
     p.add_argument("--shift", type=int, default=d.shift,

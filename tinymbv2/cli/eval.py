@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..data import Normalize, load_dataset, load_mnist_scenes
+from ..data import Normalize, load_dataset
 from ..evaluation import (confusion_matrix, evaluate, evaluate_detector, evaluate_segmenter,
                           precision_recall, top_k_accuracy)
 from ..models import check_input_size
 from ..train import TrainConfig, load_trained
 from ..train.build import build_loss, checkpoint_channels
+from ..train.run import task_scenes
 from .args import add_data_args, add_fuse_arg
 
 
@@ -60,7 +61,7 @@ def _scene_split(cfg, args, what: str):
         raise ValueError(f"eval: {args.checkpoint} holds a {what}; evaluate it on "
                          f"--dataset mnist-scenes, not {args.dataset}")
     size = cfg["input_size"][0]
-    return getattr(load_mnist_scenes(size=size), args.split), size
+    return getattr(task_scenes(cfg.get("task"), size), args.split), size
 
 
 def _eval_detector(model, cfg, args) -> int:

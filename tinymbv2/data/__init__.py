@@ -10,7 +10,8 @@ from .datasets import BUNDLED, DATASETS, load_dataset
 from .loader import DataLoader
 from .readers import (CIFAR10_CLASSES, load_cifar10, load_mnist_idx, read_cifar10_batch,
                       read_idx, read_image, read_image_folder)
-from .scenes import SCENES_SEED, SceneDataset, SceneSplit, load_mnist_scenes, make_scenes
+from .scenes import (SCENES_SEED, SceneDataset, SceneSplit, load_mnist_scenes, make_scenes,
+                     scaled_digit_sides)
 from .splits import SPLIT_SEED, DatasetSplits, Split, split_dataset, stratified_split
 from .transforms import (Compose, Grayscale, Normalize, RandomCrop, RandomHorizontalFlip,
                          RandomRotation, RandomShift, Resize, channel_stats)
@@ -21,5 +22,5 @@ __all__ = [
     "load_mnist_idx", "read_cifar10_batch", "read_idx", "read_image", "read_image_folder",
     "Compose", "Grayscale", "Normalize", "RandomCrop", "RandomHorizontalFlip", "RandomRotation",
     "RandomShift", "Resize", "channel_stats", "SCENES_SEED", "SceneDataset", "SceneSplit",
-    "load_mnist_scenes", "make_scenes",
+    "load_mnist_scenes", "make_scenes", "scaled_digit_sides",
 ]

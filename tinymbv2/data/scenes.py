@@ -31,6 +31,27 @@ SCENES_SEED = 62
 INK = 0.5              # a resized digit's pixel brighter than this is ink (boxes and masks)
 PLACEMENT_TRIES = 20   # positions tried per digit before it is left out of the scene
 CLASS_NAMES = ("background",) + tuple(str(d) for d in range(10))
+DIGIT_SIDES = (14, 64)  # the digits' smallest and largest side on a 128 px canvas (the default)
+
+
+def scaled_digit_sides(size: int) -> tuple[int, int]:
+    """The default scenes' digit sides for a canvas of side ``size``: ``DIGIT_SIDES`` times
+    ``size / 128`` (at least 8 px, at most the canvas).
+
+    So scenes of side 256 drawn with these sides are the 128 px scenes' layout at twice the
+    resolution: digits of 28 to 128 px, strokes twice as wide in pixels. A segmenter needs
+    that: its output stride must be a few times finer than a stroke (``docs/benchmarks.md``,
+    segmentation), while detection's boxes do not care how thin the ink is.
+
+    Args:
+        size: The canvas side in pixels.
+
+    Returns:
+        ``(smallest, largest)``, to pass as ``scale`` to
+        [load_mnist_scenes][tinymbv2.data.scenes.load_mnist_scenes].
+    """
+    lo, hi = (round(side * size / 128) for side in DIGIT_SIDES)
+    return min(max(8, lo), size), min(max(8, hi), size)
 
 
 @dataclass(frozen=True)
@@ -194,7 +215,7 @@ def load_mnist_scenes(size: int = 128, n_train: int = 2000, n_val: int = 250, n_
     Returns:
         The [SceneDataset][tinymbv2.data.scenes.SceneDataset]: 11 classes, 0 the background.
     """
-    scale = (14, min(64, size)) if scale is None else tuple(scale)
+    scale = (DIGIT_SIDES[0], min(DIGIT_SIDES[1], size)) if scale is None else tuple(scale)
     digits = load_dataset("mnist5k")
     parts = []
     for k, (split, n) in enumerate(((digits.train, n_train), (digits.val, n_val), (digits.test, n_test))):

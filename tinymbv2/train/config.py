@@ -8,14 +8,15 @@ configuration in the checkpoint and in ``metrics.json``
 the way it was trained.
 
 Some fields default to their task's recipe (``TASK_DEFAULTS``): ``epochs``, ``batch_size``,
-``lr`` and ``weight_decay`` (and, for detection and segmentation, ``train_scenes``) left at
-None take the classifier's, the detector's or the segmenter's values when the config is made,
+``lr``, ``weight_decay`` and ``loss`` (and, for detection and segmentation, ``train_scenes``;
+for segmentation, ``image_size``) left at None take the classifier's, the detector's or the segmenter's values when the config is made,
 so ``TrainConfig(task="detect")`` is the detection recipe, and a value given explicitly always
 wins.
 
 Two fields are the segmenter's only: ``head`` and ``output_stride`` (Mobile DeepLabv3,
-[deeplabv3_mobilenet_v2][tinymbv2.models.deeplabv3.deeplabv3_mobilenet_v2]); another task
-refuses a value other than their defaults.
+[deeplabv3_mobilenet_v2][tinymbv2.models.deeplabv3.deeplabv3_mobilenet_v2]); they too take
+the segmentation recipe's values when None, and stay None in the other tasks, which refuse
+a value.
 
 A field may be "auto" (``shift=None``):
 [TrainConfig.resolved][tinymbv2.train.config.TrainConfig.resolved] makes the choice
@@ -48,20 +49,23 @@ SEG_HEADS = ("aspp", "simple", "lraspp")  # deeplabv3_mobilenet_v2's heads
 OUTPUT_STRIDES = (16, 8)                  # the segmenter's input size over its head's map
 SEGMENTATION_LOSSES = ("ce", "dice", "ce+dice")  # per pixel; focal is the classifier's only
 
-# Each task's recipe: what epochs, batch_size, lr and weight_decay left at None become.
+# Each task's recipe: what epochs, batch_size, lr, weight_decay, loss (and train_scenes,
+# image_size) left at None become.
 # Classification: MobileNetV2-0.5 on 28 px digits (chapter 10). Detection: SSDLite on
 # MNIST scenes, whose loss (a sum over matched default boxes, divided by their number) is
 # noisier than a classifier's: smaller batches, a lower peak rate and the weight decay of
 # the paper's detection recipe (4e-5); see docs/benchmarks.md for how they were chosen.
 TASK_DEFAULTS = {
-    "classify": {"epochs": 8, "batch_size": 64, "lr": 0.1, "weight_decay": 5e-4},
+    "classify": {"epochs": 8, "batch_size": 64, "lr": 0.1, "weight_decay": 5e-4, "loss": "ce"},
     "detect": {"epochs": 5, "batch_size": 16, "lr": 0.05, "weight_decay": 4e-5,
-               "train_scenes": 16000},
-    # Segmentation (Mobile DeepLabv3 on MNIST scenes): PROVISIONAL, the detection recipe's
-    # batch, rate and decay with fewer scenes and epochs, not measured yet. How the final
-    # values were chosen goes here (and in docs/benchmarks.md) once they are.
-    "segment": {"epochs": 4, "batch_size": 16, "lr": 0.05, "weight_decay": 4e-5,
-                "train_scenes": 8000},
+               "train_scenes": 16000, "loss": "ce"},
+    # Segmentation: Mobile DeepLabv3 on MNIST scenes drawn at 256 px (the 128 px scenes at
+    # twice the resolution, scaled_digit_sides): at 128 px a stroke is 1-4 px wide and even
+    # perfect logits at output stride 16 reach an mIoU of about 0.37; cross-entropy plus Dice
+    # because the background holds 95% of the pixels. See docs/benchmarks.md.
+    "segment": {"epochs": 4, "batch_size": 8, "lr": 0.05, "weight_decay": 4e-5,
+                "train_scenes": 4000, "image_size": 256, "loss": "ce+dice", "head": "lraspp",
+                "output_stride": 16},
 }
 
 # What may change when a run is resumed: how long it trains (the schedule is stretched to the
@@ -114,7 +118,9 @@ class TrainConfig:
             for detection and segmentation).
         data_dir: The folder the file-based datasets read.
         image_size: Resize the images to this square size (None: keep); for detection and
-            segmentation, the scenes' side (None: ``SCENE_IMAGE_SIZE``).
+            segmentation, the scenes' side (None: ``SCENE_IMAGE_SIZE`` for detection, the
+            task's for segmentation, whose digits grow with the side:
+            [scaled_digit_sides][tinymbv2.data.scenes.scaled_digit_sides]).
         train_scenes: Detection and segmentation only: how many training scenes to make
             (None: the task's);
             the validation and test scenes stay those of
@@ -124,9 +130,9 @@ class TrainConfig:
         width: The width multiplier.
         head: Segmentation only: the head of ``SEG_HEADS`` on the 320-channel map (``"aspp"``:
             DeepLabv3's ASPP; ``"simple"``: the paper's head without atrous branches;
-            ``"lraspp"``: torchvision's LR-ASPP); another task takes the default only.
+            ``"lraspp"``: torchvision's LR-ASPP; None: the task's); None in another task.
         output_stride: Segmentation only: 16 (Table 7) or 8, the input size over the head's
-            map (the backbone's later strides become dilation); another task takes 16 only.
+            map (the backbone's later strides become dilation; None: the task's); None in another task.
         small_input: The network's stride-1 stem and stage for small images.
         dropout: The dropout before the classifier.
         epochs: The epochs to train (None: the task's, ``TASK_DEFAULTS``).
@@ -137,7 +143,7 @@ class TrainConfig:
         weight_decay: The L2 decay of the weights, not of BatchNorm parameters and biases
             (None: the task's).
         schedule: One of ``SCHEDULES``.
-        loss: One of ``LOSSES``: cross-entropy, focal, Dice or cross-entropy plus Dice
+        loss: One of ``LOSSES`` (None: the task's): cross-entropy, focal, Dice or cross-entropy plus Dice
             (``"ce+dice"``: segmentation only, [ce_dice_loss][tinymbv2.functional.losses.ce_dice_loss]);
             a segmenter's is per pixel and takes ``SEGMENTATION_LOSSES`` (no focal).
         label_smoothing: The label smoothing of the cross-entropy.
@@ -162,8 +168,8 @@ class TrainConfig:
     channels: int | None = None  # read images as 1 (grey) or 3 (RGB) (None: the dataset's own)
     arch: str = "mobilenet_v2"
     width: float = 0.5
-    head: str = "aspp"  # segment only: one of SEG_HEADS
-    output_stride: int = 16  # segment only: 16 or 8
+    head: str | None = None  # segment only: one of SEG_HEADS (None: TASK_DEFAULTS)
+    output_stride: int | None = None  # segment only: 16 or 8 (None: TASK_DEFAULTS)
     small_input: bool = True
     dropout: float = 0.2
     epochs: int | None = None  # None: TASK_DEFAULTS[task], as are the three below
@@ -173,7 +179,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float | None = None
     schedule: str = "onecycle"
-    loss: str = "ce"
+    loss: str | None = None  # None: TASK_DEFAULTS[task] ("ce" but for segment)
     label_smoothing: float = 0.0
     shift: int | None = None  # random +-shift in pixels (0: off; None: auto, min(h, w) // 14)
     flip: bool = False
@@ -200,12 +206,15 @@ class TrainConfig:
             TypeError: A flag that is not True or False.
         """
         for name, allowed in (("task", TASKS), ("optimizer", OPTIMIZERS), ("loss", LOSSES),
-                              ("schedule", SCHEDULES), ("arch", ARCHS), ("head", SEG_HEADS)):
+                              ("schedule", SCHEDULES), ("arch", ARCHS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"train: expected {name} in {allowed}, got {getattr(self, name)!r}")
-        if not _is_int(self.output_stride) or self.output_stride not in OUTPUT_STRIDES:
-            raise ValueError(f"train: expected output_stride in {OUTPUT_STRIDES}, got "
-                             f"{self.output_stride!r}")
+        if self.task == "segment":
+            if self.head not in SEG_HEADS:
+                raise ValueError(f"train: expected head in {SEG_HEADS}, got {self.head!r}")
+            if not _is_int(self.output_stride) or self.output_stride not in OUTPUT_STRIDES:
+                raise ValueError(f"train: expected output_stride in {OUTPUT_STRIDES}, got "
+                                 f"{self.output_stride!r}")
         for name in ("epochs", "batch_size"):
             if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise ValueError(f"train: expected {name} an integer >= 1, got "
@@ -240,13 +249,13 @@ class TrainConfig:
         """A detection run trains SSDLite on MobileNetV2 on a dataset with boxes, a
         segmentation run Mobile DeepLabv3 on one with masks, both without the augmentations
         that would move pixels but not boxes or masks; a classification run does not take a
-        scenes dataset; the segmenter's fields keep their defaults in the other tasks."""
+        scenes dataset; the segmenter's fields stay None in the other tasks."""
         if self.task != "segment":
-            for name, default in (("head", "aspp"), ("output_stride", 16)):
-                if getattr(self, name) != default:
+            for name in ("head", "output_stride"):
+                if getattr(self, name) is not None:
                     raise ValueError(f"train: {name} is for task 'segment' (Mobile DeepLabv3), "
                                      f"got {getattr(self, name)!r} for task {self.task!r} (leave "
-                                     f"it at {default!r})")
+                                     f"it None)")
         if self.task == "classify":
             if self.dataset in SCENE_DATASETS:
                 raise ValueError(f"train: {self.dataset} is a dataset of scenes (boxes and masks, "

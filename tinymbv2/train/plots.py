@@ -55,6 +55,26 @@ def plot_learning_curves(history: dict, path) -> Path:
     return path
 
 
+def count_label(count) -> str:
+    """A count short enough for a confusion matrix's cell: ``"9999"``, ``"12k"``, ``"7.5M"``.
+
+    A segmenter's matrix counts pixels (millions for the background of a test split), which
+    written out in full would run over their neighbours.
+
+    Args:
+        count: A count >= 0.
+
+    Returns:
+        The count in full below 10,000, in thousands below a million, else in millions.
+    """
+    count = int(count)
+    if count < 10_000:
+        return str(count)
+    if count < 999_500:
+        return f"{count / 1e3:.0f}k"
+    return f"{count / 1e6:.1f}M"
+
+
 def plot_confusion_matrix(cm: np.ndarray, path, class_names=None) -> Path:
     """Counts, true class on rows, predicted class on columns.
 
@@ -78,7 +98,7 @@ def plot_confusion_matrix(cm: np.ndarray, path, class_names=None) -> Path:
     threshold = cm.max() / 2 if cm.size else 0
     for i in range(k):
         for j in range(k):
-            ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=8,
+            ax.text(j, i, count_label(cm[i, j]), ha="center", va="center", fontsize=8,
                     color="white" if cm[i, j] > threshold else "black")
     fig.colorbar(im, ax=ax)
     fig.tight_layout()

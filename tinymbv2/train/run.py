@@ -20,7 +20,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..data import (Compose, DataLoader, Normalize, RandomHorizontalFlip, RandomShift, SceneDataset,
-                    SceneSplit, Split, load_dataset, load_mnist_scenes)
+                    SceneSplit, Split, load_dataset, load_mnist_scenes,
+                    scaled_digit_sides)
 from ..evaluation import evaluate, evaluate_detector, evaluate_segmenter
 from ..models import check_input_size
 from ..random import manual_seed
@@ -197,10 +198,29 @@ def segmentation_data(config: TrainConfig, scenes: SceneDataset | None = None) -
     return _scene_data(config, scenes, drop_single=True)
 
 
+def task_scenes(task: str, size: int, n_train: int = 2000) -> SceneDataset:
+    """The MNIST scenes a detection or segmentation run of side ``size`` trains and is scored
+    on: [load_mnist_scenes][tinymbv2.data.scenes.load_mnist_scenes], with the digits grown
+    with the canvas for ``task="segment"``
+    ([scaled_digit_sides][tinymbv2.data.scenes.scaled_digit_sides]: a segmenter must resolve
+    strokes, a detector only boxes).
+
+    Args:
+        task: ``"detect"`` or ``"segment"``.
+        size: The scenes' side in pixels.
+        n_train: The training scenes.
+
+    Returns:
+        The [SceneDataset][tinymbv2.data.scenes.SceneDataset].
+    """
+    scale = scaled_digit_sides(size) if task == "segment" else None
+    return load_mnist_scenes(size=size, n_train=n_train, scale=scale)
+
+
 def _scene_data(config, scenes, drop_single: bool) -> SceneData:
     size = config.image_size or SCENE_IMAGE_SIZE
     if scenes is None:
-        scenes = load_mnist_scenes(size=size, n_train=config.train_scenes)
+        scenes = task_scenes(config.task, size, config.train_scenes)
     normalize = Normalize.from_data(scenes.train.images)
     n = len(scenes.train)
     loader = DataLoader(scenes.train.images, np.arange(n), config.batch_size, seed=config.seed,
