@@ -472,52 +472,92 @@ classes, under 1% of the pixels each.
 
 The segmenter trains on the same loop as the classifiers and the detector (`fit`,
 checkpoints, resume), with the per-pixel loss and, after each epoch, the validation scenes'
-mIoU. The cell runs `run_training` with `task="segment"`, exactly as `tinymbv2 train --task
-segment --dataset mnist-scenes --head lraspp --loss ce+dice --optimizer adam ...` would.
+mIoU. Its recipe, `TASK_DEFAULTS["segment"]` (what `tinymbv2 train --task segment` uses),
+changes two things 17.2's ceilings ask for.
 
-Which head? 17.2 showed that on 128 px scenes the best output-stride-16 map it found stays
-near an mIoU of 0.5. The **LR-ASPP** head (`head="lraspp"`, torchvision's, from the
-MobileNetV3 paper) adds a branch on block 4's map, at output stride 8, to the upsampled
-high-level branch: its logits are at output stride 8, the ceiling of 17.2's last row, and it
-is the cheapest of the three heads (17.4). The backbone is the same dilated MobileNetV2 at
-output stride 16. For a run of a few minutes from scratch the cell uses Adam at a constant
-rate of 0.003 with CE + Dice: when we tried the recipe's SGD (`TASK_DEFAULTS["segment"]`,
-printed) for 3 epochs of these scenes, with the head without ASPP, the network still answered
-background everywhere. It trains on the 2,000 scenes of 17.1 for 2 epochs in batches of 8
-rather than the recipe's 16: twice the steps for the same work. The command line's default
-trains longer on more scenes (`docs/benchmarks.md`).
+**The scenes are drawn at 256 px**, with the digits grown with the canvas
+(`scaled_digit_sides`: twice the sides of the 128 px scenes, so strokes twice as wide in
+pixels). At output stride 16 the network's map is then $16 \times 16$, the map 17.2 fitted
+at output stride 8 on 128 px scenes: relative to the strokes, the output stride is halved,
+and the ceiling is about 17.2's output-stride-8 row rather than its output-stride-16 row
+(about: the 256 px scenes are drawn the same way with every length doubled, not the 128 px
+scenes scaled up; the cell compares how much of each is ink). The
+price is four times the pixels, so four times the multiply-adds per scene. **The head is
+LR-ASPP** (`head="lraspp"`, torchvision's, from the MobileNetV3 paper): besides the
+upsampled high-level branch on the 320 channels at output stride 16, a branch on block 4's
+map at output stride 8 adds its logits, so the classes are drawn on a map twice finer again;
+and it is the cheapest of the three heads (17.4). The cell prints the recipe, the two
+ceilings, the cost, and the share of digit pixels at both sizes:
+"""
+
+# %%
+from tinymbv2.data import scaled_digit_sides
+from tinymbv2.train.run import task_scenes
+from tinymbv2.train.config import TASK_DEFAULTS
+
+recipe = TASK_DEFAULTS["segment"]
+print("the segmenter's recipe:", recipe)
+big, half = recipe["image_size"], recipe["image_size"] // 2
+n_train = 200 if TINYMBV2_FAST else 1000       # 17.7's run: the recipe's scenes, fewer of them
+print(f"digit sides: {scaled_digit_sides(half)} px at {half} px, {scaled_digit_sides(big)} px at {big} px")
+print(f"at {size} px, output stride 16 gives a {size // 16}x{size // 16} map: ceiling about {ceiling[16]:.2f} (17.2); "
+      f"at {2 * size} px a {size // 8}x{size // 8} map, as output stride 8 at {size} px: about {ceiling[8]:.2f}")
+cost = {side: summary(deeplabv3_mobilenet_v2(K, head="lraspp", width_mult=0.5, in_channels=1, seed=0),
+                      (1, side, side)).total_macs for side in (half, big)}
+print(f"LR-ASPP, width 0.5: {cost[half] / 1e6:.0f}M MACs at {half} px, {cost[big] / 1e6:.0f}M at {big} px "
+      f"({cost[big] / cost[half]:.1f}x)")
+assert 3.5 < cost[big] / cost[half] < 4.5
+if not TINYMBV2_FAST:
+    wide = task_scenes("segment", big, n_train)     # the scenes 17.7's run trains on (cached: it reuses them)
+    ink = {size: (scenes.test.masks > 0).mean(), big: (wide.test.masks > 0).mean()}
+    assert abs(ink[big] / ink[size] - 1) < 0.2
+    print(f"checked: digit pixels are {ink[size]:.1%} of the {size} px test scenes and {ink[big]:.1%} of the "
+          f"{big} px ones: the strokes grow with the canvas")
+
+# %% [markdown]
+r"""
+The recipe itself trains 4 epochs of 4,000 scenes with one-cycle SGD (peak rate 0.05),
+CE + Dice and batches of 8 (the issue asks it to train in at most 20 minutes on two cores
+and reach an mIoU of 0.70 on the test scenes; `docs/benchmarks.md` reports what it reaches). The cell
+runs the same recipe, `run_training(TrainConfig(task="segment", dataset="mnist-scenes",
+...))` as `tinymbv2 train --task segment --dataset mnist-scenes` would, taking every setting
+from `TASK_DEFAULTS` except how long it trains: 1,000 scenes for 2 epochs, a few minutes.
 """
 
 # %%
 import tempfile
 import time
 from tinymbv2.train import TrainConfig, load_trained, run_training
-from tinymbv2.train.config import TASK_DEFAULTS
 
-config = TrainConfig(task="segment", dataset="mnist-scenes", image_size=size, width=0.5, head="lraspp",
-                     loss="ce+dice", optimizer="adam", lr=0.003, schedule="none", batch_size=8,
-                     train_scenes=500 if TINYMBV2_FAST else len(scenes.train),
-                     epochs=1 if TINYMBV2_FAST else 2, out=tempfile.mkdtemp(prefix="ch17_"))
-print("the segmenter's default recipe:", TASK_DEFAULTS["segment"])
+config = TrainConfig(task="segment", dataset="mnist-scenes", out=tempfile.mkdtemp(prefix="ch17_"),
+                     image_size=96 if TINYMBV2_FAST else big,      # fast mode: small scenes, few of them
+                     train_scenes=n_train, epochs=1 if TINYMBV2_FAST else 2)
+assert all(getattr(config, k) == v for k, v in recipe.items() if k not in ("image_size", "train_scenes", "epochs"))
+print(f"{config.optimizer}, {config.schedule}, lr {config.lr}, loss {config.loss}, head {config.head}, "
+      f"output stride {config.output_stride}, batch {config.batch_size}, width {config.width}; "
+      f"{config.train_scenes} scenes of {config.image_size} px, {config.epochs} epochs: "
+      f"{recipe['train_scenes'] * recipe['epochs'] / (config.train_scenes * config.epochs):.1f} times fewer "
+      f"scene-epochs than the recipe")
 start = time.perf_counter()
 metrics = run_training(config, progress=False)
-print(f"trained {config.epochs} epochs of {config.train_scenes} scenes in {time.perf_counter() - start:.0f} s")
+print(f"trained and scored in {time.perf_counter() - start:.0f} s")
 print("validation mIoU after each epoch: " + ", ".join(f"{m:.3f}" for m in metrics["history"]["val_miou"]))
 
 # %% [markdown]
 r"""
 ## 17.8 Predicted masks beside the truth
 
-The test scenes' scores: mIoU over the 11 classes, each class's IoU, and the pixel accuracy
-(17.1 said why it flatters). The ceilings of 17.2 (the best a map of that output stride can
-say) are printed beside them, and two shares of the digits' pixels: those predicted as *a*
-digit (the segmenter knows where the ink is) and those predicted as the *right* digit (it
-knows which digit it is).
+The test scenes' scores (the run's own test scenes, at its size): mIoU over the 11 classes,
+each class's IoU, and the pixel accuracy (17.1 said why it flatters). Beside them, the
+ceiling its output stride allows (17.2's output-stride-8 row, at half the scale), and two
+shares of the digits' pixels: those predicted as *a* digit (the segmenter knows where the
+ink is) and those predicted as the *right* digit (it knows which digit it is).
 """
 
 # %%
-print(f"test scenes: mIoU {metrics['test_miou']:.3f} (17.2's ceilings: about {ceiling[16]:.2f} at output "
-      f"stride 16, {ceiling[8]:.2f} at 8), pixel accuracy {metrics['test_pixel_accuracy']:.1%}")
+ceiling_here = ceiling[8] if config.image_size == 2 * size else ceiling[16]   # 17.2's row for this map, relative to the strokes
+print(f"test scenes: mIoU {metrics['test_miou']:.3f} (the ceiling at this scale: about {ceiling_here:.2f}; "
+      f"the recipe's target for its full run: 0.70), pixel accuracy {metrics['test_pixel_accuracy']:.1%}")
 print("IoU per class: " + ", ".join(f"{name} {iou:.2f}" for name, iou in metrics["per_class_iou"].items()))
 digits = {name: iou for name, iou in metrics["per_class_iou"].items() if name != "background"}
 print(f"hardest digit: {min(digits, key=digits.get)}; easiest: {max(digits, key=digits.get)}")
@@ -526,15 +566,16 @@ found = conf[1:, 1:].sum() / conf[1:].sum()                     # digit pixels p
 named = np.trace(conf[1:, 1:]) / conf[1:].sum()                 # ... as the right one
 print(f"the test pixels of digits: {found:.0%} predicted as a digit, {named:.0%} as the right digit")
 if not TINYMBV2_FAST:
-    assert 0.1 < metrics["test_miou"] < ceiling[8] and named < found
-    print("checked: this short run is above the all-background 0.087 and below the ceiling of its "
-          "output stride 8 logits; it finds more digit pixels than it names right")
+    val = metrics["history"]["val_miou"]
+    assert 0.1 < metrics["test_miou"] < 0.70 and named < found and val[-1] > val[0]
+    print("checked: this short run is above the all-background 0.087 and below the full recipe's target 0.70; "
+          "its validation mIoU rose from epoch to epoch; it finds more digit pixels than it names right")
 
 # %%
 from tinymbv2.evaluation import overlay_mask, segment
 from tinymbv2.train.run import segmentation_data
 
-data = segmentation_data(config, scenes if not TINYMBV2_FAST else None)   # the run's normalisation
+data = segmentation_data(config)                                         # the run's scenes and normalisation
 segmenter, _ = load_trained(f"{config.out}/model.npz")                   # the run's final weights
 shown = np.arange(6)
 predicted = segment(segmenter, data.test.images[shown])
@@ -543,17 +584,18 @@ for col, i in enumerate(shown):
     axes[0, col].imshow(overlay_mask(data.scenes.test.images[i], predicted[col])); axes[0, col].axis("off")
     show_mask(axes[1, col], data.test.masks[i], "truth" if col == 0 else "")
     show_mask(axes[2, col], predicted[col], "predicted" if col == 0 else "")
-fig.suptitle("test scenes with the predicted mask over them (top), the true masks, the predicted masks")
+fig.suptitle(f"{config.image_size} px test scenes with the predicted mask over them (top), the true masks, the predicted masks")
 plt.tight_layout(); plt.show()
 
 # %% [markdown]
 r"""
 A run of a few minutes from scratch learns *where* before *which*: finding ink on a plain
 background is easy, telling a 4 from a 9 at every pixel is MNIST classification learned
-from the masks alone. Compare the predicted outlines with 17.2's best maps: what the output
-stride allows is smooth shapes, not strokes. The confusion matrix, each row divided by its
-true pixels, shows where each class's pixels go: to the background (column 0), to the right
-digit (the diagonal), or to another digit.
+from the masks alone, and the validation mIoU was still rising when the run stopped; the
+recipe's full run trains on many times more scene-epochs (printed in 17.7). Compare the predicted outlines
+with 17.2's best maps: what the output stride allows is smooth shapes, not strokes. The
+confusion matrix, each row divided by its true pixels, shows where each class's pixels go:
+to the background (column 0), to the right digit (the diagonal), or to another digit.
 """
 
 # %%
