@@ -549,14 +549,15 @@ r"""
 
 The test scenes' scores (the run's own test scenes, at its size): mIoU over the 11 classes,
 each class's IoU, and the pixel accuracy (17.1 said why it flatters). Beside them, the
-ceiling its output stride allows (17.2's output-stride-8 row, at half the scale), and two
-shares of the digits' pixels: those predicted as *a* digit (the segmenter knows where the
+ceiling of its output-stride-16 map (17.2's output-stride-8 row, at half the scale; LR-ASPP's
+finer branch may add to it), and two shares of the digits' pixels: those predicted as *a* digit (the segmenter knows where the
 ink is) and those predicted as the *right* digit (it knows which digit it is).
 """
 
 # %%
 ceiling_here = ceiling[8] if config.image_size == 2 * size else ceiling[16]   # 17.2's row for this map, relative to the strokes
-print(f"test scenes: mIoU {metrics['test_miou']:.3f} (the ceiling at this scale: about {ceiling_here:.2f}; "
+print(f"test scenes: mIoU {metrics['test_miou']:.3f} (the ceiling of an output-stride-16 map at this scale: about "
+      f"{ceiling_here:.2f}; "
       f"the recipe's target for its full run: 0.70), pixel accuracy {metrics['test_pixel_accuracy']:.1%}")
 print("IoU per class: " + ", ".join(f"{name} {iou:.2f}" for name, iou in metrics["per_class_iou"].items()))
 digits = {name: iou for name, iou in metrics["per_class_iou"].items() if name != "background"}
