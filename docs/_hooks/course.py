@@ -80,6 +80,9 @@ CHAPTER_CODE = {
     "16": ["tinymbv2.data.scenes", "tinymbv2.detection.default_boxes", "tinymbv2.detection.matching",
            "tinymbv2.detection.box_coder", "tinymbv2.detection.ssd_loss", "tinymbv2.detection.postprocess",
            "tinymbv2.models.ssdlite", "tinymbv2.train.tasks", "tinymbv2.evaluation.detection_metrics"],
+    "17": ["tinymbv2.models.deeplabv3", "tinymbv2.functional.resizing", "tinymbv2.functional.losses",
+           "tinymbv2.evaluation.segmentation_metrics", "tinymbv2.evaluation.segmentation_loop",
+           "tinymbv2.evaluation.segmentation_drawing"],
 }
 
 NOTES = {
