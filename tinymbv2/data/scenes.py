@@ -38,8 +38,9 @@ def scaled_digit_sides(size: int) -> tuple[int, int]:
     """The default scenes' digit sides for a canvas of side ``size``: ``DIGIT_SIDES`` times
     ``size / 128`` (at least 8 px, at most the canvas).
 
-    So scenes of side 256 drawn with these sides are the 128 px scenes' layout at twice the
-    resolution: digits of 28 to 128 px, strokes twice as wide in pixels. A segmenter needs
+    So scenes of side 256 drawn with these sides are drawn as the 128 px scenes with every
+    length doubled (the same distribution, not the same scenes: the random draws differ):
+    digits of 28 to 128 px, strokes twice as wide in pixels. A segmenter needs
     that: its output stride must be a few times finer than a stroke (``docs/benchmarks.md``,
     segmentation), while detection's boxes do not care how thin the ink is.
 

@@ -179,8 +179,9 @@ def detection_data(config: TrainConfig, scenes: SceneDataset | None = None) -> D
 
 def segmentation_data(config: TrainConfig, scenes: SceneDataset | None = None) -> SegmentationData:
     """The data of a segmentation run: as [detection_data][tinymbv2.train.run.detection_data]
-    (the same scenes, whose ``masks`` the task reads), except that a last batch of one scene
-    is left out of each epoch.
+    (scenes whose ``masks`` the task reads), except that the scenes' digits grow with the
+    canvas ([task_scenes][tinymbv2.train.run.task_scenes]) and a last batch of one scene is
+    left out of each epoch.
 
     ASPP's image-pooling branch normalises a 1x1 map per image: a batch of one gives its
     BatchNorm one value per channel, whose variance is 0 (PyTorch refuses such a batch in
