@@ -93,6 +93,44 @@ def _join_planes(y, dh, dw, out):
     return out
 
 
+@njit(parallel=True, **_JIT)
+def _split_pixels(x, dh, dw, out):
+    """``_split_planes`` channels-last: ``out[(a*dw + b)*N + n, i, j] = x[n, a + dh*i, b + dw*j]``
+    on (N, H, W, C) pixels, a run of C values per pixel (zero past x)."""
+    n, h, w, c = x.shape
+    images, mh, mw = out.shape[0], out.shape[1], out.shape[2]
+    for t in prange(images * mh):
+        g, i = t // mh, t % mh
+        ab, b0 = g // n, g % n
+        r = ab // dw + dh * i
+        for j in range(mw):
+            q = ab % dw + dw * j
+            dst = out[g, i, j]
+            if r < h and q < w:
+                src = x[b0, r, q]
+                for k in range(c):
+                    dst[k] = src[k]
+            else:
+                for k in range(c):
+                    dst[k] = 0.0
+    return out
+
+
+@njit(parallel=True, **_JIT)
+def _join_pixels(y, dh, dw, out):
+    """The inverse of ``_split_pixels``, cropped to out's (H, W): (N, H, W, C) pixels."""
+    n, h, w, c = out.shape
+    for t in prange(n * h):
+        b0, r = t // h, t % h
+        a, i = r % dh, r // dh
+        for q in range(w):
+            src = y[((a * dw + q % dw) * n + b0), i, q // dw]
+            dst = out[b0, r, q]
+            for k in range(c):
+                dst[k] = src[k]
+    return out
+
+
 def space_to_batch(x, dh: int, dw: int):
     r"""The $d_h d_w$ interleaved sub-grids of x, stacked along the batch.
 
@@ -112,13 +150,9 @@ def space_to_batch(x, dh: int, dw: int):
     if not is_channels_last(x):
         return _split_planes(np.ascontiguousarray(x), dh, dw,
                              np.empty((dh * dw * n, c, mh, mw), x.dtype))
-    if (mh * dh, mw * dw) != (h, w):
-        padded = empty_channels_last((n, c, mh * dh, mw * dw), x.dtype)
-        padded[...] = 0
-        padded[:, :, :h, :w] = x
-        x = padded
-    grids = x.transpose(0, 2, 3, 1).reshape(n, mh, dh, mw, dw, c).transpose(2, 4, 0, 1, 3, 5)
-    return np.ascontiguousarray(grids).reshape(dh * dw * n, mh, mw, c).transpose(0, 3, 1, 2)
+    out = empty_channels_last((dh * dw * n, c, mh, mw), x.dtype)
+    _split_pixels(x.transpose(0, 2, 3, 1), dh, dw, out.transpose(0, 2, 3, 1))
+    return out
 
 
 def batch_to_space(y, dh: int, dw: int, h: int, w: int, channels_last: bool):
@@ -138,9 +172,9 @@ def batch_to_space(y, dh: int, dw: int, h: int, w: int, channels_last: bool):
     b, c, mh, mw = y.shape
     n = b // (dh * dw)
     if channels_last and is_channels_last(y):
-        grids = y.transpose(0, 2, 3, 1).reshape(dh, dw, n, mh, mw, c).transpose(2, 3, 0, 4, 1, 5)
-        full = grids.reshape(n, mh * dh, mw * dw, c)[:, :h, :w]
-        return np.ascontiguousarray(full).transpose(0, 3, 1, 2)
+        out = empty_channels_last((n, c, h, w), y.dtype)
+        _join_pixels(y.transpose(0, 2, 3, 1), dh, dw, out.transpose(0, 2, 3, 1))
+        return out
     out = _join_planes(as_nchw(y), dh, dw, np.empty((n, c, h, w), y.dtype))
     return as_channels_last(out) if channels_last else out
 
