@@ -22,6 +22,7 @@ import numpy as np
 
 from ..autograd import Function, Tensor
 from ..backend import get_array_module
+from ..kernels import kernels_for
 
 __all__ = ["log_softmax", "softmax", "cross_entropy", "focal_loss", "multi_margin_loss", "dice_loss",
            "ce_dice_loss", "l2_penalty"]
@@ -118,11 +119,6 @@ def _per_class(xp, v, ndim):
 def _onehot(xp, t, k, dtype):
     """(N, ...) class indices -> (N, K, ...) one-hot of ``dtype``."""
     return (_per_class(xp, xp.arange(k), t.ndim + 1) == t[:, None]).astype(dtype)
-
-
-def _picked(xp, a, t):
-    """``a[n, t[n, ...], ...]``: each sample's or pixel's entry of its own class."""
-    return xp.take_along_axis(a, t[:, None], axis=1)[:, 0]
 
 
 def _check_reduction(fn: str, reduction):
@@ -271,25 +267,19 @@ class CrossEntropy(Function):
     scaled by the upstream gradient of row $i$ ($g_i$ for ``"none"``, $g$ divided by the
     mean's denominator for ``"mean"``, $g$ for ``"sum"``).
 
-    readable: this class (NumPy or CuPy, no kernel).
+    readable: ``kernels/reference.py``, ``ReferenceKernels.cross_entropy_forward``,
+    ``cross_entropy_backward`` (NumPy or CuPy).
     """
 
     @staticmethod
     def forward(ctx, z, target, weight=None, label_smoothing=0.0, reduction="mean",
                 ignore_index=-100):
         xp = get_array_module(z)
-        k = z.shape[1]
-        logp = _log_softmax(xp, z, 1)
-        keep = target != ignore_index
-        t = xp.where(keep, target, 0)
-        w = xp.ones(k, z.dtype) if weight is None else weight
-        w_t = w[t] * keep                                       # w_{t_i} m_i
-        losses = -(1.0 - label_smoothing) * w_t * _picked(xp, logp, t)
-        if label_smoothing:
-            smooth = (logp * _per_class(xp, w, z.ndim)).sum(axis=1)
-            losses = losses - (label_smoothing / k) * keep * smooth
-        ctx.save_for_backward(logp, t, keep, w, w_t)
-        ctx.eps, ctx.reduction = label_smoothing, reduction
+        k = kernels_for(z)
+        losses, w_t, p = k.cross_entropy_forward(z, target, weight, label_smoothing, ignore_index)
+        ctx.save_for_backward(p, target, weight)
+        ctx.kernels, ctx.eps, ctx.ignore = k, label_smoothing, ignore_index
+        ctx.reduction = reduction
         if reduction == "none":
             return losses
         if reduction == "sum":
@@ -301,25 +291,13 @@ class CrossEntropy(Function):
 
     @staticmethod
     def backward(ctx, grad):
-        logp, t, keep, w, w_t = ctx.saved_tensors
-        xp = get_array_module(logp)
-        k, eps = logp.shape[1], ctx.eps
-        if ctx.reduction == "none":
-            scale = grad
-        elif ctx.reduction == "mean":
+        p, target, weight = ctx.saved_tensors
+        if ctx.reduction == "mean":
             scale = grad / ctx.total if ctx.total else 0.0 * grad
-        else:
+        else:  # "sum": one scale for every row; "none": one per row
             scale = grad
-        a = ((1.0 - eps) * w_t * scale)[:, None]              # (N, 1, ...)
-        dz = xp.exp(logp)
-        if eps:
-            b = ((eps / k) * keep * scale)[:, None]
-            dz *= a + b * w.sum()
-            dz -= b * _per_class(xp, w, logp.ndim)
-        else:
-            dz *= a
-        dz -= a * _onehot(xp, t, k, logp.dtype)
-        return dz, None, None
+        return ctx.kernels.cross_entropy_backward(p, target, weight, ctx.eps, ctx.ignore,
+                                                  scale), None, None
 
 
 def cross_entropy(logits, target, label_smoothing: float = 0.0, reduction: str = "mean",

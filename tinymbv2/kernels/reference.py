@@ -81,6 +81,11 @@ def _per_channel(v):
 
 
 
+def _per_class(v, ndim):
+    """A (K,) vector shaped to broadcast along axis 1 of an ``ndim``-D array."""
+    return v.reshape((-1,) + (1,) * (ndim - 2))
+
+
 def interpolation_taps(xp, n_in, n_out, mode, align_corners, scale, dtype):
     """The two source rows and their weights for each output row of one axis of a resize.
 
@@ -858,3 +863,82 @@ class ReferenceKernels:
             p -= lr * buf
         else:
             p -= lr * (grad / denom)
+
+    # --------------------------------------------- fused: softmax cross-entropy
+    @staticmethod
+    def cross_entropy_forward(z, target, weight, label_smoothing, ignore_index):
+        r"""Softmax cross-entropy of every row, and the softmax that its gradient needs.
+
+        Rows $i$ are the samples of (N, K) logits or the pixels of (N, K, H, W) ones (the
+        class axis is axis 1). With $\log p = z - \max_k z - \log \sum_k e^{z_k - \max z}$
+        per row, class weights $w$ (ones for None), $m_i = [t_i \ne \text{ignore}]$ and
+        label smoothing $\epsilon$:
+
+        $$\text{loss}_i = m_i \Big[(1 - \epsilon)\, w_{t_i} (-\log p_{i,t_i})
+          + \frac{\epsilon}{K} \sum_k w_k (-\log p_{ik})\Big].$$
+
+        Works on NumPy and CuPy arrays alike.
+
+        Args:
+            z: The logits (N, K) or (N, K, H, W).
+            target: int64 class indices in [0, K) or ``ignore_index``, (N,) or (N, H, W).
+            weight: The (K,) class weights of z's dtype, or None.
+            label_smoothing: $\epsilon$.
+            ignore_index: The target value that counts nowhere.
+
+        Returns:
+            ``(losses, w_t, p)``: the losses of the target's shape (0 where ignored),
+            $w_{t_i} m_i$ of the same shape (the weighted mean divides by its sum), and the
+            softmax p of z's shape, which ``cross_entropy_backward`` takes.
+        """
+        xp = get_array_module(z)
+        k = z.shape[1]
+        shifted = z - z.max(axis=1, keepdims=True)
+        logp = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+        keep = target != ignore_index
+        t = xp.where(keep, target, 0)
+        w = xp.ones(k, z.dtype) if weight is None else weight
+        w_t = w[t] * keep
+        losses = -(1.0 - label_smoothing) * w_t * xp.take_along_axis(logp, t[:, None], axis=1)[:, 0]
+        if label_smoothing:
+            smooth = (logp * _per_class(w, z.ndim)).sum(axis=1)
+            losses = losses - (label_smoothing / k) * keep * smooth
+        return losses, w_t, xp.exp(logp)
+
+    @staticmethod
+    def cross_entropy_backward(p, target, weight, label_smoothing, ignore_index, scale):
+        r"""Gradient of ``cross_entropy_forward``'s losses with respect to the logits.
+
+        $\partial(-\log p_k) / \partial z_j = p_j - \delta_{jk}$ gives, for row $i$ scaled by
+        $g_i$,
+
+        $$\frac{\partial L}{\partial z_i} = g_i\, m_i \Big[(1 - \epsilon)\, w_{t_i}
+          (p_i - e_{t_i}) + \frac{\epsilon}{K} \big(p_i \textstyle\sum_k w_k - w\big)\Big]$$
+
+        (without weights or smoothing the classic $p - \text{onehot}(t)$).
+
+        Args:
+            p: The softmax the forward returned, (N, K) or (N, K, H, W).
+            target: The forward's target.
+            weight: The forward's class weights, or None.
+            label_smoothing: $\epsilon$.
+            ignore_index: As in the forward.
+            scale: $g$: a number (one for every row: a ``"mean"`` or ``"sum"``) or an array
+                of the target's shape (``"none"``'s upstream gradient).
+
+        Returns:
+            $\partial L / \partial z$, of p's shape.
+        """
+        xp = get_array_module(p)
+        k, eps = p.shape[1], label_smoothing
+        keep = target != ignore_index
+        t = xp.where(keep, target, 0)
+        w = xp.ones(k, p.dtype) if weight is None else weight
+        a = ((1.0 - eps) * w[t] * keep * scale)[:, None]        # (N, 1, ...)
+        if eps:
+            b = ((eps / k) * keep * scale)[:, None]
+            dz = p * (a + b * w.sum()) - b * _per_class(w, p.ndim)
+        else:
+            dz = p * a
+        onehot = _per_class(xp.arange(k), p.ndim) == t[:, None]
+        return dz - a * onehot

@@ -65,8 +65,8 @@ from __future__ import annotations
 from . import cache, compiling  # noqa: F401
 from ..reference import ReferenceKernels
 from ..checks import undilated
-from . import (batchnorm, block, dense, depthwise, dilated, interpolate, matmul, optim, pointwise,
-               stage, subgrids)
+from . import (batchnorm, block, cross_entropy, dense, depthwise, dilated, interpolate, matmul, optim,
+               pointwise, stage, subgrids)
 
 
 class NumbaKernels(ReferenceKernels):
@@ -158,3 +158,18 @@ class NumbaKernels(ReferenceKernels):
                 p, grad, square_avg, momentum_buffer, lr, alpha, eps, weight_decay, momentum):
             super().rmsprop_update(p, grad, square_avg, momentum_buffer, lr, alpha, eps,
                                    weight_decay, momentum, grad_avg)
+
+    # per-pixel cross-entropy ((N, K, H, W) logits) in a few passes; per-sample (N, K) stays
+    # with the reference, small next to the network that made the logits
+    def cross_entropy_forward(self, z, target, weight, label_smoothing, ignore_index):
+        if not cross_entropy.supported(z):
+            return super().cross_entropy_forward(z, target, weight, label_smoothing, ignore_index)
+        return cross_entropy.cross_entropy_forward(z, target, weight, label_smoothing,
+                                                   ignore_index)
+
+    def cross_entropy_backward(self, p, target, weight, label_smoothing, ignore_index, scale):
+        if not cross_entropy.supported(p):
+            return super().cross_entropy_backward(p, target, weight, label_smoothing, ignore_index,
+                                                  scale)
+        return cross_entropy.cross_entropy_backward(p, target, weight, label_smoothing,
+                                                    ignore_index, scale)
