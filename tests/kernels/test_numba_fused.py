@@ -164,3 +164,39 @@ def test_rmsprop_update_falls_back_for_what_the_kernel_does_not_take():
             REFERENCE.rmsprop_update(*theirs[:4], **kwargs, grad_avg=theirs[4])
         for a, b in zip(ours, theirs):
             assert a is None or np.array_equal(a, b)
+
+
+# ---------------------------------------------------------------- SGD
+SGD = [dict(lr=0.01, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False),
+       dict(lr=0.05, momentum=0.9, dampening=0.0, weight_decay=4e-5, nesterov=False),
+       dict(lr=0.05, momentum=0.9, dampening=0.1, weight_decay=0.0, nesterov=False),
+       dict(lr=0.02, momentum=0.8, dampening=0.0, weight_decay=1e-4, nesterov=True)]
+
+
+@pytest.mark.parametrize("kwargs", SGD)
+@pytest.mark.parametrize("size", [1000, (1 << 16) + 3])  # in the calling thread; on the pool
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sgd_update_gives_the_reference_bits(dtype, size, kwargs):
+    """The one-pass step does the reference's arithmetic in its order: the same bits for the
+    parameter and the velocity, over a first step (the velocity set to the gradient) and two
+    more."""
+    rng = np.random.default_rng(size)
+    ours = [rng.standard_normal(size).astype(dtype), np.zeros(size, dtype)]
+    theirs = [a.copy() for a in ours]
+    for step in range(3):
+        g = rng.standard_normal(size).astype(dtype)
+        NUMBA.sgd_update(ours[0], g, ours[1], **kwargs, first=step == 0)
+        REFERENCE.sgd_update(theirs[0], g, theirs[1], **kwargs, first=step == 0)
+        for a, b in zip(ours, theirs):
+            assert a.dtype == dtype and np.array_equal(a, b)
+    assert not np.array_equal(ours[1], 0) or kwargs["momentum"] == 0
+
+
+def test_sgd_update_falls_back_for_strided_arrays():
+    rng = np.random.default_rng(2)
+    big = rng.standard_normal((40, 30))
+    ours, theirs = big.copy()[:, ::2], big.copy()[:, ::2]
+    g, buf_a, buf_b = rng.standard_normal((40, 15)), np.ones((40, 15)), np.ones((40, 15))
+    NUMBA.sgd_update(ours, g, buf_a, **SGD[1])
+    REFERENCE.sgd_update(theirs, g, buf_b, **SGD[1])
+    assert np.array_equal(ours, theirs) and np.array_equal(buf_a, buf_b)

@@ -60,12 +60,13 @@ FUSED_KERNELS = (
     "depthwise_stage_forward_train",
     "depthwise_stage_backward_train",
     "rmsprop_update",
+    "sgd_update",
     "cross_entropy_forward",
     "cross_entropy_backward",
 )
 """The kernels that fuse several steps:
 [ReferenceKernels][tinymbv2.kernels.reference.ReferenceKernels] composes them from the simple
-ones (``rmsprop_update``, the cross-entropy: a few lines of array arithmetic); a faster set may
+ones (``rmsprop_update``, ``sgd_update``, the cross-entropy: a few lines of array arithmetic); a faster set may
 override them with one pass."""
 
 _instances: dict[str, ReferenceKernels] = {}

@@ -864,6 +864,38 @@ class ReferenceKernels:
         else:
             p -= lr * (grad / denom)
 
+    # ------------------------------------------------------- fused: the SGD step
+    def sgd_update(self, p, grad, momentum_buffer, lr, momentum, dampening, weight_decay,
+                   nesterov, first=False):
+        """One SGD step on arrays, in place (PyTorch's form).
+
+        The formulas are in [SGD][tinymbv2.optim.sgd.SGD]. Works on NumPy and CuPy arrays
+        alike.
+
+        Args:
+            p: The parameter, updated in place.
+            grad: Its gradient.
+            momentum_buffer: The velocity, updated in place; used when ``momentum != 0``.
+            lr: The learning rate.
+            momentum: The momentum factor (0: none).
+            dampening: The dampening of the momentum.
+            weight_decay: The L2 coefficient added to the gradient.
+            nesterov: Nesterov momentum.
+            first: The parameter's first step with momentum: the buffer is set to the
+                gradient (no dampening), as PyTorch's.
+        """
+        if weight_decay != 0:
+            grad = grad + weight_decay * p
+        if momentum != 0:
+            buf = momentum_buffer
+            if first:
+                buf[...] = grad
+            else:
+                buf *= momentum
+                buf += (1.0 - dampening) * grad
+            grad = grad + momentum * buf if nesterov else buf
+        p -= lr * grad
+
     # --------------------------------------------- fused: softmax cross-entropy
     @staticmethod
     def cross_entropy_forward(z, target, weight, label_smoothing, ignore_index):

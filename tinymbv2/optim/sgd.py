@@ -1,6 +1,7 @@
 """Stochastic gradient descent with momentum, the same update as ``torch.optim.SGD``."""
 from __future__ import annotations
 
+from ..kernels import kernels_for
 from .optimizer import Optimizer, check_hyper
 
 
@@ -15,6 +16,10 @@ class SGD(Optimizer):
             buf <- momentum * buf + (1 - dampening) * g afterwards
             g   <- g + momentum * buf   if nesterov else   buf
         p   <- p - lr * g
+
+    The arithmetic runs in the kernel set's ``sgd_update`` (readable: NumPy in
+    ``kernels/reference.py``); the numba set runs it as one fused pass, bit for bit the
+    NumPy code.
 
     This is PyTorch's form, where the learning rate multiplies the whole velocity
     (Sutskever et al. 2013 put lr inside the buffer instead; the two agree while lr
@@ -57,15 +62,12 @@ class SGD(Optimizer):
             )
 
     def _update(self, p, grad, state, group, xp):
-        lr, mu, wd = group["lr"], group["momentum"], group["weight_decay"]
-        if wd != 0:
-            grad = grad + wd * p.data
-        if mu != 0:
-            buf = state.get("momentum_buffer")
-            if buf is None:
-                buf = state["momentum_buffer"] = grad.copy()
-            else:
-                buf *= mu
-                buf += (1.0 - group["dampening"]) * grad
-            grad = grad + mu * buf if group["nesterov"] else buf
-        p.data -= lr * grad
+        mu = group["momentum"]
+        buf = state.get("momentum_buffer")
+        first = mu != 0 and buf is None
+        if first:
+            buf = state["momentum_buffer"] = xp.empty_like(p.data)
+        # the update in the class docstring, on arrays, in place; readable: kernels/reference.py,
+        # ReferenceKernels.sgd_update (the numba set runs it as one fused pass)
+        kernels_for(p.data).sgd_update(p.data, grad, buf, group["lr"], mu, group["dampening"],
+                                       group["weight_decay"], group["nesterov"], first)

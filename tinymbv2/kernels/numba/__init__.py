@@ -152,6 +152,13 @@ class NumbaKernels(ReferenceKernels):
             return super().depthwise_stage_backward_train(gh, e, a, d, bn1, w_dw, stride, bn2)
         return stage.stage_backward_train(gh, e, d, bn1, w_dw, stride, bn2)
 
+    def sgd_update(self, p, grad, momentum_buffer, lr, momentum, dampening, weight_decay,
+                   nesterov, first=False):
+        if not optim.sgd_update(p, grad, momentum_buffer, lr, momentum, dampening, weight_decay,
+                                nesterov, first):
+            super().sgd_update(p, grad, momentum_buffer, lr, momentum, dampening, weight_decay,
+                               nesterov, first)
+
     def rmsprop_update(self, p, grad, square_avg, momentum_buffer, lr, alpha, eps,
                        weight_decay, momentum, grad_avg=None):
         if grad_avg is not None or not optim.rmsprop_update(

@@ -1,4 +1,5 @@
-"""RMSprop's update as one pass over memory (the numba set's ``rmsprop_update``).
+"""RMSprop's and SGD's updates as one pass over memory (the numba set's ``rmsprop_update``
+and ``sgd_update``).
 
 ``ReferenceKernels.rmsprop_update`` (what ``tinymbv2.optim.RMSprop`` calls) writes
 the update as NumPy whole-array operations, which read and write every parameter about
@@ -11,7 +12,9 @@ the single element-by-element loop it replaced, which LLVM could not
 vectorise (figures: docs/kernels.md, "RMSprop"). The other kernel
 sets (``reference``, ``cupy``), and the numba set for what this kernel does not take
 (the centered form, arrays that are not C-contiguous of one float dtype), run the NumPy
-form, which stays the one to read.
+form, which stays the one to read. ``sgd_update`` is the same for ``tinymbv2.optim.SGD``'s
+step (weight decay, momentum with dampening, Nesterov): about six NumPy passes per parameter
+become one.
 """
 from __future__ import annotations
 
@@ -102,4 +105,80 @@ def rmsprop_update(p, grad, square_avg, momentum_buffer, lr, alpha, eps, weight_
         _rmsprop_parallel(flat[0], flat[1], flat[2], buf, *args)
     else:
         _rmsprop_range(flat[0], flat[1], flat[2], buf, np.empty(_BLOCK, dtype), *args, 0, p.size)
+    return True
+
+
+@njit(**_JIT)
+def _sgd_range(p, g, buf, scratch, lr, mu, one_minus_dampening, wd, nesterov, first, lo, hi):
+    """Elements [lo, hi) of the SGD step, a block of ``_BLOCK`` at a time, as
+    ``_rmsprop_range`` (``scratch`` holds g + wd p)."""
+    for b0 in range(lo, hi, _BLOCK):
+        b1 = min(hi, b0 + _BLOCK)
+        pb, gb, d = p[b0:b1], g[b0:b1], scratch[:b1 - b0]
+        src = gb
+        if wd != 0:
+            for i in range(d.shape[0]):
+                d[i] = gb[i] + wd * pb[i]                     # g <- g + wd * p
+            src = d
+        if mu != 0:
+            bb = buf[b0:b1]
+            if first:
+                for i in range(d.shape[0]):
+                    bb[i] = src[i]                            # buf <- g
+            else:
+                for i in range(d.shape[0]):
+                    bb[i] = bb[i] * mu + one_minus_dampening * src[i]  # buf <- mu buf + (1 - d) g
+            if nesterov:
+                for i in range(d.shape[0]):
+                    pb[i] = pb[i] - lr * (src[i] + mu * bb[i])
+            else:
+                for i in range(d.shape[0]):
+                    pb[i] = pb[i] - lr * bb[i]
+        else:
+            for i in range(d.shape[0]):
+                pb[i] = pb[i] - lr * src[i]
+
+
+@njit(parallel=True, **_JIT)
+def _sgd_parallel(p, g, buf, lr, mu, one_minus_dampening, wd, nesterov, first):
+    n = p.shape[0]
+    scratch = np.empty((_CHUNKS, _BLOCK), p.dtype)
+    for c in prange(_CHUNKS):
+        _sgd_range(p, g, buf, scratch[c], lr, mu, one_minus_dampening, wd, nesterov, first,
+                   n * c // _CHUNKS, n * (c + 1) // _CHUNKS)
+
+
+def sgd_update(p, grad, momentum_buffer, lr, momentum, dampening, weight_decay, nesterov,
+               first=False):
+    """PyTorch's SGD step on arrays, in place, in one pass: ``ReferenceKernels.sgd_update``'s
+    arithmetic in its order and in the parameter's dtype (the same bits).
+
+    Args:
+        p: The parameter, updated in place.
+        grad: Its gradient.
+        momentum_buffer: The velocity, updated in place; used when ``momentum != 0``.
+        lr: The learning rate.
+        momentum: The momentum factor (0: none).
+        dampening: The dampening of the momentum.
+        weight_decay: The L2 coefficient.
+        nesterov: Nesterov momentum.
+        first: The first step with momentum: the buffer is set to the gradient.
+
+    Returns:
+        True; False, touching nothing, when the arrays are not all C-contiguous of one float
+        dtype (the caller then runs the NumPy form).
+    """
+    arrays = [p, grad] + ([momentum_buffer] if momentum != 0 else [])
+    dtype = p.dtype
+    if dtype not in (np.float32, np.float64) or any(
+            a.dtype != dtype or not a.flags.c_contiguous or a.shape != p.shape for a in arrays):
+        return False
+    f = dtype.type
+    flat = [a.reshape(-1) for a in arrays]
+    buf = flat[2] if momentum != 0 else flat[0][:0]
+    args = (f(lr), f(momentum), f(1.0 - dampening), f(weight_decay), bool(nesterov), bool(first))
+    if p.size >= _PARALLEL_FROM:
+        _sgd_parallel(flat[0], flat[1], buf, *args)
+    else:
+        _sgd_range(flat[0], flat[1], buf, np.empty(_BLOCK, dtype), *args, 0, p.size)
     return True
