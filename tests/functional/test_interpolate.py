@@ -172,3 +172,38 @@ def test_interpolate_passes_gradcheck(kernels):
         for kw in ({"size": (7, 3)}, {"scale_factor": 1.7, "align_corners": True},
                    {"size": (9, 2), "mode": "nearest"}):
             assert gradcheck(lambda t: F.interpolate(t, **kw), [x])
+
+
+def test_numba_resize_keeps_a_non_finite_value_where_torch_does():
+    """The numba set resizes by the taps: an infinite input reaches only the outputs that read
+    it, as in PyTorch (a product with the resize matrices would spread NaN along its row)."""
+    x = np.random.default_rng(5).standard_normal((1, 2, 6, 7))
+    x[0, 1, 2, 3] = np.inf
+    numba_set = kernel_set("numba")
+    for kw in ({"mode": "bilinear", "align_corners": False}, {"mode": "bilinear", "align_corners": True},
+               {"mode": "nearest", "align_corners": False}):
+        torch_kw = kw if kw["mode"] == "bilinear" else {"mode": "nearest"}
+        theirs = torch.nn.functional.interpolate(torch.from_numpy(x), size=(13, 11),
+                                                 **torch_kw).numpy()
+        ours = numba_set.interpolate_forward(x, (13, 11), kw["mode"], kw["align_corners"], None)
+        np.testing.assert_array_equal(np.isfinite(ours), np.isfinite(theirs))
+        assert np.isinf(ours).any() and np.isfinite(ours[0, 0]).all()
+        np.testing.assert_allclose(ours[np.isfinite(ours)], theirs[np.isfinite(theirs)], rtol=TOL,
+                                   atol=TOL)
+
+
+def test_numba_resize_ignores_the_thread_count():
+    import numba
+
+    rng = np.random.default_rng(6)
+    x, gy = rng.standard_normal((2, 5, 9, 11)), rng.standard_normal((2, 5, 40, 33))
+    numba_set, before, runs = kernel_set("numba"), numba.get_num_threads(), []
+    try:
+        for threads in (1, before):
+            numba.set_num_threads(threads)
+            runs.append((numba_set.interpolate_forward(x, (40, 33), "bilinear", False, None),
+                         numba_set.interpolate_backward(gy, x.shape, "bilinear", False, None)))
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)

@@ -1,18 +1,25 @@
-r"""Bilinear and nearest resizing on Numba's pool (the numba set's ``interpolate_*``).
+r"""Bilinear and nearest resizing on Numba's pool, one axis at a time (the numba set's
+``interpolate_*``).
 
 ``ReferenceKernels.interpolate_forward`` writes the resize as two matrix products,
-$y = A_h\,x\,A_w^T$ per plane, on NumPy's BLAS. Inside a numba training step that is the
-wrong BLAS: NumPy's threaded one, whose pool and Numba's busy-wait in turn on a shared
-machine (``pool.py`` tells that story). Measured on the 2-core machine beside other busy
-processes, (4, 21, 16, 16) -> 256x256 float32: the reference's products took 3 ms with one
-BLAS thread but from 8 ms to over a second with NumPy's threads. Here the same two products
-run per plane inside a ``prange`` loop, on the BLAS that Numba's ``np.dot`` calls (pinned to
-one thread): 2.6-3.8 ms forward and 3.7-8 ms backward there, against 8-12 and 20-25 ms for
-loops that gather and scatter the four taps directly (the matrices' zeros cost less than
-the loops' scattered reads), and PyTorch's 4-16 and 30-47 ms on 2 threads.
+$y = A_h\,x\,A_w^T$ per plane. Each row of $A_h$ and $A_w$ holds at most two weights that
+are not zero, so most of those products' multiplications are by zero: upsampling
+(4, 11, 32, 32) logits to 256 x 256 multiplies 10 times more than the 4 taps per output.
+Here each plane is resized by its taps (``interpolation_taps``: two source rows ``i0``,
+``i1`` and their weights ``l0``, ``l1`` per output row, the same for columns), along the
+width first, then along the height:
 
-The backward is the forward with the transposed matrices, $g_x = A_h^T g_y A_w$. Each plane
-is one task, so the result is the same on every run and at any number of threads.
+* forward: $t[r, o] = l^w_0[o]\, x[r, i^w_0[o]] + l^w_1[o]\, x[r, i^w_1[o]]$ for each
+  input row r (H rows of $W_o$ gathers), then output row $o$ of the plane is
+  $l^h_0[o]\, t[i^h_0[o]] + l^h_1[o]\, t[i^h_1[o]]$, two whole rows scaled and added
+  (a loop LLVM vectorises), as PyTorch's bilinear kernel computes it;
+* backward, the same steps transposed: each gradient row scaled into the two rows of
+  $g_t$ it came from, then each $g_t$ value sent back to its two input columns.
+
+Each plane is one task of a ``prange`` loop with its own scratch row block, so the
+result is the same on every run and at any number of threads (figures: docs/kernels.md,
+"Resizing"). Where a value is infinite or NaN only the outputs that read it see it, as in
+PyTorch (the matrix products spread it along a whole row, through $0 \cdot \infty$).
 """
 from __future__ import annotations
 
@@ -21,25 +28,72 @@ from numba import njit, prange
 
 from . import pool  # noqa: F401  (the one-pool set-up)
 from ..checks import interpolate_args
-from ..reference import interpolation_matrices
+from ..reference import interpolation_taps
 from .cache import CACHE
 
+_JIT = dict(cache=CACHE, fastmath=False)
 
-@njit(parallel=True, cache=CACHE)
-def _two_products(x, a, bt, tmp, y):
-    """``y[p] = a @ x[p] @ bt`` for every plane p, in parallel over planes (``tmp``: a @ x[p])."""
+
+@njit(parallel=True, **_JIT)
+def _resize_planes(x, rows, cols, rw, cw, two, tmp, y):
+    """``y[p]`` = plane ``x[p]`` resized: along the width into ``tmp[p]`` (H, Wo), then along
+    the height; ``rows``/``cols`` (2, n_out) the source indices, ``rw``/``cw`` their weights;
+    ``two``: bilinear (nearest copies its one tap, so an infinite value stays infinite)."""
+    h, wo = x.shape[1], y.shape[2]
     for p in prange(x.shape[0]):
-        np.dot(a, x[p], tmp[p])
-        np.dot(tmp[p], bt, y[p])
+        t = tmp[p]
+        for r in range(h):
+            src, dst = x[p, r], t[r]
+            if two:
+                for o in range(wo):
+                    dst[o] = cw[0, o] * src[cols[0, o]] + cw[1, o] * src[cols[1, o]]
+            else:
+                for o in range(wo):
+                    dst[o] = src[cols[0, o]]
+        for o in range(y.shape[1]):
+            a, b = t[rows[0, o]], t[rows[1, o]]
+            wa, wb, dst = rw[0, o], rw[1, o], y[p, o]
+            if two:
+                for q in range(wo):
+                    dst[q] = wa * a[q] + wb * b[q]
+            else:
+                dst[:] = a
 
 
-def _resize(planes, a, bt):
-    """(P, H, W) planes -> (P, Ho, Wo): ``a`` (Ho, H) @ plane @ ``bt`` (W, Wo); arrays allocated here."""
-    p = planes.shape[0]
-    tmp = np.empty((p, a.shape[0], planes.shape[2]), planes.dtype)
-    y = np.empty((p, a.shape[0], bt.shape[1]), planes.dtype)
-    _two_products(planes, np.ascontiguousarray(a), np.ascontiguousarray(bt), tmp, y)
-    return y
+@njit(parallel=True, **_JIT)
+def _resize_planes_backward(gy, rows, cols, rw, cw, tmp, gx):
+    """The transpose of ``_resize_planes``: ``gx[p]`` from ``gy[p]`` (``tmp[p]``: dL/dt)."""
+    h, wo = gx.shape[1], gy.shape[2]
+    for p in prange(gy.shape[0]):
+        t = tmp[p]
+        t[:] = 0.0
+        for o in range(gy.shape[1]):
+            g, a, b = gy[p, o], t[rows[0, o]], t[rows[1, o]]
+            wa, wb = rw[0, o], rw[1, o]
+            for q in range(wo):
+                a[q] += wa * g[q]
+            for q in range(wo):
+                b[q] += wb * g[q]
+        out = gx[p]
+        out[:] = 0.0
+        for r in range(h):
+            src, dst = t[r], out[r]
+            for o in range(wo):
+                dst[cols[0, o]] += cw[0, o] * src[o]
+                dst[cols[1, o]] += cw[1, o] * src[o]
+    return gx
+
+
+def _taps(in_hw, size, mode, align_corners, scales, dtype):
+    """((2, Ho) rows, (2, Wo) columns, their (2, Ho) and (2, Wo) weights) of the resize."""
+    out = []
+    for axis in (0, 1):
+        i0, i1, l0, l1 = interpolation_taps(np, int(in_hw[axis]), int(size[axis]), mode,
+                                            align_corners, scales[axis] if scales else None, dtype)
+        out.append((np.ascontiguousarray(np.stack([i0, i1])),
+                    np.ascontiguousarray(np.stack([l0, l1]), dtype=dtype)))
+    (rows, rw), (cols, cw) = out
+    return rows, cols, rw, cw
 
 
 def interpolate_forward(x, size, mode, align_corners, scales):
@@ -58,13 +112,18 @@ def interpolate_forward(x, size, mode, align_corners, scales):
     x = np.asarray(x)
     dtype = interpolate_args("interpolate_forward", x, size)
     n, c, h, w = x.shape
-    a_h, a_w = interpolation_matrices(np, (h, w), size, mode, align_corners, scales, dtype)
-    y = _resize(np.ascontiguousarray(x).reshape(n * c, h, w), a_h, a_w.T)
-    return y.reshape(n, c, *y.shape[1:])
+    ho, wo = (int(s) for s in size)
+    planes = np.ascontiguousarray(x).reshape(n * c, h, w)
+    tmp = np.empty((n * c, h, wo), dtype)
+    y = np.empty((n * c, ho, wo), dtype)
+    _resize_planes(planes, *_taps((h, w), (ho, wo), mode, align_corners, scales, dtype),
+                   mode != "nearest", tmp, y)
+    return y.reshape(n, c, ho, wo)
 
 
 def interpolate_backward(gy, x_shape, mode, align_corners, scales):
-    """The gradient of ``interpolate_forward`` with respect to x: $A_h^T g_y A_w$ per plane.
+    """The gradient of ``interpolate_forward`` with respect to x: $A_h^T g_y A_w$ per plane,
+    by the taps.
 
     Args:
         gy: The output's gradient (N, C, Ho, Wo).
@@ -79,6 +138,10 @@ def interpolate_backward(gy, x_shape, mode, align_corners, scales):
     gy = np.asarray(gy)
     dtype = interpolate_args("interpolate_backward", gy, gy.shape[2:], x_shape)
     n, c, h, w = x_shape
-    a_h, a_w = interpolation_matrices(np, (h, w), gy.shape[2:], mode, align_corners, scales, dtype)
-    gx = _resize(np.ascontiguousarray(gy).reshape(n * c, *gy.shape[2:]), a_h.T, a_w)
+    ho, wo = gy.shape[2:]
+    planes = np.ascontiguousarray(gy).reshape(n * c, ho, wo)
+    tmp = np.empty((n * c, h, wo), dtype)
+    gx = np.empty((n * c, h, w), dtype)
+    _resize_planes_backward(planes, *_taps((h, w), (ho, wo), mode, align_corners, scales, dtype),
+                            tmp, gx)
     return gx.reshape(n, c, h, w)
