@@ -37,7 +37,14 @@ RUN = 512
 
 
 def supported(z) -> bool:
-    """Whether these kernels take the logits: a float32 or float64 NumPy array (N, K, H, W)."""
+    """Whether these kernels take the logits.
+
+    Args:
+        z: The logits (or the softmax, for the backward).
+
+    Returns:
+        True for a non-empty float32 or float64 NumPy array (N, K, H, W).
+    """
     return (isinstance(z, np.ndarray) and z.ndim == 4 and z.dtype in (np.float32, np.float64)
             and z.size > 0)
 
