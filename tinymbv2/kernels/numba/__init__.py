@@ -15,8 +15,8 @@ instead of for reading. The package is grouped by op:
   ``.pointwise.channels_last``), ``.dense`` (im2col + GEMM per image), ``.batchnorm``,
   ``.matmul`` (the Linear layer's GEMM), ``.interpolate`` (bilinear and nearest
   resizing), and the fused kernels ``.block`` (a whole
-  inverted residual block for inference), ``.stage`` (the depthwise stage in training)
-  and ``.optim`` (RMSprop);
+  inverted residual block for inference), ``.stage`` (the depthwise stage in training),
+  ``.optim`` (the RMSprop and SGD steps) and ``.cross_entropy`` (the per-pixel loss);
 * their shared machinery: ``.pool`` (Numba's one thread pool, and the BLAS its
   ``np.dot`` calls pinned to one thread: why, and the pool's passive wait policy),
   ``.llvm`` (loops written in LLVM's own terms: vector registers, masked loads, FMAs),
