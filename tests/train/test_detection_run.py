@@ -109,3 +109,10 @@ def test_the_command_line_leaves_the_recipe_to_the_task():
     given = train_config(parser.parse_args(["train", "--task", "detect", "--dataset", "mnist-scenes",
                                             "--lr", "0.2", "--train-scenes", "300"]), "o")
     assert (given.lr, given.train_scenes, given.epochs) == (0.2, 300, TASK_DEFAULTS["detect"]["epochs"])
+
+
+def test_finetune_refuses_a_detector(straight, capsys):
+    assert main(["finetune", str(straight / "model.npz"), "--dataset", "digits",
+                 "--no-progress"]) != 0
+    assert f"{straight / 'model.npz'} holds a detect model (task 'detect')" in \
+        capsys.readouterr().err

@@ -178,3 +178,17 @@ def test_the_segment_recipe_comes_from_task_defaults_and_the_command_line(capsys
         main(["train", "--task", "segment", "--dataset", "mnist-scenes", "--output-stride", "12"])
     assert info.value.code == 2
     assert "argument --output-stride: invalid choice: 12 (choose from 16, 8)" in capsys.readouterr().err
+
+
+def test_finetune_refuses_a_segmenter_and_the_segment_task(straight, capsys):
+    """finetune replaces a classifier's head: a segmentation checkpoint, or --task segment,
+    is refused in one line naming what was expected, not a traceback from inside."""
+    assert main(["finetune", str(straight / "model.npz"), "--dataset", "digits",
+                 "--no-progress"]) != 0
+    err = capsys.readouterr().err
+    assert f"{straight / 'model.npz'} holds a segment model (task 'segment')" in err
+    assert "Traceback" not in err
+    assert main(["finetune", str(straight / "model.npz"), "--task", "segment", "--dataset",
+                 "mnist-scenes", "--no-progress"]) != 0
+    assert "trains a new classifier head (--task classify), got --task segment" in \
+        capsys.readouterr().err

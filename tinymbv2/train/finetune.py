@@ -108,8 +108,20 @@ def run_finetune(checkpoint, config: TrainConfig, train_last_blocks: int = 0,
 
     Returns:
         The metrics of the run.
+
+    Raises:
+        ValueError: A task other than classification, in ``config`` or in the checkpoint (a
+            segmenter's or a detector's: their heads are not a classifier to replace).
     """
+    if config.task != "classify":
+        raise ValueError(f"finetune: trains a new classifier head (--task classify), got --task "
+                         f"{config.task}; a {config.task} model is trained with `tinymbv2 train "
+                         f"--task {config.task}`")
     model, saved = load_trained(checkpoint)
+    task = saved.get("task", "classify")
+    if task != "classify":
+        raise ValueError(f"finetune: {checkpoint} holds a {task} model (task {task!r}); finetune "
+                         f"puts a new classifier head on a classification checkpoint's network")
     channels = checkpoint_channels(checkpoint, saved, config.channels, "finetune")
     size = config.image_size or saved["input_size"][0]
     config = dataclasses.replace(config, image_size=size, channels=channels,
