@@ -82,6 +82,7 @@ def conv_bn_pairs(model: nn.Module) -> list[tuple[str, nn.Conv2d, str, nn.BatchN
         ``[(conv name, conv, bn name, bn), ...]`` in the model's order, the names its
         ``state_dict`` prefixes (``"features.0.0"``, ``"features.0.1"``).
     """
+    order = {id(m): i for i, (_, m) in enumerate(model.named_modules())}
     pairs = []
     for prefix, module in model.named_modules():
         if not isinstance(module, nn.Sequential) or isinstance(module, nn.ModuleList):
@@ -91,7 +92,7 @@ def conv_bn_pairs(model: nn.Module) -> list[tuple[str, nn.Conv2d, str, nn.BatchN
             if (type(conv) is nn.Conv2d and type(bn) is nn.BatchNorm2d
                     and bn.running_mean is not None and bn.num_features == conv.out_channels):
                 pairs.append((_join(prefix, conv_name), conv, _join(prefix, bn_name), bn))
-    return pairs
+    return sorted(pairs, key=lambda pair: order[id(pair[1])])  # a Sequential comes before its children
 
 
 def fold_model(model: nn.Module) -> dict[str, tuple[np.ndarray, np.ndarray, str]]:

@@ -122,7 +122,7 @@ class GraphBuilder:
         return name
 
     def resize(self, x: str, size, name: str, align_corners: bool = False) -> str:
-        """Bilinear resize of the value ``x`` (N, C, H, W) to (N, C, *size*), as ``F.interpolate``.
+        r"""Bilinear resize of the value ``x`` (N, C, H, W) to (N, C, Ho, Wo), as ``F.interpolate``.
 
         ``align_corners=False`` is ONNX's ``pytorch_half_pixel`` (the source position
         $(i + 0.5)\,H / H_o - 0.5$, clamped to the image, PyTorch's rule), ``True`` is
