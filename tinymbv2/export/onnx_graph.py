@@ -401,7 +401,8 @@ def _check_arguments(model, input_shape, opset, fold):
     return tuple(int(d) for d in shape)
 
 
-def build_onnx_model(model: nn.Module, input_shape, opset: int = 17, fold: bool = True):
+def build_onnx_model(model: nn.Module, input_shape, opset: int = 17, fold: bool = True,
+                     metadata: dict | None = None):
     """The ONNX ``ModelProto`` of ``model`` in evaluation mode, checked, not written.
 
     See [to_onnx][tinymbv2.export.onnx_graph.to_onnx], which writes it.
@@ -412,6 +413,8 @@ def build_onnx_model(model: nn.Module, input_shape, opset: int = 17, fold: bool 
         input_shape: (N, C, H, W), fixed in the graph.
         opset: The ONNX opset, 11 to the onnx package's newest.
         fold: Fold each BatchNorm into the conv before it.
+        metadata: ``{key: value}`` stored as the model's metadata properties (strings),
+            e.g. how its images are normalised; None: none.
 
     Returns:
         The ``onnx.ModelProto``, which ``onnx.checker.check_model`` has accepted.
@@ -436,11 +439,14 @@ def build_onnx_model(model: nn.Module, input_shape, opset: int = 17, fold: bool 
                                    producer_name="tinymbv2",
                                    doc_string=f"{type(model).__name__}, BatchNorm "
                                               f"{'folded' if fold else 'kept'}")
+    if metadata:
+        onnx.helper.set_model_props(proto, {str(k): str(v) for k, v in metadata.items()})
     onnx.checker.check_model(proto, full_check=True)  # and shape inference agrees
     return proto
 
 
-def to_onnx(model: nn.Module, path, input_shape, opset: int = 17, fold: bool = True) -> Path:
+def to_onnx(model: nn.Module, path, input_shape, opset: int = 17, fold: bool = True,
+            metadata: dict | None = None) -> Path:
     """Write ``model``, as it runs in evaluation mode, to the ONNX file ``path``.
 
     The graph is built node by node (see the module's table), checked with
@@ -463,6 +469,8 @@ def to_onnx(model: nn.Module, path, input_shape, opset: int = 17, fold: bool = T
         opset: The ONNX opset, 11 to the onnx package's newest.
         fold: Fold each BatchNorm into the conv before it (one ``Conv``); False writes a
             ``BatchNormalization`` node after each conv, as the model has them.
+        metadata: ``{key: value}`` stored as the model's metadata properties (strings),
+            e.g. how its images are normalised; None: none.
 
     Returns:
         The path written.
@@ -473,7 +481,7 @@ def to_onnx(model: nn.Module, path, input_shape, opset: int = 17, fold: bool = T
         TypeError: ``model`` not a Module, ``fold`` not a bool.
         ImportError: The onnx package is missing (``pip install -e '.[deploy]'``).
     """
-    data = build_onnx_model(model, input_shape, opset, fold).SerializeToString()
+    data = build_onnx_model(model, input_shape, opset, fold, metadata).SerializeToString()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
