@@ -118,8 +118,7 @@ def fold_model(model: nn.Module) -> dict[str, tuple[np.ndarray, np.ndarray, str]
 
 
 def host(tensor) -> np.ndarray | None:
-    """The NumPy array of a parameter or buffer ``tensor`` (copied from the GPU if it is
-    there), or None for None."""
+    """The NumPy array of a parameter or buffer ``tensor`` (from the GPU if there); None: None."""
     return None if tensor is None else to_device(tensor.data, "cpu", "export")
 
 

@@ -83,8 +83,7 @@ class GraphBuilder:
         self.pairs = {id(conv): id(bn) for _, conv, _, bn in conv_bn_pairs(model)}
 
     def name(self, module: nn.Module) -> str:
-        """The dotted ``state_dict`` prefix of ``module`` (``"features.0.0"``; ``""`` for the
-        model itself)."""
+        """The ``state_dict`` prefix of ``module`` (``"features.0.0"``; the model's is ``""``)."""
         return self.names[id(module)]
 
     def constant(self, name: str, array) -> str:
