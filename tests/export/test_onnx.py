@@ -97,6 +97,49 @@ def test_opset_11_and_the_newest_write_the_same_network(tmp_path):
         assert onnx.load(str(path)).opset_import[0].version == opset
 
 
+@pytest.mark.parametrize("kwargs", [dict(bottleneck_activation="relu6"), dict(shortcut="none"),
+                                    dict(shortcut="expansion"), dict(expand_ratio=2)])
+def test_the_ablations(kwargs, tmp_path):
+    model = randomise_bn(mobilenet_v2(0.35, num_classes=4, small_input=True, seed=0, **kwargs))
+    for fold in (True, False):
+        path = tmp_path / "a.onnx"
+        assert_close(*run_both(model, path, (2, 3, 32, 32), fold=fold))
+    ops = [node.op_type for node in onnx.load(str(path)).graph.node]
+    # expansion: an add wherever a block's expanded tensor has its predecessor's shape (at
+    # width 0.35, 32 px: blocks 3, 4, 6, 7, 9, 10, 11, 13, 14, 16, 17); the others keep the
+    # 11 bottleneck residuals (block 2 is 8 -> 8 channels at stride 1)
+    adds = {"bottleneck_activation": 11, "shortcut": {"none": 0, "expansion": 11}.get(
+        kwargs.get("shortcut")), "expand_ratio": 11}[next(iter(kwargs))]
+    assert ops.count("Add") == adds
+    names = [node.name for node in onnx.load(str(path)).graph.node if node.op_type == "Add"]
+    if kwargs.get("shortcut") == "expansion":
+        assert names[:3] == ["features.3.add", "features.4.add", "features.6.add"]
+    assert ops.count("Clip") == 35 + (17 if "bottleneck_activation" in kwargs else 0)
+
+
+def test_a_float64_model_is_exported_in_float32(tmp_path):
+    model = randomise_bn(mobilenet_v2(0.35, num_classes=4, small_input=True, seed=0)).double()
+    path = tmp_path / "m.onnx"
+    to_onnx(model, path, (2, 3, 32, 32))
+    x = np.random.default_rng(1).standard_normal((2, 3, 32, 32))
+    with tinymbv2.no_grad():
+        ours = model(Tensor(x)).data
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    theirs = session.run(None, {"input": x.astype(np.float32)})[0]
+    assert ours.dtype == np.float64 and theirs.dtype == np.float32
+    assert np.abs(ours - theirs).max() <= 1e-5 * np.abs(ours).max()
+    graph = onnx.load(str(path)).graph
+    assert {init.data_type for init in graph.initializer if init.name.endswith("weight")} == \
+        {onnx.TensorProto.FLOAT}
+
+
+def test_a_fused_view_is_refused(tmp_path):
+    view = tinymbv2.fuse(mobilenet_v2(0.35, num_classes=3, small_input=True, seed=0).eval())
+    with pytest.raises(NotImplementedError, match="no ONNX exporter for"):
+        to_onnx(view, tmp_path / "m.onnx", (1, 3, 32, 32))
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("small_input", [True, False])
 def test_seed_article_net(small_input, tmp_path):
     model = randomise_bn(seed_article_net(0.5, num_classes=10, in_channels=1,
@@ -155,13 +198,6 @@ def test_an_unsupported_layer_is_named_and_nothing_is_written(tmp_path):
     with pytest.raises(NotImplementedError, match="MyReLU6"):
         to_onnx(model, path, (1, 3, 32, 32))
     assert Swish not in EXPORTERS and nn.ReLU6 in EXPORTERS
-
-
-def test_the_expansion_shortcut_ablation_is_refused(tmp_path):
-    model = mobilenet_v2(0.35, num_classes=3, small_input=True, shortcut="expansion", seed=0)
-    with pytest.raises(NotImplementedError, match="ExpansionShortcuts.*'features'"):
-        to_onnx(model, tmp_path / "m.onnx", (1, 3, 32, 32))
-    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):

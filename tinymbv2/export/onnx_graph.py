@@ -10,7 +10,7 @@ the nodes that compute the same thing:
 | ``Conv2d`` | ``Conv`` (``group``, ``strides``, ``pads``, ``dilations``) |
 | ``Conv2d`` then ``BatchNorm2d`` | one ``Conv`` with the BatchNorm folded in ([fold_bn][tinymbv2.export.folding.fold_bn]); ``fold=False``: ``Conv``, ``BatchNormalization`` |
 | ``ReLU6`` / ``ReLU`` / ``Sigmoid`` | ``Clip`` (min 0, max 6, given as inputs from opset 11) / ``Relu`` / ``Sigmoid`` |
-| the residual ``x + conv(x)`` | ``Add`` |
+| the residual ``x + conv(x)`` (or between expansions, Fig. 6b) | ``Add`` |
 | ``AdaptiveAvgPool2d(1)``, ``Flatten(1)``, ``Linear`` | ``GlobalAveragePool``, ``Flatten``, ``Gemm`` (``transB=1``) |
 | ``Dropout``, ``Identity`` | nothing (inference) |
 | bilinear ``F.interpolate`` (segmentation) | ``Resize`` (``linear``; ``pytorch_half_pixel``, or ``align_corners``) |
@@ -24,7 +24,9 @@ the BatchNorm folded into it.
 
 One exporter per module type, chosen by the *exact* type (``EXPORTERS``): a subclass or a
 layer not in the table is refused with a ``NotImplementedError`` naming it and where it
-sits, before anything is written, rather than exported as something it is not. The graph
+sits, before anything is written, rather than exported as something it is not (the fused
+view of [fuse][tinymbv2.fusion.fuse] too: export the plain model, whose eval output the
+fused one equals). The graph
 has a fixed input shape (batch included): its ``Resize`` and ``Reshape`` nodes are written
 with the sizes that shape gives.
 """
@@ -273,6 +275,29 @@ def _inverted_residual(g: GraphBuilder, block: mobilenetv2.InvertedResidual, x: 
     return g.node("Add", [x, y], f"{g.name(block)}.add", g.shapes[y], doc="the residual: x + conv(x)")
 
 
+def _expansion_shortcuts(g: GraphBuilder, features: mobilenetv2.ExpansionShortcuts, x: str) -> str:
+    # Fig. 6b: each block's expanded tensor gets the previous block's added where the shapes
+    # agree (InvertedResidual.forward_expansion_shortcut, written out layer by layer)
+    expansion = None
+    for layer in features:
+        if type(layer) is not mobilenetv2.InvertedResidual:
+            x, expansion = export_module(g, layer, x), None
+            continue
+        layers = list(layer.conv)
+        n_expand = 1 if layer.expand_ratio != 1 else 0
+        expanded = x
+        for sub in layers[:n_expand]:
+            expanded = export_module(g, sub, expanded)
+        if expansion is not None and g.shapes[expansion] == g.shapes[expanded]:
+            expanded = g.node("Add", [expanded, expansion], f"{g.name(layer)}.add",
+                              g.shapes[expanded], doc="the shortcut between expansions (Fig. 6b)")
+        x = expanded
+        for sub in layers[n_expand:]:
+            x = export_module(g, sub, x)
+        expansion = expanded
+    return x
+
+
 def _mobilenet_v2(g: GraphBuilder, model: mobilenetv2.MobileNetV2, x: str) -> str:
     x = export_module(g, model.features, x)
     x = export_module(g, model.flatten, export_module(g, model.pool, x))
@@ -361,6 +386,7 @@ EXPORTERS = {
     mobilenetv2.Conv2dNormActivation: _sequential,
     mobilenetv2.InvertedResidual: _inverted_residual,
     mobilenetv2.MobileNetV2: _mobilenet_v2,
+    mobilenetv2.ExpansionShortcuts: _expansion_shortcuts,
     deeplabv3.ConvNormReLU: _sequential, deeplabv3.DeepLabHead: _sequential,
     deeplabv3.SimpleHead: _sequential, deeplabv3.IntermediateLayers: _intermediate_layers,
     deeplabv3.ASPPPooling: _aspp_pooling, deeplabv3.ASPP: _aspp,
