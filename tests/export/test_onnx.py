@@ -228,3 +228,17 @@ def test_bad_arguments_are_named(kwargs, error, message, tmp_path):
     with pytest.raises(error, match=message):
         to_onnx(model, tmp_path / "m.onnx", **kwargs)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(size=(7, 10), mode="bilinear"), dict(size=(7, 10), mode="bilinear", align_corners=True),
+    dict(scale_factor=1.5, mode="bilinear"), dict(scale_factor=(2, 3), mode="bilinear", align_corners=True),
+    dict(size=(7, 10), mode="nearest"), dict(scale_factor=1.5, mode="nearest"),
+    dict(scale_factor=0.5, mode="bilinear"),
+])
+def test_upsample_every_mode(kwargs, tmp_path):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Upsample(**kwargs), nn.ReLU())
+    ours, theirs = run_both(model.eval(), tmp_path / "u.onnx", (2, 3, 5, 6))
+    assert_close(ours, theirs)
+    resize = next(n for n in onnx.load(str(tmp_path / "u.onnx")).graph.node if n.op_type == "Resize")
+    assert resize.name == "1"  # the Upsample's name in the Sequential

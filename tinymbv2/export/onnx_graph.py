@@ -13,7 +13,7 @@ the nodes that compute the same thing:
 | the residual ``x + conv(x)`` (or between expansions, Fig. 6b) | ``Add`` |
 | ``AdaptiveAvgPool2d(1)``, ``Flatten(1)``, ``Linear`` | ``GlobalAveragePool``, ``Flatten``, ``Gemm`` (``transB=1``) |
 | ``Dropout``, ``Identity`` | nothing (inference) |
-| bilinear ``F.interpolate`` (segmentation) | ``Resize`` (``linear``; ``pytorch_half_pixel``, or ``align_corners``) |
+| bilinear ``F.interpolate`` (segmentation), ``Upsample`` | ``Resize`` (``linear``: ``pytorch_half_pixel`` or ``align_corners``; ``nearest``: ``asymmetric``, ``floor``) |
 | ASPP's branches, SSD's maps | ``Concat``; SSD's head also ``Reshape`` and ``Transpose`` |
 
 Names follow the ``state_dict``: the conv ``features.0.0`` is the node ``features.0.0``
@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import nn
+from ..functional.resizing import output_size
 from ..models import deeplabv3, mobilenetv2, ssdlite
 from .folding import conv_bn_pairs, fold_model, host
 
@@ -122,28 +123,42 @@ class GraphBuilder:
         self.shapes[name] = tuple(int(d) for d in shape)
         return name
 
-    def resize(self, x: str, size, name: str, align_corners: bool = False) -> str:
-        r"""Bilinear resize of the value ``x`` (N, C, H, W) to (N, C, Ho, Wo), as ``F.interpolate``.
+    def resize(self, x: str, size, name: str, mode: str = "bilinear", align_corners: bool = False,
+               scales=None) -> str:
+        r"""Resize of the value ``x`` (N, C, H, W) to (N, C, Ho, Wo), as ``F.interpolate``.
 
-        ``align_corners=False`` is ONNX's ``pytorch_half_pixel`` (the source position
-        $(i + 0.5)\,H / H_o - 0.5$, clamped to the image, PyTorch's rule), ``True`` is
-        ``align_corners`` ($i\,(H - 1) / (H_o - 1)$).
+        Bilinear: ONNX's ``linear`` mode, with ``align_corners=False`` as
+        ``pytorch_half_pixel`` (the source position $(i + 0.5)\,H / H_o - 0.5$, clamped to
+        the image: PyTorch's rule) and ``True`` as ``align_corners``
+        ($i\,(H - 1) / (H_o - 1)$). Nearest: ``asymmetric`` positions $i\,H / H_o$ rounded
+        down (``floor``), PyTorch's ``"nearest"``. Given ``scales`` (a scale factor, not a
+        size), the positions use $1 / s$, as PyTorch's do, so the graph gets the scales
+        rather than the sizes.
 
         Args:
             x: The input value's name.
             size: (Ho, Wo).
             name: The node's name.
-            align_corners: As ``F.interpolate``'s.
+            mode: ``"bilinear"`` or ``"nearest"``.
+            align_corners: Bilinear only, as ``F.interpolate``'s.
+            scales: (sh, sw), the scale factor it was given, or None (a size was).
 
         Returns:
             The output value's name.
         """
         n, c = self.shapes[x][:2]
         shape = (n, c, int(size[0]), int(size[1]))
-        sizes = self.constant(f"{name}.sizes", np.array(shape, dtype=np.int64))
-        mode = "align_corners" if align_corners else "pytorch_half_pixel"
-        return self.node("Resize", [x, "", "", sizes], name, shape, mode="linear",
-                         coordinate_transformation_mode=mode)
+        if scales is None:
+            inputs = [x, "", "", self.constant(f"{name}.sizes", np.array(shape, dtype=np.int64))]
+        else:
+            factors = np.array([1.0, 1.0, *scales], dtype=np.float32)
+            inputs = [x, "", self.constant(f"{name}.scales", factors)]
+        if mode == "nearest":
+            return self.node("Resize", inputs, name, shape, mode="nearest",
+                             coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+        transform = "align_corners" if align_corners else "pytorch_half_pixel"
+        return self.node("Resize", inputs, name, shape, mode="linear",
+                         coordinate_transformation_mode=transform)
 
 
 def export_module(g: GraphBuilder, module: nn.Module, x):
@@ -213,9 +228,7 @@ def _batch_norm(g: GraphBuilder, bn: nn.BatchNorm2d, x: str) -> str:
 
 
 def _relu6(g: GraphBuilder, m: nn.ReLU6, x: str) -> str:
-    name = g.name(m)
-    if g.opset < 11:  # not reached: to_onnx refuses opsets below MIN_OPSET
-        return g.node("Clip", [x], name, g.shapes[x], min=0.0, max=6.0)
+    name = g.name(m)  # from opset 11 Clip's bounds are inputs, not attributes
     bounds = [g.constant(f"{name}.min", np.array(0.0, np.float32)),
               g.constant(f"{name}.max", np.array(6.0, np.float32))]
     return g.node("Clip", [x, *bounds], name, g.shapes[x], doc="ReLU6: min(max(x, 0), 6)")
@@ -258,6 +271,11 @@ def _linear(g: GraphBuilder, m: nn.Linear, x: str) -> str:
         inputs.append(g.constant(f"{name}.bias", host(m.bias)))
     # Gemm: Y = X W^T + b, the weight stored (out, in) as in the model
     return g.node("Gemm", inputs, name, (shape[0], m.out_features), transB=1)
+
+
+def _upsample(g: GraphBuilder, m: nn.Upsample, x: str) -> str:
+    size, scales = output_size(f"to_onnx: {g.name(m)}", g.shapes[x][2:], m.size, m.scale_factor)
+    return g.resize(x, size, g.name(m), m.mode, bool(m.align_corners), scales)
 
 
 # --- containers and models ------------------------------------------------------------------
@@ -382,6 +400,7 @@ EXPORTERS = {
     nn.Conv2d: _conv2d, nn.BatchNorm2d: _batch_norm, nn.ReLU6: _relu6, nn.ReLU: _relu,
     nn.Sigmoid: _sigmoid, nn.Dropout: _nothing_at_inference, nn.Identity: _nothing_at_inference,
     nn.AdaptiveAvgPool2d: _global_pool, nn.Flatten: _flatten, nn.Linear: _linear,
+    nn.Upsample: _upsample,
     nn.Sequential: _sequential,
     mobilenetv2.Conv2dNormActivation: _sequential,
     mobilenetv2.InvertedResidual: _inverted_residual,
