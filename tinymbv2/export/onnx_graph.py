@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +41,7 @@ import numpy as np
 from .. import nn
 from ..functional.resizing import output_size
 from ..models import deeplabv3, mobilenetv2, ssdlite
-from .folding import conv_bn_pairs, fold_model, host
+from .folding import fold_model, host
 
 INPUT_NAME = "input"
 MIN_OPSET = 11  # Clip's bounds as inputs, Resize's (roi, scales, sizes) inputs
@@ -83,7 +82,6 @@ class GraphBuilder:
             for conv_name, (weight, bias, bn_name) in fold_model(model).items():
                 self.folded[id(by_name[conv_name])] = (weight, bias, bn_name)
                 self.folded_away.add(id(by_name[bn_name]))
-        self.pairs = {id(conv): id(bn) for _, conv, _, bn in conv_bn_pairs(model)}
 
     def name(self, module: nn.Module) -> str:
         """The ``state_dict`` prefix of ``module`` (``"features.0.0"``; the model's is ``""``)."""
@@ -421,7 +419,7 @@ def _outputs(result) -> list[str]:
         return [result]
     if isinstance(result, (tuple, list)):
         return [name for part in result for name in _outputs(part)]
-    if isinstance(result, (dict, OrderedDict)):
+    if isinstance(result, dict):
         return [name for part in result.values() for name in _outputs(part)]
     raise TypeError(f"to_onnx: the model's exporter returned {type(result).__name__}")
 
