@@ -1,5 +1,6 @@
 """``tinymbv2 export``: a checkpoint a short run writes, exported; onnxruntime gives the
 checkpoint's logits; errors are one line with exit code 2."""
+import dataclasses
 import json
 
 import numpy as np
@@ -10,7 +11,9 @@ import pytest
 import tinymbv2
 from tinymbv2 import Tensor
 from tinymbv2.cli import main
-from tinymbv2.train import load_trained
+from tinymbv2.train import TrainConfig, load_trained
+from tinymbv2.train.build import build_model
+from tinymbv2.train.checkpoint import save_checkpoint
 
 RECIPE = ["--dataset", "digits", "--width", "0.35", "--batch-size", "128", "--optimizer", "adam",
           "--lr", "0.005", "--schedule", "cosine", "--shift", "0", "--no-progress"]
@@ -48,6 +51,37 @@ def test_export_writes_a_graph_that_gives_the_checkpoints_logits(checkpoint, ext
     got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
     assert got.shape == (batch, cfg["num_classes"]) == (batch, 10)
     assert np.abs(got - expected).max() <= 1e-5 * np.abs(expected).max()
+
+
+@pytest.mark.parametrize("task, options", [("segment", dict(head="lraspp")),
+                                           ("segment", dict(head="aspp")), ("detect", {})])
+def test_a_segmenters_and_a_detectors_checkpoint(task, options, tmp_path, capsys):
+    # the checkpoint a run of this task writes, its weights untrained (training one takes a minute)
+    config = TrainConfig(task=task, dataset="mnist-scenes", width=0.35, image_size=64,
+                         **options).validate()
+    saved = {**dataclasses.asdict(config), "num_classes": 11, "in_channels": 1,
+             "input_size": [64, 64], "class_names": ["background", *map(str, range(10))],
+             "norm_mean": [0.1], "norm_std": [0.3]}
+    checkpoint = save_checkpoint(tmp_path / "model.npz", build_model(config, 1, 11), config=saved)
+    out = tmp_path / "model.onnx"
+    assert main(["export", str(checkpoint), "--onnx", str(out), "--batch-size", "2"]) == 0
+    model, _ = load_trained(checkpoint)
+    kind = {"segment": "DeepLabV3", "detect": "SSDLite"}[task]
+    assert capsys.readouterr().out.startswith(f"wrote {out}: {kind}, opset 17, BatchNorm folded; "
+                                              "input 'input' 2x1x64x64 float32")
+    x = np.random.default_rng(0).standard_normal((2, 1, 64, 64)).astype(np.float32)
+    with tinymbv2.no_grad():
+        expected = model(Tensor(x))
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert session.get_modelmeta().custom_metadata_map["task"] == task
+    got = session.run(None, {"input": x})
+    assert len(got) == len(expected) == (2 if task == "detect" else 1)
+    for ours, theirs in zip(expected, got):
+        assert theirs.shape == ours.shape and theirs.shape[0] == 2
+        assert np.abs(theirs - ours.data).max() <= 1e-5 * np.abs(ours.data).max()
+    if task == "segment":
+        assert got[0].shape == (2, 11, 64, 64)
 
 
 @pytest.mark.parametrize("argv, message", [
