@@ -242,3 +242,18 @@ def test_upsample_every_mode(kwargs, tmp_path):
     assert_close(ours, theirs)
     resize = next(n for n in onnx.load(str(tmp_path / "u.onnx")).graph.node if n.op_type == "Resize")
     assert resize.name == "1"  # the Upsample's name in the Sequential
+
+
+def test_a_batch_norm_without_affine_folds_and_one_without_statistics_is_refused(tmp_path):
+    bn = nn.BatchNorm2d(4, affine=False, eps=1e-3)
+    bn.running_mean.data[...] = [0.5, -1.0, 0.0, 2.0]
+    bn.running_var.data[...] = [0.25, 4.0, 1.0, 9.0]
+    model = nn.Sequential(nn.Conv2d(2, 4, 3, stride=2, padding=1, dilation=1), bn, nn.ReLU6()).eval()
+    for fold in (True, False):
+        assert_close(*run_both(model, tmp_path / "b.onnx", (2, 2, 9, 7), fold=fold))
+        ops = [n.op_type for n in onnx.load(str(tmp_path / "b.onnx")).graph.node]
+        assert ops == (["Conv", "Clip"] if fold else ["Conv", "BatchNormalization", "Clip"])
+    model[1] = nn.BatchNorm2d(4, track_running_stats=False)
+    with pytest.raises(NotImplementedError, match=r"to_onnx: 1 \(BatchNorm2d.*\) has no running statistics"):
+        to_onnx(model, tmp_path / "c.onnx", (2, 2, 9, 7))
+    assert not (tmp_path / "c.onnx").exists()
