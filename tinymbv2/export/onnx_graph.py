@@ -26,9 +26,8 @@ One exporter per module type, chosen by the *exact* type (``EXPORTERS``): a subc
 layer not in the table is refused with a ``NotImplementedError`` naming it and where it
 sits, before anything is written, rather than exported as something it is not (the fused
 view of [fuse][tinymbv2.fusion.fuse] too: export the plain model, whose eval output the
-fused one equals). The graph
-has a fixed input shape (batch included): its ``Resize`` and ``Reshape`` nodes are written
-with the sizes that shape gives.
+fused one equals). The graph has a fixed input shape (batch included): its ``Resize`` and
+``Reshape`` nodes are written with the sizes that shape gives.
 """
 from __future__ import annotations
 
@@ -177,11 +176,13 @@ def export_module(g: GraphBuilder, module: nn.Module, x):
     """
     exporter = EXPORTERS.get(type(module))
     if exporter is None:
-        where = g.name(module) or "the model itself"
+        where = f"at {g.name(module)!r}" if g.name(module) else "the model itself"
         raise NotImplementedError(
             f"to_onnx: no ONNX exporter for {type(module).__module__}.{type(module).__name__} "
-            f"(at {where!r}); exported layer types: "
-            f"{', '.join(sorted(t.__name__ for t in EXPORTERS))}")
+            f"({where}); exported layer types: "
+            f"{', '.join(sorted(t.__name__ for t in EXPORTERS))}"
+            + ("; this is tinymbv2.fuse's view: export the plain model, which computes the same"
+               if type(module).__module__ == "tinymbv2.fusion" else ""))
     return exporter(g, module, x)
 
 
