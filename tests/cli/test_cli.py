@@ -56,7 +56,8 @@ def test_python_dash_m_runs_and_fails_cleanly():
 
 
 def test_commands_are_a_registry():
-    assert set(COMMANDS) == {"summary", "train", "eval", "predict", "finetune", "search", "warmup"}
+    assert set(COMMANDS) == {"summary", "train", "eval", "predict", "finetune", "search", "warmup",
+                             "export"}
     args = build_parser().parse_args(["summary"])
     assert (args.width, args.resolution, args.classes, args.in_channels, args.small_input) == (
         1.0, 224, 1000, 3, False)

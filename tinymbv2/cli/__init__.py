@@ -8,6 +8,7 @@
     tinymbv2 finetune runs/mnist/model.npz --dataset digits --epochs 5
     tinymbv2 search --dataset digits --kind random --trials 6
     tinymbv2 warmup [--float64]
+    tinymbv2 export runs/mnist/model.npz --onnx model.onnx [--no-fold] [--opset 17]
 
 Each command is one module here with two functions: one adds its arguments to a
 sub-parser, the other runs it and returns the exit code; ``COMMANDS`` lists them.
@@ -24,6 +25,7 @@ import sys
 
 from .args import Parser
 from .eval import add_eval, run_eval
+from .export import add_export, run_export
 from .finetune import add_finetune, run_finetune_command
 from .predict import add_predict, run_predict
 from .search import add_search, run_search_command
@@ -42,6 +44,7 @@ COMMANDS = {
     "search": ("grid or random hyper-parameter search", add_search, run_search_command),
     "warmup": ("compile the numba kernels ahead of time (fills Numba's cache)", add_warmup,
                run_warmup),
+    "export": ("write a checkpoint's model as an ONNX graph", add_export, run_export),
 }
 
 
