@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..data import DATASETS
-from ..train.config import (ARCHS, LOSSES, OPTIMIZERS, OUTPUT_STRIDES, SCENE_DATASETS,
+from ..train.config import (ACTIVATIONS, ARCHS, LOSSES, OPTIMIZERS, OUTPUT_STRIDES, SCENE_DATASETS,
                             SCENE_IMAGE_SIZE, SCHEDULES, SEG_HEADS, TASK_DEFAULTS, TASKS,
                             TrainConfig)
 
@@ -110,6 +110,9 @@ def add_recipe_args(p):
     p.add_argument("--output-stride", type=int, choices=OUTPUT_STRIDES,
                    help="--task segment: the input size over the head's map "
                         + _task_default("output_stride"))
+    p.add_argument("--activation", choices=ACTIVATIONS, default=d.activation,
+                   help="--task classify: relu6 (the paper's) or relu in every layer that has one "
+                        "(section 3.2's choice, for 8-bit computation)")
     p.add_argument("--standard-input", dest="small_input", action="store_false",
                    help="keep the 224 px strides (default: small-input variant for 28-32 px)")
     p.add_argument("--train-scenes", type=positive(int),

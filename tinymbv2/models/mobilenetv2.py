@@ -58,8 +58,13 @@ def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> 
     return new_v
 
 
+ACTIVATIONS = {"relu6": nn.ReLU6, "relu": nn.ReLU}
+"""The network's activation: the paper's ReLU6, or ReLU (section 3.2 chose ReLU6 "because of
+its robustness when used with low-precision computation"; the ReLU network tests that)."""
+
+
 class Conv2dNormActivation(nn.Sequential):
-    """conv (no bias, padding ``(k - 1) // 2``) -> BatchNorm -> ReLU6.
+    """conv (no bias, padding ``(k - 1) // 2``) -> BatchNorm -> ReLU6 (or ReLU).
 
     The three are named ``'0'``, ``'1'``, ``'2'``, as torchvision names them.
 
@@ -71,14 +76,17 @@ class Conv2dNormActivation(nn.Sequential):
         kernel_size: k, 3 or 1.
         stride: s.
         groups: The convolution's groups (``groups == Ci``: depthwise).
+        activation: ``"relu6"`` (the paper's) or ``"relu"``.
     """
 
-    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, groups=1):
+    def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, groups=1,
+                 activation="relu6"):
+        _check_activation(activation)
         super().__init__(
             nn.Conv2d(in_channels, out_channels, kernel_size, stride,
                       padding=(kernel_size - 1) // 2, groups=groups, bias=False),
             nn.BatchNorm2d(out_channels),
-            nn.ReLU6(),
+            ACTIVATIONS[activation](),
         )
         self.out_channels = out_channels
 
@@ -114,6 +122,8 @@ class InvertedResidual(nn.Module):
         expand_ratio: t, the expansion factor of the hidden width.
         bottleneck_activation: None (linear bottleneck, the paper's) or ``"relu6"``.
         shortcut: ``"bottleneck"`` (the paper's), ``"expansion"`` or ``"none"``.
+        activation: The activation after the expansion and the depthwise filter:
+            ``"relu6"`` (the paper's) or ``"relu"``.
 
     Raises:
         ValueError: A stride other than 1 or 2, ``expand_ratio <= 0``, or an unknown
@@ -121,22 +131,26 @@ class InvertedResidual(nn.Module):
     """
 
     def __init__(self, inp: int, oup: int, stride: int, expand_ratio: float,
-                 bottleneck_activation: str | None = None, shortcut: str = "bottleneck"):
+                 bottleneck_activation: str | None = None, shortcut: str = "bottleneck",
+                 activation: str = "relu6"):
         super().__init__()
         if stride not in (1, 2):
             raise ValueError(f"InvertedResidual: expected stride 1 or 2, got {stride!r}")
         if not isinstance(expand_ratio, numbers.Real) or expand_ratio <= 0:
             raise ValueError(f"InvertedResidual: expected expand_ratio > 0, got {expand_ratio!r}")
         _check_ablation(bottleneck_activation, shortcut)
+        _check_activation(activation)
         self.inp, self.oup, self.stride, self.expand_ratio = inp, oup, stride, expand_ratio
+        self.activation = activation
         self.bottleneck_activation, self.shortcut = bottleneck_activation, shortcut
         self.hidden_dim = hidden = int(round(inp * expand_ratio))
         self.use_res_connect = shortcut == "bottleneck" and stride == 1 and inp == oup
         layers = []
         if expand_ratio != 1:
-            layers.append(Conv2dNormActivation(inp, hidden, kernel_size=1))
+            layers.append(Conv2dNormActivation(inp, hidden, kernel_size=1, activation=activation))
         layers += [
-            Conv2dNormActivation(hidden, hidden, stride=stride, groups=hidden),
+            Conv2dNormActivation(hidden, hidden, stride=stride, groups=hidden,
+                                 activation=activation),
             nn.Conv2d(hidden, oup, 1, 1, 0, bias=False),
             nn.BatchNorm2d(oup),
         ]
@@ -179,6 +193,8 @@ class InvertedResidual(nn.Module):
             text += f", bottleneck_activation={self.bottleneck_activation!r}"
         if self.shortcut != "bottleneck":
             text += f", shortcut={self.shortcut!r}"
+        if self.activation != "relu6":
+            text += f", activation={self.activation!r}"
         return text
 
 
@@ -226,6 +242,7 @@ class MobileNetV2(nn.Module):
             ablations of Fig. 6b).
         expand_ratio: None keeps each row's t; an int t >= 1 replaces the t of every row
             but the first (see [mobilenet_v2][tinymbv2.models.mobilenetv2.mobilenet_v2]).
+        activation: ``"relu6"`` (the paper's) or ``"relu"``, in every layer that has one.
 
     Raises:
         ValueError: An argument out of its range.
@@ -234,12 +251,14 @@ class MobileNetV2(nn.Module):
     def __init__(self, num_classes=1000, width_mult=1.0, inverted_residual_setting=None,
                  round_nearest=8, dropout=0.2, in_channels=3, small_input=False,
                  generator=None, bottleneck_activation=None, shortcut="bottleneck",
-                 expand_ratio=None):
+                 expand_ratio=None, activation="relu6"):
         super().__init__()
         _check_args(num_classes, width_mult, round_nearest, dropout, in_channels)
         _check_ablation(bottleneck_activation, shortcut)
         _check_expand_ratio(expand_ratio)
+        _check_activation(activation)
         self.bottleneck_activation, self.shortcut = bottleneck_activation, shortcut
+        self.activation = activation
         rows = TABLE2 if inverted_residual_setting is None else inverted_residual_setting
         setting = [list(row) for row in rows]
         if not setting or any(len(row) != 4 for row in setting):
@@ -291,18 +310,19 @@ class MobileNetV2(nn.Module):
         model = cls.__new__(cls)
         nn.Module.__init__(model)
         model.width_mult, model.small_input, model.inverted_residual_setting = None, None, None
-        model.bottleneck_activation, model.shortcut = None, "bottleneck"
+        model.bottleneck_activation, model.shortcut, model.activation = None, "bottleneck", "relu6"
         model._build(in_channels, stem, blocks, last_channel, num_classes, dropout)
         model.reset_parameters(generator)
         return model
 
     def _build(self, in_channels, stem, blocks, last_channel, num_classes, dropout):
         self.last_channel = last_channel
-        features = [Conv2dNormActivation(in_channels, stem[0], stride=stem[1])]
+        act = self.activation
+        features = [Conv2dNormActivation(in_channels, stem[0], stride=stem[1], activation=act)]
         features += [InvertedResidual(*spec, bottleneck_activation=self.bottleneck_activation,
-                                      shortcut=self.shortcut) for spec in blocks]
+                                      shortcut=self.shortcut, activation=act) for spec in blocks]
         head_in = blocks[-1][1] if blocks else stem[0]
-        features.append(Conv2dNormActivation(head_in, last_channel, kernel_size=1))
+        features.append(Conv2dNormActivation(head_in, last_channel, kernel_size=1, activation=act))
         # attribute order = forward order (the summary walks the children in order)
         container = ExpansionShortcuts if self.shortcut == "expansion" else nn.Sequential
         self.features = container(*features)
@@ -370,6 +390,12 @@ def _check_ablation(bottleneck_activation, shortcut):
         raise ValueError(f"MobileNetV2: expected shortcut in {SHORTCUTS}, got {shortcut!r}")
 
 
+def _check_activation(activation):
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"MobileNetV2: expected activation in {tuple(ACTIVATIONS)}, got "
+                         f"{activation!r}")
+
+
 def _generator(seed):
     if seed is None:
         return None
@@ -380,7 +406,7 @@ def _generator(seed):
 
 def mobilenet_v2(width_mult=1.0, num_classes=1000, dropout=0.2, in_channels=3,
                  small_input=False, seed=None, bottleneck_activation=None,
-                 shortcut="bottleneck", expand_ratio=None) -> MobileNetV2:
+                 shortcut="bottleneck", expand_ratio=None, activation="relu6") -> MobileNetV2:
     r"""MobileNetV2 of Table 2.
 
     ``mobilenet_v2()`` has torchvision's 3,504,872 parameters and 300.8M multiply-adds
@@ -408,18 +434,21 @@ def mobilenet_v2(width_mult=1.0, num_classes=1000, dropout=0.2, in_channels=3,
             connects the expanded tensors, Fig. 6b) or ``"none"``; the same parameters.
         expand_ratio: None: Table 2's t (1 for the first block, 6 for the others); an
             int t >= 1: t for blocks 2-17.
+        activation: ``"relu6"`` (the paper's network) or ``"relu"`` in every layer that has
+            an activation (the comparison behind section 3.2's choice of ReLU6 for
+            low-precision computation); the same parameters either way.
 
     Returns:
         The [MobileNetV2][tinymbv2.models.mobilenetv2.MobileNetV2].
 
     Raises:
         ValueError: An argument out of its range (e.g. ``expand_ratio`` 0, negative or
-            not an int).
+            not an int, an unknown activation).
     """
     return MobileNetV2(num_classes=num_classes, width_mult=width_mult, dropout=dropout,
                        in_channels=in_channels, small_input=small_input,
                        generator=_generator(seed), bottleneck_activation=bottleneck_activation,
-                       shortcut=shortcut, expand_ratio=expand_ratio)
+                       shortcut=shortcut, expand_ratio=expand_ratio, activation=activation)
 
 
 # The seed article's network, its bugs fixed: one block per Table-2 row (n = 1).
@@ -427,7 +456,7 @@ SEED_ARTICLE_SETTING = tuple((t, c, 1, s) for t, c, _, s in TABLE2)
 
 
 def seed_article_net(width_mult=1.0, num_classes=1000, dropout=0.2, in_channels=3,
-                     small_input=False, seed=None) -> MobileNetV2:
+                     small_input=False, seed=None, activation="relu6") -> MobileNetV2:
     """The seed article's 7-block network, repaired, to compare against the real one.
 
     The article uses one bottleneck per Table-2 row (t, c, s of the row, n = 1).
@@ -443,6 +472,8 @@ def seed_article_net(width_mult=1.0, num_classes=1000, dropout=0.2, in_channels=
         in_channels: The image channels.
         small_input: Stem and 24-channel stage at stride 1, for 28-32 px images.
         seed: An int or an ``np.random.Generator``; None: the package's global generator.
+        activation: ``"relu6"`` or ``"relu"``, as in
+            [mobilenet_v2][tinymbv2.models.mobilenetv2.mobilenet_v2].
 
     Returns:
         The [MobileNetV2][tinymbv2.models.mobilenetv2.MobileNetV2].
@@ -450,4 +481,4 @@ def seed_article_net(width_mult=1.0, num_classes=1000, dropout=0.2, in_channels=
     return MobileNetV2(num_classes=num_classes, width_mult=width_mult,
                        inverted_residual_setting=SEED_ARTICLE_SETTING, dropout=dropout,
                        in_channels=in_channels, small_input=small_input,
-                       generator=_generator(seed))
+                       generator=_generator(seed), activation=activation)

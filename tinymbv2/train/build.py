@@ -17,7 +17,8 @@ _BUILDERS = {"mobilenet_v2": mobilenet_v2, "seed_article": seed_article_net}  # 
 
 
 def build_model(config: TrainConfig, in_channels: int, num_classes: int):
-    """``config.arch`` at ``config.width`` for images of ``in_channels`` and ``num_classes``.
+    """``config.arch`` at ``config.width`` (with ``config.activation``) for images of
+    ``in_channels`` and ``num_classes``.
 
     For ``task="detect"``: SSDLite on MobileNetV2 of that width, for scenes of
     ``config.image_size``; ``num_classes`` counts the background. For ``task="segment"``:
@@ -48,7 +49,8 @@ def build_model(config: TrainConfig, in_channels: int, num_classes: int):
                                       in_channels=in_channels, seed=config.seed)
     make = _BUILDERS[config.arch]
     return make(width_mult=config.width, num_classes=num_classes, dropout=config.dropout,
-                in_channels=in_channels, small_input=config.small_input, seed=config.seed)
+                in_channels=in_channels, small_input=config.small_input, seed=config.seed,
+                activation=config.activation)
 
 
 def param_groups(model, weight_decay: float) -> list[dict]:

@@ -39,6 +39,7 @@ OPTIMIZERS = ("sgd", "rmsprop", "rmsprop-tf", "adam", "adamw")
 LOSSES = ("ce", "focal", "dice", "ce+dice")
 SCHEDULES = ("onecycle", "cosine", "exponential", "none")
 ARCHS = ("mobilenet_v2", "seed_article")
+ACTIVATIONS = ("relu6", "relu")  # the classifier's activation (models.mobilenetv2.ACTIVATIONS)
 TASKS = ("classify", "detect", "segment")
 DETECTION_DATASETS = ("mnist-scenes",)   # datasets with boxes: what --task detect trains on
 SEGMENTATION_DATASETS = ("mnist-scenes",)  # datasets with masks: what --task segment trains on
@@ -135,6 +136,9 @@ class TrainConfig:
         output_stride: Segmentation only: 16 (Table 7) or 8, the input size over the head's
             map (the backbone's later strides become dilation; None: the task's); None in another task.
         small_input: The network's stride-1 stem and stage for small images.
+        activation: Classification only: ``"relu6"`` (the paper's) or ``"relu"`` in every
+            layer that has an activation (the comparison of section 3.2: which one survives
+            8-bit quantization better).
         dropout: The dropout before the classifier.
         epochs: The epochs to train (None: the task's, ``TASK_DEFAULTS``).
         batch_size: The images per step (None: the task's).
@@ -172,6 +176,7 @@ class TrainConfig:
     head: str | None = None  # segment only: one of SEG_HEADS (None: TASK_DEFAULTS)
     output_stride: int | None = None  # segment only: 16 or 8 (None: TASK_DEFAULTS)
     small_input: bool = True
+    activation: str = "relu6"  # classify only: "relu6" (the paper's) or "relu"
     dropout: float = 0.2
     epochs: int | None = None  # None: TASK_DEFAULTS[task], as are the three below
     batch_size: int | None = None
@@ -207,7 +212,8 @@ class TrainConfig:
             TypeError: A flag that is not True or False.
         """
         for name, allowed in (("task", TASKS), ("optimizer", OPTIMIZERS), ("loss", LOSSES),
-                              ("schedule", SCHEDULES), ("arch", ARCHS)):
+                              ("schedule", SCHEDULES), ("arch", ARCHS),
+                              ("activation", ACTIVATIONS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"train: expected {name} in {allowed}, got {getattr(self, name)!r}")
         if self.task == "segment":
@@ -251,6 +257,10 @@ class TrainConfig:
         segmentation run Mobile DeepLabv3 on one with masks, both without the augmentations
         that would move pixels but not boxes or masks; a classification run does not take a
         scenes dataset; the segmenter's fields stay None in the other tasks."""
+        if self.task != "classify" and self.activation != "relu6":
+            raise ValueError(f"train: activation {self.activation!r} is for task 'classify' (the "
+                             f"detector and the segmenter keep the paper's ReLU6), got task "
+                             f"{self.task!r}")
         if self.task != "segment":
             for name in ("head", "output_stride"):
                 if getattr(self, name) is not None:

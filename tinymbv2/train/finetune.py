@@ -126,7 +126,7 @@ def run_finetune(checkpoint, config: TrainConfig, train_last_blocks: int = 0,
     size = config.image_size or saved["input_size"][0]
     config = dataclasses.replace(config, image_size=size, channels=channels,
                                  width=saved["width"], small_input=saved["small_input"],
-                                 arch=saved["arch"])
+                                 arch=saved["arch"], activation=saved.get("activation", "relu6"))
     probe = load_dataset(config.dataset, config.data_dir, config.image_size, channels=channels)
     replace_classifier(model, probe.num_classes)
     freeze_backbone(model, train_last_blocks)

@@ -1,0 +1,148 @@
+"""The quantized view of a classifier: without quantization it is the network with its
+BatchNorms folded (float64, to rounding); calibrated, its weights are int8 per channel and
+its ReLU6 outputs uint8 on [0, 6]; on a trained digits classifier per-channel PTQ keeps the
+accuracy and per-tensor weights lose it (MobileNetV2's depthwise layers, their BatchNorms
+folded, have channels of very different ranges); quantization-aware training's gradient
+reaches the folded weights; what has no quantized form is refused by name."""
+import numpy as np
+import pytest
+
+import tinymbv2
+from tinymbv2 import Tensor, nn, optim
+from tinymbv2 import functional as F
+from tinymbv2.cli import main
+from tinymbv2.data import load_dataset
+from tinymbv2.evaluation import evaluate
+from tinymbv2.models import mobilenet_v2, ssdlite_mobilenet_v2
+from tinymbv2.quant import calibrate, quantize_model
+from tinymbv2.quant.ptq import ActQuant, QuantConv2d, QuantLinear, quantized_weight, weight_qparams
+from tinymbv2.train import load_trained
+
+
+def _random_model(seed=0, activation="relu6"):
+    """MobileNetV2-0.35 for 1-channel 12 px images, BatchNorm statistics and the classifier
+    made random (a fresh model's are 0, 1 and tiny), in eval mode."""
+    model = mobilenet_v2(width_mult=0.35, num_classes=5, in_channels=1, small_input=True,
+                         seed=seed, activation=activation)
+    rng = np.random.default_rng(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.data[...] = rng.normal(0, 0.2, m.num_features)
+            m.running_var.data[...] = rng.uniform(0.5, 2.0, m.num_features)
+            m.weight.data[...] = rng.uniform(0.5, 1.5, m.num_features)
+            m.bias.data[...] = rng.normal(0, 0.2, m.num_features)
+    model.classifier[1].weight.data[...] = rng.normal(0, 0.3, model.classifier[1].weight.shape)
+    return model.eval()
+
+
+def test_the_view_without_quantization_is_the_folded_float_network():
+    model = _random_model().double()
+    qnet = quantize_model(model)
+    qnet.set_quantize(False)
+    x = np.random.default_rng(1).standard_normal((3, 1, 12, 12))
+    with tinymbv2.no_grad():
+        want, got = model(Tensor(x)).data, qnet(Tensor(x)).data
+    assert np.abs(want).max() > 0.1
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in qnet.modules())
+    assert sum(isinstance(m, QuantConv2d) for m in qnet.modules()) == 52  # every conv, folded
+
+
+def test_calibrated_weights_are_int8_per_channel_and_relu6_outputs_uint8_on_0_6():
+    model = _random_model()
+    x = np.random.default_rng(2).standard_normal((16, 1, 12, 12)).astype(np.float32)
+    qnet = calibrate(quantize_model(model), x, batch_size=6)
+    conv = next(m for m in qnet.modules() if isinstance(m, QuantConv2d))
+    w = quantized_weight(conv).data
+    scale, zero, axis = weight_qparams(np.asarray(conv.weight.data), "per_channel")
+    assert axis == 0 and np.all(zero == 0)
+    steps = w / scale.astype(np.float32).reshape(-1, 1, 1, 1)
+    np.testing.assert_allclose(steps, np.rint(steps), atol=1e-3)   # whole int8 steps
+    assert np.rint(steps).min() >= -128 and np.rint(steps).max() <= 127
+    acts = qnet.act_quants()
+    relu6 = [a for a in acts if a.fixed_range == (0.0, 6.0)]
+    assert len(relu6) == 35 and all(a.scale == pytest.approx(6 / 255) and a.zero_point == 0
+                                    for a in relu6)
+    observed = [a for a in acts if a.observer is not None]
+    residuals = sum(block.use_res_connect for block in model.blocks)  # 11 at width 0.35
+    assert len(observed) == 1 + 17 + residuals  # the input, 17 projections, the residual sums
+    assert all(a.mode == "quantize" and a.observer.batches == 3 for a in observed)
+    lo, hi = qnet.input_quant.observer.range()
+    assert (lo, hi) == (float(x.min()), float(x.max()))
+    with tinymbv2.no_grad():
+        out = qnet(Tensor(x[:4])).data
+    assert out.shape == (4, 5) and np.all(np.isfinite(out))
+
+
+def test_relu6_range_false_and_a_relu_network_observe_their_activations():
+    x = np.random.default_rng(3).standard_normal((8, 1, 12, 12)).astype(np.float32)
+    for model, kw in ((_random_model(), {"relu6_range": False}),
+                      (_random_model(activation="relu"), {})):
+        qnet = calibrate(quantize_model(model, observer="percentile", percentile=99.9, **kw), x)
+        acts = qnet.act_quants()
+        assert len(acts) == 35 + 18 + 11 and all(a.observer is not None for a in acts)
+        assert all(a.observer.range()[0] >= 0 for a in acts[1:3])  # after the stem's activation
+
+
+@pytest.fixture(scope="module")
+def digits_model(tmp_path_factory):
+    """A MobileNetV2-0.35 trained on the digits for 6 epochs (about 6 s), and the data."""
+    out = tmp_path_factory.mktemp("ptq") / "digits"
+    assert main(["train", "--dataset", "digits", "--width", "0.35", "--epochs", "6", "--lr", "0.1",
+                 "--no-progress", "--out", str(out)]) == 0
+    model, cfg = load_trained(out / "model.npz")
+    data = load_dataset("digits", None, None, channels=1)
+    mean, std = (np.array(cfg[k], np.float32).reshape(1, -1, 1, 1) for k in ("norm_mean", "norm_std"))
+    norm = lambda x: ((x - mean) / std).astype(np.float32)  # noqa: E731
+    return model, norm(data.train.images[:256]), norm(data.test.images), data.test.labels
+
+
+def test_per_channel_ptq_keeps_a_trained_classifiers_accuracy_and_per_tensor_loses_it(digits_model):
+    model, calib, images, labels = digits_model
+    base = evaluate(model, images, labels, fuse=False)
+    assert base["accuracy"] > 0.5
+    scores = {}
+    for weights in ("per_channel", "per_tensor"):
+        qnet = calibrate(quantize_model(model, weights=weights), calib)
+        result = evaluate(qnet, images, labels, fuse=False)
+        agree = float(np.mean(result["predictions"] == base["predictions"]))
+        scores[weights] = (result["accuracy"], agree)
+    accuracy, agree = scores["per_channel"]
+    assert accuracy >= base["accuracy"] - 0.03 and agree >= 0.9
+    assert scores["per_tensor"][0] < accuracy - 0.2   # one scale for all channels: ruinous
+
+
+def test_quantization_aware_training_moves_the_folded_weights(digits_model):
+    model, calib, _, _ = digits_model
+    stem = np.array(model.features[0][0].weight.data)
+    qnet = calibrate(quantize_model(model), calib)
+    qnet.train()
+    opt = optim.SGD(qnet.parameters(), lr=0.01, momentum=0.9)
+    labels = load_dataset("digits", None, None, channels=1).train.labels[:64]
+    before = [np.array(p.data) for p in qnet.parameters()]
+    loss = F.cross_entropy(qnet(Tensor(calib[:64])), labels)
+    opt.zero_grad()
+    loss.backward()
+    layers = [m for m in qnet.modules() if isinstance(m, (QuantConv2d, QuantLinear))]
+    assert all(np.all(np.isfinite(m.weight.grad)) and np.abs(m.weight.grad).max() > 0
+               for m in layers)
+    opt.step()
+    assert all(not np.array_equal(b, np.asarray(p.data)) for b, p in zip(before, qnet.parameters()))
+    assert np.array_equal(stem, np.asarray(model.features[0][0].weight.data))  # model untouched
+
+
+def test_what_has_no_quantized_form_is_refused():
+    with pytest.raises(TypeError, match="expected a MobileNetV2 classifier"):
+        quantize_model(ssdlite_mobilenet_v2(3, width_mult=0.35, size=64))
+    with pytest.raises(TypeError, match="not a fused view"):
+        quantize_model(tinymbv2.fuse(_random_model()))
+    with pytest.raises(TypeError, match="expansion-shortcut"):
+        quantize_model(mobilenet_v2(width_mult=0.35, shortcut="expansion").eval())
+    with pytest.raises(ValueError, match="expected observer in"):
+        quantize_model(_random_model(), observer="kl")
+    with pytest.raises(ValueError, match="expected weights in"):
+        quantize_model(_random_model(), weights="per_group")
+    with pytest.raises(ValueError, match="at least one calibration image"):
+        calibrate(quantize_model(_random_model()), np.zeros((0, 1, 12, 12), np.float32))
+    with pytest.raises(ValueError, match="exactly one"):
+        ActQuant()

@@ -1,0 +1,24 @@
+"""Post-training quantization and quantization-aware training, written here (issue 25).
+
+The pieces, each in its own module:
+
+* ``qparams``: the integer ranges of int8 and uint8 and the scale and zero point that map a
+  float range onto one (symmetric or affine, per tensor or per channel), as PyTorch's
+  observers compute them;
+* ``fake_quant``: quantize-then-dequantize in float, $\\hat x = (\\text{clamp}(\\text{round}
+  (x / s) + z) - z)\\, s$, a differentiable op whose backward is the straight-through
+  estimator: what quantization-aware training trains through;
+* ``observers``: the float range of an activation, from calibration batches: min/max,
+  percentile, or the clipping that minimises the squared quantization error;
+* ``ptq``: a trained classifier's quantized view (BatchNorm folded, int8 weights, uint8
+  activations, ReLU6's range known), calibrated on a few images; training it is
+  quantization-aware training.
+"""
+from .fake_quant import fake_quantize
+from .observers import MinMaxObserver, MSEObserver, PercentileObserver
+from .ptq import QuantizedNet, calibrate, quantize_model
+from .qparams import QUANT_RANGES, choose_qparams, quant_range
+
+__all__ = ["fake_quantize", "MinMaxObserver", "MSEObserver", "PercentileObserver",
+           "QUANT_RANGES", "QuantizedNet", "calibrate", "choose_qparams", "quant_range",
+           "quantize_model"]
