@@ -146,3 +146,33 @@ def test_what_has_no_quantized_form_is_refused():
         calibrate(quantize_model(_random_model()), np.zeros((0, 1, 12, 12), np.float32))
     with pytest.raises(ValueError, match="exactly one"):
         ActQuant()
+
+
+def test_the_qdq_onnx_file_computes_what_the_view_computes(digits_model, tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    from tinymbv2.quant.onnx_qdq import to_qdq_onnx
+
+    model, calib, images, labels = digits_model
+    qnet = calibrate(quantize_model(model), calib)
+    path = to_qdq_onnx(qnet, tmp_path / "q.onnx", images.shape)
+    proto = onnx.load(path)
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count("QuantizeLinear") == len(qnet.act_quants())
+    assert ops.count("DequantizeLinear") == len(qnet.act_quants()) + 53  # + 52 convs, 1 Linear
+    assert "BatchNormalization" not in ops
+    weights = {t.name: t for t in proto.graph.initializer}
+    assert weights["body.features.0.0.weight_quantized"].data_type == onnx.TensorProto.INT8
+    with tinymbv2.no_grad():
+        ours = qnet(Tensor(images)).data
+    plain = ort.SessionOptions()
+    plain.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    theirs = ort.InferenceSession(str(path), plain, providers=["CPUExecutionProvider"]).run(
+        None, {"input": images})[0]
+    # the same float graph: apart from rounding ties (x / s against x * (1 / s)) the same
+    assert np.mean(theirs.argmax(1) == ours.argmax(1)) >= 0.99
+    assert np.median(np.abs(theirs - ours)) <= 1e-3 * np.abs(ours).max()
+    with pytest.raises(ValueError, match="calibrate the view first"):
+        to_qdq_onnx(quantize_model(model), tmp_path / "r.onnx", images.shape)
+    assert not (tmp_path / "r.onnx").exists()

@@ -12,13 +12,16 @@ The pieces, each in its own module:
   percentile, or the clipping that minimises the squared quantization error;
 * ``ptq``: a trained classifier's quantized view (BatchNorm folded, int8 weights, uint8
   activations, ReLU6's range known), calibrated on a few images; training it is
-  quantization-aware training.
+  quantization-aware training;
+* ``onnx_qdq``: the calibrated view as a QDQ ONNX file (int8 weights, uint8 activations),
+  which onnxruntime runs with its integer kernels.
 """
 from .fake_quant import fake_quantize
+from .onnx_qdq import to_qdq_onnx
 from .observers import MinMaxObserver, MSEObserver, PercentileObserver
 from .ptq import QuantizedNet, calibrate, quantize_model
 from .qparams import QUANT_RANGES, choose_qparams, quant_range
 
 __all__ = ["fake_quantize", "MinMaxObserver", "MSEObserver", "PercentileObserver",
            "QUANT_RANGES", "QuantizedNet", "calibrate", "choose_qparams", "quant_range",
-           "quantize_model"]
+           "quantize_model", "to_qdq_onnx"]

@@ -32,6 +32,32 @@ from ..autograd import Function, Tensor
 from ..backend import get_array_module
 
 
+def quantize_array(x, scale, zero_point, qmin: int, qmax: int, axis=None):
+    r"""The integers $q$ of x, and where x was inside the range (the module's formulas).
+
+    Args:
+        x: A float array (NumPy or CuPy).
+        scale: $s$: a number, or one per entry of x's axis ``axis``.
+        zero_point: $z$ (or one per channel).
+        qmin: $q_\min$.
+        qmax: $q_\max$.
+        axis: None (per tensor) or the channel axis.
+
+    Returns:
+        ``(q, inside)``: $q$ clamped to the range, as floats of x's dtype, and the boolean
+        array $q_\min \le \text{round}(x / s) + z \le q_\max$.
+    """
+    xp = get_array_module(x)
+    shape = [1] * x.ndim
+    if axis is not None:
+        shape[axis] = -1
+    s32 = xp.asarray(scale, np.float32)  # scales are stored as float32 (PyTorch, ONNX)
+    z = xp.asarray(zero_point, x.dtype).reshape(shape)
+    inv = (np.float32(1.0) / s32).astype(x.dtype).reshape(shape)
+    q = xp.rint(x * inv) + z
+    return xp.clip(q, qmin, qmax), (q >= qmin) & (q <= qmax)
+
+
 class FakeQuantize(Function):
     """Quantize-dequantize per tensor or per channel; the gradient straight through (module).
 
@@ -44,14 +70,11 @@ class FakeQuantize(Function):
         shape = [1] * x.ndim
         if axis is not None:
             shape[axis] = -1
-        s32 = xp.asarray(scale, np.float32)  # scales are stored as float32 (PyTorch, ONNX)
-        z = xp.asarray(zero_point, x.dtype).reshape(shape)
-        inv = (np.float32(1.0) / s32).astype(x.dtype).reshape(shape)
-        q = xp.rint(x * inv) + z
-        ctx.save_for_backward((q >= qmin) & (q <= qmax))
+        q, inside = quantize_array(x, scale, zero_point, qmin, qmax, axis)
+        ctx.save_for_backward(inside)
         # the dequantized value (q - z) s is a float32 number, as DequantizeLinear's output
-        steps = (xp.clip(q, qmin, qmax) - z).astype(np.float32)
-        return (steps * s32.reshape(shape)).astype(x.dtype, copy=False)
+        steps = (q - xp.asarray(zero_point, x.dtype).reshape(shape)).astype(np.float32)
+        return (steps * xp.asarray(scale, np.float32).reshape(shape)).astype(x.dtype, copy=False)
 
     @staticmethod
     def backward(ctx, grad):
