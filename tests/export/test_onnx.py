@@ -210,7 +210,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypat
     def crash(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr("tinymbv2.export.onnx_graph.os.replace", crash)
+    monkeypatch.setattr("tinymbv2.atomic.os.replace", crash)
     with pytest.raises(OSError, match="disk full"):
         to_onnx(model, path, (1, 3, 32, 32))
     assert path.read_bytes() == b"the previous export"

@@ -31,13 +31,12 @@ fused one equals). The graph has a fixed input shape (batch included): its ``Res
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .. import nn
+from ..atomic import write_atomically
 from ..functional.resizing import output_size
 from ..models import deeplabv3, mobilenetv2, ssdlite
 from .folding import fold_model, host
@@ -527,14 +526,4 @@ def to_onnx(model: nn.Module, path, input_shape, opset: int = 17, fold: bool = T
     data = build_onnx_model(model, input_shape, opset, fold, metadata).SerializeToString()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomically(path, lambda f: f.write(data))

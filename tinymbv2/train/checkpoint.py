@@ -30,13 +30,12 @@ from __future__ import annotations
 import copy
 import glob
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_atomically
 from ..nn import StateDictError
 
 _META = "__meta__"
@@ -105,17 +104,7 @@ def save_state(path, state: dict) -> Path:
     members = {name.lstrip("/"): a for name, a in arrays.items()}
     meta_json = json.dumps(_rename(meta))
     remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **members, **{_META: np.array(meta_json)})
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomically(path, lambda f: np.savez(f, **members, **{_META: np.array(meta_json)}))
 
 
 # A temporary this old (seconds since its last write) is a killed write's, not a live one's:
@@ -130,7 +119,7 @@ def remove_stale_temporaries(path, older_than: float = STALE_AFTER_S) -> list[Pa
     """Delete the temporary files an interrupted save of ``path`` left behind.
 
     The save is [save_state][tinymbv2.train.checkpoint.save_state]'s. The temporaries are
-    named ``<name>.<random>.tmp`` (``tempfile.mkstemp`` in ``path``'s folder) and
+    named ``<name>.<random>.tmp`` ([write_atomically][tinymbv2.atomic.write_atomically]) and
     are as large as the checkpoint. Called before each save, so a run resumed after a
     kill cleans up at its first checkpoint. Only this checkpoint's temporaries are
     touched (``model.npz.*.tmp`` for ``model.npz``, not ``best.npz.*.tmp``), and only
