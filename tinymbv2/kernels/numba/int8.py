@@ -1,0 +1,294 @@
+r"""Int8 inference kernels in Numba: int8 x int8 -> int32 products, requantized in the epilogue.
+
+``NumbaKernels`` takes ``qlinear_conv2d`` and ``qgemm`` from here; the contract (arguments,
+the arithmetic, MLAS's requantization) is ``tinymbv2.kernels.int8_reference``'s, and the
+outputs are the same integers on every input: the products and sums are exact in int32
+(in any order), and the requantization is the same float32 operations in the same order
+(``float32(acc) * m``, clamp, round half to even, ``+ z_y``).
+
+Two loops do all the work:
+
+* **A dot-product GEMM** (``_gemm_requant``): $C = A B^T$ with both operands int16 and
+  contiguous along the sum, $4 \times 4$ outputs at a time, sixteen int32 sums held in the
+  inner loop (LLVM vectorises each ``int32(a) * int32(b)`` reduction over k with
+  ``vpmaddwd``, two int16 products added into each int32 lane); the $4 \times 4$ block is
+  requantized as it leaves the registers and written once as int8. The activations enter it
+  centred ($q_x - z_x$, int16, so the zero point costs nothing in the loop) and laid out with
+  the sum contiguous: a pointwise convolution transposes each image to (pixels, channels)
+  (``_centred_channels_last``), a dense one builds its im2col patches the same way
+  (``_patches``, the stem's 27 values per pixel), and the Linear is already (M, K).
+* **The depthwise 3x3** (``_depthwise3x3``): per (image, channel) plane, each output pixel
+  as its nine products in int32, the interior rows' pixels in one loop over the row that
+  LLVM vectorises (stride 1 and 2), the border pixels (those whose taps reach the padding)
+  one by one; other depthwise kernels (5x5, dilation) go to the reference.
+
+Centred activations fit int16 ($|q_x - z_x| \le 255$) and so does every product
+($255 \cdot 128 < 2^{15}$); the sums are int32, as ONNX's. Work is split into disjoint outputs
+(row blocks of the product per image, planes of the depthwise filter), each summed by one
+thread in a fixed order: bit-identical on every run and for any thread count (exact integer
+arithmetic would make it so anyway).
+
+AVX-512 VNNI's ``vpdpbusd`` (four uint8 x int8 products per int32 lane) is not reachable:
+Numba exposes no intrinsics, and LLVM forms it only from a pattern Numba's IR for mixed
+uint8/int8 products does not give (figures: docs/kernels.md, "Int8 inference").
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .cache import CACHE
+from . import pool  # noqa: F401  (starts Numba's pool passive)
+from ..int8_reference import output_range, qgemm_args, qlinear_conv2d_args
+
+_JIT = dict(cache=CACHE, boundscheck=False, fastmath=False)
+
+
+@njit(inline="always")
+def _requant(acc, m, zp, lo, hi):
+    """One output: MLAS's float32 steps (the order matters for the same bits)."""
+    f = np.float32(acc) * m
+    f = min(max(f, lo), hi)
+    return np.int32(np.rint(f)) + zp
+
+
+# ----------------------------------------------------------------------- the GEMM
+@njit(parallel=True, **_JIT)
+def _gemm_requant(a, b, bias, m, zp, lo, hi, out):
+    """out[n, i, j] = requant(bias[i] + sum_k a[i, k] * b[n, j, k]), 4 x 4 outputs at a time.
+
+    a: (R4, K) int16, R4 a multiple of 4 (zero rows past the R outputs);
+    b: (N, S4, K) int16, S4 a multiple of 4 (zero rows past S);
+    out: (N, R, S) int8/uint8. lo, hi: float32 bounds of ``acc * m`` (``q_min - z``, ...).
+    """
+    n_img, r, s = out.shape
+    kk = a.shape[1]
+    rb, sb = a.shape[0] // 4, b.shape[1] // 4
+    for t in prange(n_img * rb):
+        n, i0 = t // rb, t % rb * 4
+        bn = b[n]
+        for jb in range(sb):
+            j0 = jb * 4
+            c00 = c01 = c02 = c03 = np.int32(0)
+            c10 = c11 = c12 = c13 = np.int32(0)
+            c20 = c21 = c22 = c23 = np.int32(0)
+            c30 = c31 = c32 = c33 = np.int32(0)
+            for k in range(kk):
+                a0, a1 = np.int32(a[i0, k]), np.int32(a[i0 + 1, k])
+                a2, a3 = np.int32(a[i0 + 2, k]), np.int32(a[i0 + 3, k])
+                b0, b1 = np.int32(bn[j0, k]), np.int32(bn[j0 + 1, k])
+                b2, b3 = np.int32(bn[j0 + 2, k]), np.int32(bn[j0 + 3, k])
+                c00 += a0 * b0
+                c01 += a0 * b1
+                c02 += a0 * b2
+                c03 += a0 * b3
+                c10 += a1 * b0
+                c11 += a1 * b1
+                c12 += a1 * b2
+                c13 += a1 * b3
+                c20 += a2 * b0
+                c21 += a2 * b1
+                c22 += a2 * b2
+                c23 += a2 * b3
+                c30 += a3 * b0
+                c31 += a3 * b1
+                c32 += a3 * b2
+                c33 += a3 * b3
+            block = ((c00, c01, c02, c03), (c10, c11, c12, c13), (c20, c21, c22, c23),
+                     (c30, c31, c32, c33))
+            for di in range(4):
+                i = i0 + di
+                if i < r:
+                    row = block[di]
+                    for dj in range(4):
+                        j = j0 + dj
+                        if j < s:
+                            out[n, i, j] = _requant(row[dj] + bias[i], m[i], zp, lo, hi)
+    return out
+
+
+def _padded_rows(a, multiple):
+    """a (R, K) -> (ceil(R / multiple) * multiple, K), zero rows added: whole register blocks."""
+    extra = -a.shape[-2] % multiple
+    if not extra:
+        return a
+    pad = [(0, 0)] * a.ndim
+    pad[-2] = (0, extra)
+    return np.pad(a, pad)
+
+
+@njit(parallel=True, **_JIT)
+def _centred_channels_last(x, zp, out):
+    """out[n, p, c] = x[n, c, p] - zp (int16): each image transposed, the sum contiguous."""
+    n_img, c, p = x.shape
+    bands = (p + 63) // 64
+    for t in prange(n_img * bands):
+        n, p0 = t // bands, t % bands * 64
+        p1 = min(p0 + 64, p)
+        for ci in range(c):
+            for q in range(p0, p1):
+                out[n, q, ci] = np.int16(x[n, ci, q]) - zp
+    return out
+
+
+@njit(parallel=True, **_JIT)
+def _patches(x, zp, kh, kw, sh, sw, ph, pw, ho, wo, out):
+    """im2col, channels last: out[n, oh*wo + ow, (c*kh + i)*kw + j] = x - zp, 0 in the padding."""
+    n_img, c, h, w = x.shape
+    for t in prange(n_img * ho):
+        n, oh = t // ho, t % ho
+        for ow in range(wo):
+            q = oh * wo + ow
+            for ci in range(c):
+                for i in range(kh):
+                    ih = oh * sh + i - ph
+                    for j in range(kw):
+                        iw = ow * sw + j - pw
+                        v = np.int16(0)
+                        if 0 <= ih < h and 0 <= iw < w:
+                            v = np.int16(x[n, ci, ih, iw]) - zp
+                        out[n, q, (ci * kh + i) * kw + j] = v
+    return out
+
+
+# ----------------------------------------------------------------------- depthwise 3x3
+@njit(inline="always")
+def _dw_pixel(x, n, c, w, oh, ow, sh, sw, ph, pw, zp):
+    """One depthwise output's sum with the taps that fall inside the image (border pixels)."""
+    h, wd = x.shape[2], x.shape[3]
+    acc = np.int32(0)
+    for i in range(3):
+        ih = oh * sh + i - ph
+        if 0 <= ih < h:
+            for j in range(3):
+                iw = ow * sw + j - pw
+                if 0 <= iw < wd:
+                    acc += np.int32(w[c, i, j]) * (np.int32(x[n, c, ih, iw]) - zp)
+    return acc
+
+
+@njit(parallel=True, **_JIT)
+def _depthwise3x3(x, w, zp, sh, sw, ph, pw, bias, m, yzp, lo, hi, out):
+    """out[n, c] = requant(depthwise 3x3 of x[n, c] - zp, + bias[c]): one task per plane.
+
+    Interior pixels (all nine taps inside the image) in one loop over the row, the border
+    pixels one by one. w: (C, 3, 3) int32.
+    """
+    n_img, c, h, wd = x.shape
+    ho, wo = out.shape[2], out.shape[3]
+    # outputs whose taps all lie inside: oh*s - p >= 0 and oh*s - p + 2 <= h - 1
+    oh0 = min((ph + sh - 1) // sh, ho)
+    oh1 = max(min((h - 3 + ph) // sh + 1, ho), oh0)
+    ow0 = min((pw + sw - 1) // sw, wo)
+    ow1 = max(min((wd - 3 + pw) // sw + 1, wo), ow0)
+    for t in prange(n_img * c):
+        n, ch = t // c, t % c
+        w00, w01, w02 = np.int32(w[ch, 0, 0]), np.int32(w[ch, 0, 1]), np.int32(w[ch, 0, 2])
+        w10, w11, w12 = np.int32(w[ch, 1, 0]), np.int32(w[ch, 1, 1]), np.int32(w[ch, 1, 2])
+        w20, w21, w22 = np.int32(w[ch, 2, 0]), np.int32(w[ch, 2, 1]), np.int32(w[ch, 2, 2])
+        # the zero point's share, constant over the interior: sum_taps w * zp
+        base = bias[ch] - zp * (w00 + w01 + w02 + w10 + w11 + w12 + w20 + w21 + w22)
+        mc = m[ch]
+        for oh in range(ho):
+            if oh < oh0 or oh >= oh1:
+                for ow in range(wo):
+                    acc = _dw_pixel(x, n, ch, w, oh, ow, sh, sw, ph, pw, zp) + bias[ch]
+                    out[n, ch, oh, ow] = _requant(acc, mc, yzp, lo, hi)
+                continue
+            for ow in range(ow0):
+                acc = _dw_pixel(x, n, ch, w, oh, ow, sh, sw, ph, pw, zp) + bias[ch]
+                out[n, ch, oh, ow] = _requant(acc, mc, yzp, lo, hi)
+            r0 = x[n, ch, oh * sh - ph]
+            r1 = x[n, ch, oh * sh - ph + 1]
+            r2 = x[n, ch, oh * sh - ph + 2]
+            orow = out[n, ch, oh]
+            for ow in range(ow0, ow1):
+                q = ow * sw - pw
+                acc = (base
+                       + w00 * np.int32(r0[q]) + w01 * np.int32(r0[q + 1]) + w02 * np.int32(r0[q + 2])
+                       + w10 * np.int32(r1[q]) + w11 * np.int32(r1[q + 1]) + w12 * np.int32(r1[q + 2])
+                       + w20 * np.int32(r2[q]) + w21 * np.int32(r2[q + 1]) + w22 * np.int32(r2[q + 2]))
+                orow[ow] = _requant(acc, mc, yzp, lo, hi)
+            for ow in range(ow1, wo):
+                acc = _dw_pixel(x, n, ch, w, oh, ow, sh, sw, ph, pw, zp) + bias[ch]
+                out[n, ch, oh, ow] = _requant(acc, mc, yzp, lo, hi)
+    return out
+
+
+# ----------------------------------------------------------------------- the kernels
+def _bounds(y_dtype, y_zp, ys, relu6):
+    q_min, q_max = output_range(y_dtype, y_zp, ys, relu6)
+    return np.float32(q_min - y_zp), np.float32(q_max - y_zp)
+
+
+def qlinear_conv2d(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q, y_scale,
+                   y_zero_point, stride, padding, groups, dilation=(1, 1), relu6=False):
+    """ONNX ``QLinearConv``; the contract is ``int8_reference.qlinear_conv2d``'s.
+
+    Pointwise (1x1, stride 1, no padding, groups 1) and dense (groups 1) convolutions run
+    as the GEMM, depthwise 3x3 (groups = C = Co) as ``_depthwise3x3``; any other grouping or
+    a dilation other than 1 goes to the reference.
+
+    Args:
+        xq: (N, C, H, W) int8 or uint8.
+        x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q, y_scale, y_zero_point,
+            stride, padding, groups, dilation, relu6: As the reference's.
+
+    Returns:
+        (N, Co, Ho, Wo) of y_zero_point's dtype, C-contiguous.
+    """
+    fn = "qlinear_conv2d"
+    (xq, wq, bias, x_zp, y_zp, m, y_dtype, ys, stride, padding, dilation, (ho, wo)) = \
+        qlinear_conv2d_args(fn, xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q,
+                            y_scale, y_zero_point, stride, padding, groups, dilation)
+    n, c, h, w = xq.shape
+    co, cg, kh, kw = wq.shape
+    lo, hi = _bounds(y_dtype, y_zp, ys, relu6)
+    out = np.empty((n, co, ho, wo), y_dtype)  # see kernels.numba on allocation
+    xq = np.ascontiguousarray(xq)
+    if dilation == (1, 1) and groups == c == co and cg == 1 and (kh, kw) == (3, 3):
+        w32 = np.ascontiguousarray(wq.reshape(co, 3, 3).astype(np.int32))
+        return _depthwise3x3(xq, w32, np.int32(x_zp), stride[0], stride[1], padding[0],
+                             padding[1], bias, m, np.int32(y_zp), lo, hi, out)
+    if dilation != (1, 1) or groups != 1:
+        from ..int8_reference import qlinear_conv2d as reference
+        return reference(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q, y_scale,
+                         y_zero_point, stride, padding, groups, dilation, relu6)
+    a = _padded_rows(wq.reshape(co, -1).astype(np.int16), 4)
+    p4 = ho * wo + (-(ho * wo) % 4)
+    if (kh, kw) == (1, 1) and stride == (1, 1) and padding == (0, 0):
+        cols = np.zeros((n, p4, c), np.int16)
+        _centred_channels_last(xq.reshape(n, c, h * w), np.int16(x_zp), cols)
+    else:
+        cols = np.zeros((n, p4, c * kh * kw), np.int16)
+        _patches(xq, np.int16(x_zp), kh, kw, stride[0], stride[1], padding[0], padding[1], ho,
+                 wo, cols)
+    _gemm_requant(a, cols, bias, m, np.int32(y_zp), lo, hi, out.reshape(n, co, ho * wo))
+    return out
+
+
+def qgemm(aq, a_scale, a_zero_point, bq, b_scale, b_zero_point, bias_q, y_scale, y_zero_point,
+          relu6=False):
+    """The Linear in int8 (``com.microsoft.QGemm``, ``transB=1``); the reference's contract.
+
+    Computed as $Y^T = B A^T$ by the GEMM (the weight rows are its register rows, so the
+    per-output-channel multiplier is per row), then transposed (M x N, small).
+
+    Args:
+        aq: (M, K) int8 or uint8.
+        a_scale, a_zero_point, bq, b_scale, b_zero_point, bias_q, y_scale, y_zero_point,
+            relu6: As the reference's.
+
+    Returns:
+        (M, N) of y_zero_point's dtype, C-contiguous.
+    """
+    aq, bq, bias, a_zp, y_zp, m, y_dtype, ys = qgemm_args(
+        "qgemm", aq, a_scale, a_zero_point, bq, b_scale, b_zero_point, bias_q, y_scale,
+        y_zero_point)
+    lo, hi = _bounds(y_dtype, y_zp, ys, relu6)
+    mm, nn = aq.shape[0], bq.shape[0]
+    a = _padded_rows(bq.astype(np.int16), 4)
+    cols = _padded_rows((aq.astype(np.int16) - np.int16(a_zp)), 4)[None]
+    out = np.empty((1, nn, mm), y_dtype)
+    _gemm_requant(a, np.ascontiguousarray(cols), bias, m, np.int32(y_zp), lo, hi, out)
+    return np.ascontiguousarray(out[0].T)
