@@ -36,9 +36,10 @@ def layers(size):
             ("classifier 1280->1000", "linear", 1280, 1000, 1, 1, False)]
 
 
-def contestants(kind, c, co, hw, stride, relu6, batch, rng):
-    """{"float32": call, "int8": call} for one layer, on random data of its shape."""
-    ks = kernel_set("numba")
+def contestants(kind, c, co, hw, stride, relu6, batch, rng, kernels="numba"):
+    """{"float32": call, "int8": call} for one layer, on random data of its shape, with the
+    ``kernels`` set (numba; the test runs the reference on the same data)."""
+    ks = kernel_set(kernels)
     xs, ys, yzp = np.float32(0.05), np.float32(0.04), np.uint8(0)
     bn = (rng.standard_normal(co).astype(np.float32) * 0.1, rng.uniform(0.5, 2, co).astype(np.float32),
           rng.uniform(0.5, 2, co).astype(np.float32), rng.standard_normal(co).astype(np.float32),
