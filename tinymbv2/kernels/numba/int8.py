@@ -40,8 +40,10 @@ from numba import njit, prange
 from .cache import CACHE
 from . import pool  # noqa: F401  (starts Numba's pool passive)
 from ..int8_reference import output_range, qgemm_args, qlinear_conv2d_args
+from .int8_dot import STEP, VNNI, dot_block4x4, dot_rows4x64
 
 _JIT = dict(cache=CACHE, boundscheck=False, fastmath=False)
+QUADS = True
 
 
 @njit(inline="always")
@@ -105,6 +107,158 @@ def _gemm_requant(a, b, bias, m, zp, lo, hi, out):
                         if j < s:
                             out[n, i, j] = _requant(np.int32(row[dj] + bias[i]), m[i], zp, lo, hi)
     return out
+
+
+@njit(parallel=True, **_JIT)
+def _gemm_vnni(a, b, base, m, zp, lo, hi, out):
+    """out[n, i, j] = requant(base[i] + sum_k a[i, k] * b[n, j, k]) on ``vpdpbusd``.
+
+    a: (R4, K) int8 weights, b: (N, S4, K) uint8 activations (raw, not centred), K a multiple
+    of ``int8_dot.STEP`` (zeros past the sum), R4 and S4 multiples of 4; base[i] = bias[i] -
+    z_x sum_k a[i, k] takes the zero point out. out: (N, R, S).
+    """
+    n_img, r, s = out.shape
+    kk = a.shape[1]
+    rb, sb = a.shape[0] // 4, b.shape[1] // 4
+    for t in prange(n_img * rb):
+        n, i0 = t // rb, t % rb * 4
+        bn = b[n]
+        for jb in range(sb):
+            j0 = jb * 4
+            c = dot_block4x4(a, i0, bn, j0, kk)
+            for di in range(4):
+                i = i0 + di
+                if i < r:
+                    for dj in range(4):
+                        j = j0 + dj
+                        if j < s:
+                            out[n, i, j] = _requant(np.int32(c[4 * di + dj] + base[i]), m[i], zp,
+                                                    lo, hi)
+    return out
+
+
+@njit(parallel=True, **_JIT)
+def _bytes_channels_last(x, flip, out):
+    """out[n, p, c] = x[n, c, p] as uint8 (int8 values + 128: ``flip`` = 128, else 0)."""
+    n_img, c, p = x.shape
+    bands = (p + 63) // 64
+    for t in prange(n_img * bands):
+        n, p0 = t // bands, t % bands * 64
+        p1 = min(p0 + 64, p)
+        for ci in range(c):
+            for q in range(p0, p1):
+                out[n, q, ci] = np.uint8(np.int32(x[n, ci, q]) + flip)
+    return out
+
+
+@njit(parallel=True, **_JIT)
+def _byte_patches(x, flip, zp, kh, kw, sh, sw, ph, pw, ho, wo, out):
+    """im2col in uint8, channels last: x + flip, ``zp`` (the real 0) in the padding."""
+    n_img, c, h, w = x.shape
+    for t in prange(n_img * ho):
+        n, oh = t // ho, t % ho
+        for ow in range(wo):
+            q = oh * wo + ow
+            for ci in range(c):
+                for i in range(kh):
+                    ih = oh * sh + i - ph
+                    for j in range(kw):
+                        iw = ow * sw + j - pw
+                        v = np.uint8(zp)
+                        if 0 <= ih < h and 0 <= iw < w:
+                            v = np.uint8(np.int32(x[n, ci, ih, iw]) + flip)
+                        out[n, q, (ci * kh + i) * kw + j] = v
+    return out
+
+
+@njit(parallel=True, **_JIT)
+def _gemm_quads(a, b, base, m, zp, lo, hi, scratch, out):
+    """out[n, i, j] = requant(base[i] + sum_k w[i, k] x[n, k, j]) on ``dot_rows4x64``.
+
+    a: (R4, KB) int32 weight quads; b: (N, KB, P64) int32 activation quads (``_quads``);
+    scratch: (tasks, 4, 64) int32, one block per task. One task per (image, 4 rows); the
+    requantization reads each 4 x 64 block from scratch, a loop LLVM vectorises.
+    """
+    n_img, r, s = out.shape
+    kb = a.shape[1]
+    rb, sb = a.shape[0] // 4, b.shape[2] // 64
+    for t in prange(n_img * rb):
+        n, i0 = t // rb, t % rb * 4
+        acc = scratch[t]
+        bn = b[n]
+        for jb in range(sb):
+            j0 = jb * 64
+            dot_rows4x64(a, i0, bn, j0, kb, acc)
+            j1 = min(j0 + 64, s)
+            for di in range(min(4, r - i0)):
+                i = i0 + di
+                bi, mi = base[i], m[i]
+                row, orow = acc[di], out[n, i, j0:j1]
+                for j in range(j1 - j0):  # loop-counter indices: no wrap-around test
+                    orow[j] = _requant(np.int32(row[j] + bi), mi, zp, lo, hi)
+    return out
+
+
+@njit(parallel=True, **_JIT)
+def _quads(x, flip, out):
+    """out[n, q, p] = the four uint8 values x[n, 4q .. 4q + 3, p] (+ flip) packed in one int32.
+
+    x: (N, K, P) int8/uint8; out: (N, KB, P64) int32, zeros past K and P stay zero.
+    """
+    n_img, k, p = x.shape
+    kb = out.shape[1]
+    bytes_out = out.view(np.uint8).reshape(n_img, kb, out.shape[2], 4)
+    for t in prange(n_img * kb):
+        n, q = t // kb, t % kb
+        for e in range(4):
+            ci = 4 * q + e
+            if ci < k:
+                for j in range(p):
+                    bytes_out[n, q, j, e] = np.uint8(np.int32(x[n, ci, j]) + flip)
+    return out
+
+
+def _zero_padded(a, rows, columns):
+    """a, C-contiguous, with zero rows and columns added up to (rows, columns): a copy only
+    where some are added."""
+    if a.shape == (rows, columns):
+        return np.ascontiguousarray(a)
+    padded = np.zeros((rows, columns), a.dtype)
+    padded[:a.shape[0], :a.shape[1]] = a
+    return padded
+
+
+def _base(bias, zp_u, wq2):
+    """bias - zp_u * (the sum of each weight row), in int32 (wrapping as the reference's
+    int32 sums do): what takes the activations' zero point out of the raw uint8 products."""
+    wsum = wq2.sum(axis=1, dtype=np.int32)
+    return (bias - np.int32(zp_u) * wsum).astype(np.int32)
+
+
+def _quads_product(wq2, bias, x_zp, flip, m, y_zp, lo, hi, src, src_flip, out):
+    """The GEMM on ``dot_rows4x64``: weights (R, K) int8, activations src (N, K, P)."""
+    r, k = wq2.shape
+    kb = (k + 3) // 4
+    a = _zero_padded(wq2, r + (-r % 4), 4 * kb)
+    base = _base(bias, x_zp + flip, wq2)
+    n, s = out.shape[0], out.shape[2]
+    b = np.zeros((n, kb, s + (-s % 64)), np.int32)
+    _quads(src, src_flip, b)
+    scratch = np.empty((n * (a.shape[0] // 4), 4, 64), np.int32)
+    return _gemm_quads(a.view(np.int32), b, base, m, np.int32(y_zp), lo, hi, scratch, out)
+
+
+def _vnni_product(wq2, bias, x_zp, flip, m, y_zp, lo, hi, fill, out):
+    """The GEMM on ``vpdpbusd``: weights (R, K) int8; ``fill(cols)`` writes the uint8
+    activations into cols (N, S4, K32); out (N, R, S)."""
+    r, k = wq2.shape
+    k32 = k + (-k % STEP)
+    a = _zero_padded(wq2, r + (-r % 4), k32)
+    base = _base(bias, x_zp + flip, wq2)
+    n, s = out.shape[0], out.shape[2]
+    cols = np.zeros((n, s + (-s % 4), k32), np.uint8)
+    fill(cols)
+    return _gemm_vnni(a, cols, base, m, np.int32(y_zp), lo, hi, out)
 
 
 def _padded_rows(a, multiple):
@@ -177,42 +331,14 @@ def _taps(base, w00, w01, w02, w10, w11, w12, w20, w21, w22, r0, r1, r2, q):
                                     + w22 * np.int32(r2[q + 2])))
 
 
-@njit(**_JIT)
-def _border_pixels(x, n, c, w, oh, ow0, ow1, sh, sw, ph, pw, zp, bias, mc, yzp, lo, hi, out):
-    """out[n, c, oh, ow0:ow1], pixels whose taps reach the padding, one by one."""
-    for ow in range(ow0, ow1):
-        acc = np.int32(_dw_pixel(x, n, c, w, oh, ow, sh, sw, ph, pw, zp) + bias)
-        out[n, c, oh, ow] = _requant(acc, mc, yzp, lo, hi)
-
-
-def _interior_row_kernel(stride):
-    """The loop over a row's interior pixels for one horizontal stride (1 or 2), a constant.
-
-    One compiled function per stride: with the stride a runtime value, LLVM merged the two
-    loops into one with a variable step and gathered every load (``vpgatherdd``), three
-    times slower than this (measured on (8, 144, 56, 56), stride 1).
-    """
-    @njit(**_JIT)
-    def row(x, out, n, c, r, oh, ow0, ow1, pw, w, base, mc, yzp, lo, hi):
-        r0, r1, r2, orow = x[n, c, r], x[n, c, r + 1], x[n, c, r + 2], out[n, c, oh]
-        w00, w01, w02 = np.int32(w[c, 0, 0]), np.int32(w[c, 0, 1]), np.int32(w[c, 0, 2])
-        w10, w11, w12 = np.int32(w[c, 1, 0]), np.int32(w[c, 1, 1]), np.int32(w[c, 1, 2])
-        w20, w21, w22 = np.int32(w[c, 2, 0]), np.int32(w[c, 2, 1]), np.int32(w[c, 2, 2])
-        for ow in range(ow0, ow1):
-            orow[ow] = _requant(_taps(base, w00, w01, w02, w10, w11, w12, w20, w21, w22,
-                                      r0, r1, r2, stride * ow - pw), mc, yzp, lo, hi)
-    return row
-
-
-_interior_row_s1, _interior_row_s2 = _interior_row_kernel(1), _interior_row_kernel(2)
-
-
 @njit(parallel=True, **_JIT)
 def _depthwise3x3(x, w, zp, sh, sw, ph, pw, bias, m, yzp, lo, hi, out):
     """out[n, c] = requant(depthwise 3x3 of x[n, c] - zp, + bias[c]): one task per plane.
 
-    Interior pixels (all nine taps inside the image) in one loop over the row
-    (``_interior_row_s1``, ``_s2``), the border pixels one by one. w: (C, 3, 3) int32; sw is 1 or 2.
+    Interior pixels (all nine taps inside the image) in one loop over the row, written
+    twice, for a horizontal stride of 1 and of 2 (sw is one of them): with the stride a
+    variable, LLVM gathered every load (``vpgatherdd``). Border pixels one by one.
+    w: (C, 3, 3) int32.
     """
     n_img, c, h, wd = x.shape
     ho, wo = out.shape[2], out.shape[3]
@@ -223,27 +349,38 @@ def _depthwise3x3(x, w, zp, sh, sw, ph, pw, bias, m, yzp, lo, hi, out):
     ow1 = max(min((wd - 3 + pw) // sw + 1, wo), ow0)
     for t in prange(n_img * c):
         n, ch = t // c, t % c
+        w00, w01, w02 = np.int32(w[ch, 0, 0]), np.int32(w[ch, 0, 1]), np.int32(w[ch, 0, 2])
+        w10, w11, w12 = np.int32(w[ch, 1, 0]), np.int32(w[ch, 1, 1]), np.int32(w[ch, 1, 2])
+        w20, w21, w22 = np.int32(w[ch, 2, 0]), np.int32(w[ch, 2, 1]), np.int32(w[ch, 2, 2])
         # the zero point's share, the same for every interior pixel: sum_taps w * zp
-        wsum = np.int32(0)
-        for i in range(3):
-            for j in range(3):
-                wsum = np.int32(wsum + w[ch, i, j])
+        wsum = np.int32(w00 + w01 + w02 + w10 + w11 + w12 + w20 + w21 + w22)
         base = np.int32(bias[ch] - zp * wsum)
-        mc = m[ch]
+        mc, bc = m[ch], bias[ch]
         for oh in range(ho):
-            if oh < oh0 or oh >= oh1:  # a border row: every pixel one by one
-                _border_pixels(x, n, ch, w, oh, 0, wo, sh, sw, ph, pw, zp, bias[ch], mc, yzp, lo,
-                               hi, out)
+            inside = oh0 <= oh < oh1
+            for ow in range(wo if not inside else ow0):  # the border: left, or the whole row
+                acc = np.int32(_dw_pixel(x, n, ch, w, oh, ow, sh, sw, ph, pw, zp) + bc)
+                out[n, ch, oh, ow] = _requant(acc, mc, yzp, lo, hi)
+            if not inside:
                 continue
-            _border_pixels(x, n, ch, w, oh, 0, ow0, sh, sw, ph, pw, zp, bias[ch], mc, yzp, lo, hi,
-                           out)
+            for ow in range(ow1, wo):  # the right border
+                acc = np.int32(_dw_pixel(x, n, ch, w, oh, ow, sh, sw, ph, pw, zp) + bc)
+                out[n, ch, oh, ow] = _requant(acc, mc, yzp, lo, hi)
             r = oh * sh - ph
-            if sw == 1:  # the whole arrays, not row views: views made here slowed the loop
-                _interior_row_s1(x, out, n, ch, r, oh, ow0, ow1, pw, w, base, mc, yzp, lo, hi)
+            # slices that start at the first interior pixel, so that every index in the loop is
+            # a loop counter: with ``ow - pw`` Numba wraps negative indices around, and that
+            # test kept LLVM from vectorising (four times slower)
+            q0 = ow0 * sw - pw
+            r0, r1, r2 = x[n, ch, r, q0:], x[n, ch, r + 1, q0:], x[n, ch, r + 2, q0:]
+            orow = out[n, ch, oh, ow0:ow1]
+            if sw == 1:
+                for i in range(ow1 - ow0):
+                    orow[i] = _requant(_taps(base, w00, w01, w02, w10, w11, w12, w20, w21, w22,
+                                             r0, r1, r2, i), mc, yzp, lo, hi)
             else:
-                _interior_row_s2(x, out, n, ch, r, oh, ow0, ow1, pw, w, base, mc, yzp, lo, hi)
-            _border_pixels(x, n, ch, w, oh, ow1, wo, sh, sw, ph, pw, zp, bias[ch], mc, yzp, lo,
-                           hi, out)
+                for i in range(ow1 - ow0):
+                    orow[i] = _requant(_taps(base, w00, w01, w02, w10, w11, w12, w20, w21, w22,
+                                             r0, r1, r2, 2 * i), mc, yzp, lo, hi)
     return out
 
 
@@ -288,9 +425,34 @@ def qlinear_conv2d(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q,
         from ..int8_reference import qlinear_conv2d as reference
         return reference(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q, y_scale,
                          y_zero_point, stride, padding, groups, dilation, relu6)
+    pointwise = (kh, kw) == (1, 1) and stride == (1, 1) and padding == (0, 0)
+    if VNNI and QUADS:
+        flip = 128 if xq.dtype == np.int8 else 0  # int8 activations as uint8: + 128
+        if pointwise:
+            src = xq.reshape(n, c, h * w)
+        else:  # im2col, then the same layout
+            src = np.empty((n, ho * wo, c * kh * kw), np.uint8)
+            _byte_patches(xq, flip, x_zp + flip, kh, kw, stride[0], stride[1], padding[0],
+                          padding[1], ho, wo, src)
+            src = np.ascontiguousarray(src.transpose(0, 2, 1))
+        _quads_product(wq.reshape(co, -1), bias, x_zp, flip, m, y_zp, lo, hi, src,
+                       flip if pointwise else 0, out.reshape(n, co, ho * wo))
+        return out
+    if VNNI:
+        flip = 128 if xq.dtype == np.int8 else 0  # int8 activations as uint8: + 128
+        if pointwise:
+            def fill(cols):
+                _bytes_channels_last(xq.reshape(n, c, h * w), flip, cols)
+        else:
+            def fill(cols):
+                _byte_patches(xq, flip, x_zp + flip, kh, kw, stride[0], stride[1], padding[0],
+                              padding[1], ho, wo, cols)
+        _vnni_product(wq.reshape(co, -1), bias, x_zp, flip, m, y_zp, lo, hi, fill,
+                      out.reshape(n, co, ho * wo))
+        return out
     a = _padded_rows(wq.reshape(co, -1).astype(np.int16), 4)
     p4 = ho * wo + (-(ho * wo) % 4)
-    if (kh, kw) == (1, 1) and stride == (1, 1) and padding == (0, 0):
+    if pointwise:
         cols = np.zeros((n, p4, c), np.int16)
         _centred_channels_last(xq.reshape(n, c, h * w), np.int16(x_zp), cols)
     else:
@@ -321,6 +483,14 @@ def qgemm(aq, a_scale, a_zero_point, bq, b_scale, b_zero_point, bias_q, y_scale,
         y_zero_point)
     lo, hi = _bounds(y_dtype, y_zp, ys, relu6)
     mm, nn = aq.shape[0], bq.shape[0]
+    if VNNI:
+        flip = 128 if aq.dtype == np.int8 else 0
+        out = np.empty((1, nn, mm), y_dtype)
+
+        def fill(cols):
+            cols[0, :mm, :aq.shape[1]] = (aq.astype(np.int32) + flip).astype(np.uint8)
+        _vnni_product(bq, bias, a_zp, flip, m, y_zp, lo, hi, fill, out)
+        return np.ascontiguousarray(out[0].T)
     a = _padded_rows(bq.astype(np.int16), 4)
     cols = _padded_rows((aq.astype(np.int16) - np.int16(a_zp)), 4)[None]
     out = np.empty((1, nn, mm), y_dtype)
