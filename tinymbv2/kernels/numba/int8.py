@@ -200,6 +200,30 @@ def _gemm_quads(a, b, base, m, zp, lo, hi, scratch, out):
 
 
 @njit(parallel=True, **_JIT)
+def _patch_quads(x, flip, zp, kh, kw, sh, sw, ph, pw, ho, wo, out):
+    """im2col into the quad layout: value k of pixel p's patch (k = (c kh + i) kw + j) at
+    byte k % 4 of out[n, k // 4, p]; x + flip, ``zp`` (the real 0) in the padding."""
+    n_img, c, h, w = x.shape
+    kb = out.shape[1]
+    bytes_out = out.view(np.uint8).reshape(n_img, kb, out.shape[2], 4)
+    for t in prange(n_img * ho):
+        n, oh = t // ho, t % ho
+        for ci in range(c):
+            for i in range(kh):
+                ih = oh * sh + i - ph
+                for j in range(kw):
+                    k = (ci * kh + i) * kw + j
+                    q, e = k // 4, k % 4
+                    for ow in range(wo):
+                        iw = ow * sw + j - pw
+                        v = np.uint8(zp)
+                        if 0 <= ih < h and 0 <= iw < w:
+                            v = np.uint8(np.int32(x[n, ci, ih, iw]) + flip)
+                        bytes_out[n, q, oh * wo + ow, e] = v
+    return out
+
+
+@njit(parallel=True, **_JIT)
 def _quads(x, flip, out):
     """out[n, q, p] = the four uint8 values x[n, 4q .. 4q + 3, p] (+ flip) packed in one int32.
 
@@ -235,15 +259,16 @@ def _base(bias, zp_u, wq2):
     return (bias - np.int32(zp_u) * wsum).astype(np.int32)
 
 
-def _quads_product(wq2, bias, x_zp, flip, m, y_zp, lo, hi, src, src_flip, out):
-    """The GEMM on ``dot_rows4x64``: weights (R, K) int8, activations src (N, K, P)."""
+def _quads_product(wq2, bias, x_zp, flip, m, y_zp, lo, hi, fill, out):
+    """The GEMM on ``dot_rows4x64``: weights (R, K) int8; ``fill(b)`` writes the activations'
+    quads into b (N, KB, P64) int32 (zeros); out (N, R, P)."""
     r, k = wq2.shape
     kb = (k + 3) // 4
     a = _zero_padded(wq2, r + (-r % 4), 4 * kb)
     base = _base(bias, x_zp + flip, wq2)
     n, s = out.shape[0], out.shape[2]
     b = np.zeros((n, kb, s + (-s % 64)), np.int32)
-    _quads(src, src_flip, b)
+    fill(b)
     scratch = np.empty((n * (a.shape[0] // 4), 4, 64), np.int32)
     return _gemm_quads(a.view(np.int32), b, base, m, np.int32(y_zp), lo, hi, scratch, out)
 
@@ -429,14 +454,14 @@ def qlinear_conv2d(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q,
     if VNNI and QUADS:
         flip = 128 if xq.dtype == np.int8 else 0  # int8 activations as uint8: + 128
         if pointwise:
-            src = xq.reshape(n, c, h * w)
-        else:  # im2col, then the same layout
-            src = np.empty((n, ho * wo, c * kh * kw), np.uint8)
-            _byte_patches(xq, flip, x_zp + flip, kh, kw, stride[0], stride[1], padding[0],
-                          padding[1], ho, wo, src)
-            src = np.ascontiguousarray(src.transpose(0, 2, 1))
-        _quads_product(wq.reshape(co, -1), bias, x_zp, flip, m, y_zp, lo, hi, src,
-                       flip if pointwise else 0, out.reshape(n, co, ho * wo))
+            def fill(b):
+                _quads(xq.reshape(n, c, h * w), flip, b)
+        else:  # im2col, written straight into the quad layout
+            def fill(b):
+                _patch_quads(xq, flip, x_zp + flip, kh, kw, stride[0], stride[1], padding[0],
+                             padding[1], ho, wo, b)
+        _quads_product(wq.reshape(co, -1), bias, x_zp, flip, m, y_zp, lo, hi, fill,
+                       out.reshape(n, co, ho * wo))
         return out
     if VNNI:
         flip = 128 if xq.dtype == np.int8 else 0  # int8 activations as uint8: + 128
