@@ -259,3 +259,26 @@ def test_gemm_errors_name_what_was_expected(kset):
         kset.qgemm(a, 0.1, np.uint8(0), b, 0.1, np.int8(0), None, 0.1, np.uint8(0))
     with pytest.raises(TypeError, match="qgemm: aq must be int8 or uint8, got float64"):
         kset.qgemm(np.zeros((2, 4)), 0.1, np.uint8(0), b, 0.1, np.int8(0), None, 0.1, np.uint8(0))
+
+
+@settings(max_examples=15, deadline=None)
+@given(c=conv_case(), g=gemm_case())
+def test_numba_without_vnni_equals_reference(c, g):
+    """The int16 GEMM that CPUs without AVX-512 VNNI run (``int8.VNNI`` off), the same
+    integers as the reference."""
+    from tinymbv2.kernels.numba import int8 as numba_int8
+    saved = numba_int8.VNNI
+    numba_int8.VNNI = False
+    try:
+        np.testing.assert_array_equal(run_conv(NUMBA, c), run_conv(REFERENCE, c))
+        np.testing.assert_array_equal(run_gemm(NUMBA, g), run_gemm(REFERENCE, g))
+    finally:
+        numba_int8.VNNI = saved
+
+
+def test_vnni_is_what_this_cpu_offers():
+    """``int8_dot.VNNI`` follows the features Numba compiles for (the intrinsics are emitted
+    only there)."""
+    from tinymbv2.kernels.numba.int8_dot import VNNI
+    from tinymbv2.kernels.numba.llvm import target_features
+    assert VNNI == ({"+avx512vnni", "+avx512vl"} <= set(target_features()))

@@ -3,34 +3,41 @@ r"""Int8 inference kernels in Numba: int8 x int8 -> int32 products, requantized 
 ``NumbaKernels`` takes ``qlinear_conv2d`` and ``qgemm`` from here; the contract (arguments,
 the arithmetic, MLAS's requantization) is ``tinymbv2.kernels.int8_reference``'s, and the
 outputs are the same integers on every input: the products and sums are exact in int32
-(in any order), and the requantization is the same float32 operations in the same order
-(``float32(acc) * m``, clamp, round half to even, ``+ z_y``).
+(in any order, wrapping as the reference's do), and the requantization is the same float32
+operations in the same order (``float32(acc) * m``, clamp, round half to even, ``+ z_y``).
 
-Two loops do all the work:
+**On a CPU with AVX-512 VNNI** (``int8_dot.VNNI``) the products run on ``vpdpbusd``, four
+uint8 x int8 products added into each int32 lane, through the intrinsics of ``.int8_dot``:
 
-* **A dot-product GEMM** (``_gemm_requant``): $C = A B^T$ with both operands int16 and
-  contiguous along the sum, $4 \times 4$ outputs at a time, sixteen int32 sums held in the
-  inner loop (LLVM vectorises each ``int32(a) * int32(b)`` reduction over k with
-  ``vpmaddwd``, two int16 products added into each int32 lane); the $4 \times 4$ block is
-  requantized as it leaves the registers and written once as int8. The activations enter it
-  centred ($q_x - z_x$, int16, so the zero point costs nothing in the loop) and laid out with
-  the sum contiguous: a pointwise convolution transposes each image to (pixels, channels)
-  (``_centred_channels_last``), a dense one builds its im2col patches the same way
-  (``_patches``, the stem's 27 values per pixel), and the Linear is already (M, K).
-* **The depthwise 3x3** (``_depthwise3x3``): per (image, channel) plane, each output pixel
-  as its nine products in int32, the interior rows' pixels in one loop over the row that
-  LLVM vectorises (stride 1 and 2), the border pixels (those whose taps reach the padding)
-  one by one; other depthwise kernels (5x5, dilation) go to the reference.
+* pointwise and dense convolutions (``_gemm_quads``): the broadcast form. The activations
+  are laid out in *quads* (``_quads``; ``_patch_quads`` for im2col, the stem's 27 values
+  per pixel): one int32 word per (4 channels, pixel), words of one quad row contiguous
+  along the pixels, so that one ``vpdpbusd`` multiplies 16 pixels' quads by one broadcast
+  quad of weights. 4 output channels x 64 pixels per block, the sums requantized from a
+  small scratch in a loop LLVM vectorises;
+* the Linear (``_gemm_vnni``): 4 x 4 dot products along K (long, and only a few rows).
 
-Centred activations fit int16 ($|q_x - z_x| \le 255$) and so does every product
-($255 \cdot 128 < 2^{15}$); the sums are int32, as ONNX's. Work is split into disjoint outputs
-(row blocks of the product per image, planes of the depthwise filter), each summed by one
-thread in a fixed order: bit-identical on every run and for any thread count (exact integer
-arithmetic would make it so anyway).
+The activations go in raw (int8 ones + 128, as uint8): the zero point comes out as
+$z_x \sum_k w_{ik}$ folded into the bias (``_base``), exact in int32.
 
-AVX-512 VNNI's ``vpdpbusd`` (four uint8 x int8 products per int32 lane) is not reachable:
-Numba exposes no intrinsics, and LLVM forms it only from a pattern Numba's IR for mixed
-uint8/int8 products does not give (figures: docs/kernels.md, "Int8 inference").
+**Without VNNI**, the GEMMs are ``_gemm_requant``: 4 x 4 dot products over centred int16
+activations ($q_x - z_x$, laid out (pixels, channels) by ``_centred_channels_last`` or
+``_patches``), int32 sums that LLVM vectorises with ``vpmulld`` (about half the float32
+FMA's rate, measured: docs/kernels.md, "Int8 inference").
+
+**The depthwise 3x3** (``_depthwise3x3``, both CPUs): per (image, channel) plane, the nine
+products in int32, the interior rows in one loop over the row that LLVM vectorises (stride
+1 and 2), the border pixels one by one; other depthwise kernels (5x5, dilation, other
+groupings) go to the reference.
+
+Two things kept LLVM from vectorising these loops, found on the way: Numba widens
+``int32 * int32`` to int64 (so every sum is cast back to int32, which LLVM narrows), and it
+wraps negative indices around (``a[i - p]`` tests ``i - p < 0``), so every index in a hot loop
+is a loop counter into a slice that starts at the right place.
+
+Work is split into disjoint outputs (row blocks of the product per image, planes of the
+depthwise filter), each summed by one thread in a fixed order: bit-identical on every run
+and for any thread count (exact integer arithmetic would make it so anyway).
 """
 from __future__ import annotations
 
@@ -43,7 +50,6 @@ from ..int8_reference import output_range, qgemm_args, qlinear_conv2d_args
 from .int8_dot import STEP, VNNI, dot_block4x4, dot_rows4x64
 
 _JIT = dict(cache=CACHE, boundscheck=False, fastmath=False)
-QUADS = True
 
 
 @njit(inline="always")
@@ -58,6 +64,9 @@ def _requant(acc, m, zp, lo, hi):
 @njit(parallel=True, **_JIT)
 def _gemm_requant(a, b, bias, m, zp, lo, hi, out):
     """out[n, i, j] = requant(bias[i] + sum_k a[i, k] * b[n, j, k]), 4 x 4 outputs at a time.
+
+    The GEMM for CPUs without VNNI: sixteen int32 sums in the loop over k (``vpmulld`` on
+    widened int16 values).
 
     a: (R4, K) int16, R4 a multiple of 4 (zero rows past the R outputs);
     b: (N, S4, K) int16, S4 a multiple of 4 (zero rows past S);
@@ -134,40 +143,6 @@ def _gemm_vnni(a, b, base, m, zp, lo, hi, out):
                         if j < s:
                             out[n, i, j] = _requant(np.int32(c[4 * di + dj] + base[i]), m[i], zp,
                                                     lo, hi)
-    return out
-
-
-@njit(parallel=True, **_JIT)
-def _bytes_channels_last(x, flip, out):
-    """out[n, p, c] = x[n, c, p] as uint8 (int8 values + 128: ``flip`` = 128, else 0)."""
-    n_img, c, p = x.shape
-    bands = (p + 63) // 64
-    for t in prange(n_img * bands):
-        n, p0 = t // bands, t % bands * 64
-        p1 = min(p0 + 64, p)
-        for ci in range(c):
-            for q in range(p0, p1):
-                out[n, q, ci] = np.uint8(np.int32(x[n, ci, q]) + flip)
-    return out
-
-
-@njit(parallel=True, **_JIT)
-def _byte_patches(x, flip, zp, kh, kw, sh, sw, ph, pw, ho, wo, out):
-    """im2col in uint8, channels last: x + flip, ``zp`` (the real 0) in the padding."""
-    n_img, c, h, w = x.shape
-    for t in prange(n_img * ho):
-        n, oh = t // ho, t % ho
-        for ow in range(wo):
-            q = oh * wo + ow
-            for ci in range(c):
-                for i in range(kh):
-                    ih = oh * sh + i - ph
-                    for j in range(kw):
-                        iw = ow * sw + j - pw
-                        v = np.uint8(zp)
-                        if 0 <= ih < h and 0 <= iw < w:
-                            v = np.uint8(np.int32(x[n, ci, ih, iw]) + flip)
-                        out[n, q, (ci * kh + i) * kw + j] = v
     return out
 
 
@@ -292,8 +267,8 @@ def _quads_product(wq2, bias, x_zp, flip, m, y_zp, lo, hi, fill, out):
 
 
 def _vnni_product(wq2, bias, x_zp, flip, m, y_zp, lo, hi, fill, out):
-    """The GEMM on ``vpdpbusd``: weights (R, K) int8; ``fill(cols)`` writes the uint8
-    activations into cols (N, S4, K32); out (N, R, S)."""
+    """The Linear's GEMM on ``dot_block4x4``: weights (R, K) int8; ``fill(cols)`` writes the
+    uint8 activations into cols (N, S4, K32) (zeros); out (N, R, S)."""
     r, k = wq2.shape
     k32 = k + (-k % STEP)
     a = _zero_padded(wq2, r + (-r % 4), k32)
@@ -469,7 +444,7 @@ def qlinear_conv2d(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q,
         return reference(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q, y_scale,
                          y_zero_point, stride, padding, groups, dilation, relu6)
     pointwise = (kh, kw) == (1, 1) and stride == (1, 1) and padding == (0, 0)
-    if VNNI and QUADS:
+    if VNNI:
         flip = 128 if xq.dtype == np.int8 else 0  # int8 activations as uint8: + 128
         if pointwise:
             def fill(b):
@@ -480,18 +455,6 @@ def qlinear_conv2d(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q,
                              padding[1], ho, wo, b)
         _quads_product(wq.reshape(co, -1), bias, x_zp, flip, m, y_zp, lo, hi, fill,
                        out.reshape(n, co, ho * wo))
-        return out
-    if VNNI:
-        flip = 128 if xq.dtype == np.int8 else 0  # int8 activations as uint8: + 128
-        if pointwise:
-            def fill(cols):
-                _bytes_channels_last(xq.reshape(n, c, h * w), flip, cols)
-        else:
-            def fill(cols):
-                _byte_patches(xq, flip, x_zp + flip, kh, kw, stride[0], stride[1], padding[0],
-                              padding[1], ho, wo, cols)
-        _vnni_product(wq.reshape(co, -1), bias, x_zp, flip, m, y_zp, lo, hi, fill,
-                      out.reshape(n, co, ho * wo))
         return out
     a = _padded_rows(wq.reshape(co, -1).astype(np.int16), 4)
     p4 = ho * wo + (-(ho * wo) % 4)

@@ -1,11 +1,15 @@
-r"""A 4 x 4 block of uint8 x int8 dot products on AVX-512 VNNI's ``vpdpbusd``, as an intrinsic.
+r"""uint8 x int8 products on AVX-512 VNNI's ``vpdpbusd``, as two Numba intrinsics.
+
+``dot_rows4x64`` (the convolutions: the broadcast form, below) and ``dot_block4x4`` (the
+Linear: dot products along K).
 
 ``vpdpbusd`` multiplies 32 unsigned bytes by 32 signed bytes and adds each group of four
 products to one of eight int32 lanes (256-bit form): 32 multiply-adds per instruction,
 twice what a float32 FMA does per vector of the same width. Numba's loops do not reach
 it (LLVM makes ``vpmulld`` of int32 lanes from a Numba loop over widened int8 values:
-half the float32 FMA's rate, measured; ``int8.py``), so ``dot_block4x4`` emits it directly
-(``llvm.x86.avx512.vpdpbusd.256``, as ``llvm.py``'s kernels emit ``llvm.fma``):
+half the float32 FMA's rate, measured; ``int8.py``), so these intrinsics emit it directly
+(``llvm.x86.avx512.vpdpbusd.256`` / ``.512``, as ``llvm.py``'s kernels emit ``llvm.fma``).
+``dot_block4x4``:
 
 $$C[i_0 + r, j_0 + c] = \sum_{k < K} A[i_0 + r, k]\, B[j_0 + c, k]
 \qquad (r, c < 4)$$
