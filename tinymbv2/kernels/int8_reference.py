@@ -150,7 +150,8 @@ def requantize(acc, m, y_zero_point, q_min, q_max, y_dtype):
         acc: int32 (N, Co, ...) (channel axis 1) or (M, Co) accumulators, bias included.
         m: float32 (Co,) multipliers (``multiplier``).
         y_zero_point: int.
-        q_min, q_max: The output range (``output_range``).
+        q_min: The smallest output (``output_range``).
+        q_max: The largest output.
         y_dtype: int8 or uint8.
 
     Returns:
@@ -225,8 +226,10 @@ def qlinear_conv2d(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q,
         bias_q: (Co,) int32 at the scale ``x_scale * w_scale``, or None.
         y_scale: Scalar (float32).
         y_zero_point: Scalar, int8 or uint8: the output's dtype.
-        stride, padding, dilation: Ints or pairs.
+        stride: An int or a pair.
+        padding: An int or a pair (zeros of the real input: ``x_zero_point`` in xq's terms).
         groups: 1, C, or any divisor of C and Co.
+        dilation: An int or a pair.
         relu6: Clamp the output to ReLU6's range.
 
     Returns:
@@ -293,12 +296,14 @@ def qgemm(aq, a_scale, a_zero_point, bq, b_scale, b_zero_point, bias_q, y_scale,
 
     Args:
         aq: (M, K) int8 or uint8.
-        a_scale, a_zero_point: Scalars (the zero point of aq's dtype).
+        a_scale: Scalar (float32).
+        a_zero_point: Scalar of aq's dtype.
         bq: (N, K) int8: the Linear's weight as stored, out x in.
         b_scale: (N,) float32 or a scalar.
         b_zero_point: 0 (int8, scalar or (N,)).
         bias_q: (N,) int32 at the scale ``a_scale * b_scale``, or None.
-        y_scale, y_zero_point: Scalars; y_zero_point's dtype is the output's.
+        y_scale: Scalar (float32).
+        y_zero_point: Scalar; its dtype (int8 or uint8) is the output's.
         relu6: Clamp the output to ReLU6's range.
 
     Returns:

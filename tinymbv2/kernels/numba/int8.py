@@ -417,10 +417,10 @@ def qlinear_conv2d(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q,
     ``_depthwise3x3``; any other grouping or stride, or a dilation other than 1, goes to the
     reference.
 
+    The arguments are the reference's.
+
     Args:
         xq: (N, C, H, W) int8 or uint8.
-        x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q, y_scale, y_zero_point,
-            stride, padding, groups, dilation, relu6: As the reference's.
 
     Returns:
         (N, Co, Ho, Wo) of y_zero_point's dtype, C-contiguous.
@@ -476,10 +476,10 @@ def qgemm(aq, a_scale, a_zero_point, bq, b_scale, b_zero_point, bias_q, y_scale,
     Computed as $Y^T = B A^T$ by the GEMM (the weight rows are its register rows, so the
     per-output-channel multiplier is per row), then transposed (M x N, small).
 
+    The arguments are the reference's.
+
     Args:
         aq: (M, K) int8 or uint8.
-        a_scale, a_zero_point, bq, b_scale, b_zero_point, bias_q, y_scale, y_zero_point,
-            relu6: As the reference's.
 
     Returns:
         (M, N) of y_zero_point's dtype, C-contiguous.
