@@ -168,6 +168,22 @@ def qlinear_conv2d_args(fn, xq, x_scale, x_zero_point, wq, w_scale, w_zero_point
                         y_zero_point, stride, padding, groups, dilation):
     """Check a quantized convolution's arguments; shared by the kernel sets.
 
+    Args:
+        fn: The kernel's name, for the messages.
+        xq: (N, C, H, W) int8 or uint8.
+        x_scale: Scalar.
+        x_zero_point: Scalar of xq's dtype.
+        wq: (Co, C / groups, kh, kw) int8.
+        w_scale: (Co,) or a scalar.
+        w_zero_point: int8 zeros.
+        bias_q: (Co,) int32 or None.
+        y_scale: Scalar.
+        y_zero_point: Scalar, int8 or uint8.
+        stride: An int or a pair.
+        padding: An int or a pair.
+        groups: A divisor of C and Co.
+        dilation: An int or a pair.
+
     Returns:
         ``(xq, wq, bias (Co,) int32, x_zp, y_zp, m (Co,) float32, y_dtype, stride, padding,
         dilation, (Ho, Wo))``.
@@ -261,6 +277,18 @@ def qlinear_conv2d(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q,
 def qgemm_args(fn, aq, a_scale, a_zero_point, bq, b_scale, b_zero_point, bias_q, y_scale,
                y_zero_point):
     """Check a quantized Linear's arguments; shared by the kernel sets.
+
+    Args:
+        fn: The kernel's name, for the messages.
+        aq: (M, K) int8 or uint8.
+        a_scale: Scalar.
+        a_zero_point: Scalar of aq's dtype.
+        bq: (N, K) int8.
+        b_scale: (N,) or a scalar.
+        b_zero_point: int8 zeros.
+        bias_q: (N,) int32 or None.
+        y_scale: Scalar.
+        y_zero_point: Scalar, int8 or uint8.
 
     Returns:
         ``(aq, bq, bias (N,) int32, a_zp, y_zp, m (N,) float32, y_dtype, y_scale)``.

@@ -63,7 +63,7 @@ def _requant(acc, m, zp, lo, hi):
 # ----------------------------------------------------------------------- the GEMM
 @njit(parallel=True, **_JIT)
 def _gemm_requant(a, b, bias, m, zp, lo, hi, out):
-    """out[n, i, j] = requant(bias[i] + sum_k a[i, k] * b[n, j, k]), 4 x 4 outputs at a time.
+    """``out[n, i, j] = requant(bias[i] + sum_k a[i, k] * b[n, j, k])``, 4 x 4 outputs at a time.
 
     The GEMM for CPUs without VNNI: sixteen int32 sums in the loop over k (``vpmulld`` on
     widened int16 values).
@@ -120,7 +120,7 @@ def _gemm_requant(a, b, bias, m, zp, lo, hi, out):
 
 @njit(parallel=True, **_JIT)
 def _gemm_vnni(a, b, base, m, zp, lo, hi, out):
-    """out[n, i, j] = requant(base[i] + sum_k a[i, k] * b[n, j, k]) on ``vpdpbusd``.
+    """``out[n, i, j] = requant(base[i] + sum_k a[i, k] * b[n, j, k])`` on ``vpdpbusd``.
 
     a: (R4, K) int8 weights, b: (N, S4, K) uint8 activations (raw, not centred), K a multiple
     of ``int8_dot.STEP`` (zeros past the sum), R4 and S4 multiples of 4; base[i] = bias[i] -
@@ -246,7 +246,7 @@ def _zero_padded(a, rows, columns):
 
 
 def _base(bias, zp_u, wq2):
-    """bias - zp_u * (the sum of each weight row), in int32 (wrapping as the reference's
+    """``bias - zp_u * wq2.sum(1)``, in int32 (wrapping as the reference's
     int32 sums do): what takes the activations' zero point out of the raw uint8 products."""
     wsum = wq2.sum(axis=1, dtype=np.int32)
     return (bias - np.int32(zp_u) * wsum).astype(np.int32)
@@ -280,7 +280,7 @@ def _vnni_product(wq2, bias, x_zp, flip, m, y_zp, lo, hi, fill, out):
 
 
 def _padded_rows(a, multiple):
-    """a (R, K) -> (ceil(R / multiple) * multiple, K), zero rows added: whole register blocks."""
+    """a (R, K) with zero rows added up to a multiple of ``multiple``: whole register blocks."""
     extra = -a.shape[-2] % multiple
     if not extra:
         return a
@@ -305,7 +305,7 @@ def _centred_channels_last(x, zp, out):
 
 @njit(parallel=True, **_JIT)
 def _patches(x, zp, kh, kw, sh, sw, ph, pw, ho, wo, out):
-    """im2col, channels last: out[n, oh*wo + ow, (c*kh + i)*kw + j] = x - zp, 0 in the padding."""
+    """im2col, channels last: ``out[n, oh*wo + ow, (c*kh + i)*kw + j] = x - zp``, 0 in the padding."""
     n_img, c, h, w = x.shape
     for t in prange(n_img * ho):
         n, oh = t // ho, t % ho
@@ -417,10 +417,21 @@ def qlinear_conv2d(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q,
     ``_depthwise3x3``; any other grouping or stride, or a dilation other than 1, goes to the
     reference.
 
-    The arguments are the reference's.
-
     Args:
         xq: (N, C, H, W) int8 or uint8.
+        x_scale: Scalar (float32).
+        x_zero_point: Scalar of xq's dtype.
+        wq: (Co, C / groups, kh, kw) int8.
+        w_scale: (Co,) float32, or a scalar.
+        w_zero_point: 0 (symmetric weights).
+        bias_q: (Co,) int32, or None.
+        y_scale: Scalar (float32).
+        y_zero_point: Scalar, int8 or uint8: the output's dtype.
+        stride: An int or a pair.
+        padding: An int or a pair.
+        groups: 1, C, or any divisor of C and Co.
+        dilation: An int or a pair.
+        relu6: Clamp the output to ReLU6's range.
 
     Returns:
         (N, Co, Ho, Wo) of y_zero_point's dtype, C-contiguous.
@@ -476,10 +487,17 @@ def qgemm(aq, a_scale, a_zero_point, bq, b_scale, b_zero_point, bias_q, y_scale,
     Computed as $Y^T = B A^T$ by the GEMM (the weight rows are its register rows, so the
     per-output-channel multiplier is per row), then transposed (M x N, small).
 
-    The arguments are the reference's.
-
     Args:
         aq: (M, K) int8 or uint8.
+        a_scale: Scalar (float32).
+        a_zero_point: Scalar of aq's dtype.
+        bq: (N, K) int8.
+        b_scale: (N,) float32, or a scalar.
+        b_zero_point: 0 (symmetric weights).
+        bias_q: (N,) int32, or None.
+        y_scale: Scalar (float32).
+        y_zero_point: Scalar, int8 or uint8: the output's dtype.
+        relu6: Clamp the output to ReLU6's range.
 
     Returns:
         (M, N) of y_zero_point's dtype, C-contiguous.

@@ -46,6 +46,17 @@ def dot_block4x4(typingctx, a, i0, b, j0, k):
 
     K (``k``) a multiple of ``STEP``; rows ``i0 .. i0 + 3`` of a and ``j0 .. j0 + 3`` of b
     must exist.
+
+    Args:
+        typingctx: Numba's typing context.
+        a: (R, K) int8, C-contiguous.
+        i0: The first of the four rows of a.
+        b: (S, K) uint8, C-contiguous.
+        j0: The first of the four rows of b.
+        k: K.
+
+    Returns:
+        The signature and the code generator (the call returns the 16 sums, a tuple).
     """
     if a.dtype != types.int8 or b.dtype != types.uint8:
         return None
@@ -102,6 +113,18 @@ def dot_rows4x64(typingctx, a, i0, b, j0, kb, out):
     quad-interleaved layout ``int8._quads`` builds); ``vpdpbusd`` (512-bit) adds the four
     products into the pixel's lane. Four rows by four vectors of 16 pixels held in sixteen
     registers; out: (4, 64) int32 scratch, the sums (the requantization reads them there).
+
+    Args:
+        typingctx: Numba's typing context.
+        a: (R, KB) int32 weight quads, C-contiguous.
+        i0: The first of the four rows of a.
+        b: (KB, P) int32 activation quads, C-contiguous, P a multiple of 64.
+        j0: The first of the 64 pixels.
+        kb: The number of quads summed.
+        out: (4, 64) int32, C-contiguous: the sums.
+
+    Returns:
+        The signature and the code generator.
     """
     if a.dtype != types.int32 or b.dtype != types.int32 or out.dtype != types.int32:
         return None
