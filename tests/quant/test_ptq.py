@@ -176,3 +176,27 @@ def test_the_qdq_onnx_file_computes_what_the_view_computes(digits_model, tmp_pat
     with pytest.raises(ValueError, match="calibrate the view first"):
         to_qdq_onnx(quantize_model(model), tmp_path / "r.onnx", images.shape)
     assert not (tmp_path / "r.onnx").exists()
+
+
+def test_the_int8_network_agrees_with_onnxruntimes_int8_execution(digits_model, tmp_path):
+    import onnxruntime as ort
+
+    from tinymbv2.quant.int8_net import Int8Net
+    from tinymbv2.quant.onnx_qdq import to_qdq_onnx
+
+    model, calib, images, labels = digits_model
+    qnet = calibrate(quantize_model(model), calib)
+    int8 = Int8Net.from_view(qnet)
+    ours = int8(images)
+    path = to_qdq_onnx(qnet, tmp_path / "q.onnx", images.shape)
+    theirs = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"input": images})[0]   # optimised: onnxruntime's own int8 kernels
+    assert np.mean(ours.argmax(1) == theirs.argmax(1)) >= 0.99
+    assert np.median(np.abs(ours - theirs)) <= 1e-2 * np.abs(theirs).max()
+    with tinymbv2.no_grad():
+        view = qnet(Tensor(images)).data
+    assert np.mean(ours.argmax(1) == view.argmax(1)) >= 0.9   # the float simulation: near
+    floats = sum(np.asarray(p.data).nbytes for p in model.parameters())
+    assert int8.weight_bytes() < floats / 3
+    with pytest.raises(ValueError, match="calibrate the view first"):
+        Int8Net.from_view(quantize_model(model))

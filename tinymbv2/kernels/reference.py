@@ -54,6 +54,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backend import get_array_module
+from . import int8_reference
 from .checks import (batch_norm_args, conv_geometry, dilation_pair, grad_out_shape, interpolate_args,
                      matmul_args, pointwise_args, pointwise_weight_args, relu6_bias, same_float_dtype)
 
@@ -895,6 +896,13 @@ class ReferenceKernels:
                 buf += (1.0 - dampening) * grad
             grad = grad + momentum * buf if nesterov else buf
         p -= lr * grad
+
+    # ------------------------------------------------- int8 inference (int8_reference.py)
+    # ONNX QLinearConv and onnxruntime's QGemm, requantized as onnxruntime does: the readable
+    # NumPy is in kernels/int8_reference.py (why a module of its own: its docstring)
+    qlinear_conv2d = staticmethod(int8_reference.qlinear_conv2d)
+    qgemm = staticmethod(int8_reference.qgemm)
+    requantize = staticmethod(int8_reference.requantize)
 
     # --------------------------------------------- fused: softmax cross-entropy
     @staticmethod

@@ -14,14 +14,16 @@ The pieces, each in its own module:
   activations, ReLU6's range known), calibrated on a few images; training it is
   quantization-aware training;
 * ``onnx_qdq``: the calibrated view as a QDQ ONNX file (int8 weights, uint8 activations),
-  which onnxruntime runs with its integer kernels.
+  which onnxruntime runs with its integer kernels;
+* ``int8_net``: the calibrated view run in integers, on the kernel sets' ``qlinear_conv2d``.
 """
 from .fake_quant import fake_quantize
+from .int8_net import Int8Net
 from .onnx_qdq import to_qdq_onnx
 from .observers import MinMaxObserver, MSEObserver, PercentileObserver
 from .ptq import QuantizedNet, calibrate, quantize_model
 from .qparams import QUANT_RANGES, choose_qparams, quant_range
 
-__all__ = ["fake_quantize", "MinMaxObserver", "MSEObserver", "PercentileObserver",
+__all__ = ["Int8Net", "fake_quantize", "MinMaxObserver", "MSEObserver", "PercentileObserver",
            "QUANT_RANGES", "QuantizedNet", "calibrate", "choose_qparams", "quant_range",
            "quantize_model", "to_qdq_onnx"]

@@ -14,9 +14,10 @@ instead of for reading. The package is grouped by op:
   product per image, or one over the batch on channels-last planes:
   ``.pointwise.channels_last``), ``.dense`` (im2col + GEMM per image), ``.batchnorm``,
   ``.matmul`` (the Linear layer's GEMM), ``.interpolate`` (bilinear and nearest
-  resizing), and the fused kernels ``.block`` (a whole
-  inverted residual block for inference), ``.stage`` (the depthwise stage in training),
-  ``.optim`` (the RMSprop and SGD steps) and ``.cross_entropy`` (the per-pixel loss);
+  resizing), ``.int8`` (int8 inference: QLinearConv and QGemm), and the fused kernels
+  ``.block`` (a whole inverted residual block for inference), ``.stage`` (the depthwise stage
+  in training), ``.optim`` (the RMSprop and SGD steps) and ``.cross_entropy`` (the per-pixel
+  loss);
 * their shared machinery: ``.pool`` (Numba's one thread pool, and the BLAS its
   ``np.dot`` calls pinned to one thread: why, and the pool's passive wait policy),
   ``.llvm`` (loops written in LLVM's own terms: vector registers, masked loads, FMAs),
@@ -65,8 +66,8 @@ from __future__ import annotations
 from . import cache, compiling  # noqa: F401
 from ..reference import ReferenceKernels
 from ..checks import undilated
-from . import (batchnorm, block, cross_entropy, dense, depthwise, dilated, interpolate, matmul, optim,
-               pointwise, stage, subgrids)
+from . import (batchnorm, block, cross_entropy, dense, depthwise, dilated, int8, interpolate, matmul,
+               optim, pointwise, stage, subgrids)
 
 
 class NumbaKernels(ReferenceKernels):
@@ -130,6 +131,10 @@ class NumbaKernels(ReferenceKernels):
     matmul = staticmethod(matmul.matmul)
     interpolate_forward = staticmethod(interpolate.interpolate_forward)
     interpolate_backward = staticmethod(interpolate.interpolate_backward)
+
+    # int8 inference (ONNX QLinearConv, onnxruntime's QGemm): the same integers as the reference
+    qlinear_conv2d = staticmethod(int8.qlinear_conv2d)
+    qgemm = staticmethod(int8.qgemm)
 
     conv2d_bn_eval = staticmethod(dense.conv2d_bn_eval)
     depthwise_conv2d_bn_eval = staticmethod(depthwise.depthwise_conv2d_bn_eval)

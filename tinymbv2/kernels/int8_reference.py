@@ -1,0 +1,345 @@
+r"""Int8 inference kernels in plain NumPy, written to be read: ONNX's ``QLinearConv`` and ``QGemm``.
+
+A quantized tensor is an integer array $q$ with a scale $s$ and a zero point $z$ standing
+for the real numbers $r = s\,(q - z)$. A convolution of quantized tensors is then
+
+$$y_r = \sum x_r w_r + b_r
+      = s_x s_w \Big(\underbrace{\sum (q_x - z_x)\, q_w + q_b}_{\text{acc, int32}}\Big)$$
+
+with the weights symmetric per output channel ($z_w = 0$, one $s_w$ per channel) and the
+bias stored in int32 at the scale $s_x s_w$. Everything inside the brackets is integer
+arithmetic, exact in int32 (as ONNX and onnxruntime accumulate; it wraps on overflow, which
+no int8 layer of MobileNetV2 comes near). Only the last step, **requantization**, touches
+floats:
+
+$$q_y = \operatorname{saturate}\big(\operatorname{round}(\mathrm{acc} \cdot m) + z_y\big),
+\qquad m = s_x s_w / s_y .$$
+
+It is written here exactly as onnxruntime's CPU kernels (MLAS,
+``MlasRequantizeOutput``) compute it, operation by operation in float32, so that both agree
+on every value (the tests run onnxruntime):
+
+1. ``m = float32(float32(s_x * s_w) / s_y)`` (per output channel);
+2. ``f = float32(acc) * m``, one float32 product (an accumulator beyond $2^{24}$ is rounded to
+   float32 first, as MLAS's ``cvtdq2ps`` does);
+3. ``f`` clamped to ``[q_min - z_y, q_max - z_y]`` (the output type's range, narrowed to
+   ReLU6's for a fused ReLU6), then rounded half to even (MLAS adds and subtracts
+   $1.5 \cdot 2^{23}$, which is round-half-to-even in the default rounding mode; ``np.rint``
+   is the same), then ``+ z_y``.
+
+The fused ReLU6 is a clamp of the integer output: ReLU6 on $r_y = s_y (q_y - z_y)$ keeps
+$0 \le r_y \le 6$, i.e. $z_y \le q_y \le \operatorname{round}(6 / s_y) + z_y$, intersected with
+the type's range.
+
+Why a module of its own and not a section of ``reference.py``: the int8 kernels share
+nothing with the float ones but the convolution's geometry (``_window`` and
+``checks.conv_geometry``), they have their own argument checks (integer dtypes, scales and
+zero points), and ``reference.py`` is already the float set's long read; one idea per file.
+[ReferenceKernels][tinymbv2.kernels.reference.ReferenceKernels] exposes these functions as
+its methods ``qlinear_conv2d``, ``qgemm`` and ``requantize`` (so every kernel set has them,
+and ``NumbaKernels`` overrides the first two).
+
+Shapes are NCHW; activations int8 or uint8 (per tensor), weights int8 (per output channel),
+bias int32. ``stride``, ``padding``, ``dilation``: ints or pairs, as the float kernels take.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .checks import conv_geometry, dilation_pair, ndim
+
+ACTIVATION_DTYPES = (np.dtype(np.int8), np.dtype(np.uint8))
+
+
+# ------------------------------------------------------------------ argument checks
+def _scale(fn, name, value, size=None):
+    """A positive finite float32 scale: a scalar, or a (size,) vector (a scalar broadcast)."""
+    s = np.asarray(value, dtype=np.float32)
+    if size is not None and s.ndim == 1 and s.shape[0] == 1:
+        s = np.broadcast_to(s, (size,))
+    if size is not None and s.ndim == 0:
+        s = np.broadcast_to(s, (size,))
+    want = "a scalar" if size is None else f"a scalar or a ({size},) vector"
+    if (size is None and s.size != 1) or (size is not None and s.shape != (size,)):
+        raise ValueError(f"{fn}: {name} must be {want}, got shape {np.shape(value)}")
+    if not np.all(np.isfinite(s)) or not np.all(s > 0):
+        raise ValueError(f"{fn}: {name} must be positive and finite, got {value!r}")
+    return s.reshape(()) if size is None else np.ascontiguousarray(s)
+
+
+def _zero_point(fn, name, value, dtype):
+    """A scalar zero point of ``dtype`` (an array of one element is taken), as an int."""
+    z = np.asarray(value)
+    if z.size != 1:
+        raise ValueError(f"{fn}: {name} must be a scalar, got shape {z.shape}")
+    if dtype is not None and z.dtype != dtype:
+        raise TypeError(f"{fn}: {name} must be {dtype} like its tensor, got {z.dtype}")
+    return int(z.reshape(()))
+
+
+def _activation(fn, name, a):
+    a = np.asarray(a)
+    if a.dtype not in ACTIVATION_DTYPES:
+        raise TypeError(f"{fn}: {name} must be int8 or uint8, got {a.dtype}")
+    return a
+
+
+def _weights(fn, w, w_zero_point, co):
+    """Check int8 weights and a zero point that is 0 (symmetric), scalar or per channel."""
+    if w.dtype != np.int8:
+        raise TypeError(f"{fn}: the weights must be int8, got {w.dtype}")
+    zp = np.asarray(w_zero_point)
+    if zp.dtype != np.int8 or zp.size not in (1, co) or np.any(zp != 0):
+        raise ValueError(f"{fn}: w_zero_point must be int8 zeros (symmetric weights), scalar or "
+                         f"({co},), got {zp.dtype} {zp.shape} {zp.ravel()[:4]}")
+
+
+def _bias(fn, bias_q, co):
+    """The int32 (co,) bias, or zeros for None."""
+    if bias_q is None:
+        return np.zeros(co, np.int32)
+    b = np.asarray(bias_q)
+    if b.dtype != np.int32 or b.shape != (co,):
+        raise TypeError(f"{fn}: bias_q must be int32 of shape ({co},), got {b.dtype} {b.shape}")
+    return b
+
+
+def output_range(y_dtype, y_zero_point, y_scale, relu6):
+    """``(q_min, q_max)``: the integers the output may take.
+
+    Args:
+        y_dtype: int8 or uint8.
+        y_zero_point: The output's zero point (an int).
+        y_scale: The output's scale.
+        relu6: Clamp to ReLU6's range too: ``[z_y, round(6 / s_y) + z_y]``, rounded half to
+            even in float64.
+
+    Returns:
+        Two ints.
+    """
+    info = np.iinfo(y_dtype)
+    lo, hi = int(info.min), int(info.max)
+    if relu6:
+        lo = max(lo, y_zero_point)
+        hi = min(hi, int(np.rint(6.0 / float(y_scale))) + y_zero_point)
+    return lo, hi
+
+
+def multiplier(x_scale, w_scale, y_scale):
+    """``m = float32(float32(s_x * s_w) / s_y)``, per output channel, as onnxruntime computes it.
+
+    Args:
+        x_scale: float32 scalar.
+        w_scale: float32 (Co,).
+        y_scale: float32 scalar.
+
+    Returns:
+        float32 (Co,).
+    """
+    return (np.float32(x_scale) * w_scale.astype(np.float32)) / np.float32(y_scale)
+
+
+# ------------------------------------------------------------------ requantization
+def requantize(acc, m, y_zero_point, q_min, q_max, y_dtype):
+    """int32 accumulators -> int8/uint8 outputs, MLAS's float steps in MLAS's order.
+
+    ``q = rint(clip(float32(acc) * m, q_min - z, q_max - z)) + z``, all in float32,
+    round half to even.
+
+    Args:
+        acc: int32 (N, Co, ...) (channel axis 1) or (M, Co) accumulators, bias included.
+        m: float32 (Co,) multipliers (``multiplier``).
+        y_zero_point: int.
+        q_min: The smallest output (``output_range``).
+        q_max: The largest output.
+        y_dtype: int8 or uint8.
+
+    Returns:
+        ``y_dtype``, acc's shape.
+    """
+    shape = (1, -1) + (1,) * (acc.ndim - 2)
+    f = acc.astype(np.float32) * m.reshape(shape)
+    f = np.minimum(np.maximum(f, np.float32(q_min - y_zero_point)), np.float32(q_max - y_zero_point))
+    return (np.rint(f).astype(np.int32) + y_zero_point).astype(y_dtype)
+
+
+# ------------------------------------------------------------------ QLinearConv
+def qlinear_conv2d_args(fn, xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q, y_scale,
+                        y_zero_point, stride, padding, groups, dilation):
+    """Check a quantized convolution's arguments; shared by the kernel sets.
+
+    Args:
+        fn: The kernel's name, for the messages.
+        xq: (N, C, H, W) int8 or uint8.
+        x_scale: Scalar.
+        x_zero_point: Scalar of xq's dtype.
+        wq: (Co, C / groups, kh, kw) int8.
+        w_scale: (Co,) or a scalar.
+        w_zero_point: int8 zeros.
+        bias_q: (Co,) int32 or None.
+        y_scale: Scalar.
+        y_zero_point: Scalar, int8 or uint8.
+        stride: An int or a pair.
+        padding: An int or a pair.
+        groups: A divisor of C and Co.
+        dilation: An int or a pair.
+
+    Returns:
+        ``(xq, wq, bias (Co,) int32, x_zp, y_zp, m (Co,) float32, y_dtype, stride, padding,
+        dilation, (Ho, Wo))``.
+
+    Raises:
+        TypeError: A dtype other than the ones below.
+        ValueError: Shapes that do not fit, a weight zero point other than 0, a scale that is
+            not positive.
+    """
+    xq = _activation(fn, "xq", xq)
+    wq = np.asarray(wq)
+    ndim(fn, "xq", xq, 4)
+    ndim(fn, "wq", wq, 4)
+    n, c, h, w = xq.shape
+    co, cg, kh, kw = wq.shape
+    if not isinstance(groups, (int, np.integer)) or groups < 1 or c % groups or co % groups:
+        raise ValueError(f"{fn}: groups must divide the input channels {c} and the output "
+                         f"channels {co}, got {groups!r}")
+    if cg * groups != c:
+        raise ValueError(f"{fn}: weights of shape {wq.shape} with groups={groups} expect "
+                         f"{cg * groups} input channels, got xq of shape {xq.shape}")
+    _weights(fn, wq, w_zero_point, co)
+    y_zp_arr = np.asarray(y_zero_point)
+    if y_zp_arr.dtype not in ACTIVATION_DTYPES:
+        raise TypeError(f"{fn}: y_zero_point must be int8 or uint8 (the output's type), got "
+                        f"{y_zp_arr.dtype}")
+    x_zp = _zero_point(fn, "x_zero_point", x_zero_point, xq.dtype)
+    y_zp = _zero_point(fn, "y_zero_point", y_zero_point, None)
+    xs, ws, ys = _scale(fn, "x_scale", x_scale), _scale(fn, "w_scale", w_scale, co), \
+        _scale(fn, "y_scale", y_scale)
+    bias = _bias(fn, bias_q, co)
+    dilation = dilation_pair(fn, dilation)
+    stride, padding, (ho, wo) = conv_geometry(fn, (n, cg, h, w), (co, cg, kh, kw), stride, padding,
+                                              dilation=dilation)
+    return (xq, wq, bias, x_zp, y_zp, multiplier(xs, ws, ys), y_zp_arr.dtype, ys, stride, padding,
+            dilation, (ho, wo))
+
+
+def qlinear_conv2d(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q, y_scale,
+                   y_zero_point, stride, padding, groups, dilation=(1, 1), relu6=False):
+    r"""ONNX ``QLinearConv``: a convolution of int8/uint8 activations with int8 weights.
+
+    $\mathrm{acc}[n, o] = q_b[o] + \sum_{c \in g(o)} \sum_{i, j}
+    (q_x[n, c, o_h s_h + i d_h - p_h, o_w s_w + j d_w - p_w] - z_x)\, q_w[o, c, i, j]$ in int32,
+    the padding standing for the real 0 (so $q_x - z_x = 0$ there), then ``requantize``.
+    Dense (``groups=1``, the stem), depthwise (``groups=C``, 3x3) and pointwise (1x1) are
+    all this one loop over the taps.
+
+    Args:
+        xq: (N, C, H, W) int8 or uint8.
+        x_scale: Scalar (float32).
+        x_zero_point: Scalar of xq's dtype.
+        wq: (Co, C / groups, kh, kw) int8.
+        w_scale: (Co,) float32, or a scalar for per-tensor weights.
+        w_zero_point: 0, int8, scalar or (Co,) (symmetric weights only).
+        bias_q: (Co,) int32 at the scale ``x_scale * w_scale``, or None.
+        y_scale: Scalar (float32).
+        y_zero_point: Scalar, int8 or uint8: the output's dtype.
+        stride: An int or a pair.
+        padding: An int or a pair (zeros of the real input: ``x_zero_point`` in xq's terms).
+        groups: 1, C, or any divisor of C and Co.
+        dilation: An int or a pair.
+        relu6: Clamp the output to ReLU6's range.
+
+    Returns:
+        (N, Co, Ho, Wo) of y_zero_point's dtype.
+    """
+    (xq, wq, bias, x_zp, y_zp, m, y_dtype, ys, stride, padding, dilation, (ho, wo)) = \
+        qlinear_conv2d_args("qlinear_conv2d", xq, x_scale, x_zero_point, wq, w_scale,
+                            w_zero_point, bias_q, y_scale, y_zero_point, stride, padding, groups,
+                            dilation)
+    from .reference import _window  # the float kernels' tap picture, shared
+    n, c = xq.shape[:2]
+    co, cg, kh, kw = wq.shape
+    xc = xq.astype(np.int32) - x_zp  # centred: the padding below is the real 0
+    xp = np.pad(xc, ((0, 0), (0, 0), (padding[0],) * 2, (padding[1],) * 2))
+    xp = xp.reshape(n, groups, cg, *xp.shape[2:])
+    wg = wq.astype(np.int32).reshape(groups, co // groups, cg, kh, kw)
+    acc = np.zeros((n, groups, co // groups, ho, wo), np.int32)
+    for i in range(kh):
+        for j in range(kw):
+            win = _window(xp.reshape(n, c, *xp.shape[3:]), i, j, (ho, wo), stride, dilation)
+            win = win.reshape(n, groups, cg, ho, wo)
+            acc += np.einsum("gok,ngkhw->ngohw", wg[:, :, :, i, j], win, dtype=np.int32)
+    acc = acc.reshape(n, co, ho, wo) + bias.reshape(1, co, 1, 1)
+    q_min, q_max = output_range(y_dtype, y_zp, ys, relu6)
+    return requantize(acc, m, y_zp, q_min, q_max, y_dtype)
+
+
+# ------------------------------------------------------------------ QGemm (the Linear)
+def qgemm_args(fn, aq, a_scale, a_zero_point, bq, b_scale, b_zero_point, bias_q, y_scale,
+               y_zero_point):
+    """Check a quantized Linear's arguments; shared by the kernel sets.
+
+    Args:
+        fn: The kernel's name, for the messages.
+        aq: (M, K) int8 or uint8.
+        a_scale: Scalar.
+        a_zero_point: Scalar of aq's dtype.
+        bq: (N, K) int8.
+        b_scale: (N,) or a scalar.
+        b_zero_point: int8 zeros.
+        bias_q: (N,) int32 or None.
+        y_scale: Scalar.
+        y_zero_point: Scalar, int8 or uint8.
+
+    Returns:
+        ``(aq, bq, bias (N,) int32, a_zp, y_zp, m (N,) float32, y_dtype, y_scale)``.
+    """
+    aq = _activation(fn, "aq", aq)
+    bq = np.asarray(bq)
+    ndim(fn, "aq", aq, 2)
+    ndim(fn, "bq", bq, 2)
+    if aq.shape[1] != bq.shape[1]:
+        raise ValueError(f"{fn}: aq (M, K) and bq (N, K) must share K, got {aq.shape} and "
+                         f"{bq.shape}")
+    co = bq.shape[0]
+    _weights(fn, bq, b_zero_point, co)
+    y_zp_arr = np.asarray(y_zero_point)
+    if y_zp_arr.dtype not in ACTIVATION_DTYPES:
+        raise TypeError(f"{fn}: y_zero_point must be int8 or uint8 (the output's type), got "
+                        f"{y_zp_arr.dtype}")
+    a_zp = _zero_point(fn, "a_zero_point", a_zero_point, aq.dtype)
+    y_zp = _zero_point(fn, "y_zero_point", y_zero_point, None)
+    xs, ws, ys = _scale(fn, "a_scale", a_scale), _scale(fn, "b_scale", b_scale, co), \
+        _scale(fn, "y_scale", y_scale)
+    return aq, bq, _bias(fn, bias_q, co), a_zp, y_zp, multiplier(xs, ws, ys), y_zp_arr.dtype, ys
+
+
+def qgemm(aq, a_scale, a_zero_point, bq, b_scale, b_zero_point, bias_q, y_scale, y_zero_point,
+          relu6=False):
+    r"""The Linear layer in int8: ``com.microsoft.QGemm`` with ``transB=1``, ``alpha=1``.
+
+    $\mathrm{acc}[m, o] = q_c[o] + \sum_k (q_a[m, k] - z_a)\, q_b[o, k]$ in int32, then
+    ``requantize`` with $m_o = s_a s_b[o] / s_y$. ONNX's own ``QLinearMatMul`` has no bias;
+    onnxruntime's ``QGemm`` (domain ``com.microsoft``) is its Gemm with an int32 bias and
+    per-column weight scales, what a quantized Linear exports to, so that is the one matched.
+
+    Args:
+        aq: (M, K) int8 or uint8.
+        a_scale: Scalar (float32).
+        a_zero_point: Scalar of aq's dtype.
+        bq: (N, K) int8: the Linear's weight as stored, out x in.
+        b_scale: (N,) float32 or a scalar.
+        b_zero_point: 0 (int8, scalar or (N,)).
+        bias_q: (N,) int32 at the scale ``a_scale * b_scale``, or None.
+        y_scale: Scalar (float32).
+        y_zero_point: Scalar; its dtype (int8 or uint8) is the output's.
+        relu6: Clamp the output to ReLU6's range.
+
+    Returns:
+        (M, N) of y_zero_point's dtype.
+    """
+    aq, bq, bias, a_zp, y_zp, m, y_dtype, ys = qgemm_args(
+        "qgemm", aq, a_scale, a_zero_point, bq, b_scale, b_zero_point, bias_q, y_scale,
+        y_zero_point)
+    acc = (aq.astype(np.int32) - a_zp) @ bq.astype(np.int32).T + bias
+    q_min, q_max = output_range(y_dtype, y_zp, ys, relu6)
+    return requantize(acc.astype(np.int32), m, y_zp, q_min, q_max, y_dtype)

@@ -1,0 +1,522 @@
+r"""Int8 inference kernels in Numba: int8 x int8 -> int32 products, requantized in the epilogue.
+
+``NumbaKernels`` takes ``qlinear_conv2d`` and ``qgemm`` from here; the contract (arguments,
+the arithmetic, MLAS's requantization) is ``tinymbv2.kernels.int8_reference``'s, and the
+outputs are the same integers on every input: the products and sums are exact in int32
+(in any order, wrapping as the reference's do), and the requantization is the same float32
+operations in the same order (``float32(acc) * m``, clamp, round half to even, ``+ z_y``).
+
+**On a CPU with AVX-512 VNNI** (``int8_dot.VNNI``) the products run on ``vpdpbusd``, four
+uint8 x int8 products added into each int32 lane, through the intrinsics of ``.int8_dot``:
+
+* pointwise and dense convolutions (``_gemm_quads``): the broadcast form. The activations
+  are laid out in *quads* (``_quads``; ``_patch_quads`` for im2col, the stem's 27 values
+  per pixel): one int32 word per (4 channels, pixel), words of one quad row contiguous
+  along the pixels, so that one ``vpdpbusd`` multiplies 16 pixels' quads by one broadcast
+  quad of weights. 4 output channels x 64 pixels per block, the sums requantized from a
+  small scratch in a loop LLVM vectorises;
+* the Linear (``_gemm_vnni``): 4 x 4 dot products along K (long, and only a few rows).
+
+The activations go in raw (int8 ones + 128, as uint8): the zero point comes out as
+$z_x \sum_k w_{ik}$ folded into the bias (``_base``), exact in int32.
+
+**Without VNNI**, the GEMMs are ``_gemm_requant``: 4 x 4 dot products over centred int16
+activations ($q_x - z_x$, laid out (pixels, channels) by ``_centred_channels_last`` or
+``_patches``), int32 sums that LLVM vectorises with ``vpmulld`` (about half the float32
+FMA's rate, measured: docs/kernels.md, "Int8 inference").
+
+**The depthwise 3x3** (``_depthwise3x3``, both CPUs): per (image, channel) plane, the nine
+products in int32, the interior rows in one loop over the row that LLVM vectorises (stride
+1 and 2), the border pixels one by one; other depthwise kernels (5x5, dilation, other
+groupings) go to the reference.
+
+Two things kept LLVM from vectorising these loops, found on the way: Numba widens
+``int32 * int32`` to int64 (so every sum is cast back to int32, which LLVM narrows), and it
+wraps negative indices around (``a[i - p]`` tests ``i - p < 0``), so every index in a hot loop
+is a loop counter into a slice that starts at the right place.
+
+Work is split into disjoint outputs (row blocks of the product per image, planes of the
+depthwise filter), each summed by one thread in a fixed order: bit-identical on every run
+and for any thread count (exact integer arithmetic would make it so anyway).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .cache import CACHE
+from . import pool  # noqa: F401  (starts Numba's pool passive)
+from ..int8_reference import output_range, qgemm_args, qlinear_conv2d_args
+from .int8_dot import STEP, VNNI, dot_block4x4, dot_rows4x64
+
+_JIT = dict(cache=CACHE, boundscheck=False, fastmath=False)
+
+
+@njit(inline="always")
+def _requant(acc, m, zp, lo, hi):
+    """One output: MLAS's float32 steps (the order matters for the same bits)."""
+    f = np.float32(acc) * m
+    f = min(max(f, lo), hi)
+    return np.int32(np.rint(f)) + zp
+
+
+# ----------------------------------------------------------------------- the GEMM
+@njit(parallel=True, **_JIT)
+def _gemm_requant(a, b, bias, m, zp, lo, hi, out):
+    """``out[n, i, j] = requant(bias[i] + sum_k a[i, k] * b[n, j, k])``, 4 x 4 outputs at a time.
+
+    The GEMM for CPUs without VNNI: sixteen int32 sums in the loop over k (``vpmulld`` on
+    widened int16 values).
+
+    a: (R4, K) int16, R4 a multiple of 4 (zero rows past the R outputs);
+    b: (N, S4, K) int16, S4 a multiple of 4 (zero rows past S);
+    out: (N, R, S) int8/uint8. lo, hi: float32 bounds of ``acc * m`` (``q_min - z``, ...).
+    """
+    n_img, r, s = out.shape
+    kk = a.shape[1]
+    rb, sb = a.shape[0] // 4, b.shape[1] // 4
+    for t in prange(n_img * rb):
+        n, i0 = t // rb, t % rb * 4
+        bn = b[n]
+        for jb in range(sb):
+            j0 = jb * 4
+            c00 = c01 = c02 = c03 = np.int32(0)
+            c10 = c11 = c12 = c13 = np.int32(0)
+            c20 = c21 = c22 = c23 = np.int32(0)
+            c30 = c31 = c32 = c33 = np.int32(0)
+            for k in range(kk):
+                a0, a1 = np.int32(a[i0, k]), np.int32(a[i0 + 1, k])
+                a2, a3 = np.int32(a[i0 + 2, k]), np.int32(a[i0 + 3, k])
+                b0, b1 = np.int32(bn[j0, k]), np.int32(bn[j0 + 1, k])
+                b2, b3 = np.int32(bn[j0 + 2, k]), np.int32(bn[j0 + 3, k])
+                c00 = np.int32(c00 + a0 * b0)
+                c01 = np.int32(c01 + a0 * b1)
+                c02 = np.int32(c02 + a0 * b2)
+                c03 = np.int32(c03 + a0 * b3)
+                c10 = np.int32(c10 + a1 * b0)
+                c11 = np.int32(c11 + a1 * b1)
+                c12 = np.int32(c12 + a1 * b2)
+                c13 = np.int32(c13 + a1 * b3)
+                c20 = np.int32(c20 + a2 * b0)
+                c21 = np.int32(c21 + a2 * b1)
+                c22 = np.int32(c22 + a2 * b2)
+                c23 = np.int32(c23 + a2 * b3)
+                c30 = np.int32(c30 + a3 * b0)
+                c31 = np.int32(c31 + a3 * b1)
+                c32 = np.int32(c32 + a3 * b2)
+                c33 = np.int32(c33 + a3 * b3)
+            block = ((c00, c01, c02, c03), (c10, c11, c12, c13), (c20, c21, c22, c23),
+                     (c30, c31, c32, c33))
+            for di in range(4):
+                i = i0 + di
+                if i < r:
+                    row = block[di]
+                    for dj in range(4):
+                        j = j0 + dj
+                        if j < s:
+                            out[n, i, j] = _requant(np.int32(row[dj] + bias[i]), m[i], zp, lo, hi)
+    return out
+
+
+@njit(parallel=True, **_JIT)
+def _gemm_vnni(a, b, base, m, zp, lo, hi, out):
+    """``out[n, i, j] = requant(base[i] + sum_k a[i, k] * b[n, j, k])`` on ``vpdpbusd``.
+
+    a: (R4, K) int8 weights, b: (N, S4, K) uint8 activations (raw, not centred), K a multiple
+    of ``int8_dot.STEP`` (zeros past the sum), R4 and S4 multiples of 4; base[i] = bias[i] -
+    z_x sum_k a[i, k] takes the zero point out. out: (N, R, S).
+    """
+    n_img, r, s = out.shape
+    kk = a.shape[1]
+    rb, sb = a.shape[0] // 4, b.shape[1] // 4
+    for t in prange(n_img * rb):
+        n, i0 = t // rb, t % rb * 4
+        bn = b[n]
+        for jb in range(sb):
+            j0 = jb * 4
+            c = dot_block4x4(a, i0, bn, j0, kk)
+            for di in range(4):
+                i = i0 + di
+                if i < r:
+                    for dj in range(4):
+                        j = j0 + dj
+                        if j < s:
+                            out[n, i, j] = _requant(np.int32(c[4 * di + dj] + base[i]), m[i], zp,
+                                                    lo, hi)
+    return out
+
+
+@njit(parallel=True, **_JIT)
+def _gemm_quads(a, b, base, m, zp, lo, hi, scratch, out):
+    """out[n, i, j] = requant(base[i] + sum_k w[i, k] x[n, k, j]) on ``dot_rows4x64``.
+
+    a: (R4, KB) int32 weight quads; b: (N, KB, P64) int32 activation quads (``_quads``);
+    scratch: (tasks, 4, 64) int32, one block per task. One task per (image, 4 rows); the
+    requantization reads each 4 x 64 block from scratch, a loop LLVM vectorises.
+    """
+    n_img, r, s = out.shape
+    kb = a.shape[1]
+    rb, sb = a.shape[0] // 4, b.shape[2] // 64
+    for t in prange(n_img * rb):
+        n, i0 = t // rb, t % rb * 4
+        acc = scratch[t]
+        bn = b[n]
+        for jb in range(sb):
+            j0 = jb * 64
+            dot_rows4x64(a, i0, bn, j0, kb, acc)
+            j1 = min(j0 + 64, s)
+            for di in range(min(4, r - i0)):
+                i = i0 + di
+                bi, mi = base[i], m[i]
+                row, orow = acc[di], out[n, i, j0:j1]
+                for j in range(j1 - j0):  # loop-counter indices: no wrap-around test
+                    orow[j] = _requant(np.int32(row[j] + bi), mi, zp, lo, hi)
+    return out
+
+
+@njit(parallel=True, **_JIT)
+def _patch_quads(x, flip, zp, kh, kw, sh, sw, ph, pw, ho, wo, out):
+    """im2col into the quad layout: value k of pixel p's patch (k = (c kh + i) kw + j) in
+    byte k % 4 of out[n, k // 4, p]; x + flip, ``zp`` (the real 0) in the padding.
+
+    One task per (image, output row); each value k is OR-ed into its byte of the row's words
+    in one pass over the row (loop-counter indices, so that LLVM vectorises it; the
+    pixels whose tap falls in the padding get ``zp``). out starts at zero.
+    """
+    n_img, c, h, w = x.shape
+    k_all = c * kh * kw
+    for t in prange(n_img * ho):
+        n, oh = t // ho, t % ho
+        for k in range(k_all):
+            ci, i, j = k // (kh * kw), k // kw % kh, k % kw
+            orow = out[n, k // 4, oh * wo:(oh + 1) * wo]
+            shift = 8 * (k % 4)
+            pad = np.int32(zp) << shift
+            ih = oh * sh + i - ph
+            lo_ = min(max(0, (pw - j + sw - 1) // sw), wo)  # the outputs whose tap is inside
+            hi_ = max(min(wo, (w - 1 - j + pw) // sw + 1), lo_)
+            if ih < 0 or ih >= h:
+                lo_ = hi_ = wo
+            for ow in range(lo_):
+                orow[ow] |= pad
+            for ow in range(hi_, wo):
+                orow[ow] |= pad
+            if hi_ > lo_:
+                src = x[n, ci, ih, lo_ * sw + j - pw:]
+                seg = orow[lo_:hi_]
+                if sw == 1:
+                    for u in range(hi_ - lo_):
+                        seg[u] |= (np.int32(src[u]) + flip) << shift
+                elif sw == 2:
+                    for u in range(hi_ - lo_):
+                        seg[u] |= (np.int32(src[2 * u]) + flip) << shift
+                else:
+                    for u in range(hi_ - lo_):
+                        seg[u] |= (np.int32(src[sw * u]) + flip) << shift
+    return out
+
+
+@njit(parallel=True, **_JIT)
+def _quads(x, flip, out):
+    """out[n, q, p] = the four uint8 values x[n, 4q .. 4q + 3, p] (+ flip) packed in one int32.
+
+    x: (N, K, P) int8/uint8; out: (N, KB, P64) int32 of zeros: bytes past K and words past P
+    stay zero. Four channel rows in, one row of words out, a loop LLVM vectorises.
+    """
+    n_img, k, p = x.shape
+    kb = out.shape[1]
+    for t in prange(n_img * kb):
+        n, q = t // kb, t % kb
+        orow = out[n, q, :p]
+        for e in range(min(4, k - 4 * q)):
+            src, shift = x[n, 4 * q + e], 8 * e
+            for j in range(p):
+                orow[j] |= (np.int32(src[j]) + flip) << shift
+    return out
+
+
+def _zero_padded(a, rows, columns):
+    """a, C-contiguous, with zero rows and columns added up to (rows, columns): a copy only
+    where some are added."""
+    if a.shape == (rows, columns):
+        return np.ascontiguousarray(a)
+    padded = np.zeros((rows, columns), a.dtype)
+    padded[:a.shape[0], :a.shape[1]] = a
+    return padded
+
+
+def _base(bias, zp_u, wq2):
+    """``bias - zp_u * wq2.sum(1)``, in int32 (wrapping as the reference's
+    int32 sums do): what takes the activations' zero point out of the raw uint8 products."""
+    wsum = wq2.sum(axis=1, dtype=np.int32)
+    return (bias - np.int32(zp_u) * wsum).astype(np.int32)
+
+
+def _quads_product(wq2, bias, x_zp, flip, m, y_zp, lo, hi, fill, out):
+    """The GEMM on ``dot_rows4x64``: weights (R, K) int8; ``fill(b)`` writes the activations'
+    quads into b (N, KB, P64) int32 (zeros); out (N, R, P)."""
+    r, k = wq2.shape
+    kb = (k + 3) // 4
+    a = _zero_padded(wq2, r + (-r % 4), 4 * kb)
+    base = _base(bias, x_zp + flip, wq2)
+    n, s = out.shape[0], out.shape[2]
+    b = np.zeros((n, kb, s + (-s % 64)), np.int32)
+    fill(b)
+    scratch = np.empty((n * (a.shape[0] // 4), 4, 64), np.int32)
+    return _gemm_quads(a.view(np.int32), b, base, m, np.int32(y_zp), lo, hi, scratch, out)
+
+
+def _vnni_product(wq2, bias, x_zp, flip, m, y_zp, lo, hi, fill, out):
+    """The Linear's GEMM on ``dot_block4x4``: weights (R, K) int8; ``fill(cols)`` writes the
+    uint8 activations into cols (N, S4, K32) (zeros); out (N, R, S)."""
+    r, k = wq2.shape
+    k32 = k + (-k % STEP)
+    a = _zero_padded(wq2, r + (-r % 4), k32)
+    base = _base(bias, x_zp + flip, wq2)
+    n, s = out.shape[0], out.shape[2]
+    cols = np.zeros((n, s + (-s % 4), k32), np.uint8)
+    fill(cols)
+    return _gemm_vnni(a, cols, base, m, np.int32(y_zp), lo, hi, out)
+
+
+def _padded_rows(a, multiple):
+    """a (R, K) with zero rows added up to a multiple of ``multiple``: whole register blocks."""
+    extra = -a.shape[-2] % multiple
+    if not extra:
+        return a
+    pad = [(0, 0)] * a.ndim
+    pad[-2] = (0, extra)
+    return np.pad(a, pad)
+
+
+@njit(parallel=True, **_JIT)
+def _centred_channels_last(x, zp, out):
+    """out[n, p, c] = x[n, c, p] - zp (int16): each image transposed, the sum contiguous."""
+    n_img, c, p = x.shape
+    bands = (p + 63) // 64
+    for t in prange(n_img * bands):
+        n, p0 = t // bands, t % bands * 64
+        p1 = min(p0 + 64, p)
+        for ci in range(c):
+            for q in range(p0, p1):
+                out[n, q, ci] = np.int16(x[n, ci, q]) - zp
+    return out
+
+
+@njit(parallel=True, **_JIT)
+def _patches(x, zp, kh, kw, sh, sw, ph, pw, ho, wo, out):
+    """im2col, channels last: ``out[n, oh*wo + ow, (c*kh + i)*kw + j] = x - zp``, 0 in the padding."""
+    n_img, c, h, w = x.shape
+    for t in prange(n_img * ho):
+        n, oh = t // ho, t % ho
+        for ow in range(wo):
+            q = oh * wo + ow
+            for ci in range(c):
+                for i in range(kh):
+                    ih = oh * sh + i - ph
+                    for j in range(kw):
+                        iw = ow * sw + j - pw
+                        v = np.int16(0)
+                        if 0 <= ih < h and 0 <= iw < w:
+                            v = np.int16(x[n, ci, ih, iw]) - zp
+                        out[n, q, (ci * kh + i) * kw + j] = v
+    return out
+
+
+# ----------------------------------------------------------------------- depthwise 3x3
+@njit(inline="always")
+def _dw_pixel(x, n, c, w, oh, ow, sh, sw, ph, pw, zp):
+    """One depthwise output's sum with the taps that fall inside the image (border pixels)."""
+    h, wd = x.shape[2], x.shape[3]
+    acc = np.int32(0)
+    for i in range(3):
+        ih = oh * sh + i - ph
+        if 0 <= ih < h:
+            for j in range(3):
+                iw = ow * sw + j - pw
+                if 0 <= iw < wd:
+                    acc = np.int32(acc + w[c, i, j] * (np.int32(x[n, c, ih, iw]) - zp))
+    return acc
+
+
+@njit(inline="always")
+def _taps(base, w00, w01, w02, w10, w11, w12, w20, w21, w22, r0, r1, r2, q):
+    """base + the nine products of an interior pixel, in int32 (Numba would widen to int64)."""
+    return np.int32(base + np.int32(w00 * np.int32(r0[q]) + w01 * np.int32(r0[q + 1])
+                                    + w02 * np.int32(r0[q + 2]) + w10 * np.int32(r1[q])
+                                    + w11 * np.int32(r1[q + 1]) + w12 * np.int32(r1[q + 2])
+                                    + w20 * np.int32(r2[q]) + w21 * np.int32(r2[q + 1])
+                                    + w22 * np.int32(r2[q + 2])))
+
+
+@njit(parallel=True, **_JIT)
+def _depthwise3x3(x, w, zp, sh, sw, ph, pw, bias, m, yzp, lo, hi, out):
+    """out[n, c] = requant(depthwise 3x3 of x[n, c] - zp, + bias[c]): one task per plane.
+
+    Interior pixels (all nine taps inside the image) in one loop over the row, written
+    twice, for a horizontal stride of 1 and of 2 (sw is one of them): with the stride a
+    variable, LLVM gathered every load (``vpgatherdd``). Border pixels one by one.
+    w: (C, 3, 3) int32.
+    """
+    n_img, c, h, wd = x.shape
+    ho, wo = out.shape[2], out.shape[3]
+    # outputs whose taps all lie inside: oh*s - p >= 0 and oh*s - p + 2 <= h - 1
+    oh0 = min((ph + sh - 1) // sh, ho)
+    oh1 = max(min((h - 3 + ph) // sh + 1, ho), oh0)
+    ow0 = min((pw + sw - 1) // sw, wo)
+    ow1 = max(min((wd - 3 + pw) // sw + 1, wo), ow0)
+    for t in prange(n_img * c):
+        n, ch = t // c, t % c
+        w00, w01, w02 = np.int32(w[ch, 0, 0]), np.int32(w[ch, 0, 1]), np.int32(w[ch, 0, 2])
+        w10, w11, w12 = np.int32(w[ch, 1, 0]), np.int32(w[ch, 1, 1]), np.int32(w[ch, 1, 2])
+        w20, w21, w22 = np.int32(w[ch, 2, 0]), np.int32(w[ch, 2, 1]), np.int32(w[ch, 2, 2])
+        # the zero point's share, the same for every interior pixel: sum_taps w * zp
+        wsum = np.int32(w00 + w01 + w02 + w10 + w11 + w12 + w20 + w21 + w22)
+        base = np.int32(bias[ch] - zp * wsum)
+        mc, bc = m[ch], bias[ch]
+        for oh in range(ho):
+            inside = oh0 <= oh < oh1
+            for ow in range(wo if not inside else ow0):  # the border: left, or the whole row
+                acc = np.int32(_dw_pixel(x, n, ch, w, oh, ow, sh, sw, ph, pw, zp) + bc)
+                out[n, ch, oh, ow] = _requant(acc, mc, yzp, lo, hi)
+            if not inside:
+                continue
+            for ow in range(ow1, wo):  # the right border
+                acc = np.int32(_dw_pixel(x, n, ch, w, oh, ow, sh, sw, ph, pw, zp) + bc)
+                out[n, ch, oh, ow] = _requant(acc, mc, yzp, lo, hi)
+            r = oh * sh - ph
+            # slices that start at the first interior pixel, so that every index in the loop is
+            # a loop counter: with ``ow - pw`` Numba wraps negative indices around, and that
+            # test kept LLVM from vectorising (four times slower)
+            q0 = ow0 * sw - pw
+            r0, r1, r2 = x[n, ch, r, q0:], x[n, ch, r + 1, q0:], x[n, ch, r + 2, q0:]
+            orow = out[n, ch, oh, ow0:ow1]
+            if sw == 1:
+                for i in range(ow1 - ow0):
+                    orow[i] = _requant(_taps(base, w00, w01, w02, w10, w11, w12, w20, w21, w22,
+                                             r0, r1, r2, i), mc, yzp, lo, hi)
+            else:
+                for i in range(ow1 - ow0):
+                    orow[i] = _requant(_taps(base, w00, w01, w02, w10, w11, w12, w20, w21, w22,
+                                             r0, r1, r2, 2 * i), mc, yzp, lo, hi)
+    return out
+
+
+# ----------------------------------------------------------------------- the kernels
+def _bounds(y_dtype, y_zp, ys, relu6):
+    q_min, q_max = output_range(y_dtype, y_zp, ys, relu6)
+    return np.float32(q_min - y_zp), np.float32(q_max - y_zp)
+
+
+def qlinear_conv2d(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q, y_scale,
+                   y_zero_point, stride, padding, groups, dilation=(1, 1), relu6=False):
+    """ONNX ``QLinearConv``; the contract is ``int8_reference.qlinear_conv2d``'s.
+
+    Pointwise (1x1, stride 1, no padding, groups 1) and dense (groups 1) convolutions run
+    as the GEMM, depthwise 3x3 (groups = C = Co, a horizontal stride of 1 or 2) as
+    ``_depthwise3x3``; any other grouping or stride, or a dilation other than 1, goes to the
+    reference.
+
+    Args:
+        xq: (N, C, H, W) int8 or uint8.
+        x_scale: Scalar (float32).
+        x_zero_point: Scalar of xq's dtype.
+        wq: (Co, C / groups, kh, kw) int8.
+        w_scale: (Co,) float32, or a scalar.
+        w_zero_point: 0 (symmetric weights).
+        bias_q: (Co,) int32, or None.
+        y_scale: Scalar (float32).
+        y_zero_point: Scalar, int8 or uint8: the output's dtype.
+        stride: An int or a pair.
+        padding: An int or a pair.
+        groups: 1, C, or any divisor of C and Co.
+        dilation: An int or a pair.
+        relu6: Clamp the output to ReLU6's range.
+
+    Returns:
+        (N, Co, Ho, Wo) of y_zero_point's dtype, C-contiguous.
+    """
+    fn = "qlinear_conv2d"
+    (xq, wq, bias, x_zp, y_zp, m, y_dtype, ys, stride, padding, dilation, (ho, wo)) = \
+        qlinear_conv2d_args(fn, xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q,
+                            y_scale, y_zero_point, stride, padding, groups, dilation)
+    n, c, h, w = xq.shape
+    co, cg, kh, kw = wq.shape
+    lo, hi = _bounds(y_dtype, y_zp, ys, relu6)
+    out = np.empty((n, co, ho, wo), y_dtype)  # see kernels.numba on allocation
+    xq = np.ascontiguousarray(xq)
+    if (dilation == (1, 1) and groups == c == co and cg == 1 and (kh, kw) == (3, 3)
+            and stride[1] in (1, 2)):
+        w32 = np.ascontiguousarray(wq.reshape(co, 3, 3).astype(np.int32))
+        return _depthwise3x3(xq, w32, np.int32(x_zp), stride[0], stride[1], padding[0],
+                             padding[1], bias, m, np.int32(y_zp), lo, hi, out)
+    if dilation != (1, 1) or groups != 1:
+        from ..int8_reference import qlinear_conv2d as reference
+        return reference(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q, y_scale,
+                         y_zero_point, stride, padding, groups, dilation, relu6)
+    pointwise = (kh, kw) == (1, 1) and stride == (1, 1) and padding == (0, 0)
+    if VNNI:
+        flip = 128 if xq.dtype == np.int8 else 0  # int8 activations as uint8: + 128
+        if pointwise:
+            def fill(b):
+                _quads(xq.reshape(n, c, h * w), flip, b)
+        else:  # im2col, written straight into the quad layout
+            def fill(b):
+                _patch_quads(xq, flip, x_zp + flip, kh, kw, stride[0], stride[1], padding[0],
+                             padding[1], ho, wo, b)
+        _quads_product(wq.reshape(co, -1), bias, x_zp, flip, m, y_zp, lo, hi, fill,
+                       out.reshape(n, co, ho * wo))
+        return out
+    a = _padded_rows(wq.reshape(co, -1).astype(np.int16), 4)
+    p4 = ho * wo + (-(ho * wo) % 4)
+    if pointwise:
+        cols = np.zeros((n, p4, c), np.int16)
+        _centred_channels_last(xq.reshape(n, c, h * w), np.int16(x_zp), cols)
+    else:
+        cols = np.zeros((n, p4, c * kh * kw), np.int16)
+        _patches(xq, np.int16(x_zp), kh, kw, stride[0], stride[1], padding[0], padding[1], ho,
+                 wo, cols)
+    _gemm_requant(a, cols, bias, m, np.int32(y_zp), lo, hi, out.reshape(n, co, ho * wo))
+    return out
+
+
+def qgemm(aq, a_scale, a_zero_point, bq, b_scale, b_zero_point, bias_q, y_scale, y_zero_point,
+          relu6=False):
+    """The Linear in int8 (``com.microsoft.QGemm``, ``transB=1``); the reference's contract.
+
+    Computed as $Y^T = B A^T$ by the GEMM (the weight rows are its register rows, so the
+    per-output-channel multiplier is per row), then transposed (M x N, small).
+
+    Args:
+        aq: (M, K) int8 or uint8.
+        a_scale: Scalar (float32).
+        a_zero_point: Scalar of aq's dtype.
+        bq: (N, K) int8.
+        b_scale: (N,) float32, or a scalar.
+        b_zero_point: 0 (symmetric weights).
+        bias_q: (N,) int32, or None.
+        y_scale: Scalar (float32).
+        y_zero_point: Scalar, int8 or uint8: the output's dtype.
+        relu6: Clamp the output to ReLU6's range.
+
+    Returns:
+        (M, N) of y_zero_point's dtype, C-contiguous.
+    """
+    aq, bq, bias, a_zp, y_zp, m, y_dtype, ys = qgemm_args(
+        "qgemm", aq, a_scale, a_zero_point, bq, b_scale, b_zero_point, bias_q, y_scale,
+        y_zero_point)
+    lo, hi = _bounds(y_dtype, y_zp, ys, relu6)
+    mm, nn = aq.shape[0], bq.shape[0]
+    if VNNI:
+        flip = 128 if aq.dtype == np.int8 else 0
+        out = np.empty((1, nn, mm), y_dtype)
+
+        def fill(cols):
+            cols[0, :mm, :aq.shape[1]] = (aq.astype(np.int32) + flip).astype(np.uint8)
+        _vnni_product(bq, bias, a_zp, flip, m, y_zp, lo, hi, fill, out)
+        return np.ascontiguousarray(out[0].T)
+    a = _padded_rows(bq.astype(np.int16), 4)
+    cols = _padded_rows((aq.astype(np.int16) - np.int16(a_zp)), 4)[None]
+    out = np.empty((1, nn, mm), y_dtype)
+    _gemm_requant(a, np.ascontiguousarray(cols), bias, m, np.int32(y_zp), lo, hi, out)
+    return np.ascontiguousarray(out[0].T)

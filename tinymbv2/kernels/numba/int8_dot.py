@@ -1,0 +1,170 @@
+r"""uint8 x int8 products on AVX-512 VNNI's ``vpdpbusd``, as two Numba intrinsics.
+
+``dot_rows4x64`` (the convolutions: the broadcast form, below) and ``dot_block4x4`` (the
+Linear: dot products along K).
+
+``vpdpbusd`` multiplies 32 unsigned bytes by 32 signed bytes and adds each group of four
+products to one of eight int32 lanes (256-bit form): 32 multiply-adds per instruction,
+twice what a float32 FMA does per vector of the same width. Numba's loops do not reach
+it (LLVM makes ``vpmulld`` of int32 lanes from a Numba loop over widened int8 values:
+half the float32 FMA's rate, measured; ``int8.py``), so these intrinsics emit it directly
+(``llvm.x86.avx512.vpdpbusd.256`` / ``.512``, as ``llvm.py``'s kernels emit ``llvm.fma``).
+``dot_block4x4``:
+
+$$C[i_0 + r, j_0 + c] = \sum_{k < K} A[i_0 + r, k]\, B[j_0 + c, k]
+\qquad (r, c < 4)$$
+
+with A int8 (the weights), B uint8 (the activations, raw: the zero point is taken out by
+the caller as $z \sum_k A[i, k]$), both C-contiguous with K a multiple of 32 (zeros past the
+real sum), in sixteen vector accumulators summed across their lanes at the end. The int32
+sums wrap as the reference's do (it never comes near: $|C| \le 255 \cdot 128 \cdot K$).
+
+``VNNI``: whether the CPU Numba compiles for has it (``+avx512vnni`` and ``+avx512vl``);
+without it ``int8.py`` keeps its Numba loop.
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .llvm import array_data, as_i64, target_features
+
+VNNI = {"+avx512vnni", "+avx512vl"} <= set(target_features())
+"""Does the CPU Numba compiles for have AVX-512 VNNI (``vpdpbusd``) on 256-bit vectors?"""
+
+STEP = 32
+"""Bytes of K per ``vpdpbusd`` (the 256-bit form): K is padded to a multiple of this."""
+
+_V8I32 = ir.VectorType(ir.IntType(32), 8)
+
+
+@intrinsic
+def dot_block4x4(typingctx, a, i0, b, j0, k):
+    """The 16 int32 sums ``C[i0 + r, j0 + c]``, r-major, of a (R, K) int8 and b (S, K) uint8.
+
+    K (``k``) a multiple of ``STEP``; rows ``i0 .. i0 + 3`` of a and ``j0 .. j0 + 3`` of b
+    must exist.
+
+    Args:
+        typingctx: Numba's typing context.
+        a: (R, K) int8, C-contiguous.
+        i0: The first of the four rows of a.
+        b: (S, K) uint8, C-contiguous.
+        j0: The first of the four rows of b.
+        k: K.
+
+    Returns:
+        The signature and the code generator (the call returns the 16 sums, a tuple).
+    """
+    if a.dtype != types.int8 or b.dtype != types.uint8:
+        return None
+    sig = types.UniTuple(types.int32, 16)(a, i0, b, j0, k)
+
+    def codegen(context, builder, signature, args):
+        module = builder.module
+        dp = cgutils.get_or_insert_function(
+            module, ir.FunctionType(_V8I32, [_V8I32] * 3), "llvm.x86.avx512.vpdpbusd.256")
+        reduce_add = cgutils.get_or_insert_function(
+            module, ir.FunctionType(ir.IntType(32), [_V8I32]), "llvm.vector.reduce.add.v8i32")
+        a_data = array_data(context, builder, signature.args[0], args[0])
+        b_data = array_data(context, builder, signature.args[2], args[2])
+        i0_, j0_, kk = as_i64(builder, [args[1], args[3], args[4]])
+        i64 = ir.IntType(64)
+        a_rows = [builder.mul(builder.add(i0_, ir.Constant(i64, r)), kk) for r in range(4)]
+        b_rows = [builder.mul(builder.add(j0_, ir.Constant(i64, c)), kk) for c in range(4)]
+        zero = ir.Constant(_V8I32, [ir.Constant(ir.IntType(32), 0)] * 8)
+        acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(4)] for _ in range(4)]
+        steps = builder.udiv(kk, ir.Constant(i64, STEP))
+
+        def load(data, row, at):
+            p = builder.gep(data, [builder.add(row, at)])
+            return builder.load(builder.bitcast(p, _V8I32.as_pointer()), align=1)
+
+        with cgutils.for_range(builder, steps) as loop:
+            at = builder.mul(loop.index, ir.Constant(i64, STEP))
+            av = [load(a_data, a_rows[r], at) for r in range(4)]   # signed weights
+            bv = [load(b_data, b_rows[c], at) for c in range(4)]   # unsigned activations
+            for r in range(4):
+                for c in range(4):
+                    builder.store(builder.call(dp, [builder.load(acc[r][c]), bv[c], av[r]]),
+                                  acc[r][c])
+        sums = [builder.call(reduce_add, [builder.load(acc[r][c])]) for r in range(4)
+                for c in range(4)]
+        return context.make_tuple(builder, signature.return_type, sums)
+
+    return sig, codegen
+
+
+LANES = 16
+"""int32 lanes of a 512-bit vector: the pixels one ``vpdpbusd`` of ``dot_rows4x64`` serves."""
+
+_V16I32 = ir.VectorType(ir.IntType(32), 16)
+
+
+@intrinsic
+def dot_rows4x64(typingctx, a, i0, b, j0, kb, out):
+    r"""out[r, 0:64] = sum over quads q < kb of the 4-term products of a[i0 + r, q] and b[q, j0:j0+64].
+
+    The broadcast form, for sums too short to amortise ``dot_block4x4``'s reductions: a is
+    (R, KB) int32, each value four int8 weights $w_{4q..4q+3}$; b is (KB, P) int32, each
+    value the four uint8 activations of one pixel at channels $4q..4q+3$ (the
+    quad-interleaved layout ``int8._quads`` builds); ``vpdpbusd`` (512-bit) adds the four
+    products into the pixel's lane. Four rows by four vectors of 16 pixels held in sixteen
+    registers; out: (4, 64) int32 scratch, the sums (the requantization reads them there).
+
+    Args:
+        typingctx: Numba's typing context.
+        a: (R, KB) int32 weight quads, C-contiguous.
+        i0: The first of the four rows of a.
+        b: (KB, P) int32 activation quads, C-contiguous, P a multiple of 64.
+        j0: The first of the 64 pixels.
+        kb: The number of quads summed.
+        out: (4, 64) int32, C-contiguous: the sums.
+
+    Returns:
+        The signature and the code generator.
+    """
+    if a.dtype != types.int32 or b.dtype != types.int32 or out.dtype != types.int32:
+        return None
+    sig = types.void(a, i0, b, j0, kb, out)
+
+    def codegen(context, builder, signature, args):
+        module = builder.module
+        dp = cgutils.get_or_insert_function(
+            module, ir.FunctionType(_V16I32, [_V16I32] * 3), "llvm.x86.avx512.vpdpbusd.512")
+        a_data, b_data, out_data = (array_data(context, builder, signature.args[i], args[i])
+                                    for i in (0, 2, 5))
+        i0_, j0_, kbv = as_i64(builder, [args[1], args[3], args[4]])
+        i64, i32 = ir.IntType(64), ir.IntType(32)
+        a_stride = as_i64(builder, [builder.extract_value(
+            context.make_array(signature.args[0])(context, builder, args[0]).shape, 1)])[0]
+        b_stride = as_i64(builder, [builder.extract_value(
+            context.make_array(signature.args[2])(context, builder, args[2]).shape, 1)])[0]
+        zero = ir.Constant(_V16I32, [ir.Constant(i32, 0)] * LANES)
+        acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(4)] for _ in range(4)]
+        a_rows = [builder.mul(builder.add(i0_, ir.Constant(i64, r)), a_stride) for r in range(4)]
+
+        with cgutils.for_range(builder, kbv) as loop:
+            b_row = builder.add(builder.mul(loop.index, b_stride), j0_)
+            bv = [builder.load(builder.bitcast(
+                builder.gep(b_data, [builder.add(b_row, ir.Constant(i64, LANES * v))]),
+                _V16I32.as_pointer()), align=4) for v in range(4)]
+            for r in range(4):
+                word = builder.load(builder.gep(a_data, [builder.add(a_rows[r], loop.index)]))
+                splat = builder.insert_element(ir.Constant(_V16I32, ir.Undefined), word,
+                                               ir.Constant(i32, 0))
+                splat = builder.shuffle_vector(splat, ir.Constant(_V16I32, ir.Undefined),
+                                               ir.Constant(_V16I32, [ir.Constant(i32, 0)] * LANES))
+                for v in range(4):
+                    builder.store(builder.call(dp, [builder.load(acc[r][v]), bv[v], splat]),
+                                  acc[r][v])
+        for r in range(4):
+            for v in range(4):
+                p = builder.gep(out_data, [ir.Constant(i64, r * 64 + LANES * v)])
+                builder.store(builder.load(acc[r][v]), builder.bitcast(p, _V16I32.as_pointer()),
+                              align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen

@@ -1,0 +1,211 @@
+r"""The calibrated quantized view run in integers: the int8 network itself.
+
+``Int8Net.from_view(qnet)`` takes a [QuantizedNet][tinymbv2.quant.ptq.QuantizedNet] after
+``calibrate`` and stores what a deployed int8 MobileNetV2 holds: each convolution's weight
+as int8 with one float32 scale per output channel (the folded weights, the very integers the
+view's fake quantization and the QDQ file use), its float bias, and every activation's
+uint8 scale and zero point. Running it:
+
+* the image is quantized to uint8 with the input's scale;
+* each convolution is the kernel set's ``qlinear_conv2d`` (ONNX ``QLinearConv``, int8
+  products summed in int32, requantized as onnxruntime does): its input's uint8 tensor, its
+  int8 weight, its bias as int32 at the scale $s_x s_w$
+  ($q_b = \text{round}(b / (s_x s_w))$), its output's scale and zero point, and ReLU6 as the
+  clamp of the output integers (a ReLU's is the zero point: its outputs' range starts at 0);
+* a residual sum is ONNX's ``QLinearAdd``: both inputs dequantized, added, quantized to the
+  sum's scale, in float32 (``qlinear_add``);
+* the last feature map is dequantized, averaged over its pixels, and the classifier is the
+  float Linear on the dequantized int8 weights: as the QDQ file leaves it (the pooled
+  features are not quantized there).
+
+The view computes the same in float (fake quantization); the integers here differ from it
+only where a rounding lands differently (an int32 sum against a float sum, the bias rounded
+to its int32 step). ``tests/quant`` compares both with onnxruntime.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import nn
+from ..export.folding import host
+from ..kernels import kernels_for
+from ..models.mobilenetv2 import MobileNetV2
+from .fake_quant import quantize_array
+from .ptq import ActQuant, QuantConv2d, QuantInvertedResidual, QuantizedNet, QuantLinear, weight_qparams
+
+
+def _quantize(x, scale, zero_point):
+    """Float32 x to uint8 with one scale: $\\text{saturate}(\\text{round}(x / s) + z)$, the
+    way the view's ActQuant computes it."""
+    q, _ = quantize_array(np.asarray(x, np.float32), scale, zero_point, 0, 255)
+    return q.astype(np.uint8)
+
+
+def _dequantize(q, scale, zero_point):
+    return ((q.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)).astype(np.float32)
+
+
+def qlinear_add(aq, a_scale, a_zero_point, bq, b_scale, b_zero_point, y_scale, y_zero_point):
+    r"""ONNX ``QLinearAdd`` on uint8 tensors: $q_y = Q(D(a) + D(b))$ in float32.
+
+    Args:
+        aq: uint8 array.
+        a_scale: Its scale.
+        a_zero_point: Its zero point.
+        bq: uint8 array of aq's shape.
+        b_scale: Its scale.
+        b_zero_point: Its zero point.
+        y_scale: The sum's scale.
+        y_zero_point: The sum's zero point.
+
+    Returns:
+        The sum, uint8.
+    """
+    total = _dequantize(aq, a_scale, a_zero_point) + _dequantize(bq, b_scale, b_zero_point)
+    return _quantize(total, y_scale, y_zero_point)
+
+
+class _Conv:
+    """One int8 convolution with its output's quantization and activation."""
+
+    def __init__(self, conv: QuantConv2d, act, out: ActQuant):
+        w = host(conv.weight)
+        self.w_scale, zero, axis = weight_qparams(w, conv.scheme)
+        q, _ = quantize_array(w, self.w_scale, zero, -128, 127, axis)
+        self.wq = q.astype(np.int8)
+        self.w_scale = np.broadcast_to(np.asarray(self.w_scale, np.float32), (w.shape[0],)).copy()
+        self.bias = host(conv.bias).astype(np.float32)
+        self.stride, self.padding, self.dilation, self.groups = (conv.stride, conv.padding,
+                                                                 conv.dilation, conv.groups)
+        self.relu6 = type(act) is nn.ReLU6
+        self.y_scale, self.y_zero_point = np.float32(out.scale), np.uint8(out.zero_point)
+
+    def __call__(self, xq, x_scale, x_zero_point):
+        bias_q = np.rint(self.bias / (np.float32(x_scale) * self.w_scale)).astype(np.int32)
+        y = kernels_for(xq).qlinear_conv2d(
+            xq, np.float32(x_scale), np.uint8(x_zero_point), self.wq, self.w_scale, np.int8(0),
+            bias_q, self.y_scale, self.y_zero_point, self.stride, self.padding, self.groups,
+            self.dilation, relu6=self.relu6)
+        return y, self.y_scale, self.y_zero_point
+
+
+class _Block:
+    """An inverted residual block: its convolutions, then the residual sum if it has one."""
+
+    def __init__(self, convs, out: ActQuant | None):
+        self.convs = convs
+        self.out = None if out is None else (np.float32(out.scale), np.uint8(out.zero_point))
+
+    def __call__(self, xq, x_scale, x_zero_point):
+        yq, ys, yz = xq, x_scale, x_zero_point
+        for conv in self.convs:
+            yq, ys, yz = conv(yq, ys, yz)
+        if self.out is None:
+            return yq, ys, yz
+        return qlinear_add(xq, x_scale, x_zero_point, yq, ys, yz, *self.out), *self.out
+
+
+def _convs(seq) -> list:
+    """The ``_Conv`` s of a converted Sequential: (QuantConv2d, activation, ActQuant) or
+    (QuantConv2d, ActQuant) runs."""
+    layers, out, i = [], [], 0
+    for layer in seq:  # the block's own Sequentials (expansion, depthwise) opened in place
+        layers += list(layer) if type(layer) is nn.Sequential else [layer]
+    while i < len(layers):
+        if type(layers[i]) is not QuantConv2d:
+            raise TypeError(f"Int8Net: expected a QuantConv2d, got a {type(layers[i]).__name__}")
+        if type(layers[i + 1]) is ActQuant:
+            out.append(_Conv(layers[i], None, layers[i + 1]))
+            i += 2
+        else:
+            out.append(_Conv(layers[i], layers[i + 1], layers[i + 2]))
+            i += 3
+    return out
+
+
+class Int8Net:
+    """A calibrated MobileNetV2 view as integers (see the module).
+
+    Args:
+        input_qparams: ``(scale, zero_point)`` of the image.
+        steps: The feature layers, each ``step(xq, scale, zero_point) -> (yq, scale,
+            zero_point)``.
+        classifier: ``(weight, bias)``: the Linear's dequantized int8 weight and float bias.
+    """
+
+    def __init__(self, input_qparams, steps, classifier):
+        self.input_qparams, self.steps, self.classifier = input_qparams, steps, classifier
+
+    @classmethod
+    def from_view(cls, qnet: QuantizedNet) -> "Int8Net":
+        """The int8 network of a calibrated view.
+
+        Args:
+            qnet: The view, after [calibrate][tinymbv2.quant.ptq.calibrate].
+
+        Returns:
+            The ``Int8Net``.
+
+        Raises:
+            TypeError: Not a calibrated view of a MobileNetV2.
+            ValueError: An activation not calibrated.
+        """
+        if not isinstance(qnet, QuantizedNet) or not isinstance(qnet.body, MobileNetV2):
+            raise TypeError(f"Int8Net.from_view: expected a QuantizedNet of a MobileNetV2, got "
+                            f"{type(qnet).__name__}")
+        if any(m.scale is None for m in qnet.act_quants()):
+            raise ValueError("Int8Net.from_view: an activation has no scale: calibrate the view "
+                             "first")
+        steps = []
+        for layer in qnet.body.features:
+            if type(layer) is QuantInvertedResidual:
+                steps.append(_Block(_convs(layer.conv), layer.out_quant))
+            else:
+                steps.append(_Block(_convs(layer), None))
+        linear = next(m for m in qnet.body.classifier if type(m) is QuantLinear)
+        w = host(linear.weight)
+        scale, zero, axis = weight_qparams(w, linear.scheme)
+        q, _ = quantize_array(w, scale, zero, -128, 127, axis)
+        shape = (-1, 1) if axis is not None else ()
+        weight = (q.astype(np.float32) * np.asarray(scale, np.float32).reshape(shape))
+        bias = None if linear.bias is None else host(linear.bias).astype(np.float32)
+        inp = qnet.input_quant
+        return cls((np.float32(inp.scale), np.uint8(inp.zero_point)), steps, (weight, bias))
+
+    def features(self, x):
+        """The last feature map's integers and quantization: ``(q, scale, zero_point)``.
+
+        Args:
+            x: (N, C, H, W) float images, normalised as the model takes them.
+
+        Returns:
+            The uint8 map (N, C', H', W') and its scale and zero point.
+        """
+        q, s, z = _quantize(x, *self.input_qparams), *self.input_qparams
+        for step in self.steps:
+            q, s, z = step(q, s, z)
+        return q, s, z
+
+    def __call__(self, x):
+        """The logits (N, classes), float32, of float images x (N, C, H, W).
+
+        Args:
+            x: The images, normalised as the model takes them.
+
+        Returns:
+            The logits.
+        """
+        q, s, z = self.features(x)
+        pooled = _dequantize(q, s, z).mean(axis=(2, 3), dtype=np.float32)
+        weight, bias = self.classifier
+        logits = pooled @ weight.T
+        return logits if bias is None else logits + bias
+
+    def weight_bytes(self) -> int:
+        """The bytes of the int8 weights and their scales and biases (what a file holds)."""
+        total = 0
+        for step in self.steps:
+            for conv in step.convs:
+                total += conv.wq.nbytes + conv.w_scale.nbytes + conv.bias.nbytes
+        weight, bias = self.classifier
+        return total + weight.size + (0 if bias is None else bias.nbytes)
