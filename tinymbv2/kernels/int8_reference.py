@@ -32,7 +32,7 @@ $0 \le r_y \le 6$, i.e. $z_y \le q_y \le \operatorname{round}(6 / s_y) + z_y$, i
 the type's range.
 
 Why a module of its own and not a section of ``reference.py``: the int8 kernels share
-nothing with the float ones but the convolution's geometry (``_window`` and
+nothing with the float ones but the convolution's geometry (``taps.tap_window`` and
 ``checks.conv_geometry``), they have their own argument checks (integer dtypes, scales and
 zero points), and ``reference.py`` is already the float set's long read; one idea per file.
 [ReferenceKernels][tinymbv2.kernels.reference.ReferenceKernels] exposes these functions as
@@ -47,6 +47,7 @@ from __future__ import annotations
 import numpy as np
 
 from .checks import conv_geometry, dilation_pair, ndim
+from .taps import tap_window
 
 ACTIVATION_DTYPES = (np.dtype(np.int8), np.dtype(np.uint8))
 
@@ -255,7 +256,6 @@ def qlinear_conv2d(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q,
         qlinear_conv2d_args("qlinear_conv2d", xq, x_scale, x_zero_point, wq, w_scale,
                             w_zero_point, bias_q, y_scale, y_zero_point, stride, padding, groups,
                             dilation)
-    from .reference import _window  # the float kernels' tap picture, shared
     n, c = xq.shape[:2]
     co, cg, kh, kw = wq.shape
     xc = xq.astype(np.int32) - x_zp  # centred: the padding below is the real 0
@@ -265,7 +265,7 @@ def qlinear_conv2d(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q,
     acc = np.zeros((n, groups, co // groups, ho, wo), np.int32)
     for i in range(kh):
         for j in range(kw):
-            win = _window(xp.reshape(n, c, *xp.shape[3:]), i, j, (ho, wo), stride, dilation)
+            win = tap_window(xp.reshape(n, c, *xp.shape[3:]), i, j, (ho, wo), stride, dilation)
             win = win.reshape(n, groups, cg, ho, wo)
             acc += np.einsum("gok,ngkhw->ngohw", wg[:, :, :, i, j], win, dtype=np.int32)
     acc = acc.reshape(n, co, ho, wo) + bias.reshape(1, co, 1, 1)

@@ -55,6 +55,7 @@ import numpy as np
 
 from ..backend import get_array_module
 from . import int8_reference
+from .taps import tap_window as _window
 from .checks import (batch_norm_args, conv_geometry, dilation_pair, grad_out_shape, interpolate_args,
                      matmul_args, pointwise_args, pointwise_weight_args, relu6_bias, same_float_dtype)
 
@@ -63,17 +64,6 @@ from .checks import (batch_norm_args, conv_geometry, dilation_pair, grad_out_sha
 def _pad(x, ph, pw):
     """Zero-pad the two spatial axes of an (N, C, H, W) array."""
     return np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
-
-
-def _window(xp, i, j, out_hw, stride, dilation):
-    """The (N, C, Ho, Wo) view of padded ``xp`` that kernel tap (i, j) reads.
-
-    ``window[n, c, oh, ow] = xp[n, c, oh*sh + i*dh, ow*sw + j*dw]``. A view, so
-    ``_window(gxp, ...) += v`` writes into ``gxp``.
-    """
-    (ho, wo), (sh, sw), (dh, dw) = out_hw, stride, dilation
-    top, left = i * dh, j * dw
-    return xp[:, :, top : top + sh * (ho - 1) + 1 : sh, left : left + sw * (wo - 1) + 1 : sw]
 
 
 def _per_channel(v):
