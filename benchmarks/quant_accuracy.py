@@ -10,14 +10,17 @@ once with ReLU in every layer that has an activation (``tinymbv2 train --activat
 both are quantized the same ways with ``tinymbv2.quant`` (BatchNorm folded, int8 weights,
 uint8 activations, calibrated on 512 training images): per-tensor or per-channel weight
 scales, activation ranges from min/max, percentiles or the smallest squared error (a ReLU6's
-range is its known [0, 6]); then quantization-aware training (one epoch through the
-per-channel view, the straight-through gradient, SGD at a small learning rate). Prints the
-test accuracy of each and its drop from the float network's; ``--json`` writes them.
+range is its known [0, 6]); the per-channel min/max network run in integers (``Int8Net``);
+onnxruntime's own ``quantize_static`` of the same network on the same calibration images
+(QDQ, per channel); then quantization-aware training (one epoch through the per-channel view,
+the straight-through gradient, SGD at a small learning rate). Prints the test accuracy of
+each and its drop from the float network's; ``--json`` writes them.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +30,8 @@ from tinymbv2 import functional as F
 from tinymbv2.cli import main as cli
 from tinymbv2.data import load_dataset
 from tinymbv2.evaluation import evaluate
-from tinymbv2.quant import calibrate, quantize_model
+from tinymbv2.export import to_onnx
+from tinymbv2.quant import Int8Net, calibrate, quantize_model
 from tinymbv2.random import manual_seed
 from tinymbv2.train import load_trained
 
@@ -87,9 +91,42 @@ def measure(checkpoint, args):
         qnet = calibrate(quantize_model(model, weights=weights, observer=observer), calib)
         scores[f"{weights} {observer}"] = evaluate(qnet, test_x, test_y, fuse=False)["accuracy"]
     qnet = calibrate(quantize_model(model), calib)
+    scores["per_channel minmax, in int8"] = accuracy(Int8Net.from_view(qnet)(test_x), test_y)
+    scores["onnxruntime quantize_static"] = accuracy(ort_static(model, calib, test_x), test_y)
     qat_epoch(qnet, train_x, train_y, args.qat_lr, seed=args.seed)
     scores["per_channel minmax + QAT"] = evaluate(qnet, test_x, test_y, fuse=False)["accuracy"]
     return config["activation"], scores
+
+
+def accuracy(logits, labels) -> float:
+    return float(np.mean(np.argmax(logits, axis=1) == labels))
+
+
+def ort_static(model, calib, images, batch=256):
+    """onnxruntime's own post-training quantization of the same network (the float ONNX file,
+    BatchNorm folded) on the same calibration images: ``quantize_static``, QDQ, int8 weights
+    per channel, uint8 activations, min/max calibration; its logits on ``images``."""
+    import onnxruntime
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"input": calib[i:i + 1]} for i in range(len(calib))])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    with tempfile.TemporaryDirectory() as folder:
+        plain, quantized = Path(folder) / "float.onnx", Path(folder) / "int8.onnx"
+        to_onnx(model, plain, (1, *images.shape[1:]))
+        quantize_static(str(plain), str(quantized), Reader(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8)
+        session = onnxruntime.InferenceSession(str(quantized), providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return np.concatenate([session.run(None, {name: images[i:i + 1]})[0]
+                               for i in range(len(images))])
 
 
 def main(argv=None):

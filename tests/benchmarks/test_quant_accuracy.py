@@ -10,7 +10,8 @@ def test_short_run_scores_both_networks_and_reads_runs_back(tmp_path, capsys):
     table = quant_accuracy.main(["--dataset", "digits", "--width", "0.35", "--epochs", "1",
                                  "--lr", "0.1", "--out", str(out), "--json", str(tmp_path / "q.json")])
     assert list(table) == ["relu6", "relu"]
-    names = ["float32", *(f"{w} {o}" for w, o in quant_accuracy.SCHEMES), "per_channel minmax + QAT"]
+    names = ["float32", *(f"{w} {o}" for w, o in quant_accuracy.SCHEMES),
+             "per_channel minmax, in int8", "onnxruntime quantize_static", "per_channel minmax + QAT"]
     for scores in table.values():
         assert list(scores) == names and all(0.0 <= s <= 1.0 for s in scores.values())
     assert json.loads((tmp_path / "q.json").read_text()) == table
