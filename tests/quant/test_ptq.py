@@ -200,3 +200,18 @@ def test_the_int8_network_agrees_with_onnxruntimes_int8_execution(digits_model, 
     assert int8.weight_bytes() < floats / 3
     with pytest.raises(ValueError, match="calibrate the view first"):
         Int8Net.from_view(quantize_model(model))
+
+
+def test_the_int8_network_saves_and_loads_as_integers(digits_model, tmp_path):
+    from tinymbv2.quant.int8_net import Int8Net
+
+    model, calib, images, _ = digits_model
+    int8 = Int8Net.from_view(calibrate(quantize_model(model), calib))
+    path = int8.save(tmp_path / "int8.npz")
+    again = Int8Net.load(path)
+    np.testing.assert_array_equal(again(images), int8(images))
+    with np.load(path) as data:
+        assert data["0.0.wq"].dtype == np.int8 and data["0.0.y_zero_point"].dtype == np.uint8
+    floats = sum(np.asarray(p.data).nbytes for p in model.parameters())
+    assert path.stat().st_size < floats / 2
+    assert [p.name for p in tmp_path.iterdir()] == ["int8.npz"]  # no temporary left

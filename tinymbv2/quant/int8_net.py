@@ -24,9 +24,13 @@ to its int32 step). ``tests/quant`` compares both with onnxruntime.
 """
 from __future__ import annotations
 
+import io
+import json
+
 import numpy as np
 
 from .. import nn
+from ..atomic import write_atomically
 from ..export.folding import host
 from ..kernels import kernels_for
 from ..models.mobilenetv2 import MobileNetV2
@@ -67,6 +71,24 @@ def qlinear_add(aq, a_scale, a_zero_point, bq, b_scale, b_zero_point, y_scale, y
 
 class _Conv:
     """One int8 convolution with its output's quantization and activation."""
+
+    GEOMETRY = ("stride", "padding", "dilation", "groups", "relu6")
+
+    @classmethod
+    def restored(cls, arrays: dict, geometry: dict) -> "_Conv":
+        """A convolution from what ``Int8Net.save`` wrote (its arrays and its geometry)."""
+        conv = cls.__new__(cls)
+        conv.wq, conv.w_scale, conv.bias = arrays["wq"], arrays["w_scale"], arrays["bias"]
+        conv.y_scale, conv.y_zero_point = np.float32(arrays["y_scale"]), np.uint8(arrays["y_zero_point"])
+        for key in cls.GEOMETRY:
+            value = geometry[key]
+            setattr(conv, key, tuple(value) if isinstance(value, list) else value)
+        return conv
+
+    def arrays(self) -> dict:
+        """The integers and scales a file holds."""
+        return {"wq": self.wq, "w_scale": self.w_scale, "bias": self.bias,
+                "y_scale": np.float32(self.y_scale), "y_zero_point": np.uint8(self.y_zero_point)}
 
     def __init__(self, conv: QuantConv2d, act, out: ActQuant):
         w = host(conv.weight)
@@ -200,6 +222,64 @@ class Int8Net:
         weight, bias = self.classifier
         logits = pooled @ weight.T
         return logits if bias is None else logits + bias
+
+    def save(self, path):
+        """Write the int8 network to ``path`` (.npz), atomically: int8 weights, float32 scales
+        and biases, uint8 zero points, and each layer's geometry (JSON).
+
+        Args:
+            path: The file.
+
+        Returns:
+            The path written.
+        """
+        arrays, layout = {}, []
+        for b, step in enumerate(self.steps):
+            convs = []
+            for c, conv in enumerate(step.convs):
+                arrays.update({f"{b}.{c}.{k}": v for k, v in conv.arrays().items()})
+                convs.append({k: getattr(conv, k) for k in _Conv.GEOMETRY})
+            layout.append({"convs": convs, "out": None if step.out is None else
+                           [float(step.out[0]), int(step.out[1])]})
+        weight, bias = self.classifier
+        arrays["classifier.weight"] = weight
+        if bias is not None:
+            arrays["classifier.bias"] = bias
+        meta = {"input": [float(self.input_qparams[0]), int(self.input_qparams[1])],
+                "steps": layout}
+
+        def write(f):
+            buffer = io.BytesIO()
+            np.savez(buffer, **arrays, meta=np.array(json.dumps(meta)))
+            f.write(buffer.getvalue())
+
+        return write_atomically(path, write)
+
+    @classmethod
+    def load(cls, path) -> "Int8Net":
+        """Read an int8 network ``save`` wrote.
+
+        Args:
+            path: The file.
+
+        Returns:
+            The ``Int8Net``.
+        """
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {k: data[k] for k in data.files}
+        meta = json.loads(str(arrays.pop("meta")))
+        steps = []
+        for b, layer in enumerate(meta["steps"]):
+            convs = [_Conv.restored({k: arrays[f"{b}.{c}.{k}"] for k in
+                                     ("wq", "w_scale", "bias", "y_scale", "y_zero_point")}, geometry)
+                     for c, geometry in enumerate(layer["convs"])]
+            step = _Block(convs, None)
+            step.out = None if layer["out"] is None else (np.float32(layer["out"][0]),
+                                                          np.uint8(layer["out"][1]))
+            steps.append(step)
+        scale, zero = meta["input"]
+        return cls((np.float32(scale), np.uint8(zero)), steps,
+                   (arrays["classifier.weight"], arrays.get("classifier.bias")))
 
     def weight_bytes(self) -> int:
         """The bytes of the int8 weights and their scales and biases (what a file holds)."""
