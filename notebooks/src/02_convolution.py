@@ -49,7 +49,7 @@ import matplotlib.pyplot as plt
 import tinymbv2
 from tinymbv2 import Tensor, functional as F
 from tinymbv2.kernels import kernel_set
-from tinymbv2.kernels import reference as reference_py  # the file, for its helpers
+from tinymbv2.kernels import taps  # the tap window the reference kernels slice with
 
 reference, numba_set = kernel_set("reference"), kernel_set("numba")  # readable, fast
 
@@ -183,13 +183,15 @@ r"""
 The loops above iterate over pixels. The reference kernels iterate only over the $k^2$
 *taps* of the kernel; for a tap $(a,b)$, the input pixels it touches over all outputs form a
 strided slice of the padded input, and one whole-array operation handles them all. Here
-are the depthwise forward pass and its input gradient, exactly as in the library (their
+are that slice (`tap_window`, in `kernels/taps.py`; the int8 kernels,
+`kernels/int8_reference.py`, slice with it too), then the depthwise forward pass and its input
+gradient, exactly as in the library (their
 `dilation` is 1 in MobileNetV2; an atrous convolution, DeepLab's, spreads the taps $d$
 pixels apart, so tap $(a, b)$'s slice starts at $(a d, b d)$ instead of $(a, b)$):
 """
 
 # %%
-print(inspect.getsource(reference_py._window))
+print(inspect.getsource(taps.tap_window))
 print(inspect.getsource(reference.depthwise_conv2d_forward))
 print(inspect.getsource(reference.depthwise_conv2d_backward_input))
 

@@ -392,7 +392,8 @@ def cross_entropy_grad(z, t):
 ```
 
 Each row sums to zero: the gradient moves probability to the true class from the others, in
-proportion to what they hold. It is what the library's `CrossEntropy.backward` computes.
+proportion to what they hold. It is what the library computes in
+`ReferenceKernels.cross_entropy_backward`, which `CrossEntropy.backward` calls.
 
 </details>
 

@@ -55,7 +55,7 @@ import numpy as np
 
 from ..backend import get_array_module
 from . import int8_reference
-from .taps import tap_window as _window
+from .taps import tap_window
 from .checks import (batch_norm_args, conv_geometry, dilation_pair, grad_out_shape, interpolate_args,
                      matmul_args, pointwise_args, pointwise_weight_args, relu6_bias, same_float_dtype)
 
@@ -193,7 +193,7 @@ class ReferenceKernels:
         y = np.zeros((n, co, ho * wo), dtype)
         for i in range(kh):
             for j in range(kw):
-                patch = _window(xp, i, j, (ho, wo), stride, d).reshape(n, ci, ho * wo)
+                patch = tap_window(xp, i, j, (ho, wo), stride, d).reshape(n, ci, ho * wo)
                 y += np.matmul(w_taps[i, j], patch)  # (Co, Ci) @ (N, Ci, P) -> (N, Co, P)
         return y.reshape(n, co, ho, wo)
 
@@ -232,7 +232,7 @@ class ReferenceKernels:
         for i in range(kh):
             for j in range(kw):
                 contribution = np.matmul(w_taps[i, j], gy3).reshape(n, ci, ho, wo)
-                _window(gxp, i, j, (ho, wo), stride, d)[...] += contribution
+                tap_window(gxp, i, j, (ho, wo), stride, d)[...] += contribution
         return np.ascontiguousarray(gxp[:, :, ph : ph + h, pw : pw + wd])
 
     @staticmethod
@@ -268,7 +268,7 @@ class ReferenceKernels:
         gw = np.empty(w_shape, dtype)
         for i in range(w_shape[2]):
             for j in range(w_shape[3]):
-                patch = _window(xp, i, j, (ho, wo), stride, d)
+                patch = tap_window(xp, i, j, (ho, wo), stride, d)
                 # contract batch and output pixels: (N, Co, Ho, Wo) x (N, Ci, Ho, Wo) -> (Co, Ci)
                 gw[:, :, i, j] = np.tensordot(gy, patch, axes=([0, 2, 3], [0, 2, 3]))
         return gw
@@ -307,7 +307,7 @@ class ReferenceKernels:
         y = np.zeros((n, c, ho, wo), dtype)
         for i in range(w.shape[2]):
             for j in range(w.shape[3]):
-                y += _per_channel(w[:, 0, i, j]) * _window(xp, i, j, (ho, wo), stride, d)
+                y += _per_channel(w[:, 0, i, j]) * tap_window(xp, i, j, (ho, wo), stride, d)
         return y
 
     @staticmethod
@@ -338,7 +338,7 @@ class ReferenceKernels:
         gxp = np.zeros((n, c, h + 2 * ph, wd + 2 * pw), dtype)
         for i in range(w.shape[2]):
             for j in range(w.shape[3]):
-                _window(gxp, i, j, (ho, wo), stride, d)[...] += _per_channel(w[:, 0, i, j]) * gy
+                tap_window(gxp, i, j, (ho, wo), stride, d)[...] += _per_channel(w[:, 0, i, j]) * gy
         return np.ascontiguousarray(gxp[:, :, ph : ph + h, pw : pw + wd])
 
     @staticmethod
@@ -372,7 +372,7 @@ class ReferenceKernels:
         gw = np.empty(w_shape, dtype)
         for i in range(w_shape[2]):
             for j in range(w_shape[3]):
-                gw[:, 0, i, j] = np.sum(gy * _window(xp, i, j, (ho, wo), stride, d), axis=(0, 2, 3))
+                gw[:, 0, i, j] = np.sum(gy * tap_window(xp, i, j, (ho, wo), stride, d), axis=(0, 2, 3))
         return gw
 
     # -------------------------------------------------------- pointwise convolution
