@@ -96,3 +96,5 @@ def test_linear_compute_fits_forward_and_backward():
     assert compute_of(16).backward == pytest.approx(0.33)
     with pytest.raises(ValueError, match="two batch sizes or more"):
         linear_compute({2: StepTime(0.1, 0.1)})
+    with pytest.raises(ValueError, match="grow with the batch size"):
+        linear_compute({1: StepTime(0.02, 0.02), 2: StepTime(0.01, 0.03)})

@@ -170,7 +170,8 @@ def linear_compute(measured: dict) -> callable:
         ``compute_of(b) -> StepTime``.
 
     Raises:
-        ValueError: Fewer than two batch sizes.
+        ValueError: Fewer than two batch sizes, or times that fall as the batch grows (a
+            noisy measurement: a model of it would make large batches free).
     """
     if len(measured) < 2:
         raise ValueError(f"linear_compute: expected step times at two batch sizes or more, got "
@@ -186,6 +187,10 @@ def linear_compute(measured: dict) -> callable:
 
     f0, f1 = fit([measured[b].forward for b in sizes])
     b0, b1 = fit([measured[b].backward for b in sizes])
+    if f1 <= 0 or b1 <= 0:
+        raise ValueError(f"linear_compute: expected step times that grow with the batch size, "
+                         f"got {{b: (forward, backward)}} = "
+                         f"{ {b: (measured[b].forward, measured[b].backward) for b in sizes} }")
 
     def compute_of(b):
         return StepTime(max(f0 + f1 * b, 0.0), max(b0 + b1 * b, 0.0))
