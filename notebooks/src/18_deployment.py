@@ -117,8 +117,9 @@ a prefix (the stem `features.0`, each inverted residual block `features.1` to
 `features.17`, the last 1x1 convolution `features.18`, the pooling and the classifier),
 every node a box coloured by its operator, each edge an input the node reads. The
 convolution boxes give the weight's shape (output channels, input channels per group, kernel)
-and `dw` for a depthwise one. An `Add` reads the block's input: the arc is the residual
-connection.
+and `dw` for a depthwise one (a `group` attribute above 1). The grey arrows come from the
+previous column: the block's input, read by its first convolution and, in a block with a
+residual connection, by its `Add` too.
 """
 
 # %%
@@ -142,7 +143,8 @@ def draw_onnx(graph, ax):
         label = node.op_type.replace("GlobalAveragePool", "GAP")
         w = weights.get(node.input[1]) if len(node.input) > 1 else None
         if node.op_type == "Conv" and w is not None:
-            label += f"\n{w[0]}x{w[1]}x{w[2]}x{w[3]}" + (" dw" if w[1] == 1 and w[0] > 1 else "")
+            groups = next((a.i for a in node.attribute if a.name == "group"), 1)
+            label += f"\n{w[0]}x{w[1]}x{w[2]}x{w[3]}" + (" dw" if groups > 1 else "")
         if node.op_type == "Gemm" and w is not None:
             label += f"\n{w[0]}x{w[1]}"
         ax.add_patch(plt.Rectangle((x - 0.62, y - 0.36), 1.24, 0.72, fc=COLOURS.get(node.op_type, "white"),
@@ -153,10 +155,8 @@ def draw_onnx(graph, ax):
                 continue                                   # the graph's input or a weight
             sx, sy = where[made_by[name]]
             if sx == x:                                    # inside the column
-                arc = "arc3,rad=-0.6" if node.op_type == "Add" else "arc3"
-                ax.annotate("", (x, y + 0.36), (sx, sy - 0.36),
-                            arrowprops=dict(arrowstyle="->", lw=0.6, connectionstyle=arc))
-            else:                                          # from the previous column's last node
+                ax.annotate("", (x, y + 0.36), (sx, sy - 0.36), arrowprops=dict(arrowstyle="->", lw=0.6))
+            else:                                          # from an earlier column: the block's input
                 ax.annotate("", (x - 0.62, y), (sx + 0.62, sy),
                             arrowprops=dict(arrowstyle="->", lw=0.5, color="grey"))
     ax.set_xticks([columns.index(c) * 1.6 for c in columns])
@@ -380,7 +380,8 @@ ax.bar(np.arange(35) - 0.2, relu_max, 0.4, label="ReLU network: observed max (mi
 ax.bar(np.arange(35) + 0.2, relu6_max, 0.4, label="ReLU6 network: observed max")
 ax.axhline(6, color="k", lw=0.8, ls="--", label="ReLU6's fixed range: 6")
 ax.set_xlabel("activation output, in forward order"); ax.set_ylabel("range's upper end")
-ax.legend(fontsize=8); plt.tight_layout(); plt.show()
+ax.set_ylim(0, 1.3 * max(relu_max.max(), 6)); ax.legend(fontsize=8, ncol=3, loc="upper center")
+plt.tight_layout(); plt.show()
 
 relu_acc = evaluate(relu_view, test_x, test_y, fuse=False)["accuracy"]
 print(f"per-channel int8, min/max: ReLU6 network {acc_obs['minmax']:.4f} (float {float_acc['relu6']:.4f}), "
@@ -633,9 +634,9 @@ r"""
 Speed, measured here, on whatever machine ran this page: the 359 test images in one batch
 through four contestants, alternating after warm-up, medians of the repeats: tinymbv2's float
 network (its fused view, 14.4), tinymbv2's `Int8Net`, onnxruntime on the float file and
-onnxruntime on the QDQ file (two threads each). The images are 8x8, so this is a small
-network on tiny maps, where per-layer overheads weigh more than the arithmetic; the ratio of
-a 224 px network differs (the quoted tables below).
+onnxruntime on the QDQ file (two threads each). The images are 8x8, so this measures a small
+network on tiny maps; the full-size measurements quoted below are of MobileNetV2-1.0 at
+224 px, and their ratios are not these.
 """
 
 # %%
