@@ -118,28 +118,30 @@ a prefix (the stem `features.0`, each inverted residual block `features.1` to
 every node a box coloured by its operator, each edge an input the node reads. The
 convolution boxes give the weight's shape (output channels, input channels per group, kernel)
 and `dw` for a depthwise one (a `group` attribute above 1). The grey arrows come from the
-previous column: the block's input, read by its first convolution and, in a block with a
-residual connection, by its `Add` too.
+previous column (block 10's from the end of the top row): the block's input, read by its
+first convolution and, in a block with a residual connection, by its `Add` too.
 """
 
 # %%
 COLOURS = {"Conv": "#9cc3e6", "Clip": "#f6c58f", "Add": "#a9d18e", "GlobalAveragePool": "#d5a6bd",
            "Flatten": "#d9d9d9", "Gemm": "#ffe699"}
 
-def draw_onnx(graph, ax):
-    """Draw an ONNX graph: a column per name prefix, a box per node, an arrow per input."""
+def draw_onnx(graph, axes, per_row=10):
+    """Draw an ONNX graph: a column per name prefix (``per_row`` columns to a panel of
+    ``axes``), a box per node, an arrow per input read from another node."""
     weights = {t.name: tuple(t.dims) for t in graph.initializer}
     group = lambda name: ".".join(name.split(".")[:2]) if name.startswith("features") else "head"
     columns = list(dict.fromkeys(group(n.name) for n in graph.node))
     where, made_by, rows = {}, {}, {c: 0 for c in columns}
     for node in graph.node:
         col = columns.index(group(node.name))
-        where[node.name] = (col * 1.6, -rows[group(node.name)] * 1.0)
+        where[node.name] = (col // per_row, (col % per_row) * 1.6, -rows[group(node.name)] * 1.0)
         rows[group(node.name)] += 1
         for out in node.output:
             made_by[out] = node.name
     for node in graph.node:
-        x, y = where[node.name]
+        panel, x, y = where[node.name]
+        ax = axes[panel]
         label = node.op_type.replace("GlobalAveragePool", "GAP")
         w = weights.get(node.input[1]) if len(node.input) > 1 else None
         if node.op_type == "Conv" and w is not None:
@@ -147,29 +149,35 @@ def draw_onnx(graph, ax):
             label += f"\n{w[0]}x{w[1]}x{w[2]}x{w[3]}" + (" dw" if groups > 1 else "")
         if node.op_type == "Gemm" and w is not None:
             label += f"\n{w[0]}x{w[1]}"
-        ax.add_patch(plt.Rectangle((x - 0.62, y - 0.36), 1.24, 0.72, fc=COLOURS.get(node.op_type, "white"),
+        ax.add_patch(plt.Rectangle((x - 0.66, y - 0.38), 1.32, 0.76, fc=COLOURS.get(node.op_type, "white"),
                                    ec="k", lw=0.6))
-        ax.text(x, y, label, ha="center", va="center", fontsize=5.5)
+        ax.text(x, y, label, ha="center", va="center", fontsize=7)
         for name in node.input:
             if name not in made_by:
                 continue                                   # the graph's input or a weight
-            sx, sy = where[made_by[name]]
-            if sx == x:                                    # inside the column
-                ax.annotate("", (x, y + 0.36), (sx, sy - 0.36), arrowprops=dict(arrowstyle="->", lw=0.6))
-            else:                                          # from an earlier column: the block's input
-                ax.annotate("", (x - 0.62, y), (sx + 0.62, sy),
+            source_panel, sx, sy = where[made_by[name]]
+            if (source_panel, sx) == (panel, x):           # inside the column
+                ax.annotate("", (x, y + 0.38), (sx, sy - 0.38), arrowprops=dict(arrowstyle="->", lw=0.6))
+            elif source_panel == panel:                    # from an earlier column: the block's input
+                ax.annotate("", (x - 0.66, y), (sx + 0.66, sy),
                             arrowprops=dict(arrowstyle="->", lw=0.5, color="grey"))
-    ax.set_xticks([columns.index(c) * 1.6 for c in columns])
-    ax.set_xticklabels([c.replace("features.", "") for c in columns], fontsize=7)
-    ax.set_xlim(-0.8, (len(columns) - 1) * 1.6 + 0.8); ax.set_ylim(-max(rows.values()) + 0.4, 0.6)
-    ax.set_yticks([]); ax.set_xlabel("features.N (the stem 0, blocks 1-17, the last conv 18), then the head")
-    for side in ("top", "right", "left"):
-        ax.spines[side].set_visible(False)
+            else:                                          # from the panel above
+                ax.annotate("", (x - 0.66, y), (x - 0.95, y), arrowprops=dict(arrowstyle="->", lw=0.5,
+                                                                               color="grey"))
+    for panel, ax in enumerate(axes):
+        shown = columns[panel * per_row:(panel + 1) * per_row]
+        ax.set_xticks([i * 1.6 for i in range(len(shown))])
+        ax.set_xticklabels([c.replace("features.", "features.\n") for c in shown], fontsize=8)
+        ax.set_xlim(-1.0, (per_row - 1) * 1.6 + 0.8); ax.set_ylim(-max(rows.values()) + 0.4, 0.6)
+        ax.set_yticks([])
+        for side in ("top", "right", "left"):
+            ax.spines[side].set_visible(False)
 
-fig, ax = plt.subplots(figsize=(15, 4.6))
-draw_onnx(graph, ax)
-ax.set_title(f"{onnx_path.name}: the ONNX graph of the digits classifier, BatchNorm folded "
-             f"({len(graph.node)} nodes)", fontsize=10)
+fig, axes = plt.subplots(2, 1, figsize=(11, 9.5))
+draw_onnx(graph, axes)
+fig.suptitle(f"{onnx_path.name}: the ONNX graph of the digits classifier, BatchNorm folded "
+             f"({len(graph.node)} nodes; the stem features.0, blocks 1-17, the last conv 18, the head)",
+             fontsize=10)
 plt.tight_layout(); plt.show()
 
 # %% [markdown]
