@@ -2,7 +2,7 @@
 r"""
 # 18. Deployment: ONNX and int8
 
-[Chapter 14](14_inference.ipynb) made inference cheaper *inside* tinymbv2: BatchNorm folded
+[Chapter 14](../14_inference/) made inference cheaper *inside* tinymbv2: BatchNorm folded
 into the convolutions (14.1), blocks computed in slices or bands, layers fused into single
 ops. This chapter takes the trained network *out* of tinymbv2. First as a file another
 runtime reads: an **ONNX graph**, run by **onnxruntime** (18.1, 18.2). Then in **8 bits**:
@@ -350,7 +350,7 @@ if not TINYMBV2_FAST:
 # %% [markdown]
 r"""
 At full size no observer costs this network more than two of the 359 test images (one image
-is 0.0028; the cell asserts it). The Quantization section of the [benchmarks](../benchmarks.md) reports
+is 0.0028; the cell asserts it). The Quantization section of the [benchmarks](../../benchmarks/) reports
 the same measurement at full size on mnist5k and on the digits, with both networks: no
 observer lost more than 0.0028 there with per-channel weights.
 
@@ -584,7 +584,7 @@ integers:
   `DequantizeLinear -> Conv -> QuantizeLinear` and runs it as its integer `QLinearConv`;
 * `Int8Net.from_view(view)` runs the same integers on tinymbv2's own int8 kernels
   (`qlinear_conv2d`: int8 products summed in int32, then requantized with onnxruntime's
-  rounding; the kernels are described in the [kernels guide](../kernels.md)).
+  rounding; the kernels are described in the [kernels guide](../../kernels/)).
 
 The two are separate implementations of the same arithmetic; the cell compares their logits
 and predictions on the test images, and both with the float view.
