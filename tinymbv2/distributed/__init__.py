@@ -14,6 +14,8 @@ the batch, and the gradients are averaged by an all-reduce.
 
 Only ``world.py`` imports mpi4py, when a communicator is first needed.
 """
+from .buckets import Bucket, assign_buckets  # noqa: F401
+from .ddp import DistributedDataParallel, broadcast_arrays  # noqa: F401
 from .launch import mpirun_command, mpirun_env, mpirun_path  # noqa: F401
 from .sampler import DistributedSampler  # noqa: F401
 from .world import World, get_world  # noqa: F401
