@@ -18,4 +18,5 @@ from .buckets import Bucket, assign_buckets  # noqa: F401
 from .ddp import DistributedDataParallel, broadcast_arrays  # noqa: F401
 from .launch import mpirun_command, mpirun_env, mpirun_path  # noqa: F401
 from .sampler import DistributedSampler  # noqa: F401
+from .sync_batchnorm import SyncBatchNorm, convert_sync_batchnorm  # noqa: F401
 from .world import World, get_world  # noqa: F401
