@@ -487,6 +487,23 @@ def _walk(root: Tensor, grad, retain_graph: bool) -> None:
             node.inputs = ()
 
 
+def reachable_leaves(root: Tensor) -> list[Tensor]:
+    """The leaf tensors that ``root.backward()`` would reach (those that require grad).
+
+    ``DistributedDataParallel(find_unused_parameters=True)`` walks the graph so after the
+    forward pass: a parameter not in this list gets no gradient in the coming backward pass.
+
+    Args:
+        root: The tensor the walk starts from (an output of the forward pass).
+
+    Returns:
+        The leaves, each once; empty when ``root`` does not require grad.
+    """
+    if not root.requires_grad:
+        return []
+    return [t for t in _topological_order(root) if t.is_leaf]
+
+
 def _raw(value):
     """A Tensor's array; anything else (numbers, arrays) as it is."""
     return value.data if isinstance(value, Tensor) else value

@@ -248,8 +248,4 @@ def _leaves_reached(out) -> set:
         roots = [v for v in out if isinstance(v, Tensor)]
     else:
         roots = []
-    reached = set()
-    for root in roots:
-        if root.requires_grad:
-            reached.update(id(t) for t in autograd._topological_order(root) if t.is_leaf)
-    return reached
+    return {id(t) for root in roots for t in autograd.reachable_leaves(root)}

@@ -49,9 +49,17 @@ def mpirun_command(n: int, argv: list[str]) -> list[str]:
 
 
 def mpirun_env(base: dict | None = None, threads: int = 1) -> dict:
-    """The environment for ``mpirun``: ``base`` (default ``os.environ``) plus Open MPI's
-    permission to run as root, and ``threads`` threads per rank for NumPy and Numba (ranks
-    that each start one thread per core would fight over the cores)."""
+    """The environment for ``mpirun``: Open MPI's permission to run as root, and a thread
+    count per rank for NumPy and Numba (ranks that each start one thread per core would
+    fight over the cores).
+
+    Args:
+        base: The environment to start from; None: ``os.environ``.
+        threads: The threads each rank may use.
+
+    Returns:
+        A new dict.
+    """
     env = dict(os.environ if base is None else base)
     env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),

@@ -23,7 +23,14 @@ import numpy as np
 
 
 def mt19937(seed: int) -> np.random.MT19937:
-    """NumPy's MT19937 in the state PyTorch's ``Generator.manual_seed(seed)`` leaves it."""
+    """NumPy's MT19937 in the state PyTorch's ``Generator.manual_seed(seed)`` leaves it.
+
+    Args:
+        seed: The seed, an int >= 0 (its low 32 bits count, as in PyTorch).
+
+    Returns:
+        The bit generator; its ``random_raw`` gives PyTorch's 32-bit words.
+    """
     key = np.empty(624, dtype=np.uint32)
     key[0] = seed & 0xFFFFFFFF
     for i in range(1, 624):

@@ -67,7 +67,14 @@ class DistributedSampler:
         self.total_size = self.num_samples * p
 
     def set_epoch(self, epoch: int) -> None:
-        """Shuffle the next iteration from ``seed + epoch`` (call it before each epoch)."""
+        """Shuffle the next iteration from ``seed + epoch`` (call it before each epoch).
+
+        Args:
+            epoch: The epoch, an int >= 0.
+
+        Raises:
+            ValueError: ``epoch`` is not an int >= 0.
+        """
         if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
             raise ValueError(f"DistributedSampler.set_epoch: expected an int >= 0, got {epoch!r}")
         self.epoch = int(epoch)

@@ -136,7 +136,15 @@ class SyncBatchNorm(BatchNorm2d):
 
     @classmethod
     def convert_sync_batchnorm(cls, module, comm=None):
-        """See [convert_sync_batchnorm][tinymbv2.distributed.sync_batchnorm.convert_sync_batchnorm]."""
+        """PyTorch's spelling of [convert_sync_batchnorm][tinymbv2.distributed.sync_batchnorm.convert_sync_batchnorm].
+
+        Args:
+            module: A Module (a BatchNorm2d itself is converted and returned).
+            comm: The communicator of the new layers; None: ``MPI.COMM_WORLD``.
+
+        Returns:
+            ``module`` converted.
+        """
         return convert_sync_batchnorm(module, comm)
 
 

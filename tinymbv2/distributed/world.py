@@ -63,7 +63,15 @@ def get_world(comm=None) -> World:
 
 
 def check_comm(comm, fn: str) -> None:
-    """Raise a TypeError naming ``fn`` unless ``comm`` looks like an mpi4py communicator."""
+    """Raise a TypeError naming ``fn`` unless ``comm`` looks like an mpi4py communicator.
+
+    Args:
+        comm: The object to check (it needs ``Get_rank``, ``Get_size`` and ``Allreduce``).
+        fn: The name of the caller, for the message.
+
+    Raises:
+        TypeError: ``comm`` lacks one of those methods.
+    """
     missing = [m for m in ("Get_rank", "Get_size", "Allreduce") if not hasattr(comm, m)]
     if missing:
         raise TypeError(
