@@ -100,3 +100,5 @@ def test_a_failing_rank_stops_every_rank_with_its_error(tmp_path):
     assert "expected a multiple of 2, got 7" in odd.stderr
     other = _mpirun(2, ["summary", "--width", "0.35"], tmp_path)
     assert other.returncode != 0 and "only train runs under mpirun" in other.stderr
+    alone = _mpirun(1, ["summary", "--width", "0.35"], tmp_path)  # a world of one: plain
+    assert alone.returncode == 0 and alone.stdout.count("features.0") >= 1, alone.stderr[-2000:]

@@ -91,7 +91,9 @@ def main(argv=None) -> int:
     if args.command is None:
         parser.error(f"a command is required (one of: {', '.join(COMMANDS)})")
     if launched_by_mpirun():  # one rank of `mpirun -n P tinymbv2 train ...`
-        return run_on_ranks(args, COMMANDS[args.command][2], one_line)
+        code = run_on_ranks(args, COMMANDS[args.command][2], one_line)
+        if code is not None:
+            return code
     try:
         return COMMANDS[args.command][2](args)
     except (ValueError, TypeError, OSError) as exc:  # bad values, missing or broken files

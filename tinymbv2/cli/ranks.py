@@ -22,11 +22,14 @@ def run_on_ranks(args, run, one_line) -> int:
 
     Returns:
         The exit code of ``run`` (when every rank finished; a failure aborts them all with
-        code 2, or 130 when interrupted).
+        code 2, or 130 when interrupted); None for a world of one rank, which the caller
+        runs as a plain process (any command).
     """
     from ..distributed import DataParallel, get_world
 
     world = get_world()
+    if world.size == 1:
+        return None
     try:
         if args.command != "train":
             raise ValueError(f"only train runs under mpirun (on {world.size} ranks), got "
