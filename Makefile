@@ -27,7 +27,7 @@ $(RUNTIME_STAMP): pyproject.toml | $(PY)
 	touch $@
 
 $(TEST_STAMP): pyproject.toml | $(PY)
-	$(PIP) install --quiet -e ".[test,docs,deploy]"
+	$(PIP) install --quiet -e ".[test,docs,deploy,distributed]"
 	touch $(RUNTIME_STAMP) $@
 
 $(COURSE_STAMP): pyproject.toml | $(PY)

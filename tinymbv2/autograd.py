@@ -15,6 +15,10 @@ Gradients of a tensor used in several places are summed, which is the
 multivariate chain rule. The walk is iterative, so a chain of 100,000 ops does
 not hit Python's recursion limit.
 
+Two hooks let data parallelism (``tinymbv2.distributed``) work while the walk runs, as
+PyTorch's do: ``leaf.register_post_accumulate_grad_hook(fn)`` calls ``fn(leaf)`` once the
+leaf's gradient is complete, and ``queue_callback(fn)`` runs ``fn()`` when the walk ends.
+
 The ops themselves (with their derivatives, micrograd style: backward right
 beside forward) live in ``tinymbv2.functional``; this file holds the engine.
 Tensor's arithmetic operators and methods (``a + b``, ``x @ w``, ``x[i]``,
@@ -34,6 +38,7 @@ from .backend import get_array_module, to_device
 
 _grad_enabled = True
 _profiler = None  # set by tinymbv2.profiler.profile(): records time per Function
+_callbacks = None  # while a backward runs: the functions queue_callback() queued for its end
 
 
 @contextlib.contextmanager
@@ -49,6 +54,37 @@ def no_grad():
 
 def is_grad_enabled() -> bool:
     return _grad_enabled
+
+
+def queue_callback(fn) -> None:
+    """Run ``fn()`` once the backward pass now running has walked the whole graph.
+
+    PyTorch's ``Variable._execution_engine.queue_callback``: a hook that fires during the
+    walk (e.g. [Tensor.register_post_accumulate_grad_hook][tinymbv2.autograd.Tensor.register_post_accumulate_grad_hook])
+    queues work for its end. ``DistributedDataParallel`` waits there for its last
+    all-reduces. Callbacks run in the order they were queued; one that raises stops the rest,
+    and the error comes out of ``backward()``.
+
+    Args:
+        fn: A function of no arguments.
+
+    Raises:
+        RuntimeError: No backward pass is running.
+    """
+    if _callbacks is None:
+        raise RuntimeError("queue_callback: no backward pass is running (call it from a hook)")
+    _callbacks.append(fn)
+
+
+class _HookHandle:
+    """What ``register_post_accumulate_grad_hook`` returns: ``remove()`` takes the hook off."""
+
+    def __init__(self, hooks: list, hook):
+        self.hooks, self.hook = hooks, hook
+
+    def remove(self) -> None:
+        if self.hook in self.hooks:
+            self.hooks.remove(self.hook)
 
 
 def _as_array(data, dtype=None):
@@ -207,6 +243,7 @@ class Tensor:
     """
 
     __array_priority__ = 100  # so that ndarray + Tensor calls Tensor.__radd__
+    _post_accumulate_grad_hooks = ()  # a leaf's own list once a hook is registered
 
     def __init__(self, data, requires_grad: bool = False, dtype=None):
         self.data = _as_array(data, dtype)
@@ -260,6 +297,39 @@ class Tensor:
             )
         self.requires_grad = flag
         return self
+
+    def register_post_accumulate_grad_hook(self, hook) -> _HookHandle:
+        """Call ``hook(self)`` each time a backward pass has accumulated this leaf's gradient.
+
+        PyTorch's hook of the same name. In one backward pass a leaf's gradient is
+        accumulated once (the engine sums the gradients from all its uses first), after the
+        backward of every op that used it, so the hook sees ``self.grad`` complete for this
+        pass (with what earlier passes left in it). ``DistributedDataParallel`` uses it to
+        start a bucket's all-reduce while the rest of the backward pass still runs.
+
+        Args:
+            hook: A function of the tensor; what it returns is ignored.
+
+        Returns:
+            A handle whose ``remove()`` unregisters the hook.
+
+        Raises:
+            RuntimeError: The tensor is not a leaf that requires grad.
+        """
+        if not (self.is_leaf and self.requires_grad):
+            raise RuntimeError(
+                "register_post_accumulate_grad_hook: expected a leaf tensor that requires grad "
+                f"(a parameter), got one with is_leaf={self.is_leaf}, "
+                f"requires_grad={self.requires_grad}"
+            )
+        if not callable(hook):
+            raise TypeError(
+                f"register_post_accumulate_grad_hook: expected a callable, got {type(hook).__name__}"
+            )
+        if "_post_accumulate_grad_hooks" not in self.__dict__:
+            self._post_accumulate_grad_hooks = []
+        self._post_accumulate_grad_hooks.append(hook)
+        return _HookHandle(self._post_accumulate_grad_hooks, hook)
 
     def numpy(self) -> np.ndarray:
         """The data as a NumPy array (copied to the host if it lives on the GPU)."""
@@ -372,39 +442,70 @@ class Tensor:
                     f"backward: grad must have the tensor's shape {self.shape}, got {grad.shape}"
                 )
 
-        grads = {id(self): grad}
-        order = _topological_order(self)
-        order.reverse()  # popped from the end: each tensor is let go once it is done
-        while order:
-            tensor = order.pop()
-            g = grads.pop(id(tensor), None)
-            if g is None:
+        global _callbacks
+        outer, _callbacks = _callbacks, []
+        try:
+            _walk(self, grad, retain_graph)
+            while _callbacks:
+                _callbacks.pop(0)()
+        finally:
+            _callbacks = outer
+
+
+def _walk(root: Tensor, grad, retain_graph: bool) -> None:
+    """The reverse walk of ``Tensor.backward`` from ``root`` with upstream gradient ``grad``."""
+    grads = {id(root): grad}
+    order = _topological_order(root)
+    order.reverse()  # popped from the end: each tensor is let go once it is done
+    while order:
+        tensor = order.pop()
+        g = grads.pop(id(tensor), None)
+        if g is None:
+            continue
+        node = tensor._node
+        if node is None:  # a leaf: accumulate, like PyTorch
+            tensor.grad = g if tensor.grad is None else tensor.grad + g
+            for hook in tuple(tensor._post_accumulate_grad_hooks):
+                hook(tensor)
+            continue
+        if node.ctx.freed:
+            node.ctx.saved_tensors  # raises the "second time" error
+        if _profiler is None:
+            input_grads = node.function.backward(node.ctx, g)
+        else:
+            start = time.perf_counter()
+            input_grads = node.function.backward(node.ctx, g)
+            _profiler.record(node.function.__name__, "backward", time.perf_counter() - start)
+        if not isinstance(input_grads, tuple):
+            input_grads = (input_grads,)
+        if not retain_graph:
+            node.ctx.free()
+        for inp, ig in zip(node.inputs, input_grads):
+            if ig is None or not isinstance(inp, Tensor) or not inp.requires_grad:
                 continue
-            node = tensor._node
-            if node is None:  # a leaf: accumulate, like PyTorch
-                tensor.grad = g if tensor.grad is None else tensor.grad + g
-                continue
-            if node.ctx.freed:
-                node.ctx.saved_tensors  # raises the "second time" error
-            if _profiler is None:
-                input_grads = node.function.backward(node.ctx, g)
-            else:
-                start = time.perf_counter()
-                input_grads = node.function.backward(node.ctx, g)
-                _profiler.record(node.function.__name__, "backward", time.perf_counter() - start)
-            if not isinstance(input_grads, tuple):
-                input_grads = (input_grads,)
-            if not retain_graph:
-                node.ctx.free()
-            for inp, ig in zip(node.inputs, input_grads):
-                if ig is None or not isinstance(inp, Tensor) or not inp.requires_grad:
-                    continue
-                key = id(inp)
-                grads[key] = ig if key not in grads else grads[key] + ig
-            if not retain_graph:
-                # Forget the inputs too: an activation nothing references any more is
-                # freed now, during the backward pass, not when the whole graph goes.
-                node.inputs = ()
+            key = id(inp)
+            grads[key] = ig if key not in grads else grads[key] + ig
+        if not retain_graph:
+            # Forget the inputs too: an activation nothing references any more is
+            # freed now, during the backward pass, not when the whole graph goes.
+            node.inputs = ()
+
+
+def reachable_leaves(root: Tensor) -> list[Tensor]:
+    """The leaf tensors that ``root.backward()`` would reach (those that require grad).
+
+    ``DistributedDataParallel(find_unused_parameters=True)`` walks the graph so after the
+    forward pass: a parameter not in this list gets no gradient in the coming backward pass.
+
+    Args:
+        root: The tensor the walk starts from (an output of the forward pass).
+
+    Returns:
+        The leaves, each once; empty when ``root`` does not require grad.
+    """
+    if not root.requires_grad:
+        return []
+    return [t for t in _topological_order(root) if t.is_leaf]
 
 
 def _raw(value):
@@ -417,6 +518,13 @@ def _topological_order(root: Tensor) -> list[Tensor]:
 
     Iterative depth-first post-order (an explicit stack instead of recursion),
     then reversed, so walking the list visits outputs before their inputs.
+
+    An op's inputs are explored first to last (pushed in reverse): its first input,
+    the activation, leads to the rest of the network and is walked after the others,
+    so a layer's parameters are reached right after its op's backward, not all at the
+    end. Their gradients are then complete as early as they can be, which is when
+    ``DistributedDataParallel`` starts their all-reduce (overlapping the rest of the
+    backward pass).
     """
     order, visited = [], set()
     stack = [(root, False)]
@@ -430,7 +538,7 @@ def _topological_order(root: Tensor) -> list[Tensor]:
         visited.add(id(tensor))
         stack.append((tensor, True))
         if tensor._node is not None:
-            for inp in tensor._node.inputs:
+            for inp in reversed(tensor._node.inputs):
                 if isinstance(inp, Tensor) and inp.requires_grad and id(inp) not in visited:
                     stack.append((inp, False))
     order.reverse()
