@@ -102,10 +102,15 @@ def accuracy(logits, labels) -> float:
     return float(np.mean(np.argmax(logits, axis=1) == labels))
 
 
-def ort_static(model, calib, images, batch=256):
+def ort_static_outputs(model, calib, images) -> list:
     """onnxruntime's own post-training quantization of the same network (the float ONNX file,
     BatchNorm folded) on the same calibration images: ``quantize_static``, QDQ, int8 weights
-    per channel, uint8 activations, min/max calibration; its logits on ``images``."""
+    per channel, uint8 activations, min/max calibration; run on ``images`` one at a time.
+
+    Returns:
+        Each image's list of outputs (a classifier's logits; a segmenter's; a detector's
+        two).
+    """
     import onnxruntime
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
                                           quantize_static)
@@ -125,8 +130,12 @@ def ort_static(model, calib, images, batch=256):
                         weight_type=QuantType.QInt8)
         session = onnxruntime.InferenceSession(str(quantized), providers=["CPUExecutionProvider"])
         name = session.get_inputs()[0].name
-        return np.concatenate([session.run(None, {name: images[i:i + 1]})[0]
-                               for i in range(len(images))])
+        return [session.run(None, {name: images[i:i + 1]}) for i in range(len(images))]
+
+
+def ort_static(model, calib, images):
+    """The logits of ``ort_static_outputs``, (N, classes)."""
+    return np.concatenate([out[0] for out in ort_static_outputs(model, calib, images)])
 
 
 def main(argv=None):

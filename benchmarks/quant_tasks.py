@@ -24,16 +24,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from benchmarks.quant_accuracy import ort_static_outputs
 from tinymbv2 import Tensor, optim
 from tinymbv2.detection import default_boxes_for, postprocess_detections
 from tinymbv2.evaluation import (evaluate_detector, evaluate_segmenter, mean_average_precision,
                                  segmentation_confusion, segmentation_scores)
-from tinymbv2.export import to_onnx
 from tinymbv2.quant import calibrate, quantize_model
 from tinymbv2.random import manual_seed
 from tinymbv2.train import load_trained
@@ -92,27 +91,8 @@ def qat(qnet, model, config, data, steps: int, lr: float):
 def ort_static(task: str, model, data, calib) -> dict:
     """onnxruntime's ``quantize_static`` of the float ONNX file (QDQ, int8 weights per channel,
     uint8 activations, min/max on ``calib``), its test scores."""
-    import onnxruntime
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                          quantize_static)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.batches = iter([{"input": calib[i:i + 1]} for i in range(len(calib))])
-
-        def get_next(self):
-            return next(self.batches, None)
-
     test = data.test
-    with tempfile.TemporaryDirectory() as folder:
-        plain, quantized = Path(folder) / "float.onnx", Path(folder) / "int8.onnx"
-        to_onnx(model, plain, (1, *test.images.shape[1:]))
-        quantize_static(str(plain), str(quantized), Reader(), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8)
-        session = onnxruntime.InferenceSession(str(quantized), providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        outputs = [session.run(None, {name: test.images[i:i + 1]}) for i in range(len(test))]
+    outputs = ort_static_outputs(model, calib, test.images)
     if task == "segment":
         pred = np.concatenate([out[0].argmax(axis=1) for out in outputs])
         s = segmentation_scores(segmentation_confusion(pred, test.masks, model.num_classes))
