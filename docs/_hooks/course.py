@@ -83,6 +83,9 @@ CHAPTER_CODE = {
     "17": ["tinymbv2.models.deeplabv3", "tinymbv2.functional.resizing", "tinymbv2.functional.losses",
            "tinymbv2.evaluation.segmentation_metrics", "tinymbv2.evaluation.segmentation_loop",
            "tinymbv2.evaluation.segmentation_drawing"],
+    "18": ["tinymbv2.export.folding", "tinymbv2.export.onnx_graph", "tinymbv2.quant.qparams",
+           "tinymbv2.quant.fake_quant", "tinymbv2.quant.observers", "tinymbv2.quant.ptq",
+           "tinymbv2.quant.onnx_qdq", "tinymbv2.quant.int8_net"],
 }
 
 NOTES = {

@@ -13,7 +13,7 @@ from tinymbv2 import functional as F
 from tinymbv2.cli import main
 from tinymbv2.data import load_dataset
 from tinymbv2.evaluation import evaluate
-from tinymbv2.models import mobilenet_v2, ssdlite_mobilenet_v2
+from tinymbv2.models import mobilenet_v2
 from tinymbv2.quant import calibrate, quantize_model
 from tinymbv2.quant.ptq import ActQuant, QuantConv2d, QuantLinear, quantized_weight, weight_qparams
 from tinymbv2.train import load_trained
@@ -132,8 +132,9 @@ def test_quantization_aware_training_moves_the_folded_weights(digits_model):
 
 
 def test_what_has_no_quantized_form_is_refused():
-    with pytest.raises(TypeError, match="expected a MobileNetV2 classifier"):
-        quantize_model(ssdlite_mobilenet_v2(3, width_mult=0.35, size=64))
+    with pytest.raises(TypeError, match="expected a MobileNetV2 classifier, a DeepLabV3 or an "
+                                        "SSDLite, got Sequential"):
+        quantize_model(nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2)))
     with pytest.raises(TypeError, match="not a fused view"):
         quantize_model(tinymbv2.fuse(_random_model()))
     with pytest.raises(TypeError, match="expansion-shortcut"):

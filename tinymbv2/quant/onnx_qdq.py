@@ -59,7 +59,9 @@ def _quant_conv(g: GraphBuilder, conv: QuantConv2d, x: str) -> str:
     (sh, sw), (ph, pw), (dh, dw) = conv.stride, conv.padding, conv.dilation
     ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
     wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    inputs = [x, _weight(g, conv, name), g.constant(f"{name}.bias", host(conv.bias))]
+    inputs = [x, _weight(g, conv, name)]
+    if conv.bias is not None:   # None: a head's conv that had neither a bias nor a BatchNorm
+        inputs.append(g.constant(f"{name}.bias", host(conv.bias)))
     return g.node("Conv", inputs, name, (n, co, ho, wo), doc="BatchNorm folded in",
                   kernel_shape=[kh, kw], strides=[sh, sw], pads=[ph, pw, ph, pw],
                   dilations=[dh, dw], group=conv.groups)

@@ -1,18 +1,22 @@
-r"""Post-training quantization of a classifier, simulated in float: what int8 costs a network.
+r"""Post-training quantization, simulated in float: what int8 costs a network.
 
 ``quantize_model(model)`` returns a *quantized view* of a trained MobileNetV2 (the paper's
-network, ``seed_article_net``, either activation): a new tree of modules in which
+network, ``seed_article_net``, either activation), Mobile DeepLabv3 (any head) or SSDLite:
+a new tree of modules in which
 
 * every convolution has the BatchNorm after it folded in (``export.folding.fold_bn``: the
   weights the deployed network really has) and its weight fake-quantized to int8, symmetric,
-  per output channel (or per tensor), as ``QuantConv2d``; the classifier's Linear likewise
-  (``QuantLinear``); the biases stay float (the int8 kernels keep them as int32, whose step
-  $s_x s_w$ is far finer than the outputs');
+  per output channel (or per tensor), as ``QuantConv2d`` (a head's conv with no BatchNorm
+  too, with its own bias); the classifier's Linear likewise (``QuantLinear``); the biases
+  stay float (the int8 kernels keep them as int32, whose step $s_x s_w$ is far finer than
+  the outputs');
 * every activation a deployed int8 network stores is fake-quantized to uint8 by an
   ``ActQuant``: the input image, each ReLU6's output, each projection's output and each
   residual sum. A ReLU6's range is known, $[0, 6]$, so its scale is $6 / 255$ with no
   calibration (the paper's reason for ReLU6, section 3.2); with ``relu6_range=False``, or
-  after a ReLU, it is observed like the others.
+  after a ReLU, it is observed like the others. A Sigmoid's (LR-ASPP's gate) is $[0, 1]$.
+* the segmenter's and the detector's float parts stay float: pooling, concatenation,
+  bilinear upsampling, LR-ASPP's product of its branches, and the logits and box offsets.
 
 ``calibrate(qnet, images)`` runs calibration images through the view with every observed
 ``ActQuant`` recording its tensor's range (``observers``: min/max, percentile or MSE), then
@@ -33,7 +37,9 @@ from .. import nn
 from ..autograd import Tensor, no_grad
 from ..export.folding import fold_bn, host
 from ..fusion import FusedSequential
+from ..models.deeplabv3 import ASPP, DeepLabV3, LRASPPHead
 from ..models.mobilenetv2 import ExpansionShortcuts, InvertedResidual, MobileNetV2
+from ..models.ssdlite import SSDLite, SSDLiteBackbone, SSDLiteHead, SSDLiteScoringHead
 from .fake_quant import fake_quantize
 from .observers import MinMaxObserver, MSEObserver, PercentileObserver
 from .qparams import choose_qparams, quant_range
@@ -41,6 +47,15 @@ from .qparams import choose_qparams, quant_range
 OBSERVERS = {"minmax": MinMaxObserver, "percentile": PercentileObserver, "mse": MSEObserver}
 WEIGHT_SCHEMES = ("per_channel", "per_tensor")
 RELU6_RANGE = (0.0, 6.0)
+SIGMOID_RANGE = (0.0, 1.0)
+QUANTIZABLE = (MobileNetV2, DeepLabV3, SSDLite)
+# modules whose own layers are converted one by one, their forward kept
+COMPOSITES = QUANTIZABLE + (ASPP, LRASPPHead, SSDLiteBackbone, SSDLiteHead, SSDLiteScoringHead)
+# layers that compute the same in the int8 network's float parts: kept as they are
+FLOAT_LAYERS = (nn.Dropout, nn.AdaptiveAvgPool2d, nn.Identity, nn.Flatten)
+# what the evaluation of a segmenter or a detector reads off its model, given by the view too
+TASK_ATTRIBUTES = ("num_classes", "output_stride", "head", "size", "aspect_ratios", "min_ratio",
+                   "max_ratio", "feature_map_sizes")
 
 
 def weight_qparams(w: np.ndarray, scheme: str):
@@ -86,18 +101,24 @@ class QuantConv2d(nn.Module):
 
     Args:
         conv: The Conv2d.
-        bn: The BatchNorm2d after it (eval statistics are folded in).
+        bn: The BatchNorm2d after it (eval statistics are folded in), or None (a head's
+            conv with no BatchNorm: its weight and bias as they are).
         scheme: ``"per_channel"`` or ``"per_tensor"`` weight scales.
     """
 
-    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d, scheme: str = "per_channel"):
+    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d | None, scheme: str = "per_channel"):
         super().__init__()
-        if bn.running_mean is None:
+        if bn is None:   # a conv with no BatchNorm after it: its own weight and bias
+            weight = np.array(host(conv.weight))
+            bias = None if conv.bias is None else np.array(host(conv.bias))
+        elif bn.running_mean is None:
             raise ValueError(f"quantize_model: the BatchNorm after {conv!r} has no running "
                              f"statistics to fold")
-        weight, bias = fold_bn(host(conv.weight), host(conv.bias), host(bn.running_mean),
-                               host(bn.running_var), host(bn.weight), host(bn.bias), bn.eps)
-        self.weight, self.bias = nn.Parameter(weight), nn.Parameter(bias)
+        else:
+            weight, bias = fold_bn(host(conv.weight), host(conv.bias), host(bn.running_mean),
+                                   host(bn.running_var), host(bn.weight), host(bn.bias), bn.eps)
+        self.weight = nn.Parameter(weight)
+        self.bias = None if bias is None else nn.Parameter(bias)
         self.stride, self.padding, self.dilation, self.groups = (conv.stride, conv.padding,
                                                                  conv.dilation, conv.groups)
         self.scheme, self.quantize = scheme, True
@@ -194,6 +215,10 @@ class QuantInvertedResidual(nn.Module):
 class QuantizedNet(nn.Module):
     """The quantized view: the input quantized, then the converted network.
 
+    A view of a segmenter or a detector carries its model's ``num_classes`` (and the
+    default boxes' layout, ``feature_map_sizes``...), so that ``evaluate_segmenter`` and
+    ``evaluate_detector`` take it as they take the model (with ``fuse=False``).
+
     Args:
         body: The converted model.
         input_quant: The input's ``ActQuant``.
@@ -202,6 +227,9 @@ class QuantizedNet(nn.Module):
     def __init__(self, body: nn.Module, input_quant: ActQuant):
         super().__init__()
         self.input_quant, self.body = input_quant, body
+        for name in TASK_ATTRIBUTES:
+            if hasattr(body, name):
+                setattr(self, name, getattr(body, name))
 
     def act_quants(self):
         """Every ``ActQuant`` of the view, in forward order."""
@@ -225,10 +253,20 @@ class QuantizedNet(nn.Module):
 
 def quantize_model(model, weights: str = "per_channel", observer: str = "minmax",
                    relu6_range: bool = True, **observer_args) -> QuantizedNet:
-    """The quantized view of a trained classifier (see the module), ready to calibrate.
+    """The quantized view of a trained network (see the module), ready to calibrate.
+
+    The classifier, the segmenter and the detector are converted by the same rules, layer
+    by layer: a conv and the BatchNorm after it become one ``QuantConv2d`` (a conv with no
+    BatchNorm, a head's last 1x1 with its bias, a ``QuantConv2d`` of its own weights); a
+    Linear a ``QuantLinear``; an ``ActQuant`` follows every ReLU6 ($[0, 6]$), ReLU
+    (observed), Sigmoid ($[0, 1]$, known as ReLU6's), projection (a conv-BN with no
+    activation) and residual sum. The rest of each network runs in float on those
+    quantized tensors: pooling, concatenation, the bilinear upsampling, LR-ASPP's product
+    of its two branches, and the logits and box offsets, which leave the network as float.
 
     Args:
-        model: A MobileNetV2 (``mobilenet_v2`` or ``seed_article_net``, ReLU6 or ReLU).
+        model: A MobileNetV2 (``mobilenet_v2`` or ``seed_article_net``, ReLU6 or ReLU), a
+            ``DeepLabV3`` (``deeplabv3_mobilenet_v2``, any head) or an ``SSDLite``.
         weights: ``"per_channel"`` or ``"per_tensor"`` int8 weight scales.
         observer: ``"minmax"``, ``"percentile"`` or ``"mse"``: how the activations' ranges
             are found.
@@ -240,26 +278,30 @@ def quantize_model(model, weights: str = "per_channel", observer: str = "minmax"
 
     Raises:
         ValueError: An unknown scheme or observer.
-        TypeError: A model or a layer that has no quantized form here (the detector, the
-            segmenter, the expansion-shortcut ablation, a fused view).
+        TypeError: A model or a layer that has no quantized form here (the
+            expansion-shortcut ablation, a fused view, a model of another kind).
     """
     if weights not in WEIGHT_SCHEMES:
         raise ValueError(f"quantize_model: expected weights in {WEIGHT_SCHEMES}, got {weights!r}")
     if observer not in OBSERVERS:
         raise ValueError(f"quantize_model: expected observer in {tuple(OBSERVERS)}, got "
                          f"{observer!r}")
-    if type(model) is not MobileNetV2:
-        raise TypeError(f"quantize_model: expected a MobileNetV2 classifier, got "
-                        f"{type(model).__name__}")
+    if type(model) not in QUANTIZABLE:
+        raise TypeError(f"quantize_model: expected a MobileNetV2 classifier, a DeepLabV3 or an "
+                        f"SSDLite, got {type(model).__name__}")
     if any(isinstance(m, FusedSequential) for m in model.modules()):
         raise TypeError("quantize_model: got a fused view (tinymbv2.fuse); quantize the plain "
                         "model, not a fused view")
+    if any(isinstance(m, ExpansionShortcuts) for m in model.modules()):
+        raise TypeError("quantize_model: no quantized form for the expansion-shortcut ablation "
+                        "(ExpansionShortcuts)")
 
     def make_quant():
         return ActQuant(OBSERVERS[observer](dtype="uint8", symmetric=False, **observer_args))
 
-    def convert(seq):
-        layers, out, i = list(seq), [], 0
+    def convert_layers(layers):
+        """A Sequential's layers, converted (a conv and its BatchNorm become one layer)."""
+        out, i = [], 0
         while i < len(layers):
             layer = layers[i]
             if type(layer) is nn.Conv2d and i + 1 < len(layers) and type(layers[i + 1]) is nn.BatchNorm2d:
@@ -272,27 +314,44 @@ def quantize_model(model, weights: str = "per_channel", observer: str = "minmax"
                 out += [layer, ActQuant(fixed_range=RELU6_RANGE) if relu6_range else make_quant()]
             elif type(layer) is nn.ReLU:
                 out += [layer, make_quant()]
-            elif type(layer) is nn.Linear:
-                out.append(QuantLinear(layer, weights))
-            elif type(layer) is nn.Dropout:
-                out.append(layer)
-            elif type(layer) is InvertedResidual:
-                out.append(QuantInvertedResidual(layer, convert, make_quant))
-            elif isinstance(layer, nn.Sequential) and not isinstance(layer, ExpansionShortcuts):
-                out.append(convert(layer))
+            elif type(layer) is nn.Sigmoid:
+                out += [layer, ActQuant(fixed_range=SIGMOID_RANGE)]
             else:
-                raise TypeError(f"quantize_model: no quantized form for a "
-                                f"{type(layer).__name__} layer")
+                out.append(convert(layer))
             i += 1
-        return nn.Sequential(*out)
+        return out
 
-    body = model.shallow_copy()
-    if isinstance(model.features, ExpansionShortcuts):
-        raise TypeError("quantize_model: no quantized form for the expansion-shortcut ablation "
-                        "(ExpansionShortcuts)")
-    body.features = convert(model.features)
-    body.classifier = convert(model.classifier)
-    qnet = QuantizedNet(body, make_quant())
+    def convert(module):
+        """``module``'s quantized form: a new module, ``module`` itself left as it was."""
+        kind = type(module)
+        if kind is InvertedResidual:
+            return QuantInvertedResidual(module, convert, make_quant)
+        if kind is nn.Conv2d:
+            return QuantConv2d(module, None, weights)   # no BatchNorm after it: a head's conv
+        if kind is nn.Linear:
+            return QuantLinear(module, weights)
+        if kind in FLOAT_LAYERS:
+            return module
+        if isinstance(module, nn.Sequential):
+            layers = convert_layers(list(module))
+            if kind.forward is nn.Sequential.forward:   # nothing but the chain: a Sequential
+                return nn.Sequential(*layers)
+            # a forward of its own (IntermediateLayers, ASPPPooling, ModuleList): the same
+            # class, its layers replaced; the names kept where the layers map one to one
+            names = list(module._modules)
+            if len(layers) != len(names):
+                names = [str(k) for k in range(len(layers))]
+            copy = module.shallow_copy()
+            copy.__dict__["_modules"] = dict(zip(names, layers))
+            return copy
+        if kind in COMPOSITES:
+            copy = module.shallow_copy()
+            for name, child in module.named_children():
+                setattr(copy, name, convert(child))
+            return copy
+        raise TypeError(f"quantize_model: no quantized form for a {kind.__name__} layer")
+
+    qnet = QuantizedNet(convert(model), make_quant())
     qnet.eval()
     return qnet
 
