@@ -48,3 +48,26 @@ def rel(ours, theirs) -> float:
     scale = np.abs(theirs).max()
     diff = np.abs(ours - theirs).max()
     return float(diff / scale) if scale > 0 else float(diff)
+
+
+def branch_net(rank: int):
+    """For find_unused_parameters across ranks: ``a`` used on every rank, ``b`` only on rank
+    1, ``c`` on none. Float64, seed 0; returns (net, loss function of the net)."""
+    import tinymbv2
+    from tinymbv2 import Tensor, nn
+
+    class Branches(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(4, 3, dtype=np.float64)
+            self.b = nn.Linear(3, 3, dtype=np.float64)
+            self.c = nn.Linear(3, 3, dtype=np.float64)
+
+        def forward(self, x):
+            h = self.a(x)
+            return self.b(h) if rank == 1 else h
+
+    tinymbv2.manual_seed(0)
+    net = Branches()
+    x = Tensor(np.random.default_rng(rank).standard_normal((5, 4)))
+    return net, lambda model: (model(x) * model(x)).mean()

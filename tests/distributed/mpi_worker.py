@@ -1,7 +1,8 @@
 """One rank of a tinymbv2 data-parallel run, started by test_mpi_runs.py as
 ``mpirun -n 2 python mpi_worker.py MODE OUT``: the ddp_recipe run with
 DistributedDataParallel ("ddp"), or with its BatchNorms converted to SyncBatchNorm first
-("sync"). Rank 0 writes the final state_dict to OUT (.npz) with ``ranks_max_diff``, the
+("sync"); or one backward pass of ddp_recipe.branch_net with find_unused_parameters
+("unused"), rank 0 writing its gradients. Rank 0 writes the final state_dict to OUT (.npz) with ``ranks_max_diff``, the
 largest difference between its parameters and any other rank's. A failing rank prints its
 error and aborts all of them, so mpirun ends instead of hanging."""
 from __future__ import annotations
@@ -25,11 +26,17 @@ def main(mode: str, out: str) -> None:
 
     tinymbv2.use_kernels("reference")  # no Numba compilation in the test's subprocesses
     comm = MPI.COMM_WORLD
+    if mode == "unused":
+        net, loss_of = R.branch_net(comm.rank)
+        loss_of(DistributedDataParallel(net, find_unused_parameters=True)).backward()
+        if comm.rank == 0:
+            np.savez(out, **{k: p.grad for k, p in net.named_parameters() if p.grad is not None})
+        return
     model = R.tinymbv2_model()
     if mode == "sync":
         model = convert_sync_batchnorm(model)
     elif mode != "ddp":
-        raise ValueError(f"mpi_worker: expected mode 'ddp' or 'sync', got {mode!r}")
+        raise ValueError(f"mpi_worker: expected mode 'ddp', 'sync' or 'unused', got {mode!r}")
     if comm.rank != 0:  # different starting weights: the broadcast from rank 0 must fix them
         for p in model.parameters():
             p.data += 1.0

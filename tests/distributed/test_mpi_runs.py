@@ -90,3 +90,23 @@ def test_two_ranks_without_sync_batchnorm_match_torch_ddp(tmp_path):
     out = tmp_path / "torch.npz"
     _run([sys.executable, HERE / "torch_ddp_run.py", init, out, str(port)], tmp_path)
     _assert_same_state(ranks, dict(np.load(out)))
+
+
+def test_a_parameter_used_on_one_rank_gets_the_average_with_the_others_zeros(tmp_path):
+    """find_unused_parameters=True on 2 ranks: ``a`` (used on both) gets the mean of the two
+    local gradients, ``b`` (used on rank 1 only) half of rank 1's, and ``c`` (used on none)
+    keeps no gradient, as PyTorch's DDP leaves it."""
+    _run(mpirun_command(2, [sys.executable, HERE / "mpi_worker.py", "unused",
+                            tmp_path / "unused.npz"]), tmp_path)
+    got = dict(np.load(tmp_path / "unused.npz"))
+    local = []
+    for rank in (0, 1):
+        net, loss_of = R.branch_net(rank)
+        loss_of(net).backward()
+        local.append({k: p.grad for k, p in net.named_parameters() if p.grad is not None})
+    assert sorted(got) == ["a.bias", "a.weight", "b.bias", "b.weight"]
+    for k in ("a.weight", "a.bias"):
+        np.testing.assert_allclose(got[k], (local[0][k] + local[1][k]) / 2, rtol=1e-14)
+    for k in ("b.weight", "b.bias"):
+        assert k not in local[0]
+        np.testing.assert_allclose(got[k], local[1][k] / 2, rtol=1e-14)
