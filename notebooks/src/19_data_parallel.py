@@ -38,8 +38,7 @@ import tinymbv2
 from tinymbv2 import Tensor
 from tinymbv2 import functional as F
 from tinymbv2 import optim
-from tinymbv2.distributed import (DistributedDataParallel, assign_buckets, mpirun_command,
-                                  mpirun_env)
+from tinymbv2.distributed import assign_buckets, mpirun_command, mpirun_env
 from tinymbv2.distributed.cost_model import (GBIT, StepTime, best_workers, bytes_sent_per_worker,
                                              linear_compute, ring_allreduce_seconds, scaling)
 from tinymbv2.models import mobilenet_v2
@@ -239,12 +238,10 @@ def one_rank(data_path, out_path):
         np.savez(out_path, **out)
 
 
-def write_script(name, *code, header=""):
-    """A script of ``code``'s source (functions, classes) that calls the last on its arguments."""
-    parts = ["import sys", header, *(inspect.getsource(c) for c in code),
-             f"{code[-1].__name__}(*sys.argv[1:])\n"]
+def write_script(name, main):
+    """A script of the function ``main``'s source that calls it on the script's arguments."""
     path = work / name
-    path.write_text("\n\n".join(part for part in parts if part))
+    path.write_text(f"import sys\n\n\n{inspect.getsource(main)}\n\n{main.__name__}(*sys.argv[1:])\n")
     return path
 
 
@@ -335,44 +332,45 @@ computes, so buckets 0 and 1 can go at once; the early layers' 64 small tensors 
 last bucket.
 
 The drawing comes from a real run: 2 ranks, MobileNetV2-1.0 with 1 MiB buckets, one thread
-each. `DistributedDataParallel` does not record times, so the script subclasses it (`TimedDDP`) and
-writes down, on rank 0, when each gradient is ready, when each bucket's all-reduce starts, and when
+each. `DistributedDataParallel` does not record times, so the rank's function subclasses it
+(`TimedDDP`) and writes down, on rank 0, when each gradient is ready, when each bucket's all-reduce starts, and when
 it is *seen* to have finished: MPI reports completion only when asked, so that time is the
 next moment the backward pass looked (the next parameter's hook) or, after the backward pass,
 the wait.
 """
 
 # %%
-class TimedDDP(DistributedDataParallel):
-    """DistributedDataParallel that notes the time of each event of a backward pass."""
-
-    def _mark_ready(self, index, grad):
-        started = self._next
-        super()._mark_ready(index, grad)              # may start one bucket's Iallreduce or more
-        now = time.perf_counter()
-        self.ready.append((index, now))
-        self.started.update({k: now for k in range(started, self._next)})
-        for k, request in enumerate(self._requests):
-            if k not in self.done and request.Test():   # finished since the last look
-                self.done[k] = now
-
-    def _finish(self):
-        self.backward_end = time.perf_counter()
-        for k, request in enumerate(self._requests):
-            if k not in self.done:
-                request.Wait()
-                self.done[k] = time.perf_counter()
-        super()._finish()
-
-
 def timeline_rank(size, batch, steps, out_path):
     """What each rank runs: MobileNetV2-1.0's training steps; rank 0 saves the last one's events."""
+    import time
+
     import numpy as np
 
     from tinymbv2 import Tensor
     from tinymbv2 import functional as F
-    from tinymbv2.distributed import get_world
+    from tinymbv2.distributed import DistributedDataParallel, get_world
     from tinymbv2.models import mobilenet_v2
+
+    class TimedDDP(DistributedDataParallel):
+        """DistributedDataParallel that notes the time of each event of a backward pass."""
+
+        def _mark_ready(self, index, grad):
+            started = self._next
+            super()._mark_ready(index, grad)          # may start one bucket's Iallreduce or more
+            now = time.perf_counter()
+            self.ready.append((index, now))
+            self.started.update({k: now for k in range(started, self._next)})
+            for k, request in enumerate(self._requests):
+                if k not in self.done and request.Test():   # finished since the last look
+                    self.done[k] = now
+
+        def _finish(self):
+            self.backward_end = time.perf_counter()
+            for k, request in enumerate(self._requests):
+                if k not in self.done:
+                    request.Wait()
+                    self.done[k] = time.perf_counter()
+            super()._finish()
 
     size, batch, steps = int(size), int(batch), int(steps)
     world = get_world()
@@ -404,9 +402,7 @@ def timeline_rank(size, batch, steps, out_path):
 
 size, batch, steps = (32, 2, 2) if TINYMBV2_FAST else (128, 8, 3)
 start = time.perf_counter()
-script = write_script("timeline.py", TimedDDP, timeline_rank,
-                      header="import time\n\nfrom tinymbv2.distributed import DistributedDataParallel")
-run_ranks(2, script, size, batch, steps, work / "timeline.npz")
+run_ranks(2, write_script("timeline.py", timeline_rank), size, batch, steps, work / "timeline.npz")
 print(f"({time.perf_counter() - start:.0f} s, MPI's start-up and the warm-up steps included)")
 tl = np.load(work / "timeline.npz")
 ready = {int(i): t for i, t in tl["ready"]}
@@ -541,56 +537,75 @@ backward pass shows (`tinymbv2.distributed.cost_model.step_seconds`). Two ways t
 
 The model needs a worker's compute time at a given batch. The cell measures one worker here,
 one core (one Numba thread), running MobileNetV2-1.0's training step (fused, as the trainer
-runs it) at 224 px on two batch sizes, each the fastest of five runs (other processes share
-this machine), and fits forward and backward each as a line $t_0 + b\, t_1$ in the batch
-(`linear_compute`). The times, and with them the strong-scaling curves below, move with how
-busy the machine is.
+runs it) at 224 px on batches of 1 to 32 images, taking turns, each time the fastest of five
+runs (other processes share this machine). The cost model's `linear_compute` would fit each
+time as a line $t_0 + b\,t_1$ in the batch, a fixed cost a step plus a cost an image; the
+printed times per image show why that is too simple here: they fall while the fixed cost is
+shared among more images, and can rise again at larger batches, when the activations no
+longer fit in the processor's caches. The cell therefore gives the model the measured time
+per image, interpolated between the measured batch sizes (and beyond the largest, as at the
+largest). The times, and with them the strong-scaling curves below, move with how busy the
+machine is.
 """
 
 # %%
-def measure_step(batch, size, repeats, warmup=1):
-    """One worker's forward (with the loss) and backward (with the SGD step) seconds, each the
-    fastest of ``repeats``: the run least disturbed by other processes on the machine."""
+def measure_steps(batches, size, repeats):
+    """One worker's forward (with the loss) and backward (with the SGD step) seconds at each
+    batch size: the batch sizes take turns, and each time is the fastest of ``repeats``, the
+    run least disturbed by other processes on the machine."""
     model = mobilenet_v2(1.0, 1000, seed=0)
     net = tinymbv2.fuse(model)
     net.train()
     opt = optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((batch, 3, size, size)).astype(np.float32)
-    y = rng.integers(0, 1000, batch)
-    forward, backward = [], []
-    for k in range(warmup + repeats):
-        t0 = time.perf_counter()
-        loss = F.cross_entropy(net(Tensor(x)), Tensor(y))
-        t1 = time.perf_counter()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        t2 = time.perf_counter()
-        if k >= warmup:
-            forward.append(t1 - t0)
-            backward.append(t2 - t1)
-    return StepTime(min(forward), min(backward))
+    data = {bb: (rng.standard_normal((bb, 3, size, size)).astype(np.float32),
+                 rng.integers(0, 1000, bb)) for bb in batches}
+    forward, backward = {bb: [] for bb in batches}, {bb: [] for bb in batches}
+    for k in range(1 + repeats):                      # the first round warms up
+        for bb, (x, y) in data.items():
+            t0 = time.perf_counter()
+            loss = F.cross_entropy(net(Tensor(x)), Tensor(y))
+            t1 = time.perf_counter()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            t2 = time.perf_counter()
+            if k > 0:
+                forward[bb].append(t1 - t0)
+                backward[bb].append(t2 - t1)
+    return {bb: StepTime(min(forward[bb]), min(backward[bb])) for bb in batches}
 
 
-size, batches, repeats = (64, (1, 4), 3) if TINYMBV2_FAST else (224, (2, 4), 5)
+size, batches, repeats = (64, (1, 2, 4, 8), 3) if TINYMBV2_FAST else (224, (1, 2, 4, 8, 16, 32), 5)
 threads = numba.get_num_threads()
 tinymbv2.use_kernels("numba")
+tinymbv2.backend.keep_freed_memory()                  # as the trainer does: no page faults a step
 numba.set_num_threads(1)                              # a worker is one core
 try:
-    measured = {bb: measure_step(bb, size, repeats) for bb in batches}
+    measured = measure_steps(batches, size, repeats)
 finally:
     numba.set_num_threads(threads)
-compute_of = linear_compute(measured)
+
+
+def measured_compute(measured):
+    """``compute_of(b) -> StepTime`` for the cost model: ``b`` times the measured forward and
+    backward time per image, interpolated between the measured batch sizes."""
+    sizes = sorted(measured)
+    per_image = [[measured[bb].forward / bb for bb in sizes],
+                 [measured[bb].backward / bb for bb in sizes]]
+    return lambda bb: StepTime(*(bb * float(np.interp(bb, sizes, t)) for t in per_image))
+
+
+compute_of = measured_compute(measured)
 print(f"one worker (one thread), MobileNetV2-1.0 at {size} px, the fastest of {repeats}")
 print(f"(load average {os.getloadavg()[0]:.1f}: other processes share this machine's cores)")
+print(" batch  forward  backward + SGD step   per image")
 for bb, t in measured.items():
-    print(f"  batch {bb}: forward {t.forward * 1e3:7.1f} ms, backward + SGD step "
-          f"{t.backward * 1e3:7.1f} ms")
-for bb in (1, 32):
-    t = compute_of(bb)
-    print(f"  the fitted line at batch {bb:2d}: forward {t.forward * 1e3:8.1f} ms, "
-          f"backward {t.backward * 1e3:8.1f} ms")
+    print(f"  {bb:4d} {t.forward * 1e3:7.1f} ms {t.backward * 1e3:10.1f} ms {t.compute / bb * 1e3:14.1f} ms")
+line = linear_compute(measured)
+t1 = line(2).compute - line(1).compute
+print(f"a least-squares line would put the fixed cost a step at {(line(1).compute - t1) * 1e3:.1f} ms "
+      f"and an image at {t1 * 1e3:.1f} ms")
 
 # %% [markdown]
 r"""
@@ -644,10 +659,13 @@ For workers as slow as one CPU core, communication hardly matters. A step of 32 
 224 px takes about two seconds, and the all-reduce of 14 MB 20 ms among 8 workers at
 10 Gbit/s, 48 ms among 512 (26 ms of which are the $2 \cdot 511$ assumed latencies): hidden
 behind a backward pass of more than a second, weak scaling stays at 100% to 512 workers, and
-even with no overlap at all (dashed) it loses a few percent. Strong scaling loses efficiency
-mostly through the fixed cost of a step (the $t_0$ of the fitted lines: Python, the
-optimizer's pass over the parameters), which every worker pays however few images it gets,
-and it ends where the batch runs out (the printed `best_workers`: one image a worker).
+even with no overlap at all (dashed) it loses only a few percent. Strong scaling follows
+the worker's own time per image at each share of the batch (the table of measured times), not
+the network: it can rise above 100% where a smaller share costs less per image (activations
+that fit in the processor's caches: the "superlinear" speed-up known from HPC), and it falls
+where a share of one or two images pays the fixed cost of a step (Python, the optimizer's pass
+over the parameters) nearly alone. It ends where the batch runs out (the printed
+`best_workers`: one image a worker).
 
 The model makes the other case easy to see: a worker 100 times faster, a GPU-class
 accelerator (this is a hypothetical, the same measured times divided by 100; the links as
