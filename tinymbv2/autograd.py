@@ -15,6 +15,10 @@ Gradients of a tensor used in several places are summed, which is the
 multivariate chain rule. The walk is iterative, so a chain of 100,000 ops does
 not hit Python's recursion limit.
 
+Two hooks let data parallelism (``tinymbv2.distributed``) work while the walk runs, as
+PyTorch's do: ``leaf.register_post_accumulate_grad_hook(fn)`` calls ``fn(leaf)`` once the
+leaf's gradient is complete, and ``queue_callback(fn)`` runs ``fn()`` when the walk ends.
+
 The ops themselves (with their derivatives, micrograd style: backward right
 beside forward) live in ``tinymbv2.functional``; this file holds the engine.
 Tensor's arithmetic operators and methods (``a + b``, ``x @ w``, ``x[i]``,

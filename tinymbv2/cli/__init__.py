@@ -9,6 +9,7 @@
     tinymbv2 search --dataset digits --kind random --trials 6
     tinymbv2 warmup [--float64]
     tinymbv2 export runs/mnist/model.npz --onnx model.onnx [--no-fold] [--opset 17]
+    mpirun -n 2 tinymbv2 train ...   (data-parallel on 2 ranks: cli/ranks.py)
 
 Each command is one module here with two functions: one adds its arguments to a
 sub-parser, the other runs it and returns the exit code; ``COMMANDS`` lists them.
@@ -27,7 +28,9 @@ from .args import Parser
 from .eval import add_eval, run_eval
 from .export import add_export, run_export
 from .finetune import add_finetune, run_finetune_command
+from ..distributed.world import launched_by_mpirun
 from .predict import add_predict, run_predict
+from .ranks import run_on_ranks
 from .search import add_search, run_search_command
 from .summary import add_summary, run_summary
 from .train import add_train, run_train
@@ -87,6 +90,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         parser.error(f"a command is required (one of: {', '.join(COMMANDS)})")
+    if launched_by_mpirun():  # one rank of `mpirun -n P tinymbv2 train ...`
+        code = run_on_ranks(args, COMMANDS[args.command][2], one_line)
+        if code is not None:
+            return code
     try:
         return COMMANDS[args.command][2](args)
     except (ValueError, TypeError, OSError) as exc:  # bad values, missing or broken files

@@ -22,8 +22,11 @@ def add_train(p):
 def run_train(args) -> int:
     """Run ``tinymbv2 train`` with the parsed ``args``; returns the exit code."""
     config = train_config(args, args.out)
+    data_parallel = getattr(args, "data_parallel", None)  # set under mpirun (cli/ranks.py)
     metrics = run_training(config, resume=args.resume, progress=args.progress,
-                           stop_after=args.stop_after)
+                           stop_after=args.stop_after, data_parallel=data_parallel)
+    if data_parallel is not None and not data_parallel.is_main:
+        return 0  # rank 0 says what was written
     if config.task == "detect":
         print(f"wrote {args.out}/model.npz, metrics.json, learning_curves.png, detections.png")
         print(f"test_map_50 {metrics['test_map_50']:.4f}  test_map {metrics['test_map']:.4f}")

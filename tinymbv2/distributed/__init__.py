@@ -19,4 +19,5 @@ from .ddp import DistributedDataParallel, broadcast_arrays  # noqa: F401
 from .launch import mpirun_command, mpirun_env, mpirun_path  # noqa: F401
 from .sampler import DistributedSampler  # noqa: F401
 from .sync_batchnorm import SyncBatchNorm, convert_sync_batchnorm  # noqa: F401
-from .world import World, get_world  # noqa: F401
+from .training import DataParallel, ShardedLoader  # noqa: F401
+from .world import World, get_world, launched_by_mpirun  # noqa: F401

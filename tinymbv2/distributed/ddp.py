@@ -126,10 +126,11 @@ class DistributedDataParallel(Module):
                 "that never completed (did an error interrupt it?)"
             )
         self._reset()
-        if self.broadcast_buffers and self.training and self.world_size > 1:
+        training = self.module.training  # the wrapped model's mode (model.train() sets it)
+        if self.broadcast_buffers and training and self.world_size > 1:
             broadcast_arrays(self.comm, list(self.module.buffers()))
         out = self.module(*args, **kwargs)
-        if is_grad_enabled() and self.training and self._params:
+        if is_grad_enabled() and training and self._params:
             self._expecting = True
             if self.find_unused_parameters:
                 reached = _leaves_reached(out)

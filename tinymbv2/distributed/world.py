@@ -62,6 +62,28 @@ def get_world(comm=None) -> World:
     return World(comm, comm.Get_rank(), comm.Get_size())
 
 
+# Set in every rank's environment by the launchers: Open MPI's mpirun, MPICH's (Hydra) and PMIx.
+_LAUNCHER_VARIABLES = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK")
+
+
+def launched_by_mpirun(environ=None) -> bool:
+    """Whether this process was started by ``mpirun`` (so that importing MPI is wanted).
+
+    A plain ``tinymbv2 train`` never imports mpi4py; the same command under ``mpirun -n 2``
+    trains on 2 ranks.
+
+    Args:
+        environ: The environment to look in; None: ``os.environ``.
+
+    Returns:
+        True when a launcher's variable is set.
+    """
+    import os
+
+    env = os.environ if environ is None else environ
+    return any(name in env for name in _LAUNCHER_VARIABLES)
+
+
 def check_comm(comm, fn: str) -> None:
     """Raise a TypeError naming ``fn`` unless ``comm`` looks like an mpi4py communicator.
 

@@ -34,7 +34,8 @@ from .trainer import TrainingDiverged, fit
 
 
 def run_training(config: TrainConfig, resume: str | None = None, progress: bool = True,
-                 log=print, model=None, train_mode=None, stop_after: int | None = None) -> dict:
+                 log=print, model=None, train_mode=None, stop_after: int | None = None,
+                 data_parallel=None) -> dict:
     """Train, evaluate on the held-out test split, write the run folder; return the metrics.
 
     Resuming: the checkpoint's saved configuration must be this run's except for the
@@ -53,9 +54,14 @@ def run_training(config: TrainConfig, resume: str | None = None, progress: bool 
             frozen BatchNorms in eval mode).
         stop_after: Stop after this epoch of the schedule (resume later with
             ``resume=<out>/model.npz``).
+        data_parallel: A [DataParallel][tinymbv2.distributed.training.DataParallel]: this
+            process is one rank of ``mpirun`` (classification only; ``config.batch_size`` is
+            the global batch). Rank 0 alone logs, shows progress and writes the run folder;
+            the checkpoint records the number of ranks, and a resume must use as many.
+            None: one process.
 
     Returns:
-        The metrics ``metrics.json`` holds.
+        The metrics ``metrics.json`` holds (on every rank).
 
     Raises:
         ValueError: A resume that differs in another field (naming it and both values), or
@@ -68,8 +74,17 @@ def run_training(config: TrainConfig, resume: str | None = None, progress: bool 
             ([TrainingDiverged][tinymbv2.train.trainer.TrainingDiverged]).
     """
     config.validate()
+    if data_parallel is not None:
+        if config.task != "classify":
+            raise ValueError(f"train under mpirun: expected the task 'classify' (detection and "
+                             f"segmentation run in one process), got {config.task!r}")
+        data_parallel.check_batch_size(config.batch_size)
+        if not data_parallel.is_main:  # rank 0 alone speaks and writes
+            log, progress = (lambda *args, **kwargs: None), False
+    main = data_parallel is None or data_parallel.is_main
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     manual_seed(config.seed)
 
     if config.task == "detect":
@@ -86,12 +101,16 @@ def run_training(config: TrainConfig, resume: str | None = None, progress: bool 
     augment += [RandomHorizontalFlip()] if config.flip else []
     loader = DataLoader(splits.train.images, splits.train.labels, config.batch_size,
                         seed=config.seed, transform=Compose(augment + [normalize]))
+    if data_parallel is not None:
+        loader = data_parallel.shard(loader)
     val = Split(normalize(splits.val.images), splits.val.labels)
     test = Split(normalize(splits.test.images), splits.test.labels)
 
     # model, optimizer, learning-rate schedule, loss
     if model is None:
         model = build_model(config, splits.image_shape[0], splits.num_classes)
+    if data_parallel is not None:
+        model = data_parallel.prepare(model)
     check_input_size(model, splits.image_shape[1:], "train",
                      "image_size" if config.image_size is not None
                      else f"the image size of {config.dataset}")
@@ -99,6 +118,7 @@ def run_training(config: TrainConfig, resume: str | None = None, progress: bool 
     scheduler, interval = build_scheduler(config, optimizer, len(loader))
     loss_fn = build_loss(config)
     saved = saved_config(config, splits, normalize)  # what rebuilds the model and feeds it
+    saved["ranks"] = 1 if data_parallel is None else data_parallel.size  # a resume needs as many
     log(f"{splits!r}\nmodel: {config.arch} width {config.width}, "
         f"{sum(p.size for p in model.parameters()):,} parameters "
         f"({sum(p.size for p in model.parameters() if p.requires_grad):,} trainable); {config.optimizer}, "
@@ -109,12 +129,14 @@ def run_training(config: TrainConfig, resume: str | None = None, progress: bool 
     start = time.perf_counter()
     try:
         history = fit(model, optimizer, loader, val, config.epochs, loss_fn, scheduler, interval,
-                      checkpoint_path=out / "model.npz", resume_from=resume, config=saved,
-                      progress=progress, log=log, train_mode=train_mode, stop_after=stop_after,
-                      fuse=config.fuse, task=Classification(loss_fn))
+                      checkpoint_path=out / "model.npz" if main else None, resume_from=resume,
+                      config=saved, progress=progress, log=log, train_mode=train_mode,
+                      stop_after=stop_after, fuse=config.fuse, task=Classification(loss_fn),
+                      data_parallel=data_parallel)
     except TrainingDiverged as exc:  # say so in metrics.json; the last good checkpoint stays
-        write_report(out, diverged_metrics(exc.history, exc.record(), saved,
-                                           time.perf_counter() - start))
+        if main:
+            write_report(out, diverged_metrics(exc.history, exc.record(), saved,
+                                               time.perf_counter() - start))
         raise
     train_seconds = time.perf_counter() - start
 
@@ -127,7 +149,8 @@ def run_training(config: TrainConfig, resume: str | None = None, progress: bool 
 
     # report: metrics.json and the plots
     metrics = run_metrics(history, final, test.labels, best_acc, saved, train_seconds)
-    write_report(out, metrics)
+    if main:
+        write_report(out, metrics)
     log(f"test accuracy {metrics['test_accuracy']:.4f} ({len(test.labels)} held-out images); "
         f"best-val weights: {metrics['best_val_test_accuracy']:.4f}; trained in {train_seconds:.0f}s")
     log(metrics["diagnosis"])

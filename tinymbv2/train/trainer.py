@@ -263,7 +263,7 @@ def fit(model, optimizer, train_loader, val_split=None, epochs: int = 1, loss_fn
         scheduler=None, scheduler_interval: str = "epoch", checkpoint_path=None,
         resume_from=None, config: dict | None = None, progress: bool = True,
         log=print, stop_after: int | None = None, train_mode=None, fuse: bool = True,
-        task=None) -> dict:
+        task=None, data_parallel=None) -> dict:
     """Train for ``epochs`` epochs; returns the history (and keeps the best weights).
 
     The weights of the best validation score (accuracy; mAP@0.5 for detection) are in
@@ -305,6 +305,11 @@ def fit(model, optimizer, train_loader, val_split=None, epochs: int = 1, loss_fn
         fuse: Train the fused view (False: the plain model, layer by layer).
         task: What the batches are, their loss and the validation score
             ([tinymbv2.train.tasks][]); None: classification with ``loss_fn``.
+        data_parallel: A [DataParallel][tinymbv2.distributed.training.DataParallel] (one
+            rank of ``mpirun``): the steps run through DistributedDataParallel, and the
+            epoch's training loss and accuracy are averaged over the ranks. The caller gives
+            this rank's loader slice, and ``log``, ``progress`` and ``checkpoint_path`` to
+            rank 0 alone. None: one process.
 
     Returns:
         The history ([new_history][tinymbv2.train.trainer.new_history]): per-epoch lists,
@@ -342,6 +347,8 @@ def fit(model, optimizer, train_loader, val_split=None, epochs: int = 1, loss_fn
                      and Path(resume_from).resolve() == Path(checkpoint_path).resolve())
         saved_epoch = start_epoch if same_file else None
     net = fusion.fuse(model) if fuse else model  # what runs; `model` is what is saved
+    # the training steps; validation runs `net` itself (no gradients to average)
+    runner = net if data_parallel is None else data_parallel.wrap(net)
     set_mode = train_mode or (lambda m: m.train())
     last = epochs if stop_after is None else min(epochs, stop_after)
     for epoch in range(start_epoch, last):
@@ -349,7 +356,7 @@ def fit(model, optimizer, train_loader, val_split=None, epochs: int = 1, loss_fn
         lr = optimizer.param_groups[0]["lr"]
         set_mode(model)  # the plain model's flags too (with fuse, `net` is another module)
         try:
-            stats = train_one_epoch(net, train_loader, optimizer, loss_fn, scheduler,
+            stats = train_one_epoch(runner, train_loader, optimizer, loss_fn, scheduler,
                                     scheduler_interval, progress, train_mode=train_mode,
                                     desc=f"epoch {epoch + 1}/{epochs}", epoch=epoch + 1, task=task)
             for what, bad in (("weights", first_non_finite(model)),  # once per epoch, before
@@ -361,6 +368,10 @@ def fit(model, optimizer, train_loader, val_split=None, epochs: int = 1, loss_fn
             exc.history = {k: v for k, v in history.items() if k != "best_state"}
             exc.kept = where_kept(checkpoint_path, saved_epoch, resume_from, start_epoch)
             raise
+        if data_parallel is not None:  # each rank saw its slice: the mean is the batch's
+            stats["loss"], stats["accuracy"] = data_parallel.mean([stats["loss"],
+                                                                   stats["accuracy"]])
+            stats["images_per_s"] *= data_parallel.size
         history["epoch"].append(epoch + 1)
         history["train_loss"].append(stats["loss"])
         line = f"epoch {epoch + 1:>3}/{epochs}  train loss {stats['loss']:.4f}"
