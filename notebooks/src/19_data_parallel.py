@@ -42,6 +42,7 @@ from tinymbv2.distributed import assign_buckets, mpirun_command, mpirun_env
 from tinymbv2.distributed.cost_model import (GBIT, StepTime, best_workers, bytes_sent_per_worker,
                                              linear_compute, ring_allreduce_seconds, scaling)
 from tinymbv2.models import mobilenet_v2
+from tinymbv2.train import load_trained
 
 work = Path(tempfile.mkdtemp(prefix="ch19_"))      # the scripts and files the ranks write
 tinymbv2.use_kernels("reference")                  # float64 checks: no Numba compilation
@@ -245,22 +246,25 @@ def write_script(name, main):
     return path
 
 
-def run_ranks(n, script, *args, timeout=600):
-    """Run ``script`` on ``n`` ranks with mpirun; print what they print."""
+CLI = Path(sys.executable).parent / "tinymbv2"        # the tinymbv2 command of this environment
+
+
+def run_ranks(n, program, *args, timeout=600):
+    """Run ``[*program, *args]`` on ``n`` ranks with mpirun; print what they print."""
     env = mpirun_env(threads=1)
     env["PYTHONPATH"] = str(Path(tinymbv2.__file__).resolve().parents[1])
-    argv = mpirun_command(n, [sys.executable, script, *map(str, args)])
-    shown = {str(argv[0]): "mpirun", sys.executable: "python"}
+    argv = mpirun_command(n, [*program, *map(str, args)])
+    shown = {str(argv[0]): "mpirun", sys.executable: "python", str(CLI): "tinymbv2"}
     print("$", " ".join(shown.get(str(a), str(a)) for a in argv).replace(str(work), "$WORK"))
     done = subprocess.run(argv, env=env, cwd=work, capture_output=True, text=True, timeout=timeout)
-    print(done.stdout.replace("\x1b[0m", "").strip())   # less Open MPI's colour resets
+    print(done.stdout.replace("\x1b[0m", "").replace(str(work), "$WORK").strip())  # less colour resets
     if done.returncode != 0:
         raise RuntimeError(f"mpirun ended with {done.returncode}:\n{done.stderr[-3000:]}")
 
 
 np.savez(work / "data.npz", images=images, labels=labels)
 start = time.perf_counter()
-run_ranks(2, write_script("ranks.py", one_rank), work / "data.npz", work / "grads.npz")
+run_ranks(2, [sys.executable, write_script("ranks.py", one_rank)], work / "data.npz", work / "grads.npz")
 print(f"({time.perf_counter() - start:.1f} s, MPI's start-up included)")
 ranks = np.load(work / "grads.npz")
 print(f"2 ranks, BatchNorm: max |DDP's gradient - the average of the shards' (19.2)| = "
@@ -402,7 +406,8 @@ def timeline_rank(size, batch, steps, out_path):
 
 size, batch, steps = (32, 2, 2) if TINYMBV2_FAST else (128, 8, 3)
 start = time.perf_counter()
-run_ranks(2, write_script("timeline.py", timeline_rank), size, batch, steps, work / "timeline.npz")
+run_ranks(2, [sys.executable, write_script("timeline.py", timeline_rank)], size, batch, steps,
+          work / "timeline.npz")
 print(f"({time.perf_counter() - start:.0f} s, MPI's start-up and the warm-up steps included)")
 tl = np.load(work / "timeline.npz")
 ready = {int(i): t for i, t in tl["ready"]}
@@ -706,10 +711,37 @@ larger batches per worker, fewer bytes (gradients in 16 bits), and the overlap o
 
 ## 19.5 How to run it
 
-The library's part is the three calls of the script in 19.2, `get_world`,
-`DistributedSampler` for the shards and `DistributedDataParallel` (after
-`convert_sync_batchnorm` when the shards are small), in an ordinary training loop. Rank 0
-alone should print and save. A complete loop:
+The training command runs on several ranks as it is. Started by `mpirun`, `tinymbv2 train`
+finds the launcher's variables and becomes one rank of a data-parallel run: every BatchNorm
+becomes a SyncBatchNorm, each rank takes its slice of every batch (`--batch-size` is the
+global batch, so $P$ ranks take the steps one process takes, to rounding), the model trains
+through `DistributedDataParallel`, and rank 0 alone prints and writes the run folder. A rank
+that fails stops all of them with its error, and a resume must use as many ranks as the run
+it resumes. Two ranks on the 8x8 digits:
+"""
+
+# %%
+epochs = 1 if TINYMBV2_FAST else 3
+start = time.perf_counter()
+run_ranks(2, [CLI], "train", "--dataset", "digits", "--epochs", epochs, "--no-progress",
+          "--out", work / "digits_2ranks")
+print(f"({time.perf_counter() - start:.0f} s)")
+net, config = load_trained(work / "digits_2ranks" / "model.npz")
+print("the run folder:", sorted(p.name for p in (work / "digits_2ranks").iterdir()))
+print("ranks recorded in the saved config:", config["ranks"], "(a resume must use as many)")
+assert config["ranks"] == 2
+
+# %% [markdown]
+r"""
+Only rank 0's lines appear, once. (The images a second are not a measure of anything here:
+two ranks share this machine's two cores with other processes, and an 8x8 image gives a rank
+almost nothing to compute between its all-reduces.) On a cluster the command is the same,
+with a host file or the scheduler's launcher (`srun`, `mpiexec`) giving the ranks their
+machines.
+
+For a training loop of your own, the library's part is the three calls of 19.2's rank
+function, `get_world`, a `DistributedSampler` for the shards and `DistributedDataParallel`
+(after `convert_sync_batchnorm` when the shards are small):
 
 ```python
 import numpy as np
@@ -741,7 +773,7 @@ for epoch in range(epochs):
 run as `mpirun -n 4 python train.py` with the `mpirun` of the environment (on a shared machine
 add `--oversubscribe`, and give each rank one thread: `OMP_NUM_THREADS=1
 NUMBA_NUM_THREADS=1`; `tinymbv2.distributed.mpirun_command` and `mpirun_env` build exactly
-that). The tests and `benchmarks/ddp_scaling.py` start their runs this way.
+that, and the tests start their runs with them).
 
 ## Exercises
 
