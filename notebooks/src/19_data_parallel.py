@@ -267,11 +267,11 @@ start = time.perf_counter()
 run_ranks(2, [sys.executable, write_script("ranks.py", one_rank)], work / "data.npz", work / "grads.npz")
 print(f"({time.perf_counter() - start:.1f} s, MPI's start-up included)")
 ranks = np.load(work / "grads.npz")
-print(f"2 ranks, BatchNorm: max |DDP's gradient - the average of the shards' (19.2)| = "
+print(f"2 ranks, BatchNorm: max |DDP's gradient - the shards' average (19.2)| = "
       f"{np.abs(ranks['batchnorm'] - g_avg_t).max():.1e}")
 print(f"  relative difference from one process on the 8 images: "
       f"{rel_diff(ranks['batchnorm'], g_full_t):.2f}")
-print(f"2 ranks, SyncBatchNorm: max |DDP's gradient - one process on the 8 images| = "
+print(f"2 ranks, SyncBatchNorm: max |DDP's gradient - one process's| = "
       f"{np.abs(ranks['syncbatchnorm'] - g_full_t).max():.1e}")
 print(f"  relative difference: {rel_diff(ranks['syncbatchnorm'], g_full_t):.1e}")
 assert rel_diff(ranks["batchnorm"], g_avg_t) < 1e-12
@@ -311,13 +311,13 @@ big = mobilenet_v2(1.0, 1000, seed=0)
 names = [n for n, _ in big.named_parameters()]
 params = [p.data for _, p in big.named_parameters()]
 grad_bytes = sum(p.nbytes for p in params)
-print(f"MobileNetV2-1.0: {len(params)} parameter tensors, {sum(p.size for p in params):,} values, "
-      f"{grad_bytes / 1e6:.2f} MB of float32 gradient")
+print(f"MobileNetV2-1.0: {len(params)} parameter tensors, {sum(p.size for p in params):,} values,")
+print(f"{grad_bytes / 1e6:.2f} MB of float32 gradient  (below, f.N stands for features.N)")
 for cap_mb in (25, 1):
     buckets = assign_buckets(params, int(cap_mb * 2 ** 20))
     print(f"\nbucket_cap_mb={cap_mb}: {len(buckets)} bucket{'s' * (len(buckets) > 1)}")
     for k, bucket in enumerate(buckets):
-        first, last = names[bucket.members[0]], names[bucket.members[-1]]
+        first, last = (names[bucket.members[i]].replace("features.", "f.") for i in (0, -1))
         print(f"  {k:2d}: {bucket.nbytes / 2 ** 20:5.2f} MiB, {len(bucket.members):3d} tensors, "
               f"{first} ... {last}")
     assert all(bk.nbytes <= cap_mb * 2 ** 20 or len(bk.members) == 1 for bk in buckets)
@@ -416,7 +416,8 @@ first_ready = [min(t for i, t in ready.items() if bucket_of[i] == k) for k in ra
 ms = 1e3
 print(f"backward pass {tl['backward_end'] * ms:.1f} ms (with the wait for the last all-reduces: "
       f"{tl['backward'] * ms:.1f} ms)")
-print(" bucket  MiB   first ready  started  seen done (ms after the backward pass began)")
+print("ms after the backward pass began:")
+print(" bucket  MiB   first ready  started  seen done")
 for k in range(len(tl["done"])):
     print(f"  {k:4d} {tl['nbytes'][k] / 2 ** 20:5.2f} {first_ready[k] * ms:10.1f} "
           f"{tl['started'][k] * ms:9.1f} {tl['done'][k] * ms:9.1f}")
@@ -425,7 +426,13 @@ print(f"{hidden} of {len(tl['done'])} all-reduces seen done before the backward 
 assert np.all(np.diff(tl["started"]) >= 0)             # buckets start in order
 assert np.all(tl["started"] <= tl["backward_end"])     # each starts during the backward pass
 
-fig, ax = plt.subplots(figsize=(10, 4.2))
+
+
+def size_label(nbytes):
+    return f"{nbytes / 2 ** 20:.1f} MiB" if nbytes >= 2 ** 17 else f"{nbytes / 2 ** 10:.0f} KiB"
+
+
+fig, ax = plt.subplots(figsize=(10, 4.8))
 n = len(tl["done"])
 ax.barh(n, tl["backward_end"] * ms, left=0, height=0.6, color="#9cc3e6", label="backward pass")
 ax.plot([t * ms for t in ready.values()], [n] * len(ready), "|", color="#245", ms=9,
@@ -438,15 +445,11 @@ for k in range(n):
             height=0.6, color="#f6a04d", label="all-reduce in flight (until seen done)" if k == 0 else None)
 ax.axvline(tl["backward_end"] * ms, color="k", lw=0.8, ls="--")
 ax.set_yticks(list(range(n + 1)))
-def size_label(nbytes):
-    return f"{nbytes / 2 ** 20:.1f} MiB" if nbytes >= 2 ** 17 else f"{nbytes / 2 ** 10:.0f} KiB"
-
-
 ax.set_yticklabels([f"bucket {n - 1 - y} ({size_label(tl['nbytes'][n - 1 - y])})"
-                    for y in range(n)] + ["backward"], fontsize=7)
+                    for y in range(n)] + ["backward"], fontsize=8)
 ax.set_xlabel("ms since the backward pass began (rank 0)")
 ax.set_title(f"MobileNetV2-1.0, 2 ranks, batch {batch} per rank at {size} px, 1 MiB buckets")
-ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=4)
+ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=4)
 plt.tight_layout(); plt.show()
 
 # %% [markdown]
@@ -609,7 +612,7 @@ for bb, t in measured.items():
     print(f"  {bb:4d} {t.forward * 1e3:7.1f} ms {t.backward * 1e3:10.1f} ms {t.compute / bb * 1e3:14.1f} ms")
 line = linear_compute(measured)
 t1 = line(2).compute - line(1).compute
-print(f"a least-squares line would put the fixed cost a step at {(line(1).compute - t1) * 1e3:.1f} ms "
+print(f"a least-squares line would put the fixed cost a step at {(line(1).compute - t1) * 1e3:.1f} ms\n"
       f"and an image at {t1 * 1e3:.1f} ms")
 
 # %% [markdown]
@@ -656,7 +659,8 @@ for strong in (False, True):
             print(f"  {name:10s} P={p:3d}: efficiency {rows[p]['efficiency']:6.1%}, "
                   f"all-reduce {rows[p]['allreduce_s'] * 1e3:3.0f} ms, step {rows[p]['step_s'] * 1e3:5.0f} ms")
 best = {name: best_workers(compute_of, grad_bytes, bw, lat, STRONG_B) for name, (bw, lat) in links.items()}
-print("strong scaling of 1024 images is fastest at:", best)
+for name, p in best.items():
+    print(f"strong scaling of 1024 images on {name}: fastest at {p} workers")
 
 # %% [markdown]
 r"""
@@ -727,7 +731,7 @@ run_ranks(2, [CLI], "train", "--dataset", "digits", "--epochs", epochs, "--no-pr
           "--out", work / "digits_2ranks")
 print(f"({time.perf_counter() - start:.0f} s)")
 net, config = load_trained(work / "digits_2ranks" / "model.npz")
-print("the run folder:", sorted(p.name for p in (work / "digits_2ranks").iterdir()))
+print("the run folder:", ", ".join(sorted(p.name for p in (work / "digits_2ranks").iterdir())))
 print("ranks recorded in the saved config:", config["ranks"], "(a resume must use as many)")
 assert config["ranks"] == 2
 
