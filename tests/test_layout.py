@@ -32,7 +32,7 @@ LAYERS = {
     "tinymbv2.nn": 5,
     "tinymbv2.models": 6, "tinymbv2.fusion": 6,
     "tinymbv2.optim": 7, "tinymbv2.data": 7, "tinymbv2.train": 7, "tinymbv2.evaluation": 7,
-    "tinymbv2.detection": 7, "tinymbv2.export": 7, "tinymbv2.distributed": 7,
+    "tinymbv2.detection": 7, "tinymbv2.export": 7, "tinymbv2.quant": 7, "tinymbv2.distributed": 7,
     "tinymbv2.cli": 8, "tinymbv2.__main__": 8, "tinymbv2.exercises": 8,
     "tinymbv2": 9,  # the package's __init__ gathers the public names
 }
