@@ -88,7 +88,7 @@ CHAPTER_CODE = {
            "tinymbv2.quant.onnx_qdq", "tinymbv2.quant.int8_net"],
     "19": ["tinymbv2.distributed.ddp", "tinymbv2.distributed.buckets",
            "tinymbv2.distributed.sync_batchnorm", "tinymbv2.distributed.launch",
-           "tinymbv2.distributed.cost_model"],
+           "tinymbv2.distributed.cost_model", "tinymbv2.distributed.training"],
 }
 
 NOTES = {
