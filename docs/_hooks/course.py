@@ -86,6 +86,9 @@ CHAPTER_CODE = {
     "18": ["tinymbv2.export.folding", "tinymbv2.export.onnx_graph", "tinymbv2.quant.qparams",
            "tinymbv2.quant.fake_quant", "tinymbv2.quant.observers", "tinymbv2.quant.ptq",
            "tinymbv2.quant.onnx_qdq", "tinymbv2.quant.int8_net"],
+    "19": ["tinymbv2.distributed.ddp", "tinymbv2.distributed.buckets",
+           "tinymbv2.distributed.sync_batchnorm", "tinymbv2.distributed.launch",
+           "tinymbv2.distributed.cost_model", "tinymbv2.distributed.training"],
 }
 
 NOTES = {

@@ -22,7 +22,7 @@ CHAPTERS = (
     "ch05_mobilenetv2", "ch06_initialization", "ch07_losses", "ch08_optimizers", "ch09_data",
     "ch10_training", "ch11_finetuning", "ch12_hyperparameter_search",
     "ch13_architecture_design", "ch14_inference", "ch15_gpu", "ch16_detection",
-    "ch17_segmentation", "ch18_deployment",
+    "ch17_segmentation", "ch18_deployment", "ch19_data_parallel",
 )
 
 __all__ = ["Hint", "Outcome", "exercise", "expect_close", "expect_equal"]
