@@ -1,15 +1,15 @@
 """How far data parallelism would carry MobileNetV2-1.0: the cost model on measured step times.
 
-    python -m benchmarks.ddp_scaling                    # 224 px, batches 2, 4, 8, one thread
+    python -m benchmarks.ddp_scaling                    # 224 px, batches 1 to 32, one thread
     python -m benchmarks.ddp_scaling --quick            # 64 px, batches 1, 4
     python -m benchmarks.ddp_scaling --latency-10g 25e-6 --latency-100g 2e-6
 
 A worker here is one core (one Numba thread). The script times one worker's training step of
 MobileNetV2-1.0 (1000 classes, fused as the trainer runs it; forward with the loss, then
-backward with the optimizer step, each the median of ``--repeats``) at a few batch sizes,
-fits each as a line in the batch size
-([linear_compute][tinymbv2.distributed.cost_model.linear_compute]), and feeds that and the
-gradient's bytes (4 a parameter) to [the cost model][tinymbv2.distributed.cost_model]:
+backward with the optimizer step, each the median of ``--repeats``) at batch sizes 1 to 32,
+interpolates the time per image between them
+([interpolated_compute][tinymbv2.distributed.cost_model.interpolated_compute]), and feeds
+that and the gradient's bytes (4 a parameter) to [the cost model][tinymbv2.distributed.cost_model]:
 
 * weak scaling, each worker's batch fixed (``--batch``, 32): step time, all-reduce time,
   images/s and efficiency at 8, 64 and 512 workers on 10 and 100 Gbit/s links, with the
@@ -35,7 +35,8 @@ import numpy as np
 import tinymbv2
 from tinymbv2 import optim
 from tinymbv2.autograd import Tensor
-from tinymbv2.distributed.cost_model import GBIT, StepTime, best_workers, linear_compute, scaling
+from tinymbv2.distributed.cost_model import (GBIT, StepTime, best_workers, interpolated_compute,
+                                             scaling)
 from tinymbv2.functional import cross_entropy
 from tinymbv2.models import mobilenet_v2
 
@@ -85,7 +86,7 @@ def table(rows) -> str:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--batches", type=int, nargs="+", default=[2, 4, 8])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
     parser.add_argument("--batch", type=int, default=32, help="each worker's, weak scaling")
     parser.add_argument("--global-batch", type=int, default=1024, help="strong scaling")
     parser.add_argument("--repeats", type=int, default=3)
@@ -96,8 +97,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.quick:
         args.size, args.batches, args.repeats = 64, [1, 4], 3
-    if len(set(args.batches)) < 2:
-        parser.error(f"expected two batch sizes or more, got {args.batches}")
+    if not args.batches or min(args.batches) < 1:
+        parser.error(f"expected batch sizes of 1 or more, got {args.batches}")
     numba.set_num_threads(1)    # a worker is one core
     tinymbv2.backend.keep_freed_memory()
 
@@ -108,7 +109,7 @@ def main(argv=None):
     for b, t in measured.items():
         print(f"  batch {b:>3}: forward {1e3 * t.forward:8.1f} ms, backward + step "
               f"{1e3 * t.backward:8.1f} ms")
-    compute_of = linear_compute(measured)
+    compute_of = interpolated_compute(measured)
     links = {"10 Gbit/s": (10 * GBIT, args.latency_10g), "100 Gbit/s": (100 * GBIT, args.latency_100g)}
     result = {"size": args.size, "gradient_bytes": grad,
               "measured": {b: [t.forward, t.backward] for b, t in measured.items()}, "tables": {}}

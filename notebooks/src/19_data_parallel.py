@@ -40,7 +40,8 @@ from tinymbv2 import functional as F
 from tinymbv2 import optim
 from tinymbv2.distributed import assign_buckets, mpirun_command, mpirun_env
 from tinymbv2.distributed.cost_model import (GBIT, StepTime, best_workers, bytes_sent_per_worker,
-                                             linear_compute, ring_allreduce_seconds, scaling)
+                                             interpolated_compute, linear_compute,
+                                             ring_allreduce_seconds, scaling)
 from tinymbv2.models import mobilenet_v2
 from tinymbv2.train import load_trained
 
@@ -552,7 +553,7 @@ printed times per image show why that is too simple here: they fall while the fi
 shared among more images, and can rise again at larger batches, when the activations no
 longer fit in the processor's caches. The cell therefore gives the model the measured time
 per image, interpolated between the measured batch sizes (and beyond the largest, as at the
-largest). The times, and with them the strong-scaling curves below, move with how busy the
+largest: `interpolated_compute`). The times, and with them the strong-scaling curves below, move with how busy the
 machine is.
 """
 
@@ -595,16 +596,7 @@ finally:
     numba.set_num_threads(threads)
 
 
-def measured_compute(measured):
-    """``compute_of(b) -> StepTime`` for the cost model: ``b`` times the measured forward and
-    backward time per image, interpolated between the measured batch sizes."""
-    sizes = sorted(measured)
-    per_image = [[measured[bb].forward / bb for bb in sizes],
-                 [measured[bb].backward / bb for bb in sizes]]
-    return lambda bb: StepTime(*(bb * float(np.interp(bb, sizes, t)) for t in per_image))
-
-
-compute_of = measured_compute(measured)
+compute_of = interpolated_compute(measured)   # b x the measured time per image
 print(f"one worker (one thread), MobileNetV2-1.0 at {size} px, the fastest of {repeats}")
 print(f"(load average {os.getloadavg()[0]:.1f}: other processes share this machine's cores)")
 print(" batch  forward  backward + SGD step   per image")

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from tinymbv2.distributed.cost_model import (GBIT, StepTime, best_workers, bytes_sent_per_worker,
-                                             linear_compute, ring_allreduce_seconds, scaling,
-                                             step_seconds)
+                                             interpolated_compute, linear_compute,
+                                             ring_allreduce_seconds, scaling, step_seconds)
 
 
 def simulate_ring(arrays):
@@ -98,3 +98,14 @@ def test_linear_compute_fits_forward_and_backward():
         linear_compute({2: StepTime(0.1, 0.1)})
     with pytest.raises(ValueError, match="grow with the batch size"):
         linear_compute({1: StepTime(0.02, 0.02), 2: StepTime(0.01, 0.03)})
+
+
+def test_interpolated_compute_scales_the_time_per_image():
+    measured = {1: StepTime(0.03, 0.05), 4: StepTime(0.06, 0.12)}   # per image 0.015, 0.03
+    compute_of = interpolated_compute(measured)
+    assert compute_of(1).forward == pytest.approx(0.03)
+    assert compute_of(2).forward == pytest.approx(2 * (0.03 - 0.015 / 3))   # between 1 and 4
+    assert compute_of(8).backward == pytest.approx(8 * 0.03)               # as at the largest
+    assert compute_of(4).compute == pytest.approx(0.18)
+    with pytest.raises(ValueError, match="one batch size or more"):
+        interpolated_compute({})

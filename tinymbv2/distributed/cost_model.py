@@ -32,6 +32,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 GBIT = 1e9 / 8  # bytes a second in one Gbit/s
 
 
@@ -194,5 +196,37 @@ def linear_compute(measured: dict) -> callable:
 
     def compute_of(b):
         return StepTime(max(f0 + f1 * b, 0.0), max(b0 + b1 * b, 0.0))
+
+    return compute_of
+
+
+def interpolated_compute(measured: dict):
+    """``compute_of(b)`` from measured step times: ``b`` times the measured forward and
+    backward time *per image*, interpolated between the measured batch sizes (below the
+    smallest, as at the smallest; above the largest, as at the largest).
+
+    A worker's time per image is not constant: it falls while a step's fixed cost (Python,
+    the optimizer) is shared by more images, and can rise again when the activations
+    outgrow the processor's caches, so a line (``linear_compute``) can miss both ends.
+
+    Args:
+        measured: ``{b: StepTime}``, at least one batch size.
+
+    Returns:
+        ``compute_of(b) -> StepTime``.
+
+    Raises:
+        ValueError: No measurement.
+    """
+    if not measured:
+        raise ValueError("interpolated_compute: expected step times at one batch size or more, "
+                         "got none")
+    sizes = sorted(measured)
+    forward = [measured[b].forward / b for b in sizes]
+    backward = [measured[b].backward / b for b in sizes]
+
+    def compute_of(b):
+        return StepTime(b * float(np.interp(b, sizes, forward)),
+                        b * float(np.interp(b, sizes, backward)))
 
     return compute_of
