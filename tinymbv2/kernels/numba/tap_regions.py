@@ -1,0 +1,500 @@
+r"""Dense convolution at stride 1 by regions of outputs that read the same taps: one GEMM chain each.
+
+At stride 1, output row $o_h$ reads, with tap row $i$, input row $o_h + i d_h - p_h$, inside
+the image for a run of $o_h$ (``dilated.tap_run``). The ends of those runs cut
+$[0, H_o)$ into at most $2 k_h + 1$ intervals, on each of which the same taps
+$[i_{lo}, i_{hi})$ read inside the image; the same for the columns. A *region* is one row
+interval by one column interval, taken in all N images: its outputs (Co, N*P) are
+
+    Y_R = sum over its taps t = (i, j)   W_t (Co, Ci) @ X_{R,t} (Ci, N*P)
+
+with $X_{R,t}$ the input pixels that tap t reads for the region's outputs, gathered
+(im2col restricted to the region). The padding's zeros are never multiplied, and no
+output is visited twice: every output belongs to exactly one region, so it is written
+once, not scatter-added per tap. At ASPP's rates on a small map (6, 12, 18 on 16 x 16) most
+taps reach outside; rate 18 there leaves one region with the centre tap alone.
+
+**The three passes**, each two parallel loops (a preparation, then the products):
+
+* forward: pack W as (kh*kw, Co, Ci); then per task (a region's columns, at most
+  ``COLUMNS`` of them) gather each tap's (Ci, columns) and add ``W_t @`` it into the
+  task's (Co, columns) block with ``.tile``'s register blocks, then copy the block into y;
+* input gradient: at stride 1 the transposed convolution is a convolution of gy with the
+  kernel flipped and transposed, ``W'[t'] = W[:, :, kh-1-i, kw-1-j].T`` (Ci, Co), padding
+  $d (k - 1) - p$ (negative when p is larger: some inputs then read no output, zero);
+  the same code as the forward;
+* weight gradient: gy copied region by region into one (Co, N*Ho*Wo) matrix and x into
+  channels-last; then per task (a tap, a run of input channels) the sum over the regions
+  that read the tap, in region order, of ``gy_R (Co, N*P) @ X_{R,t}.T (N*P, Ci)``, the
+  second gathered from the channels-last x in runs of contiguous channels; (kh*kw, Co, Ci)
+  is transposed into (Co, Ci, kh, kw) at the end.
+
+**Scheduling and determinism.** The tasks, with their costs (taps x columns), go to the
+threads largest first, each to the least loaded. Each output value is computed whole by
+one task, its sum in an order fixed by the shapes (taps in order, then ``.tile``'s order
+along Ci; for the weight gradient the regions in order): which thread runs a task, and
+how many threads there are, change no bit.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .cache import CACHE
+from .dilated import tap_run
+from .llvm import Emit, array_data, as_i64, lanes
+from .tile import product
+from .transpose import transpose_into
+from ..checks import conv_geometry, dilation_pair, grad_out_shape, pair, same_float_dtype
+from . import pool  # noqa: F401  (pins Numba's BLAS to one thread, starts the pool passive)
+
+_JIT = dict(cache=CACHE, fastmath=False, boundscheck=False)
+COLUMNS = 64
+"""Columns (output pixels) of a region per task: one wide strip of ``.tile``'s block, so a
+task's gathered (Ci, columns) and its (Co, columns) block stay in L1/L2."""
+CHANNELS = 64
+"""Input channels per task of the weight gradient: one wide strip of its (Co, Ci) block."""
+
+
+# ----------------------------------------------------------------------- the regions
+@njit(**_JIT)
+def intervals(k, d, p, size, out_size):
+    """Cut [0, out_size) where the taps reading inside [0, size) change (stride 1).
+
+    Args:
+        k: Taps along the axis.
+        d: The dilation.
+        p: The padding (may be negative).
+        size: The input size.
+        out_size: The output size.
+
+    Returns:
+        (m, 4) int64 rows ``(start, end, first tap, tap after the last)``, the intervals
+        in order; a tap range is empty (0, 0) where no tap reads inside.
+    """
+    cuts = np.empty(2 * k + 2, np.int64)
+    cuts[0], cuts[1] = 0, out_size
+    for t in range(k):
+        lo, hi = tap_run(t * d - p, 1, size, out_size)
+        cuts[2 + 2 * t], cuts[3 + 2 * t] = lo, hi
+    cuts = np.unique(cuts)
+    out = np.zeros((len(cuts) - 1, 4), np.int64)
+    for s in range(len(cuts) - 1):
+        a = cuts[s]
+        lo, hi = k, 0
+        for t in range(k):
+            if 0 <= a + t * d - p < size:  # the whole interval reads inside, or none of it
+                lo, hi = min(lo, t), t + 1
+        out[s, 0], out[s, 1] = a, cuts[s + 1]
+        if hi > lo:
+            out[s, 2], out[s, 3] = lo, hi
+    return out
+
+
+@njit(**_JIT)
+def regions(kh, kw, dh, dw, ph, pw, h, wd, ho, wo):
+    """Every (row interval, column interval): (R, 8) int64 ``(r0, r1, c0, c1, i0, i1, j0, j1)``."""
+    rows, cols = intervals(kh, dh, ph, h, ho), intervals(kw, dw, pw, wd, wo)
+    out = np.empty((rows.shape[0] * cols.shape[0], 8), np.int64)
+    for a in range(rows.shape[0]):
+        for b in range(cols.shape[0]):
+            r = out[a * cols.shape[0] + b]
+            r[0], r[1], r[4], r[5] = rows[a, 0], rows[a, 1], rows[a, 2], rows[a, 3]
+            r[2], r[3], r[6], r[7] = cols[b, 0], cols[b, 1], cols[b, 2], cols[b, 3]
+    return out
+
+
+@njit(**_JIT)
+def _taps(reg):
+    return (reg[5] - reg[4]) * (reg[7] - reg[6])
+
+
+@njit(**_JIT)
+def schedule(costs, bins):
+    """Tasks to ``bins`` threads, largest first, each to the least loaded.
+
+    Returns:
+        (order, starts): bin b runs tasks ``order[starts[b]:starts[b + 1]]``.
+    """
+    n = costs.shape[0]
+    owner = np.empty(n, np.int64)
+    load = np.zeros(bins, np.float64)
+    for t in np.argsort(-costs, kind="mergesort"):
+        b = np.argmin(load)
+        owner[t] = b
+        load[b] += costs[t] + 1.0  # + 1: a task costs something even without taps (zeros)
+    starts = np.zeros(bins + 1, np.int64)
+    for t in range(n):
+        starts[owner[t] + 1] += 1
+    starts = np.cumsum(starts)
+    fill = starts[:-1].copy()
+    order = np.empty(n, np.int64)
+    for t in range(n):
+        order[fill[owner[t]]] = t
+        fill[owner[t]] += 1
+    return order, starts
+
+
+# ----------------------------------------------------- forward (and the input gradient)
+@njit(**_JIT)
+def _column_tasks(regs, n, columns):
+    """(T, 3) int64 ``(region, first column, column after the last)`` and their costs."""
+    count = 0
+    for r in range(regs.shape[0]):
+        p = n * (regs[r, 1] - regs[r, 0]) * (regs[r, 3] - regs[r, 2])
+        count += (p + columns - 1) // columns
+    tasks = np.empty((count, 3), np.int64)
+    costs = np.empty(count, np.float64)
+    t = 0
+    for r in range(regs.shape[0]):
+        p = n * (regs[r, 1] - regs[r, 0]) * (regs[r, 3] - regs[r, 2])
+        for q in range(0, p, columns):
+            tasks[t, 0], tasks[t, 1], tasks[t, 2] = r, q, min(p, q + columns)
+            costs[t] = _taps(regs[r]) * (tasks[t, 2] - q)
+            t += 1
+    return tasks, costs
+
+
+@intrinsic
+def _copy_lines(typingctx, src, src_at, src_row, dst, dst_at, dst_row, lines, count):
+    """``dst[dst_at + l*dst_row + s] = src[src_at + l*src_row + s]``, l < lines, s < count <= lanes.
+
+    One masked vector load and store per line: the short runs of a region's rows (4 to 16
+    values on ASPP's maps) copied without a loop over their values.
+    """
+    dtype = src.dtype
+    if dtype not in (types.float32, types.float64) or dst.dtype != dtype:
+        return None
+    sig = types.void(src, src_at, src_row, dst, dst_at, dst_row, lines, count)
+
+    def codegen(context, builder, signature, args):
+        e = Emit(context, builder, dtype)
+        src_data, dst_data = (array_data(context, builder, signature.args[i], args[i]) for i in (0, 3))
+        src_at, src_row, dst_at, dst_row, lines, count = as_i64(builder, [args[i] for i in (1, 2, 4, 5, 6, 7)])
+        mask = e.mask(count)
+        with cgutils.for_range(builder, lines) as loop:
+            v = e.load(src_data, e.at(src_at, e.times(loop.index, src_row)), mask)
+            e.store(v, dst_data, e.at(dst_at, e.times(loop.index, dst_row)), mask)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@njit(**_JIT)
+def _copy_block(src, src_at, src_row, dst, dst_at, dst_row, lines, count):
+    """A (lines, count) block copied, a vector of each line at a time.
+
+    Offsets count values from each array's first one (``src`` and ``dst`` may be views: only
+    their data pointers and these offsets are used).
+    """
+    n = lanes(src)
+    for s in range(0, count, n):
+        _copy_lines(src, src_at + s, src_row, dst, dst_at + s, dst_row, lines, min(n, count - s))
+
+
+@njit(**_JIT)
+def _gather(buf, x, q0, q1, per_image, width, row0, col0):
+    """``buf[c, q - q0] = x[n, c, row0 + r, col0 + w]`` for the region's columns q in [q0, q1).
+
+    Column q is image ``q // per_image``, row r and column w of the region (``width`` wide).
+    buf: contiguous rows; x: C-contiguous (both addressed by flat offsets, ``_copy_block``).
+    """
+    h, wd = x.shape[2], x.shape[3]
+    plane, line = h * wd, buf.strides[0] // buf.itemsize
+    q = q0
+    while q < q1:
+        b = q // per_image
+        r = (q - b * per_image) // width
+        w = q - b * per_image - r * width
+        run = min(width - w, q1 - q)
+        at = b * x.shape[1] * plane + (row0 + r) * wd + col0 + w
+        _copy_block(x, at, plane, buf, q - q0, line, buf.shape[0], run)
+        q += run
+
+
+@njit(**_JIT)
+def _put(y, buf, q0, q1, per_image, width, row0, col0):
+    """The transpose of ``_gather``: ``y[n, o, row0 + r, col0 + w] = buf[o, q - q0]``."""
+    h, wd = y.shape[2], y.shape[3]
+    plane, line = h * wd, buf.strides[0] // buf.itemsize
+    q = q0
+    while q < q1:
+        b = q // per_image
+        r = (q - b * per_image) // width
+        w = q - b * per_image - r * width
+        run = min(width - w, q1 - q)
+        at = b * y.shape[1] * plane + (row0 + r) * wd + col0 + w
+        _copy_block(buf, q - q0, line, y, at, plane, buf.shape[0], run)
+        q += run
+
+
+@njit(parallel=True, **_JIT)
+def _pack(w, flip, wp):
+    """wp[t] = w[:, :, i, j] (Co, Ci), t = i*kw + j; or, flipped, w[:, :, kh-1-i, kw-1-j].T (Ci, Co).
+
+    w is read in order, a run of output channels per task (its taps, (run, Ci, kh*kw),
+    go into per-tap rows of a scratch block; flipped, each block is then transposed in
+    vector registers into the run's columns of wp[t]).
+    """
+    co, ci, kh, kw = w.shape
+    taps = kh * kw
+    run = 16
+    blocks = (co + run - 1) // run
+    scratch = np.empty((blocks, taps, run, ci), w.dtype)
+    for blk in prange(blocks):
+        o0 = blk * run
+        o1 = min(co, o0 + run)
+        tmp = scratch[blk]
+        for o in range(o0, o1):
+            src = w[o].reshape(ci, taps)
+            for t in range(taps):
+                dst = tmp[t, o - o0]
+                for c in range(ci):
+                    dst[c] = src[c, t]
+        for t in range(taps):
+            if flip:
+                transpose_into(tmp[taps - 1 - t], 0, o1 - o0, 0, ci, wp[t][:, o0:o1])
+            else:
+                wp[t][o0:o1] = tmp[t, :o1 - o0]
+    return wp
+
+
+@njit(parallel=True, **_JIT)
+def _products(x, wp, kw, dh, dw, ph, pw, regs, tasks, order, starts, y):
+    """y (N, M, Ho, Wo) = per region, the sum over its taps of wp[t] (M, C) @ x's gathered columns."""
+    c = x.shape[1]
+    m = wp.shape[1]
+    bins = starts.shape[0] - 1
+    xbuf = np.empty((bins, c, COLUMNS), x.dtype)
+    ybuf = np.empty((bins, m, COLUMNS), x.dtype)
+    for b in prange(bins):
+        for k in range(starts[b], starts[b + 1]):
+            reg, q0, q1 = tasks[order[k], 0], tasks[order[k], 1], tasks[order[k], 2]
+            r0, r1, c0, c1, i0, i1, j0, j1 = regs[reg]
+            width = c1 - c0
+            per_image, cols = (r1 - r0) * width, q1 - q0
+            xb, yb = xbuf[b, :, :cols], ybuf[b, :, :cols]
+            if i1 == i0 or j1 == j0:
+                yb[:] = 0
+            for i in range(i0, i1):
+                for j in range(j0, j1):
+                    _gather(xb, x, q0, q1, per_image, width, r0 + i * dh - ph, c0 + j * dw - pw)
+                    product(wp[i * kw + j], xb, yb, 0, m, 0, cols, i > i0 or j > j0)
+            _put(y, yb, q0, q1, per_image, width, r0, c0)
+    return y
+
+
+def _conv(x, wp, kh, kw, dh, dw, ph, pw, y):
+    """y = the convolution of x with the packed taps wp (kh*kw, M, C), stride 1."""
+    n, _, h, wd = x.shape
+    ho, wo = y.shape[2], y.shape[3]
+    regs = regions(kh, kw, dh, dw, ph, pw, h, wd, ho, wo)
+    tasks, costs = _column_tasks(regs, n, COLUMNS)
+    order, starts = schedule(costs, numba.get_num_threads())
+    return _products(x, wp, kw, dh, dw, ph, pw, regs, tasks, order, starts, y)
+
+
+# ---------------------------------------------------------------- the weight gradient
+@njit(parallel=True, **_JIT)
+def _prepare_weight(gy, x, regs, offsets, gyr, xcl):
+    """gyr (Co, N*Ho*Wo): gy region by region (region r at ``offsets[r]``); xcl (N, H*W, Ci): x channels-last."""
+    n = gy.shape[0]
+    nr = regs.shape[0]
+    for t in prange(nr + n):
+        if t < nr:
+            r0, r1, c0, c1 = regs[t, 0], regs[t, 1], regs[t, 2], regs[t, 3]
+            per_image = (r1 - r0) * (c1 - c0)
+            _gather(gyr[:, offsets[t]:offsets[t] + n * per_image], gy, 0, n * per_image,
+                    per_image, c1 - c0, r0, c0)
+        else:
+            b = t - nr
+            plane = x[b].reshape(x.shape[1], x.shape[2] * x.shape[3])
+            transpose_into(plane, 0, plane.shape[0], 0, plane.shape[1], xcl[b])
+
+
+@njit(**_JIT)
+def _weight_tasks(regs, n, kh, kw, ci, channels):
+    """(T, 3) int64 ``(tap, first channel, channel after the last)`` and their costs (pixels x channels)."""
+    pixels = np.zeros(kh * kw, np.float64)
+    for r in range(regs.shape[0]):
+        p = n * (regs[r, 1] - regs[r, 0]) * (regs[r, 3] - regs[r, 2])
+        for i in range(regs[r, 4], regs[r, 5]):
+            for j in range(regs[r, 6], regs[r, 7]):
+                pixels[i * kw + j] += p
+    per_tap = (ci + channels - 1) // channels
+    tasks = np.empty((kh * kw * per_tap, 3), np.int64)
+    costs = np.empty(kh * kw * per_tap, np.float64)
+    for t in range(kh * kw):
+        for s in range(per_tap):
+            k = t * per_tap + s
+            tasks[k, 0], tasks[k, 1], tasks[k, 2] = t, s * channels, min(ci, (s + 1) * channels)
+            costs[k] = pixels[t] * (tasks[k, 2] - tasks[k, 1])
+    return tasks, costs
+
+
+@njit(**_JIT)
+def _gather_channels_last(buf, xcl, c0, c1, per_image, width, wd, row0, col0):
+    """``buf[q, :] = x[n, c0:c1, row0 + r, col0 + w]`` for the region's columns q, from xcl (N, H*W, Ci)."""
+    for q in range(buf.shape[0]):
+        b = q // per_image
+        r = (q - b * per_image) // width
+        w = q - b * per_image - r * width
+        src, dst = xcl[b, (row0 + r) * wd + col0 + w, c0:c1], buf[q]
+        for s in range(c1 - c0):
+            dst[s] = src[s]
+
+
+@njit(parallel=True, **_JIT)
+def _weight_products(gyr, xcl, kw, wd, dh, dw, ph, pw, regs, offsets, n, tasks, order, starts,
+                     gwp):
+    """gwp (kh*kw, Co, Ci): per tap, the sum over regions of gy_R @ x_{R,t}.T, regions in order."""
+    co = gyr.shape[0]
+    bins = starts.shape[0] - 1
+    most = 0
+    for r in range(regs.shape[0]):
+        most = max(most, n * (regs[r, 1] - regs[r, 0]) * (regs[r, 3] - regs[r, 2]))
+    xbuf = np.empty((bins, most, CHANNELS), gyr.dtype)
+    for b in prange(bins):
+        for k in range(starts[b], starts[b + 1]):
+            tap, ch0, ch1 = tasks[order[k], 0], tasks[order[k], 1], tasks[order[k], 2]
+            out = gwp[tap, :, ch0:ch1]
+            first = True
+            for r in range(regs.shape[0]):
+                r0, r1, c0, c1, i0, i1, j0, j1 = regs[r]
+                i, j = tap // kw, tap % kw
+                if not (i0 <= i < i1 and j0 <= j < j1):
+                    continue
+                per_image = (r1 - r0) * (c1 - c0)
+                cols = n * per_image
+                xb = xbuf[b, :cols, :ch1 - ch0]
+                _gather_channels_last(xb, xcl, ch0, ch1, per_image, c1 - c0, wd,
+                                      r0 + i * dh - ph, c0 + j * dw - pw)
+                product(gyr[:, offsets[r]:offsets[r] + cols], xb, out, 0, co, 0, ch1 - ch0,
+                        not first)
+                first = False
+            if first:
+                out[:] = 0
+    return gwp
+
+
+@njit(parallel=True, **_JIT)
+def _unpack(gwp, gw):
+    """gw[o, c, i, j] = gwp[i*kw + j, o, c]: (taps, Co*Ci) transposed, a run of Co*Ci per task."""
+    co, ci, kh, kw = gw.shape
+    taps, m = kh * kw, co * ci
+    src, dst = gwp.reshape(taps, m), gw.reshape(m, taps)
+    run = 1024
+    for blk in prange((m + run - 1) // run):
+        m0, m1 = blk * run, min(m, (blk + 1) * run)
+        for t in range(taps):
+            line = src[t]
+            for k in range(m0, m1):
+                dst[k, t] = line[k]
+    return gw
+
+
+# ------------------------------------------------------------------ the entry points
+def fits(stride) -> bool:
+    """Whether these kernels take the convolution: stride 1.
+
+    Args:
+        stride: An int or (sh, sw).
+
+    Returns:
+        True at stride 1 (a stride that is not an int or a pair gives False, for the
+        direct loops of ``.dilated`` to refuse with their message).
+    """
+    try:
+        return pair(stride, "stride", "fits") == (1, 1)
+    except (TypeError, ValueError):
+        return False
+
+
+def _geometry(fn, x_shape, w_shape, padding, dilation):
+    (sh, sw), (ph, pw), out_hw = conv_geometry(fn, x_shape, w_shape, (1, 1), padding,
+                                               dilation=dilation)
+    return (ph, pw), dilation_pair(fn, dilation), out_hw
+
+
+def conv2d_forward(x, w, padding, dilation):
+    """Dense convolution at stride 1, any dilation; ``ReferenceKernels.conv2d_forward``'s contract.
+
+    Args:
+        x: The input (N, Ci, H, W).
+        w: The weight (Co, Ci, kh, kw).
+        padding: (ph, pw), zeros on each side.
+        dilation: (dh, dw), or an int.
+
+    Returns:
+        y (N, Co, Ho, Wo).
+    """
+    fn = "conv2d_forward"
+    x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
+    dtype = same_float_dtype(fn, x=x, w=w)
+    (ph, pw), (dh, dw), (ho, wo) = _geometry(fn, x.shape, w.shape, padding, dilation)
+    co, ci, kh, kw = w.shape
+    wp = _pack(w, False, np.empty((kh * kw, co, ci), dtype))
+    y = np.empty((x.shape[0], co, ho, wo), dtype)
+    return _conv(x, wp, kh, kw, dh, dw, ph, pw, y)
+
+
+def conv2d_backward_input(gy, w, x_shape, padding, dilation):
+    r"""Input gradient at stride 1: gy convolved with the flipped, transposed kernel.
+
+    Args:
+        gy: $\partial L / \partial y$ (N, Co, Ho, Wo).
+        w: The weight (Co, Ci, kh, kw).
+        x_shape: The input's shape (N, Ci, H, W).
+        padding: (ph, pw).
+        dilation: (dh, dw), or an int.
+
+    Returns:
+        gx, of ``x_shape``.
+    """
+    fn = "conv2d_backward_input"
+    gy, w = np.ascontiguousarray(gy), np.ascontiguousarray(w)
+    dtype = same_float_dtype(fn, gy=gy, w=w)
+    x_shape = tuple(int(s) for s in x_shape)
+    (ph, pw), (dh, dw), (ho, wo) = _geometry(fn, x_shape, w.shape, padding, dilation)
+    grad_out_shape(fn, gy.shape, (x_shape[0], w.shape[0], ho, wo))
+    co, ci, kh, kw = w.shape
+    wp = _pack(w, True, np.empty((kh * kw, ci, co), dtype))
+    gx = np.empty(x_shape, dtype)
+    return _conv(gy, wp, kh, kw, dh, dw, dh * (kh - 1) - ph, dw * (kw - 1) - pw, gx)
+
+
+def conv2d_backward_weight(gy, x, w_shape, padding, dilation):
+    r"""Weight gradient at stride 1, any dilation; the reference kernel's contract.
+
+    Args:
+        gy: $\partial L / \partial y$ (N, Co, Ho, Wo).
+        x: The input (N, Ci, H, W).
+        w_shape: The weight's shape (Co, Ci, kh, kw).
+        padding: (ph, pw).
+        dilation: (dh, dw), or an int.
+
+    Returns:
+        gw, of ``w_shape``.
+    """
+    fn = "conv2d_backward_weight"
+    gy, x = np.ascontiguousarray(gy), np.ascontiguousarray(x)
+    dtype = same_float_dtype(fn, gy=gy, x=x)
+    w_shape = tuple(int(s) for s in w_shape)
+    (ph, pw), (dh, dw), (ho, wo) = _geometry(fn, x.shape, w_shape, padding, dilation)
+    n, ci, h, wd = x.shape
+    co, _, kh, kw = w_shape
+    grad_out_shape(fn, gy.shape, (n, co, ho, wo))
+    regs = regions(kh, kw, dh, dw, ph, pw, h, wd, ho, wo)
+    sizes = n * (regs[:, 1] - regs[:, 0]) * (regs[:, 3] - regs[:, 2])
+    offsets = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
+    gyr = np.empty((co, n * ho * wo), dtype)
+    xcl = np.empty((n, h * wd, ci), dtype)
+    _prepare_weight(gy, x, regs, offsets, gyr, xcl)
+    tasks, costs = _weight_tasks(regs, n, kh, kw, ci, CHANNELS)
+    order, starts = schedule(costs, numba.get_num_threads())
+    gwp = np.empty((kh * kw, co, ci), dtype)
+    _weight_products(gyr, xcl, kw, wd, dh, dw, ph, pw, regs, offsets, n, tasks, order, starts, gwp)
+    return _unpack(gwp, np.empty(w_shape, dtype))
