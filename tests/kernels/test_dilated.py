@@ -300,3 +300,26 @@ def test_tap_regions_schedule_shares_every_task_once():
     assert sorted(order.tolist()) == list(range(6)) and starts.tolist() == [0, 2, 6]
     # largest first, to the least loaded, each task counting 1 more: 8 + 3 against 5 + 3 + 1 + 0
     assert order[:2].tolist() == [3, 5] and order[2:].tolist() == [0, 1, 2, 4]  # each in task order
+
+
+@pytest.mark.parametrize("hw", [(16, 16), (20, 18)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_tap_regions_take_either_layout_and_keep_the_sets(hw, channels_last):
+    """NCHW or channels-last in, in float32: channels-last out on the planes the numba set keeps
+    so (16x16), NCHW on larger ones; the values the reference kernels'."""
+    rng = np.random.default_rng(sum(hw) + channels_last)
+    x = rng.standard_normal((2, 6, *hw)).astype(np.float32)
+    w = rng.standard_normal((5, 6, 3, 3)).astype(np.float32)
+    args = ((1, 1), (3, 3), (3, 3))
+    gy = rng.standard_normal(REFERENCE.conv2d_forward(x, w, *args).shape).astype(np.float32)
+    xin, gyin = (as_channels_last(x), as_channels_last(gy)) if channels_last else (x, gy)
+    small = channels_last_plane(*hw)
+    y = NUMBA.conv2d_forward(xin, w, *args)
+    gx = NUMBA.conv2d_backward_input(gyin, w, x.shape, *args)
+    gw = NUMBA.conv2d_backward_weight(gyin, xin, w.shape, *args)
+    for got, ref in ((y, REFERENCE.conv2d_forward(x, w, *args)),
+                     (gx, REFERENCE.conv2d_backward_input(gy, w, x.shape, *args))):
+        assert got.dtype == np.float32 and is_channels_last(got) == small
+        assert small or got.flags.c_contiguous
+        assert rel_err(got, ref) < 1e-5
+    assert gw.dtype == np.float32 and rel_err(gw, REFERENCE.conv2d_backward_weight(gy, x, w.shape, *args)) < 1e-5

@@ -4,48 +4,51 @@ At stride 1, output row $o_h$ reads, with tap row $i$, input row $o_h + i d_h - 
 the image for a run of $o_h$ (``dilated.tap_run``). The ends of those runs cut
 $[0, H_o)$ into at most $2 k_h + 1$ intervals, on each of which the same taps
 $[i_{lo}, i_{hi})$ read inside the image; the same for the columns. A *region* is one row
-interval by one column interval, taken in all N images: its outputs (Co, N*P) are
+interval by one column interval, taken in all N images: its P outputs (P, Co) are
 
-    Y_R = sum over its taps t = (i, j)   W_t (Co, Ci) @ X_{R,t} (Ci, N*P)
+    Y_R = sum over its taps t = (i, j)   X_{R,t} (P, Ci) @ W_t (Ci, Co)
 
 with $X_{R,t}$ the input pixels that tap t reads for the region's outputs, gathered
 (im2col restricted to the region). The padding's zeros are never multiplied, and no
 output is visited twice: every output belongs to exactly one region, so it is written
 once, not scatter-added per tap. At ASPP's rates on a small map (6, 12, 18 on 16 x 16) most
-taps reach outside; rate 18 there leaves one region with the centre tap alone.
+taps reach outside; rate 18 there leaves one region with the centre tap alone. At
+dilation 1 the regions are the border rows and columns and the interior.
 
-**The three passes**, each two parallel loops (a preparation, then the products):
+**Channels-last.** The kernels work on (N, H, W, C) memory, the layout the numba set keeps
+its small planes in (``.layout``): a pixel's channels are one contiguous run, so gathering
+a region's pixels copies runs of C values, and so does writing its outputs back. An NCHW
+input is transposed first; the output is channels-last on a small plane, else NCHW.
 
-* forward: pack W as (kh*kw, Co, Ci); then per task (a region's columns, at most
-  ``COLUMNS`` of them) gather each tap's (Ci, columns) and add ``W_t @`` it into the
-  task's (Co, columns) block with ``.tile``'s register blocks, then copy the block into y;
+**The three passes**, each a parallel loop of products after a short preparation:
+
+* forward: pack W as (kh*kw, Ci, Co); then per task (at most ``COLUMNS`` pixels of a
+  region) gather each tap's (pixels, Ci) and add it ``@ W_t`` into the task's
+  (pixels, Co) block with ``.tile``'s register blocks, then copy the block into y;
 * input gradient: at stride 1 the transposed convolution is a convolution of gy with the
-  kernel flipped and transposed, ``W'[t'] = W[:, :, kh-1-i, kw-1-j].T`` (Ci, Co), padding
+  kernel flipped and transposed, ``W'[t'] = W[:, :, kh-1-i, kw-1-j]`` (Co, Ci), padding
   $d (k - 1) - p$ (negative when p is larger: some inputs then read no output, zero);
   the same code as the forward;
-* weight gradient: gy copied region by region into one (Co, N*Ho*Wo) matrix and x into
-  channels-last; then per task (a tap, a run of input channels) the sum over the regions
-  that read the tap, in region order, of ``gy_R (Co, N*P) @ X_{R,t}.T (N*P, Ci)``, the
-  second gathered from the channels-last x in runs of contiguous channels; (kh*kw, Co, Ci)
-  is transposed into (Co, Ci, kh, kw) at the end.
+* weight gradient: gy's pixels copied region by region into one (N*Ho*Wo, Co) matrix;
+  then per task (a tap, a run of ``CHANNELS`` input channels) the sum over the regions
+  that read the tap, in region order, of ``gy_R.T (Co, P) @ X_{R,t} (P, channels)``;
+  (kh*kw, Co, Ci) is transposed into (Co, Ci, kh, kw) at the end.
 
-**Scheduling and determinism.** The tasks, with their costs (taps x columns), go to the
+**Scheduling and determinism.** The tasks, with their costs (taps x pixels), go to the
 threads largest first, each to the least loaded. Each output value is computed whole by
 one task, its sum in an order fixed by the shapes (taps in order, then ``.tile``'s order
-along Ci; for the weight gradient the regions in order): which thread runs a task, and
-how many threads there are, change no bit.
+along the channels; for the weight gradient the regions in order): which thread runs a
+task, and how many threads there are, change no bit.
 """
 from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import njit, prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit, prange
 
 from .cache import CACHE
 from .dilated import tap_run
-from .llvm import Emit, array_data, as_i64, lanes
+from .layout import as_channels_last, as_nchw, channels_last_plane, empty_channels_last
 from .tile import product
 from .transpose import transpose_into
 from ..checks import conv_geometry, dilation_pair, grad_out_shape, pair, same_float_dtype
@@ -53,10 +56,10 @@ from . import pool  # noqa: F401  (pins Numba's BLAS to one thread, starts the p
 
 _JIT = dict(cache=CACHE, fastmath=False, boundscheck=False)
 COLUMNS = 64
-"""Columns (output pixels) of a region per task: one wide strip of ``.tile``'s block, so a
-task's gathered (Ci, columns) and its (Co, columns) block stay in L1/L2."""
+"""Output pixels of a region per task of the forward: its gathered (pixels, Ci) and its
+(pixels, Co) block stay in L1/L2 while W_t's strips pass."""
 CHANNELS = 64
-"""Input channels per task of the weight gradient: one wide strip of its (Co, Ci) block."""
+"""Input channels per task of the weight gradient: one wide strip of ``.tile``'s block."""
 
 
 # ----------------------------------------------------------------------- the regions
@@ -158,86 +161,58 @@ def _column_tasks(regs, n, columns):
     return tasks, costs
 
 
-@intrinsic
-def _copy_lines(typingctx, src, src_at, src_row, dst, dst_at, dst_row, lines, count):
-    """``dst[dst_at + l*dst_row + s] = src[src_at + l*src_row + s]``, l < lines, s < count <= lanes.
-
-    One masked vector load and store per line: the short runs of a region's rows (4 to 16
-    values on ASPP's maps) copied without a loop over their values.
-    """
-    dtype = src.dtype
-    if dtype not in (types.float32, types.float64) or dst.dtype != dtype:
-        return None
-    sig = types.void(src, src_at, src_row, dst, dst_at, dst_row, lines, count)
-
-    def codegen(context, builder, signature, args):
-        e = Emit(context, builder, dtype)
-        src_data, dst_data = (array_data(context, builder, signature.args[i], args[i]) for i in (0, 3))
-        src_at, src_row, dst_at, dst_row, lines, count = as_i64(builder, [args[i] for i in (1, 2, 4, 5, 6, 7)])
-        mask = e.mask(count)
-        with cgutils.for_range(builder, lines) as loop:
-            v = e.load(src_data, e.at(src_at, e.times(loop.index, src_row)), mask)
-            e.store(v, dst_data, e.at(dst_at, e.times(loop.index, dst_row)), mask)
-        return context.get_dummy_value()
-
-    return sig, codegen
+@njit(**_JIT)
+def _copy(src, src_at, dst, dst_at, count):
+    """``dst[dst_at:dst_at + count] = src[src_at:src_at + count]``, both 1-D."""
+    for s in range(count):
+        dst[dst_at + s] = src[src_at + s]
 
 
 @njit(**_JIT)
-def _copy_block(src, src_at, src_row, dst, dst_at, dst_row, lines, count):
-    """A (lines, count) block copied, a vector of each line at a time.
+def _gather(buf, x, q0, q1, per_image, width, row0, col0, c0, c1):
+    """``buf[q - q0, :] = x[n, row0 + r, col0 + w, c0:c1]`` for the region's columns q in [q0, q1).
 
-    Offsets count values from each array's first one (``src`` and ``dst`` may be views: only
-    their data pointers and these offsets are used).
+    Column q is image ``q // per_image``, row r and column w of the region (``width``
+    wide). x is channels-last (N, H, W, C): each pixel's channels are one contiguous run.
     """
-    n = lanes(src)
-    for s in range(0, count, n):
-        _copy_lines(src, src_at + s, src_row, dst, dst_at + s, dst_row, lines, min(n, count - s))
-
-
-@njit(**_JIT)
-def _gather(buf, x, q0, q1, per_image, width, row0, col0):
-    """``buf[c, q - q0] = x[n, c, row0 + r, col0 + w]`` for the region's columns q in [q0, q1).
-
-    Column q is image ``q // per_image``, row r and column w of the region (``width`` wide).
-    buf: contiguous rows; x: C-contiguous (both addressed by flat offsets, ``_copy_block``).
-    """
-    h, wd = x.shape[2], x.shape[3]
-    plane, line = h * wd, buf.strides[0] // buf.itemsize
+    h, wd, c = x.shape[1], x.shape[2], x.shape[3]
+    flat = x.reshape(-1)
     q = q0
     while q < q1:
         b = q // per_image
         r = (q - b * per_image) // width
         w = q - b * per_image - r * width
         run = min(width - w, q1 - q)
-        at = b * x.shape[1] * plane + (row0 + r) * wd + col0 + w
-        _copy_block(x, at, plane, buf, q - q0, line, buf.shape[0], run)
+        at = ((b * h + row0 + r) * wd + col0 + w) * c
+        for s in range(run):
+            _copy(flat, at + s * c + c0, buf[q - q0 + s], 0, c1 - c0)
         q += run
 
 
 @njit(**_JIT)
 def _put(y, buf, q0, q1, per_image, width, row0, col0):
-    """The transpose of ``_gather``: ``y[n, o, row0 + r, col0 + w] = buf[o, q - q0]``."""
-    h, wd = y.shape[2], y.shape[3]
-    plane, line = h * wd, buf.strides[0] // buf.itemsize
+    """The reverse of ``_gather``: ``y[n, row0 + r, col0 + w, :] = buf[q - q0, :]`` (y: N, H, W, C)."""
+    h, wd, c = y.shape[1], y.shape[2], y.shape[3]
+    flat = y.reshape(-1)
     q = q0
     while q < q1:
         b = q // per_image
         r = (q - b * per_image) // width
         w = q - b * per_image - r * width
         run = min(width - w, q1 - q)
-        at = b * y.shape[1] * plane + (row0 + r) * wd + col0 + w
-        _copy_block(buf, q - q0, line, y, at, plane, buf.shape[0], run)
+        at = ((b * h + row0 + r) * wd + col0 + w) * c
+        for s in range(run):
+            _copy(buf[q - q0 + s], 0, flat, at + s * c, c)
         q += run
 
 
 @njit(parallel=True, **_JIT)
 def _pack(w, flip, wp):
-    """wp[t] = w[:, :, i, j] (Co, Ci), t = i*kw + j; or, flipped, w[:, :, kh-1-i, kw-1-j].T (Ci, Co).
+    """wp[t] = w[:, :, i, j].T (Ci, Co), t = i*kw + j; or, flipped, w[:, :, kh-1-i, kw-1-j] (Co, Ci).
 
-    w is read in order, a run of output channels per task (its taps, (run, Ci, kh*kw),
-    go into per-tap rows of a scratch block; flipped, each block is then transposed in
-    vector registers into the run's columns of wp[t]).
+    w is read in order, a run of output channels per task: its taps, (run, Ci, kh*kw),
+    go into per-tap rows of a scratch block, which is copied (flipped) or transposed in
+    vector registers (not flipped) into wp[t].
     """
     co, ci, kh, kw = w.shape
     taps = kh * kw
@@ -256,63 +231,72 @@ def _pack(w, flip, wp):
                     dst[c] = src[c, t]
         for t in range(taps):
             if flip:
-                transpose_into(tmp[taps - 1 - t], 0, o1 - o0, 0, ci, wp[t][:, o0:o1])
+                wp[t][o0:o1] = tmp[taps - 1 - t, :o1 - o0]
             else:
-                wp[t][o0:o1] = tmp[t, :o1 - o0]
+                transpose_into(tmp[t], 0, o1 - o0, 0, ci, wp[t][:, o0:o1])
     return wp
 
 
 @njit(parallel=True, **_JIT)
 def _products(x, wp, kw, dh, dw, ph, pw, regs, tasks, order, starts, y):
-    """y (N, M, Ho, Wo) = per region, the sum over its taps of wp[t] (M, C) @ x's gathered columns."""
-    c = x.shape[1]
-    m = wp.shape[1]
+    """y (N, Ho, Wo, M) = per region, the sum over its taps of x's gathered pixels (P, C) @ wp[t] (C, M).
+
+    x (N, H, W, C) and y channels-last.
+    """
+    c = x.shape[3]
+    m = wp.shape[2]
     bins = starts.shape[0] - 1
-    xbuf = np.empty((bins, c, COLUMNS), x.dtype)
-    ybuf = np.empty((bins, m, COLUMNS), x.dtype)
+    xbuf = np.empty((bins, COLUMNS, c), x.dtype)
+    ybuf = np.empty((bins, COLUMNS, m), x.dtype)
     for b in prange(bins):
         for k in range(starts[b], starts[b + 1]):
             reg, q0, q1 = tasks[order[k], 0], tasks[order[k], 1], tasks[order[k], 2]
             r0, r1, c0, c1, i0, i1, j0, j1 = regs[reg]
             width = c1 - c0
             per_image, cols = (r1 - r0) * width, q1 - q0
-            xb, yb = xbuf[b, :, :cols], ybuf[b, :, :cols]
+            xb, yb = xbuf[b, :cols], ybuf[b, :cols]
             if i1 == i0 or j1 == j0:
                 yb[:] = 0
             for i in range(i0, i1):
                 for j in range(j0, j1):
-                    _gather(xb, x, q0, q1, per_image, width, r0 + i * dh - ph, c0 + j * dw - pw)
-                    product(wp[i * kw + j], xb, yb, 0, m, 0, cols, i > i0 or j > j0)
+                    _gather(xb, x, q0, q1, per_image, width, r0 + i * dh - ph, c0 + j * dw - pw,
+                            0, c)
+                    product(xb, wp[i * kw + j], yb, 0, cols, 0, m, i > i0 or j > j0)
             _put(y, yb, q0, q1, per_image, width, r0, c0)
     return y
 
 
-def _conv(x, wp, kh, kw, dh, dw, ph, pw, y):
-    """y = the convolution of x with the packed taps wp (kh*kw, M, C), stride 1."""
+def _conv(x, wp, kh, kw, dh, dw, ph, pw, out_shape):
+    """The convolution of x (N, C, H, W) with the packed taps wp (kh*kw, C, M), stride 1.
+
+    Returns:
+        (N, M, Ho, Wo): channels-last on a plane the numba set keeps so (``.layout``), else NCHW.
+    """
     n, _, h, wd = x.shape
-    ho, wo = y.shape[2], y.shape[3]
+    ho, wo = out_shape[2], out_shape[3]
+    y = empty_channels_last(out_shape, x.dtype)
     regs = regions(kh, kw, dh, dw, ph, pw, h, wd, ho, wo)
     tasks, costs = _column_tasks(regs, n, COLUMNS)
     order, starts = schedule(costs, numba.get_num_threads())
-    return _products(x, wp, kw, dh, dw, ph, pw, regs, tasks, order, starts, y)
+    _products(nhwc(x), wp, kw, dh, dw, ph, pw, regs, tasks, order, starts, nhwc(y))
+    return y if channels_last_plane(ho, wo) else as_nchw(y)
+
+
+def nhwc(a):
+    """The (N, H, W, C) C-contiguous view of a channels-last (N, C, H, W) array, or of a copy."""
+    return as_channels_last(a).transpose(0, 2, 3, 1)
 
 
 # ---------------------------------------------------------------- the weight gradient
 @njit(parallel=True, **_JIT)
-def _prepare_weight(gy, x, regs, offsets, gyr, xcl):
-    """gyr (Co, N*Ho*Wo): gy region by region (region r at ``offsets[r]``); xcl (N, H*W, Ci): x channels-last."""
+def _prepare_weight(gy, regs, offsets, gyr):
+    """gyr (N*Ho*Wo, Co): gy's pixels (gy: N, Ho, Wo, Co) region by region, region r from row ``offsets[r]``."""
     n = gy.shape[0]
-    nr = regs.shape[0]
-    for t in prange(nr + n):
-        if t < nr:
-            r0, r1, c0, c1 = regs[t, 0], regs[t, 1], regs[t, 2], regs[t, 3]
-            per_image = (r1 - r0) * (c1 - c0)
-            _gather(gyr[:, offsets[t]:offsets[t] + n * per_image], gy, 0, n * per_image,
-                    per_image, c1 - c0, r0, c0)
-        else:
-            b = t - nr
-            plane = x[b].reshape(x.shape[1], x.shape[2] * x.shape[3])
-            transpose_into(plane, 0, plane.shape[0], 0, plane.shape[1], xcl[b])
+    for t in prange(regs.shape[0]):
+        r0, r1, c0, c1 = regs[t, 0], regs[t, 1], regs[t, 2], regs[t, 3]
+        per_image = (r1 - r0) * (c1 - c0)
+        _gather(gyr[offsets[t]:offsets[t] + n * per_image], gy, 0, n * per_image, per_image,
+                c1 - c0, r0, c0, 0, gy.shape[3])
 
 
 @njit(**_JIT)
@@ -335,23 +319,14 @@ def _weight_tasks(regs, n, kh, kw, ci, channels):
     return tasks, costs
 
 
-@njit(**_JIT)
-def _gather_channels_last(buf, xcl, c0, c1, per_image, width, wd, row0, col0):
-    """``buf[q, :] = x[n, c0:c1, row0 + r, col0 + w]`` for the region's columns q, from xcl (N, H*W, Ci)."""
-    for q in range(buf.shape[0]):
-        b = q // per_image
-        r = (q - b * per_image) // width
-        w = q - b * per_image - r * width
-        src, dst = xcl[b, (row0 + r) * wd + col0 + w, c0:c1], buf[q]
-        for s in range(c1 - c0):
-            dst[s] = src[s]
-
-
 @njit(parallel=True, **_JIT)
-def _weight_products(gyr, xcl, kw, wd, dh, dw, ph, pw, regs, offsets, n, tasks, order, starts,
+def _weight_products(gyr, xcl, kw, dh, dw, ph, pw, regs, offsets, n, tasks, order, starts,
                      gwp):
-    """gwp (kh*kw, Co, Ci): per tap, the sum over regions of gy_R @ x_{R,t}.T, regions in order."""
-    co = gyr.shape[0]
+    """gwp (kh*kw, Co, Ci): per tap, the sum over regions of gy_R.T @ x_{R,t}, regions in order.
+
+    gyr (N*Ho*Wo, Co) from ``_prepare_weight``; xcl (N, H, W, Ci) channels-last.
+    """
+    co = gyr.shape[1]
     bins = starts.shape[0] - 1
     most = 0
     for r in range(regs.shape[0]):
@@ -370,9 +345,9 @@ def _weight_products(gyr, xcl, kw, wd, dh, dw, ph, pw, regs, offsets, n, tasks, 
                 per_image = (r1 - r0) * (c1 - c0)
                 cols = n * per_image
                 xb = xbuf[b, :cols, :ch1 - ch0]
-                _gather_channels_last(xb, xcl, ch0, ch1, per_image, c1 - c0, wd,
-                                      r0 + i * dh - ph, c0 + j * dw - pw)
-                product(gyr[:, offsets[r]:offsets[r] + cols], xb, out, 0, co, 0, ch1 - ch0,
+                _gather(xb, xcl, 0, cols, per_image, c1 - c0, r0 + i * dh - ph, c0 + j * dw - pw,
+                        ch0, ch1)
+                product(gyr[offsets[r]:offsets[r] + cols].T, xb, out, 0, co, 0, ch1 - ch0,
                         not first)
                 first = False
             if first:
@@ -423,55 +398,53 @@ def conv2d_forward(x, w, padding, dilation):
     """Dense convolution at stride 1, any dilation; ``ReferenceKernels.conv2d_forward``'s contract.
 
     Args:
-        x: The input (N, Ci, H, W).
+        x: The input (N, Ci, H, W), NCHW or channels-last.
         w: The weight (Co, Ci, kh, kw).
         padding: (ph, pw), zeros on each side.
         dilation: (dh, dw), or an int.
 
     Returns:
-        y (N, Co, Ho, Wo).
+        y (N, Co, Ho, Wo): channels-last on the planes the numba set keeps so, else NCHW.
     """
     fn = "conv2d_forward"
-    x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
+    x, w = np.asarray(x), np.ascontiguousarray(w)
     dtype = same_float_dtype(fn, x=x, w=w)
     (ph, pw), (dh, dw), (ho, wo) = _geometry(fn, x.shape, w.shape, padding, dilation)
     co, ci, kh, kw = w.shape
-    wp = _pack(w, False, np.empty((kh * kw, co, ci), dtype))
-    y = np.empty((x.shape[0], co, ho, wo), dtype)
-    return _conv(x, wp, kh, kw, dh, dw, ph, pw, y)
+    wp = _pack(w, False, np.empty((kh * kw, ci, co), dtype))
+    return _conv(x, wp, kh, kw, dh, dw, ph, pw, (x.shape[0], co, ho, wo))
 
 
 def conv2d_backward_input(gy, w, x_shape, padding, dilation):
     r"""Input gradient at stride 1: gy convolved with the flipped, transposed kernel.
 
     Args:
-        gy: $\partial L / \partial y$ (N, Co, Ho, Wo).
+        gy: $\partial L / \partial y$ (N, Co, Ho, Wo), NCHW or channels-last.
         w: The weight (Co, Ci, kh, kw).
         x_shape: The input's shape (N, Ci, H, W).
         padding: (ph, pw).
         dilation: (dh, dw), or an int.
 
     Returns:
-        gx, of ``x_shape``.
+        gx, of ``x_shape``: channels-last on the planes the numba set keeps so, else NCHW.
     """
     fn = "conv2d_backward_input"
-    gy, w = np.ascontiguousarray(gy), np.ascontiguousarray(w)
+    gy, w = np.asarray(gy), np.ascontiguousarray(w)
     dtype = same_float_dtype(fn, gy=gy, w=w)
     x_shape = tuple(int(s) for s in x_shape)
     (ph, pw), (dh, dw), (ho, wo) = _geometry(fn, x_shape, w.shape, padding, dilation)
     grad_out_shape(fn, gy.shape, (x_shape[0], w.shape[0], ho, wo))
     co, ci, kh, kw = w.shape
-    wp = _pack(w, True, np.empty((kh * kw, ci, co), dtype))
-    gx = np.empty(x_shape, dtype)
-    return _conv(gy, wp, kh, kw, dh, dw, dh * (kh - 1) - ph, dw * (kw - 1) - pw, gx)
+    wp = _pack(w, True, np.empty((kh * kw, co, ci), dtype))
+    return _conv(gy, wp, kh, kw, dh, dw, dh * (kh - 1) - ph, dw * (kw - 1) - pw, x_shape)
 
 
 def conv2d_backward_weight(gy, x, w_shape, padding, dilation):
     r"""Weight gradient at stride 1, any dilation; the reference kernel's contract.
 
     Args:
-        gy: $\partial L / \partial y$ (N, Co, Ho, Wo).
-        x: The input (N, Ci, H, W).
+        gy: $\partial L / \partial y$ (N, Co, Ho, Wo), NCHW or channels-last.
+        x: The input (N, Ci, H, W), NCHW or channels-last.
         w_shape: The weight's shape (Co, Ci, kh, kw).
         padding: (ph, pw).
         dilation: (dh, dw), or an int.
@@ -480,7 +453,7 @@ def conv2d_backward_weight(gy, x, w_shape, padding, dilation):
         gw, of ``w_shape``.
     """
     fn = "conv2d_backward_weight"
-    gy, x = np.ascontiguousarray(gy), np.ascontiguousarray(x)
+    gy, x = np.asarray(gy), np.asarray(x)
     dtype = same_float_dtype(fn, gy=gy, x=x)
     w_shape = tuple(int(s) for s in w_shape)
     (ph, pw), (dh, dw), (ho, wo) = _geometry(fn, x.shape, w_shape, padding, dilation)
@@ -490,11 +463,11 @@ def conv2d_backward_weight(gy, x, w_shape, padding, dilation):
     regs = regions(kh, kw, dh, dw, ph, pw, h, wd, ho, wo)
     sizes = n * (regs[:, 1] - regs[:, 0]) * (regs[:, 3] - regs[:, 2])
     offsets = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
-    gyr = np.empty((co, n * ho * wo), dtype)
-    xcl = np.empty((n, h * wd, ci), dtype)
-    _prepare_weight(gy, x, regs, offsets, gyr, xcl)
+    gyr = np.empty((n * ho * wo, co), dtype)
+    _prepare_weight(nhwc(gy), regs, offsets, gyr)
     tasks, costs = _weight_tasks(regs, n, kh, kw, ci, CHANNELS)
     order, starts = schedule(costs, numba.get_num_threads())
     gwp = np.empty((kh * kw, co, ci), dtype)
-    _weight_products(gyr, xcl, kw, wd, dh, dw, ph, pw, regs, offsets, n, tasks, order, starts, gwp)
+    _weight_products(gyr, nhwc(x), kw, dh, dw, ph, pw, regs, offsets, n, tasks, order, starts,
+                     gwp)
     return _unpack(gwp, np.empty(w_shape, dtype))
