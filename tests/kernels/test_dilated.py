@@ -131,9 +131,10 @@ def test_kernels_refuse_a_bad_dilation_or_a_kernel_spread_past_the_input():
 
 
 def test_numba_sends_dilation_one_to_its_fast_kernels(monkeypatch):
-    """Dilation 1 (as an int or a pair) reaches .dense and .depthwise; a dense atrous one at
-    stride 1 .tap_regions; a depthwise one at stride 1 with the padding a multiple of the
-    dilation .subgrids; anything else .dilated."""
+    """A dense convolution at stride 1, dilated or with a kernel larger than 1x1, reaches
+    .tap_regions; other dense ones at dilation 1 (as an int or a pair) .dense, other dilated
+    ones .dilated. Depthwise: dilation 1 .depthwise, at stride 1 with the padding a multiple
+    of the dilation .subgrids, anything else .dilated."""
     called = []
     for module, name in ((dense, "conv2d_forward"), (depthwise, "depthwise_conv2d_forward"),
                          (dilated, "conv2d_forward"), (dilated, "depthwise_conv2d_forward"),
@@ -141,20 +142,22 @@ def test_numba_sends_dilation_one_to_its_fast_kernels(monkeypatch):
         def spy(*args, _module=module, _name=name):
             called.append((_module.__name__.rsplit(".", 1)[-1], _name))
         monkeypatch.setattr(module, name, spy)
-    x, w, wd = np.zeros((1, 2, 8, 8)), np.zeros((2, 2, 3, 3)), np.zeros((2, 1, 3, 3))
+    x, w, wd, w1 = np.zeros((1, 2, 8, 8)), np.zeros((2, 2, 3, 3)), np.zeros((2, 1, 3, 3)), np.zeros((2, 2, 1, 1))
     for dil in (1, (1, 1)):
-        NUMBA.conv2d_forward(x, w, (1, 1), (1, 1), dil)
+        NUMBA.conv2d_forward(x, w, (2, 2), (1, 1), dil)
+        NUMBA.conv2d_forward(x, w1, (1, 1), (0, 0), dil)
         NUMBA.depthwise_conv2d_forward(x, wd, (1, 1), (1, 1), dil)
+    NUMBA.conv2d_forward(x, w, (1, 1), (1, 1), 1)
     NUMBA.conv2d_forward(x, w, (1, 1), (2, 2), 2)
     NUMBA.conv2d_forward(x, w, (2, 1), (2, 2), 2)
     NUMBA.depthwise_conv2d_forward(x, wd, (1, 1), (1, 2), (1, 2))   # padding % dilation == 0
     NUMBA.depthwise_conv2d_forward(x, wd, (1, 1), (0, 4), (3, 2))   # 0 and 4: multiples too
     NUMBA.depthwise_conv2d_forward(x, wd, (1, 1), (1, 1), (2, 2))   # padding 1 at dilation 2
     NUMBA.depthwise_conv2d_forward(x, wd, (2, 2), (2, 2), (2, 2))   # stride 2
-    assert called == [("dense", "conv2d_forward"), ("depthwise", "depthwise_conv2d_forward")] * 2 + [
-        ("tap_regions", "conv2d_forward"), ("dilated", "conv2d_forward")] + [
-        ("subgrids", "depthwise_conv2d_forward")] * 2 + [
-        ("dilated", "depthwise_conv2d_forward")] * 2
+    assert called == [("dense", "conv2d_forward")] * 2 + [("depthwise", "depthwise_conv2d_forward")] + [
+        ("dense", "conv2d_forward")] * 2 + [("depthwise", "depthwise_conv2d_forward")] + [
+        ("tap_regions", "conv2d_forward")] * 2 + [("dilated", "conv2d_forward")] + [
+        ("subgrids", "depthwise_conv2d_forward")] * 2 + [("dilated", "depthwise_conv2d_forward")] * 2
 
 
 @pytest.mark.parametrize("d", [(2, 2), (2, 3), (4, 1), (3, 3)])
@@ -290,8 +293,11 @@ def test_tap_regions_cut_the_outputs_where_the_taps_change():
     # rate 12 across: columns 4 to 11 read the centre tap alone, in every row interval
     assert len(regs) == 9 and (regs[[1, 4, 7], 2:4] == [4, 12]).all()
     assert (regs[[1, 4, 7], 6:] == [1, 2]).all()
-    assert tap_regions.fits(1) and tap_regions.fits((1, 1)) and not tap_regions.fits((2, 1))
-    assert not tap_regions.fits("one")
+    w3, w1 = (5, 4, 3, 3), (5, 4, 1, 1)
+    assert tap_regions.fits(1, w3, 2) and tap_regions.fits((1, 1), w3, (1, 1))
+    assert tap_regions.fits(1, w1, (1, 2)) and not tap_regions.fits(1, w1, 1)  # 1x1: .dense
+    assert not tap_regions.fits((2, 1), w3, 2) and not tap_regions.fits("one", w3, 2)
+    assert not tap_regions.fits(1, w3, 0) and not tap_regions.fits(1, (5, 4), 2)
 
 
 def test_tap_regions_schedule_shares_every_task_once():

@@ -7,8 +7,9 @@ instead of for reading. The package is grouped by op:
 
 * ``.dilated`` (atrous convolution, dense and depthwise, any dilation other than 1:
   direct loops, so that the kernels below stay as they are for dilation 1),
-  ``.tap_regions`` (dense atrous convolution at stride 1, ASPP's: one chain of register
-  block products per region of outputs that read the same taps),
+  ``.tap_regions`` (dense convolution at stride 1, dilated or with a kernel larger than
+  1x1: ASPP's, DeepLabHead's 3x3; one chain of register block products per region of
+  outputs that read the same taps),
   ``.subgrids`` (depthwise atrous convolution at stride 1 as the undilated kernels on the
   interleaved sub-grids: DeepLab's case, fast),
   ``.depthwise`` (direct loops; its modules hold the 3x3 planes, the channels-last
@@ -66,6 +67,8 @@ from __future__ import annotations
 # first: where Numba may cache is settled, and its compiles listened to, before any kernel
 # module is imported (the cache folder is chosen as a kernel is decorated)
 from . import cache, compiling  # noqa: F401
+import numpy as np
+
 from ..reference import ReferenceKernels
 from ..checks import undilated
 from . import (batchnorm, block, cross_entropy, dense, depthwise, dilated, int8, interpolate, matmul,
@@ -77,31 +80,31 @@ class NumbaKernels(ReferenceKernels):
 
     name = "numba"
 
-    # the convolutions: dilation 1 to the fast kernels of .dense and .depthwise, untouched;
-    # any other dilation (atrous convolution): at stride 1 to .tap_regions (ASPP's case),
-    # else to .dilated; the depthwise case below
+    # the dense convolutions: at stride 1 with a kernel larger than 1x1 or dilated (ASPP's
+    # atrous ones, DeepLabHead's 3x3) to .tap_regions; otherwise dilation 1 (the stem) to
+    # the fast kernels of .dense, untouched, and any other dilation to .dilated
     @staticmethod
     def conv2d_forward(x, w, stride, padding, dilation=1):
+        if tap_regions.fits(stride, np.shape(w), dilation):
+            return tap_regions.conv2d_forward(x, w, padding, dilation)
         if undilated(dilation):
             return dense.conv2d_forward(x, w, stride, padding)
-        if tap_regions.fits(stride):
-            return tap_regions.conv2d_forward(x, w, padding, dilation)
         return dilated.conv2d_forward(x, w, stride, padding, dilation)
 
     @staticmethod
     def conv2d_backward_input(gy, w, x_shape, stride, padding, dilation=1):
+        if tap_regions.fits(stride, np.shape(w), dilation):
+            return tap_regions.conv2d_backward_input(gy, w, x_shape, padding, dilation)
         if undilated(dilation):
             return dense.conv2d_backward_input(gy, w, x_shape, stride, padding)
-        if tap_regions.fits(stride):
-            return tap_regions.conv2d_backward_input(gy, w, x_shape, padding, dilation)
         return dilated.conv2d_backward_input(gy, w, x_shape, stride, padding, dilation)
 
     @staticmethod
     def conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation=1):
+        if tap_regions.fits(stride, w_shape, dilation):
+            return tap_regions.conv2d_backward_weight(gy, x, w_shape, padding, dilation)
         if undilated(dilation):
             return dense.conv2d_backward_weight(gy, x, w_shape, stride, padding)
-        if tap_regions.fits(stride):
-            return tap_regions.conv2d_backward_weight(gy, x, w_shape, padding, dilation)
         return dilated.conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation)
 
     # depthwise at stride 1 with the padding a multiple of the dilation (DeepLab's atrous

@@ -372,20 +372,28 @@ def _unpack(gwp, gw):
 
 
 # ------------------------------------------------------------------ the entry points
-def fits(stride) -> bool:
-    """Whether these kernels take the convolution: stride 1.
+def fits(stride, w_shape, dilation) -> bool:
+    """Whether the numba set sends a dense convolution here.
+
+    At stride 1 when dilated, or with a kernel larger than 1x1 (a 1x1 one at dilation 1 is a
+    plain matrix product, ``.dense``'s).
 
     Args:
         stride: An int or (sh, sw).
+        w_shape: The weight's shape (Co, Ci, kh, kw).
+        dilation: An int or (dh, dw).
 
     Returns:
-        True at stride 1 (a stride that is not an int or a pair gives False, for the
-        direct loops of ``.dilated`` to refuse with their message).
+        Whether it does (arguments that are not ints or pairs, or a weight that is not 4-D,
+        give False, for the other kernels to refuse with their messages).
     """
     try:
-        return pair(stride, "stride", "fits") == (1, 1)
-    except (TypeError, ValueError):
+        stride, dilation = pair(stride, "stride", "fits"), pair(dilation, "dilation", "fits")
+    except TypeError:
         return False
+    if stride != (1, 1) or len(w_shape) != 4 or min(dilation) < 1:
+        return False
+    return dilation != (1, 1) or tuple(w_shape[2:]) != (1, 1)
 
 
 def _geometry(fn, x_shape, w_shape, padding, dilation):
