@@ -206,13 +206,25 @@ def _put(y, buf, q0, q1, per_image, width, row0, col0):
         q += run
 
 
+@njit(**_JIT)
+def _used_taps(regs, kh, kw):
+    """(kh*kw,) bool: the taps some region reads."""
+    used = np.zeros(kh * kw, np.bool_)
+    for r in range(regs.shape[0]):
+        for i in range(regs[r, 4], regs[r, 5]):
+            for j in range(regs[r, 6], regs[r, 7]):
+                used[i * kw + j] = True
+    return used
+
+
 @njit(parallel=True, **_JIT)
-def _pack(w, flip, wp):
+def _pack(w, flip, used, wp):
     """wp[t] = w[:, :, i, j].T (Ci, Co), t = i*kw + j; or, flipped, w[:, :, kh-1-i, kw-1-j] (Co, Ci).
 
-    w is read in order, a run of output channels per task: its taps, (run, Ci, kh*kw),
-    go into per-tap rows of a scratch block, which is copied (flipped) or transposed in
-    vector registers (not flipped) into wp[t].
+    Only the taps t with ``used[t]`` (the others stay unset: no region reads them). w is
+    read in order, a run of output channels per task: its taps, (run, Ci, kh*kw), go into
+    per-tap rows of a scratch block, which is copied (flipped) or transposed in vector
+    registers (not flipped) into wp[t].
     """
     co, ci, kh, kw = w.shape
     taps = kh * kw
@@ -226,10 +238,13 @@ def _pack(w, flip, wp):
         for o in range(o0, o1):
             src = w[o].reshape(ci, taps)
             for t in range(taps):
-                dst = tmp[t, o - o0]
-                for c in range(ci):
-                    dst[c] = src[c, t]
+                if used[taps - 1 - t if flip else t]:
+                    dst = tmp[t, o - o0]
+                    for c in range(ci):
+                        dst[c] = src[c, t]
         for t in range(taps):
+            if not used[t]:
+                continue
             if flip:
                 wp[t][o0:o1] = tmp[taps - 1 - t, :o1 - o0]
             else:
@@ -266,16 +281,19 @@ def _products(x, wp, kw, dh, dw, ph, pw, regs, tasks, order, starts, y):
     return y
 
 
-def _conv(x, wp, kh, kw, dh, dw, ph, pw, out_shape):
-    """The convolution of x (N, C, H, W) with the packed taps wp (kh*kw, C, M), stride 1.
+def _conv(x, w, flip, dh, dw, ph, pw, out_shape):
+    """The convolution of x (N, C, H, W) with w's taps packed by ``_pack``, stride 1.
 
     Returns:
         (N, M, Ho, Wo): channels-last on a plane the numba set keeps so (``.layout``), else NCHW.
     """
     n, _, h, wd = x.shape
+    kh, kw = w.shape[2], w.shape[3]
     ho, wo = out_shape[2], out_shape[3]
-    y = empty_channels_last(out_shape, x.dtype)
     regs = regions(kh, kw, dh, dw, ph, pw, h, wd, ho, wo)
+    rows, cols = (w.shape[0], w.shape[1]) if flip else (w.shape[1], w.shape[0])
+    wp = _pack(w, flip, _used_taps(regs, kh, kw), np.empty((kh * kw, rows, cols), w.dtype))
+    y = empty_channels_last(out_shape, x.dtype)
     tasks, costs = _column_tasks(regs, n, COLUMNS)
     order, starts = schedule(costs, numba.get_num_threads())
     _products(nhwc(x), wp, kw, dh, dw, ph, pw, regs, tasks, order, starts, nhwc(y))
@@ -416,11 +434,9 @@ def conv2d_forward(x, w, padding, dilation):
     """
     fn = "conv2d_forward"
     x, w = np.asarray(x), np.ascontiguousarray(w)
-    dtype = same_float_dtype(fn, x=x, w=w)
+    same_float_dtype(fn, x=x, w=w)
     (ph, pw), (dh, dw), (ho, wo) = _geometry(fn, x.shape, w.shape, padding, dilation)
-    co, ci, kh, kw = w.shape
-    wp = _pack(w, False, np.empty((kh * kw, ci, co), dtype))
-    return _conv(x, wp, kh, kw, dh, dw, ph, pw, (x.shape[0], co, ho, wo))
+    return _conv(x, w, False, dh, dw, ph, pw, (x.shape[0], w.shape[0], ho, wo))
 
 
 def conv2d_backward_input(gy, w, x_shape, padding, dilation):
@@ -438,13 +454,12 @@ def conv2d_backward_input(gy, w, x_shape, padding, dilation):
     """
     fn = "conv2d_backward_input"
     gy, w = np.asarray(gy), np.ascontiguousarray(w)
-    dtype = same_float_dtype(fn, gy=gy, w=w)
+    same_float_dtype(fn, gy=gy, w=w)
     x_shape = tuple(int(s) for s in x_shape)
     (ph, pw), (dh, dw), (ho, wo) = _geometry(fn, x_shape, w.shape, padding, dilation)
     grad_out_shape(fn, gy.shape, (x_shape[0], w.shape[0], ho, wo))
-    co, ci, kh, kw = w.shape
-    wp = _pack(w, True, np.empty((kh * kw, co, ci), dtype))
-    return _conv(gy, wp, kh, kw, dh, dw, dh * (kh - 1) - ph, dw * (kw - 1) - pw, x_shape)
+    kh, kw = w.shape[2], w.shape[3]
+    return _conv(gy, w, True, dh, dw, dh * (kh - 1) - ph, dw * (kw - 1) - pw, x_shape)
 
 
 def conv2d_backward_weight(gy, x, w_shape, padding, dilation):
