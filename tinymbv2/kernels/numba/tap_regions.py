@@ -22,17 +22,17 @@ input is transposed first; the output is channels-last on a small plane, else NC
 
 **The three passes**, each a parallel loop of products after a short preparation:
 
-* forward: pack W as (kh*kw, Ci, Co); then per task (at most ``COLUMNS`` pixels of a
+* forward: pack W as ``(kh*kw, Ci, Co)``; then per task (at most ``COLUMNS`` pixels of a
   region) gather each tap's (pixels, Ci) and add it ``@ W_t`` into the task's
   (pixels, Co) block with ``.tile``'s register blocks, then copy the block into y;
 * input gradient: at stride 1 the transposed convolution is a convolution of gy with the
   kernel flipped and transposed, ``W'[t'] = W[:, :, kh-1-i, kw-1-j]`` (Co, Ci), padding
   $d (k - 1) - p$ (negative when p is larger: some inputs then read no output, zero);
   the same code as the forward;
-* weight gradient: gy's pixels copied region by region into one (N*Ho*Wo, Co) matrix;
+* weight gradient: gy's pixels copied region by region into one ``(N*Ho*Wo, Co)`` matrix;
   then per task (a tap, a run of ``CHANNELS`` input channels) the sum over the regions
   that read the tap, in region order, of ``gy_R.T (Co, P) @ X_{R,t} (P, channels)``;
-  (kh*kw, Co, Ci) is transposed into (Co, Ci, kh, kw) at the end.
+  ``(kh*kw, Co, Ci)`` is transposed into (Co, Ci, kh, kw) at the end.
 
 **Scheduling and determinism.** The tasks, with their costs (taps x pixels), go to the
 threads largest first, each to the least loaded. Each output value is computed whole by
@@ -99,7 +99,24 @@ def intervals(k, d, p, size, out_size):
 
 @njit(**_JIT)
 def regions(kh, kw, dh, dw, ph, pw, h, wd, ho, wo):
-    """Every (row interval, column interval): (R, 8) int64 ``(r0, r1, c0, c1, i0, i1, j0, j1)``."""
+    """Every (row interval, column interval) of a stride-1 convolution, rows outer.
+
+    Args:
+        kh: Tap rows.
+        kw: Tap columns.
+        dh: The dilation along rows.
+        dw: The dilation along columns.
+        ph: The padding along rows (may be negative).
+        pw: The padding along columns (may be negative).
+        h: The input height.
+        wd: The input width.
+        ho: The output height.
+        wo: The output width.
+
+    Returns:
+        (R, 8) int64 rows ``(r0, r1, c0, c1, i0, i1, j0, j1)``: output rows [r0, r1) and
+        columns [c0, c1) read tap rows [i0, i1) and tap columns [j0, j1) inside the input.
+    """
     rows, cols = intervals(kh, dh, ph, h, ho), intervals(kw, dw, pw, wd, wo)
     out = np.empty((rows.shape[0] * cols.shape[0], 8), np.int64)
     for a in range(rows.shape[0]):
@@ -118,6 +135,10 @@ def _taps(reg):
 @njit(**_JIT)
 def schedule(costs, bins):
     """Tasks to ``bins`` threads, largest first, each to the least loaded.
+
+    Args:
+        costs: (T,) float64, each task's cost.
+        bins: The number of threads.
 
     Returns:
         (order, starts): bin b runs tasks ``order[starts[b]:starts[b + 1]]``.
@@ -208,7 +229,7 @@ def _put(y, buf, q0, q1, per_image, width, row0, col0):
 
 @njit(**_JIT)
 def _used_taps(regs, kh, kw):
-    """(kh*kw,) bool: the taps some region reads."""
+    """``(kh*kw,)`` bool: the taps some region reads."""
     used = np.zeros(kh * kw, np.bool_)
     for r in range(regs.shape[0]):
         for i in range(regs[r, 4], regs[r, 5]):
@@ -219,10 +240,10 @@ def _used_taps(regs, kh, kw):
 
 @njit(parallel=True, **_JIT)
 def _pack(w, flip, used, wp):
-    """wp[t] = w[:, :, i, j].T (Ci, Co), t = i*kw + j; or, flipped, w[:, :, kh-1-i, kw-1-j] (Co, Ci).
+    """``wp[t] = w[:, :, i, j].T`` (Ci, Co), ``t = i*kw + j``; or, flipped, ``w[:, :, kh-1-i, kw-1-j]`` (Co, Ci).
 
     Only the taps t with ``used[t]`` (the others stay unset: no region reads them). w is
-    read in order, a run of output channels per task: its taps, (run, Ci, kh*kw), go into
+    read in order, a run of output channels per task: its taps, ``(run, Ci, kh*kw)``, go into
     per-tap rows of a scratch block, which is copied (flipped) or transposed in vector
     registers (not flipped) into wp[t].
     """
@@ -285,7 +306,8 @@ def _conv(x, w, flip, dh, dw, ph, pw, out_shape):
     """The convolution of x (N, C, H, W) with w's taps packed by ``_pack``, stride 1.
 
     Returns:
-        (N, M, Ho, Wo): channels-last on a plane the numba set keeps so (``.layout``), else NCHW.
+        The output (N, M, Ho, Wo), channels-last on a plane the numba set keeps so
+        (``.layout``), else NCHW.
     """
     n, _, h, wd = x.shape
     kh, kw = w.shape[2], w.shape[3]
@@ -296,11 +318,11 @@ def _conv(x, w, flip, dh, dw, ph, pw, out_shape):
     y = empty_channels_last(out_shape, x.dtype)
     tasks, costs = _column_tasks(regs, n, COLUMNS)
     order, starts = schedule(costs, numba.get_num_threads())
-    _products(nhwc(x), wp, kw, dh, dw, ph, pw, regs, tasks, order, starts, nhwc(y))
+    _products(_nhwc(x), wp, kw, dh, dw, ph, pw, regs, tasks, order, starts, _nhwc(y))
     return y if channels_last_plane(ho, wo) else as_nchw(y)
 
 
-def nhwc(a):
+def _nhwc(a):
     """The (N, H, W, C) C-contiguous view of a channels-last (N, C, H, W) array, or of a copy."""
     return as_channels_last(a).transpose(0, 2, 3, 1)
 
@@ -308,7 +330,7 @@ def nhwc(a):
 # ---------------------------------------------------------------- the weight gradient
 @njit(parallel=True, **_JIT)
 def _prepare_weight(gy, regs, offsets, gyr):
-    """gyr (N*Ho*Wo, Co): gy's pixels (gy: N, Ho, Wo, Co) region by region, region r from row ``offsets[r]``."""
+    """gyr ``(N*Ho*Wo, Co)``: gy's pixels (gy: N, Ho, Wo, Co) region by region, region r from row ``offsets[r]``."""
     n = gy.shape[0]
     for t in prange(regs.shape[0]):
         r0, r1, c0, c1 = regs[t, 0], regs[t, 1], regs[t, 2], regs[t, 3]
@@ -340,9 +362,9 @@ def _weight_tasks(regs, n, kh, kw, ci, channels):
 @njit(parallel=True, **_JIT)
 def _weight_products(gyr, xcl, kw, dh, dw, ph, pw, regs, offsets, n, tasks, order, starts,
                      gwp):
-    """gwp (kh*kw, Co, Ci): per tap, the sum over regions of gy_R.T @ x_{R,t}, regions in order.
+    """gwp ``(kh*kw, Co, Ci)``: per tap, the sum over regions of gy_R.T @ x_{R,t}, regions in order.
 
-    gyr (N*Ho*Wo, Co) from ``_prepare_weight``; xcl (N, H, W, Ci) channels-last.
+    gyr ``(N*Ho*Wo, Co)`` from ``_prepare_weight``; xcl (N, H, W, Ci) channels-last.
     """
     co = gyr.shape[1]
     bins = starts.shape[0] - 1
@@ -375,7 +397,7 @@ def _weight_products(gyr, xcl, kw, dh, dw, ph, pw, regs, offsets, n, tasks, orde
 
 @njit(parallel=True, **_JIT)
 def _unpack(gwp, gw):
-    """gw[o, c, i, j] = gwp[i*kw + j, o, c]: (taps, Co*Ci) transposed, a run of Co*Ci per task."""
+    """``gw[o, c, i, j] = gwp[i*kw + j, o, c]``: ``(taps, Co*Ci)`` transposed, a run of ``Co*Ci`` per task."""
     co, ci, kh, kw = gw.shape
     taps, m = kh * kw, co * ci
     src, dst = gwp.reshape(taps, m), gw.reshape(m, taps)
@@ -430,7 +452,8 @@ def conv2d_forward(x, w, padding, dilation):
         dilation: (dh, dw), or an int.
 
     Returns:
-        y (N, Co, Ho, Wo): channels-last on the planes the numba set keeps so, else NCHW.
+        The output y (N, Co, Ho, Wo), channels-last on the planes the numba set keeps so,
+        else NCHW.
     """
     fn = "conv2d_forward"
     x, w = np.asarray(x), np.ascontiguousarray(w)
@@ -487,10 +510,10 @@ def conv2d_backward_weight(gy, x, w_shape, padding, dilation):
     sizes = n * (regs[:, 1] - regs[:, 0]) * (regs[:, 3] - regs[:, 2])
     offsets = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
     gyr = np.empty((n * ho * wo, co), dtype)
-    _prepare_weight(nhwc(gy), regs, offsets, gyr)
+    _prepare_weight(_nhwc(gy), regs, offsets, gyr)
     tasks, costs = _weight_tasks(regs, n, kh, kw, ci, CHANNELS)
     order, starts = schedule(costs, numba.get_num_threads())
     gwp = np.empty((kh * kw, co, ci), dtype)
-    _weight_products(gyr, nhwc(x), kw, dh, dw, ph, pw, regs, offsets, n, tasks, order, starts,
+    _weight_products(gyr, _nhwc(x), kw, dh, dw, ph, pw, regs, offsets, n, tasks, order, starts,
                      gwp)
     return _unpack(gwp, np.empty(w_shape, dtype))
