@@ -4,6 +4,7 @@
     python -m benchmarks.segment_step --head lraspp --output-stride 8
     python -m benchmarks.segment_step --quick         # 64 px, batch 2, width 0.35
     TINYMBV2_PROFILE=1 python -m benchmarks.segment_step   # + time per op of ours
+    python -m benchmarks.segment_step --threads 1 --cpu-time   # on a busy machine
 
 Builds ``deeplabv3_mobilenet_v2`` in tinymbv2 (fused, as the trainer runs it) and the same
 network from torchvision's parts (``benchmarks/torch_deeplab.py``) with the same weights,
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 
 import numba
 import numpy as np
@@ -95,6 +97,10 @@ def main(argv=None):
     parser.add_argument("--classes", type=int, default=11)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time this process's CPU time (time.process_time), not the wall: "
+                             "steadier on a machine shared with other processes; with one "
+                             "thread each (--threads 1) it is each contestant's own time")
     parser.add_argument("--threads", type=int, default=os.cpu_count(),
                         help="threads of both contestants (PyTorch's and Numba's)")
     parser.add_argument("--quick", action="store_true", help="64 px, batch 2, width 0.35")
@@ -108,11 +114,12 @@ def main(argv=None):
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))  # the same cores
 
     steps = contestants(args)
-    medians = time_alternating(steps, args.repeats, args.warmup)
+    clock = time.process_time if args.cpu_time else time.perf_counter
+    medians = time_alternating(steps, args.repeats, args.warmup, clock)
     print(f"Mobile DeepLabv3 (MobileNetV2 {args.width}, head {args.head}, output stride "
           f"{args.output_stride}), {args.classes} classes; training step at {args.size} px, batch "
           f"{args.batch}; torch {torch.__version__}, {args.threads} threads each; medians of "
-          f"{args.repeats} after {args.warmup} warm-up")
+          f"{args.repeats} after {args.warmup} warm-up" + (", CPU time" if args.cpu_time else ""))
     for name, sec in medians.items():
         print(f"{name:<10}{1e3 * sec:>10.1f} ms{sec / medians['pytorch']:>8.2f}x PyTorch"
               f"{args.batch / sec:>9.1f} images/s")

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from tinymbv2.kernels import kernel_set
 from tinymbv2.kernels.checks import conv_geometry
-from tinymbv2.kernels.numba import dense, depthwise, dilated, subgrids
+from tinymbv2.kernels.numba import dense, depthwise, dilated, subgrids, tap_regions
 from tinymbv2.kernels.numba.layout import as_channels_last, channels_last_plane, is_channels_last
 
 REFERENCE, NUMBA = kernel_set("reference"), kernel_set("numba")
@@ -131,27 +131,33 @@ def test_kernels_refuse_a_bad_dilation_or_a_kernel_spread_past_the_input():
 
 
 def test_numba_sends_dilation_one_to_its_fast_kernels(monkeypatch):
-    """Dilation 1 (as an int or a pair) reaches .dense and .depthwise; a depthwise one at
-    stride 1 with the padding a multiple of the dilation .subgrids; anything else .dilated."""
+    """A dense convolution at stride 1, dilated or with a kernel larger than 1x1, reaches
+    .tap_regions; other dense ones at dilation 1 (as an int or a pair) .dense, other dilated
+    ones .dilated. Depthwise: dilation 1 .depthwise, at stride 1 with the padding a multiple
+    of the dilation .subgrids, anything else .dilated."""
     called = []
     for module, name in ((dense, "conv2d_forward"), (depthwise, "depthwise_conv2d_forward"),
                          (dilated, "conv2d_forward"), (dilated, "depthwise_conv2d_forward"),
-                         (subgrids, "depthwise_conv2d_forward")):
+                         (subgrids, "depthwise_conv2d_forward"), (tap_regions, "conv2d_forward")):
         def spy(*args, _module=module, _name=name):
             called.append((_module.__name__.rsplit(".", 1)[-1], _name))
         monkeypatch.setattr(module, name, spy)
-    x, w, wd = np.zeros((1, 2, 8, 8)), np.zeros((2, 2, 3, 3)), np.zeros((2, 1, 3, 3))
+    x, w, wd, w1 = np.zeros((1, 2, 8, 8)), np.zeros((2, 2, 3, 3)), np.zeros((2, 1, 3, 3)), np.zeros((2, 2, 1, 1))
     for dil in (1, (1, 1)):
-        NUMBA.conv2d_forward(x, w, (1, 1), (1, 1), dil)
+        NUMBA.conv2d_forward(x, w, (2, 2), (1, 1), dil)
+        NUMBA.conv2d_forward(x, w1, (1, 1), (0, 0), dil)
         NUMBA.depthwise_conv2d_forward(x, wd, (1, 1), (1, 1), dil)
+    NUMBA.conv2d_forward(x, w, (1, 1), (1, 1), 1)
     NUMBA.conv2d_forward(x, w, (1, 1), (2, 2), 2)
+    NUMBA.conv2d_forward(x, w, (2, 1), (2, 2), 2)
     NUMBA.depthwise_conv2d_forward(x, wd, (1, 1), (1, 2), (1, 2))   # padding % dilation == 0
     NUMBA.depthwise_conv2d_forward(x, wd, (1, 1), (0, 4), (3, 2))   # 0 and 4: multiples too
     NUMBA.depthwise_conv2d_forward(x, wd, (1, 1), (1, 1), (2, 2))   # padding 1 at dilation 2
     NUMBA.depthwise_conv2d_forward(x, wd, (2, 2), (2, 2), (2, 2))   # stride 2
-    assert called == [("dense", "conv2d_forward"), ("depthwise", "depthwise_conv2d_forward")] * 2 + [
-        ("dilated", "conv2d_forward")] + [("subgrids", "depthwise_conv2d_forward")] * 2 + [
-        ("dilated", "depthwise_conv2d_forward")] * 2
+    assert called == [("dense", "conv2d_forward")] * 2 + [("depthwise", "depthwise_conv2d_forward")] + [
+        ("dense", "conv2d_forward")] * 2 + [("depthwise", "depthwise_conv2d_forward")] + [
+        ("tap_regions", "conv2d_forward")] * 2 + [("dilated", "conv2d_forward")] + [
+        ("subgrids", "depthwise_conv2d_forward")] * 2 + [("dilated", "depthwise_conv2d_forward")] * 2
 
 
 @pytest.mark.parametrize("d", [(2, 2), (2, 3), (4, 1), (3, 3)])
@@ -244,15 +250,20 @@ def test_numba_dilated_dense_keeps_float32_and_is_deterministic():
         assert rel_err(a, getattr(REFERENCE, name)(*head, *args)) < 1e-5, name
 
 
-def test_numba_dilated_dense_ignores_the_thread_count():
-    """Each tap's product splits its rows in fixed runs: one thread and all of them give the
-    same bits (7 output and 5 input channels: runs of unequal length)."""
+@pytest.mark.parametrize("stride,shape", [((1, 1), (3, 5, 9, 9)), ((2, 1), (3, 5, 9, 9)),
+                                          ((1, 1), (3, 70, 11, 10))])
+def test_numba_dilated_dense_ignores_the_thread_count(stride, shape):
+    """Stride 2 (.dilated: each tap's product splits its rows in fixed runs) and stride 1
+    (.tap_regions: each output summed whole by one task, its tasks shared out by cost among
+    the threads; 70 input channels: two tasks of the weight gradient per tap, 2 images of
+    110 outputs: several column tasks per region): one thread and all of them give the same
+    bits (7 output channels)."""
     import numba
 
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((3, 5, 9, 9)).astype(np.float32)
-    w = rng.standard_normal((7, 5, 3, 3)).astype(np.float32)
-    args = ((1, 1), (2, 2), (2, 2))
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((7, shape[1], 3, 3)).astype(np.float32)
+    args = (stride, (2, 2), (2, 2))
     gy = rng.standard_normal(REFERENCE.conv2d_forward(x, w, *args).shape).astype(np.float32)
 
     def passes():
@@ -267,3 +278,54 @@ def test_numba_dilated_dense_ignores_the_thread_count():
         numba.set_num_threads(before)
     for a, b in zip(one, passes()):
         assert a.tobytes() == b.tobytes()
+
+
+def test_tap_regions_cut_the_outputs_where_the_taps_change():
+    """Rate 6 on 16 pixels, padding 6: tap 0 reads inside from output 6 on, tap 2 up to
+    output 9; rate 18: only the centre tap, everywhere; a padding past the reach (the input
+    gradient's negative one) leaves outputs that read nothing."""
+    np.testing.assert_array_equal(tap_regions.intervals(3, 6, 6, 16, 16),
+                                  [[0, 6, 1, 3], [6, 10, 0, 3], [10, 16, 0, 2]])
+    np.testing.assert_array_equal(tap_regions.intervals(3, 18, 18, 16, 16), [[0, 16, 1, 2]])
+    np.testing.assert_array_equal(tap_regions.intervals(1, 1, -2, 5, 9),  # reads o + 2
+                                  [[0, 3, 0, 1], [3, 9, 0, 0]])
+    regs = tap_regions.regions(3, 3, 6, 12, 6, 12, 16, 16, 16, 16)
+    # rate 12 across: columns 4 to 11 read the centre tap alone, in every row interval
+    assert len(regs) == 9 and (regs[[1, 4, 7], 2:4] == [4, 12]).all()
+    assert (regs[[1, 4, 7], 6:] == [1, 2]).all()
+    w3, w1 = (5, 4, 3, 3), (5, 4, 1, 1)
+    assert tap_regions.fits(1, w3, 2) and tap_regions.fits((1, 1), w3, (1, 1))
+    assert tap_regions.fits(1, w1, (1, 2)) and not tap_regions.fits(1, w1, 1)  # 1x1: .dense
+    assert not tap_regions.fits((2, 1), w3, 2) and not tap_regions.fits("one", w3, 2)
+    assert not tap_regions.fits(1, w3, 0) and not tap_regions.fits(1, (5, 4), 2)
+
+
+def test_tap_regions_schedule_shares_every_task_once():
+    costs = np.array([5.0, 1.0, 3.0, 3.0, 0.0, 8.0])
+    order, starts = tap_regions.schedule(costs, 2)
+    assert sorted(order.tolist()) == list(range(6)) and starts.tolist() == [0, 2, 6]
+    # largest first, to the least loaded, each task counting 1 more: 8 + 3 against 5 + 3 + 1 + 0
+    assert order[:2].tolist() == [3, 5] and order[2:].tolist() == [0, 1, 2, 4]  # each in task order
+
+
+@pytest.mark.parametrize("hw", [(16, 16), (20, 18)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_tap_regions_take_either_layout_and_keep_the_sets(hw, channels_last):
+    """NCHW or channels-last in, in float32: channels-last out on the planes the numba set keeps
+    so (16x16), NCHW on larger ones; the values the reference kernels'."""
+    rng = np.random.default_rng(sum(hw) + channels_last)
+    x = rng.standard_normal((2, 6, *hw)).astype(np.float32)
+    w = rng.standard_normal((5, 6, 3, 3)).astype(np.float32)
+    args = ((1, 1), (3, 3), (3, 3))
+    gy = rng.standard_normal(REFERENCE.conv2d_forward(x, w, *args).shape).astype(np.float32)
+    xin, gyin = (as_channels_last(x), as_channels_last(gy)) if channels_last else (x, gy)
+    small = channels_last_plane(*hw)
+    y = NUMBA.conv2d_forward(xin, w, *args)
+    gx = NUMBA.conv2d_backward_input(gyin, w, x.shape, *args)
+    gw = NUMBA.conv2d_backward_weight(gyin, xin, w.shape, *args)
+    for got, ref in ((y, REFERENCE.conv2d_forward(x, w, *args)),
+                     (gx, REFERENCE.conv2d_backward_input(gy, w, x.shape, *args))):
+        assert got.dtype == np.float32 and is_channels_last(got) == small
+        assert small or got.flags.c_contiguous
+        assert rel_err(got, ref) < 1e-5
+    assert gw.dtype == np.float32 and rel_err(gw, REFERENCE.conv2d_backward_weight(gy, x, w.shape, *args)) < 1e-5

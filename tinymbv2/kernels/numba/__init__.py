@@ -7,6 +7,9 @@ instead of for reading. The package is grouped by op:
 
 * ``.dilated`` (atrous convolution, dense and depthwise, any dilation other than 1:
   direct loops, so that the kernels below stay as they are for dilation 1),
+  ``.tap_regions`` (dense convolution at stride 1, dilated or with a kernel larger than
+  1x1: ASPP's, DeepLabHead's 3x3; one chain of register block products per region of
+  outputs that read the same taps),
   ``.subgrids`` (depthwise atrous convolution at stride 1 as the undilated kernels on the
   interleaved sub-grids: DeepLab's case, fast),
   ``.depthwise`` (direct loops; its modules hold the 3x3 planes, the channels-last
@@ -64,10 +67,12 @@ from __future__ import annotations
 # first: where Numba may cache is settled, and its compiles listened to, before any kernel
 # module is imported (the cache folder is chosen as a kernel is decorated)
 from . import cache, compiling  # noqa: F401
+import numpy as np
+
 from ..reference import ReferenceKernels
 from ..checks import undilated
 from . import (batchnorm, block, cross_entropy, dense, depthwise, dilated, int8, interpolate, matmul,
-               optim, pointwise, stage, subgrids)
+               optim, pointwise, stage, subgrids, tap_regions)
 
 
 class NumbaKernels(ReferenceKernels):
@@ -75,22 +80,29 @@ class NumbaKernels(ReferenceKernels):
 
     name = "numba"
 
-    # the convolutions: dilation 1 to the fast kernels of .dense and .depthwise, untouched;
-    # any other dilation (atrous convolution) to .dilated, except the depthwise case below
+    # the dense convolutions: at stride 1 with a kernel larger than 1x1 or dilated (ASPP's
+    # atrous ones, DeepLabHead's 3x3) to .tap_regions; otherwise dilation 1 (the stem) to
+    # the fast kernels of .dense, untouched, and any other dilation to .dilated
     @staticmethod
     def conv2d_forward(x, w, stride, padding, dilation=1):
+        if tap_regions.fits(stride, np.shape(w), dilation):
+            return tap_regions.conv2d_forward(x, w, padding, dilation)
         if undilated(dilation):
             return dense.conv2d_forward(x, w, stride, padding)
         return dilated.conv2d_forward(x, w, stride, padding, dilation)
 
     @staticmethod
     def conv2d_backward_input(gy, w, x_shape, stride, padding, dilation=1):
+        if tap_regions.fits(stride, np.shape(w), dilation):
+            return tap_regions.conv2d_backward_input(gy, w, x_shape, padding, dilation)
         if undilated(dilation):
             return dense.conv2d_backward_input(gy, w, x_shape, stride, padding)
         return dilated.conv2d_backward_input(gy, w, x_shape, stride, padding, dilation)
 
     @staticmethod
     def conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation=1):
+        if tap_regions.fits(stride, w_shape, dilation):
+            return tap_regions.conv2d_backward_weight(gy, x, w_shape, padding, dilation)
         if undilated(dilation):
             return dense.conv2d_backward_weight(gy, x, w_shape, stride, padding)
         return dilated.conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation)

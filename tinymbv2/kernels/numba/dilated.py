@@ -4,7 +4,8 @@ With dilation $d$, output pixel $(o_h, o_w)$ with tap $(i, j)$ reads input pixel
 $(o_h s_h + i d_h - p_h,\; o_w s_w + j d_w - p_w)$ (the taps $d$ pixels apart), and
 $H_o = \lfloor (H + 2p_h - d_h (k_h - 1) - 1) / s_h \rfloor + 1$.
 
-``NumbaKernels`` sends a convolution here only when its dilation is not 1: the kernels of
+``NumbaKernels`` sends a convolution here only when its dilation is not 1, and a dense one
+only at a stride other than 1 (at stride 1, ``.tap_regions`` takes it): the kernels of
 ``.dense`` and ``.depthwise`` (im2col, the 3x3 planes, the channels-last loops) stay as
 they are for dilation 1, and none of them pays for a dilation argument. These are plain
 loops, one (image, channel) plane per task of a parallel loop, written for correctness
