@@ -3,6 +3,7 @@
     python -m benchmarks.ddp_throughput                   # MobileNetV2-1.0, 224 px, batch 16
     python -m benchmarks.ddp_throughput --quick           # width 0.35, 64 px, batch 8
     python -m benchmarks.ddp_throughput --no-sync-bn      # the ranks' BatchNorms their own
+    python -m benchmarks.ddp_throughput --no-sync-bn --bucket-cap-mb 1   # 14 buckets
 
 Both contestants train the same network (MobileNetV2, 1000 classes, fused as the trainer
 runs it; SGD with momentum) on the same global batch of random images, each in a fresh
@@ -11,7 +12,7 @@ process, the two alternating ``--repeats`` times:
 * **1 x 2**: one process, two Numba threads, the whole batch;
 * **2 x 1**: ``mpirun -n 2``, one thread each, each rank half the batch, its BatchNorms
   ``SyncBatchNorm`` (``--no-sync-bn``: plain), ``DistributedDataParallel`` with 25 MiB
-  buckets, so the two ranks take the step the one process takes.
+  buckets (``--bucket-cap-mb``), so the two ranks take the step the one process takes.
 
 Each run times ``--steps`` steps after ``--warmup`` and reports the median. The 2 x 1 run
 also reports, per step, on rank 0:
@@ -93,7 +94,7 @@ def worker(args) -> dict:
     net.train()
     exposed = []
     if args.worker == "ddp":
-        net = ddp = DistributedDataParallel(net, bucket_cap_mb=25, comm=world.comm)
+        net = ddp = DistributedDataParallel(net, bucket_cap_mb=args.bucket_cap_mb, comm=world.comm)
         finish = ddp._finish    # the end-of-backward callback: the wait, then the copies
 
         def timed_finish():
@@ -144,7 +145,7 @@ def run_contestant(kind: str, args) -> dict:
         argv = [sys.executable, "-m", "benchmarks.ddp_throughput", "--worker", kind,
                 "--json-out", str(out), "--width", str(args.width), "--size", str(args.size),
                 "--batch", str(args.batch), "--steps", str(args.steps), "--warmup",
-                str(args.warmup)]
+                str(args.warmup), "--bucket-cap-mb", str(args.bucket_cap_mb)]
         if not args.sync_bn:
             argv.append("--no-sync-bn")
         if kind == "ddp":
@@ -169,6 +170,7 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-sync-bn", dest="sync_bn", action="store_false")
+    parser.add_argument("--bucket-cap-mb", type=float, default=25.0)
     parser.add_argument("--quick", action="store_true", help="width 0.35, 64 px, batch 8")
     parser.add_argument("--timeout", type=float, default=600, help="seconds a run may take")
     parser.add_argument("--json", type=Path)
@@ -194,7 +196,8 @@ def main(argv=None):
     sync_bn = statistics.median(r["sync_bn_s"] for r in runs["2 x 1"])
     overlap = max(0.0, 1.0 - exposed / alone) if alone > 0 else 0.0
     print(f"MobileNetV2-{args.width} at {args.size} px, global batch {args.batch}, "
-          f"{'SyncBatchNorm' if args.sync_bn else 'plain BatchNorm'}; medians of {args.repeats} "
+          f"{'SyncBatchNorm' if args.sync_bn else 'plain BatchNorm'}, {args.bucket_cap_mb:g} MiB "
+          f"buckets; medians of {args.repeats} "
           f"runs of {args.steps} steps after {args.warmup}")
     print(f"1 process x 2 threads {1e3 * plain:9.1f} ms a step {args.batch / plain:8.1f} images/s")
     print(f"2 ranks x 1 thread    {1e3 * ddp:9.1f} ms a step {args.batch / ddp:8.1f} images/s "
