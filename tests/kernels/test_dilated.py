@@ -131,9 +131,9 @@ def test_kernels_refuse_a_bad_dilation_or_a_kernel_spread_past_the_input():
 
 
 def test_numba_sends_dilation_one_to_its_fast_kernels(monkeypatch):
-    """A dense convolution at stride 1, dilated or with a kernel larger than 1x1, reaches
-    .tap_regions; other dense ones at dilation 1 (as an int or a pair) .dense, other dilated
-    ones .dilated. Depthwise: dilation 1 .depthwise, at stride 1 with the padding a multiple
+    """A dense convolution dilated at stride 1 reaches .tap_regions; dense ones at dilation 1
+    (as an int or a pair; the 3x3 at stride 1 too: the small-input stem) .dense, other
+    dilated ones .dilated. Depthwise: dilation 1 .depthwise, at stride 1 with the padding a multiple
     of the dilation .subgrids, anything else .dilated."""
     called = []
     for module, name in ((dense, "conv2d_forward"), (depthwise, "depthwise_conv2d_forward"),
@@ -156,7 +156,8 @@ def test_numba_sends_dilation_one_to_its_fast_kernels(monkeypatch):
     NUMBA.depthwise_conv2d_forward(x, wd, (2, 2), (2, 2), (2, 2))   # stride 2
     assert called == [("dense", "conv2d_forward")] * 2 + [("depthwise", "depthwise_conv2d_forward")] + [
         ("dense", "conv2d_forward")] * 2 + [("depthwise", "depthwise_conv2d_forward")] + [
-        ("tap_regions", "conv2d_forward")] * 2 + [("dilated", "conv2d_forward")] + [
+        ("dense", "conv2d_forward"), ("tap_regions", "conv2d_forward"),
+        ("dilated", "conv2d_forward")] + [
         ("subgrids", "depthwise_conv2d_forward")] * 2 + [("dilated", "depthwise_conv2d_forward")] * 2
 
 
@@ -294,8 +295,8 @@ def test_tap_regions_cut_the_outputs_where_the_taps_change():
     assert len(regs) == 9 and (regs[[1, 4, 7], 2:4] == [4, 12]).all()
     assert (regs[[1, 4, 7], 6:] == [1, 2]).all()
     w3, w1 = (5, 4, 3, 3), (5, 4, 1, 1)
-    assert tap_regions.fits(1, w3, 2) and tap_regions.fits((1, 1), w3, (1, 1))
-    assert tap_regions.fits(1, w1, (1, 2)) and not tap_regions.fits(1, w1, 1)  # 1x1: .dense
+    assert tap_regions.fits(1, w3, 2) and not tap_regions.fits((1, 1), w3, (1, 1))  # .dense's
+    assert tap_regions.fits(1, w1, (1, 2)) and not tap_regions.fits(1, w1, 1)
     assert not tap_regions.fits((2, 1), w3, 2) and not tap_regions.fits("one", w3, 2)
     assert not tap_regions.fits(1, w3, 0) and not tap_regions.fits(1, (5, 4), 2)
 

@@ -7,9 +7,8 @@ instead of for reading. The package is grouped by op:
 
 * ``.dilated`` (atrous convolution, dense and depthwise, any dilation other than 1:
   direct loops, so that the kernels below stay as they are for dilation 1),
-  ``.tap_regions`` (dense convolution at stride 1, dilated or with a kernel larger than
-  1x1: ASPP's, DeepLabHead's 3x3; one chain of register block products per region of
-  outputs that read the same taps),
+  ``.tap_regions`` (dense atrous convolution at stride 1: ASPP's; one chain of register
+  block products per region of outputs that read the same taps),
   ``.subgrids`` (depthwise atrous convolution at stride 1 as the undilated kernels on the
   interleaved sub-grids: DeepLab's case, fast),
   ``.depthwise`` (direct loops; its modules hold the 3x3 planes, the channels-last
@@ -80,9 +79,9 @@ class NumbaKernels(ReferenceKernels):
 
     name = "numba"
 
-    # the dense convolutions: at stride 1 with a kernel larger than 1x1 or dilated (ASPP's
-    # atrous ones, DeepLabHead's 3x3) to .tap_regions; otherwise dilation 1 (the stem) to
-    # the fast kernels of .dense, untouched, and any other dilation to .dilated
+    # the dense convolutions: dilated at stride 1 (ASPP's atrous ones) to .tap_regions;
+    # dilation 1 (the stem, DeepLabHead's 3x3) to the fast kernels of .dense, untouched,
+    # and any other dilation (strided) to .dilated
     @staticmethod
     def conv2d_forward(x, w, stride, padding, dilation=1):
         if tap_regions.fits(stride, np.shape(w), dilation):
