@@ -190,6 +190,19 @@ def _copy(src, src_at, dst, dst_at, count):
 
 
 @njit(**_JIT)
+def _pixel_run(q, q1, per_image, width, h, wd, row0, col0, c):
+    """Where the region's column q starts in a channels-last (N, H, W, C) array (flat index),
+    and how many of its columns from q on (before q1) lie next to it in the same image row.
+
+    Column q is image ``q // per_image``, row r and column w of the region (``width`` wide).
+    """
+    b = q // per_image
+    r = (q - b * per_image) // width
+    w = q - b * per_image - r * width
+    return ((b * h + row0 + r) * wd + col0 + w) * c, min(width - w, q1 - q)
+
+
+@njit(**_JIT)
 def _gather(buf, x, q0, q1, per_image, width, row0, col0, c0, c1):
     """``buf[q - q0, :] = x[n, row0 + r, col0 + w, c0:c1]`` for the region's columns q in [q0, q1).
 
@@ -200,11 +213,7 @@ def _gather(buf, x, q0, q1, per_image, width, row0, col0, c0, c1):
     flat = x.reshape(-1)
     q = q0
     while q < q1:
-        b = q // per_image
-        r = (q - b * per_image) // width
-        w = q - b * per_image - r * width
-        run = min(width - w, q1 - q)
-        at = ((b * h + row0 + r) * wd + col0 + w) * c
+        at, run = _pixel_run(q, q1, per_image, width, h, wd, row0, col0, c)
         for s in range(run):
             _copy(flat, at + s * c + c0, buf[q - q0 + s], 0, c1 - c0)
         q += run
@@ -217,11 +226,7 @@ def _put(y, buf, q0, q1, per_image, width, row0, col0):
     flat = y.reshape(-1)
     q = q0
     while q < q1:
-        b = q // per_image
-        r = (q - b * per_image) // width
-        w = q - b * per_image - r * width
-        run = min(width - w, q1 - q)
-        at = ((b * h + row0 + r) * wd + col0 + w) * c
+        at, run = _pixel_run(q, q1, per_image, width, h, wd, row0, col0, c)
         for s in range(run):
             _copy(buf[q - q0 + s], 0, flat, at + s * c, c)
         q += run
