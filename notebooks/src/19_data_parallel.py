@@ -657,9 +657,10 @@ for name, p in best.items():
 # %% [markdown]
 r"""
 For workers as slow as one CPU core, communication hardly matters. A step of 32 images at
-224 px takes about two seconds, and the all-reduce of 14 MB 20 ms among 8 workers at
-10 Gbit/s, 48 ms among 512 (26 ms of which are the $2 \cdot 511$ assumed latencies): hidden
-behind a backward pass of more than a second, weak scaling stays at 100% to 512 workers, and
+224 px takes more than a second (the step printed above), and the all-reduce of 14 MB 20 ms
+among 8 workers at 10 Gbit/s, 48 ms among 512 (26 ms of which are the $2 \cdot 511$ assumed
+latencies): hidden behind a backward pass of most of a second (the measured times above),
+weak scaling stays at 100% to 512 workers, and
 even with no overlap at all (dashed) it loses only a few percent. Strong scaling follows
 the worker's own time per image at each share of the batch (the table of measured times), not
 the network: it can rise above 100% where a smaller share costs less per image (activations
