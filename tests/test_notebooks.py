@@ -4,7 +4,8 @@
   ``TINYMBV2_FAST=1`` (the CI-sized settings: a few hundred images, an epoch or
   two); any cell that raises fails the test. On an idle two-core machine a
   chapter takes seconds to about a minute (the training chapters the longest);
-  on a busy one, several times that.
+  on a busy one, several times that. Two chapters run side by side, one Numba
+  thread each, except those that set or time their own threads (``RUN_ALONE``).
 * Every notebook is stored without outputs or execution counts, and is exactly
   what ``notebooks/_build.py`` makes of its source in ``notebooks/src/``.
 * Every chapter has a stored full-size run, ``notebooks/executed/NN_name.ipynb``, that
@@ -16,6 +17,7 @@
   neighbours and their code, say when they do not show the stored full-size run, and
   are indexed for search by their prose, not their code.
 """
+import asyncio
 import functools
 import hashlib
 import html
@@ -25,6 +27,7 @@ import os
 import re
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor, wait
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -86,15 +89,53 @@ def test_notebook_reads_the_fast_switch(path):
     assert 'TINYMBV2_FAST = os.environ.get("TINYMBV2_FAST") == "1"' in first_code.source
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_in_fast_mode(path, monkeypatch):
-    monkeypatch.setenv("TINYMBV2_FAST", "1")
-    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+# Chapters that time or set their own threads (inference races, the GPU, int8, MPI ranks)
+# run alone with every core; the others run two at a time, one Numba thread each. A
+# fast-mode chapter is mostly Python between small kernels (chapter 10: 41 s with one thread,
+# 36 s with two, measured), so two kernels side by side use the two cores far better than
+# one kernel with two threads does.
+RUN_ALONE = {"14_inference", "15_gpu", "18_deployment", "19_data_parallel"}
+
+
+def _run_fast(path, threads=None):
+    """Execute one notebook in a fresh kernel with ``TINYMBV2_FAST=1``; the executed notebook.
+    A cell that raises raises here (``CellExecutionError``, naming the cell)."""
+    env = dict(os.environ, TINYMBV2_FAST="1", MPLBACKEND="module://matplotlib_inline.backend_inline")
+    if threads is not None:
+        env["NUMBA_NUM_THREADS"] = str(threads)
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name="python3",
                                      allow_errors=False,
                                      resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
-    client.execute()  # raises CellExecutionError naming the failing cell
+    asyncio.run(client.async_execute(env=env))
+    return nb
+
+
+@pytest.fixture(scope="module")
+def fast_runs(request):
+    """{stem: Future of ``_run_fast``} for the chapters this session's tests ask for: the
+    paired ones two at a time, then the ones that run alone, one by one, each test waiting
+    for its own. Runs not yet started when the module ends (``-x``) are cancelled."""
+    chosen = [item.callspec.params["path"] for item in request.session.items
+              if getattr(item, "originalname", None) == "test_notebook_runs_in_fast_mode"]
+    paired, alone = ThreadPoolExecutor(2), ThreadPoolExecutor(1)
+    futures = {p.stem: paired.submit(_run_fast, p, 1) for p in chosen if p.stem not in RUN_ALONE}
+    first = list(futures.values())
+
+    def after_the_paired(path):
+        wait(first)
+        return _run_fast(path)
+
+    futures.update({p.stem: alone.submit(after_the_paired, p) for p in chosen
+                    if p.stem in RUN_ALONE})
+    yield futures
+    for pool in (paired, alone):
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_in_fast_mode(path, fast_runs):
+    nb = fast_runs[path.stem].result()
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
               if o.output_type == "error"]
     assert not errors
