@@ -57,7 +57,7 @@ def _shifted_sums(a, k):
 
 
 @njit(**_JIT)
-def _passes_relu6(a, mu, sc, bi, top=6.0):
+def _passes_relu6(a, mu, sc, bi, top=6):
     """True where the fused ReLU6 passes the gradient: ``0 < (a - mu) * sc + bi < top``.
 
     ``top`` is the clamp's upper bound: 6 for ReLU6, inf for ReLU.
@@ -90,7 +90,7 @@ def grad_sums(g, a, k):
 
 
 @njit(**_JIT)
-def mask_relu6(g, a, mu, sc, bi, out, top=6.0):
+def mask_relu6(g, a, mu, sc, bi, out, top=6):
     """``out = g`` where the fused ReLU6 passed it (see ``_passes_relu6``), else 0.
 
     Args:
@@ -283,7 +283,7 @@ def eval_scale(var, weight, eps):
 
 
 @njit(**_JIT)
-def affine_row(src, dst, mu, sc, bi, relu6, top=6.0):
+def affine_row(src, dst, mu, sc, bi, relu6, top=6):
     """``dst = (src - mu) * sc + bi``, clamped to [0, top] when ``relu6``.
 
     Args:
@@ -331,7 +331,7 @@ def affine_inplace(row, mu, sc, bi, relu6):
 
 
 @njit(**_JIT)
-def affine_channel(x3, y3, ch, mu, sc, bi, relu6, top=6.0):
+def affine_channel(x3, y3, ch, mu, sc, bi, relu6, top=6):
     """``y3[:, ch] = (x3[:, ch] - mu) * sc + bi``, clamped to [0, top] when ``relu6``.
 
     Args:
@@ -458,6 +458,7 @@ def batch_norm_forward_train(x, weight, bias, eps, relu6=False, relu=False):
     same_float_dtype(fn, x=x, weight=weight, bias=bias)
     batch_norm_args(fn, x, train=True, weight=weight, bias=bias)
     clamp, top = clamp_bound(fn, relu6, relu)
+    top = x.dtype.type(top)  # the clamp in x's dtype
     if _rows_layout(x):  # see ..layout and .channels_last
         x = as_channels_last(x)
         y = empty_channels_last(x.shape, x.dtype)
@@ -500,6 +501,7 @@ def batch_norm_backward_train(gy, x, mean, invstd, weight, bias=None, relu6=Fals
     batch_norm_args(fn, x, train=True, mean=mean, invstd=invstd, weight=weight, bias=bias)
     if gy.shape != x.shape:
         raise ValueError(f"{fn}: gy must have the shape of x {x.shape}, got {gy.shape}")
+    top = x.dtype.type(top)  # the mask's bound in x's dtype
     if _rows_layout(x):  # see ..layout and .channels_last
         gy, x = as_channels_last(gy), as_channels_last(x)
         gx = empty_channels_last(x.shape, x.dtype)
