@@ -251,6 +251,15 @@ def pack_taps(w, flip, used, wp):
     read in order, a run of output channels per task: its taps, ``(run, Ci, kh*kw)``, go into
     per-tap rows of a scratch block, which is copied (flipped) or transposed in vector
     registers (not flipped) into wp[t].
+
+    Args:
+        w: The weight (Co, Ci, kh, kw), C-contiguous.
+        flip: Pack the flipped kernel (the input gradient's), ``(kh*kw, Co, Ci)``.
+        used: ``(kh*kw,)`` bool, the taps to pack.
+        wp: ``(kh*kw, Ci, Co)``, or ``(kh*kw, Co, Ci)`` flipped; written.
+
+    Returns:
+        wp.
     """
     co, ci, kh, kw = w.shape
     taps = kh * kw
@@ -402,7 +411,15 @@ def _weight_products(gyr, xcl, kw, dh, dw, ph, pw, regs, offsets, n, tasks, orde
 
 @njit(parallel=True, **_JIT)
 def unpack_taps(gwp, gw):
-    """``gw[o, c, i, j] = gwp[i*kw + j, o, c]``: ``(taps, Co*Ci)`` transposed, a run of ``Co*Ci`` per task."""
+    """``gw[o, c, i, j] = gwp[i*kw + j, o, c]``: ``(taps, Co*Ci)`` transposed, a run of ``Co*Ci`` per task.
+
+    Args:
+        gwp: The weight gradient by tap, ``(kh*kw, Co, Ci)``.
+        gw: The weight gradient (Co, Ci, kh, kw), written.
+
+    Returns:
+        gw.
+    """
     co, ci, kh, kw = gw.shape
     taps, m = kh * kw, co * ci
     src, dst = gwp.reshape(taps, m), gw.reshape(m, taps)

@@ -135,7 +135,7 @@ def _columns_product(gy2, cols, gwp, width):
 
 
 def _columns(x, kh, kw, ph, pw, ho, wo):
-    """x's column matrix (N*Ho*Wo, kh*kw*Ci), from x made channels-last."""
+    """x's column matrix ``(N*Ho*Wo, kh*kw*Ci)``, from x made channels-last."""
     n, c = x.shape[:2]
     x4 = as_channels_last(x).transpose(0, 2, 3, 1)  # (N, H, W, C), C-contiguous
     cols = np.empty((n * ho * wo, kh * kw * c), x.dtype)  # NumPy's allocator: see kernels.numba
