@@ -1,9 +1,9 @@
-"""The numba set's dense convolution on channels-last planes (``numba/dense/channels_last.py``).
+"""The numba set's dense weight gradient on channels-last planes (``numba/dense/channels_last.py``).
 
-Forward and both gradients against PyTorch in float64 on drawn shapes with a random upstream
-gradient, numba against the reference set in float32, the same bits at any thread count,
-and the routing: only stride-1, undilated, many-channel convolutions on channels-last planes
-come here (never the small-input stem of 1-3 channels).
+With the forward and the input gradient (``dense``'s) around it: against PyTorch in float64
+on drawn shapes with a random upstream gradient, numba against the reference set in float32,
+the same bits at any thread count, and the routing: only stride-1, undilated, many-channel
+convolutions on channels-last planes come here (never the small-input stem of 1-3 channels).
 """
 
 import numba
@@ -32,9 +32,10 @@ def rel_err(a, b):
 @st.composite
 def cases(draw):
     """(x, w, padding) in float64 that ``channels_last.fits``: 64-80 channels each side,
-    kernels 2-5 wide, any padding up to k - 1, planes up to 16 x 16; x in either layout."""
+    kernels 2-5 wide, paddings up to k (a row of outputs may read padding only), planes up
+    to 16 x 16; x in either layout."""
     kh, kw = draw(st.integers(2, 5)), draw(st.integers(1, 4))
-    ph, pw = draw(st.integers(0, kh - 1)), draw(st.integers(0, kw - 1))
+    ph, pw = draw(st.integers(0, kh)), draw(st.integers(0, kw))
     h = draw(st.integers(max(1, kh - 2 * ph), 16 - 2 * ph + kh - 1))
     w = draw(st.integers(max(1, kw - 2 * pw), 16 - 2 * pw + kw - 1))
     n, ci, co = draw(st.integers(1, 3)), draw(st.integers(64, 80)), draw(st.integers(64, 80))
@@ -58,7 +59,7 @@ def test_matches_torch_in_float64(case):
         gy = as_channels_last(gy)
     got_y = NUMBA.conv2d_forward(x, w, (1, 1), padding)
     got_gx = NUMBA.conv2d_backward_input(gy, w, x.shape, (1, 1), padding)
-    assert is_channels_last(got_y) and is_channels_last(got_gx)
+    assert is_channels_last(got_y)
     assert rel_err(got_y, y.detach().numpy()) < TOL64
     assert rel_err(got_gx, gx.numpy()) < TOL64
     assert rel_err(NUMBA.conv2d_backward_weight(gy, x, w.shape, (1, 1), padding), gw.numpy()) < TOL64
@@ -86,8 +87,8 @@ def test_numba_matches_reference_in_float32():
 
 
 def test_the_same_bits_at_any_thread_count():
-    """Rows of y in fixed runs, gw by tap and channel run: 1 thread and all give the same bits
-    (3 images of 100 outputs: a run of ROWS rows crosses an image)."""
+    """gw by tap and channel run: 1 thread and all give the same bits (96 input channels:
+    two runs per tap, one of them short)."""
     x, w, gy = head_problem(np.float32, n=3, size=10)
     before = numba.get_num_threads()
     try:
@@ -102,9 +103,9 @@ def test_the_same_bits_at_any_thread_count():
 
 
 def test_only_many_channel_stride_1_convolutions_on_small_planes_come_here(monkeypatch):
-    """DeepLabHead's 3x3 does; the small-input stem (1-3 channels at stride 1 on 28 px, or on
-    a 16 x 16 plane), a strided or 1x1 or too widely padded filter, a plane kept NCHW and an
-    empty batch do not, and keep ``dense``'s kernels."""
+    """DeepLabHead's 3x3's weight gradient does; the small-input stem (1-3 channels at stride 1
+    on 28 px, or on a 16 x 16 plane), a strided or 1x1 filter, a plane kept NCHW and an empty
+    batch do not, and keep ``dense``'s kernels; so do every forward and input gradient."""
     fits = channels_last.fits
     assert fits((4, 256, 16, 16), (256, 256, 3, 3), (1, 1), (1, 1), True)
     assert not fits((4, 256, 16, 16), (256, 256, 3, 3), (1, 1), (1, 1), False)   # dilated
@@ -112,15 +113,13 @@ def test_only_many_channel_stride_1_convolutions_on_small_planes_come_here(monke
     assert not fits((64, 3, 16, 16), (32, 3, 3, 3), (1, 1), (1, 1), True)
     assert not fits((4, 256, 16, 16), (256, 256, 3, 3), (2, 2), (1, 1), True)
     assert not fits((4, 256, 16, 16), (256, 256, 1, 1), (1, 1), (0, 0), True)
-    assert not fits((4, 256, 16, 16), (256, 256, 3, 3), (1, 1), (3, 3), True)
     assert not fits((4, 256, 32, 32), (256, 256, 3, 3), (1, 1), (1, 1), True)     # NCHW plane
     assert not fits((0, 256, 16, 16), (256, 256, 3, 3), (1, 1), (1, 1), True)
     called = []
-    for name in ("conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight"):
-        monkeypatch.setattr(channels_last, name, lambda *a, _n=name: called.append(_n))
+    monkeypatch.setattr(channels_last, "conv2d_backward_weight", lambda *a: called.append(a[2]))
     x, w, gy = head_problem(np.float64)
     passes(NUMBA, x, w, gy)
-    assert called == ["conv2d_forward", "conv2d_backward_input", "conv2d_backward_weight"]
+    assert called == [w.shape]
     called.clear()
     stem_x, stem_w = np.zeros((2, 3, 28, 28)), np.zeros((32, 3, 3, 3))
     dense.conv2d_forward(stem_x, stem_w, (1, 1), (1, 1))
@@ -132,7 +131,7 @@ def test_only_many_channel_stride_1_convolutions_on_small_planes_come_here(monke
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_bad_input_still_gets_the_kernels_errors(dtype):
     x, w, gy = head_problem(dtype)
-    with pytest.raises(ValueError, match="conv2d_backward_input"):
-        NUMBA.conv2d_backward_input(gy[:, :, :-1], w, x.shape, (1, 1), (1, 1))
-    with pytest.raises(TypeError, match="conv2d_forward"):
-        NUMBA.conv2d_forward(x, w.astype(np.float16), (1, 1), (1, 1))
+    with pytest.raises(ValueError, match="conv2d_backward_weight"):
+        NUMBA.conv2d_backward_weight(gy[:, :, :-1], x, w.shape, (1, 1), (1, 1))
+    with pytest.raises(TypeError, match="conv2d_backward_weight"):
+        NUMBA.conv2d_backward_weight(gy, x.astype(np.float16), w.shape, (1, 1), (1, 1))

@@ -1,7 +1,7 @@
 """Numba kernels for dense (groups = 1) convolution: im2col + a matrix product, image by image.
 
-At stride 1 with many channels on a channels-last plane (DeepLabHead's 3x3) the whole batch
-is one product instead: ``.channels_last``.
+At stride 1 with many channels on a channels-last plane (DeepLabHead's 3x3) the weight
+gradient is one product over the whole batch instead: ``.channels_last``.
 
 Same names, signatures and results as ``tinymbv2.kernels.reference``;
 ``NumbaKernels`` takes them as its kernels. With
@@ -259,12 +259,9 @@ def conv2d_bn_eval(x, w, stride, padding, bn):
 
 
 def _forward(x, w, stride, padding, bn_eval, fn):
-    x, w = np.asarray(x), _c(w)
+    x, w = _c(x), _c(w)
     same_float_dtype(fn, x=x, w=w)
     (sh, sw), (ph, pw), (ho, wo) = conv_geometry(fn, x.shape, w.shape, stride, padding)
-    if bn_eval is None and channels_last.fits(x.shape, w.shape, (sh, sw), (ph, pw), True):
-        return channels_last.conv2d_forward(x, w, (ph, pw))  # many channels, a small plane
-    x = _c(x)
     n, co, kh, kw = x.shape[0], w.shape[0], w.shape[2], w.shape[3]
     ep = epilogue_args(fn, bn_eval, co, x.dtype)
     if channels_last_plane(ho, wo):
@@ -299,8 +296,6 @@ def conv2d_backward_input(gy, w, x_shape, stride, padding):
     n, ci, h, wd = (int(s) for s in x_shape)
     co, kh, kw = w.shape[0], w.shape[2], w.shape[3]
     grad_out_shape(fn, gy.shape, (n, co, ho, wo))
-    if channels_last.fits(x_shape, w.shape, (sh, sw), (ph, pw), True):
-        return channels_last.conv2d_backward_input(gy, w, x_shape, (ph, pw))
     wt = w.reshape(co, -1).T  # (K, Co): a transposed view, BLAS reads it as is
     gx = np.empty((n, ci, h, wd), gy.dtype)  # NumPy's allocator: see kernels.numba
     gy3, cl = _output_rows(gy)

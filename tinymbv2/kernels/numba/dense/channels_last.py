@@ -1,38 +1,30 @@
-r"""Dense convolution at stride 1 on channels-last planes: one im2col for the batch, then products.
+r"""The weight gradient of a dense stride-1 convolution on channels-last planes: one product.
 
 DeepLabHead's 3x3 convolution (256 to 256 channels on a 16 x 16 map) is a dense filter with
-many channels on a plane the numba set keeps channels-last (``..layout``). There the whole
-batch is one matrix product. With $P = N H_o W_o$ output pixels, $K = k_h k_w C_i$ and the
-column matrix ``cols`` (P, K) whose row p holds the K input values that output pixel p
-reads, taps outer and channels inner (zeros where a tap reads the padding):
+many channels on a plane the numba set keeps channels-last (``..layout``). Its weight
+gradient is there one matrix product over the whole batch. With $P = N H_o W_o$ output
+pixels, $K = k_h k_w C_i$ and the column matrix ``cols`` (P, K) whose row p holds the K
+input values that output pixel p reads, taps outer and channels inner (zeros where a tap
+reads the padding),
 
-    forward          y (P, Co)   = cols (P, K) @ W_p (K, Co)
-    weight gradient  gw (Co, K)  = gy.T (Co, P) @ cols (P, K)
-    input gradient   at stride 1 the transposed convolution is a convolution of gy with
-                     the kernel flipped and its channels swapped,
-                     ``W'[ci, co, i, j] = W[co, ci, kh-1-i, kw-1-j]``, padding k - 1 - p:
-                     the forward's code on gy
+    gw (Co, K) = gy.T (Co, P) @ cols (P, K),   tap t's block gw[:, t] (Co, Ci)
 
-with ``W_p`` the weight packed as (kh, kw, Ci, Co) (``..tap_regions.pack_taps``, which
-also flips). Channels-last, a pixel's channels are one contiguous run, so building a row of
-``cols`` copies ``k_h k_w`` runs of $C_i$ values, and ``y`` and ``gy`` are already the
-(P, Co) matrices: no layout pass around the products, and none of ``dense``'s
-image-by-image column matrices scattered back (``col2im``) or weight gradients summed.
-The forward's products are BLAS's, on runs of ``ROWS`` rows of ``cols`` (contiguous
-operands, which it runs at its best); the weight gradient's are ``.tile``'s register
-blocks, one per tap and run of input channels, reading gy transposed as it lies.
+Channels-last, a pixel's channels are one contiguous run, so a row of ``cols`` is
+``k_h k_w`` copied runs of $C_i$ values, and gy is already the (P, Co) matrix, read
+transposed as it lies by ``.tile``'s register blocks (one task per tap and run of
+``tile_columns`` input channels); ``..tap_regions.unpack_taps`` puts the taps back in
+(Co, Ci, kh, kw). ``dense``'s own weight gradient builds a column matrix per image, runs a
+BLAS product per image and adds the images' gradients afterwards; this is faster on these
+shapes (figures: docs/kernels.md). The forward and the input gradient stay with ``dense``'s
+image-by-image products, which measured as fast or faster there.
 
 **Where it runs** (``fits``): stride 1, no dilation (dilated ones go to ``..tap_regions``),
 a channels-last output plane, and many channels on both sides (``MIN_CHANNELS``): the
-product then dominates the copies. A stem of 1-3 input channels never comes here; it keeps
-``dense``'s image-by-image kernels, which suit its large planes and thin K.
+product then dominates the copies. A stem of 1-3 input channels never comes here.
 
-**Scheduling and determinism.** The forward's tasks are runs of ``ROWS`` rows of y (one
-BLAS call each, BLAS pinned to one thread: ``..pool``), the weight gradient's a tap and a
-run of ``tile_columns`` input channels: fixed by the shapes. Each value is computed whole
-by one task, its sum in an order fixed by the call's shapes (``.tile``: over P in order,
-chunks added onto the previous ones), so neither the threads nor their number change a
-bit.
+**Determinism.** The tasks are fixed by the shapes; each value of gw is summed whole by one
+register block over P in order (chunks added onto the previous ones give the bits of one
+pass), so neither the threads nor their number change a bit.
 """
 from __future__ import annotations
 
@@ -40,8 +32,8 @@ import numpy as np
 from numba import njit, prange
 
 from ..cache import CACHE
-from ..layout import as_channels_last, channels_last_plane, empty_channels_last, rows
-from ..tap_regions import pack_taps, unpack_taps
+from ..layout import as_channels_last, channels_last_plane, rows
+from ..tap_regions import unpack_taps
 from ..tile import product, strip_width
 from .. import pool  # noqa: F401  (the one-pool set-up, see there)
 
@@ -49,13 +41,10 @@ _JIT = dict(cache=CACHE, fastmath=False, boundscheck=False)
 MIN_CHANNELS = 64
 """Input and output channels at least this many: below, the copies around the product
 weigh more and ``dense``'s kernels stay."""
-ROWS = 256
-"""Rows of y per forward task (one BLAS call): long enough for BLAS's blocking, and a
-16 x 16 plane's image each, so a batch of 4 gives each of 2 threads 2 tasks."""
 
 
 def fits(x_shape, w_shape, stride, padding, dilation_one: bool) -> bool:
-    """Does this module compute the convolution? See the module docstring.
+    """Does this module compute the convolution's weight gradient? See the module docstring.
 
     Args:
         x_shape: (N, Ci, H, W).
@@ -70,8 +59,6 @@ def fits(x_shape, w_shape, stride, padding, dilation_one: bool) -> bool:
     co, ci, kh, kw = (int(s) for s in w_shape)
     (sh, sw), (ph, pw) = stride, padding
     if not dilation_one or (sh, sw) != (1, 1) or kh * kw == 1:
-        return False
-    if not (0 <= ph <= kh - 1 and 0 <= pw <= kw - 1):  # the input gradient's padding >= 0
         return False
     ho, wo = int(x_shape[2]) + 2 * ph - kh + 1, int(x_shape[3]) + 2 * pw - kw + 1
     return (ho > 0 and wo > 0 and channels_last_plane(ho, wo) and int(x_shape[0]) > 0
@@ -113,15 +100,6 @@ def _im2col(x4, kh, kw, ph, pw, ho, wo, cols):
 
 
 @njit(parallel=True, **_JIT)
-def _rows_product(cols, wp, y2):
-    """``y2 (P, Co) = cols (P, K) @ wp (K, Co)``, one BLAS call per ``ROWS`` rows."""
-    p = cols.shape[0]
-    for t in prange((p + ROWS - 1) // ROWS):
-        r0, r1 = t * ROWS, min(p, (t + 1) * ROWS)
-        np.dot(cols[r0:r1], wp, y2[r0:r1])
-
-
-@njit(parallel=True, **_JIT)
 def _columns_product(gy2, cols, gwp, width):
     """``gwp[t] (Co, Ci) = gy2.T (Co, P) @ cols[:, t*Ci:(t+1)*Ci] (P, Ci)`` for every tap t,
     one task per tap and run of ``width`` input channels."""
@@ -141,55 +119,6 @@ def _columns(x, kh, kw, ph, pw, ho, wo):
     cols = np.empty((n * ho * wo, kh * kw * c), x.dtype)  # NumPy's allocator: see kernels.numba
     _im2col(x4, kh, kw, ph, pw, ho, wo, cols)
     return cols
-
-
-def conv2d_forward(x, w, padding):
-    """Dense convolution at stride 1 where ``fits``: the output channels-last.
-
-    The caller (``dense.conv2d_forward``) has checked the arguments.
-
-    Args:
-        x: The input (N, Ci, H, W), either layout.
-        w: The weight (Co, Ci, kh, kw), C-contiguous.
-        padding: (ph, pw).
-
-    Returns:
-        y (N, Co, Ho, Wo), channels-last.
-    """
-    return _forward(x, w, padding, False)
-
-
-def _forward(x, w, padding, flip):
-    """The forward of x with w's taps (Co, Ci, kh, kw), or flipped and transposed (``flip``:
-    then w is read as (Ci, Co, kh, kw), ``conv2d_backward_input``'s kernel)."""
-    co, ci, kh, kw = w.shape
-    if flip:
-        co, ci = ci, co
-    n, (ph, pw) = x.shape[0], padding
-    ho, wo = x.shape[2] + 2 * ph - kh + 1, x.shape[3] + 2 * pw - kw + 1
-    cols = _columns(x, kh, kw, ph, pw, ho, wo)
-    wp = pack_taps(w, flip, np.ones(kh * kw, np.bool_), np.empty((kh * kw, ci, co), w.dtype))
-    y = empty_channels_last((n, co, ho, wo), x.dtype)
-    _rows_product(cols, wp.reshape(kh * kw * ci, co), rows(y))
-    return y
-
-
-def conv2d_backward_input(gy, w, x_shape, padding):
-    """The input gradient where ``fits``: the forward of gy with W flipped and transposed.
-
-    The caller (``dense.conv2d_backward_input``) has checked the arguments.
-
-    Args:
-        gy: $\\partial L / \\partial y$ (N, Co, Ho, Wo), either layout.
-        w: The weight (Co, Ci, kh, kw).
-        x_shape: (N, Ci, H, W).
-        padding: (ph, pw), at most (kh - 1, kw - 1).
-
-    Returns:
-        gx of ``x_shape``, channels-last.
-    """
-    kh, kw = w.shape[2:]
-    return _forward(gy, w, (kh - 1 - padding[0], kw - 1 - padding[1]), True)
 
 
 def conv2d_backward_weight(gy, x, w_shape, padding):
