@@ -48,7 +48,7 @@ def all_kernel_calls(x, w, wd, wp, stride, padding, rng):
 
 
 def fused_kernel_calls(x, rng):
-    """The BatchNorm kernels with the ReLU6 fused: {label: (kernel name, args, kwargs)}.
+    """The BatchNorm kernels with the ReLU6 (or ReLU) fused: {label: (kernel name, args, kwargs)}.
 
     gamma and beta are drawn wide (outputs land below 0, inside (0, 6) and above 6)
     so that the clamp and the backward's mask both matter."""
@@ -59,11 +59,14 @@ def fused_kernel_calls(x, rng):
     gy = rng.standard_normal(x.shape).astype(x.dtype)
     mean, invstd = x.mean(axis=(0, 2, 3)), (1 / np.sqrt(x.var(axis=(0, 2, 3)) + f(EPS))).astype(x.dtype)
     var = rng.uniform(0.1, 2.0, c).astype(x.dtype)
-    fused = {"relu6": True}
+    fused, relu = {"relu6": True}, {"relu": True}
     return {
         "batch_norm_forward_train[relu6]": ("batch_norm_forward_train", (x, g, b, EPS), fused),
         "batch_norm_backward_train[relu6]": ("batch_norm_backward_train",
                                              (gy, x, mean, invstd, g, b), fused),
+        "batch_norm_forward_train[relu]": ("batch_norm_forward_train", (x, g, b - 3, EPS), relu),
+        "batch_norm_backward_train[relu]": ("batch_norm_backward_train",
+                                            (gy, x, mean, invstd, g, b - 3), relu),
         "batch_norm_forward_eval[relu6]": ("batch_norm_forward_eval", (x, mean, var, g, b, EPS), fused),
     }
 

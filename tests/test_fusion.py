@@ -382,3 +382,72 @@ def test_a_dilated_model_runs_fused_with_its_dilation(kernel_set):
     undilated.eval()
     with tinymbv2.no_grad():
         assert rel(f_logits, fuse(undilated)(Tensor(x)).numpy()) > 1e-3
+
+
+def segmentation_step(net, model, x, masks):
+    """``one_step`` for a segmentation model: the per-pixel loss; its eval logits."""
+    net.train()
+    tinymbv2.manual_seed(0)  # the same dropout mask for both
+    loss = F.cross_entropy(net(Tensor(x)), masks, ignore_index=255)
+    model.zero_grad()
+    loss.backward()
+    grads = {k: p.grad.copy() for k, p in model.named_parameters()}
+    net.eval()
+    with tinymbv2.no_grad():
+        logits = net(Tensor(x)).numpy().copy()
+    return loss.item(), grads, model.state_dict(), logits
+
+
+@pytest.mark.parametrize("head", ["aspp", "lraspp"])
+def test_segmentation_heads_run_bn_relu_fused_with_the_plain_numbers(kernel_set, head):
+    """The heads' conv-BN-ReLU units (ASPP's branches and projection, DeepLabHead's 3x3,
+    LR-ASPP's) train with BatchNorm and ReLU as one op (``F.batch_norm_relu``) and give the
+    plain model's loss, logits, gradients and running statistics, two steps running, in
+    float64; for inference they are the conv-BN op, then the ReLU."""
+    from tinymbv2.models import deeplabv3_mobilenet_v2
+
+    model = deeplabv3_mobilenet_v2(5, 16, head, width_mult=0.35, seed=0).double()
+    start = model.state_dict()
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 64, 64))
+    masks = rng.integers(0, 5, (2, 64, 64))
+    masks[rng.random(masks.shape) < 0.05] = 255
+    results = []
+    for make_net in (lambda m: m, fuse):
+        model.load_state_dict(start)
+        net = make_net(model)
+        results.append([segmentation_step(net, model, x, masks) for _ in range(2)])
+    for plain, fused in zip(*results):
+        if kernel_set == "reference":  # the fused kernel's clamp is ReLU's max(z, 0): same bits
+            assert plain[0] == fused[0]
+            np.testing.assert_array_equal(plain[3], fused[3])
+            for name in plain[1]:
+                np.testing.assert_array_equal(plain[1][name], fused[1][name], err_msg=name)
+            continue
+        assert rel(plain[0], fused[0]) < TOL and rel(plain[3], fused[3]) < TOL
+        assert_agree(plain[1], fused[1])
+        for stat in ("running_mean", "running_var"):
+            assert_agree(*({k: v for k, v in state.items() if k.endswith(stat)}
+                           for state in (plain[2], fused[2])))
+    fused_net = fuse(model)
+    train = op_counts_segmentation(fused_net, x, train=True)
+    plain = op_counts_segmentation(model, x, train=True)
+    # aspp: five branches' units and the projection and the 3x3 (all but the image pooling
+    # branch, which keeps its ReLU on a 1x1 map); lraspp: its one conv-BN-ReLU
+    fused_units = 1 + 3 + 1 + 1 if head == "aspp" else 1
+    assert plain["ReLU"] - train.get("ReLU", 0) == fused_units
+    infer = op_counts_segmentation(fused_net, x, train=False)
+    assert infer["ReLU"] == plain["ReLU"]
+
+
+def op_counts_segmentation(net, x, train):
+    """``op_counts`` for a segmentation model (a per-pixel loss)."""
+    net.train(train)
+    with profiler.profile() as prof:
+        if train:
+            logits = net(Tensor(x))
+            F.cross_entropy(logits, np.zeros((len(x),) + logits.shape[2:], np.int64)).backward()
+        else:
+            with tinymbv2.no_grad():
+                net(Tensor(x))
+    return {name: n for (name, phase), n in prof.calls.items() if phase == "forward"}

@@ -14,11 +14,17 @@ each.
 |---|---|---|
 | Conv2d -> BatchNorm2d (-> ReLU6) | inference | ``F.conv2d_batch_norm_eval`` |
 | Conv2d -> BatchNorm2d -> ReLU6 | otherwise | conv, then ``F.batch_norm_relu6`` |
+| Conv2d -> BatchNorm2d -> ReLU | otherwise | conv, then ``F.batch_norm_relu`` |
 | BN, ReLU6 -> depthwise 3x3 -> BN, ReLU6 (a) | training | conv, then ``F.depthwise_stage_train`` |
 | a whole inverted residual block | inference | ``F.inverted_residual_eval`` |
 
 (a) The BN of a conv-BN-ReLU6 and the next depthwise layer, inside a block or from the
 stem into block 1.
+
+The segmentation heads (``models/deeplabv3.py``) follow their BatchNorms with a plain
+ReLU: for inference that is the conv-BN op and then the ReLU; in training the BN and the
+ReLU run as one op, the kernels of ``batch_norm_relu6`` with the clamp's upper bound at
+infinity.
 
 "Inference" means no graph is recorded (``tinymbv2.no_grad()``) and the BatchNorms are
 in eval mode with running statistics of the input's dtype; "training" means the
@@ -44,9 +50,9 @@ from __future__ import annotations
 from . import functional as F
 from .autograd import Tensor, is_grad_enabled
 from .backend import get_array_module
-from .models.deeplabv3 import IntermediateLayers
+from .models.deeplabv3 import ConvNormReLU, DeepLabHead, IntermediateLayers
 from .models.mobilenetv2 import Conv2dNormActivation, InvertedResidual
-from .nn import BatchNorm2d, Conv2d, Module, ReLU6, Sequential
+from .nn import BatchNorm2d, Conv2d, Module, ReLU, ReLU6, Sequential
 
 
 def fuse(model: Module) -> Module:
@@ -95,6 +101,15 @@ class FusedConvNormActivation(FusedSequential, Conv2dNormActivation):
     inference, as the conv and then ``F.batch_norm_relu6`` otherwise."""
 
 
+class FusedConvNormReLU(FusedSequential, ConvNormReLU):
+    """A segmentation head's conv-BN-ReLU whose BatchNorm and ReLU run fused in training
+    (``conv_norm_relu``)."""
+
+
+class FusedDeepLabHead(FusedSequential, DeepLabHead):
+    """torchvision's DeepLabv3 head, its 3x3 conv-BN-ReLU run by ``conv_norm_relu``."""
+
+
 class FusedInvertedResidual(InvertedResidual):
     """An inverted residual block that runs as one op for inference.
 
@@ -130,6 +145,8 @@ _FUSED_CLASS = {
     Sequential: FusedSequential,
     IntermediateLayers: FusedIntermediateLayers,
     Conv2dNormActivation: FusedConvNormActivation,
+    ConvNormReLU: FusedConvNormReLU,
+    DeepLabHead: FusedDeepLabHead,
     InvertedResidual: FusedInvertedResidual,
 }
 
@@ -154,6 +171,10 @@ def run_layers(layers: list, x):
                 i += 2
                 continue
         span = _conv_norm_span(layers, i)
+        if span == 2 and i + 2 < len(layers) and type(layers[i + 2]) is ReLU:
+            x = conv_norm_relu(layers[i], layers[i + 1], layers[i + 2], x)
+            i += 3
+            continue
         if span:
             x = conv_norm(layers[i], layers[i + 1], x, relu6=span == 3)
             i += span
@@ -221,6 +242,30 @@ def conv_norm(conv: Conv2d, norm: BatchNorm2d, x, relu6: bool):
     return F.batch_norm_relu6(y, running_mean, running_var, weight, bias,
                               training=norm.training or running_mean is None,
                               momentum=momentum, eps=eps)
+
+
+def conv_norm_relu(conv: Conv2d, norm: BatchNorm2d, relu: ReLU, x):
+    """``relu(norm(conv(x)))``, fused: the segmentation heads' unit.
+
+    For inference the conv and BatchNorm as one op (``conv_norm``), then the ReLU; else the
+    convolution, then BatchNorm and ReLU as one op (``F.batch_norm_relu``).
+
+    Args:
+        conv: The [Conv2d][tinymbv2.nn.layers.Conv2d].
+        norm: The [BatchNorm2d][tinymbv2.nn.layers.BatchNorm2d] after it.
+        relu: The [ReLU][tinymbv2.nn.layers.ReLU] after that.
+        x: The input Tensor.
+
+    Returns:
+        The output Tensor.
+    """
+    if _eval_fusable(conv, norm, x):
+        return relu(conv_norm(conv, norm, x, relu6=False))
+    y = conv(x)
+    running_mean, running_var, weight, bias, momentum, eps = _norm_args(norm, y)
+    return F.batch_norm_relu(y, running_mean, running_var, weight, bias,
+                             training=norm.training or running_mean is None,
+                             momentum=momentum, eps=eps)
 
 
 def _norm_args(norm, x):

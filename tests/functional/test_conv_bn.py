@@ -116,10 +116,11 @@ def bn_cases(draw):
 @given(case=bn_cases())
 @pytest.mark.parametrize("kset", ["reference", "numba"])
 @pytest.mark.parametrize("training", [True, False])
-@pytest.mark.parametrize("fused", [False, True], ids=["bn", "bn_relu6"])
+@pytest.mark.parametrize("fused", [None, "relu6", "relu"], ids=["bn", "bn_relu6", "bn_relu"])
 def test_batch_norm_matches_torch(kset, training, fused, case):
     """F.batch_norm against torch's; fused: F.batch_norm_relu6 against relu6(batch_norm)
-    with gamma and beta large enough that outputs fall below 0, inside, and above 6."""
+    with gamma and beta large enough that outputs fall below 0, inside, and above 6;
+    F.batch_norm_relu against relu(batch_norm)."""
     rng = np.random.default_rng(case["seed"])
     c = case["shape"][1]
     x = rng.standard_normal(case["shape"]) * 3 + 1
@@ -137,7 +138,7 @@ def test_batch_norm_matches_torch(kset, training, fused, case):
         tx, trm, trv, tg if affine else None, tb if affine else None, training, mom, 1e-5
     )
     if fused:
-        ty = torch.nn.functional.relu6(ty)
+        ty = getattr(torch.nn.functional, fused)(ty)
     g = rng.standard_normal(case["shape"])
     tgrads = torch_grads(ty, g, [tx, tg, tb] if affine else [tx])
 
@@ -145,11 +146,11 @@ def test_batch_norm_matches_torch(kset, training, fused, case):
         mx = Tensor(x, requires_grad=True)
         mg, mb = Tensor(gamma, requires_grad=True), Tensor(beta, requires_grad=True)
         mrm, mrv = rm.copy(), rv.copy()
-        op = F.batch_norm_relu6 if fused else F.batch_norm
+        op = {None: F.batch_norm, "relu6": F.batch_norm_relu6, "relu": F.batch_norm_relu}[fused]
         y = op(mx, mrm, mrv, mg if affine else None, mb if affine else None,
                training=training, momentum=mom, eps=1e-5)
         y.backward(g)
-        name = ("batch_norm_relu6 " if fused else "batch_norm ") + ("train" if training else "eval")
+        name = f"batch_norm{'_' + fused if fused else ''} " + ("train" if training else "eval")
         assert_close(f"{name} forward", y.data, ty.detach().numpy(), TOL64)
         assert_close(f"{name} grad input", mx.grad, tgrads[0].numpy(), 1e-9)
         if affine:
@@ -181,6 +182,31 @@ def test_batch_norm_relu6_kinks_match_torch(kset, training):
         y.backward(g)
     assert y.data[1, 0, 0, 0] == 0.0 and y.data[1, 1, 0, 0] == 6.0
     assert mx.grad[1, 0, 0, 0] == tgx[1, 0, 0, 0] and mx.grad[1, 1, 0, 0] == tgx[1, 1, 0, 0]
+    np.testing.assert_allclose(mx.grad, tgx.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(y.data, ty.detach().numpy(), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("kset", ["reference", "numba"])
+@pytest.mark.parametrize("training", [True, False])
+def test_batch_norm_relu_kink_matches_torch(kset, training):
+    """At a BatchNorm output of exactly 0 the fused ReLU passes no gradient, as torch's
+    ReLU; large outputs (beta = 1e6) pass it, as no upper bound clamps them."""
+    x = np.tile(np.array([-1.0, 0.0, 1.0]).reshape(3, 1, 1, 1), (1, 2, 1, 1))
+    gamma, beta = np.ones(2), np.array([0.0, 1e6])
+    rm, rv = np.zeros(2), np.full(2, 0.75)
+    g = np.random.default_rng(0).standard_normal(x.shape)
+    tx = torch.tensor(x, requires_grad=True)
+    ty = torch.nn.functional.relu(torch.nn.functional.batch_norm(
+        tx, torch.tensor(rm), torch.tensor(rv), torch.tensor(gamma), torch.tensor(beta),
+        training, 0.1, 0.25))
+    (tgx,) = torch_grads(ty, g, [tx])
+    with tinymbv2.use_kernels(kset):
+        mx = Tensor(x, requires_grad=True)
+        y = F.batch_norm_relu(mx, rm.copy(), rv.copy(), Tensor(gamma), Tensor(beta),
+                              training=training, eps=0.25)
+        y.backward(g)
+    assert y.data[1, 0, 0, 0] == 0.0 and y.data[1, 1, 0, 0] == 1e6
+    assert mx.grad[1, 0, 0, 0] == tgx[1, 0, 0, 0]
     np.testing.assert_allclose(mx.grad, tgx.numpy(), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(y.data, ty.detach().numpy(), rtol=1e-12, atol=0)
 

@@ -45,7 +45,7 @@ PLANES = [1, 2, 3, 4, 7, 8, 16, 17]  # 17x17 = 289 px: above CHANNELS_LAST_MAX
 BATCH_CHANNELS = [(1, 300), (3, 20), (5, 3), (3, 1)]  # 300 > 256: two depthwise channel blocks
 LAYOUTS = ["nchw", "channels_last", "mixed", "view"]
 CONV = ["pointwise", "depthwise3x3_s1", "depthwise3x3_s2", "depthwise5x5_s1", "depthwise5x5_s2"]
-FAMILIES = CONV + ["batchnorm", "batchnorm_relu6"]
+FAMILIES = CONV + ["batchnorm", "batchnorm_relu6", "batchnorm_relu"]
 assert 16 * 16 <= CHANNELS_LAST_MAX < 17 * 17
 
 
@@ -77,10 +77,10 @@ def problems(family, n, c, h, dtype, seed=0):
 
     x = r(n, c, h, h)
     if family.startswith("batchnorm"):
-        relu6 = family.endswith("relu6")
+        clamp = family.partition("_")[2]
         g, bias = r(c), r(c) + 2  # ReLU6 both clamps and passes
-        _, mean, invstd = REFERENCE.batch_norm_forward_train(x, g, bias, EPS, relu6=relu6)
-        kw = {"relu6": relu6}
+        kw = {clamp: True} if clamp else {}
+        _, mean, invstd = REFERENCE.batch_norm_forward_train(x, g, bias, EPS, **kw)
         yield "forward_train", "batch_norm_forward_train", (x, g, bias, EPS), "app-", kw, True, None
         yield ("backward_train", "batch_norm_backward_train", (r(n, c, h, h), x, mean, invstd, g, bias),
                "aapppp", kw, True, None)

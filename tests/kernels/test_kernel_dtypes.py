@@ -51,6 +51,8 @@ def cases():
     row, out = x[0].copy(), np.empty(6, F32)
     for relu6 in (True, False):
         yield f"affine_row relu6={relu6}", batchnorm.affine_row, (row, out, F32(0.5), F32(2), F32(1), relu6)
+        yield f"affine_row relu6={relu6} top=inf", batchnorm.affine_row, (
+            row, out, F32(0.5), F32(2), F32(1), relu6, F32(np.inf))
         yield f"affine_inplace relu6={relu6}", batchnorm.affine_inplace, (row.copy(), F32(0.5), F32(2), F32(1), relu6)
         c = np.ones(6, F32)
         yield f"affine_rows_inplace relu6={relu6}", batchnorm_rows.affine_rows_inplace, (
@@ -61,7 +63,10 @@ def cases():
         row.copy(), row, F32(0.5), F32(2), F32(1), F32(0.1))
     yield "mask_relu6_inplace", batchnorm.mask_relu6_inplace, (
         row.copy(), row, F32(0.5), F32(2), F32(1))
-    yield "passed", batchnorm_flat.passed, (F32(1), F32(2), F32(0), F32(1), F32(0), True, F32(0))
+    yield "passed", batchnorm_flat.passed, (F32(1), F32(2), F32(0), F32(1), F32(0), True, F32(0),
+                                            F32(6))
+    yield "mask_relu6 top=inf", batchnorm.mask_relu6, (row, row, F32(0.5), F32(2), F32(1), out,
+                                                       F32(np.inf))
 
 
 @pytest.mark.parametrize("name,kernel,args", list(cases()), ids=[c[0] for c in cases()])

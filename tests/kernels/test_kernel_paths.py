@@ -90,10 +90,10 @@ BN_PATHS = ["flat", "channels", "rows-serial", "rows-parallel"]
 
 
 @pytest.mark.parametrize("path", BN_PATHS)
-@pytest.mark.parametrize("relu6", [False, True])
+@pytest.mark.parametrize("clamp", [None, "relu6", "relu"])
 @FEW
 @given(case=bn_cases())
-def test_numba_batch_norm_train_paths_match_torch(path, relu6, case):
+def test_numba_batch_norm_train_paths_match_torch(path, clamp, case):
     """Each of the numba set's BatchNorm training paths, forced whatever the size. NCHW:
     contiguous rows (numba/batchnorm/flat.py, small tensors), per channel (the rest);
     channels-last (numba/batchnorm/channels_last.py): in the calling thread or in parallel."""
@@ -101,7 +101,7 @@ def test_numba_batch_norm_train_paths_match_torch(path, relu6, case):
     bias = bias + 2  # so that the fused ReLU6 passes some values and clamps others
     xt, wt, bt = t(x, True), t(weight, True), t(bias, True)
     y = F.batch_norm(xt, None, None, wt, bt, training=True, eps=EPS)
-    y = F.relu6(y) if relu6 else y
+    y = getattr(F, clamp)(y) if clamp else y
     gy = rng.standard_normal(x.shape)
     gx, gw, gb = torch.autograd.grad(y, (xt, wt, bt), t(gy))
     saved = batchnorm.FLAT_MAX, batchnorm.FLAT_PLANE_MAX, batchnorm._rows_layout, batchnorm.ROWS_SERIAL_MAX
@@ -109,8 +109,9 @@ def test_numba_batch_norm_train_paths_match_torch(path, relu6, case):
         batchnorm.FLAT_MAX = batchnorm.FLAT_PLANE_MAX = 10**9 if path == "flat" else 0
         batchnorm.ROWS_SERIAL_MAX = 10**9 if path == "rows-serial" else 0
         batchnorm._rows_layout = lambda a: path.startswith("rows")  # 1x1 planes too
-        out, mean, invstd = NUMBA.batch_norm_forward_train(x, weight, bias, EPS, relu6)
-        grads = NUMBA.batch_norm_backward_train(gy, x, mean, invstd, weight, bias, relu6)
+        kw = {clamp: True} if clamp else {}
+        out, mean, invstd = NUMBA.batch_norm_forward_train(x, weight, bias, EPS, **kw)
+        grads = NUMBA.batch_norm_backward_train(gy, x, mean, invstd, weight, bias, **kw)
     finally:
         (batchnorm.FLAT_MAX, batchnorm.FLAT_PLANE_MAX, batchnorm._rows_layout,
          batchnorm.ROWS_SERIAL_MAX) = saved

@@ -215,8 +215,9 @@ def test_numba_matches_reference_mobilenet_shapes_float32():
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_numba_matches_reference_batch_norm_relu6(dtype):
-    """The fused BatchNorm + ReLU6 kernels (relu6=True), numba against reference; the
-    mask is recomputed the same way in both, so float64 agrees to rounding."""
+    """The fused BatchNorm + ReLU6 kernels (relu6=True) and BatchNorm + ReLU (relu=True),
+    numba against reference; the mask is recomputed the same way in both, so float64
+    agrees to rounding."""
     from kernel_cases import fused_kernel_calls
 
     rng = np.random.default_rng(11)
@@ -225,7 +226,10 @@ def test_numba_matches_reference_batch_norm_relu6(dtype):
     for label, (name, args, kw) in fused_kernel_calls(x, rng).items():
         want = as_tuple(getattr(REFERENCE, name)(*args, **kw))
         got = as_tuple(getattr(NUMBA, name)(*args, **kw))
-        assert 0 <= want[0].min() and want[0].max() <= 6 or "backward" in label
+        top = 6 if "relu6" in label else np.inf
+        assert 0 <= want[0].min() and want[0].max() <= top or "backward" in label
+        if label == "batch_norm_forward_train[relu]":  # the ReLU clamps some, and none at 6
+            assert (want[0] == 0).any() and want[0].max() > 6
         for k, (a, b) in enumerate(zip(got, want)):
             assert a.dtype == dtype
             assert_close(a, b, tol, f"{label}[{k}]", floor=1.0)
@@ -311,6 +315,10 @@ def test_bad_shapes_raise_value_error_naming_the_kernel(kset):
     c = np.ones(2)
     with pytest.raises(ValueError, match="batch_norm_backward_train: relu6=True needs the bias"):
         kset.batch_norm_backward_train(x, x, c, c, c, relu6=True)
+    with pytest.raises(ValueError, match="batch_norm_backward_train: relu=True needs the bias"):
+        kset.batch_norm_backward_train(x, x, c, c, c, relu=True)
+    with pytest.raises(ValueError, match="batch_norm_forward_train: expected at most one of relu6 and relu"):
+        kset.batch_norm_forward_train(x, c, c, EPS, relu6=True, relu=True)
 
 
 @KSETS

@@ -11,7 +11,7 @@ from .basic import (  # noqa: F401
     add, cat, clamp, div, exp, flatten, getitem, log, matmul, mean, mul, neg, pow, relu,
     reshape, sigmoid, sub, sum, transpose,
 )
-from .batchnorm import batch_norm, batch_norm_relu6  # noqa: F401
+from .batchnorm import batch_norm, batch_norm_relu, batch_norm_relu6  # noqa: F401
 from .conv import conv2d  # noqa: F401
 from .detection_losses import sigmoid_focal_loss, smooth_l1_loss  # noqa: F401
 from .fused import conv2d_batch_norm_eval, depthwise_stage_train, inverted_residual_eval  # noqa: F401

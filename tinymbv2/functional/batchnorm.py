@@ -42,6 +42,10 @@ MobileNetV2 block uses them: the kernels clamp while they write $y$, and the
 backward recomputes the BatchNorm output from the saved input to know where
 ReLU6 passed the gradient ($0 < z < 6$). Same numbers as the two ops, one pass
 fewer each way, and no ReLU6 mask kept in memory for the backward.
+
+``batch_norm_relu`` is ``relu(batch_norm(...))`` the same way, for the segmentation
+heads, which follow BatchNorm with a plain ReLU: the same kernels, with the clamp's
+upper bound at infinity instead of 6 (the gradient passes where $z > 0$).
 """
 from __future__ import annotations
 
@@ -50,22 +54,23 @@ import numpy as np
 from ..autograd import Function, Tensor
 from ..backend import get_array_module
 from ..kernels import kernels_for
+from .basic import ReLU
 from .checks import check_same_device, check_same_dtype, check_tensor
 
 
 class BatchNormTrain(Function):
-    """Training mode: normalise by the batch's statistics (and clamp, for ReLU6).
+    """Training mode: normalise by the batch's statistics (and clamp, for ReLU6 or ReLU).
 
     readable: ``kernels/reference.py``, ``ReferenceKernels.batch_norm_forward_train``,
     ``batch_norm_backward_train``.
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, eps, stats_out, relu6=False):
+    def forward(ctx, x, weight, bias, eps, stats_out, relu6=False, relu=False):
         k = kernels_for(x)
-        y, mean, invstd = k.batch_norm_forward_train(x, weight, bias, eps, relu6=relu6)
+        y, mean, invstd = k.batch_norm_forward_train(x, weight, bias, eps, relu6=relu6, relu=relu)
         ctx.save_for_backward(x, mean, invstd, weight, bias)
-        ctx.kernels, ctx.relu6 = k, relu6
+        ctx.kernels, ctx.relu6, ctx.relu = k, relu6, relu
         stats_out.update(mean=mean, invstd=invstd)  # for the running statistics
         return y
 
@@ -73,8 +78,8 @@ class BatchNormTrain(Function):
     def backward(ctx, g):
         x, mean, invstd, weight, bias = ctx.saved_tensors
         gx, gw, gb = ctx.kernels.batch_norm_backward_train(g, x, mean, invstd, weight, bias,
-                                                           relu6=ctx.relu6)
-        return gx, gw, gb, None, None, None
+                                                           relu6=ctx.relu6, relu=ctx.relu)
+        return gx, gw, gb, None, None, None, None
 
 
 class BatchNormEval(Function):
@@ -169,8 +174,40 @@ def batch_norm_relu6(x, running_mean, running_var, weight=None, bias=None, train
                        training, momentum, eps, relu6=True)
 
 
+def batch_norm_relu(x, running_mean, running_var, weight=None, bias=None, training=False,
+                    momentum=0.1, eps=1e-5) -> Tensor:
+    r"""``relu(batch_norm(x, ...))`` as one fused op: the segmentation heads' BN and ReLU.
+
+    ``batch_norm_relu6``'s kernels with the clamp's upper bound at infinity: the same
+    values and gradients as the two ops, one pass fewer each way, no ReLU mask saved. In
+    eval mode (running statistics) it is the two ops. The arguments are
+    [batch_norm][tinymbv2.functional.batchnorm.batch_norm]'s.
+
+    Args:
+        x: The input (N, C, H, W).
+        running_mean: An array (C,), or None; updated in place when ``training``.
+        running_var: An array (C,), or None; updated in place when ``training``.
+        weight: $\gamma$, a Tensor (C,), or None (then 1).
+        bias: $\beta$, a Tensor (C,), or None (then 0).
+        training: Normalise by the batch's statistics and move the running ones (else use
+            the running ones). Without running statistics the batch's are used in both modes.
+        momentum: How far the running statistics move towards the batch's.
+        eps: $\epsilon$, added to the variance.
+
+    Returns:
+        The normalised output (N, C, H, W), at least 0.
+
+    Raises:
+        TypeError: The arguments are not Tensors of one dtype.
+        ValueError: A shape does not fit, only one running statistic is given, or
+            training has a single value per channel.
+    """
+    return _batch_norm("batch_norm_relu", x, running_mean, running_var, weight, bias,
+                       training, momentum, eps, relu6=False, relu=True)
+
+
 def _batch_norm(fn, x, running_mean, running_var, weight, bias, training, momentum, eps,
-                relu6) -> Tensor:
+                relu6, relu=False) -> Tensor:
     check_tensor(x, fn, "input", ndim=4)
     c = x.shape[1]
     for name, t in (("weight", weight), ("bias", bias)):
@@ -196,7 +233,8 @@ def _batch_norm(fn, x, running_mean, running_var, weight, bias, training, moment
     if not training and running_mean is not None:
         mean = xp.asarray(running_mean, dtype=x.dtype)
         var = xp.asarray(running_var, dtype=x.dtype)
-        return BatchNormEval.apply(x, weight, bias, mean, var, eps, relu6)
+        y = BatchNormEval.apply(x, weight, bias, mean, var, eps, relu6)
+        return ReLU.apply(y) if relu else y
 
     m = x.shape[0] * x.shape[2] * x.shape[3]
     if training and m <= 1:
@@ -204,7 +242,7 @@ def _batch_norm(fn, x, running_mean, running_var, weight, bias, training, moment
             f"{fn}: expected more than 1 value per channel when training, got input {x.shape}"
         )
     stats = {}
-    y = BatchNormTrain.apply(x, weight, bias, eps, stats, relu6)
+    y = BatchNormTrain.apply(x, weight, bias, eps, stats, relu6, relu)
     if training and running_mean is not None:
         update_running_stats(running_mean, running_var, stats, eps, momentum, m)
     return y

@@ -196,28 +196,54 @@ def batch_norm_args(fn, x, train=False, **per_channel) -> None:
             raise ValueError(f"{fn}: {name} must have shape ({c},) for {c} channels, got {np.shape(a)}")
 
 
-def relu6_bias(fn, relu6, bias, weight):
-    """The bias a BatchNorm backward needs: required with ``relu6``, else zeros if absent.
+def relu6_bias(fn, relu6, bias, weight, relu=False):
+    """The bias a BatchNorm backward needs: required with ``relu6`` (or ``relu``), else
+    zeros if absent.
 
-    The fused ReLU6's mask is recomputed from the BatchNorm output, which needs the bias.
+    The fused ReLU6's (or ReLU's) mask is recomputed from the BatchNorm output, which needs
+    the bias.
 
     Args:
         fn: The kernel's name, for the message.
         relu6: The forward applied ReLU6.
         bias: The bias, or None.
         weight: The weight, whose shape and dtype the zeros take.
+        relu: The forward applied ReLU.
 
     Returns:
         The bias.
 
     Raises:
-        ValueError: ``relu6`` without a bias.
+        ValueError: ``relu6`` or ``relu`` without a bias.
     """
     if bias is None:
-        if relu6:
-            raise ValueError(f"{fn}: relu6=True needs the bias, to recompute the BatchNorm output")
+        if relu6 or relu:
+            flag = "relu6" if relu6 else "relu"
+            raise ValueError(f"{fn}: {flag}=True needs the bias, to recompute the BatchNorm output")
         return np.zeros_like(weight)
     return bias
+
+
+def clamp_bound(fn, relu6, relu):
+    """The clamp a fused BatchNorm applies: ``(clamp, top)``, y clamped to [0, top] if clamp.
+
+    ReLU6 is the clamp to [0, 6], ReLU the clamp to [0, inf): one kernel serves both
+    with the upper bound as an argument.
+
+    Args:
+        fn: The kernel's name, for the message.
+        relu6: Fuse ReLU6.
+        relu: Fuse ReLU.
+
+    Returns:
+        ``(bool, float)``: whether to clamp, and the upper bound (6.0 or inf).
+
+    Raises:
+        ValueError: both asked for.
+    """
+    if relu6 and relu:
+        raise ValueError(f"{fn}: expected at most one of relu6 and relu, got both True")
+    return bool(relu6 or relu), (6.0 if relu6 else np.inf)
 
 
 def matmul_args(fn, a, b) -> None:

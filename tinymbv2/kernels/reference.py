@@ -56,8 +56,9 @@ import numpy as np
 from ..backend import get_array_module
 from . import int8_reference
 from .taps import tap_window
-from .checks import (batch_norm_args, conv_geometry, dilation_pair, grad_out_shape, interpolate_args,
-                     matmul_args, pointwise_args, pointwise_weight_args, relu6_bias, same_float_dtype)
+from .checks import (batch_norm_args, clamp_bound, conv_geometry, dilation_pair, grad_out_shape,
+                     interpolate_args, matmul_args, pointwise_args, pointwise_weight_args, relu6_bias,
+                     same_float_dtype)
 
 
 # --------------------------------------------------------------------- helpers
@@ -445,7 +446,7 @@ class ReferenceKernels:
 
     # ------------------------------------------------------------------- BatchNorm
     @staticmethod
-    def batch_norm_forward_train(x, weight, bias, eps, relu6=False):
+    def batch_norm_forward_train(x, weight, bias, eps, relu6=False, relu=False):
         r"""BatchNorm in training mode: normalise each channel by its batch statistics.
 
         Over the $M = N H W$ values of each channel (Ioffe & Szegedy 2015):
@@ -466,6 +467,8 @@ class ReferenceKernels:
             eps: $\epsilon$.
             relu6: Also apply the ReLU6 that follows BatchNorm in MobileNetV2,
                 $y = \min(\max(y, 0), 6)$, in the same call (see ``batch_norm_backward_train``).
+            relu: Also apply a ReLU, $y = \max(y, 0)$: the same clamp with no upper bound
+                (the segmentation heads' BatchNorm and ReLU).
 
         Returns:
             ``(y, mean, invstd)``: y like x, the others (C,).
@@ -474,18 +477,20 @@ class ReferenceKernels:
         x, weight, bias = np.asarray(x), np.asarray(weight), np.asarray(bias)
         same_float_dtype(fn, x=x, weight=weight, bias=bias)
         batch_norm_args(fn, x, train=True, weight=weight, bias=bias)
+        clamp, top = clamp_bound(fn, relu6, relu)
         axes = (0, 2, 3)
         mean = x.mean(axis=axes)
         var = ((x - _per_channel(mean)) ** 2).mean(axis=axes)
         invstd = 1.0 / np.sqrt(var + float(eps))
         xhat = (x - _per_channel(mean)) * _per_channel(invstd)
         y = xhat * _per_channel(weight) + _per_channel(bias)
-        if relu6:
-            y = np.clip(y, 0, 6)
+        if clamp:
+            y = np.clip(y, 0, top)
         return np.ascontiguousarray(y), mean, invstd
 
     @staticmethod
-    def batch_norm_backward_train(gy, x, mean, invstd, weight, bias=None, relu6=False):
+    def batch_norm_backward_train(gy, x, mean, invstd, weight, bias=None, relu6=False,
+                                  relu=False):
         r"""Gradients of ``batch_norm_forward_train`` (x, weight and bias).
 
         $y = \gamma \hat{x} + \beta$, so $g_\beta = \sum g_y$ and $g_\gamma = \sum g_y \hat{x}$.
@@ -504,7 +509,8 @@ class ReferenceKernels:
 
         With ``relu6`` (the fused ReLU6, which needs ``bias``), ``gy`` is the gradient of
         $\min(\max(z, 0), 6)$ with $z$ the BatchNorm output, so it first passes only where
-        $0 < z < 6$ (PyTorch's choice at the kinks). $z$ is recomputed from x by the forward's
+        $0 < z < 6$ (PyTorch's choice at the kinks). With ``relu`` (the fused ReLU) the same
+        with no upper bound: it passes where $z > 0$. $z$ is recomputed from x by the forward's
         own expression: no mask has to be kept between the passes.
 
         Args:
@@ -513,14 +519,16 @@ class ReferenceKernels:
             mean: The batch mean (C,), from the forward.
             invstd: $1/\sqrt{\sigma^2 + \epsilon}$ (C,), from the forward.
             weight: $\gamma$ (C,).
-            bias: $\beta$ (C,); needed with ``relu6``.
+            bias: $\beta$ (C,); needed with ``relu6`` or ``relu``.
             relu6: The forward applied ReLU6.
+            relu: The forward applied ReLU.
 
         Returns:
             ``(gx, gweight, gbias)``.
         """
         fn = "batch_norm_backward_train"
-        bias = relu6_bias(fn, relu6, bias, weight)
+        clamp, top = clamp_bound(fn, relu6, relu)
+        bias = relu6_bias(fn, relu6, bias, weight, relu)
         arrays = {k: np.asarray(v) for k, v in
                   dict(gy=gy, x=x, mean=mean, invstd=invstd, weight=weight, bias=bias).items()}
         same_float_dtype(fn, **arrays)
@@ -531,9 +539,9 @@ class ReferenceKernels:
         axes = (0, 2, 3)
         m = x.shape[0] * x.shape[2] * x.shape[3]
         xhat = (x - _per_channel(mean)) * _per_channel(invstd)
-        if relu6:
+        if clamp:
             z = xhat * _per_channel(weight) + _per_channel(bias)
-            gy = gy * ((z > 0) & (z < 6))
+            gy = gy * ((z > 0) & (z < top))
         gbias = gy.sum(axis=axes)
         gweight = (gy * xhat).sum(axis=axes)
         gx = _per_channel(weight * invstd) * (gy - _per_channel(gbias / m)

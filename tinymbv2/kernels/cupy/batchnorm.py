@@ -22,7 +22,8 @@ $m = n \cdot HW + r$ of channel c is ``x[(n*C + c)*HW + r]``.
 * ``relu6=True`` (BatchNorm fused with the ReLU6 after it, as in the numba set):
   here composed of whole-array passes: y clamped in place; in the backward, the
   BatchNorm output recomputed by the forward's own kernel (so bit-identical) and
-  gy zeroed where it is outside (0, 6).
+  gy zeroed where it is outside (0, 6). ``relu=True`` (the heads' ReLU) is the same
+  clamp with the upper bound at infinity.
 
 No floating-point atomics anywhere: every run gives bit-identical results.
 """
@@ -31,7 +32,7 @@ from __future__ import annotations
 import cupy as cp
 import numpy as np
 
-from ..checks import batch_norm_args, relu6_bias
+from ..checks import batch_norm_args, clamp_bound, relu6_bias
 from .common import BLOCK, Kernels, device_arrays, i32, splits
 
 _SRC = r"""
@@ -156,7 +157,7 @@ def _per_channel_launch(kernel, c, args):
     kernel((-(-c // BLOCK),), (BLOCK,), args)
 
 
-def batch_norm_forward_train(x, weight, bias, eps, relu6=False):
+def batch_norm_forward_train(x, weight, bias, eps, relu6=False, relu=False):
     r"""BatchNorm in training mode, with the biased batch variance.
 
     The contract is ``ReferenceKernels``' kernel of the same name.
@@ -167,11 +168,13 @@ def batch_norm_forward_train(x, weight, bias, eps, relu6=False):
         bias: $\beta$ (C,).
         eps: $\epsilon$, added to the variance.
         relu6: Clamp y to [0, 6].
+        relu: Clamp y to [0, inf).
 
     Returns:
         ``(y, mean, invstd)``: y like x, the others (C,).
     """
     fn = "batch_norm_forward_train"
+    clamp, top = clamp_bound(fn, relu6, relu)
     dtype, x, weight, bias = device_arrays(fn, x=x, weight=weight, bias=bias)
     batch_norm_args(fn, x, train=True, weight=weight, bias=bias)
     n, c, h, wd = x.shape
@@ -187,12 +190,12 @@ def batch_norm_forward_train(x, weight, bias, eps, relu6=False):
         (x, part, mean, invstd, i32(c), i32(hw), i32(m), i32(s), np.float64(eps)),
     )
     y = _apply_train(x, mean, invstd, weight, bias, hw, c)
-    if relu6:
-        cp.clip(y, 0, 6, out=y)
+    if clamp:
+        cp.clip(y, 0, top, out=y)
     return y, mean, invstd
 
 
-def batch_norm_backward_train(gy, x, mean, invstd, weight, bias=None, relu6=False):
+def batch_norm_backward_train(gy, x, mean, invstd, weight, bias=None, relu6=False, relu=False):
     r"""BatchNorm's gradients in training mode.
 
     $g_x = \gamma\,\text{invstd}\,(g_y - g_\beta/M - \hat{x}\,g_\gamma/M)$. The contract is
@@ -204,16 +207,18 @@ def batch_norm_backward_train(gy, x, mean, invstd, weight, bias=None, relu6=Fals
         mean: The per-channel mean (C,).
         invstd: $1/\sqrt{\sigma^2 + \epsilon}$ per channel (C,).
         weight: $\gamma$ (C,).
-        bias: $\beta$ (C,); needed with ``relu6``.
+        bias: $\beta$ (C,); needed with ``relu6`` or ``relu``.
         relu6: The forward applied ReLU6: gy is first zeroed where it was flat.
+        relu: The forward applied ReLU: the same, with no upper bound.
 
     Returns:
         ``(gx, gweight, gbias)``.
     """
     fn = "batch_norm_backward_train"
-    if relu6 and bias is None:
-        relu6_bias(fn, relu6, bias, weight)  # raises: the mask needs the bias
-    extra = dict(bias=bias) if relu6 else {}
+    clamp, top = clamp_bound(fn, relu6, relu)
+    if clamp and bias is None:
+        relu6_bias(fn, relu6, bias, weight, relu)  # raises: the mask needs the bias
+    extra = dict(bias=bias) if clamp else {}
     dtype, gy, x, mean, invstd, weight, *rest = device_arrays(
         fn, gy=gy, x=x, mean=mean, invstd=invstd, weight=weight, **extra
     )
@@ -224,9 +229,9 @@ def batch_norm_backward_train(gy, x, mean, invstd, weight, bias=None, relu6=Fals
     hw, m = h * wd, n * h * wd
     if c == 0:
         return cp.empty_like(x), cp.empty(0, dtype), cp.empty(0, dtype)
-    if relu6:
+    if clamp:
         z = _apply_train(x, mean, invstd, weight, rest[0], hw, c)  # the forward's BatchNorm output
-        gy = cp.where((z > 0) & (z < 6), gy, gy.dtype.type(0))
+        gy = cp.where((z > 0) & (z < top), gy, gy.dtype.type(0))
     s, chunk = splits(c, m)
     part = cp.empty((c, s, 2), cp.float64)
     gweight, gbias, coef = cp.empty(c, dtype), cp.empty(c, dtype), cp.empty(3 * c, dtype)

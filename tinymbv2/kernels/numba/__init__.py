@@ -14,7 +14,9 @@ instead of for reading. The package is grouped by op:
   ``.depthwise`` (direct loops; its modules hold the 3x3 planes, the channels-last
   kernels in vector registers and those for small planes), ``.pointwise`` (a matrix
   product per image, or one over the batch on channels-last planes:
-  ``.pointwise.channels_last``), ``.dense`` (im2col + GEMM per image), ``.batchnorm``,
+  ``.pointwise.channels_last``), ``.dense`` (im2col + GEMM per image; on channels-last
+  planes with many channels the weight gradient as one product over the batch:
+  ``.dense.channels_last``), ``.batchnorm``,
   ``.matmul`` (the Linear layer's GEMM), ``.interpolate`` (bilinear and nearest
   resizing), ``.int8`` (int8 inference: QLinearConv and QGemm), and the fused kernels
   ``.block`` (a whole inverted residual block for inference), ``.stage`` (the depthwise stage

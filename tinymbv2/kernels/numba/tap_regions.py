@@ -244,13 +244,22 @@ def _used_taps(regs, kh, kw):
 
 
 @njit(parallel=True, **_JIT)
-def _pack(w, flip, used, wp):
+def pack_taps(w, flip, used, wp):
     """``wp[t] = w[:, :, i, j].T`` (Ci, Co), ``t = i*kw + j``; or, flipped, ``w[:, :, kh-1-i, kw-1-j]`` (Co, Ci).
 
     Only the taps t with ``used[t]`` (the others stay unset: no region reads them). w is
     read in order, a run of output channels per task: its taps, ``(run, Ci, kh*kw)``, go into
     per-tap rows of a scratch block, which is copied (flipped) or transposed in vector
     registers (not flipped) into wp[t].
+
+    Args:
+        w: The weight (Co, Ci, kh, kw), C-contiguous.
+        flip: Pack the flipped kernel (the input gradient's), ``(kh*kw, Co, Ci)``.
+        used: ``(kh*kw,)`` bool, the taps to pack.
+        wp: ``(kh*kw, Ci, Co)``, or ``(kh*kw, Co, Ci)`` flipped; written.
+
+    Returns:
+        wp.
     """
     co, ci, kh, kw = w.shape
     taps = kh * kw
@@ -308,7 +317,7 @@ def _products(x, wp, kw, dh, dw, ph, pw, regs, tasks, order, starts, y):
 
 
 def _conv(x, w, flip, dh, dw, ph, pw, out_shape):
-    """The convolution of x (N, C, H, W) with w's taps packed by ``_pack``, stride 1.
+    """The convolution of x (N, C, H, W) with w's taps packed by ``pack_taps``, stride 1.
 
     Returns:
         The output (N, M, Ho, Wo), channels-last on a plane the numba set keeps so
@@ -319,7 +328,7 @@ def _conv(x, w, flip, dh, dw, ph, pw, out_shape):
     ho, wo = out_shape[2], out_shape[3]
     regs = regions(kh, kw, dh, dw, ph, pw, h, wd, ho, wo)
     rows, cols = (w.shape[0], w.shape[1]) if flip else (w.shape[1], w.shape[0])
-    wp = _pack(w, flip, _used_taps(regs, kh, kw), np.empty((kh * kw, rows, cols), w.dtype))
+    wp = pack_taps(w, flip, _used_taps(regs, kh, kw), np.empty((kh * kw, rows, cols), w.dtype))
     y = empty_channels_last(out_shape, x.dtype)
     tasks, costs = _column_tasks(regs, n, COLUMNS)
     order, starts = schedule(costs, numba.get_num_threads())
@@ -401,8 +410,16 @@ def _weight_products(gyr, xcl, kw, dh, dw, ph, pw, regs, offsets, n, tasks, orde
 
 
 @njit(parallel=True, **_JIT)
-def _unpack(gwp, gw):
-    """``gw[o, c, i, j] = gwp[i*kw + j, o, c]``: ``(taps, Co*Ci)`` transposed, a run of ``Co*Ci`` per task."""
+def unpack_taps(gwp, gw):
+    """``gw[o, c, i, j] = gwp[i*kw + j, o, c]``: ``(taps, Co*Ci)`` transposed, a run of ``Co*Ci`` per task.
+
+    Args:
+        gwp: The weight gradient by tap, ``(kh*kw, Co, Ci)``.
+        gw: The weight gradient (Co, Ci, kh, kw), written.
+
+    Returns:
+        gw.
+    """
     co, ci, kh, kw = gw.shape
     taps, m = kh * kw, co * ci
     src, dst = gwp.reshape(taps, m), gw.reshape(m, taps)
@@ -523,4 +540,4 @@ def conv2d_backward_weight(gy, x, w_shape, padding, dilation):
     gwp = np.empty((kh * kw, co, ci), dtype)
     _weight_products(gyr, _nhwc(x), kw, dh, dw, ph, pw, regs, offsets, n, tasks, order, starts,
                      gwp)
-    return _unpack(gwp, np.empty(w_shape, dtype))
+    return unpack_taps(gwp, np.empty(w_shape, dtype))

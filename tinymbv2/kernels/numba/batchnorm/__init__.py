@@ -17,7 +17,9 @@ Same names, signatures and results as ``tinymbv2.kernels.reference``;
   forward clamps y to [0, 6] as it writes it; the backward recomputes the
   BatchNorm output ``z = (x - mean) * scale + bias`` (the very expression, in the
   very dtype, the forward used) and lets gy through only where 0 < z < 6.
-  No mask is stored and no separate ReLU6 pass runs either way.
+  No mask is stored and no separate ReLU6 pass runs either way. ``relu=True`` is
+  the same with the clamp's upper bound at infinity (the segmentation heads' ReLU):
+  the kernels take the bound, ``top``, not a copy of themselves per activation.
 * Each channel's values are summed by one thread, in float64 SIMD partial
   sums whose order is fixed by the compiled loop and the shapes (the sums are
   marked reassociable so LLVM may vectorise them), so results are
@@ -31,7 +33,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..cache import CACHE
-from ...checks import batch_norm_args, relu6_bias, same_float_dtype
+from ...checks import batch_norm_args, clamp_bound, relu6_bias, same_float_dtype
 from .. import pool  # noqa: F401  (the one-pool set-up, see there)
 from ..layout import as_channels_last, channels_last_plane, empty_channels_last, rows
 from .flat import backward_train_flat, forward_train_flat
@@ -55,14 +57,16 @@ def _shifted_sums(a, k):
 
 
 @njit(**_JIT)
-def _passes_relu6(a, mu, sc, bi):
-    """True where the fused ReLU6 passes the gradient: ``0 < (a - mu) * sc + bi < 6``.
+def _passes_relu6(a, mu, sc, bi, top=6):
+    """True where the fused ReLU6 passes the gradient: ``0 < (a - mu) * sc + bi < top``.
+
+    ``top`` is the clamp's upper bound: 6 for ReLU6, inf for ReLU.
 
     ``&``, not ``and``: no branch, so the loops compile to selects (the mask is
     data-dependent and a branch on it would be mispredicted half the time).
     """
     z = (a - mu) * sc + bi
-    return (z > 0) & (z < 6)
+    return (z > 0) & (z < top)
 
 
 @njit(**_JIT_SUM)
@@ -86,7 +90,7 @@ def grad_sums(g, a, k):
 
 
 @njit(**_JIT)
-def mask_relu6(g, a, mu, sc, bi, out):
+def mask_relu6(g, a, mu, sc, bi, out, top=6):
     """``out = g`` where the fused ReLU6 passed it (see ``_passes_relu6``), else 0.
 
     Args:
@@ -96,10 +100,11 @@ def mask_relu6(g, a, mu, sc, bi, out):
         sc: The channel's scale, weight times invstd (rounded to the dtype).
         bi: The channel's bias.
         out: The row written.
+        top: The clamp's upper bound (6: ReLU6; inf: ReLU).
     """
-    zero = g.dtype.type(0)
+    zero, upper = g.dtype.type(0), g.dtype.type(top)
     for i in range(g.shape[0]):
-        out[i] = g[i] if _passes_relu6(a[i], mu, sc, bi) else zero
+        out[i] = g[i] if _passes_relu6(a[i], mu, sc, bi, upper) else zero
 
 
 @njit(**_JIT)
@@ -133,7 +138,7 @@ def channel_stats(x3, ch, weight, eps, mean, invstd, scale):
 
 
 @njit(parallel=True, **_JIT)
-def _forward_train(x, weight, bias, eps, relu6, y):
+def _forward_train(x, weight, bias, eps, clamp, top, y):
     n, c, h, wd = x.shape
     x3 = x.reshape(n, c, h * wd)
     y3 = y.reshape(n, c, h * wd)
@@ -142,7 +147,7 @@ def _forward_train(x, weight, bias, eps, relu6, y):
     scale = np.empty(c, x.dtype)
     for ch in prange(c):
         channel_stats(x3, ch, weight, eps, mean, invstd, scale)
-        affine_channel(x3, y3, ch, mean[ch], scale[ch], bias[ch], relu6)
+        affine_channel(x3, y3, ch, mean[ch], scale[ch], bias[ch], clamp, top)
     return y, mean, invstd
 
 
@@ -209,7 +214,7 @@ def grad_coefs(sg, sgx, ch, invstd, weight, m, coef, gweight, gbias):
 
 
 @njit(parallel=True, **_JIT)
-def _backward_train(gy, x, mean, invstd, weight, bias, relu6, gx):
+def _backward_train(gy, x, mean, invstd, weight, bias, clamp, top, gx):
     n, c, h, wd = x.shape
     hw = h * wd
     x3 = x.reshape(n, c, hw)
@@ -227,8 +232,8 @@ def _backward_train(gy, x, mean, invstd, weight, bias, relu6, gx):
         sgx = 0.0
         for b in range(n):
             g = gy3[b, ch]
-            if relu6:  # gx's row holds the masked gradient until the second pass
-                mask_relu6(g, x3[b, ch], mu, sc, bi, gx3[b, ch])
+            if clamp:  # gx's row holds the masked gradient until the second pass
+                mask_relu6(g, x3[b, ch], mu, sc, bi, gx3[b, ch], top)
                 g = gx3[b, ch]
             a1, a2 = grad_sums(g, x3[b, ch], np.float64(mu))
             sg += a1
@@ -238,7 +243,7 @@ def _backward_train(gy, x, mean, invstd, weight, bias, relu6, gx):
         a, bt, cc = coef[ch, 0], coef[ch, 1], coef[ch, 2]
         for b in range(n):
             xr, out = x3[b, ch], gx3[b, ch]
-            if relu6:
+            if clamp:
                 grad_row_inplace(out, xr, mu, a, bt, cc)
                 continue
             gr = gy3[b, ch]
@@ -278,8 +283,8 @@ def eval_scale(var, weight, eps):
 
 
 @njit(**_JIT)
-def affine_row(src, dst, mu, sc, bi, relu6):
-    """``dst = (src - mu) * sc + bi``, clamped to [0, 6] when ``relu6``.
+def affine_row(src, dst, mu, sc, bi, relu6, top=6):
+    """``dst = (src - mu) * sc + bi``, clamped to [0, top] when ``relu6``.
 
     Args:
         src: A row of one channel.
@@ -287,14 +292,15 @@ def affine_row(src, dst, mu, sc, bi, relu6):
         mu: The channel's mean.
         sc: The channel's scale.
         bi: The channel's bias.
-        relu6: Clamp to [0, 6].
+        relu6: Clamp to [0, top].
+        top: The clamp's upper bound: 6 (ReLU6, the default) or inf (ReLU).
     """
-    zero, six = src.dtype.type(0), src.dtype.type(6)  # in the array's dtype, so the clamp
-    # stays in it (Numba types ``bi * 0``, float32 times an int, as float64)
+    zero, upper = src.dtype.type(0), src.dtype.type(top)  # in the array's dtype, so the
+    # clamp stays in it (Numba types ``bi * 0``, float32 times an int, as float64)
     if relu6:
         for i in range(src.shape[0]):
             z = (src[i] - mu) * sc + bi
-            dst[i] = min(max(z, zero), six)
+            dst[i] = min(max(z, zero), upper)
     else:
         for i in range(src.shape[0]):
             dst[i] = (src[i] - mu) * sc + bi
@@ -325,8 +331,8 @@ def affine_inplace(row, mu, sc, bi, relu6):
 
 
 @njit(**_JIT)
-def affine_channel(x3, y3, ch, mu, sc, bi, relu6):
-    """``y3[:, ch] = (x3[:, ch] - mu) * sc + bi``, clamped to [0, 6] when ``relu6``.
+def affine_channel(x3, y3, ch, mu, sc, bi, relu6, top=6):
+    """``y3[:, ch] = (x3[:, ch] - mu) * sc + bi``, clamped to [0, top] when ``relu6``.
 
     Args:
         x3: The input (N, C, HW).
@@ -335,10 +341,11 @@ def affine_channel(x3, y3, ch, mu, sc, bi, relu6):
         mu: The channel's mean.
         sc: The channel's scale.
         bi: The channel's bias.
-        relu6: Clamp to [0, 6].
+        relu6: Clamp to [0, top].
+        top: The clamp's upper bound: 6 (ReLU6, the default) or inf (ReLU).
     """
     for b in range(x3.shape[0]):
-        affine_row(x3[b, ch], y3[b, ch], mu, sc, bi, relu6)
+        affine_row(x3[b, ch], y3[b, ch], mu, sc, bi, relu6, top)
 
 
 @njit(**_JIT)
@@ -430,7 +437,7 @@ def _flat(x) -> bool:
     return x.size <= FLAT_MAX and x.shape[2] * x.shape[3] <= FLAT_PLANE_MAX
 
 
-def batch_norm_forward_train(x, weight, bias, eps, relu6=False):
+def batch_norm_forward_train(x, weight, bias, eps, relu6=False, relu=False):
     r"""BatchNorm in training mode, with the biased batch variance.
 
     The contract is ``ReferenceKernels``' kernel of the same name.
@@ -441,6 +448,7 @@ def batch_norm_forward_train(x, weight, bias, eps, relu6=False):
         bias: $\beta$ (C,).
         eps: $\epsilon$, added to the variance.
         relu6: Clamp y to [0, 6] (BatchNorm and ReLU6 fused).
+        relu: Clamp y to [0, inf) (BatchNorm and ReLU fused).
 
     Returns:
         ``(y, mean, invstd)``: y like x, the others (C,).
@@ -449,18 +457,20 @@ def batch_norm_forward_train(x, weight, bias, eps, relu6=False):
     x, weight, bias = np.asarray(x), _c(weight), _c(bias)
     same_float_dtype(fn, x=x, weight=weight, bias=bias)
     batch_norm_args(fn, x, train=True, weight=weight, bias=bias)
+    clamp, top = clamp_bound(fn, relu6, relu)
+    top = x.dtype.type(top)  # the clamp in x's dtype
     if _rows_layout(x):  # see ..layout and .channels_last
         x = as_channels_last(x)
         y = empty_channels_last(x.shape, x.dtype)
-        mean, invstd = forward_train_rows(rows(x), weight, bias, float(eps), bool(relu6), rows(y),
+        mean, invstd = forward_train_rows(rows(x), weight, bias, float(eps), clamp, top, rows(y),
                                           parallel=x.size > ROWS_SERIAL_MAX)
         return y, mean, invstd
     x = _c(x)
     core = forward_train_flat if _flat(x) else _forward_train
-    return core(x, weight, bias, float(eps), bool(relu6), np.empty_like(x))  # see kernels.numba
+    return core(x, weight, bias, float(eps), clamp, top, np.empty_like(x))  # see kernels.numba
 
 
-def batch_norm_backward_train(gy, x, mean, invstd, weight, bias=None, relu6=False):
+def batch_norm_backward_train(gy, x, mean, invstd, weight, bias=None, relu6=False, relu=False):
     r"""BatchNorm's gradients in training mode.
 
     ``gx = weight * invstd * (gy - gbias / M - xhat * gweight / M)``. The contract is
@@ -472,8 +482,9 @@ def batch_norm_backward_train(gy, x, mean, invstd, weight, bias=None, relu6=Fals
         mean: The per-channel mean (C,).
         invstd: $1/\sqrt{\sigma^2 + \epsilon}$ per channel (C,).
         weight: $\gamma$ (C,).
-        bias: $\beta$ (C,); needed with ``relu6``.
+        bias: $\beta$ (C,); needed with ``relu6`` or ``relu``.
         relu6: The forward applied ReLU6: gy is first masked where it was flat.
+        relu: The forward applied ReLU: gy is first masked where it was flat.
 
     Returns:
         ``(gx, gweight, gbias)``.
@@ -482,22 +493,24 @@ def batch_norm_backward_train(gy, x, mean, invstd, weight, bias=None, relu6=Fals
         ValueError: gy of another shape than x, or arrays that do not fit.
     """
     fn = "batch_norm_backward_train"
-    bias = relu6_bias(fn, relu6, bias, weight)
+    clamp, top = clamp_bound(fn, relu6, relu)
+    bias = relu6_bias(fn, relu6, bias, weight, relu)
     mean, invstd, weight, bias = (_c(a) for a in (mean, invstd, weight, bias))
     gy, x = np.asarray(gy), np.asarray(x)
     same_float_dtype(fn, gy=gy, x=x, mean=mean, invstd=invstd, weight=weight, bias=bias)
     batch_norm_args(fn, x, train=True, mean=mean, invstd=invstd, weight=weight, bias=bias)
     if gy.shape != x.shape:
         raise ValueError(f"{fn}: gy must have the shape of x {x.shape}, got {gy.shape}")
+    top = x.dtype.type(top)  # the mask's bound in x's dtype
     if _rows_layout(x):  # see ..layout and .channels_last
         gy, x = as_channels_last(gy), as_channels_last(x)
         gx = empty_channels_last(x.shape, x.dtype)
         gweight, gbias = backward_train_rows(rows(gy), rows(x), mean, invstd, weight, bias,
-                                             bool(relu6), rows(gx), parallel=x.size > ROWS_SERIAL_MAX)
+                                             clamp, top, rows(gx), parallel=x.size > ROWS_SERIAL_MAX)
         return gx, gweight, gbias
     gy, x = _c(gy), _c(x)
     core = backward_train_flat if _flat(x) else _backward_train
-    return core(gy, x, mean, invstd, weight, bias, bool(relu6), np.empty_like(x))
+    return core(gy, x, mean, invstd, weight, bias, clamp, top, np.empty_like(x))
 
 
 def batch_norm_forward_eval(x, mean, var, weight, bias, eps, relu6=False):

@@ -51,14 +51,14 @@ def _shifted_sums(x2, r0, r1, shift, s1, s2):
 
 
 @njit(**_JIT)
-def _affine_rows(x2, y2, r0, r1, mu, sc, bi, relu6):
-    """``y2[r] = (x2[r] - mu) * sc + bi`` for rows [r0, r1), clamped to [0, 6] when ``relu6``."""
-    zero, six = y2.dtype.type(0), y2.dtype.type(6)
+def _affine_rows(x2, y2, r0, r1, mu, sc, bi, clamp, top):
+    """``y2[r] = (x2[r] - mu) * sc + bi`` for rows [r0, r1), clamped to [0, top] when ``clamp``."""
+    zero, upper = y2.dtype.type(0), y2.dtype.type(top)
     for r in range(r0, r1):
         xr, yr = x2[r], y2[r]
-        if relu6:
+        if clamp:
             for ch in range(xr.shape[0]):
-                yr[ch] = min(max((xr[ch] - mu[ch]) * sc[ch] + bi[ch], zero), six)
+                yr[ch] = min(max((xr[ch] - mu[ch]) * sc[ch] + bi[ch], zero), upper)
         else:
             for ch in range(xr.shape[0]):
                 yr[ch] = (xr[ch] - mu[ch]) * sc[ch] + bi[ch]
@@ -96,28 +96,28 @@ def affine_rows_inplace(y2, r0, r1, c0, c1, mu, sc, bi, relu6):
 
 
 @njit(**_JIT)
-def _grad_sums(g2, x2, r0, r1, mu, sc, bi, mu64, relu6, sg, sgx):
+def _grad_sums(g2, x2, r0, r1, mu, sc, bi, mu64, clamp, top, sg, sgx):
     """``sg``, ``sgx`` (C,) float64 = sums over rows [r0, r1) of ``g`` and ``g * (x - mean)``."""
-    zero = x2.dtype.type(0)
+    zero, upper = x2.dtype.type(0), x2.dtype.type(top)
     sg[:] = 0
     sgx[:] = 0
     for r in range(r0, r1):
         xr, gr = x2[r], g2[r]
         for ch in range(xr.shape[0]):
-            g = np.float64(passed(gr[ch], xr[ch], mu[ch], sc[ch], bi[ch], relu6, zero))
+            g = np.float64(passed(gr[ch], xr[ch], mu[ch], sc[ch], bi[ch], clamp, zero, upper))
             sg[ch] += g
             sgx[ch] += g * (xr[ch] - mu64[ch])
 
 
 @njit(**_JIT)
-def _grad_rows(g2, x2, gx2, r0, r1, mu, sc, bi, coef, relu6):
+def _grad_rows(g2, x2, gx2, r0, r1, mu, sc, bi, coef, clamp, top):
     """``gx2[r] = a * (g - b - (x - mean) * c)`` for rows [r0, r1); ``coef`` holds (a, b, c)."""
     a, bt, cc = coef[0], coef[1], coef[2]
-    zero = x2.dtype.type(0)
+    zero, upper = x2.dtype.type(0), x2.dtype.type(top)
     for r in range(r0, r1):
         xr, gr, out = x2[r], g2[r], gx2[r]
         for ch in range(xr.shape[0]):
-            g = passed(gr[ch], xr[ch], mu[ch], sc[ch], bi[ch], relu6, zero)
+            g = passed(gr[ch], xr[ch], mu[ch], sc[ch], bi[ch], clamp, zero, upper)
             out[ch] = a[ch] * (g - bt[ch] - (xr[ch] - mu[ch]) * cc[ch])
 
 
@@ -146,39 +146,40 @@ def _stats_serial(x2, bounds, shift, p1, p2):
 
 
 @njit(parallel=True, **_JIT)
-def _affine_parallel(x2, y2, bounds, mu, sc, bi, relu6):
+def _affine_parallel(x2, y2, bounds, mu, sc, bi, clamp, top):
     for k in prange(bounds.shape[0] - 1):
-        _affine_rows(x2, y2, bounds[k], bounds[k + 1], mu, sc, bi, relu6)
+        _affine_rows(x2, y2, bounds[k], bounds[k + 1], mu, sc, bi, clamp, top)
 
 
 @njit(parallel=True, **_JIT)
-def _grad_sums_parallel(g2, x2, bounds, mu, sc, bi, mu64, relu6, p1, p2):
+def _grad_sums_parallel(g2, x2, bounds, mu, sc, bi, mu64, clamp, top, p1, p2):
     for k in prange(bounds.shape[0] - 1):
-        _grad_sums(g2, x2, bounds[k], bounds[k + 1], mu, sc, bi, mu64, relu6, p1[k], p2[k])
+        _grad_sums(g2, x2, bounds[k], bounds[k + 1], mu, sc, bi, mu64, clamp, top, p1[k], p2[k])
 
 
 @njit(**_JIT)
-def _grad_sums_serial(g2, x2, bounds, mu, sc, bi, mu64, relu6, p1, p2):
+def _grad_sums_serial(g2, x2, bounds, mu, sc, bi, mu64, clamp, top, p1, p2):
     for k in range(bounds.shape[0] - 1):
-        _grad_sums(g2, x2, bounds[k], bounds[k + 1], mu, sc, bi, mu64, relu6, p1[k], p2[k])
+        _grad_sums(g2, x2, bounds[k], bounds[k + 1], mu, sc, bi, mu64, clamp, top, p1[k], p2[k])
 
 
 @njit(parallel=True, **_JIT)
-def _grad_rows_parallel(g2, x2, gx2, bounds, mu, sc, bi, coef, relu6):
+def _grad_rows_parallel(g2, x2, gx2, bounds, mu, sc, bi, coef, clamp, top):
     for k in prange(bounds.shape[0] - 1):
-        _grad_rows(g2, x2, gx2, bounds[k], bounds[k + 1], mu, sc, bi, coef, relu6)
+        _grad_rows(g2, x2, gx2, bounds[k], bounds[k + 1], mu, sc, bi, coef, clamp, top)
 
 
 @njit(**_JIT)
-def forward_train_rows(x2, weight, bias, eps, relu6, y2, parallel):
-    r"""``y2 (M, C)`` = BatchNorm-train (and ReLU6) of ``x2 (M, C)``.
+def forward_train_rows(x2, weight, bias, eps, clamp, top, y2, parallel):
+    r"""``y2 (M, C)`` = BatchNorm-train (and ReLU6 or ReLU) of ``x2 (M, C)``.
 
     Args:
         x2: The input rows (M, C).
         weight: $\gamma$ (C,).
         bias: $\beta$ (C,).
         eps: $\epsilon$, added to the variance.
-        relu6: Clamp y to [0, 6].
+        clamp: Clamp y to [0, top].
+        top: The clamp's upper bound: 6 (ReLU6) or inf (ReLU).
         y2: The output rows (M, C), written.
         parallel: Sum the runs on Numba's pool (large tensors).
 
@@ -205,14 +206,14 @@ def forward_train_rows(x2, weight, bias, eps, relu6, y2, parallel):
         invstd[ch] = 1.0 / np.sqrt(var + eps)
         scale[ch] = weight[ch] * invstd[ch]  # rounded to the dtype, as in batchnorm
     if parallel:
-        _affine_parallel(x2, y2, bounds, mean, scale, bias, relu6)
+        _affine_parallel(x2, y2, bounds, mean, scale, bias, clamp, top)
     else:
-        _affine_rows(x2, y2, 0, m, mean, scale, bias, relu6)
+        _affine_rows(x2, y2, 0, m, mean, scale, bias, clamp, top)
     return mean, invstd
 
 
 @njit(**_JIT)
-def backward_train_rows(g2, x2, mean, invstd, weight, bias, relu6, gx2, parallel):
+def backward_train_rows(g2, x2, mean, invstd, weight, bias, clamp, top, gx2, parallel):
     r"""``gx2 (M, C)`` = BatchNorm-train's input gradient.
 
     Args:
@@ -222,7 +223,8 @@ def backward_train_rows(g2, x2, mean, invstd, weight, bias, relu6, gx2, parallel
         invstd: $1/\sqrt{\sigma^2 + \epsilon}$ per channel (C,).
         weight: $\gamma$ (C,).
         bias: $\beta$ (C,).
-        relu6: The forward applied ReLU6.
+        clamp: The forward clamped y to [0, top].
+        top: The clamp's upper bound: 6 (ReLU6) or inf (ReLU).
         gx2: The input gradient rows (M, C), written.
         parallel: Sum the runs on Numba's pool (large tensors).
 
@@ -239,9 +241,9 @@ def backward_train_rows(g2, x2, mean, invstd, weight, bias, relu6, gx2, parallel
         mu64[ch] = mean[ch]
     p1, p2 = np.empty((runs, c)), np.empty((runs, c))
     if parallel:
-        _grad_sums_parallel(g2, x2, bounds, mean, scale, bias, mu64, relu6, p1, p2)
+        _grad_sums_parallel(g2, x2, bounds, mean, scale, bias, mu64, clamp, top, p1, p2)
     else:
-        _grad_sums_serial(g2, x2, bounds, mean, scale, bias, mu64, relu6, p1, p2)
+        _grad_sums_serial(g2, x2, bounds, mean, scale, bias, mu64, clamp, top, p1, p2)
     t1, t2 = _add_in_order(p1), _add_in_order(p2)
     gweight, gbias = np.empty(c, x2.dtype), np.empty(c, x2.dtype)
     coef = np.empty((3, c), x2.dtype)
@@ -254,7 +256,7 @@ def backward_train_rows(g2, x2, mean, invstd, weight, bias, relu6, gx2, parallel
         coef[1, ch] = t1[ch] / m
         coef[2, ch] = istd * gw / m
     if parallel:
-        _grad_rows_parallel(g2, x2, gx2, bounds, mean, scale, bias, coef, relu6)
+        _grad_rows_parallel(g2, x2, gx2, bounds, mean, scale, bias, coef, clamp, top)
     else:
-        _grad_rows(g2, x2, gx2, 0, m, mean, scale, bias, coef, relu6)
+        _grad_rows(g2, x2, gx2, 0, m, mean, scale, bias, coef, clamp, top)
     return gweight, gbias

@@ -49,10 +49,11 @@ def _per_channel(acc, hw, out):
 
 
 @njit(inline="always", **_JIT)
-def passed(g, xv, mu, sc, bi, relu6, zero):
-    """``g`` where the fused ReLU6 let the gradient through (0 < BN output < 6), else 0.
+def passed(g, xv, mu, sc, bi, clamp, zero, top):
+    """``g`` where the fused clamp let the gradient through (0 < BN output < top), else 0.
 
-    ``g`` itself without ``relu6``. A select, not a branch (see ``batchnorm.mask_relu6``);
+    ``g`` itself without ``clamp``. ``top`` is the clamp's upper bound: 6 for ReLU6, inf for
+    ReLU. A select, not a branch (see ``batchnorm.mask_relu6``);
     the kernels of ``.channels_last`` use this too.
 
     Args:
@@ -61,20 +62,21 @@ def passed(g, xv, mu, sc, bi, relu6, zero):
         mu: Its channel's mean.
         sc: Its channel's scale (weight times invstd).
         bi: Its channel's bias.
-        relu6: The forward applied ReLU6.
+        clamp: The forward clamped its output to [0, top].
         zero: 0 in g's dtype.
+        top: The clamp's upper bound, in g's dtype.
 
     Returns:
         The gradient that passes.
     """
-    if relu6:
+    if clamp:
         z = (xv - mu) * sc + bi
-        return g if (z > 0) & (z < 6) else zero
+        return g if (z > 0) & (z < top) else zero
     return g
 
 
 @njit(**_JIT)
-def forward_train_flat(x, weight, bias, eps, relu6, y):
+def forward_train_flat(x, weight, bias, eps, clamp, top, y):
     r"""``batchnorm._forward_train`` for small tensors.
 
     Args:
@@ -82,7 +84,8 @@ def forward_train_flat(x, weight, bias, eps, relu6, y):
         weight: $\gamma$ (C,).
         bias: $\beta$ (C,).
         eps: $\epsilon$, added to the variance.
-        relu6: Clamp y to [0, 6].
+        clamp: Clamp y to [0, top] (BatchNorm and ReLU6 or ReLU fused).
+        top: The clamp's upper bound: 6 (ReLU6) or inf (ReLU).
         y: The output, written.
 
     Returns:
@@ -120,12 +123,12 @@ def forward_train_flat(x, weight, bias, eps, relu6, y):
     _repeat(mean, hw, mu)
     _repeat(scale, hw, sc)
     _repeat(bias, hw, bi)
-    zero, six = x.dtype.type(0), x.dtype.type(6)
+    zero, upper = x.dtype.type(0), x.dtype.type(top)
     for b in range(n):
         xr, yr = x2[b], y2[b]
-        if relu6:
+        if clamp:
             for j in range(length):
-                yr[j] = min(max((xr[j] - mu[j]) * sc[j] + bi[j], zero), six)
+                yr[j] = min(max((xr[j] - mu[j]) * sc[j] + bi[j], zero), upper)
         else:
             for j in range(length):
                 yr[j] = (xr[j] - mu[j]) * sc[j] + bi[j]
@@ -133,7 +136,7 @@ def forward_train_flat(x, weight, bias, eps, relu6, y):
 
 
 @njit(**_JIT)
-def backward_train_flat(gy, x, mean, invstd, weight, bias, relu6, gx):
+def backward_train_flat(gy, x, mean, invstd, weight, bias, clamp, top, gx):
     r"""``batchnorm._backward_train`` for small tensors.
 
     Args:
@@ -143,7 +146,8 @@ def backward_train_flat(gy, x, mean, invstd, weight, bias, relu6, gx):
         invstd: $1/\sqrt{\sigma^2 + \epsilon}$ per channel (C,).
         weight: $\gamma$ (C,).
         bias: $\beta$ (C,).
-        relu6: The forward applied ReLU6.
+        clamp: The forward clamped y to [0, top].
+        top: The clamp's upper bound: 6 (ReLU6) or inf (ReLU).
         gx: The input gradient, written.
 
     Returns:
@@ -163,11 +167,11 @@ def backward_train_flat(gy, x, mean, invstd, weight, bias, relu6, gx):
     mu64 = np.empty(length)
     _repeat(mean.astype(np.float64), hw, mu64)
     sg, sgx = np.zeros(length), np.zeros(length)
-    zero = x.dtype.type(0)
+    zero, upper = x.dtype.type(0), x.dtype.type(top)
     for b in range(n):
         xr, gr = x2[b], gy2[b]
         for j in range(length):
-            g = np.float64(passed(gr[j], xr[j], mu[j], sc[j], bi[j], relu6, zero))
+            g = np.float64(passed(gr[j], xr[j], mu[j], sc[j], bi[j], clamp, zero, upper))
             sg[j] += g
             sgx[j] += g * (xr[j] - mu64[j])
     t1, t2 = np.empty(c), np.empty(c)
@@ -191,6 +195,6 @@ def backward_train_flat(gy, x, mean, invstd, weight, bias, relu6, gx):
     for b in range(n):
         xr, gr, out = x2[b], gy2[b], gx2[b]
         for j in range(length):
-            g = passed(gr[j], xr[j], mu[j], sc[j], bi[j], relu6, zero)
+            g = passed(gr[j], xr[j], mu[j], sc[j], bi[j], clamp, zero, upper)
             out[j] = a[j] * (g - bt[j] - (xr[j] - mu[j]) * cc[j])
     return gx, gweight, gbias

@@ -1,5 +1,8 @@
 """Numba kernels for dense (groups = 1) convolution: im2col + a matrix product, image by image.
 
+At stride 1 with many channels on a channels-last plane (DeepLabHead's 3x3) the weight
+gradient is one product over the whole batch instead: ``.channels_last``.
+
 Same names, signatures and results as ``tinymbv2.kernels.reference``;
 ``NumbaKernels`` takes them as its kernels. With
 ``K = Ci*kh*kw`` and ``P = Ho*Wo``, image n's column matrix ``cols[n]`` (K, P) holds in column p
@@ -42,7 +45,7 @@ from ..layout import (aligned_empty, as_channels_last, channels_last_plane, empt
                       pixels)
 from ..padding import valid_range
 from ..tile import STREAM_BYTES
-from . import weight3x3_s2 as stem
+from . import channels_last, weight3x3_s2 as stem
 
 _JIT = dict(cache=CACHE, fastmath=False)
 _GROUPS = 8  # partial sums of backward-weight: fixed, so the result ignores the thread count
@@ -315,7 +318,7 @@ def conv2d_backward_weight(gy, x, w_shape, stride, padding):
         gw, of ``w_shape``.
     """
     fn = "conv2d_backward_weight"
-    gy, x = np.asarray(gy), _c(x)
+    gy, x = np.asarray(gy), np.asarray(x)
     same_float_dtype(fn, gy=gy, x=x)
     (sh, sw), (ph, pw), (ho, wo) = conv_geometry(fn, x.shape, w_shape, stride, padding)
     n = x.shape[0]
@@ -324,6 +327,9 @@ def conv2d_backward_weight(gy, x, w_shape, stride, padding):
     w_shape = tuple(int(s) for s in w_shape)
     if n == 0:
         return np.zeros(w_shape, x.dtype)
+    if channels_last.fits(x.shape, w_shape, (sh, sw), (ph, pw), True):
+        return channels_last.conv2d_backward_weight(gy, x, w_shape, (ph, pw))
+    x = _c(x)
     gy3, cl = _output_rows(gy)
     if not cl and co > 0 and stem.supported(w_shape, (sh, sw), (ph, pw)):  # tap planes
         return sum_in_order(stem.band_weight_gradients(gy3.reshape(gy.shape), x))
