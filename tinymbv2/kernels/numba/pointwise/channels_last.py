@@ -46,16 +46,34 @@ COLUMN_SPLIT = True
 run them in the calling thread (with BLAS, an A/B made the 32 px training step faster
 this way; figures: docs/kernels.md, "Pointwise on channels-last planes"). A switch for
 that A/B and for the tests."""
+COLUMN_IMBALANCE = 1.25
+"""... unless the cut at whole strips of the register block would be uneven: an output of
+64 columns is one strip (one thread would do it all), 96 and 160 are a strip against a
+half or two (a batch-1 inference's 14x14 and 7x7 projections). Such a product, if it has
+rows for two blocks of ``UNEVEN_ROWS_FROM``, is cut into two blocks of rows instead (each
+thread then copies all of W.T, which is small at those widths; figures: docs/kernels.md,
+"Inference blocks"). Set very large, every product of few rows is cut by columns (the
+tests' path)."""
+UNEVEN_ROWS_FROM = 6
+"""The rows of the register block's widest form (``..tile``)."""
 
 
-def _split(m: int, k: int, n: int) -> str:
+def _split(m: int, k: int, n: int, width: int) -> str:
     """How an (M, K) @ (K, N) product is shared by two threads: "rows", "columns" or
-    "none". A function of the shapes alone (see the module on determinism)."""
+    "none"; ``width`` is the register block's columns (``tile.strip_width``). A function
+    of the shapes alone (see the module on determinism)."""
     if m * k * n < _PARALLEL_MACS:
         return "none"
     if m >= _PARALLEL_ROWS:
         return "rows"
-    return "columns" if COLUMN_SPLIT else "none"
+    if not COLUMN_SPLIT:
+        return "none"
+    left = min(n, (n + width - 1) // width // 2 * width)  # _share's cut: whole strips
+    right = n - left
+    if m >= 2 * UNEVEN_ROWS_FROM and (
+            left == 0 or max(left, right) > COLUMN_IMBALANCE * min(left, right)):
+        return "rows"
+    return "columns"
 
 
 @njit(inline="always", **_JIT)
@@ -122,7 +140,7 @@ def _matmul(a, b, out, transposed, ep):
     if transposed and a.shape[1] == 0:  # an empty sum: nothing to copy
         b, transposed = np.empty((0, out.shape[1]), out.dtype), False
     panels = _panels(a.shape[1], a.dtype, strip_width(out.dtype) if transposed else 0)
-    split = _split(a.shape[0], a.shape[1], out.shape[1])
+    split = _split(a.shape[0], a.shape[1], out.shape[1], strip_width(out.dtype))
     if split == "none":
         return _matmul_serial(a, b, out, panels, ep)
     return _matmul_parallel(a, b, out, panels, split == "rows", ep)
@@ -190,6 +208,6 @@ def backward_weight(g2, x2):
     Returns:
         gw (Co, Ci).
     """
-    if _split(g2.shape[0], g2.shape[1], x2.shape[1]) == "none":
+    if _split(g2.shape[0], g2.shape[1], x2.shape[1], strip_width(g2.dtype)) == "none":
         return _weight_grad_serial(g2, x2)
     return _weight_grad_parallel(g2, x2)
