@@ -68,11 +68,11 @@ def test_numba_pointwise_paths_match_torch(path, n, ci, co, side):
     y_bn = F.relu6(F.batch_norm(torch.tensor(y), *(torch.tensor(a) for a in bn[:4]),
                                 training=False, eps=EPS)).numpy()
     saved = (pointwise_rows._PARALLEL_ROWS, pointwise_rows._PARALLEL_MACS,
-             pointwise_rows.COLUMN_SPLIT, pointwise_rows.COLUMN_IMBALANCE)
+             pointwise_rows.COLUMN_SPLIT, pointwise_rows.ONE_STRIP_BY_ROWS)
     pointwise_rows._PARALLEL_ROWS = 0 if path == "row-blocks" else 10**9
     pointwise_rows._PARALLEL_MACS = 10**9 if path == "serial" else 0
     pointwise_rows.COLUMN_SPLIT = path == "column-blocks"
-    pointwise_rows.COLUMN_IMBALANCE = float("inf")  # uneven cuts too: the path itself
+    pointwise_rows.ONE_STRIP_BY_ROWS = False  # one-strip outputs too: the path itself
     try:
         with channels_last_max(0 if path == "nchw" else 10**9):
             got = (NUMBA.pointwise_conv2d_forward(x, wt),
@@ -81,7 +81,7 @@ def test_numba_pointwise_paths_match_torch(path, n, ci, co, side):
                    NUMBA.pointwise_conv2d_bn_eval(x, wt, bn))
     finally:
         (pointwise_rows._PARALLEL_ROWS, pointwise_rows._PARALLEL_MACS,
-         pointwise_rows.COLUMN_SPLIT, pointwise_rows.COLUMN_IMBALANCE) = saved
+         pointwise_rows.COLUMN_SPLIT, pointwise_rows.ONE_STRIP_BY_ROWS) = saved
     names = ("forward", "backward_input", "backward_weight", "pointwise_conv2d_bn_eval")
     for name, a, b in zip(names, got, (y, gx, gw, y_bn)):
         assert_close(a, b, TOL64, f"{path} {name}")
@@ -91,14 +91,15 @@ def test_numba_pointwise_paths_match_torch(path, n, ci, co, side):
     (1568, 64, 384, 64, "rows"),     # many rows (224 px, batch 8, 14x14)
     (196, 64, 384, 64, "columns"),   # batch 1, 14x14 expansion: 3 strips each
     (196, 384, 64, 64, "rows"),      # batch 1, 14x14 projection: one strip only
-    (196, 576, 96, 64, "rows"),      # 64 columns against 32
-    (49, 960, 160, 64, "rows"),      # batch 1, 7x7 projection: 64 against 96
+    (196, 576, 96, 64, "columns"),   # 64 columns against 32
+    (49, 960, 160, 64, "columns"),   # batch 1, 7x7 projection: 64 against 96
     (49, 320, 1280, 64, "columns"),  # the last 1x1 conv: 10 strips each
-    (8, 8192, 96, 64, "columns"),    # uneven, but too few rows for two register blocks
+    (8, 8192, 64, 64, "columns"),    # one strip, but too few rows for two register blocks
     (196, 16, 16, 64, "none"),       # too small to wake a second thread
     (196, 384, 64, 32, "columns"),   # float64: two strips of 32
+    (196, 512, 48, 64, "rows"),      # a narrow single strip
 ])
-def test_pointwise_products_are_cut_evenly(m, k, n, width, expected):
+def test_pointwise_products_leave_no_thread_idle(m, k, n, width, expected):
     assert pointwise_rows._split(m, k, n, width) == expected
 
 

@@ -46,15 +46,16 @@ COLUMN_SPLIT = True
 run them in the calling thread (with BLAS, an A/B made the 32 px training step faster
 this way; figures: docs/kernels.md, "Pointwise on channels-last planes"). A switch for
 that A/B and for the tests."""
-COLUMN_IMBALANCE = 1.25
-"""... unless the cut at whole strips of the register block would be uneven: an output of
-64 columns is one strip (one thread would do it all), 96 and 160 are a strip against a
-half or two (a batch-1 inference's 14x14 and 7x7 projections). Such a product, if it has
-rows for two blocks of ``UNEVEN_ROWS_FROM``, is cut into two blocks of rows instead (each
-thread then copies all of W.T, which is small at those widths; figures: docs/kernels.md,
-"Inference blocks"). Set very large, every product of few rows is cut by columns (the
-tests' path)."""
-UNEVEN_ROWS_FROM = 6
+ONE_STRIP_BY_ROWS = True
+"""... unless the output is a single strip of the register block (64 float32 columns or
+fewer: a batch-1 inference's 14x14 projections), which a cut at whole strips would leave
+to one thread: such a product, with rows for two blocks of ``ROW_BLOCK``, is cut
+into two blocks of rows (each thread copies the whole, narrow, W.T). Uneven cuts of
+several strips (96 columns: 64 against 32; 160: 64 against 96) stay by columns: cut by
+rows instead, they made the 32 px training step about 1% slower, within the noise of a
+batch-1 inference's gain (figures: docs/kernels.md, "Inference blocks"). Off, every
+product of few rows is cut by columns (the tests' path)."""
+ROW_BLOCK = 6
 """The rows of the register block's widest form (``..tile``)."""
 
 
@@ -68,11 +69,8 @@ def _split(m: int, k: int, n: int, width: int) -> str:
         return "rows"
     if not COLUMN_SPLIT:
         return "none"
-    left = min(n, (n + width - 1) // width // 2 * width)  # _share's cut: whole strips
-    right = n - left
-    if m >= 2 * UNEVEN_ROWS_FROM and (
-            left == 0 or max(left, right) > COLUMN_IMBALANCE * min(left, right)):
-        return "rows"
+    if ONE_STRIP_BY_ROWS and n <= width and m >= 2 * ROW_BLOCK:
+        return "rows"  # one strip: a cut by columns leaves the first thread nothing
     return "columns"
 
 
