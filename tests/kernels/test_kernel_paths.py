@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from kernel_cases import EPS, channels_last_max, three_runs
 from test_kernels import FEW, KSETS, TOL64, assert_close, bn_cases, conv_cases, t, torch_conv
 from tinymbv2.kernels import kernel_set
-from tinymbv2.kernels.numba import batchnorm
+from tinymbv2.kernels.numba import batchnorm, dense
 from tinymbv2.kernels.numba.dense import weight3x3_s2
 from tinymbv2.kernels.numba.pointwise import channels_last as pointwise_rows
 
@@ -101,6 +101,24 @@ def test_numba_pointwise_paths_match_torch(path, n, ci, co, side):
 ])
 def test_pointwise_products_leave_no_thread_idle(m, k, n, width, expected):
     assert pointwise_rows._split(m, k, n, width) == expected
+
+
+@pytest.mark.parametrize("n,side,parts", [(1, 64, 2), (3, 33, 2), (1, 31, 1), (2, 64, 1)])
+def test_dense_forward_of_an_odd_batch_in_two_parts(n, side, parts):
+    """An odd batch of large planes (the stem at batch 1) cuts each image's column matrix
+    and product in two (numba/dense's image_parts): PyTorch's values, and the same bits as
+    the image computed whole (here: in an even batch, one task per image)."""
+    rng = np.random.default_rng(n * side)
+    x, w = rng.standard_normal((n, 3, 2 * side, 2 * side)), rng.standard_normal((16, 3, 3, 3))
+    bn = (rng.standard_normal(16), rng.uniform(0.5, 2, 16), rng.standard_normal(16),
+          rng.standard_normal(16), EPS, True)
+    assert dense.image_parts(n, side * side) == parts
+    got, fused = NUMBA.conv2d_forward(x, w, (2, 2), (1, 1)), NUMBA.conv2d_bn_eval(x, w, (2, 2), (1, 1), bn)
+    assert_close(got, torch_conv(x, w, 2, 1, 1, rng)[0], TOL64, "forward")
+    for i in range(n):
+        pair = np.concatenate([x[i:i + 1]] * 2)
+        assert np.array_equal(got[i], NUMBA.conv2d_forward(pair, w, (2, 2), (1, 1))[0])
+        assert np.array_equal(fused[i], NUMBA.conv2d_bn_eval(pair, w, (2, 2), (1, 1), bn)[0])
 
 
 BN_PATHS = ["flat", "channels", "rows-serial", "rows-parallel"]
