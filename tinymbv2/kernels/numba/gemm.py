@@ -209,7 +209,7 @@ def column_parts(m, n):
 
 
 @njit(inline="always", **_JIT)
-def column_cut(n, part, parts):
+def _column_cut(n, part, parts):
     """Column ``part`` of ``parts`` starts here: a multiple of four (the 4x4 blocks fall
     where they fall in one pass over all N, so each output is the same sum, to the bit)."""
     return n if part == parts else n * part // parts // 4 * 4
@@ -226,8 +226,8 @@ def _blocks_parallel(a3, c3, out):
             row_block(a3, c3, out, blk)
         else:
             n = c3.shape[1]
-            _row_block_columns(a3, c3, out, blk, column_cut(n, part, parts),
-                               column_cut(n, part + 1, parts))
+            _row_block_columns(a3, c3, out, blk, _column_cut(n, part, parts),
+                               _column_cut(n, part + 1, parts))
     return out
 
 

@@ -133,7 +133,7 @@ def image_parts(n, pixels):
 
     Args:
         n: N, the images.
-        pixels: Ho * Wo.
+        pixels: ``Ho * Wo``.
 
     Returns:
         1 or 2.
