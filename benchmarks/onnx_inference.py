@@ -18,7 +18,7 @@ cores as threads, a pool still spinning takes a core from the contestant after i
 own threads then wait for a time slice. So onnxruntime stops spinning at the end of
 each run (``session.force_spinning_stop``, onnxruntime's option for requests that come
 apart; it spins as usual inside a run), and each timed call starts after ``--pause-ms``
-of sleep. ``--pause-ms 0 --ort-idle-spin`` races them back to back, as this benchmark
+of sleep, meant to outlast GNU OpenMP's spin. ``--pause-ms 0 --ort-idle-spin`` races them back to back, as this benchmark
 did at first (figures of both: docs/benchmarks.md).
 """
 from __future__ import annotations
