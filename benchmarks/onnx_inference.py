@@ -10,6 +10,16 @@ CPUExecutionProvider with the same number of intra-op threads and sequential exe
 torchvision's ``mobilenet_v2`` in eval mode under ``torch.inference_mode``. Random images;
 the three outputs are first checked to agree, then the contestants alternate inside every
 repetition after warm-up. Prints medians and the ratio to onnxruntime (below 1: faster).
+
+Between contestants the thread pools must be idle. onnxruntime's intra-op threads spin,
+waiting for work, after a run ends, and so do GNU OpenMP's (PyTorch's and, in a race,
+Numba's: ``benchmarks.openmp_wait``) for their spin count: on a machine with as many
+cores as threads, a pool still spinning takes a core from the contestant after it, whose
+own threads then wait for a time slice. So onnxruntime stops spinning at the end of
+each run (``session.force_spinning_stop``, onnxruntime's option for requests that come
+apart; it spins as usual inside a run), and each timed call starts after ``--pause-ms``
+of sleep, meant to outlast GNU OpenMP's spin. ``--pause-ms 0 --ort-idle-spin`` races them back to back, as this benchmark
+did at first (figures of both: docs/benchmarks.md).
 """
 from __future__ import annotations
 
@@ -30,7 +40,7 @@ from tinymbv2.autograd import Tensor
 from tinymbv2.export import to_onnx
 
 
-def contestants(batch, threads, folder, size=224, seed=0):
+def contestants(batch, threads, folder, size=224, seed=0, ort_idle_spin=False):
     """{name: one inference} for tinymbv2, onnxruntime and PyTorch on the same weights and images."""
     import onnxruntime
 
@@ -43,6 +53,8 @@ def contestants(batch, threads, folder, size=224, seed=0):
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    if not ort_idle_spin:  # spin inside a run, not after it (see the module)
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     session = onnxruntime.InferenceSession(str(path), options,
                                            providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
@@ -69,20 +81,28 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--pause-ms", type=float, default=50.0,
+                        help="sleep before each timed call, so that no pool still spins")
+    parser.add_argument("--ort-idle-spin", action="store_true",
+                        help="let onnxruntime's threads spin after each run (its default)")
     args = parser.parse_args(argv)
     tinymbv2.backend.keep_freed_memory()
     torch.set_num_threads(args.threads)
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     print(f"MobileNetV2-1.0 float32 inference at {args.size} px; torch {torch.__version__}, "
-          f"{args.threads} threads each; medians of {args.repeats} after {args.warmup} warm-up")
+          f"{args.threads} threads each; medians of {args.repeats} after {args.warmup} warm-up; "
+          f"{args.pause_ms:g} ms pause before each; onnxruntime "
+          f"{'spinning' if args.ort_idle_spin else 'not spinning'} between runs")
     results = {}
     with tempfile.TemporaryDirectory() as folder:
         for batch in args.batches:
-            calls = contestants(batch, args.threads, folder, args.size)
+            calls = contestants(batch, args.threads, folder, args.size,
+                                ort_idle_spin=args.ort_idle_spin)
             outs = {name: np.asarray(fn()) for name, fn in calls.items()}
             for name in ("tinymbv2", "pytorch"):  # the same network, to float32 rounding
                 np.testing.assert_allclose(outs[name], outs["onnxruntime"], rtol=1e-3, atol=1e-4)
-            medians = time_alternating(calls, args.repeats, args.warmup)
+            medians = time_alternating(calls, args.repeats, args.warmup,
+                                       pause=args.pause_ms / 1e3)
             results[batch] = medians
             for name, sec in medians.items():
                 print(f"batch {batch:<3}{name:<12}{1e3 * sec:>9.2f} ms"

@@ -93,12 +93,15 @@ def with_kernels(name, fn):
     return run
 
 
-def time_alternating(contestants: dict, repeats: int, warmup: int, clock=time.perf_counter) -> dict:
+def time_alternating(contestants: dict, repeats: int, warmup: int, clock=time.perf_counter,
+                     pause: float = 0.0) -> dict:
     """Median seconds per contestant; each repetition runs every contestant once, in turn.
 
     ``clock``: wall time by default; ``time.process_time`` counts this process's CPU time
     only, so that on a machine shared with other processes the time slices they take are
     not charged to the contestant (with several threads it is their sum, not the wall time).
+    ``pause``: seconds to sleep before each timed call, so that the thread pool of the
+    contestant before has stopped spinning and does not take a core from the next one.
     """
     for fn in contestants.values():
         for _ in range(warmup):
@@ -106,6 +109,8 @@ def time_alternating(contestants: dict, repeats: int, warmup: int, clock=time.pe
     times = {name: [] for name in contestants}
     for _ in range(repeats):
         for name, fn in contestants.items():
+            if pause:
+                time.sleep(pause)
             start = clock()
             fn()
             times[name].append(clock() - start)

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from kernel_cases import EPS, channels_last_max, three_runs
 from test_kernels import FEW, KSETS, TOL64, assert_close, bn_cases, conv_cases, t, torch_conv
 from tinymbv2.kernels import kernel_set
-from tinymbv2.kernels.numba import batchnorm
+from tinymbv2.kernels.numba import batchnorm, dense
 from tinymbv2.kernels.numba.dense import weight3x3_s2
 from tinymbv2.kernels.numba.pointwise import channels_last as pointwise_rows
 
@@ -68,10 +68,11 @@ def test_numba_pointwise_paths_match_torch(path, n, ci, co, side):
     y_bn = F.relu6(F.batch_norm(torch.tensor(y), *(torch.tensor(a) for a in bn[:4]),
                                 training=False, eps=EPS)).numpy()
     saved = (pointwise_rows._PARALLEL_ROWS, pointwise_rows._PARALLEL_MACS,
-             pointwise_rows.COLUMN_SPLIT)
+             pointwise_rows.COLUMN_SPLIT, pointwise_rows.ONE_STRIP_BY_ROWS)
     pointwise_rows._PARALLEL_ROWS = 0 if path == "row-blocks" else 10**9
     pointwise_rows._PARALLEL_MACS = 10**9 if path == "serial" else 0
     pointwise_rows.COLUMN_SPLIT = path == "column-blocks"
+    pointwise_rows.ONE_STRIP_BY_ROWS = False  # one-strip outputs too: the path itself
     try:
         with channels_last_max(0 if path == "nchw" else 10**9):
             got = (NUMBA.pointwise_conv2d_forward(x, wt),
@@ -80,10 +81,44 @@ def test_numba_pointwise_paths_match_torch(path, n, ci, co, side):
                    NUMBA.pointwise_conv2d_bn_eval(x, wt, bn))
     finally:
         (pointwise_rows._PARALLEL_ROWS, pointwise_rows._PARALLEL_MACS,
-         pointwise_rows.COLUMN_SPLIT) = saved
+         pointwise_rows.COLUMN_SPLIT, pointwise_rows.ONE_STRIP_BY_ROWS) = saved
     names = ("forward", "backward_input", "backward_weight", "pointwise_conv2d_bn_eval")
     for name, a, b in zip(names, got, (y, gx, gw, y_bn)):
         assert_close(a, b, TOL64, f"{path} {name}")
+
+
+@pytest.mark.parametrize("m,k,n,width,expected", [
+    (1568, 64, 384, 64, "rows"),     # many rows (224 px, batch 8, 14x14)
+    (196, 64, 384, 64, "columns"),   # batch 1, 14x14 expansion: 3 strips each
+    (196, 384, 64, 64, "rows"),      # batch 1, 14x14 projection: one strip only
+    (196, 576, 96, 64, "columns"),   # 64 columns against 32
+    (49, 960, 160, 64, "columns"),   # batch 1, 7x7 projection: 64 against 96
+    (49, 320, 1280, 64, "columns"),  # the last 1x1 conv: 10 strips each
+    (8, 8192, 64, 64, "columns"),    # one strip, but too few rows for two register blocks
+    (196, 16, 16, 64, "none"),       # too small to wake a second thread
+    (196, 384, 64, 32, "columns"),   # float64: two strips of 32
+    (196, 512, 48, 64, "rows"),      # a narrow single strip
+])
+def test_pointwise_products_leave_no_thread_idle(m, k, n, width, expected):
+    assert pointwise_rows._split(m, k, n, width) == expected
+
+
+@pytest.mark.parametrize("n,side,parts", [(1, 64, 2), (3, 33, 2), (1, 31, 1), (2, 64, 1)])
+def test_dense_forward_of_an_odd_batch_in_two_parts(n, side, parts):
+    """An odd batch of large planes (the stem at batch 1) cuts each image's column matrix
+    and product in two (numba/dense's image_parts): PyTorch's values, and the same bits as
+    the image computed whole (here: in an even batch, one task per image)."""
+    rng = np.random.default_rng(n * side)
+    x, w = rng.standard_normal((n, 3, 2 * side, 2 * side)), rng.standard_normal((16, 3, 3, 3))
+    bn = (rng.standard_normal(16), rng.uniform(0.5, 2, 16), rng.standard_normal(16),
+          rng.standard_normal(16), EPS, True)
+    assert dense.image_parts(n, side * side) == parts
+    got, fused = NUMBA.conv2d_forward(x, w, (2, 2), (1, 1)), NUMBA.conv2d_bn_eval(x, w, (2, 2), (1, 1), bn)
+    assert_close(got, torch_conv(x, w, 2, 1, 1, rng)[0], TOL64, "forward")
+    for i in range(n):
+        pair = np.concatenate([x[i:i + 1]] * 2)
+        assert np.array_equal(got[i], NUMBA.conv2d_forward(pair, w, (2, 2), (1, 1))[0])
+        assert np.array_equal(fused[i], NUMBA.conv2d_bn_eval(pair, w, (2, 2), (1, 1), bn)[0])
 
 
 BN_PATHS = ["flat", "channels", "rows-serial", "rows-parallel"]

@@ -83,6 +83,31 @@ def test_the_fused_block_is_bit_identical_for_any_thread_count():
     assert np.array_equal(results[0], results[1]) and np.array_equal(results[0], again)
 
 
+@pytest.mark.parametrize("ho,rows,groups,below,expected", [
+    (28, 28, 1, 8, 14),   # one 28x28 image in one band: two bands, one per thread
+    (56, 19, 1, 8, 14),   # three bands of 19 rows: four of 14
+    (28, 28, 8, 8, 28),   # eight images: tasks enough, whole images
+    (56, 19, 3, 8, 19),   # nine tasks: left as they are
+    (28, 28, 1, 0, 28),   # switched off
+    (1, 1, 1, 8, 1),      # a one-row image cannot be cut
+])
+def test_few_tasks_are_made_even(ho, rows, groups, below, expected):
+    assert block.even_tasks(ho, rows, groups, below) == expected
+
+
+def test_the_bands_batch_one_is_cut_into_change_no_bit(monkeypatch):
+    """Cutting an image into more bands for the threads (``even_tasks``) moves only where
+    the bands fall: every output is the same sum, to the bit."""
+    parts = block_case(1, 8, 28, 28, 6, 8, 1, True, seed=4)
+    assert block.fused_planes(parts[0], 1)
+    results = []
+    for below in (0, 8):
+        monkeypatch.setattr(block, "EVEN_TASKS_BELOW", below)
+        results.append(block.inverted_residual_eval(*parts, 1, True))
+    assert np.array_equal(results[0], results[1])
+    assert_close("inverted_residual_eval", results[1], torch_block(*parts, 1, True), TOL64)
+
+
 @pytest.mark.parametrize("change,message", [
     (lambda p: (p[0], p[1], (p[2][0][:, :, :2], p[2][1]), p[3]),
      r"depthwise weight must have shape \(24, 1, 3, 3\), got \(24, 1, 2, 3\)"),

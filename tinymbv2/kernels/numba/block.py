@@ -63,6 +63,10 @@ MIN_COLS = 256
 """GEMM columns that small whole images are grouped up to (``images_per_task``); in an
 A/B at 224 px batch 8 grouped (two 14x14 images per task) was a little faster than
 ungrouped (figures: docs/kernels.md, "Inference blocks")."""
+EVEN_TASKS_BELOW = 8
+"""Fewer tasks than this are made even (``even_tasks``), so that two threads share them
+equally (figures: docs/kernels.md, "Inference blocks"). Read at each call (0 turns it
+off, for an A/B)."""
 FUSED_FROM = 64
 """Output planes of fewer pixels run layer by layer (``fused_planes``), channels-last
 (``.layout``), where a pointwise layer is one GEMM over the whole batch: at
@@ -211,6 +215,33 @@ def band_rows(ch, wd, wo, s, ho, itemsize, budget):
 
 
 @njit(**_JIT)
+def even_tasks(ho, rows, groups, below):
+    """The rows per band, cut finer where few tasks would leave a thread idle.
+
+    A band is a task, and ``groups`` groups of images times the image's bands are all the
+    tasks: one image whose plane fits one band (28x28 at 224 px, batch 1) would be a
+    single task, and three bands (block 2 at batch 1) leave one of two threads waiting
+    for the third. Under ``below`` tasks, an odd count gets one band more per
+    group. A function of the shapes only (determinism); each output's value does not
+    depend on where the bands fall.
+
+    Args:
+        ho: Ho, the output height.
+        rows: The rows per band (``band_rows``).
+        groups: The groups of images (tasks per band).
+        below: Make task counts under this even (``EVEN_TASKS_BELOW``).
+
+    Returns:
+        The rows per band.
+    """
+    bands = (ho + rows - 1) // rows
+    if groups * bands < below and (groups * bands) % 2 and bands < ho:
+        bands += 1
+        rows = (ho + bands - 1) // bands
+    return rows
+
+
+@njit(**_JIT)
 def images_per_task(n, ho, wo, rows, min_cols):
     """Whole images side by side per task, when a band is a whole small image.
 
@@ -237,14 +268,16 @@ def images_per_task(n, ho, wo, rows, min_cols):
 
 
 @njit(parallel=True, **_JIT)
-def _blocks(x, we, ep_e, wdw, ep_d, s, wpj, ep_p, residual, y, threads, budget, min_cols):
+def _blocks(x, we, ep_e, wdw, ep_d, s, wpj, ep_p, residual, y, threads, budget, min_cols,
+            even_below):
     n, ci, h, wd = x.shape
     co, ho, wo = y.shape[1:]
     ch = wdw.shape[0]
     rows = band_rows(ch, wd, wo, s, ho, x.itemsize, budget)
-    bands = (ho + rows - 1) // rows
     group = images_per_task(n, ho, wo, rows, min_cols)
     groups = (n + group - 1) // group
+    rows = even_tasks(ho, rows, groups, even_below)
+    bands = (ho + rows - 1) // rows
     ntask = groups * bands
     workers = min(threads, ntask)  # scratch per worker; tasks dealt out round-robin
     rin = (rows - 1) * s + 3
@@ -338,7 +371,7 @@ def inverted_residual_eval(x, expand, depthwise, project, stride, residual):
     if n:
         _blocks(x, we.reshape(we.shape[0], ci), ep_e, wdw.reshape(ch, 3, 3), ep_d, stride,
                 wpj.reshape(co, ch), ep_p, bool(residual), y, numba.get_num_threads(),
-                BAND_BYTES, MIN_COLS)
+                BAND_BYTES, MIN_COLS, EVEN_TASKS_BELOW)
     return y
 
 

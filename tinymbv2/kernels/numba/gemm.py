@@ -192,13 +192,57 @@ def add_products(a, c, out, k0, k1):
         _block_products(a, c, out, i, k0, k1)
 
 
+@njit(**_JIT)
+def column_parts(m, n):
+    """Parts the N columns of ``out`` are cut into: two where the M rows are one block of
+    four (the classifier's forward at batch 1 to 4), so that the second thread reads half
+    of c (the weight) instead of waiting; else one. A function of the shapes only.
+
+    Args:
+        m: M, the rows of out.
+        n: N, its columns.
+
+    Returns:
+        1 or 2.
+    """
+    return 2 if row_blocks(m) == 1 and n >= 8 else 1
+
+
+@njit(inline="always", **_JIT)
+def _column_cut(n, part, parts):
+    """Column ``part`` of ``parts`` starts here: a multiple of four (the 4x4 blocks fall
+    where they fall in one pass over all N, so each output is the same sum, to the bit)."""
+    return n if part == parts else n * part // parts // 4 * 4
+
+
 @njit(parallel=True, **_JIT)
 def _blocks_parallel(a3, c3, out):
-    for blk in prange(row_blocks(a3.shape[1])):
+    parts = column_parts(a3.shape[1], c3.shape[1])
+    for t in prange(row_blocks(a3.shape[1]) * parts):
         # int64: Numba types a prange index as int64, then compiles the parallel loop with
         # an unsigned one, and row_block would be compiled for each (a second apiece, cold)
-        row_block(a3, c3, out, np.int64(blk))
+        blk, part = np.int64(t // parts), t % parts
+        if parts == 1:
+            row_block(a3, c3, out, blk)
+        else:
+            n = c3.shape[1]
+            _row_block_columns(a3, c3, out, blk, _column_cut(n, part, parts),
+                               _column_cut(n, part + 1, parts))
     return out
+
+
+@njit(**_JIT)
+def _row_block_columns(a3, c3, out, blk, j0, j1):
+    """``row_block`` on columns [j0, j1) of out. c3[b][j0:j1] keeps c's rows typed
+    contiguous, so that the dot products compile (and round) as in ``row_block``."""
+    k = a3.shape[2]
+    i = 4 * blk
+    part = out[:, j0:j1]
+    part[i:i + 4] = 0
+    for b in range(a3.shape[0]):
+        c = c3[b][j0:j1]
+        for k0 in range(0, k, CHUNK):
+            _block_products(a3[b], c, part, i, k0, min(k, k0 + CHUNK))
 
 
 def sum_of_products(a3: np.ndarray, c3: np.ndarray) -> np.ndarray:

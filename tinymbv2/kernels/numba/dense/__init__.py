@@ -16,7 +16,9 @@ the K input values that output pixel p reads, so
 Each image is one task of an ``@njit(parallel=True)`` loop that builds its
 column matrix in a buffer of its own and multiplies it there, so the products
 run in Numba's thread pool (BLAS's single-threaded) -- the one-pool design of
-``..pool``.
+``..pool``. An odd batch on NCHW planes of at least ``PART_PIXELS`` pixels (the stem at
+batch 1) cuts each image in two instead, so that no thread waits: the rows of its column
+matrix, then the columns of its product, are two tasks each.
 
 On an NCHW output plane the products are ``..gemm``'s loops, which beat a
 Haswell-kernel BLAS there on AVX-512 CPUs: the forward its broadcast form (a large
@@ -38,7 +40,7 @@ from numba import njit, prange
 from ..cache import CACHE
 from ...checks import conv_geometry, grad_out_shape, same_float_dtype
 from .. import pool  # noqa: F401  (pins Numba's BLAS to one thread, starts the pool passive)
-from ..batchnorm import epilogue, epilogue_args
+from ..batchnorm import affine_inplace, epilogue, epilogue_args
 from ..batchnorm.channels_last import affine_rows_inplace
 from ..gemm import columns_nn, sum_of_products
 from ..layout import (aligned_empty, as_channels_last, channels_last_plane, empty_channels_last,
@@ -48,6 +50,10 @@ from ..tile import STREAM_BYTES
 from . import channels_last, weight3x3_s2 as stem
 
 _JIT = dict(cache=CACHE, fastmath=False)
+PART_PIXELS = 1024
+"""Output planes from this many pixels are cut in two for an odd batch (``image_parts``):
+below it, waking the second thread costs more than half the product (a 32x32 plane of the
+stem's 27 x 32 product is about 0.9 M multiply-adds)."""
 _GROUPS = 8  # partial sums of backward-weight: fixed, so the result ignores the thread count
 
 
@@ -114,6 +120,31 @@ def _im2col(cols, x, kh, kw, sh, sw, ph, pw, ho, wo, rlo, rhi, clo, chi):
 
 
 @njit(**_JIT)
+def _im2col_part(cols, x, kh, kw, sh, sw, ph, pw, ho, wo, rlo, rhi, clo, chi, r0, r1):
+    """Rows [r0, r1) of ``_im2col``'s column matrix."""
+    for r in range(r0, r1):
+        c, i, j = r // (kh * kw), (r // kw) % kh, r % kw
+        _im2col_row(cols[r].reshape(ho, wo), x[c], i, j, sh, sw, ph, pw, rlo, rhi, clo, chi)
+
+
+@njit(**_JIT)
+def image_parts(n, pixels):
+    """Parts each image's output is cut into for the forward's threads: two for an odd
+    batch of planes of at least ``PART_PIXELS`` pixels (the stem at batch 1, where one image
+    would be one task for one thread), else one. A function of the shapes only; each
+    output is the same sum wherever the parts fall (``.tile``).
+
+    Args:
+        n: N, the images.
+        pixels: ``Ho * Wo``.
+
+    Returns:
+        1 or 2.
+    """
+    return 2 if n % 2 == 1 and pixels >= PART_PIXELS else 1
+
+
+@njit(**_JIT)
 def _col2im(gx, dcols, kh, kw, sh, sw, ph, pw, ho, wo, rlo, rhi, clo, chi):
     """The transpose of ``_im2col``: gx (Ci, H, W) = the columns added back onto their pixels."""
     gx[:] = 0
@@ -145,6 +176,21 @@ def _conv_forward(x, wm, kh, kw, sh, sw, ph, pw, ho, wo, y, ep, cl):
     cols_all = np.empty((n, wm.shape[1], ho * wo), x.dtype)  # scratch before the loop: see kernels.numba
     mean, scale, bias, flags = ep
     stream = not flags[0] and y.size * y.itemsize >= STREAM_BYTES
+    parts = 1 if cl else image_parts(n, ho * wo)
+    if parts > 1:  # an odd batch: each image's column matrix, then its product, in parts
+        k = wm.shape[1]
+        for t in prange(n * parts):
+            b, p = t // parts, t % parts
+            _im2col_part(cols_all[b], x[b], kh, kw, sh, sw, ph, pw, ho, wo, rlo, rhi, clo,
+                         chi, k * p // parts, k * (p + 1) // parts)
+        for t in prange(n * parts):
+            b, p = t // parts, t % parts
+            c0, c1 = ho * wo * p // parts, ho * wo * (p + 1) // parts
+            columns_nn(wm, cols_all[b], y[b], c0, c1, stream)
+            if flags[0]:
+                for ch in range(y.shape[1]):
+                    affine_inplace(y[b, ch, c0:c1], mean[ch], scale[ch], bias[ch], flags[1])
+        return y
     for b in prange(n):
         cols = cols_all[b]
         _im2col(cols, x[b], kh, kw, sh, sw, ph, pw, ho, wo, rlo, rhi, clo, chi)

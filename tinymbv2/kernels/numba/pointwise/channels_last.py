@@ -46,16 +46,32 @@ COLUMN_SPLIT = True
 run them in the calling thread (with BLAS, an A/B made the 32 px training step faster
 this way; figures: docs/kernels.md, "Pointwise on channels-last planes"). A switch for
 that A/B and for the tests."""
+ONE_STRIP_BY_ROWS = True
+"""... unless the output is a single strip of the register block (64 float32 columns or
+fewer: a batch-1 inference's 14x14 projections), which a cut at whole strips would leave
+to one thread: such a product, with rows for two blocks of ``ROW_BLOCK``, is cut
+into two blocks of rows (each thread copies the whole, narrow, W.T). Uneven cuts of
+several strips (96 columns: 64 against 32; 160: 64 against 96) stay by columns: cut by
+rows instead, they made the 32 px training step about 1% slower, within the noise of a
+batch-1 inference's gain (figures: docs/kernels.md, "Inference blocks"). Off, every
+product of few rows is cut by columns (the tests' path)."""
+ROW_BLOCK = 6
+"""The rows of the register block's widest form (``..tile``)."""
 
 
-def _split(m: int, k: int, n: int) -> str:
+def _split(m: int, k: int, n: int, width: int) -> str:
     """How an (M, K) @ (K, N) product is shared by two threads: "rows", "columns" or
-    "none". A function of the shapes alone (see the module on determinism)."""
+    "none"; ``width`` is the register block's columns (``tile.strip_width``). A function
+    of the shapes alone (see the module on determinism)."""
     if m * k * n < _PARALLEL_MACS:
         return "none"
     if m >= _PARALLEL_ROWS:
         return "rows"
-    return "columns" if COLUMN_SPLIT else "none"
+    if not COLUMN_SPLIT:
+        return "none"
+    if ONE_STRIP_BY_ROWS and n <= width and m >= 2 * ROW_BLOCK:
+        return "rows"  # one strip: a cut by columns leaves the first thread nothing
+    return "columns"
 
 
 @njit(inline="always", **_JIT)
@@ -122,7 +138,7 @@ def _matmul(a, b, out, transposed, ep):
     if transposed and a.shape[1] == 0:  # an empty sum: nothing to copy
         b, transposed = np.empty((0, out.shape[1]), out.dtype), False
     panels = _panels(a.shape[1], a.dtype, strip_width(out.dtype) if transposed else 0)
-    split = _split(a.shape[0], a.shape[1], out.shape[1])
+    split = _split(a.shape[0], a.shape[1], out.shape[1], strip_width(out.dtype))
     if split == "none":
         return _matmul_serial(a, b, out, panels, ep)
     return _matmul_parallel(a, b, out, panels, split == "rows", ep)
@@ -190,6 +206,6 @@ def backward_weight(g2, x2):
     Returns:
         gw (Co, Ci).
     """
-    if _split(g2.shape[0], g2.shape[1], x2.shape[1]) == "none":
+    if _split(g2.shape[0], g2.shape[1], x2.shape[1], strip_width(g2.dtype)) == "none":
         return _weight_grad_serial(g2, x2)
     return _weight_grad_parallel(g2, x2)
