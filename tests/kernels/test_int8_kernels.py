@@ -171,6 +171,31 @@ def test_mobilenet_like_shapes_equal_onnxruntime(kset):
         np.testing.assert_array_equal(run_conv(kset, c), ort_qlinear_conv(c))
 
 
+def test_depthwise_on_every_stride_and_padding_equals_the_reference():
+    """The numba depthwise 3x3 (``int8_depthwise``: a padded float32 copy of each plane, one
+    flat loop at stride 1, a loop per row otherwise) against the reference, with strides and
+    paddings different along the two axes, the planes of MobileNetV2 (112, 56, 7 px), the
+    largest products (-128 times a centred 255) and ReLU6."""
+    rng = np.random.default_rng(11)
+    cases = [((1, 1), (1, 1), 112, 3), ((1, 1), (1, 1), 7, 40), ((2, 2), (1, 1), 56, 5),
+             ((1, 2), (0, 1), 13, 6), ((2, 1), (1, 0), 12, 6), ((1, 1), (0, 0), 9, 4),
+             ((2, 2), (0, 1), 8, 3), ((1, 1), (1, 1), 1, 2)]
+    for (stride, padding, hw, c_in), dtype in zip(cases, [np.uint8, np.int8] * 4):
+        xq, x_zp = _quantized(rng, dtype, (2, c_in, hw, hw + 1))
+        wq = rng.integers(-128, 128, (c_in, 1, 3, 3)).astype(np.int8)
+        wq[0] = -128
+        xq[0, 0] = np.iinfo(dtype).max
+        c = dict(xq=xq, x_scale=0.02, x_zero_point=x_zp, wq=wq,
+                 w_scale=rng.uniform(1e-4, 3e-3, c_in).astype(np.float32),
+                 bias_q=rng.integers(-5000, 5000, c_in).astype(np.int32), y_scale=0.05,
+                 y_zero_point=_quantized(rng, dtype, ())[1], stride=stride, padding=padding,
+                 groups=c_in)
+        for relu6 in (False, True):
+            ours = run_conv(NUMBA, c, relu6=relu6)
+            np.testing.assert_array_equal(ours, run_conv(REFERENCE, c, relu6=relu6))
+            assert ours.dtype == dtype and ours.flags.c_contiguous
+
+
 # ------------------------------------------------------------------ ReLU6, numba == reference
 @KSETS
 @settings(max_examples=10, deadline=None)

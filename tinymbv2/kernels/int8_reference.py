@@ -343,3 +343,74 @@ def qgemm(aq, a_scale, a_zero_point, bq, b_scale, b_zero_point, bias_q, y_scale,
     acc = (aq.astype(np.int32) - a_zp) @ bq.astype(np.int32).T + bias
     q_min, q_max = output_range(y_dtype, y_zp, ys, relu6)
     return requantize(acc.astype(np.int32), m, y_zp, q_min, q_max, y_dtype)
+
+
+# ------------------------------------------------------------------ quantize, QLinearAdd
+def _uint8(fn, name, a):
+    a = np.asarray(a)
+    if a.dtype != np.uint8:
+        raise TypeError(f"{fn}: {name} must be uint8, got {a.dtype}")
+    return a
+
+
+def quantize_uint8(x, scale, zero_point):
+    r"""Float32 x to uint8 with one scale: $q = \text{clip}(\text{round}(x \cdot (1/s)) + z, 0, 255)$.
+
+    The float32 steps of the quantized view's ``ActQuant`` (``fake_quant.quantize_array``):
+    ``inv = float32(1) / s``; ``rint(x * inv)`` (half to even); ``+ float32(z)``; clip.
+    (ONNX's ``QuantizeLinear`` divides by $s$: a tie can round the other way, which is why
+    onnxruntime's and the view's classes agree on most, not all, images.)
+
+    Args:
+        x: Float32 array, any shape.
+        scale: Positive scalar (float32).
+        zero_point: Scalar, 0 to 255.
+
+    Returns:
+        uint8 array of x's shape.
+    """
+    fn = "quantize_uint8"
+    x = np.asarray(x)
+    if x.dtype != np.float32:
+        raise TypeError(f"{fn}: x must be float32, got {x.dtype}")
+    return _to_uint8(x, _scale(fn, "scale", scale),
+                     _zero_point(fn, "zero_point", zero_point, np.dtype(np.uint8)))
+
+
+def _to_uint8(x, scale, zero_point):
+    """The float32 steps of ``quantize_uint8``, on checked arguments."""
+    inv = np.float32(1.0) / scale
+    return np.clip(np.rint(x * inv) + np.float32(zero_point), 0, 255).astype(np.uint8)
+
+
+def qlinear_add(aq, a_scale, a_zero_point, bq, b_scale, b_zero_point, y_scale, y_zero_point):
+    r"""ONNX ``QLinearAdd`` on uint8 tensors: $q_y = Q(D(a) + D(b))$ in float32.
+
+    $D(q) = (\text{float32}(q) - z) \cdot s$ for each input, their float32 sum, then
+    ``quantize_uint8`` with the sum's scale and zero point: the float32 operations of the
+    quantized view's residual sum, in its order.
+
+    Args:
+        aq: uint8 array.
+        a_scale: Its scale.
+        a_zero_point: Its zero point (uint8).
+        bq: uint8 array of aq's shape.
+        b_scale: Its scale.
+        b_zero_point: Its zero point (uint8).
+        y_scale: The sum's scale.
+        y_zero_point: The sum's zero point (uint8).
+
+    Returns:
+        The sum, uint8, aq's shape.
+    """
+    fn = "qlinear_add"
+    aq, bq = _uint8(fn, "aq", aq), _uint8(fn, "bq", bq)
+    if aq.shape != bq.shape:
+        raise ValueError(f"{fn}: aq and bq must have one shape, got {aq.shape} and {bq.shape}")
+    total = ((aq.astype(np.float32) - np.float32(_zero_point(fn, "a_zero_point", a_zero_point, aq.dtype)))
+             * _scale(fn, "a_scale", a_scale))
+    total = total + ((bq.astype(np.float32)
+                      - np.float32(_zero_point(fn, "b_zero_point", b_zero_point, bq.dtype)))
+                     * _scale(fn, "b_scale", b_scale))
+    return _to_uint8(total, _scale(fn, "y_scale", y_scale),
+                     _zero_point(fn, "y_zero_point", y_zero_point, np.dtype(np.uint8)))

@@ -893,6 +893,8 @@ class ReferenceKernels:
     qlinear_conv2d = staticmethod(int8_reference.qlinear_conv2d)
     qgemm = staticmethod(int8_reference.qgemm)
     requantize = staticmethod(int8_reference.requantize)
+    quantize_uint8 = staticmethod(int8_reference.quantize_uint8)
+    qlinear_add = staticmethod(int8_reference.qlinear_add)
 
     # --------------------------------------------- fused: softmax cross-entropy
     @staticmethod

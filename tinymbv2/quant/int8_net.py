@@ -6,14 +6,15 @@ as int8 with one float32 scale per output channel (the folded weights, the very 
 view's fake quantization and the QDQ file use), its float bias, and every activation's
 uint8 scale and zero point. Running it:
 
-* the image is quantized to uint8 with the input's scale;
+* the image is quantized to uint8 with the input's scale (the kernel set's
+  ``quantize_uint8``);
 * each convolution is the kernel set's ``qlinear_conv2d`` (ONNX ``QLinearConv``, int8
   products summed in int32, requantized as onnxruntime does): its input's uint8 tensor, its
   int8 weight, its bias as int32 at the scale $s_x s_w$
   ($q_b = \text{round}(b / (s_x s_w))$), its output's scale and zero point, and ReLU6 as the
   clamp of the output integers (a ReLU's is the zero point: its outputs' range starts at 0);
 * a residual sum is ONNX's ``QLinearAdd``: both inputs dequantized, added, quantized to the
-  sum's scale, in float32 (``qlinear_add``);
+  sum's scale, in float32 (the kernel set's ``qlinear_add``);
 * the last feature map is dequantized, averaged over its pixels, and the classifier is the
   float Linear on the dequantized int8 weights: as the QDQ file leaves it (the pooled
   features are not quantized there).
@@ -38,35 +39,8 @@ from .fake_quant import quantize_array
 from .ptq import ActQuant, QuantConv2d, QuantInvertedResidual, QuantizedNet, QuantLinear, weight_qparams
 
 
-def _quantize(x, scale, zero_point):
-    """Float32 x to uint8 with one scale: $\\text{saturate}(\\text{round}(x / s) + z)$, the
-    way the view's ActQuant computes it."""
-    q, _ = quantize_array(np.asarray(x, np.float32), scale, zero_point, 0, 255)
-    return q.astype(np.uint8)
-
-
 def _dequantize(q, scale, zero_point):
     return ((q.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)).astype(np.float32)
-
-
-def qlinear_add(aq, a_scale, a_zero_point, bq, b_scale, b_zero_point, y_scale, y_zero_point):
-    r"""ONNX ``QLinearAdd`` on uint8 tensors: $q_y = Q(D(a) + D(b))$ in float32.
-
-    Args:
-        aq: uint8 array.
-        a_scale: Its scale.
-        a_zero_point: Its zero point.
-        bq: uint8 array of aq's shape.
-        b_scale: Its scale.
-        b_zero_point: Its zero point.
-        y_scale: The sum's scale.
-        y_zero_point: The sum's zero point.
-
-    Returns:
-        The sum, uint8.
-    """
-    total = _dequantize(aq, a_scale, a_zero_point) + _dequantize(bq, b_scale, b_zero_point)
-    return _quantize(total, y_scale, y_zero_point)
 
 
 class _Conv:
@@ -124,7 +98,8 @@ class _Block:
             yq, ys, yz = conv(yq, ys, yz)
         if self.out is None:
             return yq, ys, yz
-        return qlinear_add(xq, x_scale, x_zero_point, yq, ys, yz, *self.out), *self.out
+        return (kernels_for(yq).qlinear_add(xq, x_scale, x_zero_point, yq, ys, yz, *self.out),
+                *self.out)
 
 
 def _convs(seq) -> list:
@@ -203,7 +178,8 @@ class Int8Net:
         Returns:
             The uint8 map (N, C', H', W') and its scale and zero point.
         """
-        q, s, z = _quantize(x, *self.input_qparams), *self.input_qparams
+        x = np.asarray(x, np.float32)
+        q, s, z = kernels_for(x).quantize_uint8(x, *self.input_qparams), *self.input_qparams
         for step in self.steps:
             q, s, z = step(q, s, z)
         return q, s, z

@@ -25,9 +25,9 @@ activations ($q_x - z_x$, laid out (pixels, channels) by ``_centred_channels_las
 ``_patches``), int32 sums that LLVM vectorises with ``vpmulld`` (about half the float32
 FMA's rate, measured: docs/kernels.md, "Int8 inference").
 
-**The depthwise 3x3** (``_depthwise3x3``, both CPUs): per (image, channel) plane, the nine
-products in int32, the interior rows in one loop over the row that LLVM vectorises (stride
-1 and 2), the border pixels one by one; other depthwise kernels (5x5, dilation, other
+**The depthwise 3x3** (``.int8_depthwise``, both CPUs): per (image, channel) plane, a
+centred float32 copy with its padding, then the nine taps of every pixel with no border
+test (exact: integers below $2^{24}$); other depthwise kernels (5x5, dilation, other
 groupings) go to the reference.
 
 Two things kept LLVM from vectorising these loops, found on the way: Numba widens
@@ -48,16 +48,12 @@ from .cache import CACHE
 from . import pool  # noqa: F401  (starts Numba's pool passive)
 from ..int8_reference import output_range, qgemm_args, qlinear_conv2d_args
 from .int8_dot import STEP, VNNI, dot_block4x4, dot_rows4x64
+from .int8_depthwise import depthwise3x3
+from .int8_requant import requant as _requant
 
 _JIT = dict(cache=CACHE, boundscheck=False, fastmath=False)
 
 
-@njit(inline="always")
-def _requant(acc, m, zp, lo, hi):
-    """One output: MLAS's float32 steps (the order matters for the same bits)."""
-    f = np.float32(acc) * m
-    f = min(max(f, lo), hi)
-    return np.int32(np.rint(f)) + zp
 
 
 # ----------------------------------------------------------------------- the GEMM
@@ -323,85 +319,6 @@ def _patches(x, zp, kh, kw, sh, sw, ph, pw, ho, wo, out):
     return out
 
 
-# ----------------------------------------------------------------------- depthwise 3x3
-@njit(inline="always")
-def _dw_pixel(x, n, c, w, oh, ow, sh, sw, ph, pw, zp):
-    """One depthwise output's sum with the taps that fall inside the image (border pixels)."""
-    h, wd = x.shape[2], x.shape[3]
-    acc = np.int32(0)
-    for i in range(3):
-        ih = oh * sh + i - ph
-        if 0 <= ih < h:
-            for j in range(3):
-                iw = ow * sw + j - pw
-                if 0 <= iw < wd:
-                    acc = np.int32(acc + w[c, i, j] * (np.int32(x[n, c, ih, iw]) - zp))
-    return acc
-
-
-@njit(inline="always")
-def _taps(base, w00, w01, w02, w10, w11, w12, w20, w21, w22, r0, r1, r2, q):
-    """base + the nine products of an interior pixel, in int32 (Numba would widen to int64)."""
-    return np.int32(base + np.int32(w00 * np.int32(r0[q]) + w01 * np.int32(r0[q + 1])
-                                    + w02 * np.int32(r0[q + 2]) + w10 * np.int32(r1[q])
-                                    + w11 * np.int32(r1[q + 1]) + w12 * np.int32(r1[q + 2])
-                                    + w20 * np.int32(r2[q]) + w21 * np.int32(r2[q + 1])
-                                    + w22 * np.int32(r2[q + 2])))
-
-
-@njit(parallel=True, **_JIT)
-def _depthwise3x3(x, w, zp, sh, sw, ph, pw, bias, m, yzp, lo, hi, out):
-    """out[n, c] = requant(depthwise 3x3 of x[n, c] - zp, + bias[c]): one task per plane.
-
-    Interior pixels (all nine taps inside the image) in one loop over the row, written
-    twice, for a horizontal stride of 1 and of 2 (sw is one of them): with the stride a
-    variable, LLVM gathered every load (``vpgatherdd``). Border pixels one by one.
-    w: (C, 3, 3) int32.
-    """
-    n_img, c, h, wd = x.shape
-    ho, wo = out.shape[2], out.shape[3]
-    # outputs whose taps all lie inside: oh*s - p >= 0 and oh*s - p + 2 <= h - 1
-    oh0 = min((ph + sh - 1) // sh, ho)
-    oh1 = max(min((h - 3 + ph) // sh + 1, ho), oh0)
-    ow0 = min((pw + sw - 1) // sw, wo)
-    ow1 = max(min((wd - 3 + pw) // sw + 1, wo), ow0)
-    for t in prange(n_img * c):
-        n, ch = t // c, t % c
-        w00, w01, w02 = np.int32(w[ch, 0, 0]), np.int32(w[ch, 0, 1]), np.int32(w[ch, 0, 2])
-        w10, w11, w12 = np.int32(w[ch, 1, 0]), np.int32(w[ch, 1, 1]), np.int32(w[ch, 1, 2])
-        w20, w21, w22 = np.int32(w[ch, 2, 0]), np.int32(w[ch, 2, 1]), np.int32(w[ch, 2, 2])
-        # the zero point's share, the same for every interior pixel: sum_taps w * zp
-        wsum = np.int32(w00 + w01 + w02 + w10 + w11 + w12 + w20 + w21 + w22)
-        base = np.int32(bias[ch] - zp * wsum)
-        mc, bc = m[ch], bias[ch]
-        for oh in range(ho):
-            inside = oh0 <= oh < oh1
-            for ow in range(wo if not inside else ow0):  # the border: left, or the whole row
-                acc = np.int32(_dw_pixel(x, n, ch, w, oh, ow, sh, sw, ph, pw, zp) + bc)
-                out[n, ch, oh, ow] = _requant(acc, mc, yzp, lo, hi)
-            if not inside:
-                continue
-            for ow in range(ow1, wo):  # the right border
-                acc = np.int32(_dw_pixel(x, n, ch, w, oh, ow, sh, sw, ph, pw, zp) + bc)
-                out[n, ch, oh, ow] = _requant(acc, mc, yzp, lo, hi)
-            r = oh * sh - ph
-            # slices that start at the first interior pixel, so that every index in the loop is
-            # a loop counter: with ``ow - pw`` Numba wraps negative indices around, and that
-            # test kept LLVM from vectorising (four times slower)
-            q0 = ow0 * sw - pw
-            r0, r1, r2 = x[n, ch, r, q0:], x[n, ch, r + 1, q0:], x[n, ch, r + 2, q0:]
-            orow = out[n, ch, oh, ow0:ow1]
-            if sw == 1:
-                for i in range(ow1 - ow0):
-                    orow[i] = _requant(_taps(base, w00, w01, w02, w10, w11, w12, w20, w21, w22,
-                                             r0, r1, r2, i), mc, yzp, lo, hi)
-            else:
-                for i in range(ow1 - ow0):
-                    orow[i] = _requant(_taps(base, w00, w01, w02, w10, w11, w12, w20, w21, w22,
-                                             r0, r1, r2, 2 * i), mc, yzp, lo, hi)
-    return out
-
-
 # ----------------------------------------------------------------------- the kernels
 def _bounds(y_dtype, y_zp, ys, relu6):
     q_min, q_max = output_range(y_dtype, y_zp, ys, relu6)
@@ -414,7 +331,7 @@ def qlinear_conv2d(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q,
 
     Pointwise (1x1, stride 1, no padding, groups 1) and dense (groups 1) convolutions run
     as the GEMM, depthwise 3x3 (groups = C = Co, a horizontal stride of 1 or 2) as
-    ``_depthwise3x3``; any other grouping or stride, or a dilation other than 1, goes to the
+    ``int8_depthwise.depthwise3x3``; any other grouping or stride, or a dilation other than 1, goes to the
     reference.
 
     Args:
@@ -447,9 +364,9 @@ def qlinear_conv2d(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q,
     xq = np.ascontiguousarray(xq)
     if (dilation == (1, 1) and groups == c == co and cg == 1 and (kh, kw) == (3, 3)
             and stride[1] in (1, 2)):
-        w32 = np.ascontiguousarray(wq.reshape(co, 3, 3).astype(np.int32))
-        return _depthwise3x3(xq, w32, np.int32(x_zp), stride[0], stride[1], padding[0],
-                             padding[1], bias, m, np.int32(y_zp), lo, hi, out)
+        w9 = np.ascontiguousarray(wq.reshape(co, 9).astype(np.float32))
+        return depthwise3x3(xq, w9, np.int32(x_zp), stride[0], stride[1], padding[0],
+                            padding[1], bias, m, np.int32(y_zp), lo, hi, min(n * c, 32), out)
     if dilation != (1, 1) or groups != 1:
         from ..int8_reference import qlinear_conv2d as reference
         return reference(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q, y_scale,

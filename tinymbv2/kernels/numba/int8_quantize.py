@@ -1,0 +1,113 @@
+r"""Element-wise quantization in Numba: the image to uint8, and ONNX's ``QLinearAdd``.
+
+The contracts are ``int8_reference.quantize_uint8`` and ``int8_reference.qlinear_add``
+(the arguments checked there too); these loops perform the same float32 operations in the
+same order, one element at a time, so the integers are the reference's:
+
+* ``quantize_uint8``: $q = \text{clip}(\text{rint}(x \cdot \text{inv}) + z, 0, 255)$ with
+  ``inv = float32(1) / s``;
+* ``qlinear_add``: $(\text{float32}(a) - z_a) s_a + (\text{float32}(b) - z_b) s_b$, then the
+  same quantization with the sum's scale and zero point.
+
+One pass over the data where NumPy makes one per operation (each a full-size temporary).
+Split into disjoint runs of elements: the same bits at any thread count.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .cache import CACHE
+from . import pool  # noqa: F401  (starts Numba's pool passive)
+from ..int8_reference import _scale, _uint8, _zero_point
+
+_JIT = dict(cache=CACHE, boundscheck=False, fastmath=False)
+_RUN = 1 << 16  # elements per task: enough to hide a task's start, many tasks per tensor
+
+
+@njit(inline="always")
+def _q(t, inv, z):
+    """float32 t to uint8: the view's float32 steps (rint is half to even)."""
+    q = np.rint(t * inv) + z
+    return np.uint8(min(max(q, np.float32(0)), np.float32(255)))
+
+
+@njit(parallel=True, **_JIT)
+def _quantize(x, inv, z, out):
+    """out = quantize(x), both flat."""
+    size = x.shape[0]
+    for t in prange((size + _RUN - 1) // _RUN):
+        lo = t * _RUN
+        src, dst = x[lo:min(lo + _RUN, size)], out[lo:min(lo + _RUN, size)]
+        for i in range(src.shape[0]):
+            dst[i] = _q(src[i], inv, z)
+    return out
+
+
+@njit(parallel=True, **_JIT)
+def _add(a, za, sa, b, zb, sb, inv, z, out):
+    """out = quantize(dequantize(a) + dequantize(b)), all flat."""
+    size = a.shape[0]
+    for t in prange((size + _RUN - 1) // _RUN):
+        lo, hi = t * _RUN, min(t * _RUN + _RUN, size)
+        ra, rb, dst = a[lo:hi], b[lo:hi], out[lo:hi]
+        for i in range(hi - lo):
+            total = (np.float32(ra[i]) - za) * sa + (np.float32(rb[i]) - zb) * sb
+            dst[i] = _q(total, inv, z)
+    return out
+
+
+def _flat(a):
+    return np.ascontiguousarray(a).reshape(-1)
+
+
+def quantize_uint8(x, scale, zero_point):
+    """Float32 x to uint8; the contract is ``int8_reference.quantize_uint8``'s.
+
+    Args:
+        x: Float32 array, any shape.
+        scale: Positive scalar (float32).
+        zero_point: Scalar, 0 to 255.
+
+    Returns:
+        uint8 array of x's shape.
+    """
+    fn = "quantize_uint8"
+    x = np.asarray(x)
+    if x.dtype != np.float32:
+        raise TypeError(f"{fn}: x must be float32, got {x.dtype}")
+    inv = np.float32(np.float32(1.0) / _scale(fn, "scale", scale))
+    z = np.float32(_zero_point(fn, "zero_point", zero_point, np.dtype(np.uint8)))
+    out = np.empty(x.shape, np.uint8)
+    _quantize(_flat(x), inv, z, out.reshape(-1))
+    return out
+
+
+def qlinear_add(aq, a_scale, a_zero_point, bq, b_scale, b_zero_point, y_scale, y_zero_point):
+    """ONNX ``QLinearAdd`` on uint8 tensors; the contract is ``int8_reference.qlinear_add``'s.
+
+    Args:
+        aq: uint8 array.
+        a_scale: Its scale.
+        a_zero_point: Its zero point (uint8).
+        bq: uint8 array of aq's shape.
+        b_scale: Its scale.
+        b_zero_point: Its zero point (uint8).
+        y_scale: The sum's scale.
+        y_zero_point: The sum's zero point (uint8).
+
+    Returns:
+        The sum, uint8, aq's shape.
+    """
+    fn = "qlinear_add"
+    aq, bq = _uint8(fn, "aq", aq), _uint8(fn, "bq", bq)
+    if aq.shape != bq.shape:
+        raise ValueError(f"{fn}: aq and bq must have one shape, got {aq.shape} and {bq.shape}")
+    za = np.float32(_zero_point(fn, "a_zero_point", a_zero_point, aq.dtype))
+    zb = np.float32(_zero_point(fn, "b_zero_point", b_zero_point, bq.dtype))
+    sa, sb = np.float32(_scale(fn, "a_scale", a_scale)), np.float32(_scale(fn, "b_scale", b_scale))
+    inv = np.float32(np.float32(1.0) / _scale(fn, "y_scale", y_scale))
+    z = np.float32(_zero_point(fn, "y_zero_point", y_zero_point, np.dtype(np.uint8)))
+    out = np.empty(aq.shape, np.uint8)
+    _add(_flat(aq), za, sa, _flat(bq), zb, sb, inv, z, out.reshape(-1))
+    return out
