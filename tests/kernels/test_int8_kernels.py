@@ -172,9 +172,10 @@ def test_mobilenet_like_shapes_equal_onnxruntime(kset):
 
 
 def test_depthwise_on_every_stride_and_padding_equals_the_reference():
-    """The numba depthwise 3x3 (``int8_depthwise``: a padded float32 copy of each plane, one
-    flat loop at stride 1, a loop per row otherwise) against the reference, with strides and
-    paddings different along the two axes, the planes of MobileNetV2 (112, 56, 7 px), the
+    """The numba depthwise 3x3 (``int8_depthwise``: padded float32 phase planes, one flat loop
+    over each map at stride 1 and 2; other strides go to the reference) against the
+    reference, with strides and paddings different along the two axes, odd and even sizes,
+    the planes of MobileNetV2 (112, 56, 7 px), the
     largest products (-128 times a centred 255) and ReLU6."""
     rng = np.random.default_rng(11)
     cases = [((1, 1), (1, 1), 112, 3), ((1, 1), (1, 1), 7, 40), ((2, 2), (1, 1), 56, 5),

@@ -330,9 +330,9 @@ def qlinear_conv2d(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q,
     """ONNX ``QLinearConv``; the contract is ``int8_reference.qlinear_conv2d``'s.
 
     Pointwise (1x1, stride 1, no padding, groups 1) and dense (groups 1) convolutions run
-    as the GEMM, depthwise 3x3 (groups = C = Co, a horizontal stride of 1 or 2) as
-    ``int8_depthwise.depthwise3x3``; any other grouping or stride, or a dilation other than 1, goes to the
-    reference.
+    as the GEMM, depthwise 3x3 (groups = C = Co, a stride of 1 or 2 along both axes) as
+    ``int8_depthwise.depthwise3x3``; any other grouping or stride, or a dilation other than 1,
+    goes to the reference.
 
     Args:
         xq: (N, C, H, W) int8 or uint8.
@@ -363,10 +363,10 @@ def qlinear_conv2d(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q,
     out = np.empty((n, co, ho, wo), y_dtype)  # see kernels.numba on allocation
     xq = np.ascontiguousarray(xq)
     if (dilation == (1, 1) and groups == c == co and cg == 1 and (kh, kw) == (3, 3)
-            and stride[1] in (1, 2)):
+            and stride[0] == stride[1] and stride[1] in (1, 2)):
         w9 = np.ascontiguousarray(wq.reshape(co, 9).astype(np.float32))
-        return depthwise3x3(xq, w9, np.int32(x_zp), stride[0], stride[1], padding[0],
-                            padding[1], bias, m, np.int32(y_zp), lo, hi, min(n * c, 32), out)
+        return depthwise3x3(xq, w9, np.int32(x_zp), stride[0], padding[0], padding[1], bias, m,
+                            np.int32(y_zp), lo, hi, min(c, 32), out)
     if dilation != (1, 1) or groups != 1:
         from ..int8_reference import qlinear_conv2d as reference
         return reference(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q, y_scale,

@@ -1,26 +1,32 @@
 r"""The int8 depthwise 3x3 on a padded float32 copy of each plane: no border pixels.
 
-``qlinear_conv2d`` (``.int8``) sends a depthwise 3x3 here (groups = C = Co, a horizontal
-stride of 1 or 2). Per (image, channel) plane:
+``qlinear_conv2d`` (``.int8``) sends a depthwise 3x3 here (groups = C = Co, a stride $s$ of
+1 or 2 along both axes). Per (image, channel) plane:
 
-1. the plane is copied, centred ($q_x - z_x$) and as float32, into a zeroed scratch of
-   $(H + 2p_h) \times (W + 2p_w)$ (+ 2) values: the padding is the real 0, so every output
-   pixel sums its nine taps the same way, with no test for the border;
-2. at stride 1, the whole plane is one loop over the flat scratch: output $(o_h, o_w)$ sits
-   at $q = o_h W_p + o_w$ ($W_p = W + 2p_w$) and its taps at $q + i W_p + j$, so that one
-   loop of $H_o W_p$ steps (the two columns past each row computed and dropped) runs at the
-   vector width even for a 7 x 7 map, where a loop per row of 7 would not; at other
-   strides, one loop per output row (stride 2 in the row as its own loop: LLVM gathers
-   every load when the stride is a variable);
+1. the plane is copied, centred ($q_x - z_x$) and as float32, with its padding (the real
+   0, so that every output pixel sums its nine taps the same way, with no test for the
+   border), into $s \times s$ *phase planes*: padded pixel $(r, c)$ goes to plane
+   $(r \bmod s, c \bmod s)$ at row $\lfloor r/s \rfloor$, column $\lfloor c/s \rfloor$ of
+   width $W_q = \lceil W_p / s \rceil$ ($W_p = W + 2 p_w$; at stride 1, one plane: the padded
+   plane itself);
+2. the images' planes of one channel follow each other in every phase plane ($H_q W_q$
+   values apart, $H_q = \lceil H_p / s \rceil$), and output $(n, o_h, o_w)$ sits at
+   $q = n H_q W_q + o_h W_q + o_w$, its tap $(i, j)$ at
+   $q + \lfloor i/s \rfloor W_q + \lfloor j/s \rfloor$ in phase plane
+   $(i \bmod s, j \bmod s)$: one channel of the batch is one loop over nine contiguous runs
+   (the columns and rows past each map computed and dropped), at the vector width even for
+   7 x 7 maps, where a loop per row of 7 would not be, and with no strided loads at
+   stride 2. The padding's places are the same for every channel: zeroed once per buffer;
 3. the sum is converted to int32, the bias added in int32, and ``requant`` (MLAS's float32
    steps) gives the output.
 
 Why float32: every product $|w (q_x - z_x)| \le 128 \cdot 255$ and every partial sum of
 nine ($< 2^{19}$) is an integer below $2^{24}$, so the float32 sums are exact, in any
-order, and equal the int32 sums of ``int8_reference.qlinear_conv2d``; float32 FMAs run
-on every AVX-512 port where Numba's int32 products widen to int64 or run on ``vpmulld``.
-The outputs are the reference's integers (tests/kernels/test_int8_kernels.py). Planes are
-independent: the same bits at any thread count.
+order, and equal the int32 sums of ``int8_reference.qlinear_conv2d``; float32 products
+and sums are plain vector instructions, where Numba's int32 products widen to int64 or
+run on the slower ``vpmulld``.
+The outputs are the reference's integers (tests/kernels/test_int8_kernels.py). Channels
+are independent: the same bits at any thread count.
 """
 from __future__ import annotations
 
@@ -35,71 +41,79 @@ _JIT = dict(cache=CACHE, boundscheck=False, fastmath=False)
 
 
 @njit(inline="always")
-def _centred_plane(x, n, ch, zp, ph, pw, plane):
-    """plane (Hp * Wp + 2,) float32 <- x[n, ch] - zp inside, 0 in the padding."""
-    h, w = x.shape[2], x.shape[3]
-    wp = w + 2 * pw
-    plane[:ph * wp + pw] = 0
-    for r in range(h):
-        row = plane[(r + ph) * wp + pw:(r + ph) * wp + pw + w]
-        src = x[n, ch, r]
-        for j in range(w):
-            row[j] = np.float32(np.int32(src[j]) - zp)
-        plane[(r + ph) * wp + pw + w:(r + ph + 1) * wp + pw] = 0  # right pad, next row's left
-    plane[(h + ph) * wp + pw:] = 0
+def _phases(x, ch, zp, s, ph, pw, hq, wq, size, buf):
+    """buf <- the s x s phase planes of every image's x[n, ch] - zp, padded (module), float32.
+
+    Padded pixel (r, c) of image n goes to plane (r % s) * s + c % s (each ``size`` long),
+    at n hq wq + (r // s) wq + c // s. Only the pixels are written: the rest (the padding,
+    the columns and rows past it, the tail) is the same for every channel and stays at the
+    zeros the caller wrote once.
+    """
+    n_img, h, w = x.shape[0], x.shape[2], x.shape[3]
+    for n in range(n_img):
+        for xr in range(h):
+            r = xr + ph
+            for b in range(s):
+                k0 = (pw - b + s - 1) // s  # the first column of this parity inside the image
+                j0 = s * k0 + b - pw
+                count = max(0, (w - j0 + s - 1) // s)
+                start = ((r % s) * s + b) * size + (n * hq + r // s) * wq + k0
+                seg, src = buf[start:start + count], x[n, ch, xr, j0:]
+                if s == 1:
+                    for u in range(count):
+                        seg[u] = np.float32(np.int32(src[u]) - zp)
+                else:
+                    for u in range(count):
+                        seg[u] = np.float32(np.int32(src[2 * u]) - zp)
 
 
 @njit(parallel=True, **_JIT)
-def depthwise3x3(x, w, zp, sh, sw, ph, pw, bias, m, yzp, lo, hi, groups, out):
+def depthwise3x3(x, w, zp, s, ph, pw, bias, m, yzp, lo, hi, groups, out):
     """out[n, c] = requant(depthwise 3x3 of (x[n, c] - zp) + bias[c]) (the module's steps).
 
     x: (N, C, H, W) uint8 or int8; w: (C, 9) float32 (the int8 taps, row by row); zp, yzp:
-    int32; sh, sw: strides (sw 1 or 2); ph, pw: paddings; bias: (C,) int32; m: (C,) float32;
-    lo, hi: float32 bounds of ``acc * m``; groups: how many scratch buffers (the planes are
-    split into that many runs); out: (N, C, Ho, Wo) of the output's dtype.
+    int32; s: the stride (1 or 2, both axes); ph, pw: paddings; bias: (C,) int32; m: (C,)
+    float32; lo, hi: float32 bounds of ``acc * m``; groups: how many scratch buffers (the
+    channels are split into that many runs); out: (N, C, Ho, Wo) of the output's dtype.
     """
     n_img, c, h, wd = x.shape
     ho, wo = out.shape[2], out.shape[3]
-    hp, wp = h + 2 * ph, wd + 2 * pw
-    tasks = n_img * c
-    flat = sh == 1 and sw == 1
+    hq, wq = (h + 2 * ph + s - 1) // s, (wd + 2 * pw + s - 1) // s
+    block = hq * wq  # one image's share of a phase plane
+    size = n_img * block + wq + 2
+    steps = (n_img - 1) * block + ho * wq  # every output of every image, and the dropped ones
+    # tap (i, j): plane (i % s) * s + j % s, offset (i // s) * wq + j // s in it
+    row1, row2 = (1 % s) * s * size + (1 // s) * wq, (2 % s) * s * size + (2 // s) * wq
     for g in prange(groups):
-        plane = np.empty(hp * wp + 2, np.float32)
-        res = np.empty(ho * wp if flat else 0, np.int32)
-        for t in range(g * tasks // groups, (g + 1) * tasks // groups):
-            n, ch = t // c, t % c
-            _centred_plane(x, n, ch, zp, ph, pw, plane)
+        buf = np.zeros(s * s * size, np.float32)  # the padding's zeros, for every channel
+        res = np.empty(steps, np.int32)
+        for ch in range(g * c // groups, (g + 1) * c // groups):
+            _phases(x, ch, zp, s, ph, pw, hq, wq, size, buf)
             w00, w01, w02, w10, w11, w12, w20, w21, w22 = (w[ch, 0], w[ch, 1], w[ch, 2], w[ch, 3],
                                                            w[ch, 4], w[ch, 5], w[ch, 6], w[ch, 7],
                                                            w[ch, 8])
             bc, mc = bias[ch], m[ch]
-            if flat:
-                r0, r1, r2 = plane[0:], plane[wp:], plane[2 * wp:]
-                for q in range(ho * wp):  # loop-counter indices: LLVM vectorises it
-                    s = (w00 * r0[q] + w01 * r0[q + 1] + w02 * r0[q + 2]
-                         + w10 * r1[q] + w11 * r1[q + 1] + w12 * r1[q + 2]
-                         + w20 * r2[q] + w21 * r2[q + 1] + w22 * r2[q + 2])
-                    res[q] = requant(np.int32(np.int32(s) + bc), mc, yzp, lo, hi)
+            # loop-counter indices into a few runs (one per tap row and column parity): LLVM
+            # vectorises the loop only while its run-time overlap tests with res stay few
+            if s == 1:
+                r0, r1, r2 = buf[0:], buf[row1:], buf[row2:]
+                for q in range(steps):
+                    acc = (w00 * r0[q] + w01 * r0[q + 1] + w02 * r0[q + 2]
+                           + w10 * r1[q] + w11 * r1[q + 1] + w12 * r1[q + 2]
+                           + w20 * r2[q] + w21 * r2[q + 1] + w22 * r2[q + 2])
+                    res[q] = requant(np.int32(np.int32(acc) + bc), mc, yzp, lo, hi)
+            else:  # even columns in plane a * 2, odd ones in plane a * 2 + 1
+                e0, o0 = buf[0:], buf[size:]
+                e1, o1, e2, o2 = buf[row1:], buf[row1 + size:], buf[row2:], buf[row2 + size:]
+                for q in range(steps):
+                    acc = (w00 * e0[q] + w01 * o0[q] + w02 * e0[q + 1]
+                           + w10 * e1[q] + w11 * o1[q] + w12 * e1[q + 1]
+                           + w20 * e2[q] + w21 * o2[q] + w22 * e2[q + 1])
+                    res[q] = requant(np.int32(np.int32(acc) + bc), mc, yzp, lo, hi)
+            for n in range(n_img):
                 for oh in range(ho):
-                    orow, rrow = out[n, ch, oh], res[oh * wp:oh * wp + wo]
+                    orow = out[n, ch, oh]
+                    rrow = res[n * block + oh * wq:n * block + oh * wq + wo]
                     for ow in range(wo):
                         orow[ow] = rrow[ow]
-                continue
-            for oh in range(ho):
-                base = oh * sh * wp
-                r0, r1, r2 = plane[base:], plane[base + wp:], plane[base + 2 * wp:]
-                orow = out[n, ch, oh]
-                if sw == 1:
-                    for ow in range(wo):
-                        s = (w00 * r0[ow] + w01 * r0[ow + 1] + w02 * r0[ow + 2]
-                             + w10 * r1[ow] + w11 * r1[ow + 1] + w12 * r1[ow + 2]
-                             + w20 * r2[ow] + w21 * r2[ow + 1] + w22 * r2[ow + 2])
-                        orow[ow] = requant(np.int32(np.int32(s) + bc), mc, yzp, lo, hi)
-                else:
-                    for ow in range(wo):
-                        q = 2 * ow
-                        s = (w00 * r0[q] + w01 * r0[q + 1] + w02 * r0[q + 2]
-                             + w10 * r1[q] + w11 * r1[q + 1] + w12 * r1[q + 2]
-                             + w20 * r2[q] + w21 * r2[q + 1] + w22 * r2[q + 2])
-                        orow[ow] = requant(np.int32(np.int32(s) + bc), mc, yzp, lo, hi)
     return out
