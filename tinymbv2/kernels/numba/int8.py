@@ -224,7 +224,13 @@ def _quads(x, flip, out):
     for t in prange(n_img * kb):
         n, q = t // kb, t % kb
         orow = out[n, q, :p]
-        for e in range(min(4, k - 4 * q)):
+        if 4 * q + 4 <= k:  # a whole quad: each word written once, not OR-ed four times
+            x0, x1, x2, x3 = x[n, 4 * q], x[n, 4 * q + 1], x[n, 4 * q + 2], x[n, 4 * q + 3]
+            for j in range(p):
+                orow[j] = ((np.int32(x0[j]) + flip) | (np.int32(x1[j]) + flip) << 8
+                           | (np.int32(x2[j]) + flip) << 16 | (np.int32(x3[j]) + flip) << 24)
+            continue
+        for e in range(k - 4 * q):
             src, shift = x[n, 4 * q + e], 8 * e
             for j in range(p):
                 orow[j] |= (np.int32(src[j]) + flip) << shift
