@@ -212,16 +212,18 @@ def _patch_quads(x, flip, zp, kh, kw, sh, sw, ph, pw, ho, wo, out):
     return out
 
 
-@njit(parallel=True, **_JIT)
+@njit(**_JIT)
 def _quads(x, flip, out):
     """out[n, q, p] = the four uint8 values x[n, 4q .. 4q + 3, p] (+ flip) packed in one int32.
 
     x: (N, K, P) int8/uint8; out: (N, KB, P64) int32 of zeros: bytes past K and words past P
-    stay zero. Four channel rows in, one row of words out, a loop LLVM vectorises.
+    stay zero. Four channel rows in, one row of words out, a loop LLVM vectorises. On one
+    thread: one memory pass, which a second thread speeds up less than waking the pool's
+    threads for a parallel loop costs (``pool``), once per pointwise convolution.
     """
     n_img, k, p = x.shape
     kb = out.shape[1]
-    for t in prange(n_img * kb):
+    for t in range(n_img * kb):
         n, q = t // kb, t % kb
         orow = out[n, q, :p]
         if 4 * q + 4 <= k:  # a whole quad: each word written once, not OR-ed four times

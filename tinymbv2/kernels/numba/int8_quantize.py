@@ -10,19 +10,19 @@ same order, one element at a time, so the integers are the reference's:
   same quantization with the sum's scale and zero point.
 
 One pass over the data where NumPy makes one per operation (each a full-size temporary).
-Split into disjoint runs of elements: the same bits at any thread count.
+On one thread: a memory pass gains little from a second one, and every parallel loop
+starts by waking the pool's threads (``pool``), which a network with a residual sum in
+every other block pays once per sum; the same bits at any thread count.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .cache import CACHE
-from . import pool  # noqa: F401  (starts Numba's pool passive)
 from ..int8_reference import _scale, _uint8, _zero_point
 
 _JIT = dict(cache=CACHE, boundscheck=False, fastmath=False)
-_RUN = 1 << 16  # elements per task: enough to hide a task's start, many tasks per tensor
 
 
 @njit(inline="always")
@@ -32,28 +32,20 @@ def _q(t, inv, z):
     return np.uint8(min(max(q, np.float32(0)), np.float32(255)))
 
 
-@njit(parallel=True, **_JIT)
+@njit(**_JIT)
 def _quantize(x, inv, z, out):
     """out = quantize(x), both flat."""
-    size = x.shape[0]
-    for t in prange((size + _RUN - 1) // _RUN):
-        lo = t * _RUN
-        src, dst = x[lo:min(lo + _RUN, size)], out[lo:min(lo + _RUN, size)]
-        for i in range(src.shape[0]):
-            dst[i] = _q(src[i], inv, z)
+    for i in range(x.shape[0]):
+        out[i] = _q(x[i], inv, z)
     return out
 
 
-@njit(parallel=True, **_JIT)
+@njit(**_JIT)
 def _add(a, za, sa, b, zb, sb, inv, z, out):
     """out = quantize(dequantize(a) + dequantize(b)), all flat."""
-    size = a.shape[0]
-    for t in prange((size + _RUN - 1) // _RUN):
-        lo, hi = t * _RUN, min(t * _RUN + _RUN, size)
-        ra, rb, dst = a[lo:hi], b[lo:hi], out[lo:hi]
-        for i in range(hi - lo):
-            total = (np.float32(ra[i]) - za) * sa + (np.float32(rb[i]) - zb) * sb
-            dst[i] = _q(total, inv, z)
+    for i in range(a.shape[0]):
+        total = (np.float32(a[i]) - za) * sa + (np.float32(b[i]) - zb) * sb
+        out[i] = _q(total, inv, z)
     return out
 
 
