@@ -216,8 +216,9 @@ def _patch_quads(x, flip, zp, kh, kw, sh, sw, ph, pw, ho, wo, out):
 def _quads(x, flip, out):
     """out[n, q, p] = the four uint8 values x[n, 4q .. 4q + 3, p] (+ flip) packed in one int32.
 
-    x: (N, K, P) int8/uint8; out: (N, KB, P64) int32 of zeros: bytes past K and words past P
-    stay zero. Four channel rows in, one row of words out, a loop LLVM vectorises. On one
+    x: (N, K, P) int8/uint8; out: (N, KB, P64) int32, every word written: bytes past K and
+    words past P are zero. Four channel rows in, one row of words out, a loop LLVM
+    vectorises (no zeroed buffer needed: zeroing a fresh one costs a pass of its own). On one
     thread: one memory pass, which a second thread speeds up less than waking the pool's
     threads for a parallel loop costs (``pool``), once per pointwise convolution.
     """
@@ -225,13 +226,17 @@ def _quads(x, flip, out):
     kb = out.shape[1]
     for t in range(n_img * kb):
         n, q = t // kb, t % kb
-        orow = out[n, q, :p]
+        orow, tail = out[n, q, :p], out[n, q, p:]
+        for j in range(tail.shape[0]):
+            tail[j] = 0
         if 4 * q + 4 <= k:  # a whole quad: each word written once, not OR-ed four times
             x0, x1, x2, x3 = x[n, 4 * q], x[n, 4 * q + 1], x[n, 4 * q + 2], x[n, 4 * q + 3]
             for j in range(p):
                 orow[j] = ((np.int32(x0[j]) + flip) | (np.int32(x1[j]) + flip) << 8
                            | (np.int32(x2[j]) + flip) << 16 | (np.int32(x3[j]) + flip) << 24)
             continue
+        for j in range(p):
+            orow[j] = 0
         for e in range(k - 4 * q):
             src, shift = x[n, 4 * q + e], 8 * e
             for j in range(p):
@@ -256,15 +261,16 @@ def _base(bias, zp_u, wq2):
     return (bias - np.int32(zp_u) * wsum).astype(np.int32)
 
 
-def _quads_product(wq2, bias, x_zp, flip, m, y_zp, lo, hi, fill, out):
+def _quads_product(wq2, bias, x_zp, flip, m, y_zp, lo, hi, fill, out, zeroed=True):
     """The GEMM on ``dot_rows4x64``: weights (R, K) int8; ``fill(b)`` writes the activations'
-    quads into b (N, KB, P64) int32 (zeros); out (N, R, P)."""
+    quads into b (N, KB, P64) int32 (zeros, or left as they come where ``zeroed`` is False:
+    fill writes every word); out (N, R, P)."""
     r, k = wq2.shape
     kb = (k + 3) // 4
     a = _zero_padded(wq2, r + (-r % 4), 4 * kb)
     base = _base(bias, x_zp + flip, wq2)
     n, s = out.shape[0], out.shape[2]
-    b = np.zeros((n, kb, s + (-s % 64)), np.int32)
+    b = (np.zeros if zeroed else np.empty)((n, kb, s + (-s % 64)), np.int32)
     fill(b)
     scratch = np.empty((n * (a.shape[0] // 4), 4, 64), np.int32)
     return _gemm_quads(a.view(np.int32), b, base, m, np.int32(y_zp), lo, hi, scratch, out)
@@ -390,7 +396,7 @@ def qlinear_conv2d(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q,
                 _patch_quads(xq, flip, x_zp + flip, kh, kw, stride[0], stride[1], padding[0],
                              padding[1], ho, wo, b)
         _quads_product(wq.reshape(co, -1), bias, x_zp, flip, m, y_zp, lo, hi, fill,
-                       out.reshape(n, co, ho * wo))
+                       out.reshape(n, co, ho * wo), zeroed=not pointwise)
         return out
     a = _padded_rows(wq.reshape(co, -1).astype(np.int16), 4)
     p4 = ho * wo + (-(ho * wo) % 4)
