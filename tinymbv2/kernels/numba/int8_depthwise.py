@@ -53,6 +53,17 @@ def _phases(x, ch, zp, s, ph, pw, hq, wq, size, buf):
     for n in range(n_img):
         for xr in range(h):
             r = xr + ph
+            if s == 2:  # both parities in one pass over the row (pairs of loads, no gathers)
+                row = (r % 2) * 2 * size + (n * hq + r // 2) * wq
+                # image column j is padded column j + pw: plane (j + pw) % 2, column (j + pw) // 2
+                a, b = row + pw % 2 * size + pw // 2, row + (1 - pw % 2) * size + (pw + 1) // 2
+                ev, od, src = buf[a:a + (w + 1) // 2], buf[b:b + w // 2], x[n, ch, xr]
+                for u in range(w // 2):
+                    ev[u] = np.float32(np.int32(src[2 * u]) - zp)
+                    od[u] = np.float32(np.int32(src[2 * u + 1]) - zp)
+                if w % 2:
+                    ev[w // 2] = np.float32(np.int32(src[w - 1]) - zp)
+                continue
             for b in range(s):
                 k0 = (pw - b + s - 1) // s  # the first column of this parity inside the image
                 j0 = s * k0 + b - pw
