@@ -29,6 +29,7 @@ import io
 import json
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from .. import nn
 from ..atomic import write_atomically
@@ -37,6 +38,19 @@ from ..kernels import kernels_for
 from ..models.mobilenetv2 import MobileNetV2
 from .fake_quant import quantize_array
 from .ptq import ActQuant, QuantConv2d, QuantInvertedResidual, QuantizedNet, QuantLinear, weight_qparams
+
+
+_BLAS = []  # one ThreadpoolController, made on first use (it looks up the loaded libraries)
+
+
+def _one_blas_thread():
+    """A context in which NumPy's BLAS runs on one thread: the classifier's product, (N, 1280)
+    by (1280, classes), is too small for BLAS threads to pay for waking them, and they spin
+    for the cores that the numba kernels' threads want next. The same library and call, so
+    the same bits as with its threads (each output is one thread's sum either way)."""
+    if not _BLAS:
+        _BLAS.append(ThreadpoolController())
+    return _BLAS[0].limit(limits=1, user_api="blas")
 
 
 def _dequantize(q, scale, zero_point):
@@ -196,7 +210,8 @@ class Int8Net:
         q, s, z = self.features(x)
         pooled = _dequantize(q, s, z).mean(axis=(2, 3), dtype=np.float32)
         weight, bias = self.classifier
-        logits = pooled @ weight.T
+        with _one_blas_thread():
+            logits = pooled @ weight.T
         return logits if bias is None else logits + bias
 
     def save(self, path):
