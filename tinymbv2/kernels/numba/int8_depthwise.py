@@ -44,10 +44,10 @@ _JIT = dict(cache=CACHE, boundscheck=False, fastmath=False)
 def _phases(x, ch, zp, s, ph, pw, hq, wq, size, buf):
     """buf <- the s x s phase planes of every image's x[n, ch] - zp, padded (module), float32.
 
-    Padded pixel (r, c) of image n goes to plane (r % s) * s + c % s (each ``size`` long),
-    at n hq wq + (r // s) wq + c // s. Only the pixels are written: the rest (the padding,
-    the columns and rows past it, the tail) is the same for every channel and stays at the
-    zeros the caller wrote once.
+    Padded pixel (r, c) of image n goes to plane ``(r % s) * s + c % s`` (each ``size``
+    long), at ``n * hq * wq + (r // s) * wq + c // s``. Only the pixels are written: the
+    rest (the padding, the columns and rows past it, the tail) is the same for every
+    channel and stays at the zeros the caller wrote once.
     """
     n_img, h, w = x.shape[0], x.shape[2], x.shape[3]
     for n in range(n_img):
