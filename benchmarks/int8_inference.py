@@ -8,7 +8,8 @@ under ``no_grad`` (as ``tinymbv2 eval`` runs it); the same model quantized per c
 (``quantize_model``, ``calibrate`` on ``--calib`` random images) and run in integers by
 ``Int8Net`` (the numba set's int8 kernels); and the QDQ ONNX file of that calibrated view
 (``to_qdq_onnx``) run by onnxruntime's CPUExecutionProvider, which fuses the QDQ pairs into
-its own int8 kernels, with the same number of intra-op threads and sequential execution.
+its own int8 kernels, with the same number of intra-op threads and sequential execution,
+its threads not spinning after a run (they would hold the cores the next contestant needs).
 Random weights, with BatchNorm's running statistics and affine parameters drawn away from
 their fresh 0 and 1 (a fresh network's activations would all be alike). Before timing, the
 int8 predictions are checked: Int8Net's class must equal onnxruntime's on at least
@@ -69,6 +70,9 @@ def ort_session(qnet, shape, threads, folder):
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    # its pool's threads spin after each run by default, on the cores that the contestant
+    # after it in the alternation (Int8Net's numba threads) then waits for
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     return lambda x: session.run(None, {name: x})[0]
