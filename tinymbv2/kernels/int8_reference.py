@@ -346,11 +346,68 @@ def qgemm(aq, a_scale, a_zero_point, bq, b_scale, b_zero_point, bias_q, y_scale,
 
 
 # ------------------------------------------------------------------ quantize, QLinearAdd
-def _uint8(fn, name, a):
-    a = np.asarray(a)
-    if a.dtype != np.uint8:
-        raise TypeError(f"{fn}: {name} must be uint8, got {a.dtype}")
-    return a
+def quantize_uint8_args(fn, x, scale, zero_point):
+    """Check ``quantize_uint8``'s arguments; shared by the kernel sets.
+
+    Args:
+        fn: The kernel's name, for the messages.
+        x: Float32 array.
+        scale: Positive scalar.
+        zero_point: uint8 scalar.
+
+    Returns:
+        ``(x, scale float32 0-d, zero_point int)``.
+
+    Raises:
+        TypeError: x not float32, a zero point not uint8.
+        ValueError: A scale that is not a positive finite scalar.
+    """
+    x = np.asarray(x)
+    if x.dtype != np.float32:
+        raise TypeError(f"{fn}: x must be float32, got {x.dtype}")
+    return x, _scale(fn, "scale", scale), _zero_point(fn, "zero_point", zero_point,
+                                                      np.dtype(np.uint8))
+
+
+def qlinear_add_args(fn, aq, a_scale, a_zero_point, bq, b_scale, b_zero_point, y_scale,
+                     y_zero_point):
+    """Check ``qlinear_add``'s arguments; shared by the kernel sets.
+
+    Args:
+        fn: The kernel's name, for the messages.
+        aq: uint8 array.
+        a_scale: Its scale.
+        a_zero_point: Its zero point (uint8).
+        bq: uint8 array of aq's shape.
+        b_scale: Its scale.
+        b_zero_point: Its zero point (uint8).
+        y_scale: The sum's scale.
+        y_zero_point: The sum's zero point (uint8).
+
+    Returns:
+        ``(aq, a_scale, a_zp, bq, b_scale, b_zp, y_scale, y_zp)``: the scales float32 0-d,
+        the zero points ints.
+
+    Raises:
+        TypeError: A tensor or zero point not uint8.
+        ValueError: Shapes that differ, a scale that is not a positive finite scalar.
+    """
+    u8 = np.dtype(np.uint8)
+    aq, bq = np.asarray(aq), np.asarray(bq)
+    for name, q in (("aq", aq), ("bq", bq)):
+        if q.dtype != u8:
+            raise TypeError(f"{fn}: {name} must be uint8, got {q.dtype}")
+    if aq.shape != bq.shape:
+        raise ValueError(f"{fn}: aq and bq must have one shape, got {aq.shape} and {bq.shape}")
+    return (aq, _scale(fn, "a_scale", a_scale), _zero_point(fn, "a_zero_point", a_zero_point, u8),
+            bq, _scale(fn, "b_scale", b_scale), _zero_point(fn, "b_zero_point", b_zero_point, u8),
+            _scale(fn, "y_scale", y_scale), _zero_point(fn, "y_zero_point", y_zero_point, u8))
+
+
+def _to_uint8(x, scale, zero_point):
+    """The float32 steps of ``quantize_uint8``, on checked arguments."""
+    inv = np.float32(1.0) / scale
+    return np.clip(np.rint(x * inv) + np.float32(zero_point), 0, 255).astype(np.uint8)
 
 
 def quantize_uint8(x, scale, zero_point):
@@ -369,18 +426,7 @@ def quantize_uint8(x, scale, zero_point):
     Returns:
         uint8 array of x's shape.
     """
-    fn = "quantize_uint8"
-    x = np.asarray(x)
-    if x.dtype != np.float32:
-        raise TypeError(f"{fn}: x must be float32, got {x.dtype}")
-    return _to_uint8(x, _scale(fn, "scale", scale),
-                     _zero_point(fn, "zero_point", zero_point, np.dtype(np.uint8)))
-
-
-def _to_uint8(x, scale, zero_point):
-    """The float32 steps of ``quantize_uint8``, on checked arguments."""
-    inv = np.float32(1.0) / scale
-    return np.clip(np.rint(x * inv) + np.float32(zero_point), 0, 255).astype(np.uint8)
+    return _to_uint8(*quantize_uint8_args("quantize_uint8", x, scale, zero_point))
 
 
 def qlinear_add(aq, a_scale, a_zero_point, bq, b_scale, b_zero_point, y_scale, y_zero_point):
@@ -403,14 +449,9 @@ def qlinear_add(aq, a_scale, a_zero_point, bq, b_scale, b_zero_point, y_scale, y
     Returns:
         The sum, uint8, aq's shape.
     """
-    fn = "qlinear_add"
-    aq, bq = _uint8(fn, "aq", aq), _uint8(fn, "bq", bq)
-    if aq.shape != bq.shape:
-        raise ValueError(f"{fn}: aq and bq must have one shape, got {aq.shape} and {bq.shape}")
-    total = ((aq.astype(np.float32) - np.float32(_zero_point(fn, "a_zero_point", a_zero_point, aq.dtype)))
-             * _scale(fn, "a_scale", a_scale))
-    total = total + ((bq.astype(np.float32)
-                      - np.float32(_zero_point(fn, "b_zero_point", b_zero_point, bq.dtype)))
-                     * _scale(fn, "b_scale", b_scale))
-    return _to_uint8(total, _scale(fn, "y_scale", y_scale),
-                     _zero_point(fn, "y_zero_point", y_zero_point, np.dtype(np.uint8)))
+    aq, sa, za, bq, sb, zb, sy, zy = qlinear_add_args(
+        "qlinear_add", aq, a_scale, a_zero_point, bq, b_scale, b_zero_point, y_scale,
+        y_zero_point)
+    total = (aq.astype(np.float32) - np.float32(za)) * sa
+    total = total + (bq.astype(np.float32) - np.float32(zb)) * sb
+    return _to_uint8(total, sy, zy)

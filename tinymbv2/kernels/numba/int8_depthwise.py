@@ -82,10 +82,23 @@ def _phases(x, ch, zp, s, ph, pw, hq, wq, size, buf):
 def depthwise3x3(x, w, zp, s, ph, pw, bias, m, yzp, lo, hi, groups, out):
     """out[n, c] = requant(depthwise 3x3 of (x[n, c] - zp) + bias[c]) (the module's steps).
 
-    x: (N, C, H, W) uint8 or int8; w: (C, 9) float32 (the int8 taps, row by row); zp, yzp:
-    int32; s: the stride (1 or 2, both axes); ph, pw: paddings; bias: (C,) int32; m: (C,)
-    float32; lo, hi: float32 bounds of ``acc * m``; groups: how many scratch buffers (the
-    channels are split into that many runs); out: (N, C, Ho, Wo) of the output's dtype.
+    Args:
+        x: (N, C, H, W) uint8 or int8, C-contiguous.
+        w: (C, 9) float32: the int8 taps, row by row.
+        zp: The input's zero point (int32).
+        s: The stride, 1 or 2, along both axes.
+        ph: The padding along H.
+        pw: The padding along W.
+        bias: (C,) int32.
+        m: (C,) float32 multipliers.
+        yzp: The output's zero point (int32).
+        lo: The float32 lower bound of ``acc * m``.
+        hi: The float32 upper bound.
+        groups: How many scratch buffers: the channels are split into that many runs.
+        out: (N, C, Ho, Wo) of the output's dtype, written.
+
+    Returns:
+        out.
     """
     n_img, c, h, wd = x.shape
     ho, wo = out.shape[2], out.shape[3]

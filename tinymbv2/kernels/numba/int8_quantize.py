@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit
 
 from .cache import CACHE
-from ..int8_reference import _scale, _uint8, _zero_point
+from ..int8_reference import qlinear_add_args, quantize_uint8_args
 
 _JIT = dict(cache=CACHE, boundscheck=False, fastmath=False)
 
@@ -64,12 +64,9 @@ def quantize_uint8(x, scale, zero_point):
     Returns:
         uint8 array of x's shape.
     """
-    fn = "quantize_uint8"
-    x = np.asarray(x)
-    if x.dtype != np.float32:
-        raise TypeError(f"{fn}: x must be float32, got {x.dtype}")
-    inv = np.float32(np.float32(1.0) / _scale(fn, "scale", scale))
-    z = np.float32(_zero_point(fn, "zero_point", zero_point, np.dtype(np.uint8)))
+    x, scale, zp = quantize_uint8_args("quantize_uint8", x, scale, zero_point)
+    inv = np.float32(np.float32(1.0) / scale)
+    z = np.float32(zp)
     out = np.empty(x.shape, np.uint8)
     _quantize(_flat(x), inv, z, out.reshape(-1))
     return out
@@ -91,15 +88,11 @@ def qlinear_add(aq, a_scale, a_zero_point, bq, b_scale, b_zero_point, y_scale, y
     Returns:
         The sum, uint8, aq's shape.
     """
-    fn = "qlinear_add"
-    aq, bq = _uint8(fn, "aq", aq), _uint8(fn, "bq", bq)
-    if aq.shape != bq.shape:
-        raise ValueError(f"{fn}: aq and bq must have one shape, got {aq.shape} and {bq.shape}")
-    za = np.float32(_zero_point(fn, "a_zero_point", a_zero_point, aq.dtype))
-    zb = np.float32(_zero_point(fn, "b_zero_point", b_zero_point, bq.dtype))
-    sa, sb = np.float32(_scale(fn, "a_scale", a_scale)), np.float32(_scale(fn, "b_scale", b_scale))
-    inv = np.float32(np.float32(1.0) / _scale(fn, "y_scale", y_scale))
-    z = np.float32(_zero_point(fn, "y_zero_point", y_zero_point, np.dtype(np.uint8)))
+    aq, sa, za, bq, sb, zb, sy, zy = qlinear_add_args(
+        "qlinear_add", aq, a_scale, a_zero_point, bq, b_scale, b_zero_point, y_scale,
+        y_zero_point)
+    inv = np.float32(np.float32(1.0) / sy)
+    za, zb, z, sa, sb = np.float32(za), np.float32(zb), np.float32(zy), np.float32(sa), np.float32(sb)
     out = np.empty(aq.shape, np.uint8)
     _add(_flat(aq), za, sa, _flat(bq), zb, sb, inv, z, out.reshape(-1))
     return out

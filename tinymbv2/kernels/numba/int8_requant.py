@@ -12,8 +12,18 @@ from numba import njit
 
 @njit(inline="always")
 def requant(acc, m, zp, lo, hi):
-    """One output: ``acc`` int32, ``m`` float32 multiplier, ``zp`` int32 zero point, ``lo``,
-    ``hi`` float32 bounds of ``acc * m`` (``q_min - zp``, ``q_max - zp``)."""
+    """One output of a quantized product.
+
+    Args:
+        acc: The int32 sum (bias included).
+        m: The float32 multiplier $s_x s_w / s_y$ of its channel.
+        zp: The output's zero point (int32).
+        lo: The float32 lower bound of ``acc * m`` (``q_min - zp``).
+        hi: The float32 upper bound (``q_max - zp``).
+
+    Returns:
+        The output integer (int32), within ``[q_min, q_max]``.
+    """
     f = np.float32(acc) * m
     f = min(max(f, lo), hi)
     return np.int32(np.rint(f)) + zp
