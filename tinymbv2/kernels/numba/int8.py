@@ -25,19 +25,22 @@ activations ($q_x - z_x$, laid out (pixels, channels) by ``_centred_channels_las
 ``_patches``), int32 sums that LLVM vectorises with ``vpmulld`` (about half the float32
 FMA's rate, measured: docs/kernels.md, "Int8 inference").
 
-**The depthwise 3x3** (``.int8_depthwise``, both CPUs): per (image, channel) plane, a
-centred float32 copy with its padding, then the nine taps of every pixel with no border
+**The depthwise 3x3** (``.int8_depthwise``, both CPUs, a stride of 1 or 2 along both axes):
+per channel, a centred float32 copy of the batch's planes with their padding (at stride 2
+split into phase planes), then the nine taps of every pixel in one loop with no border
 test (exact: integers below $2^{24}$); other depthwise kernels (5x5, dilation, other
-groupings) go to the reference.
+strides and groupings) go to the reference.
 
 Two things kept LLVM from vectorising these loops, found on the way: Numba widens
 ``int32 * int32`` to int64 (so every sum is cast back to int32, which LLVM narrows), and it
 wraps negative indices around (``a[i - p]`` tests ``i - p < 0``), so every index in a hot loop
 is a loop counter into a slice that starts at the right place.
 
-Work is split into disjoint outputs (row blocks of the product per image, planes of the
+Work is split into disjoint outputs (row blocks of the product per image, channels of the
 depthwise filter), each summed by one thread in a fixed order: bit-identical on every run
-and for any thread count (exact integer arithmetic would make it so anyway).
+and for any thread count (exact integer arithmetic would make it so anyway). The layout
+pass ``_quads`` runs on one thread (one memory pass: a parallel loop's start costs about
+what a second thread would save).
 """
 from __future__ import annotations
 
