@@ -308,3 +308,57 @@ def test_vnni_is_what_this_cpu_offers():
     from tinymbv2.kernels.numba.int8_dot import VNNI
     from tinymbv2.kernels.numba.llvm import target_features
     assert VNNI == ({"+avx512vnni", "+avx512vl"} <= set(target_features()))
+
+
+# ------------------------------------------------------------------ prepared once
+def prepare_conv(kset, c, x_dtype=None, **kw):
+    return kset.prepare_qlinear_conv2d(
+        c["x_scale"], c["x_zero_point"], c["xq"].dtype if x_dtype is None else x_dtype, c["wq"],
+        c["w_scale"], np.int8(0), c["bias_q"], c["y_scale"], c["y_zero_point"], c["stride"],
+        c["padding"], c["groups"], **kw)
+
+
+@KSETS
+@pytest.mark.parametrize("vnni", [True, False])
+@settings(max_examples=15, deadline=None)
+@given(c=conv_case(), relu6=st.booleans(), data=st.data())
+def test_prepared_conv_equals_qlinear_conv2d_on_every_input(kset, vnni, c, relu6, data):
+    """One prepared convolution run on two inputs of other batch and spatial sizes: each the
+    integers of ``qlinear_conv2d`` (the numba set's GEMM with and without VNNI)."""
+    from tinymbv2.kernels.numba import int8 as numba_int8
+    saved = numba_int8.VNNI
+    numba_int8.VNNI = vnni and saved
+    try:
+        conv = prepare_conv(kset, c, relu6=relu6)
+        rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+        for n, h, w in [c["xq"].shape[:1] + c["xq"].shape[2:],
+                        (data.draw(st.integers(1, 3)), data.draw(st.integers(3, 17)),
+                         data.draw(st.integers(3, 17)))]:
+            info = np.iinfo(c["xq"].dtype)
+            xq = rng.integers(info.min, info.max + 1, (n, c["xq"].shape[1], h, w)).astype(
+                c["xq"].dtype)
+            got = conv(xq)
+            want = run_conv(REFERENCE, {**c, "xq": xq}, relu6=relu6)
+            assert got.dtype == want.dtype and got.flags.c_contiguous
+            np.testing.assert_array_equal(got, want)
+    finally:
+        numba_int8.VNNI = saved
+
+
+@KSETS
+def test_prepared_conv_checks_its_arguments_once_and_each_input(kset):
+    c = _good_conv()
+    with pytest.raises(TypeError, match="prepare_qlinear_conv2d: the weights must be int8"):
+        prepare_conv(kset, {**c, "wq": c["wq"].astype(np.uint8)})
+    with pytest.raises(TypeError, match="prepare_qlinear_conv2d: x_dtype must be int8 or uint8, "
+                                        "got float32"):
+        prepare_conv(kset, c, x_dtype=np.float32)
+    with pytest.raises(TypeError, match="x_zero_point must be int8"):
+        prepare_conv(kset, c, x_dtype=np.int8)
+    conv = prepare_conv(kset, c)
+    with pytest.raises(TypeError, match=r"xq must be .*uint8, got ndarray int8"):
+        conv(np.zeros((1, 4, 5, 5), np.int8))
+    with pytest.raises(ValueError, match=r"xq must be \(N, 4, H, W\), got \(1, 3, 5, 5\)"):
+        conv(np.zeros((1, 3, 5, 5), np.uint8))
+    with pytest.raises(ValueError, match=r"smaller than the kernel"):
+        prepare_conv(kset, {**c, "padding": (0, 0)})(np.zeros((1, 4, 2, 5), np.uint8))

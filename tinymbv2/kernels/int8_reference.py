@@ -273,6 +273,125 @@ def qlinear_conv2d(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q,
     return requantize(acc, m, y_zp, q_min, q_max, y_dtype)
 
 
+def prepared_conv_args(fn, x_scale, x_zero_point, x_dtype, wq, w_scale, w_zero_point, bias_q,
+                       y_scale, y_zero_point, stride, padding, groups, dilation):
+    """Check a convolution's arguments once, for inputs of any N, H, W: ``qlinear_conv2d_args``
+    on the smallest input of its C = ``wq.shape[1] * groups`` channels; ``prepared_input`` checks
+    each input later.
+
+    Args:
+        fn: The kernel's name, for the messages.
+        x_scale: Scalar.
+        x_zero_point: Scalar of x_dtype.
+        x_dtype: int8 or uint8: the inputs' dtype.
+        wq: (Co, C / groups, kh, kw) int8.
+        w_scale: (Co,) or a scalar.
+        w_zero_point: int8 zeros.
+        bias_q: (Co,) int32 or None.
+        y_scale: Scalar.
+        y_zero_point: Scalar, int8 or uint8.
+        stride: An int or a pair.
+        padding: An int or a pair.
+        groups: A divisor of C and Co.
+        dilation: An int or a pair.
+
+    Returns:
+        What ``qlinear_conv2d_args`` returns, the input (1, C, kh', kw') of zeros (kh' the
+        dilated kernel's height).
+
+    Raises:
+        TypeError: A dtype other than the ones ``qlinear_conv2d_args`` takes.
+        ValueError: As ``qlinear_conv2d_args``.
+    """
+    x_dtype = np.dtype(x_dtype)
+    if x_dtype not in ACTIVATION_DTYPES:
+        raise TypeError(f"{fn}: x_dtype must be int8 or uint8, got {x_dtype}")
+    wq = np.asarray(wq)
+    ndim(fn, "wq", wq, 4)
+    if not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"{fn}: groups must be a positive int, got {groups!r}")
+    dh, dw = dilation_pair(fn, dilation)
+    probe = np.zeros((1, wq.shape[1] * groups, dh * (wq.shape[2] - 1) + 1,
+                      dw * (wq.shape[3] - 1) + 1), x_dtype)
+    return qlinear_conv2d_args(fn, probe, x_scale, x_zero_point, wq, w_scale, w_zero_point,
+                               bias_q, y_scale, y_zero_point, stride, padding, groups, dilation)
+
+
+def prepared_input(fn, xq, x_dtype, c, kernel, stride, padding, dilation):
+    """Check an input of a prepared convolution (its other arguments checked once, by
+    ``prepared_conv_args``): an (N, C, H, W) array of x_dtype, the kernel fitting in it.
+
+    Args:
+        fn: The kernel's name, for the messages.
+        xq: The input.
+        x_dtype: Its dtype (np.dtype).
+        c: Its channels.
+        kernel: (kh, kw).
+        stride: (sh, sw).
+        padding: (ph, pw).
+        dilation: (dh, dw).
+
+    Returns:
+        (Ho, Wo).
+
+    Raises:
+        TypeError: Not an ndarray of x_dtype.
+        ValueError: Not (N, C, H, W), or smaller than the dilated kernel with its padding.
+    """
+    if not isinstance(xq, np.ndarray) or xq.dtype != x_dtype:
+        raise TypeError(f"{fn}: xq must be a NumPy array of {x_dtype}, got "
+                        f"{type(xq).__name__} {getattr(xq, 'dtype', '')}")
+    if xq.ndim != 4 or xq.shape[1] != c:
+        raise ValueError(f"{fn}: xq must be (N, {c}, H, W), got {xq.shape}")
+    ho = (xq.shape[2] + 2 * padding[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+    wo = (xq.shape[3] + 2 * padding[1] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
+    if ho < 1 or wo < 1:
+        raise ValueError(f"{fn}: xq {xq.shape} with padding {padding} is smaller than the "
+                         f"kernel {kernel} (dilation {dilation})")
+    return ho, wo
+
+
+def prepare_qlinear_conv2d(x_scale, x_zero_point, x_dtype, wq, w_scale, w_zero_point, bias_q,
+                           y_scale, y_zero_point, stride, padding, groups, dilation=(1, 1),
+                           relu6=False):
+    """``qlinear_conv2d`` with everything but the input given once: ``conv(xq)``.
+
+    The reference checks its arguments here (``prepared_conv_args``), and on each call the
+    input (``prepared_input``), then runs ``qlinear_conv2d`` itself; a fast set prepares the weights here instead.
+
+    Args:
+        x_scale: Scalar (float32).
+        x_zero_point: Scalar of x_dtype.
+        x_dtype: int8 or uint8: the inputs' dtype.
+        wq: (Co, C / groups, kh, kw) int8.
+        w_scale: (Co,) float32, or a scalar.
+        w_zero_point: 0 (symmetric weights).
+        bias_q: (Co,) int32, or None.
+        y_scale: Scalar (float32).
+        y_zero_point: Scalar, int8 or uint8: the output's dtype.
+        stride: An int or a pair.
+        padding: An int or a pair.
+        groups: 1, C, or any divisor of C and Co.
+        dilation: An int or a pair.
+        relu6: Clamp the output to ReLU6's range.
+
+    Returns:
+        ``conv(xq)``: xq (N, C, H, W) of x_dtype to (N, Co, Ho, Wo), ``qlinear_conv2d``'s
+        integers.
+    """
+    fn = "prepare_qlinear_conv2d"
+    checked = prepared_conv_args(fn, x_scale, x_zero_point, x_dtype, wq, w_scale, w_zero_point,
+                                 bias_q, y_scale, y_zero_point, stride, padding, groups, dilation)
+    x_dtype, c, kernel = np.dtype(x_dtype), checked[0].shape[1], checked[1].shape[2:]
+    pairs = checked[8:11]  # stride, padding, dilation
+
+    def conv(xq):
+        prepared_input(fn, xq, x_dtype, c, kernel, *pairs)
+        return qlinear_conv2d(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q,
+                              y_scale, y_zero_point, stride, padding, groups, dilation, relu6)
+    return conv
+
+
 # ------------------------------------------------------------------ QGemm (the Linear)
 def qgemm_args(fn, aq, a_scale, a_zero_point, bq, b_scale, b_zero_point, bias_q, y_scale,
                y_zero_point):

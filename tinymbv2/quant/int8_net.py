@@ -13,6 +13,8 @@ uint8 scale and zero point. Running it:
   int8 weight, its bias as int32 at the scale $s_x s_w$
   ($q_b = \text{round}(b / (s_x s_w))$), its output's scale and zero point, and ReLU6 as the
   clamp of the output integers (a ReLU's is the zero point: its outputs' range starts at 0);
+  prepared once per layer (``prepare_qlinear_conv2d``, on its first call: the weights laid
+  out for the kernel and the arguments checked once, each call checking only its input);
 * a residual sum is ONNX's ``QLinearAdd``: both inputs dequantized, added, quantized to the
   sum's scale, in float32 (the kernel set's ``qlinear_add``);
 * the last feature map is dequantized, averaged over its pixels, and the classifier is the
@@ -66,6 +68,7 @@ class _Conv:
     def restored(cls, arrays: dict, geometry: dict) -> "_Conv":
         """A convolution from what ``Int8Net.save`` wrote (its arrays and its geometry)."""
         conv = cls.__new__(cls)
+        conv.prepared = {}
         conv.wq, conv.w_scale, conv.bias = arrays["wq"], arrays["w_scale"], arrays["bias"]
         conv.y_scale, conv.y_zero_point = np.float32(arrays["y_scale"]), np.uint8(arrays["y_zero_point"])
         for key in cls.GEOMETRY:
@@ -89,14 +92,22 @@ class _Conv:
                                                                  conv.dilation, conv.groups)
         self.relu6 = type(act) is nn.ReLU6
         self.y_scale, self.y_zero_point = np.float32(out.scale), np.uint8(out.zero_point)
+        self.prepared = {}  # (kernel set, dtype, x_scale, x_zero_point) -> prepared convolution
 
     def __call__(self, xq, x_scale, x_zero_point):
-        bias_q = np.rint(self.bias / (np.float32(x_scale) * self.w_scale)).astype(np.int32)
-        y = kernels_for(xq).qlinear_conv2d(
-            xq, np.float32(x_scale), np.uint8(x_zero_point), self.wq, self.w_scale, np.int8(0),
-            bias_q, self.y_scale, self.y_zero_point, self.stride, self.padding, self.groups,
-            self.dilation, relu6=self.relu6)
-        return y, self.y_scale, self.y_zero_point
+        # the kernel set's prepared convolution, made on the first call for this input's
+        # quantization (fixed once calibrated: each layer is made once): the weights laid out
+        # and the arguments checked once, not on every call
+        kernels = kernels_for(xq)
+        key = (kernels, xq.dtype, float(x_scale), int(x_zero_point))
+        conv = self.prepared.get(key)
+        if conv is None:
+            bias_q = np.rint(self.bias / (np.float32(x_scale) * self.w_scale)).astype(np.int32)
+            conv = self.prepared[key] = kernels.prepare_qlinear_conv2d(
+                np.float32(x_scale), np.uint8(x_zero_point), xq.dtype, self.wq, self.w_scale,
+                np.int8(0), bias_q, self.y_scale, self.y_zero_point, self.stride, self.padding,
+                self.groups, self.dilation, relu6=self.relu6)
+        return conv(xq), self.y_scale, self.y_zero_point
 
 
 class _Block:

@@ -147,6 +147,7 @@ class NumbaKernels(ReferenceKernels):
 
     # int8 inference (ONNX QLinearConv, onnxruntime's QGemm): the same integers as the reference
     qlinear_conv2d = staticmethod(int8.qlinear_conv2d)
+    prepare_qlinear_conv2d = staticmethod(int8.prepare_qlinear_conv2d)
     qgemm = staticmethod(int8.qgemm)
     quantize_uint8 = staticmethod(int8_quantize.quantize_uint8)
     qlinear_add = staticmethod(int8_quantize.qlinear_add)

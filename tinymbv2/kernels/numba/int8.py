@@ -49,7 +49,8 @@ from numba import njit, prange
 
 from .cache import CACHE
 from . import pool  # noqa: F401  (starts Numba's pool passive)
-from ..int8_reference import output_range, qgemm_args, qlinear_conv2d_args
+from ..int8_reference import (output_range, prepared_conv_args, prepared_input, qgemm_args,
+                              qlinear_conv2d_args)
 from .int8_dot import STEP, VNNI, dot_block4x4, dot_rows4x64
 from .int8_depthwise import depthwise3x3
 from .int8_requant import requant as _requant
@@ -264,21 +265,6 @@ def _base(bias, zp_u, wq2):
     return (bias - np.int32(zp_u) * wsum).astype(np.int32)
 
 
-def _quads_product(wq2, bias, x_zp, flip, m, y_zp, lo, hi, fill, out, zeroed=True):
-    """The GEMM on ``dot_rows4x64``: weights (R, K) int8; ``fill(b)`` writes the activations'
-    quads into b (N, KB, P64) int32 (zeros, or left as they come where ``zeroed`` is False:
-    fill writes every word); out (N, R, P)."""
-    r, k = wq2.shape
-    kb = (k + 3) // 4
-    a = _zero_padded(wq2, r + (-r % 4), 4 * kb)
-    base = _base(bias, x_zp + flip, wq2)
-    n, s = out.shape[0], out.shape[2]
-    b = (np.zeros if zeroed else np.empty)((n, kb, s + (-s % 64)), np.int32)
-    fill(b)
-    scratch = np.empty((n * (a.shape[0] // 4), 4, 64), np.int32)
-    return _gemm_quads(a.view(np.int32), b, base, m, np.int32(y_zp), lo, hi, scratch, out)
-
-
 def _vnni_product(wq2, bias, x_zp, flip, m, y_zp, lo, hi, fill, out):
     """The Linear's GEMM on ``dot_block4x4``: weights (R, K) int8; ``fill(cols)`` writes the
     uint8 activations into cols (N, S4, K32) (zeros); out (N, R, S)."""
@@ -342,6 +328,83 @@ def _bounds(y_dtype, y_zp, ys, relu6):
     return np.float32(q_min - y_zp), np.float32(q_max - y_zp)
 
 
+class _PreparedConv:
+    """One convolution's weights laid out for its kernel once: ``conv(xq, ho, wo)`` runs it.
+
+    Built from the checked arguments (``qlinear_conv2d_args``' values); what it holds per
+    path: the depthwise 3x3's float32 taps (C, 9); the VNNI GEMM's weight quads (R4, KB) and
+    ``_base`` (the bias with the zero point taken out); the int16 GEMM's padded weights; or,
+    for the shapes that go to the reference, the call itself.
+    """
+
+    def __init__(self, checked, groups, relu6, x_dtype, reference):
+        (_, wq, bias, x_zp, y_zp, m, y_dtype, ys, stride, padding, dilation, _) = checked
+        co, cg, kh, kw = wq.shape
+        c = cg * groups
+        self.c, self.co, self.kernel = c, co, (kh, kw)
+        self.stride, self.padding, self.dilation = stride, padding, dilation
+        self.x_dtype, self.y_dtype = np.dtype(x_dtype), y_dtype
+        self.m, self.lo_hi, self.y_zp = m, _bounds(y_dtype, y_zp, ys, relu6), np.int32(y_zp)
+        self.reference = None
+        if (dilation == (1, 1) and groups == c == co and cg == 1 and (kh, kw) == (3, 3)
+                and stride[0] == stride[1] and stride[1] in (1, 2)):
+            self.path = "depthwise"
+            self.w9 = np.ascontiguousarray(wq.reshape(co, 9).astype(np.float32))
+            self.bias, self.x_zp = bias, np.int32(x_zp)
+        elif dilation != (1, 1) or groups != 1:
+            self.path, self.reference = "reference", reference
+        elif VNNI:
+            self.path = "vnni"
+            self.pointwise = (kh, kw) == (1, 1) and stride == (1, 1) and padding == (0, 0)
+            self.flip = 128 if self.x_dtype == np.int8 else 0  # int8 activations as uint8: + 128
+            wq2 = wq.reshape(co, -1)
+            self.kb = (wq2.shape[1] + 3) // 4
+            self.a = _zero_padded(wq2, co + (-co % 4), 4 * self.kb).view(np.int32)
+            self.base = _base(bias, x_zp + self.flip, wq2)
+            self.pad_value = x_zp + self.flip
+        else:
+            self.path = "int16"
+            self.pointwise = (kh, kw) == (1, 1) and stride == (1, 1) and padding == (0, 0)
+            self.a = _padded_rows(wq.reshape(co, -1).astype(np.int16), 4)
+            self.bias, self.x_zp = bias, np.int16(x_zp)
+
+    def __call__(self, xq, ho, wo):
+        """xq (N, C, H, W) of the checked dtype, (ho, wo) its output's size: (N, Co, Ho, Wo)."""
+        if self.path == "reference":
+            return self.reference(xq)
+        xq = np.ascontiguousarray(xq)
+        n, c, h, w = xq.shape
+        co, (kh, kw), stride, padding = self.co, self.kernel, self.stride, self.padding
+        lo, hi = self.lo_hi
+        out = np.empty((n, co, ho, wo), self.y_dtype)  # see kernels.numba on allocation
+        if self.path == "depthwise":
+            return depthwise3x3(xq, self.w9, self.x_zp, stride[0], padding[0], padding[1],
+                                self.bias, self.m, self.y_zp, lo, hi, min(c, 32), out)
+        s = ho * wo
+        if self.path == "vnni":
+            # a pointwise input's quads: _quads writes every word; im2col ORs into zeros
+            b = (np.empty if self.pointwise else np.zeros)((n, self.kb, s + (-s % 64)), np.int32)
+            if self.pointwise:
+                _quads(xq.reshape(n, c, h * w), self.flip, b)
+            else:  # im2col, written straight into the quad layout
+                _patch_quads(xq, self.flip, self.pad_value, kh, kw, stride[0], stride[1],
+                             padding[0], padding[1], ho, wo, b)
+            scratch = np.empty((n * (self.a.shape[0] // 4), 4, 64), np.int32)
+            _gemm_quads(self.a, b, self.base, self.m, self.y_zp, lo, hi, scratch,
+                        out.reshape(n, co, s))
+            return out
+        p4 = s + (-s % 4)
+        if self.pointwise:
+            cols = np.zeros((n, p4, c), np.int16)
+            _centred_channels_last(xq.reshape(n, c, h * w), self.x_zp, cols)
+        else:
+            cols = np.zeros((n, p4, c * kh * kw), np.int16)
+            _patches(xq, self.x_zp, kh, kw, stride[0], stride[1], padding[0], padding[1], ho,
+                     wo, cols)
+        _gemm_requant(self.a, cols, self.bias, self.m, self.y_zp, lo, hi, out.reshape(n, co, s))
+        return out
+
+
 def qlinear_conv2d(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q, y_scale,
                    y_zero_point, stride, padding, groups, dilation=(1, 1), relu6=False):
     """ONNX ``QLinearConv``; the contract is ``int8_reference.qlinear_conv2d``'s.
@@ -349,7 +412,8 @@ def qlinear_conv2d(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q,
     Pointwise (1x1, stride 1, no padding, groups 1) and dense (groups 1) convolutions run
     as the GEMM, depthwise 3x3 (groups = C = Co, a stride of 1 or 2 along both axes) as
     ``int8_depthwise.depthwise3x3``; any other grouping or stride, or a dilation other than 1,
-    goes to the reference.
+    goes to the reference. The weights are prepared on every call (``prepare_qlinear_conv2d``
+    does it once).
 
     Args:
         xq: (N, C, H, W) int8 or uint8.
@@ -370,48 +434,64 @@ def qlinear_conv2d(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q,
     Returns:
         (N, Co, Ho, Wo) of y_zero_point's dtype, C-contiguous.
     """
-    fn = "qlinear_conv2d"
-    (xq, wq, bias, x_zp, y_zp, m, y_dtype, ys, stride, padding, dilation, (ho, wo)) = \
-        qlinear_conv2d_args(fn, xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q,
-                            y_scale, y_zero_point, stride, padding, groups, dilation)
-    n, c, h, w = xq.shape
-    co, cg, kh, kw = wq.shape
-    lo, hi = _bounds(y_dtype, y_zp, ys, relu6)
-    out = np.empty((n, co, ho, wo), y_dtype)  # see kernels.numba on allocation
-    xq = np.ascontiguousarray(xq)
-    if (dilation == (1, 1) and groups == c == co and cg == 1 and (kh, kw) == (3, 3)
-            and stride[0] == stride[1] and stride[1] in (1, 2)):
-        w9 = np.ascontiguousarray(wq.reshape(co, 9).astype(np.float32))
-        return depthwise3x3(xq, w9, np.int32(x_zp), stride[0], padding[0], padding[1], bias, m,
-                            np.int32(y_zp), lo, hi, min(c, 32), out)
-    if dilation != (1, 1) or groups != 1:
-        from ..int8_reference import qlinear_conv2d as reference
-        return reference(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q, y_scale,
-                         y_zero_point, stride, padding, groups, dilation, relu6)
-    pointwise = (kh, kw) == (1, 1) and stride == (1, 1) and padding == (0, 0)
-    if VNNI:
-        flip = 128 if xq.dtype == np.int8 else 0  # int8 activations as uint8: + 128
-        if pointwise:
-            def fill(b):
-                _quads(xq.reshape(n, c, h * w), flip, b)
-        else:  # im2col, written straight into the quad layout
-            def fill(b):
-                _patch_quads(xq, flip, x_zp + flip, kh, kw, stride[0], stride[1], padding[0],
-                             padding[1], ho, wo, b)
-        _quads_product(wq.reshape(co, -1), bias, x_zp, flip, m, y_zp, lo, hi, fill,
-                       out.reshape(n, co, ho * wo), zeroed=not pointwise)
-        return out
-    a = _padded_rows(wq.reshape(co, -1).astype(np.int16), 4)
-    p4 = ho * wo + (-(ho * wo) % 4)
-    if pointwise:
-        cols = np.zeros((n, p4, c), np.int16)
-        _centred_channels_last(xq.reshape(n, c, h * w), np.int16(x_zp), cols)
-    else:
-        cols = np.zeros((n, p4, c * kh * kw), np.int16)
-        _patches(xq, np.int16(x_zp), kh, kw, stride[0], stride[1], padding[0], padding[1], ho,
-                 wo, cols)
-    _gemm_requant(a, cols, bias, m, np.int32(y_zp), lo, hi, out.reshape(n, co, ho * wo))
-    return out
+    checked = qlinear_conv2d_args("qlinear_conv2d", xq, x_scale, x_zero_point, wq, w_scale,
+                                  w_zero_point, bias_q, y_scale, y_zero_point, stride, padding,
+                                  groups, dilation)
+    xq = checked[0]
+
+    def reference(x):
+        from ..int8_reference import qlinear_conv2d as ref
+        return ref(x, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q, y_scale,
+                   y_zero_point, stride, padding, groups, dilation, relu6)
+    return _PreparedConv(checked, groups, relu6, xq.dtype, reference)(xq, *checked[-1])
+
+
+def prepare_qlinear_conv2d(x_scale, x_zero_point, x_dtype, wq, w_scale, w_zero_point, bias_q,
+                           y_scale, y_zero_point, stride, padding, groups, dilation=(1, 1),
+                           relu6=False):
+    """``qlinear_conv2d`` with everything but the input checked and prepared once:
+    ``conv(xq)``; the contract is ``int8_reference.prepare_qlinear_conv2d``'s.
+
+    Each call checks only the input (``int8_reference.prepared_input``: dtype, channels,
+    size) and runs the kernel on the prepared weights: the same integers as
+    ``qlinear_conv2d`` (the same preparation, the same kernels).
+
+    Args:
+        x_scale: Scalar (float32).
+        x_zero_point: Scalar of x_dtype.
+        x_dtype: int8 or uint8: the inputs' dtype.
+        wq: (Co, C / groups, kh, kw) int8.
+        w_scale: (Co,) float32, or a scalar.
+        w_zero_point: 0 (symmetric weights).
+        bias_q: (Co,) int32, or None.
+        y_scale: Scalar (float32).
+        y_zero_point: Scalar, int8 or uint8: the output's dtype.
+        stride: An int or a pair.
+        padding: An int or a pair.
+        groups: 1, C, or any divisor of C and Co.
+        dilation: An int or a pair.
+        relu6: Clamp the output to ReLU6's range.
+
+    Returns:
+        ``conv(xq)``: xq (N, C, H, W) of x_dtype to (N, Co, Ho, Wo), C-contiguous.
+    """
+    fn = "prepare_qlinear_conv2d"
+    checked = prepared_conv_args(fn, x_scale, x_zero_point, x_dtype, wq, w_scale, w_zero_point,
+                                 bias_q, y_scale, y_zero_point, stride, padding, groups, dilation)
+
+    def reference(x):
+        from ..int8_reference import qlinear_conv2d as ref
+        return ref(x, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q, y_scale,
+                   y_zero_point, stride, padding, groups, dilation, relu6)
+    prepared = _PreparedConv(checked, groups, relu6, x_dtype, reference)
+    c, kernel = prepared.c, prepared.kernel
+    stride, padding, dilation, x_dtype = (prepared.stride, prepared.padding, prepared.dilation,
+                                          prepared.x_dtype)
+
+    def conv(xq):
+        ho, wo = prepared_input(fn, xq, x_dtype, c, kernel, stride, padding, dilation)
+        return prepared(xq, ho, wo)
+    return conv
 
 
 def qgemm(aq, a_scale, a_zero_point, bq, b_scale, b_zero_point, bias_q, y_scale, y_zero_point,
