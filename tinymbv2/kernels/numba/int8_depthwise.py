@@ -50,6 +50,9 @@ def _phases(x, ch, zp, s, ph, pw, hq, wq, size, buf):
     channel and stays at the zeros the caller wrote once.
     """
     n_img, h, w = x.shape[0], x.shape[2], x.shape[3]
+    # uint8 (or int8) to float32, then the zero point off: exact (integers below 2^9), and
+    # one conversion of the narrow type, where the int32 difference widens to int64 first
+    zf = np.float32(zp)
     for n in range(n_img):
         for xr in range(h):
             r = xr + ph
@@ -59,10 +62,10 @@ def _phases(x, ch, zp, s, ph, pw, hq, wq, size, buf):
                 a, b = row + pw % 2 * size + pw // 2, row + (1 - pw % 2) * size + (pw + 1) // 2
                 ev, od, src = buf[a:a + (w + 1) // 2], buf[b:b + w // 2], x[n, ch, xr]
                 for u in range(w // 2):
-                    ev[u] = np.float32(np.int32(src[2 * u]) - zp)
-                    od[u] = np.float32(np.int32(src[2 * u + 1]) - zp)
+                    ev[u] = np.float32(src[2 * u]) - zf
+                    od[u] = np.float32(src[2 * u + 1]) - zf
                 if w % 2:
-                    ev[w // 2] = np.float32(np.int32(src[w - 1]) - zp)
+                    ev[w // 2] = np.float32(src[w - 1]) - zf
                 continue
             for b in range(s):
                 k0 = (pw - b + s - 1) // s  # the first column of this parity inside the image
@@ -72,10 +75,10 @@ def _phases(x, ch, zp, s, ph, pw, hq, wq, size, buf):
                 seg, src = buf[start:start + count], x[n, ch, xr, j0:]
                 if s == 1:
                     for u in range(count):
-                        seg[u] = np.float32(np.int32(src[u]) - zp)
+                        seg[u] = np.float32(src[u]) - zf
                 else:
                     for u in range(count):
-                        seg[u] = np.float32(np.int32(src[2 * u]) - zp)
+                        seg[u] = np.float32(src[2 * u]) - zf
 
 
 @njit(parallel=True, **_JIT)
