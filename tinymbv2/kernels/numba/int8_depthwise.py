@@ -113,7 +113,7 @@ def depthwise3x3(x, w, zp, s, ph, pw, bias, m, yzp, lo, hi, groups, out):
     row1, row2 = (1 % s) * s * size + (1 // s) * wq, (2 % s) * s * size + (2 // s) * wq
     for g in prange(groups):
         buf = np.zeros(s * s * size, np.float32)  # the padding's zeros, for every channel
-        res = np.empty(steps, np.int32)
+        res = np.empty(steps, out.dtype)  # the outputs, already in range: a byte each
         for ch in range(g * c // groups, (g + 1) * c // groups):
             _phases(x, ch, zp, s, ph, pw, hq, wq, size, buf)
             w00, w01, w02, w10, w11, w12, w20, w21, w22 = (w[ch, 0], w[ch, 1], w[ch, 2], w[ch, 3],
