@@ -362,3 +362,51 @@ def test_prepared_conv_checks_its_arguments_once_and_each_input(kset):
         conv(np.zeros((1, 3, 5, 5), np.uint8))
     with pytest.raises(ValueError, match=r"smaller than the kernel"):
         prepare_conv(kset, {**c, "padding": (0, 0)})(np.zeros((1, 4, 2, 5), np.uint8))
+
+
+@KSETS
+@pytest.mark.parametrize("vnni", [True, False])
+@pytest.mark.parametrize("kind", ["pointwise", "dense", "depthwise"])
+@settings(max_examples=10, deadline=None)
+@given(data=st.data())
+def test_prepared_conv_with_a_residual_is_qlinear_add_of_its_output(kset, vnni, kind, data):
+    """``residual=``: the reference's QLinearAdd of aq and the convolution's output, the same
+    integers (the numba set's pointwise GEMM does it in its epilogue)."""
+    from hypothesis import assume
+    from tinymbv2.kernels.numba import int8 as numba_int8
+    c = data.draw(conv_case(kind))
+    assume(c["xq"].dtype == np.uint8)  # QLinearAdd is on uint8 tensors
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    relu6 = data.draw(st.booleans())
+    residual = (np.float32(rng.uniform(0.01, 0.2)), np.uint8(rng.integers(0, 256)),
+                np.float32(rng.uniform(0.01, 0.3)), np.uint8(rng.integers(0, 256)))
+    saved = numba_int8.VNNI
+    numba_int8.VNNI = vnni and saved
+    try:
+        conv = prepare_conv(kset, c, relu6=relu6, residual=residual)
+        y = run_conv(REFERENCE, c, relu6=relu6)
+        aq = rng.integers(0, 256, y.shape).astype(np.uint8)
+        got = conv(c["xq"], aq)
+    finally:
+        numba_int8.VNNI = saved
+    want = REFERENCE.qlinear_add(aq, residual[0], residual[1], y, c["y_scale"],
+                                 c["y_zero_point"], residual[2], residual[3])
+    assert got.dtype == np.uint8 and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, want)
+
+
+@KSETS
+def test_prepared_residual_errors_name_what_was_expected(kset):
+    c = _good_conv()
+    residual = (np.float32(0.1), np.uint8(3), np.float32(0.2), np.uint8(5))
+    with pytest.raises(ValueError, match="prepare_qlinear_conv2d: an aq .* without residual="):
+        prepare_conv(kset, c)(c["xq"], np.zeros((1, 6, 5, 5), np.uint8))
+    with pytest.raises(ValueError, match="residual must be .* got 2 values"):
+        prepare_conv(kset, c, residual=residual[:2])
+    with pytest.raises(TypeError, match="bq must be uint8, got int8"):
+        prepare_conv(kset, {**c, "y_zero_point": np.int8(0)}, residual=residual)
+    conv = prepare_conv(kset, c, residual=residual)
+    with pytest.raises(ValueError, match=r"6, 5, 5\)|one shape"):
+        conv(c["xq"], np.zeros((1, 6, 5, 4), np.uint8))
+    with pytest.raises(TypeError, match="uint8"):
+        conv(c["xq"], np.zeros((1, 6, 5, 5), np.int8))

@@ -351,10 +351,39 @@ def prepared_input(fn, xq, x_dtype, c, kernel, stride, padding, dilation):
     return ho, wo
 
 
+def prepared_residual(fn, residual, y_dtype):
+    """Check a prepared convolution's residual sum once: its QLinearAdd's quantizations.
+
+    Args:
+        fn: The kernel's name, for the messages.
+        residual: None, or ``(a_scale, a_zero_point, sum_scale, sum_zero_point)``: the
+            residual's and the sum's.
+        y_dtype: The convolution's output dtype (QLinearAdd takes uint8).
+
+    Returns:
+        None, or the four checked: scales float32, zero points uint8.
+
+    Raises:
+        TypeError: A zero point or the output not uint8.
+        ValueError: Not four values, a scale that is not a positive finite scalar.
+    """
+    if residual is None:
+        return None
+    if len(residual) != 4:
+        raise ValueError(f"{fn}: residual must be (a_scale, a_zero_point, sum_scale, "
+                         f"sum_zero_point), got {len(residual)} values")
+    sa, za, sy, zy = residual
+    probe = np.zeros(1, np.uint8)
+    checked = qlinear_add_args(fn, probe, sa, za, np.zeros(1, y_dtype), 1.0, y_dtype.type(0),
+                               sy, zy)
+    return checked[1], np.uint8(checked[2]), checked[6], np.uint8(checked[7])
+
+
 def prepare_qlinear_conv2d(x_scale, x_zero_point, x_dtype, wq, w_scale, w_zero_point, bias_q,
                            y_scale, y_zero_point, stride, padding, groups, dilation=(1, 1),
-                           relu6=False):
-    """``qlinear_conv2d`` with everything but the input given once: ``conv(xq)``.
+                           relu6=False, residual=None):
+    """``qlinear_conv2d`` with everything but the input given once: ``conv(xq)``, or with a
+    residual sum ``conv(xq, aq)`` = ``qlinear_add`` of aq and the convolution's output.
 
     The reference checks its arguments here (``prepared_conv_args``), and on each call the
     input (``prepared_input``), then runs ``qlinear_conv2d`` itself; a fast set prepares the weights here instead.
@@ -374,21 +403,32 @@ def prepare_qlinear_conv2d(x_scale, x_zero_point, x_dtype, wq, w_scale, w_zero_p
         groups: 1, C, or any divisor of C and Co.
         dilation: An int or a pair.
         relu6: Clamp the output to ReLU6's range.
+        residual: None, or ``(a_scale, a_zero_point, sum_scale, sum_zero_point)``: the
+            output is then QLinearAdd's sum of a residual aq (uint8) and the convolution's
+            (uint8) output, at the sum's scale and zero point.
 
     Returns:
-        ``conv(xq)``: xq (N, C, H, W) of x_dtype to (N, Co, Ho, Wo), ``qlinear_conv2d``'s
-        integers.
+        ``conv(xq)`` (``conv(xq, aq)`` with a residual): xq (N, C, H, W) of x_dtype to
+        (N, Co, Ho, Wo), the integers of ``qlinear_conv2d`` (and ``qlinear_add``).
     """
     fn = "prepare_qlinear_conv2d"
     checked = prepared_conv_args(fn, x_scale, x_zero_point, x_dtype, wq, w_scale, w_zero_point,
                                  bias_q, y_scale, y_zero_point, stride, padding, groups, dilation)
+    add = prepared_residual(fn, residual, checked[6])
     x_dtype, c, kernel = np.dtype(x_dtype), checked[0].shape[1], checked[1].shape[2:]
     pairs = checked[8:11]  # stride, padding, dilation
 
-    def conv(xq):
+    def conv(xq, aq=None):
+        if add is None and aq is not None:
+            raise ValueError(f"{fn}: an aq (residual) given to a convolution prepared without "
+                             f"residual=")
         prepared_input(fn, xq, x_dtype, c, kernel, *pairs)
-        return qlinear_conv2d(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q,
-                              y_scale, y_zero_point, stride, padding, groups, dilation, relu6)
+        y = qlinear_conv2d(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q,
+                           y_scale, y_zero_point, stride, padding, groups, dilation, relu6)
+        if add is None:
+            return y
+        sa, za, sy, zy = add
+        return qlinear_add(aq, sa, za, y, y_scale, y_zero_point, sy, zy)
     return conv
 
 

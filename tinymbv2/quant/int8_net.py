@@ -16,7 +16,8 @@ uint8 scale and zero point. Running it:
   prepared once per layer (``prepare_qlinear_conv2d``, on its first call: the weights laid
   out for the kernel and the arguments checked once, each call checking only its input);
 * a residual sum is ONNX's ``QLinearAdd``: both inputs dequantized, added, quantized to the
-  sum's scale, in float32 (the kernel set's ``qlinear_add``);
+  sum's scale, in float32 (``qlinear_add``'s operations; given to the projection's prepared
+  convolution, whose kernel may do it in its epilogue);
 * the last feature map is dequantized, averaged over its pixels, and the classifier is the
   float Linear on the dequantized int8 weights: as the QDQ file leaves it (the pooled
   features are not quantized there).
@@ -94,20 +95,26 @@ class _Conv:
         self.y_scale, self.y_zero_point = np.float32(out.scale), np.uint8(out.zero_point)
         self.prepared = {}  # (kernel set, dtype, x_scale, x_zero_point) -> prepared convolution
 
-    def __call__(self, xq, x_scale, x_zero_point):
+    def __call__(self, xq, x_scale, x_zero_point, residual=None):
+        """The output ``(q, scale, zero_point)``; with ``residual = (aq, a_scale, a_zero_point,
+        sum_scale, sum_zero_point)``, QLinearAdd of aq and the output instead (the kernel set
+        may do it in the convolution's epilogue)."""
         # the kernel set's prepared convolution, made on the first call for this input's
         # quantization (fixed once calibrated: each layer is made once): the weights laid out
         # and the arguments checked once, not on every call
         kernels = kernels_for(xq)
-        key = (kernels, xq.dtype, float(x_scale), int(x_zero_point))
+        add = None if residual is None else tuple(residual[1:])
+        key = (kernels, xq.dtype, float(x_scale), int(x_zero_point), add)
         conv = self.prepared.get(key)
         if conv is None:
             bias_q = np.rint(self.bias / (np.float32(x_scale) * self.w_scale)).astype(np.int32)
             conv = self.prepared[key] = kernels.prepare_qlinear_conv2d(
                 np.float32(x_scale), np.uint8(x_zero_point), xq.dtype, self.wq, self.w_scale,
                 np.int8(0), bias_q, self.y_scale, self.y_zero_point, self.stride, self.padding,
-                self.groups, self.dilation, relu6=self.relu6)
-        return conv(xq), self.y_scale, self.y_zero_point
+                self.groups, self.dilation, relu6=self.relu6, residual=add)
+        if residual is None:
+            return conv(xq), self.y_scale, self.y_zero_point
+        return conv(xq, residual[0]), *add[2:]
 
 
 class _Block:
@@ -119,12 +126,11 @@ class _Block:
 
     def __call__(self, xq, x_scale, x_zero_point):
         yq, ys, yz = xq, x_scale, x_zero_point
-        for conv in self.convs:
+        for conv in self.convs[:-1]:
             yq, ys, yz = conv(yq, ys, yz)
-        if self.out is None:
-            return yq, ys, yz
-        return (kernels_for(yq).qlinear_add(xq, x_scale, x_zero_point, yq, ys, yz, *self.out),
-                *self.out)
+        # the residual sum (QLinearAdd) given to the last convolution, the projection
+        residual = None if self.out is None else (xq, x_scale, x_zero_point, *self.out)
+        return self.convs[-1](yq, ys, yz, residual)
 
 
 def _convs(seq) -> list:

@@ -49,11 +49,12 @@ from numba import njit, prange
 
 from .cache import CACHE
 from . import pool  # noqa: F401  (starts Numba's pool passive)
-from ..int8_reference import (output_range, prepared_conv_args, prepared_input, qgemm_args,
-                              qlinear_conv2d_args)
+from ..int8_reference import (output_range, prepared_conv_args, prepared_input,
+                              prepared_residual, qgemm_args, qlinear_conv2d_args)
 from .int8_dot import STEP, VNNI, dot_block4x4, dot_rows4x64
 from .int8_depthwise import depthwise3x3
 from .int8_requant import requant as _requant
+from .int8_quantize import qlinear_add, quantize_value
 
 _JIT = dict(cache=CACHE, boundscheck=False, fastmath=False)
 
@@ -147,21 +148,27 @@ def _gemm_vnni(a, b, base, m, zp, lo, hi, out):
 
 
 @njit(parallel=True, **_JIT)
-def _gemm_quads(a, b, base, m, zp, lo, hi, scratch, out):
-    """out[n, i, j] = requant(base[i] + sum_k w[i, k] x[n, k, j]) on ``dot_rows4x64``.
+def _gemm_quads(a, b, base, m, zp, lo, hi, scratch, out, add, res, za, sa, zb, sb, inv, z):
+    """out[n, i, j] = requant(base[i] + sum_k w[i, k] x[n, k, j]) on ``dot_rows4x64``; where
+    ``add``, QLinearAdd of res and that output instead.
 
     a: (R4, KB) int32 weight quads; b: (N, KB, P64) int32 activation quads (``_quads``);
     scratch: (tasks, 4, 64) int32, one block per task. One task per (image, 4 rows); the
-    requantization reads each 4 x 64 block from scratch, a loop LLVM vectorises.
+    requantization reads each 4 x 64 block from scratch, a loop LLVM vectorises. With
+    ``add``: res (N, R, S) uint8 (scale sa, zero point za, float32), the output's own
+    quantization (sb, zb), the sum's ``inv = 1 / scale`` and z; out[n, i, j] =
+    ``int8_quantize``'s sum of res[n, i, j] and the requantized output, the same float32
+    operations (the residual sum of an inverted residual block in the projection's epilogue,
+    not a pass of its own).
     """
     n_img, r, s = out.shape
     kb = a.shape[1]
-    rb, sb = a.shape[0] // 4, b.shape[2] // 64
+    rb, sb_ = a.shape[0] // 4, b.shape[2] // 64
     for t in prange(n_img * rb):
         n, i0 = t // rb, t % rb * 4
         acc = scratch[t]
         bn = b[n]
-        for jb in range(sb):
+        for jb in range(sb_):
             j0 = jb * 64
             dot_rows4x64(a, i0, bn, j0, kb, acc)
             j1 = min(j0 + 64, s)
@@ -169,6 +176,13 @@ def _gemm_quads(a, b, base, m, zp, lo, hi, scratch, out):
                 i = i0 + di
                 bi, mi = base[i], m[i]
                 row, orow = acc[di], out[n, i, j0:j1]
+                if add:
+                    rrow = res[n, i, j0:j1]
+                    for j in range(j1 - j0):
+                        y = _requant(np.int32(row[j] + bi), mi, zp, lo, hi)
+                        total = (np.float32(rrow[j]) - za) * sa + (np.float32(y) - zb) * sb
+                        orow[j] = quantize_value(total, inv, z)
+                    continue
                 for j in range(j1 - j0):  # loop-counter indices: no wrap-around test
                     orow[j] = _requant(np.int32(row[j] + bi), mi, zp, lo, hi)
     return out
@@ -328,6 +342,10 @@ def _bounds(y_dtype, y_zp, ys, relu6):
     return np.float32(q_min - y_zp), np.float32(q_max - y_zp)
 
 
+_NO_RESIDUAL = np.zeros((1, 1, 1), np.uint8)
+_NO_SUM = (np.float32(0),) * 6
+
+
 class _PreparedConv:
     """One convolution's weights laid out for its kernel once: ``conv(xq, ho, wo)`` runs it.
 
@@ -337,7 +355,7 @@ class _PreparedConv:
     for the shapes that go to the reference, the call itself.
     """
 
-    def __init__(self, checked, groups, relu6, x_dtype, reference):
+    def __init__(self, checked, groups, relu6, x_dtype, reference, residual=None):
         (_, wq, bias, x_zp, y_zp, m, y_dtype, ys, stride, padding, dilation, _) = checked
         co, cg, kh, kw = wq.shape
         c = cg * groups
@@ -345,7 +363,8 @@ class _PreparedConv:
         self.stride, self.padding, self.dilation = stride, padding, dilation
         self.x_dtype, self.y_dtype = np.dtype(x_dtype), y_dtype
         self.m, self.lo_hi, self.y_zp = m, _bounds(y_dtype, y_zp, ys, relu6), np.int32(y_zp)
-        self.reference = None
+        self.reference, self.residual = None, residual
+        self.y_qparams = (ys, y_dtype.type(y_zp))
         if (dilation == (1, 1) and groups == c == co and cg == 1 and (kh, kw) == (3, 3)
                 and stride[0] == stride[1] and stride[1] in (1, 2)):
             self.path = "depthwise"
@@ -362,14 +381,38 @@ class _PreparedConv:
             self.a = _zero_padded(wq2, co + (-co % 4), 4 * self.kb).view(np.int32)
             self.base = _base(bias, x_zp + self.flip, wq2)
             self.pad_value = x_zp + self.flip
+            if residual is not None:  # qlinear_add's float32 constants, as int8_quantize's
+                sa, za, sy, zy = residual
+                self.sum_args = (np.float32(za), np.float32(sa), np.float32(y_zp), np.float32(ys),
+                                 np.float32(np.float32(1.0) / np.float32(sy)), np.float32(zy))
         else:
             self.path = "int16"
             self.pointwise = (kh, kw) == (1, 1) and stride == (1, 1) and padding == (0, 0)
             self.a = _padded_rows(wq.reshape(co, -1).astype(np.int16), 4)
             self.bias, self.x_zp = bias, np.int16(x_zp)
 
-    def __call__(self, xq, ho, wo):
-        """xq (N, C, H, W) of the checked dtype, (ho, wo) its output's size: (N, Co, Ho, Wo)."""
+    def __call__(self, xq, ho, wo, aq=None):
+        """xq (N, C, H, W) of the checked dtype, (ho, wo) its output's size: (N, Co, Ho, Wo);
+        with a residual prepared (``residual``: a_scale, a_zero_point, the sum's scale and zero
+        point), QLinearAdd of aq and that output: in the pointwise GEMM's epilogue, else the
+        kernel ``qlinear_add`` after it."""
+        if self.residual is None and aq is not None:
+            raise ValueError("prepare_qlinear_conv2d: an aq (residual) given to a convolution "
+                             "prepared without residual=")
+        if self.residual is not None:
+            if not isinstance(aq, np.ndarray) or aq.dtype != np.uint8:
+                raise TypeError(f"prepare_qlinear_conv2d: aq (the residual) must be a uint8 "
+                                f"array, got {type(aq).__name__} {getattr(aq, 'dtype', '')}")
+            want = (xq.shape[0], self.co, ho, wo)
+            if aq.shape != want:
+                raise ValueError(f"prepare_qlinear_conv2d: aq (the residual) must be {want}, "
+                                 f"got {aq.shape}")
+            if self.path != "vnni" or not self.pointwise:
+                sa, za, sy, zy = self.residual
+                return qlinear_add(aq, sa, za, self._conv(xq, ho, wo), *self.y_qparams, sy, zy)
+        return self._conv(xq, ho, wo, aq)
+
+    def _conv(self, xq, ho, wo, aq=None):
         if self.path == "reference":
             return self.reference(xq)
         xq = np.ascontiguousarray(xq)
@@ -390,8 +433,13 @@ class _PreparedConv:
                 _patch_quads(xq, self.flip, self.pad_value, kh, kw, stride[0], stride[1],
                              padding[0], padding[1], ho, wo, b)
             scratch = np.empty((n * (self.a.shape[0] // 4), 4, 64), np.int32)
-            _gemm_quads(self.a, b, self.base, self.m, self.y_zp, lo, hi, scratch,
-                        out.reshape(n, co, s))
+            if aq is None:
+                _gemm_quads(self.a, b, self.base, self.m, self.y_zp, lo, hi, scratch,
+                            out.reshape(n, co, s), False, _NO_RESIDUAL, *_NO_SUM)
+            else:
+                _gemm_quads(self.a, b, self.base, self.m, self.y_zp, lo, hi, scratch,
+                            out.reshape(n, co, s), True,
+                            np.ascontiguousarray(aq).reshape(n, co, s), *self.sum_args)
             return out
         p4 = s + (-s % 4)
         if self.pointwise:
@@ -448,9 +496,11 @@ def qlinear_conv2d(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q,
 
 def prepare_qlinear_conv2d(x_scale, x_zero_point, x_dtype, wq, w_scale, w_zero_point, bias_q,
                            y_scale, y_zero_point, stride, padding, groups, dilation=(1, 1),
-                           relu6=False):
+                           relu6=False, residual=None):
     """``qlinear_conv2d`` with everything but the input checked and prepared once:
-    ``conv(xq)``; the contract is ``int8_reference.prepare_qlinear_conv2d``'s.
+    ``conv(xq)``, or ``conv(xq, aq)`` with a residual sum; the contract is
+    ``int8_reference.prepare_qlinear_conv2d``'s. A pointwise convolution's residual sum runs
+    in its GEMM's epilogue (``_gemm_quads``), on a CPU with VNNI.
 
     Each call checks only the input (``int8_reference.prepared_input``: dtype, channels,
     size) and runs the kernel on the prepared weights: the same integers as
@@ -471,26 +521,29 @@ def prepare_qlinear_conv2d(x_scale, x_zero_point, x_dtype, wq, w_scale, w_zero_p
         groups: 1, C, or any divisor of C and Co.
         dilation: An int or a pair.
         relu6: Clamp the output to ReLU6's range.
+        residual: None, or ``(a_scale, a_zero_point, sum_scale, sum_zero_point)``.
 
     Returns:
-        ``conv(xq)``: xq (N, C, H, W) of x_dtype to (N, Co, Ho, Wo), C-contiguous.
+        ``conv(xq)`` (``conv(xq, aq)`` with a residual): xq (N, C, H, W) of x_dtype to
+        (N, Co, Ho, Wo), C-contiguous.
     """
     fn = "prepare_qlinear_conv2d"
     checked = prepared_conv_args(fn, x_scale, x_zero_point, x_dtype, wq, w_scale, w_zero_point,
                                  bias_q, y_scale, y_zero_point, stride, padding, groups, dilation)
+    add = prepared_residual(fn, residual, checked[6])
 
     def reference(x):
         from ..int8_reference import qlinear_conv2d as ref
         return ref(x, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q, y_scale,
                    y_zero_point, stride, padding, groups, dilation, relu6)
-    prepared = _PreparedConv(checked, groups, relu6, x_dtype, reference)
+    prepared = _PreparedConv(checked, groups, relu6, x_dtype, reference, add)
     c, kernel = prepared.c, prepared.kernel
     stride, padding, dilation, x_dtype = (prepared.stride, prepared.padding, prepared.dilation,
                                           prepared.x_dtype)
 
-    def conv(xq):
+    def conv(xq, aq=None):
         ho, wo = prepared_input(fn, xq, x_dtype, c, kernel, stride, padding, dilation)
-        return prepared(xq, ho, wo)
+        return prepared(xq, ho, wo, aq)
     return conv
 
 

@@ -26,8 +26,18 @@ _JIT = dict(cache=CACHE, boundscheck=False, fastmath=False)
 
 
 @njit(inline="always")
-def _q(t, inv, z):
-    """float32 t to uint8: the view's float32 steps (rint is half to even)."""
+def quantize_value(t, inv, z):
+    """float32 t to uint8: the view's float32 steps (rint is half to even); also the residual
+    sum in ``int8``'s pointwise GEMM epilogue.
+
+    Args:
+        t: The float32 value.
+        inv: float32 ``1 / scale``.
+        z: The float32 zero point.
+
+    Returns:
+        ``uint8(clip(rint(t * inv) + z, 0, 255))``.
+    """
     q = np.rint(t * inv) + z
     return np.uint8(min(max(q, np.float32(0)), np.float32(255)))
 
@@ -36,7 +46,7 @@ def _q(t, inv, z):
 def _quantize(x, inv, z, out):
     """out = quantize(x), both flat."""
     for i in range(x.shape[0]):
-        out[i] = _q(x[i], inv, z)
+        out[i] = quantize_value(x[i], inv, z)
     return out
 
 
@@ -45,7 +55,7 @@ def _add(a, za, sa, b, zb, sb, inv, z, out):
     """out = quantize(dequantize(a) + dequantize(b)), all flat."""
     for i in range(a.shape[0]):
         total = (np.float32(a[i]) - za) * sa + (np.float32(b[i]) - zb) * sb
-        out[i] = _q(total, inv, z)
+        out[i] = quantize_value(total, inv, z)
     return out
 
 
