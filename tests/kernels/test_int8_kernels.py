@@ -171,6 +171,32 @@ def test_mobilenet_like_shapes_equal_onnxruntime(kset):
         np.testing.assert_array_equal(run_conv(kset, c), ort_qlinear_conv(c))
 
 
+def test_depthwise_on_every_stride_and_padding_equals_the_reference():
+    """The numba depthwise 3x3 (``int8_depthwise``: padded float32 phase planes, one flat loop
+    over each map at stride 1 and 2; other strides go to the reference) against the
+    reference, with strides and paddings different along the two axes, odd and even sizes,
+    the planes of MobileNetV2 (112, 56, 7 px), the
+    largest products (-128 times a centred 255) and ReLU6."""
+    rng = np.random.default_rng(11)
+    cases = [((1, 1), (1, 1), 112, 3), ((1, 1), (1, 1), 7, 40), ((2, 2), (1, 1), 56, 5),
+             ((1, 2), (0, 1), 13, 6), ((2, 1), (1, 0), 12, 6), ((1, 1), (0, 0), 9, 4),
+             ((2, 2), (0, 1), 8, 3), ((1, 1), (1, 1), 1, 2)]
+    for (stride, padding, hw, c_in), dtype in zip(cases, [np.uint8, np.int8] * 4):
+        xq, x_zp = _quantized(rng, dtype, (2, c_in, hw, hw + 1))
+        wq = rng.integers(-128, 128, (c_in, 1, 3, 3)).astype(np.int8)
+        wq[0] = -128
+        xq[0, 0] = np.iinfo(dtype).max
+        c = dict(xq=xq, x_scale=0.02, x_zero_point=x_zp, wq=wq,
+                 w_scale=rng.uniform(1e-4, 3e-3, c_in).astype(np.float32),
+                 bias_q=rng.integers(-5000, 5000, c_in).astype(np.int32), y_scale=0.05,
+                 y_zero_point=_quantized(rng, dtype, ())[1], stride=stride, padding=padding,
+                 groups=c_in)
+        for relu6 in (False, True):
+            ours = run_conv(NUMBA, c, relu6=relu6)
+            np.testing.assert_array_equal(ours, run_conv(REFERENCE, c, relu6=relu6))
+            assert ours.dtype == dtype and ours.flags.c_contiguous
+
+
 # ------------------------------------------------------------------ ReLU6, numba == reference
 @KSETS
 @settings(max_examples=10, deadline=None)
@@ -282,3 +308,105 @@ def test_vnni_is_what_this_cpu_offers():
     from tinymbv2.kernels.numba.int8_dot import VNNI
     from tinymbv2.kernels.numba.llvm import target_features
     assert VNNI == ({"+avx512vnni", "+avx512vl"} <= set(target_features()))
+
+
+# ------------------------------------------------------------------ prepared once
+def prepare_conv(kset, c, x_dtype=None, **kw):
+    return kset.prepare_qlinear_conv2d(
+        c["x_scale"], c["x_zero_point"], c["xq"].dtype if x_dtype is None else x_dtype, c["wq"],
+        c["w_scale"], np.int8(0), c["bias_q"], c["y_scale"], c["y_zero_point"], c["stride"],
+        c["padding"], c["groups"], **kw)
+
+
+@KSETS
+@pytest.mark.parametrize("vnni", [True, False])
+@settings(max_examples=15, deadline=None)
+@given(c=conv_case(), relu6=st.booleans(), data=st.data())
+def test_prepared_conv_equals_qlinear_conv2d_on_every_input(kset, vnni, c, relu6, data):
+    """One prepared convolution run on two inputs of other batch and spatial sizes: each the
+    integers of ``qlinear_conv2d`` (the numba set's GEMM with and without VNNI)."""
+    from tinymbv2.kernels.numba import int8 as numba_int8
+    saved = numba_int8.VNNI
+    numba_int8.VNNI = vnni and saved
+    try:
+        conv = prepare_conv(kset, c, relu6=relu6)
+        rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+        for n, h, w in [c["xq"].shape[:1] + c["xq"].shape[2:],
+                        (data.draw(st.integers(1, 3)), data.draw(st.integers(3, 17)),
+                         data.draw(st.integers(3, 17)))]:
+            info = np.iinfo(c["xq"].dtype)
+            xq = rng.integers(info.min, info.max + 1, (n, c["xq"].shape[1], h, w)).astype(
+                c["xq"].dtype)
+            got = conv(xq)
+            want = run_conv(REFERENCE, {**c, "xq": xq}, relu6=relu6)
+            assert got.dtype == want.dtype and got.flags.c_contiguous
+            np.testing.assert_array_equal(got, want)
+    finally:
+        numba_int8.VNNI = saved
+
+
+@KSETS
+def test_prepared_conv_checks_its_arguments_once_and_each_input(kset):
+    c = _good_conv()
+    with pytest.raises(TypeError, match="prepare_qlinear_conv2d: the weights must be int8"):
+        prepare_conv(kset, {**c, "wq": c["wq"].astype(np.uint8)})
+    with pytest.raises(TypeError, match="prepare_qlinear_conv2d: x_dtype must be int8 or uint8, "
+                                        "got float32"):
+        prepare_conv(kset, c, x_dtype=np.float32)
+    with pytest.raises(TypeError, match="x_zero_point must be int8"):
+        prepare_conv(kset, c, x_dtype=np.int8)
+    conv = prepare_conv(kset, c)
+    with pytest.raises(TypeError, match=r"xq must be .*uint8, got ndarray int8"):
+        conv(np.zeros((1, 4, 5, 5), np.int8))
+    with pytest.raises(ValueError, match=r"xq must be \(N, 4, H, W\), got \(1, 3, 5, 5\)"):
+        conv(np.zeros((1, 3, 5, 5), np.uint8))
+    with pytest.raises(ValueError, match=r"smaller than the kernel"):
+        prepare_conv(kset, {**c, "padding": (0, 0)})(np.zeros((1, 4, 2, 5), np.uint8))
+
+
+@KSETS
+@pytest.mark.parametrize("vnni", [True, False])
+@pytest.mark.parametrize("kind", ["pointwise", "dense", "depthwise"])
+@settings(max_examples=10, deadline=None)
+@given(data=st.data())
+def test_prepared_conv_with_a_residual_is_qlinear_add_of_its_output(kset, vnni, kind, data):
+    """``residual=``: the reference's QLinearAdd of aq and the convolution's output, the same
+    integers (the numba set's pointwise GEMM does it in its epilogue)."""
+    from hypothesis import assume
+    from tinymbv2.kernels.numba import int8 as numba_int8
+    c = data.draw(conv_case(kind))
+    assume(c["xq"].dtype == np.uint8)  # QLinearAdd is on uint8 tensors
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    relu6 = data.draw(st.booleans())
+    residual = (np.float32(rng.uniform(0.01, 0.2)), np.uint8(rng.integers(0, 256)),
+                np.float32(rng.uniform(0.01, 0.3)), np.uint8(rng.integers(0, 256)))
+    saved = numba_int8.VNNI
+    numba_int8.VNNI = vnni and saved
+    try:
+        conv = prepare_conv(kset, c, relu6=relu6, residual=residual)
+        y = run_conv(REFERENCE, c, relu6=relu6)
+        aq = rng.integers(0, 256, y.shape).astype(np.uint8)
+        got = conv(c["xq"], aq)
+    finally:
+        numba_int8.VNNI = saved
+    want = REFERENCE.qlinear_add(aq, residual[0], residual[1], y, c["y_scale"],
+                                 c["y_zero_point"], residual[2], residual[3])
+    assert got.dtype == np.uint8 and got.flags.c_contiguous
+    np.testing.assert_array_equal(got, want)
+
+
+@KSETS
+def test_prepared_residual_errors_name_what_was_expected(kset):
+    c = _good_conv()
+    residual = (np.float32(0.1), np.uint8(3), np.float32(0.2), np.uint8(5))
+    with pytest.raises(ValueError, match="prepare_qlinear_conv2d: an aq .* without residual="):
+        prepare_conv(kset, c)(c["xq"], np.zeros((1, 6, 5, 5), np.uint8))
+    with pytest.raises(ValueError, match="residual must be .* got 2 values"):
+        prepare_conv(kset, c, residual=residual[:2])
+    with pytest.raises(TypeError, match="bq must be uint8, got int8"):
+        prepare_conv(kset, {**c, "y_zero_point": np.int8(0)}, residual=residual)
+    conv = prepare_conv(kset, c, residual=residual)
+    with pytest.raises(ValueError, match=r"6, 5, 5\)|one shape"):
+        conv(c["xq"], np.zeros((1, 6, 5, 4), np.uint8))
+    with pytest.raises(TypeError, match="uint8"):
+        conv(c["xq"], np.zeros((1, 6, 5, 5), np.int8))

@@ -273,6 +273,165 @@ def qlinear_conv2d(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q,
     return requantize(acc, m, y_zp, q_min, q_max, y_dtype)
 
 
+def prepared_conv_args(fn, x_scale, x_zero_point, x_dtype, wq, w_scale, w_zero_point, bias_q,
+                       y_scale, y_zero_point, stride, padding, groups, dilation):
+    """Check a convolution's arguments once, for inputs of any N, H, W: ``qlinear_conv2d_args``
+    on the smallest input of its C = ``wq.shape[1] * groups`` channels; ``prepared_input`` checks
+    each input later.
+
+    Args:
+        fn: The kernel's name, for the messages.
+        x_scale: Scalar.
+        x_zero_point: Scalar of x_dtype.
+        x_dtype: int8 or uint8: the inputs' dtype.
+        wq: (Co, C / groups, kh, kw) int8.
+        w_scale: (Co,) or a scalar.
+        w_zero_point: int8 zeros.
+        bias_q: (Co,) int32 or None.
+        y_scale: Scalar.
+        y_zero_point: Scalar, int8 or uint8.
+        stride: An int or a pair.
+        padding: An int or a pair.
+        groups: A divisor of C and Co.
+        dilation: An int or a pair.
+
+    Returns:
+        What ``qlinear_conv2d_args`` returns, the input (1, C, kh', kw') of zeros (kh' the
+        dilated kernel's height).
+
+    Raises:
+        TypeError: A dtype other than the ones ``qlinear_conv2d_args`` takes.
+        ValueError: As ``qlinear_conv2d_args``.
+    """
+    x_dtype = np.dtype(x_dtype)
+    if x_dtype not in ACTIVATION_DTYPES:
+        raise TypeError(f"{fn}: x_dtype must be int8 or uint8, got {x_dtype}")
+    wq = np.asarray(wq)
+    ndim(fn, "wq", wq, 4)
+    if not isinstance(groups, (int, np.integer)) or groups < 1:
+        raise ValueError(f"{fn}: groups must be a positive int, got {groups!r}")
+    dh, dw = dilation_pair(fn, dilation)
+    probe = np.zeros((1, wq.shape[1] * groups, dh * (wq.shape[2] - 1) + 1,
+                      dw * (wq.shape[3] - 1) + 1), x_dtype)
+    return qlinear_conv2d_args(fn, probe, x_scale, x_zero_point, wq, w_scale, w_zero_point,
+                               bias_q, y_scale, y_zero_point, stride, padding, groups, dilation)
+
+
+def prepared_input(fn, xq, x_dtype, c, kernel, stride, padding, dilation):
+    """Check an input of a prepared convolution (its other arguments checked once, by
+    ``prepared_conv_args``): an (N, C, H, W) array of x_dtype, the kernel fitting in it.
+
+    Args:
+        fn: The kernel's name, for the messages.
+        xq: The input.
+        x_dtype: Its dtype (np.dtype).
+        c: Its channels.
+        kernel: (kh, kw).
+        stride: (sh, sw).
+        padding: (ph, pw).
+        dilation: (dh, dw).
+
+    Returns:
+        (Ho, Wo).
+
+    Raises:
+        TypeError: Not an ndarray of x_dtype.
+        ValueError: Not (N, C, H, W), or smaller than the dilated kernel with its padding.
+    """
+    if not isinstance(xq, np.ndarray) or xq.dtype != x_dtype:
+        raise TypeError(f"{fn}: xq must be a NumPy array of {x_dtype}, got "
+                        f"{type(xq).__name__} {getattr(xq, 'dtype', '')}")
+    if xq.ndim != 4 or xq.shape[1] != c:
+        raise ValueError(f"{fn}: xq must be (N, {c}, H, W), got {xq.shape}")
+    ho = (xq.shape[2] + 2 * padding[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+    wo = (xq.shape[3] + 2 * padding[1] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
+    if ho < 1 or wo < 1:
+        raise ValueError(f"{fn}: xq {xq.shape} with padding {padding} is smaller than the "
+                         f"kernel {kernel} (dilation {dilation})")
+    return ho, wo
+
+
+def prepared_residual(fn, residual, y_dtype):
+    """Check a prepared convolution's residual sum once: its QLinearAdd's quantizations.
+
+    Args:
+        fn: The kernel's name, for the messages.
+        residual: None, or ``(a_scale, a_zero_point, sum_scale, sum_zero_point)``: the
+            residual's and the sum's.
+        y_dtype: The convolution's output dtype (QLinearAdd takes uint8).
+
+    Returns:
+        None, or the four checked: scales float32, zero points uint8.
+
+    Raises:
+        TypeError: A zero point or the output not uint8.
+        ValueError: Not four values, a scale that is not a positive finite scalar.
+    """
+    if residual is None:
+        return None
+    if len(residual) != 4:
+        raise ValueError(f"{fn}: residual must be (a_scale, a_zero_point, sum_scale, "
+                         f"sum_zero_point), got {len(residual)} values")
+    sa, za, sy, zy = residual
+    probe = np.zeros(1, np.uint8)
+    checked = qlinear_add_args(fn, probe, sa, za, np.zeros(1, y_dtype), 1.0, y_dtype.type(0),
+                               sy, zy)
+    return checked[1], np.uint8(checked[2]), checked[6], np.uint8(checked[7])
+
+
+def prepare_qlinear_conv2d(x_scale, x_zero_point, x_dtype, wq, w_scale, w_zero_point, bias_q,
+                           y_scale, y_zero_point, stride, padding, groups, dilation=(1, 1),
+                           relu6=False, residual=None):
+    """``qlinear_conv2d`` with everything but the input given once: ``conv(xq)``, or with a
+    residual sum ``conv(xq, aq)`` = ``qlinear_add`` of aq and the convolution's output.
+
+    The reference checks its arguments here (``prepared_conv_args``), and on each call the
+    input (``prepared_input``), then runs ``qlinear_conv2d`` itself; a fast set prepares the weights here instead.
+
+    Args:
+        x_scale: Scalar (float32).
+        x_zero_point: Scalar of x_dtype.
+        x_dtype: int8 or uint8: the inputs' dtype.
+        wq: (Co, C / groups, kh, kw) int8.
+        w_scale: (Co,) float32, or a scalar.
+        w_zero_point: 0 (symmetric weights).
+        bias_q: (Co,) int32, or None.
+        y_scale: Scalar (float32).
+        y_zero_point: Scalar, int8 or uint8: the output's dtype.
+        stride: An int or a pair.
+        padding: An int or a pair.
+        groups: 1, C, or any divisor of C and Co.
+        dilation: An int or a pair.
+        relu6: Clamp the output to ReLU6's range.
+        residual: None, or ``(a_scale, a_zero_point, sum_scale, sum_zero_point)``: the
+            output is then QLinearAdd's sum of a residual aq (uint8) and the convolution's
+            (uint8) output, at the sum's scale and zero point.
+
+    Returns:
+        ``conv(xq)`` (``conv(xq, aq)`` with a residual): xq (N, C, H, W) of x_dtype to
+        (N, Co, Ho, Wo), the integers of ``qlinear_conv2d`` (and ``qlinear_add``).
+    """
+    fn = "prepare_qlinear_conv2d"
+    checked = prepared_conv_args(fn, x_scale, x_zero_point, x_dtype, wq, w_scale, w_zero_point,
+                                 bias_q, y_scale, y_zero_point, stride, padding, groups, dilation)
+    add = prepared_residual(fn, residual, checked[6])
+    x_dtype, c, kernel = np.dtype(x_dtype), checked[0].shape[1], checked[1].shape[2:]
+    pairs = checked[8:11]  # stride, padding, dilation
+
+    def conv(xq, aq=None):
+        if add is None and aq is not None:
+            raise ValueError(f"{fn}: an aq (residual) given to a convolution prepared without "
+                             f"residual=")
+        prepared_input(fn, xq, x_dtype, c, kernel, *pairs)
+        y = qlinear_conv2d(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q,
+                           y_scale, y_zero_point, stride, padding, groups, dilation, relu6)
+        if add is None:
+            return y
+        sa, za, sy, zy = add
+        return qlinear_add(aq, sa, za, y, y_scale, y_zero_point, sy, zy)
+    return conv
+
+
 # ------------------------------------------------------------------ QGemm (the Linear)
 def qgemm_args(fn, aq, a_scale, a_zero_point, bq, b_scale, b_zero_point, bias_q, y_scale,
                y_zero_point):
@@ -343,3 +502,115 @@ def qgemm(aq, a_scale, a_zero_point, bq, b_scale, b_zero_point, bias_q, y_scale,
     acc = (aq.astype(np.int32) - a_zp) @ bq.astype(np.int32).T + bias
     q_min, q_max = output_range(y_dtype, y_zp, ys, relu6)
     return requantize(acc.astype(np.int32), m, y_zp, q_min, q_max, y_dtype)
+
+
+# ------------------------------------------------------------------ quantize, QLinearAdd
+def quantize_uint8_args(fn, x, scale, zero_point):
+    """Check ``quantize_uint8``'s arguments; shared by the kernel sets.
+
+    Args:
+        fn: The kernel's name, for the messages.
+        x: Float32 array.
+        scale: Positive scalar.
+        zero_point: uint8 scalar.
+
+    Returns:
+        ``(x, scale float32 0-d, zero_point int)``.
+
+    Raises:
+        TypeError: x not float32, a zero point not uint8.
+        ValueError: A scale that is not a positive finite scalar.
+    """
+    x = np.asarray(x)
+    if x.dtype != np.float32:
+        raise TypeError(f"{fn}: x must be float32, got {x.dtype}")
+    return x, _scale(fn, "scale", scale), _zero_point(fn, "zero_point", zero_point,
+                                                      np.dtype(np.uint8))
+
+
+def qlinear_add_args(fn, aq, a_scale, a_zero_point, bq, b_scale, b_zero_point, y_scale,
+                     y_zero_point):
+    """Check ``qlinear_add``'s arguments; shared by the kernel sets.
+
+    Args:
+        fn: The kernel's name, for the messages.
+        aq: uint8 array.
+        a_scale: Its scale.
+        a_zero_point: Its zero point (uint8).
+        bq: uint8 array of aq's shape.
+        b_scale: Its scale.
+        b_zero_point: Its zero point (uint8).
+        y_scale: The sum's scale.
+        y_zero_point: The sum's zero point (uint8).
+
+    Returns:
+        ``(aq, a_scale, a_zp, bq, b_scale, b_zp, y_scale, y_zp)``: the scales float32 0-d,
+        the zero points ints.
+
+    Raises:
+        TypeError: A tensor or zero point not uint8.
+        ValueError: Shapes that differ, a scale that is not a positive finite scalar.
+    """
+    u8 = np.dtype(np.uint8)
+    aq, bq = np.asarray(aq), np.asarray(bq)
+    for name, q in (("aq", aq), ("bq", bq)):
+        if q.dtype != u8:
+            raise TypeError(f"{fn}: {name} must be uint8, got {q.dtype}")
+    if aq.shape != bq.shape:
+        raise ValueError(f"{fn}: aq and bq must have one shape, got {aq.shape} and {bq.shape}")
+    return (aq, _scale(fn, "a_scale", a_scale), _zero_point(fn, "a_zero_point", a_zero_point, u8),
+            bq, _scale(fn, "b_scale", b_scale), _zero_point(fn, "b_zero_point", b_zero_point, u8),
+            _scale(fn, "y_scale", y_scale), _zero_point(fn, "y_zero_point", y_zero_point, u8))
+
+
+def _to_uint8(x, scale, zero_point):
+    """The float32 steps of ``quantize_uint8``, on checked arguments."""
+    inv = np.float32(1.0) / scale
+    return np.clip(np.rint(x * inv) + np.float32(zero_point), 0, 255).astype(np.uint8)
+
+
+def quantize_uint8(x, scale, zero_point):
+    r"""Float32 x to uint8 with one scale: $q = \text{clip}(\text{round}(x \cdot (1/s)) + z, 0, 255)$.
+
+    The float32 steps of the quantized view's ``ActQuant`` (``fake_quant.quantize_array``):
+    ``inv = float32(1) / s``; ``rint(x * inv)`` (half to even); ``+ float32(z)``; clip.
+    (ONNX's ``QuantizeLinear`` divides by $s$: a tie can round the other way, which is why
+    onnxruntime's and the view's classes agree on most, not all, images.)
+
+    Args:
+        x: Float32 array, any shape.
+        scale: Positive scalar (float32).
+        zero_point: Scalar, 0 to 255.
+
+    Returns:
+        uint8 array of x's shape.
+    """
+    return _to_uint8(*quantize_uint8_args("quantize_uint8", x, scale, zero_point))
+
+
+def qlinear_add(aq, a_scale, a_zero_point, bq, b_scale, b_zero_point, y_scale, y_zero_point):
+    r"""ONNX ``QLinearAdd`` on uint8 tensors: $q_y = Q(D(a) + D(b))$ in float32.
+
+    $D(q) = (\text{float32}(q) - z) \cdot s$ for each input, their float32 sum, then
+    ``quantize_uint8`` with the sum's scale and zero point: the float32 operations of the
+    quantized view's residual sum, in its order.
+
+    Args:
+        aq: uint8 array.
+        a_scale: Its scale.
+        a_zero_point: Its zero point (uint8).
+        bq: uint8 array of aq's shape.
+        b_scale: Its scale.
+        b_zero_point: Its zero point (uint8).
+        y_scale: The sum's scale.
+        y_zero_point: The sum's zero point (uint8).
+
+    Returns:
+        The sum, uint8, aq's shape.
+    """
+    aq, sa, za, bq, sb, zb, sy, zy = qlinear_add_args(
+        "qlinear_add", aq, a_scale, a_zero_point, bq, b_scale, b_zero_point, y_scale,
+        y_zero_point)
+    total = (aq.astype(np.float32) - np.float32(za)) * sa
+    total = total + (bq.astype(np.float32) - np.float32(zb)) * sb
+    return _to_uint8(total, sy, zy)

@@ -899,8 +899,11 @@ class ReferenceKernels:
     # ONNX QLinearConv and onnxruntime's QGemm, requantized as onnxruntime does: the readable
     # NumPy is in kernels/int8_reference.py (why a module of its own: its docstring)
     qlinear_conv2d = staticmethod(int8_reference.qlinear_conv2d)
+    prepare_qlinear_conv2d = staticmethod(int8_reference.prepare_qlinear_conv2d)
     qgemm = staticmethod(int8_reference.qgemm)
     requantize = staticmethod(int8_reference.requantize)
+    quantize_uint8 = staticmethod(int8_reference.quantize_uint8)
+    qlinear_add = staticmethod(int8_reference.qlinear_add)
 
     # --------------------------------------------- fused: softmax cross-entropy
     @staticmethod

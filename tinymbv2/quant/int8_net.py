@@ -6,14 +6,18 @@ as int8 with one float32 scale per output channel (the folded weights, the very 
 view's fake quantization and the QDQ file use), its float bias, and every activation's
 uint8 scale and zero point. Running it:
 
-* the image is quantized to uint8 with the input's scale;
+* the image is quantized to uint8 with the input's scale (the kernel set's
+  ``quantize_uint8``);
 * each convolution is the kernel set's ``qlinear_conv2d`` (ONNX ``QLinearConv``, int8
   products summed in int32, requantized as onnxruntime does): its input's uint8 tensor, its
   int8 weight, its bias as int32 at the scale $s_x s_w$
   ($q_b = \text{round}(b / (s_x s_w))$), its output's scale and zero point, and ReLU6 as the
   clamp of the output integers (a ReLU's is the zero point: its outputs' range starts at 0);
+  prepared once per layer (``prepare_qlinear_conv2d``, on its first call: the weights laid
+  out for the kernel and the arguments checked once, each call checking only its input);
 * a residual sum is ONNX's ``QLinearAdd``: both inputs dequantized, added, quantized to the
-  sum's scale, in float32 (``qlinear_add``);
+  sum's scale, in float32 (``qlinear_add``'s operations; given to the projection's prepared
+  convolution, whose kernel may do it in its epilogue);
 * the last feature map is dequantized, averaged over its pixels, and the classifier is the
   float Linear on the dequantized int8 weights: as the QDQ file leaves it (the pooled
   features are not quantized there).
@@ -28,6 +32,7 @@ import io
 import json
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from .. import nn
 from ..atomic import write_atomically
@@ -38,35 +43,21 @@ from .fake_quant import quantize_array
 from .ptq import ActQuant, QuantConv2d, QuantInvertedResidual, QuantizedNet, QuantLinear, weight_qparams
 
 
-def _quantize(x, scale, zero_point):
-    """Float32 x to uint8 with one scale: $\\text{saturate}(\\text{round}(x / s) + z)$, the
-    way the view's ActQuant computes it."""
-    q, _ = quantize_array(np.asarray(x, np.float32), scale, zero_point, 0, 255)
-    return q.astype(np.uint8)
+_BLAS = []  # one ThreadpoolController, made on first use (it looks up the loaded libraries)
+
+
+def _one_blas_thread():
+    """A context in which NumPy's BLAS runs on one thread: the classifier's product, (N, 1280)
+    by (1280, classes), is too small for BLAS threads to pay for waking them, and they spin
+    for the cores that the numba kernels' threads want next. The same library and call, so
+    the same bits as with its threads (each output is one thread's sum either way)."""
+    if not _BLAS:
+        _BLAS.append(ThreadpoolController())
+    return _BLAS[0].limit(limits=1, user_api="blas")
 
 
 def _dequantize(q, scale, zero_point):
     return ((q.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)).astype(np.float32)
-
-
-def qlinear_add(aq, a_scale, a_zero_point, bq, b_scale, b_zero_point, y_scale, y_zero_point):
-    r"""ONNX ``QLinearAdd`` on uint8 tensors: $q_y = Q(D(a) + D(b))$ in float32.
-
-    Args:
-        aq: uint8 array.
-        a_scale: Its scale.
-        a_zero_point: Its zero point.
-        bq: uint8 array of aq's shape.
-        b_scale: Its scale.
-        b_zero_point: Its zero point.
-        y_scale: The sum's scale.
-        y_zero_point: The sum's zero point.
-
-    Returns:
-        The sum, uint8.
-    """
-    total = _dequantize(aq, a_scale, a_zero_point) + _dequantize(bq, b_scale, b_zero_point)
-    return _quantize(total, y_scale, y_zero_point)
 
 
 class _Conv:
@@ -78,6 +69,7 @@ class _Conv:
     def restored(cls, arrays: dict, geometry: dict) -> "_Conv":
         """A convolution from what ``Int8Net.save`` wrote (its arrays and its geometry)."""
         conv = cls.__new__(cls)
+        conv.prepared = {}
         conv.wq, conv.w_scale, conv.bias = arrays["wq"], arrays["w_scale"], arrays["bias"]
         conv.y_scale, conv.y_zero_point = np.float32(arrays["y_scale"]), np.uint8(arrays["y_zero_point"])
         for key in cls.GEOMETRY:
@@ -101,14 +93,28 @@ class _Conv:
                                                                  conv.dilation, conv.groups)
         self.relu6 = type(act) is nn.ReLU6
         self.y_scale, self.y_zero_point = np.float32(out.scale), np.uint8(out.zero_point)
+        self.prepared = {}  # (kernel set, dtype, x_scale, x_zero_point) -> prepared convolution
 
-    def __call__(self, xq, x_scale, x_zero_point):
-        bias_q = np.rint(self.bias / (np.float32(x_scale) * self.w_scale)).astype(np.int32)
-        y = kernels_for(xq).qlinear_conv2d(
-            xq, np.float32(x_scale), np.uint8(x_zero_point), self.wq, self.w_scale, np.int8(0),
-            bias_q, self.y_scale, self.y_zero_point, self.stride, self.padding, self.groups,
-            self.dilation, relu6=self.relu6)
-        return y, self.y_scale, self.y_zero_point
+    def __call__(self, xq, x_scale, x_zero_point, residual=None):
+        """The output ``(q, scale, zero_point)``; with ``residual = (aq, a_scale, a_zero_point,
+        sum_scale, sum_zero_point)``, QLinearAdd of aq and the output instead (the kernel set
+        may do it in the convolution's epilogue)."""
+        # the kernel set's prepared convolution, made on the first call for this input's
+        # quantization (fixed once calibrated: each layer is made once): the weights laid out
+        # and the arguments checked once, not on every call
+        kernels = kernels_for(xq)
+        add = None if residual is None else tuple(residual[1:])
+        key = (kernels, xq.dtype, float(x_scale), int(x_zero_point), add)
+        conv = self.prepared.get(key)
+        if conv is None:
+            bias_q = np.rint(self.bias / (np.float32(x_scale) * self.w_scale)).astype(np.int32)
+            conv = self.prepared[key] = kernels.prepare_qlinear_conv2d(
+                np.float32(x_scale), np.uint8(x_zero_point), xq.dtype, self.wq, self.w_scale,
+                np.int8(0), bias_q, self.y_scale, self.y_zero_point, self.stride, self.padding,
+                self.groups, self.dilation, relu6=self.relu6, residual=add)
+        if residual is None:
+            return conv(xq), self.y_scale, self.y_zero_point
+        return conv(xq, residual[0]), *add[2:]
 
 
 class _Block:
@@ -120,11 +126,11 @@ class _Block:
 
     def __call__(self, xq, x_scale, x_zero_point):
         yq, ys, yz = xq, x_scale, x_zero_point
-        for conv in self.convs:
+        for conv in self.convs[:-1]:
             yq, ys, yz = conv(yq, ys, yz)
-        if self.out is None:
-            return yq, ys, yz
-        return qlinear_add(xq, x_scale, x_zero_point, yq, ys, yz, *self.out), *self.out
+        # the residual sum (QLinearAdd) given to the last convolution, the projection
+        residual = None if self.out is None else (xq, x_scale, x_zero_point, *self.out)
+        return self.convs[-1](yq, ys, yz, residual)
 
 
 def _convs(seq) -> list:
@@ -203,7 +209,8 @@ class Int8Net:
         Returns:
             The uint8 map (N, C', H', W') and its scale and zero point.
         """
-        q, s, z = _quantize(x, *self.input_qparams), *self.input_qparams
+        x = np.asarray(x, np.float32)
+        q, s, z = kernels_for(x).quantize_uint8(x, *self.input_qparams), *self.input_qparams
         for step in self.steps:
             q, s, z = step(q, s, z)
         return q, s, z
@@ -220,7 +227,8 @@ class Int8Net:
         q, s, z = self.features(x)
         pooled = _dequantize(q, s, z).mean(axis=(2, 3), dtype=np.float32)
         weight, bias = self.classifier
-        logits = pooled @ weight.T
+        with _one_blas_thread():
+            logits = pooled @ weight.T
         return logits if bias is None else logits + bias
 
     def save(self, path):

@@ -18,7 +18,9 @@ instead of for reading. The package is grouped by op:
   planes with many channels the weight gradient as one product over the batch:
   ``.dense.channels_last``), ``.batchnorm``,
   ``.matmul`` (the Linear layer's GEMM), ``.interpolate`` (bilinear and nearest
-  resizing), ``.int8`` (int8 inference: QLinearConv and QGemm), and the fused kernels
+  resizing), ``.int8`` (int8 inference: QLinearConv and QGemm; its depthwise 3x3 in
+  ``.int8_depthwise``, the image's quantization and QLinearAdd in ``.int8_quantize``), and
+  the fused kernels
   ``.block`` (a whole inverted residual block for inference), ``.stage`` (the depthwise stage
   in training), ``.optim`` (the RMSprop and SGD steps) and ``.cross_entropy`` (the per-pixel
   loss);
@@ -72,8 +74,8 @@ import numpy as np
 
 from ..reference import ReferenceKernels
 from ..checks import undilated
-from . import (batchnorm, block, cross_entropy, dense, depthwise, dilated, int8, interpolate, matmul,
-               optim, pointwise, stage, subgrids, tap_regions)
+from . import (batchnorm, block, cross_entropy, dense, depthwise, dilated, int8, int8_quantize,
+               interpolate, matmul, optim, pointwise, stage, subgrids, tap_regions)
 
 
 class NumbaKernels(ReferenceKernels):
@@ -147,7 +149,10 @@ class NumbaKernels(ReferenceKernels):
 
     # int8 inference (ONNX QLinearConv, onnxruntime's QGemm): the same integers as the reference
     qlinear_conv2d = staticmethod(int8.qlinear_conv2d)
+    prepare_qlinear_conv2d = staticmethod(int8.prepare_qlinear_conv2d)
     qgemm = staticmethod(int8.qgemm)
+    quantize_uint8 = staticmethod(int8_quantize.quantize_uint8)
+    qlinear_add = staticmethod(int8_quantize.qlinear_add)
 
     conv2d_bn_eval = staticmethod(dense.conv2d_bn_eval)
     depthwise_conv2d_bn_eval = staticmethod(depthwise.depthwise_conv2d_bn_eval)

@@ -25,19 +25,22 @@ activations ($q_x - z_x$, laid out (pixels, channels) by ``_centred_channels_las
 ``_patches``), int32 sums that LLVM vectorises with ``vpmulld`` (about half the float32
 FMA's rate, measured: docs/kernels.md, "Int8 inference").
 
-**The depthwise 3x3** (``_depthwise3x3``, both CPUs): per (image, channel) plane, the nine
-products in int32, the interior rows in one loop over the row that LLVM vectorises (stride
-1 and 2), the border pixels one by one; other depthwise kernels (5x5, dilation, other
-groupings) go to the reference.
+**The depthwise 3x3** (``.int8_depthwise``, both CPUs, a stride of 1 or 2 along both axes):
+per channel, a centred float32 copy of the batch's planes with their padding (at stride 2
+split into phase planes), then the nine taps of every pixel in one loop with no border
+test (exact: integers below $2^{24}$); other depthwise kernels (5x5, dilation, other
+strides and groupings) go to the reference.
 
 Two things kept LLVM from vectorising these loops, found on the way: Numba widens
 ``int32 * int32`` to int64 (so every sum is cast back to int32, which LLVM narrows), and it
 wraps negative indices around (``a[i - p]`` tests ``i - p < 0``), so every index in a hot loop
 is a loop counter into a slice that starts at the right place.
 
-Work is split into disjoint outputs (row blocks of the product per image, planes of the
+Work is split into disjoint outputs (row blocks of the product per image, channels of the
 depthwise filter), each summed by one thread in a fixed order: bit-identical on every run
-and for any thread count (exact integer arithmetic would make it so anyway).
+and for any thread count (exact integer arithmetic would make it so anyway). The layout
+pass ``_quads`` runs on one thread (one memory pass: a parallel loop's start costs about
+what a second thread would save).
 """
 from __future__ import annotations
 
@@ -46,18 +49,16 @@ from numba import njit, prange
 
 from .cache import CACHE
 from . import pool  # noqa: F401  (starts Numba's pool passive)
-from ..int8_reference import output_range, qgemm_args, qlinear_conv2d_args
+from ..int8_reference import (output_range, prepared_conv_args, prepared_input,
+                              prepared_residual, qgemm_args, qlinear_conv2d_args)
 from .int8_dot import STEP, VNNI, dot_block4x4, dot_rows4x64
+from .int8_depthwise import depthwise3x3
+from .int8_requant import requant as _requant
+from .int8_quantize import qlinear_add, quantize_value
 
 _JIT = dict(cache=CACHE, boundscheck=False, fastmath=False)
 
 
-@njit(inline="always")
-def _requant(acc, m, zp, lo, hi):
-    """One output: MLAS's float32 steps (the order matters for the same bits)."""
-    f = np.float32(acc) * m
-    f = min(max(f, lo), hi)
-    return np.int32(np.rint(f)) + zp
 
 
 # ----------------------------------------------------------------------- the GEMM
@@ -147,21 +148,27 @@ def _gemm_vnni(a, b, base, m, zp, lo, hi, out):
 
 
 @njit(parallel=True, **_JIT)
-def _gemm_quads(a, b, base, m, zp, lo, hi, scratch, out):
-    """out[n, i, j] = requant(base[i] + sum_k w[i, k] x[n, k, j]) on ``dot_rows4x64``.
+def _gemm_quads(a, b, base, m, zp, lo, hi, scratch, out, add, res, za, sa, zb, sb, inv, z):
+    """out[n, i, j] = requant(base[i] + sum_k w[i, k] x[n, k, j]) on ``dot_rows4x64``; where
+    ``add``, QLinearAdd of res and that output instead.
 
     a: (R4, KB) int32 weight quads; b: (N, KB, P64) int32 activation quads (``_quads``);
     scratch: (tasks, 4, 64) int32, one block per task. One task per (image, 4 rows); the
-    requantization reads each 4 x 64 block from scratch, a loop LLVM vectorises.
+    requantization reads each 4 x 64 block from scratch, a loop LLVM vectorises. With
+    ``add``: res (N, R, S) uint8 (scale sa, zero point za, float32), the output's own
+    quantization (sb, zb), the sum's ``inv = 1 / scale`` and z; out[n, i, j] =
+    ``int8_quantize``'s sum of res[n, i, j] and the requantized output, the same float32
+    operations (the residual sum of an inverted residual block in the projection's epilogue,
+    not a pass of its own).
     """
     n_img, r, s = out.shape
     kb = a.shape[1]
-    rb, sb = a.shape[0] // 4, b.shape[2] // 64
+    rb, sb_ = a.shape[0] // 4, b.shape[2] // 64
     for t in prange(n_img * rb):
         n, i0 = t // rb, t % rb * 4
         acc = scratch[t]
         bn = b[n]
-        for jb in range(sb):
+        for jb in range(sb_):
             j0 = jb * 64
             dot_rows4x64(a, i0, bn, j0, kb, acc)
             j1 = min(j0 + 64, s)
@@ -169,6 +176,13 @@ def _gemm_quads(a, b, base, m, zp, lo, hi, scratch, out):
                 i = i0 + di
                 bi, mi = base[i], m[i]
                 row, orow = acc[di], out[n, i, j0:j1]
+                if add:
+                    rrow = res[n, i, j0:j1]
+                    for j in range(j1 - j0):
+                        y = _requant(np.int32(row[j] + bi), mi, zp, lo, hi)
+                        total = (np.float32(rrow[j]) - za) * sa + (np.float32(y) - zb) * sb
+                        orow[j] = quantize_value(total, inv, z)
+                    continue
                 for j in range(j1 - j0):  # loop-counter indices: no wrap-around test
                     orow[j] = _requant(np.int32(row[j] + bi), mi, zp, lo, hi)
     return out
@@ -216,19 +230,32 @@ def _patch_quads(x, flip, zp, kh, kw, sh, sw, ph, pw, ho, wo, out):
     return out
 
 
-@njit(parallel=True, **_JIT)
+@njit(**_JIT)
 def _quads(x, flip, out):
     """out[n, q, p] = the four uint8 values x[n, 4q .. 4q + 3, p] (+ flip) packed in one int32.
 
-    x: (N, K, P) int8/uint8; out: (N, KB, P64) int32 of zeros: bytes past K and words past P
-    stay zero. Four channel rows in, one row of words out, a loop LLVM vectorises.
+    x: (N, K, P) int8/uint8; out: (N, KB, P64) int32, every word written: bytes past K and
+    words past P are zero. Four channel rows in, one row of words out, a loop LLVM
+    vectorises (no zeroed buffer needed: zeroing a fresh one costs a pass of its own). On one
+    thread: one memory pass, which a second thread speeds up less than waking the pool's
+    threads for a parallel loop costs (``pool``), once per pointwise convolution.
     """
     n_img, k, p = x.shape
     kb = out.shape[1]
-    for t in prange(n_img * kb):
+    for t in range(n_img * kb):
         n, q = t // kb, t % kb
-        orow = out[n, q, :p]
-        for e in range(min(4, k - 4 * q)):
+        orow, tail = out[n, q, :p], out[n, q, p:]
+        for j in range(tail.shape[0]):
+            tail[j] = 0
+        if 4 * q + 4 <= k:  # a whole quad: each word written once, not OR-ed four times
+            x0, x1, x2, x3 = x[n, 4 * q], x[n, 4 * q + 1], x[n, 4 * q + 2], x[n, 4 * q + 3]
+            for j in range(p):
+                orow[j] = ((np.int32(x0[j]) + flip) | (np.int32(x1[j]) + flip) << 8
+                           | (np.int32(x2[j]) + flip) << 16 | (np.int32(x3[j]) + flip) << 24)
+            continue
+        for j in range(p):
+            orow[j] = 0
+        for e in range(k - 4 * q):
             src, shift = x[n, 4 * q + e], 8 * e
             for j in range(p):
                 orow[j] |= (np.int32(src[j]) + flip) << shift
@@ -250,20 +277,6 @@ def _base(bias, zp_u, wq2):
     int32 sums do): what takes the activations' zero point out of the raw uint8 products."""
     wsum = wq2.sum(axis=1, dtype=np.int32)
     return (bias - np.int32(zp_u) * wsum).astype(np.int32)
-
-
-def _quads_product(wq2, bias, x_zp, flip, m, y_zp, lo, hi, fill, out):
-    """The GEMM on ``dot_rows4x64``: weights (R, K) int8; ``fill(b)`` writes the activations'
-    quads into b (N, KB, P64) int32 (zeros); out (N, R, P)."""
-    r, k = wq2.shape
-    kb = (k + 3) // 4
-    a = _zero_padded(wq2, r + (-r % 4), 4 * kb)
-    base = _base(bias, x_zp + flip, wq2)
-    n, s = out.shape[0], out.shape[2]
-    b = np.zeros((n, kb, s + (-s % 64)), np.int32)
-    fill(b)
-    scratch = np.empty((n * (a.shape[0] // 4), 4, 64), np.int32)
-    return _gemm_quads(a.view(np.int32), b, base, m, np.int32(y_zp), lo, hi, scratch, out)
 
 
 def _vnni_product(wq2, bias, x_zp, flip, m, y_zp, lo, hi, fill, out):
@@ -323,89 +336,121 @@ def _patches(x, zp, kh, kw, sh, sw, ph, pw, ho, wo, out):
     return out
 
 
-# ----------------------------------------------------------------------- depthwise 3x3
-@njit(inline="always")
-def _dw_pixel(x, n, c, w, oh, ow, sh, sw, ph, pw, zp):
-    """One depthwise output's sum with the taps that fall inside the image (border pixels)."""
-    h, wd = x.shape[2], x.shape[3]
-    acc = np.int32(0)
-    for i in range(3):
-        ih = oh * sh + i - ph
-        if 0 <= ih < h:
-            for j in range(3):
-                iw = ow * sw + j - pw
-                if 0 <= iw < wd:
-                    acc = np.int32(acc + w[c, i, j] * (np.int32(x[n, c, ih, iw]) - zp))
-    return acc
-
-
-@njit(inline="always")
-def _taps(base, w00, w01, w02, w10, w11, w12, w20, w21, w22, r0, r1, r2, q):
-    """base + the nine products of an interior pixel, in int32 (Numba would widen to int64)."""
-    return np.int32(base + np.int32(w00 * np.int32(r0[q]) + w01 * np.int32(r0[q + 1])
-                                    + w02 * np.int32(r0[q + 2]) + w10 * np.int32(r1[q])
-                                    + w11 * np.int32(r1[q + 1]) + w12 * np.int32(r1[q + 2])
-                                    + w20 * np.int32(r2[q]) + w21 * np.int32(r2[q + 1])
-                                    + w22 * np.int32(r2[q + 2])))
-
-
-@njit(parallel=True, **_JIT)
-def _depthwise3x3(x, w, zp, sh, sw, ph, pw, bias, m, yzp, lo, hi, out):
-    """out[n, c] = requant(depthwise 3x3 of x[n, c] - zp, + bias[c]): one task per plane.
-
-    Interior pixels (all nine taps inside the image) in one loop over the row, written
-    twice, for a horizontal stride of 1 and of 2 (sw is one of them): with the stride a
-    variable, LLVM gathered every load (``vpgatherdd``). Border pixels one by one.
-    w: (C, 3, 3) int32.
-    """
-    n_img, c, h, wd = x.shape
-    ho, wo = out.shape[2], out.shape[3]
-    # outputs whose taps all lie inside: oh*s - p >= 0 and oh*s - p + 2 <= h - 1
-    oh0 = min((ph + sh - 1) // sh, ho)
-    oh1 = max(min((h - 3 + ph) // sh + 1, ho), oh0)
-    ow0 = min((pw + sw - 1) // sw, wo)
-    ow1 = max(min((wd - 3 + pw) // sw + 1, wo), ow0)
-    for t in prange(n_img * c):
-        n, ch = t // c, t % c
-        w00, w01, w02 = np.int32(w[ch, 0, 0]), np.int32(w[ch, 0, 1]), np.int32(w[ch, 0, 2])
-        w10, w11, w12 = np.int32(w[ch, 1, 0]), np.int32(w[ch, 1, 1]), np.int32(w[ch, 1, 2])
-        w20, w21, w22 = np.int32(w[ch, 2, 0]), np.int32(w[ch, 2, 1]), np.int32(w[ch, 2, 2])
-        # the zero point's share, the same for every interior pixel: sum_taps w * zp
-        wsum = np.int32(w00 + w01 + w02 + w10 + w11 + w12 + w20 + w21 + w22)
-        base = np.int32(bias[ch] - zp * wsum)
-        mc, bc = m[ch], bias[ch]
-        for oh in range(ho):
-            inside = oh0 <= oh < oh1
-            for ow in range(wo if not inside else ow0):  # the border: left, or the whole row
-                acc = np.int32(_dw_pixel(x, n, ch, w, oh, ow, sh, sw, ph, pw, zp) + bc)
-                out[n, ch, oh, ow] = _requant(acc, mc, yzp, lo, hi)
-            if not inside:
-                continue
-            for ow in range(ow1, wo):  # the right border
-                acc = np.int32(_dw_pixel(x, n, ch, w, oh, ow, sh, sw, ph, pw, zp) + bc)
-                out[n, ch, oh, ow] = _requant(acc, mc, yzp, lo, hi)
-            r = oh * sh - ph
-            # slices that start at the first interior pixel, so that every index in the loop is
-            # a loop counter: with ``ow - pw`` Numba wraps negative indices around, and that
-            # test kept LLVM from vectorising (four times slower)
-            q0 = ow0 * sw - pw
-            r0, r1, r2 = x[n, ch, r, q0:], x[n, ch, r + 1, q0:], x[n, ch, r + 2, q0:]
-            orow = out[n, ch, oh, ow0:ow1]
-            if sw == 1:
-                for i in range(ow1 - ow0):
-                    orow[i] = _requant(_taps(base, w00, w01, w02, w10, w11, w12, w20, w21, w22,
-                                             r0, r1, r2, i), mc, yzp, lo, hi)
-            else:
-                for i in range(ow1 - ow0):
-                    orow[i] = _requant(_taps(base, w00, w01, w02, w10, w11, w12, w20, w21, w22,
-                                             r0, r1, r2, 2 * i), mc, yzp, lo, hi)
-    return out
-
-
 # ----------------------------------------------------------------------- the kernels
 def _bounds(y_dtype, y_zp, ys, relu6):
     q_min, q_max = output_range(y_dtype, y_zp, ys, relu6)
     return np.float32(q_min - y_zp), np.float32(q_max - y_zp)
+
+
+_NO_RESIDUAL = np.zeros((1, 1, 1), np.uint8)
+_NO_SUM = (np.float32(0),) * 6
+
+
+class _PreparedConv:
+    """One convolution's weights laid out for its kernel once: ``conv(xq, ho, wo)`` runs it.
+
+    Built from the checked arguments (``qlinear_conv2d_args``' values); what it holds per
+    path: the depthwise 3x3's float32 taps (C, 9); the VNNI GEMM's weight quads (R4, KB) and
+    ``_base`` (the bias with the zero point taken out); the int16 GEMM's padded weights; or,
+    for the shapes that go to the reference, the call itself.
+    """
+
+    def __init__(self, checked, groups, relu6, x_dtype, reference, residual=None):
+        (_, wq, bias, x_zp, y_zp, m, y_dtype, ys, stride, padding, dilation, _) = checked
+        co, cg, kh, kw = wq.shape
+        c = cg * groups
+        self.c, self.co, self.kernel = c, co, (kh, kw)
+        self.stride, self.padding, self.dilation = stride, padding, dilation
+        self.x_dtype, self.y_dtype = np.dtype(x_dtype), y_dtype
+        self.m, self.lo_hi, self.y_zp = m, _bounds(y_dtype, y_zp, ys, relu6), np.int32(y_zp)
+        self.reference, self.residual = None, residual
+        self.y_qparams = (ys, y_dtype.type(y_zp))
+        if (dilation == (1, 1) and groups == c == co and cg == 1 and (kh, kw) == (3, 3)
+                and stride[0] == stride[1] and stride[1] in (1, 2)):
+            self.path = "depthwise"
+            self.w9 = np.ascontiguousarray(wq.reshape(co, 9).astype(np.float32))
+            self.bias, self.x_zp = bias, np.int32(x_zp)
+        elif dilation != (1, 1) or groups != 1:
+            self.path, self.reference = "reference", reference
+        elif VNNI:
+            self.path = "vnni"
+            self.pointwise = (kh, kw) == (1, 1) and stride == (1, 1) and padding == (0, 0)
+            self.flip = 128 if self.x_dtype == np.int8 else 0  # int8 activations as uint8: + 128
+            wq2 = wq.reshape(co, -1)
+            self.kb = (wq2.shape[1] + 3) // 4
+            self.a = _zero_padded(wq2, co + (-co % 4), 4 * self.kb).view(np.int32)
+            self.base = _base(bias, x_zp + self.flip, wq2)
+            self.pad_value = x_zp + self.flip
+            if residual is not None:  # qlinear_add's float32 constants, as int8_quantize's
+                sa, za, sy, zy = residual
+                self.sum_args = (np.float32(za), np.float32(sa), np.float32(y_zp), np.float32(ys),
+                                 np.float32(np.float32(1.0) / np.float32(sy)), np.float32(zy))
+        else:
+            self.path = "int16"
+            self.pointwise = (kh, kw) == (1, 1) and stride == (1, 1) and padding == (0, 0)
+            self.a = _padded_rows(wq.reshape(co, -1).astype(np.int16), 4)
+            self.bias, self.x_zp = bias, np.int16(x_zp)
+
+    def __call__(self, xq, ho, wo, aq=None):
+        """xq (N, C, H, W) of the checked dtype, (ho, wo) its output's size: (N, Co, Ho, Wo);
+        with a residual prepared (``residual``: a_scale, a_zero_point, the sum's scale and zero
+        point), QLinearAdd of aq and that output: in the pointwise GEMM's epilogue, else the
+        kernel ``qlinear_add`` after it."""
+        if self.residual is None and aq is not None:
+            raise ValueError("prepare_qlinear_conv2d: an aq (residual) given to a convolution "
+                             "prepared without residual=")
+        if self.residual is not None:
+            if not isinstance(aq, np.ndarray) or aq.dtype != np.uint8:
+                raise TypeError(f"prepare_qlinear_conv2d: aq (the residual) must be a uint8 "
+                                f"array, got {type(aq).__name__} {getattr(aq, 'dtype', '')}")
+            want = (xq.shape[0], self.co, ho, wo)
+            if aq.shape != want:
+                raise ValueError(f"prepare_qlinear_conv2d: aq (the residual) must be {want}, "
+                                 f"got {aq.shape}")
+            if self.path != "vnni" or not self.pointwise:
+                sa, za, sy, zy = self.residual
+                return qlinear_add(aq, sa, za, self._conv(xq, ho, wo), *self.y_qparams, sy, zy)
+        return self._conv(xq, ho, wo, aq)
+
+    def _conv(self, xq, ho, wo, aq=None):
+        if self.path == "reference":
+            return self.reference(xq)
+        xq = np.ascontiguousarray(xq)
+        n, c, h, w = xq.shape
+        co, (kh, kw), stride, padding = self.co, self.kernel, self.stride, self.padding
+        lo, hi = self.lo_hi
+        out = np.empty((n, co, ho, wo), self.y_dtype)  # see kernels.numba on allocation
+        if self.path == "depthwise":
+            return depthwise3x3(xq, self.w9, self.x_zp, stride[0], padding[0], padding[1],
+                                self.bias, self.m, self.y_zp, lo, hi, min(c, 32), out)
+        s = ho * wo
+        if self.path == "vnni":
+            # a pointwise input's quads: _quads writes every word; im2col ORs into zeros
+            b = (np.empty if self.pointwise else np.zeros)((n, self.kb, s + (-s % 64)), np.int32)
+            if self.pointwise:
+                _quads(xq.reshape(n, c, h * w), self.flip, b)
+            else:  # im2col, written straight into the quad layout
+                _patch_quads(xq, self.flip, self.pad_value, kh, kw, stride[0], stride[1],
+                             padding[0], padding[1], ho, wo, b)
+            scratch = np.empty((n * (self.a.shape[0] // 4), 4, 64), np.int32)
+            if aq is None:
+                _gemm_quads(self.a, b, self.base, self.m, self.y_zp, lo, hi, scratch,
+                            out.reshape(n, co, s), False, _NO_RESIDUAL, *_NO_SUM)
+            else:
+                _gemm_quads(self.a, b, self.base, self.m, self.y_zp, lo, hi, scratch,
+                            out.reshape(n, co, s), True,
+                            np.ascontiguousarray(aq).reshape(n, co, s), *self.sum_args)
+            return out
+        p4 = s + (-s % 4)
+        if self.pointwise:
+            cols = np.zeros((n, p4, c), np.int16)
+            _centred_channels_last(xq.reshape(n, c, h * w), self.x_zp, cols)
+        else:
+            cols = np.zeros((n, p4, c * kh * kw), np.int16)
+            _patches(xq, self.x_zp, kh, kw, stride[0], stride[1], padding[0], padding[1], ho,
+                     wo, cols)
+        _gemm_requant(self.a, cols, self.bias, self.m, self.y_zp, lo, hi, out.reshape(n, co, s))
+        return out
 
 
 def qlinear_conv2d(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q, y_scale,
@@ -413,9 +458,10 @@ def qlinear_conv2d(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q,
     """ONNX ``QLinearConv``; the contract is ``int8_reference.qlinear_conv2d``'s.
 
     Pointwise (1x1, stride 1, no padding, groups 1) and dense (groups 1) convolutions run
-    as the GEMM, depthwise 3x3 (groups = C = Co, a horizontal stride of 1 or 2) as
-    ``_depthwise3x3``; any other grouping or stride, or a dilation other than 1, goes to the
-    reference.
+    as the GEMM, depthwise 3x3 (groups = C = Co, a stride of 1 or 2 along both axes) as
+    ``int8_depthwise.depthwise3x3``; any other grouping or stride, or a dilation other than 1,
+    goes to the reference. The weights are prepared on every call (``prepare_qlinear_conv2d``
+    does it once).
 
     Args:
         xq: (N, C, H, W) int8 or uint8.
@@ -436,48 +482,69 @@ def qlinear_conv2d(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q,
     Returns:
         (N, Co, Ho, Wo) of y_zero_point's dtype, C-contiguous.
     """
-    fn = "qlinear_conv2d"
-    (xq, wq, bias, x_zp, y_zp, m, y_dtype, ys, stride, padding, dilation, (ho, wo)) = \
-        qlinear_conv2d_args(fn, xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q,
-                            y_scale, y_zero_point, stride, padding, groups, dilation)
-    n, c, h, w = xq.shape
-    co, cg, kh, kw = wq.shape
-    lo, hi = _bounds(y_dtype, y_zp, ys, relu6)
-    out = np.empty((n, co, ho, wo), y_dtype)  # see kernels.numba on allocation
-    xq = np.ascontiguousarray(xq)
-    if (dilation == (1, 1) and groups == c == co and cg == 1 and (kh, kw) == (3, 3)
-            and stride[1] in (1, 2)):
-        w32 = np.ascontiguousarray(wq.reshape(co, 3, 3).astype(np.int32))
-        return _depthwise3x3(xq, w32, np.int32(x_zp), stride[0], stride[1], padding[0],
-                             padding[1], bias, m, np.int32(y_zp), lo, hi, out)
-    if dilation != (1, 1) or groups != 1:
-        from ..int8_reference import qlinear_conv2d as reference
-        return reference(xq, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q, y_scale,
-                         y_zero_point, stride, padding, groups, dilation, relu6)
-    pointwise = (kh, kw) == (1, 1) and stride == (1, 1) and padding == (0, 0)
-    if VNNI:
-        flip = 128 if xq.dtype == np.int8 else 0  # int8 activations as uint8: + 128
-        if pointwise:
-            def fill(b):
-                _quads(xq.reshape(n, c, h * w), flip, b)
-        else:  # im2col, written straight into the quad layout
-            def fill(b):
-                _patch_quads(xq, flip, x_zp + flip, kh, kw, stride[0], stride[1], padding[0],
-                             padding[1], ho, wo, b)
-        _quads_product(wq.reshape(co, -1), bias, x_zp, flip, m, y_zp, lo, hi, fill,
-                       out.reshape(n, co, ho * wo))
-        return out
-    a = _padded_rows(wq.reshape(co, -1).astype(np.int16), 4)
-    p4 = ho * wo + (-(ho * wo) % 4)
-    if pointwise:
-        cols = np.zeros((n, p4, c), np.int16)
-        _centred_channels_last(xq.reshape(n, c, h * w), np.int16(x_zp), cols)
-    else:
-        cols = np.zeros((n, p4, c * kh * kw), np.int16)
-        _patches(xq, np.int16(x_zp), kh, kw, stride[0], stride[1], padding[0], padding[1], ho,
-                 wo, cols)
-    _gemm_requant(a, cols, bias, m, np.int32(y_zp), lo, hi, out.reshape(n, co, ho * wo))
-    return out
+    checked = qlinear_conv2d_args("qlinear_conv2d", xq, x_scale, x_zero_point, wq, w_scale,
+                                  w_zero_point, bias_q, y_scale, y_zero_point, stride, padding,
+                                  groups, dilation)
+    xq = checked[0]
+
+    def reference(x):
+        from ..int8_reference import qlinear_conv2d as ref
+        return ref(x, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q, y_scale,
+                   y_zero_point, stride, padding, groups, dilation, relu6)
+    return _PreparedConv(checked, groups, relu6, xq.dtype, reference)(xq, *checked[-1])
+
+
+def prepare_qlinear_conv2d(x_scale, x_zero_point, x_dtype, wq, w_scale, w_zero_point, bias_q,
+                           y_scale, y_zero_point, stride, padding, groups, dilation=(1, 1),
+                           relu6=False, residual=None):
+    """``qlinear_conv2d`` with everything but the input checked and prepared once:
+    ``conv(xq)``, or ``conv(xq, aq)`` with a residual sum; the contract is
+    ``int8_reference.prepare_qlinear_conv2d``'s. A pointwise convolution's residual sum runs
+    in its GEMM's epilogue (``_gemm_quads``), on a CPU with VNNI.
+
+    Each call checks only the input (``int8_reference.prepared_input``: dtype, channels,
+    size) and runs the kernel on the prepared weights: the same integers as
+    ``qlinear_conv2d`` (the same preparation, the same kernels).
+
+    Args:
+        x_scale: Scalar (float32).
+        x_zero_point: Scalar of x_dtype.
+        x_dtype: int8 or uint8: the inputs' dtype.
+        wq: (Co, C / groups, kh, kw) int8.
+        w_scale: (Co,) float32, or a scalar.
+        w_zero_point: 0 (symmetric weights).
+        bias_q: (Co,) int32, or None.
+        y_scale: Scalar (float32).
+        y_zero_point: Scalar, int8 or uint8: the output's dtype.
+        stride: An int or a pair.
+        padding: An int or a pair.
+        groups: 1, C, or any divisor of C and Co.
+        dilation: An int or a pair.
+        relu6: Clamp the output to ReLU6's range.
+        residual: None, or ``(a_scale, a_zero_point, sum_scale, sum_zero_point)``.
+
+    Returns:
+        ``conv(xq)`` (``conv(xq, aq)`` with a residual): xq (N, C, H, W) of x_dtype to
+        (N, Co, Ho, Wo), C-contiguous.
+    """
+    fn = "prepare_qlinear_conv2d"
+    checked = prepared_conv_args(fn, x_scale, x_zero_point, x_dtype, wq, w_scale, w_zero_point,
+                                 bias_q, y_scale, y_zero_point, stride, padding, groups, dilation)
+    add = prepared_residual(fn, residual, checked[6])
+
+    def reference(x):
+        from ..int8_reference import qlinear_conv2d as ref
+        return ref(x, x_scale, x_zero_point, wq, w_scale, w_zero_point, bias_q, y_scale,
+                   y_zero_point, stride, padding, groups, dilation, relu6)
+    prepared = _PreparedConv(checked, groups, relu6, x_dtype, reference, add)
+    c, kernel = prepared.c, prepared.kernel
+    stride, padding, dilation, x_dtype = (prepared.stride, prepared.padding, prepared.dilation,
+                                          prepared.x_dtype)
+
+    def conv(xq, aq=None):
+        ho, wo = prepared_input(fn, xq, x_dtype, c, kernel, stride, padding, dilation)
+        return prepared(xq, ho, wo, aq)
+    return conv
 
 
 def qgemm(aq, a_scale, a_zero_point, bq, b_scale, b_zero_point, bias_q, y_scale, y_zero_point,
