@@ -18,8 +18,10 @@ cores as threads, a pool still spinning takes a core from the contestant after i
 own threads then wait for a time slice. So onnxruntime stops spinning at the end of
 each run (``session.force_spinning_stop``, onnxruntime's option for requests that come
 apart; it spins as usual inside a run), and each timed call starts after ``--pause-ms``
-of sleep, meant to outlast GNU OpenMP's spin. ``--pause-ms 0 --ort-idle-spin`` races them back to back, as this benchmark
-did at first (figures of both: docs/benchmarks.md).
+of sleep (5 by default), meant to outlast GNU OpenMP's spin. A much longer pause is not
+fairer: after 50 ms of sleep every pool wakes cold, and onnxruntime's batch 1, the
+shortest run, took twice its time (docs/benchmarks.md). ``--pause-ms 0 --ort-idle-spin``
+races them back to back, as this benchmark did at first.
 """
 from __future__ import annotations
 
@@ -81,7 +83,7 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--pause-ms", type=float, default=50.0,
+    parser.add_argument("--pause-ms", type=float, default=5.0,
                         help="sleep before each timed call, so that no pool still spins")
     parser.add_argument("--ort-idle-spin", action="store_true",
                         help="let onnxruntime's threads spin after each run (its default)")
