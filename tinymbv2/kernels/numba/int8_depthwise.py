@@ -9,11 +9,13 @@ r"""The int8 depthwise 3x3 on a padded float32 copy of each plane: no border pix
    $(r \bmod s, c \bmod s)$ at row $\lfloor r/s \rfloor$, column $\lfloor c/s \rfloor$ of
    width $W_q = \lceil W_p / s \rceil$ ($W_p = W + 2 p_w$; at stride 1, one plane: the padded
    plane itself);
-2. the images' planes of one channel follow each other in every phase plane ($H_q W_q$
+2. the images are taken in runs of $n_b$ (as many as ``_SCRATCH`` float32 values hold, at
+   least one, so that the planes are still in the cache when the filter reads them); the
+   planes of one channel of a run follow each other in every phase plane ($H_q W_q$
    values apart, $H_q = \lceil H_p / s \rceil$), and output $(n, o_h, o_w)$ sits at
-   $q = n H_q W_q + o_h W_q + o_w$, its tap $(i, j)$ at
+   $q = (n - n_0) H_q W_q + o_h W_q + o_w$ ($n_0$ the run's first image), its tap $(i, j)$ at
    $q + \lfloor i/s \rfloor W_q + \lfloor j/s \rfloor$ in phase plane
-   $(i \bmod s, j \bmod s)$: one channel of the batch is one loop over nine contiguous runs
+   $(i \bmod s, j \bmod s)$: one channel of a run is one loop over nine contiguous runs
    (the columns and rows past each map computed and dropped), at the vector width even for
    7 x 7 maps, where a loop per row of 7 would not be, and with no strided loads at
    stride 2. The padding's places are the same for every channel: zeroed once per buffer;
