@@ -197,6 +197,23 @@ def test_depthwise_on_every_stride_and_padding_equals_the_reference():
             assert ours.dtype == dtype and ours.flags.c_contiguous
 
 
+def test_depthwise_in_runs_of_images_equals_the_reference():
+    """``int8_depthwise`` copies a run of images at a time (as many as its scratch holds):
+    five images whose planes fit four (stride 1) or two (stride 2) to a run, the last run
+    short, after a run that left its pixels in the buffer, against the reference."""
+    rng = np.random.default_rng(12)
+    for stride, padding, hw, dtype in [(1, 1, 60, np.uint8), (2, 1, 80, np.int8),
+                                       (1, 0, 61, np.int8), (2, 0, 79, np.uint8)]:
+        xq, x_zp = _quantized(rng, dtype, (5, 3, hw, hw + 1))
+        c = dict(xq=xq, x_scale=0.02, x_zero_point=x_zp,
+                 wq=rng.integers(-128, 128, (3, 1, 3, 3)).astype(np.int8),
+                 w_scale=rng.uniform(1e-4, 3e-3, 3).astype(np.float32),
+                 bias_q=rng.integers(-5000, 5000, 3).astype(np.int32), y_scale=0.05,
+                 y_zero_point=_quantized(rng, dtype, ())[1], stride=(stride, stride),
+                 padding=(padding, padding), groups=3)
+        np.testing.assert_array_equal(run_conv(NUMBA, c), run_conv(REFERENCE, c))
+
+
 # ------------------------------------------------------------------ ReLU6, numba == reference
 @KSETS
 @settings(max_examples=10, deadline=None)
