@@ -258,6 +258,30 @@ def test_numba_is_the_same_at_one_and_two_threads():
         np.testing.assert_array_equal(a, b)
 
 
+def test_pointwise_on_a_map_large_enough_for_parallel_quads_equals_the_reference():
+    """A pointwise input of at least ``_PARALLEL_QUADS`` quad words (laid out by
+    ``_quads_parallel`` on VNNI), 22 channels (a last quad of two), equals the reference at
+    one and two threads."""
+    from tinymbv2.kernels.numba.int8 import _PARALLEL_QUADS
+    rng = np.random.default_rng(21)
+    n, c_in, co, h, w = 2, 22, 8, 112, 100
+    assert n * ((c_in + 3) // 4) * (h * w + -(h * w) % 64) >= _PARALLEL_QUADS
+    xq, x_zp = _quantized(rng, np.uint8, (n, c_in, h, w))
+    c = dict(xq=xq, x_scale=0.02, x_zero_point=x_zp,
+             wq=rng.integers(-128, 128, (co, c_in, 1, 1)).astype(np.int8),
+             w_scale=rng.uniform(1e-4, 3e-3, co).astype(np.float32),
+             bias_q=rng.integers(-5000, 5000, co).astype(np.int32), y_scale=0.05,
+             y_zero_point=np.array(7, np.uint8), stride=(1, 1), padding=(0, 0), groups=1)
+    want = run_conv(REFERENCE, c)
+    before = numba.get_num_threads()
+    try:
+        for threads in (1, min(2, numba.config.NUMBA_NUM_THREADS)):
+            numba.set_num_threads(threads)
+            np.testing.assert_array_equal(run_conv(NUMBA, c), want)
+    finally:
+        numba.set_num_threads(before)
+
+
 # ------------------------------------------------------------------ errors
 def _good_conv():
     return dict(xq=np.zeros((1, 4, 5, 5), np.uint8), x_scale=0.1, x_zero_point=np.uint8(0),

@@ -39,8 +39,9 @@ is a loop counter into a slice that starts at the right place.
 Work is split into disjoint outputs (row blocks of the product per image, channels of the
 depthwise filter), each summed by one thread in a fixed order: bit-identical on every run
 and for any thread count (exact integer arithmetic would make it so anyway). The layout
-pass ``_quads`` runs on one thread (one memory pass: a parallel loop's start costs about
-what a second thread would save).
+pass ``_quads`` runs on one thread for a small map (one memory pass: a parallel loop's
+start costs about what a second thread would save) and over the pool's threads from
+``_PARALLEL_QUADS`` words (``_quads_parallel``: the large maps of a batch).
 """
 from __future__ import annotations
 
@@ -57,6 +58,9 @@ from .int8_requant import requant as _requant
 from .int8_quantize import qlinear_add, quantize_value
 
 _JIT = dict(cache=CACHE, boundscheck=False, fastmath=False)
+# the quad words (int32) from which ``_quads`` runs as a parallel loop: below, a pass over
+# the map is shorter than waking the pool's threads costs
+_PARALLEL_QUADS = 1 << 17
 
 
 
@@ -230,6 +234,29 @@ def _patch_quads(x, flip, zp, kh, kw, sh, sw, ph, pw, ho, wo, out):
     return out
 
 
+@njit(inline="always")
+def _quad_row(x, flip, out, t):
+    """Task t = n * KB + q of ``_quads``: out[n, q] from the channel rows 4q .. 4q + 3 of image n."""
+    k, p = x.shape[1], x.shape[2]
+    kb = out.shape[1]
+    n, q = t // kb, t % kb
+    orow, tail = out[n, q, :p], out[n, q, p:]
+    for j in range(tail.shape[0]):
+        tail[j] = 0
+    if 4 * q + 4 <= k:  # a whole quad: each word written once, not OR-ed four times
+        x0, x1, x2, x3 = x[n, 4 * q], x[n, 4 * q + 1], x[n, 4 * q + 2], x[n, 4 * q + 3]
+        for j in range(p):
+            orow[j] = ((np.int32(x0[j]) + flip) | (np.int32(x1[j]) + flip) << 8
+                       | (np.int32(x2[j]) + flip) << 16 | (np.int32(x3[j]) + flip) << 24)
+        return
+    for j in range(p):
+        orow[j] = 0
+    for e in range(k - 4 * q):
+        src, shift = x[n, 4 * q + e], 8 * e
+        for j in range(p):
+            orow[j] |= (np.int32(src[j]) + flip) << shift
+
+
 @njit(**_JIT)
 def _quads(x, flip, out):
     """out[n, q, p] = the four uint8 values x[n, 4q .. 4q + 3, p] (+ flip) packed in one int32.
@@ -237,28 +264,20 @@ def _quads(x, flip, out):
     x: (N, K, P) int8/uint8; out: (N, KB, P64) int32, every word written: bytes past K and
     words past P are zero. Four channel rows in, one row of words out, a loop LLVM
     vectorises (no zeroed buffer needed: zeroing a fresh one costs a pass of its own). On one
-    thread: one memory pass, which a second thread speeds up less than waking the pool's
-    threads for a parallel loop costs (``pool``), once per pointwise convolution.
+    thread: a small map's pass is shorter than waking the pool's threads for a parallel loop
+    (``pool``); ``_quads_parallel`` takes the large ones (``_PARALLEL_QUADS``).
     """
-    n_img, k, p = x.shape
-    kb = out.shape[1]
-    for t in range(n_img * kb):
-        n, q = t // kb, t % kb
-        orow, tail = out[n, q, :p], out[n, q, p:]
-        for j in range(tail.shape[0]):
-            tail[j] = 0
-        if 4 * q + 4 <= k:  # a whole quad: each word written once, not OR-ed four times
-            x0, x1, x2, x3 = x[n, 4 * q], x[n, 4 * q + 1], x[n, 4 * q + 2], x[n, 4 * q + 3]
-            for j in range(p):
-                orow[j] = ((np.int32(x0[j]) + flip) | (np.int32(x1[j]) + flip) << 8
-                           | (np.int32(x2[j]) + flip) << 16 | (np.int32(x3[j]) + flip) << 24)
-            continue
-        for j in range(p):
-            orow[j] = 0
-        for e in range(k - 4 * q):
-            src, shift = x[n, 4 * q + e], 8 * e
-            for j in range(p):
-                orow[j] |= (np.int32(src[j]) + flip) << shift
+    for t in range(x.shape[0] * out.shape[1]):
+        _quad_row(x, flip, out, t)
+    return out
+
+
+@njit(parallel=True, **_JIT)
+def _quads_parallel(x, flip, out):
+    """``_quads`` with its (image, quad row) tasks over the pool's threads: the same words
+    (each task writes its own row)."""
+    for t in prange(x.shape[0] * out.shape[1]):
+        _quad_row(x, flip, out, t)
     return out
 
 
@@ -428,7 +447,8 @@ class _PreparedConv:
             # a pointwise input's quads: _quads writes every word; im2col ORs into zeros
             b = (np.empty if self.pointwise else np.zeros)((n, self.kb, s + (-s % 64)), np.int32)
             if self.pointwise:
-                _quads(xq.reshape(n, c, h * w), self.flip, b)
+                quads = _quads_parallel if b.size >= _PARALLEL_QUADS else _quads
+                quads(xq.reshape(n, c, h * w), self.flip, b)
             else:  # im2col, written straight into the quad layout
                 _patch_quads(xq, self.flip, self.pad_value, kh, kw, stride[0], stride[1],
                              padding[0], padding[1], ho, wo, b)
