@@ -236,7 +236,7 @@ def _patch_quads(x, flip, zp, kh, kw, sh, sw, ph, pw, ho, wo, out):
 
 @njit(inline="always")
 def _quad_row(x, flip, out, t):
-    """Task t = n * KB + q of ``_quads``: out[n, q] from the channel rows 4q .. 4q + 3 of image n."""
+    """Task ``t = n * KB + q`` of ``_quads``: out[n, q] from the channel rows 4q .. 4q + 3 of image n."""
     k, p = x.shape[1], x.shape[2]
     kb = out.shape[1]
     n, q = t // kb, t % kb
