@@ -66,10 +66,12 @@ def test_matches_torch_in_float64(case):
 
 
 def head_problem(dtype, n=2, ci=96, co=72, size=9):
+    """A many-channel 3 x 2 filter at stride 1 and padding 1 (a 3x3 there goes to Winograd's
+    kernels, ``test_winograd.py``): output planes size x (size + 1)."""
     rng = np.random.default_rng(1)
     x = as_channels_last(rng.standard_normal((n, ci, size, size)).astype(dtype))
-    w = rng.standard_normal((co, ci, 3, 3)).astype(dtype)
-    gy = as_channels_last(rng.standard_normal((n, co, size, size)).astype(dtype))
+    w = rng.standard_normal((co, ci, 3, 2)).astype(dtype)
+    gy = as_channels_last(rng.standard_normal((n, co, size, size + 1)).astype(dtype))
     return x, w, gy
 
 
@@ -103,7 +105,8 @@ def test_the_same_bits_at_any_thread_count():
 
 
 def test_only_many_channel_stride_1_convolutions_on_small_planes_come_here(monkeypatch):
-    """DeepLabHead's 3x3's weight gradient does; the small-input stem (1-3 channels at stride 1
+    """A many-channel 3 x 2 filter's weight gradient does (a 3x3 at padding 1, DeepLabHead's,
+    goes to Winograd's kernels before); the small-input stem (1-3 channels at stride 1
     on 28 px, or on a 16 x 16 plane), a strided or 1x1 filter, a plane kept NCHW and an empty
     batch do not, and keep ``dense``'s kernels; so do every forward and input gradient."""
     fits = channels_last.fits

@@ -16,7 +16,8 @@ instead of for reading. The package is grouped by op:
   product per image, or one over the batch on channels-last planes:
   ``.pointwise.channels_last``), ``.dense`` (im2col + GEMM per image; on channels-last
   planes with many channels the weight gradient as one product over the batch:
-  ``.dense.channels_last``), ``.batchnorm``,
+  ``.dense.channels_last``; a many-channel 3x3 at stride 1 by Winograd's minimal
+  filtering: ``.dense.winograd``), ``.batchnorm``,
   ``.matmul`` (the Linear layer's GEMM), ``.interpolate`` (bilinear and nearest
   resizing), ``.int8`` (int8 inference: QLinearConv and QGemm; its depthwise 3x3 in
   ``.int8_depthwise``, the image's quantization and QLinearAdd in ``.int8_quantize``), and
@@ -76,6 +77,7 @@ from ..reference import ReferenceKernels
 from ..checks import undilated
 from . import (batchnorm, block, cross_entropy, dense, depthwise, dilated, int8, int8_quantize,
                interpolate, matmul, optim, pointwise, stage, subgrids, tap_regions)
+from .dense import winograd
 
 
 class NumbaKernels(ReferenceKernels):
@@ -83,11 +85,14 @@ class NumbaKernels(ReferenceKernels):
 
     name = "numba"
 
-    # the dense convolutions: dilated at stride 1 (ASPP's atrous ones) to .tap_regions;
-    # dilation 1 (the stem, DeepLabHead's 3x3) to the fast kernels of .dense, untouched,
-    # and any other dilation (strided) to .dilated
+    # the dense convolutions: a many-channel 3x3 at stride 1 and padding 1 on a small
+    # plane (DeepLabHead's) to Winograd's .dense.winograd; dilated at stride 1 (ASPP's
+    # atrous ones) to .tap_regions; dilation 1 (the stem) to the fast kernels of .dense,
+    # untouched, and any other dilation (strided) to .dilated
     @staticmethod
     def conv2d_forward(x, w, stride, padding, dilation=1):
+        if winograd.fits(np.shape(x), np.shape(w), stride, padding, dilation):
+            return winograd.conv2d_forward(x, w, padding)
         if tap_regions.fits(stride, np.shape(w), dilation):
             return tap_regions.conv2d_forward(x, w, padding, dilation)
         if undilated(dilation):
@@ -96,6 +101,8 @@ class NumbaKernels(ReferenceKernels):
 
     @staticmethod
     def conv2d_backward_input(gy, w, x_shape, stride, padding, dilation=1):
+        if winograd.fits(x_shape, np.shape(w), stride, padding, dilation):
+            return winograd.conv2d_backward_input(gy, w, x_shape, padding)
         if tap_regions.fits(stride, np.shape(w), dilation):
             return tap_regions.conv2d_backward_input(gy, w, x_shape, padding, dilation)
         if undilated(dilation):
@@ -104,6 +111,8 @@ class NumbaKernels(ReferenceKernels):
 
     @staticmethod
     def conv2d_backward_weight(gy, x, w_shape, stride, padding, dilation=1):
+        if winograd.fits(np.shape(x), w_shape, stride, padding, dilation):
+            return winograd.conv2d_backward_weight(gy, x, w_shape, padding)
         if tap_regions.fits(stride, w_shape, dilation):
             return tap_regions.conv2d_backward_weight(gy, x, w_shape, padding, dilation)
         if undilated(dilation):

@@ -1,7 +1,9 @@
 """Numba kernels for dense (groups = 1) convolution: im2col + a matrix product, image by image.
 
-At stride 1 with many channels on a channels-last plane (DeepLabHead's 3x3) the weight
-gradient is one product over the whole batch instead: ``.channels_last``.
+At stride 1 with many channels on a channels-last plane the weight gradient is one
+product over the whole batch instead: ``.channels_last``. DeepLabHead's 3x3 (3x3, stride
+1, padding 1, many channels) never comes here: ``NumbaKernels`` sends all three of its
+passes to Winograd's algorithm, ``.winograd``.
 
 Same names, signatures and results as ``tinymbv2.kernels.reference``;
 ``NumbaKernels`` takes them as its kernels. With

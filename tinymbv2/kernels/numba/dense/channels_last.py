@@ -1,8 +1,10 @@
 r"""The weight gradient of a dense stride-1 convolution on channels-last planes: one product.
 
-DeepLabHead's 3x3 convolution (256 to 256 channels on a 16 x 16 map) is a dense filter with
-many channels on a plane the numba set keeps channels-last (``..layout``). Its weight
-gradient is there one matrix product over the whole batch. With $P = N H_o W_o$ output
+A dense filter with many channels on a plane the numba set keeps channels-last
+(``..layout``) has there a weight gradient that is one matrix product over the whole batch.
+(DeepLabHead's 3x3 convolution, 256 to 256 channels on a 16 x 16 map, was the case this was
+written for; ``.winograd`` now takes a 3x3 at padding 1, and this module every other
+filter of the kind.) With $P = N H_o W_o$ output
 pixels, $K = k_h k_w C_i$ and the column matrix ``cols`` (P, K) whose row p holds the K
 input values that output pixel p reads, taps outer and channels inner (zeros where a tap
 reads the padding),
