@@ -203,6 +203,28 @@ def test_the_int8_network_agrees_with_onnxruntimes_int8_execution(digits_model, 
         Int8Net.from_view(quantize_model(model))
 
 
+def test_the_int8_networks_logits_are_its_integers_tail_in_float64_to_float32_rounding(
+        digits_model):
+    """The tail after the last map (pool, Linear) is float: the logits equal the same
+    integers' tail in float64 but for float32's rounding: the pooled means (the exact mean
+    rounded once) and the product's float32 sum over 1280 features, at most a few float32
+    steps of the largest term sum."""
+    from tinymbv2.quant.int8_net import Int8Net
+
+    model, calib, images, _ = digits_model
+    int8 = Int8Net.from_view(calibrate(quantize_model(model), calib))
+    q, s, z = int8.features(images)
+    weight, bias = int8.classifier
+    pooled = ((q.astype(np.float64) - float(z)) * float(s)).mean(axis=(2, 3))
+    exact = pooled @ weight.astype(np.float64).T + bias
+    bound = np.abs(pooled) @ np.abs(weight.astype(np.float64)).T + np.abs(bias)
+    ours = int8(images)
+    assert ours.dtype == np.float32 and ours.shape == exact.shape
+    error = np.abs(ours - exact)
+    assert np.all(error <= 4 * np.finfo(np.float32).eps * bound)
+    assert error.max() > 0   # float32: not the float64 values
+
+
 def test_the_int8_network_saves_and_loads_as_integers(digits_model, tmp_path):
     from tinymbv2.quant.int8_net import Int8Net
 

@@ -614,3 +614,56 @@ def qlinear_add(aq, a_scale, a_zero_point, bq, b_scale, b_zero_point, y_scale, y
     total = (aq.astype(np.float32) - np.float32(za)) * sa
     total = total + (bq.astype(np.float32) - np.float32(zb)) * sb
     return _to_uint8(total, sy, zy)
+
+
+# ------------------------------------------------------------------ the pooled features
+def dequantize_global_average_pool_args(fn, q, scale, zero_point):
+    """Check ``dequantize_global_average_pool``'s arguments; shared by the kernel sets.
+
+    Args:
+        fn: The kernel's name, for the messages.
+        q: (N, C, H, W) uint8, planes not empty.
+        scale: Positive scalar.
+        zero_point: uint8 scalar.
+
+    Returns:
+        ``(q, scale float32 0-d, zero_point int)``.
+
+    Raises:
+        TypeError: q or the zero point not uint8.
+        ValueError: q not 4-d or its planes empty, a scale that is not a positive finite scalar.
+    """
+    q = np.asarray(q)
+    if q.dtype != np.uint8:
+        raise TypeError(f"{fn}: q must be uint8, got {q.dtype}")
+    if q.ndim != 4 or q.shape[2] * q.shape[3] == 0:
+        raise ValueError(f"{fn}: q must be (N, C, H, W) with H * W > 0, got shape {q.shape}")
+    return q, _scale(fn, "scale", scale), _zero_point(fn, "zero_point", zero_point,
+                                                      np.dtype(np.uint8))
+
+
+def dequantize_global_average_pool(q, scale, zero_point):
+    r"""The mean of each dequantized plane: the QDQ graph's DequantizeLinear, then GlobalAveragePool.
+
+    $$\text{out}_{nc} = \frac{s}{HW} \Big(\sum_{h,w} q_{nchw} - HW z\Big)$$
+
+    The sum of the integers is exact (int64); the rest in float64: the product by $s$ is exact
+    (a float32 has 24 bits, the sum below $2^{29}$ while $HW < 2^{21}$), the division by $HW$
+    is one rounding, then one rounding to float32. So the result is the exact mean rounded to
+    float32, but for a double rounding (one unit in the last place, on a float32 tie only).
+    Not NumPy's float32 ``mean`` of a float32 copy: no temporary, and no float32 sum's
+    rounding.
+
+    Args:
+        q: (N, C, H, W) uint8, any memory layout.
+        scale: Positive scalar (float32).
+        zero_point: Scalar (uint8).
+
+    Returns:
+        (N, C) float32.
+    """
+    q, s, z = dequantize_global_average_pool_args("dequantize_global_average_pool", q, scale,
+                                                  zero_point)
+    n, c, h, w = q.shape
+    total = q.reshape(n, c, h * w).sum(axis=2, dtype=np.int64) - np.int64(h * w * z)
+    return (total.astype(np.float64) * np.float64(s) / np.float64(h * w)).astype(np.float32)

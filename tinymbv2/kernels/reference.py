@@ -904,6 +904,7 @@ class ReferenceKernels:
     requantize = staticmethod(int8_reference.requantize)
     quantize_uint8 = staticmethod(int8_reference.quantize_uint8)
     qlinear_add = staticmethod(int8_reference.qlinear_add)
+    dequantize_global_average_pool = staticmethod(int8_reference.dequantize_global_average_pool)
 
     # --------------------------------------------- fused: softmax cross-entropy
     @staticmethod

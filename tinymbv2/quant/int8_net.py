@@ -18,9 +18,12 @@ uint8 scale and zero point. Running it:
 * a residual sum is ONNX's ``QLinearAdd``: both inputs dequantized, added, quantized to the
   sum's scale, in float32 (``qlinear_add``'s operations; given to the projection's prepared
   convolution, whose kernel may do it in its epilogue);
-* the last feature map is dequantized, averaged over its pixels, and the classifier is the
-  float Linear on the dequantized int8 weights: as the QDQ file leaves it (the pooled
-  features are not quantized there).
+* the last feature map is dequantized and averaged over its pixels in one pass (the kernel
+  set's ``dequantize_global_average_pool``: the integer sum of each plane, exact, then one
+  float64 scaling rounded to float32), and the classifier is the float Linear on the
+  dequantized int8 weights, the kernel set's ``matmul``: as the QDQ file leaves it (the
+  pooled features are not quantized there). The logits are float32, rounded differently
+  from the QDQ file's float ops in their last bits; the integers before them are the same.
 
 The view computes the same in float (fake quantization); the integers here differ from it
 only where a rounding lands differently (an int32 sum against a float sum, the bias rounded
@@ -32,7 +35,6 @@ import io
 import json
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
 from .. import nn
 from ..atomic import write_atomically
@@ -41,23 +43,6 @@ from ..kernels import kernels_for
 from ..models.mobilenetv2 import MobileNetV2
 from .fake_quant import quantize_array
 from .ptq import ActQuant, QuantConv2d, QuantInvertedResidual, QuantizedNet, QuantLinear, weight_qparams
-
-
-_BLAS = []  # one ThreadpoolController, made on first use (it looks up the loaded libraries)
-
-
-def _one_blas_thread():
-    """A context in which NumPy's BLAS runs on one thread: the classifier's product, (N, 1280)
-    by (1280, classes), is too small for BLAS threads to pay for waking them, and they spin
-    for the cores that the numba kernels' threads want next. The same library and call, so
-    the same bits as with its threads (each output is one thread's sum either way)."""
-    if not _BLAS:
-        _BLAS.append(ThreadpoolController())
-    return _BLAS[0].limit(limits=1, user_api="blas")
-
-
-def _dequantize(q, scale, zero_point):
-    return ((q.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)).astype(np.float32)
 
 
 class _Conv:
@@ -225,10 +210,10 @@ class Int8Net:
             The logits.
         """
         q, s, z = self.features(x)
-        pooled = _dequantize(q, s, z).mean(axis=(2, 3), dtype=np.float32)
+        kernels = kernels_for(q)
+        pooled = kernels.dequantize_global_average_pool(q, s, z)
         weight, bias = self.classifier
-        with _one_blas_thread():
-            logits = pooled @ weight.T
+        logits = kernels.matmul(pooled, weight.T)
         return logits if bias is None else logits + bias
 
     def save(self, path):

@@ -20,7 +20,8 @@ instead of for reading. The package is grouped by op:
   filtering: ``.dense.winograd``), ``.batchnorm``,
   ``.matmul`` (the Linear layer's GEMM), ``.interpolate`` (bilinear and nearest
   resizing), ``.int8`` (int8 inference: QLinearConv and QGemm; its depthwise 3x3 in
-  ``.int8_depthwise``, the image's quantization and QLinearAdd in ``.int8_quantize``), and
+  ``.int8_depthwise``, the image's quantization and QLinearAdd in ``.int8_quantize``, the
+  last map's dequantized global average pool in ``.int8_pool``), and
   the fused kernels
   ``.block`` (a whole inverted residual block for inference), ``.stage`` (the depthwise stage
   in training), ``.optim`` (the RMSprop and SGD steps) and ``.cross_entropy`` (the per-pixel
@@ -75,8 +76,8 @@ import numpy as np
 
 from ..reference import ReferenceKernels
 from ..checks import undilated
-from . import (batchnorm, block, cross_entropy, dense, depthwise, dilated, int8, int8_quantize,
-               interpolate, matmul, optim, pointwise, stage, subgrids, tap_regions)
+from . import (batchnorm, block, cross_entropy, dense, depthwise, dilated, int8, int8_pool,
+               int8_quantize, interpolate, matmul, optim, pointwise, stage, subgrids, tap_regions)
 from .dense import winograd
 
 
@@ -162,6 +163,7 @@ class NumbaKernels(ReferenceKernels):
     qgemm = staticmethod(int8.qgemm)
     quantize_uint8 = staticmethod(int8_quantize.quantize_uint8)
     qlinear_add = staticmethod(int8_quantize.qlinear_add)
+    dequantize_global_average_pool = staticmethod(int8_pool.dequantize_global_average_pool)
 
     conv2d_bn_eval = staticmethod(dense.conv2d_bn_eval)
     depthwise_conv2d_bn_eval = staticmethod(depthwise.depthwise_conv2d_bn_eval)
