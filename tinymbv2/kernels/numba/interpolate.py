@@ -18,7 +18,15 @@ width first, then along the height:
 
 Each plane is one task of a ``prange`` loop with its own scratch row block, so the
 result is the same on every run and at any number of threads (figures: docs/kernels.md,
-"Resizing"). Where a value is infinite or NaN only the outputs that read it see it, as in
+"Resizing").
+
+**Small planes, channels-last.** An output plane the numba set keeps channels-last
+(``.layout``: ASPP's image-pooling branch, 1 x 1 to 16 x 16) is resized pixel by pixel
+instead, a pixel's C channels one vector (``_resize_pixels``, ``_resize_pixels_backward``):
+the same taps, weights and order of operations per value, so the same bits as the planes'
+kernels, and the output comes channels-last like its neighbours', which a concatenation
+with them then copies as whole runs of channels. Its tasks are (image, row) pairs: each
+writes only its own row. Where a value is infinite or NaN only the outputs that read it see it, as in
 PyTorch (the matrix products spread it along a whole row, through $0 \cdot \infty$).
 """
 from __future__ import annotations
@@ -30,6 +38,7 @@ from . import pool  # noqa: F401  (the one-pool set-up)
 from ..checks import interpolate_args
 from ..reference import interpolation_taps
 from .cache import CACHE
+from .layout import as_channels_last, as_nchw, channels_last_plane, empty_channels_last
 
 _JIT = dict(cache=CACHE, fastmath=False)
 
@@ -84,6 +93,65 @@ def _resize_planes_backward(gy, rows, cols, rw, cw, tmp, gx):
     return gx
 
 
+@njit(parallel=True, **_JIT)
+def _resize_pixels(x, rows, cols, rw, cw, two, tmp, y):
+    """``_resize_planes`` on (N, H, W, C) memory: ``tmp`` (N, H, Wo, C) along the width, then
+    y (N, Ho, Wo, C) along the height, each value as there."""
+    n, h, wo, ho = x.shape[0], x.shape[1], y.shape[2], y.shape[1]
+    for task in prange(n * h):
+        b, r = task // h, task % h
+        for o in range(wo):
+            a, c, dst = x[b, r, cols[0, o]], x[b, r, cols[1, o]], tmp[b, r, o]
+            wa, wc = cw[0, o], cw[1, o]
+            if two:
+                for ch in range(dst.shape[0]):
+                    dst[ch] = wa * a[ch] + wc * c[ch]
+            else:
+                dst[:] = a
+    for task in prange(n * ho):
+        b, o = task // ho, task % ho
+        a, c, dst = tmp[b, rows[0, o]], tmp[b, rows[1, o]], y[b, o]
+        wa, wc = rw[0, o], rw[1, o]
+        if two:
+            for q in range(wo):
+                for ch in range(dst.shape[1]):
+                    dst[q, ch] = wa * a[q, ch] + wc * c[q, ch]
+        else:
+            dst[:] = a
+
+
+@njit(parallel=True, **_JIT)
+def _resize_pixels_backward(gy, rows, cols, rw, cw, tmp, gx):
+    """``_resize_planes_backward`` on (N, Ho, Wo, C) memory, each value's terms added in the
+    same order: row r of ``tmp`` (dL/dt) takes the output rows that read it in output order."""
+    n, h, ho, wo = gx.shape[0], gx.shape[1], gy.shape[1], gy.shape[2]
+    for task in prange(n * h):
+        b, r = task // h, task % h
+        t = tmp[b, r]
+        t[:] = 0.0
+        for o in range(ho):
+            if rows[0, o] == r:
+                g, wa = gy[b, o], rw[0, o]
+                for q in range(wo):
+                    for ch in range(t.shape[1]):
+                        t[q, ch] += wa * g[q, ch]
+            if rows[1, o] == r:
+                g, wb = gy[b, o], rw[1, o]
+                for q in range(wo):
+                    for ch in range(t.shape[1]):
+                        t[q, ch] += wb * g[q, ch]
+        out = gx[b, r]
+        out[:] = 0.0
+        for o in range(wo):
+            a, c, src = out[cols[0, o]], out[cols[1, o]], t[o]
+            wa, wc = cw[0, o], cw[1, o]
+            for ch in range(src.shape[0]):
+                a[ch] += wa * src[ch]
+            for ch in range(src.shape[0]):
+                c[ch] += wc * src[ch]
+    return gx
+
+
 def _taps(in_hw, size, mode, align_corners, scales, dtype):
     """((2, Ho) rows, (2, Wo) columns, their (2, Ho) and (2, Wo) weights) of the resize."""
     out = []
@@ -94,6 +162,11 @@ def _taps(in_hw, size, mode, align_corners, scales, dtype):
                     np.ascontiguousarray(np.stack([l0, l1]), dtype=dtype)))
     (rows, rw), (cols, cw) = out
     return rows, cols, rw, cw
+
+
+def _nhwc(a):
+    """The (N, H, W, C) C-contiguous view of a channels-last (N, C, H, W) array, or of a copy."""
+    return as_channels_last(a).transpose(0, 2, 3, 1)
 
 
 def interpolate_forward(x, size, mode, align_corners, scales):
@@ -107,17 +180,22 @@ def interpolate_forward(x, size, mode, align_corners, scales):
         scales: The caller's (scale_h, scale_w), or None.
 
     Returns:
-        y (N, C, Ho, Wo), C-contiguous.
+        y (N, C, Ho, Wo): channels-last on a plane the numba set keeps so, else C-contiguous.
     """
     x = np.asarray(x)
     dtype = interpolate_args("interpolate_forward", x, size)
     n, c, h, w = x.shape
     ho, wo = (int(s) for s in size)
+    taps = _taps((h, w), (ho, wo), mode, align_corners, scales, dtype)
+    if channels_last_plane(ho, wo):
+        y = empty_channels_last((n, c, ho, wo), dtype)
+        _resize_pixels(_nhwc(x), *taps, mode != "nearest", np.empty((n, h, wo, c), dtype),
+                       _nhwc(y))
+        return y
     planes = np.ascontiguousarray(x).reshape(n * c, h, w)
     tmp = np.empty((n * c, h, wo), dtype)
     y = np.empty((n * c, ho, wo), dtype)
-    _resize_planes(planes, *_taps((h, w), (ho, wo), mode, align_corners, scales, dtype),
-                   mode != "nearest", tmp, y)
+    _resize_planes(planes, *taps, mode != "nearest", tmp, y)
     return y.reshape(n, c, ho, wo)
 
 
@@ -133,15 +211,20 @@ def interpolate_backward(gy, x_shape, mode, align_corners, scales):
         scales: As in the forward.
 
     Returns:
-        gx (N, C, H, W), C-contiguous.
+        gx (N, C, H, W): channels-last when both planes are ones the numba set keeps so, else
+        C-contiguous.
     """
     gy = np.asarray(gy)
     dtype = interpolate_args("interpolate_backward", gy, gy.shape[2:], x_shape)
     n, c, h, w = x_shape
     ho, wo = gy.shape[2:]
+    taps = _taps((h, w), (ho, wo), mode, align_corners, scales, dtype)
+    if channels_last_plane(ho, wo):
+        gx = empty_channels_last((n, c, h, w), dtype)
+        _resize_pixels_backward(_nhwc(gy), *taps, np.empty((n, h, wo, c), dtype), _nhwc(gx))
+        return gx if channels_last_plane(h, w) else as_nchw(gx)
     planes = np.ascontiguousarray(gy).reshape(n * c, ho, wo)
     tmp = np.empty((n * c, h, wo), dtype)
     gx = np.empty((n * c, h, w), dtype)
-    _resize_planes_backward(planes, *_taps((h, w), (ho, wo), mode, align_corners, scales, dtype),
-                            tmp, gx)
+    _resize_planes_backward(planes, *taps, tmp, gx)
     return gx.reshape(n, c, h, w)
