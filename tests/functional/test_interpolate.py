@@ -207,3 +207,27 @@ def test_numba_resize_ignores_the_thread_count():
         numba.set_num_threads(before)
     for a, b in zip(*runs):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("shape, size", [((4, 24, 1, 1), (16, 16)), ((2, 5, 9, 11), (13, 7)),
+                                         ((1, 3, 30, 30), (12, 12))])
+def test_numba_small_planes_resize_channels_last_with_the_planes_bits(shape, size, monkeypatch):
+    """An output plane the numba set keeps channels-last (ASPP's pooling branch: 1 x 1 to
+    16 x 16) is resized pixel by pixel and comes channels-last; forward and backward give
+    the bits of the planes' kernels, which the small-plane rule turned off reaches."""
+    from tinymbv2.kernels.numba import interpolate as numba_interpolate
+    from tinymbv2.kernels.numba.layout import channels_last_plane, is_channels_last
+
+    rng = np.random.default_rng(9)
+    numba_set = kernel_set("numba")
+    for mode, corners in (("bilinear", False), ("bilinear", True), ("nearest", False)):
+        x = rng.standard_normal(shape).astype(np.float32)
+        gy = rng.standard_normal(shape[:2] + size).astype(np.float32)
+        y = numba_set.interpolate_forward(x, size, mode, corners, None)
+        gx = numba_set.interpolate_backward(gy, shape, mode, corners, None)
+        assert is_channels_last(y)
+        assert is_channels_last(gx) == channels_last_plane(*shape[2:])
+        monkeypatch.setattr(numba_interpolate, "channels_last_plane", lambda h, w: False)
+        np.testing.assert_array_equal(y, numba_set.interpolate_forward(x, size, mode, corners, None))
+        np.testing.assert_array_equal(gx, numba_set.interpolate_backward(gy, shape, mode, corners, None))
+        monkeypatch.undo()
