@@ -330,3 +330,36 @@ def test_tap_regions_take_either_layout_and_keep_the_sets(hw, channels_last):
         assert small or got.flags.c_contiguous
         assert rel_err(got, ref) < 1e-5
     assert gw.dtype == np.float32 and rel_err(gw, REFERENCE.conv2d_backward_weight(gy, x, w.shape, *args)) < 1e-5
+
+
+@pytest.mark.parametrize("d", [(2, 2), (2, 3), (4, 1), (3, 3), (16, 16)])
+@pytest.mark.parametrize("hw", [(16, 16), (9, 7), (5, 13), (1, 1)])
+def test_subgrids_read_in_place_on_channels_last_planes(d, hw, monkeypatch):
+    """A 3x3 filter with padding = dilation on channels-last planes: the register kernels read
+    each sub-grid where it lies (no ``space_to_batch``); against PyTorch in float64 (sub-grids
+    of one pixel, and dilations past the plane, included), the same bits at 1 and 2 threads."""
+    import numba
+
+    rng = np.random.default_rng(sum(d) * 10 + sum(hw))
+    x, w = as_channels_last(rng.standard_normal((2, 21, *hw))), rng.standard_normal((21, 1, 3, 3))
+    y, gy, gx, gw = torch_conv(x, w, (1, 1), d, d, 21, rng)
+    gy = as_channels_last(gy)
+    monkeypatch.setattr(subgrids, "space_to_batch", None)  # the copying route would fail
+
+    def passes():
+        return (NUMBA.depthwise_conv2d_forward(x, w, (1, 1), d, d),
+                NUMBA.depthwise_conv2d_backward_input(gy, w, x.shape, (1, 1), d, d),
+                NUMBA.depthwise_conv2d_backward_weight(gy, x, w.shape, (1, 1), d, d))
+
+    got = passes()
+    assert is_channels_last(got[0]) and is_channels_last(got[1])
+    for a, want in zip(got, (y, gx, gw)):
+        assert rel_err(a, want) < TOL64
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = passes()
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(one, got):
+        assert a.tobytes() == b.tobytes()

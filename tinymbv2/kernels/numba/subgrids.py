@@ -21,6 +21,14 @@ gradient only.
 This is the "space-to-batch" form of atrous convolution of DeepLab's and TensorFlow's
 code (``tf.nn.atrous_conv2d``). Any other stride or padding goes to the direct loops of
 ``.dilated``.
+
+**In place, without the copies.** On a channels-last plane the numba set keeps so
+(``.layout``: DeepLab's dilated blocks at output stride 16, 16 x 16), a 3x3 filter with the
+padding equal to the dilation (each sub-grid's padding 1) needs no copies at all: the
+register kernels of ``.depthwise.rows3x3`` read and write each sub-grid where it lies, its
+pixels $d_w C$ values apart and its rows $d_h W C$ (``rows3x3.forward_dilated`` and the
+gradients). The same products and sums as on the stacked sub-grids, except the weight
+gradient's order (sub-grids outer, images inner).
 """
 from __future__ import annotations
 
@@ -29,8 +37,9 @@ import numpy as np
 from numba import njit, prange
 
 from .cache import CACHE
-from ..checks import conv_geometry, dilation_pair, grad_out_shape, pair
+from ..checks import conv_geometry, dilation_pair, grad_out_shape, pair, same_float_dtype
 from . import depthwise
+from .depthwise import rows3x3
 from .layout import (as_channels_last, as_nchw, channels_last_plane, empty_channels_last,
                      is_channels_last)
 
@@ -191,6 +200,18 @@ def _grid_geometry(fn, x_shape, w_shape, padding, dilation):
     return (dh, dw), (ph // dh, pw // dw), out_hw
 
 
+def _in_place(w_shape, grid_pad, plane, *arrays) -> bool:
+    """Whether the sub-grids are read in place (``rows3x3``'s dilated kernels): a 3x3 filter,
+    each sub-grid's padding 1, a plane kept channels-last, and every array channels-last."""
+    return (tuple(w_shape[2:]) == (3, 3) and tuple(grid_pad) == (1, 1)
+            and channels_last_plane(*plane) and all(is_channels_last(a) for a in arrays))
+
+
+def _nhwc(a):
+    """The (N, H, W, C) C-contiguous view of a channels-last (N, C, H, W) array."""
+    return a.transpose(0, 2, 3, 1)
+
+
 def depthwise_conv2d_forward(x, w, padding, dilation):
     """Depthwise dilated convolution at stride 1 on the sub-grids.
 
@@ -206,16 +227,22 @@ def depthwise_conv2d_forward(x, w, padding, dilation):
     fn = "depthwise_conv2d_forward"
     x = np.asarray(x)
     (dh, dw), grid_pad, (ho, wo) = _grid_geometry(fn, x.shape, w.shape, padding, dilation)
+    if _in_place(w.shape, grid_pad, x.shape[2:], x):
+        w = np.ascontiguousarray(w)
+        same_float_dtype(fn, x=x, w=w)
+        y = empty_channels_last(x.shape, x.dtype)
+        rows3x3.forward_dilated(_nhwc(x), dh, dw, w, _nhwc(y))
+        return y
     y = depthwise.depthwise_conv2d_forward(space_to_batch(x, dh, dw), w, (1, 1), grid_pad)
     return batch_to_space(y, dh, dw, ho, wo, _out_channels_last(x.shape[2], x.shape[3]))
 
 
-def _padded_grad(fn, gy, x_shape, w_shape, padding, dilation):
-    """gy checked, on the sub-grids (zero past the real outputs), and the geometry."""
+def _checked_grad(fn, gy, x_shape, w_shape, padding, dilation):
+    """gy checked against the geometry: ``(gy, (dh, dw), the sub-grids' padding)``."""
     gy = np.asarray(gy)
     (dh, dw), grid_pad, (ho, wo) = _grid_geometry(fn, x_shape, w_shape, padding, dilation)
     grad_out_shape(fn, gy.shape, (x_shape[0], x_shape[1], ho, wo))
-    return space_to_batch(gy, dh, dw), (dh, dw), grid_pad
+    return gy, (dh, dw), grid_pad
 
 
 def depthwise_conv2d_backward_input(gy, w, x_shape, padding, dilation):
@@ -233,10 +260,17 @@ def depthwise_conv2d_backward_input(gy, w, x_shape, padding, dilation):
     """
     fn = "depthwise_conv2d_backward_input"
     x_shape = tuple(int(s) for s in x_shape)
-    grids, (dh, dw), grid_pad = _padded_grad(fn, gy, x_shape, w.shape, padding, dilation)
+    gy, (dh, dw), grid_pad = _checked_grad(fn, gy, x_shape, w.shape, padding, dilation)
     n, c, h, wd = x_shape
+    if _in_place(w.shape, grid_pad, (h, wd), gy):
+        w = np.ascontiguousarray(w)
+        same_float_dtype(fn, gy=gy, w=w)
+        gx = empty_channels_last(x_shape, gy.dtype)
+        rows3x3.backward_input_dilated(_nhwc(gy), dh, dw, w, _nhwc(gx))
+        return gx
     grid_x = (dh * dw * n, c, -(-h // dh), -(-wd // dw))
-    gx = depthwise.depthwise_conv2d_backward_input(grids, w, grid_x, (1, 1), grid_pad)
+    gx = depthwise.depthwise_conv2d_backward_input(space_to_batch(gy, dh, dw), w, grid_x, (1, 1),
+                                                   grid_pad)
     return batch_to_space(gx, dh, dw, h, wd, _out_channels_last(h, wd))
 
 
@@ -257,6 +291,10 @@ def depthwise_conv2d_backward_weight(gy, x, w_shape, padding, dilation):
     fn = "depthwise_conv2d_backward_weight"
     x = np.asarray(x)
     w_shape = tuple(int(s) for s in w_shape)
-    grids, (dh, dw), grid_pad = _padded_grad(fn, gy, x.shape, w_shape, padding, dilation)
-    return depthwise.depthwise_conv2d_backward_weight(grids, space_to_batch(x, dh, dw), w_shape,
+    gy, (dh, dw), grid_pad = _checked_grad(fn, gy, x.shape, w_shape, padding, dilation)
+    if _in_place(w_shape, grid_pad, x.shape[2:], gy, x):
+        same_float_dtype(fn, gy=gy, x=x)
+        return rows3x3.backward_weight_dilated(_nhwc(gy), _nhwc(x), dh, dw)
+    return depthwise.depthwise_conv2d_backward_weight(space_to_batch(gy, dh, dw),
+                                                      space_to_batch(x, dh, dw), w_shape,
                                                       (1, 1), grid_pad)

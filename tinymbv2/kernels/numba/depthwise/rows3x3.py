@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange, types
+from llvmlite import ir
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -91,26 +92,26 @@ def _window_loop(e, builder, height, width, pixel, row, src_data, src_at, mask, 
 
 
 @intrinsic
-def _correlate_plane(typingctx, src, src_at, w, w_at, dst, dst_at, height, width, pixel,
-                     valid):
+def _correlate_plane(typingctx, src, src_at, w, w_at, dst, dst_at, height, width, pixel, row,
+                     tap, valid):
     """``dst[oh, ow] = sum_{i,j} w[3i + j] * src[oh - 1 + i, ow - 1 + j]`` for one vector of
     channels (the first ``valid`` lanes) of one height x width channels-last plane: src and
-    dst start at src_at and dst_at, pixels ``pixel`` elements apart; w's tap t at
-    ``w_at + t * pixel`` (a (9, C) table)."""
+    dst start at src_at and dst_at, pixels ``pixel`` elements apart and rows ``row`` apart
+    (``width * pixel`` for a whole plane; more for a sub-grid read in place); w's tap t at
+    ``w_at + t * tap`` (a (9, C) table: ``tap = C``)."""
     dtype = src.dtype
     if dtype not in (types.float32, types.float64) or w.dtype != dtype or dst.dtype != dtype:
         return None
-    sig = types.void(src, src_at, w, w_at, dst, dst_at, height, width, pixel, valid)
+    sig = types.void(src, src_at, w, w_at, dst, dst_at, height, width, pixel, row, tap, valid)
 
     def codegen(context, builder, signature, args):
         e = Emit(context, builder, dtype)
         src_data, w_data, dst_data = (array_data(context, builder, signature.args[i], args[i])
                                       for i in (0, 2, 4))
-        src_at, w_at, dst_at, height, width, pixel, valid = as_i64(
-            builder, [args[i] for i in (1, 3, 5, 6, 7, 8, 9)])
+        src_at, w_at, dst_at, height, width, pixel, row, tap, valid = as_i64(
+            builder, [args[i] for i in (1, 3, 5, 6, 7, 8, 9, 10, 11)])
         mask = e.mask(valid)
-        taps = [e.load(w_data, e.at(w_at, e.times(t, pixel)), mask) for t in range(9)]
-        row = builder.mul(width, pixel)
+        taps = [e.load(w_data, e.at(w_at, e.times(t, tap)), mask) for t in range(9)]
 
         def body(oh, ow, window):
             acc = builder.fmul(taps[0], window[0][0])
@@ -126,25 +127,30 @@ def _correlate_plane(typingctx, src, src_at, w, w_at, dst, dst_at, height, width
 
 @intrinsic
 def _weight_sums_planes(typingctx, g, g_at, x, x_at, out, out_at, images, image, height, width,
-                        pixel, valid):
+                        pixel, row, tap, accumulate, valid):
     """out[3i + j] = sum over ``images`` planes (``image`` elements apart) and their (oh, ow)
     of ``g[oh, ow] * x[oh - 1 + i, ow - 1 + j]``, for one vector of channels (strides as
-    ``_correlate_plane``; out's tap t at ``out_at + t * pixel``): nine running sums, kept in
-    registers across all the images, in image order."""
+    ``_correlate_plane``; out's tap t at ``out_at + t * tap``): nine running sums, kept in
+    registers across all the images, in image order; started from out's values with
+    ``accumulate`` (the next sub-grid's terms after the last one's), else from zero."""
     dtype = g.dtype
     if dtype not in (types.float32, types.float64) or x.dtype != dtype or out.dtype != dtype:
         return None
-    sig = types.void(g, g_at, x, x_at, out, out_at, images, image, height, width, pixel, valid)
+    sig = types.void(g, g_at, x, x_at, out, out_at, images, image, height, width, pixel, row, tap,
+                     accumulate, valid)
 
     def codegen(context, builder, signature, args):
         e = Emit(context, builder, dtype)
         g_data, x_data, out_data = (array_data(context, builder, signature.args[i], args[i])
                                     for i in (0, 2, 4))
-        g_at, x_at, out_at, images, image, height, width, pixel, valid = as_i64(
-            builder, [args[i] for i in (1, 3, 5, 6, 7, 8, 9, 10, 11)])
+        g_at, x_at, out_at, images, image, height, width, pixel, row, tap, valid = as_i64(
+            builder, [args[i] for i in (1, 3, 5, 6, 7, 8, 9, 10, 11, 12, 14)])
         mask = e.mask(valid)
         sums = [cgutils.alloca_once_value(builder, e.zero) for _ in range(9)]
-        row = builder.mul(width, pixel)
+        go_on = builder.icmp_signed("!=", args[13], ir.Constant(args[13].type, 0))
+        with builder.if_then(go_on):
+            for t in range(9):
+                builder.store(e.load(out_data, e.at(out_at, e.times(t, tap)), mask), sums[t])
         with cgutils.for_range(builder, images) as image_loop:
             skip = e.times(image_loop.index, image)
             g_plane = e.at(g_at, skip)
@@ -158,7 +164,7 @@ def _weight_sums_planes(typingctx, g, g_at, x, x_at, out, out_at, images, image,
             _window_loop(e, builder, height, width, pixel, row, x_data, e.at(x_at, skip), mask,
                          body)
         for t in range(9):
-            e.store(builder.load(sums[t]), out_data, e.at(out_at, e.times(t, pixel)), mask)
+            e.store(builder.load(sums[t]), out_data, e.at(out_at, e.times(t, tap)), mask)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -186,7 +192,7 @@ def _correlate_images(src3, h, wd, taps, dst3):
     for task in prange(n * vectors):
         b, c0 = task // vectors, task % vectors * step
         _correlate_plane(src3, b * h * wd * c + c0, taps, c0, dst3, b * h * wd * c + c0, h, wd,
-                         c, min(step, c - c0))
+                         c, wd * c, c, min(step, c - c0))
     return dst3
 
 
@@ -199,7 +205,8 @@ def _weight_grad(g3, x3, h, wd):
     table = np.empty((9, c), x3.dtype)
     for v in prange(vectors):
         c0 = v * step
-        _weight_sums_planes(g3, c0, x3, c0, table, c0, n, h * wd * c, h, wd, c, min(step, c - c0))
+        _weight_sums_planes(g3, c0, x3, c0, table, c0, n, h * wd * c, h, wd, c, wd * c, c, False,
+                            min(step, c - c0))
     gw = np.empty((c, 1, 3, 3), x3.dtype)
     for ch in range(c):
         for t in range(9):
@@ -254,3 +261,99 @@ def backward_weight(gy3, x3, h, wd):
         gw (C, 1, 3, 3).
     """
     return _weight_grad(gy3, x3, h, wd)
+
+
+# ------------------------------------------------ dilated: the sub-grids read in place
+@njit(parallel=True, **_JIT)
+def _correlate_grids(src4, dh, dw, taps, dst4):
+    """``dst4``: the 3x3 correlation with taps ``dh`` rows and ``dw`` columns apart, padding
+    (dh, dw), of ``src4``; both (N, H, W, C), C-contiguous.
+
+    Such a convolution never mixes the interleaved sub-grids (rows a, a + dh, ..., columns b,
+    b + dw, ...; ``..subgrids``), and on each it is the undilated 3x3 at padding 1. Each
+    sub-grid is read where it lies, its pixels ``dw * C`` values apart and its rows
+    ``dh * W * C``: one task per (image, sub-grid, vector of channels), no copies.
+    """
+    n, h, wd, c = src4.shape
+    step = lanes(src4)
+    vectors = (c + step - 1) // step
+    grids = dh * dw
+    for task in prange(n * grids * vectors):
+        b, rest = task // (grids * vectors), task % (grids * vectors)
+        a, col, c0 = rest // vectors // dw, rest // vectors % dw, rest % vectors * step
+        if a < h and col < wd:
+            at = ((b * h + a) * wd + col) * c + c0
+            _correlate_plane(src4, at, taps, c0, dst4, at, (h - a + dh - 1) // dh,
+                             (wd - col + dw - 1) // dw, dw * c, dh * wd * c, c,
+                             min(step, c - c0))
+    return dst4
+
+
+@njit(parallel=True, **_JIT)
+def _weight_grad_grids(g4, x4, dh, dw):
+    """gw (C, 1, 3, 3) of ``_correlate_grids``: one task per vector of channels, summing the
+    sub-grids in order (rows, then columns), each over every image in order."""
+    n, h, wd, c = x4.shape
+    step = lanes(x4)
+    vectors = (c + step - 1) // step
+    table = np.zeros((9, c), x4.dtype)
+    for v in prange(vectors):
+        c0 = v * step
+        for a in range(min(dh, h)):
+            for col in range(min(dw, wd)):
+                at = (a * wd + col) * c + c0
+                _weight_sums_planes(g4, at, x4, at, table, c0, n, h * wd * c,
+                                    (h - a + dh - 1) // dh, (wd - col + dw - 1) // dw, dw * c,
+                                    dh * wd * c, c, a > 0 or col > 0, min(step, c - c0))
+    gw = np.empty((c, 1, 3, 3), x4.dtype)
+    for ch in range(c):
+        for t in range(9):
+            gw[ch, 0, t // 3, t % 3] = table[t, ch]
+    return gw
+
+
+def forward_dilated(x4, dh, dw, w, y4):
+    """The depthwise 3x3 correlation at stride 1 with dilation and padding (dh, dw).
+
+    Args:
+        x4: The input, channels-last, (N, H, W, C), C-contiguous.
+        dh: The dilation (and padding) along H.
+        dw: The dilation (and padding) along W.
+        w: The filter (C, 1, 3, 3).
+        y4: The output (N, H, W, C), written.
+
+    Returns:
+        y4.
+    """
+    return _correlate_grids(x4, dh, dw, _tap_table(w, False), y4)
+
+
+def backward_input_dilated(gy4, dh, dw, w, gx4):
+    r"""The input gradient of ``forward_dilated``: the same with the filter turned by 180 degrees.
+
+    Args:
+        gy4: $\partial L / \partial y$, channels-last, (N, H, W, C).
+        dh: The dilation along H.
+        dw: The dilation along W.
+        w: The filter (C, 1, 3, 3).
+        gx4: The input gradient (N, H, W, C), written.
+
+    Returns:
+        gx4.
+    """
+    return _correlate_grids(gy4, dh, dw, _tap_table(w, True), gx4)
+
+
+def backward_weight_dilated(gy4, x4, dh, dw):
+    r"""The weight gradient of ``forward_dilated``.
+
+    Args:
+        gy4: $\partial L / \partial y$, channels-last, (N, H, W, C).
+        x4: The input, channels-last, (N, H, W, C).
+        dh: The dilation along H.
+        dw: The dilation along W.
+
+    Returns:
+        gw (C, 1, 3, 3).
+    """
+    return _weight_grad_grids(gy4, x4, dh, dw)
