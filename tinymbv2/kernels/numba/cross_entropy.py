@@ -1,4 +1,4 @@
-r"""Per-pixel softmax cross-entropy in three passes forward and one backward (the numba set's
+r"""Per-pixel softmax cross-entropy in two passes forward and one backward (the numba set's
 ``cross_entropy_*`` on (N, K, H, W) logits).
 
 ``ReferenceKernels.cross_entropy_forward`` writes the loss as whole-array NumPy: the maximum
@@ -9,13 +9,21 @@ segmentation step's logits are large (4 images of 11 classes at 256 px: 2.9 mill
 11.5 MB in float32), so those passes, not the arithmetic, are its cost. Here each pass
 works on a run of ``RUN`` pixels of one image at a time, whose K class rows stay in cache:
 
-* forward: a Numba pass writes $e = z - \max_k z$ (and keeps the maximum); NumPy's
-  exponential then runs over e in place (vectorised: Numba's own ``exp``, without Intel's
-  SVML library, is one scalar call per value and was measured several times slower); a
-  second Numba pass sums each pixel's $e^{z_k - \max z}$, divides e by the sum into the
-  softmax $p$ (saved for the backward) and writes each pixel's loss and $w_{t_i} m_i$;
+* forward: a Numba pass writes $e^{z - \max_k z}$ (and keeps the maximum); a second Numba
+  pass sums each pixel's exponentials, divides them by the sum into the softmax $p$ (saved
+  for the backward) and writes each pixel's loss and $w_{t_i} m_i$;
 * backward: one pass, $\partial L / \partial z = p \cdot a_i$ (plus the smoothing term)
   with $a_i$ subtracted at the pixel's own class, as ``cross_entropy_backward`` derives.
+
+**The exponential.** Numba's own ``math.exp``, without Intel's SVML library, is one scalar
+call per value, several times slower than NumPy's vectorised one. In float32 the first pass
+computes it itself, ``exp_nonpositive`` (Cephes' ``expf``: $x = n \ln 2 + r$ with
+$|r| \le \ln(2)/2$, $e^r$ by a polynomial, $2^n$ built from its exponent bits), a loop LLVM
+vectorises, within one unit in the last place where NumPy's float32 ``exp`` is within about
+2.5 (``tests/kernels/test_cross_entropy_kernels.py``); that saves NumPy's pass over the
+11.5 MB (in the ASPP step: the loss's forward 5.4 -> 3.5 ms, docs/kernels.md). In float64
+the first pass writes $z - \max_k z$ and NumPy's ``exp`` runs over it in place: the
+polynomial would need twice the terms there, and float64 is for checking, not speed.
 
 The formulas are the reference's; the softmax is $e / \sum e$ rather than
 $\exp(\log p)$, which differs in the last bit. Each pixel is computed by one task alone, so
@@ -26,7 +34,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
 
 from . import pool  # noqa: F401  (the one-pool set-up)
 from .cache import CACHE
@@ -56,9 +66,65 @@ def _run(task, runs, pixels):
     return b, r * RUN, min(pixels, (r + 1) * RUN)
 
 
+# exp for float32 arguments x <= 0 (Cephes' expf): x = n ln 2 + r with |r| <= ln(2) / 2,
+# ln 2 split in two (C1 exact in few bits, so n * C1 is exact), e^r by a degree-7 polynomial,
+# then times 2^n, built from its bits (a table lookup would keep the loop from vectorising)
+_LOG2E = np.float32(1.44269504088896341)
+_C1 = np.float32(0.693359375)
+_C2 = np.float32(-2.12194440e-4)
+_P0, _P1, _P2 = np.float32(1.9875691500e-4), np.float32(1.3981999507e-3), np.float32(8.3334519073e-3)
+_P3, _P4, _P5 = np.float32(4.1665795894e-2), np.float32(1.6666665459e-1), np.float32(5.0000001201e-1)
+_HALF, _ONE = np.float32(0.5), np.float32(1.0)
+_LOWEST = np.float32(-104.0)  # e^x rounds to 0 in float32 below about -103.97
+
+
+@intrinsic
+def _float32_bits(typingctx, bits):
+    """The float32 whose bits are the int32 ``bits``."""
+    if bits != types.int32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(types.int32), codegen
+
+
+@njit(inline="always", **_JIT)
+def _pow2(m):
+    """$2^m$ as float32, for an integer m in [-126, 127]: exponent field m + 127."""
+    return _float32_bits(np.int32((m + 127) << 23))
+
+
+@njit(inline="always", **_JIT)
+def exp_nonpositive(x):
+    """$e^x$ for a float32 x <= 0 (or NaN, which it returns), within about one unit in the
+    last place (the ``tests`` measure it); a loop of these vectorises, where Numba's
+    ``math.exp`` is a call per value.
+
+    Args:
+        x: The float32 argument.
+
+    Returns:
+        float32 $e^x$.
+    """
+    if x < _LOWEST:
+        x = _LOWEST
+    n = np.floor(x * _LOG2E + _HALF)
+    r = (x - n * _C1) - n * _C2
+    p = ((((_P0 * r + _P1) * r + _P2) * r + _P3) * r + _P4) * r + _P5
+    y = (p * (r * r) + r) + _ONE
+    if not n >= np.float32(-151.0):  # NaN: any n; y is NaN already
+        n = np.float32(0.0)
+    k = int(n)
+    half = k >> 1  # 2^n as 2^half * 2^(n - half): both normal down to n = -151
+    return (y * _pow2(half)) * _pow2(k - half)
+
+
 @njit(parallel=True, **_JIT)
-def _shift(z, e, m):
-    """``m[b, i] = max_k z[b, k, i]``, ``e[b, k, i] = z[b, k, i] - m[b, i]``."""
+def _shift(z, e, m, exponentiate):
+    """``m[b, i] = max_k z[b, k, i]``, ``e[b, k, i] = z[b, k, i] - m[b, i]``, or its
+    exponential (``exp_nonpositive``, float32) with ``exponentiate``."""
     n, k, pixels = z.shape
     runs = (pixels + RUN - 1) // RUN
     for task in prange(n * runs):
@@ -72,8 +138,12 @@ def _shift(z, e, m):
                     top[j] = row[j]
         for c in range(k):
             row, out = z[b, c, lo:hi], e[b, c, lo:hi]
-            for j in range(hi - lo):
-                out[j] = row[j] - top[j]
+            if exponentiate:
+                for j in range(hi - lo):
+                    out[j] = exp_nonpositive(row[j] - top[j])
+            else:
+                for j in range(hi - lo):
+                    out[j] = row[j] - top[j]
 
 
 @njit(parallel=True, **_JIT)
@@ -159,8 +229,10 @@ def cross_entropy_forward(z, target, weight, label_smoothing, ignore_index):
     t = np.ascontiguousarray(target, dtype=np.int64).reshape(n, h * wd)
     p = np.empty_like(z3)
     m = np.empty((n, h * wd), z.dtype)
-    _shift(z3, p, m)
-    np.exp(p, out=p)
+    fused = z.dtype == np.float32  # float64 keeps NumPy's exponential, a pass of its own
+    _shift(z3, p, m, fused)
+    if not fused:
+        np.exp(p, out=p)
     losses, w_t = np.empty_like(m), np.empty_like(m)
     _normalise(p, z3, m, t, _class_weights(weight, k, z.dtype), float(label_smoothing),
                int(ignore_index), losses, w_t)

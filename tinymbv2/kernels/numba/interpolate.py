@@ -180,7 +180,8 @@ def interpolate_forward(x, size, mode, align_corners, scales):
         scales: The caller's (scale_h, scale_w), or None.
 
     Returns:
-        y (N, C, Ho, Wo): channels-last on a plane the numba set keeps so, else C-contiguous.
+        The output y (N, C, Ho, Wo), channels-last on a plane the numba set keeps so, else
+        C-contiguous.
     """
     x = np.asarray(x)
     dtype = interpolate_args("interpolate_forward", x, size)
@@ -211,8 +212,8 @@ def interpolate_backward(gy, x_shape, mode, align_corners, scales):
         scales: As in the forward.
 
     Returns:
-        gx (N, C, H, W): channels-last when both planes are ones the numba set keeps so, else
-        C-contiguous.
+        The input gradient gx (N, C, H, W), channels-last when both planes are ones the numba
+        set keeps so, else C-contiguous.
     """
     gy = np.asarray(gy)
     dtype = interpolate_args("interpolate_backward", gy, gy.shape[2:], x_shape)
