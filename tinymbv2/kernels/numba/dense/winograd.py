@@ -328,6 +328,13 @@ def _weight_gradient(du, g):
 
 
 # ---------------------------------------------------------------- the products
+@njit(inline="always", **_JIT)
+def _task(task, blocks, rows):
+    """Task ``task``'s position and rows ``[r0, r1)``: ``blocks`` runs of ``BLOCK_ROWS`` per position."""
+    blk = task % blocks
+    return task // blocks, blk * BLOCK_ROWS, min(rows, (blk + 1) * BLOCK_ROWS)
+
+
 @njit(parallel=True, **_JIT)
 def _products(v, u, m):
     """``m[xi] (T, Co) = v[xi] (T, Ci) @ u[xi] (Ci, Co)`` for the 16 positions, in tasks of
@@ -341,8 +348,7 @@ def _products(v, u, m):
     rows = m.shape[1]
     blocks = (rows + BLOCK_ROWS - 1) // BLOCK_ROWS
     for task in prange(16 * blocks):
-        xi, blk = task // blocks, task % blocks
-        r0, r1 = blk * BLOCK_ROWS, min(rows, (blk + 1) * BLOCK_ROWS)
+        xi, r0, r1 = _task(task, blocks, rows)
         product(v[xi], u[xi], m[xi], r0, r1, 0, m.shape[2], False)
 
 
@@ -359,8 +365,7 @@ def _gradient_products(v, dm, du):
     rows = du.shape[1]
     blocks = (rows + BLOCK_ROWS - 1) // BLOCK_ROWS
     for task in prange(16 * blocks):
-        xi, blk = task // blocks, task % blocks
-        r0, r1 = blk * BLOCK_ROWS, min(rows, (blk + 1) * BLOCK_ROWS)
+        xi, r0, r1 = _task(task, blocks, rows)
         product(v[xi].T, dm[xi], du[xi], r0, r1, 0, du.shape[2], False)
 
 
