@@ -18,7 +18,8 @@ width first, then along the height:
 
 Each plane is one task of a ``prange`` loop with its own scratch row block, so the
 result is the same on every run and at any number of threads (figures: docs/kernels.md,
-"Resizing").
+"Resizing"). Where a value is infinite or NaN only the outputs that read it see it, as in
+PyTorch (the matrix products spread it along a whole row, through $0 \cdot \infty$).
 
 **Small planes, channels-last.** An output plane the numba set keeps channels-last
 (``.layout``: ASPP's image-pooling branch, 1 x 1 to 16 x 16) is resized pixel by pixel
@@ -26,8 +27,7 @@ instead, a pixel's C channels one vector (``_resize_pixels``, ``_resize_pixels_b
 the same taps, weights and order of operations per value, so the same bits as the planes'
 kernels, and the output comes channels-last like its neighbours', which a concatenation
 with them then copies as whole runs of channels. Its tasks are (image, row) pairs: each
-writes only its own row. Where a value is infinite or NaN only the outputs that read it see it, as in
-PyTorch (the matrix products spread it along a whole row, through $0 \cdot \infty$).
+writes only its own row.
 """
 from __future__ import annotations
 
