@@ -38,7 +38,7 @@ from . import pool  # noqa: F401  (the one-pool set-up)
 from ..checks import interpolate_args
 from ..reference import interpolation_taps
 from .cache import CACHE
-from .layout import as_channels_last, as_nchw, channels_last_plane, empty_channels_last
+from .layout import as_nchw, channels_last_plane, empty_channels_last, nhwc
 
 _JIT = dict(cache=CACHE, fastmath=False)
 
@@ -164,11 +164,6 @@ def _taps(in_hw, size, mode, align_corners, scales, dtype):
     return rows, cols, rw, cw
 
 
-def _nhwc(a):
-    """The (N, H, W, C) C-contiguous view of a channels-last (N, C, H, W) array, or of a copy."""
-    return as_channels_last(a).transpose(0, 2, 3, 1)
-
-
 def interpolate_forward(x, size, mode, align_corners, scales):
     """Resize the planes of x (N, C, H, W) to ``size``; see ``ReferenceKernels.interpolate_forward``.
 
@@ -190,8 +185,8 @@ def interpolate_forward(x, size, mode, align_corners, scales):
     taps = _taps((h, w), (ho, wo), mode, align_corners, scales, dtype)
     if channels_last_plane(ho, wo):
         y = empty_channels_last((n, c, ho, wo), dtype)
-        _resize_pixels(_nhwc(x), *taps, mode != "nearest", np.empty((n, h, wo, c), dtype),
-                       _nhwc(y))
+        _resize_pixels(nhwc(x), *taps, mode != "nearest", np.empty((n, h, wo, c), dtype),
+                       nhwc(y))
         return y
     planes = np.ascontiguousarray(x).reshape(n * c, h, w)
     tmp = np.empty((n * c, h, wo), dtype)
@@ -222,7 +217,7 @@ def interpolate_backward(gy, x_shape, mode, align_corners, scales):
     taps = _taps((h, w), (ho, wo), mode, align_corners, scales, dtype)
     if channels_last_plane(ho, wo):
         gx = empty_channels_last((n, c, h, w), dtype)
-        _resize_pixels_backward(_nhwc(gy), *taps, np.empty((n, h, wo, c), dtype), _nhwc(gx))
+        _resize_pixels_backward(nhwc(gy), *taps, np.empty((n, h, wo, c), dtype), nhwc(gx))
         return gx if channels_last_plane(h, w) else as_nchw(gx)
     planes = np.ascontiguousarray(gy).reshape(n * c, ho, wo)
     tmp = np.empty((n * c, h, wo), dtype)

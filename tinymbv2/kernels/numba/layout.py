@@ -139,6 +139,18 @@ def rows(a: np.ndarray) -> np.ndarray:
     return a.transpose(0, 2, 3, 1).reshape(n * h * w, c)
 
 
+def nhwc(a: np.ndarray) -> np.ndarray:
+    """The (N, H, W, C) memory under a channels-last array, for kernels that index it so.
+
+    Args:
+        a: (N, C, H, W), in either layout (an NCHW one is copied channels-last first).
+
+    Returns:
+        The (N, H, W, C) C-contiguous view.
+    """
+    return as_channels_last(a).transpose(0, 2, 3, 1)
+
+
 def pixels(a: np.ndarray) -> np.ndarray:
     """The ``(N, H*W, C)`` view under ``a``, a channels-last (N, C, H, W) array."""
     n, c, h, w = a.shape

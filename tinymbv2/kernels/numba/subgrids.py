@@ -41,7 +41,7 @@ from ..checks import conv_geometry, dilation_pair, grad_out_shape, pair, same_fl
 from . import depthwise
 from .depthwise import rows3x3
 from .layout import (as_channels_last, as_nchw, channels_last_plane, empty_channels_last,
-                     is_channels_last)
+                     is_channels_last, nhwc)
 
 _JIT = dict(cache=CACHE, fastmath=False)
 
@@ -207,11 +207,6 @@ def _in_place(w_shape, grid_pad, plane, *arrays) -> bool:
             and channels_last_plane(*plane) and all(is_channels_last(a) for a in arrays))
 
 
-def _nhwc(a):
-    """The (N, H, W, C) C-contiguous view of a channels-last (N, C, H, W) array."""
-    return a.transpose(0, 2, 3, 1)
-
-
 def depthwise_conv2d_forward(x, w, padding, dilation):
     """Depthwise dilated convolution at stride 1 on the sub-grids.
 
@@ -231,7 +226,7 @@ def depthwise_conv2d_forward(x, w, padding, dilation):
         w = np.ascontiguousarray(w)
         same_float_dtype(fn, x=x, w=w)
         y = empty_channels_last(x.shape, x.dtype)
-        rows3x3.forward_dilated(_nhwc(x), dh, dw, w, _nhwc(y))
+        rows3x3.forward_dilated(nhwc(x), dh, dw, w, nhwc(y))
         return y
     y = depthwise.depthwise_conv2d_forward(space_to_batch(x, dh, dw), w, (1, 1), grid_pad)
     return batch_to_space(y, dh, dw, ho, wo, _out_channels_last(x.shape[2], x.shape[3]))
@@ -266,7 +261,7 @@ def depthwise_conv2d_backward_input(gy, w, x_shape, padding, dilation):
         w = np.ascontiguousarray(w)
         same_float_dtype(fn, gy=gy, w=w)
         gx = empty_channels_last(x_shape, gy.dtype)
-        rows3x3.backward_input_dilated(_nhwc(gy), dh, dw, w, _nhwc(gx))
+        rows3x3.backward_input_dilated(nhwc(gy), dh, dw, w, nhwc(gx))
         return gx
     grid_x = (dh * dw * n, c, -(-h // dh), -(-wd // dw))
     gx = depthwise.depthwise_conv2d_backward_input(space_to_batch(gy, dh, dw), w, grid_x, (1, 1),
@@ -294,7 +289,7 @@ def depthwise_conv2d_backward_weight(gy, x, w_shape, padding, dilation):
     gy, (dh, dw), grid_pad = _checked_grad(fn, gy, x.shape, w_shape, padding, dilation)
     if _in_place(w_shape, grid_pad, x.shape[2:], gy, x):
         same_float_dtype(fn, gy=gy, x=x)
-        return rows3x3.backward_weight_dilated(_nhwc(gy), _nhwc(x), dh, dw)
+        return rows3x3.backward_weight_dilated(nhwc(gy), nhwc(x), dh, dw)
     return depthwise.depthwise_conv2d_backward_weight(space_to_batch(gy, dh, dw),
                                                       space_to_batch(x, dh, dw), w_shape,
                                                       (1, 1), grid_pad)

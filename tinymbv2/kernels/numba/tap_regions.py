@@ -48,7 +48,7 @@ from numba import njit, prange
 
 from .cache import CACHE
 from .dilated import tap_run
-from .layout import as_channels_last, as_nchw, channels_last_plane, empty_channels_last
+from .layout import as_nchw, channels_last_plane, empty_channels_last, nhwc
 from .tile import product
 from .transpose import transpose_into
 from ..checks import conv_geometry, dilation_pair, grad_out_shape, pair, same_float_dtype
@@ -332,13 +332,8 @@ def _conv(x, w, flip, dh, dw, ph, pw, out_shape):
     y = empty_channels_last(out_shape, x.dtype)
     tasks, costs = _column_tasks(regs, n, COLUMNS)
     order, starts = schedule(costs, numba.get_num_threads())
-    _products(_nhwc(x), wp, kw, dh, dw, ph, pw, regs, tasks, order, starts, _nhwc(y))
+    _products(nhwc(x), wp, kw, dh, dw, ph, pw, regs, tasks, order, starts, nhwc(y))
     return y if channels_last_plane(ho, wo) else as_nchw(y)
-
-
-def _nhwc(a):
-    """The (N, H, W, C) C-contiguous view of a channels-last (N, C, H, W) array, or of a copy."""
-    return as_channels_last(a).transpose(0, 2, 3, 1)
 
 
 # ---------------------------------------------------------------- the weight gradient
@@ -534,10 +529,10 @@ def conv2d_backward_weight(gy, x, w_shape, padding, dilation):
     sizes = n * (regs[:, 1] - regs[:, 0]) * (regs[:, 3] - regs[:, 2])
     offsets = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
     gyr = np.empty((n * ho * wo, co), dtype)
-    _prepare_weight(_nhwc(gy), regs, offsets, gyr)
+    _prepare_weight(nhwc(gy), regs, offsets, gyr)
     tasks, costs = _weight_tasks(regs, n, kh, kw, ci, CHANNELS)
     order, starts = schedule(costs, numba.get_num_threads())
     gwp = np.empty((kh * kw, co, ci), dtype)
-    _weight_products(gyr, _nhwc(x), kw, dh, dw, ph, pw, regs, offsets, n, tasks, order, starts,
+    _weight_products(gyr, nhwc(x), kw, dh, dw, ph, pw, regs, offsets, n, tasks, order, starts,
                      gwp)
     return unpack_taps(gwp, np.empty(w_shape, dtype))

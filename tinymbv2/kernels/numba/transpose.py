@@ -20,7 +20,8 @@ than the element-by-element copy on W's shapes (figures: docs/kernels.md, "Matri
 products").
 
 ``transpose_images`` does the same for every image of a batch: the copies between the
-NCHW and the channels-last layouts of ``.layout``.
+NCHW and the channels-last layouts of ``.layout``; ``transpose_matrix`` for one large
+matrix, in column blocks shared out to the threads (a filter bank's (Co, K) weights).
 """
 from __future__ import annotations
 
@@ -33,6 +34,8 @@ from . import pool  # noqa: F401  (the one-pool set-up)
 from .llvm import I32, Emit, array_data, as_i64, lanes
 
 _JIT = dict(cache=CACHE, boundscheck=False)
+MATRIX_BLOCK = 96
+"""Source columns per task of ``transpose_matrix``."""
 
 
 def _swap_masks(lanes: int, s: int):
@@ -122,3 +125,17 @@ def transpose_images(src, dst):
     """
     for b in prange(src.shape[0]):
         transpose_into(src[b], 0, src.shape[1], 0, src.shape[2], dst[b])
+
+
+@njit(parallel=True, **_JIT)
+def transpose_matrix(src, dst):
+    """``dst = src.T`` for one matrix, in tasks of ``MATRIX_BLOCK`` of src's columns.
+
+    Args:
+        src: (R, C), contiguous rows.
+        dst: (C, R), contiguous rows, written.
+    """
+    cols = src.shape[1]
+    for blk in prange((cols + MATRIX_BLOCK - 1) // MATRIX_BLOCK):
+        c0, c1 = blk * MATRIX_BLOCK, min(cols, (blk + 1) * MATRIX_BLOCK)
+        transpose_into(src, 0, src.shape[0], c0, c1, dst[c0:c1])

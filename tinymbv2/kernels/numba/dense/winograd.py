@@ -72,9 +72,9 @@ from numba import njit, prange
 
 from ...checks import conv_geometry, grad_out_shape, pair, same_float_dtype
 from ..cache import CACHE
-from ..layout import as_channels_last, channels_last_plane, empty_channels_last
+from ..layout import channels_last_plane, empty_channels_last, nhwc
 from ..tile import product
-from ..transpose import transpose_images, transpose_into
+from ..transpose import transpose_images, transpose_matrix
 from .. import pool  # noqa: F401  (the one-pool set-up, see there)
 
 _JIT = dict(cache=CACHE, fastmath=False, boundscheck=False)
@@ -369,26 +369,7 @@ def _gradient_products(v, dm, du):
         product(v[xi].T, dm[xi], du[xi], r0, r1, 0, du.shape[2], False)
 
 
-@njit(parallel=True, **_JIT)
-def _transpose(src, dst):
-    """``dst = src.T`` for a matrix, in tasks of ``BLOCK_ROWS`` of src's columns.
-
-    Args:
-        src: (R, C), contiguous rows.
-        dst: (C, R), contiguous rows, written.
-    """
-    cols = src.shape[1]
-    for blk in prange((cols + BLOCK_ROWS - 1) // BLOCK_ROWS):
-        c0, c1 = blk * BLOCK_ROWS, min(cols, (blk + 1) * BLOCK_ROWS)
-        transpose_into(src, 0, src.shape[0], c0, c1, dst[c0:c1])
-
-
 # ---------------------------------------------------------------- the kernels
-def _nhwc(a):
-    """The (N, H, W, C) C-contiguous view of a channels-last (N, C, H, W) array, or of a copy."""
-    return as_channels_last(a).transpose(0, 2, 3, 1)
-
-
 def _geometry(fn, x_shape, w_shape, padding):
     """``((ph, pw), (Ho, Wo))`` of a 3x3 convolution at stride 1, checked.
 
@@ -422,16 +403,16 @@ def _convolve(x, w, flip, padding, out_shape):
         rows, cols = co, ci
     else:  # (Ci, 3, 3, Co): W (Co, Ci*9) transposed
         g = np.empty((ci * 9, co), w.dtype)
-        _transpose(w.reshape(co, ci * 9), g)
+        transpose_matrix(w.reshape(co, ci * 9), g)
         rows, cols = ci, co
     u = np.empty((16, rows, cols), x.dtype)
     _filter_tiles(g.reshape(rows, 3, 3, cols), flip, u)
     v = np.empty((16, n * th * tw, rows), x.dtype)
-    _input_tiles(_nhwc(x), ph, pw, th, tw, v)
+    _input_tiles(nhwc(x), ph, pw, th, tw, v)
     m = np.empty((16, n * th * tw, cols), x.dtype)
     _products(v, u, m)
     y = empty_channels_last(out_shape, x.dtype)
-    _output_tiles(m, th, tw, _nhwc(y))
+    _output_tiles(m, th, tw, nhwc(y))
     return y
 
 
@@ -497,13 +478,13 @@ def conv2d_backward_weight(gy, x, w_shape, padding):
     grad_out_shape(fn, gy.shape, (n, co, ho, wo))
     th, tw = _tiles(ho, wo)
     v = np.empty((16, n * th * tw, ci), dtype)
-    _input_tiles(_nhwc(x), ph, pw, th, tw, v)
+    _input_tiles(nhwc(x), ph, pw, th, tw, v)
     dm = np.empty((16, n * th * tw, co), dtype)
-    _gradient_tiles(_nhwc(gy), th, tw, dm)
+    _gradient_tiles(nhwc(gy), th, tw, dm)
     du = np.empty((16, ci, co), dtype)
     _gradient_products(v, dm, du)
     g = np.empty((ci * 9, co), dtype)
     _weight_gradient(du, g.reshape(ci, 3, 3, co))
     gw = np.empty((co, ci * 9), dtype)  # (Ci*9, Co) transposed: (Co, Ci, 3, 3)
-    _transpose(g, gw)
+    transpose_matrix(g, gw)
     return gw.reshape(w_shape)
