@@ -363,3 +363,40 @@ def test_subgrids_read_in_place_on_channels_last_planes(d, hw, monkeypatch):
         numba.set_num_threads(before)
     for a, b in zip(one, got):
         assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("hw, rate", [((16, 16), 18), ((20, 18), 21), ((11, 9), (12, 9))])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_tap_regions_send_a_lone_centre_tap_to_the_pointwise_kernels(hw, rate, channels_last,
+                                                                     monkeypatch):
+    """A dilation past the plane (ASPP's rate 18 on 16 x 16) leaves every output its centre
+    tap alone, at its own pixel: .tap_regions runs the three passes as the 1x1 convolution
+    with that tap (.pointwise), in the layouts it gives, and the other taps' gradients are 0."""
+    rng = np.random.default_rng(sum(hw))
+    x = rng.standard_normal((2, 6, *hw)).astype(np.float32)
+    w = rng.standard_normal((5, 6, 3, 3)).astype(np.float32)
+    d = (rate, rate) if isinstance(rate, int) else rate
+    gy = rng.standard_normal((2, 5, *hw)).astype(np.float32)
+    xin, gyin = (as_channels_last(x), as_channels_last(gy)) if channels_last else (x, gy)
+    calls = []
+    for name in ("pointwise_conv2d_forward", "pointwise_conv2d_backward_input",
+                 "pointwise_conv2d_backward_weight"):
+        real = getattr(tap_regions.pointwise, name)
+        monkeypatch.setattr(tap_regions.pointwise, name,
+                            lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
+    y = NUMBA.conv2d_forward(xin, w, 1, d, d)
+    gx = NUMBA.conv2d_backward_input(gyin, w, x.shape, 1, d, d)
+    gw = NUMBA.conv2d_backward_weight(gyin, xin, w.shape, 1, d, d)
+    assert calls == ["pointwise_conv2d_forward", "pointwise_conv2d_backward_input",
+                     "pointwise_conv2d_backward_weight"]
+    small = channels_last_plane(*hw)
+    centre = w[:, :, 1:2, 1:2]
+    np.testing.assert_array_equal(y, NUMBA.pointwise_conv2d_forward(xin, centre))
+    np.testing.assert_array_equal(gx, NUMBA.pointwise_conv2d_backward_input(gyin, centre))
+    for got in (y, gx):
+        assert got.dtype == np.float32 and is_channels_last(got) == small
+    ref = REFERENCE.conv2d_backward_weight(gy, x, w.shape, 1, d, d)
+    assert gw.dtype == np.float32 and rel_err(gw, ref) < 1e-5
+    assert (np.delete(gw.reshape(5, 6, 9), 4, axis=2) == 0).all()
+    assert rel_err(y, REFERENCE.conv2d_forward(x, w, 1, d, d)) < 1e-5
+    assert rel_err(gx, REFERENCE.conv2d_backward_input(gy, w, x.shape, 1, d, d)) < 1e-5

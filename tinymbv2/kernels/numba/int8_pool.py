@@ -40,7 +40,7 @@ ROWS_PER_TASK = 256
 """(image, channel) planes per parallel task."""
 
 _CHUNK = 1 << 23
-"""Bytes summed in int32 before they go into the int64: $255 \cdot 2^{23} < 2^{31}$."""
+r"""Bytes summed in int32 before they go into the int64: $255 \cdot 2^{23} < 2^{31}$."""
 
 
 @njit(inline="always")

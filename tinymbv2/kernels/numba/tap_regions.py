@@ -52,6 +52,7 @@ from .layout import as_nchw, channels_last_plane, empty_channels_last, nhwc
 from .tile import product
 from .transpose import transpose_into
 from ..checks import conv_geometry, dilation_pair, grad_out_shape, pair, same_float_dtype
+from . import pointwise
 from . import pool  # noqa: F401  (pins Numba's BLAS to one thread, starts the pool passive)
 
 _JIT = dict(cache=CACHE, fastmath=False, boundscheck=False)
@@ -125,6 +126,18 @@ def regions(kh, kw, dh, dw, ph, pw, h, wd, ho, wo):
             r[0], r[1], r[4], r[5] = rows[a, 0], rows[a, 1], rows[a, 2], rows[a, 3]
             r[2], r[3], r[6], r[7] = cols[b, 0], cols[b, 1], cols[b, 2], cols[b, 3]
     return out
+
+
+def _one_tap(regs, dh, dw, ph, pw, h, wd, ho, wo):
+    """``(i, j)`` when every output reads tap (i, j) alone and at its own pixel (a dilation
+    past the plane: ASPP's rate 18 on a 16 x 16 map): the convolution is then the 1x1
+    convolution with that tap, which ``.pointwise`` runs. Else None."""
+    if regs.shape[0] != 1 or (ho, wo) != (h, wd):
+        return None
+    i0, i1, j0, j1 = (int(v) for v in regs[0, 4:])
+    if i1 - i0 != 1 or j1 - j0 != 1 or i0 * dh != ph or j0 * dw != pw:
+        return None
+    return i0, j0
 
 
 @njit(**_JIT)
@@ -327,6 +340,12 @@ def _conv(x, w, flip, dh, dw, ph, pw, out_shape):
     kh, kw = w.shape[2], w.shape[3]
     ho, wo = out_shape[2], out_shape[3]
     regs = regions(kh, kw, dh, dw, ph, pw, h, wd, ho, wo)
+    tap = _one_tap(regs, dh, dw, ph, pw, h, wd, ho, wo)
+    if tap is not None:  # flipped, the one tap stays where it is (p = d (k - 1) / 2)
+        one = w[:, :, tap[0]:tap[0] + 1, tap[1]:tap[1] + 1]
+        if flip:
+            return pointwise.pointwise_conv2d_backward_input(x, one)
+        return pointwise.pointwise_conv2d_forward(x, one)
     rows, cols = (w.shape[0], w.shape[1]) if flip else (w.shape[1], w.shape[0])
     wp = pack_taps(w, flip, _used_taps(regs, kh, kw), np.empty((kh * kw, rows, cols), w.dtype))
     y = empty_channels_last(out_shape, x.dtype)
@@ -526,6 +545,11 @@ def conv2d_backward_weight(gy, x, w_shape, padding, dilation):
     co, _, kh, kw = w_shape
     grad_out_shape(fn, gy.shape, (n, co, ho, wo))
     regs = regions(kh, kw, dh, dw, ph, pw, h, wd, ho, wo)
+    tap = _one_tap(regs, dh, dw, ph, pw, h, wd, ho, wo)
+    if tap is not None:  # the other taps read only padding: their gradients are 0
+        gw = np.zeros(w_shape, dtype)
+        gw[:, :, tap[0], tap[1]] = pointwise.pointwise_conv2d_backward_weight(gy, x)[:, :, 0, 0]
+        return gw
     sizes = n * (regs[:, 1] - regs[:, 0]) * (regs[:, 3] - regs[:, 2])
     offsets = np.concatenate(([0], np.cumsum(sizes)[:-1])).astype(np.int64)
     gyr = np.empty((n * ho * wo, co), dtype)
