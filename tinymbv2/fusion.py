@@ -18,8 +18,8 @@ each.
 | BN, ReLU6 -> depthwise 3x3 -> BN, ReLU6 (a) | training | conv, then ``F.depthwise_stage_train`` |
 | a whole inverted residual block | inference | ``F.inverted_residual_eval`` |
 
-(a) The BN of a conv-BN-ReLU6 and the next depthwise layer, inside a block or from the
-stem into block 1.
+(a) The BN of a conv-BN-ReLU6 and the next depthwise layer (dilated or not), inside a block
+or from the stem into block 1.
 
 The segmentation heads (``models/deeplabv3.py``) follow their BatchNorms with a plain
 ReLU: for inference that is the conv-BN op and then the ReLU; in training the BN and the
@@ -31,9 +31,10 @@ in eval mode with running statistics of the input's dtype; "training" means the
 BatchNorms are in training mode with affine parameters. Anything else runs layer by
 layer, as in the plain model, and so does every layer a user swapped in (a subclass of
 ``Conv2d``, a different activation...): the patterns match exact types only.
-A dilated (atrous) convolution fuses only with its BatchNorm for inference, where the
-fused op takes the dilation; the depthwise stage and the whole-block op are written for
-the undilated 3x3 filter, so a dilated one is left to run layer by layer.
+A dilated (atrous) convolution fuses with its BatchNorm for inference, where the fused op
+takes the dilation, and a dilated depthwise 3x3 filter (padding equal to the dilation, stride
+1) joins its depthwise stage in training; the whole-block inference op is written for the
+undilated filter, so a dilated block runs layer by layer for inference.
 
 The view shares every Parameter and buffer object with the model (the same
 ``state_dict`` keys and values): an optimizer built on either trains both, and the
@@ -309,7 +310,7 @@ def _stage(first, depthwise, after, x):
         return after(first(x))
     e = conv1(x)
     h = F.depthwise_stage_train(e, _norm_args(norm1, e), conv2.weight, conv2.stride[0],
-                                _norm_args(norm2, e))
+                                _norm_args(norm2, e), dilation=conv2.dilation[0])
     if after is depthwise:
         return h
     return run_layers(list(after.conv)[1:], h)  # a block without expansion nor residual
@@ -317,11 +318,14 @@ def _stage(first, depthwise, after, x):
 
 def _stage_applies(conv1, norm1, conv2, norm2) -> bool:
     """Both BatchNorms in training mode with affine parameters, and conv2 the depthwise
-    3x3 filter (padding 1, stride 1 or 2, not dilated, no bias) over conv1's output channels."""
+    3x3 filter (no bias) over conv1's output channels: padding 1 at stride 1 or 2, or
+    dilated at stride 1 with padding equal to the dilation (DeepLab's atrous blocks)."""
     hidden = conv1.out_channels
+    (dh, dw), padding, stride = conv2.dilation, conv2.padding, conv2.stride
+    undilated = (dh, dw) == (1, 1) and padding == (1, 1) and stride in ((1, 1), (2, 2))
+    atrous = dh == dw > 1 and padding == (dh, dw) and stride == (1, 1)
     return (norm1.training and norm1.affine and norm2.training and norm2.affine
-            and conv2.kernel_size == (3, 3) and conv2.padding == (1, 1)
-            and conv2.stride in ((1, 1), (2, 2)) and conv2.dilation == (1, 1)
+            and conv2.kernel_size == (3, 3) and (undilated or atrous)
             and conv2.bias is None
             and conv2.groups == conv2.in_channels == conv2.out_channels == hidden
             and norm1.num_features == norm2.num_features == hidden)

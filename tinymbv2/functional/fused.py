@@ -25,6 +25,8 @@ they refuse to run while gradients are being recorded for an input that requires
 """
 from __future__ import annotations
 
+import numpy as np
+
 from ..autograd import Context, Function, Tensor, is_grad_enabled
 from ..backend import get_array_module
 from ..kernels import kernels_for
@@ -192,12 +194,12 @@ class DepthwiseStageTrain(Function):
     """
 
     @staticmethod
-    def forward(ctx, e, w1, b1, w_dw, w2, b2, stride, eps1, eps2, stats1, stats2):
+    def forward(ctx, e, w1, b1, w_dw, w2, b2, stride, eps1, eps2, stats1, stats2, dilation=1):
         k = kernels_for(e)
         h, a, d, m1, i1, m2, i2 = k.depthwise_stage_forward_train(e, (w1, b1, eps1), w_dw,
-                                                                  stride, (w2, b2, eps2))
+                                                                  stride, (w2, b2, eps2), dilation)
         ctx.save_for_backward(e, a, d, w1, b1, m1, i1, w_dw, w2, b2, m2, i2)
-        ctx.kernels, ctx.stride = k, stride
+        ctx.kernels, ctx.stride, ctx.dilation = k, stride, dilation
         stats1.update(mean=m1, invstd=i1)  # for the running statistics
         stats2.update(mean=m2, invstd=i2)
         return h
@@ -206,18 +208,20 @@ class DepthwiseStageTrain(Function):
     def backward(ctx, g):
         e, a, d, w1, b1, m1, i1, w_dw, w2, b2, m2, i2 = ctx.saved_tensors
         grads = ctx.kernels.depthwise_stage_backward_train(g, e, a, d, (w1, b1, m1, i1), w_dw,
-                                                           ctx.stride, (w2, b2, m2, i2))
+                                                           ctx.stride, (w2, b2, m2, i2),
+                                                           ctx.dilation)
         return (*grads, None, None, None, None, None)
 
 
-def depthwise_stage_train(e, norm1, w_dw, stride, norm2) -> Tensor:
+def depthwise_stage_train(e, norm1, w_dw, stride, norm2, dilation=1) -> Tensor:
     r"""Training: BN1 + ReLU6, depthwise 3x3, BN2 + ReLU6 as one op, in one kernel call per pass.
 
     $h = \text{relu6}(\text{BN}_2(\text{depthwise3x3}(\text{relu6}(\text{BN}_1(e)))))$, with both
     BatchNorms in training mode. The middle of an inverted residual block: $e$ is the
     expansion's convolution output (for a block without expansion, the previous layer's).
     The same values and gradients as ``batch_norm_relu6``, ``conv2d`` (groups = C,
-    padding 1) and ``batch_norm_relu6``, and the running statistics move as theirs do.
+    padding 1, or padding and dilation d for DeepLab's atrous blocks) and
+    ``batch_norm_relu6``, and the running statistics move as theirs do.
     The backward, with $d$ the depthwise output and $a$ its input:
 
     * $\partial L / \partial d$: BN2 and ReLU6 backward of $\partial L / \partial h$;
@@ -230,16 +234,19 @@ def depthwise_stage_train(e, norm1, w_dw, stride, norm2) -> Tensor:
         norm1: The first BatchNorm, ``(running_mean, running_var, weight, bias, momentum,
             eps)``: weight and bias Tensors (C,), the running statistics arrays (C,) updated
             in place as ``F.batch_norm(training=True)`` does, or both None.
-        w_dw: The depthwise weight (C, 1, 3, 3); padding 1.
-        stride: 1 or 2.
+        w_dw: The depthwise weight (C, 1, 3, 3); padding 1, or the dilation.
+        stride: 1 or 2; 1 when dilated.
         norm2: The second BatchNorm, as ``norm1``.
+        dilation: The depthwise filter's dilation d, an int: its taps d pixels apart, and
+            padding d, so that the plane keeps its size.
 
     Returns:
         h (N, C, ceil(H / s), ceil(W / s)).
 
     Raises:
-        ValueError: A shape that does not fit, a stride other than 1 or 2, one running
-            statistic without the other, or a single value per channel.
+        ValueError: A shape that does not fit, a stride other than 1 or 2, a dilation that
+            is not a positive int or comes with stride 2, one running statistic without the
+            other, or a single value per channel.
     """
     fn = "depthwise_stage_train"
     check_tensor(e, fn, "input", ndim=4)
@@ -250,6 +257,10 @@ def depthwise_stage_train(e, norm1, w_dw, stride, norm2) -> Tensor:
                          f"got {tuple(w_dw.shape)}")
     if stride not in (1, 2):
         raise ValueError(f"{fn}: expected stride 1 or 2, got {stride!r}")
+    if isinstance(dilation, bool) or not isinstance(dilation, (int, np.integer)) or dilation < 1:
+        raise ValueError(f"{fn}: expected dilation a positive int, got {dilation!r}")
+    if dilation > 1 and stride != 1:
+        raise ValueError(f"{fn}: expected stride 1 with dilation {dilation}, got stride {stride}")
     ho, wo = (hi - 1) // stride + 1, (wi - 1) // stride + 1
     if n * hi * wi <= 1 or n * ho * wo <= 1:
         raise ValueError(f"{fn}: expected more than 1 value per channel when training, "
@@ -269,7 +280,7 @@ def depthwise_stage_train(e, norm1, w_dw, stride, norm2) -> Tensor:
 
     stats1, stats2 = {}, {}
     h = DepthwiseStageTrain.apply(e, norm1[2], norm1[3], w_dw, norm2[2], norm2[3], stride,
-                                  norm1[5], norm2[5], stats1, stats2)
+                                  norm1[5], norm2[5], stats1, stats2, dilation=int(dilation))
     for (running_mean, running_var, _, _, momentum, eps), stats, m in (
             (norm1, stats1, n * hi * wi), (norm2, stats2, n * ho * wo)):
         if running_mean is not None:

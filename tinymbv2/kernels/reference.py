@@ -767,11 +767,11 @@ class ReferenceKernels:
         return y
 
     # ------------------------------------- fused: the depthwise stage, in training
-    def depthwise_stage_forward_train(self, e, bn1, w_dw, stride, bn2):
+    def depthwise_stage_forward_train(self, e, bn1, w_dw, stride, bn2, dilation=1):
         """The middle of an inverted residual block in training, BatchNorms on batch statistics.
 
             a = ReLU6(BN1(e))
-            d = depthwise3x3(a)      stride 1 or 2, padding 1
+            d = depthwise3x3(a)      stride 1 or 2, padding 1; or dilated, stride 1, padding = dilation
             h = ReLU6(BN2(d))
 
         A faster set that recomputes ``a`` in the backward instead of keeping it returns None
@@ -781,8 +781,10 @@ class ReferenceKernels:
             e: The input (N, C, H, W).
             bn1: ``(weight, bias, eps)`` of the first BatchNorm ((C,) arrays).
             w_dw: The depthwise weight (C, 1, 3, 3).
-            stride: 1 or 2.
+            stride: 1 or 2 (1 when dilated).
             bn2: ``(weight, bias, eps)`` of the second BatchNorm.
+            dilation: The filter's dilation, an int (DeepLab's atrous blocks); the padding is
+                the same.
 
         Returns:
             ``(h, a, d, mean1, invstd1, mean2, invstd2)``: h and d (N, C, Ho, Wo), a like e, and
@@ -790,11 +792,11 @@ class ReferenceKernels:
         """
         (w1, b1, eps1), (w2, b2, eps2) = bn1, bn2
         a, mean1, invstd1 = self.batch_norm_forward_train(e, w1, b1, eps1, relu6=True)
-        d = self.depthwise_conv2d_forward(a, w_dw, (stride, stride), (1, 1))
+        d = self.depthwise_conv2d_forward(a, w_dw, (stride, stride), (dilation, dilation), dilation)
         h, mean2, invstd2 = self.batch_norm_forward_train(d, w2, b2, eps2, relu6=True)
         return h, a, d, mean1, invstd1, mean2, invstd2
 
-    def depthwise_stage_backward_train(self, gh, e, a, d, bn1, w_dw, stride, bn2):
+    def depthwise_stage_backward_train(self, gh, e, a, d, bn1, w_dw, stride, bn2, dilation=1):
         r"""The gradients of ``depthwise_stage_forward_train``, its three steps backwards.
 
         * $\partial L / \partial d$: BN2 and ReLU6 backward of $\partial L / \partial h$;
@@ -808,17 +810,18 @@ class ReferenceKernels:
             d: The depthwise output as the forward gave it.
             bn1: ``(weight, bias, mean, invstd)`` of the first BatchNorm.
             w_dw: The depthwise weight (C, 1, 3, 3).
-            stride: 1 or 2.
+            stride: 1 or 2 (1 when dilated).
             bn2: ``(weight, bias, mean, invstd)`` of the second BatchNorm.
+            dilation: The filter's dilation, an int.
 
         Returns:
             ``(dL/de, dL/dweight1, dL/dbias1, dL/dw_dw, dL/dweight2, dL/dbias2)``.
         """
         (w1, b1, mean1, invstd1), (w2, b2, mean2, invstd2) = bn1, bn2
-        s, p = (stride, stride), (1, 1)
+        s, p = (stride, stride), (dilation, dilation)
         gd, gw2, gb2 = self.batch_norm_backward_train(gh, d, mean2, invstd2, w2, b2, relu6=True)
-        ga = self.depthwise_conv2d_backward_input(gd, w_dw, a.shape, s, p)
-        gw_dw = self.depthwise_conv2d_backward_weight(gd, a, w_dw.shape, s, p)
+        ga = self.depthwise_conv2d_backward_input(gd, w_dw, a.shape, s, p, dilation)
+        gw_dw = self.depthwise_conv2d_backward_weight(gd, a, w_dw.shape, s, p, dilation)
         ge, gw1, gb1 = self.batch_norm_backward_train(ga, e, mean1, invstd1, w1, b1, relu6=True)
         return ge, gw1, gb1, gw_dw, gw2, gb2
 

@@ -77,7 +77,8 @@ import numpy as np
 from ..reference import ReferenceKernels
 from ..checks import undilated
 from . import (batchnorm, block, cross_entropy, dense, depthwise, dilated, int8, int8_pool,
-               int8_quantize, interpolate, matmul, optim, pointwise, stage, subgrids, tap_regions)
+               int8_quantize, interpolate, matmul, optim, pointwise, stage, stage_channels_last,
+               subgrids, tap_regions)
 from .dense import winograd
 
 
@@ -175,15 +176,23 @@ class NumbaKernels(ReferenceKernels):
             return super().inverted_residual_eval(x, expand, depthwise, project, stride, residual)
         return block.inverted_residual_eval(x, expand, depthwise, project, stride, residual)
 
-    def depthwise_stage_forward_train(self, e, bn1, w_dw, stride, bn2):
-        if not stage.stage_supported(e, w_dw, stride):
-            return super().depthwise_stage_forward_train(e, bn1, w_dw, stride, bn2)
-        h, d, mean1, invstd1, mean2, invstd2 = stage.stage_forward_train(e, bn1, w_dw, stride, bn2)
+    def depthwise_stage_forward_train(self, e, bn1, w_dw, stride, bn2, dilation=1):
+        if stage_channels_last.supported(e, w_dw, stride, dilation):  # small planes
+            h, d, mean1, invstd1, mean2, invstd2 = stage_channels_last.stage_forward_train(
+                e, bn1, w_dw, dilation, bn2)
+        elif dilation == 1 and stage.stage_supported(e, w_dw, stride):  # NCHW planes
+            h, d, mean1, invstd1, mean2, invstd2 = stage.stage_forward_train(e, bn1, w_dw, stride,
+                                                                             bn2)
+        else:
+            return super().depthwise_stage_forward_train(e, bn1, w_dw, stride, bn2, dilation)
         return h, None, d, mean1, invstd1, mean2, invstd2  # a: recomputed from e in the backward
 
-    def depthwise_stage_backward_train(self, gh, e, a, d, bn1, w_dw, stride, bn2):
+    def depthwise_stage_backward_train(self, gh, e, a, d, bn1, w_dw, stride, bn2, dilation=1):
         if a is not None:  # the forward ran the three simple kernels
-            return super().depthwise_stage_backward_train(gh, e, a, d, bn1, w_dw, stride, bn2)
+            return super().depthwise_stage_backward_train(gh, e, a, d, bn1, w_dw, stride, bn2,
+                                                          dilation)
+        if stage_channels_last.supported(e, w_dw, stride, dilation):
+            return stage_channels_last.stage_backward_train(gh, e, d, bn1, w_dw, dilation, bn2)
         return stage.stage_backward_train(gh, e, d, bn1, w_dw, stride, bn2)
 
     def sgd_update(self, p, grad, momentum_buffer, lr, momentum, dampening, weight_decay,

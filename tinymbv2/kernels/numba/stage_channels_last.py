@@ -1,0 +1,409 @@
+"""The depthwise stage in training on channels-last planes, one block of channels at a time.
+
+``.stage`` runs the middle of an inverted residual block,
+
+    a = ReLU6(BN1(e)),   d = depthwise3x3(a),   h = ReLU6(BN2(d)),
+
+as one kernel per direction on the NCHW planes. On the small planes this set keeps
+channels-last (``..layout``: 16 x 16 pixels and less) the same three steps ran as five
+kernel calls forward and as many backward, each a pass over whole tensors of up to
+4 MB: inside a training step, where the tensors come from memory and not from cache,
+they took two to three times as long as on their own (figures: docs/kernels.md,
+"The depthwise stage on channels-last planes").
+
+Here one task takes a block of ``CHANNELS`` contiguous channels of every pixel of every
+image (32 float32 channels: 128 bytes a pixel, two cache lines) and runs every step over
+it while it stays in the core's cache, ``prange`` over the blocks:
+
+* **forward**: BN1's statistics over e's block (the one read from memory); a =
+  ReLU6(BN1(e)) into a scratch block; the depthwise filter of a into d (written: the
+  backward needs it); BN2's statistics over d's block (in cache) and h (written);
+* **backward**, from dL/dh: BN2's backward into a scratch block (dL/dd); a recomputed
+  from e; the depthwise weight gradient against a; dL/da written into dL/de's block;
+  BN1's backward in place over it (in cache).
+
+The filter may be dilated, with padding equal to the dilation (DeepLab's atrous blocks),
+at stride 1. Each step is the routine the separate kernels run, on the same values in the
+same order -- the statistics in ``batchnorm.channels_last``'s runs of rows, the filter
+through ``depthwise.rows3x3``'s register loops, a sub-grid at a time when dilated -- so
+the results are the same bits as ``batch_norm_forward_train``, ``depthwise_conv2d_*`` and
+``batch_norm_backward_train`` of this set, and the same for any number of threads.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .cache import CACHE
+from . import pool  # noqa: F401  (the one-pool set-up, see there)
+from .batchnorm.channels_last import _bounds
+from .batchnorm.flat import passed
+from .depthwise.rows3x3 import _correlate_plane, _tap_table, _weight_sums_planes
+from .layout import channels_last_plane, empty_channels_last, is_channels_last, nhwc
+from .llvm import Emit, array_data, as_i64, lanes
+from numba import types
+from numba.extending import intrinsic
+
+
+@intrinsic
+def _prefetch(typingctx, arr, offset):
+    """Ask for the cache line of the flat element ``offset`` of the C-contiguous ``arr``."""
+    sig = types.void(arr, offset)
+
+    def codegen(context, builder, signature, args):
+        e = Emit(context, builder, signature.args[0].dtype)
+        data = array_data(context, builder, signature.args[0], args[0])
+        e.prefetch(data, as_i64(builder, [args[1]])[0])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+AHEAD = 8
+
+_JIT = dict(cache=CACHE, fastmath=False)
+
+CHANNELS = 32
+"""Channels per task (a multiple of the float32 vector's 16 lanes)."""
+
+SERIAL_MAX = 1 << 16
+"""Tensors of up to this many values run in the calling thread (as ``batchnorm``'s
+``ROWS_SERIAL_MAX``): waking the pool would cost more than it saves."""
+
+
+def supported(e, w_dw, stride, dilation) -> bool:
+    """Does this kernel run the stage?
+
+    It does for e a float32 or float64 channels-last array on a plane this set keeps
+    channels-last, a (C, 1, 3, 3) filter of e's dtype, stride 1 and any dilation (with
+    padding equal to it).
+
+    Args:
+        e: The stage's input (N, C, H, W).
+        w_dw: The depthwise weight.
+        stride: The depthwise stride.
+        dilation: The depthwise dilation, an int.
+
+    Returns:
+        Whether it does.
+    """
+    return (isinstance(e, np.ndarray) and e.ndim == 4 and e.dtype in (np.float32, np.float64)
+            and channels_last_plane(e.shape[2], e.shape[3]) and e.size > 0
+            and is_channels_last(e) and isinstance(w_dw, np.ndarray) and w_dw.dtype == e.dtype
+            and w_dw.shape == (e.shape[1], 1, 3, 3) and stride == 1 and dilation >= 1)
+
+
+# -------------------------------------------------- BatchNorm on one block of channels
+# The arithmetic of batchnorm.channels_last (forward_train_rows, backward_train_rows),
+# restricted to channels [c0, c1): the same runs of rows, the same float64 sums, the same
+# roundings, so each channel gets the same bits.
+@njit(**_JIT)
+def _block_stats(x2, c0, c1, bounds, weight, eps, mean, invstd, scale):
+    """mean, invstd, scale[c0:c1] of the rows x2 (M, C), as ``forward_train_rows``."""
+    m = x2.shape[0]
+    cb = c1 - c0
+    shift = np.empty(cb)
+    for k in range(cb):
+        shift[k] = x2[0, c0 + k]
+    t1, t2 = np.zeros(cb), np.zeros(cb)
+    s1, s2 = np.empty(cb), np.empty(cb)
+    for run in range(bounds.shape[0] - 1):
+        s1[:] = 0
+        s2[:] = 0
+        for r in range(bounds[run], bounds[run + 1]):
+            if r + AHEAD < m:
+                for q in range(c0, c1, 16):
+                    _prefetch(x2, (r + AHEAD) * x2.shape[1] + q)
+            xr = x2[r, c0:c1]
+            for k in range(cb):
+                d = xr[k] - shift[k]
+                s1[k] += d
+                s2[k] += d * d
+        if run == 0:
+            t1[:] = s1
+            t2[:] = s2
+        else:
+            for k in range(cb):
+                t1[k] += s1[k]
+                t2[k] += s2[k]
+    for k in range(cb):
+        ch = c0 + k
+        d = t1[k] / m
+        var = max(t2[k] / m - d * d, 0.0)
+        mean[ch] = shift[k] + d
+        invstd[ch] = 1.0 / np.sqrt(var + eps)
+        scale[ch] = weight[ch] * invstd[ch]
+
+
+@njit(**_JIT)
+def _block_relu6(x2, y2, c0, c1, mean, scale, bias):
+    """``y2[:, c0:c1] = ReLU6((x2 - mean) * scale + bias)`` over every row."""
+    zero, six = y2.dtype.type(0), y2.dtype.type(6)
+    mu, sc, bi = mean[c0:c1], scale[c0:c1], bias[c0:c1]
+    m = x2.shape[0]
+    for r in range(m):
+        if r + AHEAD < m:
+            for q in range(c0, c1, 16):
+                _prefetch(x2, (r + AHEAD) * x2.shape[1] + q)
+        xr, yr = x2[r, c0:c1], y2[r, c0:c1]
+        for k in range(c1 - c0):
+            yr[k] = min(max((xr[k] - mu[k]) * sc[k] + bi[k], zero), six)
+
+
+@njit(**_JIT)
+def _block_grad_coefs(g2, x2, c0, c1, bounds, mean, invstd, weight, bias, scale, coef, gweight,
+                      gbias):
+    """BatchNorm + ReLU6's gradient sums over the block, as ``backward_train_rows``: fills
+    scale[c0:c1], coef[:, c0:c1] = (a, b, c) of ``gx = a (g - b - (x - mean) c)`` and
+    gweight, gbias[c0:c1]."""
+    m = x2.shape[0]
+    cb = c1 - c0
+    zero, six = x2.dtype.type(0), x2.dtype.type(6)
+    mu64 = np.empty(cb)
+    for k in range(cb):
+        scale[c0 + k] = weight[c0 + k] * invstd[c0 + k]
+        mu64[k] = mean[c0 + k]
+    mu, sc, bi = mean[c0:c1], scale[c0:c1], bias[c0:c1]
+    t1, t2 = np.zeros(cb), np.zeros(cb)
+    sg, sgx = np.empty(cb), np.empty(cb)
+    for run in range(bounds.shape[0] - 1):
+        sg[:] = 0
+        sgx[:] = 0
+        for r in range(bounds[run], bounds[run + 1]):
+            if r + AHEAD < m:
+                for q in range(c0, c1, 16):
+                    _prefetch(x2, (r + AHEAD) * x2.shape[1] + q)
+                    _prefetch(g2, (r + AHEAD) * x2.shape[1] + q)
+            xr, gr = x2[r, c0:c1], g2[r, c0:c1]
+            for k in range(cb):
+                g = np.float64(passed(gr[k], xr[k], mu[k], sc[k], bi[k], True, zero, six))
+                sg[k] += g
+                sgx[k] += g * (xr[k] - mu64[k])
+        if run == 0:
+            t1[:] = sg
+            t2[:] = sgx
+        else:
+            for k in range(cb):
+                t1[k] += sg[k]
+                t2[k] += sgx[k]
+    for k in range(cb):
+        ch = c0 + k
+        istd = np.float64(invstd[ch])
+        gw = t2[k] * istd  # sum(gy * xhat)
+        gweight[ch] = gw
+        gbias[ch] = t1[k]
+        coef[0, ch] = np.float64(weight[ch]) * istd
+        coef[1, ch] = t1[k] / m
+        coef[2, ch] = istd * gw / m
+
+
+@njit(**_JIT)
+def _block_grad(g2, x2, gx2, c0, c1, mean, scale, bias, coef):
+    """``gx2[:, c0:c1] = a (passed(g) - b - (x - mean) c)``."""
+    zero, six = x2.dtype.type(0), x2.dtype.type(6)
+    mu, sc, bi = mean[c0:c1], scale[c0:c1], bias[c0:c1]
+    a, bt, cc = coef[0, c0:c1], coef[1, c0:c1], coef[2, c0:c1]
+    for r in range(x2.shape[0]):
+        xr, gr, out = x2[r, c0:c1], g2[r, c0:c1], gx2[r, c0:c1]
+        for k in range(c1 - c0):
+            g = passed(gr[k], xr[k], mu[k], sc[k], bi[k], True, zero, six)
+            out[k] = a[k] * (g - bt[k] - (xr[k] - mu[k]) * cc[k])
+
+
+@njit(**_JIT)
+def _block_grad_inplace(g2, x2, c0, c1, mean, scale, bias, coef):
+    """``_block_grad(g2, x2, g2, ...)``: with two views of one array LLVM's overlap check
+    fails and the loop runs scalar (as ``batchnorm.affine_inplace`` says)."""
+    zero, six = x2.dtype.type(0), x2.dtype.type(6)
+    mu, sc, bi = mean[c0:c1], scale[c0:c1], bias[c0:c1]
+    a, bt, cc = coef[0, c0:c1], coef[1, c0:c1], coef[2, c0:c1]
+    for r in range(x2.shape[0]):
+        xr, gr = x2[r, c0:c1], g2[r, c0:c1]
+        for k in range(c1 - c0):
+            g = passed(gr[k], xr[k], mu[k], sc[k], bi[k], True, zero, six)
+            gr[k] = a[k] * (g - bt[k] - (xr[k] - mu[k]) * cc[k])
+
+
+# ---------------------------------------------- the depthwise filter on the block
+@njit(**_JIT)
+def _filter_block(src4, taps, dil, c0, c1, dst4):
+    """``dst4[..., c0:c1]``: the 3x3 correlation of src4 (N, H, W, C) with taps (9, C), taps
+    ``dil`` apart and padding ``dil``, sub-grid by sub-grid and image by image in the order
+    of ``rows3x3._correlate_grids``, a vector of channels per call."""
+    n, h, wd, c = src4.shape
+    step = lanes(src4)
+    for b in range(n):
+        for a in range(min(dil, h)):
+            for col in range(min(dil, wd)):
+                for v0 in range(c0, c1, step):
+                    at = ((b * h + a) * wd + col) * c + v0
+                    _correlate_plane(src4, at, taps, v0, dst4, at, (h - a + dil - 1) // dil,
+                                     (wd - col + dil - 1) // dil, dil * c, dil * wd * c, c,
+                                     min(step, c1 - v0))
+
+
+@njit(**_JIT)
+def _weight_block(g4, x4, dil, c0, c1, table):
+    """table (9, C)[:, c0:c1]: the filter's weight gradient, as ``rows3x3._weight_grad_grids``
+    sums it (the sub-grids in order, each over every image in order)."""
+    n, h, wd, c = x4.shape
+    step = lanes(x4)
+    for v0 in range(c0, c1, step):
+        for a in range(min(dil, h)):
+            for col in range(min(dil, wd)):
+                at = (a * wd + col) * c + v0
+                _weight_sums_planes(g4, at, x4, at, table, v0, n, h * wd * c,
+                                    (h - a + dil - 1) // dil, (wd - col + dil - 1) // dil,
+                                    dil * c, dil * wd * c, c, a > 0 or col > 0,
+                                    min(step, c1 - v0))
+
+
+# ------------------------------------------------------------------ one task each way
+@njit(**_JIT)
+def _forward_block(e4, w1, b1, eps1, taps, dil, w2, b2, eps2, c0, c1, bounds, stats, a4, d4, h4):
+    n, h, wd, c = e4.shape
+    e2, a2 = e4.reshape(n * h * wd, c), a4.reshape(n * h * wd, c)
+    d2, h2 = d4.reshape(n * h * wd, c), h4.reshape(n * h * wd, c)
+    _block_stats(e2, c0, c1, bounds, w1, eps1, stats[0], stats[1], stats[2])
+    _block_relu6(e2, a2, c0, c1, stats[0], stats[2], b1)
+    _filter_block(a4, taps, dil, c0, c1, d4)
+    _block_stats(d2, c0, c1, bounds, w2, eps2, stats[3], stats[4], stats[5])
+    _block_relu6(d2, h2, c0, c1, stats[3], stats[5], b2)
+
+
+@njit(parallel=True, **_JIT)
+def _forward_parallel(e4, w1, b1, eps1, taps, dil, w2, b2, eps2, bounds, stats, a4, d4, h4):
+    c = e4.shape[3]
+    for blk in prange((c + CHANNELS - 1) // CHANNELS):
+        c0 = blk * CHANNELS
+        _forward_block(e4, w1, b1, eps1, taps, dil, w2, b2, eps2, c0, min(c, c0 + CHANNELS),
+                       bounds, stats, a4, d4, h4)
+
+
+@njit(**_JIT)
+def _forward_serial(e4, w1, b1, eps1, taps, dil, w2, b2, eps2, bounds, stats, a4, d4, h4):
+    c = e4.shape[3]
+    for c0 in range(0, c, CHANNELS):
+        _forward_block(e4, w1, b1, eps1, taps, dil, w2, b2, eps2, c0, min(c, c0 + CHANNELS),
+                       bounds, stats, a4, d4, h4)
+
+
+@njit(**_JIT)
+def _backward_block(gh4, e4, d4, mean1, invstd1, w1, b1, taps, flipped, dil, mean2, invstd2, w2,
+                    b2, c0, c1, bounds, scales, coefs, grads, table, a4, gd4, ge4):
+    n, h, wd, c = e4.shape
+    m = n * h * wd
+    e2, d2, gh2 = e4.reshape(m, c), d4.reshape(m, c), gh4.reshape(m, c)
+    a2, gd2, ge2 = a4.reshape(m, c), gd4.reshape(m, c), ge4.reshape(m, c)
+    # dL/dd: BN2 + ReLU6 backward
+    _block_grad_coefs(gh2, d2, c0, c1, bounds, mean2, invstd2, w2, b2, scales[1], coefs[1],
+                      grads[2], grads[3])
+    _block_grad(gh2, d2, gd2, c0, c1, mean2, scales[1], b2, coefs[1])
+    # a, recomputed (the forward's scale: w1 * invstd1 in e's dtype)
+    for k in range(c0, c1):
+        scales[0, k] = w1[k] * invstd1[k]
+    _block_relu6(e2, a2, c0, c1, mean1, scales[0], b1)
+    # the filter's gradients: dL/dw against a, dL/da into dL/de's block
+    _weight_block(gd4, a4, dil, c0, c1, table)
+    _filter_block(gd4, flipped, dil, c0, c1, ge4)
+    # dL/de: BN1 + ReLU6 backward of dL/da, in place
+    _block_grad_coefs(ge2, e2, c0, c1, bounds, mean1, invstd1, w1, b1, scales[0], coefs[0],
+                      grads[0], grads[1])
+    _block_grad_inplace(ge2, e2, c0, c1, mean1, scales[0], b1, coefs[0])
+
+
+@njit(parallel=True, **_JIT)
+def _backward_parallel(gh4, e4, d4, mean1, invstd1, w1, b1, taps, flipped, dil, mean2, invstd2,
+                       w2, b2, bounds, scales, coefs, grads, table, a4, gd4, ge4):
+    c = e4.shape[3]
+    for blk in prange((c + CHANNELS - 1) // CHANNELS):
+        c0 = blk * CHANNELS
+        _backward_block(gh4, e4, d4, mean1, invstd1, w1, b1, taps, flipped, dil, mean2, invstd2,
+                        w2, b2, c0, min(c, c0 + CHANNELS), bounds, scales, coefs, grads, table,
+                        a4, gd4, ge4)
+
+
+@njit(**_JIT)
+def _backward_serial(gh4, e4, d4, mean1, invstd1, w1, b1, taps, flipped, dil, mean2, invstd2,
+                     w2, b2, bounds, scales, coefs, grads, table, a4, gd4, ge4):
+    c = e4.shape[3]
+    for c0 in range(0, c, CHANNELS):
+        _backward_block(gh4, e4, d4, mean1, invstd1, w1, b1, taps, flipped, dil, mean2, invstd2,
+                        w2, b2, c0, min(c, c0 + CHANNELS), bounds, scales, coefs, grads, table,
+                        a4, gd4, ge4)
+
+
+@njit(**_JIT)
+def _table_to_filter(table):
+    """(9, C) -> (C, 1, 3, 3)."""
+    c = table.shape[1]
+    gw = np.empty((c, 1, 3, 3), table.dtype)
+    for ch in range(c):
+        for t in range(9):
+            gw[ch, 0, t // 3, t % 3] = table[t, ch]
+    return gw
+
+
+def _c(a):
+    return np.ascontiguousarray(a)
+
+
+def stage_forward_train(e, bn1, w_dw, dilation, bn2):
+    """The forward above, at stride 1.
+
+    The contract is ``ReferenceKernels.depthwise_stage_forward_train``'s, without ``a``
+    (the backward recomputes it).
+
+    Args:
+        e: The input (N, C, H, W), channels-last (``supported``).
+        bn1: ``(weight, bias, eps)`` of the first BatchNorm ((C,) arrays of e's dtype).
+        w_dw: The depthwise weight (C, 1, 3, 3).
+        dilation: The filter's dilation, an int; the padding is the same.
+        bn2: ``(weight, bias, eps)`` of the second BatchNorm.
+
+    Returns:
+        ``(h, d, mean1, invstd1, mean2, invstd2)``: h = ReLU6(BN2(d)) and d (N, C, H, W),
+        channels-last, and the batch statistics of e and of d as
+        ``batch_norm_forward_train`` returns them.
+    """
+    (w1, b1, eps1), (w2, b2, eps2) = bn1, bn2
+    n, c, hi, wi = e.shape
+    a, d, h = (empty_channels_last(e.shape, e.dtype) for _ in range(3))
+    stats = np.empty((6, c), e.dtype)  # mean, invstd, scale of BN1, then of BN2
+    run = _forward_parallel if e.size > SERIAL_MAX else _forward_serial
+    run(nhwc(e), _c(w1), _c(b1), float(eps1), _tap_table(_c(w_dw), False), int(dilation),
+        _c(w2), _c(b2), float(eps2), _bounds(n * hi * wi), stats, nhwc(a), nhwc(d), nhwc(h))
+    return h, d, stats[0], stats[1], stats[3], stats[4]
+
+
+def stage_backward_train(gh, e, d, bn1, w_dw, dilation, bn2):
+    r"""The backward above.
+
+    Args:
+        gh: $\partial L / \partial h$ (N, C, H, W), in either layout (an NCHW one is copied
+            channels-last).
+        e: The forward's input, channels-last.
+        d: The depthwise output the forward returned.
+        bn1: ``(weight, bias, mean, invstd)`` of the first BatchNorm.
+        w_dw: The depthwise weight (C, 1, 3, 3).
+        dilation: The filter's dilation, an int.
+        bn2: ``(weight, bias, mean, invstd)`` of the second BatchNorm.
+
+    Returns:
+        ``(dL/de, dL/dgamma1, dL/dbeta1, dL/dw_dw, dL/dgamma2, dL/dbeta2)``, dL/de
+        channels-last.
+    """
+    (w1, b1, mean1, invstd1), (w2, b2, mean2, invstd2) = bn1, bn2
+    n, c, hi, wi = e.shape
+    w_dw = _c(w_dw)
+    a, gd, ge = (empty_channels_last(e.shape, e.dtype) for _ in range(3))
+    scales = np.empty((2, c), e.dtype)
+    coefs = np.empty((2, 3, c), e.dtype)
+    grads = np.empty((4, c), e.dtype)  # dL/dgamma1, dL/dbeta1, dL/dgamma2, dL/dbeta2
+    table = np.empty((9, c), e.dtype)
+    run = _backward_parallel if e.size > SERIAL_MAX else _backward_serial
+    run(nhwc(gh), nhwc(e), nhwc(d), _c(mean1), _c(invstd1), _c(w1), _c(b1),
+        _tap_table(w_dw, False), _tap_table(w_dw, True), int(dilation), _c(mean2), _c(invstd2),
+        _c(w2), _c(b2), _bounds(n * hi * wi), scales, coefs, grads, table, nhwc(a), nhwc(gd),
+        nhwc(ge))
+    return ge, grads[0], grads[1], _table_to_filter(table), grads[2], grads[3]
