@@ -3,10 +3,12 @@
 relu6(BN2(depthwise3x3(relu6(BN1(e))))) with training-mode BatchNorms, checked against
 PyTorch's separate ops in float64 (values, the six gradients for a random upstream
 gradient, the running statistics), with both CPU kernel sets: the numba set runs its
-fused kernel (:mod:`tinymbv2.kernels.numba.stage`) on planes above the channels-last
-ones, the three separate kernels below them and in the reference set. The model must use
-it; the kernel itself (the bits of the separate numba kernels, any thread count, any
-layout) is checked in ``tests/kernels/test_numba_stage.py``.
+fused kernels (:mod:`tinymbv2.kernels.numba.stage` on planes above the channels-last ones,
+:mod:`tinymbv2.kernels.numba.stage_channels_last` on those at stride 1, the filter dilated
+or not), the three separate kernels elsewhere and in the reference set. The model must use
+it; the kernels themselves (the bits of the separate numba kernels, any thread count, any
+layout) are checked in ``tests/kernels/test_numba_stage.py`` and
+``test_numba_stage_channels_last.py``.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from tinymbv2 import Tensor, nn
 from tinymbv2 import functional as F
 from tinymbv2.functional import cross_entropy
 from tinymbv2.fusion import fuse
-from tinymbv2.kernels.numba import layout, stage
+from tinymbv2.kernels.numba import layout, stage, stage_channels_last
 from tinymbv2.models import mobilenet_v2
 from tinymbv2.profiler import profile
 from errors import assert_close
@@ -54,25 +56,27 @@ def _case(n, c, h, w, stride, seed=0, dtype=np.float64):
     return e.astype(dtype), {k: v.astype(dtype) for k, v in p.items()}, g.astype(dtype)
 
 
-def _torch_stage(e, p, g, stride):
+def _torch_stage(e, p, g, stride, dilation=1):
     t = {k: torch.tensor(v, requires_grad=k[0] in "wb") for k, v in p.items()}
     te = torch.tensor(e, requires_grad=True)
     f = torch.nn.functional
     a = f.relu6(f.batch_norm(te, t["rm1"], t["rv1"], t["w1"], t["b1"], True, MOMENTUM, EPS1))
-    d = f.conv2d(a, t["wd"], stride=stride, padding=1, groups=e.shape[1])
+    d = f.conv2d(a, t["wd"], stride=stride, padding=dilation, dilation=dilation,
+                 groups=e.shape[1])
     h = f.relu6(f.batch_norm(d, t["rm2"], t["rv2"], t["w2"], t["b2"], True, MOMENTUM, EPS2))
     h.backward(torch.tensor(g))
     grads = [x.grad.numpy() for x in (te, t["w1"], t["b1"], t["wd"], t["w2"], t["b2"])]
     return h.detach().numpy(), grads, [t[k].detach().numpy() for k in ("rm1", "rv1", "rm2", "rv2")]
 
 
-def _ours(e, p, g, stride):
+def _ours(e, p, g, stride, dilation=1):
     p = {k: v.copy() for k, v in p.items()}
     params = {k: Tensor(p[k], requires_grad=True) for k in ("w1", "b1", "wd", "w2", "b2")}
     te = Tensor(e.copy(), requires_grad=True)
     h = F.depthwise_stage_train(
         te, (p["rm1"], p["rv1"], params["w1"], params["b1"], MOMENTUM, EPS1), params["wd"],
-        stride, (p["rm2"], p["rv2"], params["w2"], params["b2"], MOMENTUM, EPS2))
+        stride, (p["rm2"], p["rv2"], params["w2"], params["b2"], MOMENTUM, EPS2),
+        dilation=dilation)
     h.backward(Tensor(g))
     grads = [x.grad for x in (te, params["w1"], params["b1"], params["wd"], params["w2"],
                               params["b2"])]
@@ -94,6 +98,19 @@ def test_depthwise_stage_matches_torch(kernel_set, case):
         assert_close("depthwise_stage_train running stats", ours, theirs, TOL64)
 
 
+@pytest.mark.parametrize("n,c,h,w,dilation", [(2, 3, 9, 8, 2), (3, 20, 16, 16, 3),
+                                               (1, 4, 6, 11, 7), (2, 3, 17, 19, 2)])
+def test_dilated_depthwise_stage_matches_torch(kernel_set, n, c, h, w, dilation):
+    """DeepLab's atrous blocks: the filter dilated, padding equal to the dilation, stride 1;
+    channels-last planes (the numba set's kernel for them) and a larger NCHW one."""
+    e, p, g = _case(n, c, h, w, 1, seed=dilation)
+    h_ours, grads, running = _ours(e, p, g, 1, dilation)
+    h_t, grads_t, running_t = _torch_stage(e, p, g, 1, dilation)
+    assert_close("depthwise_stage_train dilated", h_ours, h_t, TOL64)
+    for ours, theirs in zip(grads + running, grads_t + running_t):
+        assert_close("depthwise_stage_train dilated grads, stats", ours, theirs, TOL64)
+
+
 def test_the_cases_reach_both_numba_paths():
     """Guard for the cases above: some run the fused kernel, some the separate ones."""
     fused = [stage.stage_supported(np.zeros((n, c, h, w)), np.zeros((c, 1, 3, 3)), s)
@@ -108,15 +125,17 @@ def _train_step(model, x, y):
             {k: q.grad.copy() for k, q in model.named_parameters()})
 
 
-@pytest.mark.parametrize("layout_max,fused_blocks", [(None, 4), (0, 17)],
-                         ids=["default-layout", "layout-off"])
+@pytest.mark.parametrize("layout_max,fused_blocks,channels_last_blocks",
+                         [(None, 4, 11), (0, 17, 0)], ids=["default-layout", "layout-off"])
 def test_model_training_uses_the_stage_and_matches_the_layers(monkeypatch, layout_max,
-                                                               fused_blocks):
+                                                               fused_blocks,
+                                                               channels_last_blocks):
     """A training step of fused MobileNetV2 at 96 px equals the plain one (layer by layer), running
     statistics and batch counts too. The blocks whose depthwise input planes are above the
     channels-last ones (48x48 and 24x24: blocks 1-4, block 1 with the stem's BatchNorm)
-    run the numba set's one-pass kernel, the others its three kernels; with that layout off,
-    all 17 run the one-pass kernel."""
+    run the numba set's one-pass kernel, the stride-1 blocks on the channels-last planes its
+    channels-last kernel (blocks 5, 6, 8-13 and 15-17), the two at stride 2 there (7, 14) its
+    three simple kernels; with that layout off, all 17 run the one-pass kernel."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 3, 96, 96))
     y = rng.integers(0, 10, 3)
@@ -126,6 +145,10 @@ def test_model_training_uses_the_stage_and_matches_the_layers(monkeypatch, layou
         one_pass = stage.stage_forward_train
         monkeypatch.setattr(stage, "stage_forward_train",
                             lambda *args: kernel_calls.append(1) or one_pass(*args))
+        rows_calls = []  # and its channels-last kernel
+        by_rows = stage_channels_last.stage_forward_train
+        monkeypatch.setattr(stage_channels_last, "stage_forward_train",
+                            lambda *args: rows_calls.append(1) or by_rows(*args))
         with profile() as prof:
             fused = _train_step(fuse(fused_model), x, y)
         layered = _train_step(mobilenet_v2(num_classes=10, dropout=0.0, seed=0).double(), x, y)
@@ -141,7 +164,7 @@ def test_model_training_uses_the_stage_and_matches_the_layers(monkeypatch, layou
     # every block's middle is one op; the numba set's one-pass kernel runs fused_blocks of them
     assert prof.calls[("DepthwiseStageTrain", "forward")] == 17
     assert prof.calls[("DepthwiseStageTrain", "backward")] == 17
-    assert len(kernel_calls) == fused_blocks
+    assert len(kernel_calls) == fused_blocks and len(rows_calls) == channels_last_blocks
 
 
 def test_blocks_with_an_eval_batchnorm_or_a_swapped_layer_run_layer_by_layer():
@@ -175,6 +198,11 @@ def test_depthwise_stage_names_what_was_wrong():
         F.depthwise_stage_train(e, norm, Tensor(np.ones((3, 1, 5, 5), np.float32)), 1, norm)
     with pytest.raises(ValueError, match="expected stride 1 or 2, got 3"):
         F.depthwise_stage_train(e, norm, wd, 3, norm)
+    for bad_dilation in (0, 2.0, True, (2, 2)):
+        with pytest.raises(ValueError, match="expected dilation a positive int, got"):
+            F.depthwise_stage_train(e, norm, wd, 1, norm, dilation=bad_dilation)
+    with pytest.raises(ValueError, match="expected stride 1 with dilation 2, got stride 2"):
+        F.depthwise_stage_train(e, norm, wd, 2, norm, dilation=2)
     bad = (None, None, Tensor(np.ones(4, np.float32)), norm[3], 0.1, 1e-5)
     with pytest.raises(ValueError, match=r"expected norm2 weight of shape \(3,\), got \(4,\)"):
         F.depthwise_stage_train(e, norm, wd, 1, bad)

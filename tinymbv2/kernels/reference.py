@@ -771,7 +771,7 @@ class ReferenceKernels:
         """The middle of an inverted residual block in training, BatchNorms on batch statistics.
 
             a = ReLU6(BN1(e))
-            d = depthwise3x3(a)      stride 1 or 2, padding 1; or dilated, stride 1, padding = dilation
+            d = depthwise3x3(a)      stride 1 or 2, padding 1 (dilated: stride 1, padding d)
             h = ReLU6(BN2(d))
 
         A faster set that recomputes ``a`` in the backward instead of keeping it returns None

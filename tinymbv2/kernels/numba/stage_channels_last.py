@@ -28,11 +28,17 @@ same order -- the statistics in ``batchnorm.channels_last``'s runs of rows, the 
 through ``depthwise.rows3x3``'s register loops, a sub-grid at a time when dilated -- so
 the results are the same bits as ``batch_norm_forward_train``, ``depthwise_conv2d_*`` and
 ``batch_norm_backward_train`` of this set, and the same for any number of threads.
+
+A block's rows are ``C`` values apart (2304 bytes at 576 channels), a stride the hardware
+prefetchers do not follow across pages: each pass that first reads a tensor from memory asks
+for the lines ``AHEAD`` rows ahead itself (``_prefetch_row``). Without that the kernel was no
+faster than the separate ones in the step; with it, faster (figures: docs/kernels.md).
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import intrinsic
 
 from .cache import CACHE
 from . import pool  # noqa: F401  (the one-pool set-up, see there)
@@ -41,8 +47,21 @@ from .batchnorm.flat import passed
 from .depthwise.rows3x3 import _correlate_plane, _tap_table, _weight_sums_planes
 from .layout import channels_last_plane, empty_channels_last, is_channels_last, nhwc
 from .llvm import Emit, array_data, as_i64, lanes
-from numba import types
-from numba.extending import intrinsic
+
+_JIT = dict(cache=CACHE, fastmath=False)
+
+CHANNELS = 32
+"""Channels per task (a multiple of the float32 vector's 16 lanes)."""
+
+AHEAD = 8
+"""Rows ahead that a first pass over a tensor asks for (``_prefetch_row``)."""
+
+LINE_BYTES = 64
+"""Bytes in a cache line."""
+
+SERIAL_MAX = 1 << 16
+"""Tensors of up to this many values run in the calling thread (as ``batchnorm``'s
+``ROWS_SERIAL_MAX``): waking the pool would cost more than it saves."""
 
 
 @intrinsic
@@ -59,16 +78,13 @@ def _prefetch(typingctx, arr, offset):
     return sig, codegen
 
 
-AHEAD = 8
-
-_JIT = dict(cache=CACHE, fastmath=False)
-
-CHANNELS = 32
-"""Channels per task (a multiple of the float32 vector's 16 lanes)."""
-
-SERIAL_MAX = 1 << 16
-"""Tensors of up to this many values run in the calling thread (as ``batchnorm``'s
-``ROWS_SERIAL_MAX``): waking the pool would cost more than it saves."""
+@njit(inline="always", **_JIT)
+def _prefetch_row(x2, r, c0, c1):
+    """Ask for the lines of row ``r + AHEAD`` of x2 (M, C), columns [c0, c1), if it exists."""
+    ahead = r + AHEAD
+    if ahead < x2.shape[0]:
+        for q in range(c0, c1, LINE_BYTES // x2.itemsize):
+            _prefetch(x2, ahead * x2.shape[1] + q)
 
 
 def supported(e, w_dw, stride, dilation) -> bool:
@@ -111,9 +127,7 @@ def _block_stats(x2, c0, c1, bounds, weight, eps, mean, invstd, scale):
         s1[:] = 0
         s2[:] = 0
         for r in range(bounds[run], bounds[run + 1]):
-            if r + AHEAD < m:
-                for q in range(c0, c1, 16):
-                    _prefetch(x2, (r + AHEAD) * x2.shape[1] + q)
+            _prefetch_row(x2, r, c0, c1)
             xr = x2[r, c0:c1]
             for k in range(cb):
                 d = xr[k] - shift[k]
@@ -140,11 +154,8 @@ def _block_relu6(x2, y2, c0, c1, mean, scale, bias):
     """``y2[:, c0:c1] = ReLU6((x2 - mean) * scale + bias)`` over every row."""
     zero, six = y2.dtype.type(0), y2.dtype.type(6)
     mu, sc, bi = mean[c0:c1], scale[c0:c1], bias[c0:c1]
-    m = x2.shape[0]
-    for r in range(m):
-        if r + AHEAD < m:
-            for q in range(c0, c1, 16):
-                _prefetch(x2, (r + AHEAD) * x2.shape[1] + q)
+    for r in range(x2.shape[0]):
+        _prefetch_row(x2, r, c0, c1)
         xr, yr = x2[r, c0:c1], y2[r, c0:c1]
         for k in range(c1 - c0):
             yr[k] = min(max((xr[k] - mu[k]) * sc[k] + bi[k], zero), six)
@@ -170,10 +181,8 @@ def _block_grad_coefs(g2, x2, c0, c1, bounds, mean, invstd, weight, bias, scale,
         sg[:] = 0
         sgx[:] = 0
         for r in range(bounds[run], bounds[run + 1]):
-            if r + AHEAD < m:
-                for q in range(c0, c1, 16):
-                    _prefetch(x2, (r + AHEAD) * x2.shape[1] + q)
-                    _prefetch(g2, (r + AHEAD) * x2.shape[1] + q)
+            _prefetch_row(x2, r, c0, c1)
+            _prefetch_row(g2, r, c0, c1)
             xr, gr = x2[r, c0:c1], g2[r, c0:c1]
             for k in range(cb):
                 g = np.float64(passed(gr[k], xr[k], mu[k], sc[k], bi[k], True, zero, six))
