@@ -99,10 +99,12 @@ def test_depthwise_stage_matches_torch(kernel_set, case):
 
 
 @pytest.mark.parametrize("n,c,h,w,dilation", [(2, 3, 9, 8, 2), (3, 20, 16, 16, 3),
-                                               (1, 4, 6, 11, 7), (2, 3, 17, 19, 2)])
+                                               (1, 4, 6, 11, 7), (2, 3, 17, 19, 2),
+                                               (2, 260, 8, 9, 2), (1, 256, 16, 16, 17)])
 def test_dilated_depthwise_stage_matches_torch(kernel_set, n, c, h, w, dilation):
     """DeepLab's atrous blocks: the filter dilated, padding equal to the dilation, stride 1;
-    channels-last planes (the numba set's kernel for them) and a larger NCHW one."""
+    channels-last planes (with 256 channels and more, the numba set's kernel for them; with
+    fewer, its simple kernels) and a larger NCHW one."""
     e, p, g = _case(n, c, h, w, 1, seed=dilation)
     h_ours, grads, running = _ours(e, p, g, 1, dilation)
     h_t, grads_t, running_t = _torch_stage(e, p, g, 1, dilation)
@@ -126,19 +128,25 @@ def _train_step(model, x, y):
 
 
 @pytest.mark.parametrize("layout_max,fused_blocks,channels_last_blocks",
-                         [(None, 4, 11), (0, 17, 0)], ids=["default-layout", "layout-off"])
+                         [(None, 4, 0), (None, 4, 11), (0, 17, 0)],
+                         ids=["default-layout", "any-size", "layout-off"])
 def test_model_training_uses_the_stage_and_matches_the_layers(monkeypatch, layout_max,
                                                                fused_blocks,
                                                                channels_last_blocks):
     """A training step of fused MobileNetV2 at 96 px equals the plain one (layer by layer), running
     statistics and batch counts too. The blocks whose depthwise input planes are above the
     channels-last ones (48x48 and 24x24: blocks 1-4, block 1 with the stem's BatchNorm)
-    run the numba set's one-pass kernel, the stride-1 blocks on the channels-last planes its
-    channels-last kernel (blocks 5, 6, 8-13 and 15-17), the two at stride 2 there (7, 14) its
-    three simple kernels; with that layout off, all 17 run the one-pass kernel."""
+    run the numba set's one-pass kernel, the others its three simple kernels: at 96 px no
+    stage has the channels and pixels its channels-last kernel takes (``any-size`` lowers
+    those bounds: then the stride-1 blocks on the channels-last planes run it, blocks 5, 6,
+    8-13 and 15-17, and the two at stride 2 there, 7 and 14, the simple kernels); with that
+    layout off, all 17 run the one-pass kernel."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((3, 3, 96, 96))
     y = rng.integers(0, 10, 3)
+    if channels_last_blocks:
+        monkeypatch.setattr(stage_channels_last, "MIN_CHANNELS", 0)
+        monkeypatch.setattr(stage_channels_last, "MIN_PIXELS", 0)
     with channels_last_max(layout.CHANNELS_LAST_MAX if layout_max is None else layout_max):
         fused_model = mobilenet_v2(num_classes=10, dropout=0.0, seed=0).double()
         kernel_calls = []  # the numba set's one-pass kernel, counted

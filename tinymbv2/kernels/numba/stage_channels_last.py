@@ -8,8 +8,8 @@ as one kernel per direction on the NCHW planes. On the small planes this set kee
 channels-last (``..layout``: 16 x 16 pixels and less) the same three steps ran as five
 kernel calls forward and as many backward, each a pass over whole tensors of up to
 4 MB: inside a training step, where the tensors come from memory and not from cache,
-they took two to three times as long as on their own (figures: docs/kernels.md,
-"The depthwise stage on channels-last planes").
+they took two to three times as long as on their own (figures: docs/kernels.md, the
+depthwise stage under "How the numba kernels are fast").
 
 Here one task takes a block of ``CHANNELS`` contiguous channels of every pixel of every
 image (32 float32 channels: 128 bytes a pixel, two cache lines) and runs every step over
@@ -59,6 +59,14 @@ AHEAD = 8
 LINE_BYTES = 64
 """Bytes in a cache line."""
 
+MIN_CHANNELS = 256
+MIN_PIXELS = 64
+"""The kernel takes stages of at least this many channels on planes of at least this many
+pixels. It wins where the step brings its tensors from memory (a segmentation step's
+16 x 16 stages of 384 to 960 channels); on data in cache, and on the small planes and few
+channels of a 32 px step (8 x 8 and less, or 144 channels in 5 blocks for 2 threads), the
+separate kernels' whole rows ran faster (figures: docs/kernels.md)."""
+
 SERIAL_MAX = 1 << 16
 """Tensors of up to this many values run in the calling thread (as ``batchnorm``'s
 ``ROWS_SERIAL_MAX``): waking the pool would cost more than it saves."""
@@ -90,9 +98,10 @@ def _prefetch_row(x2, r, c0, c1):
 def supported(e, w_dw, stride, dilation) -> bool:
     """Does this kernel run the stage?
 
-    It does for e a float32 or float64 channels-last array on a plane this set keeps
-    channels-last, a (C, 1, 3, 3) filter of e's dtype, stride 1 and any dilation (with
-    padding equal to it).
+    It does for e a float32 or float64 channels-last array of at least ``MIN_CHANNELS``
+    channels on a plane this set keeps channels-last and of at least ``MIN_PIXELS`` pixels,
+    a (C, 1, 3, 3) filter of e's dtype, stride 1 and any dilation (with padding equal to
+    it).
 
     Args:
         e: The stage's input (N, C, H, W).
@@ -104,7 +113,8 @@ def supported(e, w_dw, stride, dilation) -> bool:
         Whether it does.
     """
     return (isinstance(e, np.ndarray) and e.ndim == 4 and e.dtype in (np.float32, np.float64)
-            and channels_last_plane(e.shape[2], e.shape[3]) and e.size > 0
+            and channels_last_plane(e.shape[2], e.shape[3]) and e.shape[0] > 0
+            and e.shape[1] >= MIN_CHANNELS and e.shape[2] * e.shape[3] >= MIN_PIXELS
             and is_channels_last(e) and isinstance(w_dw, np.ndarray) and w_dw.dtype == e.dtype
             and w_dw.shape == (e.shape[1], 1, 3, 3) and stride == 1 and dilation >= 1)
 
