@@ -12,11 +12,10 @@ small tensors (one thread) and large (the pool) alike. (Against PyTorch: the op,
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 import pytest
 
-from kernel_cases import stage_problem
+from kernel_cases import stage_problem, three_runs
 from tinymbv2.kernels.numba import NumbaKernels, stage, stage_channels_last
 from tinymbv2.kernels.numba.layout import as_channels_last, is_channels_last
 from tinymbv2.kernels.reference import ReferenceKernels
@@ -79,16 +78,9 @@ def test_cases_run_on_one_thread_and_on_the_pool():
 
 
 def test_the_stage_is_bit_identical_for_any_thread_count():
-    before = numba.get_num_threads()
-    try:
-        runs = []
-        for threads in (1, numba.config.NUMBA_NUM_THREADS, 1):
-            numba.set_num_threads(threads)
-            runs.append(_run(Kernel(), (4, 150, 16, 16), 2, 2, np.float32))
-    finally:
-        numba.set_num_threads(before)
-    for run in runs[1:]:
-        for x, y in zip(runs[0][0] + runs[0][1], run[0] + run[1]):
+    first, *others = three_runs(lambda: _run(Kernel(), (4, 150, 16, 16), 2, 2, np.float32))
+    for run in others:
+        for x, y in zip(first[0] + first[1], run[0] + run[1]):
             assert np.array_equal(x, y)
 
 

@@ -42,9 +42,9 @@ from numba.extending import intrinsic
 
 from .cache import CACHE
 from . import pool  # noqa: F401  (the one-pool set-up, see there)
-from .batchnorm.channels_last import _bounds
+from .batchnorm.channels_last import grad_terms, mean_invstd, run_bounds
 from .batchnorm.flat import passed
-from .depthwise.rows3x3 import _correlate_plane, _tap_table, _weight_sums_planes
+from .depthwise.rows3x3 import correlate_plane, filter_taps, weight_sums_planes
 from .layout import channels_last_plane, empty_channels_last, is_channels_last, nhwc
 from .llvm import Emit, array_data, as_i64, lanes
 
@@ -123,6 +123,19 @@ def supported(e, w_dw, stride, dilation) -> bool:
 # The arithmetic of batchnorm.channels_last (forward_train_rows, backward_train_rows),
 # restricted to channels [c0, c1): the same runs of rows, the same float64 sums, the same
 # roundings, so each channel gets the same bits.
+@njit(inline="always", **_JIT)
+def _add_run(t1, t2, s1, s2, first):
+    """The run's partial sums s1, s2 into the totals t1, t2, in run order (the first run's
+    are the totals' start), as ``batchnorm.channels_last`` adds its runs' partials."""
+    if first:
+        t1[:] = s1
+        t2[:] = s2
+    else:
+        for k in range(t1.shape[0]):
+            t1[k] += s1[k]
+            t2[k] += s2[k]
+
+
 @njit(**_JIT)
 def _block_stats(x2, c0, c1, bounds, weight, eps, mean, invstd, scale):
     """mean, invstd, scale[c0:c1] of the rows x2 (M, C), as ``forward_train_rows``."""
@@ -143,19 +156,10 @@ def _block_stats(x2, c0, c1, bounds, weight, eps, mean, invstd, scale):
                 d = xr[k] - shift[k]
                 s1[k] += d
                 s2[k] += d * d
-        if run == 0:
-            t1[:] = s1
-            t2[:] = s2
-        else:
-            for k in range(cb):
-                t1[k] += s1[k]
-                t2[k] += s2[k]
+        _add_run(t1, t2, s1, s2, run == 0)
     for k in range(cb):
         ch = c0 + k
-        d = t1[k] / m
-        var = max(t2[k] / m - d * d, 0.0)
-        mean[ch] = shift[k] + d
-        invstd[ch] = 1.0 / np.sqrt(var + eps)
+        mean[ch], invstd[ch] = mean_invstd(t1[k], t2[k], shift[k], m, eps)
         scale[ch] = weight[ch] * invstd[ch]
 
 
@@ -198,22 +202,12 @@ def _block_grad_coefs(g2, x2, c0, c1, bounds, mean, invstd, weight, bias, scale,
                 g = np.float64(passed(gr[k], xr[k], mu[k], sc[k], bi[k], True, zero, six))
                 sg[k] += g
                 sgx[k] += g * (xr[k] - mu64[k])
-        if run == 0:
-            t1[:] = sg
-            t2[:] = sgx
-        else:
-            for k in range(cb):
-                t1[k] += sg[k]
-                t2[k] += sgx[k]
+        _add_run(t1, t2, sg, sgx, run == 0)
     for k in range(cb):
         ch = c0 + k
-        istd = np.float64(invstd[ch])
-        gw = t2[k] * istd  # sum(gy * xhat)
-        gweight[ch] = gw
+        gweight[ch], coef[0, ch], coef[1, ch], coef[2, ch] = grad_terms(t1[k], t2[k], weight[ch],
+                                                                        invstd[ch], m)
         gbias[ch] = t1[k]
-        coef[0, ch] = np.float64(weight[ch]) * istd
-        coef[1, ch] = t1[k] / m
-        coef[2, ch] = istd * gw / m
 
 
 @njit(**_JIT)
@@ -256,7 +250,7 @@ def _filter_block(src4, taps, dil, c0, c1, dst4):
             for col in range(min(dil, wd)):
                 for v0 in range(c0, c1, step):
                     at = ((b * h + a) * wd + col) * c + v0
-                    _correlate_plane(src4, at, taps, v0, dst4, at, (h - a + dil - 1) // dil,
+                    correlate_plane(src4, at, taps, v0, dst4, at, (h - a + dil - 1) // dil,
                                      (wd - col + dil - 1) // dil, dil * c, dil * wd * c, c,
                                      min(step, c1 - v0))
 
@@ -271,7 +265,7 @@ def _weight_block(g4, x4, dil, c0, c1, table):
         for a in range(min(dil, h)):
             for col in range(min(dil, wd)):
                 at = (a * wd + col) * c + v0
-                _weight_sums_planes(g4, at, x4, at, table, v0, n, h * wd * c,
+                weight_sums_planes(g4, at, x4, at, table, v0, n, h * wd * c,
                                     (h - a + dil - 1) // dil, (wd - col + dil - 1) // dil,
                                     dil * c, dil * wd * c, c, a > 0 or col > 0,
                                     min(step, c1 - v0))
@@ -390,8 +384,8 @@ def stage_forward_train(e, bn1, w_dw, dilation, bn2):
     a, d, h = (empty_channels_last(e.shape, e.dtype) for _ in range(3))
     stats = np.empty((6, c), e.dtype)  # mean, invstd, scale of BN1, then of BN2
     run = _forward_parallel if e.size > SERIAL_MAX else _forward_serial
-    run(nhwc(e), _c(w1), _c(b1), float(eps1), _tap_table(_c(w_dw), False), int(dilation),
-        _c(w2), _c(b2), float(eps2), _bounds(n * hi * wi), stats, nhwc(a), nhwc(d), nhwc(h))
+    run(nhwc(e), _c(w1), _c(b1), float(eps1), filter_taps(_c(w_dw), False), int(dilation),
+        _c(w2), _c(b2), float(eps2), run_bounds(n * hi * wi), stats, nhwc(a), nhwc(d), nhwc(h))
     return h, d, stats[0], stats[1], stats[3], stats[4]
 
 
@@ -422,7 +416,7 @@ def stage_backward_train(gh, e, d, bn1, w_dw, dilation, bn2):
     table = np.empty((9, c), e.dtype)
     run = _backward_parallel if e.size > SERIAL_MAX else _backward_serial
     run(nhwc(gh), nhwc(e), nhwc(d), _c(mean1), _c(invstd1), _c(w1), _c(b1),
-        _tap_table(w_dw, False), _tap_table(w_dw, True), int(dilation), _c(mean2), _c(invstd2),
-        _c(w2), _c(b2), _bounds(n * hi * wi), scales, coefs, grads, table, nhwc(a), nhwc(gd),
+        filter_taps(w_dw, False), filter_taps(w_dw, True), int(dilation), _c(mean2), _c(invstd2),
+        _c(w2), _c(b2), run_bounds(n * hi * wi), scales, coefs, grads, table, nhwc(a), nhwc(gd),
         nhwc(ge))
     return ge, grads[0], grads[1], _table_to_filter(table), grads[2], grads[3]

@@ -31,10 +31,58 @@ _CHUNKS = 16  # runs of rows, each with its own partial sums (fixed: see above)
 
 
 @njit(**_JIT)
-def _bounds(m):
-    """Row bounds of the runs: a function of M alone."""
+def run_bounds(m):
+    """Row bounds of the runs of rows whose sums are kept apart: a function of M alone.
+
+    Args:
+        m: M, the number of rows.
+
+    Returns:
+        (K + 1,) int64, run k is rows ``[bounds[k], bounds[k + 1])``.
+    """
     k = min(_CHUNKS, m)
     return np.array([m * i // k for i in range(k + 1)], np.int64)
+
+
+@njit(inline="always", **_JIT)
+def mean_invstd(s1, s2, shift, m, eps):
+    r"""A channel's mean and $1/\sqrt{\sigma^2 + \epsilon}$, in float64, from its shifted sums.
+
+    $d = s_1 / m$, $\sigma^2 = \max(s_2 / m - d^2, 0)$ (the biased variance), mean $= K + d$.
+
+    Args:
+        s1: The sum of ``x - shift`` over the m values, float64.
+        s2: The sum of ``(x - shift)^2``, float64.
+        shift: K, the shift (the first row's value), float64.
+        m: The number of values.
+        eps: $\epsilon$.
+
+    Returns:
+        ``(mean, invstd)``, float64: the callers round them to the dtype as they store them.
+    """
+    d = s1 / m
+    var = max(s2 / m - d * d, 0.0)
+    return shift + d, 1.0 / np.sqrt(var + eps)
+
+
+@njit(inline="always", **_JIT)
+def grad_terms(sg, sgx, weight, invstd, m):
+    r"""A channel's weight gradient and the coefficients of ``gx = a (g - b - (x - mean) c)``.
+
+    Args:
+        sg: The sum of the (clamp-masked) output gradient g, float64.
+        sgx: The sum of ``g (x - mean)``, float64.
+        weight: $\gamma$ of the channel.
+        invstd: Its $1/\sqrt{\sigma^2 + \epsilon}$.
+        m: The number of values.
+
+    Returns:
+        ``(gweight, a, b, c)`` in float64: $\sum g \hat x$, $\gamma \cdot$ invstd, the mean of
+        g, and invstd times gweight over m.
+    """
+    istd = np.float64(invstd)
+    gw = sgx * istd  # sum(gy * xhat)
+    return gw, np.float64(weight) * istd, sg / m, istd * gw / m
 
 
 @njit(**_JIT)
@@ -187,7 +235,7 @@ def forward_train_rows(x2, weight, bias, eps, clamp, top, y2, parallel):
         ``(mean, invstd)``, both (C,).
     """
     m, c = x2.shape
-    bounds = _bounds(m)
+    bounds = run_bounds(m)
     runs = bounds.shape[0] - 1
     shift = np.empty(c)  # K: the first row, in float64
     for ch in range(c):
@@ -200,10 +248,7 @@ def forward_train_rows(x2, weight, bias, eps, clamp, top, y2, parallel):
     t1, t2 = _add_in_order(p1), _add_in_order(p2)
     mean, invstd, scale = np.empty(c, x2.dtype), np.empty(c, x2.dtype), np.empty(c, x2.dtype)
     for ch in range(c):
-        d = t1[ch] / m
-        var = max(t2[ch] / m - d * d, 0.0)
-        mean[ch] = shift[ch] + d
-        invstd[ch] = 1.0 / np.sqrt(var + eps)
+        mean[ch], invstd[ch] = mean_invstd(t1[ch], t2[ch], shift[ch], m, eps)
         scale[ch] = weight[ch] * invstd[ch]  # rounded to the dtype, as in batchnorm
     if parallel:
         _affine_parallel(x2, y2, bounds, mean, scale, bias, clamp, top)
@@ -232,7 +277,7 @@ def backward_train_rows(g2, x2, mean, invstd, weight, bias, clamp, top, gx2, par
         ``(gweight, gbias)``, both (C,).
     """
     m, c = x2.shape
-    bounds = _bounds(m)
+    bounds = run_bounds(m)
     runs = bounds.shape[0] - 1
     scale = np.empty(c, x2.dtype)  # the forward's rounding, for the same ReLU6 mask
     mu64 = np.empty(c)
@@ -248,13 +293,9 @@ def backward_train_rows(g2, x2, mean, invstd, weight, bias, clamp, top, gx2, par
     gweight, gbias = np.empty(c, x2.dtype), np.empty(c, x2.dtype)
     coef = np.empty((3, c), x2.dtype)
     for ch in range(c):
-        istd = np.float64(invstd[ch])
-        gw = t2[ch] * istd  # sum(gy * xhat)
-        gweight[ch] = gw
+        gweight[ch], coef[0, ch], coef[1, ch], coef[2, ch] = grad_terms(t1[ch], t2[ch],
+                                                                        weight[ch], invstd[ch], m)
         gbias[ch] = t1[ch]
-        coef[0, ch] = np.float64(weight[ch]) * istd
-        coef[1, ch] = t1[ch] / m
-        coef[2, ch] = istd * gw / m
     if parallel:
         _grad_rows_parallel(g2, x2, gx2, bounds, mean, scale, bias, coef, clamp, top)
     else:

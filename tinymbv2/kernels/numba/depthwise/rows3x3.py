@@ -92,13 +92,32 @@ def _window_loop(e, builder, height, width, pixel, row, src_data, src_at, mask, 
 
 
 @intrinsic
-def _correlate_plane(typingctx, src, src_at, w, w_at, dst, dst_at, height, width, pixel, row,
+def correlate_plane(typingctx, src, src_at, w, w_at, dst, dst_at, height, width, pixel, row,
                      tap, valid):
     """``dst[oh, ow] = sum_{i,j} w[3i + j] * src[oh - 1 + i, ow - 1 + j]`` for one vector of
     channels (the first ``valid`` lanes) of one height x width channels-last plane: src and
     dst start at src_at and dst_at, pixels ``pixel`` elements apart and rows ``row`` apart
     (``width * pixel`` for a whole plane; more for a sub-grid read in place); w's tap t at
-    ``w_at + t * tap`` (a (9, C) table: ``tap = C``)."""
+    ``w_at + t * tap`` (a (9, C) table: ``tap = C``).
+
+    Args:
+        typingctx: Numba's typing context.
+        src: The input values, an array (read through its data pointer).
+        src_at: The element of src where the plane's first vector starts.
+        w: The taps, a (9, C) table (``filter_taps``).
+        w_at: The element of w where tap 0's vector starts.
+        dst: The output values, written.
+        dst_at: The element of dst where the plane's first vector starts.
+        height: The plane's rows.
+        width: The plane's columns.
+        pixel: Elements between two pixels of a row.
+        row: Elements between two rows.
+        tap: Elements between two taps' vectors in w.
+        valid: The lanes that are channels (the last vector's may be fewer).
+
+    Returns:
+        The signature and the code generator (the call returns nothing).
+    """
     dtype = src.dtype
     if dtype not in (types.float32, types.float64) or w.dtype != dtype or dst.dtype != dtype:
         return None
@@ -126,13 +145,35 @@ def _correlate_plane(typingctx, src, src_at, w, w_at, dst, dst_at, height, width
 
 
 @intrinsic
-def _weight_sums_planes(typingctx, g, g_at, x, x_at, out, out_at, images, image, height, width,
+def weight_sums_planes(typingctx, g, g_at, x, x_at, out, out_at, images, image, height, width,
                         pixel, row, tap, accumulate, valid):
     """out[3i + j] = sum over ``images`` planes (``image`` elements apart) and their (oh, ow)
     of ``g[oh, ow] * x[oh - 1 + i, ow - 1 + j]``, for one vector of channels (strides as
-    ``_correlate_plane``; out's tap t at ``out_at + t * tap``): nine running sums, kept in
+    ``correlate_plane``; out's tap t at ``out_at + t * tap``): nine running sums, kept in
     registers across all the images, in image order; started from out's values with
-    ``accumulate`` (the next sub-grid's terms after the last one's), else from zero."""
+    ``accumulate`` (the next sub-grid's terms after the last one's), else from zero.
+
+    Args:
+        typingctx: Numba's typing context.
+        g: The output gradient values, an array.
+        g_at: The element of g where the first plane's first vector starts.
+        x: The input values.
+        x_at: The element of x where the first plane's first vector starts.
+        out: The (9, C) table of sums, written (read first with ``accumulate``).
+        out_at: The element of out where tap 0's vector starts.
+        images: The number of planes summed.
+        image: Elements between two planes.
+        height: A plane's rows.
+        width: A plane's columns.
+        pixel: Elements between two pixels of a row.
+        row: Elements between two rows.
+        tap: Elements between two taps' vectors in out.
+        accumulate: Start from out's values (else from zero).
+        valid: The lanes that are channels.
+
+    Returns:
+        The signature and the code generator (the call returns nothing).
+    """
     dtype = g.dtype
     if dtype not in (types.float32, types.float64) or x.dtype != dtype or out.dtype != dtype:
         return None
@@ -171,9 +212,17 @@ def _weight_sums_planes(typingctx, g, g_at, x, x_at, out, out_at, images, image,
 
 
 @njit(**_JIT)
-def _tap_table(w, flip):
+def filter_taps(w, flip):
     """(9, C): w (C, 1, 3, 3)'s taps channels-last, tap t = 3i + j; turned by 180 degrees
-    (tap t reads w[..., 2 - i, 2 - j]) with ``flip``."""
+    (tap t reads w[..., 2 - i, 2 - j]) with ``flip``.
+
+    Args:
+        w: The depthwise filter (C, 1, 3, 3).
+        flip: Turn it by 180 degrees (the input gradient's filter).
+
+    Returns:
+        The (9, C) table.
+    """
     c = w.shape[0]
     out = np.empty((9, c), w.dtype)
     for ch in range(c):
@@ -191,7 +240,7 @@ def _correlate_images(src3, h, wd, taps, dst3):
     vectors = (c + step - 1) // step
     for task in prange(n * vectors):
         b, c0 = task // vectors, task % vectors * step
-        _correlate_plane(src3, b * h * wd * c + c0, taps, c0, dst3, b * h * wd * c + c0, h, wd,
+        correlate_plane(src3, b * h * wd * c + c0, taps, c0, dst3, b * h * wd * c + c0, h, wd,
                          c, wd * c, c, min(step, c - c0))
     return dst3
 
@@ -205,7 +254,7 @@ def _weight_grad(g3, x3, h, wd):
     table = np.empty((9, c), x3.dtype)
     for v in prange(vectors):
         c0 = v * step
-        _weight_sums_planes(g3, c0, x3, c0, table, c0, n, h * wd * c, h, wd, c, wd * c, c, False,
+        weight_sums_planes(g3, c0, x3, c0, table, c0, n, h * wd * c, h, wd, c, wd * c, c, False,
                             min(step, c - c0))
     gw = np.empty((c, 1, 3, 3), x3.dtype)
     for ch in range(c):
@@ -229,7 +278,7 @@ def forward(x3, h, wd, w, y3):
     Returns:
         y3.
     """
-    return _correlate_images(x3, h, wd, _tap_table(w, False), y3)
+    return _correlate_images(x3, h, wd, filter_taps(w, False), y3)
 
 
 def backward_input(gy3, h, wd, w, gx3):
@@ -245,7 +294,7 @@ def backward_input(gy3, h, wd, w, gx3):
     Returns:
         gx3.
     """
-    return _correlate_images(gy3, h, wd, _tap_table(w, True), gx3)
+    return _correlate_images(gy3, h, wd, filter_taps(w, True), gx3)
 
 
 def backward_weight(gy3, x3, h, wd):
@@ -283,7 +332,7 @@ def _correlate_grids(src4, dh, dw, taps, dst4):
         a, col, c0 = rest // vectors // dw, rest // vectors % dw, rest % vectors * step
         if a < h and col < wd:
             at = ((b * h + a) * wd + col) * c + c0
-            _correlate_plane(src4, at, taps, c0, dst4, at, (h - a + dh - 1) // dh,
+            correlate_plane(src4, at, taps, c0, dst4, at, (h - a + dh - 1) // dh,
                              (wd - col + dw - 1) // dw, dw * c, dh * wd * c, c,
                              min(step, c - c0))
     return dst4
@@ -302,7 +351,7 @@ def _weight_grad_grids(g4, x4, dh, dw):
         for a in range(min(dh, h)):
             for col in range(min(dw, wd)):
                 at = (a * wd + col) * c + c0
-                _weight_sums_planes(g4, at, x4, at, table, c0, n, h * wd * c,
+                weight_sums_planes(g4, at, x4, at, table, c0, n, h * wd * c,
                                     (h - a + dh - 1) // dh, (wd - col + dw - 1) // dw, dw * c,
                                     dh * wd * c, c, a > 0 or col > 0, min(step, c - c0))
     gw = np.empty((c, 1, 3, 3), x4.dtype)
@@ -325,7 +374,7 @@ def forward_dilated(x4, dh, dw, w, y4):
     Returns:
         y4.
     """
-    return _correlate_grids(x4, dh, dw, _tap_table(w, False), y4)
+    return _correlate_grids(x4, dh, dw, filter_taps(w, False), y4)
 
 
 def backward_input_dilated(gy4, dh, dw, w, gx4):
@@ -341,7 +390,7 @@ def backward_input_dilated(gy4, dh, dw, w, gx4):
     Returns:
         gx4.
     """
-    return _correlate_grids(gy4, dh, dw, _tap_table(w, True), gx4)
+    return _correlate_grids(gy4, dh, dw, filter_taps(w, True), gx4)
 
 
 def backward_weight_dilated(gy4, x4, dh, dw):
