@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kernel_cases import three_runs
 from tinymbv2.kernels import kernel_set
 from tinymbv2.kernels.checks import conv_geometry
 from tinymbv2.kernels.numba import dense, depthwise, dilated, subgrids, tap_regions
@@ -259,7 +260,6 @@ def test_numba_dilated_dense_ignores_the_thread_count(stride, shape):
     the threads; 70 input channels: two tasks of the weight gradient per tap, 2 images of
     110 outputs: several column tasks per region): one thread and all of them give the same
     bits (7 output channels)."""
-    import numba
 
     rng = np.random.default_rng(5)
     x = rng.standard_normal(shape).astype(np.float32)
@@ -271,13 +271,8 @@ def test_numba_dilated_dense_ignores_the_thread_count(stride, shape):
         return (NUMBA.conv2d_forward(x, w, *args), NUMBA.conv2d_backward_input(gy, w, x.shape, *args),
                 NUMBA.conv2d_backward_weight(gy, x, w.shape, *args))
 
-    before = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        one = passes()
-    finally:
-        numba.set_num_threads(before)
-    for a, b in zip(one, passes()):
+    first, _, one = three_runs(passes)
+    for a, b in zip(one, first):
         assert a.tobytes() == b.tobytes()
 
 
@@ -338,7 +333,6 @@ def test_subgrids_read_in_place_on_channels_last_planes(d, hw, monkeypatch):
     """A 3x3 filter with padding = dilation on channels-last planes: the register kernels read
     each sub-grid where it lies (no ``space_to_batch``); against PyTorch in float64 (sub-grids
     of one pixel, and dilations past the plane, included), the same bits at 1 and 2 threads."""
-    import numba
 
     rng = np.random.default_rng(sum(d) * 10 + sum(hw))
     x, w = as_channels_last(rng.standard_normal((2, 21, *hw))), rng.standard_normal((21, 1, 3, 3))
@@ -355,12 +349,7 @@ def test_subgrids_read_in_place_on_channels_last_planes(d, hw, monkeypatch):
     assert is_channels_last(got[0]) and is_channels_last(got[1])
     for a, want in zip(got, (y, gx, gw)):
         assert rel_err(a, want) < TOL64
-    before = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        one = passes()
-    finally:
-        numba.set_num_threads(before)
+    _, _, one = three_runs(passes)
     for a, b in zip(one, got):
         assert a.tobytes() == b.tobytes()
 
