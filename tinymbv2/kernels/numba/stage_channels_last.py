@@ -16,11 +16,17 @@ image (32 float32 channels: 128 bytes a pixel, two cache lines) and runs every s
 it while it stays in the core's cache, ``prange`` over the blocks:
 
 * **forward**: BN1's statistics over e's block (the one read from memory); a =
-  ReLU6(BN1(e)) into a scratch block; the depthwise filter of a into d (written: the
-  backward needs it); BN2's statistics over d's block (in cache) and h (written);
+  ReLU6(BN1(e)) into a scratch block; the depthwise filter of a into another; BN2's
+  statistics over that block (in cache), then d (written: the backward needs it) and h;
 * **backward**, from dL/dh: BN2's backward into a scratch block (dL/dd); a recomputed
-  from e; the depthwise weight gradient against a; dL/da written into dL/de's block;
-  BN1's backward in place over it (in cache).
+  from e into another; the depthwise weight gradient against a; dL/da into a third; BN1's
+  backward of it into dL/de's block.
+
+The scratch blocks are compact, (N, H, W, ``CHANNELS``), and each thread has its own set,
+which it reuses for every block it runs, so they stay in its cache: only e, d and h (and
+dL/dh, dL/de) travel to and from memory. With whole-size scratch tensors (a and dL/dd each
+as large as e, one block's columns of them touched at a time) the segmentation step's
+16 x 16 stages took longer (figures: docs/kernels.md).
 
 The filter may be dilated, with padding equal to the dilation (DeepLab's atrous blocks),
 at stride 1. Each step is the routine the separate kernels run, on the same values in the
@@ -36,6 +42,7 @@ faster than the separate ones in the step; with it, faster (figures: docs/kernel
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange, types
 from numba.extending import intrinsic
@@ -45,7 +52,8 @@ from . import pool  # noqa: F401  (the one-pool set-up, see there)
 from .batchnorm.channels_last import grad_terms, mean_invstd, run_bounds
 from .batchnorm.flat import passed
 from .depthwise.rows3x3 import correlate_plane, filter_taps, weight_sums_planes
-from .layout import channels_last_plane, empty_channels_last, is_channels_last, nhwc
+from .layout import (aligned_empty, channels_last_plane, empty_channels_last, is_channels_last,
+                     nhwc)
 from .llvm import Emit, array_data, as_i64, lanes
 
 _JIT = dict(cache=CACHE, fastmath=False)
@@ -137,21 +145,22 @@ def _add_run(t1, t2, s1, s2, first):
 
 
 @njit(**_JIT)
-def _block_stats(x2, c0, c1, bounds, weight, eps, mean, invstd, scale):
-    """mean, invstd, scale[c0:c1] of the rows x2 (M, C), as ``forward_train_rows``."""
+def _block_stats(x2, xo, c0, c1, bounds, weight, eps, mean, invstd, scale):
+    """mean, invstd, scale[c0:c1] of channels c0..c1, which are columns [xo, xo + c1 - c0)
+    of the rows x2 (M, S), as ``forward_train_rows``."""
     m = x2.shape[0]
     cb = c1 - c0
     shift = np.empty(cb)
     for k in range(cb):
-        shift[k] = x2[0, c0 + k]
+        shift[k] = x2[0, xo + k]
     t1, t2 = np.zeros(cb), np.zeros(cb)
     s1, s2 = np.empty(cb), np.empty(cb)
     for run in range(bounds.shape[0] - 1):
         s1[:] = 0
         s2[:] = 0
         for r in range(bounds[run], bounds[run + 1]):
-            _prefetch_row(x2, r, c0, c1)
-            xr = x2[r, c0:c1]
+            _prefetch_row(x2, r, xo, xo + cb)
+            xr = x2[r, xo:xo + cb]
             for k in range(cb):
                 d = xr[k] - shift[k]
                 s1[k] += d
@@ -164,23 +173,34 @@ def _block_stats(x2, c0, c1, bounds, weight, eps, mean, invstd, scale):
 
 
 @njit(**_JIT)
-def _block_relu6(x2, y2, c0, c1, mean, scale, bias):
-    """``y2[:, c0:c1] = ReLU6((x2 - mean) * scale + bias)`` over every row."""
+def _block_relu6(x2, xo, y2, yo, c0, c1, mean, scale, bias):
+    """``y2[:, yo:] = ReLU6((x2[:, xo:] - mean) * scale + bias)`` over every row, channels
+    [c0, c1) (the parameters' indices) in columns from xo of x2 and from yo of y2."""
     zero, six = y2.dtype.type(0), y2.dtype.type(6)
+    cb = c1 - c0
     mu, sc, bi = mean[c0:c1], scale[c0:c1], bias[c0:c1]
     for r in range(x2.shape[0]):
-        _prefetch_row(x2, r, c0, c1)
-        xr, yr = x2[r, c0:c1], y2[r, c0:c1]
-        for k in range(c1 - c0):
+        _prefetch_row(x2, r, xo, xo + cb)
+        xr, yr = x2[r, xo:xo + cb], y2[r, yo:yo + cb]
+        for k in range(cb):
             yr[k] = min(max((xr[k] - mu[k]) * sc[k] + bi[k], zero), six)
 
 
 @njit(**_JIT)
-def _block_grad_coefs(g2, x2, c0, c1, bounds, mean, invstd, weight, bias, scale, coef, gweight,
-                      gbias):
+def _copy_block(x2, cb, y2, yo):
+    """``y2[:, yo:yo + cb] = x2[:, :cb]`` over every row."""
+    for r in range(x2.shape[0]):
+        xr, yr = x2[r, :cb], y2[r, yo:yo + cb]
+        for k in range(cb):
+            yr[k] = xr[k]
+
+
+@njit(**_JIT)
+def _block_grad_coefs(g2, go, x2, xo, c0, c1, bounds, mean, invstd, weight, bias, scale, coef,
+                      gweight, gbias):
     """BatchNorm + ReLU6's gradient sums over the block, as ``backward_train_rows``: fills
     scale[c0:c1], coef[:, c0:c1] = (a, b, c) of ``gx = a (g - b - (x - mean) c)`` and
-    gweight, gbias[c0:c1]."""
+    gweight, gbias[c0:c1]; g's channels are columns from go of g2, x's from xo of x2."""
     m = x2.shape[0]
     cb = c1 - c0
     zero, six = x2.dtype.type(0), x2.dtype.type(6)
@@ -195,9 +215,9 @@ def _block_grad_coefs(g2, x2, c0, c1, bounds, mean, invstd, weight, bias, scale,
         sg[:] = 0
         sgx[:] = 0
         for r in range(bounds[run], bounds[run + 1]):
-            _prefetch_row(x2, r, c0, c1)
-            _prefetch_row(g2, r, c0, c1)
-            xr, gr = x2[r, c0:c1], g2[r, c0:c1]
+            _prefetch_row(x2, r, xo, xo + cb)
+            _prefetch_row(g2, r, go, go + cb)
+            xr, gr = x2[r, xo:xo + cb], g2[r, go:go + cb]
             for k in range(cb):
                 g = np.float64(passed(gr[k], xr[k], mu[k], sc[k], bi[k], True, zero, six))
                 sg[k] += g
@@ -211,139 +231,151 @@ def _block_grad_coefs(g2, x2, c0, c1, bounds, mean, invstd, weight, bias, scale,
 
 
 @njit(**_JIT)
-def _block_grad(g2, x2, gx2, c0, c1, mean, scale, bias, coef):
-    """``gx2[:, c0:c1] = a (passed(g) - b - (x - mean) c)``."""
+def _block_grad(g2, go, x2, xo, gx2, gxo, c0, c1, mean, scale, bias, coef):
+    """``gx = a (passed(g) - b - (x - mean) c)`` for channels [c0, c1), which are columns
+    from go of g2, from xo of x2 and from gxo of gx2."""
     zero, six = x2.dtype.type(0), x2.dtype.type(6)
+    cb = c1 - c0
     mu, sc, bi = mean[c0:c1], scale[c0:c1], bias[c0:c1]
     a, bt, cc = coef[0, c0:c1], coef[1, c0:c1], coef[2, c0:c1]
     for r in range(x2.shape[0]):
-        xr, gr, out = x2[r, c0:c1], g2[r, c0:c1], gx2[r, c0:c1]
-        for k in range(c1 - c0):
+        xr, gr, out = x2[r, xo:xo + cb], g2[r, go:go + cb], gx2[r, gxo:gxo + cb]
+        for k in range(cb):
             g = passed(gr[k], xr[k], mu[k], sc[k], bi[k], True, zero, six)
             out[k] = a[k] * (g - bt[k] - (xr[k] - mu[k]) * cc[k])
 
 
-@njit(**_JIT)
-def _block_grad_inplace(g2, x2, c0, c1, mean, scale, bias, coef):
-    """``_block_grad(g2, x2, g2, ...)``: with two views of one array LLVM's overlap check
-    fails and the loop runs scalar (as ``batchnorm.affine_inplace`` says)."""
-    zero, six = x2.dtype.type(0), x2.dtype.type(6)
-    mu, sc, bi = mean[c0:c1], scale[c0:c1], bias[c0:c1]
-    a, bt, cc = coef[0, c0:c1], coef[1, c0:c1], coef[2, c0:c1]
-    for r in range(x2.shape[0]):
-        xr, gr = x2[r, c0:c1], g2[r, c0:c1]
-        for k in range(c1 - c0):
-            g = passed(gr[k], xr[k], mu[k], sc[k], bi[k], True, zero, six)
-            gr[k] = a[k] * (g - bt[k] - (xr[k] - mu[k]) * cc[k])
-
-
 # ---------------------------------------------- the depthwise filter on the block
 @njit(**_JIT)
-def _filter_block(src4, taps, dil, c0, c1, dst4):
-    """``dst4[..., c0:c1]``: the 3x3 correlation of src4 (N, H, W, C) with taps (9, C), taps
-    ``dil`` apart and padding ``dil``, sub-grid by sub-grid and image by image in the order
-    of ``rows3x3._correlate_grids``, a vector of channels per call."""
-    n, h, wd, c = src4.shape
+def _filter_block(src4, dst4, taps, t0, dil, cb):
+    """``dst4[..., :cb]``: the 3x3 correlation of the block src4 (N, H, W, S) with taps
+    (9, C) columns [t0, t0 + cb), taps ``dil`` apart and padding ``dil``, sub-grid by sub-grid
+    and image by image in the order of ``rows3x3._correlate_grids``, a vector of channels per
+    call."""
+    n, h, wd, s = src4.shape
     step = lanes(src4)
     for b in range(n):
         for a in range(min(dil, h)):
             for col in range(min(dil, wd)):
-                for v0 in range(c0, c1, step):
-                    at = ((b * h + a) * wd + col) * c + v0
-                    correlate_plane(src4, at, taps, v0, dst4, at, (h - a + dil - 1) // dil,
-                                     (wd - col + dil - 1) // dil, dil * c, dil * wd * c, c,
-                                     min(step, c1 - v0))
+                for v0 in range(0, cb, step):
+                    at = ((b * h + a) * wd + col) * s + v0
+                    correlate_plane(src4, at, taps, t0 + v0, dst4, at, (h - a + dil - 1) // dil,
+                                     (wd - col + dil - 1) // dil, dil * s, dil * wd * s,
+                                     taps.shape[1], min(step, cb - v0))
 
 
 @njit(**_JIT)
-def _weight_block(g4, x4, dil, c0, c1, table):
-    """table (9, C)[:, c0:c1]: the filter's weight gradient, as ``rows3x3._weight_grad_grids``
-    sums it (the sub-grids in order, each over every image in order)."""
-    n, h, wd, c = x4.shape
+def _weight_block(g4, x4, dil, t0, cb, table):
+    """table (9, C)[:, t0:t0 + cb]: the filter's weight gradient from the blocks g4 and x4
+    (N, H, W, S), as ``rows3x3._weight_grad_grids`` sums it (the sub-grids in order, each
+    over every image in order)."""
+    n, h, wd, s = x4.shape
     step = lanes(x4)
-    for v0 in range(c0, c1, step):
+    for v0 in range(0, cb, step):
         for a in range(min(dil, h)):
             for col in range(min(dil, wd)):
-                at = (a * wd + col) * c + v0
-                weight_sums_planes(g4, at, x4, at, table, v0, n, h * wd * c,
+                at = (a * wd + col) * s + v0
+                weight_sums_planes(g4, at, x4, at, table, t0 + v0, n, h * wd * s,
                                     (h - a + dil - 1) // dil, (wd - col + dil - 1) // dil,
-                                    dil * c, dil * wd * c, c, a > 0 or col > 0,
-                                    min(step, c1 - v0))
+                                    dil * s, dil * wd * s, table.shape[1], a > 0 or col > 0,
+                                    min(step, cb - v0))
 
 
 # ------------------------------------------------------------------ one task each way
 @njit(**_JIT)
-def _forward_block(e4, w1, b1, eps1, taps, dil, w2, b2, eps2, c0, c1, bounds, stats, a4, d4, h4):
-    n, h, wd, c = e4.shape
-    e2, a2 = e4.reshape(n * h * wd, c), a4.reshape(n * h * wd, c)
-    d2, h2 = d4.reshape(n * h * wd, c), h4.reshape(n * h * wd, c)
-    _block_stats(e2, c0, c1, bounds, w1, eps1, stats[0], stats[1], stats[2])
-    _block_relu6(e2, a2, c0, c1, stats[0], stats[2], b1)
-    _filter_block(a4, taps, dil, c0, c1, d4)
-    _block_stats(d2, c0, c1, bounds, w2, eps2, stats[3], stats[4], stats[5])
-    _block_relu6(d2, h2, c0, c1, stats[3], stats[5], b2)
+def _forward_block(e2, w1, b1, eps1, taps, dil, w2, b2, eps2, c0, c1, bounds, stats, ab, db,
+                   d2, h2):
+    """Channels [c0, c1) of the rows e2, d2, h2 (M, C); a and d of the block in the
+    task's scratch ab, db (N, H, W, CHANNELS)."""
+    m, cb = e2.shape[0], c1 - c0
+    ab2, db2 = ab.reshape(m, ab.shape[3]), db.reshape(m, db.shape[3])
+    _block_stats(e2, c0, c0, c1, bounds, w1, eps1, stats[0], stats[1], stats[2])
+    _block_relu6(e2, c0, ab2, 0, c0, c1, stats[0], stats[2], b1)
+    _filter_block(ab, db, taps, c0, dil, cb)
+    _block_stats(db2, 0, c0, c1, bounds, w2, eps2, stats[3], stats[4], stats[5])
+    _copy_block(db2, cb, d2, c0)
+    _block_relu6(db2, 0, h2, c0, c0, c1, stats[3], stats[5], b2)
 
 
 @njit(parallel=True, **_JIT)
-def _forward_parallel(e4, w1, b1, eps1, taps, dil, w2, b2, eps2, bounds, stats, a4, d4, h4):
-    c = e4.shape[3]
-    for blk in prange((c + CHANNELS - 1) // CHANNELS):
-        c0 = blk * CHANNELS
-        _forward_block(e4, w1, b1, eps1, taps, dil, w2, b2, eps2, c0, min(c, c0 + CHANNELS),
-                       bounds, stats, a4, d4, h4)
+def _forward_parallel(e4, w1, b1, eps1, taps, dil, w2, b2, eps2, bounds, stats, scratch, d4, h4):
+    n, h, wd, c = e4.shape
+    m, blocks, tasks = n * h * wd, (c + CHANNELS - 1) // CHANNELS, scratch.shape[0]
+    for t in prange(tasks):
+        for blk in range(t * blocks // tasks, (t + 1) * blocks // tasks):
+            c0 = blk * CHANNELS
+            _forward_block(e4.reshape(m, c), w1, b1, eps1, taps, dil, w2, b2, eps2, c0,
+                           min(c, c0 + CHANNELS), bounds, stats, scratch[t, 0], scratch[t, 1],
+                           d4.reshape(m, c), h4.reshape(m, c))
 
 
 @njit(**_JIT)
-def _forward_serial(e4, w1, b1, eps1, taps, dil, w2, b2, eps2, bounds, stats, a4, d4, h4):
-    c = e4.shape[3]
-    for c0 in range(0, c, CHANNELS):
-        _forward_block(e4, w1, b1, eps1, taps, dil, w2, b2, eps2, c0, min(c, c0 + CHANNELS),
-                       bounds, stats, a4, d4, h4)
-
-
-@njit(**_JIT)
-def _backward_block(gh4, e4, d4, mean1, invstd1, w1, b1, taps, flipped, dil, mean2, invstd2, w2,
-                    b2, c0, c1, bounds, scales, coefs, grads, table, a4, gd4, ge4):
+def _forward_serial(e4, w1, b1, eps1, taps, dil, w2, b2, eps2, bounds, stats, scratch, d4, h4):
     n, h, wd, c = e4.shape
     m = n * h * wd
-    e2, d2, gh2 = e4.reshape(m, c), d4.reshape(m, c), gh4.reshape(m, c)
-    a2, gd2, ge2 = a4.reshape(m, c), gd4.reshape(m, c), ge4.reshape(m, c)
+    for c0 in range(0, c, CHANNELS):
+        _forward_block(e4.reshape(m, c), w1, b1, eps1, taps, dil, w2, b2, eps2, c0,
+                       min(c, c0 + CHANNELS), bounds, stats, scratch[0, 0], scratch[0, 1],
+                       d4.reshape(m, c), h4.reshape(m, c))
+
+
+@njit(**_JIT)
+def _backward_block(gh2, e2, d2, mean1, invstd1, w1, b1, flipped, dil, mean2, invstd2, w2, b2,
+                    c0, c1, bounds, scales, coefs, grads, table, ab, gdb, gab, ge2):
+    """Channels [c0, c1) of the rows gh2, e2, d2, ge2 (M, C); a, dL/dd and dL/da of the
+    block in the task's scratch ab, gdb, gab (N, H, W, CHANNELS)."""
+    m, cb, s = e2.shape[0], c1 - c0, ab.shape[3]
+    ab2, gdb2, gab2 = ab.reshape(m, s), gdb.reshape(m, s), gab.reshape(m, s)
     # dL/dd: BN2 + ReLU6 backward
-    _block_grad_coefs(gh2, d2, c0, c1, bounds, mean2, invstd2, w2, b2, scales[1], coefs[1],
-                      grads[2], grads[3])
-    _block_grad(gh2, d2, gd2, c0, c1, mean2, scales[1], b2, coefs[1])
+    _block_grad_coefs(gh2, c0, d2, c0, c0, c1, bounds, mean2, invstd2, w2, b2, scales[1],
+                      coefs[1], grads[2], grads[3])
+    _block_grad(gh2, c0, d2, c0, gdb2, 0, c0, c1, mean2, scales[1], b2, coefs[1])
     # a, recomputed (the forward's scale: w1 * invstd1 in e's dtype)
     for k in range(c0, c1):
         scales[0, k] = w1[k] * invstd1[k]
-    _block_relu6(e2, a2, c0, c1, mean1, scales[0], b1)
-    # the filter's gradients: dL/dw against a, dL/da into dL/de's block
-    _weight_block(gd4, a4, dil, c0, c1, table)
-    _filter_block(gd4, flipped, dil, c0, c1, ge4)
-    # dL/de: BN1 + ReLU6 backward of dL/da, in place
-    _block_grad_coefs(ge2, e2, c0, c1, bounds, mean1, invstd1, w1, b1, scales[0], coefs[0],
-                      grads[0], grads[1])
-    _block_grad_inplace(ge2, e2, c0, c1, mean1, scales[0], b1, coefs[0])
+    _block_relu6(e2, c0, ab2, 0, c0, c1, mean1, scales[0], b1)
+    # the filter's gradients: dL/dw against a, dL/da
+    _weight_block(gdb, ab, dil, c0, cb, table)
+    _filter_block(gdb, gab, flipped, c0, dil, cb)
+    # dL/de: BN1 + ReLU6 backward of dL/da
+    _block_grad_coefs(gab2, 0, e2, c0, c0, c1, bounds, mean1, invstd1, w1, b1, scales[0],
+                      coefs[0], grads[0], grads[1])
+    _block_grad(gab2, 0, e2, c0, ge2, c0, c0, c1, mean1, scales[0], b1, coefs[0])
 
 
 @njit(parallel=True, **_JIT)
-def _backward_parallel(gh4, e4, d4, mean1, invstd1, w1, b1, taps, flipped, dil, mean2, invstd2,
-                       w2, b2, bounds, scales, coefs, grads, table, a4, gd4, ge4):
-    c = e4.shape[3]
-    for blk in prange((c + CHANNELS - 1) // CHANNELS):
-        c0 = blk * CHANNELS
-        _backward_block(gh4, e4, d4, mean1, invstd1, w1, b1, taps, flipped, dil, mean2, invstd2,
-                        w2, b2, c0, min(c, c0 + CHANNELS), bounds, scales, coefs, grads, table,
-                        a4, gd4, ge4)
+def _backward_parallel(gh4, e4, d4, mean1, invstd1, w1, b1, flipped, dil, mean2, invstd2, w2, b2,
+                       bounds, scales, coefs, grads, table, scratch, ge4):
+    n, h, wd, c = e4.shape
+    m, blocks, tasks = n * h * wd, (c + CHANNELS - 1) // CHANNELS, scratch.shape[0]
+    for t in prange(tasks):
+        for blk in range(t * blocks // tasks, (t + 1) * blocks // tasks):
+            c0 = blk * CHANNELS
+            _backward_block(gh4.reshape(m, c), e4.reshape(m, c), d4.reshape(m, c), mean1,
+                            invstd1, w1, b1, flipped, dil, mean2, invstd2, w2, b2, c0,
+                            min(c, c0 + CHANNELS), bounds, scales, coefs, grads, table,
+                            scratch[t, 0], scratch[t, 1], scratch[t, 2], ge4.reshape(m, c))
 
 
 @njit(**_JIT)
-def _backward_serial(gh4, e4, d4, mean1, invstd1, w1, b1, taps, flipped, dil, mean2, invstd2,
-                     w2, b2, bounds, scales, coefs, grads, table, a4, gd4, ge4):
-    c = e4.shape[3]
+def _backward_serial(gh4, e4, d4, mean1, invstd1, w1, b1, flipped, dil, mean2, invstd2, w2, b2,
+                     bounds, scales, coefs, grads, table, scratch, ge4):
+    n, h, wd, c = e4.shape
+    m = n * h * wd
     for c0 in range(0, c, CHANNELS):
-        _backward_block(gh4, e4, d4, mean1, invstd1, w1, b1, taps, flipped, dil, mean2, invstd2,
-                        w2, b2, c0, min(c, c0 + CHANNELS), bounds, scales, coefs, grads, table,
-                        a4, gd4, ge4)
+        _backward_block(gh4.reshape(m, c), e4.reshape(m, c), d4.reshape(m, c), mean1, invstd1,
+                        w1, b1, flipped, dil, mean2, invstd2, w2, b2, c0, min(c, c0 + CHANNELS),
+                        bounds, scales, coefs, grads, table, scratch[0, 0], scratch[0, 1],
+                        scratch[0, 2], ge4.reshape(m, c))
+
+
+def _scratch(parallel, e, blocks, count):
+    """``count`` blocks (N, H, W, CHANNELS) of scratch per task: one task per thread (up to
+    the number of blocks) when parallel, else one; each task reuses its scratch for every
+    block it runs, so the scratch stays in the core's cache."""
+    n, c, h, w = e.shape
+    tasks = min(numba.get_num_threads(), blocks) if parallel else 1
+    return aligned_empty((tasks, count, n, h, w, CHANNELS), e.dtype)
 
 
 @njit(**_JIT)
@@ -381,11 +413,13 @@ def stage_forward_train(e, bn1, w_dw, dilation, bn2):
     """
     (w1, b1, eps1), (w2, b2, eps2) = bn1, bn2
     n, c, hi, wi = e.shape
-    a, d, h = (empty_channels_last(e.shape, e.dtype) for _ in range(3))
+    d, h = (empty_channels_last(e.shape, e.dtype) for _ in range(2))
     stats = np.empty((6, c), e.dtype)  # mean, invstd, scale of BN1, then of BN2
-    run = _forward_parallel if e.size > SERIAL_MAX else _forward_serial
+    parallel = e.size > SERIAL_MAX
+    run = _forward_parallel if parallel else _forward_serial
     run(nhwc(e), _c(w1), _c(b1), float(eps1), filter_taps(_c(w_dw), False), int(dilation),
-        _c(w2), _c(b2), float(eps2), run_bounds(n * hi * wi), stats, nhwc(a), nhwc(d), nhwc(h))
+        _c(w2), _c(b2), float(eps2), run_bounds(n * hi * wi), stats,
+        _scratch(parallel, e, -(-c // CHANNELS), 2), nhwc(d), nhwc(h))
     return h, d, stats[0], stats[1], stats[3], stats[4]
 
 
@@ -409,14 +443,15 @@ def stage_backward_train(gh, e, d, bn1, w_dw, dilation, bn2):
     (w1, b1, mean1, invstd1), (w2, b2, mean2, invstd2) = bn1, bn2
     n, c, hi, wi = e.shape
     w_dw = _c(w_dw)
-    a, gd, ge = (empty_channels_last(e.shape, e.dtype) for _ in range(3))
+    ge = empty_channels_last(e.shape, e.dtype)
     scales = np.empty((2, c), e.dtype)
     coefs = np.empty((2, 3, c), e.dtype)
     grads = np.empty((4, c), e.dtype)  # dL/dgamma1, dL/dbeta1, dL/dgamma2, dL/dbeta2
     table = np.empty((9, c), e.dtype)
-    run = _backward_parallel if e.size > SERIAL_MAX else _backward_serial
+    parallel = e.size > SERIAL_MAX
+    run = _backward_parallel if parallel else _backward_serial
     run(nhwc(gh), nhwc(e), nhwc(d), _c(mean1), _c(invstd1), _c(w1), _c(b1),
-        filter_taps(w_dw, False), filter_taps(w_dw, True), int(dilation), _c(mean2), _c(invstd2),
-        _c(w2), _c(b2), run_bounds(n * hi * wi), scales, coefs, grads, table, nhwc(a), nhwc(gd),
-        nhwc(ge))
+        filter_taps(w_dw, True), int(dilation), _c(mean2), _c(invstd2), _c(w2), _c(b2),
+        run_bounds(n * hi * wi), scales, coefs, grads, table,
+        _scratch(parallel, e, -(-c // CHANNELS), 3), nhwc(ge))
     return ge, grads[0], grads[1], _table_to_filter(table), grads[2], grads[3]
