@@ -179,19 +179,12 @@ class Dropout(Function):
     @staticmethod
     def forward(ctx, x, scaled_mask):
         ctx.save_for_backward(scaled_mask)
-        return _times(x, scaled_mask)
+        return x * scaled_mask
 
     @staticmethod
     def backward(ctx, g):
         (scaled_mask,) = ctx.saved_tensors
-        return _times(g, scaled_mask), None
-
-
-def _times(a, mask):
-    """``a * mask`` stored in a's layout (the mask is drawn NCHW): a channels-last tensor
-    (the numba set's small planes) stays channels-last, with no copy in the next layer."""
-    out = get_array_module(a).empty_like(a)
-    return get_array_module(a).multiply(a, mask, out=out)
+        return g * scaled_mask, None
 
 
 def dropout(x, p=0.5, training=True, generator=None) -> Tensor:
