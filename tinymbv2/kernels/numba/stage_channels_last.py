@@ -11,9 +11,10 @@ kernel calls forward and as many backward, each a pass over whole tensors of up 
 they took two to three times as long as on their own (figures: docs/kernels.md, the
 depthwise stage under "How the numba kernels are fast").
 
-Here one task takes a block of ``CHANNELS`` contiguous channels of every pixel of every
-image (32 float32 channels: 128 bytes a pixel, two cache lines) and runs every step over
-it while it stays in the core's cache, ``prange`` over the blocks:
+Here the work is cut into blocks of ``CHANNELS`` contiguous channels of every pixel of every
+image (32 float32 channels: 128 bytes a pixel, two cache lines), and every step runs over a
+block while it stays in the core's cache; each thread takes a contiguous share of the blocks
+(``prange`` over the shares):
 
 * **forward**: BN1's statistics over e's block (the one read from memory); a =
   ReLU6(BN1(e)) into a scratch block; the depthwise filter of a into another; BN2's
@@ -22,7 +23,7 @@ it while it stays in the core's cache, ``prange`` over the blocks:
   from e into another; the depthwise weight gradient against a; dL/da into a third; BN1's
   backward of it into dL/de's block.
 
-The scratch blocks are compact, (N, H, W, ``CHANNELS``), and each thread has its own set,
+The scratch blocks are compact, (N, H, W, ``CHANNELS``), and each share has its own set,
 which it reuses for every block it runs, so they stay in its cache: only e, d and h (and
 dL/dh, dL/de) travel to and from memory. With whole-size scratch tensors (a and dL/dd each
 as large as e, one block's columns of them touched at a time) the segmentation step's
@@ -369,11 +370,12 @@ def _backward_serial(gh4, e4, d4, mean1, invstd1, w1, b1, flipped, dil, mean2, i
                         scratch[0, 2], ge4.reshape(m, c))
 
 
-def _scratch(parallel, e, blocks, count):
-    """``count`` blocks (N, H, W, CHANNELS) of scratch per task: one task per thread (up to
-    the number of blocks) when parallel, else one; each task reuses its scratch for every
-    block it runs, so the scratch stays in the core's cache."""
+def _scratch(parallel, e, count):
+    """``count`` blocks (N, H, W, CHANNELS) of scratch per share of the blocks: one share per
+    thread (at most one per block) when parallel, else one; each share reuses its scratch
+    for every block it runs, so the scratch stays in the core's cache."""
     n, c, h, w = e.shape
+    blocks = (c + CHANNELS - 1) // CHANNELS
     tasks = min(numba.get_num_threads(), blocks) if parallel else 1
     return aligned_empty((tasks, count, n, h, w, CHANNELS), e.dtype)
 
@@ -419,7 +421,7 @@ def stage_forward_train(e, bn1, w_dw, dilation, bn2):
     run = _forward_parallel if parallel else _forward_serial
     run(nhwc(e), _c(w1), _c(b1), float(eps1), filter_taps(_c(w_dw), False), int(dilation),
         _c(w2), _c(b2), float(eps2), run_bounds(n * hi * wi), stats,
-        _scratch(parallel, e, -(-c // CHANNELS), 2), nhwc(d), nhwc(h))
+        _scratch(parallel, e, 2), nhwc(d), nhwc(h))
     return h, d, stats[0], stats[1], stats[3], stats[4]
 
 
@@ -453,5 +455,5 @@ def stage_backward_train(gh, e, d, bn1, w_dw, dilation, bn2):
     run(nhwc(gh), nhwc(e), nhwc(d), _c(mean1), _c(invstd1), _c(w1), _c(b1),
         filter_taps(w_dw, True), int(dilation), _c(mean2), _c(invstd2), _c(w2), _c(b2),
         run_bounds(n * hi * wi), scales, coefs, grads, table,
-        _scratch(parallel, e, -(-c // CHANNELS), 3), nhwc(ge))
+        _scratch(parallel, e, 3), nhwc(ge))
     return ge, grads[0], grads[1], _table_to_filter(table), grads[2], grads[3]
