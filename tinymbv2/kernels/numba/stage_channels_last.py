@@ -298,26 +298,23 @@ def _forward_block(e2, w1, b1, eps1, taps, dil, w2, b2, eps2, c0, c1, bounds, st
     _block_relu6(db2, 0, h2, c0, c0, c1, stats[3], stats[5], b2)
 
 
-@njit(parallel=True, **_JIT)
-def _forward_parallel(e4, w1, b1, eps1, taps, dil, w2, b2, eps2, bounds, stats, scratch, d4, h4):
+@njit(**_JIT)
+def _forward_share(e4, w1, b1, eps1, taps, dil, w2, b2, eps2, bounds, stats, scratch, d4, h4, t):
+    """Share t of ``scratch.shape[0]``: a contiguous run of the blocks, in scratch[t]."""
     n, h, wd, c = e4.shape
     m, blocks, tasks = n * h * wd, (c + CHANNELS - 1) // CHANNELS, scratch.shape[0]
-    for t in prange(tasks):
-        for blk in range(t * blocks // tasks, (t + 1) * blocks // tasks):
-            c0 = blk * CHANNELS
-            _forward_block(e4.reshape(m, c), w1, b1, eps1, taps, dil, w2, b2, eps2, c0,
-                           min(c, c0 + CHANNELS), bounds, stats, scratch[t, 0], scratch[t, 1],
-                           d4.reshape(m, c), h4.reshape(m, c))
-
-
-@njit(**_JIT)
-def _forward_serial(e4, w1, b1, eps1, taps, dil, w2, b2, eps2, bounds, stats, scratch, d4, h4):
-    n, h, wd, c = e4.shape
-    m = n * h * wd
-    for c0 in range(0, c, CHANNELS):
+    for blk in range(t * blocks // tasks, (t + 1) * blocks // tasks):
+        c0 = blk * CHANNELS
         _forward_block(e4.reshape(m, c), w1, b1, eps1, taps, dil, w2, b2, eps2, c0,
-                       min(c, c0 + CHANNELS), bounds, stats, scratch[0, 0], scratch[0, 1],
+                       min(c, c0 + CHANNELS), bounds, stats, scratch[t, 0], scratch[t, 1],
                        d4.reshape(m, c), h4.reshape(m, c))
+
+
+@njit(parallel=True, **_JIT)
+def _forward_parallel(e4, w1, b1, eps1, taps, dil, w2, b2, eps2, bounds, stats, scratch, d4, h4):
+    for t in prange(scratch.shape[0]):
+        _forward_share(e4, w1, b1, eps1, taps, dil, w2, b2, eps2, bounds, stats, scratch, d4,
+                       h4, t)
 
 
 @njit(**_JIT)
@@ -344,30 +341,26 @@ def _backward_block(gh2, e2, d2, mean1, invstd1, w1, b1, flipped, dil, mean2, in
     _block_grad(gab2, 0, e2, c0, ge2, c0, c0, c1, mean1, scales[0], b1, coefs[0])
 
 
+@njit(**_JIT)
+def _backward_share(gh4, e4, d4, mean1, invstd1, w1, b1, flipped, dil, mean2, invstd2, w2, b2,
+                    bounds, scales, coefs, grads, table, scratch, ge4, t):
+    """Share t of ``scratch.shape[0]``: a contiguous run of the blocks, in scratch[t]."""
+    n, h, wd, c = e4.shape
+    m, blocks, tasks = n * h * wd, (c + CHANNELS - 1) // CHANNELS, scratch.shape[0]
+    for blk in range(t * blocks // tasks, (t + 1) * blocks // tasks):
+        c0 = blk * CHANNELS
+        _backward_block(gh4.reshape(m, c), e4.reshape(m, c), d4.reshape(m, c), mean1, invstd1,
+                        w1, b1, flipped, dil, mean2, invstd2, w2, b2, c0, min(c, c0 + CHANNELS),
+                        bounds, scales, coefs, grads, table, scratch[t, 0], scratch[t, 1],
+                        scratch[t, 2], ge4.reshape(m, c))
+
+
 @njit(parallel=True, **_JIT)
 def _backward_parallel(gh4, e4, d4, mean1, invstd1, w1, b1, flipped, dil, mean2, invstd2, w2, b2,
                        bounds, scales, coefs, grads, table, scratch, ge4):
-    n, h, wd, c = e4.shape
-    m, blocks, tasks = n * h * wd, (c + CHANNELS - 1) // CHANNELS, scratch.shape[0]
-    for t in prange(tasks):
-        for blk in range(t * blocks // tasks, (t + 1) * blocks // tasks):
-            c0 = blk * CHANNELS
-            _backward_block(gh4.reshape(m, c), e4.reshape(m, c), d4.reshape(m, c), mean1,
-                            invstd1, w1, b1, flipped, dil, mean2, invstd2, w2, b2, c0,
-                            min(c, c0 + CHANNELS), bounds, scales, coefs, grads, table,
-                            scratch[t, 0], scratch[t, 1], scratch[t, 2], ge4.reshape(m, c))
-
-
-@njit(**_JIT)
-def _backward_serial(gh4, e4, d4, mean1, invstd1, w1, b1, flipped, dil, mean2, invstd2, w2, b2,
-                     bounds, scales, coefs, grads, table, scratch, ge4):
-    n, h, wd, c = e4.shape
-    m = n * h * wd
-    for c0 in range(0, c, CHANNELS):
-        _backward_block(gh4.reshape(m, c), e4.reshape(m, c), d4.reshape(m, c), mean1, invstd1,
-                        w1, b1, flipped, dil, mean2, invstd2, w2, b2, c0, min(c, c0 + CHANNELS),
-                        bounds, scales, coefs, grads, table, scratch[0, 0], scratch[0, 1],
-                        scratch[0, 2], ge4.reshape(m, c))
+    for t in prange(scratch.shape[0]):
+        _backward_share(gh4, e4, d4, mean1, invstd1, w1, b1, flipped, dil, mean2, invstd2, w2,
+                        b2, bounds, scales, coefs, grads, table, scratch, ge4, t)
 
 
 def _scratch(parallel, e, count):
@@ -418,10 +411,13 @@ def stage_forward_train(e, bn1, w_dw, dilation, bn2):
     d, h = (empty_channels_last(e.shape, e.dtype) for _ in range(2))
     stats = np.empty((6, c), e.dtype)  # mean, invstd, scale of BN1, then of BN2
     parallel = e.size > SERIAL_MAX
-    run = _forward_parallel if parallel else _forward_serial
-    run(nhwc(e), _c(w1), _c(b1), float(eps1), filter_taps(_c(w_dw), False), int(dilation),
-        _c(w2), _c(b2), float(eps2), run_bounds(n * hi * wi), stats,
-        _scratch(parallel, e, 2), nhwc(d), nhwc(h))
+    args = (nhwc(e), _c(w1), _c(b1), float(eps1), filter_taps(_c(w_dw), False), int(dilation),
+            _c(w2), _c(b2), float(eps2), run_bounds(n * hi * wi), stats,
+            _scratch(parallel, e, 2), nhwc(d), nhwc(h))
+    if parallel:
+        _forward_parallel(*args)
+    else:  # one share, in the calling thread
+        _forward_share(*args, 0)
     return h, d, stats[0], stats[1], stats[3], stats[4]
 
 
@@ -451,9 +447,12 @@ def stage_backward_train(gh, e, d, bn1, w_dw, dilation, bn2):
     grads = np.empty((4, c), e.dtype)  # dL/dgamma1, dL/dbeta1, dL/dgamma2, dL/dbeta2
     table = np.empty((9, c), e.dtype)
     parallel = e.size > SERIAL_MAX
-    run = _backward_parallel if parallel else _backward_serial
-    run(nhwc(gh), nhwc(e), nhwc(d), _c(mean1), _c(invstd1), _c(w1), _c(b1),
-        filter_taps(w_dw, True), int(dilation), _c(mean2), _c(invstd2), _c(w2), _c(b2),
-        run_bounds(n * hi * wi), scales, coefs, grads, table,
-        _scratch(parallel, e, 3), nhwc(ge))
+    args = (nhwc(gh), nhwc(e), nhwc(d), _c(mean1), _c(invstd1), _c(w1), _c(b1),
+            filter_taps(w_dw, True), int(dilation), _c(mean2), _c(invstd2), _c(w2), _c(b2),
+            run_bounds(n * hi * wi), scales, coefs, grads, table, _scratch(parallel, e, 3),
+            nhwc(ge))
+    if parallel:
+        _backward_parallel(*args)
+    else:  # one share, in the calling thread
+        _backward_share(*args, 0)
     return ge, grads[0], grads[1], _table_to_filter(table), grads[2], grads[3]
