@@ -45,8 +45,7 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import njit, prange, types
-from numba.extending import intrinsic
+from numba import njit, prange
 
 from .cache import CACHE
 from . import pool  # noqa: F401  (the one-pool set-up, see there)
@@ -55,7 +54,8 @@ from .batchnorm.flat import passed
 from .depthwise.rows3x3 import correlate_plane, filter_taps, weight_sums_planes
 from .layout import (aligned_empty, channels_last_plane, empty_channels_last, is_channels_last,
                      nhwc)
-from .llvm import Emit, array_data, as_i64, lanes
+from .llvm import lanes
+from .prefetch import LINE_BYTES, prefetch_line
 
 _JIT = dict(cache=CACHE, fastmath=False)
 
@@ -64,9 +64,6 @@ CHANNELS = 32
 
 AHEAD = 8
 """Rows ahead that a first pass over a tensor asks for (``_prefetch_row``)."""
-
-LINE_BYTES = 64
-"""Bytes in a cache line."""
 
 MIN_CHANNELS = 256
 MIN_PIXELS = 64
@@ -81,27 +78,13 @@ SERIAL_MAX = 1 << 16
 ``ROWS_SERIAL_MAX``): waking the pool would cost more than it saves."""
 
 
-@intrinsic
-def _prefetch(typingctx, arr, offset):
-    """Ask for the cache line of the flat element ``offset`` of the C-contiguous ``arr``."""
-    sig = types.void(arr, offset)
-
-    def codegen(context, builder, signature, args):
-        e = Emit(context, builder, signature.args[0].dtype)
-        data = array_data(context, builder, signature.args[0], args[0])
-        e.prefetch(data, as_i64(builder, [args[1]])[0])
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
 @njit(inline="always", **_JIT)
 def _prefetch_row(x2, r, c0, c1):
     """Ask for the lines of row ``r + AHEAD`` of x2 (M, C), columns [c0, c1), if it exists."""
     ahead = r + AHEAD
     if ahead < x2.shape[0]:
         for q in range(c0, c1, LINE_BYTES // x2.itemsize):
-            _prefetch(x2, ahead * x2.shape[1] + q)
+            prefetch_line(x2, ahead * x2.shape[1] + q)
 
 
 def supported(e, w_dw, stride, dilation) -> bool:

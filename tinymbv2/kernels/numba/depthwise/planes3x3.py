@@ -50,6 +50,7 @@ import numpy as np
 from numba import njit
 
 from ..cache import CACHE
+from ..prefetch import prefetch_part
 
 _JIT = dict(cache=CACHE, fastmath=False)
 _JIT_REDUCE = dict(cache=CACHE, fastmath={"reassoc", "contract"})
@@ -196,13 +197,16 @@ def padded_size(h, wd, ph, pw):
 
 
 @njit(**_JIT)
-def _pad_plane(x, ph, pw, xp):
+def _pad_plane(x, ph, pw, xp, ahead, write):
     """xp (flat, row width W + 2 pw) = plane x (H, W) with ph zero rows above and
-    below, pw zero columns either side, and zeros after."""
+    below, pw zero columns either side, and zeros after; ``ahead`` (or None) prefetched
+    meanwhile, a part per row of x."""
     h, wd = x.shape
     wp = wd + 2 * pw
     xp[:] = 0
     for r in range(h):
+        if ahead is not None:
+            prefetch_part(ahead, r, h, write)
         dst, src = xp[(r + ph) * wp + pw:(r + ph) * wp + pw + wd], x[r]
         for c in range(wd):
             dst[c] = src[c]
@@ -285,7 +289,7 @@ def correlate_runs(out, taps, w, n):
 
 
 @njit(**_JIT)
-def correlate3x3_padded(y, x, w, ph, pw, xp, out):
+def correlate3x3_padded(y, x, w, ph, pw, xp, out, ahead=None, write=False):
     """3x3 cross-correlation of a plane, stride 1, through a zero-padded copy of the plane.
 
     With the padding materialised (``xp``, row width ``Wp = W + 2 pw``) every output has all
@@ -301,11 +305,14 @@ def correlate3x3_padded(y, x, w, ph, pw, xp, out):
         pw: The padding on the left and right.
         xp: Scratch of ``padded_size(H, W, ph, pw)``.
         out: Scratch of ``Ho * Wp``.
+        ahead: A plane (1-D, contiguous) to prefetch meanwhile, a part per row of x
+            (``..prefetch.prefetch_part``), or None.
+        write: Prefetch ``ahead`` for writing.
     """
     h, wd = x.shape
     ho, wo = y.shape
     wp = wd + 2 * pw
-    _pad_plane(x, ph, pw, xp)
+    _pad_plane(x, ph, pw, xp, ahead, write)
     correlate_flat(out, xp, w, wp, ho * wp)
     for r in range(ho):
         dst, src = y[r], out[r * wp:r * wp + wo]
@@ -329,7 +336,7 @@ def weight_scratch_size(ho, wd, pw):
 
 
 @njit(**_JIT_REDUCE)
-def weight3x3_padded(acc, gy, x, ph, pw, xp, gp):
+def weight3x3_padded(acc, gy, x, ph, pw, xp, gp, ahead=None, write=False):
     r"""``acc (3, 3) += sum_{oh, ow} gy[oh, ow] * x[oh - ph + i, ow - pw + j]`` (stride 1).
 
     The sum runs over the same zero-padded flat plane as ``correlate3x3_padded`` (row width
@@ -352,11 +359,14 @@ def weight3x3_padded(acc, gy, x, ph, pw, xp, gp):
         pw: The padding on the left and right.
         xp: Scratch of ``padded_size``.
         gp: Scratch of ``weight_scratch_size``.
+        ahead: A plane (1-D, contiguous) to prefetch meanwhile, a part per row of x
+            (``..prefetch.prefetch_part``), or None.
+        write: Prefetch ``ahead`` for writing.
     """
     h, wd = x.shape
     ho, wo = gy.shape
     wp = wd + 2 * pw
-    _pad_plane(x, ph, pw, xp)
+    _pad_plane(x, ph, pw, xp, ahead, write)
     run = (ho + 2) * wp
     g = gp[:run + 2 * wp]
     g[:] = 0

@@ -27,6 +27,7 @@ from __future__ import annotations
 from numba import njit
 
 from ..cache import CACHE
+from ..prefetch import prefetch_part
 from .planes3x3 import add_nine, correlate_runs, rows3
 
 _JIT = dict(cache=CACHE, fastmath=False)
@@ -114,7 +115,7 @@ def phase_size(h, wd):
 
 
 @njit(**_JIT)
-def split_phases(x, ph, mu, sc, bi, affine):
+def split_phases(x, ph, mu, sc, bi, affine, ahead=None, write=False):
     """The four phases of a plane zero-padded by 1, flat at width Wq.
 
     ``ph[2 p + q]`` holds the padded rows of parity p and columns of parity q, so that
@@ -132,6 +133,9 @@ def split_phases(x, ph, mu, sc, bi, affine):
         affine: The values go through ``ReLU6((x - mu) * sc + bi)`` on the way (the
             depthwise stage's first BatchNorm, the very expression of
             ``batchnorm.affine_row``).
+        ahead: A plane (1-D, contiguous) to prefetch meanwhile, a part per row of x
+            (``..prefetch.prefetch_part``), or None.
+        write: Prefetch ``ahead`` for writing.
     """
     h, wd = x.shape
     wq = phase_width(wd)
@@ -144,6 +148,8 @@ def split_phases(x, ph, mu, sc, bi, affine):
         even = ph[2 * p, r * wq:(r + 1) * wq]  # padded columns 0, 2, 4, ...: x[i, -1], x[i, 1], ...
         odd = ph[2 * p + 1, r * wq:(r + 1) * wq]  # padded columns 1, 3, ...: x[i, 0], x[i, 2], ...
         src = x[i]
+        if ahead is not None:
+            prefetch_part(ahead, i, h, write)
         # The last odd-phase value (x[i, W - 1] for an odd W, else the right padding) is
         # written before the loop: written after it, it kept LLVM from vectorising the loop,
         # which then ran much slower.
@@ -204,7 +210,7 @@ def scratch_size(h, wd):
 
 
 @njit(**_JIT)
-def scatter3x3_s2(gx, gy, w):
+def scatter3x3_s2(gx, gy, w, ahead=None, write=False):
     r"""The input gradient of ``correlate3x3_s2``, for the output gradient plane gy.
 
     Input row r is read by kernel row i of output row (r + 1 - i) / 2 when that is whole:
@@ -229,12 +235,17 @@ def scatter3x3_s2(gx, gy, w):
         gx: The input gradient plane (H, W), written.
         gy: $\partial L / \partial y$ of the plane (Ho, Wo).
         w: The filter (3, 3).
+        ahead: A plane (1-D, contiguous) to prefetch meanwhile, a part per row of gx
+            (``..prefetch.prefetch_part``), or None.
+        write: Prefetch ``ahead`` for writing.
     """
     h, wd = gx.shape
     ho, wo = gy.shape
     n = wo - 1  # column pairs (2m, 2m + 1) that read outputs m and m + 1
     odd_tail = 2 * n + 1 < wd  # W even: column 2n + 1 reads output n only
     for r in range(h):
+        if ahead is not None:
+            prefetch_part(ahead, r, h, write)
         if r % 2 == 0:  # kernel row 1 of output row r / 2 (which always exists)
             _one_kernel_row(gx, r, gy, r // 2, w[1, 0], w[1, 1], w[1, 2], n, odd_tail)
         elif (r + 1) // 2 < ho:
@@ -284,7 +295,7 @@ def weight_scratch_size(ho, wd):
 
 
 @njit(**_JIT_REDUCE)
-def weight3x3_s2(acc, gy, x, scratch):
+def weight3x3_s2(acc, gy, x, scratch, ahead=None, write=False):
     r"""The weight gradient of ``correlate3x3_s2``, as nine running sums over one flat run.
 
     ``acc (3, 3) += sum_{oh, ow} gy[oh, ow] * x[2oh - 1 + i, 2ow - 1 + j]``. On the
@@ -309,6 +320,9 @@ def weight3x3_s2(acc, gy, x, scratch):
         gy: $\partial L / \partial y$ of the plane (Ho, Wo).
         x: The input plane (H, W).
         scratch: ``weight_scratch_size(Ho, W)`` values.
+        ahead: A plane (1-D, contiguous) to prefetch meanwhile, a part per padded row
+            (``..prefetch.prefetch_part``), or None.
+        write: Prefetch ``ahead`` for writing.
     """
     h, wd = x.shape
     ho, wo = gy.shape
@@ -317,6 +331,8 @@ def weight3x3_s2(acc, gy, x, scratch):
     size = (ho + 2) * wp
     ev, od, g = scratch[:size], scratch[size:2 * size], scratch[2 * size:2 * size + (ho + 2) * wq]
     for r in range(ho + 2):  # padded row 2r into ev, 2r + 1 into od (input rows 2r - 1, 2r)
+        if ahead is not None:
+            prefetch_part(ahead, r, ho + 2, write)
         for dst, row in ((ev, 2 * r - 1), (od, 2 * r)):
             d = dst[r * wp:(r + 1) * wp]
             d[0] = 0
