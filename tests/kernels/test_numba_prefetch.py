@@ -1,8 +1,8 @@
 """Software prefetch (kernels/numba/prefetch.py): a hint that changes no value.
 
-The depthwise stage's routines take a plane to prefetch while they work (``ahead``); with
-or without it, and for reading or writing, every output and the prefetched plane itself
-keep their bits. (The stage as a whole against the separate kernels: test_numba_stage.py.)
+The depthwise stage's routines take planes to prefetch while they work (``ahead``); with
+or without them, and for reading or writing, every output and the prefetched planes
+themselves keep their bits. (The stage as a whole against the separate kernels: test_numba_stage.py.)
 """
 from __future__ import annotations
 
@@ -38,8 +38,8 @@ def test_the_routines_give_the_same_bits_with_a_plane_to_prefetch(h, w, dtype):
     rng = np.random.default_rng(h * w)
     x = rng.standard_normal((h, w)).astype(dtype)
     k = rng.standard_normal((3, 3)).astype(dtype)
-    ahead = rng.standard_normal(h * w + 5).astype(dtype)
-    kept = ahead.copy()
+    ahead = rng.standard_normal(h * w + 5).astype(dtype), rng.standard_normal(7).astype(dtype)
+    kept = [a.copy() for a in ahead]
     outs = {}
     for key, extra in (("none", ()), ("read", (ahead, False)), ("write", (ahead, True))):
         # stride 1, padding 1: the correlation and its weight gradient
@@ -63,7 +63,8 @@ def test_the_routines_give_the_same_bits_with_a_plane_to_prefetch(h, w, dtype):
         gx = np.empty((h, w), dtype)
         planes3x3_s2.scatter3x3_s2(gx, y2, k, *extra)
         outs[key] = (y, gw, ph, y2, gw2, gx)
-        np.testing.assert_array_equal(ahead, kept)
+        for a, b in zip(ahead, kept):
+            np.testing.assert_array_equal(a, b)
     for key in ("read", "write"):
         for a, b in zip(outs["none"], outs[key]):
             np.testing.assert_array_equal(a, b)

@@ -26,9 +26,10 @@ while every step runs over them:
 
 Memory passes: read e, write d and h forward; read dL/dh, d and e, write dL/de backward.
 A thread that reads a plane from memory waits for it and computes nothing meanwhile, so
-the filter routines' row loops prefetch the plane that comes next from memory
-(``.prefetch``): forward, e's plane of the next channel; backward, the next planes of e and
-of dL/de (figures: docs/kernels.md).
+the filter routines' row loops prefetch the planes that come next from memory
+(``.prefetch``): forward, e's plane of the next channel (and at stride 1 the planes of d and h
+it is about to write); backward, the next planes of e and of dL/de (figures:
+docs/kernels.md).
 
 Every step is the very routine the separate ops run (``.batchnorm``,
 ``.depthwise.planes3x3``, ``.depthwise.planes3x3_s2``), on the same values in the
@@ -103,18 +104,21 @@ def _forward(e, w1, b1, eps1, w_dw, stride, w2, b2, eps2, d, h):
     for task in prange(tasks):
         for ch in range(bounds[task], bounds[task + 1]):
             channel_stats(e3, ch, w1, eps1, mean1, invstd1, scale1)
-            # while plane b is filtered, plane b of the next channel is prefetched for its
-            # statistics: this thread's next channel (a thread's tasks are contiguous)
+            # while plane b is filtered, e's plane b of the next channel is prefetched for
+            # its statistics (a thread's tasks are contiguous: ch + 1 is most likely its
+            # next channel); at stride 1 also the planes of d and h about to be written
+            # (at stride 2, a quarter of the size, that was no faster: docs/kernels.md)
             ahead = min(ch + 1, c - 1)
             for b in range(n):  # a = ReLU6(BN1(e)), then the depthwise filter
                 if s1:
                     affine_row(e3[b, ch], planes[task].reshape(hi * wi), mean1[ch], scale1[ch],
                                b1[ch], True)
                     correlate3x3_padded(d[b, ch], planes[task], w_dw[ch, 0], 1, 1, pads[task],
-                                        outs[task], e3[b, ahead])
+                                        outs[task], (e3[b, ahead], d3[b, ch], h3[b, ch]))
                 else:  # a goes straight into the phases of the stride-2 routine
                     ph = phases[task, :4 * size].reshape(4, size)
-                    split_phases(e[b, ch], ph, mean1[ch], scale1[ch], b1[ch], True, e3[b, ahead])
+                    split_phases(e[b, ch], ph, mean1[ch], scale1[ch], b1[ch], True,
+                                 (e3[b, ahead],))
                     correlate_phases(d[b, ch], ph, w_dw[ch, 0], phase_width(wi),
                                      phases[task, 4 * size:])
             channel_stats(d3, ch, w2, eps2, mean2, invstd2, scale2)
@@ -185,12 +189,12 @@ def _backward(gh, e, d, mean1, invstd1, w1, b1, w_dw, stride, mean2, invstd2, w2
                 b_next, ch_next = (b + 1, ch) if b + 1 < n else (0, ahead)
                 if s1:
                     weight3x3_padded(gw_dw[ch, 0], gd, a, 1, 1, pads[task], scratch[task],
-                                     e3[b_next, ch_next])
+                                     (e3[b_next, ch_next],))
                     correlate3x3_padded(ge[b, ch], gd, flipped[ch, 0], 1, 1, gpads[task],
-                                        outs[task], ge3[b_next, ch_next], True)
+                                        outs[task], (ge3[b_next, ch_next],), True)
                 else:
-                    weight3x3_s2(gw_dw[ch, 0], gd, a, scratch[task], e3[b_next, ch_next])
-                    scatter3x3_s2(ge[b, ch], gd, w_dw[ch, 0], ge3[b_next, ch_next], True)
+                    weight3x3_s2(gw_dw[ch, 0], gd, a, scratch[task], (e3[b_next, ch_next],))
+                    scatter3x3_s2(ge[b, ch], gd, w_dw[ch, 0], (ge3[b_next, ch_next],), True)
                 g = ge3[b, ch]  # dL/da until BN1's backward turns it into dL/de below
                 mask_relu6_inplace(g, e3[b, ch], mu, sc, b1[ch])
                 a1, a2 = grad_sums(g, e3[b, ch], np.float64(mu))

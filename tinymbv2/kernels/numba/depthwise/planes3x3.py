@@ -199,14 +199,15 @@ def padded_size(h, wd, ph, pw):
 @njit(**_JIT)
 def _pad_plane(x, ph, pw, xp, ahead, write):
     """xp (flat, row width W + 2 pw) = plane x (H, W) with ph zero rows above and
-    below, pw zero columns either side, and zeros after; ``ahead`` (or None) prefetched
-    meanwhile, a part per row of x."""
+    below, pw zero columns either side, and zeros after; the planes ``ahead`` (or None)
+    prefetched meanwhile, a part of each per row of x."""
     h, wd = x.shape
     wp = wd + 2 * pw
     xp[:] = 0
     for r in range(h):
         if ahead is not None:
-            prefetch_part(ahead, r, h, write)
+            for plane in ahead:
+                prefetch_part(plane, r, h, write)
         dst, src = xp[(r + ph) * wp + pw:(r + ph) * wp + pw + wd], x[r]
         for c in range(wd):
             dst[c] = src[c]
@@ -305,9 +306,9 @@ def correlate3x3_padded(y, x, w, ph, pw, xp, out, ahead=None, write=False):
         pw: The padding on the left and right.
         xp: Scratch of ``padded_size(H, W, ph, pw)``.
         out: Scratch of ``Ho * Wp``.
-        ahead: A plane (1-D, contiguous) to prefetch meanwhile, a part per row of x
-            (``..prefetch.prefetch_part``), or None.
-        write: Prefetch ``ahead`` for writing.
+        ahead: Planes to prefetch meanwhile, a tuple of 1-D contiguous arrays (a part of
+            each per row of x: ``..prefetch.prefetch_part``); or None.
+        write: Prefetch them for writing.
     """
     h, wd = x.shape
     ho, wo = y.shape
@@ -359,9 +360,9 @@ def weight3x3_padded(acc, gy, x, ph, pw, xp, gp, ahead=None, write=False):
         pw: The padding on the left and right.
         xp: Scratch of ``padded_size``.
         gp: Scratch of ``weight_scratch_size``.
-        ahead: A plane (1-D, contiguous) to prefetch meanwhile, a part per row of x
-            (``..prefetch.prefetch_part``), or None.
-        write: Prefetch ``ahead`` for writing.
+        ahead: Planes to prefetch meanwhile, a tuple of 1-D contiguous arrays (a part of
+            each per row of x: ``..prefetch.prefetch_part``); or None.
+        write: Prefetch them for writing.
     """
     h, wd = x.shape
     ho, wo = gy.shape

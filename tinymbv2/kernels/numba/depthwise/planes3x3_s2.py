@@ -133,9 +133,9 @@ def split_phases(x, ph, mu, sc, bi, affine, ahead=None, write=False):
         affine: The values go through ``ReLU6((x - mu) * sc + bi)`` on the way (the
             depthwise stage's first BatchNorm, the very expression of
             ``batchnorm.affine_row``).
-        ahead: A plane (1-D, contiguous) to prefetch meanwhile, a part per row of x
-            (``..prefetch.prefetch_part``), or None.
-        write: Prefetch ``ahead`` for writing.
+        ahead: Planes to prefetch meanwhile, a tuple of 1-D contiguous arrays (a part of
+            each per row of x: ``..prefetch.prefetch_part``); or None.
+        write: Prefetch them for writing.
     """
     h, wd = x.shape
     wq = phase_width(wd)
@@ -149,7 +149,8 @@ def split_phases(x, ph, mu, sc, bi, affine, ahead=None, write=False):
         odd = ph[2 * p + 1, r * wq:(r + 1) * wq]  # padded columns 1, 3, ...: x[i, 0], x[i, 2], ...
         src = x[i]
         if ahead is not None:
-            prefetch_part(ahead, i, h, write)
+            for plane in ahead:
+                prefetch_part(plane, i, h, write)
         # The last odd-phase value (x[i, W - 1] for an odd W, else the right padding) is
         # written before the loop: written after it, it kept LLVM from vectorising the loop,
         # which then ran much slower.
@@ -235,9 +236,9 @@ def scatter3x3_s2(gx, gy, w, ahead=None, write=False):
         gx: The input gradient plane (H, W), written.
         gy: $\partial L / \partial y$ of the plane (Ho, Wo).
         w: The filter (3, 3).
-        ahead: A plane (1-D, contiguous) to prefetch meanwhile, a part per row of gx
-            (``..prefetch.prefetch_part``), or None.
-        write: Prefetch ``ahead`` for writing.
+        ahead: Planes to prefetch meanwhile, a tuple of 1-D contiguous arrays (a part of
+            each per row of gx: ``..prefetch.prefetch_part``); or None.
+        write: Prefetch them for writing.
     """
     h, wd = gx.shape
     ho, wo = gy.shape
@@ -245,7 +246,8 @@ def scatter3x3_s2(gx, gy, w, ahead=None, write=False):
     odd_tail = 2 * n + 1 < wd  # W even: column 2n + 1 reads output n only
     for r in range(h):
         if ahead is not None:
-            prefetch_part(ahead, r, h, write)
+            for plane in ahead:
+                prefetch_part(plane, r, h, write)
         if r % 2 == 0:  # kernel row 1 of output row r / 2 (which always exists)
             _one_kernel_row(gx, r, gy, r // 2, w[1, 0], w[1, 1], w[1, 2], n, odd_tail)
         elif (r + 1) // 2 < ho:
@@ -320,9 +322,9 @@ def weight3x3_s2(acc, gy, x, scratch, ahead=None, write=False):
         gy: $\partial L / \partial y$ of the plane (Ho, Wo).
         x: The input plane (H, W).
         scratch: ``weight_scratch_size(Ho, W)`` values.
-        ahead: A plane (1-D, contiguous) to prefetch meanwhile, a part per padded row
-            (``..prefetch.prefetch_part``), or None.
-        write: Prefetch ``ahead`` for writing.
+        ahead: Planes to prefetch meanwhile, a tuple of 1-D contiguous arrays (a part of
+            each per padded row: ``..prefetch.prefetch_part``); or None.
+        write: Prefetch them for writing.
     """
     h, wd = x.shape
     ho, wo = gy.shape
@@ -332,7 +334,8 @@ def weight3x3_s2(acc, gy, x, scratch, ahead=None, write=False):
     ev, od, g = scratch[:size], scratch[size:2 * size], scratch[2 * size:2 * size + (ho + 2) * wq]
     for r in range(ho + 2):  # padded row 2r into ev, 2r + 1 into od (input rows 2r - 1, 2r)
         if ahead is not None:
-            prefetch_part(ahead, r, ho + 2, write)
+            for plane in ahead:
+                prefetch_part(plane, r, ho + 2, write)
         for dst, row in ((ev, 2 * r - 1), (od, 2 * r)):
             d = dst[r * wp:(r + 1) * wp]
             d[0] = 0
