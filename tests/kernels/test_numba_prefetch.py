@@ -11,7 +11,7 @@ import pytest
 from numba import njit
 
 from tinymbv2.kernels.numba.depthwise import planes3x3, planes3x3_s2
-from tinymbv2.kernels.numba.prefetch import prefetch_line, prefetch_part
+from tinymbv2.kernels.numba.prefetch import prefetch_line, prefetch_line_for_write, prefetch_part
 
 
 @njit
@@ -20,6 +20,7 @@ def _ask_for_all(flat, parts, write):
         prefetch_part(flat, k, parts, write)
     for i in range(flat.shape[0]):
         prefetch_line(flat, i)
+        prefetch_line_for_write(flat, i)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

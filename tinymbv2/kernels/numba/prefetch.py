@@ -60,7 +60,8 @@ def _make_prefetch(write):
 
 prefetch_line = _make_prefetch(False)
 """``prefetch_line(arr, index)``: ask for the line of ``arr``'s flat element ``index``, to read."""
-_prefetch_line_for_write = _make_prefetch(True)
+prefetch_line_for_write = _make_prefetch(True)
+"""``prefetch_line_for_write(arr, index)``: the same, for a line about to be written."""
 
 
 @njit(inline="always", cache=CACHE)
@@ -77,6 +78,6 @@ def prefetch_part(flat, k, parts, write):
     step = LINE_BYTES // flat.itemsize
     for i in range(size * k // parts, size * (k + 1) // parts, step):
         if write:
-            _prefetch_line_for_write(flat, i)
+            prefetch_line_for_write(flat, i)
         else:
             prefetch_line(flat, i)

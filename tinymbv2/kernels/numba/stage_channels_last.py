@@ -39,7 +39,10 @@ the results are the same bits as ``batch_norm_forward_train``, ``depthwise_conv2
 A block's rows are ``C`` values apart (2304 bytes at 576 channels), a stride the hardware
 prefetchers do not follow across pages: each pass that first reads a tensor from memory asks
 for the lines ``AHEAD`` rows ahead itself (``_prefetch_row``). Without that the kernel was no
-faster than the separate ones in the step; with it, faster (figures: docs/kernels.md).
+faster than the separate ones in the step; with it, faster. The forward's passes that write
+d and h ask the same way for the rows they are about to write (``_prefetch_row_for_write``):
+lines not in cache must otherwise be read in before each store, a row at a time; in the
+backward, asking so for dL/de's rows was no faster (figures: docs/kernels.md).
 """
 from __future__ import annotations
 
@@ -55,7 +58,7 @@ from .depthwise.rows3x3 import correlate_plane, filter_taps, weight_sums_planes
 from .layout import (aligned_empty, channels_last_plane, empty_channels_last, is_channels_last,
                      nhwc)
 from .llvm import lanes
-from .prefetch import LINE_BYTES, prefetch_line
+from .prefetch import LINE_BYTES, prefetch_line, prefetch_line_for_write
 
 _JIT = dict(cache=CACHE, fastmath=False)
 
@@ -85,6 +88,15 @@ def _prefetch_row(x2, r, c0, c1):
     if ahead < x2.shape[0]:
         for q in range(c0, c1, LINE_BYTES // x2.itemsize):
             prefetch_line(x2, ahead * x2.shape[1] + q)
+
+
+@njit(inline="always", **_JIT)
+def _prefetch_row_for_write(y2, r, c0, c1):
+    """``_prefetch_row`` for rows about to be written."""
+    ahead = r + AHEAD
+    if ahead < y2.shape[0]:
+        for q in range(c0, c1, LINE_BYTES // y2.itemsize):
+            prefetch_line_for_write(y2, ahead * y2.shape[1] + q)
 
 
 def supported(e, w_dw, stride, dilation) -> bool:
@@ -159,12 +171,14 @@ def _block_stats(x2, xo, c0, c1, bounds, weight, eps, mean, invstd, scale):
 @njit(**_JIT)
 def _block_relu6(x2, xo, y2, yo, c0, c1, mean, scale, bias):
     """``y2[:, yo:] = ReLU6((x2[:, xo:] - mean) * scale + bias)`` over every row, channels
-    [c0, c1) (the parameters' indices) in columns from xo of x2 and from yo of y2."""
+    [c0, c1) (the parameters' indices) in columns from xo of x2 and from yo of y2; the rows
+    ``AHEAD`` asked for, x2's to read and y2's to write."""
     zero, six = y2.dtype.type(0), y2.dtype.type(6)
     cb = c1 - c0
     mu, sc, bi = mean[c0:c1], scale[c0:c1], bias[c0:c1]
     for r in range(x2.shape[0]):
         _prefetch_row(x2, r, xo, xo + cb)
+        _prefetch_row_for_write(y2, r, yo, yo + cb)
         xr, yr = x2[r, xo:xo + cb], y2[r, yo:yo + cb]
         for k in range(cb):
             yr[k] = min(max((xr[k] - mu[k]) * sc[k] + bi[k], zero), six)
@@ -172,8 +186,10 @@ def _block_relu6(x2, xo, y2, yo, c0, c1, mean, scale, bias):
 
 @njit(**_JIT)
 def _copy_block(x2, cb, y2, yo):
-    """``y2[:, yo:yo + cb] = x2[:, :cb]`` over every row."""
+    """``y2[:, yo:yo + cb] = x2[:, :cb]`` over every row (y2's rows ``AHEAD`` asked for, to
+    write)."""
     for r in range(x2.shape[0]):
+        _prefetch_row_for_write(y2, r, yo, yo + cb)
         xr, yr = x2[r, :cb], y2[r, yo:yo + cb]
         for k in range(cb):
             yr[k] = xr[k]
