@@ -40,9 +40,9 @@ A block's rows are ``C`` values apart (2304 bytes at 576 channels), a stride the
 prefetchers do not follow across pages: each pass that first reads a tensor from memory asks
 for the lines ``AHEAD`` rows ahead itself (``_prefetch_row``). Without that the kernel was no
 faster than the separate ones in the step; with it, faster. The forward's passes that write
-d and h ask the same way for the rows they are about to write (``_prefetch_row_for_write``):
-lines not in cache must otherwise be read in before each store, a row at a time; in the
-backward, asking so for dL/de's rows was no faster (figures: docs/kernels.md).
+d and h ask the same way for the rows they are about to write (``_prefetch_row`` with
+``write``): lines not in cache must otherwise be read in before each store, a row at a time;
+in the backward, asking so for dL/de's rows was no faster (figures: docs/kernels.md).
 """
 from __future__ import annotations
 
@@ -82,21 +82,16 @@ SERIAL_MAX = 1 << 16
 
 
 @njit(inline="always", **_JIT)
-def _prefetch_row(x2, r, c0, c1):
-    """Ask for the lines of row ``r + AHEAD`` of x2 (M, C), columns [c0, c1), if it exists."""
+def _prefetch_row(x2, r, c0, c1, write=False):
+    """Ask for the lines of row ``r + AHEAD`` of x2 (M, C), columns [c0, c1), if it exists;
+    to write them, with ``write``."""
     ahead = r + AHEAD
     if ahead < x2.shape[0]:
         for q in range(c0, c1, LINE_BYTES // x2.itemsize):
-            prefetch_line(x2, ahead * x2.shape[1] + q)
-
-
-@njit(inline="always", **_JIT)
-def _prefetch_row_for_write(y2, r, c0, c1):
-    """``_prefetch_row`` for rows about to be written."""
-    ahead = r + AHEAD
-    if ahead < y2.shape[0]:
-        for q in range(c0, c1, LINE_BYTES // y2.itemsize):
-            prefetch_line_for_write(y2, ahead * y2.shape[1] + q)
+            if write:
+                prefetch_line_for_write(x2, ahead * x2.shape[1] + q)
+            else:
+                prefetch_line(x2, ahead * x2.shape[1] + q)
 
 
 def supported(e, w_dw, stride, dilation) -> bool:
@@ -178,7 +173,7 @@ def _block_relu6(x2, xo, y2, yo, c0, c1, mean, scale, bias):
     mu, sc, bi = mean[c0:c1], scale[c0:c1], bias[c0:c1]
     for r in range(x2.shape[0]):
         _prefetch_row(x2, r, xo, xo + cb)
-        _prefetch_row_for_write(y2, r, yo, yo + cb)
+        _prefetch_row(y2, r, yo, yo + cb, True)
         xr, yr = x2[r, xo:xo + cb], y2[r, yo:yo + cb]
         for k in range(cb):
             yr[k] = min(max((xr[k] - mu[k]) * sc[k] + bi[k], zero), six)
@@ -189,7 +184,7 @@ def _copy_block(x2, cb, y2, yo):
     """``y2[:, yo:yo + cb] = x2[:, :cb]`` over every row (y2's rows ``AHEAD`` asked for, to
     write)."""
     for r in range(x2.shape[0]):
-        _prefetch_row_for_write(y2, r, yo, yo + cb)
+        _prefetch_row(y2, r, yo, yo + cb, True)
         xr, yr = x2[r, :cb], y2[r, yo:yo + cb]
         for k in range(cb):
             yr[k] = xr[k]
