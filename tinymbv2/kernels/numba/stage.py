@@ -106,8 +106,9 @@ def _forward(e, w1, b1, eps1, w_dw, stride, w2, b2, eps2, d, h):
             channel_stats(e3, ch, w1, eps1, mean1, invstd1, scale1)
             # while plane b is filtered, e's plane b of the next channel is prefetched for
             # its statistics (a thread's tasks are contiguous: ch + 1 is most likely its
-            # next channel); at stride 1 also the planes of d and h about to be written
-            # (at stride 2, a quarter of the size, that was no faster: docs/kernels.md)
+            # next channel); at stride 1 also the planes of d and h about to be written, in
+            # the same call, so for reading (for writing was no faster there; at stride 2,
+            # planes a quarter of the size, asking for them at all was not: docs/kernels.md)
             ahead = min(ch + 1, c - 1)
             for b in range(n):  # a = ReLU6(BN1(e)), then the depthwise filter
                 if s1:
