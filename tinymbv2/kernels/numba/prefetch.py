@@ -81,3 +81,12 @@ def prefetch_part(flat, k, parts, write):
             prefetch_line_for_write(flat, i)
         else:
             prefetch_line(flat, i)
+
+
+@njit(inline="always", cache=CACHE)
+def prefetch_parts(planes, k, parts, write):
+    """``prefetch_part`` of each plane of ``planes`` (a tuple of 1-D contiguous arrays), or
+    nothing for None: what a row loop that takes planes to prefetch calls once a row."""
+    if planes is not None:
+        for plane in planes:
+            prefetch_part(plane, k, parts, write)

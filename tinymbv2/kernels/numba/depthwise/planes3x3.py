@@ -50,7 +50,7 @@ import numpy as np
 from numba import njit
 
 from ..cache import CACHE
-from ..prefetch import prefetch_part
+from ..prefetch import prefetch_parts
 
 _JIT = dict(cache=CACHE, fastmath=False)
 _JIT_REDUCE = dict(cache=CACHE, fastmath={"reassoc", "contract"})
@@ -205,9 +205,7 @@ def _pad_plane(x, ph, pw, xp, ahead, write):
     wp = wd + 2 * pw
     xp[:] = 0
     for r in range(h):
-        if ahead is not None:
-            for plane in ahead:
-                prefetch_part(plane, r, h, write)
+        prefetch_parts(ahead, r, h, write)
         dst, src = xp[(r + ph) * wp + pw:(r + ph) * wp + pw + wd], x[r]
         for c in range(wd):
             dst[c] = src[c]
@@ -307,7 +305,7 @@ def correlate3x3_padded(y, x, w, ph, pw, xp, out, ahead=None, write=False):
         xp: Scratch of ``padded_size(H, W, ph, pw)``.
         out: Scratch of ``Ho * Wp``.
         ahead: Planes to prefetch meanwhile, a tuple of 1-D contiguous arrays (a part of
-            each per row of x: ``..prefetch.prefetch_part``); or None.
+            each per row of x: ``..prefetch.prefetch_parts``); or None.
         write: Prefetch them for writing.
     """
     h, wd = x.shape
@@ -361,7 +359,7 @@ def weight3x3_padded(acc, gy, x, ph, pw, xp, gp, ahead=None, write=False):
         xp: Scratch of ``padded_size``.
         gp: Scratch of ``weight_scratch_size``.
         ahead: Planes to prefetch meanwhile, a tuple of 1-D contiguous arrays (a part of
-            each per row of x: ``..prefetch.prefetch_part``); or None.
+            each per row of x: ``..prefetch.prefetch_parts``); or None.
         write: Prefetch them for writing.
     """
     h, wd = x.shape

@@ -27,7 +27,7 @@ from __future__ import annotations
 from numba import njit
 
 from ..cache import CACHE
-from ..prefetch import prefetch_part
+from ..prefetch import prefetch_parts
 from .planes3x3 import add_nine, correlate_runs, rows3
 
 _JIT = dict(cache=CACHE, fastmath=False)
@@ -134,7 +134,7 @@ def split_phases(x, ph, mu, sc, bi, affine, ahead=None, write=False):
             depthwise stage's first BatchNorm, the very expression of
             ``batchnorm.affine_row``).
         ahead: Planes to prefetch meanwhile, a tuple of 1-D contiguous arrays (a part of
-            each per row of x: ``..prefetch.prefetch_part``); or None.
+            each per row of x: ``..prefetch.prefetch_parts``); or None.
         write: Prefetch them for writing.
     """
     h, wd = x.shape
@@ -148,9 +148,7 @@ def split_phases(x, ph, mu, sc, bi, affine, ahead=None, write=False):
         even = ph[2 * p, r * wq:(r + 1) * wq]  # padded columns 0, 2, 4, ...: x[i, -1], x[i, 1], ...
         odd = ph[2 * p + 1, r * wq:(r + 1) * wq]  # padded columns 1, 3, ...: x[i, 0], x[i, 2], ...
         src = x[i]
-        if ahead is not None:
-            for plane in ahead:
-                prefetch_part(plane, i, h, write)
+        prefetch_parts(ahead, i, h, write)
         # The last odd-phase value (x[i, W - 1] for an odd W, else the right padding) is
         # written before the loop: written after it, it kept LLVM from vectorising the loop,
         # which then ran much slower.
@@ -237,7 +235,7 @@ def scatter3x3_s2(gx, gy, w, ahead=None, write=False):
         gy: $\partial L / \partial y$ of the plane (Ho, Wo).
         w: The filter (3, 3).
         ahead: Planes to prefetch meanwhile, a tuple of 1-D contiguous arrays (a part of
-            each per row of gx: ``..prefetch.prefetch_part``); or None.
+            each per row of gx: ``..prefetch.prefetch_parts``); or None.
         write: Prefetch them for writing.
     """
     h, wd = gx.shape
@@ -245,9 +243,7 @@ def scatter3x3_s2(gx, gy, w, ahead=None, write=False):
     n = wo - 1  # column pairs (2m, 2m + 1) that read outputs m and m + 1
     odd_tail = 2 * n + 1 < wd  # W even: column 2n + 1 reads output n only
     for r in range(h):
-        if ahead is not None:
-            for plane in ahead:
-                prefetch_part(plane, r, h, write)
+        prefetch_parts(ahead, r, h, write)
         if r % 2 == 0:  # kernel row 1 of output row r / 2 (which always exists)
             _one_kernel_row(gx, r, gy, r // 2, w[1, 0], w[1, 1], w[1, 2], n, odd_tail)
         elif (r + 1) // 2 < ho:
@@ -323,7 +319,7 @@ def weight3x3_s2(acc, gy, x, scratch, ahead=None, write=False):
         x: The input plane (H, W).
         scratch: ``weight_scratch_size(Ho, W)`` values.
         ahead: Planes to prefetch meanwhile, a tuple of 1-D contiguous arrays (a part of
-            each per padded row: ``..prefetch.prefetch_part``); or None.
+            each per padded row: ``..prefetch.prefetch_parts``); or None.
         write: Prefetch them for writing.
     """
     h, wd = x.shape
@@ -333,9 +329,7 @@ def weight3x3_s2(acc, gy, x, scratch, ahead=None, write=False):
     size = (ho + 2) * wp
     ev, od, g = scratch[:size], scratch[size:2 * size], scratch[2 * size:2 * size + (ho + 2) * wq]
     for r in range(ho + 2):  # padded row 2r into ev, 2r + 1 into od (input rows 2r - 1, 2r)
-        if ahead is not None:
-            for plane in ahead:
-                prefetch_part(plane, r, ho + 2, write)
+        prefetch_parts(ahead, r, ho + 2, write)
         for dst, row in ((ev, 2 * r - 1), (od, 2 * r)):
             d = dst[r * wp:(r + 1) * wp]
             d[0] = 0
