@@ -85,8 +85,15 @@ def prefetch_part(flat, k, parts, write):
 
 @njit(inline="always", cache=CACHE)
 def prefetch_parts(planes, k, parts, write):
-    """``prefetch_part`` of each plane of ``planes`` (a tuple of 1-D contiguous arrays), or
-    nothing for None: what a row loop that takes planes to prefetch calls once a row."""
+    """``prefetch_part`` of each plane of ``planes``: what a row loop that takes planes to
+    prefetch calls once a row.
+
+    Args:
+        planes: A tuple of 1-D contiguous arrays, or None (nothing to ask for).
+        k: The part, ``0 <= k < parts``.
+        parts: The number of parts (the loop's rows).
+        write: Fetch the lines for writing.
+    """
     if planes is not None:
         for plane in planes:
             prefetch_part(plane, k, parts, write)
