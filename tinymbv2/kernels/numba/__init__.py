@@ -76,7 +76,7 @@ import numpy as np
 
 from ..reference import ReferenceKernels
 from ..checks import undilated
-from . import (batchnorm, block, cross_entropy, dense, depthwise, dilated, int8, int8_pool,
+from . import (batchnorm, block, block_channels_last, cross_entropy, dense, depthwise, dilated, int8, int8_pool,
                int8_quantize, interpolate, matmul, optim, pointwise, stage, stage_channels_last,
                subgrids, tap_regions)
 from .dense import winograd
@@ -172,9 +172,12 @@ class NumbaKernels(ReferenceKernels):
     pointwise_conv2d_backward = staticmethod(pointwise.pointwise_conv2d_backward)
 
     def inverted_residual_eval(self, x, expand, depthwise, project, stride, residual):
-        if not block.fused_planes(x, stride):
-            return super().inverted_residual_eval(x, expand, depthwise, project, stride, residual)
-        return block.inverted_residual_eval(x, expand, depthwise, project, stride, residual)
+        if block_channels_last.supported(x, stride):  # small planes: image by image
+            return block_channels_last.inverted_residual_eval(x, expand, depthwise, project,
+                                                              stride, residual)
+        if block.fused_planes(x, stride):  # large planes, NCHW: band by band
+            return block.inverted_residual_eval(x, expand, depthwise, project, stride, residual)
+        return super().inverted_residual_eval(x, expand, depthwise, project, stride, residual)
 
     def depthwise_stage_forward_train(self, e, bn1, w_dw, stride, bn2, dilation=1):
         if stage_channels_last.supported(e, w_dw, stride, dilation):  # small planes

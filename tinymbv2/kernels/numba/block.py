@@ -339,7 +339,45 @@ def inverted_residual_eval(x, expand, depthwise, project, stride, residual):
         TypeError: Arrays of different dtypes.
     """
     fn = "inverted_residual_eval"
-    x = np.ascontiguousarray(x)
+    x, we, wdw, wpj, ep_e, ep_d, ep_p = block_args(fn, np.ascontiguousarray(x), expand, depthwise,
+                                                   project, stride, residual)
+    n, ci, h, wd = x.shape
+    ch, co = wdw.shape[0], wpj.shape[0]
+    ho, wo = (h - 1) // stride + 1, (wd - 1) // stride + 1
+    if ho * wo < FUSED_FROM or channels_last_plane(ho, wo):
+        raise ValueError(f"{fn}: output planes of {ho}x{wo} run layer by layer "
+                         "(see fused_planes), not in this kernel")
+    y = np.empty((n, co, ho, wo), x.dtype)  # NumPy's allocator: see kernels.numba
+    if n:
+        _blocks(x, we.reshape(we.shape[0], ci), ep_e, wdw.reshape(ch, 3, 3), ep_d, stride,
+                wpj.reshape(co, ch), ep_p, bool(residual), y, numba.get_num_threads(),
+                BAND_BYTES, MIN_COLS, EVEN_TASKS_BELOW)
+    return y
+
+
+def block_args(fn, x, expand, depthwise, project, stride, residual):
+    """A block's arguments checked and made ready for the jitted kernels.
+
+    Shared by this kernel and ``.block_channels_last``'s.
+
+    Args:
+        fn: The kernel's name, for the messages.
+        x: The block's input (N, Ci, H, W), left in its layout.
+        expand: None or ``(w (Ch, Ci, 1, 1), bn)``.
+        depthwise: ``(w (Ch, 1, 3, 3), bn)``.
+        project: ``(w (Co, Ch, 1, 1), bn)``.
+        stride: 1 or 2.
+        residual: Add x.
+
+    Returns:
+        ``(x, we, wdw, wpj, ep_e, ep_d, ep_p)``: the weights contiguous (``we`` of shape
+        (0, Ci, 1, 1) without expansion), the BatchNorms as ``batchnorm.epilogue_args``.
+
+    Raises:
+        ValueError: Weights of other shapes, a stride other than 1 or 2, or a residual
+            that cannot be added.
+        TypeError: Arrays of different dtypes.
+    """
     ndim(fn, "x", x, 4)
     n, ci, h, wd = x.shape
     wdw = np.ascontiguousarray(depthwise[0])
@@ -363,16 +401,7 @@ def inverted_residual_eval(x, expand, depthwise, project, stride, residual):
     ep_e = epilogue_args(fn, None if expand is None else expand[1], ch, x.dtype)
     ep_d = epilogue_args(fn, depthwise[1], ch, x.dtype)
     ep_p = epilogue_args(fn, project[1], co, x.dtype)
-    ho, wo = (h - 1) // stride + 1, (wd - 1) // stride + 1
-    if ho * wo < FUSED_FROM or channels_last_plane(ho, wo):
-        raise ValueError(f"{fn}: output planes of {ho}x{wo} run layer by layer "
-                         "(see fused_planes), not in this kernel")
-    y = np.empty((n, co, ho, wo), x.dtype)  # NumPy's allocator: see kernels.numba
-    if n:
-        _blocks(x, we.reshape(we.shape[0], ci), ep_e, wdw.reshape(ch, 3, 3), ep_d, stride,
-                wpj.reshape(co, ch), ep_p, bool(residual), y, numba.get_num_threads(),
-                BAND_BYTES, MIN_COLS, EVEN_TASKS_BELOW)
-    return y
+    return x, we, wdw, wpj, ep_e, ep_d, ep_p
 
 
 def _expect_shape(fn, name, w, shape, shown=None):

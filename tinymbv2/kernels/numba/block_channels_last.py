@@ -1,0 +1,200 @@
+"""A whole inverted residual block for inference on channels-last planes, image by image.
+
+On the small planes the numba set keeps channels-last (``.layout``: 14x14 and 7x7 at
+224 px) an image is the matrix x[b] ``(H*W, C)``, one row per pixel, and the block's three
+layers are three passes over such matrices:
+
+    E = ReLU6(BN(x[b] @ We.T))      (H*W, Ch)     1x1 expansion: a GEMM, BN + ReLU6 after it
+    D = ReLU6(BN(dw3x3(E)))         (Ho*Wo, Ch)   along the channels of each pixel
+    Y = BN(D @ Wp.T) [+ x[b]]       (Ho*Wo, Co)   1x1 projection: a GEMM, written into y
+
+Run layer by layer (``ReferenceKernels.inverted_residual_eval``'s composition, the version
+to read), each layer is a call of its own over the whole batch: E (t times the input) is
+written to memory and read back, and each call wakes the thread pool. Here one task
+computes all three for one group of images (or one band of output rows of one image),
+with E and D in a scratch of its own that stays in the core's L2 cache (an image of 14x14
+x 384 channels is 301 KB), and a block is one parallel call.
+
+* The expansion writes E between a zero pixel row above and below the image (the depthwise
+  filter's padding, after the activation, so zeros): the filter reads every row it needs
+  without a test. The left and right edges are tested, per output pixel.
+* The filter runs along the contiguous channels of a pixel: nine loads of E, nine of the
+  weights (``(9, Ch)``, one row per tap), BN and ReLU6, one store, all vectors.
+* The GEMMs are ``.tile``'s register blocks, on W.T copied once per call (the weights are
+  the block's right-hand operands, ``(Ci, Ch)`` and ``(Ch, Co)``).
+
+Tasks are cut as ``.block`` cuts its bands (``band_rows``, ``images_per_task``,
+``even_tasks``: functions of the shapes alone), every output is summed the same way in
+whatever task it falls, so results are bit-identical for any number of threads. The input
+may come in either layout (a block after an NCHW one reads its columns with strides); the
+output is channels-last.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from .cache import CACHE
+from . import pool  # noqa: F401  (the one-pool set-up)
+from .batchnorm.channels_last import affine_rows_inplace
+from .block import (BAND_BYTES, EVEN_TASKS_BELOW, MIN_COLS, band_rows, block_args, even_tasks,
+                    images_per_task)
+from .depthwise.channels_last import weights_channels_last
+from .depthwise.rows3x3_bn import bn_table, depthwise_rows_bn
+from .layout import empty_channels_last
+from .tile import product
+from .transpose import transpose_into
+
+_JIT = dict(cache=CACHE, fastmath=False)
+FROM = 64
+"""Output planes of fewer pixels run layer by layer (7x7 at 224 px): ..."""
+UP_TO = 3136
+"""... and of more, band by band in NCHW (``.block``)."""
+
+
+@njit(**_JIT)
+def transposed(w):
+    """w.T, contiguous: the (Ci, Ch) right-hand operand of ``E = x @ We.T`` from We (Ch, Ci).
+
+    Args:
+        w: A matrix, contiguous rows.
+
+    Returns:
+        Its transpose, a new contiguous matrix.
+    """
+    out = np.empty((w.shape[1], w.shape[0]), w.dtype)
+    transpose_into(w, 0, w.shape[0], 0, w.shape[1], out)
+    return out
+
+
+@njit(**_JIT)
+def _band(x3, b0, nb, h, wd, weT, ep_e, wt, bn_d, relu6_d, s, wpT, ep_p, residual, y2, ho, wo, r0, r1,
+          eb, db):
+    """Output rows [r0, r1) of images b0 .. b0 + nb - 1 (several only when whole images):
+    x3 (N, H*W, Ci), any strides -> y2 (N*Ho*Wo, Co), see the module."""
+    ch, co = wt.shape[1], wpT.shape[1]
+    rows = r1 - r0
+    top = r0 * s - 1                           # the first input row the band reads (-1: padding)
+    a, b = max(top, 0), min((r1 - 1) * s + 2, h)  # the real input rows among them
+    per_e = ((rows - 1) * s + 3) * wd          # E's pixels per image, zero rows included
+    lo, hi = (a - top) * wd, (b - top) * wd    # the real rows' pixels in it
+    zero = eb.dtype.type(0)
+    dm = db[:nb * rows * wo * ch].reshape(nb * rows * wo, ch)
+    for i in range(nb):
+        e = eb[i * per_e * ch:(i + 1) * per_e * ch].reshape(per_e, ch)
+        e[:lo] = zero
+        e[hi:] = zero
+        xr = x3[b0 + i, a * wd:b * wd]
+        if weT.shape[1] > 0:
+            product(xr, weT, e[lo:hi], 0, hi - lo, 0, ch, False)
+            me, se, be, fe = ep_e
+            if fe[0]:
+                affine_rows_inplace(e, lo, hi, 0, ch, me, se, be, fe[1])
+        else:  # no expansion: the filter reads x's rows
+            e[lo:hi] = xr
+        depthwise_rows_bn(e, wd, s, wt, bn_d, relu6_d, dm[i * rows * wo:(i + 1) * rows * wo], rows,
+                          wo)
+    # the projection: one GEMM over the group's rows of y when they are whole images (one
+    # run of rows), else one per image
+    per_d = rows * wo
+    runs, run = (1, nb * per_d) if rows == ho else (nb, per_d)
+    mp, sp, bp, fp = ep_p
+    for i in range(runs):
+        first = (b0 + i) * ho * wo + r0 * wo
+        out = y2[first:first + run]
+        product(dm[i * run:(i + 1) * run], wpT, out, 0, run, 0, co, False)
+        if fp[0]:
+            affine_rows_inplace(out, 0, run, 0, co, mp, sp, bp, fp[1])
+    if residual:
+        for i in range(nb):
+            xi, yi = x3[b0 + i], y2[(b0 + i) * ho * wo:(b0 + i + 1) * ho * wo]
+            for q in range(r0 * wo, r1 * wo):
+                yq, xq = yi[q], xi[q]
+                for k in range(co):
+                    yq[k] += xq[k]
+
+
+@njit(parallel=True, **_JIT)
+def _blocks(x3, h, wd, we, ep_e, wdw, bn_d, relu6_d, s, wp, ep_p, residual, y2, ho, wo, threads, budget,
+            min_cols, even_below):
+    n = x3.shape[0]
+    ch = wdw.shape[0]
+    weT = transposed(we)
+    wpT = transposed(wp)
+    wt = weights_channels_last(wdw)
+    rows = band_rows(ch, wd, wo, s, ho, x3.itemsize, budget)
+    group = images_per_task(n, ho, wo, rows, min_cols)
+    groups = (n + group - 1) // group
+    rows = even_tasks(ho, rows, groups, even_below)
+    bands = (ho + rows - 1) // rows
+    ntask = groups * bands
+    workers = min(threads, ntask)  # scratch per worker; tasks dealt out round-robin
+    ebs = np.empty((workers, group * ((rows - 1) * s + 3) * wd * ch), x3.dtype)
+    dbs = np.empty((workers, group * rows * wo * ch), x3.dtype)
+    for k in prange(workers):
+        for t in range(k, ntask, workers):
+            g, band = t // bands, t % bands
+            b0, r0 = g * group, band * rows
+            _band(x3, b0, min(group, n - b0), h, wd, weT, ep_e, wt, bn_d, relu6_d, s, wpT, ep_p, residual,
+                  y2, ho, wo, r0, min(ho, r0 + rows), ebs[k], dbs[k])
+    return y2
+
+
+def supported(x, stride) -> bool:
+    """Does ``inverted_residual_eval`` take a block on input ``x`` at this stride?
+
+    It does for output planes of ``FROM`` to ``UP_TO`` pixels.
+
+    Args:
+        x: The block's input (N, C, H, W).
+        stride: The depthwise stride.
+
+    Returns:
+        Whether this kernel runs the block.
+    """
+    if x.ndim != 4 or stride not in (1, 2):
+        return False
+    ho, wo = (x.shape[2] - 1) // stride + 1, (x.shape[3] - 1) // stride + 1
+    return FROM <= ho * wo <= UP_TO
+
+
+def inverted_residual_eval(x, expand, depthwise, project, stride, residual):
+    """MobileNetV2's inverted residual block in eval mode on channels-last planes (see the module).
+
+    The contract is ``ReferenceKernels``' kernel of the same name.
+
+    Args:
+        x: The block's input (N, Ci, H, W), in either layout.
+        expand: None (expansion ratio 1) or ``(w (Ch, Ci, 1, 1), bn)``.
+        depthwise: ``(w (Ch, 1, 3, 3), bn)``, padding 1.
+        project: ``(w (Co, Ch, 1, 1), bn)``.
+        stride: 1 or 2.
+        residual: Add x (stride 1, Ci = Co).
+
+    Returns:
+        (N, Co, Ho, Wo), stored channels-last.
+
+    Raises:
+        ValueError: Weights of other shapes, a stride other than 1 or 2, or an output plane
+            that is not kept channels-last.
+        TypeError: Arrays of different dtypes.
+    """
+    fn = "inverted_residual_eval"
+    x, we, wdw, wpj, ep_e, ep_d, ep_p = block_args(fn, x, expand, depthwise, project, stride,
+                                                   residual)
+    n, ci, h, wd = x.shape
+    ch, co = wdw.shape[0], wpj.shape[0]
+    ho, wo = (h - 1) // stride + 1, (wd - 1) // stride + 1
+    if not FROM <= ho * wo <= UP_TO:
+        raise ValueError(f"{fn}: output planes of {ho}x{wo} are not computed by this kernel "
+                         "(see supported)")
+    y = empty_channels_last((n, co, ho, wo), x.dtype)
+    if n:
+        x3 = x.reshape(n, ci, h * wd).transpose(0, 2, 1)  # (N, H*W, Ci): a view in either layout
+        y2 = y.transpose(0, 2, 3, 1).reshape(n * ho * wo, co)
+        _blocks(x3, h, wd, we.reshape(we.shape[0], ci), ep_e, wdw, bn_table(ep_d, ch, x.dtype),
+                bool(ep_d[3][1]), stride,
+                wpj.reshape(co, ch), ep_p, bool(residual), y2, ho, wo, numba.get_num_threads(),
+                BAND_BYTES, MIN_COLS, EVEN_TASKS_BELOW)
+    return y
