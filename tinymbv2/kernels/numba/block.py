@@ -20,12 +20,13 @@ leaves the cache:
 
 The depthwise filter needs one input row above and below the band: those halo
 rows are expanded twice, by both bands that touch them. ``BAND_BYTES`` bounds
-E + D per thread; at 224 px a band is a quarter of an image in block 2, half of one
-in blocks 3 and 4, and a whole image from 28x28 on.
-Blocks whose output plane is kept channels-last (``.layout``: 14x14 and 7x7
-at 224 px) run layer by layer, where a pointwise layer is one GEMM over the whole batch.
-With that layout off, a band that is a whole image of under 256 pixels has a few images
-go side by side in the GEMMs' columns (``images_per_task``).
+E + D per thread.
+The numba set gives this kernel the blocks with the largest output planes (above
+``block_channels_last.UP_TO`` pixels: at 224 px only block 1, 112x112); the blocks with
+14x14 to 56x56 outputs run in ``.block_channels_last``, the same bands on channels-last
+pixels, and the 7x7 ones layer by layer (``FUSED_FROM``). On a small plane (the layout off,
+as in the tests) a band that is a whole image of under 256 pixels has a few images go
+side by side in the GEMMs' columns (``images_per_task``).
 Every band (or group of images) is a task of its own, computed the same way whichever
 thread takes it, so results are bit-identical from run to run and for any
 number of threads. Planes under ``FUSED_FROM`` pixels always run layer by layer.
@@ -70,10 +71,10 @@ off, for an A/B)."""
 FUSED_FROM = 64
 """Output planes of fewer pixels run layer by layer (``fused_planes``), channels-last
 (``.layout``), where a pointwise layer is one GEMM over the whole batch: at
-7x7 that measured faster than a fused block's one thin GEMM per image. So do all
-channels-last output planes: at 14x14, in an A/B at 224 px batch 8 in one process,
-inference was faster layer by layer than fused; from 28x28 up the fused bands win
-(figures: docs/kernels.md, "Inference blocks")."""
+7x7 that measured faster than a fused block's one thin GEMM per image. Nor does this
+kernel take channels-last output planes: at 14x14, in an A/B at 224 px batch 8 in one process,
+inference was faster layer by layer than in these NCHW bands (and faster still in
+``.block_channels_last``; figures: docs/kernels.md, "Inference blocks")."""
 
 
 @njit(inline="always", **_JIT)

@@ -72,7 +72,7 @@ def transposed(w):
 def _band(x3, b0, nb, h, wd, weT, ep_e, wt, bn_d, relu6_d, s, wpT, ep_p, residual, y2, ho, wo, r0, r1,
           eb, db):
     """Output rows [r0, r1) of images b0 .. b0 + nb - 1 (several only when whole images):
-    x3 (N, H*W, Ci), any strides -> y2 (N*Ho*Wo, Co), see the module."""
+    ``x3 (N, H*W, Ci)``, any strides, to ``y2 (N*Ho*Wo, Co)``, see the module."""
     ch, co = wt.shape[1], wpT.shape[1]
     rows = r1 - r0
     top = r0 * s - 1                           # the first input row the band reads (-1: padding)

@@ -139,13 +139,13 @@ def depthwise_rows_bn(e, wd, s, taps, bn, relu6, d, rows, wo):
     """The filter on a band's scratch, every vector of channels (see the module).
 
     Args:
-        e: The scratch (R*W, C), contiguous, R = (rows - 1)*s + 3 rows of W pixels.
+        e: The scratch ``(R*W, C)``, contiguous: ``R = (rows - 1)*s + 3`` rows of W pixels.
         wd: W.
         s: The stride, 1 or 2.
         taps: The filter (9, C), one row per tap.
         bn: The BatchNorm (3, C): mean, scale = weight / sqrt(var + eps), bias.
         relu6: Clamp to [0, 6].
-        d: The output (rows*Wo, C), contiguous, written.
+        d: The output ``(rows*Wo, C)``, contiguous, written.
         rows: Output rows.
         wo: Wo.
     """
