@@ -83,11 +83,11 @@ def test_bn_eval_epilogues_give_the_bits_of_the_separate_kernels(shape, stride):
     """The ``*_bn_eval`` kernels run BatchNorm-eval as an epilogue of the convolution, with
     its scale computed as ``batch_norm_forward_eval`` computes it: the bits of the
     convolution followed by the BatchNorm kernel, on NCHW and channels-last planes. One
-    exception: on a channels-last plane the separate 3x3 stride-1 depthwise forward runs in
-    vector registers (numba/depthwise/rows3x3.py) and the one with an epilogue tap by tap
-    (numba/depthwise/channels_last.py), which sum in another order: equal up to rounding."""
+    exception: on a channels-last plane the 3x3 depthwise forward with an epilogue runs in
+    vector registers (numba/depthwise/rows3x3_bn.py, strides 1 and 2), its sum in another
+    order than the separate forward's (tap by tap at stride 2): equal up to rounding."""
     rng = np.random.default_rng(shape[2] * 10 + stride)
-    registers = stride == 1 and channels_last_plane(*shape[2:])
+    registers = channels_last_plane(*shape[2:])
     for dtype in (np.float64, np.float32):
         x = rng.standard_normal(shape).astype(dtype)
         for label, (name, args) in fused_inference_calls(x, rng, stride).items():

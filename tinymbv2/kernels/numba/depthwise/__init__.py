@@ -34,7 +34,7 @@ from ..batchnorm import affine_inplace, epilogue_args
 from ..chunks import chunk_bounds
 from ..layout import as_channels_last, channels_last_plane, empty_channels_last, pixels
 from ..padding import valid_range
-from . import rows3x3
+from . import rows3x3, rows3x3_bn
 from .channels_last import backward_input_pixels, backward_weight_pixels, forward_pixels
 from .planes3x3 import (correlate3x3_padded, correlate3x3_strided, padded_size,
                         scatter3x3_strided_plane, weight3x3_padded, weight3x3_strided)
@@ -307,6 +307,8 @@ def _forward(x, w, stride, padding, bn_eval, fn):
         y = empty_channels_last((x.shape[0], x.shape[1], ho, wo), x.dtype)
         if y.size and bn_eval is None and rows3x3.supported(*w.shape[2:], sh, sw, ph, pw):
             rows3x3.forward(pixels(x), x.shape[2], x.shape[3], w, pixels(y))
+        elif y.size and bn_eval is not None and rows3x3_bn.supported(*w.shape[2:], sh, sw, ph, pw):
+            rows3x3_bn.forward_bn(pixels(x), x.shape[2], x.shape[3], w, sh, ep, pixels(y))
         elif y.size:
             forward_pixels(pixels(x), x.shape[2], x.shape[3], w, sh, sw, ph, pw, ho, wo, pixels(y), ep)
         return y

@@ -22,13 +22,15 @@ bits wherever the band falls.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, types
+from numba import njit, prange, types
 from llvmlite import ir
 from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ..cache import CACHE
+from .. import pool  # noqa: F401  (the one-pool set-up)
 from ..llvm import Emit, array_data, as_i64, lanes
+from .rows3x3 import filter_taps
 
 _JIT = dict(cache=CACHE, boundscheck=False)
 
@@ -42,15 +44,18 @@ def _clamp(e, builder, z, relu6):
 
 
 @intrinsic
-def filter_rows_bn(typingctx, src, src_at, taps, bn, c0, c, dst, dst_at, rows, wo, wd, stride,
-                   relu6, valid):
-    """``dst[r, c] = clamp(BN(sum_{i,j} taps[3i + j] * src[r*s + i, c*s - 1 + j]))`` for one
-    vector of channels (the first ``valid`` lanes) of ``rows`` output rows of Wo pixels.
+def filter_rows_bn(typingctx, src, src_at, top, height, taps, bn, c0, c, dst, dst_at, rows, wo,
+                   wd, stride, relu6, valid):
+    """``dst[r, c] = clamp(BN(sum_{i,j} taps[3i + j] * src[r*s + top + i, c*s - 1 + j]))`` for
+    one vector of channels (the first ``valid`` lanes) of ``rows`` output rows of Wo pixels;
+    rows of src outside [0, height) are padding (zeros).
 
     Args:
         typingctx: Numba's typing context.
         src: The scratch, channels-last: pixels ``c`` elements apart, rows ``wd * c`` apart.
         src_at: The element of src where row 0's first pixel's vector starts.
+        top: The row of src that output row 0's window starts at (-1: the padding above).
+        height: The rows of src.
         taps: The filter, a (9, C) table (tap t's vector at ``t * c + c0``).
         bn: The BatchNorm, a (3, C) table: mean, scale, bias.
         c0: The vector's first channel.
@@ -71,45 +76,52 @@ def filter_rows_bn(typingctx, src, src_at, taps, bn, c0, c, dst, dst_at, rows, w
     if dtype not in (types.float32, types.float64) or taps.dtype != dtype or dst.dtype != dtype \
             or bn.dtype != dtype:
         return None
-    sig = types.void(src, src_at, taps, bn, c0, c, dst, dst_at, rows, wo, wd, stride, relu6, valid)
+    sig = types.void(src, src_at, top, height, taps, bn, c0, c, dst, dst_at, rows, wo, wd, stride,
+                     relu6, valid)
 
     def codegen(context, builder, signature, args):
         e = Emit(context, builder, dtype)
         src_data, taps_data, bn_data, dst_data = (
-            array_data(context, builder, signature.args[i], args[i]) for i in (0, 2, 3, 6))
-        src_at, c0, c, dst_at, rows, wo, wd, stride, valid = as_i64(
-            builder, [args[i] for i in (1, 4, 5, 7, 8, 9, 10, 11, 13)])
-        relu6 = builder.icmp_signed("!=", args[12], ir.Constant(args[12].type, 0))
+            array_data(context, builder, signature.args[i], args[i]) for i in (0, 4, 5, 8))
+        src_at, top, height, c0, c, dst_at, rows, wo, wd, stride, valid = as_i64(
+            builder, [args[i] for i in (1, 2, 3, 6, 7, 9, 10, 11, 12, 13, 15)])
+        relu6 = builder.icmp_signed("!=", args[14], ir.Constant(args[14].type, 0))
         mask, none = e.mask(valid), e.mask(e.const(0))
         w = [e.load(taps_data, e.at(c0, e.times(t, c)), mask) for t in range(9)]
         mean, scale, bias = (e.load(bn_data, e.at(c0, e.times(k, c)), mask) for k in range(3))
         line = e.times(wd, c)
         cols = [[cgutils.alloca_once_value(builder, e.zero) for _ in range(3)] for _ in range(3)]
 
-        def load_column(starts, col, slot):  # input column ``col`` (an i64) into the window
+        def load_column(starts, masks, col, slot):  # input column ``col`` (an i64), 3 rows
             inside = builder.icmp_signed("<", col, wd)
             at = e.times(builder.select(inside, col, e.const(0)), c)
-            m = builder.select(inside, mask, none)
             for i in range(3):
+                m = builder.select(inside, masks[i], none)
                 builder.store(e.load(src_data, e.at(starts[i], at), m), cols[i][slot])
 
         def row_loop(s):
             with cgutils.for_range(builder, rows) as rows_loop:
                 r = rows_loop.index
-                starts = [e.at(src_at, e.times(builder.add(e.times(s, r), e.const(i)), line))
-                          for i in range(3)]
+                starts, masks = [], []
+                for i in range(3):  # input row r*s + top + i: no lane set when outside
+                    ir_ = builder.add(builder.add(e.times(s, r), top), e.const(i))
+                    inside = builder.and_(builder.icmp_signed(">=", ir_, e.const(0)),
+                                          builder.icmp_signed("<", ir_, height))
+                    masks.append(builder.select(inside, mask, none))
+                    starts.append(e.at(src_at, e.times(builder.select(inside, ir_, e.const(0)),
+                                                       line)))
                 out_row = e.at(dst_at, e.times(e.times(r, wo), c))
                 for i in range(3):  # column -1 is padding
                     builder.store(e.zero, cols[i][0])
                 if s == 1:  # column 0 starts the window's middle
-                    load_column(starts, e.const(0), 1)
+                    load_column(starts, masks, e.const(0), 1)
                 with cgutils.for_range(builder, wo) as cols_loop:
                     ow = cols_loop.index
                     if s == 1:
-                        load_column(starts, builder.add(ow, e.const(1)), 2)
+                        load_column(starts, masks, builder.add(ow, e.const(1)), 2)
                     else:
-                        load_column(starts, e.times(2, ow), 1)
-                        load_column(starts, builder.add(e.times(2, ow), e.const(1)), 2)
+                        load_column(starts, masks, e.times(2, ow), 1)
+                        load_column(starts, masks, builder.add(e.times(2, ow), e.const(1)), 2)
                     window = [[builder.load(cols[i][j]) for j in range(3)] for i in range(3)]
                     acc = builder.fmul(w[0], window[0][0])
                     for t in range(1, 9):
@@ -152,7 +164,60 @@ def depthwise_rows_bn(e, wd, s, taps, bn, relu6, d, rows, wo):
     c = e.shape[1]
     step = lanes(e)
     for c0 in range(0, c, step):
-        filter_rows_bn(e, c0, taps, bn, c0, c, d, c0, rows, wo, wd, s, relu6, min(step, c - c0))
+        filter_rows_bn(e, c0, 0, e.shape[0] // wd, taps, bn, c0, c, d, c0, rows, wo, wd, s, relu6,
+                       min(step, c - c0))
+
+
+@njit(parallel=True, **_JIT)
+def _images(x3, h, wd, taps, bn, relu6, s, y3, ho, wo):
+    """One task per (image, vector of channels): the whole plane, padding 1 on every side."""
+    n, c = x3.shape[0], x3.shape[2]
+    step = lanes(x3)
+    vectors = (c + step - 1) // step
+    for task in prange(n * vectors):
+        b, c0 = task // vectors, task % vectors * step
+        filter_rows_bn(x3[b], c0, -1, h, taps, bn, c0, c, y3[b], c0, ho, wo, wd, s, relu6,
+                       min(step, c - c0))
+    return y3
+
+
+def supported(kh, kw, sh, sw, ph, pw) -> bool:
+    """Is this the geometry of the layer routine: a 3x3 filter, padding 1, stride 1 or 2?
+
+    Args:
+        kh: The filter's height.
+        kw: The filter's width.
+        sh: The stride along H.
+        sw: The stride along W.
+        ph: The padding at the top and bottom.
+        pw: The padding on the left and right.
+
+    Returns:
+        Whether it is.
+    """
+    return (kh, kw, ph, pw) == (3, 3, 1, 1) and sh == sw and sh in (1, 2)
+
+
+def forward_bn(x3, h, wd, w, s, ep, y3):
+    """A depthwise 3x3 layer (padding 1, stride s) and its BatchNorm-eval epilogue on a
+    channels-last batch, one (image, vector of channels) per task.
+
+    Args:
+        x3: The input ``(N, H*W, C)``, C-contiguous.
+        h: H.
+        wd: W.
+        w: The filter (C, 1, 3, 3).
+        s: The stride, 1 or 2.
+        ep: ``batchnorm.epilogue_args``' (mean, scale, bias, flags).
+        y3: The output ``(N, Ho*Wo, C)``, C-contiguous, written.
+
+    Returns:
+        y3.
+    """
+    c = x3.shape[2]
+    ho, wo = (h - 1) // s + 1, (wd - 1) // s + 1
+    return _images(x3, h, wd, filter_taps(w, False), bn_table(ep, c, x3.dtype), bool(ep[3][1]), s,
+                   y3, ho, wo)
 
 
 def bn_table(ep, c, dtype) -> np.ndarray:
