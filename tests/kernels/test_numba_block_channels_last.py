@@ -17,7 +17,8 @@ from block_cases import block_case, torch_block
 from errors import assert_close
 from tinymbv2.kernels import kernel_set
 from tinymbv2.kernels.numba import block, block_channels_last as bcl
-from tinymbv2.kernels.numba.depthwise.rows3x3_bn import bn_table, depthwise_rows_bn
+from tinymbv2.kernels.numba.batchnorm import epilogue_table
+from tinymbv2.kernels.numba.depthwise.rows3x3_bn import depthwise_rows_bn
 from tinymbv2.kernels.numba.layout import as_channels_last, is_channels_last
 
 TOL64 = 1e-10
@@ -151,7 +152,7 @@ def test_the_band_filter_is_the_correlation_with_its_batchnorm(dtype, rows, wd, 
     taps = rng.standard_normal((9, c)).astype(dtype)
     ep = (rng.standard_normal(c).astype(dtype), rng.uniform(0.5, 2, c).astype(dtype),
           rng.standard_normal(c).astype(dtype), np.array([True, relu6]))
-    bn = bn_table(ep, c, dtype)
+    bn = epilogue_table(ep, c, dtype)
     d = np.full((rows * wo, c), np.nan, dtype)
     depthwise_rows_bn(e, wd, s, taps, bn, relu6, d, rows, wo)
     expected = _filter_reference(e.astype(np.float64), wd, s, taps, bn, relu6, rows, wo)
@@ -162,4 +163,4 @@ def test_the_band_filter_is_the_correlation_with_its_batchnorm(dtype, rows, wd, 
 
 def test_no_batchnorm_is_the_identity_table():
     ep = (np.empty(0), np.empty(0), np.empty(0), np.zeros(2, np.bool_))
-    assert np.array_equal(bn_table(ep, 3, np.float32), [[0, 0, 0], [1, 1, 1], [0, 0, 0]])
+    assert np.array_equal(epilogue_table(ep, 3, np.float32), [[0, 0, 0], [1, 1, 1], [0, 0, 0]])

@@ -9,7 +9,11 @@ import pytest
 
 from tinymbv2.kernels.numba.layout import aligned_empty
 from tinymbv2.kernels.numba.llvm import VECTOR_BYTES
-from tinymbv2.kernels.numba.tile import TILE_ROWS, TILE_VECTORS, product, strip_width
+from numba import njit
+
+from tinymbv2.kernels.numba.batchnorm.channels_last import affine_rows_inplace
+from tinymbv2.kernels.numba.tile import (SUM_CHUNK, TILE_ROWS, TILE_VECTORS, product, product_bn,
+                                         strip_width)
 
 DTYPES = [np.float64, np.float32]
 
@@ -114,6 +118,42 @@ def test_streamed_stores_give_the_same_bits(dtype, skip):
     product(a, b, streamed, 0, 23, 0, cols, False, True)
     assert streamed.tobytes() == plain.tobytes()
     np.testing.assert_allclose(streamed, a.astype(np.float64) @ b, rtol=0, atol=tolerance(dtype, 300))
+
+
+@njit
+def _then_affine(a, b, out, i0, i1, j0, j1, table, t0, relu6):
+    product(a, b, out, i0, i1, j0, j1, False)
+    affine_rows_inplace(out, i0, i1, j0, j1, table[0, t0:], table[1, t0:], table[2, t0:], relu6)
+
+
+@njit
+def _with_epilogue(a, b, out, i0, i1, j0, j1, table, t0, relu6):
+    product_bn(a, b, out, i0, i1, j0, j1, table, t0, relu6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("relu6", [True, False])
+@pytest.mark.parametrize("m,k,n", [(13, 7, 5), (30, SUM_CHUNK + 44, 100), (7, 2 * SUM_CHUNK + 1, 64),
+                                   (1, 3, 17)])
+def test_the_epilogue_in_registers_gives_the_bits_of_the_pass_after(dtype, relu6, m, k, n):
+    """``product_bn`` (the BatchNorm applied to the sums before they are stored, on the last
+    chunk of a sum only, every block width) gives the bits of ``product`` and then
+    ``affine_rows_inplace``; outside its block it writes nothing; ReLU6's clamp takes
+    effect at both ends."""
+    rng = np.random.default_rng(m + k + n)
+    a = rng.standard_normal((m + 2, k)).astype(dtype)
+    b = rng.standard_normal((k, n + 3)).astype(dtype)
+    t0 = 5  # out's column 0 is the table's column 5
+    table = rng.standard_normal((3, n + 3 + t0)).astype(dtype)
+    table[1] *= 4
+    want, got = (np.full((m + 2, n + 3), np.nan, dtype) for _ in range(2))
+    _then_affine(a, b, want, 1, m + 1, 2, n + 2, table, t0, relu6)
+    _with_epilogue(a, b, got, 1, m + 1, 2, n + 2, table, t0, relu6)
+    assert np.array_equal(got, want, equal_nan=True)
+    assert np.isnan(got[0]).all() and np.isnan(got[:, :2]).all() and np.isnan(got[:, -1]).all()
+    if relu6:
+        inside = got[1:m + 1, 2:n + 2]
+        assert inside.min() == 0 and (m * n < 100 or inside.max() == 6)
 
 
 def test_aligned_empty_starts_a_cache_line():

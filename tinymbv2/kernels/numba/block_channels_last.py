@@ -37,13 +37,13 @@ from numba import njit, prange
 
 from .cache import CACHE
 from . import pool  # noqa: F401  (the one-pool set-up)
-from .batchnorm.channels_last import affine_rows_inplace
 from .block import (BAND_BYTES, EVEN_TASKS_BELOW, MIN_COLS, band_rows, block_args, even_tasks,
                     images_per_task)
 from .depthwise.channels_last import weights_channels_last
-from .depthwise.rows3x3_bn import bn_table, depthwise_rows_bn
+from .batchnorm import epilogue_table
+from .depthwise.rows3x3_bn import depthwise_rows_bn
 from .layout import empty_channels_last
-from .tile import product
+from .tile import product_bn
 from .transpose import transpose_into
 
 _JIT = dict(cache=CACHE, fastmath=False)
@@ -69,8 +69,8 @@ def transposed(w):
 
 
 @njit(**_JIT)
-def _band(x3, b0, nb, h, wd, weT, ep_e, wt, bn_d, relu6_d, s, wpT, ep_p, residual, y2, ho, wo, r0, r1,
-          eb, db):
+def _band(x3, b0, nb, h, wd, weT, bn_e, relu6_e, wt, bn_d, relu6_d, s, wpT, bn_p, relu6_p,
+          residual, y2, ho, wo, r0, r1, eb, db):
     """Output rows [r0, r1) of images b0 .. b0 + nb - 1 (several only when whole images):
     ``x3 (N, H*W, Ci)``, any strides, to ``y2 (N*Ho*Wo, Co)``, see the module."""
     ch, co = wt.shape[1], wpT.shape[1]
@@ -86,11 +86,8 @@ def _band(x3, b0, nb, h, wd, weT, ep_e, wt, bn_d, relu6_d, s, wpT, ep_p, residua
         e[:lo] = zero
         e[hi:] = zero
         xr = x3[b0 + i, a * wd:b * wd]
-        if weT.shape[1] > 0:
-            product(xr, weT, e[lo:hi], 0, hi - lo, 0, ch, False)
-            me, se, be, fe = ep_e
-            if fe[0]:
-                affine_rows_inplace(e, lo, hi, 0, ch, me, se, be, fe[1])
+        if weT.shape[1] > 0:  # BN + ReLU6 in registers before the store
+            product_bn(xr, weT, e[lo:hi], 0, hi - lo, 0, ch, bn_e, 0, relu6_e)
         else:  # no expansion: the filter reads x's rows
             e[lo:hi] = xr
         depthwise_rows_bn(e, wd, s, wt, bn_d, relu6_d, dm[i * rows * wo:(i + 1) * rows * wo], rows,
@@ -99,13 +96,10 @@ def _band(x3, b0, nb, h, wd, weT, ep_e, wt, bn_d, relu6_d, s, wpT, ep_p, residua
     # run of rows), else one per image
     per_d = rows * wo
     runs, run = (1, nb * per_d) if rows == ho else (nb, per_d)
-    mp, sp, bp, fp = ep_p
     for i in range(runs):
         first = (b0 + i) * ho * wo + r0 * wo
-        out = y2[first:first + run]
-        product(dm[i * run:(i + 1) * run], wpT, out, 0, run, 0, co, False)
-        if fp[0]:
-            affine_rows_inplace(out, 0, run, 0, co, mp, sp, bp, fp[1])
+        product_bn(dm[i * run:(i + 1) * run], wpT, y2[first:first + run], 0, run, 0, co, bn_p, 0,
+                   relu6_p)
     if residual:
         for i in range(nb):
             xi, yi = x3[b0 + i], y2[(b0 + i) * ho * wo:(b0 + i + 1) * ho * wo]
@@ -116,8 +110,8 @@ def _band(x3, b0, nb, h, wd, weT, ep_e, wt, bn_d, relu6_d, s, wpT, ep_p, residua
 
 
 @njit(parallel=True, **_JIT)
-def _blocks(x3, h, wd, we, ep_e, wdw, bn_d, relu6_d, s, wp, ep_p, residual, y2, ho, wo, threads, budget,
-            min_cols, even_below):
+def _blocks(x3, h, wd, we, bn_e, relu6_e, wdw, bn_d, relu6_d, s, wp, bn_p, relu6_p, residual, y2,
+            ho, wo, threads, budget, min_cols, even_below):
     n = x3.shape[0]
     ch = wdw.shape[0]
     weT = transposed(we)
@@ -136,7 +130,8 @@ def _blocks(x3, h, wd, we, ep_e, wdw, bn_d, relu6_d, s, wp, ep_p, residual, y2, 
         for t in range(k, ntask, workers):
             g, band = t // bands, t % bands
             b0, r0 = g * group, band * rows
-            _band(x3, b0, min(group, n - b0), h, wd, weT, ep_e, wt, bn_d, relu6_d, s, wpT, ep_p, residual,
+            _band(x3, b0, min(group, n - b0), h, wd, weT, bn_e, relu6_e, wt, bn_d, relu6_d, s, wpT, bn_p,
+                  relu6_p, residual,
                   y2, ho, wo, r0, min(ho, r0 + rows), ebs[k], dbs[k])
     return y2
 
@@ -193,8 +188,9 @@ def inverted_residual_eval(x, expand, depthwise, project, stride, residual):
     if n:
         x3 = x.reshape(n, ci, h * wd).transpose(0, 2, 1)  # (N, H*W, Ci): a view in either layout
         y2 = y.transpose(0, 2, 3, 1).reshape(n * ho * wo, co)
-        _blocks(x3, h, wd, we.reshape(we.shape[0], ci), ep_e, wdw, bn_table(ep_d, ch, x.dtype),
-                bool(ep_d[3][1]), stride,
-                wpj.reshape(co, ch), ep_p, bool(residual), y2, ho, wo, numba.get_num_threads(),
-                BAND_BYTES, MIN_COLS, EVEN_TASKS_BELOW)
+        tables = [(epilogue_table(ep, c, x.dtype), bool(ep[3][1]))
+                  for ep, c in ((ep_e, ch), (ep_d, ch), (ep_p, co))]
+        _blocks(x3, h, wd, we.reshape(we.shape[0], ci), *tables[0], wdw, *tables[1], stride,
+                wpj.reshape(co, ch), *tables[2], bool(residual), y2, ho, wo,
+                numba.get_num_threads(), BAND_BYTES, MIN_COLS, EVEN_TASKS_BELOW)
     return y

@@ -205,6 +205,24 @@ class Emit:
         """
         return self.builder.call(self._fma, [x, y, z])
 
+    def clamp6(self, z, on):
+        """z clamped to [0, 6] (ReLU6) where the i1 ``on`` is set, else z.
+
+        ``z < 0 ? 0 : z``, then ``> 6 ? 6 : ...``: for every number the value of Numba's
+        ``min(max(z, 0), 6)``.
+
+        Args:
+            z: A vector.
+            on: An i1: clamp or not.
+
+        Returns:
+            The vector.
+        """
+        b = self.builder
+        six = self.splat(ir.Constant(self.scalar, 6.0))
+        low = b.select(b.fcmp_ordered("<", z, self.zero), self.zero, z)
+        return b.select(on, b.select(b.fcmp_ordered(">", low, six), six, low), z)
+
     def prefetch(self, data, offset):
         """Ask for the cache line of ``data[offset]`` (read, keep in all levels).
 

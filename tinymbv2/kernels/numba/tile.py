@@ -32,6 +32,13 @@ does not store them.
 channels-last tensor): its element strides are arguments. ``b`` and ``out`` need
 contiguous rows; their row strides are arguments.
 
+**Epilogue.** ``product_bn`` applies a BatchNorm in eval mode, and ReLU6 if asked, to each
+vector of sums before it is stored, ``clamp((acc - mean) * scale + bias)`` with the
+per-column vectors loaded once per block (masked off when there is none): the bits of the
+separate pass ``batchnorm.channels_last.affine_rows_inplace``, without that pass over out.
+The inference block on channels-last pixels (``.block_channels_last``) stores its expanded
+and projected rows this way.
+
 **Order of the sum.** Each value of ``out`` is ``a[i, 0] * b[0, j]``, then each next term
 added by one FMA (one rounding), in order of p. With ``accumulate`` the running sums
 start from ``out``'s values instead of 0, so a sum split into consecutive chunks of K
@@ -60,17 +67,18 @@ def _make_tile(vectors: int, most_rows: int):
 
     @intrinsic
     def tile_block(typingctx, a, a_at, a_row, a_col, b, b_at, b_row, out, out_at, out_row,
-                   k, rows, ncols, accumulate, ahead, stream):
+                   k, rows, ncols, accumulate, ahead, stream, table, col, epilogue, relu6):
         dtype = a.dtype
-        if dtype not in (types.float32, types.float64) or b.dtype != dtype or out.dtype != dtype:
+        if dtype not in (types.float32, types.float64) or b.dtype != dtype or out.dtype != dtype \
+                or table.dtype != dtype or table.ndim != 2:
             return None
         sig = types.void(a, a_at, a_row, a_col, b, b_at, b_row, out, out_at, out_row, k,
-                         rows, ncols, accumulate, ahead, stream)
+                         rows, ncols, accumulate, ahead, stream, table, col, epilogue, relu6)
 
         def codegen(context, builder, signature, args):
             e = Emit(context, builder, dtype)
-            a_data, b_data, out_data = (array_data(context, builder, signature.args[i], args[i])
-                                        for i in (0, 4, 7))
+            a_data, b_data, out_data, table_data = (
+                array_data(context, builder, signature.args[i], args[i]) for i in (0, 4, 7, 16))
             a_at, a_row, a_col, b_at, b_row, out_at, out_row, k, rows, ncols, ahead, stream = as_i64(
                 builder, [args[i] for i in (1, 2, 3, 5, 6, 8, 9, 10, 11, 12, 14, 15)])
             n = e.lanes
@@ -113,11 +121,27 @@ def _make_tile(vectors: int, most_rows: int):
                             for v in range(vectors):
                                 e.store_streaming(builder.load(acc[r][v]), out_data,
                                                   e.at(out_rows[r], n * v))
-                with cached:
+                with cached:  # with the epilogue, if any: (acc - mean) * scale + bias, ReLU6
+                    col = as_i64(builder, [args[17]])[0]
+                    on = builder.icmp_signed("!=", args[18], ir.Constant(args[18].type, 0))
+                    clamp = builder.icmp_signed("!=", args[19], ir.Constant(args[19].type, 0))
+                    table_shape = cgutils.unpack_tuple(builder, context.make_array(
+                        signature.args[16])(context, builder, args[16]).shape, 2)
+                    cols_all = table_shape[1]  # the table's row: all of out's columns
+                    params = []  # mean, scale, bias over the block's columns; none loaded when off
+                    for v in range(vectors):
+                        m = builder.select(on, masks[v], e.mask(e.const(0)))
+                        params.append([e.load(table_data, e.at(e.times(t, cols_all), col, n * v), m)
+                                       for t in range(3)])
                     for r in range(most_rows):
                         with builder.if_then(real[r]):
                             for v in range(vectors):
-                                e.store(builder.load(acc[r][v]), out_data, e.at(out_rows[r], n * v), masks[v])
+                                y = builder.load(acc[r][v])
+                                mean, scale, bias = params[v]
+                                z = e.clamp6(builder.fadd(builder.fmul(builder.fsub(y, mean), scale),
+                                                          bias), clamp)
+                                e.store(builder.select(on, z, y), out_data, e.at(out_rows[r], n * v),
+                                        masks[v])
             return context.get_dummy_value()
 
         return sig, codegen
@@ -190,12 +214,38 @@ def product(a, b, out, i0, i1, j0, j1, accumulate, stream=False):
     # its arrays: a caller's literal 0 or False would otherwise get a version of its own
     # (11 of them compiled in a MobileNetV2 step instead of 4, each about a second cold).
     _sweep(a, b, out, np.int64(i0), np.int64(i1), np.int64(j0), np.int64(j1), bool(accumulate),
-           bool(stream))
+           bool(stream), out[:0], np.int64(0), False, False)
+
+
+@njit(inline="always", **_JIT)
+def product_bn(a, b, out, i0, i1, j0, j1, table, t0, relu6):
+    """``out[i0:i1, j0:j1] = clamp((a[i0:i1] @ b[:, j0:j1] - mean) * scale + bias)``: ``product``
+    with a BatchNorm-eval epilogue applied in registers before the store.
+
+    The epilogue's arithmetic is ``batchnorm.channels_last.affine_rows_inplace``'s, in the same
+    order, so the result is the bits of ``product`` followed by that pass, without the pass
+    over out.
+
+    Args:
+        a: (M, K), any strides.
+        b: (K, N), contiguous rows.
+        out: (M, N), contiguous rows.
+        i0: The first row.
+        i1: The row after the last.
+        j0: The first column.
+        j1: The column after the last.
+        table: (3, C): the mean, scale and bias of each channel.
+        t0: The channel of out's column 0 (out may be a strip of a wider output).
+        relu6: Clamp to [0, 6].
+    """
+    _sweep(a, b, out, np.int64(i0), np.int64(i1), np.int64(j0), np.int64(j1), False, False,
+           table, np.int64(t0), True, bool(relu6))
 
 
 @njit(**_JIT)
-def _sweep(a, b, out, i0, i1, j0, j1, accumulate, stream):
-    """``product``'s loops, for int64 bounds and bool flags."""
+def _sweep(a, b, out, i0, i1, j0, j1, accumulate, stream, table, t0, epilogue, relu6):
+    """``product``'s loops, for int64 bounds and bool flags; with ``epilogue``, the last chunk
+    of the sum applies ``table``'s BatchNorm (out's column c is the table's t0 + c)."""
     k = a.shape[1]
     if k != b.shape[0]:
         raise ValueError("product: a and b do not share K")
@@ -211,6 +261,7 @@ def _sweep(a, b, out, i0, i1, j0, j1, accumulate, stream):
     for k0 in range(0, max(k, 1), SUM_CHUNK):
         kc, onto = min(SUM_CHUNK, k - k0), accumulate or k0 > 0
         last = k0 + SUM_CHUNK >= k
+        bn = epilogue and last  # the epilogue on the whole sum only
         a0, b0 = k0 * a_col, k0 * b_row
         for j in range(j0, j1, width):
             cols, ahead = min(width, j1 - j), AHEAD * width
@@ -221,16 +272,17 @@ def _sweep(a, b, out, i0, i1, j0, j1, accumulate, stream):
                     fast = whole and (start + at * size) % VECTOR_BYTES == 0
                     streamed |= fast
                     _wide(a, a0 + i * a_row, a_row, a_col, b, b0 + j, b_row, out, at, out_row, kc,
-                          min(TILE_ROWS, i1 - i), cols, onto, ahead if i == i0 else 0, fast)
+                          min(TILE_ROWS, i1 - i), cols, onto, ahead if i == i0 else 0, fast,
+                          table, t0 + j, bn, relu6)
             elif cols > n:
                 for i in range(i0, i1, 2 * TILE_ROWS):
                     _half(a, a0 + i * a_row, a_row, a_col, b, b0 + j, b_row, out, i * out_row + j,
                           out_row, kc, min(2 * TILE_ROWS, i1 - i), cols, onto, ahead if i == i0 else 0,
-                          False)
+                          False, table, t0 + j, bn, relu6)
             else:
                 for i in range(i0, i1, 4 * TILE_ROWS):
                     _one(a, a0 + i * a_row, a_row, a_col, b, b0 + j, b_row, out, i * out_row + j,
                          out_row, kc, min(4 * TILE_ROWS, i1 - i), cols, onto, ahead if i == i0 else 0,
-                         False)
+                         False, table, t0 + j, bn, relu6)
     if streamed:
         _store_fence()

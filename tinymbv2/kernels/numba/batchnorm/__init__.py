@@ -396,6 +396,24 @@ def epilogue_args(fn, bn_eval, c, dtype):
     return mean, eval_scale(var, weight, float(eps)), bias, np.array([True, bool(relu6)])
 
 
+def epilogue_table(ep, c, dtype) -> np.ndarray:
+    """``epilogue_args``' (mean, scale, bias) as one (3, C) table, for the register kernels
+    that apply the epilogue before their stores; no BatchNorm: the identity (0, 1, 0).
+
+    Args:
+        ep: ``(mean, scale, bias, flags)``.
+        c: C, the channels.
+        dtype: The values' dtype.
+
+    Returns:
+        The table.
+    """
+    mean, scale, bias, flags = ep
+    if not flags[0]:
+        return np.array([np.zeros(c), np.ones(c), np.zeros(c)], dtype)
+    return np.stack([mean, scale, bias]).astype(dtype, copy=False)
+
+
 FLAT_MAX = 1 << 18
 """NCHW tensors (1x1 planes; larger planes too when the channels-last layout is off) of
 up to this many values take ``.flat`` (contiguous rows, in the calling

@@ -21,7 +21,6 @@ bits wherever the band falls.
 """
 from __future__ import annotations
 
-import numpy as np
 from numba import njit, prange, types
 from llvmlite import ir
 from numba.core import cgutils
@@ -29,18 +28,11 @@ from numba.extending import intrinsic
 
 from ..cache import CACHE
 from .. import pool  # noqa: F401  (the one-pool set-up)
+from ..batchnorm import epilogue_table
 from ..llvm import Emit, array_data, as_i64, lanes
 from .rows3x3 import filter_taps
 
 _JIT = dict(cache=CACHE, boundscheck=False)
-
-
-def _clamp(e, builder, z, relu6):
-    """z clamped to [0, 6] where ``relu6`` (an i1), else z."""
-    six = e.splat(ir.Constant(e.scalar, 6.0))
-    low = builder.select(builder.fcmp_ordered("<", z, e.zero), e.zero, z)
-    both = builder.select(builder.fcmp_ordered(">", low, six), six, low)
-    return builder.select(relu6, both, z)
 
 
 @intrinsic
@@ -127,7 +119,7 @@ def filter_rows_bn(typingctx, src, src_at, top, height, taps, bn, c0, c, dst, ds
                     for t in range(1, 9):
                         acc = e.fma(w[t], window[t // 3][t % 3], acc)
                     z = builder.fadd(builder.fmul(builder.fsub(acc, mean), scale), bias)
-                    e.store(_clamp(e, builder, z, relu6), dst_data,
+                    e.store(e.clamp6(z, relu6), dst_data,
                             e.at(out_row, e.times(ow, c)), mask)
                     for i in range(3):  # slide: the right column becomes the left
                         if s == 1:
@@ -216,23 +208,5 @@ def forward_bn(x3, h, wd, w, s, ep, y3):
     """
     c = x3.shape[2]
     ho, wo = (h - 1) // s + 1, (wd - 1) // s + 1
-    return _images(x3, h, wd, filter_taps(w, False), bn_table(ep, c, x3.dtype), bool(ep[3][1]), s,
+    return _images(x3, h, wd, filter_taps(w, False), epilogue_table(ep, c, x3.dtype), bool(ep[3][1]), s,
                    y3, ho, wo)
-
-
-def bn_table(ep, c, dtype) -> np.ndarray:
-    """``batchnorm.epilogue_args``' (mean, scale, bias) as one (3, C) table; no BatchNorm:
-    the identity (0, 1, 0).
-
-    Args:
-        ep: ``(mean, scale, bias, flags)``.
-        c: C, the channels.
-        dtype: The values' dtype.
-
-    Returns:
-        The table.
-    """
-    mean, scale, bias, flags = ep
-    if not flags[0]:
-        return np.array([np.zeros(c), np.ones(c), np.zeros(c)], dtype)
-    return np.stack([mean, scale, bias]).astype(dtype, copy=False)
