@@ -409,9 +409,11 @@ def epilogue_table(ep, c, dtype) -> np.ndarray:
         The table.
     """
     mean, scale, bias, flags = ep
+    table = np.empty((3, c), dtype)  # filled row by row: np.stack's checks cost more, per call
     if not flags[0]:
-        return np.array([np.zeros(c), np.ones(c), np.zeros(c)], dtype)
-    return np.stack([mean, scale, bias]).astype(dtype, copy=False)
+        mean, scale, bias = 0, 1, 0
+    table[0], table[1], table[2] = mean, scale, bias
+    return table
 
 
 FLAT_MAX = 1 << 18
