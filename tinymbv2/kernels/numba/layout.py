@@ -24,8 +24,10 @@ kernels of this set work channels-last on input planes of at most
 came in (an input in the other layout is copied once); their outputs come in the
 layout they worked in. The dense convolution (MobileNetV2's stem) reads the image
 in any layout and writes its output channels-last when the *output* plane is
-small. A 1x1 plane is both layouts at once, so nothing is ever copied there.
-Every other kernel and NumPy op accepts either layout.
+small. The whole inverted residual block for inference (``.block_channels_last``) reads
+either layout and writes channels-last outputs of up to 56x56 pixels, so at 224 px
+MobileNetV2's inference is channels-last from block 2 on. A 1x1 plane is both layouts at
+once, so nothing is ever copied there. Every other kernel and NumPy op accepts either layout.
 
 ``CHANNELS_LAST_MAX`` is read at each call; set to 0 it turns the layout off (the
 tests use that to reach the NCHW kernels on small planes). In an A/B of the 224 px
