@@ -6,6 +6,15 @@ import numpy as np
 import torch
 
 
+# (n, ci, h, w, expansion t, co, stride, residual): blocks both fused kernels are checked on
+CASES = [
+    (2, 4, 9, 8, 6, 4, 1, True),       # residual
+    (1, 3, 17, 15, 1, 5, 2, False),    # no expansion, stride 2, odd width
+    (1, 8, 20, 19, 6, 8, 2, False),    # stride 2, odd width: the last column reads padding
+    (2, 3, 23, 12, 4, 3, 1, True),
+]
+
+
 def bn_eval_params(rng, c, relu6):
     """A BatchNorm in eval mode as the fused kernels take it: (mean, var, weight, bias, eps,
     relu6), with non-trivial statistics."""

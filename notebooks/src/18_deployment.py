@@ -685,17 +685,20 @@ documentation, quoted here with their source (not computed by this page):
 
 **Float32, MobileNetV2-1.0 at 224 px** (docs/benchmarks.md, "Deployment: float32 inference
 against onnxruntime", `python -m benchmarks.onnx_inference`: Intel Xeon host with AVX-512,
-2 cores, 2 threads each, medians of 15, 2026-12-06; times, and in brackets the ratio to
-onnxruntime's):
+2 cores, 2 threads each, medians of 15, 2026-12-07, commit `b173241`; times, and in
+brackets the ratio to onnxruntime's):
 
 | batch | onnxruntime | tinymbv2 | PyTorch |
 |---|---|---|---|
-| 1 | 7.16 ms | 21.11 ms (2.95x) | 25.34 ms (3.54x) |
-| 8 | 34.76 ms | 67.31 ms (1.94x) | 72.19 ms (2.08x) |
+| 1 | 4.39 ms | 9.23 ms (2.10x) | 15.44 ms (3.52x) |
+| 8 | 27.58 ms | 36.50 ms (1.32x) | 76.72 ms (2.78x) |
 
-onnxruntime runs the folded graph two to three times faster than both tinymbv2 and PyTorch
-(the benchmark page explains why: blocked channel layouts kept from layer to layer, and
-convolutions fused with their activations and residual adds).
+onnxruntime runs the folded graph 1.3 times as fast as tinymbv2 on a batch of eight and
+2.1 times on one image; both run it well ahead of PyTorch. The benchmark page says where the
+rest goes: on one image, mostly Python around each kernel call, which onnxruntime plans
+once per session; on eight, the work between the matrix products (its blocked channel
+layouts are kept from layer to layer, its convolutions fused with their activations and
+residual adds), whose per-core speed is about the same in both.
 
 **Int8 against float32, layer by layer** (docs/kernels.md, "Int8 inference", `python -m
 benchmarks.int8_ops`: six layers of MobileNetV2-1.0 at 224 px, batch 8, tinymbv2's int8

@@ -12,7 +12,7 @@ import numba
 import numpy as np
 import pytest
 
-from block_cases import block_case, torch_block
+from block_cases import CASES, block_case, torch_block
 from errors import assert_close
 from kernel_cases import channels_last_max
 from tinymbv2.kernels import kernel_set
@@ -20,14 +20,6 @@ from tinymbv2.kernels.numba import block
 
 TOL64 = 1e-10
 NUMBA = kernel_set("numba")
-
-# (n, ci, h, w, expansion t, co, stride, residual)
-CASES = [
-    (2, 4, 9, 8, 6, 4, 1, True),       # residual
-    (1, 3, 17, 15, 1, 5, 2, False),    # no expansion, stride 2, odd width
-    (1, 8, 20, 19, 6, 8, 2, False),    # stride 2, odd width: the last column reads padding
-    (2, 3, 23, 12, 4, 3, 1, True),
-]
 
 
 @pytest.mark.parametrize("band_bytes", [1, 3000, 20000])

@@ -13,7 +13,7 @@ import numba
 import numpy as np
 import pytest
 
-from block_cases import block_case, torch_block
+from block_cases import CASES as BAND_CASES, block_case, torch_block
 from errors import assert_close
 from tinymbv2.kernels import kernel_set
 from tinymbv2.kernels.numba import block, block_channels_last as bcl
@@ -24,11 +24,8 @@ from tinymbv2.kernels.numba.layout import as_channels_last, is_channels_last
 TOL64 = 1e-10
 NUMBA = kernel_set("numba")
 
-# (n, ci, h, w, expansion t, co, stride, residual)
-CASES = [
-    (2, 4, 9, 8, 6, 4, 1, True),       # residual
-    (1, 3, 17, 15, 1, 5, 2, False),    # no expansion, stride 2, odd width
-    (1, 8, 20, 19, 6, 8, 2, False),    # stride 2, odd width: the last column reads padding
+# (n, ci, h, w, expansion t, co, stride, residual): the NCHW kernel's cases and
+CASES = BAND_CASES + [
     (3, 3, 12, 12, 4, 3, 1, True),     # three images: grouped, the last group short
     (5, 16, 7, 7, 6, 16, 1, True),     # 7x7, as at 224 px
     (2, 20, 1, 3, 2, 20, 1, True),     # one row: every pixel an edge above and below

@@ -12,8 +12,7 @@ from tinymbv2.kernels.numba.llvm import VECTOR_BYTES
 from numba import njit
 
 from tinymbv2.kernels.numba.batchnorm.channels_last import affine_rows_inplace
-from tinymbv2.kernels.numba.tile import (SUM_CHUNK, TILE_ROWS, TILE_VECTORS, product, product_bn,
-                                         strip_width)
+from tinymbv2.kernels.numba.tile import SUM_CHUNK, TILE_ROWS, TILE_VECTORS, product, strip_width
 
 DTYPES = [np.float64, np.float32]
 
@@ -128,7 +127,7 @@ def _then_affine(a, b, out, i0, i1, j0, j1, table, t0, relu6):
 
 @njit
 def _with_epilogue(a, b, out, i0, i1, j0, j1, table, t0, relu6):
-    product_bn(a, b, out, i0, i1, j0, j1, table, t0, relu6)
+    product(a, b, out, i0, i1, j0, j1, False, False, table, t0, relu6)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -136,7 +135,7 @@ def _with_epilogue(a, b, out, i0, i1, j0, j1, table, t0, relu6):
 @pytest.mark.parametrize("m,k,n", [(13, 7, 5), (30, SUM_CHUNK + 44, 100), (7, 2 * SUM_CHUNK + 1, 64),
                                    (1, 3, 17)])
 def test_the_epilogue_in_registers_gives_the_bits_of_the_pass_after(dtype, relu6, m, k, n):
-    """``product_bn`` (the BatchNorm applied to the sums before they are stored, on the last
+    """``product`` with a table (the BatchNorm applied to the sums before they are stored, on the last
     chunk of a sum only, every block width) gives the bits of ``product`` and then
     ``affine_rows_inplace``; outside its block it writes nothing; ReLU6's clamp takes
     effect at both ends."""

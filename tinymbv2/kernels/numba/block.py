@@ -268,19 +268,45 @@ def images_per_task(n, ho, wo, rows, min_cols):
     return max(1, min(g, (n + 3) // 4))
 
 
+@njit(**_JIT)
+def task_plan(n, ch, wd, wo, s, ho, itemsize, threads, budget, min_cols, even_below):
+    """How a block's work is cut into tasks: bands of rows (``band_rows``, ``even_tasks``)
+    of groups of images (``images_per_task``), dealt out round-robin to the workers.
+
+    Args:
+        n: N, the images.
+        ch: Ch, the hidden channels.
+        wd: W, the input width.
+        wo: Wo, the output width.
+        s: The depthwise stride.
+        ho: Ho, the output height.
+        itemsize: Bytes per value.
+        threads: The threads there are.
+        budget: ``BAND_BYTES``.
+        min_cols: ``MIN_COLS``.
+        even_below: ``EVEN_TASKS_BELOW``.
+
+    Returns:
+        ``(rows, group, bands, tasks, workers)``: output rows per band, images per group,
+        bands per image, tasks (groups times bands), workers (one scratch each).
+    """
+    rows = band_rows(ch, wd, wo, s, ho, itemsize, budget)
+    group = images_per_task(n, ho, wo, rows, min_cols)
+    groups = (n + group - 1) // group
+    rows = even_tasks(ho, rows, groups, even_below)
+    bands = (ho + rows - 1) // rows
+    ntask = groups * bands
+    return rows, group, bands, ntask, min(threads, ntask)
+
+
 @njit(parallel=True, **_JIT)
 def _blocks(x, we, ep_e, wdw, ep_d, s, wpj, ep_p, residual, y, threads, budget, min_cols,
             even_below):
     n, ci, h, wd = x.shape
     co, ho, wo = y.shape[1:]
     ch = wdw.shape[0]
-    rows = band_rows(ch, wd, wo, s, ho, x.itemsize, budget)
-    group = images_per_task(n, ho, wo, rows, min_cols)
-    groups = (n + group - 1) // group
-    rows = even_tasks(ho, rows, groups, even_below)
-    bands = (ho + rows - 1) // rows
-    ntask = groups * bands
-    workers = min(threads, ntask)  # scratch per worker; tasks dealt out round-robin
+    rows, group, bands, ntask, workers = task_plan(n, ch, wd, wo, s, ho, x.itemsize, threads,
+                                                   budget, min_cols, even_below)
     rin = (rows - 1) * s + 3
     xbs = np.empty((workers, group * ci * rin * wd if we.shape[0] > 0 else 0), x.dtype)
     ebs = np.empty((workers, group * ch * rin * wd if we.shape[0] > 0 else 0), x.dtype)

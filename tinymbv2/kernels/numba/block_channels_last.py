@@ -37,13 +37,12 @@ from numba import njit, prange
 
 from .cache import CACHE
 from . import pool  # noqa: F401  (the one-pool set-up)
-from .block import (BAND_BYTES, EVEN_TASKS_BELOW, MIN_COLS, band_rows, block_args, even_tasks,
-                    images_per_task)
+from .block import BAND_BYTES, EVEN_TASKS_BELOW, MIN_COLS, block_args, task_plan
 from .depthwise.channels_last import weights_channels_last
 from .batchnorm import epilogue_table
 from .depthwise.rows3x3_bn import depthwise_rows_bn
 from .layout import empty_channels_last
-from .tile import product_bn
+from .tile import product
 from .transpose import transpose_into
 
 _JIT = dict(cache=CACHE, fastmath=False)
@@ -87,7 +86,7 @@ def _band(x3, b0, nb, h, wd, weT, bn_e, relu6_e, wt, bn_d, relu6_d, s, wpT, bn_p
         e[hi:] = zero
         xr = x3[b0 + i, a * wd:b * wd]
         if weT.shape[1] > 0:  # BN + ReLU6 in registers before the store
-            product_bn(xr, weT, e[lo:hi], 0, hi - lo, 0, ch, bn_e, 0, relu6_e)
+            product(xr, weT, e[lo:hi], 0, hi - lo, 0, ch, False, False, bn_e, 0, relu6_e)
         else:  # no expansion: the filter reads x's rows
             e[lo:hi] = xr
         depthwise_rows_bn(e, wd, s, wt, bn_d, relu6_d, dm[i * rows * wo:(i + 1) * rows * wo], rows,
@@ -98,8 +97,8 @@ def _band(x3, b0, nb, h, wd, weT, bn_e, relu6_e, wt, bn_d, relu6_d, s, wpT, bn_p
     runs, run = (1, nb * per_d) if rows == ho else (nb, per_d)
     for i in range(runs):
         first = (b0 + i) * ho * wo + r0 * wo
-        product_bn(dm[i * run:(i + 1) * run], wpT, y2[first:first + run], 0, run, 0, co, bn_p, 0,
-                   relu6_p)
+        product(dm[i * run:(i + 1) * run], wpT, y2[first:first + run], 0, run, 0, co, False, False,
+                bn_p, 0, relu6_p)
     if residual:
         for i in range(nb):
             xi, yi = x3[b0 + i], y2[(b0 + i) * ho * wo:(b0 + i + 1) * ho * wo]
@@ -117,22 +116,16 @@ def _blocks(x3, h, wd, we, bn_e, relu6_e, wdw, bn_d, relu6_d, s, wp, bn_p, relu6
     weT = transposed(we)
     wpT = transposed(wp)
     wt = weights_channels_last(wdw)
-    rows = band_rows(ch, wd, wo, s, ho, x3.itemsize, budget)
-    group = images_per_task(n, ho, wo, rows, min_cols)
-    groups = (n + group - 1) // group
-    rows = even_tasks(ho, rows, groups, even_below)
-    bands = (ho + rows - 1) // rows
-    ntask = groups * bands
-    workers = min(threads, ntask)  # scratch per worker; tasks dealt out round-robin
+    rows, group, bands, ntask, workers = task_plan(n, ch, wd, wo, s, ho, x3.itemsize, threads,
+                                                   budget, min_cols, even_below)
     ebs = np.empty((workers, group * ((rows - 1) * s + 3) * wd * ch), x3.dtype)
     dbs = np.empty((workers, group * rows * wo * ch), x3.dtype)
     for k in prange(workers):
         for t in range(k, ntask, workers):
             g, band = t // bands, t % bands
             b0, r0 = g * group, band * rows
-            _band(x3, b0, min(group, n - b0), h, wd, weT, bn_e, relu6_e, wt, bn_d, relu6_d, s, wpT, bn_p,
-                  relu6_p, residual,
-                  y2, ho, wo, r0, min(ho, r0 + rows), ebs[k], dbs[k])
+            _band(x3, b0, min(group, n - b0), h, wd, weT, bn_e, relu6_e, wt, bn_d, relu6_d, s, wpT,
+                  bn_p, relu6_p, residual, y2, ho, wo, r0, min(ho, r0 + rows), ebs[k], dbs[k])
     return y2
 
 

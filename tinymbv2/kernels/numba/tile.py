@@ -32,7 +32,7 @@ does not store them.
 channels-last tensor): its element strides are arguments. ``b`` and ``out`` need
 contiguous rows; their row strides are arguments.
 
-**Epilogue.** ``product_bn`` applies a BatchNorm in eval mode, and ReLU6 if asked, to each
+**Epilogue.** ``product`` given a ``table`` applies a BatchNorm in eval mode, and ReLU6 if asked, to each
 vector of sums before it is stored, ``clamp((acc - mean) * scale + bias)`` with the
 per-column vectors loaded once per block (masked off when there is none): the bits of the
 separate pass ``batchnorm.channels_last.affine_rows_inplace``, without that pass over out.
@@ -187,15 +187,17 @@ def strip_width(dtype) -> int:
 
 
 @njit(inline="always", **_JIT)
-def product(a, b, out, i0, i1, j0, j1, accumulate, stream=False):
-    """``out[i0:i1, j0:j1] (+)= a[i0:i1] @ b[:, j0:j1]`` in register blocks.
+def product(a, b, out, i0, i1, j0, j1, accumulate, stream=False, table=None, t0=0, relu6=False):
+    """``out[i0:i1, j0:j1] (+)= a[i0:i1] @ b[:, j0:j1]`` in register blocks, with a BatchNorm
+    epilogue if ``table`` is given.
 
     K runs in chunks of ``SUM_CHUNK`` terms, each adding onto the sums of the one before
     (the same bits as one pass); in each, strips of ``tile_columns`` columns, swept by
     blocks of rows while the strip's rows of b stay in L1 (the first block prefetches the
     next strip). A strip of at most half that width takes blocks of half the vectors and
     twice the rows, at most a quarter one vector and four times the rows: the same 24
-    running vectors.
+    running vectors. With ``table``, the last chunk stores
+    ``clamp((sum - mean) * scale + bias)`` instead of the sum (see the module).
 
     Args:
         a: (M, K), any strides.
@@ -205,41 +207,24 @@ def product(a, b, out, i0, i1, j0, j1, accumulate, stream=False):
         i1: The row after the last.
         j0: The first column.
         j1: The column after the last.
-        accumulate: Add to ``out`` (else overwrite it).
+        accumulate: Add to ``out`` (else overwrite it; with ``table``, False).
         stream: The last chunk writes its whole, aligned blocks with non-temporal stores,
             which skip reading each line of ``out`` into the caches before writing it: for a
-            large output that no one reads soon, half the memory traffic of its writes.
+            large output that no one reads soon, half the memory traffic of its writes
+            (without ``table``).
+        table: None, or (3, C): the mean, scale and bias of each channel, for the epilogue.
+        t0: The channel of out's column 0 (out may be a strip of a wider output).
+        relu6: The epilogue clamps to [0, 6].
     """
     # Inlined into the caller, so that the compiled sweep has one version per layout of
     # its arrays: a caller's literal 0 or False would otherwise get a version of its own
     # (11 of them compiled in a MobileNetV2 step instead of 4, each about a second cold).
-    _sweep(a, b, out, np.int64(i0), np.int64(i1), np.int64(j0), np.int64(j1), bool(accumulate),
-           bool(stream), out[:0], np.int64(0), False, False)
-
-
-@njit(inline="always", **_JIT)
-def product_bn(a, b, out, i0, i1, j0, j1, table, t0, relu6):
-    """``out[i0:i1, j0:j1] = clamp((a[i0:i1] @ b[:, j0:j1] - mean) * scale + bias)``: ``product``
-    with a BatchNorm-eval epilogue applied in registers before the store.
-
-    The epilogue's arithmetic is ``batchnorm.channels_last.affine_rows_inplace``'s, in the same
-    order, so the result is the bits of ``product`` followed by that pass, without the pass
-    over out.
-
-    Args:
-        a: (M, K), any strides.
-        b: (K, N), contiguous rows.
-        out: (M, N), contiguous rows.
-        i0: The first row.
-        i1: The row after the last.
-        j0: The first column.
-        j1: The column after the last.
-        table: (3, C): the mean, scale and bias of each channel.
-        t0: The channel of out's column 0 (out may be a strip of a wider output).
-        relu6: Clamp to [0, 6].
-    """
-    _sweep(a, b, out, np.int64(i0), np.int64(i1), np.int64(j0), np.int64(j1), False, False,
-           table, np.int64(t0), True, bool(relu6))
+    if table is None:
+        _sweep(a, b, out, np.int64(i0), np.int64(i1), np.int64(j0), np.int64(j1),
+               bool(accumulate), bool(stream), out[:0], np.int64(0), False, False)
+    else:
+        _sweep(a, b, out, np.int64(i0), np.int64(i1), np.int64(j0), np.int64(j1),
+               bool(accumulate), False, table, np.int64(t0), True, bool(relu6))
 
 
 @njit(**_JIT)

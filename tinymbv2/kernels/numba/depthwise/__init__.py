@@ -307,7 +307,7 @@ def _forward(x, w, stride, padding, bn_eval, fn):
         y = empty_channels_last((x.shape[0], x.shape[1], ho, wo), x.dtype)
         if y.size and bn_eval is None and rows3x3.supported(*w.shape[2:], sh, sw, ph, pw):
             rows3x3.forward(pixels(x), x.shape[2], x.shape[3], w, pixels(y))
-        elif y.size and bn_eval is not None and rows3x3_bn.supported(*w.shape[2:], sh, sw, ph, pw):
+        elif y.size and bn_eval is not None and rows3x3_bn.takes(w.shape, (sh, sw), (ph, pw)):
             rows3x3_bn.forward_bn(pixels(x), x.shape[2], x.shape[3], w, sh, ep, pixels(y))
         elif y.size:
             forward_pixels(pixels(x), x.shape[2], x.shape[3], w, sh, sw, ph, pw, ho, wo, pixels(y), ep)

@@ -173,21 +173,19 @@ def _images(x3, h, wd, taps, bn, relu6, s, y3, ho, wo):
     return y3
 
 
-def supported(kh, kw, sh, sw, ph, pw) -> bool:
-    """Is this the geometry of the layer routine: a 3x3 filter, padding 1, stride 1 or 2?
+def takes(w_shape, stride, padding) -> bool:
+    """Does ``forward_bn`` compute this layer: a 3x3 filter, padding 1, stride 1 or 2 (the
+    same along both axes)?
 
     Args:
-        kh: The filter's height.
-        kw: The filter's width.
-        sh: The stride along H.
-        sw: The stride along W.
-        ph: The padding at the top and bottom.
-        pw: The padding on the left and right.
+        w_shape: The filter's shape (C, 1, kh, kw).
+        stride: (sh, sw).
+        padding: (ph, pw).
 
     Returns:
-        Whether it is.
+        Whether it does.
     """
-    return (kh, kw, ph, pw) == (3, 3, 1, 1) and sh == sw and sh in (1, 2)
+    return (tuple(w_shape[2:]), tuple(padding)) == ((3, 3), (1, 1)) and tuple(stride) in ((1, 1), (2, 2))
 
 
 def forward_bn(x3, h, wd, w, s, ep, y3):
