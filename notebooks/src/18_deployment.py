@@ -695,10 +695,10 @@ brackets the ratio to onnxruntime's):
 
 onnxruntime runs the folded graph 1.3 times as fast as tinymbv2 on a batch of eight and
 2.1 times on one image; both run it well ahead of PyTorch. The benchmark page says where the
-rest goes: on one image, mostly Python around each kernel call, which onnxruntime plans
-once per session; on eight, the work between the matrix products (its blocked channel
-layouts are kept from layer to layer, its convolutions fused with their activations and
-residual adds), whose per-core speed is about the same in both.
+difference goes. On one image, mostly to Python around each kernel call, where onnxruntime
+plans its graph once per session. On eight, to the work between the matrix products (whose
+speed per core is about the same in both): onnxruntime keeps its blocked channel layout
+from layer to layer and fuses each convolution with its activation and residual add.
 
 **Int8 against float32, layer by layer** (docs/kernels.md, "Int8 inference", `python -m
 benchmarks.int8_ops`: six layers of MobileNetV2-1.0 at 224 px, batch 8, tinymbv2's int8
