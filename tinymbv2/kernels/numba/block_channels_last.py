@@ -1,33 +1,36 @@
-"""A whole inverted residual block for inference on channels-last planes, image by image.
+"""A whole inverted residual block for inference on channels-last pixels, band by band.
 
-On the small planes the numba set keeps channels-last (``.layout``: 14x14 and 7x7 at
-224 px) an image is the matrix x[b] ``(H*W, C)``, one row per pixel, and the block's three
-layers are three passes over such matrices:
+On a channels-last plane (``.layout``) an image is the matrix x[b] ``(H*W, C)``, one row per
+pixel, and the block's three layers are three passes over such matrices:
 
-    E = ReLU6(BN(x[b] @ We.T))      (H*W, Ch)     1x1 expansion: a GEMM, BN + ReLU6 after it
+    E = ReLU6(BN(x[b] @ We.T))      (H*W, Ch)     1x1 expansion: a GEMM
     D = ReLU6(BN(dw3x3(E)))         (Ho*Wo, Ch)   along the channels of each pixel
     Y = BN(D @ Wp.T) [+ x[b]]       (Ho*Wo, Co)   1x1 projection: a GEMM, written into y
 
 Run layer by layer (``ReferenceKernels.inverted_residual_eval``'s composition, the version
 to read), each layer is a call of its own over the whole batch: E (t times the input) is
 written to memory and read back, and each call wakes the thread pool. Here one task
-computes all three for one group of images (or one band of output rows of one image),
-with E and D in a scratch of its own that stays in the core's L2 cache (an image of 14x14
-x 384 channels is 301 KB), and a block is one parallel call.
+computes all three for a band of output rows of one image, or for a group of whole small
+images, with E and D in a scratch of its own that stays in the core's L2 cache (an image of
+14x14 x 384 channels is 301 KB), and a block is one parallel call.
 
-* The expansion writes E between a zero pixel row above and below the image (the depthwise
-  filter's padding, after the activation, so zeros): the filter reads every row it needs
-  without a test. The left and right edges are tested, per output pixel.
-* The filter runs along the contiguous channels of a pixel: nine loads of E, nine of the
-  weights (``(9, Ch)``, one row per tap), BN and ReLU6, one store, all vectors.
-* The GEMMs are ``.tile``'s register blocks, on W.T copied once per call (the weights are
-  the block's right-hand operands, ``(Ci, Ch)`` and ``(Ch, Co)``).
+* The expansion writes E between a zero row of pixels above and below (the filter's
+  padding, after the activation, so zeros; a band's other rows are its halo, expanded by
+  both bands that touch them), its BatchNorm and ReLU6 applied in the GEMM's registers
+  before the store (``tile.product`` with a table).
+* The filter (``depthwise.rows3x3_bn``) runs along the contiguous channels of a pixel, a
+  vector of channels at a time, its weights and a 3 x 3 window of input vectors in
+  registers, its BatchNorm and ReLU6 applied before the store.
+* The projection's BatchNorm, too, is applied in its GEMM's registers; the residual is
+  added after it, as the reference adds it.
+* The GEMMs' right-hand operands are W.T, transposed once per call.
 
-Tasks are cut as ``.block`` cuts its bands (``band_rows``, ``images_per_task``,
-``even_tasks``: functions of the shapes alone), every output is summed the same way in
-whatever task it falls, so results are bit-identical for any number of threads. The input
-may come in either layout (a block after an NCHW one reads its columns with strides); the
-output is channels-last.
+Tasks are cut as ``.block`` cuts its bands (``block.task_plan``: functions of the shapes
+alone), and every output is summed the same way in whatever task it falls, so results are
+bit-identical for any number of threads. The input may come in either layout (after an
+NCHW block, x[b]'s columns are read with strides); the output is channels-last. At 224 px
+this kernel takes the blocks with outputs from 56x56 down to 14x14 (``FROM``, ``UP_TO``),
+so MobileNetV2's inference is channels-last from block 2 on.
 """
 from __future__ import annotations
 
@@ -47,9 +50,18 @@ from .transpose import transpose_into
 
 _JIT = dict(cache=CACHE, fastmath=False)
 FROM = 64
-"""Output planes of fewer pixels run layer by layer (7x7 at 224 px): ..."""
+"""Output planes of fewer pixels run layer by layer (7x7 at 224 px), where a pointwise
+layer is one GEMM over the whole batch: in an A/B of the whole 224 px inference in one
+process, the 7x7 blocks here made batch 8 33.5 -> 34.1 ms and batch 1 8.4 -> 9.5 ms (one
+image is cut into bands of 4 and 3 rows, whose halo rows are expanded twice; uncut, one
+thread takes it: 9.6 ms). Read at each call."""
 UP_TO = 3136
-"""... and of more, band by band in NCHW (``.block``)."""
+"""... and planes of more pixels than this (56x56) band by band in NCHW (``.block``). A/B
+of the whole 224 px inference: up to 28x28 38.1 ms at batch 8 and 8.45 ms at batch 1; up
+to 56x56 35.4 and 8.24; up to 112x112 (block 1 too, reading the stem's NCHW output by
+strides) 35.6 and 8.08, and in two later A/Bs at batch 8 0.6-0.7 ms ahead of 56x56, at
+batch 1 level: within the noise (figures: docs/kernels.md, "Inference blocks"). Read at
+each call."""
 
 
 @njit(**_JIT)
@@ -148,7 +160,7 @@ def supported(x, stride) -> bool:
 
 
 def inverted_residual_eval(x, expand, depthwise, project, stride, residual):
-    """MobileNetV2's inverted residual block in eval mode on channels-last planes (see the module).
+    """MobileNetV2's inverted residual block in eval mode, on channels-last pixels (see the module).
 
     The contract is ``ReferenceKernels``' kernel of the same name.
 
@@ -165,7 +177,7 @@ def inverted_residual_eval(x, expand, depthwise, project, stride, residual):
 
     Raises:
         ValueError: Weights of other shapes, a stride other than 1 or 2, or an output plane
-            that is not kept channels-last.
+            outside ``FROM`` .. ``UP_TO`` pixels.
         TypeError: Arrays of different dtypes.
     """
     fn = "inverted_residual_eval"

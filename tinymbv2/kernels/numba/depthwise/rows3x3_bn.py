@@ -14,10 +14,14 @@ the BatchNorm and ReLU6 of the block's middle layer are applied before the store
         z = sum_{i,j} w[3i + j] * x[r*s + i, c*s - 1 + j]
         d[r, c] = clamp((z - mean) * scale + bias)      clamp: to [0, 6] with ReLU6
 
-Every row the window reads is in the scratch (no vertical test); columns left of 0 and
-right of W - 1 are the padding, masked loads with no lane set (zeros). The sum is
-``w[0] * x`` then one fused multiply-add per tap in tap order: a fixed order, the same
-bits wherever the band falls.
+Columns left of 0 and right of W - 1 are the padding, masked loads with no lane set
+(zeros); so are rows outside the source's ``height`` (none in a block's scratch, whose zero
+rows are real). The sum is ``w[0] * x`` then one fused multiply-add per tap in tap order: a
+fixed order, the same bits wherever the band falls.
+
+The same filter is the numba set's channels-last depthwise layer with a BatchNorm-eval
+epilogue (``forward_bn``: the 7x7 blocks at 224 px, which run layer by layer), one task
+per image and vector of channels, the padding rows masked.
 """
 from __future__ import annotations
 
