@@ -32,12 +32,12 @@ does not store them.
 channels-last tensor): its element strides are arguments. ``b`` and ``out`` need
 contiguous rows; their row strides are arguments.
 
-**Epilogue.** ``product`` given a ``table`` applies a BatchNorm in eval mode, and ReLU6 if asked, to each
-vector of sums before it is stored, ``clamp((acc - mean) * scale + bias)`` with the
-per-column vectors loaded once per block (masked off when there is none): the bits of the
-separate pass ``batchnorm.channels_last.affine_rows_inplace``, without that pass over out.
-The inference block on channels-last pixels (``.block_channels_last``) stores its expanded
-and projected rows this way.
+**Epilogue.** ``product`` given a ``table`` applies a BatchNorm in eval mode, and ReLU6 if
+asked, to each vector of sums before it is stored, ``clamp((acc - mean) * scale + bias)``,
+the per-column vectors loaded once per block (masked off when there is no table): the bits
+of the separate pass ``batchnorm.channels_last.affine_rows_inplace``, without that pass
+over out. The inference block on channels-last pixels (``.block_channels_last``) stores
+its expanded and projected rows this way.
 
 **Order of the sum.** Each value of ``out`` is ``a[i, 0] * b[0, j]``, then each next term
 added by one FMA (one rounding), in order of p. With ``accumulate`` the running sums
