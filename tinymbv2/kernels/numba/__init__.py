@@ -76,9 +76,9 @@ import numpy as np
 
 from ..reference import ReferenceKernels
 from ..checks import undilated
-from . import (batchnorm, block, block_channels_last, cross_entropy, dense, depthwise, dilated, int8, int8_pool,
-               int8_quantize, interpolate, matmul, optim, pointwise, stage, stage_channels_last,
-               subgrids, tap_regions)
+from . import (batchnorm, block, block_channels_last, cross_entropy, dense, depthwise, dilated,
+               int8, int8_pool, int8_quantize, interpolate, matmul, optim, pointwise, stage,
+               stage_channels_last, subgrids, tap_regions)
 from .dense import winograd
 
 

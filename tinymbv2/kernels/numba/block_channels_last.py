@@ -41,8 +41,8 @@ from numba import njit, prange
 from .cache import CACHE
 from . import pool  # noqa: F401  (the one-pool set-up)
 from .block import BAND_BYTES, EVEN_TASKS_BELOW, MIN_COLS, block_args, task_plan
-from .depthwise.channels_last import weights_channels_last
 from .batchnorm import epilogue_table
+from .depthwise.rows3x3 import filter_taps
 from .depthwise.rows3x3_bn import depthwise_rows_bn
 from .layout import empty_channels_last
 from .tile import product
@@ -127,7 +127,7 @@ def _blocks(x3, h, wd, we, bn_e, relu6_e, wdw, bn_d, relu6_d, s, wp, bn_p, relu6
     ch = wdw.shape[0]
     weT = transposed(we)
     wpT = transposed(wp)
-    wt = weights_channels_last(wdw)
+    wt = filter_taps(wdw, False)
     rows, group, bands, ntask, workers = task_plan(n, ch, wd, wo, s, ho, x3.itemsize, threads,
                                                    budget, min_cols, even_below)
     ebs = np.empty((workers, group * ((rows - 1) * s + 3) * wd * ch), x3.dtype)

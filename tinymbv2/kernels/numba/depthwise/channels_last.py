@@ -93,15 +93,8 @@ def _to_channels_first(a, out):
 
 
 @njit(**_JIT)
-def weights_channels_last(w):
-    """The filter with one row per tap: ``out[i*kw + j, c] = w[c, 0, i, j]``.
-
-    Args:
-        w: The depthwise filter (C, 1, kh, kw).
-
-    Returns:
-        ``(kh*kw, C)``, contiguous.
-    """
+def _weights_channels_last(w):
+    """(C, 1, kh, kw) -> ``(kh*kw, C)``."""
     c, kk = w.shape[0], w.shape[2] * w.shape[3]
     out = np.empty((kk, c), w.dtype)
     w2 = w.reshape(c, kk)
@@ -208,7 +201,7 @@ def forward_pixels(x3, h, wd, w, sh, sw, ph, pw, ho, wo, y3, ep):
     """
     n, c = x3.shape[0], x3.shape[2]
     start, pairs = tap_table(h, wd, w.shape[2], w.shape[3], ho, wo, sh, sw, ph, pw)
-    wt = weights_channels_last(w)
+    wt = _weights_channels_last(w)
     blocks, bounds = _tasks(n, c)
     mean, scale, bias, flags = ep
     for chunk in prange(bounds.shape[0] - 1):
@@ -244,7 +237,7 @@ def backward_input_pixels(gy3, ho, wo, w, sh, sw, ph, pw, h, wd, gx3):
     """
     n, c = gy3.shape[0], gy3.shape[2]
     start, pairs = tap_table(h, wd, w.shape[2], w.shape[3], ho, wo, sh, sw, ph, pw)
-    wt = weights_channels_last(w)
+    wt = _weights_channels_last(w)
     blocks, bounds = _tasks(n, c)
     for chunk in prange(bounds.shape[0] - 1):
         for task in range(bounds[chunk], bounds[chunk + 1]):

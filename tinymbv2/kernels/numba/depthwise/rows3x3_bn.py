@@ -189,7 +189,8 @@ def takes(w_shape, stride, padding) -> bool:
     Returns:
         Whether it does.
     """
-    return (tuple(w_shape[2:]), tuple(padding)) == ((3, 3), (1, 1)) and tuple(stride) in ((1, 1), (2, 2))
+    geometry = (tuple(w_shape[2:]), tuple(padding))
+    return geometry == ((3, 3), (1, 1)) and tuple(stride) in ((1, 1), (2, 2))
 
 
 def forward_bn(x3, h, wd, w, s, ep, y3):
@@ -210,5 +211,5 @@ def forward_bn(x3, h, wd, w, s, ep, y3):
     """
     c = x3.shape[2]
     ho, wo = (h - 1) // s + 1, (wd - 1) // s + 1
-    return _images(x3, h, wd, filter_taps(w, False), epilogue_table(ep, c, x3.dtype), bool(ep[3][1]), s,
-                   y3, ho, wo)
+    return _images(x3, h, wd, filter_taps(w, False), epilogue_table(ep, c, x3.dtype),
+                   bool(ep[3][1]), s, y3, ho, wo)
