@@ -80,6 +80,20 @@ class _Conv:
         self.y_scale, self.y_zero_point = np.float32(out.scale), np.uint8(out.zero_point)
         self.prepared = {}  # (kernel set, dtype, x_scale, x_zero_point) -> prepared convolution
 
+    def prepare(self, kernels, dtype, x_scale, x_zero_point, add=None):
+        """The kernel set's prepared convolution for inputs of this dtype and quantization
+        (made once, then kept), with ``add`` (the residual's and the sum's scales and zero
+        points) where it adds a residual."""
+        key = (kernels, np.dtype(dtype), float(x_scale), int(x_zero_point), add)
+        conv = self.prepared.get(key)
+        if conv is None:
+            bias_q = np.rint(self.bias / (np.float32(x_scale) * self.w_scale)).astype(np.int32)
+            conv = self.prepared[key] = kernels.prepare_qlinear_conv2d(
+                np.float32(x_scale), np.uint8(x_zero_point), dtype, self.wq, self.w_scale,
+                np.int8(0), bias_q, self.y_scale, self.y_zero_point, self.stride, self.padding,
+                self.groups, self.dilation, relu6=self.relu6, residual=add)
+        return conv
+
     def __call__(self, xq, x_scale, x_zero_point, residual=None):
         """The output ``(q, scale, zero_point)``; with ``residual = (aq, a_scale, a_zero_point,
         sum_scale, sum_zero_point)``, QLinearAdd of aq and the output instead (the kernel set
@@ -87,16 +101,8 @@ class _Conv:
         # the kernel set's prepared convolution, made on the first call for this input's
         # quantization (fixed once calibrated: each layer is made once): the weights laid out
         # and the arguments checked once, not on every call
-        kernels = kernels_for(xq)
         add = None if residual is None else tuple(residual[1:])
-        key = (kernels, xq.dtype, float(x_scale), int(x_zero_point), add)
-        conv = self.prepared.get(key)
-        if conv is None:
-            bias_q = np.rint(self.bias / (np.float32(x_scale) * self.w_scale)).astype(np.int32)
-            conv = self.prepared[key] = kernels.prepare_qlinear_conv2d(
-                np.float32(x_scale), np.uint8(x_zero_point), xq.dtype, self.wq, self.w_scale,
-                np.int8(0), bias_q, self.y_scale, self.y_zero_point, self.stride, self.padding,
-                self.groups, self.dilation, relu6=self.relu6, residual=add)
+        conv = self.prepare(kernels_for(xq), xq.dtype, x_scale, x_zero_point, add)
         if residual is None:
             return conv(xq), self.y_scale, self.y_zero_point
         return conv(xq, residual[0]), *add[2:]
@@ -105,11 +111,38 @@ class _Conv:
 class _Block:
     """An inverted residual block: its convolutions, then the residual sum if it has one."""
 
+    FUSE = True
+    """Run a block as the kernel set's fused block where it has one
+    (``prepare_qlinear_block``); read at each call (False: layer by layer, for an A/B)."""
+
     def __init__(self, convs, out: ActQuant | None):
         self.convs = convs
         self.out = None if out is None else (np.float32(out.scale), np.uint8(out.zero_point))
+        self.fused = {}  # (kernel set, dtype, x_scale, x_zero_point) -> fused block or None
+
+    def _fused(self, kernels, dtype, x_scale, x_zero_point):
+        """The kernel set's fused block for this input quantization, or None (made once)."""
+        key = (kernels, np.dtype(dtype), float(x_scale), int(x_zero_point))
+        if key not in self.fused:
+            prepare, fused = getattr(kernels, "prepare_qlinear_block", None), None
+            if prepare is not None and len(self.convs) > 1:
+                prepared, s, z = [], x_scale, x_zero_point
+                for i, conv in enumerate(self.convs):
+                    last = i == len(self.convs) - 1
+                    add = (x_scale, x_zero_point, *self.out) if last and self.out else None
+                    prepared.append(conv.prepare(kernels, dtype, s, z, add))
+                    dtype, s, z = conv.y_zero_point.dtype, conv.y_scale, conv.y_zero_point
+                fused = prepare(prepared)
+            self.fused[key] = fused
+        return self.fused[key]
 
     def __call__(self, xq, x_scale, x_zero_point):
+        if self.FUSE:
+            fused = self._fused(kernels_for(xq), xq.dtype, x_scale, x_zero_point)
+            if fused is not None:
+                last = self.convs[-1]
+                qparams = self.out if self.out is not None else (last.y_scale, last.y_zero_point)
+                return fused(xq), *qparams
         yq, ys, yz = xq, x_scale, x_zero_point
         for conv in self.convs[:-1]:
             yq, ys, yz = conv(yq, ys, yz)

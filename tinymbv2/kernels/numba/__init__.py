@@ -77,8 +77,8 @@ import numpy as np
 from ..reference import ReferenceKernels
 from ..checks import undilated
 from . import (batchnorm, block, block_channels_last, cross_entropy, dense, depthwise, dilated,
-               int8, int8_pool, int8_quantize, interpolate, matmul, optim, pointwise, stage,
-               stage_channels_last, subgrids, tap_regions)
+               int8, int8_block, int8_pool, int8_quantize, interpolate, matmul, optim,
+               pointwise, stage, stage_channels_last, subgrids, tap_regions)
 from .dense import winograd
 
 
@@ -161,6 +161,7 @@ class NumbaKernels(ReferenceKernels):
     # int8 inference (ONNX QLinearConv, onnxruntime's QGemm): the same integers as the reference
     qlinear_conv2d = staticmethod(int8.qlinear_conv2d)
     prepare_qlinear_conv2d = staticmethod(int8.prepare_qlinear_conv2d)
+    prepare_qlinear_block = staticmethod(int8_block.prepare_qlinear_block)
     qgemm = staticmethod(int8.qgemm)
     quantize_uint8 = staticmethod(int8_quantize.quantize_uint8)
     qlinear_add = staticmethod(int8_quantize.qlinear_add)

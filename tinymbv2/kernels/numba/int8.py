@@ -564,6 +564,7 @@ def prepare_qlinear_conv2d(x_scale, x_zero_point, x_dtype, wq, w_scale, w_zero_p
     def conv(xq, aq=None):
         ho, wo = prepared_input(fn, xq, x_dtype, c, kernel, stride, padding, dilation)
         return prepared(xq, ho, wo, aq)
+    conv.prepared = prepared  # what ``int8_block.prepare_qlinear_block`` fuses
     return conv
 
 

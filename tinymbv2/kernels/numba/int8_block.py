@@ -1,0 +1,284 @@
+r"""A whole int8 inverted residual block in one kernel, band by band: its tensors stay in the cache.
+
+Run layer by layer (``int8.py``'s prepared convolutions), a block writes its expanded
+tensor E to memory and reads it back for the depthwise filter, then writes the filter's
+output D and reads it back, as quads, for the projection: at 224 px batch 8 block 2's E
+alone is 8 x 96 x 112 x 112 bytes = 9.2 MiB, more than the cores' L2 caches hold. Here
+one task is a band of output rows of one image (``block.band_rows``, ``block.even_tasks``):
+
+1. the band's input rows (its output rows at the stride, and the filter's halo of one row
+   above and below, clipped to the image) go through the expansion's GEMM
+   (``int8_dot.dot_rows4x64`` on the quads of x, laid out once for the whole batch by
+   ``int8._quads``), requantized into a band of E, (Ch, rows, W) uint8, in the cache (a
+   block without expansion reads x's rows instead);
+2. four channels at a time, each plane of E is copied centred as float32 into
+   ``int8_depthwise``'s padded phase planes (the band's rows; zero rows where the band
+   meets the image's top or bottom), filtered and requantized, and the four channels are
+   packed into D's quads, (Ch / 4, pixels) int32 words, the projection's operand;
+3. the projection's GEMM requantizes into the output (N, Co, Ho, Wo), and, where the block
+   has a residual sum, adds the input in its epilogue as ``int8._gemm_quads`` does.
+
+The arithmetic is each layer's own, operation by operation (``int8._gemm_quads``'s
+requantization, ``int8_depthwise.depthwise3x3``'s float32 sums, exact in any order), so
+the outputs are the integers of the layers run one by one (tests:
+``tests/kernels/test_int8_block.py``); only where the values live changes. The halo rows'
+expansion is computed by both bands that need it (two extra rows of E a band at stride 1,
+one at stride 2).
+
+``prepare_qlinear_block`` takes the block's prepared convolutions (``prepare_qlinear_conv2d``)
+and returns the block where all of them suit the kernel (uint8 activations, the VNNI GEMM's
+1x1 convolutions, the 3x3 depthwise filter, Ch a multiple of 4), else None (the caller
+runs the layers one by one). The block itself runs input planes under ``FROM`` pixels layer
+by layer: at 14 x 14 and 7 x 7 a batch's E fits the caches anyway, and bands of one small
+image each cost more per plane than the layers' runs of images (figures in
+docs/kernels.md, "Int8 inference").
+
+Where the time goes (measured at 224 px batch 8): the requantization of every expanded
+value and the float32 phase planes, as layer by layer; what fusing saves is E's and D's
+trips through memory, about 6% of the network. Writing the expansion's requantized values
+straight into the phase planes (no uint8 band of E) was slower: the 64-pixel chunks of the
+GEMM cut across rows, and the pieces cost more than the copy they saved.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from .cache import CACHE
+from . import pool  # noqa: F401  (starts Numba's pool passive)
+from ..int8_reference import prepared_input
+from .block import band_rows, even_tasks
+from .int8 import _PARALLEL_QUADS, _quads, _quads_parallel
+from .int8_dot import dot_rows4x64
+from .int8_quantize import quantize_value
+from .int8_requant import requant
+
+_JIT = dict(cache=CACHE, boundscheck=False, fastmath=False)
+BAND_BYTES = 1024 * 1024
+"""E + D of one band at most (bytes; ``block.band_rows``): a band stays in a core's L2."""
+EVEN_TASKS_BELOW = 8
+"""Fewer tasks than this are made even (``block.even_tasks``): two threads share them."""
+FROM = 784
+"""Input planes of this many pixels or more (28 x 28 at 224 px) are fused; smaller ones run
+layer by layer, where E fits the caches anyway and the per-plane work of small bands costs
+more than it saves (figures: docs/kernels.md, "Int8 inference"). Read at each call."""
+
+
+@njit(**_JIT)
+def _expand(xb, ae, kbi, base, m, zp, lo, hi, p0, p1, acc, e):
+    """e[i, p - p0] = requant(base[i] + sum_k we[i, k] x[k, p]) for pixels p0 <= p < p1.
+
+    xb: (KBi, P) int32 quads of one image (P past p1 by 64 at least); ae: (Ch4, KBi) int32
+    weight quads; e: (Ch, p1 - p0) uint8; acc: (4, 64) int32 scratch.
+    """
+    ch = e.shape[0]
+    for i0 in range(0, ae.shape[0], 4):
+        for j0 in range(p0, p1, 64):
+            dot_rows4x64(ae, i0, xb, j0, kbi, acc)
+            j1 = min(j0 + 64, p1)
+            for di in range(min(4, ch - i0)):
+                i = i0 + di
+                bi, mi = base[i], m[i]
+                row, erow = acc[di], e[i, j0 - p0:j1 - p0]
+                for j in range(j1 - j0):
+                    erow[j] = requant(np.int32(row[j] + bi), mi, zp, lo, hi)
+
+
+@njit(**_JIT)
+def _phases(src, xr0, xr1, wd, zp, s, top, wq, size, buf):
+    """buf <- the s x s phase planes (``int8_depthwise``) of image rows xr0 .. xr1 - 1 of one
+    plane, centred, as float32; src holds those rows, (xr1 - xr0) x W from its start.
+
+    Image row xr is padded row xr + 1, local row ``xr + 1 - top`` of the band's planes.
+    """
+    zf = np.float32(zp)
+    for xr in range(xr0, xr1):
+        r = xr + 1 - top
+        srow = src[(xr - xr0) * wd:(xr - xr0 + 1) * wd]
+        if s == 1:
+            seg = buf[r * wq + 1:r * wq + 1 + wd]
+            for u in range(wd):
+                seg[u] = np.float32(srow[u]) - zf
+            continue
+        row = (r % 2) * 2 * size + (r // 2) * wq
+        # image column j is padded column j + 1: plane (j + 1) % 2, column (j + 1) // 2
+        ev, od = buf[row + size:row + size + (wd + 1) // 2], buf[row + 1:row + 1 + wd // 2]
+        if wd % 2:  # first: stored after the loop it kept LLVM from vectorising it
+            ev[wd // 2] = np.float32(srow[wd - 1]) - zf
+        for u in range(wd // 2):
+            ev[u] = np.float32(srow[2 * u]) - zf
+            od[u] = np.float32(srow[2 * u + 1]) - zf
+
+
+@njit(**_JIT)
+def _filter(buf, w, ch, s, wq, size, steps, bc, mc, yzp, lo, hi, res):
+    """res[q] = requant(the nine taps of output q (at oh * wq + ow) + bc): ``depthwise3x3``'s sums."""
+    w00, w01, w02, w10, w11, w12, w20, w21, w22 = (w[ch, 0], w[ch, 1], w[ch, 2], w[ch, 3],
+                                                   w[ch, 4], w[ch, 5], w[ch, 6], w[ch, 7],
+                                                   w[ch, 8])
+    if s == 1:
+        r0, r1, r2 = buf[0:], buf[wq:], buf[2 * wq:]
+        for q in range(steps):
+            acc = (w00 * r0[q] + w01 * r0[q + 1] + w02 * r0[q + 2]
+                   + w10 * r1[q] + w11 * r1[q + 1] + w12 * r1[q + 2]
+                   + w20 * r2[q] + w21 * r2[q + 1] + w22 * r2[q + 2])
+            res[q] = requant(np.int32(np.int32(acc) + bc), mc, yzp, lo, hi)
+        return
+    # even padded columns in plane 2a, odd ones in plane 2a + 1 (a: the row parity)
+    e0, o0, e1, o1 = buf[0:], buf[size:], buf[2 * size:], buf[3 * size:]
+    e2, o2 = buf[wq:], buf[wq + size:]
+    for q in range(steps):
+        acc = (w00 * e0[q] + w01 * o0[q] + w02 * e0[q + 1]
+               + w10 * e1[q] + w11 * o1[q] + w12 * e1[q + 1]
+               + w20 * e2[q] + w21 * o2[q] + w22 * e2[q + 1])
+        res[q] = requant(np.int32(np.int32(acc) + bc), mc, yzp, lo, hi)
+
+
+@njit(parallel=True, **_JIT)
+def _blocks(x, xq, ae, e_args, w9, d_args, s, ap, p_args, add, sum_args, rows, y):
+    """The block (module) over tasks (image, band of ``rows`` output rows); y written.
+
+    x: (N, Ci, H, W) uint8; xq: (N, KBi, P64 + 64) its quads (unused without expansion:
+    ae has no rows); e_args, d_args, p_args: each layer's (base or bias, m, zp, lo, hi);
+    w9: (Ch, 9) float32 taps; ap: (Co4, Ch / 4) int32 projection quads; sum_args: the
+    residual sum's float32 constants (``int8._gemm_quads``); y: (N, Co, Ho, Wo) uint8.
+    """
+    n, ci, h, wd = x.shape
+    co, ho, wo = y.shape[1], y.shape[2], y.shape[3]
+    ch = w9.shape[0]
+    expand = ae.shape[0] > 0
+    eb, em, ezp, elo, ehi = e_args
+    dbias, dm, dxzp, dzp, dlo, dhi = d_args
+    pb, pm, pzp, plo, phi = p_args
+    za, sa, zb, sb, inv, z = sum_args
+    bands = (ho + rows - 1) // rows
+    wq = (wd + 2 + s - 1) // s
+    hq_max = (2 * rows + 1) // s + 1 if s == 2 else rows + 2
+    size = hq_max * wq + wq + 2
+    xf = x.reshape(n, ci, h * wd)
+    yf = y.reshape(n, co, ho * wo)
+    for t in prange(n * bands):
+        img, r0 = t // bands, t % bands * rows
+        r1 = min(ho, r0 + rows)
+        hb = r1 - r0
+        top = r0 * s  # the band's first padded row
+        xr0, xr1 = max(0, top - 1), min(h, (r1 - 1) * s + 2)  # its image rows
+        acc = np.empty((4, 64), np.int32)
+        if expand:
+            e = np.empty((ch, (xr1 - xr0) * wd), np.uint8)
+            _expand(xq[img], ae, xq.shape[1], eb, em, ezp, elo, ehi, xr0 * wd, xr1 * wd, acc, e)
+        buf = np.zeros(s * s * size, np.float32)  # the padding's zeros, for every channel
+        steps = hb * wq
+        res = np.empty((4, steps), np.uint8)
+        pix = hb * wo
+        d = np.empty((ch // 4, pix + (-pix % 64)), np.int32)
+        for q4 in range(ch // 4):
+            for k in range(4):
+                c = 4 * q4 + k
+                if expand:
+                    _phases(e[c], xr0, xr1, wd, dxzp, s, top, wq, size, buf)
+                else:
+                    _phases(xf[img, c, xr0 * wd:], xr0, xr1, wd, dxzp, s, top, wq, size, buf)
+                _filter(buf, w9, c, s, wq, size, steps, dbias[c], dm[c], dzp, dlo, dhi, res[k])
+            drow = d[q4]
+            for oh in range(hb):
+                a0, a1 = res[0, oh * wq:oh * wq + wo], res[1, oh * wq:oh * wq + wo]
+                a2, a3 = res[2, oh * wq:oh * wq + wo], res[3, oh * wq:oh * wq + wo]
+                seg = drow[oh * wo:(oh + 1) * wo]
+                for u in range(wo):
+                    seg[u] = (np.int32(a0[u]) | np.int32(a1[u]) << 8 | np.int32(a2[u]) << 16
+                              | np.int32(a3[u]) << 24)
+        for i0 in range(0, ap.shape[0], 4):
+            for j0 in range(0, pix, 64):
+                dot_rows4x64(ap, i0, d, j0, ch // 4, acc)
+                j1 = min(j0 + 64, pix)
+                for di in range(min(4, co - i0)):
+                    i = i0 + di
+                    bi, mi = pb[i], pm[i]
+                    row, orow = acc[di], yf[img, i, r0 * wo + j0:r0 * wo + j1]
+                    if add:
+                        rrow = xf[img, i, r0 * wo + j0:r0 * wo + j1]
+                        for j in range(j1 - j0):
+                            v = requant(np.int32(row[j] + bi), mi, pzp, plo, phi)
+                            total = (np.float32(rrow[j]) - za) * sa + (np.float32(v) - zb) * sb
+                            orow[j] = quantize_value(total, inv, z)
+                        continue
+                    for j in range(j1 - j0):
+                        orow[j] = requant(np.int32(row[j] + bi), mi, pzp, plo, phi)
+    return y
+
+
+def _suits(p, path, pointwise=True):
+    """Is prepared convolution p one the fused block takes (uint8 in and out, ``path``)?"""
+    return (p.path == path and p.x_dtype == np.uint8
+            and p.y_dtype == np.uint8 and (path != "vnni" or p.pointwise)
+            and (path != "depthwise" or p.padding == (1, 1)))
+
+
+def prepare_qlinear_block(convs):
+    """The fused block of an inverted residual block's prepared convolutions, or None.
+
+    Args:
+        convs: ``prepare_qlinear_conv2d``'s convolutions in order: the expansion (1x1; left
+            out where the block has none), the depthwise 3x3 (padding 1, stride 1 or 2),
+            the projection (1x1, prepared with ``residual=`` where the block adds its input).
+
+    Returns:
+        ``block(xq)``: xq (N, Ci, H, W) uint8 to the projection's output (N, Co, Ho, Wo)
+        uint8, the integers of the convolutions run one by one; or None where a
+        convolution does not suit the fused kernel (module).
+    """
+    prepared = [getattr(conv, "prepared", None) for conv in convs]
+    if len(prepared) not in (2, 3) or any(p is None for p in prepared):
+        return None
+    expand = prepared[0] if len(prepared) == 3 else None
+    dw, proj = prepared[-2], prepared[-1]
+    if (expand is not None and not _suits(expand, "vnni")) or not _suits(dw, "depthwise") \
+            or not _suits(proj, "vnni") or dw.c % 4 or proj.kb * 4 != dw.c:
+        return None
+    first = expand if expand is not None else dw
+    add = proj.residual is not None
+    if (expand is not None and expand.co != dw.c) or (add and (first.c != proj.co or
+                                                              dw.stride != (1, 1))):
+        return None
+    s = dw.stride[0]
+    ch, co = dw.c, proj.co
+    if expand is not None:
+        ae, e_args = expand.a, (expand.base, expand.m, expand.y_zp, *expand.lo_hi)
+    else:  # the filter reads x itself
+        ae = np.zeros((0, 1), np.int32)
+        e_args = (np.zeros(1, np.int32), np.zeros(1, np.float32), np.int32(0),
+                  np.float32(0), np.float32(0))
+    d_args = (dw.bias, dw.m, dw.x_zp, dw.y_zp, *dw.lo_hi)
+    p_args = (proj.base, proj.m, proj.y_zp, *proj.lo_hi)
+    sum_args = proj.sum_args if add else (np.float32(0),) * 6
+    fn = "prepare_qlinear_block"
+
+    def layered(xq):
+        y = xq
+        for conv in convs[:-1]:
+            y = conv(y)
+        return convs[-1](y, xq) if add else convs[-1](y)
+
+    def block(xq):
+        if xq.ndim == 4 and xq.shape[2] * xq.shape[3] < FROM:
+            return layered(xq)
+        ho, wo = prepared_input(fn, xq, np.uint8, first.c, first.kernel, first.stride,
+                                first.padding, first.dilation)
+        if expand is not None:  # the filter's output size (3x3, padding 1, stride s)
+            ho, wo = (ho - 1) // s + 1, (wo - 1) // s + 1
+        xq = np.ascontiguousarray(xq)
+        n, ci, h, wd = xq.shape
+        if expand is not None:
+            p = h * wd
+            xb = np.empty((n, expand.kb, p + (-p % 64) + 64), np.int32)
+            (_quads_parallel if xb.size >= _PARALLEL_QUADS else _quads)(
+                xq.reshape(n, ci, p), 0, xb)
+        else:
+            xb = np.zeros((1, 1, 1), np.int32)
+        rows = band_rows(ch, wd, wo, s, ho, 1, BAND_BYTES)
+        rows = even_tasks(ho, rows, n, EVEN_TASKS_BELOW)
+        y = np.empty((n, co, ho, wo), np.uint8)
+        return _blocks(xq, xb, ae, e_args, dw.w9, d_args, s, proj.a, p_args, add, sum_args,
+                       rows, y)
+    return block
