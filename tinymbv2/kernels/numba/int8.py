@@ -52,7 +52,7 @@ from .cache import CACHE
 from . import pool  # noqa: F401  (starts Numba's pool passive)
 from ..int8_reference import (output_range, prepared_conv_args, prepared_input,
                               prepared_residual, qgemm_args, qlinear_conv2d_args)
-from .int8_dot import STEP, VNNI, dot_block4x4, dot_rows4x64
+from .int8_dot import STEP, VNNI, dot_block4x4, dot_requant_rows4x64, dot_rows4x64
 from .int8_depthwise import depthwise3x3
 from .int8_requant import requant as _requant
 from .int8_quantize import qlinear_add, quantize_value
@@ -174,6 +174,10 @@ def _gemm_quads(a, b, base, m, zp, lo, hi, scratch, out, add, res, za, sa, zb, s
         bn = b[n]
         for jb in range(sb_):
             j0 = jb * 64
+            if not add:  # the requantization in registers, bytes stored
+                dot_requant_rows4x64(a, i0, bn, j0, kb, base, m, zp, lo, hi, out[n], i0, j0,
+                                     s - j0, min(4, r - i0))
+                continue
             dot_rows4x64(a, i0, bn, j0, kb, acc)
             j1 = min(j0 + 64, s)
             for di in range(min(4, r - i0)):

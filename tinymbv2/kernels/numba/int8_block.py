@@ -49,7 +49,7 @@ from . import pool  # noqa: F401  (starts Numba's pool passive)
 from ..int8_reference import prepared_input
 from .block import band_rows, even_tasks
 from .int8 import _PARALLEL_QUADS, _quads, _quads_parallel
-from .int8_dot import dot_rows4x64
+from .int8_dot import dot_requant_rows4x64, dot_rows4x64
 from .int8_quantize import quantize_value
 from .int8_requant import requant
 
@@ -65,23 +65,17 @@ more than it saves (figures: docs/kernels.md, "Int8 inference"). Read at each ca
 
 
 @njit(**_JIT)
-def _expand(xb, ae, kbi, base, m, zp, lo, hi, p0, p1, acc, e):
+def _expand(xb, ae, kbi, base, m, zp, lo, hi, p0, p1, e):
     """e[i, p - p0] = requant(base[i] + sum_k we[i, k] x[k, p]) for pixels p0 <= p < p1.
 
     xb: (KBi, P) int32 quads of one image (P past p1 by 64 at least); ae: (Ch4, KBi) int32
-    weight quads; e: (Ch, p1 - p0) uint8; acc: (4, 64) int32 scratch.
+    weight quads; e: (Ch, p1 - p0) uint8, written by ``dot_requant_rows4x64``.
     """
     ch = e.shape[0]
     for i0 in range(0, ae.shape[0], 4):
         for j0 in range(p0, p1, 64):
-            dot_rows4x64(ae, i0, xb, j0, kbi, acc)
-            j1 = min(j0 + 64, p1)
-            for di in range(min(4, ch - i0)):
-                i = i0 + di
-                bi, mi = base[i], m[i]
-                row, erow = acc[di], e[i, j0 - p0:j1 - p0]
-                for j in range(j1 - j0):
-                    erow[j] = requant(np.int32(row[j] + bi), mi, zp, lo, hi)
+            dot_requant_rows4x64(ae, i0, xb, j0, kbi, base, m, zp, lo, hi, e, i0, j0 - p0,
+                                 p1 - j0, min(4, ch - i0))
 
 
 @njit(**_JIT)
@@ -166,7 +160,7 @@ def _blocks(x, xq, ae, e_args, w9, d_args, s, ap, p_args, add, sum_args, rows, y
         acc = np.empty((4, 64), np.int32)
         if expand:
             e = np.empty((ch, (xr1 - xr0) * wd), np.uint8)
-            _expand(xq[img], ae, xq.shape[1], eb, em, ezp, elo, ehi, xr0 * wd, xr1 * wd, acc, e)
+            _expand(xq[img], ae, xq.shape[1], eb, em, ezp, elo, ehi, xr0 * wd, xr1 * wd, e)
         buf = np.zeros(s * s * size, np.float32)  # the padding's zeros, for every channel
         steps = hb * wq
         res = np.empty((4, steps), np.uint8)
@@ -190,6 +184,10 @@ def _blocks(x, xq, ae, e_args, w9, d_args, s, ap, p_args, add, sum_args, rows, y
                               | np.int32(a3[u]) << 24)
         for i0 in range(0, ap.shape[0], 4):
             for j0 in range(0, pix, 64):
+                if not add:
+                    dot_requant_rows4x64(ap, i0, d, j0, ch // 4, pb, pm, pzp, plo, phi, yf[img],
+                                         i0, r0 * wo + j0, pix - j0, min(4, co - i0))
+                    continue
                 dot_rows4x64(ap, i0, d, j0, ch // 4, acc)
                 j1 = min(j0 + 64, pix)
                 for di in range(min(4, co - i0)):

@@ -168,3 +168,116 @@ def dot_rows4x64(typingctx, a, i0, b, j0, kb, out):
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+_V16F32, _V16I8 = ir.VectorType(ir.FloatType(), LANES), ir.VectorType(ir.IntType(8), LANES)
+
+
+@intrinsic
+def dot_requant_rows4x64(typingctx, a, i0, b, j0, kb, base, m, zp, lo, hi, out, row, col, count,
+                         rows):
+    r"""``dot_rows4x64``'s sums requantized in registers and stored as bytes into ``out``.
+
+    For r < ``rows`` and c < min(64, ``count``):
+
+    $$\text{out}[\text{row} + r, \text{col} + c] = \text{requant}(S_{r,c} + \text{base}[i_0 + r])$$
+
+    with $S$ the sums of ``dot_rows4x64`` and requant ``int8_requant.requant``'s float32 steps
+    in its order: ``float32(acc) * m[i0 + r]``, clamped to [lo, hi] (``acc * m < lo ? lo``,
+    then ``> hi ? hi``: Numba's ``min(max(f, lo), hi)`` on every number), rounded half to
+    even (``llvm.rint``), converted to int32, plus zp, and stored as its low byte (the value is
+    in the output dtype's range). Sixteen bytes per masked store (the lanes past ``count``
+    write nothing): no int32 scratch between the sums and the output.
+
+    Args:
+        typingctx: Numba's typing context.
+        a: (R4, KB) int32 weight quads, C-contiguous.
+        i0: The first of the four rows of a.
+        b: (KB, P) int32 activation quads, C-contiguous, P at least j0 + 64.
+        j0: The first of the 64 pixels.
+        kb: The number of quads summed.
+        base: (R,) int32: the bias with the zero point taken out (``int8._base``).
+        m: (R,) float32 multipliers.
+        zp: The output's zero point (int32).
+        lo: The float32 lower bound of ``acc * m``.
+        hi: The float32 upper bound.
+        out: (rows, columns) uint8 or int8, C-contiguous.
+        row: out's row for a's row i0.
+        col: out's column for pixel j0.
+        count: The pixels to store (the rest of the 64 are dropped).
+        rows: The rows of the four to store.
+
+    Returns:
+        The signature and the code generator.
+    """
+    if (a.dtype != types.int32 or b.dtype != types.int32 or base.dtype != types.int32
+            or m.dtype != types.float32 or out.dtype not in (types.uint8, types.int8)):
+        return None
+    sig = types.void(a, i0, b, j0, kb, base, m, zp, lo, hi, out, row, col, count, rows)
+
+    def codegen(context, builder, signature, args):
+        module = builder.module
+        i64, i32 = ir.IntType(64), ir.IntType(32)
+        dp = cgutils.get_or_insert_function(
+            module, ir.FunctionType(_V16I32, [_V16I32] * 3), "llvm.x86.avx512.vpdpbusd.512")
+        rint = cgutils.get_or_insert_function(
+            module, ir.FunctionType(_V16F32, [_V16F32]), "llvm.rint.v16f32")
+        masks = ir.VectorType(ir.IntType(1), LANES)
+        store = cgutils.get_or_insert_function(
+            module, ir.FunctionType(ir.VoidType(), [_V16I8, ir.PointerType(), i32, masks]),
+            "llvm.masked.store.v16i8.p0")
+        (a_data, b_data, base_data, m_data, out_data) = (
+            array_data(context, builder, signature.args[i], args[i]) for i in (0, 2, 5, 6, 10))
+        i0_, j0_, kbv, row_, col_, count_, rows_ = as_i64(
+            builder, [args[1], args[3], args[4], args[11], args[12], args[13], args[14]])
+        zp_ = builder.trunc(as_i64(builder, [args[7]])[0], i32)
+        lo_, hi_ = (context.cast(builder, args[k], signature.args[k], types.float32)
+                    for k in (8, 9))
+
+        def stride(k):
+            shape = context.make_array(signature.args[k])(context, builder, args[k]).shape
+            return as_i64(builder, [builder.extract_value(shape, 1)])[0]
+
+        a_stride, b_stride, out_stride = stride(0), stride(2), stride(10)
+
+        def splat(value, vt):
+            one = builder.insert_element(ir.Constant(vt, ir.Undefined), value, ir.Constant(i32, 0))
+            return builder.shuffle_vector(one, ir.Constant(vt, ir.Undefined),
+                                          ir.Constant(_V16I32, [ir.Constant(i32, 0)] * LANES))
+
+        zero = ir.Constant(_V16I32, [ir.Constant(i32, 0)] * LANES)
+        acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(4)] for _ in range(4)]
+        a_rows = [builder.mul(builder.add(i0_, ir.Constant(i64, r)), a_stride) for r in range(4)]
+        with cgutils.for_range(builder, kbv) as loop:
+            b_row = builder.add(builder.mul(loop.index, b_stride), j0_)
+            bv = [builder.load(builder.bitcast(
+                builder.gep(b_data, [builder.add(b_row, ir.Constant(i64, LANES * v))]),
+                _V16I32.as_pointer()), align=4) for v in range(4)]
+            for r in range(4):
+                word = builder.load(builder.gep(a_data, [builder.add(a_rows[r], loop.index)]))
+                w = splat(word, _V16I32)
+                for v in range(4):
+                    builder.store(builder.call(dp, [builder.load(acc[r][v]), bv[v], w]),
+                                  acc[r][v])
+        lo_v, hi_v, zp_v = splat(lo_, _V16F32), splat(hi_, _V16F32), splat(zp_, _V16I32)
+        lane = ir.Constant(ir.VectorType(i64, LANES), list(range(LANES)))
+        for r in range(4):
+            with cgutils.if_likely(builder, builder.icmp_signed("<", ir.Constant(i64, r), rows_)):
+                i = builder.add(i0_, ir.Constant(i64, r))
+                base_v = splat(builder.load(builder.gep(base_data, [i])), _V16I32)
+                m_v = splat(builder.load(builder.gep(m_data, [i])), _V16F32)
+                out_row = builder.add(builder.mul(builder.add(row_, ir.Constant(i64, r)),
+                                                  out_stride), col_)
+                for v in range(4):
+                    s = builder.add(builder.load(acc[r][v]), base_v)
+                    f = builder.fmul(builder.sitofp(s, _V16F32), m_v)
+                    f = builder.select(builder.fcmp_ordered("<", f, lo_v), lo_v, f)
+                    f = builder.select(builder.fcmp_ordered(">", f, hi_v), hi_v, f)
+                    q = builder.add(builder.fptosi(builder.call(rint, [f]), _V16I32), zp_v)
+                    left = builder.sub(count_, ir.Constant(i64, LANES * v))
+                    mask = builder.icmp_signed("<", lane, splat(left, ir.VectorType(i64, LANES)))
+                    p = builder.gep(out_data, [builder.add(out_row, ir.Constant(i64, LANES * v))])
+                    builder.call(store, [builder.trunc(q, _V16I8), p, ir.Constant(i32, 1), mask])
+        return context.get_dummy_value()
+
+    return sig, codegen
