@@ -52,10 +52,10 @@ from .cache import CACHE
 from . import pool  # noqa: F401  (starts Numba's pool passive)
 from ..int8_reference import (output_range, prepared_conv_args, prepared_input,
                               prepared_residual, qgemm_args, qlinear_conv2d_args)
-from .int8_dot import STEP, VNNI, dot_block4x4, dot_requant_rows4x64, dot_rows4x64
+from .int8_dot import STEP, VNNI, dot_block4x4, dot_requant_add_rows4x64, dot_requant_rows4x64
 from .int8_depthwise import depthwise3x3
 from .int8_requant import requant as _requant
-from .int8_quantize import qlinear_add, quantize_value
+from .int8_quantize import qlinear_add
 
 _JIT = dict(cache=CACHE, boundscheck=False, fastmath=False)
 # the quad words (int32) from which ``_quads`` runs as a parallel loop: below, a pass over
@@ -152,14 +152,14 @@ def _gemm_vnni(a, b, base, m, zp, lo, hi, out):
 
 
 @njit(parallel=True, **_JIT)
-def _gemm_quads(a, b, base, m, zp, lo, hi, scratch, out, add, res, za, sa, zb, sb, inv, z):
-    """out[n, i, j] = requant(base[i] + sum_k w[i, k] x[n, k, j]) on ``dot_rows4x64``; where
-    ``add``, QLinearAdd of res and that output instead.
+def _gemm_quads(a, b, base, m, zp, lo, hi, out, add, res, za, sa, zb, sb, inv, z):
+    """out[n, i, j] = requant(base[i] + sum_k w[i, k] x[n, k, j]) on
+    ``dot_requant_rows4x64``; where ``add``, QLinearAdd of res and that output instead
+    (``dot_requant_add_rows4x64``).
 
-    a: (R4, KB) int32 weight quads; b: (N, KB, P64) int32 activation quads (``_quads``);
-    scratch: (tasks, 4, 64) int32, one block per task. One task per (image, 4 rows); the
-    requantization reads each 4 x 64 block from scratch, a loop LLVM vectorises. With
-    ``add``: res (N, R, S) uint8 (scale sa, zero point za, float32), the output's own
+    a: (R4, KB) int32 weight quads; b: (N, KB, P64) int32 activation quads (``_quads``).
+    One task per (image, 4 rows); each 4 x 64 block of sums is requantized in registers and
+    stored as bytes. With ``add``: res (N, R, S) uint8 (scale sa, zero point za, float32), the output's own
     quantization (sb, zb), the sum's ``inv = 1 / scale`` and z; out[n, i, j] =
     ``int8_quantize``'s sum of res[n, i, j] and the requantized output, the same float32
     operations (the residual sum of an inverted residual block in the projection's epilogue,
@@ -170,29 +170,16 @@ def _gemm_quads(a, b, base, m, zp, lo, hi, scratch, out, add, res, za, sa, zb, s
     rb, sb_ = a.shape[0] // 4, b.shape[2] // 64
     for t in prange(n_img * rb):
         n, i0 = t // rb, t % rb * 4
-        acc = scratch[t]
         bn = b[n]
         for jb in range(sb_):
             j0 = jb * 64
-            if not add:  # the requantization in registers, bytes stored
+            # the requantization (and the sum) in registers, bytes stored
+            if add:
+                dot_requant_add_rows4x64(a, i0, bn, j0, kb, base, m, zp, lo, hi, out[n], i0, j0,
+                                         s - j0, min(4, r - i0), res[n], (za, sa, zb, sb, inv, z))
+            else:
                 dot_requant_rows4x64(a, i0, bn, j0, kb, base, m, zp, lo, hi, out[n], i0, j0,
                                      s - j0, min(4, r - i0))
-                continue
-            dot_rows4x64(a, i0, bn, j0, kb, acc)
-            j1 = min(j0 + 64, s)
-            for di in range(min(4, r - i0)):
-                i = i0 + di
-                bi, mi = base[i], m[i]
-                row, orow = acc[di], out[n, i, j0:j1]
-                if add:
-                    rrow = res[n, i, j0:j1]
-                    for j in range(j1 - j0):
-                        y = _requant(np.int32(row[j] + bi), mi, zp, lo, hi)
-                        total = (np.float32(rrow[j]) - za) * sa + (np.float32(y) - zb) * sb
-                        orow[j] = quantize_value(total, inv, z)
-                    continue
-                for j in range(j1 - j0):  # loop-counter indices: no wrap-around test
-                    orow[j] = _requant(np.int32(row[j] + bi), mi, zp, lo, hi)
     return out
 
 
@@ -456,12 +443,11 @@ class _PreparedConv:
             else:  # im2col, written straight into the quad layout
                 _patch_quads(xq, self.flip, self.pad_value, kh, kw, stride[0], stride[1],
                              padding[0], padding[1], ho, wo, b)
-            scratch = np.empty((n * (self.a.shape[0] // 4), 4, 64), np.int32)
             if aq is None:
-                _gemm_quads(self.a, b, self.base, self.m, self.y_zp, lo, hi, scratch,
+                _gemm_quads(self.a, b, self.base, self.m, self.y_zp, lo, hi,
                             out.reshape(n, co, s), False, _NO_RESIDUAL, *_NO_SUM)
             else:
-                _gemm_quads(self.a, b, self.base, self.m, self.y_zp, lo, hi, scratch,
+                _gemm_quads(self.a, b, self.base, self.m, self.y_zp, lo, hi,
                             out.reshape(n, co, s), True,
                             np.ascontiguousarray(aq).reshape(n, co, s), *self.sum_args)
             return out

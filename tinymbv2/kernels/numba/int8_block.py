@@ -49,8 +49,7 @@ from . import pool  # noqa: F401  (starts Numba's pool passive)
 from ..int8_reference import prepared_input
 from .block import band_rows, even_tasks
 from .int8 import _PARALLEL_QUADS, _quads, _quads_parallel
-from .int8_dot import dot_requant_rows4x64, dot_rows4x64
-from .int8_quantize import quantize_value
+from .int8_dot import dot_requant_add_rows4x64, dot_requant_rows4x64
 from .int8_requant import requant
 
 _JIT = dict(cache=CACHE, boundscheck=False, fastmath=False)
@@ -157,7 +156,6 @@ def _blocks(x, xq, ae, e_args, w9, d_args, s, ap, p_args, add, sum_args, rows, y
         hb = r1 - r0
         top = r0 * s  # the band's first padded row
         xr0, xr1 = max(0, top - 1), min(h, (r1 - 1) * s + 2)  # its image rows
-        acc = np.empty((4, 64), np.int32)
         if expand:
             e = np.empty((ch, (xr1 - xr0) * wd), np.uint8)
             _expand(xq[img], ae, xq.shape[1], eb, em, ezp, elo, ehi, xr0 * wd, xr1 * wd, e)
@@ -182,27 +180,16 @@ def _blocks(x, xq, ae, e_args, w9, d_args, s, ap, p_args, add, sum_args, rows, y
                 for u in range(wo):
                     seg[u] = (np.int32(a0[u]) | np.int32(a1[u]) << 8 | np.int32(a2[u]) << 16
                               | np.int32(a3[u]) << 24)
+        sums = (za, sa, zb, sb, inv, z)
         for i0 in range(0, ap.shape[0], 4):
             for j0 in range(0, pix, 64):
-                if not add:
+                if add:
+                    dot_requant_add_rows4x64(ap, i0, d, j0, ch // 4, pb, pm, pzp, plo, phi,
+                                             yf[img], i0, r0 * wo + j0, pix - j0,
+                                             min(4, co - i0), xf[img], sums)
+                else:
                     dot_requant_rows4x64(ap, i0, d, j0, ch // 4, pb, pm, pzp, plo, phi, yf[img],
                                          i0, r0 * wo + j0, pix - j0, min(4, co - i0))
-                    continue
-                dot_rows4x64(ap, i0, d, j0, ch // 4, acc)
-                j1 = min(j0 + 64, pix)
-                for di in range(min(4, co - i0)):
-                    i = i0 + di
-                    bi, mi = pb[i], pm[i]
-                    row, orow = acc[di], yf[img, i, r0 * wo + j0:r0 * wo + j1]
-                    if add:
-                        rrow = xf[img, i, r0 * wo + j0:r0 * wo + j1]
-                        for j in range(j1 - j0):
-                            v = requant(np.int32(row[j] + bi), mi, pzp, plo, phi)
-                            total = (np.float32(rrow[j]) - za) * sa + (np.float32(v) - zb) * sb
-                            orow[j] = quantize_value(total, inv, z)
-                        continue
-                    for j in range(j1 - j0):
-                        orow[j] = requant(np.int32(row[j] + bi), mi, pzp, plo, phi)
     return y
 
 

@@ -173,6 +173,104 @@ def dot_rows4x64(typingctx, a, i0, b, j0, kb, out):
 _V16F32, _V16I8 = ir.VectorType(ir.FloatType(), LANES), ir.VectorType(ir.IntType(8), LANES)
 
 
+def _requant_codegen(add):
+    """The code generator of ``dot_requant_rows4x64`` (``add``: of ``dot_requant_add_rows4x64``)."""
+
+    def codegen(context, builder, signature, args):
+        module = builder.module
+        i64, i32 = ir.IntType(64), ir.IntType(32)
+        dp = cgutils.get_or_insert_function(
+            module, ir.FunctionType(_V16I32, [_V16I32] * 3), "llvm.x86.avx512.vpdpbusd.512")
+        rint = cgutils.get_or_insert_function(
+            module, ir.FunctionType(_V16F32, [_V16F32]), "llvm.rint.v16f32")
+        masks = ir.VectorType(ir.IntType(1), LANES)
+        store = cgutils.get_or_insert_function(
+            module, ir.FunctionType(ir.VoidType(), [_V16I8, ir.PointerType(), i32, masks]),
+            "llvm.masked.store.v16i8.p0")
+        load = cgutils.get_or_insert_function(
+            module, ir.FunctionType(_V16I8, [ir.PointerType(), i32, masks, _V16I8]),
+            "llvm.masked.load.v16i8.p0")
+        (a_data, b_data, base_data, m_data, out_data) = (
+            array_data(context, builder, signature.args[i], args[i]) for i in (0, 2, 5, 6, 10))
+        i0_, j0_, kbv, row_, col_, count_, rows_ = as_i64(
+            builder, [args[1], args[3], args[4], args[11], args[12], args[13], args[14]])
+        zp_ = builder.trunc(as_i64(builder, [args[7]])[0], i32)
+        lo_, hi_ = (context.cast(builder, args[k], signature.args[k], types.float32)
+                    for k in (8, 9))
+
+        def stride(k):
+            shape = context.make_array(signature.args[k])(context, builder, args[k]).shape
+            return as_i64(builder, [builder.extract_value(shape, 1)])[0]
+
+        a_stride, b_stride, out_stride = stride(0), stride(2), stride(10)
+
+        def splat(value, vt):
+            one = builder.insert_element(ir.Constant(vt, ir.Undefined), value, ir.Constant(i32, 0))
+            return builder.shuffle_vector(one, ir.Constant(vt, ir.Undefined),
+                                          ir.Constant(_V16I32, [ir.Constant(i32, 0)] * LANES))
+
+        zero = ir.Constant(_V16I32, [ir.Constant(i32, 0)] * LANES)
+        acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(4)] for _ in range(4)]
+        a_rows = [builder.mul(builder.add(i0_, ir.Constant(i64, r)), a_stride) for r in range(4)]
+        with cgutils.for_range(builder, kbv) as loop:
+            b_row = builder.add(builder.mul(loop.index, b_stride), j0_)
+            bv = [builder.load(builder.bitcast(
+                builder.gep(b_data, [builder.add(b_row, ir.Constant(i64, LANES * v))]),
+                _V16I32.as_pointer()), align=4) for v in range(4)]
+            for r in range(4):
+                word = builder.load(builder.gep(a_data, [builder.add(a_rows[r], loop.index)]))
+                w = splat(word, _V16I32)
+                for v in range(4):
+                    builder.store(builder.call(dp, [builder.load(acc[r][v]), bv[v], w]),
+                                  acc[r][v])
+        lo_v, hi_v, zp_v = splat(lo_, _V16F32), splat(hi_, _V16F32), splat(zp_, _V16I32)
+        if add:  # QLinearAdd's float32 constants (int8_quantize.qlinear_add's order)
+            res_data = array_data(context, builder, signature.args[15], args[15])
+            za, sa, zb, sb, inv, z = (splat(builder.extract_value(args[16], k), _V16F32)
+                                      for k in range(6))
+            f_zero = ir.Constant(_V16F32, [ir.Constant(ir.FloatType(), 0.0)] * LANES)
+            f_255 = ir.Constant(_V16F32, [ir.Constant(ir.FloatType(), 255.0)] * LANES)
+            b_zero = ir.Constant(_V16I8, [ir.Constant(ir.IntType(8), 0)] * LANES)
+        lane = ir.Constant(ir.VectorType(i64, LANES), list(range(LANES)))
+        for r in range(4):
+            with cgutils.if_likely(builder, builder.icmp_signed("<", ir.Constant(i64, r), rows_)):
+                i = builder.add(i0_, ir.Constant(i64, r))
+                base_v = splat(builder.load(builder.gep(base_data, [i])), _V16I32)
+                m_v = splat(builder.load(builder.gep(m_data, [i])), _V16F32)
+                out_row = builder.add(builder.mul(builder.add(row_, ir.Constant(i64, r)),
+                                                  out_stride), col_)
+                for v in range(4):
+                    s = builder.add(builder.load(acc[r][v]), base_v)
+                    f = builder.fmul(builder.sitofp(s, _V16F32), m_v)
+                    f = builder.select(builder.fcmp_ordered("<", f, lo_v), lo_v, f)
+                    f = builder.select(builder.fcmp_ordered(">", f, hi_v), hi_v, f)
+                    q = builder.add(builder.fptosi(builder.call(rint, [f]), _V16I32), zp_v)
+                    left = builder.sub(count_, ir.Constant(i64, LANES * v))
+                    mask = builder.icmp_signed("<", lane, splat(left, ir.VectorType(i64, LANES)))
+                    at = builder.add(out_row, ir.Constant(i64, LANES * v))
+                    if add:  # (float32(res) - za) sa + (float32(q) - zb) sb, quantized
+                        rv = builder.call(load, [builder.gep(res_data, [at]), ir.Constant(i32, 1),
+                                                 mask, b_zero])
+                        rf = builder.uitofp(rv, _V16F32)
+                        total = builder.fadd(builder.fmul(builder.fsub(rf, za), sa),
+                                             builder.fmul(builder.fsub(builder.sitofp(
+                                                 q, _V16F32), zb), sb))
+                        t = builder.fadd(builder.call(rint, [builder.fmul(total, inv)]), z)
+                        t = builder.select(builder.fcmp_ordered("<", t, f_zero), f_zero, t)
+                        t = builder.select(builder.fcmp_ordered(">", t, f_255), f_255, t)
+                        q = builder.fptosi(t, _V16I32)
+                    builder.call(store, [builder.trunc(q, _V16I8), builder.gep(out_data, [at]),
+                                         ir.Constant(i32, 1), mask])
+        return context.get_dummy_value()
+
+    return codegen
+
+
+def _requant_types_ok(a, b, base, m, out):
+    return (a.dtype == types.int32 and b.dtype == types.int32 and base.dtype == types.int32
+            and m.dtype == types.float32 and out.dtype in (types.uint8, types.int8))
+
+
 @intrinsic
 def dot_requant_rows4x64(typingctx, a, i0, b, j0, kb, base, m, zp, lo, hi, out, row, col, count,
                          rows):
@@ -210,74 +308,46 @@ def dot_requant_rows4x64(typingctx, a, i0, b, j0, kb, base, m, zp, lo, hi, out, 
     Returns:
         The signature and the code generator.
     """
-    if (a.dtype != types.int32 or b.dtype != types.int32 or base.dtype != types.int32
-            or m.dtype != types.float32 or out.dtype not in (types.uint8, types.int8)):
+    if not _requant_types_ok(a, b, base, m, out):
         return None
     sig = types.void(a, i0, b, j0, kb, base, m, zp, lo, hi, out, row, col, count, rows)
+    return sig, _requant_codegen(False)
 
-    def codegen(context, builder, signature, args):
-        module = builder.module
-        i64, i32 = ir.IntType(64), ir.IntType(32)
-        dp = cgutils.get_or_insert_function(
-            module, ir.FunctionType(_V16I32, [_V16I32] * 3), "llvm.x86.avx512.vpdpbusd.512")
-        rint = cgutils.get_or_insert_function(
-            module, ir.FunctionType(_V16F32, [_V16F32]), "llvm.rint.v16f32")
-        masks = ir.VectorType(ir.IntType(1), LANES)
-        store = cgutils.get_or_insert_function(
-            module, ir.FunctionType(ir.VoidType(), [_V16I8, ir.PointerType(), i32, masks]),
-            "llvm.masked.store.v16i8.p0")
-        (a_data, b_data, base_data, m_data, out_data) = (
-            array_data(context, builder, signature.args[i], args[i]) for i in (0, 2, 5, 6, 10))
-        i0_, j0_, kbv, row_, col_, count_, rows_ = as_i64(
-            builder, [args[1], args[3], args[4], args[11], args[12], args[13], args[14]])
-        zp_ = builder.trunc(as_i64(builder, [args[7]])[0], i32)
-        lo_, hi_ = (context.cast(builder, args[k], signature.args[k], types.float32)
-                    for k in (8, 9))
 
-        def stride(k):
-            shape = context.make_array(signature.args[k])(context, builder, args[k]).shape
-            return as_i64(builder, [builder.extract_value(shape, 1)])[0]
+@intrinsic
+def dot_requant_add_rows4x64(typingctx, a, i0, b, j0, kb, base, m, zp, lo, hi, out, row, col,
+                             count, rows, res, sums):
+    r"""``dot_requant_rows4x64`` with ``QLinearAdd`` of res in the epilogue: out[row + r, col + c]
+    = quantize((float32(res[row + r, col + c]) - za) sa + (float32(y) - zb) sb) with y the
+    requantized output (``int8_quantize``'s operations in their order: times ``inv``, rounded
+    half to even, plus z, clamped to [0, 255]).
 
-        a_stride, b_stride, out_stride = stride(0), stride(2), stride(10)
+    Args:
+        typingctx: Numba's typing context.
+        a: As ``dot_requant_rows4x64``.
+        i0: As ``dot_requant_rows4x64``.
+        b: As ``dot_requant_rows4x64``.
+        j0: As ``dot_requant_rows4x64``.
+        kb: As ``dot_requant_rows4x64``.
+        base: As ``dot_requant_rows4x64``.
+        m: As ``dot_requant_rows4x64``.
+        zp: As ``dot_requant_rows4x64``.
+        lo: As ``dot_requant_rows4x64``.
+        hi: As ``dot_requant_rows4x64``.
+        out: (rows, columns) uint8 (or int8: the same bytes), C-contiguous.
+        row: As ``dot_requant_rows4x64``.
+        col: As ``dot_requant_rows4x64``.
+        count: As ``dot_requant_rows4x64``.
+        rows: As ``dot_requant_rows4x64``.
+        res: The residual, uint8, out's shape, C-contiguous.
+        sums: ``(za, sa, zb, sb, inv, z)``, float32: the residual's zero point and scale, the
+            output's, the sum's ``1 / scale`` and zero point.
 
-        def splat(value, vt):
-            one = builder.insert_element(ir.Constant(vt, ir.Undefined), value, ir.Constant(i32, 0))
-            return builder.shuffle_vector(one, ir.Constant(vt, ir.Undefined),
-                                          ir.Constant(_V16I32, [ir.Constant(i32, 0)] * LANES))
-
-        zero = ir.Constant(_V16I32, [ir.Constant(i32, 0)] * LANES)
-        acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(4)] for _ in range(4)]
-        a_rows = [builder.mul(builder.add(i0_, ir.Constant(i64, r)), a_stride) for r in range(4)]
-        with cgutils.for_range(builder, kbv) as loop:
-            b_row = builder.add(builder.mul(loop.index, b_stride), j0_)
-            bv = [builder.load(builder.bitcast(
-                builder.gep(b_data, [builder.add(b_row, ir.Constant(i64, LANES * v))]),
-                _V16I32.as_pointer()), align=4) for v in range(4)]
-            for r in range(4):
-                word = builder.load(builder.gep(a_data, [builder.add(a_rows[r], loop.index)]))
-                w = splat(word, _V16I32)
-                for v in range(4):
-                    builder.store(builder.call(dp, [builder.load(acc[r][v]), bv[v], w]),
-                                  acc[r][v])
-        lo_v, hi_v, zp_v = splat(lo_, _V16F32), splat(hi_, _V16F32), splat(zp_, _V16I32)
-        lane = ir.Constant(ir.VectorType(i64, LANES), list(range(LANES)))
-        for r in range(4):
-            with cgutils.if_likely(builder, builder.icmp_signed("<", ir.Constant(i64, r), rows_)):
-                i = builder.add(i0_, ir.Constant(i64, r))
-                base_v = splat(builder.load(builder.gep(base_data, [i])), _V16I32)
-                m_v = splat(builder.load(builder.gep(m_data, [i])), _V16F32)
-                out_row = builder.add(builder.mul(builder.add(row_, ir.Constant(i64, r)),
-                                                  out_stride), col_)
-                for v in range(4):
-                    s = builder.add(builder.load(acc[r][v]), base_v)
-                    f = builder.fmul(builder.sitofp(s, _V16F32), m_v)
-                    f = builder.select(builder.fcmp_ordered("<", f, lo_v), lo_v, f)
-                    f = builder.select(builder.fcmp_ordered(">", f, hi_v), hi_v, f)
-                    q = builder.add(builder.fptosi(builder.call(rint, [f]), _V16I32), zp_v)
-                    left = builder.sub(count_, ir.Constant(i64, LANES * v))
-                    mask = builder.icmp_signed("<", lane, splat(left, ir.VectorType(i64, LANES)))
-                    p = builder.gep(out_data, [builder.add(out_row, ir.Constant(i64, LANES * v))])
-                    builder.call(store, [builder.trunc(q, _V16I8), p, ir.Constant(i32, 1), mask])
-        return context.get_dummy_value()
-
-    return sig, codegen
+    Returns:
+        The signature and the code generator.
+    """
+    if (not _requant_types_ok(a, b, base, m, out) or res.dtype != types.uint8
+            or sums != types.UniTuple(types.float32, 6)):
+        return None
+    sig = types.void(a, i0, b, j0, kb, base, m, zp, lo, hi, out, row, col, count, rows, res, sums)
+    return sig, _requant_codegen(True)
