@@ -54,6 +54,7 @@ from ..int8_reference import (output_range, prepared_conv_args, prepared_input,
                               prepared_residual, qgemm_args, qlinear_conv2d_args)
 from .int8_dot import STEP, VNNI, dot_block4x4, dot_requant_add_rows4x64, dot_requant_rows4x64
 from .int8_depthwise import depthwise3x3
+from .int8_filter import depthwise3x3_rows, zero_point_sums
 from .int8_requant import requant as _requant
 from .int8_quantize import qlinear_add
 
@@ -380,6 +381,7 @@ class _PreparedConv:
             self.path = "depthwise"
             self.w9 = np.ascontiguousarray(wq.reshape(co, 9).astype(np.float32))
             self.bias, self.x_zp = bias, np.int32(x_zp)
+            self.zsum = zero_point_sums(self.w9, x_zp)  # int8_filter's zero-point term
         elif dilation != (1, 1) or groups != 1:
             self.path, self.reference = "reference", reference
         elif VNNI:
@@ -431,6 +433,10 @@ class _PreparedConv:
         lo, hi = self.lo_hi
         out = np.empty((n, co, ho, wo), self.y_dtype)  # see kernels.numba on allocation
         if self.path == "depthwise":
+            if VNNI:  # AVX-512: the filter on the bytes, in registers
+                return depthwise3x3_rows(xq, self.w9, self.x_zp, stride[0], padding[0],
+                                         padding[1], self.bias, self.m, self.zsum, self.y_zp, lo,
+                                         hi, out)
             return depthwise3x3(xq, self.w9, self.x_zp, stride[0], padding[0], padding[1],
                                 self.bias, self.m, self.y_zp, lo, hi, min(c, 32), out)
         s = ho * wo

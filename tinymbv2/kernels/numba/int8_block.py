@@ -50,6 +50,7 @@ from ..int8_reference import prepared_input
 from .block import band_rows, even_tasks
 from .int8 import _PARALLEL_QUADS, _quads, _quads_parallel
 from .int8_dot import dot_requant_add_rows4x64, dot_requant_rows4x64
+from .int8_filter import filter_rows_q, zero_point_sums
 from .int8_requant import requant
 
 _JIT = dict(cache=CACHE, boundscheck=False, fastmath=False)
@@ -128,7 +129,7 @@ def _filter(buf, w, ch, s, wq, size, steps, bc, mc, yzp, lo, hi, res):
 
 
 @njit(parallel=True, **_JIT)
-def _blocks(x, xq, ae, e_args, w9, d_args, s, ap, p_args, add, sum_args, rows, y):
+def _blocks(x, xq, ae, e_args, w9, zsum, d_args, s, ap, p_args, add, sum_args, rows, y):
     """The block (module) over tasks (image, band of ``rows`` output rows); y written.
 
     x: (N, Ci, H, W) uint8; xq: (N, KBi, P64 + 64) its quads (unused without expansion:
@@ -145,9 +146,6 @@ def _blocks(x, xq, ae, e_args, w9, d_args, s, ap, p_args, add, sum_args, rows, y
     pb, pm, pzp, plo, phi = p_args
     za, sa, zb, sb, inv, z = sum_args
     bands = (ho + rows - 1) // rows
-    wq = (wd + 2 + s - 1) // s
-    hq_max = (2 * rows + 1) // s + 1 if s == 2 else rows + 2
-    size = hq_max * wq + wq + 2
     xf = x.reshape(n, ci, h * wd)
     yf = y.reshape(n, co, ho * wo)
     for t in prange(n * bands):
@@ -156,30 +154,24 @@ def _blocks(x, xq, ae, e_args, w9, d_args, s, ap, p_args, add, sum_args, rows, y
         hb = r1 - r0
         top = r0 * s  # the band's first padded row
         xr0, xr1 = max(0, top - 1), min(h, (r1 - 1) * s + 2)  # its image rows
+        e = np.empty((ch if expand else 0, (xr1 - xr0) * wd), np.uint8)
         if expand:
-            e = np.empty((ch, (xr1 - xr0) * wd), np.uint8)
             _expand(xq[img], ae, xq.shape[1], eb, em, ezp, elo, ehi, xr0 * wd, xr1 * wd, e)
-        buf = np.zeros(s * s * size, np.float32)  # the padding's zeros, for every channel
-        steps = hb * wq
-        res = np.empty((4, steps), np.uint8)
         pix = hb * wo
+        res = np.empty((4, pix), np.uint8)
         d = np.empty((ch // 4, pix + (-pix % 64)), np.int32)
         for q4 in range(ch // 4):
             for k in range(4):
                 c = 4 * q4 + k
-                if expand:
-                    _phases(e[c], xr0, xr1, wd, dxzp, s, top, wq, size, buf)
-                else:
-                    _phases(xf[img, c, xr0 * wd:], xr0, xr1, wd, dxzp, s, top, wq, size, buf)
-                _filter(buf, w9, c, s, wq, size, steps, dbias[c], dm[c], dzp, dlo, dhi, res[k])
+                src = e[c] if expand else xf[img, c]
+                first = xr0 if expand else 0  # the image row at src's start
+                filter_rows_q(src, first, h, w9, c, s, 1, 1, wd, wo, r0, r1, dbias[c], dm[c],
+                              zsum[c], dxzp, dzp, dlo, dhi, res[k], 0)
             drow = d[q4]
-            for oh in range(hb):
-                a0, a1 = res[0, oh * wq:oh * wq + wo], res[1, oh * wq:oh * wq + wo]
-                a2, a3 = res[2, oh * wq:oh * wq + wo], res[3, oh * wq:oh * wq + wo]
-                seg = drow[oh * wo:(oh + 1) * wo]
-                for u in range(wo):
-                    seg[u] = (np.int32(a0[u]) | np.int32(a1[u]) << 8 | np.int32(a2[u]) << 16
-                              | np.int32(a3[u]) << 24)
+            a0, a1, a2, a3 = res[0], res[1], res[2], res[3]
+            for u in range(pix):
+                drow[u] = (np.int32(a0[u]) | np.int32(a1[u]) << 8 | np.int32(a2[u]) << 16
+                           | np.int32(a3[u]) << 24)
         sums = (za, sa, zb, sb, inv, z)
         for i0 in range(0, ap.shape[0], 4):
             for j0 in range(0, pix, 64):
@@ -234,7 +226,8 @@ def prepare_qlinear_block(convs):
         ae = np.zeros((0, 1), np.int32)
         e_args = (np.zeros(1, np.int32), np.zeros(1, np.float32), np.int32(0),
                   np.float32(0), np.float32(0))
-    d_args = (dw.bias, dw.m, dw.x_zp, dw.y_zp, *dw.lo_hi)
+    d_args = (dw.bias, dw.m, np.uint8(dw.x_zp), dw.y_zp, *dw.lo_hi)
+    zsum = zero_point_sums(dw.w9, dw.x_zp)
     p_args = (proj.base, proj.m, proj.y_zp, *proj.lo_hi)
     sum_args = proj.sum_args if add else (np.float32(0),) * 6
     fn = "prepare_qlinear_block"
@@ -264,6 +257,6 @@ def prepare_qlinear_block(convs):
         rows = band_rows(ch, wd, wo, s, ho, 1, BAND_BYTES)
         rows = even_tasks(ho, rows, n, EVEN_TASKS_BELOW)
         y = np.empty((n, co, ho, wo), np.uint8)
-        return _blocks(xq, xb, ae, e_args, dw.w9, d_args, s, proj.a, p_args, add, sum_args,
+        return _blocks(xq, xb, ae, e_args, dw.w9, zsum, d_args, s, proj.a, p_args, add, sum_args,
                        rows, y)
     return block
