@@ -75,7 +75,6 @@ CASES = [  # (n, ci, ch, co, h, w, stride, expansion, residual sum)
 @pytest.mark.parametrize("threads", [1, 2])
 def test_the_fused_block_is_its_layers_integers(monkeypatch, case, band_bytes, threads):
     n, ci, ch, co, h, w, s, expand, add = case
-    monkeypatch.setattr(int8_block, "FROM", 0)
     monkeypatch.setattr(int8_block, "BAND_BYTES", band_bytes)
     convs = _block(NUMBA, 7, ci, ch, co, s, expand, add)
     block = NUMBA.prepare_qlinear_block(convs)
@@ -93,22 +92,6 @@ def test_the_fused_block_is_its_layers_integers(monkeypatch, case, band_bytes, t
     np.testing.assert_array_equal(want, reference)
     np.testing.assert_array_equal(got, want)
     assert len(np.unique(got)) > 10  # the case reaches many integers, not only the clamps
-
-
-def test_small_planes_run_layer_by_layer_with_the_same_integers(monkeypatch):
-    """Under ``FROM`` input pixels the block runs its layers (module): the same result."""
-    convs = _block(NUMBA, 3, 16, 64, 16, 1, True, True)
-    xq = np.random.default_rng(2).integers(0, 256, (2, 16, 6, 6)).astype(np.uint8)
-    calls = []
-    real = int8_block._blocks
-    monkeypatch.setattr(int8_block, "_blocks", lambda *a: calls.append(1) or real(*a))
-    block = NUMBA.prepare_qlinear_block(convs)
-    want = _layered(convs, xq, True)
-    np.testing.assert_array_equal(block(xq), want)  # 36 pixels < FROM: layered
-    assert calls == []
-    monkeypatch.setattr(int8_block, "FROM", 36)
-    np.testing.assert_array_equal(block(xq), want)
-    assert calls == [1]
 
 
 def test_blocks_the_kernel_does_not_take_are_left_to_the_layers():
@@ -133,8 +116,7 @@ def test_blocks_the_kernel_does_not_take_are_left_to_the_layers():
     assert not hasattr(REFERENCE, "prepare_qlinear_block")
 
 
-def test_the_fused_block_checks_its_input(monkeypatch):
-    monkeypatch.setattr(int8_block, "FROM", 0)
+def test_the_fused_block_checks_its_input():
     block = NUMBA.prepare_qlinear_block(_block(NUMBA, 1, 8, 32, 8, 1, True, False))
     with pytest.raises(TypeError, match=r"prepare_qlinear_block: xq must be .*uint8.*, got "
                                         r"ndarray int8"):
@@ -148,7 +130,6 @@ def test_int8net_with_fused_blocks_is_int8net_layer_by_layer(monkeypatch, batch)
     from benchmarks.int8_inference import build, images
     from tinymbv2.quant.int8_net import _Block
 
-    monkeypatch.setattr(int8_block, "FROM", 0)
     _, int8, _ = build(48, 2)
     x = images(batch, 48, seed=batch)
     monkeypatch.setattr(_Block, "FUSE", False)

@@ -8,36 +8,27 @@ one task is a band of output rows of one image (``block.band_rows``, ``block.eve
 
 1. the band's input rows (its output rows at the stride, and the filter's halo of one row
    above and below, clipped to the image) go through the expansion's GEMM
-   (``int8_dot.dot_rows4x64`` on the quads of x, laid out once for the whole batch by
-   ``int8._quads``), requantized into a band of E, (Ch, rows, W) uint8, in the cache (a
+   (``int8_dot.dot_requant_rows4x64`` on the quads of x, laid out once for the whole batch
+   by ``int8._quads``), requantized into a band of E, (Ch, rows, W) uint8, in the cache (a
    block without expansion reads x's rows instead);
-2. four channels at a time, each plane of E is copied centred as float32 into
-   ``int8_depthwise``'s padded phase planes (the band's rows; zero rows where the band
-   meets the image's top or bottom), filtered and requantized, and the four channels are
-   packed into D's quads, (Ch / 4, pixels) int32 words, the projection's operand;
+2. four channels at a time, each plane of E is filtered on its bytes
+   (``int8_filter.filter_rows_q``: the band's output rows; the rows outside the image are
+   the padding), and the four channels' bytes are packed into D's quads, (Ch / 4, pixels)
+   int32 words, the projection's operand;
 3. the projection's GEMM requantizes into the output (N, Co, Ho, Wo), and, where the block
-   has a residual sum, adds the input in its epilogue as ``int8._gemm_quads`` does.
+   has a residual sum, adds the input in its epilogue (``dot_requant_add_rows4x64``).
 
-The arithmetic is each layer's own, operation by operation (``int8._gemm_quads``'s
-requantization, ``int8_depthwise.depthwise3x3``'s float32 sums, exact in any order), so
-the outputs are the integers of the layers run one by one (tests:
-``tests/kernels/test_int8_block.py``); only where the values live changes. The halo rows'
-expansion is computed by both bands that need it (two extra rows of E a band at stride 1,
-one at stride 2).
+The arithmetic is each layer's own, operation by operation (the GEMMs' requantization,
+the filter's exact sums), so the outputs are the integers of the layers run one by one
+(tests: ``tests/kernels/test_int8_block.py``); only where the values live changes. The
+halo rows' expansion is computed by both bands that need it (two extra rows of E a band
+at stride 1, one at stride 2).
 
 ``prepare_qlinear_block`` takes the block's prepared convolutions (``prepare_qlinear_conv2d``)
 and returns the block where all of them suit the kernel (uint8 activations, the VNNI GEMM's
-1x1 convolutions, the 3x3 depthwise filter, Ch a multiple of 4), else None (the caller
-runs the layers one by one). The block itself runs input planes under ``FROM`` pixels layer
-by layer: at 14 x 14 and 7 x 7 a batch's E fits the caches anyway, and bands of one small
-image each cost more per plane than the layers' runs of images (figures in
-docs/kernels.md, "Int8 inference").
-
-Where the time goes (measured at 224 px batch 8): the requantization of every expanded
-value and the float32 phase planes, as layer by layer; what fusing saves is E's and D's
-trips through memory, about 6% of the network. Writing the expansion's requantized values
-straight into the phase planes (no uint8 band of E) was slower: the 64-pixel chunks of the
-GEMM cut across rows, and the pieces cost more than the copy they saved.
+1x1 convolutions, the 3x3 depthwise filter with padding 1, Ch a multiple of 4), else None
+(the caller runs the layers one by one). At 224 px it takes all 17 blocks: fused, the 7x7
+and 14x14 ones were faster too (figures in docs/kernels.md, "Int8 inference").
 """
 from __future__ import annotations
 
@@ -51,17 +42,12 @@ from .block import band_rows, even_tasks
 from .int8 import _PARALLEL_QUADS, _quads, _quads_parallel
 from .int8_dot import dot_requant_add_rows4x64, dot_requant_rows4x64
 from .int8_filter import filter_rows_q, zero_point_sums
-from .int8_requant import requant
 
 _JIT = dict(cache=CACHE, boundscheck=False, fastmath=False)
 BAND_BYTES = 1024 * 1024
 """E + D of one band at most (bytes; ``block.band_rows``): a band stays in a core's L2."""
 EVEN_TASKS_BELOW = 8
 """Fewer tasks than this are made even (``block.even_tasks``): two threads share them."""
-FROM = 784
-"""Input planes of this many pixels or more (28 x 28 at 224 px) are fused; smaller ones run
-layer by layer, where E fits the caches anyway and the per-plane work of small bands costs
-more than it saves (figures: docs/kernels.md, "Int8 inference"). Read at each call."""
 
 
 @njit(**_JIT)
@@ -76,56 +62,6 @@ def _expand(xb, ae, kbi, base, m, zp, lo, hi, p0, p1, e):
         for j0 in range(p0, p1, 64):
             dot_requant_rows4x64(ae, i0, xb, j0, kbi, base, m, zp, lo, hi, e, i0, j0 - p0,
                                  p1 - j0, min(4, ch - i0))
-
-
-@njit(**_JIT)
-def _phases(src, xr0, xr1, wd, zp, s, top, wq, size, buf):
-    """buf <- the s x s phase planes (``int8_depthwise``) of image rows xr0 .. xr1 - 1 of one
-    plane, centred, as float32; src holds those rows, (xr1 - xr0) x W from its start.
-
-    Image row xr is padded row xr + 1, local row ``xr + 1 - top`` of the band's planes.
-    """
-    zf = np.float32(zp)
-    for xr in range(xr0, xr1):
-        r = xr + 1 - top
-        srow = src[(xr - xr0) * wd:(xr - xr0 + 1) * wd]
-        if s == 1:
-            seg = buf[r * wq + 1:r * wq + 1 + wd]
-            for u in range(wd):
-                seg[u] = np.float32(srow[u]) - zf
-            continue
-        row = (r % 2) * 2 * size + (r // 2) * wq
-        # image column j is padded column j + 1: plane (j + 1) % 2, column (j + 1) // 2
-        ev, od = buf[row + size:row + size + (wd + 1) // 2], buf[row + 1:row + 1 + wd // 2]
-        if wd % 2:  # first: stored after the loop it kept LLVM from vectorising it
-            ev[wd // 2] = np.float32(srow[wd - 1]) - zf
-        for u in range(wd // 2):
-            ev[u] = np.float32(srow[2 * u]) - zf
-            od[u] = np.float32(srow[2 * u + 1]) - zf
-
-
-@njit(**_JIT)
-def _filter(buf, w, ch, s, wq, size, steps, bc, mc, yzp, lo, hi, res):
-    """res[q] = requant(the nine taps of output q (at oh * wq + ow) + bc): ``depthwise3x3``'s sums."""
-    w00, w01, w02, w10, w11, w12, w20, w21, w22 = (w[ch, 0], w[ch, 1], w[ch, 2], w[ch, 3],
-                                                   w[ch, 4], w[ch, 5], w[ch, 6], w[ch, 7],
-                                                   w[ch, 8])
-    if s == 1:
-        r0, r1, r2 = buf[0:], buf[wq:], buf[2 * wq:]
-        for q in range(steps):
-            acc = (w00 * r0[q] + w01 * r0[q + 1] + w02 * r0[q + 2]
-                   + w10 * r1[q] + w11 * r1[q + 1] + w12 * r1[q + 2]
-                   + w20 * r2[q] + w21 * r2[q + 1] + w22 * r2[q + 2])
-            res[q] = requant(np.int32(np.int32(acc) + bc), mc, yzp, lo, hi)
-        return
-    # even padded columns in plane 2a, odd ones in plane 2a + 1 (a: the row parity)
-    e0, o0, e1, o1 = buf[0:], buf[size:], buf[2 * size:], buf[3 * size:]
-    e2, o2 = buf[wq:], buf[wq + size:]
-    for q in range(steps):
-        acc = (w00 * e0[q] + w01 * o0[q] + w02 * e0[q + 1]
-               + w10 * e1[q] + w11 * o1[q] + w12 * e1[q + 1]
-               + w20 * e2[q] + w21 * o2[q] + w22 * e2[q + 1])
-        res[q] = requant(np.int32(np.int32(acc) + bc), mc, yzp, lo, hi)
 
 
 @njit(parallel=True, **_JIT)
@@ -185,7 +121,7 @@ def _blocks(x, xq, ae, e_args, w9, zsum, d_args, s, ap, p_args, add, sum_args, r
     return y
 
 
-def _suits(p, path, pointwise=True):
+def _suits(p, path):
     """Is prepared convolution p one the fused block takes (uint8 in and out, ``path``)?"""
     return (p.path == path and p.x_dtype == np.uint8
             and p.y_dtype == np.uint8 and (path != "vnni" or p.pointwise)
@@ -232,15 +168,7 @@ def prepare_qlinear_block(convs):
     sum_args = proj.sum_args if add else (np.float32(0),) * 6
     fn = "prepare_qlinear_block"
 
-    def layered(xq):
-        y = xq
-        for conv in convs[:-1]:
-            y = conv(y)
-        return convs[-1](y, xq) if add else convs[-1](y)
-
     def block(xq):
-        if xq.ndim == 4 and xq.shape[2] * xq.shape[3] < FROM:
-            return layered(xq)
         ho, wo = prepared_input(fn, xq, np.uint8, first.c, first.kernel, first.stride,
                                 first.padding, first.dilation)
         if expand is not None:  # the filter's output size (3x3, padding 1, stride s)
