@@ -113,7 +113,7 @@ def test_blocks_the_kernel_does_not_take_are_left_to_the_layers():
         np.full(48, 0.01, np.float32), np.int8(0), np.zeros(48, np.int32), np.float32(0.1),
         np.uint8(0), 1, 0, 1)
     assert NUMBA.prepare_qlinear_block([int8_in, dw, proj]) is None
-    assert not hasattr(REFERENCE, "prepare_qlinear_block")
+    assert REFERENCE.prepare_qlinear_block(_block(REFERENCE, 0, 8, 48, 8, 1)) is None
 
 
 def test_the_fused_block_checks_its_input():

@@ -909,6 +909,19 @@ class ReferenceKernels:
     qlinear_add = staticmethod(int8_reference.qlinear_add)
     dequantize_global_average_pool = staticmethod(int8_reference.dequantize_global_average_pool)
 
+    @staticmethod
+    def prepare_qlinear_block(convs):
+        """A whole inverted residual block as one kernel, where a set has one: here None
+        (the block's layers run one by one, each ``prepare_qlinear_conv2d``'s).
+
+        Args:
+            convs: The block's prepared convolutions, in order.
+
+        Returns:
+            None.
+        """
+        return None
+
     # --------------------------------------------- fused: softmax cross-entropy
     @staticmethod
     def cross_entropy_forward(z, target, weight, label_smoothing, ignore_index):

@@ -18,6 +18,10 @@ uint8 scale and zero point. Running it:
 * a residual sum is ONNX's ``QLinearAdd``: both inputs dequantized, added, quantized to the
   sum's scale, in float32 (``qlinear_add``'s operations; given to the projection's prepared
   convolution, whose kernel may do it in its epilogue);
+* an inverted residual block runs as one kernel where the kernel set has one
+  (``prepare_qlinear_block`` of its prepared convolutions: the numba set's, on AVX-512
+  VNNI, keeps the block's expanded tensor in the cache, band by band), the same integers
+  as its layers one by one;
 * the last feature map is dequantized and averaged over its pixels in one pass (the kernel
   set's ``dequantize_global_average_pool``: the integer sum of each plane, exact, then one
   float64 scaling rounded to float32), and the classifier is the float Linear on the
@@ -124,15 +128,15 @@ class _Block:
         """The kernel set's fused block for this input quantization, or None (made once)."""
         key = (kernels, np.dtype(dtype), float(x_scale), int(x_zero_point))
         if key not in self.fused:
-            prepare, fused = getattr(kernels, "prepare_qlinear_block", None), None
-            if prepare is not None and len(self.convs) > 1:
+            fused = None
+            if len(self.convs) > 1:
                 prepared, s, z = [], x_scale, x_zero_point
                 for i, conv in enumerate(self.convs):
                     last = i == len(self.convs) - 1
                     add = (x_scale, x_zero_point, *self.out) if last and self.out else None
                     prepared.append(conv.prepare(kernels, dtype, s, z, add))
                     dtype, s, z = conv.y_zero_point.dtype, conv.y_scale, conv.y_zero_point
-                fused = prepare(prepared)
+                fused = kernels.prepare_qlinear_block(prepared)
             self.fused[key] = fused
         return self.fused[key]
 

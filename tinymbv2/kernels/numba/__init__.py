@@ -20,7 +20,8 @@ instead of for reading. The package is grouped by op:
   filtering: ``.dense.winograd``), ``.batchnorm``,
   ``.matmul`` (the Linear layer's GEMM), ``.interpolate`` (bilinear and nearest
   resizing), ``.int8`` (int8 inference: QLinearConv and QGemm; its depthwise 3x3 in
-  ``.int8_depthwise``, the image's quantization and QLinearAdd in ``.int8_quantize``, the
+  ``.int8_filter`` (AVX-512) or ``.int8_depthwise``, a whole inverted residual block in
+  ``.int8_block``, the image's quantization and QLinearAdd in ``.int8_quantize``, the
   last map's dequantized global average pool in ``.int8_pool``), and
   the fused kernels
   ``.block`` (a whole inverted residual block for inference), ``.stage`` (the depthwise stage

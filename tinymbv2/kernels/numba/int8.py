@@ -13,8 +13,9 @@ uint8 x int8 products added into each int32 lane, through the intrinsics of ``.i
   are laid out in *quads* (``_quads``; ``_patch_quads`` for im2col, the stem's 27 values
   per pixel): one int32 word per (4 channels, pixel), words of one quad row contiguous
   along the pixels, so that one ``vpdpbusd`` multiplies 16 pixels' quads by one broadcast
-  quad of weights. 4 output channels x 64 pixels per block, the sums requantized from a
-  small scratch in a loop LLVM vectorises;
+  quad of weights. 4 output channels x 64 pixels per block, the sums requantized in the
+  registers and stored as bytes (``int8_dot.dot_requant_rows4x64``; with a residual sum,
+  ``dot_requant_add_rows4x64``);
 * the Linear (``_gemm_vnni``): 4 x 4 dot products along K (long, and only a few rows).
 
 The activations go in raw (int8 ones + 128, as uint8): the zero point comes out as
@@ -25,11 +26,14 @@ activations ($q_x - z_x$, laid out (pixels, channels) by ``_centred_channels_las
 ``_patches``), int32 sums that LLVM vectorises with ``vpmulld`` (about half the float32
 FMA's rate, measured: docs/kernels.md, "Int8 inference").
 
-**The depthwise 3x3** (``.int8_depthwise``, both CPUs, a stride of 1 or 2 along both axes):
-per channel, a centred float32 copy of the batch's planes with their padding (at stride 2
-split into phase planes), then the nine taps of every pixel in one loop with no border
-test (exact: integers below $2^{24}$); other depthwise kernels (5x5, dilation, other
-strides and groupings) go to the reference.
+**The depthwise 3x3** (a stride of 1 or 2 along both axes): on a CPU with AVX-512 VNNI
+``.int8_filter`` (the bytes of each row loaded where they are, widened, summed and
+requantized in vector registers); elsewhere ``.int8_depthwise`` (per channel, a centred
+float32 copy of the batch's planes with their padding, at stride 2 split into phase
+planes, then the nine taps of every pixel in one loop with no border test). Both sum
+integers below $2^{24}$ in float32, exactly. Other depthwise kernels (5x5, dilation,
+other strides and groupings) go to the reference. A whole inverted residual block can run
+as one kernel instead (``.int8_block``, what ``Int8Net`` calls).
 
 Two things kept LLVM from vectorising these loops, found on the way: Numba widens
 ``int32 * int32`` to int64 (so every sum is cast back to int32, which LLVM narrows), and it
@@ -273,6 +277,24 @@ def _quads_parallel(x, flip, out):
     return out
 
 
+def activation_quads(x3, flip, kb, words):
+    """The quads of x3 (``_quads``): (N, KB, ``words``) int32, every word written (zeros past
+    x3's pixels and channels); over the pool's threads for a large map.
+
+    Args:
+        x3: (N, K, P) int8/uint8, C-contiguous.
+        flip: 128 for int8 values (stored as uint8), else 0.
+        kb: KB, the quads (K / 4 rounded up).
+        words: The words per quad row, P or more.
+
+    Returns:
+        The quads.
+    """
+    b = np.empty((x3.shape[0], kb, words), np.int32)
+    (_quads_parallel if b.size >= _PARALLEL_QUADS else _quads)(x3, flip, b)
+    return b
+
+
 def _zero_padded(a, rows, columns):
     """a, C-contiguous, with zero rows and columns added up to (rows, columns): a copy only
     where some are added."""
@@ -441,12 +463,10 @@ class _PreparedConv:
                                 self.bias, self.m, self.y_zp, lo, hi, min(c, 32), out)
         s = ho * wo
         if self.path == "vnni":
-            # a pointwise input's quads: _quads writes every word; im2col ORs into zeros
-            b = (np.empty if self.pointwise else np.zeros)((n, self.kb, s + (-s % 64)), np.int32)
             if self.pointwise:
-                quads = _quads_parallel if b.size >= _PARALLEL_QUADS else _quads
-                quads(xq.reshape(n, c, h * w), self.flip, b)
-            else:  # im2col, written straight into the quad layout
+                b = activation_quads(xq.reshape(n, c, h * w), self.flip, self.kb, s + (-s % 64))
+            else:  # im2col, written straight into the quad layout (OR-ed into zeros)
+                b = np.zeros((n, self.kb, s + (-s % 64)), np.int32)
                 _patch_quads(xq, self.flip, self.pad_value, kh, kw, stride[0], stride[1],
                              padding[0], padding[1], ho, wo, b)
             if aq is None:

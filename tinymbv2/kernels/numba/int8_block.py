@@ -8,9 +8,9 @@ one task is a band of output rows of one image (``block.band_rows``, ``block.eve
 
 1. the band's input rows (its output rows at the stride, and the filter's halo of one row
    above and below, clipped to the image) go through the expansion's GEMM
-   (``int8_dot.dot_requant_rows4x64`` on the quads of x, laid out once for the whole batch
-   by ``int8._quads``), requantized into a band of E, (Ch, rows, W) uint8, in the cache (a
-   block without expansion reads x's rows instead);
+   (``int8_dot.dot_requant_rows4x64`` on the quads of x, laid out once for the whole
+   batch by ``int8.activation_quads``), requantized into a band of E, (Ch, rows, W)
+   uint8, in the cache (a block without expansion reads x's rows instead);
 2. four channels at a time, each plane of E is filtered on its bytes
    (``int8_filter.filter_rows_q``: the band's output rows; the rows outside the image are
    the padding), and the four channels' bytes are packed into D's quads, (Ch / 4, pixels)
@@ -39,7 +39,7 @@ from .cache import CACHE
 from . import pool  # noqa: F401  (starts Numba's pool passive)
 from ..int8_reference import prepared_input
 from .block import band_rows, even_tasks
-from .int8 import _PARALLEL_QUADS, _quads, _quads_parallel
+from .int8 import activation_quads
 from .int8_dot import dot_requant_add_rows4x64, dot_requant_rows4x64
 from .int8_filter import filter_rows_q, zero_point_sums
 
@@ -175,11 +175,9 @@ def prepare_qlinear_block(convs):
             ho, wo = (ho - 1) // s + 1, (wo - 1) // s + 1
         xq = np.ascontiguousarray(xq)
         n, ci, h, wd = xq.shape
-        if expand is not None:
+        if expand is not None:  # 64 words past the last pixel: the GEMM reads 64 at a time
             p = h * wd
-            xb = np.empty((n, expand.kb, p + (-p % 64) + 64), np.int32)
-            (_quads_parallel if xb.size >= _PARALLEL_QUADS else _quads)(
-                xq.reshape(n, ci, p), 0, xb)
+            xb = activation_quads(xq.reshape(n, ci, p), 0, expand.kb, p + (-p % 64) + 64)
         else:
             xb = np.zeros((1, 1, 1), np.int32)
         rows = band_rows(ch, wd, wo, s, ho, 1, BAND_BYTES)

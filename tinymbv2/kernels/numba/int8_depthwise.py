@@ -1,7 +1,8 @@
 r"""The int8 depthwise 3x3 on a padded float32 copy of each plane: no border pixels.
 
 ``qlinear_conv2d`` (``.int8``) sends a depthwise 3x3 here (groups = C = Co, a stride $s$ of
-1 or 2 along both axes). Per (image, channel) plane:
+1 or 2 along both axes) on a CPU without AVX-512 VNNI; with it, ``.int8_filter`` filters
+the bytes in vector registers instead, without this copy. Per (image, channel) plane:
 
 1. the plane is copied, centred ($q_x - z_x$) and as float32, with its padding (the real
    0, so that every output pixel sums its nine taps the same way, with no test for the

@@ -1,7 +1,9 @@
 r"""uint8 x int8 products on AVX-512 VNNI's ``vpdpbusd``, as two Numba intrinsics.
 
 ``dot_rows4x64`` (the convolutions: the broadcast form, below) and ``dot_block4x4`` (the
-Linear: dot products along K).
+Linear: dot products along K); ``dot_requant_rows4x64`` and ``dot_requant_add_rows4x64``
+(the broadcast form with the requantization, and the residual sum, in the registers: the
+convolutions' int32 sums never leave them).
 
 ``vpdpbusd`` multiplies 32 unsigned bytes by 32 signed bytes and adds each group of four
 products to one of eight int32 lanes (256-bit form): 32 multiply-adds per instruction,

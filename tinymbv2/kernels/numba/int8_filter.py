@@ -234,7 +234,15 @@ def filter_rows_q(src, first, height, w9, ch, s, ph, pw, width, wo, r0, r1, bias
 
 
 def zero_point_sums(w9, zp):
-    """float32 ``zp * sum(w9[c])`` per channel c: exact (integers below $2^{24}$)."""
+    """float32 ``zp * sum(w9[c])`` per channel c: exact (integers below $2^{24}$).
+
+    Args:
+        w9: (C, 9) float32: the int8 taps.
+        zp: The input's zero point.
+
+    Returns:
+        (C,) float32.
+    """
     return (np.int64(zp) * w9.astype(np.int64).sum(axis=1)).astype(np.float32)
 
 
