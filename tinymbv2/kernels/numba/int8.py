@@ -164,11 +164,11 @@ def _gemm_quads(a, b, base, m, zp, lo, hi, out, add, res, za, sa, zb, sb, inv, z
 
     a: (R4, KB) int32 weight quads; b: (N, KB, P64) int32 activation quads (``_quads``).
     One task per (image, 4 rows); each 4 x 64 block of sums is requantized in registers and
-    stored as bytes. With ``add``: res (N, R, S) uint8 (scale sa, zero point za, float32), the output's own
-    quantization (sb, zb), the sum's ``inv = 1 / scale`` and z; out[n, i, j] =
-    ``int8_quantize``'s sum of res[n, i, j] and the requantized output, the same float32
-    operations (the residual sum of an inverted residual block in the projection's epilogue,
-    not a pass of its own).
+    stored as bytes. With ``add``: res (N, R, S) uint8 (scale sa, zero point za, float32),
+    the output's own quantization (sb, zb), the sum's ``inv = 1 / scale`` and z;
+    out[n, i, j] = ``int8_quantize``'s sum of res[n, i, j] and the requantized output, the
+    same float32 operations (the residual sum of an inverted residual block in the
+    projection's epilogue, not a pass of its own).
     """
     n_img, r, s = out.shape
     kb = a.shape[1]
