@@ -702,23 +702,38 @@ from layer to layer and fuses each convolution with its activation and residual 
 
 **Int8 against float32, layer by layer** (docs/kernels.md, "Int8 inference", `python -m
 benchmarks.int8_ops`: six layers of MobileNetV2-1.0 at 224 px, batch 8, tinymbv2's int8
-kernel against its float32 conv + BatchNorm + ReLU6 kernel, one thread, medians, on a busy
-2-core machine; see that page for the conditions):
+kernel against its float32 conv + BatchNorm + ReLU6 kernel, one thread, medians of 15,
+2026-12-07, commit `ac714b1`; see that page for the conditions):
 
 | layer | float32 | int8 | int8 / float32 |
 |---|---|---|---|
-| stem 3x3 s2, 3 -> 32 | 3.12 ms | 2.16 ms | 0.69 |
-| expansion 1x1, 24 -> 144 (56 px) | 3.38 ms | 1.35 ms | 0.40 |
-| depthwise 3x3 s1, 144 (56 px) | 3.95 ms | 4.94 ms | 1.25 |
-| depthwise 3x3 s2, 144 (56 -> 28 px) | 2.91 ms | 1.67 ms | 0.57 |
-| projection 1x1, 144 -> 24 (56 px) | 1.83 ms | 1.24 ms | 0.68 |
-| classifier 1280 -> 1000 | 0.37 ms | 0.36 ms | 0.96 |
-| the six | 15.6 ms | 11.7 ms | 0.75 |
+| stem 3x3 s2, 3 -> 32 | 3.52 ms | 1.89 ms | 0.53 |
+| expansion 1x1, 24 -> 144 (56 px) | 3.52 ms | 0.96 ms | 0.27 |
+| depthwise 3x3 s1, 144 (56 px) | 3.19 ms | 1.59 ms | 0.50 |
+| depthwise 3x3 s2, 144 (56 -> 28 px) | 2.62 ms | 0.71 ms | 0.27 |
+| projection 1x1, 144 -> 24 (56 px) | 1.91 ms | 1.01 ms | 0.53 |
+| classifier 1280 -> 1000 | 0.44 ms | 0.42 ms | 0.96 |
+| the six | 15.2 ms | 6.58 ms | 0.43 |
 
-The int8 products gain where there is a GEMM to feed (the 1x1 convolutions, on AVX-512 VNNI's
-four-products-per-lane instruction); the depthwise filter at stride 1, which has few products
-per value loaded, does not. Four times smaller files are certain; faster inference depends on
-the kernels and the machine.
+The 1x1 convolutions gain the most: AVX-512 VNNI's instruction adds four int8 products
+into each 32-bit lane. The depthwise filter has few products per value loaded; it gains
+by reading a quarter of the bytes, widened in the registers. The Linear on a batch of
+eight is too little work to gain.
+
+**The whole network in int8** (docs/benchmarks.md, "Deployment: int8 inference against
+float32", `python -m benchmarks.int8_inference`: MobileNetV2-1.0 at 224 px, per-channel
+int8, two threads each, medians of 11, 2026-12-07, commit `ac714b1`; tinymbv2's `Int8Net`
+runs each inverted residual block as one kernel, its expanded tensor kept in the cache):
+
+| batch | tinymbv2 float32 | tinymbv2 Int8Net | onnxruntime int8 |
+|---|---|---|---|
+| 1 | 8.55 ms | 2.98 ms (0.35x) | 4.18 ms (0.49x) |
+| 8 | 31.29 ms | 14.49 ms (0.46x) | 16.64 ms (0.53x) |
+
+In brackets, the ratio to tinymbv2's float32 time in the same run. Int8 takes less than
+half the float time here, and at this size tinymbv2's int8 kernels run a little ahead of
+onnxruntime's. Four times smaller files are certain; faster inference depends on the
+kernels and the machine, as the 8x8 race above shows.
 
 ## Exercises
 

@@ -1,9 +1,8 @@
 r"""uint8 x int8 products on AVX-512 VNNI's ``vpdpbusd``, as two Numba intrinsics.
 
-``dot_rows4x64`` (the convolutions: the broadcast form, below) and ``dot_block4x4`` (the
-Linear: dot products along K); ``dot_requant_rows4x64`` and ``dot_requant_add_rows4x64``
-(the broadcast form with the requantization, and the residual sum, in the registers: the
-convolutions' int32 sums never leave them).
+``dot_requant_rows4x64`` and ``dot_requant_add_rows4x64`` (the convolutions: the broadcast
+form, with the requantization, and the residual sum, in the registers: the int32 sums
+never leave them) and ``dot_block4x4`` (the Linear: dot products along K).
 
 ``vpdpbusd`` multiplies 32 unsigned bytes by 32 signed bytes and adds each group of four
 products to one of eight int32 lanes (256-bit form): 32 multiply-adds per instruction,
@@ -100,76 +99,10 @@ def dot_block4x4(typingctx, a, i0, b, j0, k):
 
 
 LANES = 16
-"""int32 lanes of a 512-bit vector: the pixels one ``vpdpbusd`` of ``dot_rows4x64`` serves."""
+"""int32 lanes of a 512-bit vector: the pixels one ``vpdpbusd`` of ``dot_requant_rows4x64``
+serves."""
 
 _V16I32 = ir.VectorType(ir.IntType(32), 16)
-
-
-@intrinsic
-def dot_rows4x64(typingctx, a, i0, b, j0, kb, out):
-    r"""out[r, 0:64] = sum over quads q < kb of the 4-term products of a[i0 + r, q] and b[q, j0:j0+64].
-
-    The broadcast form, for sums too short to amortise ``dot_block4x4``'s reductions: a is
-    (R, KB) int32, each value four int8 weights $w_{4q..4q+3}$; b is (KB, P) int32, each
-    value the four uint8 activations of one pixel at channels $4q..4q+3$ (the
-    quad-interleaved layout ``int8._quads`` builds); ``vpdpbusd`` (512-bit) adds the four
-    products into the pixel's lane. Four rows by four vectors of 16 pixels held in sixteen
-    registers; out: (4, 64) int32 scratch, the sums (the requantization reads them there).
-
-    Args:
-        typingctx: Numba's typing context.
-        a: (R, KB) int32 weight quads, C-contiguous.
-        i0: The first of the four rows of a.
-        b: (KB, P) int32 activation quads, C-contiguous, P a multiple of 64.
-        j0: The first of the 64 pixels.
-        kb: The number of quads summed.
-        out: (4, 64) int32, C-contiguous: the sums.
-
-    Returns:
-        The signature and the code generator.
-    """
-    if a.dtype != types.int32 or b.dtype != types.int32 or out.dtype != types.int32:
-        return None
-    sig = types.void(a, i0, b, j0, kb, out)
-
-    def codegen(context, builder, signature, args):
-        module = builder.module
-        dp = cgutils.get_or_insert_function(
-            module, ir.FunctionType(_V16I32, [_V16I32] * 3), "llvm.x86.avx512.vpdpbusd.512")
-        a_data, b_data, out_data = (array_data(context, builder, signature.args[i], args[i])
-                                    for i in (0, 2, 5))
-        i0_, j0_, kbv = as_i64(builder, [args[1], args[3], args[4]])
-        i64, i32 = ir.IntType(64), ir.IntType(32)
-        a_stride = as_i64(builder, [builder.extract_value(
-            context.make_array(signature.args[0])(context, builder, args[0]).shape, 1)])[0]
-        b_stride = as_i64(builder, [builder.extract_value(
-            context.make_array(signature.args[2])(context, builder, args[2]).shape, 1)])[0]
-        zero = ir.Constant(_V16I32, [ir.Constant(i32, 0)] * LANES)
-        acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(4)] for _ in range(4)]
-        a_rows = [builder.mul(builder.add(i0_, ir.Constant(i64, r)), a_stride) for r in range(4)]
-
-        with cgutils.for_range(builder, kbv) as loop:
-            b_row = builder.add(builder.mul(loop.index, b_stride), j0_)
-            bv = [builder.load(builder.bitcast(
-                builder.gep(b_data, [builder.add(b_row, ir.Constant(i64, LANES * v))]),
-                _V16I32.as_pointer()), align=4) for v in range(4)]
-            for r in range(4):
-                word = builder.load(builder.gep(a_data, [builder.add(a_rows[r], loop.index)]))
-                splat = builder.insert_element(ir.Constant(_V16I32, ir.Undefined), word,
-                                               ir.Constant(i32, 0))
-                splat = builder.shuffle_vector(splat, ir.Constant(_V16I32, ir.Undefined),
-                                               ir.Constant(_V16I32, [ir.Constant(i32, 0)] * LANES))
-                for v in range(4):
-                    builder.store(builder.call(dp, [builder.load(acc[r][v]), bv[v], splat]),
-                                  acc[r][v])
-        for r in range(4):
-            for v in range(4):
-                p = builder.gep(out_data, [ir.Constant(i64, r * 64 + LANES * v)])
-                builder.store(builder.load(acc[r][v]), builder.bitcast(p, _V16I32.as_pointer()),
-                              align=4)
-        return context.get_dummy_value()
-
-    return sig, codegen
 
 
 _V16F32, _V16I8 = ir.VectorType(ir.FloatType(), LANES), ir.VectorType(ir.IntType(8), LANES)
@@ -276,13 +209,22 @@ def _requant_types_ok(a, b, base, m, out):
 @intrinsic
 def dot_requant_rows4x64(typingctx, a, i0, b, j0, kb, base, m, zp, lo, hi, out, row, col, count,
                          rows):
-    r"""``dot_rows4x64``'s sums requantized in registers and stored as bytes into ``out``.
+    r"""Four rows of 64 pixels' sums of quad products, requantized in registers and stored as bytes.
 
-    For r < ``rows`` and c < min(64, ``count``):
+    The broadcast form, for sums too short to amortise ``dot_block4x4``'s reductions: a is
+    (R, KB) int32, each value four int8 weights $w_{4q..4q+3}$; b is (KB, P) int32, each
+    value the four uint8 activations of one pixel at channels $4q..4q+3$ (the
+    quad-interleaved layout ``int8._quads`` builds); ``vpdpbusd`` (512-bit) adds the four
+    products into the pixel's lane. Four rows by four vectors of 16 pixels held in sixteen
+    registers:
+
+    $$S_{r,c} = \sum_{q < kb} \sum_{e < 4} a[i_0 + r, q]_e \, b[q, j_0 + c]_e$$
+
+    and for r < ``rows`` and c < min(64, ``count``):
 
     $$\text{out}[\text{row} + r, \text{col} + c] = \text{requant}(S_{r,c} + \text{base}[i_0 + r])$$
 
-    with $S$ the sums of ``dot_rows4x64`` and requant ``int8_requant.requant``'s float32 steps
+    with requant ``int8_requant.requant``'s float32 steps
     in its order: ``float32(acc) * m[i0 + r]``, clamped to [lo, hi] (``acc * m < lo ? lo``,
     then ``> hi ? hi``: Numba's ``min(max(f, lo), hi)`` on every number), rounded half to
     even (``llvm.rint``), converted to int32, plus zp, and stored as its low byte (the value is
