@@ -1,11 +1,20 @@
-r"""The int8 depthwise 3x3 filter on one output row, in vector registers: bytes in, bytes out.
+r"""The int8 depthwise 3x3 filter in vector registers: bytes in, bytes out.
 
-``filter_row_q`` computes one output row of one channel, 16 pixels per vector: each tap's
-16 input bytes come in by a masked load (the lanes outside the image read the input's zero
-point), widened to float32, and are summed with the tap's weight by fused multiply-adds;
-the sum is requantized in the registers and stored as 16 bytes. No padded or centred copy
-of the plane is made (``int8_depthwise`` makes one per channel), so a plane's bytes are
-read where they are: a block's expanded band (``int8_block``) or a layer's input.
+``filter_rows_q`` computes output rows of one channel, 16 pixels per vector, the column
+blocks one after the other and, in each, the rows top to bottom:
+
+    for each block of 16 output columns c0 .. c0 + 15:
+        load the filter's first rows (masked 32-byte loads; outside the image: z_x)
+        for each output row:
+            load the row(s) new to the window, widen the bytes to float32
+            acc = sum of the nine taps times the window's vectors (fused multiply-adds)
+            requantize acc in the registers, store 16 bytes (masked at the row's end)
+            slide the window down (one row at stride 1, two at stride 2)
+
+At stride 1 the three taps of a row are one 32-byte load widened and shifted by 0, 1 and 2
+lanes. No padded or centred copy of the plane is made (``int8_depthwise`` makes one per
+channel), so a plane's bytes are read where they are: a block's expanded band
+(``int8_block``) or a layer's input (``depthwise3x3_rows``).
 
 The arithmetic: with $x$ the input bytes (or $z_x$ in the padding) and $w$ the int8 taps,
 
@@ -67,10 +76,10 @@ def _codegen(stride):
         sig = signature.args
         src_data = array_data(context, b, sig[0], args[0])
         w_data = array_data(context, b, sig[3], args[3])
-        dst_data = array_data(context, b, sig[19], args[19])
+        dst_data = array_data(context, b, sig[18], args[18])
         (first, height, ch, ph, pw, width, wo, r0, r1, dst_at) = as_i64(
             b, [args[1], args[2], args[4], args[5], args[6], args[7], args[8], args[9], args[10],
-                args[20]])
+                args[19]])
         bias = b.trunc(as_i64(b, [args[11]])[0], _I32)
         zp_in = b.trunc(as_i64(b, [args[14]])[0], _I8)
         zp_out = b.trunc(as_i64(b, [args[15]])[0], _I32)
@@ -178,12 +187,12 @@ def _codegen(stride):
 
 def _make(stride):
     def filter_rows(typingctx, src, first, height, w9, ch, ph, pw, width, wo, r0, r1, bias, m,
-                    zsum, zp_in, zp_out, lo, hi, s_unused, dst, dst_at):
+                    zsum, zp_in, zp_out, lo, hi, dst, dst_at):
         if (src.dtype not in (types.uint8, types.int8) or w9.dtype != types.float32
                 or dst.dtype not in (types.uint8, types.int8)):
             return None
         sig = types.void(src, first, height, w9, ch, ph, pw, width, wo, r0, r1, bias, m, zsum,
-                         zp_in, zp_out, lo, hi, s_unused, dst, dst_at)
+                         zp_in, zp_out, lo, hi, dst, dst_at)
         return sig, _codegen(stride)
     return filter_rows
 
@@ -227,10 +236,10 @@ def filter_rows_q(src, first, height, w9, ch, s, ph, pw, width, wo, r0, r1, bias
     """
     if s == 1:
         _rows_s1(src, first, height, w9, ch, ph, pw, width, wo, r0, r1, bias, m, zsum, zp_in,
-                 zp_out, lo, hi, s, dst, dst_at)
+                 zp_out, lo, hi, dst, dst_at)
     else:
         _rows_s2(src, first, height, w9, ch, ph, pw, width, wo, r0, r1, bias, m, zsum, zp_in,
-                 zp_out, lo, hi, s, dst, dst_at)
+                 zp_out, lo, hi, dst, dst_at)
 
 
 def zero_point_sums(w9, zp):
