@@ -41,7 +41,7 @@ from ..int8_reference import prepared_input
 from .block import band_rows, even_tasks
 from .int8 import activation_quads
 from .int8_dot import dot_requant_add_rows4x64, dot_requant_rows4x64
-from .int8_filter import filter_rows_q, zero_point_sums
+from .int8_filter import filter_rows_q
 
 _JIT = dict(cache=CACHE, boundscheck=False, fastmath=False)
 BAND_BYTES = 1024 * 1024
@@ -162,8 +162,7 @@ def prepare_qlinear_block(convs):
         ae = np.zeros((0, 1), np.int32)
         e_args = (np.zeros(1, np.int32), np.zeros(1, np.float32), np.int32(0),
                   np.float32(0), np.float32(0))
-    d_args = (dw.bias, dw.m, np.uint8(dw.x_zp), dw.y_zp, *dw.lo_hi)
-    zsum = zero_point_sums(dw.w9, dw.x_zp)
+    d_args = (dw.bias, dw.m, dw.x_zp, dw.y_zp, *dw.lo_hi)
     p_args = (proj.base, proj.m, proj.y_zp, *proj.lo_hi)
     sum_args = proj.sum_args if add else (np.float32(0),) * 6
     fn = "prepare_qlinear_block"
@@ -183,6 +182,6 @@ def prepare_qlinear_block(convs):
         rows = band_rows(ch, wd, wo, s, ho, 1, BAND_BYTES)
         rows = even_tasks(ho, rows, n, EVEN_TASKS_BELOW)
         y = np.empty((n, co, ho, wo), np.uint8)
-        return _blocks(xq, xb, ae, e_args, dw.w9, zsum, d_args, s, proj.a, p_args, add, sum_args,
-                       rows, y)
+        return _blocks(xq, xb, ae, e_args, dw.w9, dw.zsum, d_args, s, proj.a, p_args, add,
+                       sum_args, rows, y)
     return block
