@@ -3,13 +3,16 @@
     python -m benchmarks.onnx_inference                 # batch 1 and batch 8, 2 threads
     python -m benchmarks.onnx_inference --batches 8 --threads 1
 
-The same weights three ways: tinymbv2's model fused by ``tinymbv2.fuse`` in eval mode under
-``no_grad`` (whole inverted residual blocks as one op, as ``tinymbv2 eval`` runs it); the
-ONNX file ``tinymbv2.export.to_onnx`` writes of it (BatchNorm folded) run by onnxruntime's
-CPUExecutionProvider with the same number of intra-op threads and sequential execution; and
-torchvision's ``mobilenet_v2`` in eval mode under ``torch.inference_mode``. Random images;
-the three outputs are first checked to agree, then the contestants alternate inside every
-repetition after warm-up. Prints medians and the ratio to onnxruntime (below 1: faster).
+The same weights four ways: tinymbv2's model frozen by ``tinymbv2.freeze`` (its weights
+copied and each op's kernel prepared once, as onnxruntime prepares a session: the deployed
+form, "tinymbv2"), and the same model fused by ``tinymbv2.fuse`` in eval mode under
+``no_grad`` (whole inverted residual blocks as one op, as ``tinymbv2 eval`` runs it, the
+layers still the model's: "tinymbv2 fused"); the ONNX file ``tinymbv2.export.to_onnx``
+writes of it (BatchNorm folded) run by onnxruntime's CPUExecutionProvider with the same
+number of intra-op threads and sequential execution; and torchvision's ``mobilenet_v2`` in
+eval mode under ``torch.inference_mode``. Random images; the outputs are first checked to
+agree, then the contestants alternate inside every repetition after warm-up. Prints
+medians and the ratio to onnxruntime (below 1: faster).
 
 Between contestants the thread pools must be idle. onnxruntime's intra-op threads spin,
 waiting for work, after a run ends, and so do GNU OpenMP's (PyTorch's and, in a race,
@@ -48,7 +51,7 @@ def contestants(batch, threads, folder, size=224, seed=0, ort_idle_spin=False):
 
     model, tv = make_pair(seed)
     model.eval(), tv.eval()
-    net = tinymbv2.fuse(model)
+    net, frozen = tinymbv2.fuse(model), tinymbv2.freeze(model)
     x = np.random.default_rng(seed).standard_normal((batch, 3, size, size)).astype(np.float32)
     path = Path(folder) / f"mobilenet_v2_b{batch}.onnx"
     to_onnx(model, path, x.shape)
@@ -63,6 +66,9 @@ def contestants(batch, threads, folder, size=224, seed=0, ort_idle_spin=False):
     tx = torch.from_numpy(x)
 
     def ours():
+        return frozen(x)
+
+    def fused():
         with tinymbv2.no_grad():
             return net(Tensor(x)).data
 
@@ -73,7 +79,7 @@ def contestants(batch, threads, folder, size=224, seed=0, ort_idle_spin=False):
         with torch.inference_mode():
             return tv(tx).numpy()
 
-    return {"onnxruntime": ort, "tinymbv2": ours, "pytorch": theirs}
+    return {"onnxruntime": ort, "tinymbv2": ours, "tinymbv2 fused": fused, "pytorch": theirs}
 
 
 def main(argv=None):
@@ -103,11 +109,12 @@ def main(argv=None):
             outs = {name: np.asarray(fn()) for name, fn in calls.items()}
             for name in ("tinymbv2", "pytorch"):  # the same network, to float32 rounding
                 np.testing.assert_allclose(outs[name], outs["onnxruntime"], rtol=1e-3, atol=1e-4)
+            np.testing.assert_array_equal(outs["tinymbv2 fused"], outs["tinymbv2"])
             medians = time_alternating(calls, args.repeats, args.warmup,
                                        pause=args.pause_ms / 1e3)
             results[batch] = medians
             for name, sec in medians.items():
-                print(f"batch {batch:<3}{name:<12}{1e3 * sec:>9.2f} ms"
+                print(f"batch {batch:<3}{name:<16}{1e3 * sec:>9.2f} ms"
                       f"{sec / medians['onnxruntime']:>7.2f}x onnxruntime{batch / sec:>9.1f} images/s")
     return results
 

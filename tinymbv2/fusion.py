@@ -119,7 +119,7 @@ class FusedInvertedResidual(InvertedResidual):
     """
 
     def forward(self, x):
-        parts = _block_eval_parts(self, x)
+        parts = block_eval_parts(self, x)
         if parts is not None:
             return F.inverted_residual_eval(x, *parts, self.stride, self.use_res_connect)
         return super().forward(x)
@@ -332,11 +332,21 @@ def _stage_applies(conv1, norm1, conv2, norm2) -> bool:
 
 
 # ------------------------------------------------------ a whole block, for inference
-def _block_eval_parts(block, x):
-    """(expand, depthwise, project) as ``F.inverted_residual_eval`` takes them, when the
-    whole block can run as one inference op: x a 4-D Tensor with ``block.inp`` channels,
-    the layers those the block was built with and every BatchNorm eval-fusable. Else None
-    (the block runs layer by layer)."""
+def block_eval_parts(block, x):
+    """A block's layers as ``F.inverted_residual_eval`` takes them, when it can run as one op.
+
+    It can when x is a 4-D Tensor with ``block.inp`` channels, no graph is recorded, the
+    layers are those the block was built with and every BatchNorm is eval-fusable
+    (``tinymbv2.freeze`` asks with an empty batch).
+
+    Args:
+        block: An [InvertedResidual][tinymbv2.models.mobilenetv2.InvertedResidual].
+        x: Its input.
+
+    Returns:
+        ``(expand, depthwise, project)``, each ``(weight, bn)`` with the model's Tensors
+        (expand None without expansion); None when the block runs layer by layer.
+    """
     if is_grad_enabled() or not isinstance(x, Tensor) or x.ndim != 4 or x.shape[1] != block.inp:
         return None
     if block.bottleneck_activation is not None:  # Fig. 6a's ablation: the op ends linear

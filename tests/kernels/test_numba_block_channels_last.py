@@ -16,7 +16,7 @@ import pytest
 from block_cases import CASES as BAND_CASES, block_case, torch_block
 from errors import assert_close
 from tinymbv2.kernels import kernel_set
-from tinymbv2.kernels.numba import block, block_channels_last as bcl
+from tinymbv2.kernels.numba import block, block_channels_last as bcl, block_small
 from tinymbv2.kernels.numba.batchnorm import epilogue_table
 from tinymbv2.kernels.numba.depthwise.rows3x3_bn import depthwise_rows_bn
 from tinymbv2.kernels.numba.layout import as_channels_last, is_channels_last
@@ -92,17 +92,18 @@ def test_the_block_is_bit_identical_for_any_thread_count_and_band():
 
 
 @pytest.mark.parametrize("size,stride,taken_by", [
-    (14, 2, "layers"),         # a 7x7 output: layer by layer
-    (7, 1, "layers"),
+    (14, 2, "small"),          # a 7x7 output: whole-batch passes (block_small.py)
+    (7, 1, "small"),
     (28, 2, "channels_last"),  # 14x14 .. 56x56 outputs: this kernel
     (56, 1, "channels_last"),
     (120, 2, "bands"),         # larger: NCHW bands (block.py)
 ])
 def test_the_numba_set_sends_each_plane_to_its_kernel(size, stride, taken_by):
-    """At 224 px the 7x7 blocks run layer by layer, 14x14 to 56x56 in this kernel, larger
-    in NCHW bands; each gives PyTorch's block."""
+    """At 224 px the 7x7 blocks run in whole-batch passes, 14x14 to 56x56 in this kernel,
+    larger in NCHW bands; each gives PyTorch's block."""
     x, *parts = block_case(2, 4, size, size, 6, 4, stride, False, seed=3)
     assert bcl.supported(x, stride) == (taken_by == "channels_last")
+    assert block_small.supported(x, stride) == (taken_by == "small")
     if taken_by == "bands":
         assert block.fused_planes(x, stride)
     y = NUMBA.inverted_residual_eval(x, *parts, stride, False)

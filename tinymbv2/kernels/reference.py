@@ -766,6 +766,28 @@ class ReferenceKernels:
             y += x
         return y
 
+    def prepare_inverted_residual_eval(self, expand, depthwise, project, stride, residual):
+        """``inverted_residual_eval`` with its weights fixed: a function ``run(x) -> y``.
+
+        For a model that does not change between calls (``tinymbv2.freeze``). Here ``run``
+        calls ``inverted_residual_eval``; a faster set checks the weights and lays them out
+        for its kernels once, and gives the same numbers.
+
+        Args:
+            expand: None (expansion ratio 1) or ``(w (Ch, Ci, 1, 1), bn)``.
+            depthwise: ``(w (Ch, 1, 3, 3), bn)``.
+            project: ``(w (Co, Ch, 1, 1), bn)``.
+            stride: 1 or 2.
+            residual: Add x (needs stride 1 and Co = Ci).
+
+        Returns:
+            ``run``: the block's input (N, Ci, H, W) to its output.
+        """
+        def run(x):
+            return self.inverted_residual_eval(x, expand, depthwise, project, stride, residual)
+
+        return run
+
     # ------------------------------------- fused: the depthwise stage, in training
     def depthwise_stage_forward_train(self, e, bn1, w_dw, stride, bn2, dilation=1):
         """The middle of an inverted residual block in training, BatchNorms on batch statistics.

@@ -77,10 +77,11 @@ import numpy as np
 
 from ..reference import ReferenceKernels
 from ..checks import undilated
-from . import (batchnorm, block, block_channels_last, cross_entropy, dense, depthwise, dilated,
+from . import (batchnorm, cross_entropy, dense, depthwise, dilated,
                int8, int8_block, int8_pool, int8_quantize, interpolate, matmul, optim,
                pointwise, stage, stage_channels_last, subgrids, tap_regions)
 from .dense import winograd
+from .block_prepared import PreparedBlock
 
 
 class NumbaKernels(ReferenceKernels):
@@ -174,12 +175,13 @@ class NumbaKernels(ReferenceKernels):
     pointwise_conv2d_backward = staticmethod(pointwise.pointwise_conv2d_backward)
 
     def inverted_residual_eval(self, x, expand, depthwise, project, stride, residual):
-        if block_channels_last.supported(x, stride):  # small planes: image by image
-            return block_channels_last.inverted_residual_eval(x, expand, depthwise, project,
-                                                              stride, residual)
-        if block.fused_planes(x, stride):  # large planes, NCHW: band by band
-            return block.inverted_residual_eval(x, expand, depthwise, project, stride, residual)
-        return super().inverted_residual_eval(x, expand, depthwise, project, stride, residual)
+        # by output plane: large ones NCHW band by band (block), from 8x8 to 56x56
+        # channels-last band by band (block_channels_last), smaller ones in whole-batch
+        # passes (block_small); the weights prepared for this one call
+        return PreparedBlock(self, expand, depthwise, project, stride, residual)(x)
+
+    def prepare_inverted_residual_eval(self, expand, depthwise, project, stride, residual):
+        return PreparedBlock(self, expand, depthwise, project, stride, residual)
 
     def depthwise_stage_forward_train(self, e, bn1, w_dw, stride, bn2, dilation=1):
         if stage_channels_last.supported(e, w_dw, stride, dilation):  # small planes

@@ -374,10 +374,31 @@ def inverted_residual_eval(x, expand, depthwise, project, stride, residual):
     if ho * wo < FUSED_FROM or channels_last_plane(ho, wo):
         raise ValueError(f"{fn}: output planes of {ho}x{wo} run layer by layer "
                          "(see fused_planes), not in this kernel")
+    prepared = (we.reshape(we.shape[0], ci), ep_e, wdw.reshape(ch, 3, 3), ep_d,
+                wpj.reshape(co, ch), ep_p)
+    return run(x, prepared, stride, bool(residual))
+
+
+def run(x, prepared, stride, residual):
+    """The block on ``x`` with its checked weights; the caller has checked x against them.
+
+    Args:
+        x: The block's input (N, Ci, H, W), C-contiguous, output planes ``fused_planes``
+            takes.
+        prepared: ``(we (Ch, Ci), ep_e, wdw (Ch, 3, 3), ep_d, wpj (Co, Ch), ep_p)``, the
+            weights contiguous, the BatchNorms as ``batchnorm.epilogue_args``.
+        stride: 1 or 2.
+        residual: Add x.
+
+    Returns:
+        (N, Co, Ho, Wo).
+    """
+    n, _, h, wd = x.shape
+    co = prepared[4].shape[0]
+    ho, wo = (h - 1) // stride + 1, (wd - 1) // stride + 1
     y = np.empty((n, co, ho, wo), x.dtype)  # NumPy's allocator: see kernels.numba
     if n:
-        _blocks(x, we.reshape(we.shape[0], ci), ep_e, wdw.reshape(ch, 3, 3), ep_d, stride,
-                wpj.reshape(co, ch), ep_p, bool(residual), y, numba.get_num_threads(),
+        _blocks(x, *prepared[:4], stride, *prepared[4:], residual, y, numba.get_num_threads(),
                 BAND_BYTES, MIN_COLS, EVEN_TASKS_BELOW)
     return y
 

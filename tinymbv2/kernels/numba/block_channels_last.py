@@ -121,13 +121,10 @@ def _band(x3, b0, nb, h, wd, weT, bn_e, relu6_e, wt, bn_d, relu6_d, s, wpT, bn_p
 
 
 @njit(parallel=True, **_JIT)
-def _blocks(x3, h, wd, we, bn_e, relu6_e, wdw, bn_d, relu6_d, s, wp, bn_p, relu6_p, residual, y2,
+def _blocks(x3, h, wd, s, residual, weT, bn_e, relu6_e, wt, bn_d, relu6_d, wpT, bn_p, relu6_p, y2,
             ho, wo, threads, budget, min_cols, even_below):
     n = x3.shape[0]
-    ch = wdw.shape[0]
-    weT = transposed(we)
-    wpT = transposed(wp)
-    wt = filter_taps(wdw, False)
+    ch = wt.shape[1]
     rows, group, bands, ntask, workers = task_plan(n, ch, wd, wo, s, ho, x3.itemsize, threads,
                                                    budget, min_cols, even_below)
     ebs = np.empty((workers, group * ((rows - 1) * s + 3) * wd * ch), x3.dtype)
@@ -183,19 +180,61 @@ def inverted_residual_eval(x, expand, depthwise, project, stride, residual):
     fn = "inverted_residual_eval"
     x, we, wdw, wpj, ep_e, ep_d, ep_p = block_args(fn, x, expand, depthwise, project, stride,
                                                    residual)
-    n, ci, h, wd = x.shape
-    ch, co = wdw.shape[0], wpj.shape[0]
-    ho, wo = (h - 1) // stride + 1, (wd - 1) // stride + 1
+    ho, wo = (x.shape[2] - 1) // stride + 1, (x.shape[3] - 1) // stride + 1
     if not FROM <= ho * wo <= UP_TO:
         raise ValueError(f"{fn}: output planes of {ho}x{wo} are not computed by this kernel "
                          "(see supported)")
+    return run(x, prepare(we, wdw, wpj, ep_e, ep_d, ep_p, x.dtype), stride, bool(residual))
+
+
+def prepare(we, wdw, wpj, ep_e, ep_d, ep_p, dtype) -> tuple:
+    """A block's weights as ``run`` takes them: what depends on the weights alone, made once.
+
+    The GEMMs' right-hand operands We.T (Ci, Ch) and Wp.T (Ch, Co), the filter's taps
+    (``filter_taps``) and each BatchNorm's table of per-channel scale and shift
+    (``batchnorm.epilogue_table``).
+
+    Args:
+        we: The expansion's weight (Ch, Ci, 1, 1), contiguous; (0, Ci, 1, 1) without one.
+        wdw: The depthwise weight (Ch, 1, 3, 3), contiguous.
+        wpj: The projection's weight (Co, Ch, 1, 1), contiguous.
+        ep_e: The expansion's BatchNorm as ``batchnorm.epilogue_args`` (off without one).
+        ep_d: The depthwise filter's.
+        ep_p: The projection's.
+        dtype: The input's dtype.
+
+    Returns:
+        ``(weT, table_e, relu6_e, taps, table_d, relu6_d, wpT, table_p, relu6_p)``.
+    """
+    ch, co = wdw.shape[0], wpj.shape[0]
+    out = []
+    for w, ep, c in ((we.reshape(we.shape[0], we.shape[1]), ep_e, ch), (wdw, ep_d, ch),
+                     (wpj.reshape(co, ch), ep_p, co)):
+        weights = filter_taps(w, False) if w.ndim == 4 else transposed(w)
+        out += [weights, epilogue_table(ep, c, dtype), bool(ep[3][1])]
+    return tuple(out)
+
+
+def run(x, prepared, stride, residual):
+    """The block on ``x`` with weights from ``prepare``; the caller has checked them and x.
+
+    Args:
+        x: The block's input (N, Ci, H, W), in either layout, output planes of ``FROM`` to
+            ``UP_TO`` pixels.
+        prepared: ``prepare``'s tuple.
+        stride: 1 or 2.
+        residual: Add x.
+
+    Returns:
+        (N, Co, Ho, Wo), stored channels-last.
+    """
+    n, ci, h, wd = x.shape
+    co = prepared[6].shape[1]
+    ho, wo = (h - 1) // stride + 1, (wd - 1) // stride + 1
     y = empty_channels_last((n, co, ho, wo), x.dtype)
     if n:
         x3 = x.reshape(n, ci, h * wd).transpose(0, 2, 1)  # (N, H*W, Ci): a view in either layout
         y2 = y.transpose(0, 2, 3, 1).reshape(n * ho * wo, co)
-        tables = [(epilogue_table(ep, c, x.dtype), bool(ep[3][1]))
-                  for ep, c in ((ep_e, ch), (ep_d, ch), (ep_p, co))]
-        _blocks(x3, h, wd, we.reshape(we.shape[0], ci), *tables[0], wdw, *tables[1], stride,
-                wpj.reshape(co, ch), *tables[2], bool(residual), y2, ho, wo,
-                numba.get_num_threads(), BAND_BYTES, MIN_COLS, EVEN_TASKS_BELOW)
+        _blocks(x3, h, wd, stride, residual, *prepared, y2, ho, wo, numba.get_num_threads(),
+                BAND_BYTES, MIN_COLS, EVEN_TASKS_BELOW)
     return y
