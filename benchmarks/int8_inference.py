@@ -3,8 +3,9 @@
     python -m benchmarks.int8_inference                 # batch 1 and batch 8, 2 threads
     python -m benchmarks.int8_inference --batches 8 --threads 1 --repeats 5
 
-One network three ways: tinymbv2's float32 model fused by ``tinymbv2.fuse`` in eval mode
-under ``no_grad`` (as ``tinymbv2 eval`` runs it); the same model quantized per channel
+One network three ways: tinymbv2's float32 model frozen by ``tinymbv2.freeze`` (its
+deployed form: weights copied, each op's kernel prepared once; the fused model's logits to
+the bit, and faster: ``benchmarks.onnx_inference``); the same model quantized per channel
 (``quantize_model``, ``calibrate`` on ``--calib`` random images) and run in integers by
 ``Int8Net`` (the numba set's int8 kernels); and the QDQ ONNX file of that calibrated view
 (``to_qdq_onnx``) run by onnxruntime's CPUExecutionProvider, which fuses the QDQ pairs into
@@ -30,7 +31,6 @@ import benchmarks.openmp_wait  # noqa: F401  (first: the same OpenMP wait for ev
 import tinymbv2
 from benchmarks.train_step import time_alternating
 from tinymbv2 import nn
-from tinymbv2.autograd import Tensor
 from tinymbv2.models import mobilenet_v2
 from tinymbv2.quant import Int8Net, calibrate, quantize_model
 from tinymbv2.quant.onnx_qdq import to_qdq_onnx
@@ -56,10 +56,10 @@ def images(n, size, seed):
 
 
 def build(size, calib, seed=0):
-    """(float model fused, Int8Net, calibrated view) of one random MobileNetV2-1.0."""
+    """(float model frozen, Int8Net, calibrated view) of one random MobileNetV2-1.0."""
     model = random_model(seed)
     qnet = calibrate(quantize_model(model), images(calib, size, seed + 1), batch_size=calib)
-    return tinymbv2.fuse(model), Int8Net.from_view(qnet), qnet
+    return tinymbv2.freeze(model), Int8Net.from_view(qnet), qnet
 
 
 def ort_session(qnet, shape, threads, folder):
@@ -79,15 +79,9 @@ def ort_session(qnet, shape, threads, folder):
 
 
 def contestants(net, int8, ort, x):
-    """{name: one inference of x} for Int8Net, the fused float32 model and onnxruntime int8."""
-    def ours8():
-        return int8(x)
-
-    def ours32():
-        with tinymbv2.no_grad():
-            return net(Tensor(x)).data
-
-    return {"int8net": ours8, "float32": ours32, "onnxruntime-int8": lambda: ort(x)}
+    """{name: one inference of x} for Int8Net, the frozen float32 model and onnxruntime int8."""
+    return {"int8net": lambda: int8(x), "float32": lambda: net(x),
+            "onnxruntime-int8": lambda: ort(x)}
 
 
 def agreement(int8, ort, x) -> float:

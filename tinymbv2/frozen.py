@@ -170,7 +170,7 @@ class _ConvBN:
         if self.groups > 1:
             return lambda x: kernels.depthwise_conv2d_bn_eval(x, w, stride, padding, bn)
         if w.shape[2:] == (1, 1) and stride == (1, 1) and padding == (0, 0):
-            return lambda x: kernels.pointwise_conv2d_bn_eval(x, w, bn)
+            return kernels.prepare_pointwise_conv2d_bn_eval(w, bn)
         return lambda x: kernels.conv2d_bn_eval(x, w, stride, padding, bn)
 
 

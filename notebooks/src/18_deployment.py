@@ -640,9 +640,11 @@ print("checked: the .npz reads back to the same logits; the QDQ file is under 0.
 # %% [markdown]
 r"""
 Speed, measured here, on whatever machine ran this page: the 359 test images in one batch
-through four contestants, alternating after warm-up, medians of the repeats: tinymbv2's float
-network (its fused view, 14.4), tinymbv2's `Int8Net`, onnxruntime on the float file and
-onnxruntime on the QDQ file (two threads each). The images are 8x8, so this measures a small
+through five contestants, alternating after warm-up, medians of the repeats: tinymbv2's float
+network as its fused view (14.4) and frozen (`tinymbv2.freeze`: the weights copied and each
+block's kernel prepared once, as onnxruntime prepares its session; the same logits, to the
+bit), tinymbv2's `Int8Net`, onnxruntime on the float file and onnxruntime on the QDQ file
+(two threads each). The images are 8x8, so this measures a small
 network on tiny maps; the full-size measurements quoted below are of MobileNetV2-1.0 at
 224 px, and their ratios are not these.
 """
@@ -654,7 +656,11 @@ def tinymbv2_float():
     with tinymbv2.no_grad():
         return fused(Tensor(test_x))
 
+frozen = tinymbv2.freeze(model)
+assert np.array_equal(frozen(test_x), tinymbv2_float().data)  # the fused view's logits
+
 contestants = {"tinymbv2 float32 (fused)": tinymbv2_float,
+               "tinymbv2 float32 (frozen)": lambda: frozen(test_x),
                "tinymbv2 Int8Net": lambda: int8_net(test_x),
                "onnxruntime float32": lambda: float_session.run(None, {"input": test_x}),
                "onnxruntime int8 (QDQ)": lambda: int8_session.run(None, {"input": test_x})}
@@ -673,7 +679,8 @@ print(f"int8 / float32: tinymbv2 {medians['tinymbv2 Int8Net'] / medians['tinymbv
       f"onnxruntime {medians['onnxruntime int8 (QDQ)'] / base:.2f}")
 
 fig, ax = plt.subplots(figsize=(7, 2.4))
-ax.barh(list(medians), [t * 1e3 for t in medians.values()], color=["#48c", "#8b4", "#999", "#bbb"])
+ax.barh(list(medians), [t * 1e3 for t in medians.values()],
+        color=["#48c", "#6ad", "#8b4", "#999", "#bbb"])
 ax.invert_yaxis(); ax.set_xlabel(f"ms for {len(test_x)} 8x8 images (median)")
 plt.tight_layout(); plt.show()
 

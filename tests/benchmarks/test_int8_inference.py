@@ -25,13 +25,14 @@ def test_short_run_checks_agreement_then_times_three_contestants(capsys):
 
 def test_int8net_runs_the_calibrated_view_in_integers():
     """The benchmark's int8 contestant is the view's network: the same classes as the view's
-    float simulation on most images, and the float32 contestant is the folded float model."""
+    float simulation on most images, and the float32 contestant is the frozen float model."""
     import tinymbv2
     from tinymbv2.autograd import Tensor
     net, int8, qnet = int8_inference.build(32, 2)
     x = int8_inference.images(6, 32, seed=3)
     with tinymbv2.no_grad():
-        view, floats = qnet(Tensor(x)).data, net(Tensor(x)).data
+        view = qnet(Tensor(x)).data
+    floats = net(x)
     ours = int8(x)
     assert ours.shape == floats.shape == (6, 1000) and ours.dtype == np.float32
     assert np.mean(ours.argmax(1) == view.argmax(1)) >= 0.5

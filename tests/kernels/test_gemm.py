@@ -31,18 +31,18 @@ def test_sum_of_products_equals_numpy(m, n, dtype):
         np.testing.assert_allclose(got, want, rtol=0, atol=tol * scale)
 
 
-@pytest.mark.parametrize("m", [1, 3, 4, 5])
+@pytest.mark.parametrize("m", [1, 3, 4, 5, 8, 9])
 @pytest.mark.parametrize("n", [8, 11, 1000])
 def test_a_few_rows_cut_in_columns_give_the_same_bits(m, n):
-    """One block of rows (the classifier at batch 1) goes to two threads by columns
-    (``column_parts``): each output is the same sum, to the bit, as in one pass."""
+    """One or two blocks of rows (the classifier at batch 1 to 8) go to two threads by
+    columns (``column_parts``): each output is the same sum, to the bit, as in one pass."""
     rng = np.random.default_rng(m + n)
     a = rng.standard_normal((1, m, 300)).astype(np.float32)
     c = rng.standard_normal((1, n, 300)).astype(np.float32)
     whole = np.empty((m, n), np.float32)
     for blk in range(gemm.row_blocks(m)):
         gemm.row_block(a, c, whole, np.int64(blk))
-    assert gemm.column_parts(m, n) == (2 if m <= 4 else 1)
+    assert gemm.column_parts(m, n) == (2 if m <= 8 else 1)
     assert np.array_equal(gemm.sum_of_products(a, c), whole)
 
 

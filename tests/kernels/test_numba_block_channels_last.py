@@ -94,12 +94,13 @@ def test_the_block_is_bit_identical_for_any_thread_count_and_band():
 @pytest.mark.parametrize("size,stride,taken_by", [
     (14, 2, "small"),          # a 7x7 output: whole-batch passes (block_small.py)
     (7, 1, "small"),
-    (28, 2, "channels_last"),  # 14x14 .. 56x56 outputs: this kernel
+    (28, 2, "channels_last"),  # 14x14 .. 112x112 outputs: this kernel
     (56, 1, "channels_last"),
-    (120, 2, "bands"),         # larger: NCHW bands (block.py)
+    (112, 1, "channels_last"),
+    (240, 2, "bands"),         # larger: NCHW bands (block.py)
 ])
 def test_the_numba_set_sends_each_plane_to_its_kernel(size, stride, taken_by):
-    """At 224 px the 7x7 blocks run in whole-batch passes, 14x14 to 56x56 in this kernel,
+    """At 224 px the 7x7 blocks run in whole-batch passes, 14x14 to 112x112 in this kernel,
     larger in NCHW bands; each gives PyTorch's block."""
     x, *parts = block_case(2, 4, size, size, 6, 4, stride, False, seed=3)
     assert bcl.supported(x, stride) == (taken_by == "channels_last")

@@ -788,6 +788,24 @@ class ReferenceKernels:
 
         return run
 
+    def prepare_pointwise_conv2d_bn_eval(self, w, bn):
+        """``pointwise_conv2d_bn_eval`` with its weights fixed: a function ``run(x) -> y``.
+
+        As ``prepare_inverted_residual_eval``: here ``run`` calls the kernel; a faster set
+        lays W out for its GEMM once.
+
+        Args:
+            w: The weight (Co, Ci, 1, 1).
+            bn: ``(mean, var, weight, bias, eps, relu6)``, the BatchNorm in eval mode.
+
+        Returns:
+            ``run``: x (N, Ci, H, W) to y (N, Co, H, W).
+        """
+        def run(x):
+            return self.pointwise_conv2d_bn_eval(x, w, bn)
+
+        return run
+
     # ------------------------------------- fused: the depthwise stage, in training
     def depthwise_stage_forward_train(self, e, bn1, w_dw, stride, bn2, dilation=1):
         """The middle of an inverted residual block in training, BatchNorms on batch statistics.

@@ -183,6 +183,9 @@ class NumbaKernels(ReferenceKernels):
     def prepare_inverted_residual_eval(self, expand, depthwise, project, stride, residual):
         return PreparedBlock(self, expand, depthwise, project, stride, residual)
 
+    def prepare_pointwise_conv2d_bn_eval(self, w, bn):
+        return pointwise.PreparedPointwise(w, bn)
+
     def depthwise_stage_forward_train(self, e, bn1, w_dw, stride, bn2, dilation=1):
         if stage_channels_last.supported(e, w_dw, stride, dilation):  # small planes
             h, d, mean1, invstd1, mean2, invstd2 = stage_channels_last.stage_forward_train(

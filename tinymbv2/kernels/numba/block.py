@@ -22,14 +22,14 @@ The depthwise filter needs one input row above and below the band: those halo
 rows are expanded twice, by both bands that touch them. ``BAND_BYTES`` bounds
 E + D per thread.
 The numba set gives this kernel the blocks with the largest output planes (above
-``block_channels_last.UP_TO`` pixels: at 224 px only block 1, 112x112); the blocks with
-14x14 to 56x56 outputs run in ``.block_channels_last``, the same bands on channels-last
-pixels, and the 7x7 ones layer by layer (``FUSED_FROM``). On a small plane (the layout off,
+``block_channels_last.UP_TO`` pixels: at 224 px none, at 448 px block 1); the blocks with
+14x14 to 112x112 outputs run in ``.block_channels_last``, the same bands on channels-last
+pixels, and the 7x7 ones in whole-batch passes (``.block_small``). On a small plane (the layout off,
 as in the tests) a band that is a whole image of under 256 pixels has a few images go
 side by side in the GEMMs' columns (``images_per_task``).
 Every band (or group of images) is a task of its own, computed the same way whichever
 thread takes it, so results are bit-identical from run to run and for any
-number of threads. Planes under ``FUSED_FROM`` pixels always run layer by layer.
+number of threads. Planes under ``FUSED_FROM`` pixels are never taken here.
 
 The numbers are those of the separate layers up to float rounding (the GEMMs see
 a band's columns instead of a whole image's). ``fused_planes`` says which calls this
@@ -69,9 +69,10 @@ EVEN_TASKS_BELOW = 8
 equally (figures: docs/kernels.md, "Inference blocks"). Read at each call (0 turns it
 off, for an A/B)."""
 FUSED_FROM = 64
-"""Output planes of fewer pixels run layer by layer (``fused_planes``), channels-last
-(``.layout``), where a pointwise layer is one GEMM over the whole batch: at
-7x7 that measured faster than a fused block's one thin GEMM per image. Nor does this
+"""Output planes of fewer pixels are not taken (``fused_planes``; they run in
+``.block_small``'s whole-batch passes, channels-last, where a pointwise layer is one GEMM
+over the whole batch: at 7x7 layer by layer measured faster than a fused block's one thin
+GEMM per image). Nor does this
 kernel take channels-last output planes: at 14x14, in an A/B at 224 px batch 8 in one process,
 inference was faster layer by layer than in these NCHW bands (and faster still in
 ``.block_channels_last``; figures: docs/kernels.md, "Inference blocks")."""

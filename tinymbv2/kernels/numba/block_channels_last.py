@@ -29,8 +29,9 @@ Tasks are cut as ``.block`` cuts its bands (``block.task_plan``: functions of th
 alone), and every output is summed the same way in whatever task it falls, so results are
 bit-identical for any number of threads. The input may come in either layout (after an
 NCHW block, x[b]'s columns are read with strides); the output is channels-last. At 224 px
-this kernel takes the blocks with outputs from 56x56 down to 14x14 (``FROM``, ``UP_TO``),
-so MobileNetV2's inference is channels-last from block 2 on.
+this kernel takes the blocks with outputs from 112x112 down to 14x14 (``FROM``, ``UP_TO``),
+and the stem writes channels-last pixels, so MobileNetV2's inference is channels-last from
+the stem's output on (the 7x7 blocks: ``.block_small``).
 """
 from __future__ import annotations
 
@@ -50,18 +51,19 @@ from .transpose import transpose_into
 
 _JIT = dict(cache=CACHE, fastmath=False)
 FROM = 64
-"""Output planes of fewer pixels run layer by layer (7x7 at 224 px), where a pointwise
-layer is one GEMM over the whole batch: in an A/B of the whole 224 px inference in one
+"""Output planes of fewer pixels run in whole-batch passes (``.block_small``; 7x7 at 224
+px), where a pointwise layer is one GEMM over the whole batch: in an A/B of the whole 224 px inference in one
 process, the 7x7 blocks here made batch 8 33.5 -> 34.1 ms and batch 1 8.4 -> 9.5 ms (one
 image is cut into bands of 4 and 3 rows, whose halo rows are expanded twice; uncut, one
 thread takes it: 9.6 ms). Read at each call."""
-UP_TO = 3136
-"""... and planes of more pixels than this (56x56) band by band in NCHW (``.block``). A/B
-of the whole 224 px inference: up to 28x28 38.1 ms at batch 8 and 8.45 ms at batch 1; up
-to 56x56 35.4 and 8.24; up to 112x112 (block 1 too, reading the stem's NCHW output by
-strides) 35.6 and 8.08, and in two later A/Bs at batch 8 0.6-0.7 ms ahead of 56x56, at
-batch 1 level: within the noise (figures: docs/kernels.md, "Inference blocks"). Read at
-each call."""
+UP_TO = 12544
+"""... and planes of more pixels than this (112x112) band by band in NCHW (``.block``).
+A/B of the whole 224 px inference (Intel Xeon host): up to 28x28 38.1 ms at batch 8 and
+8.45 ms at batch 1; up to 56x56 35.4 and 8.24; up to 112x112 (block 1 too, reading the
+stem's NCHW output by strides) 35.6 and 8.08, within the noise of 56x56. Since the stem
+writes its output channels-last (``dense.EVAL_PIXELS_UP_TO``), block 1 reads it along
+memory here: block 1 at batch 8 1.75 against 2.40 ms in NCHW bands, the stem 2.35 against
+2.73 (AMD EPYC host; figures: docs/kernels.md, "Inference blocks"). Read at each call."""
 
 
 @njit(**_JIT)

@@ -194,9 +194,11 @@ def add_products(a, c, out, k0, k1):
 
 @njit(**_JIT)
 def column_parts(m, n):
-    """Parts the N columns of ``out`` are cut into: two where the M rows are one block of
-    four (the classifier's forward at batch 1 to 4), so that the second thread reads half
-    of c (the weight) instead of waiting; else one. A function of the shapes only.
+    """Parts the N columns of ``out`` are cut into: two where the M rows are at most two
+    blocks of four (the classifier's forward at batch 1 to 8), so that each thread reads
+    half of c (the weight, 5 MB at MobileNetV2's classifier: read from memory, not
+    computed on, is what takes the time there) instead of all of it for its block of rows,
+    or waiting; else one. A function of the shapes only.
 
     Args:
         m: M, the rows of out.
@@ -205,7 +207,7 @@ def column_parts(m, n):
     Returns:
         1 or 2.
     """
-    return 2 if row_blocks(m) == 1 and n >= 8 else 1
+    return 2 if row_blocks(m) <= 2 and n >= 8 else 1
 
 
 @njit(inline="always", **_JIT)
@@ -218,16 +220,19 @@ def _column_cut(n, part, parts):
 @njit(parallel=True, **_JIT)
 def _blocks_parallel(a3, c3, out):
     parts = column_parts(a3.shape[1], c3.shape[1])
-    for t in prange(row_blocks(a3.shape[1]) * parts):
-        # int64: Numba types a prange index as int64, then compiles the parallel loop with
-        # an unsigned one, and row_block would be compiled for each (a second apiece, cold)
-        blk, part = np.int64(t // parts), t % parts
-        if parts == 1:
-            row_block(a3, c3, out, blk)
-        else:
-            n = c3.shape[1]
-            _row_block_columns(a3, c3, out, blk, _column_cut(n, part, parts),
-                               _column_cut(n, part + 1, parts))
+    blocks = row_blocks(a3.shape[1])
+    if parts == 1:
+        for t in prange(blocks):
+            # int64: Numba types a prange index as int64, then compiles the parallel loop
+            # with an unsigned one, and row_block would be compiled for each (a second
+            # apiece, cold)
+            row_block(a3, c3, out, np.int64(t))
+    else:  # a task per part of the columns, all the row blocks in it: c read once
+        n = c3.shape[1]
+        for part in prange(parts):
+            for blk in range(blocks):
+                _row_block_columns(a3, c3, out, np.int64(blk), _column_cut(n, part, parts),
+                                   _column_cut(n, part + 1, parts))
     return out
 
 

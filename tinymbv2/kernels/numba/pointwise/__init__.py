@@ -36,7 +36,7 @@ from numba import njit, prange
 from ..cache import CACHE
 from ...checks import ndim, pointwise_weight_args, same_float_dtype
 from .. import pool  # noqa: F401  (starts Numba's pool passive)
-from ..batchnorm import epilogue, epilogue_args
+from ..batchnorm import epilogue, epilogue_args, epilogue_table
 from ..gemm import COLUMNS, add_products, columns_nn, sum_of_products
 from ..layout import (aligned_empty, as_channels_last, channels_last_plane, empty_channels_last,
                       rows)
@@ -152,6 +152,53 @@ def _forward(x, w, bn_eval, fn):
     y = aligned_empty((n, co, h, wd), x.dtype)  # NumPy's allocator (see kernels.numba), aligned
     _matmul_images(w.reshape(co, ci), x.reshape(n, ci, h * wd), y.reshape(n, co, h * wd), ep)
     return y
+
+
+class PreparedPointwise:
+    """``pointwise_conv2d_bn_eval(x, w, bn)`` as a function of x alone, for a model that does
+    not change between calls (``tinymbv2.freeze``): on channels-last planes W.T is laid out
+    and the BatchNorm tabulated once (``channels_last.forward_prepared``); on NCHW planes
+    it calls the kernel. The kernel's bits either way.
+
+    Args:
+        w: The weight (Co, Ci, 1, 1).
+        bn: ``(mean, var, weight, bias, eps, relu6)``, the BatchNorm in eval mode.
+
+    Raises:
+        ValueError: A weight or BatchNorm of another shape.
+        TypeError: Arrays of different dtypes.
+    """
+
+    def __init__(self, w, bn):
+        fn = "prepare_pointwise_conv2d_bn_eval"
+        w = _c(w)
+        same_float_dtype(fn, w=w)
+        _pointwise_w(fn, w, w.shape[1] if w.ndim == 4 else -1, 1)
+        co, ci = w.shape[:2]
+        ep = epilogue_args(fn, bn, co, w.dtype)
+        self.w, self.bn, self.ci = w, bn, ci
+        self.wt = np.ascontiguousarray(w.reshape(co, ci).T)
+        self.table, self.relu6 = epilogue_table(ep, co, w.dtype), bool(ep[3][1])
+
+    def __call__(self, x):
+        """y (N, Co, H, W) for x (N, Ci, H, W).
+
+        Args:
+            x: The input, an array of the weight's dtype, in either layout.
+
+        Returns:
+            The output, in the layout ``pointwise_conv2d_bn_eval`` gives.
+        """
+        x = np.asarray(x)
+        if x.ndim != 4 or x.shape[1] != self.ci or x.dtype != self.w.dtype or not (
+                channels_last_plane(*x.shape[2:])):
+            return pointwise_conv2d_bn_eval(x, self.w, self.bn)  # checks, or NCHW planes
+        n, _, h, wd = x.shape
+        y = empty_channels_last((n, self.wt.shape[1], h, wd), x.dtype)
+        if y.size:
+            by_rows.forward_prepared(rows(as_channels_last(x)), self.wt, rows(y), self.table,
+                                     self.relu6)
+        return y
 
 
 def pointwise_conv2d_backward_input(gy, w):

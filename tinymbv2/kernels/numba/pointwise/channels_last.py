@@ -144,6 +144,43 @@ def _matmul(a, b, out, transposed, ep):
     return _matmul_parallel(a, b, out, panels, split == "rows", ep)
 
 
+@njit(parallel=True, **_JIT)
+def _prepared_parallel(a, bt, out, table, relu6, by_rows):
+    m, n = out.shape
+    for t in prange(2):
+        r0, r1, c0, c1 = _share(t, 2, m, n, tile_columns(out), by_rows)
+        product(a, bt, out, r0, r1, c0, c1, False, False, table, 0, relu6)
+    return out
+
+
+@njit(**_JIT)
+def _prepared_serial(a, bt, out, table, relu6):
+    product(a, bt, out, 0, out.shape[0], 0, out.shape[1], False, False, table, 0, relu6)
+    return out
+
+
+def forward_prepared(x2, wt, y2, table, relu6):
+    """``y2 (M, Co) = x2 (M, Ci) @ wt`` with a BatchNorm-eval table applied in the register
+    blocks, for a weight laid out once (``wt = W.T``, contiguous): no strip of W.T copied per
+    call. Shared by the threads as ``forward`` shares it; the same bits as ``forward``
+    with the same BatchNorm.
+
+    Args:
+        x2: The input rows (M, Ci).
+        wt: W.T (Ci, Co), contiguous.
+        y2: The output rows (M, Co), written.
+        table: ``batchnorm.epilogue_table`` (3, Co).
+        relu6: Clamp to [0, 6].
+
+    Returns:
+        y2.
+    """
+    split = _split(x2.shape[0], x2.shape[1], y2.shape[1], strip_width(y2.dtype))
+    if split == "none":
+        return _prepared_serial(x2, wt, y2, table, relu6)
+    return _prepared_parallel(x2, wt, y2, table, relu6, split == "rows")
+
+
 @njit(inline="always", **_JIT)
 def _weight_grad_rows(g, x, gw, r0, r1):
     """gw[r0:r1] = g[:, r0:r1].T @ x (summed over M in tile.product's chunks)."""
