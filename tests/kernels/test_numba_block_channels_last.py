@@ -163,3 +163,22 @@ def test_the_band_filter_is_the_correlation_with_its_batchnorm(dtype, rows, wd, 
 def test_no_batchnorm_is_the_identity_table():
     ep = (np.empty(0), np.empty(0), np.empty(0), np.zeros(2, np.bool_))
     assert np.array_equal(epilogue_table(ep, 3, np.float32), [[0, 0, 0], [1, 1, 1], [0, 0, 0]])
+
+
+@pytest.mark.parametrize("case", [
+    (2, 16, 20, 19, 1, 8, 1, False),   # block 1's shape: no expansion, stride 1
+    (3, 12, 17, 16, 1, 12, 1, True),   # with the residual
+    (1, 24, 15, 13, 1, 16, 2, False),  # stride 2, odd sizes
+])
+def test_a_block_without_expansion_filters_x_in_place_to_the_same_bits(every_plane, monkeypatch,
+                                                                         case):
+    """Channels-last x, no expansion: the filter reads x's rows where they are (``DIRECT``)
+    instead of a copy in the band's scratch: PyTorch's block, the copy's bits."""
+    *shape, stride, residual = case
+    x, *parts = block_case(*shape, stride, residual, seed=8)
+    x = as_channels_last(x)
+    monkeypatch.setattr(bcl, "BAND_BYTES", 3000)  # several bands: padding rows inside too
+    y = bcl.inverted_residual_eval(x, *parts, stride, residual)
+    assert_close("inverted_residual_eval", y, torch_block(x, *parts, stride, residual), TOL64)
+    monkeypatch.setattr(bcl, "DIRECT", False)
+    assert np.array_equal(y, bcl.inverted_residual_eval(x, *parts, stride, residual))

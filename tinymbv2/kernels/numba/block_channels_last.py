@@ -44,8 +44,9 @@ from . import pool  # noqa: F401  (the one-pool set-up)
 from .block import BAND_BYTES, EVEN_TASKS_BELOW, MIN_COLS, block_args, task_plan
 from .batchnorm import epilogue_table
 from .depthwise.rows3x3 import filter_taps
-from .depthwise.rows3x3_bn import depthwise_rows_bn
-from .layout import empty_channels_last
+from .depthwise.rows3x3_bn import depthwise_rows_bn, filter_rows_bn
+from .layout import empty_channels_last, is_channels_last
+from .llvm import lanes
 from .tile import product
 from .transpose import transpose_into
 
@@ -56,6 +57,10 @@ px), where a pointwise layer is one GEMM over the whole batch: in an A/B of the 
 process, the 7x7 blocks here made batch 8 33.5 -> 34.1 ms and batch 1 8.4 -> 9.5 ms (one
 image is cut into bands of 4 and 3 rows, whose halo rows are expanded twice; uncut, one
 thread takes it: 9.6 ms). Read at each call."""
+DIRECT = True
+"""A block without expansion on a channels-last input (block 1 at 224 px, after the stem's
+channels-last output) filters x's rows in place instead of copying them into the band's
+scratch first. A switch for the A/B and the tests."""
 UP_TO = 12544
 """... and planes of more pixels than this (112x112) band by band in NCHW (``.block``).
 A/B of the whole 224 px inference (Intel Xeon host): up to 28x28 38.1 ms at batch 8 and
@@ -83,9 +88,10 @@ def transposed(w):
 
 @njit(**_JIT)
 def _band(x3, b0, nb, h, wd, weT, bn_e, relu6_e, wt, bn_d, relu6_d, s, wpT, bn_p, relu6_p,
-          residual, y2, ho, wo, r0, r1, eb, db):
+          residual, y2, ho, wo, r0, r1, eb, db, direct):
     """Output rows [r0, r1) of images b0 .. b0 + nb - 1 (several only when whole images):
-    ``x3 (N, H*W, Ci)``, any strides, to ``y2 (N*Ho*Wo, Co)``, see the module."""
+    ``x3 (N, H*W, Ci)``, any strides, to ``y2 (N*Ho*Wo, Co)``, see the module. ``direct``:
+    no expansion and x3 channels-last, contiguous: the filter reads x3's rows in place."""
     ch, co = wt.shape[1], wpT.shape[1]
     rows = r1 - r0
     top = r0 * s - 1                           # the first input row the band reads (-1: padding)
@@ -95,6 +101,13 @@ def _band(x3, b0, nb, h, wd, weT, bn_e, relu6_e, wt, bn_d, relu6_d, s, wpT, bn_p
     zero = eb.dtype.type(0)
     dm = db[:nb * rows * wo * ch].reshape(nb * rows * wo, ch)
     for i in range(nb):
+        if direct:  # the filter's window on x itself, its padding rows masked
+            xi, di = x3[b0 + i], dm[i * rows * wo:(i + 1) * rows * wo]
+            step = lanes(xi)
+            for c0 in range(0, ch, step):
+                filter_rows_bn(xi, c0, top, h, wt, bn_d, c0, ch, di, c0, rows, wo, wd, s,
+                               relu6_d, min(step, ch - c0))
+            continue
         e = eb[i * per_e * ch:(i + 1) * per_e * ch].reshape(per_e, ch)
         e[:lo] = zero
         e[hi:] = zero
@@ -124,7 +137,7 @@ def _band(x3, b0, nb, h, wd, weT, bn_e, relu6_e, wt, bn_d, relu6_d, s, wpT, bn_p
 
 @njit(parallel=True, **_JIT)
 def _blocks(x3, h, wd, s, residual, weT, bn_e, relu6_e, wt, bn_d, relu6_d, wpT, bn_p, relu6_p, y2,
-            ho, wo, threads, budget, min_cols, even_below):
+            ho, wo, threads, budget, min_cols, even_below, direct):
     n = x3.shape[0]
     ch = wt.shape[1]
     rows, group, bands, ntask, workers = task_plan(n, ch, wd, wo, s, ho, x3.itemsize, threads,
@@ -136,7 +149,8 @@ def _blocks(x3, h, wd, s, residual, weT, bn_e, relu6_e, wt, bn_d, relu6_d, wpT, 
             g, band = t // bands, t % bands
             b0, r0 = g * group, band * rows
             _band(x3, b0, min(group, n - b0), h, wd, weT, bn_e, relu6_e, wt, bn_d, relu6_d, s, wpT,
-                  bn_p, relu6_p, residual, y2, ho, wo, r0, min(ho, r0 + rows), ebs[k], dbs[k])
+                  bn_p, relu6_p, residual, y2, ho, wo, r0, min(ho, r0 + rows), ebs[k], dbs[k],
+                  direct)
     return y2
 
 
@@ -237,6 +251,7 @@ def run(x, prepared, stride, residual):
     if n:
         x3 = x.reshape(n, ci, h * wd).transpose(0, 2, 1)  # (N, H*W, Ci): a view in either layout
         y2 = y.transpose(0, 2, 3, 1).reshape(n * ho * wo, co)
+        direct = DIRECT and prepared[0].shape[1] == 0 and is_channels_last(x)
         _blocks(x3, h, wd, stride, residual, *prepared, y2, ho, wo, numba.get_num_threads(),
-                BAND_BYTES, MIN_COLS, EVEN_TASKS_BELOW)
+                BAND_BYTES, MIN_COLS, EVEN_TASKS_BELOW, direct)
     return y
