@@ -426,3 +426,19 @@ def test_segmentation_model_on_gpu_matches_cpu(head, output_stride):
     for k, v in gpu.state_dict().items():
         if "running" in k:
             assert rel(v, cpu_state[k]) <= 1e-9, k
+
+
+def test_a_frozen_model_on_the_gpu_gives_the_fused_models_logits():
+    """tinymbv2.freeze on a GPU model: its copies stay on the GPU, the CuPy set runs each
+    step, and the logits are the fused GPU model's (float64, eval mode)."""
+    model = _model(np.float64).eval()
+    model.to("cuda")
+    frozen = tinymbv2.freeze(model)
+    x = cp.asarray(_r(2, 3, 32, 32, seed=3))
+    with tinymbv2.no_grad():
+        fused = tinymbv2.fuse(model)(Tensor(x)).data
+    logits = frozen(x)
+    assert isinstance(logits, cp.ndarray) and logits.shape == (2, 10)
+    assert rel(logits.get(), fused.get()) <= 1e-12
+    with pytest.raises(ValueError, match="expected images as a cupy array"):
+        frozen(_r(2, 3, 32, 32, seed=3))

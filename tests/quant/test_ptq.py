@@ -97,19 +97,38 @@ def digits_model(tmp_path_factory):
     return model, norm(data.train.images[:256]), norm(data.test.images), data.test.labels
 
 
-def test_per_channel_ptq_keeps_a_trained_classifiers_accuracy_and_per_tensor_loses_it(digits_model):
+def test_per_channel_ptq_keeps_a_trained_classifiers_accuracy_and_per_tensor_rounds_coarser(
+        digits_model):
+    """Per-channel PTQ keeps the float model's accuracy and predictions. Per tensor, every
+    channel's weights are rounded on the grid of the layer's largest one, never a finer
+    one: each channel's rounding error bound is at least per-channel's, and larger in some
+    channel of every layer whose channels' ranges differ. How much accuracy that costs
+    depends on the weights training left (on the Intel host of 2026-12-06 per tensor lost
+    more than 20 points; on the AMD host of 2026-12-07 the same recipe's trajectory kept
+    94.7%, as per channel did), so
+    only its agreement with the float model is bounded by per-channel's."""
     model, calib, images, labels = digits_model
     base = evaluate(model, images, labels, fuse=False)
     assert base["accuracy"] > 0.5
-    scores = {}
+    scores, views = {}, {}
     for weights in ("per_channel", "per_tensor"):
-        qnet = calibrate(quantize_model(model, weights=weights), calib)
+        qnet = views[weights] = calibrate(quantize_model(model, weights=weights), calib)
         result = evaluate(qnet, images, labels, fuse=False)
         agree = float(np.mean(result["predictions"] == base["predictions"]))
         scores[weights] = (result["accuracy"], agree)
     accuracy, agree = scores["per_channel"]
     assert accuracy >= base["accuracy"] - 0.03 and agree >= 0.9
-    assert scores["per_tensor"][0] < accuracy - 0.2   # one scale for all channels: ruinous
+    assert scores["per_tensor"][1] <= agree + 0.02
+    coarser = 0
+    for layer_pc, layer_pt in zip(*(
+            [m for m in views[w].modules() if type(m) is QuantConv2d] for w in views)):
+        w = np.asarray(layer_pc.weight.data)
+        assert np.array_equal(w, layer_pt.weight.data)  # the same folded weight
+        s_pc = np.asarray(weight_qparams(w, "per_channel")[0])
+        s_pt = float(weight_qparams(w, "per_tensor")[0])
+        assert np.all(s_pt >= s_pc * (1 - 1e-6))
+        coarser += bool(np.any(s_pt > s_pc * 1.01))
+    assert coarser >= 40  # nearly every one of the network's 52 convolutions
 
 
 def test_quantization_aware_training_moves_the_folded_weights(digits_model):

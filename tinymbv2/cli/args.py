@@ -120,7 +120,8 @@ def add_recipe_args(p):
     p.add_argument("--epochs", type=positive(int), help=_task_default("epochs"))
     p.add_argument("--batch-size", type=positive(int), help=_task_default("batch_size"))
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
-    p.add_argument("--lr", type=positive(float), help="(peak) learning rate " + _task_default("lr"))
+    p.add_argument("--lr", type=positive(float), help="(peak) learning rate " + _task_default("lr")
+                   + "; 0.05 on the 8x8 digits")
     p.add_argument("--momentum", type=non_negative_float, default=d.momentum,
                    help=f"momentum, in [0, 1) ({d.momentum})")
     p.add_argument("--weight-decay", type=non_negative_float, help=_task_default("weight_decay"))

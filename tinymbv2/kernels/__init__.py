@@ -22,7 +22,8 @@ Shapes are NCHW; ``stride``, ``padding`` and ``dilation`` are ``(sh, sw)`` / ``(
 ``(dh, dw)`` tuples (the dense and depthwise convolutions take a dilation, 1 by default);
 outputs have the dtype of the inputs (float32 or float64) and are freshly allocated:
 C-contiguous, except that the numba set returns the activations of small planes
-channels-last (NCHW arrays over NHWC memory). Inputs may be non-contiguous or
+channels-last (NCHW arrays over NHWC memory), and for inference (``conv2d_bn_eval``,
+``inverted_residual_eval``) those of planes up to 112x112. Inputs may be non-contiguous or
 channels-last.
 """
 from __future__ import annotations
