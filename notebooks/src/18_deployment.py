@@ -419,9 +419,11 @@ is 420.7 against a median channel's 0.61. One scale for the whole layer then has
 420.7 / 127.5 = 3.3, and every other channel's weights round to 0."
 
 The digits network trained here has no such channel; the cell makes one, as training made
-it there. It kills one stem channel, the one whose output is smallest on the calibration
-images (its BatchNorm's $\gamma = 0$, $\beta = -1$: ReLU6 then outputs 0 for every image),
-so block 1's depthwise filter on that channel sees a constant input, and gives that filter's
+it there. It kills one stem channel (its BatchNorm's $\gamma = 0$, $\beta = -1$: ReLU6 then
+outputs 0 for every image), the one whose loss the network feels least: each of the stem's
+channels is killed in turn and the network scored on the calibration images (a channel
+that is small on average may still carry what the digits need), so block 1's depthwise
+filter on that channel sees a constant input, and gives that filter's
 BatchNorm the statistics training would have recorded (mean 0, variance 8e-13). How large the
 folded weights get then depends on that BatchNorm's $\gamma$, which the float network never
 feels (its constant input minus its mean is 0, so the channel outputs $\beta$ whatever
@@ -431,12 +433,20 @@ largest folded weight is the benchmark's 420.7.
 """
 
 # %%
-planted = copy.deepcopy(model)
-stem_bn = planted.features[0][1]
+def killed(channel):
+    """A copy of the model with this stem channel dead: ReLU6(0 * x - 1) = 0 everywhere."""
+    net = copy.deepcopy(model)
+    net.features[0][1].weight.data[channel], net.features[0][1].bias.data[channel] = 0.0, -1.0
+    return net
+
+calib_y = train_y[:512]
+kept = [evaluate(killed(c), calib, calib_y, fuse=False)["accuracy"]
+        for c in range(model.features[0][0].out_channels)]
+channel = int(np.argmax(kept))                                          # the loss felt least
+print(f"calibration accuracy with each stem channel killed: {min(kept):.3f} to {max(kept):.3f}; "
+      f"channel {channel} is killed")
+planted = killed(channel)
 dw_conv, dw_bn = planted.features[1].conv[0][0], planted.features[1].conv[0][1]
-with tinymbv2.no_grad():                                                # the stem channel nearest to dead
-    channel = int(np.argmin(model.features[0](Tensor(calib)).numpy().mean(axis=(0, 2, 3))))
-stem_bn.weight.data[channel], stem_bn.bias.data[channel] = 0.0, -1.0    # now dead: ReLU6(-1) = 0
 dw_bn.running_mean.data[channel], dw_bn.running_var.data[channel] = 0.0, 8e-13
 
 def folded_maxima():
@@ -691,21 +701,26 @@ contestant wins at this size depends on the machine and on how busy it is. The c
 documentation, quoted here with their source (not computed by this page):
 
 **Float32, MobileNetV2-1.0 at 224 px** (docs/benchmarks.md, "Deployment: float32 inference
-against onnxruntime", `python -m benchmarks.onnx_inference`: Intel Xeon host with AVX-512,
-2 cores, 2 threads each, medians of 15, 2026-12-07, commit `b173241`; times, and in
-brackets the ratio to onnxruntime's):
+against onnxruntime", `python -m benchmarks.onnx_inference`: AMD EPYC host with AVX-512,
+2 cores, 2 threads each, medians of 21, 2026-12-07, commit `200f3dc`, two of its four runs;
+times, and in brackets the ratio to onnxruntime's):
 
-| batch | onnxruntime | tinymbv2 | PyTorch |
-|---|---|---|---|
-| 1 | 4.39 ms | 9.23 ms (2.10x) | 15.44 ms (3.52x) |
-| 8 | 27.58 ms | 36.50 ms (1.32x) | 76.72 ms (2.78x) |
+| batch | onnxruntime | tinymbv2 frozen | tinymbv2 fused | PyTorch |
+|---|---|---|---|---|
+| 1 | 5.07 ms | 5.49 ms (1.08x) | 8.55 ms (1.69x) | 12.72 ms (2.51x) |
+| 1 | 6.26 ms | 5.78 ms (0.92x) | 9.23 ms (1.47x) | 15.48 ms (2.47x) |
+| 8 | 33.07 ms | 33.03 ms (1.00x) | 36.53 ms (1.10x) | 70.75 ms (2.14x) |
+| 8 | 34.24 ms | 35.40 ms (1.03x) | 39.16 ms (1.14x) | 74.46 ms (2.17x) |
 
-onnxruntime runs the folded graph 1.3 times as fast as tinymbv2 on a batch of eight and
-2.1 times on one image; both run it well ahead of PyTorch. The benchmark page says where the
-difference goes. On one image, mostly to Python around each kernel call, where onnxruntime
-plans its graph once per session. On eight, to the work between the matrix products (whose
-speed per core is about the same in both): onnxruntime keeps its blocked channel layout
-from layer to layer and fuses each convolution with its activation and residual add.
+Frozen, tinymbv2 runs level with onnxruntime: a little ahead in some runs, a little behind
+in others (0.87-1.08x over the four runs at both sizes), and both well ahead of PyTorch.
+The fused view computes the same logits, bit for bit, and is slower by what freezing does
+once instead of at every call: walking the modules, checking each layer pattern, going
+through autograd's `Function`s, checking each kernel's weights and turning each BatchNorm
+into per-channel scales. On one image that bookkeeping is a third of the fused view's time,
+which is why onnxruntime prepares its graph once per session and `tinymbv2.freeze` does
+the same. The benchmark page shows what is still slower than onnxruntime op by op (the
+stem, mostly).
 
 **Int8 against float32, layer by layer** (docs/kernels.md, "Int8 inference", `python -m
 benchmarks.int8_ops`: six layers of MobileNetV2-1.0 at 224 px, batch 8, tinymbv2's int8
