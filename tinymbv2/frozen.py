@@ -12,10 +12,10 @@ edited, and for one 224 px image that bookkeeping is a large part of the forward
 weights and BatchNorm statistics (a snapshot: training the model afterwards does not change
 the frozen one), and keeps the network as a list of steps on arrays:
 
-    stem       y = ReLU6(BN(conv3x3(x)))                    conv2d_bn_eval
-    blocks     y = inverted_residual_eval(x, ...)           one prepared kernel call each
-    head       y = ReLU6(BN(conv1x1(x)))                    pointwise_conv2d_bn_eval
-    classifier logits = mean_hw(y) @ W.T + b                (dropout is off for inference)
+    stem        y = ReLU6(BN(conv3x3(x)))        conv2d_bn_eval
+    blocks      y = inverted_residual_eval(x)    one prepared call each
+    head        y = ReLU6(BN(conv1x1(x)))        pointwise_conv2d_bn_eval, prepared
+    classifier  logits = mean_hw(y) @ W.T + b    (dropout: off for inference)
 
 Each step is prepared for a kernel set the first time it runs on it
 (``prepare_inverted_residual_eval``: the numba set checks the block's weights, lays them out
