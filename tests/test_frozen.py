@@ -43,6 +43,7 @@ def _trained_bn(model, seed=0):
     dict(width_mult=0.5, num_classes=10, small_input=True, size=32, batch=3),
     dict(width_mult=1.0, num_classes=1000, small_input=False, size=224, batch=1),
     dict(width_mult=0.35, num_classes=7, small_input=False, size=96, batch=2, in_channels=1),
+    dict(width_mult=0.5, num_classes=10, small_input=True, size=32, batch=2, shortcut="none"),
 ])
 def test_the_frozen_net_gives_the_fused_models_logits_bit_for_bit(kernels, dtype, config):
     config = dict(config)

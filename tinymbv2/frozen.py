@@ -57,9 +57,9 @@ def freeze(model: MobileNetV2) -> "FrozenNet":
     if training:
         raise ValueError(f"freeze: the model must be in eval mode (call model.eval()); "
                          f"{training[0]} is training")
-    if model.shortcut != "bottleneck":
-        raise ValueError(f"freeze: the shortcut between expansions (shortcut="
-                         f"{model.shortcut!r}) has no frozen step; freeze the paper's blocks")
+    if model.shortcut == "expansion":
+        raise ValueError("freeze: the shortcut between expansions (shortcut='expansion') has "
+                         "no frozen step; freeze the paper's blocks")
     steps = []
     for i, layer in enumerate(model.features):
         name = f"features.{i}"

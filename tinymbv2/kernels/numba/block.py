@@ -338,10 +338,25 @@ def fused_planes(x, stride) -> bool:
     Returns:
         Whether the fused kernel runs the block.
     """
+    plane = output_plane(x, stride)
+    return plane is not None and plane[0] * plane[1] >= FUSED_FROM and not (
+        channels_last_plane(*plane))
+
+
+def output_plane(x, stride):
+    """``(Ho, Wo)`` of a block on input ``x`` at this stride (its filter 3x3, padding 1):
+    what each block kernel's ``supported`` asks about.
+
+    Args:
+        x: The block's input (N, C, H, W).
+        stride: The depthwise stride.
+
+    Returns:
+        ``(Ho, Wo)``, or None when x is not 4-D or the stride is not 1 or 2.
+    """
     if x.ndim != 4 or stride not in (1, 2):
-        return False
-    ho, wo = (x.shape[2] - 1) // stride + 1, (x.shape[3] - 1) // stride + 1
-    return ho * wo >= FUSED_FROM and not channels_last_plane(ho, wo)
+        return None
+    return (x.shape[2] - 1) // stride + 1, (x.shape[3] - 1) // stride + 1
 
 
 def inverted_residual_eval(x, expand, depthwise, project, stride, residual):

@@ -41,7 +41,8 @@ from numba import njit, prange
 
 from .cache import CACHE
 from . import pool  # noqa: F401  (the one-pool set-up)
-from .block import BAND_BYTES, EVEN_TASKS_BELOW, MIN_COLS, block_args, task_plan
+from .block import (BAND_BYTES, EVEN_TASKS_BELOW, MIN_COLS, block_args, output_plane,
+                    task_plan)
 from .batchnorm import epilogue_table
 from .depthwise.rows3x3 import filter_taps
 from .depthwise.rows3x3_bn import depthwise_rows_bn, filter_rows_bn
@@ -166,10 +167,8 @@ def supported(x, stride) -> bool:
     Returns:
         Whether this kernel runs the block.
     """
-    if x.ndim != 4 or stride not in (1, 2):
-        return False
-    ho, wo = (x.shape[2] - 1) // stride + 1, (x.shape[3] - 1) // stride + 1
-    return FROM <= ho * wo <= UP_TO
+    plane = output_plane(x, stride)
+    return plane is not None and FROM <= plane[0] * plane[1] <= UP_TO
 
 
 def inverted_residual_eval(x, expand, depthwise, project, stride, residual):

@@ -26,6 +26,7 @@ from numba import njit, prange
 
 from .cache import CACHE
 from . import pool  # noqa: F401  (the one-pool set-up)
+from .block import output_plane
 from .block_channels_last import FROM
 from .depthwise.rows3x3_bn import filter_rows_bn
 from .layout import as_channels_last, empty_channels_last, rows
@@ -90,9 +91,8 @@ def supported(x, stride) -> bool:
     Returns:
         Whether this kernel runs the block.
     """
-    if x.ndim != 4 or stride not in (1, 2):
-        return False
-    return ((x.shape[2] - 1) // stride + 1) * ((x.shape[3] - 1) // stride + 1) < FROM
+    plane = output_plane(x, stride)
+    return plane is not None and plane[0] * plane[1] < FROM
 
 
 def run(x, prepared, stride, residual):
