@@ -15,6 +15,8 @@ call.)
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..checks import same_float_dtype
@@ -53,10 +55,15 @@ class PreparedBlock:
         ch, co = wdw.shape[0], wpj.shape[0]
         self.kernels, self.layers = kernels, (expand, depthwise, project)
         self.stride, self.residual, self.ci, self.dtype = stride, bool(residual), ci, wdw.dtype
-        self.channels_last = block_channels_last.prepare(we, wdw, wpj, ep_e, ep_d, ep_p,
-                                                         wdw.dtype)
         self.nchw = (we.reshape(we.shape[0], ci), ep_e, wdw.reshape(ch, 3, 3), ep_d,
                      wpj.reshape(co, ch), ep_p)
+        self._checked = (we, wdw, wpj, ep_e, ep_d, ep_p)
+
+    @functools.cached_property
+    def channels_last(self) -> tuple:
+        """``block_channels_last.prepare``'s operands (W.T, filter taps, BatchNorm tables),
+        made on the first plane that needs them (not for a call that runs in NCHW bands)."""
+        return block_channels_last.prepare(*self._checked, self.dtype)
 
     def __call__(self, x):
         """The block's output (N, Co, ceil(H / s), ceil(W / s)) for x (N, Ci, H, W).
