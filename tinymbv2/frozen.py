@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from .autograd import Tensor, no_grad
 from .backend import get_array_module
+from .functional.fused import conv_bn_eval_arrays
 from .fusion import block_eval_parts, fuse
 from .kernels import kernels_for
 from .models.mobilenetv2 import Conv2dNormActivation, InvertedResidual, MobileNetV2
@@ -145,8 +146,9 @@ class FrozenNet:
 
 
 class _ConvBN:
-    """A Conv2dNormActivation (Conv2d, BatchNorm2d, ReLU6), run as ``ConvBatchNormEval``
-    picks its kernel for the convolution's shape."""
+    """A Conv2dNormActivation (Conv2d, BatchNorm2d, ReLU6), run on the kernel
+    ``ConvBatchNormEval`` picks for the convolution's shape (``conv_bn_eval_arrays``); a
+    pointwise one prepared."""
 
     def __init__(self, weight, stride, padding, groups, bn):
         self.weight, self.stride, self.padding, self.groups, self.bn = (weight, stride, padding,
@@ -166,12 +168,11 @@ class _ConvBN:
         return cls(_copy(conv.weight), conv.stride, conv.padding, conv.groups, _bn(norm, True, name))
 
     def prepare(self, kernels):
-        w, stride, padding, bn = self.weight, self.stride, self.padding, self.bn
-        if self.groups > 1:
-            return lambda x: kernels.depthwise_conv2d_bn_eval(x, w, stride, padding, bn)
-        if w.shape[2:] == (1, 1) and stride == (1, 1) and padding == (0, 0):
-            return kernels.prepare_pointwise_conv2d_bn_eval(w, bn)
-        return lambda x: kernels.conv2d_bn_eval(x, w, stride, padding, bn)
+        w, stride, padding, groups, bn = (self.weight, self.stride, self.padding, self.groups,
+                                          self.bn)
+        if groups == 1 and w.shape[2:] == (1, 1) and stride == (1, 1) and padding == (0, 0):
+            return kernels.prepare_pointwise_conv2d_bn_eval(w, bn)  # W laid out once
+        return lambda x: conv_bn_eval_arrays(kernels, x, w, stride, padding, groups, bn)
 
 
 class _Block:

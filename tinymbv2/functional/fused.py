@@ -47,25 +47,45 @@ class ConvBatchNormEval(Function):
 
     @staticmethod
     def forward(ctx, x, w, stride, padding, groups, bn, dilation=(1, 1)):
-        k = kernels_for(x)
-        ci, co, (kh, kw) = x.shape[1], w.shape[0], w.shape[2:]
-        if dilation == (1, 1):
-            if groups == 1 and (kh, kw) == (1, 1) and stride == (1, 1) and padding == (0, 0):
-                return k.pointwise_conv2d_bn_eval(x, w, bn)
-            if groups == ci == co:
-                return k.depthwise_conv2d_bn_eval(x, w, stride, padding, bn)
-            if groups == 1:
-                return k.conv2d_bn_eval(x, w, stride, padding, bn)
-        if groups == ci == co:
-            y = k.depthwise_conv2d_forward(x, w, stride, padding, dilation)
-        else:
-            y = GroupedConv2d.forward(Context(), x, w, stride, padding, dilation, groups)
-        mean, var, weight, bias, eps, relu6 = bn
-        return k.batch_norm_forward_eval(y, mean, var, weight, bias, eps, relu6=relu6)
+        return conv_bn_eval_arrays(kernels_for(x), x, w, stride, padding, groups, bn, dilation)
 
     @staticmethod
     def backward(ctx, g):  # never reached: conv2d_batch_norm_eval refuses to record a graph
         raise RuntimeError("conv2d_batch_norm_eval has no backward (inference only)")
+
+
+def conv_bn_eval_arrays(k, x, w, stride, padding, groups, bn, dilation=(1, 1)):
+    """``ConvBatchNormEval``'s computation on arrays: the kernel set's fused kernel for the
+    convolution's kind (pointwise, depthwise, dense), or, dilated or grouped, the
+    convolution and then BatchNorm-eval. Also what ``tinymbv2.freeze`` runs.
+
+    Args:
+        k: The kernel set.
+        x: The input (N, Ci, H, W), an array.
+        w: The weight (Co, Ci / groups, kh, kw).
+        stride: (sh, sw).
+        padding: (ph, pw).
+        groups: The channel groups.
+        bn: ``(mean, var, weight, bias, eps, relu6)``, arrays and numbers.
+        dilation: (dh, dw).
+
+    Returns:
+        The output (N, Co, Ho, Wo).
+    """
+    ci, co, (kh, kw) = x.shape[1], w.shape[0], w.shape[2:]
+    if dilation == (1, 1):
+        if groups == 1 and (kh, kw) == (1, 1) and stride == (1, 1) and padding == (0, 0):
+            return k.pointwise_conv2d_bn_eval(x, w, bn)
+        if groups == ci == co:
+            return k.depthwise_conv2d_bn_eval(x, w, stride, padding, bn)
+        if groups == 1:
+            return k.conv2d_bn_eval(x, w, stride, padding, bn)
+    if groups == ci == co:
+        y = k.depthwise_conv2d_forward(x, w, stride, padding, dilation)
+    else:
+        y = GroupedConv2d.forward(Context(), x, w, stride, padding, dilation, groups)
+    mean, var, weight, bias, eps, relu6 = bn
+    return k.batch_norm_forward_eval(y, mean, var, weight, bias, eps, relu6=relu6)
 
 
 def conv2d_batch_norm_eval(x, weight, stride, padding, groups, running_mean, running_var,
