@@ -1,10 +1,14 @@
 """The numba set's dense convolution with a BatchNorm epilogue (inference) written into
-channels-last pixels (``numba/dense/__init__.py``, ``_conv_pixels_bn``): the stem at 224 px.
+channels-last pixels straight from bands of input rows (``numba/dense/direct.py``): the stem
+at 224 px.
 
-Against PyTorch's conv + BatchNorm (+ ReLU6) in float64; bit for bit the NCHW path it
-replaced (``EVAL_PIXELS_UP_TO = 0``) in float32 and float64, odd batches (each image in two
-parts) and even ones, strides 1 and 2, paddings 0 and 1, one and two threads; which
-planes take it.
+Against PyTorch's conv + BatchNorm (+ ReLU6) in float64; bit for bit the NCHW path
+(im2col and a product, ``EVAL_PIXELS_UP_TO = 0``) in float32 and float64: batches of 1 to
+3, strides 1 and 2, paddings 0 to 2, 1x1, 3x3 and 5x5 filters, output channels that fill
+one vector, part of one, a wide block and a wide block and a part (the block shapes of
+``tile.gathered_product``), planes whose rows do not fill the last band, an input wider
+than the filter reads (its last column unused), one and two threads; which planes take it;
+an empty batch.
 """
 
 import numba
@@ -43,6 +47,9 @@ def _torch(x, w, stride, padding, bn, relu6):
     (2, 3, 32, 41, 38, 3, 2, 1),    # odd sizes, an even batch: an image a task
     (3, 5, 16, 33, 35, 3, 1, 1),    # stride 1
     (1, 4, 24, 40, 40, 1, 1, 0),    # a 1x1 kernel, no padding
+    (2, 3, 70, 41, 39, 5, 2, 2),    # 5x5, padding 2: a wide block and one vector of columns
+    (1, 3, 40, 19, 17, 3, 1, 1),    # 40 columns: a wide block with masked lanes; 19 rows, 3 bands
+    (2, 2, 8, 38, 38, 3, 2, 0),     # no padding: input column 37 never read; half a vector
 ])
 def test_the_eval_forward_into_pixels_is_pytorchs_and_the_nchw_paths_bits(
         monkeypatch, relu6, n, ci, co, h, w, k, stride, padding):
@@ -80,3 +87,9 @@ def test_only_inference_up_to_112x112_comes_here():
     big = NUMBA.conv2d_bn_eval(x[:, :, :226], wt, (1, 1), (1, 1), (*bn, True))  # 224 x 224: NCHW
     assert big.flags.c_contiguous
     assert NUMBA.conv2d_forward(x[:, :, :64, :64], wt, (2, 2), (1, 1)).flags.c_contiguous
+
+
+def test_an_empty_batch():
+    x, wt, bn = _case(1, 3, 32, 20, 20, 3, np.float32)
+    y = NUMBA.conv2d_bn_eval(x[:0], wt, (2, 2), (1, 1), (*bn, True))
+    assert y.shape == (0, 32, 10, 10) and is_channels_last(y)

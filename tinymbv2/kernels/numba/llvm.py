@@ -223,6 +223,21 @@ class Emit:
         low = b.select(b.fcmp_ordered("<", z, self.zero), self.zero, z)
         return b.select(on, b.select(b.fcmp_ordered(">", low, six), six, low), z)
 
+    def no_unroll(self):
+        """Loop metadata that keeps LLVM from unrolling the loop it is set on (a distinct loop ID
+        holding ``llvm.loop.unroll.disable``): for the latch's branch, ``llvm.loop``.
+
+        Returns:
+            The loop ID node.
+        """
+        module = self.builder.module
+        self._loops = getattr(self, "_loops", 0) + 1
+        disable = module.add_metadata([ir.MetaDataString(module, "llvm.loop.unroll.disable")])
+        # a loop ID is its own first operand; the name only keeps each loop's node distinct
+        loop = module.add_metadata([disable, ir.MetaDataString(module, f"tinymbv2.loop.{id(self)}.{self._loops}")])
+        loop.operands = (loop, disable)
+        return loop
+
     def prefetch(self, data, offset):
         """Ask for the cache line of ``data[offset]`` (read, keep in all levels).
 

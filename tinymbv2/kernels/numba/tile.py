@@ -72,6 +72,9 @@ def _make_tile(vectors: int, most_rows: int):
         if dtype not in (types.float32, types.float64) or b.dtype != dtype or out.dtype != dtype \
                 or table.dtype != dtype or table.ndim != 2:
             return None
+        gathered = isinstance(a_col, types.Array)  # a's terms at offsets a_col[p], not p * a_col
+        if gathered and (a_col.dtype != types.int64 or a_col.ndim != 1):
+            return None
         sig = types.void(a, a_at, a_row, a_col, b, b_at, b_row, out, out_at, out_row, k,
                          rows, ncols, accumulate, ahead, stream, table, col, epilogue, relu6)
 
@@ -79,8 +82,12 @@ def _make_tile(vectors: int, most_rows: int):
             e = Emit(context, builder, dtype)
             a_data, b_data, out_data, table_data = (
                 array_data(context, builder, signature.args[i], args[i]) for i in (0, 4, 7, 16))
-            a_at, a_row, a_col, b_at, b_row, out_at, out_row, k, rows, ncols, ahead, stream = as_i64(
-                builder, [args[i] for i in (1, 2, 3, 5, 6, 8, 9, 10, 11, 12, 14, 15)])
+            a_at, a_row, b_at, b_row, out_at, out_row, k, rows, ncols, ahead, stream = as_i64(
+                builder, [args[i] for i in (1, 2, 5, 6, 8, 9, 10, 11, 12, 14, 15)])
+            if gathered:
+                offsets = array_data(context, builder, signature.args[3], args[3])
+            else:
+                a_col = as_i64(builder, [args[3]])[0]
             n = e.lanes
             masks = [e.mask(builder.sub(ncols, e.const(n * v))) for v in range(vectors)]
             real = [builder.icmp_signed("<", e.const(r), rows) for r in range(most_rows)]
@@ -103,11 +110,17 @@ def _make_tile(vectors: int, most_rows: int):
                         for v in range(vectors):
                             e.prefetch(b_data, e.at(b_at_p, ahead, n * v))
                     u = [e.load(b_data, e.at(b_at_p, n * v), masks[v]) for v in range(vectors)]
-                    a_col_p = e.times(loop.index, a_col)
+                    if gathered:
+                        a_col_p = builder.load(builder.gep(offsets, [loop.index]))
+                    else:
+                        a_col_p = e.times(loop.index, a_col)
                     for r in range(most_rows):
                         s = e.splat(builder.load(builder.gep(a_data, [e.at(a_rows[r], a_col_p)])))
                         for v in range(vectors):
                             builder.store(e.fma(s, u[v], builder.load(acc[r][v])), acc[r][v])
+                    body = builder.basic_block
+                if gathered:  # see GATHER_ROWS
+                    body.terminator.set_metadata("llvm.loop", e.no_unroll())
 
             with builder.if_else(builder.icmp_signed("!=", ahead, e.const(0))) as (fetch, plain):
                 with fetch:
@@ -161,6 +174,14 @@ def _store_fence(typingctx):
 _wide = _make_tile(TILE_VECTORS, TILE_ROWS)
 _half = _make_tile(TILE_VECTORS // 2, 2 * TILE_ROWS)
 _one = _make_tile(1, 4 * TILE_ROWS)
+# ``gathered_product``'s blocks hold 16 running vectors, not 24: with a term's offset loaded
+# from memory in each step, LLVM unrolls the sum by two and spills broadcasts of the
+# 24-vector blocks to the stack (unaligned there: as slow again in some processes as in others)
+GATHER_ROWS = 16 // TILE_VECTORS
+"""Rows of ``gathered_product``'s wide block (4 on AVX-512: 16 running vectors)."""
+_gather_wide = _make_tile(TILE_VECTORS, GATHER_ROWS)
+_gather_half = _make_tile(TILE_VECTORS // 2, 2 * GATHER_ROWS)
+_gather_one = _make_tile(1, 16)
 
 _JIT = dict(cache=CACHE, boundscheck=False)
 STREAM_BYTES = 4 << 20
@@ -271,3 +292,44 @@ def _sweep(a, b, out, i0, i1, j0, j1, accumulate, stream, table, t0, epilogue, r
                          False, table, t0 + j, bn, relu6)
     if streamed:
         _store_fence()
+
+
+@njit(**_JIT)
+def gathered_product(a, a_at, a_row, offsets, b, out, table, relu6):
+    """``out (M, N) = clamp((A @ b - mean) * scale + bias)`` where A's terms are gathered from a
+    flat ``a``: ``A[i, p] = a[a_at + i * a_row + offsets[p]]``.
+
+    A convolution's column matrix without building it: row i is output pixel i of a row of
+    pixels, term p one tap of one input channel at a fixed offset from the pixel's first
+    (``dense.direct``). The order of the sum and the epilogue are ``product``'s (its bits for
+    the same A), the BatchNorm always on; the blocks hold 16 running vectors (``GATHER_ROWS``).
+
+    Args:
+        a: The values, 1-D.
+        a_at: Where row 0's terms start.
+        a_row: The step from one row's start to the next.
+        offsets: (K,) int64, term p's offset from its row's start.
+        b: (K, N), contiguous rows.
+        out: (M, N), contiguous rows.
+        table: (3, N): the mean, scale and bias of each channel.
+        relu6: Clamp to [0, 6].
+    """
+    k, m, ncols = offsets.shape[0], out.shape[0], out.shape[1]
+    b_row, out_row = b.strides[0] // b.itemsize, out.strides[0] // out.itemsize
+    width, n = tile_columns(out), lanes(out)
+    for j in range(0, ncols, width):
+        cols = min(width, ncols - j)
+        if cols > width // 2:
+            for i in range(0, m, GATHER_ROWS):
+                _gather_wide(a, a_at + i * a_row, a_row, offsets, b, j, b_row, out, i * out_row + j,
+                             out_row, k, min(GATHER_ROWS, m - i), cols, False, 0, False, table, j,
+                             True, relu6)
+        elif cols > n:
+            for i in range(0, m, 2 * GATHER_ROWS):
+                _gather_half(a, a_at + i * a_row, a_row, offsets, b, j, b_row, out, i * out_row + j,
+                             out_row, k, min(2 * GATHER_ROWS, m - i), cols, False, 0, False, table, j,
+                             True, relu6)
+        else:
+            for i in range(0, m, 16):
+                _gather_one(a, a_at + i * a_row, a_row, offsets, b, j, b_row, out, i * out_row + j,
+                            out_row, k, min(16, m - i), cols, False, 0, False, table, j, True, relu6)

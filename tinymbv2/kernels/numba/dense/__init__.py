@@ -30,9 +30,9 @@ dot-product form, which runs along the pixels of both gy[n] and cols[n] -- excep
 matrix at all and is faster still (``.weight3x3_s2``). Figures for the stem:
 docs/kernels.md, "The dense convolution (the stem)". For inference (``conv2d_bn_eval``)
 output planes up to ``EVAL_PIXELS_UP_TO`` pixels (the stem at 224 px) are written
-channels-last, as the inference blocks after it read them: each image's product is
-``cols.T @ W.T`` in ``..tile``'s register blocks, one row per output pixel, the BatchNorm
-applied in the registers. On other channels-last output planes (16x16 and smaller)
+channels-last, as the inference blocks after it read them, by ``.direct``: each pixel's
+outputs one row of ``cols.T @ W.T`` in ``..tile``'s register blocks, the BatchNorm applied
+in the registers, the terms read from padded bands of input rows (no column matrix). On other channels-last output planes (16x16 and smaller)
 the products are BLAS's, and backward-weight sums its images in ``_GROUPS``
 runs of consecutive images, each in order in one thread, and adds the run totals
 in order. Either way the split is fixed by the shapes, not by the thread count, so
@@ -40,6 +40,7 @@ results are bit-identical across runs and thread counts.
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -52,8 +53,8 @@ from ..gemm import columns_nn, sum_of_products
 from ..layout import (aligned_empty, as_channels_last, channels_last_plane, empty_channels_last,
                       pixels)
 from ..padding import valid_range
-from ..tile import STREAM_BYTES, product
-from . import channels_last, weight3x3_s2 as stem
+from ..tile import STREAM_BYTES
+from . import channels_last, direct, weight3x3_s2 as stem
 
 _JIT = dict(cache=CACHE, fastmath=False)
 PART_PIXELS = 1024
@@ -63,8 +64,8 @@ stem's 27 x 32 product is about 0.9 M multiply-adds)."""
 EVAL_PIXELS_UP_TO = 12544
 """With a BatchNorm epilogue (inference), output planes of up to this many pixels (112x112:
 MobileNetV2's stem at 224 px) are written channels-last, as the inference block that
-reads them works (``..block_channels_last``): each pixel's Co outputs one row of a
-product ``cols.T @ W.T`` with the BatchNorm in its register blocks. Read at each call."""
+reads them works (``..block_channels_last``): ``.direct``, each pixel's Co outputs one row
+of a product ``cols.T @ W.T`` with the BatchNorm in its register blocks. Read at each call."""
 _GROUPS = 8  # partial sums of backward-weight: fixed, so the result ignores the thread count
 
 
@@ -216,33 +217,6 @@ def _conv_forward(x, wm, kh, kw, sh, sw, ph, pw, ho, wo, y, ep, cl):
 
 
 @njit(parallel=True, **_JIT)
-def _conv_pixels_bn(x, wt, kh, kw, sh, sw, ph, pw, ho, wo, y3, table, relu6):
-    """The forward with its BatchNorm epilogue into channels-last pixels: y3[b] (P, Co) =
-    cols[b].T @ W.T, the BatchNorm applied in the register blocks (``tile.product`` with a
-    table; see ``conv2d_bn_eval``)."""
-    n, ci, h, wd = x.shape
-    k, co, p = wt.shape[0], wt.shape[1], ho * wo
-    rlo, rhi = valid_range(kh, ph, sh, h, ho)
-    clo, chi = valid_range(kw, pw, sw, wd, wo)
-    cols_all = np.empty((n, k, p), x.dtype)
-    parts = image_parts(n, p)
-    if parts > 1:  # an odd batch: each image's column matrix, then its product, in parts
-        for t in prange(n * parts):
-            b, q = t // parts, t % parts
-            _im2col_part(cols_all[b], x[b], kh, kw, sh, sw, ph, pw, ho, wo, rlo, rhi, clo,
-                         chi, k * q // parts, k * (q + 1) // parts)
-        for t in prange(n * parts):
-            b, q = t // parts, t % parts
-            product(cols_all[b].T, wt, y3[b], p * q // parts, p * (q + 1) // parts, 0, co,
-                    False, False, table, 0, relu6)
-        return y3
-    for b in prange(n):
-        _im2col(cols_all[b], x[b], kh, kw, sh, sw, ph, pw, ho, wo, rlo, rhi, clo, chi)
-        product(cols_all[b].T, wt, y3[b], 0, p, 0, co, False, False, table, 0, relu6)
-    return y3
-
-
-@njit(parallel=True, **_JIT)
 def _conv_backward_input(gy3, wt, kh, kw, sh, sw, ph, pw, ho, wo, gx, cl):
     n, ci, h, wd = gx.shape
     rlo, rhi = valid_range(kh, ph, sh, h, ho)
@@ -355,8 +329,10 @@ def _forward(x, w, stride, padding, bn_eval, fn):
     if ep[3][0] and ho * wo <= EVAL_PIXELS_UP_TO:  # inference: channels-last pixels
         y = empty_channels_last((n, co, ho, wo), x.dtype)
         wt = np.ascontiguousarray(w.reshape(co, -1).T)
-        _conv_pixels_bn(x, wt, kh, kw, sh, sw, ph, pw, ho, wo, pixels(y),
-                        epilogue_table(ep, co, x.dtype), bool(ep[3][1]))
+        if n:
+            direct.convolve_bn(x, wt, kh, kw, sh, sw, ph, pw, ho, wo, pixels(y),
+                               epilogue_table(ep, co, x.dtype), bool(ep[3][1]), direct.band_rows(ho),
+                               numba.get_num_threads())
         return y
     y = aligned_empty((n, co, ho, wo), x.dtype)  # NumPy's allocator (see kernels.numba), aligned
     _conv_forward(x, w.reshape(co, -1), kh, kw, sh, sw, ph, pw, ho, wo, y.reshape(n, co, ho * wo),
