@@ -15,7 +15,7 @@ the frozen one), and keeps the network as a list of steps on arrays:
     stem        y = ReLU6(BN(conv3x3(x)))        conv2d_bn_eval
     blocks      y = inverted_residual_eval(x)    one prepared call each
     head        y = ReLU6(BN(conv1x1(x)))        pointwise_conv2d_bn_eval, prepared
-    classifier  logits = mean_hw(y) @ W.T + b    (dropout: off for inference)
+    classifier  logits = mean_hw(y) @ W.T + b    global_average_pool, matmul (no dropout)
 
 Each step is prepared for a kernel set the first time it runs on it
 (``prepare_inverted_residual_eval``: the numba set checks the block's weights, lays them out
@@ -127,8 +127,9 @@ class FrozenNet:
     def __call__(self, x):
         """The logits (N, num_classes) of images x (N, in_channels, H, W).
 
-        Global average pooling, then the Linear (dropout does nothing for inference), on
-        the kernel set's ``matmul`` as the model's ``Linear`` runs it.
+        Global average pooling (the kernel set's ``global_average_pool``: the bits of the
+        model's ``y.mean(axis=(2, 3))``), then the Linear (dropout does nothing for
+        inference), on the kernel set's ``matmul`` as the model's ``Linear`` runs it.
 
         Args:
             x: The images, an array (or Tensor) of the model's dtype on its device.
@@ -137,9 +138,10 @@ class FrozenNet:
             The logits, an array.
         """
         y = self.features(x)
-        pooled = y.mean(axis=(2, 3))
+        kernels = kernels_for(y)
+        pooled = kernels.global_average_pool(y)  # the model's y.mean(axis=(2, 3)), its bits
         weight, bias = self.classifier
-        logits = kernels_for(pooled).matmul(pooled, weight.T)
+        logits = kernels.matmul(pooled, weight.T)
         if bias is not None:
             logits += bias
         return logits

@@ -597,6 +597,23 @@ class ReferenceKernels:
         matmul_args(fn, a, b)
         return np.ascontiguousarray(a @ b)
 
+    # ------------------------------------------------------------------ pooling
+    @staticmethod
+    def global_average_pool(x):
+        r"""Global average pooling for inference, MobileNetV2's head: (N, C, H, W) -> (N, C),
+        $\text{out}_{nc} = \frac{1}{HW} \sum_{h,w} x_{nchw}$ (``x.mean(axis=(2, 3))``, as the
+        model's ``AdaptiveAvgPool2d`` computes it).
+
+        Args:
+            x: The map (N, C, H, W), an array of this set's array module.
+
+        Returns:
+            (N, C).
+        """
+        if x.ndim != 4:
+            raise ValueError(f"global_average_pool: expected a map (N, C, H, W), got {x.shape}")
+        return x.mean(axis=(2, 3))
+
     # ------------------------------------------------------------- interpolation
     @staticmethod
     def interpolate_forward(x, size, mode, align_corners, scales):

@@ -77,7 +77,7 @@ import numpy as np
 
 from ..reference import ReferenceKernels
 from ..checks import undilated
-from . import (batchnorm, cross_entropy, dense, depthwise, dilated,
+from . import (batchnorm, cross_entropy, dense, depthwise, dilated, global_pool,
                int8, int8_block, int8_pool, int8_quantize, interpolate, matmul, optim,
                pointwise, stage, stage_channels_last, subgrids, tap_regions)
 from .dense import winograd
@@ -157,6 +157,7 @@ class NumbaKernels(ReferenceKernels):
     batch_norm_backward_train = staticmethod(batchnorm.batch_norm_backward_train)
     batch_norm_forward_eval = staticmethod(batchnorm.batch_norm_forward_eval)
     matmul = staticmethod(matmul.matmul)
+    global_average_pool = staticmethod(global_pool.global_average_pool)
     interpolate_forward = staticmethod(interpolate.interpolate_forward)
     interpolate_backward = staticmethod(interpolate.interpolate_backward)
 

@@ -333,3 +333,4 @@ def gathered_product(a, a_at, a_row, offsets, b, out, table, relu6):
             for i in range(0, m, 16):
                 _gather_one(a, a_at + i * a_row, a_row, offsets, b, j, b_row, out, i * out_row + j,
                             out_row, k, min(16, m - i), cols, False, 0, False, table, j, True, relu6)
+

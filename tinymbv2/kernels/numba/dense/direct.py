@@ -6,7 +6,7 @@ stem at 224 px) writes channels-last pixels, each pixel's Co outputs one row of
     y[b] (P, Co) = A (P, K) @ W.T (K, Co),   K = Ci * kh * kw,   A[p] = the K inputs pixel p reads
 
 then its BatchNorm (and ReLU6) in the register blocks of ``..tile``. An im2col builds A: a
-copy of every input value kh * kw times, at a stride, into a matrix nine times the image
+copy of every input value ``kh * kw`` times, at a stride, into a matrix nine times the image
 (10.8 MB for the stem at batch 8). Here no A is built. The input rows a band of output
 rows reads are copied once into a scratch of the worker's, padded with zeros
 (``Ci x rows_in x Wp``, ``Wp = (Wo - 1) * sw + kw``), and the register block reads each
@@ -51,8 +51,8 @@ def band_rows(ho: int) -> int:
 
 @njit(**_JIT)
 def _fill(band, x, top, rows_in, wp, pw):
-    """band (Ci * rows_in * Wp,) = input rows top .. top + rows_in of image x (Ci, H, W), each
-    shifted right by pw and padded with zeros (rows outside the image: all zeros)."""
+    """band ``(Ci * rows_in * Wp,)`` = input rows ``top .. top + rows_in`` of image x (Ci, H, W),
+    each shifted right by pw and padded with zeros (rows outside the image: all zeros)."""
     ci, h, wd = x.shape
     width = max(0, min(wd, wp - pw))
     for c in range(ci):
@@ -73,7 +73,7 @@ def convolve_bn(x, wt, kh, kw, sh, sw, ph, pw, ho, wo, y3, table, relu6, rows, t
 
     Args:
         x: The input (N, Ci, H, W), C-contiguous.
-        wt: W.T (Ci * kh * kw, Co), contiguous: the weight (Co, Ci, kh, kw) reshaped and
+        wt: W.T ``(Ci * kh * kw, Co)``, contiguous: the weight (Co, Ci, kh, kw) reshaped and
             transposed.
         kh: The filter's rows.
         kw: Its columns.
@@ -83,7 +83,7 @@ def convolve_bn(x, wt, kh, kw, sh, sw, ph, pw, ho, wo, y3, table, relu6, rows, t
         pw: Zero columns left (and right) of it.
         ho: Output rows.
         wo: Output columns.
-        y3: The output (N, Ho * Wo, Co), contiguous rows: channels-last pixels.
+        y3: The output ``(N, Ho * Wo, Co)``, contiguous rows: channels-last pixels.
         table: (3, Co): each channel's mean, scale and bias (``batchnorm.epilogue_table``).
         relu6: Clamp to [0, 6].
         rows: Output rows per task (``band_rows``).
