@@ -12,14 +12,18 @@ edited, and for one 224 px image that bookkeeping is a large part of the forward
 weights and BatchNorm statistics (a snapshot: training the model afterwards does not change
 the frozen one), and keeps the network as a list of steps on arrays:
 
-    stem        y = ReLU6(BN(conv3x3(x)))        conv2d_bn_eval
+    stem        y = ReLU6(BN(conv3x3(x)))        conv2d_bn_eval     } prepare_stem_block_eval:
+    block 1     y = inverted_residual_eval(x)                       } one step
     blocks      y = inverted_residual_eval(x)    one prepared call each
     head        y = ReLU6(BN(conv1x1(x)))        pointwise_conv2d_bn_eval, prepared
     classifier  logits = mean_hw(y) @ W.T + b    global_average_pool, matmul (no dropout)
 
 Each step is prepared for a kernel set the first time it runs on it
 (``prepare_inverted_residual_eval``: the numba set checks the block's weights, lays them out
-for its GEMMs and tabulates its BatchNorms there, once). The kernels and their operands are
+for its GEMMs and tabulates its BatchNorms there, once). The stem and the first block,
+which has no expansion, are one step: the numba set computes the stem's rows inside the
+block's pass, band by band, so that the network's largest map (32 x 112 x 112 an image at
+224 px) is never written to memory and read back. The kernels and their operands are
 those the fused model runs, so a frozen model's logits are the fused model's, bit for bit.
 
     frozen = tinymbv2.freeze(model.eval())
@@ -71,6 +75,10 @@ def freeze(model: MobileNetV2) -> "FrozenNet":
         else:
             raise ValueError(f"freeze: {name} is a {type(layer).__name__}, not a conv-BN-ReLU6 "
                              "or an inverted residual block")
+    if (len(steps) > 1 and isinstance(steps[0], _ConvBN) and steps[0].groups == 1
+            and isinstance(steps[1], _Block) and steps[1].layers[0] is None
+            and not steps[1].residual):
+        steps[:2] = [_StemBlock(*steps[:2])]  # one pass: the stem's map never in memory
     layers = list(model.classifier)
     if [type(m) for m in layers] != [Dropout, Linear]:
         raise ValueError("freeze: expected the classifier Dropout, Linear, got "
@@ -175,6 +183,20 @@ class _ConvBN:
         if groups == 1 and w.shape[2:] == (1, 1) and stride == (1, 1) and padding == (0, 0):
             return kernels.prepare_pointwise_conv2d_bn_eval(w, bn)  # W laid out once
         return lambda x: conv_bn_eval_arrays(kernels, x, w, stride, padding, groups, bn)
+
+
+class _StemBlock:
+    """The stem and a first block without expansion or residual (MobileNetV2's), one step:
+    ``prepare_stem_block_eval`` (the numba set makes the stem's rows inside the block's
+    pass; the same bits as the two steps)."""
+
+    def __init__(self, stem, block):
+        self.stem, self.block = stem, block
+
+    def prepare(self, kernels):
+        s = self.stem
+        return kernels.prepare_stem_block_eval(s.prepare(kernels), self.block.prepare(kernels),
+                                               s.weight, s.stride, s.padding, s.bn)
 
 
 class _Block:

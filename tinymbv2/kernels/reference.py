@@ -805,6 +805,30 @@ class ReferenceKernels:
 
         return run
 
+    def prepare_stem_block_eval(self, stem, block, w, stride, padding, bn):
+        """A network's first two steps as one: ``run(x) = block(stem(x))``.
+
+        For a frozen model whose stem, a dense conv-BN-ReLU6 (``conv2d_bn_eval``), is
+        followed by a block without expansion or residual (MobileNetV2's). Here ``run``
+        calls the two; a faster set makes the stem's rows the block reads inside the block's
+        pass, without the stem's map in memory, and gives the same numbers.
+
+        Args:
+            stem: The stem's step, a function of x (its weights bound).
+            block: The block's step, from ``prepare_inverted_residual_eval``.
+            w: The stem's weight (Cs, Ci, kh, kw).
+            stride: The stem's (sh, sw).
+            padding: The stem's (ph, pw).
+            bn: The stem's BatchNorm, ``(mean, var, weight, bias, eps, relu6)``.
+
+        Returns:
+            ``run``: the images (N, Ci, H, W) to the block's output.
+        """
+        def run(x):
+            return block(stem(x))
+
+        return run
+
     def prepare_pointwise_conv2d_bn_eval(self, w, bn):
         """``pointwise_conv2d_bn_eval`` with its weights fixed: a function ``run(x) -> y``.
 

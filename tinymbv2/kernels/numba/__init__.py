@@ -82,6 +82,7 @@ from . import (batchnorm, cross_entropy, dense, depthwise, dilated, global_pool,
                pointwise, stage, stage_channels_last, subgrids, tap_regions)
 from .dense import winograd
 from .block_prepared import PreparedBlock
+from .stem_block import PreparedStemBlock
 
 
 class NumbaKernels(ReferenceKernels):
@@ -186,6 +187,14 @@ class NumbaKernels(ReferenceKernels):
 
     def prepare_pointwise_conv2d_bn_eval(self, w, bn):
         return pointwise.PreparedPointwise(w, bn)
+
+    def prepare_stem_block_eval(self, stem, block, w, stride, padding, bn):
+        # the stem's map made band by band inside the block's pass (.stem_block), where the
+        # block has neither expansion nor residual; else the two steps
+        if (isinstance(block, PreparedBlock) and block.layers[0] is None and not block.residual
+                and np.shape(w)[0] == block.ci):
+            return PreparedStemBlock(stem, w, stride, padding, bn, block)
+        return super().prepare_stem_block_eval(stem, block, w, stride, padding, bn)
 
     def depthwise_stage_forward_train(self, e, bn1, w_dw, stride, bn2, dilation=1):
         if stage_channels_last.supported(e, w_dw, stride, dilation):  # small planes

@@ -50,9 +50,18 @@ def band_rows(ho: int) -> int:
 
 
 @njit(**_JIT)
-def _fill(band, x, top, rows_in, wp, pw):
+def fill_band(band, x, top, rows_in, wp, pw):
     """band ``(Ci * rows_in * Wp,)`` = input rows ``top .. top + rows_in`` of image x (Ci, H, W),
-    each shifted right by pw and padded with zeros (rows outside the image: all zeros)."""
+    each shifted right by pw and padded with zeros (rows outside the image: all zeros).
+
+    Args:
+        band: The scratch, written.
+        x: One image (Ci, H, W).
+        top: The image row the band's row 0 is (negative: padding above).
+        rows_in: Rows per channel in the band.
+        wp: The band's row width, ``(Wo - 1) * sw + kw``.
+        pw: Zero columns left of the image.
+    """
     ci, h, wd = x.shape
     width = max(0, min(wd, wp - pw))
     for c in range(ci):
@@ -65,6 +74,29 @@ def _fill(band, x, top, rows_in, wp, pw):
                 row[pw + width:] = 0
             else:
                 row[:] = 0
+
+
+@njit(**_JIT)
+def band_offsets(ci, kh, kw, rows_in, wp):
+    """Each term's offset in a band from its pixel's first, in the order of W's columns:
+    ``offsets[(c, i, j)] = (c * rows_in + i) * wp + j``.
+
+    Args:
+        ci: Input channels.
+        kh: Filter rows.
+        kw: Filter columns.
+        rows_in: Rows per channel in the band.
+        wp: The band's row width.
+
+    Returns:
+        (Ci * kh * kw,) int64.
+    """
+    offsets = np.empty(ci * kh * kw, np.int64)
+    for c in range(ci):
+        for i in range(kh):
+            for j in range(kw):
+                offsets[(c * kh + i) * kw + j] = (c * rows_in + i) * wp + j
+    return offsets
 
 
 @njit(parallel=True, **_JIT)
@@ -94,11 +126,7 @@ def convolve_bn(x, wt, kh, kw, sh, sw, ph, pw, ho, wo, y3, table, relu6, rows, t
     """
     n, ci = x.shape[0], x.shape[1]
     wp, rows_in = (wo - 1) * sw + kw, (rows - 1) * sh + kh
-    offsets = np.empty(ci * kh * kw, np.int64)
-    for c in range(ci):
-        for i in range(kh):
-            for j in range(kw):
-                offsets[(c * kh + i) * kw + j] = (c * rows_in + i) * wp + j
+    offsets = band_offsets(ci, kh, kw, rows_in, wp)
     bands = (ho + rows - 1) // rows
     ntask = n * bands
     workers = max(1, min(threads, ntask))
@@ -107,7 +135,7 @@ def convolve_bn(x, wt, kh, kw, sh, sw, ph, pw, ho, wo, y3, table, relu6, rows, t
         band = scratch[k]
         for t in range(k, ntask, workers):
             b, r0 = t // bands, (t % bands) * rows
-            _fill(band, x[b], r0 * sh - ph, rows_in, wp, pw)
+            fill_band(band, x[b], r0 * sh - ph, rows_in, wp, pw)
             for r in range(min(rows, ho - r0)):
                 at = (r0 + r) * wo
                 gathered_product(band, r * sh * wp, sw, offsets, wt, y3[b, at:at + wo], table, relu6)
