@@ -89,7 +89,7 @@ def band_offsets(ci, kh, kw, rows_in, wp):
         wp: The band's row width.
 
     Returns:
-        (Ci * kh * kw,) int64.
+        ``(Ci * kh * kw,)``, int64.
     """
     offsets = np.empty(ci * kh * kw, np.int64)
     for c in range(ci):
