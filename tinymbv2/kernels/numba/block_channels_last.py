@@ -47,7 +47,7 @@ from .depthwise.rows3x3 import filter_taps
 from .depthwise.rows3x3_bn import depthwise_rows_bn, filter_rows_bn
 from .layout import empty_channels_last, is_channels_last
 from .llvm import lanes
-from .tile import product
+from .tile import pack_strips, packed_product
 from .transpose import transpose_into
 
 _JIT = dict(cache=CACHE, fastmath=False)
@@ -118,7 +118,7 @@ def _band(x3, b0, nb, h, wd, weT, bn_e, relu6_e, wt, bn_d, relu6_d, s, wpT, bn_p
     """Output rows [r0, r1) of images b0 .. b0 + nb - 1 (several only when whole images):
     ``x3 (N, H*W, Ci)``, any strides, to ``y2 (N*Ho*Wo, Co)``, see the module. ``direct``:
     no expansion and x3 channels-last, contiguous: the filter reads x3's rows in place."""
-    ch, co = wt.shape[1], wpT.shape[1]
+    ch, co = wt.shape[1], bn_p.shape[1]
     rows = r1 - r0
     top = r0 * s - 1                           # the first input row the band reads (-1: padding)
     a, b = max(top, 0), min((r1 - 1) * s + 2, h)  # the real input rows among them
@@ -138,8 +138,8 @@ def _band(x3, b0, nb, h, wd, weT, bn_e, relu6_e, wt, bn_d, relu6_d, s, wpT, bn_p
         e[:lo] = zero
         e[hi:] = zero
         xr = x3[b0 + i, a * wd:b * wd]
-        if weT.shape[1] > 0:  # BN + ReLU6 in registers before the store
-            product(xr, weT, e[lo:hi], 0, hi - lo, 0, ch, False, False, bn_e, 0, relu6_e)
+        if weT.shape[0] > 0:  # BN + ReLU6 in registers before the store
+            packed_product(xr, weT, e[lo:hi], 0, hi - lo, 0, ch, bn_e, relu6_e)
         else:  # no expansion: the filter reads x's rows
             e[lo:hi] = xr
         depthwise_rows_bn(e, wd, s, wt, bn_d, relu6_d, dm[i * rows * wo:(i + 1) * rows * wo], rows,
@@ -150,8 +150,8 @@ def _band(x3, b0, nb, h, wd, weT, bn_e, relu6_e, wt, bn_d, relu6_d, s, wpT, bn_p
     runs, run = (1, nb * per_d) if rows == ho else (nb, per_d)
     for i in range(runs):
         first = (b0 + i) * ho * wo + r0 * wo
-        product(dm[i * run:(i + 1) * run], wpT, y2[first:first + run], 0, run, 0, co, False, False,
-                bn_p, 0, relu6_p)
+        packed_product(dm[i * run:(i + 1) * run], wpT, y2[first:first + run], 0, run, 0, co, bn_p,
+                       relu6_p)
     if residual:
         for i in range(nb):
             xi, yi = x3[b0 + i], y2[(b0 + i) * ho * wo:(b0 + i + 1) * ho * wo]
@@ -250,7 +250,7 @@ def prepare(we, wdw, wpj, ep_e, ep_d, ep_p, dtype) -> tuple:
     out = []
     for w, ep, c in ((we.reshape(we.shape[0], we.shape[1]), ep_e, ch), (wdw, ep_d, ch),
                      (wpj.reshape(co, ch), ep_p, co)):
-        weights = filter_taps(w, False) if w.ndim == 4 else transposed(w)
+        weights = filter_taps(w, False) if w.ndim == 4 else pack_strips(transposed(w))
         out += [weights, epilogue_table(ep, c, dtype), bool(ep[3][1])]
     return tuple(out)
 
@@ -269,13 +269,13 @@ def run(x, prepared, stride, residual):
         (N, Co, Ho, Wo), stored channels-last.
     """
     n, ci, h, wd = x.shape
-    co = prepared[6].shape[1]
+    co = prepared[7].shape[1]
     ho, wo = (h - 1) // stride + 1, (wd - 1) // stride + 1
     y = empty_channels_last((n, co, ho, wo), x.dtype)
     if n:
         x3 = x.reshape(n, ci, h * wd).transpose(0, 2, 1)  # (N, H*W, Ci): a view in either layout
         y2 = y.transpose(0, 2, 3, 1).reshape(n * ho * wo, co)
-        direct = DIRECT and prepared[0].shape[1] == 0 and is_channels_last(x)
+        direct = DIRECT and prepared[0].shape[0] == 0 and is_channels_last(x)
         _blocks(x3, h, wd, stride, residual, *prepared, y2, ho, wo, numba.get_num_threads(),
                 BAND_BYTES, MIN_COLS, EVEN_TASKS_BELOW, direct)
     return y

@@ -31,7 +31,7 @@ from .block_channels_last import FROM
 from .depthwise.rows3x3_bn import filter_rows_bn
 from .layout import as_channels_last, empty_channels_last, rows
 from .llvm import lanes
-from .tile import product
+from .tile import packed_product
 
 _JIT = dict(cache=CACHE, fastmath=False)
 PARALLEL_MACS = 1 << 21
@@ -49,14 +49,14 @@ def _cut(m, tasks, t):
 def _block(x2, n, h, wd, s, residual, weT, bn_e, relu6_e, taps, bn_d, relu6_d, wpT, bn_p,
            relu6_p, y2, ho, wo, threads):
     m, ci = x2.shape
-    ch, co = taps.shape[1], wpT.shape[1]
+    ch, co = taps.shape[1], bn_p.shape[1]
     mo = y2.shape[0]
-    if weT.shape[1] > 0:
+    if weT.shape[0] > 0:
         e2 = np.empty((m, ch), x2.dtype)
         tasks = threads if m * ci * ch >= PARALLEL_MACS else 1
         for t in prange(tasks):
             r0, r1 = _cut(m, tasks, t)
-            product(x2, weT, e2, r0, r1, 0, ch, False, False, bn_e, 0, relu6_e)
+            packed_product(x2, weT, e2, r0, r1, 0, ch, bn_e, relu6_e)
     else:  # no expansion: the filter reads x
         e2 = x2
     d2 = np.empty((mo, ch), x2.dtype)
@@ -70,7 +70,7 @@ def _block(x2, n, h, wd, s, residual, weT, bn_e, relu6_e, taps, bn_d, relu6_d, w
     tasks = threads if mo * ch * co >= PARALLEL_MACS else 1
     for t in prange(tasks):
         r0, r1 = _cut(mo, tasks, t)
-        product(d2, wpT, y2, r0, r1, 0, co, False, False, bn_p, 0, relu6_p)
+        packed_product(d2, wpT, y2, r0, r1, 0, co, bn_p, relu6_p)
         if residual:
             for q in range(r0, r1):
                 yq, xq = y2[q], x2[q]
@@ -110,7 +110,7 @@ def run(x, prepared, stride, residual):
         (N, Co, Ho, Wo), stored channels-last.
     """
     n, ci, h, wd = x.shape
-    co = prepared[6].shape[1]
+    co = prepared[7].shape[1]
     ho, wo = (h - 1) // stride + 1, (wd - 1) // stride + 1
     y = empty_channels_last((n, co, ho, wo), x.dtype)
     if n:

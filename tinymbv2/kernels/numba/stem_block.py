@@ -40,7 +40,7 @@ from .block_prepared import PreparedBlock
 from .dense import direct
 from .depthwise.rows3x3_bn import depthwise_rows_bn
 from .layout import channels_last_plane, empty_channels_last, rows as rows_of
-from .tile import gathered_product, product
+from .tile import gathered_product, packed_product
 
 _JIT = dict(cache=CACHE, fastmath=False)
 
@@ -49,7 +49,7 @@ _JIT = dict(cache=CACHE, fastmath=False)
 def _band(x, b, wt, table_s, relu6_s, kh, kw, sh, sw, ph, pw, hs, ws, s, taps, bn_d, relu6_d,
           wpT, bn_p, relu6_p, y2, ho, wo, r0, r1, img, offsets, rows_in, wp, eb, db):
     """Block output rows [r0, r1) of image b (see the module)."""
-    ch, co = taps.shape[1], wpT.shape[1]
+    ch, co = taps.shape[1], bn_p.shape[1]
     rows = r1 - r0
     top = r0 * s - 1                              # the first stem row the band reads
     a, z = max(top, 0), min((r1 - 1) * s + 2, hs)  # the real stem rows among them
@@ -65,8 +65,7 @@ def _band(x, b, wt, table_s, relu6_s, kh, kw, sh, sw, ph, pw, hs, ws, s, taps, b
     dm = db[:rows * wo * ch].reshape(rows * wo, ch)
     depthwise_rows_bn(e, ws, s, taps, bn_d, relu6_d, dm, rows, wo)
     first = b * ho * wo + r0 * wo
-    product(dm, wpT, y2[first:first + rows * wo], 0, rows * wo, 0, co, False, False, bn_p, 0,
-            relu6_p)
+    packed_product(dm, wpT, y2[first:first + rows * wo], 0, rows * wo, 0, co, bn_p, relu6_p)
 
 
 @njit(parallel=True, **_JIT)
@@ -151,7 +150,7 @@ class PreparedStemBlock:
         hs, ws, ho, wo = planes
         x = np.ascontiguousarray(x)
         taps, bn_d, relu6_d, wpT, bn_p, relu6_p = self.block.channels_last[3:]
-        n, co = x.shape[0], wpT.shape[1]
+        n, co = x.shape[0], bn_p.shape[1]
         y = empty_channels_last((n, co, ho, wo), x.dtype)
         (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
         _stem_blocks(x, self.wt, self.table, self.relu6, kh, kw, sh, sw, ph, pw, hs, ws,

@@ -334,3 +334,83 @@ def gathered_product(a, a_at, a_row, offsets, b, out, table, relu6):
                 _gather_one(a, a_at + i * a_row, a_row, offsets, b, j, b_row, out, i * out_row + j,
                             out_row, k, min(16, m - i), cols, False, 0, False, table, j, True, relu6)
 
+
+
+def pack_strips(b: np.ndarray) -> np.ndarray:
+    """A right-hand operand laid out as the register blocks read it, once, for a weight that
+    does not change (a prepared or frozen model): b's strips of ``strip_width`` columns one
+    after the other, each strip's K rows of ``width`` values contiguous, so that a block's
+    pass over K reads one run of memory and the strip after it is the next run (what
+    onnxruntime's MLAS does to a GEMM's constant B when it loads a model). The last strip
+    is padded with zeros (never stored: ``packed_product`` masks those columns).
+
+    Args:
+        b: (K, N).
+
+    Returns:
+        ``(S * K, width)``, contiguous, ``S = ceil(N / width)``: rows ``s*K .. s*K + K`` are
+        ``b[:, s*width:(s + 1)*width]``.
+    """
+    k, n = b.shape
+    width = strip_width(b.dtype)
+    strips = -(-n // width)
+    packed = np.zeros((strips * k, width), b.dtype)
+    for s in range(strips):
+        part = b[:, s * width:(s + 1) * width]
+        packed[s * k:(s + 1) * k, :part.shape[1]] = part
+    return packed
+
+
+@njit(inline="always", **_JIT)
+def packed_product(a, packed, out, i0, i1, j0, j1, table, relu6):
+    """``out[i0:i1, j0:j1] = clamp((a @ b - mean) * scale + bias)`` for b given as
+    ``pack_strips(b)``: ``product`` with a table (its blocks, sums and bits), b read strip
+    by strip from contiguous memory, the next strip prefetched as ``product`` does.
+
+    Args:
+        a: (M, K), any strides.
+        packed: ``pack_strips(b)``, (S * K, width).
+        out: (M, N), contiguous rows.
+        i0: The first row.
+        i1: The row after the last.
+        j0: The first column, a multiple of width.
+        j1: The column after the last.
+        table: (3, N): the BatchNorm epilogue (``batchnorm.epilogue_table``).
+        relu6: Clamp to [0, 6].
+    """
+    _packed_sweep(a, packed, out, np.int64(i0), np.int64(i1), np.int64(j0), np.int64(j1), table,
+                  bool(relu6))
+
+
+@njit(**_JIT)
+def _packed_sweep(a, packed, out, i0, i1, j0, j1, table, relu6):
+    """``packed_product``'s loops: ``_sweep``'s, the strips' rows at ``s*K*width``."""
+    k, width = a.shape[1], packed.shape[1]
+    if packed.shape[0] != -(-out.shape[1] // width) * k:
+        raise ValueError("packed_product: the packed strips do not hold (K, N)")
+    size = a.itemsize
+    a_row, a_col, out_row = a.strides[0] // size, a.strides[1] // size, out.strides[0] // size
+    n = lanes(out)
+    for k0 in range(0, max(k, 1), SUM_CHUNK):
+        kc, onto = min(SUM_CHUNK, k - k0), k0 > 0
+        last = k0 + SUM_CHUNK >= k
+        a0 = k0 * a_col
+        for j in range(j0, j1, width):
+            cols = min(width, j1 - j)
+            b_at = (j // width * k + k0) * width
+            ahead = AHEAD * k * width if j + width < j1 else 0  # that row of the next strip
+            if cols > width // 2:
+                for i in range(i0, i1, TILE_ROWS):
+                    _wide(a, a0 + i * a_row, a_row, a_col, packed, b_at, width, out, i * out_row + j,
+                          out_row, kc, min(TILE_ROWS, i1 - i), cols, onto, ahead if i == i0 else 0,
+                          False, table, j, last, relu6)
+            elif cols > n:
+                for i in range(i0, i1, 2 * TILE_ROWS):
+                    _half(a, a0 + i * a_row, a_row, a_col, packed, b_at, width, out, i * out_row + j,
+                          out_row, kc, min(2 * TILE_ROWS, i1 - i), cols, onto,
+                          ahead if i == i0 else 0, False, table, j, last, relu6)
+            else:
+                for i in range(i0, i1, 4 * TILE_ROWS):
+                    _one(a, a0 + i * a_row, a_row, a_col, packed, b_at, width, out, i * out_row + j,
+                         out_row, kc, min(4 * TILE_ROWS, i1 - i), cols, onto,
+                         ahead if i == i0 else 0, False, table, j, last, relu6)

@@ -40,7 +40,7 @@ from ..batchnorm import epilogue, epilogue_args, epilogue_table
 from ..gemm import COLUMNS, add_products, columns_nn, sum_of_products
 from ..layout import (aligned_empty, as_channels_last, channels_last_plane, empty_channels_last,
                       rows)
-from ..tile import STREAM_BYTES
+from ..tile import STREAM_BYTES, pack_strips
 from . import channels_last as by_rows
 
 _JIT = dict(cache=CACHE, fastmath=False)
@@ -177,7 +177,7 @@ class PreparedPointwise:
         co, ci = w.shape[:2]
         ep = epilogue_args(fn, bn, co, w.dtype)
         self.w, self.bn, self.ci = w, bn, ci
-        self.wt = np.ascontiguousarray(w.reshape(co, ci).T)
+        self.wt = pack_strips(np.ascontiguousarray(w.reshape(co, ci).T))
         self.table, self.relu6 = epilogue_table(ep, co, w.dtype), bool(ep[3][1])
 
     def __call__(self, x):
@@ -194,7 +194,7 @@ class PreparedPointwise:
                 channels_last_plane(*x.shape[2:])):
             return pointwise_conv2d_bn_eval(x, self.w, self.bn)  # checks, or NCHW planes
         n, _, h, wd = x.shape
-        y = empty_channels_last((n, self.wt.shape[1], h, wd), x.dtype)
+        y = empty_channels_last((n, self.table.shape[1], h, wd), x.dtype)
         if y.size:
             by_rows.forward_prepared(rows(as_channels_last(x)), self.wt, rows(y), self.table,
                                      self.relu6)

@@ -31,7 +31,7 @@ from numba import njit, prange
 from ..cache import CACHE
 from .. import pool  # noqa: F401  (starts Numba's pool passive)
 from ..batchnorm.channels_last import affine_rows_inplace
-from ..tile import STREAM_BYTES, product, strip_width, tile_columns
+from ..tile import STREAM_BYTES, packed_product, product, strip_width, tile_columns
 from ..transpose import transpose_into
 
 _JIT = dict(cache=CACHE, fastmath=False)
@@ -145,29 +145,29 @@ def _matmul(a, b, out, transposed, ep):
 
 
 @njit(parallel=True, **_JIT)
-def _prepared_parallel(a, bt, out, table, relu6, by_rows):
+def _prepared_parallel(a, packed, out, table, relu6, by_rows):
     m, n = out.shape
     for t in prange(2):
         r0, r1, c0, c1 = _share(t, 2, m, n, tile_columns(out), by_rows)
-        product(a, bt, out, r0, r1, c0, c1, False, False, table, 0, relu6)
+        packed_product(a, packed, out, r0, r1, c0, c1, table, relu6)
     return out
 
 
 @njit(**_JIT)
-def _prepared_serial(a, bt, out, table, relu6):
-    product(a, bt, out, 0, out.shape[0], 0, out.shape[1], False, False, table, 0, relu6)
+def _prepared_serial(a, packed, out, table, relu6):
+    packed_product(a, packed, out, 0, out.shape[0], 0, out.shape[1], table, relu6)
     return out
 
 
-def forward_prepared(x2, wt, y2, table, relu6):
-    """``y2 (M, Co) = x2 (M, Ci) @ wt`` with a BatchNorm-eval table applied in the register
-    blocks, for a weight laid out once (``wt = W.T``, contiguous): no strip of W.T copied per
-    call. Shared by the threads as ``forward`` shares it; the same bits as ``forward``
-    with the same BatchNorm.
+def forward_prepared(x2, packed, y2, table, relu6):
+    """``y2 (M, Co) = x2 (M, Ci) @ W.T`` with a BatchNorm-eval table applied in the register
+    blocks, for a weight laid out once (``packed = tile.pack_strips(W.T)``): no strip of W.T
+    copied per call, each read from one run of memory. Shared by the threads as ``forward``
+    shares it; the same bits as ``forward`` with the same BatchNorm.
 
     Args:
         x2: The input rows (M, Ci).
-        wt: W.T (Ci, Co), contiguous.
+        packed: ``tile.pack_strips(W.T)``.
         y2: The output rows (M, Co), written.
         table: ``batchnorm.epilogue_table`` (3, Co).
         relu6: Clamp to [0, 6].
@@ -177,8 +177,8 @@ def forward_prepared(x2, wt, y2, table, relu6):
     """
     split = _split(x2.shape[0], x2.shape[1], y2.shape[1], strip_width(y2.dtype))
     if split == "none":
-        return _prepared_serial(x2, wt, y2, table, relu6)
-    return _prepared_parallel(x2, wt, y2, table, relu6, split == "rows")
+        return _prepared_serial(x2, packed, y2, table, relu6)
+    return _prepared_parallel(x2, packed, y2, table, relu6, split == "rows")
 
 
 @njit(inline="always", **_JIT)
