@@ -23,7 +23,8 @@ images, with E and D in a scratch of its own that stays in the core's L2 cache (
   registers, its BatchNorm and ReLU6 applied before the store.
 * The projection's BatchNorm, too, is applied in its GEMM's registers; the residual is
   added after it, as the reference adds it.
-* The GEMMs' right-hand operands are W.T, transposed once per call.
+* The GEMMs' right-hand operands are W.T packed in strips of the register block
+  (``tile.pack_strips``), once per call, or once for a prepared block.
 
 Tasks are cut as ``.block`` cuts its bands (``block.task_plan``: functions of the shapes
 alone), and every output is summed the same way in whatever task it falls, so results are
@@ -48,7 +49,6 @@ from .depthwise.rows3x3_bn import depthwise_rows_bn, filter_rows_bn
 from .layout import empty_channels_last, is_channels_last
 from .llvm import lanes
 from .tile import pack_strips, packed_product
-from .transpose import transpose_into
 
 _JIT = dict(cache=CACHE, fastmath=False)
 FROM = 64
@@ -95,21 +95,6 @@ an A/B of the whole 224 px inference in one process (AMD EPYC host, 1 MiB of L2 
 bands of 1 MiB against the 2 MiB of ``block.BAND_BYTES``: batch 1 4.73 against 4.87 ms
 (4.85 against 5.01 in a second run), batch 8 30.0 against 29.8 (34.6 against 34.4). The
 same bits at any size. Read at each call."""
-
-
-@njit(**_JIT)
-def transposed(w):
-    """w.T, contiguous: the (Ci, Ch) right-hand operand of ``E = x @ We.T`` from We (Ch, Ci).
-
-    Args:
-        w: A matrix, contiguous rows.
-
-    Returns:
-        Its transpose, a new contiguous matrix.
-    """
-    out = np.empty((w.shape[1], w.shape[0]), w.dtype)
-    transpose_into(w, 0, w.shape[0], 0, w.shape[1], out)
-    return out
 
 
 @njit(**_JIT)
@@ -230,7 +215,8 @@ def inverted_residual_eval(x, expand, depthwise, project, stride, residual):
 def prepare(we, wdw, wpj, ep_e, ep_d, ep_p, dtype) -> tuple:
     """A block's weights as ``run`` takes them: what depends on the weights alone, made once.
 
-    The GEMMs' right-hand operands We.T (Ci, Ch) and Wp.T (Ch, Co), the filter's taps
+    The GEMMs' right-hand operands We.T (Ci, Ch) and Wp.T (Ch, Co) packed in strips of the
+    register block (``tile.pack_strips``; no expansion: an empty one), the filter's taps
     (``filter_taps``) and each BatchNorm's table of per-channel scale and shift
     (``batchnorm.epilogue_table``).
 
@@ -250,7 +236,7 @@ def prepare(we, wdw, wpj, ep_e, ep_d, ep_p, dtype) -> tuple:
     out = []
     for w, ep, c in ((we.reshape(we.shape[0], we.shape[1]), ep_e, ch), (wdw, ep_d, ch),
                      (wpj.reshape(co, ch), ep_p, co)):
-        weights = filter_taps(w, False) if w.ndim == 4 else pack_strips(transposed(w))
+        weights = filter_taps(w, False) if w.ndim == 4 else pack_strips(w.T)
         out += [weights, epilogue_table(ep, c, dtype), bool(ep[3][1])]
     return tuple(out)
 

@@ -119,8 +119,10 @@ def _make_tile(vectors: int, most_rows: int):
                         for v in range(vectors):
                             builder.store(e.fma(s, u[v], builder.load(acc[r][v])), acc[r][v])
                     body = builder.basic_block
-                if gathered:  # see GATHER_ROWS
-                    body.terminator.set_metadata("llvm.loop", e.no_unroll())
+                # unrolled by two, LLVM hoists the second step's loads and spills running
+                # vectors to the stack, unaligned there: the loop then ran at two speeds, by
+                # where the process's stack happened to fall
+                body.terminator.set_metadata("llvm.loop", e.no_unroll())
 
             with builder.if_else(builder.icmp_signed("!=", ahead, e.const(0))) as (fetch, plain):
                 with fetch:
@@ -345,7 +347,7 @@ def pack_strips(b: np.ndarray) -> np.ndarray:
     is padded with zeros (never stored: ``packed_product`` masks those columns).
 
     Args:
-        b: (K, N).
+        b: (K, N), any strides (W.T, a view of the weight W (N, K), is read along W's rows).
 
     Returns:
         ``(S * K, width)``, contiguous, ``S = ceil(N / width)``: rows ``s*K .. s*K + K`` are
@@ -353,11 +355,24 @@ def pack_strips(b: np.ndarray) -> np.ndarray:
     """
     k, n = b.shape
     width = strip_width(b.dtype)
-    strips = -(-n // width)
-    packed = np.zeros((strips * k, width), b.dtype)
-    for s in range(strips):
-        part = b[:, s * width:(s + 1) * width]
-        packed[s * k:(s + 1) * k, :part.shape[1]] = part
+    packed = np.empty((-(-n // width) * k, width), b.dtype)  # see kernels.numba on allocation
+    return _pack(b, packed)
+
+
+@njit(**_JIT)
+def _pack(b, packed):
+    """``pack_strips``' copy, column by column of b (a row of W when b is the view W.T)."""
+    k, n = b.shape
+    width = packed.shape[1]
+    for s in range(packed.shape[0] // max(k, 1)):
+        strip = packed[s * k:(s + 1) * k]
+        for q in range(width):
+            j = s * width + q
+            if j < n:
+                for p in range(k):
+                    strip[p, q] = b[p, j]
+            else:
+                strip[:, q] = 0
     return packed
 
 
@@ -369,7 +384,7 @@ def packed_product(a, packed, out, i0, i1, j0, j1, table, relu6):
 
     Args:
         a: (M, K), any strides.
-        packed: ``pack_strips(b)``, (S * K, width).
+        packed: ``pack_strips(b)``, ``(S * K, width)``.
         out: (M, N), contiguous rows.
         i0: The first row.
         i1: The row after the last.

@@ -177,7 +177,7 @@ class PreparedPointwise:
         co, ci = w.shape[:2]
         ep = epilogue_args(fn, bn, co, w.dtype)
         self.w, self.bn, self.ci = w, bn, ci
-        self.wt = pack_strips(np.ascontiguousarray(w.reshape(co, ci).T))
+        self.wt = pack_strips(w.reshape(co, ci).T)
         self.table, self.relu6 = epilogue_table(ep, co, w.dtype), bool(ep[3][1])
 
     def __call__(self, x):
