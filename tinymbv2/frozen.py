@@ -65,7 +65,7 @@ def freeze(model: MobileNetV2) -> "FrozenNet":
     if model.shortcut == "expansion":
         raise ValueError("freeze: the shortcut between expansions (shortcut='expansion') has "
                          "no frozen step; freeze the paper's blocks")
-    steps = []
+    steps, names = [], []
     for i, layer in enumerate(model.features):
         name = f"features.{i}"
         if isinstance(layer, InvertedResidual):
@@ -75,17 +75,20 @@ def freeze(model: MobileNetV2) -> "FrozenNet":
         else:
             raise ValueError(f"freeze: {name} is a {type(layer).__name__}, not a conv-BN-ReLU6 "
                              "or an inverted residual block")
+        names.append(name)
     if (len(steps) > 1 and isinstance(steps[0], _ConvBN) and steps[0].groups == 1
             and isinstance(steps[1], _Block) and steps[1].layers[0] is None
             and not steps[1].residual):
         steps[:2] = [_StemBlock(*steps[:2])]  # one pass: the stem's map never in memory
+        names[:2] = ["features.0-1"]
     layers = list(model.classifier)
     if [type(m) for m in layers] != [Dropout, Linear]:
         raise ValueError("freeze: expected the classifier Dropout, Linear, got "
                          f"{[type(m).__name__ for m in layers]}")
     linear = layers[1]
     bias = None if linear.bias is None else _copy(linear.bias)
-    return FrozenNet(steps, (_copy(linear.weight), bias), model.features[0][0].in_channels)
+    return FrozenNet(steps, (_copy(linear.weight), bias), model.features[0][0].in_channels,
+                     names)
 
 
 class FrozenNet:
@@ -95,12 +98,30 @@ class FrozenNet:
         steps: The feature layers, each with ``prepare(kernels) -> run(x) -> y``.
         classifier: ``(weight (K, C), bias (K,) or None)`` of the Linear.
         in_channels: The image channels.
+        names: Each step's name: the model's layer (``features.5``), or layers
+            (``features.0-1``: the stem and block 1, one step). Default: ``step 0``, ...
     """
 
-    def __init__(self, steps, classifier, in_channels: int):
+    def __init__(self, steps, classifier, in_channels: int, names=None):
         self.steps, self.classifier, self.in_channels = steps, classifier, in_channels
+        self.names = list(names) if names is not None else [f"step {i}" for i in range(len(steps))]
         self.dtype = classifier[0].dtype
         self._runs = {}  # kernel set -> the steps prepared for it
+
+    def prepared(self, kernels) -> list:
+        """The steps as functions of arrays, prepared for a kernel set (once, then kept):
+        ``features(x)`` is ``x = run(x)`` for each, in order (a profile can time them).
+
+        Args:
+            kernels: A kernel set (``tinymbv2.kernels.kernels_for(x)`` for the images x).
+
+        Returns:
+            One ``run(x) -> y`` per step, named by ``names``.
+        """
+        runs = self._runs.get(kernels)
+        if runs is None:
+            runs = self._runs[kernels] = [step.prepare(kernels) for step in self.steps]
+        return runs
 
     def features(self, x):
         """The last feature map (N, C', H', W') of images x (N, in_channels, H, W).
@@ -124,20 +145,14 @@ class FrozenNet:
         if x.dtype != self.dtype:
             raise TypeError(f"FrozenNet: expected {self.dtype} images (the model's dtype), got "
                             f"{x.dtype}")
-        kernels = kernels_for(x)
-        runs = self._runs.get(kernels)
-        if runs is None:
-            runs = self._runs[kernels] = [step.prepare(kernels) for step in self.steps]
-        for run in runs:
+        for run in self.prepared(kernels_for(x)):
             x = run(x)
         return x
 
     def __call__(self, x):
         """The logits (N, num_classes) of images x (N, in_channels, H, W).
 
-        Global average pooling (the kernel set's ``global_average_pool``: the bits of the
-        model's ``y.mean(axis=(2, 3))``), then the Linear (dropout does nothing for
-        inference), on the kernel set's ``matmul`` as the model's ``Linear`` runs it.
+        ``features``, ``pool`` (global average pooling), then ``classify`` (the Linear).
 
         Args:
             x: The images, an array (or Tensor) of the model's dtype on its device.
@@ -145,11 +160,35 @@ class FrozenNet:
         Returns:
             The logits, an array.
         """
-        y = self.features(x)
-        kernels = kernels_for(y)
-        pooled = kernels.global_average_pool(y)  # the model's y.mean(axis=(2, 3)), its bits
+        return self.classify(self.pool(self.features(x)))
+
+    @staticmethod
+    def pool(y):
+        """Global average pooling of the last feature map: (N, C', H', W') -> (N, C').
+
+        The kernel set's ``global_average_pool``: the bits of the model's
+        ``y.mean(axis=(2, 3))``.
+
+        Args:
+            y: ``features``' map.
+
+        Returns:
+            The pooled features.
+        """
+        return kernels_for(y).global_average_pool(y)
+
+    def classify(self, pooled):
+        """The Linear on pooled features: ``pooled @ W.T + b`` (dropout does nothing for
+        inference), the kernel set's ``matmul`` as the model's ``Linear`` runs it.
+
+        Args:
+            pooled: (N, C').
+
+        Returns:
+            The logits (N, num_classes).
+        """
         weight, bias = self.classifier
-        logits = kernels.matmul(pooled, weight.T)
+        logits = kernels_for(pooled).matmul(pooled, weight.T)
         if bias is not None:
             logits += bias
         return logits
