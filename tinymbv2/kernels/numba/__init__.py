@@ -17,14 +17,17 @@ instead of for reading. The package is grouped by op:
   ``.pointwise.channels_last``), ``.dense`` (im2col + GEMM per image; on channels-last
   planes with many channels the weight gradient as one product over the batch:
   ``.dense.channels_last``; a many-channel 3x3 at stride 1 by Winograd's minimal
-  filtering: ``.dense.winograd``), ``.batchnorm``,
-  ``.matmul`` (the Linear layer's GEMM), ``.interpolate`` (bilinear and nearest
+  filtering: ``.dense.winograd``; inference into channels-last pixels straight from
+  bands of input rows: ``.dense.direct``), ``.batchnorm``,
+  ``.matmul`` (the Linear layer's GEMM), ``.global_pool`` (global average pooling of a
+  channels-last map), ``.interpolate`` (bilinear and nearest
   resizing), ``.int8`` (int8 inference: QLinearConv and QGemm; its depthwise 3x3 in
   ``.int8_filter`` (AVX-512) or ``.int8_depthwise``, a whole inverted residual block in
   ``.int8_block``, the image's quantization and QLinearAdd in ``.int8_quantize``, the
   last map's dequantized global average pool in ``.int8_pool``), and
   the fused kernels
-  ``.block`` (a whole inverted residual block for inference), ``.stage`` (the depthwise stage
+  ``.block`` (a whole inverted residual block for inference; ``.stem_block``: a frozen
+  model's stem and first block in one pass), ``.stage`` (the depthwise stage
   in training), ``.optim`` (the RMSprop and SGD steps) and ``.cross_entropy`` (the per-pixel
   loss);
 * their shared machinery: ``.pool`` (Numba's one thread pool, and the BLAS its
