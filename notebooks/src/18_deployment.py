@@ -702,25 +702,26 @@ documentation, quoted here with their source (not computed by this page):
 
 **Float32, MobileNetV2-1.0 at 224 px** (docs/benchmarks.md, "Deployment: float32 inference
 against onnxruntime", `python -m benchmarks.onnx_inference`: AMD EPYC host with AVX-512,
-2 cores, 2 threads each, medians of 21, 2026-12-07, commit `200f3dc`, two of its four runs;
+2 cores, 2 threads each, medians of 41, 2026-12-07, commit `2a98be0`, two of its four runs;
 times, and in brackets the ratio to onnxruntime's):
 
 | batch | onnxruntime | tinymbv2 frozen | tinymbv2 fused | PyTorch |
 |---|---|---|---|---|
-| 1 | 5.07 ms | 5.49 ms (1.08x) | 8.55 ms (1.69x) | 12.72 ms (2.51x) |
-| 1 | 6.26 ms | 5.78 ms (0.92x) | 9.23 ms (1.47x) | 15.48 ms (2.47x) |
-| 8 | 33.07 ms | 33.03 ms (1.00x) | 36.53 ms (1.10x) | 70.75 ms (2.14x) |
-| 8 | 34.24 ms | 35.40 ms (1.03x) | 39.16 ms (1.14x) | 74.46 ms (2.17x) |
+| 1 | 5.05 ms | 4.71 ms (0.93x) | 8.64 ms (1.71x) | 12.48 ms (2.47x) |
+| 1 | 5.28 ms | 4.72 ms (0.89x) | 8.78 ms (1.66x) | 12.72 ms (2.41x) |
+| 8 | 31.90 ms | 28.42 ms (0.89x) | 33.75 ms (1.06x) | 64.03 ms (2.01x) |
+| 8 | 32.62 ms | 28.70 ms (0.88x) | 33.87 ms (1.04x) | 69.59 ms (2.13x) |
 
-Frozen, tinymbv2 runs level with onnxruntime: a little ahead in some runs, a little behind
-in others (0.87-1.08x over the four runs at both sizes), and both well ahead of PyTorch.
-The fused view computes the same logits, bit for bit, and is slower by what freezing does
-once instead of at every call: walking the modules, checking each layer pattern, going
-through autograd's `Function`s, checking each kernel's weights and turning each BatchNorm
-into per-channel scales. On one image that bookkeeping is a third of the fused view's time,
-which is why onnxruntime prepares its graph once per session and `tinymbv2.freeze` does
-the same. The benchmark page shows what is still slower than onnxruntime op by op (the
-stem, mostly).
+Frozen, tinymbv2 runs ahead of onnxruntime at both sizes (0.88-0.94x over the four runs),
+and both well ahead of PyTorch. The fused view computes the same logits, bit for bit, and
+is slower by what freezing does once instead of at every call: walking the modules,
+checking each layer pattern, going through autograd's `Function`s, checking each kernel's
+weights, packing them and turning each BatchNorm into per-channel scales. On one image that
+bookkeeping is close to half of the fused view's time, which is why onnxruntime prepares
+its graph once per session and `tinymbv2.freeze` does the same (the frozen model also runs
+the stem and the first block in one pass, which the fused view does not). The benchmark
+page shows, step by step, what is still slower than onnxruntime's nodes (the first step,
+the 7x7 tail and the classifier).
 
 **Int8 against float32, layer by layer** (docs/kernels.md, "Int8 inference", `python -m
 benchmarks.int8_ops`: six layers of MobileNetV2-1.0 at 224 px, batch 8, tinymbv2's int8
@@ -744,18 +745,19 @@ eight is too little work to gain.
 
 **The whole network in int8** (docs/benchmarks.md, "Deployment: int8 inference against
 float32", `python -m benchmarks.int8_inference`: MobileNetV2-1.0 at 224 px, per-channel
-int8, two threads each, medians of 11, 2026-12-07, commit `ac714b1`; tinymbv2's `Int8Net`
-runs each inverted residual block as one kernel, its expanded tensor kept in the cache):
+int8, two threads each, medians of 11, AMD EPYC host, 2026-12-07, commit `2a98be0`, one of
+its two runs; tinymbv2's `Int8Net` runs each inverted residual block as one kernel, its
+expanded tensor kept in the cache; the float32 contestant is the frozen model):
 
-| batch | tinymbv2 float32 | tinymbv2 Int8Net | onnxruntime int8 |
+| batch | tinymbv2 float32 (frozen) | tinymbv2 Int8Net | onnxruntime int8 |
 |---|---|---|---|
-| 1 | 8.55 ms | 2.98 ms (0.35x) | 4.18 ms (0.49x) |
-| 8 | 31.29 ms | 14.49 ms (0.46x) | 16.64 ms (0.53x) |
+| 1 | 4.56 ms | 2.98 ms (0.65x) | 4.45 ms (0.97x) |
+| 8 | 28.18 ms | 15.42 ms (0.55x) | 18.01 ms (0.64x) |
 
-In brackets, the ratio to tinymbv2's float32 time in the same run. Int8 takes less than
-half the float time here, and at this size tinymbv2's int8 kernels run a little ahead of
-onnxruntime's. Four times smaller files are certain; faster inference depends on the
-kernels and the machine, as the 8x8 race above shows.
+In brackets, the ratio to tinymbv2's float32 time in the same run. Int8 takes a little
+over half the frozen float time at batch 8 and two thirds at batch 1, and at this size
+tinymbv2's int8 kernels run ahead of onnxruntime's. Four times smaller files are certain;
+faster inference depends on the kernels and the machine, as the 8x8 race above shows.
 
 ## Exercises
 
