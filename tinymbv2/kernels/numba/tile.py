@@ -176,9 +176,9 @@ def _store_fence(typingctx):
 _wide = _make_tile(TILE_VECTORS, TILE_ROWS)
 _half = _make_tile(TILE_VECTORS // 2, 2 * TILE_ROWS)
 _one = _make_tile(1, 4 * TILE_ROWS)
-# ``gathered_product``'s blocks hold 16 running vectors, not 24: with a term's offset loaded
-# from memory in each step, LLVM unrolls the sum by two and spills broadcasts of the
-# 24-vector blocks to the stack (unaligned there: as slow again in some processes as in others)
+# ``gathered_product``'s blocks hold 16 running vectors, not 24: chosen while the sum loop
+# was still unrolled, when the 24-vector blocks spilled broadcasts to the stack and the
+# stem took 0.29 ms against 0.21 with these (one thread); not measured again since
 GATHER_ROWS = 16 // TILE_VECTORS
 """Rows of ``gathered_product``'s wide block (4 on AVX-512: 16 running vectors)."""
 _gather_wide = _make_tile(TILE_VECTORS, GATHER_ROWS)
