@@ -17,7 +17,7 @@ images, with E and D in a scratch of its own that stays in the core's L2 cache (
 * The expansion writes E between a zero row of pixels above and below (the filter's
   padding, after the activation, so zeros; a band's other rows are its halo, expanded by
   both bands that touch them), its BatchNorm and ReLU6 applied in the GEMM's registers
-  before the store (``tile.product`` with a table).
+  before the store (``tile.packed_product`` with a table).
 * The filter (``depthwise.rows3x3_bn``) runs along the contiguous channels of a pixel, a
   vector of channels at a time, its weights and a 3 x 3 window of input vectors in
   registers, its BatchNorm and ReLU6 applied before the store.

@@ -11,10 +11,11 @@ channels-last rows of the batch (``.layout``: x2 ``(N*H*W, Ci)``, one row per pi
     Y = BN(D @ Wp.T) [+ x2]     (N*Ho*Wo, Co)    the rows cut among the threads
 
 but in one parallel call, three loops in a row, with the BatchNorms (and ReLU6) applied in
-the GEMMs' and the filter's registers (``tile.product`` with a table,
-``depthwise.rows3x3_bn``) and the GEMMs' right-hand operands We.T and Wp.T laid out once,
-when the block is prepared (``block_channels_last.prepare``): each thread reads them whole,
-with no copy of W.T's strips per call as the layer's GEMM makes. Every output value is
+the GEMMs' and the filter's registers (``tile.packed_product`` with a table,
+``depthwise.rows3x3_bn``) and the GEMMs' right-hand operands We.T and Wp.T packed once in
+the strips the register block reads, when the block is prepared
+(``block_channels_last.prepare``): each thread reads them whole, with no copy of W.T's
+strips per call as the layer's GEMM makes. Every output value is
 summed by one register block, in the order the layers sum it, whatever the cut: the
 layers' bits, for any number of threads.
 """
