@@ -54,6 +54,7 @@ from numba.extending import intrinsic
 
 from .cache import CACHE
 from .llvm import AVX512, VECTOR_BYTES, Emit, array_data, as_i64, lanes
+from .transpose import transpose_into
 
 TILE_ROWS = 6
 """Rows of ``out`` per broadcast block: 6 broadcasts and 6 x TILE_VECTORS running vectors."""
@@ -356,23 +357,36 @@ def pack_strips(b: np.ndarray) -> np.ndarray:
     k, n = b.shape
     width = strip_width(b.dtype)
     packed = np.empty((-(-n // width) * k, width), b.dtype)  # see kernels.numba on allocation
-    return _pack(b, packed)
+    if k and b.T.flags.c_contiguous:  # W.T, a view of a weight W (N, K): transposed in registers
+        return _pack_transposed(b.T, packed)
+    return _pack(np.ascontiguousarray(b), packed)
 
 
 @njit(**_JIT)
 def _pack(b, packed):
-    """``pack_strips``' copy, column by column of b (a row of W when b is the view W.T)."""
+    """``pack_strips``' copy from b (K, N) with contiguous rows: each strip row by row."""
     k, n = b.shape
     width = packed.shape[1]
     for s in range(packed.shape[0] // max(k, 1)):
+        c0, c1 = s * width, min(n, (s + 1) * width)
         strip = packed[s * k:(s + 1) * k]
-        for q in range(width):
-            j = s * width + q
-            if j < n:
-                for p in range(k):
-                    strip[p, q] = b[p, j]
-            else:
-                strip[:, q] = 0
+        for p in range(k):
+            strip[p, :c1 - c0] = b[p, c0:c1]
+            strip[p, c1 - c0:] = 0
+    return packed
+
+
+@njit(**_JIT)
+def _pack_transposed(w, packed):
+    """``pack_strips(w.T)`` from w (N, K) with contiguous rows: each strip the transpose of
+    ``width`` rows of w (``transpose.transpose_into``, blocks in registers)."""
+    n, k = w.shape
+    width = packed.shape[1]
+    for s in range(packed.shape[0] // k):
+        c0, c1 = s * width, min(n, (s + 1) * width)
+        strip = packed[s * k:(s + 1) * k]
+        transpose_into(w, c0, c1, 0, k, strip)  # strip[p, q] = w[c0 + q, p]
+        strip[:, c1 - c0:] = 0
     return packed
 
 
