@@ -39,6 +39,11 @@ of the separate pass ``batchnorm.channels_last.affine_rows_inplace``, without th
 over out. The inference block on channels-last pixels (``.block_channels_last``) stores
 its expanded and projected rows this way.
 
+**Other operands.** ``gathered_product`` reads A's terms at offsets from a table instead of
+at a stride (a convolution's column matrix never built: ``dense.direct``); ``pack_strips``
+lays a constant b out once in the strips the blocks read, and ``packed_product`` sweeps
+them (the prepared inference blocks). Both keep the blocks' sums and bits.
+
 **Order of the sum.** Each value of ``out`` is ``a[i, 0] * b[0, j]``, then each next term
 added by one FMA (one rounding), in order of p. With ``accumulate`` the running sums
 start from ``out``'s values instead of 0, so a sum split into consecutive chunks of K
@@ -336,7 +341,6 @@ def gathered_product(a, a_at, a_row, offsets, b, out, table, relu6):
             for i in range(0, m, 16):
                 _gather_one(a, a_at + i * a_row, a_row, offsets, b, j, b_row, out, i * out_row + j,
                             out_row, k, min(16, m - i), cols, False, 0, False, table, j, True, relu6)
-
 
 
 def pack_strips(b: np.ndarray) -> np.ndarray:
